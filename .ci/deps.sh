@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what corio needs from Debian 12's packages. Idempotent and quiet when
+# everything is present: `apt-get update` runs once, only if a package is missing.
+set -euo pipefail
+
+packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev catch2 libboost1.81-dev)
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "corio: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

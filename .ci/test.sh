@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# README command 2: install the dependencies, then build and run every test suite:
+#   1. default (debug, -O0) build: unit, stress, examples and install suites
+#   2. optimized (release) build: unit, stress and examples suites
+#   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
+#   4. ThreadSanitizer build: unit and stress suites
+# Build folders live under build-ci/ and are reused by later runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/deps.sh
+
+jobs=${CORIO_JOBS:-$(nproc)}
+total_ok=0
+total_fail=0
+started=$(date +%s)
+
+run_suites() {  # <name> <builddir> <meson setup args...> -- <suites...>
+  local name=$1 dir=$2
+  shift 2
+  local setup=()
+  while [ "$1" != "--" ]; do setup+=("$1"); shift; done
+  shift
+  local suites=()
+  for s in "$@"; do suites+=(--suite "$s"); done
+  echo "=== [$name] configure and build ($dir)"
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "${setup[@]}" >/dev/null
+  fi
+  ninja -C "$dir" -j "$jobs" >/dev/null
+  echo "=== [$name] test: $*"
+  local log
+  log=$(mktemp)
+  set +e
+  meson test -C "$dir" "${suites[@]}" --print-errorlogs --num-processes "$jobs" 2>&1 | tee "$log" | \
+    grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Timeout|Skipped):'
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local ok fail timeout
+  ok=$(awk '/^Ok:/ {print $2}' "$log"); fail=$(awk '/^Fail:/ {print $2}' "$log")
+  timeout=$(awk '/^Timeout:/ {print $2}' "$log")
+  total_ok=$((total_ok + ${ok:-0}))
+  total_fail=$((total_fail + ${fail:-0} + ${timeout:-0}))
+  if [ "$rc" != 0 ]; then
+    sed -n '/^=* *[0-9]*\/[0-9]* .*\(FAIL\|TIMEOUT\)/,$p' "$log" | tail -200
+    total_fail=$((total_fail > 0 ? total_fail : 1))
+  fi
+  rm -f "$log"
+  echo "=== [$name] done after $(( $(date +%s) - started )) s"
+}
+
+run_suites default build-ci/default -- unit stress examples install
+run_suites release build-ci/release --buildtype=release -Dbenchmarks=false -- unit stress examples
+run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dexamples=false -Dbenchmarks=false -- unit stress
+run_suites tsan build-ci/tsan --buildtype=debugoptimized -Db_sanitize=thread \
+  -Dexamples=false -Dbenchmarks=false -- unit stress
+
+echo "tests: ${total_ok} passed, ${total_fail} failed"
+[ "$total_fail" = 0 ]

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds the benchmarks (release) and runs corio and its peers side by side, in one run,
+# on this machine. Prints one line per figure: `<benchmark> <system> <value> <unit>`
+# (the median of --repeat runs, default 3), then ratios corio/peer.
+#
+#   bash bench/run.sh [runtime|sync|all] [--repeat N] [--workers N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/deps.sh
+which=all
+repeat=3
+workers=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repeat) repeat=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    *) which=$1; shift ;;
+  esac
+done
+if [ ! -f build-bench/build.ninja ]; then
+  meson setup build-bench --buildtype=release -Dtests=false -Dexamples=false -Dbenchmarks=true >/dev/null
+fi
+ninja -C build-bench >/dev/null
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+
+run() {  # runs a benchmark command $repeat times, appending its lines to $raw
+  for _ in $(seq "$repeat"); do
+    "$@" 2>/dev/null | sed 's/ *#.*//' >>"$raw" || echo "# failed: $*" >&2
+  done
+}
+
+if [ "$which" = runtime ] || [ "$which" = all ]; then
+  run build-bench/bench/runtime/runtime_bench all --workers "$workers"
+  run build-bench/bench/runtime/runtime_bench tree --workers 1
+  for sys in uring epoll; do
+    exe=build-bench/bench/asio/asio_bench_$sys
+    [ -x "$exe" ] || continue
+    for b in spawn pingpong timers io; do
+      run "$exe" "$b" --threads "$workers"
+    done
+  done
+fi
+if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync/sync_bench ]; then
+  run build-bench/bench/sync/sync_bench all --workers "$workers"
+  for sys in uring epoll; do
+    exe=build-bench/bench/asio/asio_bench_$sys
+    [ -x "$exe" ] || continue
+    for b in mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong; do
+      run "$exe" "$b" --threads "$workers"
+    done
+  done
+fi
+
+# Median per (benchmark, system); then corio's ratio to each peer.
+python3 - "$raw" <<'PY'
+import collections, statistics, sys
+vals = collections.defaultdict(list)
+units = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) < 4 or line.startswith('#'):
+        continue
+    name, system, value, unit = parts[0], parts[1], parts[2], parts[3]
+    try:
+        vals[(name, system)].append(float(value))
+    except ValueError:
+        continue
+    units[(name, system)] = unit
+med = {k: statistics.median(v) for k, v in vals.items()}
+for (name, system), v in sorted(med.items()):
+    print(f"{name} {system} {v:.1f} {units[(name, system)]}")
+print("# ratios (corio / peer; < 1 is better for time units, > 1 for rates)")
+for (name, system), v in sorted(med.items()):
+    if system == "corio" or name == "tree":
+        continue
+    c = med.get((name, "corio"))
+    if c:
+        print(f"# {name}: corio/{system} = {c / v:.2f}")
+PY

@@ -1,0 +1,166 @@
+// corio's side of the runtime benchmarks (issue 2). Prints `<benchmark> corio <value> <unit>`.
+//
+//   corio_bench <spawn|tree|timers|io|yield|all> [--workers N]
+#include <corio/corio.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+double ms_since(steady::time_point t0) {
+  return std::chrono::duration<double, std::milli>(steady::now() - t0).count();
+}
+
+corio::task<void> empty_task() { co_return; }
+
+corio::task<double> bench_spawn(int n) {
+  std::vector<corio::join_handle<void>> handles;
+  handles.reserve(n);
+  auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    handles.push_back(corio::spawn(empty_task()));
+  }
+  for (auto& h : handles) {
+    co_await h;
+  }
+  co_return ms_since(t0) * 1e6 / n;
+}
+
+corio::task<long> tree(int depth) {
+  if (depth == 0) {
+    co_return 1;
+  }
+  auto left = corio::spawn(tree(depth - 1));
+  auto right = corio::spawn(tree(depth - 1));
+  long a = co_await left;
+  long b = co_await right;
+  co_return a + b;
+}
+
+corio::task<double> bench_tree(int depth) {
+  auto t0 = steady::now();
+  long leaves = co_await tree(depth);
+  double ms = ms_since(t0);
+  if (leaves != (1L << depth)) {
+    std::fprintf(stderr, "tree: wrong leaf count %ld\n", leaves);
+    std::exit(1);
+  }
+  long tasks = (2L << depth) - 1;
+  co_return ms * 1e6 / tasks;
+}
+
+std::atomic<long> g_max_overshoot_ns{0};
+
+corio::task<void> one_sleep() {
+  auto deadline = steady::now() + 1ms;
+  (void)co_await corio::sleep_until(deadline);
+  long over = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - deadline).count();
+  long cur = g_max_overshoot_ns.load(std::memory_order_relaxed);
+  while (over > cur && !g_max_overshoot_ns.compare_exchange_weak(cur, over, std::memory_order_relaxed)) {
+  }
+}
+
+corio::task<double> bench_timers(int n) {
+  std::vector<corio::join_handle<void>> handles;
+  handles.reserve(n);
+  auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    handles.push_back(corio::spawn(one_sleep()));
+  }
+  for (auto& h : handles) {
+    co_await h;
+  }
+  co_return ms_since(t0);
+}
+
+corio::task<double> bench_io(int pairs) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    std::perror("pipe2");
+    std::exit(1);
+  }
+  std::byte out[64]{};
+  std::byte in[64];
+  auto t0 = steady::now();
+  for (int i = 0; i < pairs; ++i) {
+    auto w = co_await corio::io::write(fds[1], out);
+    auto r = co_await corio::io::read(fds[0], in);
+    if (!w || !r || *w != 64 || *r != 64) {
+      std::fprintf(stderr, "io: short or failed op\n");
+      std::exit(1);
+    }
+  }
+  double ms = ms_since(t0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  co_return ms * 1e6 / (2.0 * pairs);
+}
+
+corio::task<double> bench_yield(int n) {
+  auto t0 = steady::now();
+  for (int i = 0; i < n; ++i) {
+    co_await corio::yield_now{};
+  }
+  co_return ms_since(t0) * 1e6 / n;
+}
+
+// The system column names the worker count when it is not the default 2 ("corio-16w").
+void print(const char* name, double v, const char* unit, unsigned workers) {
+  if (workers == 2) {
+    std::printf("%s corio %.1f %s\n", name, v, unit);
+  } else {
+    std::printf("%s corio-%uw %.1f %s\n", name, workers, v, unit);
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string which = argc > 1 ? argv[1] : "all";
+  corio::runtime_config cfg;
+  cfg.workers = 2;
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--workers") == 0) {
+      cfg.workers = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    }
+  }
+  corio::runtime rt(cfg);
+  bool all = which == "all";
+  if (all || which == "spawn") {
+    print("spawn", rt.block_on(bench_spawn(1'000'000)), "ns/task", cfg.workers);
+  }
+  if (all || which == "tree") {
+    print("tree", rt.block_on(bench_tree(20)), "ns/task", cfg.workers);
+  }
+  if (all || which == "timers") {
+    g_max_overshoot_ns = 0;
+    print("timers", rt.block_on(bench_timers(100'000)), "ms", cfg.workers);
+    print("timers_overshoot", g_max_overshoot_ns.load() / 1e6, "ms", cfg.workers);
+  }
+  if (all || which == "io") {
+    print("io", rt.block_on(bench_io(1'000'000)), "ns/op", cfg.workers);
+  }
+  if (all || which == "yield") {
+    print("yield", rt.block_on(bench_yield(1'000'000)), "ns/yield", cfg.workers);
+  }
+  if (std::getenv("CORIO_BENCH_METRICS") != nullptr) {
+    auto m = rt.metrics();
+    for (auto& w : m.workers) {
+      std::fprintf(stderr, "worker: run=%lu steals=%lu stolen=%lu parks=%lu sqes=%lu cqes=%lu\n", w.tasks_run,
+                   w.steals, w.stolen_tasks, w.parks, w.sqes_submitted, w.cqes_reaped);
+    }
+  }
+  return 0;
+}

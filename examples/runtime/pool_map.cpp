@@ -1,0 +1,69 @@
+// The tutorial's ThreadPool(5).map and ThreadPoolExecutor.submit/map, in corio:
+//  - map over coroutines:          when_all over a range of tasks (concurrent, in order)
+//  - submit blocking functions:    spawn_blocking on the runtime's elastic blocking pool
+//  - executor.map with a function: a tiny helper that maps a blocking function
+//
+//   pool_map [sleep-ms]
+#include <corio/corio.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// A coroutine "worker function": waits without blocking a thread.
+corio::task<int> square_later(int x, std::chrono::milliseconds nap) {
+  co_await corio::sleep_for(nap);
+  co_return x * x;
+}
+
+// A plain blocking function, as in the tutorial (time.sleep inside).
+int blocking_cube(int x, std::chrono::milliseconds nap) {
+  std::this_thread::sleep_for(nap);
+  return x * x * x;
+}
+
+corio::task<int> main_task(std::chrono::milliseconds nap) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+
+  // pool.map(myfunction, range(5))
+  std::vector<corio::task<int>> tasks;
+  for (int i = 0; i < 5; ++i) {
+    tasks.push_back(square_later(i, nap));
+  }
+  std::vector<int> squares = co_await corio::when_all(std::move(tasks));
+  std::printf("map:    ");
+  for (int v : squares) {
+    std::printf("%d ", v);
+  }
+  std::printf("(%lld ms)\n", static_cast<long long>(elapsed()));
+
+  // executor.submit(blocking_function, i) for i in range(5), then future.result()
+  std::vector<corio::task<int>> futures;
+  for (int i = 0; i < 5; ++i) {
+    futures.push_back([](int v, std::chrono::milliseconds d) -> corio::task<int> {
+      auto r = co_await corio::spawn_blocking([v, d] { return blocking_cube(v, d); });
+      co_return r ? *r : -1;
+    }(i, nap));
+  }
+  std::vector<int> cubes = co_await corio::when_all(std::move(futures));
+  std::printf("submit: ");
+  for (int v : cubes) {
+    std::printf("%d ", v);
+  }
+  std::printf("(%lld ms total)\n", static_cast<long long>(elapsed()));
+  co_return squares[4] == 16 && cubes[4] == 64 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::chrono::milliseconds nap{argc > 1 ? std::atoi(argv[1]) : 1000};
+  return corio::run(main_task(nap));
+}

@@ -1,0 +1,137 @@
+// spawn_blocking(fn): run blocking or CPU-heavy work on the runtime's separate, elastic
+// thread pool, and await its result without blocking a worker.
+//
+// `co_await spawn_blocking(fn, token)` yields result<R> (R = fn's return type, void
+// allowed); an exception thrown by fn is rethrown in the awaiter. The pool grows on demand
+// up to runtime_config::max_blocking_threads and idle threads exit after
+// blocking_keep_alive.
+// Cancellation: while the job is still queued, a stop request withdraws it and the await
+// returns operation_canceled; a job that has started cannot be interrupted and is waited
+// for. After shutdown it returns errc::shut_down.
+// Thread-safety: the job runs on a pool thread; the awaiter resumes on a worker.
+// Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/detail/blocking_pool.hpp>
+#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/when_child.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio {
+
+namespace detail {
+blocking_pool* runtime_blocking_pool(runtime_core* rt) noexcept;
+}  // namespace detail
+
+template <class F>
+class [[nodiscard]] blocking_awaiter : detail::blocking_job {
+ public:
+  using value_type = std::invoke_result_t<F&>;
+
+  blocking_awaiter(F fn, std::stop_token token) : m_fn(std::move(fn)), m_token(std::move(token)) {}
+  blocking_awaiter(blocking_awaiter&& o) noexcept : m_fn(std::move(o.m_fn)), m_token(std::move(o.m_token)) {}
+
+  bool await_ready() const noexcept { return false; }
+
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    m_home = detail::current_runtime();
+    if (m_home == nullptr) {
+      m_error = make_error_code(errc::no_runtime);
+      return false;
+    }
+    const std::stop_token* inherited = detail::inherited_token_of(h);
+    if (m_token.stop_requested() || (inherited != nullptr && inherited->stop_requested())) {
+      m_error = cancelled_error();
+      return false;
+    }
+    m_waiter = h;
+    m_pool = detail::runtime_blocking_pool(m_home);
+    // The callbacks are registered before the job is queued: once it is queued a pool
+    // thread may finish it and another worker resume us, so nothing may touch *this
+    // after submit() succeeds. (A stop before submit() finds nothing to withdraw; the
+    // job then simply runs.)
+    if (m_token.stop_possible()) {
+      m_explicit_cb.emplace(m_token, stop_fn{this});
+    }
+    if (inherited != nullptr && inherited->stop_possible()) {
+      m_inherited_cb.emplace(*inherited, stop_fn{this});
+    }
+    if (!m_pool->submit(this)) {
+      m_explicit_cb.reset();
+      m_inherited_cb.reset();
+      m_error = make_error_code(errc::shut_down);
+      return false;
+    }
+    return true;
+  }
+
+  result<value_type> await_resume() {
+    m_explicit_cb.reset();
+    m_inherited_cb.reset();
+    if (m_error) {
+      return unexpected(m_error);
+    }
+    if (m_exception) {
+      std::rethrow_exception(m_exception);
+    }
+    if constexpr (std::is_void_v<value_type>) {
+      return {};
+    } else {
+      return std::move(*m_value);
+    }
+  }
+
+ private:
+  struct stop_fn {
+    blocking_awaiter* self;
+    void operator()() const noexcept {
+      if (self->m_pool->withdraw(self)) {
+        self->m_error = cancelled_error();
+        detail::schedule_wake(self->m_waiter, self->m_home);
+      }
+    }
+  };
+
+  void run() noexcept override {
+    try {
+      if constexpr (std::is_void_v<value_type>) {
+        std::invoke(m_fn);
+      } else {
+        m_value.emplace(std::invoke(m_fn));
+      }
+    } catch (...) {
+      m_exception = std::current_exception();
+    }
+    detail::schedule_wake(m_waiter, m_home);
+  }
+
+  F m_fn;
+  std::stop_token m_token;
+  std::optional<detail::non_void_t<value_type>> m_value;
+  std::exception_ptr m_exception;
+  std::error_code m_error;
+  std::coroutine_handle<> m_waiter{};
+  detail::runtime_core* m_home = nullptr;
+  detail::blocking_pool* m_pool = nullptr;
+  std::optional<std::stop_callback<stop_fn>> m_explicit_cb;
+  std::optional<std::stop_callback<stop_fn>> m_inherited_cb;
+};
+
+/// Runs `fn` on the blocking pool; `co_await` yields result<R> (see the header).
+template <class F>
+blocking_awaiter<std::decay_t<F>> spawn_blocking(F&& fn, std::stop_token token = {}) {
+  return blocking_awaiter<std::decay_t<F>>(std::forward<F>(fn), std::move(token));
+}
+
+}  // namespace corio

@@ -1,0 +1,39 @@
+// corio::runtime_config: how a runtime is built. Every field is validated by the
+// runtime constructor, which names the offending field in its error.
+// Thread-safety: a plain value. Cost: none.
+#pragma once
+
+#include <chrono>
+#include <thread>
+
+namespace corio {
+
+/// How an idle worker sleeping in io_uring_enter is woken by another thread.
+enum class wake_mechanism {
+  futex,    ///< IORING_OP_FUTEX_WAIT armed on the worker's `parked` word (Linux 6.7+)
+  eventfd,  ///< a READ armed on an eventfd (any io_uring kernel); the fallback
+};
+
+struct runtime_config {
+  /// Worker threads (each with its own io_uring). Must be 1..1024.
+  unsigned workers = std::thread::hardware_concurrency() != 0 ? std::thread::hardware_concurrency() : 1;
+  /// Submission-queue entries per ring. Must be a power of two in 1..32768.
+  unsigned ring_entries = 256;
+  /// Local run-queue capacity per worker. Must be a power of two in 4..65536.
+  unsigned local_queue_capacity = 256;
+  /// Hand a woken task to the waker's worker through a LIFO slot (cheap ping-pong).
+  bool lifo_slot = true;
+  /// Every this many scheduler ticks a worker looks at the global queue first and polls
+  /// its ring and timers (fairness). Must be 1..1000000.
+  unsigned global_queue_interval = 61;
+  /// Threads of the spawn_blocking() pool at most. Must be 1..4096.
+  unsigned max_blocking_threads = 64;
+  /// An idle blocking thread exits after this long.
+  std::chrono::milliseconds blocking_keep_alive{10000};
+  /// Try IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN first.
+  bool defer_taskrun = true;
+  /// Preferred wake mechanism; falls back to eventfd where the kernel lacks FUTEX_WAIT.
+  wake_mechanism wake = wake_mechanism::futex;
+};
+
+}  // namespace corio

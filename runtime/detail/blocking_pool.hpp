@@ -1,0 +1,59 @@
+// The elastic thread pool behind spawn_blocking().
+//
+// Threads are created on demand (up to a maximum) when a job arrives and none is idle,
+// and exit after a keep-alive period without work. Jobs wait in a FIFO. A job queued but
+// not started can be withdrawn (cancellation); a running job cannot be interrupted.
+// On shutdown, queued jobs are dropped and running ones are waited for.
+// Thread-safety: any thread. Cost: a lock and a condition-variable signal per job.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace corio::detail {
+
+struct blocking_job {
+  virtual void run() noexcept = 0;
+
+ protected:
+  ~blocking_job() = default;
+};
+
+class blocking_pool {
+ public:
+  blocking_pool(std::size_t max_threads, std::chrono::milliseconds keep_alive)
+      : m_max_threads(max_threads), m_keep_alive(keep_alive) {}
+  blocking_pool(const blocking_pool&) = delete;
+  blocking_pool& operator=(const blocking_pool&) = delete;
+  ~blocking_pool() { shutdown(); }
+
+  /// Queues `job`; returns false after shutdown.
+  bool submit(blocking_job* job);
+  /// Removes `job` if it has not started; returns true if it was removed.
+  bool withdraw(blocking_job* job);
+  /// Drops queued jobs, waits for running ones, joins every thread.
+  void shutdown();
+  [[nodiscard]] std::size_t thread_count() const;
+
+ private:
+  void thread_main();
+  void join_exited(std::unique_lock<std::mutex>& lock);
+
+  mutable std::mutex m_mutex;
+  std::condition_variable m_work;
+  std::deque<blocking_job*> m_jobs;
+  std::vector<std::thread> m_threads;
+  std::vector<std::thread::id> m_exited;
+  std::size_t m_idle = 0;
+  std::size_t m_live = 0;
+  std::size_t m_max_threads;
+  std::chrono::milliseconds m_keep_alive;
+  bool m_stopping = false;
+};
+
+}  // namespace corio::detail

@@ -1,0 +1,56 @@
+// Operation states shared by io_uring operations and timers.
+//
+// io_completion: what an SQE's user_data points to; the owning worker calls on_cqe()
+// for each CQE it reaps.
+//
+// cancellable: the hand-off between a stop request (any thread) and the owning worker
+// (the only thread allowed to touch its ring and timer heap). A stop callback never
+// touches the operation's kernel state; it flags the operation and pushes it on the
+// owner's MPSC cancel list, and the owner acts on it. The three-way state makes sure the
+// operation's coroutine is resumed exactly once and only after the owner has taken the
+// operation off its cancel list (so the list never points into a destroyed frame):
+//
+//   idle ──stop callback──▶ requested ──owner drains list──▶ drained ──CQE/fire──▶ resume
+//     │                        │
+//     └──CQE/fire──▶ resume    └──CQE/fire first──▶ completed ──owner drains──▶ resume
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace corio::detail {
+
+class worker;
+
+struct io_completion {
+  void (*on_cqe)(io_completion* self, int res, std::uint32_t flags) noexcept = nullptr;
+};
+
+struct cancellable {
+  enum state : std::uint8_t { idle = 0, requested = 1, completed = 2, drained = 3 };
+
+  std::atomic<std::uint8_t> cancel_state{idle};
+  cancellable* next_cancel = nullptr;   // link in the owner's cancel list
+  worker* owner = nullptr;
+  /// Owner thread: the operation is taken off the cancel list and was still pending;
+  /// stop it (ASYNC_CANCEL, or unlink from the timer heap).
+  void (*on_cancel_drained)(cancellable* self) noexcept = nullptr;
+  /// Owner thread: the operation may now resume its coroutine.
+  void (*on_resume)(cancellable* self) noexcept = nullptr;
+
+  /// Stop callback body (any thread).
+  void request_cancel() noexcept;
+
+  /// Owner thread: the kernel (or the timer heap) finished the operation. Resumes now,
+  /// or leaves it to the drain if a cancel request is in flight.
+  void finished() noexcept {
+    // acq_rel: acquire pairs with request_cancel()'s CAS so we see its push; release lets
+    // drain_cancel() see that the operation finished.
+    std::uint8_t prev = cancel_state.exchange(completed, std::memory_order_acq_rel);
+    if (prev != requested) {
+      on_resume(this);
+    }
+  }
+};
+
+}  // namespace corio::detail

@@ -1,0 +1,97 @@
+// One io_uring, owned by one worker thread: the only code in corio that calls liburing's
+// setup, submit and reap functions.
+//
+// The ring is created on its worker thread with SINGLE_ISSUER | DEFER_TASKRUN when the
+// kernel accepts them (6.1+), else COOP_TASKRUN, else plain. SQEs are filled by
+// awaitables and submitted in batches by the worker loop. A full SQ flushes (submits)
+// and, if the kernel still holds every slot, reaps completions until one frees up: it
+// never fails. Once an SQE is in the SQ it belongs to the kernel: a failing submit is
+// retried later, never rolled back (the operation's state lives until its CQE).
+// Thread-safety: owner thread only (SINGLE_ISSUER would reject others with -EEXIST).
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <string>
+#include <system_error>
+
+#include <corio/runtime/result.hpp>
+
+namespace corio::detail {
+
+struct ring_options {
+  unsigned entries = 256;
+  bool defer_taskrun = true;
+};
+
+class ring {
+ public:
+  ring() = default;
+  ring(const ring&) = delete;
+  ring& operator=(const ring&) = delete;
+  ~ring() { close(); }
+
+  /// Creates the ring; on failure returns the error and fills `why` with the cause.
+  std::error_code open(const ring_options& options, std::string& why) noexcept;
+  void close() noexcept;
+  [[nodiscard]] bool is_open() const noexcept { return m_open; }
+
+  /// An SQE to fill; never null (see the header comment). `reap` is called to process
+  /// completions when the SQ is full and the kernel has not consumed it.
+  template <class Reap>
+  io_uring_sqe* get_sqe(Reap&& reap) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&m_ring);
+    while (sqe == nullptr) {
+      submit();
+      sqe = io_uring_get_sqe(&m_ring);
+      if (sqe == nullptr) {
+        reap();
+        sqe = io_uring_get_sqe(&m_ring);
+      }
+    }
+    ++m_unsubmitted;
+    return sqe;
+  }
+
+  /// Submits prepared SQEs and runs deferred task work; never blocks.
+  void submit() noexcept;
+  /// Submits and waits for at least one completion or `timeout_ns` (< 0: no limit).
+  void submit_and_wait(long long timeout_ns) noexcept;
+
+  /// Calls fn(cqe) for every completion ready; returns how many.
+  template <class Fn>
+  unsigned for_each_cqe(Fn&& fn) {
+    unsigned count = 0;
+    io_uring_cqe* cqe = nullptr;
+    unsigned head = 0;
+    io_uring_for_each_cqe(&m_ring, head, cqe) {
+      fn(cqe);
+      ++count;
+    }
+    io_uring_cq_advance(&m_ring, count);
+    m_cqes_reaped += count;
+    return count;
+  }
+
+  [[nodiscard]] bool has_unsubmitted() const noexcept { return m_unsubmitted != 0; }
+  [[nodiscard]] bool cq_ready() const noexcept { return io_uring_cq_ready(&m_ring) != 0; }
+  [[nodiscard]] bool defer_taskrun() const noexcept { return m_defer_taskrun; }
+  [[nodiscard]] bool supports(unsigned opcode) const noexcept {
+    return opcode < 256 && m_supported[opcode];
+  }
+  [[nodiscard]] int fd() const noexcept { return m_ring.ring_fd; }
+  [[nodiscard]] std::uint64_t sqes_submitted() const noexcept { return m_sqes_submitted; }
+  [[nodiscard]] std::uint64_t cqes_reaped() const noexcept { return m_cqes_reaped; }
+
+ private:
+  io_uring m_ring{};
+  bool m_open = false;
+  bool m_defer_taskrun = false;
+  unsigned m_unsubmitted = 0;
+  std::uint64_t m_sqes_submitted = 0;
+  std::uint64_t m_cqes_reaped = 0;
+  bool m_supported[256] = {};
+};
+
+}  // namespace corio::detail

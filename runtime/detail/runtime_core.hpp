@@ -1,0 +1,91 @@
+// The shared state of a runtime: workers, the global inject queue, the idle/search
+// accounting, the registry of live spawned tasks, and the blocking pool.
+// Thread-safety: any thread (see each member).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <corio/runtime/config.hpp>
+#include <corio/runtime/detail/blocking_pool.hpp>
+#include <corio/runtime/detail/inject_queue.hpp>
+#include <corio/runtime/detail/worker.hpp>
+#include <corio/runtime/metrics.hpp>
+
+namespace corio::detail {
+
+struct join_state_base;
+
+/// A tiny test-and-test-and-set lock for the registry shards (critical sections are a
+/// few pointer writes).
+class spin_lock {
+ public:
+  void lock() noexcept;
+  void unlock() noexcept {
+    // release: publishes the registry links written under the lock.
+    m_locked.store(false, std::memory_order_release);
+  }
+
+ private:
+  std::atomic<bool> m_locked{false};
+};
+
+/// The seq_cst store-load barrier of the sleep/wake protocol (worker.cpp design note).
+/// ThreadSanitizer does not model atomic_thread_fence (and g++ rejects it under -Wtsan),
+/// so TSan builds use a seq_cst read-modify-write on the shared `sleepers` word instead,
+/// which orders the same way: RMWs on one location are totally ordered and synchronize.
+inline void store_load_barrier(std::atomic<std::uint32_t>& shared_word) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  shared_word.fetch_add(0, std::memory_order_seq_cst);
+#else
+  (void)shared_word;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+class runtime_core {
+ public:
+  explicit runtime_core(const runtime_config& config);
+  ~runtime_core();
+  runtime_core(const runtime_core&) = delete;
+  runtime_core& operator=(const runtime_core&) = delete;
+
+  /// Starts the workers; on failure stops them again and returns the error and cause.
+  std::error_code start(std::string& why);
+  void shutdown();
+
+  bool spawn_root(join_state_base* st) noexcept;
+  void unregister_root(join_state_base* st) noexcept;
+  /// Queues a task from a thread that is not one of our workers.
+  void schedule_remote(void* task);
+  /// Wakes one parked worker if work was published and nobody is searching.
+  void notify_one() noexcept;
+  runtime_metrics metrics() const;
+
+  [[nodiscard]] bool stopping() const noexcept { return m_stopping.load(std::memory_order_acquire); }
+
+  const runtime_config config;
+  std::vector<std::unique_ptr<worker>> workers;
+  inject_queue inject;
+  blocking_pool blocking;
+  // Idle accounting (see worker.cpp for the protocol and its invariant).
+  alignas(64) std::atomic<std::uint32_t> searching{0};
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> wake_cursor{0};
+
+ private:
+  struct registry_shard {
+    alignas(64) spin_lock lock;
+    join_state_base* head = nullptr;
+    std::uint64_t count = 0;
+  };
+
+  std::atomic<bool> m_stopping{false};
+  std::atomic<bool> m_shut_down{false};
+  std::unique_ptr<registry_shard[]> m_shards;  // one per worker + one for foreign threads
+  unsigned m_shard_count = 0;
+};
+
+}  // namespace corio::detail

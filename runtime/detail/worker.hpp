@@ -1,0 +1,135 @@
+// A worker thread: its run queue, LIFO slot, io_uring, timers and cancel list.
+//
+// Scheduler loop (worker.cpp, design note at the top of the file): take a task from the
+// LIFO slot (at most kMaxLifoRuns in a row), else the local queue, else (every
+// global_queue_interval ticks, and whenever the local queue is empty) the global queue;
+// when nothing is local, poll the ring and timers, then steal half of another worker's
+// queue; when nothing anywhere, park inside io_uring_enter.
+// Thread-safety: the fields below marked "owner" are touched by the worker thread only.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <corio/runtime/config.hpp>
+#include <corio/runtime/detail/completion.hpp>
+#include <corio/runtime/detail/local_queue.hpp>
+#include <corio/runtime/detail/ring.hpp>
+#include <corio/runtime/detail/timer_heap.hpp>
+#include <corio/runtime/metrics.hpp>
+
+namespace corio::detail {
+
+class runtime_core;
+
+/// Reserved user_data values; real operations use the address of an io_completion.
+inline constexpr std::uint64_t kUserDataIgnore = 0;
+inline constexpr std::uint64_t kUserDataPark = 1;
+
+class worker {
+ public:
+  worker(runtime_core& rt, unsigned index, const runtime_config& config);
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  ~worker();
+
+  /// Thread body. Creates the ring first and reports through `ready`.
+  void thread_main();
+
+  // --- scheduling (owner thread) ---
+  void schedule_wake(void* task);   ///< LIFO slot hand-off
+  void schedule_back(void* task);   ///< back of the local queue
+  void schedule_timer(void* task);  ///< a due timer: runs before the local queue
+  io_uring_sqe* get_sqe();          ///< an SQE for a user operation (counted in flight)
+  io_uring_sqe* get_internal_sqe(); ///< an SQE whose completion is ignored
+  void arm_timer(timer_node* node) { m_timers.push(node); }
+  void disarm_timer(timer_node* node) { m_timers.remove(node); }
+  [[nodiscard]] ring& io_ring() noexcept { return m_ring; }
+
+  // --- any thread ---
+  void push_cancel(cancellable* op) noexcept;
+  /// Wakes this worker if it is parked (not as a searcher).
+  void wake_if_parked() noexcept;
+  /// Claims this parked worker for a searcher wake. Returns true if claimed.
+  bool try_claim_as_searcher() noexcept;
+  void unpark_signal() noexcept;
+  [[nodiscard]] bool has_stealable_work() const noexcept { return !m_queue.empty(); }
+  void* steal_into(local_queue& dst) noexcept { return m_queue.steal_into(dst); }
+  worker_metrics metrics() const noexcept;
+
+  // --- owner-thread state used by scheduling.hpp functions ---
+  unsigned transfer_depth = 0;
+  unsigned budget = 0;
+  runtime_core& rt;
+  const unsigned index;
+
+  // Startup handshake: set by thread_main before the runtime constructor returns.
+  std::error_code startup_error;
+  std::string startup_why;
+  std::atomic<int> startup_state{0};  // 0 pending, 1 ok, 2 failed (release/acquire)
+
+  /// The worker's thread handle, owned by the runtime.
+  std::thread thread;
+
+ private:
+  void run_loop();
+  void* next_local_task();
+  void* find_work();
+  void* search();
+  void stop_searching();
+  void run_task(void* task);
+  void park();
+  void unpark_self();
+  bool sees_work() const noexcept;
+  void maintenance(bool force_enter);
+  void reap();
+  void fire_timers();
+  void drain_cancels();
+  void arm_park_wait();
+  void drain_for_shutdown();
+  void overflow(void* task);
+  static void bump(std::atomic<std::uint64_t>& c, std::uint64_t by = 1) noexcept {
+    // Single writer (this worker): a load+store is enough and avoids a locked RMW.
+    c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
+
+  const runtime_config& m_config;
+  local_queue m_queue;                 // owner pushes/pops; thieves steal
+  void* m_lifo = nullptr;              // owner
+  unsigned m_lifo_runs = 0;            // owner
+  unsigned m_tick = 0;                 // owner
+  bool m_searching = false;            // owner
+  bool m_in_maintenance = false;       // owner: reaping completions / firing timers
+  std::uint32_t m_rng;                 // owner
+  ring m_ring;                         // owner
+  timer_heap m_timers;                 // owner
+  std::deque<void*> m_ready_timers;    // owner: due timers, in deadline order
+  std::uint64_t m_in_flight = 0;       // owner: user operations awaiting a CQE
+  bool m_park_armed = false;           // owner: a park wait (futex or eventfd read) is in the ring
+  bool m_use_futex = false;            // owner
+  int m_eventfd = -1;
+  std::uint64_t m_eventfd_buffer = 0;  // target of the armed eventfd read
+  std::vector<void*> m_batch;          // owner: scratch for batches taken from the inject queue
+  std::vector<void*> m_overflow_batch; // owner: scratch for overflow()
+
+  // Cancel requests from any thread (Treiber stack, see completion.hpp).
+  alignas(64) std::atomic<cancellable*> m_cancel_head{nullptr};
+  // Park word: 0 awake, 1 parked, 2 parked and claimed by a direct wake.
+  // 0 after a searcher claim. The futex wait is armed on this word (expected 1).
+  alignas(64) std::atomic<std::uint32_t> m_parked{0};
+
+  alignas(64) std::atomic<std::uint64_t> m_tasks_run{0};
+  std::atomic<std::uint64_t> m_steals{0};
+  std::atomic<std::uint64_t> m_stolen_tasks{0};
+  std::atomic<std::uint64_t> m_parks{0};
+  std::atomic<std::uint64_t> m_sqes{0};
+  std::atomic<std::uint64_t> m_cqes{0};
+  std::atomic<std::uint64_t> m_timers_pending{0};
+};
+
+}  // namespace corio::detail

@@ -1,0 +1,31 @@
+// corio::runtime_metrics: counters per worker, read with runtime::metrics().
+//
+// Each counter is written only by its worker (relaxed stores) and read by any thread
+// (relaxed loads), so a snapshot is consistent per counter, not across counters.
+// Cost of keeping them: a plain increment on the worker's own cache line.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace corio {
+
+struct worker_metrics {
+  std::uint64_t tasks_run = 0;        ///< coroutine resumptions from the run queues
+  std::uint64_t steals = 0;           ///< successful steal operations (half a queue each)
+  std::uint64_t stolen_tasks = 0;     ///< tasks moved in by those steals
+  std::uint64_t parks = 0;            ///< times the worker slept in io_uring_enter
+  std::uint64_t sqes_submitted = 0;   ///< SQEs handed to the kernel
+  std::uint64_t cqes_reaped = 0;      ///< CQEs processed
+  std::uint64_t local_queue_depth = 0;  ///< tasks in the local queue right now
+  std::uint64_t timers_pending = 0;   ///< armed timers on this worker right now
+};
+
+struct runtime_metrics {
+  std::vector<worker_metrics> workers;
+  std::uint64_t global_queue_depth = 0;
+  std::uint64_t live_tasks = 0;       ///< spawned tasks not yet finished
+  std::uint64_t blocking_threads = 0; ///< threads in the spawn_blocking pool
+};
+
+}  // namespace corio

@@ -1,0 +1,51 @@
+// corio::result<T> and corio::errc: the one error convention of corio.
+//
+// Concept: every fallible operation returns result<T> = tl::expected<T, std::error_code>.
+// OS failures carry std::system_category() codes (from a CQE's -errno or from errno read
+// right after a syscall); runtime conditions carry corio::errc codes; a cancelled wait
+// returns std::errc::operation_canceled and an expired timeout std::errc::timed_out, so
+// `ec == std::errc::operation_canceled` is the one test users write.
+// Thread-safety: plain values. Cost: none beyond the expected<> itself.
+#pragma once
+
+#include <system_error>
+#include <tl/expected.hpp>
+
+namespace corio {
+
+template <class T>
+using result = tl::expected<T, std::error_code>;
+
+using tl::unexpected;
+
+/// Conditions raised by corio itself (not by the OS).
+enum class errc {
+  shut_down = 1,      ///< the runtime (or primitive) was shut down
+  closed,             ///< the channel or stream was closed
+  full,               ///< a bounded queue is full (try_ operations)
+  empty,              ///< nothing to take (try_ operations)
+  no_runtime,         ///< the operation must run on a corio worker thread
+  invalid_config,     ///< a runtime_config value is out of range
+  io_uring_refused,   ///< the kernel or a seccomp filter refused io_uring
+};
+
+const std::error_category& corio_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), corio_category()};
+}
+
+/// The error a cancelled wait returns.
+inline std::error_code cancelled_error() noexcept {
+  return std::make_error_code(std::errc::operation_canceled);
+}
+
+/// An OS error from a negative errno (a CQE's res).
+inline std::error_code os_error(int negative_errno) noexcept {
+  return {-negative_errno, std::system_category()};
+}
+
+}  // namespace corio
+
+template <>
+struct std::is_error_code_enum<corio::errc> : std::true_type {};

@@ -1,0 +1,374 @@
+#include <corio/runtime/runtime.hpp>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <corio/runtime/detail/runtime_core.hpp>
+
+namespace corio {
+
+// ---------------------------------------------------------------------------------------
+// errors
+
+namespace {
+
+class corio_error_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "corio"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::shut_down: return "the runtime was shut down";
+      case errc::closed: return "closed";
+      case errc::full: return "full";
+      case errc::empty: return "empty";
+      case errc::no_runtime: return "must be called on a corio worker thread";
+      case errc::invalid_config: return "invalid runtime configuration";
+      case errc::io_uring_refused: return "io_uring refused by the kernel or a seccomp filter";
+    }
+    return "unknown corio error";
+  }
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+      case errc::io_uring_refused: return std::errc::operation_not_permitted;
+      case errc::invalid_config: return std::errc::invalid_argument;
+      default: return {value, *this};
+    }
+  }
+};
+
+}  // namespace
+
+const std::error_category& corio_category() noexcept {
+  static const corio_error_category category;
+  return category;
+}
+
+namespace detail {
+
+[[noreturn]] void throw_shut_down() { throw std::system_error(make_error_code(errc::shut_down)); }
+
+runtime_core* current_runtime_or_throw() {
+  runtime_core* rt = current_runtime();
+  if (rt == nullptr) {
+    throw std::logic_error("corio::spawn called outside a corio runtime (use runtime::spawn from other threads)");
+  }
+  return rt;
+}
+
+// ---------------------------------------------------------------------------------------
+// join states
+
+void join_state_base::complete(bool from_shutdown) noexcept {
+  if (!from_shutdown) {
+    runtime->unregister_root(this);
+  }
+  // acq_rel: release publishes the result to the awaiter (its acquire load/CAS); acquire
+  // makes the awaiter's frame address and waiter_runtime visible to us.
+  std::uintptr_t prev = waiter.exchange(kDone, std::memory_order_acq_rel);
+  if (prev != 0) {
+    if ((prev & kThread) != 0) {
+      reinterpret_cast<thread_waiter*>(prev & ~kThread)->done.release();
+    } else if (!from_shutdown) {
+      schedule_wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), waiter_runtime);
+    }
+    // From shutdown, a waiting coroutine is itself about to be destroyed: not resumed.
+  }
+  release();
+}
+
+void join_state_base::release() noexcept {
+  // acq_rel: the last owner must see every write of the other before freeing.
+  if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (error && !observed) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "corio: exception escaped a detached task: %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "corio: exception escaped a detached task\n");
+      }
+    }
+    free_self(this);
+  }
+}
+
+void wait_blocking(join_state_base* st) {
+  thread_waiter w;
+  std::uintptr_t expected = 0;
+  // acq_rel: publishes &w to complete(); on failure (kDone) acquire makes the result visible.
+  if (st->waiter.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(&w) | join_state_base::kThread,
+                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
+    w.done.acquire();
+    // acquire: pairs with complete()'s exchange (the semaphore also orders it).
+    (void)st->waiter.load(std::memory_order_acquire);
+  }
+}
+
+bool spawn_root(runtime_core* rt, join_state_base* st) noexcept { return rt->spawn_root(st); }
+
+// ---------------------------------------------------------------------------------------
+// runtime_core
+
+void spin_lock::lock() noexcept {
+  for (;;) {
+    // acquire: pairs with unlock()'s release.
+    if (!m_locked.exchange(true, std::memory_order_acquire)) {
+      return;
+    }
+    int spins = 0;
+    while (m_locked.load(std::memory_order_relaxed)) {
+      if (++spins > 64) {
+        ::sched_yield();
+        spins = 0;
+      } else {
+        __builtin_ia32_pause();
+      }
+    }
+  }
+}
+
+runtime_core::runtime_core(const runtime_config& cfg)
+    : config(cfg), blocking(cfg.max_blocking_threads, cfg.blocking_keep_alive) {
+  m_shard_count = config.workers + 1;
+  m_shards = std::make_unique<registry_shard[]>(m_shard_count);
+  workers.reserve(config.workers);
+  for (unsigned i = 0; i < config.workers; ++i) {
+    workers.push_back(std::make_unique<worker>(*this, i, config));
+  }
+}
+
+runtime_core::~runtime_core() { shutdown(); }
+
+std::error_code runtime_core::start(std::string& why) {
+  std::error_code failure;
+  for (auto& w : workers) {
+    try {
+      w->thread = std::thread([wp = w.get()] { wp->thread_main(); });
+    } catch (const std::system_error& e) {
+      failure = e.code();
+      why = std::string("cannot start a worker thread: ") + e.what();
+      break;
+    }
+    // Each ring must be created on its own thread; wait for the verdict.
+    // acquire: pairs with the worker's release store of startup_state.
+    w->startup_state.wait(0, std::memory_order_acquire);
+    if (w->startup_state.load(std::memory_order_acquire) == 2) {
+      failure = w->startup_error;
+      why = w->startup_why;
+      break;
+    }
+  }
+  if (failure) {
+    shutdown();
+  }
+  return failure;
+}
+
+void runtime_core::notify_one() noexcept {
+  // seq_cst fence: publisher half of the store-buffer pairs (worker.cpp design note);
+  // pairs with the fence in worker::park() and the seq_cst RMW in stop_searching().
+  store_load_barrier(sleepers);
+  if (searching.load(std::memory_order_relaxed) != 0 || sleepers.load(std::memory_order_relaxed) == 0) {
+    return;
+  }
+  // Count the worker we are about to wake as a searcher *before* claiming it, so that
+  // the woken worker never decrements `searching` below what we added.
+  searching.fetch_add(1, std::memory_order_seq_cst);
+  std::size_t n = workers.size();
+  std::size_t start = wake_cursor.fetch_add(1, std::memory_order_relaxed) % n;
+  for (std::size_t i = 0; i < n; ++i) {
+    worker& w = *workers[(start + i) % n];
+    if (w.try_claim_as_searcher()) {
+      sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      w.unpark_signal();
+      return;
+    }
+  }
+  searching.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void runtime_core::schedule_remote(void* task) {
+  if (stopping()) {
+    return;  // shutdown destroys the task through the registry
+  }
+  inject.push(task);
+  notify_one();
+}
+
+bool runtime_core::spawn_root(join_state_base* st) noexcept {
+  worker* w = current_worker();
+  unsigned shard = (w != nullptr && &w->rt == this) ? w->index : m_shard_count - 1;
+  registry_shard& s = m_shards[shard];
+  s.lock.lock();
+  // Checked under the shard lock: shutdown sets m_stopping and then walks every shard
+  // under its lock, so a root is either refused here or found by the walk.
+  if (m_stopping.load(std::memory_order_acquire)) {
+    s.lock.unlock();
+    return false;
+  }
+  st->reg_shard = shard;
+  st->reg_prev = nullptr;
+  st->reg_next = s.head;
+  if (s.head != nullptr) {
+    s.head->reg_prev = st;
+  }
+  s.head = st;
+  ++s.count;
+  s.lock.unlock();
+  if (shard != m_shard_count - 1) {
+    w->schedule_wake(st->frame.address());
+  } else {
+    inject.push(st->frame.address());
+    notify_one();
+  }
+  return true;
+}
+
+void runtime_core::unregister_root(join_state_base* st) noexcept {
+  registry_shard& s = m_shards[st->reg_shard];
+  s.lock.lock();
+  if (st->reg_prev != nullptr) {
+    st->reg_prev->reg_next = st->reg_next;
+  } else {
+    s.head = st->reg_next;
+  }
+  if (st->reg_next != nullptr) {
+    st->reg_next->reg_prev = st->reg_prev;
+  }
+  --s.count;
+  s.lock.unlock();
+}
+
+void runtime_core::shutdown() {
+  if (m_shut_down.exchange(true, std::memory_order_acq_rel)) {
+    return;
+  }
+  // 1. No new roots, no more task pickup; wake everyone.
+  for (unsigned i = 0; i < m_shard_count; ++i) {
+    m_shards[i].lock.lock();
+  }
+  m_stopping.store(true, std::memory_order_seq_cst);
+  for (unsigned i = 0; i < m_shard_count; ++i) {
+    m_shards[i].lock.unlock();
+  }
+  // 2. Running blocking jobs finish (their completions are dropped), queued ones go.
+  blocking.shutdown();
+  // 3. Workers cancel and drain their rings, close them and exit.
+  for (auto& w : workers) {
+    w->wake_if_parked();
+    w->unpark_signal();
+  }
+  for (auto& w : workers) {
+    if (w->thread.joinable()) {
+      w->thread.join();
+    }
+  }
+  // 4. Destroy every spawned task that did not finish. Destroying a frame runs the
+  //    destructors of its locals, which may release other roots' join states: take each
+  //    root off its list before destroying it.
+  for (unsigned i = 0; i < m_shard_count; ++i) {
+    registry_shard& s = m_shards[i];
+    while (join_state_base* st = s.head) {
+      s.head = st->reg_next;
+      if (s.head != nullptr) {
+        s.head->reg_prev = nullptr;
+      }
+      --s.count;
+      std::coroutine_handle<> frame = std::exchange(st->frame, {});
+      st->cancelled = true;
+      if (frame) {
+        frame.destroy();
+      }
+      st->complete(true);
+    }
+  }
+  (void)inject.drain();
+}
+
+runtime_metrics runtime_core::metrics() const {
+  runtime_metrics m;
+  for (const auto& w : workers) {
+    m.workers.push_back(w->metrics());
+  }
+  m.global_queue_depth = inject.size();
+  for (unsigned i = 0; i < m_shard_count; ++i) {
+    m_shards[i].lock.lock();
+    m.live_tasks += m_shards[i].count;
+    m_shards[i].lock.unlock();
+  }
+  m.blocking_threads = blocking.thread_count();
+  return m;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------
+// runtime
+
+namespace {
+
+bool is_power_of_two(unsigned v) { return v != 0 && (v & (v - 1)) == 0; }
+
+void validate(const runtime_config& c) {
+  auto fail = [](const std::string& what) {
+    throw std::system_error(make_error_code(errc::invalid_config), "corio::runtime_config: " + what);
+  };
+  if (c.workers == 0 || c.workers > 1024) {
+    fail("workers = " + std::to_string(c.workers) + " (must be 1..1024)");
+  }
+  if (!is_power_of_two(c.ring_entries) || c.ring_entries > 32768) {
+    fail("ring_entries = " + std::to_string(c.ring_entries) + " (must be a power of two in 1..32768)");
+  }
+  if (!is_power_of_two(c.local_queue_capacity) || c.local_queue_capacity < 4 || c.local_queue_capacity > 65536) {
+    fail("local_queue_capacity = " + std::to_string(c.local_queue_capacity) +
+         " (must be a power of two in 4..65536)");
+  }
+  if (c.global_queue_interval == 0 || c.global_queue_interval > 1000000) {
+    fail("global_queue_interval = " + std::to_string(c.global_queue_interval) + " (must be 1..1000000)");
+  }
+  if (c.max_blocking_threads == 0 || c.max_blocking_threads > 4096) {
+    fail("max_blocking_threads = " + std::to_string(c.max_blocking_threads) + " (must be 1..4096)");
+  }
+  if (c.blocking_keep_alive.count() < 0) {
+    fail("blocking_keep_alive is negative");
+  }
+}
+
+}  // namespace
+
+runtime::runtime(const runtime_config& config) {
+  validate(config);
+  m_core = std::make_unique<detail::runtime_core>(config);
+  std::string why;
+  if (std::error_code ec = m_core->start(why)) {
+    m_core.reset();
+    throw std::system_error(ec, "corio: cannot start the runtime: " + why);
+  }
+}
+
+runtime::~runtime() { shutdown(); }
+
+void runtime::shutdown() {
+  if (m_core) {
+    if (detail::current_worker() != nullptr && &detail::current_worker()->rt == m_core.get()) {
+      std::fprintf(stderr, "corio: runtime::shutdown called from its own worker thread\n");
+      std::abort();
+    }
+    m_core->shutdown();
+  }
+}
+
+runtime_metrics runtime::metrics() const { return m_core->metrics(); }
+
+unsigned runtime::worker_count() const noexcept { return static_cast<unsigned>(m_core->workers.size()); }
+
+}  // namespace corio
+
+namespace corio::detail {
+blocking_pool* runtime_blocking_pool(runtime_core* rt) noexcept { return &rt->blocking; }
+}  // namespace corio::detail

@@ -1,0 +1,109 @@
+// corio::runtime: worker threads, each with an io_uring, scheduling coroutines with work
+// stealing. The entry points of a corio program: corio::run(task), runtime::block_on(),
+// runtime::spawn() (from any thread), corio::spawn() (inside a task), yield_now().
+//
+// Thread-safety: every member may be called from any thread, except block_on() (not
+// from a worker: it would block the worker) and the destructor (not from a worker).
+// Cost: creating a runtime starts `workers` threads and creates one ring each (~100 µs
+// each); an idle runtime sleeps in the kernel and uses no CPU.
+//
+// Shutdown (destructor or shutdown()): workers stop taking tasks, every in-flight
+// io_uring operation is cancelled and its completion drained, rings are closed and the
+// threads joined; then every spawned task that has not finished is destroyed (its locals'
+// destructors run; awaiting its join_handle throws errc::shut_down). Running
+// spawn_blocking jobs are waited for; queued ones are dropped.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/config.hpp>
+#include <corio/runtime/metrics.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio {
+
+namespace detail {
+class runtime_core;
+void wait_blocking(join_state_base* st);
+}  // namespace detail
+
+class runtime {
+ public:
+  /// Starts the workers. Throws std::system_error whose what() names the cause if a
+  /// config value is invalid (errc::invalid_config) or a ring cannot be created
+  /// (errc::io_uring_refused when the kernel or a seccomp filter refuses io_uring, else
+  /// the OS error).
+  explicit runtime(const runtime_config& config = {});
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  /// Spawns `t` from any thread. Returns errc::shut_down after shutdown.
+  template <class T>
+  result<join_handle<T>> spawn(task<T> t) {
+    bool accepted = false;
+    auto handle = detail::spawn_on(m_core.get(), std::move(t), &accepted);
+    if (!accepted) {
+      return unexpected(make_error_code(errc::shut_down));
+    }
+    return handle;
+  }
+
+  /// Runs `t` on the runtime and blocks the calling thread until it finishes; returns its
+  /// value or rethrows its exception. Throws std::system_error(errc::shut_down) if the
+  /// runtime is (or gets) shut down first, std::logic_error on a worker thread.
+  template <class T>
+  T block_on(task<T> t) {
+    if (detail::current_worker() != nullptr) {
+      throw std::logic_error("corio::runtime::block_on called on a worker thread (it would block the worker)");
+    }
+    auto handle = spawn(std::move(t));
+    if (!handle) {
+      detail::throw_shut_down();
+    }
+    return block_on_handle(std::move(*handle));
+  }
+
+  /// Stops the runtime (see the header comment). Idempotent; not from a worker thread.
+  void shutdown();
+
+  [[nodiscard]] runtime_metrics metrics() const;
+  [[nodiscard]] unsigned worker_count() const noexcept;
+
+ private:
+  template <class T>
+  T block_on_handle(join_handle<T> handle) {
+    // The state pointer is private to join_handle; go through its awaiter instead.
+    auto aw = handle.operator co_await();
+    if (!aw.await_ready()) {
+      detail::wait_blocking(aw.st);
+    }
+    return aw.await_resume();
+  }
+
+  std::unique_ptr<detail::runtime_core> m_core;
+};
+
+/// Builds a runtime with `config`, runs `t` to completion on it, shuts it down and
+/// returns the task's value (or rethrows its exception).
+template <class T>
+T run(task<T> t, const runtime_config& config = {}) {
+  runtime rt(config);
+  return rt.block_on(std::move(t));
+}
+
+/// Suspends the current task and puts it at the back of its worker's queue, letting the
+/// other runnable tasks go first.
+struct yield_now {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) const noexcept { detail::schedule_yield(h); }
+  void await_resume() const noexcept {}
+};
+
+}  // namespace corio

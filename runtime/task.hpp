@@ -1,0 +1,200 @@
+// corio::task<T>: a lazy, move-only coroutine that produces a T (or an exception).
+//
+// A task does nothing until it is awaited (or spawned). Awaiting it starts it by symmetric
+// transfer; when it finishes, its awaiter resumes with the value, or the exception is
+// rethrown in the awaiter. The awaiting coroutine's cancellation token (if any) is
+// inherited by the task, so leaf waits inside it (sleep, I/O, locks) see it.
+// Frames come from a per-thread recycling allocator (runtime/detail/frame_allocator.hpp).
+// Thread-safety: a task object belongs to one owner; it may be moved between threads
+// before it starts. Cost: one frame allocation (recycled), no atomics on the await path.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <new>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/detail/frame_allocator.hpp>
+#include <corio/runtime/detail/scheduling.hpp>
+
+namespace corio {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+struct join_state_base;
+
+/// Common part of every corio promise.
+struct promise_base {
+  std::coroutine_handle<> continuation{};
+  /// Cancellation token inherited from the awaiter (never owned; the owner outlives us).
+  const std::stop_token* inherited_token = nullptr;
+  /// Non-null when this frame is the top of a spawned task.
+  join_state_base* root = nullptr;
+  std::exception_ptr exception{};
+
+  static void* operator new(std::size_t n) { return frame_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { frame_deallocate(p, n); }
+
+  std::suspend_always initial_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { exception = std::current_exception(); }
+};
+
+/// The token a leaf awaitable should honour when awaited from a coroutine with promise P.
+template <class P>
+const std::stop_token* inherited_token_of(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<promise_base, P>) {
+    return h.promise().inherited_token;
+  } else {
+    (void)h;
+    return nullptr;
+  }
+}
+
+/// Called at the final suspend point of a spawned task's top frame (runtime/spawn.hpp).
+template <class T>
+void finish_root(std::coroutine_handle<> frame, join_state_base* root, promise_base& p,
+                 T* value) noexcept;
+
+template <class Promise>
+struct final_awaiter {
+  bool await_ready() noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
+    Promise& p = h.promise();
+    if (p.root != nullptr) {
+      p.finish_as_root(h);
+      return std::noop_coroutine();
+    }
+    return transfer(p.continuation);
+  }
+  void await_resume() noexcept {}
+};
+
+template <class T>
+struct task_promise : promise_base {
+  alignas(T) unsigned char storage[sizeof(T)];
+  bool has_value = false;
+
+  task_promise() = default;
+  task_promise(const task_promise&) = delete;
+  ~task_promise() {
+    if (has_value) {
+      std::launder(reinterpret_cast<T*>(storage))->~T();
+    }
+  }
+
+  task<T> get_return_object() noexcept;
+  final_awaiter<task_promise> final_suspend() noexcept { return {}; }
+
+  template <class U = T>
+    requires std::is_convertible_v<U&&, T>
+  void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    ::new (static_cast<void*>(storage)) T(std::forward<U>(v));
+    has_value = true;
+  }
+
+  T& value() {
+    if (exception) {
+      std::rethrow_exception(exception);
+    }
+    return *std::launder(reinterpret_cast<T*>(storage));
+  }
+
+  void finish_as_root(std::coroutine_handle<> h) noexcept {
+    finish_root<T>(h, root, *this, has_value ? std::launder(reinterpret_cast<T*>(storage)) : nullptr);
+  }
+};
+
+template <>
+struct task_promise<void> : promise_base {
+  task<void> get_return_object() noexcept;
+  final_awaiter<task_promise> final_suspend() noexcept { return {}; }
+  void return_void() noexcept {}
+  void value() {
+    if (exception) {
+      std::rethrow_exception(exception);
+    }
+  }
+  void finish_as_root(std::coroutine_handle<> h) noexcept {
+    finish_root<void>(h, root, *this, nullptr);
+  }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] task {
+ public:
+  using promise_type = detail::task_promise<T>;
+  using value_type = T;
+
+  task() noexcept = default;
+  explicit task(std::coroutine_handle<promise_type> h) noexcept : m_handle(h) {}
+  task(task&& other) noexcept : m_handle(std::exchange(other.m_handle, {})) {}
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      m_handle = std::exchange(other.m_handle, {});
+    }
+    return *this;
+  }
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+  ~task() { destroy(); }
+
+  /// True while the task holds a coroutine (not moved-from, not default-constructed).
+  [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(m_handle); }
+
+  struct awaiter {
+    std::coroutine_handle<promise_type> child;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
+      child.promise().continuation = parent;
+      child.promise().inherited_token = detail::inherited_token_of(parent);
+      return detail::transfer(child);
+    }
+    T await_resume() {
+      if constexpr (std::is_void_v<T>) {
+        child.promise().value();
+      } else {
+        return std::move(child.promise().value());
+      }
+    }
+  };
+
+  /// Awaiting a task starts it; the awaiter resumes when it finishes.
+  /// Precondition: valid().
+  awaiter operator co_await() && noexcept { return awaiter{m_handle}; }
+  awaiter operator co_await() & noexcept { return awaiter{m_handle}; }
+
+  /// Releases ownership of the coroutine (used by spawn and the combinators).
+  std::coroutine_handle<promise_type> release() noexcept { return std::exchange(m_handle, {}); }
+
+ private:
+  void destroy() noexcept {
+    if (m_handle) {
+      m_handle.destroy();
+      m_handle = {};
+    }
+  }
+  std::coroutine_handle<promise_type> m_handle{};
+};
+
+namespace detail {
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+  return task<T>{std::coroutine_handle<task_promise>::from_promise(*this)};
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+  return task<void>{std::coroutine_handle<task_promise>::from_promise(*this)};
+}
+}  // namespace detail
+
+}  // namespace corio

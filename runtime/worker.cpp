@@ -1,0 +1,610 @@
+// Worker loop, work stealing, parking and waking.
+//
+// Design note
+// -----------
+// Each worker owns: a bounded local queue (stealable), a LIFO slot (not stealable), an
+// io_uring, a timer heap and an MPSC list of cancel requests. Shared: the global inject
+// queue and two counters, `searching` (workers looking for work to steal) and `sleepers`
+// (workers parked or about to park), plus each worker's `parked` word.
+//
+// Where a task goes:
+//   - woken by a running task (a lock hand-off, a channel send, a join): the waker's LIFO
+//     slot; the previous occupant moves to the back of the local queue. At most
+//     kMaxLifoRuns LIFO tasks run back to back, then the slot's task goes to the back of
+//     the queue, so two tasks ping-ponging cannot monopolise a worker;
+//   - a yield, an I/O completion or a timer: the back of the local queue;
+//   - a full local queue moves half of itself to the inject queue (one lock);
+//   - from a thread that is not a worker: the inject queue.
+//
+// Sleep/wake protocol. Invariant: **if runnable work exists in a queue, then at least one
+// worker is awake (running or searching) or will wake.** It rests on two store-buffer
+// (Dekker) pairs, each made of a store, a seq_cst fence and a load on both sides:
+//   publisher: push task (release)  ; fence ; load searching, sleepers
+//   parker:    sleepers += 1 ; parked = 1 ; fence ; re-check every queue
+//   searcher:  searching -= 1                ; fence ; re-check every queue (in park)
+// With the fences at least one side sees the other's store: either the publisher sees a
+// sleeper and wakes it, or the parker sees the task and does not sleep. A publisher that
+// sees `searching > 0` skips the wake: the searcher will see the task (or, being the last
+// searcher, re-check before parking). A woken worker starts as a searcher (the waker
+// counts it), so wakes do not cascade: at most one searcher is woken per burst, and the
+// last searcher that finds work wakes the next (Tokio's policy). Searchers are bounded to
+// half the workers (rounded up).
+// The kernel side cannot lose a wake either: the worker sleeps in io_uring_enter with an
+// IORING_OP_FUTEX_WAIT armed on `parked` expecting 1; a waker changes the word and then
+// calls futex(FUTEX_WAKE). If the wait is armed after the change, the kernel sees
+// *parked != 1 and completes it at once (-EAGAIN); if before, the FUTEX_WAKE completes it.
+// Without FUTEX_WAIT (before Linux 6.7), a READ armed on an eventfd plays the same role.
+#include <corio/runtime/detail/worker.hpp>
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <chrono>
+#include <cstdio>
+
+#include <corio/runtime/detail/runtime_core.hpp>
+#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/uring_compat.hpp>
+
+namespace corio::detail {
+
+namespace {
+
+constexpr unsigned kMaxLifoRuns = 3;
+constexpr unsigned kBudget = 128;
+constexpr unsigned kTransferLimit = 256;
+constexpr unsigned kSubmitInterval = 8;
+
+thread_local worker* tl_worker = nullptr;
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::coroutine_handle<> as_handle(void* p) noexcept { return std::coroutine_handle<>::from_address(p); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// scheduling.hpp entry points
+
+worker* current_worker() noexcept { return tl_worker; }
+
+std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
+  worker* w = tl_worker;
+  if (w == nullptr) {
+    return next;
+  }
+  if (++w->transfer_depth < kTransferLimit) {
+    return next;
+  }
+  w->schedule_back(next.address());
+  return std::noop_coroutine();
+}
+
+runtime_core* current_runtime() noexcept { return tl_worker != nullptr ? &tl_worker->rt : nullptr; }
+
+void schedule_wake(std::coroutine_handle<> h, runtime_core* home) noexcept {
+  worker* w = tl_worker;
+  if (w != nullptr && &w->rt == home) {
+    w->schedule_wake(h.address());
+  } else {
+    home->schedule_remote(h.address());
+  }
+}
+
+void schedule_yield(std::coroutine_handle<> h) noexcept {
+  if (worker* w = tl_worker) {
+    w->schedule_back(h.address());
+  } else {
+    std::fprintf(stderr, "corio: yield outside a runtime\n");
+    std::abort();
+  }
+}
+
+bool consume_budget() noexcept {
+  worker* w = tl_worker;
+  if (w == nullptr || w->budget == 0) {
+    return false;
+  }
+  return --w->budget == 0;
+}
+
+void cancellable::request_cancel() noexcept {
+  std::uint8_t expected = idle;
+  // acq_rel on success: orders the push below after the claim; pairs with finished()'s
+  // exchange. Failure (completed/requested): nothing to do.
+  if (cancel_state.compare_exchange_strong(expected, requested, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+    owner->push_cancel(this);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+worker::worker(runtime_core& runtime, unsigned idx, const runtime_config& config)
+    : rt(runtime),
+      index(idx),
+      m_config(config),
+      m_queue(config.local_queue_capacity),
+      m_rng(0x9e3779b9u * (idx + 1)) {}
+
+worker::~worker() {
+  if (m_eventfd >= 0) {
+    ::close(m_eventfd);
+  }
+}
+
+void worker::thread_main() {
+  // A write to a pipe or socket whose reader is gone raises SIGPIPE in the thread that
+  // issues it (io_uring issues inline on this thread), which by default kills the whole
+  // process. Workers block it, so such writes just fail with EPIPE. Only our threads are
+  // affected (and threads they create); child processes restore the default (ipc spawn).
+  sigset_t sigpipe;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, nullptr);
+
+  ring_options options;
+  options.entries = m_config.ring_entries;
+  options.defer_taskrun = m_config.defer_taskrun;
+  std::error_code ec = m_ring.open(options, startup_why);
+  if (!ec) {
+    m_use_futex = m_config.wake == wake_mechanism::futex && m_ring.supports(uring::op_futex_wait);
+    if (!m_use_futex) {
+      m_eventfd = ::eventfd(0, EFD_CLOEXEC);
+      if (m_eventfd < 0) {
+        ec = os_error(-errno);
+        startup_why = "eventfd for the worker's wake-ups failed";
+        m_ring.close();
+      }
+    }
+  }
+  if (ec) {
+    startup_error = ec;
+    // release: publishes startup_error/startup_why to the constructor's acquire load.
+    startup_state.store(2, std::memory_order_release);
+    startup_state.notify_all();
+    return;
+  }
+  startup_state.store(1, std::memory_order_release);
+  startup_state.notify_all();
+
+  tl_worker = this;
+  run_loop();
+  drain_for_shutdown();
+  tl_worker = nullptr;
+}
+
+void worker::run_loop() {
+  while (!rt.stopping()) {
+    void* task = next_local_task();
+    if (task == nullptr) {
+      task = find_work();
+    }
+    if (task != nullptr) {
+      run_task(task);
+      continue;
+    }
+    park();
+  }
+}
+
+void worker::run_task(void* task) {
+  if (m_searching) {
+    // Found work (from any source): stop searching before running it, so publishers
+    // wake another worker for the work we leave behind.
+    stop_searching();
+  }
+  budget = kBudget;
+  transfer_depth = 0;
+  as_handle(task).resume();
+  bump(m_tasks_run);
+  if ((m_tick % kSubmitInterval) == 0 && m_ring.has_unsubmitted()) {
+    m_ring.submit();
+  }
+}
+
+void* worker::next_local_task() {
+  ++m_tick;
+  if ((m_tick % m_config.global_queue_interval) == 0) {
+    // Fairness: look at the ring, timers and the global queue even while busy.
+    maintenance(true);
+    m_batch.clear();
+    if (rt.inject.pop_batch(m_batch, 1) != 0) {
+      return m_batch.front();
+    }
+  }
+  if (m_lifo != nullptr) {
+    if (m_lifo_runs < kMaxLifoRuns) {
+      ++m_lifo_runs;
+      return std::exchange(m_lifo, nullptr);
+    }
+    // Cap reached: the slot's task waits its turn at the back of the queue.
+    schedule_back(std::exchange(m_lifo, nullptr));
+  }
+  m_lifo_runs = 0;
+  if (!m_ready_timers.empty()) {
+    // Due timers run before the rest of the queue (and keep their deadline order), so a
+    // long run queue cannot make sleeps overshoot.
+    void* task = m_ready_timers.front();
+    m_ready_timers.pop_front();
+    return task;
+  }
+  return m_queue.pop();
+}
+
+void* worker::find_work() {
+  maintenance(false);
+  if (void* task = next_local_task()) {
+    return task;
+  }
+  // Global queue: take a fair share into the local queue.
+  m_batch.clear();
+  std::size_t share = rt.inject.size() / rt.workers.size() + 1;
+  share = std::min<std::size_t>(share, m_queue.capacity() / 2);
+  if (rt.inject.pop_batch(m_batch, share) != 0) {
+    for (std::size_t i = 1; i < m_batch.size(); ++i) {
+      if (!m_queue.try_push(m_batch[i])) {
+        overflow(m_batch[i]);
+      }
+    }
+    if (m_batch.size() > 1) {
+      rt.notify_one();
+    }
+    return m_batch.front();
+  }
+  return search();
+}
+
+void* worker::search() {
+  std::size_t n = rt.workers.size();
+  if (n < 2) {
+    return nullptr;
+  }
+  if (!m_searching) {
+    // Bound the searchers to half the workers (rounded up) so idle workers do not all
+    // hammer the queues of the busy ones.
+    std::uint32_t cur = rt.searching.load(std::memory_order_relaxed);
+    if (2 * cur >= n) {
+      return nullptr;
+    }
+    rt.searching.fetch_add(1, std::memory_order_seq_cst);
+    m_searching = true;
+  }
+  m_rng ^= m_rng << 13;
+  m_rng ^= m_rng >> 17;
+  m_rng ^= m_rng << 5;
+  std::size_t start = m_rng % n;
+  for (std::size_t i = 0; i < n; ++i) {
+    worker& victim = *rt.workers[(start + i) % n];
+    if (&victim == this || !victim.has_stealable_work()) {
+      continue;
+    }
+    std::uint32_t before = m_queue.size();
+    if (void* task = victim.steal_into(m_queue)) {
+      bump(m_steals);
+      bump(m_stolen_tasks, m_queue.size() - before + 1);
+      stop_searching();
+      return task;
+    }
+  }
+  m_batch.clear();
+  if (rt.inject.pop_batch(m_batch, 1) != 0) {
+    stop_searching();
+    return m_batch.front();
+  }
+  return nullptr;
+}
+
+void worker::stop_searching() {
+  if (!m_searching) {
+    return;
+  }
+  m_searching = false;
+  // seq_cst: the last searcher to find work wakes another in case more is waiting
+  // (a publisher skipped its wake because we were searching).
+  if (rt.searching.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    rt.notify_one();
+  }
+}
+
+bool worker::sees_work() const noexcept {
+  if (rt.stopping() || !rt.inject.empty() || m_lifo != nullptr || !m_queue.empty() || !m_ready_timers.empty()) {
+    return true;
+  }
+  if (m_cancel_head.load(std::memory_order_acquire) != nullptr || m_ring.cq_ready()) {
+    return true;
+  }
+  for (const auto& w : rt.workers) {
+    if (w.get() != this && w->has_stealable_work()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void worker::park() {
+  if (m_searching) {
+    m_searching = false;
+    rt.searching.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  rt.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  m_parked.store(1, std::memory_order_seq_cst);
+  // seq_cst fence: the parker half of the store-buffer pairs in the design note; pairs
+  // with the fence in runtime_core::notify_one().
+  store_load_barrier(rt.sleepers);
+  if (sees_work()) {
+    unpark_self();
+    return;
+  }
+  arm_park_wait();
+  long long timeout = -1;
+  if (timer_node* first = m_timers.top()) {
+    timeout = std::max<long long>(0, first->deadline_ns - now_ns());
+  }
+  bump(m_parks);
+  m_ring.submit_and_wait(timeout);
+  unpark_self();
+  maintenance(false);
+}
+
+void worker::unpark_self() {
+  // acq_rel: pairs with the waker's exchange; tells us who ended the park.
+  std::uint32_t prev = m_parked.exchange(0, std::memory_order_acq_rel);
+  if (prev == 1) {
+    // Woke on our own (I/O, timer, or we found work before sleeping).
+    rt.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  } else if (prev == 0) {
+    // Claimed by a searcher wake: the waker counted us as searching.
+    m_searching = true;
+  }
+  // prev == 2: a direct wake (cancel request); the waker already fixed `sleepers`.
+}
+
+bool worker::try_claim_as_searcher() noexcept {
+  if (m_parked.load(std::memory_order_relaxed) != 1) {
+    return false;
+  }
+  std::uint32_t expected = 1;
+  // acq_rel: pairs with unpark_self()'s exchange.
+  return m_parked.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+}
+
+void worker::wake_if_parked() noexcept {
+  std::uint32_t expected = 1;
+  if (m_parked.load(std::memory_order_relaxed) == 1 &&
+      m_parked.compare_exchange_strong(expected, 2, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+    rt.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    unpark_signal();
+  }
+}
+
+void worker::unpark_signal() noexcept {
+  if (m_use_futex) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&m_parked), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  } else {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(m_eventfd, &one, sizeof one);
+  }
+}
+
+void worker::arm_park_wait() {
+  if (m_park_armed) {
+    return;
+  }
+  io_uring_sqe* sqe = m_ring.get_sqe([this] { reap(); });
+  if (m_use_futex) {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+    uring::prep_futex_wait(sqe, reinterpret_cast<const std::uint32_t*>(&m_parked), 1, true);
+  } else {
+    io_uring_prep_read(sqe, m_eventfd, &m_eventfd_buffer, sizeof m_eventfd_buffer, 0);
+  }
+  io_uring_sqe_set_data64(sqe, kUserDataPark);
+  m_park_armed = true;
+}
+
+// ---------------------------------------------------------------------------------------
+
+void worker::schedule_wake(void* task) {
+  if (!m_config.lifo_slot) {
+    schedule_back(task);
+    return;
+  }
+  void* previous = std::exchange(m_lifo, task);
+  if (previous != nullptr) {
+    schedule_back(previous);
+  }
+}
+
+void worker::schedule_timer(void* task) {
+  m_ready_timers.push_back(task);
+}
+
+void worker::schedule_back(void* task) {
+  if (!m_queue.try_push(task)) {
+    overflow(task);
+    rt.notify_one();
+    return;
+  }
+  // Waking a parked worker costs ~10 µs of a CPU (MEASUREMENTS.md): do it only when there
+  // is work we will not run next ourselves, and not while reaping (maintenance decides
+  // once, after the whole batch).
+  if (!m_in_maintenance && m_queue.size() > 1) {
+    rt.notify_one();
+  }
+}
+
+void worker::overflow(void* task) {
+  // Its own scratch vector: overflow() runs while callers iterate m_batch.
+  m_overflow_batch.clear();
+  if (m_queue.take_half_for_overflow(m_overflow_batch)) {
+    m_overflow_batch.push_back(task);
+    rt.inject.push_batch(m_overflow_batch);
+  } else {
+    rt.inject.push(task);
+  }
+}
+
+io_uring_sqe* worker::get_sqe() {
+  io_uring_sqe* sqe = m_ring.get_sqe([this] { reap(); });
+  ++m_in_flight;
+  return sqe;
+}
+
+io_uring_sqe* worker::get_internal_sqe() {
+  io_uring_sqe* sqe = m_ring.get_sqe([this] { reap(); });
+  io_uring_sqe_set_data64(sqe, kUserDataIgnore);
+  return sqe;
+}
+
+void worker::push_cancel(cancellable* op) noexcept {
+  cancellable* head = m_cancel_head.load(std::memory_order_relaxed);
+  do {
+    op->next_cancel = head;
+    // release: publishes next_cancel and the op's state to drain_cancels()'s acquire.
+  } while (!m_cancel_head.compare_exchange_weak(head, op, std::memory_order_release, std::memory_order_relaxed));
+  if (tl_worker != this) {
+    wake_if_parked();
+  }
+}
+
+void worker::drain_cancels() {
+  // acquire: pairs with push_cancel()'s release CAS.
+  cancellable* list = m_cancel_head.exchange(nullptr, std::memory_order_acquire);
+  while (list != nullptr) {
+    cancellable* op = list;
+    list = op->next_cancel;
+    // acq_rel: see completion.hpp; after this the list no longer references op.
+    std::uint8_t prev = op->cancel_state.exchange(cancellable::drained, std::memory_order_acq_rel);
+    if (prev == cancellable::completed) {
+      op->on_resume(op);
+    } else {
+      op->on_cancel_drained(op);
+    }
+  }
+}
+
+void worker::maintenance(bool force_enter) {
+  m_in_maintenance = true;
+  drain_cancels();
+  if (m_ring.has_unsubmitted() || (force_enter && m_in_flight != 0) ||
+      (m_ring.defer_taskrun() && m_in_flight != 0)) {
+    m_ring.submit();
+  }
+  reap();
+  fire_timers();
+  m_in_maintenance = false;
+  if (m_queue.size() + m_ready_timers.size() > 1) {
+    rt.notify_one();
+  }
+  m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
+}
+
+void worker::reap() {
+  unsigned n = m_ring.for_each_cqe([this](io_uring_cqe* cqe) {
+    std::uint64_t data = cqe->user_data;
+    if (data == kUserDataIgnore) {
+      return;
+    }
+    if (data == kUserDataPark) {
+      m_park_armed = false;
+      return;
+    }
+    if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
+      --m_in_flight;
+    }
+    auto* op = reinterpret_cast<io_completion*>(data);
+    op->on_cqe(op, cqe->res, cqe->flags);
+  });
+  if (n != 0) {
+    bump(m_cqes, n);
+  }
+}
+
+void worker::fire_timers() {
+  if (m_timers.empty()) {
+    m_timers_pending.store(0, std::memory_order_relaxed);
+    return;
+  }
+  std::int64_t now = now_ns();
+  while (timer_node* t = m_timers.top()) {
+    if (t->deadline_ns > now) {
+      break;
+    }
+    m_timers.pop();
+    t->res = 0;
+    t->finished();
+  }
+  m_timers_pending.store(m_timers.size(), std::memory_order_relaxed);
+}
+
+void worker::drain_for_shutdown() {
+  // Cancel every request in the ring (user operations and the park wait) and wait for
+  // all their completions: the kernel must be done with every buffer and operation
+  // state before frames are destroyed and the ring is closed.
+  drain_cancels();
+  io_uring_sqe* sqe = get_internal_sqe();
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kUserDataIgnore);
+  auto started = std::chrono::steady_clock::now();
+  bool warned = false;
+  while (m_in_flight != 0 || m_park_armed) {
+    m_ring.submit_and_wait(100'000'000);
+    reap();
+    drain_cancels();
+    if (!warned && std::chrono::steady_clock::now() - started > std::chrono::seconds(5)) {
+      std::fprintf(stderr, "corio: shutdown is waiting for %llu io_uring operation(s) that ignore cancellation\n",
+                   static_cast<unsigned long long>(m_in_flight));
+      warned = true;
+    }
+  }
+  m_timers.clear();
+  m_ready_timers.clear();
+  m_lifo = nullptr;
+  while (m_queue.pop() != nullptr) {
+  }
+  m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
+  m_ring.close();
+}
+
+worker_metrics worker::metrics() const noexcept {
+  worker_metrics m;
+  m.tasks_run = m_tasks_run.load(std::memory_order_relaxed);
+  m.steals = m_steals.load(std::memory_order_relaxed);
+  m.stolen_tasks = m_stolen_tasks.load(std::memory_order_relaxed);
+  m.parks = m_parks.load(std::memory_order_relaxed);
+  m.sqes_submitted = m_sqes.load(std::memory_order_relaxed);
+  m.cqes_reaped = m_cqes.load(std::memory_order_relaxed);
+  m.local_queue_depth = m_queue.size();
+  m.timers_pending = m_timers_pending.load(std::memory_order_relaxed);
+  return m;
+}
+
+}  // namespace corio::detail
+
+namespace corio::detail {
+
+io_uring_sqe* worker_get_sqe(worker* w) { return w->get_sqe(); }
+
+void worker_submit_cancel(worker* w, io_completion* target) {
+  io_uring_sqe* sqe = w->get_internal_sqe();
+  io_uring_prep_cancel(sqe, target, 0);
+  io_uring_sqe_set_data64(sqe, kUserDataIgnore);
+}
+
+void worker_resume_later(worker* w, std::coroutine_handle<> h) { w->schedule_back(h.address()); }
+
+void worker_resume_timer(worker* w, std::coroutine_handle<> h) { w->schedule_timer(h.address()); }
+
+void worker_arm_timer(worker* w, timer_node* t) { w->arm_timer(t); }
+
+void worker_disarm_timer(worker* w, timer_node* t) { w->disarm_timer(t); }
+
+}  // namespace corio::detail

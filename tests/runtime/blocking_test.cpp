@@ -1,0 +1,123 @@
+// Tests for runtime/blocking.hpp (spawn_blocking).
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+corio::runtime_config workers(unsigned n, unsigned blocking = 8) {
+  corio::runtime_config c;
+  c.workers = n;
+  c.max_blocking_threads = blocking;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("spawn_blocking: runs off the worker and returns the value", "[runtime][blocking]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<bool> {
+    auto worker_id = std::this_thread::get_id();
+    auto r = co_await corio::spawn_blocking([] { return std::this_thread::get_id(); });
+    REQUIRE(r);
+    co_return *r != worker_id;
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("spawn_blocking: a blocking job does not stall the worker", "[runtime][blocking]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<int> {
+    auto slow = []() -> corio::task<int> {
+      auto r = co_await corio::spawn_blocking([] {
+        std::this_thread::sleep_for(100ms);
+        return 1;
+      });
+      co_return *r;
+    };
+    auto fast = []() -> corio::task<int> {
+      co_await corio::sleep_for(5ms);
+      co_return 2;
+    };
+    // With one worker, the fast task finishes first only if the worker is free.
+    auto first = co_await corio::when_any(slow(), fast());
+    co_return static_cast<int>(first.index());
+  };
+  CHECK(rt.block_on(body()) == 1);
+}
+
+TEST_CASE("spawn_blocking: exceptions are rethrown in the awaiter", "[runtime][blocking]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<void> {
+    (void)co_await corio::spawn_blocking([]() -> int { throw std::runtime_error("blocking boom"); });
+  };
+  CHECK_THROWS_WITH(rt.block_on(body()), "blocking boom");
+}
+
+namespace {
+// Coroutine lambdas must not capture: the closure is a temporary, the frame outlives it.
+corio::task<void> hog_the_pool(std::atomic<bool>* release) {
+  (void)co_await corio::spawn_blocking([release] {
+    while (!release->load()) {
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+}
+corio::task<void> stop_after(std::stop_source* stop, std::chrono::milliseconds d) {
+  co_await corio::sleep_for(d);
+  stop->request_stop();
+}
+corio::task<std::error_code> withdrawn_job(std::atomic<bool>* release, std::atomic<int>* second_ran) {
+  auto hog = corio::spawn(hog_the_pool(release));  // occupies the only blocking thread
+  co_await corio::sleep_for(10ms);
+  std::stop_source stop;
+  auto canceller = corio::spawn(stop_after(&stop, 10ms));
+  auto r = co_await corio::spawn_blocking([second_ran] { second_ran->store(1); }, stop.get_token());
+  release->store(true);
+  co_await hog;
+  co_await canceller;
+  co_return r ? std::error_code{} : r.error();
+}
+}  // namespace
+
+TEST_CASE("spawn_blocking: a queued job is withdrawn by its stop token", "[runtime][blocking]") {
+  corio::runtime rt(workers(1, 1));
+  std::atomic<bool> release{false};
+  std::atomic<int> second_ran{0};
+  CHECK(rt.block_on(withdrawn_job(&release, &second_ran)) == std::errc::operation_canceled);
+  CHECK(second_ran.load() == 0);
+}
+
+TEST_CASE("spawn_blocking: the pool grows for concurrent jobs", "[runtime][blocking]") {
+  corio::runtime rt(workers(2, 16));
+  auto body = []() -> corio::task<long> {
+    std::vector<corio::task<int>> jobs;
+    for (int i = 0; i < 16; ++i) {
+      jobs.push_back([](int v) -> corio::task<int> {
+        auto r = co_await corio::spawn_blocking([v] {
+          std::this_thread::sleep_for(50ms);
+          return v;
+        });
+        co_return *r;
+      }(i));
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    auto values = co_await corio::when_all(std::move(jobs));
+    auto elapsed = std::chrono::steady_clock::now() - t0;
+    CHECK(elapsed < 16 * 50ms);  // ran concurrently, not one after another
+    long sum = 0;
+    for (int v : values) {
+      sum += v;
+    }
+    co_return sum;
+  };
+  CHECK(rt.block_on(body()) == 120);
+  CHECK(rt.metrics().blocking_threads >= 2);
+}

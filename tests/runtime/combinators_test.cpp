@@ -1,0 +1,142 @@
+// Tests for runtime/when_all.hpp and runtime/when_any.hpp.
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+corio::runtime_config workers(unsigned n) {
+  corio::runtime_config c;
+  c.workers = n;
+  return c;
+}
+corio::task<int> after(std::chrono::milliseconds d, int v) {
+  co_await corio::sleep_for(d);
+  co_return v;
+}
+corio::task<void> nothing() { co_return; }
+corio::task<std::string> text() { co_return "t"; }
+}  // namespace
+
+TEST_CASE("when_all: waits for every task and keeps their order", "[runtime][when_all]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<bool> {
+    auto t0 = steady::now();
+    auto [a, b, c, d] = co_await corio::when_all(after(30ms, 1), after(10ms, 2), nothing(), text());
+    auto elapsed = steady::now() - t0;
+    CHECK(elapsed >= 30ms);
+    CHECK(elapsed < 30ms * 10);  // concurrent, not 40 ms in sequence... generously bounded
+    (void)c;
+    co_return a == 1 && b == 2 && d == "t";
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("when_all: a range of tasks", "[runtime][when_all]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<int> {
+    std::vector<corio::task<int>> tasks;
+    for (int i = 0; i < 100; ++i) {
+      tasks.push_back(after(std::chrono::milliseconds(i % 5), i));
+    }
+    auto values = co_await corio::when_all(std::move(tasks));
+    int sum = 0;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      CHECK(values[i] == static_cast<int>(i));
+      sum += values[i];
+    }
+    co_return sum;
+  };
+  CHECK(rt.block_on(body()) == 4950);
+}
+
+TEST_CASE("when_all: an exception is rethrown after all tasks finished", "[runtime][when_all]") {
+  corio::runtime rt(workers(2));
+  std::atomic<bool> slow_done{false};
+  auto slow = [&]() -> corio::task<int> {
+    co_await corio::sleep_for(20ms);
+    slow_done = true;
+    co_return 1;
+  };
+  auto bad = []() -> corio::task<int> {
+    throw std::logic_error("bad");
+    co_return 0;
+  };
+  auto body = [&]() -> corio::task<std::string> {
+    try {
+      co_await corio::when_all(slow(), bad());
+    } catch (const std::logic_error& e) {
+      co_return e.what();
+    }
+    co_return "none";
+  };
+  CHECK(rt.block_on(body()) == "bad");
+  CHECK(slow_done.load());
+}
+
+TEST_CASE("when_any: the first finisher wins and the losers are cancelled", "[runtime][when_any]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> loser_result{0};
+  auto loser = [&]() -> corio::task<int> {
+    auto r = co_await corio::sleep_for(10s);
+    loser_result = r ? 1 : 2;  // 2: cancelled
+    co_return -1;
+  };
+  auto body = [&]() -> corio::task<int> {
+    auto t0 = steady::now();
+    auto winner = co_await corio::when_any(loser(), after(5ms, 7));
+    CHECK(steady::now() - t0 < 5s);
+    CHECK(winner.index() == 1);
+    co_return std::get<1>(winner);
+  };
+  CHECK(rt.block_on(body()) == 7);
+  CHECK(loser_result.load() == 2);
+}
+
+TEST_CASE("when_any: range form returns the winner's index and value", "[runtime][when_any]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::pair<std::size_t, int>> {
+    std::vector<corio::task<int>> tasks;
+    tasks.push_back(after(200ms, 0));
+    tasks.push_back(after(1ms, 1));
+    tasks.push_back(after(300ms, 2));
+    co_return co_await corio::when_any(std::move(tasks));
+  };
+  auto [index, value] = rt.block_on(body());
+  CHECK(index == 1);
+  CHECK(value == 1);
+}
+
+TEST_CASE("when_any: cancellation of the parent reaches the children", "[runtime][when_any]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::error_code> {
+    // The outer timeout cancels the inner when_any, whose children are sleeps.
+    auto inner = []() -> corio::task<int> {
+      auto r = co_await corio::when_any(after(10s, 1), after(20s, 2));
+      co_return static_cast<int>(r.index());
+    };
+    auto r = co_await corio::timeout(inner(), 10ms);
+    co_return r ? std::error_code{} : r.error();
+  };
+  auto t0 = steady::now();
+  CHECK(rt.block_on(body()) == std::errc::timed_out);
+  CHECK(steady::now() - t0 < 5s);
+}
+
+TEST_CASE("when_any: an empty range is rejected", "[runtime][when_any]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<int> {
+    auto r = co_await corio::when_any(std::vector<corio::task<int>>{});
+    co_return r.second;
+  };
+  CHECK_THROWS_AS(rt.block_on(body()), std::invalid_argument);
+}

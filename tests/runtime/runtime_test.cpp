@@ -1,0 +1,407 @@
+// Tests for runtime/runtime.hpp and runtime/spawn.hpp: spawning from inside and outside,
+// join handles, fairness, configuration errors, hostile environments, shutdown, metrics.
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+corio::runtime_config workers(unsigned n) {
+  corio::runtime_config c;
+  c.workers = n;
+  return c;
+}
+
+corio::task<int> square(int x) { co_return x * x; }
+
+corio::task<long> spawn_and_sum(int n) {
+  std::vector<corio::join_handle<int>> handles;
+  for (int i = 0; i < n; ++i) {
+    handles.push_back(corio::spawn(square(i)));
+  }
+  long sum = 0;
+  for (auto& h : handles) {
+    sum += co_await h;
+  }
+  co_return sum;
+}
+
+std::string config_error(const corio::runtime_config& c) {
+  try {
+    corio::runtime rt(c);
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == corio::errc::invalid_config);
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("runtime: spawned tasks return their values through join handles", "[runtime]") {
+  corio::runtime rt(workers(2));
+  long expected = 0;
+  for (long i = 0; i < 1000; ++i) {
+    expected += i * i;
+  }
+  CHECK(rt.block_on(spawn_and_sum(1000)) == expected);
+}
+
+TEST_CASE("runtime: spawn from a foreign thread and await the handle there", "[runtime]") {
+  corio::runtime rt(workers(2));
+  auto handle = rt.spawn(square(9));
+  REQUIRE(handle.has_value());
+  auto waiter = [](corio::join_handle<int> h) -> corio::task<int> { co_return co_await h; };
+  CHECK(rt.block_on(waiter(std::move(*handle))) == 81);
+}
+
+TEST_CASE("runtime: a dropped join handle detaches and the task still runs", "[runtime]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> ran{0};
+  auto body = [&]() -> corio::task<void> {
+    co_await corio::sleep_for(1ms);
+    ran.fetch_add(1);
+  };
+  auto spawner = [&]() -> corio::task<void> {
+    for (int i = 0; i < 100; ++i) {
+      corio::spawn(body()).detach();
+    }
+    co_await corio::sleep_for(50ms);
+  };
+  rt.block_on(spawner());
+  for (int i = 0; i < 200 && ran.load() < 100; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(ran.load() == 100);
+}
+
+TEST_CASE("runtime: exceptions of spawned tasks are rethrown by the join handle", "[runtime]") {
+  corio::runtime rt(workers(2));
+  auto failing = []() -> corio::task<int> {
+    throw std::out_of_range("nope");
+    co_return 0;
+  };
+  auto outer = [&]() -> corio::task<std::string> {
+    auto h = corio::spawn(failing());
+    try {
+      co_await h;
+    } catch (const std::out_of_range& e) {
+      co_return e.what();
+    }
+    co_return "no exception";
+  };
+  CHECK(rt.block_on(outer()) == "nope");
+}
+
+TEST_CASE("runtime: corio::spawn outside a runtime is a clear logic error", "[runtime]") {
+  CHECK_THROWS_WITH(corio::spawn(square(1)), Catch::Contains("outside a corio runtime"));
+}
+
+TEST_CASE("runtime: block_on on a worker thread is refused", "[runtime]") {
+  corio::runtime rt(workers(1));
+  auto inner = [&]() -> corio::task<std::string> {
+    try {
+      rt.block_on(square(2));
+    } catch (const std::logic_error& e) {
+      co_return e.what();
+    }
+    co_return "accepted";
+  };
+  CHECK_THAT(rt.block_on(inner()), Catch::Contains("worker thread"));
+}
+
+TEST_CASE("runtime: yield_now lets other tasks run on a single worker", "[runtime]") {
+  corio::runtime rt(workers(1));
+  std::vector<int> order;
+  auto a = [&]() -> corio::task<void> {
+    for (int i = 0; i < 3; ++i) {
+      order.push_back(1);
+      co_await corio::yield_now{};
+    }
+  };
+  auto b = [&]() -> corio::task<void> {
+    for (int i = 0; i < 3; ++i) {
+      order.push_back(2);
+      co_await corio::yield_now{};
+    }
+  };
+  auto both = [&]() -> corio::task<void> {
+    auto ha = corio::spawn(a());
+    auto hb = corio::spawn(b());
+    co_await ha;
+    co_await hb;
+  };
+  rt.block_on(both());
+  REQUIRE(order.size() == 6);
+  // Interleaved, not 1,1,1,2,2,2.
+  int switches = 0;
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    switches += order[i] != order[i - 1] ? 1 : 0;
+  }
+  CHECK(switches >= 3);
+}
+
+namespace {
+// A minimal single-worker baton: the holder passes it by waking the other task through
+// the scheduler (which uses the LIFO slot), exactly as a lock or channel hand-off does.
+struct baton {
+  std::coroutine_handle<> waiter{};
+  bool signalled = false;
+  void signal() {
+    if (waiter) {
+      corio::detail::schedule_wake(std::exchange(waiter, {}), corio::detail::current_runtime());
+    } else {
+      signalled = true;
+    }
+  }
+  auto wait() {
+    struct aw {
+      baton* b;
+      bool await_ready() { return std::exchange(b->signalled, false); }
+      void await_suspend(std::coroutine_handle<> h) { b->waiter = h; }
+      void await_resume() {}
+    };
+    return aw{this};
+  }
+};
+}  // namespace
+
+TEST_CASE("runtime: two tasks ping-ponging through the LIFO slot do not starve a third", "[runtime]") {
+  corio::runtime rt(workers(1));
+  baton ping;
+  baton pong;
+  bool third_ran = false;
+  long rounds = 0;
+  auto player = [&](baton& mine, baton& other) -> corio::task<void> {
+    while (!third_ran && rounds < 10'000'000) {
+      other.signal();
+      co_await mine.wait();
+      ++rounds;
+    }
+    other.signal();
+  };
+  auto third = [&]() -> corio::task<void> {
+    third_ran = true;
+    co_return;
+  };
+  auto game = [&]() -> corio::task<void> {
+    auto a = corio::spawn(player(ping, pong));
+    auto b = corio::spawn(player(pong, ping));
+    auto c = corio::spawn(third());
+    co_await c;
+    co_await a;
+    co_await b;
+  };
+  rt.block_on(game());
+  CHECK(third_ran);
+  CHECK(rounds < 1000);  // the third task got its turn within a few rounds
+}
+
+TEST_CASE("runtime: invalid configurations are refused with the field named", "[runtime][config]") {
+  auto c = workers(0);
+  CHECK_THAT(config_error(c), Catch::Contains("workers = 0"));
+  c = workers(1);
+  c.ring_entries = 1u << 20;
+  CHECK_THAT(config_error(c), Catch::Contains("ring_entries"));
+  c = workers(1);
+  c.ring_entries = 3;
+  CHECK_THAT(config_error(c), Catch::Contains("power of two"));
+  c = workers(1);
+  c.local_queue_capacity = 2;
+  CHECK_THAT(config_error(c), Catch::Contains("local_queue_capacity"));
+  c = workers(1);
+  c.global_queue_interval = 0;
+  CHECK_THAT(config_error(c), Catch::Contains("global_queue_interval"));
+  c = workers(1);
+  c.max_blocking_threads = 0;
+  CHECK_THAT(config_error(c), Catch::Contains("max_blocking_threads"));
+}
+
+namespace {
+// Runs `body` in a forked child with io_uring_setup refused by a seccomp filter returning
+// `err`; returns the child's exit status (0 = the runtime reported the refusal cleanly).
+int in_child_with_io_uring_refused(int err) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+      ::_exit(3);
+    }
+    try {
+      corio::runtime rt(workers(2));
+      ::_exit(4);  // should have thrown
+    } catch (const std::system_error& e) {
+      bool named = std::strstr(e.what(), "io_uring") != nullptr &&
+                   (err != EPERM || std::strstr(e.what(), "seccomp") != nullptr);
+      bool code = e.code() == corio::errc::io_uring_refused;
+      ::_exit(named && code ? 0 : 5);
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+}  // namespace
+
+TEST_CASE("runtime: io_uring refused by a seccomp filter is a clear error, not a crash", "[runtime][config]") {
+  CHECK(in_child_with_io_uring_refused(EPERM) == 0);
+  CHECK(in_child_with_io_uring_refused(ENOSYS) == 0);
+}
+
+TEST_CASE("runtime: spawn after shutdown returns errc::shut_down", "[runtime][shutdown]") {
+  corio::runtime rt(workers(2));
+  rt.shutdown();
+  auto h = rt.spawn(square(3));
+  REQUIRE_FALSE(h.has_value());
+  CHECK(h.error() == corio::errc::shut_down);
+  CHECK_THROWS_AS(rt.block_on(square(3)), std::system_error);
+  rt.shutdown();  // idempotent
+}
+
+TEST_CASE("runtime: shutdown destroys pending tasks and their locals", "[runtime][shutdown]") {
+  std::atomic<int> destroyed{0};
+  struct guard {
+    std::atomic<int>* counter;
+    ~guard() { counter->fetch_add(1); }
+  };
+  auto forever = [&]() -> corio::task<void> {
+    guard g{&destroyed};
+    co_await corio::sleep_for(1h);
+  };
+  corio::join_handle<void> kept;
+  {
+    corio::runtime rt(workers(2));
+    for (int i = 0; i < 100; ++i) {
+      auto h = rt.spawn(forever());
+      REQUIRE(h);
+      if (i == 0) {
+        kept = std::move(*h);
+      }
+    }
+    std::this_thread::sleep_for(20ms);
+    CHECK(rt.metrics().live_tasks == 100);
+  }
+  CHECK(destroyed.load() == 100);
+  // The handle outlives the runtime and reports the shutdown.
+  CHECK(kept.is_finished());
+}
+
+TEST_CASE("runtime: block_on returns errc::shut_down when the runtime stops under it", "[runtime][shutdown]") {
+  corio::runtime rt(workers(1));
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(50ms);
+    rt.shutdown();
+  });
+  auto forever = []() -> corio::task<void> { co_await corio::sleep_for(1h); };
+  try {
+    rt.block_on(forever());
+    FAIL("block_on returned normally");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == corio::errc::shut_down);
+  }
+  stopper.join();
+}
+
+TEST_CASE("runtime: creating and destroying a runtime leaves no file descriptors behind", "[runtime][shutdown]") {
+  std::size_t before = corio_test::open_fd_count();
+  for (int i = 0; i < 20; ++i) {
+    corio::runtime rt(workers(2));
+    CHECK(rt.block_on(square(i)) == i * i);
+  }
+  CHECK(corio_test::open_fd_count() == before);
+}
+
+TEST_CASE("runtime: metrics count tasks, parks, SQEs and CQEs per worker", "[runtime][metrics]") {
+  corio::runtime rt(workers(2));
+  auto work = []() -> corio::task<void> {
+    for (int i = 0; i < 10; ++i) {
+      (void)co_await corio::io::nop();
+    }
+    co_await corio::sleep_for(5ms);
+  };
+  rt.block_on(work());
+  auto m = rt.metrics();
+  REQUIRE(m.workers.size() == 2);
+  std::uint64_t tasks = 0, sqes = 0, cqes = 0, parks = 0;
+  for (auto& w : m.workers) {
+    tasks += w.tasks_run;
+    sqes += w.sqes_submitted;
+    cqes += w.cqes_reaped;
+    parks += w.parks;
+  }
+  CHECK(tasks >= 11);
+  CHECK(sqes >= 10);
+  CHECK(cqes >= 10);
+  CHECK(parks >= 1);
+}
+
+TEST_CASE("runtime: an idle runtime uses no measurable CPU", "[runtime]") {
+  corio::runtime rt(workers(2));
+  rt.block_on(square(1));
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(500ms);
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  auto usec = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+  };
+  long used = usec(after) - usec(before);
+  INFO("CPU used while idle for 500 ms: " << used << " us");
+  CHECK(used < 5'000);  // < 1% of 500 ms
+}
+
+TEST_CASE("runtime: the eventfd wake fallback works like the futex wake", "[runtime]") {
+  auto c = workers(2);
+  c.wake = corio::wake_mechanism::eventfd;
+  std::size_t before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(c);
+    CHECK(rt.block_on(spawn_and_sum(2000)) > 0);
+    auto sleeper = []() -> corio::task<int> {
+      co_await corio::sleep_for(2ms);
+      co_return 5;
+    };
+    CHECK(rt.block_on(sleeper()) == 5);
+  }
+  CHECK(corio_test::open_fd_count() == before);
+}
+
+TEST_CASE("runtime: rings without DEFER_TASKRUN behave the same", "[runtime]") {
+  auto c = workers(2);
+  c.defer_taskrun = false;
+  corio::runtime rt(c);
+  CHECK(rt.block_on(spawn_and_sum(2000)) > 0);
+  auto io = []() -> corio::task<bool> {
+    auto r = co_await corio::io::nop();
+    co_return r.has_value();
+  };
+  CHECK(rt.block_on(io()));
+}
