@@ -70,35 +70,46 @@ TEST_CASE("stress: 1,000,000 spawned tasks with tiny local queues (constant over
   CHECK(rt.block_on(spawn_many(n)) == n * (n - 1) / 2);
 }
 
-TEST_CASE("stress: tasks hop between workers under steal pressure", "[stress]") {
-  auto c = workers(2);
-  c.local_queue_capacity = 8;
-  corio::runtime rt(c);
-  std::atomic<long> hops{0};
-  auto hopper = [&](long v) -> corio::task<long> {
-    auto last = ::syscall(SYS_gettid);  // not std::this_thread::get_id(): g++ may cache it across co_await
-    for (int i = 0; i < 50; ++i) {
-      co_await corio::yield_now{};
-      auto now = ::syscall(SYS_gettid);
-      if (now != last) {
-        hops.fetch_add(1, std::memory_order_relaxed);
-        last = now;
-      }
+namespace {
+void spin_for(std::chrono::microseconds d) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+corio::task<long> hopper(long v, std::atomic<long>* hops) {
+  auto last = ::syscall(SYS_gettid);  // not std::this_thread::get_id(): g++ may cache it across co_await
+  for (int i = 0; i < 20; ++i) {
+    spin_for(std::chrono::microseconds(5));
+    co_await corio::yield_now{};
+    auto now = ::syscall(SYS_gettid);
+    if (now != last) {
+      hops->fetch_add(1, std::memory_order_relaxed);
+      last = now;
     }
-    co_return v;
-  };
-  auto body = [&]() -> corio::task<long> {
+  }
+  co_return v;
+}
+corio::task<long> hop_rounds(std::atomic<long>* hops) {
+  long sum = 0;
+  for (int round = 0; round < 20; ++round) {
+    // 200 tasks fit in the spawner's local queue (256): the other worker gets them only
+    // by stealing, and a yielded task can be stolen again, so tasks move between workers.
     std::vector<corio::join_handle<long>> hs;
-    for (long i = 0; i < 20'000; ++i) {
-      hs.push_back(corio::spawn(hopper(i)));
+    for (long i = 0; i < 200; ++i) {
+      hs.push_back(corio::spawn(hopper(i, hops)));
     }
-    long sum = 0;
     for (auto& h : hs) {
       sum += co_await h;
     }
-    co_return sum + co_await tree(14);
-  };
-  CHECK(rt.block_on(body()) == 20'000L * 19'999 / 2 + (1L << 14));
+  }
+  co_return sum + co_await tree(14);
+}
+}  // namespace
+
+TEST_CASE("stress: tasks hop between workers under steal pressure", "[stress]") {
+  corio::runtime rt(workers(2));
+  std::atomic<long> hops{0};
+  CHECK(rt.block_on(hop_rounds(&hops)) == 20L * (200L * 199 / 2) + (1L << 14));
   auto m = rt.metrics();
   std::uint64_t steals = m.workers[0].steals + m.workers[1].steals;
   INFO("hops " << hops.load() << " steals " << steals);
