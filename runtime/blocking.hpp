@@ -23,6 +23,7 @@
 
 #include <corio/runtime/detail/blocking_pool.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/detail/when_child.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -51,7 +52,7 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
       return false;
     }
     const std::stop_token* inherited = detail::inherited_token_of(h);
-    if (m_token.stop_requested() || (inherited != nullptr && inherited->stop_requested())) {
+    if (detail::stop_link<stop_fn>::stopped(m_token, inherited)) {
       m_error = cancelled_error();
       return false;
     }
@@ -61,15 +62,9 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
     // thread may finish it and another worker resume us, so nothing may touch *this
     // after submit() succeeds. (A stop before submit() finds nothing to withdraw; the
     // job then simply runs.)
-    if (m_token.stop_possible()) {
-      m_explicit_cb.emplace(m_token, stop_fn{this});
-    }
-    if (inherited != nullptr && inherited->stop_possible()) {
-      m_inherited_cb.emplace(*inherited, stop_fn{this});
-    }
+    m_stop.arm(m_token, inherited, stop_fn{this});
     if (!m_pool->submit(this)) {
-      m_explicit_cb.reset();
-      m_inherited_cb.reset();
+      m_stop.disarm();
       m_error = make_error_code(errc::shut_down);
       return false;
     }
@@ -77,8 +72,7 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
   }
 
   result<value_type> await_resume() {
-    m_explicit_cb.reset();
-    m_inherited_cb.reset();
+    m_stop.disarm();
     if (m_error) {
       return unexpected(m_error);
     }
@@ -124,8 +118,7 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
   std::coroutine_handle<> m_waiter{};
   detail::runtime_core* m_home = nullptr;
   detail::blocking_pool* m_pool = nullptr;
-  std::optional<std::stop_callback<stop_fn>> m_explicit_cb;
-  std::optional<std::stop_callback<stop_fn>> m_inherited_cb;
+  detail::stop_link<stop_fn> m_stop;
 };
 
 /// Runs `fn` on the blocking pool; `co_await` yields result<R> (see the header).

@@ -30,6 +30,7 @@
 
 #include <corio/runtime/detail/completion.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -67,7 +68,7 @@ class io_operation : public io_completion, public cancellable {
       return false;
     }
     const std::stop_token* inherited = inherited_token_of(h);
-    if (token.stop_requested() || (inherited != nullptr && inherited->stop_requested())) {
+    if (stop_link<stop_fn>::stopped(token, inherited)) {
       m_res = -ECANCELED;
       return false;
     }
@@ -76,18 +77,12 @@ class io_operation : public io_completion, public cancellable {
     io_uring_sqe* sqe = worker_get_sqe(w);
     prep(sqe);
     io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
-    if (token.stop_possible()) {
-      m_explicit_cb.emplace(token, stop_fn{this});
-    }
-    if (inherited != nullptr && inherited->stop_possible()) {
-      m_inherited_cb.emplace(*inherited, stop_fn{this});
-    }
+    m_stop.arm(token, inherited, stop_fn{this});
     return true;
   }
 
   result<int> finish() noexcept {
-    m_explicit_cb.reset();
-    m_inherited_cb.reset();
+    m_stop.disarm();
     if (m_no_runtime) {
       return unexpected(make_error_code(errc::no_runtime));
     }
@@ -120,8 +115,7 @@ class io_operation : public io_completion, public cancellable {
   }
 
   std::coroutine_handle<> m_waiter{};
-  std::optional<std::stop_callback<stop_fn>> m_explicit_cb;
-  std::optional<std::stop_callback<stop_fn>> m_inherited_cb;
+  stop_link<stop_fn> m_stop;
   bool m_no_runtime = false;
 };
 

@@ -18,6 +18,7 @@
 
 #include <corio/runtime/detail/completion.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/detail/timer_heap.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -53,7 +54,7 @@ class [[nodiscard]] sleep_awaiter : detail::timer_node {
       return false;
     }
     const std::stop_token* inherited = detail::inherited_token_of(h);
-    if (m_token.stop_requested() || (inherited != nullptr && inherited->stop_requested())) {
+    if (detail::stop_link<stop_fn>::stopped(m_token, inherited)) {
       res = -ECANCELED;
       return false;
     }
@@ -61,18 +62,12 @@ class [[nodiscard]] sleep_awaiter : detail::timer_node {
     waiter = h;
     deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(m_deadline.time_since_epoch()).count();
     detail::worker_arm_timer(w, this);
-    if (m_token.stop_possible()) {
-      m_explicit_cb.emplace(m_token, stop_fn{this});
-    }
-    if (inherited != nullptr && inherited->stop_possible()) {
-      m_inherited_cb.emplace(*inherited, stop_fn{this});
-    }
+    m_stop.arm(m_token, inherited, stop_fn{this});
     return true;
   }
 
   result<void> await_resume() noexcept {
-    m_explicit_cb.reset();
-    m_inherited_cb.reset();
+    m_stop.disarm();
     if (m_no_runtime) {
       return unexpected(make_error_code(errc::no_runtime));
     }
@@ -100,8 +95,7 @@ class [[nodiscard]] sleep_awaiter : detail::timer_node {
 
   clock::time_point m_deadline;
   std::stop_token m_token;
-  std::optional<std::stop_callback<stop_fn>> m_explicit_cb;
-  std::optional<std::stop_callback<stop_fn>> m_inherited_cb;
+  detail::stop_link<stop_fn> m_stop;
   bool m_no_runtime = false;
 };
 
