@@ -10,12 +10,14 @@ bool blocking_pool::submit(blocking_job* job) {
     return false;
   }
   join_exited(lock);
+  if (m_idle == 0 && m_live < m_max_threads) {
+    // Start the thread before queuing: if that throws, nothing refers to `job`.
+    m_threads.emplace_back([this] { thread_main(); });
+    ++m_live;
+  }
   m_jobs.push_back(job);
   if (m_idle > 0) {
     m_work.notify_one();
-  } else if (m_live < m_max_threads) {
-    ++m_live;
-    m_threads.emplace_back([this] { thread_main(); });
   }
   return true;
 }

@@ -44,9 +44,15 @@ struct chain {
   std::size_t count;
 };
 
+struct region {
+  char* begin;
+  char* end;
+};
+
 struct global_pool {
   std::mutex mutex;
   std::vector<chain> chains[kClasses];
+  std::vector<region> regions;  // unused bump space of threads that exited
 };
 
 global_pool& pool() {
@@ -86,24 +92,39 @@ struct thread_cache {
         g.chains[c].push_back(lists[c]);
       }
     }
-    // The rest of the bump region is abandoned (at most one chunk per exiting thread
-    // would be wasted; carve it into the pool instead).
-    while (bump != nullptr && bump + kGranule <= bump_end) {
-      auto* b = reinterpret_cast<free_block*>(bump);
-      b->next = nullptr;
-      g.chains[0].push_back(chain{b, 1});
-      bump += kGranule;
+    // The unused rest of our bump region goes back for the next thread to carve from.
+    if (bump != nullptr && bump < bump_end) {
+      g.regions.push_back({bump, bump_end});
     }
   }
 
   void* carve(std::size_t bytes) {
     if (bump == nullptr || bump + bytes > bump_end) {
-      bump = new_chunk();
-      bump_end = bump + kChunk;
+      region r = take_region();
+      bump = r.begin;
+      bump_end = r.end;
     }
     void* p = bump;
     bump += bytes;
     return p;
+  }
+
+  /// A bump region left by an exited thread (if it can hold a large block), else a new chunk.
+  static region take_region() {
+    {
+      global_pool& g = pool();
+      std::lock_guard lock(g.mutex);
+      while (!g.regions.empty()) {
+        region r = g.regions.back();
+        g.regions.pop_back();
+        if (static_cast<std::size_t>(r.end - r.begin) >= kMaxBlock) {
+          return r;
+        }
+        // Too small to be worth keeping: dropped (at most kMaxBlock bytes per thread exit).
+      }
+    }
+    char* chunk = new_chunk();
+    return {chunk, chunk + kChunk};
   }
 
   bool refill(std::size_t c) {

@@ -70,13 +70,15 @@ void join_state_base::complete(bool from_shutdown) noexcept {
   // acq_rel: release publishes the result to the awaiter (its acquire load/CAS); acquire
   // makes the awaiter's frame address and waiter_runtime visible to us.
   std::uintptr_t prev = waiter.exchange(kDone, std::memory_order_acq_rel);
-  if (prev != 0) {
+  if (prev != 0 && prev != kCancelled) {
     if ((prev & kThread) != 0) {
       reinterpret_cast<thread_waiter*>(prev & ~kThread)->done.release();
-    } else if (!from_shutdown) {
+    } else if (!from_shutdown || waiter_runtime != runtime) {
+      // From our own shutdown, a waiting coroutine of this runtime is itself about to be
+      // destroyed and is not resumed; one of another runtime is woken (it then sees
+      // `cancelled` and throws errc::shut_down).
       schedule_wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), waiter_runtime);
     }
-    // From shutdown, a waiting coroutine is itself about to be destroyed: not resumed.
   }
   release();
 }
@@ -99,13 +101,115 @@ void join_state_base::release() noexcept {
 
 void wait_blocking(join_state_base* st) {
   thread_waiter w;
+  const std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(&w) | join_state_base::kThread;
+  std::uintptr_t expected = st->waiter.load(std::memory_order_acquire);
+  for (;;) {
+    if (expected == join_state_base::kDone) {
+      return;  // acquire load above made the result visible
+    }
+    // acq_rel: publishes &w to complete(); on failure acquire re-reads the word.
+    if (st->waiter.compare_exchange_weak(expected, mine, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      break;
+    }
+  }
+  w.done.acquire();
+  // acquire: pairs with complete()'s exchange (the semaphore also orders it).
+  (void)st->waiter.load(std::memory_order_acquire);
+}
+
+// ---------------------------------------------------------------------------------------
+// join_wait (see spawn.hpp for the protocol)
+
+bool join_wait::ready() noexcept {
+  // acquire: pairs with the acq_rel exchange in complete(); makes the value visible.
+  if (m_state->waiter.load(std::memory_order_acquire) != join_state_base::kDone) {
+    return false;
+  }
+  // The result is ready, but a task that only ever awaits finished handles would never
+  // yield: charge the cooperative budget and yield once it is spent.
+  m_yield = consume_budget();
+  return !m_yield;
+}
+
+bool join_wait::suspend(std::coroutine_handle<> h, const std::stop_token* inherited) {
+  if (m_yield) {
+    m_yield = false;
+    schedule_yield(h);
+    return true;
+  }
+  m_home = current_runtime();
+  if (m_home == nullptr) {
+    throw std::logic_error("corio::join_handle awaited outside a corio runtime (use runtime::block_on)");
+  }
+  if (stop_link<stop_fn>::stopped(m_token, inherited)) {
+    m_cancelled = true;
+    return false;
+  }
+  m_waiter = h;
+  m_state->waiter_runtime = m_home;
+  m_stop.arm(m_token, inherited, stop_fn{this});
+  m_published = true;
   std::uintptr_t expected = 0;
-  // acq_rel: publishes &w to complete(); on failure (kDone) acquire makes the result visible.
-  if (st->waiter.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(&w) | join_state_base::kThread,
-                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
-    w.done.acquire();
-    // acquire: pairs with complete()'s exchange (the semaphore also orders it).
-    (void)st->waiter.load(std::memory_order_acquire);
+  // acq_rel: release publishes m_waiter/waiter_runtime to complete() and on_stop(); on
+  // failure, acquire makes the result (kDone) visible. After success, *this may be
+  // resumed on another thread at any moment: touch nothing.
+  if (m_state->waiter.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(h.address()),
+                                              std::memory_order_acq_rel, std::memory_order_acquire)) {
+    return true;
+  }
+  m_published = false;
+  m_stop.disarm();
+  m_cancelled = expected == join_state_base::kCancelled;  // stopped while arming
+  return false;
+}
+
+void join_wait::on_stop() noexcept {
+  const std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(m_waiter.address());
+  std::uintptr_t word = m_state->waiter.load(std::memory_order_acquire);
+  for (;;) {
+    std::uintptr_t next;
+    if (word == 0) {
+      next = join_state_base::kCancelled;  // not published yet: make publication fail
+    } else if (mine != 0 && word == mine) {
+      next = 0;  // published: take our frame back and resume it ourselves
+    } else {
+      return;  // finished (kDone), or already cancelled
+    }
+    // acq_rel: pairs with the publishing CAS and with complete()'s exchange.
+    if (m_state->waiter.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (next == 0) {
+        m_cancelled = true;
+        schedule_wake(m_waiter, m_home);
+      }
+      return;
+    }
+  }
+}
+
+void join_wait::finish() {
+  m_stop.disarm();
+  m_published = false;
+  if (m_cancelled) {
+    std::uintptr_t expected = join_state_base::kCancelled;
+    // The handle may be awaited again: clear our mark (unless the task finished since).
+    m_state->waiter.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+    throw std::system_error(cancelled_error(), "corio::join_handle wait cancelled");
+  }
+  m_state->observed = true;
+  if (m_state->cancelled) {
+    throw_shut_down();
+  }
+  if (m_state->error) {
+    std::rethrow_exception(m_state->error);
+  }
+}
+
+join_wait::~join_wait() {
+  if (m_published) {
+    // Our frame is being destroyed while suspended here (its runtime is shutting down):
+    // take it back so that the task's completion does not wake a dead frame.
+    std::uintptr_t expected = reinterpret_cast<std::uintptr_t>(m_waiter.address());
+    m_state->waiter.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
   }
 }
 
@@ -126,7 +230,11 @@ void spin_lock::lock() noexcept {
         ::sched_yield();
         spins = 0;
       } else {
+#if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
       }
     }
   }
@@ -256,6 +364,9 @@ void runtime_core::shutdown() {
   for (unsigned i = 0; i < m_shard_count; ++i) {
     m_shards[i].lock.unlock();
   }
+  // Store-load barrier: `stopping` must be visible before we read the parked words
+  // below, pairing with park()'s barrier before it re-checks `stopping`.
+  store_load_barrier(sleepers);
   // 2. Running blocking jobs finish (their completions are dropped), queued ones go.
   blocking.shutdown();
   // 3. Workers cancel and drain their rings, close them and exit.

@@ -82,7 +82,7 @@ class runtime {
     // The state pointer is private to join_handle; go through its awaiter instead.
     auto aw = handle.operator co_await();
     if (!aw.await_ready()) {
-      detail::wait_blocking(aw.st);
+      detail::wait_blocking(aw.state());
     }
     return aw.await_resume();
   }

@@ -17,6 +17,7 @@
 #include <exception>
 #include <new>
 #include <semaphore>
+#include <stop_token>
 #include <stdexcept>
 #include <system_error>
 #include <type_traits>
@@ -24,6 +25,7 @@
 
 #include <corio/runtime/detail/frame_allocator.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -43,8 +45,10 @@ struct join_state_base {
   //   kDone (1)      task finished (result published)
   //   ptr            a coroutine (frame address) awaits the result
   //   ptr | kThread  a thread_waiter* (block_on) awaits the result
+  //   kCancelled (5) an awaiter's wait was stopped before it published its frame
   static constexpr std::uintptr_t kDone = 1;
   static constexpr std::uintptr_t kThread = 2;
+  static constexpr std::uintptr_t kCancelled = 5;
 
   std::atomic<std::uintptr_t> waiter{0};
   std::atomic<std::uint32_t> refs{2};
@@ -99,6 +103,47 @@ struct join_state<void> : join_state_base {
   static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
 };
 
+/// The type-independent part of a join_handle's awaiter (runtime.cpp). Protocol on the
+/// state's waiter word: the awaiter publishes its frame with a CAS 0 -> frame; the task's
+/// completion exchanges it for kDone and wakes the frame; a stop request takes it back
+/// with a CAS frame -> 0 (and wakes the frame itself) or, before publication, marks the
+/// word kCancelled so that the publication fails. Exactly one side wins each CAS, so the
+/// frame is resumed once.
+class join_wait {
+ public:
+  join_wait(join_state_base* state, std::stop_token token) noexcept : m_state(state), m_token(std::move(token)) {}
+  /// Moves an awaiter that has not been awaited yet (e.g. into timeout()).
+  join_wait(join_wait&& o) noexcept : m_state(o.m_state), m_token(std::move(o.m_token)) {}
+  join_wait(const join_wait&) = delete;
+  join_wait& operator=(const join_wait&) = delete;
+  ~join_wait();
+
+  [[nodiscard]] join_state_base* state() const noexcept { return m_state; }
+
+ protected:
+  bool ready() noexcept;
+  bool suspend(std::coroutine_handle<> h, const std::stop_token* inherited);
+  /// Throws for a cancelled wait, a task destroyed by shutdown, or the task's exception.
+  void finish();
+
+  join_state_base* m_state;
+
+ private:
+  struct stop_fn {
+    join_wait* self;
+    void operator()() const noexcept { self->on_stop(); }
+  };
+  void on_stop() noexcept;
+
+  std::stop_token m_token;
+  std::coroutine_handle<> m_waiter{};
+  runtime_core* m_home = nullptr;
+  stop_link<stop_fn> m_stop;
+  bool m_yield = false;      // the result is ready but the task's budget is spent
+  bool m_published = false;  // our frame is in the waiter word
+  bool m_cancelled = false;  // this wait (not the task) was stopped
+};
+
 template <class T>
 void finish_root(std::coroutine_handle<> frame, join_state_base* root, promise_base& p,
                  T* value) noexcept {
@@ -148,47 +193,44 @@ class [[nodiscard]] join_handle {
     }
   }
 
-  /// True once the task has finished (value, exception or shutdown).
+  /// True once the task has finished (value, exception or shutdown). Any thread.
   [[nodiscard]] bool is_finished() const noexcept {
     // acquire: pairs with the acq_rel exchange in join_state_base::complete().
     return m_state != nullptr &&
            m_state->waiter.load(std::memory_order_acquire) == detail::join_state_base::kDone;
   }
 
+  /// False for a default-constructed, moved-from or detached handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
-  struct awaiter {
-    detail::join_state<T>* st;
-    bool await_ready() const noexcept {
-      // acquire: pairs with the acq_rel exchange in complete(); makes the value visible.
-      return st->waiter.load(std::memory_order_acquire) == detail::join_state_base::kDone;
-    }
-    bool await_suspend(std::coroutine_handle<> h) noexcept {
-      st->waiter_runtime = detail::current_runtime();
-      std::uintptr_t expected = 0;
-      // acq_rel: release publishes our frame to the finisher; acquire (on failure, the
-      // state is kDone) makes the result visible before we resume inline.
-      return st->waiter.compare_exchange_strong(expected, reinterpret_cast<std::uintptr_t>(h.address()),
-                                                std::memory_order_acq_rel, std::memory_order_acquire);
+  class awaiter : detail::join_wait {
+   public:
+    awaiter(detail::join_state<T>* state, std::stop_token token) : join_wait(state, std::move(token)) {}
+    bool await_ready() noexcept { return ready(); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+      return suspend(h, detail::inherited_token_of(h));
     }
     T await_resume() {
-      st->observed = true;
-      if (st->cancelled) {
-        detail::throw_shut_down();
-      }
-      if (st->error) {
-        std::rethrow_exception(st->error);
-      }
+      finish();
+      auto* typed = static_cast<detail::join_state<T>*>(m_state);
       if constexpr (!std::is_void_v<T>) {
-        return std::move(st->value());
+        return std::move(typed->value());
       }
     }
+    using join_wait::state;
   };
 
   /// Waits for the task. Returns its value or rethrows its exception; throws
   /// std::system_error(errc::shut_down) if the runtime destroyed it first.
+  /// Cancellation: the token inherited from the awaiting task (when_any, timeout) stops
+  /// the wait, not the task: the await throws std::system_error(operation_canceled) and
+  /// the handle can be awaited again. Must be awaited on a worker thread.
   /// Precondition: valid(), and no other coroutine is awaiting this handle.
-  awaiter operator co_await() noexcept { return awaiter{m_state}; }
+  awaiter operator co_await() noexcept { return awaiter{m_state, {}}; }
+
+  /// The same wait, also stopped by `token`.
+  awaiter wait(std::stop_token token) noexcept { return awaiter{m_state, std::move(token)}; }
 
  private:
   detail::join_state<T>* m_state = nullptr;

@@ -188,6 +188,24 @@ class [[nodiscard]] task {
 };
 
 namespace detail {
+struct stop_token_query {
+  const std::stop_token* token = nullptr;
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    token = inherited_token_of(h);
+    return false;  // never suspends
+  }
+  std::stop_token await_resume() const noexcept { return token != nullptr ? *token : std::stop_token{}; }
+};
+}  // namespace detail
+
+/// `co_await corio::get_stop_token()` yields the cancellation token the current task
+/// inherited (from when_any, timeout, ...), or an empty token. Useful to hand to blocking
+/// calls or to poll in long loops. Never suspends; costs a copy of the token.
+inline detail::stop_token_query get_stop_token() noexcept { return {}; }
+
+namespace detail {
 template <class T>
 task<T> task_promise<T>::get_return_object() noexcept {
   return task<T>{std::coroutine_handle<task_promise>::from_promise(*this)};
@@ -198,3 +216,7 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 }  // namespace detail
 
 }  // namespace corio
+
+// finish_root<T> (declared above, used by every task's final suspend) is defined with the
+// join states it fills; including it here lets task.hpp be used on its own.
+#include <corio/runtime/spawn.hpp>

@@ -1,14 +1,22 @@
 // timeout(awaitable, duration): await something, but give up after a duration.
 //
-// Built on when_any: the awaitable (wrapped in a task) races a sleep; whichever finishes
-// first wins and the other is cancelled. Yields result<T> — the awaitable's value, or
-// std::errc::timed_out. If the awaitable itself yields a result<U>, the result is
-// flattened to result<U>. An awaitable that ignores cancellation is waited for (the
-// timeout still reports timed_out).
-// Thread-safety and cost: when_any's, plus one timer.
+// The awaitable (wrapped in a task) and a timer run side by side; each stops the other
+// when it finishes. If the awaitable yields a result<U> (every corio wait does), the
+// timeout yields result<U>: the awaitable's own outcome whenever it had one — even if the
+// timer fired at the same moment, so nothing that arrived is lost (a channel value
+// received just as the deadline passed is returned) — and std::errc::timed_out only when
+// the awaitable ended cancelled by the timer. For any other T the timeout yields
+// result<T>: the value if it came before the timer fired, else timed_out. A stop of the
+// awaiting task stops both (then operation_canceled). An awaitable that ignores
+// cancellation is waited for.
+// Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <exception>
+#include <optional>
+#include <stop_token>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -16,7 +24,7 @@
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 #include <corio/runtime/time.hpp>
-#include <corio/runtime/when_any.hpp>
+#include <corio/runtime/when_all.hpp>
 
 namespace corio {
 
@@ -39,10 +47,49 @@ task<T> as_task(task<T> t) {
   return t;
 }
 
-inline task<void> sleep_task(clock::duration d) { (void)co_await sleep_for(d); }
-
 template <class T>
 using timeout_result_t = std::conditional_t<is_result<T>::value, T, result<T>>;
+
+/// State shared by the two sides of a timeout (lives in the timeout's frame).
+struct timeout_race {
+  std::stop_source stop;        // inherited by both sides: the timer fired, or the caller stopped
+  std::stop_source timer_stop;  // the awaitable finished: stop the timer
+  std::atomic<bool> timed_out{false};
+  bool threw_cancelled = false;  // the awaitable reported its cancellation by throwing
+};
+
+struct forward_stop {
+  std::stop_source* target;
+  void operator()() const noexcept { target->request_stop(); }
+};
+
+template <class T>
+task<void> run_awaited(task<T> body, timeout_race* race, std::optional<non_void_t<T>>* out,
+                       std::exception_ptr* error) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(body);
+      out->emplace();
+    } else {
+      out->emplace(co_await std::move(body));
+    }
+  } catch (const std::system_error& e) {
+    race->threw_cancelled = e.code() == std::errc::operation_canceled;
+    *error = std::current_exception();
+  } catch (...) {
+    *error = std::current_exception();
+  }
+  race->timer_stop.request_stop();
+}
+
+inline task<void> run_timer(clock::duration d, timeout_race* race) {
+  auto fired = co_await sleep_for(d, race->timer_stop.get_token());
+  if (fired) {
+    // relaxed: read by the timeout coroutine after when_all joined both sides.
+    race->timed_out.store(true, std::memory_order_relaxed);
+    race->stop.request_stop();
+  }
+}
 
 }  // namespace detail
 
@@ -51,15 +98,45 @@ template <class A, class Rep, class Period>
 auto timeout(A awaitable, std::chrono::duration<Rep, Period> duration)
     -> task<detail::timeout_result_t<typename decltype(detail::as_task(std::move(awaitable)))::value_type>> {
   using T = typename decltype(detail::as_task(std::move(awaitable)))::value_type;
-  auto outcome = co_await when_any(detail::as_task(std::move(awaitable)),
-                                   detail::sleep_task(std::chrono::duration_cast<clock::duration>(duration)));
-  if (outcome.index() == 1) {
-    co_return unexpected(std::make_error_code(std::errc::timed_out));
+  detail::timeout_race race;
+  std::stop_token outer = co_await get_stop_token();
+  std::optional<std::stop_callback<detail::forward_stop>> link;
+  if (outer.stop_possible()) {
+    link.emplace(outer, detail::forward_stop{&race.stop});
   }
-  if constexpr (std::is_void_v<T>) {
-    co_return result<void>{};
+  std::stop_token inner = race.stop.get_token();
+  std::optional<detail::non_void_t<T>> value;
+  std::exception_ptr error;
+  co_await detail::when_all_tuple_awaiter<void, void>(
+      &inner, detail::run_awaited(detail::as_task(std::move(awaitable)), &race, &value, &error),
+      detail::run_timer(std::chrono::duration_cast<clock::duration>(duration), &race));
+  link.reset();
+  bool fired = race.timed_out.load(std::memory_order_relaxed);
+  if (error) {
+    if (fired && race.threw_cancelled) {
+      // An awaitable that throws on cancellation (e.g. a join_handle wait) was cut short.
+      co_return unexpected(std::make_error_code(std::errc::timed_out));
+    }
+    std::rethrow_exception(error);
+  }
+  if constexpr (detail::is_result<T>::value) {
+    // A result tells us whether the awaitable was cut short: only its cancellation by
+    // our timer is a timeout; any other outcome (a value, another error) is returned.
+    if (fired && !*value && value->error() == std::errc::operation_canceled) {
+      co_return unexpected(std::make_error_code(std::errc::timed_out));
+    }
+    co_return std::move(*value);
   } else {
-    co_return std::get<0>(std::move(outcome));
+    // A plain value cannot say whether the awaitable finished or was cut short: once the
+    // timer has fired, the outcome is a timeout.
+    if (fired) {
+      co_return unexpected(std::make_error_code(std::errc::timed_out));
+    }
+    if constexpr (std::is_void_v<T>) {
+      co_return result<void>{};
+    } else {
+      co_return std::move(*value);
+    }
   }
 }
 

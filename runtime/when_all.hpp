@@ -27,13 +27,16 @@ template <class... Ts>
 class when_all_tuple_awaiter {
  public:
   explicit when_all_tuple_awaiter(task<Ts>... tasks) : m_children(make_when_child(std::move(tasks))...) {}
+  /// Children inherit `token` instead of the awaiting task's token.
+  when_all_tuple_awaiter(const std::stop_token* token, task<Ts>... tasks)
+      : m_children(make_when_child(std::move(tasks))...), m_token(token), m_override(true) {}
 
   bool await_ready() const noexcept { return sizeof...(Ts) == 0; }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> parent) {
     m_counter.remaining.store(sizeof...(Ts) + 1, std::memory_order_relaxed);
     m_counter.parent = parent;
-    const std::stop_token* token = inherited_token_of(parent);
+    const std::stop_token* token = m_override ? m_token : inherited_token_of(parent);
     std::apply([&](auto&... child) { (child.start(&m_counter, token), ...); }, m_children);
     return !m_counter.arrive();
   }
@@ -46,6 +49,8 @@ class when_all_tuple_awaiter {
  private:
   std::tuple<when_child<Ts>...> m_children;
   when_counter m_counter;
+  const std::stop_token* m_token = nullptr;
+  bool m_override = false;
 };
 
 template <class T>

@@ -101,7 +101,7 @@ void schedule_wake(std::coroutine_handle<> h, runtime_core* home) noexcept {
 
 void schedule_yield(std::coroutine_handle<> h) noexcept {
   if (worker* w = tl_worker) {
-    w->schedule_back(h.address());
+    w->schedule_yield(h.address());
   } else {
     std::fprintf(stderr, "corio: yield outside a runtime\n");
     std::abort();
@@ -428,15 +428,26 @@ void worker::schedule_timer(void* task) {
 }
 
 void worker::schedule_back(void* task) {
+  push_back_and_notify(task, 0);
+}
+
+void worker::schedule_yield(void* task) {
+  // The yielding task is the one we would run next anyway: only more work than that is
+  // worth a wake-up.
+  push_back_and_notify(task, 1);
+}
+
+void worker::push_back_and_notify(void* task, std::uint32_t keep_for_self) {
   if (!m_queue.try_push(task)) {
     overflow(task);
     rt.notify_one();
     return;
   }
-  // Waking a parked worker costs ~10 µs of a CPU (MEASUREMENTS.md): do it only when there
-  // is work we will not run next ourselves, and not while reaping (maintenance decides
-  // once, after the whole batch).
-  if (!m_in_maintenance && m_queue.size() > 1) {
+  // Waking a parked worker costs ~10 µs of a CPU (MEASUREMENTS.md): not while reaping
+  // (maintenance decides once, after the whole batch), and not for the one task we will
+  // run next ourselves. A task displaced from the LIFO slot or spawned while we run does
+  // wake a parked worker, so it cannot sit behind a long-running task (Tokio's rule).
+  if (!m_in_maintenance && m_queue.size() > keep_for_self) {
     rt.notify_one();
   }
 }
@@ -447,7 +458,9 @@ void worker::overflow(void* task) {
   if (m_queue.take_half_for_overflow(m_overflow_batch)) {
     m_overflow_batch.push_back(task);
     rt.inject.push_batch(m_overflow_batch);
-  } else {
+  } else if (!m_queue.try_push(task)) {
+    // Thieves emptied part of the queue meanwhile (then the push above succeeds), or
+    // one is still copying: send just this task to the global queue.
     rt.inject.push(task);
   }
 }
@@ -471,6 +484,10 @@ void worker::push_cancel(cancellable* op) noexcept {
     // release: publishes next_cancel and the op's state to drain_cancels()'s acquire.
   } while (!m_cancel_head.compare_exchange_weak(head, op, std::memory_order_release, std::memory_order_relaxed));
   if (tl_worker != this) {
+    // Store-load barrier: our push must be visible before we read `parked`, pairing
+    // with park()'s barrier between `parked = 1` and its re-check of the cancel list
+    // (else both sides could miss each other and the owner sleep on a pending cancel).
+    store_load_barrier(rt.sleepers);
     wake_if_parked();
   }
 }

@@ -13,6 +13,9 @@
 //   idle ──stop callback──▶ requested ──owner drains list──▶ drained ──CQE/fire──▶ resume
 //     │                        │
 //     └──CQE/fire──▶ resume    └──CQE/fire first──▶ completed ──owner drains──▶ resume
+//
+// Thread-safety: request_cancel() from any thread; everything else on the owning worker.
+// Cost: one atomic exchange per completion; a cancel adds one CAS and one list push.
 #pragma once
 
 #include <atomic>

@@ -41,11 +41,15 @@ class local_queue {
   }
 
   /// Owner: removes the oldest half of a full queue into `out` (for the inject queue).
-  /// Returns false if a thief is active (the caller then overflows just one task).
+  /// Returns false if the queue is no longer full or a thief is active (the caller then
+  /// retries its push, or overflows just the one task).
   bool take_half_for_overflow(std::vector<void*>& out) {
     std::uint64_t head = m_head.load(std::memory_order_acquire);
     std::uint32_t real = real_of(head);
-    if (steal_of(head) != real) {
+    // Only when the queue is still exactly full and no thief is copying: thieves may
+    // have taken tasks since try_push() failed, and taking capacity/2 slots from a
+    // shorter queue would read past the tail (slots of tasks that already ran).
+    if (steal_of(head) != real || m_tail.load(std::memory_order_relaxed) - real != m_capacity) {
       return false;
     }
     std::uint32_t n = m_capacity / 2;

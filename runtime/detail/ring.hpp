@@ -8,6 +8,8 @@
 // never fails. Once an SQE is in the SQ it belongs to the kernel: a failing submit is
 // retried later, never rolled back (the operation's state lives until its CQE).
 // Thread-safety: owner thread only (SINGLE_ISSUER would reject others with -EEXIST).
+// Cost: get_sqe is a few loads and stores; submit()/submit_and_wait() are one
+// io_uring_enter each (~125-200 ns here), amortized over the batch.
 #pragma once
 
 #include <liburing.h>

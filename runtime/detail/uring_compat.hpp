@@ -5,6 +5,7 @@
 // extra fields, at the offsets documented in the kernel's uapi io_uring.h. Whether the
 // running kernel supports an opcode is decided by a probe (ring::supports()), never by
 // these definitions. This is the only place in corio that spells raw opcode numbers.
+// Thread-safety: plain functions filling an SQE the caller owns. Cost: a few stores.
 #pragma once
 
 #include <liburing.h>

@@ -1,6 +1,8 @@
 // The child coroutine that when_all / when_any wrap around each awaited task: it stores
 // the task's result and, when it finishes, counts down a shared counter; the last child
 // to finish resumes the parent (by symmetric transfer, on whichever worker it runs).
+// Thread-safety: children may finish on different threads; the counter is atomic.
+// Cost: one frame per child (recycled) and one atomic decrement per finish.
 #pragma once
 
 #include <atomic>

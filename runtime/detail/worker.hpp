@@ -45,6 +45,7 @@ class worker {
   void schedule_wake(void* task);   ///< LIFO slot hand-off
   void schedule_back(void* task);   ///< back of the local queue
   void schedule_timer(void* task);  ///< a due timer: runs before the local queue
+  void schedule_yield(void* task);  ///< back of the local queue, wakes no one for it alone
   io_uring_sqe* get_sqe();          ///< an SQE for a user operation (counted in flight)
   io_uring_sqe* get_internal_sqe(); ///< an SQE whose completion is ignored
   void arm_timer(timer_node* node) { m_timers.push(node); }
@@ -93,6 +94,7 @@ class worker {
   void arm_park_wait();
   void drain_for_shutdown();
   void overflow(void* task);
+  void push_back_and_notify(void* task, std::uint32_t keep_for_self);
   static void bump(std::atomic<std::uint64_t>& c, std::uint64_t by = 1) noexcept {
     // Single writer (this worker): a load+store is enough and avoids a locked RMW.
     c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);

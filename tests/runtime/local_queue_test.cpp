@@ -109,3 +109,71 @@ TEST_CASE("local_queue: concurrent pops and steals see every item exactly once",
   }
   CHECK(wrong == 0);
 }
+
+TEST_CASE("local_queue: overflow after steals never hands out consumed slots", "[runtime][local_queue]") {
+  // The owner sees the queue full, thieves then take tasks, then the owner overflows:
+  // it must not take half of a queue that is no longer full.
+  local_queue q(8);
+  local_queue thief(8);
+  for (std::uintptr_t i = 1; i <= 8; ++i) {
+    REQUIRE(q.try_push(item(i)));
+  }
+  REQUIRE_FALSE(q.try_push(item(9)));
+  REQUIRE(q.steal_into(thief) != nullptr);  // takes 1..4
+  while (thief.pop() != nullptr) {
+  }
+  std::vector<void*> out;
+  CHECK_FALSE(q.take_half_for_overflow(out));
+  CHECK(out.empty());
+  CHECK(q.size() == 4);
+  for (std::uintptr_t i = 5; i <= 8; ++i) {
+    CHECK(value(q.pop()) == i);
+  }
+  CHECK(q.pop() == nullptr);
+}
+
+TEST_CASE("local_queue: concurrent overflow and steals lose and duplicate nothing", "[runtime][local_queue]") {
+  constexpr std::uintptr_t kItems = 300'000;
+  local_queue owner(16);
+  std::vector<std::atomic<int>> seen(kItems + 1);
+  std::vector<void*> overflowed;
+  std::atomic<bool> done{false};
+  auto thief_fn = [&] {
+    local_queue mine(16);
+    while (!done.load(std::memory_order_acquire) || owner.size() != 0) {
+      if (void* p = owner.steal_into(mine)) {
+        seen[value(p)].fetch_add(1, std::memory_order_relaxed);
+        while (void* q = mine.pop()) {
+          seen[value(q)].fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    }
+  };
+  std::thread t1(thief_fn);
+  std::thread t2(thief_fn);
+  for (std::uintptr_t i = 1; i <= kItems; ++i) {
+    if (!owner.try_push(item(i))) {
+      std::vector<void*> half;
+      if (owner.take_half_for_overflow(half)) {
+        overflowed.insert(overflowed.end(), half.begin(), half.end());
+      }
+      if (!owner.try_push(item(i))) {
+        overflowed.push_back(item(i));
+      }
+    }
+  }
+  while (void* p = owner.pop()) {
+    seen[value(p)].fetch_add(1, std::memory_order_relaxed);
+  }
+  done.store(true, std::memory_order_release);
+  t1.join();
+  t2.join();
+  for (void* p : overflowed) {
+    seen[value(p)].fetch_add(1, std::memory_order_relaxed);
+  }
+  std::uintptr_t wrong = 0;
+  for (std::uintptr_t i = 1; i <= kItems; ++i) {
+    wrong += seen[i].load() != 1 ? 1 : 0;
+  }
+  CHECK(wrong == 0);
+}

@@ -187,35 +187,47 @@ struct baton {
 };
 }  // namespace
 
+namespace {
+corio::task<void> ping_player(baton* mine, baton* other, const bool* stop, long* rounds) {
+  while (!*stop && *rounds < 10'000'000) {
+    other->signal();
+    co_await mine->wait();
+    ++*rounds;
+  }
+  other->signal();
+}
+corio::task<void> mark_ran(bool* flag, long* rounds_seen, const long* rounds) {
+  *rounds_seen = *rounds;
+  *flag = true;
+  co_return;
+}
+corio::task<void> lifo_game(baton* ping, baton* pong, bool* third_ran, long* rounds, long* rounds_when_third_ran) {
+  auto a = corio::spawn(ping_player(ping, pong, third_ran, rounds));
+  auto b = corio::spawn(ping_player(pong, ping, third_ran, rounds));
+  // Let the ping-pong get going, then queue a third task behind it (a yield puts us at
+  // the back of the queue; the players keep handing the worker to each other through
+  // the LIFO slot).
+  co_await corio::yield_now{};
+  co_await corio::yield_now{};
+  auto c = corio::spawn(mark_ran(third_ran, rounds_when_third_ran, rounds));
+  co_await c;
+  co_await a;
+  co_await b;
+}
+}  // namespace
+
 TEST_CASE("runtime: two tasks ping-ponging through the LIFO slot do not starve a third", "[runtime]") {
   corio::runtime rt(workers(1));
   baton ping;
   baton pong;
   bool third_ran = false;
   long rounds = 0;
-  auto player = [&](baton& mine, baton& other) -> corio::task<void> {
-    while (!third_ran && rounds < 10'000'000) {
-      other.signal();
-      co_await mine.wait();
-      ++rounds;
-    }
-    other.signal();
-  };
-  auto third = [&]() -> corio::task<void> {
-    third_ran = true;
-    co_return;
-  };
-  auto game = [&]() -> corio::task<void> {
-    auto a = corio::spawn(player(ping, pong));
-    auto b = corio::spawn(player(pong, ping));
-    auto c = corio::spawn(third());
-    co_await c;
-    co_await a;
-    co_await b;
-  };
-  rt.block_on(game());
+  long rounds_when_third_ran = -1;
+  rt.block_on(lifo_game(&ping, &pong, &third_ran, &rounds, &rounds_when_third_ran));
   CHECK(third_ran);
-  CHECK(rounds < 1000);  // the third task got its turn within a few rounds
+  INFO("rounds before the third task ran: " << rounds_when_third_ran);
+  CHECK(rounds_when_third_ran > 0);     // the ping-pong was running when it was queued
+  CHECK(rounds_when_third_ran < 100);   // ...and it got the worker within a few rounds
 }
 
 TEST_CASE("runtime: invalid configurations are refused with the field named", "[runtime][config]") {
@@ -404,4 +416,82 @@ TEST_CASE("runtime: rings without DEFER_TASKRUN behave the same", "[runtime]") {
     co_return r.has_value();
   };
   CHECK(rt.block_on(io()));
+}
+
+namespace {
+corio::task<int> slow_value(std::chrono::milliseconds d, int v) {
+  co_await corio::sleep_for(d);
+  co_return v;
+}
+corio::task<std::error_code> cancelled_join_wait(corio::join_handle<int>* h) {
+  auto r = co_await corio::timeout(h->wait({}), 10ms);  // stops the wait, not the task
+  co_return r ? std::error_code{} : r.error();
+}
+corio::task<int> join_again(corio::join_handle<int>* h) { co_return co_await *h; }
+}  // namespace
+
+TEST_CASE("runtime: a join wait can be cancelled and the handle awaited again", "[runtime][cancel]") {
+  corio::runtime rt(workers(2));
+  auto h = rt.spawn(slow_value(80ms, 9));
+  REQUIRE(h);
+  CHECK(rt.block_on(cancelled_join_wait(&*h)) == std::errc::timed_out);
+  CHECK_FALSE(h->is_finished());
+  CHECK(rt.block_on(join_again(&*h)) == 9);
+}
+
+namespace {
+corio::task<int> await_foreign(corio::join_handle<int>* h) {
+  try {
+    co_return co_await *h;
+  } catch (const std::system_error& e) {
+    co_return e.code() == corio::errc::shut_down ? -1 : -2;
+  }
+}
+corio::task<int> never_returns() {
+  co_await corio::sleep_for(1h);
+  co_return 0;
+}
+}  // namespace
+
+TEST_CASE("runtime: a task awaiting a handle of a runtime that shuts down is woken", "[runtime][shutdown]") {
+  corio::runtime waiter_rt(workers(1));
+  auto a = std::make_unique<corio::runtime>(workers(1));
+  auto h = a->spawn(never_returns());
+  REQUIRE(h);
+  auto waiting = waiter_rt.spawn(await_foreign(&*h));
+  REQUIRE(waiting);
+  std::this_thread::sleep_for(20ms);
+  a.reset();  // destroys the awaited task: the waiter in the other runtime must wake
+  auto join = [](corio::join_handle<int> j) -> corio::task<int> { co_return co_await j; };
+  CHECK(waiter_rt.block_on(join(std::move(*waiting))) == -1);
+}
+
+TEST_CASE("runtime: a waiter destroyed by its runtime's shutdown is not woken later", "[runtime][shutdown]") {
+  corio::runtime awaited_rt(workers(1));
+  auto h = awaited_rt.spawn(slow_value(50ms, 3));
+  REQUIRE(h);
+  {
+    corio::runtime waiter_rt(workers(1));
+    REQUIRE(waiter_rt.spawn(await_foreign(&*h)));
+    std::this_thread::sleep_for(10ms);
+  }  // the waiting frame is destroyed while suspended on the handle
+  std::this_thread::sleep_for(80ms);  // the task finishes: it must not wake the dead frame
+  CHECK(h->is_finished());
+}
+
+namespace {
+corio::task<bool> sees_inherited_stop() {
+  auto inner = []() -> corio::task<bool> {
+    std::stop_token t = co_await corio::get_stop_token();
+    co_await corio::sleep_for(1h);  // cancelled by the timeout below
+    co_return t.stop_requested();
+  };
+  auto r = co_await corio::timeout(inner(), 10ms);
+  co_return !r && r.error() == std::errc::timed_out;
+}
+}  // namespace
+
+TEST_CASE("runtime: get_stop_token yields the token inherited from timeout", "[runtime][cancel]") {
+  corio::runtime rt(workers(1));
+  CHECK(rt.block_on(sees_inherited_stop()));
 }

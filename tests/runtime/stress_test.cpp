@@ -276,17 +276,27 @@ TEST_CASE("stress: sleep/wake hammer - 20,000 wake-ups of parked workers, none l
   CHECK(rt.block_on(chain(5'000)) == 5'000);
 }
 
+namespace {
+corio::task<long> churn_workload(int i) {
+  // Work on the workers: spawns, frames freed on other threads, timers and a ring op.
+  long s = co_await spawn_many(200);
+  co_await corio::sleep_for(std::chrono::microseconds(10));
+  (void)co_await corio::io::nop();
+  co_return s + i;
+}
+}  // namespace
+
 TEST_CASE("stress: a runtime created and destroyed 1,000 times leaks no fds or memory", "[stress][shutdown]") {
   std::size_t fds_before = corio_test::open_fd_count();
-  // Warm up allocator arenas and thread caches first, then measure growth.
-  for (int i = 0; i < 50; ++i) {
+  // Warm up allocator arenas and frame caches first, then measure growth.
+  for (int i = 0; i < 100; ++i) {
     corio::runtime rt(workers(2));
-    rt.block_on(value_of(i));
+    rt.block_on(churn_workload(i));
   }
   long rss_before = corio_test::rss_kib();
   for (int i = 0; i < 1'000; ++i) {
     corio::runtime rt(workers(2));
-    CHECK(rt.block_on(value_of(i)) == i);
+    CHECK(rt.block_on(churn_workload(i)) == 200L * 199 / 2 + i);
   }
   long rss_after = corio_test::rss_kib();
   CHECK(corio_test::open_fd_count() == fds_before);

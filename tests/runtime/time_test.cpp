@@ -133,3 +133,21 @@ TEST_CASE("time: timeout cancels an in-flight io_uring read", "[runtime][time][t
   ::close(fds[0]);
   ::close(fds[1]);
 }
+
+namespace {
+corio::task<corio::result<int>> ignores_cancellation() {
+  (void)co_await corio::sleep_for(30ms);  // cancelled at once by the timeout: ignored
+  co_await corio::spawn_blocking([] { std::this_thread::sleep_for(30ms); });
+  co_return 7;  // a value produced after the deadline
+}
+}  // namespace
+
+TEST_CASE("time: timeout returns a value that arrived after the deadline instead of dropping it",
+          "[runtime][time][timeout]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<int> {
+    auto r = co_await corio::timeout(ignores_cancellation(), 5ms);
+    co_return r ? *r : -1;
+  };
+  CHECK(rt.block_on(body()) == 7);
+}
