@@ -34,6 +34,7 @@ namespace detail {
 blocking_pool* runtime_blocking_pool(runtime_core* rt) noexcept;
 }  // namespace detail
 
+/// The awaitable returned by spawn_blocking(); awaited once, yields result<R>.
 template <class F>
 class [[nodiscard]] blocking_awaiter : detail::blocking_job {
  public:

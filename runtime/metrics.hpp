@@ -1,8 +1,10 @@
 // corio::runtime_metrics: counters per worker, read with runtime::metrics().
 //
-// Each counter is written only by its worker (relaxed stores) and read by any thread
-// (relaxed loads), so a snapshot is consistent per counter, not across counters.
-// Cost of keeping them: a plain increment on the worker's own cache line.
+// Thread-safety: runtime::metrics() may be called from any thread at any time. Each
+// counter is written only by its worker (relaxed stores) and read with relaxed loads, so
+// a snapshot is consistent per counter, not across counters.
+// Cost of keeping them: a plain increment on the worker's own cache line; a snapshot
+// takes each registry lock briefly.
 #pragma once
 
 #include <cstdint>

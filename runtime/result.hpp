@@ -29,8 +29,11 @@ enum class errc {
   io_uring_refused,   ///< the kernel or a seccomp filter refused io_uring
 };
 
+/// The error category of corio::errc ("corio"); io_uring_refused compares equal to
+/// std::errc::operation_not_permitted and invalid_config to std::errc::invalid_argument.
 const std::error_category& corio_category() noexcept;
 
+/// Makes corio::errc values usable as std::error_code (found by ADL).
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), corio_category()};
 }

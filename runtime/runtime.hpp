@@ -73,7 +73,9 @@ class runtime {
   /// Stops the runtime (see the header comment). Idempotent; not from a worker thread.
   void shutdown();
 
+  /// A snapshot of the per-worker counters (runtime/metrics.hpp). Any thread.
   [[nodiscard]] runtime_metrics metrics() const;
+  /// The number of worker threads (runtime_config::workers).
   [[nodiscard]] unsigned worker_count() const noexcept;
 
  private:

@@ -25,6 +25,7 @@
 
 namespace corio {
 
+/// The clock of every corio deadline (monotonic).
 using clock = std::chrono::steady_clock;
 
 namespace detail {

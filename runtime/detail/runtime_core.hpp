@@ -1,6 +1,8 @@
 // The shared state of a runtime: workers, the global inject queue, the idle/search
 // accounting, the registry of live spawned tasks, and the blocking pool.
 // Thread-safety: any thread (see each member).
+// Cost: notify_one() is a store-load barrier and two loads unless a worker must be woken
+// (then a CAS and a futex syscall); registry insert/remove take a per-worker spin lock.
 #pragma once
 
 #include <atomic>
