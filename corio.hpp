@@ -16,3 +16,15 @@
 #include <corio/runtime/timeout.hpp>
 #include <corio/runtime/when_all.hpp>
 #include <corio/runtime/when_any.hpp>
+
+#include <corio/sync/barrier.hpp>
+#include <corio/sync/channel.hpp>
+#include <corio/sync/condition_variable.hpp>
+#include <corio/sync/event.hpp>
+#include <corio/sync/latch.hpp>
+#include <corio/sync/mutex.hpp>
+#include <corio/sync/oneshot.hpp>
+#include <corio/sync/semaphore.hpp>
+#include <corio/sync/shared_mutex.hpp>
+
+#include <corio/ipc/ipc.hpp>

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# TCP echo benchmark: every server driven by the same load generator (bench/ipc/echo_load:
+# 50 connections in lockstep, 64 B and 16 KiB messages, fixed window), on loopback.
+# Prints `<benchmark> <system> <value> <unit>` lines: requests/s and server CPU µs/request
+# (utime + stime of the server process over the window, from /proc/PID/stat).
+#   bash bench/ipc/echo.sh [BUILD_DIR=build-ipc-rel] [SECONDS=5] [REPEAT=1]
+set -euo pipefail
+build=${1:-build-ipc-rel}
+seconds=${2:-5}
+repeat=${3:-1}
+conns=50
+port=17300
+
+servers=()
+[[ -x $build/bench/ipc/uring_echo ]] && servers+=("c-uring-floor|$build/bench/ipc/uring_echo PORT")
+servers+=("corio-1w|$build/examples/echo_server --port PORT --workers 1")
+servers+=("corio-2w|$build/examples/echo_server --port PORT --workers 2")
+[[ -x $build/bench/ipc/asio_echo_uring ]] && servers+=("asio-uring|$build/bench/ipc/asio_echo_uring PORT 1")
+[[ -x $build/bench/ipc/asio_echo_epoll ]] && servers+=("asio-epoll|$build/bench/ipc/asio_echo_epoll PORT 1")
+
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+for r in $(seq "$repeat"); do
+  for size in 64 16384; do
+    for entry in "${servers[@]}"; do
+      name=${entry%%|*}
+      cmd=${entry#*|}
+      port=$((port + 1))
+      ${cmd//PORT/$port} > /dev/null &
+      pid=$!
+      if ! wait_port $port; then
+        echo "echo.sh: $name did not start" >&2
+        kill $pid 2>/dev/null || true
+        continue
+      fi
+      out=$($build/bench/ipc/echo_load --port $port --conns $conns --size $size --seconds "$seconds" --warmup 1 --stat-pid $pid)
+      kill $pid 2>/dev/null || true
+      wait $pid 2>/dev/null || true
+      rps=$(awk '{for (i = 1; i < NF; i++) if ($i == "rps") print $(i + 1)}' <<< "$out")
+      us=$(awk '{for (i = 1; i < NF; i++) if ($i == "us_per_request") print $(i + 1)}' <<< "$out")
+      echo "echo_${size}B_rps $name $rps req/s"
+      echo "echo_${size}B_cpu $name $us us/req"
+    done
+  done
+done

@@ -1,0 +1,68 @@
+// unix_fd_passing: hand an open file descriptor to another task (or process) over a Unix
+// socket with SCM_RIGHTS (IORING_OP_SENDMSG / RECVMSG). The sender opens a temporary file
+// and a pipe, passes both descriptors, and closes its copies; the receiver reads the file
+// and answers through the passed pipe.
+#include <corio/corio.hpp>
+#include <corio/ipc/pipe.hpp>
+#include <corio/ipc/unix.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+using corio::task;
+using corio::ipc::unix_stream;
+
+namespace {
+
+task<std::string> receiver(unix_stream s) {
+  std::array<char, 16> tag{};
+  auto got = co_await s.recv_fds(std::as_writable_bytes(std::span(tag)), 4);
+  if (!got || got->fds.size() != 2) {
+    co_return "receive failed";
+  }
+  // fds[0]: the file (read from its start); fds[1]: the pipe's write end.
+  char text[128] = {};
+  auto n = co_await corio::io::read(got->fds[0].fd(), std::as_writable_bytes(std::span(text)), 0);
+  std::printf("receiver got %zu descriptors with tag '%.*s'; the file says: %.*s", got->fds.size(),
+              static_cast<int>(got->bytes), tag.data(), static_cast<int>(n ? *n : 0), text);
+  corio::ipc::pipe_writer reply(got->fds[1].release());
+  std::string answer = "thanks, read " + std::to_string(n ? *n : 0) + " bytes";
+  (void)co_await reply.write_all(std::as_bytes(std::span(answer)));
+  co_return answer;
+}
+
+task<int> demo() {
+  auto pair = corio::ipc::socketpair();
+  auto p = corio::ipc::pipe();
+  char path[] = "/tmp/corio-fd-passing-XXXXXX";
+  int file = ::mkstemp(path);
+  if (!pair || !p || file < 0) {
+    co_return 1;
+  }
+  ::unlink(path);
+  corio::ipc::owned_fd file_owner(file);
+  std::string content = "hello through a passed descriptor\n";
+  (void)co_await corio::io::write(file, std::as_bytes(std::span(content)), 0);
+
+  auto rx = corio::spawn(receiver(std::move(pair->second)));
+  int fds[2] = {file, p->writer.fd()};
+  auto sent = co_await pair->first.send_fds(std::as_bytes(std::span("fds", 3)), fds);
+  if (!sent) {
+    std::fprintf(stderr, "send_fds: %s\n", sent.error().message().c_str());
+    co_return 1;
+  }
+  file_owner.close();  // the receiver holds its own copies now
+  p->writer.close();
+  std::string expected = co_await rx;
+  std::string answer(expected.size(), '\0');
+  auto r = co_await p->reader.read_exact(std::as_writable_bytes(std::span(answer)));
+  std::printf("sender read back through the pipe: %s\n", answer.c_str());
+  co_return r && answer == expected ? 0 : 1;
+}
+
+}  // namespace
+
+int main() { return corio::run(demo()); }

@@ -1,0 +1,122 @@
+// Private: io_uring socket and pipe operations as awaitables built on corio::io_op.
+//
+// mapped_op<T, Prep, Map> is an io_op whose result<int> is turned into result<T> by Map
+// (e.g. an accepted fd into a tcp_stream). Prep lambdas that point the SQE at state
+// (msghdr, sockaddr) keep that state inside themselves: the lambda lives in the io_op, in
+// the awaiting frame, until the CQE arrives (runtime/io_op.hpp, "Ownership").
+#pragma once
+
+#include <liburing.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <span>
+#include <stop_token>
+#include <utility>
+
+#include <corio/runtime/io.hpp>
+#include <corio/runtime/io_op.hpp>
+#include <corio/runtime/result.hpp>
+
+namespace corio::ipc::detail {
+
+template <class T, class Prep, class Map>
+class [[nodiscard]] mapped_op : public io_op<Prep> {
+ public:
+  mapped_op(Prep prep, Map map, std::stop_token token)
+      : io_op<Prep>(std::move(prep), std::move(token)), m_map(std::move(map)) {}
+  mapped_op(mapped_op&& other) noexcept : io_op<Prep>(std::move(other)), m_map(std::move(other.m_map)) {}
+
+  result<T> await_resume() noexcept {
+    result<int> r = io_op<Prep>::await_resume();
+    if (!r) {
+      return unexpected(r.error());
+    }
+    return m_map(*r);
+  }
+
+ private:
+  Map m_map;
+};
+
+template <class T, class Prep, class Map>
+mapped_op<T, Prep, Map> make_mapped(Prep prep, Map map, std::stop_token token) {
+  return mapped_op<T, Prep, Map>(std::move(prep), std::move(map), std::move(token));
+}
+
+/// recv(2) through the ring; yields bytes (0 = end of stream).
+inline auto recv(int fd, std::span<std::byte> buf, int flags, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, buf, flags](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf.data(), buf.size(), flags); },
+      std::move(token));
+}
+
+/// send(2) through the ring with MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE.
+inline auto send(int fd, std::span<const std::byte> buf, int flags, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, buf, flags](io_uring_sqe* sqe) {
+        io_uring_prep_send(sqe, fd, buf.data(), buf.size(), flags | MSG_NOSIGNAL);
+      },
+      std::move(token));
+}
+
+/// sendmsg/recvmsg with only an iovec array (vectored socket I/O, MSG_NOSIGNAL on send).
+inline auto sendv(int fd, std::span<const iovec> iov, std::stop_token token) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov.data());
+  msg.msg_iovlen = iov.size();
+  return corio::io::detail::make_sized(
+      [fd, msg](io_uring_sqe* sqe) mutable { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); },
+      std::move(token));
+}
+inline auto recvv(int fd, std::span<const iovec> iov, std::stop_token token) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov.data());
+  msg.msg_iovlen = iov.size();
+  return corio::io::detail::make_sized(
+      [fd, msg](io_uring_sqe* sqe) mutable { io_uring_prep_recvmsg(sqe, fd, &msg, 0); }, std::move(token));
+}
+
+/// sendmsg/recvmsg with a caller-owned msghdr (which must outlive the await).
+inline auto sendmsg(int fd, const msghdr* msg, int flags, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, msg, flags](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, msg, flags | MSG_NOSIGNAL); },
+      std::move(token));
+}
+inline auto recvmsg(int fd, msghdr* msg, int flags, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, msg, flags](io_uring_sqe* sqe) { io_uring_prep_recvmsg(sqe, fd, msg, flags); }, std::move(token));
+}
+
+/// readv/writev for pipes (no SIGPIPE concern there: workers block SIGPIPE and pipes give EPIPE).
+inline auto readv(int fd, std::span<const iovec> iov, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, iov](io_uring_sqe* sqe) {
+        io_uring_prep_readv(sqe, fd, iov.data(), static_cast<unsigned>(iov.size()), static_cast<__u64>(-1));
+      },
+      std::move(token));
+}
+inline auto writev(int fd, std::span<const iovec> iov, std::stop_token token) {
+  return corio::io::detail::make_sized(
+      [fd, iov](io_uring_sqe* sqe) {
+        io_uring_prep_writev(sqe, fd, iov.data(), static_cast<unsigned>(iov.size()), static_cast<__u64>(-1));
+      },
+      std::move(token));
+}
+
+/// connect(2) through the ring; `addr` must outlive the await.
+inline auto connect(int fd, const sockaddr* addr, socklen_t len, std::stop_token token) {
+  return io_op([fd, addr, len](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); },
+               std::move(token));
+}
+
+/// accept4(2) through the ring with SOCK_CLOEXEC; Map turns the fd into a stream type.
+template <class T, class Map>
+auto accept(int fd, Map map, std::stop_token token) {
+  return make_mapped<T>(
+      [fd](io_uring_sqe* sqe) { io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC); }, std::move(map),
+      std::move(token));
+}
+
+}  // namespace corio::ipc::detail

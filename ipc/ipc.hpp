@@ -1,0 +1,11 @@
+// corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs).
+// Thread-safety, cost and cancellation: see each header.
+#pragma once
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/owned_fd.hpp>
+#include <corio/ipc/pipe.hpp>
+#include <corio/ipc/socket.hpp>
+#include <corio/ipc/tcp.hpp>
+#include <corio/ipc/udp.hpp>
+#include <corio/ipc/unix.hpp>

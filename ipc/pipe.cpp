@@ -1,0 +1,179 @@
+#include <corio/ipc/pipe.hpp>
+
+// Defines detail::finish_root, which every task<T> instantiated here needs.
+#include <corio/runtime/spawn.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include <corio/runtime/blocking.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+std::error_code last_error() { return {errno, std::system_category()}; }
+
+// The shared state of one cancellable blocking FIFO open (blocking pool job + stop
+// callbacks). Stages: 0 queued, 1 running open(2), 2 done.
+struct fifo_open {
+  std::string path;
+  int flags = 0;
+  std::atomic<int> stage{0};
+  std::atomic<bool> cancelled{false};
+
+  int run() {
+    // seq_cst store then load, mirrored in cancel(): a Dekker pair, so either the job
+    // sees the cancel before it opens or cancel() sees the job running and unblocks it.
+    stage.store(1, std::memory_order_seq_cst);
+    int fd = -ECANCELED;
+    if (!cancelled.load(std::memory_order_seq_cst)) {
+      fd = ::open(path.c_str(), flags | O_CLOEXEC);
+      if (fd < 0) {
+        fd = -errno;
+      }
+    }
+    if (cancelled.load(std::memory_order_seq_cst) && fd >= 0) {
+      ::close(fd);
+      fd = -ECANCELED;
+    }
+    // release: the stop callback's acquire load stops retrying once it sees 2.
+    stage.store(2, std::memory_order_release);
+    return fd;
+  }
+
+  void cancel() {
+    cancelled.store(true, std::memory_order_seq_cst);
+    // The counterpart end, non-blocking: a reader open always succeeds; a writer open
+    // succeeds once our reader is registered (ENXIO before: retry).
+    int other = (flags & O_ACCMODE) == O_RDONLY ? O_WRONLY : O_RDONLY;
+    for (int i = 0; i < 200 && stage.load(std::memory_order_seq_cst) == 1; ++i) {
+      int fd = ::open(path.c_str(), other | O_NONBLOCK | O_CLOEXEC);
+      if (fd >= 0) {
+        ::close(fd);
+      }
+      if (stage.load(std::memory_order_acquire) == 2) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  }
+};
+
+// Yields the token inherited by the awaiting task (nullptr if none) without suspending.
+struct inherited_token_probe {
+  const std::stop_token* token = nullptr;
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    token = corio::detail::inherited_token_of(h);
+    return false;
+  }
+  const std::stop_token* await_resume() const noexcept { return token; }
+};
+
+task<result<int>> open_async(std::string path, int flags, std::stop_token token) {
+  const std::stop_token* inherited = co_await inherited_token_probe{};
+  auto state = std::make_shared<fifo_open>();
+  state->path = std::move(path);
+  state->flags = flags;
+  auto unblock = [state] { state->cancel(); };
+  std::optional<std::stop_callback<decltype(unblock)>> explicit_cb;
+  std::optional<std::stop_callback<decltype(unblock)>> inherited_cb;
+  if (token.stop_possible()) {
+    explicit_cb.emplace(token, unblock);
+  }
+  if (inherited != nullptr && inherited->stop_possible()) {
+    inherited_cb.emplace(*inherited, unblock);
+  }
+  // A named job: g++ 12 destroys a lambda temporary inside a co_await expression twice.
+  auto job = [state] { return state->run(); };
+  auto r = co_await spawn_blocking(job, token);
+  explicit_cb.reset();
+  inherited_cb.reset();
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  if (*r == -ECANCELED) {
+    co_return unexpected(cancelled_error());
+  }
+  if (*r < 0) {
+    co_return unexpected(os_error(*r));
+  }
+  co_return *r;
+}
+
+}  // namespace
+
+task<result<void>> pipe_reader::read_exact(std::span<std::byte> buf, std::stop_token token) const {
+  while (!buf.empty()) {
+    auto n = co_await read_some(buf, token);
+    if (!n) {
+      co_return unexpected(n.error());
+    }
+    if (*n == 0) {
+      co_return unexpected(make_error_code(errc::closed));
+    }
+    buf = buf.subspan(*n);
+  }
+  co_return result<void>{};
+}
+
+task<result<void>> pipe_writer::write_all(std::span<const std::byte> buf, std::stop_token token) const {
+  while (!buf.empty()) {
+    auto n = co_await write_some(buf, token);
+    if (!n) {
+      co_return unexpected(n.error());
+    }
+    buf = buf.subspan(*n);
+  }
+  co_return result<void>{};
+}
+
+result<int> pipe_writer::set_capacity(int bytes) const {
+  int r = ::fcntl(fd(), F_SETPIPE_SZ, bytes);
+  if (r < 0) {
+    return unexpected(last_error());
+  }
+  return r;
+}
+
+result<pipe_pair> pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return unexpected(last_error());
+  }
+  return pipe_pair{pipe_reader(fds[0]), pipe_writer(fds[1])};
+}
+
+result<void> make_fifo(const std::string& path, mode_t mode) {
+  if (::mkfifo(path.c_str(), mode) != 0) {
+    return unexpected(last_error());
+  }
+  return {};
+}
+
+task<result<pipe_reader>> open_fifo_reader(std::string path, std::stop_token token) {
+  auto fd = co_await open_async(std::move(path), O_RDONLY, std::move(token));
+  if (!fd) {
+    co_return unexpected(fd.error());
+  }
+  co_return pipe_reader(*fd);
+}
+
+task<result<pipe_writer>> open_fifo_writer(std::string path, std::stop_token token) {
+  auto fd = co_await open_async(std::move(path), O_WRONLY, std::move(token));
+  if (!fd) {
+    co_return unexpected(fd.error());
+  }
+  co_return pipe_writer(*fd);
+}
+
+}  // namespace corio::ipc

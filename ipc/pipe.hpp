@@ -1,0 +1,88 @@
+// corio::ipc::pipe(), pipe_reader, pipe_writer and FIFOs: anonymous and named pipes as
+// awaitables.
+//
+// Concept: pipe() makes an O_CLOEXEC pipe and returns its two ends; reads and writes are
+// IORING_OP_READ / IORING_OP_WRITE on the awaiting worker's ring. A write to a pipe whose
+// reader is gone returns EPIPE (corio's workers block SIGPIPE, runtime/worker.cpp). A
+// read returns 0 at end of file (every writer closed).
+// FIFOs: make_fifo() is mkfifo(3). Opening a FIFO blocks until the other side opens it,
+// so open_fifo_reader / open_fifo_writer run open(2) on the runtime's blocking pool
+// (runtime/blocking.hpp), never on a worker. (IORING_OP_OPENAT does not fit: the kernel
+// first tries the open with O_NONBLOCK, which returns a reader at once with no writer
+// and fails a writer with ENXIO when no reader is there yet.)
+// Thread-safety: one owner per end; one read and one write may be in flight together.
+// Cost: one SQE per read/write, no allocation; read_exact/write_all add a task frame.
+// Back-pressure: a write completes when the pipe buffer (64 KiB by default, see
+// set_capacity) took the bytes; with a reader that stops, write_all stays suspended.
+// Cancellation: every wait takes a std::stop_token and honours the inherited one
+// (std::errc::operation_canceled). A pending FIFO open is cancelled by opening the other
+// end ourselves with O_NONBLOCK (which releases the blocked open(2)) and closing both; the
+// stop callback may retry that for a few milliseconds until the blocked open returns.
+// Side effect: a peer process blocked opening the same FIFO at that moment is released
+// too (and sees end of file or EPIPE at once).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <stop_token>
+#include <string>
+
+#include <corio/ipc/detail/ops.hpp>
+#include <corio/ipc/owned_fd.hpp>
+#include <corio/runtime/io.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+class pipe_reader : public owned_fd {
+ public:
+  using owned_fd::owned_fd;
+
+  /// Reads up to buf.size() bytes; yields result<std::size_t>, 0 at end of file.
+  [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
+    return corio::io::read(fd(), buf, -1, std::move(token));
+  }
+  [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
+    return detail::readv(fd(), iov, std::move(token));
+  }
+  /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
+  [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
+};
+
+class pipe_writer : public owned_fd {
+ public:
+  using owned_fd::owned_fd;
+
+  /// Writes up to buf.size() bytes (all of them if <= PIPE_BUF = 4096, atomically).
+  [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
+    return corio::io::write(fd(), buf, -1, std::move(token));
+  }
+  [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
+    return detail::writev(fd(), iov, std::move(token));
+  }
+  [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
+  /// F_SETPIPE_SZ: the pipe's buffer size (rounded up by the kernel); yields the new size.
+  result<int> set_capacity(int bytes) const;
+};
+
+struct pipe_pair {
+  pipe_reader reader;
+  pipe_writer writer;
+};
+
+/// pipe2(O_CLOEXEC).
+[[nodiscard]] result<pipe_pair> pipe();
+
+/// mkfifo(path, mode). EEXIST if the path exists.
+result<void> make_fifo(const std::string& path, mode_t mode = 0600);
+
+/// Opens a FIFO for reading; completes when a writer opens it (see the header comment).
+[[nodiscard]] task<result<pipe_reader>> open_fifo_reader(std::string path, std::stop_token token = {});
+/// Opens a FIFO for writing; completes when a reader opens it.
+[[nodiscard]] task<result<pipe_writer>> open_fifo_writer(std::string path, std::stop_token token = {});
+
+}  // namespace corio::ipc

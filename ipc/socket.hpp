@@ -1,0 +1,134 @@
+// corio::ipc::socket, stream_socket, datagram_socket: the shared base of every socket type.
+//
+// Concept: `socket` owns a socket descriptor (SOCK_CLOEXEC) and offers options and
+// addresses; `stream_socket` adds byte-stream I/O (TCP and Unix stream), `datagram_socket`
+// message I/O (UDP and Unix datagram). Every wait is an io_uring operation on the awaiting
+// worker's ring (runtime/io_op.hpp): recv, send, sendmsg, recvmsg. Sends use MSG_NOSIGNAL:
+// writing to a closed peer yields EPIPE or ECONNRESET, never SIGPIPE.
+// Thread-safety: one owner per socket object. One read and one write may be in flight at
+// once (from different tasks); two concurrent reads (or writes) interleave their bytes.
+// Cost: read_some / write_some / send / recv are one SQE + one CQE and no allocation;
+// read_exact / write_all / send_to / recv_from are a task (one recycled frame) around them.
+// Back-pressure: a write completes only when the kernel accepted the bytes (socket send
+// buffer); with a peer that stops reading, write_all stays suspended — nothing is buffered
+// in user space.
+// Cancellation: every wait takes an optional std::stop_token and honours the token inherited
+// from its task (when_any, timeout). A cancelled wait returns std::errc::operation_canceled;
+// a cancelled read loses no data that it did not report; a cancelled write_all may have
+// sent a prefix (the stream position is then unknown: close the connection).
+// Options and addresses are synchronous system calls (they never block).
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <span>
+#include <stop_token>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/detail/ops.hpp>
+#include <corio/ipc/owned_fd.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+class socket : public owned_fd {
+ public:
+  using owned_fd::owned_fd;
+
+  /// A new socket(domain, type | SOCK_CLOEXEC, protocol).
+  [[nodiscard]] static result<socket> open(int domain, int type, int protocol = 0);
+
+  /// getsockname(2) / getpeername(2).
+  [[nodiscard]] result<socket_address> local_address() const;
+  [[nodiscard]] result<socket_address> peer_address() const;
+
+  /// setsockopt(2) / getsockopt(2) with an int value.
+  result<void> set_option(int level, int name, int value);
+  [[nodiscard]] result<int> option(int level, int name) const;
+
+  result<void> set_reuse_address(bool on) { return set_option(SOL_SOCKET, SO_REUSEADDR, on ? 1 : 0); }
+  result<void> set_keepalive(bool on) { return set_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0); }
+  /// SO_SNDBUF / SO_RCVBUF (the kernel doubles the value and applies its limits).
+  result<void> set_send_buffer_size(int bytes) { return set_option(SOL_SOCKET, SO_SNDBUF, bytes); }
+  result<void> set_recv_buffer_size(int bytes) { return set_option(SOL_SOCKET, SO_RCVBUF, bytes); }
+  [[nodiscard]] result<int> send_buffer_size() const { return option(SOL_SOCKET, SO_SNDBUF); }
+  [[nodiscard]] result<int> recv_buffer_size() const { return option(SOL_SOCKET, SO_RCVBUF); }
+  /// The pending error (SO_ERROR), cleared by reading it.
+  [[nodiscard]] result<int> pending_error() const { return option(SOL_SOCKET, SO_ERROR); }
+  /// SO_LINGER with a zero timeout: close() then resets the connection (RST).
+  result<void> set_linger_reset();
+};
+
+/// Byte-stream I/O shared by tcp_stream and unix_stream.
+class stream_socket : public socket {
+ public:
+  using socket::socket;
+
+  /// Reads up to buf.size() bytes; yields result<std::size_t>, 0 at end of stream.
+  [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
+    return detail::recv(fd(), buf, 0, std::move(token));
+  }
+  /// Writes up to buf.size() bytes; yields result<std::size_t> (bytes accepted).
+  [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
+    return detail::send(fd(), buf, 0, std::move(token));
+  }
+  /// Vectored read / write (recvmsg / sendmsg); the iovec array must outlive the await.
+  [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
+    return detail::recvv(fd(), iov, std::move(token));
+  }
+  [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
+    return detail::sendv(fd(), iov, std::move(token));
+  }
+  /// Reads exactly buf.size() bytes. Errors: corio::errc::closed if the stream ends first
+  /// (the bytes read so far are in buf), or the OS error.
+  [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
+  /// Writes all of buf (several sends if the kernel takes less at a time).
+  [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
+  /// Writes all of the iovecs (sendmsg; the array is copied, the buffers are not).
+  [[nodiscard]] task<result<void>> writev_all(std::span<const iovec> iov, std::stop_token token = {}) const;
+  /// shutdown(2): SHUT_RD, SHUT_WR (half-close: the peer reads end of stream) or SHUT_RDWR.
+  result<void> shutdown(int how = SHUT_WR) const;
+};
+
+/// What recv_from yields.
+struct datagram {
+  std::size_t size = 0;      ///< bytes stored in the buffer
+  socket_address from;       ///< the sender (empty for an unnamed Unix socket)
+  bool truncated = false;    ///< the datagram was longer than the buffer (MSG_TRUNC)
+};
+
+/// Message I/O shared by udp_socket and unix_datagram.
+class datagram_socket : public socket {
+ public:
+  using socket::socket;
+
+  /// bind(2) (synchronous).
+  result<void> bind(const socket_address& addr) const;
+  /// connect(2) for a datagram socket: sets the default destination and filters sources;
+  /// synchronous (it sends nothing).
+  result<void> connect(const socket_address& addr) const;
+  /// send/recv on a connected socket; recv yields the datagram's size (truncated to buf).
+  [[nodiscard]] auto send(std::span<const std::byte> buf, std::stop_token token = {}) const {
+    return detail::send(fd(), buf, 0, std::move(token));
+  }
+  [[nodiscard]] auto recv(std::span<std::byte> buf, std::stop_token token = {}) const {
+    return detail::recv(fd(), buf, 0, std::move(token));
+  }
+  /// sendmsg with a destination; yields bytes sent.
+  [[nodiscard]] task<result<std::size_t>> send_to(std::span<const std::byte> buf, socket_address to,
+                                                  std::stop_token token = {}) const;
+  /// recvmsg with the sender's address.
+  [[nodiscard]] task<result<datagram>> recv_from(std::span<std::byte> buf, std::stop_token token = {}) const;
+};
+
+namespace detail {
+/// A socket(2) descriptor with SOCK_CLOEXEC, or the OS error.
+result<int> open_socket(int domain, int type, int protocol);
+/// bind + listen for listeners; removes nothing.
+result<void> bind_listen(int fd, const socket_address& addr, int backlog);
+}  // namespace detail
+
+}  // namespace corio::ipc

@@ -1,0 +1,64 @@
+#include <corio/ipc/tcp.hpp>
+
+// Defines detail::finish_root, which every task<T> instantiated here needs.
+#include <corio/runtime/spawn.hpp>
+
+#include <corio/runtime/timeout.hpp>
+
+namespace corio::ipc {
+
+task<result<tcp_stream>> tcp_stream::connect(socket_address addr, std::stop_token token) {
+  auto fd = detail::open_socket(addr.family(), SOCK_STREAM, 0);
+  if (!fd) {
+    co_return unexpected(fd.error());
+  }
+  tcp_stream s(*fd);
+  auto r = co_await detail::connect(s.fd(), addr.native(), addr.size(), std::move(token));
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  co_return s;
+}
+
+task<result<tcp_stream>> tcp_stream::connect(socket_address addr, std::chrono::nanoseconds limit,
+                                             std::stop_token token) {
+  auto fd = detail::open_socket(addr.family(), SOCK_STREAM, 0);
+  if (!fd) {
+    co_return unexpected(fd.error());
+  }
+  tcp_stream s(*fd);
+  auto r = co_await corio::timeout(detail::connect(s.fd(), addr.native(), addr.size(), std::move(token)), limit);
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  co_return s;
+}
+
+result<tcp_listener> tcp_listener::bind(const socket_address& addr, const tcp_listen_options& options) {
+  auto fd = detail::open_socket(addr.family(), SOCK_STREAM, 0);
+  if (!fd) {
+    return unexpected(fd.error());
+  }
+  tcp_listener l(*fd);
+  if (options.reuse_address) {
+    if (auto r = l.set_option(SOL_SOCKET, SO_REUSEADDR, 1); !r) {
+      return unexpected(r.error());
+    }
+  }
+  if (options.reuse_port) {
+    if (auto r = l.set_option(SOL_SOCKET, SO_REUSEPORT, 1); !r) {
+      return unexpected(r.error());
+    }
+  }
+  if (addr.family() == AF_INET6) {
+    if (auto r = l.set_option(IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0); !r) {
+      return unexpected(r.error());
+    }
+  }
+  if (auto r = detail::bind_listen(l.fd(), addr, options.backlog); !r) {
+    return unexpected(r.error());
+  }
+  return l;
+}
+
+}  // namespace corio::ipc

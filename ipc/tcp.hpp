@@ -1,0 +1,77 @@
+// corio::ipc::tcp_listener and tcp_stream: TCP over IPv4 and IPv6 as awaitables.
+//
+// Concept: tcp_listener binds and listens (synchronously: neither call blocks) and
+// accepts connections with IORING_OP_ACCEPT; tcp_stream connects with IORING_OP_CONNECT
+// and inherits byte-stream I/O from stream_socket (ipc/socket.hpp).
+// Accept is one-shot, awaited in a loop (one SQE per connection), not multishot: a
+// multishot accept would have to outlive each await and stay pinned to one worker's ring
+// while the accepting task migrates between workers, and it ends on the first error
+// anyway (EMFILE), so it buys nothing for a server that accepts one at a time.
+// Out of descriptors: accept returns EMFILE/ENFILE at once (the connection stays in the
+// kernel's backlog). accept never retries by itself, so it cannot spin: the caller backs
+// off (e.g. sleep_for(10ms)) and accepts again; the server keeps serving its existing
+// connections meanwhile and accepts the waiting ones once descriptors are freed.
+// Thread-safety: one owner per object; several tasks may await accept on one listener.
+// Cost: connect and accept are one SQE each; the options are one setsockopt each.
+// Cancellation: accept and connect take a std::stop_token and honour the inherited one;
+// they return std::errc::operation_canceled (a cancelled connect closes its socket).
+// connect(addr, timeout) returns std::errc::timed_out when the deadline passes first.
+// Errors: std::errc::connection_refused, connection_reset, broken_pipe, ... as
+// std::system_category codes; see also ipc/socket.hpp.
+#pragma once
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <chrono>
+#include <stop_token>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/socket.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+class tcp_stream : public stream_socket {
+ public:
+  using stream_socket::stream_socket;
+
+  /// Connects to `addr` (IPv4 or IPv6). The address is copied into the task.
+  [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, std::stop_token token = {});
+  /// Same, giving up with std::errc::timed_out after `timeout`.
+  [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, std::chrono::nanoseconds timeout,
+                                                        std::stop_token token = {});
+
+  /// TCP_NODELAY: send small segments at once (no Nagle delay).
+  result<void> set_nodelay(bool on) { return set_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0); }
+  [[nodiscard]] result<bool> nodelay() const {
+    return option(IPPROTO_TCP, TCP_NODELAY).map([](int v) { return v != 0; });
+  }
+  [[nodiscard]] result<bool> keepalive() const {
+    return option(SOL_SOCKET, SO_KEEPALIVE).map([](int v) { return v != 0; });
+  }
+};
+
+struct tcp_listen_options {
+  int backlog = SOMAXCONN;
+  bool reuse_address = true;  ///< SO_REUSEADDR: rebind while old connections are in TIME_WAIT
+  bool reuse_port = false;    ///< SO_REUSEPORT: several listeners share the port
+  bool v6_only = false;       ///< IPV6_V6ONLY for an IPv6 listener
+};
+
+class tcp_listener : public socket {
+ public:
+  using socket::socket;
+
+  /// socket + options + bind + listen. Port 0 picks a free port (see local_address()).
+  [[nodiscard]] static result<tcp_listener> bind(const socket_address& addr, const tcp_listen_options& options = {});
+
+  /// Accepts one connection; yields result<tcp_stream>. See the header comment (EMFILE).
+  [[nodiscard]] auto accept(std::stop_token token = {}) const {
+    return detail::accept<tcp_stream>(
+        fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, std::move(token));
+  }
+};
+
+}  // namespace corio::ipc

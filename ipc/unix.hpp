@@ -1,0 +1,97 @@
+// corio::ipc::unix_listener, unix_stream, unix_datagram, socketpair(), fd passing:
+// Unix-domain sockets as awaitables.
+//
+// Concept: AF_UNIX sockets named by a filesystem path or a Linux abstract name
+// (socket_address::unix_path / unix_abstract, or "@name" in parse()). unix_stream has the
+// byte-stream I/O of stream_socket plus descriptor passing: send_fds / recv_fds carry
+// SCM_RIGHTS control messages through IORING_OP_SENDMSG / IORING_OP_RECVMSG. Received
+// descriptors are CLOEXEC (MSG_CMSG_CLOEXEC) and owned by the caller (owned_fd).
+// A unix_listener bound to a path removes that path when it is destroyed (it created it);
+// bind fails with EADDRINUSE if the path exists (remove a stale one yourself).
+// Thread-safety: one owner per object; one read and one write may be in flight together.
+// Cost: one SQE per operation (plus a task frame for connect / send_fds / recv_fds).
+// Cancellation: every wait takes a std::stop_token and honours the inherited one
+// (std::errc::operation_canceled). A cancelled recv_fds receives nothing; descriptors
+// sent by a cancelled send_fds were either all sent or none.
+// Errors: if more descriptors arrive than `fds` can hold, the kernel closes the extra
+// ones and recv_fds reports truncated_fds = true.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/owned_fd.hpp>
+#include <corio/ipc/socket.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// What recv_fds yields.
+struct received_fds {
+  std::size_t bytes = 0;           ///< data bytes (0 with no descriptors: end of stream)
+  std::vector<owned_fd> fds;       ///< the descriptors received, in order
+  bool truncated_fds = false;      ///< more descriptors were sent than max_fds (MSG_CTRUNC)
+};
+
+class unix_stream : public stream_socket {
+ public:
+  using stream_socket::stream_socket;
+
+  [[nodiscard]] static task<result<unix_stream>> connect(socket_address addr, std::stop_token token = {});
+
+  /// Sends `data` (at least one byte) with `fds` attached (at most 253). Yields the data
+  /// bytes sent; the descriptors travel with the first byte.
+  [[nodiscard]] task<result<std::size_t>> send_fds(std::span<const std::byte> data, std::span<const int> fds,
+                                                   std::stop_token token = {}) const;
+  /// Receives data into `buf` and up to `max_fds` descriptors.
+  [[nodiscard]] task<result<received_fds>> recv_fds(std::span<std::byte> buf, std::size_t max_fds = 16,
+                                                    std::stop_token token = {}) const;
+  /// SO_PEERCRED: the peer's pid, uid and gid at connect time.
+  [[nodiscard]] result<ucred> peer_credentials() const;
+};
+
+class unix_listener : public socket {
+ public:
+  unix_listener() noexcept = default;
+  unix_listener(unix_listener&& other) noexcept;
+  unix_listener& operator=(unix_listener&& other) noexcept;
+  ~unix_listener();
+
+  /// socket + bind + listen on a path or abstract name.
+  [[nodiscard]] static result<unix_listener> bind(const socket_address& addr, int backlog = SOMAXCONN);
+
+  [[nodiscard]] auto accept(std::stop_token token = {}) const {
+    return detail::accept<unix_stream>(
+        fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token));
+  }
+
+ private:
+  explicit unix_listener(int fd, std::string path) noexcept : socket(fd), m_path(std::move(path)) {}
+  void remove_path() noexcept;
+  std::string m_path;  // filesystem path to unlink on destruction (empty for abstract names)
+};
+
+class unix_datagram : public datagram_socket {
+ public:
+  using datagram_socket::datagram_socket;
+
+  /// A socket bound to a path or abstract name.
+  [[nodiscard]] static result<unix_datagram> bind(const socket_address& addr);
+  /// An unbound socket (it can send, and receive replies only on a connected pair).
+  [[nodiscard]] static result<unix_datagram> open();
+};
+
+/// socketpair(AF_UNIX, SOCK_STREAM): two connected streams.
+[[nodiscard]] result<std::pair<unix_stream, unix_stream>> socketpair();
+/// socketpair(AF_UNIX, SOCK_DGRAM): two connected datagram sockets (message boundaries kept).
+[[nodiscard]] result<std::pair<unix_datagram, unix_datagram>> datagram_pair();
+
+}  // namespace corio::ipc

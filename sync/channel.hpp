@@ -1,0 +1,288 @@
+// corio::channel<T>: a multi-producer multi-consumer FIFO queue of values between tasks
+// (and plain threads).
+//
+// Concept: `co_await ch.send(v)` / `co_await ch.recv()`; bounded (capacity n: send waits
+// while n values are buffered), rendezvous (capacity 0: send waits until a receiver
+// takes the value) or unbounded (corio::unbounded_capacity: send never waits). close()
+// ends it: receivers first drain what is buffered, then get errc::closed; waiting and
+// later senders get errc::closed (their values are not delivered — the error says so;
+// try_send leaves the value with the caller). Plain threads use send_blocking /
+// recv_blocking.
+// Thread-safety: every member from any thread.
+// Cost: every operation takes the channel's spin lock once (a few pointer writes and the
+// value's move); a value meeting a waiting receiver is moved straight into it. Memory:
+// the buffer grows by doubling up to the capacity; no allocation per operation.
+// Fairness: FIFO for values, for waiting senders and for waiting receivers.
+// Resumes on: a woken sender/receiver is rescheduled, never resumed inline: onto the
+// waking worker's LIFO slot when it is a worker of the waiter's runtime (a ping-pong
+// between two tasks stays on one worker), else through the waiter's runtime's global
+// queue. An operation that completes at once still yields its worker every 128 operations
+// (the task's cooperative budget).
+#pragma once
+
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+#include <corio/sync/detail/ring_buffer.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+
+namespace corio {
+
+/// Capacity of a channel whose send never waits.
+inline constexpr std::size_t unbounded_capacity = std::numeric_limits<std::size_t>::max();
+
+template <class T>
+class channel;
+
+namespace detail {
+
+template <class T>
+class channel_send_operation : public wait_operation<channel_send_operation<T>> {
+  using base = wait_operation<channel_send_operation<T>>;
+
+ public:
+  channel_send_operation(channel<T>& ch, T value, std::stop_token token)
+      : base(ch.m_senders, std::move(token)), m_channel(&ch), m_value(std::move(value)) {}
+  channel_send_operation(channel_send_operation&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
+      : base(std::move(o)), m_channel(o.m_channel), m_value(std::move(o.m_value)) {}
+
+  bool await_ready() { return this->ready_under_lock(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return this->suspend(h);
+  }
+  result<void> await_resume() noexcept {
+    this->reset_callbacks();
+    switch (this->status) {
+      case wait_status::granted: return {};
+      case wait_status::closed: return unexpected(make_error_code(errc::closed));
+      default: return unexpected(cancelled_error());
+    }
+  }
+  void block() { base::block(); }
+
+  bool try_now(wake_batch& batch) {
+    this->slot = &m_value;  // a receiver or a draining recv moves it from here
+    if (m_channel->m_closed) {
+      this->status = wait_status::closed;
+      return true;
+    }
+    if (m_channel->deliver_locked(m_value, batch)) {
+      this->status = wait_status::granted;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  channel<T>* m_channel;
+  T m_value;
+};
+
+template <class T>
+class channel_recv_operation : public wait_operation<channel_recv_operation<T>> {
+  using base = wait_operation<channel_recv_operation<T>>;
+
+ public:
+  channel_recv_operation(channel<T>& ch, std::stop_token token) noexcept
+      : base(ch.m_receivers, std::move(token)), m_channel(&ch) {}
+  channel_recv_operation(channel_recv_operation&& o) noexcept : base(std::move(o)), m_channel(o.m_channel) {}
+
+  bool await_ready() { return this->ready_under_lock(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return this->suspend(h);
+  }
+  result<T> await_resume() {
+    this->reset_callbacks();
+    switch (this->status) {
+      case wait_status::granted: return std::move(*m_value);
+      case wait_status::closed: return unexpected(make_error_code(errc::closed));
+      default: return unexpected(cancelled_error());
+    }
+  }
+  void block() { base::block(); }
+
+  bool try_now(wake_batch& batch) {
+    this->slot = &m_value;  // a sender moves its value in here
+    if (m_channel->take_locked(m_value, batch)) {
+      this->status = wait_status::granted;
+      return true;
+    }
+    if (m_channel->m_closed) {
+      this->status = wait_status::closed;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  channel<T>* m_channel;
+  std::optional<T> m_value;
+};
+
+}  // namespace detail
+
+template <class T>
+class channel {
+  // Values are moved under the channel's spin lock, which must not be left held.
+  static_assert(std::is_nothrow_move_constructible_v<T>, "corio::channel<T>: T must be nothrow move-constructible");
+
+ public:
+  /// `capacity` values may be buffered: 0 = rendezvous, unbounded_capacity = no limit.
+  explicit channel(std::size_t capacity) noexcept : m_capacity(capacity) {}
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+  /// Precondition: no task or thread waits (debug: aborts with a message, except during
+  /// runtime shutdown). Buffered values are destroyed.
+  ~channel() = default;
+
+  /// Awaitable yielding result<void> once `value` is buffered or handed to a receiver.
+  /// Cancellation: `token` or the inherited token ends a waiting send with
+  /// operation_canceled; the value was not sent (it is destroyed with the awaiter).
+  /// Errors: errc::closed (the value is not sent), operation_canceled.
+  [[nodiscard]] detail::channel_send_operation<T> send(T value, std::stop_token token = {}) {
+    return {*this, std::move(value), std::move(token)};
+  }
+
+  /// Awaitable yielding result<T>: the oldest value.
+  /// Cancellation: a waiting recv ends with operation_canceled and takes nothing (no
+  /// value is lost: values are only moved into a receiver that is then woken).
+  /// Errors: errc::closed once closed and drained, operation_canceled.
+  [[nodiscard]] detail::channel_recv_operation<T> recv(std::stop_token token = {}) noexcept {
+    return {*this, std::move(token)};
+  }
+
+  /// Sends without waiting. On failure `value` is left untouched (still the caller's).
+  /// Errors: errc::full (bounded and full, or rendezvous with no receiver waiting),
+  /// errc::closed.
+  [[nodiscard]] result<void> try_send(T&& value) {
+    wake_batch_guard g(*this);
+    if (m_closed) {
+      return unexpected(make_error_code(errc::closed));
+    }
+    if (!deliver_locked(value, g.batch)) {
+      return unexpected(make_error_code(errc::full));
+    }
+    return {};
+  }
+  [[nodiscard]] result<void> try_send(const T& value) {
+    T copy(value);
+    return try_send(std::move(copy));
+  }
+
+  /// Receives without waiting. Errors: errc::empty, errc::closed (closed and drained).
+  [[nodiscard]] result<T> try_recv() {
+    std::optional<T> out;
+    wake_batch_guard g(*this);
+    if (take_locked(out, g.batch)) {
+      return std::move(*out);
+    }
+    return unexpected(make_error_code(m_closed ? errc::closed : errc::empty));
+  }
+
+  /// Thread forms: block the calling thread (not a task) until done. Same results.
+  result<void> send_blocking(T value, std::stop_token token = {}) {
+    detail::channel_send_operation<T> op(*this, std::move(value), std::move(token));
+    if (!op.await_ready()) {
+      op.block();
+    }
+    return op.await_resume();
+  }
+  result<T> recv_blocking(std::stop_token token = {}) {
+    detail::channel_recv_operation<T> op(*this, std::move(token));
+    if (!op.await_ready()) {
+      op.block();
+    }
+    return op.await_resume();
+  }
+
+  /// Closes the channel (idempotent): wakes every waiting sender and receiver with
+  /// errc::closed; buffered values stay receivable.
+  void close() noexcept {
+    detail::wake_batch batch;
+    m_lock.lock();
+    m_closed = true;
+    while (m_receivers.pop_into(batch, detail::wait_status::closed) != nullptr) {
+    }
+    while (m_senders.pop_into(batch, detail::wait_status::closed) != nullptr) {
+    }
+    m_lock.unlock();
+  }
+
+  [[nodiscard]] bool is_closed() noexcept {
+    m_lock.lock();
+    bool c = m_closed;
+    m_lock.unlock();
+    return c;
+  }
+  /// Buffered values (a snapshot).
+  [[nodiscard]] std::size_t size() noexcept {
+    m_lock.lock();
+    std::size_t n = m_buffer.size();
+    m_lock.unlock();
+    return n;
+  }
+  [[nodiscard]] std::size_t capacity() const noexcept { return m_capacity; }
+
+ private:
+  friend class detail::channel_send_operation<T>;
+  friend class detail::channel_recv_operation<T>;
+
+  /// Holds the lock; wakes the batch after dropping it (declaration order).
+  struct wake_batch_guard {
+    explicit wake_batch_guard(channel& c) noexcept : ch(c) { ch.m_lock.lock(); }
+    ~wake_batch_guard() {
+      ch.m_lock.unlock();
+      batch.wake_all();
+    }
+    channel& ch;
+    detail::wake_batch batch;
+  };
+
+  /// Under m_lock, not closed: hands `v` to the oldest waiting receiver (receivers only
+  /// wait while the buffer is empty), else buffers it if there is room.
+  bool deliver_locked(T& v, detail::wake_batch& batch) {
+    if (detail::waiter* r = m_receivers.pop_into(batch, detail::wait_status::granted)) {
+      static_cast<std::optional<T>*>(r->slot)->emplace(std::move(v));
+      return true;
+    }
+    if (m_buffer.size() < m_capacity) {
+      m_buffer.push(std::move(v));
+      return true;
+    }
+    return false;
+  }
+
+  /// Under m_lock: takes the oldest value — buffered first, refilling the freed place
+  /// from the oldest waiting sender; else (rendezvous) straight from a waiting sender.
+  bool take_locked(std::optional<T>& out, detail::wake_batch& batch) {
+    if (!m_buffer.empty()) {
+      out.emplace(m_buffer.pop());
+      if (detail::waiter* s = m_senders.pop_into(batch, detail::wait_status::granted)) {
+        m_buffer.push(std::move(*static_cast<T*>(s->slot)));
+      }
+      return true;
+    }
+    if (detail::waiter* s = m_senders.pop_into(batch, detail::wait_status::granted)) {
+      out.emplace(std::move(*static_cast<T*>(s->slot)));
+      return true;
+    }
+    return false;
+  }
+
+  detail::sync_spin_lock m_lock;
+  const std::size_t m_capacity;
+  bool m_closed = false;              // guarded by m_lock
+  detail::ring_buffer<T> m_buffer;    // guarded by m_lock
+  detail::waiter_list m_senders{m_lock};
+  detail::waiter_list m_receivers{m_lock};
+};
+
+}  // namespace corio

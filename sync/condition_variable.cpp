@@ -1,0 +1,38 @@
+#include <corio/sync/condition_variable.hpp>
+
+namespace corio {
+
+task<result<void>> condition_variable::wait(mutex_guard& g, std::stop_token token) {
+  mutex* m = g.release();
+  // Always re-lock, uncancellably, so the caller owns the mutex again on every path.
+  auto r = co_await detail::cv_wait_operation(m_waiters, *m, std::move(token));
+  g = co_await m->scoped_lock();
+  co_return r;
+}
+
+task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_point deadline) {
+  mutex* m = g.release();
+  // timeout() races the wait against a sleep; the loser is cancelled through the
+  // inherited token, so the wait op always finishes (and always released the mutex).
+  auto r = co_await timeout(detail::cv_wait_operation(m_waiters, *m, {}),
+                            std::chrono::duration_cast<clock::duration>(deadline - clock::now()));
+  g = co_await m->scoped_lock();
+  co_return r;
+}
+
+void condition_variable::notify_one() noexcept {
+  detail::wake_batch batch;
+  m_lock.lock();
+  m_waiters.pop_into(batch, detail::wait_status::granted);
+  m_lock.unlock();
+}
+
+void condition_variable::notify_all() noexcept {
+  detail::wake_batch batch;
+  m_lock.lock();
+  while (m_waiters.pop_into(batch, detail::wait_status::granted) != nullptr) {
+  }
+  m_lock.unlock();
+}
+
+}  // namespace corio

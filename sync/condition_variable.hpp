@@ -1,0 +1,139 @@
+// corio::condition_variable: wait for a condition guarded by a corio::mutex.
+//
+// Concept: `co_await cv.wait(g)` atomically releases the mutex held by guard `g` and
+// suspends the task until notify_one()/notify_all() (or a stop); then it re-locks the
+// mutex before returning, whatever the outcome. Use the predicate forms: wake-ups may be
+// spurious in the sense that another task can change the state before the woken one
+// re-locks.
+// No lost wake-ups: the waiter is queued on the condition variable *before* the mutex is
+// released, so a notify issued after the waiter checked the predicate under the mutex
+// (by a task that then took the mutex to change the state) always finds it.
+// Thread-safety: every member from any thread; notify does not need the mutex held.
+// Cost: wait = one coroutine frame (recycled) + one spin-lock section to queue + the
+// mutex re-lock; notify_one = one spin-lock section.
+// Fairness: FIFO: notify_one wakes the oldest waiter; the woken then queue on the mutex.
+// Resumes on: a woken waiter is rescheduled, never resumed inline inside notify_*():
+// onto the notifying worker's LIFO slot when it is a worker of the waiter's runtime,
+// else through the waiter's runtime's global queue.
+#pragma once
+
+#include <chrono>
+#include <stop_token>
+#include <system_error>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+// spawn.hpp defines detail::finish_root, which task.hpp declares but does not define:
+// without it a TU that only uses task<T> fails to link.
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/mutex.hpp>
+
+namespace corio {
+
+namespace detail {
+
+/// Queues on the condition variable, then releases the mutex (in every outcome). The
+/// caller (condition_variable::wait) re-locks it.
+class cv_wait_operation : public wait_operation<cv_wait_operation> {
+ public:
+  cv_wait_operation(waiter_list& waiters, mutex& m, std::stop_token token) noexcept
+      : wait_operation(waiters, std::move(token)), m_mutex(&m) {}
+  cv_wait_operation(cv_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_mutex(o.m_mutex) {}
+
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    mutex* m = m_mutex;
+    if (!suspend(h)) {
+      m->unlock();  // not queued (a stop came first): release anyway, the caller re-locks
+      return false;
+    }
+    return true;  // after_queued_action() released the mutex
+  }
+  result<void> await_resume() noexcept {
+    reset_callbacks();
+    if (status != wait_status::granted) {
+      return unexpected(cancelled_error());
+    }
+    return {};
+  }
+
+  bool try_now(wake_batch&) const noexcept { return false; }
+  struct unlock_action {
+    mutex* m;
+    void operator()() const noexcept { m->unlock(); }
+  };
+  unlock_action after_queued_action() const noexcept { return {m_mutex}; }
+
+ private:
+  mutex* m_mutex;
+};
+
+}  // namespace detail
+
+class condition_variable {
+ public:
+  condition_variable() noexcept = default;
+  condition_variable(const condition_variable&) = delete;
+  condition_variable& operator=(const condition_variable&) = delete;
+  /// Precondition: nobody waits (see mutex::~mutex).
+  ~condition_variable() = default;
+
+  /// Releases `g`'s mutex, waits for a notify, re-locks. Yields result<void>.
+  /// Precondition: g.owns_lock(). On return g owns the mutex again, in every outcome.
+  /// Cancellation: `token` or the inherited token ends the wait with
+  /// operation_canceled (after re-locking). Errors: operation_canceled only.
+  task<result<void>> wait(mutex_guard& g, std::stop_token token = {});
+
+  /// Waits until pred() holds (checked under the mutex). Yields result<void>;
+  /// operation_canceled if stopped first.
+  template <class Pred>
+  task<result<void>> wait(mutex_guard& g, Pred pred, std::stop_token token = {}) {
+    while (!pred()) {
+      if (auto r = co_await wait(g, token); !r) {
+        co_return r;
+      }
+    }
+    co_return result<void>{};
+  }
+
+  /// Like wait(g), but gives up after `d`: std::errc::timed_out (mutex re-locked).
+  template <class Rep, class Period>
+  task<result<void>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d) {
+    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d));
+  }
+  task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline);
+
+  /// Waits until pred() holds or `d` passes. Yields pred()'s final value (false on
+  /// timeout), or operation_canceled if the awaiting task is cancelled.
+  template <class Rep, class Period, class Pred>
+  task<result<bool>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, Pred pred) {
+    const clock::time_point deadline = clock::now() + std::chrono::duration_cast<clock::duration>(d);
+    while (!pred()) {
+      auto r = co_await wait_until(g, deadline);
+      if (!r) {
+        if (r.error() == std::errc::timed_out) {
+          co_return pred();
+        }
+        co_return unexpected(r.error());
+      }
+    }
+    co_return true;
+  }
+
+  /// Wakes the oldest waiter, if any.
+  void notify_one() noexcept;
+  /// Wakes every current waiter.
+  void notify_all() noexcept;
+
+ private:
+  detail::sync_spin_lock m_lock;
+  detail::waiter_list m_waiters{m_lock};
+};
+
+}  // namespace corio

@@ -1,0 +1,208 @@
+// wait_operation<Derived>: the awaiter skeleton every sync/ wait is built on.
+//
+// Protocol of one wait (see waiter_list.hpp for the invariants):
+//   1. await_ready: the primitive's fast path (Derived), no callbacks registered.
+//   2. await_suspend → wait(): register the stop callbacks (explicit token and the token
+//      inherited from the awaiting task) *before* the node can be published; then, under
+//      the lock, try again (`Derived::try_now`), else report a stop that already
+//      happened, else link the node and suspend. An immediate success wins over a stop.
+//   3. A waker (unlock, release, send, notify, close) marks the node and wakes it; or the
+//      stop callback, under the same lock, unlinks a still-queued node, marks it
+//      cancelled and wakes it. Whoever takes the lock first decides.
+//   4. await_resume (Derived) destroys the callbacks first — std::stop_callback's
+//      destructor waits for a callback running on another thread — then reads `status`.
+// On a thread that is not a corio worker, wait() blocks the thread instead of
+// suspending (thread_parker), so the same awaiters back the *_blocking calls.
+// Destroying a queued operation (runtime shutdown destroying the frame) unlinks it.
+#pragma once
+
+#include <coroutine>
+#include <optional>
+#include <stop_token>
+#include <utility>
+
+#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/task.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+
+namespace corio::detail {
+
+/// The stop callback of a wait: `self->cancel()`.
+template <class Op>
+struct wait_cancel_fn {
+  Op* self;
+  void operator()() const noexcept { self->cancel(); }
+};
+
+/// No action after a node is queued (the default for Derived::after_queued_action()).
+struct no_action {
+  void operator()() const noexcept {}
+};
+
+template <class Derived>
+class wait_operation : public waiter {
+ public:
+  wait_operation(waiter_list& target, std::stop_token token) noexcept : m_token(std::move(token)) {
+    list = &target;
+  }
+  /// Awaiters are moved before they are awaited (timeout(), when_any): copy the
+  /// parameters only. Precondition: `o` is not waiting.
+  wait_operation(wait_operation&& o) noexcept : m_token(std::move(o.m_token)), m_yield(o.m_yield) {
+    list = o.list;
+    amount = o.amount;
+    status = o.status;
+  }
+  wait_operation(const wait_operation&) = delete;
+  wait_operation& operator=(const wait_operation&) = delete;
+  wait_operation& operator=(wait_operation&&) = delete;
+  ~wait_operation() {
+    m_explicit_cb.reset();
+    m_inherited_cb.reset();
+    abandon();
+  }
+
+  /// Derived may shadow this to run something right after its node is queued and the
+  /// lock dropped (condition_variable releases its mutex there). It must not touch the
+  /// operation: it is built from copies taken before queueing.
+  no_action after_queued_action() const noexcept { return {}; }
+  /// Derived may shadow this to finish an immediate completion once the lock is dropped
+  /// (barrier runs its completion function there). Called by wait() only.
+  void after_completed() noexcept {}
+
+  /// Stop callback body (any thread).
+  void cancel() noexcept {
+    sync_spin_lock& lk = list->lock();
+    wake_batch batch;
+    lk.lock();
+    if (status == wait_status::queued) {
+      list->remove(this);
+      status = wait_status::cancelled;
+      list->unlinked(batch);
+      batch.push(this);  // woken last, after the lock is dropped
+    } else if (status == wait_status::idle) {
+      status = wait_status::cancelled;  // wait() sees it before queueing
+    }
+    lk.unlock();
+  }
+
+ protected:
+  /// Fast path for await_ready: try under the lock, without registering callbacks. When
+  /// it succeeds but the task's budget is spent, the awaiter still suspends and
+  /// reschedules itself at the back of the queue (await_suspend sees m_yield).
+  bool ready_under_lock() noexcept {
+    wake_batch batch;
+    sync_spin_lock& lk = list->lock();
+    lk.lock();
+    bool done = derived().try_now(batch);
+    lk.unlock();
+    batch.wake_all();
+    return done && !budget_spent();
+  }
+
+  /// Records that a synchronous completion must still yield (budget spent).
+  bool budget_spent() noexcept {
+    if (status != wait_status::idle && detail::consume_budget()) {
+      m_yield = true;
+      return true;
+    }
+    return false;
+  }
+
+  /// await_suspend body. Returns true when the coroutine stays suspended.
+  template <class P>
+  bool suspend(std::coroutine_handle<P> h, bool honour_inherited = true) {
+    if (m_yield) {
+      detail::schedule_yield(h);
+      return true;
+    }
+    return wait(h, honour_inherited ? detail::inherited_token_of(h) : nullptr);
+  }
+
+  /// Thread form of suspend() for the *_blocking calls: blocks until the wait ends.
+  /// Called on a worker thread it blocks the worker (allowed, but it stalls every task
+  /// queued there).
+  void block() {
+    if (!m_yield) {
+      (void)wait({}, nullptr);
+    }
+  }
+
+  /// The slow path: queue and suspend (coroutine on a worker) or block (a thread, or a
+  /// coroutine running outside any corio runtime).
+  bool wait(std::coroutine_handle<> h, const std::stop_token* inherited) {
+    home = h ? detail::current_runtime() : nullptr;
+    std::optional<thread_parker> parked;
+    if (home == nullptr) {
+      parker = &parked.emplace();
+    } else {
+      handle = h;
+    }
+    if (m_token.stop_possible()) {
+      m_explicit_cb.emplace(m_token, wait_cancel_fn<wait_operation>{this});
+    }
+    if (inherited != nullptr && inherited->stop_possible()) {
+      m_inherited_cb.emplace(*inherited, wait_cancel_fn<wait_operation>{this});
+    }
+    auto after_queued = derived().after_queued_action();
+    wake_batch batch;
+    sync_spin_lock& lk = list->lock();
+    lk.lock();
+    bool queued = false;
+    if (derived().try_now(batch)) {
+      // completed at once (status set by try_now)
+    } else if (status == wait_status::cancelled || m_token.stop_requested() ||
+               (inherited != nullptr && inherited->stop_requested())) {
+      status = wait_status::cancelled;
+    } else {
+      list->push_back(this);
+      queued = true;
+    }
+    lk.unlock();
+    batch.wake_all();
+    if (!queued) {
+      if (status == wait_status::granted) {
+        derived().after_completed();
+      }
+      return false;
+    }
+    // From here on another thread may wake (and resume) us: `this` is off limits.
+    after_queued();
+    if (parked) {
+      parked->wait();  // the waker's notify() orders its writes (status) before us
+      return false;
+    }
+    return true;
+  }
+
+  /// Debug/defensive: a node destroyed while queued (shutdown) leaves its list.
+  void abandon() noexcept {
+    if (status != wait_status::queued || list == nullptr) {
+      return;
+    }
+    wake_batch batch;
+    sync_spin_lock& lk = list->lock();
+    lk.lock();
+    if (status == wait_status::queued) {
+      list->remove(this);
+      status = wait_status::cancelled;
+      list->unlinked(batch);
+    }
+    lk.unlock();
+  }
+
+  /// Drops the stop callbacks; call first in await_resume.
+  void reset_callbacks() noexcept {
+    m_explicit_cb.reset();
+    m_inherited_cb.reset();
+  }
+
+  std::stop_token m_token;
+  std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_explicit_cb;
+  std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_inherited_cb;
+  bool m_yield = false;
+
+ private:
+  Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+};
+
+}  // namespace corio::detail

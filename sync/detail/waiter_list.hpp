@@ -1,0 +1,223 @@
+// The waiter queue shared by every sync/ primitive: a small spin lock, an intrusive FIFO
+// list of waiter nodes, and the batch of waiters to wake once the lock is dropped.
+//
+// Design note
+// -----------
+// Every primitive keeps its waiters in one or more `waiter_list`s guarded by one
+// `sync_spin_lock` (Tokio builds Mutex, RwLock and Semaphore on one batch_semaphore; we
+// share the list instead). A waiter node lives inside the awaiter, i.e. in the waiting
+// coroutine's frame (or on a blocked thread's stack): no allocation per wait.
+//
+// Invariants (all under the primitive's lock):
+//   - a node is linked in `list` iff `status == queued`;
+//   - only the thread that changes `status` from `queued` to a final value (granted,
+//     cancelled, closed) wakes the node, and it does so after dropping the lock, as its
+//     last access to the node. So a node is woken exactly once, and a hand-off (granted)
+//     and a cancellation can never both happen: whoever takes the lock first decides.
+//
+// Waking never resumes a coroutine inline: it goes through detail::schedule_wake (the
+// waker's LIFO slot when it is a worker of the waiter's runtime, else the global queue).
+// A plain thread blocked in a *_blocking call is woken through its thread_parker.
+//
+// Cost: lock = one exchange when free; critical sections are a few pointer writes.
+// Contended, the lock spins with `pause` and yields the CPU after 64 spins.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+namespace corio::detail {
+
+class runtime_core;
+
+/// Test-and-test-and-set lock guarding a primitive's waiter lists and state.
+class sync_spin_lock {
+ public:
+  void lock() noexcept {
+    // acquire: pairs with unlock()'s release; the previous holder's writes are visible.
+    if (!m_locked.exchange(true, std::memory_order_acquire)) {
+      return;
+    }
+    lock_slow();
+  }
+  void unlock() noexcept {
+    // release: publishes the writes of the critical section to the next lock().
+    m_locked.store(false, std::memory_order_release);
+  }
+
+ private:
+  void lock_slow() noexcept;
+  std::atomic<bool> m_locked{false};
+};
+
+/// Wakes a plain (non-worker) thread blocked in a *_blocking call.
+struct thread_parker {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  void wait() {
+    std::unique_lock lk(m);
+    cv.wait(lk, [this] { return done; });
+  }
+  // Notifies under the mutex so the waiter cannot return (and destroy us) before we are
+  // done with the condition variable.
+  void notify() {
+    std::lock_guard lk(m);
+    done = true;
+    cv.notify_one();
+  }
+};
+
+enum class wait_status : std::uint8_t {
+  idle,       ///< not yet waiting
+  queued,     ///< linked in a waiter_list
+  granted,    ///< the wait succeeded (lock handed over, value delivered, ...)
+  cancelled,  ///< a stop request won
+  closed,     ///< the primitive was closed (channels, oneshot)
+};
+
+class waiter_list;
+
+/// One waiting coroutine or thread. Fields other than the links are set by the owner
+/// before it is queued; `status` is read and written under the primitive's lock.
+struct waiter {
+  waiter* prev = nullptr;
+  waiter* next = nullptr;
+  waiter_list* list = nullptr;        ///< the list this waiter queues on
+  std::coroutine_handle<> handle{};   ///< the waiting coroutine, or null for a thread
+  runtime_core* home = nullptr;       ///< the coroutine's runtime (where it is rescheduled)
+  thread_parker* parker = nullptr;    ///< the waiting thread, or null for a coroutine
+  std::size_t amount = 1;             ///< semaphore units, or 0/1 for readers/writers
+  void* slot = nullptr;               ///< channel: where a value is taken from / put to
+  wait_status status = wait_status::idle;
+
+  /// Reschedules the coroutine (never inline) or unparks the thread. The caller's last
+  /// access to this node.
+  void wake() noexcept;
+  /// Like wake(), but a coroutine of this worker's runtime goes to the back of the
+  /// worker's queue instead of its LIFO slot.
+  void wake_behind() noexcept;
+};
+
+/// Waiters taken off their lists under the lock, woken after it is dropped.
+class wake_batch {
+ public:
+  wake_batch() = default;
+  wake_batch(const wake_batch&) = delete;
+  wake_batch& operator=(const wake_batch&) = delete;
+  ~wake_batch() { wake_all(); }
+
+  void push(waiter* w) noexcept {
+    w->next = nullptr;
+    if (m_tail != nullptr) {
+      m_tail->next = w;
+    } else {
+      m_head = w;
+    }
+    m_tail = w;
+  }
+  /// Wakes in push order (FIFO). Reads `next` before waking: a woken node may vanish.
+  /// The first goes through the LIFO slot (waiter::wake), the others to the back of this
+  /// worker's queue when they belong to its runtime: the LIFO slot holds one task, and
+  /// filling it one by one would run the batch last-woken-first.
+  void wake_all() noexcept {
+    waiter* w = m_head;
+    m_head = m_tail = nullptr;
+    bool first = true;
+    while (w != nullptr) {
+      waiter* next = w->next;
+      if (first) {
+        w->wake();
+        first = false;
+      } else {
+        w->wake_behind();
+      }
+      w = next;
+    }
+  }
+
+ private:
+  waiter* m_head = nullptr;
+  waiter* m_tail = nullptr;
+};
+
+/// Intrusive FIFO of waiters. All members except the constructor and destructor must be
+/// called with the owning primitive's lock held.
+class waiter_list {
+ public:
+  /// Called under the lock after a cancelled or destroyed waiter left the list, so the
+  /// primitive can fix its state or grant the waiters behind it (into `batch`).
+  using unlinked_fn = void (*)(void* owner, wake_batch& batch) noexcept;
+
+  waiter_list(sync_spin_lock& lock, void* owner = nullptr, unlinked_fn on_unlinked = nullptr) noexcept
+      : m_lock(&lock), m_owner(owner), m_on_unlinked(on_unlinked) {}
+  waiter_list(const waiter_list&) = delete;
+  waiter_list& operator=(const waiter_list&) = delete;
+  /// A list destroyed with waiters is a bug (the primitive died under them), except when
+  /// their runtime is shutting down and destroys frames in arbitrary order: see
+  /// waiter_list.cpp. Remaining waiters are detached and never resumed.
+  ~waiter_list();
+
+  [[nodiscard]] bool empty() const noexcept { return m_head == nullptr; }
+  [[nodiscard]] waiter* front() const noexcept { return m_head; }
+  [[nodiscard]] sync_spin_lock& lock() const noexcept { return *m_lock; }
+
+  void push_back(waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = m_tail;
+    if (m_tail != nullptr) {
+      m_tail->next = w;
+    } else {
+      m_head = w;
+    }
+    m_tail = w;
+    w->status = wait_status::queued;
+  }
+  waiter* pop_front() noexcept {
+    waiter* w = m_head;
+    if (w != nullptr) {
+      remove(w);
+    }
+    return w;
+  }
+  /// Pops the head and marks it `status`, adding it to `batch`.
+  waiter* pop_into(wake_batch& batch, wait_status status) noexcept {
+    waiter* w = pop_front();
+    if (w != nullptr) {
+      w->status = status;
+      batch.push(w);
+    }
+    return w;
+  }
+  void remove(waiter* w) noexcept {
+    if (w->prev != nullptr) {
+      w->prev->next = w->next;
+    } else {
+      m_head = w->next;
+    }
+    if (w->next != nullptr) {
+      w->next->prev = w->prev;
+    } else {
+      m_tail = w->prev;
+    }
+    w->prev = w->next = nullptr;
+  }
+  void unlinked(wake_batch& batch) noexcept {
+    if (m_on_unlinked != nullptr) {
+      m_on_unlinked(m_owner, batch);
+    }
+  }
+
+ private:
+  waiter* m_head = nullptr;
+  waiter* m_tail = nullptr;
+  sync_spin_lock* m_lock;
+  void* m_owner;
+  unlinked_fn m_on_unlinked;
+};
+
+}  // namespace corio::detail

@@ -1,0 +1,120 @@
+// corio::event: a flag tasks can wait for, in manual-reset or auto-reset flavour.
+//
+// Concept: `co_await ev.wait()` returns at once while the event is set, else suspends
+// until set() is called.
+//   - event_reset::manual: set() wakes every waiter and the event stays set until reset().
+//   - event_reset::automatic: set() wakes exactly one waiter (the oldest); with nobody
+//     waiting it stays set until one wait() consumes it. Several set() calls with nobody
+//     waiting count as one (it is a flag, not a counter: use a semaphore for that).
+// Thread-safety: every member from any thread (off a worker, wait() blocks the thread).
+// Cost: is_set / a wait on a set manual event = one acquire load; otherwise one spin-lock
+// section. No allocation.
+// Fairness: FIFO (auto-reset: the oldest waiter gets each set()).
+// Resumes on: a woken waiter is rescheduled, never resumed inline inside set(): onto the
+// setting worker's LIFO slot when it is a worker of the waiter's runtime, else through
+// the waiter's runtime's global queue.
+#pragma once
+
+#include <atomic>
+#include <stop_token>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+
+namespace corio {
+
+enum class event_reset { manual, automatic };
+
+class event;
+
+namespace detail {
+
+class event_wait_operation : public wait_operation<event_wait_operation> {
+ public:
+  event_wait_operation(event& e, waiter_list& waiters, std::stop_token token) noexcept
+      : wait_operation(waiters, std::move(token)), m_event(&e) {}
+  event_wait_operation(event_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_event(o.m_event) {}
+
+  bool await_ready() noexcept;
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return suspend(h);
+  }
+  result<void> await_resume() noexcept {
+    reset_callbacks();
+    if (status != wait_status::granted) {
+      return unexpected(cancelled_error());
+    }
+    return {};
+  }
+  bool try_now(wake_batch& batch) noexcept;
+
+ private:
+  event* m_event;
+};
+
+}  // namespace detail
+
+class event {
+ public:
+  explicit event(event_reset mode = event_reset::manual, bool initially_set = false) noexcept
+      : m_set(initially_set), m_mode(mode) {}
+  event(const event&) = delete;
+  event& operator=(const event&) = delete;
+  /// Precondition: nobody waits (see mutex::~mutex).
+  ~event() = default;
+
+  /// Awaitable yielding result<void> once the event is (or becomes) set; an auto-reset
+  /// event is consumed by it. Cancellation: `token` or the inherited token ends a
+  /// waiting wait with operation_canceled (consuming nothing). Resumes on: see header.
+  [[nodiscard]] detail::event_wait_operation wait(std::stop_token token = {}) noexcept {
+    return {*this, m_waiters, std::move(token)};
+  }
+
+  /// Sets the event (see the header for each mode).
+  void set() noexcept;
+  /// Clears the event.
+  void reset() noexcept {
+    // relaxed: a flag with no data attached; set() and waits serialise on m_lock.
+    m_set.store(false, std::memory_order_relaxed);
+  }
+  /// Auto-reset: consumes the event if set. Manual: reports it.
+  [[nodiscard]] bool try_wait() noexcept;
+  [[nodiscard]] bool is_set() const noexcept {
+    // acquire: pairs with set()'s release store; what the setter wrote before set() is
+    // visible once we see true.
+    return m_set.load(std::memory_order_acquire);
+  }
+  [[nodiscard]] event_reset mode() const noexcept { return m_mode; }
+
+ private:
+  friend class detail::event_wait_operation;
+
+  bool consume_locked() noexcept;
+
+  std::atomic<bool> m_set;  // written under m_lock; read without it by the fast paths
+  const event_reset m_mode;
+  detail::sync_spin_lock m_lock;
+  detail::waiter_list m_waiters{m_lock};
+};
+
+namespace detail {
+inline bool event_wait_operation::await_ready() noexcept {
+  if (m_event->m_mode == event_reset::manual && m_event->is_set()) {
+    status = wait_status::granted;
+    return !budget_spent();
+  }
+  return ready_under_lock();
+}
+inline bool event_wait_operation::try_now(wake_batch&) noexcept {
+  if (m_event->consume_locked()) {
+    status = wait_status::granted;
+    return true;
+  }
+  return false;
+}
+}  // namespace detail
+
+}  // namespace corio

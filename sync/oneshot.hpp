@@ -1,0 +1,172 @@
+// corio::oneshot<T>: a single value handed from one producer to one consumer, once.
+//
+// Concept: send(v) stores (or hands over) the value; `co_await os.recv()` waits for it.
+// One value per oneshot: a second send fails with errc::full, a second recv gets
+// errc::closed. close() without a value wakes the receiver with errc::closed (a value
+// already sent stays receivable). Plain threads use recv_blocking().
+// Thread-safety: every member from any thread.
+// Cost: one spin-lock section per operation; the value is moved at most twice; no
+// allocation.
+// Resumes on: a waiting receiver is rescheduled by send()/close(), never inline: onto the
+// sender's LIFO slot when it is a worker of the receiver's runtime, else through the
+// receiver's runtime's global queue.
+#pragma once
+
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+
+namespace corio {
+
+template <class T>
+class oneshot;
+
+namespace detail {
+
+template <class T>
+class oneshot_recv_operation : public wait_operation<oneshot_recv_operation<T>> {
+  using base = wait_operation<oneshot_recv_operation<T>>;
+
+ public:
+  oneshot_recv_operation(oneshot<T>& o, std::stop_token token) noexcept
+      : base(o.m_waiters, std::move(token)), m_oneshot(&o) {}
+  oneshot_recv_operation(oneshot_recv_operation&& o) noexcept : base(std::move(o)), m_oneshot(o.m_oneshot) {}
+
+  bool await_ready() { return this->ready_under_lock(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return this->suspend(h);
+  }
+  result<T> await_resume() {
+    this->reset_callbacks();
+    switch (this->status) {
+      case wait_status::granted: return std::move(*m_value);
+      case wait_status::closed: return unexpected(make_error_code(errc::closed));
+      default: return unexpected(cancelled_error());
+    }
+  }
+  void block() { base::block(); }
+
+  bool try_now(wake_batch&) noexcept {
+    this->slot = &m_value;
+    return m_oneshot->take_locked(*this, m_value);
+  }
+
+ private:
+  oneshot<T>* m_oneshot;
+  std::optional<T> m_value;
+};
+
+}  // namespace detail
+
+template <class T>
+class oneshot {
+  static_assert(std::is_nothrow_move_constructible_v<T>, "corio::oneshot<T>: T must be nothrow move-constructible");
+
+ public:
+  oneshot() noexcept = default;
+  oneshot(const oneshot&) = delete;
+  oneshot& operator=(const oneshot&) = delete;
+  /// Precondition: nobody waits (see mutex::~mutex).
+  ~oneshot() = default;
+
+  /// Delivers `value`. Errors: errc::full (a value was already sent), errc::closed.
+  /// On failure the value is destroyed.
+  result<void> send(T value) noexcept {
+    detail::wake_batch batch;
+    m_lock.lock();
+    result<void> r;
+    if (m_state == state::closed || m_state == state::taken) {
+      r = unexpected(make_error_code(m_state == state::closed ? errc::closed : errc::full));
+    } else if (m_state == state::has_value) {
+      r = unexpected(make_error_code(errc::full));
+    } else if (detail::waiter* w = m_waiters.pop_into(batch, detail::wait_status::granted)) {
+      static_cast<std::optional<T>*>(w->slot)->emplace(std::move(value));
+      m_state = state::taken;
+    } else {
+      m_value.emplace(std::move(value));
+      m_state = state::has_value;
+    }
+    m_lock.unlock();
+    return r;
+  }
+
+  /// Awaitable yielding result<T>. Errors: errc::closed (closed without a value, or the
+  /// value was already taken), operation_canceled (a waiting recv was stopped; a value
+  /// sent later stays receivable).
+  [[nodiscard]] detail::oneshot_recv_operation<T> recv(std::stop_token token = {}) noexcept {
+    return {*this, std::move(token)};
+  }
+
+  /// Errors: errc::empty (nothing yet), errc::closed.
+  [[nodiscard]] result<T> try_recv() {
+    std::optional<T> out;
+    m_lock.lock();
+    detail::waiter probe;
+    bool done = take_locked(probe, out);
+    m_lock.unlock();
+    if (!done) {
+      return unexpected(make_error_code(errc::empty));
+    }
+    if (probe.status == detail::wait_status::closed) {
+      return unexpected(make_error_code(errc::closed));
+    }
+    return std::move(*out);
+  }
+
+  /// Thread form of recv(): blocks the calling thread.
+  result<T> recv_blocking(std::stop_token token = {}) {
+    detail::oneshot_recv_operation<T> op(*this, std::move(token));
+    if (!op.await_ready()) {
+      op.block();
+    }
+    return op.await_resume();
+  }
+
+  /// Closes: a waiting receiver gets errc::closed; a later send fails. Idempotent.
+  void close() noexcept {
+    detail::wake_batch batch;
+    m_lock.lock();
+    if (m_state == state::empty) {
+      m_state = state::closed;
+    }
+    while (m_waiters.pop_into(batch, detail::wait_status::closed) != nullptr) {
+    }
+    m_lock.unlock();
+  }
+
+ private:
+  friend class detail::oneshot_recv_operation<T>;
+  enum class state { empty, has_value, taken, closed };
+
+  /// Under m_lock: completes a receive (status granted + value, or closed), or false.
+  bool take_locked(detail::waiter& w, std::optional<T>& out) noexcept {
+    switch (m_state) {
+      case state::has_value:
+        out.emplace(std::move(*m_value));
+        m_value.reset();
+        m_state = state::taken;
+        w.status = detail::wait_status::granted;
+        return true;
+      case state::taken:
+      case state::closed:
+        w.status = detail::wait_status::closed;
+        return true;
+      case state::empty:
+        return false;
+    }
+    return false;
+  }
+
+  detail::sync_spin_lock m_lock;
+  state m_state = state::empty;   // guarded by m_lock
+  std::optional<T> m_value;       // guarded by m_lock
+  detail::waiter_list m_waiters{m_lock};
+};
+
+}  // namespace corio

@@ -1,0 +1,176 @@
+// corio::shared_mutex: an asynchronous readers/writer lock.
+//
+// Concept: many tasks may hold it shared (`co_await m.lock_shared()`), or one task
+// exclusively (`co_await m.lock()`); each yields a guard that unlocks on destruction.
+// Policy: writer preference with phase alternation. A new reader waits as soon as a
+// writer waits (so a stream of readers cannot starve writers); when a writer unlocks,
+// every reader waiting at that moment is admitted together before the next writer (so a
+// stream of writers cannot starve readers). Writers are served FIFO among themselves.
+// Thread-safety: every member from any thread (off a worker, locking blocks the thread).
+// Cost: every lock/unlock takes the internal spin lock once (a few pointer writes); no
+// allocation.
+// Resumes on: woken waiters are rescheduled, never resumed inline inside unlock*():
+// onto the unlocking worker's LIFO slot (others behind it in the local queue) when it is
+// a worker of their runtime, else through their runtime's global queue.
+#pragma once
+
+#include <cassert>
+#include <cstddef>
+#include <stop_token>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
+
+namespace corio {
+
+class shared_mutex;
+
+/// Owns shared_mutex in exclusive (Shared = false) or shared mode; unlocks on destruction.
+template <bool Shared>
+class [[nodiscard]] shared_mutex_guard {
+ public:
+  shared_mutex_guard() noexcept = default;
+  explicit shared_mutex_guard(shared_mutex& m) noexcept : m_mutex(&m) {}  ///< adopts
+  shared_mutex_guard(shared_mutex_guard&& o) noexcept : m_mutex(std::exchange(o.m_mutex, nullptr)) {}
+  shared_mutex_guard& operator=(shared_mutex_guard&& o) noexcept {
+    if (this != &o) {
+      unlock();
+      m_mutex = std::exchange(o.m_mutex, nullptr);
+    }
+    return *this;
+  }
+  shared_mutex_guard(const shared_mutex_guard&) = delete;
+  shared_mutex_guard& operator=(const shared_mutex_guard&) = delete;
+  ~shared_mutex_guard() { unlock(); }
+  void unlock() noexcept;
+  [[nodiscard]] bool owns_lock() const noexcept { return m_mutex != nullptr; }
+
+ private:
+  shared_mutex* m_mutex = nullptr;
+};
+
+using read_guard = shared_mutex_guard<true>;
+using write_guard = shared_mutex_guard<false>;
+
+namespace detail {
+
+template <bool Shared>
+class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_operation<Shared>> {
+  using base = wait_operation<shared_mutex_lock_operation<Shared>>;
+
+ public:
+  shared_mutex_lock_operation(shared_mutex& m, waiter_list& waiters, std::stop_token token) noexcept
+      : base(waiters, std::move(token)), m_mutex(&m) {}
+  shared_mutex_lock_operation(shared_mutex_lock_operation&& o) noexcept : base(std::move(o)), m_mutex(o.m_mutex) {}
+
+  bool await_ready() noexcept { return this->ready_under_lock(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return this->suspend(h);
+  }
+  result<shared_mutex_guard<Shared>> await_resume() noexcept {
+    this->reset_callbacks();
+    if (this->status != wait_status::granted) {
+      return unexpected(cancelled_error());
+    }
+    return shared_mutex_guard<Shared>(*m_mutex);
+  }
+  bool try_now(wake_batch& batch) noexcept;
+
+ private:
+  shared_mutex* m_mutex;
+};
+
+}  // namespace detail
+
+class shared_mutex {
+ public:
+  shared_mutex() noexcept = default;
+  shared_mutex(const shared_mutex&) = delete;
+  shared_mutex& operator=(const shared_mutex&) = delete;
+  /// Precondition: nobody waits (see mutex::~mutex).
+  ~shared_mutex() = default;
+
+  /// Awaitable yielding result<write_guard> (exclusive ownership).
+  /// Cancellation: operation_canceled; the place in the queue is lost, and readers held
+  /// back only by this writer are admitted.
+  [[nodiscard]] detail::shared_mutex_lock_operation<false> lock(std::stop_token token = {}) noexcept {
+    return {*this, m_writers, std::move(token)};
+  }
+  /// Awaitable yielding result<read_guard> (shared ownership). Cancellation: as lock().
+  [[nodiscard]] detail::shared_mutex_lock_operation<true> lock_shared(std::stop_token token = {}) noexcept {
+    return {*this, m_readers, std::move(token)};
+  }
+
+  [[nodiscard]] bool try_lock() noexcept {
+    m_lock.lock();
+    bool ok = try_lock_locked();
+    m_lock.unlock();
+    return ok;
+  }
+  [[nodiscard]] bool try_lock_shared() noexcept {
+    m_lock.lock();
+    bool ok = try_lock_shared_locked();
+    m_lock.unlock();
+    return ok;
+  }
+  /// Precondition: held exclusively (debug: assert).
+  void unlock() noexcept;
+  /// Precondition: held shared (debug: assert).
+  void unlock_shared() noexcept;
+
+ private:
+  template <bool>
+  friend class detail::shared_mutex_lock_operation;
+
+  bool try_lock_locked() noexcept {
+    if (!m_writer && m_active_readers == 0 && m_writers.empty()) {
+      m_writer = true;
+      return true;
+    }
+    return false;
+  }
+  bool try_lock_shared_locked() noexcept {
+    if (!m_writer && m_writers.empty()) {
+      ++m_active_readers;
+      return true;
+    }
+    return false;
+  }
+  void dispatch_locked(detail::wake_batch& batch, bool readers_first) noexcept;
+  static void on_unlinked(void* self, detail::wake_batch& batch) noexcept {
+    static_cast<shared_mutex*>(self)->dispatch_locked(batch, false);
+  }
+
+  detail::sync_spin_lock m_lock;
+  std::size_t m_active_readers = 0;  // guarded by m_lock
+  bool m_writer = false;             // guarded by m_lock
+  detail::waiter_list m_readers{m_lock, this, &shared_mutex::on_unlinked};
+  detail::waiter_list m_writers{m_lock, this, &shared_mutex::on_unlinked};
+};
+
+template <bool Shared>
+void shared_mutex_guard<Shared>::unlock() noexcept {
+  if (m_mutex != nullptr) {
+    if constexpr (Shared) {
+      std::exchange(m_mutex, nullptr)->unlock_shared();
+    } else {
+      std::exchange(m_mutex, nullptr)->unlock();
+    }
+  }
+}
+
+namespace detail {
+template <bool Shared>
+bool shared_mutex_lock_operation<Shared>::try_now(wake_batch&) noexcept {
+  bool ok = Shared ? m_mutex->try_lock_shared_locked() : m_mutex->try_lock_locked();
+  if (ok) {
+    this->status = wait_status::granted;
+  }
+  return ok;
+}
+}  // namespace detail
+
+}  // namespace corio

@@ -1,0 +1,76 @@
+// Tests for ipc/address.hpp: parsing IPv4, IPv6 and Unix addresses with clear errors,
+// formatting, and resolve() on the blocking pool.
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+
+using corio::ipc::address_errc;
+using corio::ipc::socket_address;
+
+TEST_CASE("address: IPv4, IPv6 and Unix forms parse and print back", "[ipc][address]") {
+  auto v4 = socket_address::parse("127.0.0.1:8080");
+  REQUIRE(v4);
+  CHECK(v4->family() == AF_INET);
+  CHECK(v4->port() == 8080);
+  CHECK(v4->to_string() == "127.0.0.1:8080");
+
+  auto v6 = socket_address::parse("[::1]:443");
+  REQUIRE(v6);
+  CHECK(v6->family() == AF_INET6);
+  CHECK(v6->port() == 443);
+  CHECK(v6->to_string() == "[::1]:443");
+
+  auto path = socket_address::parse("/tmp/x.sock");
+  REQUIRE(path);
+  CHECK(path->is_unix());
+  CHECK_FALSE(path->is_abstract());
+  CHECK(path->to_string() == "/tmp/x.sock");
+  CHECK(socket_address::parse("unix:/tmp/x.sock").value() == *path);
+
+  auto abstract = socket_address::parse("@corio-test");
+  REQUIRE(abstract);
+  CHECK(abstract->is_abstract());
+  CHECK(abstract->to_string() == "@corio-test");
+  CHECK(socket_address::parse("unix:@corio-test").value() == *abstract);
+}
+
+TEST_CASE("address: malformed text gives an error that says what is wrong", "[ipc][address]") {
+  CHECK(socket_address::parse("").error() == address_errc::empty);
+  CHECK(socket_address::parse("127.0.0.1").error() == address_errc::missing_port);
+  CHECK(socket_address::parse("127.0.0.1:").error() == address_errc::invalid_port);
+  CHECK(socket_address::parse("127.0.0.1:99999").error() == address_errc::invalid_port);
+  CHECK(socket_address::parse("127.0.0.1:8o").error() == address_errc::invalid_port);
+  CHECK(socket_address::parse("300.1.2.3:80").error() == address_errc::invalid_ipv4);
+  CHECK(socket_address::parse("localhost:80").error() == address_errc::invalid_ipv4);
+  CHECK(socket_address::parse("::1:80").error() == address_errc::invalid_ipv6);
+  CHECK(socket_address::parse("[::1:80").error() == address_errc::unclosed_bracket);
+  CHECK(socket_address::parse("[::g]:80").error() == address_errc::invalid_ipv6);
+  CHECK(socket_address::parse("[::1]").error() == address_errc::missing_port);
+  CHECK(socket_address::parse("/" + std::string(200, 'a')).error() == address_errc::path_too_long);
+  auto e = socket_address::parse("localhost:80").error();
+  CHECK(e.category().name() == std::string("corio.address"));
+  CHECK(e.message().find("resolve()") != std::string::npos);
+}
+
+TEST_CASE("address: resolve finds localhost and reports unknown hosts", "[ipc][address]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto body = []() -> corio::task<std::string> {
+    auto r = co_await corio::ipc::resolve("localhost", "8080", AF_INET);
+    if (!r || r->empty()) {
+      co_return "localhost: " + (r ? std::string("empty") : r.error().message());
+    }
+    if ((*r)[0].to_string() != "127.0.0.1:8080") {
+      co_return "got " + (*r)[0].to_string();
+    }
+    auto bad = co_await corio::ipc::resolve("no-such-host.invalid", "80");
+    if (bad) {
+      co_return "an .invalid name resolved";
+    }
+    if (bad.error().category() != corio::ipc::getaddrinfo_category() &&
+        bad.error().category() != std::system_category()) {
+      co_return "wrong category " + std::string(bad.error().category().name());
+    }
+    co_return "";
+  };
+  CHECK(rt.block_on(body()).empty());
+}

@@ -1,0 +1,125 @@
+// Tests for ipc/pipe.hpp: anonymous pipes, EPIPE without SIGPIPE, back-pressure, FIFOs
+// opened without blocking a worker, and cancellation of reads, writes and FIFO opens.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "test_support.hpp"
+
+#include <chrono>
+#include <thread>
+
+using namespace std::chrono_literals;
+using corio::task;
+using ipc_test::bytes;
+using ipc_test::wbytes;
+
+TEST_CASE("pipe: bytes written at one end are read at the other, then end of file", "[ipc][pipe]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  auto writer = [](corio::ipc::pipe_writer w) -> task<bool> {
+    std::vector<char> data(1 << 20);
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      data[i] = static_cast<char>(i * 7);
+    }
+    auto r = co_await w.write_all(std::as_bytes(std::span(data)));
+    co_return static_cast<bool>(r);
+  };
+  auto body = [&]() -> task<bool> {
+    auto wr = corio::spawn(writer(std::move(p->writer)));
+    std::vector<char> got(1 << 20);
+    auto r = co_await p->reader.read_exact(wbytes(got));
+    bool ok = r && co_await wr;
+    for (std::size_t i = 0; ok && i < got.size(); ++i) {
+      ok = got[i] == static_cast<char>(i * 7);
+    }
+    std::array<std::byte, 8> tail{};
+    auto eof = co_await p->reader.read_some(tail);
+    co_return ok && eof && *eof == 0;
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("pipe: a write with no reader returns EPIPE and raises no SIGPIPE", "[ipc][pipe][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  p->reader.close();
+  auto body = [&]() -> task<std::error_code> {
+    auto r = co_await p->writer.write_all(bytes("nobody listens"));
+    co_return r ? std::error_code{} : r.error();
+  };
+  CHECK(rt.block_on(body()) == std::errc::broken_pipe);
+}
+
+TEST_CASE("pipe: a full pipe suspends the writer until the timeout", "[ipc][pipe][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  auto body = [&]() -> task<std::error_code> {
+    std::vector<std::byte> big(1 << 20);
+    auto r = co_await corio::timeout(p->writer.write_all(big), 100ms);
+    co_return r ? std::error_code{} : r.error();
+  };
+  CHECK(rt.block_on(body()) == std::errc::timed_out);
+}
+
+TEST_CASE("pipe: a stop token cancels a pending read", "[ipc][pipe][cancel]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  std::stop_source stop;
+  auto body = [&]() -> task<std::error_code> {
+    std::array<std::byte, 8> buf{};
+    auto r = co_await p->reader.read_some(buf, stop.get_token());
+    co_return r ? std::error_code{} : r.error();
+  };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
+  canceller.join();
+}
+
+TEST_CASE("fifo: both ends open asynchronously and exchange data", "[ipc][pipe][fifo]") {
+  ipc_test::temp_dir dir;
+  std::string path = dir.file("f");
+  REQUIRE(corio::ipc::make_fifo(path));
+  CHECK(corio::ipc::make_fifo(path).error() == std::errc::file_exists);
+  // One worker: if opening blocked the worker, the writer's open could never run.
+  corio::runtime rt(ipc_test::workers(1));
+  auto body = [&]() -> task<std::string> {
+    auto reader_task = corio::spawn(corio::ipc::open_fifo_reader(path));
+    auto w = co_await corio::ipc::open_fifo_writer(path);
+    auto r = co_await reader_task;
+    if (!w || !r) {
+      co_return "open";
+    }
+    (void)co_await w->write_all(bytes("via fifo"));
+    w->close();
+    std::string got(8, '\0');
+    auto e = co_await r->read_exact(wbytes(got));
+    co_return e ? got : e.error().message();
+  };
+  CHECK(rt.block_on(body()) == "via fifo");
+}
+
+TEST_CASE("fifo: a pending open with no peer is cancelled without leaking a descriptor",
+          "[ipc][pipe][fifo][cancel]") {
+  ipc_test::temp_dir dir;
+  std::string path = dir.file("f");
+  REQUIRE(corio::ipc::make_fifo(path));
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(1));
+    auto body = [&]() -> task<std::error_code> {
+      auto r = co_await corio::timeout(corio::ipc::open_fifo_reader(path), 100ms);
+      co_return r ? std::error_code{} : r.error();
+    };
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK(rt.block_on(body()) == std::errc::timed_out);
+    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}

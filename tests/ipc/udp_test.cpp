@@ -1,0 +1,94 @@
+// Tests for ipc/udp.hpp: send_to/recv_from, connected mode, truncation, cancellation.
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+
+#include <chrono>
+#include <thread>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::socket_address;
+using corio::ipc::udp_socket;
+using ipc_test::bytes;
+using ipc_test::wbytes;
+
+TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address", "[ipc][udp]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto a = udp_socket::bind(socket_address::loopback_v4(0));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  auto body = [&]() -> task<std::string> {
+    auto sent = co_await a->send_to(bytes("datagram one"), b->local_address().value());
+    if (!sent || *sent != 12) {
+      co_return "send_to";
+    }
+    std::string buf(64, '\0');
+    auto d = co_await b->recv_from(wbytes(buf));
+    if (!d) {
+      co_return d.error().message();
+    }
+    if (!(d->from == a->local_address().value()) || d->truncated) {
+      co_return "from " + d->from.to_string();
+    }
+    co_return buf.substr(0, d->size);
+  };
+  CHECK(rt.block_on(body()) == "datagram one");
+}
+
+TEST_CASE("udp: connected sockets use send and recv", "[ipc][udp]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto a = udp_socket::bind(socket_address::loopback_v4(0));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(a->connect(b->local_address().value()));
+  REQUIRE(b->connect(a->local_address().value()));
+  auto body = [&]() -> task<std::string> {
+    (void)co_await a->send(bytes("ping"));
+    std::string buf(16, '\0');
+    auto n = co_await b->recv(wbytes(buf));
+    if (!n) {
+      co_return n.error().message();
+    }
+    (void)co_await b->send(bytes("pong"));
+    std::string buf2(16, '\0');
+    auto m = co_await a->recv(wbytes(buf2));
+    co_return buf.substr(0, *n) + buf2.substr(0, m ? *m : 0);
+  };
+  CHECK(rt.block_on(body()) == "pingpong");
+}
+
+TEST_CASE("udp: a datagram longer than the buffer is reported truncated", "[ipc][udp]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto a = udp_socket::open(AF_INET);
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  auto body = [&]() -> task<bool> {
+    (void)co_await a->send_to(bytes("0123456789"), b->local_address().value());
+    std::string buf(4, '\0');
+    auto d = co_await b->recv_from(wbytes(buf));
+    co_return d && d->truncated && d->size == 4 && buf == "0123";
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("udp: a stop token cancels a pending recv_from", "[ipc][udp][cancel]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(b);
+  std::stop_source stop;
+  auto body = [&]() -> task<std::error_code> {
+    std::string buf(16, '\0');
+    auto d = co_await b->recv_from(wbytes(buf), stop.get_token());
+    co_return d ? std::error_code{} : d.error();
+  };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
+  canceller.join();
+}

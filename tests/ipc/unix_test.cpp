@@ -1,0 +1,201 @@
+// Tests for ipc/unix.hpp: path and abstract listeners, datagrams, socketpair, SCM_RIGHTS
+// descriptor passing through IORING_OP_SENDMSG/RECVMSG, credentials, cancellation.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "test_support.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::socket_address;
+using corio::ipc::unix_datagram;
+using corio::ipc::unix_listener;
+using corio::ipc::unix_stream;
+using ipc_test::bytes;
+using ipc_test::wbytes;
+
+namespace {
+task<std::string> unix_round_trip(const unix_listener& l, socket_address addr) {
+  auto server = corio::spawn([](const unix_listener& ll) -> task<std::string> {
+    auto s = co_await ll.accept();
+    if (!s) {
+      co_return s.error().message();
+    }
+    std::string buf(5, '\0');
+    if (auto r = co_await s->read_exact(wbytes(buf)); !r) {
+      co_return r.error().message();
+    }
+    (void)co_await s->write_all(bytes("reply"));
+    co_return buf;
+  }(l));
+  auto c = co_await unix_stream::connect(addr);
+  if (!c) {
+    co_return "connect: " + c.error().message();
+  }
+  (void)co_await c->write_all(bytes("hello"));
+  std::string reply(5, '\0');
+  (void)co_await c->read_exact(wbytes(reply));
+  co_return co_await server + "/" + reply;
+}
+}  // namespace
+
+TEST_CASE("unix: a stream listener on a path serves a client and removes its file", "[ipc][unix]") {
+  ipc_test::temp_dir dir;
+  std::string path = dir.file("s.sock");
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto addr = socket_address::unix_path(path).value();
+    auto l = unix_listener::bind(addr);
+    REQUIRE(l);
+    CHECK(::access(path.c_str(), F_OK) == 0);
+    CHECK(rt.block_on(unix_round_trip(*l, addr)) == "hello/reply");
+    // A second bind on the same path fails clearly.
+    CHECK(unix_listener::bind(addr).error() == std::errc::address_in_use);
+  }
+  CHECK(::access(path.c_str(), F_OK) != 0);
+}
+
+TEST_CASE("unix: an abstract name works without a file", "[ipc][unix]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto addr = socket_address::unix_abstract("corio-test-" + std::to_string(::getpid())).value();
+  auto l = unix_listener::bind(addr);
+  REQUIRE(l);
+  CHECK(l->local_address().value().is_abstract());
+  CHECK(rt.block_on(unix_round_trip(*l, addr)) == "hello/reply");
+}
+
+TEST_CASE("unix: connecting to a missing path fails with no_such_file_or_directory", "[ipc][unix][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto body = []() -> task<std::error_code> {
+    auto c = co_await unix_stream::connect(socket_address::unix_path("/nonexistent/corio.sock").value());
+    co_return c ? std::error_code{} : c.error();
+  };
+  CHECK(rt.block_on(body()) == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("unix: datagram sockets keep message boundaries and report the sender", "[ipc][unix]") {
+  ipc_test::temp_dir dir;
+  corio::runtime rt(ipc_test::workers(1));
+  auto server = unix_datagram::bind(socket_address::unix_path(dir.file("d.sock")).value());
+  auto client = unix_datagram::bind(socket_address::unix_path(dir.file("c.sock")).value());
+  REQUIRE(server);
+  REQUIRE(client);
+  auto body = [&]() -> task<std::string> {
+    (void)co_await client->send_to(bytes("one"), server->local_address().value());
+    (void)co_await client->send_to(bytes("two!"), server->local_address().value());
+    std::string out;
+    for (int i = 0; i < 2; ++i) {
+      std::string buf(16, '\0');
+      auto d = co_await server->recv_from(wbytes(buf));
+      if (!d) {
+        co_return d.error().message();
+      }
+      out += buf.substr(0, d->size) + "@" + d->from.to_string() + ";";
+    }
+    co_return out;
+  };
+  std::string c = dir.file("c.sock");
+  CHECK(rt.block_on(body()) == "one@" + c + ";two!@" + c + ";");
+}
+
+TEST_CASE("unix: socketpair and datagram_pair are connected both ways", "[ipc][unix]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto sp = corio::ipc::socketpair();
+  auto dp = corio::ipc::datagram_pair();
+  REQUIRE(sp);
+  REQUIRE(dp);
+  auto body = [&]() -> task<std::string> {
+    (void)co_await sp->first.write_all(bytes("abc"));
+    (void)co_await sp->second.write_all(bytes("xyz"));
+    std::string a(3, '\0'), b(3, '\0');
+    (void)co_await sp->second.read_exact(wbytes(a));
+    (void)co_await sp->first.read_exact(wbytes(b));
+    (void)co_await dp->first.send(bytes("m1"));
+    (void)co_await dp->first.send(bytes("m22"));
+    std::string d1(8, '\0'), d2(8, '\0');
+    auto n1 = co_await dp->second.recv(wbytes(d1));
+    auto n2 = co_await dp->second.recv(wbytes(d2));
+    co_return a + b + d1.substr(0, *n1) + d2.substr(0, *n2);
+  };
+  CHECK(rt.block_on(body()) == "abcxyzm1m22");
+  auto cred = sp->first.peer_credentials();
+  REQUIRE(cred);
+  CHECK(cred->pid == ::getpid());
+}
+
+TEST_CASE("unix: descriptors passed with SCM_RIGHTS work in the receiver", "[ipc][unix][fd]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto sp = corio::ipc::socketpair();
+    REQUIRE(sp);
+    auto body = [&]() -> task<std::string> {
+      auto p = corio::ipc::pipe();
+      if (!p) {
+        co_return "pipe";
+      }
+      int to_send[2] = {p->writer.fd(), p->reader.fd()};
+      auto sent = co_await sp->first.send_fds(bytes("F"), to_send);
+      if (!sent || *sent != 1) {
+        co_return "send_fds";
+      }
+      p->writer.close();  // the received copy keeps the pipe open
+      std::string tag(1, '\0');
+      auto got = co_await sp->second.recv_fds(wbytes(tag), 4);
+      if (!got || got->fds.size() != 2 || got->bytes != 1 || tag != "F" || got->truncated_fds) {
+        co_return "recv_fds";
+      }
+      corio::ipc::pipe_writer w(got->fds[0].release());
+      (void)co_await w.write_all(bytes("through a passed fd"));
+      w.close();
+      std::string out(19, '\0');
+      auto r = co_await p->reader.read_exact(wbytes(out));
+      co_return r ? out : r.error().message();
+    };
+    CHECK(rt.block_on(body()) == "through a passed fd");
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("unix: extra descriptors beyond max_fds are reported truncated and not leaked", "[ipc][unix][fd]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(1));
+    auto sp = corio::ipc::socketpair();
+    REQUIRE(sp);
+    auto body = [&]() -> task<bool> {
+      int three[3] = {0, 1, 2};
+      (void)co_await sp->first.send_fds(bytes("x"), three);
+      std::string tag(1, '\0');
+      auto got = co_await sp->second.recv_fds(wbytes(tag), 1);
+      co_return got && got->truncated_fds && got->fds.size() <= 1;
+    };
+    CHECK(rt.block_on(body()));
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("unix: a stop token cancels a pending recv_fds", "[ipc][unix][cancel]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto sp = corio::ipc::socketpair();
+  REQUIRE(sp);
+  std::stop_source stop;
+  auto body = [&]() -> task<std::error_code> {
+    std::string tag(1, '\0');
+    auto got = co_await sp->second.recv_fds(wbytes(tag), 4, stop.get_token());
+    co_return got ? std::error_code{} : got.error();
+  };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
+  canceller.join();
+}

@@ -1,0 +1,100 @@
+#include <corio/sync/shared_mutex.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+
+#include "sync_helpers.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_CASE("shared_mutex: readers share, a writer excludes everyone", "[sync][shared_mutex]") {
+  corio::shared_mutex m;
+  REQUIRE(m.try_lock_shared());
+  REQUIRE(m.try_lock_shared());
+  REQUIRE_FALSE(m.try_lock());
+  m.unlock_shared();
+  m.unlock_shared();
+  REQUIRE(m.try_lock());
+  REQUIRE_FALSE(m.try_lock_shared());
+  m.unlock();
+}
+
+TEST_CASE("shared_mutex: a waiting writer holds back new readers (writer preference)", "[sync][shared_mutex]") {
+  corio::runtime rt(corio_test::sync_config());
+  corio::shared_mutex m;
+  std::vector<char> order;
+  rt.block_on([](corio::shared_mutex& m, std::vector<char>& order) -> corio::task<void> {
+    auto r1 = co_await m.lock_shared();
+    auto w = corio::spawn([](corio::shared_mutex& m, std::vector<char>& order) -> corio::task<void> {
+      auto g = co_await m.lock();
+      order.push_back('W');
+    }(m, order));
+    co_await corio::sleep_for(5ms);
+    bool late_reader_blocked = !m.try_lock_shared();
+    auto r2 = corio::spawn([](corio::shared_mutex& m, std::vector<char>& order) -> corio::task<void> {
+      auto g = co_await m.lock_shared();
+      order.push_back('R');
+    }(m, order));
+    co_await corio::sleep_for(5ms);
+    if (late_reader_blocked) {
+      order.push_back('0');
+    }
+    r1->unlock();
+    co_await w;
+    co_await r2;
+  }(m, order));
+  REQUIRE(order == std::vector<char>{'0', 'W', 'R'});
+}
+
+TEST_CASE("shared_mutex: readers and writers under contention see consistent data", "[sync][shared_mutex]") {
+  corio::runtime rt(corio_test::sync_config());
+  corio::shared_mutex m;
+  std::int64_t a = 0;
+  std::int64_t b = 0;
+  std::atomic<bool> torn{false};
+  std::atomic<std::int64_t> concurrent_readers_max{0};
+  rt.block_on([](corio::shared_mutex& m, std::int64_t& a, std::int64_t& b, std::atomic<bool>& torn,
+                 std::atomic<std::int64_t>& rmax) -> corio::task<void> {
+    std::atomic<std::int64_t> readers{0};
+    std::vector<corio::join_handle<void>> hs;
+    for (int t = 0; t < 64; ++t) {
+      hs.push_back(corio::spawn([](corio::shared_mutex& m, std::int64_t& a, std::int64_t& b, std::atomic<bool>& torn,
+                                   std::atomic<std::int64_t>& readers, std::atomic<std::int64_t>& rmax,
+                                   int t) -> corio::task<void> {
+        for (int i = 0; i < 200; ++i) {
+          if ((i + t) % 4 == 0) {
+            auto g = co_await m.lock();
+            ++a;
+            co_await corio::yield_now{};
+            ++b;
+          } else {
+            auto g = co_await m.lock_shared();
+            corio_test::raise_max(rmax, readers.fetch_add(1) + 1);
+            if (a != b) {
+              torn = true;
+            }
+            co_await corio::yield_now{};
+            readers.fetch_sub(1);
+          }
+        }
+      }(m, a, b, torn, readers, rmax, t)));
+    }
+    for (auto& h : hs) {
+      co_await h;
+    }
+  }(m, a, b, torn, concurrent_readers_max));
+  REQUIRE_FALSE(torn.load());
+  REQUIRE(a == 64 * 50);
+  REQUIRE(b == a);
+  REQUIRE(concurrent_readers_max.load() > 1);
+  REQUIRE(m.try_lock());
+  m.unlock();
+}
