@@ -1,7 +1,18 @@
 // corio's side of the runtime benchmarks (issue 2). Prints `<benchmark> corio <value> <unit>`.
 //
-//   corio_bench <spawn|tree|timers|io|yield|all> [--workers N]
+//   runtime_bench <spawn|pingpong|tree|timers|io|yield|all> [--workers N]
+//
+//   spawn    : 1,000,000 empty tasks spawned, then all awaited (ns per task)
+//   pingpong : two tasks hand an int back and forth 1,000,000 times through two
+//              auto-reset events (ns per round trip) — the Asio peer uses channels
+//   tree     : fork-join tree, every task spawns two children and awaits both, 2^20
+//              leaves = 2,097,151 tasks (ns per task)
+//   timers   : 100,000 tasks each sleep_for(1 ms) concurrently (total ms, and the
+//              largest overshoot past a deadline)
+//   io       : 1,000,000 write/read pairs of 64 bytes over a pipe (ns per op)
+//   yield    : 1,000,000 yield_now (ns per yield)
 #include <corio/corio.hpp>
+#include <corio/sync/event.hpp>
 
 #include <unistd.h>
 
@@ -35,6 +46,33 @@ corio::task<double> bench_spawn(int n) {
     co_await h;
   }
   co_return ms_since(t0) * 1e6 / n;
+}
+
+corio::task<void> pong_side(corio::event* mine, corio::event* other, int rounds, long* checksum) {
+  for (int i = 0; i < rounds; ++i) {
+    (void)co_await mine->wait();
+    *checksum += i;
+    other->set();
+  }
+}
+
+corio::task<double> bench_pingpong(int rounds) {
+  corio::event ping(corio::event_reset::automatic);
+  corio::event pong(corio::event_reset::automatic);
+  long checksum = 0;
+  auto t0 = steady::now();
+  auto other = corio::spawn(pong_side(&ping, &pong, rounds, &checksum));
+  for (int i = 0; i < rounds; ++i) {
+    ping.set();
+    (void)co_await pong.wait();
+  }
+  co_await other;
+  double ms = ms_since(t0);
+  if (checksum != static_cast<long>(rounds) * (rounds - 1) / 2) {
+    std::fprintf(stderr, "pingpong: lost a round\n");
+    std::exit(1);
+  }
+  co_return ms * 1e6 / rounds;
 }
 
 corio::task<long> tree(int depth) {
@@ -140,6 +178,9 @@ int main(int argc, char** argv) {
   bool all = which == "all";
   if (all || which == "spawn") {
     print("spawn", rt.block_on(bench_spawn(1'000'000)), "ns/task", cfg.workers);
+  }
+  if (all || which == "pingpong") {
+    print("pingpong", rt.block_on(bench_pingpong(1'000'000)), "ns/rtt", cfg.workers);
   }
   if (all || which == "tree") {
     print("tree", rt.block_on(bench_tree(20)), "ns/task", cfg.workers);
