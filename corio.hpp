@@ -28,3 +28,4 @@
 #include <corio/sync/shared_mutex.hpp>
 
 #include <corio/ipc/ipc.hpp>
+#include <corio/ipc/process/process.hpp>

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Process benchmarks, corio and its peers side by side in one run (release build):
+# spawn /bin/true (2,000, 20 in flight) vs plain posix_spawn + waitpid (1 and 20 threads),
+# and process_pool (2 workers, 100,000 items) vs Python's ProcessPoolExecutor and Pool.
+# Prints `<benchmark> <system> <value> <unit>` lines, then corio's ratio to each peer.
+#
+#   bash bench/process/run.sh [build dir, default build-proc-rel]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build-proc-rel}
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" --buildtype=release -Dtests=false -Dexamples=false -Dbenchmarks=true >/dev/null
+fi
+ninja -C "$build" bench/process/process_bench bench/process/spawn_floor >/dev/null
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+"$build/bench/process/spawn_floor" 2000 20 | tee -a "$out"
+"$build/bench/process/process_bench" all --workers 2 | tee -a "$out"
+python3 bench/process/pool_peer.py 100000 | tee -a "$out"
+python3 - "$out" <<'PY'
+import sys
+v = {}
+for line in open(sys.argv[1]):
+    p = line.split()
+    if len(p) >= 4:
+        v[(p[0], p[1])] = float(p[2])
+def ratio(name, peer, target):
+    c, o = v.get((name, "corio")), v.get((name, peer))
+    if c and o:
+        r = c / o
+        print(f"# {name}: corio/{peer} = {r:.2f} (target >= {target}: {'met' if r >= target else 'MISSED'})")
+ratio("spawn_true_20_in_flight", "posix_spawn_20threads", 0.95)
+ratio("spawn_true_20_in_flight", "posix_spawn_seq", 1.0)
+ratio("pool_per_item", "python_ppe_chunksize1", 50)
+ratio("pool_batched", "python_pool_map", 5)
+PY

@@ -1,0 +1,54 @@
+// process_pool_map: the tutorial's multiprocessing.Pool(5).map(f, [10..14]) — each item
+// runs in one of five worker processes; results come back in order.
+//
+//   process_pool_map [sleep ms]     default 1000
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+namespace {
+int g_sleep_ms = 1000;  // set before the fork server starts: the workers see it too
+
+int myfunction4(int arg) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(g_sleep_ms));
+  std::printf("[3-3] function4 process %d in! (pid:%d)\n", arg, ::getpid());
+  std::fflush(stdout);
+  return arg + 1;
+}
+}  // namespace
+
+corio::task<int> pool_map() {
+  auto pool = co_await corio::ipc::process_pool::start(5);
+  if (!pool) {
+    std::fprintf(stderr, "pool: %s\n", pool.error().message().c_str());
+    co_return 1;
+  }
+  std::vector<int> array;
+  for (int x = 10; x <= 14; ++x) {
+    array.push_back(x);  // (a braced list here trips GCC 12's coroutine frame: "array used as initializer")
+  }
+  auto results = co_await (*pool)->map<&myfunction4>(std::move(array));
+  std::printf("[3-3] pool out3 : [");
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    std::printf("%s%d", i ? ", " : "", results[i] ? *results[i] : -1);
+  }
+  std::printf("]\n");
+  co_await (*pool)->shutdown();  // pool.close(); pool.join()
+  co_return 0;
+}
+
+int main(int argc, char** argv) {
+  g_sleep_ms = argc > 1 ? std::atoi(argv[1]) : 1000;
+  if (auto ok = corio::ipc::fork_server::start(); !ok) {
+    std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
+    return 1;
+  }
+  return corio::run(pool_map());
+}

@@ -1,0 +1,36 @@
+// spawn_capture: run a command and capture its output (the tutorial's subprocess).
+//
+//   spawn_capture [program args...]     default: uname -a
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+corio::task<int> capture(std::vector<std::string> argv) {
+  corio::ipc::command cmd(argv.front());
+  cmd.args(std::vector<std::string>(argv.begin() + 1, argv.end()));
+  auto out = co_await cmd.output();  // stdout and stderr read concurrently, then the status
+  if (!out) {
+    std::fprintf(stderr, "spawn %s: %s\n", argv.front().c_str(), out.error().message().c_str());
+    co_return 1;
+  }
+  std::printf("status: %s\nstdout (%zu bytes): %s", out->status.to_string().c_str(), out->out.size(),
+              out->out.c_str());
+  if (!out->err.empty()) {
+    std::printf("stderr: %s", out->err.c_str());
+  }
+  // A missing program is an error from spawn(), not a child exiting 127:
+  auto missing = corio::ipc::command("no-such-program-here").spawn();
+  std::printf("missing program: %s\n", missing ? "spawned?!" : missing.error().message().c_str());
+  co_return out->status.success() ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    args = {"uname", "-a"};
+  }
+  return corio::run(capture(std::move(args)));
+}

@@ -1,0 +1,117 @@
+// corio::ipc::fork: run a C++ callable in a child process (the tutorial's
+// multiprocessing.Process(target=f)), safely, from a busy multithreaded parent.
+//
+// Design: a fork server. fork_server::start(), called while the program is still
+// single-threaded (first thing in main(), or from a static initializer; before any
+// corio::runtime exists), forks one helper process. The helper has no threads and holds
+// no locks; it sleeps in recvmsg() on a SOCK_SEQPACKET socketpair. ipc::fork() sends it
+// a request: an entry function pointer, up to 64 KiB of argument bytes, up to 8 fds
+// (SCM_RIGHTS) and the write end of a reply pipe. The helper clones itself with
+// CLONE_PARENT (so the new process is *our* child: we hold a pidfd, await it with
+// IORING_OP_WAITID and reap it like any spawned child) and replies with the pid; the new
+// process runs entry(bytes, fds), flushes stdio and _exit()s with the entry's result.
+// Because the new process is a copy of the quiet helper, not of the busy parent, no lock
+// that a parent thread held (malloc's, iostream's, a std::mutex, the runtime's) can be
+// held forever in the child — the deadlock a plain fork() of a multithreaded process
+// risks — and the child can build a fresh corio::runtime of its own.
+//
+// Limits (documented, by construction):
+// - The child sees the program's memory as it was when the fork server started, not
+//   the parent's current state: pass data as bytes (a trivially copyable callable is
+//   copied over as bytes) or fds.
+// - The entry must live in the executable or a library loaded before start() (a
+//   function pointer is sent, valid in the helper's copy of the address space).
+// - In the child, glibc's cached thread id of the main thread is the helper's (the raw
+//   clone bypasses glibc's fork bookkeeping); it is used only for the owner field of
+//   recursive/error-checking mutexes, where it stays consistent.
+// - The helper exits when the parent closes the socket or dies (PR_SET_PDEATHSIG).
+//
+// Thread-safety: fork() from any worker, concurrently (one sendmsg per request; the
+// helper answers in order). Cost: one sendmsg, one clone of the small helper (~100 µs),
+// one pipe read and a pidfd_open.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include <corio/ipc/process/child.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// What the fork server calls in the new process; returns its exit code.
+using fork_entry = int (*)(std::span<const std::byte> args, std::span<const int> fds);
+
+/// The process-wide fork server (see the header comment).
+class fork_server {
+ public:
+  /// Starts the helper process. Call while the program is single-threaded. Idempotent.
+  /// Errors: socketpair() / fork() failures.
+  static result<void> start() noexcept;
+  /// Closes the socket (the helper exits) and reaps the helper. Children already forked
+  /// are unaffected.
+  static void stop() noexcept;
+  [[nodiscard]] static bool running() noexcept;
+  /// Largest argument payload of one request.
+  static constexpr std::size_t max_args = 64 * 1024;
+  /// Most fds passed with one request.
+  static constexpr std::size_t max_fds = 8;
+};
+
+/// Runs `entry(args, fds)` in a new child process made by the fork server; yields the
+/// child (await its wait()). The fds are duplicated into the child (the caller keeps its
+/// own) and appear there as the `fds` span, in order.
+/// Errors: errc::no_runtime off a worker; ENOTCONN if the fork server was not started or
+/// has died; EMSGSIZE above max_args / max_fds; the helper's clone errno (EAGAIN at the
+/// process limit). Cancellation: none (the request is short; its reply is awaited).
+task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds = {});
+
+namespace detail {
+template <class T>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
+template <class F>
+int fork_trampoline(std::span<const std::byte> args, std::span<const int>) {
+  alignas(F) unsigned char storage[sizeof(F)];
+  std::memcpy(storage, args.data(), sizeof(F));  // implicitly creates the F (trivially copyable)
+  F& fn = *std::launder(reinterpret_cast<F*>(storage));
+  using R = std::invoke_result_t<F&>;
+  if constexpr (is_task<R>::value) {
+    runtime rt;  // the child's own, fresh runtime
+    if constexpr (std::is_void_v<typename R::value_type>) {
+      rt.block_on(fn());
+      return 0;
+    } else {
+      return static_cast<int>(rt.block_on(fn()));
+    }
+  } else if constexpr (std::is_void_v<R>) {
+    fn();
+    return 0;
+  } else {
+    return static_cast<int>(fn());
+  }
+}
+}  // namespace detail
+
+/// Runs `fn()` in a new child process (see the header comment); its return value (int,
+/// void → 0, or a task<int> / task<void> run on a fresh runtime in the child) becomes the
+/// exit code. `fn` must be trivially copyable (a captureless lambda, or one capturing
+/// plain values by copy): it travels as bytes. Errors: fork_raw()'s.
+template <class F>
+task<result<child>> fork(F fn) {
+  static_assert(std::is_trivially_copyable_v<F>, "ipc::fork: the callable travels as bytes; capture plain values only");
+  static_assert(sizeof(F) <= fork_server::max_args);
+  std::vector<std::byte> bytes(sizeof(F));
+  std::memcpy(bytes.data(), static_cast<const void*>(&fn), sizeof(F));
+  return fork_raw(&detail::fork_trampoline<F>, std::move(bytes));
+}
+
+}  // namespace corio::ipc

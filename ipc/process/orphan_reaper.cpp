@@ -1,0 +1,91 @@
+// The orphan reaper (see detail/orphan_reaper.hpp for the design).
+#include <corio/ipc/process/detail/orphan_reaper.hpp>
+
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <pthread.h>
+#include <thread>
+
+namespace corio::ipc::detail {
+
+namespace {
+
+int g_epoll = -1;
+std::once_flag g_started;
+// relaxed: a statistic for tests; the reaping itself is ordered by the epoll syscalls.
+std::atomic<std::size_t> g_pending{0};
+
+void reaper_loop() noexcept {
+  sigset_t all;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  epoll_event events[64];
+  for (;;) {
+    int n = ::epoll_wait(g_epoll, events, 64, -1);
+    if (n < 0) {
+      continue;  // EINTR (every signal is blocked, but ptrace may still interrupt)
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      siginfo_t info{};
+      int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info, WEXITED | WNOHANG);
+      if (rc == 0 && info.si_pid == 0) {
+        continue;  // readable but not yet reapable (cannot happen for a dead child; be safe)
+      }
+      // Reaped, or ECHILD (someone else reaped it): either way it is done.
+      // why: remove the registration explicitly before close(). A child being spawned
+      // right now may hold a copy of this pidfd in its fd table (until its exec closes
+      // it); the file then outlives our close(), and so would a registration left to
+      // the implicit removal — reporting a stale fd number that may be reused.
+      ::epoll_ctl(g_epoll, EPOLL_CTL_DEL, fd, nullptr);
+      ::close(fd);
+      g_pending.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void start() {
+  g_epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  if (g_epoll < 0) {
+    std::perror("corio: orphan reaper: epoll_create1");
+    return;
+  }
+  std::thread(reaper_loop).detach();
+}
+
+}  // namespace
+
+void orphan_reaper_adopt(int pidfd) noexcept {
+  if (pidfd < 0) {
+    return;
+  }
+  try {
+    std::call_once(g_started, start);
+  } catch (...) {
+    // std::thread could not start: fall through to the synchronous path below.
+  }
+  g_pending.fetch_add(1, std::memory_order_relaxed);
+  epoll_event ev{};
+  ev.events = EPOLLIN;  // level-triggered: a pidfd stays readable after the exit
+  ev.data.fd = pidfd;
+  if (g_epoll < 0 || ::epoll_ctl(g_epoll, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
+    // No reaper: do not leave a zombie; kill and reap synchronously.
+    ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+    siginfo_t info{};
+    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED);
+    ::close(pidfd);
+    g_pending.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+std::size_t orphan_reaper_pending() noexcept { return g_pending.load(std::memory_order_relaxed); }
+
+}  // namespace corio::ipc::detail

@@ -1,0 +1,555 @@
+// corio::ipc::process_pool (see process_pool.hpp for the design).
+//
+// Parent-side invariants, all under pool_state::mu:
+// - every job of a live batch is in exactly one place: `pending`, one worker's
+//   `inflight` (in the order that worker runs them), or completed;
+// - a worker answers its jobs in order, so a result frame always completes
+//   `inflight.front()`;
+// - `outstanding` counts jobs not yet completed; shutdown() waits for it to reach 0.
+// A worker's socket is shut down (never closed) while tasks may still use it; the fd is
+// closed when the last reference (reader, writer, slot) to the pool_worker goes.
+#include <corio/ipc/process/process_pool.hpp>
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <deque>
+#include <mutex>
+
+#include <corio/ipc/process/child.hpp>
+#include <corio/ipc/process/fork.hpp>
+#include <corio/runtime/io.hpp>
+#include <corio/runtime/spawn.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+class pool_category_impl : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "corio.process_pool"; }
+  std::string message(int c) const override {
+    switch (static_cast<pool_errc>(c)) {
+      case pool_errc::worker_crashed:
+        return "the worker process died (crashed or was killed) while running this job";
+      case pool_errc::job_threw:
+        return "the job function threw an exception in the worker process";
+      case pool_errc::shut_down:
+        return "the process pool was shut down before the job finished";
+      case pool_errc::no_workers:
+        return "no worker process could be started";
+    }
+    return "unknown process_pool error";
+  }
+};
+
+constexpr std::size_t progress_bytes = 4096;
+
+bool write_fully(int fd, const std::byte* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+/// The worker process: a blocking loop over the socket (see the header comment).
+int pool_worker_main(std::span<const std::byte>, std::span<const int> fds) {
+  int sock = fds[0];
+  void* map = ::mmap(nullptr, progress_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+  if (map == MAP_FAILED) {
+    return 1;
+  }
+  auto* progress = static_cast<std::atomic<std::uint64_t>*>(map);
+  std::vector<std::byte> in(256 * 1024);
+  std::vector<std::byte> out;
+  out.reserve(256 * 1024);
+  std::size_t have = 0;
+  for (;;) {
+    if (have == in.size()) {
+      in.resize(in.size() * 2);
+    }
+    ssize_t n = ::read(sock, in.data() + have, in.size() - have);
+    if (n == 0) {
+      return 0;
+    }
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return 1;
+    }
+    have += static_cast<std::size_t>(n);
+    std::size_t pos = 0;
+    while (have - pos >= sizeof(detail::job_header)) {
+      detail::job_header h;
+      std::memcpy(&h, in.data() + pos, sizeof h);
+      std::size_t frame = sizeof h + h.len;
+      if (have - pos < frame) {
+        if (frame > in.size()) {
+          in.resize(frame);
+        }
+        break;
+      }
+      std::size_t at = out.size();
+      out.resize(at + sizeof(detail::result_header));
+      // relaxed: read by the parent only after this process died (ordered by its exit).
+      progress->store(h.id, std::memory_order_relaxed);
+      std::uint32_t status = 0;
+      try {
+        auto fn = reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(h.fn));
+        fn(std::span<const std::byte>(in.data() + pos + sizeof h, h.len), out);
+      } catch (...) {
+        out.resize(at + sizeof(detail::result_header));
+        status = static_cast<std::uint32_t>(pool_errc::job_threw);
+      }
+      progress->store(0, std::memory_order_relaxed);
+      detail::result_header r{static_cast<std::uint32_t>(out.size() - at - sizeof(detail::result_header)), status, h.id};
+      std::memcpy(out.data() + at, &r, sizeof r);
+      pos += frame;
+    }
+    std::memmove(in.data(), in.data() + pos, have - pos);
+    have -= pos;
+    if (!write_fully(sock, out.data(), out.size())) {
+      return 1;
+    }
+    out.clear();
+  }
+}
+
+}  // namespace
+
+const std::error_category& pool_category() noexcept {
+  static const pool_category_impl cat;
+  return cat;
+}
+
+namespace detail {
+
+struct pool_job {
+  std::uint64_t id;
+  pool_batch* batch;
+  std::size_t index;
+};
+
+struct pool_worker {
+  child proc;
+  process_fd sock;
+  void* map = nullptr;
+  std::deque<pool_job> inflight;   // guarded by pool_state::mu
+  std::vector<std::byte> outbox;   // guarded by pool_state::mu
+  bool writing = false;            // guarded by pool_state::mu: a writer task owns the socket's write side
+  bool alive = true;               // guarded by pool_state::mu
+  join_handle<void> reader;        // set once by the task that starts the worker
+
+  [[nodiscard]] std::uint64_t running_job() const noexcept {
+    // relaxed: the worker is dead; its last store is ordered before its exit, which we saw.
+    return static_cast<std::atomic<std::uint64_t>*>(map)->load(std::memory_order_relaxed);
+  }
+  ~pool_worker() {
+    if (map != nullptr) {
+      ::munmap(map, progress_bytes);
+    }
+  }
+};
+
+struct pool_state {
+  std::mutex mu;
+  std::vector<std::shared_ptr<pool_worker>> workers;  // one slot per worker, replaced in place
+  std::deque<pool_job> pending;
+  std::uint64_t next_id = 1;
+  std::size_t window = 4096;
+  std::size_t outstanding = 0;
+  std::size_t replaced = 0;
+  bool closing = false;
+  completion_signal* idle = nullptr;  // shutdown() waits on it for outstanding == 0
+
+  /// Records a job's end (under mu); signals its batch when it was the last one.
+  void finish_locked(const pool_job& job, std::uint32_t status, std::span<const std::byte> payload) {
+    pool_batch* b = job.batch;
+    b->out_off[job.index] = b->out.size();
+    b->out_len[job.index] = static_cast<std::uint32_t>(payload.size());
+    b->out.insert(b->out.end(), payload.begin(), payload.end());
+    b->status[job.index] = status;
+    b->order.push_back(job.index);
+    if (--b->remaining == 0) {
+      b->done.signal();  // the owner may now destroy *b: not touched again
+    }
+    if (--outstanding == 0 && idle != nullptr) {
+      std::exchange(idle, nullptr)->signal();
+    }
+  }
+
+  /// Moves pending jobs to live workers with room (least loaded first); returns the
+  /// workers whose writer must be started (under mu).
+  std::vector<std::shared_ptr<pool_worker>> pump_locked() {
+    std::vector<std::shared_ptr<pool_worker>> kick;
+    std::size_t alive = static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](auto& w) { return w->alive; }));
+    while (!pending.empty() && alive > 0) {
+      pool_worker* best = nullptr;
+      for (auto& w : workers) {
+        if (w->alive && w->inflight.size() < window && (best == nullptr || w->inflight.size() < best->inflight.size())) {
+          best = w.get();
+        }
+      }
+      if (best == nullptr) {
+        break;
+      }
+      std::size_t room = window - best->inflight.size();
+      std::size_t share = std::max<std::size_t>(1, std::min(room, (pending.size() + alive - 1) / alive));
+      for (std::size_t k = 0; k < share && !pending.empty(); ++k) {
+        pool_job job = pending.front();
+        pending.pop_front();
+        auto data = job.batch->job(job.index);
+        job_header h{static_cast<std::uint32_t>(data.size()), 0, job.id, reinterpret_cast<std::uint64_t>(job.batch->fn)};
+        auto* hp = reinterpret_cast<const std::byte*>(&h);
+        best->outbox.insert(best->outbox.end(), hp, hp + sizeof h);
+        best->outbox.insert(best->outbox.end(), data.begin(), data.end());
+        best->inflight.push_back(job);
+      }
+    }
+    for (auto& w : workers) {
+      if (w->alive && !w->writing && !w->outbox.empty()) {
+        w->writing = true;
+        kick.push_back(w);
+      }
+    }
+    return kick;
+  }
+
+  /// Fails every pending job with `why` (under mu).
+  void fail_pending_locked(pool_errc why) {
+    while (!pending.empty()) {
+      pool_job job = pending.front();
+      pending.pop_front();
+      finish_locked(job, static_cast<std::uint32_t>(why), {});
+    }
+  }
+};
+
+namespace {
+
+task<void> writer_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
+  std::vector<std::byte> buf;
+  for (;;) {
+    {
+      std::lock_guard lock(s->mu);
+      if (w->outbox.empty() || !w->alive) {
+        w->writing = false;
+        co_return;
+      }
+      buf.swap(w->outbox);
+      w->outbox.clear();
+    }
+    std::span<const std::byte> rest(buf);
+    while (!rest.empty()) {
+      auto n = co_await io::write(w->sock.get(), rest);
+      if (!n) {
+        std::lock_guard lock(s->mu);
+        w->writing = false;  // the reader sees the dead worker and recovers
+        co_return;
+      }
+      rest = rest.subspan(*n);
+    }
+    buf.clear();
+  }
+}
+
+void kick_writers(const std::shared_ptr<pool_state>& s, std::vector<std::shared_ptr<pool_worker>> kick) {
+  for (auto& w : kick) {
+    corio::spawn(writer_loop(s, std::move(w))).detach();
+  }
+}
+
+task<result<std::shared_ptr<pool_worker>>> start_worker() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    co_return unexpected(os_error(-errno));
+  }
+  process_fd ours(sv[0]);
+  process_fd theirs(sv[1]);
+  process_fd memfd(::memfd_create("corio-pool-progress", MFD_CLOEXEC));
+  if (!memfd.is_open() || ::ftruncate(memfd.get(), progress_bytes) != 0) {
+    co_return unexpected(os_error(-errno));
+  }
+  void* map = ::mmap(nullptr, progress_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+  if (map == MAP_FAILED) {
+    co_return unexpected(os_error(-errno));
+  }
+  auto w = std::make_shared<pool_worker>();
+  w->map = map;
+  std::vector<int> fds{theirs.get(), memfd.get()};
+  auto c = co_await fork_raw(&pool_worker_main, std::vector<std::byte>{}, std::move(fds));
+  if (!c) {
+    co_return unexpected(c.error());
+  }
+  w->proc = std::move(*c);
+  w->sock = std::move(ours);
+  co_return w;
+}
+
+task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w);
+
+/// Starts a replacement for the dead worker `old` in its slot; false if it failed.
+task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> old) {
+  auto fresh = co_await start_worker();
+  std::vector<std::shared_ptr<pool_worker>> kick;
+  {
+    std::lock_guard lock(s->mu);
+    if (!fresh || s->closing) {
+      bool any = std::any_of(s->workers.begin(), s->workers.end(), [](auto& w) { return w->alive; });
+      if (!any) {
+        s->fail_pending_locked(s->closing ? pool_errc::shut_down : pool_errc::no_workers);
+      }
+      co_return false;
+    }
+    std::replace(s->workers.begin(), s->workers.end(), old, *fresh);
+    ++s->replaced;
+    (*fresh)->reader = corio::spawn(reader_loop(s, *fresh));
+    kick = s->pump_locked();
+  }
+  kick_writers(s, std::move(kick));
+  co_return true;
+}
+
+/// After end-of-file on a worker's socket: fail its running job, requeue the rest,
+/// reap it and start a replacement (or, when closing, fail everything left).
+task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
+  bool closing = false;
+  {
+    std::lock_guard lock(s->mu);
+    w->alive = false;
+    closing = s->closing;
+    std::uint64_t crashed = w->running_job();
+    std::vector<pool_job> again;
+    for (const pool_job& job : w->inflight) {
+      if (closing) {
+        s->finish_locked(job, static_cast<std::uint32_t>(pool_errc::shut_down), {});
+      } else if (job.id == crashed) {
+        s->finish_locked(job, static_cast<std::uint32_t>(pool_errc::worker_crashed), {});
+      } else {
+        again.push_back(job);
+      }
+    }
+    w->inflight.clear();
+    s->pending.insert(s->pending.begin(), again.begin(), again.end());
+    if (closing) {
+      s->fail_pending_locked(pool_errc::shut_down);
+    }
+  }
+  ::shutdown(w->sock.get(), SHUT_RDWR);
+  if (!closing) {
+    (void)co_await w->proc.wait();  // reap now; the replacement reuses nothing of it
+    (void)co_await replace_worker(s, w);
+  }
+}
+
+task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
+  std::vector<std::byte> buf(256 * 1024);
+  std::size_t have = 0;
+  for (;;) {
+    if (have == buf.size()) {
+      buf.resize(buf.size() * 2);
+    }
+    auto n = co_await io::read(w->sock.get(), std::span(buf).subspan(have));
+    if (!n || *n == 0) {
+      break;
+    }
+    have += *n;
+    std::size_t pos = 0;
+    std::vector<std::shared_ptr<pool_worker>> kick;
+    {
+      std::lock_guard lock(s->mu);
+      while (have - pos >= sizeof(result_header)) {
+        result_header h;
+        std::memcpy(&h, buf.data() + pos, sizeof h);
+        std::size_t frame = sizeof h + h.len;
+        if (have - pos < frame) {
+          if (frame > buf.size()) {
+            buf.resize(frame);
+          }
+          break;
+        }
+        assert(!w->inflight.empty() && w->inflight.front().id == h.id);
+        pool_job job = w->inflight.front();
+        w->inflight.pop_front();
+        s->finish_locked(job, h.status, std::span<const std::byte>(buf.data() + pos + sizeof h, h.len));
+        pos += frame;
+      }
+      kick = s->pump_locked();
+    }
+    kick_writers(s, std::move(kick));
+    std::memmove(buf.data(), buf.data() + pos, have - pos);
+    have -= pos;
+  }
+  co_await recover(s, w);
+}
+
+}  // namespace
+}  // namespace detail
+
+task<result<std::unique_ptr<process_pool>>> process_pool::start(std::size_t workers, std::size_t window) {
+  auto s = std::make_shared<detail::pool_state>();
+  s->window = window == 0 ? 1 : window;
+  for (std::size_t i = 0; i < (workers == 0 ? 1 : workers); ++i) {
+    auto w = co_await detail::start_worker();
+    if (!w) {
+      std::unique_ptr<process_pool> partial(new process_pool(s));  // closes the started ones
+      co_return unexpected(w.error());
+    }
+    std::lock_guard lock(s->mu);
+    s->workers.push_back(*w);
+    (*w)->reader = corio::spawn(detail::reader_loop(s, *w));
+  }
+  co_return std::unique_ptr<process_pool>(new process_pool(std::move(s)));
+}
+
+process_pool::~process_pool() {
+  std::vector<std::shared_ptr<detail::pool_worker>> workers;
+  {
+    std::lock_guard lock(m_state->mu);
+    m_state->closing = true;
+    m_state->fail_pending_locked(pool_errc::shut_down);
+    workers = m_state->workers;
+  }
+  for (auto& w : workers) {
+    ::shutdown(w->sock.get(), SHUT_RDWR);  // the readers fail what is in flight and exit
+  }
+}
+
+task<void> process_pool::run(detail::pool_batch& b) {
+  std::size_t n = b.size();
+  b.out_off.assign(n, 0);
+  b.out_len.assign(n, 0);
+  b.status.assign(n, 0);
+  b.order.reserve(n);
+  if (n == 0) {
+    co_return;
+  }
+  std::vector<std::shared_ptr<detail::pool_worker>> kick;
+  {
+    std::lock_guard lock(m_state->mu);
+    b.remaining = n;
+    if (m_state->closing) {
+      b.remaining = 0;
+      std::fill(b.status.begin(), b.status.end(), static_cast<std::uint32_t>(pool_errc::shut_down));
+      co_return;
+    }
+    m_state->outstanding += n;
+    for (std::size_t i = 0; i < n; ++i) {
+      m_state->pending.push_back({m_state->next_id++, &b, i});
+    }
+    kick = m_state->pump_locked();
+  }
+  detail::kick_writers(m_state, std::move(kick));
+  co_await b.done;
+}
+
+task<result<std::vector<std::byte>>> process_pool::submit(pool_job_fn fn, std::vector<std::byte> job) {
+  std::vector<std::vector<std::byte>> one;
+  one.push_back(std::move(job));
+  auto r = co_await map(fn, std::move(one));
+  co_return std::move(r.front());
+}
+
+task<std::vector<result<std::vector<std::byte>>>> process_pool::map(pool_job_fn fn,
+                                                                     std::vector<std::vector<std::byte>> jobs) {
+  detail::pool_batch b;
+  b.fn = fn;
+  for (const auto& j : jobs) {
+    b.add(j);
+  }
+  co_await run(b);
+  std::vector<result<std::vector<std::byte>>> out;
+  out.reserve(b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (b.status[i] != 0) {
+      out.emplace_back(unexpected(make_error_code(static_cast<pool_errc>(b.status[i]))));
+    } else {
+      auto r = b.result(i);
+      out.emplace_back(std::vector<std::byte>(r.begin(), r.end()));
+    }
+  }
+  co_return out;
+}
+
+task<std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>>> process_pool::map_unordered(
+    pool_job_fn fn, std::vector<std::vector<std::byte>> jobs) {
+  detail::pool_batch b;
+  b.fn = fn;
+  for (const auto& j : jobs) {
+    b.add(j);
+  }
+  co_await run(b);
+  std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>> out;
+  out.reserve(b.size());
+  for (std::size_t i : b.order) {
+    if (b.status[i] != 0) {
+      out.emplace_back(i, unexpected(make_error_code(static_cast<pool_errc>(b.status[i]))));
+    } else {
+      auto r = b.result(i);
+      out.emplace_back(i, std::vector<std::byte>(r.begin(), r.end()));
+    }
+  }
+  co_return out;
+}
+
+task<void> process_pool::shutdown() {
+  detail::completion_signal idle;
+  bool wait_idle = false;
+  {
+    std::lock_guard lock(m_state->mu);
+    if (m_state->outstanding > 0) {
+      m_state->idle = &idle;
+      wait_idle = true;
+    }
+  }
+  if (wait_idle) {
+    co_await idle;
+  }
+  std::vector<std::shared_ptr<detail::pool_worker>> workers;
+  {
+    std::lock_guard lock(m_state->mu);
+    m_state->closing = true;
+    workers = m_state->workers;
+  }
+  for (auto& w : workers) {
+    ::shutdown(w->sock.get(), SHUT_WR);  // the worker reads end-of-file and exits
+  }
+  for (auto& w : workers) {
+    co_await std::move(w->reader);
+    (void)co_await w->proc.wait();
+  }
+}
+
+std::size_t process_pool::size() const noexcept {
+  std::lock_guard lock(m_state->mu);
+  return m_state->workers.size();
+}
+
+std::vector<pid_t> process_pool::worker_pids() const {
+  std::lock_guard lock(m_state->mu);
+  std::vector<pid_t> pids;
+  for (auto& w : m_state->workers) {
+    pids.push_back(w->proc.id());
+  }
+  return pids;
+}
+
+std::size_t process_pool::replaced() const noexcept {
+  std::lock_guard lock(m_state->mu);
+  return m_state->replaced;
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,160 @@
+// Tests for ipc/process/fork.hpp: callables run in child processes made by the fork
+// server, with exit codes, a fresh runtime in the child, fds passed along, and errors.
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "process_helpers.hpp"
+
+using namespace std::chrono_literals;
+using process_test::workers;
+
+namespace {
+
+// Started before main(): the program is still single-threaded (see fork.hpp).
+const bool g_fork_server = corio::ipc::fork_server::start().has_value();
+
+struct fork_codes {
+  int plain = -1;
+  int captured = -1;
+  int with_runtime = -1;
+  int void_fn = -1;
+  std::string from_pipe;
+};
+
+corio::task<int> child_async_work(int n) {
+  (void)co_await corio::sleep_for(10ms);
+  auto j = corio::spawn([](int k) -> corio::task<int> { co_return k * 2; }(n));
+  co_return co_await j;
+}
+
+int write_hello(std::span<const std::byte> args, std::span<const int> fds) {
+  std::string text(reinterpret_cast<const char*>(args.data()), args.size());
+  return ::write(fds[0], text.data(), text.size()) == static_cast<ssize_t>(text.size()) ? 0 : 1;
+}
+
+corio::task<int> status_of(corio::result<corio::ipc::child> c) {
+  if (!c) {
+    co_return -1000 - c.error().value();
+  }
+  auto st = co_await c->wait();
+  co_return st && st->code() ? *st->code() : -2;
+}
+
+corio::task<fork_codes> fork_all() {
+  fork_codes r;
+  r.plain = co_await status_of(co_await corio::ipc::fork([] { return 42; }));
+  int base = 5;
+  r.captured = co_await status_of(co_await corio::ipc::fork([base] { return base + 1; }));
+  r.with_runtime = co_await status_of(co_await corio::ipc::fork([] { return child_async_work(21); }));
+  r.void_fn = co_await status_of(co_await corio::ipc::fork([] {}));
+
+  std::array<int, 2> p{};
+  if (::pipe2(p.data(), O_CLOEXEC) == 0) {
+    std::string msg = "hello from the child";
+    std::vector<std::byte> args(reinterpret_cast<const std::byte*>(msg.data()),
+                                reinterpret_cast<const std::byte*>(msg.data()) + msg.size());
+    std::vector<int> fds(1, p[1]);
+    auto c = co_await corio::ipc::fork_raw(&write_hello, std::move(args), std::move(fds));
+    ::close(p[1]);
+    if (c) {
+      (void)co_await c->wait();
+      std::array<char, 64> buf{};
+      auto n = co_await corio::io::read(p[0], std::as_writable_bytes(std::span(buf)));
+      if (n) {
+        r.from_pipe.assign(buf.data(), *n);
+      }
+    }
+    ::close(p[0]);
+  }
+  co_return r;
+}
+
+}  // namespace
+
+TEST_CASE("fork: callables run in child processes and their results become exit codes", "[process][fork]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto r = rt.block_on(fork_all());
+  CHECK(r.plain == 42);
+  CHECK(r.captured == 6);
+  CHECK(r.with_runtime == 42);
+  CHECK(r.void_fn == 0);
+  CHECK(r.from_pipe == "hello from the child");
+}
+
+namespace {
+corio::task<std::error_code> fork_too_big() {
+  std::vector<std::byte> big(corio::ipc::fork_server::max_args + 1);
+  auto c = co_await corio::ipc::fork_raw(&write_hello, std::move(big));
+  co_return c ? std::error_code{} : c.error();
+}
+}  // namespace
+
+TEST_CASE("fork: oversized arguments are EMSGSIZE", "[process][fork]") {
+  corio::runtime rt(workers(1));
+  CHECK(rt.block_on(fork_too_big()) == std::errc::message_size);
+}
+
+namespace {
+std::mutex g_lock;  // held by a parent thread while the children fork; free in every child
+
+corio::task<int> fork_while_locked() {
+  auto c = co_await corio::ipc::fork([] {
+    std::lock_guard lock(g_lock);  // would deadlock in a plain fork() of the locked parent
+    return 9;
+  });
+  co_return co_await status_of(std::move(c));
+}
+}  // namespace
+
+TEST_CASE("fork: a lock held in the parent is free in the child", "[process][fork]") {
+  std::lock_guard lock(g_lock);
+  corio::runtime rt(workers(2));
+  CHECK(rt.block_on(fork_while_locked()) == 9);
+}
+
+namespace {
+// Runs in a child made by the fork server: drop to an unprivileged uid (root ignores
+// RLIMIT_NPROC), allow no more processes, and spawn.
+int spawn_at_process_limit() {
+  if (::getuid() != 0) {
+    return 77;  // cannot drop to a fresh uid: skip
+  }
+  if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+    return 77;
+  }
+  rlimit none{0, 0};
+  ::setrlimit(RLIMIT_NPROC, &none);
+  auto c = corio::ipc::command("/bin/true").spawn();
+  if (c) {
+    return 1;
+  }
+  return c.error() == std::errc::resource_unavailable_try_again ? 0 : 2;
+}
+
+corio::task<int> limit_check() {
+  auto c = co_await corio::ipc::fork([] { return spawn_at_process_limit(); });
+  co_return co_await status_of(std::move(c));
+}
+}  // namespace
+
+TEST_CASE("command: spawn at the process limit is EAGAIN", "[process][command]") {
+  corio::runtime rt(workers(1));
+  int code = rt.block_on(limit_check());
+  if (code == 77) {
+    WARN("skipped: needs root to drop to an unprivileged uid");
+    return;
+  }
+  CHECK(code == 0);
+}

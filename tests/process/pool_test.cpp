@@ -1,0 +1,203 @@
+// Tests for ipc/process/process_pool.hpp: typed and byte jobs, order, unordered results,
+// batched maps, exceptions, a worker crashing mid-job, shutdown.
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "process_helpers.hpp"
+
+using namespace std::chrono_literals;
+using corio::ipc::pool_errc;
+using corio::ipc::process_pool;
+using process_test::workers;
+
+namespace {
+
+const bool g_fork_server = corio::ipc::fork_server::start().has_value();
+
+long square(long x) { return x * x; }
+std::string shout(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](char c) { return static_cast<char>(std::toupper(c)); });
+  return s + "!";
+}
+int crash_on_13(int x) {
+  if (x == 13) {
+    ::raise(SIGKILL);  // the worker dies mid-job
+  }
+  return x + 1;
+}
+int throw_on_7(int x) {
+  if (x == 7) {
+    throw std::runtime_error("seven");
+  }
+  return x;
+}
+pid_t my_pid(int) { return ::getpid(); }
+void reverse_bytes(std::span<const std::byte> in, std::vector<std::byte>& out) {
+  out.insert(out.end(), in.rbegin(), in.rend());
+}
+
+struct basics {
+  std::vector<corio::result<long>> squares;
+  std::vector<corio::result<std::string>> shouts;
+  corio::result<std::vector<long>> batched;
+  std::vector<std::pair<std::size_t, corio::result<std::vector<std::byte>>>> unordered;
+  corio::result<std::vector<std::byte>> one;
+  corio::result<int> single;
+  std::size_t distinct_pids = 0;
+  bool started = false;
+};
+
+corio::task<basics> pool_basics() {
+  basics b;
+  auto pool = co_await process_pool::start(2);
+  if (!pool) {
+    co_return b;
+  }
+  b.started = true;
+  auto& p = **pool;
+  std::vector<long> xs(1000);
+  for (long i = 0; i < 1000; ++i) {
+    xs[static_cast<std::size_t>(i)] = i;
+  }
+  b.squares = co_await p.map<&square>(xs);
+  std::vector<std::string> words;
+  words.emplace_back("a");
+  words.emplace_back("bc");
+  words.emplace_back("");
+  b.shouts = co_await p.map<&shout>(std::move(words));
+  b.batched = co_await p.map_batched<&square>(xs, 64);
+  std::vector<std::vector<std::byte>> jobs;
+  for (int i = 0; i < 10; ++i) {
+    jobs.push_back(std::vector<std::byte>(static_cast<std::size_t>(i), std::byte{static_cast<unsigned char>(i)}));
+  }
+  b.unordered = co_await p.map_unordered(&reverse_bytes, std::move(jobs));
+  std::vector<std::byte> three(3);
+  three[0] = std::byte{1};
+  three[1] = std::byte{2};
+  three[2] = std::byte{3};
+  b.one = co_await p.submit(&reverse_bytes, std::move(three));
+  b.single = co_await p.call<&throw_on_7>(3);
+  auto pids = co_await p.map<&my_pid>(std::vector<int>(200, 0));
+  std::vector<pid_t> seen;
+  for (auto& r : pids) {
+    if (r) {
+      seen.push_back(*r);
+    }
+  }
+  std::sort(seen.begin(), seen.end());
+  b.distinct_pids = static_cast<std::size_t>(std::unique(seen.begin(), seen.end()) - seen.begin());
+  co_await p.shutdown();
+  co_return b;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: typed, batched, unordered and byte jobs give the right results", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto b = rt.block_on(pool_basics());
+  REQUIRE(b.started);
+  REQUIRE(b.squares.size() == 1000);
+  bool all = true;
+  for (std::size_t i = 0; i < 1000; ++i) {
+    all = all && b.squares[i] && *b.squares[i] == static_cast<long>(i * i);
+  }
+  CHECK(all);
+  REQUIRE(b.shouts.size() == 3);
+  CHECK(*b.shouts[0] == "A!");
+  CHECK(*b.shouts[1] == "BC!");
+  CHECK(*b.shouts[2] == "!");
+  REQUIRE(b.batched);
+  REQUIRE(b.batched->size() == 1000);
+  CHECK((*b.batched)[999] == 999L * 999L);
+  REQUIRE(b.unordered.size() == 10);
+  std::vector<std::size_t> idx;
+  for (auto& [i, r] : b.unordered) {
+    idx.push_back(i);
+    CHECK(r);
+    CHECK(r->size() == i);
+  }
+  std::sort(idx.begin(), idx.end());
+  CHECK(idx == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  REQUIRE(b.one);
+  CHECK((*b.one == std::vector<std::byte>{std::byte{3}, std::byte{2}, std::byte{1}}));
+  REQUIRE(b.single);
+  CHECK(*b.single == 3);
+  CHECK(b.distinct_pids == 2);
+}
+
+namespace {
+struct crash_seen {
+  std::vector<corio::result<int>> results;
+  std::vector<corio::result<int>> after;
+  std::vector<corio::result<int>> thrown;
+  std::size_t replaced = 0;
+  bool started = false;
+};
+corio::task<crash_seen> pool_crash() {
+  crash_seen s;
+  auto pool = co_await process_pool::start(2, 8);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  auto& p = **pool;
+  std::vector<int> xs(100);
+  for (int i = 0; i < 100; ++i) {
+    xs[static_cast<std::size_t>(i)] = i;
+  }
+  s.results = co_await p.map<&crash_on_13>(xs);
+  std::vector<int> small(3);
+  small[0] = 1;
+  small[1] = 2;
+  small[2] = 3;
+  s.after = co_await p.map<&crash_on_13>(small);
+  small[0] = 6;
+  small[1] = 7;
+  small[2] = 8;
+  s.thrown = co_await p.map<&throw_on_7>(small);
+  for (int i = 0; i < 400 && p.replaced() == 0; ++i) {
+    (void)co_await corio::sleep_for(5ms);  // the replacement is forked in the background
+  }
+  s.replaced = p.replaced();
+  co_await p.shutdown();
+  co_return s;
+}
+}  // namespace
+
+TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is replaced", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_crash());
+  REQUIRE(s.started);
+  REQUIRE(s.results.size() == 100);
+  int failed = 0;
+  bool others_ok = true;
+  for (int i = 0; i < 100; ++i) {
+    auto& r = s.results[static_cast<std::size_t>(i)];
+    if (i == 13) {
+      failed += !r && r.error() == pool_errc::worker_crashed;
+    } else {
+      others_ok = others_ok && r && *r == i + 1;
+    }
+  }
+  CHECK(failed == 1);
+  CHECK(others_ok);
+  CHECK(s.replaced == 1);
+  REQUIRE(s.after.size() == 3);
+  CHECK((s.after[0] && *s.after[0] == 2 && s.after[2] && *s.after[2] == 4));
+  REQUIRE(s.thrown.size() == 3);
+  CHECK(s.thrown[0]);
+  CHECK((!s.thrown[1] && s.thrown[1].error() == pool_errc::job_threw));
+  CHECK(s.thrown[2]);
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}

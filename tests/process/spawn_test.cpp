@@ -1,0 +1,331 @@
+// Tests for ipc/process/command.hpp and child.hpp: exit codes and signals, spawn errors,
+// stdio round trips (large, both ways at once), env/cwd, fd and signal hygiene, process
+// groups, try_wait/kill, cancellation with kill, and reaping of dropped children.
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <stop_token>
+#include <string>
+
+#include "process_helpers.hpp"
+
+using namespace std::chrono_literals;
+using corio::ipc::command;
+using corio::ipc::stdio;
+using process_test::workers;
+
+namespace {
+
+corio::task<corio::result<corio::ipc::exit_status>> run_status(command cmd) { co_return co_await cmd.status(); }
+corio::task<corio::result<corio::ipc::process_output>> run_output(command cmd) { co_return co_await cmd.output(); }
+
+template <class T>
+T run2(corio::task<T> t) {
+  corio::runtime rt(workers(2));
+  return rt.block_on(std::move(t));
+}
+
+}  // namespace
+
+TEST_CASE("command: wait yields the exit code", "[process][command]") {
+  auto st = run2(run_status(command("sh").args({"-c", "exit 7"})));
+  REQUIRE(st);
+  CHECK(st->code() == 7);
+  CHECK_FALSE(st->signal());
+  CHECK_FALSE(st->success());
+  auto ok = run2(run_status(command("/bin/true")));
+  REQUIRE(ok);
+  CHECK(ok->success());
+}
+
+TEST_CASE("command: wait yields the terminating signal", "[process][command]") {
+  auto st = run2(run_status(command("sh").args({"-c", "kill -9 $$"})));
+  REQUIRE(st);
+  CHECK(st->signal() == 9);
+  CHECK_FALSE(st->code());
+  CHECK(st->to_string().find("signal 9") == 0);
+}
+
+TEST_CASE("command: a missing program is ENOENT from spawn, not a child exiting 127", "[process][command]") {
+  auto c = command("corio-no-such-program-xyz").spawn();
+  REQUIRE_FALSE(c);
+  CHECK(c.error() == std::errc::no_such_file_or_directory);
+  auto p = command("/nonexistent/dir/prog").spawn();
+  REQUIRE_FALSE(p);
+  CHECK(p.error() == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("command: a file without execute permission is EACCES", "[process][command]") {
+  char path[] = "/tmp/corio-noexec-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "#!/bin/sh\n", 10) == 10);
+  ::close(fd);
+  ::chmod(path, 0644);
+  auto c = command(path).spawn();
+  ::unlink(path);
+  REQUIRE_FALSE(c);
+  CHECK(c.error() == std::errc::permission_denied);
+}
+
+TEST_CASE("command: output collects stdout and stderr", "[process][command]") {
+  auto out = run2(run_output(command("sh").args({"-c", "echo hello; echo oops >&2; exit 3"})));
+  REQUIRE(out);
+  CHECK(out->out == "hello\n");
+  CHECK(out->err == "oops\n");
+  CHECK(out->status.code() == 3);
+}
+
+namespace {
+struct round_trip {
+  std::string out;
+  std::string err;
+  bool ok = false;
+};
+corio::task<round_trip> big_round_trip(std::string input) {
+  // cat echoes while it reads: without concurrent reading and writing, both pipes fill
+  // and parent and child deadlock.
+  auto c = command("sh")
+               .args({"-c", "cat; head -c 300000 /dev/zero >&2"})
+               .stdin_mode(stdio::piped())
+               .stdout_mode(stdio::piped())
+               .stderr_mode(stdio::piped())
+               .spawn();
+  round_trip r;
+  if (!c) {
+    co_return r;
+  }
+  auto out = co_await c->output(std::move(input));
+  if (out) {
+    r.ok = out->status.success();
+    r.out = std::move(out->out);
+    r.err = std::move(out->err);
+  }
+  co_return r;
+}
+}  // namespace
+
+TEST_CASE("child: output moves 8 MiB in and out at once without a pipe deadlock", "[process][child]") {
+  std::string input(8 << 20, '\0');
+  for (std::size_t i = 0; i < input.size(); ++i) {
+    input[i] = static_cast<char>('a' + i % 23);
+  }
+  auto r = run2(big_round_trip(input));
+  CHECK(r.ok);
+  CHECK(r.out.size() == input.size());
+  CHECK(r.out == input);
+  CHECK(r.err.size() == 300000);
+}
+
+TEST_CASE("command: env set, remove and clear, and cwd", "[process][command]") {
+  ::setenv("CORIO_TEST_DROP", "x", 1);
+  auto out = run2(run_output(command("sh")
+                                 .args({"-c", "echo \"$CORIO_A|${CORIO_TEST_DROP-unset}\"; pwd"})
+                                 .env("CORIO_A", "one two")
+                                 .env_remove("CORIO_TEST_DROP")
+                                 .cwd("/tmp")));
+  REQUIRE(out);
+  CHECK(out->out == "one two|unset\n/tmp\n");
+
+  auto clear = run2(run_output(command("env").env_clear().env("ONLY", "1").env("PATH", "/usr/bin:/bin")));
+  REQUIRE(clear);
+  CHECK((clear->out == "ONLY=1\nPATH=/usr/bin:/bin\n"));
+  ::unsetenv("CORIO_TEST_DROP");
+}
+
+TEST_CASE("command: a custom PATH is searched for the program", "[process][command]") {
+  auto bad = command("sh").env("PATH", "/nonexistent").spawn();
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error() == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("command: the child inherits only fds 0-2, an empty signal mask and default dispositions",
+          "[process][command]") {
+  int leak = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC
+  REQUIRE(leak >= 3);
+  ::signal(SIGUSR2, SIG_IGN);  // a parent's ignored signal must not reach the child
+  std::string script = "test -e /proc/self/fd/" + std::to_string(leak) +
+                       " && echo leaked; grep -E '^(SigBlk|SigIgn)' /proc/self/status";
+  auto out = run2(run_output(command("sh").args({"-c", script})));
+  ::signal(SIGUSR2, SIG_DFL);
+  ::close(leak);
+  REQUIRE(out);
+  CAPTURE(out->out);
+  CHECK(out->out.find("leaked") == std::string::npos);
+  CHECK(out->out.find("SigBlk:\t0000000000000000") != std::string::npos);
+  // Standard signals 1-31 all default. (glibc's posix_spawn leaves its two internal
+  // real-time signals, 32 and 33, ignored in the exec'd image; harmless and documented.)
+  auto at = out->out.find("SigIgn:\t");
+  REQUIRE(at != std::string::npos);
+  unsigned long long ignored = std::stoull(out->out.substr(at + 8, 16), nullptr, 16);
+  CHECK((ignored & 0x7fffffffULL) == 0);
+}
+
+TEST_CASE("command: stdio from a given fd and /dev/null", "[process][command]") {
+  char path[] = "/tmp/corio-out-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  auto st = run2(run_status(command("sh")
+                                .args({"-c", "cat; echo to-file"})
+                                .stdin_mode(stdio::null())
+                                .stdout_mode(stdio::from_fd(fd))));
+  REQUIRE(st);
+  CHECK(st->success());
+  char buf[64] = {};
+  CHECK(::pread(fd, buf, sizeof buf - 1, 0) == 8);
+  CHECK(std::string(buf) == "to-file\n");
+  ::close(fd);
+  ::unlink(path);
+}
+
+namespace {
+struct group_seen {
+  pid_t pid = 0;
+  pid_t pgid = -1;
+  bool killed = false;
+};
+corio::task<group_seen> group_check() {
+  group_seen g;
+  auto c = command("sleep").arg("5").process_group(0).spawn();
+  if (!c) {
+    co_return g;
+  }
+  g.pid = c->id();
+  g.pgid = ::getpgid(c->id());
+  (void)c->kill(SIGTERM);
+  auto st = co_await c->wait();
+  g.killed = st && st->signal() == SIGTERM;
+  co_return g;
+}
+}  // namespace
+
+TEST_CASE("command: process_group(0) makes the child a group leader", "[process][command]") {
+  auto g = run2(group_check());
+  CHECK(g.pid > 0);
+  CHECK(g.pgid == g.pid);
+  CHECK(g.killed);
+}
+
+namespace {
+struct try_wait_seen {
+  bool running_first = false;
+  bool reaped_after = false;
+  int signal = 0;
+  bool kill_after_reap_is_esrch = false;
+};
+corio::task<try_wait_seen> try_wait_check() {
+  try_wait_seen s;
+  auto c = command("sleep").arg("5").spawn();
+  if (!c) {
+    co_return s;
+  }
+  auto first = c->try_wait();
+  s.running_first = first && !first->has_value();
+  (void)c->kill();
+  for (int i = 0; i < 200; ++i) {
+    auto again = c->try_wait();
+    if (again && again->has_value()) {
+      s.reaped_after = true;
+      s.signal = (*again)->signal().value_or(0);
+      break;
+    }
+    (void)co_await corio::sleep_for(5ms);
+  }
+  auto k = c->kill();
+  s.kill_after_reap_is_esrch = !k && k.error() == std::errc::no_such_process;
+  co_return s;
+}
+}  // namespace
+
+TEST_CASE("child: try_wait sees running then killed; kill after reaping is ESRCH", "[process][child]") {
+  auto s = run2(try_wait_check());
+  CHECK(s.running_first);
+  CHECK(s.reaped_after);
+  CHECK(s.signal == SIGKILL);
+  CHECK(s.kill_after_reap_is_esrch);
+}
+
+namespace {
+struct cancel_seen {
+  bool cancelled = false;
+  pid_t pid = 0;
+  long elapsed_ms = 0;
+};
+corio::task<void> stop_later(std::stop_source* src) {
+  (void)co_await corio::sleep_for(50ms);
+  src->request_stop();
+}
+corio::task<cancel_seen> cancel_with_kill() {
+  cancel_seen s;
+  auto c = command("sleep").arg("30").spawn();
+  if (!c) {
+    co_return s;
+  }
+  s.pid = c->id();
+  std::stop_source src;
+  auto stopper = corio::spawn(stop_later(&src));
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = co_await c->wait(src.get_token(), corio::ipc::on_cancel::kill);
+  s.elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  s.cancelled = !st && st.error() == std::errc::operation_canceled;
+  co_await stopper;
+  co_return s;
+}
+corio::task<corio::result<corio::ipc::exit_status>> wait_for_short() {
+  auto c = command("sleep").arg("30").spawn();
+  if (!c) {
+    co_return corio::unexpected(c.error());
+  }
+  co_return co_await c->wait_for(100ms);
+}
+}  // namespace
+
+TEST_CASE("child: a cancelled wait with on_cancel::kill kills the child, which is then reaped", "[process][child]") {
+  auto s = run2(cancel_with_kill());
+  CHECK(s.cancelled);
+  CHECK(s.elapsed_ms < 5000);
+  // The child is killed and reaped in the background: no zombie, no live process.
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  char state = 0;
+  pid_t ppid = 0;
+  bool still_ours = process_test::proc_state(s.pid, state, ppid) && ppid == ::getpid();
+  CHECK_FALSE(still_ours);
+}
+
+TEST_CASE("child: wait_for times out and kills", "[process][child]") {
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = run2(wait_for_short());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE_FALSE(st);
+  CHECK(st.error() == std::errc::timed_out);
+  CHECK(ms < 5000);
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}
+
+TEST_CASE("child: dropped children are reaped (no zombies)", "[process][child]") {
+  for (int i = 0; i < 50; ++i) {
+    auto c = command("/bin/true").spawn();
+    REQUIRE(c);
+  }
+  {
+    auto k = command("sleep").arg("30").kill_on_drop(true).spawn();
+    REQUIRE(k);
+  }
+  CHECK(process_test::zombies_after_settle(3000ms) == 0);
+}
+
+TEST_CASE("command: spawn works off a runtime, wait needs one", "[process][command]") {
+  auto c = command("/bin/true").spawn();
+  REQUIRE(c);
+  corio::runtime rt(workers(1));
+  auto st = rt.block_on(c->wait());
+  REQUIRE(st);
+  CHECK(st->success());
+}
