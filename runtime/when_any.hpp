@@ -7,6 +7,11 @@
 // resumes only after every child has finished, so no child outlives it. A loser that
 // ignores cancellation delays the result until it finishes. If the winner threw, its
 // exception is rethrown.
+// Cancel safety (as Tokio's select!): a loser that completed anyway — e.g. a channel
+// recv() that had already taken a value when the winner finished — has its result
+// dropped with it. Race only operations whose loss is harmless (sleeps, I/O waits that
+// return operation_canceled, lock waits, whose guard is released), or use timeout(),
+// which returns a result that arrived at the deadline instead of dropping it.
 // Result: variadic form → std::variant<R...> whose index() is the winner's position;
 // range form → std::pair<std::size_t, R> (winner index, value). void → std::monostate.
 // Thread-safety: children may finish on different workers; the winner is decided by one
