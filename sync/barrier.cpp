@@ -8,18 +8,28 @@ bool barrier::arrive_locked(detail::wake_batch& batch) noexcept {
     return false;
   }
   m_remaining = m_expected;
-  ++m_phase;
   while (m_waiters.pop_into(batch, detail::wait_status::granted) != nullptr) {
   }
   return true;
 }
 
-// Outside the lock, before the phase's waiters are woken.
+// Outside the lock, before the phase's waiters are woken. The phase counts (phase())
+// once the completion has run.
 void barrier::complete_phase(detail::wake_batch& batch) noexcept {
   if (m_completion) {
     m_completion();
   }
+  m_lock.lock();
+  ++m_phase;
+  m_lock.unlock();
   batch.wake_all();
+}
+
+// Under m_lock: a queued waiter always belongs to the current phase (a completing phase
+// takes all of them), so its arrival is taken back.
+void barrier::on_unlinked(void* self, detail::wake_batch&) noexcept {
+  auto* b = static_cast<barrier*>(self);
+  ++b->m_remaining;
 }
 
 void barrier::arrive_and_drop() noexcept {
@@ -47,6 +57,9 @@ bool barrier_wait_operation::try_now(wake_batch&) noexcept {
 }
 
 void barrier_wait_operation::after_completed() noexcept { m_barrier->complete_phase(m_phase_waiters); }
+
+// Under the lock: try_now() arrived (not last), then a stop already requested won.
+void barrier_wait_operation::cancelled_before_queueing() noexcept { ++m_barrier->m_remaining; }
 
 }  // namespace detail
 

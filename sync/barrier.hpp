@@ -50,6 +50,7 @@ class barrier_wait_operation : public wait_operation<barrier_wait_operation> {
   }
   bool try_now(wake_batch& batch) noexcept;
   void after_completed() noexcept;
+  void cancelled_before_queueing() noexcept;
 
  private:
   barrier* m_barrier;
@@ -70,8 +71,12 @@ class barrier {
   ~barrier() = default;
 
   /// Awaitable: arrives (when awaited) and waits for the phase to complete. Yields
-  /// result<void>. Cancellation: a stop ends the wait with operation_canceled; the
-  /// arrival still counts (the phase can complete without the cancelled task waiting).
+  /// result<void>. Cancellation: a stop that wins before the phase completes ends the
+  /// wait with operation_canceled and takes the arrival back (the phase then still needs
+  /// as many arrivals as before; the task may arrive again). A stop that loses to the
+  /// phase's completion is ignored: the wait succeeds. The last arrival never waits, so
+  /// it cannot be cancelled.
+  /// Precondition: the barrier is not destroyed while anyone waits.
   [[nodiscard]] detail::barrier_wait_operation arrive_and_wait(std::stop_token token = {}) noexcept {
     return {*this, m_waiters, std::move(token)};
   }
@@ -79,7 +84,10 @@ class barrier {
   /// Arrives without waiting and lowers the expected count of later phases by one.
   void arrive_and_drop() noexcept;
 
-  /// The number of completed phases.
+  /// The number of completed phases: a phase counts once its completion function has
+  /// returned (so a waiter woken by the phase, or the last arriver after its
+  /// arrive_and_wait, always sees it counted; an observer never sees a phase counted
+  /// whose completion is still running).
   [[nodiscard]] std::uint64_t phase() noexcept {
     m_lock.lock();
     std::uint64_t p = m_phase;
@@ -94,13 +102,15 @@ class barrier {
   /// waiters to `batch`. Returns true for the last arrival.
   bool arrive_locked(detail::wake_batch& batch) noexcept;
   void complete_phase(detail::wake_batch& batch) noexcept;
+  /// A waiter left its phase without it completing (cancelled, or its frame destroyed).
+  static void on_unlinked(void* self, detail::wake_batch& batch) noexcept;
 
   detail::sync_spin_lock m_lock;
   std::ptrdiff_t m_expected;   // guarded by m_lock
   std::ptrdiff_t m_remaining;  // guarded by m_lock
-  std::uint64_t m_phase = 0;   // guarded by m_lock
+  std::uint64_t m_phase = 0;   // completed phases (after their completion); guarded by m_lock
   std::function<void()> m_completion;
-  detail::waiter_list m_waiters{m_lock};
+  detail::waiter_list m_waiters{m_lock, this, &barrier::on_unlinked};
 };
 
 }  // namespace corio

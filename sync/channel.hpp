@@ -18,6 +18,9 @@
 // between two tasks stays on one worker), else through the waiter's runtime's global
 // queue. An operation that completes at once still yields its worker every 128 operations
 // (the task's cooperative budget).
+// Cancel safety: recv is not cancel-safe as a losing branch of when_any: a value it took
+// is dropped with the branch; use timeout() — which returns a value that arrived — or
+// try_recv. (Likewise a send that completed in a losing branch has delivered its value.)
 #pragma once
 
 #include <cstddef>
@@ -152,8 +155,13 @@ class channel {
   }
 
   /// Awaitable yielding result<T>: the oldest value.
-  /// Cancellation: a waiting recv ends with operation_canceled and takes nothing (no
-  /// value is lost: values are only moved into a receiver that is then woken).
+  /// Cancellation: a recv whose stop wins the race with a sender ends with
+  /// operation_canceled and has taken nothing (the value stays in the channel for the
+  /// next receiver). A recv that a sender served first returns the value even if the
+  /// stop came at the same moment; whoever awaits it must then keep that result.
+  /// recv is not cancel-safe as a losing branch of when_any: a value it took is dropped
+  /// with the branch (when_any discards a loser's result). Use timeout() — which returns
+  /// a value that arrived as the deadline passed — or try_recv() instead.
   /// Errors: errc::closed once closed and drained, operation_canceled.
   [[nodiscard]] detail::channel_recv_operation<T> recv(std::stop_token token = {}) noexcept {
     return {*this, std::move(token)};

@@ -10,11 +10,13 @@ task<result<void>> condition_variable::wait(mutex_guard& g, std::stop_token toke
   co_return r;
 }
 
-task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_point deadline) {
+task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_point deadline,
+                                                  std::stop_token token) {
   mutex* m = g.release();
   // timeout() races the wait against a sleep; the loser is cancelled through the
   // inherited token, so the wait op always finishes (and always released the mutex).
-  auto r = co_await timeout(detail::cv_wait_operation(m_waiters, *m, {}),
+  // `token` stops the wait op itself: operation_canceled, passed through by timeout().
+  auto r = co_await timeout(detail::cv_wait_operation(m_waiters, *m, std::move(token)),
                             std::chrono::duration_cast<clock::duration>(deadline - clock::now()));
   g = co_await m->scoped_lock();
   co_return r;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <stop_token>
 #include <system_error>
 #include <utility>
@@ -49,9 +50,16 @@ class cv_wait_operation : public wait_operation<cv_wait_operation> {
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
     mutex* m = m_mutex;
-    if (!suspend(h)) {
-      m->unlock();  // not queued (a stop came first): release anyway, the caller re-locks
-      return false;
+    switch (suspend_outcome(h)) {
+      case wait_outcome::completed:
+        m->unlock();  // never queued (a stop came first): release anyway, the caller re-locks
+        return false;
+      case wait_outcome::unblocked:
+        // Not on a corio worker: the thread blocked while queued and the wait is over;
+        // after_queued_action() already released the mutex (it may be someone else's now).
+        return false;
+      case wait_outcome::suspended:
+        break;
     }
     return true;  // after_queued_action() released the mutex
   }
@@ -88,11 +96,14 @@ class condition_variable {
   /// Precondition: g.owns_lock(). On return g owns the mutex again, in every outcome.
   /// Cancellation: `token` or the inherited token ends the wait with
   /// operation_canceled (after re-locking). Errors: operation_canceled only.
+  /// Off a corio worker (a coroutine resumed by a plain thread) the wait blocks that
+  /// thread, with the same results.
   task<result<void>> wait(mutex_guard& g, std::stop_token token = {});
 
   /// Waits until pred() holds (checked under the mutex). Yields result<void>;
   /// operation_canceled if stopped first.
   template <class Pred>
+    requires std::predicate<Pred&>
   task<result<void>> wait(mutex_guard& g, Pred pred, std::stop_token token = {}) {
     while (!pred()) {
       if (auto r = co_await wait(g, token); !r) {
@@ -102,20 +113,23 @@ class condition_variable {
     co_return result<void>{};
   }
 
-  /// Like wait(g), but gives up after `d`: std::errc::timed_out (mutex re-locked).
+  /// Like wait(g, token), but gives up after `d` (or at `deadline`): std::errc::timed_out
+  /// (mutex re-locked). A notify that arrives as the deadline passes is reported as a
+  /// success. Errors: timed_out, operation_canceled (`token` or the inherited token).
   template <class Rep, class Period>
-  task<result<void>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d) {
-    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d));
+  task<result<void>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, std::stop_token token = {}) {
+    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d),
+                                  std::move(token));
   }
-  task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline);
+  task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline, std::stop_token token = {});
 
-  /// Waits until pred() holds or `d` passes. Yields pred()'s final value (false on
-  /// timeout), or operation_canceled if the awaiting task is cancelled.
-  template <class Rep, class Period, class Pred>
-  task<result<bool>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, Pred pred) {
-    const clock::time_point deadline = clock::now() + std::chrono::duration_cast<clock::duration>(d);
+  /// Waits until pred() holds or the deadline passes. Yields pred()'s final value (false
+  /// on timeout), or operation_canceled if `token` or the awaiting task is stopped.
+  template <class Pred>
+    requires std::predicate<Pred&>
+  task<result<bool>> wait_until(mutex_guard& g, clock::time_point deadline, Pred pred, std::stop_token token = {}) {
     while (!pred()) {
-      auto r = co_await wait_until(g, deadline);
+      auto r = co_await wait_until(g, deadline, token);
       if (!r) {
         if (r.error() == std::errc::timed_out) {
           co_return pred();
@@ -124,6 +138,13 @@ class condition_variable {
       }
     }
     co_return true;
+  }
+  template <class Rep, class Period, class Pred>
+    requires std::predicate<Pred&>
+  task<result<bool>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, Pred pred,
+                              std::stop_token token = {}) {
+    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d), std::move(pred),
+                                  std::move(token));
   }
 
   /// Wakes the oldest waiter, if any.

@@ -29,13 +29,16 @@ class latch {
   latch& operator=(const latch&) = delete;
 
   /// Decrements the count by `n`; at zero, releases the waiters.
-  /// Precondition: n <= the current count (debug: assert).
+  /// Precondition: 0 <= n <= the current count. Misuse (counting below zero): debug
+  /// builds abort with a message; release builds treat it as reaching zero — the
+  /// decrement that crosses zero opens the latch, later ones change nothing visible.
   void count_down(std::ptrdiff_t n = 1) noexcept {
     // acq_rel: release publishes our writes to whoever sees zero; acquire (for the one
     // that reaches zero) gathers everyone's before it opens the latch.
     std::ptrdiff_t before = m_count.fetch_sub(n, std::memory_order_acq_rel);
     assert(before >= n && "corio::latch::count_down: below zero");
-    if (before == n) {
+    // The one decrement that takes the count from positive to <= 0 opens the latch.
+    if (before > 0 && before <= n) {
       m_open.set();
     }
   }

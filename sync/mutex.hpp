@@ -132,7 +132,9 @@ class mutex {
   [[nodiscard]] mutex_guard try_scoped_lock() noexcept { return try_lock() ? mutex_guard(*this) : mutex_guard(); }
 
   /// Releases the mutex, handing it to the oldest waiter if any.
-  /// Precondition: the mutex is locked (debug: assert); not necessarily by this thread.
+  /// Precondition: the mutex is locked; not necessarily by this thread.
+  /// Misuse: unlocking a free mutex aborts with a message in debug builds; release builds
+  /// ignore it (no-op). (Unlocking a mutex someone else holds cannot be detected.)
   void unlock() noexcept {
     std::uint32_t expected = kLocked;
     // release: publishes our critical section to the next try_lock()'s acquire CAS.
@@ -140,7 +142,10 @@ class mutex {
                                         std::memory_order_relaxed)) {
       return;
     }
-    assert(expected != kUnlocked && "corio::mutex::unlock: the mutex is not locked");
+    if (expected == kUnlocked) {
+      assert(!"corio::mutex::unlock: the mutex is not locked");
+      return;  // release builds: defined as a no-op
+    }
     unlock_slow();
   }
 

@@ -2,7 +2,8 @@
 //
 // Concept: send(v) stores (or hands over) the value; `co_await os.recv()` waits for it.
 // One value per oneshot: a second send fails with errc::full, a second recv gets
-// errc::closed. close() without a value wakes the receiver with errc::closed (a value
+// errc::closed (receivers already waiting when the value is handed to the oldest of them
+// are woken with errc::closed at once). close() without a value wakes the receiver with errc::closed (a value
 // already sent stays receivable). Plain threads use recv_blocking().
 // Thread-safety: every member from any thread.
 // Cost: one spin-lock section per operation; the value is moved at most twice; no
@@ -88,6 +89,10 @@ class oneshot {
     } else if (detail::waiter* w = m_waiters.pop_into(batch, detail::wait_status::granted)) {
       static_cast<std::optional<T>*>(w->slot)->emplace(std::move(value));
       m_state = state::taken;
+      // The value is gone: every other waiting receiver ends now with errc::closed, as a
+      // later recv would.
+      while (m_waiters.pop_into(batch, detail::wait_status::closed) != nullptr) {
+      }
     } else {
       m_value.emplace(std::move(value));
       m_state = state::has_value;
@@ -99,6 +104,9 @@ class oneshot {
   /// Awaitable yielding result<T>. Errors: errc::closed (closed without a value, or the
   /// value was already taken), operation_canceled (a waiting recv was stopped; a value
   /// sent later stays receivable).
+  /// recv is not cancel-safe as a losing branch of when_any: a value it took is dropped
+  /// with the branch (and the oneshot is spent); use timeout() — which returns a value
+  /// that arrived — or try_recv.
   [[nodiscard]] detail::oneshot_recv_operation<T> recv(std::stop_token token = {}) noexcept {
     return {*this, std::move(token)};
   }

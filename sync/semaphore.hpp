@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <limits>
 #include <stop_token>
+#include <system_error>
 #include <utility>
 
 #include <corio/runtime/result.hpp>
@@ -78,13 +79,16 @@ class semaphore_acquire_operation : public wait_operation<semaphore_acquire_oper
   semaphore_acquire_operation(semaphore_acquire_operation&& o) noexcept
       : wait_operation(std::move(o)), m_sem(o.m_sem) {}
 
-  bool await_ready() noexcept { return ready_under_lock(); }
+  bool await_ready() noexcept;
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
     return suspend(h);
   }
   result<semaphore_permit> await_resume() noexcept {
     reset_callbacks();
+    if (m_invalid) {
+      return unexpected(std::make_error_code(std::errc::invalid_argument));
+    }
     if (status != wait_status::granted) {
       return unexpected(cancelled_error());
     }
@@ -95,6 +99,7 @@ class semaphore_acquire_operation : public wait_operation<semaphore_acquire_oper
 
  private:
   semaphore* m_sem;
+  bool m_invalid = false;  // more permits asked than the semaphore can ever hold
 };
 
 }  // namespace detail
@@ -103,8 +108,9 @@ class semaphore {
  public:
   static constexpr std::size_t no_max = std::numeric_limits<std::size_t>::max();
 
-  /// `initial` permits; `max` (optional) is the most permits it may ever hold, checked by
-  /// release() (debug: assert; release builds clamp to `max`).
+  /// `initial` permits; `max` (optional) is the most permits it may ever hold.
+  /// Misuse: release() past `max` aborts with a message in debug builds; release builds
+  /// clamp the count to `max`. acquire(n) / try_acquire(n) with n > max fail (see them).
   explicit semaphore(std::size_t initial, std::size_t max = no_max) noexcept : m_count(initial), m_max(max) {
     assert(initial <= max && "corio::semaphore: initial count above the declared maximum");
   }
@@ -117,12 +123,15 @@ class semaphore {
   /// returns them when destroyed (or call permit.forget() and release() by hand).
   /// Cancellation: `token` or the inherited token ends a waiting acquire with
   /// operation_canceled; it takes nothing and loses its place (waiters behind it may then
-  /// be served). Errors: operation_canceled only. Resumes on: see the header.
+  /// be served). Errors: operation_canceled; std::errc::invalid_argument at once, without
+  /// queueing, when `n` exceeds the semaphore's `max` (it could never be satisfied, and
+  /// as the FIFO head it would block every waiter behind it forever).
+  /// Resumes on: see the header.
   [[nodiscard]] detail::semaphore_acquire_operation acquire(std::size_t n = 1, std::stop_token token = {}) noexcept {
     return {*this, m_waiters, n, std::move(token)};
   }
 
-  /// Takes `n` permits if available and nobody waits.
+  /// Takes `n` permits if available and nobody waits (false for n > max).
   [[nodiscard]] bool try_acquire(std::size_t n = 1) noexcept {
     m_lock.lock();
     bool ok = take_locked(n);
@@ -131,7 +140,8 @@ class semaphore {
   }
 
   /// Returns `n` permits and wakes the waiters they satisfy, oldest first.
-  /// Precondition: the count stays <= max (debug: assert).
+  /// Precondition: the count stays <= max (debug: abort with a message; release builds
+  /// clamp the count to max).
   void release(std::size_t n = 1) noexcept;
 
   /// Permits available now (a snapshot).
@@ -170,6 +180,13 @@ inline void semaphore_permit::release() noexcept {
 }
 
 namespace detail {
+inline bool semaphore_acquire_operation::await_ready() noexcept {
+  if (amount > m_sem->m_max) {
+    m_invalid = true;  // fail fast: never queue a request that can never be granted
+    return true;
+  }
+  return ready_under_lock();
+}
 inline bool semaphore_acquire_operation::try_now(wake_batch&) noexcept {
   if (m_sem->take_locked(amount)) {
     status = wait_status::granted;

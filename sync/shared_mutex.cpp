@@ -5,7 +5,11 @@ namespace corio {
 void shared_mutex::unlock() noexcept {
   detail::wake_batch batch;
   m_lock.lock();
-  assert(m_writer && "corio::shared_mutex::unlock: not held exclusively");
+  if (!m_writer) {
+    m_lock.unlock();
+    assert(!"corio::shared_mutex::unlock: not held exclusively");
+    return;  // release builds: defined as a no-op
+  }
   m_writer = false;
   dispatch_locked(batch, true);
   m_lock.unlock();
@@ -14,7 +18,11 @@ void shared_mutex::unlock() noexcept {
 void shared_mutex::unlock_shared() noexcept {
   detail::wake_batch batch;
   m_lock.lock();
-  assert(m_active_readers > 0 && "corio::shared_mutex::unlock_shared: not held shared");
+  if (m_active_readers == 0) {
+    m_lock.unlock();
+    assert(!"corio::shared_mutex::unlock_shared: not held shared");
+    return;  // release builds: defined as a no-op (the count does not wrap)
+  }
   --m_active_readers;
   dispatch_locked(batch, false);
   m_lock.unlock();

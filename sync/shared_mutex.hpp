@@ -116,9 +116,11 @@ class shared_mutex {
     m_lock.unlock();
     return ok;
   }
-  /// Precondition: held exclusively (debug: assert).
+  /// Precondition: held exclusively. Misuse (not held exclusively): debug builds abort
+  /// with a message; release builds ignore the call (no-op).
   void unlock() noexcept;
-  /// Precondition: held shared (debug: assert).
+  /// Precondition: held shared. Misuse (no reader holds it): debug builds abort with a
+  /// message; release builds ignore the call (no-op; the reader count never wraps).
   void unlock_shared() noexcept;
 
  private:

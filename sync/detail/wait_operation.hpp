@@ -39,6 +39,13 @@ struct no_action {
   void operator()() const noexcept {}
 };
 
+/// How wait() ended.
+enum class wait_outcome {
+  completed,  ///< never queued: completed or cancelled at once (after_queued_action not run)
+  suspended,  ///< queued and the coroutine stays suspended (after_queued_action ran)
+  unblocked,  ///< queued, the thread blocked and was woken (after_queued_action ran)
+};
+
 template <class Derived>
 class wait_operation : public waiter {
  public:
@@ -68,6 +75,9 @@ class wait_operation : public waiter {
   /// Derived may shadow this to finish an immediate completion once the lock is dropped
   /// (barrier runs its completion function there). Called by wait() only.
   void after_completed() noexcept {}
+  /// Derived may shadow this to undo what a failed try_now() did when the wait is then
+  /// cancelled before it is queued (barrier takes its arrival back). Under the lock.
+  void cancelled_before_queueing() noexcept {}
 
   /// Stop callback body (any thread).
   void cancel() noexcept {
@@ -111,9 +121,15 @@ class wait_operation : public waiter {
   /// await_suspend body. Returns true when the coroutine stays suspended.
   template <class P>
   bool suspend(std::coroutine_handle<P> h, bool honour_inherited = true) {
+    return suspend_outcome(h, honour_inherited) == wait_outcome::suspended;
+  }
+  /// Like suspend(), but tells a thread that blocked while queued (after_queued_action
+  /// ran, the wait is over) from a wait that never queued.
+  template <class P>
+  wait_outcome suspend_outcome(std::coroutine_handle<P> h, bool honour_inherited = true) {
     if (m_yield) {
       detail::schedule_yield(h);
-      return true;
+      return wait_outcome::suspended;
     }
     return wait(h, honour_inherited ? detail::inherited_token_of(h) : nullptr);
   }
@@ -129,7 +145,7 @@ class wait_operation : public waiter {
 
   /// The slow path: queue and suspend (coroutine on a worker) or block (a thread, or a
   /// coroutine running outside any corio runtime).
-  bool wait(std::coroutine_handle<> h, const std::stop_token* inherited) {
+  wait_outcome wait(std::coroutine_handle<> h, const std::stop_token* inherited) {
     home = h ? detail::current_runtime() : nullptr;
     std::optional<thread_parker> parked;
     if (home == nullptr) {
@@ -153,8 +169,10 @@ class wait_operation : public waiter {
     } else if (status == wait_status::cancelled || m_token.stop_requested() ||
                (inherited != nullptr && inherited->stop_requested())) {
       status = wait_status::cancelled;
+      derived().cancelled_before_queueing();
     } else {
       list->push_back(this);
+      m_published = true;  // owner-only flag: other threads may now touch `status`
       queued = true;
     }
     lk.unlock();
@@ -163,20 +181,23 @@ class wait_operation : public waiter {
       if (status == wait_status::granted) {
         derived().after_completed();
       }
-      return false;
+      return wait_outcome::completed;
     }
     // From here on another thread may wake (and resume) us: `this` is off limits.
     after_queued();
     if (parked) {
       parked->wait();  // the waker's notify() orders its writes (status) before us
-      return false;
+      return wait_outcome::unblocked;
     }
-    return true;
+    return wait_outcome::suspended;
   }
 
   /// Debug/defensive: a node destroyed while queued (shutdown) leaves its list.
+  /// A node that was never queued was only ever touched by its owner: no lock. Once
+  /// published, `status` is read under the lock (a granter or canceller on another
+  /// thread writes it under the lock); a detached node points at the dead list.
   void abandon() noexcept {
-    if (status != wait_status::queued || list == nullptr) {
+    if (!m_published || list == nullptr) {
       return;
     }
     wake_batch batch;
@@ -200,6 +221,7 @@ class wait_operation : public waiter {
   std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_explicit_cb;
   std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_inherited_cb;
   bool m_yield = false;
+  bool m_published = false;  ///< was queued at some point (owner thread only)
 
  private:
   Derived& derived() noexcept { return static_cast<Derived&>(*this); }

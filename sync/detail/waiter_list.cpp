@@ -48,26 +48,49 @@ void waiter::wake_behind() noexcept {
 
 // Destroying a primitive with waiters.
 //
-// Normally a bug: assert in debug builds; in release builds the waiters are detached and
-// never resumed (their frames leak rather than touch freed memory).
+// Normally a bug: abort with a message in debug builds; in release builds the waiters are
+// detached and never resumed (their frames leak rather than touch freed memory).
 // Exception: runtime shutdown destroys suspended frames in arbitrary order, so a
 // primitive living in one task's frame may die before the frames of tasks waiting on it.
 // We recognise that case by the waiter's home runtime being in its stopping state (set
 // before any frame is destroyed) and detach such waiters silently: their frames are about
-// to be destroyed too, and a detached node's destructor does not touch the list.
-waiter_list::~waiter_list() {
+// to be destroyed too.
+// A detached node points at dead_list() with a final status (cancelled), so its stop
+// callback (cancel()) and its destructor (abandon()) lock a live lock, see a final status
+// and do nothing.
+waiter_list& waiter_list::dead_list() noexcept {
+  static sync_spin_lock dead_lock;
+  static waiter_list dead(dead_lock);
+  return dead;
+}
+
+bool waiter_list::detach_all() noexcept {
+  bool bug = false;
+  waiter_list& dead = dead_list();
+  m_lock->lock();
   while (waiter* w = m_head) {
     remove(w);
-    const bool shutting_down = w->home != nullptr && w->home->stopping();
-    w->list = nullptr;
+    bug = bug || !(w->home != nullptr && w->home->stopping());
     w->status = wait_status::cancelled;
-    if (!shutting_down) {
-#ifndef NDEBUG
-      std::fprintf(stderr, "corio: a sync primitive was destroyed while a task or thread was waiting on it\n");
-      std::abort();
-#endif
-    }
+    w->list = &dead;
   }
+  m_lock->unlock();
+  return bug;
+}
+
+waiter_list::~waiter_list() {
+  if (m_head == nullptr) {
+    return;
+  }
+  const bool bug = detach_all();
+#ifndef NDEBUG
+  if (bug) {
+    std::fprintf(stderr, "corio: a sync primitive was destroyed while a task or thread was waiting on it\n");
+    std::abort();
+  }
+#else
+  (void)bug;
+#endif
 }
 
 }  // namespace corio::detail

@@ -159,8 +159,18 @@ class waiter_list {
   waiter_list& operator=(const waiter_list&) = delete;
   /// A list destroyed with waiters is a bug (the primitive died under them), except when
   /// their runtime is shutting down and destroys frames in arbitrary order: see
-  /// waiter_list.cpp. Remaining waiters are detached and never resumed.
+  /// waiter_list.cpp. Remaining waiters are detached (detach_all) and never resumed.
   ~waiter_list();
+
+  /// Takes every waiter off this list without waking it: each is marked cancelled and
+  /// pointed at dead_list(), so a later stop callback or destructor of its operation is a
+  /// no-op instead of touching this (dying) list. Takes the lock itself. Returns whether
+  /// a detached waiter was not part of a runtime shutdown (i.e. the primitive's owner
+  /// destroyed it under its waiters: a bug).
+  bool detach_all() noexcept;
+
+  /// The list detached waiters point at: a real lock, never any waiter linked.
+  static waiter_list& dead_list() noexcept;
 
   [[nodiscard]] bool empty() const noexcept { return m_head == nullptr; }
   [[nodiscard]] waiter* front() const noexcept { return m_head; }

@@ -141,16 +141,102 @@ TEST_CASE("channel: close wakes waiting receivers and senders with closed", "[sy
 TEST_CASE("channel: a cancelled recv takes nothing and the value goes to the next receiver", "[sync][channel]") {
   corio::runtime rt(corio_test::sync_config());
   corio::channel<int> ch(1);
-  std::error_code ec;
-  int got = -1;
-  rt.block_on([](corio::channel<int>& ch, std::error_code& ec, int& got) -> corio::task<void> {
-    auto r = co_await corio::timeout(ch.recv(), 5ms);
-    ec = r ? std::error_code{} : r.error();
+  std::error_code first_ec;
+  int second_got = -1;
+  rt.block_on([](corio::channel<int>& ch, std::error_code& first_ec, int& second_got) -> corio::task<void> {
+    std::stop_source src;
+    // Two receivers wait, the cancelled one at the head of the queue.
+    auto first = corio::spawn([](corio::channel<int>& ch, std::stop_token t, std::error_code& ec) -> corio::task<void> {
+      auto r = co_await ch.recv(t);
+      ec = r ? std::error_code{} : r.error();
+    }(ch, src.get_token(), first_ec));
+    co_await corio::sleep_for(3ms);
+    auto second = corio::spawn([](corio::channel<int>& ch, int& got) -> corio::task<void> {
+      got = (co_await ch.recv()).value_or(-1);
+    }(ch, second_got));
+    co_await corio::sleep_for(3ms);
+    src.request_stop();
     (void)co_await ch.send(5);
-    got = (co_await ch.recv()).value_or(-1);
-  }(ch, ec, got));
-  REQUIRE(ec == std::errc::timed_out);
-  REQUIRE(got == 5);
+    co_await first;
+    co_await second;
+  }(ch, first_ec, second_got));
+  REQUIRE(first_ec == std::errc::operation_canceled);
+  REQUIRE(second_got == 5);
+  REQUIRE(ch.try_recv().error() == corio::errc::empty);
+}
+
+TEST_CASE("channel: a recv timing out as the value arrives, with a second receiver waiting, loses nothing", "[sync][channel]") {
+  // The head receiver's deadline and the send race; the value must end up exactly once
+  // with the head (timeout() returns a value that arrived) or with the receiver behind.
+  corio::runtime rt(corio_test::sync_config());
+  std::atomic<int> bad{0};
+  std::atomic<int> head_got{0};
+  std::atomic<int> second_got{0};
+  rt.block_on([](std::atomic<int>& bad, std::atomic<int>& head_got, std::atomic<int>& second_got) -> corio::task<void> {
+    corio_test::xorshift rng(7);
+    for (int round = 0; round < 200; ++round) {
+      corio::channel<int> ch(1);
+      std::atomic<int> head_result{0};    // 1 value, 2 timed_out, 3 other
+      std::atomic<int> second_result{0};  // 1 value, 2 closed, 3 other
+      auto head = corio::spawn([](corio::channel<int>& ch, std::atomic<int>& res) -> corio::task<void> {
+        auto r = co_await corio::timeout(ch.recv(), 300us);
+        res.store(r ? (*r == 5 ? 1 : 3) : (r.error() == std::errc::timed_out ? 2 : 3));
+      }(ch, head_result));
+      co_await corio::sleep_for(100us);
+      auto second = corio::spawn([](corio::channel<int>& ch, std::atomic<int>& res) -> corio::task<void> {
+        auto r = co_await ch.recv();
+        res.store(r ? (*r == 5 ? 1 : 3) : (r.error() == corio::errc::closed ? 2 : 3));
+      }(ch, second_result));
+      co_await corio::sleep_for(std::chrono::microseconds(120 + rng.below(160)));  // around the deadline
+      (void)co_await ch.send(5);
+      co_await head;
+      if (head_result.load() == 1) {
+        ch.close();  // the second receiver gets nothing: closed
+      }
+      co_await second;
+      const int h = head_result.load();
+      const int s2 = second_result.load();
+      const bool ok = (h == 1 && s2 == 2) || (h == 2 && s2 == 1);
+      if (!ok || ch.try_recv().has_value()) {
+        bad.fetch_add(1);
+      }
+      head_got.fetch_add(h == 1);
+      second_got.fetch_add(s2 == 1);
+    }
+  }(bad, head_got, second_got));
+  REQUIRE(bad.load() == 0);
+  REQUIRE(head_got.load() + second_got.load() == 200);
+}
+
+TEST_CASE("channel: timeout(recv) returns a value that arrived as the deadline passed", "[sync][channel]") {
+  // Senders aim at the deadline; whatever was sent is either returned by the timeout or
+  // still in the channel: never dropped.
+  corio::runtime rt(corio_test::sync_config());
+  std::atomic<int> lost{0};
+  std::atomic<int> returned{0};
+  rt.block_on([](std::atomic<int>& lost, std::atomic<int>& returned) -> corio::task<void> {
+    corio_test::xorshift rng(11);
+    for (int round = 0; round < 300; ++round) {
+      corio::channel<int> ch(1);
+      auto sender = corio::spawn([](corio::channel<int>& ch, unsigned delay_us) -> corio::task<void> {
+        co_await corio::sleep_for(std::chrono::microseconds(delay_us));
+        (void)ch.try_send(1);
+      }(ch, 150 + rng.below(100)));
+      auto r = co_await corio::timeout(ch.recv(), 200us);
+      co_await sender;
+      int got = r ? 1 : 0;
+      if (!r && r.error() != std::errc::timed_out) {
+        lost.fetch_add(1);
+      }
+      got += ch.try_recv().has_value() ? 1 : 0;
+      if (got != 1) {
+        lost.fetch_add(1);
+      }
+      returned.fetch_add(r ? 1 : 0);
+    }
+  }(lost, returned));
+  REQUIRE(lost.load() == 0);
+  REQUIRE(returned.load() > 0);
 }
 
 TEST_CASE("channel: plain threads and tasks exchange values with the blocking calls", "[sync][channel]") {
@@ -209,4 +295,40 @@ TEST_CASE("oneshot: close without a value wakes the receiver with closed", "[syn
   REQUIRE(os.recv_blocking().error() == corio::errc::closed);
   t.join();
   REQUIRE(os.send(1).error() == corio::errc::closed);
+}
+
+TEST_CASE("oneshot: receivers waiting when the value is sent: one gets it, the others get closed at once", "[sync][oneshot]") {
+  corio::runtime rt(corio_test::sync_config());
+  corio::oneshot<int> os;
+  std::atomic<int> values{0};
+  std::atomic<int> closed{0};
+  std::atomic<int> other{0};
+  rt.block_on([](corio::oneshot<int>& os, std::atomic<int>& values, std::atomic<int>& closed,
+                 std::atomic<int>& other) -> corio::task<void> {
+    std::vector<corio::join_handle<void>> hs;
+    for (int i = 0; i < 3; ++i) {
+      hs.push_back(corio::spawn([](corio::oneshot<int>& os, std::atomic<int>& values, std::atomic<int>& closed,
+                                   std::atomic<int>& other) -> corio::task<void> {
+        // Before the fix the others never woke: the 2 s timeout reports timed_out.
+        auto r = co_await corio::timeout(os.recv(), 2s);
+        if (r && *r == 9) {
+          values.fetch_add(1);
+        } else if (!r && r.error() == corio::errc::closed) {
+          closed.fetch_add(1);
+        } else {
+          other.fetch_add(1);
+        }
+      }(os, values, closed, other)));
+    }
+    co_await corio::sleep_for(5ms);  // all three wait
+    if (!os.send(9)) {
+      other.fetch_add(10);
+    }
+    for (auto& h : hs) {
+      co_await h;
+    }
+  }(os, values, closed, other));
+  REQUIRE(values.load() == 1);
+  REQUIRE(closed.load() == 2);
+  REQUIRE(other.load() == 0);
 }

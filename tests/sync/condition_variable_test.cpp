@@ -4,6 +4,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <exception>
+#include <thread>
 #include <deque>
 #include <stop_token>
 #include <vector>
@@ -11,6 +14,7 @@
 #include <corio/runtime/runtime.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
 #include <corio/sync/mutex.hpp>
 
 #include "sync_helpers.hpp"
@@ -26,7 +30,119 @@ struct box {
   bool ready = false;
 };
 
+/// A coroutine that is not a corio task: it starts at once on the calling thread and
+/// never runs on a corio worker, so every corio wait inside it blocks that thread.
+struct thread_coroutine {
+  struct promise_type {
+    thread_coroutine get_return_object() noexcept {
+      return {std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> h;
+};
+
+thread_coroutine off_runtime_waiter(box& b, std::atomic<bool>& notifier_inside, std::atomic<int>& bad,
+                                    std::atomic<bool>& done) {
+  auto g = co_await b.m.scoped_lock();
+  auto r = co_await b.cv.wait(g, [&] { return b.ready; });
+  // The notifier still held the mutex when it notified: we may only get it back after it
+  // left its critical section.
+  if (!r || !g.owns_lock() || notifier_inside.load()) {
+    bad.fetch_add(1);
+  }
+  g.unlock();
+  done.store(true);
+}
+
 }  // namespace
+
+TEST_CASE("condition_variable: a waiter off the runtime (blocking) releases the mutex exactly once", "[sync][condition_variable]") {
+  // Regression: on the blocking path wait() unlocked the mutex after queueing and
+  // await_suspend unlocked it again, releasing the notifier's lock (or, with the mutex
+  // free, asserting).
+  box b;
+  std::atomic<bool> notifier_inside{false};
+  std::atomic<int> bad{0};
+  std::atomic<bool> done{false};
+  std::thread notifier([&] {
+    std::this_thread::sleep_for(5ms);
+    while (!b.m.try_lock()) {
+      std::this_thread::yield();
+    }
+    b.ready = true;
+    notifier_inside.store(true);
+    b.cv.notify_one();
+    std::this_thread::sleep_for(20ms);  // hold the mutex while the waiter wakes
+    notifier_inside.store(false);
+    b.m.unlock();
+  });
+  thread_coroutine c = off_runtime_waiter(b, notifier_inside, bad, done);
+  notifier.join();
+  const bool finished = c.h.done();
+  c.h.destroy();
+  REQUIRE(finished);
+  REQUIRE(done.load());
+  REQUIRE(bad.load() == 0);
+  REQUIRE_FALSE(b.m.is_locked());
+}
+
+TEST_CASE("condition_variable: wait_until with a predicate, and explicit stop tokens on the timed waits", "[sync][condition_variable]") {
+  corio::runtime rt(corio_test::sync_config());
+  box b;
+  bool notified = false;
+  bool timed_out_false = true;
+  std::error_code stopped_until;
+  std::error_code stopped_for;
+  std::error_code stopped_until_pred;
+  bool owns_after_all = false;
+  rt.block_on([](box& b, bool& notified, bool& timed_out_false, std::error_code& su, std::error_code& sf,
+                 std::error_code& sup, bool& owns) -> corio::task<void> {
+    // 1. notified before the deadline: true.
+    auto n = corio::spawn([](box& b) -> corio::task<void> {
+      co_await corio::sleep_for(2ms);
+      {
+        auto g = co_await b.m.scoped_lock();
+        b.ready = true;
+      }
+      b.cv.notify_all();
+    }(b));
+    auto g = co_await b.m.scoped_lock();
+    auto r1 = co_await b.cv.wait_until(g, corio::clock::now() + 5s, [&] { return b.ready; });
+    notified = r1.has_value() && *r1 && g.owns_lock();
+    co_await n;
+    // 2. nobody notifies: the deadline passes, pred() is false.
+    b.ready = false;
+    auto r2 = co_await b.cv.wait_until(g, corio::clock::now() + 3ms, [&] { return b.ready; });
+    timed_out_false = r2.has_value() && !*r2;
+    // 3. explicit tokens stop each timed form long before its deadline.
+    std::stop_source src;
+    auto stopper = corio::spawn([](std::stop_source& src) -> corio::task<void> {
+      co_await corio::sleep_for(3ms);
+      src.request_stop();
+    }(src));
+    auto r3 = co_await b.cv.wait_until(g, corio::clock::now() + 10s, src.get_token());
+    su = r3 ? std::error_code{} : r3.error();
+    co_await stopper;
+    // (already stopped: the remaining waits end at once)
+    auto r4 = co_await b.cv.wait_for(g, 10s, src.get_token());
+    sf = r4 ? std::error_code{} : r4.error();
+    auto r5 = co_await b.cv.wait_until(g, corio::clock::now() + 10s, [&] { return b.ready; }, src.get_token());
+    sup = r5 ? std::error_code{} : r5.error();
+    auto r6 = co_await b.cv.wait_for(g, 10s, [&] { return b.ready; }, src.get_token());
+    owns = !r6 && r6.error() == std::errc::operation_canceled && g.owns_lock() && b.m.is_locked();
+  }(b, notified, timed_out_false, stopped_until, stopped_for, stopped_until_pred, owns_after_all));
+  REQUIRE(notified);
+  REQUIRE(timed_out_false);
+  REQUIRE(stopped_until == std::errc::operation_canceled);
+  REQUIRE(stopped_for == std::errc::operation_canceled);
+  REQUIRE(stopped_until_pred == std::errc::operation_canceled);
+  REQUIRE(owns_after_all);
+  REQUIRE_FALSE(b.m.is_locked());
+}
 
 TEST_CASE("condition_variable: wait with a predicate returns once a notifier made it true", "[sync][condition_variable]") {
   corio::runtime rt(corio_test::sync_config());

@@ -3,14 +3,20 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <string>
+#include <cstdlib>
 #include <chrono>
 #include <stop_token>
+#include <thread>
 #include <vector>
 
 #include <corio/runtime/runtime.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
 #include <corio/sync/barrier.hpp>
+#include <corio/sync/detail/wait_operation.hpp>
+#include <corio/sync/detail/waiter_list.hpp>
 #include <corio/sync/latch.hpp>
 
 #include "sync_helpers.hpp"
@@ -162,4 +168,130 @@ TEST_CASE("barrier: arrive_and_drop lowers the count of later phases", "[sync][b
     ok = r1.has_value() && r2.has_value() && bar.phase() == 2;
   }(bar, ok));
   REQUIRE(ok);
+}
+
+TEST_CASE("barrier: a cancelled arrive_and_wait takes its arrival back", "[sync][barrier]") {
+  corio::runtime rt(corio_test::sync_config());
+  corio::barrier bar(2);
+  std::error_code waiting_stopped;
+  std::error_code pre_stopped;
+  std::error_code lone;
+  bool pair_ok = false;
+  std::uint64_t phase_after = 99;
+  rt.block_on([](corio::barrier& bar, std::error_code& ws, std::error_code& ps, std::error_code& lone,
+                 bool& pair_ok) -> corio::task<void> {
+    // A waiting arrival that is stopped.
+    std::stop_source src;
+    auto w = corio::spawn([](corio::barrier& bar, std::stop_token t, std::error_code& ec) -> corio::task<void> {
+      auto r = co_await bar.arrive_and_wait(t);
+      ec = r ? std::error_code{} : r.error();
+    }(bar, src.get_token(), ws));
+    co_await corio::sleep_for(3ms);
+    src.request_stop();
+    co_await w;
+    // An arrival whose token is already stopped (cancelled before it queues).
+    auto r = co_await bar.arrive_and_wait(src.get_token());
+    ps = r ? std::error_code{} : r.error();
+    // Neither counted: one arrival alone does not complete the phase (timed out, and the
+    // timed-out arrival is taken back too)...
+    auto t = co_await corio::timeout(bar.arrive_and_wait(), 5ms);
+    lone = t ? std::error_code{} : t.error();
+    // ... two do.
+    auto other = corio::spawn([](corio::barrier& bar) -> corio::task<corio::result<void>> {
+      co_return co_await bar.arrive_and_wait();
+    }(bar));
+    auto mine = co_await bar.arrive_and_wait();
+    auto theirs = co_await other;
+    pair_ok = mine.has_value() && theirs.has_value();
+  }(bar, waiting_stopped, pre_stopped, lone, pair_ok));
+  phase_after = bar.phase();
+  REQUIRE(waiting_stopped == std::errc::operation_canceled);
+  REQUIRE(pre_stopped == std::errc::operation_canceled);
+  REQUIRE(lone == std::errc::timed_out);
+  REQUIRE(pair_ok);
+  REQUIRE(phase_after == 1);
+}
+
+TEST_CASE("barrier: phase() counts a phase only once its completion function has run", "[sync][barrier]") {
+  corio::runtime rt(corio_test::sync_config());
+  std::uint64_t seen_in_completion = 99;
+  corio::barrier* self = nullptr;
+  corio::barrier bar(2, [&] { seen_in_completion = self->phase(); });
+  self = &bar;
+  std::uint64_t seen_by_waiter = 99;
+  rt.block_on([](corio::barrier& bar, std::uint64_t& seen_by_waiter) -> corio::task<void> {
+    auto w = corio::spawn([](corio::barrier& bar, std::uint64_t& seen) -> corio::task<void> {
+      (void)co_await bar.arrive_and_wait();
+      seen = bar.phase();
+    }(bar, seen_by_waiter));
+    co_await corio::sleep_for(2ms);
+    (void)co_await bar.arrive_and_wait();
+    co_await w;
+  }(bar, seen_by_waiter));
+  REQUIRE(seen_in_completion == 0);
+  REQUIRE(seen_by_waiter == 1);
+  REQUIRE(bar.phase() == 1);
+}
+
+namespace {
+
+/// A bare wait on a raw waiter_list, for the detach test.
+class probe_wait : public corio::detail::wait_operation<probe_wait> {
+ public:
+  using wait_operation::wait_operation;
+  bool try_now(corio::detail::wake_batch&) noexcept { return false; }
+  using wait_operation::block;
+};
+
+}  // namespace
+
+TEST_CASE("waiter_list: a waiter detached from a destroyed list can still be stopped and destroyed", "[sync][detach]") {
+  // What a release build does when a primitive dies under its waiters (and any build at
+  // runtime shutdown): the waiters are detached, never resumed. A later stop request or
+  // the waiter's destruction must not touch the dead list (it used to be set to null:
+  // the stop callback dereferenced it).
+  corio::detail::sync_spin_lock lock;
+  auto* list = new corio::detail::waiter_list(lock);
+  std::stop_source src;
+  probe_wait op(*list, src.get_token());
+  std::thread t([&] { op.block(); });
+  for (;;) {
+    lock.lock();
+    const bool queued = op.status == corio::detail::wait_status::queued;
+    lock.unlock();
+    if (queued) {
+      break;
+    }
+    std::this_thread::yield();
+  }
+  const bool was_bug = list->detach_all();  // a plain thread waited: not a shutdown
+  delete list;                               // empty now: no debug abort
+  src.request_stop();                        // runs op.cancel() on the detached node
+  const bool still_cancelled = op.status == corio::detail::wait_status::cancelled;
+  const bool on_dead_list = op.list == &corio::detail::waiter_list::dead_list();
+  op.parker->notify();  // detached waiters are never resumed: let the test thread go
+  t.join();
+  REQUIRE(was_bug);
+  REQUIRE(still_cancelled);
+  REQUIRE(on_dead_list);
+}
+
+TEST_CASE("latch: counting below zero aborts in debug builds and opens the latch in release builds", "[sync][latch][misuse]") {
+  auto out = corio_test::run_in_child([] {
+    corio::latch l(1);
+    l.count_down(2);
+    if (!l.try_wait()) {
+      std::_Exit(3);
+    }
+    l.count_down();  // further misuse changes nothing visible
+    if (!l.try_wait()) {
+      std::_Exit(4);
+    }
+  });
+  if (corio_test::debug_build) {
+    REQUIRE(out.aborted);
+    REQUIRE(out.err.find("corio::latch::count_down: below zero") != std::string::npos);
+  } else {
+    REQUIRE(out.exited_0);
+  }
 }

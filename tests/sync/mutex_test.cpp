@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <string>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <stop_token>
@@ -182,4 +184,25 @@ TEST_CASE("mutex: scoped_lock ignores the inherited cancellation and always gets
   }(m, got));
   REQUIRE(got);
   REQUIRE_FALSE(m.is_locked());
+}
+
+TEST_CASE("mutex: unlocking a free mutex aborts in debug builds and is a no-op in release builds", "[sync][mutex][misuse]") {
+  auto out = corio_test::run_in_child([] {
+    corio::mutex m;
+    m.unlock();
+    // release builds: still usable
+    if (!m.try_lock() || !m.is_locked()) {
+      std::_Exit(3);
+    }
+    m.unlock();
+    if (m.is_locked()) {
+      std::_Exit(4);
+    }
+  });
+  if (corio_test::debug_build) {
+    REQUIRE(out.aborted);
+    REQUIRE(out.err.find("corio::mutex::unlock: the mutex is not locked") != std::string::npos);
+  } else {
+    REQUIRE(out.exited_0);
+  }
 }

@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <string>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -39,6 +41,9 @@ TEST_CASE("shared_mutex: a waiting writer holds back new readers (writer prefere
     }(m, order));
     co_await corio::sleep_for(5ms);
     bool late_reader_blocked = !m.try_lock_shared();
+    if (!late_reader_blocked) {
+      m.unlock_shared();  // wrongly admitted: give it back so the test fails, not hangs
+    }
     auto r2 = corio::spawn([](corio::shared_mutex& m, std::vector<char>& order) -> corio::task<void> {
       auto g = co_await m.lock_shared();
       order.push_back('R');
@@ -97,4 +102,40 @@ TEST_CASE("shared_mutex: readers and writers under contention see consistent dat
   REQUIRE(concurrent_readers_max.load() > 1);
   REQUIRE(m.try_lock());
   m.unlock();
+}
+
+TEST_CASE("shared_mutex: unlock_shared / unlock without holders abort in debug builds, are no-ops in release builds", "[sync][shared_mutex][misuse]") {
+  auto shared = corio_test::run_in_child([] {
+    corio::shared_mutex m;
+    m.unlock_shared();
+    // release builds: the reader count did not wrap, a writer still gets in
+    if (!m.try_lock()) {
+      std::_Exit(3);
+    }
+    m.unlock();
+  });
+  auto exclusive = corio_test::run_in_child([] {
+    corio::shared_mutex m;
+    if (!m.try_lock_shared()) {
+      std::_Exit(5);
+    }
+    m.unlock();  // held shared, not exclusively
+    if (m.try_lock()) {  // the reader still holds it
+      std::_Exit(6);
+    }
+    m.unlock_shared();
+    if (!m.try_lock()) {
+      std::_Exit(7);
+    }
+    m.unlock();
+  });
+  if (corio_test::debug_build) {
+    REQUIRE(shared.aborted);
+    REQUIRE(shared.err.find("corio::shared_mutex::unlock_shared: not held shared") != std::string::npos);
+    REQUIRE(exclusive.aborted);
+    REQUIRE(exclusive.err.find("corio::shared_mutex::unlock: not held exclusively") != std::string::npos);
+  } else {
+    REQUIRE(shared.exited_0);
+    REQUIRE(exclusive.exited_0);
+  }
 }

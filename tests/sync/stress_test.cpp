@@ -63,8 +63,9 @@ TEST_CASE("mutex: random cancellation of waiters under contention loses no hand-
     std::int64_t counter = 0;
     std::atomic<std::int64_t> granted{0};
     std::atomic<std::int64_t> cancelled{0};
+    std::atomic<bool> hung{false};
     rt.block_on([](corio::mutex& m, std::int64_t& counter, std::atomic<std::int64_t>& granted,
-                   std::atomic<std::int64_t>& cancelled, int round) -> corio::task<void> {
+                   std::atomic<std::int64_t>& cancelled, std::atomic<bool>& hung, int round) -> corio::task<void> {
       constexpr int kTasks = 2000;
       std::vector<std::unique_ptr<std::stop_source>> sources;
       std::vector<corio::join_handle<void>> hs;
@@ -100,16 +101,29 @@ TEST_CASE("mutex: random cancellation of waiters under contention loses no hand-
           co_await corio::yield_now{};
         }
       }
-      for (auto& h : hs) {
-        co_await h;
+      // Watchdog: a lost hand-off leaves a waiter suspended forever (or the mutex held by
+      // nobody). Give the whole phase 60 s; on expiry record the failure and stop every
+      // waiter so the test ends (and fails) instead of hanging until meson's timeout.
+      std::size_t joined = 0;
+      auto all = co_await corio::timeout(corio_test::join_all(hs, joined), 60s);
+      if (!all) {
+        hung.store(true);
+        for (auto& s : sources) {
+          s->request_stop();
+        }
+        (void)co_await corio::timeout(corio_test::join_all(hs, joined), 10s);
+        co_return;  // (tasks still stuck are destroyed with the runtime)
       }
       // A lost hand-off would leave the mutex held forever: this would time out.
       auto last = co_await corio::timeout(m.lock(), 5s);
       if (last) {
         ++counter;
         granted.fetch_add(1);
+      } else {
+        hung.store(true);
       }
-    }(m, counter, granted, cancelled, round));
+    }(m, counter, granted, cancelled, hung, round));
+    REQUIRE_FALSE(hung.load());
     REQUIRE(counter == granted.load());
     REQUIRE(granted.load() + cancelled.load() == 2001);
     REQUIRE_FALSE(m.is_locked());
@@ -329,4 +343,197 @@ TEST_CASE("sync: randomized interleavings with random yields keep every invarian
     REQUIRE(sem.available() == 2);
     REQUIRE_FALSE(m.is_locked());
   }
+}
+
+TEST_CASE("channel: random cancellation of senders and receivers delivers every item exactly once", "[sync][channel][stress]") {
+  // Senders and receivers race timeouts (inherited token) and explicit tokens that a
+  // chaos task stops at random; a cancelled send is retried with the same item, a
+  // cancelled recv is retried. Every item must be received exactly once, with no hang
+  // (a watchdog turns a hang into a failure).
+  constexpr int kSenders = 4;
+  constexpr int kReceivers = 4;
+  constexpr int kPerSender = 5000;
+  constexpr int kTotal = kSenders * kPerSender;
+  constexpr int kSources = 256;
+  corio::runtime rt(corio_test::sync_config());
+  for (std::size_t capacity : {std::size_t{0}, std::size_t{4}}) {
+    corio::channel<int> ch(capacity);
+    std::vector<std::atomic<std::uint8_t>> seen(kTotal);
+    std::vector<std::unique_ptr<std::stop_source>> sources;
+    for (int i = 0; i < kSources; ++i) {
+      sources.push_back(std::make_unique<std::stop_source>());
+    }
+    std::atomic<bool> hung{false};
+    std::atomic<std::int64_t> cancels{0};
+    rt.block_on([](corio::channel<int>& ch, std::vector<std::atomic<std::uint8_t>>& seen,
+                   std::vector<std::unique_ptr<std::stop_source>>& sources, std::atomic<bool>& hung,
+                   std::atomic<std::int64_t>& cancels) -> corio::task<void> {
+      std::vector<corio::join_handle<void>> senders;
+      std::vector<corio::join_handle<void>> receivers;
+      for (int r = 0; r < kReceivers; ++r) {
+        receivers.push_back(corio::spawn([](corio::channel<int>& ch, std::vector<std::atomic<std::uint8_t>>& seen,
+                                            std::vector<std::unique_ptr<std::stop_source>>& sources,
+                                            std::atomic<std::int64_t>& cancels, int r) -> corio::task<void> {
+          corio_test::xorshift rng(static_cast<std::uint64_t>(100 + r));
+          for (;;) {
+            corio::result<int> v;
+            switch (rng.below(3)) {
+              case 0: v = co_await corio::timeout(ch.recv(), std::chrono::microseconds(rng.below(40))); break;
+              case 1: v = co_await ch.recv(sources[rng.below(kSources)]->get_token()); break;
+              default: v = co_await ch.recv(); break;
+            }
+            if (v) {
+              seen[static_cast<std::size_t>(*v)].fetch_add(1, std::memory_order_relaxed);
+            } else if (v.error() == corio::errc::closed) {
+              co_return;
+            } else {
+              cancels.fetch_add(1, std::memory_order_relaxed);
+            }
+          }
+        }(ch, seen, sources, cancels, r)));
+      }
+      for (int s = 0; s < kSenders; ++s) {
+        senders.push_back(corio::spawn([](corio::channel<int>& ch, std::vector<std::unique_ptr<std::stop_source>>& sources,
+                                          std::atomic<std::int64_t>& cancels, int s) -> corio::task<void> {
+          corio_test::xorshift rng(static_cast<std::uint64_t>(200 + s));
+          for (int i = s * kPerSender; i < (s + 1) * kPerSender;) {
+            corio::result<void> r;
+            switch (rng.below(3)) {
+              case 0: r = co_await corio::timeout(ch.send(i), std::chrono::microseconds(rng.below(40))); break;
+              case 1: r = co_await ch.send(i, sources[rng.below(kSources)]->get_token()); break;
+              default: r = co_await ch.send(i); break;
+            }
+            if (r) {
+              ++i;
+            } else {
+              cancels.fetch_add(1, std::memory_order_relaxed);
+            }
+          }
+        }(ch, sources, cancels, s)));
+      }
+      auto chaos = corio::spawn([](std::vector<std::unique_ptr<std::stop_source>>& sources) -> corio::task<void> {
+        corio_test::xorshift rng(5);
+        for (int i = 0; i < kSources; ++i) {
+          co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
+          sources[rng.below(kSources)]->request_stop();
+        }
+      }(sources));
+      std::size_t sent_joined = 0;
+      auto sent = co_await corio::timeout(corio_test::join_all(senders, sent_joined), 120s);
+      ch.close();  // receivers drain what is buffered, then see closed
+      std::size_t recv_joined = 0;
+      auto received = co_await corio::timeout(corio_test::join_all(receivers, recv_joined), 60s);
+      co_await chaos;
+      if (!sent || !received) {
+        hung.store(true);
+      }
+    }(ch, seen, sources, hung, cancels));
+    REQUIRE_FALSE(hung.load());
+    std::int64_t once = 0;
+    for (auto& x : seen) {
+      once += (x.load() == 1);
+    }
+    REQUIRE(once == kTotal);
+    REQUIRE(cancels.load() > 0);
+  }
+}
+
+namespace {
+
+struct cv_cancel_state {
+  corio::mutex m;
+  corio::condition_variable cv;
+  std::deque<int> q;
+  bool done = false;  // guarded by m
+};
+
+}  // namespace
+
+TEST_CASE("condition_variable: notify racing random cancellation loses no wake-up and no item", "[sync][condition_variable][stress]") {
+  // Consumers wait plainly, with timeouts, or with explicit tokens a chaos task stops;
+  // producers notify_one per item. A notify granted to a waiter that is being cancelled
+  // must still wake it (it then re-checks the predicate), never vanish: the plain waiters
+  // would otherwise sleep forever (watchdog). Every item is consumed exactly once.
+  constexpr int kProducers = 4;
+  constexpr int kConsumers = 6;
+  constexpr int kPerProducer = 5000;
+  constexpr int kTotal = kProducers * kPerProducer;
+  constexpr int kSources = 128;
+  corio::runtime rt(corio_test::sync_config());
+  cv_cancel_state st;
+  std::vector<std::atomic<std::uint8_t>> seen(kTotal);
+  std::vector<std::unique_ptr<std::stop_source>> sources;
+  for (int i = 0; i < kSources; ++i) {
+    sources.push_back(std::make_unique<std::stop_source>());
+  }
+  std::atomic<bool> hung{false};
+  rt.block_on([](cv_cancel_state& st, std::vector<std::atomic<std::uint8_t>>& seen,
+                 std::vector<std::unique_ptr<std::stop_source>>& sources, std::atomic<bool>& hung) -> corio::task<void> {
+    std::vector<corio::join_handle<void>> producers;
+    std::vector<corio::join_handle<void>> consumers;
+    for (int c = 0; c < kConsumers; ++c) {
+      consumers.push_back(corio::spawn([](cv_cancel_state& st, std::vector<std::atomic<std::uint8_t>>& seen,
+                                          std::vector<std::unique_ptr<std::stop_source>>& sources,
+                                          int c) -> corio::task<void> {
+        corio_test::xorshift rng(static_cast<std::uint64_t>(300 + c));
+        auto ready = [&] { return !st.q.empty() || st.done; };
+        for (;;) {
+          auto g = co_await st.m.scoped_lock();
+          if (c % 3 == 0) {
+            (void)co_await st.cv.wait(g, ready);  // never cancelled
+          } else if (c % 3 == 1) {
+            (void)co_await st.cv.wait_for(g, std::chrono::microseconds(rng.below(50)), ready);
+          } else {
+            (void)co_await st.cv.wait(g, ready, sources[rng.below(kSources)]->get_token());
+          }
+          if (!st.q.empty()) {
+            seen[static_cast<std::size_t>(st.q.front())].fetch_add(1, std::memory_order_relaxed);
+            st.q.pop_front();
+          } else if (st.done) {
+            co_return;
+          }
+        }
+      }(st, seen, sources, c)));
+    }
+    for (int p = 0; p < kProducers; ++p) {
+      producers.push_back(corio::spawn([](cv_cancel_state& st, int p) -> corio::task<void> {
+        for (int i = p * kPerProducer; i < (p + 1) * kPerProducer; ++i) {
+          {
+            auto g = co_await st.m.scoped_lock();
+            st.q.push_back(i);
+          }
+          st.cv.notify_one();
+          if (i % 7 == 0) {
+            co_await corio::yield_now{};
+          }
+        }
+      }(st, p)));
+    }
+    auto chaos = corio::spawn([](std::vector<std::unique_ptr<std::stop_source>>& sources) -> corio::task<void> {
+      corio_test::xorshift rng(9);
+      for (int i = 0; i < kSources; ++i) {
+        co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
+        sources[rng.below(kSources)]->request_stop();
+      }
+    }(sources));
+    std::size_t pj = 0;
+    auto produced = co_await corio::timeout(corio_test::join_all(producers, pj), 120s);
+    {
+      auto g = co_await st.m.scoped_lock();
+      st.done = true;
+    }
+    st.cv.notify_all();
+    std::size_t cj = 0;
+    auto consumed = co_await corio::timeout(corio_test::join_all(consumers, cj), 60s);
+    co_await chaos;
+    if (!produced || !consumed) {
+      hung.store(true);
+    }
+  }(st, seen, sources, hung));
+  REQUIRE_FALSE(hung.load());
+  std::int64_t once = 0;
+  for (auto& x : seen) {
+    once += (x.load() == 1);
+  }
+  REQUIRE(once == kTotal);
 }

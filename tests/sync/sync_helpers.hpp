@@ -1,10 +1,21 @@
 // Helpers shared by the sync/ tests.
 #pragma once
 
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
 
 #include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/task.hpp>
 
 namespace corio_test {
 
@@ -34,5 +45,66 @@ struct xorshift {
   }
   unsigned below(unsigned n) { return static_cast<unsigned>(next() % n); }
 };
+
+/// Awaits hs[next..] in order, advancing `next` (so a watchdog — timeout(join_all(...))
+/// — that cut it short can resume where it stopped: a join_handle stays awaitable after a
+/// cancelled wait).
+inline corio::task<void> join_all(std::vector<corio::join_handle<void>>& hs, std::size_t& next) {
+  while (next < hs.size()) {
+    co_await hs[next];
+    ++next;
+  }
+}
+
+/// How a forked child ended (for the debug "death" tests of misuse).
+struct child_outcome {
+  bool aborted = false;  ///< killed by SIGABRT
+  bool exited_0 = false; ///< returned normally
+  std::string err;       ///< what it wrote to stderr
+};
+
+/// Runs `fn` in a forked child (stderr captured, no core dump). Call it where no
+/// runtime threads are running.
+template <class F>
+child_outcome run_in_child(F fn) {
+  child_outcome out;
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    return out;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::dup2(fds[1], 2);
+    struct rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    fn();
+    std::fflush(stderr);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  char buf[512];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n <= 0) {
+      break;
+    }
+    out.err.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  out.aborted = WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+  out.exited_0 = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  return out;
+}
+
+#ifdef NDEBUG
+inline constexpr bool debug_build = false;
+#else
+inline constexpr bool debug_build = true;
+#endif
 
 }  // namespace corio_test
