@@ -13,9 +13,12 @@
 #include <optional>
 #include <thread>
 
+#include <corio/ipc/process/detail/shield.hpp>
 #include <corio/runtime/blocking.hpp>
 
 namespace corio::ipc {
+
+namespace process_detail = corio::ipc::detail;
 
 namespace {
 
@@ -49,12 +52,28 @@ struct fifo_open {
     return fd;
   }
 
-  void cancel() {
+  // Set by whichever of the awaiter (cancelled, leaving) and the open task (finished)
+  // comes second's counterpart: the first to exchange it to true hands the fd (if any)
+  // to the other. acq_rel: the exchange orders the fd hand-off.
+  std::atomic<bool> abandoned{false};
+
+  void cancel(const std::shared_ptr<fifo_open>& self) {
     cancelled.store(true, std::memory_order_seq_cst);
+    // why a thread: releasing the blocked open may take retries (up to ~100 ms); this
+    // runs inside request_stop(), often on a worker, which must not sleep. The helper
+    // holds the state alive and ends by itself (bounded loop).
+    try {
+      std::thread([self] { self->unblock(200); }).detach();
+    } catch (...) {
+      unblock(1);  // no thread: one non-blocking attempt here, no sleep
+    }
+  }
+
+  void unblock(int tries) {
     // The counterpart end, non-blocking: a reader open always succeeds; a writer open
     // succeeds once our reader is registered (ENXIO before: retry).
     int other = (flags & O_ACCMODE) == O_RDONLY ? O_WRONLY : O_RDONLY;
-    for (int i = 0; i < 200 && stage.load(std::memory_order_seq_cst) == 1; ++i) {
+    for (int i = 0; i < tries && stage.load(std::memory_order_seq_cst) != 2; ++i) {
       int fd = ::open(path.c_str(), other | O_NONBLOCK | O_CLOEXEC);
       if (fd >= 0) {
         ::close(fd);
@@ -62,10 +81,27 @@ struct fifo_open {
       if (stage.load(std::memory_order_acquire) == 2) {
         break;
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
+      if (i + 1 < tries) {
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
     }
   }
 };
+
+/// Runs the blocking open as its own task, so that a cancelled awaiter can leave without
+/// waiting for it (see open_async). Yields the fd, or -errno.
+task<int> run_open(std::shared_ptr<fifo_open> state, std::stop_token token) {
+  auto job = [state] { return state->run(); };  // named: see open_async
+  auto r = co_await spawn_blocking(job, token);
+  int fd = r ? *r : (r.error() == std::errc::operation_canceled ? -ECANCELED : -ESHUTDOWN);
+  if (state->abandoned.exchange(true, std::memory_order_acq_rel) && fd >= 0) {
+    ::close(fd);  // the awaiter has left: nobody will take it
+    fd = -ECANCELED;
+  }
+  co_return fd;
+}
+
+task<int> take(join_handle<int> opener) { co_return co_await opener; }
 
 // Yields the token inherited by the awaiting task (nullptr if none) without suspending.
 struct inherited_token_probe {
@@ -84,7 +120,7 @@ task<result<int>> open_async(std::string path, int flags, std::stop_token token)
   auto state = std::make_shared<fifo_open>();
   state->path = std::move(path);
   state->flags = flags;
-  auto unblock = [state] { state->cancel(); };
+  auto unblock = [state] { state->cancel(state); };
   std::optional<std::stop_callback<decltype(unblock)>> explicit_cb;
   std::optional<std::stop_callback<decltype(unblock)>> inherited_cb;
   if (token.stop_possible()) {
@@ -93,13 +129,29 @@ task<result<int>> open_async(std::string path, int flags, std::stop_token token)
   if (inherited != nullptr && inherited->stop_possible()) {
     inherited_cb.emplace(*inherited, unblock);
   }
-  // A named job: g++ 12 destroys a lambda temporary inside a co_await expression twice.
-  auto job = [state] { return state->run(); };
-  auto r = co_await spawn_blocking(job, token);
+  auto opener = corio::spawn(run_open(state, token));
+  std::optional<int> r;
+  try {
+    // The wait (not the open) is stopped by the explicit and the inherited token: a
+    // cancelled open returns at once even if the blocked open(2) is never released.
+    r = co_await opener.wait(token);
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::operation_canceled) {
+      throw;
+    }
+  }
   explicit_cb.reset();
   inherited_cb.reset();
   if (!r) {
-    co_return unexpected(r.error());
+    if (state->abandoned.exchange(true, std::memory_order_acq_rel)) {
+      // The open task finished first: its result is there; close an fd it got.
+      // shielded: our token is stopped, and the task may be a moment from publishing.
+      int fd = co_await process_detail::shield(take(std::move(opener)));
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+    co_return unexpected(cancelled_error());
   }
   if (*r == -ECANCELED) {
     co_return unexpected(cancelled_error());

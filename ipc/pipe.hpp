@@ -15,9 +15,13 @@
 // Back-pressure: a write completes when the pipe buffer (64 KiB by default, see
 // set_capacity) took the bytes; with a reader that stops, write_all stays suspended.
 // Cancellation: every wait takes a std::stop_token and honours the inherited one
-// (std::errc::operation_canceled). A pending FIFO open is cancelled by opening the other
-// end ourselves with O_NONBLOCK (which releases the blocked open(2)) and closing both; the
-// stop callback may retry that for a few milliseconds until the blocked open returns.
+// (std::errc::operation_canceled). A cancelled FIFO open returns operation_canceled at
+// once; in the background, a short-lived helper thread (not the thread that requested
+// the stop) opens the other end with O_NONBLOCK (which releases the blocked open(2)) and
+// closes both, retrying for up to ~100 ms until the blocked open returns; an fd that the
+// open still produced is closed. Limit: if the blocked open(2) cannot be released that
+// way (the path was unlinked or replaced meanwhile), its blocking-pool thread stays in
+// open(2) until some process opens the other end of that FIFO (the awaiter is not held).
 // Side effect: a peer process blocked opening the same FIFO at that moment is released
 // too (and sees end of file or EPIPE at once).
 #pragma once

@@ -5,6 +5,7 @@
 // (The tutorial's authkey handshake is a separate concept, not shown here.)
 #include "framed.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -20,8 +21,24 @@ task<int> serve(const tcp_listener& listener) {
   while (running) {
     auto conn = co_await listener.accept();
     if (!conn) {
-      std::fprintf(stderr, "accept: %s\n", conn.error().message().c_str());
-      co_return 1;
+      const std::error_code& ec = conn.error();
+      if (ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+          ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory) {
+        // Out of fds or memory: the pending connection stays queued; back off and retry
+        // (a client closing frees an fd), rather than spinning or giving up.
+        std::fprintf(stderr, "accept: %s (backing off)\n", ec.message().c_str());
+        (void)co_await corio::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      if (ec == std::errc::bad_file_descriptor || ec == std::errc::invalid_argument ||
+          ec == std::errc::not_a_socket || ec == std::errc::operation_canceled || ec == corio::errc::closed ||
+          ec == corio::errc::shut_down) {
+        std::fprintf(stderr, "accept: %s (listener closed)\n", ec.message().c_str());
+        co_return 1;
+      }
+      // ECONNABORTED, EPROTO, EPERM (firewall), ...: that one connection failed.
+      std::fprintf(stderr, "accept: %s (continuing)\n", ec.message().c_str());
+      continue;
     }
     std::printf("connection accepted from %s\n", conn->peer_address().value().to_string().c_str());
     for (;;) {

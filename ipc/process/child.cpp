@@ -13,6 +13,7 @@
 
 #include <corio/ipc/process/command.hpp>
 #include <corio/ipc/process/detail/orphan_reaper.hpp>
+#include <corio/ipc/process/detail/shield.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
 #include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/detail/worker.hpp>
@@ -242,14 +243,31 @@ task<result<exit_status>> child::wait(std::stop_token token, on_cancel action) {
   auto r = co_await detail::await_exit(m_pidfd.get(), &info, std::move(token));
   if (!r) {
     if (r.error() == std::errc::operation_canceled && action == on_cancel::kill) {
-      (void)kill(SIGKILL);
-      release();  // the orphan reaper reaps it (the wait cannot go on: we are cancelled)
-      m_pid = -1;
+      co_await kill_and_reap();
     }
     co_return unexpected(r.error());
   }
   reset_reaped(info);
   co_return *m_status;
+}
+
+task<void> child::kill_and_reap() {
+  if (!m_pidfd.is_open() || m_status) {
+    co_return;
+  }
+  (void)kill(SIGKILL);
+  // why shielded: we are cancelled, yet the pid must be gone when the cancelled call
+  // returns. A SIGKILLed process exits in microseconds unless stuck in the kernel (D
+  // state): bounded, and past the bound the orphan reaper takes over.
+  siginfo_t info{};
+  auto reaped = co_await detail::shield(
+      corio::timeout(detail::await_exit(m_pidfd.get(), &info, {}), std::chrono::seconds(1)));
+  if (reaped) {
+    m_pidfd.close();
+  } else {
+    release();
+  }
+  m_pid = -1;  // the handle empties: later waits yield ECHILD
 }
 
 task<result<exit_status>> child::wait_for(clock::duration limit, on_cancel action) {
@@ -261,7 +279,8 @@ task<result<process_output>> child::output(std::string input) {
                                            detail::drain(stdout_pipe()), detail::drain(stderr_pipe()));
   m_out.close();
   m_err.close();
-  auto status = co_await wait();
+  // A stop (when_any, timeout) that ended the I/O also ends this wait: on_cancel::kill.
+  auto status = co_await wait({}, on_cancel::kill);
   if (!status) {
     co_return unexpected(status.error());
   }

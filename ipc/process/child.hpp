@@ -13,6 +13,11 @@
 // SIGCHLD to SIG_IGN or SA_NOCLDWAIT: the kernel would then reap children itself and
 // their pids could be reused under us.)
 //
+// Cancellation: wait() honours its explicit token and the inherited one; what happens to
+// the child then is on_cancel's choice (leave_running by default; wait_for() and
+// output() kill and reap it). try_wait() and kill() never suspend. Dropping a child is
+// never blocking: the orphan reaper reaps it (kill_on_drop: after a SIGKILL).
+//
 // Thread-safety: one owner. Only one of wait() / try_wait() at a time. kill() from any
 // thread while the child is not yet reaped.
 // Cost: the child holds one pidfd and up to three pipe ends.
@@ -70,7 +75,9 @@ class child {
   /// Awaits the exit and reaps the child; yields its exit_status (again on later calls).
   /// Cancellation: the explicit token and the inherited one (when_any, timeout). On
   /// cancel it yields operation_canceled; with on_cancel::kill the child is first sent
-  /// SIGKILL and handed to the orphan reaper (later waits yield ECHILD).
+  /// SIGKILL and reaped before the call returns (its pid is gone; the reap is not
+  /// cancellable and waits at most ~1 s for the kernel to finish the kill, after which
+  /// the orphan reaper takes it over); later waits yield ECHILD.
   /// Errors: ECHILD if the child was released; the ring's errors. Resumes on: a worker.
   task<result<exit_status>> wait(std::stop_token token = {}, on_cancel action = on_cancel::leave_running);
   /// wait() for at most `limit`; std::errc::timed_out after it (the child killed and
@@ -85,6 +92,9 @@ class child {
   /// stderr pipes to their ends, all concurrently (no pipe deadlock whatever the sizes),
   /// then waits. A stream that is not piped is skipped. A child that exits without
   /// reading all of its input is not an error (EPIPE is ignored).
+  /// Cancellation: the inherited token (when_any, timeout) ends the I/O and the wait with
+  /// operation_canceled, and the child is killed and reaped as by on_cancel::kill (its pid
+  /// is gone when the call returns). Data already read is discarded.
   task<result<process_output>> output(std::string input = {});
 
   /// Gives up the handle without reaping: the orphan reaper adopts the child.
@@ -92,6 +102,8 @@ class child {
 
  private:
   void reset_reaped(const siginfo_t& info) noexcept;
+  /// SIGKILL, then reap (uncancellable, at most ~1 s; then the orphan reaper); empties.
+  task<void> kill_and_reap();
 
   pid_t m_pid = -1;
   detail::process_fd m_pidfd;

@@ -13,6 +13,9 @@
 // Errors: the OS error of the read or write; writing after the child closed its end
 // yields EPIPE (the worker threads block SIGPIPE, so no signal kills the parent).
 // Resumes on: the worker whose ring completed the operation (maybe stolen later).
+// Cost: one owned fd each; a read or write is one io_uring SQE (no thread, no copy beyond
+// the kernel's pipe buffer); write_all() loops on short writes; read_to_end() grows its
+// string by 64 KiB (one pipe's capacity) per read.
 #pragma once
 
 #include <cstddef>

@@ -262,7 +262,7 @@ task<result<exit_status>> command::status() const {
   if (!c) {
     co_return unexpected(c.error());
   }
-  co_return co_await c->wait();
+  co_return co_await c->wait({}, on_cancel::kill);
 }
 
 }  // namespace corio::ipc

@@ -20,6 +20,11 @@
 // concurrent setenv(), as with every exec), then edited by env()/env_remove()/env_clear().
 // PATH lookup uses the PATH the child will see (the edited one if env() set PATH).
 //
+// Cancellation: spawn() does not suspend. output() and status() honour the inherited
+// token (when_any, timeout): they yield operation_canceled and kill the child (SIGKILL,
+// then an uncancellable reap of at most ~1 s), consistent with child::wait_for(); a
+// child you spawn() yourself is yours to wait for, kill or drop (see child.hpp).
+//
 // Thread-safety: a command is a plain value; spawn() may be called from any thread, and
 // concurrently on different commands. Cost: one clone + exec (~250-400 µs here), during
 // which the calling thread is suspended by the kernel (vfork semantics: it uses no CPU,
@@ -116,8 +121,12 @@ class command {
 
   /// Spawns with stdout and stderr piped (stdin /dev/null unless set), feeds nothing,
   /// collects both streams and the exit status. Errors: spawn()'s, or the I/O's.
+  /// Cancellation: as child::output(): operation_canceled, and the child is SIGKILLed and
+  /// reaped before the call returns (its pid is gone).
   task<result<process_output>> output() const;
   /// Spawns with the configured stdio and awaits the exit status.
+  /// Cancellation: as child::wait(…, on_cancel::kill): operation_canceled, and the child
+  /// is SIGKILLed and reaped before the call returns (its pid is gone).
   task<result<exit_status>> status() const;
 
   [[nodiscard]] const std::string& program() const noexcept { return m_program; }

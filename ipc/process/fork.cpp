@@ -23,6 +23,7 @@
 
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/io_op.hpp>
+#include <corio/ipc/process/detail/shield.hpp>
 
 namespace corio::ipc {
 
@@ -157,6 +158,33 @@ void fork_server::stop() noexcept {
 
 bool fork_server::running() noexcept { return g_sock.load(std::memory_order_acquire) >= 0; }
 
+namespace {
+
+/// Sends the request and reads the helper's reply (awaited shielded: see fork_raw).
+task<result<void>> request_reply(int sock, msghdr* mp, detail::process_fd* reply_read,
+                                 detail::process_fd* reply_write, std::int32_t* reply) {
+  // MSG_NOSIGNAL: a dead helper is EPIPE here, never a SIGPIPE (even on a thread that
+  // does not block it).
+  auto sent =
+      co_await io_op([sock, mp](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, sock, mp, MSG_NOSIGNAL); });
+  reply_write->close();  // the helper holds its own copy; EOF if it drops the request
+  if (!sent) {
+    co_return unexpected(sent.error() == std::errc::broken_pipe || sent.error() == std::errc::connection_reset
+                             ? std::make_error_code(std::errc::not_connected)
+                             : sent.error());
+  }
+  auto got = co_await io::read(reply_read->get(), std::as_writable_bytes(std::span(reply, 1)));
+  if (!got) {
+    co_return unexpected(got.error());
+  }
+  if (*got != sizeof *reply) {
+    co_return unexpected(std::make_error_code(std::errc::not_connected));
+  }
+  co_return result<void>{};
+}
+
+}  // namespace
+
 task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds) {
   int sock = g_sock.load(std::memory_order_acquire);
   if (sock < 0) {
@@ -190,21 +218,17 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   std::copy(fds.begin(), fds.end(), passed + 1);
   std::memcpy(CMSG_DATA(c), passed, sizeof(int) * (1 + fds.size()));
 
-  msghdr* mp = &msg;
-  auto sent = co_await io_op([sock, mp](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, sock, mp, 0); });
-  reply_write.close();  // the helper holds its own copy; EOF if it drops the request
-  if (!sent) {
-    co_return unexpected(sent.error() == std::errc::broken_pipe || sent.error() == std::errc::connection_reset
-                             ? std::make_error_code(std::errc::not_connected)
-                             : sent.error());
+  // Cancellation is honoured only before the request is sent. Once it may have been
+  // sent, the helper may clone: the send and the reply are awaited without any token
+  // (shield), so that a child that was created is always taken (its pidfd opened) and
+  // returned. A caller that drops it (when_any's loser) hands it to the orphan reaper.
+  if (std::stop_token stop = co_await get_stop_token(); stop.stop_requested()) {
+    co_return unexpected(cancelled_error());
   }
   std::int32_t reply = 0;
-  auto got = co_await io::read(reply_read.get(), std::as_writable_bytes(std::span(&reply, 1)));
-  if (!got) {
-    co_return unexpected(got.error());
-  }
-  if (*got != sizeof reply) {
-    co_return unexpected(std::make_error_code(std::errc::not_connected));
+  auto exchanged = co_await detail::shield(request_reply(sock, &msg, &reply_read, &reply_write, &reply));
+  if (!exchanged) {
+    co_return unexpected(exchanged.error());
   }
   if (reply < 0) {
     co_return unexpected(os_error(reply));

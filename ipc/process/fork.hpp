@@ -24,7 +24,11 @@
 // - In the child, glibc's cached thread id of the main thread is the helper's (the raw
 //   clone bypasses glibc's fork bookkeeping); it is used only for the owner field of
 //   recursive/error-checking mutexes, where it stays consistent.
-// - The helper exits when the parent closes the socket or dies (PR_SET_PDEATHSIG).
+// - The helper exits when the parent closes the socket or dies (PR_SET_PDEATHSIG). The
+//   death signal follows the *thread* that called fork_server::start(), not the
+//   process: if that thread exits while the process goes on (start() called from a
+//   short-lived thread), the helper is SIGKILLed and later fork() calls fail with
+//   ENOTCONN. Call start() from the main thread.
 //
 // Thread-safety: fork() from any worker, concurrently (one sendmsg per request; the
 // helper answers in order). Cost: one sendmsg, one clone of the small helper (~100 µs),
@@ -69,7 +73,15 @@ class fork_server {
 /// own) and appear there as the `fds` span, in order.
 /// Errors: errc::no_runtime off a worker; ENOTCONN if the fork server was not started or
 /// has died; EMSGSIZE above max_args / max_fds; the helper's clone errno (EAGAIN at the
-/// process limit). Cancellation: none (the request is short; its reply is awaited).
+/// process limit).
+/// Cancellation: the inherited token (when_any, timeout) is honoured only until the
+/// request is sent (then operation_canceled, and no child exists). Once the request may
+/// have been sent, the send and the helper's reply are awaited uncancellably (one
+/// sendmsg and one clone of the small helper: ~100 µs), so a child that was created is
+/// never lost: it is returned even if a stop arrived meanwhile (timeout() then yields it,
+/// as it yields any result that arrived). A caller that drops it (when_any's loser, a
+/// discarded result) hands it to the orphan reaper through ~child: it is not killed, and
+/// it is reaped when it exits.
 task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds = {});
 
 namespace detail {

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <vector>
 #include <cstdio>
 #include <mutex>
 #include <pthread.h>
@@ -58,7 +60,65 @@ void start() {
     std::perror("corio: orphan reaper: epoll_create1");
     return;
   }
-  std::thread(reaper_loop).detach();
+  try {
+    std::thread(reaper_loop).detach();
+  } catch (...) {
+    ::close(g_epoll);  // no thread to serve it: every adopt() takes the fallback
+    g_epoll = -1;
+  }
+}
+
+// The fallback, for a pidfd the epoll set refused (ENOMEM, ENOSPC at max_user_watches)
+// or when epoll/the thread never started: a queue polled by its own thread with
+// waitid(WNOHANG) every 10 ms. Never blocks the adopting thread, never kills (a child is
+// SIGKILLed only by kill_on_drop, before adopt()).
+std::mutex g_fallback_mu;
+std::vector<int> g_fallback;  // guarded by g_fallback_mu
+bool g_fallback_running = false;  // guarded by g_fallback_mu
+
+void fallback_loop() noexcept {
+  sigset_t all;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  for (;;) {
+    std::vector<int> fds;
+    {
+      std::lock_guard lock(g_fallback_mu);
+      fds.swap(g_fallback);
+    }
+    std::vector<int> left;
+    for (int fd : fds) {
+      siginfo_t info{};
+      int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info, WEXITED | WNOHANG);
+      if (rc == 0 && info.si_pid == 0) {
+        left.push_back(fd);  // still running
+        continue;
+      }
+      ::close(fd);
+      g_pending.fetch_sub(1, std::memory_order_relaxed);
+    }
+    {
+      std::lock_guard lock(g_fallback_mu);
+      g_fallback.insert(g_fallback.end(), left.begin(), left.end());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void adopt_fallback(int pidfd) noexcept {
+  std::lock_guard lock(g_fallback_mu);
+  try {
+    g_fallback.push_back(pidfd);
+    if (!g_fallback_running) {
+      std::thread(fallback_loop).detach();
+      g_fallback_running = true;
+    }
+  } catch (...) {
+    // No memory or no thread: the pidfd stays queued (if it was) and is reaped once a
+    // later adopt() manages to start the thread; if not even queued, it is leaked open
+    // (the child stays a zombie until we exit) rather than blocking this thread.
+    std::fprintf(stderr, "corio: orphan reaper: cannot start the fallback thread\n");
+  }
 }
 
 }  // namespace
@@ -70,19 +130,14 @@ void orphan_reaper_adopt(int pidfd) noexcept {
   try {
     std::call_once(g_started, start);
   } catch (...) {
-    // std::thread could not start: fall through to the synchronous path below.
+    // std::thread could not start: the fallback below takes the child.
   }
   g_pending.fetch_add(1, std::memory_order_relaxed);
   epoll_event ev{};
   ev.events = EPOLLIN;  // level-triggered: a pidfd stays readable after the exit
   ev.data.fd = pidfd;
   if (g_epoll < 0 || ::epoll_ctl(g_epoll, EPOLL_CTL_ADD, pidfd, &ev) != 0) {
-    // No reaper: do not leave a zombie; kill and reap synchronously.
-    ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-    siginfo_t info{};
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED);
-    ::close(pidfd);
-    g_pending.fetch_sub(1, std::memory_order_relaxed);
+    adopt_fallback(pidfd);  // non-blocking, and no kill the user did not ask for
   }
 }
 

@@ -5,17 +5,22 @@
 //   `inflight` (in the order that worker runs them), or completed;
 // - a worker answers its jobs in order, so a result frame always completes
 //   `inflight.front()`;
-// - `outstanding` counts jobs not yet completed; shutdown() waits for it to reach 0.
+// - `outstanding` counts jobs not yet completed; shutdown() waits for it to reach 0;
+// - a result frame that does not match `inflight.front()` is a protocol error: the worker
+//   is killed and recovered as crashed (never trusted further);
+// - every time jobs go back to `pending` (a worker died), pump_locked() runs at once, so
+//   surviving idle workers take them without waiting for a replacement.
 // A worker's socket is shut down (never closed) while tasks may still use it; the fd is
 // closed when the last reference (reader, writer, slot) to the pool_worker goes.
 #include <corio/ipc/process/process_pool.hpp>
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cerrno>
 #include <deque>
 #include <mutex>
@@ -24,6 +29,7 @@
 #include <corio/ipc/process/fork.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/spawn.hpp>
+#include <corio/sync/event.hpp>
 
 namespace corio::ipc {
 
@@ -173,7 +179,9 @@ struct pool_state {
   std::size_t outstanding = 0;
   std::size_t replaced = 0;
   bool closing = false;
-  completion_signal* idle = nullptr;  // shutdown() waits on it for outstanding == 0
+  bool shutdown_started = false;      // the first shutdown() spawned the shutdown body
+  completion_signal* idle = nullptr;  // the shutdown body waits on it for outstanding == 0
+  corio::event shutdown_done{event_reset::manual};  // set once the workers are reaped
 
   /// Records a job's end (under mu); signals its batch when it was the last one.
   void finish_locked(const pool_job& job, std::uint32_t status, std::span<const std::byte> payload) {
@@ -305,32 +313,57 @@ task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
 task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> old) {
   auto fresh = co_await start_worker();
   std::vector<std::shared_ptr<pool_worker>> kick;
+  bool ok = false;
   {
     std::lock_guard lock(s->mu);
     if (!fresh || s->closing) {
       bool any = std::any_of(s->workers.begin(), s->workers.end(), [](auto& w) { return w->alive; });
       if (!any) {
         s->fail_pending_locked(s->closing ? pool_errc::shut_down : pool_errc::no_workers);
+      } else {
+        kick = s->pump_locked();  // the survivors take what the dead worker left
       }
-      co_return false;
+    } else {
+      std::replace(s->workers.begin(), s->workers.end(), old, *fresh);
+      ++s->replaced;
+      (*fresh)->reader = corio::spawn(reader_loop(s, *fresh));
+      kick = s->pump_locked();
+      ok = true;
     }
-    std::replace(s->workers.begin(), s->workers.end(), old, *fresh);
-    ++s->replaced;
-    (*fresh)->reader = corio::spawn(reader_loop(s, *fresh));
-    kick = s->pump_locked();
   }
   kick_writers(s, std::move(kick));
-  co_return true;
+  co_return ok;
 }
 
-/// After end-of-file on a worker's socket: fail its running job, requeue the rest,
-/// reap it and start a replacement (or, when closing, fail everything left).
-task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
+/// Why a reader stopped reading its worker's socket.
+enum class reader_end {
+  crashed,         ///< end-of-file or a socket error (ECONNRESET, ...): the worker died
+  protocol_error,  ///< a result frame that matches no in-flight job: kill, then as crashed
+  stopped,         ///< the read was cancelled (runtime shutdown): no replacement
+};
+
+void kill_worker(pool_worker& w) noexcept {
+  // Through the pidfd: no pid-reuse race; ESRCH once it is dead (harmless). The fd stays
+  // open for the pool_worker's lifetime (nothing closes it while `w` is referenced).
+  if (w.proc.pidfd() >= 0) {
+    ::syscall(SYS_pidfd_send_signal, w.proc.pidfd(), SIGKILL, nullptr, 0);
+  }
+}
+
+/// After a worker's socket ended: fail its running job, requeue the rest (and hand them
+/// to the survivors at once), reap it and start a replacement (or, when closing or
+/// stopped, fail everything it held).
+task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w, reader_end why) {
+  if (why == reader_end::protocol_error) {
+    kill_worker(*w);
+    (void)co_await w->proc.wait();  // dead before its progress word is read
+  }
   bool closing = false;
+  std::vector<std::shared_ptr<pool_worker>> kick;
   {
     std::lock_guard lock(s->mu);
     w->alive = false;
-    closing = s->closing;
+    closing = s->closing || why == reader_end::stopped;
     std::uint64_t crashed = w->running_job();
     std::vector<pool_job> again;
     for (const pool_job& job : w->inflight) {
@@ -343,11 +376,15 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
       }
     }
     w->inflight.clear();
+    w->outbox.clear();
     s->pending.insert(s->pending.begin(), again.begin(), again.end());
-    if (closing) {
+    if (s->closing) {
       s->fail_pending_locked(pool_errc::shut_down);
+    } else {
+      kick = s->pump_locked();  // idle survivors must not wait for the replacement
     }
   }
+  kick_writers(s, std::move(kick));
   ::shutdown(w->sock.get(), SHUT_RDWR);
   if (!closing) {
     (void)co_await w->proc.wait();  // reap now; the replacement reuses nothing of it
@@ -358,22 +395,36 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
 task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
   std::vector<std::byte> buf(256 * 1024);
   std::size_t have = 0;
+  reader_end why = reader_end::crashed;
   for (;;) {
     if (have == buf.size()) {
       buf.resize(buf.size() * 2);
     }
     auto n = co_await io::read(w->sock.get(), std::span(buf).subspan(have));
-    if (!n || *n == 0) {
+    if (!n) {
+      // Cancelled (runtime shutdown) is not a crash: forking replacements then would be
+      // wrong. Any other error (ECONNRESET, ...) is the worker's death.
+      if (n.error() == std::errc::operation_canceled || n.error() == corio::errc::shut_down) {
+        why = reader_end::stopped;
+      }
+      break;
+    }
+    if (*n == 0) {
       break;
     }
     have += *n;
     std::size_t pos = 0;
+    bool bad = false;
     std::vector<std::shared_ptr<pool_worker>> kick;
     {
       std::lock_guard lock(s->mu);
       while (have - pos >= sizeof(result_header)) {
         result_header h;
         std::memcpy(&h, buf.data() + pos, sizeof h);
+        if (w->inflight.empty() || w->inflight.front().id != h.id) {
+          bad = true;  // not the frame a worker answering in order would send
+          break;
+        }
         std::size_t frame = sizeof h + h.len;
         if (have - pos < frame) {
           if (frame > buf.size()) {
@@ -381,19 +432,62 @@ task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
           }
           break;
         }
-        assert(!w->inflight.empty() && w->inflight.front().id == h.id);
         pool_job job = w->inflight.front();
         w->inflight.pop_front();
         s->finish_locked(job, h.status, std::span<const std::byte>(buf.data() + pos + sizeof h, h.len));
         pos += frame;
       }
-      kick = s->pump_locked();
+      if (!bad) {
+        kick = s->pump_locked();  // (a bad worker gets nothing more: recover() pumps)
+      }
     }
     kick_writers(s, std::move(kick));
+    if (bad) {
+      why = reader_end::protocol_error;
+      break;
+    }
     std::memmove(buf.data(), buf.data() + pos, have - pos);
     have -= pos;
   }
-  co_await recover(s, w);
+  co_await recover(s, w, why);
+}
+
+/// The body of shutdown(), run once as its own task (so that no caller's cancellation
+/// can leave it half-done): waits for every job, closes the sockets, joins the readers,
+/// reaps the workers, then sets shutdown_done.
+task<void> shutdown_body(std::shared_ptr<pool_state> s) {
+  completion_signal idle;
+  bool wait_idle = false;
+  {
+    std::lock_guard lock(s->mu);
+    if (s->outstanding > 0) {
+      s->idle = &idle;
+      wait_idle = true;
+    }
+  }
+  if (wait_idle) {
+    co_await idle;
+  }
+  std::vector<std::shared_ptr<pool_worker>> workers;
+  {
+    std::lock_guard lock(s->mu);
+    s->closing = true;
+    workers = s->workers;
+  }
+  for (auto& w : workers) {
+    ::shutdown(w->sock.get(), SHUT_WR);  // the worker reads end-of-file and exits
+  }
+  for (auto& w : workers) {
+    if (w->reader.valid()) {
+      try {
+        co_await std::move(w->reader);  // the only awaiter of this handle
+      } catch (...) {
+        // errc::shut_down: the runtime is going away; the reap below still runs.
+      }
+    }
+    (void)co_await w->proc.wait();
+  }
+  s->shutdown_done.set();
 }
 
 }  // namespace
@@ -424,6 +518,7 @@ process_pool::~process_pool() {
     workers = m_state->workers;
   }
   for (auto& w : workers) {
+    detail::kill_worker(*w);              // as documented: a job still running is not waited for
     ::shutdown(w->sock.get(), SHUT_RDWR);  // the readers fail what is in flight and exit
   }
 }
@@ -506,31 +601,15 @@ task<std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>>> proces
 }
 
 task<void> process_pool::shutdown() {
-  detail::completion_signal idle;
-  bool wait_idle = false;
+  bool first = false;
   {
     std::lock_guard lock(m_state->mu);
-    if (m_state->outstanding > 0) {
-      m_state->idle = &idle;
-      wait_idle = true;
-    }
+    first = !std::exchange(m_state->shutdown_started, true);
   }
-  if (wait_idle) {
-    co_await idle;
+  if (first) {
+    corio::spawn(detail::shutdown_body(m_state)).detach();
   }
-  std::vector<std::shared_ptr<detail::pool_worker>> workers;
-  {
-    std::lock_guard lock(m_state->mu);
-    m_state->closing = true;
-    workers = m_state->workers;
-  }
-  for (auto& w : workers) {
-    ::shutdown(w->sock.get(), SHUT_WR);  // the worker reads end-of-file and exits
-  }
-  for (auto& w : workers) {
-    co_await std::move(w->reader);
-    (void)co_await w->proc.wait();
-  }
+  (void)co_await m_state->shutdown_done.wait();  // every caller, however many
 }
 
 std::size_t process_pool::size() const noexcept {

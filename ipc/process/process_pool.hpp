@@ -15,14 +15,30 @@
 // memfd page shared with the parent), and clears it after. When a worker's socket hits
 // end-of-file unexpectedly, the job whose id is in that word fails with
 // pool_errc::worker_crashed; its other unanswered jobs (not started, or finished but not
-// yet reported) go back to the queue (so a job may run twice if its worker died after
-// running it: at-least-once, except the crashing job, which never reruns); a replacement
-// worker is forked; the other workers go on.
+// yet reported) go back to the queue at once (the surviving workers take them; so a job
+// may run twice if its worker died after running it: at-least-once, except the crashing
+// job, which never reruns); a replacement worker is forked; the other workers go on. If
+// no replacement can be forked, the survivors run the rest; with no survivor, every
+// pending job fails with pool_errc::no_workers. A result frame that matches no job in
+// flight (a corrupted stream) is treated as a crash: the worker is SIGKILLed first. A
+// worker socket read that is cancelled (runtime shutdown) is not a crash: its jobs fail
+// with pool_errc::shut_down and no replacement is forked.
 //
 // Shutdown: `co_await shutdown()` lets every submitted job finish, then closes the
-// sockets; the workers exit on end-of-file and are reaped. Destroying the pool without
-// it closes the sockets at once (the workers are SIGKILLed and reaped in the background);
-// jobs still awaited then fail with pool_errc::shut_down.
+// sockets; the workers exit on end-of-file and are reaped. It is idempotent and may be
+// awaited by any number of tasks at once: the first call starts the shutdown as its own
+// task; every call resumes once it is done. Destroying the pool without it SIGKILLs the
+// workers (a running job is not waited for) and closes the sockets at once (the workers
+// are reaped in the background by the orphan reaper); jobs still awaited then fail with
+// pool_errc::shut_down.
+//
+// Cancellation: a job, once submitted, cannot be withdrawn: map(), map_unordered(),
+// map_batched(), call() and submit() ignore the inherited token and resume only when
+// every job of the call has a result (use a timeout around them only if you are ready
+// to wait for the jobs anyway). shutdown(): a stop (when_any, timeout) ends that caller's
+// wait with no error reported, but the shutdown itself goes on in the background
+// (idempotent: a later shutdown() waits for the same one). start() is cancellable only
+// before each worker's fork request is sent (see fork_raw).
 //
 // Thread-safety: every member may be called from any worker concurrently; one mutex
 // guards the queues (no syscall under it). Resumes on: the worker that completed the
@@ -68,11 +84,14 @@ class process_pool {
   /// Starts `workers` worker processes. Errors: fork_raw()'s (ENOTCONN: no fork server).
   /// `window`: most jobs in flight per worker.
   static task<result<std::unique_ptr<process_pool>>> start(std::size_t workers, std::size_t window = 4096);
+  /// Without a completed shutdown(): SIGKILLs the workers, fails awaited jobs with
+  /// pool_errc::shut_down; the workers are reaped in the background. Never blocks.
   ~process_pool();
   process_pool(const process_pool&) = delete;
   process_pool& operator=(const process_pool&) = delete;
 
   /// Runs one job; yields its result bytes. Errors: pool_errc.
+  /// Cancellation: none (a submitted job runs; see the header comment), as for every map.
   task<result<std::vector<std::byte>>> submit(pool_job_fn fn, std::vector<std::byte> job);
   /// Runs every job; results in job order.
   task<std::vector<result<std::vector<std::byte>>>> map(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs);
@@ -147,7 +166,9 @@ class process_pool {
     co_return out;
   }
 
-  /// Lets every submitted job finish, then stops and reaps the workers. Idempotent.
+  /// Lets every submitted job finish, then stops and reaps the workers. Idempotent and
+  /// safe to await concurrently (every caller resumes when it is done). Cancellation: a
+  /// stop ends this caller's wait early; the shutdown goes on (see the header comment).
   task<void> shutdown();
 
   [[nodiscard]] std::size_t size() const noexcept;

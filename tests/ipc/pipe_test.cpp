@@ -123,3 +123,53 @@ TEST_CASE("fifo: a pending open with no peer is cancelled without leaking a desc
   }
   CHECK(corio_test::open_fd_count() == fds_before);
 }
+
+namespace {
+struct renamed_open_seen {
+  std::error_code ec;
+  long long stop_us = -1;  // how long request_stop() took on the caller's thread
+};
+task<void> stop_after(std::stop_source* src, std::string from, std::string to, long long* stop_us) {
+  (void)co_await corio::sleep_for(50ms);  // the open is blocked in open(2) by now
+  ::rename(from.c_str(), to.c_str());     // our counterpart open can no longer reach it
+  auto t0 = std::chrono::steady_clock::now();
+  src->request_stop();
+  *stop_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+task<renamed_open_seen> open_then_rename_and_cancel(std::string path, std::string moved) {
+  renamed_open_seen s;
+  std::stop_source src;
+  auto stopper = corio::spawn(stop_after(&src, path, moved, &s.stop_us));
+  auto r = co_await corio::timeout(corio::ipc::open_fifo_reader(path, src.get_token()), 3s);
+  s.ec = r ? std::error_code{} : r.error();
+  co_await stopper;
+  co_return s;
+}
+}  // namespace
+
+TEST_CASE("fifo: a cancelled open returns at once even if the blocked open(2) cannot be released",
+          "[ipc][pipe][fifo][cancel]") {
+  ipc_test::temp_dir dir;
+  std::string path = dir.file("f");
+  std::string moved = dir.file("g");
+  REQUIRE(corio::ipc::make_fifo(path));
+  renamed_open_seen s;
+  {
+    corio::runtime rt(ipc_test::workers(1));
+    s = rt.block_on(open_then_rename_and_cancel(path, moved));
+    // Release the blocking-pool thread still in open(2) (so the runtime can shut down).
+    int fd = -1;
+    for (int i = 0; i < 200 && fd < 0; ++i) {
+      fd = ::open(moved.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) {
+        std::this_thread::sleep_for(5ms);
+      }
+    }
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+  CHECK(s.ec == std::errc::operation_canceled);  // not timed_out: the awaiter was not held
+  CHECK(s.stop_us >= 0);
+  CHECK(s.stop_us < 20000);  // the unblocking retries ran on a helper thread, not here
+}

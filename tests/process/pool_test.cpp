@@ -6,7 +6,10 @@
 #include <corio/ipc/process/process.hpp>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include <algorithm>
 #include <stdexcept>
@@ -200,4 +203,187 @@ TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is re
   CHECK((!s.thrown[1] && s.thrown[1].error() == pool_errc::job_threw));
   CHECK(s.thrown[2]);
   CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}
+
+namespace {
+
+// Writes a result frame for a job that does not exist onto the worker's socket (the only
+// socket in a worker), then runs on: the parent must treat it as a protocol error.
+int corrupt_stream(int x) {
+  for (int fd = 3; fd < 1024; ++fd) {
+    struct stat st{};
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+      corio::ipc::detail::result_header h{0, 0, 0xdeadbeefULL};
+      (void)!::write(fd, &h, sizeof h);
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  return x;
+}
+int sleep_long(int x) {
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  return x;
+}
+int sleep_50ms(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return x;
+}
+int die_slowly_on_0(int x) {
+  if (x == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::raise(SIGKILL);
+  }
+  return x + 1;
+}
+
+struct protocol_seen {
+  std::vector<corio::result<int>> bad;
+  std::vector<corio::result<long>> after;
+  bool started = false;
+};
+corio::task<protocol_seen> pool_protocol_error() {
+  protocol_seen s;
+  auto pool = co_await process_pool::start(1);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  std::vector<int> one(1, 1);
+  s.bad = co_await (*pool)->map<&corrupt_stream>(std::move(one));
+  std::vector<long> two(2, 3);
+  two[1] = 4;
+  s.after = co_await (*pool)->map<&square>(std::move(two));
+  co_await (*pool)->shutdown();
+  co_return s;
+}
+
+corio::task<std::vector<corio::result<int>>> map_sleepers(process_pool* p, std::vector<int> xs) {
+  co_return co_await p->map<&sleep_50ms>(std::move(xs));
+}
+corio::task<std::vector<corio::result<int>>> map_sleep_long(process_pool* p) {
+  std::vector<int> one(1, 1);
+  co_return co_await p->map<&sleep_long>(std::move(one));
+}
+
+struct concurrent_shutdown_seen {
+  bool started = false;
+  bool finished = false;
+  int ok = 0;
+};
+corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown() {
+  concurrent_shutdown_seen s;
+  auto pool = co_await process_pool::start(2);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  process_pool* p = pool->get();
+  std::vector<int> four(4, 1);
+  auto jobs = corio::spawn(map_sleepers(p, std::move(four)));
+  (void)co_await corio::sleep_for(20ms);  // the jobs are in flight
+  auto all = co_await corio::timeout(corio::when_all(p->shutdown(), p->shutdown(), p->shutdown()), 10s);
+  s.finished = all.has_value();
+  auto r = co_await jobs;
+  for (auto& x : r) {
+    s.ok += x.has_value();
+  }
+  co_await p->shutdown();  // idempotent, after the fact too
+  co_return s;
+}
+
+struct drop_seen {
+  pid_t worker = -1;
+  std::vector<corio::result<int>> r;
+};
+corio::task<drop_seen> pool_dropped_mid_job() {
+  drop_seen s;
+  auto pool = co_await process_pool::start(1);
+  if (!pool) {
+    co_return s;
+  }
+  s.worker = (*pool)->worker_pids().front();
+  auto j = corio::spawn(map_sleep_long(pool->get()));
+  (void)co_await corio::sleep_for(100ms);  // the job is running in the worker
+  pool->reset();                            // no shutdown(): the destructor
+  s.r = co_await j;
+  co_return s;
+}
+
+struct stopped_server_seen {
+  std::vector<corio::result<int>> r;
+  bool started = false;
+};
+corio::task<stopped_server_seen> pool_crash_without_replacement() {
+  stopped_server_seen s;
+  auto pool = co_await process_pool::start(2);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  corio::ipc::fork_server::stop();  // no replacement can be forked
+  std::vector<int> xs(10);
+  for (int i = 0; i < 10; ++i) {
+    xs[static_cast<std::size_t>(i)] = i;
+  }
+  s.r = co_await (*pool)->map<&die_slowly_on_0>(xs);
+  co_await (*pool)->shutdown();
+  co_return s;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: a result frame for no job in flight is a protocol error, recovered as a crash",
+          "[process][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_protocol_error());
+  REQUIRE(s.started);
+  REQUIRE(s.bad.size() == 1);
+  CHECK((!s.bad[0] && s.bad[0].error() == pool_errc::worker_crashed));
+  REQUIRE(s.after.size() == 2);
+  CHECK((s.after[0] && *s.after[0] == 9 && s.after[1] && *s.after[1] == 16));
+}
+
+TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_concurrent_shutdown());
+  REQUIRE(s.started);
+  CHECK(s.finished);
+  CHECK(s.ok == 4);
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}
+
+TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  drop_seen s;
+  {
+    corio::runtime rt(workers(2));
+    s = rt.block_on(pool_dropped_mid_job());
+  }
+  REQUIRE(s.worker > 0);
+  REQUIRE(s.r.size() == 1);
+  CHECK((!s.r[0] && s.r[0].error() == pool_errc::shut_down));
+  // The job sleeps 10 s: only a SIGKILL makes the worker go this soon.
+  CHECK(process_test::pid_gone_within(s.worker, 3000ms));
+}
+
+// Keep last: it stops the process-wide fork server (restarted at the end).
+TEST_CASE("process_pool: a crash with no replacement possible hands the jobs to the survivors", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  stopped_server_seen s;
+  {
+    corio::runtime rt(workers(2));
+    s = rt.block_on(pool_crash_without_replacement());
+  }
+  (void)corio::ipc::fork_server::start();  // single-threaded again (the runtime is gone)
+  REQUIRE(s.started);
+  REQUIRE(s.r.size() == 10);
+  CHECK((!s.r[0] && s.r[0].error() == pool_errc::worker_crashed));
+  bool others_ok = true;
+  for (int i = 1; i < 10; ++i) {
+    auto& r = s.r[static_cast<std::size_t>(i)];
+    others_ok = others_ok && r && *r == i + 1;
+  }
+  CHECK(others_ok);
 }

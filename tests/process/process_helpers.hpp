@@ -2,8 +2,10 @@
 #pragma once
 
 #include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -92,6 +94,38 @@ inline int zombies_after_settle(std::chrono::milliseconds limit) {
     zombie_children(true);
   }
   return z;
+}
+
+/// True once `pid` no longer exists at all (not even as a zombie): kill(pid, 0) is ESRCH.
+inline bool pid_gone(pid_t pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+
+/// Waits up to `limit` for pid_gone(pid).
+inline bool pid_gone_within(pid_t pid, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pid_gone(pid)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+/// Reads a decimal pid from `path` (written by a child's `echo $$ > path`), waiting up to
+/// 2 s for it to appear; -1 if it never does.
+inline pid_t pid_from_file(const std::string& path) {
+  for (int i = 0; i < 200; ++i) {
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+      long pid = -1;
+      int got = std::fscanf(f, "%ld", &pid);
+      std::fclose(f);
+      if (got == 1 && pid > 0) {
+        return static_cast<pid_t>(pid);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
 }
 
 }  // namespace process_test

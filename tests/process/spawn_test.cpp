@@ -278,12 +278,47 @@ corio::task<cancel_seen> cancel_with_kill() {
   co_await stopper;
   co_return s;
 }
-corio::task<corio::result<corio::ipc::exit_status>> wait_for_short() {
+struct wait_for_seen {
+  corio::result<corio::ipc::exit_status> st = corio::unexpected(std::make_error_code(std::errc::io_error));
+  pid_t pid = -1;
+};
+corio::task<wait_for_seen> wait_for_short() {
+  wait_for_seen s;
   auto c = command("sleep").arg("30").spawn();
   if (!c) {
-    co_return corio::unexpected(c.error());
+    s.st = corio::unexpected(c.error());
+    co_return s;
   }
-  co_return co_await c->wait_for(100ms);
+  s.pid = c->id();
+  s.st = co_await c->wait_for(100ms);
+  co_return s;
+}
+
+corio::task<corio::result<corio::ipc::exit_status>> status_with_timeout(command cmd, std::chrono::milliseconds limit) {
+  co_return co_await corio::timeout(cmd.status(), limit);
+}
+corio::task<corio::result<corio::ipc::process_output>> output_with_timeout(command cmd,
+                                                                           std::chrono::milliseconds limit) {
+  co_return co_await corio::timeout(cmd.output(), limit);
+}
+struct child_output_seen {
+  corio::result<corio::ipc::process_output> out = corio::unexpected(std::make_error_code(std::errc::io_error));
+  pid_t pid = -1;
+};
+corio::task<child_output_seen> child_output_with_timeout() {
+  child_output_seen s;
+  auto c = command("sh").args({"-c", "echo started; exec sleep 30"}).stdout_mode(stdio::piped()).spawn();
+  if (!c) {
+    s.out = corio::unexpected(c.error());
+    co_return s;
+  }
+  s.pid = c->id();
+  s.out = co_await corio::timeout(c->output(), 200ms);
+  co_return s;
+}
+
+std::string pid_file(const char* tag) {
+  return "/tmp/corio_spawn_test_" + std::to_string(::getpid()) + "_" + tag;
 }
 }  // namespace
 
@@ -291,7 +326,8 @@ TEST_CASE("child: a cancelled wait with on_cancel::kill kills the child, which i
   auto s = run2(cancel_with_kill());
   CHECK(s.cancelled);
   CHECK(s.elapsed_ms < 5000);
-  // The child is killed and reaped in the background: no zombie, no live process.
+  // The child is killed and reaped before the cancelled wait returns: its pid is gone.
+  CHECK(process_test::pid_gone(s.pid));
   CHECK(process_test::zombies_after_settle(2000ms) == 0);
   char state = 0;
   pid_t ppid = 0;
@@ -301,23 +337,70 @@ TEST_CASE("child: a cancelled wait with on_cancel::kill kills the child, which i
 
 TEST_CASE("child: wait_for times out and kills", "[process][child]") {
   auto t0 = std::chrono::steady_clock::now();
-  auto st = run2(wait_for_short());
+  auto s = run2(wait_for_short());
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
-  REQUIRE_FALSE(st);
-  CHECK(st.error() == std::errc::timed_out);
+  REQUIRE(s.pid > 0);
+  REQUIRE_FALSE(s.st);
+  CHECK(s.st.error() == std::errc::timed_out);
   CHECK(ms < 5000);
+  // Killed *and* reaped by the time wait_for returned: not running, not a zombie.
+  CHECK(process_test::pid_gone(s.pid));
   CHECK(process_test::zombies_after_settle(2000ms) == 0);
 }
 
+TEST_CASE("command: a cancelled status() kills and reaps the child", "[process][command]") {
+  std::string path = pid_file("status");
+  ::unlink(path.c_str());
+  auto st = run2(status_with_timeout(command("sh").args({"-c", "echo $$ > " + path + "; exec sleep 30"}), 300ms));
+  pid_t pid = process_test::pid_from_file(path);
+  ::unlink(path.c_str());
+  REQUIRE(pid > 0);
+  REQUIRE_FALSE(st);
+  CHECK(st.error() == std::errc::timed_out);
+  CHECK(process_test::pid_gone(pid));  // right after the await: killed and reaped
+}
+
+TEST_CASE("command: a cancelled output() kills and reaps the child", "[process][command]") {
+  std::string path = pid_file("output");
+  ::unlink(path.c_str());
+  auto out = run2(output_with_timeout(command("sh").args({"-c", "echo $$ > " + path + "; exec sleep 30"}), 300ms));
+  pid_t pid = process_test::pid_from_file(path);
+  ::unlink(path.c_str());
+  REQUIRE(pid > 0);
+  REQUIRE_FALSE(out);
+  CHECK(out.error() == std::errc::timed_out);
+  CHECK(process_test::pid_gone(pid));
+}
+
+TEST_CASE("child: a cancelled output() kills and reaps the child", "[process][child]") {
+  auto s = run2(child_output_with_timeout());
+  REQUIRE(s.pid > 0);
+  REQUIRE_FALSE(s.out);
+  CHECK(s.out.error() == std::errc::timed_out);
+  CHECK(process_test::pid_gone(s.pid));
+}
+
 TEST_CASE("child: dropped children are reaped (no zombies)", "[process][child]") {
+  std::vector<pid_t> pids;
   for (int i = 0; i < 50; ++i) {
     auto c = command("/bin/true").spawn();
     REQUIRE(c);
+    pids.push_back(c->id());
   }
+  pid_t killed = -1;
   {
     auto k = command("sleep").arg("30").kill_on_drop(true).spawn();
     REQUIRE(k);
+    killed = k->id();
   }
+  // Every pid must disappear entirely (reaped by the orphan reaper; the kill_on_drop one
+  // SIGKILLed first, else it would live for 30 s), not merely stop being a zombie.
+  CHECK(process_test::pid_gone_within(killed, 3000ms));
+  bool all_gone = true;
+  for (pid_t p : pids) {
+    all_gone = all_gone && process_test::pid_gone_within(p, 3000ms);
+  }
+  CHECK(all_gone);
   CHECK(process_test::zombies_after_settle(3000ms) == 0);
 }
 

@@ -6,6 +6,9 @@
 // exits, Linux 5.3+), reaps each ready one with waitid(P_PIDFD, WEXITED | WNOHANG) and
 // closes it. adopt() is one epoll_ctl(ADD) from any thread. The thread blocks every
 // signal and lives until the process exits.
+// Fallback: a pidfd the epoll set refuses (or every one, if epoll or its thread could not
+// start) goes to a queue polled by a second thread (waitid WNOHANG every 10 ms). adopt()
+// never blocks and never kills: a child is SIGKILLed only by kill_on_drop, before.
 // Thread-safety: adopt() from any thread. Cost: one epoll_ctl per adopted child.
 #pragma once
 

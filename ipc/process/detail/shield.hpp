@@ -1,0 +1,51 @@
+// corio::ipc::detail::shielded: await a task without passing it the awaiter's
+// cancellation token (the task runs to completion even if the awaiting task is stopped).
+//
+// Used where an operation, once started, must not be abandoned half-way: the fork
+// request and its reply (a child would be created that nobody owns), and the reap of a
+// child killed on cancellation. The shielded task must be short or bounded by itself.
+// Thread-safety and cost: those of awaiting the task (no allocation, no atomics).
+#pragma once
+
+#include <coroutine>
+#include <utility>
+
+#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc::detail {
+
+template <class T>
+class shielded {
+ public:
+  explicit shielded(task<T> body) noexcept : m_body(std::move(body)) {}
+
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
+    m_handle = m_body.release();
+    m_body = task<T>(m_handle);  // keep ownership: the frame dies with this awaiter
+    m_handle.promise().continuation = parent;
+    m_handle.promise().inherited_token = nullptr;  // the point: no token reaches the body
+    return corio::detail::transfer(m_handle);
+  }
+  T await_resume() {
+    if constexpr (std::is_void_v<T>) {
+      m_handle.promise().value();
+    } else {
+      return std::move(m_handle.promise().value());
+    }
+  }
+
+ private:
+  task<T> m_body;
+  std::coroutine_handle<typename task<T>::promise_type> m_handle{};
+};
+
+/// `co_await shield(t)`: awaits `t` with no cancellation token (see the header comment).
+template <class T>
+shielded<T> shield(task<T> body) noexcept {
+  return shielded<T>(std::move(body));
+}
+
+}  // namespace corio::ipc::detail
