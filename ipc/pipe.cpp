@@ -15,6 +15,7 @@
 
 #include <corio/ipc/process/detail/shield.hpp>
 #include <corio/runtime/blocking.hpp>
+#include <corio/ipc/detail/exact_io.hpp>
 
 namespace corio::ipc {
 
@@ -165,28 +166,11 @@ task<result<int>> open_async(std::string path, int flags, std::stop_token token)
 }  // namespace
 
 task<result<void>> pipe_reader::read_exact(std::span<std::byte> buf, std::stop_token token) const {
-  while (!buf.empty()) {
-    auto n = co_await read_some(buf, token);
-    if (!n) {
-      co_return unexpected(n.error());
-    }
-    if (*n == 0) {
-      co_return unexpected(make_error_code(errc::closed));
-    }
-    buf = buf.subspan(*n);
-  }
-  co_return result<void>{};
+  return detail::read_exact_loop(*this, buf, std::move(token));
 }
 
 task<result<void>> pipe_writer::write_all(std::span<const std::byte> buf, std::stop_token token) const {
-  while (!buf.empty()) {
-    auto n = co_await write_some(buf, token);
-    if (!n) {
-      co_return unexpected(n.error());
-    }
-    buf = buf.subspan(*n);
-  }
-  co_return result<void>{};
+  return detail::write_all_loop(*this, buf, std::move(token));
 }
 
 result<int> pipe_writer::set_capacity(int bytes) const {

@@ -2,6 +2,7 @@
 
 // Defines detail::finish_root, which every task<T> instantiated here needs.
 #include <corio/runtime/spawn.hpp>
+#include <corio/ipc/detail/exact_io.hpp>
 
 #include <cerrno>
 #include <vector>
@@ -76,28 +77,11 @@ result<void> socket::set_linger_reset() {
 }
 
 task<result<void>> stream_socket::read_exact(std::span<std::byte> buf, std::stop_token token) const {
-  while (!buf.empty()) {
-    auto n = co_await read_some(buf, token);
-    if (!n) {
-      co_return unexpected(n.error());
-    }
-    if (*n == 0) {
-      co_return unexpected(make_error_code(errc::closed));
-    }
-    buf = buf.subspan(*n);
-  }
-  co_return result<void>{};
+  return detail::read_exact_loop(*this, buf, std::move(token));
 }
 
 task<result<void>> stream_socket::write_all(std::span<const std::byte> buf, std::stop_token token) const {
-  while (!buf.empty()) {
-    auto n = co_await write_some(buf, token);
-    if (!n) {
-      co_return unexpected(n.error());
-    }
-    buf = buf.subspan(*n);
-  }
-  co_return result<void>{};
+  return detail::write_all_loop(*this, buf, std::move(token));
 }
 
 task<result<void>> stream_socket::writev_all(std::span<const iovec> iov_in, std::stop_token token) const {

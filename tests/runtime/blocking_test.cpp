@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+
 using namespace std::chrono_literals;
 
 namespace {

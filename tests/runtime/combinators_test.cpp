@@ -10,15 +10,13 @@
 #include <variant>
 #include <vector>
 
+#include "helpers.hpp"
+
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
-corio::runtime_config workers(unsigned n) {
-  corio::runtime_config c;
-  c.workers = n;
-  return c;
-}
+using corio_test::workers;
 corio::task<int> after(std::chrono::milliseconds d, int v) {
   co_await corio::sleep_for(d);
   co_return v;

@@ -15,15 +15,13 @@
 #include <string>
 #include <thread>
 
+#include "helpers.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
 
-corio::runtime_config workers(unsigned n) {
-  corio::runtime_config c;
-  c.workers = n;
-  return c;
-}
+using corio_test::workers;
 
 struct pipe_fds {
   int r = -1;

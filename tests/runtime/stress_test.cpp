@@ -22,11 +22,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-corio::runtime_config workers(unsigned n) {
-  corio::runtime_config c;
-  c.workers = n;
-  return c;
-}
+using corio_test::workers;
 
 corio::task<long> value_of(long i) { co_return i; }
 

@@ -11,15 +11,13 @@
 #include <thread>
 #include <vector>
 
+#include "helpers.hpp"
+
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
-corio::runtime_config workers(unsigned n) {
-  corio::runtime_config c;
-  c.workers = n;
-  return c;
-}
+using corio_test::workers;
 }  // namespace
 
 TEST_CASE("time: sleep_for waits at least the duration", "[runtime][time]") {

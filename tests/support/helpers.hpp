@@ -3,11 +3,20 @@
 
 #include <dirent.h>
 
+#include <corio/runtime/config.hpp>
+
 #include <cstddef>
 #include <cstdio>
 #include <string>
 
 namespace corio_test {
+
+/// A runtime configuration with `n` workers and the defaults otherwise.
+inline corio::runtime_config workers(unsigned n) {
+  corio::runtime_config c;
+  c.workers = n;
+  return c;
+}
 
 /// Number of open file descriptors of this process.
 inline std::size_t open_fd_count() {
