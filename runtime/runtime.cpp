@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cassert>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -65,7 +67,10 @@ runtime_core* current_runtime_or_throw() {
 
 void join_state_base::complete(bool from_shutdown) noexcept {
   if (!from_shutdown) {
-    runtime->unregister_root(this);
+    // The registry keeps its reference until its owner sweeps it (runtime_core::sweep).
+    if (worker* w = current_worker()) {
+      w->note_root_finished();
+    }
   }
   // acq_rel: release publishes the result to the awaiter (its acquire load/CAS); acquire
   // makes the awaiter's frame address and waiter_runtime visible to us.
@@ -85,7 +90,9 @@ void join_state_base::complete(bool from_shutdown) noexcept {
 
 void join_state_base::release() noexcept {
   // acq_rel: the last owner must see every write of the other before freeing.
-  if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+  std::uint32_t before = refs.fetch_sub(1, std::memory_order_acq_rel);
+  assert(before != 0 && "corio: join state released more often than referenced");
+  if (before == 1) {
     if (error && !observed) {
       try {
         std::rethrow_exception(error);
@@ -218,28 +225,6 @@ bool spawn_root(runtime_core* rt, join_state_base* st) noexcept { return rt->spa
 // ---------------------------------------------------------------------------------------
 // runtime_core
 
-void spin_lock::lock() noexcept {
-  for (;;) {
-    // acquire: pairs with unlock()'s release.
-    if (!m_locked.exchange(true, std::memory_order_acquire)) {
-      return;
-    }
-    int spins = 0;
-    while (m_locked.load(std::memory_order_relaxed)) {
-      if (++spins > 64) {
-        ::sched_yield();
-        spins = 0;
-      } else {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        asm volatile("yield");
-#endif
-      }
-    }
-  }
-}
-
 runtime_core::runtime_core(const runtime_config& cfg)
     : config(cfg), blocking(cfg.max_blocking_threads, cfg.blocking_keep_alive) {
   m_shard_count = config.workers + 1;
@@ -310,46 +295,64 @@ void runtime_core::schedule_remote(void* task) {
 
 bool runtime_core::spawn_root(join_state_base* st) noexcept {
   worker* w = current_worker();
-  unsigned shard = (w != nullptr && &w->rt == this) ? w->index : m_shard_count - 1;
+  bool own_worker = w != nullptr && &w->rt == this;
+  unsigned shard = own_worker ? w->index : m_shard_count - 1;
   registry_shard& s = m_shards[shard];
-  s.lock.lock();
-  // Checked under the shard lock: shutdown sets m_stopping and then walks every shard
-  // under its lock, so a root is either refused here or found by the walk.
+  if (!own_worker) {
+    s.foreign_lock.lock();
+    // Checked under the lock: shutdown sets m_stopping under it and then walks the
+    // shard, so a foreign root is either refused here or found by the walk.
+  }
+  // A worker's own shard needs no lock: only that worker touches it while the runtime
+  // runs, and shutdown walks it after joining the worker.
   if (m_stopping.load(std::memory_order_acquire)) {
-    s.lock.unlock();
+    if (!own_worker) {
+      s.foreign_lock.unlock();
+    }
     return false;
   }
-  st->reg_shard = shard;
-  st->reg_prev = nullptr;
+  st->refs.store(3, std::memory_order_relaxed);  // the task, the handle and the registry
   st->reg_next = s.head;
-  if (s.head != nullptr) {
-    s.head->reg_prev = st;
-  }
   s.head = st;
-  ++s.count;
-  s.lock.unlock();
-  if (shard != m_shard_count - 1) {
-    w->schedule_wake(st->frame.address());
-  } else {
+  ++s.length;
+  s.inserted.store(s.inserted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (s.length >= s.sweep_at) {
+    sweep(s);
+  }
+  if (!own_worker) {
+    s.foreign_lock.unlock();
     inject.push(st->frame.address());
     notify_one();
+  } else {
+    w->schedule_wake(st->frame.address());
   }
   return true;
 }
 
-void runtime_core::unregister_root(join_state_base* st) noexcept {
-  registry_shard& s = m_shards[st->reg_shard];
-  s.lock.lock();
-  if (st->reg_prev != nullptr) {
-    st->reg_prev->reg_next = st->reg_next;
-  } else {
-    s.head = st->reg_next;
+void runtime_core::sweep(registry_shard& s) noexcept {
+  // Unlinks finished roots and drops the registry's reference to them. Amortized O(1)
+  // per spawn: the next sweep comes when the list has doubled past the survivors.
+  join_state_base** link = &s.head;
+  std::uint64_t kept = 0;
+  while (join_state_base* st = *link) {
+    // acquire: pairs with complete()'s exchange; the task is done with the state.
+    if (st->waiter.load(std::memory_order_acquire) == join_state_base::kDone) {
+      *link = st->reg_next;
+      st->release();
+    } else {
+      link = &st->reg_next;
+      ++kept;
+    }
   }
-  if (st->reg_next != nullptr) {
-    st->reg_next->reg_prev = st->reg_prev;
+  s.length = kept;
+  s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * kept);
+}
+
+void runtime_core::sweep_own_shard(unsigned worker_index) noexcept {
+  registry_shard& s = m_shards[worker_index];
+  if (s.length >= s.sweep_at) {
+    sweep(s);
   }
-  --s.count;
-  s.lock.unlock();
 }
 
 void runtime_core::shutdown() {
@@ -357,13 +360,9 @@ void runtime_core::shutdown() {
     return;
   }
   // 1. No new roots, no more task pickup; wake everyone.
-  for (unsigned i = 0; i < m_shard_count; ++i) {
-    m_shards[i].lock.lock();
-  }
+  m_shards[m_shard_count - 1].foreign_lock.lock();
   m_stopping.store(true, std::memory_order_seq_cst);
-  for (unsigned i = 0; i < m_shard_count; ++i) {
-    m_shards[i].lock.unlock();
-  }
+  m_shards[m_shard_count - 1].foreign_lock.unlock();
   // Store-load barrier: `stopping` must be visible before we read the parked words
   // below, pairing with park()'s barrier before it re-checks `stopping`.
   store_load_barrier(sleepers);
@@ -379,23 +378,24 @@ void runtime_core::shutdown() {
       w->thread.join();
     }
   }
-  // 4. Destroy every spawned task that did not finish. Destroying a frame runs the
-  //    destructors of its locals, which may release other roots' join states: take each
-  //    root off its list before destroying it.
+  // 4. Destroy every spawned task that did not finish (its locals' destructors run),
+  //    and drop the registry's reference to every root. The registry's reference keeps
+  //    each join state alive while destroying one frame releases other roots' handles.
   for (unsigned i = 0; i < m_shard_count; ++i) {
     registry_shard& s = m_shards[i];
+    std::lock_guard lock(s.foreign_lock);
     while (join_state_base* st = s.head) {
       s.head = st->reg_next;
-      if (s.head != nullptr) {
-        s.head->reg_prev = nullptr;
+      --s.length;
+      if (st->waiter.load(std::memory_order_acquire) != join_state_base::kDone) {
+        std::coroutine_handle<> frame = std::exchange(st->frame, {});
+        st->cancelled = true;
+        if (frame) {
+          frame.destroy();
+        }
+        st->complete(true);
       }
-      --s.count;
-      std::coroutine_handle<> frame = std::exchange(st->frame, {});
-      st->cancelled = true;
-      if (frame) {
-        frame.destroy();
-      }
-      st->complete(true);
+      st->release();
     }
   }
   (void)inject.drain();
@@ -407,11 +407,15 @@ runtime_metrics runtime_core::metrics() const {
     m.workers.push_back(w->metrics());
   }
   m.global_queue_depth = inject.size();
+  std::uint64_t inserted = 0;
+  std::uint64_t finished = 0;
   for (unsigned i = 0; i < m_shard_count; ++i) {
-    m_shards[i].lock.lock();
-    m.live_tasks += m_shards[i].count;
-    m_shards[i].lock.unlock();
+    inserted += m_shards[i].inserted.load(std::memory_order_relaxed);
   }
+  for (const auto& w : workers) {
+    finished += w->roots_finished();
+  }
+  m.live_tasks = inserted > finished ? inserted - finished : 0;
   m.blocking_threads = blocking.thread_count();
   return m;
 }

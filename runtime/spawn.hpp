@@ -7,8 +7,8 @@
 // stderr. If the runtime shuts down first, the task's frame is destroyed (its locals'
 // destructors run) and awaiting the handle throws std::system_error(errc::shut_down).
 // Thread-safety: a join_handle has one owner; the task may finish on any thread.
-// Cost: one frame (recycled) + one join state (recycled) + one registry insert/remove
-// under a per-worker spinlock; no syscalls, and a wake only if a worker is idle.
+// Cost: one frame (recycled) + one join state (recycled) + a push onto the spawning
+// worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
 #pragma once
 
 #include <atomic>
@@ -55,10 +55,8 @@ struct join_state_base {
   std::coroutine_handle<> frame{};
   runtime_core* runtime = nullptr;
   runtime_core* waiter_runtime = nullptr;  // where the awaiting coroutine runs
-  // Registry links (owned by the registry shard's lock).
-  join_state_base* reg_prev = nullptr;
+  // Registry link (owned by the shard's worker; see runtime_core).
   join_state_base* reg_next = nullptr;
-  unsigned reg_shard = 0;
   std::exception_ptr error{};
   bool cancelled = false;   // destroyed by runtime shutdown before it finished
   bool observed = false;    // the result was taken through a join_handle

@@ -517,6 +517,7 @@ void worker::maintenance(bool force_enter) {
   }
   reap();
   fire_timers();
+  rt.sweep_own_shard(index);
   m_in_maintenance = false;
   if (m_queue.size() + m_ready_timers.size() > 1) {
     rt.notify_one();

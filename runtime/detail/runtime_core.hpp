@@ -2,11 +2,13 @@
 // accounting, the registry of live spawned tasks, and the blocking pool.
 // Thread-safety: any thread (see each member).
 // Cost: notify_one() is a store-load barrier and two loads unless a worker must be woken
-// (then a CAS and a futex syscall); registry insert/remove take a per-worker spin lock.
+// (then a CAS and a futex syscall); a spawn pushes onto the spawning worker's own
+// registry list (no lock, no atomic RMW); finished roots are swept in amortized O(1).
 #pragma once
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,20 +21,6 @@
 namespace corio::detail {
 
 struct join_state_base;
-
-/// A tiny test-and-test-and-set lock for the registry shards (critical sections are a
-/// few pointer writes).
-class spin_lock {
- public:
-  void lock() noexcept;
-  void unlock() noexcept {
-    // release: publishes the registry links written under the lock.
-    m_locked.store(false, std::memory_order_release);
-  }
-
- private:
-  std::atomic<bool> m_locked{false};
-};
 
 /// The seq_cst store-load barrier of the sleep/wake protocol (worker.cpp design note).
 /// ThreadSanitizer does not model atomic_thread_fence (and g++ rejects it under -Wtsan),
@@ -59,7 +47,8 @@ class runtime_core {
   void shutdown();
 
   bool spawn_root(join_state_base* st) noexcept;
-  void unregister_root(join_state_base* st) noexcept;
+  /// Worker `worker_index` (its own thread only): sweep its registry shard if due.
+  void sweep_own_shard(unsigned worker_index) noexcept;
   /// Queues a task from a thread that is not one of our workers.
   void schedule_remote(void* task);
   /// Wakes one parked worker if work was published and nobody is searching.
@@ -78,11 +67,19 @@ class runtime_core {
   std::atomic<std::uint32_t> wake_cursor{0};
 
  private:
+  // The registry of spawned tasks (for shutdown): one singly linked list per worker,
+  // touched only by that worker (no lock: spawn pushes, a periodic sweep unlinks the
+  // finished ones), plus one list for spawns from other threads (under foreign_lock).
+  // A root holds a reference to its join state from spawn until it is swept.
+  static constexpr std::uint64_t kSweepMinimum = 256;
   struct registry_shard {
-    alignas(64) spin_lock lock;
+    alignas(64) std::mutex foreign_lock;  // only for the foreign shard (and shutdown)
     join_state_base* head = nullptr;
-    std::uint64_t count = 0;
+    std::uint64_t length = 0;
+    std::uint64_t sweep_at = kSweepMinimum;
+    std::atomic<std::uint64_t> inserted{0};  // owner-written, read by metrics()
   };
+  void sweep(registry_shard& s) noexcept;
 
   std::atomic<bool> m_stopping{false};
   std::atomic<bool> m_shut_down{false};

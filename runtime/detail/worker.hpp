@@ -64,6 +64,11 @@ class worker {
   [[nodiscard]] bool has_stealable_work() const noexcept { return !m_queue.empty(); }
   void* steal_into(local_queue& dst) noexcept { return m_queue.steal_into(dst); }
   worker_metrics metrics() const noexcept;
+  /// Owner thread: a spawned task finished here (for runtime_metrics::live_tasks).
+  void note_root_finished() noexcept { bump(m_roots_finished); }
+  [[nodiscard]] std::uint64_t roots_finished() const noexcept {
+    return m_roots_finished.load(std::memory_order_relaxed);
+  }
 
   // --- owner-thread state used by scheduling.hpp functions ---
   unsigned transfer_depth = 0;
@@ -134,6 +139,7 @@ class worker {
   std::atomic<std::uint64_t> m_sqes{0};
   std::atomic<std::uint64_t> m_cqes{0};
   std::atomic<std::uint64_t> m_timers_pending{0};
+  std::atomic<std::uint64_t> m_roots_finished{0};
 };
 
 }  // namespace corio::detail
