@@ -92,6 +92,13 @@ void join_state_base::release() noexcept {
   // acq_rel: the last owner must see every write of the other before freeing.
   std::uint32_t before = refs.fetch_sub(1, std::memory_order_acq_rel);
   assert(before != 0 && "corio: join state released more often than referenced");
+  if (before == 2) {
+    // Maybe only the registry still holds it: on its owner worker, unlink and free it
+    // now (memory comes back at once, as in a fork-join tree); elsewhere the owner's
+    // sweep does it later.
+    runtime->maybe_unlink(this);
+    return;
+  }
   if (before == 1) {
     if (error && !observed) {
       try {
@@ -312,8 +319,14 @@ bool runtime_core::spawn_root(join_state_base* st) noexcept {
     return false;
   }
   st->refs.store(3, std::memory_order_relaxed);  // the task, the handle and the registry
+  st->reg_shard = shard;
+  st->reg_prev = nullptr;
   st->reg_next = s.head;
+  if (s.head != nullptr) {
+    s.head->reg_prev = st;
+  }
   s.head = st;
+  st->registered = true;
   ++s.length;
   s.inserted.store(s.inserted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (s.length >= s.sweep_at) {
@@ -329,23 +342,44 @@ bool runtime_core::spawn_root(join_state_base* st) noexcept {
   return true;
 }
 
+void runtime_core::unlink(registry_shard& s, join_state_base* st) noexcept {
+  if (st->reg_prev != nullptr) {
+    st->reg_prev->reg_next = st->reg_next;
+  } else {
+    s.head = st->reg_next;
+  }
+  if (st->reg_next != nullptr) {
+    st->reg_next->reg_prev = st->reg_prev;
+  }
+  st->registered = false;
+  --s.length;
+}
+
 void runtime_core::sweep(registry_shard& s) noexcept {
   // Unlinks finished roots and drops the registry's reference to them. Amortized O(1)
   // per spawn: the next sweep comes when the list has doubled past the survivors.
-  join_state_base** link = &s.head;
-  std::uint64_t kept = 0;
-  while (join_state_base* st = *link) {
+  join_state_base* st = s.head;
+  while (st != nullptr) {
+    join_state_base* next = st->reg_next;
     // acquire: pairs with complete()'s exchange; the task is done with the state.
     if (st->waiter.load(std::memory_order_acquire) == join_state_base::kDone) {
-      *link = st->reg_next;
+      unlink(s, st);
       st->release();
-    } else {
-      link = &st->reg_next;
-      ++kept;
     }
+    st = next;
   }
-  s.length = kept;
-  s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * kept);
+  s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * s.length);
+}
+
+void runtime_core::maybe_unlink(join_state_base* st) noexcept {
+  // Only the shard's own worker touches its list (reg_shard is fixed at spawn, so
+  // reading it here is safe from any thread).
+  worker* w = current_worker();
+  if (w == nullptr || &w->rt != this || st->reg_shard != w->index || !st->registered) {
+    return;
+  }
+  unlink(m_shards[w->index], st);
+  st->release();  // the registry's reference, now the last one: frees the state
 }
 
 void runtime_core::sweep_own_shard(unsigned worker_index) noexcept {
@@ -385,8 +419,7 @@ void runtime_core::shutdown() {
     registry_shard& s = m_shards[i];
     std::lock_guard lock(s.foreign_lock);
     while (join_state_base* st = s.head) {
-      s.head = st->reg_next;
-      --s.length;
+      unlink(s, st);
       if (st->waiter.load(std::memory_order_acquire) != join_state_base::kDone) {
         std::coroutine_handle<> frame = std::exchange(st->frame, {});
         st->cancelled = true;

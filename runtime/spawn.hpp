@@ -55,8 +55,11 @@ struct join_state_base {
   std::coroutine_handle<> frame{};
   runtime_core* runtime = nullptr;
   runtime_core* waiter_runtime = nullptr;  // where the awaiting coroutine runs
-  // Registry link (owned by the shard's worker; see runtime_core).
+  // Registry links (touched only by the shard's worker, or by shutdown; see runtime_core).
+  join_state_base* reg_prev = nullptr;
   join_state_base* reg_next = nullptr;
+  unsigned reg_shard = 0;   // fixed at spawn
+  bool registered = false;  // still on the shard's list
   std::exception_ptr error{};
   bool cancelled = false;   // destroyed by runtime shutdown before it finished
   bool observed = false;    // the result was taken through a join_handle

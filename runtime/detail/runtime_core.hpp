@@ -49,6 +49,9 @@ class runtime_core {
   bool spawn_root(join_state_base* st) noexcept;
   /// Worker `worker_index` (its own thread only): sweep its registry shard if due.
   void sweep_own_shard(unsigned worker_index) noexcept;
+  /// A root's join state is referenced by the registry alone: unlink and free it if
+  /// called on the shard's own worker, else leave it to that worker's sweep.
+  void maybe_unlink(join_state_base* st) noexcept;
   /// Queues a task from a thread that is not one of our workers.
   void schedule_remote(void* task);
   /// Wakes one parked worker if work was published and nobody is searching.
@@ -67,10 +70,12 @@ class runtime_core {
   std::atomic<std::uint32_t> wake_cursor{0};
 
  private:
-  // The registry of spawned tasks (for shutdown): one singly linked list per worker,
-  // touched only by that worker (no lock: spawn pushes, a periodic sweep unlinks the
-  // finished ones), plus one list for spawns from other threads (under foreign_lock).
-  // A root holds a reference to its join state from spawn until it is swept.
+  // The registry of spawned tasks (for shutdown): one doubly linked list per worker,
+  // touched only by that worker (no lock), plus one list for spawns from other threads
+  // (under foreign_lock). The registry holds a reference to each root's join state; when
+  // the task has finished and its handle is gone, the owner worker unlinks it at once if
+  // it is the one dropping the last other reference (the common, local case), else a
+  // periodic sweep (when the list has doubled past its survivors) unlinks it.
   static constexpr std::uint64_t kSweepMinimum = 256;
   struct registry_shard {
     alignas(64) std::mutex foreign_lock;  // only for the foreign shard (and shutdown)
@@ -80,6 +85,7 @@ class runtime_core {
     std::atomic<std::uint64_t> inserted{0};  // owner-written, read by metrics()
   };
   void sweep(registry_shard& s) noexcept;
+  void unlink(registry_shard& s, join_state_base* st) noexcept;
 
   std::atomic<bool> m_stopping{false};
   std::atomic<bool> m_shut_down{false};
