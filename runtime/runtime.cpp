@@ -89,28 +89,39 @@ void join_state_base::complete(bool from_shutdown) noexcept {
 }
 
 void join_state_base::release() noexcept {
+  // Read before the decrement: once our reference is gone, another holder may free us.
+  runtime_core* rt = runtime;
+  unsigned shard = reg_shard;
   // acq_rel: the last owner must see every write of the other before freeing.
   std::uint32_t before = refs.fetch_sub(1, std::memory_order_acq_rel);
-  assert(before != 0 && "corio: join state released more often than referenced");
-  if (before == 2) {
-    // Maybe only the registry still holds it: on its owner worker, unlink and free it
-    // now (memory comes back at once, as in a fork-join tree); elsewhere the owner's
-    // sweep does it later.
-    runtime->maybe_unlink(this);
-    return;
-  }
+  assert((before & ~kRegistered) != 0 && "corio: join state released more often than referenced");
   if (before == 1) {
-    if (error && !observed) {
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "corio: exception escaped a detached task: %s\n", e.what());
-      } catch (...) {
-        std::fprintf(stderr, "corio: exception escaped a detached task\n");
-      }
-    }
-    free_self(this);
+    destroy();
+  } else if (before == (kRegistered | 1)) {
+    // Only the registry still holds it. On its own worker, unlink and free it now (memory
+    // comes back at once, as in a fork-join tree); elsewhere the owner's sweep does it.
+    rt->unlink_if_owner(this, shard);
   }
+}
+
+void join_state_base::drop_registry() noexcept {
+  // acq_rel: as in release(); the registry flag is the registry's reference.
+  if (refs.fetch_sub(kRegistered, std::memory_order_acq_rel) == kRegistered) {
+    destroy();
+  }
+}
+
+void join_state_base::destroy() noexcept {
+  if (error && !observed) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "corio: exception escaped a detached task: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "corio: exception escaped a detached task\n");
+    }
+  }
+  free_self(this);
 }
 
 void wait_blocking(join_state_base* st) {
@@ -318,7 +329,8 @@ bool runtime_core::spawn_root(join_state_base* st) noexcept {
     }
     return false;
   }
-  st->refs.store(3, std::memory_order_relaxed);  // the task, the handle and the registry
+  // The task and the handle, plus the registry's flag.
+  st->refs.store(join_state_base::kRegistered | 2, std::memory_order_relaxed);
   st->reg_shard = shard;
   st->reg_prev = nullptr;
   st->reg_next = s.head;
@@ -326,7 +338,6 @@ bool runtime_core::spawn_root(join_state_base* st) noexcept {
     s.head->reg_prev = st;
   }
   s.head = st;
-  st->registered = true;
   ++s.length;
   s.inserted.store(s.inserted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (s.length >= s.sweep_at) {
@@ -351,7 +362,6 @@ void runtime_core::unlink(registry_shard& s, join_state_base* st) noexcept {
   if (st->reg_next != nullptr) {
     st->reg_next->reg_prev = st->reg_prev;
   }
-  st->registered = false;
   --s.length;
 }
 
@@ -364,22 +374,23 @@ void runtime_core::sweep(registry_shard& s) noexcept {
     // acquire: pairs with complete()'s exchange; the task is done with the state.
     if (st->waiter.load(std::memory_order_acquire) == join_state_base::kDone) {
       unlink(s, st);
-      st->release();
+      st->drop_registry();
     }
     st = next;
   }
   s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * s.length);
 }
 
-void runtime_core::maybe_unlink(join_state_base* st) noexcept {
-  // Only the shard's own worker touches its list (reg_shard is fixed at spawn, so
-  // reading it here is safe from any thread).
+void runtime_core::unlink_if_owner(join_state_base* st, unsigned shard) noexcept {
+  // Only the shard's own worker touches its list; `st` is still alive here because the
+  // registry's reference can be dropped only by that worker (or by shutdown, after the
+  // workers have stopped).
   worker* w = current_worker();
-  if (w == nullptr || &w->rt != this || st->reg_shard != w->index || !st->registered) {
+  if (w == nullptr || &w->rt != this || shard != w->index) {
     return;
   }
-  unlink(m_shards[w->index], st);
-  st->release();  // the registry's reference, now the last one: frees the state
+  unlink(m_shards[shard], st);
+  st->drop_registry();
 }
 
 void runtime_core::sweep_own_shard(unsigned worker_index) noexcept {
@@ -428,7 +439,7 @@ void runtime_core::shutdown() {
         }
         st->complete(true);
       }
-      st->release();
+      st->drop_registry();
     }
   }
   (void)inject.drain();

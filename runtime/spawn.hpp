@@ -51,6 +51,9 @@ struct join_state_base {
   static constexpr std::uintptr_t kCancelled = 5;
 
   std::atomic<std::uintptr_t> waiter{0};
+  // References: the running task and the join_handle (count in the low bits), plus the
+  // registry's while kRegistered is set (see runtime_core's registry).
+  static constexpr std::uint32_t kRegistered = 0x100;
   std::atomic<std::uint32_t> refs{2};
   std::coroutine_handle<> frame{};
   runtime_core* runtime = nullptr;
@@ -59,7 +62,6 @@ struct join_state_base {
   join_state_base* reg_prev = nullptr;
   join_state_base* reg_next = nullptr;
   unsigned reg_shard = 0;   // fixed at spawn
-  bool registered = false;  // still on the shard's list
   std::exception_ptr error{};
   bool cancelled = false;   // destroyed by runtime shutdown before it finished
   bool observed = false;    // the result was taken through a join_handle
@@ -68,7 +70,11 @@ struct join_state_base {
   /// Publishes completion and wakes the waiter. Called once, by the finishing worker
   /// (or by shutdown with cancelled = true).
   void complete(bool from_shutdown) noexcept;
+  /// Drops the task's or the handle's reference.
   void release() noexcept;
+  /// Drops the registry's reference (its owner worker, or shutdown).
+  void drop_registry() noexcept;
+  void destroy() noexcept;
 };
 
 template <class T>

@@ -51,7 +51,7 @@ class runtime_core {
   void sweep_own_shard(unsigned worker_index) noexcept;
   /// A root's join state is referenced by the registry alone: unlink and free it if
   /// called on the shard's own worker, else leave it to that worker's sweep.
-  void maybe_unlink(join_state_base* st) noexcept;
+  void unlink_if_owner(join_state_base* st, unsigned shard) noexcept;
   /// Queues a task from a thread that is not one of our workers.
   void schedule_remote(void* task);
   /// Wakes one parked worker if work was published and nobody is searching.
