@@ -31,7 +31,11 @@ run() {  # runs a benchmark command $repeat times, appending its lines to $raw
 }
 
 if [ "$which" = runtime ] || [ "$which" = all ]; then
-  run build-bench/bench/runtime/runtime_bench all --workers "$workers"
+  # One process per benchmark, as for the peers below: no benchmark inherits another's
+  # heap, caches or page faults.
+  for b in spawn pingpong tree timers io yield; do
+    run build-bench/bench/runtime/runtime_bench "$b" --workers "$workers"
+  done
   run build-bench/bench/runtime/runtime_bench tree --workers 1
   for sys in uring epoll; do
     exe=build-bench/bench/asio/asio_bench_$sys
