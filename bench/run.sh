@@ -46,7 +46,9 @@ if [ "$which" = runtime ] || [ "$which" = all ]; then
   done
 fi
 if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync/sync_bench ]; then
-  run build-bench/bench/sync/sync_bench all --workers "$workers"
+  for b in lock mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong threads32k; do
+    run build-bench/bench/sync/sync_bench "$b" --workers "$workers"
+  done
   for sys in uring epoll; do
     exe=build-bench/bench/asio/asio_bench_$sys
     [ -x "$exe" ] || continue
