@@ -62,11 +62,7 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
   }
   result<void> await_resume() noexcept {
     this->reset_callbacks();
-    switch (this->status) {
-      case wait_status::granted: return {};
-      case wait_status::closed: return unexpected(make_error_code(errc::closed));
-      default: return unexpected(cancelled_error());
-    }
+    return this->outcome();
   }
   void block() { base::block(); }
 
@@ -104,11 +100,10 @@ class channel_recv_operation : public wait_operation<channel_recv_operation<T>> 
   }
   result<T> await_resume() {
     this->reset_callbacks();
-    switch (this->status) {
-      case wait_status::granted: return std::move(*m_value);
-      case wait_status::closed: return unexpected(make_error_code(errc::closed));
-      default: return unexpected(cancelled_error());
+    if (auto done = this->outcome(); !done) {
+      return unexpected(done.error());
     }
+    return std::move(*m_value);
   }
   void block() { base::block(); }
 

@@ -45,11 +45,10 @@ class oneshot_recv_operation : public wait_operation<oneshot_recv_operation<T>> 
   }
   result<T> await_resume() {
     this->reset_callbacks();
-    switch (this->status) {
-      case wait_status::granted: return std::move(*m_value);
-      case wait_status::closed: return unexpected(make_error_code(errc::closed));
-      default: return unexpected(cancelled_error());
+    if (auto done = this->outcome(); !done) {
+      return unexpected(done.error());
     }
+    return std::move(*m_value);
   }
   void block() { base::block(); }
 

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 #include <corio/sync/detail/waiter_list.hpp>
 
@@ -96,6 +97,16 @@ class wait_operation : public waiter {
   }
 
  protected:
+  /// The outcome of a finished wait: granted → success, closed → errc::closed, anything
+  /// else (a stop won) → operation_canceled.
+  result<void> outcome() const noexcept {
+    switch (status) {
+      case wait_status::granted: return {};
+      case wait_status::closed: return unexpected(make_error_code(errc::closed));
+      default: return unexpected(cancelled_error());
+    }
+  }
+
   /// Fast path for await_ready: try under the lock, without registering callbacks. When
   /// it succeeds but the task's budget is spent, the awaiter still suspends and
   /// reschedules itself at the back of the queue (await_suspend sees m_yield).
