@@ -146,7 +146,33 @@ struct thread_cache {
   }
 };
 
-thread_local thread_cache tl_cache;
+// The hot path reads one initial-exec TLS pointer (a single %fs-relative load, even in the
+// shared library, instead of a __tls_get_addr call and an init-guard check per frame). The
+// cache itself is created on a thread's first allocation; `cache_owner` destroys it, and
+// donates its blocks to the pool, when the thread exits.
+[[gnu::tls_model("initial-exec")]] thread_local thread_cache* tl_cache = nullptr;
+
+struct cache_owner {
+  thread_cache* cache = nullptr;
+  ~cache_owner() {
+    tl_cache = nullptr;
+    delete cache;
+  }
+};
+thread_local cache_owner tl_cache_owner;
+
+[[gnu::noinline]] thread_cache& make_cache() {
+  tl_cache_owner.cache = new thread_cache();
+  tl_cache = tl_cache_owner.cache;
+  return *tl_cache;
+}
+
+inline thread_cache& cache() {
+  if (thread_cache* c = tl_cache) [[likely]] {
+    return *c;
+  }
+  return make_cache();
+}
 
 constexpr std::size_t class_of(std::size_t size) { return (size + kGranule - 1) / kGranule - 1; }
 
@@ -157,9 +183,10 @@ void* frame_allocate(std::size_t size) {
     return ::operator new(size);
   }
   std::size_t c = class_of(size);
-  chain& list = tl_cache.lists[c];
-  if (list.head == nullptr && !tl_cache.refill(c)) {
-    return tl_cache.carve((c + 1) * kGranule);
+  thread_cache& tc = cache();
+  chain& list = tc.lists[c];
+  if (list.head == nullptr && !tc.refill(c)) {
+    return tc.carve((c + 1) * kGranule);
   }
   free_block* b = list.head;
   list.head = b->next;
@@ -173,13 +200,14 @@ void frame_deallocate(void* block, std::size_t size) noexcept {
     return;
   }
   std::size_t c = class_of(size);
-  chain& list = tl_cache.lists[c];
+  thread_cache& tc = cache();
+  chain& list = tc.lists[c];
   auto* b = static_cast<free_block*>(block);
   b->next = list.head;
   list.head = b;
   if (++list.count >= kSpill) {
     try {
-      tl_cache.spill(c);
+      tc.spill(c);
     } catch (...) {
       // Out of memory for the pool's vector: keep the blocks local.
     }
