@@ -211,15 +211,20 @@ class wait_operation : public waiter {
     if (!m_published || list == nullptr) {
       return;
     }
-    wake_batch batch;
-    sync_spin_lock& lk = list->lock();
-    lk.lock();
-    if (status == wait_status::queued) {
-      list->remove(this);
-      status = wait_status::cancelled;
-      list->unlinked(batch);
+    {
+      wake_batch batch;
+      sync_spin_lock& lk = list->lock();
+      lk.lock();
+      if (status == wait_status::queued) {
+        list->remove(this);
+        status = wait_status::cancelled;
+        list->unlinked(batch);
+      }
+      lk.unlock();
     }
-    lk.unlock();
+    // A waker that took us off the list (granted, closed, cancelled by a stop callback)
+    // may still be reading this node on another thread when shutdown destroys our frame.
+    wait_wake_done();
   }
 
   /// Drops the stop callbacks; call first in await_resume.

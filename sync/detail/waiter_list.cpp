@@ -30,21 +30,19 @@ void sync_spin_lock::lock_slow() noexcept {
   }
 }
 
-void waiter::wake() noexcept {
+void wake_target::wake(bool front) const noexcept {
   if (parker != nullptr) {
     parker->notify();
+  } else if (!front && home == current_runtime()) {
+    schedule_yield(handle);
   } else {
     schedule_wake(handle, home);
   }
 }
 
-void waiter::wake_behind() noexcept {
-  if (parker == nullptr && home == current_runtime()) {
-    schedule_yield(handle);
-  } else {
-    wake();
-  }
-}
+void waiter::wake() noexcept { wake_target{handle, home, parker}.wake(true); }
+
+void waiter::wake_behind() noexcept { wake_target{handle, home, parker}.wake(false); }
 
 // Destroying a primitive with waiters.
 //

@@ -94,6 +94,11 @@ struct waiter {
   std::size_t amount = 1;             ///< semaphore units, or 0/1 for readers/writers
   void* slot = nullptr;               ///< channel: where a value is taken from / put to
   wait_status status = wait_status::idle;
+  /// Set under the lock when the node is put in a wake_batch; cleared by the waker once it
+  /// has read everything it needs from the node (the "wake done" hand-off). A node that is
+  /// destroyed without being resumed (runtime shutdown destroying a suspended frame) waits
+  /// for it in abandon(), so a waker on another thread never touches a freed node.
+  std::atomic<bool> waking{false};
 
   /// Reschedules the coroutine (never inline) or unparks the thread. The caller's last
   /// access to this node.
@@ -101,7 +106,40 @@ struct waiter {
   /// Like wake(), but a coroutine of this worker's runtime goes to the back of the
   /// worker's queue instead of its LIFO slot.
   void wake_behind() noexcept;
+
+  /// Waits until no waker is between taking this node off its list and its last read of
+  /// it. Call after observing a final status under the lock.
+  void wait_wake_done() const noexcept {
+    // acquire: pairs with the waker's release store in wake_batch::wake_all(); after it,
+    // the waker no longer reads this node.
+    while (waking.load(std::memory_order_acquire)) {
+      cpu_relax();
+    }
+  }
+
+ private:
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
 };
+
+/// What waking a node needs, copied out of it (see wake_batch::wake_all).
+struct wake_target {
+  std::coroutine_handle<> handle;
+  runtime_core* home;
+  thread_parker* parker;
+  /// `front`: the LIFO slot (waiter::wake); else behind (waiter::wake_behind).
+  void wake(bool front) const noexcept;
+};
+
+#ifndef NDEBUG
+/// Fault-injection hook for tests (debug builds only): when set, wake_batch::wake_all()
+/// calls it after the lock is dropped and before it reads the batch's nodes, to widen the
+/// window in which a node's frame may be destroyed under the waker.
+inline std::atomic<void (*)()> g_test_hook_before_wake{nullptr};
+#endif
 
 /// Waiters taken off their lists under the lock, woken after it is dropped.
 class wake_batch {
@@ -111,7 +149,11 @@ class wake_batch {
   wake_batch& operator=(const wake_batch&) = delete;
   ~wake_batch() { wake_all(); }
 
+  /// Under the lock.
   void push(waiter* w) noexcept {
+    // relaxed: written and read under the primitive's lock (abandon() reads it after
+    // taking the same lock); the lock orders it.
+    w->waking.store(true, std::memory_order_relaxed);
     w->next = nullptr;
     if (m_tail != nullptr) {
       m_tail->next = w;
@@ -120,22 +162,30 @@ class wake_batch {
     }
     m_tail = w;
   }
-  /// Wakes in push order (FIFO). Reads `next` before waking: a woken node may vanish.
-  /// The first goes through the LIFO slot (waiter::wake), the others to the back of this
-  /// worker's queue when they belong to its runtime: the LIFO slot holds one task, and
-  /// filling it one by one would run the batch last-woken-first.
+  /// Wakes in push order (FIFO). Copies what it needs from a node, then releases the
+  /// node (`waking = false`) before waking it: a woken node may vanish at once, and a node
+  /// destroyed unresumed (shutdown) waits for that release in abandon().
+  /// The first goes through the LIFO slot, the others to the back of this worker's queue
+  /// when they belong to its runtime: the LIFO slot holds one task, and filling it one by
+  /// one would run the batch last-woken-first.
   void wake_all() noexcept {
     waiter* w = m_head;
     m_head = m_tail = nullptr;
+#ifndef NDEBUG
+    if (w != nullptr) {
+      if (auto hook = g_test_hook_before_wake.load(std::memory_order_relaxed)) {
+        hook();
+      }
+    }
+#endif
     bool first = true;
     while (w != nullptr) {
       waiter* next = w->next;
-      if (first) {
-        w->wake();
-        first = false;
-      } else {
-        w->wake_behind();
-      }
+      wake_target target{w->handle, w->home, w->parker};
+      // release: our reads of the node above happen before abandon() may free it.
+      w->waking.store(false, std::memory_order_release);
+      target.wake(first);
+      first = false;
       w = next;
     }
   }

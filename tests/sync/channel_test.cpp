@@ -332,3 +332,64 @@ TEST_CASE("oneshot: receivers waiting when the value is sent: one gets it, the o
   REQUIRE(closed.load() == 2);
   REQUIRE(other.load() == 0);
 }
+
+namespace {
+
+thread_local bool t_slow_granter = false;
+
+void delay_slow_granter() {
+  if (t_slow_granter) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+}
+
+corio::task<void> receive_until_closed(corio::channel<int>& ch, std::atomic<std::int64_t>& received) {
+  while (auto v = co_await ch.recv()) {
+    received.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+// Runtime shutdown destroys the frames of tasks suspended in recv() while a plain thread
+// hands them values: the thread must never read a waiter node after its frame is freed
+// (the "wake done" hand-off in waiter_list.hpp). In debug builds a fault-injection hook
+// delays the granter between dropping the lock and waking, so shutdown does destroy
+// frames inside that window; ASan reports the use-after-free if the hand-off is missing.
+TEST_CASE("channel: a plain thread granting waiters during runtime shutdown touches no freed frame",
+          "[sync][channel][shutdown]") {
+#ifndef NDEBUG
+  corio::detail::g_test_hook_before_wake.store(&delay_slow_granter);
+#endif
+  std::int64_t delivered_total = 0;
+  for (int round = 0; round < 60; ++round) {
+    corio::channel<int> ch(0);  // outlives the runtime
+    std::atomic<bool> stop{false};
+    std::atomic<std::int64_t> received{0};
+    std::int64_t delivered = 0;
+    std::thread granter;
+    {
+      corio::runtime rt(corio_test::sync_config());
+      for (int i = 0; i < 32; ++i) {
+        REQUIRE(rt.spawn(receive_until_closed(ch, received)));
+      }
+      granter = std::thread([&] {
+        t_slow_granter = true;
+        while (!stop.load(std::memory_order_relaxed)) {
+          if (ch.try_send(1)) {
+            ++delivered;
+          }
+        }
+      });
+      std::this_thread::sleep_for(std::chrono::microseconds(100 + 37 * round));
+    }  // shutdown while the granter keeps handing values to queued receivers
+    stop.store(true, std::memory_order_relaxed);
+    granter.join();
+    REQUIRE(received.load() <= delivered);
+    delivered_total += delivered;
+  }
+#ifndef NDEBUG
+  corio::detail::g_test_hook_before_wake.store(nullptr);
+#endif
+  REQUIRE(delivered_total > 0);
+}
