@@ -37,10 +37,6 @@ class barrier_wait_operation : public wait_operation<barrier_wait_operation> {
   barrier_wait_operation(barrier_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_barrier(o.m_barrier) {}
 
   bool await_ready() const noexcept { return false; }
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return suspend(h);
-  }
   result<void> await_resume() noexcept {
     reset_callbacks();
     if (status != wait_status::granted) {

@@ -55,11 +55,6 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
   channel_send_operation(channel_send_operation&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
       : base(std::move(o)), m_channel(o.m_channel), m_value(std::move(o.m_value)) {}
 
-  bool await_ready() { return this->ready_under_lock(); }
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return this->suspend(h);
-  }
   result<void> await_resume() noexcept {
     this->reset_callbacks();
     return this->outcome();
@@ -93,18 +88,7 @@ class channel_recv_operation : public wait_operation<channel_recv_operation<T>> 
       : base(ch.m_receivers, std::move(token)), m_channel(&ch) {}
   channel_recv_operation(channel_recv_operation&& o) noexcept : base(std::move(o)), m_channel(o.m_channel) {}
 
-  bool await_ready() { return this->ready_under_lock(); }
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return this->suspend(h);
-  }
-  result<T> await_resume() {
-    this->reset_callbacks();
-    if (auto done = this->outcome(); !done) {
-      return unexpected(done.error());
-    }
-    return std::move(*m_value);
-  }
+  result<T> await_resume() { return this->take_outcome(m_value); }
   void block() { base::block(); }
 
   bool try_now(wake_batch& batch) {

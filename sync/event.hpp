@@ -38,10 +38,6 @@ class event_wait_operation : public wait_operation<event_wait_operation> {
   event_wait_operation(event_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_event(o.m_event) {}
 
   bool await_ready() noexcept;
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return suspend(h);
-  }
   result<void> await_resume() noexcept {
     reset_callbacks();
     if (status != wait_status::granted) {

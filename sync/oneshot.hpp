@@ -38,18 +38,7 @@ class oneshot_recv_operation : public wait_operation<oneshot_recv_operation<T>> 
       : base(o.m_waiters, std::move(token)), m_oneshot(&o) {}
   oneshot_recv_operation(oneshot_recv_operation&& o) noexcept : base(std::move(o)), m_oneshot(o.m_oneshot) {}
 
-  bool await_ready() { return this->ready_under_lock(); }
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return this->suspend(h);
-  }
-  result<T> await_resume() {
-    this->reset_callbacks();
-    if (auto done = this->outcome(); !done) {
-      return unexpected(done.error());
-    }
-    return std::move(*m_value);
-  }
+  result<T> await_resume() { return this->take_outcome(m_value); }
   void block() { base::block(); }
 
   bool try_now(wake_batch&) noexcept {

@@ -80,10 +80,6 @@ class semaphore_acquire_operation : public wait_operation<semaphore_acquire_oper
       : wait_operation(std::move(o)), m_sem(o.m_sem) {}
 
   bool await_ready() noexcept;
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return suspend(h);
-  }
   result<semaphore_permit> await_resume() noexcept {
     reset_callbacks();
     if (m_invalid) {

@@ -65,11 +65,6 @@ class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_oper
       : base(waiters, std::move(token)), m_mutex(&m) {}
   shared_mutex_lock_operation(shared_mutex_lock_operation&& o) noexcept : base(std::move(o)), m_mutex(o.m_mutex) {}
 
-  bool await_ready() noexcept { return this->ready_under_lock(); }
-  template <class P>
-  bool await_suspend(std::coroutine_handle<P> h) {
-    return this->suspend(h);
-  }
   result<shared_mutex_guard<Shared>> await_resume() noexcept {
     this->reset_callbacks();
     if (this->status != wait_status::granted) {

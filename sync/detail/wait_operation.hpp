@@ -80,6 +80,14 @@ class wait_operation : public waiter {
   /// cancelled before it is queued (barrier takes its arrival back). Under the lock.
   void cancelled_before_queueing() noexcept {}
 
+  /// Default awaiter members; a Derived shadows the ones it does differently (a barrier
+  /// never completes in await_ready, a condition variable releases its mutex on suspend).
+  bool await_ready() { return ready_under_lock(); }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return suspend(h);
+  }
+
   /// Stop callback body (any thread).
   void cancel() noexcept {
     sync_spin_lock& lk = list->lock();
@@ -105,6 +113,17 @@ class wait_operation : public waiter {
       case wait_status::closed: return unexpected(make_error_code(errc::closed));
       default: return unexpected(cancelled_error());
     }
+  }
+
+  /// await_resume body of a wait that delivers a value into `value` (channel recv,
+  /// oneshot): the value, or the error of outcome().
+  template <class T>
+  result<T> take_outcome(std::optional<T>& value) {
+    reset_callbacks();
+    if (auto done = outcome(); !done) {
+      return unexpected(done.error());
+    }
+    return std::move(*value);
   }
 
   /// Fast path for await_ready: try under the lock, without registering callbacks. When
