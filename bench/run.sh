@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the benchmarks (release) and runs corio and its peers side by side, in one run,
-# on this machine. Prints one line per figure: `<benchmark> <system> <value> <unit>`
+# Builds the benchmarks (release) and runs corio and its peers (Boost.Asio, and Tokio from
+# bench/tokio when it builds) side by side, in one run, on this machine. Prints one line per figure: `<benchmark> <system> <value> <unit>`
 # (the median of --repeat runs, default 3), then ratios corio/peer.
 #
 #   bash bench/run.sh [runtime|sync|all] [--repeat N] [--workers N]
@@ -22,7 +22,14 @@ if [ ! -f build-bench/build.ninja ]; then
 fi
 ninja -C build-bench >/dev/null
 raw=$(mktemp)
-trap 'rm -f "$raw"' EXIT
+tokio_log=$(mktemp)
+trap 'rm -f "$raw" "$tokio_log"' EXIT
+# The Tokio peer (Debian's Tokio 1.24 crates, built offline); without it, go on.
+tokio=""
+if ! tokio=$(bash bench/tokio/build.sh 2>"$tokio_log"); then
+  tokio=""
+  echo "# tokio peer not built, going on without it: $(grep -v '^ *$' "$tokio_log" | tail -n 1)" >&2
+fi
 
 run() {  # runs a benchmark command $repeat times, appending its lines to $raw
   for _ in $(seq "$repeat"); do
@@ -44,6 +51,12 @@ if [ "$which" = runtime ] || [ "$which" = all ]; then
       run "$exe" "$b" --threads "$workers"
     done
   done
+  if [ -n "$tokio" ]; then
+    for b in spawn pingpong tree timers io yield; do
+      run "$tokio" "$b" --threads "$workers"
+    done
+    run "$tokio" tree --threads 1
+  fi
 fi
 if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync/sync_bench ]; then
   for b in lock mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong threads32k; do
@@ -56,6 +69,11 @@ if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync
       run "$exe" "$b" --threads "$workers"
     done
   done
+  if [ -n "$tokio" ]; then
+    for b in lock mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong; do
+      run "$tokio" "$b" --threads "$workers"
+    done
+  fi
 fi
 
 # Median per (benchmark, system); then corio's ratio to each peer.
@@ -77,10 +95,17 @@ med = {k: statistics.median(v) for k, v in vals.items()}
 for (name, system), v in sorted(med.items()):
     print(f"{name} {system} {v:.1f} {units[(name, system)]}")
 print("# ratios (corio / peer; < 1 is better for time units, > 1 for rates)")
+def corio_of(name, system):  # tokio-1w is compared with corio-1w, tokio-spawn-only with
+    # corio-spawn-only (sync_bench prints plain "corio" whatever its worker count)
+    if system.startswith("tokio-") and (name, "corio" + system[5:]) in med:
+        return "corio" + system[5:]
+    if system.endswith("-spawn-only") and not system.startswith("corio"):
+        return "corio-spawn-only"
+    return "corio"
 for (name, system), v in sorted(med.items()):
-    if system == "corio" or name == "tree":
+    if system == "corio" or (name == "tree" and system.startswith("corio")):
         continue
-    c = med.get((name, "corio"))
+    c = med.get((name, corio_of(name, system)))
     if c:
-        print(f"# {name}: corio/{system} = {c / v:.2f}")
+        print(f"# {name}: {corio_of(name, system)}/{system} = {c / v:.2f}")
 PY

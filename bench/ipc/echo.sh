@@ -10,6 +10,13 @@ seconds=${2:-5}
 repeat=${3:-1}
 conns=50
 port=17300
+# The Tokio peer (bench/tokio, Debian's Tokio 1.24 crates built offline); without it, go on.
+tokio_log=$(mktemp)
+trap 'rm -f "$tokio_log"' EXIT
+if ! tokio=$(bash "$(dirname "$0")/../tokio/build.sh" 2>"$tokio_log"); then
+  tokio=""
+  echo "# tokio peer not built, going on without it: $(grep -v '^ *$' "$tokio_log" | tail -n 1)" >&2
+fi
 
 servers=()
 [[ -x $build/bench/ipc/uring_echo ]] && servers+=("c-uring-floor|$build/bench/ipc/uring_echo PORT")
@@ -17,6 +24,8 @@ servers+=("corio-1w|$build/examples/echo_server --port PORT --workers 1")
 servers+=("corio-2w|$build/examples/echo_server --port PORT --workers 2")
 [[ -x $build/bench/ipc/asio_echo_uring ]] && servers+=("asio-uring|$build/bench/ipc/asio_echo_uring PORT 1")
 [[ -x $build/bench/ipc/asio_echo_epoll ]] && servers+=("asio-epoll|$build/bench/ipc/asio_echo_epoll PORT 1")
+[[ -n $tokio ]] && servers+=("tokio-1w|$tokio echo PORT 1")
+[[ -n $tokio ]] && servers+=("tokio-2w|$tokio echo PORT 2")
 
 wait_port() {
   for _ in $(seq 100); do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Process benchmarks, corio and its peers side by side in one run (release build):
 # spawn /bin/true (2,000, 20 in flight) vs plain posix_spawn + waitpid (1 and 20 threads),
-# and process_pool (2 workers, 100,000 items) vs Python's ProcessPoolExecutor and Pool.
+# and Tokio's tokio::process (bench/tokio, when it builds), and process_pool (2 workers,
+# 100,000 items) vs Python's ProcessPoolExecutor and Pool.
 # Prints `<benchmark> <system> <value> <unit>` lines, then corio's ratio to each peer.
 #
 #   bash bench/process/run.sh [build dir, default build-proc-rel]
@@ -13,7 +14,13 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja -C "$build" bench/process/process_bench bench/process/spawn_floor >/dev/null
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+tokio_log=$(mktemp)
+trap 'rm -f "$out" "$tokio_log"' EXIT
+if tokio=$(bash bench/tokio/build.sh 2>"$tokio_log"); then
+  "$tokio" process_spawn --threads 2 | tee -a "$out" || echo "# tokio process_spawn failed" >&2
+else
+  echo "# tokio peer not built, going on without it: $(grep -v '^ *$' "$tokio_log" | tail -n 1)" >&2
+fi
 "$build/bench/process/spawn_floor" 2000 20 | tee -a "$out"
 "$build/bench/process/process_bench" all --workers 2 | tee -a "$out"
 python3 bench/process/pool_peer.py 100000 | tee -a "$out"
@@ -31,6 +38,7 @@ def ratio(name, peer, target):
         print(f"# {name}: corio/{peer} = {r:.2f} (target >= {target}: {'met' if r >= target else 'MISSED'})")
 ratio("spawn_true_20_in_flight", "posix_spawn_20threads", 0.95)
 ratio("spawn_true_20_in_flight", "posix_spawn_seq", 1.0)
+ratio("spawn_true_20_in_flight", "tokio", 1.0)
 ratio("pool_per_item", "python_ppe_chunksize1", 50)
 ratio("pool_batched", "python_pool_map", 5)
 PY
