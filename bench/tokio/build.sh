@@ -16,7 +16,8 @@ cargo=$(command -v cargo || true)
 [ -z "$cargo" ] && pkgs+=(cargo)  # Debian's cargo + rustc are recent enough for Tokio 1.24
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
+  status=$(dpkg -s "$p" 2>/dev/null || true)  # (not piped into grep -q: pipefail + SIGPIPE)
+  grep -q '^Status: install ok installed' <<<"$status" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tokio build: installing ${missing[*]}" >&2
