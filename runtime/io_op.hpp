@@ -41,6 +41,9 @@ namespace detail {
 io_uring_sqe* worker_get_sqe(worker* w);
 void worker_submit_cancel(worker* w, io_completion* target);
 void worker_resume_later(worker* w, std::coroutine_handle<> h);
+/// True once `w`'s runtime is shutting down (its ring is being drained): an operation
+/// that re-arms itself (a multishot) must not add new SQEs then.
+bool worker_stopping(worker* w) noexcept;
 
 /// The state shared by all io_op instantiations.
 class io_operation : public io_completion, public cancellable {

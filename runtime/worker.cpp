@@ -536,6 +536,9 @@ void worker::reap() {
       m_park_armed = false;
       return;
     }
+    // A multishot operation (e.g. the acceptor's IORING_ACCEPT_MULTISHOT) was counted
+    // once, by the get_sqe() that armed it; its CQEs with F_MORE do not end it, only the
+    // final one (without F_MORE) does, so shutdown waits for exactly that one.
     if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
       --m_in_flight;
     }
@@ -619,6 +622,8 @@ void worker_submit_cancel(worker* w, io_completion* target) {
 }
 
 void worker_resume_later(worker* w, std::coroutine_handle<> h) { w->schedule_back(h.address()); }
+
+bool worker_stopping(worker* w) noexcept { return w->rt.stopping(); }
 
 void worker_resume_timer(worker* w, std::coroutine_handle<> h) { w->schedule_timer(h.address()); }
 
