@@ -2,6 +2,7 @@
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
+#include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/pipe.hpp>

@@ -3,16 +3,21 @@
 // Concept: tcp_listener binds and listens (synchronously: neither call blocks) and
 // accepts connections with IORING_OP_ACCEPT; tcp_stream connects with IORING_OP_CONNECT
 // and inherits byte-stream I/O from stream_socket (ipc/socket.hpp).
-// Accept is one-shot, awaited in a loop (one SQE per connection), not multishot: a
-// multishot accept would have to outlive each await and stay pinned to one worker's ring
-// while the accepting task migrates between workers, and it ends on the first error
-// anyway (EMFILE), so it buys nothing for a server that accepts one at a time.
-// Out of descriptors: accept returns EMFILE/ENFILE at once (the connection stays in the
-// kernel's backlog). accept never retries by itself, so it cannot spin: the caller backs
-// off (e.g. sleep_for(10ms)) and accepts again; the server keeps serving its existing
-// connections meanwhile and accepts the waiting ones once descriptors are freed.
-// Thread-safety: one owner per object; several tasks may await accept on one listener.
-// Cost: connect and accept are one SQE each; the options are one setsockopt each.
+// Two ways to accept. listener.accept() is one-shot (one SQE per connection, on the
+// awaiting task's worker). listener.incoming(options) is opt-in multishot: a tcp_acceptor
+// (ipc/acceptor.hpp) whose accept() yields the next connection from one
+// IORING_ACCEPT_MULTISHOT SQE armed on one worker's ring; the accepted descriptors go
+// through a bounded queue to the accepting tasks on any worker, the SQE is re-armed after
+// the kernel ends it (errors reach the caller first), and where the kernel lacks
+// multishot the acceptor falls back to one-shot accepts by itself.
+// Out of descriptors (both ways): accept returns EMFILE/ENFILE at once (the connection
+// stays in the kernel's backlog). accept never retries by itself, so it cannot spin: the
+// caller backs off (e.g. sleep_for(10ms)) and accepts again; the server keeps serving its
+// existing connections meanwhile and accepts the waiting ones once descriptors are freed.
+// Thread-safety: one owner per object; several tasks may await accept on one listener
+// (or on one acceptor). Destroying (or assigning) the listener closes its acceptors.
+// Cost: connect and accept are one SQE each; the options are one setsockopt each; an
+// acceptor's accept() is no SQE per connection (see ipc/acceptor.hpp).
 // Cancellation: accept and connect take a std::stop_token and honour the inherited one;
 // they return std::errc::operation_canceled (a cancelled connect closes its socket).
 // connect(addr, timeout) returns std::errc::timed_out when the deadline passes first.
@@ -26,6 +31,7 @@
 #include <chrono>
 #include <stop_token>
 
+#include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
@@ -60,9 +66,22 @@ struct tcp_listen_options {
   bool v6_only = false;       ///< IPV6_V6ONLY for an IPv6 listener
 };
 
+/// Accepted TCP connections from one multishot accept (ipc/acceptor.hpp).
+using tcp_acceptor = basic_acceptor<tcp_stream>;
+
 class tcp_listener : public socket {
  public:
   using socket::socket;
+  tcp_listener() noexcept = default;
+  tcp_listener(tcp_listener&&) noexcept = default;
+  /// Closes this listener's acceptors before its descriptor.
+  tcp_listener& operator=(tcp_listener&& other) noexcept {
+    m_acceptors = std::move(other.m_acceptors);
+    socket::operator=(std::move(other));
+    return *this;
+  }
+  /// Members go before the base: the acceptors are closed before the descriptor.
+  ~tcp_listener() = default;
 
   /// socket + options + bind + listen. Port 0 picks a free port (see local_address()).
   [[nodiscard]] static result<tcp_listener> bind(const socket_address& addr, const tcp_listen_options& options = {});
@@ -72,6 +91,15 @@ class tcp_listener : public socket {
     return detail::accept<tcp_stream>(
         fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, std::move(token));
   }
+
+  /// Opt-in multishot accept: an acceptor whose accept() yields the next connection
+  /// (ipc/acceptor.hpp). The listener must outlive it; its destructor closes it.
+  [[nodiscard]] tcp_acceptor incoming(const accept_options& options = {}) {
+    return tcp_acceptor::make(fd(), options, m_acceptors);
+  }
+
+ private:
+  detail::acceptor_link m_acceptors;
 };
 
 }  // namespace corio::ipc

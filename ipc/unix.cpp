@@ -100,10 +100,11 @@ result<ucred> unix_stream::peer_credentials() const {
 }
 
 unix_listener::unix_listener(unix_listener&& other) noexcept
-    : socket(std::move(other)), m_path(std::exchange(other.m_path, {})) {}
+    : socket(std::move(other)), m_path(std::exchange(other.m_path, {})), m_acceptors(std::move(other.m_acceptors)) {}
 
 unix_listener& unix_listener::operator=(unix_listener&& other) noexcept {
   if (this != &other) {
+    m_acceptors = std::move(other.m_acceptors);  // closes ours before the descriptor
     remove_path();
     socket::operator=(std::move(other));
     m_path = std::exchange(other.m_path, {});

@@ -8,6 +8,9 @@
 // descriptors are CLOEXEC (MSG_CMSG_CLOEXEC) and owned by the caller (owned_fd).
 // A unix_listener bound to a path removes that path when it is destroyed (it created it);
 // bind fails with EADDRINUSE if the path exists (remove a stale one yourself).
+// unix_listener::accept() is one-shot; incoming(options) is the opt-in multishot
+// unix_acceptor (ipc/acceptor.hpp, same protocol as tcp_listener's), closed when the
+// listener is destroyed.
 // Thread-safety: one owner per object; one read and one write may be in flight together.
 // Cost: one SQE per operation (plus a task frame for connect / send_fds / recv_fds).
 // Cancellation: every wait takes a std::stop_token and honours the inherited one
@@ -26,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/socket.hpp>
@@ -58,6 +62,9 @@ class unix_stream : public stream_socket {
   [[nodiscard]] result<ucred> peer_credentials() const;
 };
 
+/// Accepted Unix-stream connections from one multishot accept (ipc/acceptor.hpp).
+using unix_acceptor = basic_acceptor<unix_stream>;
+
 class unix_listener : public socket {
  public:
   unix_listener() noexcept = default;
@@ -73,10 +80,17 @@ class unix_listener : public socket {
         fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token));
   }
 
+  /// Opt-in multishot accept: an acceptor whose accept() yields the next connection
+  /// (ipc/acceptor.hpp). The listener must outlive it; its destructor closes it.
+  [[nodiscard]] unix_acceptor incoming(const accept_options& options = {}) {
+    return unix_acceptor::make(fd(), options, m_acceptors);
+  }
+
  private:
   explicit unix_listener(int fd, std::string path) noexcept : socket(fd), m_path(std::move(path)) {}
   void remove_path() noexcept;
   std::string m_path;  // filesystem path to unlink on destruction (empty for abstract names)
+  detail::acceptor_link m_acceptors;  // closed before the descriptor (members go first)
 };
 
 class unix_datagram : public datagram_socket {
