@@ -403,19 +403,28 @@ TEST_CASE("acceptor: with nobody accepting, the queue stops at its capacity and 
     auto take = [&]() -> task<bool> { co_return (co_await acc.accept()).has_value(); };
     CHECK(rt.block_on(take()));
     std::vector<int> clients;
-    for (int i = 0; i < kClients; ++i) {
-      int c = plain_connect(addr);
-      REQUIRE(c >= 0);
-      clients.push_back(c);
-    }
+    auto connect_some = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        int c = plain_connect(addr);
+        REQUIRE(c >= 0);
+        clients.push_back(c);
+      }
+    };
+    connect_some(kClients - 100);
     std::this_thread::sleep_for(200ms);
     auto st = acc.stats();
     CHECK(st.stops >= 1);
-    // capacity plus what the kernel completed before the cancel landed: far below the
-    // 300 connections, which wait in the listen backlog.
     CHECK(st.queued_peak >= kCapacity);
-    CHECK(st.queued_peak < kCapacity + 64);
-    CHECK(st.accepted < 1 + kCapacity + 64);
+    // The kernel's multishot accepts every pending connection in one go before the
+    // cancel lands (capacity plus one batch), so the peak depends on timing; what the
+    // policy guarantees is that, once stopped, nothing more is accepted while nobody
+    // calls accept(): the next connections stay in the listen backlog.
+    connect_some(100);
+    std::this_thread::sleep_for(200ms);
+    auto st2 = acc.stats();
+    CHECK(st2.accepted == st.accepted);
+    CHECK(st2.queued == st.queued);
+    CHECK(st2.arms == st.arms);
     // Accepting drains the queue and re-arms: every connection arrives, exactly once.
     auto all = [&]() -> task<int> {
       int n = 0;
@@ -507,6 +516,11 @@ TEST_CASE("acceptor: EMFILE ends the multishot, reaches the accepting task, does
     };
     auto clients = rt.block_on(make_clients());
     REQUIRE(clients.size() == 3);
+    // UBSan checks a dynamic type once and caches it; its first check reads
+    // /proc/self/maps, which fails with the table full (a false "invalid vptr"). Check the
+    // system category's comparison once now.
+    std::error_code warm(EMFILE, std::system_category());
+    CHECK(warm == std::errc::too_many_files_open);
     std::vector<int> fillers;
     corio::ipc::accept_stats before_full;
     corio::ipc::accept_stats while_full;
@@ -651,14 +665,16 @@ TEST_CASE("acceptor: runtime shutdown with an armed multishot and waiting tasks 
   std::size_t fds_before = corio_test::open_fd_count();
   for (int order = 0; order < 2; ++order) {
     INFO("order " << order);
-    // order 0: the acceptor outlives the runtime; order 1: it dies first.
+    // order 0: the acceptor is still open when the runtime shuts down (its multishot is
+    // cancelled by the shutdown drain) and is destroyed after the runtime; order 1: it is
+    // closed while tasks wait on it, before the shutdown. (The handle itself is only
+    // destroyed once no task can read it: one owner.)
     std::optional<tcp_listener> l;
     l.emplace(listen_loopback());
     auto addr = address_of(*l);
-    std::optional<tcp_acceptor> outer;
+    auto acc = std::make_unique<tcp_acceptor>(l->incoming());
     {
       corio::runtime rt(ipc_test::workers(2));
-      auto acc = std::make_unique<tcp_acceptor>(l->incoming());
       for (int i = 0; i < 3; ++i) {
         (void)rt.spawn([](const tcp_acceptor& a) -> task<void> {
           auto s = co_await a.accept();
@@ -676,13 +692,11 @@ TEST_CASE("acceptor: runtime shutdown with an armed multishot and waiting tasks 
           ::close(c);
         }
       }
-      if (order == 0) {
-        outer.emplace(std::move(*acc));
-      } else {
-        acc.reset();
+      if (order == 1) {
+        acc->close();
       }
     }
-    outer.reset();
+    acc.reset();
     l.reset();
   }
   CHECK(corio_test::open_fd_count() == fds_before);
