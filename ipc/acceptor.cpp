@@ -201,6 +201,9 @@ void acceptor_state::abandon(accept_waiter& w) noexcept {
     w.status = wait_status::cancelled;
   }
   m_lock.unlock();
+  // A waker that took w off the list through a wake_batch may still be reading it on
+  // another thread (see waiter::waking).
+  w.wait_wake_done();
 }
 
 void acceptor_state::close() noexcept {
