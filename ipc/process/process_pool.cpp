@@ -3,6 +3,10 @@
 // Parent-side invariants, all under pool_state::mu:
 // - every job of a live batch is in exactly one place: `pending`, one worker's
 //   `inflight` (in the order that worker runs them), or completed;
+// - a cancelled batch's jobs are completed (status_cancelled) at once: its pending jobs
+//   are dropped, its in-flight jobs stay in `inflight` with `batch == nullptr` (their
+//   answers are discarded, their withdrawal bits set) — so nothing points at the batch
+//   after the cancel, and the caller may free it;
 // - a worker answers its jobs in order, so a result frame always completes
 //   `inflight.front()`;
 // - `outstanding` counts jobs not yet completed; shutdown() waits for it to reach 0;
@@ -22,11 +26,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <deque>
 #include <mutex>
 
 #include <corio/ipc/process/child.hpp>
 #include <corio/ipc/process/fork.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/sync/event.hpp>
@@ -53,8 +59,6 @@ class pool_category_impl : public std::error_category {
   }
 };
 
-constexpr std::size_t progress_bytes = 4096;
-
 bool write_fully(int fd, const std::byte* p, std::size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
@@ -70,14 +74,33 @@ bool write_fully(int fd, const std::byte* p, std::size_t n) {
   return true;
 }
 
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// Replaces a thrown job's partial output (after the header at `at`) with `what`.
+void thrown_text(std::vector<std::byte>& out, std::size_t at, const char* what) {
+  std::size_t n = std::min(std::strlen(what), detail::max_exception_text);
+  out.resize(at + sizeof(detail::result_header));
+  auto* p = reinterpret_cast<const std::byte*>(what);
+  out.insert(out.end(), p, p + n);
+}
+
 /// The worker process: a blocking loop over the socket (see the header comment).
-int pool_worker_main(std::span<const std::byte>, std::span<const int> fds) {
+int pool_worker_main(std::span<const std::byte> arg, std::span<const int> fds) {
   int sock = fds[0];
-  void* map = ::mmap(nullptr, progress_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+  std::size_t page_bytes = 0;
+  if (arg.size() != sizeof page_bytes) {
+    return 1;
+  }
+  std::memcpy(&page_bytes, arg.data(), sizeof page_bytes);
+  void* map = ::mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
   if (map == MAP_FAILED) {
     return 1;
   }
-  auto* progress = static_cast<std::atomic<std::uint64_t>*>(map);
+  auto* page = static_cast<detail::worker_page*>(map);
   std::vector<std::byte> in(256 * 1024);
   std::vector<std::byte> out;
   out.reserve(256 * 1024);
@@ -98,6 +121,7 @@ int pool_worker_main(std::span<const std::byte>, std::span<const int> fds) {
     }
     have += static_cast<std::size_t>(n);
     std::size_t pos = 0;
+    std::uint64_t last_flush = monotonic_ns();
     while (have - pos >= sizeof(detail::job_header)) {
       detail::job_header h;
       std::memcpy(&h, in.data() + pos, sizeof h);
@@ -110,20 +134,40 @@ int pool_worker_main(std::span<const std::byte>, std::span<const int> fds) {
       }
       std::size_t at = out.size();
       out.resize(at + sizeof(detail::result_header));
-      // relaxed: read by the parent only after this process died (ordered by its exit).
-      progress->store(h.id, std::memory_order_relaxed);
       std::uint32_t status = 0;
-      try {
-        auto fn = reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(h.fn));
-        fn(std::span<const std::byte>(in.data() + pos + sizeof h, h.len), out);
-      } catch (...) {
-        out.resize(at + sizeof(detail::result_header));
-        status = static_cast<std::uint32_t>(pool_errc::job_threw);
+      // relaxed: a late-seen bit only lets a withdrawn job run (its answer is dropped);
+      // a bit is never stale: the parent clears it before this slot's next frame is
+      // written to the socket we read it from (see pool_codec.hpp).
+      if ((page->word(h.seq).load(std::memory_order_relaxed) & detail::worker_page::mask(h.seq)) != 0) {
+        status = detail::status_withdrawn;
+      } else {
+        // relaxed: read by the parent only after this process died (ordered by its exit).
+        page->running.store(h.id, std::memory_order_relaxed);
+        try {
+          auto fn = reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(h.fn));
+          fn(std::span<const std::byte>(in.data() + pos + sizeof h, h.len), out);
+        } catch (const std::exception& e) {
+          status = static_cast<std::uint32_t>(pool_errc::job_threw);
+          thrown_text(out, at, e.what());
+        } catch (...) {
+          status = static_cast<std::uint32_t>(pool_errc::job_threw);
+          thrown_text(out, at, "unknown exception (not derived from std::exception)");
+        }
+        page->running.store(0, std::memory_order_relaxed);
       }
-      progress->store(0, std::memory_order_relaxed);
       detail::result_header r{static_cast<std::uint32_t>(out.size() - at - sizeof(detail::result_header)), status, h.id};
       std::memcpy(out.data() + at, &r, sizeof r);
       pos += frame;
+      // Slow jobs: answer what is done every millisecond instead of after the whole read
+      // (a result must not wait for the jobs queued behind it, nor a cancel for them).
+      std::uint64_t now = monotonic_ns();
+      if (now - last_flush >= 1'000'000) {
+        if (!write_fully(sock, out.data(), out.size())) {
+          return 1;
+        }
+        out.clear();
+        last_flush = now;
+      }
     }
     std::memmove(in.data(), in.data() + pos, have - pos);
     have -= pos;
@@ -145,14 +189,17 @@ namespace detail {
 
 struct pool_job {
   std::uint64_t id;
-  pool_batch* batch;
+  pool_batch* batch;   // nullptr once the job's call was cancelled (its answer is dropped)
   std::size_t index;
+  std::uint32_t seq = 0;  // the frame's number on its worker's socket (set when sent)
 };
 
 struct pool_worker {
   child proc;
   process_fd sock;
-  void* map = nullptr;
+  worker_page* page = nullptr;
+  std::size_t page_bytes = 0;
+  std::uint32_t next_seq = 0;      // guarded by pool_state::mu
   std::deque<pool_job> inflight;   // guarded by pool_state::mu
   std::vector<std::byte> outbox;   // guarded by pool_state::mu
   bool writing = false;            // guarded by pool_state::mu: a writer task owns the socket's write side
@@ -161,11 +208,22 @@ struct pool_worker {
 
   [[nodiscard]] std::uint64_t running_job() const noexcept {
     // relaxed: the worker is dead; its last store is ordered before its exit, which we saw.
-    return static_cast<std::atomic<std::uint64_t>*>(map)->load(std::memory_order_relaxed);
+    return page->running.load(std::memory_order_relaxed);
+  }
+  /// Asks the worker to skip the job sent as frame `seq` (under pool_state::mu).
+  void withdraw(std::uint32_t seq) noexcept {
+    // relaxed: no data hangs on the bit; seen late, the job merely runs (see the worker).
+    page->word(seq).fetch_or(worker_page::mask(seq), std::memory_order_relaxed);
+  }
+  /// Clears frame `seq`'s bit once its answer is in, before the slot is reused (under mu).
+  void clear_withdrawn(std::uint32_t seq) noexcept {
+    // relaxed: the worker reads this slot again only after reading frame seq + bits,
+    // which is written to the socket after this (the write syscall orders it).
+    page->word(seq).fetch_and(~worker_page::mask(seq), std::memory_order_relaxed);
   }
   ~pool_worker() {
-    if (map != nullptr) {
-      ::munmap(map, progress_bytes);
+    if (page != nullptr) {
+      ::munmap(page, page_bytes);
     }
   }
 };
@@ -183,19 +241,65 @@ struct pool_state {
   completion_signal* idle = nullptr;  // the shutdown body waits on it for outstanding == 0
   corio::event shutdown_done{event_reset::manual};  // set once the workers are reaped
 
-  /// Records a job's end (under mu); signals its batch when it was the last one.
-  void finish_locked(const pool_job& job, std::uint32_t status, std::span<const std::byte> payload) {
-    pool_batch* b = job.batch;
-    b->out_off[job.index] = b->out.size();
-    b->out_len[job.index] = static_cast<std::uint32_t>(payload.size());
-    b->out.insert(b->out.end(), payload.begin(), payload.end());
-    b->status[job.index] = status;
-    b->order.push_back(job.index);
+  /// Records the result of job `index` of `b` (under mu); signals the batch when it was
+  /// the last one.
+  static void complete_locked(pool_batch* b, std::size_t index, std::uint32_t status,
+                              std::span<const std::byte> payload) {
+    if (status == status_withdrawn) {
+      status = status_cancelled;  // (only an orphan is ever withdrawn; be safe)
+    }
+    if (b->sink != nullptr) {
+      b->sink(b->sink_ctx, index, status, payload);
+    } else {
+      b->out_off[index] = b->out.size();
+      b->out_len[index] = static_cast<std::uint32_t>(payload.size());
+      b->out.insert(b->out.end(), payload.begin(), payload.end());
+      b->status[index] = status;
+      b->order.push_back(index);
+    }
     if (--b->remaining == 0) {
+      if (b->sink != nullptr) {
+        b->sink(b->sink_ctx, b->size(), 0, {});  // the end of the stream
+      }
       b->done.signal();  // the owner may now destroy *b: not touched again
+    }
+  }
+
+  /// Records a job's end (under mu): its batch's result (unless the call was cancelled)
+  /// and the pool's count.
+  void finish_locked(const pool_job& job, std::uint32_t status, std::span<const std::byte> payload) {
+    if (job.batch != nullptr) {
+      complete_locked(job.batch, job.index, status, payload);
     }
     if (--outstanding == 0 && idle != nullptr) {
       std::exchange(idle, nullptr)->signal();
+    }
+  }
+
+  /// Cancels every job of `b` that has no result yet (under mu): pending ones are
+  /// dropped, in-flight ones withdrawn and unlinked from `b`; each completes with
+  /// status_cancelled. Afterwards nothing in the pool points at `b`.
+  void cancel_batch_locked(pool_batch* b) {
+    if (b->remaining == 0) {
+      return;
+    }
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->batch == b) {
+        pool_job job = *it;
+        it = pending.erase(it);
+        finish_locked(job, status_cancelled, {});
+      } else {
+        ++it;
+      }
+    }
+    for (auto& w : workers) {
+      for (pool_job& job : w->inflight) {
+        if (job.batch == b) {
+          complete_locked(b, job.index, status_cancelled, {});
+          job.batch = nullptr;  // the answer, when it comes, only counts down `outstanding`
+          w->withdraw(job.seq);
+        }
+      }
     }
   }
 
@@ -219,8 +323,10 @@ struct pool_state {
       for (std::size_t k = 0; k < share && !pending.empty(); ++k) {
         pool_job job = pending.front();
         pending.pop_front();
+        job.seq = best->next_seq++;
         auto data = job.batch->job(job.index);
-        job_header h{static_cast<std::uint32_t>(data.size()), 0, job.id, reinterpret_cast<std::uint64_t>(job.batch->fn)};
+        job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id,
+                     reinterpret_cast<std::uint64_t>(job.batch->fn)};
         auto* hp = reinterpret_cast<const std::byte*>(&h);
         best->outbox.insert(best->outbox.end(), hp, hp + sizeof h);
         best->outbox.insert(best->outbox.end(), data.begin(), data.end());
@@ -280,7 +386,8 @@ void kick_writers(const std::shared_ptr<pool_state>& s, std::vector<std::shared_
   }
 }
 
-task<result<std::shared_ptr<pool_worker>>> start_worker() {
+task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window) {
+  std::size_t page_bytes = worker_page::bytes_for(window);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     co_return unexpected(os_error(-errno));
@@ -288,17 +395,21 @@ task<result<std::shared_ptr<pool_worker>>> start_worker() {
   process_fd ours(sv[0]);
   process_fd theirs(sv[1]);
   process_fd memfd(::memfd_create("corio-pool-progress", MFD_CLOEXEC));
-  if (!memfd.is_open() || ::ftruncate(memfd.get(), progress_bytes) != 0) {
+  if (!memfd.is_open() || ::ftruncate(memfd.get(), static_cast<off_t>(page_bytes)) != 0) {
     co_return unexpected(os_error(-errno));
   }
-  void* map = ::mmap(nullptr, progress_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+  void* map = ::mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
   if (map == MAP_FAILED) {
     co_return unexpected(os_error(-errno));
   }
   auto w = std::make_shared<pool_worker>();
-  w->map = map;
+  w->page = static_cast<worker_page*>(map);  // zero-filled by ftruncate: no job withdrawn
+  w->page->bits = worker_page::bits_for(window);
+  w->page_bytes = page_bytes;
   std::vector<int> fds{theirs.get(), memfd.get()};
-  auto c = co_await fork_raw(&pool_worker_main, std::vector<std::byte>{}, std::move(fds));
+  std::vector<std::byte> arg(sizeof page_bytes);
+  std::memcpy(arg.data(), &page_bytes, sizeof page_bytes);
+  auto c = co_await fork_raw(&pool_worker_main, std::move(arg), std::move(fds));
   if (!c) {
     co_return unexpected(c.error());
   }
@@ -311,7 +422,12 @@ task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
 
 /// Starts a replacement for the dead worker `old` in its slot; false if it failed.
 task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> old) {
-  auto fresh = co_await start_worker();
+  std::size_t window = 0;
+  {
+    std::lock_guard lock(s->mu);
+    window = s->window;
+  }
+  auto fresh = co_await start_worker(window);
   std::vector<std::shared_ptr<pool_worker>> kick;
   bool ok = false;
   {
@@ -367,7 +483,9 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
     std::uint64_t crashed = w->running_job();
     std::vector<pool_job> again;
     for (const pool_job& job : w->inflight) {
-      if (closing) {
+      if (job.batch == nullptr) {
+        s->finish_locked(job, status_cancelled, {});  // a cancelled call's: never rerun
+      } else if (closing) {
         s->finish_locked(job, static_cast<std::uint32_t>(pool_errc::shut_down), {});
       } else if (job.id == crashed) {
         s->finish_locked(job, static_cast<std::uint32_t>(pool_errc::worker_crashed), {});
@@ -434,6 +552,9 @@ task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
         }
         pool_job job = w->inflight.front();
         w->inflight.pop_front();
+        if (job.batch == nullptr) {
+          w->clear_withdrawn(job.seq);  // (set or not: a cancelled call's job)
+        }
         s->finish_locked(job, h.status, std::span<const std::byte>(buf.data() + pos + sizeof h, h.len));
         pos += frame;
       }
@@ -495,9 +616,11 @@ task<void> shutdown_body(std::shared_ptr<pool_state> s) {
 
 task<result<std::unique_ptr<process_pool>>> process_pool::start(std::size_t workers, std::size_t window) {
   auto s = std::make_shared<detail::pool_state>();
-  s->window = window == 0 ? 1 : window;
+  // At most 2^20 in flight per worker: the withdrawal bitmap (one bit per slot) is then
+  // at most 128 KiB; beyond that a deeper window buys nothing.
+  s->window = std::clamp<std::size_t>(window, 1, std::size_t{1} << 20);
   for (std::size_t i = 0; i < (workers == 0 ? 1 : workers); ++i) {
-    auto w = co_await detail::start_worker();
+    auto w = co_await detail::start_worker(s->window);
     if (!w) {
       std::unique_ptr<process_pool> partial(new process_pool(s));  // closes the started ones
       co_return unexpected(w.error());
@@ -523,81 +646,181 @@ process_pool::~process_pool() {
   }
 }
 
-task<void> process_pool::run(detail::pool_batch& b) {
+namespace detail {
+namespace {
+
+/// Queues every job of `b` (filled, not yet queued); false (and every job failed with
+/// shut_down) if the pool is closing. Starts the writers it needs.
+bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
   std::size_t n = b.size();
-  b.out_off.assign(n, 0);
-  b.out_len.assign(n, 0);
-  b.status.assign(n, 0);
-  b.order.reserve(n);
-  if (n == 0) {
-    co_return;
+  if (b.sink == nullptr) {
+    b.out_off.assign(n, 0);
+    b.out_len.assign(n, 0);
+    b.status.assign(n, 0);
+    b.order.reserve(n);
   }
-  std::vector<std::shared_ptr<detail::pool_worker>> kick;
+  std::vector<std::shared_ptr<pool_worker>> kick;
   {
-    std::lock_guard lock(m_state->mu);
+    std::lock_guard lock(s->mu);
     b.remaining = n;
-    if (m_state->closing) {
-      b.remaining = 0;
-      std::fill(b.status.begin(), b.status.end(), static_cast<std::uint32_t>(pool_errc::shut_down));
-      co_return;
+    if (s->closing) {
+      s->outstanding += n;
+      for (std::size_t i = 0; i < n; ++i) {
+        s->finish_locked({0, &b, i}, static_cast<std::uint32_t>(pool_errc::shut_down), {});
+      }
+      return false;
     }
-    m_state->outstanding += n;
+    s->outstanding += n;
     for (std::size_t i = 0; i < n; ++i) {
-      m_state->pending.push_back({m_state->next_id++, &b, i});
+      s->pending.push_back({s->next_id++, &b, i});
     }
-    kick = m_state->pump_locked();
+    kick = s->pump_locked();
   }
-  detail::kick_writers(m_state, std::move(kick));
-  co_await b.done;
+  kick_writers(s, std::move(kick));
+  return true;
 }
 
-task<result<std::vector<std::byte>>> process_pool::submit(pool_job_fn fn, std::vector<std::byte> job) {
+/// Cancels every job of `b` still without a result (any thread).
+void cancel_batch(pool_state& s, pool_batch& b) noexcept {
+  std::lock_guard lock(s.mu);
+  s.cancel_batch_locked(&b);
+}
+
+/// Awaits a queued batch's completion; a stop of `token` or of the inherited token
+/// cancels the batch's remaining jobs (see cancel_batch_locked), which completes it.
+class batch_wait {
+ public:
+  batch_wait(pool_state& s, pool_batch& b, std::stop_token token) noexcept : m_state(&s), m_batch(&b), m_token(std::move(token)) {}
+  batch_wait(const batch_wait&) = delete;
+  batch_wait& operator=(const batch_wait&) = delete;
+
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    // Armed before the wait is published: a stop that already happened runs the cancel
+    // here, which signals `done`, and done.await_suspend then declines to suspend.
+    m_stop.arm(m_token, corio::detail::inherited_token_of(h), stop_fn{this});
+    return m_batch->done.await_suspend(h);
+  }
+  void await_resume() noexcept {
+    m_stop.disarm();  // waits for a cancel running on another thread: the batch is ours again
+  }
+
+ private:
+  struct stop_fn {
+    batch_wait* self;
+    void operator()() const noexcept { cancel_batch(*self->m_state, *self->m_batch); }
+  };
+  pool_state* m_state;
+  pool_batch* m_batch;
+  std::stop_token m_token;
+  corio::detail::stop_link<stop_fn> m_stop;
+};
+
+void add_byte_jobs(pool_batch& b, pool_job_fn fn, const std::vector<std::vector<std::byte>>& jobs) {
+  b.fn = fn;
+  for (const auto& j : jobs) {
+    b.add(j);
+  }
+}
+
+}  // namespace
+
+stream_core::stream_core(std::shared_ptr<pool_state> pool, pool_job_fn fn, std::stop_token token)
+    : m_pool(std::move(pool)), m_token(std::move(token)) {
+  batch.fn = fn;
+  batch.sink = &stream_core::sink;
+  batch.sink_ctx = this;
+}
+
+stream_core::~stream_core() {
+  m_stop.reset();  // waits for a cancel running on another thread
+  cancel();        // nothing in the pool points at us afterwards
+}
+
+void stream_core::submit() {
+  if (batch.size() == 0) {
+    items.close();
+    return;
+  }
+  if (queue_batch(m_pool, batch)) {
+    // After queueing: a stop that already happened cancels at once, in here.
+    m_stop.emplace(m_token, cancel_fn{this});
+  }
+}
+
+void stream_core::cancel() noexcept { cancel_batch(*m_pool, batch); }
+
+void stream_core::sink(void* ctx, std::size_t index, std::uint32_t status, std::span<const std::byte> payload) {
+  auto* self = static_cast<stream_core*>(ctx);
+  if (index == self->batch.size()) {
+    self->items.close();  // buffered items stay receivable
+    return;
+  }
+  // Unbounded: never waits, never fails while open (it closes only after the last item).
+  (void)self->items.try_send(raw_item{index, status, std::vector<std::byte>(payload.begin(), payload.end())});
+}
+
+}  // namespace detail
+
+task<void> process_pool::run(detail::pool_batch& b, std::stop_token token) {
+  if (b.size() == 0) {
+    co_return;
+  }
+  std::stop_token inherited = co_await corio::get_stop_token();
+  if (token.stop_requested() || inherited.stop_requested()) {
+    b.status.assign(b.size(), detail::status_cancelled);  // nothing queued, nothing run
+    b.out_off.assign(b.size(), 0);
+    b.out_len.assign(b.size(), 0);
+    co_return;
+  }
+  if (!detail::queue_batch(m_state, b)) {
+    co_return;  // closing: every job failed with shut_down
+  }
+  co_await detail::batch_wait(*m_state, b, std::move(token));
+}
+
+task<pool_result<std::vector<std::byte>>> process_pool::submit(pool_job_fn fn, std::vector<std::byte> job,
+                                                               std::stop_token token) {
   std::vector<std::vector<std::byte>> one;
   one.push_back(std::move(job));
-  auto r = co_await map(fn, std::move(one));
+  auto r = co_await map(fn, std::move(one), std::move(token));
   co_return std::move(r.front());
 }
 
-task<std::vector<result<std::vector<std::byte>>>> process_pool::map(pool_job_fn fn,
-                                                                     std::vector<std::vector<std::byte>> jobs) {
+task<pool_results<pool_result<std::vector<std::byte>>>> process_pool::map(pool_job_fn fn,
+                                                                           std::vector<std::vector<std::byte>> jobs,
+                                                                           std::stop_token token) {
   detail::pool_batch b;
-  b.fn = fn;
-  for (const auto& j : jobs) {
-    b.add(j);
-  }
-  co_await run(b);
-  std::vector<result<std::vector<std::byte>>> out;
+  detail::add_byte_jobs(b, fn, jobs);
+  co_await run(b, std::move(token));
+  pool_results<pool_result<std::vector<std::byte>>> out;
   out.reserve(b.size());
   for (std::size_t i = 0; i < b.size(); ++i) {
-    if (b.status[i] != 0) {
-      out.emplace_back(unexpected(make_error_code(static_cast<pool_errc>(b.status[i]))));
-    } else {
-      auto r = b.result(i);
-      out.emplace_back(std::vector<std::byte>(r.begin(), r.end()));
-    }
+    out.push_back(detail::job_outcome<std::vector<std::byte>>(b.status[i], b.result(i)));
   }
   co_return out;
 }
 
-task<std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>>> process_pool::map_unordered(
-    pool_job_fn fn, std::vector<std::vector<std::byte>> jobs) {
+task<pool_results<std::pair<std::size_t, pool_result<std::vector<std::byte>>>>> process_pool::map_unordered(
+    pool_job_fn fn, std::vector<std::vector<std::byte>> jobs, std::stop_token token) {
   detail::pool_batch b;
-  b.fn = fn;
-  for (const auto& j : jobs) {
-    b.add(j);
-  }
-  co_await run(b);
-  std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>> out;
+  detail::add_byte_jobs(b, fn, jobs);
+  co_await run(b, std::move(token));
+  pool_results<std::pair<std::size_t, pool_result<std::vector<std::byte>>>> out;
   out.reserve(b.size());
   for (std::size_t i : b.order) {
-    if (b.status[i] != 0) {
-      out.emplace_back(i, unexpected(make_error_code(static_cast<pool_errc>(b.status[i]))));
-    } else {
-      auto r = b.result(i);
-      out.emplace_back(i, std::vector<std::byte>(r.begin(), r.end()));
-    }
+    out.emplace_back(i, detail::job_outcome<std::vector<std::byte>>(b.status[i], b.result(i)));
   }
   co_return out;
+}
+
+pool_stream<std::vector<std::byte>> process_pool::map_stream(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs,
+                                                            std::stop_token token) {
+  auto core = std::make_unique<detail::stream_core>(m_state, fn, std::move(token));
+  detail::add_byte_jobs(core->batch, fn, jobs);
+  core->submit();
+  return pool_stream<std::vector<std::byte>>(std::move(core));
 }
 
 task<void> process_pool::shutdown() {

@@ -5,7 +5,9 @@
 // fork_server::start() first), so a job is a function pointer (pool_job_fn, valid in the
 // worker: same executable image) plus bytes. Each worker talks to the parent over its own
 // socketpair; it is single-threaded, has no runtime, and runs a blocking loop: read as
-// many job frames as are there, run them in order, write all their results in one write.
+// many job frames as are there, run them in order, write all their results in one write
+// (while jobs run long, what is done is written every millisecond: a slow job's result
+// does not wait for the jobs queued behind it).
 // The parent keeps at most `window` jobs in flight per worker, feeds them through one
 // writer task and one reader task per worker (io_uring reads/writes on a worker), and
 // hands the rest out as results come back. Per-item dispatch therefore costs a few
@@ -32,13 +34,32 @@
 // are reaped in the background by the orphan reaper); jobs still awaited then fail with
 // pool_errc::shut_down.
 //
-// Cancellation: a job, once submitted, cannot be withdrawn: map(), map_unordered(),
-// map_batched(), call() and submit() ignore the inherited token and resume only when
-// every job of the call has a result (use a timeout around them only if you are ready
-// to wait for the jobs anyway). shutdown(): a stop (when_any, timeout) ends that caller's
-// wait with no error reported, but the shutdown itself goes on in the background
-// (idempotent: a later shutdown() waits for the same one). start() is cancellable only
-// before each worker's fork request is sent (see fork_raw).
+// Cancellation: every call — submit(), call(), map(), map_unordered(), map_batched(),
+// and the stream of map_stream() — takes an explicit std::stop_token, and the calls that
+// are awaited also honour the inherited token (when_any, timeout). On a stop, the call's
+// jobs that no worker has been sent yet are withdrawn (they never run); jobs already
+// written to a worker's socket but not yet started are withdrawn too (the parent sets
+// their bit in the worker's shared page; the worker skips them); a job already running
+// runs to its end (a worker is single-threaded and is not killed for it). The call then
+// resumes at once, every job without a result yielding std::errc::operation_canceled;
+// results of its jobs that arrive later are dropped (the call's state may be gone by
+// then: a cancelled job is unlinked from it under the pool's mutex). Other calls and
+// shutdown() go on unaffected (shutdown() still waits for a running cancelled job).
+// shutdown(): a stop (when_any, timeout) ends that caller's wait with no error reported,
+// but the shutdown itself goes on in the background (idempotent: a later shutdown()
+// waits for the same one). start() is cancellable only before each worker's fork request
+// is sent (see fork_raw).
+//
+// Errors: a failed job's result is a pool_result<T>: a result<T> (error() is a
+// pool_errc or operation_canceled, as before) that also carries, for
+// pool_errc::job_threw, the exception's what() text from the worker
+// (exception_message(); error_message() combines both). The vector-returning calls
+// return pool_results<…>, a std::vector that still converts to the std::vector<result<T>>
+// these calls returned before.
+//
+// Streaming: map_stream() queues the jobs and returns a pool_stream at once; `co_await
+// s.next()` yields each (index, result) as its job completes (completion order), then
+// errc::closed once all have been yielded. See pool_stream.
 //
 // Thread-safety: every member may be called from any worker concurrently; one mutex
 // guards the queues (no syscall under it). Resumes on: the worker that completed the
@@ -52,9 +73,12 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -62,22 +86,206 @@
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/sync/channel.hpp>
 
 namespace corio::ipc {
 
-/// Why a pool job failed.
+/// Why a pool job failed (a cancelled call's jobs yield std::errc::operation_canceled).
 enum class pool_errc {
   worker_crashed = 1,  ///< the worker process died while running this job
-  job_threw,           ///< the job function threw (the worker goes on)
+  job_threw,           ///< the job function threw (the worker goes on); see pool_result
   shut_down,           ///< the pool was destroyed before the job finished
   no_workers,          ///< no worker process could be (re)started
 };
 const std::error_category& pool_category() noexcept;
 inline std::error_code make_error_code(pool_errc e) noexcept { return {static_cast<int>(e), pool_category()}; }
 
+/// One job's outcome: a result<T> (so `r.error() == pool_errc::job_threw` works as ever)
+/// that also keeps the text of the exception a job threw in its worker.
+/// Thread-safety: a plain value. Cost: one empty std::string beside the result.
+template <class T>
+class pool_result : public result<T> {
+ public:
+  using result<T>::result;
+  pool_result(result<T> r) noexcept(std::is_nothrow_move_constructible_v<result<T>>) : result<T>(std::move(r)) {}
+  /// A failure; `what` is the job's exception text (pool_errc::job_threw), else empty.
+  static pool_result failure(std::error_code ec, std::string what = {}) {
+    pool_result r{unexpected(ec)};
+    r.m_what = std::move(what);
+    return r;
+  }
+  /// The what() text of the exception the job threw (error() == pool_errc::job_threw;
+  /// "unknown exception" for one not derived from std::exception; cut at 4 KiB); empty
+  /// otherwise.
+  [[nodiscard]] const std::string& exception_message() const noexcept { return m_what; }
+  /// For a human: error().message(), then ": " and the exception text if there is one.
+  /// Empty for a success.
+  [[nodiscard]] std::string error_message() const {
+    if (this->has_value()) {
+      return {};
+    }
+    std::string m = this->error().message();
+    if (!m_what.empty()) {
+      m += ": ";
+      m += m_what;
+    }
+    return m;
+  }
+
+ private:
+  std::string m_what;
+};
+
+namespace detail {
+template <class E>
+struct legacy_element {
+  using type = E;
+};
+template <class T>
+struct legacy_element<pool_result<T>> {
+  using type = result<T>;
+};
+template <class T>
+struct legacy_element<std::pair<std::size_t, pool_result<T>>> {
+  using type = std::pair<std::size_t, result<T>>;
+};
+
+/// The error a job status stands for (status != 0).
+inline std::error_code status_error(std::uint32_t status) noexcept {
+  if (status == status_cancelled || status == status_withdrawn) {
+    return cancelled_error();
+  }
+  return make_error_code(static_cast<pool_errc>(status));
+}
+/// A failed job's pool_result (the payload of job_threw is the exception text).
+template <class T>
+pool_result<T> job_failure(std::uint32_t status, std::span<const std::byte> payload) {
+  std::string what;
+  if (status == static_cast<std::uint32_t>(pool_errc::job_threw)) {
+    what.assign(reinterpret_cast<const char*>(payload.data()), payload.size());
+  }
+  return pool_result<T>::failure(status_error(status), std::move(what));
+}
+/// Decodes one job's outcome as a T.
+template <class T>
+pool_result<T> job_outcome(std::uint32_t status, std::span<const std::byte> payload) {
+  if (status != 0) {
+    return job_failure<T>(status, payload);
+  }
+  if constexpr (std::is_same_v<T, std::vector<std::byte>>) {
+    return T(payload.begin(), payload.end());
+  } else {
+    return decode_value<T>(payload);
+  }
+}
+}  // namespace detail
+
+/// The results of a multi-job call: a std::vector of pool_result (or of (index,
+/// pool_result) pairs), which still converts to the std::vector<result<T>> (pairs of
+/// result<T>) the calls returned before pool_result existed (dropping the texts).
+template <class E>
+class pool_results : public std::vector<E> {
+ public:
+  using legacy = std::vector<typename detail::legacy_element<E>::type>;
+  using std::vector<E>::vector;
+  operator legacy() && {
+    legacy out;
+    out.reserve(this->size());
+    for (auto& e : *this) {
+      out.emplace_back(std::move(e));
+    }
+    return out;
+  }
+  operator legacy() const& {
+    legacy out(this->begin(), this->end());
+    return out;
+  }
+};
+
+/// One completed job of a map_stream(): its index in the submitted jobs and its outcome.
+template <class T>
+struct pool_item {
+  std::size_t index;
+  pool_result<T> value;
+};
+
 namespace detail {
 struct pool_state;
-}
+
+/// A streamed result as the pool hands it over (under its mutex), before decoding.
+struct raw_item {
+  std::size_t index;
+  std::uint32_t status;
+  std::vector<std::byte> bytes;
+};
+
+/// The untyped body of a pool_stream (process_pool.cpp). Heap-allocated: the pool
+/// points at it while its jobs run.
+class stream_core {
+ public:
+  stream_core(std::shared_ptr<pool_state> pool, pool_job_fn fn, std::stop_token token);
+  /// Withdraws what has no result yet (see cancel()), then frees everything.
+  ~stream_core();
+  stream_core(const stream_core&) = delete;
+  stream_core& operator=(const stream_core&) = delete;
+
+  /// Queues every job of `batch` (call once, on a worker thread, after filling it).
+  void submit();
+  /// Withdraws every job without a result; each yields operation_canceled. Idempotent.
+  void cancel() noexcept;
+
+  pool_batch batch;
+  channel<raw_item> items{unbounded_capacity};
+
+ private:
+  struct cancel_fn {
+    stream_core* self;
+    void operator()() const noexcept { self->cancel(); }
+  };
+  static void sink(void* ctx, std::size_t index, std::uint32_t status, std::span<const std::byte> payload);
+
+  std::shared_ptr<pool_state> m_pool;
+  std::stop_token m_token;
+  std::optional<std::stop_callback<cancel_fn>> m_stop;
+};
+}  // namespace detail
+
+/// corio::ipc::pool_stream<T>: the results of a map_stream() call, in completion order.
+///
+/// Concept: `while (auto it = co_await s.next()) { use(it->index, it->value); }` — next()
+/// yields a pool_item<T> as each job completes, then errc::closed once every job's item
+/// was taken (exactly one item per job: a failed, crashed or cancelled job yields its
+/// error). Cancellation: the token given to map_stream(), cancel(), or destroying the
+/// stream withdraws the jobs that have no result yet (as for the other calls: jobs not
+/// yet started never run); their items then arrive at once with operation_canceled. A
+/// stop of next()'s own wait (its token, or the inherited one: timeout, when_any) ends
+/// only that wait with operation_canceled and takes nothing (the jobs go on; call next()
+/// again) — the same cancel-safety as channel::recv.
+/// Thread-safety: one consumer at a time; cancel() from any thread. The stream must
+/// outlive a next() being awaited. Cost: one channel send (under the pool's mutex) and
+/// one copy of the result bytes per job; next() is one task frame and one channel recv.
+template <class T>
+class pool_stream {
+ public:
+  explicit pool_stream(std::unique_ptr<detail::stream_core> core) noexcept : m_core(std::move(core)) {}
+
+  /// Awaits the next completed job (see the class comment).
+  /// Errors: errc::closed (every item taken), operation_canceled (this wait stopped).
+  task<result<pool_item<T>>> next(std::stop_token token = {}) {
+    auto r = co_await m_core->items.recv(std::move(token));
+    if (!r) {
+      co_return unexpected(r.error());
+    }
+    co_return pool_item<T>{r->index, detail::job_outcome<T>(r->status, r->bytes)};
+  }
+  /// Withdraws the jobs that have no result yet (idempotent; any thread).
+  void cancel() noexcept { m_core->cancel(); }
+  /// How many jobs were submitted (= how many items next() yields).
+  [[nodiscard]] std::size_t size() const noexcept { return m_core->batch.size(); }
+
+ private:
+  std::unique_ptr<detail::stream_core> m_core;
+};
 
 class process_pool {
  public:
@@ -90,19 +298,27 @@ class process_pool {
   process_pool(const process_pool&) = delete;
   process_pool& operator=(const process_pool&) = delete;
 
-  /// Runs one job; yields its result bytes. Errors: pool_errc.
-  /// Cancellation: none (a submitted job runs; see the header comment), as for every map.
-  task<result<std::vector<std::byte>>> submit(pool_job_fn fn, std::vector<std::byte> job);
-  /// Runs every job; results in job order.
-  task<std::vector<result<std::vector<std::byte>>>> map(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs);
-  /// Runs every job; yields (job index, result) in completion order.
-  task<std::vector<std::pair<std::size_t, result<std::vector<std::byte>>>>> map_unordered(
-      pool_job_fn fn, std::vector<std::vector<std::byte>> jobs);
+  /// Runs one job; yields its result bytes. Errors: pool_errc, operation_canceled.
+  /// Cancellation: `token` and the inherited token (see the header comment).
+  task<pool_result<std::vector<std::byte>>> submit(pool_job_fn fn, std::vector<std::byte> job, std::stop_token token = {});
+  /// Runs every job; results in job order. Cancellation: as submit().
+  task<pool_results<pool_result<std::vector<std::byte>>>> map(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs,
+                                                               std::stop_token token = {});
+  /// Runs every job; yields (job index, result) in completion order, once all are done.
+  /// Cancellation: as submit(). For results as they come, see map_stream().
+  task<pool_results<std::pair<std::size_t, pool_result<std::vector<std::byte>>>>> map_unordered(
+      pool_job_fn fn, std::vector<std::vector<std::byte>> jobs, std::stop_token token = {});
+  /// Queues every job and returns at once; the stream yields (index, result) as each
+  /// completes. Cancellation: `token` withdraws the jobs still without a result (see
+  /// pool_stream). Must be called on a worker thread.
+  pool_stream<std::vector<std::byte>> map_stream(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs,
+                                                 std::stop_token token = {});
 
-  /// Typed: Fn is `Out f(In)` (trivially copyable or std::string each way); one job per item.
+  /// Typed: Fn is `Out f(In)` (trivially copyable or std::string each way); one job per
+  /// item. Cancellation: as submit().
   template <auto Fn>
-  task<std::vector<result<typename detail::fn_traits<decltype(Fn)>::ret>>> map(
-      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items) {
+  task<pool_results<pool_result<typename detail::fn_traits<decltype(Fn)>::ret>>> map(
+      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::stop_token token = {}) {
     using Out = typename detail::fn_traits<decltype(Fn)>::ret;
     detail::pool_batch b;
     b.fn = &detail::item_job<Fn>;
@@ -110,33 +326,43 @@ class process_pool {
     for (const auto& x : items) {
       b.add_value(x);
     }
-    co_await run(b);
-    std::vector<result<Out>> out;
+    co_await run(b, std::move(token));
+    pool_results<pool_result<Out>> out;
     out.reserve(b.size());
     for (std::size_t i = 0; i < b.size(); ++i) {
-      if (b.status[i] != 0) {
-        out.emplace_back(unexpected(make_error_code(static_cast<pool_errc>(b.status[i]))));
-      } else {
-        out.emplace_back(detail::decode_value<Out>(b.result(i)));
-      }
+      out.push_back(detail::job_outcome<Out>(b.status[i], b.result(i)));
     }
     co_return out;
   }
 
-  /// Typed, one job: yields Fn(value).
+  /// Typed and streaming: as map_stream(), each item decoded as Fn's result type.
   template <auto Fn>
-  task<result<typename detail::fn_traits<decltype(Fn)>::ret>> call(typename detail::fn_traits<decltype(Fn)>::arg value) {
+  pool_stream<typename detail::fn_traits<decltype(Fn)>::ret> map_stream(
+      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::stop_token token = {}) {
+    auto core = std::make_unique<detail::stream_core>(m_state, &detail::item_job<Fn>, std::move(token));
+    for (const auto& x : items) {
+      core->batch.add_value(x);
+    }
+    core->submit();
+    return pool_stream<typename detail::fn_traits<decltype(Fn)>::ret>(std::move(core));
+  }
+
+  /// Typed, one job: yields Fn(value). Cancellation: as submit().
+  template <auto Fn>
+  task<pool_result<typename detail::fn_traits<decltype(Fn)>::ret>> call(typename detail::fn_traits<decltype(Fn)>::arg value,
+                                                                         std::stop_token token = {}) {
     std::vector<typename detail::fn_traits<decltype(Fn)>::arg> one{std::move(value)};
-    auto r = co_await map<Fn>(std::move(one));
+    auto r = co_await map<Fn>(std::move(one), std::move(token));
     co_return std::move(r.front());
   }
 
   /// Typed and batched (trivially copyable In and Out): items travel in `chunk`-item jobs
   /// (0: split evenly, 4 chunks per worker), results in order. The first failed chunk's
-  /// error fails the whole map.
+  /// error (with its exception text) fails the whole map. Cancellation: as submit().
   template <auto Fn>
-  task<result<std::vector<typename detail::fn_traits<decltype(Fn)>::ret>>> map_batched(
-      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::size_t chunk = 0) {
+  task<pool_result<std::vector<typename detail::fn_traits<decltype(Fn)>::ret>>> map_batched(
+      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::size_t chunk = 0,
+      std::stop_token token = {}) {
     using In = typename detail::fn_traits<decltype(Fn)>::arg;
     using Out = typename detail::fn_traits<decltype(Fn)>::ret;
     if (chunk == 0) {
@@ -151,13 +377,13 @@ class process_pool {
       std::size_t n = std::min(chunk, items.size() - i);
       b.add(bytes.subspan(i * sizeof(In), n * sizeof(In)));
     }
-    co_await run(b);
+    co_await run(b, std::move(token));
     std::vector<Out> out(items.size());
     auto* dst = reinterpret_cast<std::byte*>(out.data());
     std::size_t at = 0;
     for (std::size_t i = 0; i < b.size(); ++i) {
       if (b.status[i] != 0) {
-        co_return unexpected(make_error_code(static_cast<pool_errc>(b.status[i])));
+        co_return detail::job_failure<std::vector<Out>>(b.status[i], b.result(i));
       }
       auto r = b.result(i);
       std::memcpy(dst + at, r.data(), r.size());
@@ -179,8 +405,9 @@ class process_pool {
 
  private:
   explicit process_pool(std::shared_ptr<detail::pool_state> s) noexcept : m_state(std::move(s)) {}
-  /// Queues every job of `b` and resumes when all have a result (or failed).
-  task<void> run(detail::pool_batch& b);
+  /// Queues every job of `b` and resumes when all have a result (or failed, or were
+  /// cancelled through `token` or the inherited token).
+  task<void> run(detail::pool_batch& b, std::stop_token token);
 
   std::shared_ptr<detail::pool_state> m_state;
 };

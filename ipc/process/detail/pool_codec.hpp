@@ -1,10 +1,24 @@
 // corio::ipc::detail: the process pool's wire format, typed codecs and batch bookkeeping.
 //
 // Frames on a worker's socket (native endianness: both ends are the same binary):
-//   parent → worker: job_header { u32 len; u32 reserved; u64 id; u64 fn } + len bytes
+//   parent → worker: job_header { u32 len; u32 seq; u64 id; u64 fn } + len bytes
 //   worker → parent: result_header { u32 len; u32 status; u64 id } + len bytes
 // `fn` is a pool_job_fn pointer, valid in the worker because workers are forked from
-// the fork server (the same executable image). status: 0 ok, else a pool_errc value.
+// the fork server (the same executable image). `seq` numbers the frames sent to one
+// worker (0, 1, 2, ... wrapping): it indexes the worker's withdrawal bitmap (see
+// worker_page). status: 0 ok, else a pool_errc value, or status_cancelled /
+// status_withdrawn (parent-internal). For pool_errc::job_threw the payload is the
+// exception's what() text.
+//
+// The shared page (one memfd per worker, mapped by both sides), worker_page:
+//   running: the id of the job the worker is running (0 between jobs): names the job
+//     that killed a crashed worker;
+//   withdrawn[]: one bit per seq slot (seq % bits, bits a power of two >= the window):
+//     the parent sets a job's bit when its call was cancelled while the job was still
+//     queued in the worker; the worker checks the bit before running a job and, if set,
+//     answers status_withdrawn at once without running it. The parent clears the bit
+//     when that job's answer arrives, before the slot can be reused (a slot is reused
+//     only window frames later, and the window bounds the jobs in flight).
 // Thread-safety: a pool_batch is filled by the pool under its mutex; its owner reads it
 // after `done` fired. Cost: one contiguous buffer per direction per batch, no per-item
 // allocation.
@@ -32,7 +46,7 @@ namespace detail {
 
 struct job_header {
   std::uint32_t len;
-  std::uint32_t reserved;
+  std::uint32_t seq;
   std::uint64_t id;
   std::uint64_t fn;
 };
@@ -40,6 +54,39 @@ struct result_header {
   std::uint32_t len;
   std::uint32_t status;
   std::uint64_t id;
+};
+
+/// Parent-internal statuses (never a pool_errc value): the call was cancelled before
+/// the job had a result; the worker skipped a withdrawn job.
+inline constexpr std::uint32_t status_cancelled = 0xffffffffU;
+inline constexpr std::uint32_t status_withdrawn = 0xfffffffeU;
+
+/// Longest exception text carried back from a worker (longer texts are cut).
+inline constexpr std::size_t max_exception_text = 4096;
+
+/// The page shared by the parent and one worker (see the header comment); the
+/// withdrawal bitmap's `bits / 64` words follow it in the mapping.
+struct worker_page {
+  std::atomic<std::uint64_t> running;
+  std::uint64_t bits;  // the bitmap's size in bits (a power of two); written before the fork
+
+  static std::uint64_t bits_for(std::size_t window) noexcept {
+    std::uint64_t b = 64;
+    while (b < window) {
+      b <<= 1;
+    }
+    return b;
+  }
+  /// Bytes to map for a window of `window` jobs in flight (whole pages).
+  static std::size_t bytes_for(std::size_t window) noexcept {
+    std::size_t n = sizeof(worker_page) + bits_for(window) / 8;
+    return (n + 4095) / 4096 * 4096;
+  }
+  std::atomic<std::uint64_t>& word(std::uint32_t seq) noexcept {
+    auto* words = reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(this) + sizeof(worker_page));
+    return words[(seq & (bits - 1)) / 64];
+  }
+  static std::uint64_t mask(std::uint32_t seq) noexcept { return std::uint64_t{1} << (seq % 64); }
 };
 
 /// Appends the bytes of `v` (trivially copyable, or a string).
@@ -136,9 +183,13 @@ struct pool_batch {
   std::vector<std::byte> out;
   std::vector<std::size_t> out_off;
   std::vector<std::uint32_t> out_len;
-  std::vector<std::uint32_t> status;  // 0 ok, else a pool_errc
+  std::vector<std::uint32_t> status;  // 0 ok, else a pool_errc or status_cancelled
   std::vector<std::size_t> order;     // completion order (map_unordered)
   std::size_t remaining = 0;          // guarded by the pool's mutex
+  /// Streaming calls: each result goes to this sink (under the pool's mutex, never
+  /// blocking) instead of `out`; called once more with index == size() at the end.
+  void (*sink)(void* ctx, std::size_t index, std::uint32_t status, std::span<const std::byte> payload) = nullptr;
+  void* sink_ctx = nullptr;
   completion_signal done;
 
   [[nodiscard]] std::size_t size() const noexcept { return in_off.size() - 1; }

@@ -1,0 +1,403 @@
+// Tests for process_pool's cancellation (explicit and inherited tokens), the exception
+// text of a throwing job (pool_result), and map_stream (results as they complete).
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+#include "process_helpers.hpp"
+
+using namespace std::chrono_literals;
+using corio::ipc::pool_errc;
+using corio::ipc::process_pool;
+using process_test::workers;
+
+namespace {
+
+const bool g_fork_server = corio::ipc::fork_server::start().has_value();
+
+using steady = std::chrono::steady_clock;
+
+long square(long x) { return x * x; }
+int throw_on_7(int x) {
+  if (x == 7) {
+    throw std::runtime_error("seven is not allowed");
+  }
+  return x;
+}
+int throw_int(int) { throw 42; }
+long throw_in_batch(long x) {
+  if (x == 500) {
+    throw std::invalid_argument("bad item 500");
+  }
+  return x;
+}
+/// Sleeps x milliseconds, then yields x.
+int sleep_ms(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(x));
+  return x;
+}
+
+/// A byte job: appends one byte to the file named by the job (how many jobs ran, seen
+/// from the parent), then sleeps 100 ms.
+void mark_then_sleep(std::span<const std::byte> job, std::vector<std::byte>& out) {
+  std::string path(reinterpret_cast<const char*>(job.data()), job.size());
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)!::write(fd, "x", 1);
+    ::close(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  out.push_back(std::byte{1});
+}
+
+/// A fresh empty counter file; its size counts the jobs that ran.
+std::string counter_file() {
+  char path[] = "/tmp/corio-pool-ran-XXXXXX";
+  int fd = ::mkstemp(path);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  return path;
+}
+long jobs_ran(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<long>(st.st_size) : -1;
+}
+std::vector<std::vector<std::byte>> marking_jobs(const std::string& path, int n) {
+  std::vector<std::vector<std::byte>> jobs;
+  auto* p = reinterpret_cast<const std::byte*>(path.data());
+  for (int i = 0; i < n; ++i) {
+    jobs.emplace_back(p, p + path.size());
+  }
+  return jobs;
+}
+
+long ms_since(steady::time_point t0) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count());
+}
+
+corio::task<void> stop_after(std::stop_source* src, std::chrono::milliseconds d) {
+  (void)co_await corio::sleep_for(d);
+  src->request_stop();
+}
+
+struct cancel_seen {
+  bool started = false;
+  std::error_code timed;       // timeout(map) of 40 jobs × 100 ms, cut at 250 ms
+  long timed_ms = 0;           // how long that call took
+  long ran_after_timeout = 0;  // how many of the 40 jobs ran
+  std::size_t explicit_ok = 0;
+  std::size_t explicit_cancelled = 0;
+  long explicit_ms = 0;
+  long ran_after_explicit = 0;
+  bool after_ok = false;  // a map on the same pool afterwards
+  bool shut_down = false;
+};
+
+corio::task<cancel_seen> pool_cancelled_maps(std::string path1, std::string path2) {
+  cancel_seen s;
+  auto pool = co_await process_pool::start(2);  // default window: jobs are queued in the workers
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  process_pool& p = **pool;
+  auto t0 = steady::now();
+  auto timed = co_await corio::timeout(p.map(&mark_then_sleep, marking_jobs(path1, 40)), 250ms);
+  s.timed_ms = ms_since(t0);
+  s.timed = timed ? std::error_code{} : timed.error();
+  (void)co_await corio::sleep_for(300ms);  // the jobs that were running end
+  s.ran_after_timeout = jobs_ran(path1);
+
+  std::stop_source src;
+  auto stopper = corio::spawn(stop_after(&src, 250ms));
+  t0 = steady::now();
+  auto r = co_await p.map(&mark_then_sleep, marking_jobs(path2, 40), src.get_token());
+  s.explicit_ms = ms_since(t0);
+  co_await stopper;
+  for (auto& x : r) {
+    s.explicit_ok += x.has_value();
+    s.explicit_cancelled += !x && x.error() == std::errc::operation_canceled;
+  }
+  (void)co_await corio::sleep_for(300ms);
+  s.ran_after_explicit = jobs_ran(path2);
+
+  std::vector<long> xs(100, 3);
+  auto after = co_await p.map<&square>(xs);
+  s.after_ok = after.size() == 100;
+  for (auto& x : after) {
+    s.after_ok = s.after_ok && x && *x == 9;
+  }
+  auto done = co_await corio::timeout(p.shutdown(), 5s);
+  s.shut_down = done.has_value();
+  co_return s;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs never run, the pool goes on",
+          "[process][pool][cancel]") {
+  REQUIRE(g_fork_server);
+  std::string path1 = counter_file();
+  std::string path2 = counter_file();
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_cancelled_maps(path1, path2));
+  ::unlink(path1.c_str());
+  ::unlink(path2.c_str());
+  REQUIRE(s.started);
+  CHECK(s.timed == std::errc::timed_out);
+  CHECK(s.timed_ms < 1000);  // 40 jobs on 2 workers would take 2 s
+  // 250 ms on 2 workers: about 6 started (2 × 3); generous for a loaded machine.
+  CHECK(s.ran_after_timeout >= 2);
+  CHECK(s.ran_after_timeout <= 16);
+  CHECK(s.explicit_ms < 1000);
+  CHECK(s.explicit_ok + s.explicit_cancelled == 40);
+  CHECK(s.explicit_ok >= 2);         // the first two ended at ~100 ms
+  CHECK(s.explicit_cancelled >= 24);
+  CHECK(s.ran_after_explicit <= 16);
+  CHECK(s.after_ok);
+  CHECK(s.shut_down);
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}
+
+namespace {
+
+struct submit_seen {
+  bool started = false;
+  std::error_code timed;
+  long timed_ms = 0;
+  bool first_ok = false;
+  long ran = -1;
+  std::error_code pre_stopped;
+};
+
+corio::task<corio::ipc::pool_result<std::vector<std::byte>>> submit_one(process_pool* p, std::vector<std::byte> job) {
+  co_return co_await p->submit(&mark_then_sleep, std::move(job));
+}
+
+corio::task<submit_seen> pool_timed_submit(std::string path) {
+  submit_seen s;
+  auto pool = co_await process_pool::start(1);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  process_pool* p = pool->get();
+  auto jobs = marking_jobs(path, 2);
+  auto first = corio::spawn(submit_one(p, std::move(jobs[0])));  // occupies the one worker
+  (void)co_await corio::sleep_for(20ms);
+  auto t0 = steady::now();
+  auto timed = co_await corio::timeout(p->submit(&mark_then_sleep, std::move(jobs[1])), 30ms);
+  s.timed_ms = ms_since(t0);
+  s.timed = timed ? std::error_code{} : timed.error();
+  auto r1 = co_await first;
+  s.first_ok = r1.has_value();
+  std::stop_source stopped;
+  stopped.request_stop();
+  auto pre = co_await p->call<&sleep_ms>(1000, stopped.get_token());
+  s.pre_stopped = pre ? std::error_code{} : pre.error();
+  co_await p->shutdown();
+  s.ran = jobs_ran(path);
+  co_return s;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: a timeout around submit ends it at once and the queued job never runs",
+          "[process][pool][cancel]") {
+  REQUIRE(g_fork_server);
+  std::string path = counter_file();
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_timed_submit(path));
+  ::unlink(path.c_str());
+  REQUIRE(s.started);
+  CHECK(s.timed == std::errc::timed_out);
+  CHECK(s.timed_ms < 80);  // not after the first job's 100 ms
+  CHECK(s.first_ok);
+  CHECK(s.ran == 1);  // the second job was withdrawn from the worker's queue
+  CHECK(s.pre_stopped == std::errc::operation_canceled);
+}
+
+namespace {
+
+struct thrown_seen {
+  bool started = false;
+  corio::ipc::pool_result<int> seven;
+  corio::ipc::pool_result<int> number;
+  corio::ipc::pool_result<std::vector<long>> batched;
+  std::string mapped_text;
+  corio::result<int> plain;  // a pool_result still converts to a result
+};
+
+corio::task<thrown_seen> pool_throwing() {
+  thrown_seen s;
+  auto pool = co_await process_pool::start(2);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  auto& p = **pool;
+  s.seven = co_await p.call<&throw_on_7>(7);
+  s.number = co_await p.call<&throw_int>(1);
+  std::vector<long> xs(1000);
+  for (long i = 0; i < 1000; ++i) {
+    xs[static_cast<std::size_t>(i)] = i;
+  }
+  s.batched = co_await p.map_batched<&throw_in_batch>(xs, 100);
+  std::vector<int> three(3, 6);
+  three[1] = 7;
+  auto mapped = co_await p.map<&throw_on_7>(three);
+  s.mapped_text = mapped[1] ? std::string() : mapped[1].exception_message();
+  s.plain = co_await p.call<&throw_on_7>(7);
+  co_await p.shutdown();
+  co_return s;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: a job's exception text comes back with pool_errc::job_threw", "[process][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_throwing());
+  REQUIRE(s.started);
+  REQUIRE_FALSE(s.seven);
+  CHECK(s.seven.error() == pool_errc::job_threw);
+  CHECK(s.seven.exception_message() == "seven is not allowed");
+  CHECK(s.seven.error_message().find(": seven is not allowed") != std::string::npos);
+  REQUIRE_FALSE(s.number);
+  CHECK(s.number.error() == pool_errc::job_threw);
+  CHECK(s.number.exception_message().find("unknown exception") == 0);
+  REQUIRE_FALSE(s.batched);
+  CHECK(s.batched.error() == pool_errc::job_threw);
+  CHECK(s.batched.exception_message() == "bad item 500");
+  CHECK(s.mapped_text == "seven is not allowed");
+  REQUIRE_FALSE(s.plain);
+  CHECK(s.plain.error() == pool_errc::job_threw);
+}
+
+namespace {
+
+struct stream_seen {
+  bool started = false;
+  long first_ms = -1;
+  std::size_t first_index = 0;
+  std::size_t items = 0;
+  bool all_ok = true;
+  std::vector<bool> seen;
+  std::error_code end;
+  long total_ms = 0;
+  // the cancelled stream
+  std::size_t c_ok = 0;
+  std::size_t c_cancelled = 0;
+  long c_ms = 0;
+  long c_ran = -1;
+  std::error_code c_end;
+  bool dropped_then_ok = false;
+  std::error_code wait_stopped;
+};
+
+corio::task<stream_seen> pool_streams(std::string path) {
+  stream_seen s;
+  auto pool = co_await process_pool::start(2);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  auto& p = **pool;
+  // Job 0 sleeps 800 ms; the other 7 take 10 ms each on the other worker.
+  std::vector<int> ms(8, 10);
+  ms[0] = 800;
+  s.seen.assign(ms.size(), false);
+  auto t0 = steady::now();
+  auto stream = p.map_stream<&sleep_ms>(ms);
+  for (;;) {
+    auto it = co_await stream.next();
+    if (!it) {
+      s.end = it.error();
+      break;
+    }
+    if (s.items == 0) {
+      s.first_ms = ms_since(t0);
+      s.first_index = it->index;
+    }
+    ++s.items;
+    s.all_ok = s.all_ok && it->value && *it->value == ms[it->index];
+    s.seen[it->index] = true;
+  }
+  s.total_ms = ms_since(t0);
+
+  // A stream cancelled through its token after the first item: the rest come back
+  // cancelled at once, and the jobs not started never run.
+  std::stop_source src;
+  t0 = steady::now();
+  auto cancelled = p.map_stream(&mark_then_sleep, marking_jobs(path, 30), src.get_token());
+  for (;;) {
+    auto it = co_await cancelled.next();
+    if (!it) {
+      s.c_end = it.error();
+      break;
+    }
+    if (it->value) {
+      ++s.c_ok;
+      src.request_stop();
+    } else if (it->value.error() == std::errc::operation_canceled) {
+      ++s.c_cancelled;
+    }
+  }
+  s.c_ms = ms_since(t0);
+
+  {
+    // Dropped mid-way: its jobs are withdrawn; the pool serves the next call.
+    auto dropped = p.map_stream<&sleep_ms>(std::vector<int>(20, 50));
+    auto first = co_await dropped.next();
+    (void)first;
+  }
+  auto slow = p.map_stream<&sleep_ms>(std::vector<int>(1, 500));
+  auto waited = co_await corio::timeout(slow.next(), 20ms);  // ends the wait, not the job
+  s.wait_stopped = waited ? std::error_code{} : waited.error();
+  auto after = co_await p.map<&square>(std::vector<long>(10, 4));
+  s.dropped_then_ok = after.size() == 10 && after[9] && *after[9] == 16;
+  co_await p.shutdown();
+  s.c_ran = jobs_ran(path);
+  co_return s;
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: map_stream yields results as they complete, and cancels", "[process][pool][stream]") {
+  REQUIRE(g_fork_server);
+  std::string path = counter_file();
+  corio::runtime rt(workers(2));
+  auto s = rt.block_on(pool_streams(path));
+  ::unlink(path.c_str());
+  REQUIRE(s.started);
+  CHECK(s.first_ms < 600);  // before the 800 ms job ends
+  CHECK(s.first_index != 0);
+  CHECK(s.items == 8);
+  CHECK(s.all_ok);
+  CHECK(std::find(s.seen.begin(), s.seen.end(), false) == s.seen.end());
+  CHECK(s.end == corio::errc::closed);
+  CHECK(s.total_ms >= 800);
+  CHECK(s.c_ok >= 1);
+  CHECK(s.c_ok + s.c_cancelled == 30);
+  CHECK(s.c_cancelled >= 20);
+  CHECK(s.c_ms < 1000);  // 30 jobs on 2 workers would take 1.5 s
+  CHECK(s.c_end == corio::errc::closed);
+  CHECK(s.c_ran <= 10);
+  CHECK(s.wait_stopped == std::errc::timed_out);
+  CHECK(s.dropped_then_ok);
+  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+}
