@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <corio/ipc/process/command.hpp>
+#include <corio/ipc/process/detail/exit_wait.hpp>
 #include <corio/ipc/process/detail/orphan_reaper.hpp>
 #include <corio/ipc/process/detail/shield.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
@@ -38,7 +39,14 @@ namespace {
 /// Values: -1 unknown, 0 no, 1 yes. relaxed: an idempotent cache of a fixed fact.
 std::atomic<int> g_waitid_supported{-1};
 
+/// Set by set_exit_wait(force_pidfd_poll) (tests). relaxed: an independent flag read
+/// at the start of each wait; no data is published with it.
+std::atomic<bool> g_force_pidfd_poll{false};
+
 bool ring_has_waitid() noexcept {
+  if (g_force_pidfd_poll.load(std::memory_order_relaxed)) {
+    return false;
+  }
   int known = g_waitid_supported.load(std::memory_order_relaxed);
   if (known >= 0) {
     return known == 1;
@@ -89,6 +97,17 @@ task<result<void>> await_exit(int pidfd, siginfo_t* info, std::stop_token token)
     }
   }
 }
+
+}  // namespace
+
+void set_exit_wait(exit_wait mode) noexcept {
+  // relaxed: see g_force_pidfd_poll.
+  g_force_pidfd_poll.store(mode == exit_wait::force_pidfd_poll, std::memory_order_relaxed);
+}
+
+bool exit_wait_uses_waitid() noexcept { return ring_has_waitid(); }
+
+namespace {
 
 task<result<void>> feed_stdin(child_stdin* in, std::string input) {
   if (in == nullptr) {

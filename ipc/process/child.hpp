@@ -4,7 +4,8 @@
 // Waiting: `co_await c.wait()` submits IORING_OP_WAITID on the pidfd (P_PIDFD, WEXITED;
 // Linux 6.7+, found by probing the worker's ring) — one SQE, no thread per child, and the
 // kernel reaps the child. On older kernels it polls the pidfd (IORING_OP_POLL_ADD, POLLIN
-// at exit; Linux 5.3+) and then reaps with waitid(P_PIDFD, WNOHANG).
+// at exit; Linux 5.3+) and then reaps with waitid(P_PIDFD, WNOHANG). Tests force that
+// fallback with detail::set_exit_wait() (detail/exit_wait.hpp).
 //
 // No zombies: a child dropped before it was reaped is handed to the orphan reaper, one
 // background thread per process (started on first use, independent of any runtime) that

@@ -1,9 +1,12 @@
 // Tests for ipc/process/command.hpp and child.hpp: exit codes and signals, spawn errors,
 // stdio round trips (large, both ways at once), env/cwd, fd and signal hygiene, process
 // groups, try_wait/kill, cancellation with kill, and reaping of dropped children.
+// Built twice: as is, and with CORIO_TEST_PIDFD_POLL, where every wait takes the
+// pidfd-poll fallback of kernels without IORING_OP_WAITID (detail/exit_wait.hpp).
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
+#include <corio/ipc/process/detail/exit_wait.hpp>
 #include <corio/ipc/process/process.hpp>
 
 #include <fcntl.h>
@@ -22,6 +25,13 @@ using corio::ipc::stdio;
 using process_test::workers;
 
 namespace {
+
+#ifdef CORIO_TEST_PIDFD_POLL
+const bool g_pidfd_poll = [] {
+  corio::ipc::detail::set_exit_wait(corio::ipc::detail::exit_wait::force_pidfd_poll);
+  return true;
+}();
+#endif
 
 corio::task<corio::result<corio::ipc::exit_status>> run_status(command cmd) { co_return co_await cmd.status(); }
 corio::task<corio::result<corio::ipc::process_output>> run_output(command cmd) { co_return co_await cmd.output(); }
@@ -411,4 +421,41 @@ TEST_CASE("command: spawn works off a runtime, wait needs one", "[process][comma
   auto st = rt.block_on(c->wait());
   REQUIRE(st);
   CHECK(st->success());
+}
+
+namespace {
+[[maybe_unused]] corio::task<bool> uses_waitid() { co_return corio::ipc::detail::exit_wait_uses_waitid(); }
+
+/// Spawns `n` children: waits for the even ones, drops the odd ones. Counts bad waits.
+corio::task<int> spawn_wait_and_drop(int n) {
+  int bad = 0;
+  for (int i = 0; i < n; ++i) {
+    auto c = command("/bin/true").spawn();
+    if (!c) {
+      ++bad;
+      continue;
+    }
+    if (i % 2 == 0) {
+      auto st = co_await c->wait();
+      bad += st && st->success() ? 0 : 1;
+    }
+  }
+  co_return bad;
+}
+corio::task<int> spawn_wait_and_drop_2x(int n) {
+  auto [a, b] = co_await corio::when_all(spawn_wait_and_drop(n), spawn_wait_and_drop(n));
+  co_return a + b;
+}
+}  // namespace
+
+#ifdef CORIO_TEST_PIDFD_POLL
+TEST_CASE("child: the forced fallback waits by polling the pidfd", "[process][child]") {
+  CHECK_FALSE(run2(uses_waitid()));
+}
+#endif
+
+TEST_CASE("child: 1,000 children, half waited and half dropped, leave no zombie", "[process][child]") {
+  auto bad = run2(spawn_wait_and_drop_2x(500));
+  CHECK(bad == 0);
+  CHECK(process_test::zombies_after_settle(10s) == 0);
 }
