@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -20,12 +21,14 @@ namespace {
 
 /// Closes the fds it holds on scope exit (the child's pipe ends, temporary dups).
 struct fd_closer {
-  int fds[6] = {-1, -1, -1, -1, -1, -1};
-  int count = 0;
-  void add(int fd) noexcept { fds[count++] = fd; }
+  std::vector<int> fds;
+  void add(int fd) { fds.push_back(fd); }
+  fd_closer() { fds.reserve(6); }
+  fd_closer(const fd_closer&) = delete;
+  fd_closer& operator=(const fd_closer&) = delete;
   ~fd_closer() {
-    for (int i = 0; i < count; ++i) {
-      ::close(fds[i]);
+    for (int fd : fds) {
+      ::close(fd);
     }
   }
 };
@@ -101,6 +104,15 @@ command& command::env_clear() {
   m_env_edits.clear();
   return *this;
 }
+command& command::inherit_fd(int parent_fd, int child_fd) {
+  if (child_fd >= 0 && child_fd < 3) {
+    m_stdio[child_fd] = stdio::from_fd(parent_fd);
+    return *this;
+  }
+  std::erase_if(m_inherit, [&](const auto& p) { return p.second == child_fd; });
+  m_inherit.emplace_back(parent_fd, child_fd);
+  return *this;
+}
 command& command::cwd(std::string dir) {
   m_cwd = std::move(dir);
   return *this;
@@ -169,9 +181,32 @@ result<child> command::spawn() const {
       }
     }
   }
-  // why: the child inherits 0..2 only, even fds some library opened without O_CLOEXEC
-  // (glibc 2.34+; close_range(3, ~0U, 0) in the child, Linux 5.9+).
-  ::posix_spawn_file_actions_addclosefrom_np(&plan.actions, 3);
+  // Extra fds: each source copied above every target first (see the header comment),
+  // then dup2'd onto its target after the stdio dup2s.
+  int top = 2;  // the highest inherited child fd
+  for (const auto& [from, to] : m_inherit) {
+    if (to < 0) {
+      return fail(EINVAL);
+    }
+    top = std::max(top, to);
+  }
+  for (const auto& [from, to] : m_inherit) {
+    int copy = ::fcntl(from, F_DUPFD_CLOEXEC, top + 1);
+    if (copy < 0) {
+      return fail(errno);
+    }
+    closer.add(copy);
+    ::posix_spawn_file_actions_adddup2(&plan.actions, copy, to);  // clears FD_CLOEXEC on `to`
+  }
+  for (int fd = 3; fd < top; ++fd) {
+    if (std::none_of(m_inherit.begin(), m_inherit.end(), [fd](const auto& p) { return p.second == fd; })) {
+      ::posix_spawn_file_actions_addclose(&plan.actions, fd);
+    }
+  }
+  // why: the child inherits 0..2 (and the inherit_fd targets) only, even fds some library
+  // opened without O_CLOEXEC (glibc 2.34+; close_range(top + 1, ~0U, 0) in the child,
+  // Linux 5.9+). The copies above `top` go with it, after their dup2s.
+  ::posix_spawn_file_actions_addclosefrom_np(&plan.actions, top + 1);
   if (m_cwd) {
     ::posix_spawn_file_actions_addchdir_np(&plan.actions, m_cwd->c_str());
   }

@@ -12,9 +12,14 @@
 // of a ~400 µs spawn), not worth a hand-written vfork child and its signal/TLS hazards.
 //
 // Hygiene: the child gets an empty signal mask and default dispositions for every signal
-// (corio's workers block SIGPIPE; a parent may ignore signals), and only fds 0, 1 and 2:
-// every other fd is closed in the child (posix_spawn_file_actions_addclosefrom_np, i.e.
-// close_range(3, ~0)), whether or not it was O_CLOEXEC.
+// (corio's workers block SIGPIPE; a parent may ignore signals), and only fds 0, 1 and 2
+// plus those given with inherit_fd(): every other fd is closed in the child
+// (posix_spawn_file_actions_addclosefrom_np, i.e. close_range, plus one close per unused
+// number below the highest inherited fd), whether or not it was O_CLOEXEC.
+// inherit_fd(parent_fd, child_fd): the parent's fd is first duplicated above every
+// target (F_DUPFD_CLOEXEC, closed again in the parent after the spawn), so that no dup2
+// in the child can clobber another's source (fd swaps work); the child's actions are:
+// stdio dup2s, then dup2(copy, child_fd) for each, then close every other fd >= 3.
 //
 // Environment: inherited from `environ` at spawn time (not thread-safe against a
 // concurrent setenv(), as with every exec), then edited by env()/env_remove()/env_clear().
@@ -107,6 +112,14 @@ class command {
   command& stdin_mode(stdio s) noexcept { m_stdio[0] = s; return *this; }
   command& stdout_mode(stdio s) noexcept { m_stdio[1] = s; return *this; }
   command& stderr_mode(stdio s) noexcept { m_stdio[2] = s; return *this; }
+  /// The child gets a duplicate of the parent's `parent_fd` as its fd `child_fd` (not
+  /// close-on-exec there), e.g. a pipe end as fd 3. Borrowed: the caller keeps and closes
+  /// its own fd (it must stay open until spawn() returns). child_fd 0..2 is the same as
+  /// stdin/stdout/stderr_mode(stdio::from_fd(parent_fd)). Giving a child_fd again
+  /// replaces the earlier one. Errors at spawn(): EBADF for a closed parent_fd, EINVAL
+  /// for a negative child_fd. Cost: one fcntl in the parent per fd; in the child one
+  /// dup2 per fd, plus one close per unused fd number between 3 and the highest child_fd.
+  command& inherit_fd(int parent_fd, int child_fd);
   /// Puts the child into process group `pgid` (0: a new group led by the child).
   command& process_group(pid_t pgid) noexcept { m_pgroup = pgid; return *this; }
   /// SIGKILL the child when its `child` handle is dropped without being waited for.
@@ -146,6 +159,8 @@ class command {
   stdio m_stdio[3] = {stdio::inherit(), stdio::inherit(), stdio::inherit()};
   std::optional<pid_t> m_pgroup;
   bool m_kill_on_drop = false;
+  std::vector<std::pair<int, int>> m_inherit;  // (parent fd, child fd), child fd >= 3 or < 0
+
 };
 
 }  // namespace corio::ipc

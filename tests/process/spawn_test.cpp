@@ -196,6 +196,76 @@ TEST_CASE("command: stdio from a given fd and /dev/null", "[process][command]") 
 }
 
 namespace {
+std::string read_all(int fd) {
+  std::string text;
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) {
+      return text;
+    }
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+}
+}  // namespace
+
+TEST_CASE("command: inherit_fd passes extra fds (3 and 5) and closes every other", "[process][command]") {
+  int a[2];
+  int b[2];
+  REQUIRE(::pipe2(a, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(b, O_CLOEXEC) == 0);
+  int gap = ::open("/dev/null", O_RDONLY);  // without O_CLOEXEC: must still be closed
+  REQUIRE(gap >= 3);
+  // Passing a pipe's write end as 5 and another's as 3; fd 4 and the rest must be shut.
+  std::string script = "echo hi >&5; echo three >&3; for f in 4 6 7 " + std::to_string(gap) +
+                       " " + std::to_string(a[1]) + " " + std::to_string(b[1]) +
+                       "; do case $f in 3|5) ;; *) test -e /proc/self/fd/$f && echo open $f;; esac; done; true";
+  auto out = run2(run_output(command("sh").args({"-c", script}).inherit_fd(b[1], 5).inherit_fd(a[1], 3)));
+  ::close(a[1]);
+  ::close(b[1]);
+  ::close(gap);
+  std::string on5 = read_all(b[0]);
+  std::string on3 = read_all(a[0]);
+  ::close(a[0]);
+  ::close(b[0]);
+  REQUIRE(out);
+  CAPTURE(out->out, out->err);
+  CHECK(out->status.success());
+  CHECK(on5 == "hi\n");
+  CHECK(on3 == "three\n");
+  CHECK(out->out.empty());  // no "open N"
+}
+
+TEST_CASE("command: inherit_fd swaps fds without clobbering a source, and checks its arguments",
+          "[process][command]") {
+  int a[2];
+  int b[2];
+  REQUIRE(::pipe2(a, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(b, O_CLOEXEC) == 0);
+  // The child gets a's write end as b's number and b's as a's (a dup2 order trap).
+  auto st = run2(run_status(command("sh")
+                                .args({"-c", "echo to-a >&" + std::to_string(b[1]) + "; echo to-b >&" + std::to_string(a[1])})
+                                .inherit_fd(a[1], b[1])
+                                .inherit_fd(b[1], a[1])));
+  ::close(a[1]);
+  ::close(b[1]);
+  std::string got_a = read_all(a[0]);
+  std::string got_b = read_all(b[0]);
+  ::close(a[0]);
+  ::close(b[0]);
+  REQUIRE(st);
+  CHECK(st->success());
+  CHECK(got_a == "to-a\n");
+  CHECK(got_b == "to-b\n");
+  auto bad = command("/bin/true").inherit_fd(-1, 3).spawn();
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error() == std::errc::bad_file_descriptor);
+  auto neg = command("/bin/true").inherit_fd(0, -2).spawn();
+  REQUIRE_FALSE(neg);
+  CHECK(neg.error() == std::errc::invalid_argument);
+}
+
+namespace {
 struct group_seen {
   pid_t pid = 0;
   pid_t pgid = -1;
