@@ -63,8 +63,11 @@
 //
 // Thread-safety: every member may be called from any worker concurrently; one mutex
 // guards the queues (no syscall under it). Resumes on: the worker that completed the
-// batch's last result (rescheduled onto the thread set, never inline).
-// Cost per item (per-item map): ~50 bytes of framing, amortized syscalls; see bench/process.
+// batch's last result, or for a cancelled call the thread that requested the stop
+// (rescheduled onto the caller's runtime, never inline).
+// Cost per item (per-item map): ~50 bytes of framing, amortized syscalls, and in the
+// worker one clock read and one load of its withdrawal bit; see bench/process. A cancel
+// walks the pending queue and every worker's in-flight jobs once, under the mutex.
 #pragma once
 
 #include <sys/types.h>
