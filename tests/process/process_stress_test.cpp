@@ -164,3 +164,94 @@ TEST_CASE("stress: a pool losing 20 workers fails exactly the crashing jobs", "[
   CHECK(wrong == 0);
   CHECK(process_test::zombies_after_settle(5s) == 0);
 }
+
+namespace {
+int spin_us(int us) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+  return us;
+}
+
+struct race_counts {
+  int bad = 0;        // a result neither correct nor operation_canceled / timed_out
+  int cancelled = 0;  // calls cut short
+  int streams_bad = 0;
+  bool after_ok = false;
+};
+
+/// One call of 20 jobs of 0-400 µs, cut by a timeout of 0-3 ms: races the cancel with
+/// the results arriving (on the other worker thread).
+corio::task<void> racing_call(corio::ipc::process_pool* p, int i, race_counts* c) {
+  std::vector<int> us(20);
+  for (int k = 0; k < 20; ++k) {
+    us[static_cast<std::size_t>(k)] = (i * 37 + k * 11) % 400;
+  }
+  auto limit = std::chrono::microseconds((i * 131) % 3000);
+  if (i % 3 == 0) {
+    std::stop_source src;
+    auto stream = p->map_stream<&spin_us>(us, src.get_token());
+    std::size_t items = 0;
+    for (;;) {
+      auto it = co_await stream.next();
+      if (!it) {
+        c->streams_bad += it.error() == corio::errc::closed ? 0 : 1;
+        break;
+      }
+      ++items;
+      if (items == static_cast<std::size_t>(i % 7)) {
+        src.request_stop();
+      }
+      bool ok = it->value ? *it->value == us[it->index] : it->value.error() == std::errc::operation_canceled;
+      c->streams_bad += ok ? 0 : 1;
+    }
+    c->streams_bad += items == us.size() ? 0 : 1;
+    co_return;
+  }
+  auto r = co_await corio::timeout(p->map<&spin_us>(us), limit);
+  if (!r) {
+    c->cancelled += 1;
+    c->bad += r.error() == std::errc::timed_out ? 0 : 1;
+    co_return;
+  }
+  for (std::size_t k = 0; k < r->size(); ++k) {
+    auto& x = (*r)[k];
+    c->bad += (x && *x == us[k]) || (!x && x.error() == std::errc::operation_canceled) ? 0 : 1;
+  }
+}
+
+corio::task<race_counts> pool_cancel_races() {
+  race_counts c;
+  auto pool = co_await corio::ipc::process_pool::start(2);
+  if (!pool) {
+    c.bad = -1;
+    co_return c;
+  }
+  auto* p = pool->get();
+  for (int round = 0; round < 50; ++round) {
+    std::vector<corio::task<void>> calls;
+    for (int j = 0; j < 6; ++j) {
+      calls.push_back(racing_call(p, round * 6 + j, &c));
+    }
+    co_await corio::when_all(std::move(calls));
+  }
+  auto after = co_await p->map<&spin_us>(std::vector<int>(50, 1));
+  c.after_ok = after.size() == 50;
+  for (auto& x : after) {
+    c.after_ok = c.after_ok && x && *x == 1;
+  }
+  co_await p->shutdown();
+  co_return c;
+}
+}  // namespace
+
+TEST_CASE("stress: 300 pool calls cancelled at racing moments stay consistent", "[process][stress][pool]") {
+  REQUIRE(g_fork_server);
+  corio::runtime rt(workers(2));
+  auto c = rt.block_on(pool_cancel_races());
+  CHECK(c.bad == 0);
+  CHECK(c.streams_bad == 0);
+  CHECK(c.cancelled > 0);
+  CHECK(c.after_ok);
+  CHECK(process_test::zombies_after_settle(5s) == 0);
+}
