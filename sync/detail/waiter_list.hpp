@@ -94,10 +94,11 @@ struct waiter {
   std::size_t amount = 1;             ///< semaphore units, or 0/1 for readers/writers
   void* slot = nullptr;               ///< channel: where a value is taken from / put to
   wait_status status = wait_status::idle;
-  /// Set under the lock when the node is put in a wake_batch; cleared by the waker once it
-  /// has read everything it needs from the node (the "wake done" hand-off). A node that is
-  /// destroyed without being resumed (runtime shutdown destroying a suspended frame) waits
-  /// for it in abandon(), so a waker on another thread never touches a freed node.
+  /// Set under the lock when the node is put in a wake_batch; cleared by the waker as its
+  /// last access, after the wake (the "wake done" hand-off). The owner waits for it in
+  /// abandon() before the node goes — whether it was resumed (usually the flag is clear
+  /// long before) or destroyed unresumed by runtime shutdown — so a waker on another
+  /// thread never touches a freed node or a destroyed runtime.
   std::atomic<bool> waking{false};
 
   /// Reschedules the coroutine (never inline) or unparks the thread. The caller's last
@@ -162,9 +163,10 @@ class wake_batch {
     }
     m_tail = w;
   }
-  /// Wakes in push order (FIFO). Copies what it needs from a node, then releases the
-  /// node (`waking = false`) before waking it: a woken node may vanish at once, and a node
-  /// destroyed unresumed (shutdown) waits for that release in abandon().
+  /// Wakes in push order (FIFO). Releases each node (`waking = false`) as the last thing
+  /// it does with it, after the wake: the woken owner may run at once, but it waits for
+  /// that release before its node goes (abandon()), and so does a frame that shutdown
+  /// destroys unresumed — which also keeps the runtime alive while we schedule onto it.
   /// The first goes through the LIFO slot, the others to the back of this worker's queue
   /// when they belong to its runtime: the LIFO slot holds one task, and filling it one by
   /// one would run the batch last-woken-first.
@@ -181,10 +183,11 @@ class wake_batch {
     bool first = true;
     while (w != nullptr) {
       waiter* next = w->next;
-      wake_target target{w->handle, w->home, w->parker};
-      // release: our reads of the node above happen before abandon() may free it.
+      wake_target{w->handle, w->home, w->parker}.wake(first);
+      // Our last access to the node. release: everything above (the reads of the node and
+      // the use of its runtime) happens before abandon() lets the node, its frame or, at
+      // shutdown, its runtime go.
       w->waking.store(false, std::memory_order_release);
-      target.wake(first);
       first = false;
       w = next;
     }
