@@ -173,9 +173,16 @@ int spin_us(int us) {
   return us;
 }
 
+/// Updated by racing calls that when_all may run on both workers at once: atomics.
 struct race_counts {
-  int bad = 0;        // a result neither correct nor operation_canceled / timed_out
-  int cancelled = 0;  // calls cut short
+  std::atomic<int> bad{0};        // a result neither correct nor operation_canceled / timed_out
+  std::atomic<int> cancelled{0};  // calls cut short
+  std::atomic<int> streams_bad{0};
+};
+
+struct race_summary {
+  int bad = 0;
+  int cancelled = 0;
   int streams_bad = 0;
   bool after_ok = false;
 };
@@ -220,12 +227,13 @@ corio::task<void> racing_call(corio::ipc::process_pool* p, int i, race_counts* c
   }
 }
 
-corio::task<race_counts> pool_cancel_races() {
+corio::task<race_summary> pool_cancel_races() {
   race_counts c;
+  race_summary out;
   auto pool = co_await corio::ipc::process_pool::start(2);
   if (!pool) {
-    c.bad = -1;
-    co_return c;
+    out.bad = -1;
+    co_return out;
   }
   auto* p = pool->get();
   for (int round = 0; round < 50; ++round) {
@@ -236,12 +244,15 @@ corio::task<race_counts> pool_cancel_races() {
     co_await corio::when_all(std::move(calls));
   }
   auto after = co_await p->map<&spin_us>(std::vector<int>(50, 1));
-  c.after_ok = after.size() == 50;
+  out.after_ok = after.size() == 50;
   for (auto& x : after) {
-    c.after_ok = c.after_ok && x && *x == 1;
+    out.after_ok = out.after_ok && x && *x == 1;
   }
   co_await p->shutdown();
-  co_return c;
+  out.bad = c.bad.load();
+  out.cancelled = c.cancelled.load();
+  out.streams_bad = c.streams_bad.load();
+  co_return out;
 }
 }  // namespace
 
