@@ -44,6 +44,16 @@ void worker_resume_later(worker* w, std::coroutine_handle<> h);
 /// True once `w`'s runtime is shutting down (its ring is being drained): an operation
 /// that re-arms itself (a multishot) must not add new SQEs then.
 bool worker_stopping(worker* w) noexcept;
+/// Pushes `c` on w's cancel list (its on_cancel_drained then runs on w), from any thread,
+/// unless w has finished its shutdown drain: then returns false and nothing is pushed. A
+/// push that succeeds is always drained, at the latest by the shutdown drain, while w's
+/// ring is still open. `c->cancel_state` is not used. `w` may be destroyed already: it is
+/// looked up by `serial` (worker_serial(w), taken while it was alive) from other threads.
+bool worker_try_push(worker* w, std::uint64_t serial, cancellable* c) noexcept;
+std::uint64_t worker_serial(worker* w) noexcept;
+/// Owner thread: provided-buffer ring registration on w's ring (ring::register_buf_ring).
+int worker_register_buf_ring(worker* w, io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept;
+int worker_unregister_buf_ring(worker* w, unsigned short bgid) noexcept;
 
 /// The state shared by all io_op instantiations.
 class io_operation : public io_completion, public cancellable {

@@ -46,6 +46,8 @@
 #include <csignal>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
+#include <unordered_set>
 
 #include <corio/runtime/detail/runtime_core.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
@@ -69,6 +71,14 @@ std::int64_t now_ns() noexcept {
 }
 
 std::coroutine_handle<> as_handle(void* p) noexcept { return std::coroutine_handle<>::from_address(p); }
+
+/// Live workers by serial, for worker_try_push from threads that may outlive the runtime.
+std::mutex g_live_mutex;
+std::unordered_set<std::uint64_t> g_live;
+std::atomic<std::uint64_t> g_next_serial{1};
+
+/// The cancel list's head once the shutdown drain has taken its last batch: pushes fail.
+cancellable* const kCancelListClosed = reinterpret_cast<cancellable*>(std::uintptr_t{1});
 
 }  // namespace
 
@@ -134,9 +144,18 @@ worker::worker(runtime_core& runtime, unsigned idx, const runtime_config& config
       index(idx),
       m_config(config),
       m_queue(config.local_queue_capacity),
-      m_rng(0x9e3779b9u * (idx + 1)) {}
+      m_rng(0x9e3779b9u * (idx + 1)) {
+  // relaxed: a unique number is all we need.
+  serial = g_next_serial.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lk(g_live_mutex);
+  g_live.insert(serial);
+}
 
 worker::~worker() {
+  {
+    std::lock_guard lk(g_live_mutex);
+    g_live.erase(serial);
+  }
   if (m_eventfd >= 0) {
     ::close(m_eventfd);
   }
@@ -478,9 +497,12 @@ io_uring_sqe* worker::get_internal_sqe() {
   return sqe;
 }
 
-void worker::push_cancel(cancellable* op) noexcept {
+bool worker::push_cancel(cancellable* op) noexcept {
   cancellable* head = m_cancel_head.load(std::memory_order_relaxed);
   do {
+    if (head == kCancelListClosed) {
+      return false;  // the shutdown drain is over: nobody would drain it
+    }
     op->next_cancel = head;
     // release: publishes next_cancel and the op's state to drain_cancels()'s acquire.
   } while (!m_cancel_head.compare_exchange_weak(head, op, std::memory_order_release, std::memory_order_relaxed));
@@ -491,11 +513,15 @@ void worker::push_cancel(cancellable* op) noexcept {
     store_load_barrier(rt.sleepers);
     wake_if_parked();
   }
+  return true;
 }
 
 void worker::drain_cancels() {
   // acquire: pairs with push_cancel()'s release CAS.
-  cancellable* list = m_cancel_head.exchange(nullptr, std::memory_order_acquire);
+  run_cancel_list(m_cancel_head.exchange(nullptr, std::memory_order_acquire));
+}
+
+void worker::run_cancel_list(cancellable* list) {
   while (list != nullptr) {
     cancellable* op = list;
     list = op->next_cancel;
@@ -587,6 +613,10 @@ void worker::drain_for_shutdown() {
       warned = true;
     }
   }
+  // Close the cancel list (later pushes fail, see worker_try_push) and run what is on
+  // it while the ring is still open (e.g. a provided-buffer ring unregistration).
+  // acquire: pairs with push_cancel()'s release CAS.
+  run_cancel_list(m_cancel_head.exchange(kCancelListClosed, std::memory_order_acquire));
   m_timers.clear();
   m_ready_timers.clear();
   m_lifo = nullptr;
@@ -624,6 +654,29 @@ void worker_submit_cancel(worker* w, io_completion* target) {
 void worker_resume_later(worker* w, std::coroutine_handle<> h) { w->schedule_back(h.address()); }
 
 bool worker_stopping(worker* w) noexcept { return w->rt.stopping(); }
+
+bool worker_try_push(worker* w, std::uint64_t serial, cancellable* c) noexcept {
+  if (tl_worker == w) {
+    return w->push_cancel(c);
+  }
+  // From another thread `w` may be gone (its runtime destroyed): look it up by serial,
+  // and keep it alive (its destructor takes this mutex) while pushing.
+  std::lock_guard lk(g_live_mutex);
+  if (!g_live.contains(serial)) {
+    return false;
+  }
+  return w->push_cancel(c);
+}
+
+std::uint64_t worker_serial(worker* w) noexcept { return w->serial; }
+
+int worker_register_buf_ring(worker* w, io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept {
+  return w->io_ring().register_buf_ring(br, entries, bgid);
+}
+
+int worker_unregister_buf_ring(worker* w, unsigned short bgid) noexcept {
+  return w->io_ring().unregister_buf_ring(bgid);
+}
 
 void worker_resume_timer(worker* w, std::coroutine_handle<> h) { w->schedule_timer(h.address()); }
 

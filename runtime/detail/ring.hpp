@@ -76,6 +76,18 @@ class ring {
     return count;
   }
 
+  /// Provided-buffer rings (IORING_REGISTER_PBUF_RING): register `entries` (a power of
+  /// two) entries at `br` (page aligned, caller's memory) as group `bgid`. Returns 0 or a
+  /// negative errno. Owner thread only (SINGLE_ISSUER).
+  int register_buf_ring(io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept {
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<unsigned long>(br);
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    return io_uring_register_buf_ring(&m_ring, &reg, 0);
+  }
+  int unregister_buf_ring(unsigned short bgid) noexcept { return io_uring_unregister_buf_ring(&m_ring, bgid); }
+
   [[nodiscard]] bool has_unsubmitted() const noexcept { return m_unsubmitted != 0; }
   [[nodiscard]] bool cq_ready() const noexcept { return io_uring_cq_ready(&m_ring) != 0; }
   [[nodiscard]] bool defer_taskrun() const noexcept { return m_defer_taskrun; }

@@ -55,7 +55,8 @@ class worker {
   [[nodiscard]] ring& io_ring() noexcept { return m_ring; }
 
   // --- any thread ---
-  void push_cancel(cancellable* op) noexcept;
+  /// Returns false (nothing pushed) once the shutdown drain has closed the cancel list.
+  bool push_cancel(cancellable* op) noexcept;
   /// Wakes this worker if it is parked (not as a searcher).
   void wake_if_parked() noexcept;
   /// Claims this parked worker for a searcher wake. Returns true if claimed.
@@ -75,6 +76,7 @@ class worker {
   unsigned budget = 0;
   runtime_core& rt;
   const unsigned index;
+  std::uint64_t serial = 0;  ///< unique per process (worker_try_push's liveness check)
 
   // Startup handshake: set by thread_main before the runtime constructor returns.
   std::error_code startup_error;
@@ -98,6 +100,7 @@ class worker {
   void reap();
   void fire_timers();
   void drain_cancels();
+  void run_cancel_list(cancellable* list);
   void arm_park_wait();
   void drain_for_shutdown();
   void overflow(void* task);
