@@ -6,6 +6,7 @@
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/pipe.hpp>
+#include <corio/ipc/receiver.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/ipc/tcp.hpp>
 #include <corio/ipc/udp.hpp>

@@ -34,6 +34,9 @@
 
 namespace corio::ipc {
 
+class stream_receiver;
+struct receive_options;
+
 class socket : public owned_fd {
  public:
   using owned_fd::owned_fd;
@@ -89,6 +92,11 @@ class stream_socket : public socket {
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
   /// Writes all of the iovecs (sendmsg; the array is copied, the buffers are not).
   [[nodiscard]] task<result<void>> writev_all(std::span<const iovec> iov, std::stop_token token = {}) const;
+  /// An opt-in receiver reading this socket into kernel-selected buffers (multishot recv
+  /// on a provided-buffer ring; ipc/receiver.hpp). The socket must outlive it. Include
+  /// <corio/ipc/receiver.hpp> to use it. Errors: ENOMEM when its buffers cannot be mapped.
+  [[nodiscard]] result<stream_receiver> receiver() const;
+  [[nodiscard]] result<stream_receiver> receiver(const receive_options& options) const;
   /// shutdown(2): SHUT_RD, SHUT_WR (half-close: the peer reads end of stream) or SHUT_RDWR.
   result<void> shutdown(int how = SHUT_WR) const;
 };

@@ -1,0 +1,480 @@
+#include <corio/ipc/receiver.hpp>
+#include <corio/ipc/socket.hpp>
+
+#include <liburing.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <new>
+
+#include <corio/runtime/detail/runtime_core.hpp>
+#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/io_op.hpp>
+
+namespace corio::ipc {
+
+namespace detail {
+
+namespace {
+
+using corio::detail::cancellable;
+using corio::detail::wait_status;
+using corio::detail::wake_batch;
+using corio::detail::waiter;
+using corio::detail::worker;
+
+// relaxed: a test switch read when a receiver is created (see acceptor.cpp's twin).
+std::atomic<bool> g_simulate_no_pbuf{false};
+// Buffer group ids; -EEXIST on registration moves on to the next one.
+std::atomic<std::uint16_t> g_next_bgid{0};
+
+/// Multishot recv came with Linux 6.0 (buffer rings with 5.19). The opcode probe cannot
+/// tell (IORING_OP_RECV is 5.6), so the release decides; registration failure falls back.
+bool kernel_has_multishot_recv() noexcept {
+  static const bool has = [] {
+    utsname u{};
+    if (::uname(&u) != 0) {
+      return false;
+    }
+    int major = 0;
+    int minor = 0;
+    if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) {
+      return false;
+    }
+    return major >= 6;
+  }();
+  return has;
+}
+
+/// Unregisters a buffer group on its owner and unmaps its memory (the state is gone).
+struct release_job : cancellable {
+  void* mem = nullptr;
+  std::size_t len = 0;
+  std::uint16_t bgid = 0;
+  worker* ring_owner = nullptr;
+  static void run(cancellable* c) noexcept {
+    auto* j = static_cast<release_job*>(c);
+    corio::detail::worker_unregister_buf_ring(j->ring_owner, j->bgid);
+    ::munmap(j->mem, j->len);
+    delete j;
+  }
+  static void noop(cancellable*) noexcept {}
+};
+
+}  // namespace
+
+void simulate_no_provided_buffers(bool on) noexcept { g_simulate_no_pbuf.store(on, std::memory_order_relaxed); }
+
+receiver_state::receiver_state(int fd, const receive_options& options)
+    : m_fd(fd),
+      m_size(options.buffer_size == 0 ? 1 : options.buffer_size),
+      m_count(static_cast<unsigned>(options.buffer_count == 0 ? 1 : (options.buffer_count > 32768 ? 32768 : options.buffer_count))),
+      m_multishot(options.provided_buffers && kernel_has_multishot_recv() &&
+                  !g_simulate_no_pbuf.load(std::memory_order_relaxed)) {
+  on_cqe = &cqe_arrived;
+  m_doorbell.state = this;
+  m_doorbell.on_cancel_drained = &doorbell_rang;
+  m_doorbell.on_resume = &noop;
+  m_ring_entries = std::bit_ceil(m_count);
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t ring_bytes = (m_ring_entries * sizeof(io_uring_buf) + page - 1) / page * page;
+  m_map_len = ring_bytes + m_size * m_count;
+  void* mem = ::mmap(nullptr, m_map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    return;
+  }
+  m_mem = mem;
+  m_br = static_cast<io_uring_buf_ring*>(mem);
+  m_buffers = static_cast<std::byte*>(mem) + ring_bytes;
+  m_q.resize(m_count);
+  m_free.reserve(m_count);
+  for (unsigned i = m_count; i-- > 0;) {
+    m_free.push_back(static_cast<std::uint16_t>(i));
+  }
+  m_stats.provided_buffers = m_multishot;
+}
+
+receiver_state::~receiver_state() {
+  // Nobody references us: no SQE is armed (its reference is dropped by the final CQE).
+  if (m_mem == nullptr) {
+    return;
+  }
+  if (m_registered) {
+    if (corio::detail::current_worker() == m_owner) {
+      corio::detail::worker_unregister_buf_ring(m_owner, m_bgid);
+    } else if (auto* job = new (std::nothrow) release_job) {
+      job->mem = m_mem;
+      job->len = m_map_len;
+      job->bgid = m_bgid;
+      job->ring_owner = m_owner;
+      job->on_cancel_drained = &release_job::run;
+      job->on_resume = &release_job::noop;
+      if (corio::detail::worker_try_push(m_owner, m_owner_serial, job)) {
+        return;  // the owner unregisters and unmaps
+      }
+      // The owner's shutdown drain is over: its ring is closed or closing with nothing
+      // armed on the group, so the kernel will not touch the memory again.
+      delete job;
+    }
+  }
+  ::munmap(m_mem, m_map_len);
+}
+
+bool receiver_state::can_arm_locked() const noexcept {
+  return m_multishot ? m_in_ring != 0 : !m_free.empty();
+}
+
+bool receiver_state::want_armed_locked() const noexcept {
+  return m_started && !m_armed && !m_closed && !m_eof && m_error == 0 && can_arm_locked();
+}
+
+void receiver_state::claim_arm_locked(worker* w) {
+  m_armed = true;
+  m_cancel_sent = false;
+  m_owner = w;
+  m_armed_ref = shared_from_this();
+  if (!m_multishot) {
+    m_oneshot_bid = m_free.back();
+    m_free.pop_back();
+  }
+  ++m_stats.arms;
+}
+
+std::shared_ptr<receiver_state> receiver_state::ring_doorbell_locked() noexcept {
+  if (m_doorbell_pending || m_owner == nullptr) {
+    return {};
+  }
+  m_doorbell_pending = true;
+  m_doorbell_ref = shared_from_this();
+  if (!corio::detail::worker_try_push(m_owner, m_owner_serial, &m_doorbell)) {
+    // The owner has shut down: nothing can be armed any more.
+    m_doorbell_pending = false;
+    return std::move(m_doorbell_ref);
+  }
+  return {};
+}
+
+void receiver_state::recycle_locked(int bid) noexcept {
+  if (!m_multishot) {
+    m_free.push_back(static_cast<std::uint16_t>(bid));
+    return;
+  }
+  if (!m_registered || m_closed || m_eof || m_error != 0) {
+    return;  // the kernel will not pick buffers any more
+  }
+  // The single producer side of the ring (see the design note): serialised by m_lock.
+  io_uring_buf_ring_add(m_br, const_cast<std::byte*>(buffer(bid)), static_cast<unsigned>(m_size),
+                        static_cast<unsigned short>(bid), io_uring_buf_ring_mask(m_ring_entries), 0);
+  io_uring_buf_ring_advance(m_br, 1);
+  ++m_in_ring;
+}
+
+void receiver_state::deliver_locked(int bid, std::uint32_t len, wake_batch& batch) noexcept {
+  m_stats.bytes += len;
+  if (m_closed) {
+    recycle_locked(bid);
+    return;
+  }
+  if (waiter* x = m_waiters.pop_front()) {
+    auto* w = static_cast<recv_waiter*>(x);
+    w->bid = bid;
+    w->len = len;
+    w->status = wait_status::granted;
+    ++m_held;
+    batch.push(w);
+    return;
+  }
+  // At most m_count buffers exist, each queued at most once: the ring cannot overflow.
+  m_q[(m_q_head + m_q_size) % m_count] = entry{static_cast<std::uint16_t>(bid), len};
+  ++m_q_size;
+  if (m_q_size > m_stats.queued_peak) {
+    m_stats.queued_peak = m_q_size;
+  }
+}
+
+void receiver_state::end_waiters_locked(int error, wake_batch& batch) noexcept {
+  // Only reached with an empty queue (waiters exist only while it is empty).
+  while (waiter* x = m_waiters.pop_front()) {
+    auto* w = static_cast<recv_waiter*>(x);
+    w->error = error;
+    w->eof = error == 0;
+    w->status = wait_status::granted;
+    batch.push(w);
+  }
+}
+
+bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
+                           const std::stop_token* inherited) {
+  worker* cw = corio::detail::current_worker();
+  w.handle = h;
+  w.home = corio::detail::current_runtime();
+  w.list = &m_waiters;
+  bool queued = false;
+  bool first = false;
+  bool arm = false;
+  std::shared_ptr<receiver_state> drop;
+  m_lock.lock();
+  if (w.status == wait_status::cancelled || token.stop_requested() ||
+      (inherited != nullptr && inherited->stop_requested())) {
+    w.status = wait_status::cancelled;  // a stop that came first: nothing is taken
+  } else if (m_q_size != 0) {
+    const entry e = m_q[m_q_head];
+    m_q_head = (m_q_head + 1) % m_count;
+    --m_q_size;
+    w.bid = e.bid;
+    w.len = e.len;
+    w.status = wait_status::granted;
+    ++m_held;
+  } else if (m_closed) {
+    w.status = wait_status::closed;
+  } else if (m_eof || m_error != 0) {
+    w.eof = m_eof;
+    w.error = m_error;
+    w.status = wait_status::granted;
+  } else if (cw == nullptr) {
+    w.no_runtime = true;
+    w.status = wait_status::cancelled;
+  } else {
+    m_waiters.push_back(&w);  // from here on other threads own `w`
+    queued = true;
+    if (!m_started) {
+      m_started = true;
+      m_owner_serial = corio::detail::worker_serial(cw);
+      claim_arm_locked(cw);
+      first = true;
+    } else if (want_armed_locked()) {
+      // Stopped (no buffer was free) and a buffer came back meanwhile: the give_back
+      // already rang the owner; ring again only if that doorbell is not pending.
+      drop = ring_doorbell_locked();
+    }
+  }
+  m_lock.unlock();
+  drop.reset();
+  if (first) {
+    first_arm(cw);  // `w` may already be gone; m_armed_ref keeps us alive
+  } else if (arm) {
+    fill_sqe(cw);
+  }
+  return queued;
+}
+
+void receiver_state::first_arm(worker* w) {
+  if (m_multishot) {
+    // Nobody else touches the ring before it is registered: no buffer is out yet.
+    io_uring_buf_ring_init(m_br);
+    const int mask = io_uring_buf_ring_mask(m_ring_entries);
+    for (unsigned i = 0; i < m_count; ++i) {
+      io_uring_buf_ring_add(m_br, m_buffers + static_cast<std::size_t>(i) * m_size, static_cast<unsigned>(m_size),
+                            static_cast<unsigned short>(i), mask, static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(m_br, static_cast<int>(m_count));
+    int rc = -EEXIST;
+    std::uint16_t bgid = 0;
+    for (int tries = 0; tries < 64 && rc == -EEXIST; ++tries) {
+      // relaxed: any distinct-enough number; collisions are caught by -EEXIST.
+      bgid = g_next_bgid.fetch_add(1, std::memory_order_relaxed);
+      rc = corio::detail::worker_register_buf_ring(w, m_br, m_ring_entries, bgid);
+    }
+    m_lock.lock();
+    if (rc == 0) {
+      m_registered = true;
+      m_bgid = bgid;
+      m_in_ring = m_count;
+      m_free.clear();
+    } else {
+      // No buffer rings here (or no id left): the fallback, from this first arm on.
+      m_multishot = false;
+      m_stats.provided_buffers = false;
+      m_oneshot_bid = m_free.back();
+      m_free.pop_back();
+    }
+    m_lock.unlock();
+  }
+  fill_sqe(w);
+}
+
+void receiver_state::fill_sqe(worker* w) {
+  // Only w's thread touches its ring. worker_get_sqe counts one operation in flight,
+  // multishot or not (worker::reap ends it at the CQE without IORING_CQE_F_MORE).
+  io_uring_sqe* sqe = corio::detail::worker_get_sqe(w);
+  if (m_multishot) {
+    io_uring_prep_recv_multishot(sqe, m_fd, nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = m_bgid;
+  } else {
+    // m_oneshot_bid is ours until the CQE (set by the claim, read on this thread).
+    io_uring_prep_recv(sqe, m_fd, const_cast<std::byte*>(buffer(m_oneshot_bid)), m_size, 0);
+  }
+  io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
+}
+
+void receiver_state::cancel(recv_waiter& w) noexcept {
+  m_lock.lock();
+  bool wake = false;
+  if (w.status == wait_status::queued) {
+    m_waiters.remove(&w);
+    w.status = wait_status::cancelled;
+    wake = true;
+  } else if (w.status == wait_status::idle) {
+    w.status = wait_status::cancelled;
+  }
+  // The SQE stays armed: what it receives is queued for the next receive().
+  m_lock.unlock();
+  if (wake) {
+    w.wake();
+  }
+}
+
+void receiver_state::abandon(recv_waiter& w) noexcept {
+  m_lock.lock();
+  if (w.status == wait_status::queued) {
+    m_waiters.remove(&w);
+    w.status = wait_status::cancelled;
+  }
+  m_lock.unlock();
+  w.wait_wake_done();
+}
+
+void receiver_state::close() noexcept {
+  wake_batch batch;
+  std::shared_ptr<receiver_state> drop;
+  m_lock.lock();
+  if (m_closed) {
+    m_lock.unlock();
+    return;
+  }
+  m_closed = true;
+  while (waiter* x = m_waiters.pop_front()) {
+    auto* w = static_cast<recv_waiter*>(x);
+    if (w->home != nullptr && w->home->stopping()) {
+      w->status = wait_status::cancelled;  // its frame is about to be destroyed
+    } else {
+      w->status = wait_status::closed;
+      batch.push(w);
+    }
+  }
+  while (m_q_size != 0) {
+    recycle_locked(m_q[m_q_head].bid);
+    m_q_head = (m_q_head + 1) % m_count;
+    --m_q_size;
+  }
+  if (m_armed && !m_cancel_sent) {
+    drop = ring_doorbell_locked();
+  }
+  m_lock.unlock();
+  batch.wake_all();
+}
+
+void receiver_state::give_back(int bid) noexcept {
+  std::shared_ptr<receiver_state> drop;
+  m_lock.lock();
+  --m_held;
+  recycle_locked(bid);
+  if (want_armed_locked()) {
+    drop = ring_doorbell_locked();
+  }
+  m_lock.unlock();
+}
+
+receive_stats receiver_state::stats() const noexcept {
+  m_lock.lock();
+  receive_stats s = m_stats;
+  s.queued = m_q_size;
+  s.held = m_held;
+  m_lock.unlock();
+  return s;
+}
+
+void receiver_state::cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept {
+  auto* self = static_cast<receiver_state*>(c);
+  std::shared_ptr<receiver_state> keep;  // the SQE's reference, dropped last
+  std::shared_ptr<receiver_state> drop;
+  wake_batch batch;
+  self->m_lock.lock();
+  ++self->m_stats.cqes;
+  const bool more = (flags & IORING_CQE_F_MORE) != 0;
+  bool ours = false;
+  if (!more) {
+    self->m_armed = false;
+    ours = self->m_cancel_sent;
+    self->m_cancel_sent = false;
+    keep = std::move(self->m_armed_ref);
+  }
+  int bid = -1;
+  if (self->m_multishot) {
+    if ((flags & IORING_CQE_F_BUFFER) != 0) {
+      bid = static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT);
+      --self->m_in_ring;
+    }
+  } else {
+    bid = std::exchange(self->m_oneshot_bid, -1);
+  }
+  if (res > 0 && bid >= 0) {
+    self->deliver_locked(bid, static_cast<std::uint32_t>(res), batch);
+  } else {
+    if (bid >= 0) {
+      self->recycle_locked(bid);
+    }
+    if (res == 0) {
+      self->m_eof = true;
+      self->end_waiters_locked(0, batch);
+    } else if (res == -ENOBUFS) {
+      // Every buffer is queued or held: stopped until one comes back (see the note).
+      ++self->m_stats.enobufs;
+    } else if (res == -ECANCELED && ours) {
+      // close(): nothing more to do.
+    } else if (res < 0 && !self->m_closed) {
+      // The error, or the runtime's shutdown (-ECANCELED we did not ask for).
+      self->m_error = res;
+      self->end_waiters_locked(res, batch);
+    }
+  }
+  // Re-arm from the owner's next maintenance pass, never inside its reap loop.
+  if (!self->m_armed && self->want_armed_locked() && !corio::detail::worker_stopping(self->m_owner)) {
+    drop = self->ring_doorbell_locked();
+  }
+  self->m_lock.unlock();
+  batch.wake_all();
+}
+
+void receiver_state::doorbell_rang(cancellable* c) noexcept {
+  receiver_state* self = static_cast<doorbell*>(c)->state;
+  std::shared_ptr<receiver_state> ref;  // the doorbell's reference, dropped last
+  bool cancel = false;
+  bool arm = false;
+  worker* owner = nullptr;
+  self->m_lock.lock();
+  ref = std::move(self->m_doorbell_ref);
+  self->m_doorbell_pending = false;
+  owner = self->m_owner;  // this thread
+  if (self->m_armed) {
+    if (self->m_closed && !self->m_cancel_sent) {
+      self->m_cancel_sent = true;
+      cancel = true;
+    }
+  } else if (self->want_armed_locked() && !corio::detail::worker_stopping(owner)) {
+    self->claim_arm_locked(owner);
+    arm = true;
+  }
+  self->m_lock.unlock();
+  if (cancel) {
+    corio::detail::worker_submit_cancel(owner, self);
+  } else if (arm) {
+    self->fill_sqe(owner);
+  }
+}
+
+}  // namespace detail
+
+result<stream_receiver> stream_socket::receiver() const { return stream_receiver::make(fd(), receive_options{}); }
+
+result<stream_receiver> stream_socket::receiver(const receive_options& options) const {
+  return stream_receiver::make(fd(), options);
+}
+
+}  // namespace corio::ipc
