@@ -21,6 +21,7 @@ fi
 servers=()
 [[ -x $build/bench/ipc/uring_echo ]] && servers+=("c-uring-floor|$build/bench/ipc/uring_echo PORT")
 servers+=("corio-1w|$build/examples/echo_server --port PORT --workers 1")
+servers+=("corio-1w-pbuf|$build/examples/echo_server --port PORT --workers 1 --provided-buffers")
 servers+=("corio-2w|$build/examples/echo_server --port PORT --workers 2")
 [[ -x $build/bench/ipc/asio_echo_uring ]] && servers+=("asio-uring|$build/bench/ipc/asio_echo_uring PORT 1")
 [[ -x $build/bench/ipc/asio_echo_epoll ]] && servers+=("asio-epoll|$build/bench/ipc/asio_echo_epoll PORT 1")

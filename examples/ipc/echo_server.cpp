@@ -1,7 +1,12 @@
 // echo_server: a TCP echo server, one task per connection.
 //   echo_server [--port N] [--workers N]   serve until killed (port 0: pick one, printed)
 //   echo_server --self-test                serve, run 20 clients against itself, exit
+//   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
+//       read through stream_receiver (multishot recv into a provided-buffer ring,
+//       ipc/receiver.hpp; default 8 buffers of 64 KiB per connection) instead of
+//       read_some into a 64 KiB buffer of the connection's own
 #include <corio/corio.hpp>
+#include <corio/ipc/receiver.hpp>
 #include <corio/ipc/tcp.hpp>
 
 #include <chrono>
@@ -32,6 +37,27 @@ task<void> serve_connection(tcp_stream s) {
   }
 }
 
+bool g_provided = false;
+corio::ipc::receive_options g_rx{.buffer_size = 64 * 1024, .buffer_count = 8};
+
+task<void> serve_connection_rx(tcp_stream s) {
+  (void)s.set_nodelay(true);
+  auto rx = s.receiver(g_rx);
+  if (!rx) {
+    co_return;
+  }
+  for (;;) {
+    auto b = co_await rx->receive();
+    if (!b || b->empty()) {
+      co_return;  // error or end of stream; rx goes before s (declared after it)
+    }
+    if (!co_await s.write_all(b->data())) {
+      co_return;
+    }
+    // b goes back to the receiver's ring here.
+  }
+}
+
 task<void> accept_loop(const tcp_listener& l) {
   for (;;) {
     auto s = co_await l.accept();
@@ -43,7 +69,11 @@ task<void> accept_loop(const tcp_listener& l) {
       (void)co_await corio::sleep_for(10ms);
       continue;
     }
-    (void)corio::spawn(serve_connection(std::move(*s)));  // detached
+    if (g_provided) {
+      (void)corio::spawn(serve_connection_rx(std::move(*s)));  // detached
+    } else {
+      (void)corio::spawn(serve_connection(std::move(*s)));  // detached
+    }
   }
 }
 
@@ -85,6 +115,12 @@ int main(int argc, char** argv) {
       port = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
       workers = static_cast<unsigned>(std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--provided-buffers") == 0) {
+      g_provided = true;
+    } else if (std::strcmp(argv[i], "--rx-buffer") == 0 && i + 1 < argc) {
+      g_rx.buffer_size = static_cast<std::size_t>(std::atol(argv[++i]));
+    } else if (std::strcmp(argv[i], "--rx-count") == 0 && i + 1 < argc) {
+      g_rx.buffer_count = static_cast<std::size_t>(std::atol(argv[++i]));
     } else if (std::strcmp(argv[i], "--self-test") == 0) {
       test = true;
       port = 0;
