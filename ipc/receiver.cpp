@@ -32,6 +32,8 @@ using corio::detail::worker;
 std::atomic<bool> g_simulate_no_pbuf{false};
 // Buffer group ids; -EEXIST on registration moves on to the next one.
 std::atomic<std::uint16_t> g_next_bgid{0};
+// relaxed: a counter for tests, read after the threads involved are done.
+std::atomic<long> g_live_groups{0};
 
 /// Multishot recv came with Linux 6.0 (buffer rings with 5.19). The opcode probe cannot
 /// tell (IORING_OP_RECV is 5.6), so the release decides; registration failure falls back.
@@ -61,6 +63,7 @@ struct release_job : cancellable {
     auto* j = static_cast<release_job*>(c);
     corio::detail::worker_unregister_buf_ring(j->ring_owner, j->bgid);
     ::munmap(j->mem, j->len);
+    g_live_groups.fetch_sub(1, std::memory_order_relaxed);
     delete j;
   }
   static void noop(cancellable*) noexcept {}
@@ -69,6 +72,8 @@ struct release_job : cancellable {
 }  // namespace
 
 void simulate_no_provided_buffers(bool on) noexcept { g_simulate_no_pbuf.store(on, std::memory_order_relaxed); }
+
+long live_buffer_groups() noexcept { return g_live_groups.load(std::memory_order_relaxed); }
 
 receiver_state::receiver_state(int fd, const receive_options& options)
     : m_fd(fd),
@@ -105,22 +110,27 @@ receiver_state::~receiver_state() {
     return;
   }
   if (m_registered) {
-    if (corio::detail::current_worker() == m_owner) {
-      corio::detail::worker_unregister_buf_ring(m_owner, m_bgid);
-    } else if (auto* job = new (std::nothrow) release_job) {
-      job->mem = m_mem;
-      job->len = m_map_len;
-      job->bgid = m_bgid;
-      job->ring_owner = m_owner;
-      job->on_cancel_drained = &release_job::run;
-      job->on_resume = &release_job::noop;
-      if (corio::detail::worker_try_push(m_owner, m_owner_serial, job)) {
-        return;  // the owner unregisters and unmaps
+    if (corio::detail::current_worker() != m_owner) {
+      if (auto* job = new (std::nothrow) release_job) {
+        job->mem = m_mem;
+        job->len = m_map_len;
+        job->bgid = m_bgid;
+        job->ring_owner = m_owner;
+        job->on_cancel_drained = &release_job::run;
+        job->on_resume = &release_job::noop;
+        if (corio::detail::worker_try_push(m_owner, m_owner_serial, job)) {
+          return;  // the owner unregisters and unmaps
+        }
+        delete job;
       }
-      // The owner's shutdown drain is over: its ring is closed or closing with nothing
-      // armed on the group, so the kernel will not touch the memory again.
-      delete job;
+      // The owner's shutdown drain is over (its ring is closed, or closing with nothing
+      // armed on the group: the kernel will not touch the memory again), or no memory
+      // for the job (then the group stays registered until the ring closes; its pages
+      // stay pinned by the kernel, never reused under it).
+    } else {
+      corio::detail::worker_unregister_buf_ring(m_owner, m_bgid);
     }
+    g_live_groups.fetch_sub(1, std::memory_order_relaxed);
   }
   ::munmap(m_mem, m_map_len);
 }
@@ -282,6 +292,7 @@ void receiver_state::first_arm(worker* w) {
     }
     m_lock.lock();
     if (rc == 0) {
+      g_live_groups.fetch_add(1, std::memory_order_relaxed);
       m_registered = true;
       m_bgid = bgid;
       m_in_ring = m_count;

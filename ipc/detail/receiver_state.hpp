@@ -120,6 +120,9 @@ struct recv_waiter : corio::detail::waiter {
 
 /// Test hook: receivers created while it is on use the fallback path. Not for production.
 void simulate_no_provided_buffers(bool on) noexcept;
+/// For tests: buffer groups registered and not yet released (unregistered on their
+/// worker, or dropped with a ring that shut down).
+[[nodiscard]] long live_buffer_groups() noexcept;
 
 class receiver_state final : public corio::detail::io_completion,
                              public std::enable_shared_from_this<receiver_state> {

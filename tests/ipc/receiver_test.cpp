@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -369,7 +370,42 @@ TEST_CASE("receiver: destroyed with buffers outstanding; they stay valid and go 
   CHECK(s == "0123456789abcdef01234567");
   std::thread t([&] { held.clear(); });
   t.join();
-  std::this_thread::sleep_for(20ms);  // the owner unregisters the buffer group
+  // The last buffer went back on a plain thread: the owner unregisters the group.
+  for (int i = 0; i < 200 && corio::ipc::detail::live_buffer_groups() != 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(corio::ipc::detail::live_buffer_groups() == 0);
+}
+
+TEST_CASE("receiver: many receivers one after another release their buffer groups", "[ipc][receiver]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto r = rt.block_on([]() -> task<std::pair<int, long>> {
+    int ok = 0;
+    long peak = 0;
+    for (int i = 0; i < 300; ++i) {
+      auto p = corio::ipc::socketpair();
+      if (!p) {
+        break;
+      }
+      auto rx = p->first.receiver({.buffer_size = 128, .buffer_count = 2});
+      if (!rx) {
+        break;
+      }
+      (void)::send(p->second.fd(), "hi", 2, 0);
+      auto b = co_await rx->receive();
+      if (b && b->size() == 2 && rx->stats().provided_buffers) {
+        ++ok;
+      }
+      peak = std::max(peak, corio::ipc::detail::live_buffer_groups());
+    }
+    co_return std::pair{ok, peak};
+  }());
+  CHECK(r.first == 300);
+  CHECK(r.second <= 8);  // the current one, plus releases not yet drained
+  for (int i = 0; i < 200 && corio::ipc::detail::live_buffer_groups() != 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(corio::ipc::detail::live_buffer_groups() == 0);
 }
 
 TEST_CASE("receiver: runtime shutdown with an armed receiver and a waiting task neither hangs nor leaks",
@@ -405,5 +441,6 @@ TEST_CASE("receiver: runtime shutdown with an armed receiver and a waiting task 
     }
     kept.reset();
     rx.reset();
+    CHECK(corio::ipc::detail::live_buffer_groups() == 0);
   }
 }
