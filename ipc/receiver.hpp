@@ -1,8 +1,8 @@
 // corio::ipc::stream_receiver: reading a stream socket into kernel-selected buffers
 // (made by stream_socket::receiver(); TCP and Unix stream sockets).
 //
-// Concept: `auto rx = stream.receiver({.buffer_size = 16384, .buffer_count = 64});`
-// then `co_await rx.receive(token)` yields result<received_buffer>: a move-only view of
+// Concept: `auto rx = stream.receiver({.buffer_size = 16384, .buffer_count = 8});`
+// (a result<stream_receiver>), then `co_await rx->receive(token)` yields result<received_buffer>: a move-only view of
 // one buffer the kernel filled (data(): std::span<const std::byte>). Destroying it (or
 // release()) gives the buffer back. An empty buffer (size() == 0) is the end of the
 // stream, as read_some's 0 is; after it every receive() yields end of stream again.
@@ -42,12 +42,19 @@
 // no syscall; one that waits costs a lock and a wake through the scheduler; giving a
 // buffer back is a lock and two stores (plus a doorbell to the owner after -ENOBUFS).
 // The completions are processed on the owner worker (pinned, like the acceptor).
-// Measured (bench/ipc/echo.sh, loopback, 2-vCPU VM, 1 worker, 50 connections, one
-// request in flight each): see README/MEASUREMENTS figures in the commit that added it —
-// server CPU per request within noise of the read_some server at 64 B and at 16 KiB, with
-// buffer_size >= the message (small buffers that split a message cost more). Use it for
-// its API (buffers owned by the receiver, read-ahead, many idle connections without one
-// read buffer each), not for speed.
+// Measured (bench/ipc/echo_rx_ab.sh: examples/echo_server with read_some vs
+// --provided-buffers, driven by bench/ipc/echo_load, 1 worker, 50 connections with one
+// request in flight each, loopback, 2-vCPU VM shared with other work; medians of 7
+// alternating repeats): server CPU per request is the same within noise. 16 KiB x 4
+// buffers: 64 B 4.98 vs 5.06 us, 16 KiB 6.65 vs 7.18 us (pairwise it goes both ways).
+// 64 KiB x 8: 64 B 5.05 vs 5.03 us, 16 KiB 7.01 vs 6.64 us (+6%, more memory touched).
+// 4 KiB x 32 (a 16 KiB message split in 4): 16 KiB 36.0 vs 9.2 us, rps 27k vs 106k.
+// One recv SQE saved per message does not show next to the send, the wake-ups and the
+// TCP stack, matching the hand-written C floor (MEASUREMENTS.md: multishot recv gained
+// nothing measurable with one message in flight per connection, and buffers smaller
+// than the message hurt). Use it for its API (the receiver owns and recycles the
+// buffers, reads ahead, bounds what it holds), not for speed. The buffers are per
+// receiver, not shared between connections, so it saves no memory either.
 #pragma once
 
 #include <cerrno>

@@ -3,8 +3,8 @@
 //   echo_server --self-test                serve, run 20 clients against itself, exit
 //   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
 //       read through stream_receiver (multishot recv into a provided-buffer ring,
-//       ipc/receiver.hpp; default 8 buffers of 64 KiB per connection) instead of
-//       read_some into a 64 KiB buffer of the connection's own
+//       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection: the memory of the
+//       read_some server's 64 KiB buffer) instead of read_some into a buffer of its own
 #include <corio/corio.hpp>
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/tcp.hpp>
@@ -38,7 +38,7 @@ task<void> serve_connection(tcp_stream s) {
 }
 
 bool g_provided = false;
-corio::ipc::receive_options g_rx{.buffer_size = 64 * 1024, .buffer_count = 8};
+corio::ipc::receive_options g_rx{.buffer_size = 16 * 1024, .buffer_count = 4};
 
 task<void> serve_connection_rx(tcp_stream s) {
   (void)s.set_nodelay(true);
