@@ -226,7 +226,6 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
   w.list = &m_waiters;
   bool queued = false;
   bool first = false;
-  bool arm = false;
   std::shared_ptr<receiver_state> drop;
   m_lock.lock();
   if (w.status == wait_status::cancelled || token.stop_requested() ||
@@ -258,8 +257,8 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
       claim_arm_locked(cw);
       first = true;
     } else if (want_armed_locked()) {
-      // Stopped (no buffer was free) and a buffer came back meanwhile: the give_back
-      // already rang the owner; ring again only if that doorbell is not pending.
+      // Stopped and a buffer is free: give_back normally rang the owner already (then the
+      // doorbell is pending and this is a no-op); the owner re-arms, never this thread.
       drop = ring_doorbell_locked();
     }
   }
@@ -267,8 +266,6 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
   drop.reset();
   if (first) {
     first_arm(cw);  // `w` may already be gone; m_armed_ref keeps us alive
-  } else if (arm) {
-    fill_sqe(cw);
   }
   return queued;
 }
