@@ -23,6 +23,7 @@ else
 fi
 "$build/bench/process/spawn_floor" 2000 20 | tee -a "$out"
 "$build/bench/process/process_bench" all --workers 2 | tee -a "$out"
+"$build/bench/process/process_bench" spawn --workers 2 --pidfd-poll | tee -a "$out"
 python3 bench/process/pool_peer.py 100000 | tee -a "$out"
 python3 - "$out" <<'PY'
 import sys
