@@ -772,6 +772,10 @@ task<void> process_pool::run(detail::pool_batch& b, std::stop_token token) {
     b.status.assign(b.size(), detail::status_cancelled);  // nothing queued, nothing run
     b.out_off.assign(b.size(), 0);
     b.out_len.assign(b.size(), 0);
+    b.order.clear();  // map_unordered reports every job, each cancelled
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      b.order.push_back(i);
+    }
     co_return;
   }
   if (!detail::queue_batch(m_state, b)) {

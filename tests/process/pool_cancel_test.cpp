@@ -182,6 +182,8 @@ struct submit_seen {
   bool first_ok = false;
   long ran = -1;
   std::error_code pre_stopped;
+  std::size_t unordered_entries = 0;    // map_unordered of 3 jobs with a stopped token
+  std::size_t unordered_cancelled = 0;  // ... each reported as operation_canceled
 };
 
 corio::task<corio::ipc::pool_result<int>> sleep_400(process_pool* p) { co_return co_await p->call<&sleep_ms>(400); }
@@ -207,6 +209,11 @@ corio::task<submit_seen> pool_timed_submit(std::string path) {
   stopped.request_stop();
   auto pre = co_await p->call<&sleep_ms>(1000, stopped.get_token());
   s.pre_stopped = pre ? std::error_code{} : pre.error();
+  auto unordered = co_await p->map_unordered(&mark_then_sleep, marking_jobs(path, 3), stopped.get_token());
+  s.unordered_entries = unordered.size();
+  for (auto& [index, r] : unordered) {
+    s.unordered_cancelled += (index < 3 && !r && r.error() == std::errc::operation_canceled) ? 1 : 0;
+  }
   co_await p->shutdown();
   s.ran = jobs_ran(path);
   co_return s;
@@ -227,6 +234,8 @@ TEST_CASE("process_pool: a timeout around submit ends it at once and the queued 
   CHECK(s.first_ok);
   CHECK(s.ran == 0);  // the submitted job was withdrawn from the worker's queue
   CHECK(s.pre_stopped == std::errc::operation_canceled);
+  CHECK(s.unordered_entries == 3);
+  CHECK(s.unordered_cancelled == 3);
 }
 
 namespace {
