@@ -40,6 +40,8 @@ void wake_target::wake(bool front) const noexcept {
   }
 }
 
+void waiter::yield_cpu() noexcept { ::sched_yield(); }
+
 void waiter::wake() noexcept { wake_target{handle, home, parker}.wake(true); }
 
 void waiter::wake_behind() noexcept { wake_target{handle, home, parker}.wake(false); }

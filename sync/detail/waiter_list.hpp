@@ -113,12 +113,17 @@ struct waiter {
   void wait_wake_done() const noexcept {
     // acquire: pairs with the waker's release store in wake_batch::wake_all(); after it,
     // the waker no longer reads this node.
-    while (waking.load(std::memory_order_acquire)) {
-      cpu_relax();
+    for (unsigned spins = 0; waking.load(std::memory_order_acquire); ++spins) {
+      if (spins < 64) {
+        cpu_relax();
+      } else {
+        yield_cpu();  // the waker may be preempted (inside a futex wake, say): let it run
+      }
     }
   }
 
  private:
+  static void yield_cpu() noexcept;
   static void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
