@@ -110,7 +110,9 @@ receiver_state::~receiver_state() {
     return;
   }
   if (m_registered) {
-    if (corio::detail::current_worker() != m_owner) {
+    // The serial, not just the address: a later runtime's worker may live at m_owner.
+    worker* cw = corio::detail::current_worker();
+    if (cw != m_owner || corio::detail::worker_serial(cw) != m_owner_serial) {
       if (auto* job = new (std::nothrow) release_job) {
         job->mem = m_mem;
         job->len = m_map_len;
@@ -162,8 +164,12 @@ std::shared_ptr<receiver_state> receiver_state::ring_doorbell_locked() noexcept 
   m_doorbell_pending = true;
   m_doorbell_ref = shared_from_this();
   if (!corio::detail::worker_try_push(m_owner, m_owner_serial, &m_doorbell)) {
-    // The owner has shut down: nothing can be armed any more.
+    // The owner has shut down: nothing can be armed any more. Terminal, as a shutdown
+    // that cancelled an armed receive would have made it (callers end their waiters).
     m_doorbell_pending = false;
+    if (m_error == 0 && !m_eof) {
+      m_error = -ECANCELED;
+    }
     return std::move(m_doorbell_ref);
   }
   return {};
@@ -249,17 +255,24 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
     w.no_runtime = true;
     w.status = wait_status::cancelled;
   } else {
-    m_waiters.push_back(&w);  // from here on other threads own `w`
-    queued = true;
-    if (!m_started) {
-      m_started = true;
-      m_owner_serial = corio::detail::worker_serial(cw);
-      claim_arm_locked(cw);
-      first = true;
-    } else if (want_armed_locked()) {
+    if (m_started && want_armed_locked()) {
       // Stopped and a buffer is free: give_back normally rang the owner already (then the
       // doorbell is pending and this is a no-op); the owner re-arms, never this thread.
+      // If the owner is gone this makes the state terminal (m_error).
       drop = ring_doorbell_locked();
+    }
+    if (m_error != 0) {
+      w.error = m_error;
+      w.status = wait_status::granted;
+    } else {
+      m_waiters.push_back(&w);  // from here on other threads own `w`
+      queued = true;
+      if (!m_started) {
+        m_started = true;
+        m_owner_serial = corio::detail::worker_serial(cw);
+        claim_arm_locked(cw);
+        first = true;
+      }
     }
   }
   m_lock.unlock();
@@ -380,13 +393,18 @@ void receiver_state::close() noexcept {
 
 void receiver_state::give_back(int bid) noexcept {
   std::shared_ptr<receiver_state> drop;
+  wake_batch batch;
   m_lock.lock();
   --m_held;
   recycle_locked(bid);
   if (want_armed_locked()) {
     drop = ring_doorbell_locked();
+    if (m_error != 0) {
+      end_waiters_locked(m_error, batch);  // the owner is gone: nothing will arrive
+    }
   }
   m_lock.unlock();
+  batch.wake_all();
 }
 
 receive_stats receiver_state::stats() const noexcept {

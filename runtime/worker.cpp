@@ -656,7 +656,7 @@ void worker_resume_later(worker* w, std::coroutine_handle<> h) { w->schedule_bac
 bool worker_stopping(worker* w) noexcept { return w->rt.stopping(); }
 
 bool worker_try_push(worker* w, std::uint64_t serial, cancellable* c) noexcept {
-  if (tl_worker == w) {
+  if (tl_worker == w && w->serial == serial) {  // (a later worker may reuse the address)
     return w->push_cancel(c);
   }
   // From another thread `w` may be gone (its runtime destroyed): look it up by serial,
