@@ -444,3 +444,38 @@ TEST_CASE("receiver: runtime shutdown with an armed receiver and a waiting task 
     CHECK(corio::ipc::detail::live_buffer_groups() == 0);
   }
 }
+
+// A receiver that ran out of buffers (ENOBUFS: the multishot ended, nothing armed) when
+// its runtime shut down: giving the buffers back afterwards cannot re-arm anything, so a
+// later receive() must end with an error instead of waiting forever.
+TEST_CASE("receiver: out of buffers when its runtime goes, a later receive ends instead of hanging",
+          "[ipc][receiver]") {
+  auto [a, b] = make_pair();
+  auto rx = a.receiver({.buffer_size = 64, .buffer_count = 2});
+  REQUIRE(rx);
+  std::vector<received_buffer> held;
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    const auto data = random_bytes(1024, 5);
+    REQUIRE(::send(b.fd(), data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
+    held = rt.block_on([](const stream_receiver& r) -> task<std::vector<received_buffer>> {
+      std::vector<received_buffer> out;
+      for (int i = 0; i < 2; ++i) {
+        auto buf = co_await r.receive();
+        if (buf) {
+          out.push_back(std::move(*buf));
+        }
+      }
+      co_await corio::sleep_for(50ms);  // the kernel finds no buffer: ENOBUFS
+      co_return out;
+    }(*rx));
+    REQUIRE(held.size() == 2);
+  }
+  held.clear();  // back to a ring whose owner is gone
+  corio::runtime rt2(ipc_test::workers(1));
+  auto r = rt2.block_on([](const stream_receiver& r) -> task<corio::result<received_buffer>> {
+    co_return co_await corio::timeout(r.receive(), 2s);
+  }(*rx));
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::operation_canceled);
+}
