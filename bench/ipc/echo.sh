@@ -18,6 +18,9 @@ if ! tokio=$(bash "$(dirname "$0")/../tokio/build.sh" 2>"$tokio_log"); then
   echo "# tokio peer not built, going on without it: $(grep -v '^ *$' "$tokio_log" | tail -n 1)" >&2
 fi
 
+bash "$(dirname "$0")/ensure_build.sh" "$build" examples/echo_server bench/ipc/echo_load
+ninja -C "$build" bench/ipc/uring_echo bench/ipc/asio_echo_uring bench/ipc/asio_echo_epoll >/dev/null 2>&1 || true
+
 servers=()
 [[ -x $build/bench/ipc/uring_echo ]] && servers+=("c-uring-floor|$build/bench/ipc/uring_echo PORT")
 servers+=("corio-1w|$build/examples/echo_server --port PORT --workers 1")

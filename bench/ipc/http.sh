@@ -31,6 +31,8 @@ report() {  # name, wrk output
   echo "http_hello_p99 $1 $p99 latency"
 }
 
+bash "$(dirname "$0")/ensure_build.sh" "$build" examples/http_hello
+
 port=18080
 $build/examples/http_hello --port $port --workers "$workers" > /dev/null &
 pid=$!
