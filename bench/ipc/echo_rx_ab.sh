@@ -4,9 +4,9 @@
 # (50 connections in lockstep, one request in flight each). The modes alternate inside
 # every repeat; the medians over the repeats are printed last.
 # Prints `<benchmark> <mode> <value> <unit>` lines, then `median ...` lines.
-#   bash bench/ipc/echo_rx_ab.sh [BUILD_DIR=build-rel] [SECONDS=3] [REPEAT=5] [EXTRA_PBUF_ARGS]
+#   bash bench/ipc/echo_rx_ab.sh [BUILD_DIR=build-ipc-rel] [SECONDS=3] [REPEAT=5] [EXTRA_PBUF_ARGS]
 set -euo pipefail
-build=${1:-build-rel}
+build=${1:-build-ipc-rel}
 seconds=${2:-3}
 repeat=${3:-5}
 extra=${4:-}
@@ -15,6 +15,7 @@ port=17700
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 modes=("read_some|" "pbuf|--provided-buffers $extra")
+bash "$(dirname "$0")/ensure_build.sh" "$build" examples/echo_server bench/ipc/echo_load
 
 wait_port() {
   for _ in $(seq 100); do
