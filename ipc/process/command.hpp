@@ -117,8 +117,10 @@ class command {
   /// its own fd (it must stay open until spawn() returns). child_fd 0..2 is the same as
   /// stdin/stdout/stderr_mode(stdio::from_fd(parent_fd)). Giving a child_fd again
   /// replaces the earlier one. Errors at spawn(): EBADF for a closed parent_fd, EINVAL
-  /// for a negative child_fd. Cost: one fcntl in the parent per fd; in the child one
-  /// dup2 per fd, plus one close per unused fd number between 3 and the highest child_fd.
+  /// for a negative child_fd, and EINVAL (from F_DUPFD_CLOEXEC) when the highest child_fd
+  /// plus one reaches RLIMIT_NOFILE's soft limit. Cost: one fcntl in the parent per fd;
+  /// in the child one dup2 per fd, plus one close per unused fd number between 3 and the
+  /// highest child_fd (keep child_fd small: a child_fd of 10,000 means ~10,000 actions).
   command& inherit_fd(int parent_fd, int child_fd);
   /// Puts the child into process group `pgid` (0: a new group led by the child).
   command& process_group(pid_t pgid) noexcept { m_pgroup = pgid; return *this; }
