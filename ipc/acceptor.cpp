@@ -177,34 +177,11 @@ bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const st
   return queued;
 }
 
-void acceptor_state::cancel(accept_waiter& w) noexcept {
-  m_lock.lock();
-  bool wake = false;
-  if (w.status == wait_status::queued) {
-    m_waiters.remove(&w);
-    w.status = wait_status::cancelled;
-    wake = true;
-  } else if (w.status == wait_status::idle) {
-    w.status = wait_status::cancelled;  // begin() sees it before queueing
-  }
-  // An armed SQE stays armed: what it accepts is queued for the next accept().
-  m_lock.unlock();
-  if (wake) {
-    w.wake();  // last access to w
-  }
-}
+// An armed SQE stays armed: what it accepts is queued for the next accept(). An idle
+// waiter marked cancelled is seen by begin() before it queues.
+void acceptor_state::cancel(accept_waiter& w) noexcept { m_waiters.cancel(w); }
 
-void acceptor_state::abandon(accept_waiter& w) noexcept {
-  m_lock.lock();
-  if (w.status == wait_status::queued) {
-    m_waiters.remove(&w);
-    w.status = wait_status::cancelled;
-  }
-  m_lock.unlock();
-  // A waker that took w off the list through a wake_batch may still be reading it on
-  // another thread (see waiter::waking).
-  w.wait_wake_done();
-}
+void acceptor_state::abandon(accept_waiter& w) noexcept { m_waiters.abandon(w); }
 
 void acceptor_state::close() noexcept {
   wake_batch batch;

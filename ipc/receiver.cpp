@@ -334,32 +334,10 @@ void receiver_state::fill_sqe(worker* w) {
   io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
 }
 
-void receiver_state::cancel(recv_waiter& w) noexcept {
-  m_lock.lock();
-  bool wake = false;
-  if (w.status == wait_status::queued) {
-    m_waiters.remove(&w);
-    w.status = wait_status::cancelled;
-    wake = true;
-  } else if (w.status == wait_status::idle) {
-    w.status = wait_status::cancelled;
-  }
-  // The SQE stays armed: what it receives is queued for the next receive().
-  m_lock.unlock();
-  if (wake) {
-    w.wake();
-  }
-}
+// The SQE stays armed: what it receives is queued for the next receive().
+void receiver_state::cancel(recv_waiter& w) noexcept { m_waiters.cancel(w); }
 
-void receiver_state::abandon(recv_waiter& w) noexcept {
-  m_lock.lock();
-  if (w.status == wait_status::queued) {
-    m_waiters.remove(&w);
-    w.status = wait_status::cancelled;
-  }
-  m_lock.unlock();
-  w.wait_wake_done();
-}
+void receiver_state::abandon(recv_waiter& w) noexcept { m_waiters.abandon(w); }
 
 void receiver_state::close() noexcept {
   wake_batch batch;

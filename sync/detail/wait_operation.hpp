@@ -89,20 +89,7 @@ class wait_operation : public waiter {
   }
 
   /// Stop callback body (any thread).
-  void cancel() noexcept {
-    sync_spin_lock& lk = list->lock();
-    wake_batch batch;
-    lk.lock();
-    if (status == wait_status::queued) {
-      list->remove(this);
-      status = wait_status::cancelled;
-      list->unlinked(batch);
-      batch.push(this);  // woken last, after the lock is dropped
-    } else if (status == wait_status::idle) {
-      status = wait_status::cancelled;  // wait() sees it before queueing
-    }
-    lk.unlock();
-  }
+  void cancel() noexcept { list->cancel(*this); }
 
  protected:
   /// The outcome of a finished wait: granted → success, closed → errc::closed, anything
@@ -230,20 +217,9 @@ class wait_operation : public waiter {
     if (!m_published || list == nullptr) {
       return;
     }
-    {
-      wake_batch batch;
-      sync_spin_lock& lk = list->lock();
-      lk.lock();
-      if (status == wait_status::queued) {
-        list->remove(this);
-        status = wait_status::cancelled;
-        list->unlinked(batch);
-      }
-      lk.unlock();
-    }
     // A waker that took us off the list (granted, closed, cancelled by a stop callback)
     // may still be reading this node on another thread when shutdown destroys our frame.
-    wait_wake_done();
+    list->abandon(*this);
   }
 
   /// Drops the stop callbacks; call first in await_resume.

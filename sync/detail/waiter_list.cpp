@@ -64,6 +64,34 @@ waiter_list& waiter_list::dead_list() noexcept {
   return dead;
 }
 
+void waiter_list::cancel(waiter& w) noexcept {
+  wake_batch batch;
+  m_lock->lock();
+  if (w.status == wait_status::queued) {
+    remove(&w);
+    w.status = wait_status::cancelled;
+    unlinked(batch);
+    batch.push(&w);  // woken last, after the lock is dropped
+  } else if (w.status == wait_status::idle) {
+    w.status = wait_status::cancelled;
+  }
+  m_lock->unlock();
+}
+
+void waiter_list::abandon(waiter& w) noexcept {
+  {
+    wake_batch batch;
+    m_lock->lock();
+    if (w.status == wait_status::queued) {
+      remove(&w);
+      w.status = wait_status::cancelled;
+      unlinked(batch);
+    }
+    m_lock->unlock();
+  }
+  w.wait_wake_done();
+}
+
 bool waiter_list::detach_all() noexcept {
   bool bug = false;
   waiter_list& dead = dead_list();

@@ -230,6 +230,16 @@ class waiter_list {
   /// The list detached waiters point at: a real lock, never any waiter linked.
   static waiter_list& dead_list() noexcept;
 
+  /// Stop-callback body of every wait on this list (any thread; takes the lock): a
+  /// queued `w` leaves the list (the primitive's unlinked hook runs), is marked cancelled
+  /// and woken; an idle one is only marked, so its wait sees the stop before queueing.
+  /// Whoever takes the lock first — waker or canceller — decides.
+  void cancel(waiter& w) noexcept;
+  /// Destructor body of a wait that was published on this list (takes the lock): a
+  /// still-queued `w` leaves it (cancelled, not woken: its frame is going), then we wait
+  /// until no waker is still reading `w` (waiter::wait_wake_done).
+  void abandon(waiter& w) noexcept;
+
   [[nodiscard]] bool empty() const noexcept { return m_head == nullptr; }
   [[nodiscard]] waiter* front() const noexcept { return m_head; }
   [[nodiscard]] sync_spin_lock& lock() const noexcept { return *m_lock; }
