@@ -64,13 +64,20 @@ waiter_list& waiter_list::dead_list() noexcept {
   return dead;
 }
 
+bool waiter_list::unlink_cancelled(waiter& w, wake_batch& batch) noexcept {
+  if (w.status != wait_status::queued) {
+    return false;
+  }
+  remove(&w);
+  w.status = wait_status::cancelled;
+  unlinked(batch);
+  return true;
+}
+
 void waiter_list::cancel(waiter& w) noexcept {
   wake_batch batch;
   m_lock->lock();
-  if (w.status == wait_status::queued) {
-    remove(&w);
-    w.status = wait_status::cancelled;
-    unlinked(batch);
+  if (unlink_cancelled(w, batch)) {
     batch.push(&w);  // woken last, after the lock is dropped
   } else if (w.status == wait_status::idle) {
     w.status = wait_status::cancelled;
@@ -82,11 +89,7 @@ void waiter_list::abandon(waiter& w) noexcept {
   {
     wake_batch batch;
     m_lock->lock();
-    if (w.status == wait_status::queued) {
-      remove(&w);
-      w.status = wait_status::cancelled;
-      unlinked(batch);
-    }
+    (void)unlink_cancelled(w, batch);
     m_lock->unlock();
   }
   w.wait_wake_done();

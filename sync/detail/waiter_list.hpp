@@ -291,6 +291,10 @@ class waiter_list {
   }
 
  private:
+  /// Under the lock: a queued `w` leaves (cancelled; the unlinked hook runs). Returns
+  /// whether it was queued.
+  bool unlink_cancelled(waiter& w, wake_batch& batch) noexcept;
+
   waiter* m_head = nullptr;
   waiter* m_tail = nullptr;
   sync_spin_lock* m_lock;
