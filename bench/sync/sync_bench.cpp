@@ -14,7 +14,7 @@
 // std::mutex + std::condition_variable queue between OS threads, same shapes).
 //
 //   sync_bench <lock|mutex32k|mutex1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all>
-//              [--workers N]
+//              [--workers N] [--corio-only: skip the thread baselines]
 #include <pthread.h>
 
 #include <atomic>
@@ -40,6 +40,7 @@ namespace {
 
 unsigned g_workers = 2;
 bool g_failed = false;
+bool g_corio_only = false;  // --corio-only: skip the thread baselines (for profiling)
 
 double ms_since(steady::time_point t0) { return std::chrono::duration<double, std::milli>(steady::now() - t0).count(); }
 
@@ -268,7 +269,9 @@ double threads_chan(int producers, int consumers) {
 
 void bench_chan(corio::runtime& rt, const char* name, int producers, int consumers) {
   report(name, "corio", rt.block_on(chan_driver(producers, consumers)), "Mmsg/s");
-  report(name, "std-mutex-cv-threads", threads_chan(producers, consumers), "Mmsg/s");
+  if (!g_corio_only) {
+    report(name, "std-mutex-cv-threads", threads_chan(producers, consumers), "Mmsg/s");
+  }
 }
 
 // ---- ping-pong -----------------------------------------------------------------------
@@ -322,7 +325,9 @@ double threads_pingpong() {
 void bench_pingpong(corio::runtime& rt) {
   report("chan_pingpong", "corio", rt.block_on(pingpong_driver(0)), "ns/rtt");
   report("chan_pingpong_cap1", "corio", rt.block_on(pingpong_driver(1)), "ns/rtt");
-  report("chan_pingpong", "std-mutex-cv-threads", threads_pingpong(), "ns/rtt");
+  if (!g_corio_only) {
+    report("chan_pingpong", "std-mutex-cv-threads", threads_pingpong(), "ns/rtt");
+  }
 }
 
 }  // namespace
@@ -333,6 +338,8 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--workers" && i + 1 < argc) {
       g_workers = static_cast<unsigned>(std::atoi(argv[++i]));
+    } else if (a == "--corio-only") {
+      g_corio_only = true;
     } else {
       which = a;
     }
@@ -369,7 +376,7 @@ int main(int argc, char** argv) {
     bench_threads32k();
   }
   if (!any) {
-    std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N]\n");
+    std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N] [--corio-only]\n");
     return 2;
   }
   return g_failed ? 1 : 0;
