@@ -7,8 +7,9 @@
 //     waiting it stays set until one wait() consumes it. Several set() calls with nobody
 //     waiting count as one (it is a flag, not a counter: use a semaphore for that).
 // Thread-safety: every member from any thread (off a worker, wait() blocks the thread).
-// Cost: is_set / a wait on a set manual event = one acquire load; otherwise one spin-lock
-// section. No allocation.
+// Cost: is_set / a wait on a set manual event = one acquire load; a wait on a set
+// auto-reset event, a set() = one spin-lock section; a wait that suspends = one load and
+// one spin-lock section (plus one when it is woken). No allocation.
 // Fairness: FIFO (auto-reset: the oldest waiter gets each set()).
 // Resumes on: a woken waiter is rescheduled, never resumed inline inside set(): onto the
 // setting worker's LIFO slot when it is a worker of the waiter's runtime, else through
@@ -98,7 +99,10 @@ class event {
 
 namespace detail {
 inline bool event_wait_operation::await_ready() noexcept {
-  if (m_event->m_mode == event_reset::manual && m_event->is_set()) {
+  if (!m_event->is_set()) {
+    return false;  // the wait will queue; await_suspend re-checks under the lock
+  }
+  if (m_event->m_mode == event_reset::manual) {
     status = wait_status::granted;
     return !budget_spent();
   }

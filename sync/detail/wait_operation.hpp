@@ -217,15 +217,24 @@ class wait_operation : public waiter {
     if (!m_published || list == nullptr) {
       return;
     }
+    if (m_resumed) {
+      // The wait ended and await_resume read its final status: nobody writes the node
+      // any more and it is off every list, so no lock. Only a waker may still be between
+      // its wake and its last read of the node.
+      wait_wake_done();
+      return;
+    }
     // A waker that took us off the list (granted, closed, cancelled by a stop callback)
     // may still be reading this node on another thread when shutdown destroys our frame.
     list->abandon(*this);
   }
 
-  /// Drops the stop callbacks; call first in await_resume.
+  /// Drops the stop callbacks; call first in await_resume. After it the status is final
+  /// (std::stop_callback's destructor waits for a callback running on another thread).
   void reset_callbacks() noexcept {
     m_explicit_cb.reset();
     m_inherited_cb.reset();
+    m_resumed = true;
   }
 
   std::stop_token m_token;
@@ -233,6 +242,7 @@ class wait_operation : public waiter {
   std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_inherited_cb;
   bool m_yield = false;
   bool m_published = false;  ///< was queued at some point (owner thread only)
+  bool m_resumed = false;    ///< await_resume ran: the wait is over (owner thread only)
 
  private:
   Derived& derived() noexcept { return static_cast<Derived&>(*this); }
