@@ -12,7 +12,7 @@
 //     slot; the previous occupant moves to the back of the local queue. At most
 //     kMaxLifoRuns LIFO tasks run back to back, then the slot's task goes to the back of
 //     the queue, so two tasks ping-ponging cannot monopolise a worker (that move wakes
-//     nobody unless other work is queued: with an empty queue we run it next ourselves);
+//     nobody unless other work is runnable here: otherwise we run it next ourselves);
 //   - a yield, an I/O completion or a timer: the back of the local queue;
 //   - a full local queue moves half of itself to the inject queue (one lock);
 //   - from a thread that is not a worker: the inject queue.
@@ -247,10 +247,16 @@ void* worker::next_local_task() {
       ++m_lifo_runs;
       return std::exchange(m_lifo, nullptr);
     }
-    // Cap reached: the slot's task waits its turn at the back of the queue. Like a
-    // yield, it wakes nobody for itself: when the queue is empty we run it next anyway
-    // (a ping-pong between two tasks must not wake the idle workers every few rounds).
-    schedule_yield(std::exchange(m_lifo, nullptr));
+    // Cap reached: the slot's task waits its turn at the back of the queue. When nothing
+    // else is runnable here we run it next anyway, so it wakes nobody (a ping-pong
+    // between two tasks must not wake the idle workers every few rounds); behind a due
+    // timer's task — which runs first and may run long — it may wake a thief.
+    void* task = std::exchange(m_lifo, nullptr);
+    if (m_ready_timers.empty()) {
+      schedule_yield(task);
+    } else {
+      schedule_back(task);
+    }
   }
   m_lifo_runs = 0;
   if (!m_ready_timers.empty()) {
