@@ -52,6 +52,7 @@
 #include <utility>
 
 #include <corio/ipc/detail/acceptor_state.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -71,8 +72,7 @@ class basic_acceptor {
     accept_awaiter& operator=(const accept_awaiter&) = delete;
     accept_awaiter& operator=(accept_awaiter&&) = delete;
     ~accept_awaiter() {
-      m_explicit_cb.reset();
-      m_inherited_cb.reset();
+      m_stop.disarm();
       if (m_state) {
         m_state->abandon(m_node);
       }
@@ -91,18 +91,12 @@ class basic_acceptor {
       }
       const std::stop_token* inherited = corio::detail::inherited_token_of(h);
       // Registered before the node can be published; may run at once (already stopped).
-      if (m_token.stop_possible()) {
-        m_explicit_cb.emplace(m_token, cancel_fn{this});
-      }
-      if (inherited != nullptr && inherited->stop_possible()) {
-        m_inherited_cb.emplace(*inherited, cancel_fn{this});
-      }
+      m_stop.arm(m_token, inherited, cancel_fn{this});
       return m_state->begin(m_node, h, m_token, inherited);
     }
     result<Stream> await_resume() {
       // First: std::stop_callback's destructor waits for a callback running elsewhere.
-      m_explicit_cb.reset();
-      m_inherited_cb.reset();
+      m_stop.disarm();
       if (m_node.no_runtime) {
         return unexpected(make_error_code(errc::no_runtime));
       }
@@ -127,8 +121,7 @@ class basic_acceptor {
     std::shared_ptr<detail::acceptor_state> m_state;
     std::stop_token m_token;
     detail::accept_waiter m_node;
-    std::optional<std::stop_callback<cancel_fn>> m_explicit_cb;
-    std::optional<std::stop_callback<cancel_fn>> m_inherited_cb;
+    corio::detail::stop_link<cancel_fn> m_stop;
   };
 
   basic_acceptor() noexcept = default;

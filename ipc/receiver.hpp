@@ -67,6 +67,7 @@
 #include <utility>
 
 #include <corio/ipc/detail/receiver_state.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -127,8 +128,7 @@ class stream_receiver {
     receive_awaiter& operator=(const receive_awaiter&) = delete;
     receive_awaiter& operator=(receive_awaiter&&) = delete;
     ~receive_awaiter() {
-      m_explicit_cb.reset();
-      m_inherited_cb.reset();
+      m_stop.disarm();
       if (m_state) {
         m_state->abandon(m_node);
         // Granted but never resumed (runtime shutdown destroyed the frame): given back.
@@ -146,17 +146,11 @@ class stream_receiver {
         return false;
       }
       const std::stop_token* inherited = corio::detail::inherited_token_of(h);
-      if (m_token.stop_possible()) {
-        m_explicit_cb.emplace(m_token, cancel_fn{this});
-      }
-      if (inherited != nullptr && inherited->stop_possible()) {
-        m_inherited_cb.emplace(*inherited, cancel_fn{this});
-      }
+      m_stop.arm(m_token, inherited, cancel_fn{this});
       return m_state->begin(m_node, h, m_token, inherited);
     }
     result<received_buffer> await_resume() {
-      m_explicit_cb.reset();
-      m_inherited_cb.reset();
+      m_stop.disarm();
       if (m_node.no_runtime) {
         return unexpected(make_error_code(errc::no_runtime));
       }
@@ -184,8 +178,7 @@ class stream_receiver {
     std::shared_ptr<detail::receiver_state> m_state;
     std::stop_token m_token;
     detail::recv_waiter m_node;
-    std::optional<std::stop_callback<cancel_fn>> m_explicit_cb;
-    std::optional<std::stop_callback<cancel_fn>> m_inherited_cb;
+    corio::detail::stop_link<cancel_fn> m_stop;
   };
 
   stream_receiver() noexcept = default;

@@ -4,41 +4,67 @@
 // can be stopped, so an uncancellable wait pays nothing.
 // Thread-safety: arm/disarm by the waiting coroutine; Fn may run on any thread (the one
 // calling request_stop), possibly inside arm() if the stop was already requested.
-// Cost: nothing for tokens that cannot be stopped; else one registration (a lock inside
-// libstdc++'s stop state) per token.
+// Cost: one pointer in the awaiter — awaiters live in coroutine frames, and g++ gives
+// every co_await its own slot, so two inline std::stop_callbacks (128 bytes) per await
+// would swell every frame. A wait on a stoppable token allocates the callbacks from the
+// frame allocator (recycled) and registers each (a lock inside libstdc++'s stop state);
+// nothing for tokens that cannot be stopped.
 #pragma once
 
+#include <new>
 #include <optional>
 #include <stop_token>
+#include <utility>
+
+#include <corio/runtime/detail/frame_allocator.hpp>
 
 namespace corio::detail {
 
 template <class Fn>
 class stop_link {
  public:
+  stop_link() noexcept = default;
+  stop_link(const stop_link&) = delete;
+  stop_link& operator=(const stop_link&) = delete;
+  ~stop_link() { disarm(); }
+
   /// True if either token has already been stopped (then do not start the wait).
   static bool stopped(const std::stop_token& token, const std::stop_token* inherited) noexcept {
     return token.stop_requested() || (inherited != nullptr && inherited->stop_requested());
   }
 
-  void arm(const std::stop_token& token, const std::stop_token* inherited, Fn fn) {
-    if (token.stop_possible()) {
-      m_explicit.emplace(token, fn);
+  /// Registers `fn` on each token that can be stopped. Precondition: not armed.
+  /// noexcept: callers arm after publishing their operation (an SQE, a waiter word) and
+  /// cannot unwind from there; running out of memory here terminates, like Tokio's abort.
+  void arm(const std::stop_token& token, const std::stop_token* inherited, Fn fn) noexcept {
+    const bool on_explicit = token.stop_possible();
+    const bool on_inherited = inherited != nullptr && inherited->stop_possible();
+    if (!on_explicit && !on_inherited) {
+      return;
     }
-    if (inherited != nullptr && inherited->stop_possible()) {
-      m_inherited.emplace(*inherited, fn);
+    m_callbacks = ::new (frame_allocate(sizeof(callbacks))) callbacks;
+    if (on_explicit) {
+      m_callbacks->on_explicit.emplace(token, fn);
+    }
+    if (on_inherited) {
+      m_callbacks->on_inherited.emplace(*inherited, fn);
     }
   }
 
   /// Unregisters both; waits for a callback running on another thread to return.
   void disarm() noexcept {
-    m_explicit.reset();
-    m_inherited.reset();
+    if (callbacks* c = std::exchange(m_callbacks, nullptr)) {
+      c->~callbacks();
+      frame_deallocate(c, sizeof(callbacks));
+    }
   }
 
  private:
-  std::optional<std::stop_callback<Fn>> m_explicit;
-  std::optional<std::stop_callback<Fn>> m_inherited;
+  struct callbacks {
+    std::optional<std::stop_callback<Fn>> on_explicit;
+    std::optional<std::stop_callback<Fn>> on_inherited;
+  };
+  callbacks* m_callbacks = nullptr;
 };
 
 }  // namespace corio::detail

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 #include <corio/sync/detail/waiter_list.hpp>
@@ -64,8 +65,7 @@ class wait_operation : public waiter {
   wait_operation& operator=(const wait_operation&) = delete;
   wait_operation& operator=(wait_operation&&) = delete;
   ~wait_operation() {
-    m_explicit_cb.reset();
-    m_inherited_cb.reset();
+    m_stop.disarm();
     abandon();
   }
 
@@ -170,12 +170,7 @@ class wait_operation : public waiter {
     } else {
       handle = h;
     }
-    if (m_token.stop_possible()) {
-      m_explicit_cb.emplace(m_token, wait_cancel_fn<wait_operation>{this});
-    }
-    if (inherited != nullptr && inherited->stop_possible()) {
-      m_inherited_cb.emplace(*inherited, wait_cancel_fn<wait_operation>{this});
-    }
+    m_stop.arm(m_token, inherited, wait_cancel_fn<wait_operation>{this});
     auto after_queued = derived().after_queued_action();
     wake_batch batch;
     sync_spin_lock& lk = list->lock();
@@ -232,14 +227,12 @@ class wait_operation : public waiter {
   /// Drops the stop callbacks; call first in await_resume. After it the status is final
   /// (std::stop_callback's destructor waits for a callback running on another thread).
   void reset_callbacks() noexcept {
-    m_explicit_cb.reset();
-    m_inherited_cb.reset();
+    m_stop.disarm();
     m_resumed = true;
   }
 
   std::stop_token m_token;
-  std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_explicit_cb;
-  std::optional<std::stop_callback<wait_cancel_fn<wait_operation>>> m_inherited_cb;
+  stop_link<wait_cancel_fn<wait_operation>> m_stop;
   bool m_yield = false;
   bool m_published = false;  ///< was queued at some point (owner thread only)
   bool m_resumed = false;    ///< await_resume ran: the wait is over (owner thread only)
