@@ -368,6 +368,12 @@ void runtime_core::unlink(registry_shard& s, join_state_base* st) noexcept {
 void runtime_core::sweep(registry_shard& s) noexcept {
   // Unlinks finished roots and drops the registry's reference to them. Amortized O(1)
   // per spawn: the next sweep comes when the list has doubled past the survivors.
+  // relaxed: only a hint. A root counted after we read 0 (or that we miss while walking)
+  // is reclaimed by a later sweep, or by shutdown's walk.
+  if (s.left_to_sweep.exchange(0, std::memory_order_relaxed) == 0) {
+    s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * s.length);
+    return;
+  }
   join_state_base* st = s.head;
   while (st != nullptr) {
     join_state_base* next = st->reg_next;
@@ -387,6 +393,8 @@ void runtime_core::unlink_if_owner(join_state_base* st, unsigned shard) noexcept
   // workers have stopped).
   worker* w = current_worker();
   if (w == nullptr || &w->rt != this || shard != w->index) {
+    // relaxed: a hint for sweep(), see there.
+    m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   unlink(m_shards[shard], st);

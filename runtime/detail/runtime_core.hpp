@@ -83,6 +83,10 @@ class runtime_core {
     std::uint64_t length = 0;
     std::uint64_t sweep_at = kSweepMinimum;
     std::atomic<std::uint64_t> inserted{0};  // owner-written, read by metrics()
+    // Roots left to the sweep: finished with their handles gone, but the last release
+    // happened off the owner worker. While it is 0 a sweep has nothing to reclaim and
+    // skips its walk (a fork-join tree keeps ~100k roots live and unlinks each itself).
+    alignas(64) std::atomic<std::uint64_t> left_to_sweep{0};
   };
   void sweep(registry_shard& s) noexcept;
   void unlink(registry_shard& s, join_state_base* st) noexcept;
