@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: install the dependencies, then build and run every test suite:
 #   1. default (debug, -O0) build: unit, stress, examples and install suites
-#   2. optimized (release) build: unit, stress and examples suites
+#   2. optimized (release, NDEBUG via the project's b_ndebug=if-release) build: unit,
+#      stress and examples suites; the misuse tests check the documented release behaviour
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
 #   4. ThreadSanitizer build: unit and stress suites
 # Build folders live under build-ci/ and are reused by later runs.

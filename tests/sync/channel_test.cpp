@@ -337,7 +337,7 @@ namespace {
 
 thread_local bool t_slow_granter = false;
 
-void delay_slow_granter() {
+[[maybe_unused]] void delay_slow_granter() {  // the hook exists in debug builds only
   if (t_slow_granter) {
     std::this_thread::sleep_for(std::chrono::milliseconds(3));
   }

@@ -206,3 +206,42 @@ TEST_CASE("mutex: unlocking a free mutex aborts in debug builds and is a no-op i
     REQUIRE(out.exited_0);
   }
 }
+
+namespace {
+corio::task<void> wait_on_doomed_mutex(corio::mutex* m, std::atomic<bool>* about_to_wait) {
+  about_to_wait->store(true);
+  auto guard = co_await m->lock();
+  std::_Exit(5);  // never resumed: the mutex dies under this wait
+}
+corio::task<void> destroy_mutex_under_a_waiter(std::atomic<bool>* about_to_wait) {
+  auto* m = new corio::mutex;
+  if (!m->try_lock()) {
+    std::_Exit(3);
+  }
+  auto waiter = corio::spawn(wait_on_doomed_mutex(m, about_to_wait));
+  while (!about_to_wait->load()) {
+    co_await corio::yield_now{};
+  }
+  co_await corio::yield_now{};  // one worker: the waiter ran up to its suspension, queued on m
+  delete m;                     // the misuse
+  waiter.detach();
+}
+}  // namespace
+
+TEST_CASE("mutex: destroying a mutex with a waiting task aborts in debug builds; release builds detach the waiter", "[sync][mutex][misuse]") {
+  auto out = corio_test::run_in_child([] {
+    corio::runtime_config cfg;
+    cfg.workers = 1;
+    corio::runtime rt(cfg);
+    std::atomic<bool> about_to_wait{false};
+    rt.block_on(destroy_mutex_under_a_waiter(&about_to_wait));
+    // release builds: the waiter is never resumed (it would exit 5); shutdown destroys
+    // its frame without touching the dead mutex.
+  });
+  if (corio_test::debug_build) {
+    REQUIRE(out.aborted);
+    REQUIRE(out.err.find("a sync primitive was destroyed while a task or thread was waiting on it") != std::string::npos);
+  } else {
+    REQUIRE(out.exited_0);
+  }
+}
