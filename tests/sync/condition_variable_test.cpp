@@ -243,30 +243,53 @@ TEST_CASE("condition_variable: a stopped wait returns operation_canceled with th
   REQUIRE_FALSE(b.m.is_locked());
 }
 
+namespace {
+corio::task<void> wait_for_ready(box* b, std::atomic<bool>* woke) {
+  auto g = co_await b->m.scoped_lock();
+  (void)co_await b->cv.wait(g, [b] { return b->ready; });
+  woke->store(true);
+}
+corio::task<void> set_ready_and_notify(box* b) {
+  {
+    auto g = co_await b->m.scoped_lock();
+    b->ready = true;
+  }
+  b->cv.notify_one();
+}
+corio::task<void> notify_race_rounds(int rounds, int* rounds_done, int* lost) {
+  for (int round = 0; round < rounds; ++round) {
+    box b;
+    std::atomic<bool> woke{false};
+    auto w = corio::spawn(wait_for_ready(&b, &woke));
+    auto n = corio::spawn(set_ready_and_notify(&b));
+    co_await n;
+    // The waiter must wake by itself: give it up to ~2 s, then count a lost wake-up and
+    // free it, so a lost wake-up fails the test instead of hanging it.
+    for (int i = 0; !woke.load() && i < 2100; ++i) {
+      if (i < 100) {
+        co_await corio::yield_now{};
+      } else {
+        co_await corio::sleep_for(1ms);
+      }
+    }
+    if (!woke.load()) {
+      ++*lost;
+      b.cv.notify_all();
+    }
+    co_await w;
+    ++*rounds_done;
+  }
+}
+}  // namespace
+
 TEST_CASE("condition_variable: a notify between the predicate check and the sleep is not lost", "[sync][condition_variable]") {
   // Many rounds of one waiter and one notifier racing on two workers: the waiter checks
   // the flag under the mutex and waits; the notifier sets it under the mutex and
-  // notifies without it. A lost wake-up would hang (caught by the test timeout).
+  // notifies without it.
   corio::runtime rt(corio_test::sync_config());
   int rounds_done = 0;
-  rt.block_on([](int& rounds_done) -> corio::task<void> {
-    for (int round = 0; round < 2000; ++round) {
-      box b;
-      auto w = corio::spawn([](box& b) -> corio::task<void> {
-        auto g = co_await b.m.scoped_lock();
-        (void)co_await b.cv.wait(g, [&] { return b.ready; });
-      }(b));
-      auto n = corio::spawn([](box& b) -> corio::task<void> {
-        {
-          auto g = co_await b.m.scoped_lock();
-          b.ready = true;
-        }
-        b.cv.notify_one();
-      }(b));
-      co_await n;
-      co_await w;
-      ++rounds_done;
-    }
-  }(rounds_done));
+  int lost = 0;
+  rt.block_on(notify_race_rounds(2000, &rounds_done, &lost));
+  REQUIRE(lost == 0);
   REQUIRE(rounds_done == 2000);
 }
