@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 
 #include <corio/runtime/detail/runtime_core.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
@@ -183,6 +184,12 @@ void acceptor_state::cancel(accept_waiter& w) noexcept { m_waiters.cancel(w); }
 
 void acceptor_state::abandon(accept_waiter& w) noexcept { m_waiters.abandon(w); }
 
+void acceptor_state::drop_unclaimed(accept_waiter& w) noexcept {
+  if (w.fd >= 0) {
+    ::close(std::exchange(w.fd, -1));
+  }
+}
+
 void acceptor_state::close() noexcept {
   wake_batch batch;
   std::deque<int> fds;
@@ -192,17 +199,7 @@ void acceptor_state::close() noexcept {
     return;
   }
   m_closed = true;
-  while (waiter* x = m_waiters.pop_front()) {
-    auto* aw = static_cast<accept_waiter*>(x);
-    if (aw->home != nullptr && aw->home->stopping()) {
-      // Runtime shutdown destroys frames in arbitrary order: this waiter's frame is about
-      // to be destroyed, do not schedule it (waiter_list.cpp does the same).
-      aw->status = wait_status::cancelled;
-    } else {
-      aw->status = wait_status::closed;
-      batch.push(aw);
-    }
-  }
+  m_waiters.close_all(batch);
   fds.swap(m_queue);
   if (m_armed && !m_cancel_sent) {
     ring_doorbell_locked();  // pending already: its drain sees m_closed and cancels

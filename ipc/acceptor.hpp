@@ -43,16 +43,13 @@
 // connection and lets many tasks share one accept without one SQE each.
 #pragma once
 
-#include <unistd.h>
-
 #include <coroutine>
 #include <memory>
-#include <optional>
 #include <stop_token>
 #include <utility>
 
 #include <corio/ipc/detail/acceptor_state.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/ipc/detail/state_wait.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -62,66 +59,18 @@ template <class Stream>
 class basic_acceptor {
  public:
   /// The awaitable of accept(): yields result<Stream>.
-  class [[nodiscard]] accept_awaiter {
+  class [[nodiscard]] accept_awaiter : public detail::state_wait<detail::acceptor_state, detail::accept_waiter> {
    public:
-    accept_awaiter(std::shared_ptr<detail::acceptor_state> state, std::stop_token token) noexcept
-        : m_state(std::move(state)), m_token(std::move(token)) {}
-    /// Awaiters are moved before they are awaited (timeout(), when_any): parameters only.
-    accept_awaiter(accept_awaiter&& o) noexcept : m_state(std::move(o.m_state)), m_token(std::move(o.m_token)) {}
-    accept_awaiter(const accept_awaiter&) = delete;
-    accept_awaiter& operator=(const accept_awaiter&) = delete;
-    accept_awaiter& operator=(accept_awaiter&&) = delete;
-    ~accept_awaiter() {
-      m_stop.disarm();
-      if (m_state) {
-        m_state->abandon(m_node);
-      }
-      // Granted but never resumed (runtime shutdown destroyed the frame): not leaked.
-      if (m_node.fd >= 0) {
-        ::close(m_node.fd);
-      }
-    }
-
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-      if (!m_state) {
-        m_node.status = corio::detail::wait_status::closed;  // a moved-from or closed-over acceptor
-        return false;
-      }
-      const std::stop_token* inherited = corio::detail::inherited_token_of(h);
-      // Registered before the node can be published; may run at once (already stopped).
-      m_stop.arm(m_token, inherited, cancel_fn{this});
-      return m_state->begin(m_node, h, m_token, inherited);
-    }
+    using state_wait::state_wait;
     result<Stream> await_resume() {
-      // First: std::stop_callback's destructor waits for a callback running elsewhere.
-      m_stop.disarm();
-      if (m_node.no_runtime) {
-        return unexpected(make_error_code(errc::no_runtime));
+      if (std::error_code ec = finish()) {
+        return unexpected(ec);
       }
-      switch (m_node.status) {
-        case corio::detail::wait_status::granted:
-          if (m_node.error != 0) {
-            return unexpected(os_error(m_node.error));
-          }
-          return Stream(std::exchange(m_node.fd, -1));
-        case corio::detail::wait_status::closed:
-          return unexpected(make_error_code(errc::closed));
-        default:
-          return unexpected(cancelled_error());
+      if (m_node.error != 0) {
+        return unexpected(os_error(m_node.error));
       }
+      return Stream(std::exchange(m_node.fd, -1));
     }
-
-   private:
-    struct cancel_fn {
-      accept_awaiter* self;
-      void operator()() const noexcept { self->m_state->cancel(self->m_node); }
-    };
-    std::shared_ptr<detail::acceptor_state> m_state;
-    std::stop_token m_token;
-    detail::accept_waiter m_node;
-    corio::detail::stop_link<cancel_fn> m_stop;
   };
 
   basic_acceptor() noexcept = default;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <new>
+#include <utility>
 
 #include <corio/runtime/detail/runtime_core.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
@@ -339,6 +340,12 @@ void receiver_state::cancel(recv_waiter& w) noexcept { m_waiters.cancel(w); }
 
 void receiver_state::abandon(recv_waiter& w) noexcept { m_waiters.abandon(w); }
 
+void receiver_state::drop_unclaimed(recv_waiter& w) noexcept {
+  if (w.bid >= 0) {
+    give_back(std::exchange(w.bid, -1));
+  }
+}
+
 void receiver_state::close() noexcept {
   wake_batch batch;
   std::shared_ptr<receiver_state> drop;
@@ -348,15 +355,7 @@ void receiver_state::close() noexcept {
     return;
   }
   m_closed = true;
-  while (waiter* x = m_waiters.pop_front()) {
-    auto* w = static_cast<recv_waiter*>(x);
-    if (w->home != nullptr && w->home->stopping()) {
-      w->status = wait_status::cancelled;  // its frame is about to be destroyed
-    } else {
-      w->status = wait_status::closed;
-      batch.push(w);
-    }
-  }
+  m_waiters.close_all(batch);
   while (m_q_size != 0) {
     recycle_locked(m_q[m_q_head].bid);
     m_q_head = (m_q_head + 1) % m_count;

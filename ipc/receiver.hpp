@@ -61,13 +61,12 @@
 #include <coroutine>
 #include <cstddef>
 #include <memory>
-#include <optional>
 #include <span>
 #include <stop_token>
 #include <utility>
 
 #include <corio/ipc/detail/receiver_state.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/ipc/detail/state_wait.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -118,67 +117,21 @@ class received_buffer {
 class stream_receiver {
  public:
   /// The awaitable of receive(): yields result<received_buffer>.
-  class [[nodiscard]] receive_awaiter {
+  class [[nodiscard]] receive_awaiter : public detail::state_wait<detail::receiver_state, detail::recv_waiter> {
    public:
-    receive_awaiter(std::shared_ptr<detail::receiver_state> state, std::stop_token token) noexcept
-        : m_state(std::move(state)), m_token(std::move(token)) {}
-    /// Awaiters are moved before they are awaited (timeout(), when_any): parameters only.
-    receive_awaiter(receive_awaiter&& o) noexcept : m_state(std::move(o.m_state)), m_token(std::move(o.m_token)) {}
-    receive_awaiter(const receive_awaiter&) = delete;
-    receive_awaiter& operator=(const receive_awaiter&) = delete;
-    receive_awaiter& operator=(receive_awaiter&&) = delete;
-    ~receive_awaiter() {
-      m_stop.disarm();
-      if (m_state) {
-        m_state->abandon(m_node);
-        // Granted but never resumed (runtime shutdown destroyed the frame): given back.
-        if (m_node.bid >= 0) {
-          m_state->give_back(m_node.bid);
-        }
-      }
-    }
-
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-      if (!m_state) {
-        m_node.status = corio::detail::wait_status::closed;
-        return false;
-      }
-      const std::stop_token* inherited = corio::detail::inherited_token_of(h);
-      m_stop.arm(m_token, inherited, cancel_fn{this});
-      return m_state->begin(m_node, h, m_token, inherited);
-    }
+    using state_wait::state_wait;
     result<received_buffer> await_resume() {
-      m_stop.disarm();
-      if (m_node.no_runtime) {
-        return unexpected(make_error_code(errc::no_runtime));
+      if (std::error_code ec = finish()) {
+        return unexpected(ec);
       }
-      switch (m_node.status) {
-        case corio::detail::wait_status::granted:
-          if (m_node.bid >= 0) {
-            return received_buffer(m_state, std::exchange(m_node.bid, -1), m_node.len);
-          }
-          if (m_node.error != 0) {
-            return unexpected(m_node.error == -ECANCELED ? cancelled_error() : os_error(m_node.error));
-          }
-          return received_buffer{};  // end of stream
-        case corio::detail::wait_status::closed:
-          return unexpected(make_error_code(errc::closed));
-        default:
-          return unexpected(cancelled_error());
+      if (m_node.bid >= 0) {
+        return received_buffer(m_state, std::exchange(m_node.bid, -1), m_node.len);
       }
+      if (m_node.error != 0) {
+        return unexpected(m_node.error == -ECANCELED ? cancelled_error() : os_error(m_node.error));
+      }
+      return received_buffer{};  // end of stream
     }
-
-   private:
-    struct cancel_fn {
-      receive_awaiter* self;
-      void operator()() const noexcept { self->m_state->cancel(self->m_node); }
-    };
-    std::shared_ptr<detail::receiver_state> m_state;
-    std::stop_token m_token;
-    detail::recv_waiter m_node;
-    corio::detail::stop_link<cancel_fn> m_stop;
   };
 
   stream_receiver() noexcept = default;

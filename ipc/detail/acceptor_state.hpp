@@ -126,6 +126,9 @@ class acceptor_state final : public corio::detail::io_completion,
   void cancel(accept_waiter& w) noexcept;
   /// Awaiter destructor: a still-queued node leaves without a wake.
   void abandon(accept_waiter& w) noexcept;
+  /// Awaiter destructor, after abandon(): a descriptor granted to a node whose frame was
+  /// destroyed unresumed (runtime shutdown) is closed, not leaked.
+  void drop_unclaimed(accept_waiter& w) noexcept;
   /// Idempotent. See the design note.
   void close() noexcept;
   [[nodiscard]] accept_stats stats() const noexcept;

@@ -144,6 +144,9 @@ class receiver_state final : public corio::detail::io_completion,
              const std::stop_token* inherited);
   void cancel(recv_waiter& w) noexcept;
   void abandon(recv_waiter& w) noexcept;
+  /// Awaiter destructor, after abandon(): a buffer granted to a node whose frame was
+  /// destroyed unresumed (runtime shutdown) is given back.
+  void drop_unclaimed(recv_waiter& w) noexcept;
   void close() noexcept;
   /// A buffer delivered earlier comes back (any thread).
   void give_back(int bid) noexcept;

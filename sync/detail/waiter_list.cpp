@@ -95,6 +95,17 @@ void waiter_list::abandon(waiter& w) noexcept {
   w.wait_wake_done();
 }
 
+void waiter_list::close_all(wake_batch& batch) noexcept {
+  while (waiter* w = pop_front()) {
+    if (w->home != nullptr && w->home->stopping()) {
+      w->status = wait_status::cancelled;
+    } else {
+      w->status = wait_status::closed;
+      batch.push(w);
+    }
+  }
+}
+
 bool waiter_list::detach_all() noexcept {
   bool bug = false;
   waiter_list& dead = dead_list();

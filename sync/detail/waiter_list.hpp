@@ -240,6 +240,12 @@ class waiter_list {
   /// until no waker is still reading `w` (waiter::wait_wake_done).
   void abandon(waiter& w) noexcept;
 
+  /// Under the lock, for a primitive's close(): takes every waiter off the list, marked
+  /// closed and added to `batch` — except one whose runtime is shutting down (frames are
+  /// then destroyed in arbitrary order, its own is about to go): marked cancelled, not
+  /// woken.
+  void close_all(wake_batch& batch) noexcept;
+
   [[nodiscard]] bool empty() const noexcept { return m_head == nullptr; }
   [[nodiscard]] waiter* front() const noexcept { return m_head; }
   [[nodiscard]] sync_spin_lock& lock() const noexcept { return *m_lock; }
