@@ -102,7 +102,9 @@ class mutex {
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
   /// Precondition: no task waits (debug: aborts with a message, except during runtime
-  /// shutdown, see sync/detail/waiter_list.cpp). Destroying a locked mutex is allowed.
+  /// shutdown; release: the waiters are detached and never resumed, their frames are
+  /// destroyed by their runtime's shutdown; see sync/detail/waiter_list.cpp). Destroying
+  /// a locked mutex is allowed.
   ~mutex() = default;
 
   /// Awaitable yielding result<mutex_guard>: the guard once the mutex is ours.
@@ -110,6 +112,8 @@ class mutex {
   /// makes a waiting lock return std::errc::operation_canceled and lose its place in the
   /// queue; a lock handed over at the same moment is either returned or passed on, never
   /// lost. An already-free mutex is taken even if the token is stopped.
+  /// A timed lock: `co_await corio::timeout(m.lock(), 10ms)` yields std::errc::timed_out
+  /// if the mutex was not handed over in time (runtime/timeout.hpp).
   /// Errors: operation_canceled only. Resumes on: see the header comment.
   [[nodiscard]] detail::mutex_lock_operation<true> lock(std::stop_token token = {}) noexcept {
     return {*this, m_waiters, std::move(token)};
