@@ -1,9 +1,11 @@
-// corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs).
+// corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
+// POSIX message queues).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/pipe.hpp>
 #include <corio/ipc/receiver.hpp>

@@ -1,0 +1,216 @@
+#include <corio/ipc/message_queue.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <climits>
+#include <string>
+#include <system_error>
+
+#include <corio/runtime/io.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+std::error_code last_os_error() noexcept { return os_error(-errno); }
+
+std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
+
+/// '/' followed by 1..254 characters, none of them '/' (mq_overview(7)).
+bool valid_name(std::string_view name) noexcept {
+  return name.size() >= 2 && name.size() <= NAME_MAX && name.front() == '/' &&
+         name.find('/', 1) == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+result<message_queue> open_queue(std::string_view name, int flags, const message_queue_options* options) {
+  if (!valid_name(name)) {
+    return unexpected(invalid_argument());
+  }
+  const std::string path(name);
+  mqd_t q;
+  if (options != nullptr) {
+    if (options->max_messages <= 0 || options->message_size <= 0) {
+      return unexpected(invalid_argument());
+    }
+    mq_attr attr{};
+    attr.mq_maxmsg = options->max_messages;
+    attr.mq_msgsize = options->message_size;
+    q = ::mq_open(path.c_str(), flags, options->mode, &attr);
+  } else {
+    q = ::mq_open(path.c_str(), flags);
+  }
+  if (q == static_cast<mqd_t>(-1)) {
+    return unexpected(last_os_error());
+  }
+  return message_queue(static_cast<int>(q));
+}
+
+enum class attempt { done, would_block, failed };
+
+attempt try_send_once(int fd, std::span<const std::byte> message, unsigned priority, std::error_code& error) {
+  for (;;) {
+    if (::mq_send(fd, reinterpret_cast<const char*>(message.data()), message.size(), priority) == 0) {
+      return attempt::done;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (errno == EAGAIN) {
+      return attempt::would_block;
+    }
+    error = last_os_error();
+    return attempt::failed;
+  }
+}
+
+attempt try_receive_once(int fd, std::span<std::byte> buffer, received_message& out, std::error_code& error) {
+  for (;;) {
+    unsigned priority = 0;
+    ssize_t n = ::mq_receive(fd, reinterpret_cast<char*>(buffer.data()), buffer.size(), &priority);
+    if (n >= 0) {
+      out = {static_cast<std::size_t>(n), priority};
+      return attempt::done;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (errno == EAGAIN) {
+      return attempt::would_block;
+    }
+    error = last_os_error();
+    return attempt::failed;
+  }
+}
+
+bool valid_priority(unsigned priority) noexcept { return priority < static_cast<unsigned>(MQ_PRIO_MAX); }
+
+/// poll(2) until `events`, for the blocking forms.
+result<void> block_until(int fd, short events) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    if (::poll(&p, 1, -1) >= 0) {
+      return {};
+    }
+    if (errno != EINTR) {
+      return unexpected(last_os_error());
+    }
+  }
+}
+
+}  // namespace
+
+result<message_queue> message_queue::create(std::string_view name, const message_queue_options& options) {
+  int flags = O_RDWR | O_CREAT | O_NONBLOCK | O_CLOEXEC | (options.exclusive ? O_EXCL : 0);
+  return open_queue(name, flags, &options);
+}
+
+result<message_queue> message_queue::open(std::string_view name) {
+  return open_queue(name, O_RDWR | O_NONBLOCK | O_CLOEXEC, nullptr);
+}
+
+result<void> message_queue::remove(std::string_view name) {
+  if (!valid_name(name)) {
+    return unexpected(invalid_argument());
+  }
+  if (::mq_unlink(std::string(name).c_str()) != 0) {
+    return unexpected(last_os_error());
+  }
+  return {};
+}
+
+task<result<void>> message_queue::send(std::span<const std::byte> message, unsigned priority,
+                                       std::stop_token token) const {
+  if (!valid_priority(priority)) {
+    co_return unexpected(invalid_argument());
+  }
+  std::error_code error;
+  for (;;) {
+    switch (try_send_once(fd(), message, priority, error)) {
+      case attempt::done: co_return result<void>{};
+      case attempt::failed: co_return unexpected(error);
+      case attempt::would_block: break;
+    }
+    // Full: wait until there is room, then try again (another sender may take it first).
+    auto ready = co_await corio::io::poll(fd(), POLLOUT, token);
+    if (!ready) {
+      co_return unexpected(ready.error());
+    }
+  }
+}
+
+task<result<received_message>> message_queue::receive(std::span<std::byte> buffer, std::stop_token token) const {
+  std::error_code error;
+  received_message got;
+  for (;;) {
+    switch (try_receive_once(fd(), buffer, got, error)) {
+      case attempt::done: co_return got;
+      case attempt::failed: co_return unexpected(error);
+      case attempt::would_block: break;
+    }
+    // Empty: wait for a message, then try again (another receiver may take it first).
+    auto ready = co_await corio::io::poll(fd(), POLLIN, token);
+    if (!ready) {
+      co_return unexpected(ready.error());
+    }
+  }
+}
+
+result<void> message_queue::try_send(std::span<const std::byte> message, unsigned priority) const {
+  if (!valid_priority(priority)) {
+    return unexpected(invalid_argument());
+  }
+  std::error_code error;
+  switch (try_send_once(fd(), message, priority, error)) {
+    case attempt::done: return {};
+    case attempt::would_block: return unexpected(make_error_code(errc::full));
+    case attempt::failed: break;
+  }
+  return unexpected(error);
+}
+
+result<received_message> message_queue::try_receive(std::span<std::byte> buffer) const {
+  std::error_code error;
+  received_message got;
+  switch (try_receive_once(fd(), buffer, got, error)) {
+    case attempt::done: return got;
+    case attempt::would_block: return unexpected(make_error_code(errc::empty));
+    case attempt::failed: break;
+  }
+  return unexpected(error);
+}
+
+result<void> message_queue::send_blocking(std::span<const std::byte> message, unsigned priority) const {
+  for (;;) {
+    auto sent = try_send(message, priority);
+    if (sent || sent.error() != errc::full) {
+      return sent;
+    }
+    if (auto ok = block_until(fd(), POLLOUT); !ok) {
+      return ok;
+    }
+  }
+}
+
+result<received_message> message_queue::receive_blocking(std::span<std::byte> buffer) const {
+  for (;;) {
+    auto got = try_receive(buffer);
+    if (got || got.error() != errc::empty) {
+      return got;
+    }
+    if (auto ok = block_until(fd(), POLLIN); !ok) {
+      return unexpected(ok.error());
+    }
+  }
+}
+
+result<message_queue_attributes> message_queue::attributes() const {
+  mq_attr attr{};
+  if (::mq_getattr(fd(), &attr) != 0) {
+    return unexpected(last_os_error());
+  }
+  return message_queue_attributes{attr.mq_maxmsg, attr.mq_msgsize, attr.mq_curmsgs};
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,101 @@
+// corio::ipc::message_queue: a POSIX message queue (mq_overview(7)) as an awaitable.
+//
+// Concept: a named, kernel-held queue of discrete messages with priorities, shared by any
+// processes that open the same name ("/jobs"). create() makes (or opens) it with a
+// capacity of max_messages messages of at most message_size bytes each; open() attaches
+// to an existing one; remove() unlinks the name (open handles keep working). A message is
+// sent whole and received whole, highest priority first, FIFO within a priority. It is
+// the tutorial's cross-process queue with message boundaries and priorities, and no
+// pickling: the bytes are the message.
+// How it waits: the descriptor is O_NONBLOCK; send/receive try the syscall, and when the
+// queue is full (send) or empty (receive) wait for POLLOUT/POLLIN with IORING_OP_POLL_ADD
+// on the awaiting worker's ring, then try again (another receiver may have won the
+// message: it loops). Nothing blocks a worker.
+// Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
+// characters, no other '/') or a priority >= MQ_PRIO_MAX (32768); message_size
+// (EMSGSIZE) for a message longer than the queue's message_size or a receive buffer
+// shorter than it; the OS errors of mq_open (no_such_file_or_directory, file_exists with
+// exclusive, permission_denied, too_many_files_open; invalid_argument when max_messages
+// exceeds /proc/sys/fs/mqueue/msg_max — 10 here — for an unprivileged process).
+// try_send / try_receive: corio::errc::full / corio::errc::empty instead of waiting.
+// Cancellation: send/receive take a std::stop_token and honour the inherited one
+// (timeout(), when_any): a waiting call returns operation_canceled and has sent or taken
+// nothing. A message is never lost: receive takes it only in the syscall that returns it.
+// Blocking forms (send_blocking / receive_blocking) are for plain threads and for child
+// processes without a runtime; they wait in poll(2).
+// Thread-safety: any number of tasks, threads and processes may send and receive on one
+// queue at once (the kernel serialises them); one owner closes a handle.
+// Cost: a send or receive that does not wait is one syscall; one that waits adds one SQE
+// and one wake per attempt. Messages are copied into and out of the kernel.
+#pragma once
+
+#include <mqueue.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <stop_token>
+#include <string_view>
+
+#include <corio/ipc/owned_fd.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// How create() makes a queue.
+struct message_queue_options {
+  long max_messages = 10;    ///< capacity in messages (mq_maxmsg)
+  long message_size = 8192;  ///< largest message in bytes (mq_msgsize)
+  mode_t mode = 0600;        ///< permissions of a new queue
+  bool exclusive = false;    ///< fail with file_exists if the name exists (O_EXCL)
+};
+
+/// A queue's attributes, as the kernel reports them.
+struct message_queue_attributes {
+  long max_messages = 0;
+  long message_size = 0;
+  long current_messages = 0;  ///< queued now (a snapshot)
+};
+
+/// What receive() put in the caller's buffer.
+struct received_message {
+  std::size_t size = 0;
+  unsigned priority = 0;
+};
+
+class message_queue : public owned_fd {
+ public:
+  message_queue() noexcept = default;
+  /// Takes ownership of a queue descriptor (mqd_t) opened with O_NONBLOCK.
+  explicit message_queue(int mqd) noexcept : owned_fd(mqd) {}
+
+  /// Creates the queue `name` with `options`, or opens it if it exists (unless
+  /// options.exclusive). The existing queue keeps its own attributes.
+  [[nodiscard]] static result<message_queue> create(std::string_view name, const message_queue_options& options = {});
+  /// Opens the existing queue `name`.
+  [[nodiscard]] static result<message_queue> open(std::string_view name);
+  /// Unlinks `name`; the queue goes once every handle to it is closed.
+  static result<void> remove(std::string_view name);
+
+  /// Sends `message` with `priority` (higher is received first), waiting while the queue
+  /// is full. The span must stay valid until the await completes.
+  [[nodiscard]] task<result<void>> send(std::span<const std::byte> message, unsigned priority = 0,
+                                        std::stop_token token = {}) const;
+  /// Receives the oldest message of the highest priority into `buffer` (at least the
+  /// queue's message_size bytes), waiting while the queue is empty.
+  [[nodiscard]] task<result<received_message>> receive(std::span<std::byte> buffer, std::stop_token token = {}) const;
+
+  /// Without waiting: corio::errc::full when the queue is full.
+  result<void> try_send(std::span<const std::byte> message, unsigned priority = 0) const;
+  /// Without waiting: corio::errc::empty when the queue is empty.
+  result<received_message> try_receive(std::span<std::byte> buffer) const;
+
+  /// Thread forms: block the calling thread (never call them on a worker).
+  result<void> send_blocking(std::span<const std::byte> message, unsigned priority = 0) const;
+  result<received_message> receive_blocking(std::span<std::byte> buffer) const;
+
+  [[nodiscard]] result<message_queue_attributes> attributes() const;
+};
+
+}  // namespace corio::ipc

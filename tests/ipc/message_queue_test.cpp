@@ -1,0 +1,273 @@
+// Tests for ipc/message_queue.hpp: POSIX message queues as awaitables — priorities,
+// waiting on a full or empty queue without blocking a worker, cancellation, errors, and
+// messages between processes.
+#include <corio/ipc/message_queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+using corio::ipc::message_queue;
+using corio::ipc::message_queue_options;
+
+namespace {
+
+/// A queue name unique to this process and test, removed again at the end.
+struct scoped_name {
+  std::string name;
+  explicit scoped_name(const char* tag) : name("/corio-test-" + std::to_string(::getpid()) + "-" + tag) {
+    (void)message_queue::remove(name);
+  }
+  ~scoped_name() { (void)message_queue::remove(name); }
+};
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+/// The error of a result, or a null code for a success (never .error() on a value).
+template <class R>
+std::error_code error_of(const R& r) {
+  return r ? std::error_code{} : r.error();
+}
+
+std::string text_of(const std::vector<std::byte>& buf, std::size_t n) {
+  return std::string(reinterpret_cast<const char*>(buf.data()), n);
+}
+
+message_queue_options small(long max_messages, long message_size = 64) {
+  message_queue_options o;
+  o.max_messages = max_messages;
+  o.message_size = message_size;
+  return o;
+}
+
+corio::task<std::vector<std::string>> send_three_receive_all(const message_queue* q) {
+  const std::string low = "low", high = "high", mid = "mid";
+  (void)co_await q->send(bytes_of(low), 1);
+  (void)co_await q->send(bytes_of(high), 9);
+  (void)co_await q->send(bytes_of(mid), 5);
+  std::vector<std::string> got;
+  std::vector<std::byte> buf(64);
+  for (int i = 0; i < 3; ++i) {
+    auto r = co_await q->receive(buf);
+    got.push_back(r ? text_of(buf, r->size) + "/" + std::to_string(r->priority) : "error");
+  }
+  co_return got;
+}
+
+}  // namespace
+
+TEST_CASE("message_queue: messages come out whole, highest priority first", "[ipc][message_queue]") {
+  scoped_name n("prio");
+  auto q = message_queue::create(n.name, small(10));
+  REQUIRE(q);
+  auto attrs = q->attributes();
+  REQUIRE(attrs);
+  CHECK(attrs->max_messages == 10);
+  CHECK(attrs->message_size == 64);
+  corio::runtime rt(corio_test::workers(2));
+  auto got = rt.block_on(send_three_receive_all(&*q));
+  CHECK(got == std::vector<std::string>{"high/9", "mid/5", "low/1"});
+  CHECK(q->attributes()->current_messages == 0);
+}
+
+namespace {
+corio::task<void> receive_n(const message_queue* q, int n, std::vector<std::string>* out) {
+  std::vector<std::byte> buf(64);
+  for (int i = 0; i < n; ++i) {
+    auto r = co_await q->receive(buf);
+    out->push_back(r ? text_of(buf, r->size) : "error: " + r.error().message());
+  }
+}
+corio::task<bool> fill_then_wait_for_room(const message_queue* q, std::vector<std::string>* received) {
+  const std::string first = "m0", second = "m1", third_message = "m2", extra = "x";
+  if (!co_await q->send(bytes_of(first)) || !co_await q->send(bytes_of(second))) {
+    co_return false;
+  }
+  bool full_before = error_of(q->try_send(bytes_of(extra))) == corio::errc::full;
+  // The third send waits (the queue holds 2) until the receiver below makes room.
+  auto receiver = corio::spawn([](const message_queue* q, std::vector<std::string>* out) -> corio::task<void> {
+    co_await corio::sleep_for(20ms);
+    co_await receive_n(q, 3, out);
+  }(q, received));
+  auto third = co_await q->send(bytes_of(third_message));
+  co_await receiver;
+  co_return full_before && third.has_value();
+}
+}  // namespace
+
+TEST_CASE("message_queue: a send on a full queue waits for room, a receive on an empty one for a message",
+          "[ipc][message_queue]") {
+  scoped_name n("full");
+  auto q = message_queue::create(n.name, small(2));
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(1));  // one worker: nothing may block it
+  std::vector<std::string> received;
+  CHECK(rt.block_on(fill_then_wait_for_room(&*q, &received)));
+  CHECK(received == std::vector<std::string>{"m0", "m1", "m2"});
+}
+
+namespace {
+corio::task<std::error_code> stopped_receive(const message_queue* q) {
+  std::stop_source stop;
+  auto waiter = corio::spawn([](const message_queue* q, std::stop_token t) -> corio::task<std::error_code> {
+    std::vector<std::byte> buf(64);
+    auto r = co_await q->receive(buf, t);
+    co_return r ? std::error_code{} : r.error();
+  }(q, stop.get_token()));
+  co_await corio::sleep_for(10ms);
+  stop.request_stop();
+  co_return co_await waiter;
+}
+corio::task<std::error_code> timed_receive(const message_queue* q) {
+  std::vector<std::byte> buf(64);
+  auto r = co_await corio::timeout(q->receive(buf), 20ms);
+  co_return r ? std::error_code{} : r.error();
+}
+}  // namespace
+
+TEST_CASE("message_queue: a waiting receive is cancelled by its token or a timeout and takes nothing",
+          "[ipc][message_queue][cancel]") {
+  scoped_name n("cancel");
+  auto q = message_queue::create(n.name, small(4));
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  CHECK(rt.block_on(stopped_receive(&*q)) == std::errc::operation_canceled);
+  CHECK(rt.block_on(timed_receive(&*q)) == std::errc::timed_out);
+  // Nothing was consumed by the cancelled waits: a message sent now is still received.
+  const std::string after = "after";
+  REQUIRE(q->try_send(bytes_of(after)));
+  std::vector<std::byte> buf(64);
+  auto r = q->try_receive(buf);
+  REQUIRE(r);
+  CHECK(text_of(buf, r->size) == "after");
+}
+
+TEST_CASE("message_queue: bad names, sizes and priorities are clear errors", "[ipc][message_queue][errors]") {
+  CHECK(error_of(message_queue::create("no-slash")) == std::errc::invalid_argument);
+  CHECK(error_of(message_queue::create("/")) == std::errc::invalid_argument);
+  CHECK(error_of(message_queue::create("/a/b")) == std::errc::invalid_argument);
+  CHECK(error_of(message_queue::create("/" + std::string(300, 'x'))) == std::errc::invalid_argument);
+  CHECK(error_of(message_queue::open("/corio-test-does-not-exist")) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(message_queue::remove("/corio-test-does-not-exist")) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(message_queue::create("/corio-test-zero", small(0))) == std::errc::invalid_argument);
+
+  scoped_name n("errors");
+  auto q = message_queue::create(n.name, small(2, 16));
+  REQUIRE(q);
+  message_queue_options exclusive = small(2, 16);
+  exclusive.exclusive = true;
+  CHECK(error_of(message_queue::create(n.name, exclusive)) == std::errc::file_exists);
+  auto again = message_queue::create(n.name, small(5, 99));  // opens the existing queue
+  REQUIRE(again);
+  CHECK(again->attributes()->message_size == 16);  // its own attributes stay
+
+  std::vector<std::byte> small_buf(8);
+  std::vector<std::byte> buf(16);
+  const std::string too_long(17, 'x'), one = "x";
+  CHECK(error_of(q->try_send(bytes_of(too_long))) == std::errc::message_size);
+  CHECK(error_of(q->try_send(bytes_of(one), 40000)) == std::errc::invalid_argument);
+  CHECK(error_of(q->try_receive(buf)) == corio::errc::empty);
+  REQUIRE(q->try_send(bytes_of(one)));
+  CHECK(error_of(q->try_receive(small_buf)) == std::errc::message_size);  // shorter than message_size
+  auto got = again->try_receive(buf);  // another handle on the same queue
+  REQUIRE(got);
+  CHECK(got->size == 1);
+}
+
+namespace {
+corio::task<long> receive_from_child(const message_queue* q, int n) {
+  std::vector<std::byte> buf(64);
+  long sum = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = co_await q->receive(buf);
+    if (!r || r->size != sizeof(int)) {
+      co_return -1;
+    }
+    int v = 0;
+    std::memcpy(&v, buf.data(), sizeof v);
+    sum += v;
+  }
+  co_return sum;
+}
+}  // namespace
+
+TEST_CASE("message_queue: messages cross processes; the child sends with send_blocking", "[ipc][message_queue]") {
+  scoped_name n("fork");
+  auto q = message_queue::create(n.name, small(4));  // smaller than the stream: the child waits
+  REQUIRE(q);
+  constexpr int kMessages = 500;
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto mine = message_queue::open(n.name);
+    int bad = mine ? 0 : 1;
+    for (int i = 1; i <= kMessages && bad == 0; ++i) {
+      bad = mine->send_blocking(std::as_bytes(std::span(&i, 1))) ? 0 : 2;
+    }
+    ::_exit(bad);
+  }
+  long sum = 0;
+  {
+    corio::runtime rt(corio_test::workers(2));
+    sum = rt.block_on(receive_from_child(&*q, kMessages));
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(sum == static_cast<long>(kMessages) * (kMessages + 1) / 2);
+}
+
+namespace {
+corio::task<int> many_receivers(const message_queue* q, int receivers, int per_receiver, std::atomic<int>* total) {
+  std::vector<corio::join_handle<void>> hs;
+  for (int r = 0; r < receivers; ++r) {
+    hs.push_back(corio::spawn([](const message_queue* q, int n, std::atomic<int>* total) -> corio::task<void> {
+      std::vector<std::byte> buf(64);
+      for (int i = 0; i < n; ++i) {
+        if (auto m = co_await q->receive(buf)) {
+          total->fetch_add(1);
+        }
+      }
+    }(q, per_receiver, total)));
+  }
+  const std::string job = "job";
+  for (int i = 0; i < receivers * per_receiver; ++i) {
+    if (!co_await q->send(bytes_of(job))) {
+      co_return -1;
+    }
+  }
+  for (auto& h : hs) {
+    co_await h;
+  }
+  co_return total->load();
+}
+}  // namespace
+
+TEST_CASE("message_queue: several receivers share one queue, each message goes to exactly one",
+          "[ipc][message_queue]") {
+  scoped_name n("share");
+  auto q = message_queue::create(n.name, small(3));
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  std::atomic<int> total{0};
+  CHECK(rt.block_on(many_receivers(&*q, 4, 250, &total)) == 1000);
+  CHECK(q->attributes()->current_messages == 0);
+}
