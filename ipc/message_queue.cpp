@@ -21,7 +21,8 @@ std::error_code invalid_argument() noexcept { return std::make_error_code(std::e
 /// '/' followed by 1..254 characters, none of them '/' (mq_overview(7)).
 bool valid_name(std::string_view name) noexcept {
   return name.size() >= 2 && name.size() <= NAME_MAX && name.front() == '/' &&
-         name.find('/', 1) == std::string_view::npos && name.find('\0') == std::string_view::npos;
+         name.find('/', 1) == std::string_view::npos && name.find('\0') == std::string_view::npos &&
+         name != "/." && name != "/..";
 }
 
 result<message_queue> open_queue(std::string_view name, int flags, const message_queue_options* options) {
@@ -106,8 +107,9 @@ result<message_queue> message_queue::create(std::string_view name, const message
   return open_queue(name, flags, &options);
 }
 
-result<message_queue> message_queue::open(std::string_view name) {
-  return open_queue(name, O_RDWR | O_NONBLOCK | O_CLOEXEC, nullptr);
+result<message_queue> message_queue::open(std::string_view name, access mode) {
+  const int rw = mode == access::send_only ? O_WRONLY : mode == access::receive_only ? O_RDONLY : O_RDWR;
+  return open_queue(name, rw | O_NONBLOCK | O_CLOEXEC, nullptr);
 }
 
 result<void> message_queue::remove(std::string_view name) {

@@ -12,15 +12,20 @@
 // on the awaiting worker's ring, then try again (another receiver may have won the
 // message: it loops). Nothing blocks a worker.
 // Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
-// characters, no other '/') or a priority >= MQ_PRIO_MAX (32768); message_size
+// characters, no other '/', not "/." or "/..") or a priority >= MQ_PRIO_MAX (32768); message_size
 // (EMSGSIZE) for a message longer than the queue's message_size or a receive buffer
 // shorter than it; the OS errors of mq_open (no_such_file_or_directory, file_exists with
 // exclusive, permission_denied, too_many_files_open; invalid_argument when max_messages
 // exceeds /proc/sys/fs/mqueue/msg_max — 10 here — for an unprivileged process).
 // try_send / try_receive: corio::errc::full / corio::errc::empty instead of waiting.
-// Cancellation: send/receive take a std::stop_token and honour the inherited one
-// (timeout(), when_any): a waiting call returns operation_canceled and has sent or taken
-// nothing. A message is never lost: receive takes it only in the syscall that returns it.
+// Cancellation: send/receive take a std::stop_token and honour the inherited one: a
+// waiting call returns operation_canceled (std::errc::timed_out under timeout()) and has
+// sent or taken nothing — receive takes a message only in the syscall that returns it.
+// Like channel::recv, receive is not cancel-safe as a losing branch of when_any: a
+// message it took just as another branch won is dropped with the branch. Use timeout()
+// (which returns a message that arrived at the deadline) or try_receive instead.
+// Lifetime: the handle and the spans must outlive a send/receive in flight; cancel a
+// waiting call before closing the handle (a pending poll does not end on close).
 // Blocking forms (send_blocking / receive_blocking) are for plain threads and for child
 // processes without a runtime; they wait in poll(2).
 // Thread-safety: any number of tasks, threads and processes may send and receive on one
@@ -73,8 +78,10 @@ class message_queue : public owned_fd {
   /// Creates the queue `name` with `options`, or opens it if it exists (unless
   /// options.exclusive). The existing queue keeps its own attributes.
   [[nodiscard]] static result<message_queue> create(std::string_view name, const message_queue_options& options = {});
+  /// What a handle may do with the queue (the queue's permissions must allow it).
+  enum class access { send_and_receive, send_only, receive_only };
   /// Opens the existing queue `name`.
-  [[nodiscard]] static result<message_queue> open(std::string_view name);
+  [[nodiscard]] static result<message_queue> open(std::string_view name, access mode = access::send_and_receive);
   /// Unlinks `name`; the queue goes once every handle to it is closed.
   static result<void> remove(std::string_view name);
 

@@ -368,9 +368,10 @@ void runtime_core::unlink(registry_shard& s, join_state_base* st) noexcept {
 void runtime_core::sweep(registry_shard& s) noexcept {
   // Unlinks finished roots and drops the registry's reference to them. Amortized O(1)
   // per spawn: the next sweep comes when the list has doubled past the survivors.
-  // relaxed: only a hint. A root counted after we read 0 (or that we miss while walking)
-  // is reclaimed by a later sweep, or by shutdown's walk.
-  if (s.left_to_sweep.exchange(0, std::memory_order_relaxed) == 0) {
+  // acquire: pairs with the release in unlink_if_owner(); a root whose count we take is
+  // seen finished by the walk below. A root counted after our exchange keeps its count
+  // for the next sweep; shutdown walks everything anyway.
+  if (s.left_to_sweep.exchange(0, std::memory_order_acquire) == 0) {
     s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * s.length);
     return;
   }
@@ -393,8 +394,9 @@ void runtime_core::unlink_if_owner(join_state_base* st, unsigned shard) noexcept
   // workers have stopped).
   worker* w = current_worker();
   if (w == nullptr || &w->rt != this || shard != w->index) {
-    // relaxed: a hint for sweep(), see there.
-    m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_relaxed);
+    // release: our caller's completion of `st` (its waiter word) happens before a sweep
+    // that takes this count (see sweep()).
+    m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_release);
     return;
   }
   unlink(m_shards[shard], st);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -55,10 +56,13 @@ corio::task<int> parent(std::string name, int jobs) {
   }
   std::vector<std::byte> buf(128);
   int received = 0;
+  bool failed = false;
   for (;;) {
-    auto m = co_await q->receive(buf);
+    // A child that fails stops sending: give up after a while instead of waiting forever.
+    auto m = co_await corio::timeout(q->receive(buf), std::chrono::seconds(10));
     if (!m) {
       std::fprintf(stderr, "receive: %s\n", m.error().message().c_str());
+      failed = true;
       break;
     }
     std::string text(reinterpret_cast<const char*>(buf.data()), m->size);
@@ -67,6 +71,9 @@ corio::task<int> parent(std::string name, int jobs) {
     }
     ++received;
     std::printf("parent %d got \"%s\" (priority %u)\n", ::getpid(), text.c_str(), m->priority);
+  }
+  if (failed) {
+    (void)child->kill();  // it may be waiting for room in a queue nobody reads any more
   }
   auto status = co_await child->wait();
   (void)corio::ipc::message_queue::remove(name);

@@ -11,6 +11,7 @@
 // nothing for tokens that cannot be stopped.
 #pragma once
 
+#include <cassert>
 #include <new>
 #include <optional>
 #include <stop_token>
@@ -37,6 +38,7 @@ class stop_link {
   /// noexcept: callers arm after publishing their operation (an SQE, a waiter word) and
   /// cannot unwind from there; running out of memory here terminates, like Tokio's abort.
   void arm(const std::stop_token& token, const std::stop_token* inherited, Fn fn) noexcept {
+    assert(m_callbacks == nullptr && "stop_link armed twice");
     const bool on_explicit = token.stop_possible();
     const bool on_inherited = inherited != nullptr && inherited->stop_possible();
     if (!on_explicit && !on_inherited) {
