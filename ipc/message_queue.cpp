@@ -51,9 +51,11 @@ result<message_queue> open_queue(std::string_view name, int flags, const message
 
 enum class attempt { done, would_block, failed };
 
-attempt try_send_once(int fd, std::span<const std::byte> message, unsigned priority, std::error_code& error) {
+/// Runs `call` (true on success) again after EINTR; sorts EAGAIN from real errors.
+template <class Call>
+attempt attempt_syscall(Call call, std::error_code& error) {
   for (;;) {
-    if (::mq_send(fd, reinterpret_cast<const char*>(message.data()), message.size(), priority) == 0) {
+    if (call()) {
       return attempt::done;
     }
     if (errno == EINTR) {
@@ -67,23 +69,24 @@ attempt try_send_once(int fd, std::span<const std::byte> message, unsigned prior
   }
 }
 
+attempt try_send_once(int fd, std::span<const std::byte> message, unsigned priority, std::error_code& error) {
+  return attempt_syscall(
+      [&] { return ::mq_send(fd, reinterpret_cast<const char*>(message.data()), message.size(), priority) == 0; },
+      error);
+}
+
 attempt try_receive_once(int fd, std::span<std::byte> buffer, received_message& out, std::error_code& error) {
-  for (;;) {
-    unsigned priority = 0;
-    ssize_t n = ::mq_receive(fd, reinterpret_cast<char*>(buffer.data()), buffer.size(), &priority);
-    if (n >= 0) {
-      out = {static_cast<std::size_t>(n), priority};
-      return attempt::done;
-    }
-    if (errno == EINTR) {
-      continue;
-    }
-    if (errno == EAGAIN) {
-      return attempt::would_block;
-    }
-    error = last_os_error();
-    return attempt::failed;
-  }
+  return attempt_syscall(
+      [&] {
+        unsigned priority = 0;
+        ssize_t n = ::mq_receive(fd, reinterpret_cast<char*>(buffer.data()), buffer.size(), &priority);
+        if (n < 0) {
+          return false;
+        }
+        out = {static_cast<std::size_t>(n), priority};
+        return true;
+      },
+      error);
 }
 
 bool valid_priority(unsigned priority) noexcept { return priority < static_cast<unsigned>(MQ_PRIO_MAX); }

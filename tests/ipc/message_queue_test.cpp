@@ -127,13 +127,15 @@ TEST_CASE("message_queue: a send on a full queue waits for room, a receive on an
 }
 
 namespace {
+/// One receive with `token`: its error, or a null code when it returned a message.
+corio::task<std::error_code> receive_error(const message_queue* q, std::stop_token token) {
+  std::vector<std::byte> buf(64);
+  auto r = co_await q->receive(buf, std::move(token));
+  co_return error_of(r);
+}
 corio::task<std::error_code> stopped_receive(const message_queue* q) {
   std::stop_source stop;
-  auto waiter = corio::spawn([](const message_queue* q, std::stop_token t) -> corio::task<std::error_code> {
-    std::vector<std::byte> buf(64);
-    auto r = co_await q->receive(buf, t);
-    co_return r ? std::error_code{} : r.error();
-  }(q, stop.get_token()));
+  auto waiter = corio::spawn(receive_error(q, stop.get_token()));
   co_await corio::sleep_for(10ms);
   stop.request_stop();
   co_return co_await waiter;
@@ -154,11 +156,7 @@ corio::task<void> cancel_races_send(const message_queue* q, int rounds, int* rec
   std::vector<std::byte> buf(64);
   for (int round = 0; round < rounds; ++round) {
     std::stop_source stop;
-    auto waiter = corio::spawn([](const message_queue* q, std::stop_token t) -> corio::task<std::error_code> {
-      std::vector<std::byte> buf(64);
-      auto r = co_await q->receive(buf, t);
-      co_return r ? std::error_code{} : r.error();
-    }(q, stop.get_token()));
+    auto waiter = corio::spawn(receive_error(q, stop.get_token()));
     if (round % 2 == 0) {
       co_await corio::yield_now{};  // let the receive reach its poll in half the rounds
     }
