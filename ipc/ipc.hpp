@@ -1,14 +1,16 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
-// POSIX message queues).
+// POSIX message queues, shared memory, memory maps).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/pipe.hpp>
 #include <corio/ipc/receiver.hpp>
+#include <corio/ipc/shared_memory.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/ipc/tcp.hpp>
 #include <corio/ipc/udp.hpp>

@@ -4,10 +4,10 @@
 #include <poll.h>
 
 #include <cerrno>
-#include <climits>
 #include <string>
 #include <system_error>
 
+#include <corio/ipc/detail/posix_name.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/runtime.hpp>
 
@@ -19,15 +19,8 @@ std::error_code last_os_error() noexcept { return os_error(-errno); }
 
 std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
 
-/// '/' followed by 1..254 characters, none of them '/' (mq_overview(7)).
-bool valid_name(std::string_view name) noexcept {
-  return name.size() >= 2 && name.size() <= NAME_MAX && name.front() == '/' &&
-         name.find('/', 1) == std::string_view::npos && name.find('\0') == std::string_view::npos &&
-         name != "/." && name != "/..";
-}
-
 result<message_queue> open_queue(std::string_view name, int flags, const message_queue_options* options) {
-  if (!valid_name(name)) {
+  if (!detail::valid_posix_ipc_name(name)) {
     return unexpected(invalid_argument());
   }
   const std::string path(name);
@@ -117,7 +110,7 @@ result<message_queue> message_queue::open(std::string_view name, access mode) {
 }
 
 result<void> message_queue::remove(std::string_view name) {
-  if (!valid_name(name)) {
+  if (!detail::valid_posix_ipc_name(name)) {
     return unexpected(invalid_argument());
   }
   if (::mq_unlink(std::string(name).c_str()) != 0) {

@@ -1,0 +1,107 @@
+// corio::ipc::memory_map: an RAII mapping (mmap(2)) of a file, of a shared-memory object,
+// or of anonymous memory shared with forked children.
+//
+// Concept: the tutorial's `mmap` on a file, done safely: map_file() maps a whole file,
+// map() a range of any descriptor, anonymous() memory that fork()ed children share. All
+// mappings are MAP_SHARED: writes reach the file (or object) and every other mapping of
+// it, in this process or another. Typed access goes through view<T>(offset, count), which
+// checks bounds, alignment and writability and returns a std::span (T must be trivially
+// copyable: the bytes are shared with other processes, which run no constructors).
+// Unmapped on destruction (munmap); move-only.
+// Waiting: touching the memory never suspends — a page fault on a file-backed mapping may
+// read from disk on the touching thread (a worker, if a task touches it), as with any
+// memory access. flush() writes dirty pages back (msync(MS_SYNC)) on the runtime's
+// blocking pool, so the disk wait never blocks a worker.
+// Concurrency: the mapping itself is plain memory. Data shared with other threads or
+// processes needs atomics (std::atomic_ref / lock-free std::atomic<T> in the mapping) or a
+// lock that lives in it; corio's process-shared locks are not built yet.
+// Errors (result<T>): the OS error of open/fstat/mmap; std::errc::invalid_argument for a
+// zero length or an empty file, an offset that is not a multiple of the page size, and a
+// view out of bounds or misaligned; permission_denied for a writable view of a read-only
+// mapping.
+// Thread-safety: one owner of the handle; the memory is as shared as the data in it.
+// Cost: one mmap / munmap per handle; a view is two comparisons.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+enum class map_access { read_only, read_write };
+
+class memory_map {
+ public:
+  memory_map() noexcept = default;
+  memory_map(memory_map&& other) noexcept
+      : m_data(std::exchange(other.m_data, nullptr)),
+        m_size(std::exchange(other.m_size, 0)),
+        m_access(other.m_access) {}
+  memory_map& operator=(memory_map&& other) noexcept {
+    if (this != &other) {
+      unmap();
+      m_data = std::exchange(other.m_data, nullptr);
+      m_size = std::exchange(other.m_size, 0);
+      m_access = other.m_access;
+    }
+    return *this;
+  }
+  memory_map(const memory_map&) = delete;
+  memory_map& operator=(const memory_map&) = delete;
+  ~memory_map() { unmap(); }
+
+  /// Maps `length` bytes of `fd` from `offset` (a multiple of the page size). The
+  /// descriptor may be closed afterwards: the mapping keeps the file.
+  [[nodiscard]] static result<memory_map> map(int fd, std::size_t length, map_access access, std::size_t offset = 0);
+  /// Maps the whole file at `path`.
+  [[nodiscard]] static result<memory_map> map_file(const std::string& path, map_access access = map_access::read_only);
+  /// `length` bytes of zeroed memory shared with children forked after this call.
+  [[nodiscard]] static result<memory_map> anonymous(std::size_t length);
+
+  [[nodiscard]] std::byte* data() noexcept { return m_data; }
+  [[nodiscard]] const std::byte* data() const noexcept { return m_data; }
+  [[nodiscard]] std::size_t size() const noexcept { return m_size; }
+  [[nodiscard]] map_access access() const noexcept { return m_access; }
+  [[nodiscard]] bool is_mapped() const noexcept { return m_data != nullptr; }
+  [[nodiscard]] std::span<std::byte> bytes() noexcept { return {m_data, m_size}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {m_data, m_size}; }
+
+  /// `count` objects of type T at byte `offset` (use a const T on a read-only mapping).
+  template <class T>
+  [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
+    static_assert(std::is_trivially_copyable_v<T>, "memory_map::view: T must be trivially copyable");
+    if (!std::is_const_v<T> && m_access == map_access::read_only) {
+      return unexpected(std::make_error_code(std::errc::permission_denied));
+    }
+    if (m_data == nullptr || offset > m_size || count > (m_size - offset) / sizeof(T) ||
+        (reinterpret_cast<std::uintptr_t>(m_data) + offset) % alignof(T) != 0) {
+      return unexpected(std::make_error_code(std::errc::invalid_argument));
+    }
+    return std::span<T>(reinterpret_cast<T*>(m_data + offset), count);
+  }
+
+  /// Writes the dirty pages of a file-backed mapping back to the file and waits for the
+  /// disk (msync(MS_SYNC)), on the runtime's blocking pool.
+  [[nodiscard]] task<result<void>> flush() const;
+
+  /// Unmaps now (idempotent). Views and pointers into the mapping become invalid.
+  void unmap() noexcept;
+
+ private:
+  memory_map(std::byte* data, std::size_t size, map_access access) noexcept
+      : m_data(data), m_size(size), m_access(access) {}
+
+  std::byte* m_data = nullptr;
+  std::size_t m_size = 0;
+  map_access m_access = map_access::read_only;
+};
+
+}  // namespace corio::ipc

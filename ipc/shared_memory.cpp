@@ -1,0 +1,81 @@
+#include <corio/ipc/shared_memory.hpp>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <corio/ipc/detail/posix_name.hpp>
+#include <corio/ipc/owned_fd.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+std::error_code last_os_error() noexcept { return os_error(-errno); }
+
+std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
+
+}  // namespace
+
+result<shared_memory> shared_memory::create(std::string_view name, std::size_t size,
+                                            const shared_memory_options& options) {
+  if (!detail::valid_posix_ipc_name(name) || size == 0) {
+    return unexpected(invalid_argument());
+  }
+  std::string path(name);
+  owned_fd object(::shm_open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (options.exclusive ? O_EXCL : 0),
+                             options.mode));
+  if (!object) {
+    return unexpected(last_os_error());
+  }
+  if (::ftruncate(object.fd(), static_cast<off_t>(size)) != 0) {
+    const std::error_code ec = last_os_error();
+    if (options.exclusive) {
+      ::shm_unlink(path.c_str());  // ours, and unusable
+    }
+    return unexpected(ec);
+  }
+  auto map = memory_map::map(object.fd(), size, map_access::read_write);
+  if (!map) {
+    if (options.exclusive) {
+      ::shm_unlink(path.c_str());
+    }
+    return unexpected(map.error());
+  }
+  return shared_memory(std::move(path), std::move(*map));
+}
+
+result<shared_memory> shared_memory::open(std::string_view name, map_access access) {
+  if (!detail::valid_posix_ipc_name(name)) {
+    return unexpected(invalid_argument());
+  }
+  std::string path(name);
+  owned_fd object(::shm_open(path.c_str(), (access == map_access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0));
+  if (!object) {
+    return unexpected(last_os_error());
+  }
+  struct stat st {};
+  if (::fstat(object.fd(), &st) != 0) {
+    return unexpected(last_os_error());
+  }
+  auto map = memory_map::map(object.fd(), static_cast<std::size_t>(st.st_size), access);  // empty: invalid_argument
+  if (!map) {
+    return unexpected(map.error());
+  }
+  return shared_memory(std::move(path), std::move(*map));
+}
+
+result<void> shared_memory::remove(std::string_view name) {
+  if (!detail::valid_posix_ipc_name(name)) {
+    return unexpected(invalid_argument());
+  }
+  if (::shm_unlink(std::string(name).c_str()) != 0) {
+    return unexpected(last_os_error());
+  }
+  return {};
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,70 @@
+// corio::ipc::shared_memory: a named POSIX shared-memory object (shm_overview(7)),
+// mapped into this process.
+//
+// Concept: the tutorial's shared_memory.SharedMemory. create(name, size) makes the object
+// (by default failing if the name exists, like SharedMemory(create=True)) and maps it;
+// open(name) attaches to an existing one by name, from this or any other process, and
+// maps its whole size; remove(name) unlinks the name (like SharedMemory.unlink(): mappings
+// stay valid until they are unmapped). The memory is a memory_map (ipc/memory_map.hpp):
+// bytes(), and view<T>(offset, count) for checked typed access.
+// Concurrency: plain shared memory. Coordinate processes with lock-free atomics placed in
+// it (std::atomic_ref, or a std::atomic<T> that is always lock-free), or with a pipe,
+// socket or message_queue; corio's process-shared mutex and semaphore are not built yet.
+// Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
+// characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
+// ftruncate, fstat and mmap (file_exists when the name exists and exclusive is set,
+// no_such_file_or_directory for open() of a missing name, permission_denied).
+// Thread-safety: one owner of the handle. Cost: shm_open + ftruncate + mmap on create,
+// shm_open + fstat + mmap on open; nothing waits (no syscall blocks on a worker).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <corio/ipc/memory_map.hpp>
+#include <corio/runtime/result.hpp>
+
+namespace corio::ipc {
+
+/// How create() makes the object.
+struct shared_memory_options {
+  mode_t mode = 0600;     ///< permissions of the new object
+  bool exclusive = true;  ///< fail with file_exists if the name exists (O_EXCL)
+};
+
+class shared_memory {
+ public:
+  shared_memory() noexcept = default;
+
+  /// Creates the object `name` with `size` bytes (zero-filled) and maps it read-write.
+  /// Without options.exclusive an existing object is opened and resized to `size`.
+  [[nodiscard]] static result<shared_memory> create(std::string_view name, std::size_t size,
+                                                    const shared_memory_options& options = {});
+  /// Opens the existing object `name` and maps all of it.
+  [[nodiscard]] static result<shared_memory> open(std::string_view name, map_access access = map_access::read_write);
+  /// Unlinks `name`; existing mappings stay valid.
+  static result<void> remove(std::string_view name);
+
+  [[nodiscard]] const std::string& name() const noexcept { return m_name; }
+  [[nodiscard]] std::size_t size() const noexcept { return m_map.size(); }
+  [[nodiscard]] memory_map& map() noexcept { return m_map; }
+  [[nodiscard]] const memory_map& map() const noexcept { return m_map; }
+  [[nodiscard]] std::span<std::byte> bytes() noexcept { return m_map.bytes(); }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return m_map.bytes(); }
+  /// Checked typed access: see memory_map::view.
+  template <class T>
+  [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
+    return m_map.view<T>(offset, count);
+  }
+
+ private:
+  shared_memory(std::string name, memory_map map) noexcept : m_name(std::move(name)), m_map(std::move(map)) {}
+
+  std::string m_name;
+  memory_map m_map;
+};
+
+}  // namespace corio::ipc

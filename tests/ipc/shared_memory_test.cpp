@@ -1,0 +1,197 @@
+// Tests for ipc/shared_memory.hpp and ipc/memory_map.hpp: named shared memory between
+// processes, anonymous shared mappings across fork, file mappings with an awaitable
+// flush, and checked typed views.
+#include <corio/ipc/memory_map.hpp>
+#include <corio/ipc/shared_memory.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include <corio/runtime/runtime.hpp>
+
+#include "helpers.hpp"
+
+using corio::ipc::map_access;
+using corio::ipc::memory_map;
+using corio::ipc::shared_memory;
+
+namespace {
+
+template <class R>
+std::error_code error_of(const R& r) {
+  return r ? std::error_code{} : r.error();
+}
+
+struct scoped_shm_name {
+  std::string name;
+  explicit scoped_shm_name(const char* tag) : name("/corio-test-shm-" + std::to_string(::getpid()) + "-" + tag) {
+    (void)shared_memory::remove(name);
+  }
+  ~scoped_shm_name() { (void)shared_memory::remove(name); }
+};
+
+/// Runs `fn` in a forked child; returns its exit status (or -1 when killed).
+template <class F>
+int in_child(F fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::_exit(fn());
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) {
+    return -1;
+  }
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("shared_memory: created by one handle, seen by another opened by name", "[ipc][shared_memory]") {
+  scoped_shm_name n("basic");
+  auto a = shared_memory::create(n.name, 4096);
+  REQUIRE(a);
+  CHECK(a->size() == 4096);
+  CHECK(a->name() == n.name);
+  auto ints = a->view<std::int32_t>(0, 1024);
+  REQUIRE(ints);
+  CHECK((*ints)[1023] == 0);  // zero-filled
+  (*ints)[7] = 42;
+  auto b = shared_memory::open(n.name);
+  REQUIRE(b);
+  CHECK(b->size() == 4096);
+  CHECK((*b->view<const std::int32_t>(0, 1024))[7] == 42);
+  CHECK(error_of(shared_memory::create(n.name, 4096)) == std::errc::file_exists);  // exclusive by default
+  REQUIRE(shared_memory::remove(n.name));
+  CHECK(error_of(shared_memory::open(n.name)) == std::errc::no_such_file_or_directory);
+  (*ints)[8] = 43;  // mappings stay valid after remove
+  CHECK((*b->view<const std::int32_t>(0, 1024))[8] == 43);
+}
+
+TEST_CASE("shared_memory: a child process attaches by name and its writes are seen", "[ipc][shared_memory]") {
+  scoped_shm_name n("fork");
+  auto shm = shared_memory::create(n.name, 1 << 16);
+  REQUIRE(shm);
+  const std::string name = n.name;
+  constexpr int kChildren = 3;
+  constexpr int kIncrements = 10000;
+  for (int c = 0; c < kChildren; ++c) {
+    // Each child attaches by name, fills its slice and bumps a shared atomic counter.
+    int status = in_child([&name, c] {
+      auto mine = shared_memory::open(name);
+      if (!mine) {
+        return 2;
+      }
+      auto slice = mine->view<std::int32_t>(4096 + static_cast<std::size_t>(c) * 400, 100);
+      auto counter = mine->view<std::int64_t>(0, 1);
+      if (!slice || !counter) {
+        return 3;
+      }
+      for (int i = 0; i < 100; ++i) {
+        (*slice)[static_cast<std::size_t>(i)] = c * 1000 + i;
+      }
+      std::atomic_ref<std::int64_t> count((*counter)[0]);
+      for (int i = 0; i < kIncrements; ++i) {
+        count.fetch_add(1);
+      }
+      return 0;
+    });
+    REQUIRE(status == 0);
+  }
+  auto counter = shm->view<const std::int64_t>(0, 1);
+  REQUIRE(counter);
+  CHECK((*counter)[0] == static_cast<std::int64_t>(kChildren) * kIncrements);
+  for (int c = 0; c < kChildren; ++c) {
+    auto slice = shm->view<const std::int32_t>(4096 + static_cast<std::size_t>(c) * 400, 100);
+    REQUIRE(slice);
+    CHECK((*slice)[0] == c * 1000);
+    CHECK((*slice)[99] == c * 1000 + 99);
+  }
+}
+
+TEST_CASE("memory_map: anonymous shared memory is shared with a forked child", "[ipc][memory_map]") {
+  auto m = memory_map::anonymous(4096);
+  REQUIRE(m);
+  auto words = m->view<std::uint64_t>(0, 512);
+  REQUIRE(words);
+  int status = in_child([&words] {
+    (*words)[511] = 0xC0FFEE;
+    return 0;
+  });
+  REQUIRE(status == 0);
+  CHECK((*words)[511] == 0xC0FFEE);
+}
+
+namespace {
+corio::task<corio::result<void>> flush_it(const memory_map* m) { co_return co_await m->flush(); }
+}  // namespace
+
+TEST_CASE("memory_map: a file mapped read-write, changed and flushed, reads back changed", "[ipc][memory_map]") {
+  char path[] = "/tmp/corio-map-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string text = "hello, mapped file";
+  REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  {
+    auto ro = memory_map::map_file(path);
+    REQUIRE(ro);
+    CHECK(ro->size() == text.size());
+    CHECK(std::string(reinterpret_cast<const char*>(ro->data()), ro->size()) == text);
+    CHECK(error_of(ro->view<char>(0, 5)) == std::errc::permission_denied);  // writable view of read-only
+    REQUIRE(ro->view<const char>(0, 5));
+  }
+  {
+    auto rw = memory_map::map_file(path, map_access::read_write);
+    REQUIRE(rw);
+    (*rw->view<char>(0, 5))[0] = 'J';
+    corio::runtime rt(corio_test::workers(1));
+    CHECK(rt.block_on(flush_it(&*rw)));
+  }
+  char back[64] = {};
+  const int again = ::open(path, O_RDONLY);
+  REQUIRE(again >= 0);
+  REQUIRE(::read(again, back, sizeof back) == static_cast<ssize_t>(text.size()));
+  ::close(again);
+  CHECK(std::string(back) == "Jello, mapped file");
+  ::unlink(path);
+}
+
+TEST_CASE("shared_memory / memory_map: bad names, sizes, offsets and views are clear errors",
+          "[ipc][shared_memory][errors]") {
+  CHECK(error_of(shared_memory::create("no-slash", 10)) == std::errc::invalid_argument);
+  CHECK(error_of(shared_memory::create("/a/b", 10)) == std::errc::invalid_argument);
+  CHECK(error_of(shared_memory::create("/..", 10)) == std::errc::invalid_argument);
+  CHECK(error_of(shared_memory::create("/corio-test-zero-size", 0)) == std::errc::invalid_argument);
+  CHECK(error_of(shared_memory::open("/corio-test-shm-missing")) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(shared_memory::remove("/corio-test-shm-missing")) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(memory_map::map_file("/nonexistent/corio")) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(memory_map::anonymous(0)) == std::errc::invalid_argument);
+
+  char path[] = "/tmp/corio-empty-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  CHECK(error_of(memory_map::map_file(path)) == std::errc::invalid_argument);  // empty file
+  CHECK(error_of(memory_map::map(fd, 10, map_access::read_only, 100)) == std::errc::invalid_argument);  // offset
+  ::close(fd);
+  ::unlink(path);
+
+  auto m = memory_map::anonymous(100);
+  REQUIRE(m);
+  CHECK(m->view<std::uint32_t>(96, 1));
+  CHECK(error_of(m->view<std::uint32_t>(97, 1)) == std::errc::invalid_argument);   // misaligned
+  CHECK(error_of(m->view<std::uint32_t>(96, 2)) == std::errc::invalid_argument);   // past the end
+  CHECK(error_of(m->view<std::uint32_t>(200, 0)) == std::errc::invalid_argument);  // offset past the end
+  memory_map moved = std::move(*m);
+  CHECK_FALSE(m->is_mapped());
+  CHECK(moved.is_mapped());
+  moved.unmap();
+  CHECK(error_of(moved.view<std::uint32_t>(0, 1)) == std::errc::invalid_argument);
+}
