@@ -56,13 +56,14 @@ result<memory_map> memory_map::anonymous(std::size_t length) {
   return memory_map(static_cast<std::byte*>(p), length, map_access::read_write);
 }
 
-task<result<void>> memory_map::flush() const {
+task<result<void>> memory_map::flush(std::stop_token token) const {
   if (m_data == nullptr) {
     co_return unexpected(invalid_argument());
   }
   void* data = m_data;
   const std::size_t size = m_size;
-  auto done = co_await spawn_blocking([data, size] { return ::msync(data, size, MS_SYNC) == 0 ? 0 : errno; });
+  auto done = co_await spawn_blocking([data, size] { return ::msync(data, size, MS_SYNC) == 0 ? 0 : errno; },
+                                      std::move(token));
   if (!done) {
     co_return unexpected(done.error());
   }

@@ -16,16 +16,21 @@
 // processes needs atomics (std::atomic_ref / lock-free std::atomic<T> in the mapping) or a
 // lock that lives in it; corio's process-shared locks are not built yet.
 // Errors (result<T>): the OS error of open/fstat/mmap; std::errc::invalid_argument for a
-// zero length or an empty file, an offset that is not a multiple of the page size, and a
-// view out of bounds or misaligned; permission_denied for a writable view of a read-only
-// mapping.
+// zero length or a file whose size is 0 (an empty file, but also /proc files and block
+// devices: map those with map() and an explicit length), an offset that is not a
+// multiple of the page size, and a view out of bounds or misaligned; permission_denied
+// for a writable view of a read-only mapping.
+// SIGBUS: map() does not check offset + length against the file; touching a page wholly
+// past the end of the file (or of an object another process shrank) raises SIGBUS, as
+// with any mmap.
 // Thread-safety: one owner of the handle; the memory is as shared as the data in it.
-// Cost: one mmap / munmap per handle; a view is two comparisons.
+// Cost: one mmap / munmap per handle; a view is a few comparisons and a division.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -74,23 +79,23 @@ class memory_map {
   [[nodiscard]] std::span<std::byte> bytes() noexcept { return {m_data, m_size}; }
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {m_data, m_size}; }
 
-  /// `count` objects of type T at byte `offset` (use a const T on a read-only mapping).
+  /// `count` objects of type T at byte `offset`. A writable T needs a read-write mapping
+  /// and a non-const handle; use a const T otherwise.
+  template <class T>
+  [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) noexcept {
+    return checked_view<T>(offset, count);
+  }
   template <class T>
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
-    static_assert(std::is_trivially_copyable_v<T>, "memory_map::view: T must be trivially copyable");
-    if (!std::is_const_v<T> && m_access == map_access::read_only) {
-      return unexpected(std::make_error_code(std::errc::permission_denied));
-    }
-    if (m_data == nullptr || offset > m_size || count > (m_size - offset) / sizeof(T) ||
-        (reinterpret_cast<std::uintptr_t>(m_data) + offset) % alignof(T) != 0) {
-      return unexpected(std::make_error_code(std::errc::invalid_argument));
-    }
-    return std::span<T>(reinterpret_cast<T*>(m_data + offset), count);
+    static_assert(std::is_const_v<T>, "memory_map::view on a const handle: use a const T");
+    return checked_view<T>(offset, count);
   }
 
   /// Writes the dirty pages of a file-backed mapping back to the file and waits for the
-  /// disk (msync(MS_SYNC)), on the runtime's blocking pool.
-  [[nodiscard]] task<result<void>> flush() const;
+  /// disk (msync(MS_SYNC)), on the runtime's blocking pool. The handle must outlive the
+  /// awaited call. Cancellation: `token` (or the inherited one) withdraws it while it is
+  /// still queued (operation_canceled); a started msync is waited for.
+  [[nodiscard]] task<result<void>> flush(std::stop_token token = {}) const;
 
   /// Unmaps now (idempotent). Views and pointers into the mapping become invalid.
   void unmap() noexcept;
@@ -98,6 +103,19 @@ class memory_map {
  private:
   memory_map(std::byte* data, std::size_t size, map_access access) noexcept
       : m_data(data), m_size(size), m_access(access) {}
+
+  template <class T>
+  result<std::span<T>> checked_view(std::size_t offset, std::size_t count) const noexcept {
+    static_assert(std::is_trivially_copyable_v<T>, "memory_map::view: T must be trivially copyable");
+    if (m_data == nullptr || offset > m_size || count > (m_size - offset) / sizeof(T) ||
+        (reinterpret_cast<std::uintptr_t>(m_data) + offset) % alignof(T) != 0) {
+      return unexpected(std::make_error_code(std::errc::invalid_argument));
+    }
+    if (!std::is_const_v<T> && m_access == map_access::read_only) {
+      return unexpected(std::make_error_code(std::errc::permission_denied));
+    }
+    return std::span<T>(reinterpret_cast<T*>(m_data + offset), count);
+  }
 
   std::byte* m_data = nullptr;
   std::size_t m_size = 0;

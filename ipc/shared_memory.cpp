@@ -26,24 +26,38 @@ result<shared_memory> shared_memory::create(std::string_view name, std::size_t s
     return unexpected(invalid_argument());
   }
   std::string path(name);
-  owned_fd object(::shm_open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (options.exclusive ? O_EXCL : 0),
-                             options.mode));
-  if (!object) {
-    return unexpected(last_os_error());
+  // O_EXCL first, so we know whether the object is ours to size (and to unlink on failure).
+  owned_fd object(::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode));
+  bool created = object.is_open();
+  if (!created) {
+    if (errno != EEXIST || options.exclusive) {
+      return unexpected(last_os_error());
+    }
+    object = owned_fd(::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0));
+    if (!object) {
+      return unexpected(last_os_error());
+    }
   }
-  if (::ftruncate(object.fd(), static_cast<off_t>(size)) != 0) {
-    const std::error_code ec = last_os_error();
-    if (options.exclusive) {
+  auto fail = [&](std::error_code ec) -> result<shared_memory> {
+    if (created) {
       ::shm_unlink(path.c_str());  // ours, and unusable
     }
     return unexpected(ec);
+  };
+  struct stat st {};
+  if (::fstat(object.fd(), &st) != 0) {
+    return fail(last_os_error());
   }
-  auto map = memory_map::map(object.fd(), size, map_access::read_write);
-  if (!map) {
-    if (options.exclusive) {
-      ::shm_unlink(path.c_str());
+  std::size_t mapped = static_cast<std::size_t>(st.st_size);
+  if (mapped < size) {  // a new object (size 0), or an existing smaller one: grow, never shrink
+    if (::ftruncate(object.fd(), static_cast<off_t>(size)) != 0) {
+      return fail(last_os_error());
     }
-    return unexpected(map.error());
+    mapped = size;
+  }
+  auto map = memory_map::map(object.fd(), mapped, map_access::read_write);
+  if (!map) {
+    return fail(map.error());
   }
   return shared_memory(std::move(path), std::move(*map));
 }

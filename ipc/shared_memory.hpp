@@ -14,6 +14,10 @@
 // characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
 // ftruncate, fstat and mmap (file_exists when the name exists and exclusive is set,
 // no_such_file_or_directory for open() of a missing name, permission_denied).
+// Lifetime: the name outlives every handle (like SharedMemory, which also needs an
+// explicit unlink): call remove() when done, or the object stays in /dev/shm, even after
+// a crash. An open() that races the creator's ftruncate sees size 0 and returns
+// invalid_argument: retry, or hand the name over only once create() has returned.
 // Thread-safety: one owner of the handle. Cost: shm_open + ftruncate + mmap on create,
 // shm_open + fstat + mmap on open; nothing waits (no syscall blocks on a worker).
 #pragma once
@@ -40,7 +44,8 @@ class shared_memory {
   shared_memory() noexcept = default;
 
   /// Creates the object `name` with `size` bytes (zero-filled) and maps it read-write.
-  /// Without options.exclusive an existing object is opened and resized to `size`.
+  /// Without options.exclusive an existing object is opened instead, grown to `size` if
+  /// it is smaller (never shrunk: other processes may have it mapped), and mapped whole.
   [[nodiscard]] static result<shared_memory> create(std::string_view name, std::size_t size,
                                                     const shared_memory_options& options = {});
   /// Opens the existing object `name` and maps all of it.
@@ -54,7 +59,11 @@ class shared_memory {
   [[nodiscard]] const memory_map& map() const noexcept { return m_map; }
   [[nodiscard]] std::span<std::byte> bytes() noexcept { return m_map.bytes(); }
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return m_map.bytes(); }
-  /// Checked typed access: see memory_map::view.
+  /// Checked typed access: see memory_map::view (a const handle gives const T only).
+  template <class T>
+  [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) noexcept {
+    return m_map.view<T>(offset, count);
+  }
   template <class T>
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
     return m_map.view<T>(offset, count);

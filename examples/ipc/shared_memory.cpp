@@ -28,6 +28,11 @@ corio::task<int> parent(std::string name, int n) {
     co_return 1;
   }
   auto numbers = shm->view<std::int64_t>(0, static_cast<std::size_t>(n));
+  if (!numbers) {
+    std::fprintf(stderr, "view: %s\n", numbers.error().message().c_str());
+    (void)corio::ipc::shared_memory::remove(name);
+    co_return 1;
+  }
   for (int i = 0; i < n; ++i) {
     (*numbers)[static_cast<std::size_t>(i)] = i;
   }

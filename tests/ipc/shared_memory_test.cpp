@@ -22,6 +22,7 @@
 using corio::ipc::map_access;
 using corio::ipc::memory_map;
 using corio::ipc::shared_memory;
+using corio::ipc::shared_memory_options;
 
 namespace {
 
@@ -67,12 +68,36 @@ TEST_CASE("shared_memory: created by one handle, seen by another opened by name"
   auto b = shared_memory::open(n.name);
   REQUIRE(b);
   CHECK(b->size() == 4096);
-  CHECK((*b->view<const std::int32_t>(0, 1024))[7] == 42);
+  auto seen = b->view<const std::int32_t>(0, 1024);
+  REQUIRE(seen);
+  CHECK((*seen)[7] == 42);
   CHECK(error_of(shared_memory::create(n.name, 4096)) == std::errc::file_exists);  // exclusive by default
   REQUIRE(shared_memory::remove(n.name));
   CHECK(error_of(shared_memory::open(n.name)) == std::errc::no_such_file_or_directory);
   (*ints)[8] = 43;  // mappings stay valid after remove
-  CHECK((*b->view<const std::int32_t>(0, 1024))[8] == 43);
+  CHECK((*seen)[8] == 43);
+}
+
+TEST_CASE("shared_memory: a non-exclusive create opens an existing object, grows it, never shrinks it",
+          "[ipc][shared_memory]") {
+  scoped_shm_name n("grow");
+  shared_memory_options open_existing;
+  open_existing.exclusive = false;
+  auto first = shared_memory::create(n.name, 8192, open_existing);  // creates
+  REQUIRE(first);
+  auto marks = first->view<std::uint8_t>(0, 8192);
+  REQUIRE(marks);
+  (*marks)[100] = 7;
+  auto smaller = shared_memory::create(n.name, 4096, open_existing);  // opens, keeps 8192
+  REQUIRE(smaller);
+  CHECK(smaller->size() == 8192);
+  auto larger = shared_memory::create(n.name, 3 * 4096, open_existing);  // opens, grows
+  REQUIRE(larger);
+  CHECK(larger->size() == 3 * 4096);
+  auto seen = larger->view<const std::uint8_t>(0, 3 * 4096);
+  REQUIRE(seen);
+  CHECK((*seen)[100] == 7);
+  CHECK((*seen)[3 * 4096 - 1] == 0);
 }
 
 TEST_CASE("shared_memory: a child process attaches by name and its writes are seen", "[ipc][shared_memory]") {
@@ -133,7 +158,10 @@ namespace {
 corio::task<corio::result<void>> flush_it(const memory_map* m) { co_return co_await m->flush(); }
 }  // namespace
 
-TEST_CASE("memory_map: a file mapped read-write, changed and flushed, reads back changed", "[ipc][memory_map]") {
+// read(2) shares the page cache with a MAP_SHARED mapping, so this shows the change is in
+// the file, not that msync reached the disk (durability cannot be observed from here).
+TEST_CASE("memory_map: a file mapped read-write and changed reads back changed; flush() succeeds off the workers",
+          "[ipc][memory_map]") {
   char path[] = "/tmp/corio-map-XXXXXX";
   const int fd = ::mkstemp(path);
   REQUIRE(fd >= 0);
@@ -151,9 +179,13 @@ TEST_CASE("memory_map: a file mapped read-write, changed and flushed, reads back
   {
     auto rw = memory_map::map_file(path, map_access::read_write);
     REQUIRE(rw);
-    (*rw->view<char>(0, 5))[0] = 'J';
+    auto head = rw->view<char>(0, 5);
+    REQUIRE(head);
+    (*head)[0] = 'J';
     corio::runtime rt(corio_test::workers(1));
     CHECK(rt.block_on(flush_it(&*rw)));
+    memory_map gone;
+    CHECK(error_of(rt.block_on(flush_it(&gone))) == std::errc::invalid_argument);
   }
   char back[64] = {};
   const int again = ::open(path, O_RDONLY);
@@ -169,9 +201,10 @@ TEST_CASE("shared_memory / memory_map: bad names, sizes, offsets and views are c
   CHECK(error_of(shared_memory::create("no-slash", 10)) == std::errc::invalid_argument);
   CHECK(error_of(shared_memory::create("/a/b", 10)) == std::errc::invalid_argument);
   CHECK(error_of(shared_memory::create("/..", 10)) == std::errc::invalid_argument);
-  CHECK(error_of(shared_memory::create("/corio-test-zero-size", 0)) == std::errc::invalid_argument);
-  CHECK(error_of(shared_memory::open("/corio-test-shm-missing")) == std::errc::no_such_file_or_directory);
-  CHECK(error_of(shared_memory::remove("/corio-test-shm-missing")) == std::errc::no_such_file_or_directory);
+  const scoped_shm_name missing("missing");  // removed first: certainly absent
+  CHECK(error_of(shared_memory::create(missing.name, 0)) == std::errc::invalid_argument);
+  CHECK(error_of(shared_memory::open(missing.name)) == std::errc::no_such_file_or_directory);
+  CHECK(error_of(shared_memory::remove(missing.name)) == std::errc::no_such_file_or_directory);
   CHECK(error_of(memory_map::map_file("/nonexistent/corio")) == std::errc::no_such_file_or_directory);
   CHECK(error_of(memory_map::anonymous(0)) == std::errc::invalid_argument);
 
@@ -186,6 +219,8 @@ TEST_CASE("shared_memory / memory_map: bad names, sizes, offsets and views are c
   auto m = memory_map::anonymous(100);
   REQUIRE(m);
   CHECK(m->view<std::uint32_t>(96, 1));
+  const memory_map& read_side = *m;
+  CHECK(read_side.view<const std::uint32_t>(96, 1));  // a const handle gives const views
   CHECK(error_of(m->view<std::uint32_t>(97, 1)) == std::errc::invalid_argument);   // misaligned
   CHECK(error_of(m->view<std::uint32_t>(96, 2)) == std::errc::invalid_argument);   // past the end
   CHECK(error_of(m->view<std::uint32_t>(200, 0)) == std::errc::invalid_argument);  // offset past the end
