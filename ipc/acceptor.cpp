@@ -2,16 +2,15 @@
 
 #include <liburing.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <utility>
 
 #include <corio/runtime/detail/runtime_core.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/io_op.hpp>
 
 namespace corio::ipc::detail {
@@ -32,18 +31,7 @@ std::atomic<bool> g_simulate_no_multishot{false};
 /// IORING_OP_ACCEPT, 5.5, not its flags), so the release decides; a kernel that claims a
 /// newer release but rejects the flag answers -EINVAL, which acceptor_state also catches.
 bool kernel_has_multishot_accept() noexcept {
-  static const bool has = [] {
-    utsname u{};
-    if (::uname(&u) != 0) {
-      return false;
-    }
-    int major = 0;
-    int minor = 0;
-    if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) {
-      return false;
-    }
-    return major > 5 || (major == 5 && minor >= 19);
-  }();
+  static const bool has = corio::detail::uring::kernel_release_at_least(5, 19);
   return has;
 }
 

@@ -3,18 +3,17 @@
 
 #include <liburing.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <bit>
 #include <cerrno>
-#include <cstdio>
 #include <new>
 #include <utility>
 
 #include <corio/runtime/detail/runtime_core.hpp>
 #include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/io_op.hpp>
 
 namespace corio::ipc {
@@ -39,18 +38,7 @@ std::atomic<long> g_live_groups{0};
 /// Multishot recv came with Linux 6.0 (buffer rings with 5.19). The opcode probe cannot
 /// tell (IORING_OP_RECV is 5.6), so the release decides; registration failure falls back.
 bool kernel_has_multishot_recv() noexcept {
-  static const bool has = [] {
-    utsname u{};
-    if (::uname(&u) != 0) {
-      return false;
-    }
-    int major = 0;
-    int minor = 0;
-    if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) {
-      return false;
-    }
-    return major >= 6;
-  }();
+  static const bool has = corio::detail::uring::kernel_release_at_least(6, 0);
   return has;
 }
 

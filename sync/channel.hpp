@@ -196,10 +196,8 @@ class channel {
     detail::wake_batch batch;
     m_lock.lock();
     m_closed = true;
-    while (m_receivers.pop_into(batch, detail::wait_status::closed) != nullptr) {
-    }
-    while (m_senders.pop_into(batch, detail::wait_status::closed) != nullptr) {
-    }
+    m_receivers.close_all(batch);
+    m_senders.close_all(batch);
     m_lock.unlock();
   }
 

@@ -79,8 +79,7 @@ class oneshot {
       m_state = state::taken;
       // The value is gone: every other waiting receiver ends now with errc::closed, as a
       // later recv would.
-      while (m_waiters.pop_into(batch, detail::wait_status::closed) != nullptr) {
-      }
+      m_waiters.close_all(batch);
     } else {
       m_value.emplace(std::move(value));
       m_state = state::has_value;
@@ -131,8 +130,7 @@ class oneshot {
     if (m_state == state::empty) {
       m_state = state::closed;
     }
-    while (m_waiters.pop_into(batch, detail::wait_status::closed) != nullptr) {
-    }
+    m_waiters.close_all(batch);
     m_lock.unlock();
   }
 

@@ -9,10 +9,25 @@
 #pragma once
 
 #include <liburing.h>
+#include <sys/utsname.h>
 
 #include <cstdint>
+#include <cstdio>
 
 namespace corio::detail::uring {
+
+/// Whether the running kernel's release is at least major.minor. Only for features the
+/// opcode probe cannot see (flags of an opcode, e.g. multishot accept or recv); an
+/// unreadable release counts as too old. Cost: uname(2); callers cache the answer.
+inline bool kernel_release_at_least(int major, int minor) noexcept {
+  utsname u{};
+  int have_major = 0;
+  int have_minor = 0;
+  if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &have_major, &have_minor) != 2) {
+    return false;
+  }
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
 
 inline constexpr std::uint8_t op_waitid = 50;       // Linux 6.7
 inline constexpr std::uint8_t op_futex_wait = 51;   // Linux 6.7
