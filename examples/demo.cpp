@@ -6,6 +6,8 @@
 //   4. blocking work moved off the workers (spawn_blocking);
 //   5. the per-worker metrics that show where the work ran.
 // (Later issues grow this into the tutorial's job server.)
+#include "common/args.hpp"
+
 #include <corio/corio.hpp>
 
 #include <fcntl.h>
@@ -78,8 +80,14 @@ corio::task<int> demo() {
 
 }  // namespace
 
-int main() {
-  corio::runtime rt;
+int main(int argc, char** argv) {
+  unsigned workers = 0;
+  example::args args("demo", "what corio's runtime core does, in one run");
+  args.workers(workers);
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  corio::runtime rt(example::with_workers(workers));
   std::printf("corio demo: %u worker threads, one io_uring each\n", rt.worker_count());
   int rc = rt.block_on(demo());
   auto m = rt.metrics();

@@ -1,12 +1,14 @@
 // echo_client: sends each argument to an echo server and prints what comes back.
 //   echo_client HOST:PORT msg...     e.g. echo_client 127.0.0.1:7000 hello world
 //   echo_client --self-test          starts an echo task in-process and talks to it
+//   echo_client --help
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -63,23 +65,35 @@ task<int> self_test(const tcp_listener& l, std::vector<std::string> messages) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  corio::runtime rt;
-  if (argc >= 2 && std::strcmp(argv[1], "--self-test") == 0) {
+  bool test = false;
+  std::string address;
+  std::vector<std::string> messages;
+  example::args args("echo_client", "send each message to an echo server and print what comes back");
+  args.flag("--self-test", test, "start an echo task in-process and talk to it");
+  args.positional("HOST:PORT", address, "the server, e.g. 127.0.0.1:7000");
+  args.rest("message", messages, "the messages to send, one round trip each");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  if (test) {
+    if (!address.empty()) {
+      return args.fail("--self-test takes no server address");
+    }
+    corio::runtime rt;
     auto l = tcp_listener::bind(socket_address::loopback_v4(0));
     if (!l) {
       return 1;
     }
-    std::vector<std::string> messages{"hello", "corio", "echo"};
-    return rt.block_on(self_test(*l, messages));
+    std::vector<std::string> defaults{"hello", "corio", "echo"};
+    return rt.block_on(self_test(*l, defaults));
   }
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: echo_client HOST:PORT message... | --self-test\n");
-    return 2;
+  if (address.empty() || messages.empty()) {
+    return args.fail(address.empty() ? "missing HOST:PORT" : "missing the messages to send");
   }
-  auto addr = socket_address::parse(argv[1]);
+  auto addr = socket_address::parse(address);
   if (!addr) {
-    std::fprintf(stderr, "echo_client: %s: %s\n", argv[1], addr.error().message().c_str());
-    return 2;
+    return args.fail(address + ": " + addr.error().message());
   }
-  return rt.block_on(client(*addr, std::vector<std::string>(argv + 2, argv + argc)));
+  corio::runtime rt;
+  return rt.block_on(client(*addr, std::move(messages)));
 }

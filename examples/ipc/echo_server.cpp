@@ -1,17 +1,18 @@
 // echo_server: a TCP echo server, one task per connection.
-//   echo_server [--port N] [--workers N]   serve until killed (port 0: pick one, printed)
+//   echo_server [--port N] [--workers N]   serve until killed (port 0: pick one, printed; --help)
 //   echo_server --self-test                serve, run 20 clients against itself, exit
 //   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
 //       read through stream_receiver (multishot recv into a provided-buffer ring,
 //       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection: the memory of the
 //       read_some server's 64 KiB buffer) instead of read_some into a buffer of its own
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/tcp.hpp>
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -107,37 +108,30 @@ task<int> self_test(const tcp_listener& l) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 7000;
+  std::uint16_t port = 7000;
   unsigned workers = 0;
   bool test = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-      port = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
-      workers = static_cast<unsigned>(std::atoi(argv[++i]));
-    } else if (std::strcmp(argv[i], "--provided-buffers") == 0) {
-      g_provided = true;
-    } else if (std::strcmp(argv[i], "--rx-buffer") == 0 && i + 1 < argc) {
-      g_rx.buffer_size = static_cast<std::size_t>(std::atol(argv[++i]));
-    } else if (std::strcmp(argv[i], "--rx-count") == 0 && i + 1 < argc) {
-      g_rx.buffer_count = static_cast<std::size_t>(std::atol(argv[++i]));
-    } else if (std::strcmp(argv[i], "--self-test") == 0) {
-      test = true;
-      port = 0;
-    }
+  example::args args("echo_server", "a TCP echo server, one task per connection");
+  args.port(port).workers(workers);
+  args.flag("--self-test", test, "serve on any free port, run 20 clients against it, exit");
+  args.flag("--provided-buffers", g_provided, "read through stream_receiver (provided-buffer ring)");
+  args.option<std::size_t>("--rx-buffer", g_rx.buffer_size, 1, 1 << 20, "BYTES",
+                           "receiver buffer size, 1..1048576 (default 16384)");
+  args.option<std::size_t>("--rx-count", g_rx.buffer_count, 1, 32768, "N", "receiver buffers, 1..32768 (default 4)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
   }
-  auto l = tcp_listener::bind(socket_address::loopback_v4(static_cast<std::uint16_t>(port)));
+  if (test) {
+    port = 0;
+  }
+  corio::runtime rt(example::with_workers(workers));
+  auto l = tcp_listener::bind(socket_address::loopback_v4(port));
   if (!l) {
     std::fprintf(stderr, "echo_server: bind: %s\n", l.error().message().c_str());
     return 1;
   }
   std::printf("echo_server listening on %s\n", l->local_address().value().to_string().c_str());
   std::fflush(stdout);
-  corio::runtime_config config;
-  if (workers != 0) {
-    config.workers = workers;
-  }
-  corio::runtime rt(config);
   if (test) {
     // The accept loop is bounded by a timeout; shutdown destroys it and the connections.
     return rt.block_on(self_test(*l));

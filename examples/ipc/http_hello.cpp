@@ -7,6 +7,9 @@
 // curl, wrk and ab.
 //   http_hello [--port N] [--workers N]   serve until killed
 //   http_hello --self-test                serve on port 0 and check a few raw exchanges
+//   http_hello --help
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
 
@@ -283,29 +286,24 @@ task<int> self_test(const tcp_listener& l) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 8080;
+  std::uint16_t port = 8080;
   unsigned workers = 0;
   bool test = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-      port = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
-      workers = static_cast<unsigned>(std::atoi(argv[++i]));
-    } else if (std::strcmp(argv[i], "--self-test") == 0) {
-      test = true;
-      port = 0;
-    }
+  example::args args("http_hello", "a minimal HTTP/1.1 server answering GET / with Hello, World!");
+  args.port(port).workers(workers);
+  args.flag("--self-test", test, "serve on any free port and check a few raw exchanges");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
   }
-  auto l = tcp_listener::bind(socket_address::loopback_v4(static_cast<std::uint16_t>(port)));
+  if (test) {
+    port = 0;
+  }
+  corio::runtime rt(example::with_workers(workers));
+  auto l = tcp_listener::bind(socket_address::loopback_v4(port));
   if (!l) {
     std::fprintf(stderr, "http_hello: bind: %s\n", l.error().message().c_str());
     return 1;
   }
-  corio::runtime_config config;
-  if (workers != 0) {
-    config.workers = workers;
-  }
-  corio::runtime rt(config);
   if (test) {
     return rt.block_on(self_test(*l));
   }

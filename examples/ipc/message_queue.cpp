@@ -4,6 +4,8 @@
 // worker and prints them in the order the kernel hands them out (priority first).
 //
 //   message_queue [jobs]     default 8
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -85,11 +87,16 @@ corio::task<int> parent(std::string name, int jobs) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int jobs = 8;
+  example::args args("message_queue", "a forked child sends jobs to its parent through a POSIX message queue");
+  args.positional("jobs", jobs, 0, 1000000, "jobs the child sends, 0..1000000 (default 8)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   // First, while the program is single-threaded: the helper that forks every child.
   if (auto ok = corio::ipc::fork_server::start(); !ok) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  const int jobs = argc > 1 ? std::atoi(argv[1]) : 8;
   return corio::run(parent("/corio-example-" + std::to_string(::getpid()), jobs));
 }

@@ -4,6 +4,8 @@
 // write(2) and exits. The parent reads the messages through the ring with pipe_reader,
 // then answers through a second pipe the child reads before exiting.
 //   pipe_parent_child [count]
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/pipe.hpp>
 
@@ -57,7 +59,12 @@ task<int> parent_main(corio::ipc::pipe_reader from_child, corio::ipc::pipe_write
 }  // namespace
 
 int main(int argc, char** argv) {
-  int count = argc > 1 ? std::atoi(argv[1]) : 5;
+  int count = 5;
+  example::args args("pipe_parent_child", "a forked child writes messages into a pipe; the parent reads them");
+  args.positional("count", count, 0, 1000000, "messages the child writes, 0..1000000 (default 5)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   auto up = corio::ipc::pipe();
   auto down = corio::ipc::pipe();
   if (!up || !down) {

@@ -4,6 +4,8 @@
 // parent awaits their exits without blocking a worker and sums the result.
 //
 //   shared_memory [n]     default 1000
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 #include <corio/ipc/shared_memory.hpp>
@@ -83,11 +85,16 @@ corio::task<int> parent(std::string name, int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int n = 1000;
+  example::args args("shared_memory", "four child processes square numbers in a named shared-memory block");
+  args.positional("n", n, 1, 1000000, "how many numbers, 1..1000000 (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   // First, while the program is single-threaded: the helper that forks every child.
   if (auto ok = corio::ipc::fork_server::start(); !ok) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  const int n = argc > 1 ? std::atoi(argv[1]) : 1000;
   return corio::run(parent("/corio-example-shm-" + std::to_string(::getpid()), n));
 }

@@ -2,6 +2,7 @@
 // (one second apart in the tutorial; --delay-ms here) and 'close server' to localhost:6000.
 //   socket_client [--port N] [--delay-ms N]
 //   socket_client --self-test     runs against an in-process listener and checks what arrived
+#include "../common/args.hpp"
 #include "framed.hpp"
 
 #include <chrono>
@@ -60,23 +61,21 @@ task<int> self_test(const tcp_listener& l) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 6000;
+  std::uint16_t port = 6000;
   int delay_ms = 1000;
   bool test = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-      port = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc) {
-      delay_ms = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--self-test") == 0) {
-      test = true;
-    }
+  example::args args("socket_client", "the tutorial's connection Client: foo1, foo2, close server");
+  args.port(port);
+  args.option("--delay-ms", delay_ms, 0, 3600000, "MS", "pause after each message, 0..3600000 (default 1000)");
+  args.flag("--self-test", test, "run against an in-process listener and check what arrived");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
   }
   corio::runtime rt;
   if (test) {
     auto l = tcp_listener::bind(socket_address::loopback_v4(0));
     return l ? rt.block_on(self_test(*l)) : 1;
   }
-  return rt.block_on(run_client(socket_address::loopback_v4(static_cast<std::uint16_t>(port)),
+  return rt.block_on(run_client(socket_address::loopback_v4(port),
                                 std::chrono::milliseconds(delay_ms)));
 }

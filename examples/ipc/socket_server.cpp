@@ -3,6 +3,7 @@
 //   socket_server [--port N]      run until a client sends 'close server'
 //   socket_server --self-test     also runs the tutorial's client in-process (port 0)
 // (The tutorial's authkey handshake is a separate concept, not shown here.)
+#include "../common/args.hpp"
 #include "framed.hpp"
 
 #include <chrono>
@@ -83,9 +84,15 @@ task<int> self_test(const tcp_listener& l) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool test = argc >= 2 && std::strcmp(argv[1], "--self-test") == 0;
-  int port = argc >= 3 && std::strcmp(argv[1], "--port") == 0 ? std::atoi(argv[2]) : 6000;
-  auto l = tcp_listener::bind(socket_address::loopback_v4(test ? 0 : static_cast<std::uint16_t>(port)));
+  bool test = false;
+  std::uint16_t port = 6000;
+  example::args args("socket_server", "the tutorial's connection Listener on localhost");
+  args.port(port);
+  args.flag("--self-test", test, "also run the tutorial's client in-process (any free port)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  auto l = tcp_listener::bind(socket_address::loopback_v4(test ? 0 : port));
   if (!l) {
     std::fprintf(stderr, "socket_server: bind: %s\n", l.error().message().c_str());
     return 1;

@@ -2,6 +2,8 @@
 // socket with SCM_RIGHTS (IORING_OP_SENDMSG / RECVMSG). The sender opens a temporary file
 // and a pipe, passes both descriptors, and closes its copies; the receiver reads the file
 // and answers through the passed pipe.
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/pipe.hpp>
 #include <corio/ipc/unix.hpp>
@@ -65,4 +67,10 @@ task<int> demo() {
 
 }  // namespace
 
-int main() { return corio::run(demo()); }
+int main(int argc, char** argv) {
+  example::args args("unix_fd_passing", "pass open file descriptors over a Unix socket (SCM_RIGHTS)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  return corio::run(demo());
+}

@@ -2,6 +2,8 @@
 // pid after a sleep, with the parent awaiting their exit statuses.
 //
 //   fork_children [sleep ms]     default 1000
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
@@ -39,11 +41,16 @@ corio::task<int> start_five(int sleep_ms) {
 }
 
 int main(int argc, char** argv) {
+  int ms = 1000;
+  example::args args("fork_children", "five child processes print their pids; the parent awaits them");
+  args.positional("sleep-ms", ms, 0, 3600000, "how long each child sleeps, 0..3600000 ms (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   // First, while the program is single-threaded: the helper that forks every child.
   if (auto ok = corio::ipc::fork_server::start(); !ok) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  int ms = argc > 1 ? std::atoi(argv[1]) : 1000;
   return corio::run(start_five(ms));
 }

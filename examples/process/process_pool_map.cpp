@@ -2,6 +2,8 @@
 // runs in one of five worker processes; results come back in order.
 //
 //   process_pool_map [sleep ms]     default 1000
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
@@ -45,7 +47,11 @@ corio::task<int> pool_map() {
 }
 
 int main(int argc, char** argv) {
-  g_sleep_ms = argc > 1 ? std::atoi(argv[1]) : 1000;
+  example::args args("process_pool_map", "multiprocessing.Pool(5).map over five items");
+  args.positional("sleep-ms", g_sleep_ms, 0, 3600000, "how long each job sleeps, 0..3600000 ms (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   if (auto ok = corio::ipc::fork_server::start(); !ok) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;

@@ -1,6 +1,8 @@
 // spawn_capture: run a command and capture its output (the tutorial's subprocess).
 //
 //   spawn_capture [program args...]     default: uname -a
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
@@ -28,9 +30,14 @@ corio::task<int> capture(std::vector<std::string> argv) {
 }
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty()) {
-    args = {"uname", "-a"};
+  std::vector<std::string> command;
+  example::args args("spawn_capture", "run a command and capture its stdout, stderr and exit status");
+  args.rest("program", command, "the command to run and its arguments, verbatim (default: uname -a)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
   }
-  return corio::run(capture(std::move(args)));
+  if (command.empty()) {
+    command = {"uname", "-a"};
+  }
+  return corio::run(capture(std::move(command)));
 }

@@ -4,6 +4,8 @@
 //  - executor.map with a function: a tiny helper that maps a blocking function
 //
 //   pool_map [sleep-ms]
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 
 #include <chrono>
@@ -64,6 +66,12 @@ corio::task<int> main_task(std::chrono::milliseconds nap) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::chrono::milliseconds nap{argc > 1 ? std::atoi(argv[1]) : 1000};
+  int ms = 1000;
+  example::args args("pool_map", "ThreadPool.map and executor.submit as corio tasks");
+  args.positional("sleep-ms", ms, 0, 3600000, "how long each job sleeps, 0..3600000 ms (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  std::chrono::milliseconds nap{ms};
   return corio::run(main_task(nap));
 }

@@ -3,6 +3,8 @@
 // instead of occupying five OS threads, and the whole thing takes one sleep, not five.
 //
 //   thread_spawn [sleep-ms]
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 
 #include <sys/syscall.h>
@@ -43,6 +45,12 @@ corio::task<int> main_task(std::chrono::milliseconds nap) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::chrono::milliseconds nap{argc > 1 ? std::atoi(argv[1]) : 1000};
+  int ms = 1000;
+  example::args args("thread_spawn", "five tasks sleeping concurrently on two workers");
+  args.positional("sleep-ms", ms, 0, 3600000, "how long each task sleeps, 0..3600000 ms (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  std::chrono::milliseconds nap{ms};
   return corio::run(main_task(nap));
 }

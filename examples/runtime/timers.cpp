@@ -1,4 +1,6 @@
 // Timers and cancellation: sleep_for, timeout, when_any, and a stop_token.
+#include "../common/args.hpp"
+
 #include <corio/corio.hpp>
 
 #include <chrono>
@@ -44,4 +46,10 @@ corio::task<int> main_task() {
 
 }  // namespace
 
-int main() { return corio::run(main_task()); }
+int main(int argc, char** argv) {
+  example::args args("timers", "sleep_for, timeout, when_any and a stop_token");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  return corio::run(main_task());
+}

@@ -2,6 +2,8 @@
 // concurrently — generate 1..N, square, sum — connected by bounded channels; closing a
 // channel tells the next stage that its input has ended.
 // Usage: pipeline [N]   (default 100000)
+#include "../common/args.hpp"
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -50,7 +52,12 @@ corio::task<int> main_task(long n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long n = argc > 1 ? std::atol(argv[1]) : 100000;
+  long n = 100000;
+  example::args args("pipeline", "three stages connected by bounded channels: generate, square, sum");
+  args.positional("N", n, 0L, 1000000L, "numbers to generate, 0..1000000 (default 100000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   corio::runtime_config cfg;
   cfg.workers = 2;
   return corio::run(main_task(n), cfg);

@@ -1,6 +1,8 @@
 // producer_consumer: the tutorial's Condition example. Producers put numbers into a
 // bounded queue, consumers take them out; a corio::condition_variable makes each side
 // wait (suspended, not spinning) while the queue is full or empty.
+#include "../common/args.hpp"
+
 #include <cstdio>
 #include <deque>
 #include <vector>
@@ -75,7 +77,11 @@ corio::task<int> main_task() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  example::args args("producer_consumer", "producers and consumers around a bounded queue with condition variables");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   corio::runtime_config cfg;
   cfg.workers = 2;
   return corio::run(main_task(), cfg);

@@ -5,6 +5,8 @@
 //   mutex    : corio::mutex — a waiting task suspends, the worker runs others
 //   atomic   : one fetch_add, the cheapest when the critical section is one integer
 // Usage: race_counter [tasks]   (default 32000)
+#include "../common/args.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -67,7 +69,12 @@ corio::task<void> run_all(counters& c, way w, long n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long n = argc > 1 ? std::atol(argv[1]) : 32000;
+  long n = 32000;
+  example::args args("race_counter", "N tasks add 1 to a counter: no lock, spinlock, mutex, atomic");
+  args.positional("tasks", n, 1L, 10000000L, "tasks, 1..10000000 (default 32000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   corio::runtime_config cfg;
   cfg.workers = 2;
   corio::runtime rt(cfg);

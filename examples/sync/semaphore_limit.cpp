@@ -1,6 +1,8 @@
 // semaphore_limit: the tutorial's Semaphore(3). Ten tasks want a resource that at most
 // three may use at once; each holds a permit for 20 ms. The program prints who enters
 // and leaves, and checks that no more than three were ever inside together.
+#include "../common/args.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -43,7 +45,11 @@ corio::task<int> main_task() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  example::args args("semaphore_limit", "ten tasks, at most three inside at once (Semaphore(3))");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
   corio::runtime_config cfg;
   cfg.workers = 2;
   return corio::run(main_task(), cfg);
