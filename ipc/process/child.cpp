@@ -1,4 +1,7 @@
-// corio::ipc::child and its stdio pipes (see child.hpp and child_stdio.hpp).
+// corio::ipc::child: awaiting a child's exit (IORING_OP_WAITID on its pidfd, or the
+// fallback: a poll of the pidfd, then waitid), try_wait, kill, output(), and handing a
+// dropped child to the orphan reaper; plus exit_status::to_string and the stdio pipes'
+// write_all / read_to_end. The design: child.hpp and child_stdio.hpp.
 #include <corio/ipc/process/child.hpp>
 
 #include <poll.h>

@@ -1,4 +1,6 @@
-// The orphan reaper (see detail/orphan_reaper.hpp for the design).
+// The orphan reaper: the thread that epolls adopted pidfds and reaps each child as it
+// exits, and the fallback queue polled every 10 ms by a second thread. The design:
+// detail/orphan_reaper.hpp.
 #include <corio/ipc/process/detail/orphan_reaper.hpp>
 
 #include <sys/epoll.h>

@@ -14,10 +14,11 @@
 #include <mutex>
 #include <string>
 
+#include "helpers.hpp"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
-using process_test::workers;
+using corio_test::workers;
 
 namespace {
 

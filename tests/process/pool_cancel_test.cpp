@@ -1,10 +1,5 @@
 // Tests for process_pool's cancellation (explicit and inherited tokens), the exception
 // text of a throwing job (pool_result), and map_stream (results as they complete).
-#include <catch2/catch.hpp>
-
-#include <corio/corio.hpp>
-#include <corio/ipc/process/process.hpp>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,16 +12,15 @@
 #include <string>
 #include <thread>
 
+#include "pool_helpers.hpp"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::workers;
+using process_test::run_with_pool;
 
 namespace {
-
-const bool g_fork_server = corio::ipc::fork_server::start().has_value();
 
 using steady = std::chrono::steady_clock;
 
@@ -95,7 +89,6 @@ corio::task<void> stop_after(std::stop_source* src, std::chrono::milliseconds d)
 }
 
 struct cancel_seen {
-  bool started = false;
   std::error_code timed;       // timeout(map) of 40 jobs × 100 ms, cut at 250 ms
   long timed_ms = 0;           // how long that call took
   long ran_after_timeout = 0;  // how many of the 40 jobs ran
@@ -107,14 +100,9 @@ struct cancel_seen {
   bool shut_down = false;
 };
 
-corio::task<cancel_seen> pool_cancelled_maps(std::string path1, std::string path2) {
+// On the default window: jobs are queued in the workers.
+corio::task<cancel_seen> pool_cancelled_maps(process_pool& p, std::string path1, std::string path2) {
   cancel_seen s;
-  auto pool = co_await process_pool::start(2);  // default window: jobs are queued in the workers
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  process_pool& p = **pool;
   auto t0 = steady::now();
   auto timed = co_await corio::timeout(p.map(&mark_then_sleep, marking_jobs(path1, 40)), 250ms);
   s.timed_ms = ms_since(t0);
@@ -150,14 +138,11 @@ corio::task<cancel_seen> pool_cancelled_maps(std::string path1, std::string path
 
 TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs never run, the pool goes on",
           "[process][pool][cancel]") {
-  REQUIRE(g_fork_server);
   std::string path1 = counter_file();
   std::string path2 = counter_file();
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_cancelled_maps(path1, path2));
+  auto s = run_with_pool({}, &pool_cancelled_maps, path1, path2);
   ::unlink(path1.c_str());
   ::unlink(path2.c_str());
-  REQUIRE(s.started);
   CHECK(s.timed == std::errc::timed_out);
   CHECK(s.timed_ms < 1000);  // 40 jobs on 2 workers would take 2 s
   // 250 ms on 2 workers: about 6 started (2 × 3); generous for a loaded machine.
@@ -176,7 +161,6 @@ TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs nev
 namespace {
 
 struct submit_seen {
-  bool started = false;
   std::error_code timed;
   long timed_ms = 0;
   bool first_ok = false;
@@ -188,14 +172,9 @@ struct submit_seen {
 
 corio::task<corio::ipc::pool_result<int>> sleep_400(process_pool* p) { co_return co_await p->call<&sleep_ms>(400); }
 
-corio::task<submit_seen> pool_timed_submit(std::string path) {
+corio::task<submit_seen> pool_timed_submit(process_pool& pool, std::string path) {
   submit_seen s;
-  auto pool = co_await process_pool::start(1);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  process_pool* p = pool->get();
+  process_pool* p = &pool;
   auto jobs = marking_jobs(path, 1);
   auto first = corio::spawn(sleep_400(p));  // occupies the one worker for 400 ms
   (void)co_await corio::sleep_for(20ms);
@@ -214,7 +193,7 @@ corio::task<submit_seen> pool_timed_submit(std::string path) {
   for (auto& [index, r] : unordered) {
     s.unordered_cancelled += (index < 3 && !r && r.error() == std::errc::operation_canceled) ? 1 : 0;
   }
-  co_await p->shutdown();
+  co_await p->shutdown();  // (again after the body: idempotent)
   s.ran = jobs_ran(path);
   co_return s;
 }
@@ -223,12 +202,9 @@ corio::task<submit_seen> pool_timed_submit(std::string path) {
 
 TEST_CASE("process_pool: a timeout around submit ends it at once and the queued job never runs",
           "[process][pool][cancel]") {
-  REQUIRE(g_fork_server);
   std::string path = counter_file();
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_timed_submit(path));
+  auto s = run_with_pool({.workers = 1}, &pool_timed_submit, path);
   ::unlink(path.c_str());
-  REQUIRE(s.started);
   CHECK(s.timed == std::errc::timed_out);
   CHECK(s.timed_ms < 300);  // not after the first job's 400 ms
   CHECK(s.first_ok);
@@ -241,7 +217,6 @@ TEST_CASE("process_pool: a timeout around submit ends it at once and the queued 
 namespace {
 
 struct thrown_seen {
-  bool started = false;
   corio::ipc::pool_result<int> seven;
   corio::ipc::pool_result<int> number;
   corio::ipc::pool_result<std::vector<long>> batched;
@@ -249,14 +224,8 @@ struct thrown_seen {
   corio::result<int> plain;  // a pool_result still converts to a result
 };
 
-corio::task<thrown_seen> pool_throwing() {
+corio::task<thrown_seen> pool_throwing(process_pool& p) {
   thrown_seen s;
-  auto pool = co_await process_pool::start(2);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  auto& p = **pool;
   s.seven = co_await p.call<&throw_on_7>(7);
   s.number = co_await p.call<&throw_int>(1);
   std::vector<long> xs(1000);
@@ -269,17 +238,13 @@ corio::task<thrown_seen> pool_throwing() {
   auto mapped = co_await p.map<&throw_on_7>(three);
   s.mapped_text = mapped[1] ? std::string() : mapped[1].exception_message();
   s.plain = co_await p.call<&throw_on_7>(7);
-  co_await p.shutdown();
   co_return s;
 }
 
 }  // namespace
 
 TEST_CASE("process_pool: a job's exception text comes back with pool_errc::job_threw", "[process][pool]") {
-  REQUIRE(g_fork_server);
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_throwing());
-  REQUIRE(s.started);
+  auto s = run_with_pool({}, &pool_throwing);
   REQUIRE_FALSE(s.seven);
   CHECK(s.seven.error() == pool_errc::job_threw);
   CHECK(s.seven.exception_message() == "seven is not allowed");
@@ -298,7 +263,6 @@ TEST_CASE("process_pool: a job's exception text comes back with pool_errc::job_t
 namespace {
 
 struct stream_seen {
-  bool started = false;
   long first_ms = -1;
   std::size_t first_index = 0;
   std::size_t items = 0;
@@ -316,14 +280,8 @@ struct stream_seen {
   std::error_code wait_stopped;
 };
 
-corio::task<stream_seen> pool_streams(std::string path) {
+corio::task<stream_seen> pool_streams(process_pool& p, std::string path) {
   stream_seen s;
-  auto pool = co_await process_pool::start(2);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  auto& p = **pool;
   // Job 0 sleeps 800 ms; the other 7 take 10 ms each on the other worker.
   std::vector<int> ms(8, 10);
   ms[0] = 800;
@@ -377,7 +335,7 @@ corio::task<stream_seen> pool_streams(std::string path) {
   s.wait_stopped = waited ? std::error_code{} : waited.error();
   auto after = co_await p.map<&square>(std::vector<long>(10, 4));
   s.dropped_then_ok = after.size() == 10 && after[9] && *after[9] == 16;
-  co_await p.shutdown();
+  co_await p.shutdown();  // (again after the body: idempotent)
   s.c_ran = jobs_ran(path);
   co_return s;
 }
@@ -385,12 +343,9 @@ corio::task<stream_seen> pool_streams(std::string path) {
 }  // namespace
 
 TEST_CASE("process_pool: map_stream yields results as they complete, and cancels", "[process][pool][stream]") {
-  REQUIRE(g_fork_server);
   std::string path = counter_file();
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_streams(path));
+  auto s = run_with_pool({}, &pool_streams, path);
   ::unlink(path.c_str());
-  REQUIRE(s.started);
   CHECK(s.first_ms < 600);  // before the 800 ms job ends
   CHECK(s.first_index != 0);
   CHECK(s.items == 8);

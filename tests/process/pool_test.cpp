@@ -1,10 +1,5 @@
 // Tests for ipc/process/process_pool.hpp: typed and byte jobs, order, unordered results,
 // batched maps, exceptions, a worker crashing mid-job, shutdown.
-#include <catch2/catch.hpp>
-
-#include <corio/corio.hpp>
-#include <corio/ipc/process/process.hpp>
-
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,16 +10,15 @@
 #include <stdexcept>
 #include <string>
 
+#include "pool_helpers.hpp"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::workers;
+using process_test::run_with_pool;
 
 namespace {
-
-const bool g_fork_server = corio::ipc::fork_server::start().has_value();
 
 long square(long x) { return x * x; }
 std::string shout(std::string s) {
@@ -56,17 +50,10 @@ struct basics {
   corio::result<std::vector<std::byte>> one;
   corio::result<int> single;
   std::size_t distinct_pids = 0;
-  bool started = false;
 };
 
-corio::task<basics> pool_basics() {
+corio::task<basics> pool_basics(process_pool& p) {
   basics b;
-  auto pool = co_await process_pool::start(2);
-  if (!pool) {
-    co_return b;
-  }
-  b.started = true;
-  auto& p = **pool;
   std::vector<long> xs(1000);
   for (long i = 0; i < 1000; ++i) {
     xs[static_cast<std::size_t>(i)] = i;
@@ -98,17 +85,13 @@ corio::task<basics> pool_basics() {
   }
   std::sort(seen.begin(), seen.end());
   b.distinct_pids = static_cast<std::size_t>(std::unique(seen.begin(), seen.end()) - seen.begin());
-  co_await p.shutdown();
   co_return b;
 }
 
 }  // namespace
 
 TEST_CASE("process_pool: typed, batched, unordered and byte jobs give the right results", "[process][pool]") {
-  REQUIRE(g_fork_server);
-  corio::runtime rt(workers(2));
-  auto b = rt.block_on(pool_basics());
-  REQUIRE(b.started);
+  auto b = run_with_pool({}, &pool_basics);
   REQUIRE(b.squares.size() == 1000);
   bool all = true;
   for (std::size_t i = 0; i < 1000; ++i) {
@@ -144,16 +127,9 @@ struct crash_seen {
   std::vector<corio::result<int>> after;
   std::vector<corio::result<int>> thrown;
   std::size_t replaced = 0;
-  bool started = false;
 };
-corio::task<crash_seen> pool_crash() {
+corio::task<crash_seen> pool_crash(process_pool& p) {
   crash_seen s;
-  auto pool = co_await process_pool::start(2, 8);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  auto& p = **pool;
   std::vector<int> xs(100);
   for (int i = 0; i < 100; ++i) {
     xs[static_cast<std::size_t>(i)] = i;
@@ -172,16 +148,12 @@ corio::task<crash_seen> pool_crash() {
     (void)co_await corio::sleep_for(5ms);  // the replacement is forked in the background
   }
   s.replaced = p.replaced();
-  co_await p.shutdown();
   co_return s;
 }
 }  // namespace
 
 TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is replaced", "[process][pool]") {
-  REQUIRE(g_fork_server);
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_crash());
-  REQUIRE(s.started);
+  auto s = run_with_pool({.workers = 2, .window = 8}, &pool_crash);
   REQUIRE(s.results.size() == 100);
   int failed = 0;
   bool others_ok = true;
@@ -239,21 +211,14 @@ int die_slowly_on_0(int x) {
 struct protocol_seen {
   std::vector<corio::result<int>> bad;
   std::vector<corio::result<long>> after;
-  bool started = false;
 };
-corio::task<protocol_seen> pool_protocol_error() {
+corio::task<protocol_seen> pool_protocol_error(process_pool& p) {
   protocol_seen s;
-  auto pool = co_await process_pool::start(1);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
   std::vector<int> one(1, 1);
-  s.bad = co_await (*pool)->map<&corrupt_stream>(std::move(one));
+  s.bad = co_await p.map<&corrupt_stream>(std::move(one));
   std::vector<long> two(2, 3);
   two[1] = 4;
-  s.after = co_await (*pool)->map<&square>(std::move(two));
-  co_await (*pool)->shutdown();
+  s.after = co_await p.map<&square>(std::move(two));
   co_return s;
 }
 
@@ -266,18 +231,12 @@ corio::task<std::vector<corio::result<int>>> map_sleep_long(process_pool* p) {
 }
 
 struct concurrent_shutdown_seen {
-  bool started = false;
   bool finished = false;
   int ok = 0;
 };
-corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown() {
+corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown(process_pool& pool) {
   concurrent_shutdown_seen s;
-  auto pool = co_await process_pool::start(2);
-  if (!pool) {
-    co_return s;
-  }
-  s.started = true;
-  process_pool* p = pool->get();
+  process_pool* p = &pool;
   std::vector<int> four(4, 1);
   auto jobs = corio::spawn(map_sleepers(p, std::move(four)));
   (void)co_await corio::sleep_for(20ms);  // the jobs are in flight
@@ -334,10 +293,7 @@ corio::task<stopped_server_seen> pool_crash_without_replacement() {
 
 TEST_CASE("process_pool: a result frame for no job in flight is a protocol error, recovered as a crash",
           "[process][pool]") {
-  REQUIRE(g_fork_server);
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_protocol_error());
-  REQUIRE(s.started);
+  auto s = run_with_pool({.workers = 1}, &pool_protocol_error);
   REQUIRE(s.bad.size() == 1);
   CHECK((!s.bad[0] && s.bad[0].error() == pool_errc::worker_crashed));
   REQUIRE(s.after.size() == 2);
@@ -345,20 +301,17 @@ TEST_CASE("process_pool: a result frame for no job in flight is a protocol error
 }
 
 TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][pool]") {
-  REQUIRE(g_fork_server);
-  corio::runtime rt(workers(2));
-  auto s = rt.block_on(pool_concurrent_shutdown());
-  REQUIRE(s.started);
+  auto s = run_with_pool({}, &pool_concurrent_shutdown);
   CHECK(s.finished);
   CHECK(s.ok == 4);
   CHECK(process_test::zombies_after_settle(2000ms) == 0);
 }
 
 TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[process][pool]") {
-  REQUIRE(g_fork_server);
+  REQUIRE(process_test::fork_server_started);
   drop_seen s;
   {
-    corio::runtime rt(workers(2));
+    corio::runtime rt(corio_test::workers(2));
     s = rt.block_on(pool_dropped_mid_job());
   }
   REQUIRE(s.worker > 0);
@@ -370,10 +323,10 @@ TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[proces
 
 // Keep last: it stops the process-wide fork server (restarted at the end).
 TEST_CASE("process_pool: a crash with no replacement possible hands the jobs to the survivors", "[process][pool]") {
-  REQUIRE(g_fork_server);
+  REQUIRE(process_test::fork_server_started);
   stopped_server_seen s;
   {
-    corio::runtime rt(workers(2));
+    corio::runtime rt(corio_test::workers(2));
     s = rt.block_on(pool_crash_without_replacement());
   }
   (void)corio::ipc::fork_server::start();  // single-threaded again (the runtime is gone)

@@ -1,4 +1,5 @@
-// Helpers shared by the process tests: runtime configs and a /proc scan for zombies.
+// Helpers shared by the process tests: a /proc scan for zombies and vanished pids (the
+// runtime configs come from tests/support/helpers.hpp).
 #pragma once
 
 #include <dirent.h>
@@ -13,15 +14,7 @@
 #include <string>
 #include <thread>
 
-#include <corio/runtime/config.hpp>
-
 namespace process_test {
-
-inline corio::runtime_config workers(unsigned n) {
-  corio::runtime_config c;
-  c.workers = n;
-  return c;
-}
 
 /// Reads /proc/<pid>/stat: state (field 3) and ppid (field 4). False if gone.
 inline bool proc_state(pid_t pid, char& state, pid_t& ppid) {

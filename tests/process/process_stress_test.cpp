@@ -14,11 +14,12 @@
 #include <thread>
 #include <vector>
 
+#include "helpers.hpp"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::command;
-using process_test::workers;
+using corio_test::workers;
 
 namespace {
 

@@ -17,12 +17,13 @@
 #include <stop_token>
 #include <string>
 
+#include "helpers.hpp"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::command;
 using corio::ipc::stdio;
-using process_test::workers;
+using corio_test::workers;
 
 namespace {
 

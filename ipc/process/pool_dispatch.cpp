@@ -1,0 +1,160 @@
+// The process_pool's dispatch state (detail/pool_state.hpp): completing, cancelling and
+// failing jobs, handing pending jobs to the least loaded workers, and queueing a batch.
+// Everything here runs under pool_state::mu and never makes a syscall under it.
+#include <algorithm>
+
+#include <corio/ipc/process/detail/pool_state.hpp>
+
+namespace corio::ipc::detail {
+
+void pool_state::complete_locked(pool_batch* b, std::size_t index, std::uint32_t status,
+                                 std::span<const std::byte> payload) {
+  if (status == status_withdrawn) {
+    status = status_cancelled;  // (only an orphan is ever withdrawn; be safe)
+  }
+  if (b->sink != nullptr) {
+    b->sink(b->sink_ctx, index, status, payload);
+  } else {
+    b->out_off[index] = b->out.size();
+    b->out_len[index] = static_cast<std::uint32_t>(payload.size());
+    b->out.insert(b->out.end(), payload.begin(), payload.end());
+    b->status[index] = status;
+    b->order.push_back(index);
+  }
+  if (--b->remaining == 0) {
+    if (b->sink != nullptr) {
+      b->sink(b->sink_ctx, b->size(), 0, {});  // the end of the stream
+    }
+    b->done.signal();  // the owner may now destroy *b: not touched again
+  }
+}
+
+void pool_state::finish_locked(const pool_job& job, std::uint32_t status, std::span<const std::byte> payload) {
+  if (job.batch != nullptr) {
+    complete_locked(job.batch, job.index, status, payload);
+  }
+  if (--outstanding == 0 && idle != nullptr) {
+    std::exchange(idle, nullptr)->signal();
+  }
+}
+
+void pool_state::cancel_batch_locked(pool_batch* b) {
+  if (b->remaining == 0) {
+    return;
+  }
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (it->batch == b) {
+      pool_job job = *it;
+      it = pending.erase(it);
+      finish_locked(job, status_cancelled, {});
+    } else {
+      ++it;
+    }
+  }
+  for (auto& w : workers) {
+    for (pool_job& job : w->inflight) {
+      if (job.batch == b) {
+        complete_locked(b, job.index, status_cancelled, {});
+        job.batch = nullptr;  // the answer, when it comes, only counts down `outstanding`
+        w->withdraw(job.seq);
+      }
+    }
+  }
+}
+
+namespace {
+
+/// The live worker with the fewest jobs in flight and room for more; nullptr if none.
+pool_worker* least_loaded(const worker_list& workers, std::size_t window) {
+  pool_worker* best = nullptr;
+  for (const auto& w : workers) {
+    if (w->alive && w->inflight.size() < window && (best == nullptr || w->inflight.size() < best->inflight.size())) {
+      best = w.get();
+    }
+  }
+  return best;
+}
+
+/// Appends job `job`'s frame to `w`'s outbox and records it in flight there.
+void send_locked(pool_worker& w, pool_job job) {
+  job.seq = w.next_seq++;
+  auto data = job.batch->job(job.index);
+  job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id, reinterpret_cast<std::uint64_t>(job.batch->fn)};
+  auto* hp = reinterpret_cast<const std::byte*>(&h);
+  w.outbox.insert(w.outbox.end(), hp, hp + sizeof h);
+  w.outbox.insert(w.outbox.end(), data.begin(), data.end());
+  w.inflight.push_back(job);
+}
+
+}  // namespace
+
+worker_list pool_state::pump_locked() {
+  std::size_t alive = static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](auto& w) { return w->alive; }));
+  while (!pending.empty() && alive > 0) {
+    pool_worker* best = least_loaded(workers, window);
+    if (best == nullptr) {
+      break;
+    }
+    std::size_t room = window - best->inflight.size();
+    std::size_t share = std::max<std::size_t>(1, std::min(room, (pending.size() + alive - 1) / alive));
+    for (std::size_t k = 0; k < share && !pending.empty(); ++k) {
+      send_locked(*best, pending.front());
+      pending.pop_front();
+    }
+  }
+  worker_list kick;
+  for (auto& w : workers) {
+    if (w->alive && !w->writing && !w->outbox.empty()) {
+      w->writing = true;
+      kick.push_back(w);
+    }
+  }
+  return kick;
+}
+
+void pool_state::fail_pending_locked(pool_errc why) {
+  while (!pending.empty()) {
+    pool_job job = pending.front();
+    pending.pop_front();
+    finish_locked(job, static_cast<std::uint32_t>(why), {});
+  }
+}
+
+bool pool_state::any_alive_locked() const noexcept {
+  return std::any_of(workers.begin(), workers.end(), [](auto& w) { return w->alive; });
+}
+
+bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
+  std::size_t n = b.size();
+  if (b.sink == nullptr) {
+    b.out_off.assign(n, 0);
+    b.out_len.assign(n, 0);
+    b.status.assign(n, 0);
+    b.order.reserve(n);
+  }
+  worker_list kick;
+  {
+    std::lock_guard lock(s->mu);
+    b.remaining = n;
+    s->outstanding += n;
+    if (s->closing) {
+      for (std::size_t i = 0; i < n; ++i) {
+        s->finish_locked({0, &b, i}, static_cast<std::uint32_t>(pool_errc::shut_down), {});
+      }
+      return false;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      s->pending.push_back({s->next_id++, &b, i});
+    }
+    kick = s->pump_locked();
+  }
+  kick_writers(s, std::move(kick));
+  return true;
+}
+
+void cancel_batch(pool_state& s, pool_batch& b) noexcept {
+  std::lock_guard lock(s.mu);
+  s.cancel_batch_locked(&b);
+}
+
+}  // namespace corio::ipc::detail

@@ -1,0 +1,195 @@
+// The process_pool worker process: pool_worker_main() and its job loop.
+//
+// A worker is single-threaded and has no runtime. It maps the page it shares with the
+// parent, then loops: read as many job frames as the socket has, run each complete one
+// in order (skipping those the parent withdrew), and write all their results in one
+// write — or every millisecond while jobs run long, so a slow job's result does not wait
+// for the jobs queued behind it. It exits on end-of-file (the parent shut the socket
+// down), and with status 1 on any socket error. Frames: see detail/pool_codec.hpp.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <corio/ipc/process/detail/pool_state.hpp>
+
+namespace corio::ipc::detail {
+
+namespace {
+
+bool write_fully(int fd, const std::byte* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// Replaces a thrown job's partial output (after the header at `at`) with `what`.
+void thrown_text(std::vector<std::byte>& out, std::size_t at, const char* what) {
+  std::size_t n = std::min(std::strlen(what), max_exception_text);
+  out.resize(at + sizeof(result_header));
+  auto* p = reinterpret_cast<const std::byte*>(what);
+  out.insert(out.end(), p, p + n);
+}
+
+/// Maps the page shared with the parent (arg: its size; fd: its memfd); nullptr if not.
+worker_page* map_page(std::span<const std::byte> arg, int fd) {
+  std::size_t page_bytes = 0;
+  if (arg.size() != sizeof page_bytes) {
+    return nullptr;
+  }
+  std::memcpy(&page_bytes, arg.data(), sizeof page_bytes);
+  void* map = ::mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  return map == MAP_FAILED ? nullptr : static_cast<worker_page*>(map);
+}
+
+/// The worker's loop: its socket, its shared page, and the two buffers.
+class job_loop {
+ public:
+  job_loop(int sock, worker_page* page) : m_sock(sock), m_page(page), m_in(256 * 1024) { m_out.reserve(256 * 1024); }
+
+  /// Runs until end-of-file (0) or a socket error (1).
+  int run() {
+    for (;;) {
+      int got = read_more();
+      if (got <= 0) {
+        return -got;
+      }
+      if (!run_complete_frames() || !flush()) {
+        return 1;
+      }
+    }
+  }
+
+ private:
+  /// Appends what the socket has to `m_in`: 1 read something, 0 end-of-file, -1 error.
+  int read_more() {
+    if (m_have == m_in.size()) {
+      m_in.resize(m_in.size() * 2);
+    }
+    for (;;) {
+      ssize_t n = ::read(m_sock, m_in.data() + m_have, m_in.size() - m_have);
+      if (n > 0) {
+        m_have += static_cast<std::size_t>(n);
+        return 1;
+      }
+      if (n == 0) {
+        return 0;
+      }
+      if (errno != EINTR) {
+        return -1;
+      }
+    }
+  }
+
+  /// Runs every complete frame in `m_in`, then keeps the incomplete tail (grown to hold
+  /// its whole frame). False on a write error.
+  bool run_complete_frames() {
+    std::size_t pos = 0;
+    std::uint64_t last_flush = monotonic_ns();
+    while (m_have - pos >= sizeof(job_header)) {
+      job_header h;
+      std::memcpy(&h, m_in.data() + pos, sizeof h);
+      std::size_t frame = sizeof h + h.len;
+      if (m_have - pos < frame) {
+        if (frame > m_in.size()) {
+          m_in.resize(frame);
+        }
+        break;
+      }
+      run_job(h, std::span<const std::byte>(m_in.data() + pos + sizeof h, h.len));
+      pos += frame;
+      // Slow jobs: answer what is done every millisecond instead of after the whole read
+      // (a result must not wait for the jobs queued behind it, nor a cancel for them).
+      std::uint64_t now = monotonic_ns();
+      if (now - last_flush >= 1'000'000) {
+        if (!flush()) {
+          return false;
+        }
+        last_flush = now;
+      }
+    }
+    std::memmove(m_in.data(), m_in.data() + pos, m_have - pos);
+    m_have -= pos;
+    return true;
+  }
+
+  /// Runs one job (unless withdrawn) and appends its result frame to `m_out`.
+  void run_job(const job_header& h, std::span<const std::byte> data) {
+    std::size_t at = m_out.size();
+    m_out.resize(at + sizeof(result_header));
+    std::uint32_t status = 0;
+    // relaxed: a late-seen bit only lets a withdrawn job run (its answer is dropped);
+    // a bit is never stale: the parent clears it before this slot's next frame is
+    // written to the socket we read it from (see pool_codec.hpp).
+    if ((m_page->word(h.seq).load(std::memory_order_relaxed) & worker_page::mask(h.seq)) != 0) {
+      status = status_withdrawn;
+    } else {
+      // relaxed: read by the parent only after this process died (ordered by its exit).
+      m_page->running.store(h.id, std::memory_order_relaxed);
+      status = call_job(h, data, at);
+      m_page->running.store(0, std::memory_order_relaxed);
+    }
+    result_header r{static_cast<std::uint32_t>(m_out.size() - at - sizeof(result_header)), status, h.id};
+    std::memcpy(m_out.data() + at, &r, sizeof r);
+  }
+
+  /// Calls the job's function; a throw becomes job_threw with the exception's text.
+  std::uint32_t call_job(const job_header& h, std::span<const std::byte> data, std::size_t at) {
+    try {
+      auto fn = reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(h.fn));
+      fn(data, m_out);
+      return 0;
+    } catch (const std::exception& e) {
+      thrown_text(m_out, at, e.what());
+    } catch (...) {
+      thrown_text(m_out, at, "unknown exception (not derived from std::exception)");
+    }
+    return static_cast<std::uint32_t>(pool_errc::job_threw);
+  }
+
+  /// Writes every result frame gathered so far. False on a write error.
+  bool flush() {
+    if (!write_fully(m_sock, m_out.data(), m_out.size())) {
+      return false;
+    }
+    m_out.clear();
+    return true;
+  }
+
+  int m_sock;
+  worker_page* m_page;
+  std::vector<std::byte> m_in;
+  std::size_t m_have = 0;
+  std::vector<std::byte> m_out;
+};
+
+}  // namespace
+
+int pool_worker_main(std::span<const std::byte> arg, std::span<const int> fds) {
+  worker_page* page = map_page(arg, fds[1]);
+  if (page == nullptr) {
+    return 1;
+  }
+  job_loop loop(fds[0], page);
+  return loop.run();
+}
+
+}  // namespace corio::ipc::detail
