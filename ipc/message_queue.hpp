@@ -1,10 +1,13 @@
 // corio::ipc::message_queue: a POSIX message queue (mq_overview(7)) as an awaitable.
 //
 // Concept: a named, kernel-held queue of discrete messages with priorities, shared by any
-// processes that open the same name ("/jobs"). create() makes (or opens) it with a
-// capacity of max_messages messages of at most message_size bytes each; open() attaches
-// to an existing one; remove() unlinks the name (open handles keep working). A message is
-// sent whole and received whole, highest priority first, FIFO within a priority. It is
+// processes that open the same name ("/jobs"). create() makes it with a capacity of
+// max_messages messages of at most message_size bytes each, failing with file_exists if
+// the name is taken (like shared_memory::create and Python's SharedMemory(create=True):
+// an existing queue keeps another user's permissions and attributes, so reusing it must
+// be asked for, with options.exclusive = false); open() attaches to an existing one;
+// remove() unlinks the name (open handles keep working). A message is sent whole and
+// received whole, highest priority first, FIFO within a priority. It is
 // the tutorial's cross-process queue with message boundaries and priorities, and no
 // pickling: the bytes are the message.
 // How it waits: the descriptor is O_NONBLOCK; send/receive try the syscall, and when the
@@ -14,11 +17,12 @@
 // on the same worker can drain it without a trip through the ring. Nothing blocks a
 // worker.
 // Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
-// characters, no other '/', not "/." or "/..") or a priority >= MQ_PRIO_MAX (32768); message_size
-// (EMSGSIZE) for a message longer than the queue's message_size or a receive buffer
-// shorter than it; the OS errors of mq_open (no_such_file_or_directory, file_exists with
-// exclusive, permission_denied, too_many_files_open; invalid_argument when max_messages
-// exceeds /proc/sys/fs/mqueue/msg_max — 10 here — for an unprivileged process).
+// characters, no other '/', not "/." or "/..") or a priority >= MQ_PRIO_MAX (32768);
+// message_size (EMSGSIZE) for a message longer than the queue's message_size or a receive
+// buffer shorter than it; the OS errors of mq_open (no_such_file_or_directory,
+// file_exists for create() of a taken name unless exclusive is off, permission_denied,
+// too_many_files_open; invalid_argument when max_messages exceeds
+// /proc/sys/fs/mqueue/msg_max — 10 by default — for an unprivileged process).
 // try_send / try_receive: corio::errc::full / corio::errc::empty instead of waiting.
 // Cancellation: send/receive take a std::stop_token and honour the inherited one: a
 // waiting call returns operation_canceled (std::errc::timed_out under timeout()) and has
@@ -57,7 +61,9 @@ struct message_queue_options {
   long max_messages = 10;    ///< capacity in messages (mq_maxmsg)
   long message_size = 8192;  ///< largest message in bytes (mq_msgsize)
   mode_t mode = 0600;        ///< permissions of a new queue
-  bool exclusive = false;    ///< fail with file_exists if the name exists (O_EXCL)
+  /// true: fail with file_exists if the name exists (O_EXCL). false: open-or-create, an
+  /// existing queue is opened as it is (its own attributes and permissions stay).
+  bool exclusive = true;
 };
 
 /// A queue's attributes, as the kernel reports them.
@@ -79,8 +85,9 @@ class message_queue : public owned_fd {
   /// Takes ownership of a queue descriptor (mqd_t) opened with O_NONBLOCK.
   explicit message_queue(int mqd) noexcept : owned_fd(mqd) {}
 
-  /// Creates the queue `name` with `options`, or opens it if it exists (unless
-  /// options.exclusive). The existing queue keeps its own attributes.
+  /// Creates the queue `name` with `options`; file_exists if it exists. With
+  /// options.exclusive = false an existing queue is opened instead and keeps its own
+  /// attributes and permissions (check attributes() if they matter).
   [[nodiscard]] static result<message_queue> create(std::string_view name, const message_queue_options& options = {});
   /// What a handle may do with the queue (the queue's permissions must allow it).
   enum class access { send_and_receive, send_only, receive_only };

@@ -38,7 +38,6 @@ message_queue make_queue(const std::string& name) {
   corio::ipc::message_queue_options o;
   o.max_messages = 10;
   o.message_size = kSize;
-  o.exclusive = true;
   auto q = message_queue::create(name, o);
   if (!q) {
     std::fprintf(stderr, "create %s: %s\n", name.c_str(), q.error().message().c_str());

@@ -27,7 +27,6 @@ corio::task<int> parent(std::string name, int jobs) {
   corio::ipc::message_queue_options options;
   options.max_messages = 4;  // fewer than the jobs: the child waits for room
   options.message_size = 128;
-  options.exclusive = true;
   auto q = corio::ipc::message_queue::create(name, options);
   if (!q) {
     std::fprintf(stderr, "create %s: %s\n", name.c_str(), q.error().message().c_str());

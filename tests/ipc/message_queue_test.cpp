@@ -191,6 +191,36 @@ TEST_CASE("message_queue: a waiting receive is cancelled by its token or a timeo
   CHECK(q->attributes()->current_messages == 0);
 }
 
+TEST_CASE("message_queue: create refuses a taken name; open-or-create must be asked for and keeps the queue as it is",
+          "[ipc][message_queue][errors]") {
+  scoped_name n("exclusive");
+  message_queue_options first = small(2, 16);
+  first.mode = 0600;
+  auto q = message_queue::create(n.name, first);
+  REQUIRE(q);
+  // The default create is exclusive: it never silently reuses someone else's queue.
+  CHECK(error_of(message_queue::create(n.name)) == std::errc::file_exists);
+  CHECK(error_of(message_queue::create(n.name, small(5, 99))) == std::errc::file_exists);
+  // Open-or-create, asked for explicitly: the existing queue, with its own attributes.
+  message_queue_options open_or_create = small(5, 99);
+  open_or_create.mode = 0666;
+  open_or_create.exclusive = false;
+  auto again = message_queue::create(n.name, open_or_create);
+  REQUIRE(again);
+  CHECK(again->attributes()->max_messages == 2);
+  CHECK(again->attributes()->message_size == 16);
+  const std::string one = "x";
+  REQUIRE(q->try_send(bytes_of(one)));
+  std::vector<std::byte> buf(16);
+  CHECK(again->try_receive(buf));  // the same queue
+  // A name that is free: open-or-create creates it with the options given.
+  scoped_name fresh("open-or-create");
+  auto made = message_queue::create(fresh.name, open_or_create);
+  REQUIRE(made);
+  CHECK(made->attributes()->max_messages == 5);
+  CHECK(made->attributes()->message_size == 99);
+}
+
 TEST_CASE("message_queue: bad names, sizes and priorities are clear errors", "[ipc][message_queue][errors]") {
   CHECK(error_of(message_queue::create("no-slash")) == std::errc::invalid_argument);
   CHECK(error_of(message_queue::create("/")) == std::errc::invalid_argument);
@@ -204,12 +234,8 @@ TEST_CASE("message_queue: bad names, sizes and priorities are clear errors", "[i
   scoped_name n("errors");
   auto q = message_queue::create(n.name, small(2, 16));
   REQUIRE(q);
-  message_queue_options exclusive = small(2, 16);
-  exclusive.exclusive = true;
-  CHECK(error_of(message_queue::create(n.name, exclusive)) == std::errc::file_exists);
-  auto again = message_queue::create(n.name, small(5, 99));  // opens the existing queue
+  auto again = message_queue::open(n.name);
   REQUIRE(again);
-  CHECK(again->attributes()->message_size == 16);  // its own attributes stay
 
   std::vector<std::byte> small_buf(8);
   std::vector<std::byte> buf(16);
