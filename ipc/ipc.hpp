@@ -1,10 +1,13 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
-// POSIX message queues, shared memory, memory maps).
+// buffered streams, POSIX message queues, shared memory, memory maps).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/buffered_reader.hpp>
+#include <corio/ipc/buffered_writer.hpp>
+#include <corio/ipc/byte_stream.hpp>
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>
