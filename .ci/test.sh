@@ -5,10 +5,12 @@
 #      stress and examples suites; the misuse tests check the documented release behaviour
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
 #   4. ThreadSanitizer build: unit and stress suites
+# First, tools/check_layers.sh: no include crosses the layering rules (README, design).
 # Build folders live under build-ci/ and are reused by later runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/deps.sh
+bash tools/check_layers.sh  # the layering rules (also the `layers` test of the unit suite)
 
 jobs=${CORIO_JOBS:-$(nproc)}
 total_ok=0

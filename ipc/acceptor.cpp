@@ -8,16 +8,14 @@
 #include <cerrno>
 #include <utility>
 
-#include <corio/runtime/detail/runtime_core.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/io_op.hpp>
+#include <corio/runtime/port.hpp>
 
 namespace corio::ipc::detail {
 
 namespace {
 
-using corio::detail::cancellable;
+using port::cancellable;
 using corio::detail::wait_status;
 using corio::detail::wake_batch;
 using corio::detail::waiter;
@@ -31,7 +29,7 @@ std::atomic<bool> g_simulate_no_multishot{false};
 /// IORING_OP_ACCEPT, 5.5, not its flags), so the release decides; a kernel that claims a
 /// newer release but rejects the flag answers -EINVAL, which acceptor_state also catches.
 bool kernel_has_multishot_accept() noexcept {
-  static const bool has = corio::detail::uring::kernel_release_at_least(5, 19);
+  static const bool has = port::features().multishot_accept;
   return has;
 }
 
@@ -80,8 +78,8 @@ void acceptor_state::claim_arm_locked(worker* w) {
 
 void acceptor_state::fill_sqe(worker* w, bool multishot) {
   // The only thread that may touch w's ring; the SQE goes out with its next batch.
-  // worker_get_sqe counts the operation in flight once, multishot or not (worker::reap).
-  io_uring_sqe* sqe = corio::detail::worker_get_sqe(w);
+  // port::get_sqe counts the operation in flight once, multishot or not (worker::reap).
+  io_uring_sqe* sqe = port::get_sqe(w);
   if (multishot) {
     io_uring_prep_multishot_accept(sqe, m_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
   } else {
@@ -118,9 +116,9 @@ void acceptor_state::push_queue_locked(int fd) {
 
 bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
                            const std::stop_token* inherited) {
-  worker* cw = corio::detail::current_worker();
+  worker* cw = port::current_worker();
   w.handle = h;
-  w.home = corio::detail::current_runtime();
+  w.home = port::current_runtime();
   w.list = &m_waiters;
   bool queued = false;
   bool arm = false;
@@ -287,7 +285,7 @@ void acceptor_state::doorbell_rang(cancellable* c) noexcept {
       self->m_cancel_sent = true;
       act = action::cancel;
     }
-  } else if (self->want_armed_locked() && !corio::detail::worker_stopping(owner)) {
+  } else if (self->want_armed_locked() && !port::stopping(owner)) {
     self->claim_arm_locked(owner);
     arm_multishot = self->m_multishot;
     act = action::arm;
@@ -296,7 +294,7 @@ void acceptor_state::doorbell_rang(cancellable* c) noexcept {
   if (act == action::cancel) {
     // Cancels the multishot (or the one-shot) SQE; its final CQE (-ECANCELED, or a last
     // descriptor) still arrives and drops m_armed_ref.
-    corio::detail::worker_submit_cancel(owner, self);
+    port::cancel(owner, self);
   } else if (act == action::arm) {
     self->fill_sqe(owner, arm_multishot);
   }

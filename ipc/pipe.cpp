@@ -13,13 +13,11 @@
 #include <optional>
 #include <thread>
 
-#include <corio/ipc/process/detail/shield.hpp>
-#include <corio/runtime/blocking.hpp>
 #include <corio/ipc/detail/exact_io.hpp>
+#include <corio/runtime/blocking.hpp>
+#include <corio/runtime/shield.hpp>
 
 namespace corio::ipc {
-
-namespace process_detail = corio::ipc::detail;
 
 namespace {
 
@@ -147,7 +145,7 @@ task<result<int>> open_async(std::string path, int flags, std::stop_token token)
     if (state->abandoned.exchange(true, std::memory_order_acq_rel)) {
       // The open task finished first: its result is there; close an fd it got.
       // shielded: our token is stopped, and the task may be a moment from publishing.
-      int fd = co_await process_detail::shield(take(std::move(opener)));
+      int fd = co_await corio::shield(take(std::move(opener)));
       if (fd >= 0) {
         ::close(fd);
       }

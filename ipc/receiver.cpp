@@ -11,10 +11,8 @@
 #include <new>
 #include <utility>
 
-#include <corio/runtime/detail/runtime_core.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/io_op.hpp>
+#include <corio/runtime/port.hpp>
 
 namespace corio::ipc {
 
@@ -22,7 +20,7 @@ namespace detail {
 
 namespace {
 
-using corio::detail::cancellable;
+using port::cancellable;
 using corio::detail::wait_status;
 using corio::detail::wake_batch;
 using corio::detail::waiter;
@@ -38,7 +36,7 @@ std::atomic<long> g_live_groups{0};
 /// Multishot recv came with Linux 6.0 (buffer rings with 5.19). The opcode probe cannot
 /// tell (IORING_OP_RECV is 5.6), so the release decides; registration failure falls back.
 bool kernel_has_multishot_recv() noexcept {
-  static const bool has = corio::detail::uring::kernel_release_at_least(6, 0);
+  static const bool has = port::features().multishot_recv;
   return has;
 }
 
@@ -50,7 +48,7 @@ struct release_job : cancellable {
   worker* ring_owner = nullptr;
   static void run(cancellable* c) noexcept {
     auto* j = static_cast<release_job*>(c);
-    corio::detail::worker_unregister_buf_ring(j->ring_owner, j->bgid);
+    port::unregister_buf_ring(j->ring_owner, j->bgid);
     ::munmap(j->mem, j->len);
     g_live_groups.fetch_sub(1, std::memory_order_relaxed);
     delete j;
@@ -100,8 +98,8 @@ receiver_state::~receiver_state() {
   }
   if (m_registered) {
     // The serial, not just the address: a later runtime's worker may live at m_owner.
-    worker* cw = corio::detail::current_worker();
-    if (cw != m_owner || corio::detail::worker_serial(cw) != m_owner_serial) {
+    worker* cw = port::current_worker();
+    if (cw != m_owner || port::serial(cw) != m_owner_serial) {
       if (auto* job = new (std::nothrow) release_job) {
         job->mem = m_mem;
         job->len = m_map_len;
@@ -109,7 +107,7 @@ receiver_state::~receiver_state() {
         job->ring_owner = m_owner;
         job->on_cancel_drained = &release_job::run;
         job->on_resume = &release_job::noop;
-        if (corio::detail::worker_try_push(m_owner, m_owner_serial, job)) {
+        if (port::post(m_owner, m_owner_serial, job)) {
           return;  // the owner unregisters and unmaps
         }
         delete job;
@@ -119,7 +117,7 @@ receiver_state::~receiver_state() {
       // for the job (then the group stays registered until the ring closes; its pages
       // stay pinned by the kernel, never reused under it).
     } else {
-      corio::detail::worker_unregister_buf_ring(m_owner, m_bgid);
+      port::unregister_buf_ring(m_owner, m_bgid);
     }
     g_live_groups.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -152,7 +150,7 @@ std::shared_ptr<receiver_state> receiver_state::ring_doorbell_locked() noexcept 
   }
   m_doorbell_pending = true;
   m_doorbell_ref = shared_from_this();
-  if (!corio::detail::worker_try_push(m_owner, m_owner_serial, &m_doorbell)) {
+  if (!port::post(m_owner, m_owner_serial, &m_doorbell)) {
     // The owner has shut down: nothing can be armed any more. Terminal, as a shutdown
     // that cancelled an armed receive would have made it (callers end their waiters).
     m_doorbell_pending = false;
@@ -215,9 +213,9 @@ void receiver_state::end_waiters_locked(int error, wake_batch& batch) noexcept {
 
 bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
                            const std::stop_token* inherited) {
-  worker* cw = corio::detail::current_worker();
+  worker* cw = port::current_worker();
   w.handle = h;
-  w.home = corio::detail::current_runtime();
+  w.home = port::current_runtime();
   w.list = &m_waiters;
   bool queued = false;
   bool first = false;
@@ -258,7 +256,7 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
       queued = true;
       if (!m_started) {
         m_started = true;
-        m_owner_serial = corio::detail::worker_serial(cw);
+        m_owner_serial = port::serial(cw);
         claim_arm_locked(cw);
         first = true;
       }
@@ -287,7 +285,7 @@ void receiver_state::first_arm(worker* w) {
     for (int tries = 0; tries < 64 && rc == -EEXIST; ++tries) {
       // relaxed: any distinct-enough number; collisions are caught by -EEXIST.
       bgid = g_next_bgid.fetch_add(1, std::memory_order_relaxed);
-      rc = corio::detail::worker_register_buf_ring(w, m_br, m_ring_entries, bgid);
+      rc = port::register_buf_ring(w, m_br, m_ring_entries, bgid);
     }
     m_lock.lock();
     if (rc == 0) {
@@ -309,9 +307,9 @@ void receiver_state::first_arm(worker* w) {
 }
 
 void receiver_state::fill_sqe(worker* w) {
-  // Only w's thread touches its ring. worker_get_sqe counts one operation in flight,
+  // Only w's thread touches its ring. port::get_sqe counts one operation in flight,
   // multishot or not (worker::reap ends it at the CQE without IORING_CQE_F_MORE).
-  io_uring_sqe* sqe = corio::detail::worker_get_sqe(w);
+  io_uring_sqe* sqe = port::get_sqe(w);
   if (m_multishot) {
     io_uring_prep_recv_multishot(sqe, m_fd, nullptr, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -426,7 +424,7 @@ void receiver_state::cqe_arrived(io_completion* c, int res, std::uint32_t flags)
     }
   }
   // Re-arm from the owner's next maintenance pass, never inside its reap loop.
-  if (!self->m_armed && self->want_armed_locked() && !corio::detail::worker_stopping(self->m_owner)) {
+  if (!self->m_armed && self->want_armed_locked() && !port::stopping(self->m_owner)) {
     drop = self->ring_doorbell_locked();
   }
   self->m_lock.unlock();
@@ -448,13 +446,13 @@ void receiver_state::doorbell_rang(cancellable* c) noexcept {
       self->m_cancel_sent = true;
       cancel = true;
     }
-  } else if (self->want_armed_locked() && !corio::detail::worker_stopping(owner)) {
+  } else if (self->want_armed_locked() && !port::stopping(owner)) {
     self->claim_arm_locked(owner);
     arm = true;
   }
   self->m_lock.unlock();
   if (cancel) {
-    corio::detail::worker_submit_cancel(owner, self);
+    port::cancel(owner, self);
   } else if (arm) {
     self->fill_sqe(owner);
   }

@@ -21,22 +21,16 @@
 #include <type_traits>
 #include <utility>
 
-#include <corio/runtime/detail/blocking_pool.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
 #include <corio/runtime/detail/when_child.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
 namespace corio {
 
-namespace detail {
-blocking_pool* runtime_blocking_pool(runtime_core* rt) noexcept;
-}  // namespace detail
-
 /// The awaitable returned by spawn_blocking(); awaited once, yields result<R>.
 template <class F>
-class [[nodiscard]] blocking_awaiter : detail::blocking_job {
+class [[nodiscard]] blocking_awaiter : port::blocking_job {
  public:
   using value_type = std::invoke_result_t<F&>;
 
@@ -47,24 +41,23 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
 
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
-    m_home = detail::current_runtime();
+    m_home = port::current_runtime();
     if (m_home == nullptr) {
       m_error = make_error_code(errc::no_runtime);
       return false;
     }
     const std::stop_token* inherited = detail::inherited_token_of(h);
-    if (detail::stop_link<stop_fn>::stopped(m_token, inherited)) {
+    if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
       m_error = cancelled_error();
       return false;
     }
     m_waiter = h;
-    m_pool = detail::runtime_blocking_pool(m_home);
     // The callbacks are registered before the job is queued: once it is queued a pool
     // thread may finish it and another worker resume us, so nothing may touch *this
     // after submit() succeeds. (A stop before submit() finds nothing to withdraw; the
     // job then simply runs.)
     m_stop.arm(m_token, inherited, stop_fn{this});
-    if (!m_pool->submit(this)) {
+    if (!port::blocking_submit(m_home, this)) {
       m_stop.disarm();
       m_error = make_error_code(errc::shut_down);
       return false;
@@ -91,9 +84,9 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
   struct stop_fn {
     blocking_awaiter* self;
     void operator()() const noexcept {
-      if (self->m_pool->withdraw(self)) {
+      if (port::blocking_withdraw(self->m_home, self)) {
         self->m_error = cancelled_error();
-        detail::schedule_wake(self->m_waiter, self->m_home);
+        port::wake(self->m_waiter, self->m_home);
       }
     }
   };
@@ -108,7 +101,7 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
     } catch (...) {
       m_exception = std::current_exception();
     }
-    detail::schedule_wake(m_waiter, m_home);
+    port::wake(m_waiter, m_home);
   }
 
   F m_fn;
@@ -118,8 +111,7 @@ class [[nodiscard]] blocking_awaiter : detail::blocking_job {
   std::error_code m_error;
   std::coroutine_handle<> m_waiter{};
   detail::runtime_core* m_home = nullptr;
-  detail::blocking_pool* m_pool = nullptr;
-  detail::stop_link<stop_fn> m_stop;
+  port::stop_link<stop_fn> m_stop;
 };
 
 /// Runs `fn` on the blocking pool; `co_await` yields result<R> (see the header).

@@ -1,4 +1,4 @@
-#include <corio/runtime/detail/blocking_pool.hpp>
+#include <corio/runtime/internal/blocking_pool.hpp>
 
 #include <algorithm>
 

@@ -28,32 +28,13 @@
 #include <stop_token>
 #include <utility>
 
-#include <corio/runtime/detail/completion.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
 namespace corio {
 
 namespace detail {
-
-io_uring_sqe* worker_get_sqe(worker* w);
-void worker_submit_cancel(worker* w, io_completion* target);
-void worker_resume_later(worker* w, std::coroutine_handle<> h);
-/// True once `w`'s runtime is shutting down (its ring is being drained): an operation
-/// that re-arms itself (a multishot) must not add new SQEs then.
-bool worker_stopping(worker* w) noexcept;
-/// Pushes `c` on w's cancel list (its on_cancel_drained then runs on w), from any thread,
-/// unless w has finished its shutdown drain: then returns false and nothing is pushed. A
-/// push that succeeds is always drained, at the latest by the shutdown drain, while w's
-/// ring is still open. `c->cancel_state` is not used. `w` may be destroyed already: it is
-/// looked up by `serial` (worker_serial(w), taken while it was alive) from other threads.
-bool worker_try_push(worker* w, std::uint64_t serial, cancellable* c) noexcept;
-std::uint64_t worker_serial(worker* w) noexcept;
-/// Owner thread: provided-buffer ring registration on w's ring (ring::register_buf_ring).
-int worker_register_buf_ring(worker* w, io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept;
-int worker_unregister_buf_ring(worker* w, unsigned short bgid) noexcept;
 
 /// The state shared by all io_op instantiations.
 class io_operation : public io_completion, public cancellable {
@@ -75,7 +56,7 @@ class io_operation : public io_completion, public cancellable {
   /// Returns false (do not suspend) when the operation finished without an SQE.
   template <class P, class Prep>
   bool start(std::coroutine_handle<P> h, const std::stop_token& token, Prep& prep) {
-    worker* w = current_worker();
+    worker* w = port::current_worker();
     if (w == nullptr) {
       m_no_runtime = true;
       return false;
@@ -87,7 +68,7 @@ class io_operation : public io_completion, public cancellable {
     }
     owner = w;
     m_waiter = h;
-    io_uring_sqe* sqe = worker_get_sqe(w);
+    io_uring_sqe* sqe = port::get_sqe(w);
     prep(sqe);
     io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
     m_stop.arm(token, inherited, stop_fn{this});
@@ -120,11 +101,11 @@ class io_operation : public io_completion, public cancellable {
   }
   static void cancel_drained(cancellable* c) noexcept {
     auto* op = static_cast<io_operation*>(c);
-    worker_submit_cancel(op->owner, op);
+    port::cancel(op->owner, op);
   }
   static void resume(cancellable* c) noexcept {
     auto* op = static_cast<io_operation*>(c);
-    worker_resume_later(op->owner, op->m_waiter);
+    port::resume_later(op->owner, op->m_waiter);
   }
 
   std::coroutine_handle<> m_waiter{};

@@ -1,4 +1,4 @@
-#include <corio/runtime/detail/ring.hpp>
+#include <corio/runtime/internal/ring.hpp>
 
 #include <cerrno>
 #include <cstring>

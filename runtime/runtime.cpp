@@ -10,7 +10,7 @@
 #include <exception>
 #include <string>
 
-#include <corio/runtime/detail/runtime_core.hpp>
+#include <corio/runtime/internal/runtime_core.hpp>
 
 namespace corio {
 
@@ -55,7 +55,7 @@ namespace detail {
 [[noreturn]] void throw_shut_down() { throw std::system_error(make_error_code(errc::shut_down)); }
 
 runtime_core* current_runtime_or_throw() {
-  runtime_core* rt = current_runtime();
+  runtime_core* rt = port::current_runtime();
   if (rt == nullptr) {
     throw std::logic_error("corio::spawn called outside a corio runtime (use runtime::spawn from other threads)");
   }
@@ -68,7 +68,7 @@ runtime_core* current_runtime_or_throw() {
 void join_state_base::complete(bool from_shutdown) noexcept {
   if (!from_shutdown) {
     // The registry keeps its reference until its owner sweeps it (runtime_core::sweep).
-    if (worker* w = current_worker()) {
+    if (worker* w = port::current_worker()) {
       w->note_root_finished();
     }
   }
@@ -82,7 +82,7 @@ void join_state_base::complete(bool from_shutdown) noexcept {
       // From our own shutdown, a waiting coroutine of this runtime is itself about to be
       // destroyed and is not resumed; one of another runtime is woken (it then sees
       // `cancelled` and throws errc::shut_down).
-      schedule_wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), waiter_runtime);
+      port::wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), waiter_runtime);
     }
   }
   release();
@@ -152,17 +152,17 @@ bool join_wait::ready() noexcept {
   }
   // The result is ready, but a task that only ever awaits finished handles would never
   // yield: charge the cooperative budget and yield once it is spent.
-  m_yield = consume_budget();
+  m_yield = port::consume_budget();
   return !m_yield;
 }
 
 bool join_wait::suspend(std::coroutine_handle<> h, const std::stop_token* inherited) {
   if (m_yield) {
     m_yield = false;
-    schedule_yield(h);
+    port::yield(h);
     return true;
   }
-  m_home = current_runtime();
+  m_home = port::current_runtime();
   if (m_home == nullptr) {
     throw std::logic_error("corio::join_handle awaited outside a corio runtime (use runtime::block_on)");
   }
@@ -204,7 +204,7 @@ void join_wait::on_stop() noexcept {
     if (m_state->waiter.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
       if (next == 0) {
         m_cancelled = true;
-        schedule_wake(m_waiter, m_home);
+        port::wake(m_waiter, m_home);
       }
       return;
     }
@@ -312,7 +312,7 @@ void runtime_core::schedule_remote(void* task) {
 }
 
 bool runtime_core::spawn_root(join_state_base* st) noexcept {
-  worker* w = current_worker();
+  worker* w = port::current_worker();
   bool own_worker = w != nullptr && &w->rt == this;
   unsigned shard = own_worker ? w->index : m_shard_count - 1;
   registry_shard& s = m_shards[shard];
@@ -392,7 +392,7 @@ void runtime_core::unlink_if_owner(join_state_base* st, unsigned shard) noexcept
   // Only the shard's own worker touches its list; `st` is still alive here because the
   // registry's reference can be dropped only by that worker (or by shutdown, after the
   // workers have stopped).
-  worker* w = current_worker();
+  worker* w = port::current_worker();
   if (w == nullptr || &w->rt != this || shard != w->index) {
     // release: our caller's completion of `st` (its waiter word) happens before a sweep
     // that takes this count (see sweep()).
@@ -524,7 +524,7 @@ runtime::~runtime() { shutdown(); }
 
 void runtime::shutdown() {
   if (m_core) {
-    if (detail::current_worker() != nullptr && &detail::current_worker()->rt == m_core.get()) {
+    if (port::current_worker() != nullptr && &port::current_worker()->rt == m_core.get()) {
       std::fprintf(stderr, "corio: runtime::shutdown called from its own worker thread\n");
       std::abort();
     }
@@ -537,7 +537,3 @@ runtime_metrics runtime::metrics() const { return m_core->metrics(); }
 unsigned runtime::worker_count() const noexcept { return static_cast<unsigned>(m_core->workers.size()); }
 
 }  // namespace corio
-
-namespace corio::detail {
-blocking_pool* runtime_blocking_pool(runtime_core* rt) noexcept { return &rt->blocking; }
-}  // namespace corio::detail

@@ -60,7 +60,7 @@ class runtime {
   /// runtime is (or gets) shut down first, std::logic_error on a worker thread.
   template <class T>
   T block_on(task<T> t) {
-    if (detail::current_worker() != nullptr) {
+    if (port::current_worker() != nullptr) {
       throw std::logic_error("corio::runtime::block_on called on a worker thread (it would block the worker)");
     }
     auto handle = spawn(std::move(t));
@@ -104,7 +104,7 @@ T run(task<T> t, const runtime_config& config = {}) {
 /// other runnable tasks go first.
 struct yield_now {
   bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) const noexcept { detail::schedule_yield(h); }
+  void await_suspend(std::coroutine_handle<> h) const noexcept { port::yield(h); }
   void await_resume() const noexcept {}
 };
 

@@ -24,8 +24,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/frame_allocator.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 

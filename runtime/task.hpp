@@ -18,7 +18,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/frame_allocator.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/port.hpp>
 
 namespace corio {
 
@@ -70,7 +70,7 @@ struct final_awaiter {
       p.finish_as_root(h);
       return std::noop_coroutine();
     }
-    return transfer(p.continuation);
+    return port::transfer(p.continuation);
   }
   void await_resume() noexcept {}
 };
@@ -158,7 +158,7 @@ class [[nodiscard]] task {
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
       child.promise().continuation = parent;
       child.promise().inherited_token = detail::inherited_token_of(parent);
-      return detail::transfer(child);
+      return port::transfer(child);
     }
     T await_resume() {
       if constexpr (std::is_void_v<T>) {

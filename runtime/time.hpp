@@ -16,10 +16,7 @@
 #include <optional>
 #include <stop_token>
 
-#include <corio/runtime/detail/completion.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
-#include <corio/runtime/detail/timer_heap.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -28,14 +25,8 @@ namespace corio {
 /// The clock of every corio deadline (monotonic).
 using clock = std::chrono::steady_clock;
 
-namespace detail {
-void worker_arm_timer(worker* w, timer_node* t);
-void worker_disarm_timer(worker* w, timer_node* t);
-void worker_resume_timer(worker* w, std::coroutine_handle<> h);
-}  // namespace detail
-
 /// Awaitable returned by sleep_until / sleep_for; yields result<void>.
-class [[nodiscard]] sleep_awaiter : detail::timer_node {
+class [[nodiscard]] sleep_awaiter : port::timer_node {
  public:
   sleep_awaiter(clock::time_point deadline, std::stop_token token) : m_deadline(deadline), m_token(std::move(token)) {
     on_cancel_drained = &cancel_drained;
@@ -49,20 +40,20 @@ class [[nodiscard]] sleep_awaiter : detail::timer_node {
 
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
-    detail::worker* w = detail::current_worker();
+    detail::worker* w = port::current_worker();
     if (w == nullptr) {
       m_no_runtime = true;
       return false;
     }
     const std::stop_token* inherited = detail::inherited_token_of(h);
-    if (detail::stop_link<stop_fn>::stopped(m_token, inherited)) {
+    if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
       res = -ECANCELED;
       return false;
     }
     owner = w;
     waiter = h;
     deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(m_deadline.time_since_epoch()).count();
-    detail::worker_arm_timer(w, this);
+    port::arm_timer(w, this);
     m_stop.arm(m_token, inherited, stop_fn{this});
     return true;
   }
@@ -83,20 +74,20 @@ class [[nodiscard]] sleep_awaiter : detail::timer_node {
     sleep_awaiter* self;
     void operator()() const noexcept { self->request_cancel(); }
   };
-  static void cancel_drained(detail::cancellable* c) noexcept {
+  static void cancel_drained(port::cancellable* c) noexcept {
     auto* self = static_cast<sleep_awaiter*>(c);
-    detail::worker_disarm_timer(self->owner, self);
+    port::disarm_timer(self->owner, self);
     self->res = -ECANCELED;
     resume(c);
   }
-  static void resume(detail::cancellable* c) noexcept {
+  static void resume(port::cancellable* c) noexcept {
     auto* self = static_cast<sleep_awaiter*>(c);
-    detail::worker_resume_timer(self->owner, self->waiter);
+    port::resume_timer(self->owner, self->waiter);
   }
 
   clock::time_point m_deadline;
   std::stop_token m_token;
-  detail::stop_link<stop_fn> m_stop;
+  port::stop_link<stop_fn> m_stop;
   bool m_no_runtime = false;
 };
 

@@ -35,7 +35,7 @@
 // calls futex(FUTEX_WAKE). If the wait is armed after the change, the kernel sees
 // *parked != 1 and completes it at once (-EAGAIN); if before, the FUTEX_WAKE completes it.
 // Without FUTEX_WAIT (before Linux 6.7), a READ armed on an eventfd plays the same role.
-#include <corio/runtime/detail/worker.hpp>
+#include <corio/runtime/internal/worker.hpp>
 
 #include <linux/futex.h>
 #include <sys/eventfd.h>
@@ -50,21 +50,15 @@
 #include <mutex>
 #include <unordered_set>
 
-#include <corio/runtime/detail/runtime_core.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
 #include <corio/runtime/detail/uring_compat.hpp>
+#include <corio/runtime/internal/runtime_core.hpp>
 
 namespace corio::detail {
 
 namespace {
 
 constexpr unsigned kMaxLifoRuns = 3;
-constexpr unsigned kBudget = 128;
-constexpr unsigned kTransferLimit = 256;
 constexpr unsigned kSubmitInterval = 8;
-
-// initial-exec: one %fs-relative load per access, also from the shared library.
-[[gnu::tls_model("initial-exec")]] thread_local worker* tl_worker = nullptr;
 
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -73,7 +67,7 @@ std::int64_t now_ns() noexcept {
 
 std::coroutine_handle<> as_handle(void* p) noexcept { return std::coroutine_handle<>::from_address(p); }
 
-/// Live workers by serial, for worker_try_push from threads that may outlive the runtime.
+/// Live workers by serial, for port::post() from threads that may outlive the runtime.
 std::mutex g_live_mutex;
 std::unordered_set<std::uint64_t> g_live;
 std::atomic<std::uint64_t> g_next_serial{1};
@@ -83,60 +77,8 @@ cancellable* const kCancelListClosed = reinterpret_cast<cancellable*>(std::uintp
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------------
-// scheduling.hpp entry points
-
-worker* current_worker() noexcept { return tl_worker; }
-
-std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
-  worker* w = tl_worker;
-  if (w == nullptr) {
-    return next;
-  }
-  if (++w->transfer_depth < kTransferLimit) {
-    return next;
-  }
-  w->schedule_back(next.address());
-  return std::noop_coroutine();
-}
-
-runtime_core* current_runtime() noexcept { return tl_worker != nullptr ? &tl_worker->rt : nullptr; }
-
-void schedule_wake(std::coroutine_handle<> h, runtime_core* home) noexcept {
-  worker* w = tl_worker;
-  if (w != nullptr && &w->rt == home) {
-    w->schedule_wake(h.address());
-  } else {
-    home->schedule_remote(h.address());
-  }
-}
-
-void schedule_yield(std::coroutine_handle<> h) noexcept {
-  if (worker* w = tl_worker) {
-    w->schedule_yield(h.address());
-  } else {
-    std::fprintf(stderr, "corio: yield outside a runtime\n");
-    std::abort();
-  }
-}
-
-bool consume_budget() noexcept {
-  worker* w = tl_worker;
-  if (w == nullptr || w->budget == 0) {
-    return false;
-  }
-  return --w->budget == 0;
-}
-
-void cancellable::request_cancel() noexcept {
-  std::uint8_t expected = idle;
-  // acq_rel on success: orders the push below after the claim; pairs with finished()'s
-  // exchange. Failure (completed/requested): nothing to do.
-  if (cancel_state.compare_exchange_strong(expected, requested, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
-    owner->push_cancel(this);
-  }
-}
+// Declared in worker.hpp (initial-exec).
+[[gnu::tls_model("initial-exec")]] thread_local worker* tl_worker = nullptr;
 
 // ---------------------------------------------------------------------------------------
 
@@ -622,7 +564,7 @@ void worker::drain_for_shutdown() {
       warned = true;
     }
   }
-  // Close the cancel list (later pushes fail, see worker_try_push) and run what is on
+  // Close the cancel list (later pushes fail, see port::post) and run what is on
   // it while the ring is still open (e.g. a provided-buffer ring unregistration).
   // acquire: pairs with push_cancel()'s release CAS.
   run_cancel_list(m_cancel_head.exchange(kCancelListClosed, std::memory_order_acquire));
@@ -633,6 +575,19 @@ void worker::drain_for_shutdown() {
   }
   m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
   m_ring.close();
+}
+
+bool worker::post_if_alive(worker* w, std::uint64_t serial, cancellable* c) noexcept {
+  if (tl_worker == w && w->serial == serial) {  // (a later worker may reuse the address)
+    return w->push_cancel(c);
+  }
+  // From another thread `w` may be gone (its runtime destroyed): look it up by serial,
+  // and keep it alive (its destructor takes this mutex) while pushing.
+  std::lock_guard lk(g_live_mutex);
+  if (!g_live.contains(serial)) {
+    return false;
+  }
+  return w->push_cancel(c);
 }
 
 worker_metrics worker::metrics() const noexcept {
@@ -647,50 +602,5 @@ worker_metrics worker::metrics() const noexcept {
   m.timers_pending = m_timers_pending.load(std::memory_order_relaxed);
   return m;
 }
-
-}  // namespace corio::detail
-
-namespace corio::detail {
-
-io_uring_sqe* worker_get_sqe(worker* w) { return w->get_sqe(); }
-
-void worker_submit_cancel(worker* w, io_completion* target) {
-  io_uring_sqe* sqe = w->get_internal_sqe();
-  io_uring_prep_cancel(sqe, target, 0);
-  io_uring_sqe_set_data64(sqe, kUserDataIgnore);
-}
-
-void worker_resume_later(worker* w, std::coroutine_handle<> h) { w->schedule_back(h.address()); }
-
-bool worker_stopping(worker* w) noexcept { return w->rt.stopping(); }
-
-bool worker_try_push(worker* w, std::uint64_t serial, cancellable* c) noexcept {
-  if (tl_worker == w && w->serial == serial) {  // (a later worker may reuse the address)
-    return w->push_cancel(c);
-  }
-  // From another thread `w` may be gone (its runtime destroyed): look it up by serial,
-  // and keep it alive (its destructor takes this mutex) while pushing.
-  std::lock_guard lk(g_live_mutex);
-  if (!g_live.contains(serial)) {
-    return false;
-  }
-  return w->push_cancel(c);
-}
-
-std::uint64_t worker_serial(worker* w) noexcept { return w->serial; }
-
-int worker_register_buf_ring(worker* w, io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept {
-  return w->io_ring().register_buf_ring(br, entries, bgid);
-}
-
-int worker_unregister_buf_ring(worker* w, unsigned short bgid) noexcept {
-  return w->io_ring().unregister_buf_ring(bgid);
-}
-
-void worker_resume_timer(worker* w, std::coroutine_handle<> h) { w->schedule_timer(h.address()); }
-
-void worker_arm_timer(worker* w, timer_node* t) { w->arm_timer(t); }
-
-void worker_disarm_timer(worker* w, timer_node* t) { w->disarm_timer(t); }
 
 }  // namespace corio::detail

@@ -31,7 +31,7 @@
 #include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 #include <corio/sync/detail/wait_operation.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 #include <corio/sync/mutex.hpp>
 
 namespace corio {

@@ -22,9 +22,10 @@
 #include <stop_token>
 #include <utility>
 
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/sync/detail/wait_operation.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 namespace corio {
 
@@ -103,7 +104,7 @@ class mutex {
   mutex& operator=(const mutex&) = delete;
   /// Precondition: no task waits (debug: aborts with a message, except during runtime
   /// shutdown; release: the waiters are detached and never resumed, their frames are
-  /// destroyed by their runtime's shutdown; see sync/detail/waiter_list.cpp). Destroying
+  /// destroyed by their runtime's shutdown; see sync/waiter_list.cpp). Destroying
   /// a locked mutex is allowed.
   ~mutex() = default;
 
@@ -183,7 +184,7 @@ class mutex {
       } else if (s == kContended) {
         return false;
       }
-      __builtin_ia32_pause();
+      port::cpu_relax();
     }
     return false;
   }

@@ -21,7 +21,7 @@
 
 #include <corio/runtime/result.hpp>
 #include <corio/sync/detail/wait_operation.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 namespace corio {
 

@@ -21,7 +21,7 @@
 // take SQEs. It rings the doorbell instead.
 //
 // Doorbell. A `cancellable` pushed on the owner's MPSC cancel list (the runtime's
-// cross-thread mechanism, runtime/detail/completion.hpp); the owner drains it in its next
+// cross-thread mechanism, port::post in runtime/port.hpp); the owner drains it in its next
 // maintenance pass and reconciles: cancel the SQE (closed, or queue full) or re-arm it
 // (waiters, or room in the queue). It is pushed at most once at a time (`m_doorbell_pending`,
 // under the lock), and only (a) by the owner thread itself, or (b) by another thread while
@@ -68,8 +68,8 @@
 #include <stop_token>
 #include <vector>
 
-#include <corio/runtime/detail/completion.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/runtime/port.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 namespace corio::ipc {
 
@@ -109,7 +109,7 @@ struct accept_waiter : corio::detail::waiter {
 /// while it is on (the fallback path). Not for production code.
 void simulate_no_multishot_accept(bool on) noexcept;
 
-class acceptor_state final : public corio::detail::io_completion,
+class acceptor_state final : public port::io_completion,
                              public std::enable_shared_from_this<acceptor_state> {
  public:
   acceptor_state(int listen_fd, const accept_options& options);
@@ -134,14 +134,14 @@ class acceptor_state final : public corio::detail::io_completion,
   [[nodiscard]] accept_stats stats() const noexcept;
 
  private:
-  struct doorbell : corio::detail::cancellable {
+  struct doorbell : port::cancellable {
     acceptor_state* state = nullptr;
   };
   enum class action : std::uint8_t { none, arm, cancel };
 
   static void cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept;
-  static void doorbell_rang(corio::detail::cancellable* c) noexcept;
-  static void doorbell_noop(corio::detail::cancellable*) noexcept {}
+  static void doorbell_rang(port::cancellable* c) noexcept;
+  static void doorbell_noop(port::cancellable*) noexcept {}
 
   // All *_locked members: m_lock held.
   [[nodiscard]] bool want_armed_locked() const noexcept;

@@ -26,10 +26,10 @@
 //
 // Everything shared is under one spin lock (`m_lock`); the SQE is touched only by the
 // owner. The owner is reached through a "doorbell" (a cancellable pushed on its cancel
-// list with detail::worker_try_push, drained in its next maintenance pass), pushed at
+// list with port::post, drained in its next maintenance pass), pushed at
 // most once at a time (`m_doorbell_pending`) and holding a reference until drained. The
 // drain reconciles: cancel the SQE (closed) or re-arm it (stopped, and a buffer is free).
-// worker_try_push fails only once the owner's shutdown drain is over (then nothing may
+// port::post fails only once the owner's shutdown drain is over (then nothing may
 // be armed anyway), so unlike the acceptor's doorbell it may be rung while nothing is
 // armed — which the receiver needs, because buffers come back on any thread.
 //
@@ -77,8 +77,8 @@
 #include <stop_token>
 #include <vector>
 
-#include <corio/runtime/detail/completion.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/runtime/port.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 struct io_uring_buf_ring;
 
@@ -128,7 +128,7 @@ void simulate_no_provided_buffers(bool on) noexcept;
 /// worker, or dropped with a ring that shut down).
 [[nodiscard]] long live_buffer_groups() noexcept;
 
-class receiver_state final : public corio::detail::io_completion,
+class receiver_state final : public port::io_completion,
                              public std::enable_shared_from_this<receiver_state> {
  public:
   receiver_state(int fd, const receive_options& options);
@@ -154,7 +154,7 @@ class receiver_state final : public corio::detail::io_completion,
   [[nodiscard]] receive_stats stats() const noexcept;
 
  private:
-  struct doorbell : corio::detail::cancellable {
+  struct doorbell : port::cancellable {
     receiver_state* state = nullptr;
   };
   struct entry {
@@ -163,8 +163,8 @@ class receiver_state final : public corio::detail::io_completion,
   };
 
   static void cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept;
-  static void doorbell_rang(corio::detail::cancellable* c) noexcept;
-  static void noop(corio::detail::cancellable*) noexcept {}
+  static void doorbell_rang(port::cancellable* c) noexcept;
+  static void noop(port::cancellable*) noexcept {}
 
   // *_locked: m_lock held.
   [[nodiscard]] bool want_armed_locked() const noexcept;

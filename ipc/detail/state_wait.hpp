@@ -22,10 +22,10 @@
 #include <system_error>
 #include <utility>
 
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 namespace corio::ipc::detail {
 
@@ -84,7 +84,7 @@ class state_wait {
     void operator()() const noexcept { self->m_state->cancel(self->m_node); }
   };
   std::stop_token m_token;
-  corio::detail::stop_link<cancel_fn> m_stop;
+  port::stop_link<cancel_fn> m_stop;
 };
 
 }  // namespace corio::ipc::detail

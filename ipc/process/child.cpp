@@ -17,11 +17,9 @@
 #include <corio/ipc/process/command.hpp>
 #include <corio/ipc/process/detail/exit_wait.hpp>
 #include <corio/ipc/process/detail/orphan_reaper.hpp>
-#include <corio/ipc/process/detail/shield.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/uring_compat.hpp>
-#include <corio/runtime/detail/worker.hpp>
 #include <corio/runtime/io_op.hpp>
+#include <corio/runtime/port.hpp>
+#include <corio/runtime/shield.hpp>
 #include <corio/runtime/timeout.hpp>
 #include <corio/runtime/when_all.hpp>
 
@@ -37,30 +35,13 @@ void process_fd::close() noexcept {
 
 namespace {
 
-/// Whether the running kernel's rings support IORING_OP_WAITID (Linux 6.7+). Every
-/// worker's ring is probed at creation; all agree, so the first answer is cached.
-/// Values: -1 unknown, 0 no, 1 yes. relaxed: an idempotent cache of a fixed fact.
-std::atomic<int> g_waitid_supported{-1};
-
 /// Set by set_exit_wait(force_pidfd_poll) (tests). relaxed: an independent flag read
 /// at the start of each wait; no data is published with it.
 std::atomic<bool> g_force_pidfd_poll{false};
 
+/// Whether exits are awaited with IORING_OP_WAITID (Linux 6.7+; the port's probe).
 bool ring_has_waitid() noexcept {
-  if (g_force_pidfd_poll.load(std::memory_order_relaxed)) {
-    return false;
-  }
-  int known = g_waitid_supported.load(std::memory_order_relaxed);
-  if (known >= 0) {
-    return known == 1;
-  }
-  corio::detail::worker* w = corio::detail::current_worker();
-  if (w == nullptr) {
-    return false;
-  }
-  bool yes = w->io_ring().supports(corio::detail::uring::op_waitid);
-  g_waitid_supported.store(yes ? 1 : 0, std::memory_order_relaxed);
-  return yes;
+  return !g_force_pidfd_poll.load(std::memory_order_relaxed) && port::features().waitid;
 }
 
 /// One reap of the pidfd: 1 reaped (info filled), 0 still running, <0 -errno.
@@ -78,7 +59,7 @@ task<result<void>> await_exit(int pidfd, siginfo_t* info, std::stop_token token)
     *info = siginfo_t{};
     auto r = co_await io_op(
         [pidfd, info](io_uring_sqe* sqe) {
-          corio::detail::uring::prep_waitid(sqe, P_PIDFD, pidfd, info, WEXITED);
+          port::uring::prep_waitid(sqe, P_PIDFD, pidfd, info, WEXITED);
         },
         token);
     if (!r) {
@@ -282,7 +263,7 @@ task<void> child::kill_and_reap() {
   // returns. A SIGKILLed process exits in microseconds unless stuck in the kernel (D
   // state): bounded, and past the bound the orphan reaper takes over.
   siginfo_t info{};
-  auto reaped = co_await detail::shield(
+  auto reaped = co_await corio::shield(
       corio::timeout(detail::await_exit(m_pidfd.get(), &info, {}), std::chrono::seconds(1)));
   if (reaped) {
     m_pidfd.close();

@@ -23,7 +23,7 @@
 
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/io_op.hpp>
-#include <corio/ipc/process/detail/shield.hpp>
+#include <corio/runtime/shield.hpp>
 
 namespace corio::ipc {
 
@@ -226,7 +226,7 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
     co_return unexpected(cancelled_error());
   }
   std::int32_t reply = 0;
-  auto exchanged = co_await detail::shield(request_reply(sock, &msg, &reply_read, &reply_write, &reply));
+  auto exchanged = co_await corio::shield(request_reply(sock, &msg, &reply_read, &reply_write, &reply));
   if (!exchanged) {
     co_return unexpected(exchanged.error());
   }

@@ -10,7 +10,7 @@
 #include <algorithm>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/spawn.hpp>
 
 namespace corio::ipc {
@@ -105,7 +105,7 @@ class batch_wait {
   pool_state* m_state;
   pool_batch* m_batch;
   std::stop_token m_token;
-  corio::detail::stop_link<stop_fn> m_stop;
+  port::stop_link<stop_fn> m_stop;
 };
 
 void add_byte_jobs(pool_batch& b, pool_job_fn fn, const std::vector<std::vector<std::byte>>& jobs) {

@@ -1,7 +1,11 @@
-// Operation states shared by io_uring operations and timers.
+// Operation states shared by io_uring operations, timers and blocking jobs: the node types
+// of the scheduler port (runtime/port.hpp).
 //
 // io_completion: what an SQE's user_data points to; the owning worker calls on_cqe()
 // for each CQE it reaps.
+// timer_node: a sleep's node in its worker's timer heap (a cancellable: a stop request
+// takes it out of the heap on the owner).
+// blocking_job: a job for the blocking pool; run() runs on a pool thread.
 //
 // cancellable: the hand-off between a stop request (any thread) and the owning worker
 // (the only thread allowed to touch its ring and timer heap). A stop callback never
@@ -19,6 +23,8 @@
 #pragma once
 
 #include <atomic>
+#include <coroutine>
+#include <cstddef>
 #include <cstdint>
 
 namespace corio::detail {
@@ -54,6 +60,24 @@ struct cancellable {
       on_resume(this);
     }
   }
+};
+
+/// A node of a worker's timer heap; lives in the sleeping coroutine's frame.
+struct timer_node : cancellable {
+  std::int64_t deadline_ns = 0;   ///< steady clock, ns since its epoch
+  std::uint64_t sequence = 0;     ///< arming order (equal deadlines fire in it)
+  std::size_t heap_index = 0;     ///< the heap's bookkeeping
+  std::coroutine_handle<> waiter{};
+  int res = 0;  ///< 0 fired, -ECANCELED cancelled
+};
+
+/// A job of the blocking pool (port::blocking_submit). run() is called once, on a pool
+/// thread, unless the job is withdrawn first.
+struct blocking_job {
+  virtual void run() noexcept = 0;
+
+ protected:
+  ~blocking_job() = default;
 };
 
 }  // namespace corio::detail

@@ -3,12 +3,13 @@
 // The kernel (6.7+) knows these opcodes; the headers do not. Each is a plain SQE fill
 // through io_uring_prep_rw() (which in liburing 2.3 zeroes the remaining fields) plus the
 // extra fields, at the offsets documented in the kernel's uapi io_uring.h. Whether the
-// running kernel supports an opcode is decided by a probe (ring::supports()), never by
+// running kernel supports an opcode is decided by a probe (port::supports()), never by
 // these definitions. This is the only place in corio that spells raw opcode numbers.
 // Thread-safety: plain functions filling an SQE the caller owns. Cost: a few stores.
 #pragma once
 
 #include <liburing.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 
 #include <cstdint>
@@ -62,6 +63,23 @@ inline void prep_waitid(io_uring_sqe* sqe, int idtype, int id, void* siginfo, in
   io_uring_prep_rw(op_waitid, sqe, id, nullptr, static_cast<unsigned>(idtype), 0);
   sqe->off = reinterpret_cast<std::uint64_t>(siginfo);
   sqe->file_index = static_cast<std::uint32_t>(options);
+}
+
+/// IORING_OP_BIND: like bind(fd, addr, addrlen); the address must stay valid until the
+/// CQE (the kernel copies it when the operation is prepared).
+inline void prep_bind(io_uring_sqe* sqe, int fd, const sockaddr* addr, socklen_t addrlen) {
+  io_uring_prep_rw(op_bind, sqe, fd, addr, 0, addrlen);  // addrlen goes in addr2 (= off)
+}
+
+/// IORING_OP_LISTEN: like listen(fd, backlog).
+inline void prep_listen(io_uring_sqe* sqe, int fd, int backlog) {
+  io_uring_prep_rw(op_listen, sqe, fd, nullptr, static_cast<unsigned>(backlog), 0);
+}
+
+/// IORING_OP_PIPE: like pipe2(fds, flags); fds[0] and fds[1] are written when it completes.
+inline void prep_pipe(io_uring_sqe* sqe, int* fds, int flags) {
+  io_uring_prep_rw(op_pipe, sqe, 0, fds, 0, 0);
+  sqe->rw_flags = flags;  // the kernel's pipe_flags shares this word
 }
 
 }  // namespace corio::detail::uring

@@ -15,6 +15,7 @@
 #include <utility>
 #include <variant>
 
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/task.hpp>
 
 namespace corio::detail {
@@ -55,7 +56,7 @@ class when_child {
           p.on_finish(p.on_finish_ctx, p.index);
         }
         if (p.counter->arrive()) {
-          return transfer(p.counter->parent);
+          return port::transfer(p.counter->parent);
         }
         return std::noop_coroutine();
       }

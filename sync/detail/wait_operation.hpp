@@ -21,11 +21,10 @@
 #include <stop_token>
 #include <utility>
 
-#include <corio/runtime/detail/scheduling.hpp>
-#include <corio/runtime/detail/stop_link.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 
 namespace corio::detail {
 
@@ -128,7 +127,7 @@ class wait_operation : public waiter {
 
   /// Records that a synchronous completion must still yield (budget spent).
   bool budget_spent() noexcept {
-    if (status != wait_status::idle && detail::consume_budget()) {
+    if (status != wait_status::idle && port::consume_budget()) {
       m_yield = true;
       return true;
     }
@@ -145,7 +144,7 @@ class wait_operation : public waiter {
   template <class P>
   wait_outcome suspend_outcome(std::coroutine_handle<P> h, bool honour_inherited = true) {
     if (m_yield) {
-      detail::schedule_yield(h);
+      port::yield(h);
       return wait_outcome::suspended;
     }
     return wait(h, honour_inherited ? detail::inherited_token_of(h) : nullptr);
@@ -163,7 +162,7 @@ class wait_operation : public waiter {
   /// The slow path: queue and suspend (coroutine on a worker) or block (a thread, or a
   /// coroutine running outside any corio runtime).
   wait_outcome wait(std::coroutine_handle<> h, const std::stop_token* inherited) {
-    home = h ? detail::current_runtime() : nullptr;
+    home = h ? port::current_runtime() : nullptr;
     std::optional<thread_parker> parked;
     if (home == nullptr) {
       parker = &parked.emplace();
@@ -232,7 +231,7 @@ class wait_operation : public waiter {
   }
 
   std::stop_token m_token;
-  stop_link<wait_cancel_fn<wait_operation>> m_stop;
+  port::stop_link<wait_cancel_fn<wait_operation>> m_stop;
   bool m_yield = false;
   bool m_published = false;  ///< was queued at some point (owner thread only)
   bool m_resumed = false;    ///< await_resume ran: the wait is over (owner thread only)

@@ -1,8 +1,8 @@
-// Tests for runtime/detail/local_queue.hpp: FIFO order, capacity, overflow halves, and
+// Tests for runtime/internal/local_queue.hpp: FIFO order, capacity, overflow halves, and
 // concurrent stealing that loses and duplicates nothing.
 #include <catch2/catch.hpp>
 
-#include <corio/runtime/detail/local_queue.hpp>
+#include <corio/runtime/internal/local_queue.hpp>
 
 #include <atomic>
 #include <cstdint>

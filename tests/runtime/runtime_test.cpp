@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/sync/event.hpp>
 
 #include <linux/filter.h>
@@ -167,7 +168,7 @@ struct baton {
   bool signalled = false;
   void signal() {
     if (waiter) {
-      corio::detail::schedule_wake(std::exchange(waiter, {}), corio::detail::current_runtime());
+      corio::port::wake(std::exchange(waiter, {}), corio::port::current_runtime());
     } else {
       signalled = true;
     }

@@ -16,7 +16,7 @@
 #include <corio/runtime/timeout.hpp>
 #include <corio/sync/barrier.hpp>
 #include <corio/sync/detail/wait_operation.hpp>
-#include <corio/sync/detail/waiter_list.hpp>
+#include <corio/sync/waiter_list.hpp>
 #include <corio/sync/latch.hpp>
 
 #include "sync_helpers.hpp"

@@ -35,7 +35,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/port.hpp>
 
 namespace corio::ipc {
 
@@ -154,7 +154,7 @@ class completion_signal {
  public:
   bool await_ready() const noexcept { return m_state.load(std::memory_order_acquire) == 1; }
   bool await_suspend(std::coroutine_handle<> h) noexcept {
-    m_home = corio::detail::current_runtime();
+    m_home = port::current_runtime();
     std::uintptr_t expected = 0;
     // release: publishes m_home; pairs with the acq_rel exchange in signal().
     // acquire (failure): sees the batch results published before signal().
@@ -166,7 +166,7 @@ class completion_signal {
     // acq_rel: publishes the results (release) and reads the waiter and m_home (acquire).
     std::uintptr_t prev = m_state.exchange(1, std::memory_order_acq_rel);
     if (prev > 1) {
-      corio::detail::schedule_wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), m_home);
+      port::wake(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(prev)), m_home);
     }
   }
 

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include <corio/runtime/config.hpp>
-#include <corio/runtime/detail/blocking_pool.hpp>
-#include <corio/runtime/detail/inject_queue.hpp>
-#include <corio/runtime/detail/worker.hpp>
+#include <corio/runtime/internal/blocking_pool.hpp>
+#include <corio/runtime/internal/inject_queue.hpp>
+#include <corio/runtime/internal/worker.hpp>
 #include <corio/runtime/metrics.hpp>
 
 namespace corio::detail {

@@ -15,14 +15,9 @@
 #include <thread>
 #include <vector>
 
+#include <corio/runtime/detail/completion.hpp>
+
 namespace corio::detail {
-
-struct blocking_job {
-  virtual void run() noexcept = 0;
-
- protected:
-  ~blocking_job() = default;
-};
 
 class blocking_pool {
  public:

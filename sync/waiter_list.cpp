@@ -1,12 +1,13 @@
-#include <corio/sync/detail/waiter_list.hpp>
+// The out-of-line parts of the waiter queue (sync/waiter_list.hpp): the spin lock's slow
+// path, waking a node, cancelling and abandoning a wait, closing and destroying a list.
+#include <corio/sync/waiter_list.hpp>
 
 #include <sched.h>
 
 #include <cstdio>
 #include <cstdlib>
 
-#include <corio/runtime/detail/runtime_core.hpp>
-#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/port.hpp>
 
 namespace corio::detail {
 
@@ -20,7 +21,7 @@ void sync_spin_lock::lock_slow() noexcept {
         ::sched_yield();
         spins = 0;
       } else {
-        __builtin_ia32_pause();
+        port::cpu_relax();
       }
     }
     // acquire: pairs with unlock()'s release.
@@ -33,10 +34,10 @@ void sync_spin_lock::lock_slow() noexcept {
 void wake_target::wake(bool front) const noexcept {
   if (parker != nullptr) {
     parker->notify();
-  } else if (!front && home == current_runtime()) {
-    schedule_yield(handle);
+  } else if (!front && home == port::current_runtime()) {
+    port::yield(handle);
   } else {
-    schedule_wake(handle, home);
+    port::wake(handle, home);
   }
 }
 
@@ -97,7 +98,7 @@ void waiter_list::abandon(waiter& w) noexcept {
 
 void waiter_list::close_all(wake_batch& batch) noexcept {
   while (waiter* w = pop_front()) {
-    if (w->home != nullptr && w->home->stopping()) {
+    if (w->home != nullptr && port::stopping(w->home)) {
       w->status = wait_status::cancelled;
     } else {
       w->status = wait_status::closed;
@@ -112,7 +113,7 @@ bool waiter_list::detach_all() noexcept {
   m_lock->lock();
   while (waiter* w = m_head) {
     remove(w);
-    bug = bug || !(w->home != nullptr && w->home->stopping());
+    bug = bug || !(w->home != nullptr && port::stopping(w->home));
     w->status = wait_status::cancelled;
     w->list = &dead;
   }

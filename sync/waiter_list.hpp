@@ -1,5 +1,7 @@
-// The waiter queue shared by every sync/ primitive: a small spin lock, an intrusive FIFO
-// list of waiter nodes, and the batch of waiters to wake once the lock is dropped.
+// The waiter queue every corio wait is built on: a small spin lock, an intrusive FIFO list
+// of waiter nodes, and the batch of waiters to wake once the lock is dropped. Used by the
+// sync/ primitives and by the layers above (ipc's multishot waits); a building block for
+// writing a primitive, not something an application needs (hence namespace detail).
 //
 // Design note
 // -----------
@@ -15,8 +17,8 @@
 //     last access to the node. So a node is woken exactly once, and a hand-off (granted)
 //     and a cancellation can never both happen: whoever takes the lock first decides.
 //
-// Waking never resumes a coroutine inline: it goes through detail::schedule_wake (the
-// waker's LIFO slot when it is a worker of the waiter's runtime, else the global queue).
+// Waking never resumes a coroutine inline: it goes through port::wake (the waker's LIFO
+// slot when it is a worker of the waiter's runtime, else the global queue).
 // A plain thread blocked in a *_blocking call is woken through its thread_parker.
 //
 // Cost: lock = one exchange when free; critical sections are a few pointer writes.
@@ -30,9 +32,9 @@
 #include <cstdint>
 #include <mutex>
 
-namespace corio::detail {
+#include <corio/runtime/port.hpp>
 
-class runtime_core;
+namespace corio::detail {
 
 /// Test-and-test-and-set lock guarding a primitive's waiter lists and state.
 class sync_spin_lock {
@@ -115,7 +117,7 @@ struct waiter {
     // the waker no longer reads this node.
     for (unsigned spins = 0; waking.load(std::memory_order_acquire); ++spins) {
       if (spins < 64) {
-        cpu_relax();
+        port::cpu_relax();
       } else {
         yield_cpu();  // the waker may be preempted (inside a futex wake, say): let it run
       }
@@ -124,11 +126,6 @@ struct waiter {
 
  private:
   static void yield_cpu() noexcept;
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
 };
 
 /// What waking a node needs, copied out of it (see wake_batch::wake_all).

@@ -1,19 +1,23 @@
-// corio::ipc::detail::shielded: await a task without passing it the awaiter's
-// cancellation token (the task runs to completion even if the awaiting task is stopped).
+// corio::shield(task): await a task without passing it the awaiter's cancellation token,
+// so it runs to completion even if the awaiting task is stopped (when_any, timeout, a
+// stop token) — Trio's shielded cancel scope.
 //
-// Used where an operation, once started, must not be abandoned half-way: the fork
-// request and its reply (a child would be created that nobody owns), and the reap of a
-// child killed on cancellation. The shielded task must be short or bounded by itself.
+// For an operation that, once started, must not be abandoned half-way: a request whose
+// reply must be read (the fork server's: a child would be created that nobody owns), the
+// reap of a child killed on cancellation, a descriptor a helper task may be a moment from
+// publishing. The awaiter's stop is seen again after the shielded task returns. The
+// shielded task must be short or bounded by itself (it ignores the caller's stop), and
+// an explicit token passed to the waits inside it still cancels them.
 // Thread-safety and cost: those of awaiting the task (no allocation, no atomics).
 #pragma once
 
 #include <coroutine>
 #include <utility>
 
-#include <corio/runtime/detail/scheduling.hpp>
+#include <corio/runtime/port.hpp>
 #include <corio/runtime/task.hpp>
 
-namespace corio::ipc::detail {
+namespace corio {
 
 template <class T>
 class shielded {
@@ -27,7 +31,7 @@ class shielded {
     m_body = task<T>(m_handle);  // keep ownership: the frame dies with this awaiter
     m_handle.promise().continuation = parent;
     m_handle.promise().inherited_token = nullptr;  // the point: no token reaches the body
-    return corio::detail::transfer(m_handle);
+    return port::transfer(m_handle);
   }
   T await_resume() {
     if constexpr (std::is_void_v<T>) {
@@ -48,4 +52,4 @@ shielded<T> shield(task<T> body) noexcept {
   return shielded<T>(std::move(body));
 }
 
-}  // namespace corio::ipc::detail
+}  // namespace corio

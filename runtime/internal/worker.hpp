@@ -20,14 +20,19 @@
 
 #include <corio/runtime/config.hpp>
 #include <corio/runtime/detail/completion.hpp>
-#include <corio/runtime/detail/local_queue.hpp>
-#include <corio/runtime/detail/ring.hpp>
-#include <corio/runtime/detail/timer_heap.hpp>
+#include <corio/runtime/internal/local_queue.hpp>
+#include <corio/runtime/internal/ring.hpp>
+#include <corio/runtime/internal/timer_heap.hpp>
 #include <corio/runtime/metrics.hpp>
 
 namespace corio::detail {
 
 class runtime_core;
+
+class worker;
+/// The worker running on this thread (runtime/worker.cpp), or nullptr.
+// initial-exec: one %fs-relative load per access, also from the shared library.
+[[gnu::tls_model("initial-exec")]] extern thread_local worker* tl_worker;
 
 /// Reserved user_data values; real operations use the address of an io_completion.
 inline constexpr std::uint64_t kUserDataIgnore = 0;
@@ -57,6 +62,8 @@ class worker {
   // --- any thread ---
   /// Returns false (nothing pushed) once the shutdown drain has closed the cancel list.
   bool push_cancel(cancellable* op) noexcept;
+  /// push_cancel() on `w` if the worker with that serial is still alive (port::post()).
+  static bool post_if_alive(worker* w, std::uint64_t serial, cancellable* c) noexcept;
   /// Wakes this worker if it is parked (not as a searcher).
   void wake_if_parked() noexcept;
   /// Claims this parked worker for a searcher wake. Returns true if claimed.
@@ -71,12 +78,17 @@ class worker {
     return m_roots_finished.load(std::memory_order_relaxed);
   }
 
-  // --- owner-thread state used by scheduling.hpp functions ---
+  /// Cooperative budget per scheduler tick (port::consume_budget) and the depth of
+  /// symmetric transfers before one is re-queued (port::transfer).
+  static constexpr unsigned kBudget = 128;
+  static constexpr unsigned kTransferLimit = 256;
+
+  // --- owner-thread state used by the port's entry points (runtime/port.cpp) ---
   unsigned transfer_depth = 0;
   unsigned budget = 0;
   runtime_core& rt;
   const unsigned index;
-  std::uint64_t serial = 0;  ///< unique per process (worker_try_push's liveness check)
+  std::uint64_t serial = 0;  ///< unique per process (port::post's liveness check)
 
   // Startup handshake: set by thread_main before the runtime constructor returns.
   std::error_code startup_error;

@@ -8,7 +8,6 @@
 // Cost: O(log n) insert/remove; 100,000 timers is a 17-level heap.
 #pragma once
 
-#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -16,14 +15,6 @@
 #include <corio/runtime/detail/completion.hpp>
 
 namespace corio::detail {
-
-struct timer_node : cancellable {
-  std::int64_t deadline_ns = 0;
-  std::uint64_t sequence = 0;
-  std::size_t heap_index = 0;
-  std::coroutine_handle<> waiter{};
-  int res = 0;  // 0 fired, -ECANCELED cancelled
-};
 
 class timer_heap {
  public:
