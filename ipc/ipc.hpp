@@ -1,5 +1,5 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
-// buffered streams, POSIX message queues, shared memory, memory maps).
+// buffered streams, POSIX message queues, shared memory, memory maps, the pickle codec).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>
+#include <corio/ipc/pickle.hpp>
 #include <corio/ipc/pipe.hpp>
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/shared_memory.hpp>

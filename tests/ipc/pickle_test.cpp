@@ -1,0 +1,633 @@
+// Tests for ipc/pickle.hpp: the value type, every opcode family of the reader, the
+// writer, and every kind of bad input (truncated, too deep, unknown opcode, missing memo
+// slot, forbidden class, oversize, self-reference, ...). The pickles here are written by
+// hand, opcode by opcode; pickle_python_test.cpp checks real Pythons' pickles.
+#include <corio/ipc/pickle.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace pk = corio::ipc::pickle;
+using pk::errc;
+using pk::value;
+
+namespace {
+
+// P(0x80, 4, 'K', 5, '.') and P(0x8c, 3, "abc"): bytes from opcodes, numbers and strings.
+void append(std::string& s, int c) { s.push_back(static_cast<char>(c)); }
+void append(std::string& s, const char* t) { s += t; }
+template <class... A>
+std::string P(A... a) {
+  std::string s;
+  (append(s, a), ...);
+  return s;
+}
+
+std::string le32(std::uint32_t v) {
+  std::string s;
+  for (int i = 0; i < 4; ++i) {
+    s.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  return s;
+}
+
+std::string le64(std::uint64_t v) {
+  std::string s;
+  for (int i = 0; i < 8; ++i) {
+    s.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  return s;
+}
+
+// A protocol 4 pickle of body then STOP.
+std::string p4(const std::string& body) { return P(0x80, 4) + body + "."; }
+
+value load_ok(const std::string& bytes, const pk::load_options& o = {}) {
+  pk::reader r(o);
+  auto v = r.load(bytes);
+  INFO("error: " << r.error_message());
+  REQUIRE(v.has_value());
+  return *v;
+}
+
+// Loads bytes expecting failure with e; returns the reader's message.
+std::string load_fails(const std::string& bytes, errc e, const pk::load_options& o = {}) {
+  pk::reader r(o);
+  auto v = r.load(bytes);
+  INFO("decoded " << (v ? v->repr() : std::string("(error)")));
+  REQUIRE_FALSE(v.has_value());
+  INFO("message: " << r.error_message());
+  CHECK(v.error() == e);
+  CHECK_FALSE(r.error_message().empty());
+  return r.error_message();
+}
+
+std::string encode(const value& v, int protocol = 4) {
+  pk::dump_options o;
+  o.protocol = protocol;
+  auto b = pk::dumps(v, o);
+  REQUIRE(b.has_value());
+  return std::string(reinterpret_cast<const char*>(b->data()), b->size());
+}
+
+std::string short_str(std::string_view s) { return P(0x8c, static_cast<int>(s.size())) + std::string(s); }
+
+}  // namespace
+
+// ---- the value type ----
+
+TEST_CASE("value converts C++ values both ways with checked ranges and types", "[pickle]") {
+  CHECK(value().is_none());
+  CHECK(value(nullptr).is_none());
+  CHECK(value(true).type() == pk::kind::boolean);
+  CHECK(value(7).type() == pk::kind::integer);
+  CHECK(value(std::uint64_t{1} << 63).type() == pk::kind::big_integer);
+  CHECK(value(1.5f).type() == pk::kind::floating);
+  CHECK(value("text").type() == pk::kind::str);
+  CHECK(value(std::string("text")).type() == pk::kind::str);
+
+  CHECK(*value(300).as<int>() == 300);
+  CHECK(value(300).as<std::int8_t>().error() == errc::out_of_range);
+  CHECK(value(-1).as<unsigned>().error() == errc::out_of_range);
+  CHECK(*value(std::uint64_t{1} << 63).as<std::uint64_t>() == std::uint64_t{1} << 63);
+  CHECK(value(std::uint64_t{1} << 63).as<std::int64_t>().error() == errc::out_of_range);
+  CHECK(value(true).as<int>().error() == errc::type_mismatch);
+  CHECK(value(1).as<bool>().error() == errc::type_mismatch);
+  CHECK(*value(2).as<double>() == 2.0);  // Python passes ints where floats are expected
+  CHECK(value(2.5).as<int>().error() == errc::type_mismatch);
+  CHECK(*value("abc").as<std::string>() == "abc");
+  CHECK(*value("abc").as<std::string_view>() == "abc");
+  CHECK(value(value::make_bytes("abc")).as<std::string>().error() == errc::type_mismatch);
+  CHECK(value::make_bytes("abc").as<std::span<const std::byte>>()->size() == 3);
+  CHECK(value::make_bytearray("ab").as<std::vector<std::byte>>()->size() == 2);
+
+  CHECK(*value().as<std::optional<double>>() == std::nullopt);
+  CHECK(**value(1.5).as<std::optional<double>>() == 1.5);
+  CHECK(*value::list_of(1, 2, 3).as<std::vector<int>>() == std::vector<int>{1, 2, 3});
+  CHECK(value::list_of(1, "x").as<std::vector<int>>().error() == errc::type_mismatch);
+
+  value request = value::tuple_of("7f00", "get", value::tuple_of(), value::make_dict({{"block", false}}));
+  auto fields = request.as<std::tuple<std::string, std::string, value, value>>();
+  REQUIRE(fields.has_value());
+  auto& [id, method, args, kwds] = *fields;
+  CHECK(id == "7f00");
+  CHECK(method == "get");
+  CHECK(args.size() == 0);
+  CHECK(*kwds.get("block")->as<bool>() == false);
+  CHECK(request.as<std::tuple<std::string, int, value, value>>().error() == errc::type_mismatch);
+  CHECK(request.as<std::tuple<std::string, std::string>>().error() == errc::type_mismatch);
+
+  CHECK(request.at(1)->if_str() != nullptr);
+  CHECK(request.at(4) == nullptr);
+  CHECK(value(3).at(0) == nullptr);
+}
+
+TEST_CASE("dict keeps insertion order, replaces a duplicate key in place and finds keys by Python equality",
+          "[pickle]") {
+  pk::dict d;
+  CHECK(d.insert_or_assign(1, "one"));
+  CHECK(d.insert_or_assign("b", 2));
+  CHECK_FALSE(d.insert_or_assign(1.0, "uno"));  // 1 == 1.0 in Python: same key
+  CHECK_FALSE(d.insert_or_assign(true, "yes"));
+  REQUIRE(d.size() == 2);
+  CHECK(d.begin()->key.type() == pk::kind::integer);  // the first key object is kept
+  CHECK(*d.begin()->mapped.as<std::string>() == "yes");
+  CHECK(d.get("b") != nullptr);
+  CHECK(d.find(value(0.0)) == nullptr);
+
+  // Above 8 entries the index takes over; lookups, -0.0 == 0.0 and erase still work.
+  for (int i = 0; i < 100; ++i) {
+    d.insert_or_assign(value::tuple_of(i, "k"), i);
+  }
+  d.insert_or_assign(0.0, "zero");
+  CHECK(*d.find(value(-0.0))->as<std::string>() == "zero");
+  CHECK(*d.find(value::tuple_of(57, "k"))->as<int>() == 57);
+  CHECK(d.erase(value::tuple_of(57, "k")));
+  CHECK(d.find(value::tuple_of(57, "k")) == nullptr);
+  CHECK(*d.find(value::tuple_of(58, "k"))->as<int>() == 58);
+  CHECK(d.size() == 102);
+  CHECK(d.get("b") != nullptr);
+
+  value big_key = value(*pk::big_int::from_decimal("18446744073709551616"));  // 2**64
+  d.insert_or_assign(big_key, "big");
+  CHECK(d.find(value(18446744073709551616.0)) != nullptr);  // == float(2**64)
+}
+
+TEST_CASE("set drops elements equal in Python's sense and compares without order", "[pickle]") {
+  pk::set s{1, 1.0, true, "a", value::tuple_of(1, 2)};
+  CHECK(s.size() == 3);
+  CHECK(s.contains(value::tuple_of(1.0, 2)));
+  pk::set t{value::tuple_of(1, 2), "a", 1};
+  CHECK(s == t);
+  CHECK(value(s) == value(t));
+  CHECK_FALSE(value(s) == value::make_frozenset(t));  // set and frozenset differ as values
+}
+
+TEST_CASE("big_int converts between two's complement, int64, decimal and double", "[pickle]") {
+  auto b = *pk::big_int::from_decimal("-1180591620717411303424");  // -(2**70)
+  CHECK(b.negative());
+  CHECK(b.bit_length() == 71);
+  CHECK(b.to_string() == "-1180591620717411303424");
+  CHECK_FALSE(b.to_int64().has_value());
+  CHECK(b.to_double() == -1180591620717411303424.0);
+  CHECK(*pk::big_int::from_double(-1180591620717411303424.0) == b);
+  CHECK_FALSE(pk::big_int::from_double(0.5).has_value());
+  CHECK(*pk::big_int(INT64_MIN).to_int64() == INT64_MIN);
+  CHECK(pk::big_int(-1).twos_complement().size() == 1);
+  CHECK(pk::big_int(128).twos_complement().size() == 2);  // 0x80 0x00
+  CHECK(pk::big_int().to_string() == "0");
+  CHECK(pk::big_int::from_decimal(std::string(4301, '9')).error() == errc::out_of_range);
+  CHECK(pk::big_int::from_decimal("12x").error() == errc::malformed);
+  // value() normalizes: a big_int that fits is an int64.
+  CHECK(value(pk::big_int(5)).type() == pk::kind::integer);
+}
+
+TEST_CASE("value equality is exact: floats by bits, 1 differs from 1.0 and True, dict order is ignored", "[pickle]") {
+  CHECK(value(1) != value(1.0));
+  CHECK(value(1) != value(true));
+  CHECK(value(0.0) != value(-0.0));
+  double nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK(value(nan) == value(nan));
+  CHECK(value::make_bytes("a") != value::make_bytearray("a"));
+  CHECK(value::tuple_of(1) != value::list_of(1));
+  CHECK(value::make_dict({{"a", 1}, {"b", 2}}) == value::make_dict({{"b", 2}, {"a", 1}}));
+  CHECK(value::make_dict({{"a", 1}}) != value::make_dict({{"a", 1.0}}));
+  CHECK(value::make_dict({{1, "x"}}) != value::make_dict({{1.0, "x"}}));  // same key, other key object
+  CHECK(value::key_equal(value(1), value(1.0)));
+  CHECK(value::key_hash(value(1)) == value::key_hash(value(true)));
+  CHECK(value::key_hash(value(0.0)) == value::key_hash(value(-0.0)));
+}
+
+TEST_CASE("repr prints values as Python does", "[pickle]") {
+  CHECK(value().repr() == "None");
+  CHECK(value::tuple_of(1, "a'b", 1.0, true).repr() == "(1, \"a'b\", 1.0, True)");
+  CHECK(value::tuple_of(1).repr() == "(1,)");
+  CHECK(value(1e16).repr() == "1e+16");
+  CHECK(value(1e15).repr() == "1000000000000000.0");
+  CHECK(value(0.0001).repr() == "0.0001");
+  CHECK(value(1e-5).repr() == "1e-05");
+  CHECK(value(-std::numeric_limits<double>::infinity()).repr() == "-inf");
+  CHECK(value::make_bytes(std::string_view("a\x00", 2)).repr() == "b'a\\x00'");
+  CHECK(value::make_dict({{"k", value::list_of()}}).repr() == "{'k': []}");
+  CHECK(value(pk::set{}).repr() == "set()");
+  CHECK(pk::builtin_exception("ValueError", "bad").repr() == "ValueError('bad')");
+  CHECK(pk::queue_empty().repr() == "queue.Empty()");
+  CHECK(value(std::string(100, 'x')).repr(10) == "'xxxxxxxxx...");
+}
+
+// ---- the reader, opcode family by family ----
+
+TEST_CASE("reader decodes None, bools and ints of every width", "[pickle]") {
+  CHECK(load_ok(p4("N")).is_none());
+  CHECK(load_ok(p4(P(0x88))) == value(true));
+  CHECK(load_ok(p4(P(0x89))) == value(false));
+  CHECK(load_ok(p4(P('K', 0xff))) == value(255));
+  CHECK(load_ok(p4(P('M', 0x01, 0x02))) == value(0x0201));
+  CHECK(load_ok(p4("J" + le32(0xfffffffe))) == value(-2));
+  CHECK(load_ok(p4(P(0x8a, 0))) == value(0));                       // LONG1, zero bytes
+  CHECK(load_ok(p4(P(0x8a, 1, 0xff))) == value(-1));                // LONG1, sign-extended
+  CHECK(load_ok(p4(P(0x8a, 8) + le64(0x8000000000000000ULL))) == value(INT64_MIN));
+  value two_64 = load_ok(p4(P(0x8a, 9) + le64(0) + P(1)));          // 2**64
+  CHECK(two_64.type() == pk::kind::big_integer);
+  CHECK(two_64.if_big_int()->to_string() == "18446744073709551616");
+  CHECK(load_ok(p4(P(0x8a, 9) + le64(5) + P(0))) == value(5));       // non-minimal, still 5
+  value long4 = load_ok(p4(P(0x8b) + le32(300) + std::string(299, '\0') + P(0x40)));
+  CHECK(long4.if_big_int()->bit_length() == 299 * 8 + 7);
+  // Protocol 0 text forms.
+  CHECK(load_ok("I01\n.") == value(true));
+  CHECK(load_ok("I00\n.") == value(false));
+  CHECK(load_ok("I-42\n.") == value(-42));
+  CHECK(load_ok("L123456789012345678901234567890L\n.").if_big_int()->to_string() == "123456789012345678901234567890");
+  CHECK(load_ok("L7\n.") == value(7));
+}
+
+TEST_CASE("reader decodes floats in binary and text form", "[pickle]") {
+  CHECK(load_ok(p4(P('G', 0x3f, 0xf8, 0, 0, 0, 0, 0, 0))) == value(1.5));
+  CHECK(load_ok(p4(P('G', 0x80, 0, 0, 0, 0, 0, 0, 0))) == value(-0.0));
+  CHECK(std::isnan(*load_ok(p4(P('G', 0x7f, 0xf8, 0, 0, 0, 0, 0, 0))).as<double>()));
+  CHECK(load_ok("F2.25\n.") == value(2.25));
+  CHECK(std::isinf(*load_ok("Finf\n.").as<double>()));
+}
+
+TEST_CASE("reader decodes str and bytes opcodes of every width", "[pickle]") {
+  CHECK(load_ok(p4(short_str("h\xc3\xa9"))) == value("h\xc3\xa9"));
+  CHECK(load_ok(p4("X" + le32(3) + "abc")) == value("abc"));
+  CHECK(load_ok(p4(P(0x8d) + le64(2) + "ab")) == value("ab"));
+  CHECK(load_ok(p4(P(0x8c, 3) + "\xed\xa0\x80")) == value("\xed\xa0\x80"));  // a lone surrogate
+  CHECK(load_ok(p4(P('C', 2) + std::string("\x00\x01", 2))) == value::make_bytes(std::string_view("\x00\x01", 2)));
+  CHECK(load_ok(p4("B" + le32(1) + "z")) == value::make_bytes("z"));
+  CHECK(load_ok(p4(P(0x8e) + le64(1) + "z")) == value::make_bytes("z"));
+  CHECK(load_ok(p4(P(0x96) + le64(2) + "zz")) == value::make_bytearray("zz"));
+  // Python 2 str: decoded as ASCII, as Python 3 does by default.
+  CHECK(load_ok(p4(P('U', 2) + "hi")) == value("hi"));
+  CHECK(load_ok(p4("T" + le32(2) + "hi")) == value("hi"));
+}
+
+TEST_CASE("reader builds tuples, lists, dicts, sets and frozensets with every opcode that makes them", "[pickle]") {
+  CHECK(load_ok(p4(")")) == value::tuple_of());
+  CHECK(load_ok(p4(P('K', 1, 0x85))) == value::tuple_of(1));
+  CHECK(load_ok(p4(P('K', 1, 'K', 2, 0x86))) == value::tuple_of(1, 2));
+  CHECK(load_ok(p4(P('K', 1, 'K', 2, 'K', 3, 0x87))) == value::tuple_of(1, 2, 3));
+  CHECK(load_ok(p4(P('(', 'K', 1, 'K', 2, 'K', 3, 'K', 4, 't'))) == value::tuple_of(1, 2, 3, 4));
+  CHECK(load_ok(p4("]")) == value::list_of());
+  CHECK(load_ok(p4(P(']', 'K', 1, 'a'))) == value::list_of(1));
+  CHECK(load_ok(p4(P(']', '(', 'K', 1, 'K', 2, 'e', '(', 'K', 3, 'e'))) == value::list_of(1, 2, 3));
+  CHECK(load_ok(p4(P('(', 'K', 1, 'N', 'l'))) == value::list_of(1, nullptr));
+  CHECK(load_ok(p4("}")) == value::make_dict({}));
+  CHECK(load_ok(p4(P('}', 'K', 1, 'K', 2, 's'))) == value::make_dict({{1, 2}}));
+  CHECK(load_ok(p4(P('}', '(', 'K', 1, 'K', 2, 'K', 3, 'N', 'u'))) == value::make_dict({{1, 2}, {3, nullptr}}));
+  CHECK(load_ok(p4(P('(', 'K', 1, 'K', 2, 'd'))) == value::make_dict({{1, 2}}));
+  // A duplicate key keeps its first place and takes the last value, as in Python.
+  value dup = load_ok(p4(P('}', '(', 'K', 1, 'K', 2, 'K', 3, 'K', 4, 'K', 1, 'K', 5, 'u')));
+  CHECK(dup.size() == 2);
+  CHECK(*dup.if_dict()->begin()->mapped.as<int>() == 5);
+  CHECK(load_ok(p4(P(0x8f))) == value(pk::set{}));
+  CHECK(load_ok(p4(P(0x8f, '(', 'K', 1, 'K', 1, 'K', 2, 0x90))) == value(pk::set{1, 2}));
+  CHECK(load_ok(p4(P('(', 'K', 1, 0x91))) == value::make_frozenset({1}));
+  // POP, POP_MARK and DUP.
+  CHECK(load_ok(p4(P('K', 1, 'K', 2, '0'))) == value(1));
+  CHECK(load_ok(p4(P('K', 1, '(', 'K', 2, 'K', 3, '1'))) == value(1));
+  CHECK(load_ok(p4(P('K', 7, '(', '0'))) == value(7));  // POP of an empty mark drops the mark
+  CHECK(load_ok(p4(P(']', '2', 0x86))) == value::tuple_of(value::list_of(), value::list_of()));
+}
+
+TEST_CASE("reader follows the memo through every PUT and GET opcode, copying shared values", "[pickle]") {
+  // [a, a, (a,)] with a = [1, 2]: MEMOIZE / BINGET as Python 3.8+ writes it.
+  value shared = load_ok(p4(P(']', 0x94, '(', ']', 0x94, '(', 'K', 1, 'K', 2, 'e', 'h', 1, 'h', 1, 0x85, 0x94, 'e')));
+  value a = value::list_of(1, 2);
+  CHECK(shared == value::list_of(a, a, value::tuple_of(a)));
+  CHECK(load_ok(p4(P('K', 9, 'q', 3, '0', 'h', 3))) == value(9));                  // BINPUT / BINGET
+  CHECK(load_ok(p4(P('K', 9, 'r') + le32(70000) + P('0', 'j') + le32(70000))) == value(9));  // LONG_*
+  CHECK(load_ok(p4(P('K', 9) + "p5\n" + P('0') + "g5\n")) == value(9));            // text PUT / GET
+  // MEMOIZE counts the entries stored, wherever PUT placed them.
+  CHECK(load_ok(p4(P('K', 1, 'q', 9, 'K', 2, 0x94, '0', '0', 'h', 1))) == value(2));
+}
+
+TEST_CASE("reader skips PROTO and FRAME headers as Python's reader does", "[pickle]") {
+  CHECK(load_ok(P(0x80, 5, 0x95) + le64(2) + P('N', '.')).is_none());
+  CHECK(load_ok(P(0x80, 2, 'N', 0x80, 4, '.')).is_none());  // PROTO may repeat
+  CHECK(load_ok("N.").is_none());                            // no header at all
+}
+
+TEST_CASE("reader decodes the builtins that old protocols use to spell bytes, bytearray and sets, without calling "
+          "them",
+          "[pickle]") {
+  // Python 3, protocol 2: bytes as _codecs.encode(str, 'latin1').
+  CHECK(load_ok(P(0x80, 2) + "c_codecs\nencode\nX" + le32(2) + "\xc3\xbf" + "X" + le32(6) + "latin1" + P(0x86, 'R', '.')) ==
+        value::make_bytes("\xff"));
+  // b'' as __builtin__.bytes().
+  CHECK(load_ok(P(0x80, 2) + "c__builtin__\nbytes\n)R.") == value::make_bytes(""));
+  // set and frozenset from a list.
+  CHECK(load_ok(P(0x80, 2) + "c__builtin__\nset\n]" + P('(', 'K', 1, 'K', 2, 'e', 0x85, 'R', '.')) ==
+        value(pk::set{1, 2}));
+  CHECK(load_ok(P(0x80, 3) + "cbuiltins\nfrozenset\n]" + P('K', 1, 'a', 0x85, 'R', '.')) ==
+        value::make_frozenset({1}));
+  // bytearray: (str, 'latin-1') in protocol 2, (bytes,) in 3 and 4.
+  CHECK(load_ok(P(0x80, 2) + "c__builtin__\nbytearray\nX" + le32(1) + "a" + "X" + le32(7) + "latin-1" +
+                P(0x86, 'R', '.')) == value::make_bytearray("a"));
+  CHECK(load_ok(p4(short_str("builtins") + short_str("bytearray") + P(0x93, 'C', 1, 'z', 0x85, 'R'))) ==
+        value::make_bytearray("z"));
+  // Only latin-1 text can spell bytes.
+  load_fails(P(0x80, 2) + "c_codecs\nencode\nX" + le32(3) + "\xe2\x82\xac" + "X" + le32(6) + "latin1" +
+                 P(0x86, 'R', '.'),
+             errc::malformed);
+  load_fails(P(0x80, 2) + "c_codecs\nencode\nX" + le32(1) + "a" + "X" + le32(5) + "utf-8" + P(0x86, 'R', '.'),
+             errc::malformed);
+}
+
+TEST_CASE("reader turns allow-listed classes into object values with REDUCE, NEWOBJ, NEWOBJ_EX, BUILD, INST and OBJ",
+          "[pickle]") {
+  std::string value_error = short_str("builtins") + short_str("ValueError") + P(0x93);
+  value e = load_ok(p4(value_error + short_str("bad") + P(0x85, 'R')));
+  REQUIRE(e.if_object() != nullptr);
+  CHECK(e == pk::builtin_exception("ValueError", "bad"));
+  CHECK(e.if_object()->is("builtins", "ValueError"));
+
+  // Python's own ('#ERROR', Empty()) reply, byte for byte as 3.11's manager sends it.
+  std::string reply = P(0x80, 4, 0x95) + le64(34) + short_str("#ERROR") + P(0x94) + short_str("_queue") + P(0x94) +
+                      short_str("Empty") + P(0x94, 0x93, 0x94, ')', 'R', 0x94, 0x86, 0x94, '.');
+  value r = load_ok(reply);
+  CHECK(*r.at(0)->as<std::string>() == "#ERROR");
+  CHECK(r.at(1)->if_object()->is("_queue", "Empty"));
+
+  // NEWOBJ + BUILD (multiprocessing.managers.Token).
+  std::string token = short_str("multiprocessing.managers") + short_str("Token") + P(0x93, ')', 0x81) +
+                      short_str("Queue") + short_str("127.0.0.1") + P('M', 0xe9, 0x03, 0x86) + short_str("7f00") +
+                      P(0x87, 'b');
+  value t = load_ok(p4(token));
+  REQUIRE(t.if_object() != nullptr);
+  CHECK(t.if_object()->new_object);
+  CHECK(t.if_object()->state == value::tuple_of("Queue", value::tuple_of("127.0.0.1", 1001), "7f00"));
+
+  // NEWOBJ_EX with no keywords; with keywords it is refused.
+  CHECK(load_ok(p4(value_error + P(')', '}', 0x92))).if_object()->new_object);
+  load_fails(p4(value_error + P(')', '}', 'K', 1, 'K', 2, 's', 0x92)), errc::malformed);
+
+  // Protocol 0/1 INST and OBJ; Python 2's exceptions module maps to builtins below protocol 3.
+  CHECK(load_ok(P('(', 'K', 4) + "ibuiltins\nKeyError\n.") == pk::make_exception("builtins", "KeyError", {4}));
+  CHECK(load_ok(P('(') + "cexceptions\nKeyError\n" + P('K', 4, 'o', '.')) ==
+        pk::make_exception("builtins", "KeyError", {4}));
+
+  // A caller's own allow-list.
+  pk::allow_list mine{{"myapp", "Point"}};
+  pk::load_options o;
+  o.allowed = &mine;
+  CHECK(load_ok(p4(short_str("myapp") + short_str("Point") + P(0x93, 'K', 1, 'K', 2, 0x86, 'R')), o).if_object()->is(
+      "myapp", "Point"));
+  load_fails(p4(value_error + short_str("x") + P(0x85, 'R')), errc::forbidden_class, o);
+}
+
+// ---- bad input ----
+
+TEST_CASE("reader reports every prefix of a valid pickle as truncated", "[pickle]") {
+  std::string whole = encode(value::tuple_of("#RETURN", value::tuple_of("7f00", value::list_of(1, 2.5, nullptr)),
+                                             value::make_dict({{"k", value::make_bytes("v")}}),
+                                             pk::builtin_exception("KeyError", "k")));
+  REQUIRE(pk::loads(whole).has_value());
+  for (std::size_t n = 0; n < whole.size(); ++n) {
+    auto v = pk::loads(std::string_view(whole).substr(0, n));
+    INFO("prefix of " << n << " bytes");
+    REQUIRE_FALSE(v.has_value());
+    CHECK(v.error() == errc::truncated);
+  }
+  // Lengths that run past the end.
+  load_fails(p4(P(0x8c, 10) + "abc"), errc::truncated);
+  load_fails(P(0x80, 4, 0x8e) + le64(~0ULL) + "x", errc::truncated);
+  load_fails(P(0x80, 4, 0x95) + le64(100) + "N.", errc::truncated);
+  load_fails("I12", errc::truncated);  // a text argument without its newline
+}
+
+TEST_CASE("reader refuses unknown opcodes and names them", "[pickle]") {
+  CHECK(load_fails(p4(P(0xff)), errc::unknown_opcode).find("0xff") != std::string::npos);
+  load_fails(p4("z"), errc::unknown_opcode);
+  load_fails(p4(P(0x99)), errc::unknown_opcode);
+}
+
+TEST_CASE("reader refuses opcodes that would need outside help: persistent ids, extensions, out-of-band buffers",
+          "[pickle]") {
+  load_fails(p4("Pid\n"), errc::unsupported_opcode);
+  load_fails(p4(P('N', 'Q')), errc::unsupported_opcode);
+  load_fails(p4(P(0x82, 1)), errc::unsupported_opcode);
+  load_fails(p4(P(0x97)), errc::unsupported_opcode);
+  load_fails(p4(P(0x98)), errc::unsupported_opcode);
+  load_fails(P(0x80, 6, 'N', '.'), errc::unsupported_protocol);
+}
+
+TEST_CASE("reader refuses a GET of a memo slot that was never stored", "[pickle]") {
+  CHECK(load_fails(p4(P('h', 0)), errc::missing_memo).find("memo entry 0") != std::string::npos);
+  load_fails(p4(P('K', 1, 0x94, 'j') + le32(1)), errc::missing_memo);
+  load_fails(p4("g7\n"), errc::missing_memo);
+}
+
+TEST_CASE("reader refuses globals outside the allow-list and names them, before anything else happens",
+          "[pickle]") {
+  // The classic attack: os.system('...') through GLOBAL + REDUCE.
+  std::string msg = load_fails("cos\nsystem\n(S'echo pwned'\ntR.", errc::forbidden_class);
+  CHECK(msg.find("os.system") != std::string::npos);
+  CHECK(msg.find("at byte 0") != std::string::npos);
+  msg = load_fails(p4(short_str("builtins") + short_str("eval") + P(0x93) + short_str("1") + P(0x85, 'R')),
+                   errc::forbidden_class);
+  CHECK(msg.find("builtins.eval") != std::string::npos);
+  // A proxy passed as an argument: RebuildProxy would run code in Python.
+  msg = load_fails(p4(short_str("multiprocessing.managers") + short_str("RebuildProxy") + P(0x93)),
+                   errc::forbidden_class);
+  CHECK(msg.find("multiprocessing.managers.RebuildProxy") != std::string::npos);
+  load_fails(p4(P('(') + "ios\nsystem\n"), errc::forbidden_class);  // INST
+  // An empty allow-list refuses even exceptions.
+  pk::allow_list none;
+  pk::load_options o;
+  o.allowed = &none;
+  load_fails(p4(short_str("builtins") + short_str("ValueError") + P(0x93, ')', 'R')), errc::forbidden_class, o);
+}
+
+TEST_CASE("reader refuses nesting deeper than max_depth, whether by containers or by MARKs", "[pickle]") {
+  pk::load_options o;
+  o.max_depth = 50;
+  auto nested = [](int depth) {
+    std::string body;
+    for (int i = 0; i < depth; ++i) {
+      body += "]";
+    }
+    for (int i = 0; i < depth - 1; ++i) {
+      body += "a";
+    }
+    return p4(body);
+  };
+  CHECK(load_ok(nested(50), o).size() == 1);
+  load_fails(nested(51), errc::too_deep, o);
+  load_fails(p4(std::string(60, '(')), errc::too_deep, o);
+  // The default limit is Python's recursion limit.
+  load_fails(nested(100'000), errc::too_deep);
+}
+
+TEST_CASE("reader refuses memo indices at or above max_memo", "[pickle]") {
+  pk::load_options o;
+  o.max_memo = 100;
+  CHECK(load_ok(p4(P('K', 1, 'q', 99)), o) == value(1));
+  load_fails(p4(P('K', 1, 'q', 100)), errc::memo_too_large, o);
+  load_fails(p4(P('K', 1, 'r') + le32(0xffffffff)), errc::memo_too_large);
+}
+
+TEST_CASE("reader refuses input larger than max_bytes and pickles that make more than max_values values",
+          "[pickle]") {
+  pk::load_options o;
+  o.max_bytes = 10;
+  load_fails(p4(short_str("0123456789")), errc::too_large, o);
+  o = {};
+  o.max_values = 1000;
+  std::string many = P(0x80, 4, ']', '(');
+  for (int i = 0; i < 1001; ++i) {
+    many += "N";
+  }
+  load_fails(many + "e.", errc::too_large, o);
+  // "Billion laughs": each level holds the previous one twice through the memo. 40 levels
+  // are 200 bytes of pickle and would copy 2**40 values.
+  std::string laughs = P(0x80, 4, ']', 'q', 0);
+  for (int i = 1; i <= 40; ++i) {
+    laughs += P('h', i - 1, 'h', i - 1, 0x86, 'q', i);
+  }
+  CHECK(laughs.size() < 300);
+  load_fails(laughs + ".", errc::too_large);
+}
+
+TEST_CASE("reader refuses self-referencing structures instead of building cycles", "[pickle]") {
+  // l = []; l.append(l) as Python writes it.
+  CHECK(load_fails(p4(P(']', 0x94, 'h', 0, 'a')), errc::recursive).find("self-referencing") != std::string::npos);
+  // d = {}; d['self'] = d
+  load_fails(p4(P('}', 0x94, '(') + short_str("self") + P('h', 0, 'u')), errc::recursive);
+  // Through DUP, and through a container that was already placed in another.
+  load_fails(p4(P(']', '2', 'a')), errc::recursive);
+  load_fails(p4(P(']', 'q', 0, 0x85, 'h', 0, 'K', 1, 'a')), errc::recursive);
+}
+
+TEST_CASE("reader refuses unhashable dict keys and set elements as Python does", "[pickle]") {
+  CHECK(load_fails(p4(P('}', ']', 'K', 1, 's')), errc::unhashable).find("list") != std::string::npos);
+  load_fails(p4(P(0x8f, '(', '}', 0x90)), errc::unhashable);
+  load_fails(p4(P('(', 'K', 1, ']', 0x85, 0x91)), errc::unhashable);  // a tuple holding a list
+}
+
+TEST_CASE("reader refuses a str that is not UTF-8 and non-ASCII Python 2 strings", "[pickle]") {
+  load_fails(p4(P(0x8c, 1, 0xff)), errc::invalid_string);
+  load_fails(p4(P(0x8c, 2, 0xc0, 0x80)), errc::invalid_string);  // overlong NUL
+  load_fails(p4(P(0x8c, 4, 0xf4, 0x90, 0x80, 0x80)), errc::invalid_string);  // above U+10FFFF
+  load_fails(p4(P('U', 1, 0xe9)), errc::invalid_string);
+}
+
+TEST_CASE("reader refuses opcodes applied to the wrong operands", "[pickle]") {
+  load_fails(p4(""), errc::malformed);                        // STOP on an empty stack
+  load_fails(p4(P('K', 1, 'a')), errc::malformed);            // APPEND with nothing below
+  load_fails(p4(P('K', 1, 'K', 2, 'a')), errc::malformed);    // APPEND to an int
+  load_fails(p4(P(']', 'e')), errc::malformed);               // APPENDS without MARK
+  load_fails(p4(P('(', 'K', 1, 'e')), errc::malformed);       // APPENDS with no list below the mark
+  load_fails(p4(P('}', '(', 'K', 1, 'u')), errc::malformed);  // SETITEMS of an odd count
+  load_fails(p4(P('(', 'K', 1, 'd')), errc::malformed);       // DICT of an odd count
+  load_fails(p4(P('K', 1, ')', 'R')), errc::malformed);       // REDUCE of an int
+  load_fails(p4(short_str("builtins") + short_str("KeyError") + P(0x93, 'K', 1, 'R')), errc::malformed);
+  load_fails(p4(short_str("builtins") + short_str("KeyError") + P(0x93, ')', 'R', 'N', 'b', 'N', 'b')),
+             errc::malformed);                                // BUILD twice
+  load_fails(p4(P(']', 'N', 'b')), errc::malformed);          // BUILD of a list
+  load_fails(p4(P('K', 1, 'K', 2, 0x93)), errc::malformed);   // STACK_GLOBAL of ints
+  load_fails(p4(P(0x8b) + le32(0x80000000)), errc::malformed);  // negative LONG4 length
+  load_fails(p4(P('(', 0x85)), errc::malformed);              // TUPLE1 across a MARK
+  load_fails(p4(short_str("builtins") + short_str("KeyError") + P(0x93)), errc::malformed);  // a bare class
+  load_fails("Ix\n.", errc::malformed);
+  load_fails("F1.5x\n.", errc::malformed);
+  load_fails(p4("S'x'\n"), errc::unsupported_opcode);  // protocol 0 text strings
+  load_fails(p4("N") + "N", errc::trailing_data);
+}
+
+TEST_CASE("reader reports its last error with the offset and recovers for the next pickle", "[pickle]") {
+  pk::reader r;
+  auto bad = r.load(p4(P('K', 1, 'h', 5)));
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(r.error_offset() == 4);
+  CHECK(r.error_message().find("at byte 4") != std::string::npos);
+  auto good = r.load(p4(P('K', 1, 0x85)));
+  REQUIRE(good.has_value());
+  CHECK(*good == value::tuple_of(1));
+  CHECK(r.error_message().empty());
+  CHECK(bad.error().message() == "pickle refers to a memo entry that was never stored");
+  CHECK(std::string(bad.error().category().name()) == "corio.pickle");
+}
+
+// ---- the writer ----
+
+TEST_CASE("writer emits protocol 4 with the smallest opcode for each value", "[pickle]") {
+  CHECK(encode(value()) == P(0x80, 4, 'N', '.'));
+  CHECK(encode(value(true)) == P(0x80, 4, 0x88, '.'));
+  CHECK(encode(value(255)) == P(0x80, 4, 'K', 0xff, '.'));
+  CHECK(encode(value(256)) == P(0x80, 4, 'M', 0, 1, '.'));
+  CHECK(encode(value(-1)) == P(0x80, 4, 'J') + le32(0xffffffff) + ".");
+  CHECK(encode(value(std::int64_t{1} << 40)) == P(0x80, 4, 0x8a, 6, 0, 0, 0, 0, 0, 1, '.'));
+  CHECK(encode(value(1.5)) == P(0x80, 4, 'G', 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, '.'));
+  CHECK(encode(value("ab")) == P(0x80, 4, 0x8c, 2, "ab", '.'));
+  CHECK(encode(value(std::string(256, 'x'))).substr(2, 5) == "X" + le32(256));
+  CHECK(encode(value::make_bytes("ab")) == P(0x80, 4, 'C', 2, "ab", '.'));
+  CHECK(encode(value::tuple_of()) == P(0x80, 4, ')', '.'));
+  CHECK(encode(value::tuple_of(1, 2)) == P(0x80, 4, 'K', 1, 'K', 2, 0x86, '.'));
+  CHECK(encode(value::list_of(1)) == P(0x80, 4, ']', 'K', 1, 'a', '.'));
+  CHECK(encode(value::make_dict({{1, 2}})) == P(0x80, 4, '}', 'K', 1, 'K', 2, 's', '.'));
+  CHECK(encode(value::make_frozenset({})) == P(0x80, 4, '(', 0x91, '.'));
+  CHECK(encode(pk::queue_empty()) ==
+        P(0x80, 4) + short_str("queue") + short_str("Empty") + P(0x93, ')', 'R', '.'));
+  CHECK(encode(value::make_bytearray("z")) ==
+        P(0x80, 4) + short_str("builtins") + short_str("bytearray") + P(0x93, 'C', 1, 'z', 0x85, 'R', '.'));
+  CHECK(encode(value::make_bytearray("z"), 5) == P(0x80, 5, 0x96) + le64(1) + "z.");
+}
+
+TEST_CASE("writer output decodes to the same value, for every kind of value", "[pickle]") {
+  pk::object token;
+  token.module = "multiprocessing.managers";
+  token.name = "Token";
+  token.new_object = true;
+  token.state = value::tuple_of("Queue", value::tuple_of("127.0.0.1", 1001), "7f00");
+  value::items_type many;
+  for (int i = 0; i < 3000; ++i) {
+    many.emplace_back(i * 1000003LL);
+  }
+  value v = value::tuple_of(
+      nullptr, true, false, 0, -5, INT64_MIN, INT64_MAX, value(*pk::big_int::from_decimal("-" + std::string(700, '7'))),
+      0.1, -0.0, std::numeric_limits<double>::infinity(), "", "\xf0\x9f\x98\x80", std::string(70000, 'q'),
+      value::make_bytes(std::string(70000, '\0')), value::make_bytearray("ba"), value::tuple_of(value::tuple_of()),
+      value::list_of(value::list_of(), value::make_dict({})), value::make_list(std::move(many)),
+      value::make_dict({{"k", 1}, {value::tuple_of(1, "x"), value::list_of()}, {nullptr, 2.5}}), value(pk::set{1, "a"}),
+      value::make_frozenset({value::make_frozenset({1})}), pk::builtin_exception("TypeError", "t"),
+      value(std::move(token)));
+  for (int protocol : {4, 5}) {
+    std::string bytes = encode(v, protocol);
+    CHECK(load_ok(bytes) == v);
+  }
+}
+
+TEST_CASE("writer refuses what Python could not load: deep nesting, unhashable keys, bad UTF-8, unknown protocols",
+          "[pickle]") {
+  value deep = value::list_of();
+  for (int i = 0; i < 1001; ++i) {
+    deep = value::list_of(std::move(deep));
+  }
+  CHECK(pk::dumps(deep).error() == errc::too_deep);
+  pk::dump_options o;
+  o.max_depth = 2000;
+  CHECK(pk::dumps(deep, o).has_value());
+
+  pk::dict d;
+  d.insert_or_assign(value::list_of(1), 2);
+  CHECK(pk::dumps(value(d)).error() == errc::unhashable);
+  CHECK(pk::dumps(value(pk::set{value::make_dict({})})).error() == errc::unhashable);
+  CHECK(pk::dumps(value(std::string("\xff"))).error() == errc::invalid_string);
+  o = {};
+  o.protocol = 3;
+  CHECK(pk::dumps(value(), o).error() == errc::unsupported_protocol);
+
+  // A failed dump leaves the caller's buffer as it was.
+  std::vector<std::byte> out(3, std::byte{7});
+  CHECK_FALSE(pk::dump(value::tuple_of(1, std::string("\xff")), out).has_value());
+  CHECK(out.size() == 3);
+  CHECK(pk::dump(value(1), out).has_value());
+  CHECK(out.size() == 3 + 5);
+}
