@@ -1,5 +1,6 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
-// buffered streams, POSIX message queues, shared memory, memory maps, the pickle codec).
+// buffered streams, POSIX and SysV message queues, shared memory, memory maps, the pickle
+// codec).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
@@ -16,6 +17,7 @@
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/ipc/socket.hpp>
+#include <corio/ipc/sysv_message_queue.hpp>
 #include <corio/ipc/tcp.hpp>
 #include <corio/ipc/udp.hpp>
 #include <corio/ipc/unix.hpp>

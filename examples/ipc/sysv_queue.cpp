@@ -1,0 +1,132 @@
+// sysv_queue: the tutorial's sysv_ipc.MessageQueue, typed messages between a parent and a
+// forked child through one SysV message queue, as corio awaitables on both sides.
+//
+// The classic SysV idiom: the message type addresses the reader. The parent sends jobs as
+// type 1 (the child reads only type 1); the child answers each with its square, as type 2
+// when it is urgent (a multiple of 5) and type 3 otherwise, then says "bye" as type 9.
+// The parent first waits for exactly type 9, then drains the answers with type -3 (the
+// lowest type up to 3 first): every urgent answer comes out before the normal ones.
+//
+//   sysv_queue [jobs]     default 10, at most 200 (the answers must fit the queue)
+#include "../common/args.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+#include <corio/ipc/sysv_message_queue.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using corio::ipc::sysv_message_queue;
+
+constexpr long to_child = 1, urgent = 2, normal = 3, bye = 9;
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+std::string text_of(const std::vector<std::byte>& buf, std::size_t n) {
+  return std::string(reinterpret_cast<const char*>(buf.data()), n);
+}
+
+/// The child: answers jobs until "stop", on its own runtime.
+corio::task<int> child_main(int id) {
+  auto q = sysv_message_queue::from_id(id);
+  if (!q) {
+    co_return 2;
+  }
+  std::vector<std::byte> buf(64);
+  for (;;) {
+    auto job = co_await q->receive(buf, to_child);
+    if (!job) {
+      co_return 3;
+    }
+    const std::string text = text_of(buf, job->size);
+    if (text == "stop") {
+      break;
+    }
+    const long n = std::atol(text.c_str());
+    const std::string answer = std::to_string(n) + "^2 = " + std::to_string(n * n);
+    if (!co_await q->send(bytes_of(answer), n % 5 == 0 ? urgent : normal)) {
+      co_return 4;
+    }
+  }
+  co_return co_await q->send(bytes_of("bye from " + std::to_string(::getpid())), bye) ? 0 : 5;
+}
+
+corio::task<int> parent(int jobs) {
+  // A private queue: no key can find it; the child gets its id.
+  auto made = sysv_message_queue::create(corio::ipc::sysv_key::private_key());
+  if (!made) {
+    std::fprintf(stderr, "create: %s\n", made.error().message().c_str());
+    co_return 1;
+  }
+  const sysv_message_queue q = *made;
+  const int id = q.id();
+  auto child = co_await corio::ipc::fork([id] { return child_main(id); });
+  if (!child) {
+    std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
+    (void)q.remove();
+    co_return 1;
+  }
+  bool failed = false;
+  for (int i = 1; i <= jobs && !failed; ++i) {
+    failed = !co_await q.send(bytes_of(std::to_string(i)), to_child);
+  }
+  failed = failed || !co_await q.send(bytes_of("stop"), to_child);
+  std::vector<std::byte> buf(64);
+  // A child that fails never says bye: give up after a while instead of waiting for ever.
+  auto done = co_await corio::timeout(q.receive(buf, bye), std::chrono::seconds(20));
+  if (!done) {
+    std::fprintf(stderr, "waiting for bye: %s\n", done.error().message().c_str());
+    failed = true;
+  } else {
+    std::printf("parent %d got \"%s\" (type %ld)\n", ::getpid(), text_of(buf, done->size).c_str(), done->type);
+  }
+  int answers = 0;
+  bool urgent_first = true;
+  long last_type = urgent;
+  while (!failed && answers < jobs) {
+    auto a = q.try_receive(buf, -normal);  // all answers are queued by now
+    if (!a) {
+      std::fprintf(stderr, "answer %d: %s\n", answers + 1, a.error().message().c_str());
+      failed = true;
+      break;
+    }
+    urgent_first = urgent_first && a->type >= last_type;
+    last_type = a->type;
+    ++answers;
+    std::printf("  %-7s %s\n", a->type == urgent ? "urgent" : "normal", text_of(buf, a->size).c_str());
+  }
+  if (failed) {
+    (void)child->kill();
+  }
+  auto status = co_await child->wait();
+  (void)q.remove();
+  const bool ok = !failed && urgent_first && status && status->code() == 0;
+  std::printf("%d of %d answers, urgent ones first: %s; child %s\n", answers, jobs, urgent_first ? "yes" : "no",
+              status && status->code() == 0 ? "exited 0" : "failed");
+  co_return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int jobs = 10;
+  example::args args("sysv_queue", "typed messages between a parent and a forked child through a SysV message queue");
+  args.positional("jobs", jobs, 1, 200, "jobs for the child, 1..200 (default 10; the answers must fit the queue)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  // First, while the program is single-threaded: the helper that forks every child.
+  if (auto ok = corio::ipc::fork_server::start(); !ok) {
+    std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
+    return 1;
+  }
+  return corio::run(parent(jobs));
+}
