@@ -15,7 +15,7 @@ corio::task<int> capture(std::vector<std::string> argv) {
   cmd.args(std::vector<std::string>(argv.begin() + 1, argv.end()));
   auto out = co_await cmd.output();  // stdout and stderr read concurrently, then the status
   if (!out) {
-    std::fprintf(stderr, "spawn %s: %s\n", argv.front().c_str(), out.error().message().c_str());
+    std::fprintf(stderr, "%s\n", out.error_message().c_str());  // names the program
     co_return 1;
   }
   std::printf("status: %s\nstdout (%zu bytes): %s", out->status.to_string().c_str(), out->out.size(),
@@ -23,9 +23,14 @@ corio::task<int> capture(std::vector<std::string> argv) {
   if (!out->err.empty()) {
     std::printf("stderr: %s", out->err.c_str());
   }
-  // A missing program is an error from spawn(), not a child exiting 127:
+  // A missing program is an error from spawn(), not a child exiting 127, and the error
+  // says which program (error() alone is ENOENT):
   auto missing = corio::ipc::command("no-such-program-here").spawn();
-  std::printf("missing program: %s\n", missing ? "spawned?!" : missing.error().message().c_str());
+  std::printf("missing program: %s\n", missing ? "spawned?!" : missing.error_message().c_str());
+  // So is an argument that a C string would cut (here at the NUL): nothing is spawned.
+  using namespace std::string_literals;
+  auto cut = corio::ipc::command("echo").arg("x\0; rm -rf ~"s).spawn();
+  std::printf("argument with a NUL: %s\n", cut ? "spawned?!" : cut.error_message().c_str());
   co_return out->status.success() ? 0 : 1;
 }
 

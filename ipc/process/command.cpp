@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <utility>
 
 extern char** environ;
@@ -234,6 +236,27 @@ class spawn_attributes {
   posix_spawnattr_t m_attr;
 };
 
+bool has_nul(const std::string& s) noexcept { return s.find('\0') != std::string::npos; }
+
+/// `s` in double quotes for an error text: control bytes escaped (a NUL as \0), cut
+/// after 100 bytes.
+std::string quoted(const std::string& s) {
+  std::string q = "\"";
+  for (std::size_t i = 0; i < s.size() && i < 100; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) {
+      q += "\\0";
+    } else if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      q += hex;
+    } else {
+      q += static_cast<char>(c);
+    }
+  }
+  return q + (s.size() > 100 ? "\"..." : "\"");
+}
+
 /// Resolves a bare program name against `path` (a PATH value): ENOENT or EACCES if not.
 result<std::string> lookup(const std::string& name, const std::string& path) {
   int err = ENOENT;
@@ -355,7 +378,64 @@ result<child> adopt(pid_t pid, child_setup& setup, bool kill_on_drop) {
 
 }  // namespace
 
-result<child> command::spawn() const {
+std::string command::invalid_part() const {
+  if (has_nul(m_program)) {
+    return "the program name " + quoted(m_program) + " contains a NUL byte";
+  }
+  for (std::size_t i = 1; i < m_argv.size(); ++i) {
+    if (has_nul(m_argv[i])) {
+      return "argument " + std::to_string(i) + " (" + quoted(m_argv[i]) + ") contains a NUL byte";
+    }
+  }
+  for (const auto& edit : m_env_edits) {
+    if (edit.key.empty()) {
+      return "an environment variable name is empty";
+    }
+    if (edit.key.find('=') != std::string::npos) {
+      return "the environment variable name " + quoted(edit.key) + " contains '='";
+    }
+    if (has_nul(edit.key)) {
+      return "the environment variable name " + quoted(edit.key) + " contains a NUL byte";
+    }
+    if (edit.value && has_nul(*edit.value)) {
+      return "the value of environment variable " + quoted(edit.key) + " contains a NUL byte";
+    }
+  }
+  if (m_cwd && has_nul(*m_cwd)) {
+    return "the working directory " + quoted(*m_cwd) + " contains a NUL byte";
+  }
+  return {};
+}
+
+std::string command::failure_detail(std::error_code ec, const std::string& what) const {
+  std::string detail = "cannot run " + quoted(m_program);
+  if (!what.empty()) {
+    return detail + ": " + what;
+  }
+  if (ec == std::errc::no_such_file_or_directory && m_program.find('/') == std::string::npos) {
+    std::string path;
+    for (const auto& kv : build_env()) {
+      if (kv.compare(0, 5, "PATH=") == 0) {
+        path = kv.substr(5);
+      }
+    }
+    detail += " (not found in PATH " + quoted(path.empty() ? std::string("/bin:/usr/bin") : path) + ")";
+  }
+  return detail;
+}
+
+process_result<child> command::spawn() const {
+  if (std::string bad = invalid_part(); !bad.empty()) {
+    return process_result<child>::failure(std::make_error_code(std::errc::invalid_argument), failure_detail({}, bad));
+  }
+  auto spawned = spawn_checked();
+  if (!spawned) {
+    return process_result<child>::failure(spawned.error(), failure_detail(spawned.error(), {}));
+  }
+  return std::move(*spawned);
+}
+
+result<child> command::spawn_checked() const {
   child_setup setup;
   if (auto r = add_stdio(setup, m_stdio); !r) {
     return unexpected(r.error());
@@ -374,7 +454,7 @@ result<child> command::spawn() const {
   return adopt(*pid, setup, m_kill_on_drop);
 }
 
-task<result<process_output>> command::output() const {
+task<process_result<process_output>> command::output() const {
   command cmd = *this;
   if (cmd.m_stdio[0].mode() == stdio::kind::inherit) {
     cmd.m_stdio[0] = stdio::null();
@@ -383,15 +463,15 @@ task<result<process_output>> command::output() const {
   cmd.m_stdio[2] = stdio::piped();
   auto c = cmd.spawn();
   if (!c) {
-    co_return unexpected(c.error());
+    co_return process_result<process_output>::failure(c.error(), c.detail());
   }
   co_return co_await c->output();
 }
 
-task<result<exit_status>> command::status() const {
+task<process_result<exit_status>> command::status() const {
   auto c = spawn();
   if (!c) {
-    co_return unexpected(c.error());
+    co_return process_result<exit_status>::failure(c.error(), c.detail());
   }
   co_return co_await c->wait({}, on_cancel::kill);
 }

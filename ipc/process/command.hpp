@@ -21,6 +21,13 @@
 // in the child can clobber another's source (fd swaps work); the child's actions are:
 // stdio dup2s, then dup2(copy, child_fd) for each, then close every other fd >= 3.
 //
+// Bad input: a program name, argument, working directory or environment value with an
+// embedded NUL byte (a C string would end there: the child would see it cut), or an
+// environment name that is empty or holds '=' or a NUL (it would set another variable),
+// makes spawn() fail with std::errc::invalid_argument, its detail() naming the offending
+// part, e.g. `cannot run "echo": argument 1 ("x\0; y") contains a NUL byte` — nothing
+// is spawned. Every spawn failure's detail() names the program.
+//
 // Environment: inherited from `environ` at spawn time (not thread-safe against a
 // concurrent setenv(), as with every exec), then edited by env()/env_remove()/env_clear().
 // PATH lookup uses the PATH the child will see (the edited one if env() set PATH).
@@ -47,6 +54,7 @@
 
 #include <corio/ipc/process/child.hpp>
 #include <corio/ipc/process/exit_status.hpp>
+#include <corio/ipc/process/process_result.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
 
@@ -85,8 +93,11 @@ struct process_output {
 class command {
  public:
   /// `program`: a path (contains '/') or a name looked up in PATH. argv[0] = program.
+  /// One with a NUL byte makes spawn() fail (see the header comment).
   explicit command(std::string program);
 
+  /// Appends an argument (argv[1], argv[2], ...). One with a NUL byte makes spawn() fail
+  /// with invalid_argument naming it (see the header comment).
   command& arg(std::string a);
   template <class Range>
   command& args(const Range& range) {
@@ -101,7 +112,9 @@ class command {
     }
     return *this;
   }
-  /// Sets (or overrides) one variable of the child's environment.
+  /// Sets (or overrides) one variable of the child's environment. A `key` that is empty
+  /// or holds '=' or a NUL, or a `value` with a NUL, makes spawn() fail with
+  /// invalid_argument naming it.
   command& env(std::string key, std::string value);
   /// Removes one variable from the child's environment.
   command& env_remove(std::string key);
@@ -128,21 +141,23 @@ class command {
   command& kill_on_drop(bool on) noexcept { m_kill_on_drop = on; return *this; }
 
   /// Starts the process.
-  /// Errors: the exec's errno (ENOENT: no such program, EACCES: not executable, ENOEXEC,
-  /// ...), EAGAIN at the process limit (RLIMIT_NPROC, pid_max), EMFILE for the pipes, or a
-  /// pidfd_open() failure (then the child is killed and reaped).
+  /// Errors: invalid_argument for bad input (see the header comment), the exec's errno
+  /// (ENOENT: no such program, EACCES: not executable, ENOEXEC, ...), EAGAIN at the
+  /// process limit (RLIMIT_NPROC, pid_max), EMFILE for the pipes, or a pidfd_open()
+  /// failure (then the child is killed and reaped). The result's detail() names the
+  /// program (and the PATH searched, or the offending argument).
   /// Thread-safety: any thread; needs no runtime (the pipes need one to be used).
-  [[nodiscard]] result<child> spawn() const;
+  [[nodiscard]] process_result<child> spawn() const;
 
   /// Spawns with stdout and stderr piped (stdin /dev/null unless set), feeds nothing,
   /// collects both streams and the exit status. Errors: spawn()'s, or the I/O's.
   /// Cancellation: as child::output(): operation_canceled, and the child is SIGKILLed and
   /// reaped before the call returns (its pid is gone).
-  task<result<process_output>> output() const;
+  task<process_result<process_output>> output() const;
   /// Spawns with the configured stdio and awaits the exit status.
   /// Cancellation: as child::wait(…, on_cancel::kill): operation_canceled, and the child
   /// is SIGKILLed and reaped before the call returns (its pid is gone).
-  task<result<exit_status>> status() const;
+  task<process_result<exit_status>> status() const;
 
   [[nodiscard]] const std::string& program() const noexcept { return m_program; }
 
@@ -152,6 +167,12 @@ class command {
     std::optional<std::string> value;  // nullopt: remove
   };
   [[nodiscard]] std::vector<std::string> build_env() const;
+  /// spawn() for input already checked; errors without a detail.
+  [[nodiscard]] result<child> spawn_checked() const;
+  /// What spawn() must refuse (see the header comment), in words; empty if nothing.
+  [[nodiscard]] std::string invalid_part() const;
+  /// The detail of a failed spawn: the program, and `what` if given.
+  [[nodiscard]] std::string failure_detail(std::error_code ec, const std::string& what) const;
 
   std::string m_program;
   std::vector<std::string> m_argv;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
 #include <corio/ipc/process/fork.hpp>
@@ -103,9 +104,9 @@ enum class reader_end {
 };
 
 /// Settles every job the dead worker `w` held (under mu): its running job fails with
-/// worker_crashed, a cancelled call's are finished, the rest go back to the front of
-/// `pending` — or, when `closing`, every one fails with shut_down.
-void settle_dead_worker_locked(pool_state& s, pool_worker& w, bool closing) {
+/// worker_crashed and `death` as its detail, a cancelled call's are finished, the rest go
+/// back to the front of `pending` — or, when `closing`, every one fails with shut_down.
+void settle_dead_worker_locked(pool_state& s, pool_worker& w, bool closing, const std::string& death) {
   std::uint64_t crashed = w.running_job();
   std::vector<pool_job> again;
   for (const pool_job& job : w.inflight) {
@@ -114,7 +115,7 @@ void settle_dead_worker_locked(pool_state& s, pool_worker& w, bool closing) {
     } else if (closing) {
       s.finish_locked(job, static_cast<std::uint32_t>(pool_errc::shut_down), {});
     } else if (job.id == crashed) {
-      s.finish_locked(job, static_cast<std::uint32_t>(pool_errc::worker_crashed), {});
+      s.finish_locked(job, static_cast<std::uint32_t>(pool_errc::worker_crashed), std::as_bytes(std::span(death)));
     } else {
       again.push_back(job);
     }
@@ -124,21 +125,38 @@ void settle_dead_worker_locked(pool_state& s, pool_worker& w, bool closing) {
   s.pending.insert(s.pending.begin(), again.begin(), again.end());
 }
 
-/// After a worker's socket ended: fail its running job, requeue the rest (and hand them
-/// to the survivors at once), reap it and start a replacement (or, when closing or
+/// Reaps the dead (or killed) worker `w`; says how it ended, for its crashed job.
+task<std::string> reap_dead_worker(pool_worker& w, reader_end why) {
+  std::string who = "worker " + std::to_string(w.proc.id());
+  auto status = co_await w.proc.wait();  // dead: its socket ended (or we killed it)
+  if (why == reader_end::protocol_error) {
+    co_return who + " broke the frame protocol and was killed";
+  }
+  co_return status ? who + " ended with " + status->to_string() : who + " died";
+}
+
+/// After a worker's socket ended: reap it, fail its running job, requeue the rest (and
+/// hand them to the survivors at once) and start a replacement (or, when closing or
 /// stopped, fail everything it held).
 task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w, reader_end why) {
   if (why == reader_end::protocol_error) {
     kill_worker(*w);
-    (void)co_await w->proc.wait();  // dead before its progress word is read
   }
-  bool closing = false;
+  bool closing = why == reader_end::stopped;
+  if (!closing) {
+    std::lock_guard lock(s->mu);
+    closing = s->closing;
+  }
+  std::string death;
+  if (!closing || why == reader_end::protocol_error) {
+    death = co_await reap_dead_worker(*w, why);  // dead before its progress word is read
+  }
   worker_list kick;
   {
     std::lock_guard lock(s->mu);
     w->alive = false;
     closing = s->closing || why == reader_end::stopped;
-    settle_dead_worker_locked(*s, *w, closing);
+    settle_dead_worker_locked(*s, *w, closing, death);
     if (s->closing) {
       s->fail_pending_locked(pool_errc::shut_down);
     } else {
@@ -148,7 +166,6 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
   kick_writers(s, std::move(kick));
   ::shutdown(w->sock.get(), SHUT_RDWR);
   if (!closing) {
-    (void)co_await w->proc.wait();  // reap now; the replacement reuses nothing of it
     (void)co_await replace_worker(s, w);
   }
 }

@@ -8,3 +8,4 @@
 #include <corio/ipc/process/exit_status.hpp>
 #include <corio/ipc/process/fork.hpp>
 #include <corio/ipc/process/process_pool.hpp>
+#include <corio/ipc/process/process_result.hpp>

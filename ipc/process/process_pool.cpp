@@ -43,11 +43,14 @@ const std::error_category& pool_category() noexcept {
 }
 
 task<result<std::unique_ptr<process_pool>>> process_pool::start(std::size_t workers, std::size_t window) {
+  if (workers == 0) {
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
   auto s = std::make_shared<detail::pool_state>();
   // At most 2^20 in flight per worker: the withdrawal bitmap (one bit per slot) is then
   // at most 128 KiB; beyond that a deeper window buys nothing.
   s->window = std::clamp<std::size_t>(window, 1, std::size_t{1} << 20);
-  for (std::size_t i = 0; i < (workers == 0 ? 1 : workers); ++i) {
+  for (std::size_t i = 0; i < workers; ++i) {
     auto w = co_await detail::start_worker(s->window);
     if (!w) {
       std::unique_ptr<process_pool> partial(new process_pool(s));  // closes the started ones

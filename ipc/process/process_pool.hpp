@@ -51,9 +51,10 @@
 // is sent (see fork_raw).
 //
 // Errors: a failed job's result is a pool_result<T>: a result<T> (error() is a
-// pool_errc or operation_canceled, as before) that also carries, for
-// pool_errc::job_threw, the exception's what() text from the worker
-// (exception_message(); error_message() combines both). The vector-returning calls
+// pool_errc or operation_canceled) whose detail() says what failed — for
+// pool_errc::job_threw the exception's what() text from the worker (also
+// exception_message()), for worker_crashed the worker's pid and the signal or exit
+// status it died with; error_message() combines the code's message and the detail. The vector-returning calls
 // return pool_results<…>, a std::vector that still converts to the std::vector<result<T>>
 // these calls returned before.
 //
@@ -86,6 +87,7 @@
 #include <vector>
 
 #include <corio/ipc/process/detail/pool_codec.hpp>
+#include <corio/ipc/process/process_result.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/task.hpp>
@@ -95,7 +97,7 @@ namespace corio::ipc {
 
 /// Why a pool job failed (a cancelled call's jobs yield std::errc::operation_canceled).
 enum class pool_errc {
-  worker_crashed = 1,  ///< the worker process died while running this job
+  worker_crashed = 1,  ///< the worker process died while running this job (detail(): how)
   job_threw,           ///< the job function threw (the worker goes on); see pool_result
   shut_down,           ///< the pool was destroyed before the job finished
   no_workers,          ///< no worker process could be (re)started
@@ -103,40 +105,29 @@ enum class pool_errc {
 const std::error_category& pool_category() noexcept;
 inline std::error_code make_error_code(pool_errc e) noexcept { return {static_cast<int>(e), pool_category()}; }
 
-/// One job's outcome: a result<T> (so `r.error() == pool_errc::job_threw` works as ever)
-/// that also keeps the text of the exception a job threw in its worker.
+/// One job's outcome: a process_result<T> (so `r.error() == pool_errc::job_threw` works
+/// as for any result) whose detail() says what failed: the text of the exception the job
+/// threw, the exit status or signal of the worker that died under it, the size of a job
+/// or result over the pool's limit.
 /// Thread-safety: a plain value. Cost: one empty std::string beside the result.
 template <class T>
-class pool_result : public result<T> {
+class pool_result : public process_result<T> {
  public:
-  using result<T>::result;
-  pool_result(result<T> r) noexcept(std::is_nothrow_move_constructible_v<result<T>>) : result<T>(std::move(r)) {}
-  /// A failure; `what` is the job's exception text (pool_errc::job_threw), else empty.
-  static pool_result failure(std::error_code ec, std::string what = {}) {
+  using process_result<T>::process_result;
+  pool_result(result<T> r) noexcept(std::is_nothrow_move_constructible_v<result<T>>) : process_result<T>(std::move(r)) {}
+  /// A failure; `detail` says what failed (see the class comment).
+  static pool_result failure(std::error_code ec, std::string detail = {}) {
     pool_result r{unexpected(ec)};
-    r.m_what = std::move(what);
+    r.set_detail(std::move(detail));
     return r;
   }
   /// The what() text of the exception the job threw (error() == pool_errc::job_threw;
   /// "unknown exception" for one not derived from std::exception; cut at 4 KiB); empty
   /// otherwise.
-  [[nodiscard]] const std::string& exception_message() const noexcept { return m_what; }
-  /// For a human: error().message(), then ": " and the exception text if there is one.
-  /// Empty for a success.
-  [[nodiscard]] std::string error_message() const {
-    if (this->has_value()) {
-      return {};
-    }
-    std::string m = this->error().message();
-    if (!m_what.empty()) {
-      m += ": ";
-      m += m_what;
-    }
-    return m;
+  [[nodiscard]] const std::string& exception_message() const noexcept {
+    static const std::string none;
+    return !this->has_value() && this->error() == pool_errc::job_threw ? this->detail() : none;
   }
-
- private:
-  std::string m_what;
 };
 
 namespace detail {
@@ -160,13 +151,10 @@ inline std::error_code status_error(std::uint32_t status) noexcept {
   }
   return make_error_code(static_cast<pool_errc>(status));
 }
-/// A failed job's pool_result (the payload of job_threw is the exception text).
+/// A failed job's pool_result (a failure's payload is its text: see pool_result).
 template <class T>
 pool_result<T> job_failure(std::uint32_t status, std::span<const std::byte> payload) {
-  std::string what;
-  if (status == static_cast<std::uint32_t>(pool_errc::job_threw)) {
-    what.assign(reinterpret_cast<const char*>(payload.data()), payload.size());
-  }
+  std::string what(reinterpret_cast<const char*>(payload.data()), payload.size());
   return pool_result<T>::failure(status_error(status), std::move(what));
 }
 /// Decodes one job's outcome as a T.
@@ -292,8 +280,8 @@ class pool_stream {
 
 class process_pool {
  public:
-  /// Starts `workers` worker processes. Errors: fork_raw()'s (ENOTCONN: no fork server).
-  /// `window`: most jobs in flight per worker.
+  /// Starts `workers` worker processes. Errors: invalid_argument for 0 workers;
+  /// fork_raw()'s (ENOTCONN: no fork server). `window`: most jobs in flight per worker.
   static task<result<std::unique_ptr<process_pool>>> start(std::size_t workers, std::size_t window = 4096);
   /// Without a completed shutdown(): SIGKILLs the workers, fails awaited jobs with
   /// pool_errc::shut_down; the workers are reaped in the background. Never blocks.

@@ -178,6 +178,53 @@ TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is re
 }
 
 namespace {
+int exit_3_on_0(int x) {
+  if (x == 0) {
+    ::_exit(3);  // the worker exits mid-job
+  }
+  return x;
+}
+
+struct death_seen {
+  corio::ipc::pool_result<int> killed;
+  corio::ipc::pool_result<int> exited;
+  std::vector<pid_t> pids;
+};
+corio::task<death_seen> pool_deaths(process_pool& p) {
+  death_seen s;
+  s.pids = p.worker_pids();
+  s.killed = co_await p.call<&crash_on_13>(13);
+  s.exited = co_await p.call<&exit_3_on_0>(0);
+  co_return s;
+}
+
+corio::task<std::error_code> start_error(std::size_t workers) {
+  auto pool = co_await process_pool::start(workers);
+  co_return pool ? std::error_code{} : pool.error();
+}
+}  // namespace
+
+TEST_CASE("process_pool: a job whose worker died says which signal or exit status ended it", "[process][pool]") {
+  auto s = run_with_pool({.workers = 1}, &pool_deaths);
+  REQUIRE(s.pids.size() == 1);
+  REQUIRE_FALSE(s.killed);
+  CHECK(s.killed.error() == pool_errc::worker_crashed);
+  CHECK(s.killed.detail() == "worker " + std::to_string(s.pids[0]) + " ended with signal 9 (Killed)");
+  CHECK(s.killed.error_message().find(": worker ") != std::string::npos);
+  CHECK(s.killed.exception_message().empty());
+  REQUIRE_FALSE(s.exited);
+  CHECK(s.exited.error() == pool_errc::worker_crashed);
+  CHECK(s.exited.detail().find(" ended with exit code 3") != std::string::npos);
+}
+
+TEST_CASE("process_pool: start(0) is invalid_argument, not a pool of one", "[process][pool]") {
+  REQUIRE(process_test::fork_server_started);
+  corio::runtime rt(corio_test::workers(2));
+  CHECK(rt.block_on(start_error(0)) == std::errc::invalid_argument);
+  CHECK(rt.block_on(start_error(1)) == std::error_code{});
+}
+
+namespace {
 
 // Writes a result frame for a job that does not exist onto the worker's socket (the only
 // socket in a worker), then runs on: the parent must treat it as a protocol error.

@@ -36,6 +36,12 @@ const bool g_pidfd_poll = [] {
 
 corio::task<corio::result<corio::ipc::exit_status>> run_status(command cmd) { co_return co_await cmd.status(); }
 corio::task<corio::result<corio::ipc::process_output>> run_output(command cmd) { co_return co_await cmd.output(); }
+corio::task<corio::ipc::process_result<corio::ipc::exit_status>> detailed_status(command cmd) {
+  co_return co_await cmd.status();
+}
+corio::task<corio::ipc::process_result<corio::ipc::process_output>> detailed_output(command cmd) {
+  co_return co_await cmd.output();
+}
 
 template <class T>
 T run2(corio::task<T> t) {
@@ -71,6 +77,56 @@ TEST_CASE("command: a missing program is ENOENT from spawn, not a child exiting 
   auto p = command("/nonexistent/dir/prog").spawn();
   REQUIRE_FALSE(p);
   CHECK(p.error() == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("command: a program that cannot be spawned is named in the error", "[process][command]") {
+  auto c = command("corio-no-such-program-xyz").env("PATH", "/nonexistent:/also-not").spawn();
+  REQUIRE_FALSE(c);
+  CHECK(c.error() == std::errc::no_such_file_or_directory);
+  CHECK(c.detail() == R"(cannot run "corio-no-such-program-xyz" (not found in PATH "/nonexistent:/also-not"))");
+  CHECK(c.error_message().find("corio-no-such-program-xyz") != std::string::npos);
+  auto p = command("/nonexistent/dir/prog").spawn();
+  REQUIRE_FALSE(p);
+  CHECK(p.detail() == R"(cannot run "/nonexistent/dir/prog")");
+  auto st = run2(detailed_status(command("/nonexistent/dir/prog")));
+  REQUIRE_FALSE(st);
+  CHECK(st.detail() == R"(cannot run "/nonexistent/dir/prog")");
+}
+
+namespace {
+/// spawn()'s error for `cmd` (which must be refused), or "spawned" if it was not.
+std::string refusal(const command& cmd) {
+  auto c = cmd.spawn();
+  if (c) {
+    return "spawned";
+  }
+  return c.error() == std::errc::invalid_argument ? c.detail() : "other error: " + c.error_message();
+}
+}  // namespace
+
+TEST_CASE("command: a NUL in the program, an argument, the directory or the environment is refused, named",
+          "[process][command]") {
+  using namespace std::string_literals;
+  CHECK(refusal(command("/bin/echo").arg("ok").arg("x\0; y"s)) ==
+        R"(cannot run "/bin/echo": argument 2 ("x\0; y") contains a NUL byte)");
+  CHECK(refusal(command("/bin/echo\0evil"s)) ==
+        R"(cannot run "/bin/echo\0evil": the program name "/bin/echo\0evil" contains a NUL byte)");
+  CHECK(refusal(command("/bin/true").cwd("/tmp\0/x"s)) ==
+        R"(cannot run "/bin/true": the working directory "/tmp\0/x" contains a NUL byte)");
+  CHECK(refusal(command("/bin/true").env("PATH=/evil:/usr/bin;X", "x")) ==
+        R"(cannot run "/bin/true": the environment variable name "PATH=/evil:/usr/bin;X" contains '=')");
+  CHECK(refusal(command("/bin/true").env("A\0B"s, "x")) ==
+        R"(cannot run "/bin/true": the environment variable name "A\0B" contains a NUL byte)");
+  CHECK(refusal(command("/bin/true").env("A", "x\0y"s)) ==
+        R"(cannot run "/bin/true": the value of environment variable "A" contains a NUL byte)");
+  CHECK(refusal(command("/bin/true").env("", "x")) == R"(cannot run "/bin/true": an environment variable name is empty)");
+  CHECK(refusal(command("/bin/true").env_remove("X=Y")) ==
+        R"(cannot run "/bin/true": the environment variable name "X=Y" contains '=')");
+  // Refused before anything runs: output() and status() give the same error.
+  auto out = run2(detailed_output(command("sh").args({"-c", "echo ran"}).env("X=Y", "1")));
+  REQUIRE_FALSE(out);
+  CHECK(out.error() == std::errc::invalid_argument);
+  CHECK(out.detail().find("contains '='") != std::string::npos);
 }
 
 TEST_CASE("command: a file without execute permission is EACCES", "[process][command]") {
