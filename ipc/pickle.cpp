@@ -3,9 +3,12 @@
 // exception helpers. The decoder is in pickle_reader.cpp, the encoder in pickle_writer.cpp.
 #include <corio/ipc/pickle.hpp>
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <bit>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -52,8 +55,22 @@ std::uint64_t mix(std::uint64_t x) noexcept {
   return x;
 }
 
+// A per-process random key mixed into every hash, so that a peer cannot pick numbers (or
+// anything whose hashes differ before mixing) that collide in a dict's index.
+std::uint64_t hash_seed() noexcept {
+  static const std::uint64_t seed = [] {
+    std::uint64_t s = 0;
+    if (::getrandom(&s, sizeof s, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof s)) {
+      s = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+          reinterpret_cast<std::uintptr_t>(&s);
+    }
+    return s;
+  }();
+  return seed;
+}
+
 std::size_t hash_bytes(std::string_view s, std::uint64_t tag) noexcept {
-  return static_cast<std::size_t>(mix(std::hash<std::string_view>{}(s) ^ tag));
+  return static_cast<std::size_t>(mix(std::hash<std::string_view>{}(s) ^ tag ^ hash_seed()));
 }
 
 constexpr std::uint64_t tag_none = 0x6e6f6e65;
@@ -70,7 +87,7 @@ std::size_t hash_number(double d) noexcept {
     d = 0.0;  // -0.0 and 0.0 are one key
   }
   std::uint64_t bits = std::bit_cast<std::uint64_t>(d);
-  return static_cast<std::size_t>(mix(bits));
+  return static_cast<std::size_t>(mix(bits ^ hash_seed()));
 }
 
 // ---- magnitude arithmetic for big_int (32-bit limbs, little-endian) ----
@@ -925,6 +942,26 @@ std::size_t slots_find(const std::vector<std::uint32_t>& slots, const std::vecto
   return std::string::npos;
 }
 
+// How many positions have this hash and satisfy eq: all of them lie in the probe run that
+// starts at the hash's slot (linear probing; erase rebuilds the index).
+template <class Eq>
+std::size_t slots_count(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
+                        std::size_t hash, Eq eq) {
+  std::size_t n = 0;
+  if (slots.empty()) {
+    for (std::size_t i = 0; i < hashes.size(); ++i) {
+      n += (hashes[i] == hash && eq(i)) ? 1 : 0;
+    }
+    return n;
+  }
+  std::size_t mask = slots.size() - 1;
+  for (std::size_t i = hash & mask; slots[i] != 0; i = (i + 1) & mask) {
+    std::size_t pos = slots[i] - 1;
+    n += (hashes[pos] == hash && eq(pos)) ? 1 : 0;
+  }
+  return n;
+}
+
 }  // namespace
 
 dict::dict() noexcept = default;
@@ -1019,14 +1056,21 @@ bool dict::erase(const value& key) {
   return true;
 }
 
+// Identity of dicts: the same multiset of (key, value) pairs, each compared as values. A
+// multiset, because keys that are not equal to themselves (NaN, tuples holding one) may
+// appear more than once.
 bool operator==(const dict& a, const dict& b) noexcept {
   if (a.size() != b.size()) {
     return false;
   }
   for (std::size_t i = 0; i < a.m_entries.size(); ++i) {
     const auto& e = a.m_entries[i];
-    std::size_t pos = b.locate(e.key, a.m_hashes[i]);
-    if (pos == std::string::npos || !(b.m_entries[pos].key == e.key) || !(b.m_entries[pos].mapped == e.mapped)) {
+    auto same = [&](const dict& d) {
+      return slots_count(d.m_slots, d.m_hashes, a.m_hashes[i], [&](std::size_t j) {
+        return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped;
+      });
+    };
+    if (same(a) != same(b)) {
       return false;
     }
   }
@@ -1103,13 +1147,17 @@ bool set::erase(const value& element) {
   return true;
 }
 
+// Identity of sets: the same multiset of elements (see dict's operator==).
 bool operator==(const set& a, const set& b) noexcept {
   if (a.size() != b.size()) {
     return false;
   }
   for (std::size_t i = 0; i < a.m_items.size(); ++i) {
-    std::size_t pos = b.locate(a.m_items[i], a.m_hashes[i]);
-    if (pos == std::string::npos || !(b.m_items[pos] == a.m_items[i])) {
+    const value& x = a.m_items[i];
+    auto same = [&](const set& s) {
+      return slots_count(s.m_slots, s.m_hashes, a.m_hashes[i], [&](std::size_t j) { return s.m_items[j] == x; });
+    };
+    if (same(a) != same(b)) {
       return false;
     }
   }

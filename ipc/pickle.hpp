@@ -39,7 +39,9 @@
 // Cost: decoding is one pass over the input plus one allocation per str, bytes and
 // container (values are built once, from nodes that point into the input); encoding
 // appends to one buffer with no allocation beyond its growth. A value is 40 bytes; dict
-// and set lookups are linear up to 8 entries, hashed above. Copies are deep.
+// and set lookups are linear up to 8 entries, hashed above (with a per-process random key,
+// so a peer cannot choose numbers that collide; str and bytes go through std::hash first,
+// which is not a keyed hash). Copies are deep.
 #pragma once
 
 #include <concepts>
