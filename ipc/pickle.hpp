@@ -12,7 +12,8 @@
 // Safety: decoding never executes, imports or instantiates anything. A GLOBAL or
 // STACK_GLOBAL may name only:
 //   - the builtins that pickle uses to spell plain values in old protocols (bytes, bytearray,
-//     set, frozenset, _codecs.encode): decoded straight to those values, never called;
+//     set, frozenset, _codecs.encode): decoded straight to those values, never called; and
+//     copyreg._reconstructor(cls, object, None) (protocols 0-1), read as cls.__new__(cls);
 //   - a class on the allow-list (load_options::allowed, allow_list::defaults() when null:
 //     the builtin exception classes, queue.Empty/Full, multiprocessing's RemoteError,
 //     AuthenticationError, BufferTooShort, ProcessError, TimeoutError and managers.Token),

@@ -74,8 +74,10 @@ struct slot {
 
 enum class node_kind : std::uint8_t { str, bytes, bytearray, big, tuple, list, dict, set, frozenset, object, global };
 
-// The builtins a global may name to spell a plain value (never called).
-enum class ctor : std::uint8_t { none, bytes, bytearray, set, frozenset, codecs_encode };
+// The builtins a global may name to spell a plain value (never called); reconstructor
+// (copyreg._reconstructor(cls, object, None), protocols 0 and 1) means cls.__new__(cls), and
+// object_type is its second argument.
+enum class ctor : std::uint8_t { none, bytes, bytearray, set, frozenset, codecs_encode, reconstructor, object_type };
 
 struct node {
   node_kind k = node_kind::str;
@@ -348,6 +350,155 @@ struct reader::impl {
       return fail(errc::invalid_string, "a Python 2 str with non-ASCII bytes (Python 3 needs encoding=...)");
     }
     auto id = data_node(node_kind::str, off, len, false);
+    if (!id) {
+      return unexpected(id.error());
+    }
+    return push_new(slot::node(*id));
+  }
+
+  // STRING: a quoted Python 2 str literal with backslash escapes; like Python 3, decoded as
+  // ASCII into a str.
+  result<void> op_string_text() {
+    auto line = read_line();
+    if (!line) {
+      return unexpected(line.error());
+    }
+    std::string_view t = *line;
+    if (t.size() < 2 || t.front() != t.back() || (t.front() != '\'' && t.front() != '"')) {
+      return fail(errc::malformed, "the STRING opcode argument must be quoted");
+    }
+    t = t.substr(1, t.size() - 2);
+    std::size_t off = arena.size();
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') {
+        return c - '0';
+      }
+      if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+      }
+      if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+      }
+      return -1;
+    };
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      char c = t[i];
+      if (c != '\\') {
+        arena += c;
+        continue;
+      }
+      if (i + 1 == t.size()) {
+        arena.resize(off);
+        return fail(errc::malformed, "trailing \\ in STRING");
+      }
+      char e = t[++i];
+      switch (e) {
+        case '\n': break;  // line continuation
+        case '\\': arena += '\\'; break;
+        case '\'': arena += '\''; break;
+        case '"': arena += '"'; break;
+        case 'a': arena += '\a'; break;
+        case 'b': arena += '\b'; break;
+        case 'f': arena += '\f'; break;
+        case 'n': arena += '\n'; break;
+        case 'r': arena += '\r'; break;
+        case 't': arena += '\t'; break;
+        case 'v': arena += '\v'; break;
+        case 'x': {
+          int hi = i + 1 < t.size() ? hex(t[i + 1]) : -1;
+          int lo = i + 2 < t.size() ? hex(t[i + 2]) : -1;
+          if (hi < 0 || lo < 0) {
+            arena.resize(off);
+            return fail(errc::malformed, "invalid \\x escape in STRING");
+          }
+          arena += static_cast<char>(hi * 16 + lo);
+          i += 2;
+          break;
+        }
+        default:
+          if (e >= '0' && e <= '7') {
+            int v = e - '0';
+            for (int k = 0; k < 2 && i + 1 < t.size() && t[i + 1] >= '0' && t[i + 1] <= '7'; ++k) {
+              v = v * 8 + (t[++i] - '0');
+            }
+            arena += static_cast<char>(v & 0xff);
+          } else {
+            arena += '\\';
+            arena += e;
+          }
+      }
+    }
+    std::size_t len = arena.size() - off;
+    std::string_view decoded = std::string_view(arena).substr(off, len);
+    if (std::any_of(decoded.begin(), decoded.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+      return fail(errc::invalid_string, "a Python 2 str with non-ASCII bytes (Python 3 needs encoding=...)");
+    }
+    auto id = data_node(node_kind::str, off, len, true);
+    if (!id) {
+      return unexpected(id.error());
+    }
+    return push_new(slot::node(*id));
+  }
+
+  // Appends code point cp as (surrogatepass) UTF-8 to the arena.
+  void append_utf8(std::uint32_t cp) {
+    if (cp < 0x80) {
+      arena += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      arena += static_cast<char>(0xc0 | (cp >> 6));
+      arena += static_cast<char>(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+      arena += static_cast<char>(0xe0 | (cp >> 12));
+      arena += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+      arena += static_cast<char>(0x80 | (cp & 0x3f));
+    } else {
+      arena += static_cast<char>(0xf0 | (cp >> 18));
+      arena += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+      arena += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+      arena += static_cast<char>(0x80 | (cp & 0x3f));
+    }
+  }
+
+  // UNICODE: Python's 'raw-unicode-escape' text: latin-1 bytes, except that \uXXXX and
+  // \UXXXXXXXX are code points; a backslash before anything else is itself.
+  result<void> op_unicode_text() {
+    auto line = read_line();
+    if (!line) {
+      return unexpected(line.error());
+    }
+    std::string_view t = *line;
+    std::size_t off = arena.size();
+    for (std::size_t i = 0; i < t.size();) {
+      auto c = static_cast<unsigned char>(t[i++]);
+      if (c != '\\' || i == t.size() || (t[i] != 'u' && t[i] != 'U')) {
+        append_utf8(c);
+        if (c == '\\' && i < t.size()) {
+          append_utf8(static_cast<unsigned char>(t[i++]));  // the escaped character, kept
+        }
+        continue;
+      }
+      std::size_t count = t[i++] == 'u' ? 4 : 8;
+      if (t.size() - i < count) {
+        arena.resize(off);
+        return fail(errc::malformed, "truncated \\u escape in UNICODE");
+      }
+      std::uint32_t cp = 0;
+      for (std::size_t k = 0; k < count; ++k) {
+        char h = t[i++];
+        int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+        if (d < 0) {
+          arena.resize(off);
+          return fail(errc::malformed, "invalid \\u escape in UNICODE");
+        }
+        cp = (cp << 4) | static_cast<std::uint32_t>(d);
+      }
+      if (cp > 0x10ffff) {
+        arena.resize(off);
+        return fail(errc::malformed, "\\U escape out of range in UNICODE");
+      }
+      append_utf8(cp);
+    }
+    auto id = data_node(node_kind::str, off, arena.size() - off, true);
     if (!id) {
       return unexpected(id.error());
     }
@@ -632,9 +783,13 @@ struct reader::impl {
         c = ctor::set;
       } else if (name == "frozenset") {
         c = ctor::frozenset;
+      } else if (name == "object") {
+        c = ctor::object_type;
       }
     } else if (module == "_codecs" && name == "encode") {
       c = ctor::codecs_encode;
+    } else if (module == "copyreg" && name == "_reconstructor") {
+      c = ctor::reconstructor;
     }
     const allow_list& allowed = options.allowed ? *options.allowed : allow_list::defaults();
     if (c == ctor::none && !allowed.contains(module, name)) {
@@ -752,6 +907,17 @@ struct reader::impl {
         stack.push_back(slot::node(*id));
         return {};
       }
+      case ctor::reconstructor:
+        if (a.size() == 3 && is_node(a[0], node_kind::global) && nodes[a[0].n].c == ctor::none &&
+            is_node(a[1], node_kind::global) && nodes[a[1].n].c == ctor::object_type && a[2].tag == slot_tag::none) {
+          auto empty = new_node(node_kind::tuple);
+          if (!empty) {
+            return unexpected(empty.error());
+          }
+          return instantiate(a[0], slot::node(*empty), true, "REDUCE");
+        }
+        return fail(errc::malformed, "copyreg._reconstructor is supported only as (class, object, None)");
+      case ctor::object_type:
       case ctor::none: break;
     }
     return bad();
@@ -995,9 +1161,8 @@ struct reader::impl {
       case 'P':
       case 'Q': return fail(errc::unsupported_opcode, "persistent ids (PERSID/BINPERSID) are not supported");
       case 'R': return op_reduce();
-      case 'S':
-      case 'V':
-        return fail(errc::unsupported_opcode, "protocol 0 text strings (STRING/UNICODE) are not supported");
+      case 'S': return op_string_text();
+      case 'V': return op_unicode_text();
       case 'T': {
         auto n = read_le(4);
         if (!n) {

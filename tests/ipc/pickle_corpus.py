@@ -1,6 +1,6 @@
 """Python side of tests/ipc/pickle_python_test.cpp: the same named samples as the C++ test.
 
-  pickle_corpus.py write DIR   writes DIR/<name>.p<N>.pickle for every protocol N from 2 to
+  pickle_corpus.py write DIR   writes DIR/<name>.p<N>.pickle for every protocol N from 0 to
                                pickle.HIGHEST_PROTOCOL (at most 5), and DIR/<name>.pdefault.pickle
   pickle_corpus.py check DIR   loads every DIR/<name>.corio*.pickle (written by corio) and
                                compares it with the sample of that name, strictly: same types
@@ -101,12 +101,12 @@ def write(directory):
     top = min(pickle.HIGHEST_PROTOCOL, 5)
     count = 0
     for name, sample in SAMPLES.items():
-        for proto in list(range(2, top + 1)) + [None]:
+        for proto in list(range(0, top + 1)) + [None]:
             tag = "default" if proto is None else str(proto)
             with open(os.path.join(directory, "%s.p%s.pickle" % (name, tag)), "wb") as f:
                 f.write(pickle.dumps(sample, protocol=proto))
             count += 1
-    print("wrote %d pickles, protocols 2..%d and default (%d)" % (count, top, pickle.DEFAULT_PROTOCOL))
+    print("wrote %d pickles, protocols 0..%d and default (%d)" % (count, top, pickle.DEFAULT_PROTOCOL))
 
 
 def check(directory):
