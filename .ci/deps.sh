@@ -4,6 +4,7 @@
 set -euo pipefail
 
 packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev catch2 libboost1.81-dev)
+packages+=(clang libclang-rt-14-dev)  # fuzz/run.sh: libFuzzer and the sanitizers' runtimes
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

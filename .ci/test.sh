@@ -58,5 +58,15 @@ run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undef
 run_suites tsan build-ci/tsan --buildtype=debugoptimized -Db_sanitize=thread \
   -Dexamples=false -Dbenchmarks=false -- unit stress
 
+# Fuzzing: every fuzz target under clang's libFuzzer for 10 s (fuzz/run.sh); a crash or a
+# failed build counts as a failure. (The stress suites also run each target's seeded
+# mutation loop, the fuzz_* tests.)
+echo "=== [fuzz] libFuzzer targets, 10 s each"
+if FUZZ_BUILD=build-ci/fuzz bash fuzz/run.sh 10; then
+  total_ok=$((total_ok + 1))
+else
+  total_fail=$((total_fail + 1))
+fi
+
 echo "tests: ${total_ok} passed, ${total_fail} failed"
 [ "$total_fail" = 0 ]

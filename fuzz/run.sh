@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds every fuzz target (fuzz/*_fuzz.cpp) with clang's libFuzzer, AddressSanitizer and
+# UndefinedBehaviorSanitizer into $FUZZ_BUILD (default build-fuzz/), and runs each for a
+# bounded time:
+#   bash fuzz/run.sh [SECONDS_PER_TARGET (default 10)] [TARGET...]
+# A target lists the corio sources it needs on a line "// fuzz-sources: a.cpp b.cpp".
+# Seeds: fuzz/seeds/<target>.sh writes them (when present), plus fuzz/seeds/<target>/; the
+# corpus grows in $FUZZ_BUILD/corpus/<target>/ from run to run. Dictionary: fuzz/<target>.dict.
+# Prints, per target, the executions run and the crashes found (inputs kept under
+# $FUZZ_BUILD/artifacts/<target>/); exits 1 if any target crashed or failed to build.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+shift || true
+out=${FUZZ_BUILD:-build-fuzz}
+mkdir -p "$out/include"
+ln -sfn "$PWD" "$out/include/corio"
+out=$(cd "$out" && pwd)
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  for f in fuzz/*_fuzz.cpp; do targets+=("$(basename "$f" .cpp)"); done
+fi
+
+cxx=${CXX_FUZZ:-clang++}
+flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$out/include")
+failed=0
+for name in "${targets[@]}"; do
+  src=fuzz/$name.cpp
+  read -r -a sources <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src")"
+  bin=$out/$name
+  stale=0
+  for s in "$src" "${sources[@]}" ipc/pickle.hpp; do
+    if [ ! -e "$bin" ] || [ "$s" -nt "$bin" ]; then stale=1; fi
+  done
+  if [ "$stale" = 1 ]; then
+    if ! "$cxx" "${flags[@]}" "$src" "${sources[@]}" -o "$bin" 2>"$out/$name.build.log"; then
+      echo "fuzz $name: libFuzzer build FAILED ($cxx -fsanitize=fuzzer; see $out/$name.build.log)"
+      failed=1
+      continue
+    fi
+  fi
+  corpus=$out/corpus/$name
+  artifacts=$out/artifacts/$name
+  mkdir -p "$corpus" "$artifacts"
+  if [ -x "fuzz/seeds/$name.sh" ]; then "fuzz/seeds/$name.sh" "$corpus"; fi
+  if [ -d "fuzz/seeds/$name" ]; then cp -n fuzz/seeds/"$name"/* "$corpus"/ 2>/dev/null || true; fi
+  dict=()
+  if [ -f "fuzz/$name.dict" ]; then dict=(-dict="fuzz/$name.dict"); fi
+  before=$(find "$artifacts" -type f | wc -l)
+  log=$out/$name.log
+  "$bin" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/" "${dict[@]}" "$corpus" >"$log" 2>&1
+  rc=$?
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  crashes=$(( $(find "$artifacts" -type f | wc -l) - before ))
+  echo "fuzz $name: ${runs:-?} executions in ${seconds} s (libFuzzer), $crashes crashes, corpus $(find "$corpus" -type f | wc -l) inputs"
+  if [ "$rc" != 0 ] || [ "$crashes" != 0 ]; then
+    grep -E "ERROR|SUMMARY|violated|Test unit written" "$log" | head -20
+    failed=1
+  fi
+done
+exit "$failed"
