@@ -1,6 +1,6 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
 // buffered streams, POSIX and SysV message queues, shared memory, memory maps, the pickle
-// codec).
+// codec, process-shared locks and events, shared-memory queues).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
@@ -14,8 +14,13 @@
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/pickle.hpp>
 #include <corio/ipc/pipe.hpp>
+#include <corio/ipc/process_condition_variable.hpp>
+#include <corio/ipc/process_event.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/process_semaphore.hpp>
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/shared_memory.hpp>
+#include <corio/ipc/shm_queue.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/ipc/sysv_message_queue.hpp>
 #include <corio/ipc/tcp.hpp>

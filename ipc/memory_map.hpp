@@ -14,7 +14,7 @@
 // blocking pool, so the disk wait never blocks a worker.
 // Concurrency: the mapping itself is plain memory. Data shared with other threads or
 // processes needs atomics (std::atomic_ref / lock-free std::atomic<T> in the mapping) or a
-// lock that lives in it; corio's process-shared locks are not built yet.
+// lock that lives in it (process_mutex.hpp and its siblings, built at an offset of it).
 // Errors (result<T>): the OS error of open/fstat/mmap; std::errc::invalid_argument for a
 // zero length or a file whose size is 0 (an empty file, but also /proc files and block
 // devices: map those with map() and an explicit length), an offset that is not a

@@ -8,8 +8,10 @@
 // stay valid until they are unmapped). The memory is a memory_map (ipc/memory_map.hpp):
 // bytes(), and view<T>(offset, count) for checked typed access.
 // Concurrency: plain shared memory. Coordinate processes with lock-free atomics placed in
-// it (std::atomic_ref, or a std::atomic<T> that is always lock-free), or with a pipe,
-// socket or message_queue; corio's process-shared mutex and semaphore are not built yet.
+// it (std::atomic_ref, or a std::atomic<T> that is always lock-free), with corio's
+// process-shared primitives built in it (process_mutex.hpp, process_semaphore.hpp,
+// process_event.hpp, process_condition_variable.hpp), or with a queue (shm_queue.hpp,
+// message_queue.hpp).
 // Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
 // characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
 // ftruncate, fstat and mmap (file_exists when the name exists and exclusive is set,

@@ -1,0 +1,123 @@
+// corio::ipc::process_condition_variable (see process_condition_variable.hpp).
+//
+// Word: sequence * 2 + waiters bit (bit 0). A waiter, holding the mutex, sets the bit
+// and sleeps on the value it read (with the bit). notify_one: if the bit is set, one
+// FUTEX_WAKE_OP adds 2 (the sequence moves, the bit stays) and wakes one; if it woke
+// nobody, a second clears the bit and wakes all (anyone who queued in between wakes
+// spuriously, nobody is stranded without the bit). notify_all: if the bit is set, one
+// FUTEX_WAKE_OP adds 1 (odd + 1: the sequence moves and the bit clears) and wakes all.
+// Two notify_all racing may leave the bit set with nobody asleep: one wasted syscall
+// later, never a lost wake-up.
+#include <corio/ipc/process_condition_variable.hpp>
+
+#include <climits>
+#include <new>
+
+namespace corio::ipc {
+
+namespace {
+
+constexpr std::uint32_t waiters_bit = 1;
+
+}  // namespace
+
+result<process_condition_variable> process_condition_variable::construct(std::span<std::byte> region,
+                                                                         std::size_t offset) noexcept {
+  auto at = detail::locate<detail::condition_state>(region, offset);
+  if (!at) {
+    return unexpected(at.error());
+  }
+  auto* s = ::new (*at) detail::condition_state{};
+  detail::publish(s, detail::shared_type::condition_variable);
+  return process_condition_variable(s);
+}
+
+result<process_condition_variable> process_condition_variable::construct(memory_map& map,
+                                                                         std::size_t offset) noexcept {
+  auto bytes = detail::writable_bytes(map);
+  if (!bytes) {
+    return unexpected(bytes.error());
+  }
+  return construct(*bytes, offset);
+}
+
+result<process_condition_variable> process_condition_variable::attach(std::span<std::byte> region,
+                                                                      std::size_t offset) noexcept {
+  auto s = detail::recognise<detail::condition_state>(region, offset, detail::shared_type::condition_variable);
+  if (!s) {
+    return unexpected(s.error());
+  }
+  return process_condition_variable(*s);
+}
+
+result<process_condition_variable> process_condition_variable::attach(memory_map& map, std::size_t offset) noexcept {
+  auto bytes = detail::writable_bytes(map);
+  if (!bytes) {
+    return unexpected(bytes.error());
+  }
+  return attach(*bytes, offset);
+}
+
+std::uint32_t process_condition_variable::prepare_wait() const noexcept {
+  // relaxed: the mutex orders the predicate; the word only has to change after we read
+  // it, which the futex wait checks itself.
+  std::uint32_t v = m_state->word.load(std::memory_order_relaxed);
+  while ((v & waiters_bit) == 0 &&
+         !m_state->word.compare_exchange_weak(v, v | waiters_bit, std::memory_order_relaxed)) {
+  }
+  return v | waiters_bit;
+}
+
+task<result<void>> process_condition_variable::wait(process_mutex_guard& guard, std::stop_token token) const {
+  detail::mutex_state* mutex = guard.m_state;
+  if (mutex == nullptr) {
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));  // the guard owns no lock
+  }
+  const std::uint32_t seen = prepare_wait();
+  guard.unlock();
+  auto woke = co_await detail::futex_await(m_state->word, seen, std::move(token));
+  auto relocked = co_await process_mutex(mutex).relock();
+  if (!relocked) {
+    co_return unexpected(relocked.error());
+  }
+  guard = std::move(*relocked);
+  co_return woke;
+}
+
+result<void> process_condition_variable::wait_blocking(process_mutex_guard& guard) const noexcept {
+  detail::mutex_state* mutex = guard.m_state;
+  if (mutex == nullptr) {
+    return unexpected(std::make_error_code(std::errc::invalid_argument));  // the guard owns no lock
+  }
+  const std::uint32_t seen = prepare_wait();
+  guard.unlock();
+  detail::futex_wait_blocking(m_state->word, seen);
+  auto relocked = process_mutex(mutex).lock_blocking();
+  if (!relocked) {
+    return unexpected(relocked.error());
+  }
+  guard = std::move(*relocked);
+  return {};
+}
+
+void process_condition_variable::notify_one() const noexcept {
+  detail::shared_word& word = m_state->word;
+  // relaxed: a waiter registered before our change of the predicate (under the mutex)
+  // has set the bit before it released the mutex; we see it.
+  if ((word.load(std::memory_order_relaxed) & waiters_bit) == 0) {
+    return;
+  }
+  if (detail::futex_wake_op(word, detail::word_op::add, 2, 1) == 0) {
+    detail::futex_wake_op(word, detail::word_op::and_not, waiters_bit, INT_MAX);
+  }
+}
+
+void process_condition_variable::notify_all() const noexcept {
+  detail::shared_word& word = m_state->word;
+  if ((word.load(std::memory_order_relaxed) & waiters_bit) == 0) {
+    return;
+  }
+  detail::futex_wake_op(word, detail::word_op::add, 1, INT_MAX);
+}
+
+}  // namespace corio::ipc

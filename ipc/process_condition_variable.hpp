@@ -1,0 +1,120 @@
+// corio::ipc::process_condition_variable: a condition variable whose whole state is one
+// 32-bit word in memory that several processes map, used with a process_mutex.
+//
+// Concept: the tutorial's multiprocessing.Condition. `co_await cv.wait(guard, pred)`
+// releases the process_mutex held by `guard`, suspends the task (never its worker) until
+// notified, re-locks and re-checks `pred`, until it holds. notify_one() / notify_all()
+// wake waiters in any process. Built in place by construct(), found again by attach()
+// (see process_mutex.hpp for placement and why these live in ipc/).
+// State: 8 bytes, 4-aligned: a layout word and the futex word (sequence * 2 + waiters
+// bit). No pointers.
+// Waiting: under the mutex the waiter sets the waiters bit and reads the word, then
+// releases the mutex and awaits the word with that value (IORING_OP_FUTEX_WAIT, shared;
+// the blocking pool before Linux 6.7). A notify changes the word before it wakes, in one
+// FUTEX_WAKE_OP syscall, so a notify that comes after the waiter read the word is never
+// lost, and a notifier killed at any point either notified or did not. notify_*() with
+// no waiter registered is one load. Spurious wake-ups happen (use the predicate forms).
+// Death: a waiter killed while waiting leaves nothing behind: the predicate is the
+// caller's data under the mutex, untouched; notify_all() still wakes every live waiter.
+// A notify_one() whose woken waiter is killed before it re-checks is consumed by it (as
+// if the waiter had returned and died). A waiter that re-locks a mutex whose holder died
+// gets owner_dead and returns without the lock.
+// Errors (result<T>): operation_canceled (timed_out under corio::timeout): the wait
+// ends, the mutex is re-locked first (the guard owns it again); owner_dead: the re-lock
+// found the mutex abandoned (the guard is empty); invalid_argument for a guard that owns
+// no lock; plus the placement errors of process_mutex.hpp.
+// Thread-safety: every member from any thread or process; a guard belongs to one owner.
+// Cost: notify without waiters: one load; with waiters: one syscall.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stop_token>
+#include <utility>
+
+#include <corio/ipc/detail/shared_word.hpp>
+#include <corio/ipc/memory_map.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+namespace detail {
+
+struct condition_state {
+  shared_word magic{0};
+  shared_word word{0};  ///< sequence * 2 + waiters bit
+};
+
+}  // namespace detail
+
+class process_condition_variable {
+ public:
+  static constexpr std::size_t storage_size = sizeof(detail::condition_state);
+  static constexpr std::size_t storage_alignment = alignof(detail::condition_state);
+
+  process_condition_variable() noexcept = default;
+
+  [[nodiscard]] static result<process_condition_variable> construct(std::span<std::byte> region,
+                                                                    std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_condition_variable> construct(memory_map& map, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_condition_variable> construct(shared_memory& shm,
+                                                                    std::size_t offset = 0) noexcept {
+    return construct(shm.map(), offset);
+  }
+  [[nodiscard]] static result<process_condition_variable> attach(std::span<std::byte> region,
+                                                                 std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_condition_variable> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_condition_variable> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
+    return attach(shm.map(), offset);
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
+
+  /// Releases `guard`'s mutex, waits for a notify (or a spurious wake-up), re-locks.
+  /// Precondition: guard.owns_lock(); `guard` outlives the await. See the header for
+  /// the errors and what the guard holds after each.
+  [[nodiscard]] task<result<void>> wait(process_mutex_guard& guard, std::stop_token token = {}) const;
+  /// Waits until pred() holds (checked under the mutex). Returns at once if it does.
+  template <class Pred>
+  [[nodiscard]] task<result<void>> wait(process_mutex_guard& guard, Pred pred, std::stop_token token = {}) const {
+    while (!pred()) {
+      auto woke = co_await wait(guard, token);
+      if (!woke) {
+        co_return woke;
+      }
+    }
+    co_return result<void>{};
+  }
+
+  /// Thread forms: block the calling thread (never call them on a worker). Errors:
+  /// owner_dead (the guard is empty then).
+  result<void> wait_blocking(process_mutex_guard& guard) const noexcept;
+  template <class Pred>
+  result<void> wait_blocking(process_mutex_guard& guard, Pred pred) const {
+    while (!pred()) {
+      if (auto woke = wait_blocking(guard); !woke) {
+        return woke;
+      }
+    }
+    return {};
+  }
+
+  /// Wakes one waiter (the oldest the kernel holds), if any.
+  void notify_one() const noexcept;
+  /// Wakes every waiter.
+  void notify_all() const noexcept;
+
+ private:
+  explicit process_condition_variable(detail::condition_state* s) noexcept : m_state(s) {}
+
+  /// Under the mutex: registers a waiter (sets the waiters bit); the value to sleep on.
+  std::uint32_t prepare_wait() const noexcept;
+
+  detail::condition_state* m_state = nullptr;
+};
+
+}  // namespace corio::ipc

@@ -1,0 +1,115 @@
+// corio::ipc::process_event: an event (manual or auto reset) whose whole state is one
+// 32-bit word in memory that several processes map.
+//
+// Concept: the tutorial's multiprocessing.Event (manual reset: set() releases every
+// waiter, present and future, until reset()) and its auto-reset variant (set() releases
+// exactly one waiter, or the next one to come, and the event resets as it does). Built
+// in place by construct(), found again by attach() (see process_mutex.hpp for placement
+// and why these live in ipc/).
+// State: 12 bytes, 4-aligned: a layout word, the futex word (set bit 2, waiters bit 1)
+// and the mode. No pointers.
+// Waiting: a waiter sets the waiters bit and awaits the word (IORING_OP_FUTEX_WAIT,
+// shared; the blocking pool before Linux 6.7). set() with nobody waiting is one CAS;
+// with the bit set it is one FUTEX_WAKE_OP syscall that sets the event and wakes (all,
+// or one for auto reset) atomically, so a setter killed at any point either set and
+// woke, or did neither. set() on a set event changes nothing.
+// Death: a waiter killed while waiting leaves nothing behind; for auto reset, one killed
+// between its wake-up and its retry leaves the event set for the next waiter (nothing
+// lost, but the next sleeper wakes only at the next set() or wait()).
+// Fairness (auto reset): the kernel wakes the oldest sleeper, which competes with a
+// newcomer for the event.
+// Errors (result<T>): operation_canceled (timed_out under corio::timeout), plus the
+// placement errors of process_mutex.hpp.
+// Thread-safety: every member from any thread or process.
+// Cost: wait on a set event and set/reset without waiters: one load or CAS.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+
+#include <corio/ipc/detail/shared_word.hpp>
+#include <corio/ipc/memory_map.hpp>
+#include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+enum class event_mode : std::uint32_t {
+  manual_reset = 1,  ///< stays set until reset(); releases every waiter
+  auto_reset = 2,    ///< releases one waiter per set(), resetting as it does
+};
+
+namespace detail {
+
+struct event_state {
+  shared_word magic{0};
+  shared_word word{0};  ///< set bit (2) | waiters bit (1)
+  event_mode mode = event_mode::manual_reset;
+};
+
+}  // namespace detail
+
+class process_event {
+ public:
+  static constexpr std::size_t storage_size = sizeof(detail::event_state);
+  static constexpr std::size_t storage_alignment = alignof(detail::event_state);
+
+  process_event() noexcept = default;
+
+  [[nodiscard]] static result<process_event> construct(std::span<std::byte> region, std::size_t offset = 0,
+                                                       event_mode mode = event_mode::manual_reset,
+                                                       bool initially_set = false) noexcept;
+  [[nodiscard]] static result<process_event> construct(memory_map& map, std::size_t offset = 0,
+                                                       event_mode mode = event_mode::manual_reset,
+                                                       bool initially_set = false) noexcept;
+  [[nodiscard]] static result<process_event> construct(shared_memory& shm, std::size_t offset = 0,
+                                                       event_mode mode = event_mode::manual_reset,
+                                                       bool initially_set = false) noexcept {
+    return construct(shm.map(), offset, mode, initially_set);
+  }
+  [[nodiscard]] static result<process_event> attach(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_event> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_event> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
+    return attach(shm.map(), offset);
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
+  [[nodiscard]] event_mode mode() const noexcept { return m_state->mode; }
+
+  /// The awaitable operation of wait() (an implementation detail).
+  struct wait_op {
+    using value_type = result<void>;
+    detail::event_state* state;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+  };
+
+  /// Awaitable yielding result<void> once the event is set (auto reset: and taken by
+  /// us). Cancellation: `token` or the inherited one (operation_canceled; timed_out
+  /// under corio::timeout); a set event is taken even if the token is stopped.
+  /// Precondition: valid(); the mapping outlives the await.
+  [[nodiscard]] detail::fast_or_wait<wait_op> wait(std::stop_token token = {}) const noexcept {
+    return {wait_op{m_state}, std::move(token)};
+  }
+  /// True (and, auto reset, resets it) if the event is set.
+  [[nodiscard]] bool try_wait() const noexcept;
+  /// Blocks the calling thread (never call it on a worker) until the event is set.
+  void wait_blocking() const noexcept;
+  /// Sets the event, waking every waiter (manual) or one (auto).
+  void set() const noexcept;
+  /// Clears the event (no effect on waiters).
+  void reset() const noexcept;
+  /// A snapshot.
+  [[nodiscard]] bool is_set() const noexcept;
+
+ private:
+  explicit process_event(detail::event_state* s) noexcept : m_state(s) {}
+
+  detail::event_state* m_state = nullptr;
+};
+
+}  // namespace corio::ipc

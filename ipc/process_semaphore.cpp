@@ -1,0 +1,183 @@
+// corio::ipc::process_semaphore and the count-word protocol it shares with the
+// auto-reset process_event (see process_semaphore.hpp).
+//
+// Word: count * 2 + waiters bit (bit 0). Take: CAS v -> v - 2 while v >= 2 (the bit is
+// kept). A taker that finds the count zero sets the bit (CAS 0 -> 1) and sleeps on the
+// value 1 — the only value anyone sleeps on. Give: CAS v -> v + 2n while the bit is
+// clear; with the bit set, FUTEX_WAKE_OP adds 2n and wakes n in one syscall (the bit
+// stays: more sleepers may remain). If that woke fewer than n, every sleeper queued
+// before the add was woken, so the bit may be cleared — but only while the count is
+// non-zero (CAS from an odd value >= 3): a new sleeper only ever sleeps on the value 1.
+#include <corio/ipc/process_semaphore.hpp>
+
+#include <climits>
+#include <new>
+
+namespace corio::ipc {
+
+namespace detail {
+
+namespace {
+
+constexpr std::uint32_t waiters_bit = 1;
+
+/// Sets the waiters bit on an empty word; false if the count moved (take again).
+bool mark_empty_waiting(shared_word& word) noexcept {
+  std::uint32_t expected = 0;
+  // relaxed: the bit publishes nothing; the futex wait compares the value itself.
+  return word.compare_exchange_strong(expected, waiters_bit, std::memory_order_relaxed) || expected == waiters_bit;
+}
+
+}  // namespace
+
+bool count_try_take(shared_word& word) noexcept {
+  // relaxed first look; the CAS below is the acquire.
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  while (v >= 2) {
+    // acquire: pairs with the giver's release (CAS or the release RMW before its
+    // FUTEX_WAKE_OP): what it wrote before giving is visible to us.
+    if (word.compare_exchange_weak(v, v - 2, std::memory_order_acquire, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+task<result<void>> count_take_slow(shared_word& word, std::stop_token token) {
+  std::stop_token inherited = co_await get_stop_token();
+  bool spun = false;
+  for (;;) {
+    if (count_try_take(word)) {
+      co_return result<void>{};
+    }
+    if (stop_asked(token, inherited)) {
+      co_return unexpected(cancelled_error());
+    }
+    if (!spun) {
+      spun = true;
+      if (spin_while_equal(word, word.load(std::memory_order_relaxed))) {
+        continue;
+      }
+    }
+    if (!mark_empty_waiting(word)) {
+      continue;
+    }
+    auto woke = co_await futex_await(word, waiters_bit, token);
+    if (!woke) {
+      co_return unexpected(woke.error());  // cancelled: no wake-up was consumed
+    }
+  }
+}
+
+void count_take_blocking(shared_word& word) noexcept {
+  for (bool spun = false; !count_try_take(word);) {
+    if (!spun) {
+      spun = true;
+      if (spin_while_equal(word, word.load(std::memory_order_relaxed))) {
+        continue;
+      }
+    }
+    if (mark_empty_waiting(word)) {
+      futex_wait_blocking(word, waiters_bit);
+    }
+  }
+}
+
+}  // namespace detail
+
+result<process_semaphore> process_semaphore::construct(std::span<std::byte> region, std::size_t offset,
+                                                       std::uint32_t initial, std::uint32_t maximum) noexcept {
+  if (maximum == 0 || maximum > max_count || initial > maximum) {
+    return unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
+  auto at = detail::locate<detail::semaphore_state>(region, offset);
+  if (!at) {
+    return unexpected(at.error());
+  }
+  auto* s = ::new (*at) detail::semaphore_state{};
+  s->word.store(initial * 2, std::memory_order_relaxed);  // published by publish()'s release
+  s->max = maximum;
+  detail::publish(s, detail::shared_type::semaphore);
+  return process_semaphore(s);
+}
+
+result<process_semaphore> process_semaphore::construct(memory_map& map, std::size_t offset, std::uint32_t initial,
+                                                       std::uint32_t maximum) noexcept {
+  auto bytes = detail::writable_bytes(map);
+  if (!bytes) {
+    return unexpected(bytes.error());
+  }
+  return construct(*bytes, offset, initial, maximum);
+}
+
+result<process_semaphore> process_semaphore::attach(std::span<std::byte> region, std::size_t offset) noexcept {
+  auto s = detail::recognise<detail::semaphore_state>(region, offset, detail::shared_type::semaphore);
+  if (!s) {
+    return unexpected(s.error());
+  }
+  return process_semaphore(*s);
+}
+
+result<process_semaphore> process_semaphore::attach(memory_map& map, std::size_t offset) noexcept {
+  auto bytes = detail::writable_bytes(map);
+  if (!bytes) {
+    return unexpected(bytes.error());
+  }
+  return attach(*bytes, offset);
+}
+
+std::optional<process_semaphore::acquire_op::value_type> process_semaphore::acquire_op::try_now() noexcept {
+  if (detail::count_try_take(state->word)) {
+    return value_type{};
+  }
+  return std::nullopt;
+}
+
+task<process_semaphore::acquire_op::value_type> process_semaphore::acquire_op::wait_slow(std::stop_token token) const {
+  return detail::count_take_slow(state->word, std::move(token));
+}
+
+bool process_semaphore::try_acquire() const noexcept { return detail::count_try_take(m_state->word); }
+
+void process_semaphore::acquire_blocking() const noexcept { detail::count_take_blocking(m_state->word); }
+
+result<void> process_semaphore::release(std::uint32_t n) const noexcept {
+  // One FUTEX_WAKE_OP adds at most 1023 units (its operand is 11 bits plus sign).
+  constexpr std::uint32_t chunk = 1023;
+  while (n > 0) {
+    const std::uint32_t step = n < chunk ? n : chunk;
+    std::uint32_t v = m_state->word.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((v >> 1) + step > m_state->max) {
+        return unexpected(std::make_error_code(std::errc::value_too_large));
+      }
+      if ((v & 1) == 0) {
+        // release: pairs with the taker's acquire CAS.
+        if (m_state->word.compare_exchange_weak(v, v + 2 * step, std::memory_order_release,
+                                                std::memory_order_relaxed)) {
+          break;
+        }
+        continue;
+      }
+      // Sleepers: add and wake in one syscall. The release RMW first orders our writes
+      // before the kernel's change in the C++ model (and for ThreadSanitizer).
+      m_state->word.fetch_add(0, std::memory_order_release);
+      const int woken = detail::futex_wake_op(m_state->word, detail::word_op::add, 2 * step, static_cast<int>(step));
+      if (woken < static_cast<int>(step)) {
+        // Every queued sleeper was woken: clear the bit while the count is non-zero.
+        // relaxed: the bit publishes nothing.
+        std::uint32_t cur = m_state->word.load(std::memory_order_relaxed);
+        while ((cur & 1) != 0 && cur >= 3 &&
+               !m_state->word.compare_exchange_weak(cur, cur & ~1u, std::memory_order_relaxed)) {
+        }
+      }
+      break;
+    }
+    n -= step;
+  }
+  return {};
+}
+
+std::uint32_t process_semaphore::value() const noexcept { return m_state->word.load(std::memory_order_relaxed) >> 1; }
+
+}  // namespace corio::ipc

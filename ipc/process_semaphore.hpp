@@ -1,0 +1,128 @@
+// corio::ipc::process_semaphore: a counting semaphore whose whole state is one 32-bit
+// word in memory that several processes map.
+//
+// Concept: the tutorial's multiprocessing.Semaphore / BoundedSemaphore. construct() builds
+// it in place at an offset of a shared mapping with an initial count and a maximum;
+// attach() recognises it from another process (see process_mutex.hpp for placement and
+// why these live in ipc/). `co_await s.acquire()` takes one unit, suspending the task
+// (never its worker) while the count is zero; release(n) adds n units and wakes up to n
+// waiters in any process.
+// State: 16 bytes, 8-aligned: a layout word, the futex word (count * 2 + waiters bit) and
+// the maximum. No pointers.
+// Waiting: a waiter sets the waiters bit while the count is zero and awaits the word
+// (IORING_OP_FUTEX_WAIT, shared; the blocking pool before Linux 6.7). release() is one
+// CAS when nobody waits; when the bit is set it is one FUTEX_WAKE_OP syscall that adds
+// the units and wakes up to n sleepers atomically, so a releaser killed at any point
+// either released (and woke) or did not. The bit stays set while sleepers may remain; a
+// release that wakes fewer than it could clears it (no sleeper can be on a non-zero
+// count).
+// Death: a waiter killed while waiting leaves nothing behind (the kernel drops its
+// futex wait; the count is untouched). A waiter killed in the instant between being
+// woken and retrying takes that wake-up with it: the unit stays in the count (nothing is
+// lost) and the next acquire takes it. A process killed while holding units does not
+// give them back (a semaphore has no owner: as with POSIX semaphores; use a
+// process_mutex where holders must be tracked).
+// Fairness: the kernel wakes sleepers in FIFO order, but a woken waiter competes with
+// newcomers for the unit.
+// Limits: the maximum is at most max_count (2^30 - 1). release() beyond the maximum is
+// refused (value_too_large) by a check against the count it read: concurrent releases
+// near the maximum may overshoot it by their sum.
+// Errors (result<T>): operation_canceled (timed_out under corio::timeout),
+// value_too_large, invalid_argument (release(0) is fine; a bad construct), plus the
+// placement errors of process_mutex.hpp.
+// Thread-safety: every member from any thread or process.
+// Cost: acquire and release without waiting are one CAS each on the shared word.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+
+#include <corio/ipc/detail/shared_word.hpp>
+#include <corio/ipc/memory_map.hpp>
+#include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+namespace detail {
+
+struct semaphore_state {
+  shared_word magic{0};
+  shared_word word{0};  ///< count * 2 + waiters bit
+  std::uint32_t max = 0;
+  std::uint32_t reserved = 0;
+};
+
+/// The count word protocol, shared with process_event (an auto-reset event is a
+/// semaphore whose maximum is 1). See process_semaphore.cpp.
+bool count_try_take(shared_word& word) noexcept;
+task<result<void>> count_take_slow(shared_word& word, std::stop_token token);
+void count_take_blocking(shared_word& word) noexcept;
+
+}  // namespace detail
+
+class process_semaphore {
+ public:
+  static constexpr std::size_t storage_size = sizeof(detail::semaphore_state);
+  static constexpr std::size_t storage_alignment = alignof(detail::semaphore_state);
+  static constexpr std::uint32_t max_count = (1u << 30) - 1;
+
+  process_semaphore() noexcept = default;
+
+  /// Builds a semaphore holding `initial` units (at most `maximum`, at most max_count).
+  [[nodiscard]] static result<process_semaphore> construct(std::span<std::byte> region, std::size_t offset,
+                                                           std::uint32_t initial,
+                                                           std::uint32_t maximum = max_count) noexcept;
+  [[nodiscard]] static result<process_semaphore> construct(memory_map& map, std::size_t offset, std::uint32_t initial,
+                                                           std::uint32_t maximum = max_count) noexcept;
+  [[nodiscard]] static result<process_semaphore> construct(shared_memory& shm, std::size_t offset,
+                                                           std::uint32_t initial,
+                                                           std::uint32_t maximum = max_count) noexcept {
+    return construct(shm.map(), offset, initial, maximum);
+  }
+  [[nodiscard]] static result<process_semaphore> attach(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_semaphore> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  [[nodiscard]] static result<process_semaphore> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
+    return attach(shm.map(), offset);
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
+
+  /// The awaitable operation of acquire() (an implementation detail).
+  struct acquire_op {
+    using value_type = result<void>;
+    detail::semaphore_state* state;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+  };
+
+  /// Awaitable yielding result<void> once a unit is ours. Cancellation: `token` or the
+  /// inherited one (operation_canceled; timed_out under corio::timeout); a unit that is
+  /// there is taken even if the token is stopped, and a wake-up that raced the stop is
+  /// never lost. Precondition: valid(); the mapping outlives the await.
+  [[nodiscard]] detail::fast_or_wait<acquire_op> acquire(std::stop_token token = {}) const noexcept {
+    return {acquire_op{m_state}, std::move(token)};
+  }
+  /// Takes a unit if there is one.
+  [[nodiscard]] bool try_acquire() const noexcept;
+  /// Blocks the calling thread (never call it on a worker) until a unit is ours.
+  void acquire_blocking() const noexcept;
+  /// Adds `n` units, waking up to `n` waiters. Errors: value_too_large past the maximum
+  /// (nothing is added then).
+  result<void> release(std::uint32_t n = 1) const noexcept;
+
+  /// A snapshot of the count.
+  [[nodiscard]] std::uint32_t value() const noexcept;
+  [[nodiscard]] std::uint32_t maximum() const noexcept { return m_state->max; }
+
+ private:
+  explicit process_semaphore(detail::semaphore_state* s) noexcept : m_state(s) {}
+
+  detail::semaphore_state* m_state = nullptr;
+};
+
+}  // namespace corio::ipc

@@ -1,0 +1,586 @@
+// corio::ipc::shm_queue: the shared layout, the two sides' protocols and their recovery
+// after a death (see shm_queue.hpp).
+//
+// Count words (published by producers, consumed by consumers): count * 4 + closed * 2 +
+// waiters. Only the holder of a side's lock changes its count; the other side only sets
+// the waiters bit (before it sleeps on the word), and close() only sets the closed bit.
+// Advancing: CAS v -> v + 4 while the waiters bit is clear; with it set, FUTEX_WAKE_OP
+// adds 3 (odd + 3 = the next count with the waiters bit clear, whatever the closed bit)
+// and wakes every sleeper of the word in the same syscall. close() ORs 2 and wakes all;
+// OR 2 and ADD 3 commute, so a close racing an advance loses nothing.
+// Positions: the 64-bit write/read positions live beside each lock and index the slots;
+// the count words hold their low 30 bits. A holder that dies between advancing the word
+// and its position leaves them one apart: recovery (the next holder of that side, on
+// owner_dead) adds the one. The cached free / available counts are decremented before
+// the word advances, so after a death they are never too high; recovery zeroes them.
+#include <corio/ipc/shm_queue.hpp>
+
+#include <climits>
+#include <cstring>
+#include <new>
+
+#include <corio/ipc/detail/posix_name.hpp>
+
+namespace corio::ipc {
+
+namespace detail {
+
+struct alignas(64) queue_header {
+  shared_word magic{0};
+  std::uint32_t capacity = 0;
+  std::uint32_t max_message = 0;
+  std::uint32_t slot_stride = 0;
+  std::uint64_t total_size = 0;
+  std::uint64_t slots_offset = 0;
+  // The producers' line.
+  alignas(64) mutex_state send_lock;
+  std::uint64_t write_pos = 0;    ///< next position to fill (under send_lock)
+  std::uint32_t free_known = 0;   ///< slots known free (under send_lock)
+  // The published count (written by producers, read by consumers).
+  alignas(64) shared_word published{0};
+  // The consumers' line.
+  alignas(64) mutex_state receive_lock;
+  std::uint64_t read_pos = 0;        ///< next position to empty (under receive_lock)
+  std::uint32_t available_known = 0; ///< messages known published (under receive_lock)
+  // The consumed count (written by consumers, read by producers).
+  alignas(64) shared_word consumed{0};
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::queue_header;
+using detail::shared_word;
+
+constexpr std::uint32_t waiters_bit = 1;
+constexpr std::uint32_t closed_bit = 2;
+constexpr std::uint32_t count_mask = (1u << 30) - 1;  // a count word holds 30 bits of count
+constexpr std::size_t max_capacity = std::size_t{1} << 29;
+constexpr std::size_t max_size = std::size_t{1} << 30;
+constexpr std::size_t slot_header = 8;  // u32 size, u32 reserved
+
+std::uint32_t count_of(std::uint32_t word) noexcept { return word >> 2; }
+
+std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+
+/// Advances a count word by one (the caller holds its side's lock).
+void advance(shared_word& word) noexcept {
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((v & waiters_bit) == 0) {
+      // release: the slot we filled (or emptied) before this is visible to whoever reads
+      // the new count with acquire order.
+      if (word.compare_exchange_weak(v, v + 4, std::memory_order_release, std::memory_order_relaxed)) {
+        return;
+      }
+      continue;
+    }
+    // Sleepers on the other side: advance and wake them in one syscall. The release RMW
+    // orders our slot writes before the kernel's change (and tells ThreadSanitizer).
+    word.fetch_add(0, std::memory_order_release);
+    detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
+    return;
+  }
+}
+
+/// After would_wait, with the side's lock dropped: spins (once per call) while the other
+/// side's word still holds `seen`, then sets its waiters bit. The value to sleep on, or
+/// nothing if the word moved (look again). Setting the bit outside the lock is safe: the
+/// CAS succeeds only if the word — and so the full or empty state — is still `seen`.
+std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept {
+  if (!spun) {
+    spun = true;
+    if (detail::spin_while_equal(word, seen)) {
+      return std::nullopt;
+    }
+  }
+  if ((seen & waiters_bit) != 0) {
+    return seen;
+  }
+  // relaxed: the bit publishes nothing; the futex wait compares the value itself.
+  if (word.compare_exchange_strong(seen, seen | waiters_bit, std::memory_order_relaxed)) {
+    return seen | waiters_bit;
+  }
+  return std::nullopt;
+}
+
+std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
+  return reinterpret_cast<std::byte*>(h) + h->slots_offset + (pos % h->capacity) * h->slot_stride;
+}
+
+void test_hook(detail::queue_step step) noexcept {
+  if (auto hook = detail::g_shm_queue_test_hook.load(std::memory_order_relaxed)) {
+    hook(step);
+  }
+}
+
+enum class outcome { done, closed, would_wait };
+
+/// Producers, under the send lock. On would_wait, `sleep_value` is the consumed word as
+/// seen: the queue stays full until it changes.
+outcome send_locked(queue_header* h, std::span<const std::byte> message, std::uint32_t& sleep_value) noexcept {
+  // relaxed: only send-lock holders change the count; consumers only set the waiters bit
+  // and close() the closed bit.
+  const std::uint32_t published = h->published.load(std::memory_order_relaxed);
+  if ((published & closed_bit) != 0) {
+    return outcome::closed;
+  }
+  if (h->free_known == 0) {
+    // acquire: pairs with the consumers' release in advance(): they are done reading the
+    // slots they consumed before we overwrite them.
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_acquire);
+    const std::uint32_t used = (count_of(published) - count_of(consumed)) & count_mask;
+    h->free_known = h->capacity - used;
+    if (h->free_known == 0) {
+      sleep_value = consumed;  // full until the consumed word changes
+      return outcome::would_wait;
+    }
+  }
+  std::byte* slot = slot_at(h, h->write_pos);
+  const auto size = static_cast<std::uint32_t>(message.size());
+  std::memcpy(slot, &size, sizeof size);
+  if (!message.empty()) {
+    std::memcpy(slot + slot_header, message.data(), message.size());
+  }
+  --h->free_known;  // before the publish: after a death here it is too low, never too high
+  test_hook(detail::queue_step::before_publish);
+  advance(h->published);
+  test_hook(detail::queue_step::after_publish);
+  ++h->write_pos;
+  return outcome::done;
+}
+
+/// Consumers, under the receive lock. On would_wait, `sleep_value` is the published word
+/// as seen: the queue stays empty until it changes. closed means closed and empty.
+outcome receive_locked(queue_header* h, std::span<std::byte> buffer, std::size_t& size,
+                       std::uint32_t& sleep_value) noexcept {
+  if (h->available_known == 0) {
+    // acquire: pairs with the producers' release in advance(): the slots they published
+    // are filled.
+    const std::uint32_t published = h->published.load(std::memory_order_acquire);
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_relaxed);
+    h->available_known = (count_of(published) - count_of(consumed)) & count_mask;
+    if (h->available_known == 0) {
+      if ((published & closed_bit) != 0) {
+        return outcome::closed;
+      }
+      sleep_value = published;  // empty until the published word changes
+      return outcome::would_wait;
+    }
+  }
+  const std::byte* slot = slot_at(h, h->read_pos);
+  std::uint32_t stored = 0;
+  std::memcpy(&stored, slot, sizeof stored);
+  size = stored <= h->max_message ? stored : h->max_message;  // never trust shared bytes past the slot
+  if (size > 0) {
+    std::memcpy(buffer.data(), slot + slot_header, size);
+  }
+  --h->available_known;
+  test_hook(detail::queue_step::before_consume);
+  advance(h->consumed);
+  test_hook(detail::queue_step::after_consume);
+  ++h->read_pos;
+  return outcome::done;
+}
+
+/// After owner_dead on a side's lock: re-derive its position from its count word.
+void resync(std::uint64_t& pos, std::uint32_t& known, const shared_word& word) noexcept {
+  const std::uint32_t count = count_of(word.load(std::memory_order_relaxed));
+  if ((static_cast<std::uint32_t>(pos) & count_mask) != count) {
+    ++pos;  // died between advancing the word and the position
+  }
+  known = 0;
+}
+
+enum class side { send, receive };
+
+void resync_side(queue_header* h, side which) noexcept {
+  if (which == side::send) {
+    resync(h->write_pos, h->free_known, h->published);
+  } else {
+    resync(h->read_pos, h->available_known, h->consumed);
+  }
+}
+
+/// Takes a side's lock without waiting, recovering it from a dead holder.
+result<process_mutex_guard> try_lock_side(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto g = lock.try_lock();
+  if (g || g.error() != std::errc::owner_dead) {
+    return g;
+  }
+  auto r = lock.recover();
+  if (!r) {
+    return unexpected(error(std::errc::device_or_resource_busy));
+  }
+  resync_side(h, which);
+  r->mark_consistent();
+  return r;
+}
+
+/// Awaits a side's lock, recovering it from a dead holder.
+task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
+                                            std::stop_token token) {
+  for (;;) {
+    auto g = co_await lock.lock(token);
+    if (g || g.error() != std::errc::owner_dead) {
+      co_return g;
+    }
+    auto r = lock.recover();
+    if (r) {
+      resync_side(h, which);
+      r->mark_consistent();
+      co_return r;
+    }
+    // Another process is recovering it (busy) or has just done so: lock again.
+  }
+}
+
+result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept {
+  for (;;) {
+    auto g = lock.lock_blocking();
+    if (g || g.error() != std::errc::owner_dead) {
+      return g;
+    }
+    if (auto r = lock.recover()) {
+      resync_side(h, which);
+      r->mark_consistent();
+      return r;
+    }
+  }
+}
+
+result<void> check_message(const queue_header* h, std::span<const std::byte> message) noexcept {
+  if (message.size() > h->max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+result<void> check_buffer(const queue_header* h, std::span<std::byte> buffer) noexcept {
+  if (buffer.size() < h->max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- create / open ----
+
+result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_options& options) {
+  if (!detail::valid_posix_ipc_name(name) || options.capacity == 0 || options.capacity > max_capacity ||
+      options.max_message_size == 0 || options.max_message_size > max_size) {
+    return unexpected(error(std::errc::invalid_argument));
+  }
+  const std::size_t stride = (slot_header + options.max_message_size + 63) / 64 * 64;
+  const std::size_t slots_offset = (sizeof(queue_header) + 63) / 64 * 64;
+  if (stride > (SIZE_MAX - slots_offset) / options.capacity) {
+    return unexpected(error(std::errc::invalid_argument));
+  }
+  const std::size_t total = slots_offset + stride * options.capacity;
+  auto memory = shared_memory::create(name, total, {options.mode, /*exclusive=*/true});
+  if (!memory) {
+    if (memory.error() == std::errc::file_exists && !options.exclusive) {
+      return open(name);
+    }
+    return unexpected(memory.error());
+  }
+  auto* h = ::new (static_cast<void*>(memory->bytes().data())) queue_header{};
+  h->capacity = static_cast<std::uint32_t>(options.capacity);
+  h->max_message = static_cast<std::uint32_t>(options.max_message_size);
+  h->slot_stride = static_cast<std::uint32_t>(stride);
+  h->total_size = total;
+  h->slots_offset = slots_offset;
+  auto bytes = memory->bytes();
+  if (!process_mutex::construct(bytes, offsetof(queue_header, send_lock)) ||
+      !process_mutex::construct(bytes, offsetof(queue_header, receive_lock))) {
+    (void)shared_memory::remove(name);
+    return unexpected(error(std::errc::invalid_argument));
+  }
+  detail::publish(h, detail::shared_type::queue);
+  auto q = adopt(std::move(*memory));
+  if (!q) {
+    (void)shared_memory::remove(name);
+  }
+  return q;
+}
+
+result<shm_queue> shm_queue::open(std::string_view name) {
+  auto memory = shared_memory::open(name);
+  if (!memory) {
+    return unexpected(memory.error());
+  }
+  return adopt(std::move(*memory));
+}
+
+result<void> shm_queue::remove(std::string_view name) { return shared_memory::remove(name); }
+
+result<shm_queue> shm_queue::adopt(shared_memory memory) {
+  auto bytes = memory.bytes();
+  if (bytes.size() < sizeof(queue_header)) {
+    return unexpected(error(std::errc::wrong_protocol_type));  // too small to be a queue
+  }
+  auto h = detail::recognise<queue_header>(bytes, 0, detail::shared_type::queue);
+  if (!h) {
+    return unexpected(h.error());
+  }
+  queue_header* q = *h;
+  // Garbage that happens to carry our layout word must not send us past the mapping.
+  const std::uint64_t stride = q->slot_stride;
+  if (q->capacity == 0 || q->capacity > max_capacity || q->max_message == 0 || q->max_message > max_size ||
+      stride < slot_header + q->max_message || q->slots_offset < sizeof(queue_header) ||
+      q->total_size != q->slots_offset + stride * q->capacity || q->total_size > bytes.size()) {
+    return unexpected(error(std::errc::wrong_protocol_type));
+  }
+  auto send_lock = process_mutex::attach(bytes, offsetof(queue_header, send_lock));
+  auto receive_lock = process_mutex::attach(bytes, offsetof(queue_header, receive_lock));
+  if (!send_lock || !receive_lock) {
+    return unexpected(error(std::errc::wrong_protocol_type));
+  }
+  return shm_queue(std::move(memory), q, *send_lock, *receive_lock);
+}
+
+std::size_t shm_queue::capacity() const noexcept { return m_header->capacity; }
+std::size_t shm_queue::max_message_size() const noexcept { return m_header->max_message; }
+
+std::size_t shm_queue::size() const noexcept {
+  const std::uint32_t published = m_header->published.load(std::memory_order_relaxed);
+  const std::uint32_t consumed = m_header->consumed.load(std::memory_order_relaxed);
+  return (count_of(published) - count_of(consumed)) & count_mask;
+}
+
+bool shm_queue::is_closed() const noexcept {
+  return (m_header->published.load(std::memory_order_relaxed) & closed_bit) != 0;
+}
+
+void shm_queue::close() const noexcept {
+  detail::futex_wake_op(m_header->published, detail::word_op::bit_or, closed_bit, INT_MAX);
+  detail::futex_wake_op(m_header->consumed, detail::word_op::bit_or, closed_bit, INT_MAX);
+}
+
+// ---- send ----
+
+result<void> shm_queue::try_send(std::span<const std::byte> message) const noexcept {
+  if (auto ok = check_message(m_header, message); !ok) {
+    return ok;
+  }
+  auto g = try_lock_side(m_header, m_send_lock, side::send);
+  if (!g) {
+    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
+                                                                       : g.error());
+  }
+  std::uint32_t sleep_value = 0;
+  switch (send_locked(m_header, message, sleep_value)) {
+    case outcome::done: return {};
+    case outcome::closed: return unexpected(make_error_code(errc::closed));
+    case outcome::would_wait: break;
+  }
+  return unexpected(make_error_code(errc::full));
+}
+
+std::optional<shm_queue::send_op::value_type> shm_queue::send_op::try_now() noexcept {
+  auto sent = queue->try_send(message);
+  if (!sent && (sent.error() == errc::full || sent.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return sent;
+}
+
+task<shm_queue::send_op::value_type> shm_queue::send_op::wait_slow(std::stop_token token) const {
+  return queue->send_slow(message, std::move(token));
+}
+
+task<result<void>> shm_queue::send_slow(std::span<const std::byte> message, std::stop_token token) const {
+  std::stop_token inherited = co_await get_stop_token();
+  bool spun = false;
+  for (;;) {
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = co_await lock_side(m_header, m_send_lock, side::send, token);
+      if (!g) {
+        co_return unexpected(g.error());
+      }
+      o = send_locked(m_header, message, sleep_value);
+    }
+    if (o == outcome::done) {
+      co_return result<void>{};
+    }
+    if (o == outcome::closed) {
+      co_return unexpected(make_error_code(errc::closed));
+    }
+    if (detail::stop_asked(token, inherited)) {
+      co_return unexpected(cancelled_error());
+    }
+    auto value = prepare_sleep(m_header->consumed, sleep_value, spun);
+    if (!value) {
+      continue;
+    }
+    auto woke = co_await detail::futex_await(m_header->consumed, *value, token);
+    if (!woke) {
+      co_return unexpected(woke.error());
+    }
+  }
+}
+
+result<void> shm_queue::send_blocking(std::span<const std::byte> message) const noexcept {
+  if (auto ok = check_message(m_header, message); !ok) {
+    return ok;
+  }
+  bool spun = false;
+  for (;;) {
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = lock_side_blocking(m_header, m_send_lock, side::send);
+      if (!g) {
+        return unexpected(g.error());
+      }
+      o = send_locked(m_header, message, sleep_value);
+    }
+    if (o == outcome::done) {
+      return {};
+    }
+    if (o == outcome::closed) {
+      return unexpected(make_error_code(errc::closed));
+    }
+    if (auto value = prepare_sleep(m_header->consumed, sleep_value, spun)) {
+      detail::futex_wait_blocking(m_header->consumed, *value);
+    }
+  }
+}
+
+// ---- receive ----
+
+result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const noexcept {
+  if (auto ok = check_buffer(m_header, buffer); !ok) {
+    return unexpected(ok.error());
+  }
+  auto g = try_lock_side(m_header, m_receive_lock, side::receive);
+  if (!g) {
+    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
+                                                                       : g.error());
+  }
+  std::size_t size = 0;
+  std::uint32_t sleep_value = 0;
+  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+    case outcome::done: return size;
+    case outcome::would_wait: return unexpected(make_error_code(errc::empty));
+    case outcome::closed: break;
+  }
+  // Closed and empty. A producer may be between its check of the closed bit and its
+  // publish: only its lock tells. Report empty unless no send is in progress.
+  g->unlock();
+  auto barrier = try_lock_side(m_header, m_send_lock, side::send);
+  if (!barrier) {
+    return unexpected(make_error_code(errc::empty));
+  }
+  barrier->unlock();
+  auto again = try_lock_side(m_header, m_receive_lock, side::receive);
+  if (!again) {
+    return unexpected(error(std::errc::resource_unavailable_try_again));
+  }
+  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+    case outcome::done: return size;
+    case outcome::would_wait: return unexpected(make_error_code(errc::empty));
+    case outcome::closed: break;
+  }
+  return unexpected(make_error_code(errc::closed));
+}
+
+std::optional<shm_queue::receive_op::value_type> shm_queue::receive_op::try_now() noexcept {
+  auto got = queue->try_receive(buffer);
+  if (!got && (got.error() == errc::empty || got.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return got;
+}
+
+task<shm_queue::receive_op::value_type> shm_queue::receive_op::wait_slow(std::stop_token token) const {
+  return queue->receive_slow(buffer, std::move(token));
+}
+
+task<result<std::size_t>> shm_queue::receive_slow(std::span<std::byte> buffer, std::stop_token token) const {
+  std::stop_token inherited = co_await get_stop_token();
+  bool waited_for_senders = false;
+  bool spun = false;
+  for (;;) {
+    std::size_t size = 0;
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = co_await lock_side(m_header, m_receive_lock, side::receive, token);
+      if (!g) {
+        co_return unexpected(g.error());
+      }
+      o = receive_locked(m_header, buffer, size, sleep_value);
+    }
+    if (o == outcome::done) {
+      co_return size;
+    }
+    if (o == outcome::closed) {
+      if (waited_for_senders) {
+        co_return unexpected(make_error_code(errc::closed));
+      }
+      // A producer may be between its check of the closed bit and its publish: once its
+      // lock is free, every send has either published or seen the close.
+      waited_for_senders = true;
+      auto barrier = co_await lock_side(m_header, m_send_lock, side::send, token);
+      if (!barrier) {
+        co_return unexpected(barrier.error());
+      }
+      continue;
+    }
+    if (detail::stop_asked(token, inherited)) {
+      co_return unexpected(cancelled_error());
+    }
+    auto value = prepare_sleep(m_header->published, sleep_value, spun);
+    if (!value) {
+      continue;
+    }
+    auto woke = co_await detail::futex_await(m_header->published, *value, token);
+    if (!woke) {
+      co_return unexpected(woke.error());
+    }
+  }
+}
+
+result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer) const noexcept {
+  if (auto ok = check_buffer(m_header, buffer); !ok) {
+    return unexpected(ok.error());
+  }
+  bool waited_for_senders = false;
+  bool spun = false;
+  for (;;) {
+    std::size_t size = 0;
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = lock_side_blocking(m_header, m_receive_lock, side::receive);
+      if (!g) {
+        return unexpected(g.error());
+      }
+      o = receive_locked(m_header, buffer, size, sleep_value);
+    }
+    if (o == outcome::done) {
+      return size;
+    }
+    if (o == outcome::closed) {
+      if (waited_for_senders) {
+        return unexpected(make_error_code(errc::closed));
+      }
+      waited_for_senders = true;
+      auto barrier = lock_side_blocking(m_header, m_send_lock, side::send);
+      if (!barrier) {
+        return unexpected(barrier.error());
+      }
+      continue;
+    }
+    if (auto value = prepare_sleep(m_header->published, sleep_value, spun)) {
+      detail::futex_wait_blocking(m_header->published, *value);
+    }
+  }
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,165 @@
+// corio::ipc::shm_queue: a bounded multi-producer, multi-consumer queue of
+// variable-size messages in one named shared-memory object.
+//
+// Concept: the tutorial's multiprocessing.Queue between processes, without pickling and
+// without a kernel copy: create(name, options) makes the object (0600 unless asked
+// otherwise) with room for `capacity` messages of up to `max_message_size` bytes each;
+// open(name) attaches from any process; remove(name) unlinks the name (handles keep
+// working: a task waiting on a removed queue keeps waiting; close() is what ends
+// waits). A message is sent whole and received whole, FIFO.
+// Layout: a header (layout word, geometry, one side per cache line: the producers'
+// process_mutex and write position, the published-count word, the consumers'
+// process_mutex and read position, the consumed-count word) and `capacity` slots of
+// max_message_size + 8 bytes rounded up to 64. No pointers.
+// How it works: producers take turns under the producers' lock: copy into the next slot,
+// then publish it by advancing the published count; consumers likewise under theirs. A
+// side that finds the queue full (or empty) sets the waiters bit of the other side's
+// count word, drops its lock and awaits that word with IORING_OP_FUTEX_WAIT through the
+// ring (the blocking pool before Linux 6.7; blocking forms use futex(2)). Publishing is
+// one CAS when nobody waits, and one FUTEX_WAKE_OP (advance and wake, atomically) when
+// someone does: the fast path makes no syscall.
+// Death: a producer or consumer killed at any instant never corrupts the queue or
+// wedges the others. Each side's lock is a robust process_mutex: the next process of
+// that side gets owner_dead, re-derives the side's position from its count word and goes
+// on (automatic; never seen by the caller). What is lost: a producer killed before its
+// publish loses its own message (never visible; its send never returned); a consumer
+// killed after its publish loses the message it was returning. At most the one message
+// in flight, nothing else. A waiter killed while waiting leaves nothing behind.
+// Close: close() marks both count words closed and wakes every waiter (two syscalls, from
+// any process, synchronous): sends fail with corio::errc::closed (a send that raced the
+// close either was published before it or fails), receives drain what is queued, then
+// fail with closed.
+// Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
+// message_size (a message longer than max_message_size, or a receive buffer shorter than
+// it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
+// resource_unavailable_try_again (try_*: another process of that side is mid-copy),
+// operation_canceled (timed_out under corio::timeout), the OS errors of shm_open /
+// ftruncate / mmap (file_exists with exclusive, no_such_file_or_directory,
+// too_many_files_open, not_enough_memory, permission_denied), and for open():
+// wrong_protocol_type (the object is not a queue), resource_unavailable_try_again (its
+// creator has not finished building it).
+// Cancellation: a waiting send or receive returns operation_canceled and has sent or
+// taken nothing; an operation that can complete at once completes even if the token is
+// stopped.
+// Thread-safety: any number of tasks, threads and processes send and receive at once;
+// one owner per handle (the handle maps the object; it must outlive calls in flight).
+// Cost: a send or receive that does not wait: the side's robust lock (two CASes and a
+// process-local spin lock), a memcpy of the message, one CAS to publish. Measured in
+// bench/ipc/shm_bench (see README).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string_view>
+
+#include <corio/ipc/detail/shared_word.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// How create() makes a queue.
+struct shm_queue_options {
+  std::size_t capacity = 64;            ///< messages (1 .. 2^29)
+  std::size_t max_message_size = 4096;  ///< bytes per message (1 .. 2^30)
+  mode_t mode = 0600;                   ///< permissions of the new object
+  bool exclusive = true;                ///< fail with file_exists if the name exists
+};
+
+namespace detail {
+
+struct queue_header;
+
+/// Where a test hook runs: around the step that makes a send (receive) take effect.
+enum class queue_step { before_publish, after_publish, before_consume, after_consume };
+/// Test hook (all builds; one relaxed load per step): called in the sending or receiving
+/// process at each queue_step, so tests can kill a process at exactly that point.
+inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};
+
+}  // namespace detail
+
+class shm_queue {
+ public:
+  shm_queue() noexcept = default;
+
+  /// Creates the queue `name`. Without options.exclusive an existing queue is opened
+  /// instead (its own geometry applies).
+  [[nodiscard]] static result<shm_queue> create(std::string_view name, const shm_queue_options& options = {});
+  /// Opens the existing queue `name`.
+  [[nodiscard]] static result<shm_queue> open(std::string_view name);
+  /// Unlinks `name`; handles keep working.
+  static result<void> remove(std::string_view name);
+
+  [[nodiscard]] bool valid() const noexcept { return m_header != nullptr; }
+  [[nodiscard]] const std::string& name() const noexcept { return m_memory.name(); }
+  [[nodiscard]] std::size_t capacity() const noexcept;
+  [[nodiscard]] std::size_t max_message_size() const noexcept;
+  /// Messages queued now (a snapshot).
+  [[nodiscard]] std::size_t size() const noexcept;
+  [[nodiscard]] bool is_closed() const noexcept;
+
+  /// Awaitable operations (implementation details of send() / receive()).
+  struct send_op {
+    using value_type = result<void>;
+    const shm_queue* queue;
+    std::span<const std::byte> message;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+  };
+  struct receive_op {
+    using value_type = result<std::size_t>;
+    const shm_queue* queue;
+    std::span<std::byte> buffer;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+  };
+
+  /// Sends `message`, waiting while the queue is full. Awaitable yielding result<void>.
+  /// The span and the handle must stay valid until the await completes.
+  [[nodiscard]] detail::fast_or_wait<send_op> send(std::span<const std::byte> message,
+                                                   std::stop_token token = {}) const noexcept {
+    return {send_op{this, message}, std::move(token)};
+  }
+  /// Receives the oldest message into `buffer` (at least max_message_size() bytes),
+  /// waiting while the queue is empty. Awaitable yielding result<size_t>, the size.
+  [[nodiscard]] detail::fast_or_wait<receive_op> receive(std::span<std::byte> buffer,
+                                                         std::stop_token token = {}) const noexcept {
+    return {receive_op{this, buffer}, std::move(token)};
+  }
+
+  /// Without waiting: corio::errc::full when full (or resource_unavailable_try_again).
+  result<void> try_send(std::span<const std::byte> message) const noexcept;
+  /// Without waiting: corio::errc::empty when empty (or resource_unavailable_try_again).
+  result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
+
+  /// Thread forms: block the calling thread (never call them on a worker).
+  result<void> send_blocking(std::span<const std::byte> message) const noexcept;
+  result<std::size_t> receive_blocking(std::span<std::byte> buffer) const noexcept;
+
+  /// Closes the queue for every process (see the header comment). Idempotent.
+  void close() const noexcept;
+
+ private:
+  shm_queue(shared_memory memory, detail::queue_header* header, process_mutex send_lock,
+            process_mutex receive_lock) noexcept
+      : m_memory(std::move(memory)), m_header(header), m_send_lock(send_lock), m_receive_lock(receive_lock) {}
+
+  static result<shm_queue> adopt(shared_memory memory);
+  task<result<void>> send_slow(std::span<const std::byte> message, std::stop_token token) const;
+  task<result<std::size_t>> receive_slow(std::span<std::byte> buffer, std::stop_token token) const;
+
+  shared_memory m_memory;
+  detail::queue_header* m_header = nullptr;
+  process_mutex m_send_lock;
+  process_mutex m_receive_lock;
+};
+
+}  // namespace corio::ipc

@@ -1,0 +1,705 @@
+// Tests for the process-shared primitives (ipc/process_mutex.hpp, process_semaphore.hpp,
+// process_event.hpp, process_condition_variable.hpp): placement and recognition, waiting
+// across processes through the ring (and the pre-6.7 blocking-pool fallback, forced),
+// cancellation, and real kill -9 of holders and waiters.
+#include <corio/ipc/process_condition_variable.hpp>
+#include <corio/ipc/process_event.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/process_semaphore.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+#include <corio/runtime/blocking.hpp>
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
+
+#include "helpers.hpp"
+#include "shm_test_support.hpp"
+
+CORIO_SHM_TEST_TSAN_OPTIONS
+
+using namespace std::chrono_literals;
+using corio::ipc::event_mode;
+using corio::ipc::memory_map;
+using corio::ipc::process_condition_variable;
+using corio::ipc::process_event;
+using corio::ipc::process_mutex;
+using corio::ipc::process_mutex_guard;
+using corio::ipc::process_semaphore;
+using corio::ipc::shared_memory;
+using shm_test::child;
+
+namespace {
+
+template <class R>
+std::error_code error_of(const R& r) {
+  return r ? std::error_code{} : r.error();
+}
+
+/// One page of anonymous shared memory (inherited by forked children), with a few
+/// stepping flags at its end.
+struct shared_page {
+  memory_map map = *memory_map::anonymous(4096);
+  std::span<std::byte> bytes() { return map.bytes(); }
+  std::atomic<std::uint32_t>& flag(int i) {
+    return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 3072 + 64 * i));
+  }
+  std::atomic<std::int64_t>& counter(int i) {
+    return *std::launder(reinterpret_cast<std::atomic<std::int64_t>*>(map.data() + 2048 + 64 * i));
+  }
+};
+
+/// The lock word of a process_mutex at offset 0 of `page` (to see its waiters bit).
+std::uint32_t mutex_word(shared_page& page) {
+  return reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data())->lock.word.load();
+}
+
+/// Waits (from a task) until `pred` holds; a bound turns a broken protocol into a
+/// failure instead of a hang.
+template <class Pred>
+corio::task<bool> eventually(Pred pred) {
+  const auto end = corio::clock::now() + 60s;
+  while (!pred()) {
+    if (corio::clock::now() > end) {
+      co_return false;
+    }
+    co_await corio::sleep_for(200us);
+  }
+  co_return true;
+}
+
+corio::task<std::error_code> lock_and_hold(process_mutex m, std::stop_token token) {
+  auto g = co_await m.lock(token);
+  co_return error_of(g);
+}
+
+struct fallback_mode {
+  explicit fallback_mode(bool on) {
+    corio::ipc::detail::set_futex_wait_mode(on ? corio::ipc::detail::futex_wait_mode::force_blocking_pool
+                                               : corio::ipc::detail::futex_wait_mode::automatic);
+  }
+  ~fallback_mode() { corio::ipc::detail::set_futex_wait_mode(corio::ipc::detail::futex_wait_mode::automatic); }
+};
+
+}  // namespace
+
+// ---- placement ----
+
+TEST_CASE("process primitives: attach finds what construct built; garbage, another type, an unbuilt region or a bad "
+          "offset is an error",
+          "[ipc][process_sync][errors]") {
+  shared_page page;
+  auto bytes = page.bytes();
+  REQUIRE(process_mutex::construct(bytes, 0));
+  REQUIRE(process_semaphore::construct(bytes, 64, 2));
+  REQUIRE(process_event::construct(bytes, 128));
+  REQUIRE(process_condition_variable::construct(bytes, 192));
+  CHECK(process_mutex::attach(bytes, 0));
+  CHECK(process_semaphore::attach(bytes, 64));
+  CHECK(process_event::attach(bytes, 128));
+  CHECK(process_condition_variable::attach(bytes, 192));
+  // Another type at that place.
+  CHECK(error_of(process_semaphore::attach(bytes, 0)) == std::errc::wrong_protocol_type);
+  CHECK(error_of(process_mutex::attach(bytes, 64)) == std::errc::wrong_protocol_type);
+  CHECK(error_of(process_condition_variable::attach(bytes, 128)) == std::errc::wrong_protocol_type);
+  CHECK(error_of(process_event::attach(bytes, 192)) == std::errc::wrong_protocol_type);
+  // Nothing built there yet (zeroed memory), and garbage.
+  CHECK(error_of(process_mutex::attach(bytes, 256)) == std::errc::resource_unavailable_try_again);
+  std::memset(page.map.data() + 320, 0x5a, 64);
+  CHECK(error_of(process_mutex::attach(bytes, 320)) == std::errc::wrong_protocol_type);
+  CHECK(error_of(process_event::attach(bytes, 320)) == std::errc::wrong_protocol_type);
+  // Out of bounds, misaligned, empty region.
+  CHECK(error_of(process_mutex::attach(bytes, 4096)) == std::errc::invalid_argument);
+  CHECK(error_of(process_mutex::construct(bytes, 4096 - 8)) == std::errc::invalid_argument);
+  CHECK(error_of(process_mutex::construct(bytes, 3)) == std::errc::invalid_argument);
+  CHECK(error_of(process_semaphore::construct(bytes, 1, 0)) == std::errc::invalid_argument);
+  CHECK(error_of(process_mutex::attach(std::span<std::byte>{}, 0)) == std::errc::invalid_argument);
+  // Bad parameters.
+  CHECK(error_of(process_semaphore::construct(bytes, 448, 3, 2)) == std::errc::invalid_argument);
+  CHECK(error_of(process_semaphore::construct(bytes, 448, 0, 0)) == std::errc::invalid_argument);
+  CHECK(error_of(process_semaphore::construct(bytes, 448, 0, process_semaphore::max_count + 1)) ==
+        std::errc::invalid_argument);
+  CHECK(error_of(process_event::construct(bytes, 448, static_cast<event_mode>(7))) == std::errc::invalid_argument);
+}
+
+TEST_CASE("process primitives: a read-only mapping cannot hold one (permission_denied)", "[ipc][process_sync][errors]") {
+  shm_test::scoped_name n("ro");
+  auto shm = shared_memory::create(n.name, 4096);
+  REQUIRE(shm);
+  REQUIRE(process_mutex::construct(*shm, 0));
+  auto ro = shared_memory::open(n.name, corio::ipc::map_access::read_only);
+  REQUIRE(ro);
+  CHECK(error_of(process_mutex::attach(*ro, 0)) == std::errc::permission_denied);
+  CHECK(error_of(process_semaphore::construct(ro->map(), 64, 1)) == std::errc::permission_denied);
+  // Another process opens it by name and finds the same mutex.
+  auto again = shared_memory::open(n.name);
+  REQUIRE(again);
+  auto m = process_mutex::attach(*again, 0);
+  REQUIRE(m);
+  auto g = m->try_lock();
+  REQUIRE(g);
+  auto first = process_mutex::attach(*shm, 0);
+  CHECK(first->is_locked());
+  CHECK(error_of(first->try_lock()) == std::errc::device_or_resource_busy);
+}
+
+// ---- mutex ----
+
+TEST_CASE("process_mutex: tasks of this process and two forked processes increment a counter exactly",
+          "[ipc][process_mutex]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  auto& counter = page.counter(0);
+  constexpr int per_child = 20000;
+  constexpr int tasks = 8;
+  constexpr int per_task = 2000;
+  auto bump = [&counter](process_mutex_guard&) {
+    // A non-atomic read-modify-write under the lock: lost updates show a broken lock.
+    const auto v = counter.load(std::memory_order_relaxed);
+    counter.store(v + 1, std::memory_order_relaxed);
+  };
+  std::vector<std::unique_ptr<child>> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(std::make_unique<child>([&] {
+      for (int i = 0; i < per_child; ++i) {
+        auto g = m->lock_blocking();
+        if (!g) {
+          return 1;
+        }
+        bump(*g);
+      }
+      return 0;
+    }));
+  }
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_mutex m, decltype(bump) bump) -> corio::task<void> {
+    std::vector<corio::join_handle<void>> hs;
+    for (int t = 0; t < tasks; ++t) {
+      hs.push_back(corio::spawn([](process_mutex m, decltype(bump) bump) -> corio::task<void> {
+        for (int i = 0; i < per_task; ++i) {
+          auto g = co_await m.lock();
+          if (!g) {
+            co_return;  // the count then comes out short
+          }
+          bump(*g);
+          if (i % 64 == 0) {
+            co_await corio::yield_now{};
+          }
+        }
+      }(m, bump)));
+    }
+    for (auto& h : hs) {
+      co_await std::move(h);
+    }
+  }(*m, bump));
+  for (auto& c : children) {
+    CHECK(c->wait_status() == 0);
+  }
+  CHECK(counter.load() == 2 * per_child + tasks * per_task);
+  CHECK_FALSE(m->is_locked());
+}
+
+TEST_CASE("process_mutex: a waiting lock is cancelled by its token and by timeout; the mutex still works",
+          "[ipc][process_mutex][cancel]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  child holder([&] {
+    auto g = m->lock_blocking();
+    page.flag(0).store(1);
+    shm_test::wait_for(page.flag(1), 1);
+    return g ? 0 : 1;
+  });
+  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_mutex m, shared_page* page) -> corio::task<void> {
+    auto timed = co_await corio::timeout(m.lock(), 20ms);
+    CHECK(error_of(timed) == std::errc::timed_out);
+    std::stop_source stop;
+    auto waiting = corio::spawn(lock_and_hold(m, stop.get_token()));
+    auto registered = co_await eventually([page] { return (mutex_word(*page) & corio::ipc::detail::owner_waiters) != 0; });
+    CHECK(registered);
+    co_await corio::sleep_for(2ms);  // let it reach the futex wait
+    stop.request_stop();
+    auto cancelled = co_await std::move(waiting);
+    CHECK(cancelled == std::errc::operation_canceled);
+    page->flag(1).store(1);  // the holder may go: its unlock wakes nobody, the lock is free
+    auto g = co_await corio::timeout(m.lock(), 60s);
+    CHECK(g);
+  }(*m, &page));
+  CHECK(holder.wait_status() == 0);
+}
+
+TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and later locks fail with owner_dead until "
+          "someone recovers it",
+          "[ipc][process_mutex][owner_dead]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  child holder([&] {
+    auto g = m->lock_blocking();
+    page.counter(0).store(41);  // half-way through an update that will never finish
+    page.flag(0).store(1);
+    for (;;) {
+      ::pause();
+    }
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_mutex m, shared_page* page, child* holder) -> corio::task<void> {
+    // Two tasks wait for the mutex, a plain thread too; then the holder dies.
+    auto a = corio::spawn(lock_and_hold(m, {}));
+    auto b = corio::spawn(lock_and_hold(m, {}));
+    std::error_code thread_result;
+    std::thread t([&] { thread_result = error_of(m.lock_blocking()); });
+    auto registered = co_await eventually([page] { return (mutex_word(*page) & corio::ipc::detail::owner_waiters) != 0; });
+    CHECK(registered);
+    co_await corio::sleep_for(5ms);
+    CHECK(holder->kill9() == 128 + SIGKILL);
+    auto first = co_await std::move(a);
+    CHECK(first == std::errc::owner_dead);
+    auto second = co_await std::move(b);
+    CHECK(second == std::errc::owner_dead);
+    co_await corio::spawn_blocking([&t] { t.join(); });
+    CHECK(thread_result == std::errc::owner_dead);
+    CHECK(m.is_abandoned());
+    CHECK(error_of(m.try_lock()) == std::errc::owner_dead);
+    auto later = co_await m.lock();
+    CHECK(error_of(later) == std::errc::owner_dead);
+    // A recovery that gives up leaves it abandoned.
+    {
+      auto r = m.recover();
+      REQUIRE(r);
+      CHECK(r->recovering());
+      CHECK(error_of(m.recover()) == std::errc::device_or_resource_busy);
+    }
+    CHECK(m.is_abandoned());
+    // A recovery that repairs the data makes it usable again.
+    {
+      auto r = m.recover();
+      REQUIRE(r);
+      page->counter(0).store(42);
+      r->mark_consistent();
+    }
+    CHECK_FALSE(m.is_abandoned());
+    CHECK(error_of(m.recover()) == std::errc::invalid_argument);
+    auto g = co_await m.lock();
+    CHECK(g);
+  }(*m, &page, &holder));
+  CHECK(page.counter(0).load() == 42);
+}
+
+TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex abandoned",
+          "[ipc][process_mutex][owner_dead]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  {
+    child holder([&] {
+      auto g = m->lock_blocking();
+      page.flag(0).store(1);
+      for (;;) {
+        ::pause();
+      }
+      return 0;
+    });
+    REQUIRE(shm_test::wait_for(page.flag(0), 1));
+    holder.kill9();
+  }
+  CHECK(m->is_abandoned());
+  child recoverer([&] {
+    auto r = m->recover();
+    page.flag(1).store(r ? 1 : 2);
+    for (;;) {
+      ::pause();
+    }
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(page.flag(1), 1));
+  CHECK(error_of(m->try_lock()) == std::errc::device_or_resource_busy);  // being recovered
+  recoverer.kill9();
+  CHECK(m->is_abandoned());
+  CHECK(error_of(m->try_lock()) == std::errc::owner_dead);
+}
+
+TEST_CASE("process_mutex: a child forked after this process locked gets its own owner id", "[ipc][process_mutex]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  {
+    auto g = m->try_lock();  // starts this process's sentinel
+    REQUIRE(g);
+  }
+  child holder([&] {
+    auto g = m->lock_blocking();
+    page.flag(0).store(g ? 1 : 2);
+    for (;;) {
+      ::pause();
+    }
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  CHECK(m->is_locked());
+  // Had the child reused our sentinel's id, its death would go unreported and the word
+  // would still name a live owner (us).
+  holder.kill9();
+  CHECK(error_of(m->try_lock()) == std::errc::owner_dead);
+}
+
+// ---- semaphore ----
+
+TEST_CASE("process_semaphore: counts units, refuses a release past its maximum", "[ipc][process_semaphore]") {
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 2, 3);
+  REQUIRE(s);
+  CHECK(s->maximum() == 3);
+  CHECK(s->try_acquire());
+  CHECK(s->try_acquire());
+  CHECK_FALSE(s->try_acquire());
+  CHECK(s->release(3));
+  CHECK(s->value() == 3);
+  CHECK(error_of(s->release()) == std::errc::value_too_large);
+  CHECK(s->value() == 3);
+  CHECK(s->release(0));
+}
+
+TEST_CASE("process_semaphore: every release admits exactly one waiter across processes; the count ends exact",
+          "[ipc][process_semaphore]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 0);
+  REQUIRE(s);
+  constexpr int per_child = 200;
+  std::vector<std::unique_ptr<child>> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(std::make_unique<child>([&] {
+      for (int i = 0; i < per_child; ++i) {
+        s->acquire_blocking();
+        page.counter(0).fetch_add(1);
+      }
+      return 0;
+    }));
+  }
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_semaphore s, shared_page* page) -> corio::task<void> {
+    constexpr int tasks = 4;
+    constexpr int per_task = 100;
+    std::vector<corio::join_handle<void>> hs;
+    for (int t = 0; t < tasks; ++t) {
+      hs.push_back(corio::spawn([](process_semaphore s, shared_page* page) -> corio::task<void> {
+        for (int i = 0; i < per_task; ++i) {
+          auto r = co_await s.acquire();
+          if (!r) {
+            co_return;  // the count then comes out short
+          }
+          page->counter(1).fetch_add(1);
+        }
+      }(s, page)));
+    }
+    const int total = 2 * per_child + tasks * per_task;
+    for (int i = 0; i < total; ++i) {
+      REQUIRE(s.release());
+      if (i % 16 == 0) {
+        co_await corio::sleep_for(50us);  // let waiters fall asleep now and then
+      }
+    }
+    for (auto& h : hs) {
+      co_await std::move(h);
+    }
+  }(*s, &page));
+  for (auto& c : children) {
+    CHECK(c->wait_status() == 0);
+  }
+  CHECK(page.counter(0).load() == 2 * per_child);
+  CHECK(page.counter(1).load() == 400);
+  CHECK(s->value() == 0);
+}
+
+TEST_CASE("process_semaphore: a waiter killed while waiting leaves the count intact and no wake-up lost",
+          "[ipc][process_semaphore][owner_dead]") {
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 0);
+  REQUIRE(s);
+  auto* word = reinterpret_cast<corio::ipc::detail::semaphore_state*>(page.map.data());
+  child victim([&] {
+    s->acquire_blocking();
+    page.flag(0).store(1);  // must never happen
+    return 0;
+  });
+  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  CHECK((word->word.load() & 1) == 1);  // the victim registered as a sleeper
+  child survivor([&] {
+    s->acquire_blocking();
+    return 7;
+  });
+  REQUIRE(shm_test::wait_until_sleeping(survivor.pid()));
+  victim.kill9();
+  CHECK(page.flag(0).load() == 0);
+  REQUIRE(s->release(2));
+  CHECK(survivor.wait_status() == 7);  // woken: the dead waiter did not swallow the wake-up
+  CHECK(s->value() == 1);
+  CHECK(s->try_acquire());
+  CHECK_FALSE(s->try_acquire());
+}
+
+TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count alone", "[ipc][process_semaphore][cancel]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 0);
+  REQUIRE(s);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_semaphore s) -> corio::task<void> {
+    std::stop_source stop;
+    std::vector<corio::join_handle<corio::result<void>>> hs;
+    for (int i = 0; i < 16; ++i) {
+      hs.push_back(corio::spawn([](process_semaphore s, std::stop_token t) -> corio::task<corio::result<void>> {
+        co_return co_await s.acquire(t);
+      }(s, stop.get_token())));
+    }
+    co_await corio::sleep_for(5ms);
+    stop.request_stop();
+    for (auto& h : hs) {
+      auto cancelled = co_await std::move(h);
+      CHECK(error_of(cancelled) == std::errc::operation_canceled);
+    }
+    CHECK(s.value() == 0);
+    REQUIRE(s.release(2));
+    auto got = co_await s.acquire();
+    INFO(error_of(got).message());
+    CHECK(got);
+    CHECK(s.value() == 1);
+  }(*s));
+}
+
+// ---- event ----
+
+TEST_CASE("process_event: manual reset releases every waiter in every process; auto reset one per set",
+          "[ipc][process_event]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  shared_page page;
+  auto manual = process_event::construct(page.bytes(), 0, event_mode::manual_reset);
+  auto autor = process_event::construct(page.bytes(), 64, event_mode::auto_reset);
+  REQUIRE(manual);
+  REQUIRE(autor);
+  CHECK(manual->mode() == event_mode::manual_reset);
+  CHECK(process_event::attach(page.bytes(), 64)->mode() == event_mode::auto_reset);
+  std::vector<std::unique_ptr<child>> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(std::make_unique<child>([&] {
+      manual->wait_blocking();
+      page.counter(0).fetch_add(1);
+      autor->wait_blocking();
+      page.counter(1).fetch_add(1);
+      return 0;
+    }));
+  }
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](process_event manual, process_event autor, shared_page* page) -> corio::task<void> {
+    auto waiter = [](process_event e) -> corio::task<corio::result<void>> { co_return co_await e.wait(); };
+    auto a = corio::spawn(waiter(manual));
+    auto b = corio::spawn(waiter(manual));
+    co_await corio::sleep_for(2ms);
+    CHECK_FALSE(manual.is_set());
+    manual.set();
+    auto first = co_await std::move(a);
+    CHECK(first);
+    auto second = co_await std::move(b);
+    CHECK(second);
+    auto children_passed = co_await eventually([page] { return page->counter(0).load() == 2; });
+    CHECK(children_passed);
+    CHECK(manual.try_wait());  // stays set
+    manual.reset();
+    CHECK_FALSE(manual.try_wait());
+    // Auto reset: three waiters (two children, one task), one per set.
+    auto c = corio::spawn(waiter(autor));
+    co_await corio::sleep_for(2ms);
+    for (int i = 0; i < 3; ++i) {
+      autor.set();
+      auto taken = co_await eventually([&] { return !autor.is_set(); });
+      CHECK(taken);
+    }
+    auto third = co_await std::move(c);
+    CHECK(third);
+    auto children_took = co_await eventually([page] { return page->counter(1).load() == 2; });
+    CHECK(children_took);
+    CHECK_FALSE(autor.try_wait());
+    autor.set();  // nobody waits: it stays set for the next one
+    autor.set();  // and a second set of a set event changes nothing
+    CHECK(autor.try_wait());
+    CHECK_FALSE(autor.try_wait());
+  }(*manual, *autor, &page));
+  for (auto& ch : children) {
+    CHECK(ch->wait_status() == 0);
+  }
+}
+
+TEST_CASE("process_event: a waiting task is cancelled by timeout; a set event is taken even after a stop",
+          "[ipc][process_event][cancel]") {
+  shared_page page;
+  auto e = process_event::construct(page.bytes(), 0, event_mode::auto_reset);
+  REQUIRE(e);
+  corio::runtime rt(corio_test::workers(1));
+  rt.block_on([](process_event e) -> corio::task<void> {
+    auto timed = co_await corio::timeout(e.wait(), 10ms);
+    CHECK(error_of(timed) == std::errc::timed_out);
+    e.set();
+    std::stop_source stop;
+    stop.request_stop();
+    auto taken = co_await e.wait(stop.get_token());
+    CHECK(taken);
+    auto refused = co_await e.wait(stop.get_token());
+    CHECK(error_of(refused) == std::errc::operation_canceled);
+  }(*e));
+}
+
+// ---- condition variable ----
+
+namespace {
+
+struct cv_page {
+  shared_page page;
+  process_mutex m = *process_mutex::construct(page.bytes(), 0);
+  process_condition_variable cv = *process_condition_variable::construct(page.bytes(), 64);
+  std::int64_t& items() { return *reinterpret_cast<std::int64_t*>(page.map.data() + 128); }
+  std::int64_t& taken() { return *reinterpret_cast<std::int64_t*>(page.map.data() + 136); }
+};
+
+}  // namespace
+
+TEST_CASE("process_condition_variable: consumers in two processes and tasks wait for items with a predicate",
+          "[ipc][process_condition_variable]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  cv_page p;
+  constexpr int per_child = 300;
+  std::vector<std::unique_ptr<child>> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(std::make_unique<child>([&] {
+      for (int i = 0; i < per_child; ++i) {
+        auto g = p.m.lock_blocking();
+        if (!g || !p.cv.wait_blocking(*g, [&] { return p.items() > 0; })) {
+          return 1;
+        }
+        --p.items();
+        ++p.taken();
+      }
+      return 0;
+    }));
+  }
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](cv_page* p) -> corio::task<void> {
+    auto consumer = [](cv_page* p, int n) -> corio::task<void> {
+      for (int i = 0; i < n; ++i) {
+        auto g = co_await p->m.lock();
+        if (!g) {
+          co_return;  // the count then comes out short
+        }
+        auto ready = co_await p->cv.wait(*g, [p] { return p->items() > 0; });
+        if (!ready || !g->owns_lock()) {
+          co_return;
+        }
+        --p->items();
+        ++p->taken();
+      }
+    };
+    auto c1 = corio::spawn(consumer(p, 200));
+    auto c2 = corio::spawn(consumer(p, 200));
+    for (int i = 0; i < 2 * per_child + 400; ++i) {
+      {
+        auto g = co_await p->m.lock();
+        REQUIRE(g);
+        ++p->items();
+      }
+      if (i % 3 == 0) {
+        p->cv.notify_all();
+      } else {
+        p->cv.notify_one();
+      }
+      if (i % 32 == 0) {
+        co_await corio::sleep_for(50us);
+      }
+    }
+    co_await std::move(c1);
+    co_await std::move(c2);
+  }(&p));
+  for (auto& c : children) {
+    CHECK(c->wait_status() == 0);
+  }
+  CHECK(p.items() == 0);
+  CHECK(p.taken() == 2 * per_child + 400);
+}
+
+TEST_CASE("process_condition_variable: a waiter killed while waiting leaves the predicate and the others intact",
+          "[ipc][process_condition_variable][owner_dead]") {
+  cv_page p;
+  child victim([&] {
+    auto g = p.m.lock_blocking();
+    (void)p.cv.wait_blocking(*g, [&] { return p.items() > 0; });
+    ++p.taken();  // must never happen
+    return 0;
+  });
+  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  child survivor([&] {
+    auto g = p.m.lock_blocking();
+    if (!g || !p.cv.wait_blocking(*g, [&] { return p.items() > 0; })) {
+      return 1;
+    }
+    --p.items();
+    return 9;
+  });
+  REQUIRE(shm_test::wait_until_sleeping(survivor.pid()));
+  victim.kill9();
+  {
+    auto g = p.m.lock_blocking();  // the victim died waiting, not holding: not abandoned
+    REQUIRE(g);
+    p.items() = 1;
+  }
+  p.cv.notify_one();
+  CHECK(survivor.wait_status() == 9);
+  CHECK(p.items() == 0);
+  CHECK(p.taken() == 0);
+}
+
+TEST_CASE("process_condition_variable: a cancelled wait returns with the mutex locked again",
+          "[ipc][process_condition_variable][cancel]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  cv_page p;
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](cv_page* p) -> corio::task<void> {
+    auto g = co_await p->m.lock();
+    REQUIRE(g);
+    auto waited = co_await corio::timeout(p->cv.wait(*g, [] { return false; }), 10ms);
+    CHECK(error_of(waited) == std::errc::timed_out);
+    CHECK(g->owns_lock());
+    CHECK(p->m.is_locked());
+    process_mutex_guard none;
+    auto misuse = co_await p->cv.wait(none);
+    CHECK(error_of(misuse) == std::errc::invalid_argument);
+  }(&p));
+  CHECK_FALSE(p.m.is_locked());
+}

@@ -1,0 +1,684 @@
+// Tests for ipc/shm_queue.hpp: messages across processes, full/empty waits through the
+// ring (and the forced blocking-pool fallback), close, cancellation, removal while a
+// task waits, bad input, EMFILE/ENOMEM, and producers and consumers killed with SIGKILL
+// in the middle of an operation.
+#include <corio/ipc/shm_queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <new>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
+
+#include "helpers.hpp"
+#include "shm_test_support.hpp"
+
+CORIO_SHM_TEST_TSAN_OPTIONS
+
+using namespace std::chrono_literals;
+using corio::ipc::memory_map;
+using corio::ipc::shared_memory;
+using corio::ipc::shm_queue;
+using corio::ipc::shm_queue_options;
+using shm_test::child;
+using shm_test::scoped_name;
+
+namespace {
+
+template <class R>
+std::error_code error_of(const R& r) {
+  return r ? std::error_code{} : r.error();
+}
+
+std::span<const std::byte> as_bytes(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+/// A message: producer id, sequence number, and filler up to `size` bytes.
+std::vector<std::byte> message(std::uint32_t producer, std::uint32_t seq, std::size_t size) {
+  std::vector<std::byte> m(size < 8 ? 8 : size);
+  std::memcpy(m.data(), &producer, 4);
+  std::memcpy(m.data() + 4, &seq, 4);
+  for (std::size_t i = 8; i < m.size(); ++i) {
+    m[i] = static_cast<std::byte>(seq + i);
+  }
+  return m;
+}
+
+struct decoded {
+  std::uint32_t producer = 0;
+  std::uint32_t seq = 0;
+  bool intact = false;
+};
+
+decoded decode(std::span<const std::byte> m) {
+  decoded d;
+  if (m.size() < 8) {
+    return d;
+  }
+  std::memcpy(&d.producer, m.data(), 4);
+  std::memcpy(&d.seq, m.data() + 4, 4);
+  d.intact = true;
+  for (std::size_t i = 8; i < m.size(); ++i) {
+    d.intact = d.intact && m[i] == static_cast<std::byte>(d.seq + i);
+  }
+  return d;
+}
+
+/// Flags shared with forked children (an anonymous shared page).
+struct flags {
+  memory_map map = *memory_map::anonymous(4096);
+  std::atomic<std::uint32_t>& operator[](int i) {
+    return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 64 * i));
+  }
+};
+
+struct fallback_mode {
+  explicit fallback_mode(bool on) {
+    corio::ipc::detail::set_futex_wait_mode(on ? corio::ipc::detail::futex_wait_mode::force_blocking_pool
+                                               : corio::ipc::detail::futex_wait_mode::automatic);
+  }
+  ~fallback_mode() { corio::ipc::detail::set_futex_wait_mode(corio::ipc::detail::futex_wait_mode::automatic); }
+};
+
+/// The hook of a child that is to be killed at one step of an operation: it raises a
+/// flag and sleeps until the kill.
+std::atomic<std::uint32_t>* g_stopped_flag = nullptr;
+corio::ipc::detail::queue_step g_stop_at{};
+void stop_here(corio::ipc::detail::queue_step step) {
+  if (step != g_stop_at) {
+    return;
+  }
+  g_stopped_flag->store(1);
+  for (;;) {
+    ::pause();
+  }
+}
+
+/// In a child: stop (until killed) at `step`.
+void stop_at(corio::ipc::detail::queue_step step, std::atomic<std::uint32_t>& flag) {
+  g_stopped_flag = &flag;
+  g_stop_at = step;
+  corio::ipc::detail::g_shm_queue_test_hook.store(&stop_here);
+}
+
+using step = corio::ipc::detail::queue_step;
+
+}  // namespace
+
+TEST_CASE("shm_queue: messages of every size up to the maximum come out whole and in order; the object is 0600",
+          "[ipc][shm_queue]") {
+  scoped_name n("basic");
+  auto q = shm_queue::create(n.name, {.capacity = 8, .max_message_size = 100});
+  REQUIRE(q);
+  CHECK(q->capacity() == 8);
+  CHECK(q->max_message_size() == 100);
+  CHECK(q->name() == n.name);
+  struct stat st {};
+  REQUIRE(::stat(("/dev/shm" + n.name).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  auto other = shm_queue::open(n.name);
+  REQUIRE(other);
+  CHECK(other->capacity() == 8);
+  std::vector<std::byte> buffer(100);
+  for (std::size_t round = 0; round < 3; ++round) {
+    for (std::size_t size : {0, 1, 7, 63, 64, 65, 99, 100}) {
+      std::string m(size, static_cast<char>('a' + size % 26));
+      REQUIRE(q->try_send(as_bytes(m)));
+    }
+    CHECK(q->size() == 8);
+    CHECK(error_of(q->try_send(as_bytes("x"))) == corio::errc::full);
+    for (std::size_t size : {0, 1, 7, 63, 64, 65, 99, 100}) {
+      auto got = other->try_receive(buffer);
+      REQUIRE(got);
+      CHECK(*got == size);
+      CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) ==
+            std::string(size, static_cast<char>('a' + size % 26)));
+    }
+    CHECK(error_of(other->try_receive(buffer)) == corio::errc::empty);
+  }
+}
+
+TEST_CASE("shm_queue: bad names, sizes and objects are clear errors", "[ipc][shm_queue][errors]") {
+  scoped_name n("errors");
+  CHECK(error_of(shm_queue::create("no-slash")) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create("/a/b")) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create("/")) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create(n.name, {.capacity = 0})) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create(n.name, {.capacity = (1u << 29) + 1})) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create(n.name, {.max_message_size = 0})) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::create(n.name, {.max_message_size = (1u << 30) + 1})) == std::errc::invalid_argument);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::no_such_file_or_directory);
+  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 16});
+  REQUIRE(q);
+  CHECK(error_of(shm_queue::create(n.name)) == std::errc::file_exists);
+  auto reopened = shm_queue::create(n.name, {.capacity = 5, .exclusive = false});  // opens: its geometry stays
+  REQUIRE(reopened);
+  CHECK(reopened->capacity() == 2);
+  // A message larger than the slot, a buffer smaller than the largest message.
+  const std::string big(17, 'x');
+  CHECK(error_of(q->try_send(as_bytes(big))) == std::errc::message_size);
+  CHECK(error_of(q->send_blocking(as_bytes(big))) == std::errc::message_size);
+  std::vector<std::byte> small(15);
+  CHECK(error_of(q->try_receive(small)) == std::errc::message_size);
+  CHECK(error_of(q->receive_blocking(small)) == std::errc::message_size);
+  corio::runtime rt(corio_test::workers(1));
+  rt.block_on([](shm_queue* q, const std::string* big, std::vector<std::byte>* small) -> corio::task<void> {
+    auto sent = co_await q->send(as_bytes(*big));
+    CHECK(error_of(sent) == std::errc::message_size);
+    auto got = co_await q->receive(*small);
+    CHECK(error_of(got) == std::errc::message_size);
+  }(&*q, &big, &small));
+  CHECK(q->size() == 0);
+  // Objects that are not queues: not built yet (zeros), garbage, too small.
+  scoped_name zeros("zeros"), garbage("garbage"), tiny("tiny");
+  REQUIRE(shared_memory::create(zeros.name, 8192));
+  CHECK(error_of(shm_queue::open(zeros.name)) == std::errc::resource_unavailable_try_again);
+  auto g = shared_memory::create(garbage.name, 8192);
+  REQUIRE(g);
+  std::memset(g->bytes().data(), 0x77, g->size());
+  CHECK(error_of(shm_queue::open(garbage.name)) == std::errc::wrong_protocol_type);
+  REQUIRE(shared_memory::create(tiny.name, 16));
+  CHECK(error_of(shm_queue::open(tiny.name)) == std::errc::wrong_protocol_type);
+  // A queue whose geometry was damaged is refused instead of read past its end.
+  auto raw = shared_memory::open(n.name);
+  REQUIRE(raw);
+  std::uint32_t huge = 1u << 20;
+  std::memcpy(raw->bytes().data() + 4, &huge, 4);  // capacity
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
+}
+
+TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a message", "[ipc][shm_queue]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  scoped_name n("wait");
+  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 32});
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    auto producer = corio::spawn([](shm_queue* q) -> corio::task<int> {
+      int sent = 0;
+      for (std::uint32_t i = 0; i < 200; ++i) {
+        auto m = message(1, i, 8 + i % 24);
+        if (!co_await q->send(m)) {
+          co_return sent;
+        }
+        ++sent;
+      }
+      co_return sent;
+    }(q));
+    std::vector<std::byte> buffer(32);
+    std::uint32_t next = 0;
+    bool intact = true;
+    for (int i = 0; i < 200; ++i) {
+      if (i % 50 == 0) {
+        co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
+      }
+      auto got = co_await q->receive(buffer);
+      if (!got) {
+        break;
+      }
+      auto d = decode(std::span(buffer.data(), *got));
+      intact = intact && d.intact && d.producer == 1 && d.seq == next;
+      ++next;
+    }
+    auto sent = co_await std::move(producer);
+    CHECK(sent == 200);
+    CHECK(next == 200);
+    CHECK(intact);
+  }(&*q));
+  CHECK(q->size() == 0);
+}
+
+TEST_CASE("shm_queue: producers in two processes and this one, consumers here and in a process; every message "
+          "exactly once, each producer's in order",
+          "[ipc][shm_queue]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  scoped_name n("mpmc");
+  auto q = shm_queue::create(n.name, {.capacity = 16, .max_message_size = 256});
+  REQUIRE(q);
+  flags f;
+  constexpr std::uint32_t per_producer = 3000;
+  std::vector<std::unique_ptr<child>> producers;
+  for (std::uint32_t p = 1; p <= 2; ++p) {
+    producers.push_back(std::make_unique<child>([&, p] {
+      auto mine = shm_queue::open(n.name);
+      if (!mine) {
+        return 1;
+      }
+      for (std::uint32_t i = 0; i < per_producer; ++i) {
+        auto m = message(p, i, 8 + (i * 7) % 249);
+        if (!mine->send_blocking(m)) {
+          return 2;
+        }
+      }
+      return 0;
+    }));
+  }
+  // A consumer process: counts what it takes per producer in the shared flags page and
+  // checks each producer's order.
+  child consumer([&] {
+    auto mine = shm_queue::open(n.name);
+    if (!mine) {
+      return 1;
+    }
+    std::vector<std::byte> buffer(256);
+    std::map<std::uint32_t, std::uint32_t> last;
+    for (;;) {
+      auto got = mine->receive_blocking(buffer);
+      if (!got) {
+        return got.error() == corio::errc::closed ? 0 : 2;
+      }
+      auto d = decode(std::span(buffer.data(), *got));
+      if (!d.intact || (last.contains(d.producer) && d.seq <= last[d.producer])) {
+        return 3;
+      }
+      last[d.producer] = d.seq;
+      f[d.producer].fetch_add(1);
+    }
+  });
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q, flags* f) -> corio::task<void> {
+    auto local_producer = corio::spawn([](shm_queue* q) -> corio::task<int> {
+      for (std::uint32_t i = 0; i < per_producer; ++i) {
+        auto m = message(3, i, 8 + i % 200);
+        if (!co_await q->send(m)) {
+          co_return 1;
+        }
+      }
+      co_return 0;
+    }(q));
+    auto local_consumer = [](shm_queue* q, flags* f) -> corio::task<int> {
+      std::vector<std::byte> buffer(256);
+      std::map<std::uint32_t, std::uint32_t> last;
+      for (;;) {
+        auto got = co_await q->receive(buffer);
+        if (!got) {
+          co_return got.error() == corio::errc::closed ? 0 : 2;
+        }
+        auto d = decode(std::span(buffer.data(), *got));
+        if (!d.intact || (last.contains(d.producer) && d.seq <= last[d.producer])) {
+          co_return 3;
+        }
+        last[d.producer] = d.seq;
+        (*f)[10 + d.producer].fetch_add(1);
+      }
+    };
+    auto c1 = corio::spawn(local_consumer(q, f));
+    auto c2 = corio::spawn(local_consumer(q, f));
+    const int produced = co_await std::move(local_producer);
+    CHECK(produced == 0);
+    // Every message of all three producers is taken by someone: then close.
+    auto all_taken = [f] {
+      for (std::uint32_t p = 1; p <= 3; ++p) {
+        if ((*f)[p].load() + (*f)[10 + p].load() != per_producer) {
+          return false;
+        }
+      }
+      return true;
+    };
+    const auto end = corio::clock::now() + 60s;
+    while (!all_taken() && corio::clock::now() < end) {
+      co_await corio::sleep_for(1ms);
+    }
+    q->close();
+    const int r1 = co_await std::move(c1);
+    const int r2 = co_await std::move(c2);
+    CHECK(r1 == 0);
+    CHECK(r2 == 0);
+  }(&*q, &f));
+  for (auto& p : producers) {
+    CHECK(p->wait_status() == 0);
+  }
+  CHECK(consumer.wait_status() == 0);
+  for (std::uint32_t p = 1; p <= 3; ++p) {
+    CHECK(f[p].load() + f[10 + p].load() == per_producer);
+  }
+  CHECK(q->size() == 0);
+}
+
+TEST_CASE("shm_queue: close wakes waiting receivers once drained and waiting senders; later sends fail",
+          "[ipc][shm_queue][close]") {
+  scoped_name n("close");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  scoped_name n2("close2");
+  auto full = shm_queue::create(n2.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(full);
+  REQUIRE(full->try_send(as_bytes("fill")));
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q, shm_queue* full) -> corio::task<void> {
+    auto receiver = [](shm_queue* q) -> corio::task<std::error_code> {
+      std::vector<std::byte> buffer(8);
+      auto got = co_await q->receive(buffer);
+      co_return error_of(got);
+    };
+    auto sender = [](shm_queue* q) -> corio::task<std::error_code> {
+      auto sent = co_await q->send(as_bytes("more"));
+      co_return error_of(sent);
+    };
+    auto r1 = corio::spawn(receiver(q));
+    auto r2 = corio::spawn(receiver(q));
+    auto s1 = corio::spawn(sender(full));
+    co_await corio::sleep_for(5ms);
+    CHECK_FALSE(q->is_closed());
+    q->close();
+    full->close();
+    CHECK(q->is_closed());
+    const auto e1 = co_await std::move(r1);
+    const auto e2 = co_await std::move(r2);
+    const auto e3 = co_await std::move(s1);
+    CHECK(e1 == corio::errc::closed);
+    CHECK(e2 == corio::errc::closed);
+    CHECK(e3 == corio::errc::closed);
+    auto late = co_await q->send(as_bytes("late"));
+    CHECK(error_of(late) == corio::errc::closed);
+    CHECK(error_of(q->try_send(as_bytes("late"))) == corio::errc::closed);
+    // What was queued before the close is still received, then closed.
+    std::vector<std::byte> buffer(8);
+    auto queued = co_await full->receive(buffer);
+    CHECK(queued);
+    auto after = co_await full->receive(buffer);
+    CHECK(error_of(after) == corio::errc::closed);
+    CHECK(error_of(full->try_receive(buffer)) == corio::errc::closed);
+  }(&*q, &*full));
+}
+
+TEST_CASE("shm_queue: waiting sends and receives are cancelled by token and timeout, all at once, taking nothing",
+          "[ipc][shm_queue][cancel]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  scoped_name n("cancel");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    std::vector<std::byte> buffer(8);
+    auto timed = co_await corio::timeout(q->receive(buffer), 10ms);
+    CHECK(error_of(timed) == std::errc::timed_out);
+    std::stop_source stop;
+    std::vector<corio::join_handle<std::error_code>> waiters;
+    for (int i = 0; i < 8; ++i) {
+      waiters.push_back(corio::spawn([](shm_queue* q, std::stop_token t) -> corio::task<std::error_code> {
+        std::vector<std::byte> b(8);
+        auto got = co_await q->receive(b, t);
+        co_return error_of(got);
+      }(q, stop.get_token())));
+    }
+    co_await corio::sleep_for(5ms);
+    stop.request_stop();
+    int cancelled = 0;
+    for (auto& w : waiters) {
+      const std::error_code e = co_await std::move(w);
+      if (e == std::errc::operation_canceled) {
+        ++cancelled;
+      }
+    }
+    CHECK(cancelled == 8);
+    // Full: a waiting send is cancelled and sends nothing.
+    REQUIRE(q->try_send(as_bytes("one")));
+    auto blocked = co_await corio::timeout(q->send(as_bytes("two")), 10ms);
+    CHECK(error_of(blocked) == std::errc::timed_out);
+    CHECK(q->size() == 1);
+    auto got = co_await q->receive(buffer);
+    CHECK(got);
+    CHECK(q->size() == 0);
+  }(&*q));
+}
+
+TEST_CASE("shm_queue: a queue removed while a task waits keeps working for the handles that have it",
+          "[ipc][shm_queue]") {
+  scoped_name n("removed");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  auto sender = shm_queue::open(n.name);
+  REQUIRE(sender);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q, shm_queue* sender, const std::string* name) -> corio::task<void> {
+    auto waiting = corio::spawn([](shm_queue* q) -> corio::task<std::size_t> {
+      std::vector<std::byte> buffer(16);
+      auto got = co_await q->receive(buffer);
+      co_return got ? *got : 0;
+    }(q));
+    co_await corio::sleep_for(2ms);
+    REQUIRE(shm_queue::remove(*name));
+    CHECK(error_of(shm_queue::open(*name)) == std::errc::no_such_file_or_directory);
+    REQUIRE(sender->try_send(as_bytes("after remove")));
+    const auto size = co_await std::move(waiting);
+    CHECK(size == 12);
+  }(&*q, &*sender, &n.name));
+}
+
+TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its own message", "[ipc][shm_queue][kill]") {
+  scoped_name n("killsend");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
+  REQUIRE(q);
+  flags f;
+  REQUIRE(q->try_send(message(1, 0, 64)));
+  child victim([&] {
+    stop_at(step::before_publish, f[0]);
+    auto mine = shm_queue::open(n.name);
+    (void)mine->send_blocking(message(1, 1, 64));  // copied, never published
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(f[0], 1));
+  victim.kill9();
+  // The others go on: a send recovers the producers' lock, both messages come through.
+  REQUIRE(q->send_blocking(message(2, 0, 64)));
+  REQUIRE(q->try_send(message(2, 1, 64)));
+  std::vector<std::byte> buffer(64);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
+  while (auto got = q->try_receive(buffer)) {
+    auto d = decode(std::span(buffer.data(), *got));
+    CHECK(d.intact);
+    seen.emplace_back(d.producer, d.seq);
+  }
+  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+  // The positions stayed in step: a full round of the ring works.
+  for (std::uint32_t i = 0; i < 9; ++i) {
+    REQUIRE(q->try_send(message(3, i, 10)));
+    auto got = q->try_receive(buffer);
+    REQUIRE(got);
+    CHECK(decode(std::span(buffer.data(), *got)).seq == i);
+  }
+}
+
+TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing; the next one gets the message",
+          "[ipc][shm_queue][kill]") {
+  scoped_name n("killrecv");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
+  REQUIRE(q);
+  flags f;
+  REQUIRE(q->try_send(message(1, 0, 64)));
+  REQUIRE(q->try_send(message(1, 1, 64)));
+  child victim([&] {
+    stop_at(step::before_consume, f[0]);
+    auto mine = shm_queue::open(n.name);
+    std::vector<std::byte> buffer(64);
+    (void)mine->receive_blocking(buffer);  // copied, never consumed
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(f[0], 1));
+  victim.kill9();
+  corio::runtime rt(corio_test::workers(1));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    std::vector<std::byte> buffer(64);
+    for (std::uint32_t i = 0; i < 2; ++i) {
+      auto got = co_await corio::timeout(q->receive(buffer), 60s);
+      REQUIRE(got);
+      auto d = decode(std::span(buffer.data(), *got));
+      CHECK(d.intact);
+      CHECK(d.seq == i);
+    }
+    CHECK(q->size() == 0);
+  }(&*q));
+}
+
+TEST_CASE("shm_queue: a producer killed just after its publish delivers its message; the next sends land after it",
+          "[ipc][shm_queue][kill]") {
+  scoped_name n("killpublished");
+  auto q = shm_queue::create(n.name, {.capacity = 3, .max_message_size = 64});
+  REQUIRE(q);
+  flags f;
+  child victim([&] {
+    stop_at(step::after_publish, f[0]);
+    auto mine = shm_queue::open(n.name);
+    (void)mine->send_blocking(message(1, 0, 64));  // published; the position not yet advanced
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(f[0], 1));
+  victim.kill9();
+  REQUIRE(q->send_blocking(message(2, 0, 64)));  // must not overwrite the victim's slot
+  REQUIRE(q->try_send(message(2, 1, 64)));
+  CHECK(error_of(q->try_send(message(2, 2, 64))) == corio::errc::full);
+  std::vector<std::byte> buffer(64);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
+  while (auto got = q->try_receive(buffer)) {
+    auto d = decode(std::span(buffer.data(), *got));
+    CHECK(d.intact);
+    seen.emplace_back(d.producer, d.seq);
+  }
+  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+}
+
+TEST_CASE("shm_queue: a consumer killed just after it consumed loses that one message and no other",
+          "[ipc][shm_queue][kill]") {
+  scoped_name n("killconsumed");
+  auto q = shm_queue::create(n.name, {.capacity = 3, .max_message_size = 64});
+  REQUIRE(q);
+  flags f;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    REQUIRE(q->try_send(message(1, i, 64)));
+  }
+  child victim([&] {
+    stop_at(step::after_consume, f[0]);
+    auto mine = shm_queue::open(n.name);
+    std::vector<std::byte> buffer(64);
+    (void)mine->receive_blocking(buffer);  // consumed; the position not yet advanced
+    return 0;
+  });
+  REQUIRE(shm_test::wait_for(f[0], 1));
+  victim.kill9();
+  std::vector<std::byte> buffer(64);
+  std::vector<std::uint32_t> seen;
+  for (;;) {
+    auto got = q->receive_blocking(buffer);  // recovers the consumers' lock
+    REQUIRE(got);
+    seen.push_back(decode(std::span(buffer.data(), *got)).seq);
+    if (q->size() == 0) {
+      break;
+    }
+  }
+  CHECK(seen == std::vector<std::uint32_t>{1, 2});  // message 0 died with the victim, no repeat
+  REQUIRE(q->try_send(message(1, 3, 64)));
+  auto got = q->try_receive(buffer);
+  REQUIRE(got);
+  CHECK(decode(std::span(buffer.data(), *got)).seq == 3);
+}
+
+TEST_CASE("shm_queue: a sender killed while it waits for room leaves nothing behind", "[ipc][shm_queue][kill]") {
+  scoped_name n("killwait");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  REQUIRE(q->try_send(as_bytes("first")));
+  child victim([&] {
+    auto mine = shm_queue::open(n.name);
+    (void)mine->send_blocking(as_bytes("never"));
+    return 0;
+  });
+  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  victim.kill9();
+  std::vector<std::byte> buffer(8);
+  auto got = q->receive_blocking(buffer);
+  REQUIRE(got);
+  CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "first");
+  CHECK(error_of(q->try_receive(buffer)) == corio::errc::empty);
+  REQUIRE(q->try_send(as_bytes("second")));
+  CHECK(q->try_receive(buffer));
+}
+
+TEST_CASE("shm_queue: a plain thread and a process without a runtime use the blocking forms", "[ipc][shm_queue]") {
+  scoped_name n("blocking");
+  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 16});
+  REQUIRE(q);
+  child producer([&] {
+    auto mine = shm_queue::open(n.name);
+    for (std::uint32_t i = 0; i < 500; ++i) {
+      if (!mine || !mine->send_blocking(message(1, i, 16))) {
+        return 1;
+      }
+    }
+    return 0;
+  });
+  std::uint32_t next = 0;
+  bool intact = true;
+  std::thread consumer([&] {
+    std::vector<std::byte> buffer(16);
+    for (; next < 500; ++next) {
+      auto got = q->receive_blocking(buffer);
+      auto d = got ? decode(std::span(buffer.data(), *got)) : decoded{};
+      intact = intact && d.intact && d.seq == next;
+    }
+  });
+  consumer.join();
+  CHECK(producer.wait_status() == 0);
+  CHECK(next == 500);
+  CHECK(intact);
+}
+
+TEST_CASE("shm_queue: running out of descriptors (EMFILE) or address space (ENOMEM) is reported",
+          "[ipc][shm_queue][errors]") {
+  scoped_name n("limits");
+  child emfile([&] {
+    // The lowest free descriptor becomes the limit: shm_open has none left.
+    int fd = ::open("/dev/null", O_RDONLY);
+    rlimit lim{static_cast<rlim_t>(fd), static_cast<rlim_t>(fd)};
+    ::close(fd);
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      return 1;
+    }
+    auto q = shm_queue::create(n.name);
+    return error_of(q) == std::errc::too_many_files_open ? 0 : 2;
+  });
+  CHECK(emfile.wait_status() == 0);
+  child enomem([&] {
+    // A little more address space than in use now (sanitizers reserve a lot): a 4 GiB
+    // mapping cannot fit.
+    long vm_kib = 0;
+    if (FILE* s = std::fopen("/proc/self/status", "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, s) != nullptr) {
+        std::sscanf(line, "VmSize: %ld kB", &vm_kib);
+      }
+      std::fclose(s);
+    }
+    const rlim_t limit = static_cast<rlim_t>(vm_kib) * 1024 + (rlim_t{256} << 20);
+    rlimit lim{limit, limit};
+    if (vm_kib == 0 || ::setrlimit(RLIMIT_AS, &lim) != 0) {
+      return 1;
+    }
+    auto q = shm_queue::create(n.name, {.capacity = 1u << 16, .max_message_size = (1u << 16) - 8});
+    return error_of(q) == std::errc::not_enough_memory ? 0 : 2;
+  });
+  CHECK(enomem.wait_status() == 0);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::no_such_file_or_directory);  // nothing left behind
+}

@@ -1,0 +1,127 @@
+// Helpers for the tests of corio's process-shared primitives and shm_queue: forked
+// children that are always reaped (and killed if a test fails early), shared flags to
+// step them, unique shared-memory names.
+//
+// Children are plain fork()s of the test process, taken while no runtime runs in it; a
+// child may build its own runtime. ThreadSanitizer refuses thread creation after a fork
+// of a multithreaded process by default (the per-process sentinel thread of
+// process_mutex makes this one multithreaded); the option below allows it — at that
+// fork no thread of ours holds a lock (the sentinel only sleeps). Each test executable
+// that forks defines it once: CORIO_SHM_TEST_TSAN_OPTIONS.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include <corio/ipc/memory_map.hpp>
+#include <corio/ipc/shared_memory.hpp>
+
+#define CORIO_SHM_TEST_TSAN_OPTIONS                                                                 \
+  extern "C" __attribute__((visibility("default"), used)) const char* __tsan_default_options() { \
+    return "die_after_fork=0";                                                                   \
+  }
+
+namespace shm_test {
+
+/// A unique shared-memory name, removed before and after the test.
+struct scoped_name {
+  std::string name;
+  explicit scoped_name(const char* tag) : name("/corio-test-" + std::to_string(::getpid()) + "-" + tag) {
+    (void)corio::ipc::shared_memory::remove(name);
+  }
+  ~scoped_name() { (void)corio::ipc::shared_memory::remove(name); }
+};
+
+/// A forked child running `fn` (its return value is the exit code). The destructor
+/// kills (SIGKILL) and reaps a child still running, so a failing test leaves no process.
+class child {
+ public:
+  template <class F>
+  explicit child(F fn) {
+    m_pid = ::fork();
+    if (m_pid == 0) {
+      ::_exit(fn());
+    }
+  }
+  child(const child&) = delete;
+  child& operator=(const child&) = delete;
+  ~child() {
+    if (m_pid > 0 && !m_reaped) {
+      ::kill(m_pid, SIGKILL);
+      wait_status();
+    }
+  }
+  [[nodiscard]] bool started() const noexcept { return m_pid > 0; }
+  [[nodiscard]] pid_t pid() const noexcept { return m_pid; }
+  /// Waits for the exit; the exit code, or 128 + signal.
+  int wait_status() {
+    if (m_reaped) {
+      return m_status;
+    }
+    int status = 0;
+    while (::waitpid(m_pid, &status, 0) < 0) {
+    }
+    m_reaped = true;
+    m_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return m_status;
+  }
+  /// kill -9 and reap; returns 128 + SIGKILL if it was still running.
+  int kill9() {
+    ::kill(m_pid, SIGKILL);
+    return wait_status();
+  }
+
+ private:
+  pid_t m_pid = -1;
+  bool m_reaped = false;
+  int m_status = -1;
+};
+
+/// A flag in shared memory, set by one process, awaited by another (polling with short
+/// sleeps: for stepping test processes only). Gives up after `limit` so that a broken
+/// protocol fails the test instead of hanging it.
+inline bool wait_for(const std::atomic<std::uint32_t>& flag, std::uint32_t value,
+                     std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (flag.load(std::memory_order_acquire) != value) {
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+/// Whether process `pid` is asleep (state 'S' in /proc/<pid>/stat) — used to know that
+/// a child reached its futex wait before the test acts on it. Polls like wait_for.
+inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  for (;;) {
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+      char buf[512] = {};
+      std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      std::string s(buf, n);
+      auto close = s.rfind(')');
+      if (close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'S') {
+        return true;
+      }
+    }
+    if (std::chrono::steady_clock::now() > end) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+}  // namespace shm_test
