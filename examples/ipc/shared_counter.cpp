@@ -1,0 +1,140 @@
+// shared_counter: the tutorial's race on a shared multiprocessing.Value, across 4
+// processes, first without a lock (updates are lost), then with corio's process-shared
+// mutex (ipc/process_mutex.hpp: exact).
+//
+// The parent creates a named shared-memory block holding a process_mutex, a start event
+// and two counters; four child processes (forked through corio's fork server) attach to
+// it by name. Each child runs its own corio runtime: it waits for the start event, adds 1
+// to the unlocked counter n times (load, add, store: the race), then n times to the
+// locked one under `co_await mutex.lock()`.
+//
+//   shared_counter [n]     increments per process and counter, default 100000
+#include "../common/args.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+#include <corio/ipc/process_event.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/shared_memory.hpp>
+
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kProcesses = 4;
+// Layout of the shared block.
+constexpr std::size_t kMutexAt = 0;
+constexpr std::size_t kStartAt = 64;
+constexpr std::size_t kUnlockedAt = 128;
+constexpr std::size_t kLockedAt = 192;
+constexpr std::size_t kSize = 4096;
+
+std::int64_t& counter_at(corio::ipc::shared_memory& shm, std::size_t offset) {
+  return *reinterpret_cast<std::int64_t*>(shm.bytes().data() + offset);
+}
+
+/// One child process: its own runtime, one task doing both loops.
+corio::task<int> child_work(corio::ipc::shared_memory* shm, int n) {
+  auto mutex = corio::ipc::process_mutex::attach(*shm, kMutexAt);
+  auto start = corio::ipc::process_event::attach(*shm, kStartAt);
+  if (!mutex || !start) {
+    co_return 2;
+  }
+  if (!co_await start->wait()) {
+    co_return 3;
+  }
+  // The race: a plain read-modify-write (relaxed atomics, so the program has no undefined
+  // behaviour, but nothing stops another process between the load and the store).
+  std::atomic_ref<std::int64_t> unlocked(counter_at(*shm, kUnlockedAt));
+  for (int i = 0; i < n; ++i) {
+    const std::int64_t seen = unlocked.load(std::memory_order_relaxed);
+    for (int k = 0; k < 8; ++k) {
+      __builtin_ia32_pause();  // the time an interpreter takes between the read and the write
+    }
+    unlocked.store(seen + 1, std::memory_order_relaxed);
+  }
+  std::int64_t& locked = counter_at(*shm, kLockedAt);
+  for (int i = 0; i < n; ++i) {
+    auto guard = co_await mutex->lock();
+    if (!guard) {
+      co_return 4;
+    }
+    locked = locked + 1;  // the same read-modify-write, inside the lock
+  }
+  co_return 0;
+}
+
+corio::task<int> parent(std::string name, int n) {
+  auto shm = corio::ipc::shared_memory::create(name, kSize);
+  if (!shm) {
+    std::fprintf(stderr, "create %s: %s\n", name.c_str(), shm.error().message().c_str());
+    co_return 1;
+  }
+  auto mutex = corio::ipc::process_mutex::construct(*shm, kMutexAt);
+  auto start = corio::ipc::process_event::construct(*shm, kStartAt, corio::ipc::event_mode::manual_reset);
+  if (!mutex || !start) {
+    std::fprintf(stderr, "construct: %s\n", (!mutex ? mutex.error() : start.error()).message().c_str());
+    (void)corio::ipc::shared_memory::remove(name);
+    co_return 1;
+  }
+  // The callable travels to the fork server as bytes: the name goes as a char array.
+  std::array<char, 64> name_chars{};
+  name.copy(name_chars.data(), name_chars.size() - 1);
+  std::vector<corio::ipc::child> children;
+  for (int c = 0; c < kProcesses; ++c) {
+    auto child = co_await corio::ipc::fork([name_chars, n] {
+      auto mine = corio::ipc::shared_memory::open(name_chars.data());
+      if (!mine) {
+        return 2;
+      }
+      corio::runtime_config config;
+      config.workers = 1;
+      return corio::run(child_work(&*mine, n), config);
+    });
+    if (!child) {
+      std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
+      break;
+    }
+    children.push_back(std::move(*child));
+  }
+  start->set();  // all children start together: the race is at its worst
+  bool ok = children.size() == kProcesses;
+  for (auto& c : children) {
+    auto st = co_await c.wait();
+    ok = ok && st && st->code() == 0;
+  }
+  (void)corio::ipc::shared_memory::remove(name);
+  const std::int64_t expected = static_cast<std::int64_t>(n) * kProcesses;
+  const std::int64_t unlocked = counter_at(*shm, kUnlockedAt);
+  const std::int64_t locked = counter_at(*shm, kLockedAt);
+  std::printf("%d processes x %d increments = %lld expected\n", kProcesses, n, static_cast<long long>(expected));
+  std::printf("  without a lock:                  %lld (%lld updates lost)\n", static_cast<long long>(unlocked),
+              static_cast<long long>(expected - unlocked));
+  std::printf("  with corio::ipc::process_mutex:  %lld (%s)\n", static_cast<long long>(locked),
+              locked == expected ? "exact" : "WRONG");
+  co_return ok && locked == expected ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 100000;
+  example::args args("shared_counter", "the shared-counter race across 4 processes, without and with a process_mutex");
+  args.positional("n", n, 1, 100000000, "increments per process and counter, 1..100000000 (default 100000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  // First, while the program is single-threaded: the helper that forks every child.
+  if (auto ok = corio::ipc::fork_server::start(); !ok) {
+    std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
+    return 1;
+  }
+  return corio::run(parent("/corio-example-counter-" + std::to_string(::getpid()), n));
+}

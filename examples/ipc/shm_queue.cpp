@@ -1,0 +1,196 @@
+// shm_queue: jobs across processes through corio's shared-memory queue
+// (ipc/shm_queue.hpp) — the tutorial's multiprocessing.Queue of jobs and results,
+// without pickling and without a kernel copy.
+//
+// The producer creates two queues, NAME-jobs and NAME-results, sends `jobs` numbers
+// through the first with `co_await send()`, closes it, and collects the squares the
+// consumers send back through the second. Each consumer receives jobs until the queue is
+// closed and drained. Every wait (full, empty) is a futex wait through the worker's ring.
+//
+//   shm_queue [jobs]                          the producer, starting 2 consumers itself
+//   shm_queue --role producer --name /N [jobs] [--consumers K]   waits for K consumers
+//   shm_queue --role consumer --name /N       started separately, any number of them
+#include "../common/args.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/process/process.hpp>
+#include <corio/ipc/shm_queue.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct job {
+  std::int64_t n;
+};
+struct answer {
+  std::int64_t n;
+  std::int64_t square;
+  pid_t by;
+};
+
+template <class T>
+std::span<const std::byte> bytes_of(const T& v) {
+  return std::as_bytes(std::span(&v, 1));
+}
+
+std::string self_path() {
+  char self[PATH_MAX] = {};
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  return n > 0 ? std::string(self, static_cast<std::size_t>(n)) : std::string("shm_queue");
+}
+
+/// Opens a queue the producer creates, retrying while it does not exist yet.
+corio::task<corio::result<corio::ipc::shm_queue>> open_when_there(std::string name) {
+  const auto give_up = corio::clock::now() + 30s;
+  for (;;) {
+    auto q = corio::ipc::shm_queue::open(name);
+    if (q || corio::clock::now() > give_up) {
+      co_return q;
+    }
+    co_await corio::sleep_for(10ms);
+  }
+}
+
+corio::task<int> consumer(std::string name) {
+  auto jobs = co_await open_when_there(name + "-jobs");
+  auto results = co_await open_when_there(name + "-results");
+  if (!jobs || !results) {
+    std::fprintf(stderr, "consumer: open %s: %s\n", name.c_str(), (!jobs ? jobs.error() : results.error()).message().c_str());
+    co_return 1;
+  }
+  std::vector<std::byte> buffer(jobs->max_message_size());
+  int done = 0;
+  for (;;) {
+    auto got = co_await jobs->receive(buffer);
+    if (!got) {
+      if (got.error() == corio::errc::closed) {
+        break;  // closed and drained: no more jobs
+      }
+      std::fprintf(stderr, "consumer: receive: %s\n", got.error().message().c_str());
+      co_return 1;
+    }
+    job j{};
+    std::memcpy(&j, buffer.data(), sizeof j);
+    const answer a{j.n, j.n * j.n, ::getpid()};
+    if (auto sent = co_await results->send(bytes_of(a)); !sent) {
+      std::fprintf(stderr, "consumer: send: %s\n", sent.error().message().c_str());
+      co_return 1;
+    }
+    ++done;
+  }
+  std::printf("consumer %d: %d jobs done\n", ::getpid(), done);
+  co_return 0;
+}
+
+corio::task<int> producer(std::string name, int count, int spawn_consumers) {
+  const std::string jobs_name = name + "-jobs";
+  const std::string results_name = name + "-results";
+  auto jobs = corio::ipc::shm_queue::create(jobs_name, {.capacity = 16, .max_message_size = sizeof(job)});
+  auto results = corio::ipc::shm_queue::create(results_name, {.capacity = 16, .max_message_size = sizeof(answer)});
+  if (!jobs || !results) {
+    std::fprintf(stderr, "create %s: %s\n", name.c_str(), (!jobs ? jobs.error() : results.error()).message().c_str());
+    (void)corio::ipc::shm_queue::remove(jobs_name);
+    (void)corio::ipc::shm_queue::remove(results_name);
+    co_return 1;
+  }
+  std::vector<corio::ipc::child> consumers;
+  for (int i = 0; i < spawn_consumers; ++i) {
+    auto c = corio::ipc::command(self_path()).args({"--role", "consumer", "--name", name}).spawn();
+    if (!c) {
+      std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
+      break;
+    }
+    consumers.push_back(std::move(*c));
+  }
+  std::printf("producer: %d jobs through %s\n", count, jobs_name.c_str());
+  std::fflush(stdout);
+  // Send the jobs while collecting the answers: both queues are bounded (16), so doing
+  // one after the other would fill them both and stop everyone.
+  auto sender = corio::spawn([](corio::ipc::shm_queue* jobs, int count) -> corio::task<bool> {
+    for (int i = 1; i <= count; ++i) {
+      const job j{i};
+      if (!co_await jobs->send(bytes_of(j))) {
+        co_return false;
+      }
+    }
+    jobs->close();  // the consumers drain what is queued, then stop
+    co_return true;
+  }(&*jobs, count));
+  std::int64_t sum = 0;
+  std::vector<pid_t> by;
+  std::vector<std::byte> buffer(results->max_message_size());
+  bool ok = true;
+  for (int i = 0; i < count; ++i) {
+    auto got = co_await corio::timeout(results->receive(buffer), 60s);
+    if (!got) {
+      std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
+      ok = false;
+      break;
+    }
+    answer a{};
+    std::memcpy(&a, buffer.data(), sizeof a);
+    sum += a.square;
+    if (std::find(by.begin(), by.end(), a.by) == by.end()) {
+      by.push_back(a.by);
+    }
+  }
+  ok = (co_await std::move(sender)) && ok;
+  for (auto& c : consumers) {
+    auto st = co_await c.wait();
+    ok = ok && st && st->success();
+  }
+  (void)corio::ipc::shm_queue::remove(jobs_name);
+  (void)corio::ipc::shm_queue::remove(results_name);
+  const std::int64_t expected = static_cast<std::int64_t>(count) * (count + 1) * (2 * count + 1) / 6;
+  std::printf("producer: sum of squares 1..%d = %lld (expected %lld), answered by %zu process(es)\n", count,
+              static_cast<long long>(sum), static_cast<long long>(expected), by.size());
+  co_return ok && sum == expected ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string role = "producer";
+  std::string name;
+  int jobs = 1000;
+  int consumers = -1;
+  example::args args("shm_queue", "jobs and results between processes through corio's shared-memory queue");
+  args.option("--role", role, "producer|consumer", "what this process does (default: producer)");
+  args.option("--name", name, "/NAME", "queue name prefix (default: /corio-example-jobs-PID)");
+  args.option<int>("--consumers", consumers, 0, 64, "K",
+                   "consumers the producer starts itself, 0..64 (default: 2 without --name, else 0)");
+  args.positional("jobs", jobs, 1, 10000000, "how many jobs, 1..10000000 (default 1000)");
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  if (role != "producer" && role != "consumer") {
+    std::fprintf(stderr, "shm_queue: --role: expected producer or consumer, got '%s'\n", role.c_str());
+    return 2;
+  }
+  if (role == "consumer") {
+    if (name.empty()) {
+      std::fprintf(stderr, "shm_queue: a consumer needs --name (the producer's)\n");
+      return 2;
+    }
+    return corio::run(consumer(name));
+  }
+  if (consumers < 0) {
+    consumers = name.empty() ? 2 : 0;
+  }
+  if (name.empty()) {
+    name = "/corio-example-jobs-" + std::to_string(::getpid());
+  }
+  return corio::run(producer(name, jobs, consumers));
+}
