@@ -1,5 +1,5 @@
-// A minimal consumer of corio, built three ways by tests/install/check.sh: against the
-// source tree (as a meson subproject) and against an installed copy found with pkg-config.
+// A minimal consumer of corio, built by tests/install/check.sh against an installed copy
+// (found with pkg-config or CMake) and as a meson subproject, with g++ and with clang.
 #include <corio/corio.hpp>
 #include <corio/runtime/task.hpp>
 
