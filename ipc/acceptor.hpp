@@ -43,6 +43,8 @@
 // connection and lets many tasks share one accept without one SQE each.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <coroutine>
 #include <memory>
 #include <stop_token>

@@ -14,6 +14,8 @@
 // that has started runs to completion and its result is discarded.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>

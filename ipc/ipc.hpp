@@ -4,6 +4,8 @@
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/buffered_reader.hpp>

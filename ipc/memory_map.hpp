@@ -27,6 +27,8 @@
 // Cost: one mmap / munmap per handle; a view is a few comparisons and a division.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>

@@ -58,6 +58,8 @@
 // the examples, or tasks on different workers) are not bound by this.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <mqueue.h>
 #include <sys/types.h>
 

@@ -7,6 +7,8 @@
 // Cost: an int. Cancellation: nothing here waits.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <unistd.h>
 
 #include <utility>

@@ -26,6 +26,8 @@
 // too (and sees end of file or EPIPE at once).
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <fcntl.h>
 #include <sys/types.h>
 

@@ -57,6 +57,8 @@
 // receiver, not shared between connections, so it saves no memory either.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cerrno>
 #include <coroutine>
 #include <cstddef>

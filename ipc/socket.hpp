@@ -19,6 +19,8 @@
 // Options and addresses are synchronous system calls (they never block).
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <sys/socket.h>
 #include <sys/uio.h>
 

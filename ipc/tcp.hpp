@@ -25,6 +25,8 @@
 // std::system_category codes; see also ipc/socket.hpp.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 

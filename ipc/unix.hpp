@@ -20,6 +20,8 @@
 // ones and recv_fds reports truncated_fds = true.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <sys/socket.h>
 
 #include <cstddef>

@@ -12,6 +12,8 @@
 // Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <coroutine>
 #include <exception>

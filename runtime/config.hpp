@@ -3,6 +3,8 @@
 // Thread-safety: a plain value. Cost: none.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <chrono>
 #include <thread>
 

@@ -8,6 +8,8 @@
 // tasks; their order is the kernel's. Cost: one SQE, batched with the worker's others.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <liburing.h>
 
 #include <cstddef>

@@ -19,6 +19,8 @@
 // callbacks are registered only for tokens that can be stopped.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <liburing.h>
 
 #include <cerrno>

@@ -7,6 +7,8 @@
 // takes each registry lock briefly.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cstdint>
 #include <vector>
 

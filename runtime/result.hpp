@@ -8,6 +8,8 @@
 // Thread-safety: plain values. Cost: none beyond the expected<> itself.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <system_error>
 #include <tl/expected.hpp>
 

@@ -14,6 +14,8 @@
 // spawn_blocking jobs are waited for; queued ones are dropped.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <memory>
 #include <stdexcept>
 #include <system_error>

@@ -11,6 +11,8 @@
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <coroutine>
 #include <cstdint>

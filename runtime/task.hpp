@@ -9,6 +9,8 @@
 // before it starts. Cost: one frame allocation (recycled), no atomics on the await path.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <coroutine>
 #include <cstddef>
 #include <exception>

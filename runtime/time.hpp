@@ -10,6 +10,8 @@
 // Thread-safety: one awaiter. Cost: O(log n) in the worker's heap, no allocation.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cerrno>
 #include <chrono>
 #include <coroutine>

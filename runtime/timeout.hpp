@@ -12,6 +12,8 @@
 // Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <exception>

@@ -18,6 +18,8 @@
 // compare-exchange. Cost: when_all's, plus one std::stop_source (a small allocation).
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <limits>

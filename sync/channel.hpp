@@ -23,6 +23,8 @@
 // try_recv. (Likewise a send that completed in a losing branch has delivered its value.)
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cstddef>
 #include <limits>
 #include <optional>

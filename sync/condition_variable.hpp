@@ -17,6 +17,8 @@
 // else through the waiter's runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <chrono>
 #include <concepts>
 #include <stop_token>

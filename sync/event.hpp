@@ -16,6 +16,8 @@
 // the waiter's runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <stop_token>
 #include <utility>

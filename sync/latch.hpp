@@ -10,6 +10,8 @@
 // worker of the waiters' runtime, else through their runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <cassert>
 #include <cstddef>

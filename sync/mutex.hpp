@@ -16,6 +16,8 @@
 // through the waiter's runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <atomic>
 #include <cassert>
 #include <cstdint>

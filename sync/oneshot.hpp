@@ -13,6 +13,8 @@
 // receiver's runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <optional>
 #include <stop_token>
 #include <type_traits>

@@ -15,6 +15,8 @@
 // through the waiter's runtime's global queue.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cassert>
 #include <cstddef>
 #include <cstdint>

@@ -4,6 +4,8 @@
 // value. Cost: none.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <signal.h>
 
 #include <optional>

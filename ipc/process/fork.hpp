@@ -35,6 +35,8 @@
 // one pipe read and a pidfd_open.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstring>
 #include <new>
