@@ -5,8 +5,11 @@
 #      stress and examples suites; the misuse tests check the documented release behaviour
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
 #   4. ThreadSanitizer build: unit and stress suites
+#   5. clang (.ci/clang.sh), optimized: unit and examples suites
 # First, tools/check_layers.sh: no include crosses the layering rules (README, design).
 # Build folders live under build-ci/ and are reused by later runs.
+# To add a configuration: one run_suites line. To add a check that is not a meson suite:
+# one run_step line (it counts as one test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/deps.sh
@@ -17,9 +20,27 @@ total_ok=0
 total_fail=0
 started=$(date +%s)
 
-run_suites() {  # <name> <builddir> <meson setup args...> -- <suites...>
+run_step() {  # <name> <command...>: one check outside meson, counted as one test
+  local name=$1
+  shift
+  echo "=== [$name] $*"
+  if "$@"; then
+    total_ok=$((total_ok + 1))
+  else
+    total_fail=$((total_fail + 1))
+    echo "=== [$name] FAILED"
+  fi
+  echo "=== [$name] done after $(( $(date +%s) - started )) s"
+}
+
+run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <suites...>
   local name=$1 dir=$2
   shift 2
+  local env=()
+  if [[ "$1" == CXX=* ]]; then
+    env=("$1")
+    shift
+  fi
   local setup=()
   while [ "$1" != "--" ]; do setup+=("$1"); shift; done
   shift
@@ -27,7 +48,7 @@ run_suites() {  # <name> <builddir> <meson setup args...> -- <suites...>
   for s in "$@"; do suites+=(--suite "$s"); done
   echo "=== [$name] configure and build ($dir)"
   if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" "${setup[@]}" >/dev/null
+    env "${env[@]}" meson setup "$dir" "${setup[@]}" >/dev/null
   fi
   ninja -C "$dir" -j "$jobs" >/dev/null
   echo "=== [$name] test: $*"
@@ -57,6 +78,8 @@ run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undef
   -Dexamples=false -Dbenchmarks=false -- unit stress
 run_suites tsan build-ci/tsan --buildtype=debugoptimized -Db_sanitize=thread \
   -Dexamples=false -Dbenchmarks=false -- unit stress
+run_suites clang build-ci/clang CXX="$(bash .ci/clang.sh)" --buildtype=release -Dbenchmarks=false \
+  -- unit examples
 
 # Fuzzing: every fuzz target under clang's libFuzzer for 10 s (fuzz/run.sh); a crash or a
 # failed build counts as a failure. (The stress suites also run each target's seeded
