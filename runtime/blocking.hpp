@@ -34,9 +34,12 @@ namespace corio {
 template <class F>
 class [[nodiscard]] blocking_awaiter : port::blocking_job {
  public:
+  /// What `fn` returns; the await yields result<value_type>.
   using value_type = std::invoke_result_t<F&>;
 
+  /// Holds `fn` until the await hands it to the blocking pool; see spawn_blocking().
   blocking_awaiter(F fn, std::stop_token token) : m_fn(std::move(fn)), m_token(std::move(token)) {}
+  /// Moves a not-yet-awaited awaiter (the function and the token).
   blocking_awaiter(blocking_awaiter&& o) noexcept : m_fn(std::move(o.m_fn)), m_token(std::move(o.m_token)) {}
 
   bool await_ready() const noexcept { return false; }

@@ -16,6 +16,8 @@ enum class wake_mechanism {
   eventfd,  ///< a READ armed on an eventfd (any io_uring kernel); the fallback
 };
 
+/// How a runtime is built: its workers, rings and scheduler limits. Every field has a
+/// working default; the runtime constructor rejects values outside the stated ranges.
 struct runtime_config {
   /// Worker threads (each with its own io_uring). Must be 1..1024.
   unsigned workers = std::thread::hardware_concurrency() != 0 ? std::thread::hardware_concurrency() : 1;

@@ -122,7 +122,9 @@ class io_operation : public io_completion, public cancellable {
 template <class Prep>
 class [[nodiscard]] io_op : public detail::io_operation {
  public:
+  /// `prep` fills the SQE when the op is awaited; `token` cancels it (IORING_OP_ASYNC_CANCEL).
   explicit io_op(Prep prep, std::stop_token token = {}) : m_prep(std::move(prep)), m_token(std::move(token)) {}
+  /// Moves a not-yet-awaited operation.
   io_op(io_op&& other) noexcept : m_prep(std::move(other.m_prep)), m_token(std::move(other.m_token)) {}
 
   bool await_ready() const noexcept { return false; }
@@ -140,8 +142,10 @@ class [[nodiscard]] io_op : public detail::io_operation {
   std::stop_token m_token;
 };
 
+/// Deduction guide: `io_op{prep}` takes the type of the lambda.
 template <class Prep>
 io_op(Prep) -> io_op<Prep>;
+/// Deduction guide: `io_op{prep, token}` takes the type of the lambda.
 template <class Prep>
 io_op(Prep, std::stop_token) -> io_op<Prep>;
 

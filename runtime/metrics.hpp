@@ -14,6 +14,7 @@
 
 namespace corio {
 
+/// Counters of one worker since the runtime started (a snapshot: runtime::metrics()).
 struct worker_metrics {
   std::uint64_t tasks_run = 0;        ///< coroutine resumptions from the run queues
   std::uint64_t steals = 0;           ///< successful steal operations (half a queue each)
@@ -25,8 +26,11 @@ struct worker_metrics {
   std::uint64_t timers_pending = 0;   ///< armed timers on this worker right now
 };
 
+/// A snapshot of a runtime's counters (runtime::metrics()).
 struct runtime_metrics {
+  /// One entry per worker, in worker order.
   std::vector<worker_metrics> workers;
+  /// Tasks in the global (inject) queue right now.
   std::uint64_t global_queue_depth = 0;
   std::uint64_t live_tasks = 0;       ///< spawned tasks not yet finished
   std::uint64_t blocking_threads = 0; ///< threads in the spawn_blocking pool

@@ -15,6 +15,7 @@
 
 namespace corio {
 
+/// The outcome of a fallible corio operation: a T, or the std::error_code that says why not.
 template <class T>
 using result = tl::expected<T, std::error_code>;
 

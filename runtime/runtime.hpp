@@ -35,6 +35,9 @@ class runtime_core;
 void wait_blocking(join_state_base* st);
 }  // namespace detail
 
+/// A set of worker threads, each with its own io_uring, that run corio tasks. The
+/// destructor shuts it down (see shutdown()). Members may be called from any thread
+/// that is not one of its workers, unless a member says otherwise.
 class runtime {
  public:
   /// Starts the workers. Throws std::system_error whose what() names the cause if a

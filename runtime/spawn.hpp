@@ -181,8 +181,11 @@ template <class T>
 class [[nodiscard]] join_handle {
  public:
   join_handle() noexcept = default;
+  /// Used by spawn(); users get handles from spawn() or runtime::spawn().
   explicit join_handle(detail::join_state<T>* st) noexcept : m_state(st) {}
+  /// Takes over `o`'s task; `o` becomes invalid.
   join_handle(join_handle&& o) noexcept : m_state(std::exchange(o.m_state, nullptr)) {}
+  /// Detaches the task held so far, then takes over `o`'s.
   join_handle& operator=(join_handle&& o) noexcept {
     if (this != &o) {
       detach();
@@ -211,8 +214,11 @@ class [[nodiscard]] join_handle {
   /// False for a default-constructed, moved-from or detached handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
+  /// What `co_await handle` and `co_await handle.wait(token)` await: yields the task's
+  /// value, or rethrows its exception.
   class awaiter : detail::join_wait {
    public:
+    /// Made by join_handle's operator co_await and wait().
     awaiter(detail::join_state<T>* state, std::stop_token token) : join_wait(state, std::move(token)) {}
     bool await_ready() noexcept { return ready(); }
     template <class P>

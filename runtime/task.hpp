@@ -129,15 +129,20 @@ struct task_promise<void> : promise_base {
 
 }  // namespace detail
 
+/// A lazy coroutine producing a T; see the header comment.
 template <class T>
 class [[nodiscard]] task {
  public:
   using promise_type = detail::task_promise<T>;
+  /// What awaiting the task yields.
   using value_type = T;
 
   task() noexcept = default;
+  /// Takes ownership of a coroutine (the promise's get_return_object uses it).
   explicit task(std::coroutine_handle<promise_type> h) noexcept : m_handle(h) {}
+  /// Takes over `other`'s coroutine; `other` becomes invalid.
   task(task&& other) noexcept : m_handle(std::exchange(other.m_handle, {})) {}
+  /// Destroys the coroutine held so far (if any), then takes over `other`'s.
   task& operator=(task&& other) noexcept {
     if (this != &other) {
       destroy();
@@ -152,7 +157,10 @@ class [[nodiscard]] task {
   /// True while the task holds a coroutine (not moved-from, not default-constructed).
   [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(m_handle); }
 
+  /// What `co_await task` awaits: starts the task by symmetric transfer, yields its value
+  /// or rethrows its exception.
   struct awaiter {
+    /// The awaited task's coroutine (owned by the task, not by the awaiter).
     std::coroutine_handle<promise_type> child;
 
     bool await_ready() const noexcept { return false; }
@@ -174,6 +182,7 @@ class [[nodiscard]] task {
   /// Awaiting a task starts it; the awaiter resumes when it finishes.
   /// Precondition: valid().
   awaiter operator co_await() && noexcept { return awaiter{m_handle}; }
+  /// The same for a named task (`co_await t;`): the task object keeps the coroutine.
   awaiter operator co_await() & noexcept { return awaiter{m_handle}; }
 
   /// Releases ownership of the coroutine (used by spawn and the combinators).

@@ -30,10 +30,12 @@ using clock = std::chrono::steady_clock;
 /// Awaitable returned by sleep_until / sleep_for; yields result<void>.
 class [[nodiscard]] sleep_awaiter : port::timer_node {
  public:
+  /// Sleeps until `deadline` once awaited; `token` cancels the sleep.
   sleep_awaiter(clock::time_point deadline, std::stop_token token) : m_deadline(deadline), m_token(std::move(token)) {
     on_cancel_drained = &cancel_drained;
     on_resume = &resume;
   }
+  /// Moves a not-yet-awaited sleep.
   sleep_awaiter(sleep_awaiter&& o) noexcept : sleep_awaiter(o.m_deadline, std::move(o.m_token)) {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;

@@ -57,8 +57,11 @@ class barrier_wait_operation : public wait_operation<barrier_wait_operation> {
 
 }  // namespace detail
 
+/// A reusable rendezvous for a fixed number of tasks, phase after phase; see the header.
 class barrier {
  public:
+  /// Expects `expected` (> 0) arrivals per phase; the last arrival of each phase runs
+  /// `completion` (if any; it must not throw) before the phase's waiters are released.
   explicit barrier(std::ptrdiff_t expected, std::function<void()> completion = {})
       : m_expected(expected), m_remaining(expected), m_completion(std::move(completion)) {
     assert(expected > 0 && "corio::barrier: expected count must be positive");

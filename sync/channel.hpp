@@ -113,6 +113,8 @@ class channel_recv_operation : public wait_operation<channel_recv_operation<T>> 
 
 }  // namespace detail
 
+/// A multi-producer multi-consumer FIFO queue of T between tasks and threads; see the
+/// header for capacities, close() and cancellation.
 template <class T>
 class channel {
   // Values are moved under the channel's spin lock, which must not be left held.
@@ -161,6 +163,7 @@ class channel {
     }
     return {};
   }
+  /// try_send(T&&) with a copy of `value`.
   [[nodiscard]] result<void> try_send(const T& value) {
     T copy(value);
     return try_send(std::move(copy));
@@ -184,6 +187,7 @@ class channel {
     }
     return op.await_resume();
   }
+  /// recv() for a plain thread: blocks it until a value or an error.
   result<T> recv_blocking(std::stop_token token = {}) {
     detail::channel_recv_operation<T> op(*this, std::move(token));
     if (!op.await_ready()) {
@@ -203,6 +207,7 @@ class channel {
     m_lock.unlock();
   }
 
+  /// True once close() has been called (buffered values may remain).
   [[nodiscard]] bool is_closed() noexcept {
     m_lock.lock();
     bool c = m_closed;
@@ -216,6 +221,7 @@ class channel {
     m_lock.unlock();
     return n;
   }
+  /// The capacity given at construction (0: rendezvous; unbounded_capacity: no limit).
   [[nodiscard]] std::size_t capacity() const noexcept { return m_capacity; }
 
  private:

@@ -86,6 +86,7 @@ class cv_wait_operation : public wait_operation<cv_wait_operation> {
 
 }  // namespace detail
 
+/// Lets tasks wait, with a corio::mutex released, until notified; see the header.
 class condition_variable {
  public:
   condition_variable() noexcept = default;
@@ -123,6 +124,7 @@ class condition_variable {
     co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d),
                                   std::move(token));
   }
+  /// wait_for() with an absolute `deadline` on corio's steady clock.
   task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline, std::stop_token token = {});
 
   /// Waits until pred() holds or the deadline passes. Yields pred()'s final value (false
@@ -141,6 +143,7 @@ class condition_variable {
     }
     co_return true;
   }
+  /// wait_until(g, deadline, pred, token) with the deadline `d` from now.
   template <class Rep, class Period, class Pred>
     requires std::predicate<Pred&>
   task<result<bool>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, Pred pred,

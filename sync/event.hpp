@@ -28,6 +28,8 @@
 
 namespace corio {
 
+/// How an event behaves once set: `manual` stays set and releases every waiter until
+/// reset(); `automatic` releases one waiter and clears itself.
 enum class event_reset { manual, automatic };
 
 class event;
@@ -56,8 +58,10 @@ class event_wait_operation : public wait_operation<event_wait_operation> {
 
 }  // namespace detail
 
+/// A flag tasks can wait for, manual-reset or auto-reset; see the header.
 class event {
  public:
+  /// An event of the given `mode`, set from the start if `initially_set`.
   explicit event(event_reset mode = event_reset::manual, bool initially_set = false) noexcept
       : m_set(initially_set), m_mode(mode) {}
   event(const event&) = delete;
@@ -81,11 +85,13 @@ class event {
   }
   /// Auto-reset: consumes the event if set. Manual: reports it.
   [[nodiscard]] bool try_wait() noexcept;
+  /// True while the event is set (a snapshot; consumes nothing).
   [[nodiscard]] bool is_set() const noexcept {
     // acquire: pairs with set()'s release store; what the setter wrote before set() is
     // visible once we see true.
     return m_set.load(std::memory_order_acquire);
   }
+  /// The reset mode given at construction.
   [[nodiscard]] event_reset mode() const noexcept { return m_mode; }
 
  private:

@@ -22,8 +22,10 @@
 
 namespace corio {
 
+/// A single-use countdown that tasks wait on until it reaches zero; see the header.
 class latch {
  public:
+  /// Opens after `count` (>= 0) count-downs; a latch of 0 is open from the start.
   explicit latch(std::ptrdiff_t count) noexcept : m_count(count), m_open(event_reset::manual, count == 0) {
     assert(count >= 0 && "corio::latch: negative count");
   }

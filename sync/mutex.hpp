@@ -38,7 +38,9 @@ class [[nodiscard]] mutex_guard {
  public:
   mutex_guard() noexcept = default;
   explicit mutex_guard(mutex& m) noexcept : m_mutex(&m) {}  ///< adopts a held lock
+  /// Takes over `o`'s lock; `o` owns nothing afterwards.
   mutex_guard(mutex_guard&& o) noexcept : m_mutex(std::exchange(o.m_mutex, nullptr)) {}
+  /// Unlocks the mutex held so far (if any), then takes over `o`'s lock.
   mutex_guard& operator=(mutex_guard&& o) noexcept {
     if (this != &o) {
       unlock();
@@ -54,7 +56,9 @@ class [[nodiscard]] mutex_guard {
   void unlock() noexcept;
   /// Gives up ownership without unlocking; returns the mutex.
   mutex* release() noexcept { return std::exchange(m_mutex, nullptr); }
+  /// True while the guard holds a lock.
   [[nodiscard]] bool owns_lock() const noexcept { return m_mutex != nullptr; }
+  /// The mutex held, or nullptr.
   [[nodiscard]] mutex* get() const noexcept { return m_mutex; }
 
  private:
@@ -99,6 +103,8 @@ class mutex_lock_operation : public wait_operation<mutex_lock_operation<Cancella
 
 }  // namespace detail
 
+/// An asynchronous mutex for tasks: a waiting lock() suspends the task, not the thread;
+/// see the header for hand-off, fairness and cancellation.
 class mutex {
  public:
   mutex() noexcept = default;

@@ -55,6 +55,7 @@ class oneshot_recv_operation : public wait_operation<oneshot_recv_operation<T>> 
 
 }  // namespace detail
 
+/// One value, handed from one producer to one consumer, once; see the header.
 template <class T>
 class oneshot {
   static_assert(std::is_nothrow_move_constructible_v<T>, "corio::oneshot<T>: T must be nothrow move-constructible");

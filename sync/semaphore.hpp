@@ -40,8 +40,10 @@ class [[nodiscard]] semaphore_permit {
  public:
   semaphore_permit() noexcept = default;
   semaphore_permit(semaphore& s, std::size_t n) noexcept : m_sem(&s), m_count(n) {}  ///< adopts
+  /// Takes over `o`'s permits; `o` holds none afterwards.
   semaphore_permit(semaphore_permit&& o) noexcept
       : m_sem(std::exchange(o.m_sem, nullptr)), m_count(std::exchange(o.m_count, 0)) {}
+  /// Returns the permits held so far (if any), then takes over `o`'s.
   semaphore_permit& operator=(semaphore_permit&& o) noexcept {
     if (this != &o) {
       release();
@@ -62,7 +64,9 @@ class [[nodiscard]] semaphore_permit {
     m_sem = nullptr;
     return std::exchange(m_count, 0);
   }
+  /// How many permits this holds.
   [[nodiscard]] std::size_t count() const noexcept { return m_count; }
+  /// True while this holds permits of a semaphore.
   [[nodiscard]] bool owns() const noexcept { return m_sem != nullptr; }
 
  private:
@@ -102,8 +106,10 @@ class semaphore_acquire_operation : public wait_operation<semaphore_acquire_oper
 
 }  // namespace detail
 
+/// An asynchronous counting semaphore for tasks (and threads); see the header.
 class semaphore {
  public:
+  /// The default `max`: no limit on the permits held.
   static constexpr std::size_t no_max = std::numeric_limits<std::size_t>::max();
 
   /// `initial` permits; `max` (optional) is the most permits it may ever hold.

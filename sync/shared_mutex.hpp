@@ -35,7 +35,9 @@ class [[nodiscard]] shared_mutex_guard {
  public:
   shared_mutex_guard() noexcept = default;
   explicit shared_mutex_guard(shared_mutex& m) noexcept : m_mutex(&m) {}  ///< adopts
+  /// Takes over `o`'s lock; `o` owns nothing afterwards.
   shared_mutex_guard(shared_mutex_guard&& o) noexcept : m_mutex(std::exchange(o.m_mutex, nullptr)) {}
+  /// Unlocks what was held so far (if anything), then takes over `o`'s lock.
   shared_mutex_guard& operator=(shared_mutex_guard&& o) noexcept {
     if (this != &o) {
       unlock();
@@ -46,14 +48,18 @@ class [[nodiscard]] shared_mutex_guard {
   shared_mutex_guard(const shared_mutex_guard&) = delete;
   shared_mutex_guard& operator=(const shared_mutex_guard&) = delete;
   ~shared_mutex_guard() { unlock(); }
+  /// Unlocks now (no-op if not owning).
   void unlock() noexcept;
+  /// True while the guard holds a lock.
   [[nodiscard]] bool owns_lock() const noexcept { return m_mutex != nullptr; }
 
  private:
   shared_mutex* m_mutex = nullptr;
 };
 
+/// Shared (reader) ownership of a shared_mutex, from lock_shared().
 using read_guard = shared_mutex_guard<true>;
+/// Exclusive (writer) ownership of a shared_mutex, from lock().
 using write_guard = shared_mutex_guard<false>;
 
 namespace detail {
@@ -82,6 +88,7 @@ class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_oper
 
 }  // namespace detail
 
+/// An asynchronous reader-writer lock with writer preference; see the header.
 class shared_mutex {
  public:
   shared_mutex() noexcept = default;
@@ -101,12 +108,16 @@ class shared_mutex {
     return {*this, m_readers, std::move(token)};
   }
 
+  /// Takes exclusive ownership if that needs no wait; the caller then adopts it with
+  /// write_guard(m).
   [[nodiscard]] bool try_lock() noexcept {
     m_lock.lock();
     bool ok = try_lock_locked();
     m_lock.unlock();
     return ok;
   }
+  /// Takes shared ownership if that needs no wait (no writer holds or waits); the caller
+  /// then adopts it with read_guard(m).
   [[nodiscard]] bool try_lock_shared() noexcept {
     m_lock.lock();
     bool ok = try_lock_shared_locked();
