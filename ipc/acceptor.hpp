@@ -57,6 +57,8 @@
 
 namespace corio::ipc {
 
+/// A multishot accept on a listener (tcp_acceptor, unix_acceptor): connections queued by
+/// one kernel request, taken by accept() from tasks on any worker; see the header.
 template <class Stream>
 class basic_acceptor {
  public:
@@ -76,7 +78,9 @@ class basic_acceptor {
   };
 
   basic_acceptor() noexcept = default;
+  /// Takes over `other`'s accept request; `other` is closed afterwards.
   basic_acceptor(basic_acceptor&&) noexcept = default;
+  /// Closes this acceptor (waiting accept()s get errc::closed), then takes over `other`'s.
   basic_acceptor& operator=(basic_acceptor&& other) noexcept {
     if (this != &other) {
       close();
@@ -98,6 +102,8 @@ class basic_acceptor {
     }
   }
 
+  /// False for a default-constructed or moved-from acceptor (close() leaves it open: its
+  /// accept()s then fail with errc::closed).
   [[nodiscard]] bool is_open() const noexcept { return m_state != nullptr; }
   /// Counters (arms, CQEs, accepted, errors, queue), and whether multishot is in use.
   [[nodiscard]] accept_stats stats() const { return m_state ? m_state->stats() : accept_stats{}; }

@@ -44,13 +44,18 @@ enum class address_errc {
   not_unix,         ///< a Unix-only operation on another family
 };
 
+/// The category of address_errc (parse errors of socket_address).
 const std::error_category& address_category() noexcept;
+/// The category of getaddrinfo's EAI_* codes, as resolve() reports them.
 const std::error_category& getaddrinfo_category() noexcept;
 
+/// Lets an address_errc compare with and convert to std::error_code.
 inline std::error_code make_error_code(address_errc e) noexcept {
   return {static_cast<int>(e), address_category()};
 }
 
+/// An IPv4, IPv6 or Unix-domain socket address (a sockaddr_storage and its length),
+/// parsed from text or copied from the kernel; a plain value.
 class socket_address {
  public:
   /// An empty address (family AF_UNSPEC).
@@ -68,12 +73,16 @@ class socket_address {
   [[nodiscard]] static result<socket_address> unix_path(std::string_view path);
   /// A Linux abstract Unix name (no file; gone when the last socket closes).
   [[nodiscard]] static result<socket_address> unix_abstract(std::string_view name);
-  /// 127.0.0.1:port and [::1]:port.
+  /// 127.0.0.1:port.
   [[nodiscard]] static socket_address loopback_v4(std::uint16_t port) noexcept;
+  /// The IPv6 loopback address, [::1]:port.
   [[nodiscard]] static socket_address loopback_v6(std::uint16_t port) noexcept;
 
+  /// AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC when empty.
   [[nodiscard]] int family() const noexcept { return m_storage.ss_family; }
+  /// An IPv4 or IPv6 address.
   [[nodiscard]] bool is_ip() const noexcept { return family() == AF_INET || family() == AF_INET6; }
+  /// A Unix-domain address (path, abstract name or unnamed).
   [[nodiscard]] bool is_unix() const noexcept { return family() == AF_UNIX; }
   /// The Unix name is abstract (starts with a NUL byte).
   [[nodiscard]] bool is_abstract() const noexcept;
@@ -84,11 +93,15 @@ class socket_address {
   /// "1.2.3.4:80", "[::1]:80", "/path", "@name", "unix:(unnamed)" or "(unspecified)".
   [[nodiscard]] std::string to_string() const;
 
+  /// The address for system calls (valid for size() bytes).
   [[nodiscard]] const sockaddr* native() const noexcept { return reinterpret_cast<const sockaddr*>(&m_storage); }
+  /// The address for calls that fill it (room for capacity() bytes; then set_size()).
   [[nodiscard]] sockaddr* native() noexcept { return reinterpret_cast<sockaddr*>(&m_storage); }
+  /// The length of the native address in bytes.
   [[nodiscard]] socklen_t size() const noexcept { return m_len; }
   /// For calls that fill the address: set the length the kernel returned.
   void set_size(socklen_t len) noexcept { m_len = len; }
+  /// The room native() offers: sizeof(sockaddr_storage).
   [[nodiscard]] static constexpr socklen_t capacity() noexcept { return sizeof(sockaddr_storage); }
 
   friend bool operator==(const socket_address& a, const socket_address& b) noexcept;

@@ -43,15 +43,20 @@
 
 namespace corio::ipc {
 
+/// What a mapping allows: reading only (PROT_READ) or reading and writing.
 enum class map_access { read_only, read_write };
 
+/// A mapped region of a file, of shared memory or of anonymous memory, unmapped on
+/// destruction. Move-only; see the header.
 class memory_map {
  public:
   memory_map() noexcept = default;
+  /// Takes over `other`'s mapping; `other` is empty afterwards.
   memory_map(memory_map&& other) noexcept
       : m_data(std::exchange(other.m_data, nullptr)),
         m_size(std::exchange(other.m_size, 0)),
         m_access(other.m_access) {}
+  /// Unmaps the region held so far (if any), then takes over `other`'s.
   memory_map& operator=(memory_map&& other) noexcept {
     if (this != &other) {
       unmap();
@@ -73,12 +78,19 @@ class memory_map {
   /// `length` bytes of zeroed memory shared with children forked after this call.
   [[nodiscard]] static result<memory_map> anonymous(std::size_t length);
 
+  /// The first byte of the mapping (nullptr when empty).
   [[nodiscard]] std::byte* data() noexcept { return m_data; }
+  /// The first byte of the mapping, read-only (nullptr when empty).
   [[nodiscard]] const std::byte* data() const noexcept { return m_data; }
+  /// The mapping's length in bytes.
   [[nodiscard]] std::size_t size() const noexcept { return m_size; }
+  /// What the mapping allows.
   [[nodiscard]] map_access access() const noexcept { return m_access; }
+  /// False for a default-constructed or moved-from handle.
   [[nodiscard]] bool is_mapped() const noexcept { return m_data != nullptr; }
+  /// The whole mapping as bytes.
   [[nodiscard]] std::span<std::byte> bytes() noexcept { return {m_data, m_size}; }
+  /// The whole mapping as read-only bytes.
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {m_data, m_size}; }
 
   /// `count` objects of type T at byte `offset`. A writable T needs a read-write mapping
@@ -87,6 +99,7 @@ class memory_map {
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) noexcept {
     return checked_view<T>(offset, count);
   }
+  /// view() on a const handle: T must be const.
   template <class T>
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
     static_assert(std::is_const_v<T>, "memory_map::view on a const handle: use a const T");

@@ -86,17 +86,22 @@ struct message_queue_options {
 
 /// A queue's attributes, as the kernel reports them.
 struct message_queue_attributes {
+  /// Most messages the queue holds (mq_maxmsg).
   long max_messages = 0;
+  /// Largest message in bytes (mq_msgsize).
   long message_size = 0;
   long current_messages = 0;  ///< queued now (a snapshot)
 };
 
 /// What receive() put in the caller's buffer.
 struct received_message {
+  /// Bytes of the message, at the start of the buffer.
   std::size_t size = 0;
+  /// The priority it was sent with.
   unsigned priority = 0;
 };
 
+/// A POSIX message queue between processes, with awaitable send and receive; see the header.
 class message_queue : public owned_fd {
  public:
   message_queue() noexcept = default;
@@ -129,8 +134,10 @@ class message_queue : public owned_fd {
 
   /// Thread forms: block the calling thread (never call them on a worker).
   result<void> send_blocking(std::span<const std::byte> message, unsigned priority = 0) const;
+  /// receive() for a plain thread or a child process: blocks it until a message arrives.
   result<received_message> receive_blocking(std::span<std::byte> buffer) const;
 
+  /// The queue's attributes now (mq_getattr).
   [[nodiscard]] result<message_queue_attributes> attributes() const;
 };
 

@@ -15,12 +15,17 @@
 
 namespace corio::ipc {
 
+/// Owns a file descriptor and closes it on destruction. Move-only; the base of corio's
+/// sockets, pipes and queues.
 class owned_fd {
  public:
+  /// Empty: no descriptor.
   owned_fd() noexcept = default;
   /// Takes ownership of `fd` (-1 for none).
   explicit owned_fd(int fd) noexcept : m_fd(fd) {}
+  /// Takes over `other`'s descriptor; `other` is empty afterwards.
   owned_fd(owned_fd&& other) noexcept : m_fd(std::exchange(other.m_fd, -1)) {}
+  /// Closes the descriptor held so far (if any), then takes over `other`'s.
   owned_fd& operator=(owned_fd&& other) noexcept {
     if (this != &other) {
       close();
@@ -34,7 +39,9 @@ class owned_fd {
 
   /// The descriptor (-1 when empty). Ownership stays here.
   [[nodiscard]] int fd() const noexcept { return m_fd; }
+  /// True while a descriptor is held.
   [[nodiscard]] bool is_open() const noexcept { return m_fd >= 0; }
+  /// is_open().
   explicit operator bool() const noexcept { return is_open(); }
   /// Gives up ownership and returns the descriptor.
   [[nodiscard]] int release() noexcept { return std::exchange(m_fd, -1); }

@@ -44,6 +44,7 @@
 
 namespace corio::ipc {
 
+/// The read end of a pipe or FIFO, with awaitable reads.
 class pipe_reader : public owned_fd {
  public:
   using owned_fd::owned_fd;
@@ -52,6 +53,7 @@ class pipe_reader : public owned_fd {
   [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
     return corio::io::read(fd(), buf, -1, std::move(token));
   }
+  /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
     return detail::readv(fd(), iov, std::move(token));
   }
@@ -59,6 +61,7 @@ class pipe_reader : public owned_fd {
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
 };
 
+/// The write end of a pipe or FIFO, with awaitable writes.
 class pipe_writer : public owned_fd {
  public:
   using owned_fd::owned_fd;
@@ -67,16 +70,21 @@ class pipe_writer : public owned_fd {
   [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
     return corio::io::write(fd(), buf, -1, std::move(token));
   }
+  /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
     return detail::writev(fd(), iov, std::move(token));
   }
+  /// Writes all of `buf` (several writes if the pipe takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
   /// F_SETPIPE_SZ: the pipe's buffer size (rounded up by the kernel); yields the new size.
   result<int> set_capacity(int bytes) const;
 };
 
+/// Both ends of a new pipe (pipe()).
 struct pipe_pair {
+  /// The read end.
   pipe_reader reader;
+  /// The write end.
   pipe_writer writer;
 };
 

@@ -79,10 +79,13 @@ namespace corio::ipc {
 class received_buffer {
  public:
   received_buffer() noexcept = default;
+  /// Made by stream_receiver::receive(): buffer `bid` holding `len` bytes.
   received_buffer(std::shared_ptr<detail::receiver_state> state, int bid, std::size_t len) noexcept
       : m_state(std::move(state)), m_bid(bid), m_data(m_state->buffer(bid), len) {}
+  /// Takes over `o`'s buffer; `o` is empty afterwards.
   received_buffer(received_buffer&& o) noexcept
       : m_state(std::move(o.m_state)), m_bid(std::exchange(o.m_bid, -1)), m_data(std::exchange(o.m_data, {})) {}
+  /// Gives back the buffer held so far (if any), then takes over `o`'s.
   received_buffer& operator=(received_buffer&& o) noexcept {
     if (this != &o) {
       release();
@@ -96,7 +99,9 @@ class received_buffer {
   received_buffer& operator=(const received_buffer&) = delete;
   ~received_buffer() { release(); }
 
+  /// The received bytes (valid while this object holds the buffer).
   [[nodiscard]] std::span<const std::byte> data() const noexcept { return m_data; }
+  /// How many bytes were received.
   [[nodiscard]] std::size_t size() const noexcept { return m_data.size(); }
   /// True at the end of the stream (and for a released or moved-from buffer).
   [[nodiscard]] bool empty() const noexcept { return m_data.empty(); }
@@ -116,6 +121,8 @@ class received_buffer {
   std::span<const std::byte> m_data;
 };
 
+/// Reads a stream socket into kernel-selected buffers (multishot recv on a provided-buffer
+/// ring); each receive() yields one filled buffer. See the header.
 class stream_receiver {
  public:
   /// The awaitable of receive(): yields result<received_buffer>.
@@ -137,7 +144,9 @@ class stream_receiver {
   };
 
   stream_receiver() noexcept = default;
+  /// Takes over `other`'s receive request; `other` is closed afterwards.
   stream_receiver(stream_receiver&&) noexcept = default;
+  /// Closes this receiver (waiting receive()s get errc::closed), then takes over `other`'s.
   stream_receiver& operator=(stream_receiver&& other) noexcept {
     if (this != &other) {
       close();
@@ -157,7 +166,9 @@ class stream_receiver {
       m_state->close();
     }
   }
+  /// False for a default-constructed or moved-from receiver.
   [[nodiscard]] bool is_open() const noexcept { return m_state != nullptr; }
+  /// Counters of the receiver, and whether multishot is in use.
   [[nodiscard]] receive_stats stats() const { return m_state ? m_state->stats() : receive_stats{}; }
 
   /// Used by stream_socket::receiver(). ENOMEM when the buffers cannot be mapped.

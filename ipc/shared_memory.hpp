@@ -43,6 +43,8 @@ struct shared_memory_options {
   bool exclusive = true;  ///< fail with file_exists if the name exists (O_EXCL)
 };
 
+/// A named POSIX shared-memory object, mapped into this process (like Python's
+/// SharedMemory); see the header.
 class shared_memory {
  public:
   shared_memory() noexcept = default;
@@ -57,17 +59,24 @@ class shared_memory {
   /// Unlinks `name`; existing mappings stay valid.
   static result<void> remove(std::string_view name);
 
+  /// The object's name, as given to create() or open().
   [[nodiscard]] const std::string& name() const noexcept { return m_name; }
+  /// The mapped size in bytes.
   [[nodiscard]] std::size_t size() const noexcept { return m_map.size(); }
+  /// The mapping.
   [[nodiscard]] memory_map& map() noexcept { return m_map; }
+  /// The mapping, read-only.
   [[nodiscard]] const memory_map& map() const noexcept { return m_map; }
+  /// The whole object as bytes.
   [[nodiscard]] std::span<std::byte> bytes() noexcept { return m_map.bytes(); }
+  /// The whole object as read-only bytes.
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return m_map.bytes(); }
   /// Checked typed access: see memory_map::view (a const handle gives const T only).
   template <class T>
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) noexcept {
     return m_map.view<T>(offset, count);
   }
+  /// view() on a const handle: T must be const.
   template <class T>
   [[nodiscard]] result<std::span<T>> view(std::size_t offset = 0, std::size_t count = 1) const noexcept {
     return m_map.view<T>(offset, count);

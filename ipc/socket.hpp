@@ -39,6 +39,7 @@ namespace corio::ipc {
 class stream_receiver;
 struct receive_options;
 
+/// A socket descriptor with its options; the base of every corio socket.
 class socket : public owned_fd {
  public:
   using owned_fd::owned_fd;
@@ -48,18 +49,25 @@ class socket : public owned_fd {
 
   /// getsockname(2) / getpeername(2).
   [[nodiscard]] result<socket_address> local_address() const;
+  /// getpeername(2): the connected peer's address.
   [[nodiscard]] result<socket_address> peer_address() const;
 
   /// setsockopt(2) / getsockopt(2) with an int value.
   result<void> set_option(int level, int name, int value);
+  /// getsockopt(2) of an int option.
   [[nodiscard]] result<int> option(int level, int name) const;
 
+  /// SO_REUSEADDR.
   result<void> set_reuse_address(bool on) { return set_option(SOL_SOCKET, SO_REUSEADDR, on ? 1 : 0); }
+  /// SO_KEEPALIVE: probe an idle connection.
   result<void> set_keepalive(bool on) { return set_option(SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0); }
   /// SO_SNDBUF / SO_RCVBUF (the kernel doubles the value and applies its limits).
   result<void> set_send_buffer_size(int bytes) { return set_option(SOL_SOCKET, SO_SNDBUF, bytes); }
+  /// SO_RCVBUF (the kernel doubles the value and applies its limits).
   result<void> set_recv_buffer_size(int bytes) { return set_option(SOL_SOCKET, SO_RCVBUF, bytes); }
+  /// SO_SNDBUF as the kernel applied it.
   [[nodiscard]] result<int> send_buffer_size() const { return option(SOL_SOCKET, SO_SNDBUF); }
+  /// SO_RCVBUF as the kernel applied it.
   [[nodiscard]] result<int> recv_buffer_size() const { return option(SOL_SOCKET, SO_RCVBUF); }
   /// The pending error (SO_ERROR), cleared by reading it.
   [[nodiscard]] result<int> pending_error() const { return option(SOL_SOCKET, SO_ERROR); }
@@ -84,6 +92,7 @@ class stream_socket : public socket {
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
     return detail::recvv(fd(), iov, std::move(token));
   }
+  /// Vectored write (sendmsg); yields result<std::size_t>.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
     return detail::sendv(fd(), iov, std::move(token));
   }
@@ -98,6 +107,7 @@ class stream_socket : public socket {
   /// on a provided-buffer ring; ipc/receiver.hpp). The socket must outlive it. Include
   /// <corio/ipc/receiver.hpp> to use it. Errors: ENOMEM when its buffers cannot be mapped.
   [[nodiscard]] result<stream_receiver> receiver() const;
+  /// receiver() with explicit buffer sizes and counts.
   [[nodiscard]] result<stream_receiver> receiver(const receive_options& options) const;
   /// shutdown(2): SHUT_RD, SHUT_WR (half-close: the peer reads end of stream) or SHUT_RDWR.
   result<void> shutdown(int how = SHUT_WR) const;
@@ -124,6 +134,7 @@ class datagram_socket : public socket {
   [[nodiscard]] auto send(std::span<const std::byte> buf, std::stop_token token = {}) const {
     return detail::send(fd(), buf, 0, std::move(token));
   }
+  /// Receives one datagram on a connected socket; yields its size (at most buf.size()).
   [[nodiscard]] auto recv(std::span<std::byte> buf, std::stop_token token = {}) const {
     return detail::recv(fd(), buf, 0, std::move(token));
   }

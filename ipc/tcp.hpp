@@ -41,6 +41,7 @@
 
 namespace corio::ipc {
 
+/// A connected TCP socket: stream I/O (stream_socket) plus connect() and TCP options.
 class tcp_stream : public stream_socket {
  public:
   using stream_socket::stream_socket;
@@ -53,15 +54,19 @@ class tcp_stream : public stream_socket {
 
   /// TCP_NODELAY: send small segments at once (no Nagle delay).
   result<void> set_nodelay(bool on) { return set_option(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0); }
+  /// Whether TCP_NODELAY is set.
   [[nodiscard]] result<bool> nodelay() const {
     return option(IPPROTO_TCP, TCP_NODELAY).map([](int v) { return v != 0; });
   }
+  /// Whether SO_KEEPALIVE is set.
   [[nodiscard]] result<bool> keepalive() const {
     return option(SOL_SOCKET, SO_KEEPALIVE).map([](int v) { return v != 0; });
   }
 };
 
+/// How tcp_listener::bind() sets up the listening socket.
 struct tcp_listen_options {
+  /// listen(2)'s backlog: connections the kernel queues before accept().
   int backlog = SOMAXCONN;
   bool reuse_address = true;  ///< SO_REUSEADDR: rebind while old connections are in TIME_WAIT
   bool reuse_port = false;    ///< SO_REUSEPORT: several listeners share the port
@@ -71,10 +76,12 @@ struct tcp_listen_options {
 /// Accepted TCP connections from one multishot accept (ipc/acceptor.hpp).
 using tcp_acceptor = basic_acceptor<tcp_stream>;
 
+/// A listening TCP socket: one-shot accept(), or multishot incoming().
 class tcp_listener : public socket {
  public:
   using socket::socket;
   tcp_listener() noexcept = default;
+  /// Takes over `other`'s socket and acceptors.
   tcp_listener(tcp_listener&&) noexcept = default;
   /// Closes this listener's acceptors before its descriptor.
   tcp_listener& operator=(tcp_listener&& other) noexcept {

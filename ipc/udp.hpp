@@ -17,6 +17,7 @@
 
 namespace corio::ipc {
 
+/// A UDP socket: datagram I/O (datagram_socket) plus bind, open and broadcast.
 class udp_socket : public datagram_socket {
  public:
   using datagram_socket::datagram_socket;
@@ -26,6 +27,7 @@ class udp_socket : public datagram_socket {
   /// An unbound socket of `family` (AF_INET or AF_INET6); the kernel binds it on first send.
   [[nodiscard]] static result<udp_socket> open(int family);
 
+  /// SO_BROADCAST: allow sending to broadcast addresses.
   result<void> set_broadcast(bool on) { return set_option(SOL_SOCKET, SO_BROADCAST, on ? 1 : 0); }
 };
 

@@ -47,10 +47,13 @@ struct received_fds {
   bool truncated_fds = false;      ///< more descriptors were sent than max_fds (MSG_CTRUNC)
 };
 
+/// A connected Unix-domain stream socket: stream I/O plus descriptor passing and peer
+/// credentials.
 class unix_stream : public stream_socket {
  public:
   using stream_socket::stream_socket;
 
+  /// Connects to a Unix path or abstract name. The address is copied into the task.
   [[nodiscard]] static task<result<unix_stream>> connect(socket_address addr, std::stop_token token = {});
 
   /// Sends `data` (at least one byte) with `fds` attached (at most 253). Yields the data
@@ -67,16 +70,20 @@ class unix_stream : public stream_socket {
 /// Accepted Unix-stream connections from one multishot accept (ipc/acceptor.hpp).
 using unix_acceptor = basic_acceptor<unix_stream>;
 
+/// A listening Unix-domain stream socket; a path it created is unlinked on destruction.
 class unix_listener : public socket {
  public:
   unix_listener() noexcept = default;
+  /// Takes over `other`'s socket, path and acceptors.
   unix_listener(unix_listener&& other) noexcept;
+  /// Closes this listener (unlinking its path), then takes over `other`'s.
   unix_listener& operator=(unix_listener&& other) noexcept;
   ~unix_listener();
 
   /// socket + bind + listen on a path or abstract name.
   [[nodiscard]] static result<unix_listener> bind(const socket_address& addr, int backlog = SOMAXCONN);
 
+  /// The next connection (one-shot accept); yields result<unix_stream>.
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
     return detail::accept<unix_stream>(
         fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token));
@@ -95,6 +102,7 @@ class unix_listener : public socket {
   detail::acceptor_link m_acceptors;  // closed before the descriptor (members go first)
 };
 
+/// A Unix-domain datagram socket.
 class unix_datagram : public datagram_socket {
  public:
   using datagram_socket::datagram_socket;
