@@ -51,28 +51,37 @@ enum class on_cancel {
   kill,           ///< SIGKILL; the child is reaped in the background (the handle empties)
 };
 
+/// A running or finished child process, held by its pidfd: wait, kill, piped stdio;
+/// never left a zombie. Move-only; see the header.
 class child {
  public:
   child() noexcept = default;
   /// Adopts `pid` (our unreaped child) and its `pidfd`.
   child(pid_t pid, int pidfd, bool kill_on_drop = false) noexcept
       : m_pid(pid), m_pidfd(pidfd), m_kill_on_drop(kill_on_drop) {}
+  /// Takes over `o`'s process and pipes; `o` is empty afterwards.
   child(child&& o) noexcept;
+  /// Drops the process held so far (as the destructor does), then takes over `o`'s.
   child& operator=(child&& o) noexcept;
   child(const child&) = delete;
   child& operator=(const child&) = delete;
   /// Not reaped yet: kill_on_drop → SIGKILL; then the orphan reaper reaps it.
   ~child();
 
+  /// The process id (0 for an empty handle).
   [[nodiscard]] pid_t id() const noexcept { return m_pid; }
+  /// The pidfd the handle waits on (-1 for an empty handle). Ownership stays here.
   [[nodiscard]] int pidfd() const noexcept { return m_pidfd.get(); }
   /// The exit status once wait() or try_wait() has seen it.
   [[nodiscard]] std::optional<exit_status> status() const noexcept { return m_status; }
 
   /// The parent's pipe ends (nullptr unless the stream was stdio::piped()).
   child_stdin* stdin_pipe() noexcept { return m_in.is_open() ? &m_in : nullptr; }
+  /// The parent's end of the child's stdout (nullptr unless stdio::piped()).
   child_output* stdout_pipe() noexcept { return m_out.is_open() ? &m_out : nullptr; }
+  /// The parent's end of the child's stderr (nullptr unless stdio::piped()).
   child_output* stderr_pipe() noexcept { return m_err.is_open() ? &m_err : nullptr; }
+  /// Used by command::spawn(): hands the child the parent's ends of its piped streams.
   void set_pipes(child_stdin in, child_output out, child_output err) noexcept;
 
   /// Awaits the exit and reaps the child; yields its exit_status (again on later calls).

@@ -65,9 +65,12 @@ class process_fd {
 class child_stdin {
  public:
   child_stdin() noexcept = default;
+  /// Takes ownership of the pipe's write end `fd`.
   explicit child_stdin(int fd) noexcept : m_fd(fd) {}
 
+  /// The parent's end of the pipe (-1 once closed). Ownership stays here.
   [[nodiscard]] int fd() const noexcept { return m_fd.get(); }
+  /// True until close().
   [[nodiscard]] bool is_open() const noexcept { return m_fd.is_open(); }
   /// Closes the pipe: the child then reads end-of-file.
   void close() noexcept { m_fd.close(); }
@@ -87,10 +90,14 @@ class child_stdin {
 class child_output {
  public:
   child_output() noexcept = default;
+  /// Takes ownership of the pipe's read end `fd`.
   explicit child_output(int fd) noexcept : m_fd(fd) {}
 
+  /// The parent's end of the pipe (-1 once closed). Ownership stays here.
   [[nodiscard]] int fd() const noexcept { return m_fd.get(); }
+  /// True until close().
   [[nodiscard]] bool is_open() const noexcept { return m_fd.is_open(); }
+  /// Closes the parent's end now (idempotent).
   void close() noexcept { m_fd.close(); }
 
   /// Reads up to buf.size() bytes (0 = the child closed its end); yields result<std::size_t>.

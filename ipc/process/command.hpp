@@ -65,6 +65,7 @@ namespace corio::ipc {
 /// What one of the child's standard streams is connected to.
 class stdio {
  public:
+  /// Which of the four connections (see the factory functions below).
   enum class kind { inherit, null, piped, fd };
   /// The parent's own stream (the default for spawn()).
   static stdio inherit() noexcept { return stdio(kind::inherit, -1); }
@@ -75,7 +76,9 @@ class stdio {
   /// A duplicate of `fd` (borrowed: the caller keeps and closes its own fd).
   static stdio from_fd(int fd) noexcept { return stdio(kind::fd, fd); }
 
+  /// The kind of connection.
   [[nodiscard]] kind mode() const noexcept { return m_kind; }
+  /// The borrowed descriptor of from_fd(), else -1.
   [[nodiscard]] int fd() const noexcept { return m_fd; }
 
  private:
@@ -86,6 +89,7 @@ class stdio {
 
 /// Everything a finished child produced (command::output(), child::output()).
 struct process_output {
+  /// How the child ended.
   exit_status status;
   std::string out;  ///< standard output
   std::string err;  ///< standard error
@@ -101,6 +105,7 @@ class command {
   /// Appends an argument (argv[1], argv[2], ...). One with a NUL byte makes spawn() fail
   /// with invalid_argument naming it (see the header comment).
   command& arg(std::string a);
+  /// Appends every element of `range` (anything convertible to std::string).
   template <class Range>
   command& args(const Range& range) {
     for (const auto& a : range) {
@@ -108,6 +113,7 @@ class command {
     }
     return *this;
   }
+  /// Appends the listed arguments: `cmd.args({"-l", "-a"})`.
   command& args(std::initializer_list<std::string_view> list) {
     for (auto a : list) {
       arg(std::string(a));
@@ -124,8 +130,11 @@ class command {
   command& env_clear();
   /// The child's working directory.
   command& cwd(std::string dir);
+  /// What the child's stdin is connected to (default: inherited; output(): /dev/null).
   command& stdin_mode(stdio s) noexcept { m_stdio[0] = s; return *this; }
+  /// What the child's stdout is connected to (default: inherited).
   command& stdout_mode(stdio s) noexcept { m_stdio[1] = s; return *this; }
+  /// What the child's stderr is connected to (default: inherited).
   command& stderr_mode(stdio s) noexcept { m_stdio[2] = s; return *this; }
   /// The child gets a duplicate of the parent's `parent_fd` as its fd `child_fd` (not
   /// close-on-exec there), e.g. a pipe end as fd 3. Borrowed: the caller keeps and closes
@@ -161,6 +170,7 @@ class command {
   /// is SIGKILLed and reaped before the call returns (its pid is gone).
   task<process_result<exit_status>> status() const;
 
+  /// The program as given to the constructor.
   [[nodiscard]] const std::string& program() const noexcept { return m_program; }
 
  private:

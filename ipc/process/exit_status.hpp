@@ -24,6 +24,7 @@ class exit_status {
     s.m_value = info.si_status;
     return s;
   }
+  /// The status of a process that exited with `code`.
   static exit_status exited(int code) noexcept {
     exit_status s;
     s.m_kind = CLD_EXITED;
@@ -41,6 +42,7 @@ class exit_status {
   [[nodiscard]] std::optional<int> signal() const noexcept {
     return (m_kind == CLD_KILLED || m_kind == CLD_DUMPED) ? std::optional<int>(m_value) : std::nullopt;
   }
+  /// True when a signal killed the process and it dumped core.
   [[nodiscard]] bool core_dumped() const noexcept { return m_kind == CLD_DUMPED; }
   /// "exit code 3" / "signal 9 (Killed)".
   [[nodiscard]] std::string to_string() const;

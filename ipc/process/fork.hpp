@@ -63,6 +63,7 @@ class fork_server {
   /// Closes the socket (the helper exits) and reaps the helper. Children already forked
   /// are unaffected.
   static void stop() noexcept;
+  /// True between a successful start() and stop().
   [[nodiscard]] static bool running() noexcept;
   /// Largest argument payload of one request.
   static constexpr std::size_t max_args = 64 * 1024;

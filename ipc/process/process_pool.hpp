@@ -104,7 +104,9 @@ enum class pool_errc {
   shut_down,           ///< the pool was destroyed before the job finished
   no_workers,          ///< no worker process could be (re)started
 };
+/// The category of pool_errc.
 const std::error_category& pool_category() noexcept;
+/// Lets a pool_errc compare with and convert to std::error_code.
 inline std::error_code make_error_code(pool_errc e) noexcept { return {static_cast<int>(e), pool_category()}; }
 
 /// One job's outcome: a process_result<T> (so `r.error() == pool_errc::job_threw` works
@@ -116,6 +118,7 @@ template <class T>
 class pool_result : public process_result<T> {
  public:
   using process_result<T>::process_result;
+  /// Wraps a plain result (no detail).
   pool_result(result<T> r) noexcept(std::is_nothrow_move_constructible_v<result<T>>) : process_result<T>(std::move(r)) {}
   /// A failure; `detail` says what failed (see the class comment).
   static pool_result failure(std::error_code ec, std::string detail = {}) {
@@ -179,8 +182,10 @@ pool_result<T> job_outcome(std::uint32_t status, std::span<const std::byte> payl
 template <class E>
 class pool_results : public std::vector<E> {
  public:
+  /// The plain vector type the results convert to.
   using legacy = std::vector<typename detail::legacy_element<E>::type>;
   using std::vector<E>::vector;
+  /// Converts to the plain vector, moving the results (the exception texts are dropped).
   operator legacy() && {
     legacy out;
     out.reserve(this->size());
@@ -189,6 +194,7 @@ class pool_results : public std::vector<E> {
     }
     return out;
   }
+  /// Converts to the plain vector, copying the results (the exception texts are dropped).
   operator legacy() const& {
     legacy out(this->begin(), this->end());
     return out;
@@ -198,7 +204,9 @@ class pool_results : public std::vector<E> {
 /// One completed job of a map_stream(): its index in the submitted jobs and its outcome.
 template <class T>
 struct pool_item {
+  /// The job's position in the submitted jobs.
   std::size_t index;
+  /// The job's outcome.
   pool_result<T> value;
 };
 
@@ -260,6 +268,7 @@ class stream_core {
 template <class T>
 class pool_stream {
  public:
+  /// Made by process_pool::map_stream().
   explicit pool_stream(std::unique_ptr<detail::stream_core> core) noexcept : m_core(std::move(core)) {}
 
   /// Awaits the next completed job (see the class comment).
@@ -280,6 +289,8 @@ class pool_stream {
   std::unique_ptr<detail::stream_core> m_core;
 };
 
+/// A pool of forked worker processes running jobs (function pointers and bytes), like
+/// Python's multiprocessing.Pool; see the header.
 class process_pool {
  public:
   /// Starts `workers` worker processes. Errors: invalid_argument for 0 workers;
@@ -390,6 +401,7 @@ class process_pool {
   /// stop ends this caller's wait early; the shutdown goes on (see the header comment).
   task<void> shutdown();
 
+  /// How many worker processes the pool runs.
   [[nodiscard]] std::size_t size() const noexcept;
   /// The worker processes' pids (for tests and monitoring).
   [[nodiscard]] std::vector<pid_t> worker_pids() const;
