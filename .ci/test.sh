@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: install the dependencies, then build and run every test suite:
-#   1. default (debug, -O0) build: unit, stress, examples and install suites
+#   1. default (debug, -O0) build: unit, stress, examples, install and docs suites
 #   2. optimized (release, NDEBUG via the project's b_ndebug=if-release) build: unit,
 #      stress and examples suites; the misuse tests check the documented release behaviour
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
@@ -72,7 +72,7 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   echo "=== [$name] done after $(( $(date +%s) - started )) s"
 }
 
-run_suites default build-ci/default -- unit stress examples install
+run_suites default build-ci/default -- unit stress examples install docs
 run_suites release build-ci/release --buildtype=release -Dbenchmarks=false -- unit stress examples
 run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
   -Dexamples=false -Dbenchmarks=false -- unit stress
