@@ -89,7 +89,8 @@ project('consumer', 'cpp', default_options: ['cpp_std=c++20'])
 corio_dep = dependency('corio', fallback: ['corio', 'corio_dep'], default_options: ['tests=false', 'examples=false', 'benchmarks=false', 'default_library=static'])
 executable('consumer', 'consumer.cpp', dependencies: corio_dep)
 MESON
-  run_quiet "$out/sub.log" env CXX="$cxx" meson setup "$out/sub/build" "$out/sub" --wrap-mode=forcefallback
+  run_quiet "$out/sub.log" env CXX="$cxx" meson setup "$out/sub/build" "$out/sub" --wrap-mode=forcefallback \
+    --buildtype=plain
   run_quiet "$out/sub.log" ninja -C "$out/sub/build"
   run_quiet "$out/sub.log" "$out/sub/build/consumer"
   step "$name: meson subproject consumer built and ran"
