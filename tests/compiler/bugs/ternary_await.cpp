@@ -1,5 +1,6 @@
-// Known-bug reproducer (tests/compiler/known_bugs.sh): `c ? co_await a : co_await b`.
-// g++ 12 destroys the chosen result twice; exits 1 when it does, 0 when it does not.
+// Known-bug reproducer (tests/compiler/known_bugs.sh): ?: inside a co_await expression,
+// as `c ? co_await a : co_await b` and as `co_await (c ? a : b)`. g++ 12 destroys the
+// chosen object twice in both; exits 1 when either form does, 0 when neither does.
 #include <coroutine>
 #include <cstdio>
 #include <exception>
@@ -16,6 +17,9 @@ struct counted {
 
 struct ready {  // an awaitable that completes at once with a counted value
   int x;
+  explicit ready(int v) : x(v) { ++live; }
+  ready(const ready& o) : x(o.x) { ++live; }
+  ~ready() { --live; }
   bool await_ready() const noexcept { return true; }
   void await_suspend(std::coroutine_handle<>) const noexcept {}
   counted await_resume() const { return counted{x}; }
@@ -34,17 +38,29 @@ struct task {
   ~task() { h.destroy(); }
 };
 
-task pick(bool c) {
+task await_in_both_arms(bool c) {
   counted r = c ? co_await ready{1} : co_await ready{2};
+  co_return r.v;
+}
+
+task await_the_chosen_one(bool c) {
+  counted r = co_await (c ? ready{1} : ready{2});
   co_return r.v;
 }
 }  // namespace
 
 int main() {
   {
-    task t = pick(true);
+    task t = await_in_both_arms(true);
     (void)t;
   }
-  std::printf("ternary_await: live objects after the coroutine: %d\n", live);
-  return live == 0 ? 0 : 1;
+  int after_both_arms = live;
+  live = 0;
+  {
+    task t = await_the_chosen_one(true);
+    (void)t;
+  }
+  int after_chosen = live;
+  std::printf("ternary_await: live objects after the coroutines: %d, %d\n", after_both_arms, after_chosen);
+  return after_both_arms == 0 && after_chosen == 0 ? 0 : 1;
 }
