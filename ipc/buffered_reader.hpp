@@ -27,6 +27,8 @@
 // the stream ends first.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -49,10 +51,13 @@ enum class buffered_errc {
   too_long = 1,  ///< no delimiter within max_line bytes; compares equal to std::errc::message_size
 };
 
+/// The category of buffered_errc ("corio.buffered").
 const std::error_category& buffered_category() noexcept;
 
+/// Lets a buffered_errc compare with and convert to std::error_code.
 inline std::error_code make_error_code(buffered_errc e) noexcept { return {static_cast<int>(e), buffered_category()}; }
 
+/// The buffer sizes of a buffered_reader.
 struct buffered_reader_options {
   /// The buffer's first size, allocated by the first read (at least 1).
   std::size_t capacity = 4096;
@@ -60,15 +65,20 @@ struct buffered_reader_options {
   std::size_t max_line = 64 * 1024;
 };
 
+/// Reads ahead from a readable stream into a buffer of its own, for line and delimiter
+/// protocols; see the header.
 template <readable_stream Stream>
 class buffered_reader {
  public:
+  /// A reader of `stream` (which must outlive it); nothing is allocated or read yet.
   explicit buffered_reader(Stream& stream, buffered_reader_options options = {}) noexcept
       : m_stream(&stream),
         m_capacity(std::max<std::size_t>(options.capacity, 1)),
         m_max_line(std::max<std::size_t>(options.max_line, 1)) {}
 
+  /// Takes over `other`'s stream reference and buffered bytes.
   buffered_reader(buffered_reader&&) noexcept = default;
+  /// Drops what was buffered so far, then takes over `other`'s stream and bytes.
   buffered_reader& operator=(buffered_reader&&) noexcept = default;
 
   /// The stream read from.
@@ -156,6 +166,7 @@ class buffered_reader {
     consume(*n);
     co_return *n;
   }
+  /// read_until() with a one-character delimiter.
   [[nodiscard]] task<result<std::size_t>> read_until(std::string& out, char delimiter, std::stop_token token = {}) {
     const char d[1] = {delimiter};
     co_return co_await read_until(out, std::string_view(d, 1), std::move(token));

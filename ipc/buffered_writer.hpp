@@ -22,6 +22,8 @@
 // Errors: the stream's, as they come; after an error the unsent bytes stay pending.
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -37,6 +39,7 @@
 
 namespace corio::ipc {
 
+/// Collects small writes to a writable stream and sends them in large ones; see the header.
 template <writable_stream Stream>
 class buffered_writer {
  public:
@@ -44,7 +47,9 @@ class buffered_writer {
   explicit buffered_writer(Stream& stream, std::size_t capacity = 8192) noexcept
       : m_stream(&stream), m_capacity(std::max<std::size_t>(capacity, 1)) {}
 
+  /// Takes over `other`'s stream reference and pending bytes.
   buffered_writer(buffered_writer&&) noexcept = default;
+  /// Drops what was pending so far (unsent), then takes over `other`'s stream and bytes.
   buffered_writer& operator=(buffered_writer&&) noexcept = default;
 
   /// The stream written to.
@@ -66,6 +71,7 @@ class buffered_writer {
     }
     m_buf.insert(m_buf.end(), data.begin(), data.end());
   }
+  /// append() of the characters of `text`.
   void append(std::string_view text) { append(std::as_bytes(std::span(text.data(), text.size()))); }
 
   /// Buffers `data`, writing to the stream when the buffer is full. `data` must outlive
@@ -84,6 +90,7 @@ class buffered_writer {
     append(data);
     co_return result<void>{};
   }
+  /// write() of the characters of `text` (which must outlive the await).
   [[nodiscard]] task<result<void>> write(std::string_view text, std::stop_token token = {}) {
     co_return co_await write(std::as_bytes(std::span(text.data(), text.size())), std::move(token));
   }

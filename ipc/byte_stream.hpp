@@ -20,6 +20,8 @@
 // corio::errc::closed when the stream ends first (the bytes read so far are in buf).
 #pragma once
 
+#include <corio/runtime/detail/require_cxx20.hpp>
+
 #include <cstddef>
 #include <span>
 #include <stop_token>
