@@ -3,7 +3,7 @@
 // Each concept also has its own header (see README.md).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <corio/runtime/blocking.hpp>
 #include <corio/runtime/config.hpp>

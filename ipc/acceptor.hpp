@@ -43,7 +43,7 @@
 // connection and lets many tasks share one accept without one SQE each.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <coroutine>
 #include <memory>

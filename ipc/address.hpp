@@ -14,7 +14,7 @@
 // that has started runs to completion and its result is discarded.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -27,7 +27,7 @@
 // the stream ends first.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <algorithm>
 #include <cstddef>

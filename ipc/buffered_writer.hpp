@@ -22,7 +22,7 @@
 // Errors: the stream's, as they come; after an error the unsent bytes stay pending.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <algorithm>
 #include <cstddef>

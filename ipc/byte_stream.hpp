@@ -20,7 +20,7 @@
 // corio::errc::closed when the stream ends first (the bytes read so far are in buf).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <span>

@@ -4,7 +4,7 @@
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>

@@ -27,7 +27,7 @@
 // Cost: one mmap / munmap per handle; a view is a few comparisons and a division.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -58,7 +58,7 @@
 // the examples, or tasks on different workers) are not bound by this.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <mqueue.h>
 #include <sys/types.h>

@@ -7,7 +7,7 @@
 // Cost: an int. Cancellation: nothing here waits.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <unistd.h>
 

@@ -26,7 +26,7 @@
 // too (and sees end of file or EPIPE at once).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <fcntl.h>
 #include <sys/types.h>

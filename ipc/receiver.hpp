@@ -57,7 +57,7 @@
 // receiver, not shared between connections, so it saves no memory either.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cerrno>
 #include <coroutine>

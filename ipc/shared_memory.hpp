@@ -24,7 +24,7 @@
 // shm_open + fstat + mmap on open; nothing waits (no syscall blocks on a worker).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <sys/types.h>
 

@@ -19,7 +19,7 @@
 // Options and addresses are synchronous system calls (they never block).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <sys/socket.h>
 #include <sys/uio.h>

@@ -25,7 +25,7 @@
 // std::system_category codes; see also ipc/socket.hpp.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>

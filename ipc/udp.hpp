@@ -9,7 +9,7 @@
 // (std::errc::operation_canceled); a cancelled recv loses no datagram it did not report.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <corio/ipc/address.hpp>
 #include <corio/ipc/socket.hpp>

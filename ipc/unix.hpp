@@ -20,7 +20,7 @@
 // ones and recv_fds reports truncated_fds = true.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <sys/socket.h>
 

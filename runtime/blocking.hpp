@@ -12,7 +12,7 @@
 // Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <coroutine>

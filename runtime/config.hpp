@@ -3,7 +3,7 @@
 // Thread-safety: a plain value. Cost: none.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <chrono>
 #include <thread>

@@ -8,7 +8,7 @@
 // tasks; their order is the kernel's. Cost: one SQE, batched with the worker's others.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <liburing.h>
 

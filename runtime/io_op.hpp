@@ -19,7 +19,7 @@
 // callbacks are registered only for tokens that can be stopped.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <liburing.h>
 

@@ -7,7 +7,7 @@
 // takes each registry lock briefly.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstdint>
 #include <vector>

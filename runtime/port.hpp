@@ -26,6 +26,8 @@
 // not workers of any runtime; "worker" means a worker thread of the runtime concerned.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <liburing.h>
 
 #include <coroutine>

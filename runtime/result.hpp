@@ -8,7 +8,7 @@
 // Thread-safety: plain values. Cost: none beyond the expected<> itself.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <system_error>
 #include <tl/expected.hpp>

@@ -14,7 +14,7 @@
 // spawn_blocking jobs are waited for; queued ones are dropped.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <memory>
 #include <stdexcept>

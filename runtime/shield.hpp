@@ -11,6 +11,8 @@
 // Thread-safety and cost: those of awaiting the task (no allocation, no atomics).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <coroutine>
 #include <utility>
 

@@ -11,7 +11,7 @@
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <coroutine>

@@ -9,7 +9,7 @@
 // before it starts. Cost: one frame allocation (recycled), no atomics on the await path.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <coroutine>
 #include <cstddef>

@@ -10,7 +10,7 @@
 // Thread-safety: one awaiter. Cost: O(log n) in the worker's heap, no allocation.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cerrno>
 #include <chrono>

@@ -12,7 +12,7 @@
 // Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <chrono>

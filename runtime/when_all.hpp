@@ -11,7 +11,7 @@
 // Cost: one wrapper frame per task (recycled), one atomic decrement per finish.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <tuple>

@@ -18,7 +18,7 @@
 // compare-exchange. Cost: when_all's, plus one std::stop_source (a small allocation).
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <cstddef>

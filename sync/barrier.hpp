@@ -13,7 +13,7 @@
 // and before any waiter of the phase is woken. It must not throw.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cassert>
 #include <cstddef>

@@ -23,7 +23,7 @@
 // try_recv. (Likewise a send that completed in a losing branch has delivered its value.)
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <limits>

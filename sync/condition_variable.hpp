@@ -17,7 +17,7 @@
 // else through the waiter's runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <chrono>
 #include <concepts>

@@ -16,7 +16,7 @@
 // the waiter's runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <stop_token>

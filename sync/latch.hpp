@@ -10,7 +10,7 @@
 // worker of the waiters' runtime, else through their runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <atomic>
 #include <cassert>

@@ -13,7 +13,7 @@
 // receiver's runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <optional>
 #include <stop_token>

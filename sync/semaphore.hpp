@@ -15,7 +15,7 @@
 // through the waiter's runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cassert>
 #include <cstddef>

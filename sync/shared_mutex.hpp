@@ -14,7 +14,7 @@
 // a worker of their runtime, else through their runtime's global queue.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cassert>
 #include <cstddef>

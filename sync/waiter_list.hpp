@@ -25,6 +25,8 @@
 // Contended, the lock spins with `pause` and yields the CPU after 64 spins.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <atomic>
 #include <condition_variable>
 #include <coroutine>

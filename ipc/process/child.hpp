@@ -24,7 +24,7 @@
 // Cost: the child holds one pidfd and up to three pipe ends.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <signal.h>
 #include <sys/types.h>

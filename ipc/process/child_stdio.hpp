@@ -18,7 +18,7 @@
 // string by 64 KiB (one pipe's capacity) per read.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <span>

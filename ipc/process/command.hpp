@@ -44,7 +44,7 @@
 // pidfd_open; no thread, no allocation beyond argv/env.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <sys/types.h>
 

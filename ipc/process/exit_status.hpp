@@ -4,7 +4,7 @@
 // value. Cost: none.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <signal.h>
 

@@ -35,7 +35,7 @@
 // one pipe read and a pidfd_open.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
 #include <cstring>

@@ -2,7 +2,7 @@
 // The umbrella header of this folder; each concept also has its own header.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <corio/ipc/process/child.hpp>
 #include <corio/ipc/process/child_stdio.hpp>

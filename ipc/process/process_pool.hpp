@@ -71,7 +71,7 @@
 // walks the pending queue and every worker's in-flight jobs once, under the mutex.
 #pragma once
 
-#include <corio/runtime/detail/require_cxx20.hpp>
+#include <corio/runtime/require_cxx20.hpp>
 
 #include <sys/types.h>
 
