@@ -129,6 +129,8 @@ bool cancel_fd(detail::worker* w, int fd);
 /// (a power of two) entries at `br` (page aligned, caller's memory) as group `bgid`.
 /// Returns 0 or a negative errno. Cost: one io_uring_register syscall.
 int register_buf_ring(detail::worker* w, io_uring_buf_ring* br, unsigned entries, unsigned short bgid) noexcept;
+/// Unregisters buffer group `bgid` from `w`'s ring. Returns 0 or a negative errno. Cost:
+/// one io_uring_register syscall.
 int unregister_buf_ring(detail::worker* w, unsigned short bgid) noexcept;
 
 /// What the running kernel's io_uring can do, probed once per process (an opcode probe

@@ -21,9 +21,11 @@
 
 namespace corio {
 
+/// The awaitable returned by shield(): awaits the task without the awaiter's stop token.
 template <class T>
 class shielded {
  public:
+  /// Holds `body` until awaited.
   explicit shielded(task<T> body) noexcept : m_body(std::move(body)) {}
 
   bool await_ready() const noexcept { return false; }
