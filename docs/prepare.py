@@ -7,7 +7,8 @@ Usage: prepare.py <source-root> <out-dir>
   <out-dir>/layers.dox     one Doxygen group per layer (runtime, sync, ipc, process) holding
                            each public header, described by the comment that opens it
 
-Public headers are the .hpp files under runtime/, sync/ and ipc/ outside detail/ folders,
+Public headers are the .hpp files under runtime/, sync/ and ipc/ outside detail/ and
+internal/ folders,
 so a new header joins its layer's group without an edit here.
 """
 import pathlib
@@ -61,7 +62,7 @@ def escape(text):
     """Plain comment text made safe for Doxygen: no HTML tags, commands or headings."""
     text = text.replace("\\", "\\\\").replace("@", "\\@")
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"^(\s*)#", r"\1\\#", text)
+    return text.replace("#", "\\#")
 
 
 def opening_comment(header):
@@ -80,7 +81,7 @@ def opening_comment(header):
 def layer_of(path):
     """The group of a header path relative to the source root, or None if not public."""
     parts = path.parts
-    if "detail" in parts or path.suffix != ".hpp":
+    if "detail" in parts or "internal" in parts or path.suffix != ".hpp":
         return None
     if parts[:2] == ("ipc", "process"):
         return "process"
