@@ -88,6 +88,7 @@ enum class errc {
 /// The category of errc ("corio.pickle").
 const std::error_category& category() noexcept;
 
+/// Lets an errc compare with and convert to std::error_code.
 inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), category()}; }
 
 /// The type of a value; each is one Python type (big_integer is Python's int too).
@@ -123,7 +124,9 @@ class big_int {
  public:
   /// Zero.
   big_int() noexcept = default;
+  /// The value `v`.
   explicit big_int(std::int64_t v);
+  /// The value `v`.
   static big_int from_unsigned(std::uint64_t v);
   /// From little-endian two's complement bytes (any length; normalized).
   static big_int from_twos_complement(std::span<const std::uint8_t> le);
@@ -134,9 +137,13 @@ class big_int {
 
   /// Minimal little-endian two's complement (empty for zero).
   [[nodiscard]] std::span<const std::uint8_t> twos_complement() const noexcept { return m_bytes; }
+  /// True below zero.
   [[nodiscard]] bool negative() const noexcept { return !m_bytes.empty() && (m_bytes.back() & 0x80) != 0; }
+  /// True for zero.
   [[nodiscard]] bool is_zero() const noexcept { return m_bytes.empty(); }
+  /// The value, if it fits std::int64_t.
   [[nodiscard]] std::optional<std::int64_t> to_int64() const noexcept;
+  /// The value, if it fits std::uint64_t (never for a negative one).
   [[nodiscard]] std::optional<std::uint64_t> to_uint64() const noexcept;
   /// The nearest double (±infinity when out of range).
   [[nodiscard]] double to_double() const noexcept;
@@ -205,9 +212,14 @@ struct is_tuple<std::tuple<T...>> : std::true_type {};
 /// A Python value (see the header comment). Default-constructed it is None.
 class value {
  public:
+  /// The elements of a tuple or list.
   using items_type = std::vector<value>;
 
   value() noexcept = default;
+  ///@{
+  /// Values from C++ scalars and strings: nullptr is None; bool; any integer type is an
+  /// int (an unsigned one above INT64_MAX becomes a big_integer); float and double are a
+  /// float; strings are a str (UTF-8). Implicit, so `value v = 42;` works.
   value(std::nullptr_t) noexcept {}
   value(bool b) noexcept : m_data(std::in_place_index<1>, b) {}
   template <detail::integer_type I>
@@ -225,18 +237,24 @@ class value {
   value(const char* s) : m_data(std::in_place_index<5>, s) {}
   value(std::string_view s) : m_data(std::in_place_index<5>, s) {}
   value(std::string s) noexcept : m_data(std::in_place_index<5>, std::move(s)) {}
+  ///@}
   /// An int; stored as kind::integer when it fits std::int64_t.
   value(big_int b);
+  /// A dict.
   value(dict d);
   /// A set (for a frozenset use make_frozenset).
   value(set s);
+  /// An object (an instance of an allow-listed class).
   value(object o);
 
+  ///@{
   /// bytes / bytearray holding a copy of `data`.
   static value make_bytes(std::string_view data);
   static value make_bytes(std::span<const std::byte> data);
   static value make_bytearray(std::string_view data);
   static value make_bytearray(std::span<const std::byte> data);
+  ///@}
+  ///@{
   /// tuple / list of `items`; tuple_of / list_of convert each argument to a value.
   static value make_tuple(items_type items) { return value(std::in_place_index<8>, std::move(items)); }
   static value make_list(items_type items) { return value(std::in_place_index<9>, std::move(items)); }
@@ -254,21 +272,27 @@ class value {
     (v.emplace_back(std::forward<T>(items)), ...);
     return make_list(std::move(v));
   }
+  ///@}
   /// A dict of the pairs in order (a later duplicate key replaces the earlier value).
   static value make_dict(std::initializer_list<std::pair<value, value>> pairs);
   /// A frozenset.
   static value make_frozenset(set elements);
 
+  /// The value's kind (its Python type).
   [[nodiscard]] kind type() const noexcept { return static_cast<kind>(m_data.index()); }
   /// Python's name of this value's type (an object's "module.name" is object::qualified_name()).
   [[nodiscard]] std::string_view type_name() const noexcept { return pickle::type_name(type()); }
+  /// None.
   [[nodiscard]] bool is_none() const noexcept { return type() == kind::none; }
   /// int of either representation.
   [[nodiscard]] bool is_int() const noexcept { return type() == kind::integer || type() == kind::big_integer; }
+  ///@{
+  /// Whether the value is of that kind.
   [[nodiscard]] bool is_str() const noexcept { return type() == kind::str; }
   [[nodiscard]] bool is_tuple() const noexcept { return type() == kind::tuple; }
   [[nodiscard]] bool is_dict() const noexcept { return type() == kind::dict; }
   [[nodiscard]] bool is_object() const noexcept { return type() == kind::object; }
+  ///@}
 
   /// A checked conversion to T:
   ///   bool                      from bool
@@ -285,6 +309,7 @@ class value {
   template <class T>
   [[nodiscard]] result<T> as() const;
 
+  ///@{
   /// Direct access; null when this value is of another kind.
   [[nodiscard]] const std::string* if_str() const noexcept { return std::get_if<5>(&m_data); }
   /// The bytes of a bytes or bytearray value.
@@ -305,6 +330,7 @@ class value {
   [[nodiscard]] object* if_object() noexcept;
   /// An int outside std::int64_t (kind::big_integer).
   [[nodiscard]] const big_int* if_big_int() const noexcept;
+  ///@}
 
   /// Python's len(): characters are counted as UTF-8 bytes for str; 0 for scalars.
   [[nodiscard]] std::size_t size() const noexcept;
@@ -324,11 +350,13 @@ class value {
   /// Python's equality to find each other.
   friend bool operator==(const value& a, const value& b) noexcept;
 
+  ///@{
   /// Python's hash-equality for dict keys and set elements (1 == 1.0 == True, 0.0 ==
   /// -0.0), and a hash consistent with it. Lists and dicts get a structural hash here (the
   /// reader and writer refuse them as keys, as Python does).
   [[nodiscard]] static bool key_equal(const value& a, const value& b) noexcept;
   [[nodiscard]] static std::size_t key_hash(const value& v) noexcept;
+  ///@}
   /// Whether Python could use this value as a dict key (None, numbers, str, bytes,
   /// tuples and frozensets of hashable values).
   [[nodiscard]] bool hashable() const noexcept;
@@ -352,19 +380,31 @@ class dict {
   struct entry;
 
   dict() noexcept;
+  /// The pairs in order (a later duplicate key replaces the earlier value).
   dict(std::initializer_list<std::pair<value, value>> pairs);
+  ///@{
+  /// Copies (deeply) and moves.
   dict(const dict&);
   dict(dict&&) noexcept;
   dict& operator=(const dict&);
   dict& operator=(dict&&) noexcept;
+  ///@}
   ~dict();
 
+  /// How many entries.
   [[nodiscard]] std::size_t size() const noexcept;
+  /// No entries.
   [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+  ///@{
+  /// The entries in insertion order.
   [[nodiscard]] const entry* begin() const noexcept;
   [[nodiscard]] const entry* end() const noexcept;
+  ///@}
+  ///@{
+  /// The value under `key` (Python's key equality), or null.
   [[nodiscard]] const value* find(const value& key) const noexcept;
   [[nodiscard]] value* find(const value& key) noexcept;
+  ///@}
   /// Looks up a str key without building a value.
   [[nodiscard]] const value* get(std::string_view key) const noexcept;
   /// Sets key to mapped: a new key is appended, an existing one keeps its place (and its
@@ -372,6 +412,7 @@ class dict {
   bool insert_or_assign(value key, value mapped);
   /// Removes key; returns whether it was present.
   bool erase(const value& key);
+  /// Makes room for `n` entries.
   void reserve(std::size_t n);
 
   friend bool operator==(const dict& a, const dict& b) noexcept;
@@ -391,20 +432,31 @@ class dict {
 class set {
  public:
   set() noexcept;
+  /// The elements in order (a later duplicate is dropped).
   set(std::initializer_list<value> elements);
+  ///@{
+  /// Copies (deeply) and moves.
   set(const set&);
   set(set&&) noexcept;
   set& operator=(const set&);
   set& operator=(set&&) noexcept;
+  ///@}
   ~set();
 
+  /// How many elements.
   [[nodiscard]] std::size_t size() const noexcept { return m_items.size(); }
+  /// No elements.
   [[nodiscard]] bool empty() const noexcept { return m_items.empty(); }
+  ///@{
+  /// The elements in insertion order.
   [[nodiscard]] const value* begin() const noexcept;
   [[nodiscard]] const value* end() const noexcept;
+  ///@}
+  /// Whether an element equal to `element` (Python's key equality) is in the set.
   [[nodiscard]] bool contains(const value& element) const noexcept;
   /// Adds element; returns false when an equal one was there already.
   bool insert(value element);
+  /// Removes element; returns whether it was present.
   bool erase(const value& element);
 
   friend bool operator==(const set& a, const set& b) noexcept;
@@ -424,23 +476,25 @@ class set {
 /// (NEWOBJ), then applies `state` when it is not None (BUILD: __setstate__ or __dict__).
 /// An exception is `builtins.ValueError` with args ("message",).
 struct object {
-  std::string module;
-  std::string name;
-  value::items_type args;
-  value state;
-  bool new_object = false;
+  std::string module;         ///< the class's module, e.g. "builtins"
+  std::string name;           ///< the class's name, e.g. "ValueError"
+  value::items_type args;     ///< the constructor's (or __new__'s) arguments
+  value state;                ///< what BUILD applies; None for nothing
+  bool new_object = false;    ///< built with NEWOBJ (`__new__`) rather than REDUCE (a call)
 
   /// "module.name".
   [[nodiscard]] std::string qualified_name() const { return module + "." + name; }
+  /// True for the class `mod.nm`.
   [[nodiscard]] bool is(std::string_view mod, std::string_view nm) const noexcept {
     return module == mod && name == nm;
   }
   friend bool operator==(const object& a, const object& b) noexcept;
 };
 
+/// One key and its value in a dict.
 struct dict::entry {
-  value key;
-  value mapped;
+  value key;     ///< the key, as first inserted
+  value mapped;  ///< the value
 };
 
 /// Classes a pickle may name (and thereby have decoded to an `object`).
@@ -448,14 +502,18 @@ struct dict::entry {
 class allow_list {
  public:
   allow_list() = default;
+  /// The given (module, name) classes.
   allow_list(std::initializer_list<std::pair<std::string_view, std::string_view>> classes);
   /// The builtin exception classes (Exception, ValueError, KeyError, ...), queue.Empty and
   /// queue.Full (also as _queue.Empty), multiprocessing's RemoteError,
   /// AuthenticationError, BufferTooShort, ProcessError, TimeoutError, and
   /// multiprocessing.managers.Token.
   static const allow_list& defaults();
+  /// Allows the class `module.name`.
   void add(std::string_view module, std::string_view name);
+  /// Whether the class `module.name` is allowed.
   [[nodiscard]] bool contains(std::string_view module, std::string_view name) const noexcept;
+  /// How many classes are allowed.
   [[nodiscard]] std::size_t size() const noexcept { return m_names.size(); }
 
  private:
@@ -482,13 +540,20 @@ struct dump_options {
 /// needs and are reused.
 class reader {
  public:
+  /// A reader with these limits and allow-list.
   explicit reader(load_options options = {});
+  ///@{
+  /// Moves the reader with its buffers.
   reader(reader&&) noexcept;
   reader& operator=(reader&&) noexcept;
+  ///@}
   ~reader();
 
+  ///@{
+  /// Decodes one pickle, as loads() does, reusing this reader's buffers.
   [[nodiscard]] result<value> load(std::span<const std::byte> data);
   [[nodiscard]] result<value> load(std::string_view data);
+  ///@}
   /// What went wrong in the last failed load, with the byte offset; empty after a success.
   [[nodiscard]] const std::string& error_message() const noexcept;
   /// The offset of the opcode that failed.
@@ -499,24 +564,29 @@ class reader {
   std::unique_ptr<impl> m_impl;
 };
 
+///@{
 /// Decodes one pickle (which must end at its STOP opcode).
 [[nodiscard]] result<value> loads(std::span<const std::byte> data, const load_options& options = {});
 [[nodiscard]] result<value> loads(std::string_view data, const load_options& options = {});
+///@}
 
 /// Appends the pickle of v to out (on failure out is as it was).
 /// Errors: too_deep, unhashable (a dict key or set element Python could not hash),
 /// invalid_string (a str that is not surrogatepass UTF-8), unsupported_protocol.
 result<void> dump(const value& v, std::vector<std::byte>& out, const dump_options& options = {});
+/// The pickle of v as a new byte vector. Errors: dump()'s.
 [[nodiscard]] result<std::vector<std::byte>> dumps(const value& v, const dump_options& options = {});
 
 /// An exception instance as Python pickles it: module.name(*args).
 [[nodiscard]] value make_exception(std::string_view module, std::string_view name, value::items_type args);
-/// builtins.<name>(message): "ValueError", "KeyError", "RuntimeError", ...
+/// `builtins.<name>(message)`: "ValueError", "KeyError", "RuntimeError", ...
 [[nodiscard]] value builtin_exception(std::string_view name, std::string_view message);
+///@{
 /// queue.Empty() and queue.Full(): what queue.Queue.get/put raise (Python 3.7+ spells
 /// Empty as _queue.Empty; both names load the same class everywhere).
 [[nodiscard]] value queue_empty();
 [[nodiscard]] value queue_full();
+///@}
 
 // ---- value::as<T> ----
 
