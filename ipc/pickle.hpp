@@ -45,6 +45,8 @@
 // which is not a keyed hash). Copies are deep.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

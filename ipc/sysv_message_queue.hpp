@@ -73,6 +73,8 @@
 // at once (the kernel serialises them).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <sys/types.h>
 
 #include <cstddef>
@@ -96,7 +98,9 @@ class sysv_key {
   /// An explicit key; invalid_argument for 0 (IPC_PRIVATE: ask for private_key()).
   [[nodiscard]] static result<sysv_key> from_value(key_t value);
 
+  /// The key_t for msgget().
   [[nodiscard]] constexpr key_t value() const noexcept { return m_value; }
+  /// True for private_key().
   [[nodiscard]] constexpr bool is_private() const noexcept { return m_value == 0; }
 
  private:
@@ -128,10 +132,14 @@ struct sysv_message_queue_attributes {
 
 /// What receive() put in the caller's buffer.
 struct sysv_received {
+  /// Bytes of the message, at the start of the buffer.
   std::size_t size = 0;
+  /// The type it was sent with.
   long type = 0;
 };
 
+/// A System V message queue between processes, with awaitable send and receive; see the
+/// header.
 class sysv_message_queue {
  public:
   sysv_message_queue() noexcept = default;
@@ -148,6 +156,7 @@ class sysv_message_queue {
 
   /// The queue's id (-1 for a default-constructed handle).
   [[nodiscard]] int id() const noexcept { return m_id; }
+  /// False for a default-constructed handle.
   [[nodiscard]] bool valid() const noexcept { return m_id >= 0; }
   /// The largest message the system accepts (msgmax), read when the handle was made.
   [[nodiscard]] std::size_t max_message_size() const noexcept { return m_max_message; }
@@ -172,9 +181,12 @@ class sysv_message_queue {
   /// Thread forms: block the calling thread (never call them on a worker); a stop
   /// request on `token` interrupts the wait (operation_canceled).
   result<void> send_blocking(std::span<const std::byte> message, long type = 1, std::stop_token token = {}) const;
+  /// receive() for a plain thread or a child process: blocks it until a message matches;
+  /// a stop request on `token` interrupts the wait.
   result<sysv_received> receive_blocking(std::span<std::byte> buffer, long type = 0,
                                          std::stop_token token = {}) const;
 
+  /// The queue's state now (IPC_STAT).
   [[nodiscard]] result<sysv_message_queue_attributes> attributes() const;
 
  private:
