@@ -11,6 +11,8 @@
 // allocation, on success and for failures with nothing to add).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -20,10 +22,12 @@
 
 namespace corio::ipc {
 
+/// A result<T> that also says, in words, what failed; see the header.
 template <class T>
 class process_result : public result<T> {
  public:
   using result<T>::result;
+  /// Wraps a plain result (no detail).
   process_result(result<T> r) noexcept(std::is_nothrow_move_constructible_v<result<T>>) : result<T>(std::move(r)) {}
 
   /// A failure with `ec` and, in `detail`, what failed.
@@ -51,6 +55,7 @@ class process_result : public result<T> {
   }
 
  protected:
+  /// Sets detail() (for derived results such as pool_result).
   void set_detail(std::string detail) { m_detail = std::move(detail); }
 
  private:
