@@ -27,6 +27,8 @@
 // Cost: notify without waiters: one load; with waiters: one syscall.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -51,27 +53,39 @@ struct condition_state {
 
 }  // namespace detail
 
+/// A condition variable in shared memory, used with a process_mutex by tasks and
+/// threads of several processes; see the header.
 class process_condition_variable {
  public:
+  /// Bytes the shared object takes in the mapping (reserve this much at its offset).
   static constexpr std::size_t storage_size = sizeof(detail::condition_state);
+  /// The alignment its offset in the mapping needs.
   static constexpr std::size_t storage_alignment = alignof(detail::condition_state);
 
   process_condition_variable() noexcept = default;
 
+  /// Builds a condition variable at `offset` of `region` (overwriting what is there:
+  /// never while another process uses an object at that place).
   [[nodiscard]] static result<process_condition_variable> construct(std::span<std::byte> region,
                                                                     std::size_t offset = 0) noexcept;
+  /// construct() in a memory map (a file, anonymous or shared memory).
   [[nodiscard]] static result<process_condition_variable> construct(memory_map& map, std::size_t offset = 0) noexcept;
+  /// construct() in a named shared-memory object.
   [[nodiscard]] static result<process_condition_variable> construct(shared_memory& shm,
                                                                     std::size_t offset = 0) noexcept {
     return construct(shm.map(), offset);
   }
+  /// Recognises the condition variable another process (or this one) built at `offset`.
   [[nodiscard]] static result<process_condition_variable> attach(std::span<std::byte> region,
                                                                  std::size_t offset = 0) noexcept;
+  /// attach() in a memory map.
   [[nodiscard]] static result<process_condition_variable> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  /// attach() in a named shared-memory object.
   [[nodiscard]] static result<process_condition_variable> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
     return attach(shm.map(), offset);
   }
 
+  /// False for an empty handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
   /// Releases `guard`'s mutex, waits for a notify (or a spurious wake-up), re-locks.
@@ -93,6 +107,7 @@ class process_condition_variable {
   /// Thread forms: block the calling thread (never call them on a worker). Errors:
   /// owner_dead (the guard is empty then).
   result<void> wait_blocking(process_mutex_guard& guard) const noexcept;
+  /// wait_blocking() until pred() holds (checked under the mutex).
   template <class Pred>
   result<void> wait_blocking(process_mutex_guard& guard, Pred pred) const {
     while (!pred()) {

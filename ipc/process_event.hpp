@@ -24,6 +24,8 @@
 // Cost: wait on a set event and set/reset without waiters: one load or CAS.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -38,6 +40,7 @@
 
 namespace corio::ipc {
 
+/// How a process_event behaves once set.
 enum class event_mode : std::uint32_t {
   manual_reset = 1,  ///< stays set until reset(); releases every waiter
   auto_reset = 2,    ///< releases one waiter per set(), resetting as it does
@@ -53,39 +56,56 @@ struct event_state {
 
 }  // namespace detail
 
+/// An event in shared memory (manual or auto reset) that tasks and threads of several
+/// processes wait for; see the header.
 class process_event {
  public:
+  /// Bytes the shared object takes in the mapping (reserve this much at its offset).
   static constexpr std::size_t storage_size = sizeof(detail::event_state);
+  /// The alignment its offset in the mapping needs.
   static constexpr std::size_t storage_alignment = alignof(detail::event_state);
 
   process_event() noexcept = default;
 
+  /// Builds an event of `mode` at `offset` of `region` (overwriting what is there: never
+  /// while another process uses an object at that place), set if `initially_set`.
   [[nodiscard]] static result<process_event> construct(std::span<std::byte> region, std::size_t offset = 0,
                                                        event_mode mode = event_mode::manual_reset,
                                                        bool initially_set = false) noexcept;
+  /// construct() in a memory map (a file, anonymous or shared memory).
   [[nodiscard]] static result<process_event> construct(memory_map& map, std::size_t offset = 0,
                                                        event_mode mode = event_mode::manual_reset,
                                                        bool initially_set = false) noexcept;
+  /// construct() in a named shared-memory object.
   [[nodiscard]] static result<process_event> construct(shared_memory& shm, std::size_t offset = 0,
                                                        event_mode mode = event_mode::manual_reset,
                                                        bool initially_set = false) noexcept {
     return construct(shm.map(), offset, mode, initially_set);
   }
+  /// Recognises the event another process (or this one) built at `offset`.
   [[nodiscard]] static result<process_event> attach(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  /// attach() in a memory map.
   [[nodiscard]] static result<process_event> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  /// attach() in a named shared-memory object.
   [[nodiscard]] static result<process_event> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
     return attach(shm.map(), offset);
   }
 
+  /// False for an empty handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
+  /// The mode it was built with. Precondition: valid().
   [[nodiscard]] event_mode mode() const noexcept { return m_state->mode; }
 
   /// The awaitable operation of wait() (an implementation detail).
   struct wait_op {
+    ///@{
+    /// Used by detail::fast_or_wait: the awaited result type, what the operation works on,
+    /// one attempt without waiting, and the waiting path.
     using value_type = result<void>;
     detail::event_state* state;
     std::optional<value_type> try_now() noexcept;
     task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
   };
 
   /// Awaitable yielding result<void> once the event is set (auto reset: and taken by

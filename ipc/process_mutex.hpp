@@ -54,6 +54,8 @@
 // wake syscall (~µs).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -87,8 +89,10 @@ class process_condition_variable;
 class [[nodiscard]] process_mutex_guard {
  public:
   process_mutex_guard() noexcept = default;
+  /// Takes over `o`'s lock; `o` owns nothing afterwards.
   process_mutex_guard(process_mutex_guard&& o) noexcept
       : m_state(std::exchange(o.m_state, nullptr)), m_recovering(o.m_recovering), m_consistent(o.m_consistent) {}
+  /// Unlocks what was held so far (if anything), then takes over `o`'s lock.
   process_mutex_guard& operator=(process_mutex_guard&& o) noexcept {
     if (this != &o) {
       unlock();
@@ -107,6 +111,7 @@ class [[nodiscard]] process_mutex_guard {
   void unlock() noexcept;
   /// After recover(): the data is repaired; unlocking makes the mutex usable again.
   void mark_consistent() noexcept { m_consistent = true; }
+  /// True while the guard holds the mutex.
   [[nodiscard]] bool owns_lock() const noexcept { return m_state != nullptr; }
   /// True for a guard from recover() (the previous owner died).
   [[nodiscard]] bool recovering() const noexcept { return m_recovering; }
@@ -122,9 +127,13 @@ class [[nodiscard]] process_mutex_guard {
   bool m_consistent = false;
 };
 
+/// A mutex in shared memory, usable by tasks and threads of several processes, which
+/// notices an owner that died; see the header.
 class process_mutex {
  public:
+  /// Bytes the shared object takes in the mapping (reserve this much at its offset).
   static constexpr std::size_t storage_size = sizeof(detail::mutex_state);
+  /// The alignment its offset in the mapping needs.
   static constexpr std::size_t storage_alignment = alignof(detail::mutex_state);
 
   /// An empty handle (valid() is false); use construct() or attach().
@@ -133,26 +142,35 @@ class process_mutex {
   /// Builds an unlocked mutex at `offset` of `region` (overwriting what is there: never
   /// while another process uses an object at that place).
   [[nodiscard]] static result<process_mutex> construct(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  /// construct() in a memory map (a file, anonymous or shared memory).
   [[nodiscard]] static result<process_mutex> construct(memory_map& map, std::size_t offset = 0) noexcept;
+  /// construct() in a named shared-memory object.
   [[nodiscard]] static result<process_mutex> construct(shared_memory& shm, std::size_t offset = 0) noexcept {
     return construct(shm.map(), offset);
   }
   /// Recognises the mutex another process (or this one) built at `offset`.
   [[nodiscard]] static result<process_mutex> attach(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  /// attach() in a memory map.
   [[nodiscard]] static result<process_mutex> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  /// attach() in a named shared-memory object.
   [[nodiscard]] static result<process_mutex> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
     return attach(shm.map(), offset);
   }
 
+  /// False for an empty handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
   /// The awaitable operation of lock() (an implementation detail; see lock()).
   struct lock_op {
+    ///@{
+    /// Used by detail::fast_or_wait: the awaited result type, what the operation works on,
+    /// one attempt without waiting, and the waiting path.
     using value_type = result<process_mutex_guard>;
     detail::mutex_state* state;
     bool cancellable = true;  ///< false: ignores every stop (condition variables re-lock)
     std::optional<value_type> try_now() noexcept;
     task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
   };
 
   /// Awaitable yielding result<process_mutex_guard> once this process owns the mutex.
@@ -175,9 +193,11 @@ class process_mutex {
   /// is recovering it).
   [[nodiscard]] result<process_mutex_guard> recover() const noexcept;
 
-  /// Snapshots, for tests and diagnostics.
+  ///@{
+  /// Snapshots, for tests and diagnostics: held by someone; its owner died holding it.
   [[nodiscard]] bool is_locked() const noexcept;
   [[nodiscard]] bool is_abandoned() const noexcept;
+  ///@}
 
  private:
   friend class process_condition_variable;

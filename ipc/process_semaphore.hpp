@@ -34,6 +34,8 @@
 // Cost: acquire and release without waiting are one CAS each on the shared word.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -65,10 +67,15 @@ void count_take_blocking(shared_word& word) noexcept;
 
 }  // namespace detail
 
+/// A counting semaphore in shared memory for tasks and threads of several processes;
+/// see the header.
 class process_semaphore {
  public:
+  /// Bytes the shared object takes in the mapping (reserve this much at its offset).
   static constexpr std::size_t storage_size = sizeof(detail::semaphore_state);
+  /// The alignment its offset in the mapping needs.
   static constexpr std::size_t storage_alignment = alignof(detail::semaphore_state);
+  /// The largest count a semaphore can hold.
   static constexpr std::uint32_t max_count = (1u << 30) - 1;
 
   process_semaphore() noexcept = default;
@@ -77,27 +84,37 @@ class process_semaphore {
   [[nodiscard]] static result<process_semaphore> construct(std::span<std::byte> region, std::size_t offset,
                                                            std::uint32_t initial,
                                                            std::uint32_t maximum = max_count) noexcept;
+  /// construct() in a memory map (a file, anonymous or shared memory).
   [[nodiscard]] static result<process_semaphore> construct(memory_map& map, std::size_t offset, std::uint32_t initial,
                                                            std::uint32_t maximum = max_count) noexcept;
+  /// construct() in a named shared-memory object.
   [[nodiscard]] static result<process_semaphore> construct(shared_memory& shm, std::size_t offset,
                                                            std::uint32_t initial,
                                                            std::uint32_t maximum = max_count) noexcept {
     return construct(shm.map(), offset, initial, maximum);
   }
+  /// Recognises the semaphore another process (or this one) built at `offset`.
   [[nodiscard]] static result<process_semaphore> attach(std::span<std::byte> region, std::size_t offset = 0) noexcept;
+  /// attach() in a memory map.
   [[nodiscard]] static result<process_semaphore> attach(memory_map& map, std::size_t offset = 0) noexcept;
+  /// attach() in a named shared-memory object.
   [[nodiscard]] static result<process_semaphore> attach(shared_memory& shm, std::size_t offset = 0) noexcept {
     return attach(shm.map(), offset);
   }
 
+  /// False for an empty handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
   /// The awaitable operation of acquire() (an implementation detail).
   struct acquire_op {
+    ///@{
+    /// Used by detail::fast_or_wait: the awaited result type, what the operation works on,
+    /// one attempt without waiting, and the waiting path.
     using value_type = result<void>;
     detail::semaphore_state* state;
     std::optional<value_type> try_now() noexcept;
     task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
   };
 
   /// Awaitable yielding result<void> once a unit is ours. Cancellation: `token` or the
@@ -117,6 +134,7 @@ class process_semaphore {
 
   /// A snapshot of the count.
   [[nodiscard]] std::uint32_t value() const noexcept;
+  /// The maximum it was built with.
   [[nodiscard]] std::uint32_t maximum() const noexcept { return m_state->max; }
 
  private:

@@ -48,6 +48,8 @@
 // bench/ipc/shm_bench (see README).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <sys/types.h>
 
 #include <atomic>
@@ -86,6 +88,8 @@ inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};
 
 }  // namespace detail
 
+/// A bounded queue of messages in shared memory between processes, with awaitable send
+/// and receive; see the header.
 class shm_queue {
  public:
   shm_queue() noexcept = default;
@@ -98,28 +102,42 @@ class shm_queue {
   /// Unlinks `name`; handles keep working.
   static result<void> remove(std::string_view name);
 
+  /// False for a default-constructed handle.
   [[nodiscard]] bool valid() const noexcept { return m_header != nullptr; }
+  /// The queue's name.
   [[nodiscard]] const std::string& name() const noexcept { return m_memory.name(); }
+  /// Most messages the queue holds.
   [[nodiscard]] std::size_t capacity() const noexcept;
+  /// Largest message in bytes.
   [[nodiscard]] std::size_t max_message_size() const noexcept;
   /// Messages queued now (a snapshot).
   [[nodiscard]] std::size_t size() const noexcept;
+  /// True once any process has called close().
   [[nodiscard]] bool is_closed() const noexcept;
 
   /// Awaitable operations (implementation details of send() / receive()).
   struct send_op {
+    ///@{
+    /// Used by detail::fast_or_wait: the awaited result type, what the operation works on,
+    /// one attempt without waiting, and the waiting path.
     using value_type = result<void>;
     const shm_queue* queue;
     std::span<const std::byte> message;
     std::optional<value_type> try_now() noexcept;
     task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
   };
+  /// The awaitable operation of receive() (an implementation detail).
   struct receive_op {
+    ///@{
+    /// Used by detail::fast_or_wait: the awaited result type, what the operation works on,
+    /// one attempt without waiting, and the waiting path.
     using value_type = result<std::size_t>;
     const shm_queue* queue;
     std::span<std::byte> buffer;
     std::optional<value_type> try_now() noexcept;
     task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
   };
 
   /// Sends `message`, waiting while the queue is full. Awaitable yielding result<void>.
@@ -142,6 +160,7 @@ class shm_queue {
 
   /// Thread forms: block the calling thread (never call them on a worker).
   result<void> send_blocking(std::span<const std::byte> message) const noexcept;
+  /// receive() for a plain thread or a child process: blocks it until a message arrives.
   result<std::size_t> receive_blocking(std::span<std::byte> buffer) const noexcept;
 
   /// Closes the queue for every process (see the header comment). Idempotent.
