@@ -2,6 +2,7 @@
 // failing jobs, handing pending jobs to the least loaded workers, and queueing a batch.
 // Everything here runs under pool_state::mu and never makes a syscall under it.
 #include <algorithm>
+#include <string>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
 
@@ -79,7 +80,8 @@ pool_worker* least_loaded(const worker_list& workers, std::size_t window) {
 void send_locked(pool_worker& w, pool_job job) {
   job.seq = w.next_seq++;
   auto data = job.batch->job(job.index);
-  job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id, reinterpret_cast<std::uint64_t>(job.batch->fn)};
+  // (data.size() <= max_message < 4 GiB: checked by queue_batch.)
+  job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id, job.batch->fn_index, 0};
   auto* hp = reinterpret_cast<const std::byte*>(&h);
   w.outbox.insert(w.outbox.end(), hp, hp + sizeof h);
   w.outbox.insert(w.outbox.end(), data.begin(), data.end());
@@ -124,6 +126,61 @@ bool pool_state::any_alive_locked() const noexcept {
   return std::any_of(workers.begin(), workers.end(), [](auto& w) { return w->alive; });
 }
 
+std::uint32_t pool_state::register_locked(pool_job_fn fn) {
+  auto it = std::find(fns.begin(), fns.end(), fn);
+  if (it != fns.end()) {
+    return static_cast<std::uint32_t>(it - fns.begin());
+  }
+  if (fns.size() == max_job_functions) {
+    return max_job_functions;
+  }
+  fns.push_back(fn);
+  for (auto& w : workers) {
+    w->page->publish(fns);  // before any frame naming it is written (the socket orders it)
+  }
+  return static_cast<std::uint32_t>(fns.size() - 1);
+}
+
+void pool_state::install_locked(const std::shared_ptr<pool_worker>& w, const std::shared_ptr<pool_worker>& old) {
+  w->page->publish(fns);  // a worker started meanwhile may have missed registrations
+  if (old == nullptr) {
+    workers.push_back(w);
+  } else {
+    std::replace(workers.begin(), workers.end(), old, w);
+  }
+}
+
+namespace {
+
+/// Text for a job over the pool's limit.
+std::string too_large(const char* what, std::size_t bytes, std::size_t limit) {
+  return std::string(what) + " of " + std::to_string(bytes) + " bytes is over the pool's limit of " +
+         std::to_string(limit) + " bytes (pool_options::max_message)";
+}
+
+/// Fails every job of `b` at once with `status` and `text` (under mu; they were counted
+/// in `outstanding`).
+void fail_batch_locked(pool_state& s, pool_batch& b, pool_errc why, const std::string& text) {
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    s.finish_locked({0, &b, i}, static_cast<std::uint32_t>(why), std::as_bytes(std::span(text)));
+  }
+}
+
+/// Queues the jobs of `b` that fit the limit; fails the others at once (under mu).
+void queue_jobs_locked(pool_state& s, pool_batch& b) {
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    std::size_t bytes = b.job(i).size();
+    if (bytes > s.max_message) {
+      std::string text = too_large("a job", bytes, s.max_message);
+      s.finish_locked({0, &b, i}, static_cast<std::uint32_t>(pool_errc::job_too_large), std::as_bytes(std::span(text)));
+    } else {
+      s.pending.push_back({s.next_id++, &b, i});
+    }
+  }
+}
+
+}  // namespace
+
 bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
   std::size_t n = b.size();
   if (b.sink == nullptr) {
@@ -138,14 +195,16 @@ bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
     b.remaining = n;
     s->outstanding += n;
     if (s->closing) {
-      for (std::size_t i = 0; i < n; ++i) {
-        s->finish_locked({0, &b, i}, static_cast<std::uint32_t>(pool_errc::shut_down), {});
-      }
+      fail_batch_locked(*s, b, pool_errc::shut_down, {});
       return false;
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      s->pending.push_back({s->next_id++, &b, i});
+    b.fn_index = s->register_locked(b.fn);
+    if (b.fn_index == max_job_functions) {
+      fail_batch_locked(*s, b, pool_errc::too_many_functions,
+                        "a pool runs at most " + std::to_string(max_job_functions) + " distinct job functions");
+      return true;
     }
+    queue_jobs_locked(*s, b);
     kick = s->pump_locked();
   }
   kick_writers(s, std::move(kick));

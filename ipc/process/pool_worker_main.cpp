@@ -5,7 +5,10 @@
 // in order (skipping those the parent withdrew), and write all their results in one
 // write — or every millisecond while jobs run long, so a slow job's result does not wait
 // for the jobs queued behind it. It exits on end-of-file (the parent shut the socket
-// down), and with status 1 on any socket error. Frames: see detail/pool_codec.hpp.
+// down), with status 1 on any socket error, and with worker_exit_protocol on a broken
+// frame: a length over max_message or a function index outside the table the parent
+// registered — it never calls a function pointer read from the socket. A result over
+// max_message is replaced by a result_too_large failure. Frames: detail/pool_codec.hpp.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,6 +16,8 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <string>
+#include <string_view>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
 
@@ -41,11 +46,12 @@ std::uint64_t monotonic_ns() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-/// Replaces a thrown job's partial output (after the header at `at`) with `what`.
-void thrown_text(std::vector<std::byte>& out, std::size_t at, const char* what) {
-  std::size_t n = std::min(std::strlen(what), max_exception_text);
+/// Replaces a failed job's partial output (after the header at `at`) with `text`, cut
+/// to `limit` bytes.
+void failure_text(std::vector<std::byte>& out, std::size_t at, std::string_view text, std::size_t limit) {
+  std::size_t n = std::min(text.size(), limit);
   out.resize(at + sizeof(result_header));
-  auto* p = reinterpret_cast<const std::byte*>(what);
+  auto* p = reinterpret_cast<const std::byte*>(text.data());
   out.insert(out.end(), p, p + n);
 }
 
@@ -65,14 +71,18 @@ class job_loop {
  public:
   job_loop(int sock, worker_page* page) : m_sock(sock), m_page(page), m_in(256 * 1024) { m_out.reserve(256 * 1024); }
 
-  /// Runs until end-of-file (0) or a socket error (1).
+  /// Runs until end-of-file (0), a socket error (1) or a broken frame
+  /// (worker_exit_protocol).
   int run() {
     for (;;) {
       int got = read_more();
       if (got <= 0) {
         return -got;
       }
-      if (!run_complete_frames() || !flush()) {
+      if (int rc = run_complete_frames(); rc != 0) {
+        return rc;
+      }
+      if (!flush()) {
         return 1;
       }
     }
@@ -100,13 +110,20 @@ class job_loop {
   }
 
   /// Runs every complete frame in `m_in`, then keeps the incomplete tail (grown to hold
-  /// its whole frame). False on a write error.
-  bool run_complete_frames() {
+  /// its whole frame). 0, or the exit code: 1 on a write error, worker_exit_protocol on a
+  /// broken frame (the results before it are written first).
+  int run_complete_frames() {
     std::size_t pos = 0;
     std::uint64_t last_flush = monotonic_ns();
     while (m_have - pos >= sizeof(job_header)) {
       job_header h;
       std::memcpy(&h, m_in.data() + pos, sizeof h);
+      if (h.len > m_page->max_message || m_page->function(h.fn) == nullptr) {
+        // relaxed: read by the parent only after this process exited. Names the job.
+        m_page->running.store(h.id, std::memory_order_relaxed);
+        m_page->broken_frame.store(1, std::memory_order_relaxed);
+        return flush() ? worker_exit_protocol : 1;
+      }
       std::size_t frame = sizeof h + h.len;
       if (m_have - pos < frame) {
         if (frame > m_in.size()) {
@@ -121,14 +138,14 @@ class job_loop {
       std::uint64_t now = monotonic_ns();
       if (now - last_flush >= 1'000'000) {
         if (!flush()) {
-          return false;
+          return 1;
         }
         last_flush = now;
       }
     }
     std::memmove(m_in.data(), m_in.data() + pos, m_have - pos);
     m_have -= pos;
-    return true;
+    return 0;
   }
 
   /// Runs one job (unless withdrawn) and appends its result frame to `m_out`.
@@ -151,18 +168,27 @@ class job_loop {
     std::memcpy(m_out.data() + at, &r, sizeof r);
   }
 
-  /// Calls the job's function; a throw becomes job_threw with the exception's text.
+  /// Calls the job's (registered) function; a throw becomes job_threw with the
+  /// exception's text, a result over the limit result_too_large.
   std::uint32_t call_job(const job_header& h, std::span<const std::byte> data, std::size_t at) {
+    std::size_t limit = std::min<std::size_t>(max_exception_text, m_page->max_message);
     try {
-      auto fn = reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(h.fn));
-      fn(data, m_out);
-      return 0;
+      m_page->function(h.fn)(data, m_out);
     } catch (const std::exception& e) {
-      thrown_text(m_out, at, e.what());
+      failure_text(m_out, at, e.what(), limit);
+      return static_cast<std::uint32_t>(pool_errc::job_threw);
     } catch (...) {
-      thrown_text(m_out, at, "unknown exception (not derived from std::exception)");
+      failure_text(m_out, at, "unknown exception (not derived from std::exception)", limit);
+      return static_cast<std::uint32_t>(pool_errc::job_threw);
     }
-    return static_cast<std::uint32_t>(pool_errc::job_threw);
+    std::size_t bytes = m_out.size() - at - sizeof(result_header);
+    if (bytes > m_page->max_message) {
+      std::string text = "a result of " + std::to_string(bytes) + " bytes is over the pool's limit of " +
+                         std::to_string(m_page->max_message) + " bytes (pool_options::max_message)";
+      failure_text(m_out, at, text, m_page->max_message);
+      return static_cast<std::uint32_t>(pool_errc::result_too_large);
+    }
+    return 0;
   }
 
   /// Writes every result frame gathered so far. False on a write error.

@@ -48,32 +48,16 @@ task<void> writer_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
   }
 }
 
-/// A fresh shared page for a worker with `window` jobs in flight (zero-filled: no job
-/// withdrawn), in `w`; its memfd in `memfd`.
-result<void> make_page(pool_worker& w, std::size_t window, process_fd& memfd) {
-  std::size_t page_bytes = worker_page::bytes_for(window);
-  memfd = process_fd(::memfd_create("corio-pool-progress", MFD_CLOEXEC));
-  if (!memfd.is_open() || ::ftruncate(memfd.get(), static_cast<off_t>(page_bytes)) != 0) {
-    return unexpected(os_error(-errno));
-  }
-  void* map = ::mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
-  if (map == MAP_FAILED) {
-    return unexpected(os_error(-errno));
-  }
-  w.page = static_cast<worker_page*>(map);  // zero-filled by ftruncate: no job withdrawn
-  w.page->bits = worker_page::bits_for(window);
-  w.page_bytes = page_bytes;
-  return {};
-}
-
 /// Starts a replacement for the dead worker `old` in its slot; false if it failed.
 task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> old) {
   std::size_t window = 0;
+  std::size_t max_message = 0;
   {
     std::lock_guard lock(s->mu);
     window = s->window;
+    max_message = s->max_message;
   }
-  auto fresh = co_await start_worker(window);
+  auto fresh = co_await start_worker(window, max_message);
   worker_list kick;
   bool ok = false;
   {
@@ -85,7 +69,7 @@ task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_wo
         kick = s->pump_locked();  // the survivors take what the dead worker left
       }
     } else {
-      std::replace(s->workers.begin(), s->workers.end(), old, *fresh);
+      s->install_locked(*fresh, old);
       ++s->replaced;
       (*fresh)->reader = corio::spawn(reader_loop(s, *fresh));
       kick = s->pump_locked();
@@ -132,6 +116,10 @@ task<std::string> reap_dead_worker(pool_worker& w, reader_end why) {
   if (why == reader_end::protocol_error) {
     co_return who + " broke the frame protocol and was killed";
   }
+  // relaxed: the worker is dead; its stores are ordered before its exit, which we saw.
+  if (w.page->broken_frame.load(std::memory_order_relaxed) != 0) {
+    co_return who + " read a broken job frame and exited (code " + std::to_string(worker_exit_protocol) + ")";
+  }
   co_return status ? who + " ended with " + status->to_string() : who + " died";
 }
 
@@ -170,17 +158,25 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
   }
 }
 
+/// Whether `h` is the frame a worker answering in order would send next: the answer to
+/// its next job, a known status, a length within the limit.
+bool expected_result(const pool_state& s, const pool_worker& w, const result_header& h) noexcept {
+  bool known = h.status == 0 || h.status == static_cast<std::uint32_t>(pool_errc::job_threw) ||
+               h.status == static_cast<std::uint32_t>(pool_errc::result_too_large) || h.status == status_withdrawn;
+  return known && h.len <= s.max_message && !w.inflight.empty() && w.inflight.front().id == h.id;
+}
+
 /// Completes every whole result frame in buf[0, have) (under mu); returns how many bytes
-/// it consumed, and sets `bad` on a frame that is not the answer to the job the worker
-/// runs next. Grows `buf` to hold an incomplete frame whole.
+/// it consumed, and sets `bad` on a frame that expected_result() refuses. Grows `buf` to
+/// hold an incomplete frame whole.
 std::size_t take_results_locked(pool_state& s, pool_worker& w, std::vector<std::byte>& buf, std::size_t have,
                                 bool& bad) {
   std::size_t pos = 0;
   while (have - pos >= sizeof(result_header)) {
     result_header h;
     std::memcpy(&h, buf.data() + pos, sizeof h);
-    if (w.inflight.empty() || w.inflight.front().id != h.id) {
-      bad = true;  // not the frame a worker answering in order would send
+    if (!expected_result(s, w, h)) {
+      bad = true;
       break;
     }
     std::size_t frame = sizeof h + h.len;
@@ -209,7 +205,24 @@ void kick_writers(const std::shared_ptr<pool_state>& s, worker_list kick) {
   }
 }
 
-task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window) {
+result<void> make_page(pool_worker& w, std::size_t window, std::size_t max_message, process_fd& memfd) {
+  std::size_t page_bytes = worker_page::bytes_for(window);
+  memfd = process_fd(::memfd_create("corio-pool-progress", MFD_CLOEXEC));
+  if (!memfd.is_open() || ::ftruncate(memfd.get(), static_cast<off_t>(page_bytes)) != 0) {
+    return unexpected(os_error(-errno));
+  }
+  void* map = ::mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+  if (map == MAP_FAILED) {
+    return unexpected(os_error(-errno));
+  }
+  w.page = static_cast<worker_page*>(map);  // zero-filled by ftruncate: no job withdrawn
+  w.page->bits = worker_page::bits_for(window);
+  w.page->max_message = max_message;
+  w.page_bytes = page_bytes;
+  return {};
+}
+
+task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window, std::size_t max_message) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     co_return unexpected(os_error(-errno));
@@ -218,7 +231,7 @@ task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window) {
   process_fd theirs(sv[1]);
   auto w = std::make_shared<pool_worker>();
   process_fd memfd;
-  if (auto made = make_page(*w, window, memfd); !made) {
+  if (auto made = make_page(*w, window, max_message, memfd); !made) {
     co_return unexpected(made.error());
   }
   std::vector<int> fds{theirs.get(), memfd.get()};

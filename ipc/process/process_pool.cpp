@@ -30,6 +30,12 @@ class pool_category_impl : public std::error_category {
         return "the process pool was shut down before the job finished";
       case pool_errc::no_workers:
         return "no worker process could be started";
+      case pool_errc::job_too_large:
+        return "the job is larger than the process pool's message limit";
+      case pool_errc::result_too_large:
+        return "the job's result is larger than the process pool's message limit";
+      case pool_errc::too_many_functions:
+        return "the process pool cannot register another job function";
     }
     return "unknown process_pool error";
   }
@@ -43,21 +49,26 @@ const std::error_category& pool_category() noexcept {
 }
 
 task<result<std::unique_ptr<process_pool>>> process_pool::start(std::size_t workers, std::size_t window) {
-  if (workers == 0) {
+  return start(pool_options{.workers = workers, .window = window});
+}
+
+task<result<std::unique_ptr<process_pool>>> process_pool::start(pool_options options) {
+  if (options.workers == 0) {
     co_return unexpected(std::make_error_code(std::errc::invalid_argument));
   }
   auto s = std::make_shared<detail::pool_state>();
   // At most 2^20 in flight per worker: the withdrawal bitmap (one bit per slot) is then
   // at most 128 KiB; beyond that a deeper window buys nothing.
-  s->window = std::clamp<std::size_t>(window, 1, std::size_t{1} << 20);
-  for (std::size_t i = 0; i < workers; ++i) {
-    auto w = co_await detail::start_worker(s->window);
+  s->window = std::clamp<std::size_t>(options.window, 1, std::size_t{1} << 20);
+  s->max_message = std::clamp<std::size_t>(options.max_message, 1, detail::max_frame_payload);
+  for (std::size_t i = 0; i < options.workers; ++i) {
+    auto w = co_await detail::start_worker(s->window, s->max_message);
     if (!w) {
       std::unique_ptr<process_pool> partial(new process_pool(s));  // closes the started ones
       co_return unexpected(w.error());
     }
     std::lock_guard lock(s->mu);
-    s->workers.push_back(*w);
+    s->install_locked(*w, nullptr);
     (*w)->reader = corio::spawn(detail::reader_loop(s, *w));
   }
   co_return std::unique_ptr<process_pool>(new process_pool(std::move(s)));
@@ -236,6 +247,11 @@ task<void> process_pool::shutdown() {
 std::size_t process_pool::size() const noexcept {
   std::lock_guard lock(m_state->mu);
   return m_state->workers.size();
+}
+
+std::size_t process_pool::max_message() const noexcept {
+  std::lock_guard lock(m_state->mu);
+  return m_state->max_message;
 }
 
 std::vector<pid_t> process_pool::worker_pids() const {

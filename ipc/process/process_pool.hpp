@@ -3,7 +3,17 @@
 //
 // Design: the workers are forked by the fork server (ipc/process/fork.hpp: call
 // fork_server::start() first), so a job is a function pointer (pool_job_fn, valid in the
-// worker: same executable image) plus bytes. Each worker talks to the parent over its own
+// worker: same executable image) plus bytes. The pointer never travels on the socket:
+// the parent registers each job function in a table in the page it shares with each
+// worker, and a frame names the function by its index; a worker runs only registered
+// functions (a frame naming another, or longer than the limit below, makes it exit
+// without running anything more; the parent recovers it as a crash).
+//
+// Limits: a job's bytes and a result's bytes are each at most pool_options::max_message
+// (default and maximum 4 GiB - 1, what a 32-bit frame length holds). A longer job fails
+// at once with pool_errc::job_too_large and is never sent; a longer result is dropped in
+// the worker and its job fails with result_too_large; either way only that job fails and
+// detail() gives both sizes. Each worker talks to the parent over its own
 // socketpair; it is single-threaded, has no runtime, and runs a blocking loop: read as
 // many job frames as are there, run them in order, write all their results in one write
 // (while jobs run long, what is done is written every millisecond: a slow job's result
@@ -103,6 +113,9 @@ enum class pool_errc {
   job_threw,           ///< the job function threw (the worker goes on); see pool_result
   shut_down,           ///< the pool was destroyed before the job finished
   no_workers,          ///< no worker process could be (re)started
+  job_too_large,       ///< the job's bytes are over pool_options::max_message (it never ran)
+  result_too_large,    ///< the job's result is over pool_options::max_message (it was dropped)
+  too_many_functions,  ///< the pool already runs max_job_functions distinct job functions
 };
 /// The category of pool_errc.
 const std::error_category& pool_category() noexcept;
@@ -289,6 +302,19 @@ class pool_stream {
   std::unique_ptr<detail::stream_core> m_core;
 };
 
+/// How to start a process_pool (designated initializers read well:
+/// `process_pool::start({.workers = 4, .max_message = 1 << 20})`).
+struct pool_options {
+  /// Worker processes (at least 1).
+  std::size_t workers = 1;
+  /// Most jobs in flight per worker (clamped to 1 .. 2^20).
+  std::size_t window = 4096;
+  /// The longest job and the longest result, in bytes (clamped to 4 GiB - 1, what a
+  /// frame can carry). A larger job fails at once with pool_errc::job_too_large, a
+  /// larger result with result_too_large; only that job fails, the worker goes on.
+  std::size_t max_message = detail::max_frame_payload;
+};
+
 /// A pool of forked worker processes running jobs (function pointers and bytes), like
 /// Python's multiprocessing.Pool; see the header.
 class process_pool {
@@ -296,6 +322,8 @@ class process_pool {
   /// Starts `workers` worker processes. Errors: invalid_argument for 0 workers;
   /// fork_raw()'s (ENOTCONN: no fork server). `window`: most jobs in flight per worker.
   static task<result<std::unique_ptr<process_pool>>> start(std::size_t workers, std::size_t window = 4096);
+  /// Starts a pool as `options` say (see pool_options). Errors: as start(workers).
+  static task<result<std::unique_ptr<process_pool>>> start(pool_options options);
   /// Without a completed shutdown(): SIGKILLs the workers, fails awaited jobs with
   /// pool_errc::shut_down; the workers are reaped in the background. Never blocks.
   ~process_pool();
@@ -372,6 +400,8 @@ class process_pool {
     if (chunk == 0) {
       std::size_t parts = size() * 4;
       chunk = (items.size() + parts - 1) / (parts == 0 ? 1 : parts);
+      // Within the frame limit both ways (a chunk over it would fail as too large).
+      chunk = std::min(chunk, max_message() / std::max(sizeof(In), sizeof(Out)));
       chunk = chunk == 0 ? 1 : chunk;
     }
     detail::pool_batch b;
@@ -403,6 +433,8 @@ class process_pool {
 
   /// How many worker processes the pool runs.
   [[nodiscard]] std::size_t size() const noexcept;
+  /// The longest job or result in bytes (pool_options::max_message after clamping).
+  [[nodiscard]] std::size_t max_message() const noexcept;
   /// The worker processes' pids (for tests and monitoring).
   [[nodiscard]] std::vector<pid_t> worker_pids() const;
   /// How many workers were replaced after crashing.

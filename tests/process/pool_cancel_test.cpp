@@ -140,7 +140,7 @@ TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs nev
           "[process][pool][cancel]") {
   std::string path1 = counter_file();
   std::string path2 = counter_file();
-  auto s = run_with_pool({}, &pool_cancelled_maps, path1, path2);
+  auto s = run_with_pool({.workers = 2}, &pool_cancelled_maps, path1, path2);
   ::unlink(path1.c_str());
   ::unlink(path2.c_str());
   CHECK(s.timed == std::errc::timed_out);
@@ -244,7 +244,7 @@ corio::task<thrown_seen> pool_throwing(process_pool& p) {
 }  // namespace
 
 TEST_CASE("process_pool: a job's exception text comes back with pool_errc::job_threw", "[process][pool]") {
-  auto s = run_with_pool({}, &pool_throwing);
+  auto s = run_with_pool({.workers = 2}, &pool_throwing);
   REQUIRE_FALSE(s.seven);
   CHECK(s.seven.error() == pool_errc::job_threw);
   CHECK(s.seven.exception_message() == "seven is not allowed");
@@ -344,7 +344,7 @@ corio::task<stream_seen> pool_streams(process_pool& p, std::string path) {
 
 TEST_CASE("process_pool: map_stream yields results as they complete, and cancels", "[process][pool][stream]") {
   std::string path = counter_file();
-  auto s = run_with_pool({}, &pool_streams, path);
+  auto s = run_with_pool({.workers = 2}, &pool_streams, path);
   ::unlink(path.c_str());
   CHECK(s.first_ms < 600);  // before the 800 ms job ends
   CHECK(s.first_index != 0);

@@ -18,17 +18,11 @@ namespace process_test {
 /// Started before main(): the program is still single-threaded (see fork.hpp).
 inline const bool fork_server_started = corio::ipc::fork_server::start().has_value();
 
-/// How to start the pool of a test.
-struct pool_spec {
-  std::size_t workers = 2;
-  std::size_t window = 4096;
-};
-
 namespace detail {
 template <class R, class... Args>
-corio::task<std::optional<R>> pool_scope(pool_spec spec, corio::task<R> (*body)(corio::ipc::process_pool&, Args...),
+corio::task<std::optional<R>> pool_scope(corio::ipc::pool_options options, corio::task<R> (*body)(corio::ipc::process_pool&, Args...),
                                          Args... args) {
-  auto pool = co_await corio::ipc::process_pool::start(spec.workers, spec.window);
+  auto pool = co_await corio::ipc::process_pool::start(options);
   if (!pool) {
     co_return std::nullopt;
   }
@@ -39,14 +33,14 @@ corio::task<std::optional<R>> pool_scope(pool_spec spec, corio::task<R> (*body)(
 }  // namespace detail
 
 /// Runs `body(pool, args...)` (a coroutine function: no capturing lambda) on a new
-/// runtime with two workers, against a pool started by `spec`, then shuts the pool
+/// runtime with two workers, against a pool started with `options`, then shuts the pool
 /// down; REQUIREs that the fork server and the pool started. Yields what the body
 /// yielded.
 template <class R, class... Args, class... Given>
-R run_with_pool(pool_spec spec, corio::task<R> (*body)(corio::ipc::process_pool&, Args...), Given&&... args) {
+R run_with_pool(corio::ipc::pool_options options, corio::task<R> (*body)(corio::ipc::process_pool&, Args...), Given&&... args) {
   REQUIRE(fork_server_started);
   corio::runtime rt(corio_test::workers(2));
-  auto seen = rt.block_on(detail::pool_scope<R, Args...>(spec, body, Args(std::forward<Given>(args))...));
+  auto seen = rt.block_on(detail::pool_scope<R, Args...>(options, body, Args(std::forward<Given>(args))...));
   REQUIRE(seen.has_value());
   return std::move(*seen);
 }

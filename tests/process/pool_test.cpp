@@ -91,7 +91,7 @@ corio::task<basics> pool_basics(process_pool& p) {
 }  // namespace
 
 TEST_CASE("process_pool: typed, batched, unordered and byte jobs give the right results", "[process][pool]") {
-  auto b = run_with_pool({}, &pool_basics);
+  auto b = run_with_pool({.workers = 2}, &pool_basics);
   REQUIRE(b.squares.size() == 1000);
   bool all = true;
   for (std::size_t i = 0; i < 1000; ++i) {
@@ -178,9 +178,9 @@ TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is re
 }
 
 namespace {
-int exit_3_on_0(int x) {
+int exit_5_on_0(int x) {
   if (x == 0) {
-    ::_exit(3);  // the worker exits mid-job
+    ::_exit(5);  // the worker exits mid-job
   }
   return x;
 }
@@ -194,7 +194,7 @@ corio::task<death_seen> pool_deaths(process_pool& p) {
   death_seen s;
   s.pids = p.worker_pids();
   s.killed = co_await p.call<&crash_on_13>(13);
-  s.exited = co_await p.call<&exit_3_on_0>(0);
+  s.exited = co_await p.call<&exit_5_on_0>(0);
   co_return s;
 }
 
@@ -214,7 +214,7 @@ TEST_CASE("process_pool: a job whose worker died says which signal or exit statu
   CHECK(s.killed.exception_message().empty());
   REQUIRE_FALSE(s.exited);
   CHECK(s.exited.error() == pool_errc::worker_crashed);
-  CHECK(s.exited.detail().find(" ended with exit code 3") != std::string::npos);
+  CHECK(s.exited.detail().find(" ended with exit code 5") != std::string::npos);
 }
 
 TEST_CASE("process_pool: start(0) is invalid_argument, not a pool of one", "[process][pool]") {
@@ -348,7 +348,7 @@ TEST_CASE("process_pool: a result frame for no job in flight is a protocol error
 }
 
 TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][pool]") {
-  auto s = run_with_pool({}, &pool_concurrent_shutdown);
+  auto s = run_with_pool({.workers = 2}, &pool_concurrent_shutdown);
   CHECK(s.finished);
   CHECK(s.ok == 4);
   CHECK(process_test::zombies_after_settle(2000ms) == 0);

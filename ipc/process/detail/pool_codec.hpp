@@ -1,18 +1,25 @@
 // corio::ipc::detail: the process pool's wire format, typed codecs and batch bookkeeping.
 //
 // Frames on a worker's socket (native endianness: both ends are the same binary):
-//   parent → worker: job_header { u32 len; u32 seq; u64 id; u64 fn } + len bytes
+//   parent → worker: job_header { u32 len; u32 seq; u64 id; u32 fn; u32 0 } + len bytes
 //   worker → parent: result_header { u32 len; u32 status; u64 id } + len bytes
-// `fn` is a pool_job_fn pointer, valid in the worker because workers are forked from
-// the fork server (the same executable image). `seq` numbers the frames sent to one
-// worker (0, 1, 2, ... wrapping): it indexes the worker's withdrawal bitmap (see
-// worker_page). status: 0 ok, else a pool_errc value, or status_cancelled /
-// status_withdrawn (parent-internal). For pool_errc::job_threw the payload is the
-// exception's what() text.
+// `fn` is an index into the table of job functions the parent registered in the shared
+// page (see worker_page): no function pointer is ever read from the socket. `seq`
+// numbers the frames sent to one worker (0, 1, 2, ... wrapping): it indexes the worker's
+// withdrawal bitmap. status: 0 ok, else a pool_errc value, or status_cancelled /
+// status_withdrawn (parent-internal). A failure's payload is its text (the exception's
+// what() for pool_errc::job_threw). Every `len` is at most the pool's max_message
+// (itself below 4 GiB): the parent refuses a larger job before it is framed, the worker
+// replaces a larger result by a result_too_large failure, and either side treats a
+// larger length it reads as a broken stream (the worker exits with
+// worker_exit_protocol; the parent kills the worker and recovers it as crashed).
 //
 // The shared page (one memfd per worker, mapped by both sides), worker_page:
 //   running: the id of the job the worker is running (0 between jobs): names the job
 //     that killed a crashed worker;
+//   max_message: the longest job or result payload (written before the fork);
+//   fns[fn_count]: the job functions the parent registered, by index (entries written
+//     before fn_count is raised; both before any frame that uses them is sent);
 //   withdrawn[]: one bit per seq slot (seq % bits, bits a power of two >= the window):
 //     the parent sets a job's bit when its call was cancelled while the job was still
 //     queued in the worker; the worker checks the bit before running a job and, if set,
@@ -48,7 +55,8 @@ struct job_header {
   std::uint32_t len;
   std::uint32_t seq;
   std::uint64_t id;
-  std::uint64_t fn;
+  std::uint32_t fn;  // index into worker_page::fns
+  std::uint32_t reserved;
 };
 struct result_header {
   std::uint32_t len;
@@ -63,12 +71,42 @@ inline constexpr std::uint32_t status_withdrawn = 0xfffffffeU;
 
 /// Longest exception text carried back from a worker (longer texts are cut).
 inline constexpr std::size_t max_exception_text = 4096;
+/// Most distinct job functions one pool can run (the table in the shared page).
+inline constexpr std::uint32_t max_job_functions = 1024;
+/// The longest payload a frame can carry (its length is 32 bits).
+inline constexpr std::size_t max_frame_payload = 0xffffffffU;
+/// The exit code of a worker that read a broken frame (a length over max_message, an
+/// unregistered function): it runs nothing more. It also sets worker_page::broken_frame
+/// (a job may call _exit(3) itself).
+inline constexpr int worker_exit_protocol = 3;
 
 /// The page shared by the parent and one worker (see the header comment); the
 /// withdrawal bitmap's `bits / 64` words follow it in the mapping.
 struct worker_page {
   std::atomic<std::uint64_t> running;
-  std::uint64_t bits;  // the bitmap's size in bits (a power of two); written before the fork
+  std::uint64_t bits;         // the bitmap's size in bits (a power of two); written before the fork
+  std::uint64_t max_message;  // written before the fork
+  std::atomic<std::uint32_t> fn_count;
+  std::atomic<std::uint32_t> broken_frame;  // set by a worker before it exits on a broken frame
+  std::uint64_t fns[max_job_functions];  // pool_job_fn values; [0, fn_count) are valid
+
+  /// Publishes the registered functions (the parent; under the pool's mutex): entries
+  /// first, then the count.
+  void publish(std::span<const pool_job_fn> table) noexcept {
+    for (std::size_t i = 0; i < table.size(); ++i) {
+      fns[i] = reinterpret_cast<std::uint64_t>(table[i]);
+    }
+    // release: the worker's acquire load of fn_count sees the entries below it.
+    fn_count.store(static_cast<std::uint32_t>(table.size()), std::memory_order_release);
+  }
+  /// The registered function `index` (the worker), or nullptr if there is none.
+  [[nodiscard]] pool_job_fn function(std::uint32_t index) const noexcept {
+    // acquire: pairs with publish(); the entries below the count are written.
+    if (index >= fn_count.load(std::memory_order_acquire)) {
+      return nullptr;
+    }
+    return reinterpret_cast<pool_job_fn>(static_cast<std::uintptr_t>(fns[index]));
+  }
 
   static std::uint64_t bits_for(std::size_t window) noexcept {
     std::uint64_t b = 64;
@@ -178,6 +216,7 @@ class completion_signal {
 /// A set of jobs submitted together, with their results (see the header comment).
 struct pool_batch {
   pool_job_fn fn = nullptr;
+  std::uint32_t fn_index = 0;  // fn's index in the pool's table (set when queued)
   std::vector<std::byte> in;
   std::vector<std::size_t> in_off{0};  // job i is in[in_off[i], in_off[i+1])
   std::vector<std::byte> out;

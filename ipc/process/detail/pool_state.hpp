@@ -101,8 +101,10 @@ struct pool_state {
   std::mutex mu;
   worker_list workers;  // one slot per worker, replaced in place
   std::deque<pool_job> pending;
+  std::vector<pool_job_fn> fns;  // the registered job functions, published to every worker
   std::uint64_t next_id = 1;
   std::size_t window = 4096;
+  std::size_t max_message = max_frame_payload;  // the longest job or result payload
   std::size_t outstanding = 0;
   std::size_t replaced = 0;
   bool closing = false;
@@ -128,6 +130,12 @@ struct pool_state {
   void fail_pending_locked(pool_errc why);
   /// Whether any worker is alive (under mu).
   [[nodiscard]] bool any_alive_locked() const noexcept;
+  /// `fn`'s index in the registered table, registering it (and publishing it to every
+  /// worker) the first time; max_job_functions when the table is full (under mu).
+  std::uint32_t register_locked(pool_job_fn fn);
+  /// Puts fresh worker `w` in the slot of `old` (or appends it if `old` is null), with
+  /// the registered table published to its page (under mu).
+  void install_locked(const std::shared_ptr<pool_worker>& w, const std::shared_ptr<pool_worker>& old);
 };
 
 // pool_dispatch.cpp
@@ -139,7 +147,10 @@ void cancel_batch(pool_state& s, pool_batch& b) noexcept;
 
 // pool_workers.cpp
 /// Forks one worker (through the fork server) with its socket and shared page.
-task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window);
+task<result<std::shared_ptr<pool_worker>>> start_worker(std::size_t window, std::size_t max_message);
+/// A fresh shared page for a worker (zero-filled: no job withdrawn, no function
+/// registered) in `w`; its memfd in `memfd`.
+result<void> make_page(pool_worker& w, std::size_t window, std::size_t max_message, process_fd& memfd);
 /// The task that reads a worker's results until its socket ends, then recovers it.
 task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w);
 /// Starts a writer task for each worker returned by pump_locked().
