@@ -1,7 +1,5 @@
 #include <corio/runtime/runtime.hpp>
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -280,29 +278,6 @@ std::error_code runtime_core::start(std::string& why) {
   return failure;
 }
 
-void runtime_core::notify_one() noexcept {
-  // seq_cst fence: publisher half of the store-buffer pairs (worker.cpp design note);
-  // pairs with the fence in worker::park() and the seq_cst RMW in stop_searching().
-  store_load_barrier(sleepers);
-  if (searching.load(std::memory_order_relaxed) != 0 || sleepers.load(std::memory_order_relaxed) == 0) {
-    return;
-  }
-  // Count the worker we are about to wake as a searcher *before* claiming it, so that
-  // the woken worker never decrements `searching` below what we added.
-  searching.fetch_add(1, std::memory_order_seq_cst);
-  std::size_t n = workers.size();
-  std::size_t start = wake_cursor.fetch_add(1, std::memory_order_relaxed) % n;
-  for (std::size_t i = 0; i < n; ++i) {
-    worker& w = *workers[(start + i) % n];
-    if (w.try_claim_as_searcher()) {
-      sleepers.fetch_sub(1, std::memory_order_seq_cst);
-      w.unpark_signal();
-      return;
-    }
-  }
-  searching.fetch_sub(1, std::memory_order_seq_cst);
-}
-
 void runtime_core::schedule_remote(void* task) {
   if (stopping()) {
     return;  // shutdown destroys the task through the registry
@@ -420,7 +395,7 @@ void runtime_core::shutdown() {
   m_shards[m_shard_count - 1].foreign_lock.unlock();
   // Store-load barrier: `stopping` must be visible before we read the parked words
   // below, pairing with park()'s barrier before it re-checks `stopping`.
-  store_load_barrier(sleepers);
+  store_load_barrier(idle.sleepers);
   // 2. Running blocking jobs finish (their completions are dropped), queued ones go.
   blocking.shutdown();
   // 3. Workers cancel and drain their rings, close them and exit.

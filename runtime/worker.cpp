@@ -4,8 +4,7 @@
 // -----------
 // Each worker owns: a bounded local queue (stealable), a LIFO slot (not stealable), an
 // io_uring, a timer heap and an MPSC list of cancel requests. Shared: the global inject
-// queue and two counters, `searching` (workers looking for work to steal) and `sleepers`
-// (workers parked or about to park), plus each worker's `parked` word.
+// queue and the idle accounting (runtime/idle.cpp), plus each worker's `parked` word.
 //
 // Where a task goes:
 //   - woken by a running task (a lock hand-off, a channel send, a join): the waker's LIFO
@@ -17,29 +16,11 @@
 //   - a full local queue moves half of itself to the inject queue (one lock);
 //   - from a thread that is not a worker: the inject queue.
 //
-// Sleep/wake protocol. Invariant: **if runnable work exists in a queue, then at least one
-// worker is awake (running or searching) or will wake.** It rests on two store-buffer
-// (Dekker) pairs, each made of a store, a seq_cst fence and a load on both sides:
-//   publisher: push task (release)  ; fence ; load searching, sleepers
-//   parker:    sleepers += 1 ; parked = 1 ; fence ; re-check every queue
-//   searcher:  searching -= 1                ; fence ; re-check every queue (in park)
-// With the fences at least one side sees the other's store: either the publisher sees a
-// sleeper and wakes it, or the parker sees the task and does not sleep. A publisher that
-// sees `searching > 0` skips the wake: the searcher will see the task (or, being the last
-// searcher, re-check before parking). A woken worker starts as a searcher (the waker
-// counts it), so wakes do not cascade: at most one searcher is woken per burst, and the
-// last searcher that finds work wakes the next (Tokio's policy). Searchers are bounded to
-// half the workers (rounded up).
-// The kernel side cannot lose a wake either: the worker sleeps in io_uring_enter with an
-// IORING_OP_FUTEX_WAIT armed on `parked` expecting 1; a waker changes the word and then
-// calls futex(FUTEX_WAKE). If the wait is armed after the change, the kernel sees
-// *parked != 1 and completes it at once (-EAGAIN); if before, the FUTEX_WAKE completes it.
-// Without FUTEX_WAIT (before Linux 6.7), a READ armed on an eventfd plays the same role.
+// Sleep/wake protocol: runtime/idle.cpp (the invariant, its design note and every code
+// path that upholds it: searching, parking, waking).
 #include <corio/runtime/internal/worker.hpp>
 
-#include <linux/futex.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -239,15 +220,8 @@ void* worker::search() {
   if (n < 2) {
     return nullptr;
   }
-  if (!m_searching) {
-    // Bound the searchers to half the workers (rounded up) so idle workers do not all
-    // hammer the queues of the busy ones.
-    std::uint32_t cur = rt.searching.load(std::memory_order_relaxed);
-    if (2 * cur >= n) {
-      return nullptr;
-    }
-    rt.searching.fetch_add(1, std::memory_order_seq_cst);
-    m_searching = true;
+  if (!start_searching()) {
+    return nullptr;
   }
   m_rng ^= m_rng << 13;
   m_rng ^= m_rng >> 17;
@@ -274,114 +248,14 @@ void* worker::search() {
   return nullptr;
 }
 
-void worker::stop_searching() {
-  if (!m_searching) {
-    return;
-  }
-  m_searching = false;
-  // seq_cst: the last searcher to find work wakes another in case more is waiting
-  // (a publisher skipped its wake because we were searching).
-  if (rt.searching.fetch_sub(1, std::memory_order_seq_cst) == 1) {
-    rt.notify_one();
-  }
-}
-
-bool worker::sees_work() const noexcept {
-  if (rt.stopping() || !rt.inject.empty() || m_lifo != nullptr || !m_queue.empty() || !m_ready_timers.empty()) {
-    return true;
-  }
-  if (m_cancel_head.load(std::memory_order_acquire) != nullptr || m_ring.cq_ready()) {
-    return true;
-  }
-  for (const auto& w : rt.workers) {
-    if (w.get() != this && w->has_stealable_work()) {
-      return true;
-    }
-  }
-  return false;
-}
-
-void worker::park() {
-  if (m_searching) {
-    m_searching = false;
-    rt.searching.fetch_sub(1, std::memory_order_seq_cst);
-  }
-  rt.sleepers.fetch_add(1, std::memory_order_seq_cst);
-  m_parked.store(1, std::memory_order_seq_cst);
-  // seq_cst fence: the parker half of the store-buffer pairs in the design note; pairs
-  // with the fence in runtime_core::notify_one().
-  store_load_barrier(rt.sleepers);
-  if (sees_work()) {
-    unpark_self();
-    return;
-  }
-  arm_park_wait();
-  long long timeout = -1;
-  if (timer_node* first = m_timers.top()) {
-    timeout = std::max<long long>(0, first->deadline_ns - now_ns());
-  }
-  bump(m_parks);
-  m_ring.submit_and_wait(timeout);
-  unpark_self();
-  maintenance(false);
-}
-
-void worker::unpark_self() {
-  // acq_rel: pairs with the waker's exchange; tells us who ended the park.
-  std::uint32_t prev = m_parked.exchange(0, std::memory_order_acq_rel);
-  if (prev == 1) {
-    // Woke on our own (I/O, timer, or we found work before sleeping).
-    rt.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-  } else if (prev == 0) {
-    // Claimed by a searcher wake: the waker counted us as searching.
-    m_searching = true;
-  }
-  // prev == 2: a direct wake (cancel request); the waker already fixed `sleepers`.
-}
-
-bool worker::try_claim_as_searcher() noexcept {
-  if (m_parked.load(std::memory_order_relaxed) != 1) {
-    return false;
-  }
-  std::uint32_t expected = 1;
-  // acq_rel: pairs with unpark_self()'s exchange.
-  return m_parked.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
-}
-
-void worker::wake_if_parked() noexcept {
-  std::uint32_t expected = 1;
-  if (m_parked.load(std::memory_order_relaxed) == 1 &&
-      m_parked.compare_exchange_strong(expected, 2, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-    rt.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-    unpark_signal();
-  }
-}
-
-void worker::unpark_signal() noexcept {
-  if (m_use_futex) {
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&m_parked), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-  } else {
-    std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(m_eventfd, &one, sizeof one);
-  }
-}
-
-void worker::arm_park_wait() {
-  if (m_park_armed) {
-    return;
-  }
-  io_uring_sqe* sqe = m_ring.get_sqe([this] { reap(); });
-  if (m_use_futex) {
-    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
-    uring::prep_futex_wait(sqe, reinterpret_cast<const std::uint32_t*>(&m_parked), 1, true);
-  } else {
-    io_uring_prep_read(sqe, m_eventfd, &m_eventfd_buffer, sizeof m_eventfd_buffer, 0);
-  }
-  io_uring_sqe_set_data64(sqe, kUserDataPark);
-  m_park_armed = true;
-}
-
 // ---------------------------------------------------------------------------------------
+
+long long worker::park_timeout_ns() const noexcept {
+  if (timer_node* first = m_timers.top()) {
+    return std::max<long long>(0, first->deadline_ns - now_ns());
+  }
+  return -1;
+}
 
 void worker::schedule_wake(void* task) {
   if (!m_config.lifo_slot) {
@@ -461,7 +335,7 @@ bool worker::push_cancel(cancellable* op) noexcept {
     // Store-load barrier: our push must be visible before we read `parked`, pairing
     // with park()'s barrier between `parked = 1` and its re-check of the cancel list
     // (else both sides could miss each other and the owner sleep on a pending cancel).
-    store_load_barrier(rt.sleepers);
+    store_load_barrier(rt.idle.sleepers);
     wake_if_parked();
   }
   return true;

@@ -14,6 +14,7 @@
 
 #include <corio/runtime/config.hpp>
 #include <corio/runtime/internal/blocking_pool.hpp>
+#include <corio/runtime/internal/idle.hpp>
 #include <corio/runtime/internal/inject_queue.hpp>
 #include <corio/runtime/internal/worker.hpp>
 #include <corio/runtime/metrics.hpp>
@@ -21,19 +22,6 @@
 namespace corio::detail {
 
 struct join_state_base;
-
-/// The seq_cst store-load barrier of the sleep/wake protocol (worker.cpp design note).
-/// ThreadSanitizer does not model atomic_thread_fence (and g++ rejects it under -Wtsan),
-/// so TSan builds use a seq_cst read-modify-write on the shared `sleepers` word instead,
-/// which orders the same way: RMWs on one location are totally ordered and synchronize.
-inline void store_load_barrier(std::atomic<std::uint32_t>& shared_word) noexcept {
-#if defined(__SANITIZE_THREAD__)
-  shared_word.fetch_add(0, std::memory_order_seq_cst);
-#else
-  (void)shared_word;
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-}
 
 class runtime_core {
  public:
@@ -54,7 +42,7 @@ class runtime_core {
   void unlink_if_owner(join_state_base* st, unsigned shard) noexcept;
   /// Queues a task from a thread that is not one of our workers.
   void schedule_remote(void* task);
-  /// Wakes one parked worker if work was published and nobody is searching.
+  /// Wakes one parked worker if work was published and nobody is searching (idle.cpp).
   void notify_one() noexcept;
   runtime_metrics metrics() const;
 
@@ -64,10 +52,7 @@ class runtime_core {
   std::vector<std::unique_ptr<worker>> workers;
   inject_queue inject;
   blocking_pool blocking;
-  // Idle accounting (see worker.cpp for the protocol and its invariant).
-  alignas(64) std::atomic<std::uint32_t> searching{0};
-  std::atomic<std::uint32_t> sleepers{0};
-  std::atomic<std::uint32_t> wake_cursor{0};
+  idle_state idle;  ///< the sleep/wake accounting (runtime/idle.cpp)
 
  private:
   // The registry of spawned tasks (for shutdown): one doubly linked list per worker,

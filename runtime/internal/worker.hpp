@@ -103,11 +103,14 @@ class worker {
   void* next_local_task();
   void* find_work();
   void* search();
-  void stop_searching();
+  void stop_searching();  // idle.cpp
   void run_task(void* task);
+  // The sleep/wake protocol (runtime/idle.cpp).
+  bool start_searching() noexcept;
   void park();
   void unpark_self();
   bool sees_work() const noexcept;
+  [[nodiscard]] long long park_timeout_ns() const noexcept;
   void maintenance(bool force_enter);
   void reap();
   void fire_timers();

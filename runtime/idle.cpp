@@ -1,0 +1,197 @@
+// The sleep/wake ("idle") protocol: when a worker searches for work, parks, and who wakes
+// it. Every code path that upholds the invariant below is in this file; the counters it
+// shares are runtime_core::idle (runtime/internal/idle.hpp), the park word is each
+// worker's `m_parked`.
+//
+// Design note
+// -----------
+// Sleep/wake protocol. Invariant: **if runnable work exists in a queue, then at least one
+// worker is awake (running or searching) or will wake.** It rests on two store-buffer
+// (Dekker) pairs, each made of a store, a seq_cst fence and a load on both sides:
+//   publisher: push task (release)  ; fence ; load searching, sleepers
+//   parker:    sleepers += 1 ; parked = 1 ; fence ; re-check every queue
+//   searcher:  searching -= 1                ; fence ; re-check every queue (in park)
+// With the fences at least one side sees the other's store: either the publisher sees a
+// sleeper and wakes it, or the parker sees the task and does not sleep. A publisher that
+// sees `searching > 0` skips the wake: the searcher will see the task (or, being the last
+// searcher, re-check before parking). A woken worker starts as a searcher (the waker
+// counts it), so wakes do not cascade: at most one searcher is woken per burst, and the
+// last searcher that finds work wakes the next (Tokio's policy). Searchers are bounded to
+// half the workers (rounded up).
+// The kernel side cannot lose a wake either: the worker sleeps in io_uring_enter with an
+// IORING_OP_FUTEX_WAIT armed on `parked` expecting 1; a waker changes the word and then
+// calls futex(FUTEX_WAKE). If the wait is armed after the change, the kernel sees
+// *parked != 1 and completes it at once (-EAGAIN); if before, the FUTEX_WAKE completes it.
+// Without FUTEX_WAIT (before Linux 6.7), a READ armed on an eventfd plays the same role.
+//
+// Who calls what:
+//   - a publisher (worker.cpp: a push that leaves more than the next task queued, an
+//     overflow, a batch taken from the global queue; runtime_core::schedule_remote and
+//     spawn_root from other threads) calls runtime_core::notify_one() after its push;
+//   - an idle worker calls start_searching() before stealing, stop_searching() once it
+//     found work (the last searcher wakes the next), and park() when nothing was found;
+//   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown
+//     wake that worker directly (wake_if_parked, the park word's value 2).
+#include <corio/runtime/internal/idle.hpp>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <corio/runtime/detail/uring_compat.hpp>
+#include <corio/runtime/internal/runtime_core.hpp>
+#include <corio/runtime/internal/worker.hpp>
+
+namespace corio::detail {
+
+// ---------------------------------------------------------------------------------------
+// publishers
+
+void runtime_core::notify_one() noexcept {
+  // seq_cst fence: publisher half of the store-buffer pairs (design note above);
+  // pairs with the fence in worker::park() and the seq_cst RMW in stop_searching().
+  store_load_barrier(idle.sleepers);
+  if (idle.searching.load(std::memory_order_relaxed) != 0 || idle.sleepers.load(std::memory_order_relaxed) == 0) {
+    return;
+  }
+  // Count the worker we are about to wake as a searcher *before* claiming it, so that
+  // the woken worker never decrements `searching` below what we added.
+  idle.searching.fetch_add(1, std::memory_order_seq_cst);
+  std::size_t n = workers.size();
+  std::size_t start = idle.wake_cursor.fetch_add(1, std::memory_order_relaxed) % n;
+  for (std::size_t i = 0; i < n; ++i) {
+    worker& w = *workers[(start + i) % n];
+    if (w.try_claim_as_searcher()) {
+      idle.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      w.unpark_signal();
+      return;
+    }
+  }
+  idle.searching.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+// ---------------------------------------------------------------------------------------
+// searchers
+
+bool worker::start_searching() noexcept {
+  if (m_searching) {
+    return true;
+  }
+  // Bound the searchers to half the workers (rounded up) so idle workers do not all
+  // hammer the queues of the busy ones.
+  std::uint32_t cur = rt.idle.searching.load(std::memory_order_relaxed);
+  if (2 * cur >= rt.workers.size()) {
+    return false;
+  }
+  rt.idle.searching.fetch_add(1, std::memory_order_seq_cst);
+  m_searching = true;
+  return true;
+}
+
+void worker::stop_searching() {
+  if (!m_searching) {
+    return;
+  }
+  m_searching = false;
+  // seq_cst: the last searcher to find work wakes another in case more is waiting
+  // (a publisher skipped its wake because we were searching).
+  if (rt.idle.searching.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    rt.notify_one();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// parking and waking a parked worker
+
+bool worker::sees_work() const noexcept {
+  if (rt.stopping() || !rt.inject.empty() || m_lifo != nullptr || !m_queue.empty() || !m_ready_timers.empty()) {
+    return true;
+  }
+  if (m_cancel_head.load(std::memory_order_acquire) != nullptr || m_ring.cq_ready()) {
+    return true;
+  }
+  for (const auto& w : rt.workers) {
+    if (w.get() != this && w->has_stealable_work()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void worker::park() {
+  if (m_searching) {
+    m_searching = false;
+    rt.idle.searching.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  rt.idle.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  m_parked.store(1, std::memory_order_seq_cst);
+  // seq_cst fence: the parker half of the store-buffer pairs in the design note; pairs
+  // with the fence in runtime_core::notify_one().
+  store_load_barrier(rt.idle.sleepers);
+  if (sees_work()) {
+    unpark_self();
+    return;
+  }
+  arm_park_wait();
+  bump(m_parks);
+  m_ring.submit_and_wait(park_timeout_ns());
+  unpark_self();
+  maintenance(false);
+}
+
+void worker::unpark_self() {
+  // acq_rel: pairs with the waker's exchange; tells us who ended the park.
+  std::uint32_t prev = m_parked.exchange(0, std::memory_order_acq_rel);
+  if (prev == 1) {
+    // Woke on our own (I/O, timer, or we found work before sleeping).
+    rt.idle.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  } else if (prev == 0) {
+    // Claimed by a searcher wake: the waker counted us as searching.
+    m_searching = true;
+  }
+  // prev == 2: a direct wake (cancel request); the waker already fixed `sleepers`.
+}
+
+bool worker::try_claim_as_searcher() noexcept {
+  if (m_parked.load(std::memory_order_relaxed) != 1) {
+    return false;
+  }
+  std::uint32_t expected = 1;
+  // acq_rel: pairs with unpark_self()'s exchange.
+  return m_parked.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+}
+
+void worker::wake_if_parked() noexcept {
+  std::uint32_t expected = 1;
+  if (m_parked.load(std::memory_order_relaxed) == 1 &&
+      m_parked.compare_exchange_strong(expected, 2, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+    rt.idle.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    unpark_signal();
+  }
+}
+
+void worker::unpark_signal() noexcept {
+  if (m_use_futex) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&m_parked), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  } else {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(m_eventfd, &one, sizeof one);
+  }
+}
+
+void worker::arm_park_wait() {
+  if (m_park_armed) {
+    return;
+  }
+  io_uring_sqe* sqe = m_ring.get_sqe([this] { reap(); });
+  if (m_use_futex) {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+    uring::prep_futex_wait(sqe, reinterpret_cast<const std::uint32_t*>(&m_parked), 1, true);
+  } else {
+    io_uring_prep_read(sqe, m_eventfd, &m_eventfd_buffer, sizeof m_eventfd_buffer, 0);
+  }
+  io_uring_sqe_set_data64(sqe, kUserDataPark);
+  m_park_armed = true;
+}
+
+}  // namespace corio::detail
