@@ -1,8 +1,5 @@
 #include <corio/ipc/address.hpp>
 
-// Defines detail::finish_root, which every task<T> instantiated here needs.
-#include <corio/runtime/spawn.hpp>
-
 #include <arpa/inet.h>
 #include <netdb.h>
 

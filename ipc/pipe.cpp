@@ -1,8 +1,5 @@
 #include <corio/ipc/pipe.hpp>
 
-// Defines detail::finish_root, which every task<T> instantiated here needs.
-#include <corio/runtime/spawn.hpp>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +13,7 @@
 #include <corio/ipc/detail/exact_io.hpp>
 #include <corio/runtime/blocking.hpp>
 #include <corio/runtime/shield.hpp>
+#include <corio/runtime/spawn.hpp>
 
 namespace corio::ipc {
 

@@ -1,7 +1,5 @@
 #include <corio/ipc/socket.hpp>
 
-// Defines detail::finish_root, which every task<T> instantiated here needs.
-#include <corio/runtime/spawn.hpp>
 #include <corio/ipc/detail/exact_io.hpp>
 
 #include <cerrno>

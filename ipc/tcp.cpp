@@ -1,8 +1,5 @@
 #include <corio/ipc/tcp.hpp>
 
-// Defines detail::finish_root, which every task<T> instantiated here needs.
-#include <corio/runtime/spawn.hpp>
-
 #include <corio/runtime/timeout.hpp>
 
 namespace corio::ipc {

@@ -1,8 +1,5 @@
 #include <corio/ipc/unix.hpp>
 
-// Defines detail::finish_root, which every task<T> instantiated here needs.
-#include <corio/runtime/spawn.hpp>
-
 #include <sys/un.h>
 #include <unistd.h>
 

@@ -17,8 +17,6 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
-#include <new>
-#include <semaphore>
 #include <stop_token>
 #include <stdexcept>
 #include <system_error>
@@ -26,6 +24,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/frame_allocator.hpp>
+#include <corio/runtime/detail/join_state.hpp>
 #include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -33,83 +32,6 @@
 namespace corio {
 
 namespace detail {
-
-/// Blocks a plain thread (block_on) until a root task finishes.
-struct thread_waiter {
-  std::binary_semaphore done{0};
-};
-
-/// Shared by a spawned task's top frame and its join_handle (reference counted: 2).
-struct join_state_base {
-  // waiter word values:
-  //   0              task running, nobody waiting
-  //   kDone (1)      task finished (result published)
-  //   ptr            a coroutine (frame address) awaits the result
-  //   ptr | kThread  a thread_waiter* (block_on) awaits the result
-  //   kCancelled (5) an awaiter's wait was stopped before it published its frame
-  static constexpr std::uintptr_t kDone = 1;
-  static constexpr std::uintptr_t kThread = 2;
-  static constexpr std::uintptr_t kCancelled = 5;
-
-  std::atomic<std::uintptr_t> waiter{0};
-  // References: the running task and the join_handle (count in the low bits), plus the
-  // registry's while kRegistered is set (see runtime_core's registry).
-  static constexpr std::uint32_t kRegistered = 0x100;
-  std::atomic<std::uint32_t> refs{2};
-  std::coroutine_handle<> frame{};
-  runtime_core* runtime = nullptr;
-  runtime_core* waiter_runtime = nullptr;  // where the awaiting coroutine runs
-  // Registry links (touched only by the shard's worker, or by shutdown; see runtime_core).
-  join_state_base* reg_prev = nullptr;
-  join_state_base* reg_next = nullptr;
-  unsigned reg_shard = 0;   // fixed at spawn
-  std::exception_ptr error{};
-  bool cancelled = false;   // destroyed by runtime shutdown before it finished
-  bool observed = false;    // the result was taken through a join_handle
-  void (*free_self)(join_state_base*) noexcept = nullptr;
-
-  /// Publishes completion and wakes the waiter. Called once, by the finishing worker
-  /// (or by shutdown with cancelled = true).
-  void complete(bool from_shutdown) noexcept;
-  /// Drops the task's or the handle's reference.
-  void release() noexcept;
-  /// Drops the registry's reference (its owner worker, or shutdown).
-  void drop_registry() noexcept;
-  void destroy() noexcept;
-};
-
-template <class T>
-struct join_state : join_state_base {
-  alignas(T) unsigned char storage[sizeof(T)];
-  bool has_value = false;
-
-  join_state() {
-    free_self = [](join_state_base* b) noexcept {
-      auto* s = static_cast<join_state*>(b);
-      s->~join_state();
-      frame_deallocate(s, sizeof(join_state));
-    };
-  }
-  ~join_state() {
-    if (has_value) {
-      std::launder(reinterpret_cast<T*>(storage))->~T();
-    }
-  }
-  static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
-  T& value() { return *std::launder(reinterpret_cast<T*>(storage)); }
-};
-
-template <>
-struct join_state<void> : join_state_base {
-  join_state() {
-    free_self = [](join_state_base* b) noexcept {
-      auto* s = static_cast<join_state*>(b);
-      s->~join_state();
-      frame_deallocate(s, sizeof(join_state));
-    };
-  }
-  static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
-};
 
 /// The type-independent part of a join_handle's awaiter (runtime.cpp). Protocol on the
 /// state's waiter word: the awaiter publishes its frame with a CAS 0 -> frame; the task's
@@ -151,21 +73,6 @@ class join_wait {
   bool m_published = false;  // our frame is in the waiter word
   bool m_cancelled = false;  // this wait (not the task) was stopped
 };
-
-template <class T>
-void finish_root(std::coroutine_handle<> frame, join_state_base* root, promise_base& p,
-                 T* value) noexcept {
-  auto* st = static_cast<join_state<T>*>(root);
-  if (p.exception) {
-    st->error = std::move(p.exception);
-  } else if constexpr (!std::is_void_v<T>) {
-    ::new (static_cast<void*>(st->storage)) T(std::move(*value));
-    st->has_value = true;
-  }
-  st->frame = {};
-  frame.destroy();  // allowed: the frame is suspended at its final suspend point
-  st->complete(false);
-}
 
 /// Registers `st` and queues its frame. Returns false (and does nothing) if the runtime
 /// is shutting down.

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/frame_allocator.hpp>
+#include <corio/runtime/detail/join_state.hpp>
 #include <corio/runtime/port.hpp>
 
 namespace corio {
@@ -28,8 +29,6 @@ template <class T = void>
 class task;
 
 namespace detail {
-
-struct join_state_base;
 
 /// Common part of every corio promise.
 struct promise_base {
@@ -57,11 +56,6 @@ const std::stop_token* inherited_token_of(std::coroutine_handle<P> h) noexcept {
     return nullptr;
   }
 }
-
-/// Called at the final suspend point of a spawned task's top frame (runtime/spawn.hpp).
-template <class T>
-void finish_root(std::coroutine_handle<> frame, join_state_base* root, promise_base& p,
-                 T* value) noexcept;
 
 template <class Promise>
 struct final_awaiter {
@@ -108,7 +102,10 @@ struct task_promise : promise_base {
   }
 
   void finish_as_root(std::coroutine_handle<> h) noexcept {
-    finish_root<T>(h, root, *this, has_value ? std::launder(reinterpret_cast<T*>(storage)) : nullptr);
+    if (!exception && has_value) {
+      store_root_value<T>(root, std::launder(reinterpret_cast<T*>(storage)));
+    }
+    finish_root(h, root, std::move(exception));
   }
 };
 
@@ -122,9 +119,7 @@ struct task_promise<void> : promise_base {
       std::rethrow_exception(exception);
     }
   }
-  void finish_as_root(std::coroutine_handle<> h) noexcept {
-    finish_root<void>(h, root, *this, nullptr);
-  }
+  void finish_as_root(std::coroutine_handle<> h) noexcept { finish_root(h, root, std::move(exception)); }
 };
 
 }  // namespace detail
@@ -227,7 +222,3 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
 }  // namespace detail
 
 }  // namespace corio
-
-// finish_root<T> (declared above, used by every task's final suspend) is defined with the
-// join states it fills; including it here lets task.hpp be used on its own.
-#include <corio/runtime/spawn.hpp>

@@ -26,9 +26,6 @@
 #include <utility>
 
 #include <corio/runtime/result.hpp>
-// spawn.hpp defines detail::finish_root, which task.hpp declares but does not define:
-// without it a TU that only uses task<T> fails to link.
-#include <corio/runtime/spawn.hpp>
 #include <corio/runtime/task.hpp>
 #include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>

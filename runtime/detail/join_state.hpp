@@ -1,0 +1,113 @@
+// The join state of a spawned task: what its top frame and its join_handle share (the
+// result, the waiter word, the references), and finish_root(), the entry point a task's
+// final suspend calls when it is the top of a spawned task.
+//
+// Kept apart from spawn.hpp so that task.hpp can call finish_root without including
+// spawn.hpp (which includes task.hpp): the typed part (moving the value into the state)
+// is store_root_value<T>, inline; the rest (publishing, waking the waiter, releasing the
+// references) is the non-template finish_root in runtime/join_state.cpp.
+// Thread-safety: the task may finish on any worker while its handle is awaited on another;
+// the waiter word and the reference count are atomics (join_state.cpp explains each
+// order). Cost: one allocation from the frame allocator (recycled) per spawn.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include <corio/runtime/detail/frame_allocator.hpp>
+
+namespace corio::detail {
+
+class runtime_core;
+
+/// Shared by a spawned task's top frame and its join_handle (reference counted: 2).
+struct join_state_base {
+  // waiter word values:
+  //   0              task running, nobody waiting
+  //   kDone (1)      task finished (result published)
+  //   ptr            a coroutine (frame address) awaits the result
+  //   ptr | kThread  a thread_waiter* (block_on) awaits the result
+  //   kCancelled (5) an awaiter's wait was stopped before it published its frame
+  static constexpr std::uintptr_t kDone = 1;
+  static constexpr std::uintptr_t kThread = 2;
+  static constexpr std::uintptr_t kCancelled = 5;
+
+  std::atomic<std::uintptr_t> waiter{0};
+  // References: the running task and the join_handle (count in the low bits), plus the
+  // registry's while kRegistered is set (see runtime_core's registry).
+  static constexpr std::uint32_t kRegistered = 0x100;
+  std::atomic<std::uint32_t> refs{2};
+  std::coroutine_handle<> frame{};
+  runtime_core* runtime = nullptr;
+  runtime_core* waiter_runtime = nullptr;  // where the awaiting coroutine runs
+  // Registry links (touched only by the shard's worker, or by shutdown; see runtime_core).
+  join_state_base* reg_prev = nullptr;
+  join_state_base* reg_next = nullptr;
+  unsigned reg_shard = 0;   // fixed at spawn
+  std::exception_ptr error{};
+  bool cancelled = false;   // destroyed by runtime shutdown before it finished
+  bool observed = false;    // the result was taken through a join_handle
+  void (*free_self)(join_state_base*) noexcept = nullptr;
+
+  /// Publishes completion and wakes the waiter. Called once, by the finishing worker
+  /// (or by shutdown with cancelled = true).
+  void complete(bool from_shutdown) noexcept;
+  /// Drops the task's or the handle's reference.
+  void release() noexcept;
+  /// Drops the registry's reference (its owner worker, or shutdown).
+  void drop_registry() noexcept;
+  void destroy() noexcept;
+};
+
+template <class T>
+struct join_state : join_state_base {
+  alignas(T) unsigned char storage[sizeof(T)];
+  bool has_value = false;
+
+  join_state() {
+    free_self = [](join_state_base* b) noexcept {
+      auto* s = static_cast<join_state*>(b);
+      s->~join_state();
+      frame_deallocate(s, sizeof(join_state));
+    };
+  }
+  ~join_state() {
+    if (has_value) {
+      std::launder(reinterpret_cast<T*>(storage))->~T();
+    }
+  }
+  static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
+  T& value() { return *std::launder(reinterpret_cast<T*>(storage)); }
+};
+
+template <>
+struct join_state<void> : join_state_base {
+  join_state() {
+    free_self = [](join_state_base* b) noexcept {
+      auto* s = static_cast<join_state*>(b);
+      s->~join_state();
+      frame_deallocate(s, sizeof(join_state));
+    };
+  }
+  static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
+};
+
+/// Moves a finished root's value into its join state (before its frame is destroyed).
+template <class T>
+void store_root_value(join_state_base* root, T* value) noexcept {
+  auto* st = static_cast<join_state<T>*>(root);
+  ::new (static_cast<void*>(st->storage)) T(std::move(*value));
+  st->has_value = true;
+}
+
+/// The final step of a spawned task (join_state.cpp): records `error` (if any), destroys
+/// `frame` (suspended at its final suspend point), and publishes the result to the
+/// handle, waking its waiter. Called once, on the worker that ran the task to its end.
+void finish_root(std::coroutine_handle<> frame, join_state_base* root, std::exception_ptr error) noexcept;
+
+}  // namespace corio::detail
