@@ -121,7 +121,9 @@ TEST_CASE("fifo: a pending open with no peer is cancelled without leaking a desc
     CHECK(rt.block_on(body()) == std::errc::timed_out);
     CHECK(std::chrono::steady_clock::now() - t0 < 2s);
   }
-  CHECK(corio_test::open_fd_count() == fds_before);
+  // The detached helper that releases the blocked open holds the FIFO's other end for a
+  // moment; on a loaded machine it may still be between its open() and close() here.
+  CHECK(corio_test::settled_fd_count(fds_before) == fds_before);
 }
 
 namespace {

@@ -5,9 +5,11 @@
 
 #include <corio/runtime/config.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 namespace corio_test {
 
@@ -30,6 +32,21 @@ inline std::size_t open_fd_count() {
     ::closedir(d);
   }
   return n - 1;  // the DIR's own fd
+}
+
+/// The open descriptor count once descriptors held for a moment by threads that outlive
+/// the code under test (a detached helper between its open() and close()) are gone:
+/// polls until it equals `expected` or `within` has passed, and returns the last count.
+/// A real leak never goes back, so the check still fails for it.
+inline std::size_t settled_fd_count(std::size_t expected,
+                                    std::chrono::milliseconds within = std::chrono::milliseconds(10000)) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  std::size_t n = open_fd_count();
+  while (n != expected && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    n = open_fd_count();
+  }
+  return n;
 }
 
 /// Resident set size of this process in KiB.
