@@ -1,9 +1,11 @@
 // Fuzz target: the pickle reader (ipc/pickle.hpp) on arbitrary bytes.
-// fuzz-sources: ipc/pickle.cpp ipc/pickle_reader.cpp ipc/pickle_writer.cpp
+// fuzz-sources: ipc/pickle.cpp ipc/pickle_fast.cpp ipc/pickle_reader.cpp ipc/pickle_writer.cpp
 //
 // Properties checked on every input (a violation aborts, which the fuzzer reports):
 // - load() returns a value or a pickle error with a message; it never crashes, leaks or
 //   reads outside the input (ASan/UBSan builds);
+// - the single-pass fast path and the general reader (load_options::fast_path = false)
+//   return the same value or the same error;
 // - a decoded value encodes (protocol 4 and 5) and decodes again to an identical value;
 // - its repr is bounded, and equal values hash alike.
 // Built two ways: with libFuzzer by fuzz/run.sh, and with fuzz/driver.cpp (a seeded
@@ -38,7 +40,17 @@ pk::load_options limits() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static pk::reader reader(limits());  // reused, as a connection reuses its reader
-  auto v = reader.load(std::as_bytes(std::span(data, size)));
+  static pk::reader general([] {
+    pk::load_options o = limits();
+    o.fast_path = false;
+    return o;
+  }());
+  auto bytes_in = std::as_bytes(std::span(data, size));
+  auto v = reader.load(bytes_in);
+  auto g = general.load(bytes_in);
+  if (v.has_value() != g.has_value() || (v && !(*v == *g)) || (!v && v.error() != g.error())) {
+    violated("the single-pass reader and the general reader disagree");
+  }
   if (!v) {
     if (v.error().category() != pk::category() || reader.error_message().empty()) {
       violated("a failed load without a pickle error code and message");

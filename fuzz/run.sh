@@ -30,7 +30,9 @@ for name in "${targets[@]}"; do
   read -r -a sources <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src")"
   bin=$out/$name
   stale=0
-  for s in "$src" "${sources[@]}" ipc/pickle.hpp; do
+  headers=()
+  for s in "${sources[@]}"; do headers+=("$(dirname "$s")"/*.hpp); done
+  for s in "$src" "${sources[@]}" "${headers[@]}"; do
     if [ ! -e "$bin" ] || [ "$s" -nt "$bin" ]; then stale=1; fi
   done
   if [ "$stale" = 1 ]; then

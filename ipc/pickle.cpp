@@ -611,90 +611,61 @@ void detail::normalize_twos_complement(std::vector<std::uint8_t>& b) {
 
 // ---- value ----
 
-value::value(big_int b) {
+value::value(big_int b) : m_int(0) {
   if (auto small = b.to_int64()) {
-    m_data.emplace<2>(*small);
+    m_kind = kind::integer;
+    m_int = *small;
   } else {
-    m_data.emplace<3>(std::move(b));
+    new (&m_big) big_int(std::move(b));
+    m_kind = kind::big_integer;
   }
 }
 
-value::value(dict d) : m_data(std::in_place_index<10>, std::move(d)) {}
-value::value(object o) : m_data(std::in_place_index<13>, std::move(o)) {}
+value::value(dict d) : m_kind(kind::dict), m_dict(std::move(d)) {}
+value::value(object o) : m_kind(kind::object), m_object(std::move(o)) {}
 
-value value::make_bytes(std::string_view data) { return value(std::in_place_index<6>, data); }
+value value::make_bytes(std::string_view data) { return value(kind::bytes, data); }
 value value::make_bytes(std::span<const std::byte> data) {
-  return value(std::in_place_index<6>, reinterpret_cast<const char*>(data.data()), data.size());
+  return value(kind::bytes, std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
 }
-value value::make_bytearray(std::string_view data) { return value(std::in_place_index<7>, data); }
+value value::make_bytearray(std::string_view data) { return value(kind::bytearray, data); }
 value value::make_bytearray(std::span<const std::byte> data) {
-  return value(std::in_place_index<7>, reinterpret_cast<const char*>(data.data()), data.size());
+  return value(kind::bytearray, std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
 }
 
 value value::make_dict(std::initializer_list<std::pair<value, value>> pairs) { return value(dict(pairs)); }
 
-value::value(set s) : m_data(std::in_place_index<11>, std::move(s)) {}
+value::value(set s) : m_kind(kind::set), m_set(std::move(s)) {}
 
-value value::make_frozenset(set s) { return value(std::in_place_index<12>, std::move(s)); }
+value value::make_frozenset(set s) {
+  value v(std::move(s));
+  v.m_kind = kind::frozenset;
+  return v;
+}
 
 const std::string* value::if_bytes() const noexcept {
-  if (auto* p = std::get_if<6>(&m_data)) {
-    return p;
-  }
-  return std::get_if<7>(&m_data);
+  return m_kind == kind::bytes || m_kind == kind::bytearray ? &m_text : nullptr;
 }
 
-std::string* value::if_bytes() noexcept {
-  if (auto* p = std::get_if<6>(&m_data)) {
-    return p;
-  }
-  return std::get_if<7>(&m_data);
-}
+std::string* value::if_bytes() noexcept { return m_kind == kind::bytes || m_kind == kind::bytearray ? &m_text : nullptr; }
 
 const value::items_type* value::if_sequence() const noexcept {
-  if (auto* p = std::get_if<8>(&m_data)) {
-    return p;
-  }
-  return std::get_if<9>(&m_data);
+  return m_kind == kind::tuple || m_kind == kind::list ? &m_items : nullptr;
 }
 
-const dict* value::if_dict() const noexcept {
-  auto* p = std::get_if<10>(&m_data);
-  return p ? &**p : nullptr;
-}
-
-dict* value::if_dict() noexcept {
-  auto* p = std::get_if<10>(&m_data);
-  return p ? &**p : nullptr;
-}
+const dict* value::if_dict() const noexcept { return m_kind == kind::dict ? &*m_dict : nullptr; }
+dict* value::if_dict() noexcept { return m_kind == kind::dict ? &*m_dict : nullptr; }
 
 const set* value::if_set() const noexcept {
-  auto* p = std::get_if<11>(&m_data);
-  if (!p) {
-    p = std::get_if<12>(&m_data);
-  }
-  return p ? &**p : nullptr;
+  return m_kind == kind::set || m_kind == kind::frozenset ? &*m_set : nullptr;
 }
 
-set* value::if_set() noexcept {
-  auto* p = std::get_if<11>(&m_data);
-  if (!p) {
-    p = std::get_if<12>(&m_data);
-  }
-  return p ? &**p : nullptr;
-}
+set* value::if_set() noexcept { return m_kind == kind::set || m_kind == kind::frozenset ? &*m_set : nullptr; }
 
-const object* value::if_object() const noexcept {
-  auto* p = std::get_if<13>(&m_data);
-  return p ? &**p : nullptr;
-}
+const object* value::if_object() const noexcept { return m_kind == kind::object ? &*m_object : nullptr; }
+object* value::if_object() noexcept { return m_kind == kind::object ? &*m_object : nullptr; }
 
-object* value::if_object() noexcept {
-  auto* p = std::get_if<13>(&m_data);
-  return p ? &**p : nullptr;
-}
-
-const big_int* value::if_big_int() const noexcept { return std::get_if<3>(&m_data); }
+const big_int* value::if_big_int() const noexcept { return m_kind == kind::big_integer ? &m_big : nullptr; }
 
 std::size_t value::size() const noexcept {
   switch (type()) {
@@ -1039,7 +1010,7 @@ bool dict::insert_or_assign(value key, value mapped) {
     m_entries[pos].mapped = std::move(mapped);
     return false;
   }
-  m_entries.push_back(entry{std::move(key), std::move(mapped)});
+  m_entries.emplace_back(std::move(key), std::move(mapped));
   m_hashes.push_back(hash);
   index_add(hash, m_entries.size() - 1);
   return true;

@@ -141,10 +141,12 @@ struct reader::impl {
   std::string arena;
   std::string message;
   std::size_t error_offset = 0;
+  errc fill_error = errc::malformed;
+  detail::fast_reader fast;
 
   // ---- failure ----
 
-  unexpected<std::error_code> fail(errc e, std::string_view what) {
+  [[gnu::cold, gnu::noinline]] unexpected<std::error_code> fail(errc e, std::string_view what) {
     message.assign(what);
     message += " at byte ";
     message += std::to_string(op_pos);
@@ -165,14 +167,37 @@ struct reader::impl {
     return p;
   }
 
+  // A little-endian unsigned number of n (1, 2, 4 or 8) bytes.
   result<std::uint64_t> read_le(std::size_t n) {
-    auto p = take(n);
-    if (!p) {
-      return unexpected(p.error());
+    if (n > remaining()) [[unlikely]] {
+      return fail(errc::truncated, "pickle data ends inside an opcode's argument");
     }
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      v |= static_cast<std::uint64_t>((*p)[i]) << (8 * i);
+    const unsigned char* p = in + pos;
+    pos += n;
+    switch (n) {
+      case 1: return p[0];
+      case 2: return static_cast<std::uint64_t>(p[0]) | static_cast<std::uint64_t>(p[1]) << 8;
+      case 4: {
+        std::uint32_t v;
+        std::memcpy(&v, p, 4);
+        return le_to_native(v);
+      }
+      default: {
+        std::uint64_t v;
+        std::memcpy(&v, p, 8);
+        return le_to_native(v);
+      }
+    }
+  }
+
+  template <class U>
+  static U le_to_native(U v) noexcept {
+    if constexpr (std::endian::native == std::endian::big) {
+      if constexpr (sizeof(U) == 4) {
+        return __builtin_bswap32(v);
+      } else {
+        return __builtin_bswap64(v);
+      }
     }
     return v;
   }
@@ -214,7 +239,7 @@ struct reader::impl {
   }
 
   result<void> count_value() {
-    if (++created > options.max_values) {
+    if (++created > options.max_values) [[unlikely]] {
       return fail(errc::too_large, "pickle creates more values than load_options::max_values");
     }
     return {};
@@ -275,10 +300,8 @@ struct reader::impl {
   std::size_t fence() const noexcept { return marks.empty() ? 0 : marks.back(); }
 
   result<void> push_new(slot s) {
-    if (s.tag != slot_tag::node) {
-      if (auto r = count_value(); !r) {
-        return r;
-      }
+    if (s.tag != slot_tag::node && ++created > options.max_values) [[unlikely]] {
+      return fail(errc::too_large, "pickle creates more values than load_options::max_values");
     }
     stack.push_back(s);
     return {};
@@ -625,7 +648,9 @@ struct reader::impl {
     if (idx >= options.max_memo) {
       return fail(errc::memo_too_large, "memo index " + std::to_string(idx) + " is not below load_options::max_memo");
     }
-    if (idx >= memo.size()) {
+    if (idx == memo.size()) {
+      memo.emplace_back();  // MEMOIZE: the common case
+    } else if (idx > memo.size()) {
       memo.resize(idx + 1);
     }
     if (memo[idx].tag == slot_tag::empty) {
@@ -1251,71 +1276,98 @@ struct reader::impl {
 
   // ---- the copy into values ----
 
-  result<value> to_value(const slot& s) {
+  // Records a failure for fill(), which reports success as a bool.
+  bool fill_failed(errc e, std::string_view what) {
+    (void)fail(e, what);
+    fill_error = e;
+    return false;
+  }
+
+  // Appends the value of s to items, constructing scalars and strings in place.
+  bool append(const slot& s, value::items_type& items) {
     switch (s.tag) {
-      case slot_tag::none: return value();
-      case slot_tag::boolean: return value(s.b);
-      case slot_tag::integer: return value(s.i);
-      case slot_tag::floating: return value(s.f);
-      case slot_tag::empty: return fail(errc::malformed, "internal: empty slot");
+      case slot_tag::none: items.emplace_back(); return true;
+      case slot_tag::boolean: items.emplace_back(s.b); return true;
+      case slot_tag::integer: items.emplace_back(s.i); return true;
+      case slot_tag::floating: items.emplace_back(s.f); return true;
+      case slot_tag::node:
+        if (nodes[s.n].k == node_kind::str) {
+          items.emplace_back(data(nodes[s.n]));
+          return true;
+        }
+        break;
+      case slot_tag::empty: break;
+    }
+    return fill(s, items.emplace_back());
+  }
+
+  // Writes the value of s into out.
+  bool fill(const slot& s, value& out) {
+    switch (s.tag) {
+      case slot_tag::none: out = value(); return true;
+      case slot_tag::boolean: out = value(s.b); return true;
+      case slot_tag::integer: out = value(s.i); return true;
+      case slot_tag::floating: out = value(s.f); return true;
+      case slot_tag::empty: return fill_failed(errc::malformed, "internal: empty slot");
       case slot_tag::node: break;
     }
     const node& n = nodes[s.n];
     switch (n.k) {
-      case node_kind::str: return value(std::string(data(n)));
-      case node_kind::bytes: return value::make_bytes(data(n));
-      case node_kind::bytearray: return value::make_bytearray(data(n));
+      case node_kind::str: out = value(data(n)); return true;
+      case node_kind::bytes: out = value::make_bytes(data(n)); return true;
+      case node_kind::bytearray: out = value::make_bytearray(data(n)); return true;
       case node_kind::big: {
         std::string_view d = data(n);
-        return value(big_int::from_twos_complement(
-            std::span(reinterpret_cast<const std::uint8_t*>(d.data()), d.size())));
+        out = value(big_int::from_twos_complement(std::span(reinterpret_cast<const std::uint8_t*>(d.data()), d.size())));
+        return true;
       }
       case node_kind::tuple:
       case node_kind::list: {
         value::items_type items;
         items.reserve(n.items.size());
         for (const slot& c : n.items) {
-          auto v = to_value(c);
-          if (!v) {
-            return v;
+          if (!append(c, items)) {
+            return false;
           }
-          items.push_back(std::move(*v));
         }
-        return n.k == node_kind::tuple ? value::make_tuple(std::move(items)) : value::make_list(std::move(items));
+        out = n.k == node_kind::tuple ? value::make_tuple(std::move(items)) : value::make_list(std::move(items));
+        return true;
       }
       case node_kind::dict: {
         dict d;
         d.reserve(n.items.size() / 2);
         for (std::size_t i = 0; i + 1 < n.items.size(); i += 2) {
-          auto k = to_value(n.items[i]);
-          if (!k) {
-            return k;
+          value k;
+          value v;
+          if (!fill(n.items[i], k)) {
+            return false;
           }
-          if (!k->hashable()) {
-            return fail(errc::unhashable, "unhashable type '" + std::string(k->type_name()) + "' as a dict key");
+          if (!k.hashable()) {
+            return fill_failed(errc::unhashable, "unhashable type '" + std::string(k.type_name()) + "' as a dict key");
           }
-          auto v = to_value(n.items[i + 1]);
-          if (!v) {
-            return v;
+          if (!fill(n.items[i + 1], v)) {
+            return false;
           }
-          d.insert_or_assign(std::move(*k), std::move(*v));
+          d.insert_or_assign(std::move(k), std::move(v));
         }
-        return value(std::move(d));
+        out = value(std::move(d));
+        return true;
       }
       case node_kind::set:
       case node_kind::frozenset: {
         set st;
         for (const slot& c : n.items) {
-          auto e = to_value(c);
-          if (!e) {
-            return e;
+          value e;
+          if (!fill(c, e)) {
+            return false;
           }
-          if (!e->hashable()) {
-            return fail(errc::unhashable, "unhashable type '" + std::string(e->type_name()) + "' in a set");
+          if (!e.hashable()) {
+            return fill_failed(errc::unhashable, "unhashable type '" + std::string(e.type_name()) + "' in a set");
           }
-          st.insert(std::move(*e));
+          st.insert(std::move(e));
         }
-        return n.k == node_kind::set ? value(std::move(st)) : value::make_frozenset(std::move(st));
+        out = n.k == node_kind::set ? value(std::move(st)) : value::make_frozenset(std::move(st));
+        return true;
       }
       case node_kind::object: {
         object o;
@@ -1323,28 +1375,23 @@ struct reader::impl {
         o.name = name_of(n);
         o.new_object = n.new_object;
         std::size_t nargs = n.items.size() - (n.has_state ? 1 : 0);
-        o.args.reserve(nargs);
+        o.args.resize(nargs);
         for (std::size_t i = 0; i < nargs; ++i) {
-          auto v = to_value(n.items[i]);
-          if (!v) {
-            return v;
+          if (!fill(n.items[i], o.args[i])) {
+            return false;
           }
-          o.args.push_back(std::move(*v));
         }
-        if (n.has_state) {
-          auto v = to_value(n.items.back());
-          if (!v) {
-            return v;
-          }
-          o.state = std::move(*v);
+        if (n.has_state && !fill(n.items.back(), o.state)) {
+          return false;
         }
-        return value(std::move(o));
+        out = value(std::move(o));
+        return true;
       }
       case node_kind::global:
-        return fail(errc::malformed, "a bare class reference (" + std::string(module_of(n)) + "." +
-                                         std::string(name_of(n)) + ") is not a value this codec holds");
+        return fill_failed(errc::malformed, "a bare class reference (" + std::string(module_of(n)) + "." +
+                                                std::string(name_of(n)) + ") is not a value this codec holds");
     }
-    return fail(errc::malformed, "internal: unknown node");
+    return fill_failed(errc::malformed, "internal: unknown node");
   }
 
   // ---- one load ----
@@ -1381,6 +1428,7 @@ struct reader::impl {
     if (stack.capacity() > keep_nodes) {
       std::vector<slot>().swap(stack);
     }
+    fast.trim();
     in = nullptr;
   }
 
@@ -1390,6 +1438,12 @@ struct reader::impl {
       auto e = fail(errc::too_large, "pickle of " + std::to_string(size) + " bytes is larger than load_options::max_bytes");
       trim_buffers();
       return e;
+    }
+    if (options.fast_path) {
+      if (std::optional<value> v = fast.load(data, options)) {
+        trim_buffers();
+        return std::move(*v);
+      }
     }
     result<value> out = run();
     trim_buffers();
@@ -1408,7 +1462,11 @@ struct reader::impl {
         if (pos != size) {
           return fail(errc::trailing_data, std::to_string(size - pos) + " bytes after STOP");
         }
-        return to_value(*s);
+        value out;
+        if (!fill(*s, out)) {
+          return unexpected(make_error_code(fill_error));
+        }
+        return out;
       }
       if (auto r = step(op); !r) {
         return unexpected(r.error());
