@@ -10,6 +10,9 @@
 // from the workers at 0.97x the 20-thread posix_spawn + waitpid floor; clone3(CLONE_PIDFD
 // | CLONE_VFORK) would save only that pidfd_open (4.2 µs with its close, measured here,
 // of a ~400 µs spawn), not worth a hand-written vfork child and its signal/TLS hazards.
+// The one exception: parent_death_signal() needs a prctl between the clone and the exec,
+// which posix_spawn cannot do, so such a spawn goes through a small vfork child of our
+// own (ipc/process/launch.cpp: raw syscalls only, the same steps as posix_spawn's).
 //
 // Hygiene: the child gets an empty signal mask and default dispositions for every signal
 // (corio's workers block SIGPIPE; a parent may ignore signals), and only fds 0, 1 and 2
@@ -150,6 +153,19 @@ class command {
   command& process_group(pid_t pgid) noexcept { m_pgroup = pgid; return *this; }
   /// SIGKILL the child when its `child` handle is dropped without being waited for.
   command& kill_on_drop(bool on) noexcept { m_kill_on_drop = on; return *this; }
+  /// Sends the child `sig` (e.g. SIGKILL or SIGTERM; 0: none, the default) when its
+  /// parent dies, even by kill -9 — so it is not left running as an orphan
+  /// (PR_SET_PDEATHSIG, set in the child before its exec; if the parent died before
+  /// that, the child sends itself `sig` at once instead of running; a number that is not
+  /// a signal makes spawn() fail with invalid_argument). Read this before using it:
+  /// Linux sends the signal when the *thread* that spawned the child exits, not only
+  /// when the process dies. A child spawned from a corio worker gets it when that
+  /// runtime is destroyed (its worker threads exit); one spawned from a spawn_blocking
+  /// thread when that pool retires the thread. Spawn from a thread that lives as long
+  /// as the child should (the main thread, or a runtime kept for the program's life).
+  /// The setting is cleared by exec of a set-user-ID program. Cost: such a spawn goes
+  /// through a hand-written vfork child instead of posix_spawn (same cost).
+  command& parent_death_signal(int sig) noexcept { m_parent_death_signal = sig; return *this; }
 
   /// Starts the process.
   /// Errors: invalid_argument for bad input (see the header comment), the exec's errno
@@ -194,6 +210,7 @@ class command {
   stdio m_stdio[3] = {stdio::inherit(), stdio::inherit(), stdio::inherit()};
   std::optional<pid_t> m_pgroup;
   bool m_kill_on_drop = false;
+  int m_parent_death_signal = 0;
   std::vector<std::pair<int, int>> m_inherit;  // (parent fd, child fd), child fd >= 3 or < 0
 
 };

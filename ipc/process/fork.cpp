@@ -1,7 +1,8 @@
 // corio::ipc::fork_server and fork_raw (see fork.hpp for the design and its limits).
 //
 // Wire format of a request (one SOCK_SEQPACKET message, so never split or merged):
-//   request_header { u64 entry; u32 nfds; u32 nargs } then `nargs` argument bytes;
+//   request_header { u64 entry; u32 nfds; u32 nargs; i32 death_signal; u32 0 } then
+//   `nargs` argument bytes;
 //   SCM_RIGHTS: [reply pipe write end, user fd 0, ..., user fd nfds-1].
 // Reply (on the reply pipe): one i32, the new pid, or -errno if the clone failed.
 #include <corio/ipc/process/fork.hpp>
@@ -33,6 +34,8 @@ struct request_header {
   std::uint64_t entry;
   std::uint32_t nfds;
   std::uint32_t nargs;
+  std::int32_t death_signal;  // PR_SET_PDEATHSIG for the new process (0: none)
+  std::uint32_t reserved;
 };
 
 // The parent's end of the socketpair and the helper's pid. Written by start()/stop()
@@ -43,10 +46,26 @@ std::atomic<pid_t> g_helper{-1};
 
 constexpr std::size_t cmsg_space = CMSG_SPACE(sizeof(int) * (1 + fork_server::max_fds));
 
-[[noreturn]] void run_child(int sock, int reply, const request_header& h, const std::byte* args,
-                            const int* fds) {
+/// In the new process: arms the parent-death signal, unless the parent already died
+/// (then the process ends at once, by that signal, as it would have a moment later).
+/// `parent` is the pid recorded before the clone: after CLONE_PARENT it is our parent
+/// unless it died, when we were re-parented.
+void arm_parent_death(int sig, pid_t parent) noexcept {
+  if (sig == 0) {
+    return;
+  }
+  ::prctl(PR_SET_PDEATHSIG, sig);
+  if (::getppid() != parent) {
+    ::kill(::getpid(), sig);  // (not raise(): glibc's cached thread id here is the helper's)
+    ::_exit(128 + sig);
+  }
+}
+
+[[noreturn]] void run_child(int sock, int reply, const request_header& h, const std::byte* args, const int* fds,
+                            pid_t parent) {
   ::close(sock);
   ::close(reply);
+  arm_parent_death(h.death_signal, parent);
   auto entry = reinterpret_cast<fork_entry>(static_cast<std::uintptr_t>(h.entry));
   int code = 0;
   try {
@@ -107,7 +126,7 @@ constexpr std::size_t cmsg_space = CMSG_SPACE(sizeof(int) * (1 + fork_server::ma
     // a raw clone, not fork(), since glibc's fork cannot pass CLONE_PARENT.
     long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
     if (pid == 0) {
-      run_child(sock, fds[0], h, buffer + sizeof h, fds + 1);
+      run_child(sock, fds[0], h, buffer + sizeof h, fds + 1, parent);
     }
     std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -errno;
     (void)::write(fds[0], &reply, sizeof reply);
@@ -185,13 +204,17 @@ task<result<void>> request_reply(int sock, msghdr* mp, detail::process_fd* reply
 
 }  // namespace
 
-task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds) {
+task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds,
+                             fork_options options) {
   int sock = g_sock.load(std::memory_order_acquire);
   if (sock < 0) {
     co_return unexpected(std::make_error_code(std::errc::not_connected));
   }
   if (args.size() > fork_server::max_args || fds.size() > fork_server::max_fds) {
     co_return unexpected(std::make_error_code(std::errc::message_size));
+  }
+  if (options.parent_death_signal < 0 || options.parent_death_signal >= NSIG) {
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
   }
   int reply_pipe[2];
   if (::pipe2(reply_pipe, O_CLOEXEC) != 0) {
@@ -201,7 +224,7 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   detail::process_fd reply_write(reply_pipe[1]);
 
   request_header h{reinterpret_cast<std::uint64_t>(entry), static_cast<std::uint32_t>(fds.size()),
-                   static_cast<std::uint32_t>(args.size())};
+                   static_cast<std::uint32_t>(args.size()), options.parent_death_signal, 0};
   iovec iov[2] = {{&h, sizeof h}, {args.data(), args.size()}};
   alignas(cmsghdr) char control[cmsg_space] = {};
   msghdr msg{};

@@ -30,12 +30,22 @@
 //   short-lived thread), the helper is SIGKILLed and later fork() calls fail with
 //   ENOTCONN. Call start() from the main thread.
 //
+// Parent death: by default every forked child (and so every process_pool worker) gets
+// SIGKILL when the parent dies, even by kill -9, instead of running on as an orphan
+// (fork_options::parent_death_signal; 0 turns it off). The child arms it before the
+// entry runs and then checks that its parent is still the pid recorded before the
+// clone: if the parent died in between, the child ends at once. As for the helper, the
+// signal follows the thread that called fork_server::start() (the children's parent
+// is that thread, through CLONE_PARENT).
+//
 // Thread-safety: fork() from any worker, concurrently (one sendmsg per request; the
 // helper answers in order). Cost: one sendmsg, one clone of the small helper (~100 µs),
 // one pipe read and a pidfd_open.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
+
+#include <signal.h>
 
 #include <cstddef>
 #include <cstring>
@@ -53,6 +63,13 @@ namespace corio::ipc {
 
 /// What the fork server calls in the new process; returns its exit code.
 using fork_entry = int (*)(std::span<const std::byte> args, std::span<const int> fds);
+
+/// How fork_raw() / fork() make the child.
+struct fork_options {
+  /// The signal the child gets when its parent dies (PR_SET_PDEATHSIG; see the header
+  /// comment); 0: none, the child may outlive its parent.
+  int parent_death_signal = SIGKILL;
+};
 
 /// The process-wide fork server (see the header comment).
 class fork_server {
@@ -74,9 +91,10 @@ class fork_server {
 /// Runs `entry(args, fds)` in a new child process made by the fork server; yields the
 /// child (await its wait()). The fds are duplicated into the child (the caller keeps its
 /// own) and appear there as the `fds` span, in order.
+/// `options`: see fork_options (by default the child is SIGKILLed when we die).
 /// Errors: errc::no_runtime off a worker; ENOTCONN if the fork server was not started or
-/// has died; EMSGSIZE above max_args / max_fds; the helper's clone errno (EAGAIN at the
-/// process limit).
+/// has died; EMSGSIZE above max_args / max_fds; invalid_argument for a bad signal; the
+/// helper's clone errno (EAGAIN at the process limit).
 /// Cancellation: the inherited token (when_any, timeout) is honoured only until the
 /// request is sent (then operation_canceled, and no child exists). Once the request may
 /// have been sent, the send and the helper's reply are awaited uncancellably (one
@@ -85,7 +103,8 @@ class fork_server {
 /// as it yields any result that arrived). A caller that drops it (when_any's loser, a
 /// discarded result) hands it to the orphan reaper through ~child: it is not killed, and
 /// it is reaped when it exits.
-task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds = {});
+task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds = {},
+                             fork_options options = {});
 
 namespace detail {
 template <class T>
@@ -121,12 +140,17 @@ int fork_trampoline(std::span<const std::byte> args, std::span<const int>) {
 /// exit code. `fn` must be trivially copyable (a captureless lambda, or one capturing
 /// plain values by copy): it travels as bytes. Errors: fork_raw()'s.
 template <class F>
-task<result<child>> fork(F fn) {
+task<result<child>> fork(fork_options options, F fn) {
   static_assert(std::is_trivially_copyable_v<F>, "ipc::fork: the callable travels as bytes; capture plain values only");
   static_assert(sizeof(F) <= fork_server::max_args);
   std::vector<std::byte> bytes(sizeof(F));
   std::memcpy(bytes.data(), static_cast<const void*>(&fn), sizeof(F));
-  return fork_raw(&detail::fork_trampoline<F>, std::move(bytes));
+  return fork_raw(&detail::fork_trampoline<F>, std::move(bytes), {}, options);
+}
+/// fork() with the default options (the child is SIGKILLed when we die).
+template <class F>
+task<result<child>> fork(F fn) {
+  return fork(fork_options{}, std::move(fn));
 }
 
 }  // namespace corio::ipc
