@@ -200,8 +200,7 @@ result<child> command::spawn_checked() const {
   return adopt(*pid, setup, m_kill_on_drop);
 }
 
-task<process_result<process_output>> command::output() const {
-  command cmd = *this;
+task<process_result<process_output>> command::run_output(command cmd) {
   if (cmd.m_stdio[0].mode() == stdio::kind::inherit) {
     cmd.m_stdio[0] = stdio::null();
   }
@@ -214,8 +213,8 @@ task<process_result<process_output>> command::output() const {
   co_return co_await c->output();
 }
 
-task<process_result<exit_status>> command::status() const {
-  auto c = spawn();
+task<process_result<exit_status>> command::run_status(command cmd) {
+  auto c = cmd.spawn();
   if (!c) {
     co_return process_result<exit_status>::failure(c.error(), c.detail());
   }

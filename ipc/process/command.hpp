@@ -180,11 +180,19 @@ class command {
   /// collects both streams and the exit status. Errors: spawn()'s, or the I/O's.
   /// Cancellation: as child::output(): operation_canceled, and the child is SIGKILLed and
   /// reaped before the call returns (its pid is gone).
-  task<process_result<process_output>> output() const;
+  /// Lifetime: the task holds its own copy of the command, taken at this call, so it may
+  /// outlive the command (`co_await ipc::command("ls").output()`, or a task stored and
+  /// awaited later); changes made to the command afterwards do not reach it.
+  task<process_result<process_output>> output() const& { return run_output(*this); }
+  /// output() on a temporary: the task takes the command over instead of copying it.
+  task<process_result<process_output>> output() && { return run_output(std::move(*this)); }
   /// Spawns with the configured stdio and awaits the exit status.
   /// Cancellation: as child::wait(…, on_cancel::kill): operation_canceled, and the child
   /// is SIGKILLed and reaped before the call returns (its pid is gone).
-  task<process_result<exit_status>> status() const;
+  /// Lifetime: as output(), the task holds its own copy of the command.
+  task<process_result<exit_status>> status() const& { return run_status(*this); }
+  /// status() on a temporary: the task takes the command over instead of copying it.
+  task<process_result<exit_status>> status() && { return run_status(std::move(*this)); }
 
   /// The program as given to the constructor.
   [[nodiscard]] const std::string& program() const noexcept { return m_program; }
@@ -195,6 +203,9 @@ class command {
     std::optional<std::string> value;  // nullopt: remove
   };
   [[nodiscard]] std::vector<std::string> build_env() const;
+  /// output() and status(): coroutines that own `cmd` (a parameter lives in the frame).
+  static task<process_result<process_output>> run_output(command cmd);
+  static task<process_result<exit_status>> run_status(command cmd);
   /// spawn() for input already checked; errors without a detail.
   [[nodiscard]] result<child> spawn_checked() const;
   /// What spawn() must refuse (see the header comment), in words; empty if nothing.

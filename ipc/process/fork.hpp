@@ -139,6 +139,13 @@ int fork_trampoline(std::span<const std::byte> args, std::span<const int>) {
 /// void → 0, or a task<int> / task<void> run on a fresh runtime in the child) becomes the
 /// exit code. `fn` must be trivially copyable (a captureless lambda, or one capturing
 /// plain values by copy): it travels as bytes. Errors: fork_raw()'s.
+///
+/// WARNING: capture by value only, and no pointers. `ipc::fork([&name] { ... })` and
+/// `[p = name.data()]` compile (a reference or pointer capture is trivially copyable, and
+/// C++ cannot tell it from a value), but the child gets an address from the parent's
+/// memory that means nothing in its own copy of the fork server's memory: it crashes or
+/// reads garbage. Copy what the child needs into the lambda (a number, a fixed array), or
+/// pass it through a pipe, shared memory or fork_raw()'s argument bytes.
 template <class F>
 task<result<child>> fork(fork_options options, F fn) {
   static_assert(std::is_trivially_copyable_v<F>, "ipc::fork: the callable travels as bytes; capture plain values only");

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <stop_token>
 #include <string>
 
@@ -585,4 +586,30 @@ TEST_CASE("child: 1,000 children, half waited and half dropped, leave no zombie"
   auto bad = run2(spawn_wait_and_drop_2x(500));
   CHECK(bad == 0);
   CHECK(process_test::zombies_after_settle(10s) == 0);
+}
+
+namespace {
+/// Makes output() and status() tasks from commands that are then gone (replaced in
+/// place by another command, or temporaries), and only then awaits them.
+corio::task<std::string> await_after_the_command_is_gone() {
+  std::optional<command> cmd(std::in_place, "echo");
+  cmd->arg("first");
+  auto out = cmd->output();
+  auto st = cmd->status();
+  cmd.emplace("false");  // the first command destroyed, another in its storage
+  auto temporary = command("echo").arg("from a temporary").output();
+  auto temporary_status = command("sh").args({"-c", "exit 3"}).status();
+  auto a = co_await std::move(out);
+  auto b = co_await std::move(st);
+  auto c = co_await std::move(temporary);
+  auto d = co_await std::move(temporary_status);
+  if (!a || !b || !c || !d) {
+    co_return "an error";
+  }
+  co_return a->out + std::to_string(b->code().value_or(-1)) + " " + c->out + std::to_string(d->code().value_or(-1));
+}
+}  // namespace
+
+TEST_CASE("command: output() and status() tasks own their command, so they may outlive it", "[process][command]") {
+  CHECK(run2(await_after_the_command_is_gone()) == "first\n0 from a temporary\n3");
 }
