@@ -3,9 +3,10 @@
 # everything is present: `apt-get update` runs once, only if a package is missing.
 set -euo pipefail
 
+# libssl-dev: OpenSSL's libcrypto (HMAC of the multiprocessing.connection handshake);
 # cmake: the CMake consumer in tests/install; doxygen: the API reference (docs/);
 # clang: the second compiler (.ci/clang.sh names its version).
-packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev catch2 libboost1.81-dev
+packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev libssl-dev catch2 libboost1.81-dev
   cmake doxygen "$(bash "$(dirname "$0")/clang.sh" --package)")
 packages+=(clang libclang-rt-14-dev)  # fuzz/run.sh: libFuzzer and the sanitizers' runtimes
 missing=()

@@ -1,6 +1,7 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
 // buffered streams, POSIX and SysV message queues, shared memory, memory maps, the pickle
-// codec, process-shared locks and events, shared-memory queues).
+// codec, process-shared locks and events, shared-memory queues, Python-compatible
+// connections).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
@@ -8,9 +9,14 @@
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/authentication.hpp>
 #include <corio/ipc/buffered_reader.hpp>
 #include <corio/ipc/buffered_writer.hpp>
 #include <corio/ipc/byte_stream.hpp>
+#include <corio/ipc/client.hpp>
+#include <corio/ipc/connection.hpp>
+#include <corio/ipc/frame.hpp>
+#include <corio/ipc/listener.hpp>
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>

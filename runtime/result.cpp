@@ -20,6 +20,9 @@ class corio_error_category final : public std::error_category {
       case errc::no_runtime: return "must be called on a corio worker thread";
       case errc::invalid_config: return "invalid runtime configuration";
       case errc::io_uring_refused: return "io_uring refused by the kernel or a seccomp filter";
+      case errc::authentication_failed: return "authentication failed";
+      case errc::message_size: return "message longer than the receiver's limit";
+      case errc::protocol_error: return "malformed or truncated message from the peer";
     }
     return "unknown corio error";
   }
@@ -27,6 +30,9 @@ class corio_error_category final : public std::error_category {
     switch (static_cast<errc>(value)) {
       case errc::io_uring_refused: return std::errc::operation_not_permitted;
       case errc::invalid_config: return std::errc::invalid_argument;
+      case errc::authentication_failed: return std::errc::permission_denied;
+      case errc::message_size: return std::errc::message_size;
+      case errc::protocol_error: return std::errc::bad_message;
       default: return {value, *this};
     }
   }

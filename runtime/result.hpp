@@ -30,10 +30,15 @@ enum class errc {
   no_runtime,         ///< the operation must run on a corio worker thread
   invalid_config,     ///< a runtime_config value is out of range
   io_uring_refused,   ///< the kernel or a seccomp filter refused io_uring
+  authentication_failed,  ///< the peer's key (or its answer to ours) did not match (ipc/authentication.hpp)
+  message_size,       ///< a message is longer than the receiver's limit (ipc/connection.hpp)
+  protocol_error,     ///< the peer sent a malformed or truncated message (ipc/connection.hpp)
 };
 
 /// The error category of corio::errc ("corio"); io_uring_refused compares equal to
-/// std::errc::operation_not_permitted and invalid_config to std::errc::invalid_argument.
+/// std::errc::operation_not_permitted, invalid_config to std::errc::invalid_argument,
+/// authentication_failed to std::errc::permission_denied, message_size to
+/// std::errc::message_size and protocol_error to std::errc::bad_message.
 const std::error_category& corio_category() noexcept;
 
 /// Makes corio::errc values usable as std::error_code (found by ADL).

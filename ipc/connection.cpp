@@ -1,0 +1,324 @@
+// ipc::connection: Python-framed messages over a stream socket with a read-ahead buffer,
+// size limits and stall/idle timeouts (ipc/connection.hpp).
+#include <corio/ipc/connection.hpp>
+
+// Defines detail::finish_root, which every task<T> instantiated here needs.
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/timeout.hpp>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace corio::ipc {
+
+namespace {
+
+constexpr std::size_t min_buffer = 16;  // holds the longest prefix (12 bytes)
+
+std::error_code closed_error() noexcept { return make_error_code(errc::closed); }
+
+}  // namespace
+
+/// Where a received message goes.
+struct connection::sink {
+  std::vector<std::byte>* vec = nullptr;  // recv_bytes: resized to the message
+  std::span<std::byte> into;              // recv_bytes_into: the caller's buffer
+  std::span<std::byte> dest;              // the message's bytes (set by prepare)
+  bool discard = false;                   // recv_bytes_into: it does not fit; skip it
+
+  void prepare(std::uint64_t length) {
+    auto n = static_cast<std::size_t>(length);
+    if (vec != nullptr) {
+      vec->resize(n);
+      dest = std::span(*vec);
+    } else if (n <= into.size()) {
+      dest = into.first(n);
+    } else {
+      discard = true;
+    }
+  }
+  result<std::size_t> outcome(std::size_t length) const {
+    if (discard) {
+      return unexpected(make_error_code(errc::message_size));
+    }
+    return length;
+  }
+};
+
+connection::connection(stream_socket stream, const connection_options& options) noexcept
+    : m_stream(std::move(stream)), m_options(options), m_closed(!m_stream.is_open()) {}
+
+connection::connection(connection&& other) noexcept
+    : m_stream(std::move(other.m_stream)),
+      m_options(other.m_options),
+      m_buffer(std::move(other.m_buffer)),
+      m_capacity(std::exchange(other.m_capacity, 0)),
+      m_begin(std::exchange(other.m_begin, 0)),
+      m_end(std::exchange(other.m_end, 0)),
+      m_closed(other.m_closed.exchange(true, std::memory_order_relaxed)) {}
+
+connection& connection::operator=(connection&& other) noexcept {
+  if (this != &other) {
+    m_stream = std::move(other.m_stream);
+    m_options = other.m_options;
+    m_buffer = std::move(other.m_buffer);
+    m_capacity = std::exchange(other.m_capacity, 0);
+    m_begin = std::exchange(other.m_begin, 0);
+    m_end = std::exchange(other.m_end, 0);
+    m_closed.store(other.m_closed.exchange(true, std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  return *this;
+}
+
+connection::~connection() = default;
+
+bool connection::is_open() const noexcept { return !m_closed.load(std::memory_order_relaxed); }
+
+void connection::close() noexcept { fail(); }
+
+void connection::fail() noexcept {
+  // relaxed: see the member's comment.
+  if (!m_closed.exchange(true, std::memory_order_relaxed) && m_stream.is_open()) {
+    // shutdown, not close: an operation of the other direction may be in flight on this
+    // descriptor; it ends (and the peer reads end of stream) while the number stays ours.
+    ::shutdown(m_stream.fd(), SHUT_RDWR);
+  }
+}
+
+bool connection::ensure_buffer() {
+  if (!m_buffer) {
+    m_capacity = std::max(m_options.read_buffer_size, min_buffer);
+    m_buffer = std::make_unique_for_overwrite<std::byte[]>(m_capacity);
+    m_begin = m_end = 0;
+  }
+  return true;
+}
+
+task<result<void>> connection::recv_bytes(std::vector<std::byte>& out, std::stop_token token) {
+  sink to;
+  to.vec = &out;
+  auto n = co_await receive(to, std::move(token));
+  if (!n) {
+    co_return unexpected(n.error());
+  }
+  co_return result<void>{};
+}
+
+task<result<std::vector<std::byte>>> connection::recv_bytes(std::stop_token token) {
+  std::vector<std::byte> out;
+  sink to;
+  to.vec = &out;
+  auto n = co_await receive(to, std::move(token));
+  if (!n) {
+    co_return unexpected(n.error());
+  }
+  co_return out;
+}
+
+task<result<std::size_t>> connection::recv_bytes_into(std::span<std::byte> buf, std::stop_token token) {
+  sink to;
+  to.into = buf;
+  co_return co_await receive(to, std::move(token));
+}
+
+result<std::size_t> connection::deliver(sink& to, const frame::header& h) {
+  m_begin += h.header_size;
+  to.prepare(h.length);
+  auto n = static_cast<std::size_t>(h.length);
+  if (!to.discard && n != 0) {
+    std::memcpy(to.dest.data(), m_buffer.get() + m_begin, n);
+  }
+  m_begin += n;
+  if (m_begin == m_end) {
+    m_begin = m_end = 0;
+  }
+  return to.outcome(n);
+}
+
+task<result<std::size_t>> connection::receive(sink& to, std::stop_token token) {
+  if (!is_open()) {
+    co_return unexpected(closed_error());
+  }
+  ensure_buffer();
+  if (m_begin == m_end) {
+    // Between messages: wait for the first byte of the next one (idle_timeout).
+    m_begin = m_end = 0;
+    std::span<std::byte> space(m_buffer.get(), m_capacity);
+    result<std::size_t> n;
+    if (detail::is_no_timeout(m_options.idle_timeout)) {
+      n = co_await m_stream.read_some(space, token);
+    } else {
+      n = co_await corio::timeout(m_stream.read_some(space, token), m_options.idle_timeout);
+    }
+    if (!n) {
+      // Nothing of a message was consumed: a cancelled or timed-out wait leaves the
+      // connection usable; an OS error (reset, ...) ends it.
+      if (n.error() != std::errc::operation_canceled && n.error() != std::errc::timed_out) {
+        fail();
+      }
+      co_return unexpected(n.error());
+    }
+    if (*n == 0) {
+      fail();
+      co_return unexpected(closed_error());
+    }
+    m_end = *n;
+  }
+  auto h = frame::decode_header(std::span(m_buffer.get() + m_begin, m_end - m_begin), m_options.max_message_size);
+  if (!h) {
+    fail();
+    co_return unexpected(h.error());
+  }
+  if (h->complete() && m_end - m_begin - h->header_size >= h->length) {
+    co_return deliver(to, *h);  // the whole message was buffered: no wait, no timer
+  }
+  // The message has begun: all of it must arrive within stall_timeout.
+  result<std::size_t> n;
+  if (detail::is_no_timeout(m_options.stall_timeout)) {
+    n = co_await finish_frame(to, token);
+  } else {
+    n = co_await corio::timeout(finish_frame(to, token), m_options.stall_timeout);
+  }
+  if (!n) {
+    fail();
+    co_return unexpected(n.error());
+  }
+  co_return to.outcome(*n);
+}
+
+task<result<std::size_t>> connection::finish_frame(sink& to, std::stop_token token) {
+  const std::error_code truncated = make_error_code(errc::protocol_error);
+  frame::header h;
+  for (;;) {
+    auto d = frame::decode_header(std::span(m_buffer.get() + m_begin, m_end - m_begin), m_options.max_message_size);
+    if (!d) {
+      co_return unexpected(d.error());
+    }
+    if (d->complete()) {
+      h = *d;
+      break;
+    }
+    // A partial prefix (at most 11 bytes): move it to the front and read the rest.
+    std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
+    m_end -= m_begin;
+    m_begin = 0;
+    auto n = co_await m_stream.read_some(std::span(m_buffer.get() + m_end, m_capacity - m_end), token);
+    if (!n) {
+      co_return unexpected(n.error());
+    }
+    if (*n == 0) {
+      co_return unexpected(truncated);
+    }
+    m_end += *n;
+  }
+  m_begin += h.header_size;
+  to.prepare(h.length);
+  auto length = static_cast<std::size_t>(h.length);
+  std::size_t done = std::min(length, m_end - m_begin);
+  if (!to.discard && done != 0) {
+    std::memcpy(to.dest.data(), m_buffer.get() + m_begin, done);
+  }
+  m_begin += done;
+  while (done < length) {
+    // Everything buffered belonged to this message.
+    m_begin = m_end = 0;
+    if (to.discard) {
+      // Skip the rest through the buffer; bytes past the message stay buffered.
+      auto n = co_await m_stream.read_some(std::span(m_buffer.get(), m_capacity), token);
+      if (!n) {
+        co_return unexpected(n.error());
+      }
+      if (*n == 0) {
+        co_return unexpected(truncated);
+      }
+      std::size_t take = std::min(*n, length - done);
+      done += take;
+      m_begin = take;
+      m_end = *n;
+    } else {
+      // The rest goes straight into its destination.
+      auto n = co_await m_stream.read_some(to.dest.subspan(done), token);
+      if (!n) {
+        co_return unexpected(n.error());
+      }
+      if (*n == 0) {
+        co_return unexpected(truncated);
+      }
+      done += *n;
+    }
+  }
+  if (m_begin == m_end) {
+    m_begin = m_end = 0;
+  }
+  co_return length;
+}
+
+task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::stop_token token) {
+  if (!is_open()) {
+    co_return unexpected(closed_error());
+  }
+  if (data.size() > m_options.max_message_size) {
+    co_return unexpected(make_error_code(errc::message_size));
+  }
+  auto header = frame::encode_header(data.size());
+  iovec iov[2] = {{const_cast<std::byte*>(header.bytes.data()), header.size},
+                  {const_cast<std::byte*>(data.data()), data.size()}};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = data.empty() ? 1 : 2;
+  // First try: one sendmsg that does not wait (MSG_DONTWAIT). Almost always the socket
+  // takes everything and no timer is needed.
+  auto n = co_await detail::sendmsg(m_stream.fd(), &msg, MSG_DONTWAIT, token);
+  std::size_t sent = 0;
+  if (n) {
+    sent = *n;
+  } else if (n.error() != std::errc::resource_unavailable_try_again) {
+    if (n.error() != std::errc::operation_canceled) {
+      fail();
+    }
+    co_return unexpected(n.error());
+  }
+  if (sent == header.size + data.size()) {
+    co_return result<void>{};
+  }
+  // The peer is not reading fast enough: the rest must leave within stall_timeout.
+  result<void> r;
+  if (detail::is_no_timeout(m_options.stall_timeout)) {
+    r = co_await finish_send(header.view(), data, sent, token);
+  } else {
+    r = co_await corio::timeout(finish_send(header.view(), data, sent, token), m_options.stall_timeout);
+  }
+  if (!r && !(sent == 0 && r.error() == std::errc::operation_canceled)) {
+    fail();  // part of the message left (or the peer stalled): the stream is unusable
+  }
+  co_return r;
+}
+
+task<result<void>> connection::finish_send(std::span<const std::byte> header, std::span<const std::byte> data,
+                                           std::size_t& sent, std::stop_token token) {
+  std::size_t total = header.size() + data.size();
+  while (sent < total) {
+    iovec iov[2];
+    std::size_t count = 0;
+    if (sent < header.size()) {
+      iov[count++] = {const_cast<std::byte*>(header.data() + sent), header.size() - sent};
+      if (!data.empty()) {
+        iov[count++] = {const_cast<std::byte*>(data.data()), data.size()};
+      }
+    } else {
+      std::size_t off = sent - header.size();
+      iov[count++] = {const_cast<std::byte*>(data.data() + off), data.size() - off};
+    }
+    auto n = co_await m_stream.writev(std::span<const iovec>(iov, count), token);
+    if (!n) {
+      co_return unexpected(n.error());
+    }
+    sent += *n;
+  }
+  co_return result<void>{};
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,135 @@
+// corio::ipc::connection: length-framed messages over a connected stream, on the wire
+// exactly as Python's multiprocessing.connection.Connection sends them.
+//
+// Concept: a connection owns a connected stream socket (TCP or Unix; ipc/tcp.hpp,
+// ipc/unix.hpp) and sends and receives whole messages: a length prefix (ipc/frame.hpp)
+// and the bytes. send_bytes / recv_bytes carry bytes; pickled objects go through
+// ipc/pickle.hpp on top. Authentication (Python's authkey handshake) is a separate step:
+// ipc/authentication.hpp, or ipc::listener / ipc::connect which do both.
+// Limits (connection_options):
+// - max_message_size: a length prefix above it is refused with errc::message_size before
+//   anything is allocated for the message, and the connection is closed (the stream
+//   cannot be resynchronised). A malformed prefix (a negative length) is
+//   errc::protocol_error and closes the connection too.
+// - stall_timeout: once a message has begun to arrive (any byte of its prefix), all of it
+//   must arrive within this time; once a send has to wait for the peer to read, it must
+//   complete within this time. Otherwise std::errc::timed_out and the connection is
+//   closed: a peer that sends half a frame and stalls is dropped.
+// - idle_timeout: how long recv waits for the first byte of the next message
+//   (std::errc::timed_out; nothing was lost, the connection stays open).
+// A huge duration means "never" (no timer is armed; nothing overflows).
+// "Closed" here means: the socket is shut down in both directions at once (the peer
+// reads end of stream; operations in flight on it end) and every later operation returns
+// errc::closed; the descriptor itself is released by the destructor.
+// End of stream between messages gives errc::closed; in the middle of one
+// errc::protocol_error ("truncated").
+// Thread-safety: one owner. One receive and one send may be in flight at the same time
+// (from different tasks, on any workers); two concurrent receives (or sends) are misuse.
+// Cost: a receive reads ahead into a buffer of read_buffer_size bytes (allocated on the
+// first receive), so a small message usually costs one recv SQE (several queued messages:
+// one SQE for all); a larger message is read straight into its destination after its
+// prefix. A send is one sendmsg SQE for prefix and payload together when the socket takes
+// them at once; only a send that has to wait arms a timer. No allocation per message
+// besides the coroutine frames (recycled) and, for recv_bytes(), the returned vector.
+// Cancellation: every call takes a std::stop_token and honours the inherited one
+// (when_any, timeout). A receive cancelled before any byte of a message arrived, or a send
+// cancelled before any byte left, returns std::errc::operation_canceled and the
+// connection stays usable; cancelled in the middle of a message, it closes the connection.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stop_token>
+#include <vector>
+
+#include <corio/ipc/frame.hpp>
+#include <corio/ipc/socket.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// A timeout that never fires. Any duration of a century or more counts as "never": no
+/// timer is armed and no deadline is computed, so nothing can overflow.
+inline constexpr std::chrono::nanoseconds no_timeout = std::chrono::nanoseconds::max();
+
+namespace detail {
+constexpr bool is_no_timeout(std::chrono::nanoseconds d) noexcept { return d >= std::chrono::hours(24 * 365 * 100); }
+}  // namespace detail
+
+/// The limits and buffers of one connection (see the header comment).
+struct connection_options {
+  std::size_t max_message_size = std::size_t{4} << 20;  ///< 4 MiB
+  std::chrono::nanoseconds stall_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds idle_timeout = no_timeout;
+  std::size_t read_buffer_size = 4096;  ///< read-ahead buffer (at least 16 bytes are used)
+};
+
+class connection {
+ public:
+  /// An empty connection (every operation returns errc::closed).
+  connection() noexcept = default;
+  /// Takes a connected stream socket: a tcp_stream or unix_stream (moved in).
+  explicit connection(stream_socket stream, const connection_options& options = {}) noexcept;
+  connection(connection&& other) noexcept;
+  connection& operator=(connection&& other) noexcept;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection();
+
+  /// Sends one message (`data` may be empty). Errors: errc::message_size for a message
+  /// above max_message_size (nothing is sent, the connection stays usable), errc::closed,
+  /// std::errc::timed_out (stall_timeout), the OS error (e.g. EPIPE, ECONNRESET).
+  [[nodiscard]] task<result<void>> send_bytes(std::span<const std::byte> data, std::stop_token token = {});
+
+  /// Receives one message into `out` (resized to the message; its capacity is reused, so
+  /// a loop over one vector allocates only when a message is larger than any before).
+  /// Errors: errc::closed (the peer ended the stream between messages),
+  /// errc::message_size / errc::protocol_error (connection closed), std::errc::timed_out.
+  [[nodiscard]] task<result<void>> recv_bytes(std::vector<std::byte>& out, std::stop_token token = {});
+  /// Receives one message as a new vector.
+  [[nodiscard]] task<result<std::vector<std::byte>>> recv_bytes(std::stop_token token = {});
+  /// Receives one message into `buf`; yields its size. A message longer than `buf` (but
+  /// within max_message_size) is read and discarded and errc::message_size returned; the
+  /// connection stays usable (Python's recv_bytes_into raises BufferTooShort).
+  [[nodiscard]] task<result<std::size_t>> recv_bytes_into(std::span<std::byte> buf, std::stop_token token = {});
+
+  /// Closes the connection now (see the header comment); idempotent.
+  void close() noexcept;
+  /// False once closed (by close(), by an error that closes it, or moved from).
+  [[nodiscard]] bool is_open() const noexcept;
+  /// Bytes received and not yet delivered (the start of the next messages).
+  [[nodiscard]] std::size_t buffered() const noexcept { return m_end - m_begin; }
+
+  [[nodiscard]] const stream_socket& stream() const noexcept { return m_stream; }
+  [[nodiscard]] const connection_options& options() const noexcept { return m_options; }
+  /// Changes the limits; takes effect at the next operation.
+  void set_options(const connection_options& options) noexcept { m_options = options; }
+
+ private:
+  struct sink;
+  task<result<std::size_t>> receive(sink& to, std::stop_token token);
+  task<result<std::size_t>> finish_frame(sink& to, std::stop_token token);
+  task<result<void>> finish_send(std::span<const std::byte> header, std::span<const std::byte> data,
+                                 std::size_t& sent, std::stop_token token);
+  result<std::size_t> deliver(sink& to, const frame::header& h);
+  void fail() noexcept;
+  bool ensure_buffer();
+
+  stream_socket m_stream;
+  connection_options m_options;
+  std::unique_ptr<std::byte[]> m_buffer;
+  std::size_t m_capacity = 0;
+  std::size_t m_begin = 0;  // buffered bytes are m_buffer[m_begin, m_end)
+  std::size_t m_end = 0;
+  // Set by whichever side (receive or send) closes the connection; read by both, possibly
+  // on different workers: relaxed is enough, it orders nothing else (the shutdown(2) it
+  // accompanies is what ends the other side's operation).
+  std::atomic<bool> m_closed{true};
+};
+
+}  // namespace corio::ipc

@@ -1,0 +1,189 @@
+// ipc::listener: accept + Python's handshake, and serve() with a task per connection, a
+// connection limit and a stop that drains every handler (ipc/listener.hpp).
+#include <corio/ipc/listener.hpp>
+
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/when_any.hpp>
+#include <corio/sync/semaphore.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace corio::ipc {
+
+namespace {
+
+// Accept errors that leave the pending connection queued (out of descriptors or memory):
+// back off and accept again.
+bool is_resource_shortage(const std::error_code& ec) noexcept {
+  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
+
+// Accept errors after which the listener cannot accept any more.
+bool is_fatal_accept_error(const std::error_code& ec) noexcept {
+  return ec == std::errc::bad_file_descriptor || ec == std::errc::invalid_argument ||
+         ec == std::errc::not_a_socket || ec == errc::closed || ec == errc::shut_down ||
+         ec == errc::no_runtime;
+}
+
+// Finishes when `stop` is requested (then it yields operation_canceled), or when its own
+// inherited token is stopped because the handler beside it in when_any finished first.
+task<void> wait_for_stop(std::stop_token stop) {
+  (void)co_await sleep_for(std::chrono::hours(24 * 365 * 100), std::move(stop));
+}
+
+}  // namespace
+
+listener::listener(listener&&) noexcept = default;
+listener& listener::operator=(listener&&) noexcept = default;
+listener::~listener() = default;
+
+result<listener> listener::bind(const socket_address& addr, listener_options options) {
+  listener l;
+  l.m_options = std::move(options);
+  if (addr.is_unix()) {
+    auto u = unix_listener::bind(addr, l.m_options.backlog);
+    if (!u) {
+      return unexpected(u.error());
+    }
+    l.m_unix = std::move(*u);
+  } else {
+    tcp_listen_options o;
+    o.backlog = l.m_options.backlog;
+    auto t = tcp_listener::bind(addr, o);
+    if (!t) {
+      return unexpected(t.error());
+    }
+    l.m_tcp = std::move(*t);
+  }
+  return l;
+}
+
+result<socket_address> listener::address() const {
+  return m_tcp.is_open() ? m_tcp.local_address() : m_unix.local_address();
+}
+
+listener_stats listener::stats() const noexcept {
+  // relaxed: independent counters, read as a snapshot.
+  return {m_counters->accepted.load(std::memory_order_relaxed),
+          m_counters->authenticated.load(std::memory_order_relaxed),
+          m_counters->failed.load(std::memory_order_relaxed)};
+}
+
+void listener::close() noexcept {
+  m_tcp = tcp_listener();
+  m_unix = unix_listener();
+}
+
+task<result<connection>> listener::accept_unauthenticated(std::stop_token token) {
+  if (m_tcp.is_open()) {
+    auto s = co_await m_tcp.accept(std::move(token));
+    if (!s) {
+      co_return unexpected(s.error());
+    }
+    (void)s->set_nodelay(true);  // small request/response messages: no Nagle delay
+    m_counters->accepted.fetch_add(1, std::memory_order_relaxed);
+    co_return connection(std::move(*s), m_options.connection);
+  }
+  if (!m_unix.is_open()) {
+    co_return unexpected(make_error_code(errc::closed));
+  }
+  auto s = co_await m_unix.accept(std::move(token));
+  if (!s) {
+    co_return unexpected(s.error());
+  }
+  m_counters->accepted.fetch_add(1, std::memory_order_relaxed);
+  co_return connection(std::move(*s), m_options.connection);
+}
+
+task<result<void>> listener::authenticate(connection& conn, std::stop_token token) {
+  auto r = co_await authenticate_server(conn, m_options.auth, std::move(token));
+  (r ? m_counters->authenticated : m_counters->failed).fetch_add(1, std::memory_order_relaxed);
+  co_return r;
+}
+
+task<result<connection>> listener::accept(std::stop_token token) {
+  auto c = co_await accept_unauthenticated(token);
+  if (!c) {
+    co_return c;
+  }
+  if (auto r = co_await authenticate(*c, std::move(token)); !r) {
+    co_return unexpected(r.error());
+  }
+  co_return c;
+}
+
+namespace {
+
+// What serve() shares with its connection tasks. Shared ownership: if the runtime shuts
+// down and destroys the tasks in any order, a task's permit still finds its semaphore.
+struct serve_state {
+  semaphore slots;
+  listener::handler handler;
+  serve_state(std::size_t n, listener::handler h) : slots(n), handler(std::move(h)) {}
+};
+
+// One connection slot: the permit goes back before the state can go.
+struct slot {
+  std::shared_ptr<serve_state> state;
+  semaphore_permit permit;
+  slot(std::shared_ptr<serve_state> s, semaphore_permit p) noexcept : state(std::move(s)), permit(std::move(p)) {}
+  slot(slot&&) noexcept = default;
+  slot& operator=(slot&&) = delete;
+  ~slot() { permit.release(); }
+};
+
+task<void> run_handler(std::shared_ptr<serve_state> state, connection conn, std::stop_token stop) {
+  co_await state->handler(std::move(conn), std::move(stop));
+}
+
+task<void> serve_one(listener* self, connection conn, slot held, std::stop_token stop) {
+  auto r = co_await self->authenticate(conn, stop);
+  if (!r) {
+    co_return;
+  }
+  // The handler runs beside a wait for `stop`: when serve() stops, when_any cancels the
+  // handler through the token its waits inherit.
+  (void)co_await when_any(run_handler(held.state, std::move(conn), stop), wait_for_stop(stop));
+}
+
+}  // namespace
+
+task<result<void>> listener::serve(handler h, std::stop_token token) {
+  const std::size_t total = m_options.max_connections == 0 ? 1 : m_options.max_connections;
+  auto state = std::make_shared<serve_state>(total, std::move(h));
+  std::stop_source children;
+  result<void> outcome;
+  for (;;) {
+    auto permit = co_await state->slots.acquire(1, token);
+    if (!permit) {
+      break;  // stopped
+    }
+    auto c = co_await accept_unauthenticated(token);
+    if (!c) {
+      const std::error_code& ec = c.error();
+      if (ec == std::errc::operation_canceled) {
+        break;
+      }
+      if (is_fatal_accept_error(ec)) {
+        outcome = unexpected(ec);
+        break;
+      }
+      if (is_resource_shortage(ec)) {
+        // The connection stays in the backlog; a handler closing frees a descriptor.
+        (void)co_await sleep_for(std::chrono::milliseconds(10), token);
+      }
+      continue;  // ECONNABORTED, EPERM, ...: that one connection failed
+    }
+    (void)spawn(serve_one(this, std::move(*c), slot(state, std::move(*permit)), children.get_token()));
+  }
+  // Stop every handler and wait until each has given its slot back.
+  children.request_stop();
+  auto all = co_await state->slots.acquire(total);
+  (void)all;
+  co_return outcome;
+}
+
+}  // namespace corio::ipc

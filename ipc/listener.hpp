@@ -1,0 +1,114 @@
+// corio::ipc::listener: accepts authenticated connections, as Python's
+// multiprocessing.connection.Listener(address, authkey=...) does, and serves each in its
+// own task.
+//
+// Concept: a listening TCP (IPv4/IPv6) or Unix socket whose connections speak Python's
+// framing (ipc/connection.hpp) after Python's handshake (ipc/authentication.hpp) with
+// the listener's authkey (none: no handshake, like authkey=None). Three ways to use it:
+// - accept(): like Python's Listener.accept(): one connection, accepted and
+//   authenticated; a failed handshake is returned as an error (accept again). One slow
+//   client delays the next accept by up to the handshake timeout: for a server, prefer
+// - serve(handler): accepts in a loop and runs each connection in a task of its own:
+//   the handshake (bounded by auth.timeout) and then `handler(connection, stop)`. At most
+//   max_connections are handshaking or being served at once; further clients wait in the
+//   listen backlog until a slot frees. A failed handshake ends only that connection
+//   (counted in stats()). Out of descriptors, it backs off and retries. It returns when
+//   `token` is stopped (or the listener fails): it stops accepting, stops every
+//   handler (the `stop` token they get, and the token their waits inherit) and waits
+//   for all of them to finish.
+// - accept_unauthenticated() + authenticate(): the two halves of accept(), for code that
+//   runs the handshake in a task of its own.
+// A connection that says nothing is dropped by the handshake timeout (before it is
+// authenticated) and by connection.idle_timeout (afterwards, if set).
+// Thread-safety: one owner; several tasks may await accept() at once; serve() once at a
+// time, and the listener is neither moved nor destroyed while it runs. stats() may be
+// read from any thread.
+// Cost: accept is one SQE (plus TCP_NODELAY, one setsockopt); the handshake see
+// ipc/authentication.hpp; serve() adds per connection one spawned task and one timer
+// (its stop wait), nothing per message.
+// Cancellation: every wait takes a std::stop_token and honours the inherited one.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stop_token>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/authentication.hpp>
+#include <corio/ipc/connection.hpp>
+#include <corio/ipc/tcp.hpp>
+#include <corio/ipc/unix.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+struct listener_options {
+  auth_options auth;              ///< authkey (none: no handshake), digest, handshake timeout
+  connection_options connection;  ///< limits of every accepted connection
+  int backlog = SOMAXCONN;
+  std::size_t max_connections = 1024;  ///< serve(): connections handled at once
+};
+
+/// Counts since bind (relaxed snapshots; they only grow).
+struct listener_stats {
+  std::uint64_t accepted = 0;       ///< connections accepted
+  std::uint64_t authenticated = 0;  ///< handshakes passed (or skipped: no authkey)
+  std::uint64_t failed = 0;         ///< handshakes failed (wrong key, garbage, timeout, ...)
+};
+
+class listener {
+ public:
+  /// serve()'s handler: runs with an authenticated connection; should return soon after
+  /// `stop` is requested (its waits inherit the stop too).
+  using handler = std::function<task<void>(connection conn, std::stop_token stop)>;
+
+  listener() = default;
+  listener(listener&&) noexcept;
+  listener& operator=(listener&&) noexcept;
+  ~listener();
+
+  /// Binds and listens on an IP address (TCP; port 0 picks one) or a Unix address.
+  [[nodiscard]] static result<listener> bind(const socket_address& addr, listener_options options = {});
+
+  /// The bound address (with the port chosen for port 0).
+  [[nodiscard]] result<socket_address> address() const;
+  [[nodiscard]] const listener_options& options() const noexcept { return m_options; }
+  [[nodiscard]] listener_stats stats() const noexcept;
+
+  /// Accepts one connection and authenticates it (Python's Listener.accept()).
+  [[nodiscard]] task<result<connection>> accept(std::stop_token token = {});
+  /// Accepts one connection without the handshake.
+  [[nodiscard]] task<result<connection>> accept_unauthenticated(std::stop_token token = {});
+  /// The handshake of an accepted connection with this listener's key and timeout.
+  [[nodiscard]] task<result<void>> authenticate(connection& conn, std::stop_token token = {});
+
+  /// Serves connections until `token` is stopped; see the header comment. Yields an error
+  /// only when accepting fails for good (the listener was closed, ...).
+  [[nodiscard]] task<result<void>> serve(handler h, std::stop_token token = {});
+
+  /// Stops listening (closes the socket; a Unix path is removed).
+  void close() noexcept;
+
+ private:
+  struct counters {
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> authenticated{0};
+    std::atomic<std::uint64_t> failed{0};
+  };
+
+  tcp_listener m_tcp;
+  unix_listener m_unix;
+  listener_options m_options;
+  // Heap-held so that a listener stays movable; updated with relaxed increments (counts
+  // only, they order nothing).
+  std::unique_ptr<counters> m_counters = std::make_unique<counters>();
+};
+
+}  // namespace corio::ipc

@@ -1,0 +1,527 @@
+// Tests for ipc/frame.hpp and ipc/connection.hpp: Python's framing on the wire, read-ahead,
+// and every bad input of issue 12 for the frame reader (4 GiB and negative length
+// prefixes, truncated frames, a peer that stalls mid-frame or never reads), with limits
+// checked before allocation and no descriptor leaked.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "test_support.hpp"
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <corio/ipc/connection.hpp>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::connection;
+using corio::ipc::connection_options;
+using corio::ipc::unix_stream;
+using ipc_test::bytes;
+
+// The largest single allocation made while `g_watch` is set: proves that a hostile length
+// prefix is refused before anything of its size is allocated.
+namespace {
+std::atomic<bool> g_watch{false};
+std::atomic<std::size_t> g_largest{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_watch.load(std::memory_order_relaxed)) {
+    std::size_t seen = g_largest.load(std::memory_order_relaxed);
+    while (n > seen && !g_largest.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+    }
+  }
+  if (void* p = std::malloc(n == 0 ? 1 : n)) {
+    return p;
+  }
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+struct pair_of {
+  connection conn;  // the side under test
+  unix_stream peer; // a raw peer that writes whatever a test wants
+};
+
+pair_of make_pair(const connection_options& o = {}) {
+  auto p = corio::ipc::socketpair();
+  REQUIRE(p);
+  return {connection(std::move(p->first), o), std::move(p->second)};
+}
+
+std::string to_string(const std::vector<std::byte>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+// Bytes from hex digits ("0000000a" is a 4-byte prefix of 10), then `body`. (Not a
+// braced list: g++ 12 rejects initializer lists inside coroutine lambdas.)
+std::string raw(std::string_view hex, std::string_view body = {}) {
+  std::string s;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    s.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  }
+  s += body;
+  return s;
+}
+
+// Reads from a raw stream until end of stream; true if it ended (rather than erroring).
+task<bool> sees_end_of_stream(const unix_stream& s) {
+  std::byte buf[256];
+  for (;;) {
+    auto n = co_await s.read_some(buf);
+    if (!n) {
+      co_return n.error() == std::errc::connection_reset;
+    }
+    if (*n == 0) {
+      co_return true;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("frame: lengths up to 0x7fffffff take a 4-byte big-endian prefix, longer ones -1 and 8 bytes",
+          "[ipc][connection][frame]") {
+  auto h = corio::ipc::frame::encode_header(0x01020304);
+  REQUIRE(h.size == 4);
+  CHECK(h.view()[0] == std::byte{1});
+  CHECK(h.view()[3] == std::byte{4});
+  CHECK(corio::ipc::frame::encode_header(0x7fffffff).size == 4);
+  auto big = corio::ipc::frame::encode_header(0x80000000ULL);
+  REQUIRE(big.size == 12);
+  for (int i = 0; i < 4; ++i) {
+    CHECK(big.bytes[i] == std::byte{0xff});
+  }
+  CHECK(big.bytes[8] == std::byte{0x80});
+  CHECK(big.bytes[11] == std::byte{0});
+  // Decoding gives back what was encoded, for both forms.
+  for (std::uint64_t n : {0ULL, 5ULL, 0x7fffffffULL, 0x80000000ULL, 0x123456789aULL}) {
+    auto e = corio::ipc::frame::encode_header(n);
+    auto d = corio::ipc::frame::decode_header(e.view(), ~0ULL);
+    REQUIRE(d);
+    CHECK(d->complete());
+    CHECK(d->length == n);
+    CHECK(d->header_size == e.size);
+  }
+}
+
+TEST_CASE("frame: a partial prefix asks for more, a negative one is malformed, an oversized one is refused",
+          "[ipc][connection][frame]") {
+  using corio::ipc::frame::decode_header;
+  auto b = [](std::string s) { return std::vector<std::byte>(bytes(s).begin(), bytes(s).end()); };
+  CHECK_FALSE(decode_header(b(raw("000000")), 100)->complete());
+  CHECK_FALSE(decode_header(b(raw("ffffffff000000")), 100)->complete());
+  CHECK(decode_header(b(raw("fffffffe")), 100).error() == corio::errc::protocol_error);
+  CHECK(decode_header(b(raw("80000000")), 100).error() == corio::errc::protocol_error);
+  CHECK(decode_header(b(raw("00000065")), 100).error() == corio::errc::message_size);
+  CHECK(decode_header(b(raw("00000064")), 100)->length == 100);
+  // The long form is read for any length, as Python reads it.
+  auto d = decode_header(b(raw("ffffffff0000000000000003")), 100);
+  REQUIRE(d);
+  CHECK(d->length == 3);
+  CHECK(d->header_size == 12);
+  CHECK(decode_header(b(raw("ffffffffff00000000000000")), ~0ULL >> 1).error() ==
+        corio::errc::message_size);
+}
+
+TEST_CASE("connection: messages of 0 bytes to 1 MiB round-trip in every receive form", "[ipc][connection]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto p = corio::ipc::socketpair();
+    REQUIRE(p);
+    connection a(std::move(p->first)), b(std::move(p->second));
+    std::string big(1 << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) {
+      big[i] = static_cast<char>(i * 7);
+    }
+    auto body = [&]() -> task<std::string> {
+      auto sender = corio::spawn([](connection& a, std::string big) -> task<bool> {
+        for (std::string_view m : {std::string_view(), std::string_view("foo1"), std::string_view(big),
+                                   std::string_view("into"), std::string_view("vector")}) {
+          if (!co_await a.send_bytes(bytes(m))) {
+            co_return false;
+          }
+        }
+        co_return true;
+      }(a, big));
+      std::string failures;
+      auto m0 = co_await b.recv_bytes();
+      if (!m0 || !m0->empty()) {
+        failures += "empty ";
+      }
+      auto m1 = co_await b.recv_bytes();
+      if (!m1 || to_string(*m1) != "foo1") {
+        failures += "small ";
+      }
+      auto m2 = co_await b.recv_bytes();
+      if (!m2 || to_string(*m2) != big) {
+        failures += "big ";
+      }
+      char into[16];
+      auto n = co_await b.recv_bytes_into(std::as_writable_bytes(std::span(into)));
+      if (!n || std::string(into, *n) != "into") {
+        failures += "into ";
+      }
+      std::vector<std::byte> reused(100);
+      if (!co_await b.recv_bytes(reused) || to_string(reused) != "vector") {
+        failures += "vector ";
+      }
+      if (!co_await sender) {
+        failures += "send ";
+      }
+      co_return failures;
+    };
+    CHECK(rt.block_on(body()).empty());
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("connection: send_bytes writes exactly Python's frame: a 4-byte big-endian length, then the bytes",
+          "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = make_pair();
+  auto body = [&]() -> task<std::string> {
+    if (!co_await p.conn.send_bytes(bytes("hello"))) {
+      co_return "send failed";
+    }
+    std::string got(9, '\0');
+    if (!co_await p.peer.read_exact(ipc_test::wbytes(got))) {
+      co_return "read failed";
+    }
+    co_return got;
+  };
+  CHECK(rt.block_on(body()) == raw("00000005", "hello"));
+}
+
+TEST_CASE("connection: several frames in one write arrive as separate messages, a frame split byte by byte as one",
+          "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto p = make_pair();
+  auto body = [&]() -> task<std::vector<std::string>> {
+    std::string batch = raw("00000001", "a") + raw("00000000") + raw("00000003", "bcd") +
+                        raw("ffffffff0000000000000002", "ef");
+    (void)co_await p.peer.write_all(bytes(batch));
+    auto slow = corio::spawn([](const unix_stream& s) -> task<void> {
+      std::string frame = raw("00000006", "sliced");
+      for (char c : frame) {
+        (void)co_await s.write_all(bytes(std::string_view(&c, 1)));
+        (void)co_await corio::sleep_for(1ms);
+      }
+    }(p.peer));
+    std::vector<std::string> got;
+    for (int i = 0; i < 5; ++i) {
+      auto m = co_await p.conn.recv_bytes();
+      got.push_back(m ? to_string(*m) : "error: " + m.error().message());
+    }
+    co_await slow;
+    co_return got;
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"a", "", "bcd", "ef", "sliced"});
+}
+
+TEST_CASE("connection: a 4 GiB length prefix is refused with message_size before anything is allocated",
+          "[ipc][connection][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  for (std::string prefix : {raw("ffffffff0000000100000000"), raw("7fffffff")}) {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::string> {
+      (void)co_await p.peer.write_all(bytes(prefix + "xxxx"));
+      g_largest = 0;
+      g_watch = true;
+      auto m = co_await p.conn.recv_bytes();
+      g_watch = false;
+      if (m) {
+        co_return "accepted";
+      }
+      if (m.error() != corio::errc::message_size) {
+        co_return m.error().message();
+      }
+      if (p.conn.is_open()) {
+        co_return "still open";
+      }
+      if (!co_await sees_end_of_stream(p.peer)) {
+        co_return "peer did not see the end";
+      }
+      auto again = co_await p.conn.recv_bytes();
+      co_return again.error() == corio::errc::closed ? "" : "later receive did not report closed";
+    };
+    CHECK(rt.block_on(body()).empty());
+    // Nothing near the announced size (only the 4 KiB read buffer and coroutine frames).
+    CHECK(g_largest.load() < std::size_t{1} << 20);
+  }
+}
+
+TEST_CASE("connection: a negative length prefix is a protocol error and closes the connection",
+          "[ipc][connection][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = make_pair();
+  auto body = [&]() -> task<std::string> {
+    (void)co_await p.peer.write_all(bytes(raw("fffffff0", "abc")));
+    auto m = co_await p.conn.recv_bytes();
+    if (m || m.error() != corio::errc::protocol_error) {
+      co_return "not a protocol error";
+    }
+    co_return co_await sees_end_of_stream(p.peer) ? "" : "peer did not see the end";
+  };
+  CHECK(rt.block_on(body()).empty());
+}
+
+TEST_CASE("connection: a frame cut short by the peer closing is a protocol error; a close between frames is closed",
+          "[ipc][connection][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  SECTION("inside the payload") {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::error_code> {
+      (void)co_await p.peer.write_all(bytes(raw("0000000a", "abc")));
+      p.peer.close();
+      auto m = co_await p.conn.recv_bytes();
+      co_return m ? std::error_code{} : m.error();
+    };
+    CHECK(rt.block_on(body()) == corio::errc::protocol_error);
+  }
+  SECTION("inside the prefix") {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::error_code> {
+      (void)co_await p.peer.write_all(bytes(raw("ffffffff00")));
+      p.peer.close();
+      auto m = co_await p.conn.recv_bytes();
+      co_return m ? std::error_code{} : m.error();
+    };
+    CHECK(rt.block_on(body()) == corio::errc::protocol_error);
+  }
+  SECTION("between frames") {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::error_code> {
+      (void)co_await p.peer.write_all(bytes(raw("00000002", "ok")));
+      p.peer.close();
+      auto first = co_await p.conn.recv_bytes();
+      if (!first) {
+        co_return first.error();
+      }
+      auto m = co_await p.conn.recv_bytes();
+      co_return m ? std::error_code{} : m.error();
+    };
+    CHECK(rt.block_on(body()) == corio::errc::closed);
+  }
+}
+
+TEST_CASE("connection: a peer that sends half a frame and stalls is dropped after stall_timeout",
+          "[ipc][connection][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  connection_options o;
+  o.stall_timeout = 50ms;
+  for (std::string half : {raw("0000"), raw("00000064", "only part of it")}) {
+    auto p = make_pair(o);
+    auto body = [&]() -> task<std::string> {
+      (void)co_await p.peer.write_all(bytes(half));
+      auto m = co_await p.conn.recv_bytes();  // the peer never sends the rest
+      if (m || m.error() != std::errc::timed_out) {
+        co_return "not timed out";
+      }
+      if (p.conn.is_open()) {
+        co_return "still open";
+      }
+      co_return co_await sees_end_of_stream(p.peer) ? "" : "peer did not see the end";
+    };
+    CHECK(rt.block_on(body()).empty());
+  }
+}
+
+TEST_CASE("connection: an idle timeout between messages loses nothing and leaves the connection open",
+          "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(1));
+  connection_options o;
+  o.idle_timeout = 20ms;
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    auto m = co_await p.conn.recv_bytes();
+    if (m || m.error() != std::errc::timed_out) {
+      co_return "not timed out";
+    }
+    if (!p.conn.is_open()) {
+      co_return "closed";
+    }
+    (void)co_await p.peer.write_all(bytes(raw("00000004", "late")));
+    auto late = co_await p.conn.recv_bytes();
+    co_return late ? to_string(*late) : late.error().message();
+  };
+  CHECK(rt.block_on(body()) == "late");
+}
+
+TEST_CASE("connection: a receive cancelled before a message begins leaves the connection usable; mid-frame closes it",
+          "[ipc][connection][cancel]") {
+  corio::runtime rt(ipc_test::workers(1));
+  SECTION("before") {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::string> {
+      std::stop_source stop;
+      stop.request_stop();
+      auto m = co_await p.conn.recv_bytes(stop.get_token());
+      if (m || m.error() != std::errc::operation_canceled) {
+        co_return "not cancelled";
+      }
+      auto t = co_await corio::timeout(p.conn.recv_bytes(), 10ms);
+      if (t || t.error() != std::errc::timed_out || !p.conn.is_open()) {
+        co_return "timeout did not leave it open";
+      }
+      (void)co_await p.peer.write_all(bytes(raw("00000002", "ok")));
+      auto ok = co_await p.conn.recv_bytes();
+      co_return ok ? to_string(*ok) : ok.error().message();
+    };
+    CHECK(rt.block_on(body()) == "ok");
+  }
+  SECTION("mid-frame") {
+    auto p = make_pair();
+    auto body = [&]() -> task<std::string> {
+      (void)co_await p.peer.write_all(bytes(raw("00000009", "part")));
+      auto t = co_await corio::timeout(p.conn.recv_bytes(), 10ms);
+      if (t || t.error() != std::errc::timed_out) {
+        co_return "not timed out";
+      }
+      co_return p.conn.is_open() ? "still open" : "";
+    };
+    CHECK(rt.block_on(body()).empty());
+  }
+}
+
+TEST_CASE("connection: recv_bytes_into skips a message longer than the buffer and stays usable",
+          "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(1));
+  connection_options o;
+  o.read_buffer_size = 16;  // the long message crosses several buffer fills
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    std::string longer(100, 'L');
+    (void)co_await p.peer.write_all(bytes(raw("00000064", longer) + raw("00000005", "after")));
+    char small[8];
+    auto n = co_await p.conn.recv_bytes_into(std::as_writable_bytes(std::span(small)));
+    if (n || n.error() != corio::errc::message_size || !p.conn.is_open()) {
+      co_return "too-long message not reported";
+    }
+    auto m = co_await p.conn.recv_bytes_into(std::as_writable_bytes(std::span(small)));
+    co_return m ? std::string(small, *m) : m.error().message();
+  };
+  CHECK(rt.block_on(body()) == "after");
+}
+
+TEST_CASE("connection: a message above max_message_size is not sent and the connection stays usable",
+          "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(1));
+  connection_options o;
+  o.max_message_size = 10;
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    auto r = co_await p.conn.send_bytes(bytes("eleven byte"));
+    if (r || r.error() != corio::errc::message_size) {
+      co_return "sent";
+    }
+    if (!co_await p.conn.send_bytes(bytes("ten bytes!"))) {
+      co_return "send at the limit failed";
+    }
+    std::string got(14, '\0');
+    (void)co_await p.peer.read_exact(ipc_test::wbytes(got));
+    co_return got;
+  };
+  CHECK(rt.block_on(body()) == raw("0000000a", "ten bytes!"));
+}
+
+TEST_CASE("connection: a send to a peer that never reads ends with timed_out after stall_timeout",
+          "[ipc][connection][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  connection_options o;
+  o.stall_timeout = 50ms;
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    std::vector<std::byte> chunk(64 * 1024);
+    for (int i = 0; i < 1000; ++i) {  // at most 64 MiB: far beyond any socket buffer
+      auto r = co_await p.conn.send_bytes(chunk);
+      if (!r) {
+        if (r.error() != std::errc::timed_out) {
+          co_return r.error().message();
+        }
+        co_return p.conn.is_open() ? "still open" : "";
+      }
+    }
+    co_return "never blocked";
+  };
+  CHECK(rt.block_on(body()).empty());
+}
+
+TEST_CASE("connection: one task sends while another receives on the same connection", "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto p = corio::ipc::socketpair();
+  REQUIRE(p);
+  connection a(std::move(p->first)), b(std::move(p->second));
+  constexpr int n = 2000;
+  auto pump = [](connection& from, connection& to) -> task<int> {
+    // Echo side: return every message.
+    (void)from;
+    int count = 0;
+    std::vector<std::byte> m;
+    while (co_await to.recv_bytes(m)) {
+      if (!co_await to.send_bytes(m)) {
+        break;
+      }
+      ++count;
+    }
+    co_return count;
+  };
+  auto body = [&]() -> task<std::string> {
+    auto echo = corio::spawn(pump(a, b));
+    auto writer = corio::spawn([](connection& a) -> task<bool> {
+      for (int i = 0; i < n; ++i) {
+        std::string m = std::to_string(i);
+        if (!co_await a.send_bytes(bytes(m))) {
+          co_return false;
+        }
+      }
+      co_return true;
+    }(a));
+    int in_order = 0;
+    for (int i = 0; i < n; ++i) {
+      auto m = co_await a.recv_bytes();
+      if (m && to_string(*m) == std::to_string(i)) {
+        ++in_order;
+      }
+    }
+    bool wrote = co_await writer;
+    a.close();
+    int echoed = co_await echo;
+    co_return std::to_string(in_order) + " " + std::to_string(echoed) + (wrote ? "" : " write failed");
+  };
+  CHECK(rt.block_on(body()) == std::to_string(n) + " " + std::to_string(n));
+}
+
+TEST_CASE("connection: closing is idempotent and every later operation reports closed", "[ipc][connection]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = make_pair();
+  p.conn.close();
+  p.conn.close();
+  CHECK_FALSE(p.conn.is_open());
+  auto body = [&]() -> task<bool> {
+    auto s = co_await p.conn.send_bytes(bytes("x"));
+    auto r = co_await p.conn.recv_bytes();
+    connection empty;
+    auto e = co_await empty.recv_bytes();
+    co_return s.error() == corio::errc::closed && r.error() == corio::errc::closed && e.error() == corio::errc::closed;
+  };
+  CHECK(rt.block_on(body()));
+  // A moved-from connection is closed; the moved-to one works.
+  auto q = make_pair();
+  connection moved = std::move(q.conn);
+  CHECK_FALSE(q.conn.is_open());
+  CHECK(moved.is_open());
+}
