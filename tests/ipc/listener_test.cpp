@@ -1,0 +1,322 @@
+// Tests for ipc/listener.hpp and ipc/client.hpp: authenticated connections over TCP and
+// Unix sockets, accept() after a failed handshake, and serve(): connections handled
+// concurrently (a silent client blocks no one), the connection limit, the handshake and
+// idle timeouts, and a stop that ends every handler and leaks no descriptor.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "test_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <corio/ipc/client.hpp>
+#include <corio/ipc/listener.hpp>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::client_options;
+using corio::ipc::connection;
+using corio::ipc::listener;
+using corio::ipc::listener_options;
+using corio::ipc::socket_address;
+using ipc_test::bytes;
+
+namespace {
+
+std::string text(const std::vector<std::byte>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size()); }
+
+listener_options keyed(std::string key) {
+  listener_options o;
+  o.auth.authkey = std::move(key);
+  return o;
+}
+
+listener bind_loopback(listener_options o) {
+  auto l = listener::bind(socket_address::loopback_v4(0), std::move(o));
+  REQUIRE(l);
+  return std::move(*l);
+}
+
+// serve()'s handler for most tests: echoes every message until the client leaves.
+task<void> echo(connection conn, std::stop_token) {
+  std::vector<std::byte> m;
+  while (co_await conn.recv_bytes(m)) {
+    if (!co_await conn.send_bytes(m)) {
+      break;
+    }
+  }
+}
+
+// A client that authenticates, sends `msg` and returns the echo (or the error's text).
+task<std::string> ask(socket_address addr, std::string key, std::string msg) {
+  auto c = co_await corio::ipc::connect(addr, std::move(key));
+  if (!c) {
+    co_return "connect: " + c.error().message();
+  }
+  if (auto r = co_await c->send_bytes(bytes(msg)); !r) {
+    co_return "send: " + r.error().message();
+  }
+  auto m = co_await c->recv_bytes();
+  co_return m ? text(*m) : "recv: " + m.error().message();
+}
+
+}  // namespace
+
+TEST_CASE("listener: accept and connect authenticate and exchange messages over TCP and Unix sockets",
+          "[ipc][listener]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    ipc_test::temp_dir dir;
+    for (auto addr : {socket_address::loopback_v4(0), socket_address::unix_path(dir.file("l.sock")).value()}) {
+      auto l = listener::bind(addr, keyed("password"));
+      REQUIRE(l);
+      auto body = [&]() -> task<std::string> {
+        auto server = corio::spawn([](listener& l) -> task<std::string> {
+          auto c = co_await l.accept();
+          if (!c) {
+            co_return c.error().message();
+          }
+          auto m = co_await c->recv_bytes();
+          if (!m) {
+            co_return m.error().message();
+          }
+          (void)co_await c->send_bytes(*m);
+          co_return "";
+        }(*l));
+        auto back = co_await ask(l->address().value(), "password", "foo1");
+        auto s = co_await server;
+        co_return s.empty() ? back : "server: " + s;
+      };
+      CHECK(rt.block_on(body()) == "foo1");
+      CHECK(l->stats().accepted == 1);
+      CHECK(l->stats().authenticated == 1);
+    }
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("listener: accept reports a failed handshake and the next accept serves the next client",
+          "[ipc][listener][fault]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto l = bind_loopback(keyed("password"));
+  auto addr = l.address().value();
+  auto body = [&]() -> task<std::string> {
+    auto bad = corio::spawn(ask(addr, "wrong", "x"));
+    auto first = co_await l.accept();
+    auto bad_said = co_await bad;
+    if (first || first.error() != corio::errc::authentication_failed) {
+      co_return "first accept: not authentication_failed";
+    }
+    if (bad_said != "connect: " + make_error_code(corio::errc::authentication_failed).message()) {
+      co_return "bad client: " + bad_said;
+    }
+    auto good = corio::spawn(ask(addr, "password", "foo2"));
+    auto second = co_await l.accept();
+    if (!second) {
+      co_return "second accept: " + second.error().message();
+    }
+    auto m = co_await second->recv_bytes();
+    (void)co_await second->send_bytes(*m);
+    co_return co_await good;
+  };
+  CHECK(rt.block_on(body()) == "foo2");
+  CHECK(l.stats().failed == 1);
+  CHECK(l.stats().authenticated == 1);
+}
+
+TEST_CASE("listener: connect to a port nobody listens on is refused", "[ipc][listener][fault]") {
+  corio::runtime rt(ipc_test::workers(1));
+  socket_address addr = socket_address::loopback_v4(0);
+  {
+    auto l = bind_loopback(keyed("k"));
+    addr = l.address().value();
+  }  // closed: nothing listens there now
+  auto r = rt.block_on(corio::ipc::connect(addr, "k"));
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == std::errc::connection_refused);
+}
+
+TEST_CASE("listener: serve handles clients concurrently; a client that says nothing blocks no one",
+          "[ipc][listener]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto l = bind_loopback(keyed("password"));
+    auto addr = l.address().value();
+    std::stop_source stop;
+    auto body = [&]() -> task<std::vector<std::string>> {
+      auto server = corio::spawn(l.serve(echo, stop.get_token()));
+      // A silent client: connected, never answers the challenge (the default handshake
+      // timeout is 10 s; the clients below finish long before it, in any order).
+      auto silent = co_await corio::ipc::tcp_stream::connect(addr);
+      std::vector<corio::join_handle<std::string>> clients;
+      for (int i = 0; i < 20; ++i) {
+        clients.push_back(corio::spawn(ask(addr, "password", "m" + std::to_string(i))));
+      }
+      std::vector<std::string> got;
+      for (auto& c : clients) {
+        got.push_back(co_await std::move(c));
+      }
+      stop.request_stop();
+      auto r = co_await server;
+      got.push_back(r ? "stopped" : r.error().message());
+      (void)silent;
+      co_return got;
+    };
+    auto got = rt.block_on(body());
+    REQUIRE(got.size() == 21);
+    for (int i = 0; i < 20; ++i) {
+      CHECK(got[i] == "m" + std::to_string(i));
+    }
+    CHECK(got[20] == "stopped");
+    CHECK(l.stats().authenticated == 20);
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("listener: serve's handshake timeout drops a silent client", "[ipc][listener][fault]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto o = keyed("password");
+  o.auth.timeout = 50ms;
+  auto l = bind_loopback(o);
+  auto addr = l.address().value();
+  std::stop_source stop;
+  auto body = [&]() -> task<std::string> {
+    auto server = corio::spawn(l.serve(echo, stop.get_token()));
+    auto silent = co_await corio::ipc::tcp_stream::connect(addr);
+    if (!silent) {
+      co_return silent.error().message();
+    }
+    // Read (and ignore) the challenge; the server then drops us: end of stream.
+    std::byte buf[256];
+    std::size_t total = 0;
+    for (;;) {
+      auto n = co_await silent->read_some(buf);
+      if (!n || *n == 0) {
+        break;
+      }
+      total += *n;
+    }
+    stop.request_stop();
+    (void)co_await server;
+    co_return total > 0 ? "" : "no challenge";
+  };
+  CHECK(rt.block_on(body()).empty());
+  CHECK(l.stats().failed == 1);
+}
+
+TEST_CASE("listener: serve holds at most max_connections; the next client is served when a slot frees",
+          "[ipc][listener]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto o = keyed("password");
+  o.max_connections = 2;
+  auto l = bind_loopback(o);
+  auto addr = l.address().value();
+  std::stop_source stop;
+  auto body = [&]() -> task<std::string> {
+    auto server = corio::spawn(l.serve(echo, stop.get_token()));
+    auto a = co_await corio::ipc::connect(addr, "password");
+    auto b = co_await corio::ipc::connect(addr, "password");
+    if (!a || !b) {
+      co_return "first two not served";
+    }
+    // Both slots are taken: a third client's handshake cannot even start.
+    auto third = corio::spawn(ask(addr, "password", "third"));
+    (void)co_await corio::sleep_for(50ms);
+    if (l.stats().accepted != 2) {
+      co_return "accepted past the limit: " + std::to_string(l.stats().accepted);
+    }
+    a->close();  // frees a slot
+    auto said = co_await third;
+    stop.request_stop();
+    (void)co_await server;
+    co_return said;
+  };
+  CHECK(rt.block_on(body()) == "third");
+  CHECK(l.stats().accepted == 3);
+}
+
+TEST_CASE("listener: stopping serve ends handlers waiting on their connections and closes them",
+          "[ipc][listener][cancel]") {
+  std::size_t fds_before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto l = bind_loopback(keyed("password"));
+    auto addr = l.address().value();
+    std::stop_source stop;
+    std::atomic<int> ended{0};
+    auto handler = [&ended](connection conn, std::stop_token) -> task<void> {
+      auto m = co_await conn.recv_bytes();  // no client sends anything
+      if (!m && m.error() == std::errc::operation_canceled) {
+        ended.fetch_add(1);
+      }
+    };
+    auto body = [&]() -> task<std::string> {
+      auto server = corio::spawn(l.serve(handler, stop.get_token()));
+      std::vector<connection> clients;
+      for (int i = 0; i < 5; ++i) {
+        auto c = co_await corio::ipc::connect(addr, "password");
+        if (!c) {
+          co_return c.error().message();
+        }
+        clients.push_back(std::move(*c));
+      }
+      while (l.stats().authenticated < 5) {
+        (void)co_await corio::sleep_for(1ms);
+      }
+      stop.request_stop();
+      auto r = co_await server;
+      // Every client sees its connection end.
+      int ended_seen = 0;
+      for (auto& c : clients) {
+        auto m = co_await c.recv_bytes();
+        ended_seen += !m && m.error() == corio::errc::closed;
+      }
+      co_return (r ? "" : r.error().message()) + std::to_string(ended_seen);
+    };
+    CHECK(rt.block_on(body()) == "5");
+    CHECK(ended.load() == 5);
+  }
+  CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("listener: an idle timeout drops an authenticated client that stops talking", "[ipc][listener][fault]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto o = keyed("password");
+  o.connection.idle_timeout = 30ms;
+  auto l = bind_loopback(o);
+  auto addr = l.address().value();
+  std::stop_source stop;
+  std::atomic<bool> timed_out{false};
+  auto handler = [&timed_out](connection conn, std::stop_token) -> task<void> {
+    std::vector<std::byte> m;
+    for (;;) {
+      auto r = co_await conn.recv_bytes(m);
+      if (!r) {
+        timed_out = r.error() == std::errc::timed_out;
+        co_return;  // dropping the connection closes it
+      }
+      (void)co_await conn.send_bytes(m);
+    }
+  };
+  auto body = [&]() -> task<std::string> {
+    auto server = corio::spawn(l.serve(handler, stop.get_token()));
+    auto c = co_await corio::ipc::connect(addr, "password");
+    if (!c) {
+      co_return c.error().message();
+    }
+    (void)co_await c->send_bytes(bytes("one"));
+    auto m = co_await c->recv_bytes();
+    auto end = co_await c->recv_bytes();  // we say nothing more: the server drops us
+    stop.request_stop();
+    (void)co_await server;
+    co_return (m ? text(*m) : "?") + " " + (end ? "more" : end.error().message());
+  };
+  CHECK(rt.block_on(body()) == "one " + make_error_code(corio::errc::closed).message());
+  CHECK(timed_out.load());
+}
