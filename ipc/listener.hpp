@@ -93,7 +93,8 @@ class listener {
   /// only when accepting fails for good (the listener was closed, ...).
   [[nodiscard]] task<result<void>> serve(handler h, std::stop_token token = {});
 
-  /// Stops listening (closes the socket; a Unix path is removed).
+  /// Stops listening (closes the socket; a Unix path is removed). Not while an accept()
+  /// or serve() is waiting on it: stop those first (their token), then close.
   void close() noexcept;
 
  private:
