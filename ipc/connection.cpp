@@ -26,8 +26,10 @@ std::error_code closed_error() noexcept { return make_error_code(errc::closed); 
 struct connection::sink {
   std::vector<std::byte>* vec = nullptr;  // recv_bytes: resized to the message
   std::span<std::byte> into;              // recv_bytes_into: the caller's buffer
-  std::span<std::byte> dest;              // the message's bytes (set by prepare)
+  std::span<std::byte> dest;              // the message's bytes (set by prepare, or a view)
   bool discard = false;                   // recv_bytes_into: it does not fit; skip it
+  bool view = false;                      // recv: a wholly buffered message is not copied:
+                                          // dest points into the read-ahead buffer
 
   void prepare(std::uint64_t length) {
     auto n = static_cast<std::size_t>(length);
@@ -54,6 +56,9 @@ connection::connection(stream_socket stream, const connection_options& options) 
 connection::connection(connection&& other) noexcept
     : m_stream(std::move(other.m_stream)),
       m_options(other.m_options),
+      m_unpickler(std::move(other.m_unpickler)),
+      m_recv_scratch(std::move(other.m_recv_scratch)),
+      m_send_scratch(std::move(other.m_send_scratch)),
       m_buffer(std::move(other.m_buffer)),
       m_capacity(std::exchange(other.m_capacity, 0)),
       m_begin(std::exchange(other.m_begin, 0)),
@@ -64,6 +69,9 @@ connection& connection::operator=(connection&& other) noexcept {
   if (this != &other) {
     m_stream = std::move(other.m_stream);
     m_options = other.m_options;
+    m_unpickler = std::move(other.m_unpickler);
+    m_recv_scratch = std::move(other.m_recv_scratch);
+    m_send_scratch = std::move(other.m_send_scratch);
     m_buffer = std::move(other.m_buffer);
     m_capacity = std::exchange(other.m_capacity, 0);
     m_begin = std::exchange(other.m_begin, 0);
@@ -74,6 +82,11 @@ connection& connection::operator=(connection&& other) noexcept {
 }
 
 connection::~connection() = default;
+
+void connection::set_options(const connection_options& options) {
+  m_options = options;
+  m_unpickler.reset();  // made again with the new decoder options
+}
 
 bool connection::is_open() const noexcept { return !m_closed.load(std::memory_order_relaxed); }
 
@@ -124,12 +137,43 @@ task<result<std::size_t>> connection::recv_bytes_into(std::span<std::byte> buf, 
   co_return co_await receive(to, std::move(token));
 }
 
+task<result<void>> connection::send(const pickle::value& v, std::stop_token token) {
+  m_send_scratch.clear();
+  if (auto r = pickle::dump(v, m_send_scratch, m_options.pickle); !r) {
+    co_return r;
+  }
+  co_return co_await send_bytes(m_send_scratch, std::move(token));
+}
+
+task<result<pickle::value>> connection::recv(std::stop_token token) {
+  if (!m_unpickler) {
+    m_unpickler = std::make_unique<pickle::reader>(m_options.unpickle);
+  }
+  sink to;
+  to.vec = &m_recv_scratch;  // where a message goes that was not wholly buffered
+  to.view = true;
+  auto n = co_await receive(to, std::move(token));
+  if (!n) {
+    co_return unexpected(n.error());
+  }
+  co_return m_unpickler->load(to.dest);
+}
+
+std::string_view connection::unpickle_error() const noexcept {
+  return m_unpickler ? std::string_view(m_unpickler->error_message()) : std::string_view();
+}
+
 result<std::size_t> connection::deliver(sink& to, const frame::header& h) {
   m_begin += h.header_size;
-  to.prepare(h.length);
   auto n = static_cast<std::size_t>(h.length);
-  if (!to.discard && n != 0) {
-    std::memcpy(to.dest.data(), m_buffer.get() + m_begin, n);
+  if (to.view) {
+    // Valid until the next receive: the bytes stay in the buffer until it reads again.
+    to.dest = std::span(m_buffer.get() + m_begin, n);
+  } else {
+    to.prepare(h.length);
+    if (!to.discard && n != 0) {
+      std::memcpy(to.dest.data(), m_buffer.get() + m_begin, n);
+    }
   }
   m_begin += n;
   if (m_begin == m_end) {

@@ -3,8 +3,11 @@
 //
 // Concept: a connection owns a connected stream socket (TCP or Unix; ipc/tcp.hpp,
 // ipc/unix.hpp) and sends and receives whole messages: a length prefix (ipc/frame.hpp)
-// and the bytes. send_bytes / recv_bytes carry bytes; pickled objects go through
-// ipc/pickle.hpp on top. Authentication (Python's authkey handshake) is a separate step:
+// and the bytes. send_bytes / recv_bytes carry bytes (Python's Connection.send_bytes /
+// recv_bytes); send / recv carry one pickled object each (Python's Connection.send /
+// recv), through the safe codec of ipc/pickle.hpp: recv never runs or imports anything,
+// and decodes a message straight from the read-ahead buffer when all of it is there.
+// Authentication (Python's authkey handshake) is a separate step:
 // ipc/authentication.hpp, or ipc::listener / ipc::connect which do both.
 // Limits (connection_options):
 // - max_message_size: a length prefix above it is refused with errc::message_size before
@@ -30,7 +33,8 @@
 // one SQE for all); a larger message is read straight into its destination after its
 // prefix. A send is one sendmsg SQE for prefix and payload together when the socket takes
 // them at once; only a send that has to wait arms a timer. No allocation per message
-// besides the coroutine frames (recycled) and, for recv_bytes(), the returned vector.
+// besides the coroutine frames (recycled), for recv_bytes(), the returned vector, and for
+// recv(), the decoded value (send and recv reuse buffers kept in the connection).
 // Cancellation: every call takes a std::stop_token and honours the inherited one
 // (when_any, timeout). A receive cancelled before any byte of a message arrived, or a send
 // cancelled before any byte left, returns std::errc::operation_canceled and the
@@ -44,9 +48,11 @@
 #include <memory>
 #include <span>
 #include <stop_token>
+#include <string_view>
 #include <vector>
 
 #include <corio/ipc/frame.hpp>
+#include <corio/ipc/pickle.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -67,6 +73,8 @@ struct connection_options {
   std::chrono::nanoseconds stall_timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds idle_timeout = no_timeout;
   std::size_t read_buffer_size = 4096;  ///< read-ahead buffer (at least 16 bytes are used)
+  pickle::load_options unpickle;        ///< recv(): limits and allow-list of the decoder
+  pickle::dump_options pickle;          ///< send(): protocol (4: every Python 3 reads it)
 };
 
 class connection {
@@ -98,6 +106,17 @@ class connection {
   /// connection stays usable (Python's recv_bytes_into raises BufferTooShort).
   [[nodiscard]] task<result<std::size_t>> recv_bytes_into(std::span<std::byte> buf, std::stop_token token = {});
 
+  /// Sends one object: its pickle as one message (Python's Connection.send). Errors:
+  /// pickle::errc from encoding (nothing sent), then as send_bytes.
+  [[nodiscard]] task<result<void>> send(const pickle::value& v, std::stop_token token = {});
+  /// Receives one message and unpickles it (Python's Connection.recv). Errors: as
+  /// recv_bytes, or pickle::errc when the message does not decode (forbidden class, too
+  /// deep, truncated, ...: see unpickle_error()); the message is consumed and the
+  /// connection stays usable.
+  [[nodiscard]] task<result<pickle::value>> recv(std::stop_token token = {});
+  /// Why the last recv() could not decode its message (with the byte offset), or "".
+  [[nodiscard]] std::string_view unpickle_error() const noexcept;
+
   /// Closes the connection now (see the header comment); idempotent.
   void close() noexcept;
   /// False once closed (by close(), by an error that closes it, or moved from).
@@ -108,7 +127,7 @@ class connection {
   [[nodiscard]] const stream_socket& stream() const noexcept { return m_stream; }
   [[nodiscard]] const connection_options& options() const noexcept { return m_options; }
   /// Changes the limits; takes effect at the next operation.
-  void set_options(const connection_options& options) noexcept { m_options = options; }
+  void set_options(const connection_options& options);
 
  private:
   struct sink;
@@ -122,6 +141,9 @@ class connection {
 
   stream_socket m_stream;
   connection_options m_options;
+  std::unique_ptr<pickle::reader> m_unpickler;  // made by the first recv()
+  std::vector<std::byte> m_recv_scratch;         // recv(): a message not wholly buffered
+  std::vector<std::byte> m_send_scratch;         // send(): the pickle being sent
   std::unique_ptr<std::byte[]> m_buffer;
   std::size_t m_capacity = 0;
   std::size_t m_begin = 0;  // buffered bytes are m_buffer[m_begin, m_end)

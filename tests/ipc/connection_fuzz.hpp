@@ -62,8 +62,9 @@ inline corio::task<void> play(const corio::ipc::unix_stream& s, std::span<const 
   (void)s.shutdown(SHUT_WR);
 }
 
-// Receives with recv_bytes(vector&) (mode 0), recv_bytes() (mode 1) or recv_bytes_into a
-// buffer of `into` bytes (mode 2: longer messages are skipped with message_size).
+// Receives with recv_bytes(vector&) (mode 0), recv_bytes() (mode 1), recv_bytes_into a
+// buffer of `into` bytes (mode 2: longer messages are skipped with message_size) or recv()
+// (mode 3: each message decoded as a pickle, or failing alone).
 inline corio::task<std::string> check_reader(std::span<const std::byte> in, std::size_t buffer, int mode,
                                              std::size_t into) {
   auto p = corio::ipc::socketpair();
@@ -91,6 +92,31 @@ inline corio::task<std::string> check_reader(std::span<const std::byte> in, std:
       } else {
         r = corio::unexpected(v.error());
       }
+    } else if (mode == 3) {
+      // recv(): each message is decoded (from the read-ahead buffer when it is all there);
+      // one that is not a pickle fails alone and the stream stays in step.
+      auto v = co_await conn.recv();
+      if (!v && v.error().category() == corio::ipc::pickle::category() && i < expected.messages.size()) {
+        if (!conn.is_open()) {
+          failure = "closed after a message that is not a pickle";
+          break;
+        }
+        if (corio::ipc::pickle::loads(expected.messages[i])) {
+          failure = "message " + std::to_string(i) + " decodes alone but not through recv()";
+          break;
+        }
+        continue;
+      }
+      if (v) {
+        auto alone = i < expected.messages.size() ? corio::ipc::pickle::loads(expected.messages[i])
+                                                  : corio::result<corio::ipc::pickle::value>();
+        if (i >= expected.messages.size() || !alone || !(*alone == *v)) {
+          failure = "message " + std::to_string(i) + " decodes differently through recv()";
+          break;
+        }
+        continue;
+      }
+      r = corio::unexpected(v.error());
     } else {
       auto n = co_await conn.recv_bytes_into(small);
       if (!n && n.error() == corio::errc::message_size && i < expected.messages.size() &&
@@ -158,12 +184,12 @@ inline void check_pure(std::span<const std::byte> in) {
   (void)corio::ipc::auth::verify_response(key, in.first(half), in.subspan(half), true);
 }
 
-/// `config` picks the reader's buffer size (16..4096), receive form and recv_bytes_into
-/// buffer size (0..1020).
+/// `config` picks the reader's buffer size (16..4096), receive form (of four) and
+/// recv_bytes_into buffer size (0..1020).
 inline std::string fuzz_one(corio::runtime& rt, std::span<const std::byte> in, std::uint32_t config) {
   check_pure(in);
   std::size_t buffer = 16 + (config & 0xff) * 16;
-  int mode = static_cast<int>(((config >> 8) & 0xff) % 3);
+  int mode = static_cast<int>(((config >> 8) & 0xff) % 4);
   std::size_t into = ((config >> 16) & 0xff) * 4;
   auto body = [&]() -> corio::task<std::string> {
     auto a = co_await check_reader(in, buffer, mode, into);

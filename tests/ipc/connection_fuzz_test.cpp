@@ -75,6 +75,15 @@ std::vector<bytes_t> corpus() {
   frame(server, "#WELCOME#");
   frame(server, "{sha3_384}" + std::string(48, 'a'));
   c.push_back(server);
+  // Pickled objects as Python's Connection.send writes them (recv() decodes these).
+  namespace pickle = corio::ipc::pickle;
+  bytes_t objects;
+  for (const pickle::value& v : {pickle::value("foo1"), pickle::value::tuple_of(1, 2.5, nullptr, "x"),
+                                 pickle::value::list_of(pickle::value::make_bytes("b"), true, -7)}) {
+    auto p = pickle::dumps(v).value();
+    frame(objects, std::string_view(reinterpret_cast<const char*>(p.data()), p.size()));
+  }
+  c.push_back(objects);
   bytes_t failure;
   frame(failure, "#CHALLENGE#" + std::string(20, 'r'));
   frame(failure, "#FAILURE#");

@@ -525,3 +525,54 @@ TEST_CASE("connection: closing is idempotent and every later operation reports c
   CHECK_FALSE(q.conn.is_open());
   CHECK(moved.is_open());
 }
+
+TEST_CASE("connection: send and recv carry pickled objects, whether or not a message is wholly buffered",
+          "[ipc][connection][pickle]") {
+  namespace pickle = corio::ipc::pickle;
+  corio::runtime rt(ipc_test::workers(2));
+  connection_options o;
+  o.read_buffer_size = 64;  // the long str below arrives in many reads
+  auto p = corio::ipc::socketpair();
+  REQUIRE(p);
+  connection a(std::move(p->first)), b(std::move(p->second), o);
+  auto body = [&]() -> task<std::string> {
+    std::string longer(100'000, 'z');
+    auto small = pickle::value::tuple_of("foo1", 2, 2.5, nullptr);
+    if (!co_await a.send(small) || !co_await a.send(pickle::value(longer))) {
+      co_return "send failed";
+    }
+    auto first = co_await b.recv();
+    auto second = co_await b.recv();
+    if (!first || !second) {
+      co_return "recv failed";
+    }
+    if (first->repr() != "('foo1', 2, 2.5, None)") {
+      co_return "first: " + first->repr();
+    }
+    co_return second->as<std::string>().value_or("not a str") == longer ? "" : "second differs";
+  };
+  CHECK(rt.block_on(body()).empty());
+}
+
+TEST_CASE("connection: recv of a pickle naming a forbidden class says which, and the connection stays usable",
+          "[ipc][connection][pickle][fault]") {
+  namespace pickle = corio::ipc::pickle;
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = make_pair();
+  auto body = [&]() -> task<std::string> {
+    // pickle.dumps(os.system, protocol=4), then pickle.dumps(('foo1', 2), protocol=4).
+    std::string evil = raw("80049514000000000000008c05706f736978948c0673797374656d9493942e");
+    std::string fine = raw("8004950c000000000000008c04666f6f31944b0286942e");
+    (void)co_await p.peer.write_all(bytes(raw("0000001f") + evil + raw("00000017") + fine));
+    auto bad = co_await p.conn.recv();
+    if (bad || bad.error() != pickle::errc::forbidden_class) {
+      co_return "not forbidden_class";
+    }
+    if (p.conn.unpickle_error().find("posix.system") == std::string_view::npos) {
+      co_return "message does not name the class: " + std::string(p.conn.unpickle_error());
+    }
+    auto good = co_await p.conn.recv();
+    co_return good ? good->repr() : good.error().message();
+  };
+  CHECK(rt.block_on(body()) == "('foo1', 2)");
+}
