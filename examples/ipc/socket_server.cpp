@@ -1,84 +1,160 @@
-// socket_server: the tutorial's multiprocessing.connection Listener on localhost:6000.
-// Prints every message; 'close connection' ends the connection, 'close server' the server.
-//   socket_server [--port N]      run until a client sends 'close server'
-//   socket_server --self-test     also runs the tutorial's client in-process (port 0)
-// (The tutorial's authkey handshake is a separate concept, not shown here.)
+// socket_server: the tutorial's multiprocessing.connection Listener, speaking Python's
+// wire format: Listener(('localhost', 6000), authkey=b'password'); prints every message;
+// 'close connection' ends that connection, 'close server' the server. Python's own
+// Client talks to it unmodified (3.11's HMAC-MD5 handshake and 3.12+'s {sha256}):
+//   python3 -c "from multiprocessing.connection import Client;
+//     c = Client(('localhost', 6000), authkey=b'password'); c.send('foo1'); c.send('close server')"
+// (one line; see README.md)
+// Unlike the tutorial's loop, which serves one client at a time, every connection runs in
+// a task of its own (ipc::listener::serve): a client that connects and says nothing blocks
+// no one; it is dropped by the handshake timeout (5 s) or, once authenticated, by the idle
+// timeout (--idle-timeout-ms, default 60 s).
+//   socket_server [--port N] [--authkey KEY] [--idle-timeout-ms N]
+//   socket_server --self-test     runs the tutorial's clients in-process (any free port),
+//                                 with a silent client connected first, and checks them
 #include "../common/args.hpp"
-#include "framed.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/client.hpp>
+#include <corio/ipc/listener.hpp>
+#include <corio/ipc/pickle.hpp>
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <vector>
 
+using namespace std::chrono_literals;
 using corio::task;
+using corio::ipc::connection;
+using corio::ipc::listener;
 using corio::ipc::socket_address;
-using corio::ipc::tcp_listener;
-using corio::ipc::tcp_stream;
+namespace pickle = corio::ipc::pickle;
 
 namespace {
 
-task<int> serve(const tcp_listener& listener) {
-  bool running = true;
-  while (running) {
-    auto conn = co_await listener.accept();
-    if (!conn) {
-      const std::error_code& ec = conn.error();
-      if (ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-          ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory) {
-        // Out of fds or memory: the pending connection stays queued; back off and retry
-        // (a client closing frees an fd), rather than spinning or giving up.
-        std::fprintf(stderr, "accept: %s (backing off)\n", ec.message().c_str());
-        (void)co_await corio::sleep_for(std::chrono::milliseconds(5));
+// What print(msg) shows in Python: a str as itself, anything else as its repr.
+std::string printed(const pickle::value& v) {
+  if (const std::string* s = v.if_str()) {
+    return *s;
+  }
+  return v.repr();
+}
+
+// Python prints listener.last_accepted as a tuple: ('127.0.0.1', 54321).
+std::string python_address(const connection& c) {
+  auto a = c.stream().peer_address();
+  if (!a) {
+    return "(unknown)";
+  }
+  std::string s = a->to_string();
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) {
+    return s;
+  }
+  std::string host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return "('" + host + "', " + s.substr(colon + 1) + ")";
+}
+
+struct server_state {
+  std::stop_source stop;            // 'close server'
+  std::mutex lock;                  // guards `received` (handlers run on any worker)
+  std::vector<std::string> received;
+};
+
+// One connection, as the body of the tutorial's inner loop.
+task<void> handle(server_state& state, connection conn, std::stop_token) {
+  std::printf("connection accepted from %s\n", python_address(conn).c_str());
+  for (;;) {
+    auto msg = co_await conn.recv();
+    if (!msg) {
+      if (msg.error().category() == pickle::category()) {
+        // A message that is not a safe pickle (a class not on the allow-list, ...): say so
+        // and read on (the connection is still in step).
+        std::printf("unreadable message: %s\n", std::string(conn.unpickle_error()).c_str());
         continue;
       }
-      if (ec == std::errc::bad_file_descriptor || ec == std::errc::invalid_argument ||
-          ec == std::errc::not_a_socket || ec == std::errc::operation_canceled || ec == corio::errc::closed ||
-          ec == corio::errc::shut_down) {
-        std::fprintf(stderr, "accept: %s (listener closed)\n", ec.message().c_str());
-        co_return 1;
-      }
-      // ECONNABORTED, EPROTO, EPERM (firewall), ...: that one connection failed.
-      std::fprintf(stderr, "accept: %s (continuing)\n", ec.message().c_str());
-      continue;
-    }
-    std::printf("connection accepted from %s\n", conn->peer_address().value().to_string().c_str());
-    for (;;) {
-      auto msg = co_await framed::recv(*conn);
-      if (!msg) {
+      if (msg.error() == std::errc::timed_out) {
+        std::printf("connection idle too long: closed\n");
+      } else if (msg.error() != corio::errc::closed && msg.error() != std::errc::operation_canceled) {
         std::printf("connection lost: %s\n", msg.error().message().c_str());
-        break;
       }
-      std::printf("%s\n", msg->c_str());
-      if (*msg == "close connection") {
-        break;
-      }
-      if (*msg == "close server") {
-        running = false;
-        break;
-      }
+      co_return;
     }
+    std::string text = printed(*msg);
+    std::printf("%s\n", text.c_str());
+    std::fflush(stdout);
+    {
+      std::lock_guard g(state.lock);
+      state.received.push_back(text);
+    }
+    if (msg->is_str() && text == "close connection") {
+      co_return;  // the connection closes when `conn` goes
+    }
+    if (msg->is_str() && text == "close server") {
+      state.stop.request_stop();
+      co_return;
+    }
+  }
+}
+
+task<int> serve(listener& l, server_state& state) {
+  auto r = co_await l.serve(
+      [&state](connection conn, std::stop_token stop) { return handle(state, std::move(conn), std::move(stop)); },
+      state.stop.get_token());
+  if (!r) {
+    std::fprintf(stderr, "socket_server: %s\n", r.error().message().c_str());
+    co_return 1;
   }
   co_return 0;
 }
 
-task<void> tutorial_client(socket_address addr, std::vector<std::string> messages) {
-  auto conn = co_await tcp_stream::connect(addr);
+// The tutorial's client.py, in corio (ipc::connect + pickled str messages).
+task<bool> tutorial_client(socket_address addr, std::vector<std::string> messages) {
+  auto c = co_await corio::ipc::connect(addr, "password");
+  if (!c) {
+    std::fprintf(stderr, "client: %s\n", c.error().message().c_str());
+    co_return false;
+  }
   for (auto& m : messages) {
-    if (conn) {
-      (void)co_await framed::send(*conn, m);
+    if (!co_await c->send(pickle::value(m))) {
+      co_return false;
     }
   }
+  co_return true;
 }
 
-task<int> self_test(const tcp_listener& l) {
-  auto server = corio::spawn(serve(l));
-  auto addr = l.local_address().value();
+task<int> self_test(listener& l, server_state& state) {
+  auto server = corio::spawn(serve(l, state));
+  auto addr = l.address().value();
+  // A client that connects and says nothing: it must not hold up anyone.
+  auto silent = co_await corio::ipc::tcp_stream::connect(addr);
   // (Named vectors: g++ 12 rejects a braced list of string literals as a coroutine argument.)
   std::vector<std::string> first{"foo1", "foo2", "close connection"};
   std::vector<std::string> second{"foo3", "close server"};
-  co_await tutorial_client(addr, first);
-  co_await tutorial_client(addr, second);
-  co_return co_await server;
+  bool ok = co_await tutorial_client(addr, first);
+  // Wait until the first connection has been read to its end, so the order is fixed.
+  while (true) {
+    {
+      std::lock_guard g(state.lock);
+      if (state.received.size() >= first.size()) {
+        break;
+      }
+    }
+    (void)co_await corio::sleep_for(1ms);
+  }
+  ok = co_await tutorial_client(addr, second) && ok;
+  int rc = co_await server;
+  (void)silent;
+  std::vector<std::string> expected{"foo1", "foo2", "close connection", "foo3", "close server"};
+  ok = ok && rc == 0 && state.received == expected;
+  std::printf("self-test: %s\n", ok ? "both tutorial clients served, in order, past a silent one" : "FAILED");
+  co_return ok ? 0 : 1;
 }
 
 }  // namespace
@@ -86,17 +162,29 @@ task<int> self_test(const tcp_listener& l) {
 int main(int argc, char** argv) {
   bool test = false;
   std::uint16_t port = 6000;
-  example::args args("socket_server", "the tutorial's connection Listener on localhost");
+  std::string authkey = "password";
+  int idle_ms = 60000;
+  example::args args("socket_server", "the tutorial's connection Listener on localhost, authkey b'password'");
   args.port(port);
-  args.flag("--self-test", test, "also run the tutorial's client in-process (any free port)");
+  args.option("--authkey", authkey, "KEY", "the shared key (default password)");
+  args.option("--idle-timeout-ms", idle_ms, 1, 86400000, "MS",
+              "drop a connection silent this long, 1..86400000 (default 60000)");
+  args.flag("--self-test", test, "also run the tutorial's clients in-process (any free port)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
-  auto l = tcp_listener::bind(socket_address::loopback_v4(test ? 0 : port));
+  corio::ipc::listener_options o;
+  o.auth.authkey = authkey;
+  o.auth.timeout = 5s;
+  o.connection.idle_timeout = std::chrono::milliseconds(idle_ms);
+  auto l = listener::bind(socket_address::loopback_v4(test ? 0 : port), o);
   if (!l) {
     std::fprintf(stderr, "socket_server: bind: %s\n", l.error().message().c_str());
     return 1;
   }
+  std::printf("listening on %s\n", l->address().value().to_string().c_str());
+  std::fflush(stdout);
   corio::runtime rt;
-  return rt.block_on(test ? self_test(*l) : serve(*l));
+  server_state state;
+  return rt.block_on(test ? self_test(*l, state) : serve(*l, state));
 }
