@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Python's multiprocessing.connection, round trips of small pickled messages (the str
+# 'foo1', authkey b'password', conn.send(conn.recv()) on the server) over TCP loopback:
+#   python-python   Python's Listener (a thread per connection) and Python Clients
+#   corio-python    corio's listener (bench/ipc/conn_bench server, 1 worker), Python Clients
+#   corio-corio     corio's listener and corio clients (conn_bench client, 1 worker)
+# Shapes: 1 connection ping-pong; 4 connections ping-pong (Python: 4 client processes);
+# corio-corio also 64 connections and 16 connections x 16 messages in flight.
+# Prints `<benchmark> <system> <value> <unit>` lines: round trips/s and server CPU
+# µs/message (utime + stime of the server process over the run, from /proc/PID/stat),
+# then the ratios. The Python is Debian's python3 unless PYTHON is set.
+#   bash bench/ipc/conn.sh [BUILD_DIR=build-ipc-rel] [SECONDS=5] [REPEAT=1]
+set -euo pipefail
+build=${1:-build-ipc-rel}
+seconds=${2:-5}
+repeat=${3:-1}
+python=${PYTHON:-/usr/bin/python3}
+here=$(cd "$(dirname "$0")" && pwd)
+bash "$here/ensure_build.sh" "$build" bench/ipc/conn_bench
+bench=$build/bench/ipc/conn_bench
+out=$(mktemp)
+trap 'rm -f "$out"; kill $(jobs -p) 2>/dev/null || true' EXIT
+tck=$(getconf CLK_TCK)
+
+cpu_ticks() {  # utime + stime of PID, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+start_server() {  # start_server python|corio: sets $pid and $port
+  local log
+  log=$(mktemp)
+  if [[ $1 == python ]]; then
+    "$python" "$here/conn_peer.py" server 0 > "$log" &
+  else
+    "$bench" server --port 0 --workers 1 > "$log" &
+  fi
+  pid=$!
+  port=""
+  for _ in $(seq 200); do
+    port=$(awk '/^port/ {print $2}' "$log")
+    [[ -n $port ]] && break
+    sleep 0.05
+  done
+  rm -f "$log"
+  [[ -n $port ]]
+}
+
+run_clients() {  # run_clients python|corio CONNECTIONS DEPTH: prints the total round trips
+  local kind=$1 conns=$2 depth=$3
+  if [[ $kind == python ]]; then
+    local pids=() logs=() i total=0
+    for i in $(seq "$conns"); do
+      logs+=("$(mktemp)")
+      "$python" "$here/conn_peer.py" client "$port" "$seconds" > "${logs[-1]}" &
+      pids+=($!)
+    done
+    wait "${pids[@]}"
+    for l in "${logs[@]}"; do
+      total=$((total + $(awk '/^round_trips/ {print $2}' "$l")))
+      rm -f "$l"
+    done
+    echo "$total"
+  else
+    "$bench" client --port "$port" --connections "$conns" --depth "$depth" --seconds "$seconds" --workers 1 |
+      awk '/^round_trips/ {print $2}'
+  fi
+}
+
+measure() {  # measure NAME SERVER CLIENT CONNECTIONS DEPTH
+  local name=$1 server=$2 client=$3 conns=$4 depth=$5
+  if ! start_server "$server"; then
+    echo "conn.sh: the $server server did not start" >&2
+    return
+  fi
+  local before after n
+  before=$(cpu_ticks $pid)
+  n=$(run_clients "$client" "$conns" "$depth")
+  after=$(cpu_ticks $pid)
+  kill $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+  local system="$server-$client"
+  awk -v n="$n" -v s="$seconds" -v name="$name" -v sys="$system" \
+    'BEGIN { printf "conn_%s_rt %s %.0f rt/s\n", name, sys, n / s }' | tee -a "$out"
+  awk -v n="$n" -v t=$((after - before)) -v tck="$tck" -v name="$name" -v sys="$system" \
+    'BEGIN { printf "conn_%s_cpu %s %.2f us/msg\n", name, sys, n > 0 ? t / tck * 1e6 / n : 0 }' | tee -a "$out"
+}
+
+echo "# $("$python" --version 2>&1), $seconds s per figure, $(nproc) CPUs"
+for _ in $(seq "$repeat"); do
+  measure 1conn python python 1 1
+  measure 1conn corio python 1 1
+  measure 1conn corio corio 1 1
+  measure 4conn python python 4 1
+  measure 4conn corio python 4 1
+  measure 4conn corio corio 4 1
+  measure 64conn corio corio 64 1
+  measure 16conn_x16 corio corio 16 16
+done
+
+# Medians and ratios.
+python3 - "$out" <<'PY'
+import statistics, sys
+fig = {}
+for line in open(sys.argv[1]):
+    b, s, v, u = line.split()
+    fig.setdefault((b, s), []).append(float(v))
+m = {k: statistics.median(v) for k, v in fig.items()}
+def get(b, s):
+    return m.get((b, s))
+pp = get('conn_1conn_rt', 'python-python')
+if pp:
+    for b, s in [('conn_1conn_rt', 'corio-python'), ('conn_1conn_rt', 'corio-corio'),
+                 ('conn_4conn_rt', 'corio-corio'), ('conn_64conn_rt', 'corio-corio'),
+                 ('conn_16conn_x16_rt', 'corio-corio')]:
+        if get(b, s):
+            print(f"ratio {b} {s} / 1conn python-python: {get(b, s) / pp:.1f}x")
+for shape in ('1conn', '4conn'):
+    cp, py = get(f'conn_{shape}_rt', 'corio-python'), get(f'conn_{shape}_rt', 'python-python')
+    if cp and py:
+        print(f"ratio conn_{shape}_rt Python clients: corio server / Python server: {cp / py:.2f}x")
+    cc, pc = get(f'conn_{shape}_cpu', 'corio-python'), get(f'conn_{shape}_cpu', 'python-python')
+    if cc and pc:
+        print(f"ratio conn_{shape}_cpu server CPU per message: Python server / corio server: {pc / cc:.1f}x")
+PY
