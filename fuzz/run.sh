@@ -3,7 +3,8 @@
 # UndefinedBehaviorSanitizer into $FUZZ_BUILD (default build-fuzz/), and runs each for a
 # bounded time:
 #   bash fuzz/run.sh [SECONDS_PER_TARGET (default 10)] [TARGET...]
-# A target lists the corio sources it needs on a line "// fuzz-sources: a.cpp b.cpp".
+# A target lists the corio sources it needs on a line "// fuzz-sources: a.cpp b.cpp",
+# and any further clang arguments it needs (libraries, flags) on a line "// fuzz-args: ...".
 # Seeds: fuzz/seeds/<target>.sh writes them (when present), plus fuzz/seeds/<target>/; the
 # corpus grows in $FUZZ_BUILD/corpus/<target>/ from run to run. Dictionary: fuzz/<target>.dict.
 # Prints, per target, the executions run and the crashes found (inputs kept under
@@ -28,6 +29,7 @@ failed=0
 for name in "${targets[@]}"; do
   src=fuzz/$name.cpp
   read -r -a sources <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src")"
+  read -r -a extra <<<"$(sed -n 's|^// fuzz-args: ||p' "$src")"
   bin=$out/$name
   stale=0
   headers=()
@@ -36,7 +38,7 @@ for name in "${targets[@]}"; do
     if [ ! -e "$bin" ] || [ "$s" -nt "$bin" ]; then stale=1; fi
   done
   if [ "$stale" = 1 ]; then
-    if ! "$cxx" "${flags[@]}" "$src" "${sources[@]}" -o "$bin" 2>"$out/$name.build.log"; then
+    if ! "$cxx" "${flags[@]}" "$src" "${sources[@]}" -o "$bin" "${extra[@]}" 2>"$out/$name.build.log"; then
       echo "fuzz $name: libFuzzer build FAILED ($cxx -fsanitize=fuzzer; see $out/$name.build.log)"
       failed=1
       continue
