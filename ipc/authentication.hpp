@@ -32,6 +32,8 @@
 // (std::errc::operation_canceled); the connection is closed then too.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -50,6 +52,7 @@ namespace corio::ipc {
 /// The HMAC digests Python's handshake allows.
 enum class auth_digest { md5, sha256, sha384, sha3_256, sha3_384 };
 
+/// The key and the rules of the handshake, for either side.
 struct auth_options {
   /// The shared key. nullopt: no handshake at all (Python's authkey=None); an empty string
   /// is a key like any other (Python's authkey=b'').
@@ -77,13 +80,17 @@ struct auth_options {
 /// The pieces of the handshake as pure functions on bytes (tested and fuzzed on their own).
 namespace auth {
 
+/// What starts a challenge message (then the challenge's random part).
 inline constexpr std::string_view challenge_tag = "#CHALLENGE#";
+/// The verdict on a right answer.
 inline constexpr std::string_view welcome = "#WELCOME#";
+/// The verdict on a wrong answer.
 inline constexpr std::string_view failure = "#FAILURE#";
 /// The longest handshake message either side reads.
 inline constexpr std::size_t max_message = 256;
 /// The random part of a challenge: 40 bytes (Python 3.12+), 20 for a legacy one.
 inline constexpr std::size_t random_size = 40;
+/// The random part of a legacy (Python <= 3.11) challenge.
 inline constexpr std::size_t legacy_random_size = 20;
 
 /// "md5", "sha256", ... as in Python's _ALLOWED_DIGESTS.
@@ -95,9 +102,9 @@ inline constexpr std::size_t legacy_random_size = 20;
 /// legacy = true for a 16- or 20-byte message (no prefix: HMAC-MD5), else the {name}
 /// prefix names `digest` and `payload` is what follows it.
 struct split_message {
-  bool legacy = false;
-  auth_digest digest = auth_digest::md5;
-  std::span<const std::byte> payload;
+  bool legacy = false;                    ///< 16 or 20 bytes without a prefix: HMAC-MD5
+  auth_digest digest = auth_digest::md5;  ///< the digest named (md5 when legacy)
+  std::span<const std::byte> payload;     ///< what follows the prefix (all of it when legacy)
 };
 /// errc::authentication_failed for a message that is neither legacy nor prefixed with an
 /// allowed {digest}.
@@ -107,8 +114,8 @@ struct split_message {
 [[nodiscard]] result<std::vector<std::byte>> hmac(auth_digest digest, std::span<const std::byte> key,
                                                   std::span<const std::byte> message);
 
-/// The random part of a challenge: b'{name}' + 40 random bytes, or 20 random bytes when
-/// `legacy` (what follows b'#CHALLENGE#').
+/// The random part of a challenge: `b'{name}'` and 40 random bytes, or 20 random bytes
+/// when `legacy` (what follows the challenge_tag).
 [[nodiscard]] result<std::vector<std::byte>> make_challenge(auth_digest digest, bool legacy);
 
 /// The answer to a challenge's random part (Python's _create_response): raw HMAC-MD5

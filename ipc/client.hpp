@@ -14,6 +14,8 @@
 // Cancellation: the token and the inherited one (std::errc::operation_canceled).
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <chrono>
 #include <stop_token>
 #include <string>
@@ -26,10 +28,11 @@
 
 namespace corio::ipc {
 
+/// How connect() connects and authenticates.
 struct client_options {
   auth_options auth;              ///< authkey (none: no handshake), digest, handshake timeout
   connection_options connection;  ///< limits of the connection
-  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);  ///< for the TCP/Unix connect
 };
 
 /// Connects to `addr` and authenticates with options.auth.

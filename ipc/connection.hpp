@@ -41,6 +41,8 @@
 // connection stays usable; cancelled in the middle of a message, it closes the connection.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -69,21 +71,26 @@ constexpr bool is_no_timeout(std::chrono::nanoseconds d) noexcept { return d >= 
 
 /// The limits and buffers of one connection (see the header comment).
 struct connection_options {
-  std::size_t max_message_size = std::size_t{4} << 20;  ///< 4 MiB
+  std::size_t max_message_size = std::size_t{4} << 20;  ///< longest message sent or received (4 MiB)
+  /// A message begun (received or sent) must be complete within this (no_timeout: never).
   std::chrono::nanoseconds stall_timeout = std::chrono::seconds(30);
+  /// recv waits at most this for the first byte of the next message (default: forever).
   std::chrono::nanoseconds idle_timeout = no_timeout;
   std::size_t read_buffer_size = 4096;  ///< read-ahead buffer (at least 16 bytes are used)
   pickle::load_options unpickle;        ///< recv(): limits and allow-list of the decoder
   pickle::dump_options pickle;          ///< send(): protocol (4: every Python 3 reads it)
 };
 
+/// Python-framed messages over one connected stream socket; see the header comment.
 class connection {
  public:
   /// An empty connection (every operation returns errc::closed).
   connection() noexcept = default;
   /// Takes a connected stream socket: a tcp_stream or unix_stream (moved in).
   explicit connection(stream_socket stream, const connection_options& options = {}) noexcept;
+  /// Takes over `other`'s socket, buffer and state; `other` is left closed.
   connection(connection&& other) noexcept;
+  /// Closes this connection's socket, then takes over `other`'s (left closed).
   connection& operator=(connection&& other) noexcept;
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -124,7 +131,10 @@ class connection {
   /// Bytes received and not yet delivered (the start of the next messages).
   [[nodiscard]] std::size_t buffered() const noexcept { return m_end - m_begin; }
 
+  /// The socket (for its addresses and options; reading or writing it directly would
+  /// break the framing).
   [[nodiscard]] const stream_socket& stream() const noexcept { return m_stream; }
+  /// The limits in force.
   [[nodiscard]] const connection_options& options() const noexcept { return m_options; }
   /// Changes the limits; takes effect at the next operation.
   void set_options(const connection_options& options);

@@ -11,6 +11,8 @@
 // Thread-safety: pure functions. Cost: a few byte operations.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -27,8 +29,9 @@ inline constexpr std::uint64_t max_short_length = 0x7fffffff;
 
 /// An encoded prefix: bytes[0, size) go on the wire before the message.
 struct header_bytes {
-  std::array<std::byte, max_header_size> bytes{};
-  std::size_t size = 0;
+  std::array<std::byte, max_header_size> bytes{};  ///< the prefix, in its first `size` bytes
+  std::size_t size = 0;                            ///< 4, or 12 for the long form
+  /// The prefix as a span of `size` bytes.
   [[nodiscard]] std::span<const std::byte> view() const noexcept { return std::span(bytes).first(size); }
 };
 
@@ -38,8 +41,9 @@ struct header_bytes {
 /// A decoded prefix: the message that follows is `length` bytes; the prefix itself took
 /// `header_size` bytes (4 or 12). header_size == 0 means more bytes are needed.
 struct header {
-  std::size_t header_size = 0;
-  std::uint64_t length = 0;
+  std::size_t header_size = 0;  ///< bytes the prefix took (4 or 12); 0: more bytes needed
+  std::uint64_t length = 0;     ///< bytes of the message that follows the prefix
+  /// The whole prefix was there (header_size != 0).
   [[nodiscard]] bool complete() const noexcept { return header_size != 0; }
 };
 

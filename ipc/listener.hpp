@@ -29,6 +29,8 @@
 // Cancellation: every wait takes a std::stop_token and honours the inherited one.
 #pragma once
 
+#include <corio/runtime/require_cxx20.hpp>
+
 #include <sys/socket.h>
 
 #include <atomic>
@@ -49,10 +51,11 @@
 
 namespace corio::ipc {
 
+/// How a listener listens, authenticates and serves.
 struct listener_options {
   auth_options auth;              ///< authkey (none: no handshake), digest, handshake timeout
   connection_options connection;  ///< limits of every accepted connection
-  int backlog = SOMAXCONN;
+  int backlog = SOMAXCONN;        ///< listen(2)'s queue of connections not yet accepted
   std::size_t max_connections = 1024;  ///< serve(): connections handled at once
 };
 
@@ -63,6 +66,7 @@ struct listener_stats {
   std::uint64_t failed = 0;         ///< handshakes failed (wrong key, garbage, timeout, ...)
 };
 
+/// Python's Listener: accepts authenticated connections; see the header comment.
 class listener {
  public:
   /// serve()'s handler: runs with an authenticated connection; should return soon after
@@ -70,8 +74,10 @@ class listener {
   using handler = std::function<task<void>(connection conn, std::stop_token stop)>;
 
   listener() = default;
-  listener(listener&&) noexcept;
-  listener& operator=(listener&&) noexcept;
+  /// Takes over `other`'s socket (not while serve() runs on it).
+  listener(listener&& other) noexcept;
+  /// Closes this listener, then takes over `other`'s socket.
+  listener& operator=(listener&& other) noexcept;
   ~listener();
 
   /// Binds and listens on an IP address (TCP; port 0 picks one) or a Unix address.
@@ -79,7 +85,9 @@ class listener {
 
   /// The bound address (with the port chosen for port 0).
   [[nodiscard]] result<socket_address> address() const;
+  /// The options given to bind().
   [[nodiscard]] const listener_options& options() const noexcept { return m_options; }
+  /// Connections accepted, authenticated and failed so far (any thread).
   [[nodiscard]] listener_stats stats() const noexcept;
 
   /// Accepts one connection and authenticates it (Python's Listener.accept()).
