@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <initializer_list>
 
 namespace corio::ipc {
 
@@ -41,16 +42,27 @@ const EVP_MD* evp_of(auth_digest d) noexcept {
   return nullptr;
 }
 
-void append(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
-  out.insert(out.end(), bytes.begin(), bytes.end());
+// The parts one after the other, in a vector sized once (g++ 12 at -O3 misreads a
+// range insert into a vector that grows as -Wstringop-overflow).
+std::vector<std::byte> concat(std::initializer_list<std::span<const std::byte>> parts) {
+  std::size_t size = 0;
+  for (auto p : parts) {
+    size += p.size();
+  }
+  std::vector<std::byte> out(size);
+  std::size_t at = 0;
+  for (auto p : parts) {
+    if (!p.empty()) {
+      std::memcpy(out.data() + at, p.data(), p.size());
+      at += p.size();
+    }
+  }
+  return out;
 }
 
+// b'{name}', the prefix of a challenge and of a response that names its digest.
 std::vector<std::byte> prefixed(auth_digest d) {
-  std::vector<std::byte> out;
-  append(out, as_bytes("{"));
-  append(out, as_bytes(digest_name(d)));
-  append(out, as_bytes("}"));
-  return out;
+  return concat({as_bytes("{"), as_bytes(digest_name(d)), as_bytes("}")});
 }
 
 }  // namespace
@@ -149,9 +161,7 @@ result<std::vector<std::byte>> make_response(std::span<const std::byte> key, std
   if (!mac) {
     return unexpected(mac.error());
   }
-  std::vector<std::byte> out = prefixed(parts->digest);
-  append(out, *mac);
-  return out;
+  return concat({as_bytes("{"), as_bytes(digest_name(parts->digest)), as_bytes("}"), *mac});
 }
 
 result<void> verify_response(std::span<const std::byte> key, std::span<const std::byte> challenge,
@@ -195,8 +205,7 @@ task<result<void>> deliver(connection& conn, const auth_options& o, std::span<co
   if (!random) {
     co_return unexpected(random.error());
   }
-  std::vector<std::byte> message(bytes_of(auth::challenge_tag).begin(), bytes_of(auth::challenge_tag).end());
-  message.insert(message.end(), random->begin(), random->end());
+  const std::vector<std::byte> message = auth::concat({bytes_of(auth::challenge_tag), *random});
   if (auto r = co_await conn.send_bytes(message, token); !r) {
     co_return r;
   }
