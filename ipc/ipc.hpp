@@ -17,6 +17,9 @@
 #include <corio/ipc/connection.hpp>
 #include <corio/ipc/frame.hpp>
 #include <corio/ipc/listener.hpp>
+#include <corio/ipc/manager_object.hpp>
+#include <corio/ipc/manager_queue.hpp>
+#include <corio/ipc/manager_server.hpp>
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/owned_fd.hpp>

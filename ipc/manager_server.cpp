@@ -1,0 +1,464 @@
+// Holds manager_server: Python's managers.Server request protocol over ipc::listener
+// (the server requests, the object table with its reference counts, the proxy call loop,
+// and the watch that stops a waiting call when its client leaves).
+#include <corio/ipc/manager_server.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <corio/runtime/timeout.hpp>
+#include <corio/runtime/when_all.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+// An object in the table: what create made and what clients may call on it.
+struct object_entry {
+  std::shared_ptr<managed_object> object;
+  std::vector<std::string> exposed;
+};
+
+struct table_slot {
+  std::shared_ptr<const object_entry> entry;
+  std::size_t refcount = 0;
+};
+
+// The request tuple (ident, methodname, args, kwds), checked.
+struct request {
+  const pickle::value* ident = nullptr;
+  std::string_view method;
+  const pickle::value::items_type* args = nullptr;
+  const pickle::dict* kwds = nullptr;
+};
+
+const pickle::dict& empty_dict() {
+  static const pickle::dict d;
+  return d;
+}
+
+std::optional<request> parse_request(const pickle::value& v) {
+  const auto* items = v.if_tuple();
+  if (items == nullptr || items->size() != 4) {
+    return std::nullopt;
+  }
+  request r;
+  r.ident = &(*items)[0];
+  const std::string* m = (*items)[1].if_str();
+  r.args = (*items)[2].if_sequence();
+  const pickle::value& kw = (*items)[3];
+  r.kwds = kw.is_none() ? &empty_dict() : kw.if_dict();
+  if (m == nullptr || r.args == nullptr || r.kwds == nullptr) {
+    return std::nullopt;
+  }
+  r.method = *m;
+  return r;
+}
+
+pickle::value reply(std::string_view kind, pickle::value v) { return pickle::value::tuple_of(kind, std::move(v)); }
+
+std::string quoted(std::string_view s) { return pickle::value(s).repr(); }
+
+std::string ident_of(const managed_object* p) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%zx", reinterpret_cast<std::uintptr_t>(p));
+  return buf;
+}
+
+std::string exposed_repr(const std::vector<std::string>& names) {
+  pickle::value::items_type items(names.begin(), names.end());
+  return pickle::value::make_tuple(std::move(items)).repr();
+}
+
+}  // namespace
+
+struct manager_server::state {
+  listener l;
+  manager_options options;
+  std::stop_source stopper;  // serve()'s stop: the user's token, stop(), or a client's shutdown
+  std::map<std::string, manager_factory, std::less<>> registry;  // read-only while serving
+
+  mutable std::mutex table_lock;  // guards table (short sections, never held across a wait)
+  std::map<std::string, table_slot, std::less<>> table;
+
+  std::shared_ptr<const object_entry> find(std::string_view ident) const {
+    std::lock_guard g(table_lock);
+    auto it = table.find(ident);
+    return it == table.end() ? nullptr : it->second.entry;
+  }
+
+  call_outcome create(const call_args& args);
+  call_outcome incref(const call_args& args);
+  call_outcome decref(const call_args& args);
+  call_outcome get_methods(const call_args& args);
+  call_outcome debug_info();
+  call_outcome server_call(std::string_view name, const call_args& args);
+
+  task<void> handle(connection conn, std::stop_token stop);
+  task<void> serve_client(connection& conn, std::stop_token stop);
+  task<call_outcome> run_watched(connection& conn, deferred_call& call, std::stop_token stop,
+                                 std::optional<result<pickle::value>>& pending, bool& gone);
+};
+
+namespace {
+
+// What a call must look like: exactly one str argument (an ident) and no keywords.
+std::optional<std::string_view> ident_argument(const call_args& args) {
+  if (args.positional().size() != 1 || !args.keywords().empty() || !args.positional()[0].is_str()) {
+    return std::nullopt;
+  }
+  return std::string_view(*args.positional()[0].if_str());
+}
+
+call_outcome key_error(std::string_view key) {
+  std::string t = "Traceback (most recent call last):\nKeyError: ";
+  t += quoted(key);
+  t += '\n';
+  return call_outcome::failed(std::move(t));
+}
+
+call_outcome traceback(std::string_view type, std::string_view message) {
+  std::string t = "Traceback (most recent call last):\n";
+  t += type;
+  t += ": ";
+  t += message;
+  t += '\n';
+  return call_outcome::failed(std::move(t));
+}
+
+// A task that watches `conn` while a call waits: it ends when the client sends something
+// (kept in `pending`), leaves (`gone`, and the call is stopped), or `stop` is requested.
+task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& cancel,
+                      std::optional<result<pickle::value>>& pending, bool& gone) {
+  auto m = co_await conn.recv(stop);
+  if (!m && m.error() == std::errc::operation_canceled) {
+    co_return;
+  }
+  if (!m && m.error().category() != pickle::category()) {
+    gone = true;
+    cancel.request_stop();
+    co_return;
+  }
+  pending = std::move(m);
+}
+
+task<call_outcome> run_call(deferred_call& call, std::stop_token stop, std::stop_source& watch_stop) {
+  call_outcome out = co_await call.run(std::move(stop));
+  watch_stop.request_stop();
+  co_return out;
+}
+
+}  // namespace
+
+call_outcome manager_server::state::create(const call_args& args) {
+  const auto& pos = args.positional();
+  if (pos.empty() || !pos[0].is_str()) {
+    return traceback("TypeError", "create() needs a typeid (a str) as its first argument");
+  }
+  const std::string& type_id = *pos[0].if_str();
+  auto it = registry.find(type_id);
+  if (it == registry.end()) {
+    return key_error(type_id);
+  }
+  pickle::value::items_type rest(pos.begin() + 1, pos.end());
+  call_args factory_args(rest, args.keywords());
+  std::variant<std::shared_ptr<managed_object>, call_outcome> made;
+  try {
+    made = it->second(factory_args);
+  } catch (const std::exception& e) {
+    return traceback("RuntimeError", e.what());
+  }
+  if (auto* error = std::get_if<call_outcome>(&made)) {
+    return std::move(*error);
+  }
+  auto& object = std::get<std::shared_ptr<managed_object>>(made);
+  if (!object) {
+    return traceback("RuntimeError", "the factory of " + quoted(type_id) + " gave no object");
+  }
+  std::string ident = ident_of(object.get());
+  auto entry = std::make_shared<object_entry>();
+  entry->exposed = object->exposed();
+  pickle::value::items_type exposed(entry->exposed.begin(), entry->exposed.end());
+  entry->object = std::move(object);
+  {
+    std::lock_guard g(table_lock);
+    table_slot& slot = table[ident];
+    slot.entry = std::move(entry);
+    ++slot.refcount;
+  }
+  return call_outcome::returned(pickle::value::tuple_of(ident, pickle::value::make_tuple(std::move(exposed))));
+}
+
+call_outcome manager_server::state::incref(const call_args& args) {
+  auto ident = ident_argument(args);
+  if (!ident) {
+    return traceback("TypeError", "incref() takes one ident (a str)");
+  }
+  std::lock_guard g(table_lock);
+  auto it = table.find(*ident);
+  if (it == table.end()) {
+    return key_error(*ident);
+  }
+  ++it->second.refcount;
+  return call_outcome::returned({});
+}
+
+call_outcome manager_server::state::decref(const call_args& args) {
+  auto ident = ident_argument(args);
+  if (!ident) {
+    return traceback("TypeError", "decref() takes one ident (a str)");
+  }
+  std::shared_ptr<const object_entry> dropped;  // released after the lock
+  std::lock_guard g(table_lock);
+  auto it = table.find(*ident);
+  if (it == table.end()) {
+    return key_error(*ident);
+  }
+  if (--it->second.refcount == 0) {
+    dropped = std::move(it->second.entry);
+    table.erase(it);
+  }
+  return call_outcome::returned({});
+}
+
+call_outcome manager_server::state::get_methods(const call_args& args) {
+  // get_methods(token): a managers.Token, pickled with its state (typeid, address, id).
+  const auto& pos = args.positional();
+  const pickle::object* token = pos.size() == 1 ? pos[0].if_object() : nullptr;
+  const pickle::value* id = token != nullptr ? token->state.at(2) : nullptr;
+  if (id == nullptr || !id->is_str()) {
+    return traceback("TypeError", "get_methods() takes one managers.Token");
+  }
+  auto entry = find(*id->if_str());
+  if (!entry) {
+    return key_error(*id->if_str());
+  }
+  pickle::value::items_type names(entry->exposed.begin(), entry->exposed.end());
+  return call_outcome::returned(pickle::value::make_tuple(std::move(names)));
+}
+
+call_outcome manager_server::state::debug_info() {
+  std::string out;
+  std::lock_guard g(table_lock);
+  for (const auto& [ident, slot] : table) {
+    if (!out.empty()) {
+      out += '\n';
+    }
+    out += "  " + ident + ":       refcount=" + std::to_string(slot.refcount) + "\n    " +
+           slot.entry->object->repr().substr(0, 75);
+  }
+  return call_outcome::returned(std::move(out));
+}
+
+call_outcome manager_server::state::server_call(std::string_view name, const call_args& args) {
+  if (name == "dummy") {
+    return call_outcome::returned({});
+  }
+  if (name == "create") {
+    return create(args);
+  }
+  if (name == "incref") {
+    return incref(args);
+  }
+  if (name == "decref") {
+    return decref(args);
+  }
+  if (name == "get_methods") {
+    return get_methods(args);
+  }
+  if (name == "number_of_objects") {
+    std::lock_guard g(table_lock);
+    return call_outcome::returned(table.size());
+  }
+  if (name == "debug_info") {
+    return debug_info();
+  }
+  return traceback("AssertionError", quoted(name) + " unrecognized");
+}
+
+task<void> manager_server::state::handle(connection conn, std::stop_token stop) {
+  // (No `?:` around the co_await: g++ 12 destroys its result twice; see README.)
+  auto receive = detail::is_no_timeout(options.first_request_timeout)
+                     ? conn.recv(stop)
+                     : corio::timeout(conn.recv(stop), options.first_request_timeout);
+  result<pickle::value> first = co_await std::move(receive);
+  if (!first) {
+    if (first.error().category() == pickle::category()) {
+      (void)co_await conn.send(
+          reply("#TRACEBACK", traceback("UnpicklingError", conn.unpickle_error()).value));
+    }
+    co_return;
+  }
+  auto req = parse_request(*first);
+  if (!req) {
+    (void)co_await conn.send(reply(
+        "#TRACEBACK", traceback("ValueError", "a request is (ident, methodname, args, kwds), not " + first->repr(200))
+                          .value));
+    co_return;
+  }
+  if (req->method == "accept_connection") {
+    if (co_await conn.send(reply("#RETURN", {}))) {
+      co_await serve_client(conn, stop);
+    }
+    co_return;
+  }
+  if (req->method == "shutdown") {
+    if (!options.allow_shutdown) {
+      (void)co_await conn.send(reply("#TRACEBACK", traceback("PermissionError", "shutdown is not allowed").value));
+      co_return;
+    }
+    (void)co_await conn.send(reply("#RETURN", {}));
+    stopper.request_stop();
+    co_return;
+  }
+  call_outcome out = server_call(req->method, call_args(*req->args, *req->kwds));
+  (void)co_await conn.send(
+      reply(out.what == call_outcome::kind::returned ? "#RETURN" : out.what == call_outcome::kind::raised ? "#ERROR"
+                                                                                                        : "#TRACEBACK",
+            std::move(out.value)));
+}
+
+task<call_outcome> manager_server::state::run_watched(connection& conn, deferred_call& call, std::stop_token stop,
+                                                      std::optional<result<pickle::value>>& pending, bool& gone) {
+  std::stop_source cancel;
+  std::stop_callback on_stop(stop, [&cancel] { cancel.request_stop(); });
+  std::stop_source watch_stop;
+  auto [out, ignored] = co_await corio::when_all(run_call(call, cancel.get_token(), watch_stop),
+                                                 watch_peer(conn, watch_stop.get_token(), cancel, pending, gone));
+  (void)ignored;
+  co_return std::move(out);
+}
+
+task<void> manager_server::state::serve_client(connection& conn, std::stop_token stop) {
+  std::optional<result<pickle::value>> pending;
+  for (;;) {
+    std::optional<result<pickle::value>> next = std::move(pending);
+    pending.reset();
+    if (!next) {
+      next.emplace(co_await conn.recv(stop));
+    }
+    result<pickle::value>& msg = *next;
+    if (!msg) {
+      if (msg.error().category() != pickle::category()) {
+        co_return;  // the client left, the server stops, or the stream broke
+      }
+      if (!co_await conn.send(reply("#TRACEBACK", traceback("UnpicklingError", conn.unpickle_error()).value))) {
+        co_return;
+      }
+      continue;
+    }
+    auto req = parse_request(*msg);
+    call_outcome out;
+    std::shared_ptr<const object_entry> entry;
+    if (!req || !req->ident->is_str()) {
+      out = traceback("ValueError", "a method call is (ident, methodname, args, kwds), not " + msg->repr(200));
+    } else if (!(entry = find(*req->ident->if_str()))) {
+      out = key_error(*req->ident->if_str());
+    } else if (std::find(entry->exposed.begin(), entry->exposed.end(), req->method) == entry->exposed.end()) {
+      if (req->method == "__str__" || req->method == "__repr__") {
+        out = call_outcome::returned(entry->object->repr());
+      } else {
+        out = traceback("AttributeError", "method " + quoted(req->method) + " of " + entry->object->repr() +
+                                              " is not in exposed=" + exposed_repr(entry->exposed));
+      }
+    } else {
+      call_result r = entry->object->call(req->method, call_args(*req->args, *req->kwds));
+      if (auto* d = std::get_if<deferred_call>(&r)) {
+        bool gone = false;
+        out = co_await run_watched(conn, *d, stop, pending, gone);
+        if (gone) {
+          if (out.what == call_outcome::kind::returned && out.undelivered) {
+            out.undelivered(std::move(out.value));
+          }
+          co_return;
+        }
+      } else {
+        out = std::move(std::get<call_outcome>(r));
+      }
+    }
+    std::string_view kind = "#RETURN";
+    switch (out.what) {
+      case call_outcome::kind::returned: break;
+      case call_outcome::kind::raised: kind = "#ERROR"; break;
+      case call_outcome::kind::traceback: kind = "#TRACEBACK"; break;
+      case call_outcome::kind::cancelled:
+        kind = "#ERROR";
+        out.value = pickle::builtin_exception("EOFError", "the manager server stopped while this call waited");
+        break;
+    }
+    pickle::value message = reply(kind, std::move(out.value));
+    auto sent = co_await conn.send(message);
+    if (!sent) {
+      if (sent.error().category() == pickle::category()) {
+        std::string t = "Traceback (most recent call last):\npickle.PicklingError: the reply could not be pickled: ";
+        t += sent.error().message();
+        if (co_await conn.send(reply("#UNSERIALIZABLE", std::move(t)))) {
+          continue;
+        }
+      } else if (out.what == call_outcome::kind::returned && out.undelivered) {
+        out.undelivered(std::move((*message.if_tuple())[1]));
+      }
+      co_return;
+    }
+    if (stop.stop_requested()) {
+      co_return;
+    }
+  }
+}
+
+manager_server::manager_server(std::unique_ptr<state> s) noexcept : m_state(std::move(s)) {}
+manager_server::manager_server(manager_server&&) noexcept = default;
+manager_server& manager_server::operator=(manager_server&&) noexcept = default;
+manager_server::~manager_server() = default;
+
+result<manager_server> manager_server::bind(const socket_address& addr, manager_options options) {
+  auto l = listener::bind(addr, options.listen);
+  if (!l) {
+    return unexpected(l.error());
+  }
+  auto s = std::make_unique<state>();
+  s->l = std::move(*l);
+  s->options = std::move(options);
+  return manager_server(std::move(s));
+}
+
+result<socket_address> manager_server::address() const { return m_state->l.address(); }
+
+void manager_server::register_type(std::string type_id, manager_factory factory) {
+  m_state->registry[std::move(type_id)] = std::move(factory);
+}
+
+void manager_server::register_object(std::string type_id, std::shared_ptr<managed_object> object) {
+  register_type(std::move(type_id), [object = std::move(object)](const call_args& args)
+                    -> std::variant<std::shared_ptr<managed_object>, call_outcome> {
+    if (!args.positional().empty() || !args.keywords().empty()) {
+      return call_outcome::raise("TypeError", "<lambda>() takes 0 positional arguments but " +
+                                                  std::to_string(args.positional().size() + args.keywords().size()) +
+                                                  " were given");
+    }
+    return object;
+  });
+}
+
+task<result<void>> manager_server::serve(std::stop_token token) {
+  state& s = *m_state;
+  std::stop_callback forward(token, [&s] { s.stopper.request_stop(); });
+  auto r = co_await s.l.serve(
+      [&s](connection conn, std::stop_token stop) { return s.handle(std::move(conn), std::move(stop)); },
+      s.stopper.get_token());
+  co_return r;
+}
+
+void manager_server::stop() noexcept { m_state->stopper.request_stop(); }
+
+std::size_t manager_server::number_of_objects() const {
+  std::lock_guard g(m_state->table_lock);
+  return m_state->table.size();
+}
+
+}  // namespace corio::ipc

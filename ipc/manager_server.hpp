@@ -1,0 +1,110 @@
+// corio::ipc::manager_server: serves shared objects to Python's unmodified
+// multiprocessing.managers clients (BaseManager/SyncManager.connect() and their proxies),
+// speaking the request protocol of Python's managers.Server.
+//
+// Concept: C++ code registers typeids (register_type), each with a factory that returns a
+// managed_object (ipc/manager_object.hpp: queues, dicts, objects whose methods are C++
+// callables). A Python client that did `Manager.register('GetQueue')` and `connect()`
+// calls `manager.GetQueue(args)`: the server runs the factory, keeps the object under an
+// ident and answers (ident, exposed); the client's proxy then calls the object's methods.
+// On the wire (ipc/connection.hpp, after Python's authkey handshake), each request is
+// the pickle of (ident, methodname, args, kwds) and each reply ('#RETURN', value),
+// ('#ERROR', exception), ('#TRACEBACK', text) or ('#UNSERIALIZABLE', text).
+// Server requests (ident None), one per connection: dummy (connect()), create, incref,
+// decref, get_methods, number_of_objects, debug_info, shutdown, and accept_connection,
+// after which the connection carries a proxy's method calls until the client leaves.
+// Errors go back as Python's server sends them: an unknown typeid, ident or request, or a
+// method not in `exposed`, as '#TRACEBACK'; an exception of the method itself (a
+// TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not
+// decode (a class outside the pickle allow-list, e.g. a proxy's RebuildProxy) gets
+// '#TRACEBACK' naming the reason; the connection goes on.
+// Lifetime of objects: as in Python, reference counts (create, incref, decref) keep an
+// object in the server's table; at zero it is dropped (the object itself lives on while
+// anything else, e.g. the registering C++ code, holds it). A call that waits (a blocking
+// get) runs as a coroutine; it is stopped when its client disconnects (nothing is taken
+// from a queue for a client that is gone) or the server stops; waiting clients then get
+// ('#ERROR', EOFError) rather than a hang.
+// Not supported (errors, never crashes): '#GETVALUE', method_to_typeid ('#PROXY'
+// replies), the xmlrpclib serializer, proxies sent as arguments.
+// Thread-safety: register_type before serve(); serve() once at a time; number_of_objects
+// from any thread. Connections are served on any workers concurrently.
+// Cost: per connection one task (ipc::listener::serve); per call one table lookup under a
+// mutex (a few hundred nanoseconds), the method, one pickled reply; a waiting call adds a
+// task that watches the connection for the client leaving.
+#pragma once
+
+#include <corio/runtime/require_cxx20.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <variant>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/listener.hpp>
+#include <corio/ipc/manager_object.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc {
+
+/// Settings of a manager_server.
+struct manager_options {
+  /// authkey (Python's authkey; none: no handshake), connection limits. max_connections
+  /// counts every open proxy connection (a Python client holds one per thread and object
+  /// manager, plus short ones for create/incref/decref).
+  listener_options listen = default_listen();
+  /// How long a new connection may take to send its first request after the handshake.
+  std::chrono::nanoseconds first_request_timeout = std::chrono::seconds(30);
+  /// Whether a client's 'shutdown' request stops serve() (Python's server obeys it).
+  bool allow_shutdown = true;
+
+  static listener_options default_listen() {
+    listener_options o;
+    o.max_connections = 16384;
+    o.auth.timeout = std::chrono::seconds(10);
+    return o;
+  }
+};
+
+/// A typeid's factory: given create's arguments (after the typeid), the object to share,
+/// or an outcome to send instead (e.g. call_outcome::raise("TypeError", ...)).
+using manager_factory = std::function<std::variant<std::shared_ptr<managed_object>, call_outcome>(const call_args&)>;
+
+class manager_server {
+ public:
+  manager_server(manager_server&&) noexcept;
+  manager_server& operator=(manager_server&&) noexcept;
+  ~manager_server();
+
+  /// Binds and listens (TCP: port 0 picks one; or a Unix address).
+  [[nodiscard]] static result<manager_server> bind(const socket_address& addr, manager_options options = {});
+  /// The bound address.
+  [[nodiscard]] result<socket_address> address() const;
+
+  /// Registers `type_id` (Python's Manager.register name). Replaces an earlier one.
+  void register_type(std::string type_id, manager_factory factory);
+  /// Registers `type_id` as always giving `object` (Python's `callable=lambda: obj`).
+  void register_object(std::string type_id, std::shared_ptr<managed_object> object);
+
+  /// Serves until `token` is stopped, stop() is called or a client sends 'shutdown' (when
+  /// allowed); then stops every connection (waiting calls answer an EOFError) and
+  /// returns. A stopped server stays stopped (a later serve() returns at once). Errors:
+  /// only when accepting fails for good.
+  [[nodiscard]] task<result<void>> serve(std::stop_token token = {});
+  /// Stops a running serve() as its token would (any thread).
+  void stop() noexcept;
+
+  /// Objects with a reference count above zero (Python's number_of_objects()).
+  [[nodiscard]] std::size_t number_of_objects() const;
+
+ private:
+  struct state;
+  explicit manager_server(std::unique_ptr<state> s) noexcept;
+  std::unique_ptr<state> m_state;
+};
+
+}  // namespace corio::ipc
