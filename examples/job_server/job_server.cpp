@@ -1,0 +1,414 @@
+// job_server: the tutorial's job server ("My Module") in corio, serving its unmodified
+// Python client (MY_Client: multiprocessing.managers.SyncManager.connect() and proxies).
+//
+// Two manager servers (ipc/manager_server.hpp), as the tutorial's two QueueManagers:
+//   port 1001 (--port-sender):   GetAudioQueue() -> the input queue of jobs
+//                                (data_a, data_b, channel_id)
+//   port 1002 (--port-receiver): SetResultQueue() -> an object whose set_channel(id)
+//                                registers a result channel and answers the tutorial's
+//                                {'result': bool, 'message': str} dict;
+//                                GetResultQueue(id) -> that channel's result queue, or the
+//                                dict {'result': False, 'message': '[Error] Please call
+//                                SetResultQueue function first'}
+// authkey b'password' (--authkey). --job-workers tasks (default 5, the tutorial's
+// num_threads) take jobs, run the job function on data_a and put the result on the job's
+// channel (the tutorial's mediator thread is not needed: a worker routes directly).
+// The job function: str -> upper-cased (ASCII letters), bytes -> reversed, int -> its
+// square, float -> its square. Anything else, an int whose square needs more than 127
+// bits, or a job function that throws gives that job's client, instead of a result, the
+// dict {'result': False, 'message': '[Error] ...'}; other jobs go on.
+// A job that is not (data_a, data_b, channel_id), or names a channel nobody registered,
+// cannot be answered: it is reported on stderr and counted.
+// Ctrl-C / SIGTERM: the input side stops taking jobs (its clients' connections close);
+// every job already queued is still run and its result routed (none is dropped); then
+// the result side serves --grace-ms more (default 2000) so clients can collect, and
+// stops: clients still waiting get EOFError. A second signal stops at once: the queued
+// jobs not yet run are counted and reported as dropped. The last line says how many jobs
+// were done, and how many results were left uncollected.
+//   job_server [--port-sender N] [--port-receiver N] [--authkey KEY] [--job-workers N]
+//              [--grace-ms MS] [--workers N]
+// Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
+// ADDR" say which.
+#include "../common/args.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/manager_object.hpp>
+#include <corio/ipc/manager_queue.hpp>
+#include <corio/ipc/manager_server.hpp>
+#include <corio/ipc/pickle.hpp>
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::call_args;
+using corio::ipc::call_outcome;
+using corio::ipc::managed_dict;
+using corio::ipc::managed_object;
+using corio::ipc::managed_queue;
+using corio::ipc::manager_server;
+namespace pickle = corio::ipc::pickle;
+
+namespace {
+
+// Python's "{}".format(v): a str as itself, anything else as its repr.
+std::string formatted(const pickle::value& v) {
+  if (const std::string* s = v.if_str()) {
+    return *s;
+  }
+  return v.repr(200);
+}
+
+pickle::value status(bool ok, std::string message) {
+  pickle::dict d;
+  d.insert_or_assign("result", ok);
+  d.insert_or_assign("message", std::move(message));
+  return pickle::value(std::move(d));
+}
+
+struct key_hash {
+  std::size_t operator()(const pickle::value& v) const noexcept { return pickle::value::key_hash(v); }
+};
+struct key_equal {
+  bool operator()(const pickle::value& a, const pickle::value& b) const noexcept {
+    return pickle::value::key_equal(a, b);
+  }
+};
+
+// The result channels by id (the tutorial's result_queue_dict).
+class channels {
+ public:
+  // set_channel: the tutorial's answers.
+  pickle::value add(const pickle::value& id) {
+    std::lock_guard g(m_lock);
+    if (m_queues.contains(id)) {
+      return status(false, "[Error] Please give me another channel id, not " + formatted(id));
+    }
+    m_queues.emplace(id, std::make_shared<managed_queue>());
+    return status(true, "[Notice] Successfully channel " + formatted(id) + " added");
+  }
+  std::shared_ptr<managed_queue> find(const pickle::value& id) {
+    std::lock_guard g(m_lock);
+    auto it = m_queues.find(id);
+    return it == m_queues.end() ? nullptr : it->second;
+  }
+  // Results queued and not collected, per channel (for the final report).
+  std::vector<std::pair<std::string, std::size_t>> uncollected() {
+    std::lock_guard g(m_lock);
+    std::vector<std::pair<std::string, std::size_t>> out;
+    for (auto& [id, q] : m_queues) {
+      if (q->size() != 0) {
+        out.emplace_back(formatted(id), q->size());
+      }
+    }
+    return out;
+  }
+
+ private:
+  std::mutex m_lock;
+  std::unordered_map<pickle::value, std::shared_ptr<managed_queue>, key_hash, key_equal> m_queues;
+};
+
+// 128-bit integers (a GNU extension g++ and clang share): an int64's square fits.
+__extension__ using int128 = __int128;
+__extension__ using uint128 = unsigned __int128;
+
+// The example's job function (see the header comment). Throws for what it cannot do.
+pickle::value job_function(const pickle::value& data) {
+  switch (data.type()) {
+    case pickle::kind::str: {
+      std::string s = *data.if_str();
+      for (char& c : s) {
+        if (c >= 'a' && c <= 'z') {
+          c = static_cast<char>(c - 'a' + 'A');
+        }
+      }
+      return s;
+    }
+    case pickle::kind::bytes: {
+      std::string b = *data.if_bytes();
+      return pickle::value::make_bytes(std::string(b.rbegin(), b.rend()));
+    }
+    case pickle::kind::boolean:
+    case pickle::kind::integer: {
+      int128 x = data.type() == pickle::kind::boolean ? (*data.as<bool>() ? 1 : 0) : *data.as<std::int64_t>();
+      int128 sq = x * x;
+      if (sq <= INT64_MAX) {
+        return static_cast<std::int64_t>(sq);
+      }
+      std::uint8_t le[17] = {};
+      for (int i = 0; i < 16; ++i) {
+        le[i] = static_cast<std::uint8_t>(static_cast<uint128>(sq) >> (8 * i));
+      }
+      return pickle::big_int::from_twos_complement(le);  // 17 bytes: the top one keeps it positive
+    }
+    case pickle::kind::floating: {
+      double d = *data.as<double>();
+      return d * d;
+    }
+    case pickle::kind::big_integer: throw std::runtime_error("this job function squares ints below 2**63 only");
+    default: throw std::runtime_error(std::string("no job function for a ") + std::string(data.type_name()));
+  }
+}
+
+struct server_state {
+  std::shared_ptr<managed_queue> input = std::make_shared<managed_queue>();
+  channels results;
+  std::atomic<std::uint64_t> done{0};        // jobs whose result (or error) was routed
+  std::atomic<std::uint64_t> unroutable{0};  // malformed jobs and unknown channels
+};
+
+// Runs one job and routes its result.
+void run_job(server_state& s, const pickle::value& job) {
+  const auto* items = job.if_sequence();
+  if (items == nullptr || items->size() != 3) {
+    std::fprintf(stderr, "[Warning] not a (data_a, data_b, channel_id) job, dropped: %s\n", job.repr(200).c_str());
+    s.unroutable.fetch_add(1, std::memory_order_relaxed);  // relaxed: a count, read at the end
+    return;
+  }
+  const pickle::value& channel_id = (*items)[2];
+  auto queue = s.results.find(channel_id);
+  if (!queue) {
+    std::fprintf(stderr, "[Warning] job for unknown channel %s dropped\n", formatted(channel_id).c_str());
+    s.unroutable.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  pickle::value result;
+  try {
+    result = job_function((*items)[0]);
+  } catch (const std::exception& e) {
+    result = status(false, std::string("[Error] job function: ") + e.what());
+  }
+  (void)queue->put(std::move(result));  // an unbounded queue: never full
+  s.done.fetch_add(1, std::memory_order_relaxed);
+}
+
+// One of the tutorial's MY_Threads: takes jobs until `stop`, then runs what is still
+// queued (unless `hard` is stopped too) and ends.
+task<void> job_worker(server_state& s, std::stop_token stop, std::stop_token hard) {
+  for (;;) {
+    auto job = co_await s.input->get(stop);
+    if (!job) {
+      break;
+    }
+    run_job(s, *job);
+  }
+  while (!hard.stop_requested()) {
+    auto job = s.input->try_get();
+    if (!job) {
+      break;
+    }
+    run_job(s, *job);
+  }
+}
+
+// Serves one manager; a failure (the listener broke) stops everything.
+task<bool> serve(manager_server& m, const char* name, std::stop_token stop, std::stop_source& all) {
+  auto r = co_await m.serve(stop);
+  if (!r) {
+    std::fprintf(stderr, "job_server: %s manager: %s\n", name, r.error().message().c_str());
+    all.request_stop();
+    co_return false;
+  }
+  co_return true;
+}
+
+struct run_args {
+  manager_server* sender;
+  manager_server* receiver;
+  server_state* state;
+  unsigned job_workers;
+  int grace_ms;
+  std::stop_source* graceful;  // first signal
+  std::stop_source* hard;      // second signal
+};
+
+task<int> run(run_args a) {
+  server_state& s = *a.state;
+  std::stop_source input_side;   // stops the sender manager, then the workers
+  std::stop_source result_side;  // stops the receiver manager
+  std::vector<corio::join_handle<void>> workers;
+  for (unsigned i = 0; i < a.job_workers; ++i) {
+    workers.push_back(corio::spawn(job_worker(s, input_side.get_token(), a.hard->get_token())));
+  }
+  std::printf("[Notice] Processing Module Ready\n");
+  auto sender = corio::spawn(serve(*a.sender, "sender", input_side.get_token(), *a.graceful));
+  auto receiver = corio::spawn(serve(*a.receiver, "receiver", result_side.get_token(), *a.graceful));
+  std::printf("[Notice] IPC Queue Manager Ready\n");
+  std::fflush(stdout);
+
+  corio::event stopping;
+  {
+    // Runs on the signal thread (or here, if already stopped); event::set is thread-safe.
+    std::stop_callback on_signal(a.graceful->get_token(), [&stopping] { stopping.set(); });
+    (void)co_await stopping.wait();
+  }
+  std::size_t queued = s.input->size();
+  std::printf("[Notice] stopping: no new jobs; the %zu queued job(s) still run (a second signal drops them)\n",
+              queued);
+  std::fflush(stdout);
+  a.sender->stop();
+  bool ok = co_await sender;
+  input_side.request_stop();
+  for (auto& w : workers) {
+    co_await w;
+  }
+  std::size_t dropped = s.input->size();
+  // Give clients a moment to collect their results, unless a second signal came.
+  for (int waited = 0; waited < a.grace_ms && !a.hard->stop_requested(); waited += 10) {
+    if (s.results.uncollected().empty()) {
+      break;
+    }
+    (void)co_await corio::sleep_for(10ms);
+  }
+  result_side.request_stop();
+  ok = co_await receiver && ok;
+  std::size_t left = 0;
+  for (auto& [id, n] : s.results.uncollected()) {
+    std::printf("[Notice] channel %s: %zu result(s) not collected\n", id.c_str(), n);
+    left += n;
+  }
+  std::printf("[Notice] stopped: %llu job(s) done, %zu queued job(s) dropped, %llu unroutable, %zu result(s) "
+              "not collected\n",
+              static_cast<unsigned long long>(s.done.load(std::memory_order_relaxed)), dropped,
+              static_cast<unsigned long long>(s.unroutable.load(std::memory_order_relaxed)), left);
+  std::fflush(stdout);
+  co_return ok ? 0 : 1;
+}
+
+void register_types(manager_server& sender, manager_server& receiver, server_state& s) {
+  sender.register_object("GetAudioQueue", s.input);
+  receiver.register_type("SetResultQueue", [&s](const call_args& args)
+                             -> std::variant<std::shared_ptr<managed_object>, call_outcome> {
+    auto bound = args.bind("SetResultQueue", {});
+    if (auto* error = std::get_if<call_outcome>(&bound)) {
+      return std::move(*error);
+    }
+    auto obj = std::make_shared<corio::ipc::exposed_object>("SetResultQueue");
+    obj->def("set_channel", [&s](const call_args& a) {
+      auto b = a.bind("set_channel", {{"channel_id", std::nullopt}});
+      if (auto* error = std::get_if<call_outcome>(&b)) {
+        return std::move(*error);
+      }
+      const pickle::value& id = std::get<std::vector<pickle::value>>(b)[0];
+      if (!id.hashable()) {
+        return call_outcome::raise("TypeError", "unhashable type: '" + std::string(id.type_name()) + "'");
+      }
+      return call_outcome::returned(s.results.add(id));
+    });
+    return obj;
+  });
+  receiver.register_type("GetResultQueue", [&s](const call_args& args)
+                             -> std::variant<std::shared_ptr<managed_object>, call_outcome> {
+    auto bound = args.bind("GetResultQueue", {{"channel_id", std::nullopt}});
+    if (auto* error = std::get_if<call_outcome>(&bound)) {
+      return std::move(*error);
+    }
+    const pickle::value& id = std::get<std::vector<pickle::value>>(bound)[0];
+    if (!id.hashable()) {
+      return call_outcome::raise("TypeError", "unhashable type: '" + std::string(id.type_name()) + "'");
+    }
+    if (auto q = s.results.find(id)) {
+      return q;
+    }
+    pickle::dict d = *status(false, "[Error] Please call SetResultQueue function first").if_dict();
+    return std::make_shared<managed_dict>(std::move(d));
+  });
+}
+
+// Waits for SIGINT/SIGTERM on a thread of its own (they are blocked everywhere else):
+// the first requests `graceful`, the second `hard`. Ends when `done` is set.
+void signal_thread(std::stop_source graceful, std::stop_source hard, const std::atomic<bool>& done) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  timespec tick{0, 100'000'000};
+  // acquire: pairs with main's release store after the runtime finished.
+  while (!done.load(std::memory_order_acquire)) {
+    if (sigtimedwait(&set, nullptr, &tick) > 0) {
+      if (graceful.stop_requested()) {
+        hard.request_stop();
+      } else {
+        graceful.request_stop();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint16_t port_sender = 1001;
+  std::uint16_t port_receiver = 1002;
+  std::string authkey = "password";
+  unsigned job_workers = 5;
+  unsigned workers = 0;
+  int grace_ms = 2000;
+  example::args args("job_server", "the tutorial's job server: GetAudioQueue on one port, result channels on another");
+  args.option<std::uint16_t>("--port-sender", port_sender, 0, 65535, "N",
+                             "port of GetAudioQueue (default 1001; 0: any free port)");
+  args.option<std::uint16_t>("--port-receiver", port_receiver, 0, 65535, "N",
+                             "port of SetResultQueue/GetResultQueue (default 1002; 0: any free port)");
+  args.option("--authkey", authkey, "KEY", "the shared key (default password)");
+  args.option<unsigned>("--job-workers", job_workers, 1, 1024, "N", "job worker tasks, 1..1024 (default 5)");
+  args.option("--grace-ms", grace_ms, 0, 600000, "MS",
+              "on shutdown, how long clients may still collect results, 0..600000 (default 2000)");
+  args.workers(workers);
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+
+  // Block the stop signals before any thread starts, so that only signal_thread takes them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  corio::ipc::manager_options o;
+  o.listen.auth.authkey = authkey;
+  auto sender = manager_server::bind(corio::ipc::socket_address::loopback_v4(port_sender), o);
+  if (!sender) {
+    std::fprintf(stderr, "job_server: bind port %u: %s\n", port_sender, sender.error().message().c_str());
+    return 1;
+  }
+  auto receiver = manager_server::bind(corio::ipc::socket_address::loopback_v4(port_receiver), o);
+  if (!receiver) {
+    std::fprintf(stderr, "job_server: bind port %u: %s\n", port_receiver, receiver.error().message().c_str());
+    return 1;
+  }
+  std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());
+  std::printf("receiver listening on %s\n", receiver->address().value().to_string().c_str());
+  std::fflush(stdout);
+
+  server_state state;
+  register_types(*sender, *receiver, state);
+  std::stop_source graceful;
+  std::stop_source hard;
+  std::atomic<bool> done{false};
+  std::thread signals(signal_thread, graceful, hard, std::cref(done));
+  int rc = 0;
+  {
+    corio::runtime rt(example::with_workers(workers));
+    rc = rt.block_on(
+        run(run_args{&*sender, &*receiver, &state, job_workers, grace_ms, &graceful, &hard}));
+  }
+  done.store(true, std::memory_order_release);
+  signals.join();
+  return rc;
+}

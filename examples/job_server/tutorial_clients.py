@@ -1,0 +1,123 @@
+"""The tutorial's MY_Client (my_client.py, unmodified) against a running job_server.
+
+    tutorial_clients.py SENDER_PORT RECEIVER_PORT check      the checks below; exit 0 if all pass
+    tutorial_clients.py SENDER_PORT RECEIVER_PORT demo ID    one client: a few jobs, prints results
+    tutorial_clients.py SENDER_PORT RECEIVER_PORT client ID N
+                                                            one client: N int jobs, checks the squares
+
+MY_Client connects to ports 1001 and 1002 as the tutorial wrote it. To run it on other
+ports without changing a line of it, the module's QueueManager name is pointed at a
+subclass that maps 1001 and 1002 to the given ports (MY_Client looks the name up when it
+runs). Runs on Python 3.6 and newer.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+from multiprocessing.managers import SyncManager
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_tutorial_client(sender_port, receiver_port):
+    spec = importlib.util.spec_from_file_location("my_client", os.path.join(HERE, "my_client.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ports = {1001: sender_port, 1002: receiver_port}
+
+    class PortMappedManager(module.QueueManager):
+        def __init__(self, address, *args, **kwds):
+            host, port = address
+            super().__init__((host, ports.get(port, port)), *args, **kwds)
+
+    module.QueueManager = PortMappedManager
+    return module
+
+
+failures = []
+
+
+def expect(what, got, wanted):
+    if got == wanted:
+        print("ok:   " + what, flush=True)
+    else:
+        print("FAIL: %s: got %r, wanted %r" % (what, got, wanted), flush=True)
+        failures.append(what)
+
+
+def run_check(module, sender_port, receiver_port):
+    client = module.MY_Client("alpha")
+    expect("non-blocking ReceiveResult with nothing queued", client.ReceiveResult(False), {"result": False})
+
+    jobs = ["hello", b"abc", 7, 1.5, -3, 2 ** 40, [1, 2]]
+    for job in jobs:
+        client.SendAudio(job, "b")
+    results = [client.ReceiveResult(True) for _ in jobs]
+    expect("every ReceiveResult is {'result': True, 'data': ...}", [r["result"] for r in results], [True] * len(jobs))
+    got = sorted(repr(r["data"]) for r in results)
+    wanted = sorted(repr(v) for v in ["HELLO", b"cba", 49, 2.25, 9, 2 ** 80,
+                                      {"result": False, "message": "[Error] job function: no job function for a list"}])
+    expect("job results (str upper, bytes reversed, int/float squared, list an error)", got, wanted)
+
+    try:
+        module.MY_Client("alpha")
+        expect("a second client on channel alpha is refused", "no exception", "Exception")
+    except Exception as e:
+        expect("a second client on channel alpha is refused", str(e),
+               "[Error] Please give me another channel id, not alpha")
+
+    manager = module.QueueManager(("127.0.0.1", 1002), authkey=b"password")
+    manager.connect()
+    data = manager.GetResultQueue("nobody")
+    try:
+        data.get(block=False)
+        expect("GetResultQueue before SetResultQueue gives a dict", "a queue", "a dict")
+    except TypeError:
+        expect("GetResultQueue before SetResultQueue gives the tutorial's dict", data.get("message"),
+               "[Error] Please call SetResultQueue function first")
+
+    # Several tutorial clients at once, each in a process of its own.
+    procs = [subprocess.Popen([sys.executable, __file__, str(sender_port), str(receiver_port), "client",
+                               "c%d" % i, "40"]) for i in range(4)]
+    codes = [p.wait() for p in procs]
+    expect("4 concurrent clients each got their own 40 results", codes, [0, 0, 0, 0])
+
+
+def run_client(module, channel, n):
+    client = module.MY_Client(channel)
+    for i in range(n):
+        client.SendAudio(i, channel)
+    got = sorted(client.ReceiveResult(True)["data"] for _ in range(n))
+    if got != [i * i for i in range(n)]:
+        print("FAIL: client %s got %r" % (channel, got), flush=True)
+        return 1
+    leftover = client.ReceiveResult(False)
+    if leftover != {"result": False}:
+        print("FAIL: client %s got an extra result %r" % (channel, leftover), flush=True)
+        return 1
+    return 0
+
+
+def run_demo(module, channel):
+    client = module.MY_Client(channel)
+    jobs = ["hello from " + channel, channel.encode(), len(channel), 0.5]
+    for job in jobs:
+        client.SendAudio(job, None)
+    for _ in jobs:
+        print("python client %s received %r" % (channel, client.ReceiveResult(True)["data"]), flush=True)
+    return 0
+
+
+def main():
+    sender_port, receiver_port, role = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    module = load_tutorial_client(sender_port, receiver_port)
+    if role == "check":
+        run_check(module, sender_port, receiver_port)
+        return 1 if failures else 0
+    if role == "client":
+        return run_client(module, sys.argv[4], int(sys.argv[5]))
+    return run_demo(module, sys.argv[4])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
