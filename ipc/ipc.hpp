@@ -17,6 +17,7 @@
 #include <corio/ipc/connection.hpp>
 #include <corio/ipc/frame.hpp>
 #include <corio/ipc/listener.hpp>
+#include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_object.hpp>
 #include <corio/ipc/manager_queue.hpp>
 #include <corio/ipc/manager_server.hpp>

@@ -4,6 +4,7 @@
 #include <corio/ipc/manager_server.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <corio/runtime/shield.hpp>
 #include <corio/runtime/timeout.hpp>
 #include <corio/runtime/when_all.hpp>
 
@@ -85,6 +87,9 @@ struct manager_server::state {
 
   mutable std::mutex table_lock;  // guards table (short sections, never held across a wait)
   std::map<std::string, table_slot, std::less<>> table;
+  // Counts only (they order nothing): relaxed.
+  std::atomic<std::uint64_t> waiting{0};
+  std::atomic<std::uint64_t> abandoned{0};
 
   std::shared_ptr<const object_entry> find(std::string_view ident) const {
     std::lock_guard g(table_lock);
@@ -328,9 +333,14 @@ task<call_outcome> manager_server::state::run_watched(connection& conn, deferred
   std::stop_source cancel;
   std::stop_callback on_stop(stop, [&cancel] { cancel.request_stop(); });
   std::stop_source watch_stop;
+  waiting.fetch_add(1, std::memory_order_relaxed);
   auto [out, ignored] = co_await corio::when_all(run_call(call, cancel.get_token(), watch_stop),
                                                  watch_peer(conn, watch_stop.get_token(), cancel, pending, gone));
   (void)ignored;
+  waiting.fetch_sub(1, std::memory_order_relaxed);
+  if (gone) {
+    abandoned.fetch_add(1, std::memory_order_relaxed);
+  }
   co_return std::move(out);
 }
 
@@ -392,7 +402,9 @@ task<void> manager_server::state::serve_client(connection& conn, std::stop_token
         break;
     }
     pickle::value message = reply(kind, std::move(out.value));
-    auto sent = co_await conn.send(message);
+    // Shielded: a reply is sent even while the server stops (a waiting call's EOFError
+    // is sent then); stall_timeout bounds it.
+    auto sent = co_await corio::shield(conn.send(message));
     if (!sent) {
       if (sent.error().category() == pickle::category()) {
         std::string t = "Traceback (most recent call last):\npickle.PicklingError: the reply could not be pickled: ";
@@ -455,6 +467,10 @@ task<result<void>> manager_server::serve(std::stop_token token) {
 }
 
 void manager_server::stop() noexcept { m_state->stopper.request_stop(); }
+
+manager_stats manager_server::stats() const noexcept {
+  return {m_state->waiting.load(std::memory_order_relaxed), m_state->abandoned.load(std::memory_order_relaxed)};
+}
 
 std::size_t manager_server::number_of_objects() const {
   std::lock_guard g(m_state->table_lock);

@@ -26,8 +26,8 @@
 // ('#ERROR', EOFError) rather than a hang.
 // Not supported (errors, never crashes): '#GETVALUE', method_to_typeid ('#PROXY'
 // replies), the xmlrpclib serializer, proxies sent as arguments.
-// Thread-safety: register_type before serve(); serve() once at a time; number_of_objects
-// from any thread. Connections are served on any workers concurrently.
+// Thread-safety: register_type before serve(); serve() once at a time; number_of_objects,
+// stats and stop from any thread. Connections are served on any workers concurrently.
 // Cost: per connection one task (ipc::listener::serve); per call one table lookup under a
 // mutex (a few hundred nanoseconds), the method, one pickled reply; a waiting call adds a
 // task that watches the connection for the client leaving.
@@ -37,6 +37,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <stop_token>
@@ -70,6 +71,12 @@ struct manager_options {
   }
 };
 
+/// Counts of a manager_server (relaxed snapshots).
+struct manager_stats {
+  std::uint64_t waiting = 0;    ///< calls waiting now (a blocking get, put)
+  std::uint64_t abandoned = 0;  ///< waiting calls stopped because their client left
+};
+
 /// A typeid's factory: given create's arguments (after the typeid), the object to share,
 /// or an outcome to send instead (e.g. call_outcome::raise("TypeError", ...)).
 using manager_factory = std::function<std::variant<std::shared_ptr<managed_object>, call_outcome>(const call_args&)>;
@@ -100,6 +107,8 @@ class manager_server {
 
   /// Objects with a reference count above zero (Python's number_of_objects()).
   [[nodiscard]] std::size_t number_of_objects() const;
+  /// Waiting and abandoned calls (any thread).
+  [[nodiscard]] manager_stats stats() const noexcept;
 
  private:
   struct state;

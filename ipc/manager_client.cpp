@@ -1,0 +1,188 @@
+// Holds manager_client and manager_proxy: server requests on connections of their own,
+// create (+ accept_connection for the proxy's connection), method calls serialised on
+// the proxy's connection, and release (decref).
+#include <corio/ipc/manager_client.hpp>
+
+#include <utility>
+
+namespace corio::ipc {
+
+struct manager_proxy::channel {
+  connection conn;
+  corio::mutex lock;  // one request and its reply at a time on `conn`
+};
+
+namespace {
+
+pickle::value make_request(pickle::value ident, std::string method, pickle::value::items_type args,
+                           pickle::dict kwds) {
+  return pickle::value::tuple_of(std::move(ident), std::move(method), pickle::value::make_tuple(std::move(args)),
+                                 pickle::value(std::move(kwds)));
+}
+
+result<manager_reply> parse_reply(pickle::value v) {
+  auto* items = v.if_tuple();
+  if (items == nullptr || items->size() != 2 || !(*items)[0].is_str()) {
+    return unexpected(make_error_code(errc::protocol_error));
+  }
+  const std::string& kind = *(*items)[0].if_str();
+  manager_reply r;
+  if (kind == "#RETURN") {
+    r.what = manager_reply::kind::returned;
+  } else if (kind == "#ERROR") {
+    r.what = manager_reply::kind::raised;
+  } else if (kind == "#TRACEBACK") {
+    r.what = manager_reply::kind::traceback;
+  } else if (kind == "#UNSERIALIZABLE") {
+    r.what = manager_reply::kind::unserializable;
+  } else {
+    return unexpected(make_error_code(errc::protocol_error));  // '#PROXY' included: not supported
+  }
+  r.value = std::move((*items)[1]);
+  return r;
+}
+
+// One request and its reply on `conn`.
+task<result<manager_reply>> exchange(connection& conn, const pickle::value& request, std::stop_token token) {
+  if (auto sent = co_await conn.send(request, token); !sent) {
+    co_return unexpected(sent.error());
+  }
+  auto reply = co_await conn.recv(token);
+  if (!reply) {
+    if (reply.error() == std::errc::operation_canceled) {
+      conn.close();  // the reply may still come: the connection is out of step
+    }
+    co_return unexpected(reply.error());
+  }
+  co_return parse_reply(std::move(*reply));
+}
+
+// A server request on a new connection (Python's dispatch(Client(address), None, ...)).
+task<result<manager_reply>> one_request(socket_address addr, client_options options, pickle::value request,
+                                        std::stop_token token) {
+  auto conn = co_await ipc::connect(addr, options, token);
+  if (!conn) {
+    co_return unexpected(conn.error());
+  }
+  co_return co_await exchange(*conn, request, token);
+}
+
+}  // namespace
+
+bool manager_reply::raised(std::string_view module, std::string_view name) const noexcept {
+  const pickle::object* o = value.if_object();
+  if (what != kind::raised || o == nullptr || o->name != name) {
+    return false;
+  }
+  return o->module == module || (module == "queue" && o->module == "_queue");
+}
+
+task<result<manager_client>> manager_client::connect(socket_address addr, std::string authkey,
+                                                     std::stop_token token) {
+  client_options o;
+  o.auth.authkey = std::move(authkey);
+  co_return co_await connect(addr, std::move(o), token);
+}
+
+task<result<manager_client>> manager_client::connect(socket_address addr, client_options options,
+                                                     std::stop_token token) {
+  manager_client c;
+  c.m_address = addr;
+  c.m_options = std::move(options);
+  auto r = co_await c.request("dummy", pickle::value::items_type(), pickle::dict(), token);
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  if (!r->ok()) {
+    co_return unexpected(make_error_code(errc::protocol_error));
+  }
+  co_return c;
+}
+
+task<result<manager_reply>> manager_client::request(std::string method, pickle::value::items_type args,
+                                                    pickle::dict kwds, std::stop_token token) const {
+  pickle::value request = make_request({}, std::move(method), std::move(args), std::move(kwds));
+  co_return co_await one_request(m_address, m_options, std::move(request), token);
+}
+
+task<result<manager_proxy>> manager_client::create(std::string type_id, pickle::value::items_type args,
+                                                   pickle::dict kwds, manager_reply* refusal,
+                                                   std::stop_token token) const {
+  args.insert(args.begin(), pickle::value(std::move(type_id)));
+  auto r = co_await request("create", std::move(args), std::move(kwds), token);
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  if (!r->ok()) {
+    if (refusal != nullptr) {
+      *refusal = std::move(*r);
+    }
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
+  auto made = r->value.as<std::tuple<std::string, std::vector<std::string>>>();
+  if (!made) {
+    co_return unexpected(make_error_code(errc::protocol_error));
+  }
+  manager_proxy p;
+  p.m_ident = std::move(std::get<0>(*made));
+  p.m_exposed = std::move(std::get<1>(*made));
+  p.m_address = m_address;
+  p.m_options = m_options;
+  // (Named argument lists: g++ 12 rejects braced lists inside a co_await; see README.)
+  pickle::value decref = make_request({}, "decref", {pickle::value(p.m_ident)}, {});
+  pickle::value accept = make_request({}, "accept_connection", {pickle::value("corio")}, {});
+  // The create's reference is the proxy's own (Python increfs for the proxy, then
+  // decrefs the create's: the same count in the end).
+  auto conn = co_await ipc::connect(m_address, m_options, token);
+  if (!conn) {
+    (void)co_await one_request(m_address, m_options, decref, token);
+    co_return unexpected(conn.error());
+  }
+  auto accepted = co_await exchange(*conn, accept, token);
+  if (!accepted || !accepted->ok()) {
+    (void)co_await one_request(m_address, m_options, decref, token);
+    co_return unexpected(accepted ? make_error_code(errc::protocol_error) : accepted.error());
+  }
+  p.m_channel = std::make_shared<manager_proxy::channel>();
+  p.m_channel->conn = std::move(*conn);
+  co_return p;
+}
+
+task<result<manager_reply>> manager_proxy::call(std::string method, pickle::value::items_type args, pickle::dict kwds,
+                                                std::stop_token token) {
+  if (!m_channel) {
+    co_return unexpected(make_error_code(errc::closed));
+  }
+  auto guard = co_await m_channel->lock.lock(token);
+  if (!guard) {
+    co_return unexpected(guard.error());
+  }
+  pickle::value request = make_request(pickle::value(m_ident), std::move(method), std::move(args), std::move(kwds));
+  co_return co_await exchange(m_channel->conn, request, token);
+}
+
+task<result<void>> manager_proxy::release(std::stop_token token) {
+  if (!m_channel) {
+    co_return unexpected(make_error_code(errc::closed));
+  }
+  auto ch = std::move(m_channel);
+  {
+    auto guard = co_await ch->lock.lock(token);
+    if (!guard) {
+      m_channel = std::move(ch);
+      co_return unexpected(guard.error());
+    }
+    ch->conn.close();
+  }
+  pickle::value decref = make_request({}, "decref", {pickle::value(m_ident)}, {});
+  auto r = co_await one_request(m_address, m_options, std::move(decref), token);
+  if (!r) {
+    co_return unexpected(r.error());
+  }
+  if (!r->ok()) {
+    co_return unexpected(make_error_code(errc::protocol_error));
+  }
+  co_return result<void>{};
+}
+
+}  // namespace corio::ipc

@@ -1,0 +1,118 @@
+// corio::ipc::manager_client and manager_proxy: the client side of Python's
+// multiprocessing.managers protocol, for corio tasks: talks to Python's own
+// BaseManager/SyncManager servers and to ipc::manager_server (ipc/manager_server.hpp).
+//
+// Concept: manager_client is Python's `Manager(address, authkey).connect()`: it holds the
+// address and key and sends server requests, each on a connection of its own as Python
+// does (request() for 'dummy', 'number_of_objects', ...). create(typeid, args) is
+// `manager.TypeId(*args)`: the server makes the object and the client gets a
+// manager_proxy, which holds one connection (Python's per-thread proxy connection, after
+// 'accept_connection') and the object's reference. proxy.call("get", args, kwds) is
+// `proxy.get(*args, **kwds)`: it yields the reply: ('#RETURN', value) as
+// manager_reply::returned, an exception ('#ERROR') as raised with the exception object
+// (pickle::object: e.g. queue.Empty), a '#TRACEBACK' as traceback with its text.
+// release() drops the proxy's reference (Python's decref when a proxy is collected); a
+// proxy destroyed without release() leaves the reference on the server, as a Python
+// client that was killed does.
+// Errors (result): connecting or authenticating (ipc/client.hpp), the connection breaking,
+// errc::protocol_error for a reply that is not (kind, value) (or, to create, not (ident,
+// exposed)); create() refused by the server (unknown typeid, bad arguments) is
+// std::errc::invalid_argument, with the server's reply in *refusal when given.
+// Thread-safety: a manager_client may be used by any number of tasks at once (every
+// request opens its own connection). A manager_proxy serialises its calls (a corio::mutex:
+// one request on its connection at a time); give each concurrent task its own proxy (as
+// Python gives each thread its own connection) for calls that wait at the same time.
+// Cost: create = three connections with a handshake each (create, the proxy's
+// accept_connection, incref... as Python); a call = one request and one reply on the
+// proxy's connection.
+// Cancellation: every call takes a std::stop_token and honours the inherited one; a call
+// stopped while waiting for its reply closes the proxy's connection (the reply would
+// arrive out of step): later calls fail with errc::closed.
+#pragma once
+
+#include <corio/runtime/require_cxx20.hpp>
+
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <corio/ipc/address.hpp>
+#include <corio/ipc/client.hpp>
+#include <corio/ipc/connection.hpp>
+#include <corio/ipc/pickle.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+#include <corio/sync/mutex.hpp>
+
+namespace corio::ipc {
+
+/// One reply of a manager server.
+struct manager_reply {
+  enum class kind { returned, raised, traceback, unserializable };
+  kind what = kind::returned;
+  pickle::value value;  ///< the value, the exception object, or the text
+
+  [[nodiscard]] bool ok() const noexcept { return what == kind::returned; }
+  /// True when the server raised the exception `module.name` (e.g. "queue", "Empty";
+  /// Python 3.7+ sends queue.Empty as _queue.Empty: both names match).
+  [[nodiscard]] bool raised(std::string_view module, std::string_view name) const noexcept;
+};
+
+class manager_client;
+
+/// A proxy for one object on a manager server (see the header comment). Move-only.
+class manager_proxy {
+ public:
+  manager_proxy() = default;
+  manager_proxy(manager_proxy&&) noexcept = default;
+  manager_proxy& operator=(manager_proxy&&) noexcept = default;
+
+  /// The object's ident on the server.
+  [[nodiscard]] const std::string& ident() const noexcept { return m_ident; }
+  /// The methods the server exposes for it.
+  [[nodiscard]] const std::vector<std::string>& exposed() const noexcept { return m_exposed; }
+  /// Calls `method` with positional `args` and keyword `kwds` (Python's _callmethod).
+  [[nodiscard]] task<result<manager_reply>> call(std::string method, pickle::value::items_type args = {},
+                                                 pickle::dict kwds = {}, std::stop_token token = {});
+  /// Drops this proxy's reference on the server (decref) and closes its connection.
+  [[nodiscard]] task<result<void>> release(std::stop_token token = {});
+
+ private:
+  friend class manager_client;
+  struct channel;
+  std::shared_ptr<channel> m_channel;  // the connection and the lock that serialises calls
+  std::string m_ident;
+  std::vector<std::string> m_exposed;
+  socket_address m_address;
+  client_options m_options;
+};
+
+/// A connection point to a manager server (see the header comment). Copyable.
+class manager_client {
+ public:
+  /// Checks that a server answers at `addr` with key `authkey` ('dummy', as connect()).
+  [[nodiscard]] static task<result<manager_client>> connect(socket_address addr, std::string authkey,
+                                                            std::stop_token token = {});
+  /// The same with every client option (timeouts, limits, digest).
+  [[nodiscard]] static task<result<manager_client>> connect(socket_address addr, client_options options,
+                                                            std::stop_token token = {});
+
+  /// One server request (ident None) on a new connection: "dummy", "number_of_objects",
+  /// "debug_info", "incref", "decref", "shutdown", ...
+  [[nodiscard]] task<result<manager_reply>> request(std::string method, pickle::value::items_type args = {},
+                                                    pickle::dict kwds = {}, std::stop_token token = {}) const;
+  /// `manager.<type_id>(*args, **kwds)`: creates the object and yields its proxy. When
+  /// the server refuses (std::errc::invalid_argument), its reply goes to *refusal if given.
+  [[nodiscard]] task<result<manager_proxy>> create(std::string type_id, pickle::value::items_type args = {},
+                                                   pickle::dict kwds = {}, manager_reply* refusal = nullptr,
+                                                   std::stop_token token = {}) const;
+  [[nodiscard]] const socket_address& address() const noexcept { return m_address; }
+
+ private:
+  socket_address m_address;
+  client_options m_options;
+};
+
+}  // namespace corio::ipc
