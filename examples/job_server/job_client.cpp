@@ -1,0 +1,164 @@
+// job_client: a C++ client of job_server (and of the tutorial's own Python server), doing
+// what the tutorial's MY_Client does, with ipc::manager_client (ipc/manager_client.hpp):
+// SetResultQueue().set_channel(id), GetResultQueue(id), GetAudioQueue(), then for each job
+// put (data_a, data_b, id) and take the results: first without blocking (get_nowait:
+// queue.Empty while nothing is there), then each result with a timeout (get(True, s)).
+// --tasks N runs N clients at once, each a task with its own channel ("ID-1" ... "ID-N")
+// and its own proxies. Every result is printed as "c++ client CHANNEL received REPR".
+//   job_client [--port-sender N] [--port-receiver N] [--authkey KEY] [--channel ID]
+//              [--tasks N] [--timeout-ms MS] JOB...
+// A JOB is sent as an int if it reads as one, else a float if it reads as one, else bytes
+// for "b:TEXT", else a str. Exit status 0 when every job got its result.
+#include "../common/args.hpp"
+
+#include <corio/corio.hpp>
+#include <corio/ipc/manager_client.hpp>
+#include <corio/ipc/pickle.hpp>
+
+#include <charconv>
+#include <cstdio>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+using corio::task;
+using corio::ipc::manager_client;
+using corio::ipc::manager_proxy;
+using corio::ipc::manager_reply;
+namespace pickle = corio::ipc::pickle;
+using items = pickle::value::items_type;
+
+namespace {
+
+// A call's arguments (a function, not a braced list: g++ 12 rejects braced lists inside
+// co_await expressions; see README).
+template <class... T>
+items arguments(T&&... v) {
+  items out;
+  (out.emplace_back(std::forward<T>(v)), ...);
+  return out;
+}
+
+pickle::value parse_job(const std::string& s) {
+  std::int64_t i = 0;
+  auto [ip, iec] = std::from_chars(s.data(), s.data() + s.size(), i);
+  if (iec == std::errc() && ip == s.data() + s.size()) {
+    return i;
+  }
+  double d = 0;
+  auto [dp, dec] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (dec == std::errc() && dp == s.data() + s.size()) {
+    return d;
+  }
+  if (s.starts_with("b:")) {
+    return pickle::value::make_bytes(s.substr(2));
+  }
+  return s;
+}
+
+struct settings {
+  std::uint16_t port_sender = 1001;
+  std::uint16_t port_receiver = 1002;
+  std::string authkey = "password";
+  int timeout_ms = 10000;
+};
+
+// Reports a failed step; yields false.
+bool failed(const std::string& channel, const char* step, const std::string& why) {
+  std::fprintf(stderr, "job_client %s: %s: %s\n", channel.c_str(), step, why.c_str());
+  return false;
+}
+
+std::string describe(const corio::result<manager_reply>& r) {
+  if (!r) {
+    return r.error().message();
+  }
+  return r->value.repr(300);
+}
+
+// One tutorial client: register `channel`, send `jobs`, receive their results.
+task<bool> one_client(settings s, std::string channel, std::vector<std::string> jobs) {
+  auto sender = co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_sender), s.authkey);
+  auto receiver =
+      co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_receiver), s.authkey);
+  if (!sender || !receiver) {
+    co_return failed(channel, "connect", (!sender ? sender.error() : receiver.error()).message());
+  }
+  auto setter = co_await receiver->create("SetResultQueue");
+  if (!setter) {
+    co_return failed(channel, "SetResultQueue", setter.error().message());
+  }
+  auto set = co_await setter->call("set_channel", arguments(pickle::value(channel)));
+  (void)co_await setter->release();
+  const pickle::value* ok = set && set->ok() ? set->value.get("result") : nullptr;
+  if (ok == nullptr || !(*ok == pickle::value(true))) {
+    co_return failed(channel, "set_channel", describe(set));
+  }
+  const pickle::value* message = set->value.get("message");
+  std::printf("c++ client %s: %s\n", channel.c_str(), message && message->is_str() ? message->if_str()->c_str() : "");
+  auto results = co_await receiver->create("GetResultQueue", arguments(pickle::value(channel)));
+  auto input = co_await sender->create("GetAudioQueue");
+  if (!results || !input) {
+    co_return failed(channel, "GetResultQueue/GetAudioQueue", (!results ? results.error() : input.error()).message());
+  }
+  auto nothing = co_await results->call("get_nowait");
+  if (!nothing || !nothing->raised("queue", "Empty")) {
+    co_return failed(channel, "get_nowait before any job (queue.Empty expected)", describe(nothing));
+  }
+  for (const std::string& job : jobs) {
+    auto put = co_await input->call("put", arguments(pickle::value::tuple_of(parse_job(job), "c++", channel)));
+    if (!put || !put->ok()) {
+      co_return failed(channel, "put", describe(put));
+    }
+  }
+  bool all = true;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    auto got = co_await results->call("get", arguments(true, s.timeout_ms / 1000.0));
+    if (!got || !got->ok()) {
+      all = failed(channel, "get with a timeout", describe(got));
+      break;
+    }
+    std::printf("c++ client %s received %s\n", channel.c_str(), got->value.repr().c_str());
+  }
+  std::fflush(stdout);
+  (void)co_await results->release();
+  (void)co_await input->release();
+  co_return all;
+}
+
+task<int> run(settings s, std::string channel, unsigned tasks, std::vector<std::string> jobs) {
+  std::vector<corio::join_handle<bool>> clients;
+  for (unsigned i = 1; i <= tasks; ++i) {
+    std::string name = tasks == 1 ? channel : channel + "-" + std::to_string(i);
+    clients.push_back(corio::spawn(one_client(s, name, jobs)));
+  }
+  bool ok = true;
+  for (auto& c : clients) {
+    bool one = co_await c;
+    ok = ok && one;
+  }
+  co_return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  std::string channel = "cpp";
+  unsigned tasks = 1;
+  std::vector<std::string> jobs;
+  example::args args("job_client", "a C++ client of job_server: register a channel, send jobs, print the results");
+  args.option<std::uint16_t>("--port-sender", s.port_sender, 1, 65535, "N", "port of GetAudioQueue (default 1001)");
+  args.option<std::uint16_t>("--port-receiver", s.port_receiver, 1, 65535, "N",
+                             "port of SetResultQueue/GetResultQueue (default 1002)");
+  args.option("--authkey", s.authkey, "KEY", "the shared key (default password)");
+  args.option("--channel", channel, "ID", "the result channel id (default cpp)");
+  args.option<unsigned>("--tasks", tasks, 1, 1000, "N", "clients at once, 1..1000, channels ID-1..ID-N (default 1)");
+  args.option("--timeout-ms", s.timeout_ms, 1, 3600000, "MS", "how long to wait for each result (default 10000)");
+  args.rest("JOB", jobs, "jobs to send (int, float, b:BYTES or str)", true);
+  if (auto rc = args.parse(argc, argv)) {
+    return *rc;
+  }
+  corio::runtime rt;
+  return rt.block_on(run(s, channel, tasks, jobs));
+}
