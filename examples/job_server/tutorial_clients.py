@@ -4,6 +4,7 @@
     tutorial_clients.py SENDER_PORT RECEIVER_PORT demo ID    one client: a few jobs, prints results
     tutorial_clients.py SENDER_PORT RECEIVER_PORT client ID N
                                                             one client: N int jobs, checks the squares
+    tutorial_clients.py SENDER_PORT RECEIVER_PORT victim    registers 'victim', blocks (to be killed)
 
 MY_Client connects to ports 1001 and 1002 as the tutorial wrote it. To run it on other
 ports without changing a line of it, the module's QueueManager name is pointed at a
@@ -76,6 +77,20 @@ def run_check(module, sender_port, receiver_port):
         expect("GetResultQueue before SetResultQueue gives the tutorial's dict", data.get("message"),
                "[Error] Please call SetResultQueue function first")
 
+    # A client killed while blocked in ReceiveResult: the server stays up, and the result
+    # of a later job for its channel is not swallowed by the dead client's get.
+    victim = subprocess.Popen([sys.executable, __file__, str(sender_port), str(receiver_port), "victim"],
+                              stdout=subprocess.PIPE)
+    while victim.stdout.readline().strip() not in (b"ready", b""):  # registered, about to block
+        pass
+    victim.kill()
+    victim.wait()
+    sender = module.QueueManager(("127.0.0.1", 1001), authkey=b"password")
+    sender.connect()
+    sender.GetAudioQueue().put((5, None, "victim"))
+    expect("a killed client's blocked get takes nothing: its channel still gets the result",
+           manager.GetResultQueue("victim").get(True, 60), 25)
+
     # Several tutorial clients at once, each in a process of its own.
     procs = [subprocess.Popen([sys.executable, __file__, str(sender_port), str(receiver_port), "client",
                                "c%d" % i, "40"]) for i in range(4)]
@@ -98,6 +113,13 @@ def run_client(module, channel, n):
     return 0
 
 
+def run_victim(module):
+    client = module.MY_Client("victim")
+    print("ready", flush=True)
+    client.ReceiveResult(True)  # killed while blocked here
+    return 1
+
+
 def run_demo(module, channel):
     client = module.MY_Client(channel)
     jobs = ["hello from " + channel, channel.encode(), len(channel), 0.5]
@@ -116,6 +138,8 @@ def main():
         return 1 if failures else 0
     if role == "client":
         return run_client(module, sys.argv[4], int(sys.argv[5]))
+    if role == "victim":
+        return run_victim(module)
     return run_demo(module, sys.argv[4])
 
 
