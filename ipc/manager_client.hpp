@@ -50,10 +50,12 @@ namespace corio::ipc {
 
 /// One reply of a manager server.
 struct manager_reply {
+  /// \#RETURN, \#ERROR, \#TRACEBACK or \#UNSERIALIZABLE.
   enum class kind { returned, raised, traceback, unserializable };
-  kind what = kind::returned;
-  pickle::value value;  ///< the value, the exception object, or the text
+  kind what = kind::returned;  ///< the reply's kind
+  pickle::value value;         ///< the value, the exception object, or the text
 
+  /// True for a returned value.
   [[nodiscard]] bool ok() const noexcept { return what == kind::returned; }
   /// True when the server raised the exception `module.name` (e.g. "queue", "Empty";
   /// Python 3.7+ sends queue.Empty as _queue.Empty: both names match).
@@ -65,8 +67,11 @@ class manager_client;
 /// A proxy for one object on a manager server (see the header comment). Move-only.
 class manager_proxy {
  public:
+  /// An empty proxy (every call fails with errc::closed).
   manager_proxy() = default;
+  /// Moves the proxy (not while a call on it runs).
   manager_proxy(manager_proxy&&) noexcept = default;
+  /// Moves the proxy (not while a call on it runs).
   manager_proxy& operator=(manager_proxy&&) noexcept = default;
 
   /// The object's ident on the server.
@@ -103,11 +108,12 @@ class manager_client {
   /// "debug_info", "incref", "decref", "shutdown", ...
   [[nodiscard]] task<result<manager_reply>> request(std::string method, pickle::value::items_type args = {},
                                                     pickle::dict kwds = {}, std::stop_token token = {}) const;
-  /// `manager.<type_id>(*args, **kwds)`: creates the object and yields its proxy. When
+  /// `manager.TypeId(*args, **kwds)`: creates the object and yields its proxy. When
   /// the server refuses (std::errc::invalid_argument), its reply goes to *refusal if given.
   [[nodiscard]] task<result<manager_proxy>> create(std::string type_id, pickle::value::items_type args = {},
                                                    pickle::dict kwds = {}, manager_reply* refusal = nullptr,
                                                    std::stop_token token = {}) const;
+  /// The server's address.
   [[nodiscard]] const socket_address& address() const noexcept { return m_address; }
 
  private:

@@ -41,28 +41,29 @@ namespace corio::ipc {
 
 /// The answer to one call, as the manager protocol sends it.
 struct call_outcome {
+  /// Which reply the outcome is.
   enum class kind {
-    returned,   ///< ('#RETURN', value)
-    raised,     ///< ('#ERROR', value): value is an exception object the client raises
-    traceback,  ///< ('#TRACEBACK', value): value is a str; the client raises RemoteError
+    returned,   ///< ('\#RETURN', value)
+    raised,     ///< ('\#ERROR', value): value is an exception object the client raises
+    traceback,  ///< ('\#TRACEBACK', value): value is a str; the client raises RemoteError
     cancelled,  ///< the call was stopped (client gone or server stopping); the server answers
   };
-  kind what = kind::returned;
-  pickle::value value;
+  kind what = kind::returned;  ///< the reply's kind
+  pickle::value value;         ///< the value, the exception object or the traceback text
   /// Called with `value` (moved) when a returned value could not be delivered because the
   /// client had gone: an object that handed out something (a queue item) takes it back.
   /// May be empty.
   std::function<void(pickle::value)> undelivered;
 
-  /// ('#RETURN', v).
+  /// ('\#RETURN', v).
   static call_outcome returned(pickle::value v) { return {kind::returned, std::move(v), {}}; }
-  /// ('#ERROR', exception), e.g. raised(pickle::builtin_exception("ValueError", "bad")).
+  /// ('\#ERROR', exception), e.g. raised(pickle::builtin_exception("ValueError", "bad")).
   static call_outcome raised(pickle::value exception) { return {kind::raised, std::move(exception), {}}; }
-  /// ('#ERROR', builtins.<type>(message)).
+  /// ('\#ERROR', builtins.TYPE(message)).
   static call_outcome raise(std::string_view type, std::string_view message) {
     return raised(pickle::builtin_exception(type, message));
   }
-  /// ('#TRACEBACK', text).
+  /// ('\#TRACEBACK', text).
   static call_outcome failed(std::string text) { return {kind::traceback, pickle::value(std::move(text)), {}}; }
   /// A call stopped before it had a result.
   static call_outcome stopped() { return {kind::cancelled, {}, {}}; }
@@ -70,7 +71,7 @@ struct call_outcome {
 
 /// One parameter of a Python-style signature: its name and, if optional, its default.
 struct parameter {
-  std::string_view name;
+  std::string_view name;                       ///< the parameter's name (for keywords and messages)
   std::optional<pickle::value> default_value;  ///< nullopt: required
 };
 
@@ -78,9 +79,12 @@ struct parameter {
 /// Refers to the request; valid during call() only.
 class call_args {
  public:
+  /// Refers to `args` and `kwds` (which must outlive this object).
   call_args(const pickle::value::items_type& args, const pickle::dict& kwds) noexcept
       : m_args(&args), m_kwds(&kwds) {}
+  /// The positional arguments.
   [[nodiscard]] const pickle::value::items_type& positional() const noexcept { return *m_args; }
+  /// The keyword arguments (str keys).
   [[nodiscard]] const pickle::dict& keywords() const noexcept { return *m_kwds; }
 
   /// Matches the arguments to `params` as Python binds them to `function`'s signature:
@@ -98,6 +102,7 @@ class call_args {
 /// client disconnects or the server stops, and run should then end soon with
 /// call_outcome::stopped() (or with a result it already had).
 struct deferred_call {
+  /// Starts the wait; `stop` ends it early.
   std::function<task<call_outcome>(std::stop_token stop)> run;
 };
 
@@ -124,7 +129,7 @@ class managed_object {
 class exposed_object : public managed_object {
  public:
   /// One method: takes the call's arguments, answers an outcome. An exception it throws
-  /// becomes ('#ERROR', RuntimeError(what())) for that call only.
+  /// becomes ('\#ERROR', RuntimeError(what())) for that call only.
   using method = std::function<call_outcome(const call_args&)>;
 
   /// `type_name` is what repr() shows: "<type_name object>".
@@ -145,7 +150,9 @@ class exposed_object : public managed_object {
 /// values(), items(), copy() (keys(), values(), items() come back as lists).
 class managed_dict : public managed_object {
  public:
+  /// Shares `d` (a copy, never changed).
   explicit managed_dict(pickle::dict d) : m_dict(std::move(d)) {}
+  /// The dict.
   [[nodiscard]] const pickle::dict& dict() const noexcept { return m_dict; }
 
   [[nodiscard]] std::vector<std::string> exposed() const override;

@@ -38,6 +38,7 @@
 
 namespace corio::ipc {
 
+/// A queue.Queue shared with manager clients (see the header comment).
 class managed_queue : public managed_object, public std::enable_shared_from_this<managed_queue> {
  public:
   /// A queue holding at most `maxsize` items; 0 (Python's default) means unbounded.

@@ -63,6 +63,7 @@ struct manager_options {
   /// Whether a client's 'shutdown' request stops serve() (Python's server obeys it).
   bool allow_shutdown = true;
 
+  /// The listener defaults of a manager: 16,384 connections, a 10 s handshake.
   static listener_options default_listen() {
     listener_options o;
     o.max_connections = 16384;
@@ -81,9 +82,12 @@ struct manager_stats {
 /// or an outcome to send instead (e.g. call_outcome::raise("TypeError", ...)).
 using manager_factory = std::function<std::variant<std::shared_ptr<managed_object>, call_outcome>(const call_args&)>;
 
+/// A server for Python's manager clients (see the header comment). Move-only.
 class manager_server {
  public:
+  /// Moves the server (not while serve() runs).
   manager_server(manager_server&&) noexcept;
+  /// Moves the server (not while serve() runs).
   manager_server& operator=(manager_server&&) noexcept;
   ~manager_server();
 
