@@ -13,36 +13,9 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 failures=0
 
-pythons=()
-seen=" "
-add_python() {
-  local p=$1 real
-  [[ -x $p ]] || return 0
-  real=$(readlink -f "$p")
-  [[ $seen == *" $real "* ]] && return 0
-  "$p" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 6) else 1)' 2>/dev/null || return 0
-  seen+="$real "
-  pythons+=("$p")
-}
-add_python /usr/bin/python3
-for d in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/; do
-  add_python "${d}bin/python3"
-done
-if [[ ${#pythons[@]} -eq 0 ]]; then
-  echo "FAIL: no Python 3 found (Debian's /usr/bin/python3 is expected)"
-  exit 1
-fi
+source "$(cd "$(dirname "$0")" && pwd)/../common/pythons.sh"
+find_pythons || exit 1
 
-# Waits until FILE has a line matching REGEX and prints the first match's last field.
-wait_for() {
-  local file=$1 regex=$2 v=""
-  for _ in $(seq 600); do
-    v=$(grep -m1 -E "$regex" "$file" 2>/dev/null | awk '{print $NF}')
-    [[ -n $v ]] && break
-    sleep 0.05
-  done
-  echo "${v##*:}"
-}
 
 # The tutorial's client.py (without its sleeps); the first client waits for the server to
 # end its connection after 'close connection', so the second one's 'close server' comes last.
@@ -123,7 +96,7 @@ for py in "${pythons[@]}"; do
   log=$(mktemp "$work/server.XXXXXX")
   "$server" --port 0 > "$log" 2>&1 &
   spid=$!
-  port=$(wait_for "$log" '^listening on ')
+  port=$(last_field_of_line "$log" '^listening on ')
   if [[ -z $port ]]; then
     echo "FAIL: socket_server did not start"; cat "$log"; exit 1
   fi
@@ -137,7 +110,7 @@ for py in "${pythons[@]}"; do
   log=$(mktemp "$work/listener.XXXXXX")
   "$py" -c "$server_py" > "$log" 2>&1 &
   ppid_=$!
-  port=$(wait_for "$log" '^port ')
+  port=$(last_field_of_line "$log" '^port ')
   if [[ -z $port ]]; then
     echo "FAIL: Python $version Listener did not start"; cat "$log"; failures=$((failures + 1)); continue
   fi

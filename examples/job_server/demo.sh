@@ -10,22 +10,14 @@ server=$1
 client=$2
 py=${3:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../common/pythons.sh"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 
 "$server" --port-sender 0 --port-receiver 0 > "$work/server.log" 2>&1 &
 spid=$!
-port() {
-  local v=""
-  for _ in $(seq 600); do
-    v=$(grep -m1 -E "^$1 listening on " "$work/server.log" 2>/dev/null | awk '{print $NF}')
-    [[ -n $v ]] && break
-    sleep 0.05
-  done
-  echo "${v##*:}"
-}
-sport=$(port sender)
-rport=$(port receiver)
+sport=$(last_field_of_line "$work/server.log" "^sender listening on ")
+rport=$(last_field_of_line "$work/server.log" "^receiver listening on ")
 if [[ -z $sport || -z $rport ]]; then
   echo "demo: job_server did not start"; cat "$work/server.log"; exit 1
 fi

@@ -12,36 +12,9 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 failures=0
 
-pythons=()
-seen=" "
-add_python() {
-  local p=$1 real
-  [[ -x $p ]] || return 0
-  real=$(readlink -f "$p")
-  [[ $seen == *" $real "* ]] && return 0
-  "$p" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 6) else 1)' 2>/dev/null || return 0
-  seen+="$real "
-  pythons+=("$p")
-}
-add_python /usr/bin/python3
-for d in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/; do
-  add_python "${d}bin/python3"
-done
-if [[ ${#pythons[@]} -eq 0 ]]; then
-  echo "FAIL: no Python 3 found (Debian's /usr/bin/python3 is expected)"
-  exit 1
-fi
+source "$(cd "$(dirname "$0")" && pwd)/../common/pythons.sh"
+find_pythons || exit 1
 
-# Waits until FILE has a line matching REGEX and prints the port at the end of it.
-wait_port() {
-  local file=$1 regex=$2 v=""
-  for _ in $(seq 600); do
-    v=$(grep -m1 -E "$regex" "$file" 2>/dev/null | awk '{print $NF}')
-    [[ -n $v ]] && break
-    sleep 0.05
-  done
-  echo "${v##*:}"
-}
 
 tested=()
 for py in "${pythons[@]}"; do
@@ -49,8 +22,8 @@ for py in "${pythons[@]}"; do
   log=$(mktemp "$work/server.XXXXXX")
   "$server" --port-sender 0 --port-receiver 0 --workers 2 > "$log" 2>&1 &
   spid=$!
-  sport=$(wait_port "$log" '^sender listening on ')
-  rport=$(wait_port "$log" '^receiver listening on ')
+  sport=$(last_field_of_line "$log" '^sender listening on ')
+  rport=$(last_field_of_line "$log" '^receiver listening on ')
   if [[ -z $sport || -z $rport ]]; then
     echo "FAIL: job_server did not start"; cat "$log"; exit 1
   fi
