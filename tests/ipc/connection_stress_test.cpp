@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
+#include "largest_allocation.hpp"  // this program's operator new: g_watch, g_largest
 #include "test_support.hpp"
 
 #include <sys/resource.h>
@@ -28,28 +29,6 @@ using corio::ipc::connection;
 using corio::ipc::socket_address;
 using corio::ipc::tcp_stream;
 using ipc_test::bytes;
-
-// The largest single allocation while g_watch is set.
-namespace {
-std::atomic<bool> g_watch{false};
-std::atomic<std::size_t> g_largest{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (g_watch.load(std::memory_order_relaxed)) {
-    std::size_t seen = g_largest.load(std::memory_order_relaxed);
-    while (n > seen && !g_largest.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
-    }
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) {
-    return p;
-  }
-  throw std::bad_alloc();
-}
-// Not inlined: g++ 12 at -O3 would see free() of a pointer from operator new in every
-// caller and warn (-Wmismatched-new-delete), though the two belong together here.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
