@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (release) and runs corio and its peers (Boost.Asio, and Tokio from
 # bench/tokio when it builds) side by side, in one run, on this machine. Prints one line per figure: `<benchmark> <system> <value> <unit>`
-# (the median of --repeat runs, default 3), then ratios corio/peer.
+# (the median of --repeat runs, default 3), then ratios corio/peer. --out FILE also writes
+# every run's lines to FILE under a header naming the command, date and machine
+# (bench/results.sh), for bench/report.sh to chart.
 #
-#   bash bench/run.sh [runtime|sync|all] [--repeat N] [--workers N]
+#   bash bench/run.sh [runtime|sync|all] [--repeat N] [--workers N] [--out FILE] [--build DIR]
+# (--build: the release build folder to use, default build-bench; made if missing)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash .ci/deps.sh
+command_line="bench/run.sh $*"
 which=all
 repeat=3
 workers=2
+out_file=""
+build=build-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --repeat) repeat=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
+    --out) out_file=$(realpath -m "$2"); shift 2 ;;
+    --build) build=$2; shift 2 ;;
     *) which=$1; shift ;;
   esac
 done
-if [ ! -f build-bench/build.ninja ]; then
-  meson setup build-bench --buildtype=release -Dtests=false -Dexamples=false -Dbenchmarks=true >/dev/null
-fi
-ninja -C build-bench >/dev/null
+cd "$(dirname "$0")/.."
+source bench/results.sh
+bash .ci/deps.sh
+header=$(bench_results_header side-by-side "$command_line")  # the date and load at the start
+bash bench/ipc/ensure_build.sh "$build" bench/runtime/runtime_bench bench/sync/sync_bench
+ninja -C "$build" bench/asio/asio_bench_uring bench/asio/asio_bench_epoll >/dev/null 2>&1 || true  # (Boost >= 1.81 only)
 raw=$(mktemp)
 tokio_log=$(mktemp)
 trap 'rm -f "$raw" "$tokio_log"' EXIT
@@ -41,11 +49,11 @@ if [ "$which" = runtime ] || [ "$which" = all ]; then
   # One process per benchmark, as for the peers below: no benchmark inherits another's
   # heap, caches or page faults.
   for b in spawn pingpong tree timers io yield; do
-    run build-bench/bench/runtime/runtime_bench "$b" --workers "$workers"
+    run "$build"/bench/runtime/runtime_bench "$b" --workers "$workers"
   done
-  run build-bench/bench/runtime/runtime_bench tree --workers 1
+  run "$build"/bench/runtime/runtime_bench tree --workers 1
   for sys in uring epoll; do
-    exe=build-bench/bench/asio/asio_bench_$sys
+    exe="$build"/bench/asio/asio_bench_$sys
     [ -x "$exe" ] || continue
     for b in spawn pingpong timers io; do
       run "$exe" "$b" --threads "$workers"
@@ -58,12 +66,12 @@ if [ "$which" = runtime ] || [ "$which" = all ]; then
     run "$tokio" tree --threads 1
   fi
 fi
-if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync/sync_bench ]; then
+if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x "$build"/bench/sync/sync_bench ]; then
   for b in lock mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong threads32k; do
-    run build-bench/bench/sync/sync_bench "$b" --workers "$workers"
+    run "$build"/bench/sync/sync_bench "$b" --workers "$workers"
   done
   for sys in uring epoll; do
-    exe=build-bench/bench/asio/asio_bench_$sys
+    exe="$build"/bench/asio/asio_bench_$sys
     [ -x "$exe" ] || continue
     for b in mutex32k mutex1m chan_spsc chan_mpmc chan_pingpong; do
       run "$exe" "$b" --threads "$workers"
@@ -74,6 +82,11 @@ if { [ "$which" = sync ] || [ "$which" = all ]; } && [ -x build-bench/bench/sync
       run "$tokio" "$b" --threads "$workers"
     done
   fi
+fi
+
+if [ -n "$out_file" ]; then
+  mkdir -p "$(dirname "$out_file")"
+  { echo "$header"; cat "$raw"; } >"$out_file"
 fi
 
 # Median per (benchmark, system); then corio's ratio to each peer.

@@ -3,11 +3,32 @@
 # 50 connections in lockstep, 64 B and 16 KiB messages, fixed window), on loopback.
 # Prints `<benchmark> <system> <value> <unit>` lines: requests/s and server CPU µs/request
 # (utime + stime of the server process over the window, from /proc/PID/stat).
-#   bash bench/ipc/echo.sh [BUILD_DIR=build-ipc-rel] [SECONDS=5] [REPEAT=1]
+# --out FILE also writes the lines to FILE under a header naming the command, date and
+# machine (bench/results.sh), for bench/report.sh to chart.
+#   bash bench/ipc/echo.sh [BUILD_DIR=build-ipc-rel] [SECONDS=5] [REPEAT=1] [--out FILE]
 set -euo pipefail
+command_line="bench/ipc/echo.sh $*"
+out_file=""
+positional=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out_file=$2; shift 2 ;;
+    *) positional+=("$1"); shift ;;
+  esac
+done
+set -- "${positional[@]}"
 build=${1:-build-ipc-rel}
 seconds=${2:-5}
 repeat=${3:-1}
+if [ -n "$out_file" ]; then
+  source "$(dirname "$0")/../results.sh"
+  mkdir -p "$(dirname "$out_file")"
+  bench_results_header side-by-side "$command_line" >"$out_file"
+fi
+emit() {  # one result line, on stdout and in the results file
+  echo "$1"
+  [ -z "$out_file" ] || echo "$1" >>"$out_file"
+}
 conns=50
 port=17300
 # The Tokio peer (bench/tokio, Debian's Tokio 1.24 crates built offline); without it, go on.
@@ -62,8 +83,8 @@ for r in $(seq "$repeat"); do
       wait $pid 2>/dev/null || true
       rps=$(awk '{for (i = 1; i < NF; i++) if ($i == "rps") print $(i + 1)}' <<< "$out")
       us=$(awk '{for (i = 1; i < NF; i++) if ($i == "us_per_request") print $(i + 1)}' <<< "$out")
-      echo "echo_${size}B_rps $name $rps req/s"
-      echo "echo_${size}B_cpu $name $us us/req"
+      emit "echo_${size}B_rps $name $rps req/s"
+      emit "echo_${size}B_cpu $name $us us/req"
     done
   done
 done

@@ -5,10 +5,23 @@
 # 100,000 items) vs Python's ProcessPoolExecutor and Pool.
 # Prints `<benchmark> <system> <value> <unit>` lines, then corio's ratio to each peer.
 #
-#   bash bench/process/run.sh [build dir, default build-proc-rel]
+# --out FILE also writes the lines to FILE under a header naming the command, date and
+# machine (bench/results.sh), for bench/report.sh to chart.
+#
+#   bash bench/process/run.sh [build dir, default build-proc-rel] [--out FILE]
 set -euo pipefail
+command_line="bench/process/run.sh $*"
+out_file=""
+build=build-proc-rel
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out_file=$(realpath -m "$2"); shift 2 ;;
+    *) build=$1; shift ;;
+  esac
+done
 cd "$(dirname "$0")/../.."
-build=${1:-build-proc-rel}
+source bench/results.sh
+header=$(bench_results_header side-by-side "$command_line")  # the date and load at the start
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" --buildtype=release -Dtests=false -Dexamples=false -Dbenchmarks=true >/dev/null
 fi
@@ -25,6 +38,10 @@ fi
 "$build/bench/process/process_bench" all --workers 2 | tee -a "$out"
 "$build/bench/process/process_bench" spawn --workers 2 --pidfd-poll | tee -a "$out"
 python3 bench/process/pool_peer.py 100000 | tee -a "$out"
+if [ -n "$out_file" ]; then
+  mkdir -p "$(dirname "$out_file")"
+  { echo "$header"; cat "$out"; } >"$out_file"
+fi
 python3 - "$out" <<'PY'
 import sys
 v = {}
