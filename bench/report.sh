@@ -184,6 +184,8 @@ if scaled:
         svg = os.path.join(out_dir, f"{stem}-scaling.svg")
         top = max(max(k for k in s) for s in scaled.values())
         benches = sorted({b for b, _, _ in series})
+        palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+                   "#7f7f7f", "#bcbd22"]
         gp = os.path.join(work, "scaling.gp")
         with open(gp, "w", encoding="utf-8") as f:
             f.write(f"""set terminal svg size 900,560 dynamic noenhanced font "sans,12" background rgb "white"
@@ -197,14 +199,16 @@ set xlabel "workers"
 set ylabel "relative speed (log scale)"
 set grid
 set key outside right top
+set bmargin 5
 """)
             if command:
                 f.write(f"set label {gp_quote('run: ' + command)} at screen 0.01, screen 0.02 font \"sans,9\"\n")
             parts = [f"x with lines lc rgb \"#bbbbbb\" dt 3 title \"ideal\""]
             for bench, family, dat in series:
-                color = benches.index(bench) + 1
+                color = palette[benches.index(bench) % len(palette)]
                 dash = 1 if family == "corio" else 2
-                parts.append(f"{gp_quote(dat)} using 1:2 with linespoints lc {color} dt {dash} pt {6 if dash == 1 else 4} "
+                parts.append(f"{gp_quote(dat)} using 1:2 with linespoints lc rgb \"{color}\" dt {dash} lw 1.5 "
+                             f"pt {6 if dash == 1 else 4} "
                              f"title {gp_quote(bench + ' ' + family)}")
             f.write("plot " + ", \\\n     ".join(parts) + "\n")
         charts.append(gp)

@@ -3,7 +3,9 @@
 # (librust-tokio-dev, Tokio 1.24.2, under /usr/share/cargo/registry): installs the Debian
 # packages if missing (as root), then runs cargo in release mode into build-tokio/ at the
 # repository root. Prints the path of the binary on stdout; everything else goes to stderr.
-#   bash bench/tokio/build.sh
+# --static: a statically linked binary (glibc's crt-static, static-pie) in build-tokio-static/,
+# for bench/scale.sh on machines without Debian's packages.
+#   bash bench/tokio/build.sh [--static]
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -30,6 +32,17 @@ fi
 
 # .cargo/config.toml (in this folder, hence the cd above) replaces crates.io with the
 # Debian registry directory and keeps cargo offline.
+if [ "${1:-}" = --static ]; then
+  # crt-static with an explicit --target, so that the flag reaches the binary but not the
+  # proc-macro crates cargo builds for the host.
+  host=$("${cargo%cargo}rustc" -vV 2>/dev/null | sed -n 's/^host: //p' || true)
+  [ -n "$host" ] || host=$(rustc -vV | sed -n 's/^host: //p')
+  export CARGO_TARGET_DIR="$root/build-tokio-static"
+  RUSTFLAGS="-C target-feature=+crt-static" nice "$cargo" build --release --offline --quiet \
+    --target "$host" -j "${CARGO_JOBS:-1}" >&2
+  echo "$CARGO_TARGET_DIR/$host/release/tokio_bench"
+  exit 0
+fi
 export CARGO_TARGET_DIR="$root/build-tokio"
 nice "$cargo" build --release --offline --quiet -j "${CARGO_JOBS:-1}" >&2
 echo "$CARGO_TARGET_DIR/release/tokio_bench"

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Scaling run: corio and Tokio side by side at 1, 2, 4, 8 and 16 workers (those up to the
+# machine's CPU count), for the fork-join tree, spawn, the 1M-task mutex race, the MPMC
+# channel and the TCP echo server (64 B, 50 connections: requests/s and server CPU per
+# request; the server is pinned to CPUs 0..N-1 with taskset and the load client to the
+# next CPU, or left unpinned, and marked so, when N leaves no CPU free).
+#
+# It runs from statically linked binaries (bench/static.sh builds them: liburing, libstdc++
+# and glibc inside), so the folder bench/static.sh fills can be copied to a bigger machine
+# without Debian's packages and run there:
+#   bash bench/static.sh                            # here: writes build-static/dist/
+#   scp -r build-static/dist big:corio-scale && ssh big 'cd corio-scale && bash scale.sh'
+#
+#   bash bench/scale.sh [--bin DIR] [--workers "1 2 4 8 16"] [--repeat N] [--seconds S]
+#                       [--out FILE] [--no-echo]
+#     --bin DIR   the binaries: runtime_bench, sync_bench, echo_server, echo_load and, if
+#                 present, tokio_bench (default: this script's folder when it holds them,
+#                 as in a dist folder, else build-static/dist, built by bench/static.sh)
+#     --workers   the worker counts (default: 1 2 4 8 16, those <= nproc)
+#     --repeat N  runs of each figure, the median is reported (default 1)
+#     --seconds S the echo window per server (default 3, after 1 s of warm-up)
+#     --out FILE  the results file (default scale-<hostname>-<date>.txt here)
+# Prints a table (the value at each worker count), writes the results file and, where
+# gnuplot and python3 exist, bench/report.sh's table and charts beside it (FILE's stem,
+# -scaling.svg: speed at N workers over speed at 1; -vs-tokio.svg: corio over Tokio).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+command_line="bench/scale.sh $*"
+bin=""
+counts=""
+repeat=1
+seconds=3
+out_file=""
+echo_bench=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --workers) counts=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --out) out_file=$2; shift 2 ;;
+    --no-echo) echo_bench=0; shift ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "scale.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
+  esac
+done
+cpus=$(nproc)
+if [ -z "$counts" ]; then
+  for n in 1 2 4 8 16; do
+    [ "$n" -le "$cpus" ] && counts+="$n "
+  done
+fi
+for n in $counts; do
+  if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then
+    echo "scale.sh: a worker count must be a positive integer, not '$n'" >&2
+    exit 2
+  fi
+done
+if [ -z "$bin" ]; then
+  if [ -x "$here/runtime_bench" ]; then
+    bin=$here
+  else
+    bash "$here/static.sh" >&2
+    bin=$(cd "$here/.." && pwd)/build-static/dist
+  fi
+fi
+for exe in runtime_bench sync_bench echo_server echo_load; do
+  if [ ! -x "$bin/$exe" ]; then
+    echo "scale.sh: $bin/$exe is missing (bash bench/static.sh builds it)" >&2
+    exit 1
+  fi
+done
+tokio=""
+if [ -x "$bin/tokio_bench" ]; then
+  tokio=$bin/tokio_bench
+else
+  echo "# no $bin/tokio_bench: corio alone" >&2
+fi
+[ -n "$out_file" ] || out_file="scale-$(hostname -s 2>/dev/null || echo host)-$(date -u +%Y%m%d-%H%M).txt"
+# shellcheck source=bench/results.sh
+source "$here/results.sh"
+mkdir -p "$(dirname "$out_file")"
+bench_results_header scaling "$command_line" >"$out_file"
+echo "# workers: $counts" >>"$out_file"
+
+record() {  # record SYSTEM-FAMILY N: reads `<bench> <system> <value> <unit>` lines on stdin
+  # keeps each benchmark's main figure (system corio/tokio, or corio-Nw/tokio-Nw) and
+  # names it <family>-<N>w
+  local family=$1 n=$2
+  awk -v fam="$family" -v n="$n" \
+    'NF >= 4 && $1 !~ /^#/ && ($2 == fam || $2 == fam "-" n "w") { print $1, fam "-" n "w", $3, $4 }' |
+    tee -a "$out_file"
+}
+
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+port=$((17400 + RANDOM % 1000))
+echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
+  local family=$1 n=$2
+  shift 2
+  local server_cpus="0-$((n - 1))" client=()
+  if [ "$n" -lt "$cpus" ]; then
+    client=(taskset -c "$n")
+  else
+    echo "# echo at $n workers: no CPU left for the load client, both unpinned" | tee -a "$out_file" >&2
+    server_cpus="0-$((cpus - 1))"
+  fi
+  port=$((port + 1))
+  local args=("${@//PORT/$port}")
+  taskset -c "$server_cpus" "${args[@]}" >/dev/null &
+  local pid=$!
+  if ! wait_port "$port"; then
+    echo "# echo: $family at $n workers did not start" | tee -a "$out_file" >&2
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return 0
+  fi
+  local out
+  out=$("${client[@]}" "$bin/echo_load" --port "$port" --conns 50 --size 64 --seconds "$seconds" --warmup 1 \
+    --stat-pid "$pid" || true)
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  awk -v s="$family-${n}w" '{
+      for (i = 1; i < NF; i++) {
+        if ($i == "rps") print "echo_64B_rps", s, $(i + 1), "req/s"
+        if ($i == "us_per_request") print "echo_64B_cpu", s, $(i + 1), "us/req"
+      }
+    }' <<<"$out" | tee -a "$out_file"
+}
+
+for _ in $(seq "$repeat"); do
+  for n in $counts; do
+    for b in tree spawn; do
+      "$bin/runtime_bench" "$b" --workers "$n" | record corio "$n"
+      [ -z "$tokio" ] || "$tokio" "$b" --threads "$n" | record tokio "$n"
+    done
+    for b in mutex1m chan_mpmc; do
+      "$bin/sync_bench" "$b" --workers "$n" --corio-only | record corio "$n"
+      [ -z "$tokio" ] || "$tokio" "$b" --threads "$n" | record tokio "$n"
+    done
+    if [ "$echo_bench" = 1 ]; then
+      echo_run corio "$n" "$bin/echo_server" --port PORT --workers "$n"
+      [ -z "$tokio" ] || echo_run tokio "$n" "$tokio" echo PORT "$n"
+    fi
+  done
+done
+
+# The table: one row per benchmark and system, one column per worker count (medians).
+echo
+awk -v counts="$counts" '
+  NF >= 4 && $1 !~ /^#/ {
+    split($2, p, "-"); fam = p[1]; n = p[2]; sub(/w$/, "", n)
+    key = $1 " " fam
+    if (!(key in unit)) { order[++rows] = key }
+    unit[key] = $4
+    v[key, n, ++cnt[key, n]] = $3
+  }
+  function median(key, n,    k, i, j, t, a) {
+    k = cnt[key, n]
+    if (k == 0) return "-"
+    for (i = 1; i <= k; i++) a[i] = v[key, n, i] + 0
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+  END {
+    nc = split(counts, c, " ")
+    printf "%-14s %-6s %-8s", "benchmark", "system", "unit"
+    for (i = 1; i <= nc; i++) printf " %12s", c[i] "w"
+    printf "\n"
+    for (r = 1; r <= rows; r++) {
+      split(order[r], kk, " ")
+      printf "%-14s %-6s %-8s", kk[1], kk[2], unit[order[r]]
+      for (i = 1; i <= nc; i++) printf " %12s", median(order[r], c[i])
+      printf "\n"
+    }
+  }' "$out_file"
+echo
+echo "results: $out_file"
+if command -v gnuplot >/dev/null && command -v python3 >/dev/null; then
+  bash "$here/report.sh" "$out_file"
+else
+  echo "charts: copy $out_file to a machine with gnuplot and python3, then: bash bench/report.sh $(basename "$out_file")"
+fi
