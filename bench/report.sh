@@ -123,14 +123,14 @@ for (bench, system), v in sorted(med.items()):
 
 for family, rows in sorted(pairs.items()):
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", family)
-    dat = os.path.join(work, f"vs-{name}.dat")
-    with open(dat, "w", encoding="utf-8") as f:
+    dat = f"vs-{name}.dat"
+    with open(os.path.join(work, dat), "w", encoding="utf-8") as f:
         for label, ratio, *_ in rows:
             color = "0x2e8b57" if ratio >= 1 else "0xc0392b"
             f.write(f"{label}\t{ratio:.6g}\t{ratio:.2f}x\t{int(color, 16)}\n")
     lo = min(min(r[1] for r in rows), 1.0) / 1.6
     hi = max(max(r[1] for r in rows), 1.0) * 1.6
-    svg = os.path.join(out_dir, f"{stem}-vs-{name}.svg")
+    svg = os.path.abspath(os.path.join(out_dir, f"{stem}-vs-{name}.svg"))
     width = max(640, 90 * len(rows) + 200)
     gp = os.path.join(work, f"vs-{name}.gp")
     with open(gp, "w", encoding="utf-8") as f:
@@ -154,8 +154,8 @@ set style fill solid 0.85 noborder
         if command:
             f.write(f"set label {gp_quote('run: ' + command)} at screen 0.01, screen 0.02 font \"sans,9\"\n")
         f.write(f"""plot {gp_quote(dat)} using 0:2:($0-0.35):($0+0.35):($2<1?$2:1):($2<1?1:$2):4:xticlabels(1) \\
-       with boxxyerror lc rgb variable, \\
-     '' using 0:($2<1?$2/1.12:$2*1.08):3 with labels font "sans,10"
+       with boxxyerror lc rgb variable title "speed ratio", \\
+     '' using 0:($2<1?$2/1.12:$2*1.08):3 with labels font "sans,10" title "ratio labels"
 """)
     charts.append(gp)
 
@@ -174,14 +174,14 @@ if scaled:
         hib = higher_is_better(unit)
         if hib is None:
             continue
-        dat = os.path.join(work, f"scale-{len(series)}.dat")
-        with open(dat, "w", encoding="utf-8") as f:
+        dat = f"scale-{len(series)}.dat"
+        with open(os.path.join(work, dat), "w", encoding="utf-8") as f:
             for n in sorted(s):
                 r = s[n] / s[1] if hib else s[1] / s[n]
                 f.write(f"{n}\t{r:.6g}\n")
         series.append((bench, family, dat))
     if series:
-        svg = os.path.join(out_dir, f"{stem}-scaling.svg")
+        svg = os.path.abspath(os.path.join(out_dir, f"{stem}-scaling.svg"))
         top = max(max(k for k in s) for s in scaled.values())
         benches = sorted({b for b, _, _ in series})
         palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
@@ -243,6 +243,6 @@ PY
 
 while read -r gp; do
   [ -n "$gp" ] || continue
-  gnuplot "$gp"
+  (cd "$work" && gnuplot "$gp")  # data files are named relative to $work
   sed -n 's/^set output "\(.*\)"$/\1/p' "$gp"
 done <"$work/charts"
