@@ -17,14 +17,14 @@ task<result<tcp_stream>> tcp_stream::connect(socket_address addr, std::stop_toke
   co_return s;
 }
 
-task<result<tcp_stream>> tcp_stream::connect(socket_address addr, std::chrono::nanoseconds limit,
+task<result<tcp_stream>> tcp_stream::connect(socket_address addr, saturating_duration limit,
                                              std::stop_token token) {
   auto fd = detail::open_socket(addr.family(), SOCK_STREAM, 0);
   if (!fd) {
     co_return unexpected(fd.error());
   }
   tcp_stream s(*fd);
-  auto r = co_await corio::timeout(detail::connect(s.fd(), addr.native(), addr.size(), std::move(token)), limit);
+  auto r = co_await corio::timeout(detail::connect(s.fd(), addr.native(), addr.size(), std::move(token)), limit.get());
   if (!r) {
     co_return unexpected(r.error());
   }

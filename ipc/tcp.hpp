@@ -38,6 +38,7 @@
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -48,8 +49,9 @@ class tcp_stream : public stream_socket {
 
   /// Connects to `addr` (IPv4 or IPv6). The address is copied into the task.
   [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, std::stop_token token = {});
-  /// Same, giving up with std::errc::timed_out after `timeout`.
-  [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, std::chrono::nanoseconds timeout,
+  /// Same, giving up with std::errc::timed_out after `timeout` (any duration; a huge one
+  /// saturates to "no limit", see runtime/time.hpp).
+  [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, saturating_duration timeout,
                                                         std::stop_token token = {});
 
   /// TCP_NODELAY: send small segments at once (no Nagle delay).

@@ -7,7 +7,17 @@
 // timers every runtime_config::global_queue_interval ticks.
 // Cancellation: the explicit token and the inherited one (when_any, timeout) cancel the
 // sleep from any thread; it then returns std::errc::operation_canceled.
-// Thread-safety: one awaiter. Cost: O(log n) in the worker's heap, no allocation.
+//
+// Deadlines saturate. Every corio deadline is computed by deadline_after() (and every
+// duration converted by saturating_cast()), so a duration too large for the clock —
+// nanoseconds::max(), seconds::max(), hours(1'000'000'000), an infinite duration<double>
+// — means "practically never" (clock::time_point::max(), about 292 years after boot)
+// instead of overflowing into the past and firing at once. A negative duration is a
+// deadline in the past (due at once); a NaN duration counts as zero. APIs that take a
+// non-template duration take saturating_duration, which converts any duration this way.
+//
+// Thread-safety: one awaiter; the helpers are pure functions. Cost: O(log n) in the
+// worker's heap, no allocation; the helpers are a few integer operations.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -15,8 +25,11 @@
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
+#include <limits>
 #include <optional>
+#include <ratio>
 #include <stop_token>
+#include <type_traits>
 
 #include <corio/runtime/port.hpp>
 #include <corio/runtime/result.hpp>
@@ -26,6 +39,83 @@ namespace corio {
 
 /// The clock of every corio deadline (monotonic).
 using clock = std::chrono::steady_clock;
+
+/// Converts any duration to clock::duration, clamping instead of overflowing: values
+/// beyond the range give clock::duration::max() (or min()); a NaN gives zero. Any thread;
+/// a multiplication and a division (128-bit for integral counts).
+template <class Rep, class Period>
+constexpr clock::duration saturating_cast(std::chrono::duration<Rep, Period> d) noexcept {
+  using to = clock::duration;
+  using factor = std::ratio_divide<Period, to::period>;
+  constexpr auto hi = std::numeric_limits<to::rep>::max();
+  constexpr auto lo = std::numeric_limits<to::rep>::min();
+  if constexpr (std::is_floating_point_v<Rep>) {
+    long double v = static_cast<long double>(d.count()) * factor::num / factor::den;
+    if (v != v) {
+      return to::zero();
+    }
+    if (v >= static_cast<long double>(hi)) {
+      return to::max();
+    }
+    if (v <= static_cast<long double>(lo)) {
+      return to::min();
+    }
+    return to(static_cast<to::rep>(v));
+  } else {
+    static_assert(std::is_integral_v<Rep> && sizeof(Rep) <= 8, "saturating_cast: an integral count of at most 64 bits");
+    static_assert(factor::num < (std::intmax_t{1} << 62), "saturating_cast: period too large");
+    // |count| < 2^64 and num < 2^62: the product fits in 128 bits.
+    __extension__ using wide = __int128;
+    wide v = static_cast<wide>(d.count()) * factor::num / factor::den;
+    if (v >= static_cast<wide>(hi)) {
+      return to::max();
+    }
+    if (v <= static_cast<wide>(lo)) {
+      return to::min();
+    }
+    return to(static_cast<to::rep>(v));
+  }
+}
+
+/// `from + d`, clamped to [time_point::min(), time_point::max()]: the one way corio
+/// computes a deadline. time_point::max() never comes (it is ~292 years after boot).
+/// Any thread; pure.
+template <class Rep, class Period>
+constexpr clock::time_point deadline_after(std::chrono::duration<Rep, Period> d, clock::time_point from) noexcept {
+  clock::duration::rep base = from.time_since_epoch().count();
+  clock::duration::rep add = saturating_cast(d).count();
+  clock::duration::rep sum = 0;
+  if (__builtin_add_overflow(base, add, &sum)) {
+    return add > 0 ? clock::time_point::max() : clock::time_point::min();
+  }
+  return clock::time_point(clock::duration(sum));
+}
+/// deadline_after(d, clock::now()). Any thread; one clock read.
+template <class Rep, class Period>
+clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) noexcept {
+  return deadline_after(d, clock::now());
+}
+
+/// A duration parameter that saturates: implicitly built from any std::chrono::duration
+/// by saturating_cast, so a non-template API (tcp_stream::connect, child::wait_for)
+/// taking it cannot overflow at the call site as an implicit conversion to nanoseconds
+/// would (hours::max() becomes "practically never"). Plain value; any thread.
+class saturating_duration {
+ public:
+  /// Zero.
+  constexpr saturating_duration() noexcept = default;
+  /// saturating_cast(d); implicit on purpose, so any duration converts at the call site.
+  template <class Rep, class Period>
+  constexpr saturating_duration(std::chrono::duration<Rep, Period> d) noexcept
+      : m_value(saturating_cast(d)) {}
+  /// The clamped duration.
+  constexpr clock::duration get() const noexcept { return m_value; }
+  /// The clamped duration; implicit on purpose, so it passes where a clock::duration goes.
+  constexpr operator clock::duration() const noexcept { return m_value; }
+
+ private:
+  clock::duration m_value{};
+};
 
 /// Awaitable returned by sleep_until / sleep_for; yields result<void>.
 class [[nodiscard]] sleep_awaiter : port::timer_node {
@@ -56,7 +146,7 @@ class [[nodiscard]] sleep_awaiter : port::timer_node {
     }
     owner = w;
     waiter = h;
-    deadline_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(m_deadline.time_since_epoch()).count();
+    deadline_ns = saturating_cast(m_deadline.time_since_epoch()).count();
     port::arm_timer(w, this);
     m_stop.arm(m_token, inherited, stop_fn{this});
     return true;
@@ -101,10 +191,11 @@ inline sleep_awaiter sleep_until(clock::time_point deadline, std::stop_token tok
   return sleep_awaiter(deadline, std::move(token));
 }
 
-/// Suspends the current task for `duration` (measured on the steady clock).
+/// Suspends the current task for `duration` (measured on the steady clock; saturating:
+/// a huge duration never fires, a negative one returns at once).
 template <class Rep, class Period>
 sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> duration, std::stop_token token = {}) {
-  return sleep_awaiter(clock::now() + std::chrono::duration_cast<clock::duration>(duration), std::move(token));
+  return sleep_awaiter(deadline_after(duration), std::move(token));
 }
 
 }  // namespace corio

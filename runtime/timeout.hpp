@@ -1,4 +1,5 @@
-// timeout(awaitable, duration): await something, but give up after a duration.
+// timeout(awaitable, duration): await something, but give up after a duration;
+// timeout_at(awaitable, deadline): the same with a deadline on corio::clock.
 //
 // The awaitable (wrapped in a task) and a timer run side by side; each stops the other
 // when it finishes. If the awaitable yields a result<U> (every corio wait does), the
@@ -8,7 +9,8 @@
 // the awaitable ended cancelled by the timer. For any other T the timeout yields
 // result<T>: the value if it came before the timer fired, else timed_out. A stop of the
 // awaiting task stops both (then operation_canceled). An awaitable that ignores
-// cancellation is waited for.
+// cancellation is waited for. The deadline saturates (runtime/time.hpp): a huge duration
+// such as nanoseconds::max() never times out.
 // Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
 
@@ -86,8 +88,8 @@ task<void> run_awaited(task<T> body, timeout_race* race, std::optional<non_void_
   race->timer_stop.request_stop();
 }
 
-inline task<void> run_timer(clock::duration d, timeout_race* race) {
-  auto fired = co_await sleep_for(d, race->timer_stop.get_token());
+inline task<void> run_timer(clock::time_point deadline, timeout_race* race) {
+  auto fired = co_await sleep_until(deadline, race->timer_stop.get_token());
   if (fired) {
     // relaxed: read by the timeout coroutine after when_all joined both sides.
     race->timed_out.store(true, std::memory_order_relaxed);
@@ -95,13 +97,20 @@ inline task<void> run_timer(clock::duration d, timeout_race* race) {
   }
 }
 
-}  // namespace detail
+template <class A>
+using timeout_task_t = task<timeout_result_t<typename decltype(as_task(std::declval<A>()))::value_type>>;
 
-/// Awaits `awaitable` for at most `duration`; see the header comment.
-template <class A, class Rep, class Period>
-auto timeout(A awaitable, std::chrono::duration<Rep, Period> duration)
-    -> task<detail::timeout_result_t<typename decltype(detail::as_task(std::move(awaitable)))::value_type>> {
+// The body of timeout() and timeout_at(): `limit` is a clock::duration (the deadline is
+// taken when the timeout starts running) or a clock::time_point.
+template <class A, class Limit>
+auto timeout_impl(A awaitable, Limit limit) -> timeout_task_t<A> {
   using T = typename decltype(detail::as_task(std::move(awaitable)))::value_type;
+  clock::time_point deadline;
+  if constexpr (std::is_same_v<Limit, clock::time_point>) {
+    deadline = limit;
+  } else {
+    deadline = deadline_after(limit);
+  }
   detail::timeout_race race;
   std::stop_token outer = co_await get_stop_token();
   std::optional<std::stop_callback<detail::forward_stop>> link;
@@ -113,7 +122,7 @@ auto timeout(A awaitable, std::chrono::duration<Rep, Period> duration)
   std::exception_ptr error;
   co_await detail::when_all_tuple_awaiter<void, void>(
       &inner, detail::run_awaited(detail::as_task(std::move(awaitable)), &race, &value, &error),
-      detail::run_timer(std::chrono::duration_cast<clock::duration>(duration), &race));
+      detail::run_timer(deadline, &race));
   link.reset();
   bool fired = race.timed_out.load(std::memory_order_relaxed);
   if (error) {
@@ -142,6 +151,22 @@ auto timeout(A awaitable, std::chrono::duration<Rep, Period> duration)
       co_return std::move(*value);
     }
   }
+}
+
+}  // namespace detail
+
+/// Awaits `awaitable` for at most `duration` (saturating: nanoseconds::max() and the like
+/// never time out); see the header comment.
+template <class A, class Rep, class Period>
+detail::timeout_task_t<A> timeout(A awaitable, std::chrono::duration<Rep, Period> duration) {
+  return detail::timeout_impl(std::move(awaitable), saturating_cast(duration));
+}
+
+/// Awaits `awaitable` until `deadline` at most (a past deadline times out at once unless
+/// the awaitable completes without suspending); see the header comment.
+template <class A>
+detail::timeout_task_t<A> timeout_at(A awaitable, clock::time_point deadline) {
+  return detail::timeout_impl(std::move(awaitable), deadline);
 }
 
 }  // namespace corio

@@ -16,8 +16,7 @@ task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_po
   // timeout() races the wait against a sleep; the loser is cancelled through the
   // inherited token, so the wait op always finishes (and always released the mutex).
   // `token` stops the wait op itself: operation_canceled, passed through by timeout().
-  auto r = co_await timeout(detail::cv_wait_operation(m_waiters, *m, std::move(token)),
-                            std::chrono::duration_cast<clock::duration>(deadline - clock::now()));
+  auto r = co_await timeout_at(detail::cv_wait_operation(m_waiters, *m, std::move(token)), deadline);
   g = co_await m->scoped_lock();
   co_return r;
 }

@@ -118,7 +118,7 @@ class condition_variable {
   /// success. Errors: timed_out, operation_canceled (`token` or the inherited token).
   template <class Rep, class Period>
   task<result<void>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, std::stop_token token = {}) {
-    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d),
+    co_return co_await wait_until(g, deadline_after(d),
                                   std::move(token));
   }
   /// wait_for() with an absolute `deadline` on corio's steady clock.
@@ -145,7 +145,7 @@ class condition_variable {
     requires std::predicate<Pred&>
   task<result<bool>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, Pred pred,
                               std::stop_token token = {}) {
-    co_return co_await wait_until(g, clock::now() + std::chrono::duration_cast<clock::duration>(d), std::move(pred),
+    co_return co_await wait_until(g, deadline_after(d), std::move(pred),
                                   std::move(token));
   }
 

@@ -273,8 +273,8 @@ task<void> child::kill_and_reap() {
   m_pid = -1;  // the handle empties: later waits yield ECHILD
 }
 
-task<result<exit_status>> child::wait_for(clock::duration limit, on_cancel action) {
-  co_return co_await corio::timeout(wait({}, action), limit);
+task<result<exit_status>> child::wait_for(saturating_duration limit, on_cancel action) {
+  co_return co_await corio::timeout(wait({}, action), limit.get());
 }
 
 task<result<process_output>> child::output(std::string input) {

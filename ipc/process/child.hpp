@@ -93,8 +93,9 @@ class child {
   /// Errors: ECHILD if the child was released; the ring's errors. Resumes on: a worker.
   task<result<exit_status>> wait(std::stop_token token = {}, on_cancel action = on_cancel::leave_running);
   /// wait() for at most `limit`; std::errc::timed_out after it (the child killed and
-  /// reaped in the background with on_cancel::kill, the default).
-  task<result<exit_status>> wait_for(clock::duration limit, on_cancel action = on_cancel::kill);
+  /// reaped in the background with on_cancel::kill, the default). Any duration; a huge
+  /// one saturates to "no limit" (runtime/time.hpp).
+  task<result<exit_status>> wait_for(saturating_duration limit, on_cancel action = on_cancel::kill);
   /// Reaps the child if it has exited; nullopt while it runs. Never blocks.
   [[nodiscard]] result<std::optional<exit_status>> try_wait();
   /// Sends `sig` through the pidfd (no pid-reuse race). ESRCH once the child was reaped.

@@ -247,6 +247,31 @@ TEST_CASE("tcp: connect with a timeout gives up with timed_out and closes its so
   CHECK(corio_test::open_fd_count() == fds_before);
 }
 
+TEST_CASE("tcp: connect with hours::max() or seconds::max() as its timeout means no limit", "[ipc][tcp]") {
+  corio::runtime rt(ipc_test::workers(2));
+  full_backlog f;
+  rt.block_on(fill_backlog(f));
+  // The connect hangs (its SYNs are dropped): with no limit, a 200 ms sleep beside it wins.
+  // An overflowed limit (a deadline in the past) would end it with timed_out at once.
+  auto race = [&](auto limit) -> task<std::size_t> {
+    auto connect = [&]() -> task<std::error_code> {
+      auto c = co_await tcp_stream::connect(address_of(f.listener), limit);
+      co_return c ? std::error_code{} : c.error();
+    };
+    auto sleep = []() -> task<void> { (void)co_await corio::sleep_for(200ms); };
+    auto winner = co_await corio::when_any(connect(), sleep());
+    co_return winner.index();
+  };
+  CHECK(rt.block_on(race(std::chrono::hours::max())) == 1);
+  CHECK(rt.block_on(race(std::chrono::seconds::max())) == 1);
+  tcp_listener ready = listen_loopback();
+  auto body = [&]() -> task<std::error_code> {
+    auto c = co_await tcp_stream::connect(address_of(ready), std::chrono::hours::max());
+    co_return c ? std::error_code{} : c.error();
+  };
+  CHECK(rt.block_on(body()) == std::error_code{});
+}
+
 TEST_CASE("tcp: a stop token cancels a pending connect", "[ipc][tcp][cancel]") {
   corio::runtime rt(ipc_test::workers(2));
   full_backlog f;

@@ -486,6 +486,22 @@ TEST_CASE("child: wait_for times out and kills", "[process][child]") {
   CHECK(process_test::zombies_after_settle(2000ms) == 0);
 }
 
+namespace {
+corio::task<corio::result<corio::ipc::exit_status>> wait_for_with_huge_limit() {
+  auto c = command("sh").args({"-c", "sleep 0.05; exit 3"}).spawn();
+  if (!c) {
+    co_return corio::unexpected(c.error());
+  }
+  co_return co_await c->wait_for(std::chrono::hours::max());
+}
+}  // namespace
+
+TEST_CASE("child: wait_for with hours::max() as its limit waits for the exit", "[process][child]") {
+  auto st = run2(wait_for_with_huge_limit());
+  REQUIRE(st);
+  CHECK(st->code() == 3);
+}
+
 TEST_CASE("command: a cancelled status() kills and reaps the child", "[process][command]") {
   std::string path = pid_file("status");
   ::unlink(path.c_str());

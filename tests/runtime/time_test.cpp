@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <stop_token>
 #include <thread>
@@ -148,4 +150,104 @@ TEST_CASE("time: timeout returns a value that arrived after the deadline instead
     co_return r ? *r : -1;
   };
   CHECK(rt.block_on(body()) == 7);
+}
+
+TEST_CASE("time: saturating_cast and deadline_after clamp durations the clock cannot hold", "[runtime][time]") {
+  using corio::clock;
+  using corio::deadline_after;
+  using corio::saturating_cast;
+  using std::chrono::nanoseconds;
+  STATIC_REQUIRE(saturating_cast(std::chrono::seconds(5)) == 5s);
+  STATIC_REQUIRE(saturating_cast(std::chrono::microseconds(-7)) == -7us);
+  STATIC_REQUIRE(saturating_cast(nanoseconds::max()) == clock::duration::max());
+  STATIC_REQUIRE(saturating_cast(std::chrono::seconds::max()) == clock::duration::max());
+  STATIC_REQUIRE(saturating_cast(std::chrono::seconds::min()) == clock::duration::min());
+  STATIC_REQUIRE(saturating_cast(std::chrono::hours(1'000'000'000)) == clock::duration::max());
+  STATIC_REQUIRE(saturating_cast(std::chrono::duration<std::uint64_t>(~std::uint64_t{0})) == clock::duration::max());
+  STATIC_REQUIRE(saturating_cast(std::chrono::duration<double>(1e300)) == clock::duration::max());
+  STATIC_REQUIRE(saturating_cast(std::chrono::duration<double>(-1e300)) == clock::duration::min());
+  STATIC_REQUIRE(saturating_cast(std::chrono::duration<double, std::milli>(1.5)) == 1500us);
+  CHECK(saturating_cast(std::chrono::duration<double>(std::numeric_limits<double>::infinity())) ==
+        clock::duration::max());
+  CHECK(saturating_cast(std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN())) ==
+        clock::duration::zero());
+
+  const auto now = clock::now();
+  CHECK(deadline_after(nanoseconds::max(), now) == clock::time_point::max());
+  CHECK(deadline_after(std::chrono::hours::max(), now) == clock::time_point::max());
+  CHECK(deadline_after(clock::duration::max() - (now.time_since_epoch() - 1ns), now) == clock::time_point::max());
+  CHECK(deadline_after(std::chrono::hours::min(), now) < now);
+  CHECK(deadline_after(std::chrono::hours::min(), clock::time_point::min() + 1h) == clock::time_point::min());
+  CHECK(deadline_after(std::chrono::hours::min(), clock::time_point::max()) < now);
+  CHECK(deadline_after(250ms, now) == now + 250ms);
+  STATIC_REQUIRE(deadline_after(1s, clock::time_point::max()) == clock::time_point::max());
+}
+
+namespace {
+// Races a sleep of `huge` against a 20 ms sleep: yields the winner (1 when the huge one
+// rightly never fires; 0 if it fired at once, as an overflowed deadline in the past does).
+template <class D>
+corio::task<std::size_t> race_huge_sleep(D huge) {
+  auto sleep_huge = [](D d) -> corio::task<corio::result<void>> { co_return co_await corio::sleep_for(d); };
+  auto sleep_short = []() -> corio::task<corio::result<void>> { co_return co_await corio::sleep_for(20ms); };
+  auto winner = co_await corio::when_any(sleep_huge(huge), sleep_short());
+  co_return winner.index();
+}
+}  // namespace
+
+TEST_CASE("time: a sleep for nanoseconds::max(), seconds::max() or a billion hours never fires",
+          "[runtime][time]") {
+  corio::runtime rt(workers(2));
+  CHECK(rt.block_on(race_huge_sleep(std::chrono::nanoseconds::max())) == 1);
+  CHECK(rt.block_on(race_huge_sleep(std::chrono::seconds::max())) == 1);
+  CHECK(rt.block_on(race_huge_sleep(std::chrono::hours(1'000'000'000))) == 1);
+  CHECK(rt.block_on(race_huge_sleep(std::chrono::hours::max())) == 1);
+  CHECK(rt.block_on(race_huge_sleep(std::chrono::duration<double>(std::numeric_limits<double>::infinity()))) == 1);
+  auto until_max = []() -> corio::task<std::size_t> {
+    auto sleep_huge = []() -> corio::task<corio::result<void>> {
+      co_return co_await corio::sleep_until(corio::clock::time_point::max());
+    };
+    auto sleep_short = []() -> corio::task<corio::result<void>> { co_return co_await corio::sleep_for(20ms); };
+    auto winner = co_await corio::when_any(sleep_huge(), sleep_short());
+    co_return winner.index();
+  };
+  CHECK(rt.block_on(until_max()) == 1);
+}
+
+TEST_CASE("time: a sleep for a negative duration, even hours::min(), returns at once", "[runtime][time]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<bool> {
+    auto a = co_await corio::sleep_for(-5s);
+    auto b = co_await corio::sleep_for(std::chrono::hours::min());
+    co_return a.has_value() && b.has_value();
+  };
+  CHECK(rt.block_on(body()));
+}
+
+namespace {
+template <class D>
+corio::task<std::error_code> quick_sleep_under_timeout(D limit) {
+  auto r = co_await corio::timeout(corio::sleep_for(20ms), limit);
+  co_return r ? std::error_code{} : r.error();
+}
+}  // namespace
+
+TEST_CASE("time: timeout with nanoseconds::max(), seconds::max() or a billion hours never times out",
+          "[runtime][time][timeout]") {
+  corio::runtime rt(workers(2));
+  CHECK(rt.block_on(quick_sleep_under_timeout(std::chrono::nanoseconds::max())) == std::error_code{});
+  CHECK(rt.block_on(quick_sleep_under_timeout(std::chrono::seconds::max())) == std::error_code{});
+  CHECK(rt.block_on(quick_sleep_under_timeout(std::chrono::hours(1'000'000'000))) == std::error_code{});
+  CHECK(rt.block_on(quick_sleep_under_timeout(std::chrono::hours::max())) == std::error_code{});
+  CHECK(rt.block_on(quick_sleep_under_timeout(std::chrono::duration<double>(1e300))) == std::error_code{});
+}
+
+TEST_CASE("time: timeout_at gives up at its deadline and passes a value that came first", "[runtime][time][timeout]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<bool> {
+    auto late = co_await corio::timeout_at(corio::sleep_for(1h), corio::clock::now() + 20ms);
+    auto never = co_await corio::timeout_at(corio::sleep_for(5ms), corio::clock::time_point::max());
+    co_return !late && late.error() == std::errc::timed_out && never.has_value();
+  };
+  CHECK(rt.block_on(body()));
 }

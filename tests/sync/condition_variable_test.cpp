@@ -221,6 +221,33 @@ TEST_CASE("condition_variable: wait_for times out with timed_out and holds the m
   REQUIRE_FALSE(b.m.is_locked());
 }
 
+TEST_CASE("condition_variable: wait_for with seconds::max() waits for the notify instead of timing out",
+          "[sync][condition_variable]") {
+  corio::runtime rt(corio_test::sync_config());
+  box b;
+  auto waiter = [](box& b) -> corio::task<std::error_code> {
+    auto g = co_await b.m.scoped_lock();
+    auto r = co_await b.cv.wait_for(g, std::chrono::seconds::max(), [&] { return b.ready; });
+    if (!r) {
+      co_return r.error();
+    }
+    co_return *r ? std::error_code{} : std::make_error_code(std::errc::timed_out);
+  };
+  auto notifier = [](box& b) -> corio::task<void> {
+    (void)co_await corio::sleep_for(20ms);
+    auto g = co_await b.m.scoped_lock();
+    b.ready = true;
+    b.cv.notify_all();
+  };
+  auto body = [&]() -> corio::task<std::error_code> {
+    auto h = corio::spawn(notifier(b));
+    auto ec = co_await waiter(b);
+    co_await h;
+    co_return ec;
+  };
+  CHECK(rt.block_on(body()) == std::error_code{});
+}
+
 TEST_CASE("condition_variable: a stopped wait returns operation_canceled with the mutex held", "[sync][condition_variable]") {
   corio::runtime rt(corio_test::sync_config());
   box b;
