@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <corio/runtime/time.hpp>
+
 namespace corio::detail {
 
 bool blocking_pool::submit(blocking_job* job) {
@@ -57,7 +59,10 @@ void blocking_pool::thread_main() {
   for (;;) {
     while (m_jobs.empty() && !m_stopping) {
       ++m_idle;
-      bool woke = m_work.wait_for(lock, m_keep_alive, [&] { return !m_jobs.empty() || m_stopping; });
+      // A deadline, not wait_for: wait_for(milliseconds::max()) overflows into the past
+      // inside the standard library; deadline_after saturates ("never").
+      bool woke = m_work.wait_until(lock, deadline_after(m_keep_alive),
+                                    [&] { return !m_jobs.empty() || m_stopping; });
       --m_idle;
       if (!woke) {
         --m_live;

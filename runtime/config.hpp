@@ -32,7 +32,8 @@ struct runtime_config {
   unsigned global_queue_interval = 61;
   /// Threads of the spawn_blocking() pool at most. Must be 1..4096.
   unsigned max_blocking_threads = 64;
-  /// An idle blocking thread exits after this long.
+  /// An idle blocking thread exits after this long (saturating: milliseconds::max()
+  /// keeps idle threads until the runtime stops).
   std::chrono::milliseconds blocking_keep_alive{10000};
   /// Try IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN first.
   bool defer_taskrun = true;

@@ -1,18 +1,23 @@
-// Slab allocator for coroutine frames and join states (see the header for the contract).
+// Slab allocator for coroutine frames and join states (see the header for the contract
+// and the memory policy).
 //
 // Memory comes in 2 MiB-aligned chunks advised as transparent huge pages, so a million
 // live tasks fault in ~100 huge pages instead of ~50,000 small ones (page faults were
-// the largest single cost of spawning in profiles). Blocks are carved by size class
-// (16-byte granularity up to 1 KiB) and recycled through per-thread free lists. A list
-// that grows past kSpill blocks (a thread that frees what others allocate) hands the
-// whole list to a global pool, where threads that run dry take whole lists back, so
-// producer/consumer patterns reuse memory instead of carving more. A thread that exits
-// donates its lists. Chunks are never returned to the OS: the footprint is the peak
-// number of live frames (documented; the same trade as Tokio's task allocator).
+// the largest single cost of spawning in profiles). Each chunk starts with a header
+// naming its owner cache and counting its blocks in use; the owner carves blocks by size
+// class (16-byte granularity up to 1 KiB) and recycles them through its per-class free
+// lists. A block always returns to its own chunk's owner: directly when freed on the
+// owner thread, through the owner's remote list (a lock-free stack that only the owner
+// empties, all at once) when freed elsewhere. So a chunk's count is exact once the owner
+// has taken its remote list back, and a chunk counting zero has every block in the
+// owner's lists: a trim unlinks them and unmaps the chunk. A thread that exits trims
+// everything it can and leaves its cache (never freed) for the next thread to adopt;
+// idle workers trim such caches when blocks freed into them arrive.
 #include <corio/runtime/detail/frame_allocator.hpp>
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <new>
@@ -33,34 +38,35 @@ constexpr std::size_t kGranule = 16;
 constexpr std::size_t kClasses = 64;  // blocks up to 1 KiB
 constexpr std::size_t kMaxBlock = kGranule * kClasses;
 constexpr std::size_t kChunk = std::size_t{2} << 20;
-constexpr std::size_t kSpill = 4096;
+constexpr std::size_t kHeader = 64;    // the chunk header's room; blocks start after it
+constexpr std::size_t kKeepEmpty = 1;  // empty chunks (besides the current one) a trim keeps
+
+struct thread_cache;
+
+struct chunk_header {
+  thread_cache* owner;  // set when the chunk is mapped, never changed
+  std::size_t used;     // owner only: blocks handed out and not yet back in the owner's lists
+  bool release;         // owner only: chosen for unmapping by the trim in progress
+};
+static_assert(sizeof(chunk_header) <= kHeader && kHeader % kGranule == 0);
 
 struct free_block {
   free_block* next;
+  std::uint32_t cls;  // written by a remote free, so the owner knows the list it belongs to
 };
+static_assert(sizeof(free_block) <= kGranule);
 
-struct chain {
-  free_block* head;
-  std::size_t count;
-};
-
-struct region {
-  char* begin;
-  char* end;
-};
-
-struct global_pool {
-  std::mutex mutex;
-  std::vector<chain> chains[kClasses];
-  std::vector<region> regions;  // unused bump space of threads that exited
-};
-
-global_pool& pool() {
-  static global_pool* p = new global_pool();  // never destroyed: threads may exit late
-  return *p;
+chunk_header* chunk_of(void* block) {
+  return reinterpret_cast<chunk_header*>(reinterpret_cast<std::uintptr_t>(block) & ~(kChunk - 1));
 }
 
-char* new_chunk() {
+constexpr std::size_t class_of(std::size_t size) { return (size + kGranule - 1) / kGranule - 1; }
+constexpr std::size_t bytes_of(std::size_t cls) { return (cls + 1) * kGranule; }
+
+// relaxed: a statistic; nothing is ordered by it.
+std::atomic<std::size_t> g_mapped{0};
+
+char* map_chunk() {
   // Over-map by one chunk to align to 2 MiB (a THP needs an aligned 2 MiB range).
   void* raw = ::mmap(nullptr, 2 * kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) {
@@ -76,95 +82,216 @@ char* new_chunk() {
     ::munmap(reinterpret_cast<void*>(aligned + kChunk), end - (aligned + kChunk));
   }
   ::madvise(reinterpret_cast<void*>(aligned), kChunk, MADV_HUGEPAGE);
+  g_mapped.fetch_add(kChunk, std::memory_order_relaxed);
   return reinterpret_cast<char*>(aligned);
 }
 
+void unmap_chunk(chunk_header* ch) {
+  ::munmap(ch, kChunk);
+  g_mapped.fetch_sub(kChunk, std::memory_order_relaxed);
+}
+
+struct orphanage {
+  std::mutex mutex;
+  std::vector<thread_cache*> caches;  // caches of exited threads, for adoption
+  // Set by a remote free into an orphan; an idle worker exchanges it and trims the
+  // orphans. seq_cst with the orphan flag's accesses below.
+  std::atomic<bool> work{false};
+};
+
+orphanage& orphans() {
+  static orphanage* o = new orphanage();  // never destroyed: threads may exit late
+  return *o;
+}
+
 struct thread_cache {
-  chain lists[kClasses] = {};
+  free_block* lists[kClasses] = {};
+  std::size_t free_bytes = 0;  // bytes in `lists`
+  chunk_header* bump_chunk = nullptr;
   char* bump = nullptr;
   char* bump_end = nullptr;
+  std::vector<chunk_header*> chunks;  // every chunk this cache owns
+  // Blocks freed by other threads. Pushers: CAS with release (seq_cst, see `orphaned`);
+  // the owner takes the whole stack with an acquire exchange, which synchronizes with
+  // every push before it (a chain of RMWs continues the release sequence).
+  alignas(64) std::atomic<free_block*> remote{nullptr};
+  // True while no thread owns the cache. Store-buffer pair with the remote push: an exiting
+  // owner stores it and then empties `remote`; a pusher pushes and then loads it (all
+  // seq_cst), so either the owner's last collection sees the block or the pusher sees
+  // the flag and tells the orphanage.
+  std::atomic<bool> orphaned{false};
 
-  ~thread_cache() {
-    global_pool& g = pool();
-    std::lock_guard lock(g.mutex);
-    for (std::size_t c = 0; c < kClasses; ++c) {
-      if (lists[c].count != 0) {
-        g.chains[c].push_back(lists[c]);
+  void* take(std::size_t c) {
+    free_block* b = lists[c];
+    if (b == nullptr) {
+      // relaxed: a hint; collect_remote() synchronizes.
+      if (remote.load(std::memory_order_relaxed) != nullptr) {
+        collect_remote();
+        b = lists[c];
+      }
+      if (b == nullptr) {
+        return carve(c);
       }
     }
-    // The unused rest of our bump region goes back for the next thread to carve from.
-    if (bump != nullptr && bump < bump_end) {
-      g.regions.push_back({bump, bump_end});
+    lists[c] = b->next;
+    free_bytes -= bytes_of(c);
+    ++chunk_of(b)->used;
+    return b;
+  }
+
+  void give(free_block* b, std::size_t c, chunk_header* ch) {
+    b->next = lists[c];
+    lists[c] = b;
+    free_bytes += bytes_of(c);
+    --ch->used;
+  }
+
+  void push_remote(free_block* b, std::size_t c) {
+    b->cls = static_cast<std::uint32_t>(c);
+    free_block* head = remote.load(std::memory_order_relaxed);
+    do {
+      b->next = head;
+    } while (!remote.compare_exchange_weak(head, b, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if (orphaned.load(std::memory_order_seq_cst)) {
+      orphans().work.store(true, std::memory_order_seq_cst);
     }
   }
 
-  void* carve(std::size_t bytes) {
-    if (bump == nullptr || bump + bytes > bump_end) {
-      region r = take_region();
-      bump = r.begin;
-      bump_end = r.end;
+  void* carve(std::size_t c) {
+    std::size_t bytes = bytes_of(c);
+    if (bump_chunk == nullptr || bump + bytes > bump_end) {
+      chunks.reserve(chunks.size() + 1);  // may throw before anything is mapped
+      char* base = map_chunk();
+      bump_chunk = ::new (base) chunk_header{this, 0, false};
+      chunks.push_back(bump_chunk);
+      bump = base + kHeader;
+      bump_end = base + kChunk;
     }
     void* p = bump;
     bump += bytes;
+    ++bump_chunk->used;
     return p;
   }
 
-  /// A bump region left by an exited thread (if it can hold a large block), else a new chunk.
-  static region take_region() {
-    {
-      global_pool& g = pool();
-      std::lock_guard lock(g.mutex);
-      while (!g.regions.empty()) {
-        region r = g.regions.back();
-        g.regions.pop_back();
-        if (static_cast<std::size_t>(r.end - r.begin) >= kMaxBlock) {
-          return r;
+  void collect_remote() {
+    free_block* b = remote.exchange(nullptr, std::memory_order_seq_cst);
+    while (b != nullptr) {
+      free_block* next = b->next;
+      give(b, b->cls, chunk_of(b));
+      b = next;
+    }
+  }
+
+  bool wants_trim() const {
+    // relaxed: a hint; trim() synchronizes.
+    return free_bytes > kept_free_bytes || remote.load(std::memory_order_relaxed) != nullptr;
+  }
+
+  /// Takes back remote frees and unmaps the empty chunks beyond `keep_empty` (never the
+  /// current bump chunk).
+  void trim(std::size_t keep_empty) {
+    collect_remote();
+    std::size_t kept = 0;
+    bool any = false;
+    for (chunk_header* ch : chunks) {
+      ch->release = false;
+      if (ch->used == 0 && ch != bump_chunk) {
+        if (kept < keep_empty) {
+          ++kept;
+        } else {
+          ch->release = true;
+          any = true;
         }
-        // Too small to be worth keeping: dropped (at most kMaxBlock bytes per thread exit).
       }
     }
-    char* chunk = new_chunk();
-    return {chunk, chunk + kChunk};
-  }
-
-  bool refill(std::size_t c) {
-    global_pool& g = pool();
-    std::lock_guard lock(g.mutex);
-    if (g.chains[c].empty()) {
-      return false;
+    if (!any) {
+      return;
     }
-    lists[c] = g.chains[c].back();
-    g.chains[c].pop_back();
-    return true;
+    for (std::size_t c = 0; c < kClasses; ++c) {
+      free_block** link = &lists[c];
+      while (free_block* b = *link) {
+        if (chunk_of(b)->release) {
+          *link = b->next;
+          free_bytes -= bytes_of(c);
+        } else {
+          link = &b->next;
+        }
+      }
+    }
+    std::erase_if(chunks, [](chunk_header* ch) {
+      if (ch->release) {
+        unmap_chunk(ch);
+        return true;
+      }
+      return false;
+    });
   }
 
-  void spill(std::size_t c) {
-    global_pool& g = pool();
-    std::lock_guard lock(g.mutex);
-    g.chains[c].push_back(lists[c]);
-    lists[c] = chain{nullptr, 0};
+  /// The owning thread exits (or an orphan is trimmed): keep nothing for it. Returns true
+  /// if no chunk is left.
+  bool retire() {
+    orphaned.store(true, std::memory_order_seq_cst);
+    bump_chunk = nullptr;
+    bump = nullptr;
+    bump_end = nullptr;
+    trim(0);
+    return chunks.empty();
   }
 };
 
+// Trims every orphaned cache (blocks freed into them since their thread exited). A cache
+// is never deleted, even with no chunk left: a remote free may still be reading its
+// `orphaned` flag after the push that let the chunk go.
+void trim_orphans() {
+  orphanage& o = orphans();
+  std::lock_guard lock(o.mutex);
+  for (thread_cache* c : o.caches) {
+    (void)c->retire();
+  }
+}
+
 // The hot path reads one initial-exec TLS pointer (a single %fs-relative load, even in the
 // shared library, instead of a __tls_get_addr call and an init-guard check per frame). The
-// cache itself is created on a thread's first allocation; `cache_owner` destroys it, and
-// donates its blocks to the pool, when the thread exits.
+// cache itself is created (or adopted from an exited thread) on a thread's first
+// allocation; `cache_owner` retires it when the thread exits.
 [[gnu::tls_model("initial-exec")]] thread_local thread_cache* tl_cache = nullptr;
 
 struct cache_owner {
   thread_cache* cache = nullptr;
   ~cache_owner() {
     tl_cache = nullptr;
-    delete cache;
+    if (cache == nullptr) {
+      return;
+    }
+    (void)cache->retire();  // kept even if empty: see trim_orphans()
+    try {
+      orphanage& o = orphans();
+      std::lock_guard lock(o.mutex);
+      o.caches.push_back(cache);
+    } catch (...) {
+      // Out of memory for the vector: the cache and its chunks stay, unreachable.
+    }
   }
 };
 thread_local cache_owner tl_cache_owner;
 
 [[gnu::noinline]] thread_cache& make_cache() {
-  tl_cache_owner.cache = new thread_cache();
-  tl_cache = tl_cache_owner.cache;
-  return *tl_cache;
+  thread_cache* c = nullptr;
+  {
+    orphanage& o = orphans();
+    std::lock_guard lock(o.mutex);
+    if (!o.caches.empty()) {
+      c = o.caches.back();
+      o.caches.pop_back();
+    }
+  }
+  if (c == nullptr) {
+    c = new thread_cache();
+  }
+  c->orphaned.store(false, std::memory_order_seq_cst);
+  tl_cache_owner.cache = c;
+  tl_cache = c;
+  return *c;
 }
 
 inline thread_cache& cache() {
@@ -174,24 +301,13 @@ inline thread_cache& cache() {
   return make_cache();
 }
 
-constexpr std::size_t class_of(std::size_t size) { return (size + kGranule - 1) / kGranule - 1; }
-
 }  // namespace
 
 void* frame_allocate(std::size_t size) {
   if (size > kMaxBlock || size == 0) {
     return ::operator new(size);
   }
-  std::size_t c = class_of(size);
-  thread_cache& tc = cache();
-  chain& list = tc.lists[c];
-  if (list.head == nullptr && !tc.refill(c)) {
-    return tc.carve((c + 1) * kGranule);
-  }
-  free_block* b = list.head;
-  list.head = b->next;
-  --list.count;
-  return b;
+  return cache().take(class_of(size));
 }
 
 void frame_deallocate(void* block, std::size_t size) noexcept {
@@ -200,17 +316,32 @@ void frame_deallocate(void* block, std::size_t size) noexcept {
     return;
   }
   std::size_t c = class_of(size);
-  thread_cache& tc = cache();
-  chain& list = tc.lists[c];
   auto* b = static_cast<free_block*>(block);
-  b->next = list.head;
-  list.head = b;
-  if (++list.count >= kSpill) {
-    try {
-      tc.spill(c);
-    } catch (...) {
-      // Out of memory for the pool's vector: keep the blocks local.
-    }
+  chunk_header* ch = chunk_of(block);
+  // The chunk's owner is fixed when it is mapped, before any of its blocks is handed out.
+  if (ch->owner == tl_cache) {
+    ch->owner->give(b, c, ch);
+  } else {
+    ch->owner->push_remote(b, c);
+  }
+}
+
+std::size_t frame_memory_mapped() noexcept { return g_mapped.load(std::memory_order_relaxed); }
+
+void frame_trim() noexcept {
+  if (thread_cache* c = tl_cache) {
+    c->trim(kKeepEmpty);
+  }
+}
+
+void frame_idle() noexcept {
+  if (thread_cache* c = tl_cache; c != nullptr && c->wants_trim()) {
+    c->trim(kKeepEmpty);
+  }
+  // relaxed check first: most calls find no orphan work.
+  orphanage& o = orphans();
+  if (o.work.load(std::memory_order_relaxed) && o.work.exchange(false, std::memory_order_seq_cst)) {
+    trim_orphans();
   }
 }
 
@@ -218,6 +349,9 @@ void frame_deallocate(void* block, std::size_t size) noexcept {
 
 void* frame_allocate(std::size_t size) { return ::operator new(size); }
 void frame_deallocate(void* block, std::size_t) noexcept { ::operator delete(block); }
+std::size_t frame_memory_mapped() noexcept { return 0; }
+void frame_trim() noexcept {}
+void frame_idle() noexcept {}
 
 #endif
 

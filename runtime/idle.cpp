@@ -32,6 +32,7 @@
 //     found work (the last searcher wakes the next), and park() when nothing was found;
 //   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown
 //     wake that worker directly (wake_if_parked, the park word's value 2).
+#include <corio/runtime/detail/frame_allocator.hpp>
 #include <corio/runtime/internal/idle.hpp>
 
 #include <linux/futex.h>
@@ -123,6 +124,9 @@ void worker::park() {
     m_searching = false;
     rt.idle.searching.fetch_sub(1, std::memory_order_seq_cst);
   }
+  // Neither searching nor asleep: a task published meanwhile is seen by the re-check
+  // below. Returns empty frame chunks to the OS if this thread holds many free blocks.
+  detail::frame_idle();
   rt.idle.sleepers.fetch_add(1, std::memory_order_seq_cst);
   m_parked.store(1, std::memory_order_seq_cst);
   // seq_cst fence: the parker half of the store-buffer pairs in the design note; pairs

@@ -1,12 +1,26 @@
 // Slab allocator for coroutine frames and join states.
 //
-// Blocks are binned in 16-byte classes up to 1 KiB, carved from 2 MiB huge-page chunks;
-// a freed block goes onto the freeing thread's list, so spawn costs no malloc in the
-// steady state. Blocks freed on another thread than the one that allocated them simply
-// join that thread's list (surplus lists move through a global pool). Larger frames go to
-// operator new/delete. Memory is kept for reuse, never returned to the OS.
-// Thread-safety: each thread has its own cache (thread_local); no locks, no atomics.
-// Under AddressSanitizer the cache is bypassed so use-after-free stays detectable.
+// Blocks are binned in 16-byte classes up to 1 KiB, carved from 2 MiB huge-page chunks
+// that each belong to one thread's cache; larger frames go to operator new/delete. A
+// block freed on its chunk's owner thread goes onto that thread's list (no atomics); one
+// freed on another thread is pushed onto the owner's remote list (one CAS), which the
+// owner takes back whole when its lists run dry or when it trims.
+//
+// Memory policy: a chunk whose blocks are all free is returned to the OS (munmap) when
+// its owner trims: when a runtime worker is about to sleep (frame_idle(), a no-op unless
+// the thread holds more than kept_free_bytes of free blocks or blocks freed by others),
+// on an explicit frame_trim(), and when the thread exits. A thread keeps its current
+// chunk and at most one other empty chunk for reuse. A chunk with one live block stays
+// mapped (fragmentation: the footprint is bounded by the live blocks' chunks, not their
+// bytes). An exited thread's chunks that still hold live blocks wait, with its cache, to
+// be adopted by the next thread that starts allocating; idle workers trim such caches too.
+//
+// Thread-safety: each thread has its own cache (thread_local); frame_deallocate may run
+// on any thread. Cost: allocate and free are a list pop/push and a counter update on the
+// owner thread, a CAS on the owner's remote list from another thread; a trim walks the
+// thread's free blocks once. Under AddressSanitizer and ThreadSanitizer the slab is
+// bypassed (plain new/delete, so use-after-free stays detectable; frame_memory_mapped()
+// is then 0).
 #pragma once
 
 #include <cstddef>
@@ -15,5 +29,19 @@ namespace corio::detail {
 
 void* frame_allocate(std::size_t size);
 void frame_deallocate(void* block, std::size_t size) noexcept;
+
+/// Free bytes a thread may hold in its lists before frame_idle() trims (4 MiB).
+inline constexpr std::size_t kept_free_bytes = std::size_t{4} << 20;
+
+/// Bytes of slab chunks mapped now, all threads together. Any thread; one relaxed load.
+std::size_t frame_memory_mapped() noexcept;
+/// The calling thread takes back the blocks other threads freed into its chunks and
+/// returns its empty chunks to the OS (keeping its current chunk and one empty one).
+/// Cost: one pass over the thread's free blocks and chunks.
+void frame_trim() noexcept;
+/// frame_trim() if the calling thread holds more than kept_free_bytes of free blocks or
+/// blocks freed by other threads, and a trim of one exited thread's cache if any waits;
+/// otherwise two loads. Runtime workers call it before they sleep.
+void frame_idle() noexcept;
 
 }  // namespace corio::detail

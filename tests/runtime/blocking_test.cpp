@@ -132,3 +132,20 @@ TEST_CASE("spawn_blocking: the pool grows for concurrent jobs", "[runtime][block
   CHECK(g_high_water.load() >= 2);  // jobs ran at the same time, on several threads
   CHECK(rt.metrics().blocking_threads >= 2);
 }
+
+TEST_CASE("spawn_blocking: a blocking_keep_alive of milliseconds::max() keeps the idle thread instead of overflowing",
+          "[runtime][blocking]") {
+  corio::runtime_config c = workers(1);
+  c.blocking_keep_alive = std::chrono::milliseconds::max();
+  corio::runtime rt(c);
+  auto body = []() -> corio::task<bool> {
+    auto r = co_await corio::spawn_blocking([] { return 1; });
+    co_return r.has_value();
+  };
+  REQUIRE(rt.block_on(body()));
+  // An overflowed keep-alive is a deadline in the past: the idle thread would exit at
+  // once. Give it time to do so (the wait only lets a failure show; it cannot fail a
+  // correct runtime).
+  std::this_thread::sleep_for(50ms);
+  CHECK(rt.metrics().blocking_threads == 1);
+}
