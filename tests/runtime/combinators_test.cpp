@@ -95,14 +95,12 @@ TEST_CASE("when_any: the first finisher wins and the losers are cancelled", "[ru
   corio::runtime rt(workers(2));
   std::atomic<int> loser_result{0};
   auto loser = [&]() -> corio::task<int> {
-    auto r = co_await corio::sleep_for(10s);
+    auto r = co_await corio::sleep_for(24h);  // outlasts the test: only a cancel ends it
     loser_result = r ? 1 : 2;  // 2: cancelled
     co_return -1;
   };
   auto body = [&]() -> corio::task<int> {
-    auto t0 = steady::now();
     auto winner = co_await corio::when_any(loser(), after(5ms, 7));
-    CHECK(steady::now() - t0 < 5s);
     CHECK(winner.index() == 1);
     co_return std::get<1>(winner);
   };
@@ -114,9 +112,10 @@ TEST_CASE("when_any: range form returns the winner's index and value", "[runtime
   corio::runtime rt(workers(2));
   auto body = []() -> corio::task<std::pair<std::size_t, int>> {
     std::vector<corio::task<int>> tasks;
-    tasks.push_back(after(200ms, 0));
+    // The others outlast the test: index 1 wins however slowly the timers are armed.
+    tasks.push_back(after(24h, 0));
     tasks.push_back(after(1ms, 1));
-    tasks.push_back(after(300ms, 2));
+    tasks.push_back(after(24h, 2));
     co_return co_await corio::when_any(std::move(tasks));
   };
   auto [index, value] = rt.block_on(body());
@@ -129,15 +128,14 @@ TEST_CASE("when_any: cancellation of the parent reaches the children", "[runtime
   auto body = []() -> corio::task<std::error_code> {
     // The outer timeout cancels the inner when_any, whose children are sleeps.
     auto inner = []() -> corio::task<int> {
-      auto r = co_await corio::when_any(after(10s, 1), after(20s, 2));
+      // Both outlast the test: only the cancel can end them.
+      auto r = co_await corio::when_any(after(24h, 1), after(48h, 2));
       co_return static_cast<int>(r.index());
     };
     auto r = co_await corio::timeout(inner(), 10ms);
     co_return r ? std::error_code{} : r.error();
   };
-  auto t0 = steady::now();
   CHECK(rt.block_on(body()) == std::errc::timed_out);
-  CHECK(steady::now() - t0 < 5s);
 }
 
 TEST_CASE("when_any: an empty range is rejected", "[runtime][when_any]") {

@@ -239,13 +239,14 @@ corio::task<void> event_player(corio::event* mine, corio::event* other, const st
   other->set();
 }
 // Sleeps, then hogs its worker (no co_await) until the ping-pong has gone on by 100
-// rounds elsewhere — or gives up after 2 s and counts a stall.
+// rounds elsewhere — or gives up after 30 s and counts a stall (the bound only turns a
+// hang into a failure; 100 rounds take microseconds).
 corio::task<int> timer_then_hog(const std::atomic<long>* rounds) {
   int stalls = 0;
   for (int burst = 0; burst < 20 && stalls == 0; ++burst) {
     co_await corio::sleep_for(2ms);
     const long start = rounds->load(std::memory_order_relaxed);
-    const auto give_up = std::chrono::steady_clock::now() + 2s;
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
     while (rounds->load(std::memory_order_relaxed) < start + 100) {
       if (std::chrono::steady_clock::now() > give_up) {
         ++stalls;

@@ -31,8 +31,7 @@ TEST_CASE("time: sleep_for waits at least the duration", "[runtime][time]") {
     co_return std::chrono::duration<double, std::milli>(steady::now() - t0).count();
   };
   double ms = rt.block_on(body());
-  CHECK(ms >= 20.0);
-  CHECK(ms < 1000.0);
+  CHECK(ms >= 20.0);  // no upper bound: a slow or loaded machine may resume it late
 }
 
 TEST_CASE("time: sleep_until a past deadline returns promptly", "[runtime][time]") {
@@ -54,14 +53,24 @@ TEST_CASE("time: 100,000 concurrent sleeps on one worker fire in deadline order"
   for (auto& d : delay_us) {
     d = static_cast<int>(rng() % 50'000);
   }
+  // Order holds by construction only among the timers armed before the first one fired
+  // (a timer armed later may be due already and fire at once), so the check is limited
+  // to those: `armed_when_first_fired` counts them, however slow the machine.
+  int armed = 0;
+  int armed_when_first_fired = -1;
+  std::vector<int> arm_seq(kSleeps, -1);
   auto sleeper = [&](int i, steady::time_point deadline) -> corio::task<void> {
+    arm_seq[i] = armed++;  // one worker: the sleepers run one at a time
     (void)co_await corio::sleep_until(deadline);
     CHECK(steady::now() >= deadline);
+    if (armed_when_first_fired < 0) {
+      armed_when_first_fired = armed;
+    }
     fired.push_back(i);
   };
   auto body = [&]() -> corio::task<void> {
-    // Far enough ahead that every timer is armed before the first one is due (a timer
-    // armed after an earlier deadline already fired cannot fire before it).
+    // Far enough ahead that on a quiet machine every timer is armed before the first one
+    // is due, so the check usually covers them all.
     auto base = steady::now() + 1500ms;
     std::vector<corio::task<void>> all;
     all.reserve(kSleeps);
@@ -72,12 +81,22 @@ TEST_CASE("time: 100,000 concurrent sleeps on one worker fire in deadline order"
   };
   rt.block_on(body());
   REQUIRE(fired.size() == kSleeps);
+  INFO(armed_when_first_fired << " of " << kSleeps << " timers were armed before the first fired");
+  REQUIRE(armed_when_first_fired >= 1);
+  int last = -1;
+  int checked = 0;
   bool ordered = true;
-  for (std::size_t k = 1; k < fired.size(); ++k) {
-    if (delay_us[fired[k]] < delay_us[fired[k - 1]]) {
+  for (int i : fired) {
+    if (arm_seq[i] >= armed_when_first_fired) {
+      continue;
+    }
+    if (last >= 0 && delay_us[i] < delay_us[last]) {
       ordered = false;
     }
+    last = i;
+    ++checked;
   }
+  CHECK(checked == armed_when_first_fired);
   CHECK(ordered);
 }
 
@@ -99,9 +118,8 @@ TEST_CASE("time: a stop token cancels a sleep from another thread", "[runtime][t
 TEST_CASE("time: timeout returns timed_out when the awaitable is too slow", "[runtime][time][timeout]") {
   corio::runtime rt(workers(2));
   auto body = []() -> corio::task<std::error_code> {
-    auto t0 = steady::now();
-    auto r = co_await corio::timeout(corio::sleep_for(10s), 20ms);
-    CHECK(steady::now() - t0 < 5s);
+    // The sleep would outlast the test's time limit: only the timeout can end it.
+    auto r = co_await corio::timeout(corio::sleep_for(24h), 20ms);
     co_return r ? std::error_code{} : r.error();
   };
   CHECK(rt.block_on(body()) == std::errc::timed_out);
