@@ -1,0 +1,193 @@
+// Tests for runtime/detail/frame_allocator.hpp: the memory of freed frames goes back to
+// the OS (the policy in that header).
+#include <catch2/catch.hpp>
+
+#include <corio/corio.hpp>
+#include <corio/runtime/detail/frame_allocator.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using corio::detail::frame_allocate;
+using corio::detail::frame_deallocate;
+using corio::detail::frame_memory_mapped;
+
+constexpr std::size_t kBlock = 256;
+constexpr std::size_t kBytes = std::size_t{64} << 20;  // far above what a thread keeps
+constexpr std::size_t kBlocks = kBytes / kBlock;
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+// Allocates 64 MiB of frame blocks and writes them, so they are resident.
+std::vector<void*> allocate_many() {
+  std::vector<void*> blocks;
+  blocks.reserve(kBlocks);
+  for (std::size_t i = 0; i < kBlocks; ++i) {
+    void* p = frame_allocate(kBlock);
+    std::memset(p, 0x5a, kBlock);
+    blocks.push_back(p);
+  }
+  return blocks;
+}
+
+void free_all(std::vector<void*>& blocks) {
+  for (void* p : blocks) {
+    frame_deallocate(p, kBlock);
+  }
+  blocks.clear();
+}
+
+bool slab_enabled() {
+  // Sanitizer builds bypass the slab (plain new/delete): nothing is mapped by it.
+  void* p = frame_allocate(kBlock);
+  bool on = frame_memory_mapped() != 0;
+  frame_deallocate(p, kBlock);
+  return on;
+}
+
+}  // namespace
+
+TEST_CASE("frame allocator: a thread that exits gives the memory of its freed frames back to the OS",
+          "[runtime][frame_allocator]") {
+  long peak_kib = 0;
+  std::thread t([&] {
+    auto blocks = allocate_many();
+    peak_kib = corio_test::rss_kib();
+    free_all(blocks);
+  });
+  t.join();
+  long after_kib = corio_test::rss_kib();
+  INFO("RSS at the peak " << peak_kib << " KiB, after the thread exited " << after_kib << " KiB");
+  // 64 MiB were resident; at most a few chunks may stay (kept by other threads' caches).
+  CHECK(peak_kib - after_kib >= 48 * 1024);
+}
+
+TEST_CASE("frame allocator: a trim returns the chunks whose frames were all freed, keeping at most two",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  std::thread t([] {
+    std::size_t before = frame_memory_mapped();
+    auto blocks = allocate_many();
+    std::size_t peak = frame_memory_mapped();
+    CHECK(peak >= before + kBytes);
+    free_all(blocks);
+    CHECK(frame_memory_mapped() == peak);  // freeing alone keeps the chunks for reuse
+    corio::detail::frame_trim();
+    std::size_t after = frame_memory_mapped();
+    INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after the trim "
+                          << after / kMiB << " MiB");
+    CHECK(after <= before + 2 * 2 * kMiB);  // the current chunk and one empty one
+    // The kept memory is reused: allocating again maps nothing new while it lasts.
+    void* p = frame_allocate(kBlock);
+    CHECK(frame_memory_mapped() == after);
+    frame_deallocate(p, kBlock);
+  });
+  t.join();
+}
+
+TEST_CASE("frame allocator: frames freed on another thread go back to their owner, whose trim unmaps them",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  std::vector<void*> blocks;
+  std::size_t before = 0;
+  std::size_t peak = 0;
+  std::size_t after = 0;
+  // The owner allocates, hands its blocks over, and trims once they were freed elsewhere.
+  std::atomic<int> step{0};
+  std::thread owner([&] {
+    before = frame_memory_mapped();
+    blocks = allocate_many();
+    peak = frame_memory_mapped();
+    step.store(1, std::memory_order_release);
+    step.notify_all();
+    step.wait(1, std::memory_order_acquire);
+    corio::detail::frame_trim();
+    after = frame_memory_mapped();
+    // Keep the thread's cache alive past the check: the exit would trim too.
+    step.store(3, std::memory_order_release);
+    step.notify_all();
+    step.wait(3, std::memory_order_acquire);
+  });
+  step.wait(0, std::memory_order_acquire);
+  free_all(blocks);  // remote frees: this thread owns none of these chunks
+  step.store(2, std::memory_order_release);
+  step.notify_all();
+  step.wait(2, std::memory_order_acquire);
+  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after the owner's trim "
+                        << after / kMiB << " MiB");
+  CHECK(peak >= before + kBytes);
+  CHECK(after <= before + 2 * 2 * kMiB);
+  step.store(4, std::memory_order_release);
+  step.notify_all();
+  owner.join();
+}
+
+TEST_CASE("frame allocator: frames freed after their owner thread exited are unmapped at the next idle trim",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  std::size_t before = frame_memory_mapped();
+  std::vector<void*> blocks;
+  std::thread([&] { blocks = allocate_many(); }).join();  // the exit keeps the live chunks
+  std::size_t peak = frame_memory_mapped();
+  free_all(blocks);
+  corio::detail::frame_idle();  // what a worker does before it sleeps
+  std::size_t after = frame_memory_mapped();
+  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after the idle trim "
+                        << after / kMiB << " MiB");
+  CHECK(peak >= before + kBytes);
+  CHECK(after <= before);
+}
+
+TEST_CASE("frame allocator: the frames of 200,000 finished tasks go back to the OS once the worker is idle",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  corio::runtime rt(corio_test::workers(1));
+  std::size_t before = frame_memory_mapped();
+  auto body = []() -> corio::task<std::size_t> {
+    corio::event go;
+    auto waiter = [](corio::event& e) -> corio::task<void> { (void)co_await e.wait(); };
+    std::vector<corio::join_handle<void>> handles;
+    handles.reserve(200'000);
+    for (int i = 0; i < 200'000; ++i) {
+      handles.push_back(corio::spawn(waiter(go)));
+    }
+    std::size_t peak = frame_memory_mapped();
+    go.set();
+    for (auto& h : handles) {
+      co_await std::move(h);
+    }
+    co_return peak;
+  };
+  std::size_t peak = rt.block_on(body());
+  // The worker trims before it sleeps; it sleeps once the work is done. Poll for that
+  // moment (the bound only limits how long a failure takes to show).
+  auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (frame_memory_mapped() > before + 2 * 2 * std::size_t{1 << 20} && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(1ms);
+  }
+  std::size_t after = frame_memory_mapped();
+  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, once idle " << after / kMiB
+                        << " MiB");
+  CHECK(peak >= before + 16 * kMiB);
+  CHECK(after <= before + 2 * 2 * kMiB);
+}
