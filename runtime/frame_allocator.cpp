@@ -38,15 +38,17 @@ constexpr std::size_t kGranule = 16;
 constexpr std::size_t kClasses = 64;  // blocks up to 1 KiB
 constexpr std::size_t kMaxBlock = kGranule * kClasses;
 constexpr std::size_t kChunk = std::size_t{2} << 20;
-constexpr std::size_t kHeader = 64;    // the chunk header's room; blocks start after it
+constexpr std::size_t kHeader = 128;   // the chunk header's room; blocks start after it
 constexpr std::size_t kKeepEmpty = 1;  // empty chunks (besides the current one) a trim keeps
 
 struct thread_cache;
 
 struct chunk_header {
-  thread_cache* owner;  // set when the chunk is mapped, never changed
-  std::size_t used;     // owner only: blocks handed out and not yet back in the owner's lists
-  bool release;         // owner only: chosen for unmapping by the trim in progress
+  // Set when the chunk is mapped, never changed; read by every free, so it has a cache
+  // line of its own (the owner writes `used` on every allocation and free).
+  alignas(64) thread_cache* owner;
+  alignas(64) std::size_t used;  // owner only: blocks handed out and not yet back in the owner's lists
+  bool release;                  // owner only: chosen for unmapping by the trim in progress
 };
 static_assert(sizeof(chunk_header) <= kHeader && kHeader % kGranule == 0);
 

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include <corio/runtime/detail/frame_allocator.hpp>
 #include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/internal/runtime_core.hpp>
 

@@ -5,6 +5,7 @@
 #include <corio/corio.hpp>
 #include <corio/runtime/detail/frame_allocator.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
