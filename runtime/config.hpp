@@ -16,11 +16,19 @@ enum class wake_mechanism {
   eventfd,  ///< a READ armed on an eventfd (any io_uring kernel); the fallback
 };
 
+/// The default of runtime_config::workers: the CORIO_WORKERS environment variable when it
+/// is set and not empty (a decimal number in 1..1024; any other value gives 0, which the
+/// runtime constructor refuses with an error naming CORIO_WORKERS), else
+/// std::thread::hardware_concurrency() (1 if unknown). Any thread; one getenv.
+unsigned default_workers() noexcept;
+
 /// How a runtime is built: its workers, rings and scheduler limits. Every field has a
 /// working default; the runtime constructor rejects values outside the stated ranges.
 struct runtime_config {
-  /// Worker threads (each with its own io_uring). Must be 1..1024.
-  unsigned workers = std::thread::hardware_concurrency() != 0 ? std::thread::hardware_concurrency() : 1;
+  /// Worker threads (each with its own io_uring). Must be 1..1024. Default:
+  /// default_workers() (CORIO_WORKERS, else the hardware's thread count); a value set
+  /// here wins over the environment.
+  unsigned workers = default_workers();
   /// Submission-queue entries per ring. Must be a power of two in 1..32768.
   unsigned ring_entries = 256;
   /// Local run-queue capacity per worker. Must be a power of two in 4..65536.

@@ -4,8 +4,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include <corio/runtime/internal/runtime_core.hpp>
 
@@ -15,11 +17,38 @@ namespace {
 
 bool is_power_of_two(unsigned v) { return v != 0 && (v & (v - 1)) == 0; }
 
+// CORIO_WORKERS's value, or nullptr when it is unset or empty.
+const char* workers_env() noexcept {
+  const char* v = std::getenv("CORIO_WORKERS");
+  return v != nullptr && *v != '\0' ? v : nullptr;
+}
+
+// The count a CORIO_WORKERS value names, or 0 unless it is a decimal number in 1..1024
+// (no sign, no spaces).
+unsigned parse_workers(const char* v) noexcept {
+  unsigned n = 0;
+  for (const char* p = v; *p != '\0'; ++p) {
+    if (*p < '0' || *p > '9') {
+      return 0;
+    }
+    n = n * 10 + static_cast<unsigned>(*p - '0');
+    if (n > 1024) {
+      return 0;
+    }
+  }
+  return n;
+}
+
 void validate(const runtime_config& c) {
   auto fail = [](const std::string& what) {
     throw std::system_error(make_error_code(errc::invalid_config), "corio::runtime_config: " + what);
   };
   if (c.workers == 0 || c.workers > 1024) {
+    if (const char* v = workers_env(); c.workers == 0 && v != nullptr && parse_workers(v) == 0) {
+      std::string what = "workers = 0: the environment variable CORIO_WORKERS = '";
+      what.append(v).append("' is not a number in 1..1024");
+      fail(what);
+    }
     fail("workers = " + std::to_string(c.workers) + " (must be 1..1024)");
   }
   if (!is_power_of_two(c.ring_entries) || c.ring_entries > 32768) {
@@ -41,6 +70,14 @@ void validate(const runtime_config& c) {
 }
 
 }  // namespace
+
+unsigned default_workers() noexcept {
+  if (const char* v = workers_env()) {
+    return parse_workers(v);
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw != 0 ? hw : 1;
+}
 
 runtime::runtime(const runtime_config& config) {
   validate(config);

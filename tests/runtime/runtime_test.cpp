@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -549,4 +550,52 @@ corio::task<bool> sees_inherited_stop() {
 TEST_CASE("runtime: get_stop_token yields the token inherited from timeout", "[runtime][cancel]") {
   corio::runtime rt(workers(1));
   CHECK(rt.block_on(sees_inherited_stop()));
+}
+
+namespace {
+// Sets an environment variable for one scope, restoring the former value after.
+class env_guard {
+ public:
+  env_guard(const char* name, const char* value) : m_name(name) {
+    if (const char* old = std::getenv(name)) {
+      m_old = old;
+      m_had = true;
+    }
+    ::setenv(name, value, 1);
+  }
+  env_guard(const env_guard&) = delete;
+  env_guard& operator=(const env_guard&) = delete;
+  ~env_guard() {
+    if (m_had) {
+      ::setenv(m_name, m_old.c_str(), 1);
+    } else {
+      ::unsetenv(m_name);
+    }
+  }
+
+ private:
+  const char* m_name;
+  std::string m_old;
+  bool m_had = false;
+};
+}  // namespace
+
+TEST_CASE("runtime: CORIO_WORKERS sets the default worker count", "[runtime][config]") {
+  env_guard env("CORIO_WORKERS", "3");
+  corio::runtime_config c;
+  CHECK(c.workers == 3);
+  corio::runtime rt(c);
+  CHECK(rt.worker_count() == 3);
+}
+
+TEST_CASE("runtime: a CORIO_WORKERS that is not a number in 1..1024 is refused with the variable named",
+          "[runtime][config]") {
+  for (const char* bad : {"abc", "0", "1025", "5000", "-1", "3x", " 2", "99999999999999999999"}) {
+    env_guard env("CORIO_WORKERS", bad);
+    INFO("CORIO_WORKERS=" << bad);
+    CHECK_THAT(config_error(corio::runtime_config{}), Catch::Contains("CORIO_WORKERS"));
+  }
+  env_guard env("CORIO_WORKERS", "abc");
+  corio::runtime rt(workers(2));  // a count set in the configuration wins
+  CHECK(rt.worker_count() == 2);
 }
