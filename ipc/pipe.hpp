@@ -11,6 +11,9 @@
 // first tries the open with O_NONBLOCK, which returns a reader at once with no writer
 // and fails a writer with ENXIO when no reader is there yet.)
 // Thread-safety: one owner per end; one read and one write may be in flight together.
+// Closing an end while a task's read or write is in flight on it cancels that operation
+// (operation_canceled) before the descriptor is closed (ipc/owned_fd.hpp): a writer then
+// gets EPIPE, and a queued read never reaches a descriptor that reuses the number.
 // Cost: one SQE per read/write, no allocation; read_exact/write_all add a task frame.
 // Back-pressure: a write completes when the pipe buffer (64 KiB by default, see
 // set_capacity) took the bytes; with a reader that stops, write_all stays suspended.
@@ -51,11 +54,11 @@ class pipe_reader : public owned_fd {
 
   /// Reads up to buf.size() bytes; yields result<std::size_t>, 0 at end of file.
   [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
-    return corio::io::read(fd(), buf, -1, std::move(token));
+    return track(corio::io::read(fd(), buf, -1, std::move(token)));
   }
   /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return detail::readv(fd(), iov, std::move(token));
+    return track(detail::readv(fd(), iov, std::move(token)));
   }
   /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
@@ -68,11 +71,11 @@ class pipe_writer : public owned_fd {
 
   /// Writes up to buf.size() bytes (all of them if <= PIPE_BUF = 4096, atomically).
   [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
-    return corio::io::write(fd(), buf, -1, std::move(token));
+    return track(corio::io::write(fd(), buf, -1, std::move(token)));
   }
   /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return detail::writev(fd(), iov, std::move(token));
+    return track(detail::writev(fd(), iov, std::move(token)));
   }
   /// Writes all of `buf` (several writes if the pipe takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;

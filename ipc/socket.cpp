@@ -137,7 +137,7 @@ task<result<std::size_t>> datagram_socket::send_to(std::span<const std::byte> bu
   msg.msg_namelen = to.size();
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  co_return co_await detail::sendmsg(fd(), &msg, 0, std::move(token));
+  co_return co_await track(detail::sendmsg(fd(), &msg, 0, std::move(token)));
 }
 
 task<result<datagram>> datagram_socket::recv_from(std::span<std::byte> buf, std::stop_token token) const {
@@ -148,7 +148,7 @@ task<result<datagram>> datagram_socket::recv_from(std::span<std::byte> buf, std:
   msg.msg_namelen = socket_address::capacity();
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  auto n = co_await detail::recvmsg(fd(), &msg, 0, std::move(token));
+  auto n = co_await track(detail::recvmsg(fd(), &msg, 0, std::move(token)));
   if (!n) {
     co_return unexpected(n.error());
   }

@@ -7,6 +7,9 @@
 // writing to a closed peer yields EPIPE or ECONNRESET, never SIGPIPE.
 // Thread-safety: one owner per socket object. One read and one write may be in flight at
 // once (from different tasks); two concurrent reads (or writes) interleave their bytes.
+// Closing or destroying a socket while other tasks' operations are in flight cancels
+// them first (operation_canceled) and closes the descriptor after the last: the peer sees
+// the end and the number is not reused under them (ipc/owned_fd.hpp).
 // Cost: read_some / write_some / send / recv are one SQE + one CQE and no allocation;
 // read_exact / write_all / send_to / recv_from are a task (one recycled frame) around them.
 // Back-pressure: a write completes only when the kernel accepted the bytes (socket send
@@ -82,19 +85,19 @@ class stream_socket : public socket {
 
   /// Reads up to buf.size() bytes; yields result<std::size_t>, 0 at end of stream.
   [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
-    return detail::recv(fd(), buf, 0, std::move(token));
+    return track(detail::recv(fd(), buf, 0, std::move(token)));
   }
   /// Writes up to buf.size() bytes; yields result<std::size_t> (bytes accepted).
   [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
-    return detail::send(fd(), buf, 0, std::move(token));
+    return track(detail::send(fd(), buf, 0, std::move(token)));
   }
   /// Vectored read / write (recvmsg / sendmsg); the iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return detail::recvv(fd(), iov, std::move(token));
+    return track(detail::recvv(fd(), iov, std::move(token)));
   }
   /// Vectored write (sendmsg); yields result<std::size_t>.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return detail::sendv(fd(), iov, std::move(token));
+    return track(detail::sendv(fd(), iov, std::move(token)));
   }
   /// Reads exactly buf.size() bytes. Errors: corio::errc::closed if the stream ends first
   /// (the bytes read so far are in buf), or the OS error.
@@ -132,11 +135,11 @@ class datagram_socket : public socket {
   result<void> connect(const socket_address& addr) const;
   /// send/recv on a connected socket; recv yields the datagram's size (truncated to buf).
   [[nodiscard]] auto send(std::span<const std::byte> buf, std::stop_token token = {}) const {
-    return detail::send(fd(), buf, 0, std::move(token));
+    return track(detail::send(fd(), buf, 0, std::move(token)));
   }
   /// Receives one datagram on a connected socket; yields its size (at most buf.size()).
   [[nodiscard]] auto recv(std::span<std::byte> buf, std::stop_token token = {}) const {
-    return detail::recv(fd(), buf, 0, std::move(token));
+    return track(detail::recv(fd(), buf, 0, std::move(token)));
   }
   /// sendmsg with a destination; yields bytes sent.
   [[nodiscard]] task<result<std::size_t>> send_to(std::span<const std::byte> buf, socket_address to,

@@ -99,8 +99,8 @@ class tcp_listener : public socket {
 
   /// Accepts one connection; yields result<tcp_stream>. See the header comment (EMFILE).
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return detail::accept<tcp_stream>(
-        fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, std::move(token));
+    return track(detail::accept<tcp_stream>(
+        fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, std::move(token)));
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection

@@ -47,7 +47,7 @@ task<result<std::size_t>> unix_stream::send_fds(std::span<const std::byte> data,
     cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
   }
-  co_return co_await detail::sendmsg(fd(), &msg, 0, std::move(token));
+  co_return co_await track(detail::sendmsg(fd(), &msg, 0, std::move(token)));
 }
 
 task<result<received_fds>> unix_stream::recv_fds(std::span<std::byte> buf, std::size_t max_fds,
@@ -60,7 +60,7 @@ task<result<received_fds>> unix_stream::recv_fds(std::span<std::byte> buf, std::
   msg.msg_iovlen = 1;
   msg.msg_control = control.data();
   msg.msg_controllen = control.size();
-  auto n = co_await detail::recvmsg(fd(), &msg, MSG_CMSG_CLOEXEC, std::move(token));
+  auto n = co_await track(detail::recvmsg(fd(), &msg, MSG_CMSG_CLOEXEC, std::move(token)));
   if (!n) {
     co_return unexpected(n.error());
   }

@@ -85,8 +85,8 @@ class unix_listener : public socket {
 
   /// The next connection (one-shot accept); yields result<unix_stream>.
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return detail::accept<unix_stream>(
-        fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token));
+    return track(detail::accept<unix_stream>(
+        fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token)));
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection

@@ -1,0 +1,262 @@
+// Tests for closing an ipc handle while other tasks' operations are in flight on it
+// (ipc/owned_fd.hpp): the operations are cancelled through their own worker's ring, the
+// descriptor is closed after the last of them, so the peer sees the end, a pipe's writer
+// gets EPIPE and a listener's port is free again.
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "test_support.hpp"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+using namespace std::chrono_literals;
+using corio::task;
+using corio::ipc::socket_address;
+using corio::ipc::tcp_listener;
+using corio::ipc::tcp_stream;
+using ipc_test::bytes;
+
+namespace {
+
+// Reads once; yields the error (or a default error_code for data or end of stream).
+template <class Stream>
+task<std::error_code> read_once(const Stream& s) {
+  std::array<std::byte, 64> buf{};
+  auto n = co_await s.read_some(buf);
+  co_return n ? std::error_code{} : n.error();
+}
+
+// Awaits a handle, giving up after `limit` (then timed_out).
+template <class T>
+task<T> join(corio::join_handle<T> h) {
+  co_return co_await h;
+}
+template <class T>
+task<corio::result<T>> join_within(corio::join_handle<T> h, std::chrono::milliseconds limit) {
+  co_return co_await corio::timeout(join(std::move(h)), limit);
+}
+
+// Reads until end of stream; true if the peer closed within `limit`.
+task<bool> sees_end(const tcp_stream& c, std::chrono::milliseconds limit) {
+  std::array<std::byte, 64> buf{};
+  for (;;) {
+    auto n = co_await corio::timeout(c.read_some(buf), limit);
+    if (!n) {
+      co_return n.error() == std::errc::connection_reset;
+    }
+    if (*n == 0) {
+      co_return true;
+    }
+  }
+}
+
+struct connected_pair {
+  tcp_stream client;
+  std::unique_ptr<tcp_stream> server;
+};
+
+task<std::optional<connected_pair>> connect_pair() {
+  auto l = tcp_listener::bind(socket_address::loopback_v4(0));
+  if (!l) {
+    co_return std::nullopt;
+  }
+  auto c = co_await tcp_stream::connect(l->local_address().value());
+  auto s = co_await l->accept();
+  if (!c || !s) {
+    co_return std::nullopt;
+  }
+  co_return connected_pair{std::move(*c), std::make_unique<tcp_stream>(std::move(*s))};
+}
+
+}  // namespace
+
+TEST_CASE("close: destroying a tcp_stream while another task reads it cancels the read and the peer sees the end",
+          "[ipc][close]") {
+  corio::runtime rt(ipc_test::workers(1));  // one worker: the order of the steps is fixed
+  auto body = [&]() -> task<std::vector<std::string>> {
+    auto pair = co_await connect_pair();
+    if (!pair) {
+      co_return std::vector<std::string>{"setup failed"};
+    }
+    auto reader = corio::spawn(read_once(*pair->server));
+    co_await corio::yield_now();  // the reader runs and suspends in its read
+    (void)co_await corio::io::nop();  // submitted with the read's SQE: the read is in the kernel
+    pair->server.reset();         // the stream goes while its read is in flight
+    auto r = co_await join_within(std::move(reader), 10s);
+    bool end = co_await sees_end(pair->client, 10s);
+    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
+                                         : "reader still waiting",
+                                       end ? "peer saw the end" : "peer saw nothing"};
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "peer saw the end"});
+}
+
+TEST_CASE("close: a thread that is not a worker closes a stream whose read is in flight on a worker",
+          "[ipc][close]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto body = [&]() -> task<std::vector<std::string>> {
+    auto pair = co_await connect_pair();
+    if (!pair) {
+      co_return std::vector<std::string>{"setup failed"};
+    }
+    auto reader = corio::spawn(read_once(*pair->server));
+    co_await corio::yield_now();
+    // The blocking pool's thread closes it; the read's ring belongs to the (then idle) worker.
+    co_await corio::spawn_blocking([&] { pair->server->close(); });
+    auto r = co_await join_within(std::move(reader), 10s);
+    bool end = co_await sees_end(pair->client, 10s);
+    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
+                                         : "reader still waiting",
+                                       end ? "peer saw the end" : "peer saw nothing"};
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "peer saw the end"});
+}
+
+TEST_CASE("close: a read not yet submitted when its pipe is closed never reads the descriptor that reuses the number",
+          "[ipc][close][pipe]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  auto body = [&]() -> task<std::vector<std::string>> {
+    auto reader = corio::spawn(read_once(p->reader));
+    co_await corio::yield_now();  // the reader's SQE is prepared, not submitted yet
+    p->reader.close();
+    // Descriptors are allocated lowest first: if the number were free now, this pipe's
+    // read end would get it, and the queued read would drain it.
+    auto other = corio::ipc::pipe();
+    if (!other) {
+      co_return std::vector<std::string>{"pipe failed"};
+    }
+    (void)co_await other->writer.write_all(bytes("secret"));
+    auto r = co_await join_within(std::move(reader), 10s);
+    other->writer.close();
+    std::string got(6, '\0');
+    auto back = co_await other->reader.read_exact(ipc_test::wbytes(got));
+    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
+                                         : "reader still waiting",
+                                       back ? got : back.error().message()};
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "secret"});
+}
+
+TEST_CASE("close: closing a pipe_reader under a pending read cancels it, and the writer then gets EPIPE",
+          "[ipc][close][pipe]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  auto body = [&]() -> task<std::vector<std::string>> {
+    auto reader = corio::spawn(read_once(p->reader));
+    co_await corio::yield_now();
+    (void)co_await corio::io::nop();  // the read is in the kernel
+    p->reader.close();
+    auto r = co_await join_within(std::move(reader), 10s);
+    // The read end is really closed now: nothing can consume this any more.
+    auto w = co_await p->writer.write_some(bytes("x"));
+    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
+                                         : "reader still waiting",
+                                       w ? "write accepted" : (w.error() == std::errc::broken_pipe ? "EPIPE" : "other")};
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "EPIPE"});
+}
+
+TEST_CASE("close: destroying a listener under a pending accept cancels it and frees the port", "[ipc][close]") {
+  corio::runtime rt(ipc_test::workers(1));
+  auto body = [&]() -> task<std::vector<std::string>> {
+    auto l = std::make_unique<tcp_listener>(tcp_listener::bind(socket_address::loopback_v4(0)).value());
+    auto addr = l->local_address().value();
+    auto acceptor = corio::spawn([](const tcp_listener& l) -> task<std::error_code> {
+      auto s = co_await l.accept();
+      co_return s ? std::error_code{} : s.error();
+    }(*l));
+    co_await corio::yield_now();
+    (void)co_await corio::io::nop();  // the accept is in the kernel
+    l.reset();
+    auto r = co_await join_within(std::move(acceptor), 10s);
+    auto connect = co_await tcp_stream::connect(addr, 5s);
+    auto again = tcp_listener::bind(addr, {.reuse_address = false});
+    co_return std::vector<std::string>{
+        r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message()) : "accept still waiting",
+        connect ? "connected?" : (connect.error() == std::errc::connection_refused ? "refused" : "other"),
+        again ? "port free" : again.error().message()};
+  };
+  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "refused", "port free"});
+}
+
+TEST_CASE("close: a read and a write in flight on different workers both end when the stream is closed",
+          "[ipc][close]") {
+  corio::runtime rt(ipc_test::workers(2));
+  auto body = [&]() -> task<bool> {
+    auto pair = co_await connect_pair();
+    if (!pair) {
+      co_return false;
+    }
+    (void)pair->server->set_send_buffer_size(4096);
+    std::atomic<int> started{0};
+    // The writer fills the socket until it blocks (the client never reads); the reader
+    // waits for data that never comes. Either may run on either worker.
+    auto writer = corio::spawn([](const tcp_stream& s, std::atomic<int>& started) -> task<std::error_code> {
+      std::vector<std::byte> big(8 << 20);
+      started.fetch_add(1);
+      auto r = co_await s.write_all(big);
+      co_return r ? std::error_code{} : r.error();
+    }(*pair->server, started));
+    auto reader = corio::spawn([](const tcp_stream& s, std::atomic<int>& started) -> task<std::error_code> {
+      std::array<std::byte, 64> buf{};
+      started.fetch_add(1);
+      auto n = co_await s.read_some(buf);
+      co_return n ? std::error_code{} : n.error();
+    }(*pair->server, started));
+    while (started.load() < 2) {
+      co_await corio::yield_now();
+    }
+    (void)co_await corio::sleep_for(20ms);  // most likely both wait in the kernel now
+    pair->server->close();  // (close, not destroy: a write_all that is between two writes
+                            // goes on to its next write, which then sees the stream closed)
+    auto w = co_await join_within(std::move(writer), 10s);
+    auto r = co_await join_within(std::move(reader), 10s);
+    bool end = co_await sees_end(pair->client, 10s);
+    auto ended = [](const corio::result<std::error_code>& e) {
+      return e && (*e == std::errc::operation_canceled || *e == std::errc::bad_file_descriptor);
+    };
+    co_return ended(w) && ended(r) && end;
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("close: many streams closed under starting or pending reads leak no descriptor", "[ipc][close]") {
+  const std::size_t before = corio_test::open_fd_count();
+  {
+    corio::runtime rt(ipc_test::workers(2));
+    auto body = [&]() -> task<int> {
+      int ended = 0;
+      for (int i = 0; i < 100; ++i) {
+        auto pair = co_await connect_pair();
+        if (!pair) {
+          co_return -1;
+        }
+        std::atomic<bool> created{false};
+        auto reader = corio::spawn([](const tcp_stream& s, std::atomic<bool>& created) -> task<bool> {
+          std::array<std::byte, 64> buf{};
+          auto op = s.read_some(buf);  // from here on it does not touch `s`
+          created.store(true);
+          auto n = co_await op;
+          co_return !n && (n.error() == std::errc::operation_canceled || n.error() == std::errc::bad_file_descriptor);
+        }(*pair->server, created));
+        while (!created.load()) {
+          co_await corio::yield_now();
+        }
+        pair->server.reset();  // the read may or may not be in flight yet: both must end cleanly
+        auto r = co_await join_within(std::move(reader), 10s);
+        ended += r && *r && co_await sees_end(pair->client, 10s) ? 1 : 0;
+      }
+      co_return ended;
+    };
+    CHECK(rt.block_on(body()) == 100);
+  }
+  CHECK(corio_test::open_fd_count() == before);
+}
