@@ -1,3 +1,6 @@
+// The accept policy of an acceptor on the pinned-multishot engine (acceptor_state; design
+// note in ipc/detail/acceptor_state.hpp), and the listener's link that closes its
+// acceptors.
 #include <corio/ipc/acceptor.hpp>
 
 #include <liburing.h>
@@ -8,14 +11,12 @@
 #include <cerrno>
 #include <utility>
 
-#include <corio/runtime/io_op.hpp>
 #include <corio/runtime/port.hpp>
 
 namespace corio::ipc::detail {
 
 namespace {
 
-using port::cancellable;
 using corio::detail::wait_status;
 using corio::detail::wake_batch;
 using corio::detail::waiter;
@@ -25,14 +26,6 @@ using corio::detail::worker;
 // the same thread or ordered by creating the runtime/acceptor after it.
 std::atomic<bool> g_simulate_no_multishot{false};
 
-/// IORING_ACCEPT_MULTISHOT came with Linux 5.19. The opcode probe cannot tell (it names
-/// IORING_OP_ACCEPT, 5.5, not its flags), so the release decides; a kernel that claims a
-/// newer release but rejects the flag answers -EINVAL, which acceptor_state also catches.
-bool kernel_has_multishot_accept() noexcept {
-  static const bool has = port::features().multishot_accept;
-  return has;
-}
-
 }  // namespace
 
 void simulate_no_multishot_accept(bool on) noexcept { g_simulate_no_multishot.store(on, std::memory_order_relaxed); }
@@ -41,13 +34,8 @@ acceptor_state::acceptor_state(int listen_fd, const accept_options& options)
     : m_listen_fd(listen_fd),
       m_capacity(options.queue_capacity == 0 ? 1 : options.queue_capacity),
       m_low_water(m_capacity / 2),
-      m_multishot(options.multishot && kernel_has_multishot_accept() &&
-                  !g_simulate_no_multishot.load(std::memory_order_relaxed)) {
-  on_cqe = &cqe_arrived;
-  m_doorbell.state = this;
-  m_doorbell.on_cancel_drained = &doorbell_rang;
-  m_doorbell.on_resume = &doorbell_noop;  // never finished(): only drained
-}
+      m_multishot(options.multishot && port::features().multishot_accept &&
+                  !g_simulate_no_multishot.load(std::memory_order_relaxed)) {}
 
 acceptor_state::~acceptor_state() {
   // Nobody else references us: no lock needed. Descriptors nobody took are closed.
@@ -66,38 +54,23 @@ bool acceptor_state::want_armed_locked() const noexcept {
   return m_multishot && !m_hold && m_queue.size() <= m_low_water;
 }
 
-void acceptor_state::claim_arm_locked(worker* w) {
-  m_armed = true;
-  m_cancel_sent = false;
-  m_hold = false;
-  m_cqes_this_arm = 0;
-  m_owner = w;
-  m_armed_ref = shared_from_this();
-  ++m_stats.arms;
+bool acceptor_state::want_cancel_locked() const noexcept {
+  return m_closed || (m_multishot && m_queue.size() >= m_capacity);
 }
 
-void acceptor_state::fill_sqe(worker* w, bool multishot) {
-  // The only thread that may touch w's ring; the SQE goes out with its next batch.
-  // port::get_sqe counts the operation in flight once, multishot or not (worker::reap).
-  io_uring_sqe* sqe = port::get_sqe(w);
-  if (multishot) {
+void acceptor_state::on_claim_locked() noexcept {
+  m_hold = false;
+  m_cqes_this_arm = 0;
+}
+
+void acceptor_state::fill_sqe(io_uring_sqe* sqe) noexcept {
+  // m_multishot changes only in a final CQE's handler, before the claim of this arm
+  // (ordered by the lock), so it is stable while we own the arm.
+  if (m_multishot) {
     io_uring_prep_multishot_accept(sqe, m_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
   } else {
     io_uring_prep_accept(sqe, m_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
   }
-  io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
-}
-
-void acceptor_state::ring_doorbell_locked() noexcept {
-  if (m_doorbell_pending || m_owner == nullptr) {
-    return;
-  }
-  m_doorbell_pending = true;
-  m_doorbell_ref = shared_from_this();
-  m_doorbell.owner = m_owner;
-  // Pushed under the lock, so a final CQE handled after us (it takes the lock) sees the
-  // push too, and the owner's drain after that reap finds it (see the design note).
-  m_doorbell.request_cancel();
 }
 
 void acceptor_state::grant_locked(accept_waiter* w, int fd, int error, wake_batch& batch) noexcept {
@@ -112,6 +85,9 @@ void acceptor_state::push_queue_locked(int fd) {
   if (m_queue.size() > m_queued_peak) {
     m_queued_peak = m_queue.size();
   }
+  if (m_multishot && m_queue.size() == m_capacity) {
+    ++m_stats.stops;  // the engine has the owner cancel the multishot now
+  }
 }
 
 bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
@@ -121,12 +97,9 @@ bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const st
   w.home = port::current_runtime();
   w.list = &m_waiters;
   bool queued = false;
-  bool arm = false;
-  bool arm_multishot = false;
+  bool arm_here = false;
   m_lock.lock();
-  if (w.status == wait_status::cancelled || token.stop_requested() ||
-      (inherited != nullptr && inherited->stop_requested())) {
-    // A stop that came first wins, as for io_op: nothing is taken from the queue.
+  if (stopped_first(w, token, inherited)) {
     w.status = wait_status::cancelled;
   } else if (!m_queue.empty()) {
     w.fd = m_queue.front();
@@ -134,12 +107,8 @@ bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const st
     w.status = wait_status::granted;
     // Multishot stopped (queue full) or ended (error, shutdown): an accept() call that
     // brings the queue to the low-water mark re-arms it here.
-    if (m_multishot && !m_armed && !m_closed && !m_doorbell_pending && cw != nullptr &&
-        m_queue.size() <= m_low_water) {
-      claim_arm_locked(cw);
-      arm = true;
-      arm_multishot = true;
-    }
+    arm_here = m_multishot && !m_armed && !m_closed && !m_doorbell_pending && cw != nullptr &&
+               m_queue.size() <= m_low_water;
   } else if (m_closed) {
     w.status = wait_status::closed;
   } else if (cw == nullptr) {
@@ -149,26 +118,18 @@ bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const st
     m_waiters.push_back(&w);  // status = queued; from here on other threads own `w`
     queued = true;
     m_hold = false;           // this is "the next accept() call" after an error
-    if (!m_armed && !m_doorbell_pending) {
-      claim_arm_locked(cw);
-      arm = true;
-      arm_multishot = m_multishot;
-    }
-    // else: armed already, or a pending doorbell re-arms it on its owner (m_hold is off).
+    // Armed already, or a pending doorbell re-arms it on its owner (m_hold is off).
+    arm_here = !m_armed && !m_doorbell_pending;
+  }
+  if (arm_here) {
+    claim_arm_locked(cw);
   }
   m_lock.unlock();
-  if (arm) {
-    // We own the arm (m_armed_ref keeps the state alive); `w` may already be gone.
-    fill_sqe(cw, arm_multishot);
+  if (arm_here) {
+    arm(cw);  // the armed SQE holds a reference to us; `w` may already be gone
   }
   return queued;
 }
-
-// An armed SQE stays armed: what it accepts is queued for the next accept(). An idle
-// waiter marked cancelled is seen by begin() before it queues.
-void acceptor_state::cancel(accept_waiter& w) noexcept { m_waiters.cancel(w); }
-
-void acceptor_state::abandon(accept_waiter& w) noexcept { m_waiters.abandon(w); }
 
 void acceptor_state::drop_unclaimed(accept_waiter& w) noexcept {
   if (w.fd >= 0) {
@@ -179,18 +140,13 @@ void acceptor_state::drop_unclaimed(accept_waiter& w) noexcept {
 void acceptor_state::close() noexcept {
   wake_batch batch;
   std::deque<int> fds;
+  std::shared_ptr<pinned_multishot> drop;
   m_lock.lock();
-  if (m_closed) {
-    m_lock.unlock();
-    return;
-  }
-  m_closed = true;
-  m_waiters.close_all(batch);
-  fds.swap(m_queue);
-  if (m_armed && !m_cancel_sent) {
-    ring_doorbell_locked();  // pending already: its drain sees m_closed and cancels
+  if (mark_closed_locked(batch, drop)) {
+    fds.swap(m_queue);
   }
   m_lock.unlock();
+  drop.reset();
   for (int fd : fds) {
     ::close(fd);
   }
@@ -200,6 +156,8 @@ void acceptor_state::close() noexcept {
 accept_stats acceptor_state::stats() const noexcept {
   m_lock.lock();
   accept_stats s = m_stats;
+  s.arms = m_arms;
+  s.cqes = m_cqes;
   s.queued = m_queue.size();
   s.queued_peak = m_queued_peak;
   s.multishot = m_multishot;
@@ -207,97 +165,49 @@ accept_stats acceptor_state::stats() const noexcept {
   return s;
 }
 
-void acceptor_state::cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept {
-  auto* self = static_cast<acceptor_state*>(c);
-  std::shared_ptr<acceptor_state> keep;  // the SQE's reference, dropped last
-  wake_batch batch;
-  int to_close = -1;
-  self->m_lock.lock();
-  ++self->m_stats.cqes;
-  ++self->m_cqes_this_arm;
-  const bool more = (flags & IORING_CQE_F_MORE) != 0;
-  bool ours = false;
-  if (!more) {
-    self->m_armed = false;
-    ours = self->m_cancel_sent;
-    self->m_cancel_sent = false;
-    keep = std::move(self->m_armed_ref);
-  }
+void acceptor_state::on_cqe_locked(int res, std::uint32_t /*flags*/, bool final, bool ours,
+                                   wake_batch& batch) noexcept {
+  ++m_cqes_this_arm;
   if (res >= 0) {
-    ++self->m_stats.accepted;
-    if (self->m_closed) {
-      to_close = res;  // arrived after close(): never leaked
-    } else if (waiter* x = self->m_waiters.pop_front()) {
-      self->grant_locked(static_cast<accept_waiter*>(x), res, 0, batch);
+    ++m_stats.accepted;
+    if (m_closed) {
+      m_close_after_cqe = res;  // arrived after close(): never leaked
+    } else if (waiter* x = m_waiters.pop_front()) {
+      grant_locked(static_cast<accept_waiter*>(x), res, 0, batch);
     } else {
-      self->push_queue_locked(res);
+      push_queue_locked(res);
     }
-  } else if (res == -ECANCELED && !more) {
+  } else if (res == -ECANCELED && final) {
     if (!ours) {
       // Not our cancel: the runtime's shutdown drain. Re-arm only from an accept().
-      self->m_hold = true;
+      m_hold = true;
     }
-  } else if (res == -EINVAL && !more && self->m_multishot && self->m_cqes_this_arm == 1) {
-    // The kernel rejected IORING_ACCEPT_MULTISHOT: one-shot from now on, retried below.
-    self->m_multishot = false;
+  } else if (res == -EINVAL && final && m_multishot && m_cqes_this_arm == 1) {
+    // The kernel rejected IORING_ACCEPT_MULTISHOT: one-shot from now on, re-armed by the
+    // engine if an accept() waits.
+    m_multishot = false;
   } else {
-    ++self->m_stats.errors;
+    ++m_stats.errors;
     // EMFILE, ENFILE, ENOMEM, ...: every waiting accept() gets it and backs off; the
     // connection stays in the backlog. Nothing re-arms before the next accept() call.
-    while (waiter* x = self->m_waiters.pop_front()) {
-      self->grant_locked(static_cast<accept_waiter*>(x), -1, res, batch);
+    while (waiter* x = m_waiters.pop_front()) {
+      grant_locked(static_cast<accept_waiter*>(x), -1, res, batch);
     }
-    if (!more) {
-      self->m_hold = true;
+    if (final) {
+      m_hold = true;
     }
-  }
-  // Reconcile from the owner's next maintenance pass, never from inside its reap loop.
-  if (self->m_armed) {
-    if (self->m_multishot && !self->m_cancel_sent && !self->m_closed && self->m_queue.size() >= self->m_capacity) {
-      ++self->m_stats.stops;
-      self->ring_doorbell_locked();
-    }
-  } else if (self->want_armed_locked()) {
-    self->ring_doorbell_locked();
-  }
-  self->m_lock.unlock();
-  batch.wake_all();
-  if (to_close >= 0) {
-    ::close(to_close);
   }
 }
 
-void acceptor_state::doorbell_rang(cancellable* c) noexcept {
-  acceptor_state* self = static_cast<doorbell*>(c)->state;
-  std::shared_ptr<acceptor_state> ref;  // the doorbell's reference, dropped last
-  action act = action::none;
-  bool arm_multishot = false;
-  worker* owner = nullptr;
-  self->m_lock.lock();
-  ref = std::move(self->m_doorbell_ref);
-  self->m_doorbell_pending = false;
-  // relaxed: the next ring_doorbell_locked() takes this lock after us, which orders it.
-  self->m_doorbell.cancel_state.store(cancellable::idle, std::memory_order_relaxed);
-  owner = self->m_owner;  // this thread
-  if (self->m_armed) {
-    if (!self->m_cancel_sent &&
-        (self->m_closed || (self->m_multishot && self->m_queue.size() >= self->m_capacity))) {
-      self->m_cancel_sent = true;
-      act = action::cancel;
-    }
-  } else if (self->want_armed_locked() && !port::stopping(owner)) {
-    self->claim_arm_locked(owner);
-    arm_multishot = self->m_multishot;
-    act = action::arm;
+void acceptor_state::after_cqe() noexcept {
+  if (m_close_after_cqe >= 0) {
+    ::close(std::exchange(m_close_after_cqe, -1));
   }
-  self->m_lock.unlock();
-  if (act == action::cancel) {
-    // Cancels the multishot (or the one-shot) SQE; its final CQE (-ECANCELED, or a last
-    // descriptor) still arrives and drops m_armed_ref.
-    port::cancel(owner, self);
-  } else if (act == action::arm) {
-    self->fill_sqe(owner, arm_multishot);
-  }
+}
+
+void acceptor_state::owner_gone_locked(wake_batch& /*batch*/) noexcept {
+  // The owner's runtime has shut down: re-arm only from an accept() on a live worker.
+  m_hold = true;
 }
 
 // ---------------------------------------------------------------------------------------

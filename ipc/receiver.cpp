@@ -1,3 +1,6 @@
+// The receive policy of a stream_receiver on the pinned-multishot engine (receiver_state;
+// design note in ipc/detail/receiver_state.hpp): its buffers, their ring and queue, and
+// stream_socket::receiver().
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/socket.hpp>
 
@@ -11,7 +14,6 @@
 #include <new>
 #include <utility>
 
-#include <corio/runtime/io_op.hpp>
 #include <corio/runtime/port.hpp>
 
 namespace corio::ipc {
@@ -20,7 +22,6 @@ namespace detail {
 
 namespace {
 
-using port::cancellable;
 using corio::detail::wait_status;
 using corio::detail::wake_batch;
 using corio::detail::waiter;
@@ -33,27 +34,20 @@ std::atomic<std::uint16_t> g_next_bgid{0};
 // relaxed: a counter for tests, read after the threads involved are done.
 std::atomic<long> g_live_groups{0};
 
-/// Multishot recv came with Linux 6.0 (buffer rings with 5.19). The opcode probe cannot
-/// tell (IORING_OP_RECV is 5.6), so the release decides; registration failure falls back.
-bool kernel_has_multishot_recv() noexcept {
-  static const bool has = port::features().multishot_recv;
-  return has;
-}
-
 /// Unregisters a buffer group on its owner and unmaps its memory (the state is gone).
-struct release_job : cancellable {
+struct release_job : port::cancellable {
   void* mem = nullptr;
   std::size_t len = 0;
   std::uint16_t bgid = 0;
   worker* ring_owner = nullptr;
-  static void run(cancellable* c) noexcept {
+  static void run(port::cancellable* c) noexcept {
     auto* j = static_cast<release_job*>(c);
     port::unregister_buf_ring(j->ring_owner, j->bgid);
     ::munmap(j->mem, j->len);
     g_live_groups.fetch_sub(1, std::memory_order_relaxed);
     delete j;
   }
-  static void noop(cancellable*) noexcept {}
+  static void noop(port::cancellable*) noexcept {}
 };
 
 }  // namespace
@@ -66,12 +60,8 @@ receiver_state::receiver_state(int fd, const receive_options& options)
     : m_fd(fd),
       m_size(options.buffer_size == 0 ? 1 : options.buffer_size),
       m_count(static_cast<unsigned>(options.buffer_count == 0 ? 1 : (options.buffer_count > 32768 ? 32768 : options.buffer_count))),
-      m_multishot(options.provided_buffers && kernel_has_multishot_recv() &&
+      m_multishot(options.provided_buffers && port::features().multishot_recv &&
                   !g_simulate_no_pbuf.load(std::memory_order_relaxed)) {
-  on_cqe = &cqe_arrived;
-  m_doorbell.state = this;
-  m_doorbell.on_cancel_drained = &doorbell_rang;
-  m_doorbell.on_resume = &noop;
   m_ring_entries = std::bit_ceil(m_count);
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t ring_bytes = (m_ring_entries * sizeof(io_uring_buf) + page - 1) / page * page;
@@ -132,34 +122,20 @@ bool receiver_state::want_armed_locked() const noexcept {
   return m_started && !m_armed && !m_closed && !m_eof && m_error == 0 && can_arm_locked();
 }
 
-void receiver_state::claim_arm_locked(worker* w) {
-  m_armed = true;
-  m_cancel_sent = false;
-  m_owner = w;
-  m_armed_ref = shared_from_this();
+void receiver_state::on_claim_locked() noexcept {
   if (!m_multishot) {
     m_oneshot_bid = m_free.back();
     m_free.pop_back();
   }
-  ++m_stats.arms;
 }
 
-std::shared_ptr<receiver_state> receiver_state::ring_doorbell_locked() noexcept {
-  if (m_doorbell_pending || m_owner == nullptr) {
-    return {};
+void receiver_state::owner_gone_locked(wake_batch& batch) noexcept {
+  // Nothing can be armed any more. Terminal, as a shutdown that cancelled an armed
+  // receive would have made it; the waits end with it (none will be granted data).
+  if (m_error == 0 && !m_eof) {
+    m_error = -ECANCELED;
   }
-  m_doorbell_pending = true;
-  m_doorbell_ref = shared_from_this();
-  if (!port::post(m_owner, m_owner_serial, &m_doorbell)) {
-    // The owner has shut down: nothing can be armed any more. Terminal, as a shutdown
-    // that cancelled an armed receive would have made it (callers end their waiters).
-    m_doorbell_pending = false;
-    if (m_error == 0 && !m_eof) {
-      m_error = -ECANCELED;
-    }
-    return std::move(m_doorbell_ref);
-  }
-  return {};
+  end_waiters_locked(m_error, batch);
 }
 
 void receiver_state::recycle_locked(int bid) noexcept {
@@ -219,10 +195,10 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
   w.list = &m_waiters;
   bool queued = false;
   bool first = false;
-  std::shared_ptr<receiver_state> drop;
+  std::shared_ptr<pinned_multishot> drop;
+  wake_batch batch;
   m_lock.lock();
-  if (w.status == wait_status::cancelled || token.stop_requested() ||
-      (inherited != nullptr && inherited->stop_requested())) {
+  if (stopped_first(w, token, inherited)) {
     w.status = wait_status::cancelled;  // a stop that came first: nothing is taken
   } else if (m_q_size != 0) {
     const entry e = m_q[m_q_head];
@@ -242,11 +218,11 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
     w.no_runtime = true;
     w.status = wait_status::cancelled;
   } else {
-    if (m_started && want_armed_locked()) {
+    if (want_armed_locked()) {
       // Stopped and a buffer is free: give_back normally rang the owner already (then the
       // doorbell is pending and this is a no-op); the owner re-arms, never this thread.
       // If the owner is gone this makes the state terminal (m_error).
-      drop = ring_doorbell_locked();
+      drop = ring_doorbell_locked(batch);
     }
     if (m_error != 0) {
       w.error = m_error;
@@ -256,60 +232,58 @@ bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std:
       queued = true;
       if (!m_started) {
         m_started = true;
-        m_owner_serial = port::serial(cw);
-        claim_arm_locked(cw);
+        claim_arm_locked(cw);  // pins the owner: the buffer group goes on its ring
         first = true;
       }
     }
   }
   m_lock.unlock();
   drop.reset();
+  batch.wake_all();
   if (first) {
-    first_arm(cw);  // `w` may already be gone; m_armed_ref keeps us alive
+    register_buffers(cw);
+    arm(cw);  // `w` may already be gone; the armed SQE's reference keeps us alive
   }
   return queued;
 }
 
-void receiver_state::first_arm(worker* w) {
-  if (m_multishot) {
-    // Nobody else touches the ring before it is registered: no buffer is out yet.
-    io_uring_buf_ring_init(m_br);
-    const int mask = io_uring_buf_ring_mask(m_ring_entries);
-    for (unsigned i = 0; i < m_count; ++i) {
-      io_uring_buf_ring_add(m_br, m_buffers + static_cast<std::size_t>(i) * m_size, static_cast<unsigned>(m_size),
-                            static_cast<unsigned short>(i), mask, static_cast<int>(i));
-    }
-    io_uring_buf_ring_advance(m_br, static_cast<int>(m_count));
-    int rc = -EEXIST;
-    std::uint16_t bgid = 0;
-    for (int tries = 0; tries < 64 && rc == -EEXIST; ++tries) {
-      // relaxed: any distinct-enough number; collisions are caught by -EEXIST.
-      bgid = g_next_bgid.fetch_add(1, std::memory_order_relaxed);
-      rc = port::register_buf_ring(w, m_br, m_ring_entries, bgid);
-    }
-    m_lock.lock();
-    if (rc == 0) {
-      g_live_groups.fetch_add(1, std::memory_order_relaxed);
-      m_registered = true;
-      m_bgid = bgid;
-      m_in_ring = m_count;
-      m_free.clear();
-    } else {
-      // No buffer rings here (or no id left): the fallback, from this first arm on.
-      m_multishot = false;
-      m_stats.provided_buffers = false;
-      m_oneshot_bid = m_free.back();
-      m_free.pop_back();
-    }
-    m_lock.unlock();
+void receiver_state::register_buffers(worker* w) {
+  if (!m_multishot) {
+    return;
   }
-  fill_sqe(w);
+  // Nobody else touches the ring before it is registered: no buffer is out yet.
+  io_uring_buf_ring_init(m_br);
+  const int mask = io_uring_buf_ring_mask(m_ring_entries);
+  for (unsigned i = 0; i < m_count; ++i) {
+    io_uring_buf_ring_add(m_br, m_buffers + static_cast<std::size_t>(i) * m_size, static_cast<unsigned>(m_size),
+                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(m_br, static_cast<int>(m_count));
+  int rc = -EEXIST;
+  std::uint16_t bgid = 0;
+  for (int tries = 0; tries < 64 && rc == -EEXIST; ++tries) {
+    // relaxed: any distinct-enough number; collisions are caught by -EEXIST.
+    bgid = g_next_bgid.fetch_add(1, std::memory_order_relaxed);
+    rc = port::register_buf_ring(w, m_br, m_ring_entries, bgid);
+  }
+  m_lock.lock();
+  if (rc == 0) {
+    g_live_groups.fetch_add(1, std::memory_order_relaxed);
+    m_registered = true;
+    m_bgid = bgid;
+    m_in_ring = m_count;
+    m_free.clear();
+  } else {
+    // No buffer rings here (or no id left): the fallback, from this first arm on.
+    m_multishot = false;
+    m_stats.provided_buffers = false;
+    m_oneshot_bid = m_free.back();
+    m_free.pop_back();
+  }
+  m_lock.unlock();
 }
 
-void receiver_state::fill_sqe(worker* w) {
-  // Only w's thread touches its ring. port::get_sqe counts one operation in flight,
-  // multishot or not (worker::reap ends it at the CQE without IORING_CQE_F_MORE).
-  io_uring_sqe* sqe = port::get_sqe(w);
+void receiver_state::fill_sqe(io_uring_sqe* sqe) noexcept {
   if (m_multishot) {
     io_uring_prep_recv_multishot(sqe, m_fd, nullptr, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -318,13 +292,7 @@ void receiver_state::fill_sqe(worker* w) {
     // m_oneshot_bid is ours until the CQE (set by the claim, read on this thread).
     io_uring_prep_recv(sqe, m_fd, const_cast<std::byte*>(buffer(m_oneshot_bid)), m_size, 0);
   }
-  io_uring_sqe_set_data(sqe, static_cast<io_completion*>(this));
 }
-
-// The SQE stays armed: what it receives is queued for the next receive().
-void receiver_state::cancel(recv_waiter& w) noexcept { m_waiters.cancel(w); }
-
-void receiver_state::abandon(recv_waiter& w) noexcept { m_waiters.abandon(w); }
 
 void receiver_state::drop_unclaimed(recv_waiter& w) noexcept {
   if (w.bid >= 0) {
@@ -334,127 +302,75 @@ void receiver_state::drop_unclaimed(recv_waiter& w) noexcept {
 
 void receiver_state::close() noexcept {
   wake_batch batch;
-  std::shared_ptr<receiver_state> drop;
+  std::shared_ptr<pinned_multishot> drop;
   m_lock.lock();
-  if (m_closed) {
-    m_lock.unlock();
-    return;
-  }
-  m_closed = true;
-  m_waiters.close_all(batch);
-  while (m_q_size != 0) {
-    recycle_locked(m_q[m_q_head].bid);
-    m_q_head = (m_q_head + 1) % m_count;
-    --m_q_size;
-  }
-  if (m_armed && !m_cancel_sent) {
-    drop = ring_doorbell_locked();
+  if (mark_closed_locked(batch, drop)) {
+    while (m_q_size != 0) {
+      recycle_locked(m_q[m_q_head].bid);
+      m_q_head = (m_q_head + 1) % m_count;
+      --m_q_size;
+    }
   }
   m_lock.unlock();
+  drop.reset();
   batch.wake_all();
 }
 
 void receiver_state::give_back(int bid) noexcept {
-  std::shared_ptr<receiver_state> drop;
+  std::shared_ptr<pinned_multishot> drop;
   wake_batch batch;
   m_lock.lock();
   --m_held;
   recycle_locked(bid);
   if (want_armed_locked()) {
-    drop = ring_doorbell_locked();
-    if (m_error != 0) {
-      end_waiters_locked(m_error, batch);  // the owner is gone: nothing will arrive
-    }
+    drop = ring_doorbell_locked(batch);  // the owner re-arms (or it is gone: terminal)
   }
   m_lock.unlock();
+  drop.reset();
   batch.wake_all();
 }
 
 receive_stats receiver_state::stats() const noexcept {
   m_lock.lock();
   receive_stats s = m_stats;
+  s.arms = m_arms;
+  s.cqes = m_cqes;
   s.queued = m_q_size;
   s.held = m_held;
   m_lock.unlock();
   return s;
 }
 
-void receiver_state::cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept {
-  auto* self = static_cast<receiver_state*>(c);
-  std::shared_ptr<receiver_state> keep;  // the SQE's reference, dropped last
-  std::shared_ptr<receiver_state> drop;
-  wake_batch batch;
-  self->m_lock.lock();
-  ++self->m_stats.cqes;
-  const bool more = (flags & IORING_CQE_F_MORE) != 0;
-  bool ours = false;
-  if (!more) {
-    self->m_armed = false;
-    ours = self->m_cancel_sent;
-    self->m_cancel_sent = false;
-    keep = std::move(self->m_armed_ref);
-  }
+void receiver_state::on_cqe_locked(int res, std::uint32_t flags, bool /*final*/, bool ours,
+                                   wake_batch& batch) noexcept {
   int bid = -1;
-  if (self->m_multishot) {
+  if (m_multishot) {
     if ((flags & IORING_CQE_F_BUFFER) != 0) {
       bid = static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT);
-      --self->m_in_ring;
+      --m_in_ring;
     }
   } else {
-    bid = std::exchange(self->m_oneshot_bid, -1);
+    bid = std::exchange(m_oneshot_bid, -1);
   }
   if (res > 0 && bid >= 0) {
-    self->deliver_locked(bid, static_cast<std::uint32_t>(res), batch);
-  } else {
-    if (bid >= 0) {
-      self->recycle_locked(bid);
-    }
-    if (res == 0) {
-      self->m_eof = true;
-      self->end_waiters_locked(0, batch);
-    } else if (res == -ENOBUFS) {
-      // Every buffer is queued or held: stopped until one comes back (see the note).
-      ++self->m_stats.enobufs;
-    } else if (res == -ECANCELED && ours) {
-      // close(): nothing more to do.
-    } else if (res < 0 && !self->m_closed) {
-      // The error, or the runtime's shutdown (-ECANCELED we did not ask for).
-      self->m_error = res;
-      self->end_waiters_locked(res, batch);
-    }
+    deliver_locked(bid, static_cast<std::uint32_t>(res), batch);
+    return;
   }
-  // Re-arm from the owner's next maintenance pass, never inside its reap loop.
-  if (!self->m_armed && self->want_armed_locked() && !port::stopping(self->m_owner)) {
-    drop = self->ring_doorbell_locked();
+  if (bid >= 0) {
+    recycle_locked(bid);
   }
-  self->m_lock.unlock();
-  batch.wake_all();
-}
-
-void receiver_state::doorbell_rang(cancellable* c) noexcept {
-  receiver_state* self = static_cast<doorbell*>(c)->state;
-  std::shared_ptr<receiver_state> ref;  // the doorbell's reference, dropped last
-  bool cancel = false;
-  bool arm = false;
-  worker* owner = nullptr;
-  self->m_lock.lock();
-  ref = std::move(self->m_doorbell_ref);
-  self->m_doorbell_pending = false;
-  owner = self->m_owner;  // this thread
-  if (self->m_armed) {
-    if (self->m_closed && !self->m_cancel_sent) {
-      self->m_cancel_sent = true;
-      cancel = true;
-    }
-  } else if (self->want_armed_locked() && !port::stopping(owner)) {
-    self->claim_arm_locked(owner);
-    arm = true;
-  }
-  self->m_lock.unlock();
-  if (cancel) {
-    port::cancel(owner, self);
-  } else if (arm) {
-    self->fill_sqe(owner);
+  if (res == 0) {
+    m_eof = true;
+    end_waiters_locked(0, batch);
+  } else if (res == -ENOBUFS) {
+    // Every buffer is queued or held: stopped until one comes back (see the note).
+    ++m_stats.enobufs;
+  } else if (res == -ECANCELED && ours) {
+    // close(): nothing more to do.
+  } else if (res < 0 && !m_closed) {
+    // The error, or the runtime's shutdown (-ECANCELED we did not ask for).
+    m_error = res;
+    end_waiters_locked(res, batch);
   }
 }
 

@@ -24,14 +24,11 @@
 // queue `m_q`. Every queued or delivered buffer is a distinct buffer id, so the queue
 // holds at most buffer_count entries by construction (a fixed ring of that size).
 //
-// Everything shared is under one spin lock (`m_lock`); the SQE is touched only by the
-// owner. The owner is reached through a "doorbell" (a cancellable pushed on its cancel
-// list with port::post, drained in its next maintenance pass), pushed at
-// most once at a time (`m_doorbell_pending`) and holding a reference until drained. The
-// drain reconciles: cancel the SQE (closed) or re-arm it (stopped, and a buffer is free).
-// port::post fails only once the owner's shutdown drain is over (then nothing may
-// be armed anyway), so unlike the acceptor's doorbell it may be rung while nothing is
-// armed — which the receiver needs, because buffers come back on any thread.
+// Arming, cancelling and the doorbell to the owner are the pinned-multishot engine's
+// (ipc/detail/pinned_multishot.hpp); the queue and the buffers are under its lock. The
+// owner is pinned by the first arm: the buffer group is registered on its ring, so every
+// later arm goes through the doorbell to that worker, rung when a buffer comes back on
+// any thread.
 //
 // Returning a buffer (received_buffer's destructor, any thread): under m_lock, the
 // buffer is written into the next ring entry (io_uring_buf_ring_add) and the ring's tail
@@ -55,12 +52,12 @@
 // shutdown cancel (-ECANCELED we did not ask for) is terminal as errc::operation_canceled.
 //
 // Lifetime. shared_ptr: held by the receiver handle, by each receive() awaiter, by each
-// received_buffer, by the armed SQE (`m_armed_ref`, dropped by the final CQE, the one
-// without IORING_CQE_F_MORE) and by a pending doorbell. close() fails the waiters with
-// errc::closed, drops queued buffers and has the owner cancel the SQE. The buffer memory
+// received_buffer, by the armed SQE and by a pending doorbell (the engine's). close()
+// fails the waiters with errc::closed, drops queued buffers and has the owner cancel the
+// SQE. The buffer memory
 // lives as long as the state, i.e. until the final CQE and the last received_buffer. The
 // destructor unregisters the buffer group on the owner: directly when it runs on the
-// owner's thread, else through a small job pushed on its cancel list; if the owner's
+// owner's thread, else through a small job posted to it (port::post); if the owner's
 // shutdown drain is over, its ring is closed (or closing, with nothing armed on the
 // group: the kernel no longer touches the buffers) and the memory is simply unmapped.
 // Buffer group ids come from a global counter; -EEXIST on registration tries the next.
@@ -77,7 +74,7 @@
 #include <stop_token>
 #include <vector>
 
-#include <corio/runtime/port.hpp>
+#include <corio/ipc/detail/pinned_multishot.hpp>
 #include <corio/sync/waiter_list.hpp>
 
 struct io_uring_buf_ring;
@@ -128,13 +125,10 @@ void simulate_no_provided_buffers(bool on) noexcept;
 /// worker, or dropped with a ring that shut down).
 [[nodiscard]] long live_buffer_groups() noexcept;
 
-class receiver_state final : public port::io_completion,
-                             public std::enable_shared_from_this<receiver_state> {
+class receiver_state final : public pinned_multishot {
  public:
   receiver_state(int fd, const receive_options& options);
-  ~receiver_state();
-  receiver_state(const receiver_state&) = delete;
-  receiver_state& operator=(const receiver_state&) = delete;
+  ~receiver_state() override;
 
   /// False when the buffers could not be allocated (the handle then reports ENOMEM).
   [[nodiscard]] bool valid() const noexcept { return m_mem != nullptr; }
@@ -142,8 +136,6 @@ class receiver_state final : public port::io_completion,
   /// first time). Returns true when the coroutine stays suspended.
   bool begin(recv_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
              const std::stop_token* inherited);
-  void cancel(recv_waiter& w) noexcept;
-  void abandon(recv_waiter& w) noexcept;
   /// Awaiter destructor, after abandon(): a buffer granted to a node whose frame was
   /// destroyed unresumed (runtime shutdown) is given back.
   void drop_unclaimed(recv_waiter& w) noexcept;
@@ -154,30 +146,25 @@ class receiver_state final : public port::io_completion,
   [[nodiscard]] receive_stats stats() const noexcept;
 
  private:
-  struct doorbell : port::cancellable {
-    receiver_state* state = nullptr;
-  };
   struct entry {
     std::uint16_t bid;
     std::uint32_t len;
   };
 
-  static void cqe_arrived(io_completion* c, int res, std::uint32_t flags) noexcept;
-  static void doorbell_rang(port::cancellable* c) noexcept;
-  static void noop(port::cancellable*) noexcept {}
+  [[nodiscard]] bool want_armed_locked() const noexcept override;
+  [[nodiscard]] bool want_cancel_locked() const noexcept override { return m_closed; }
+  void on_claim_locked() noexcept override;
+  void on_cqe_locked(int res, std::uint32_t flags, bool final, bool ours,
+                     corio::detail::wake_batch& batch) noexcept override;
+  void owner_gone_locked(corio::detail::wake_batch& batch) noexcept override;
+  void fill_sqe(io_uring_sqe* sqe) noexcept override;
 
-  // *_locked: m_lock held.
-  [[nodiscard]] bool want_armed_locked() const noexcept;
   [[nodiscard]] bool can_arm_locked() const noexcept;
-  void claim_arm_locked(corio::detail::worker* w);
-  /// Returns a reference to drop after unlocking (a failed push).
-  [[nodiscard]] std::shared_ptr<receiver_state> ring_doorbell_locked() noexcept;
   void recycle_locked(int bid) noexcept;
   void deliver_locked(int bid, std::uint32_t len, corio::detail::wake_batch& batch) noexcept;
   void end_waiters_locked(int error, corio::detail::wake_batch& batch) noexcept;
-  // Outside the lock, on the owner.
-  void first_arm(corio::detail::worker* w);
-  void fill_sqe(corio::detail::worker* w);
+  // On the first arm's worker, outside the lock: registers the buffer ring there.
+  void register_buffers(corio::detail::worker* w);
 
   const int m_fd;
   const std::size_t m_size;
@@ -190,8 +177,6 @@ class receiver_state final : public port::io_completion,
   std::uint16_t m_bgid = 0;
   bool m_registered = false;
 
-  mutable corio::detail::sync_spin_lock m_lock;
-  corio::detail::waiter_list m_waiters{m_lock};
   std::vector<entry> m_q;  // fixed ring of m_count entries
   std::size_t m_q_head = 0;
   std::size_t m_q_size = 0;
@@ -201,17 +186,8 @@ class receiver_state final : public port::io_completion,
   std::size_t m_held = 0;
   bool m_multishot;
   bool m_started = false;
-  bool m_closed = false;
   bool m_eof = false;
   int m_error = 0;
-  bool m_armed = false;
-  bool m_cancel_sent = false;
-  bool m_doorbell_pending = false;
-  corio::detail::worker* m_owner = nullptr;
-  std::uint64_t m_owner_serial = 0;
-  std::shared_ptr<receiver_state> m_armed_ref;
-  std::shared_ptr<receiver_state> m_doorbell_ref;
-  doorbell m_doorbell;
   receive_stats m_stats;
 };
 
