@@ -70,7 +70,6 @@ task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_wo
       }
     } else {
       s->install_locked(*fresh, old);
-      ++s->replaced;
       (*fresh)->reader = corio::spawn(reader_loop(s, *fresh));
       kick = s->pump_locked();
       ok = true;
@@ -144,6 +143,9 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
     std::lock_guard lock(s->mu);
     w->alive = false;
     closing = s->closing || why == reader_end::stopped;
+    // why here: counted in the same critical section that fails the crashed job, so its
+    // caller sees replaced() include this death (the replacement is forked later).
+    s->replaced += closing ? 0 : 1;
     settle_dead_worker_locked(*s, *w, closing, death);
     if (s->closing) {
       s->fail_pending_locked(pool_errc::shut_down);

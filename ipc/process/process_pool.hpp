@@ -437,7 +437,9 @@ class process_pool {
   [[nodiscard]] std::size_t max_message() const noexcept;
   /// The worker processes' pids (for tests and monitoring).
   [[nodiscard]] std::vector<pid_t> worker_pids() const;
-  /// How many workers were replaced after crashing.
+  /// How many workers died outside a shutdown (crashed, killed, or broke the protocol);
+  /// each is replaced by a new worker when one can be started. A death counts as soon as
+  /// its crashed job has failed: the caller that sees worker_crashed sees it here too.
   [[nodiscard]] std::size_t replaced() const noexcept;
 
  private:

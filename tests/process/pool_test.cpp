@@ -144,9 +144,6 @@ corio::task<crash_seen> pool_crash(process_pool& p) {
   small[1] = 7;
   small[2] = 8;
   s.thrown = co_await p.map<&throw_on_7>(small);
-  for (int i = 0; i < 400 && p.replaced() == 0; ++i) {
-    (void)co_await corio::sleep_for(5ms);  // the replacement is forked in the background
-  }
   s.replaced = p.replaced();
   co_return s;
 }
@@ -189,12 +186,16 @@ struct death_seen {
   corio::ipc::pool_result<int> killed;
   corio::ipc::pool_result<int> exited;
   std::vector<pid_t> pids;
+  std::size_t replaced_after_killed = 0;
+  std::size_t replaced_after_exited = 0;
 };
 corio::task<death_seen> pool_deaths(process_pool& p) {
   death_seen s;
   s.pids = p.worker_pids();
   s.killed = co_await p.call<&crash_on_13>(13);
+  s.replaced_after_killed = p.replaced();  // at once: no wait for the replacement's fork
   s.exited = co_await p.call<&exit_5_on_0>(0);
+  s.replaced_after_exited = p.replaced();
   co_return s;
 }
 
@@ -204,7 +205,8 @@ corio::task<std::error_code> start_error(std::size_t workers) {
 }
 }  // namespace
 
-TEST_CASE("process_pool: a job whose worker died says which signal or exit status ended it", "[process][pool]") {
+TEST_CASE("process_pool: a job whose worker died says which signal or exit status ended it, and replaced() counts it at once",
+          "[process][pool]") {
   auto s = run_with_pool({.workers = 1}, &pool_deaths);
   REQUIRE(s.pids.size() == 1);
   REQUIRE_FALSE(s.killed);
@@ -215,6 +217,8 @@ TEST_CASE("process_pool: a job whose worker died says which signal or exit statu
   REQUIRE_FALSE(s.exited);
   CHECK(s.exited.error() == pool_errc::worker_crashed);
   CHECK(s.exited.detail().find(" ended with exit code 5") != std::string::npos);
+  CHECK(s.replaced_after_killed == 1);
+  CHECK(s.replaced_after_exited == 2);
 }
 
 TEST_CASE("process_pool: start(0) is invalid_argument, not a pool of one", "[process][pool]") {
