@@ -611,6 +611,22 @@ void detail::normalize_twos_complement(std::vector<std::uint8_t>& b) {
 
 // ---- value ----
 
+void value::destroy_contents() noexcept {
+  switch (m_kind) {
+    case kind::big_integer: m_big.~big_int(); break;
+    case kind::str:
+    case kind::bytes:
+    case kind::bytearray: m_text.~basic_string(); break;
+    case kind::tuple:
+    case kind::list: m_items.~items_type(); break;
+    case kind::dict: m_dict.~box(); break;
+    case kind::set:
+    case kind::frozenset: m_set.~box(); break;
+    case kind::object: m_object.~box(); break;
+    default: break;  // the scalars own nothing
+  }
+}
+
 value::value(big_int b) : m_int(0) {
   if (auto small = b.to_int64()) {
     m_kind = kind::integer;

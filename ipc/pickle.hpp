@@ -387,9 +387,20 @@ class value {
   result<T> as_number() const;
   // None, bool, int64 and float: nothing to destroy, moved by copying 8 bytes.
   bool trivial() const noexcept {
-    return m_kind == kind::none || m_kind == kind::boolean || m_kind == kind::integer || m_kind == kind::floating;
+    constexpr unsigned scalars = 1u << static_cast<unsigned>(kind::none) | 1u << static_cast<unsigned>(kind::boolean) |
+                                 1u << static_cast<unsigned>(kind::integer) |
+                                 1u << static_cast<unsigned>(kind::floating);
+    return ((1u << static_cast<unsigned>(m_kind)) & scalars) != 0;
   }
-  void destroy() noexcept;
+  // Ends the lifetime of the live member (nothing for a scalar); m_kind is left as is.
+  void destroy() noexcept {
+    if (!trivial()) {
+      destroy_contents();
+    }
+  }
+  // destroy() for the kinds that own memory (out of line: scalars and moved-from values,
+  // the common case, cost one test).
+  void destroy_contents() noexcept;
   // Moves o's contents into this value's (unconstructed) storage; o becomes None unless
   // it is a scalar (which keeps its value).
   void take(value& o) noexcept;
@@ -537,25 +548,6 @@ struct dict::entry {
   value key;     ///< the key, as first inserted
   value mapped;  ///< the value
 };
-
-inline void value::destroy() noexcept {
-  if (trivial()) {
-    return;
-  }
-  switch (m_kind) {
-    case kind::big_integer: m_big.~big_int(); break;
-    case kind::str:
-    case kind::bytes:
-    case kind::bytearray: m_text.~basic_string(); break;
-    case kind::tuple:
-    case kind::list: m_items.~items_type(); break;
-    case kind::dict: m_dict.~box(); break;
-    case kind::set:
-    case kind::frozenset: m_set.~box(); break;
-    case kind::object: m_object.~box(); break;
-    default: break;
-  }
-}
 
 inline void value::take(value& o) noexcept {
   m_kind = o.m_kind;
