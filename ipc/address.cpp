@@ -1,3 +1,6 @@
+// Socket addresses (ipc/address.hpp): parsing ports and hosts, IPv4/IPv6/UNIX (path and
+// abstract) construction, name resolution, and the error categories for address and
+// getaddrinfo failures.
 #include <corio/ipc/address.hpp>
 
 #include <arpa/inet.h>

@@ -1,3 +1,5 @@
+// Memory maps (ipc/memory_map.hpp): mapping a descriptor, a file or anonymous memory, the
+// asynchronous flush (msync on the blocking pool) and unmapping.
 #include <corio/ipc/memory_map.hpp>
 
 #include <fcntl.h>

@@ -1,3 +1,6 @@
+// POSIX message queues (ipc/message_queue.hpp): create/open/remove; send/receive that try the
+// non-blocking call first, then wait for the queue descriptor's readiness through the ring; and
+// the blocking forms for threads that are not workers.
 #include <corio/ipc/message_queue.hpp>
 
 #include <fcntl.h>

@@ -1,3 +1,6 @@
+// Pipes and FIFOs (ipc/pipe.hpp): creating a pipe pair, the capacity setting, read_exact and
+// write_all, and opening a FIFO without blocking a worker (the open runs on the blocking pool and
+// is cancellable).
 #include <corio/ipc/pipe.hpp>
 
 #include <sys/stat.h>

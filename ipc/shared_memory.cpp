@@ -1,3 +1,5 @@
+// POSIX shared memory (ipc/shared_memory.hpp): create (exclusive unless the options say
+// otherwise), open and remove a named segment, and map it.
 #include <corio/ipc/shared_memory.hpp>
 
 #include <fcntl.h>

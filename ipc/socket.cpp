@@ -1,3 +1,5 @@
+// Sockets (ipc/socket.hpp): opening, binding and listening, addresses, options, the RST-on-close
+// setting, and the stream socket's read_exact/write_all/writev_all loops.
 #include <corio/ipc/socket.hpp>
 
 #include <corio/ipc/detail/exact_io.hpp>

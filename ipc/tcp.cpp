@@ -1,3 +1,5 @@
+// TCP (ipc/tcp.hpp): connecting a tcp_stream (with and without a time limit) and binding a
+// tcp_listener.
 #include <corio/ipc/tcp.hpp>
 
 #include <corio/runtime/timeout.hpp>

@@ -1,3 +1,4 @@
+// UDP (ipc/udp.hpp): opening and binding a udp_socket.
 #include <corio/ipc/udp.hpp>
 
 namespace corio::ipc {

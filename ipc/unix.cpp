@@ -1,3 +1,5 @@
+// UNIX-domain sockets (ipc/unix.hpp): connecting, passing descriptors (SCM_RIGHTS), peer
+// credentials, listeners that remove their path, datagram sockets and socketpair().
 #include <corio/ipc/unix.hpp>
 
 #include <sys/un.h>

@@ -1,3 +1,5 @@
+// The blocking pool behind spawn_blocking (runtime/internal/blocking_pool.hpp): submitting and
+// withdrawing jobs, the threads that run them and retire after the keep-alive, and shutdown.
 #include <corio/runtime/internal/blocking_pool.hpp>
 
 #include <algorithm>

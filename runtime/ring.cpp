@@ -1,3 +1,5 @@
+// One io_uring instance per worker (runtime/internal/ring.hpp): setup with a readable reason on
+// failure, submission, and waiting with a timeout.
 #include <corio/runtime/internal/ring.hpp>
 
 #include <cerrno>

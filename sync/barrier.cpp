@@ -1,3 +1,5 @@
+// The awaitable barrier (sync/barrier.hpp): arrivals, phase completion, arrive_and_drop and a
+// cancelled waiter giving its arrival back.
 #include <corio/sync/barrier.hpp>
 
 namespace corio {

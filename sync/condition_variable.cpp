@@ -1,3 +1,5 @@
+// The awaitable condition variable (sync/condition_variable.hpp): wait, wait_until, notify_one and
+// notify_all.
 #include <corio/sync/condition_variable.hpp>
 
 namespace corio {

@@ -1,3 +1,5 @@
+// The awaitable event (sync/event.hpp): set, try_wait, and consuming the event for an auto-reset
+// waiter.
 #include <corio/sync/event.hpp>
 
 namespace corio {

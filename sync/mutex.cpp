@@ -1,3 +1,5 @@
+// The awaitable mutex (sync/mutex.hpp): the contended paths of lock and unlock (the uncontended
+// ones are inline in the header) and a cancelled waiter leaving the queue.
 #include <corio/sync/mutex.hpp>
 
 namespace corio {

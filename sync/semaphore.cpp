@@ -1,3 +1,5 @@
+// The awaitable counting semaphore (sync/semaphore.hpp): release and granting permits to queued
+// waiters in order.
 #include <corio/sync/semaphore.hpp>
 
 namespace corio {

@@ -1,3 +1,5 @@
+// The awaitable reader-writer mutex (sync/shared_mutex.hpp): unlock, unlock_shared and handing
+// the lock to the next writer or batch of readers.
 #include <corio/sync/shared_mutex.hpp>
 
 namespace corio {

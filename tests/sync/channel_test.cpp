@@ -1,3 +1,5 @@
+// Tests of sync/channel.hpp: bounded and unbounded channels, closing, try_ operations,
+// cancellation and many producers and consumers.
 #include <corio/sync/channel.hpp>
 
 #include <catch2/catch.hpp>

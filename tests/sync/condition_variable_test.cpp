@@ -1,3 +1,4 @@
+// Tests of sync/condition_variable.hpp.
 #include <corio/sync/condition_variable.hpp>
 
 #include <catch2/catch.hpp>

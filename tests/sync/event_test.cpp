@@ -1,3 +1,4 @@
+// Tests of sync/event.hpp.
 #include <corio/sync/event.hpp>
 
 #include <catch2/catch.hpp>

@@ -1,3 +1,4 @@
+// Tests of sync/mutex.hpp.
 #include <corio/sync/mutex.hpp>
 
 #include <catch2/catch.hpp>

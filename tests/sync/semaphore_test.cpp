@@ -1,3 +1,4 @@
+// Tests of sync/semaphore.hpp.
 #include <corio/sync/semaphore.hpp>
 
 #include <catch2/catch.hpp>

@@ -1,3 +1,4 @@
+// Tests of sync/shared_mutex.hpp.
 #include <corio/sync/shared_mutex.hpp>
 
 #include <catch2/catch.hpp>
