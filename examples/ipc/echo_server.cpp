@@ -1,5 +1,6 @@
 // echo_server: a TCP echo server, one task per connection.
-//   echo_server [--port N] [--workers N]   serve until killed (port 0: pick one, printed; --help)
+//   echo_server [--port N] [--workers N]   serve until Ctrl-C or SIGTERM, then stop accepting and
+//                                          exit 0 (port 0: pick one, printed; --help)
 //   echo_server --self-test                serve, run 20 clients and one 1 MiB echo against itself, exit
 //   echo_server --idle-test N              hold N idle connections (from a forked client process)
 //                                          and print the server's memory per idle connection,
@@ -12,6 +13,7 @@
 // reads fill it, up to 64 KiB, so an idle connection holds 2 KiB of buffer plus its task
 // frame; `--idle-test` measures it.
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/pipe.hpp>
@@ -29,6 +31,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,9 +103,9 @@ task<void> serve_connection_rx(tcp_stream s) {
   }
 }
 
-task<void> accept_loop(const tcp_listener& l) {
+task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
   for (;;) {
-    auto s = co_await l.accept();
+    auto s = co_await l.accept(stop);
     if (!s) {
       if (s.error() == std::errc::operation_canceled) {
         co_return;
@@ -311,6 +314,11 @@ int main(int argc, char** argv) {
   if (test) {
     port = 0;
   }
+  // Before the runtime: its threads inherit the blocked SIGINT and SIGTERM.
+  std::optional<corio::signal_stream> signals;
+  if (!test) {
+    signals.emplace(example::shutdown_signals("echo_server"));
+  }
   corio::runtime rt(example::with_workers(workers));
   auto l = tcp_listener::bind(socket_address::loopback_v4(port));
   if (!l) {
@@ -323,6 +331,6 @@ int main(int argc, char** argv) {
     // The accept loop is bounded by a timeout; shutdown destroys it and the connections.
     return rt.block_on(self_test(*l));
   }
-  rt.block_on(accept_loop(*l));
-  return 0;
+  return rt.block_on(example::serve_until_signal("echo_server", *signals,
+                                                 [&l](std::stop_token stop) { return accept_loop(*l, stop); }));
 }

@@ -20,10 +20,12 @@
 //                        and each read of a body or write of a reply may take this long
 //                        (default 75 s, as nginx's keepalive_timeout).
 // A timed-out connection is closed without a reply (as nginx does).
-//   http_hello [--port N] [--workers N] [...]   serve until killed
+//   http_hello [--port N] [--workers N] [...]   serve until Ctrl-C or SIGTERM, then stop
+//                                               accepting and exit 0
 //   http_hello --self-test [...]                serve on port 0 and check raw exchanges
 //   http_hello --help
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
@@ -861,6 +863,11 @@ int main(int argc, char** argv) {
   if (test) {
     port = 0;
   }
+  // Before the runtime: its threads inherit the blocked SIGINT and SIGTERM.
+  std::optional<corio::signal_stream> signals;
+  if (!test) {
+    signals.emplace(example::shutdown_signals("http_hello"));
+  }
   corio::runtime rt(example::with_workers(workers));
   auto l = tcp_listener::bind(socket_address::loopback_v4(port));
   if (!l) {
@@ -872,6 +879,6 @@ int main(int argc, char** argv) {
   }
   std::printf("http_hello listening on %s\n", l->local_address().value().to_string().c_str());
   std::fflush(stdout);
-  rt.block_on(accept_loop(*l, srv));
-  return 0;
+  return rt.block_on(example::serve_until_signal(
+      "http_hello", *signals, [&l, &srv](std::stop_token stop) { return accept_loop(*l, srv, stop); }));
 }
