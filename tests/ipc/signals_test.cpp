@@ -141,13 +141,18 @@ TEST_CASE("signals: next() ends on its stop token, on a timeout and when the str
   CHECK(rt.block_on(body()) == std::vector<std::string>{canceled, timed_out, "USR2", canceled, closed});
 }
 
+namespace {
+// The result of a spawned ctrl_c(), as a task (corio::timeout takes tasks and awaitables).
+task<corio::result<void>> joined(corio::join_handle<corio::result<void>> h) { co_return co_await std::move(h); }
+}  // namespace
+
 TEST_CASE("signals: ctrl_c() returns once SIGINT arrives", "[ipc][signals]") {
   corio::runtime rt(ipc_test::workers(1));
   auto body = []() -> task<std::string> {
     auto waiter = corio::spawn(corio::ctrl_c());
     co_await corio::yield_now();  // ctrl_c() opened its stream and waits
     ::kill(::getpid(), SIGINT);
-    auto r = co_await corio::timeout(std::move(waiter), 30s);
+    auto r = co_await corio::timeout(joined(std::move(waiter)), 30s);
     co_return r ? "returned" : r.error().message();
   };
   CHECK(rt.block_on(body()) == "returned");
