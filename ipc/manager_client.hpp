@@ -11,6 +11,8 @@
 // `proxy.get(*args, **kwds)`: it yields the reply: ('#RETURN', value) as
 // manager_reply::returned, an exception ('#ERROR') as raised with the exception object
 // (pickle::object: e.g. queue.Empty), a '#TRACEBACK' as traceback with its text.
+// Positional arguments are a pickle::value::items_type: pickle::value::items_of(a, b, ...)
+// converts C++ values in place (`q.call("put", pickle::value::items_of(job))`).
 // release() drops the proxy's reference (Python's decref when a proxy is collected); a
 // proxy destroyed without release() leaves the reference on the server, as a Python
 // client that was killed does.

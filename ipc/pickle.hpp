@@ -279,19 +279,24 @@ class value {
   static value make_list(items_type items) { return value(kind::list, std::move(items)); }
   template <class... T>
   static value tuple_of(T&&... items) {
-    items_type v;
-    v.reserve(sizeof...(T));
-    (v.emplace_back(std::forward<T>(items)), ...);
-    return make_tuple(std::move(v));
+    return make_tuple(items_of(std::forward<T>(items)...));
   }
   template <class... T>
   static value list_of(T&&... items) {
+    return make_list(items_of(std::forward<T>(items)...));
+  }
+  ///@}
+  /// The arguments converted to values, in order: a call's positional arguments for
+  /// manager_proxy::call / manager_client::create (`q.call("put", value::items_of(job))`).
+  /// A function rather than a braced list because g++ 12 rejects a braced list inside a
+  /// `co_await` expression (README, "Known compiler bugs").
+  template <class... T>
+  static items_type items_of(T&&... items) {
     items_type v;
     v.reserve(sizeof...(T));
     (v.emplace_back(std::forward<T>(items)), ...);
-    return make_list(std::move(v));
+    return v;
   }
-  ///@}
   /// A dict of the pairs in order (a later duplicate key replaces the earlier value).
   static value make_dict(std::initializer_list<std::pair<value, value>> pairs);
   /// A frozenset.

@@ -18,17 +18,9 @@
 using corio::task;
 using corio::ipc::manager_client;
 namespace pickle = corio::ipc::pickle;
-using items = pickle::value::items_type;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-template <class... T>
-items arguments(T&&... v) {
-  items out;
-  (out.emplace_back(std::forward<T>(v)), ...);
-  return out;
-}
 
 struct shared {
   std::mutex lock;  // guards latencies (clients run on any worker)
@@ -46,19 +38,19 @@ task<void> client(std::uint16_t sport, std::uint16_t rport, int index, int secon
     auto setter = co_await receiver->create("SetResultQueue");
     ok = setter.has_value();
     if (ok) {
-      auto set = co_await setter->call("set_channel", arguments(pickle::value(channel)));
+      auto set = co_await setter->call("set_channel", pickle::value::items_of(channel));
       ok = set && set->ok();
       (void)co_await setter->release();
     }
   }
   if (ok) {
-    auto results = co_await receiver->create("GetResultQueue", arguments(pickle::value(channel)));
+    auto results = co_await receiver->create("GetResultQueue", pickle::value::items_of(channel));
     auto input = co_await sender->create("GetAudioQueue");
     ok = results && input;
     auto end = clock_type::now() + std::chrono::seconds(seconds);
     for (std::int64_t i = 0; ok && clock_type::now() < end; ++i) {
       auto t0 = clock_type::now();
-      auto put = co_await input->call("put", arguments(pickle::value::tuple_of(i, nullptr, channel)));
+      auto put = co_await input->call("put", pickle::value::items_of(pickle::value::tuple_of(i, nullptr, channel)));
       auto got = co_await results->call("get");
       ok = put && put->ok() && got && got->ok() && got->value == pickle::value(i * i);
       mine.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());

@@ -26,18 +26,8 @@ using corio::ipc::manager_client;
 using corio::ipc::manager_proxy;
 using corio::ipc::manager_reply;
 namespace pickle = corio::ipc::pickle;
-using items = pickle::value::items_type;
 
 namespace {
-
-// A call's arguments (a function, not a braced list: g++ 12 rejects braced lists inside
-// co_await expressions; see README).
-template <class... T>
-items arguments(T&&... v) {
-  items out;
-  (out.emplace_back(std::forward<T>(v)), ...);
-  return out;
-}
 
 pickle::value parse_job(const std::string& s) {
   std::int64_t i = 0;
@@ -88,7 +78,7 @@ task<bool> one_client(settings s, std::string channel, std::vector<std::string> 
   if (!setter) {
     co_return failed(channel, "SetResultQueue", setter.error().message());
   }
-  auto set = co_await setter->call("set_channel", arguments(pickle::value(channel)));
+  auto set = co_await setter->call("set_channel", pickle::value::items_of(channel));
   (void)co_await setter->release();
   const pickle::value* ok = set && set->ok() ? set->value.get("result") : nullptr;
   if (ok == nullptr || !(*ok == pickle::value(true))) {
@@ -96,7 +86,7 @@ task<bool> one_client(settings s, std::string channel, std::vector<std::string> 
   }
   const pickle::value* message = set->value.get("message");
   std::printf("c++ client %s: %s\n", channel.c_str(), message && message->is_str() ? message->if_str()->c_str() : "");
-  auto results = co_await receiver->create("GetResultQueue", arguments(pickle::value(channel)));
+  auto results = co_await receiver->create("GetResultQueue", pickle::value::items_of(channel));
   auto input = co_await sender->create("GetAudioQueue");
   if (!results || !input) {
     co_return failed(channel, "GetResultQueue/GetAudioQueue", (!results ? results.error() : input.error()).message());
@@ -106,14 +96,15 @@ task<bool> one_client(settings s, std::string channel, std::vector<std::string> 
     co_return failed(channel, "get_nowait before any job (queue.Empty expected)", describe(nothing));
   }
   for (const std::string& job : jobs) {
-    auto put = co_await input->call("put", arguments(pickle::value::tuple_of(parse_job(job), "c++", channel)));
+    auto args = pickle::value::items_of(pickle::value::tuple_of(parse_job(job), "c++", channel));
+    auto put = co_await input->call("put", std::move(args));
     if (!put || !put->ok()) {
       co_return failed(channel, "put", describe(put));
     }
   }
   bool all = true;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
-    auto got = co_await results->call("get", arguments(true, s.timeout_ms / 1000.0));
+    auto got = co_await results->call("get", pickle::value::items_of(true, s.timeout_ms / 1000.0));
     if (!got || !got->ok()) {
       all = failed(channel, "get with a timeout", describe(got));
       break;

@@ -101,15 +101,6 @@ void run(fixture& f, std::function<task<void>(fixture&, manager_client&)> body, 
   }(f, body));
 }
 
-// A call's positional arguments (a function, not a braced list: g++ 12 rejects braced
-// lists inside co_await expressions; see README).
-template <class... T>
-items args(T&&... v) {
-  items out;
-  (out.emplace_back(std::forward<T>(v)), ...);
-  return out;
-}
-
 std::string text(const manager_reply& r) { return r.value.is_str() ? *r.value.if_str() : r.value.repr(); }
 
 // The message of an exception object (its first constructor argument).
@@ -133,7 +124,7 @@ task<void> one_client(manager_client c, int i, std::atomic<int>& ok) {
   if (!q) {
     co_return;
   }
-  auto put = co_await q->call("put", args(i));
+  auto put = co_await q->call("put", pickle::value::items_of(i));
   auto got = co_await q->call("get");
   auto released = co_await q->release();  // (not inside the &&: g++ 12 fails on a co_await there)
   if (put && put->ok() && got && got->value == pickle::value(i) && released) {
@@ -151,7 +142,7 @@ TEST_CASE("manager_server: create gives (ident, exposed), calls reach the object
     REQUIRE(q);
     CHECK(q->exposed() == std::vector<std::string>{"empty", "full", "get", "get_nowait", "put", "put_nowait", "qsize"});
     CHECK(f.server.number_of_objects() == 1);
-    auto put = co_await q->call("put", args(pickle::value("job")));
+    auto put = co_await q->call("put", pickle::value::items_of(pickle::value("job")));
     REQUIRE(put);
     CHECK(put->ok());
     auto size = co_await q->call("qsize");
@@ -161,10 +152,10 @@ TEST_CASE("manager_server: create gives (ident, exposed), calls reach the object
     REQUIRE(got);
     CHECK(got->value == pickle::value("job"));
     // Another reference (Python's incref for a second proxy), then both dropped.
-    auto inc = co_await c.request("incref", args(pickle::value(q->ident())));
+    auto inc = co_await c.request("incref", pickle::value::items_of(pickle::value(q->ident())));
     REQUIRE(inc);
     CHECK(inc->ok());
-    auto dec = co_await c.request("decref", args(pickle::value(q->ident())));
+    auto dec = co_await c.request("decref", pickle::value::items_of(pickle::value(q->ident())));
     REQUIRE(dec);
     CHECK(dec->ok());
     CHECK(f.server.number_of_objects() == 1);
@@ -173,7 +164,7 @@ TEST_CASE("manager_server: create gives (ident, exposed), calls reach the object
     INFO((released_q ? std::string("ok") : released_q.error().message()));
     REQUIRE(released_q);
     CHECK(f.server.number_of_objects() == 0);
-    auto again = co_await c.request("decref", args(pickle::value(ident)));
+    auto again = co_await c.request("decref", pickle::value::items_of(pickle::value(ident)));
     REQUIRE(again);
     CHECK(again->what == manager_reply::kind::traceback);
     CHECK(text(*again).find("KeyError") != std::string::npos);
@@ -195,7 +186,7 @@ TEST_CASE("manager_server: the same object created twice has one ident and two r
     INFO((released_a ? std::string("ok") : released_a.error().message()));
     REQUIRE(released_a);
     CHECK(f.server.number_of_objects() == 1);
-    auto put = co_await b->call("put_nowait", args(pickle::value(7)));
+    auto put = co_await b->call("put_nowait", pickle::value::items_of(pickle::value(7)));
     REQUIRE(put);
     CHECK(put->ok());
     CHECK(f.shared->try_get().value() == pickle::value(7));
@@ -230,7 +221,7 @@ TEST_CASE("manager_server: an unknown typeid, request, ident or unexposed method
     CHECK(refusal.what == manager_reply::kind::traceback);
     CHECK(text(refusal).find("KeyError: 'NoSuchType'") != std::string::npos);
 
-    auto bogus = co_await c.request("os.system", args(pickle::value("true")));
+    auto bogus = co_await c.request("os.system", pickle::value::items_of(pickle::value("true")));
     REQUIRE(bogus);
     CHECK(bogus->what == manager_reply::kind::traceback);
     CHECK(text(*bogus).find("unrecognized") != std::string::npos);
@@ -263,7 +254,7 @@ TEST_CASE("manager_server: wrong arguments raise Python's TypeError for that cal
     REQUIRE(none);
     CHECK(none->raised("builtins", "TypeError"));
     CHECK(message(*none) == "put() missing 1 required positional argument: 'item'");
-    auto many = co_await q->call("get", args(true, pickle::value(), 3));
+    auto many = co_await q->call("get", pickle::value::items_of(true, pickle::value(), 3));
     REQUIRE(many);
     CHECK(many->raised("builtins", "TypeError"));
     CHECK(message(*many) == "get() takes from 0 to 2 positional arguments but 3 were given");
@@ -274,10 +265,10 @@ TEST_CASE("manager_server: wrong arguments raise Python's TypeError for that cal
     CHECK(message(*unknown) == "get() got an unexpected keyword argument 'blocking'");
     pickle::dict twice;
     twice.insert_or_assign("item", 1);
-    auto dup = co_await q->call("put", args(2), twice);
+    auto dup = co_await q->call("put", pickle::value::items_of(2), twice);
     REQUIRE(dup);
     CHECK(message(*dup) == "put() got multiple values for argument 'item'");
-    auto bad_create = co_await c.create("Queue", args(pickle::value("big")));
+    auto bad_create = co_await c.create("Queue", pickle::value::items_of(pickle::value("big")));
     REQUIRE_FALSE(bad_create);
     auto fine = co_await q->call("empty");
     REQUIRE(fine);
@@ -326,12 +317,12 @@ TEST_CASE("managed_queue: queue.Empty, queue.Full and ValueError as Python raise
           "[manager]") {
   fixture f;
   run(f, [](fixture&, manager_client& c) -> task<void> {
-    auto q = co_await c.create("Queue", args(1));
+    auto q = co_await c.create("Queue", pickle::value::items_of(1));
     REQUIRE(q);
     auto empty = co_await q->call("get_nowait");
     REQUIRE(empty);
     CHECK(empty->raised("queue", "Empty"));
-    auto nonblocking = co_await q->call("get", args(false));
+    auto nonblocking = co_await q->call("get", pickle::value::items_of(false));
     REQUIRE(nonblocking);
     CHECK(nonblocking->raised("queue", "Empty"));
     pickle::dict kw;
@@ -345,18 +336,18 @@ TEST_CASE("managed_queue: queue.Empty, queue.Full and ValueError as Python raise
     REQUIRE(bad);
     CHECK(bad->raised("builtins", "ValueError"));
     CHECK(message(*bad) == "'timeout' must be a non-negative number");
-    auto r1 = co_await q->call("put", args(1));
+    auto r1 = co_await q->call("put", pickle::value::items_of(1));
     REQUIRE(r1->ok());
-    auto full = co_await q->call("put_nowait", args(2));
+    auto full = co_await q->call("put_nowait", pickle::value::items_of(2));
     REQUIRE(full);
     CHECK(full->raised("queue", "Full"));
-    auto full_timed = co_await q->call("put", args(2, true, 0.02));
+    auto full_timed = co_await q->call("put", pickle::value::items_of(2, true, 0.02));
     REQUIRE(full_timed);
     CHECK(full_timed->raised("queue", "Full"));
     auto r2 = co_await q->call("full");
     CHECK(r2->value == pickle::value(true));
     // A huge timeout means "no timeout": the get is served by the item already there.
-    auto forever = co_await q->call("get", args(true, 1e300));
+    auto forever = co_await q->call("get", pickle::value::items_of(true, 1e300));
     REQUIRE(forever);
     CHECK(forever->value == pickle::value(1));
     auto released_q = co_await q->release();
@@ -374,7 +365,7 @@ TEST_CASE("manager_server: a blocking get is served by a later put from another 
     REQUIRE(putter);
     auto waiting = corio::spawn(getter->call("get"));
     co_await until([&f] { return f.server.stats().waiting == 1; });
-    auto r3 = co_await putter->call("put", args(pickle::value("late")));
+    auto r3 = co_await putter->call("put", pickle::value::items_of(pickle::value("late")));
     REQUIRE(r3->ok());
     auto got = co_await waiting;
     REQUIRE(got);
@@ -402,7 +393,7 @@ TEST_CASE("manager_server: a client that leaves while blocked in get takes nothi
     co_await until([&f] { return f.server.stats().abandoned == 1; });
     auto other = co_await c.create("Shared");
     REQUIRE(other);
-    auto r4 = co_await other->call("put", args(pickle::value("job")));
+    auto r4 = co_await other->call("put", pickle::value::items_of(pickle::value("job")));
     REQUIRE(r4->ok());
     auto got = co_await other->call("get_nowait");
     REQUIRE(got);
@@ -468,7 +459,7 @@ TEST_CASE("manager_server: a method that throws raises RuntimeError for that cal
     REQUIRE(boom);
     CHECK(boom->raised("builtins", "RuntimeError"));
     CHECK(message(*boom) == "the job failed");
-    auto echo = co_await e->call("echo", args(pickle::value::list_of(1, "two")));
+    auto echo = co_await e->call("echo", pickle::value::items_of(pickle::value::list_of(1, "two")));
     REQUIRE(echo);
     CHECK(echo->value == pickle::value::list_of(1, "two"));
     auto released_e = co_await e->release();
