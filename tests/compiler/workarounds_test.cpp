@@ -57,6 +57,17 @@ corio::task<std::size_t> named_list_then_await() {
   std::vector<std::string> words{"corio", "io", "uring"};
   co_return co_await total_length(std::move(words));
 }
+
+corio::task<bool> non_empty(std::string s) { co_return !s.empty(); }
+
+// The && workaround: the await in a statement of its own, then the test with temporaries.
+corio::task<int> await_then_test(std::string s) {
+  bool awaited = co_await non_empty(s);
+  if (s == std::string("corio") && awaited) {
+    co_return 1;
+  }
+  co_return 0;
+}
 }  // namespace
 
 TEST_CASE("an if/else around two co_awaits destroys the chosen result once", "[compiler]") {
@@ -75,6 +86,12 @@ TEST_CASE("awaiting a task that ?: chose in an earlier statement destroys its re
 
 TEST_CASE("a braced list named before the co_await reaches the awaited task intact", "[compiler]") {
   CHECK(corio::run(named_list_then_await()) == 12);
+}
+
+TEST_CASE("an await moved out of an && with a temporary gives the && its value", "[compiler]") {
+  CHECK(corio::run(await_then_test("corio")) == 1);
+  CHECK(corio::run(await_then_test("uring")) == 0);
+  CHECK(corio::run(await_then_test("")) == 0);
 }
 
 namespace {
