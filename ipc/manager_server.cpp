@@ -249,14 +249,22 @@ call_outcome manager_server::state::get_methods(const call_args& args) {
 
 call_outcome manager_server::state::debug_info() {
   std::string out;
-  std::lock_guard g(table_lock);
-  for (const auto& [ident, slot] : table) {
-    if (!out.empty()) {
+  {
+    std::lock_guard g(table_lock);
+    for (const auto& [ident, slot] : table) {
+      out += "  ";
+      out += ident;
+      out += ":       refcount=";
+      out += std::to_string(slot.refcount);
+      out += "\n    ";
+      out += slot.entry->object->repr().substr(0, 75);
       out += '\n';
     }
-    out += "  " + ident + ":       refcount=" + std::to_string(slot.refcount) + "\n    " +
-           slot.entry->object->repr().substr(0, 75);
   }
+  out += "  waiting calls: ";
+  out += std::to_string(waiting.load(std::memory_order_relaxed));
+  out += ", abandoned: ";
+  out += std::to_string(abandoned.load(std::memory_order_relaxed));
   return call_outcome::returned(std::move(out));
 }
 

@@ -13,6 +13,8 @@
 // Server requests (ident None), one per connection: dummy (connect()), create, incref,
 // decref, get_methods, number_of_objects, debug_info, shutdown, and accept_connection,
 // after which the connection carries a proxy's method calls until the client leaves.
+// debug_info answers, as Python's, a line pair per object (ident, refcount, repr), then
+// the line "  waiting calls: N, abandoned: M" (stats(), for clients and their tests).
 // Errors go back as Python's server sends them: an unknown typeid, ident or request, or a
 // method not in `exposed`, as '#TRACEBACK'; an exception of the method itself (a
 // TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not

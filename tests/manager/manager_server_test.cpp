@@ -3,11 +3,15 @@
 // errors for bad input (wrong key, unknown typeid/ident/method, methods outside exposed,
 // wrong arguments, forbidden classes, a throwing method), queue semantics, and the faults:
 // a client that leaves while blocked in get, a server stopped with clients waiting, a
-// connection that never sends, many clients at once.
+// connection that never sends, many clients at once, 2,000 clients waiting at once; the
+// server requests shutdown, get_methods and debug_info, and a reply that cannot be pickled.
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <chrono>
@@ -46,7 +50,8 @@ using made = std::variant<std::shared_ptr<managed_object>, call_outcome>;
 // A server on a free loopback port with the typeids the tests use:
 //   Queue(maxsize=0)  a new managed_queue per create
 //   Shared            always the same queue (`shared`)
-//   Echo              echo(x) -> x, boom() throws
+//   Echo              echo(x) -> x, boom() throws, deep() -> a list nested deeper than
+//                     pickling allows
 struct fixture {
   std::shared_ptr<managed_queue> shared = std::make_shared<managed_queue>();
   manager_server server;
@@ -74,6 +79,13 @@ struct fixture {
         return call_outcome::returned(std::get<std::vector<pickle::value>>(b)[0]);
       });
       o->def("boom", [](const call_args&) -> call_outcome { throw std::runtime_error("the job failed"); });
+      o->def("deep", [](const call_args&) {
+        pickle::value v = pickle::value::list_of(1);
+        for (int i = 0; i < 1100; ++i) {  // dump_options::max_depth is 1000
+          v = pickle::value::list_of(std::move(v));
+        }
+        return call_outcome::returned(std::move(v));
+      });
       return o;
     });
   }
@@ -485,4 +497,168 @@ TEST_CASE("manager_server: 1,000 clients create, call and release at once", "[ma
         CHECK(f.server.number_of_objects() == 0);
       },
       2);
+}
+
+TEST_CASE("manager_server: a reply that cannot be pickled is #UNSERIALIZABLE and the proxy goes on", "[manager]") {
+  fixture f;
+  run(f, [](fixture&, manager_client& c) -> task<void> {
+    auto e = co_await c.create("Echo");
+    REQUIRE(e);
+    auto deep = co_await e->call("deep");
+    REQUIRE(deep);
+    CHECK(deep->what == manager_reply::kind::unserializable);
+    INFO(text(*deep));
+    CHECK(text(*deep).find("could not be pickled") != std::string::npos);
+    auto echo = co_await e->call("echo", pickle::value::items_of(7));
+    REQUIRE(echo);
+    CHECK(echo->value == pickle::value(7));
+    auto released = co_await e->release();
+    REQUIRE(released);
+  });
+}
+
+TEST_CASE("manager_server: get_methods answers a token's exposed methods; anything else is a traceback",
+          "[manager]") {
+  fixture f;
+  run(f, [](fixture&, manager_client& c) -> task<void> {
+    auto q = co_await c.create("Shared");
+    REQUIRE(q);
+    pickle::object token;  // multiprocessing.managers.Token, as a proxy pickles its _token
+    token.module = "multiprocessing.managers";
+    token.name = "Token";
+    token.new_object = true;
+    token.state = pickle::value::tuple_of("Shared", pickle::value::tuple_of("127.0.0.1", 1), q->ident());
+    auto methods = co_await c.request("get_methods", pickle::value::items_of(pickle::value(std::move(token))));
+    REQUIRE(methods);
+    REQUIRE(methods->ok());
+    CHECK(methods->value == pickle::value::tuple_of("empty", "full", "get", "get_nowait", "put", "put_nowait", "qsize"));
+    auto not_a_token = co_await c.request("get_methods", pickle::value::items_of(q->ident()));
+    REQUIRE(not_a_token);
+    CHECK(not_a_token->what == manager_reply::kind::traceback);
+    CHECK(text(*not_a_token).find("TypeError") != std::string::npos);
+    auto released = co_await q->release();
+    REQUIRE(released);
+  });
+}
+
+TEST_CASE("manager_server: debug_info lists each object with its refcount, then the waiting calls", "[manager]") {
+  fixture f;
+  run(f, [](fixture& f, manager_client& c) -> task<void> {
+    auto q = co_await c.create("Shared");
+    REQUIRE(q);
+    auto idle = co_await c.request("debug_info");
+    REQUIRE(idle);
+    REQUIRE(idle->ok());
+    std::string listing = text(*idle);
+    INFO(listing);
+    CHECK(listing.find("  " + q->ident() + ":       refcount=1\n    <queue.Queue object>\n") != std::string::npos);
+    CHECK(listing.ends_with("  waiting calls: 0, abandoned: 0"));
+    auto waiting = corio::spawn(q->call("get"));
+    co_await until([&f] { return f.server.stats().waiting == 1; });
+    auto busy = co_await c.request("debug_info");
+    REQUIRE(busy);
+    CHECK(text(*busy).ends_with("  waiting calls: 1, abandoned: 0"));
+    REQUIRE(f.shared->put(pickle::value("served")));
+    auto got = co_await waiting;
+    REQUIRE(got);
+    CHECK(got->value == pickle::value("served"));
+    auto released = co_await q->release();
+    REQUIRE(released);
+  });
+}
+
+TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shutdown is not allowed", "[manager]") {
+  SECTION("allowed (Python's default)") {
+    fixture f;
+    corio::runtime rt(corio_test::workers(2));
+    rt.block_on([](fixture& f) -> task<void> {
+      auto serving = corio::spawn(f.server.serve());
+      auto c = co_await manager_client::connect(f.address(), "password");
+      REQUIRE(c);
+      auto bye = co_await c->request("shutdown");
+      REQUIRE(bye);
+      CHECK(bye->ok());
+      auto served = co_await serving;  // ends without anyone calling stop()
+      CHECK(served);
+    }(f));
+  }
+  SECTION("refused") {
+    manager_options o;
+    o.allow_shutdown = false;
+    fixture f(o);
+    run(f, [](fixture&, manager_client& c) -> task<void> {
+      auto bye = co_await c.request("shutdown");
+      REQUIRE(bye);
+      CHECK(bye->what == manager_reply::kind::traceback);
+      CHECK(text(*bye).find("PermissionError") != std::string::npos);
+      auto still = co_await c.request("dummy");  // the server goes on
+      REQUIRE(still);
+      CHECK(still->ok());
+    });
+  }
+}
+
+namespace {
+constexpr int kClients = 2000;
+
+// Raises the soft limit on open files to at least `n` (and the hard one, as root, when it
+// is lower); false when that is not allowed.
+bool open_files_at_least(rlim_t n) {
+  rlimit r{};
+  ::getrlimit(RLIMIT_NOFILE, &r);
+  if (r.rlim_cur >= n) {
+    return true;
+  }
+  r.rlim_cur = n;
+  r.rlim_max = std::max(r.rlim_max, n);
+  return ::setrlimit(RLIMIT_NOFILE, &r) == 0;
+}
+
+// One client: a proxy of its own, one blocking get (its value; -1 for a failure), release.
+task<std::int64_t> blocked_get(manager_client c) {
+  auto p = co_await c.create("Shared");
+  if (!p) {
+    co_return -1;
+  }
+  auto got = co_await p->call("get");
+  auto released = co_await p->release();
+  if (!got || !got->ok() || !released) {
+    co_return -1;
+  }
+  co_return got->value.as<std::int64_t>().value_or(-1);
+}
+}  // namespace
+
+TEST_CASE("manager_server: 2,000 clients blocked in get at once are each served exactly one put", "[manager]") {
+  REQUIRE(open_files_at_least(2 * kClients + 200));  // a connection's two ends, in this process
+  fixture f;
+  run(f, [](fixture& f, manager_client& c) -> task<void> {
+    std::vector<corio::join_handle<std::int64_t>> waits;
+    for (int i = 0; i < kClients; ++i) {
+      waits.push_back(corio::spawn(blocked_get(c)));
+    }
+    co_await until([&f] { return f.server.stats().waiting == static_cast<std::uint64_t>(kClients); });
+    auto putter = co_await c.create("Shared");
+    REQUIRE(putter);
+    for (int i = 0; i < kClients; ++i) {
+      auto put = co_await putter->call("put", pickle::value::items_of(i));
+      REQUIRE(put);
+      REQUIRE(put->ok());
+    }
+    std::vector<std::int64_t> got;
+    for (auto& w : waits) {
+      got.push_back(co_await w);
+    }
+    std::sort(got.begin(), got.end());
+    std::vector<std::int64_t> wanted(kClients);
+    for (int i = 0; i < kClients; ++i) {
+      wanted[static_cast<std::size_t>(i)] = i;
+    }
+    CHECK(got == wanted);
+    CHECK(f.shared->size() == 0);
+    CHECK(f.server.stats().waiting == 0);
+    auto released = co_await putter->release();
+    REQUIRE(released);
+    CHECK(f.server.number_of_objects() == 0);
+  });
 }
