@@ -17,16 +17,22 @@
 // square, float -> its square. Anything else, an int whose square needs more than 127
 // bits, or a job function that throws gives that job's client, instead of a result, the
 // dict {'result': False, 'message': '[Error] ...'}; other jobs go on.
-// A job that is not (data_a, data_b, channel_id), or names a channel nobody registered,
-// cannot be answered: it is reported on stderr and counted.
-// Ctrl-C / SIGTERM: the input side stops taking jobs (its clients' connections close);
-// every job already queued is still run and its result routed (none is dropped); then
-// the result side serves --grace-ms more (default 2000) so clients can collect, and
-// stops: clients still waiting get EOFError. A second signal stops at once: the queued
-// jobs not yet run are counted and reported as dropped. The last line says how many jobs
-// were done, and how many results were left uncollected.
+// GetAudioQueue's put refuses, with a ValueError to the client that sends it, a job that
+// is not (data_a, data_b, channel_id) or names a channel nobody registered (its result
+// could reach nobody); a TypeError for an unhashable channel id. So every job the queue
+// accepts gets its result or its error dict.
+// Ctrl-C / SIGTERM (or a client's 'shutdown' request to either manager): the input side
+// stops taking jobs (its clients' connections close); every job already queued is still
+// run and its result routed (none is dropped); then the result side serves --grace-ms
+// more (default 2000) so clients can collect, and stops: clients still waiting get
+// EOFError. A second signal stops at once: the queued jobs not yet run are counted and
+// reported as dropped. The last line says how many jobs were done, and how many results
+// were left uncollected.
+// --start-paused: the job workers take no job until SIGUSR1 (or a second stop signal),
+// so that jobs queue up: to see what a stop does with queued jobs (a paused server that
+// is stopping waits for SIGUSR1 before running them).
 //   job_server [--port-sender N] [--port-receiver N] [--authkey KEY] [--job-workers N]
-//              [--grace-ms MS] [--workers N]
+//              [--grace-ms MS] [--start-paused] [--workers N]
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
 // ADDR" say which.
 #include "../common/args.hpp"
@@ -46,9 +52,11 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -123,6 +131,43 @@ class channels {
   std::unordered_map<pickle::value, std::shared_ptr<managed_queue>, key_hash, key_equal> m_queues;
 };
 
+// GetAudioQueue: a managed_queue whose put checks the job first (see the header comment).
+class job_queue : public managed_queue {
+ public:
+  explicit job_queue(channels& known) : m_known(known) {}
+
+  corio::ipc::call_result call(std::string_view method, const call_args& args) override {
+    if (method == "put" || method == "put_nowait") {
+      const pickle::value* job = !args.positional().empty() ? &args.positional()[0] : args.keywords().get("item");
+      if (job != nullptr) {
+        if (auto refusal = check(*job)) {
+          return std::move(*refusal);
+        }
+      }
+    }
+    return managed_queue::call(method, args);  // (no job: put's own TypeError)
+  }
+
+ private:
+  std::optional<call_outcome> check(const pickle::value& job) {
+    const auto* items = job.if_tuple();
+    if (items == nullptr || items->size() != 3) {
+      return call_outcome::raise("ValueError", "[Error] a job is (data_a, data_b, channel_id), not " + job.repr(200));
+    }
+    const pickle::value& id = (*items)[2];
+    if (!id.hashable()) {
+      return call_outcome::raise("TypeError", "unhashable type: '" + std::string(id.type_name()) + "'");
+    }
+    if (!m_known.find(id)) {
+      return call_outcome::raise("ValueError", "[Error] unknown channel id " + formatted(id) +
+                                                   ": call SetResultQueue().set_channel first");
+    }
+    return std::nullopt;
+  }
+
+  channels& m_known;  // outlives the queue (both in server_state)
+};
+
 // 128-bit integers (a GNU extension g++ and clang share): an int64's square fits.
 __extension__ using int128 = __int128;
 __extension__ using uint128 = unsigned __int128;
@@ -166,10 +211,10 @@ pickle::value job_function(const pickle::value& data) {
 }
 
 struct server_state {
-  std::shared_ptr<managed_queue> input = std::make_shared<managed_queue>();
   channels results;
+  std::shared_ptr<job_queue> input = std::make_shared<job_queue>(results);
   std::atomic<std::uint64_t> done{0};        // jobs whose result (or error) was routed
-  std::atomic<std::uint64_t> unroutable{0};  // malformed jobs and unknown channels
+  std::atomic<std::uint64_t> unroutable{0};  // jobs put from C++ past job_queue's check
 };
 
 // Runs one job and routes its result.
@@ -183,7 +228,7 @@ void run_job(server_state& s, const pickle::value& job) {
   const pickle::value& channel_id = (*items)[2];
   auto queue = s.results.find(channel_id);
   if (!queue) {
-    std::fprintf(stderr, "[Warning] job for unknown channel %s dropped\n", formatted(channel_id).c_str());
+    std::fprintf(stderr, "[Warning] job for unknown channel %s dropped (put from C++)\n", formatted(channel_id).c_str());
     s.unroutable.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -197,9 +242,13 @@ void run_job(server_state& s, const pickle::value& job) {
   s.done.fetch_add(1, std::memory_order_relaxed);
 }
 
-// One of the tutorial's MY_Threads: takes jobs until `stop`, then runs what is still
-// queued (unless `hard` is stopped too) and ends.
-task<void> job_worker(server_state& s, std::stop_token stop, std::stop_token hard) {
+// One of the tutorial's MY_Threads: once `go` is set, takes jobs until `stop`, then runs
+// what is still queued (unless `hard` is stopped too) and ends.
+task<void> job_worker(server_state& s, corio::event& go, std::stop_token stop, std::stop_token hard) {
+  (void)co_await go.wait();
+  if (hard.stop_requested()) {
+    co_return;  // released by a second signal: what is queued is dropped
+  }
   for (;;) {
     auto job = co_await s.input->get(stop);
     if (!job) {
@@ -216,12 +265,14 @@ task<void> job_worker(server_state& s, std::stop_token stop, std::stop_token har
   }
 }
 
-// Serves one manager; a failure (the listener broke) stops everything.
+// Serves one manager. When it ends (a failure: the listener broke; or a client's
+// 'shutdown' request), the whole server stops as on a first signal (when the server is
+// already stopping, that request does nothing).
 task<bool> serve(manager_server& m, const char* name, std::stop_token stop, std::stop_source& all) {
   auto r = co_await m.serve(stop);
+  all.request_stop();
   if (!r) {
     std::fprintf(stderr, "job_server: %s manager: %s\n", name, r.error().message().c_str());
-    all.request_stop();
     co_return false;
   }
   co_return true;
@@ -233,19 +284,29 @@ struct run_args {
   server_state* state;
   unsigned job_workers;
   int grace_ms;
+  bool paused;                 // --start-paused
   std::stop_source* graceful;  // first signal
   std::stop_source* hard;      // second signal
+  std::stop_source* resume;    // SIGUSR1
 };
 
 task<int> run(run_args a) {
   server_state& s = *a.state;
   std::stop_source input_side;   // stops the sender manager, then the workers
   std::stop_source result_side;  // stops the receiver manager
+  // The workers start taking jobs when `go` is set: at once, or (paused) on SIGUSR1 or a
+  // second signal. The callbacks run on the signal thread; event::set is thread-safe.
+  corio::event go;
+  std::stop_callback on_resume(a.resume->get_token(), [&go] { go.set(); });
+  std::stop_callback on_hard(a.hard->get_token(), [&go] { go.set(); });
+  if (!a.paused) {
+    go.set();
+  }
   std::vector<corio::join_handle<void>> workers;
   for (unsigned i = 0; i < a.job_workers; ++i) {
-    workers.push_back(corio::spawn(job_worker(s, input_side.get_token(), a.hard->get_token())));
+    workers.push_back(corio::spawn(job_worker(s, go, input_side.get_token(), a.hard->get_token())));
   }
-  std::printf("[Notice] Processing Module Ready\n");
+  std::printf("[Notice] Processing Module Ready%s\n", a.paused ? " (paused until SIGUSR1)" : "");
   auto sender = corio::spawn(serve(*a.sender, "sender", input_side.get_token(), *a.graceful));
   auto receiver = corio::spawn(serve(*a.receiver, "receiver", result_side.get_token(), *a.graceful));
   std::printf("[Notice] IPC Queue Manager Ready\n");
@@ -330,17 +391,29 @@ void register_types(manager_server& sender, manager_server& receiver, server_sta
   });
 }
 
-// Waits for SIGINT/SIGTERM on a thread of its own (they are blocked everywhere else):
-// the first requests `graceful`, the second `hard`. Ends when `done` is set.
-void signal_thread(std::stop_source graceful, std::stop_source hard, const std::atomic<bool>& done) {
+// The signals job_server takes on its signal thread (blocked everywhere else).
+sigset_t handled_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  return set;
+}
+
+// Waits for the signals on a thread of its own: SIGUSR1 requests `resume`; the first
+// SIGINT/SIGTERM (or a 'shutdown' request that came first) `graceful`, the next `hard`.
+// Ends when `done` is set.
+void signal_thread(std::stop_source graceful, std::stop_source hard, std::stop_source resume,
+                   const std::atomic<bool>& done) {
+  sigset_t set = handled_signals();
   timespec tick{0, 100'000'000};
   // acquire: pairs with main's release store after the runtime finished.
   while (!done.load(std::memory_order_acquire)) {
-    if (sigtimedwait(&set, nullptr, &tick) > 0) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGUSR1) {
+      resume.request_stop();
+    } else if (sig > 0) {
       if (graceful.stop_requested()) {
         hard.request_stop();
       } else {
@@ -359,6 +432,7 @@ int main(int argc, char** argv) {
   unsigned job_workers = 5;
   unsigned workers = 0;
   int grace_ms = 2000;
+  bool paused = false;
   example::args args("job_server", "the tutorial's job server: GetAudioQueue on one port, result channels on another");
   args.option<std::uint16_t>("--port-sender", port_sender, 0, 65535, "N",
                              "port of GetAudioQueue (default 1001; 0: any free port)");
@@ -368,16 +442,14 @@ int main(int argc, char** argv) {
   args.option<unsigned>("--job-workers", job_workers, 1, 1024, "N", "job worker tasks, 1..1024 (default 5)");
   args.option("--grace-ms", grace_ms, 0, 600000, "MS",
               "on shutdown, how long clients may still collect results, 0..600000 (default 2000)");
+  args.flag("--start-paused", paused, "job workers take no job until SIGUSR1 (to see what a stop does with queued jobs)");
   args.workers(workers);
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
 
   // Block the stop signals before any thread starts, so that only signal_thread takes them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
+  sigset_t set = handled_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   corio::ipc::manager_options o;
@@ -400,13 +472,14 @@ int main(int argc, char** argv) {
   register_types(*sender, *receiver, state);
   std::stop_source graceful;
   std::stop_source hard;
+  std::stop_source resume;
   std::atomic<bool> done{false};
-  std::thread signals(signal_thread, graceful, hard, std::cref(done));
+  std::thread signals(signal_thread, graceful, hard, resume, std::cref(done));
   int rc = 0;
   {
     corio::runtime rt(example::with_workers(workers));
     rc = rt.block_on(
-        run(run_args{&*sender, &*receiver, &state, job_workers, grace_ms, &graceful, &hard}));
+        run(run_args{&*sender, &*receiver, &state, job_workers, grace_ms, paused, &graceful, &hard, &resume}));
   }
   done.store(true, std::memory_order_release);
   signals.join();

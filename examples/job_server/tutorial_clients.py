@@ -13,9 +13,11 @@ runs). Runs on Python 3.6 and newer.
 """
 import importlib.util
 import os
+import re
 import subprocess
 import sys
-from multiprocessing.managers import SyncManager
+import time
+from multiprocessing.managers import SyncManager, dispatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,6 +38,24 @@ def load_tutorial_client(sender_port, receiver_port):
 
 
 failures = []
+
+
+def waiting_calls(manager):
+    """The server's counts of waiting and abandoned calls, from its debug_info reply."""
+    m = re.search(r"waiting calls: (\d+), abandoned: (\d+)", manager._debug_info())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def wait_for(what, condition, seconds=60):
+    """Polls condition() until it is true; False (and a FAIL line) after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            print("FAIL: gave up waiting for " + what, flush=True)
+            failures.append(what)
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def expect(what, got, wanted):
@@ -77,17 +97,43 @@ def run_check(module, sender_port, receiver_port):
         expect("GetResultQueue before SetResultQueue gives the tutorial's dict", data.get("message"),
                "[Error] Please call SetResultQueue function first")
 
+    # A job for a channel nobody registered, or not shaped (data_a, data_b, channel_id),
+    # is refused at put: its result could reach nobody.
+    sender = module.QueueManager(("127.0.0.1", 1001), authkey=b"password")
+    sender.connect()
+    audio = sender.GetAudioQueue()
+    for job, wanted in [((1, None, "nobody"), "[Error] unknown channel id nobody: call SetResultQueue().set_channel first"),
+                        ((1, None), "[Error] a job is (data_a, data_b, channel_id), not (1, None)")]:
+        try:
+            audio.put(job)
+            expect("put %r is refused" % (job,), "accepted", "ValueError")
+        except ValueError as e:
+            expect("put %r is refused with ValueError" % (job,), str(e), wanted)
+    expect("refused jobs are not queued", audio.qsize(), 0)
+
+    # The server requests a client can send: get_methods (a proxy's token), debug_info.
+    conn = sender._Client(sender._address, authkey=sender._authkey)
+    try:
+        expect("get_methods lists the queue's methods", dispatch(conn, None, "get_methods", (audio._token,)),
+               ("empty", "full", "get", "get_nowait", "put", "put_nowait", "qsize"))
+    finally:
+        conn.close()
+    expect("debug_info: no call waits", waiting_calls(sender), (0, 0))
+    expect("debug_info lists the queue with its references", "refcount=" in sender._debug_info(), True)
+
     # A client killed while blocked in ReceiveResult: the server stays up, and the result
-    # of a later job for its channel is not swallowed by the dead client's get.
+    # of a later job for its channel is not swallowed by the dead client's get. The kill
+    # comes only once the server counts the victim's get as waiting, and the job only once
+    # it counts that get as abandoned.
     victim = subprocess.Popen([sys.executable, __file__, str(sender_port), str(receiver_port), "victim"],
                               stdout=subprocess.PIPE)
     while victim.stdout.readline().strip() not in (b"ready", b""):  # registered, about to block
         pass
+    wait_for("the victim's get to wait on the server", lambda: waiting_calls(manager) == (1, 0))
     victim.kill()
     victim.wait()
-    sender = module.QueueManager(("127.0.0.1", 1001), authkey=b"password")
-    sender.connect()
-    sender.GetAudioQueue().put((5, None, "victim"))
+    wait_for("the server to stop the killed victim's get", lambda: waiting_calls(manager) == (0, 1))
+    audio.put((5, None, "victim"))
     expect("a killed client's blocked get takes nothing: its channel still gets the result",
            manager.GetResultQueue("victim").get(True, 60), 25)
 
