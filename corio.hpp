@@ -7,6 +7,7 @@
 
 #include <corio/runtime/blocking.hpp>
 #include <corio/runtime/config.hpp>
+#include <corio/runtime/interval.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/io_op.hpp>
 #include <corio/runtime/metrics.hpp>

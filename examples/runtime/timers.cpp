@@ -1,4 +1,4 @@
-// Timers and cancellation: sleep_for, timeout, when_any, and a stop_token.
+// Timers and cancellation: sleep_for, timeout, when_any, a stop_token, and an interval.
 #include "../common/args.hpp"
 
 #include <corio/corio.hpp>
@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <stop_token>
+#include <thread>
 
 using namespace std::chrono_literals;
 
@@ -41,13 +42,37 @@ corio::task<int> main_task() {
   co_await canceller;
   std::printf("sleep_for(1h, token) after request_stop(): %s\n",
               slept ? "completed" : slept.error().message().c_str());
-  co_return !r && winner.index() == 1 && !slept ? 0 : 1;
+  // interval: a tick every 10 ms on a fixed grid. The task stalls for 35 ms after the
+  // first tick; with missed_tick_behavior::burst (the default) the ticks missed meanwhile
+  // come at once, with skip only the next point of the grid comes.
+  int ticks_ok = 0;
+  for (auto behavior : {corio::missed_tick_behavior::burst, corio::missed_tick_behavior::skip}) {
+    auto iv = corio::interval::every(10ms, corio::first_tick::immediately, behavior);
+    if (!iv) {
+      co_return 1;
+    }
+    auto first = co_await iv->tick();
+    std::this_thread::sleep_for(35ms);  // a stall (never do this in real code: it blocks the worker)
+    bool burst = behavior == corio::missed_tick_behavior::burst;
+    std::printf("interval(10ms, %s) after a 35 ms stall: ticks due at", burst ? "burst" : "skip");
+    for (int i = 0; i < 4; ++i) {
+      auto due = co_await iv->tick();
+      if (!due || !first) {
+        co_return 1;
+      }
+      auto since = std::chrono::duration_cast<std::chrono::milliseconds>(*due - *first);
+      std::printf(" +%lld ms", static_cast<long long>(since.count()));
+    }
+    std::printf("\n");
+    ++ticks_ok;
+  }
+  co_return !r && winner.index() == 1 && !slept && ticks_ok == 2 ? 0 : 1;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  example::args args("timers", "sleep_for, timeout, when_any and a stop_token");
+  example::args args("timers", "sleep_for, timeout, when_any, a stop_token and an interval");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
