@@ -99,7 +99,9 @@ class interval {
     return interval(std::max(start, clock::time_point{}), p, behavior);
   }
 
+  /// Moves the interval (not while a tick is pending).
   interval(interval&&) noexcept = default;
+  /// Move-assigns the interval (not while a tick is pending).
   interval& operator=(interval&&) noexcept = default;
   interval(const interval&) = delete;
   interval& operator=(const interval&) = delete;
