@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -57,6 +58,25 @@ void mark_then_sleep(std::span<const std::byte> job, std::vector<std::byte>& out
   out.push_back(std::byte{1});
 }
 
+/// A byte job that holds its worker until the file named by the job exists (the parent
+/// opens the gate), so a test can order "the parent saw X" before "this job ended" by
+/// construction instead of by a margin of time. Gives up after 60 s (a broken test must not
+/// hang CI).
+void wait_for_gate(std::span<const std::byte> job, std::vector<std::byte>& out) {
+  std::string path(reinterpret_cast<const char*>(job.data()), job.size());
+  struct stat st{};
+  for (int i = 0; i < 60'000 && ::stat(path.c_str(), &st) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  out.push_back(std::byte{1});
+}
+void open_gate(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+}
+
 /// A fresh empty counter file; its size counts the jobs that ran.
 std::string counter_file() {
   char path[] = "/tmp/corio-pool-ran-XXXXXX";
@@ -90,11 +110,11 @@ corio::task<void> stop_after(std::stop_source* src, std::chrono::milliseconds d)
 
 struct cancel_seen {
   std::error_code timed;       // timeout(map) of 40 jobs × 100 ms, cut at 250 ms
-  long timed_ms = 0;           // how long that call took
+  long ran_at_timeout = 0;     // how many of the 40 jobs had started when that call returned
   long ran_after_timeout = 0;  // how many of the 40 jobs ran
   std::size_t explicit_ok = 0;
   std::size_t explicit_cancelled = 0;
-  long explicit_ms = 0;
+  long ran_at_explicit = 0;  // started when the explicitly stopped map returned
   long ran_after_explicit = 0;
   bool after_ok = false;  // a map on the same pool afterwards
   bool shut_down = false;
@@ -103,18 +123,16 @@ struct cancel_seen {
 // On the default window: jobs are queued in the workers.
 corio::task<cancel_seen> pool_cancelled_maps(process_pool& p, std::string path1, std::string path2) {
   cancel_seen s;
-  auto t0 = steady::now();
   auto timed = co_await corio::timeout(p.map(&mark_then_sleep, marking_jobs(path1, 40)), 250ms);
-  s.timed_ms = ms_since(t0);
+  s.ran_at_timeout = jobs_ran(path1);
   s.timed = timed ? std::error_code{} : timed.error();
   (void)co_await corio::sleep_for(300ms);  // the jobs that were running end
   s.ran_after_timeout = jobs_ran(path1);
 
   std::stop_source src;
   auto stopper = corio::spawn(stop_after(&src, 250ms));
-  t0 = steady::now();
   auto r = co_await p.map(&mark_then_sleep, marking_jobs(path2, 40), src.get_token());
-  s.explicit_ms = ms_since(t0);
+  s.ran_at_explicit = jobs_ran(path2);
   co_await stopper;
   for (auto& x : r) {
     s.explicit_ok += x.has_value();
@@ -144,11 +162,13 @@ TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs nev
   ::unlink(path1.c_str());
   ::unlink(path2.c_str());
   CHECK(s.timed == std::errc::timed_out);
-  CHECK(s.timed_ms < 1000);  // 40 jobs on 2 workers would take 2 s
+  // Every job marks the file when it starts: a map that had waited for its jobs would have
+  // seen all 40 start (no wall-clock bound: it holds on a slow machine too).
+  CHECK(s.ran_at_timeout < 40);
   // 250 ms on 2 workers: about 6 started (2 × 3); generous for a loaded machine.
   CHECK(s.ran_after_timeout >= 2);
   CHECK(s.ran_after_timeout <= 16);
-  CHECK(s.explicit_ms < 1000);
+  CHECK(s.ran_at_explicit < 40);
   CHECK(s.explicit_ok + s.explicit_cancelled == 40);
   CHECK(s.explicit_ok >= 2);         // the first two ended at ~100 ms
   CHECK(s.explicit_cancelled >= 24);
@@ -162,7 +182,7 @@ namespace {
 
 struct submit_seen {
   std::error_code timed;
-  long timed_ms = 0;
+  bool first_done_at_timeout = true;  // had the job holding the worker ended when the timeout did?
   bool first_ok = false;
   long ran = -1;
   std::error_code pre_stopped;
@@ -170,20 +190,30 @@ struct submit_seen {
   std::size_t unordered_cancelled = 0;  // ... each reported as operation_canceled
 };
 
-corio::task<corio::ipc::pool_result<int>> sleep_400(process_pool* p) { co_return co_await p->call<&sleep_ms>(400); }
+/// Holds the pool's one worker until `gate` is opened; sets *done when its job has ended.
+corio::task<bool> hold_worker(process_pool* p, std::string gate, std::atomic<bool>* done) {
+  auto* b = reinterpret_cast<const std::byte*>(gate.data());
+  auto r = co_await p->submit(&wait_for_gate, std::vector<std::byte>(b, b + gate.size()));
+  // release: the flag is read on another worker after the timeout; no data rides on it,
+  // but acquire/release keeps the reasoning simple.
+  done->store(true, std::memory_order_release);
+  co_return r.has_value();
+}
 
 corio::task<submit_seen> pool_timed_submit(process_pool& pool, std::string path) {
   submit_seen s;
   process_pool* p = &pool;
   auto jobs = marking_jobs(path, 1);
-  auto first = corio::spawn(sleep_400(p));  // occupies the one worker for 400 ms
+  std::string gate = path + ".gate";
+  std::atomic<bool> first_done{false};
+  auto first = corio::spawn(hold_worker(p, gate, &first_done));  // occupies the one worker
   (void)co_await corio::sleep_for(20ms);
-  auto t0 = steady::now();
   auto timed = co_await corio::timeout(p->submit(&mark_then_sleep, std::move(jobs[0])), 30ms);
-  s.timed_ms = ms_since(t0);
+  s.first_done_at_timeout = first_done.load(std::memory_order_acquire);
   s.timed = timed ? std::error_code{} : timed.error();
-  auto r1 = co_await first;
-  s.first_ok = r1.has_value();
+  open_gate(gate);
+  s.first_ok = co_await first;
+  ::unlink(gate.c_str());
   std::stop_source stopped;
   stopped.request_stop();
   auto pre = co_await p->call<&sleep_ms>(1000, stopped.get_token());
@@ -206,7 +236,9 @@ TEST_CASE("process_pool: a timeout around submit ends it at once and the queued 
   auto s = run_with_pool({.workers = 1}, &pool_timed_submit, path);
   ::unlink(path.c_str());
   CHECK(s.timed == std::errc::timed_out);
-  CHECK(s.timed_ms < 300);  // not after the first job's 400 ms
+  // The worker was held until after the timeout returned (the gate opens only then), so the
+  // timeout ended the wait itself, not a worker becoming free: by construction, on any machine.
+  CHECK_FALSE(s.first_done_at_timeout);
   CHECK(s.first_ok);
   CHECK(s.ran == 0);  // the submitted job was withdrawn from the worker's queue
   CHECK(s.pre_stopped == std::errc::operation_canceled);
@@ -273,7 +305,6 @@ struct stream_seen {
   // the cancelled stream
   std::size_t c_ok = 0;
   std::size_t c_cancelled = 0;
-  long c_ms = 0;
   long c_ran = -1;
   std::error_code c_end;
   bool dropped_then_ok = false;
@@ -307,7 +338,6 @@ corio::task<stream_seen> pool_streams(process_pool& p, std::string path) {
   // A stream cancelled through its token after the first item: the rest come back
   // cancelled at once, and the jobs not started never run.
   std::stop_source src;
-  t0 = steady::now();
   auto cancelled = p.map_stream(&mark_then_sleep, marking_jobs(path, 30), src.get_token());
   for (;;) {
     auto it = co_await cancelled.next();
@@ -322,7 +352,6 @@ corio::task<stream_seen> pool_streams(process_pool& p, std::string path) {
       ++s.c_cancelled;
     }
   }
-  s.c_ms = ms_since(t0);
 
   {
     // Dropped mid-way: its jobs are withdrawn; the pool serves the next call.
@@ -346,7 +375,9 @@ TEST_CASE("process_pool: map_stream yields results as they complete, and cancels
   std::string path = counter_file();
   auto s = run_with_pool({.workers = 2}, &pool_streams, path);
   ::unlink(path.c_str());
-  CHECK(s.first_ms < 600);  // before the 800 ms job ends
+  // As they complete: the first item (a 10 ms job) comes long before the stream ends with the
+  // 800 ms job; a stream that held results back would deliver its first item near the end.
+  CHECK(s.first_ms * 2 < s.total_ms);
   CHECK(s.first_index != 0);
   CHECK(s.items == 8);
   CHECK(s.all_ok);
@@ -356,7 +387,8 @@ TEST_CASE("process_pool: map_stream yields results as they complete, and cancels
   CHECK(s.c_ok >= 1);
   CHECK(s.c_ok + s.c_cancelled == 30);
   CHECK(s.c_cancelled >= 20);
-  CHECK(s.c_ms < 1000);  // 30 jobs on 2 workers would take 1.5 s
+  // (No wall-clock bound: c_ran <= 10 below shows the stream did not wait for the 30
+  // jobs, which would have run them all.)
   CHECK(s.c_end == corio::errc::closed);
   CHECK(s.c_ran <= 10);
   CHECK(s.wait_stopped == std::errc::timed_out);
