@@ -633,8 +633,10 @@ TEST_CASE("tcp: accept out of descriptors reports EMFILE promptly each time, bur
     CHECK(emfile_while_full >= 5);
     // Every attempt while full failed with EMFILE (the last may still be in flight).
     CHECK(emfile_while_full >= calls_while_full - 1);
-    // Each EMFILE came back at once: no attempt waited for a descriptor inside accept().
-    CHECK(slowest_emfile_us.load() < 50000);
+    // Each EMFILE came back without waiting for a descriptor inside accept(): one that waited
+    // would have lasted until the table was freed, 300 ms after the first attempt. (The bound
+    // is below that, not a few ms, so a slow or loaded machine does not fail it.)
+    CHECK(slowest_emfile_us.load() < 200'000);
     // 300 ms of a full table cost little CPU: no internal retry loop (a spinning accept
     // would burn ~300 ms of one core). Generous for sanitizer builds.
     CHECK(cpu_us < 150000);
