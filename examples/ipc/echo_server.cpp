@@ -252,8 +252,8 @@ task<int> measure_idle(const tcp_listener& l, int n, corio::ipc::pipe_writer com
   const long trimmed = rss_kib();
   const double per = static_cast<double>(held - base) * 1024.0 / n;
   std::printf("%d idle connections: +%ld KiB resident, %.0f bytes per connection\n", n, held - base, per);
-  std::printf("after they closed: +%ld KiB above the start; after malloc_trim(0): +%ld KiB (task frames stay in "
-              "corio's frame allocator)\n",
+  std::printf("after they closed: +%ld KiB above the start; after malloc_trim(0): +%ld KiB (what stays is mostly "
+              "the frame allocator's reserve of free frames, up to 4 MiB per worker)\n",
               after - base, trimmed - base);
   // A 64 KiB buffer per connection would be 65,536 bytes each.
   co_return per < 16 * 1024 ? 0 : 1;
