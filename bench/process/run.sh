@@ -2,7 +2,8 @@
 # Process benchmarks, corio and its peers side by side in one run (release build):
 # spawn /bin/true (2,000, 20 in flight) vs plain posix_spawn + waitpid (1 and 20 threads),
 # and Tokio's tokio::process (bench/tokio, when it builds), and process_pool (2 workers,
-# 100,000 items) vs Python's ProcessPoolExecutor and Pool.
+# 100,000 items) vs Python's ProcessPoolExecutor and Pool, and map_batched over 10 M int
+# squares vs a plain sequential loop (lower is better; target <= 3x the loop).
 # Prints `<benchmark> <system> <value> <unit>` lines, then corio's ratio to each peer.
 #
 # --out FILE also writes the lines to FILE under a header naming the command, date and
@@ -37,6 +38,7 @@ fi
 "$build/bench/process/spawn_floor" 2000 20 | tee -a "$out"
 "$build/bench/process/process_bench" all --workers 2 | tee -a "$out"
 "$build/bench/process/process_bench" spawn --workers 2 --pidfd-poll | tee -a "$out"
+"$build/bench/process/process_bench" bulk --workers 2 | tee -a "$out"
 python3 bench/process/pool_peer.py 100000 | tee -a "$out"
 if [ -n "$out_file" ]; then
   mkdir -p "$(dirname "$out_file")"
@@ -59,4 +61,9 @@ ratio("spawn_true_20_in_flight", "posix_spawn_seq", 1.0)
 ratio("spawn_true_20_in_flight", "tokio", 1.0)
 ratio("pool_per_item", "python_ppe_chunksize1", 50)
 ratio("pool_batched", "python_pool_map", 5)
+for name in ("bulk_int_squares", "bulk_int_squares_moved"):
+    c, o = v.get((name, "corio")), v.get((name, "sequential_loop"))
+    if c and o:
+        r = c / o
+        print(f"# {name}: corio/sequential_loop = {r:.2f} ms/ms (target <= 3: {'met' if r <= 3 else 'MISSED'})")
 PY

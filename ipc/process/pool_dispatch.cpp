@@ -15,6 +15,9 @@ void pool_state::complete_locked(pool_batch* b, std::size_t index, std::uint32_t
   }
   if (b->sink != nullptr) {
     b->sink(b->sink_ctx, index, status, payload);
+  } else if (b->place(index, status, payload)) {
+    b->status[index] = 0;  // copied into the caller's output (a bulk call)
+    b->order.push_back(index);
   } else {
     b->out_off[index] = b->out.size();
     b->out_len[index] = static_cast<std::uint32_t>(payload.size());
@@ -76,15 +79,21 @@ pool_worker* least_loaded(const worker_list& workers, std::size_t window) {
   return best;
 }
 
-/// Appends job `job`'s frame to `w`'s outbox and records it in flight there.
+/// Appends job `job`'s frame to `w`'s outbox and records it in flight there. A large
+/// job of a batch that borrows its input is not copied: the outbox points at it and
+/// shares its owner (see outbox_piece).
 void send_locked(pool_worker& w, pool_job job) {
   job.seq = w.next_seq++;
-  auto data = job.batch->job(job.index);
+  const pool_batch& b = *job.batch;
+  auto data = b.job(job.index);
   // (data.size() <= max_message < 4 GiB: checked by queue_batch.)
-  job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id, job.batch->fn_index, 0};
-  auto* hp = reinterpret_cast<const std::byte*>(&h);
-  w.outbox.insert(w.outbox.end(), hp, hp + sizeof h);
-  w.outbox.insert(w.outbox.end(), data.begin(), data.end());
+  job_header h{static_cast<std::uint32_t>(data.size()), job.seq, job.id, b.fn_index, 0};
+  w.append_copy(std::as_bytes(std::span(&h, 1)));
+  if (b.in_keep && data.size() >= outbox_piece::borrow_from) {
+    w.append_borrowed(data, b.in_keep);
+  } else {
+    w.append_copy(data);
+  }
   w.inflight.push_back(job);
 }
 
@@ -184,6 +193,7 @@ void queue_jobs_locked(pool_state& s, pool_batch& b) {
 bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
   std::size_t n = b.size();
   if (b.sink == nullptr) {
+    b.placed.assign(b.direct_out != nullptr ? n : 0, 0);
     b.out_off.assign(n, 0);
     b.out_len.assign(n, 0);
     b.status.assign(n, 0);

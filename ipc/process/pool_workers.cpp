@@ -23,28 +23,33 @@ namespace corio::ipc::detail {
 namespace {
 
 task<void> writer_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w) {
-  std::vector<std::byte> buf;
+  std::vector<outbox_piece> pieces;
   for (;;) {
     {
       std::lock_guard lock(s->mu);
+      if (!pieces.empty() && !pieces.front().keep && w->spare.capacity() < pieces.front().owned.capacity()) {
+        w->spare = std::move(pieces.front().owned);  // its capacity serves the next frames
+        w->spare.clear();
+      }
+      pieces.clear();  // drops the borrowed inputs' owners
       if (w->outbox.empty() || !w->alive) {
         w->writing = false;
         co_return;
       }
-      buf.swap(w->outbox);
-      w->outbox.clear();
+      pieces.swap(w->outbox);
     }
-    std::span<const std::byte> rest(buf);
-    while (!rest.empty()) {
-      auto n = co_await io::write(w->sock.get(), rest);
-      if (!n) {
-        std::lock_guard lock(s->mu);
-        w->writing = false;  // the reader sees the dead worker and recovers
-        co_return;
+    for (const outbox_piece& piece : pieces) {
+      std::span<const std::byte> rest = piece.bytes();
+      while (!rest.empty()) {
+        auto n = co_await io::write(w->sock.get(), rest);
+        if (!n) {
+          std::lock_guard lock(s->mu);
+          w->writing = false;  // the reader sees the dead worker and recovers
+          co_return;
+        }
+        rest = rest.subspan(*n);
       }
-      rest = rest.subspan(*n);
     }
-    buf.clear();
   }
 }
 

@@ -7,7 +7,11 @@
 // the parent registers each job function in a table in the page it shares with each
 // worker, and a frame names the function by its index; a worker runs only registered
 // functions (a frame naming another, or longer than the limit below, makes it exit
-// without running anything more; the parent recovers it as a crash).
+// without running anything more; the parent recovers it as a crash). The typed calls
+// (map<Fn>, call<Fn>, map_stream<Fn>, map_batched<Fn>) take a function or a lambda
+// without captures as Fn; the untyped ones take any pool_job_fn, a captureless lambda
+// included. A lambda that captures cannot be a job (its state would not exist in the
+// worker): it does not compile.
 //
 // Limits: a job's bytes and a result's bytes are each at most pool_options::max_message
 // (default and maximum 4 GiB - 1, what a 32-bit frame length holds). A longer job fails
@@ -346,12 +350,14 @@ class process_pool {
   pool_stream<std::vector<std::byte>> map_stream(pool_job_fn fn, std::vector<std::vector<std::byte>> jobs,
                                                  std::stop_token token = {});
 
-  /// Typed: Fn is `Out f(In)` (trivially copyable or std::string each way); one job per
-  /// item. Cancellation: as submit().
+  /// Typed: Fn is `Out f(In)` (trivially copyable or std::string each way), a function
+  /// or a lambda without captures (`map<[](int x) { return x * x; }>(xs)`: it runs in
+  /// another process, so it cannot capture; a capturing lambda does not compile); one job
+  /// per item. Cancellation: as submit().
   template <auto Fn>
-  task<pool_results<pool_result<typename detail::fn_traits<decltype(Fn)>::ret>>> map(
-      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::stop_token token = {}) {
-    using Out = typename detail::fn_traits<decltype(Fn)>::ret;
+  task<pool_results<pool_result<typename detail::job_traits<Fn>::ret>>> map(
+      std::vector<typename detail::job_traits<Fn>::arg> items, std::stop_token token = {}) {
+    using Out = typename detail::job_traits<Fn>::ret;
     detail::pool_batch b;
     b.fn = &detail::item_job<Fn>;
     b.in_off.reserve(items.size() + 1);
@@ -369,59 +375,70 @@ class process_pool {
 
   /// Typed and streaming: as map_stream(), each item decoded as Fn's result type.
   template <auto Fn>
-  pool_stream<typename detail::fn_traits<decltype(Fn)>::ret> map_stream(
-      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::stop_token token = {}) {
+  pool_stream<typename detail::job_traits<Fn>::ret> map_stream(
+      std::vector<typename detail::job_traits<Fn>::arg> items, std::stop_token token = {}) {
     auto core = std::make_unique<detail::stream_core>(m_state, &detail::item_job<Fn>, std::move(token));
     for (const auto& x : items) {
       core->batch.add_value(x);
     }
     core->submit();
-    return pool_stream<typename detail::fn_traits<decltype(Fn)>::ret>(std::move(core));
+    return pool_stream<typename detail::job_traits<Fn>::ret>(std::move(core));
   }
 
   /// Typed, one job: yields Fn(value). Cancellation: as submit().
   template <auto Fn>
-  task<pool_result<typename detail::fn_traits<decltype(Fn)>::ret>> call(typename detail::fn_traits<decltype(Fn)>::arg value,
+  task<pool_result<typename detail::job_traits<Fn>::ret>> call(typename detail::job_traits<Fn>::arg value,
                                                                          std::stop_token token = {}) {
-    std::vector<typename detail::fn_traits<decltype(Fn)>::arg> one{std::move(value)};
+    std::vector<typename detail::job_traits<Fn>::arg> one{std::move(value)};
     auto r = co_await map<Fn>(std::move(one), std::move(token));
     co_return std::move(r.front());
   }
 
   /// Typed and batched (trivially copyable In and Out): items travel in `chunk`-item jobs
-  /// (0: split evenly, 4 chunks per worker), results in order. The first failed chunk's
-  /// error (with its exception text) fails the whole map. Cancellation: as submit().
+  /// (0: split evenly, 4 chunks per worker, each within max_message both ways), results
+  /// in order. The first failed chunk's error (with its exception text) fails the whole
+  /// map. Cancellation: as submit().
+  /// Cost: bulk data moves in large contiguous blocks: `items` is moved (not copied) into
+  /// shared ownership and each chunk is written to a worker's socket straight from it, one
+  /// frame per chunk; the output is allocated once at its final size and each chunk's
+  /// result is copied into its place as it arrives (one memcpy under the pool's mutex).
+  /// The worker keeps its buffers between calls. No per-item allocation or regrowth on
+  /// either side; see bench/process (`process_bench bulk`).
   template <auto Fn>
-  task<pool_result<std::vector<typename detail::fn_traits<decltype(Fn)>::ret>>> map_batched(
-      std::vector<typename detail::fn_traits<decltype(Fn)>::arg> items, std::size_t chunk = 0,
-      std::stop_token token = {}) {
-    using In = typename detail::fn_traits<decltype(Fn)>::arg;
-    using Out = typename detail::fn_traits<decltype(Fn)>::ret;
+  task<pool_result<std::vector<typename detail::job_traits<Fn>::ret>>> map_batched(
+      std::vector<typename detail::job_traits<Fn>::arg> items, std::size_t chunk = 0, std::stop_token token = {}) {
+    using In = typename detail::job_traits<Fn>::arg;
+    using Out = typename detail::job_traits<Fn>::ret;
+    // Within the frame limit both ways (a chunk over it would fail as too large).
+    std::size_t fit = std::max<std::size_t>(1, max_message() / std::max(sizeof(In), sizeof(Out)));
     if (chunk == 0) {
-      std::size_t parts = size() * 4;
-      chunk = (items.size() + parts - 1) / (parts == 0 ? 1 : parts);
-      // Within the frame limit both ways (a chunk over it would fail as too large).
-      chunk = std::min(chunk, max_message() / std::max(sizeof(In), sizeof(Out)));
-      chunk = chunk == 0 ? 1 : chunk;
+      std::size_t parts = std::max<std::size_t>(1, size() * 4);
+      chunk = std::clamp<std::size_t>((items.size() + parts - 1) / parts, 1, fit);
     }
+    std::size_t n = items.size();
+    auto input = std::make_shared<const std::vector<In>>(std::move(items));  // a move: no copy
+    std::vector<Out> out(n);
     detail::pool_batch b;
     b.fn = &detail::chunk_job<Fn>;
-    auto bytes = std::as_bytes(std::span(items));
-    for (std::size_t i = 0; i < items.size(); i += chunk) {
-      std::size_t n = std::min(chunk, items.size() - i);
-      b.add(bytes.subspan(i * sizeof(In), n * sizeof(In)));
+    b.borrow(std::as_bytes(std::span(*input)), input);
+    std::vector<std::size_t> at{0};
+    at.reserve(n / chunk + 2);
+    for (std::size_t i = 0; i < n; i += chunk) {
+      std::size_t k = std::min(chunk, n - i);
+      b.add_slice(k * sizeof(In));
+      at.push_back(at.back() + k * sizeof(Out));
     }
+    b.deliver_to(reinterpret_cast<std::byte*>(out.data()), std::move(at));
     co_await run(b, std::move(token));
-    std::vector<Out> out(items.size());
-    auto* dst = reinterpret_cast<std::byte*>(out.data());
-    std::size_t at = 0;
     for (std::size_t i = 0; i < b.size(); ++i) {
       if (b.status[i] != 0) {
         co_return detail::job_failure<std::vector<Out>>(b.status[i], b.result(i));
       }
-      auto r = b.result(i);
-      std::memcpy(dst + at, r.data(), r.size());
-      at += r.size();
+      if (b.placed[i] == 0) {
+        // A result of another size than its chunk's (chunk_job never makes one).
+        co_return pool_result<std::vector<Out>>::failure(std::make_error_code(std::errc::bad_message),
+                                                         "a chunk's result has the wrong size");
+      }
     }
     co_return out;
   }

@@ -28,7 +28,8 @@
 //     only window frames later, and the window bounds the jobs in flight).
 // Thread-safety: a pool_batch is filled by the pool under its mutex; its owner reads it
 // after `done` fired. Cost: one contiguous buffer per direction per batch, no per-item
-// allocation.
+// allocation; a bulk batch (map_batched) borrows its input and writes its results into
+// the caller's output, one memcpy per result.
 #pragma once
 
 #include <atomic>
@@ -36,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -155,25 +157,35 @@ T decode_value(std::span<const std::byte> in) {
 }
 
 template <class F>
-struct fn_traits;
+struct fn_traits {
+  static_assert(sizeof(F) == 0,
+                "process_pool: a typed job is a function `Out f(In)` or a lambda without captures "
+                "(`[](int x) { return x * x; }`); a capturing or generic lambda cannot run in another process");
+};
 template <class R, class A>
 struct fn_traits<R (*)(A)> {
   using arg = std::remove_cvref_t<A>;
   using ret = R;
 };
 
+/// The signature of a typed job `Fn`: a function pointer, or a lambda without captures
+/// (unary `+` converts it to its function pointer; a capturing lambda has none).
+template <auto Fn>
+using job_traits = fn_traits<decltype(+Fn)>;
+
 /// One item: decode, call, encode.
 template <auto Fn>
 void item_job(std::span<const std::byte> in, std::vector<std::byte>& out) {
-  using traits = fn_traits<decltype(Fn)>;
+  using traits = job_traits<Fn>;
   encode_value(Fn(decode_value<typename traits::arg>(in)), out);
 }
 
-/// A chunk of items (an array of trivially copyable In) → an array of Out.
+/// A chunk of items (an array of trivially copyable In) → an array of Out, written into
+/// `out` grown once to its final size.
 template <auto Fn>
 void chunk_job(std::span<const std::byte> in, std::vector<std::byte>& out) {
-  using In = typename fn_traits<decltype(Fn)>::arg;
-  using Out = typename fn_traits<decltype(Fn)>::ret;
+  using In = typename job_traits<Fn>::arg;
+  using Out = typename job_traits<Fn>::ret;
   static_assert(std::is_trivially_copyable_v<In> && std::is_trivially_copyable_v<Out>,
                 "map_batched needs trivially copyable argument and result types");
   std::size_t n = in.size() / sizeof(In);
@@ -214,14 +226,25 @@ class completion_signal {
 };
 
 /// A set of jobs submitted together, with their results (see the header comment).
+///
+/// Bulk calls (map_batched) copy nothing per job: the jobs are slices of one borrowed
+/// input (`in_view`, kept alive by `in_keep`, which the worker's outbox shares while it
+/// writes from it: a cancelled call may free the batch before its bytes are written),
+/// and a job's result of the expected size is copied straight into its slice of the
+/// caller's pre-sized output (`direct_out`) as it arrives; `placed[i]` says it was.
 struct pool_batch {
   pool_job_fn fn = nullptr;
   std::uint32_t fn_index = 0;  // fn's index in the pool's table (set when queued)
   std::vector<std::byte> in;
-  std::vector<std::size_t> in_off{0};  // job i is in[in_off[i], in_off[i+1])
+  std::vector<std::size_t> in_off{0};  // job i is input()[in_off[i], in_off[i+1])
+  std::span<const std::byte> in_view;  // with in_keep: the input instead of `in`
+  std::shared_ptr<const void> in_keep;
   std::vector<std::byte> out;
   std::vector<std::size_t> out_off;
   std::vector<std::uint32_t> out_len;
+  std::byte* direct_out = nullptr;      // job i's result goes to [direct_off[i], direct_off[i+1])
+  std::vector<std::size_t> direct_off;  // (only with direct_out)
+  std::vector<std::uint8_t> placed;     // job i's result was copied to direct_out
   std::vector<std::uint32_t> status;  // 0 ok, else a pool_errc or status_cancelled
   std::vector<std::size_t> order;     // completion order (map_unordered)
   std::size_t remaining = 0;          // guarded by the pool's mutex
@@ -241,8 +264,38 @@ struct pool_batch {
     encode_value(v, in);
     in_off.push_back(in.size());
   }
+  /// Adds a job that is the next `bytes` bytes of the borrowed input (see borrow()).
+  void add_slice(std::size_t bytes) { in_off.push_back(in_off.back() + bytes); }
+  /// Makes `view` (kept alive by `keep`) the input that add_slice() jobs slice.
+  void borrow(std::span<const std::byte> view, std::shared_ptr<const void> keep) noexcept {
+    in_view = view;
+    in_keep = std::move(keep);
+  }
+  /// Where the jobs' bytes are: the borrowed input, or the batch's own `in`.
+  [[nodiscard]] std::span<const std::byte> input() const noexcept {
+    return in_keep ? in_view : std::span<const std::byte>(in);
+  }
   [[nodiscard]] std::span<const std::byte> job(std::size_t i) const noexcept {
-    return std::span(in).subspan(in_off[i], in_off[i + 1] - in_off[i]);
+    return input().subspan(in_off[i], in_off[i + 1] - in_off[i]);
+  }
+  /// Bulk calls: job i's result, when it succeeds with exactly direct_off[i + 1] -
+  /// direct_off[i] bytes, is copied to `dst` + direct_off[i] (which must hold
+  /// direct_off.back() bytes and outlive the call).
+  void deliver_to(std::byte* dst, std::vector<std::size_t> offsets) noexcept {
+    direct_out = dst;
+    direct_off = std::move(offsets);
+  }
+  /// Copies a result to its place in direct_out if it is one of those (under the pool's
+  /// mutex); false if it must be kept in `out`.
+  bool place(std::size_t i, std::uint32_t status, std::span<const std::byte> payload) noexcept {
+    if (direct_out == nullptr || status != 0 || payload.size() != direct_off[i + 1] - direct_off[i]) {
+      return false;
+    }
+    if (!payload.empty()) {
+      std::memcpy(direct_out + direct_off[i], payload.data(), payload.size());
+    }
+    placed[i] = 1;
+    return true;
   }
   [[nodiscard]] std::span<const std::byte> result(std::size_t i) const noexcept {
     return std::span(out).subspan(out_off[i], out_len[i]);

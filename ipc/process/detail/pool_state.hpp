@@ -55,6 +55,22 @@ struct pool_job {
   std::uint32_t seq = 0;  // the frame's number on its worker's socket (set when sent)
 };
 
+/// A run of bytes waiting in a worker's outbox: frames copied in (`owned`), or a large
+/// job's bytes borrowed from its batch's input (`borrowed`, alive while `keep` is: the
+/// writer may still be sending them after the call was cancelled and its batch freed).
+struct outbox_piece {
+  /// Jobs at least this long are borrowed, not copied (below it a copy is cheaper than a
+  /// write of its own).
+  static constexpr std::size_t borrow_from = 64 * 1024;
+  std::vector<std::byte> owned;
+  std::span<const std::byte> borrowed;
+  std::shared_ptr<const void> keep;
+
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
+    return keep ? borrowed : std::span<const std::byte>(owned);
+  }
+};
+
 /// The parent's view of one worker process.
 struct pool_worker {
   child proc;
@@ -63,7 +79,8 @@ struct pool_worker {
   std::size_t page_bytes = 0;
   std::uint32_t next_seq = 0;     // under mu
   std::deque<pool_job> inflight;  // under mu
-  std::vector<std::byte> outbox;  // under mu
+  std::vector<outbox_piece> outbox;  // under mu: the frames to write, in order
+  std::vector<std::byte> spare;      // under mu: an emptied buffer the writer hands back
   bool writing = false;           // under mu: a writer task owns the socket's write side
   bool alive = true;              // under mu
   join_handle<void> reader;       // set once by the task that starts the worker
@@ -75,6 +92,20 @@ struct pool_worker {
     if (page != nullptr) {
       ::munmap(page, page_bytes);
     }
+  }
+
+  /// Appends a copy of `data` to the outbox (under mu).
+  void append_copy(std::span<const std::byte> data) {
+    if (outbox.empty() || outbox.back().keep) {
+      outbox.emplace_back().owned = std::move(spare);  // (empty; keeps its capacity)
+      spare = {};
+    }
+    auto& o = outbox.back().owned;
+    o.insert(o.end(), data.begin(), data.end());
+  }
+  /// Appends `data` to the outbox without copying it; `keep` owns it (under mu).
+  void append_borrowed(std::span<const std::byte> data, std::shared_ptr<const void> keep) {
+    outbox.push_back(outbox_piece{{}, data, std::move(keep)});
   }
 
   [[nodiscard]] std::uint64_t running_job() const noexcept {
