@@ -23,8 +23,12 @@
 // Thread-safety: one owner; several tasks may await accept() at once; serve() once at a
 // time, and the listener is neither moved nor destroyed while it runs. stats() may be
 // read from any thread.
-// Cost: accept is one SQE (plus TCP_NODELAY, one setsockopt); the handshake see
-// ipc/authentication.hpp; serve() adds per connection one spawned task and one timer
+// Cost: accept takes a connection already queued with one accept4(2), without the ring or
+// a suspension, and only when none is queued waits through one SQE (ipc/tcp.hpp: the
+// socket is non-blocking for that, a visible side effect of bind()); plus TCP_NODELAY,
+// one setsockopt. So an accept() loop and serve() keep up with a burst of connects. The
+// default backlog asks for the longest queue, which the kernel caps at
+// net.core.somaxconn. The handshake: see ipc/authentication.hpp; serve() adds per connection one spawned task and one timer
 // (its stop wait), nothing per message.
 // Cancellation: every wait takes a std::stop_token and honours the inherited one.
 #pragma once
@@ -38,6 +42,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <stop_token>
 
@@ -55,7 +60,9 @@ namespace corio::ipc {
 struct listener_options {
   auth_options auth;              ///< authkey (none: no handshake), digest, handshake timeout
   connection_options connection;  ///< limits of every accepted connection
-  int backlog = SOMAXCONN;        ///< listen(2)'s queue of connections not yet accepted
+  /// listen(2)'s queue of connections not yet accepted: the most by default, capped by the
+  /// kernel at net.core.somaxconn.
+  int backlog = std::numeric_limits<int>::max();
   std::size_t max_connections = 1024;  ///< serve(): connections handled at once
 };
 

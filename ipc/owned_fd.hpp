@@ -92,6 +92,20 @@ class fd_ops {
     return true;
   }
 
+  /// Runs `attempt()` — a synchronous call on the descriptor that cannot block (a
+  /// non-blocking accept4) — unless the descriptor was closed. Returns false when closed
+  /// (nothing ran). The lock is held across the call, as in begin(): a close() on another
+  /// thread cannot hand the number to a new descriptor while it runs.
+  template <class Attempt>
+  bool run_unless_closed(Attempt&& attempt) {
+    std::lock_guard lock(m_mutex);
+    if (m_closed) {
+      return false;
+    }
+    attempt();
+    return true;
+  }
+
   /// The operation linked by begin() has completed (or its frame is being destroyed);
   /// the last one after a close() closes the descriptor.
   void end(fd_op_link& link) noexcept;
@@ -130,6 +144,13 @@ class [[nodiscard]] tracked_op {
   }
 
   bool await_ready() noexcept { return false; }
+  /// Runs `attempt()` now (a synchronous, non-blocking try of the same operation) unless
+  /// the descriptor was closed; false when closed. For awaiters with a fast path that
+  /// needs no SQE (listener accept()).
+  template <class Attempt>
+  bool attempt_now(Attempt&& attempt) {
+    return m_ops->run_unless_closed(std::forward<Attempt>(attempt));
+  }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
     bool suspended = false;

@@ -34,11 +34,14 @@ task<result<tcp_stream>> tcp_stream::connect(socket_address addr, saturating_dur
 }
 
 result<tcp_listener> tcp_listener::bind(const socket_address& addr, const tcp_listen_options& options) {
-  auto fd = detail::open_socket(addr.family(), SOCK_STREAM, 0);
+  // Non-blocking where the ring's accept copes with it: accept() then tries accept4 first.
+  const bool direct = detail::direct_accept_supported();
+  auto fd = detail::open_socket(addr.family(), SOCK_STREAM | (direct ? SOCK_NONBLOCK : 0), 0);
   if (!fd) {
     return unexpected(fd.error());
   }
   tcp_listener l(*fd);
+  l.m_direct = direct;
   if (options.reuse_address) {
     if (auto r = l.set_option(SOL_SOCKET, SO_REUSEADDR, 1); !r) {
       return unexpected(r.error());

@@ -3,8 +3,16 @@
 // Concept: tcp_listener binds and listens (synchronously: neither call blocks) and
 // accepts connections with IORING_OP_ACCEPT; tcp_stream connects with IORING_OP_CONNECT
 // and inherits byte-stream I/O from stream_socket (ipc/socket.hpp).
-// Two ways to accept. listener.accept() is one-shot (one SQE per connection, on the
-// awaiting task's worker). listener.incoming(options) is opt-in multishot: a tcp_acceptor
+// Two ways to accept. listener.accept() is one-shot: it takes a connection already
+// queued with accept4(2) at once, without the ring or a suspension, and only when none is
+// queued submits one IORING_OP_ACCEPT on the awaiting task's worker and waits (so a loop
+// of accept() keeps up with a burst of connects; see ipc/detail/direct_accept.hpp).
+// Visible side effect: bind() makes the listening socket non-blocking (O_NONBLOCK, on
+// Linux 5.19+, whose io_uring accept waits on such a socket by polling internally; older
+// kernels keep it blocking and accept only through the ring). fcntl(F_GETFL) shows it; a
+// blocking accept(2) of your own on fd() would fail with EAGAIN. A tcp_listener made from
+// a descriptor of yours (the int constructor) accepts only through the ring.
+// listener.incoming(options) is opt-in multishot: a tcp_acceptor
 // (ipc/acceptor.hpp) whose accept() yields the next connection from one
 // IORING_ACCEPT_MULTISHOT SQE armed on one worker's ring; the accepted descriptors go
 // through a bounded queue to the accepting tasks on any worker, the SQE is re-armed after
@@ -16,8 +24,14 @@
 // existing connections meanwhile and accepts the waiting ones once descriptors are freed.
 // Thread-safety: one owner per object; several tasks may await accept on one listener
 // (or on one acceptor). Destroying (or assigning) the listener closes its acceptors.
-// Cost: connect and accept are one SQE each; the options are one setsockopt each; an
-// acceptor's accept() is no SQE per connection (see ipc/acceptor.hpp).
+// Backlog: tcp_listen_options::backlog defaults to INT_MAX, which the kernel caps at
+// net.core.somaxconn (4096 by default since Linux 5.4): the largest queue the system
+// allows, so a burst of connects waits in the queue instead of having its SYNs dropped
+// and retried a second later. Raise the sysctl for a longer queue.
+// Cost: connect is one SQE; accept is one accept4(2) per queued connection (no SQE, no
+// suspension; every 128 in one scheduler tick it yields once, the runtime's cooperative
+// budget), and one failed accept4 plus one SQE when it has to wait; the options are one
+// setsockopt each; an acceptor's accept() is no SQE per connection (see ipc/acceptor.hpp).
 // Cancellation: accept and connect take a std::stop_token and honour the inherited one;
 // they return std::errc::operation_canceled (a cancelled connect closes its socket).
 // connect(addr, timeout) returns std::errc::timed_out when the deadline passes first.
@@ -31,10 +45,12 @@
 #include <netinet/tcp.h>
 
 #include <chrono>
+#include <limits>
 #include <stop_token>
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/detail/direct_accept.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -68,8 +84,9 @@ class tcp_stream : public stream_socket {
 
 /// How tcp_listener::bind() sets up the listening socket.
 struct tcp_listen_options {
-  /// listen(2)'s backlog: connections the kernel queues before accept().
-  int backlog = SOMAXCONN;
+  /// listen(2)'s backlog: connections the kernel queues before accept(). The default asks
+  /// for the most; the kernel caps it at net.core.somaxconn (see the header comment).
+  int backlog = std::numeric_limits<int>::max();
   bool reuse_address = true;  ///< SO_REUSEADDR: rebind while old connections are in TIME_WAIT
   bool reuse_port = false;    ///< SO_REUSEPORT: several listeners share the port
   bool v6_only = false;       ///< IPV6_V6ONLY for an IPv6 listener
@@ -89,6 +106,7 @@ class tcp_listener : public socket {
   tcp_listener& operator=(tcp_listener&& other) noexcept {
     m_acceptors = std::move(other.m_acceptors);
     socket::operator=(std::move(other));
+    m_direct = std::exchange(other.m_direct, false);
     return *this;
   }
   /// Members go before the base: the acceptors are closed before the descriptor.
@@ -97,10 +115,13 @@ class tcp_listener : public socket {
   /// socket + options + bind + listen. Port 0 picks a free port (see local_address()).
   [[nodiscard]] static result<tcp_listener> bind(const socket_address& addr, const tcp_listen_options& options = {});
 
-  /// Accepts one connection; yields result<tcp_stream>. See the header comment (EMFILE).
+  /// Accepts one connection (a queued one at once, else through the ring); yields
+  /// result<tcp_stream>. See the header comment (EMFILE, O_NONBLOCK).
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return track(detail::accept<tcp_stream>(
-        fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, std::move(token)));
+    return detail::make_direct_accept<tcp_stream>(
+        fd(), m_direct,
+        track(detail::accept<tcp_stream>(fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, token)),
+        token);
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection
@@ -111,6 +132,7 @@ class tcp_listener : public socket {
 
  private:
   detail::acceptor_link m_acceptors;
+  bool m_direct = false;  // bind() made the socket non-blocking: accept() tries accept4 first
 };
 
 }  // namespace corio::ipc

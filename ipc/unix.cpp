@@ -99,7 +99,10 @@ result<ucred> unix_stream::peer_credentials() const {
 }
 
 unix_listener::unix_listener(unix_listener&& other) noexcept
-    : socket(std::move(other)), m_path(std::exchange(other.m_path, {})), m_acceptors(std::move(other.m_acceptors)) {}
+    : socket(std::move(other)),
+      m_path(std::exchange(other.m_path, {})),
+      m_acceptors(std::move(other.m_acceptors)),
+      m_direct(std::exchange(other.m_direct, false)) {}
 
 unix_listener& unix_listener::operator=(unix_listener&& other) noexcept {
   if (this != &other) {
@@ -107,6 +110,7 @@ unix_listener& unix_listener::operator=(unix_listener&& other) noexcept {
     remove_path();
     socket::operator=(std::move(other));
     m_path = std::exchange(other.m_path, {});
+    m_direct = std::exchange(other.m_direct, false);
   }
   return *this;
 }
@@ -124,7 +128,9 @@ result<unix_listener> unix_listener::bind(const socket_address& addr, int backlo
   if (!addr.is_unix()) {
     return unexpected(make_error_code(address_errc::not_unix));
   }
-  auto fd = detail::open_socket(AF_UNIX, SOCK_STREAM, 0);
+  // Non-blocking where the ring's accept copes with it: accept() then tries accept4 first.
+  const bool direct = detail::direct_accept_supported();
+  auto fd = detail::open_socket(AF_UNIX, SOCK_STREAM | (direct ? SOCK_NONBLOCK : 0), 0);
   if (!fd) {
     return unexpected(fd.error());
   }
@@ -133,7 +139,7 @@ result<unix_listener> unix_listener::bind(const socket_address& addr, int backlo
     return unexpected(r.error());
   }
   std::string path = addr.is_abstract() ? std::string() : addr.to_string();
-  return unix_listener(guard.release(), std::move(path));
+  return unix_listener(guard.release(), std::move(path), direct);
 }
 
 result<unix_datagram> unix_datagram::open() {

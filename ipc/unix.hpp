@@ -8,11 +8,16 @@
 // descriptors are CLOEXEC (MSG_CMSG_CLOEXEC) and owned by the caller (owned_fd).
 // A unix_listener bound to a path removes that path when it is destroyed (it created it);
 // bind fails with EADDRINUSE if the path exists (remove a stale one yourself).
-// unix_listener::accept() is one-shot; incoming(options) is the opt-in multishot
+// unix_listener::accept() is one-shot and, like tcp_listener's, takes a queued connection
+// with accept4(2) at once and goes through the ring only when none is queued; bind()
+// makes the socket non-blocking for that (Linux 5.19+; see ipc/tcp.hpp: the same side
+// effect, the same backlog default capped at net.core.somaxconn, the same cost).
+// incoming(options) is the opt-in multishot
 // unix_acceptor (ipc/acceptor.hpp, same protocol as tcp_listener's), closed when the
 // listener is destroyed.
 // Thread-safety: one owner per object; one read and one write may be in flight together.
-// Cost: one SQE per operation (plus a task frame for connect / send_fds / recv_fds).
+// Cost: one SQE per operation (plus a task frame for connect / send_fds / recv_fds);
+// accept: see ipc/tcp.hpp.
 // Cancellation: every wait takes a std::stop_token and honours the inherited one
 // (std::errc::operation_canceled). A cancelled recv_fds receives nothing; descriptors
 // sent by a cancelled send_fds were either all sent or none.
@@ -25,6 +30,7 @@
 #include <sys/socket.h>
 
 #include <cstddef>
+#include <limits>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -33,6 +39,7 @@
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
+#include <corio/ipc/detail/direct_accept.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
@@ -80,13 +87,18 @@ class unix_listener : public socket {
   unix_listener& operator=(unix_listener&& other) noexcept;
   ~unix_listener();
 
-  /// socket + bind + listen on a path or abstract name.
-  [[nodiscard]] static result<unix_listener> bind(const socket_address& addr, int backlog = SOMAXCONN);
+  /// socket + bind + listen on a path or abstract name. The default backlog asks for the
+  /// most; the kernel caps it at net.core.somaxconn.
+  [[nodiscard]] static result<unix_listener> bind(const socket_address& addr,
+                                                  int backlog = std::numeric_limits<int>::max());
 
-  /// The next connection (one-shot accept); yields result<unix_stream>.
+  /// The next connection (a queued one at once, else through the ring); yields
+  /// result<unix_stream>.
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return track(detail::accept<unix_stream>(
-        fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, std::move(token)));
+    return detail::make_direct_accept<unix_stream>(
+        fd(), m_direct,
+        track(detail::accept<unix_stream>(fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, token)),
+        token);
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection
@@ -96,10 +108,12 @@ class unix_listener : public socket {
   }
 
  private:
-  explicit unix_listener(int fd, std::string path) noexcept : socket(fd), m_path(std::move(path)) {}
+  unix_listener(int fd, std::string path, bool direct) noexcept
+      : socket(fd), m_path(std::move(path)), m_direct(direct) {}
   void remove_path() noexcept;
   std::string m_path;  // filesystem path to unlink on destruction (empty for abstract names)
   detail::acceptor_link m_acceptors;  // closed before the descriptor (members go first)
+  bool m_direct = false;  // bind() made the socket non-blocking: accept() tries accept4 first
 };
 
 /// A Unix-domain datagram socket.
