@@ -21,7 +21,7 @@
 // Outcome: a wrong key, an answer that does not parse or has the wrong length, or a
 // challenge that is not one give errc::authentication_failed on this side (after
 // #FAILURE# is sent where Python sends it) and Python's AuthenticationError on a Python
-// peer. The whole handshake is bounded by auth_options::timeout (std::errc::timed_out).
+// peer. The whole handshake is bounded by auth_options::timeout (errc::timed_out).
 // Any failure closes the connection (ipc/connection.hpp: shut down, later calls give
 // errc::closed); a server using ipc::listener goes on serving others.
 // Thread-safety: the handshake owns the connection while it runs (no other operation on

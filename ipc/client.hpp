@@ -5,7 +5,7 @@
 // server's challenge and delivers one of its own (ipc/authentication.hpp), and yields an
 // ipc::connection (ipc/connection.hpp) ready for messages. It talks to Python's Listener
 // of any version (3.11's HMAC-MD5 or 3.12+'s {sha256}) and to ipc::listener.
-// Errors: the connect error (std::errc::connection_refused, ...), std::errc::timed_out
+// Errors: the connect error (std::errc::connection_refused, ...), errc::timed_out
 // (connect_timeout or the handshake's timeout), errc::authentication_failed (the server
 // rejected our key, or its own answer was wrong), errc::message_size /
 // errc::protocol_error / errc::closed from a server that does not speak the protocol.

@@ -16,10 +16,10 @@
 //   errc::protocol_error and closes the connection too.
 // - stall_timeout: once a message has begun to arrive (any byte of its prefix), all of it
 //   must arrive within this time; once a send has to wait for the peer to read, it must
-//   complete within this time. Otherwise std::errc::timed_out and the connection is
+//   complete within this time. Otherwise errc::timed_out and the connection is
 //   closed: a peer that sends half a frame and stalls is dropped.
 // - idle_timeout: how long recv waits for the first byte of the next message
-//   (std::errc::timed_out; nothing was lost, the connection stays open).
+//   (errc::timed_out; nothing was lost, the connection stays open).
 // A huge duration means "never" (no timer is armed; nothing overflows).
 // "Closed" here means: the socket is shut down in both directions at once (the peer
 // reads end of stream; operations in flight on it end) and every later operation returns
@@ -98,13 +98,13 @@ class connection {
 
   /// Sends one message (`data` may be empty). Errors: errc::message_size for a message
   /// above max_message_size (nothing is sent, the connection stays usable), errc::closed,
-  /// std::errc::timed_out (stall_timeout), the OS error (e.g. EPIPE, ECONNRESET).
+  /// errc::timed_out (stall_timeout), the OS error (e.g. EPIPE, ECONNRESET).
   [[nodiscard]] task<result<void>> send_bytes(std::span<const std::byte> data, std::stop_token token = {});
 
   /// Receives one message into `out` (resized to the message; its capacity is reused, so
   /// a loop over one vector allocates only when a message is larger than any before).
   /// Errors: errc::closed (the peer ended the stream between messages),
-  /// errc::message_size / errc::protocol_error (connection closed), std::errc::timed_out.
+  /// errc::message_size / errc::protocol_error (connection closed), errc::timed_out.
   [[nodiscard]] task<result<void>> recv_bytes(std::vector<std::byte>& out, std::stop_token token = {});
   /// Receives one message as a new vector.
   [[nodiscard]] task<result<std::vector<std::byte>>> recv_bytes(std::stop_token token = {});

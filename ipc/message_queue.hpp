@@ -25,7 +25,7 @@
 // /proc/sys/fs/mqueue/msg_max — 10 by default — for an unprivileged process).
 // try_send / try_receive: corio::errc::full / corio::errc::empty instead of waiting.
 // Cancellation: send/receive take a std::stop_token and honour the inherited one: a
-// waiting call returns operation_canceled (std::errc::timed_out under timeout()) and has
+// waiting call returns operation_canceled (errc::timed_out under timeout()) and has
 // sent or taken nothing — receive takes a message only in the syscall that returns it.
 // Like channel::recv, receive is not cancel-safe as a losing branch of when_any: a
 // message it took just as another branch won is dropped with the branch. Use timeout()

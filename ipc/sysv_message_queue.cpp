@@ -211,7 +211,7 @@ struct gate_cancel {
 
 /// What wait_interruptibly returns when its time slice is over (the caller tries again):
 /// msgsnd/msgrcv never fail with ETIMEDOUT themselves.
-std::error_code slice_over() noexcept { return std::make_error_code(std::errc::timed_out); }
+std::error_code slice_over() noexcept { return make_error_code(errc::timed_out); }
 
 /// How long one wait on the blocking pool lasts before it hands the task back to a
 /// worker, which tries again: a runtime that shuts down waits for running pool jobs, so

@@ -63,7 +63,7 @@
 // queue count (msgmni) is exhausted. try_send / try_receive: corio::errc::full /
 // corio::errc::empty instead of waiting.
 // Cancellation: send/receive take a std::stop_token and honour the inherited one (when_any,
-// timeout): a waiting call returns operation_canceled (std::errc::timed_out under timeout())
+// timeout): a waiting call returns operation_canceled (errc::timed_out under timeout())
 // and has sent or taken nothing; a message the kernel handed over just as the stop came
 // is returned, not dropped. Like message_queue::receive it is not cancel-safe as the
 // losing branch of when_any; use timeout() or try_receive. The blocking forms take a

@@ -34,7 +34,7 @@
 // setsockopt each; an acceptor's accept() is no SQE per connection (see ipc/acceptor.hpp).
 // Cancellation: accept and connect take a std::stop_token and honour the inherited one;
 // they return std::errc::operation_canceled (a cancelled connect closes its socket).
-// connect(addr, timeout) returns std::errc::timed_out when the deadline passes first.
+// connect(addr, timeout) returns errc::timed_out when the deadline passes first.
 // Errors: std::errc::connection_refused, connection_reset, broken_pipe, ... as
 // std::system_category codes; see also ipc/socket.hpp.
 #pragma once
@@ -65,7 +65,7 @@ class tcp_stream : public stream_socket {
 
   /// Connects to `addr` (IPv4 or IPv6). The address is copied into the task.
   [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, std::stop_token token = {});
-  /// Same, giving up with std::errc::timed_out after `timeout` (any duration; a huge one
+  /// Same, giving up with errc::timed_out after `timeout` (any duration; a huge one
   /// saturates to "no limit", see runtime/time.hpp).
   [[nodiscard]] static task<result<tcp_stream>> connect(socket_address addr, saturating_duration timeout,
                                                         std::stop_token token = {});

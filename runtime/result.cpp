@@ -23,6 +23,7 @@ class corio_error_category final : public std::error_category {
       case errc::authentication_failed: return "authentication failed";
       case errc::message_size: return "message longer than the receiver's limit";
       case errc::protocol_error: return "malformed or truncated message from the peer";
+      case errc::timed_out: return "operation timed out";
     }
     return "unknown corio error";
   }
@@ -33,6 +34,7 @@ class corio_error_category final : public std::error_category {
       case errc::authentication_failed: return std::errc::permission_denied;
       case errc::message_size: return std::errc::message_size;
       case errc::protocol_error: return std::errc::bad_message;
+      case errc::timed_out: return std::errc::timed_out;
       default: return {value, *this};
     }
   }

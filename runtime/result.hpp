@@ -3,8 +3,11 @@
 // Concept: every fallible operation returns result<T> = tl::expected<T, std::error_code>.
 // OS failures carry std::system_category() codes (from a CQE's -errno or from errno read
 // right after a syscall); runtime conditions carry corio::errc codes; a cancelled wait
-// returns std::errc::operation_canceled and an expired timeout std::errc::timed_out, so
-// `ec == std::errc::operation_canceled` is the one test users write.
+// returns std::errc::operation_canceled and an expired corio deadline errc::timed_out
+// ("operation timed out", so a process, channel or queue timeout does not read like a
+// network error; it compares equal to std::errc::timed_out), so
+// `ec == std::errc::operation_canceled` and `ec == std::errc::timed_out` are the tests
+// users write. A socket's own ETIMEDOUT from the kernel stays the OS error.
 // Thread-safety: plain values. Cost: none beyond the expected<> itself.
 #pragma once
 
@@ -33,12 +36,14 @@ enum class errc {
   authentication_failed,  ///< the peer's key (or its answer to ours) did not match (ipc/authentication.hpp)
   message_size,       ///< a message is longer than the receiver's limit (ipc/connection.hpp)
   protocol_error,     ///< the peer sent a malformed or truncated message (ipc/connection.hpp)
+  timed_out,          ///< a corio deadline passed first (timeout(), wait_for, connect/handshake limits)
 };
 
 /// The error category of corio::errc ("corio"); io_uring_refused compares equal to
 /// std::errc::operation_not_permitted, invalid_config to std::errc::invalid_argument,
 /// authentication_failed to std::errc::permission_denied, message_size to
-/// std::errc::message_size and protocol_error to std::errc::bad_message.
+/// std::errc::message_size, protocol_error to std::errc::bad_message and timed_out to
+/// std::errc::timed_out.
 const std::error_category& corio_category() noexcept;
 
 /// Makes corio::errc values usable as std::error_code (found by ADL).

@@ -5,8 +5,9 @@
 // when it finishes. If the awaitable yields a result<U> (every corio wait does), the
 // timeout yields result<U>: the awaitable's own outcome whenever it had one — even if the
 // timer fired at the same moment, so nothing that arrived is lost (a channel value
-// received just as the deadline passed is returned) — and std::errc::timed_out only when
-// the awaitable ended cancelled by the timer. For any other T the timeout yields
+// received just as the deadline passed is returned) — and errc::timed_out ("operation
+// timed out", equal to std::errc::timed_out; runtime/result.hpp) only when the
+// awaitable ended cancelled by the timer. For any other T the timeout yields
 // result<T>: the value if it came before the timer fired, else timed_out. A stop of the
 // awaiting task stops both (then operation_canceled). An awaitable that ignores
 // cancellation is waited for. The deadline saturates (runtime/time.hpp): a huge duration
@@ -128,7 +129,7 @@ auto timeout_impl(A awaitable, Limit limit) -> timeout_task_t<A> {
   if (error) {
     if (fired && race.threw_cancelled) {
       // An awaitable that throws on cancellation (e.g. a join_handle wait) was cut short.
-      co_return unexpected(std::make_error_code(std::errc::timed_out));
+      co_return unexpected(make_error_code(errc::timed_out));
     }
     std::rethrow_exception(error);
   }
@@ -136,14 +137,14 @@ auto timeout_impl(A awaitable, Limit limit) -> timeout_task_t<A> {
     // A result tells us whether the awaitable was cut short: only its cancellation by
     // our timer is a timeout; any other outcome (a value, another error) is returned.
     if (fired && !*value && value->error() == std::errc::operation_canceled) {
-      co_return unexpected(std::make_error_code(std::errc::timed_out));
+      co_return unexpected(make_error_code(errc::timed_out));
     }
     co_return std::move(*value);
   } else {
     // A plain value cannot say whether the awaitable finished or was cut short: once the
     // timer has fired, the outcome is a timeout.
     if (fired) {
-      co_return unexpected(std::make_error_code(std::errc::timed_out));
+      co_return unexpected(make_error_code(errc::timed_out));
     }
     if constexpr (std::is_void_v<T>) {
       co_return result<void>{};

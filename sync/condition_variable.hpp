@@ -113,7 +113,7 @@ class condition_variable {
     co_return result<void>{};
   }
 
-  /// Like wait(g, token), but gives up after `d` (or at `deadline`): std::errc::timed_out
+  /// Like wait(g, token), but gives up after `d` (or at `deadline`): errc::timed_out
   /// (mutex re-locked). A notify that arrives as the deadline passes is reported as a
   /// success. Errors: timed_out, operation_canceled (`token` or the inherited token).
   template <class Rep, class Period>

@@ -121,7 +121,7 @@ class mutex {
   /// makes a waiting lock return std::errc::operation_canceled and lose its place in the
   /// queue; a lock handed over at the same moment is either returned or passed on, never
   /// lost. An already-free mutex is taken even if the token is stopped.
-  /// A timed lock: `co_await corio::timeout(m.lock(), 10ms)` yields std::errc::timed_out
+  /// A timed lock: `co_await corio::timeout(m.lock(), 10ms)` yields errc::timed_out
   /// if the mutex was not handed over in time (runtime/timeout.hpp).
   /// Errors: operation_canceled only. Resumes on: see the header comment.
   [[nodiscard]] detail::mutex_lock_operation<true> lock(std::stop_token token = {}) noexcept {

@@ -33,7 +33,7 @@ corio::task<corio::result<corio::ipc::shared_memory>> attach(const std::string& 
       co_return shm;
     }
     if (corio::clock::now() > give_up) {
-      co_return corio::unexpected(shm ? std::make_error_code(std::errc::timed_out) : shm.error());
+      co_return corio::unexpected(shm ? corio::make_error_code(corio::errc::timed_out) : shm.error());
     }
     co_await corio::sleep_for(10ms);  // not created or not built yet
   }

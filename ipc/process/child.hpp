@@ -92,7 +92,7 @@ class child {
   /// the orphan reaper takes it over); later waits yield ECHILD.
   /// Errors: ECHILD if the child was released; the ring's errors. Resumes on: a worker.
   task<result<exit_status>> wait(std::stop_token token = {}, on_cancel action = on_cancel::leave_running);
-  /// wait() for at most `limit`; std::errc::timed_out after it (the child killed and
+  /// wait() for at most `limit`; errc::timed_out after it (the child killed and
   /// reaped in the background with on_cancel::kill, the default). Any duration; a huge
   /// one saturates to "no limit" (runtime/time.hpp).
   task<result<exit_status>> wait_for(saturating_duration limit, on_cancel action = on_cancel::kill);

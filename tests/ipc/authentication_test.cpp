@@ -287,7 +287,7 @@ TEST_CASE("auth: a client with a key against a server without one gives up after
     auto r = co_await corio::ipc::authenticate_client(e.client, o);
     co_return r ? "ok" : r.error().message();
   };
-  CHECK(rt.block_on(body()) == std::make_error_code(std::errc::timed_out).message());
+  CHECK(rt.block_on(body()) == "operation timed out");
   CHECK_FALSE(e.client.is_open());
   // No key on this side either: nothing to do.
   auto f = make_ends();

@@ -181,7 +181,7 @@ TEST_CASE("message_queue: a waiting receive is cancelled by its token or a timeo
   REQUIRE(q);
   corio::runtime rt(corio_test::workers(2));
   CHECK(rt.block_on(stopped_receive(&*q)) == std::errc::operation_canceled);
-  CHECK(rt.block_on(timed_receive(&*q)) == std::errc::timed_out);
+  CHECK(rt.block_on(timed_receive(&*q)) == corio::errc::timed_out);
   // A stop racing a send: every message is either returned or left in the queue.
   int received = 0, left_queued = 0, other = 0;
   rt.block_on(cancel_races_send(&*q, 400, &received, &left_queued, &other));

@@ -370,7 +370,7 @@ TEST_CASE("sysv_message_queue: a wait in progress is cancelled by its token or a
   scoped_queue q(small);
   corio::runtime rt(corio_test::workers(2));
   CHECK(rt.block_on(stopped_while_waiting(&q.q)) == std::errc::operation_canceled);
-  CHECK(rt.block_on(timed_out_while_waiting(&q.q)) == std::errc::timed_out);
+  CHECK(rt.block_on(timed_out_while_waiting(&q.q)) == corio::errc::timed_out);
   REQUIRE(q->try_send(bytes_of(std::string(40, 'f')), 2));  // 40 of 64 bytes: the next 40 wait
   CHECK(rt.block_on(send_stopped_while_waiting(&q.q)) == std::errc::operation_canceled);
   CHECK(q->attributes()->messages == 1);  // the cancelled send sent nothing

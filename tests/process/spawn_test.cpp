@@ -480,6 +480,7 @@ TEST_CASE("child: wait_for times out and kills", "[process][child]") {
   REQUIRE(s.pid > 0);
   REQUIRE_FALSE(s.st);
   CHECK(s.st.error() == std::errc::timed_out);
+  CHECK(s.st.error() == corio::errc::timed_out);  // "operation timed out", not "Connection timed out"
   CHECK(ms < 20'000);  // the child sleeps 30 s: the wait ended by wait_for, not by the child
   // Killed *and* reaped by the time wait_for returned: not running, not a zombie.
   CHECK(process_test::pid_gone(s.pid));
@@ -511,6 +512,8 @@ TEST_CASE("command: a cancelled status() kills and reaps the child", "[process][
   REQUIRE(pid > 0);
   REQUIRE_FALSE(st);
   CHECK(st.error() == std::errc::timed_out);
+  CHECK(st.error() == corio::errc::timed_out);
+  CHECK(st.error().message() == "operation timed out");
   CHECK(process_test::pid_gone(pid));  // right after the await: killed and reaped
 }
 

@@ -124,7 +124,24 @@ TEST_CASE("time: timeout returns timed_out when the awaitable is too slow", "[ru
     auto r = co_await corio::timeout(corio::sleep_for(24h), 20ms);
     co_return r ? std::error_code{} : r.error();
   };
-  CHECK(rt.block_on(body()) == std::errc::timed_out);
+  auto ec = rt.block_on(body());
+  CHECK(ec == corio::errc::timed_out);  // corio's own code, not the OS's ETIMEDOUT
+  CHECK(ec == std::errc::timed_out);    // which it still compares equal to
+  CHECK(ec.message() == "operation timed out");
+}
+
+TEST_CASE("errc::timed_out: says 'operation timed out' and compares equal to std::errc::timed_out only",
+          "[runtime][time][timeout]") {
+  std::error_code ec = corio::errc::timed_out;
+  CHECK(ec.message() == "operation timed out");
+  CHECK(std::string(ec.category().name()) == "corio");
+  CHECK(ec == std::errc::timed_out);
+  CHECK(std::errc::timed_out == ec);
+  CHECK(ec.default_error_condition() == std::errc::timed_out);
+  CHECK(ec != std::errc::operation_canceled);
+  CHECK(ec != std::make_error_code(std::errc::timed_out));  // a different code: the kernel's ETIMEDOUT
+  // The kernel's ETIMEDOUT (a socket's) is not corio's deadline.
+  CHECK(std::error_code(ETIMEDOUT, std::system_category()) != corio::errc::timed_out);
 }
 
 TEST_CASE("time: timeout passes the value through when in time", "[runtime][time][timeout]") {

@@ -241,6 +241,19 @@ TEST_CASE("channel: timeout(recv) returns a value that arrived as the deadline p
   REQUIRE(returned.load() > 0);
 }
 
+TEST_CASE("channel: a recv under timeout() that gets nothing is corio's timed_out", "[sync][channel]") {
+  corio::runtime rt(corio_test::sync_config());
+  corio::channel<int> ch(1);
+  auto body = [](corio::channel<int>& c) -> corio::task<std::error_code> {
+    auto r = co_await corio::timeout(c.recv(), 5ms);
+    co_return r ? std::error_code{} : r.error();
+  };
+  std::error_code ec = rt.block_on(body(ch));
+  CHECK(ec == corio::errc::timed_out);
+  CHECK(ec.message() == "operation timed out");
+  CHECK(ec == std::errc::timed_out);
+}
+
 TEST_CASE("channel: plain threads and tasks exchange values with the blocking calls", "[sync][channel]") {
   corio::runtime rt(corio_test::sync_config());
   corio::channel<int> to_task(8);

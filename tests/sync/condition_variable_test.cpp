@@ -217,6 +217,8 @@ TEST_CASE("condition_variable: wait_for times out with timed_out and holds the m
     pred_result = p.has_value() && *p;
   }(b, ec, owns, pred_result));
   REQUIRE(ec == std::errc::timed_out);
+  CHECK(ec == corio::errc::timed_out);
+  CHECK(ec.message() == "operation timed out");
   REQUIRE(owns);
   REQUIRE_FALSE(pred_result);
   REQUIRE_FALSE(b.m.is_locked());
