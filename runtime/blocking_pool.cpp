@@ -18,6 +18,7 @@ bool blocking_pool::submit(blocking_job* job) {
     // Start the thread before queuing: if that throws, nothing refers to `job`.
     m_threads.emplace_back([this] { thread_main(); });
     ++m_live;
+    ++m_in_loop;
   }
   m_jobs.push_back(job);
   if (m_idle > 0) {
@@ -69,10 +70,12 @@ void blocking_pool::thread_main() {
       if (!woke) {
         --m_live;
         m_exited.push_back(std::this_thread::get_id());
+        leave_locked();
         return;
       }
     }
     if (m_stopping && m_jobs.empty()) {
+      leave_locked();
       return;
     }
     blocking_job* job = m_jobs.front();
@@ -83,23 +86,34 @@ void blocking_pool::thread_main() {
   }
 }
 
-void blocking_pool::shutdown() {
+// Under m_mutex, as the calling thread leaves thread_main: after this it touches only
+// m_mutex (unlocking it), and whoever waits for m_in_loop == 0 joins it before the pool
+// can go.
+void blocking_pool::leave_locked() {
+  if (--m_in_loop == 0) {
+    m_left.notify_all();
+  }
+}
+
+bool blocking_pool::shutdown_for(std::chrono::nanoseconds limit) {
   std::vector<std::thread> threads;
   {
-    std::lock_guard lock(m_mutex);
-    if (m_stopping && m_threads.empty()) {
-      return;
-    }
+    std::unique_lock lock(m_mutex);
     m_stopping = true;
     m_jobs.clear();
+    m_work.notify_all();
+    // A deadline, not wait_for (see thread_main): nanoseconds::max() means "never".
+    if (!m_left.wait_until(lock, deadline_after(limit), [&] { return m_in_loop == 0; })) {
+      return false;  // jobs still run; their threads stay in m_threads for shutdown()
+    }
     threads = std::move(m_threads);
     m_threads.clear();
     m_exited.clear();
   }
-  m_work.notify_all();
   for (auto& t : threads) {
-    t.join();
+    t.join();  // each has left thread_main: returns at once
   }
+  return true;
 }
 
 std::size_t blocking_pool::thread_count() const {

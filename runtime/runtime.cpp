@@ -81,7 +81,7 @@ unsigned default_workers() noexcept {
 
 runtime::runtime(const runtime_config& config) {
   validate(config);
-  m_core = std::make_unique<detail::runtime_core>(config);
+  m_core = std::make_shared<detail::runtime_core>(config);
   std::string why;
   if (std::error_code ec = m_core->start(why)) {
     m_core.reset();
@@ -89,16 +89,25 @@ runtime::runtime(const runtime_config& config) {
   }
 }
 
-runtime::~runtime() { shutdown(); }
-
-void runtime::shutdown() {
-  if (m_core) {
-    if (port::current_worker() != nullptr && &port::current_worker()->rt == m_core.get()) {
-      std::fprintf(stderr, "corio: runtime::shutdown called from its own worker thread\n");
-      std::abort();
-    }
-    m_core->shutdown();
+runtime::~runtime() {
+  // After a shutdown(limit) that left jobs running, the helper thread owns the rest: the
+  // destructor does not wait for it (that is what the limit was for).
+  if (m_core && !m_core->shutdown_begun()) {
+    shutdown();
   }
+}
+
+void runtime::shutdown() { (void)shutdown(std::chrono::nanoseconds::max()); }
+
+bool runtime::shutdown(saturating_duration limit) {
+  if (!m_core) {
+    return true;
+  }
+  if (port::current_worker() != nullptr && &port::current_worker()->rt == m_core.get()) {
+    std::fprintf(stderr, "corio: runtime::shutdown called from its own worker thread\n");
+    std::abort();
+  }
+  return m_core->shutdown(limit.get());
 }
 
 runtime_metrics runtime::metrics() const { return m_core->metrics(); }

@@ -12,10 +12,22 @@
 // threads joined; then every spawned task that has not finished is destroyed (its locals'
 // destructors run; awaiting its join_handle throws errc::shut_down). Running
 // spawn_blocking jobs are waited for; queued ones are dropped.
+//
+// shutdown(limit), like Tokio's shutdown_timeout, waits at most `limit` for running
+// spawn_blocking jobs (they cannot be interrupted) and returns false if some still run
+// then. The rest of the shutdown happens at once (workers stopped and joined, no task
+// runs again, spawn refused); those jobs finish on their own threads, and once the last
+// one ends a thread of corio's destroys the unfinished tasks (as above, but later and on
+// that thread; a job's awaiter lives in its task's frame) and frees the runtime's state,
+// which it keeps alive until then — destroying the runtime object meanwhile is safe and
+// does not wait. So what such a job, or an unfinished task's destructor, touches must
+// outlive it (a job that captures by value and the tasks' own locals are fine). A later
+// shutdown() waits for all of it; the destructor does not.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
 
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -27,6 +39,7 @@
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio {
 
@@ -75,8 +88,16 @@ class runtime {
     return block_on_handle(std::move(*handle));
   }
 
-  /// Stops the runtime (see the header comment). Idempotent; not from a worker thread.
+  /// Stops the runtime and waits for everything, running spawn_blocking jobs included
+  /// (see the header comment). Idempotent: a later call waits for the first one's end
+  /// (also for the jobs a shutdown(limit) left running). Not from a worker thread or a
+  /// spawn_blocking job of this runtime (it would wait for itself).
   void shutdown();
+  /// Stops the runtime, waiting at most `limit` (any duration, saturating) for running
+  /// spawn_blocking jobs: true when everything has stopped, false when jobs still run
+  /// (they finish on their own; see the header comment). A later call waits up to
+  /// `limit` for the first one's end. Same threads as shutdown().
+  bool shutdown(saturating_duration limit);
 
   /// A snapshot of the per-worker counters (runtime/metrics.hpp). Any thread.
   [[nodiscard]] runtime_metrics metrics() const;
@@ -94,7 +115,8 @@ class runtime {
     return aw.await_resume();
   }
 
-  std::unique_ptr<detail::runtime_core> m_core;
+  // Shared with the helper thread that ends a shutdown(limit) which left jobs running.
+  std::shared_ptr<detail::runtime_core> m_core;
 };
 
 /// Builds a runtime with `config`, runs `t` to completion on it, shuts it down and

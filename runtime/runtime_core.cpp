@@ -1,15 +1,18 @@
 // runtime_core (runtime/internal/runtime_core.hpp): starting the workers, queueing tasks
 // from other threads, the registry of spawned tasks (insert, sweep, unlink), shutdown in
-// its four steps, and the metrics snapshot.
+// its four steps (the last one on a helper thread when spawn_blocking jobs outlive the
+// caller's limit), and the metrics snapshot.
 #include <corio/runtime/internal/runtime_core.hpp>
 
 #include <algorithm>
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include <corio/runtime/detail/join_state.hpp>
 #include <corio/runtime/port.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::detail {
 
@@ -157,9 +160,11 @@ void runtime_core::sweep_own_shard(unsigned worker_index) noexcept {
   }
 }
 
-void runtime_core::shutdown() {
+bool runtime_core::shutdown(std::chrono::nanoseconds blocking_limit) {
   if (m_shut_down.exchange(true, std::memory_order_acq_rel)) {
-    return;
+    // Not the first call: wait (up to the limit) for the first one to end.
+    std::unique_lock lock(m_finish_lock);
+    return m_finish_cv.wait_until(lock, deadline_after(blocking_limit), [&] { return m_finished; });
   }
   // 1. No new roots, no more task pickup; wake everyone.
   m_shards[m_shard_count - 1].foreign_lock.lock();
@@ -168,9 +173,40 @@ void runtime_core::shutdown() {
   // Store-load barrier: `stopping` must be visible before we read the parked words
   // below, pairing with park()'s barrier before it re-checks `stopping`.
   store_load_barrier(idle.sleepers);
-  // 2. Running blocking jobs finish (their completions are dropped), queued ones go.
-  blocking.shutdown();
-  // 3. Workers cancel and drain their rings, close them and exit.
+  // 2. Running blocking jobs finish (their completions are dropped: schedule_remote
+  //    refuses once stopping), queued ones go; we wait at most `blocking_limit`.
+  bool jobs_ended = blocking.shutdown_for(blocking_limit);
+  stop_workers();
+  // 4. Only once no job runs: a running job's awaiter, and the function it runs, live in
+  //    a task's frame, which step 4 destroys. Jobs still running: a helper does it later.
+  if (!jobs_ended && hand_finish_to_helper()) {
+    return false;
+  }
+  finish_shutdown();
+  return true;
+}
+
+bool runtime_core::hand_finish_to_helper() noexcept {
+  try {
+    // The helper's reference keeps the core (the pool the job threads touch, the
+    // registry, the inject queue a finished job's wake looks at) alive until it is done.
+    std::thread([self = shared_from_this()] { self->finish_shutdown(); }).detach();
+    return true;
+  } catch (const std::exception&) {
+    return false;  // not owned by a shared_ptr, or no thread to spare: finish here, waiting
+  }
+}
+
+void runtime_core::finish_shutdown() {
+  blocking.shutdown();  // waits for jobs still running, joins their threads
+  destroy_unfinished_tasks();
+  std::lock_guard lock(m_finish_lock);
+  m_finished = true;
+  m_finish_cv.notify_all();
+}
+
+// 3. Workers cancel and drain their rings, close them and exit.
+void runtime_core::stop_workers() {
   for (auto& w : workers) {
     w->wake_if_parked();
     w->unpark_signal();
@@ -180,9 +216,12 @@ void runtime_core::shutdown() {
       w->thread.join();
     }
   }
-  // 4. Destroy every spawned task that did not finish (its locals' destructors run),
-  //    and drop the registry's reference to every root. The registry's reference keeps
-  //    each join state alive while destroying one frame releases other roots' handles.
+}
+
+// 4. Destroy every spawned task that did not finish (its locals' destructors run), and
+//    drop the registry's reference to every root. The registry's reference keeps each
+//    join state alive while destroying one frame releases other roots' handles.
+void runtime_core::destroy_unfinished_tasks() noexcept {
   for (unsigned i = 0; i < m_shard_count; ++i) {
     registry_shard& s = m_shards[i];
     std::lock_guard lock(s.foreign_lock);

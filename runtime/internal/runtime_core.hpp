@@ -7,6 +7,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,7 +25,10 @@ namespace corio::detail {
 
 struct join_state_base;
 
-class runtime_core {
+// Owned by shared_ptr (runtime makes it with make_shared): a shutdown that leaves
+// spawn_blocking jobs running hands a reference to a helper thread, which finishes the
+// shutdown when they end, so the core outlives them whatever happens to the runtime.
+class runtime_core : public std::enable_shared_from_this<runtime_core> {
  public:
   explicit runtime_core(const runtime_config& config);
   ~runtime_core();
@@ -32,7 +37,17 @@ class runtime_core {
 
   /// Starts the workers; on failure stops them again and returns the error and cause.
   std::error_code start(std::string& why);
-  void shutdown();
+  /// Shuts down (runtime/runtime.hpp), waiting at most `blocking_limit` for running
+  /// spawn_blocking jobs. True when everything has stopped. False when jobs still run:
+  /// a helper thread holding a reference to *this waits for them and destroys the
+  /// unfinished tasks. A call after the first waits up to `blocking_limit` for the
+  /// first one's end.
+  bool shutdown(std::chrono::nanoseconds blocking_limit = std::chrono::nanoseconds::max());
+  /// Whether a shutdown has begun (its first call).
+  [[nodiscard]] bool shutdown_begun() const noexcept {
+    // acquire: pairs with shutdown()'s acq_rel exchange; a plain flag, nothing read after.
+    return m_shut_down.load(std::memory_order_acquire);
+  }
 
   bool spawn_root(join_state_base* st) noexcept;
   /// Worker `worker_index` (its own thread only): sweep its registry shard if due.
@@ -75,9 +90,17 @@ class runtime_core {
   };
   void sweep(registry_shard& s) noexcept;
   void unlink(registry_shard& s, join_state_base* st) noexcept;
+  void stop_workers();
+  void finish_shutdown();
+  void destroy_unfinished_tasks() noexcept;
+  bool hand_finish_to_helper() noexcept;
 
   std::atomic<bool> m_stopping{false};
   std::atomic<bool> m_shut_down{false};
+  // Set (under m_finish_lock) when the shutdown has fully ended; later calls wait for it.
+  std::mutex m_finish_lock;
+  std::condition_variable m_finish_cv;
+  bool m_finished = false;
   std::unique_ptr<registry_shard[]> m_shards;  // one per worker + one for foreign threads
   unsigned m_shard_count = 0;
 };

@@ -5,11 +5,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <thread>
 #include <vector>
-
 
 using namespace std::chrono_literals;
 
@@ -148,4 +150,92 @@ TEST_CASE("spawn_blocking: a blocking_keep_alive of milliseconds::max() keeps th
   // correct runtime).
   std::this_thread::sleep_for(50ms);
   CHECK(rt.metrics().blocking_threads == 1);
+}
+
+namespace {
+// A job the test releases: it waits on `open` for 30 s at most, so a shutdown that wrongly
+// waited for it still ends (then with the wrong answer: true, and the job ended).
+struct job_gate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<bool> started{false};
+  std::atomic<bool> ended{false};
+  std::atomic<bool> task_destroyed{false};
+
+  void release() {
+    {
+      std::lock_guard lock(m);
+      open = true;
+    }
+    cv.notify_all();
+  }
+};
+
+corio::task<void> await_gated_job(job_gate* g) {
+  struct mark_destroyed {
+    job_gate* g;
+    ~mark_destroyed() { g->task_destroyed.store(true); }
+  } mark{g};
+  // A heap-owning capture, so that a job whose awaiter (in this frame) were freed under
+  // it would read freed memory: ASan reports that.
+  std::vector<int> payload(1000, 7);
+  auto job = corio::spawn_blocking([g, payload] {
+    g->started.store(true);
+    std::unique_lock lock(g->m);
+    g->cv.wait_for(lock, 30s, [g] { return g->open; });
+    g->ended.store(payload[999] == 7);
+  });
+  (void)co_await std::move(job);
+}
+
+void wait_until_set(const std::atomic<bool>& flag) {
+  while (!flag.load()) {
+    std::this_thread::sleep_for(1ms);
+  }
+}
+}  // namespace
+
+TEST_CASE("runtime: shutdown(limit) gives up on a running spawn_blocking job, which ends later unharmed",
+          "[runtime][blocking][shutdown]") {
+  job_gate g;
+  auto rt = std::make_unique<corio::runtime>(workers(1));
+  REQUIRE(rt->spawn(await_gated_job(&g)));
+  wait_until_set(g.started);
+  CHECK_FALSE(rt->shutdown(50ms));
+  CHECK_FALSE(g.ended.load());  // it returned while the job still waited on the gate
+  CHECK(rt->spawn(await_gated_job(&g)).error() == corio::errc::shut_down);
+  CHECK(rt->shutdown(0ms) == false);  // a second call with no time left: still running
+  rt.reset();  // the runtime goes while its job runs; the destructor does not wait
+  CHECK_FALSE(g.task_destroyed.load());  // the task awaiting the job waits for it
+  g.release();
+  // The job ends, and then corio's helper thread destroys the task.
+  wait_until_set(g.task_destroyed);
+  CHECK(g.ended.load());
+}
+
+TEST_CASE("runtime: shutdown() after a shutdown(limit) that gave up waits for the job and the tasks",
+          "[runtime][blocking][shutdown]") {
+  job_gate g;
+  corio::runtime rt(workers(2));
+  REQUIRE(rt.spawn(await_gated_job(&g)));
+  wait_until_set(g.started);
+  CHECK_FALSE(rt.shutdown(1ms));
+  g.release();
+  rt.shutdown();  // waits for the job, then for the task's destruction
+  CHECK(g.ended.load());
+  CHECK(g.task_destroyed.load());
+  CHECK(rt.shutdown(0ms));  // everything has stopped
+}
+
+TEST_CASE("runtime: shutdown(limit) with every job done in time stops everything and returns true",
+          "[runtime][blocking][shutdown]") {
+  corio::runtime rt(workers(1));
+  auto body = []() -> corio::task<int> {
+    auto r = co_await corio::spawn_blocking([] { return 3; });
+    co_return r ? *r : 0;
+  };
+  CHECK(rt.block_on(body()) == 3);
+  CHECK(rt.shutdown(std::chrono::hours::max()));  // saturates: no overflow into the past
+  CHECK(rt.shutdown(0ms));
 }
