@@ -1,9 +1,10 @@
 // Stress test for issue 16 item 15: 2,000 clients connect at once to an echo server in
 // the same process (bench/ipc/accept_burst_load.hpp: 50 lines each, a 2 s read timeout),
 // served once by a loop of listener.accept() and once through listener.incoming(). Every
-// client must be served in both styles with no read timing out. No bound on the elapsed
-// time (that is the benchmark's business, bench/ipc/accept_burst); the figures are
-// printed for the log.
+// client must be served in both styles, none failing. A read waits up to 120 s here, not
+// the benchmark's 2 s: "no read waits 2 s" is a timing target (bench/ipc/accept_burst
+// measures it), and a debug build on a loaded machine missed it in CI (371 of 2,000 reads
+// past 2 s at load 7); this test holds by construction. The figures are printed for the log.
 // Descriptors: 4,000 at once plus the runtime's; the test raises its soft RLIMIT_NOFILE
 // and exits 77 (meson: SKIP) where it cannot.
 #include <catch2/catch.hpp>
@@ -33,6 +34,7 @@ bool raise_fd_limit(rlim_t want) {
 void check_burst(accept_burst::style s) {
   accept_burst::params p;
   p.clients = 2000;
+  p.read_timeout = std::chrono::seconds(120);  // correctness here; the 2 s target is the bench's
   if (!raise_fd_limit(2 * static_cast<rlim_t>(p.clients) + 200)) {
     std::fprintf(stderr, "SKIP: RLIMIT_NOFILE cannot be raised to %d\n", 2 * p.clients + 200);
     std::exit(77);  // meson reports 77 as SKIP, never a silent pass
