@@ -110,6 +110,12 @@ void join_wait::on_stop() noexcept {
   }
 }
 
+void throw_empty_join_handle() {
+  throw std::logic_error(
+      "corio::join_handle awaited without a task: it is default-constructed, moved-from, detached or "
+      "already awaited (awaiting consumes it)");
+}
+
 void join_wait::finish() {
   m_stop.disarm();
   m_published = false;

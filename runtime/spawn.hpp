@@ -2,7 +2,8 @@
 //
 // spawn(task) makes the task a root: it runs on some worker (and may be stolen by
 // another) independently of the spawner. The returned join_handle<T> is awaitable and
-// yields the task's value (or rethrows its exception); dropping it detaches the task,
+// yields the task's value (or rethrows its exception) once: awaiting consumes it, and
+// awaiting an empty handle throws std::logic_error; dropping it detaches the task,
 // which still runs to completion. An exception escaping a detached task is reported on
 // stderr. If the runtime shuts down first, the task's frame is destroyed (its locals'
 // destructors run) and awaiting the handle throws std::system_error(errc::shut_down).
@@ -53,6 +54,8 @@ class join_wait {
  protected:
   bool ready() noexcept;
   bool suspend(std::coroutine_handle<> h, const std::stop_token* inherited);
+  /// True when this wait (not the task) was stopped; valid after finish().
+  [[nodiscard]] bool cancelled() const noexcept { return m_cancelled; }
   /// Throws for a cancelled wait, a task destroyed by shutdown, or the task's exception.
   void finish();
 
@@ -80,10 +83,13 @@ bool spawn_root(runtime_core* rt, join_state_base* st) noexcept;
 runtime_core* current_runtime_or_throw();
 
 [[noreturn]] void throw_shut_down();
+/// std::logic_error: a join_handle without a task was awaited.
+[[noreturn]] void throw_empty_join_handle();
 
 }  // namespace detail
 
-/// Awaitable handle to a spawned task's result. Move-only; dropping it detaches.
+/// Awaitable handle to a spawned task's result. Move-only; awaiting consumes it; dropping
+/// it detaches.
 template <class T>
 class [[nodiscard]] join_handle {
  public:
@@ -122,38 +128,65 @@ class [[nodiscard]] join_handle {
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
   /// What `co_await handle` and `co_await handle.wait(token)` await: yields the task's
-  /// value, or rethrows its exception.
+  /// value, or rethrows its exception. Finishing (value, exception or shut_down) consumes
+  /// the handle: it is then empty (valid() false) and awaiting it again throws
+  /// std::logic_error. A cancelled wait leaves the handle as it was.
   class awaiter : detail::join_wait {
    public:
-    /// Made by join_handle's operator co_await and wait().
-    awaiter(detail::join_state<T>* state, std::stop_token token) : join_wait(state, std::move(token)) {}
+    /// Made by join_handle's operator co_await and wait(); `owner` must outlive the await.
+    awaiter(join_handle* owner, std::stop_token token)
+        : join_wait(owner->m_state, std::move(token)), m_owner(owner) {}
     bool await_ready() noexcept { return ready(); }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
       return suspend(h, detail::inherited_token_of(h));
     }
     T await_resume() {
+      consume_on_exit consume{this};
       finish();
       auto* typed = static_cast<detail::join_state<T>*>(m_state);
       if constexpr (!std::is_void_v<T>) {
-        return std::move(typed->value());
+        return std::move(typed->value());  // moved out before `consume` releases the state
       }
     }
     using join_wait::state;
+
+   private:
+    // Releases the owner's task once the result (or its exception) has been taken;
+    // a cancelled wait keeps it, so the handle can be awaited again.
+    struct consume_on_exit {
+      awaiter* self;
+      ~consume_on_exit() {
+        if (!self->cancelled()) {
+          self->m_owner->detach();
+        }
+      }
+    };
+    join_handle* m_owner;
   };
 
   /// Waits for the task. Returns its value or rethrows its exception; throws
-  /// std::system_error(errc::shut_down) if the runtime destroyed it first.
-  /// Cancellation: the token inherited from the awaiting task (when_any, timeout) stops
-  /// the wait, not the task: the await throws std::system_error(operation_canceled) and
-  /// the handle can be awaited again. Must be awaited on a worker thread.
-  /// Precondition: valid(), and no other coroutine is awaiting this handle.
-  awaiter operator co_await() noexcept { return awaiter{m_state, {}}; }
+  /// std::system_error(errc::shut_down) if the runtime destroyed it first. Either way the
+  /// handle is consumed (see awaiter). Cancellation: the token inherited from the
+  /// awaiting task (when_any, timeout) stops the wait, not the task: the await throws
+  /// std::system_error(operation_canceled) and the handle can be awaited again. Must be
+  /// awaited on a worker thread; the handle must outlive the await.
+  /// Throws std::logic_error (before suspending) when the handle holds no task: default-
+  /// constructed, moved-from, detached or already awaited. Precondition: no other
+  /// coroutine is awaiting this handle.
+  awaiter operator co_await() { return awaiter{checked(), {}}; }
 
   /// The same wait, also stopped by `token`.
-  awaiter wait(std::stop_token token) noexcept { return awaiter{m_state, std::move(token)}; }
+  awaiter wait(std::stop_token token) { return awaiter{checked(), std::move(token)}; }
 
  private:
+  join_handle* checked() {
+    if (m_state == nullptr) {
+      detail::throw_empty_join_handle();
+    }
+    return this;
+  }
+
   detail::join_state<T>* m_state = nullptr;
 };
 
