@@ -58,6 +58,14 @@ corio::task<std::size_t> named_list_then_await() {
   co_return co_await total_length(std::move(words));
 }
 
+// The capturing-lambda workaround: the job is named before the co_await.
+corio::task<int> named_job_then_await() {
+  counted c(7);
+  auto job = [c] { return c.v; };
+  auto r = co_await corio::spawn_blocking(std::move(job));
+  co_return r ? *r : 0;
+}
+
 corio::task<bool> non_empty(std::string s) { co_return !s.empty(); }
 
 // The && workaround: the await in a statement of its own, then the test with temporaries.
@@ -86,6 +94,12 @@ TEST_CASE("awaiting a task that ?: chose in an earlier statement destroys its re
 
 TEST_CASE("a braced list named before the co_await reaches the awaited task intact", "[compiler]") {
   CHECK(corio::run(named_list_then_await()) == 12);
+}
+
+TEST_CASE("a capturing lambda named before the co_await is destroyed once", "[compiler]") {
+  live = 0;
+  CHECK(corio::run(named_job_then_await()) == 7);
+  CHECK(live == 0);
 }
 
 TEST_CASE("an await moved out of an && with a temporary gives the && its value", "[compiler]") {
