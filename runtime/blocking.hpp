@@ -8,6 +8,10 @@
 // Cancellation: while the job is still queued, a stop request withdraws it and the await
 // returns operation_canceled; a job that has started cannot be interrupted and is waited
 // for. After shutdown it returns errc::shut_down.
+// g++ 12: a lambda with a capture that has a destructor (a vector, a string, a
+// shared_ptr), written inside the co_await expression, has that capture destroyed twice
+// by the awaiting coroutine itself; name it first: `auto job = [v] {...};
+// co_await spawn_blocking(std::move(job));` (README, "Known compiler bugs").
 // Thread-safety: the job runs on a pool thread; the awaiter resumes on a worker.
 // Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker.
 #pragma once
