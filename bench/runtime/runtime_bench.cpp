@@ -1,6 +1,6 @@
 // corio's side of the runtime benchmarks (issue 2). Prints `<benchmark> corio <value> <unit>`.
 //
-//   runtime_bench <spawn|pingpong|tree|timers|io|yield|all> [--workers N]
+//   runtime_bench <spawn|pingpong|tree|timers|io|io_ring|yield|all> [--workers N]
 //
 //   spawn    : 1,000,000 empty tasks spawned, then all awaited (ns per task)
 //   pingpong : two tasks hand an int back and forth 1,000,000 times through two
@@ -9,7 +9,10 @@
 //              leaves = 2,097,151 tasks (ns per task)
 //   timers   : 100,000 tasks each sleep_for(1 ms) concurrently (total ms, and the
 //              largest overshoot past a deadline)
-//   io       : 1,000,000 write/read pairs of 64 bytes over a pipe (ns per op)
+//   io       : 1,000,000 write/read pairs of 64 bytes over an ipc::pipe (write_some then
+//              read_some on one task, as Tokio's peer does with its pipe) (ns per op)
+//   io_ring  : the same over a raw pipe with corio::io::write/read: always through the
+//              ring, whatever the pipe holds (ns per op)
 //   yield    : 1,000,000 yield_now (ns per yield)
 #include <corio/corio.hpp>
 #include <corio/sync/event.hpp>
@@ -122,7 +125,7 @@ corio::task<double> bench_timers(int n) {
   co_return ms_since(t0);
 }
 
-corio::task<double> bench_io(int pairs) {
+corio::task<double> bench_io_ring(int pairs) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     std::perror("pipe2");
@@ -143,6 +146,27 @@ corio::task<double> bench_io(int pairs) {
   ::close(fds[0]);
   ::close(fds[1]);
   co_return ms * 1e6 / (2.0 * pairs);
+}
+
+corio::task<double> bench_io(int pairs) {
+  auto p = corio::ipc::pipe();
+  if (!p) {
+    std::fprintf(stderr, "pipe: %s\n", p.error().message().c_str());
+    std::exit(1);
+  }
+  std::byte out[64]{};
+  std::byte in[64];
+  auto t0 = steady::now();
+  for (int i = 0; i < pairs; ++i) {
+    out[0] = static_cast<std::byte>(i);
+    auto w = co_await p->writer.write_some(out);
+    auto r = co_await p->reader.read_some(in);
+    if (!w || !r || *w != 64 || *r != 64 || in[0] != out[0]) {
+      std::fprintf(stderr, "io: short or failed op\n");
+      std::exit(1);
+    }
+  }
+  co_return ms_since(t0) * 1e6 / (2.0 * pairs);
 }
 
 corio::task<double> bench_yield(int n) {
@@ -192,6 +216,9 @@ int main(int argc, char** argv) {
   }
   if (all || which == "io") {
     print("io", rt.block_on(bench_io(1'000'000)), "ns/op", cfg.workers);
+  }
+  if (all || which == "io_ring") {
+    print("io_ring", rt.block_on(bench_io_ring(1'000'000)), "ns/op", cfg.workers);
   }
   if (all || which == "yield") {
     print("yield", rt.block_on(bench_yield(1'000'000)), "ns/yield", cfg.workers);
