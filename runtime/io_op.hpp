@@ -17,14 +17,20 @@
 // data is lost). Must be awaited on a worker thread (else errc::no_runtime).
 // Thread-safety: one awaiter. Cost: one SQE and one CQE, no allocation; the stop
 // callbacks are registered only for tokens that can be stopped.
+//
+// try_first_op (below) wraps a ring operation for descriptors that are usually ready
+// (pipes): it tries a non-blocking syscall first and uses the ring only when that finds
+// nothing to do, guided by the handle's ready_hint.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cerrno>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stop_token>
@@ -148,5 +154,148 @@ io_op(Prep) -> io_op<Prep>;
 /// Deduction guide: `io_op{prep, token}` takes the type of the lambda.
 template <class Prep>
 io_op(Prep, std::stop_token) -> io_op<Prep>;
+
+/// The ready hint of a handle whose operations try the syscall first (try_first_op):
+/// whether the next operation should try it before using the ring. Off after a try found
+/// the descriptor not ready (EAGAIN); on again after a ring completion that moved every
+/// byte asked for (there may be more); off for good after the descriptor refused the try
+/// (EOPNOTSUPP). Thread-safety: any thread. The flags are relaxed atomics because they are
+/// only a hint: a stale value costs one EAGAIN or one ring round trip, never a wrong
+/// result. Cost: a byte; a load per operation, a store when it changes. Copying copies
+/// the current value (handles stay movable).
+class ready_hint {
+ public:
+  ready_hint() noexcept = default;
+  /// Copies `other`'s current value.
+  ready_hint(const ready_hint& other) noexcept : m_state(other.m_state.load(std::memory_order_relaxed)) {}
+  /// Copies `other`'s current value.
+  ready_hint& operator=(const ready_hint& other) noexcept {
+    m_state.store(other.m_state.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
+
+  /// Whether the next operation should try the syscall first.
+  [[nodiscard]] bool ready() const noexcept { return m_state.load(std::memory_order_relaxed) == k_ready; }
+  /// A try found the descriptor not ready: use the ring until it reports progress.
+  void not_ready() noexcept { set_unless_unsupported(k_not_ready); }
+  /// A ring completion moved every byte asked for: try first again.
+  void ready_again() noexcept { set_unless_unsupported(k_ready); }
+  /// The descriptor refuses non-blocking tries: the ring only, for good.
+  void unsupported() noexcept { m_state.store(k_unsupported, std::memory_order_relaxed); }
+
+ private:
+  static constexpr std::uint8_t k_ready = 0;
+  static constexpr std::uint8_t k_not_ready = 1;
+  static constexpr std::uint8_t k_unsupported = 2;
+  void set_unless_unsupported(std::uint8_t v) noexcept {
+    // relaxed: a hint (see the class comment); a racing unsupported() may be overwritten
+    // only by a value it would have overwritten, so the load-then-store is enough.
+    std::uint8_t cur = m_state.load(std::memory_order_relaxed);
+    if (cur != v && cur != k_unsupported) {
+      m_state.store(v, std::memory_order_relaxed);
+    }
+  }
+  std::atomic<std::uint8_t> m_state{k_ready};
+};
+
+/// An operation that tries a non-blocking syscall before the ring: `attempt()` returns
+/// the syscall's result (bytes, or a negative errno). When it settles the operation
+/// (anything but EAGAIN, EINTR and EOPNOTSUPP) the awaiter resumes without an SQE, a CQE
+/// or a trip through the run queue; otherwise `ring` (an awaitable yielding
+/// result<N> for an integer N, such as an io_op or an ipc tracked_op) runs as usual.
+/// The try happens only on a worker thread, with neither the explicit nor the inherited
+/// stop token stopped (the ring path reports no_runtime and operation_canceled), and
+/// while `hint` says the descriptor is likely ready (see ready_hint). If `ring` has
+/// `attempt_now(f)` (ipc's tracked_op), the try runs through it: under the descriptor's
+/// close lock, and not at all once the descriptor was closed (the ring path then reports
+/// it). Fairness: every settled try charges the task's cooperative budget
+/// (port::consume_budget); once it is spent the task still gets its result but yields to
+/// the back of its worker's queue first, so a loop on an always-ready descriptor cannot
+/// starve the worker's other tasks. `want` is the byte count asked for (a ring
+/// completion of all of it turns the hint back on).
+/// Thread-safety: one awaiter. Cost: one syscall when ready; one failed syscall more
+/// than io_op when not.
+template <class Ring, class Attempt>
+class [[nodiscard]] try_first_op {
+ public:
+  /// `hint` belongs to the handle and must outlive the await.
+  try_first_op(Ring ring, Attempt attempt, ready_hint* hint, std::size_t want, std::stop_token token) noexcept
+      : m_ring(std::move(ring)), m_attempt(std::move(attempt)), m_token(std::move(token)), m_hint(hint), m_want(want) {}
+
+  bool await_ready() noexcept { return false; }
+
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    if (m_hint->ready() && settled_now(detail::inherited_token_of(h))) {
+      if (!port::consume_budget()) {
+        return false;  // resume at once with the result
+      }
+      port::yield(h);  // budget spent: the worker's other tasks first (touch nothing after this)
+      return true;
+    }
+    return m_ring.await_suspend(h);
+  }
+
+  auto await_resume() {
+    using R = decltype(m_ring.await_resume());
+    using N = typename R::value_type;
+    if (!m_done) {
+      R r = m_ring.await_resume();
+      if (r && static_cast<std::size_t>(*r) == m_want && m_want != 0) {
+        m_hint->ready_again();
+      }
+      return r;
+    }
+    if (m_res < 0) {
+      return R(unexpected(os_error(m_res)));
+    }
+    return R(static_cast<N>(m_res));
+  }
+
+ private:
+  // True when the syscall settled the operation (m_res holds its result).
+  bool settled_now(const std::stop_token* inherited) {
+    if (port::current_worker() == nullptr || m_token.stop_requested() ||
+        (inherited != nullptr && inherited->stop_requested())) {
+      return false;
+    }
+    int res = -EAGAIN;
+    bool open = true;
+    if constexpr (requires { m_ring.attempt_now([] {}); }) {
+      open = m_ring.attempt_now([&] { res = m_attempt(); });
+    } else {
+      res = m_attempt();
+    }
+    if (!open || res == -EINTR) {
+      return false;
+    }
+    if (res == -EAGAIN || res == -EWOULDBLOCK) {
+      m_hint->not_ready();
+      return false;
+    }
+    if (res == -EOPNOTSUPP) {
+      m_hint->unsupported();
+      return false;
+    }
+    m_res = res;
+    m_done = true;
+    return true;
+  }
+
+  Ring m_ring;
+  Attempt m_attempt;
+  std::stop_token m_token;
+  ready_hint* m_hint;
+  std::size_t m_want;
+  int m_res = 0;
+  bool m_done = false;
+};
+
+/// Makes a try_first_op (deduces the types).
+template <class Ring, class Attempt>
+try_first_op<Ring, Attempt> make_try_first(Ring ring, Attempt attempt, ready_hint* hint, std::size_t want,
+                                           std::stop_token token) {
+  return try_first_op<Ring, Attempt>(std::move(ring), std::move(attempt), hint, want, std::move(token));
+}
 
 }  // namespace corio
