@@ -1,8 +1,15 @@
 // corio::ipc::pipe(), pipe_reader, pipe_writer and FIFOs: anonymous and named pipes as
 // awaitables.
 //
-// Concept: pipe() makes an O_CLOEXEC pipe and returns its two ends; reads and writes are
-// IORING_OP_READ / IORING_OP_WRITE on the awaiting worker's ring. A write to a pipe whose
+// Concept: pipe() makes an O_CLOEXEC pipe and returns its two ends. A read or write first
+// tries preadv2/pwritev2 with RWF_NOWAIT (which never blocks) and completes at once when
+// the pipe had data or room; only when it had none (EAGAIN) does it go through
+// IORING_OP_READ / IORING_OP_WRITE on the awaiting worker's ring and wait (try_first_op,
+// runtime/io_op.hpp). Each end keeps a ready hint: after an EAGAIN it uses the ring
+// directly until a ring completion moves every byte asked for; a descriptor that refuses
+// RWF_NOWAIT (EOPNOTSUPP: older kernels' pipes, some non-pipe files handed to
+// these classes) uses the ring for good. A loop on an always-ready pipe still yields to
+// the worker's other tasks when its cooperative budget is spent. A write to a pipe whose
 // reader is gone returns EPIPE (corio's workers block SIGPIPE, runtime/worker.cpp). A
 // read returns 0 at end of file (every writer closed).
 // FIFOs: make_fifo() is mkfifo(3). Opening a FIFO blocks until the other side opens it,
@@ -13,8 +20,12 @@
 // Thread-safety: one owner per end; one read and one write may be in flight together.
 // Closing an end while a task's read or write is in flight on it cancels that operation
 // (operation_canceled) before the descriptor is closed (ipc/owned_fd.hpp): a writer then
-// gets EPIPE, and a queued read never reaches a descriptor that reuses the number.
-// Cost: one SQE per read/write, no allocation; read_exact/write_all add a task frame.
+// gets EPIPE, and a queued read never reaches a descriptor that reuses the number. The
+// syscall tried first runs under the same close lock: it never touches a reused number
+// either (a closed end goes to the ring path, which reports bad_file_descriptor).
+// Cost: with data or room at hand, one preadv2/pwritev2 (and the fd_ops mutex, taken
+// uncontended) and no suspension; otherwise one failed syscall (only while the hint is on)
+// plus one SQE and one CQE. No allocation; read_exact/write_all add a task frame.
 // Back-pressure: a write completes when the pipe buffer (64 KiB by default, see
 // set_capacity) took the bytes; with a reader that stops, write_all stays suspended.
 // Cancellation: every wait takes a std::stop_token and honours the inherited one
@@ -54,14 +65,25 @@ class pipe_reader : public owned_fd {
 
   /// Reads up to buf.size() bytes; yields result<std::size_t>, 0 at end of file.
   [[nodiscard]] auto read_some(std::span<std::byte> buf, std::stop_token token = {}) const {
-    return track(corio::io::read(fd(), buf, -1, std::move(token)));
+    // The ring operation copies the token before the last argument moves it (the
+    // order of a call's arguments is unspecified).
+    auto ring = track(corio::io::read(fd(), buf, -1, token));
+    return make_try_first(std::move(ring),
+                          detail::nowait_rw<false>(fd(), buf.data(), buf.size()), &m_hint, buf.size(),
+                          std::move(token));
   }
   /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return track(detail::readv(fd(), iov, std::move(token)));
+    // Made first: it copies the token that the last argument moves (see read_some).
+    auto ring = track(detail::readv(fd(), iov, token));
+    return make_try_first(std::move(ring), detail::nowait_rw<false>(fd(), iov), &m_hint,
+                          detail::iov_bytes(iov), std::move(token));
   }
   /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
+
+ private:
+  mutable ready_hint m_hint;  // whether reads try preadv2 first (runtime/io_op.hpp)
 };
 
 /// The write end of a pipe or FIFO, with awaitable writes.
@@ -71,16 +93,26 @@ class pipe_writer : public owned_fd {
 
   /// Writes up to buf.size() bytes (all of them if <= PIPE_BUF = 4096, atomically).
   [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
-    return track(corio::io::write(fd(), buf, -1, std::move(token)));
+    // Made first: it copies the token that the last argument moves (see read_some).
+    auto ring = track(corio::io::write(fd(), buf, -1, token));
+    return make_try_first(std::move(ring),
+                          detail::nowait_rw<true>(fd(), const_cast<std::byte*>(buf.data()), buf.size()), &m_hint,
+                          buf.size(), std::move(token));
   }
   /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
-    return track(detail::writev(fd(), iov, std::move(token)));
+    // Made first: it copies the token that the last argument moves (see read_some).
+    auto ring = track(detail::writev(fd(), iov, token));
+    return make_try_first(std::move(ring), detail::nowait_rw<true>(fd(), iov), &m_hint,
+                          detail::iov_bytes(iov), std::move(token));
   }
   /// Writes all of `buf` (several writes if the pipe takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
   /// F_SETPIPE_SZ: the pipe's buffer size (rounded up by the kernel); yields the new size.
   result<int> set_capacity(int bytes) const;
+
+ private:
+  mutable ready_hint m_hint;  // whether writes try pwritev2 first (runtime/io_op.hpp)
 };
 
 /// Both ends of a new pipe (pipe()).

@@ -4,12 +4,14 @@
 // (e.g. an accepted fd into a tcp_stream). Prep lambdas that point the SQE at state
 // (msghdr, sockaddr) keep that state inside themselves: the lambda lives in the io_op, in
 // the awaiting frame, until the CQE arrives (runtime/io_op.hpp, "Ownership").
+// nowait_rw is the syscall that pipe reads and writes try before the ring (try_first_op).
 #pragma once
 
 #include <liburing.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <span>
 #include <stop_token>
@@ -117,6 +119,44 @@ auto accept(int fd, Map map, std::stop_token token) {
   return make_mapped<T>(
       [fd](io_uring_sqe* sqe) { io_uring_prep_accept(sqe, fd, nullptr, nullptr, SOCK_CLOEXEC); }, std::move(map),
       std::move(token));
+}
+
+/// The try of a pipe read (Write = false) or write (true) before the ring, for
+/// try_first_op: one preadv2/pwritev2 with RWF_NOWAIT at the file position, which takes
+/// or gives what the pipe holds or has room for and fails with EAGAIN instead of
+/// blocking (the descriptor may be a blocking one). Kernels or files without RWF_NOWAIT
+/// support fail with EOPNOTSUPP; try_first_op then uses the ring for good. Returns the
+/// bytes moved or a negative errno. A pipe write with no reader gives EPIPE (workers
+/// block SIGPIPE, as for the ring's write).
+template <bool Write>
+class nowait_rw {
+ public:
+  /// One buffer (copied into this object: it may move).
+  nowait_rw(int fd, void* data, std::size_t size) noexcept : m_fd(fd), m_one{data, size} {}
+  /// The caller's iovec array, which must outlive the await.
+  nowait_rw(int fd, std::span<const iovec> iov) noexcept
+      : m_fd(fd), m_iov(iov.data()), m_count(static_cast<int>(iov.size())) {}
+
+  int operator()() noexcept {
+    const iovec* iov = m_iov != nullptr ? m_iov : &m_one;
+    ssize_t n = Write ? ::pwritev2(m_fd, iov, m_count, -1, RWF_NOWAIT) : ::preadv2(m_fd, iov, m_count, -1, RWF_NOWAIT);
+    return n >= 0 ? static_cast<int>(n) : -errno;
+  }
+
+ private:
+  int m_fd;
+  iovec m_one{};
+  const iovec* m_iov = nullptr;
+  int m_count = 1;
+};
+
+/// The bytes an iovec array asks for (try_first_op's `want`).
+inline std::size_t iov_bytes(std::span<const iovec> iov) noexcept {
+  std::size_t n = 0;
+  for (const iovec& v : iov) {
+    n += v.iov_len;
+  }
+  return n;
 }
 
 }  // namespace corio::ipc::detail
