@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "../../bench/ipc/accept_burst_load.hpp"
+#include "helpers.hpp"
 
 #include <sys/resource.h>
 
@@ -17,19 +18,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-namespace {
+using corio_test::raise_fd_limit;
 
-bool raise_fd_limit(rlim_t want) {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-    return false;
-  }
-  if (rl.rlim_cur >= want) {
-    return true;
-  }
-  rl.rlim_cur = std::min(want, rl.rlim_max);
-  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want;
-}
+namespace {
 
 void check_burst(accept_burst::style s) {
   accept_burst::params p;

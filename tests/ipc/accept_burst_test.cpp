@@ -29,6 +29,8 @@ using corio::ipc::socket_address;
 using corio::ipc::tcp_listener;
 using corio::ipc::unix_listener;
 
+using corio_test::raise_fd_limit;
+
 namespace {
 
 std::uint64_t sqes_submitted(const corio::runtime& rt) {
@@ -119,19 +121,6 @@ void accept_queued(const Listener& l, const socket_address& addr, int n) {
 }
 
 bool nonblocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
-
-/// Raises the soft RLIMIT_NOFILE to `want` (up to the hard limit); false if it cannot.
-bool raise_fd_limit(rlim_t want) {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-    return false;
-  }
-  if (rl.rlim_cur >= want) {
-    return true;
-  }
-  rl.rlim_cur = std::min(want, rl.rlim_max);
-  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want;
-}
 
 }  // namespace
 

@@ -30,6 +30,8 @@ using corio::ipc::socket_address;
 using corio::ipc::tcp_stream;
 using ipc_test::bytes;
 
+using corio_test::raise_fd_limit;
+
 namespace {
 
 constexpr std::size_t kLimit = 64 * 1024;  // the server's max_message_size
@@ -132,18 +134,6 @@ task<bool> hostile_client(socket_address addr, int kind) {
   }
   co_await drain(*s);
   co_return true;
-}
-
-bool raise_fd_limit(rlim_t want) {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-    return false;
-  }
-  if (rl.rlim_cur >= want) {
-    return true;
-  }
-  rl.rlim_cur = std::min(want, rl.rlim_max);
-  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want;
 }
 
 }  // namespace

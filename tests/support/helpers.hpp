@@ -2,9 +2,11 @@
 #pragma once
 
 #include <dirent.h>
+#include <sys/resource.h>
 
 #include <corio/runtime/config.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -18,6 +20,19 @@ inline corio::runtime_config workers(unsigned n) {
   corio::runtime_config c;
   c.workers = n;
   return c;
+}
+
+/// Raises the soft RLIMIT_NOFILE to `want` (up to the hard limit); false if it cannot.
+inline bool raise_fd_limit(rlim_t want) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    return false;
+  }
+  if (rl.rlim_cur >= want) {
+    return true;
+  }
+  rl.rlim_cur = std::min(want, rl.rlim_max);
+  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want;
 }
 
 /// Number of open file descriptors of this process.
