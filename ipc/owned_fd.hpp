@@ -115,7 +115,13 @@ class fd_ops {
   /// complete closes `fd`.
   void close(int fd) noexcept;
 
+  /// Whether operations that try a non-blocking syscall first should (try_first_op).
+  /// Kept here, not in the handle: an operation in flight updates it on completion, and
+  /// it holds a reference to this record, not to the handle.
+  ready_hint& hint() noexcept { return m_hint; }
+
  private:
+  ready_hint m_hint;
   std::atomic<int> m_refs{1};
   std::mutex m_mutex;
   fd_op_link* m_head = nullptr;  // operations in flight
@@ -150,6 +156,12 @@ class [[nodiscard]] tracked_op {
   template <class Attempt>
   bool attempt_now(Attempt&& attempt) {
     return m_ops->run_unless_closed(std::forward<Attempt>(attempt));
+  }
+
+  /// The descriptor's ready hint (try_first_op, runtime/io_op.hpp). It lives in the
+  /// record this operation holds a reference to, so it stays valid for the operation's
+  /// whole life even when the handle is destroyed or moved meanwhile.
+  [[nodiscard]] ready_hint* hint() const noexcept { return &m_ops->hint();
   }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {

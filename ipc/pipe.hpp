@@ -5,8 +5,10 @@
 // tries preadv2/pwritev2 with RWF_NOWAIT (which never blocks) and completes at once when
 // the pipe had data or room; only when it had none (EAGAIN) does it go through
 // IORING_OP_READ / IORING_OP_WRITE on the awaiting worker's ring and wait (try_first_op,
-// runtime/io_op.hpp). Each end keeps a ready hint: after an EAGAIN it uses the ring
-// directly until a ring completion moves every byte asked for; a descriptor that refuses
+// runtime/io_op.hpp). Each end keeps a ready hint (in its operations' record, which an
+// operation in flight holds a reference to, so a completion never touches a destroyed
+// or moved handle): after an EAGAIN it uses the ring directly until a ring completion
+// moves every byte asked for; a descriptor that refuses
 // RWF_NOWAIT (EOPNOTSUPP: older kernels' pipes, some non-pipe files handed to
 // these classes) uses the ring for good. A loop on an always-ready pipe still yields to
 // the worker's other tasks when its cooperative budget is spent. A write to a pipe whose
@@ -68,22 +70,21 @@ class pipe_reader : public owned_fd {
     // The ring operation copies the token before the last argument moves it (the
     // order of a call's arguments is unspecified).
     auto ring = track(corio::io::read(fd(), buf, -1, token));
+    ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
     return make_try_first(std::move(ring),
-                          detail::nowait_rw<false>(fd(), buf.data(), buf.size()), &m_hint, buf.size(),
+                          detail::nowait_rw<false>(fd(), buf.data(), buf.size()), hint, buf.size(),
                           std::move(token));
   }
   /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::readv(fd(), iov, token));
-    return make_try_first(std::move(ring), detail::nowait_rw<false>(fd(), iov), &m_hint,
+    ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
+    return make_try_first(std::move(ring), detail::nowait_rw<false>(fd(), iov), hint,
                           detail::iov_bytes(iov), std::move(token));
   }
   /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
-
- private:
-  mutable ready_hint m_hint;  // whether reads try preadv2 first (runtime/io_op.hpp)
 };
 
 /// The write end of a pipe or FIFO, with awaitable writes.
@@ -95,24 +96,23 @@ class pipe_writer : public owned_fd {
   [[nodiscard]] auto write_some(std::span<const std::byte> buf, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(corio::io::write(fd(), buf, -1, token));
+    ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
     return make_try_first(std::move(ring),
-                          detail::nowait_rw<true>(fd(), const_cast<std::byte*>(buf.data()), buf.size()), &m_hint,
+                          detail::nowait_rw<true>(fd(), const_cast<std::byte*>(buf.data()), buf.size()), hint,
                           buf.size(), std::move(token));
   }
   /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::writev(fd(), iov, token));
-    return make_try_first(std::move(ring), detail::nowait_rw<true>(fd(), iov), &m_hint,
+    ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
+    return make_try_first(std::move(ring), detail::nowait_rw<true>(fd(), iov), hint,
                           detail::iov_bytes(iov), std::move(token));
   }
   /// Writes all of `buf` (several writes if the pipe takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
   /// F_SETPIPE_SZ: the pipe's buffer size (rounded up by the kernel); yields the new size.
   result<int> set_capacity(int bytes) const;
-
- private:
-  mutable ready_hint m_hint;  // whether writes try pwritev2 first (runtime/io_op.hpp)
 };
 
 /// Both ends of a new pipe (pipe()).

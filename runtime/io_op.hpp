@@ -218,7 +218,9 @@ class ready_hint {
 template <class Ring, class Attempt>
 class [[nodiscard]] try_first_op {
  public:
-  /// `hint` belongs to the handle and must outlive the await.
+  /// `hint` must outlive the await: keep it where the operation holds a reference, not
+  /// in a handle that may be destroyed meanwhile (ipc keeps it in the descriptor's
+  /// operations record: tracked_op::hint()).
   try_first_op(Ring ring, Attempt attempt, ready_hint* hint, std::size_t want, std::stop_token token) noexcept
       : m_ring(std::move(ring)), m_attempt(std::move(attempt)), m_token(std::move(token)), m_hint(hint), m_want(want) {}
 
