@@ -100,8 +100,12 @@ class tcp_listener : public socket {
  public:
   using socket::socket;
   tcp_listener() noexcept = default;
-  /// Takes over `other`'s socket and acceptors.
-  tcp_listener(tcp_listener&&) noexcept = default;
+  /// Takes over `other`'s socket and acceptors; `other` is left empty (as by the move
+  /// assignment: not marked non-blocking either).
+  tcp_listener(tcp_listener&& other) noexcept
+      : socket(std::move(other)),
+        m_acceptors(std::move(other.m_acceptors)),
+        m_direct(std::exchange(other.m_direct, false)) {}
   /// Closes this listener's acceptors before its descriptor.
   tcp_listener& operator=(tcp_listener&& other) noexcept {
     m_acceptors = std::move(other.m_acceptors);
