@@ -22,7 +22,10 @@
 // which it keeps alive until then — destroying the runtime object meanwhile is safe and
 // does not wait. So what such a job, or an unfinished task's destructor, touches must
 // outlive it (a job that captures by value and the tasks' own locals are fine). A later
-// shutdown() waits for all of it; the destructor does not.
+// shutdown() waits for all of it; the destructor does not. Exiting the process (return
+// from main, exit()) while such jobs still run lets static destructors run while corio's
+// thread may still destroy tasks: call shutdown() (no limit) first, or end with
+// std::quick_exit / _exit when the jobs are to be abandoned.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
