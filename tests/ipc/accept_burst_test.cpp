@@ -32,15 +32,9 @@ using corio::ipc::unix_listener;
 
 using corio_test::raise_fd_limit;
 
-namespace {
+using ipc_test::sqes_submitted;
 
-std::uint64_t sqes_submitted(const corio::runtime& rt) {
-  std::uint64_t n = 0;
-  for (const auto& w : rt.metrics().workers) {
-    n += w.sqes_submitted;
-  }
-  return n;
-}
+namespace {
 
 /// `n` blocking connects from this (non-worker) thread; each client then writes its
 /// index, so the server can tell the connections apart. They wait in the listen queue.

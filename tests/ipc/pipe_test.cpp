@@ -181,15 +181,7 @@ TEST_CASE("fifo: a cancelled open returns at once even if the blocked open(2) ca
   CHECK(s.stop_us < 20000);  // the unblocking retries ran on a helper thread, not here
 }
 
-namespace {
-std::uint64_t sqes_submitted(const corio::runtime& rt) {
-  std::uint64_t n = 0;
-  for (const auto& w : rt.metrics().workers) {
-    n += w.sqes_submitted;
-  }
-  return n;
-}
-}  // namespace
+using ipc_test::sqes_submitted;
 
 TEST_CASE("pipe: reads and writes on an always-ready pipe complete without the ring", "[ipc][pipe]") {
   constexpr int kPairs = 2000;

@@ -5,6 +5,7 @@
 #include <corio/ipc/ipc.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +17,15 @@ inline corio::runtime_config workers(unsigned n) {
   corio::runtime_config c;
   c.workers = n;
   return c;
+}
+
+/// The SQEs all of `rt`'s workers have submitted so far (runtime_metrics).
+inline std::uint64_t sqes_submitted(const corio::runtime& rt) {
+  std::uint64_t n = 0;
+  for (const auto& w : rt.metrics().workers) {
+    n += w.sqes_submitted;
+  }
+  return n;
 }
 
 inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
