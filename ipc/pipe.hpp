@@ -71,16 +71,15 @@ class pipe_reader : public owned_fd {
     // order of a call's arguments is unspecified).
     auto ring = track(corio::io::read(fd(), buf, -1, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring),
-                          detail::nowait_rw<false>(fd(), buf.data(), buf.size()), hint, buf.size(),
-                          std::move(token));
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::read>(fd(), buf.data(), buf.size()),
+                          hint, buf.size(), std::move(token));
   }
   /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::readv(fd(), iov, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring), detail::nowait_rw<false>(fd(), iov), hint,
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::read>(fd(), iov), hint,
                           detail::iov_bytes(iov), std::move(token));
   }
   /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
@@ -97,8 +96,8 @@ class pipe_writer : public owned_fd {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(corio::io::write(fd(), buf, -1, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring),
-                          detail::nowait_rw<true>(fd(), const_cast<std::byte*>(buf.data()), buf.size()), hint,
+    auto* data = const_cast<std::byte*>(buf.data());  // pwritev2's iovec is not const
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), data, buf.size()), hint,
                           buf.size(), std::move(token));
   }
   /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
@@ -106,7 +105,7 @@ class pipe_writer : public owned_fd {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::writev(fd(), iov, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring), detail::nowait_rw<true>(fd(), iov), hint,
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), iov), hint,
                           detail::iov_bytes(iov), std::move(token));
   }
   /// Writes all of `buf` (several writes if the pipe takes less at a time).

@@ -108,7 +108,7 @@ bool spin_while_equal(const shared_word& word, std::uint32_t seen) noexcept {
   const auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(budget);
   for (;;) {
     for (int i = 0; i < 16; ++i) {
-      __builtin_ia32_pause();
+      port::cpu_relax();
       // relaxed: a hint; the caller re-reads the word with the order it needs.
       if (word.load(std::memory_order_relaxed) != seen) {
         return true;
@@ -313,7 +313,7 @@ void spin_lock(owner_page* p) noexcept {
       return;
     }
     if (spins < 64) {
-      __builtin_ia32_pause();
+      port::cpu_relax();
     } else {
       ::sched_yield();  // the holder may be in a futex wake
     }

@@ -8,7 +8,7 @@ task<result<void>> condition_variable::wait(mutex_guard& g, std::stop_token toke
   mutex* m = g.release();
   // Always re-lock, uncancellably, so the caller owns the mutex again on every path.
   auto r = co_await detail::cv_wait_operation(m_waiters, *m, std::move(token));
-  g = co_await m->scoped_lock();
+  g = co_await m->lock_uncancellable();
   co_return r;
 }
 
@@ -19,7 +19,7 @@ task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_po
   // inherited token, so the wait op always finishes (and always released the mutex).
   // `token` stops the wait op itself: operation_canceled, passed through by timeout().
   auto r = co_await timeout_at(detail::cv_wait_operation(m_waiters, *m, std::move(token)), deadline);
-  g = co_await m->scoped_lock();
+  g = co_await m->lock_uncancellable();
   co_return r;
 }
 

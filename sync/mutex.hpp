@@ -67,10 +67,11 @@ class [[nodiscard]] mutex_guard {
 
 namespace detail {
 
-/// Awaiter of mutex::lock() (Cancellable) and mutex::scoped_lock() (not cancellable).
-template <bool Cancellable>
-class mutex_lock_operation : public wait_operation<mutex_lock_operation<Cancellable>> {
-  using base = wait_operation<mutex_lock_operation<Cancellable>>;
+/// Awaiter of mutex::lock() (cancel_mode::cancellable, yields result<mutex_guard>) and
+/// mutex::lock_uncancellable() (cancel_mode::uncancellable, yields a mutex_guard).
+template <cancel_mode Mode>
+class mutex_lock_operation : public wait_operation<mutex_lock_operation<Mode>> {
+  using base = wait_operation<mutex_lock_operation<Mode>>;
 
  public:
   mutex_lock_operation(mutex& m, waiter_list& waiters, std::stop_token token) noexcept
@@ -80,11 +81,11 @@ class mutex_lock_operation : public wait_operation<mutex_lock_operation<Cancella
   bool await_ready() noexcept;
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
-    return this->suspend(h, Cancellable);
+    return this->suspend(h, Mode);
   }
   auto await_resume() noexcept {
     this->reset_callbacks();
-    if constexpr (Cancellable) {
+    if constexpr (Mode == cancel_mode::cancellable) {
       if (this->status != wait_status::granted) {
         return result<mutex_guard>(unexpected(cancelled_error()));
       }
@@ -124,13 +125,23 @@ class mutex {
   /// A timed lock: `co_await corio::timeout(m.lock(), 10ms)` yields errc::timed_out
   /// if the mutex was not handed over in time (runtime/timeout.hpp).
   /// Errors: operation_canceled only. Resumes on: see the header comment.
-  [[nodiscard]] detail::mutex_lock_operation<true> lock(std::stop_token token = {}) noexcept {
+  [[nodiscard]] detail::mutex_lock_operation<detail::cancel_mode::cancellable> lock(
+      std::stop_token token = {}) noexcept {
     return {*this, m_waiters, std::move(token)};
   }
 
-  /// Awaitable yielding a mutex_guard; not cancellable (ignores inherited tokens), so it
-  /// cannot fail. condition_variable re-locks with it.
-  [[nodiscard]] detail::mutex_lock_operation<false> scoped_lock() noexcept { return {*this, m_waiters, {}}; }
+  /// Awaitable yielding a mutex_guard (not a result): not cancellable, it ignores the
+  /// awaiting task's inherited token (when_any, timeout) and takes no token of its own,
+  /// so it cannot fail; it waits until the mutex is handed over. condition_variable
+  /// re-locks with it. Resumes on: see the header comment.
+  [[nodiscard]] detail::mutex_lock_operation<detail::cancel_mode::uncancellable> lock_uncancellable() noexcept {
+    return {*this, m_waiters, {}};
+  }
+  /// The former name of lock_uncancellable() ("scoped" elsewhere means "returns a guard",
+  /// which lock() does too).
+  [[deprecated("use lock_uncancellable()")]] [[nodiscard]] auto scoped_lock() noexcept {
+    return lock_uncancellable();
+  }
 
   /// Takes the mutex if it is free and nobody waits. One CAS.
   [[nodiscard]] bool try_lock() noexcept {
@@ -166,7 +177,7 @@ class mutex {
   [[nodiscard]] bool is_locked() const noexcept { return m_state.load(std::memory_order_relaxed) != kUnlocked; }
 
  private:
-  template <bool>
+  template <detail::cancel_mode>
   friend class detail::mutex_lock_operation;
 
   // m_state values:
@@ -215,8 +226,8 @@ inline void mutex_guard::unlock() noexcept {
 
 namespace detail {
 
-template <bool Cancellable>
-bool mutex_lock_operation<Cancellable>::await_ready() noexcept {
+template <cancel_mode Mode>
+bool mutex_lock_operation<Mode>::await_ready() noexcept {
   if (m_mutex->try_lock() || m_mutex->spin_then_try_lock()) {
     this->status = wait_status::granted;
     return !this->budget_spent();
@@ -224,8 +235,8 @@ bool mutex_lock_operation<Cancellable>::await_ready() noexcept {
   return false;
 }
 
-template <bool Cancellable>
-bool mutex_lock_operation<Cancellable>::try_now(wake_batch&) noexcept {
+template <cancel_mode Mode>
+bool mutex_lock_operation<Mode>::try_now(wake_batch&) noexcept {
   if (m_mutex->try_lock_or_mark_contended()) {
     this->status = wait_status::granted;
     return true;

@@ -29,8 +29,15 @@ namespace corio {
 
 class shared_mutex;
 
-/// Owns shared_mutex in exclusive (Shared = false) or shared mode; unlocks on destruction.
-template <bool Shared>
+/// How a shared_mutex is held: by one writer, or by any number of readers.
+enum class lock_kind {
+  exclusive,  ///< one owner (lock(), write_guard)
+  shared,     ///< many owners at once (lock_shared(), read_guard)
+};
+
+/// Owns shared_mutex in `Kind` mode; unlocks on destruction. Spelled read_guard and
+/// write_guard below.
+template <lock_kind Kind>
 class [[nodiscard]] shared_mutex_guard {
  public:
   shared_mutex_guard() noexcept = default;
@@ -58,27 +65,28 @@ class [[nodiscard]] shared_mutex_guard {
 };
 
 /// Shared (reader) ownership of a shared_mutex, from lock_shared().
-using read_guard = shared_mutex_guard<true>;
+using read_guard = shared_mutex_guard<lock_kind::shared>;
 /// Exclusive (writer) ownership of a shared_mutex, from lock().
-using write_guard = shared_mutex_guard<false>;
+using write_guard = shared_mutex_guard<lock_kind::exclusive>;
 
 namespace detail {
 
-template <bool Shared>
-class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_operation<Shared>> {
-  using base = wait_operation<shared_mutex_lock_operation<Shared>>;
+/// Awaiter of shared_mutex::lock() (lock_kind::exclusive) and lock_shared() (shared).
+template <lock_kind Kind>
+class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_operation<Kind>> {
+  using base = wait_operation<shared_mutex_lock_operation<Kind>>;
 
  public:
   shared_mutex_lock_operation(shared_mutex& m, waiter_list& waiters, std::stop_token token) noexcept
       : base(waiters, std::move(token)), m_mutex(&m) {}
   shared_mutex_lock_operation(shared_mutex_lock_operation&& o) noexcept : base(std::move(o)), m_mutex(o.m_mutex) {}
 
-  result<shared_mutex_guard<Shared>> await_resume() noexcept {
+  result<shared_mutex_guard<Kind>> await_resume() noexcept {
     this->reset_callbacks();
     if (this->status != wait_status::granted) {
       return unexpected(cancelled_error());
     }
-    return shared_mutex_guard<Shared>(*m_mutex);
+    return shared_mutex_guard<Kind>(*m_mutex);
   }
   bool try_now(wake_batch& batch) noexcept;
 
@@ -100,11 +108,12 @@ class shared_mutex {
   /// Awaitable yielding result<write_guard> (exclusive ownership).
   /// Cancellation: operation_canceled; the place in the queue is lost, and readers held
   /// back only by this writer are admitted.
-  [[nodiscard]] detail::shared_mutex_lock_operation<false> lock(std::stop_token token = {}) noexcept {
+  [[nodiscard]] detail::shared_mutex_lock_operation<lock_kind::exclusive> lock(std::stop_token token = {}) noexcept {
     return {*this, m_writers, std::move(token)};
   }
   /// Awaitable yielding result<read_guard> (shared ownership). Cancellation: as lock().
-  [[nodiscard]] detail::shared_mutex_lock_operation<true> lock_shared(std::stop_token token = {}) noexcept {
+  [[nodiscard]] detail::shared_mutex_lock_operation<lock_kind::shared> lock_shared(
+      std::stop_token token = {}) noexcept {
     return {*this, m_readers, std::move(token)};
   }
 
@@ -132,7 +141,7 @@ class shared_mutex {
   void unlock_shared() noexcept;
 
  private:
-  template <bool>
+  template <lock_kind>
   friend class detail::shared_mutex_lock_operation;
 
   bool try_lock_locked() noexcept {
@@ -161,10 +170,10 @@ class shared_mutex {
   detail::waiter_list m_writers{m_lock, this, &shared_mutex::on_unlinked};
 };
 
-template <bool Shared>
-void shared_mutex_guard<Shared>::unlock() noexcept {
+template <lock_kind Kind>
+void shared_mutex_guard<Kind>::unlock() noexcept {
   if (m_mutex != nullptr) {
-    if constexpr (Shared) {
+    if constexpr (Kind == lock_kind::shared) {
       std::exchange(m_mutex, nullptr)->unlock_shared();
     } else {
       std::exchange(m_mutex, nullptr)->unlock();
@@ -173,9 +182,9 @@ void shared_mutex_guard<Shared>::unlock() noexcept {
 }
 
 namespace detail {
-template <bool Shared>
-bool shared_mutex_lock_operation<Shared>::try_now(wake_batch&) noexcept {
-  bool ok = Shared ? m_mutex->try_lock_shared_locked() : m_mutex->try_lock_locked();
+template <lock_kind Kind>
+bool shared_mutex_lock_operation<Kind>::try_now(wake_batch&) noexcept {
+  bool ok = Kind == lock_kind::shared ? m_mutex->try_lock_shared_locked() : m_mutex->try_lock_locked();
   if (ok) {
     this->status = wait_status::granted;
   }

@@ -32,6 +32,7 @@
 #include <corio/ipc/process_event.hpp>
 #include <corio/ipc/process_semaphore.hpp>
 #include <corio/ipc/shm_queue.hpp>
+#include <corio/runtime/port.hpp>
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -91,7 +92,7 @@ void wait_value(std::atomic<std::uint32_t>& w, std::uint32_t v, unsigned spin_ns
     const auto end = steady::now() + std::chrono::nanoseconds(spin_ns);
     while (w.load(std::memory_order_acquire) != v && steady::now() < end) {
       for (int i = 0; i < 16 && w.load(std::memory_order_relaxed) != v; ++i) {
-        __builtin_ia32_pause();
+        corio::port::cpu_relax();
       }
     }
   }

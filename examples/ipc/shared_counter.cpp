@@ -16,6 +16,7 @@
 #include <corio/ipc/process_event.hpp>
 #include <corio/ipc/process_mutex.hpp>
 #include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/port.hpp>
 
 #include <unistd.h>
 
@@ -56,7 +57,7 @@ corio::task<int> child_work(corio::ipc::shared_memory* shm, int n) {
   for (int i = 0; i < n; ++i) {
     const std::int64_t seen = unlocked.load(std::memory_order_relaxed);
     for (int k = 0; k < 8; ++k) {
-      __builtin_ia32_pause();  // the time an interpreter takes between the read and the write
+      corio::port::cpu_relax();  // the time an interpreter takes between the read and the write
     }
     unlocked.store(seen + 1, std::memory_order_relaxed);
   }

@@ -24,13 +24,13 @@ struct bounded_queue {
 
 corio::task<void> producer(bounded_queue& q, int first, int count) {
   for (int i = first; i < first + count; ++i) {
-    auto g = co_await q.m.scoped_lock();
+    auto g = co_await q.m.lock_uncancellable();
     (void)co_await q.not_full.wait(g, [&] { return q.items.size() < bounded_queue::kCapacity; });
     q.items.push_back(i);
     g.unlock();
     q.not_empty.notify_one();
   }
-  auto g = co_await q.m.scoped_lock();
+  auto g = co_await q.m.lock_uncancellable();
   if (--q.producers_left == 0) {
     q.not_empty.notify_all();  // wake consumers so they can see the end
   }
@@ -39,7 +39,7 @@ corio::task<void> producer(bounded_queue& q, int first, int count) {
 corio::task<long> consumer(bounded_queue& q) {
   long sum = 0;
   for (;;) {
-    auto g = co_await q.m.scoped_lock();
+    auto g = co_await q.m.lock_uncancellable();
     (void)co_await q.not_empty.wait(g, [&] { return !q.items.empty() || q.producers_left == 0; });
     if (q.items.empty()) {
       co_return sum;  // all produced and all taken

@@ -45,7 +45,7 @@ corio::task<void> add_one(counters& c, way w) {
       c.spin_flag.clear(std::memory_order_release);
       break;
     case way::mutex: {
-      auto g = co_await c.m.scoped_lock();
+      auto g = co_await c.m.lock_uncancellable();
       ++c.locked;
       break;
     }

@@ -121,14 +121,17 @@ auto accept(int fd, Map map, std::stop_token token) {
       std::move(token));
 }
 
-/// The try of a pipe read (Write = false) or write (true) before the ring, for
+/// Which way a nowait_rw moves bytes: out of the descriptor (preadv2) or into it (pwritev2).
+enum class io_direction { read, write };
+
+/// The try of a pipe read (io_direction::read) or write (write) before the ring, for
 /// try_first_op: one preadv2/pwritev2 with RWF_NOWAIT at the file position, which takes
 /// or gives what the pipe holds or has room for and fails with EAGAIN instead of
 /// blocking (the descriptor may be a blocking one). Kernels or files without RWF_NOWAIT
 /// support fail with EOPNOTSUPP; try_first_op then uses the ring for good. Returns the
 /// bytes moved or a negative errno. A pipe write with no reader gives EPIPE (workers
 /// block SIGPIPE, as for the ring's write).
-template <bool Write>
+template <io_direction Direction>
 class nowait_rw {
  public:
   /// One buffer (copied into this object: it may move).
@@ -139,7 +142,8 @@ class nowait_rw {
 
   int operator()() noexcept {
     const iovec* iov = m_iov != nullptr ? m_iov : &m_one;
-    ssize_t n = Write ? ::pwritev2(m_fd, iov, m_count, -1, RWF_NOWAIT) : ::preadv2(m_fd, iov, m_count, -1, RWF_NOWAIT);
+    ssize_t n = Direction == io_direction::write ? ::pwritev2(m_fd, iov, m_count, -1, RWF_NOWAIT)
+                                                 : ::preadv2(m_fd, iov, m_count, -1, RWF_NOWAIT);
     return n >= 0 ? static_cast<int>(n) : -errno;
   }
 

@@ -47,6 +47,13 @@ enum class wait_outcome {
   unblocked,  ///< queued, the thread blocked and was woken (after_queued_action ran)
 };
 
+/// Whether a wait listens to the token it inherits from the awaiting task (when_any,
+/// timeout). An explicit token is always honoured; an uncancellable wait is given none.
+enum class cancel_mode {
+  cancellable,    ///< the inherited token cancels the wait
+  uncancellable,  ///< the inherited token is ignored: the wait ends only when granted
+};
+
 template <class Derived>
 class wait_operation : public waiter {
  public:
@@ -136,18 +143,18 @@ class wait_operation : public waiter {
 
   /// await_suspend body. Returns true when the coroutine stays suspended.
   template <class P>
-  bool suspend(std::coroutine_handle<P> h, bool honour_inherited = true) {
-    return suspend_outcome(h, honour_inherited) == wait_outcome::suspended;
+  bool suspend(std::coroutine_handle<P> h, cancel_mode mode = cancel_mode::cancellable) {
+    return suspend_outcome(h, mode) == wait_outcome::suspended;
   }
   /// Like suspend(), but tells a thread that blocked while queued (after_queued_action
   /// ran, the wait is over) from a wait that never queued.
   template <class P>
-  wait_outcome suspend_outcome(std::coroutine_handle<P> h, bool honour_inherited = true) {
+  wait_outcome suspend_outcome(std::coroutine_handle<P> h, cancel_mode mode = cancel_mode::cancellable) {
     if (m_yield) {
       port::yield(h);
       return wait_outcome::suspended;
     }
-    return wait(h, honour_inherited ? detail::inherited_token_of(h) : nullptr);
+    return wait(h, mode == cancel_mode::cancellable ? detail::inherited_token_of(h) : nullptr);
   }
 
   /// Thread form of suspend() for the *_blocking calls: blocks until the wait ends.

@@ -48,7 +48,7 @@ struct thread_coroutine {
 
 thread_coroutine off_runtime_waiter(box& b, std::atomic<bool>& notifier_inside, std::atomic<int>& bad,
                                     std::atomic<bool>& done) {
-  auto g = co_await b.m.scoped_lock();
+  auto g = co_await b.m.lock_uncancellable();
   auto r = co_await b.cv.wait(g, [&] { return b.ready; });
   // The notifier still held the mutex when it notified: we may only get it back after it
   // left its critical section.
@@ -106,12 +106,12 @@ TEST_CASE("condition_variable: wait_until with a predicate, and explicit stop to
     auto n = corio::spawn([](box& b) -> corio::task<void> {
       co_await corio::sleep_for(2ms);
       {
-        auto g = co_await b.m.scoped_lock();
+        auto g = co_await b.m.lock_uncancellable();
         b.ready = true;
       }
       b.cv.notify_all();
     }(b));
-    auto g = co_await b.m.scoped_lock();
+    auto g = co_await b.m.lock_uncancellable();
     auto r1 = co_await b.cv.wait_until(g, corio::clock::now() + 5s, [&] { return b.ready; });
     notified = r1.has_value() && *r1 && g.owns_lock();
     co_await n;
@@ -152,14 +152,14 @@ TEST_CASE("condition_variable: wait with a predicate returns once a notifier mad
   bool relocked = false;
   rt.block_on([](box& b, int& seen, bool& relocked) -> corio::task<void> {
     auto waiter = corio::spawn([](box& b, int& seen, bool& relocked) -> corio::task<void> {
-      auto g = co_await b.m.scoped_lock();
+      auto g = co_await b.m.lock_uncancellable();
       auto r = co_await b.cv.wait(g, [&] { return b.ready; });
       relocked = r.has_value() && g.owns_lock() && b.m.is_locked();
       seen = b.value;
     }(b, seen, relocked));
     co_await corio::sleep_for(2ms);
     {
-      auto g = co_await b.m.scoped_lock();
+      auto g = co_await b.m.lock_uncancellable();
       b.value = 42;
       b.ready = true;
     }
@@ -180,7 +180,7 @@ TEST_CASE("condition_variable: notify_all wakes every waiter, notify_one exactly
     std::vector<corio::join_handle<void>> hs;
     for (int i = 0; i < 5; ++i) {
       hs.push_back(corio::spawn([](box& b, std::atomic<int>& woken) -> corio::task<void> {
-        auto g = co_await b.m.scoped_lock();
+        auto g = co_await b.m.lock_uncancellable();
         auto r = co_await b.cv.wait(g);
         if (r) {
           woken.fetch_add(1);
@@ -207,7 +207,7 @@ TEST_CASE("condition_variable: wait_for times out with timed_out and holds the m
   bool owns = false;
   bool pred_result = true;
   rt.block_on([](box& b, std::error_code& ec, bool& owns, bool& pred_result) -> corio::task<void> {
-    auto g = co_await b.m.scoped_lock();
+    auto g = co_await b.m.lock_uncancellable();
     auto r = co_await b.cv.wait_for(g, 5ms);
     if (!r) {
       ec = r.error();
@@ -229,7 +229,7 @@ TEST_CASE("condition_variable: wait_for with seconds::max() waits for the notify
   corio::runtime rt(corio_test::sync_config());
   box b;
   auto waiter = [](box& b) -> corio::task<std::error_code> {
-    auto g = co_await b.m.scoped_lock();
+    auto g = co_await b.m.lock_uncancellable();
     auto r = co_await b.cv.wait_for(g, std::chrono::seconds::max(), [&] { return b.ready; });
     if (!r) {
       co_return r.error();
@@ -238,7 +238,7 @@ TEST_CASE("condition_variable: wait_for with seconds::max() waits for the notify
   };
   auto notifier = [](box& b) -> corio::task<void> {
     (void)co_await corio::sleep_for(20ms);
-    auto g = co_await b.m.scoped_lock();
+    auto g = co_await b.m.lock_uncancellable();
     b.ready = true;
     b.cv.notify_all();
   };
@@ -259,7 +259,7 @@ TEST_CASE("condition_variable: a stopped wait returns operation_canceled with th
   rt.block_on([](box& b, std::error_code& ec, bool& owns) -> corio::task<void> {
     std::stop_source src;
     auto w = corio::spawn([](box& b, std::stop_token t, std::error_code& ec, bool& owns) -> corio::task<void> {
-      auto g = co_await b.m.scoped_lock();
+      auto g = co_await b.m.lock_uncancellable();
       auto r = co_await b.cv.wait(g, t);
       ec = r ? std::error_code{} : r.error();
       owns = g.owns_lock();
@@ -275,13 +275,13 @@ TEST_CASE("condition_variable: a stopped wait returns operation_canceled with th
 
 namespace {
 corio::task<void> wait_for_ready(box* b, std::atomic<bool>* woke) {
-  auto g = co_await b->m.scoped_lock();
+  auto g = co_await b->m.lock_uncancellable();
   (void)co_await b->cv.wait(g, [b] { return b->ready; });
   woke->store(true);
 }
 corio::task<void> set_ready_and_notify(box* b) {
   {
-    auto g = co_await b->m.scoped_lock();
+    auto g = co_await b->m.lock_uncancellable();
     b->ready = true;
   }
   b->cv.notify_one();

@@ -86,7 +86,7 @@ TEST_CASE("mutex: 32,000 tasks incrementing a plain counter end with the exact c
     hs.reserve(32000);
     for (int i = 0; i < 32000; ++i) {
       hs.push_back(corio::spawn([](corio::mutex& m, std::int64_t& c) -> corio::task<void> {
-        auto g = co_await m.scoped_lock();
+        auto g = co_await m.lock_uncancellable();
         std::int64_t v = c;
         if ((v & 7) == 0) {
           co_await corio::yield_now{};  // hold the lock across a suspension now and then
@@ -164,7 +164,7 @@ TEST_CASE("mutex: timeout() on a held mutex reports timed_out and the mutex stay
   REQUIRE_FALSE(m.is_locked());
 }
 
-TEST_CASE("mutex: scoped_lock ignores the inherited cancellation and always gets the lock", "[sync][mutex]") {
+TEST_CASE("mutex: lock_uncancellable ignores the inherited cancellation and always gets the lock", "[sync][mutex]") {
   corio::runtime rt(corio_test::sync_config());
   corio::mutex m;
   bool got = false;
@@ -175,9 +175,9 @@ TEST_CASE("mutex: scoped_lock ignores the inherited cancellation and always gets
       g.unlock();
       (void)m;
     }(m, std::move(*holder)));
-    // The timeout cancels through the inherited token; scoped_lock does not listen.
+    // The timeout cancels through the inherited token; lock_uncancellable does not listen.
     auto r = co_await corio::timeout([](corio::mutex& m, bool& got) -> corio::task<void> {
-      auto g = co_await m.scoped_lock();
+      auto g = co_await m.lock_uncancellable();
       got = g.owns_lock();
     }(m, got), 5ms);
     (void)r;  // timed_out: the timer fired first, and the lock was still waited for

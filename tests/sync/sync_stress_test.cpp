@@ -191,13 +191,13 @@ TEST_CASE("condition_variable: 10 producers and 10 consumers pass 1,000,000 item
       hs.push_back(corio::spawn([](cv_queue& cq, int p) -> corio::task<void> {
         const std::int64_t per = kItems / kProducers;
         for (std::int64_t i = p * per; i < (p + 1) * per; ++i) {
-          auto g = co_await cq.m.scoped_lock();
+          auto g = co_await cq.m.lock_uncancellable();
           (void)co_await cq.not_full.wait(g, [&] { return cq.q.size() < cv_queue::kCap; });
           cq.q.push_back(i);
           g.unlock();
           cq.not_empty.notify_one();
         }
-        auto g = co_await cq.m.scoped_lock();
+        auto g = co_await cq.m.lock_uncancellable();
         if (--cq.producers_left == 0) {
           cq.not_empty.notify_all();
         }
@@ -206,7 +206,7 @@ TEST_CASE("condition_variable: 10 producers and 10 consumers pass 1,000,000 item
     for (int c = 0; c < kConsumers; ++c) {
       hs.push_back(corio::spawn([](cv_queue& cq, std::vector<std::uint8_t>& seen) -> corio::task<void> {
         for (;;) {
-          auto g = co_await cq.m.scoped_lock();
+          auto g = co_await cq.m.lock_uncancellable();
           (void)co_await cq.not_empty.wait(g, [&] { return !cq.q.empty() || cq.producers_left == 0; });
           if (cq.q.empty()) {
             co_return;
@@ -301,7 +301,7 @@ TEST_CASE("sync: randomized interleavings with random yields keep every invarian
           for (int i = 0; i < kOps; ++i) {
             switch (rng.below(3)) {
               case 0: {
-                auto g = co_await m.scoped_lock();
+                auto g = co_await m.lock_uncancellable();
                 std::int64_t v = counter;
                 if (rng.below(2) == 0) {
                   co_await corio::yield_now{};
@@ -478,7 +478,7 @@ TEST_CASE("condition_variable: notify racing random cancellation loses no wake-u
         corio_test::xorshift rng(static_cast<std::uint64_t>(300 + c));
         auto ready = [&] { return !st.q.empty() || st.done; };
         for (;;) {
-          auto g = co_await st.m.scoped_lock();
+          auto g = co_await st.m.lock_uncancellable();
           if (c % 3 == 0) {
             (void)co_await st.cv.wait(g, ready);  // never cancelled
           } else if (c % 3 == 1) {
@@ -499,7 +499,7 @@ TEST_CASE("condition_variable: notify racing random cancellation loses no wake-u
       producers.push_back(corio::spawn([](cv_cancel_state& st, int p) -> corio::task<void> {
         for (int i = p * kPerProducer; i < (p + 1) * kPerProducer; ++i) {
           {
-            auto g = co_await st.m.scoped_lock();
+            auto g = co_await st.m.lock_uncancellable();
             st.q.push_back(i);
           }
           st.cv.notify_one();
@@ -519,7 +519,7 @@ TEST_CASE("condition_variable: notify racing random cancellation loses no wake-u
     std::size_t pj = 0;
     auto produced = co_await corio::timeout(corio_test::join_all(producers, pj), 120s);
     {
-      auto g = co_await st.m.scoped_lock();
+      auto g = co_await st.m.lock_uncancellable();
       st.done = true;
     }
     st.cv.notify_all();
