@@ -72,15 +72,15 @@ class pipe_reader : public owned_fd {
     auto ring = track(corio::io::read(fd(), buf, -1, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
     return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::read>(fd(), buf.data(), buf.size()),
-                          hint, buf.size(), std::move(token));
+                          hinted_try(hint, buf.size()), std::move(token));
   }
   /// Vectored read (readv); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto readv(std::span<const iovec> iov, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::readv(fd(), iov, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::read>(fd(), iov), hint,
-                          detail::iov_bytes(iov), std::move(token));
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::read>(fd(), iov),
+                          hinted_try(hint, detail::iov_bytes(iov)), std::move(token));
   }
   /// Reads exactly buf.size() bytes; corio::errc::closed if the pipe ends first.
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
@@ -97,16 +97,16 @@ class pipe_writer : public owned_fd {
     auto ring = track(corio::io::write(fd(), buf, -1, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
     auto* data = const_cast<std::byte*>(buf.data());  // pwritev2's iovec is not const
-    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), data, buf.size()), hint,
-                          buf.size(), std::move(token));
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), data, buf.size()),
+                          hinted_try(hint, buf.size()), std::move(token));
   }
   /// Vectored write (writev); yields result<std::size_t>. The iovec array must outlive the await.
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
     // Made first: it copies the token that the last argument moves (see read_some).
     auto ring = track(detail::writev(fd(), iov, token));
     ready_hint* hint = ring.hint();  // before `ring` is moved into the operation
-    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), iov), hint,
-                          detail::iov_bytes(iov), std::move(token));
+    return make_try_first(std::move(ring), detail::nowait_rw<detail::io_direction::write>(fd(), iov),
+                          hinted_try(hint, detail::iov_bytes(iov)), std::move(token));
   }
   /// Writes all of `buf` (several writes if the pipe takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;

@@ -6,7 +6,7 @@
 // Two ways to accept. listener.accept() is one-shot: it takes a connection already
 // queued with accept4(2) at once, without the ring or a suspension, and only when none is
 // queued submits one IORING_OP_ACCEPT on the awaiting task's worker and waits (so a loop
-// of accept() keeps up with a burst of connects; see ipc/detail/direct_accept.hpp).
+// of accept() keeps up with a burst of connects; see nowait_accept in ipc/detail/ops.hpp).
 // Visible side effect: bind() makes the listening socket non-blocking (O_NONBLOCK, on
 // Linux 5.19+, whose io_uring accept waits on such a socket by polling internally; older
 // kernels keep it blocking and accept only through the ring). fcntl(F_GETFL) shows it; a
@@ -50,7 +50,7 @@
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
-#include <corio/ipc/detail/direct_accept.hpp>
+#include <corio/ipc/detail/ops.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
@@ -122,10 +122,9 @@ class tcp_listener : public socket {
   /// Accepts one connection (a queued one at once, else through the ring); yields
   /// result<tcp_stream>. See the header comment (EMFILE, O_NONBLOCK).
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return detail::make_direct_accept<tcp_stream>(
-        fd(), m_direct,
+    return make_try_first(
         track(detail::accept<tcp_stream>(fd(), [](int fd) -> result<tcp_stream> { return tcp_stream(fd); }, token)),
-        token);
+        detail::nowait_accept(fd()), fixed_try(m_direct), token);
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection

@@ -39,7 +39,7 @@
 
 #include <corio/ipc/acceptor.hpp>
 #include <corio/ipc/address.hpp>
-#include <corio/ipc/detail/direct_accept.hpp>
+#include <corio/ipc/detail/ops.hpp>
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/runtime/result.hpp>
@@ -95,10 +95,9 @@ class unix_listener : public socket {
   /// The next connection (a queued one at once, else through the ring); yields
   /// result<unix_stream>.
   [[nodiscard]] auto accept(std::stop_token token = {}) const {
-    return detail::make_direct_accept<unix_stream>(
-        fd(), m_direct,
+    return make_try_first(
         track(detail::accept<unix_stream>(fd(), [](int fd) -> result<unix_stream> { return unix_stream(fd); }, token)),
-        token);
+        detail::nowait_accept(fd()), fixed_try(m_direct), token);
   }
 
   /// Opt-in multishot accept: an acceptor whose accept() yields the next connection

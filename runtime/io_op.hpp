@@ -18,9 +18,10 @@
 // Thread-safety: one awaiter. Cost: one SQE and one CQE, no allocation; the stop
 // callbacks are registered only for tokens that can be stopped.
 //
-// try_first_op (below) wraps a ring operation for descriptors that are usually ready
-// (pipes): it tries a non-blocking syscall first and uses the ring only when that finds
-// nothing to do, guided by the handle's ready_hint.
+// try_first_op (below) wraps a ring operation for descriptors that are often ready
+// (pipes, listeners): it tries a non-blocking syscall first and uses the ring only when
+// that finds nothing to do, guided by a policy (the handle's ready_hint for pipes; always
+// for a non-blocking listener).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -198,37 +199,95 @@ class ready_hint {
   std::atomic<std::uint8_t> m_state{k_ready};
 };
 
-/// An operation that tries a non-blocking syscall before the ring: `attempt()` returns
-/// the syscall's result (bytes, or a negative errno). When it settles the operation
-/// (anything but EAGAIN, EINTR and EOPNOTSUPP) the awaiter resumes without an SQE, a CQE
-/// or a trip through the run queue; otherwise `ring` (an awaitable yielding
-/// result<N> for an integer N, such as an io_op or an ipc tracked_op) runs as usual.
-/// The try happens only on a worker thread, with neither the explicit nor the inherited
-/// stop token stopped (the ring path reports no_runtime and operation_canceled), and
-/// while `hint` says the descriptor is likely ready (see ready_hint). If `ring` has
-/// `attempt_now(f)` (ipc's tracked_op), the try runs through it: under the descriptor's
-/// close lock, and not at all once the descriptor was closed (the ring path then reports
-/// it). Fairness: every settled try charges the task's cooperative budget
-/// (port::consume_budget); once it is spent the task still gets its result but yields to
-/// the back of its worker's queue first, so a loop on an always-ready descriptor cannot
-/// starve the worker's other tasks. `want` is the byte count asked for (a ring
-/// completion of all of it turns the hint back on).
-/// Thread-safety: one awaiter. Cost: one syscall when ready; one failed syscall more
-/// than io_op when not.
-template <class Ring, class Attempt>
-class [[nodiscard]] try_first_op {
+/// try_first_op's policy for descriptors that are usually ready but not always (pipes):
+/// try while the handle's ready_hint says so, and keep the hint up to date. A try that
+/// finds the descriptor not ready (EAGAIN) turns it off, one the descriptor refuses
+/// (EOPNOTSUPP) turns it off for good (both then use the ring), and a ring completion
+/// that moved all `want` bytes (there may be more) turns it back on.
+class hinted_try {
  public:
   /// `hint` must outlive the await: keep it where the operation holds a reference, not
   /// in a handle that may be destroyed meanwhile (ipc keeps it in the descriptor's
-  /// operations record: tracked_op::hint()).
-  try_first_op(Ring ring, Attempt attempt, ready_hint* hint, std::size_t want, std::stop_token token) noexcept
-      : m_ring(std::move(ring)), m_attempt(std::move(attempt)), m_token(std::move(token)), m_hint(hint), m_want(want) {}
+  /// operations record: tracked_op::hint()). `want`: the bytes asked for.
+  hinted_try(ready_hint* hint, std::size_t want) noexcept : m_hint(hint), m_want(want) {}
+
+  /// Whether to try the syscall before the ring.
+  [[nodiscard]] bool should_try() const noexcept { return m_hint->ready(); }
+  /// The try found nothing to do (EAGAIN).
+  void not_ready() noexcept { m_hint->not_ready(); }
+  /// Whether a try's result (other than EAGAIN and EINTR) settles the operation.
+  [[nodiscard]] bool settles(int res) noexcept {
+    if (res == -EOPNOTSUPP) {
+      m_hint->unsupported();
+      return false;
+    }
+    return true;
+  }
+  /// The ring path's result `r` (a result<N> for an integer N).
+  template <class R>
+  void ring_completed(const R& r) noexcept {
+    if (r && static_cast<std::size_t>(*r) == m_want && m_want != 0) {
+      m_hint->ready_again();
+    }
+  }
+
+ private:
+  ready_hint* m_hint;
+  std::size_t m_want;
+};
+
+/// try_first_op's policy for descriptors where one failed try costs less than a ring
+/// round trip whenever the descriptor is ready (listeners: accept4(2) before the ring's
+/// accept): try every time if `enabled`, never otherwise; no hint to keep. Every result
+/// but EAGAIN and EINTR settles the operation.
+class fixed_try {
+ public:
+  /// `enabled`: try the syscall first (e.g. the descriptor is non-blocking).
+  explicit fixed_try(bool enabled) noexcept : m_enabled(enabled) {}
+
+  /// Whether to try the syscall before the ring.
+  [[nodiscard]] bool should_try() const noexcept { return m_enabled; }
+  /// The try found nothing to do (EAGAIN): nothing to remember.
+  void not_ready() noexcept {}
+  /// Every result other than EAGAIN and EINTR settles the operation.
+  [[nodiscard]] bool settles(int) noexcept { return true; }
+  /// The ring path's result: nothing to remember.
+  template <class R>
+  void ring_completed(const R&) noexcept {}
+
+ private:
+  bool m_enabled;
+};
+
+/// An operation that tries a non-blocking syscall before the ring: `attempt()` returns
+/// the syscall's result (a count or a descriptor, or a negative errno). When it settles
+/// the operation (anything but EAGAIN and EINTR, and what `Policy::settles` refuses) the
+/// awaiter resumes without an SQE, a CQE or a trip through the run queue; otherwise
+/// `ring` (an awaitable yielding result<N>, such as an io_op or an ipc tracked_op; the
+/// settled result is N(res)) runs as usual. `Policy` (hinted_try for pipes, fixed_try
+/// for listeners) says whether to try at all and keeps what the results teach.
+/// The try happens only on a worker thread, with neither the explicit nor the inherited
+/// stop token stopped (the ring path reports no_runtime and operation_canceled), and
+/// while the policy says so. If `ring` has `attempt_now(f)` (ipc's tracked_op), the try
+/// runs through it: under the descriptor's close lock, and not at all once the
+/// descriptor was closed (the ring path then reports it). Fairness: every settled try
+/// charges the task's cooperative budget (port::consume_budget); once it is spent the
+/// task still gets its result but yields to the back of its worker's queue first, so a
+/// loop on an always-ready descriptor cannot starve the worker's other tasks.
+/// Thread-safety: one awaiter. Cost: one syscall when ready; one failed syscall more
+/// than the ring operation alone when not.
+template <class Ring, class Attempt, class Policy>
+class [[nodiscard]] try_first_op {
+ public:
+  /// `policy` is kept in the operation (see hinted_try for what must outlive the await).
+  try_first_op(Ring ring, Attempt attempt, Policy policy, std::stop_token token) noexcept
+      : m_ring(std::move(ring)), m_attempt(std::move(attempt)), m_token(std::move(token)), m_policy(policy) {}
 
   bool await_ready() noexcept { return false; }
 
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
-    if (m_hint->ready() && settled_now(detail::inherited_token_of(h))) {
+    if (m_policy.should_try() && settled_now(detail::inherited_token_of(h))) {
       if (!port::consume_budget()) {
         return false;  // resume at once with the result
       }
@@ -243,9 +302,7 @@ class [[nodiscard]] try_first_op {
     using N = typename R::value_type;
     if (!m_done) {
       R r = m_ring.await_resume();
-      if (r && static_cast<std::size_t>(*r) == m_want && m_want != 0) {
-        m_hint->ready_again();
-      }
+      m_policy.ring_completed(r);
       return r;
     }
     if (m_res < 0) {
@@ -272,11 +329,10 @@ class [[nodiscard]] try_first_op {
       return false;
     }
     if (res == -EAGAIN || res == -EWOULDBLOCK) {
-      m_hint->not_ready();
+      m_policy.not_ready();
       return false;
     }
-    if (res == -EOPNOTSUPP) {
-      m_hint->unsupported();
+    if (!m_policy.settles(res)) {
       return false;
     }
     m_res = res;
@@ -287,17 +343,15 @@ class [[nodiscard]] try_first_op {
   Ring m_ring;
   Attempt m_attempt;
   std::stop_token m_token;
-  ready_hint* m_hint;
-  std::size_t m_want;
+  Policy m_policy;
   int m_res = 0;
   bool m_done = false;
 };
 
 /// Makes a try_first_op (deduces the types).
-template <class Ring, class Attempt>
-try_first_op<Ring, Attempt> make_try_first(Ring ring, Attempt attempt, ready_hint* hint, std::size_t want,
-                                           std::stop_token token) {
-  return try_first_op<Ring, Attempt>(std::move(ring), std::move(attempt), hint, want, std::move(token));
+template <class Ring, class Attempt, class Policy>
+try_first_op<Ring, Attempt, Policy> make_try_first(Ring ring, Attempt attempt, Policy policy, std::stop_token token) {
+  return try_first_op<Ring, Attempt, Policy>(std::move(ring), std::move(attempt), policy, std::move(token));
 }
 
 }  // namespace corio

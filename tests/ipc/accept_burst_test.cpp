@@ -1,4 +1,4 @@
-// Tests for listener.accept()'s direct path (ipc/detail/direct_accept.hpp, issue 16 item
+// Tests for listener.accept()'s direct path (nowait_accept in ipc/detail/ops.hpp, issue 16 item
 // 15): connections already queued are accepted with accept4(2), not one ring submission
 // each; every connection is accepted exactly once, close-on-exec and blocking like the
 // ring's; the loop still lets other tasks run; a stop or a closed listener is reported as
