@@ -47,6 +47,14 @@ struct runtime_config {
   bool defer_taskrun = true;
   /// Preferred wake mechanism; falls back to eventfd where the kernel lacks FUTEX_WAIT.
   wake_mechanism wake = wake_mechanism::futex;
+  /// Timer takeover: a worker that is idle (or between tasks) fires another worker's
+  /// timers once they are this late, so a sleep does not wait for a worker stuck in a
+  /// long task or blocking call (runtime/timers.cpp). One idle worker then wakes once
+  /// per other worker's earliest deadline, this long after it. Must be >= 0; 0 takes
+  /// timers over as soon as they are due (more traffic between workers: for tests);
+  /// microseconds::max() turns the takeover off (a timer then waits for its own
+  /// worker). Needs 2+ workers.
+  std::chrono::microseconds timer_takeover_delay{1000};
 };
 
 }  // namespace corio

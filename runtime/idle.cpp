@@ -31,13 +31,20 @@
 //   - an idle worker calls start_searching() before stealing, stop_searching() once it
 //     found work (the last searcher wakes the next), and park() when nothing was found;
 //   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown
-//     wake that worker directly (wake_if_parked, the park word's value 2).
+//     wake that worker directly (wake_if_parked, the park word's value 2);
+//   - timers: one parked worker, the watcher, sleeps at most until the earliest deadline
+//     of the other workers plus runtime_config::timer_takeover_delay, so it can fire the
+//     timers of a worker stuck in a long task; a worker arming an earlier timer than the
+//     watcher will wake for wakes it, and a watcher that starts running a task hands the
+//     watch to a parked worker (runtime/timers.cpp: the store-load pairs there).
 #include <corio/runtime/detail/frame_allocator.hpp>
 #include <corio/runtime/internal/idle.hpp>
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/internal/runtime_core.hpp>
@@ -60,12 +67,21 @@ void runtime_core::notify_one() noexcept {
   idle.searching.fetch_add(1, std::memory_order_seq_cst);
   std::size_t n = workers.size();
   std::size_t start = idle.wake_cursor.fetch_add(1, std::memory_order_relaxed) % n;
-  for (std::size_t i = 0; i < n; ++i) {
-    worker& w = *workers[(start + i) % n];
-    if (w.try_claim_as_searcher()) {
-      idle.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-      w.unpark_signal();
-      return;
+  // The timer watcher last (timers.cpp): woken for work it would hand its watch over,
+  // which costs a second wake. relaxed: a preference only.
+  const std::int32_t watcher = idle.timer_watcher.load(std::memory_order_relaxed);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::size_t k = (start + i) % n;
+      if ((static_cast<std::int32_t>(k) == watcher) != (pass == 1)) {
+        continue;
+      }
+      worker& w = *workers[k];
+      if (w.try_claim_as_searcher()) {
+        idle.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+        w.unpark_signal();
+        return;
+      }
     }
   }
   idle.searching.fetch_sub(1, std::memory_order_seq_cst);
@@ -127,19 +143,37 @@ void worker::park() {
   // Neither searching nor asleep: a task published meanwhile is seen by the re-check
   // below. Returns empty frame chunks to the OS if this thread holds many free blocks.
   detail::frame_idle();
+  // "Wakes only when woken" until the bound is known: an armer reading that (its acquire
+  // load of `parked` == 1 sees it) wakes us to be safe (runtime/timers.cpp).
+  m_park_until.store(INT64_MAX, std::memory_order_relaxed);
   rt.idle.sleepers.fetch_add(1, std::memory_order_seq_cst);
   m_parked.store(1, std::memory_order_seq_cst);
   // seq_cst fence: the parker half of the store-buffer pairs in the design note; pairs
-  // with the fence in runtime_core::notify_one().
+  // with the fence in runtime_core::notify_one(), and with the one in
+  // worker::hand_over_timer_watch() (a watcher leaving sees us parked, or we see the
+  // watch free).
   store_load_barrier(rt.idle.sleepers);
   if (sees_work()) {
     unpark_self();
     return;
   }
+  const std::int64_t now = steady_now_ns();
+  if (m_takeover_delay_ns >= 0 && take_over_timers(now)) {
+    unpark_self();  // run the due timers taken over from a late worker (timers.cpp)
+    return;
+  }
+  // The watcher bounds its sleep by the other workers' deadlines (timers.cpp); the
+  // watch stays ours until we run a task (run_task hands it over).
+  const bool watching = watch_timers();
+  std::int64_t until = park_deadline(now, watching);
+  m_park_until.store(until, std::memory_order_relaxed);
   arm_park_wait();
   bump(m_parks);
-  m_ring.submit_and_wait(park_timeout_ns());
+  m_ring.submit_and_wait(until == INT64_MAX ? -1 : std::max<std::int64_t>(0, until - now));
   unpark_self();
+  if (watching) {
+    take_over_timers(steady_now_ns());  // the bound passed: the late timers first
+  }
   maintenance(false);
 }
 

@@ -24,6 +24,9 @@ struct worker_metrics {
   std::uint64_t cqes_reaped = 0;      ///< CQEs processed
   std::uint64_t local_queue_depth = 0;  ///< tasks in the local queue right now
   std::uint64_t timers_pending = 0;   ///< armed timers on this worker right now
+  /// Due timers of other workers this one fired because their own worker was late by
+  /// runtime_config::timer_takeover_delay (busy in a long task or a blocking call).
+  std::uint64_t timers_taken_over = 0;
 };
 
 /// A snapshot of a runtime's counters (runtime::metrics()).

@@ -168,10 +168,16 @@ bool post(detail::worker* w, std::uint64_t worker_serial, cancellable* job) noex
 // ---------------------------------------------------------------------------------------
 // Timers: the worker's heap (no kernel timer per sleep). Owner only.
 
-/// Arms `t` (deadline_ns on the steady clock, ns since its epoch); when due, the worker
-/// calls t->finished() with t->res = 0. Cost: O(log n).
+/// Arms `t` (deadline_ns on the steady clock, ns since its epoch; owner, waiter,
+/// on_resume and on_cancel_drained set first); when due, the worker calls t->finished()
+/// with t->res = 0. If `w` is late (stuck in a long task) another worker may fire it
+/// instead: it then sets t->owner to itself and resumes t->waiter itself, without
+/// calling on_resume. Either way the awaiter must not touch `t` after this call, which
+/// must be the last thing its await_suspend does. Cost: O(log n) under the worker's
+/// timer lock.
 void arm_timer(detail::worker* w, timer_node* t);
-/// Takes an armed `t` out of the heap (after a stop request drained). Cost: O(log n).
+/// Takes an armed `t` out of the heap (after a stop request drained); nothing if another
+/// worker took it over meanwhile. Cost: O(log n).
 void disarm_timer(detail::worker* w, timer_node* t);
 /// Makes the waiter of a fired timer runnable; due timers run before the rest of the
 /// worker's queue, in deadline order. Cost: a deque push.

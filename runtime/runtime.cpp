@@ -67,6 +67,9 @@ void validate(const runtime_config& c) {
   if (c.blocking_keep_alive.count() < 0) {
     fail("blocking_keep_alive is negative");
   }
+  if (c.timer_takeover_delay.count() < 0) {
+    fail("timer_takeover_delay is negative");
+  }
 }
 
 }  // namespace

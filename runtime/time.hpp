@@ -3,8 +3,11 @@
 // A sleep arms a node in the current worker's timer heap (no kernel timer per sleep: the
 // worker sleeps in io_uring_enter with the earliest deadline as its timeout) and resumes
 // on that worker when due. Equal deadlines fire in arming order. Resolution: the wake-up
-// latency of the worker (~10-100 µs when idle); a worker busy with long tasks checks its
-// timers every runtime_config::global_queue_interval ticks.
+// latency of the worker (~10-100 µs when idle); a worker busy with short tasks checks its
+// timers every runtime_config::global_queue_interval ticks. If its worker is stuck in one
+// long task or a blocking call, another worker that is idle or between tasks fires the
+// sleep once it is runtime_config::timer_takeover_delay late (1 ms by default) and resumes
+// the task itself (runtime/timers.cpp); with a single worker nobody can.
 // Cancellation: the explicit token and the inherited one (when_any, timeout) cancel the
 // sleep from any thread; it then returns std::errc::operation_canceled.
 //
@@ -147,8 +150,12 @@ class [[nodiscard]] sleep_awaiter : port::timer_node {
     owner = w;
     waiter = h;
     deadline_ns = saturating_cast(m_deadline.time_since_epoch()).count();
-    port::arm_timer(w, this);
+    // The stop link first: once armed, the timer may be fired by another worker (a
+    // takeover, runtime/timers.cpp) and this coroutine resumed there, so nothing here may
+    // touch the awaiter after arm_timer(). A stop request in between is drained by this
+    // worker after we return, and takes the timer out of the heap then.
     m_stop.arm(m_token, inherited, stop_fn{this});
+    port::arm_timer(w, this);
     return true;
   }
 

@@ -28,6 +28,7 @@
 #include <csignal>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <mutex>
 #include <unordered_set>
 
@@ -42,9 +43,14 @@ namespace {
 constexpr unsigned kMaxLifoRuns = 3;
 constexpr unsigned kSubmitInterval = 8;
 
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+/// runtime_config::timer_takeover_delay in ns; -1 (off) for microseconds::max() and for
+/// any delay too long for the clock (over ~292 years: practically never anyway).
+std::int64_t takeover_delay_ns(const runtime_config& config) noexcept {
+  std::int64_t us = config.timer_takeover_delay.count();
+  if (us >= std::numeric_limits<std::int64_t>::max() / 1000) {
+    return -1;
+  }
+  return us * 1000;
 }
 
 std::coroutine_handle<> as_handle(void* p) noexcept { return std::coroutine_handle<>::from_address(p); }
@@ -69,7 +75,8 @@ worker::worker(runtime_core& runtime, unsigned idx, const runtime_config& config
       index(idx),
       m_config(config),
       m_queue(config.local_queue_capacity),
-      m_rng(0x9e3779b9u * (idx + 1)) {
+      m_rng(0x9e3779b9u * (idx + 1)),
+      m_takeover_delay_ns(takeover_delay_ns(config)) {
   // relaxed: a unique number is all we need.
   serial = g_next_serial.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(g_live_mutex);
@@ -146,6 +153,9 @@ void worker::run_task(void* task) {
     // Found work (from any source): stop searching before running it, so publishers
     // wake another worker for the work we leave behind.
     stop_searching();
+  }
+  if (m_watching_timers) [[unlikely]] {
+    hand_over_timer_watch();  // the task may run long: another idle worker watches (timers.cpp)
   }
   budget = kBudget;
   transfer_depth = 0;
@@ -250,13 +260,6 @@ void* worker::search() {
 }
 
 // ---------------------------------------------------------------------------------------
-
-long long worker::park_timeout_ns() const noexcept {
-  if (timer_node* first = m_timers.top()) {
-    return std::max<long long>(0, first->deadline_ns - now_ns());
-  }
-  return -1;
-}
 
 void worker::schedule_wake(void* task) {
   if (!m_config.lifo_slot) {
@@ -370,6 +373,10 @@ void worker::maintenance(bool force_enter) {
   }
   reap();
   fire_timers();
+  if (force_enter && m_takeover_delay_ns >= 0) {
+    // Busy, yet between two tasks: fire what a blocked worker left overdue (timers.cpp).
+    take_over_timers(steady_now_ns());
+  }
   rt.sweep_own_shard(index);
   m_in_maintenance = false;
   if (m_queue.size() + m_ready_timers.size() > 1) {
@@ -402,23 +409,6 @@ void worker::reap() {
   }
 }
 
-void worker::fire_timers() {
-  if (m_timers.empty()) {
-    m_timers_pending.store(0, std::memory_order_relaxed);
-    return;
-  }
-  std::int64_t now = now_ns();
-  while (timer_node* t = m_timers.top()) {
-    if (t->deadline_ns > now) {
-      break;
-    }
-    m_timers.pop();
-    t->res = 0;
-    t->finished();
-  }
-  m_timers_pending.store(m_timers.size(), std::memory_order_relaxed);
-}
-
 void worker::drain_for_shutdown() {
   // Cancel every request in the ring (user operations and the park wait) and wait for
   // all their completions: the kernel must be done with every buffer and operation
@@ -443,7 +433,10 @@ void worker::drain_for_shutdown() {
   // it while the ring is still open (e.g. a provided-buffer ring unregistration).
   // acquire: pairs with push_cancel()'s release CAS.
   run_cancel_list(m_cancel_head.exchange(kCancelListClosed, std::memory_order_acquire));
+  lock_timers();  // a taker may still be looking at the heap
   m_timers.clear();
+  publish_next_deadline();
+  unlock_timers();
   m_ready_timers.clear();
   m_lifo = nullptr;
   while (m_queue.pop() != nullptr) {
@@ -475,6 +468,7 @@ worker_metrics worker::metrics() const noexcept {
   m.cqes_reaped = m_cqes.load(std::memory_order_relaxed);
   m.local_queue_depth = m_queue.size();
   m.timers_pending = m_timers_pending.load(std::memory_order_relaxed);
+  m.timers_taken_over = m_timers_taken.load(std::memory_order_relaxed);
   return m;
 }
 

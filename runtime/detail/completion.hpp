@@ -18,7 +18,10 @@
 //     │                        │
 //     └──CQE/fire──▶ resume    └──CQE/fire first──▶ completed ──owner drains──▶ resume
 //
-// Thread-safety: request_cancel() from any thread; everything else on the owning worker.
+// Thread-safety: request_cancel() from any thread; everything else on the owning worker,
+// except that a timer_node may be fired by another worker taking over a late one
+// (runtime/timers.cpp): that worker claims it with a CAS idle -> completed, sets `owner`
+// to itself and resumes the waiter itself.
 // Cost: one atomic exchange per completion; a cancel adds one CAS and one list push.
 #pragma once
 
@@ -66,7 +69,8 @@ struct cancellable {
 struct timer_node : cancellable {
   std::int64_t deadline_ns = 0;   ///< steady clock, ns since its epoch
   std::uint64_t sequence = 0;     ///< arming order (equal deadlines fire in it)
-  std::size_t heap_index = 0;     ///< the heap's bookkeeping
+  static constexpr std::size_t kNotInHeap = ~std::size_t{0};
+  std::size_t heap_index = kNotInHeap;  ///< the heap's bookkeeping
   std::coroutine_handle<> waiter{};
   int res = 0;  ///< 0 fired, -ECANCELED cancelled
 };

@@ -33,6 +33,10 @@ struct idle_state {
   std::atomic<std::uint32_t> sleepers{0};
   /// Where notify_one() starts looking for a parked worker (spreads the wakes).
   std::atomic<std::uint32_t> wake_cursor{0};
+  /// The parked worker that watches the other workers' timers (bounds its sleep by their
+  /// earliest deadline plus the takeover delay), or -1: one watcher, so a timer wakes one
+  /// idle worker, not all of them (runtime/timers.cpp).
+  std::atomic<std::int32_t> timer_watcher{-1};
 };
 
 }  // namespace corio::detail

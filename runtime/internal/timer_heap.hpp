@@ -5,9 +5,12 @@
 // with the earliest deadline as its timeout, so N sleeps cost no kernel timers at all.
 // Equal deadlines fire in the order they were armed. Cancellation (any thread) goes
 // through the worker's cancel list (completion.hpp), which removes the node here.
+// Thread-safety: none of its own; the worker guards it with its timer lock, because an
+// idle worker may take over due timers of a blocked one (runtime/timers.cpp).
 // Cost: O(log n) insert/remove; 100,000 timers is a 17-level heap.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -15,6 +18,12 @@
 #include <corio/runtime/detail/completion.hpp>
 
 namespace corio::detail {
+
+/// The steady clock in ns since its epoch: the unit of timer_node::deadline_ns.
+inline std::int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 class timer_heap {
  public:
@@ -25,6 +34,12 @@ class timer_heap {
     sift_up(node->heap_index);
   }
 
+  /// Whether `node` is in this heap (armed and neither fired nor removed).
+  [[nodiscard]] bool contains(const timer_node* node) const noexcept {
+    return node->heap_index < m_heap.size() && m_heap[node->heap_index] == node;
+  }
+
+  /// Takes `node` out; it must be in the heap (contains()).
   void remove(timer_node* node) {
     std::size_t i = node->heap_index;
     std::size_t last = m_heap.size() - 1;
@@ -36,13 +51,19 @@ class timer_heap {
     } else {
       m_heap.pop_back();
     }
+    node->heap_index = timer_node::kNotInHeap;
   }
 
   [[nodiscard]] timer_node* top() const noexcept { return m_heap.empty() ? nullptr : m_heap.front(); }
   void pop() { remove(m_heap.front()); }
   [[nodiscard]] bool empty() const noexcept { return m_heap.empty(); }
   [[nodiscard]] std::size_t size() const noexcept { return m_heap.size(); }
-  void clear() noexcept { m_heap.clear(); }
+  void clear() noexcept {
+    for (timer_node* node : m_heap) {
+      node->heap_index = timer_node::kNotInHeap;
+    }
+    m_heap.clear();
+  }
 
  private:
   static bool before(const timer_node* a, const timer_node* b) noexcept {

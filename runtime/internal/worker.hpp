@@ -55,8 +55,11 @@ class worker {
   void schedule_yield(void* task);  ///< back of the local queue, wakes no one for it alone
   io_uring_sqe* get_sqe();          ///< an SQE for a user operation (counted in flight)
   io_uring_sqe* get_internal_sqe(); ///< an SQE whose completion is ignored
-  void arm_timer(timer_node* node) { m_timers.push(node); }
-  void disarm_timer(timer_node* node) { m_timers.remove(node); }
+  /// Arms `node` in this worker's heap (runtime/timers.cpp).
+  void arm_timer(timer_node* node);
+  /// Takes `node` out of the heap after its stop request drained; nothing if another
+  /// worker has taken it over meanwhile (its cancel drain then resumes it).
+  void disarm_timer(timer_node* node);
   [[nodiscard]] ring& io_ring() noexcept { return m_ring; }
 
   // --- any thread ---
@@ -110,10 +113,20 @@ class worker {
   void park();
   void unpark_self();
   bool sees_work() const noexcept;
-  [[nodiscard]] long long park_timeout_ns() const noexcept;
   void maintenance(bool force_enter);
   void reap();
+  // Timers and their takeover (runtime/timers.cpp).
   void fire_timers();
+  [[nodiscard]] std::int64_t park_deadline(std::int64_t now, bool watching) noexcept;
+  bool watch_timers() noexcept;
+  void hand_over_timer_watch() noexcept;
+  bool take_over_timers(std::int64_t now);
+  bool take_due_timers_of(worker& victim, std::int64_t now);
+  void wake_a_timer_watcher(std::int64_t deadline) noexcept;
+  void publish_next_deadline() noexcept;
+  void lock_timers() noexcept;
+  bool try_lock_timers() noexcept;
+  void unlock_timers() noexcept;
   void drain_cancels();
   void run_cancel_list(cancellable* list);
   void arm_park_wait();
@@ -134,7 +147,8 @@ class worker {
   bool m_in_maintenance = false;       // owner: reaping completions / firing timers
   std::uint32_t m_rng;                 // owner
   ring m_ring;                         // owner
-  timer_heap m_timers;                 // owner
+  timer_heap m_timers;                 // owner, under m_timer_lock (a taker too)
+  const std::int64_t m_takeover_delay_ns;  // runtime_config::timer_takeover_delay; -1: off
   std::deque<void*> m_ready_timers;    // owner: due timers, in deadline order
   std::uint64_t m_in_flight = 0;       // owner: user operations awaiting a CQE
   bool m_park_armed = false;           // owner: a park wait (futex or eventfd read) is in the ring
@@ -143,12 +157,21 @@ class worker {
   std::uint64_t m_eventfd_buffer = 0;  // target of the armed eventfd read
   std::vector<void*> m_batch;          // owner: scratch for batches taken from the inject queue
   std::vector<void*> m_overflow_batch; // owner: scratch for overflow()
+  std::vector<void*> m_taken_timers;   // owner: scratch for take_due_timers_of()
+  bool m_watching_timers = false;      // owner: this worker holds idle_state::timer_watcher
 
   // Cancel requests from any thread (Treiber stack, see completion.hpp).
   alignas(64) std::atomic<cancellable*> m_cancel_head{nullptr};
   // Park word: 0 awake, 1 parked, 2 parked and claimed by a direct wake.
   // 0 after a searcher claim. The futex wait is armed on this word (expected 1).
   alignas(64) std::atomic<std::uint32_t> m_parked{0};
+  // While parked: when this worker will wake on its own (steady ns; INT64_MAX: only when
+  // woken). Written before sleeping, read by workers arming an earlier timer (timers.cpp).
+  std::atomic<std::int64_t> m_park_until{INT64_MAX};
+
+  // The timer heap's lock and its earliest deadline as others see it (timers.cpp).
+  alignas(64) std::atomic<bool> m_timer_lock{false};
+  std::atomic<std::int64_t> m_next_deadline{INT64_MAX};
 
   alignas(64) std::atomic<std::uint64_t> m_tasks_run{0};
   std::atomic<std::uint64_t> m_steals{0};
@@ -157,6 +180,7 @@ class worker {
   std::atomic<std::uint64_t> m_sqes{0};
   std::atomic<std::uint64_t> m_cqes{0};
   std::atomic<std::uint64_t> m_timers_pending{0};
+  std::atomic<std::uint64_t> m_timers_taken{0};
   std::atomic<std::uint64_t> m_roots_finished{0};
 };
 

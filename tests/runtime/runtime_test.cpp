@@ -304,6 +304,9 @@ TEST_CASE("runtime: invalid configurations are refused with the field named", "[
   c = workers(1);
   c.max_blocking_threads = 0;
   CHECK_THAT(config_error(c), Catch::Contains("max_blocking_threads"));
+  c = workers(1);
+  c.timer_takeover_delay = std::chrono::microseconds(-1);
+  CHECK_THAT(config_error(c), Catch::Contains("timer_takeover_delay"));
 }
 
 namespace {
