@@ -18,6 +18,9 @@
 //!   io       : 1,000,000 write/read pairs of 64 bytes over a pipe (ns per op), through
 //!              `AsyncFd` (Tokio 1.24 has no pipe type)
 //!   yield    : 1,000,000 yield_now (ns per yield)
+//!   blocked_timer : a task spawns a 50 ms sleeper, lets it arm on its own worker, then
+//!              blocks that worker's thread for 200 ms; how late the sleep fires (ms past
+//!              its deadline: median and max of 20 such rounds)
 //! Sync (bench/sync/sync_bench.cpp):
 //!   lock          : tokio::sync::Mutex lock + unlock by one task, nobody else (ns)
 //!   mutex32k / 1m : N tasks each lock a tokio::sync::Mutex, increment, unlock; time from
@@ -176,6 +179,51 @@ async fn bench_timers(n: usize) -> Option<(f64, f64)> {
     let ms = ms_since(t0);
     check(early.load(Ordering::Relaxed) == 0, "timers: woke before the deadline")
         .then(|| (ms, max_overshoot_ns.load(Ordering::Relaxed) as f64 / 1e6))
+}
+
+/// One blocked_timer round: Some(lateness in ms) when the sleeper armed on this task's
+/// worker thread (the only rounds that count), else None.
+async fn blocked_timer_round() -> Option<f64> {
+    let armed_on: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>> = Arc::new(std::sync::Mutex::new(None));
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let sleeper = {
+        let armed_on = armed_on.clone();
+        tokio::spawn(async move {
+            *armed_on.lock().unwrap() = Some(std::thread::current().id());
+            tokio::time::sleep_until(deadline.into()).await;
+            Instant::now().saturating_duration_since(deadline).as_secs_f64() * 1e3
+        })
+    };
+    let on = loop {
+        if let Some(id) = *armed_on.lock().unwrap() {
+            break id;
+        }
+        tokio::task::yield_now().await;
+    };
+    let same = on == std::thread::current().id();
+    if same {
+        std::thread::sleep(Duration::from_millis(200)); // blocks the worker on purpose
+    }
+    let late = sleeper.await.unwrap();
+    same.then(|| late)
+}
+
+/// blocked_timer: (median, max) lateness over `rounds` counted rounds.
+async fn bench_blocked_timer(rounds: usize) -> Option<(f64, f64)> {
+    let mut late = Vec::new();
+    for _ in 0..rounds * 20 {
+        if let Some(v) = blocked_timer_round().await {
+            late.push(v);
+            if late.len() == rounds {
+                break;
+            }
+        }
+    }
+    if !check(late.len() == rounds, "blocked_timer: the sleeper rarely armed on the blocking worker") {
+        return None;
+    }
+    late.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Some((late[rounds / 2], late[rounds - 1]))
 }
 
 /// One write or read on a non-blocking fd (`op` makes the system call and returns its
@@ -432,7 +480,7 @@ fn runtime(threads: usize) -> Runtime {
 
 const BENCHMARKS: &[&str] = &[
     "spawn", "pingpong", "tree", "timers", "io", "yield", "lock", "mutex32k", "mutex1m", "chan_spsc", "chan_mpmc",
-    "chan_pingpong", "process_spawn",
+    "chan_pingpong", "process_spawn", "blocked_timer",
 ];
 
 fn usage() -> ! {
@@ -505,6 +553,12 @@ fn main() {
                 }
             }
             "yield" => out.report("yield", run(&rt, bench_yield(1_000_000)), "ns/yield"),
+            "blocked_timer" => {
+                if let Some((median, max)) = run(&rt, bench_blocked_timer(20)) {
+                    out.report_as("blocked_timer_late", &out.system, median, "ms", 2);
+                    out.report_as("blocked_timer_late_max", &out.system, max, "ms", 2);
+                }
+            }
             "lock" => {
                 if let Some(v) = run(&rt, bench_lock()) {
                     out.report("lock_uncontended", v, "ns");
