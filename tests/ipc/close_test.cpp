@@ -266,10 +266,13 @@ TEST_CASE("close: many streams closed under starting or pending reads leak no de
 }
 
 namespace {
-// One read_some of 8 bytes; yields the count, or -1 for an error (cancelled).
-task<long> read_eight(const corio::ipc::pipe_reader* r) {
+// One read_some of 8 bytes; yields the count, or -1 for an error (cancelled). `made` is
+// set once the operation exists: from then on it does not touch *r.
+task<long> read_eight(const corio::ipc::pipe_reader* r, std::atomic<bool>* made) {
   std::array<std::byte, 8> buf{};
-  auto n = co_await r->read_some(buf);
+  auto op = r->read_some(buf);
+  made->store(true, std::memory_order_release);
+  auto n = co_await op;
   co_return n ? static_cast<long>(*n) : -1L;
 }
 }  // namespace
@@ -287,8 +290,14 @@ TEST_CASE("close: a pipe_reader destroyed on another thread as its full-size rea
     auto p = corio::ipc::pipe();
     REQUIRE(p);
     auto reader = std::make_unique<corio::ipc::pipe_reader>(std::move(p->reader));
-    auto h = rt.spawn(read_eight(reader.get()));
+    std::atomic<bool> made{false};
+    auto h = rt.spawn(read_eight(reader.get(), &made));
     REQUIRE(h);
+    // The reader may go only once the task has made its read (a loaded machine may not
+    // have run the task yet after any fixed sleep: it then read through a freed reader).
+    while (!made.load(std::memory_order_acquire)) {
+      std::this_thread::sleep_for(100us);
+    }
     std::this_thread::sleep_for(1ms);
     REQUIRE(::write(p->writer.fd(), "12345678", 8) == 8);
     reader.reset();
