@@ -51,6 +51,7 @@
 #include <corio/runtime/internal/worker.hpp>
 
 #include <algorithm>
+#include <thread>
 
 #include <corio/runtime/internal/runtime_core.hpp>
 #include <corio/runtime/port.hpp>
@@ -74,8 +75,14 @@ std::int64_t saturating_add(std::int64_t a, std::int64_t b) noexcept {
 void worker::lock_timers() noexcept {
   // acquire: pairs with unlock_timers()'s release, so the heap a taker changed is seen.
   while (m_timer_lock.exchange(true, std::memory_order_acquire)) {
-    while (m_timer_lock.load(std::memory_order_relaxed)) {
-      port::cpu_relax();
+    // A taker holds it for at most kMaxTakenPerPass pops; if its thread was preempted
+    // meanwhile, give it the CPU instead of spinning through our time slice.
+    for (unsigned spins = 0; m_timer_lock.load(std::memory_order_relaxed); ++spins) {
+      if (spins < 256) {
+        port::cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
     }
   }
 }
