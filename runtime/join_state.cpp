@@ -1,11 +1,16 @@
 // The life of a spawned task's join state (runtime/detail/join_state.hpp): finishing the
 // task (finish_root), publishing its result and waking the waiter (complete), and the
-// reference count shared by the task, its handle and the runtime's registry.
+// reference count shared by the task, its handle and the runtime's registry, and abort
+// (request_abort, the lazily created stop source, the parked join wait).
 #include <corio/runtime/detail/join_state.hpp>
 
 #include <cassert>
 #include <cstdio>
 #include <exception>
+#include <system_error>
+#include <thread>
+
+#include <corio/runtime/result.hpp>
 
 #include <corio/runtime/internal/thread_waiter.hpp>
 #include <corio/runtime/internal/runtime_core.hpp>
@@ -14,7 +19,10 @@
 namespace corio::detail {
 
 void finish_root(std::coroutine_handle<> frame, join_state_base* root, std::exception_ptr error) noexcept {
-  if (error) {
+  // An abort requested before this point makes the outcome errc::aborted, whatever the
+  // body returned or threw (the abort linearizes at this read).
+  root->aborted = root->abort_requested();
+  if (error && !root->aborted) {
     root->error = std::move(error);
   }
   root->frame = {};
@@ -79,6 +87,83 @@ void join_state_base::destroy() noexcept {
     }
   }
   free_self(this);
+}
+
+}  // namespace corio::detail
+
+namespace corio::detail {
+
+[[noreturn]] void throw_aborted() { throw std::system_error(make_error_code(errc::aborted)); }
+
+void join_state_base::request_abort() noexcept {
+  // seq_cst (here and in park): the abort bit's write and the read of `parked` below, and
+  // park's write of `parked` and its read of the bit, are in one total order, so either
+  // we see the parked hook or park sees the bit (neither can miss the other). It also
+  // acquires `source`, created before kHasSource was set.
+  std::uint8_t prev = abort_bits.fetch_or(kAbortRequested, std::memory_order_seq_cst);
+  if ((prev & kAbortRequested) != 0) {
+    return;  // aborted already
+  }
+  if ((prev & kHasSource) != 0) {
+    source.request_stop();  // wakes every wait registered on the task's token
+  }
+  std::uintptr_t hook = parked.load(std::memory_order_seq_cst);
+  // seq_cst CAS: fails if the wait withdrew its hook meanwhile; on success the wait's
+  // unpark() waits for our release store below before its frame may go.
+  if (hook != 0 && hook != kFiring &&
+      parked.compare_exchange_strong(hook, kFiring, std::memory_order_seq_cst)) {
+    auto* h = reinterpret_cast<abort_hook*>(hook);
+    h->fire(h);
+    parked.store(0, std::memory_order_release);
+  }
+}
+
+const std::stop_token* join_state_base::abort_token() noexcept {
+  // Relaxed: only the task sets kHasSource, and its frames run one at a time (a worker
+  // hand-over orders them), so it always sees its own earlier write.
+  if ((abort_bits.load(std::memory_order_relaxed) & kHasSource) == 0) {
+    source = std::stop_source();  // allocates; out of memory terminates (noexcept)
+    token = source.get_token();
+    // acq_rel: release publishes `source` to request_abort; acquire orders an abort that
+    // came first, which did not see the source and leaves the stop to us.
+    if ((abort_bits.fetch_or(kHasSource, std::memory_order_acq_rel) & kAbortRequested) != 0) {
+      source.request_stop();
+    }
+  }
+  return &token;
+}
+
+bool join_state_base::park(abort_hook* hook) noexcept {
+  std::uintptr_t expected = 0;
+  const auto mine = reinterpret_cast<std::uintptr_t>(hook);
+  // seq_cst: see request_abort.
+  if (!parked.compare_exchange_strong(expected, mine, std::memory_order_seq_cst)) {
+    return false;
+  }
+  if ((abort_bits.load(std::memory_order_seq_cst) & kAbortRequested) != 0) {
+    // The abort may or may not have seen us: whoever takes the hook out of the slot fires it.
+    expected = mine;
+    if (parked.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+      hook->fire(hook);
+    } else {
+      unpark(hook);  // request_abort is firing it: wait for the end
+    }
+  }
+  return true;
+}
+
+void join_state_base::unpark(abort_hook* hook) noexcept {
+  std::uintptr_t expected = reinterpret_cast<std::uintptr_t>(hook);
+  // acq_rel: on failure the acquire load below sees request_abort's writes by the hook.
+  if (parked.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+    return;
+  }
+  // Not ours any more: request_abort took it (kFiring until the hook returned), or it
+  // fired already. Only one firing ever happens, so kFiring here is ours.
+  // acquire: pairs with request_abort's release store of 0.
+  while (parked.load(std::memory_order_acquire) == kFiring) {
+    std::this_thread::yield();
+  }
 }
 
 }  // namespace corio::detail

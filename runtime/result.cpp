@@ -24,6 +24,7 @@ class corio_error_category final : public std::error_category {
       case errc::message_size: return "message longer than the receiver's limit";
       case errc::protocol_error: return "malformed or truncated message from the peer";
       case errc::timed_out: return "operation timed out";
+      case errc::aborted: return "task aborted";
     }
     return "unknown corio error";
   }

@@ -7,7 +7,9 @@
 // ("operation timed out", so a process, channel or queue timeout does not read like a
 // network error; it compares equal to std::errc::timed_out), so
 // `ec == std::errc::operation_canceled` and `ec == std::errc::timed_out` are the tests
-// users write. A socket's own ETIMEDOUT from the kernel stays the OS error.
+// users write. A socket's own ETIMEDOUT from the kernel stays the OS error. Awaiting a
+// task aborted through its join_handle throws std::system_error(errc::aborted), "task
+// aborted", which compares equal to no std::errc (it is not a cancelled wait).
 // Thread-safety: plain values. Cost: none beyond the expected<> itself.
 #pragma once
 
@@ -37,6 +39,7 @@ enum class errc {
   message_size,       ///< a message is longer than the receiver's limit (ipc/connection.hpp)
   protocol_error,     ///< the peer sent a malformed or truncated message (ipc/connection.hpp)
   timed_out,          ///< a corio deadline passed first (timeout(), wait_for, connect/handshake limits)
+  aborted,            ///< the awaited task was aborted through its join_handle (runtime/spawn.hpp)
 };
 
 /// The error category of corio::errc ("corio"); io_uring_refused compares equal to

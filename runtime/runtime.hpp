@@ -76,6 +76,14 @@ class runtime {
     return handle;
   }
 
+  /// Spawns `f(args...)` from any thread, `f` and `args` living in the task's frame (see
+  /// corio::spawn(callable, args...)). Returns errc::shut_down after shutdown.
+  template <class F, class... Args>
+    requires detail::task_callable<F, Args...>
+  auto spawn(F&& f, Args&&... args) {
+    return spawn(detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
+  }
+
   /// Runs `t` on the runtime and blocks the calling thread until it finishes; returns its
   /// value or rethrows its exception. Throws std::system_error(errc::shut_down) if the
   /// runtime is (or gets) shut down first, std::logic_error on a worker thread.

@@ -35,6 +35,7 @@ class shielded {
     m_body = task<T>(m_handle);  // keep ownership: the frame dies with this awaiter
     m_handle.promise().continuation = parent;
     m_handle.promise().inherited_token = nullptr;  // the point: no token reaches the body
+    m_handle.promise().abort_root = nullptr;       // nor an abort of the spawned task
     return port::transfer(m_handle);
   }
   T await_resume() {

@@ -1,4 +1,4 @@
-// Spawning tasks onto the runtime: corio::spawn, join_handle<T>.
+// Spawning tasks onto the runtime: corio::spawn, join_handle<T>, abort.
 //
 // spawn(task) makes the task a root: it runs on some worker (and may be stolen by
 // another) independently of the spawner. The returned join_handle<T> is awaitable and
@@ -7,9 +7,39 @@
 // which still runs to completion. An exception escaping a detached task is reported on
 // stderr. If the runtime shuts down first, the task's frame is destroyed (its locals'
 // destructors run) and awaiting the handle throws std::system_error(errc::shut_down).
-// Thread-safety: a join_handle has one owner; the task may finish on any thread.
+//
+// LIFETIME RULE — a coroutine lambda's captures live in the lambda object, not in the
+// coroutine frame. `spawn([x]() -> task<int> { co_return x; }())` compiles, but the
+// lambda temporary dies at the end of that statement while the task still runs: the
+// task then reads freed memory. The same holds for a lambda's reference parameters and
+// for any coroutine taking references to temporaries. Write instead
+//   corio::spawn([x]() -> task<int> { co_return x; });           // no call parentheses
+//   corio::spawn([](std::string s) -> task<std::size_t> { co_return s.size(); }, std::string("x"));
+// spawn(callable, args...) moves the callable and its arguments into the spawned task's
+// frame (a wrapper coroutine that takes them by value and awaits the callable's task),
+// so they live as long as the task. spawn(task) cannot tell a task made by a lambda call
+// from one made by a plain coroutine function (whose by-value parameters are safe), so it
+// stays as it is; only the form without the call compiles into the safe path.
+//
+// Abort: handle.abort() requests the task's stop token; the wait it is in and every
+// later one (sleep, I/O, locks, channels, joins, anything honouring the token a task
+// inherits, and `co_await corio::get_stop_token()`) ends as cancelled, and awaiting the
+// handle throws std::system_error(errc::aborted) — see join_handle::abort for the exact
+// rule. Tasks spawned by an aborted task are independent and are not aborted.
+//
+// Thread-safety: a join_handle has one owner; the task may finish on any thread; abort()
+// may be called from any thread (see join_handle::abort).
 // Cost: one frame (recycled) + one join state (recycled) + a push onto the spawning
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
+// Abort costs nothing per spawn: the join state holds an abort word and a slot for one
+// parked join wait, and the task's std::stop_source is created (one allocation) only
+// when something in the task asks for its token: a leaf wait other than a join (each
+// such wait then also registers a stop callback: a recycled allocation and a lock in
+// the stop state, as for a token from when_any or timeout), get_stop_token, or a
+// combinator. A task that only spawns and joins (a fork-join tree) never creates it:
+// its join waits park on the task's abort slot (two atomic operations). Measured with
+// `runtime_bench tree` and `spawn`: within noise of the runtime without abort.
+// spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -18,6 +48,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <stop_token>
 #include <stdexcept>
 #include <system_error>
@@ -53,7 +84,9 @@ class join_wait {
 
  protected:
   bool ready() noexcept;
-  bool suspend(std::coroutine_handle<> h, const std::stop_token* inherited);
+  /// `inherited`: the awaiting coroutine's token, unless `abort_root` (the spawned task
+  /// it belongs to) stands for it; then the wait parks on that task's abort instead.
+  bool suspend(std::coroutine_handle<> h, const std::stop_token* inherited, join_state_base* abort_root);
   /// True when this wait (not the task) was stopped; valid after finish().
   [[nodiscard]] bool cancelled() const noexcept { return m_cancelled; }
   /// Throws for a cancelled wait, a task destroyed by shutdown, or the task's exception.
@@ -66,12 +99,18 @@ class join_wait {
     join_wait* self;
     void operator()() const noexcept { self->on_stop(); }
   };
+  struct hook : abort_hook {
+    join_wait* self = nullptr;
+  };
   void on_stop() noexcept;
+  void unpark() noexcept;
 
   std::stop_token m_token;
   std::coroutine_handle<> m_waiter{};
   runtime_core* m_home = nullptr;
   stop_link<stop_fn> m_stop;
+  hook m_hook{};
+  join_state_base* m_parked_on = nullptr;  // the awaiting task's state, while m_hook is parked there
   bool m_yield = false;      // the result is ready but the task's budget is spent
   bool m_published = false;  // our frame is in the waiter word
   bool m_cancelled = false;  // this wait (not the task) was stopped
@@ -127,6 +166,23 @@ class [[nodiscard]] join_handle {
   /// False for a default-constructed, moved-from or detached handle.
   [[nodiscard]] bool valid() const noexcept { return m_state != nullptr; }
 
+  /// Aborts the task: requests its stop token, so that the wait it is in (sleep, I/O,
+  /// lock, channel, join) and every later one ends as cancelled; a task aborted before it
+  /// first ran never runs its body. If abort() came before the task finished, awaiting
+  /// this handle throws std::system_error(errc::aborted), whatever the body then returned
+  /// or threw (its value is destroyed, its exception dropped unreported); a task that
+  /// finished first yields its result as usual. Does not wait; a task that ignores its
+  /// token (a loop never awaiting) runs on until it ends. Tasks it spawned are not
+  /// aborted. No-op on an empty handle and when called again.
+  /// Thread-safety: any thread, concurrently with the task and with an await of another
+  /// handle; not concurrently with a move, destruction, detach or finishing await of this
+  /// handle (a handle has one owner). Cost: a few atomic operations.
+  void abort() noexcept {
+    if (m_state != nullptr) {
+      m_state->request_abort();
+    }
+  }
+
   /// What `co_await handle` and `co_await handle.wait(token)` await: yields the task's
   /// value, or rethrows its exception. Finishing (value, exception or shut_down) consumes
   /// the handle: it is then empty (valid() false) and awaiting it again throws
@@ -139,7 +195,9 @@ class [[nodiscard]] join_handle {
     bool await_ready() noexcept { return ready(); }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
-      return suspend(h, detail::inherited_token_of(h));
+      // The raw token: inherited_token_of() would create the spawned task's stop source.
+      return suspend(h, detail::abort_root_of(h) ? nullptr : detail::inherited_token_of(h),
+                     detail::abort_root_of(h));
     }
     T await_resume() {
       consume_on_exit consume{this};
@@ -198,6 +256,7 @@ join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted) {
   st->frame = h;
   st->runtime = rt;
   h.promise().root = st;
+  h.promise().abort_root = st;
   if (!spawn_root(rt, st)) {
     h.destroy();
     st->cancelled = true;
@@ -213,11 +272,56 @@ join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted) {
 
 /// Spawns `t` on the runtime this thread belongs to. Must be called on a worker thread
 /// (inside a task); from other threads use runtime::spawn(). Throws std::logic_error
-/// outside a runtime.
+/// outside a runtime. `t` must not come from calling a capturing coroutine lambda: see
+/// the header comment, and use spawn(callable, args...) instead.
 template <class T>
 join_handle<T> spawn(task<T> t) {
   bool accepted = false;
   return detail::spawn_on(detail::current_runtime_or_throw(), std::move(t), &accepted);
+}
+
+namespace detail {
+template <class>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
+/// A callable that, invoked with `Args` as rvalues, returns a corio::task.
+template <class F, class... Args>
+concept task_callable = !is_task<std::remove_cvref_t<F>>::value &&
+                        std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>...> &&
+                        is_task<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>::value;
+
+template <class F, class... Args>
+using callable_task_t = std::invoke_result_t<F&, Args...>;
+
+/// The frame that owns a spawned callable and its arguments: they are parameters of this
+/// coroutine, so they live in its frame until the task they made has finished.
+template <class F, class... Args>
+callable_task_t<F, Args...> invoke_owned(F f, Args... args) {
+  if constexpr (std::is_void_v<typename callable_task_t<F, Args...>::value_type>) {
+    co_await std::invoke(f, std::move(args)...);
+  } else {
+    co_return co_await std::invoke(f, std::move(args)...);
+  }
+}
+
+/// The task spawn(callable, args...) spawns.
+template <class F, class... Args>
+auto owned_call(F&& f, Args&&... args) {
+  return invoke_owned<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f), std::forward<Args>(args)...);
+}
+}  // namespace detail
+
+/// Spawns `f(args...)` with `f` and `args` moved (or copied) into the spawned task's
+/// frame, where they live until the task ends: a capturing coroutine lambda's captures
+/// and reference parameters stay valid. `f` is invoked with the stored arguments as
+/// rvalues and must return a corio::task. Same threads and errors as spawn(task).
+/// Cost: one more frame (recycled) and one more resume than spawn(task).
+template <class F, class... Args>
+  requires detail::task_callable<F, Args...>
+auto spawn(F&& f, Args&&... args) {
+  return spawn(detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
 }
 
 }  // namespace corio

@@ -37,23 +37,73 @@ struct promise_base {
   const std::stop_token* inherited_token = nullptr;
   /// Non-null when this frame is the top of a spawned task.
   join_state_base* root = nullptr;
+  /// The spawned task whose abort (join_handle::abort) this frame honours, when its token
+  /// is that task's own: then inherited_token is null and inherited_token_of() creates the
+  /// task's stop source on first use (join_state_base::abort_token). Copied down the await
+  /// chain with inherited_token; null below a combinator or shield, which hand their
+  /// children a token of their own.
+  join_state_base* abort_root = nullptr;
   std::exception_ptr exception{};
 
   static void* operator new(std::size_t n) { return frame_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { frame_deallocate(p, n); }
 
-  std::suspend_always initial_suspend() noexcept { return {}; }
+  /// Suspends at creation; on the first resume, a spawned task aborted before it ran
+  /// throws errc::aborted instead of running its body (the throw lands in
+  /// unhandled_exception, and the task finishes as aborted).
+  struct initial_awaiter {
+    const promise_base* promise;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<>) const noexcept {}
+    void await_resume() const {
+      if (promise->root != nullptr && promise->root->abort_requested()) {
+        throw_aborted();
+      }
+    }
+  };
+  initial_awaiter initial_suspend() noexcept { return {this}; }
   void unhandled_exception() noexcept { exception = std::current_exception(); }
 };
 
 /// The token a leaf awaitable should honour when awaited from a coroutine with promise P.
+/// Inside a spawned task this is the task's abort token, created on first use (one
+/// allocation per task that waits on something other than a join_handle).
 template <class P>
 const std::stop_token* inherited_token_of(std::coroutine_handle<P> h) noexcept {
   if constexpr (std::is_base_of_v<promise_base, P>) {
+    if (join_state_base* root = h.promise().abort_root) {
+      return root->abort_token();
+    }
     return h.promise().inherited_token;
   } else {
     (void)h;
     return nullptr;
+  }
+}
+
+/// The spawned task whose abort a coroutine with promise P honours directly (see
+/// promise_base::abort_root), or null; join_handle waits use it to avoid creating the
+/// task's stop source.
+template <class P>
+join_state_base* abort_root_of(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<promise_base, P>) {
+    return h.promise().abort_root;
+  } else {
+    (void)h;
+    return nullptr;
+  }
+}
+
+/// What a task awaited by `parent` inherits: the same token, or the same abort root.
+template <class P>
+void inherit_stop(promise_base& child, std::coroutine_handle<P> parent) noexcept {
+  if constexpr (std::is_base_of_v<promise_base, P>) {
+    child.inherited_token = parent.promise().inherited_token;
+    child.abort_root = parent.promise().abort_root;
+  } else {
+    (void)parent;
+    child.inherited_token = nullptr;
+    child.abort_root = nullptr;
   }
 }
 
@@ -162,7 +212,7 @@ class [[nodiscard]] task {
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
       child.promise().continuation = parent;
-      child.promise().inherited_token = detail::inherited_token_of(parent);
+      detail::inherit_stop(child.promise(), parent);
       return port::transfer(child);
     }
     T await_resume() {
@@ -207,8 +257,10 @@ struct stop_token_query {
 }  // namespace detail
 
 /// `co_await corio::get_stop_token()` yields the cancellation token the current task
-/// inherited (from when_any, timeout, ...), or an empty token. Useful to hand to blocking
-/// calls or to poll in long loops. Never suspends; costs a copy of the token.
+/// inherited (from when_any, timeout, ...), inside a spawned task its abort token
+/// (join_handle::abort), or an empty token. Useful to hand to blocking calls or to poll
+/// in long loops. Never suspends; costs a copy of the token (and, the first time in a
+/// spawned task, the creation of its stop source).
 inline detail::stop_token_query get_stop_token() noexcept { return {}; }
 
 namespace detail {

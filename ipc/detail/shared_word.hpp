@@ -96,6 +96,7 @@ class without_inherited_stop {
   std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
     std::coroutine_handle<> next = m_awaiter.await_suspend(h);
     m_awaiter.child.promise().inherited_token = nullptr;  // before the child first runs
+    m_awaiter.child.promise().abort_root = nullptr;
     return next;
   }
   T await_resume() { return m_awaiter.await_resume(); }

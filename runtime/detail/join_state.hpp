@@ -8,7 +8,10 @@
 // references) is the non-template finish_root in runtime/join_state.cpp.
 // Thread-safety: the task may finish on any worker while its handle is awaited on another;
 // the waiter word and the reference count are atomics (join_state.cpp explains each
-// order). Cost: one allocation from the frame allocator (recycled) per spawn.
+// order). Abort (join_handle::abort) may come from any thread: abort_bits and the parked
+// join wait are atomics too. Cost: one allocation from the frame allocator (recycled)
+// per spawn; the task's std::stop_source is created only when something inside the task
+// asks for its token (a leaf wait other than a join, get_stop_token, a combinator).
 #pragma once
 
 #include <atomic>
@@ -16,6 +19,7 @@
 #include <cstdint>
 #include <exception>
 #include <new>
+#include <stop_token>
 #include <type_traits>
 #include <utility>
 
@@ -24,6 +28,15 @@
 namespace corio::detail {
 
 class runtime_core;
+
+/// Raises std::system_error(errc::aborted) (join_state.cpp).
+[[noreturn]] void throw_aborted();
+
+/// A join wait registered directly on an abortable task (join_state_base::park), instead
+/// of through a std::stop_callback on the task's token: fire(self) runs once on abort.
+struct abort_hook {
+  void (*fire)(abort_hook* self) noexcept = nullptr;
+};
 
 /// Shared by a spawned task's top frame and its join_handle (reference counted: 2).
 struct join_state_base {
@@ -52,6 +65,20 @@ struct join_state_base {
   std::exception_ptr error{};
   bool cancelled = false;   // destroyed by runtime shutdown before it finished
   bool observed = false;    // the result was taken through a join_handle
+  bool aborted = false;     // finished after abort() was requested (its result is dropped)
+
+  // Abort. abort_bits: kAbortRequested (set once, by request_abort), kHasSource (set
+  // once, by the task, after it created `source`). `token` is the task's view of
+  // `source`, touched only by the task. `parked` holds the abort_hook of a join wait of
+  // this task that registered directly (at most one at a time; others use the token),
+  // or kFiring while request_abort runs that hook.
+  static constexpr std::uint8_t kAbortRequested = 1;
+  static constexpr std::uint8_t kHasSource = 2;
+  static constexpr std::uintptr_t kFiring = 1;
+  std::atomic<std::uint8_t> abort_bits{0};
+  std::atomic<std::uintptr_t> parked{0};
+  std::stop_source source{std::nostopstate};
+  std::stop_token token{};
   void (*free_self)(join_state_base*) noexcept = nullptr;
 
   /// Publishes completion and wakes the waiter. Called once, by the finishing worker
@@ -62,6 +89,24 @@ struct join_state_base {
   /// Drops the registry's reference (its owner worker, or shutdown).
   void drop_registry() noexcept;
   void destroy() noexcept;
+
+  /// join_handle::abort: marks the task aborted, stops its token if it has one and wakes
+  /// its parked join wait. Any thread; only the first call does anything.
+  void request_abort() noexcept;
+  /// True once abort was requested. Any thread.
+  [[nodiscard]] bool abort_requested() const noexcept {
+    // acquire: pairs with request_abort's read-modify-write.
+    return (abort_bits.load(std::memory_order_acquire) & kAbortRequested) != 0;
+  }
+  /// The task's abort token, creating its stop source on first use. Only the task itself
+  /// (its await chain runs one frame at a time) calls it.
+  const std::stop_token* abort_token() noexcept;
+  /// Registers `hook` to fire on abort. False if another join wait holds the slot (then
+  /// use abort_token()). If abort was already requested, the hook has fired when this
+  /// returns true. The caller must unpark() before `hook` dies.
+  bool park(abort_hook* hook) noexcept;
+  /// Withdraws `hook` (parked by park), waiting for a firing on another thread to return.
+  void unpark(abort_hook* hook) noexcept;
 };
 
 template <class T>
