@@ -55,7 +55,7 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
       m_error = make_error_code(errc::no_runtime);
       return false;
     }
-    const std::stop_token* inherited = detail::inherited_token_of(h);
+    const detail::inherited_stop inherited = detail::inherited_token_of(h);
     if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
       m_error = cancelled_error();
       return false;

@@ -70,7 +70,7 @@ class io_operation : public io_completion, public cancellable {
       m_no_runtime = true;
       return false;
     }
-    const std::stop_token* inherited = inherited_token_of(h);
+    const inherited_stop inherited = inherited_token_of(h);
     if (stop_link<stop_fn>::stopped(token, inherited)) {
       m_res = -ECANCELED;
       return false;
@@ -313,9 +313,8 @@ class [[nodiscard]] try_first_op {
 
  private:
   // True when the syscall settled the operation (m_res holds its result).
-  bool settled_now(const std::stop_token* inherited) {
-    if (port::current_worker() == nullptr || m_token.stop_requested() ||
-        (inherited != nullptr && inherited->stop_requested())) {
+  bool settled_now(detail::inherited_stop inherited) {
+    if (port::current_worker() == nullptr || m_token.stop_requested() || inherited.stop_requested()) {
       return false;
     }
     int res = -EAGAIN;

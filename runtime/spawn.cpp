@@ -55,7 +55,7 @@ bool join_wait::ready() noexcept {
   return !m_yield;
 }
 
-bool join_wait::suspend(std::coroutine_handle<> h, const std::stop_token* inherited, join_state_base* abort_root) {
+bool join_wait::suspend(std::coroutine_handle<> h, inherited_stop inherited) {
   if (m_yield) {
     m_yield = false;
     port::yield(h);
@@ -65,24 +65,12 @@ bool join_wait::suspend(std::coroutine_handle<> h, const std::stop_token* inheri
   if (m_home == nullptr) {
     throw std::logic_error("corio::join_handle awaited outside a corio runtime (use runtime::block_on)");
   }
-  if (stop_link<stop_fn>::stopped(m_token, inherited) || (abort_root != nullptr && abort_root->abort_requested())) {
+  if (stop_link<stop_fn>::stopped(m_token, inherited)) {
     m_cancelled = true;
     return false;
   }
   m_waiter = h;
   m_state->waiter_runtime = m_home;
-  if (abort_root != nullptr) {
-    // The common case (a task joining its children one at a time) parks on the task's
-    // abort without creating its stop source; a second concurrent join of the same task
-    // (when_all) finds the slot taken and registers on the token.
-    m_hook.fire = [](abort_hook* self) noexcept { static_cast<hook*>(self)->self->on_stop(); };
-    m_hook.self = this;
-    if (abort_root->park(&m_hook)) {
-      m_parked_on = abort_root;
-    } else {
-      inherited = abort_root->abort_token();
-    }
-  }
   m_stop.arm(m_token, inherited, stop_fn{this});
   m_published = true;
   std::uintptr_t expected = 0;
@@ -95,7 +83,6 @@ bool join_wait::suspend(std::coroutine_handle<> h, const std::stop_token* inheri
   }
   m_published = false;
   m_stop.disarm();
-  unpark();
   m_cancelled = expected == join_state_base::kCancelled;  // stopped while arming
   return false;
 }
@@ -129,15 +116,8 @@ void throw_empty_join_handle() {
       "already awaited (awaiting consumes it)");
 }
 
-void join_wait::unpark() noexcept {
-  if (join_state_base* root = std::exchange(m_parked_on, nullptr)) {
-    root->unpark(&m_hook);
-  }
-}
-
 void join_wait::finish() {
   m_stop.disarm();
-  unpark();
   m_published = false;
   if (m_cancelled) {
     std::uintptr_t expected = join_state_base::kCancelled;
@@ -158,7 +138,6 @@ void join_wait::finish() {
 }
 
 join_wait::~join_wait() {
-  unpark();
   if (m_published) {
     // Our frame is being destroyed while suspended here (its runtime is shutting down):
     // take it back so that the task's completion does not wake a dead frame.

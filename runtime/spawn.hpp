@@ -31,14 +31,20 @@
 // may be called from any thread (see join_handle::abort).
 // Cost: one frame (recycled) + one join state (recycled) + a push onto the spawning
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
-// Abort costs nothing per spawn: the join state holds an abort word and a slot for one
-// parked join wait, and the task's std::stop_source is created (one allocation) only
-// when something in the task asks for its token: a leaf wait other than a join (each
-// such wait then also registers a stop callback: a recycled allocation and a lock in
-// the stop state, as for a token from when_any or timeout), get_stop_token, or a
-// combinator. A task that only spawns and joins (a fork-join tree) never creates it:
-// its join waits park on the task's abort slot (two atomic operations). Measured with
-// `runtime_bench tree` and `spawn`: within noise of the runtime without abort.
+// Abort costs no allocation per spawn and none per wait: the join state holds an abort
+// word and a slot where the task's current wait parks its stop callback (stop_link: a
+// CAS and a load to park, a CAS to leave; a std::stop_callback would cost a recycled
+// allocation and a lock in a stop state per wait, which made fork-join 1.9x slower in
+// an earlier attempt). The task's std::stop_source is created (one allocation, once)
+// only when something in it needs a std::stop_token: get_stop_token, a combinator
+// (when_all, when_any, timeout), an ipc wait that takes a token pointer, or a second
+// wait of the same task while the slot is taken; waits that then register on the
+// token pay as for a token from when_any. Measured on a shared 2-core machine (release,
+// runs alternating with a build without abort, medians): `runtime_bench tree` +8% (2
+// workers) to +11% (1 worker), `spawn` within noise; a wait that suspends costs its two
+// locked instructions, so `pingpong` (two event waits per round trip) went from 86 to
+// 124 ns per round trip with 1 worker. Lowering that (an asymmetric barrier on the
+// abort side, membarrier(2)) is future work.
 // spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
@@ -84,9 +90,7 @@ class join_wait {
 
  protected:
   bool ready() noexcept;
-  /// `inherited`: the awaiting coroutine's token, unless `abort_root` (the spawned task
-  /// it belongs to) stands for it; then the wait parks on that task's abort instead.
-  bool suspend(std::coroutine_handle<> h, const std::stop_token* inherited, join_state_base* abort_root);
+  bool suspend(std::coroutine_handle<> h, inherited_stop inherited);
   /// True when this wait (not the task) was stopped; valid after finish().
   [[nodiscard]] bool cancelled() const noexcept { return m_cancelled; }
   /// Throws for a cancelled wait, a task destroyed by shutdown, or the task's exception.
@@ -99,18 +103,12 @@ class join_wait {
     join_wait* self;
     void operator()() const noexcept { self->on_stop(); }
   };
-  struct hook : abort_hook {
-    join_wait* self = nullptr;
-  };
   void on_stop() noexcept;
-  void unpark() noexcept;
 
   std::stop_token m_token;
   std::coroutine_handle<> m_waiter{};
   runtime_core* m_home = nullptr;
   stop_link<stop_fn> m_stop;
-  hook m_hook{};
-  join_state_base* m_parked_on = nullptr;  // the awaiting task's state, while m_hook is parked there
   bool m_yield = false;      // the result is ready but the task's budget is spent
   bool m_published = false;  // our frame is in the waiter word
   bool m_cancelled = false;  // this wait (not the task) was stopped
@@ -195,9 +193,7 @@ class [[nodiscard]] join_handle {
     bool await_ready() noexcept { return ready(); }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
-      // The raw token: inherited_token_of() would create the spawned task's stop source.
-      return suspend(h, detail::abort_root_of(h) ? nullptr : detail::inherited_token_of(h),
-                     detail::abort_root_of(h));
+      return suspend(h, detail::inherited_token_of(h));
     }
     T await_resume() {
       consume_on_exit consume{this};

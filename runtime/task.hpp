@@ -38,10 +38,9 @@ struct promise_base {
   /// Non-null when this frame is the top of a spawned task.
   join_state_base* root = nullptr;
   /// The spawned task whose abort (join_handle::abort) this frame honours, when its token
-  /// is that task's own: then inherited_token is null and inherited_token_of() creates the
-  /// task's stop source on first use (join_state_base::abort_token). Copied down the await
-  /// chain with inherited_token; null below a combinator or shield, which hand their
-  /// children a token of their own.
+  /// is that task's own: then inherited_token is null (see inherited_stop). Copied down
+  /// the await chain with inherited_token; null below a combinator or shield, which hand
+  /// their children a token of their own.
   join_state_base* abort_root = nullptr;
   std::exception_ptr exception{};
 
@@ -65,32 +64,17 @@ struct promise_base {
   void unhandled_exception() noexcept { exception = std::current_exception(); }
 };
 
-/// The token a leaf awaitable should honour when awaited from a coroutine with promise P.
-/// Inside a spawned task this is the task's abort token, created on first use (one
-/// allocation per task that waits on something other than a join_handle).
+/// The token a leaf awaitable should honour when awaited from a coroutine with promise P
+/// (inherited_stop, join_state.hpp). Inside a spawned task it stands for the task's abort:
+/// stop_link parks on it without creating the task's stop source; converting it to a
+/// `const std::stop_token*` creates that source (once per task).
 template <class P>
-const std::stop_token* inherited_token_of(std::coroutine_handle<P> h) noexcept {
+inherited_stop inherited_token_of(std::coroutine_handle<P> h) noexcept {
   if constexpr (std::is_base_of_v<promise_base, P>) {
-    if (join_state_base* root = h.promise().abort_root) {
-      return root->abort_token();
-    }
-    return h.promise().inherited_token;
+    return {h.promise().inherited_token, h.promise().abort_root};
   } else {
     (void)h;
-    return nullptr;
-  }
-}
-
-/// The spawned task whose abort a coroutine with promise P honours directly (see
-/// promise_base::abort_root), or null; join_handle waits use it to avoid creating the
-/// task's stop source.
-template <class P>
-join_state_base* abort_root_of(std::coroutine_handle<P> h) noexcept {
-  if constexpr (std::is_base_of_v<promise_base, P>) {
-    return h.promise().abort_root;
-  } else {
-    (void)h;
-    return nullptr;
+    return {};
   }
 }
 

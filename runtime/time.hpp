@@ -142,7 +142,7 @@ class [[nodiscard]] sleep_awaiter : port::timer_node {
       m_no_runtime = true;
       return false;
     }
-    const std::stop_token* inherited = detail::inherited_token_of(h);
+    const detail::inherited_stop inherited = detail::inherited_token_of(h);
     if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
       res = -ECANCELED;
       return false;

@@ -11,7 +11,7 @@
 // order). Abort (join_handle::abort) may come from any thread: abort_bits and the parked
 // join wait are atomics too. Cost: one allocation from the frame allocator (recycled)
 // per spawn; the task's std::stop_source is created only when something inside the task
-// asks for its token (a leaf wait other than a join, get_stop_token, a combinator).
+// needs a std::stop_token (get_stop_token, a combinator; see inherited_stop).
 #pragma once
 
 #include <atomic>
@@ -32,8 +32,9 @@ class runtime_core;
 /// Raises std::system_error(errc::aborted) (join_state.cpp).
 [[noreturn]] void throw_aborted();
 
-/// A join wait registered directly on an abortable task (join_state_base::park), instead
-/// of through a std::stop_callback on the task's token: fire(self) runs once on abort.
+/// A wait's stop callback registered directly on the spawned task it runs in
+/// (join_state_base::park, used by stop_link), instead of a std::stop_callback on the
+/// task's token: fire(self) runs once on abort.
 struct abort_hook {
   void (*fire)(abort_hook* self) noexcept = nullptr;
 };
@@ -69,9 +70,9 @@ struct join_state_base {
 
   // Abort. abort_bits: kAbortRequested (set once, by request_abort), kHasSource (set
   // once, by the task, after it created `source`). `token` is the task's view of
-  // `source`, touched only by the task. `parked` holds the abort_hook of a join wait of
-  // this task that registered directly (at most one at a time; others use the token),
-  // or kFiring while request_abort runs that hook.
+  // `source`, touched only by the task. `parked` holds the abort_hook of the wait this
+  // task is in (stop_link parks it there; at most one at a time, a second concurrent
+  // wait uses the token), or kFiring while request_abort runs that hook.
   static constexpr std::uint8_t kAbortRequested = 1;
   static constexpr std::uint8_t kHasSource = 2;
   static constexpr std::uintptr_t kFiring = 1;
@@ -101,7 +102,7 @@ struct join_state_base {
   /// The task's abort token, creating its stop source on first use. Only the task itself
   /// (its await chain runs one frame at a time) calls it.
   const std::stop_token* abort_token() noexcept;
-  /// Registers `hook` to fire on abort. False if another join wait holds the slot (then
+  /// Registers `hook` to fire on abort. False if another wait holds the slot (then
   /// use abort_token()). If abort was already requested, the hook has fired when this
   /// returns true. The caller must unpark() before `hook` dies.
   bool park(abort_hook* hook) noexcept;
@@ -140,6 +141,20 @@ struct join_state<void> : join_state_base {
     };
   }
   static join_state* create() { return ::new (frame_allocate(sizeof(join_state))) join_state(); }
+};
+
+/// The stop a wait inside a task honours besides its own token: the token inherited from
+/// a combinator or timeout, or (root non-null, token null) the abort of the spawned task
+/// it runs in. stop_link parks on the latter directly; the conversion to a token pointer
+/// (for code that needs a std::stop_token) creates the task's stop source.
+struct inherited_stop {
+  const std::stop_token* token = nullptr;
+  join_state_base* root = nullptr;
+
+  operator const std::stop_token*() const noexcept { return root != nullptr ? root->abort_token() : token; }
+  [[nodiscard]] bool stop_requested() const noexcept {
+    return root != nullptr ? root->abort_requested() : token != nullptr && token->stop_requested();
+  }
 };
 
 /// Moves a finished root's value into its join state (before its frame is destroyed).

@@ -4,11 +4,13 @@
 // can be stopped, so an uncancellable wait pays nothing.
 // Thread-safety: arm/disarm by the waiting coroutine; Fn may run on any thread (the one
 // calling request_stop), possibly inside arm() if the stop was already requested.
-// Cost: one pointer in the awaiter — awaiters live in coroutine frames, and g++ gives
-// every co_await its own slot, so two inline std::stop_callbacks (128 bytes) per await
-// would swell every frame. A wait on a stoppable token allocates the callbacks from the
+// Cost: four pointers in the awaiter (the callbacks, the parked hook and its task) —
+// awaiters live in coroutine frames, and g++ gives every co_await its own slot, so two
+// inline std::stop_callbacks (128 bytes) per await would swell every frame. A wait on a stoppable token allocates the callbacks from the
 // frame allocator (recycled) and registers each (a lock inside libstdc++'s stop state);
-// nothing for tokens that cannot be stopped.
+// nothing for tokens that cannot be stopped. The abort of the spawned task a wait runs
+// in (inherited_stop with a root) costs no allocation and no lock: the link parks its
+// inline hook in the task's join state (a CAS and a load; a CAS to leave).
 #pragma once
 
 #include <cassert>
@@ -18,6 +20,7 @@
 #include <utility>
 
 #include <corio/runtime/detail/frame_allocator.hpp>
+#include <corio/runtime/detail/join_state.hpp>
 
 namespace corio::detail {
 
@@ -32,6 +35,27 @@ class stop_link {
   /// True if either token has already been stopped (then do not start the wait).
   static bool stopped(const std::stop_token& token, const std::stop_token* inherited) noexcept {
     return token.stop_requested() || (inherited != nullptr && inherited->stop_requested());
+  }
+  /// The same for a wait inside a task (its token, or its spawned task's abort).
+  static bool stopped(const std::stop_token& token, inherited_stop inherited) noexcept {
+    return token.stop_requested() || inherited.stop_requested();
+  }
+
+  /// arm() for a wait inside a task: the task's abort parks `fn` in the join state (no
+  /// allocation, no lock); a busy slot (rare: another wait of the same task) falls back
+  /// to the task's stop token.
+  void arm(const std::stop_token& token, inherited_stop inherited, Fn fn) noexcept {
+    const std::stop_token* on_inherited = inherited.token;
+    if (inherited.root != nullptr) {
+      m_hook.fn = fn;
+      m_hook.fire = [](abort_hook* self) noexcept { static_cast<hook*>(self)->fn(); };
+      if (inherited.root->park(&m_hook)) {
+        m_root = inherited.root;
+      } else {
+        on_inherited = inherited.root->abort_token();
+      }
+    }
+    arm(token, on_inherited, fn);
   }
 
   /// Registers `fn` on each token that can be stopped. Precondition: not armed.
@@ -55,6 +79,9 @@ class stop_link {
 
   /// Unregisters both; waits for a callback running on another thread to return.
   void disarm() noexcept {
+    if (join_state_base* root = std::exchange(m_root, nullptr)) {
+      root->unpark(&m_hook);
+    }
     if (callbacks* c = std::exchange(m_callbacks, nullptr)) {
       c->~callbacks();
       frame_deallocate(c, sizeof(callbacks));
@@ -66,7 +93,12 @@ class stop_link {
     std::optional<std::stop_callback<Fn>> on_explicit;
     std::optional<std::stop_callback<Fn>> on_inherited;
   };
+  struct hook : abort_hook {
+    Fn fn{};
+  };
   callbacks* m_callbacks = nullptr;
+  join_state_base* m_root = nullptr;  // where m_hook is parked
+  hook m_hook{};
 };
 
 }  // namespace corio::detail

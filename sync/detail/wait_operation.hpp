@@ -154,7 +154,7 @@ class wait_operation : public waiter {
       port::yield(h);
       return wait_outcome::suspended;
     }
-    return wait(h, mode == cancel_mode::cancellable ? detail::inherited_token_of(h) : nullptr);
+    return wait(h, mode == cancel_mode::cancellable ? detail::inherited_token_of(h) : detail::inherited_stop{});
   }
 
   /// Thread form of suspend() for the *_blocking calls: blocks until the wait ends.
@@ -162,13 +162,13 @@ class wait_operation : public waiter {
   /// queued there).
   void block() {
     if (!m_yield) {
-      (void)wait({}, nullptr);
+      (void)wait({}, {});
     }
   }
 
   /// The slow path: queue and suspend (coroutine on a worker) or block (a thread, or a
   /// coroutine running outside any corio runtime).
-  wait_outcome wait(std::coroutine_handle<> h, const std::stop_token* inherited) {
+  wait_outcome wait(std::coroutine_handle<> h, detail::inherited_stop inherited) {
     home = h ? port::current_runtime() : nullptr;
     std::optional<thread_parker> parked;
     if (home == nullptr) {
@@ -185,7 +185,7 @@ class wait_operation : public waiter {
     if (derived().try_now(batch)) {
       // completed at once (status set by try_now)
     } else if (status == wait_status::cancelled || m_token.stop_requested() ||
-               (inherited != nullptr && inherited->stop_requested())) {
+               inherited.stop_requested()) {
       status = wait_status::cancelled;
       derived().cancelled_before_queueing();
     } else {
