@@ -2,7 +2,8 @@
 // idle pipe, a channel receive or a join of a child ends as errc::aborted once its
 // handle's abort() is called; a task that finished first yields its value; abort from a
 // plain std::thread, twice, and before the task first ran (its body never runs);
-// get_stop_token() inside the task sees the abort.
+// get_stop_token() inside the task sees the abort; waits under timeout and when_all
+// (which use the task's std::stop_token rather than the parked hook) see it too.
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
@@ -131,7 +132,32 @@ corio::task<std::string> abort_joining_parent(probe* child) {
   co_return got + ", child " + child_state;
 }
 
+// Waits that need a real std::stop_token (timeout, when_all): the task's stop source is
+// created and the abort reaches them through it.
+corio::task<bool> hour() {
+  auto r = co_await corio::sleep_for(1h);
+  co_return static_cast<bool>(r);
+}
+
+corio::task<int> sleep_in_combinators(probe* p) {
+  p->started.store(true, std::memory_order_release);
+  auto t = co_await corio::timeout(corio::sleep_for(1h), 2h);
+  auto both = co_await corio::when_all(hour(), hour());
+  p->seen = t ? std::error_code{} : t.error();
+  p->ended.store(true, std::memory_order_release);
+  co_return std::get<0>(both) ? 6 : 7;
+}
+
 }  // namespace
+
+TEST_CASE("abort: a task in a timeout, then a when_all, of hour-long sleeps ends as errc::aborted",
+          "[runtime][abort]") {
+  corio::runtime rt(workers(2));
+  probe p;
+  CHECK(rt.block_on(abort_blocked(sleep_in_combinators(&p), &p)) == "aborted");
+  CHECK(p.ended.load());
+  CHECK(p.seen == std::errc::operation_canceled);
+}
 
 TEST_CASE("abort: a task sleeping for an hour ends as errc::aborted", "[runtime][abort]") {
   corio::runtime rt(workers(2));
