@@ -39,12 +39,13 @@
 // only when something in it needs a std::stop_token: get_stop_token, a combinator
 // (when_all, when_any, timeout), an ipc wait that takes a token pointer, or a second
 // wait of the same task while the slot is taken; waits that then register on the
-// token pay as for a token from when_any. Measured on a shared 2-core machine (release,
-// runs alternating with a build without abort, medians): `runtime_bench tree` +8% (2
-// workers) to +11% (1 worker), `spawn` within noise; a wait that suspends costs its two
-// locked instructions, so `pingpong` (two event waits per round trip) went from 86 to
-// 124 ns per round trip with 1 worker. Lowering that (an asymmetric barrier on the
-// abort side, membarrier(2)) is future work.
+// token pay as for a token from when_any. Measured on a shared, loaded 2-core machine
+// (release, runs alternating with a build without abort, medians of 5 to 7):
+// `runtime_bench tree` +8% to +23% (each suspending join now parks and unparks: two
+// locked instructions), `spawn` +7% with 1 worker (noisier with 2), and `pingpong` (two
+// event waits per round trip) 86 -> 124 ns per round trip with 1 worker. Lowering the
+// per-wait cost (an asymmetric barrier on the abort side, membarrier(2), so that a wait
+// parks with plain stores) is future work.
 // spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
