@@ -68,12 +68,20 @@ class runtime {
   /// Spawns `t` from any thread. Returns errc::shut_down after shutdown.
   template <class T>
   result<join_handle<T>> spawn(task<T> t) {
-    bool accepted = false;
-    auto handle = detail::spawn_on(m_core.get(), std::move(t), &accepted);
-    if (!accepted) {
-      return unexpected(make_error_code(errc::shut_down));
-    }
-    return handle;
+    return spawn_impl(std::move(t), false);
+  }
+
+  /// spawn(t), abortable: join_handle::abort() can stop it (see corio::abortable).
+  template <class T>
+  result<join_handle<T>> spawn(abortable_t, task<T> t) {
+    return spawn_impl(std::move(t), true);
+  }
+
+  /// spawn(f, args...), abortable (see corio::abortable).
+  template <class F, class... Args>
+    requires detail::task_callable<F, Args...>
+  auto spawn(abortable_t tag, F&& f, Args&&... args) {
+    return spawn(tag, detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
   }
 
   /// Spawns `f(args...)` from any thread, `f` and `args` living in the task's frame (see
@@ -116,6 +124,16 @@ class runtime {
   [[nodiscard]] unsigned worker_count() const noexcept;
 
  private:
+  template <class T>
+  result<join_handle<T>> spawn_impl(task<T> t, bool abortable) {
+    bool accepted = false;
+    auto handle = detail::spawn_on(m_core.get(), std::move(t), &accepted, abortable);
+    if (!accepted) {
+      return unexpected(make_error_code(errc::shut_down));
+    }
+    return handle;
+  }
+
   template <class T>
   T block_on_handle(join_handle<T> handle) {
     // The state pointer is private to join_handle; go through its awaiter instead.

@@ -116,6 +116,12 @@ void throw_empty_join_handle() {
       "already awaited (awaiting consumes it)");
 }
 
+void throw_not_abortable() {
+  throw std::logic_error(
+      "corio::join_handle::abort: the task was not spawned abortable; spawn it with "
+      "corio::spawn(corio::abortable, ...) or runtime::spawn(corio::abortable, ...)");
+}
+
 void join_wait::finish() {
   m_stop.disarm();
   m_published = false;

@@ -21,31 +21,33 @@
 // from one made by a plain coroutine function (whose by-value parameters are safe), so it
 // stays as it is; only the form without the call compiles into the safe path.
 //
-// Abort: handle.abort() requests the task's stop token; the wait it is in and every
-// later one (sleep, I/O, locks, channels, joins, anything honouring the token a task
-// inherits, and `co_await corio::get_stop_token()`) ends as cancelled, and awaiting the
-// handle throws std::system_error(errc::aborted) — see join_handle::abort for the exact
-// rule. Tasks spawned by an aborted task are independent and are not aborted.
+// Abort: a task spawned with corio::abortable (`spawn(corio::abortable, t)`, also with a
+// callable, and runtime::spawn) can be stopped from its handle: handle.abort() requests
+// the task's stop token; the wait it is in and every later one (sleep, I/O, locks,
+// channels, joins, anything honouring the token a task inherits, and `co_await
+// corio::get_stop_token()`) ends as cancelled, and awaiting the handle throws
+// std::system_error(errc::aborted) — see join_handle::abort for the exact rule. Tasks
+// spawned by an aborted task are independent and are not aborted. abort() on a task
+// spawned without the tag throws std::logic_error: its waits do not watch for an abort.
+// Opt-in because watching costs every wait of the task something (below), and a plain
+// spawn keeps corio's fork-join and ping-pong figures.
 //
 // Thread-safety: a join_handle has one owner; the task may finish on any thread; abort()
 // may be called from any thread (see join_handle::abort).
 // Cost: one frame (recycled) + one join state (recycled) + a push onto the spawning
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
-// Abort costs no allocation per spawn and none per wait: the join state holds an abort
-// word and a slot where the task's current wait parks its stop callback (stop_link: a
-// CAS and a load to park, a CAS to leave; a std::stop_callback would cost a recycled
-// allocation and a lock in a stop state per wait, which made fork-join 1.9x slower in
-// an earlier attempt). The task's std::stop_source is created (one allocation, once)
+// An abortable task costs no allocation per spawn and none per wait: the join state holds
+// an abort word and a slot where the task's current wait parks its stop callback
+// (stop_link: a CAS and a load to park, a CAS to leave; a std::stop_callback would cost a
+// recycled allocation and a lock in a stop state per wait, which made fork-join 1.9x
+// slower in an earlier attempt). Its std::stop_source is created (one allocation, once)
 // only when something in it needs a std::stop_token: get_stop_token, a combinator
 // (when_all, when_any, timeout), an ipc wait that takes a token pointer, or a second
 // wait of the same task while the slot is taken; waits that then register on the
-// token pay as for a token from when_any. Measured on a shared, loaded 2-core machine
-// (release, runs alternating with a build without abort, medians of 5 to 7):
-// `runtime_bench tree` +8% to +23% (each suspending join now parks and unparks: two
-// locked instructions), `spawn` +7% with 1 worker (noisier with 2), and `pingpong` (two
-// event waits per round trip) 86 -> 124 ns per round trip with 1 worker. Lowering the
-// per-wait cost (an asymmetric barrier on the abort side, membarrier(2), so that a wait
-// parks with plain stores) is future work.
+// token pay as for a token from when_any. Measured with every task abortable, on a
+// shared, loaded 2-core machine (release, alternating with a build without abort,
+// medians of 5 to 7): `runtime_bench tree` +8% to +23%, `pingpong` (two event waits per
+// round trip) 86 -> 124 ns per round trip with 1 worker. A plain spawn pays none of it.
 // spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
@@ -123,6 +125,8 @@ runtime_core* current_runtime_or_throw();
 [[noreturn]] void throw_shut_down();
 /// std::logic_error: a join_handle without a task was awaited.
 [[noreturn]] void throw_empty_join_handle();
+/// std::logic_error: abort() on a task not spawned with corio::abortable.
+[[noreturn]] void throw_not_abortable();
 
 }  // namespace detail
 
@@ -172,14 +176,20 @@ class [[nodiscard]] join_handle {
   /// or threw (its value is destroyed, its exception dropped unreported); a task that
   /// finished first yields its result as usual. Does not wait; a task that ignores its
   /// token (a loop never awaiting) runs on until it ends. Tasks it spawned are not
-  /// aborted. No-op on an empty handle and when called again.
+  /// aborted. No-op on an empty handle and when called again. Only for a task spawned
+  /// with corio::abortable (spawn(corio::abortable, ...)): on any other task it throws
+  /// std::logic_error saying so, since that task's waits do not watch for an abort.
   /// Thread-safety: any thread, concurrently with the task and with an await of another
   /// handle; not concurrently with a move, destruction, detach or finishing await of this
   /// handle (a handle has one owner). Cost: a few atomic operations.
-  void abort() noexcept {
-    if (m_state != nullptr) {
-      m_state->request_abort();
+  void abort() {
+    if (m_state == nullptr) {
+      return;
     }
+    if (!m_state->abortable) {
+      detail::throw_not_abortable();
+    }
+    m_state->request_abort();
   }
 
   /// What `co_await handle` and `co_await handle.wait(token)` await: yields the task's
@@ -247,13 +257,16 @@ class [[nodiscard]] join_handle {
 
 namespace detail {
 template <class T>
-join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted) {
+join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted, bool abortable = false) {
   auto h = t.release();
   auto* st = join_state<T>::create();
   st->frame = h;
   st->runtime = rt;
+  st->abortable = abortable;
   h.promise().root = st;
-  h.promise().abort_root = st;
+  if (abortable) {
+    h.promise().abort_root = st;  // its waits park on the task's abort (see abort())
+  }
   if (!spawn_root(rt, st)) {
     h.destroy();
     st->cancelled = true;
@@ -275,6 +288,21 @@ template <class T>
 join_handle<T> spawn(task<T> t) {
   bool accepted = false;
   return detail::spawn_on(detail::current_runtime_or_throw(), std::move(t), &accepted);
+}
+
+/// The tag of spawn(corio::abortable, ...): a task whose handle can abort() it.
+struct abortable_t {
+  explicit abortable_t() = default;
+};
+/// Spawns a task that join_handle::abort() can stop: `corio::spawn(corio::abortable, t)`.
+inline constexpr abortable_t abortable{};
+
+/// spawn(t), abortable: join_handle::abort() stops it. Each wait inside the task then
+/// parks its stop callback in the task's join state (a CAS to enter, a CAS to leave).
+template <class T>
+join_handle<T> spawn(abortable_t, task<T> t) {
+  bool accepted = false;
+  return detail::spawn_on(detail::current_runtime_or_throw(), std::move(t), &accepted, true);
 }
 
 namespace detail {
@@ -319,6 +347,13 @@ template <class F, class... Args>
   requires detail::task_callable<F, Args...>
 auto spawn(F&& f, Args&&... args) {
   return spawn(detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
+}
+
+/// spawn(f, args...), abortable (see spawn(abortable_t, task)).
+template <class F, class... Args>
+  requires detail::task_callable<F, Args...>
+auto spawn(abortable_t tag, F&& f, Args&&... args) {
+  return spawn(tag, detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
 }
 
 }  // namespace corio

@@ -67,6 +67,7 @@ struct join_state_base {
   bool cancelled = false;   // destroyed by runtime shutdown before it finished
   bool observed = false;    // the result was taken through a join_handle
   bool aborted = false;     // finished after abort() was requested (its result is dropped)
+  bool abortable = false;   // spawned with corio::abortable: its waits watch for abort()
 
   // Abort. abort_bits: kAbortRequested (set once, by request_abort), kHasSource (set
   // once, by the task, after it created `source`). `token` is the task's view of

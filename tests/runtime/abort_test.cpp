@@ -76,7 +76,7 @@ corio::task<int> receive_nothing(corio::channel<int>* ch, probe* p) {
 
 // Spawns `body`, waits until it is blocked, aborts it and returns what its handle gave.
 corio::task<std::string> abort_blocked(corio::task<int> body, probe* p) {
-  auto h = corio::spawn(std::move(body));
+  auto h = corio::spawn(corio::abortable, std::move(body));
   co_await until(&p->started);
   h.abort();
   co_return co_await outcome(std::move(h));
@@ -85,7 +85,7 @@ corio::task<std::string> abort_blocked(corio::task<int> body, probe* p) {
 corio::task<int> quick(int v) { co_return v; }
 
 corio::task<std::string> abort_after_finish() {
-  auto h = corio::spawn(quick(42));
+  auto h = corio::spawn(corio::abortable, quick(42));
   while (!h.is_finished()) {
     co_await corio::yield_now();
   }
@@ -99,7 +99,7 @@ corio::task<int> mark_ran(std::atomic<bool>* ran) {
 }
 
 corio::task<std::string> abort_before_first_run(std::atomic<bool>* ran) {
-  auto h = corio::spawn(mark_ran(ran));  // one worker: it cannot run before we suspend
+  auto h = corio::spawn(corio::abortable, mark_ran(ran));  // one worker: it cannot run before we suspend
   h.abort();
   h.abort();  // twice: no effect
   co_return co_await outcome(std::move(h));
@@ -116,13 +116,13 @@ corio::task<int> poll_token(probe* p) {
 }
 
 corio::task<int> join_sleeping_child(probe* child, corio::join_handle<int>* child_handle) {
-  *child_handle = corio::spawn(sleep_an_hour(child));
+  *child_handle = corio::spawn(corio::abortable, sleep_an_hour(child));
   co_return co_await *child_handle;
 }
 
 corio::task<std::string> abort_joining_parent(probe* child) {
   corio::join_handle<int> child_handle;
-  auto parent = corio::spawn(join_sleeping_child(child, &child_handle));
+  auto parent = corio::spawn(corio::abortable, join_sleeping_child(child, &child_handle));
   co_await until(&child->started);
   parent.abort();
   std::string got = co_await outcome(std::move(parent));
@@ -217,7 +217,7 @@ TEST_CASE("abort: get_stop_token() inside the task sees the abort", "[runtime][a
 TEST_CASE("abort: from a plain std::thread, and again after", "[runtime][abort]") {
   corio::runtime rt(workers(2));
   probe p;
-  auto h = rt.spawn(sleep_an_hour(&p));
+  auto h = rt.spawn(corio::abortable, sleep_an_hour(&p));
   REQUIRE(h);
   while (!p.started.load(std::memory_order_acquire)) {
     std::this_thread::yield();
@@ -231,4 +231,17 @@ TEST_CASE("abort: from a plain std::thread, and again after", "[runtime][abort]"
   corio::join_handle<int> empty;
   empty.abort();  // no task: no-op
   CHECK_FALSE(empty.valid());
+}
+
+namespace {
+corio::task<int> forty_two() { co_return 42; }
+}  // namespace
+
+TEST_CASE("abort: a task not spawned abortable refuses abort() and runs to its end", "[runtime][abort]") {
+  corio::runtime rt(workers(2));
+  auto h = rt.spawn(forty_two());
+  REQUIRE(h);
+  // Its waits do not watch for an abort, so abort() could not stop them: it says so.
+  CHECK_THROWS_WITH(h->abort(), Catch::Contains("corio::abortable"));
+  CHECK(rt.block_on(outcome(std::move(*h))) == "value 42");
 }
