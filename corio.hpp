@@ -29,6 +29,7 @@
 #include <corio/sync/oneshot.hpp>
 #include <corio/sync/semaphore.hpp>
 #include <corio/sync/shared_mutex.hpp>
+#include <corio/sync/task_group.hpp>
 
 #include <corio/ipc/ipc.hpp>
 #include <corio/ipc/process/process.hpp>

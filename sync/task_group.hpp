@@ -1,0 +1,327 @@
+// corio::task_group<T>: structured concurrency — a set of spawned tasks that belong to
+// one owner (Tokio's JoinSet, Python's asyncio.TaskGroup, Trio's nurseries).
+//
+// Concept: `co_await g.spawn(task or callable, args...)` spawns into the group (waiting
+// while `max_running` of its tasks run); `co_await g.next()` yields the next task to
+// finish, in completion order; `co_await g.join_all()` waits for every task and rethrows
+// the first error once all have ended; abort_all() aborts them (join_handle::abort).
+// No task outlives its group: the destructor aborts every task still running (it stops
+// at its next wait and its frame ends soon after, not inside the destructor — a
+// destructor cannot wait). The structured way to end a group is `co_await g.join_all()`
+// before it goes out of scope. A task meant to outlive its group is spawned with
+// corio::spawn instead and its handle dropped (detached on purpose).
+//   corio::task_group<int> g({.max_running = 8, .cancel_on_error = true});
+//   for (int i = 0; i < 100; ++i) { (void)co_await g.spawn(work, i); }
+//   std::vector<int> all = co_await g.join_all();   // completion order
+// A server that never collects results keeps finished tasks from piling up with
+// {.keep_results = false}: every spawn first drops the tasks that have finished since
+// (values destroyed, an exception reported on stderr as for a detached task), so the
+// group holds about as many tasks as run at once.
+// Layer: built on spawn (runtime) and on corio::semaphore and corio::channel, so it
+// lives in sync/.
+//
+// Thread-safety: a group has one owner task; its members are called from that task only
+// (not concurrently). The group's tasks run and finish on any worker; they report their
+// end through a channel and a semaphore (spin locks), which is thread-safe.
+// Cost per spawned task: corio::spawn's (frame, join state) plus one wrapper frame and
+// resume (both recycled), a node in an unordered_map, a shared_ptr copy (one atomic
+// increment and decrement), a channel send when it ends (spin lock; the channel's
+// buffer grows by doubling, no allocation per task once grown), and with max_running a
+// semaphore acquire and release (spin lock each).
+#pragma once
+
+#include <corio/runtime/require_cxx20.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/task.hpp>
+#include <corio/sync/channel.hpp>
+#include <corio/sync/semaphore.hpp>
+
+namespace corio {
+
+/// task_group_options::max_running's default: no bound.
+inline constexpr std::size_t task_group_unlimited = std::numeric_limits<std::size_t>::max();
+
+/// How a task_group behaves; every field has a default (unlimited, keep, no cancel).
+struct task_group_options {
+  /// At most this many of the group's tasks run at once; spawn() waits, try_spawn()
+  /// refuses, while that many run. A task counts until its frame has ended.
+  std::size_t max_running = task_group_unlimited;
+  /// When next() or join_all() takes a task that ended with an exception, abort every
+  /// other task of the group (they end as errc::aborted at their next wait).
+  bool cancel_on_error = false;
+  /// False: spawn() and try_spawn() first drop the tasks that finished since (their
+  /// values destroyed, an exception reported on stderr as for a detached task, unseen by
+  /// cancel_on_error); for servers that never call next().
+  bool keep_results = true;
+};
+
+namespace detail {
+
+/// What a group and its tasks share (a task may end after its group is gone).
+struct task_group_shared {
+  explicit task_group_shared(std::size_t max_running) noexcept
+      : bounded(max_running != task_group_unlimited), slots(bounded ? max_running : 0) {}
+  bool bounded;
+  semaphore slots;  // free running slots, when bounded
+  channel<std::uint64_t> ended{unbounded_capacity};  // ids of the tasks whose frame ended
+};
+
+/// A parameter of a group task's wrapper frame: its destructor runs when that frame ends
+/// however it ends (finished, aborted before it first ran, destroyed by shutdown) and
+/// reports its id and frees the task's slot. It runs just before the task's join handle
+/// completes, so next() then waits a moment at most. Out of memory in the report (the
+/// channel's buffer growing) terminates.
+class task_group_exit {
+ public:
+  task_group_exit(std::shared_ptr<task_group_shared> shared, std::uint64_t id) noexcept
+      : m_shared(std::move(shared)), m_id(id) {}
+  task_group_exit(task_group_exit&& o) noexcept : m_shared(std::move(o.m_shared)), m_id(o.m_id) {}
+  task_group_exit(const task_group_exit&) = delete;
+  task_group_exit& operator=(const task_group_exit&) = delete;
+  task_group_exit& operator=(task_group_exit&&) = delete;
+  ~task_group_exit() {
+    if (m_shared) {
+      // The id before the slot: a spawn that got the slot then finds the id (see
+      // keep_results), so a group that drops finished tasks holds <= max_running.
+      (void)m_shared->ended.try_send(std::uint64_t{m_id});  // unbounded, never closed
+      if (m_shared->bounded) {
+        m_shared->slots.release();
+      }
+    }
+  }
+
+ private:
+  std::shared_ptr<task_group_shared> m_shared;
+  std::uint64_t m_id;
+};
+
+/// The task a group spawns: awaits `body`; `exit` reports the end (see task_group_exit).
+template <class T>
+task<T> run_in_group([[maybe_unused]] task_group_exit exit, task<T> body) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(body);
+  } else {
+    co_return co_await std::move(body);
+  }
+}
+
+}  // namespace detail
+
+/// A group of spawned tasks yielding T, owned by one task; see the header.
+template <class T>
+class task_group {
+ public:
+  /// What next() yields: for non-void T the value (empty when the group is empty); for
+  /// void T, true when a task finished, false when the group is empty.
+  using next_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+  /// What join_all() yields: the values in completion order (nothing for void T).
+  using all_type = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
+
+  /// An empty group; see task_group_options.
+  explicit task_group(task_group_options options = {})
+      : m_options(options), m_shared(std::make_shared<detail::task_group_shared>(options.max_running)) {}
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+  /// Aborts every task still in the group (abort_all) and lets go of them: each stops at
+  /// its next wait, and its frame (with its locals) ends soon after on its worker, not
+  /// inside this destructor. A task that ignores its stop token runs on until it ends.
+  /// An exception of a finished task nobody took is reported on stderr. Precondition: no
+  /// member of the group is being awaited.
+  ~task_group() { abort_all(); }
+
+  /// Spawns `t` into the group once fewer than max_running of its tasks run (at once
+  /// when unlimited). Cancellation: the token inherited by the awaiting task (timeout,
+  /// when_any, an abort) ends a wait for a slot with operation_canceled; `t` is then
+  /// destroyed without running. Errors: operation_canceled. Must be awaited on a worker
+  /// thread by the group's owner.
+  task<result<void>> spawn(task<T> t) {
+    if (m_shared->bounded) {
+      auto permit = co_await m_shared->slots.acquire();
+      if (!permit) {
+        co_return unexpected(permit.error());
+      }
+      permit->forget();  // the task's task_group_exit gives the slot back
+    }
+    launch(std::move(t));
+    co_return result<void>{};
+  }
+
+  /// Spawns `f(args...)`, `f` and `args` kept in the task's frame (as
+  /// corio::spawn(callable, args...)); otherwise as spawn(task).
+  template <class F, class... Args>
+    requires detail::task_callable<F, Args...> &&
+             std::same_as<detail::callable_task_t<std::decay_t<F>, std::decay_t<Args>...>, task<T>>
+  task<result<void>> spawn(F&& f, Args&&... args) {
+    return spawn(detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
+  }
+
+  /// Spawns `t` if fewer than max_running tasks of the group run; false (and `t`
+  /// destroyed without running) otherwise. Never waits. Worker thread, owner only.
+  bool try_spawn(task<T> t) {
+    if (m_shared->bounded && !m_shared->slots.try_acquire()) {
+      return false;
+    }
+    launch(std::move(t));
+    return true;
+  }
+
+  /// try_spawn for `f(args...)` (see the callable spawn).
+  template <class F, class... Args>
+    requires detail::task_callable<F, Args...> &&
+             std::same_as<detail::callable_task_t<std::decay_t<F>, std::decay_t<Args>...>, task<T>>
+  bool try_spawn(F&& f, Args&&... args) {
+    return try_spawn(detail::owned_call(std::forward<F>(f), std::forward<Args>(args)...));
+  }
+
+  /// Waits for the next task of the group to finish and removes it: yields its value
+  /// (see next_type), or rethrows its exception — std::system_error(errc::aborted) for an
+  /// aborted task, errc::shut_down for one the runtime destroyed. Each task is yielded
+  /// once, in the order they finish. With cancel_on_error, an exception first aborts the
+  /// other tasks. An empty group yields at once (empty / false). Cancellation: the
+  /// inherited token ends the wait with std::system_error(operation_canceled) and takes
+  /// nothing. Owner only; the group must outlive the await.
+  task<next_type> next() {
+    next_type out{};
+    std::exception_ptr error;
+    co_await take_one(out, error);
+    if (error) {
+      std::rethrow_exception(error);
+    }
+    co_return out;
+  }
+
+  /// Waits until every task of the group has finished (tasks spawned meanwhile are
+  /// impossible: the owner is here) and yields their values in completion order. If any
+  /// ended with an exception, rethrows the first one (in completion order) once all have
+  /// ended; with cancel_on_error the others are aborted as soon as it is taken, so this
+  /// returns promptly. Cancellation: as next(); the tasks not yet taken stay in the
+  /// group and the values taken so far are lost.
+  task<all_type> join_all() {
+    std::exception_ptr first;
+    [[maybe_unused]] std::conditional_t<std::is_void_v<T>, bool, std::vector<T>> values{};
+    while (!m_tasks.empty()) {
+      next_type out{};
+      std::exception_ptr error;
+      co_await take_one(out, error);
+      if (error && !first) {
+        first = error;
+      }
+      if constexpr (!std::is_void_v<T>) {
+        if (out) {
+          values.push_back(std::move(*out));
+        }
+      }
+    }
+    if (first) {
+      std::rethrow_exception(first);
+    }
+    if constexpr (!std::is_void_v<T>) {
+      co_return values;
+    }
+  }
+
+  /// Aborts every task in the group (join_handle::abort); they stay in it until next()
+  /// or join_all() takes them (as errc::aborted, or their result if they finished
+  /// first). Does not wait. Owner only.
+  void abort_all() noexcept {
+    for (auto& entry : m_tasks) {
+      entry.second.abort();
+    }
+  }
+
+  /// Tasks spawned and not yet taken by next()/join_all() (nor dropped by keep_results =
+  /// false): those running and those finished but not collected.
+  [[nodiscard]] std::size_t size() const noexcept { return m_tasks.size(); }
+  /// size() == 0.
+  [[nodiscard]] bool empty() const noexcept { return m_tasks.empty(); }
+
+ private:
+  void launch(task<T> t) {
+    if (!m_options.keep_results) {
+      drop_finished();
+    }
+    const std::uint64_t id = m_next_id++;
+    // The exit first, so that a throw below still frees the slot (its id, unknown to
+    // m_tasks, is then skipped by next()).
+    detail::task_group_exit exit{m_shared, id};
+    auto handle = corio::spawn(detail::run_in_group<T>(std::move(exit), std::move(t)));
+    m_tasks.emplace(id, std::move(handle));
+  }
+
+  void drop_finished() {
+    // A handle not yet completed detaches; its task completes at once.
+    if (m_pending) {
+      m_tasks.erase(*m_pending);  // received by a next() whose wait was then cancelled
+      m_pending.reset();
+    }
+    while (auto id = m_shared->ended.try_recv()) {
+      m_tasks.erase(*id);
+    }
+  }
+
+  // Takes the next finished task into `out` (or its exception into `error`); leaves
+  // `out` empty when the group is empty. Throws only when its own wait is cancelled.
+  task<void> take_one(next_type& out, std::exception_ptr& error) {
+    while (!m_tasks.empty()) {
+      if (!m_pending) {
+        auto id = co_await m_shared->ended.recv();
+        if (!id) {
+          throw std::system_error(id.error());
+        }
+        m_pending = *id;
+      }
+      auto it = m_tasks.find(*m_pending);
+      if (it == m_tasks.end()) {
+        m_pending.reset();  // a launch that threw
+        continue;
+      }
+      co_await await_handle(it->second, out, error);
+      if (it->second.valid()) {
+        std::rethrow_exception(error);  // our wait was cancelled; the task stays pending
+      }
+      m_tasks.erase(it);
+      m_pending.reset();
+      if (error && m_options.cancel_on_error) {
+        abort_all();
+      }
+      co_return;
+    }
+  }
+
+  // Awaits `h` into `out`, or its exception (or our wait's cancellation) into `error`.
+  static task<void> await_handle(join_handle<T>& h, next_type& out, std::exception_ptr& error) {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await h;
+        out = true;
+      } else {
+        out.emplace(co_await h);
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+
+  task_group_options m_options;
+  std::shared_ptr<detail::task_group_shared> m_shared;
+  std::unordered_map<std::uint64_t, join_handle<T>> m_tasks;  // running or not yet taken
+  std::optional<std::uint64_t> m_pending;  // an id received whose handle is not yet taken
+  std::uint64_t m_next_id = 0;
+};
+
+}  // namespace corio

@@ -1,0 +1,267 @@
+// Tests of sync/task_group.hpp (issue 16 item 1): next() yields each task once and then
+// nothing; join_all collects every value; max_running bounds the tasks running at once
+// and makes spawn wait (cancellably) and try_spawn refuse; cancel_on_error aborts the
+// others and join_all rethrows the first error; abort_all; destroying a group aborts its
+// tasks and their frames end; keep_results = false keeps a spawning-only group small.
+#include <corio/sync/task_group.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
+#include <corio/runtime/timeout.hpp>
+#include <corio/sync/channel.hpp>
+
+#include "helpers.hpp"
+
+using namespace std::chrono_literals;
+using corio_test::workers;
+
+namespace {
+
+corio::task<int> value_after_yield(int v) {
+  co_await corio::yield_now();
+  co_return v;
+}
+
+// Counts the tasks inside their body and remembers the most at once.
+struct concurrency {
+  std::atomic<int> now{0};
+  std::atomic<int> most{0};
+};
+
+corio::task<void> counted_body(concurrency* c) {
+  // relaxed: only the counts matter; join_all orders them before the test reads them.
+  int n = c->now.fetch_add(1, std::memory_order_relaxed) + 1;
+  int seen = c->most.load(std::memory_order_relaxed);
+  while (n > seen && !c->most.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+  }
+  (void)co_await corio::sleep_for(1ms);
+  co_await corio::yield_now();
+  c->now.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Counts its destructions: the task's frame ended.
+struct frame_end_counter {
+  std::atomic<int>* ended;
+  ~frame_end_counter() { ended->fetch_add(1, std::memory_order_release); }
+};
+
+// Sleeps an hour; `started` is counted once it sleeps. An abort ends the sleep.
+corio::task<int> sleep_an_hour(std::atomic<int>* started, std::atomic<int>* ended) {
+  frame_end_counter guard{ended};
+  // release: pairs with the test's acquire load in wait_until.
+  started->fetch_add(1, std::memory_order_release);
+  (void)co_await corio::sleep_for(1h);
+  co_return 1;
+}
+
+corio::task<int> fail_after_yield() {
+  co_await corio::yield_now();
+  throw std::runtime_error("boom");
+}
+
+corio::task<void> wait_until(const std::atomic<int>* counter, int target) {
+  // acquire: pairs with the tasks' release increments.
+  while (counter->load(std::memory_order_acquire) < target) {
+    co_await corio::yield_now();
+  }
+}
+
+corio::task<void> take_one_value(corio::channel<int>* gate) { (void)co_await gate->recv(); }
+
+corio::task<void> mark(std::atomic<bool>* ran) {
+  ran->store(true, std::memory_order_relaxed);
+  co_return;
+}
+
+}  // namespace
+
+TEST_CASE("task_group: next() yields each task once, then nothing", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto body = [](int base) -> corio::task<std::vector<int>> {
+    corio::task_group<int> g;
+    for (int i = 0; i < 10; ++i) {
+      (void)co_await g.spawn(value_after_yield(base + i));
+    }
+    int captured = 100;
+    (void)co_await g.spawn([captured]() -> corio::task<int> { co_return captured; });  // callable
+    std::vector<int> got;
+    while (auto v = co_await g.next()) {
+      got.push_back(*v);
+    }
+    auto after = co_await g.next();
+    if (after || !g.empty()) {
+      got.push_back(-1);
+    }
+    co_return got;
+  };
+  std::vector<int> got = rt.block_on(body(0));
+  std::sort(got.begin(), got.end());
+  CHECK(got == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100});
+}
+
+TEST_CASE("task_group: join_all collects every value; a void group joins too", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::vector<int>> {
+    corio::task_group<int> g;
+    for (int i = 0; i < 50; ++i) {
+      (void)co_await g.spawn(value_after_yield, i);
+    }
+    std::vector<int> all = co_await g.join_all();
+    corio::task_group<void> v;
+    std::atomic<bool> ran{false};
+    (void)co_await v.spawn(mark(&ran));
+    co_await v.join_all();
+    if (!ran.load(std::memory_order_relaxed) || !g.empty() || !v.empty()) {
+      all.clear();
+    }
+    co_return all;
+  };
+  std::vector<int> all = rt.block_on(body());
+  std::sort(all.begin(), all.end());
+  REQUIRE(all.size() == 50);
+  for (int i = 0; i < 50; ++i) {
+    CHECK(all[static_cast<std::size_t>(i)] == i);
+  }
+}
+
+TEST_CASE("task_group: max_running is never exceeded", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  concurrency c;
+  auto body = [](concurrency* c) -> corio::task<void> {
+    corio::task_group<void> g({.max_running = 3});
+    for (int i = 0; i < 40; ++i) {
+      (void)co_await g.spawn(counted_body(c));
+    }
+    co_await g.join_all();
+  };
+  rt.block_on(body(&c));
+  CHECK(c.most.load() <= 3);
+  CHECK(c.most.load() >= 1);
+  CHECK(c.now.load() == 0);
+}
+
+TEST_CASE("task_group: a full group's spawn waits for a slot; try_spawn refuses", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::string> {
+    corio::task_group<void> g({.max_running = 1});
+    corio::channel<int> gate(1);
+    std::atomic<bool> ran{false};
+    if (!g.try_spawn(take_one_value(&gate)) || g.try_spawn(mark(&ran))) {
+      co_return "try_spawn";
+    }
+    // A spawn waiting for the slot, cancelled by a timeout: the task never runs.
+    auto waited = co_await corio::timeout(g.spawn(mark(&ran)), 20ms);
+    if (waited || ran.load() || g.size() != 1) {
+      co_return "cancelled spawn";
+    }
+    // The gate opens later; this spawn waits until the first task has ended.
+    auto opener = corio::spawn([](corio::channel<int>* gate) -> corio::task<void> {
+      (void)co_await corio::sleep_for(5ms);
+      (void)gate->try_send(1);
+    }, &gate);
+    auto spawned = co_await g.spawn(mark(&ran));
+    bool first_done = gate.size() == 0;  // the first task took the value before ours got its slot
+    co_await g.join_all();
+    co_await opener;
+    if (!spawned || !first_done || !ran.load() || !g.try_spawn(mark(&ran))) {
+      co_return "waiting spawn";
+    }
+    co_await g.join_all();
+    co_return "ok";
+  };
+  CHECK(rt.block_on(body()) == "ok");
+}
+
+TEST_CASE("task_group: cancel_on_error aborts the others; join_all rethrows the first error",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+  auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<std::string> {
+    corio::task_group<int> g({.cancel_on_error = true});
+    for (int i = 0; i < 3; ++i) {
+      (void)co_await g.spawn(sleep_an_hour(started, ended));
+    }
+    co_await wait_until(started, 3);
+    (void)co_await g.spawn(fail_after_yield());
+    try {
+      (void)co_await g.join_all();
+    } catch (const std::runtime_error& e) {
+      co_return std::string(e.what()) + (g.empty() ? "" : " not empty");
+    }
+    co_return "no error";
+  };
+  CHECK(rt.block_on(body(&started, &ended)) == "boom");
+  CHECK(ended.load() == 3);
+}
+
+TEST_CASE("task_group: abort_all ends every task as errc::aborted", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+  auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<int> {
+    corio::task_group<int> g;
+    for (int i = 0; i < 3; ++i) {
+      (void)co_await g.spawn(sleep_an_hour(started, ended));
+    }
+    co_await wait_until(started, 3);
+    g.abort_all();
+    int aborted = 0;
+    for (int i = 0; i < 3; ++i) {
+      try {
+        (void)co_await g.next();
+      } catch (const std::system_error& e) {
+        aborted += e.code() == corio::errc::aborted ? 1 : 0;
+      }
+    }
+    auto none = co_await g.next();
+    co_return none ? -1 : aborted;
+  };
+  CHECK(rt.block_on(body(&started, &ended)) == 3);
+  CHECK(ended.load() == 3);
+}
+
+TEST_CASE("task_group: destroying a group aborts its tasks and their frames end", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+  auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<void> {
+    {
+      corio::task_group<int> g;
+      for (int i = 0; i < 3; ++i) {
+        (void)co_await g.spawn(sleep_an_hour(started, ended));
+      }
+      co_await wait_until(started, 3);
+    }  // aborts the three sleeps
+    co_await wait_until(ended, 3);
+  };
+  rt.block_on(body(&started, &ended));
+  CHECK(ended.load() == 3);
+}
+
+TEST_CASE("task_group: keep_results = false drops finished tasks as it spawns", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::size_t> {
+    corio::task_group<int> g({.max_running = 4, .keep_results = false});
+    std::size_t largest = 0;
+    for (int i = 0; i < 500; ++i) {
+      (void)co_await g.spawn(value_after_yield(i));
+      largest = std::max(largest, g.size());
+    }
+    co_await g.join_all();
+    co_return largest;
+  };
+  CHECK(rt.block_on(body()) <= 4);
+}
