@@ -5,6 +5,7 @@
 //   echo_server --idle-test N              hold N idle connections (from a forked client process)
 //                                          and print the server's memory per idle connection,
 //                                          then after they closed
+//   --max-connections N                    serve at most N at once (a task_group bounds them)
 //   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
 //       read through stream_receiver (multishot recv into a provided-buffer ring,
 //       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection) instead of
@@ -25,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -51,6 +53,8 @@ constexpr std::size_t kLargestBuffer = 64 * 1024;
 // --idle-test). relaxed: counters read to decide when to measure; they publish nothing.
 std::atomic<int> g_live{0};
 std::atomic<int> g_reading{0};
+// At most this many connections are served at once (--max-connections).
+std::size_t g_max_connections = 100000;
 
 task<void> serve_connection(tcp_stream s) {
   g_live.fetch_add(1, std::memory_order_relaxed);
@@ -103,7 +107,12 @@ task<void> serve_connection_rx(tcp_stream s) {
   }
 }
 
+// The connections live in one task group: a finished one is dropped at the next accept
+// (keep_results = false), so the group holds only live connections; past
+// --max-connections the loop waits for one to end before accepting more; when the loop
+// ends (Ctrl-C, shutdown) the group aborts the connections still open.
 task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
+  corio::task_group<void> connections({.max_running = g_max_connections, .keep_results = false});
   for (;;) {
     auto s = co_await l.accept(stop);
     if (!s) {
@@ -114,10 +123,11 @@ task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
       (void)co_await corio::sleep_for(10ms);
       continue;
     }
-    if (g_provided) {
-      (void)corio::spawn(serve_connection_rx(std::move(*s)));  // detached
-    } else {
-      (void)corio::spawn(serve_connection(std::move(*s)));  // detached
+    // Waits while --max-connections are open (cancelled with the task, not by `stop`).
+    auto body = g_provided ? serve_connection_rx(std::move(*s)) : serve_connection(std::move(*s));
+    auto spawned = co_await connections.spawn(std::move(body));
+    if (!spawned) {
+      co_return;
     }
   }
 }
@@ -158,14 +168,12 @@ task<bool> bulk_client(socket_address addr) {
 task<int> self_test(const tcp_listener& l) {
   auto addr = l.local_address().value();
   auto server = corio::spawn(accept_loop(l));  // destroyed by the runtime's shutdown
-  std::vector<corio::join_handle<bool>> clients;
+  corio::task_group<bool> clients;
   for (int i = 0; i < 20; ++i) {
-    clients.push_back(corio::spawn(one_client(addr, i)));
+    (void)co_await clients.spawn(one_client(addr, i));
   }
-  int ok = 0;
-  for (auto& c : clients) {
-    ok += co_await c ? 1 : 0;
-  }
+  std::vector<bool> echoed = co_await clients.join_all();  // in completion order
+  auto ok = static_cast<int>(std::count(echoed.begin(), echoed.end(), true));
   bool bulk = co_await bulk_client(addr);
   std::printf("self-test: %d/20 clients echoed correctly; 1 MiB echoed %s\n", ok, bulk ? "intact" : "WRONG");
   co_return ok == 20 && bulk ? 0 : 1;
@@ -303,6 +311,8 @@ int main(int argc, char** argv) {
   args.option<std::size_t>("--rx-buffer", g_rx.buffer_size, 1, 1 << 20, "BYTES",
                            "receiver buffer size, 1..1048576 (default 16384)");
   args.option<std::size_t>("--rx-count", g_rx.buffer_count, 1, 32768, "N", "receiver buffers, 1..32768 (default 4)");
+  args.option<std::size_t>("--max-connections", g_max_connections, 1, 1000000, "N",
+                           "serve at most N connections at once, 1..1000000 (default 100000)");
   int idle = 0;
   args.option("--idle-test", idle, 1, 100000, "N", "measure the memory of N idle connections, 1..100000");
   if (auto rc = args.parse(argc, argv)) {

@@ -155,9 +155,9 @@ TEST_CASE("task_group: max_running is never exceeded", "[sync][task_group]") {
 TEST_CASE("task_group: a full group's spawn waits for a slot; try_spawn refuses", "[sync][task_group]") {
   corio::runtime rt(workers(2));
   auto body = []() -> corio::task<std::string> {
-    corio::task_group<void> g({.max_running = 1});
-    corio::channel<int> gate(1);
+    corio::channel<int> gate(1);  // before the group: it outlives the group's tasks
     std::atomic<bool> ran{false};
+    corio::task_group<void> g({.max_running = 1});
     if (!g.try_spawn(take_one_value(&gate)) || g.try_spawn(mark(&ran))) {
       co_return "try_spawn";
     }
