@@ -95,7 +95,9 @@ TEST_CASE("task_group: next() yields each task once, then nothing", "[sync][task
       (void)co_await g.spawn(value_after_yield(base + i));
     }
     int captured = 100;
-    (void)co_await g.spawn([captured]() -> corio::task<int> { co_return captured; });  // callable
+    // A capturing callable, named first (g++ 12: no owning-capture lambda inside co_await).
+    auto callable = [captured]() -> corio::task<int> { co_return captured; };
+    (void)co_await g.spawn(std::move(callable));
     std::vector<int> got;
     while (auto v = co_await g.next()) {
       got.push_back(*v);
