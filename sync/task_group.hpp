@@ -23,7 +23,8 @@
 // Thread-safety: a group has one owner task; its members are called from that task only
 // (not concurrently). The group's tasks run and finish on any worker; they report their
 // end through a channel and a semaphore (spin locks), which is thread-safe.
-// Cost per spawned task: corio::spawn's (frame, join state) plus one wrapper frame and
+// Cost per spawned task: corio::spawn(corio::abortable, ...)'s (frame, join state; each
+// wait of the task parks an abort hook, a CAS in and a CAS out) plus one wrapper frame and
 // resume (both recycled), a node in an unordered_map, a shared_ptr copy (one atomic
 // increment and decrement), a channel send when it ends (spin lock; the channel's
 // buffer grows by doubling, no allocation per task once grown), and with max_running a
@@ -259,7 +260,8 @@ class task_group {
     // The exit first, so that a throw below still frees the slot (its id, unknown to
     // m_tasks, is then skipped by next()).
     detail::task_group_exit exit{m_shared, id};
-    auto handle = corio::spawn(detail::run_in_group<T>(std::move(exit), std::move(t)));
+    // Abortable (corio::abortable): abort_all, cancel_on_error and the destructor stop it.
+    auto handle = corio::spawn(corio::abortable, detail::run_in_group<T>(std::move(exit), std::move(t)));
     m_tasks.emplace(id, std::move(handle));
   }
 
