@@ -5,10 +5,12 @@
 // while `max_running` of its tasks run); `co_await g.next()` yields the next task to
 // finish, in completion order; `co_await g.join_all()` waits for every task and rethrows
 // the first error once all have ended; abort_all() aborts them (join_handle::abort).
-// No task outlives its group: the destructor aborts every task still running (it stops
-// at its next wait and its frame ends soon after, not inside the destructor — a
-// destructor cannot wait). The structured way to end a group is `co_await g.join_all()`
-// before it goes out of scope. A task meant to outlive its group is spawned with
+// The group's tasks are spawned abortable: the destructor aborts every task still
+// running, as Tokio's JoinSet does (its waits end as cancelled and it ends when its body
+// returns, soon after, not inside the destructor — a destructor cannot wait; a body that
+// ignores cancellation runs on). The structured way to end a group, so that no task
+// outlives it, is `co_await g.join_all()` before it goes out of scope; only then may its
+// tasks use the owner's locals by reference. A task meant to outlive its group is spawned with
 // corio::spawn instead and its handle dropped (detached on purpose).
 //   corio::task_group<int> g({.max_running = 8, .cancel_on_error = true});
 //   for (int i = 0; i < 100; ++i) { (void)co_await g.spawn(work, i); }
@@ -33,6 +35,7 @@
 
 #include <corio/runtime/require_cxx20.hpp>
 
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +43,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <system_error>
 #include <type_traits>
 #include <unordered_map>
@@ -60,14 +64,19 @@ inline constexpr std::size_t task_group_unlimited = std::numeric_limits<std::siz
 /// How a task_group behaves; every field has a default (unlimited, keep, no cancel).
 struct task_group_options {
   /// At most this many of the group's tasks run at once; spawn() waits, try_spawn()
-  /// refuses, while that many run. A task counts until its frame has ended.
+  /// refuses, while that many run. A task counts until its frame has ended. 0 is a
+  /// group that never runs anything (spawn waits until cancelled).
   std::size_t max_running = task_group_unlimited;
-  /// When next() or join_all() takes a task that ended with an exception, abort every
-  /// other task of the group (they end as errc::aborted at their next wait).
+  /// Once a task of the group has ended with an exception, abort every other task and
+  /// refuse new ones (spawn yields errc::aborted, try_spawn false): as soon as the owner
+  /// next awaits next() or join_all() (which takes the failed task), spawns or
+  /// try_spawns. The others' waits then end as cancelled and they end as errc::aborted.
+  /// The owner drives it: a group nobody touches is not aborted on its own.
   bool cancel_on_error = false;
   /// False: spawn() and try_spawn() first drop the tasks that finished since (their
-  /// values destroyed, an exception reported on stderr as for a detached task, unseen by
-  /// cancel_on_error); for servers that never call next().
+  /// values destroyed, an exception reported on stderr as for a detached task; with
+  /// cancel_on_error an exception still aborts the others); for servers that never call
+  /// next().
   bool keep_results = true;
 };
 
@@ -78,6 +87,9 @@ struct task_group_shared {
   explicit task_group_shared(std::size_t max_running) noexcept
       : bounded(max_running != task_group_unlimited), slots(bounded ? max_running : 0) {}
   bool bounded;
+  // Set (release) by a group task that ended with an exception; read (acquire) by the
+  // owner's spawn and try_spawn for cancel_on_error. A flag, nothing else published.
+  std::atomic<bool> failed{false};
   semaphore slots;  // free running slots, when bounded
   channel<std::uint64_t> ended{unbounded_capacity};  // ids of the tasks whose frame ended
 };
@@ -95,6 +107,9 @@ class task_group_exit {
   task_group_exit(const task_group_exit&) = delete;
   task_group_exit& operator=(const task_group_exit&) = delete;
   task_group_exit& operator=(task_group_exit&&) = delete;
+  /// The task ended with an exception (cancel_on_error: the owner's next spawn aborts
+  /// the others and refuses).
+  void note_failure() noexcept { m_shared->failed.store(true, std::memory_order_release); }
   ~task_group_exit() {
     if (m_shared) {
       // The id before the slot: a spawn that got the slot then finds the id (see
@@ -113,11 +128,16 @@ class task_group_exit {
 
 /// The task a group spawns: awaits `body`; `exit` reports the end (see task_group_exit).
 template <class T>
-task<T> run_in_group([[maybe_unused]] task_group_exit exit, task<T> body) {
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(body);
-  } else {
-    co_return co_await std::move(body);
+task<T> run_in_group(task_group_exit exit, task<T> body) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(body);
+    } else {
+      co_return co_await std::move(body);
+    }
+  } catch (...) {
+    exit.note_failure();
+    throw;
   }
 }
 
@@ -138,9 +158,13 @@ class task_group {
       : m_options(options), m_shared(std::make_shared<detail::task_group_shared>(options.max_running)) {}
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
-  /// Aborts every task still in the group (abort_all) and lets go of them: each stops at
-  /// its next wait, and its frame (with its locals) ends soon after on its worker, not
-  /// inside this destructor. A task that ignores its stop token runs on until it ends.
+  /// Aborts every task still in the group (abort_all) and lets go of them, as Tokio's
+  /// JoinSet does: each task's current and later waits end as cancelled, and the task
+  /// ends when its body returns — soon after for a body that gives up on a cancelled
+  /// wait, not inside this destructor, and not at all for one that ignores cancellation
+  /// (an uncancellable lock, shield, a running spawn_blocking job, a loop that never
+  /// waits). So a task must not use the owner's locals by reference unless the owner
+  /// ends the group with `co_await g.join_all()` (the structured exit) before they go.
   /// An exception of a finished task nobody took is reported on stderr. Precondition: no
   /// member of the group is being awaited.
   ~task_group() { abort_all(); }
@@ -150,13 +174,25 @@ class task_group {
   /// when_any, an abort) ends a wait for a slot with operation_canceled; `t` is then
   /// destroyed without running. Errors: operation_canceled. Must be awaited on a worker
   /// thread by the group's owner.
-  task<result<void>> spawn(task<T> t) {
+  task<result<void>> spawn(task<T> t) { return spawn(std::stop_token{}, std::move(t)); }
+
+  /// spawn(t), whose wait for a slot `token` also ends (operation_canceled): a server's
+  /// accept loop passes its shutdown token, so that Ctrl-C at the connection limit does
+  /// not wait for a connection to end.
+  task<result<void>> spawn(std::stop_token token, task<T> t) {
+    if (refuse_after_failure()) {
+      co_return unexpected(make_error_code(errc::aborted));
+    }
     if (m_shared->bounded) {
-      auto permit = co_await m_shared->slots.acquire();
+      auto permit = co_await m_shared->slots.acquire(1, std::move(token));
       if (!permit) {
         co_return unexpected(permit.error());
       }
       permit->forget();  // the task's task_group_exit gives the slot back
+      if (refuse_after_failure()) {
+        m_shared->slots.release(1);
+        co_return unexpected(make_error_code(errc::aborted));
+      }
     }
     launch(std::move(t));
     co_return result<void>{};
@@ -174,7 +210,7 @@ class task_group {
   /// Spawns `t` if fewer than max_running tasks of the group run; false (and `t`
   /// destroyed without running) otherwise. Never waits. Worker thread, owner only.
   bool try_spawn(task<T> t) {
-    if (m_shared->bounded && !m_shared->slots.try_acquire()) {
+    if (refuse_after_failure() || (m_shared->bounded && !m_shared->slots.try_acquire())) {
       return false;
     }
     launch(std::move(t));
@@ -263,6 +299,16 @@ class task_group {
     // Abortable (corio::abortable): abort_all, cancel_on_error and the destructor stop it.
     auto handle = corio::spawn(corio::abortable, detail::run_in_group<T>(std::move(exit), std::move(t)));
     m_tasks.emplace(id, std::move(handle));
+  }
+
+  /// cancel_on_error and a task failed: abort the others, refuse new ones.
+  bool refuse_after_failure() noexcept {
+    // acquire: pairs with note_failure()'s release (a flag only).
+    if (!m_options.cancel_on_error || !m_shared->failed.load(std::memory_order_acquire)) {
+      return false;
+    }
+    abort_all();
+    return true;
   }
 
   void drop_finished() {

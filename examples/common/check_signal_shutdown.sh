@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that a server example shuts down cleanly on a signal (ipc/signals.hpp):
-#   check_signal_shutdown.sh EXAMPLE SIGNAL [ARGS...]
+#   [EXTRA_IDLE_CONNECTION=1] check_signal_shutdown.sh EXAMPLE SIGNAL [ARGS...]
 # Starts `EXAMPLE --port 0 ARGS...`, waits for its "listening on HOST:PORT" line, opens a
 # connection (for echo_server: one echoed line, so a connection task is serving it),
 # sends SIGNAL (INT, TERM) and checks: the example exits with status 0 and prints a
@@ -40,6 +40,13 @@ if [[ $name == echo_server ]]; then
   printf 'ping' >&3
   read -r -t 60 -N 4 back <&3 || fail "no echo"
   [[ $back == ping ]] || fail "echo was '$back'"
+fi
+
+# EXTRA_IDLE_CONNECTION=1 (with --max-connections 1): one more connection, accepted but
+# waiting for a free slot, so the signal finds the accept loop waiting at the limit.
+if [[ ${EXTRA_IDLE_CONNECTION:-0} == 1 ]]; then
+  exec 4<>"/dev/tcp/$host/$port" || fail "cannot open the second connection"
+  sleep 0.5  # let the server accept it and wait for a slot
 fi
 
 kill -s "$sig" "$pid"

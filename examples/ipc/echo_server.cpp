@@ -123,9 +123,9 @@ task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
       (void)co_await corio::sleep_for(10ms);
       continue;
     }
-    // Waits while --max-connections are open (cancelled with the task, not by `stop`).
+    // Waits while --max-connections are open; `stop` (Ctrl-C) ends that wait too.
     auto body = g_provided ? serve_connection_rx(std::move(*s)) : serve_connection(std::move(*s));
-    auto spawned = co_await connections.spawn(std::move(body));
+    auto spawned = co_await connections.spawn(stop, std::move(body));
     if (!spawned) {
       co_return;
     }

@@ -94,10 +94,12 @@ class without_inherited_stop {
   bool await_ready() const noexcept { return false; }
   template <class P>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
-    std::coroutine_handle<> next = m_awaiter.await_suspend(h);
-    m_awaiter.child.promise().inherited_token = nullptr;  // before the child first runs
+    // Cleared before the child can run: the awaiter's await_suspend may queue it where
+    // another worker steals it (port::transfer past its depth limit), as shield does.
+    m_awaiter.child.promise().inherited_token = nullptr;
     m_awaiter.child.promise().abort_root = nullptr;
-    return next;
+    m_awaiter.child.promise().continuation = h;
+    return port::transfer(m_awaiter.child);
   }
   T await_resume() { return m_awaiter.await_resume(); }
 

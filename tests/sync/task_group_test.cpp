@@ -267,3 +267,72 @@ TEST_CASE("task_group: keep_results = false drops finished tasks as it spawns", 
   };
   CHECK(rt.block_on(body()) <= 4);
 }
+
+namespace {
+corio::task<void> count_failure(std::atomic<int>* failed) {
+  co_await corio::yield_now();
+  failed->fetch_add(1, std::memory_order_release);
+  throw std::runtime_error("boom");
+}
+}  // namespace
+
+TEST_CASE("task_group: with cancel_on_error, a spawn after a failure aborts the others and is refused",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+  std::atomic<int> failed{0};
+  auto body = [](std::atomic<int>* started, std::atomic<int>* ended,
+                 std::atomic<int>* failed) -> corio::task<std::string> {
+    corio::task_group<int> g({.cancel_on_error = true});
+    (void)co_await g.spawn(sleep_an_hour(started, ended));
+    co_await wait_until(started, 1);
+    corio::task_group<void> failing_group({.cancel_on_error = true});
+    (void)co_await failing_group.spawn(count_failure(failed));
+    co_await wait_until(failed, 1);
+    // The failing task may still be unwinding: the group refuses once it has failed (a
+    // try_spawn before that runs a harmless task).
+    std::atomic<bool> ran{false};
+    for (int i = 0; i < 10'000 && failing_group.try_spawn(mark(&ran)); ++i) {
+      (void)co_await corio::sleep_for(1ms);
+    }
+    auto refused = co_await failing_group.spawn(count_failure(failed));
+    if (refused || refused.error() != corio::errc::aborted) {
+      co_return "spawn after failure";
+    }
+    // The same in the group with the sleeping task: the refusal aborts it, without next().
+    auto thrower = []() -> corio::task<int> { throw std::runtime_error("boom"); };
+    (void)co_await g.spawn(thrower);
+    for (int i = 0; i < 10'000 && g.try_spawn(value_after_yield(1)); ++i) {
+      (void)co_await corio::sleep_for(1ms);
+    }
+    auto refused2 = co_await g.spawn(sleep_an_hour(started, ended));
+    if (refused2 || refused2.error() != corio::errc::aborted) {
+      co_return "second spawn";
+    }
+    co_await wait_until(ended, 1);  // the hour-long sleeper was aborted
+    co_return "ok";
+  };
+  CHECK(rt.block_on(body(&started, &ended, &failed)) == "ok");
+}
+
+TEST_CASE("task_group: spawn(token, t) at the limit ends when the token is stopped", "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto body = []() -> corio::task<std::string> {
+    corio::channel<int> gate(1);  // before the group: it outlives the group's tasks
+    corio::task_group<void> g({.max_running = 1});
+    (void)co_await g.spawn(take_one_value(&gate));
+    std::stop_source stop;
+    auto stopper = corio::spawn([](std::stop_source* s) -> corio::task<void> {
+      (void)co_await corio::sleep_for(5ms);
+      s->request_stop();
+    }, &stop);
+    std::atomic<bool> ran{false};
+    auto waited = co_await g.spawn(stop.get_token(), mark(&ran));
+    co_await stopper;
+    (void)gate.try_send(1);
+    co_await g.join_all();
+    co_return !waited && waited.error() == std::errc::operation_canceled && !ran.load() ? "ok" : "not cancelled";
+  };
+  CHECK(rt.block_on(body()) == "ok");
+}
