@@ -1,15 +1,35 @@
 // corio::result<T> and corio::errc: the one error convention of corio.
 //
-// Concept: every fallible operation returns result<T> = tl::expected<T, std::error_code>.
-// OS failures carry std::system_category() codes (from a CQE's -errno or from errno read
-// right after a syscall); runtime conditions carry corio::errc codes; a cancelled wait
-// returns std::errc::operation_canceled and an expired corio deadline errc::timed_out
-// ("operation timed out", so a process, channel or queue timeout does not read like a
-// network error; it compares equal to std::errc::timed_out), so
-// `ec == std::errc::operation_canceled` and `ec == std::errc::timed_out` are the tests
-// users write. A socket's own ETIMEDOUT from the kernel stays the OS error. Awaiting a
-// task aborted through its join_handle throws std::system_error(errc::aborted), "task
-// aborted", which compares equal to no std::errc (it is not a cancelled wait).
+// THE ERROR CONVENTION (the README's "Conventions" says the same):
+//  1. Every operation that can fail for a reason outside the program's control — the OS,
+//     the peer, a full or closed queue, a deadline, a stop request, the runtime shutting
+//     down — returns result<T> = tl::expected<T, std::error_code>. No such failure is
+//     thrown. OS failures carry std::system_category() codes (from a CQE's -errno or from
+//     errno read right after a syscall); runtime conditions carry corio::errc codes; a
+//     cancelled wait returns std::errc::operation_canceled and an expired corio deadline
+//     errc::timed_out ("operation timed out", so a process, channel or queue timeout does
+//     not read like a network error; it compares equal to std::errc::timed_out), so
+//     `ec == std::errc::operation_canceled` and `ec == std::errc::timed_out` are the
+//     tests users write. A socket's own ETIMEDOUT from the kernel stays the OS error.
+//  2. Exceptions are for two things only. (a) Misuse, which no error value could make
+//     right: std::logic_error (awaiting an empty join_handle, corio::spawn outside a
+//     runtime, block_on on a worker) and std::invalid_argument; and failures of a
+//     constructor, which has no value to return (runtime's constructor throws
+//     std::system_error naming the cause). (b) Joining a task — `co_await handle`,
+//     block_on, when_all, task_group::next/join_all: a join yields what the task's body
+//     produced, and a body may throw, so the join must rethrow the user's exception as a
+//     function call does; the runtime's outcomes of a join (this wait was cancelled,
+//     errc::shut_down, errc::aborted) travel the same way, as std::system_error, so that
+//     one catch sees every outcome that is not a value.
+//  3. A join that wants the runtime's outcomes as values uses `co_await handle.join()`,
+//     which returns result<T> (operation_canceled, errc::shut_down, errc::aborted) and
+//     still rethrows the task's own exception.
+// Why not exceptions everywhere: a failed read, a timeout or a closed peer is an expected
+// event on a server, handled next to the call; with result<T> the handling is visible at
+// the call and costs no unwinding. Why not result<T> for joins: a task's body is user
+// code that may throw, and swallowing its exception into an error_code would lose it.
+// "task aborted" (errc::aborted) compares equal to no std::errc: it is not a cancelled
+// wait.
 // Thread-safety: plain values. Cost: none beyond the expected<> itself.
 #pragma once
 

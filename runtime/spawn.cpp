@@ -122,24 +122,35 @@ void throw_not_abortable() {
       "corio::spawn(corio::abortable, ...) or runtime::spawn(corio::abortable, ...)");
 }
 
-void join_wait::finish() {
+std::error_code join_wait::finish_code() {
   m_stop.disarm();
   m_published = false;
   if (m_cancelled) {
     std::uintptr_t expected = join_state_base::kCancelled;
     // The handle may be awaited again: clear our mark (unless the task finished since).
     m_state->waiter.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
-    throw std::system_error(cancelled_error(), "corio::join_handle wait cancelled");
+    return cancelled_error();
   }
   m_state->observed = true;
   if (m_state->cancelled) {
-    throw_shut_down();
+    return make_error_code(errc::shut_down);
   }
   if (m_state->aborted) {
-    throw_aborted();
+    return make_error_code(errc::aborted);
   }
   if (m_state->error) {
     std::rethrow_exception(m_state->error);
+  }
+  return {};
+}
+
+void join_wait::finish() {
+  const std::error_code ec = finish_code();
+  if (ec == std::errc::operation_canceled) {
+    throw std::system_error(ec, "corio::join_handle wait cancelled");
+  }
+  if (ec) {
+    throw std::system_error(ec);
   }
 }
 

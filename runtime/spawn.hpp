@@ -7,6 +7,9 @@
 // which still runs to completion. An exception escaping a detached task is reported on
 // stderr. If the runtime shuts down first, the task's frame is destroyed (its locals'
 // destructors run) and awaiting the handle throws std::system_error(errc::shut_down).
+// `co_await handle.join()` is the same wait with a result<T>: a cancelled wait, shutdown and
+// abort come back as error codes instead (the task's own exception is still rethrown; the
+// error convention and its reason are at the top of runtime/result.hpp).
 //
 // LIFETIME RULE — a coroutine lambda's captures live in the lambda object, not in the
 // coroutine frame. `spawn([x]() -> task<int> { co_return x; }())` compiles, but the
@@ -97,8 +100,13 @@ class join_wait {
   bool suspend(std::coroutine_handle<> h, inherited_stop inherited);
   /// True when this wait (not the task) was stopped; valid after finish().
   [[nodiscard]] bool cancelled() const noexcept { return m_cancelled; }
-  /// Throws for a cancelled wait, a task destroyed by shutdown, or the task's exception.
+  /// Throws for a cancelled wait, a task destroyed by shutdown or aborted, or the task's
+  /// exception.
   void finish();
+  /// The same, but returns the runtime's outcomes (operation_canceled, errc::shut_down,
+  /// errc::aborted) instead of throwing them; rethrows the task's own exception; {} when
+  /// the task's value is ready.
+  std::error_code finish_code();
 
   join_state_base* m_state;
 
@@ -197,26 +205,42 @@ class [[nodiscard]] join_handle {
     m_state->request_abort();
   }
 
-  /// What `co_await handle` and `co_await handle.wait(token)` await: yields the task's
-  /// value, or rethrows its exception. Finishing (value, exception or shut_down) consumes
-  /// the handle: it is then empty (valid() false) and awaiting it again throws
+  /// How an awaiter reports the outcomes that are not the task's own (a cancelled wait,
+  /// shutdown, abort): thrown as std::system_error (`co_await handle`, wait()) or returned
+  /// as the error of a result<T> (join()).
+  enum class report { throws, as_result };
+
+  /// What `co_await handle`, `handle.wait(token)` and `handle.join()` await: yields the
+  /// task's value, or rethrows its exception (always: it is the task's own outcome, as a
+  /// function call's exception is). Finishing (value, exception, shut_down or aborted)
+  /// consumes the handle: it is then empty (valid() false) and awaiting it again throws
   /// std::logic_error. A cancelled wait leaves the handle as it was.
-  class awaiter : detail::join_wait {
+  template <report Report>
+  class basic_awaiter : detail::join_wait {
    public:
-    /// Made by join_handle's operator co_await and wait(); `owner` must outlive the await.
-    awaiter(join_handle* owner, std::stop_token token)
+    /// What await_resume returns: T, or result<T> for join().
+    using value_type = std::conditional_t<Report == report::throws, T, result<T>>;
+    /// Made by join_handle's operator co_await, wait() and join(); `owner` must outlive
+    /// the await.
+    basic_awaiter(join_handle* owner, std::stop_token token)
         : join_wait(owner->m_state, std::move(token)), m_owner(owner) {}
     bool await_ready() noexcept { return ready(); }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
       return suspend(h, detail::inherited_token_of(h));
     }
-    T await_resume() {
+    value_type await_resume() {
       consume_on_exit consume{this};
-      finish();
+      if constexpr (Report == report::throws) {
+        finish();
+      } else if (std::error_code ec = finish_code()) {
+        return unexpected(ec);
+      }
       auto* typed = static_cast<detail::join_state<T>*>(m_state);
       if constexpr (!std::is_void_v<T>) {
         return std::move(typed->value());  // moved out before `consume` releases the state
+      } else if constexpr (Report == report::as_result) {
+        return {};
       }
     }
     using join_wait::state;
@@ -225,7 +249,7 @@ class [[nodiscard]] join_handle {
     // Releases the owner's task once the result (or its exception) has been taken;
     // a cancelled wait keeps it, so the handle can be awaited again.
     struct consume_on_exit {
-      awaiter* self;
+      basic_awaiter* self;
       ~consume_on_exit() {
         if (!self->cancelled()) {
           self->m_owner->detach();
@@ -234,6 +258,10 @@ class [[nodiscard]] join_handle {
     };
     join_handle* m_owner;
   };
+  /// The awaiter of `co_await handle` and wait(token).
+  using awaiter = basic_awaiter<report::throws>;
+  /// The awaiter of join() and join(token).
+  using result_awaiter = basic_awaiter<report::as_result>;
 
   /// Waits for the task. Returns its value or rethrows its exception; throws
   /// std::system_error(errc::shut_down) if the runtime destroyed it first. Either way the
@@ -248,6 +276,15 @@ class [[nodiscard]] join_handle {
 
   /// The same wait, also stopped by `token`.
   awaiter wait(std::stop_token token) { return awaiter{checked(), std::move(token)}; }
+
+  /// The same wait (optionally also stopped by `token`), with the runtime's outcomes as
+  /// values: `result<T> r = co_await handle.join();` holds the task's value, or
+  /// std::errc::operation_canceled (this wait was stopped; the handle is kept and can be
+  /// awaited again), errc::shut_down (the runtime destroyed the task) or errc::aborted
+  /// (abort() came first). An exception thrown by the task itself is still rethrown: it
+  /// is the task's outcome, not the runtime's (see result.hpp, "the error convention").
+  /// Throws std::logic_error (before suspending) on a handle without a task, as co_await.
+  result_awaiter join(std::stop_token token = {}) { return result_awaiter{checked(), std::move(token)}; }
 
  private:
   join_handle* checked() {
