@@ -6,8 +6,10 @@
 // the ring only (never blocking its worker).
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -32,7 +34,7 @@ using corio::ipc::unix_listener;
 
 using corio_test::raise_fd_limit;
 
-using ipc_test::sqes_submitted;
+using corio_test::sqes_submitted;
 
 namespace {
 
@@ -103,7 +105,7 @@ void check_each_once(const std::vector<corio::result<int>>& accepted, int n) {
 /// Accepts `n` queued connections on `l` and checks the submissions and the connections.
 template <class Listener>
 void accept_queued(const Listener& l, const socket_address& addr, int n) {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto clients = connect_clients(addr, n);
   const std::uint64_t before = sqes_submitted(rt);
   auto accepted = rt.block_on(accept_n(l, n));
@@ -206,7 +208,7 @@ TEST_CASE("accept burst: a loop that always finds a connection queued still lets
   }
   REQUIRE(raise_fd_limit(2 * kConns + 200));
   auto clients = connect_clients(l->local_address().value(), kConns);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   std::vector<corio::result<int>> accepted;
   int turns = rt.block_on(accept_beside_ticker(*l, kConns, accepted));
   INFO("ticker turns during " << kConns << " accepts: " << turns);
@@ -221,7 +223,7 @@ TEST_CASE("accept burst: a stopped accept with a connection queued is cancelled 
   auto l = tcp_listener::bind(socket_address::loopback_v4(0));
   REQUIRE(l);
   auto clients = connect_clients(l->local_address().value(), 1);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto run = [](const tcp_listener& l) -> task<bool> {
     std::stop_source stop;
     stop.request_stop();
@@ -237,7 +239,7 @@ TEST_CASE("accept burst: accept on a closed listener reports bad_file_descriptor
   auto l = tcp_listener::bind(socket_address::loopback_v4(0));
   REQUIRE(l);
   auto clients = connect_clients(l->local_address().value(), 1);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto run = [](tcp_listener& l) -> task<bool> {
     auto op = l.accept();  // made before the close, awaited after
     l.close();
@@ -258,7 +260,7 @@ TEST_CASE("accept burst: a listener from a blocking descriptor of the caller's a
   tcp_listener l(fd);
   CHECK_FALSE(nonblocking(l.fd()));
   auto clients = connect_clients(l.local_address().value(), 1);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto run = [](const tcp_listener& l) -> task<bool> {
     auto first = co_await l.accept();
     // Nothing queued now: the accept waits in the ring (a blocking accept4 would hang

@@ -5,8 +5,11 @@
 // fallback through the test hook.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
+#include "tcp_helpers.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -32,35 +35,13 @@ using corio::ipc::socket_address;
 using corio::ipc::tcp_acceptor;
 using corio::ipc::tcp_listener;
 using corio::ipc::tcp_stream;
-using ipc_test::bytes;
-using ipc_test::wbytes;
+using corio_test::bytes;
+using corio_test::wbytes;
+using corio_test::address_of;
+using corio_test::listen_loopback;
+using corio_test::plain_connect;
 
 namespace {
-
-tcp_listener listen_loopback() {
-  auto l = tcp_listener::bind(socket_address::loopback_v4(0));
-  REQUIRE(l);
-  return std::move(*l);
-}
-
-socket_address address_of(const tcp_listener& l) {
-  auto a = l.local_address();
-  REQUIRE(a);
-  return *a;
-}
-
-/// A blocking connect from a plain thread (no runtime involved).
-int plain_connect(const socket_address& addr) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return -1;
-  }
-  if (::connect(fd, addr.native(), addr.size()) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 /// Turns on the one-shot fallback for acceptors created in its scope.
 struct no_multishot_scope {
@@ -188,7 +169,7 @@ TEST_CASE("acceptor: 2,000 connections through one multishot acceptor from four 
   std::size_t fds_before = corio_test::open_fd_count();
   corio::ipc::accept_stats stats;
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     auto acc = l.incoming();
     serve_counts counts(kTotal);
@@ -213,7 +194,7 @@ TEST_CASE("acceptor: the one-shot fallback (test hook) serves the same way", "[i
   corio::ipc::accept_stats stats;
   {
     no_multishot_scope hook;
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     auto acc = l.incoming();
     CHECK_FALSE(acc.stats().multishot);
@@ -232,7 +213,7 @@ TEST_CASE("acceptor: the one-shot fallback (test hook) serves the same way", "[i
 }
 
 TEST_CASE("acceptor: accept_options::multishot = false uses one-shot accepts", "[ipc][acceptor][fallback]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   accept_options o;
   o.multishot = false;
@@ -257,7 +238,7 @@ TEST_CASE("acceptor: a cancelled accept loses no connection; the next accept get
     if (fallback) {
       hook = std::make_unique<no_multishot_scope>();
     }
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     auto acc = l.incoming();
     auto addr = address_of(l);
@@ -322,7 +303,7 @@ TEST_CASE("acceptor: accepts racing their cancellation never lose a connection",
     INFO("fallback " << fallback);
     std::size_t fds_before = corio_test::open_fd_count();
     {
-      corio::runtime rt(ipc_test::workers(2));
+      corio::runtime rt(corio_test::workers(2));
       auto l = listen_loopback();
       auto acc = l.incoming();
       auto addr = address_of(l);
@@ -391,7 +372,7 @@ TEST_CASE("acceptor: with nobody accepting, the queue stops at its capacity and 
   constexpr std::size_t kCapacity = 16;
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     accept_options o;
     o.queue_capacity = kCapacity;
@@ -450,45 +431,6 @@ TEST_CASE("acceptor: with nobody accepting, the queue stops at its capacity and 
 
 // --- EMFILE -----------------------------------------------------------------------------
 
-namespace {
-
-struct rlimit_guard {
-  rlimit saved{};
-  rlimit_guard() { ::getrlimit(RLIMIT_NOFILE, &saved); }
-  ~rlimit_guard() { ::setrlimit(RLIMIT_NOFILE, &saved); }
-};
-
-long long process_cpu_us() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
-task<int> serve_with_backoff(const tcp_acceptor& acc, int want, std::atomic<int>& accept_calls,
-                             std::atomic<int>& emfile_errors) {
-  int served = 0;
-  while (served < want) {
-    accept_calls.fetch_add(1, std::memory_order_relaxed);
-    auto s = co_await acc.accept();
-    if (!s) {
-      if (s.error() == std::errc::too_many_files_open || s.error() == std::errc::too_many_files_open_in_system) {
-        emfile_errors.fetch_add(1, std::memory_order_relaxed);
-        (void)co_await corio::sleep_for(20ms);
-        continue;
-      }
-      co_return -1;
-    }
-    std::array<std::byte, 4> b{};
-    if (auto r = co_await s->read_exact(b); r) {
-      (void)co_await s->write_all(b);
-    }
-    ++served;
-  }
-  co_return served;
-}
-
-}  // namespace
-
 TEST_CASE("acceptor: EMFILE ends the multishot, reaches the accepting task, does not spin, and recovers",
           "[ipc][acceptor][fault]") {
   for (bool fallback : {false, true}) {
@@ -497,58 +439,34 @@ TEST_CASE("acceptor: EMFILE ends the multishot, reaches the accepting task, does
       hook = std::make_unique<no_multishot_scope>();
     }
     INFO("fallback " << fallback);
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     auto acc = l.incoming();
     auto addr = address_of(l);
-    std::atomic<int> accept_calls{0};
-    std::atomic<int> emfile_errors{0};
-    auto make_clients = [&]() -> task<std::vector<tcp_stream>> {
-      std::vector<tcp_stream> cs;
-      for (int i = 0; i < 3; ++i) {
-        auto c = co_await tcp_stream::connect(addr);
-        if (c) {
-          (void)co_await c->write_all(bytes("ping"));
-          cs.push_back(std::move(*c));
-        }
-      }
-      co_return cs;
-    };
-    auto clients = rt.block_on(make_clients());
+    corio_test::emfile_counts counts;
+    auto clients = rt.block_on(corio_test::connect_pingers(addr, 3));
     REQUIRE(clients.size() == 3);
     // UBSan checks a dynamic type once and caches it; its first check reads
     // /proc/self/maps, which fails with the table full (a false "invalid vptr"). Check the
     // system category's comparison once now.
     std::error_code warm(EMFILE, std::system_category());
     CHECK(warm == std::errc::too_many_files_open);
-    std::vector<int> fillers;
     corio::ipc::accept_stats before_full;
     corio::ipc::accept_stats while_full;
     {
-      rlimit_guard guard;
-      rlimit low = guard.saved;
-      low.rlim_cur = std::min<rlim_t>(guard.saved.rlim_cur, 256);
-      REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
-      for (;;) {
-        int fd = ::dup(0);
-        if (fd < 0) {
-          break;
-        }
-        fillers.push_back(fd);
-      }
+      corio_test::descriptor_table_filler table;
+      REQUIRE(table.lower_limit(256));
+      table.fill();
       // No Catch2 assertion while the table is full (the sanitizers need descriptors).
       before_full = acc.stats();
-      long long cpu0 = process_cpu_us();
-      auto server = rt.spawn(serve_with_backoff(acc, 3, accept_calls, emfile_errors));
+      long long cpu0 = corio_test::process_cpu_us();
+      auto server = rt.spawn(corio_test::serve_with_backoff(acc, 3, counts));
       std::this_thread::sleep_for(300ms);
-      int calls_while_full = accept_calls.load();
-      int emfile_while_full = emfile_errors.load();
+      int calls_while_full = counts.accept_calls.load();
+      int emfile_while_full = counts.emfile_errors.load();
       while_full = acc.stats();
-      long long cpu_us = process_cpu_us() - cpu0;
-      for (int fd : fillers) {
-        ::close(fd);
-      }
-      fillers.clear();
+      long long cpu_us = corio_test::process_cpu_us() - cpu0;
+      table.release();
       REQUIRE(server);
       CHECK(emfile_while_full >= 5);
       CHECK(emfile_while_full >= calls_while_full - 1);
@@ -560,17 +478,7 @@ TEST_CASE("acceptor: EMFILE ends the multishot, reaches the accepting task, does
       auto body = [&]() -> task<int> { co_return co_await std::move(*server); };
       CHECK(rt.block_on(body()) == 3);
     }
-    auto check_replies = [&]() -> task<int> {
-      int ok = 0;
-      for (auto& c : clients) {
-        std::string got(4, '\0');
-        if (co_await c.read_exact(wbytes(got)) && got == "ping") {
-          ++ok;
-        }
-      }
-      co_return ok;
-    };
-    CHECK(rt.block_on(check_replies()) == 3);
+    CHECK(rt.block_on(corio_test::count_ping_replies(&clients)) == 3);
   }
 }
 
@@ -579,7 +487,7 @@ TEST_CASE("acceptor: EMFILE ends the multishot, reaches the accepting task, does
 TEST_CASE("acceptor: closing it with connections queued and arriving leaks no descriptor", "[ipc][acceptor]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     auto addr = address_of(l);
     for (int round = 0; round < 20; ++round) {
@@ -642,7 +550,7 @@ TEST_CASE("acceptor: closing it with connections queued and arriving leaks no de
 }
 
 TEST_CASE("acceptor: destroying the listener closes its acceptor", "[ipc][acceptor]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   tcp_acceptor acc;
   {
     auto l = listen_loopback();
@@ -674,7 +582,7 @@ TEST_CASE("acceptor: runtime shutdown with an armed multishot and waiting tasks 
     auto addr = address_of(*l);
     auto acc = std::make_unique<tcp_acceptor>(l->incoming());
     {
-      corio::runtime rt(ipc_test::workers(2));
+      corio::runtime rt(corio_test::workers(2));
       for (int i = 0; i < 3; ++i) {
         (void)rt.spawn([](const tcp_acceptor& a) -> task<void> {
           auto s = co_await a.accept();
@@ -706,8 +614,8 @@ TEST_CASE("acceptor: runtime shutdown with an armed multishot and waiting tasks 
 
 TEST_CASE("acceptor: a unix listener's acceptor serves connections from several tasks", "[ipc][acceptor][unix]") {
   constexpr int kTotal = 200;
-  ipc_test::temp_dir dir;
-  corio::runtime rt(ipc_test::workers(2));
+  corio_test::temp_dir dir;
+  corio::runtime rt(corio_test::workers(2));
   auto addr = socket_address::unix_path(dir.file("acc.sock"));
   REQUIRE(addr);
   auto l = corio::ipc::unix_listener::bind(*addr);

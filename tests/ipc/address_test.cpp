@@ -2,7 +2,10 @@
 // formatting, and resolve() on the blocking pool.
 #include <catch2/catch.hpp>
 
-#include "test_support.hpp"
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
+#include "helpers.hpp"
 
 using corio::ipc::address_errc;
 using corio::ipc::socket_address;
@@ -53,7 +56,7 @@ TEST_CASE("address: malformed text gives an error that says what is wrong", "[ip
 }
 
 TEST_CASE("address: resolve finds localhost and reports unknown hosts", "[ipc][address]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = []() -> corio::task<std::string> {
     auto r = co_await corio::ipc::resolve("localhost", "8080", AF_INET);
     if (!r || r->empty()) {

@@ -5,8 +5,10 @@
 // says nothing), each ending in a clear error on the corio side and a closed connection.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <chrono>
 #include <string>
@@ -21,7 +23,7 @@ using corio::ipc::auth_digest;
 using corio::ipc::auth_options;
 using corio::ipc::connection;
 using corio::ipc::unix_stream;
-using ipc_test::bytes;
+using corio_test::bytes;
 namespace auth = corio::ipc::auth;
 
 namespace {
@@ -195,7 +197,7 @@ TEST_CASE("auth: verification refuses a wrong key, a flipped bit, a wrong length
 
 TEST_CASE("auth: server and client with the same key authenticate, for every digest, legacy and empty keys",
           "[ipc][auth]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   for (auth_digest d : {auth_digest::md5, auth_digest::sha256, auth_digest::sha384, auth_digest::sha3_256,
                         auth_digest::sha3_384}) {
     for (bool legacy : {false, true}) {
@@ -228,7 +230,7 @@ TEST_CASE("auth: server and client with the same key authenticate, for every dig
 
 TEST_CASE("auth: a wrong key, or an empty key against a real one, fails on both sides and closes both",
           "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   for (auto keys : {std::pair<std::string, std::string>{"password", "wrong"}, {"password", ""}, {"", "x"}}) {
     for (bool md5_only : {false, true}) {
       auto e = make_ends();
@@ -244,7 +246,7 @@ TEST_CASE("auth: a wrong key, or an empty key against a real one, fails on both 
 }
 
 TEST_CASE("auth: an MD5-only peer is refused when accept_md5 is off", "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto e = make_ends();
   auto s = with_key("k");
   s.legacy_challenge = true;  // as Python <= 3.11 servers
@@ -257,7 +259,7 @@ TEST_CASE("auth: an MD5-only peer is refused when accept_md5 is off", "[ipc][aut
 
 TEST_CASE("auth: a client without a key (sending a message instead of an answer) fails the server's handshake",
           "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   raw_client c;
   auto body = [&]() -> task<std::string> {
     auto server = corio::spawn(c.serve(with_key("password")));
@@ -278,7 +280,7 @@ TEST_CASE("auth: a client without a key (sending a message instead of an answer)
 
 TEST_CASE("auth: a client with a key against a server without one gives up after the handshake timeout",
           "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto e = make_ends();
   auto o = with_key("password");
   o.timeout = 50ms;
@@ -295,7 +297,7 @@ TEST_CASE("auth: a client with a key against a server without one gives up after
 }
 
 TEST_CASE("auth: garbage or a too-short challenge makes the client fail", "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   for (std::string garbage : {std::string("HTTP/1.1 200 OK\r\n\r\n"), std::string("#CHALLENGE#short"),
                               std::string("#CHALLENGE#{sha1}") + std::string(40, 'x'), std::string()}) {
     auto e = make_ends();
@@ -311,7 +313,7 @@ TEST_CASE("auth: garbage or a too-short challenge makes the client fail", "[ipc]
 }
 
 TEST_CASE("auth: an answer of the wrong length or digest fails with #FAILURE#", "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   for (std::string answer : {std::string(17, 'a'), std::string("{sha256}") + std::string(31, 'a'),
                              std::string("{sha256}") + std::string(33, 'a'), std::string("{md4}") + std::string(16, 'a'),
                              std::string(), std::string(20, 'a')}) {
@@ -333,7 +335,7 @@ TEST_CASE("auth: an answer of the wrong length or digest fails with #FAILURE#", 
 }
 
 TEST_CASE("auth: a handshake frame over 256 bytes (up to a 4 GiB prefix) is refused unread", "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::socketpair();
   REQUIRE(p);
   connection server(std::move(p->first));
@@ -353,7 +355,7 @@ TEST_CASE("auth: a handshake frame over 256 bytes (up to a 4 GiB prefix) is refu
 
 TEST_CASE("auth: a client that vanishes mid-handshake or says nothing ends the server's handshake",
           "[ipc][auth][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   SECTION("vanishes after reading the challenge") {
     raw_client c;
     auto body = [&]() -> task<std::error_code> {
@@ -394,7 +396,7 @@ TEST_CASE("auth: a client that vanishes mid-handshake or says nothing ends the s
 }
 
 TEST_CASE("auth: a cancelled handshake returns operation_canceled and closes the connection", "[ipc][auth][cancel]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto e = make_ends();
   std::stop_source stop;
   auto body = [&]() -> task<std::error_code> {

@@ -4,8 +4,10 @@
 // and a stream type of the user's.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <corio/ipc/buffered_reader.hpp>
 #include <corio/ipc/buffered_writer.hpp>
@@ -22,7 +24,7 @@ using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::buffered_reader;
 using corio::ipc::buffered_writer;
-using ipc_test::bytes;
+using corio_test::bytes;
 
 namespace {
 
@@ -81,7 +83,7 @@ static_assert(corio::ipc::readable_stream<recording_stream>);
 
 TEST_CASE("buffered_reader: lines split across many short reads come back whole, \\r\\n stripped, then closed",
           "[ipc][buffered]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::vector<std::string>> {
@@ -108,7 +110,7 @@ TEST_CASE("buffered_reader: lines split across many short reads come back whole,
 
 TEST_CASE("buffered_reader: read_until finds a multi-byte delimiter that straddles two reads", "[ipc][buffered]") {
   recording_stream s("HEAD\r\n\r\nbody...\r\n\r\nrest", 5);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<std::vector<std::string>> {
     buffered_reader reader(s, {.capacity = 8});
     std::vector<std::string> parts;
@@ -128,7 +130,7 @@ TEST_CASE("buffered_reader: read_until finds a multi-byte delimiter that straddl
 
 TEST_CASE("buffered_reader: a line longer than max_line is too_long, with memory bounded by max_line",
           "[ipc][buffered][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto pair = corio::ipc::socketpair();
   REQUIRE(pair);
   auto body = [&]() -> task<bool> {
@@ -155,7 +157,7 @@ TEST_CASE("buffered_reader: a line longer than max_line is too_long, with memory
 
 TEST_CASE("buffered_reader: a line of exactly max_line bytes (newline included) is accepted", "[ipc][buffered]") {
   recording_stream s(std::string(9, 'a') + "\n" + std::string(10, 'b') + "\n", 4);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<std::vector<std::string>> {
     buffered_reader reader(s, {.capacity = 2, .max_line = 10});
     std::vector<std::string> got;
@@ -169,7 +171,7 @@ TEST_CASE("buffered_reader: a line of exactly max_line bytes (newline included) 
 }
 
 TEST_CASE("buffered_reader: a cancelled read_line loses none of the bytes it had read", "[ipc][buffered][cancel]") {
-  corio::runtime rt(ipc_test::workers(1));  // one worker: the tasks share the reader safely
+  corio::runtime rt(corio_test::workers(1));  // one worker: the tasks share the reader safely
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::string> {
@@ -193,7 +195,7 @@ TEST_CASE("buffered_reader: a cancelled read_line loses none of the bytes it had
 }
 
 TEST_CASE("buffered_reader: read_exact and read_some after a line take the buffered bytes first", "[ipc][buffered]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto pair = corio::ipc::socketpair();
   REQUIRE(pair);
   auto body = [&]() -> task<bool> {
@@ -210,13 +212,13 @@ TEST_CASE("buffered_reader: read_exact and read_some after a line take the buffe
     buffered_reader reader(pair->second, {.capacity = 1024});
     auto header = co_await reader.read_line();
     std::string payload(100000, '\0');  // larger than the buffer: read partly directly
-    auto got = co_await reader.read_exact(ipc_test::wbytes(payload));
+    auto got = co_await reader.read_exact(corio_test::wbytes(payload));
     std::string small(4, '\0');  // smaller than the buffer: read ahead, then copied
-    auto got_small = co_await reader.read_exact(ipc_test::wbytes(small));
+    auto got_small = co_await reader.read_exact(corio_test::wbytes(small));
     std::string rest(100, '\0');
-    auto n = co_await reader.read_some(ipc_test::wbytes(rest));
+    auto n = co_await reader.read_some(corio_test::wbytes(rest));
     std::string past(10, '\0');
-    auto closed = co_await reader.read_exact(ipc_test::wbytes(past));
+    auto closed = co_await reader.read_exact(corio_test::wbytes(past));
     co_return header && *header == "SIZE 100000" && got && payload == big && got_small && small == "0123" && n &&
         rest.substr(0, *n) == "456789" && !closed && closed.error() == corio::errc::closed && co_await w;
   };
@@ -225,7 +227,7 @@ TEST_CASE("buffered_reader: read_exact and read_some after a line take the buffe
 
 TEST_CASE("buffered_writer: small writes reach the stream as a few large ones, in order", "[ipc][buffered]") {
   recording_stream s("", 3, 1000);  // short writes too: flush must loop
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   std::string expected;
   auto body = [&]() -> task<bool> {
     buffered_writer writer(s, 4096);
@@ -249,7 +251,7 @@ TEST_CASE("buffered_writer: small writes reach the stream as a few large ones, i
 TEST_CASE("buffered_writer: a write larger than the buffer goes straight to the stream after what is pending",
           "[ipc][buffered]") {
   recording_stream s;
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<bool> {
     buffered_writer writer(s, 16);
     bool ok = co_await writer.write("abc") && s.writes == 0;
@@ -262,7 +264,7 @@ TEST_CASE("buffered_writer: a write larger than the buffer goes straight to the 
 
 TEST_CASE("buffered_writer: a flush cut short by a timeout keeps the unsent bytes, and the next flush sends them once",
           "[ipc][buffered][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<bool> {
@@ -277,7 +279,7 @@ TEST_CASE("buffered_writer: a flush cut short by a timeout keeps the unsent byte
     bool stalled = !first && first.error() == std::errc::timed_out && left > 0 && left < data.size();
     auto reader = corio::spawn([](corio::ipc::pipe_reader& r, std::size_t n) -> task<std::string> {
       std::string got(n, '\0');
-      auto ok = co_await corio::ipc::read_exact(r, ipc_test::wbytes(got));
+      auto ok = co_await corio::ipc::read_exact(r, corio_test::wbytes(got));
       co_return ok ? got : std::string();
     }(p->reader, data.size()));
     auto second = co_await writer.flush();
@@ -287,7 +289,7 @@ TEST_CASE("buffered_writer: a flush cut short by a timeout keeps the unsent byte
 }
 
 TEST_CASE("byte streams: lines through a child's stdin and stdout with the same reader and writer", "[ipc][buffered]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto body = [&]() -> task<std::vector<std::string>> {
     auto c = corio::ipc::command("cat")
                  .stdin_mode(corio::ipc::stdio::piped())
@@ -316,13 +318,13 @@ TEST_CASE("byte streams: lines through a child's stdin and stdout with the same 
 
 TEST_CASE("byte streams: read_exact and write_all work on any stream and report an early end as closed",
           "[ipc][buffered]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   recording_stream s("abcdefg", 2, 3);
   auto body = [&]() -> task<bool> {
     std::string four(4, '\0');
-    auto a = co_await corio::ipc::read_exact(s, ipc_test::wbytes(four));
+    auto a = co_await corio::ipc::read_exact(s, corio_test::wbytes(four));
     std::string five(5, '\0');
-    auto b = co_await corio::ipc::read_exact(s, ipc_test::wbytes(five));
+    auto b = co_await corio::ipc::read_exact(s, corio_test::wbytes(five));
     auto c = co_await corio::ipc::write_all(s, bytes("0123456789"));
     co_return a && four == "abcd" && !b && b.error() == corio::errc::closed && five.substr(0, 3) == "efg" && c &&
         s.written == "0123456789" && s.writes == 4;

@@ -6,8 +6,10 @@
 
 #include <unistd.h>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <array>
 #include <atomic>
@@ -23,7 +25,7 @@ using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::tcp_listener;
 using corio::ipc::tcp_stream;
-using ipc_test::bytes;
+using corio_test::bytes;
 
 namespace {
 
@@ -81,7 +83,7 @@ task<std::optional<connected_pair>> connect_pair() {
 
 TEST_CASE("close: destroying a tcp_stream while another task reads it cancels the read and the peer sees the end",
           "[ipc][close]") {
-  corio::runtime rt(ipc_test::workers(1));  // one worker: the order of the steps is fixed
+  corio::runtime rt(corio_test::workers(1));  // one worker: the order of the steps is fixed
   auto body = [&]() -> task<std::vector<std::string>> {
     auto pair = co_await connect_pair();
     if (!pair) {
@@ -102,7 +104,7 @@ TEST_CASE("close: destroying a tcp_stream while another task reads it cancels th
 
 TEST_CASE("close: a thread that is not a worker closes a stream whose read is in flight on a worker",
           "[ipc][close]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<std::vector<std::string>> {
     auto pair = co_await connect_pair();
     if (!pair) {
@@ -123,7 +125,7 @@ TEST_CASE("close: a thread that is not a worker closes a stream whose read is in
 
 TEST_CASE("close: a read not yet submitted when its pipe is closed never reads the descriptor that reuses the number",
           "[ipc][close][pipe]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::vector<std::string>> {
@@ -140,7 +142,7 @@ TEST_CASE("close: a read not yet submitted when its pipe is closed never reads t
     auto r = co_await join_within(std::move(reader), 10s);
     other->writer.close();
     std::string got(6, '\0');
-    auto back = co_await other->reader.read_exact(ipc_test::wbytes(got));
+    auto back = co_await other->reader.read_exact(corio_test::wbytes(got));
     co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
                                          : "reader still waiting",
                                        back ? got : back.error().message()};
@@ -150,7 +152,7 @@ TEST_CASE("close: a read not yet submitted when its pipe is closed never reads t
 
 TEST_CASE("close: closing a pipe_reader under a pending read cancels it, and the writer then gets EPIPE",
           "[ipc][close][pipe]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::vector<std::string>> {
@@ -169,7 +171,7 @@ TEST_CASE("close: closing a pipe_reader under a pending read cancels it, and the
 }
 
 TEST_CASE("close: destroying a listener under a pending accept cancels it and frees the port", "[ipc][close]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<std::vector<std::string>> {
     auto l = std::make_unique<tcp_listener>(tcp_listener::bind(socket_address::loopback_v4(0)).value());
     auto addr = l->local_address().value();
@@ -193,7 +195,7 @@ TEST_CASE("close: destroying a listener under a pending accept cancels it and fr
 
 TEST_CASE("close: a read and a write in flight on different workers both end when the stream is closed",
           "[ipc][close]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto body = [&]() -> task<bool> {
     auto pair = co_await connect_pair();
     if (!pair) {
@@ -235,7 +237,7 @@ TEST_CASE("close: a read and a write in flight on different workers both end whe
 TEST_CASE("close: many streams closed under starting or pending reads leak no descriptor", "[ipc][close]") {
   const std::size_t before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto body = [&]() -> task<int> {
       int ended = 0;
       for (int i = 0; i < 100; ++i) {
@@ -284,7 +286,7 @@ TEST_CASE("close: a pipe_reader destroyed on another thread as its full-size rea
   // must live where the operation holds a reference (the descriptor's record), not in
   // the freed handle: ASan (CI) reports a heap-use-after-free otherwise. The sleep only
   // makes the race likely; nothing here depends on its length.
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   int eight = 0;
   for (int i = 0; i < 100; ++i) {
     auto p = corio::ipc::pipe();

@@ -5,9 +5,11 @@
 // descriptor and never allocates more than its message limit at once.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
 #include "largest_allocation.hpp"  // this program's operator new: g_watch, g_largest
-#include "test_support.hpp"
 
 #include <sys/resource.h>
 
@@ -28,7 +30,7 @@ using corio::task;
 using corio::ipc::connection;
 using corio::ipc::socket_address;
 using corio::ipc::tcp_stream;
-using ipc_test::bytes;
+using corio_test::bytes;
 
 using corio_test::raise_fd_limit;
 
@@ -148,7 +150,7 @@ TEST_CASE("connection stress: 1,000 clients at once, half hostile; every good on
   }
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     corio::ipc::listener_options o;
     o.auth.authkey = "password";
     o.auth.timeout = 500ms;  // drops the silent ones

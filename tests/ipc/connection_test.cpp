@@ -4,9 +4,11 @@
 // checked before allocation and no descriptor leaked.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
 #include "largest_allocation.hpp"  // this program's operator new: g_watch, g_largest
-#include "test_support.hpp"
 
 #include <sys/socket.h>
 
@@ -26,7 +28,7 @@ using corio::task;
 using corio::ipc::connection;
 using corio::ipc::connection_options;
 using corio::ipc::unix_stream;
-using ipc_test::bytes;
+using corio_test::bytes;
 
 namespace {
 
@@ -119,7 +121,7 @@ TEST_CASE("frame: a partial prefix asks for more, a negative one is malformed, a
 TEST_CASE("connection: messages of 0 bytes to 1 MiB round-trip in every receive form", "[ipc][connection]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto p = corio::ipc::socketpair();
     REQUIRE(p);
     connection a(std::move(p->first)), b(std::move(p->second));
@@ -171,14 +173,14 @@ TEST_CASE("connection: messages of 0 bytes to 1 MiB round-trip in every receive 
 
 TEST_CASE("connection: send_bytes writes exactly Python's frame: a 4-byte big-endian length, then the bytes",
           "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = make_pair();
   auto body = [&]() -> task<std::string> {
     if (!co_await p.conn.send_bytes(bytes("hello"))) {
       co_return "send failed";
     }
     std::string got(9, '\0');
-    if (!co_await p.peer.read_exact(ipc_test::wbytes(got))) {
+    if (!co_await p.peer.read_exact(corio_test::wbytes(got))) {
       co_return "read failed";
     }
     co_return got;
@@ -188,7 +190,7 @@ TEST_CASE("connection: send_bytes writes exactly Python's frame: a 4-byte big-en
 
 TEST_CASE("connection: several frames in one write arrive as separate messages, a frame split byte by byte as one",
           "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = make_pair();
   auto body = [&]() -> task<std::vector<std::string>> {
     std::string batch = raw("00000001", "a") + raw("00000000") + raw("00000003", "bcd") +
@@ -214,7 +216,7 @@ TEST_CASE("connection: several frames in one write arrive as separate messages, 
 
 TEST_CASE("connection: a 4 GiB length prefix is refused with message_size before anything is allocated",
           "[ipc][connection][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   for (std::string prefix : {raw("ffffffff0000000100000000"), raw("7fffffff")}) {
     auto p = make_pair();
     auto body = [&]() -> task<std::string> {
@@ -246,7 +248,7 @@ TEST_CASE("connection: a 4 GiB length prefix is refused with message_size before
 
 TEST_CASE("connection: a negative length prefix is a protocol error and closes the connection",
           "[ipc][connection][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = make_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await p.peer.write_all(bytes(raw("fffffff0", "abc")));
@@ -261,7 +263,7 @@ TEST_CASE("connection: a negative length prefix is a protocol error and closes t
 
 TEST_CASE("connection: a frame cut short by the peer closing is a protocol error; a close between frames is closed",
           "[ipc][connection][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   SECTION("inside the payload") {
     auto p = make_pair();
     auto body = [&]() -> task<std::error_code> {
@@ -300,7 +302,7 @@ TEST_CASE("connection: a frame cut short by the peer closing is a protocol error
 
 TEST_CASE("connection: a peer that sends half a frame and stalls is dropped after stall_timeout",
           "[ipc][connection][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.stall_timeout = 50ms;
   for (std::string half : {raw("0000"), raw("00000064", "only part of it")}) {
@@ -322,7 +324,7 @@ TEST_CASE("connection: a peer that sends half a frame and stalls is dropped afte
 
 TEST_CASE("connection: an idle timeout between messages loses nothing and leaves the connection open",
           "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.idle_timeout = 20ms;
   auto p = make_pair(o);
@@ -343,7 +345,7 @@ TEST_CASE("connection: an idle timeout between messages loses nothing and leaves
 
 TEST_CASE("connection: a receive cancelled before a message begins leaves the connection usable; mid-frame closes it",
           "[ipc][connection][cancel]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   SECTION("before") {
     auto p = make_pair();
     auto body = [&]() -> task<std::string> {
@@ -379,7 +381,7 @@ TEST_CASE("connection: a receive cancelled before a message begins leaves the co
 
 TEST_CASE("connection: recv_bytes_into skips a message longer than the buffer and stays usable",
           "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.read_buffer_size = 16;  // the long message crosses several buffer fills
   auto p = make_pair(o);
@@ -399,7 +401,7 @@ TEST_CASE("connection: recv_bytes_into skips a message longer than the buffer an
 
 TEST_CASE("connection: a message above max_message_size is not sent and the connection stays usable",
           "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.max_message_size = 10;
   auto p = make_pair(o);
@@ -412,7 +414,7 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
       co_return "send at the limit failed";
     }
     std::string got(14, '\0');
-    (void)co_await p.peer.read_exact(ipc_test::wbytes(got));
+    (void)co_await p.peer.read_exact(corio_test::wbytes(got));
     co_return got;
   };
   CHECK(rt.block_on(body()) == raw("0000000a", "ten bytes!"));
@@ -420,7 +422,7 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
 
 TEST_CASE("connection: a send to a peer that never reads ends with timed_out after stall_timeout",
           "[ipc][connection][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.stall_timeout = 50ms;
   auto p = make_pair(o);
@@ -441,7 +443,7 @@ TEST_CASE("connection: a send to a peer that never reads ends with timed_out aft
 }
 
 TEST_CASE("connection: one task sends while another receives on the same connection", "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::socketpair();
   REQUIRE(p);
   connection a(std::move(p->first)), b(std::move(p->second));
@@ -486,7 +488,7 @@ TEST_CASE("connection: one task sends while another receives on the same connect
 }
 
 TEST_CASE("connection: closing is idempotent and every later operation reports closed", "[ipc][connection]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = make_pair();
   p.conn.close();
   p.conn.close();
@@ -509,7 +511,7 @@ TEST_CASE("connection: closing is idempotent and every later operation reports c
 TEST_CASE("connection: send and recv carry pickled objects, whether or not a message is wholly buffered",
           "[ipc][connection][pickle]") {
   namespace pickle = corio::ipc::pickle;
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   connection_options o;
   o.read_buffer_size = 64;  // the long str below arrives in many reads
   auto p = corio::ipc::socketpair();
@@ -537,7 +539,7 @@ TEST_CASE("connection: send and recv carry pickled objects, whether or not a mes
 TEST_CASE("connection: recv of a pickle naming a forbidden class says which, and the connection stays usable",
           "[ipc][connection][pickle][fault]") {
   namespace pickle = corio::ipc::pickle;
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = make_pair();
   auto body = [&]() -> task<std::string> {
     // pickle.dumps(os.system, protocol=4), then pickle.dumps(('foo1', 2), protocol=4).

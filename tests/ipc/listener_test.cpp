@@ -4,8 +4,10 @@
 // idle timeouts, and a stop that ends every handler and leaks no descriptor.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -23,7 +25,7 @@ using corio::ipc::connection;
 using corio::ipc::listener;
 using corio::ipc::listener_options;
 using corio::ipc::socket_address;
-using ipc_test::bytes;
+using corio_test::bytes;
 
 namespace {
 
@@ -70,8 +72,8 @@ TEST_CASE("listener: accept and connect authenticate and exchange messages over 
           "[ipc][listener]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
-    ipc_test::temp_dir dir;
+    corio::runtime rt(corio_test::workers(2));
+    corio_test::temp_dir dir;
     for (auto addr : {socket_address::loopback_v4(0), socket_address::unix_path(dir.file("l.sock")).value()}) {
       auto l = listener::bind(addr, keyed("password"));
       REQUIRE(l);
@@ -102,7 +104,7 @@ TEST_CASE("listener: accept and connect authenticate and exchange messages over 
 
 TEST_CASE("listener: accept reports a failed handshake and the next accept serves the next client",
           "[ipc][listener][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = bind_loopback(keyed("password"));
   auto addr = l.address().value();
   auto body = [&]() -> task<std::string> {
@@ -130,7 +132,7 @@ TEST_CASE("listener: accept reports a failed handshake and the next accept serve
 }
 
 TEST_CASE("listener: connect to a port nobody listens on is refused", "[ipc][listener][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   socket_address addr = socket_address::loopback_v4(0);
   {
     auto l = bind_loopback(keyed("k"));
@@ -145,7 +147,7 @@ TEST_CASE("listener: serve handles clients concurrently; a client that says noth
           "[ipc][listener]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = bind_loopback(keyed("password"));
     auto addr = l.address().value();
     std::stop_source stop;
@@ -182,7 +184,7 @@ TEST_CASE("listener: serve handles clients concurrently; a client that says noth
 }
 
 TEST_CASE("listener: serve's handshake timeout drops a silent client", "[ipc][listener][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto o = keyed("password");
   o.auth.timeout = 50ms;
   auto l = bind_loopback(o);
@@ -214,7 +216,7 @@ TEST_CASE("listener: serve's handshake timeout drops a silent client", "[ipc][li
 
 TEST_CASE("listener: serve holds at most max_connections; the next client is served when a slot frees",
           "[ipc][listener]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto o = keyed("password");
   o.max_connections = 2;
   auto l = bind_loopback(o);
@@ -247,7 +249,7 @@ TEST_CASE("listener: stopping serve ends handlers waiting on their connections a
           "[ipc][listener][cancel]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = bind_loopback(keyed("password"));
     auto addr = l.address().value();
     std::stop_source stop;
@@ -288,7 +290,7 @@ TEST_CASE("listener: stopping serve ends handlers waiting on their connections a
 }
 
 TEST_CASE("listener: an idle timeout drops an authenticated client that stops talking", "[ipc][listener][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto o = keyed("password");
   o.connection.idle_timeout = 30ms;
   auto l = bind_loopback(o);

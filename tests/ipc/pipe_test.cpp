@@ -3,8 +3,10 @@
 // syscall tried before the ring (no SQE when ready, the ring when not, the budget).
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <array>
 #include <atomic>
@@ -15,11 +17,11 @@
 
 using namespace std::chrono_literals;
 using corio::task;
-using ipc_test::bytes;
-using ipc_test::wbytes;
+using corio_test::bytes;
+using corio_test::wbytes;
 
 TEST_CASE("pipe: bytes written at one end are read at the other, then end of file", "[ipc][pipe]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto writer = [](corio::ipc::pipe_writer w) -> task<bool> {
@@ -46,7 +48,7 @@ TEST_CASE("pipe: bytes written at one end are read at the other, then end of fil
 }
 
 TEST_CASE("pipe: a write with no reader returns EPIPE and raises no SIGPIPE", "[ipc][pipe][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   p->reader.close();
@@ -58,7 +60,7 @@ TEST_CASE("pipe: a write with no reader returns EPIPE and raises no SIGPIPE", "[
 }
 
 TEST_CASE("pipe: a full pipe suspends the writer until the timeout", "[ipc][pipe][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::error_code> {
@@ -70,7 +72,7 @@ TEST_CASE("pipe: a full pipe suspends the writer until the timeout", "[ipc][pipe
 }
 
 TEST_CASE("pipe: a stop token cancels a pending read", "[ipc][pipe][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   std::stop_source stop;
@@ -88,12 +90,12 @@ TEST_CASE("pipe: a stop token cancels a pending read", "[ipc][pipe][cancel]") {
 }
 
 TEST_CASE("fifo: both ends open asynchronously and exchange data", "[ipc][pipe][fifo]") {
-  ipc_test::temp_dir dir;
+  corio_test::temp_dir dir;
   std::string path = dir.file("f");
   REQUIRE(corio::ipc::make_fifo(path));
   CHECK(corio::ipc::make_fifo(path).error() == std::errc::file_exists);
   // One worker: if opening blocked the worker, the writer's open could never run.
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [&]() -> task<std::string> {
     auto reader_task = corio::spawn(corio::ipc::open_fifo_reader(path));
     auto w = co_await corio::ipc::open_fifo_writer(path);
@@ -112,12 +114,12 @@ TEST_CASE("fifo: both ends open asynchronously and exchange data", "[ipc][pipe][
 
 TEST_CASE("fifo: a pending open with no peer is cancelled without leaking a descriptor",
           "[ipc][pipe][fifo][cancel]") {
-  ipc_test::temp_dir dir;
+  corio_test::temp_dir dir;
   std::string path = dir.file("f");
   REQUIRE(corio::ipc::make_fifo(path));
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(1));
+    corio::runtime rt(corio_test::workers(1));
     auto body = [&]() -> task<std::error_code> {
       auto r = co_await corio::timeout(corio::ipc::open_fifo_reader(path), 100ms);
       co_return r ? std::error_code{} : r.error();
@@ -156,13 +158,13 @@ task<renamed_open_seen> open_then_rename_and_cancel(std::string path, std::strin
 
 TEST_CASE("fifo: a cancelled open returns at once even if the blocked open(2) cannot be released",
           "[ipc][pipe][fifo][cancel]") {
-  ipc_test::temp_dir dir;
+  corio_test::temp_dir dir;
   std::string path = dir.file("f");
   std::string moved = dir.file("g");
   REQUIRE(corio::ipc::make_fifo(path));
   renamed_open_seen s;
   {
-    corio::runtime rt(ipc_test::workers(1));
+    corio::runtime rt(corio_test::workers(1));
     s = rt.block_on(open_then_rename_and_cancel(path, moved));
     // Release the blocking-pool thread still in open(2) (so the runtime can shut down).
     int fd = -1;
@@ -181,11 +183,11 @@ TEST_CASE("fifo: a cancelled open returns at once even if the blocked open(2) ca
   CHECK(s.stop_us < 20000);  // the unblocking retries ran on a helper thread, not here
 }
 
-using ipc_test::sqes_submitted;
+using corio_test::sqes_submitted;
 
 TEST_CASE("pipe: reads and writes on an always-ready pipe complete without the ring", "[ipc][pipe]") {
   constexpr int kPairs = 2000;
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<bool> {
@@ -210,7 +212,7 @@ TEST_CASE("pipe: a read on an empty pipe waits through the ring and gets the dat
           "[ipc][pipe]") {
   // One worker: when the body sees that the reader started read k, the reader has run on
   // to its suspension in that read, on a pipe that was empty (round k is not written yet).
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto reader = [](const corio::ipc::pipe_reader* r, int* started) -> task<std::string> {
@@ -246,7 +248,7 @@ TEST_CASE("pipe: a read on an empty pipe waits through the ring and gets the dat
 
 TEST_CASE("pipe: a loop on an always-ready pipe still lets the worker's other tasks run", "[ipc][pipe]") {
   constexpr int kLimit = 100'000;
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto other = [](std::atomic<bool>* ran) -> task<void> {

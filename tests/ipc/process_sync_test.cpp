@@ -42,7 +42,7 @@ using corio::ipc::process_mutex;
 using corio::ipc::process_mutex_guard;
 using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
-using shm_test::child;
+using corio_test::child;
 
 namespace {
 
@@ -138,7 +138,7 @@ TEST_CASE("process primitives: attach finds what construct built; garbage, anoth
 }
 
 TEST_CASE("process primitives: a read-only mapping cannot hold one (permission_denied)", "[ipc][process_sync][errors]") {
-  shm_test::scoped_name n("ro");
+  corio_test::scoped_name n("ro");
   auto shm = shared_memory::create(n.name, 4096);
   REQUIRE(shm);
   REQUIRE(process_mutex::construct(*shm, 0));
@@ -225,10 +225,10 @@ TEST_CASE("process_mutex: a waiting lock is cancelled by its token and by timeou
   child holder([&] {
     auto g = m->lock_blocking();
     page.flag(0).store(1);
-    shm_test::wait_for(page.flag(1), 1);
+    corio_test::wait_for(page.flag(1), 1);
     return g ? 0 : 1;
   });
-  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_mutex m, shared_page* page) -> corio::task<void> {
     auto timed = co_await corio::timeout(m.lock(), 20ms);
@@ -265,7 +265,7 @@ TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and lat
     }
     return 0;
   });
-  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_mutex m, shared_page* page, child* holder) -> corio::task<void> {
     // Two tasks wait for the mutex, a plain thread too; then the holder dies.
@@ -324,7 +324,7 @@ TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex 
       }
       return 0;
     });
-    REQUIRE(shm_test::wait_for(page.flag(0), 1));
+    REQUIRE(corio_test::wait_for(page.flag(0), 1));
     holder.kill9();
   }
   CHECK(m->is_abandoned());
@@ -336,7 +336,7 @@ TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex 
     }
     return 0;
   });
-  REQUIRE(shm_test::wait_for(page.flag(1), 1));
+  REQUIRE(corio_test::wait_for(page.flag(1), 1));
   CHECK(error_of(m->try_lock()) == std::errc::device_or_resource_busy);  // being recovered
   recoverer.kill9();
   CHECK(m->is_abandoned());
@@ -359,7 +359,7 @@ TEST_CASE("process_mutex: a child forked after this process locked gets its own 
     }
     return 0;
   });
-  REQUIRE(shm_test::wait_for(page.flag(0), 1));
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
   CHECK(m->is_locked());
   // Had the child reused our sentinel's id, its death would go unreported and the word
   // would still name a live owner (us).
@@ -448,13 +448,13 @@ TEST_CASE("process_semaphore: a waiter killed while waiting leaves the count int
     page.flag(0).store(1);  // must never happen
     return 0;
   });
-  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  REQUIRE(corio_test::wait_until_sleeping(victim.pid()));
   CHECK((word->word.load() & 1) == 1);  // the victim registered as a sleeper
   child survivor([&] {
     s->acquire_blocking();
     return 7;
   });
-  REQUIRE(shm_test::wait_until_sleeping(survivor.pid()));
+  REQUIRE(corio_test::wait_until_sleeping(survivor.pid()));
   victim.kill9();
   CHECK(page.flag(0).load() == 0);
   REQUIRE(s->release(2));
@@ -662,7 +662,7 @@ TEST_CASE("process_condition_variable: a waiter killed while waiting leaves the 
     ++p.taken();  // must never happen
     return 0;
   });
-  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  REQUIRE(corio_test::wait_until_sleeping(victim.pid()));
   child survivor([&] {
     auto g = p.m.lock_blocking();
     if (!g || !p.cv.wait_blocking(*g, [&] { return p.items() > 0; })) {
@@ -671,7 +671,7 @@ TEST_CASE("process_condition_variable: a waiter killed while waiting leaves the 
     --p.items();
     return 9;
   });
-  REQUIRE(shm_test::wait_until_sleeping(survivor.pid()));
+  REQUIRE(corio_test::wait_until_sleeping(survivor.pid()));
   victim.kill9();
   {
     auto g = p.m.lock_blocking();  // the victim died waiting, not holding: not abandoned

@@ -9,8 +9,10 @@
 // encodes what each Python reads) and raw bytes (send_bytes / recv_bytes).
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <dirent.h>
 #include <limits.h>
@@ -238,7 +240,7 @@ task<std::string> corio_client_against_python(std::string py) {
 // All Pythons at once (each in its own task: their start-up times overlap).
 template <class F>
 std::vector<std::string> for_each_python(F run) {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   std::vector<task<std::string>> all;
   for (auto& p : pythons()) {
     all.push_back(run(p.path));

@@ -6,8 +6,10 @@
 // and runtime shutdown with an armed receiver.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -101,7 +103,7 @@ task<corio::result<std::vector<unsigned char>>> read_all(const stream_receiver& 
 
 void check_integrity_unix(bool fallback, const receive_options& opts, std::size_t total, std::size_t max_chunk) {
   no_pbuf_scope hook(fallback);
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto [a, b] = make_pair();
   auto rx = a.receiver(opts);
   REQUIRE(rx);
@@ -134,7 +136,7 @@ TEST_CASE("receiver: 10 MB in random-sized writes over TCP arrive intact", "[ipc
   no_pbuf_scope hook(fallback);
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = tcp_listener::bind(socket_address::loopback_v4(0));
     REQUIRE(l);
     auto addr = l->local_address();
@@ -175,7 +177,7 @@ TEST_CASE("receiver: Unix stream, small buffers, provided and fallback", "[ipc][
 }
 
 TEST_CASE("receiver: a message larger than a buffer spans several buffers in order", "[ipc][receiver]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto [a, b] = make_pair();
   auto rx = a.receiver({.buffer_size = 1000, .buffer_count = 32});
   REQUIRE(rx);
@@ -205,7 +207,7 @@ TEST_CASE("receiver: holding every buffer stops the multishot (ENOBUFS); releasi
   const bool fallback = GENERATE(false, true);
   INFO("fallback " << fallback);
   no_pbuf_scope hook(fallback);
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto [a, b] = make_pair();
   constexpr std::size_t kCount = 4;
   auto rx = a.receiver({.buffer_size = 1024, .buffer_count = kCount});
@@ -263,7 +265,7 @@ TEST_CASE("receiver: a cancelled receive loses no data; the next receive gets it
   const bool fallback = GENERATE(false, true);
   INFO("fallback " << fallback);
   no_pbuf_scope hook(fallback);
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto [a, b] = make_pair();
   auto rx = a.receiver({.buffer_size = 256, .buffer_count = 4});
   REQUIRE(rx);
@@ -316,7 +318,7 @@ TEST_CASE("receiver: peer close yields end of stream, again and again", "[ipc][r
   const bool fallback = GENERATE(false, true);
   INFO("fallback " << fallback);
   no_pbuf_scope hook(fallback);
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto [a, b] = make_pair();
   auto rx = a.receiver();
   REQUIRE(rx);
@@ -343,7 +345,7 @@ TEST_CASE("receiver: destroyed with buffers outstanding; they stay valid and go 
   const bool fallback = GENERATE(false, true);
   INFO("fallback " << fallback);
   no_pbuf_scope hook(fallback);
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto [a, b] = make_pair();
   std::vector<received_buffer> held;
   {
@@ -378,7 +380,7 @@ TEST_CASE("receiver: destroyed with buffers outstanding; they stay valid and go 
 }
 
 TEST_CASE("receiver: many receivers one after another release their buffer groups", "[ipc][receiver]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto r = rt.block_on([]() -> task<std::pair<int, long>> {
     int ok = 0;
     long peak = 0;
@@ -419,7 +421,7 @@ TEST_CASE("receiver: runtime shutdown with an armed receiver and a waiting task 
     rx.emplace(*a.receiver({.buffer_size = 64, .buffer_count = 4}));
     std::optional<received_buffer> kept;
     {
-      corio::runtime rt(ipc_test::workers(2));
+      corio::runtime rt(corio_test::workers(2));
       if (order == 2) {
         REQUIRE(::send(b.fd(), "x", 1, 0) == 1);
         auto x = rt.block_on([](const stream_receiver& r) -> task<corio::result<received_buffer>> {
@@ -455,7 +457,7 @@ TEST_CASE("receiver: out of buffers when its runtime goes, a later receive ends 
   REQUIRE(rx);
   std::vector<received_buffer> held;
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     const auto data = random_bytes(1024, 5);
     REQUIRE(::send(b.fd(), data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
     held = rt.block_on([](const stream_receiver& r) -> task<std::vector<received_buffer>> {
@@ -472,7 +474,7 @@ TEST_CASE("receiver: out of buffers when its runtime goes, a later receive ends 
     REQUIRE(held.size() == 2);
   }
   held.clear();  // back to a ring whose owner is gone
-  corio::runtime rt2(ipc_test::workers(1));
+  corio::runtime rt2(corio_test::workers(1));
   auto r = rt2.block_on([](const stream_receiver& r) -> task<corio::result<received_buffer>> {
     co_return co_await corio::timeout(r.receive(), 2s);
   }(*rx));

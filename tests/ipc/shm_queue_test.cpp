@@ -40,8 +40,8 @@ using corio::ipc::memory_map;
 using corio::ipc::shared_memory;
 using corio::ipc::shm_queue;
 using corio::ipc::shm_queue_options;
-using shm_test::child;
-using shm_test::scoped_name;
+using corio_test::child;
+using corio_test::scoped_name;
 
 namespace {
 
@@ -480,7 +480,7 @@ TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its o
     (void)mine->send_blocking(message(1, 1, 64));  // copied, never published
     return 0;
   });
-  REQUIRE(shm_test::wait_for(f[0], 1));
+  REQUIRE(corio_test::wait_for(f[0], 1));
   victim.kill9();
   // The others go on: a send recovers the producers' lock, both messages come through.
   REQUIRE(q->send_blocking(message(2, 0, 64)));
@@ -517,7 +517,7 @@ TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing
     (void)mine->receive_blocking(buffer);  // copied, never consumed
     return 0;
   });
-  REQUIRE(shm_test::wait_for(f[0], 1));
+  REQUIRE(corio_test::wait_for(f[0], 1));
   victim.kill9();
   corio::runtime rt(corio_test::workers(1));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
@@ -545,7 +545,7 @@ TEST_CASE("shm_queue: a producer killed just after its publish delivers its mess
     (void)mine->send_blocking(message(1, 0, 64));  // published; the position not yet advanced
     return 0;
   });
-  REQUIRE(shm_test::wait_for(f[0], 1));
+  REQUIRE(corio_test::wait_for(f[0], 1));
   victim.kill9();
   REQUIRE(q->send_blocking(message(2, 0, 64)));  // must not overwrite the victim's slot
   REQUIRE(q->try_send(message(2, 1, 64)));
@@ -576,7 +576,7 @@ TEST_CASE("shm_queue: a consumer killed just after it consumed loses that one me
     (void)mine->receive_blocking(buffer);  // consumed; the position not yet advanced
     return 0;
   });
-  REQUIRE(shm_test::wait_for(f[0], 1));
+  REQUIRE(corio_test::wait_for(f[0], 1));
   victim.kill9();
   std::vector<std::byte> buffer(64);
   std::vector<std::uint32_t> seen;
@@ -605,7 +605,7 @@ TEST_CASE("shm_queue: a sender killed while it waits for room leaves nothing beh
     (void)mine->send_blocking(as_bytes("never"));
     return 0;
   });
-  REQUIRE(shm_test::wait_until_sleeping(victim.pid()));
+  REQUIRE(corio_test::wait_until_sleeping(victim.pid()));
   victim.kill9();
   std::vector<std::byte> buffer(8);
   auto got = q->receive_blocking(buffer);

@@ -252,12 +252,12 @@ TEST_CASE("process primitives and shm_queue: 4 processes x 2 workers for seconds
   REQUIRE(process_condition_variable::construct(storage(a->not_full_storage)));
   a->producers_left = kProcesses * kTasksPerKind;
   a->senders_left = kProcesses * kTasksPerKind;
-  shm_test::scoped_name n("stress");
+  corio_test::scoped_name n("stress");
   auto q = shm_queue::create(n.name, {.capacity = 32, .max_message_size = 16});
   REQUIRE(q);
-  std::vector<std::unique_ptr<shm_test::child>> children;
+  std::vector<std::unique_ptr<corio_test::child>> children;
   for (std::uint32_t p = 0; p < kProcesses; ++p) {
-    children.push_back(std::make_unique<shm_test::child>([&, p] {
+    children.push_back(std::make_unique<corio_test::child>([&, p] {
       auto mine = shm_queue::open(n.name);
       if (!mine) {
         return 1;

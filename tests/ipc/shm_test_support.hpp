@@ -30,7 +30,7 @@
     return "die_after_fork=0";                                                                   \
   }
 
-namespace shm_test {
+namespace corio_test {
 
 /// A unique shared-memory name, removed before and after the test.
 struct scoped_name {
@@ -124,4 +124,4 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
   }
 }
 
-}  // namespace shm_test
+}  // namespace corio_test

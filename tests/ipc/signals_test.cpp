@@ -4,7 +4,10 @@
 // Signals are process-wide: each test case uses its own signals or closes its streams.
 #include <catch2/catch.hpp>
 
-#include "test_support.hpp"
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
+#include "helpers.hpp"
 
 #include <corio/ipc/process/command.hpp>
 #include <corio/ipc/signals.hpp>
@@ -33,7 +36,7 @@ std::string describe(const corio::result<corio::ipc::signal_info>& r) {
 }  // namespace
 
 TEST_CASE("signals: a signal the process sends itself is read from the stream, with its sender", "[ipc][signals]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto body = []() -> task<std::vector<std::string>> {
     auto s = corio::signals({SIGUSR1});
     if (!s) {
@@ -56,7 +59,7 @@ TEST_CASE("signals: a signal sent to a thread that never blocked it is forwarded
   // SIGUSR2, whose default action ends the process. It gets the signal directly;
   // then one sent to the process.
   const pthread_t waiting = ::pthread_self();
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = [waiting]() -> task<std::vector<std::string>> {
     auto s = corio::signals({SIGUSR2});
     if (!s) {
@@ -75,7 +78,7 @@ TEST_CASE("signals: a signal sent to a thread that never blocked it is forwarded
 TEST_CASE("signals: a second stream for a held signal is refused; once it closes, the next stream gets the signal that "
           "waited meanwhile",
           "[ipc][signals]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto body = []() -> task<std::vector<std::string>> {
     std::vector<std::string> out;
     auto first = corio::signals({SIGHUP});
@@ -110,7 +113,7 @@ TEST_CASE("signals: an empty set, numbers outside 1..64, SIGKILL, SIGSTOP and fa
 
 TEST_CASE("signals: next() ends on its stop token, on a timeout and when the stream is closed, and loses no signal",
           "[ipc][signals]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = []() -> task<std::vector<std::string>> {
     std::vector<std::string> out;
     auto s = corio::signals({SIGUSR1, SIGUSR2});
@@ -147,7 +150,7 @@ task<corio::result<void>> joined(corio::join_handle<corio::result<void>> h) { co
 }  // namespace
 
 TEST_CASE("signals: ctrl_c() returns once SIGINT arrives", "[ipc][signals]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = []() -> task<std::string> {
     auto waiter = corio::spawn(corio::ctrl_c());
     co_await corio::yield_now();  // ctrl_c() opened its stream and waits
@@ -160,7 +163,7 @@ TEST_CASE("signals: ctrl_c() returns once SIGINT arrives", "[ipc][signals]") {
 
 TEST_CASE("signals: a child spawned while the parent holds SIGINT starts with nothing blocked and the default action",
           "[ipc][signals]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = []() -> task<std::vector<std::string>> {
     auto s = corio::signals({SIGINT});  // this worker blocks SIGINT now
     if (!s) {

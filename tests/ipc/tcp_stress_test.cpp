@@ -12,7 +12,10 @@
 // open at once.
 #include <catch2/catch.hpp>
 
-#include "test_support.hpp"
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
+#include "helpers.hpp"
 
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -170,14 +173,14 @@ TEST_CASE("tcp stress: 10,000 concurrent connections each get correct responses"
     l->close();
     int rc = 1;
     {
-      corio::runtime rt(ipc_test::workers(2));
+      corio::runtime rt(corio_test::workers(2));
       rc = rt.block_on(run_clients(addr));
     }
     ::_exit(rc);
   }
   server_outcome out;
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     out = rt.block_on(run_server(*l));
   }
   int status = 0;

@@ -4,8 +4,11 @@
 // accept, cancellation of accept/read/write, no SIGPIPE), with no descriptor leaked.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
+#include "tcp_helpers.hpp"
 
 #include <sys/resource.h>
 #include <time.h>
@@ -23,24 +26,13 @@ using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::tcp_listener;
 using corio::ipc::tcp_stream;
-using ipc_test::bytes;
-using ipc_test::wbytes;
+using corio_test::bytes;
+using corio_test::wbytes;
 
 namespace {
 
-tcp_listener listen_loopback(int backlog = SOMAXCONN) {
-  corio::ipc::tcp_listen_options o;
-  o.backlog = backlog;
-  auto l = tcp_listener::bind(socket_address::loopback_v4(0), o);
-  REQUIRE(l);
-  return std::move(*l);
-}
-
-socket_address address_of(const tcp_listener& l) {
-  auto a = l.local_address();
-  REQUIRE(a);
-  return *a;
-}
+using corio_test::address_of;
+using corio_test::listen_loopback;
 
 // Serves one connection: echoes until end of stream.
 task<std::error_code> echo_one(const tcp_listener& l) {
@@ -93,7 +85,7 @@ task<std::string> echo_round_trip(socket_address addr, const tcp_listener& l, st
 TEST_CASE("tcp: a message round-trips through an echo server on IPv4 loopback", "[ipc][tcp]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto l = listen_loopback();
     std::string msg(100'000, 'x');
     for (std::size_t i = 0; i < msg.size(); ++i) {
@@ -105,7 +97,7 @@ TEST_CASE("tcp: a message round-trips through an echo server on IPv4 loopback", 
 }
 
 TEST_CASE("tcp: a message round-trips on IPv6 loopback", "[ipc][tcp]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = tcp_listener::bind(socket_address::loopback_v6(0));
   if (!l) {
     WARN("no IPv6 loopback: " << l.error().message());
@@ -117,7 +109,7 @@ TEST_CASE("tcp: a message round-trips on IPv6 loopback", "[ipc][tcp]") {
 }
 
 TEST_CASE("tcp: local and peer addresses match across a connection", "[ipc][tcp]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto l = listen_loopback();
   auto body = [&]() -> task<bool> {
     auto accepted = corio::spawn([](const tcp_listener& ll) -> task<corio::result<tcp_stream>> {
@@ -135,7 +127,7 @@ TEST_CASE("tcp: local and peer addresses match across a connection", "[ipc][tcp]
 }
 
 TEST_CASE("tcp: options nodelay, keepalive, reuseaddr and buffer sizes read back", "[ipc][tcp]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto l = listen_loopback();
   CHECK(l.option(SOL_SOCKET, SO_REUSEADDR).value() == 1);
   auto body = [&]() -> task<std::string> {
@@ -162,7 +154,7 @@ TEST_CASE("tcp: options nodelay, keepalive, reuseaddr and buffer sizes read back
 }
 
 TEST_CASE("tcp: vectored writev_all and readv move several buffers in one call", "[ipc][tcp]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::string> {
     auto server = corio::spawn(echo_one(l));
@@ -197,7 +189,7 @@ TEST_CASE("tcp: vectored writev_all and readv move several buffers in one call",
 }
 
 TEST_CASE("tcp: connecting to a closed port fails with connection_refused", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   socket_address addr;
   {
     auto l = listen_loopback();
@@ -233,7 +225,7 @@ task<bool> fill_backlog(full_backlog& f) {
 TEST_CASE("tcp: connect with a timeout gives up with timed_out and closes its socket", "[ipc][tcp][fault]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     full_backlog f;
     rt.block_on(fill_backlog(f));
     auto body = [&]() -> task<std::error_code> {
@@ -248,7 +240,7 @@ TEST_CASE("tcp: connect with a timeout gives up with timed_out and closes its so
 }
 
 TEST_CASE("tcp: connect with hours::max() or seconds::max() as its timeout means no limit", "[ipc][tcp]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   full_backlog f;
   rt.block_on(fill_backlog(f));
   // The connect hangs (its SYNs are dropped): with no limit, a 200 ms sleep beside it wins.
@@ -273,7 +265,7 @@ TEST_CASE("tcp: connect with hours::max() or seconds::max() as its timeout means
 }
 
 TEST_CASE("tcp: a stop token cancels a pending connect", "[ipc][tcp][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   full_backlog f;
   rt.block_on(fill_backlog(f));
   std::stop_source stop;
@@ -290,7 +282,7 @@ TEST_CASE("tcp: a stop token cancels a pending connect", "[ipc][tcp][cancel]") {
 }
 
 TEST_CASE("tcp: a stop token cancels a pending accept and the listener still works", "[ipc][tcp][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   std::stop_source stop;
   auto body = [&]() -> task<std::error_code> {
@@ -307,7 +299,7 @@ TEST_CASE("tcp: a stop token cancels a pending accept and the listener still wor
 }
 
 TEST_CASE("tcp: timeout() cancels a pending read through the inherited token", "[ipc][tcp][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::string> {
     auto c = co_await tcp_stream::connect(address_of(l));
@@ -330,7 +322,7 @@ TEST_CASE("tcp: timeout() cancels a pending read through the inherited token", "
 }
 
 TEST_CASE("tcp: half-close lets the server read to the end and still answer", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto server = [](const tcp_listener& ll) -> task<std::error_code> {
     auto s = co_await ll.accept();
@@ -379,7 +371,7 @@ TEST_CASE("tcp: half-close lets the server read to the end and still answer", "[
 }
 
 TEST_CASE("tcp: a peer that resets mid-write makes write_all fail, with no SIGPIPE", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::error_code> {
     auto c = co_await tcp_stream::connect(address_of(l));
@@ -403,7 +395,7 @@ TEST_CASE("tcp: a peer that resets mid-write makes write_all fail, with no SIGPI
 }
 
 TEST_CASE("tcp: a write to a closed peer returns EPIPE or ECONNRESET, never SIGPIPE", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::error_code> {
     auto c = co_await tcp_stream::connect(address_of(l));
@@ -426,7 +418,7 @@ TEST_CASE("tcp: a write to a closed peer returns EPIPE or ECONNRESET, never SIGP
 }
 
 TEST_CASE("tcp: a peer that stops reading suspends write_all (no unbounded buffering)", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   long rss_before = corio_test::rss_kib();
   auto body = [&]() -> task<std::string> {
@@ -458,7 +450,7 @@ TEST_CASE("tcp: a peer that stops reading suspends write_all (no unbounded buffe
 }
 
 TEST_CASE("tcp: cancelling a write blocked by back-pressure returns operation_canceled", "[ipc][tcp][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   std::stop_source stop;
   auto body = [&]() -> task<std::error_code> {
@@ -514,7 +506,7 @@ task<std::error_code> send_then_close(socket_address addr, const tcp_listener& l
 }  // namespace
 
 TEST_CASE("tcp: a client that disconnects mid-message gives the server errc::closed", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   std::string raw("\0\0\0\x64" "0123456789", 14);  // announces 100 bytes, sends 10
   CHECK(rt.block_on(send_then_close(address_of(l), l, raw)) == corio::errc::closed);
@@ -523,112 +515,39 @@ TEST_CASE("tcp: a client that disconnects mid-message gives the server errc::clo
 }
 
 TEST_CASE("tcp: a client that sends garbage is rejected with a clear error", "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   CHECK(rt.block_on(send_then_close(address_of(l), l, "GET / HTTP/1.1\r\n\r\n")) == std::errc::bad_message);
   // The listener keeps serving.
   CHECK(rt.block_on(echo_round_trip(address_of(l), l, "still here")) == "still here");
 }
 
-namespace {
-struct rlimit_guard {
-  rlimit saved{};
-  rlimit_guard() { ::getrlimit(RLIMIT_NOFILE, &saved); }
-  ~rlimit_guard() { ::setrlimit(RLIMIT_NOFILE, &saved); }
-};
-
-// Accept loop with the documented back-off: counts accept calls and EMFILE errors, and
-// records the longest time one accept() took to report EMFILE.
-task<int> serve_with_backoff(const tcp_listener& l, int want, std::atomic<int>& accept_calls,
-                             std::atomic<int>& emfile_errors, std::atomic<long long>& slowest_emfile_us) {
-  int served = 0;
-  std::vector<tcp_stream> keep;
-  while (served < want) {
-    accept_calls.fetch_add(1, std::memory_order_relaxed);
-    auto t0 = std::chrono::steady_clock::now();
-    auto s = co_await l.accept();
-    if (!s) {
-      if (s.error() == std::errc::too_many_files_open || s.error() == std::errc::too_many_files_open_in_system) {
-        long long us =
-            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-        if (us > slowest_emfile_us.load(std::memory_order_relaxed)) {
-          slowest_emfile_us.store(us, std::memory_order_relaxed);  // one accept loop: no race
-        }
-        emfile_errors.fetch_add(1, std::memory_order_relaxed);
-        (void)co_await corio::sleep_for(20ms);
-        continue;
-      }
-      co_return -1;
-    }
-    std::array<std::byte, 4> b{};
-    if (auto r = co_await s->read_exact(b); r) {
-      (void)co_await s->write_all(b);
-    }
-    ++served;
-  }
-  co_return served;
-}
-}  // namespace
-
-namespace {
-long long process_cpu_us() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-}  // namespace
-
 // What the library must do (the back-off itself is the caller's): every accept() while
 // the table is full reports EMFILE promptly (it neither hangs nor retries internally),
 // and while the error persists the process burns no CPU beyond the caller's attempts.
 TEST_CASE("tcp: accept out of descriptors reports EMFILE promptly each time, burns no CPU, and recovers",
           "[ipc][tcp][fault]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto addr = address_of(l);
-  std::atomic<int> accept_calls{0};
-  std::atomic<int> emfile_errors{0};
-  std::atomic<long long> slowest_emfile_us{0};
+  corio_test::emfile_counts counts;
   // The client sockets exist before the table is filled, so only accept lacks a descriptor.
-  auto make_clients = [&]() -> task<std::vector<tcp_stream>> {
-    std::vector<tcp_stream> cs;
-    for (int i = 0; i < 3; ++i) {
-      auto c = co_await tcp_stream::connect(addr);
-      if (c) {
-        (void)co_await c->write_all(bytes("ping"));
-        cs.push_back(std::move(*c));
-      }
-    }
-    co_return cs;
-  };
-  auto clients = rt.block_on(make_clients());
+  auto clients = rt.block_on(corio_test::connect_pingers(addr, 3));
   REQUIRE(clients.size() == 3);
-  std::vector<int> fillers;
   {
-    rlimit_guard guard;
-    rlimit low = guard.saved;
+    corio_test::descriptor_table_filler table;
     // Fill every descriptor below a lowered soft limit.
-    low.rlim_cur = std::min<rlim_t>(guard.saved.rlim_cur, 256);
-    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
-    for (;;) {
-      int fd = ::dup(0);
-      if (fd < 0) {
-        break;
-      }
-      fillers.push_back(fd);
-    }
+    REQUIRE(table.lower_limit(256));
+    table.fill();
     // No Catch2 assertion while the table is full: the sanitizers' runtime needs
     // descriptors of its own to report (UBSan's vptr check reads /proc/self/maps).
-    long long cpu0 = process_cpu_us();
-    auto server = rt.spawn(serve_with_backoff(l, 3, accept_calls, emfile_errors, slowest_emfile_us));
+    long long cpu0 = corio_test::process_cpu_us();
+    auto server = rt.spawn(corio_test::serve_with_backoff(l, 3, counts));
     std::this_thread::sleep_for(300ms);
-    int calls_while_full = accept_calls.load();
-    int emfile_while_full = emfile_errors.load();
-    long long cpu_us = process_cpu_us() - cpu0;
-    for (int fd : fillers) {
-      ::close(fd);
-    }
-    fillers.clear();
+    int calls_while_full = counts.accept_calls.load();
+    int emfile_while_full = counts.emfile_errors.load();
+    long long cpu_us = corio_test::process_cpu_us() - cpu0;
+    table.release();
     REQUIRE(server);
     CHECK(emfile_while_full >= 5);
     // Every attempt while full failed with EMFILE (the last may still be in flight).
@@ -636,22 +555,12 @@ TEST_CASE("tcp: accept out of descriptors reports EMFILE promptly each time, bur
     // Each EMFILE came back without waiting for a descriptor inside accept(): one that waited
     // would have lasted until the table was freed, 300 ms after the first attempt. (The bound
     // is below that, not a few ms, so a slow or loaded machine does not fail it.)
-    CHECK(slowest_emfile_us.load() < 200'000);
+    CHECK(counts.slowest_emfile_us.load() < 200'000);
     // 300 ms of a full table cost little CPU: no internal retry loop (a spinning accept
     // would burn ~300 ms of one core). Generous for sanitizer builds.
     CHECK(cpu_us < 150000);
     auto body = [&]() -> task<int> { co_return co_await std::move(*server); };
     CHECK(rt.block_on(body()) == 3);
   }
-  auto check_replies = [&]() -> task<int> {
-    int ok = 0;
-    for (auto& c : clients) {
-      std::string got(4, '\0');
-      if (co_await c.read_exact(wbytes(got)) && got == "ping") {
-        ++ok;
-      }
-    }
-    co_return ok;
-  };
-  CHECK(rt.block_on(check_replies()) == 3);
+  CHECK(rt.block_on(corio_test::count_ping_replies(&clients)) == 3);
 }

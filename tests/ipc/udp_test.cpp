@@ -1,7 +1,10 @@
 // Tests for ipc/udp.hpp: send_to/recv_from, connected mode, truncation, cancellation.
 #include <catch2/catch.hpp>
 
-#include "test_support.hpp"
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
+#include "helpers.hpp"
 
 #include <chrono>
 #include <thread>
@@ -10,11 +13,11 @@ using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::udp_socket;
-using ipc_test::bytes;
-using ipc_test::wbytes;
+using corio_test::bytes;
+using corio_test::wbytes;
 
 TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address", "[ipc][udp]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto a = udp_socket::bind(socket_address::loopback_v4(0));
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(a);
@@ -38,7 +41,7 @@ TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address"
 }
 
 TEST_CASE("udp: connected sockets use send and recv", "[ipc][udp]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto a = udp_socket::bind(socket_address::loopback_v4(0));
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(a);
@@ -61,7 +64,7 @@ TEST_CASE("udp: connected sockets use send and recv", "[ipc][udp]") {
 }
 
 TEST_CASE("udp: a datagram longer than the buffer is reported truncated", "[ipc][udp]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto a = udp_socket::open(AF_INET);
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(a);
@@ -76,7 +79,7 @@ TEST_CASE("udp: a datagram longer than the buffer is reported truncated", "[ipc]
 }
 
 TEST_CASE("udp: a stop token cancels a pending recv_from", "[ipc][udp][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(b);
   std::stop_source stop;

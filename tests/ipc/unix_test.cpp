@@ -2,8 +2,10 @@
 // descriptor passing through IORING_OP_SENDMSG/RECVMSG, credentials, cancellation.
 #include <catch2/catch.hpp>
 
+#include <corio/corio.hpp>
+#include <corio/ipc/ipc.hpp>
+
 #include "helpers.hpp"
-#include "test_support.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,8 +20,8 @@ using corio::ipc::socket_address;
 using corio::ipc::unix_datagram;
 using corio::ipc::unix_listener;
 using corio::ipc::unix_stream;
-using ipc_test::bytes;
-using ipc_test::wbytes;
+using corio_test::bytes;
+using corio_test::wbytes;
 
 namespace {
 task<std::string> unix_round_trip(const unix_listener& l, socket_address addr) {
@@ -47,10 +49,10 @@ task<std::string> unix_round_trip(const unix_listener& l, socket_address addr) {
 }  // namespace
 
 TEST_CASE("unix: a stream listener on a path serves a client and removes its file", "[ipc][unix]") {
-  ipc_test::temp_dir dir;
+  corio_test::temp_dir dir;
   std::string path = dir.file("s.sock");
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto addr = socket_address::unix_path(path).value();
     auto l = unix_listener::bind(addr);
     REQUIRE(l);
@@ -63,7 +65,7 @@ TEST_CASE("unix: a stream listener on a path serves a client and removes its fil
 }
 
 TEST_CASE("unix: an abstract name works without a file", "[ipc][unix]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto addr = socket_address::unix_abstract("corio-test-" + std::to_string(::getpid())).value();
   auto l = unix_listener::bind(addr);
   REQUIRE(l);
@@ -72,7 +74,7 @@ TEST_CASE("unix: an abstract name works without a file", "[ipc][unix]") {
 }
 
 TEST_CASE("unix: connecting to a missing path fails with no_such_file_or_directory", "[ipc][unix][fault]") {
-  corio::runtime rt(ipc_test::workers(1));
+  corio::runtime rt(corio_test::workers(1));
   auto body = []() -> task<std::error_code> {
     auto c = co_await unix_stream::connect(socket_address::unix_path("/nonexistent/corio.sock").value());
     co_return c ? std::error_code{} : c.error();
@@ -81,8 +83,8 @@ TEST_CASE("unix: connecting to a missing path fails with no_such_file_or_directo
 }
 
 TEST_CASE("unix: datagram sockets keep message boundaries and report the sender", "[ipc][unix]") {
-  ipc_test::temp_dir dir;
-  corio::runtime rt(ipc_test::workers(1));
+  corio_test::temp_dir dir;
+  corio::runtime rt(corio_test::workers(1));
   auto server = unix_datagram::bind(socket_address::unix_path(dir.file("d.sock")).value());
   auto client = unix_datagram::bind(socket_address::unix_path(dir.file("c.sock")).value());
   REQUIRE(server);
@@ -106,7 +108,7 @@ TEST_CASE("unix: datagram sockets keep message boundaries and report the sender"
 }
 
 TEST_CASE("unix: socketpair and datagram_pair are connected both ways", "[ipc][unix]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto sp = corio::ipc::socketpair();
   auto dp = corio::ipc::datagram_pair();
   REQUIRE(sp);
@@ -133,7 +135,7 @@ TEST_CASE("unix: socketpair and datagram_pair are connected both ways", "[ipc][u
 TEST_CASE("unix: descriptors passed with SCM_RIGHTS work in the receiver", "[ipc][unix][fd]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(2));
+    corio::runtime rt(corio_test::workers(2));
     auto sp = corio::ipc::socketpair();
     REQUIRE(sp);
     auto body = [&]() -> task<std::string> {
@@ -167,7 +169,7 @@ TEST_CASE("unix: descriptors passed with SCM_RIGHTS work in the receiver", "[ipc
 TEST_CASE("unix: extra descriptors beyond max_fds are reported truncated and not leaked", "[ipc][unix][fd]") {
   std::size_t fds_before = corio_test::open_fd_count();
   {
-    corio::runtime rt(ipc_test::workers(1));
+    corio::runtime rt(corio_test::workers(1));
     auto sp = corio::ipc::socketpair();
     REQUIRE(sp);
     auto body = [&]() -> task<bool> {
@@ -183,7 +185,7 @@ TEST_CASE("unix: extra descriptors beyond max_fds are reported truncated and not
 }
 
 TEST_CASE("unix: a stop token cancels a pending recv_fds", "[ipc][unix][cancel]") {
-  corio::runtime rt(ipc_test::workers(2));
+  corio::runtime rt(corio_test::workers(2));
   auto sp = corio::ipc::socketpair();
   REQUIRE(sp);
   std::stop_source stop;

@@ -190,5 +190,5 @@ TEST_CASE("fork: a fork cancelled at any point leaves no zombie", "[process][for
   CHECK(s.other == 0);
   CHECK(s.made + s.timed_out == 300);
   // Every child that was created is owned by someone: none stays a zombie.
-  CHECK(process_test::zombies_after_settle(3000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(3000ms) == 0);
 }

@@ -20,7 +20,7 @@
 
 #include "process_helpers.hpp"
 
-namespace process_test {
+namespace corio_test {
 
 /// This process adopts the orphans of its descendants while it lives (so a test can
 /// reap them and see how they died); restored on scope exit.
@@ -113,4 +113,4 @@ inline std::string reap_orphan(pid_t pid, std::chrono::milliseconds limit) {
   }
 }
 
-}  // namespace process_test
+}  // namespace corio_test

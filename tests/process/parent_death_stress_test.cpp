@@ -72,7 +72,7 @@ round_end reap_all_orphans(std::chrono::milliseconds limit) {
       return r;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      for (pid_t pid : process_test::children_of(::getpid())) {
+      for (pid_t pid : corio_test::children_of(::getpid())) {
         ::kill(pid, SIGKILL);
         ++r.alive;
       }
@@ -98,14 +98,14 @@ TEST_CASE("parent death stress: the churning intermediate", "[.pdeath_churn]") {
 
 TEST_CASE("stress: children created while their parent is killed at 20 moments all die with it",
           "[process][stress][parent_death]") {
-  process_test::subreaper_scope subreaper;
+  corio_test::subreaper_scope subreaper;
   round_end total;
   for (int round = 0; round < 20; ++round) {
-    auto parent = process_test::start_intermediate("[pdeath_churn]");
+    auto parent = corio_test::start_intermediate("[pdeath_churn]");
     REQUIRE(parent.pid > 0);
     REQUIRE(parent.report == "go\n");
     std::this_thread::sleep_for(std::chrono::microseconds(round * 700));
-    process_test::kill_and_reap(parent);
+    corio_test::kill_and_reap(parent);
     round_end r = reap_all_orphans(10s);
     total.ended += r.ended;
     total.alive += r.alive;

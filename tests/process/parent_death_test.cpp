@@ -68,9 +68,9 @@ TEST_CASE("parent death: the intermediate parent", "[.pdeath_intermediate]") {
 
 TEST_CASE("parent death: pool workers, forked children, the fork helper and spawned commands die with a killed parent",
           "[process][parent_death]") {
-  REQUIRE(process_test::fork_server_started);
-  process_test::subreaper_scope subreaper;
-  auto parent = process_test::start_intermediate("[pdeath_intermediate]");
+  REQUIRE(corio_test::fork_server_started);
+  corio_test::subreaper_scope subreaper;
+  auto parent = corio_test::start_intermediate("[pdeath_intermediate]");
   REQUIRE(parent.pid > 0);
   std::istringstream in(parent.report);
   pid_t worker = -1;
@@ -80,18 +80,18 @@ TEST_CASE("parent death: pool workers, forked children, the fork helper and spaw
   REQUIRE(worker > 0);
   REQUIRE(forked > 0);
   REQUIRE(spawned > 0);
-  std::set<pid_t> children = process_test::children_of(parent.pid);  // the four, with the fork helper
+  std::set<pid_t> children = corio_test::children_of(parent.pid);  // the four, with the fork helper
   CHECK(children.size() == 4);
   CHECK(children.count(worker) == 1);
   CHECK(children.count(forked) == 1);
   CHECK(children.count(spawned) == 1);
 
-  process_test::kill_and_reap(parent);
+  corio_test::kill_and_reap(parent);
   for (pid_t pid : children) {
     INFO("descendant " << pid << (pid == worker ? " (pool worker)" : pid == forked ? " (forked child)"
                                   : pid == spawned                                ? " (spawned command)"
                                                                                   : " (fork helper)"));
-    std::string end = process_test::reap_orphan(pid, 10s);
+    std::string end = corio_test::reap_orphan(pid, 10s);
     if (pid == worker || pid == forked || pid == spawned) {
       CHECK(end == "killed by signal 9");
     } else {  // the fork helper may see its socket closed and exit before the signal comes
@@ -196,7 +196,7 @@ TEST_CASE("command: a child spawned with parent_death_signal(SIGTERM) gets SIGTE
 }
 
 TEST_CASE("fork: a signal that is not a signal number is refused", "[process][fork][parent_death]") {
-  REQUIRE(process_test::fork_server_started);
+  REQUIRE(corio_test::fork_server_started);
   corio::runtime rt(corio_test::workers(1));
   auto c = rt.block_on(corio::ipc::fork(corio::ipc::fork_options{.parent_death_signal = NSIG}, [] { return 0; }));
   REQUIRE_FALSE(c);

@@ -12,7 +12,7 @@
 
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::run_with_pool;
+using corio_test::run_with_pool;
 
 namespace {
 

@@ -19,7 +19,7 @@
 using namespace std::chrono_literals;
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::run_with_pool;
+using corio_test::run_with_pool;
 
 namespace {
 
@@ -175,7 +175,7 @@ TEST_CASE("process_pool: a cancelled map returns at once, its unstarted jobs nev
   CHECK(s.ran_after_explicit <= 16);
   CHECK(s.after_ok);
   CHECK(s.shut_down);
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
 
 namespace {
@@ -393,5 +393,5 @@ TEST_CASE("process_pool: map_stream yields results as they complete, and cancels
   CHECK(s.c_ran <= 10);
   CHECK(s.wait_stopped == std::errc::timed_out);
   CHECK(s.dropped_then_ok);
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }

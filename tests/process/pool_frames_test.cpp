@@ -14,7 +14,7 @@
 
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::run_with_pool;
+using corio_test::run_with_pool;
 
 namespace {
 
@@ -148,7 +148,7 @@ struct fed {
   std::vector<std::byte> answers;
 };
 fed run_fed(std::vector<corio::ipc::detail::job_header> frames) {
-  REQUIRE(process_test::fork_server_started);
+  REQUIRE(corio_test::fork_server_started);
   corio::runtime rt(corio_test::workers(2));
   fed f;
   f.status = rt.block_on(feed_worker(std::move(frames), &f.answers));

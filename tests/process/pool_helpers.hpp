@@ -13,7 +13,7 @@
 
 #include "helpers.hpp"
 
-namespace process_test {
+namespace corio_test {
 
 /// Started before main(): the program is still single-threaded (see fork.hpp).
 inline const bool fork_server_started = corio::ipc::fork_server::start().has_value();
@@ -45,4 +45,4 @@ R run_with_pool(corio::ipc::pool_options options, corio::task<R> (*body)(corio::
   return std::move(*seen);
 }
 
-}  // namespace process_test
+}  // namespace corio_test

@@ -16,7 +16,7 @@
 using namespace std::chrono_literals;
 using corio::ipc::pool_errc;
 using corio::ipc::process_pool;
-using process_test::run_with_pool;
+using corio_test::run_with_pool;
 
 namespace {
 
@@ -171,7 +171,7 @@ TEST_CASE("process_pool: a worker crashing mid-job fails that job only and is re
   CHECK(s.thrown[0]);
   CHECK((!s.thrown[1] && s.thrown[1].error() == pool_errc::job_threw));
   CHECK(s.thrown[2]);
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
 
 namespace {
@@ -222,7 +222,7 @@ TEST_CASE("process_pool: a job whose worker died says which signal or exit statu
 }
 
 TEST_CASE("process_pool: start(0) is invalid_argument, not a pool of one", "[process][pool]") {
-  REQUIRE(process_test::fork_server_started);
+  REQUIRE(corio_test::fork_server_started);
   corio::runtime rt(corio_test::workers(2));
   CHECK(rt.block_on(start_error(0)) == std::errc::invalid_argument);
   CHECK(rt.block_on(start_error(1)) == std::error_code{});
@@ -355,11 +355,11 @@ TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][p
   auto s = run_with_pool({.workers = 2}, &pool_concurrent_shutdown);
   CHECK(s.finished);
   CHECK(s.ok == 4);
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
 
 TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[process][pool]") {
-  REQUIRE(process_test::fork_server_started);
+  REQUIRE(corio_test::fork_server_started);
   drop_seen s;
   {
     corio::runtime rt(corio_test::workers(2));
@@ -369,12 +369,12 @@ TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[proces
   REQUIRE(s.r.size() == 1);
   CHECK((!s.r[0] && s.r[0].error() == pool_errc::shut_down));
   // The job sleeps 10 s: only a SIGKILL makes the worker go this soon.
-  CHECK(process_test::pid_gone_within(s.worker, 3000ms));
+  CHECK(corio_test::pid_gone_within(s.worker, 3000ms));
 }
 
 // Keep last: it stops the process-wide fork server (restarted at the end).
 TEST_CASE("process_pool: a crash with no replacement possible hands the jobs to the survivors", "[process][pool]") {
-  REQUIRE(process_test::fork_server_started);
+  REQUIRE(corio_test::fork_server_started);
   stopped_server_seen s;
   {
     corio::runtime rt(corio_test::workers(2));

@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-namespace process_test {
+namespace corio_test {
 
 /// Reads /proc/<pid>/stat: state (field 3) and ppid (field 4). False if gone.
 inline bool proc_state(pid_t pid, char& state, pid_t& ppid) {
@@ -121,4 +121,4 @@ inline pid_t pid_from_file(const std::string& path) {
   return -1;
 }
 
-}  // namespace process_test
+}  // namespace corio_test

@@ -49,7 +49,7 @@ TEST_CASE("stress: 1,000 children spawned and dropped leave no zombie", "[proces
     co_return co_await x + co_await y;
   }(std::move(*a), std::move(*b)));
   CHECK(errors == 0);
-  CHECK(process_test::zombies_after_settle(10s) == 0);
+  CHECK(corio_test::zombies_after_settle(10s) == 0);
 }
 
 namespace {
@@ -122,7 +122,7 @@ TEST_CASE("stress: 1,000 forks while parent threads hammer malloc and a mutex", 
   t1.join();
   t2.join();
   CHECK(bad == 0);
-  CHECK(process_test::zombies_after_settle(5s) == 0);
+  CHECK(corio_test::zombies_after_settle(5s) == 0);
 }
 
 namespace {
@@ -163,7 +163,7 @@ TEST_CASE("stress: a pool losing 20 workers fails exactly the crashing jobs", "[
   auto [crashed, wrong] = rt.block_on(pool_many_crashes());
   CHECK(crashed == 20);
   CHECK(wrong == 0);
-  CHECK(process_test::zombies_after_settle(5s) == 0);
+  CHECK(corio_test::zombies_after_settle(5s) == 0);
 }
 
 namespace {
@@ -265,5 +265,5 @@ TEST_CASE("stress: 300 pool calls cancelled at racing moments stay consistent", 
   CHECK(c.streams_bad == 0);
   CHECK(c.cancelled > 0);
   CHECK(c.after_ok);
-  CHECK(process_test::zombies_after_settle(5s) == 0);
+  CHECK(corio_test::zombies_after_settle(5s) == 0);
 }

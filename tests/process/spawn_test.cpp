@@ -465,11 +465,11 @@ TEST_CASE("child: a cancelled wait with on_cancel::kill kills the child, which i
   CHECK(s.cancelled);
   CHECK(s.elapsed_ms < 20'000);  // the child sleeps 30 s: the wait ended by the cancel, not by the child
   // The child is killed and reaped before the cancelled wait returns: its pid is gone.
-  CHECK(process_test::pid_gone(s.pid));
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::pid_gone(s.pid));
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
   char state = 0;
   pid_t ppid = 0;
-  bool still_ours = process_test::proc_state(s.pid, state, ppid) && ppid == ::getpid();
+  bool still_ours = corio_test::proc_state(s.pid, state, ppid) && ppid == ::getpid();
   CHECK_FALSE(still_ours);
 }
 
@@ -483,8 +483,8 @@ TEST_CASE("child: wait_for times out and kills", "[process][child]") {
   CHECK(s.st.error() == corio::errc::timed_out);  // "operation timed out", not "Connection timed out"
   CHECK(ms < 20'000);  // the child sleeps 30 s: the wait ended by wait_for, not by the child
   // Killed *and* reaped by the time wait_for returned: not running, not a zombie.
-  CHECK(process_test::pid_gone(s.pid));
-  CHECK(process_test::zombies_after_settle(2000ms) == 0);
+  CHECK(corio_test::pid_gone(s.pid));
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
 
 namespace {
@@ -507,26 +507,26 @@ TEST_CASE("command: a cancelled status() kills and reaps the child", "[process][
   std::string path = pid_file("status");
   ::unlink(path.c_str());
   auto st = run2(status_with_timeout(command("sh").args({"-c", "echo $$ > " + path + "; exec sleep 30"}), 300ms));
-  pid_t pid = process_test::pid_from_file(path);
+  pid_t pid = corio_test::pid_from_file(path);
   ::unlink(path.c_str());
   REQUIRE(pid > 0);
   REQUIRE_FALSE(st);
   CHECK(st.error() == std::errc::timed_out);
   CHECK(st.error() == corio::errc::timed_out);
   CHECK(st.error().message() == "operation timed out");
-  CHECK(process_test::pid_gone(pid));  // right after the await: killed and reaped
+  CHECK(corio_test::pid_gone(pid));  // right after the await: killed and reaped
 }
 
 TEST_CASE("command: a cancelled output() kills and reaps the child", "[process][command]") {
   std::string path = pid_file("output");
   ::unlink(path.c_str());
   auto out = run2(output_with_timeout(command("sh").args({"-c", "echo $$ > " + path + "; exec sleep 30"}), 300ms));
-  pid_t pid = process_test::pid_from_file(path);
+  pid_t pid = corio_test::pid_from_file(path);
   ::unlink(path.c_str());
   REQUIRE(pid > 0);
   REQUIRE_FALSE(out);
   CHECK(out.error() == std::errc::timed_out);
-  CHECK(process_test::pid_gone(pid));
+  CHECK(corio_test::pid_gone(pid));
 }
 
 TEST_CASE("child: a cancelled output() kills and reaps the child", "[process][child]") {
@@ -534,7 +534,7 @@ TEST_CASE("child: a cancelled output() kills and reaps the child", "[process][ch
   REQUIRE(s.pid > 0);
   REQUIRE_FALSE(s.out);
   CHECK(s.out.error() == std::errc::timed_out);
-  CHECK(process_test::pid_gone(s.pid));
+  CHECK(corio_test::pid_gone(s.pid));
 }
 
 TEST_CASE("child: dropped children are reaped (no zombies)", "[process][child]") {
@@ -552,13 +552,13 @@ TEST_CASE("child: dropped children are reaped (no zombies)", "[process][child]")
   }
   // Every pid must disappear entirely (reaped by the orphan reaper; the kill_on_drop one
   // SIGKILLed first, else it would live for 30 s), not merely stop being a zombie.
-  CHECK(process_test::pid_gone_within(killed, 3000ms));
+  CHECK(corio_test::pid_gone_within(killed, 3000ms));
   bool all_gone = true;
   for (pid_t p : pids) {
-    all_gone = all_gone && process_test::pid_gone_within(p, 3000ms);
+    all_gone = all_gone && corio_test::pid_gone_within(p, 3000ms);
   }
   CHECK(all_gone);
-  CHECK(process_test::zombies_after_settle(3000ms) == 0);
+  CHECK(corio_test::zombies_after_settle(3000ms) == 0);
 }
 
 TEST_CASE("command: spawn works off a runtime, wait needs one", "[process][command]") {
@@ -604,7 +604,7 @@ TEST_CASE("child: the forced fallback waits by polling the pidfd", "[process][ch
 TEST_CASE("child: 1,000 children, half waited and half dropped, leave no zombie", "[process][child]") {
   auto bad = run2(spawn_wait_and_drop_2x(500));
   CHECK(bad == 0);
-  CHECK(process_test::zombies_after_settle(10s) == 0);
+  CHECK(corio_test::zombies_after_settle(10s) == 0);
 }
 
 namespace {

@@ -1,17 +1,26 @@
-// Helpers shared by corio's tests.
+// Helpers shared by all of corio's tests (namespace corio_test): runtime configurations,
+// descriptor and memory accounting, byte views of strings, temporary directories.
+// Helpers of one layer's tests live next to them (tests/<layer>/*_helpers.hpp), in the
+// same namespace, and build on these.
 #pragma once
 
 #include <dirent.h>
 #include <sys/resource.h>
 
 #include <corio/runtime/config.hpp>
+#include <corio/runtime/runtime.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 namespace corio_test {
 
@@ -78,5 +87,35 @@ inline long rss_kib() {
   }
   return kib;
 }
+
+/// The SQEs all of `rt`'s workers have submitted so far (runtime_metrics).
+inline std::uint64_t sqes_submitted(const corio::runtime& rt) {
+  std::uint64_t n = 0;
+  for (const auto& w : rt.metrics().workers) {
+    n += w.sqes_submitted;
+  }
+  return n;
+}
+
+/// Byte views of a string's or a vector's storage.
+inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
+inline std::span<std::byte> wbytes(std::string& s) { return std::as_writable_bytes(std::span(s.data(), s.size())); }
+inline std::span<std::byte> wbytes(std::vector<char>& v) { return std::as_writable_bytes(std::span(v)); }
+
+/// A per-test temporary directory, removed (with its files) at the end.
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    char tmpl[] = "/tmp/corio-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::string cmd = "rm -rf '" + path + "'";
+    (void)std::system(cmd.c_str());
+  }
+  std::string file(const std::string& name) const { return path + "/" + name; }
+};
 
 }  // namespace corio_test
