@@ -43,6 +43,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <system_error>
 #include <type_traits>
@@ -64,8 +65,9 @@ inline constexpr std::size_t task_group_unlimited = std::numeric_limits<std::siz
 /// How a task_group behaves; every field has a default (unlimited, keep, no cancel).
 struct task_group_options {
   /// At most this many of the group's tasks run at once; spawn() waits, try_spawn()
-  /// refuses, while that many run. A task counts until its frame has ended. 0 is a
-  /// group that never runs anything (spawn waits until cancelled).
+  /// refuses, while that many run. A task counts until its frame has ended. 0 (a group
+  /// that could never run anything) is refused: the constructor throws
+  /// std::invalid_argument.
   std::size_t max_running = task_group_unlimited;
   /// Once a task of the group has ended with an exception, abort every other task and
   /// refuse new ones (spawn yields errc::aborted, try_spawn false): as soon as the owner
@@ -153,9 +155,10 @@ class task_group {
   /// What join_all() yields: the values in completion order (nothing for void T).
   using all_type = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
 
-  /// An empty group; see task_group_options.
+  /// An empty group; see task_group_options. Throws std::invalid_argument for
+  /// max_running == 0 (misuse: see the error convention in runtime/result.hpp).
   explicit task_group(task_group_options options = {})
-      : m_options(options), m_shared(std::make_shared<detail::task_group_shared>(options.max_running)) {}
+      : m_options(checked(options)), m_shared(std::make_shared<detail::task_group_shared>(options.max_running)) {}
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
   /// Aborts every task still in the group (abort_all) and lets go of them, as Tokio's
@@ -288,6 +291,13 @@ class task_group {
   [[nodiscard]] bool empty() const noexcept { return m_tasks.empty(); }
 
  private:
+  static task_group_options checked(task_group_options options) {
+    if (options.max_running == 0) {
+      throw std::invalid_argument("corio::task_group: max_running must be at least 1");
+    }
+    return options;
+  }
+
   void launch(task<T> t) {
     if (!m_options.keep_results) {
       drop_finished();
@@ -325,6 +335,15 @@ class task_group {
   // Takes the next finished task into `out` (or its exception into `error`); leaves
   // `out` empty when the group is empty. Throws only when its own wait is cancelled.
   task<void> take_one(next_type& out, std::exception_ptr& error) {
+    if (m_taking) {
+      throw std::logic_error(
+          "corio::task_group: next() or join_all() awaited while another is in progress (a group has one owner)");
+    }
+    m_taking = true;
+    struct clear_on_exit {
+      bool* flag;
+      ~clear_on_exit() { *flag = false; }
+    } clear{&m_taking};
     while (!m_tasks.empty()) {
       if (!m_pending) {
         auto id = co_await m_shared->ended.recv();
@@ -369,6 +388,7 @@ class task_group {
   std::shared_ptr<detail::task_group_shared> m_shared;
   std::unordered_map<std::uint64_t, join_handle<T>> m_tasks;  // running or not yet taken
   std::optional<std::uint64_t> m_pending;  // an id received whose handle is not yet taken
+  bool m_taking = false;  // a next() or join_all() is in progress (the one-owner check)
   std::uint64_t m_next_id = 0;
 };
 
