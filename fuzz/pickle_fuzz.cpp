@@ -1,5 +1,5 @@
 // Fuzz target: the pickle reader (ipc/pickle.hpp) on arbitrary bytes.
-// fuzz-sources: ipc/pickle.cpp ipc/pickle_fast.cpp ipc/pickle_reader.cpp ipc/pickle_writer.cpp
+// fuzz-sources: @ipc/pickle_sources
 //
 // Properties checked on every input (a violation aborts, which the fuzzer reports):
 // - load() returns a value or a pickle error with a message; it never crashes, leaks or

@@ -5,6 +5,9 @@
 #   bash fuzz/run.sh [SECONDS_PER_TARGET (default 10)] [TARGET...]
 # A target lists the corio sources it needs on a line "// fuzz-sources: a.cpp b.cpp",
 # and any further clang arguments it needs (libraries, flags) on a line "// fuzz-args: ...".
+# A source "@DIR/NAME" stands for the list `NAME = files(...)` in DIR/meson.build (e.g.
+# @ipc/pickle_sources, @runtime/runtime_sources): the library's own list, so that a file
+# added to or split out of it cannot be forgotten here; an unknown list fails the build.
 # Seeds: fuzz/seeds/<target>.sh writes them (when present), plus fuzz/seeds/<target>/; the
 # corpus grows in $FUZZ_BUILD/corpus/<target>/ from run to run. Dictionary: fuzz/<target>.dict.
 # Prints, per target, the executions run and the crashes found (inputs kept under
@@ -25,15 +28,45 @@ fi
 
 cxx=${CXX_FUZZ:-clang++}
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$out/include")
+# Prints the sources a fuzz-sources line names, one a line, each @DIR/NAME expanded.
+expand_sources() {
+  local s dir list
+  for s in "$@"; do
+    case "$s" in
+      @*/*)
+        dir=${s#@}
+        dir=${dir%/*}
+        list=$(awk -v name="${s##*/}" -v dir="$dir" '
+          $0 ~ "^" name " = files\\(" { on = 1; next }
+          on && /^\)/ { exit }
+          on && match($0, /'"'"'[^'"'"']+'"'"'/) { print dir "/" substr($0, RSTART + 1, RLENGTH - 2) }
+        ' "$dir/meson.build" 2>/dev/null)
+        if [ -z "$list" ]; then
+          echo "fuzz: no list '${s##*/} = files(...)' in $dir/meson.build" >&2
+          return 1
+        fi
+        echo "$list"
+        ;;
+      *) echo "$s" ;;
+    esac
+  done
+}
+
 failed=0
 for name in "${targets[@]}"; do
   src=fuzz/$name.cpp
-  read -r -a sources <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src")"
+  read -r -a named <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src")"
+  if ! expanded=$(expand_sources "${named[@]}"); then
+    echo "fuzz $name: libFuzzer build FAILED (its fuzz-sources line names an unknown list)"
+    failed=1
+    continue
+  fi
+  mapfile -t sources <<<"$expanded"
   read -r -a extra <<<"$(sed -n 's|^// fuzz-args: ||p' "$src")"
   bin=$out/$name
   stale=0
   headers=()
-  for s in "${sources[@]}"; do headers+=("$(dirname "$s")"/*.hpp); done
+  for s in "${sources[@]}"; do headers+=("$(dirname "$s")"/*.hpp "$(dirname "$s")"/detail/*.hpp); done
   for s in "$src" "${sources[@]}" "${headers[@]}"; do
     if [ ! -e "$bin" ] || [ "$s" -nt "$bin" ]; then stale=1; fi
   done

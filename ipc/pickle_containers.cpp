@@ -1,0 +1,290 @@
+// corio::ipc::pickle::dict and set: insertion-ordered containers of values with an open
+// addressing index (linear probing) over Python's key hashing, linear search below a few
+// elements, and their equality as multisets.
+#include <corio/ipc/pickle.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <corio/ipc/detail/pickle_hash.hpp>
+#include "pickle_detail.hpp"
+
+namespace corio::ipc::pickle {
+
+// ---- dict ----
+
+namespace {
+
+using detail::hash_bytes;
+using detail::tag_str;
+
+constexpr std::size_t linear_limit = 8;
+
+std::vector<std::uint32_t> make_slots(std::size_t n) {
+  std::size_t cap = 16;
+  while (cap < n * 2) {
+    cap *= 2;
+  }
+  return std::vector<std::uint32_t>(cap, 0);
+}
+
+void slots_add(std::vector<std::uint32_t>& slots, std::size_t hash, std::size_t position) {
+  std::size_t mask = slots.size() - 1;
+  std::size_t i = hash & mask;
+  while (slots[i] != 0) {
+    i = (i + 1) & mask;
+  }
+  slots[i] = static_cast<std::uint32_t>(position + 1);
+}
+
+// Finds the position whose hash matches and whose element satisfies eq, or npos.
+template <class Eq>
+std::size_t slots_find(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
+                       std::size_t hash, Eq eq) {
+  if (slots.empty()) {
+    for (std::size_t i = 0; i < hashes.size(); ++i) {
+      if (hashes[i] == hash && eq(i)) {
+        return i;
+      }
+    }
+    return std::string::npos;
+  }
+  std::size_t mask = slots.size() - 1;
+  for (std::size_t i = hash & mask; slots[i] != 0; i = (i + 1) & mask) {
+    std::size_t pos = slots[i] - 1;
+    if (hashes[pos] == hash && eq(pos)) {
+      return pos;
+    }
+  }
+  return std::string::npos;
+}
+
+// How many positions have this hash and satisfy eq: all of them lie in the probe run that
+// starts at the hash's slot (linear probing; erase rebuilds the index).
+template <class Eq>
+std::size_t slots_count(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
+                        std::size_t hash, Eq eq) {
+  std::size_t n = 0;
+  if (slots.empty()) {
+    for (std::size_t i = 0; i < hashes.size(); ++i) {
+      n += (hashes[i] == hash && eq(i)) ? 1 : 0;
+    }
+    return n;
+  }
+  std::size_t mask = slots.size() - 1;
+  for (std::size_t i = hash & mask; slots[i] != 0; i = (i + 1) & mask) {
+    std::size_t pos = slots[i] - 1;
+    n += (hashes[pos] == hash && eq(pos)) ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+dict::dict() noexcept = default;
+dict::dict(const dict&) = default;
+dict::dict(dict&&) noexcept = default;
+dict& dict::operator=(const dict&) = default;
+dict& dict::operator=(dict&&) noexcept = default;
+dict::~dict() = default;
+
+dict::dict(std::initializer_list<std::pair<value, value>> pairs) {
+  reserve(pairs.size());
+  for (const auto& p : pairs) {
+    insert_or_assign(p.first, p.second);
+  }
+}
+
+std::size_t dict::size() const noexcept { return m_entries.size(); }
+const dict::entry* dict::begin() const noexcept { return m_entries.data(); }
+const dict::entry* dict::end() const noexcept { return m_entries.data() + m_entries.size(); }
+
+void dict::reserve(std::size_t n) {
+  m_entries.reserve(n);
+  m_hashes.reserve(n);
+}
+
+std::size_t dict::locate(const value& key, std::size_t hash) const noexcept {
+  return slots_find(m_slots, m_hashes, hash, [&](std::size_t i) { return value::key_equal(m_entries[i].key, key); });
+}
+
+const value* dict::find(const value& key) const noexcept {
+  std::size_t pos = locate(key, value::key_hash(key));
+  return pos == std::string::npos ? nullptr : &m_entries[pos].mapped;
+}
+
+value* dict::find(const value& key) noexcept {
+  std::size_t pos = locate(key, value::key_hash(key));
+  return pos == std::string::npos ? nullptr : &m_entries[pos].mapped;
+}
+
+const value* dict::get(std::string_view key) const noexcept {
+  std::size_t hash = hash_bytes(key, tag_str);
+  std::size_t pos = slots_find(m_slots, m_hashes, hash, [&](std::size_t i) {
+    const std::string* s = m_entries[i].key.if_str();
+    return s && *s == key;
+  });
+  return pos == std::string::npos ? nullptr : &m_entries[pos].mapped;
+}
+
+void dict::index_add(std::size_t hash, std::size_t position) {
+  if (m_entries.size() <= linear_limit) {
+    return;
+  }
+  if (m_slots.empty() || m_entries.size() * 2 > m_slots.size()) {
+    rebuild_index();
+    return;
+  }
+  slots_add(m_slots, hash, position);
+}
+
+void dict::rebuild_index() {
+  m_slots.clear();
+  if (m_entries.size() <= linear_limit) {
+    return;
+  }
+  m_slots = make_slots(m_entries.size());
+  for (std::size_t i = 0; i < m_hashes.size(); ++i) {
+    slots_add(m_slots, m_hashes[i], i);
+  }
+}
+
+bool dict::insert_or_assign(value key, value mapped) {
+  std::size_t hash = value::key_hash(key);
+  std::size_t pos = locate(key, hash);
+  if (pos != std::string::npos) {
+    m_entries[pos].mapped = std::move(mapped);
+    return false;
+  }
+  m_entries.emplace_back(std::move(key), std::move(mapped));
+  m_hashes.push_back(hash);
+  index_add(hash, m_entries.size() - 1);
+  return true;
+}
+
+bool dict::erase(const value& key) {
+  std::size_t pos = locate(key, value::key_hash(key));
+  if (pos == std::string::npos) {
+    return false;
+  }
+  m_entries.erase(m_entries.begin() + static_cast<std::ptrdiff_t>(pos));
+  m_hashes.erase(m_hashes.begin() + static_cast<std::ptrdiff_t>(pos));
+  rebuild_index();
+  return true;
+}
+
+// Identity of dicts: the same multiset of (key, value) pairs, each compared as values. A
+// multiset, because keys that are not equal to themselves (NaN, tuples holding one) may
+// appear more than once.
+bool operator==(const dict& a, const dict& b) noexcept {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.m_entries.size(); ++i) {
+    const auto& e = a.m_entries[i];
+    auto same = [&](const dict& d) {
+      return slots_count(d.m_slots, d.m_hashes, a.m_hashes[i], [&](std::size_t j) {
+        return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped;
+      });
+    };
+    if (same(a) != same(b)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- set ----
+
+set::set() noexcept = default;
+set::set(const set&) = default;
+set::set(set&&) noexcept = default;
+set& set::operator=(const set&) = default;
+set& set::operator=(set&&) noexcept = default;
+set::~set() = default;
+
+set::set(std::initializer_list<value> elements) {
+  for (const auto& e : elements) {
+    insert(e);
+  }
+}
+
+const value* set::begin() const noexcept { return m_items.data(); }
+const value* set::end() const noexcept { return m_items.data() + m_items.size(); }
+
+std::size_t set::locate(const value& element, std::size_t hash) const noexcept {
+  return slots_find(m_slots, m_hashes, hash, [&](std::size_t i) { return value::key_equal(m_items[i], element); });
+}
+
+bool set::contains(const value& element) const noexcept {
+  return locate(element, value::key_hash(element)) != std::string::npos;
+}
+
+void set::index_add(std::size_t hash, std::size_t position) {
+  if (m_items.size() <= linear_limit) {
+    return;
+  }
+  if (m_slots.empty() || m_items.size() * 2 > m_slots.size()) {
+    rebuild_index();
+    return;
+  }
+  slots_add(m_slots, hash, position);
+}
+
+void set::rebuild_index() {
+  m_slots.clear();
+  if (m_items.size() <= linear_limit) {
+    return;
+  }
+  m_slots = make_slots(m_items.size());
+  for (std::size_t i = 0; i < m_hashes.size(); ++i) {
+    slots_add(m_slots, m_hashes[i], i);
+  }
+}
+
+bool set::insert(value element) {
+  std::size_t hash = value::key_hash(element);
+  if (locate(element, hash) != std::string::npos) {
+    return false;
+  }
+  m_items.push_back(std::move(element));
+  m_hashes.push_back(hash);
+  index_add(hash, m_items.size() - 1);
+  return true;
+}
+
+bool set::erase(const value& element) {
+  std::size_t pos = locate(element, value::key_hash(element));
+  if (pos == std::string::npos) {
+    return false;
+  }
+  m_items.erase(m_items.begin() + static_cast<std::ptrdiff_t>(pos));
+  m_hashes.erase(m_hashes.begin() + static_cast<std::ptrdiff_t>(pos));
+  rebuild_index();
+  return true;
+}
+
+// Identity of sets: the same multiset of elements (see dict's operator==).
+bool operator==(const set& a, const set& b) noexcept {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.m_items.size(); ++i) {
+    const value& x = a.m_items[i];
+    auto same = [&](const set& s) {
+      return slots_count(s.m_slots, s.m_hashes, a.m_hashes[i], [&](std::size_t j) { return s.m_items[j] == x; });
+    };
+    if (same(a) != same(b)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool operator==(const object& a, const object& b) noexcept {
+  return a.module == b.module && a.name == b.name && a.new_object == b.new_object && a.args == b.args &&
+         a.state == b.state;
+}
+
+}  // namespace corio::ipc::pickle

@@ -1,0 +1,242 @@
+// corio::ipc::pickle values compared and hashed: operator== (identity of types and
+// contents) and Python's key equality and hashing (1 == 1.0 == True as keys), which dict
+// and set use; the hash primitives are in detail/pickle_hash.hpp.
+#include <corio/ipc/pickle.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+#include <corio/ipc/detail/pickle_hash.hpp>
+#include "pickle_detail.hpp"
+
+namespace corio::ipc::pickle {
+
+namespace {
+
+using detail::hash_bytes;
+using detail::hash_number;
+using detail::mix;
+using detail::tag_bytes;
+using detail::tag_dict;
+using detail::tag_list;
+using detail::tag_none;
+using detail::tag_object;
+using detail::tag_set;
+using detail::tag_str;
+using detail::tag_tuple;
+
+bool is_numeric(kind k) noexcept {
+  return k == kind::boolean || k == kind::integer || k == kind::big_integer || k == kind::floating;
+}
+
+std::int64_t small_int_of(const value& v) noexcept {
+  if (v.type() == kind::boolean) {
+    return *v.as<bool>() ? 1 : 0;
+  }
+  return *v.as<std::int64_t>();
+}
+
+bool numeric_equal(const value& a, const value& b) noexcept {
+  kind ka = a.type();
+  kind kb = b.type();
+  if (ka == kind::floating && kb == kind::floating) {
+    return *a.as<double>() == *b.as<double>();
+  }
+  if (kb == kind::floating) {
+    return numeric_equal(b, a);
+  }
+  // b is bool, integer or big_integer.
+  if (ka == kind::floating) {
+    double d = *a.as<double>();
+    if (kb == kind::big_integer) {
+      auto exact = big_int::from_double(d);
+      return exact && *exact == *b.if_big_int();
+    }
+    std::int64_t i = small_int_of(b);
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || std::trunc(d) != d) {
+      return false;
+    }
+    return static_cast<std::int64_t>(d) == i;
+  }
+  if (ka == kind::big_integer || kb == kind::big_integer) {
+    return ka == kb && *a.if_big_int() == *b.if_big_int();  // normalized: never equal to an int64
+  }
+  return small_int_of(a) == small_int_of(b);
+}
+
+const std::string& bytes_of(const value& v) noexcept { return *v.if_bytes(); }
+
+// The parts of value::key_equal for containers; the kinds are already known to match.
+
+bool sequence_key_equal(const value& a, const value& b) noexcept {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  const auto& xa = *a.if_sequence();
+  const auto& xb = *b.if_sequence();
+  for (std::size_t i = 0; i < xa.size(); ++i) {
+    if (!value::key_equal(xa[i], xb[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool set_key_equal(const value& a, const value& b) noexcept {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  const set& sb = *b.if_set();
+  for (const value& e : *a.if_set()) {
+    if (!sb.contains(e)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool dict_key_equal(const value& a, const value& b) noexcept {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  const dict& db = *b.if_dict();
+  for (const auto& e : *a.if_dict()) {
+    const value* other = db.find(e.key);
+    if (!other || !value::key_equal(e.mapped, *other)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool object_key_equal(const object& oa, const object& ob) noexcept {
+  if (oa.module != ob.module || oa.name != ob.name || oa.new_object != ob.new_object ||
+      oa.args.size() != ob.args.size() || !value::key_equal(oa.state, ob.state)) {
+    return false;
+  }
+  for (std::size_t i = 0; i < oa.args.size(); ++i) {
+    if (!value::key_equal(oa.args[i], ob.args[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool operator==(const value& a, const value& b) noexcept {
+  if (a.type() != b.type()) {
+    return false;
+  }
+  switch (a.type()) {
+    case kind::none: return true;
+    case kind::boolean: return *a.as<bool>() == *b.as<bool>();
+    case kind::integer: return *a.as<std::int64_t>() == *b.as<std::int64_t>();
+    case kind::big_integer: return *a.if_big_int() == *b.if_big_int();
+    case kind::floating:
+      return std::bit_cast<std::uint64_t>(*a.as<double>()) == std::bit_cast<std::uint64_t>(*b.as<double>());
+    case kind::str: return *a.if_str() == *b.if_str();
+    case kind::bytes:
+    case kind::bytearray: return bytes_of(a) == bytes_of(b);
+    case kind::tuple:
+    case kind::list: return *a.if_sequence() == *b.if_sequence();
+    case kind::dict: return *a.if_dict() == *b.if_dict();
+    case kind::set:
+    case kind::frozenset: return *a.if_set() == *b.if_set();
+    case kind::object: return *a.if_object() == *b.if_object();
+  }
+  return false;
+}
+
+
+bool value::key_equal(const value& a, const value& b) noexcept {
+  kind ka = a.type();
+  kind kb = b.type();
+  if (is_numeric(ka) || is_numeric(kb)) {
+    return is_numeric(ka) && is_numeric(kb) && numeric_equal(a, b);
+  }
+  switch (ka) {
+    case kind::none: return kb == kind::none;
+    case kind::str: return kb == kind::str && *a.if_str() == *b.if_str();
+    case kind::bytes:
+    case kind::bytearray: return (kb == kind::bytes || kb == kind::bytearray) && bytes_of(a) == bytes_of(b);
+    case kind::tuple:
+    case kind::list: return ka == kb && sequence_key_equal(a, b);
+    case kind::set:
+    case kind::frozenset: return (kb == kind::set || kb == kind::frozenset) && set_key_equal(a, b);
+    case kind::dict: return kb == kind::dict && dict_key_equal(a, b);
+    case kind::object: return kb == kind::object && object_key_equal(*a.if_object(), *b.if_object());
+    default: return false;
+  }
+}
+
+std::size_t value::key_hash(const value& v) noexcept {
+  switch (v.type()) {
+    case kind::none: return static_cast<std::size_t>(mix(tag_none));
+    case kind::boolean:
+    case kind::integer: return hash_number(static_cast<double>(small_int_of(v)));
+    case kind::big_integer: return hash_number(v.if_big_int()->to_double());
+    case kind::floating: {
+      double d = *v.as<double>();
+      if (std::isnan(d)) {
+        return static_cast<std::size_t>(mix(std::bit_cast<std::uint64_t>(d)));
+      }
+      return hash_number(d);
+    }
+    case kind::str: return hash_bytes(*v.if_str(), tag_str);
+    case kind::bytes:
+    case kind::bytearray: return hash_bytes(bytes_of(v), tag_bytes);
+    case kind::tuple:
+    case kind::list: {
+      std::uint64_t h = v.type() == kind::tuple ? tag_tuple : tag_list;
+      for (const value& x : *v.if_sequence()) {
+        h = mix(h ^ key_hash(x)) + 0x9e3779b97f4a7c15ULL;
+      }
+      return static_cast<std::size_t>(h);
+    }
+    case kind::set:
+    case kind::frozenset: {
+      std::uint64_t h = 0;
+      for (const value& x : *v.if_set()) {
+        h += mix(key_hash(x));  // order-independent
+      }
+      return static_cast<std::size_t>(mix(h ^ tag_set));
+    }
+    case kind::dict: {
+      std::uint64_t h = 0;
+      for (const auto& e : *v.if_dict()) {
+        h += mix(key_hash(e.key) ^ mix(key_hash(e.mapped)));
+      }
+      return static_cast<std::size_t>(mix(h ^ tag_dict));
+    }
+    case kind::object: {
+      const object& o = *v.if_object();
+      std::uint64_t h = hash_bytes(o.module, tag_object) ^ hash_bytes(o.name, tag_object);
+      for (const value& x : o.args) {
+        h = mix(h ^ key_hash(x));
+      }
+      return static_cast<std::size_t>(h);
+    }
+  }
+  return 0;
+}
+
+bool value::hashable() const noexcept {
+  switch (type()) {
+    case kind::none:
+    case kind::boolean:
+    case kind::integer:
+    case kind::big_integer:
+    case kind::floating:
+    case kind::str:
+    case kind::bytes: return true;
+    case kind::tuple:
+      return std::all_of(if_tuple()->begin(), if_tuple()->end(), [](const value& x) { return x.hashable(); });
+    case kind::frozenset: return true;  // its elements are hashable by construction
+    default: return false;
+  }
+}
+
+}  // namespace corio::ipc::pickle
