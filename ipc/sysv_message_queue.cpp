@@ -1,28 +1,21 @@
 // ipc/sysv_message_queue.cpp: SysV message queues (sysv_message_queue.hpp): keys, create/
-// open/remove, the IPC_NOWAIT fast path, and the interruptible wait that send/receive hand
-// to the blocking pool — a per-thread POSIX timer aimed at the waiting thread, armed by a
-// stop request (wait_gate holds the hand-shake between the two threads).
+// open/remove, and the IPC_NOWAIT fast path (try_send/try_receive) with the message buffer
+// it shares with the waits (detail/sysv_io.hpp). The interruptible waits of send/receive
+// are in sysv_message_queue_wait.cpp.
 #include <corio/ipc/sysv_message_queue.hpp>
 
-#include <pthread.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/stat.h>
-#include <signal.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <optional>
-#include <thread>
 #include <vector>
 
-#include <corio/runtime/blocking.hpp>
-#include <corio/runtime/runtime.hpp>
+#include <corio/ipc/detail/sysv_io.hpp>
 
 namespace corio::ipc {
 
@@ -30,17 +23,6 @@ namespace {
 
 std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
 std::error_code removed_error() noexcept { return std::make_error_code(std::errc::identifier_removed); }
-
-/// The error of a failed msgsnd/msgrcv. EINVAL: our arguments are checked before the
-/// call, so the id names no queue any more (removed before the call started).
-std::error_code transfer_error(int e) noexcept {
-  switch (e) {
-    case EIDRM:
-    case EINVAL: return removed_error();
-    case E2BIG: return std::make_error_code(std::errc::message_size);
-    default: return os_error(-e);
-  }
-}
 
 // ---- the message buffer ------------------------------------------------------------
 
@@ -55,8 +37,21 @@ long* scratch(std::size_t payload) {
   return words.data();
 }
 
-/// One msgsnd: 0, or -1 with errno.
-int send_once(int id, std::span<const std::byte> message, long type, int flags) {
+}  // namespace
+
+// The transfers shared with sysv_message_queue_wait.cpp (declared in detail/sysv_io.hpp).
+namespace detail {
+
+std::error_code sysv_transfer_error(int e) noexcept {
+  switch (e) {
+    case EIDRM:
+    case EINVAL: return removed_error();
+    case E2BIG: return std::make_error_code(std::errc::message_size);
+    default: return os_error(-e);
+  }
+}
+
+int sysv_send_once(int id, std::span<const std::byte> message, long type, int flags) {
   long* buf = scratch(message.size());
   buf[0] = type;
   if (!message.empty()) {
@@ -65,8 +60,7 @@ int send_once(int id, std::span<const std::byte> message, long type, int flags) 
   return ::msgsnd(id, buf, message.size(), flags);
 }
 
-/// One msgrcv into `out` (at most `cap` bytes asked for): the size, or -1 with errno.
-ssize_t receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type) {
+ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type) {
   const std::size_t asked = std::min(out.size(), cap);
   long* buf = scratch(asked);
   const ssize_t n = ::msgrcv(id, buf, asked, type, flags);
@@ -79,245 +73,13 @@ ssize_t receive_once(int id, std::span<std::byte> out, std::size_t cap, long typ
   return n;
 }
 
-// ---- interrupting a waiting thread -------------------------------------------------
+}  // namespace detail
 
-void on_interrupt(int) noexcept {}  // its only job is to make msgsnd/msgrcv return EINTR
+namespace {
 
-/// Installs the do-nothing handler once per process (no SA_RESTART: not that msgsnd/
-/// msgrcv would be restarted anyway) and returns the signal.
-int installed_interrupt_signal() noexcept {
-  static const int signo = [] {
-    const int s = SIGRTMAX - 1;
-    struct sigaction sa {};
-    sa.sa_handler = on_interrupt;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    (void)::sigaction(s, &sa, nullptr);
-    return s;
-  }();
-  return signo;
-}
-
-/// This thread's POSIX timer, aimed at this thread with the interrupt signal; created on
-/// first use and deleted when the thread exits.
-struct thread_timer {
-  timer_t id{};
-  int error = -1;  // -1: not created yet; 0: ok; else the errno of timer_create
-  ~thread_timer() {
-    if (error == 0) {
-      (void)::timer_delete(id);
-    }
-  }
-};
-
-result<timer_t> this_thread_timer() {
-  thread_local thread_timer t;
-  if (t.error < 0) {
-    sigevent ev{};
-    ev.sigev_notify = SIGEV_THREAD_ID;
-    ev.sigev_signo = installed_interrupt_signal();
-    ev._sigev_un._tid = static_cast<pid_t>(::gettid());  // sigev_notify_thread_id (older glibc lacks the name)
-    t.error = ::timer_create(CLOCK_MONOTONIC, &ev, &t.id) == 0 ? 0 : errno;
-  }
-  if (t.error != 0) {
-    return unexpected(os_error(-t.error));
-  }
-  return t.id;
-}
-
-/// The hand-shake between a thread about to block in msgsnd/msgrcv and whoever requests
-/// a stop. States: idle (not started) -> blocking (the waiter published its timer) ->
-/// arming -> armed (a canceller is arming / has armed that timer) -> done. A stop before
-/// the wait starts moves idle -> cancelled, and the wait never blocks. The waiter leaves
-/// only after an arming canceller has finished, and disarms the timer itself, so no
-/// interrupt outlives the wait and reaches another job of the thread.
-class wait_gate {
- public:
-  /// Waiter: publishes `timer`; false if a stop came first.
-  bool enter(timer_t timer) noexcept {
-    m_timer = timer;
-    int expected = idle;
-    // release: the canceller that sees `blocking` (acquire) reads m_timer.
-    return m_state.compare_exchange_strong(expected, blocking, std::memory_order_release, std::memory_order_relaxed);
-  }
-  /// Waiter: whether a stop has been requested (checked before each blocking call).
-  [[nodiscard]] bool stopping() const noexcept {
-    // relaxed: only the flag itself matters here; the timer keeps interrupting until
-    // the waiter reads it, so a stale read costs one more millisecond, never a hang.
-    return m_state.load(std::memory_order_relaxed) >= arming;
-  }
-  /// Waiter: ends the wait (see the class comment) and disarms the timer, whoever armed
-  /// it. A signal it already raised is delivered to this thread, which has the signal
-  /// unblocked, when timer_settime returns: no interrupt outlives the wait.
-  void leave() noexcept {
-    int s = m_state.load(std::memory_order_acquire);
-    for (;;) {
-      if (s == blocking) {
-        // acq_rel: either we end the wait, or we see the canceller's arming/armed.
-        if (m_state.compare_exchange_weak(s, done, std::memory_order_acq_rel, std::memory_order_acquire)) {
-          break;
-        }
-        continue;
-      }
-      if (s == arming) {
-        std::this_thread::yield();  // the canceller is inside timer_settime
-        s = m_state.load(std::memory_order_acquire);
-        continue;
-      }
-      break;  // armed, or cancelled before enter() (the timer is ours alone)
-    }
-    // armed: acquire above, the canceller's timer_settime happened before this one.
-    itimerspec off{};
-    (void)::timer_settime(m_timer, 0, &off, nullptr);
-  }
-  /// Canceller (any thread, from a stop callback).
-  void cancel() noexcept {
-    int s = m_state.load(std::memory_order_acquire);
-    for (;;) {
-      if (s == idle) {
-        if (m_state.compare_exchange_weak(s, cancelled, std::memory_order_acquire, std::memory_order_acquire)) {
-          return;
-        }
-        continue;
-      }
-      if (s != blocking) {
-        return;  // cancelled already, or the wait has ended
-      }
-      // acquire on success: m_timer, written before the waiter's release, is visible.
-      if (m_state.compare_exchange_weak(s, arming, std::memory_order_acquire, std::memory_order_acquire)) {
-        break;
-      }
-    }
-    // Fire now, then every millisecond: a signal that lands just before the waiter
-    // enters msgrcv is lost, the next one is not.
-    itimerspec every{};
-    every.it_value.tv_nsec = 1;
-    every.it_interval.tv_nsec = 1'000'000;
-    (void)::timer_settime(m_timer, 0, &every, nullptr);
-    // release: the waiter that sees armed (acquire) disarms after our timer_settime.
-    m_state.store(armed, std::memory_order_release);
-  }
-
- private:
-  enum : int { idle, cancelled, blocking, arming, armed, done };
-  std::atomic<int> m_state{idle};
-  timer_t m_timer{};
-};
-
-struct gate_cancel {
-  wait_gate* gate;
-  void operator()() const noexcept { gate->cancel(); }
-};
-
-/// What wait_interruptibly returns when its time slice is over (the caller tries again):
-/// msgsnd/msgrcv never fail with ETIMEDOUT themselves.
-std::error_code slice_over() noexcept { return make_error_code(errc::timed_out); }
-
-/// How long one wait on the blocking pool lasts before it hands the task back to a
-/// worker, which tries again: a runtime that shuts down waits for running pool jobs, so
-/// this bounds how long a forgotten wait can hold a shutdown up.
-constexpr std::chrono::milliseconds pool_slice{100};
-
-/// How many more times a send or receive that would wait tries again on its worker,
-/// yielding to the worker's other tasks before each try, before it takes the blocking
-/// pool's much dearer path: a peer that answers meanwhile (a ping-pong partner on this
-/// worker or on another) costs a few failed IPC_NOWAIT calls instead of three thread
-/// hand-offs. Counted, not timed, so that on a busy machine the waste stays bounded. In
-/// bench/ipc/sysv_bench, 4 gave the least CPU per ping-pong round trip (none: about 8x
-/// more; 1 or 8: somewhat more, on a noisy machine), and a stream's CPU per message did
-/// not change from 0 to 16.
-constexpr int spin_tries = 4;
-
-/// Runs `call` (a blocking msgsnd/msgrcv: >= 0 or -1 with errno) on this thread until it
-/// succeeds, fails, `gate` is stopped (operation_canceled) or, with a non-zero `slice`,
-/// the slice is over (slice_over()). A success that races the stop is returned.
-template <class Call>
-result<ssize_t> wait_interruptibly(wait_gate& gate, Call call, std::chrono::nanoseconds slice) {
-  auto timer = this_thread_timer();
-  if (!timer) {
-    return unexpected(timer.error());
-  }
-  const auto slice_end = std::chrono::steady_clock::now() + slice;
-  if (slice.count() > 0) {
-    // Armed before enter(): a canceller touches the timer only once we are blocking, so
-    // its setting always wins over this one. Periodic, like the canceller's: a signal
-    // that lands just before msgrcv is entered is followed by another.
-    itimerspec every{};
-    every.it_value.tv_sec = static_cast<time_t>(slice.count() / 1'000'000'000);
-    every.it_value.tv_nsec = static_cast<long>(slice.count() % 1'000'000'000);
-    every.it_interval = every.it_value;
-    (void)::timer_settime(*timer, 0, &every, nullptr);
-  }
-  sigset_t interrupt, previous;
-  sigemptyset(&interrupt);
-  sigaddset(&interrupt, installed_interrupt_signal());
-  (void)::pthread_sigmask(SIG_UNBLOCK, &interrupt, &previous);
-  result<ssize_t> out = unexpected(cancelled_error());
-  if (gate.enter(*timer)) {
-    while (!gate.stopping()) {
-      const ssize_t n = call();
-      if (n >= 0) {
-        out = n;
-        break;
-      }
-      if (errno != EINTR) {
-        out = unexpected(transfer_error(errno));
-        break;
-      }
-      if (slice.count() > 0 && std::chrono::steady_clock::now() >= slice_end) {
-        out = unexpected(slice_over());
-        break;
-      }
-    }
-  }
-  gate.leave();
-  (void)::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  return out;
-}
-
-/// A blocking call with an optional stop token, on a plain thread.
-template <class Call>
-result<ssize_t> wait_on_this_thread(const std::stop_token& token, Call call) {
-  if (!token.stop_possible()) {
-    for (;;) {
-      const ssize_t n = call();
-      if (n >= 0) {
-        return n;
-      }
-      if (errno != EINTR) {
-        return unexpected(transfer_error(errno));
-      }
-    }
-  }
-  wait_gate gate;
-  std::stop_callback<gate_cancel> on_stop(token, gate_cancel{&gate});
-  return wait_interruptibly(gate, call, std::chrono::nanoseconds::zero());
-}
-
-/// Awaits `wait(gate)` (result<R>, run on the blocking pool) with the explicit and the
-/// inherited token able to interrupt it.
-template <class R, class Wait>
-task<result<R>> wait_on_pool(Wait wait, std::stop_token token) {
-  std::stop_token inherited = co_await get_stop_token();
-  wait_gate gate;
-  std::optional<std::stop_callback<gate_cancel>> by_token;
-  std::optional<std::stop_callback<gate_cancel>> by_inherited;
-  if (token.stop_possible()) {
-    by_token.emplace(token, gate_cancel{&gate});
-  }
-  if (inherited.stop_possible()) {
-    by_inherited.emplace(inherited, gate_cancel{&gate});
-  }
-  // A stop while the job is still queued withdraws it (spawn_blocking); one while it
-  // waits interrupts it through the gate. Either way the frame outlives the job.
-  auto done = co_await spawn_blocking([&gate, &wait] { return wait(gate); }, token);
-  by_token.reset();
-  by_inherited.reset();
-  if (!done) {
-    co_return unexpected(done.error());
-  }
-  co_return std::move(*done);
-}
+using detail::sysv_receive_once;
+using detail::sysv_send_once;
+using detail::sysv_transfer_error;
 
 // ---- small helpers -----------------------------------------------------------------
 
@@ -353,7 +115,7 @@ attempt attempt_nowait(Call call, int busy, std::error_code& error) {
     if (errno == busy) {
       return attempt::would_block;
     }
-    error = transfer_error(errno);
+    error = sysv_transfer_error(errno);
     return attempt::failed;
   }
 }
@@ -384,8 +146,6 @@ result<sysv_key> sysv_key::from_value(key_t value) {
 }
 
 // ---- sysv_message_queue ------------------------------------------------------------
-
-int sysv_message_queue::interrupt_signal() noexcept { return installed_interrupt_signal(); }
 
 result<sysv_message_queue> sysv_message_queue::create(sysv_key key, const sysv_message_queue_options& options) {
   if ((options.mode & ~static_cast<mode_t>(0777)) != 0) {
@@ -506,7 +266,7 @@ result<void> sysv_message_queue::try_send(std::span<const std::byte> message, lo
     return unexpected(bad);
   }
   std::error_code error;
-  switch (attempt_nowait([&] { return send_once(m_id, message, type, IPC_NOWAIT); }, EAGAIN, error)) {
+  switch (attempt_nowait([&] { return sysv_send_once(m_id, message, type, IPC_NOWAIT); }, EAGAIN, error)) {
     case attempt::done: return {};
     case attempt::would_block: break;
     case attempt::failed: return unexpected(error);
@@ -524,7 +284,7 @@ result<sysv_received> sysv_message_queue::try_receive(std::span<std::byte> buffe
   std::error_code error;
   sysv_received got;
   auto call = [&] {
-    const ssize_t n = receive_once(m_id, buffer, m_max_message, type, IPC_NOWAIT, &got.type);
+    const ssize_t n = sysv_receive_once(m_id, buffer, m_max_message, type, IPC_NOWAIT, &got.type);
     got.size = n > 0 ? static_cast<std::size_t>(n) : 0;
     return n;
   };
@@ -534,126 +294,6 @@ result<sysv_received> sysv_message_queue::try_receive(std::span<std::byte> buffe
     case attempt::failed: break;
   }
   return unexpected(error);
-}
-
-namespace {
-bool stop_requested(const std::stop_token& a, const std::stop_token& b) noexcept {
-  return a.stop_requested() || b.stop_requested();
-}
-}  // namespace
-
-task<result<void>> sysv_message_queue::send(std::span<const std::byte> message, long type,
-                                            std::stop_token token) const {
-  auto sent = try_send(message, type);
-  if (sent || sent.error() != errc::full) {
-    co_return sent;
-  }
-  // Full. First try again a few times, letting this worker's other tasks run in between
-  // (a receiver here, or one on another worker, may make room at once).
-  const std::stop_token inherited = co_await get_stop_token();
-  for (int tries = 0; tries < spin_tries; ++tries) {
-    if (stop_requested(token, inherited)) {
-      co_return unexpected(cancelled_error());
-    }
-    co_await corio::yield_now{};
-    sent = try_send(message, type);
-    if (sent || sent.error() != errc::full) {
-      co_return sent;
-    }
-  }
-  // Then wait on the blocking pool, one slice at a time.
-  const int id = m_id;
-  for (;;) {
-    auto waited = co_await wait_on_pool<ssize_t>(
-        [id, message, type](wait_gate& gate) {
-          return wait_interruptibly(
-              gate, [&] { return static_cast<ssize_t>(send_once(id, message, type, 0)); }, pool_slice);
-        },
-        token);
-    if (waited) {
-      co_return result<void>{};
-    }
-    if (waited.error() != slice_over()) {
-      co_return unexpected(waited.error());
-    }
-    // The slice is over: back on a worker; try again and, if still full, wait again.
-    sent = try_send(message, type);
-    if (sent || sent.error() != errc::full) {
-      co_return sent;
-    }
-  }
-}
-
-task<result<sysv_received>> sysv_message_queue::receive(std::span<std::byte> buffer, long type,
-                                                        std::stop_token token) const {
-  auto got = try_receive(buffer, type);
-  if (got || got.error() != errc::empty) {
-    co_return got;
-  }
-  // Nothing to take. First try again a few times (see send).
-  const std::stop_token inherited = co_await get_stop_token();
-  for (int tries = 0; tries < spin_tries; ++tries) {
-    if (stop_requested(token, inherited)) {
-      co_return unexpected(cancelled_error());
-    }
-    co_await corio::yield_now{};
-    got = try_receive(buffer, type);
-    if (got || got.error() != errc::empty) {
-      co_return got;
-    }
-  }
-  // Then wait on the blocking pool, one slice at a time.
-  const int id = m_id;
-  const std::size_t cap = m_max_message;
-  for (;;) {
-    sysv_received out;
-    auto waited = co_await wait_on_pool<ssize_t>(
-        [id, buffer, cap, type, &out](wait_gate& gate) {
-          return wait_interruptibly(
-              gate, [&] { return receive_once(id, buffer, cap, type, 0, &out.type); }, pool_slice);
-        },
-        token);
-    if (waited) {
-      out.size = static_cast<std::size_t>(*waited);
-      co_return out;
-    }
-    if (waited.error() != slice_over()) {
-      co_return unexpected(waited.error());
-    }
-    got = try_receive(buffer, type);
-    if (got || got.error() != errc::empty) {
-      co_return got;
-    }
-  }
-}
-
-result<void> sysv_message_queue::send_blocking(std::span<const std::byte> message, long type,
-                                               std::stop_token token) const {
-  auto sent = try_send(message, type);
-  if (sent || sent.error() != errc::full) {
-    return sent;
-  }
-  auto waited = wait_on_this_thread(token, [&] { return static_cast<ssize_t>(send_once(m_id, message, type, 0)); });
-  if (!waited) {
-    return unexpected(waited.error());
-  }
-  return {};
-}
-
-result<sysv_received> sysv_message_queue::receive_blocking(std::span<std::byte> buffer, long type,
-                                                           std::stop_token token) const {
-  auto got = try_receive(buffer, type);
-  if (got || got.error() != errc::empty) {
-    return got;
-  }
-  sysv_received out;
-  auto waited =
-      wait_on_this_thread(token, [&] { return receive_once(m_id, buffer, m_max_message, type, 0, &out.type); });
-  if (!waited) {
-    return unexpected(waited.error());
-  }
-  out.size = static_cast<std::size_t>(*waited);
-  return out;
 }
 
 }  // namespace corio::ipc

@@ -1,0 +1,26 @@
+// Internals shared by the two halves of SysV message queues (not installed, private to ipc/):
+// sysv_message_queue.cpp (keys, create/open/remove, the IPC_NOWAIT fast path) defines
+// them; sysv_message_queue_wait.cpp (the interruptible waits of send/receive) uses them.
+// Thread-safety: each call may run on any thread (the message buffer is per thread).
+// Cost: one msgsnd/msgrcv, plus a copy through the per-thread buffer.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <system_error>
+
+namespace corio::ipc::detail {
+
+/// The error of a failed msgsnd/msgrcv (errno `e`). EINVAL: the arguments are checked
+/// before the call, so the id names no queue any more (removed before the call started).
+std::error_code sysv_transfer_error(int e) noexcept;
+
+/// One msgsnd: 0, or -1 with errno.
+int sysv_send_once(int id, std::span<const std::byte> message, long type, int flags);
+
+/// One msgrcv into `out` (at most `cap` bytes asked for): the size, or -1 with errno.
+ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type);
+
+}  // namespace corio::ipc::detail
