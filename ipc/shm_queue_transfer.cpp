@@ -1,0 +1,468 @@
+// corio::ipc::shm_queue: sending and receiving, the two sides' protocols and their recovery
+// after a death (see shm_queue.hpp; the layout is in detail/shm_queue_layout.hpp, create
+// and open in shm_queue.cpp).
+//
+// Count words (published by producers, consumed by consumers): count * 4 + closed * 2 +
+// waiters. Only the holder of a side's lock changes its count; the other side only sets
+// the waiters bit (before it sleeps on the word), and close() only sets the closed bit.
+// Advancing: CAS v -> v + 4 while the waiters bit is clear; with it set, FUTEX_WAKE_OP
+// adds 3 (odd + 3 = the next count with the waiters bit clear, whatever the closed bit)
+// and wakes every sleeper of the word in the same syscall. close() ORs 2 and wakes all;
+// OR 2 and ADD 3 commute, so a close racing an advance loses nothing.
+// Positions: the 64-bit write/read positions live beside each lock and index the slots;
+// the count words hold their low 30 bits. A holder that dies between advancing the word
+// and its position leaves them one apart: recovery (the next holder of that side, on
+// owner_dead) adds the one. The cached free / available counts are decremented before
+// the word advances, so after a death they are never too high; recovery zeroes them.
+#include <corio/ipc/shm_queue.hpp>
+
+#include <climits>
+#include <cstring>
+
+#include <corio/ipc/detail/shm_queue_layout.hpp>
+
+namespace corio::ipc {
+
+namespace {
+
+using detail::queue_header;
+using detail::shared_word;
+
+constexpr std::uint32_t waiters_bit = detail::shm_waiters_bit;
+constexpr std::uint32_t closed_bit = detail::shm_closed_bit;
+constexpr std::uint32_t count_mask = detail::shm_count_mask;
+constexpr std::size_t max_capacity = detail::shm_max_capacity;
+constexpr std::size_t max_size = detail::shm_max_size;
+constexpr std::size_t slot_header = detail::shm_slot_header;
+
+std::uint32_t count_of(std::uint32_t word) noexcept { return detail::shm_count_of(word); }
+
+std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+
+/// Advances a count word by one (the caller holds its side's lock).
+void advance(shared_word& word) noexcept {
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((v & waiters_bit) == 0) {
+      // release: the slot we filled (or emptied) before this is visible to whoever reads
+      // the new count with acquire order.
+      if (word.compare_exchange_weak(v, v + 4, std::memory_order_release, std::memory_order_relaxed)) {
+        return;
+      }
+      continue;
+    }
+    // Sleepers on the other side: advance and wake them in one syscall. The release RMW
+    // orders our slot writes before the kernel's change (and tells ThreadSanitizer).
+    word.fetch_add(0, std::memory_order_release);
+    detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
+    return;
+  }
+}
+
+/// After would_wait, with the side's lock dropped: spins (once per call) while the other
+/// side's word still holds `seen`, then sets its waiters bit. The value to sleep on, or
+/// nothing if the word moved (look again). Setting the bit outside the lock is safe: the
+/// CAS succeeds only if the word — and so the full or empty state — is still `seen`.
+std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept {
+  if (!spun) {
+    spun = true;
+    if (detail::spin_while_equal(word, seen)) {
+      return std::nullopt;
+    }
+  }
+  if ((seen & waiters_bit) != 0) {
+    return seen;
+  }
+  // relaxed: the bit publishes nothing; the futex wait compares the value itself.
+  if (word.compare_exchange_strong(seen, seen | waiters_bit, std::memory_order_relaxed)) {
+    return seen | waiters_bit;
+  }
+  return std::nullopt;
+}
+
+std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
+  return reinterpret_cast<std::byte*>(h) + h->slots_offset + (pos % h->capacity) * h->slot_stride;
+}
+
+void test_hook(detail::queue_step step) noexcept {
+  if (auto hook = detail::g_shm_queue_test_hook.load(std::memory_order_relaxed)) {
+    hook(step);
+  }
+}
+
+enum class outcome { done, closed, would_wait };
+
+/// Producers, under the send lock. On would_wait, `sleep_value` is the consumed word as
+/// seen: the queue stays full until it changes.
+outcome send_locked(queue_header* h, std::span<const std::byte> message, std::uint32_t& sleep_value) noexcept {
+  // relaxed: only send-lock holders change the count; consumers only set the waiters bit
+  // and close() the closed bit.
+  const std::uint32_t published = h->published.load(std::memory_order_relaxed);
+  if ((published & closed_bit) != 0) {
+    return outcome::closed;
+  }
+  if (h->free_known == 0) {
+    // acquire: pairs with the consumers' release in advance(): they are done reading the
+    // slots they consumed before we overwrite them.
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_acquire);
+    const std::uint32_t used = (count_of(published) - count_of(consumed)) & count_mask;
+    h->free_known = h->capacity - used;
+    if (h->free_known == 0) {
+      sleep_value = consumed;  // full until the consumed word changes
+      return outcome::would_wait;
+    }
+  }
+  std::byte* slot = slot_at(h, h->write_pos);
+  const auto size = static_cast<std::uint32_t>(message.size());
+  std::memcpy(slot, &size, sizeof size);
+  if (!message.empty()) {
+    std::memcpy(slot + slot_header, message.data(), message.size());
+  }
+  --h->free_known;  // before the publish: after a death here it is too low, never too high
+  test_hook(detail::queue_step::before_publish);
+  advance(h->published);
+  test_hook(detail::queue_step::after_publish);
+  ++h->write_pos;
+  return outcome::done;
+}
+
+/// Consumers, under the receive lock. On would_wait, `sleep_value` is the published word
+/// as seen: the queue stays empty until it changes. closed means closed and empty.
+outcome receive_locked(queue_header* h, std::span<std::byte> buffer, std::size_t& size,
+                       std::uint32_t& sleep_value) noexcept {
+  if (h->available_known == 0) {
+    // acquire: pairs with the producers' release in advance(): the slots they published
+    // are filled.
+    const std::uint32_t published = h->published.load(std::memory_order_acquire);
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_relaxed);
+    h->available_known = (count_of(published) - count_of(consumed)) & count_mask;
+    if (h->available_known == 0) {
+      if ((published & closed_bit) != 0) {
+        return outcome::closed;
+      }
+      sleep_value = published;  // empty until the published word changes
+      return outcome::would_wait;
+    }
+  }
+  const std::byte* slot = slot_at(h, h->read_pos);
+  std::uint32_t stored = 0;
+  std::memcpy(&stored, slot, sizeof stored);
+  size = stored <= h->max_message ? stored : h->max_message;  // never trust shared bytes past the slot
+  if (size > 0) {
+    std::memcpy(buffer.data(), slot + slot_header, size);
+  }
+  --h->available_known;
+  test_hook(detail::queue_step::before_consume);
+  advance(h->consumed);
+  test_hook(detail::queue_step::after_consume);
+  ++h->read_pos;
+  return outcome::done;
+}
+
+/// After owner_dead on a side's lock: re-derive its position from its count word.
+void resync(std::uint64_t& pos, std::uint32_t& known, const shared_word& word) noexcept {
+  const std::uint32_t count = count_of(word.load(std::memory_order_relaxed));
+  if ((static_cast<std::uint32_t>(pos) & count_mask) != count) {
+    ++pos;  // died between advancing the word and the position
+  }
+  known = 0;
+}
+
+enum class side { send, receive };
+
+void resync_side(queue_header* h, side which) noexcept {
+  if (which == side::send) {
+    resync(h->write_pos, h->free_known, h->published);
+  } else {
+    resync(h->read_pos, h->available_known, h->consumed);
+  }
+}
+
+/// Takes a side's lock without waiting, recovering it from a dead holder.
+result<process_mutex_guard> try_lock_side(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto g = lock.try_lock();
+  if (g || g.error() != std::errc::owner_dead) {
+    return g;
+  }
+  auto r = lock.recover();
+  if (!r) {
+    return unexpected(error(std::errc::device_or_resource_busy));
+  }
+  resync_side(h, which);
+  r->mark_consistent();
+  return r;
+}
+
+/// Awaits a side's lock, recovering it from a dead holder.
+task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
+                                            std::stop_token token) {
+  for (;;) {
+    auto g = co_await lock.lock(token);
+    if (g || g.error() != std::errc::owner_dead) {
+      co_return g;
+    }
+    auto r = lock.recover();
+    if (r) {
+      resync_side(h, which);
+      r->mark_consistent();
+      co_return r;
+    }
+    // Another process is recovering it (busy) or has just done so: lock again.
+  }
+}
+
+result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept {
+  for (;;) {
+    auto g = lock.lock_blocking();
+    if (g || g.error() != std::errc::owner_dead) {
+      return g;
+    }
+    if (auto r = lock.recover()) {
+      resync_side(h, which);
+      r->mark_consistent();
+      return r;
+    }
+  }
+}
+
+result<void> check_message(const queue_header* h, std::span<const std::byte> message) noexcept {
+  if (message.size() > h->max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+result<void> check_buffer(const queue_header* h, std::span<std::byte> buffer) noexcept {
+  if (buffer.size() < h->max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- send ----
+
+result<void> shm_queue::try_send(std::span<const std::byte> message) const noexcept {
+  if (auto ok = check_message(m_header, message); !ok) {
+    return ok;
+  }
+  auto g = try_lock_side(m_header, m_send_lock, side::send);
+  if (!g) {
+    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
+                                                                       : g.error());
+  }
+  std::uint32_t sleep_value = 0;
+  switch (send_locked(m_header, message, sleep_value)) {
+    case outcome::done: return {};
+    case outcome::closed: return unexpected(make_error_code(errc::closed));
+    case outcome::would_wait: break;
+  }
+  return unexpected(make_error_code(errc::full));
+}
+
+std::optional<shm_queue::send_op::value_type> shm_queue::send_op::try_now() noexcept {
+  auto sent = queue->try_send(message);
+  if (!sent && (sent.error() == errc::full || sent.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return sent;
+}
+
+task<shm_queue::send_op::value_type> shm_queue::send_op::wait_slow(std::stop_token token) const {
+  return queue->send_slow(message, std::move(token));
+}
+
+task<result<void>> shm_queue::send_slow(std::span<const std::byte> message, std::stop_token token) const {
+  std::stop_token inherited = co_await get_stop_token();
+  bool spun = false;
+  for (;;) {
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = co_await lock_side(m_header, m_send_lock, side::send, token);
+      if (!g) {
+        co_return unexpected(g.error());
+      }
+      o = send_locked(m_header, message, sleep_value);
+    }
+    if (o == outcome::done) {
+      co_return result<void>{};
+    }
+    if (o == outcome::closed) {
+      co_return unexpected(make_error_code(errc::closed));
+    }
+    if (detail::stop_asked(token, inherited)) {
+      co_return unexpected(cancelled_error());
+    }
+    auto value = prepare_sleep(m_header->consumed, sleep_value, spun);
+    if (!value) {
+      continue;
+    }
+    auto woke = co_await detail::futex_await(m_header->consumed, *value, token);
+    if (!woke) {
+      co_return unexpected(woke.error());
+    }
+  }
+}
+
+result<void> shm_queue::send_blocking(std::span<const std::byte> message) const noexcept {
+  if (auto ok = check_message(m_header, message); !ok) {
+    return ok;
+  }
+  bool spun = false;
+  for (;;) {
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = lock_side_blocking(m_header, m_send_lock, side::send);
+      if (!g) {
+        return unexpected(g.error());
+      }
+      o = send_locked(m_header, message, sleep_value);
+    }
+    if (o == outcome::done) {
+      return {};
+    }
+    if (o == outcome::closed) {
+      return unexpected(make_error_code(errc::closed));
+    }
+    if (auto value = prepare_sleep(m_header->consumed, sleep_value, spun)) {
+      detail::futex_wait_blocking(m_header->consumed, *value);
+    }
+  }
+}
+
+// ---- receive ----
+
+result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const noexcept {
+  if (auto ok = check_buffer(m_header, buffer); !ok) {
+    return unexpected(ok.error());
+  }
+  auto g = try_lock_side(m_header, m_receive_lock, side::receive);
+  if (!g) {
+    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
+                                                                       : g.error());
+  }
+  std::size_t size = 0;
+  std::uint32_t sleep_value = 0;
+  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+    case outcome::done: return size;
+    case outcome::would_wait: return unexpected(make_error_code(errc::empty));
+    case outcome::closed: break;
+  }
+  // Closed and empty. A producer may be between its check of the closed bit and its
+  // publish: only its lock tells. Report empty unless no send is in progress.
+  g->unlock();
+  auto barrier = try_lock_side(m_header, m_send_lock, side::send);
+  if (!barrier) {
+    return unexpected(make_error_code(errc::empty));
+  }
+  barrier->unlock();
+  auto again = try_lock_side(m_header, m_receive_lock, side::receive);
+  if (!again) {
+    return unexpected(error(std::errc::resource_unavailable_try_again));
+  }
+  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+    case outcome::done: return size;
+    case outcome::would_wait: return unexpected(make_error_code(errc::empty));
+    case outcome::closed: break;
+  }
+  return unexpected(make_error_code(errc::closed));
+}
+
+std::optional<shm_queue::receive_op::value_type> shm_queue::receive_op::try_now() noexcept {
+  auto got = queue->try_receive(buffer);
+  if (!got && (got.error() == errc::empty || got.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return got;
+}
+
+task<shm_queue::receive_op::value_type> shm_queue::receive_op::wait_slow(std::stop_token token) const {
+  return queue->receive_slow(buffer, std::move(token));
+}
+
+task<result<std::size_t>> shm_queue::receive_slow(std::span<std::byte> buffer, std::stop_token token) const {
+  std::stop_token inherited = co_await get_stop_token();
+  bool waited_for_senders = false;
+  bool spun = false;
+  for (;;) {
+    std::size_t size = 0;
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = co_await lock_side(m_header, m_receive_lock, side::receive, token);
+      if (!g) {
+        co_return unexpected(g.error());
+      }
+      o = receive_locked(m_header, buffer, size, sleep_value);
+    }
+    if (o == outcome::done) {
+      co_return size;
+    }
+    if (o == outcome::closed) {
+      if (waited_for_senders) {
+        co_return unexpected(make_error_code(errc::closed));
+      }
+      // A producer may be between its check of the closed bit and its publish: once its
+      // lock is free, every send has either published or seen the close.
+      waited_for_senders = true;
+      auto barrier = co_await lock_side(m_header, m_send_lock, side::send, token);
+      if (!barrier) {
+        co_return unexpected(barrier.error());
+      }
+      continue;
+    }
+    if (detail::stop_asked(token, inherited)) {
+      co_return unexpected(cancelled_error());
+    }
+    auto value = prepare_sleep(m_header->published, sleep_value, spun);
+    if (!value) {
+      continue;
+    }
+    auto woke = co_await detail::futex_await(m_header->published, *value, token);
+    if (!woke) {
+      co_return unexpected(woke.error());
+    }
+  }
+}
+
+result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer) const noexcept {
+  if (auto ok = check_buffer(m_header, buffer); !ok) {
+    return unexpected(ok.error());
+  }
+  bool waited_for_senders = false;
+  bool spun = false;
+  for (;;) {
+    std::size_t size = 0;
+    std::uint32_t sleep_value = 0;
+    outcome o = outcome::would_wait;
+    {
+      auto g = lock_side_blocking(m_header, m_receive_lock, side::receive);
+      if (!g) {
+        return unexpected(g.error());
+      }
+      o = receive_locked(m_header, buffer, size, sleep_value);
+    }
+    if (o == outcome::done) {
+      return size;
+    }
+    if (o == outcome::closed) {
+      if (waited_for_senders) {
+        return unexpected(make_error_code(errc::closed));
+      }
+      waited_for_senders = true;
+      auto barrier = lock_side_blocking(m_header, m_send_lock, side::send);
+      if (!barrier) {
+        return unexpected(barrier.error());
+      }
+      continue;
+    }
+    if (auto value = prepare_sleep(m_header->published, sleep_value, spun)) {
+      detail::futex_wait_blocking(m_header->published, *value);
+    }
+  }
+}
+
+}  // namespace corio::ipc
