@@ -233,11 +233,36 @@ task<result<std::size_t>> connection::receive(sink& to, std::stop_token token) {
   co_return to.outcome(*n);
 }
 
+// Decodes the frame header at the front of the buffer. When only a part of it is buffered
+// (at most 11 bytes), moves that part to the buffer's start, for the rest to be read after it.
+result<frame::header> connection::buffered_header() {
+  auto d = frame::decode_header(std::span(m_buffer.get() + m_begin, m_end - m_begin), m_options.max_message_size);
+  if (d && !d->complete()) {
+    std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
+    m_end -= m_begin;
+    m_begin = 0;
+  }
+  return d;
+}
+
+// Consumes header h from the buffer and hands the body's buffered bytes to `to`; returns
+// how many of the body's bytes that was.
+std::size_t connection::take_buffered_body(sink& to, const frame::header& h) {
+  m_begin += h.header_size;
+  to.prepare(h.length);
+  std::size_t done = std::min(static_cast<std::size_t>(h.length), m_end - m_begin);
+  if (!to.discard && done != 0) {
+    std::memcpy(to.dest.data(), m_buffer.get() + m_begin, done);
+  }
+  m_begin += done;
+  return done;
+}
+
 task<result<std::size_t>> connection::finish_frame(sink& to, std::stop_token token) {
   const std::error_code truncated = make_error_code(errc::protocol_error);
   frame::header h;
   for (;;) {
-    auto d = frame::decode_header(std::span(m_buffer.get() + m_begin, m_end - m_begin), m_options.max_message_size);
+    auto d = buffered_header();
     if (!d) {
       co_return unexpected(d.error());
     }
@@ -245,10 +270,6 @@ task<result<std::size_t>> connection::finish_frame(sink& to, std::stop_token tok
       h = *d;
       break;
     }
-    // A partial prefix (at most 11 bytes): move it to the front and read the rest.
-    std::memmove(m_buffer.get(), m_buffer.get() + m_begin, m_end - m_begin);
-    m_end -= m_begin;
-    m_begin = 0;
     auto n = co_await m_stream.read_some(std::span(m_buffer.get() + m_end, m_capacity - m_end), token);
     if (!n) {
       co_return unexpected(n.error());
@@ -258,39 +279,26 @@ task<result<std::size_t>> connection::finish_frame(sink& to, std::stop_token tok
     }
     m_end += *n;
   }
-  m_begin += h.header_size;
-  to.prepare(h.length);
   auto length = static_cast<std::size_t>(h.length);
-  std::size_t done = std::min(length, m_end - m_begin);
-  if (!to.discard && done != 0) {
-    std::memcpy(to.dest.data(), m_buffer.get() + m_begin, done);
-  }
-  m_begin += done;
+  std::size_t done = take_buffered_body(to, h);
   while (done < length) {
-    // Everything buffered belonged to this message.
+    // Everything buffered belonged to this message. A skipped rest goes through the buffer
+    // (bytes past the message stay buffered); a kept one straight into its destination.
     m_begin = m_end = 0;
+    const std::span<std::byte> into = to.discard ? std::span(m_buffer.get(), m_capacity) : to.dest.subspan(done);
+    auto n = co_await m_stream.read_some(into, token);
+    if (!n) {
+      co_return unexpected(n.error());
+    }
+    if (*n == 0) {
+      co_return unexpected(truncated);
+    }
     if (to.discard) {
-      // Skip the rest through the buffer; bytes past the message stay buffered.
-      auto n = co_await m_stream.read_some(std::span(m_buffer.get(), m_capacity), token);
-      if (!n) {
-        co_return unexpected(n.error());
-      }
-      if (*n == 0) {
-        co_return unexpected(truncated);
-      }
       std::size_t take = std::min(*n, length - done);
       done += take;
       m_begin = take;
       m_end = *n;
     } else {
-      // The rest goes straight into its destination.
-      auto n = co_await m_stream.read_some(to.dest.subspan(done), token);
-      if (!n) {
-        co_return unexpected(n.error());
-      }
-      if (*n == 0) {
-        co_return unexpected(truncated);
-      }
       done += *n;
     }
   }

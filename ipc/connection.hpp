@@ -143,6 +143,8 @@ class connection {
   struct sink;
   task<result<std::size_t>> receive(sink& to, std::stop_token token);
   task<result<std::size_t>> finish_frame(sink& to, std::stop_token token);
+  result<frame::header> buffered_header();
+  std::size_t take_buffered_body(sink& to, const frame::header& h);
   task<result<void>> finish_send(std::span<const std::byte> header, std::span<const std::byte> data,
                                  std::size_t& sent, std::stop_token token);
   result<std::size_t> deliver(sink& to, const frame::header& h);

@@ -17,38 +17,35 @@ std::string plural(std::size_t n, std::string_view one, std::string_view many) {
 
 call_outcome type_error(std::string message) { return call_outcome::raise("TypeError", message); }
 
-}  // namespace
+// Python's TypeError for a call with more positional arguments than parameters.
+call_outcome too_many_positional(const std::string& fname, std::initializer_list<parameter> params,
+                                 std::size_t given) {
+  std::size_t required = 0;
+  for (const parameter& p : params) {
+    required += p.default_value ? 0 : 1;
+  }
+  std::string m = fname;
+  m += " takes ";
+  if (required == params.size()) {
+    m += plural(params.size(), "positional argument", "positional arguments");
+  } else {
+    m += "from ";
+    m += std::to_string(required);
+    m += " to ";
+    m += plural(params.size(), "positional argument", "positional arguments");
+  }
+  m += " but ";
+  m += std::to_string(given);
+  m += given == 1 ? " was given" : " were given";
+  return type_error(std::move(m));
+}
 
-std::variant<std::vector<pickle::value>, call_outcome> call_args::bind(std::string_view function,
-                                                                       std::initializer_list<parameter> params) const {
-  const auto& pos = *m_args;
-  std::string fname(function);
-  fname += "()";
-  if (pos.size() > params.size()) {
-    std::size_t required = 0;
-    for (const parameter& p : params) {
-      required += p.default_value ? 0 : 1;
-    }
-    std::string m = fname;
-    m += " takes ";
-    if (required == params.size()) {
-      m += plural(params.size(), "positional argument", "positional arguments");
-    } else {
-      m += "from ";
-      m += std::to_string(required);
-      m += " to ";
-      m += plural(params.size(), "positional argument", "positional arguments");
-    }
-    m += " but ";
-    m += std::to_string(pos.size());
-    m += pos.size() == 1 ? " was given" : " were given";
-    return type_error(std::move(m));
-  }
-  std::vector<std::optional<pickle::value>> bound(params.size());
-  for (std::size_t i = 0; i < pos.size(); ++i) {
-    bound[i] = pos[i];
-  }
-  for (const auto& e : *m_kwds) {
+// Binds each keyword argument to its parameter's slot in `bound`; the TypeError Python
+// would raise for a keyword that is not a string, unknown, or already bound.
+std::optional<call_outcome> bind_keywords(const std::string& fname, const pickle::dict& kwds,
+                                          std::initializer_list<parameter> params,
+                                          std::vector<std::optional<pickle::value>>& bound) {
+  for (const auto& e : kwds) {
     const std::string* key = e.key.if_str();
     if (key == nullptr) {
       return type_error(fname + " keywords must be strings");
@@ -75,6 +72,26 @@ std::variant<std::vector<pickle::value>, call_outcome> call_args::bind(std::stri
       return type_error(std::move(m));
     }
     bound[i] = e.mapped;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<std::vector<pickle::value>, call_outcome> call_args::bind(std::string_view function,
+                                                                       std::initializer_list<parameter> params) const {
+  const auto& pos = *m_args;
+  std::string fname(function);
+  fname += "()";
+  if (pos.size() > params.size()) {
+    return too_many_positional(fname, params, pos.size());
+  }
+  std::vector<std::optional<pickle::value>> bound(params.size());
+  for (std::size_t i = 0; i < pos.size(); ++i) {
+    bound[i] = pos[i];
+  }
+  if (auto error = bind_keywords(fname, *m_kwds, params, bound)) {
+    return std::move(*error);
   }
   std::vector<pickle::value> out;
   out.reserve(params.size());

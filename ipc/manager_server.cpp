@@ -106,6 +106,7 @@ struct manager_server::state {
 
   task<void> handle(connection conn, std::stop_token stop);
   task<void> serve_client(connection& conn, std::stop_token stop);
+  call_result dispatch(const pickle::value& msg, std::shared_ptr<const object_entry>& entry);
   task<call_outcome> run_watched(connection& conn, deferred_call& call, std::stop_token stop,
                                  std::optional<result<pickle::value>>& pending, bool& gone);
 };
@@ -156,6 +157,19 @@ task<call_outcome> run_call(deferred_call& call, std::stop_token stop, std::stop
   call_outcome out = co_await call.run(std::move(stop));
   watch_stop.request_stop();
   co_return out;
+}
+
+// The reply's kind for an outcome; a cancelled call (the server stopped) becomes EOFError.
+std::string_view reply_kind(call_outcome& out) {
+  switch (out.what) {
+    case call_outcome::kind::returned: return "#RETURN";
+    case call_outcome::kind::raised: return "#ERROR";
+    case call_outcome::kind::traceback: return "#TRACEBACK";
+    case call_outcome::kind::cancelled:
+      out.value = pickle::builtin_exception("EOFError", "the manager server stopped while this call waited");
+      return "#ERROR";
+  }
+  return "#RETURN";
 }
 
 }  // namespace
@@ -352,6 +366,26 @@ task<call_outcome> manager_server::state::run_watched(connection& conn, deferred
   co_return std::move(out);
 }
 
+// A method call: what the method returned (entry: the object's), or the error of a request
+// that is malformed or names no object or a method it does not expose.
+call_result manager_server::state::dispatch(const pickle::value& msg, std::shared_ptr<const object_entry>& entry) {
+  auto req = parse_request(msg);
+  if (!req || !req->ident->is_str()) {
+    return traceback("ValueError", "a method call is (ident, methodname, args, kwds), not " + msg.repr(200));
+  }
+  if (!(entry = find(*req->ident->if_str()))) {
+    return key_error(*req->ident->if_str());
+  }
+  if (std::find(entry->exposed.begin(), entry->exposed.end(), req->method) == entry->exposed.end()) {
+    if (req->method == "__str__" || req->method == "__repr__") {
+      return call_outcome::returned(entry->object->repr());
+    }
+    return traceback("AttributeError", "method " + quoted(req->method) + " of " + entry->object->repr() +
+                                           " is not in exposed=" + exposed_repr(entry->exposed));
+  }
+  return entry->object->call(req->method, call_args(*req->args, *req->kwds));
+}
+
 task<void> manager_server::state::serve_client(connection& conn, std::stop_token stop) {
   std::optional<result<pickle::value>> pending;
   for (;;) {
@@ -370,45 +404,23 @@ task<void> manager_server::state::serve_client(connection& conn, std::stop_token
       }
       continue;
     }
-    auto req = parse_request(*msg);
-    call_outcome out;
+    // entry keeps the object alive while a deferred call of it runs.
     std::shared_ptr<const object_entry> entry;
-    if (!req || !req->ident->is_str()) {
-      out = traceback("ValueError", "a method call is (ident, methodname, args, kwds), not " + msg->repr(200));
-    } else if (!(entry = find(*req->ident->if_str()))) {
-      out = key_error(*req->ident->if_str());
-    } else if (std::find(entry->exposed.begin(), entry->exposed.end(), req->method) == entry->exposed.end()) {
-      if (req->method == "__str__" || req->method == "__repr__") {
-        out = call_outcome::returned(entry->object->repr());
-      } else {
-        out = traceback("AttributeError", "method " + quoted(req->method) + " of " + entry->object->repr() +
-                                              " is not in exposed=" + exposed_repr(entry->exposed));
+    call_result r = dispatch(*msg, entry);
+    call_outcome out;
+    if (auto* d = std::get_if<deferred_call>(&r)) {
+      bool gone = false;
+      out = co_await run_watched(conn, *d, stop, pending, gone);
+      if (gone) {
+        if (out.what == call_outcome::kind::returned && out.undelivered) {
+          out.undelivered(std::move(out.value));
+        }
+        co_return;
       }
     } else {
-      call_result r = entry->object->call(req->method, call_args(*req->args, *req->kwds));
-      if (auto* d = std::get_if<deferred_call>(&r)) {
-        bool gone = false;
-        out = co_await run_watched(conn, *d, stop, pending, gone);
-        if (gone) {
-          if (out.what == call_outcome::kind::returned && out.undelivered) {
-            out.undelivered(std::move(out.value));
-          }
-          co_return;
-        }
-      } else {
-        out = std::move(std::get<call_outcome>(r));
-      }
+      out = std::move(std::get<call_outcome>(r));
     }
-    std::string_view kind = "#RETURN";
-    switch (out.what) {
-      case call_outcome::kind::returned: break;
-      case call_outcome::kind::raised: kind = "#ERROR"; break;
-      case call_outcome::kind::traceback: kind = "#TRACEBACK"; break;
-      case call_outcome::kind::cancelled:
-        kind = "#ERROR";
-        out.value = pickle::builtin_exception("EOFError", "the manager server stopped while this call waited");
-        break;
-    }
+    std::string_view kind = reply_kind(out);
     pickle::value message = reply(kind, std::move(out.value));
     // Shielded: a reply is sent even while the server stops (a waiting call's EOFError
     // is sent then); stall_timeout bounds it.

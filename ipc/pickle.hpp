@@ -390,6 +390,14 @@ class value {
   value(kind k, items_type items) noexcept : m_kind(k), m_items(std::move(items)) {}
   template <class T>
   result<T> as_number() const;
+  // The steps of as<T>() for T = big_int, std::optional, std::vector and std::tuple.
+  result<big_int> as_big_int() const;
+  template <class U>
+  result<U> as_optional() const;
+  template <class U>
+  result<U> as_vector() const;
+  template <class U>
+  result<U> as_tuple() const;
   // None, bool, int64 and float: nothing to destroy, moved by copying 8 bytes.
   bool trivial() const noexcept {
     constexpr unsigned scalars = 1u << static_cast<unsigned>(kind::none) | 1u << static_cast<unsigned>(kind::boolean) |
@@ -746,6 +754,74 @@ result<T> value::as_number() const {
   }
 }
 
+inline result<big_int> value::as_big_int() const {
+  if (type() == kind::integer) {
+    return big_int(m_int);
+  }
+  if (auto* b = if_big_int()) {
+    return *b;
+  }
+  return unexpected(make_error_code(errc::type_mismatch));
+}
+
+template <class U>
+result<U> value::as_optional() const {
+  if (is_none()) {
+    return U{};
+  }
+  auto inner = as<typename U::value_type>();
+  if (!inner) {
+    return unexpected(inner.error());
+  }
+  return U(std::move(*inner));
+}
+
+template <class U>
+result<U> value::as_vector() const {
+  const items_type* items = if_sequence();
+  if (!items) {
+    return unexpected(make_error_code(errc::type_mismatch));
+  }
+  U out;
+  out.reserve(items->size());
+  for (const value& item : *items) {
+    auto e = item.as<typename U::value_type>();
+    if (!e) {
+      return unexpected(e.error());
+    }
+    out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+template <class U>
+result<U> value::as_tuple() const {
+  const items_type* items = if_sequence();
+  if (!items || items->size() != std::tuple_size_v<U>) {
+    return unexpected(make_error_code(errc::type_mismatch));
+  }
+  std::error_code first;
+  auto convert = [&]<std::size_t... I>(std::index_sequence<I...>) {
+    auto one = [&]<std::size_t J>(std::integral_constant<std::size_t, J>) {
+      using E = std::tuple_element_t<J, U>;
+      auto r = (*items)[J].template as<E>();
+      if (!r) {
+        if (!first) {
+          first = r.error();
+        }
+        return E{};
+      }
+      return std::move(*r);
+    };
+    return U(one(std::integral_constant<std::size_t, I>{})...);
+  };
+  U out = convert(std::make_index_sequence<std::tuple_size_v<U>>{});
+  if (first) {
+    return unexpected(first);
+  }
+  return out;
+}
+
 template <class T>
 result<T> value::as() const {
   using U = std::remove_cvref_t<T>;
@@ -768,13 +844,7 @@ result<T> value::as() const {
   } else if constexpr (detail::integer_type<U> || std::is_floating_point_v<U>) {
     return as_number<U>();
   } else if constexpr (std::is_same_v<U, big_int>) {
-    if (type() == kind::integer) {
-      return big_int(m_int);
-    }
-    if (auto* b = if_big_int()) {
-      return *b;
-    }
-    return mismatch();
+    return as_big_int();
   } else if constexpr (std::is_same_v<U, std::string> || std::is_same_v<U, std::string_view>) {
     if (auto* s = if_str()) {
       return U(*s);
@@ -787,54 +857,11 @@ result<T> value::as() const {
     }
     return mismatch();
   } else if constexpr (detail::is_optional<U>::value) {
-    if (is_none()) {
-      return U{};
-    }
-    auto inner = as<typename U::value_type>();
-    if (!inner) {
-      return unexpected(inner.error());
-    }
-    return U(std::move(*inner));
+    return as_optional<U>();
   } else if constexpr (detail::is_vector<U>::value) {
-    const items_type* items = if_sequence();
-    if (!items) {
-      return mismatch();
-    }
-    U out;
-    out.reserve(items->size());
-    for (const value& item : *items) {
-      auto e = item.as<typename U::value_type>();
-      if (!e) {
-        return unexpected(e.error());
-      }
-      out.push_back(std::move(*e));
-    }
-    return out;
+    return as_vector<U>();
   } else if constexpr (detail::is_tuple<U>::value) {
-    const items_type* items = if_sequence();
-    if (!items || items->size() != std::tuple_size_v<U>) {
-      return mismatch();
-    }
-    std::error_code first;
-    auto convert = [&]<std::size_t... I>(std::index_sequence<I...>) {
-      auto one = [&]<std::size_t J>(std::integral_constant<std::size_t, J>) {
-        using E = std::tuple_element_t<J, U>;
-        auto r = (*items)[J].template as<E>();
-        if (!r) {
-          if (!first) {
-            first = r.error();
-          }
-          return E{};
-        }
-        return std::move(*r);
-      };
-      return U(one(std::integral_constant<std::size_t, I>{})...);
-    };
-    U out = convert(std::make_index_sequence<std::tuple_size_v<U>>{});
-    if (first) {
-      return unexpected(first);
-    }
-    return out;
+    return as_tuple<U>();
   } else {
     static_assert(sizeof(U) == 0, "value::as<T>: unsupported target type");
   }

@@ -225,6 +225,10 @@ bool fast_reader::memo_get(std::uint64_t idx) {
   }
 }
 
+// long: the decoder's hot loop, one case per opcode of plain data, most of them a line or
+// two; the loop's state (position, stack) stays in registers across the cases. Split into
+// handlers, the table would be read in pieces and each opcode would pay a call where the
+// compiler does not inline (bench/ipc/pickle_bench measures this loop).
 std::optional<value> fast_reader::run() {
   std::uint64_t n = 0;
   while (m_pos < m_size) {

@@ -1,18 +1,19 @@
 // Internals of corio::ipc::pickle::reader (ipc/pickle.hpp), shared by the files that hold
 // the pickle machine (not installed, private to ipc/):
-//   pickle_reader.cpp          the opcode dispatch, the binary opcodes, the memo and one load
+//   pickle_reader.cpp          the opcode dispatch and loop, the binary opcodes, the memo
 //   pickle_reader_text.cpp     protocol 0's text opcodes and Python 2 strings
 //   pickle_reader_objects.cpp  globals, REDUCE/NEWOBJ/INST/OBJ/BUILD (allow-listed objects)
 //   pickle_reader_load.cpp     the entry points, one load, the copy of the result into a `value`
 // The design of the machine (slots, nodes, sealing, the depth and size bounds) is described
 // at the top of pickle_reader.cpp. The small helpers every opcode uses (input, nodes, the
 // stack) are defined here, inline, so that the split costs the hot opcodes no call.
-// Thread-safety: one reader::impl is used by one thread at a time.
+// Thread-safety: one reader::impl is used by one thread at a time. Cost: the reader's
+// buffers (stack, memo, nodes, arena) are reused from load to load.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
-#include <bit>
 #include <string>
 #include <string_view>
 #include <vector>

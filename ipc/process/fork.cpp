@@ -202,6 +202,35 @@ task<result<void>> request_reply(int sock, msghdr* mp, detail::process_fd* reply
   co_return result<void>{};
 }
 
+// A request the helper would refuse: too many bytes or fds, or a bad signal number.
+std::error_code check_request(const std::vector<std::byte>& args, const std::vector<int>& fds,
+                              const fork_options& options) noexcept {
+  if (args.size() > fork_server::max_args || fds.size() > fork_server::max_fds) {
+    return std::make_error_code(std::errc::message_size);
+  }
+  if (options.parent_death_signal < 0 || options.parent_death_signal >= NSIG) {
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  return {};
+}
+
+// The helper's reply (a pid, or -errno): the child, its pidfd opened; a child whose pidfd
+// cannot be opened is killed and reaped.
+result<child> adopt_reply(std::int32_t reply) {
+  if (reply < 0) {
+    return unexpected(os_error(reply));
+  }
+  pid_t pid = reply;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return unexpected(os_error(-err));
+  }
+  return child(pid, pidfd);
+}
+
 }  // namespace
 
 task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds,
@@ -210,11 +239,8 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   if (sock < 0) {
     co_return unexpected(std::make_error_code(std::errc::not_connected));
   }
-  if (args.size() > fork_server::max_args || fds.size() > fork_server::max_fds) {
-    co_return unexpected(std::make_error_code(std::errc::message_size));
-  }
-  if (options.parent_death_signal < 0 || options.parent_death_signal >= NSIG) {
-    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
+  if (auto bad = check_request(args, fds, options)) {
+    co_return unexpected(bad);
   }
   int reply_pipe[2];
   if (::pipe2(reply_pipe, O_CLOEXEC) != 0) {
@@ -253,18 +279,7 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   if (!exchanged) {
     co_return unexpected(exchanged.error());
   }
-  if (reply < 0) {
-    co_return unexpected(os_error(reply));
-  }
-  pid_t pid = reply;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    co_return unexpected(os_error(-err));
-  }
-  co_return child(pid, pidfd);
+  co_return adopt_reply(reply);
 }
 
 }  // namespace corio::ipc
