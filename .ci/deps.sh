@@ -10,6 +10,7 @@ packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev libssl-d
   cmake doxygen "$(bash "$(dirname "$0")/clang.sh" --package)")
 packages+=(clang libclang-rt-14-dev)  # fuzz/run.sh: libFuzzer and the sanitizers' runtimes
 packages+=(gnuplot-nox)  # bench/report.sh: the benchmark charts (SVG), and its test
+packages+=(universal-ctags)  # tools/check_sizes.sh: function lengths
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -6,7 +6,8 @@
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
 #   4. ThreadSanitizer build: unit and stress suites
 #   5. clang (.ci/clang.sh), optimized: unit and examples suites
-# First, tools/check_layers.sh: no include crosses the layering rules (README, design).
+# First, tools/check_layers.sh: no include crosses the layering rules (README, design);
+# tools/check_sizes.sh: no library .cpp over 500 lines, no function over 60 without a reason.
 # Build folders live under build-ci/ and are reused by later runs.
 # To add a configuration: one run_suites line. To add a check that is not a meson suite:
 # one run_step line (it counts as one test).
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/deps.sh
 bash tools/check_layers.sh  # the layering rules (also the `layers` test of the unit suite)
+bash tools/check_sizes.sh   # the size rules (also the `sizes` test of the unit suite)
 
 jobs=${CORIO_JOBS:-$(nproc)}
 total_ok=0
