@@ -4,6 +4,7 @@
 
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/time.hpp>
+#include <corio/sync/event.hpp>
 #include <corio/runtime/when_any.hpp>
 #include <corio/sync/semaphore.hpp>
 
@@ -28,10 +29,12 @@ bool is_fatal_accept_error(const std::error_code& ec) noexcept {
          ec == errc::no_runtime;
 }
 
-// Finishes when `stop` is requested (then it yields operation_canceled), or when its own
-// inherited token is stopped because the handler beside it in when_any finished first.
+// Finishes when `stop` is requested, or when its own inherited token is stopped because
+// the handler beside it in when_any finished first: a wait on an event nobody sets, so a
+// connection costs no timer (a sleep here armed one per connection).
 task<void> wait_for_stop(std::stop_token stop) {
-  (void)co_await sleep_for(std::chrono::hours(24 * 365 * 100), std::move(stop));
+  event never;
+  (void)co_await never.wait(std::move(stop));
 }
 
 }  // namespace
