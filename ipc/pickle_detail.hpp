@@ -1,4 +1,4 @@
-// Internals shared by pickle.cpp, pickle_reader.cpp and pickle_writer.cpp (not installed):
+// Internals shared by the pickle codec's .cpp files (ipc/pickle*.cpp; not installed):
 // two's complement helpers and UTF-8 validation as Python's 'surrogatepass' accepts it.
 #pragma once
 

@@ -130,18 +130,14 @@ task<result<int>> open_async(std::string path, int flags, std::stop_token token)
     inherited_cb.emplace(*inherited, unblock);
   }
   auto opener = corio::spawn(run_open(state, token));
-  std::optional<int> r;
-  try {
-    // The wait (not the open) is stopped by the explicit and the inherited token: a
-    // cancelled open returns at once even if the blocked open(2) is never released.
-    r = co_await opener.wait(token);
-  } catch (const std::system_error& e) {
-    if (e.code() != std::errc::operation_canceled) {
-      throw;
-    }
-  }
+  // The wait (not the open) is stopped by the explicit and the inherited token: a
+  // cancelled open returns at once even if the blocked open(2) is never released.
+  result<int> r = co_await opener.join(token);
   explicit_cb.reset();
   inherited_cb.reset();
+  if (!r && r.error() != std::errc::operation_canceled) {
+    co_return unexpected(r.error());  // the opening task was destroyed (shutdown): consumed
+  }
   if (!r) {
     if (state->abandoned.exchange(true, std::memory_order_acq_rel)) {
       // The open task finished first: its result is there; close an fd it got.

@@ -50,8 +50,8 @@
 // 64 KiB x 8: 64 B 5.05 vs 5.03 us, 16 KiB 7.01 vs 6.64 us (+6%, more memory touched).
 // 4 KiB x 32 (a 16 KiB message split in 4): 16 KiB 36.0 vs 9.2 us, rps 27k vs 106k.
 // One recv SQE saved per message does not show next to the send, the wake-ups and the
-// TCP stack, matching the hand-written C floor (MEASUREMENTS.md: multishot recv gained
-// nothing measurable with one message in flight per connection, and buffers smaller
+// TCP stack, matching the hand-written C floor (bench/ipc/uring_echo.c: multishot recv
+// gained nothing measurable with one message in flight per connection, and buffers smaller
 // than the message hurt). Use it for its API (the receiver owns and recycles the
 // buffers, reads ahead, bounds what it holds), not for speed. The buffers are per
 // receiver, not shared between connections, so it saves no memory either.

@@ -1,29 +1,36 @@
 // corio::result<T> and corio::errc: the one error convention of corio.
 //
-// THE ERROR CONVENTION (the README's "Conventions" says the same):
-//  1. Every operation that can fail for a reason outside the program's control — the OS,
-//     the peer, a full or closed queue, a deadline, a stop request, the runtime shutting
-//     down — returns result<T> = tl::expected<T, std::error_code>. No such failure is
-//     thrown. OS failures carry std::system_category() codes (from a CQE's -errno or from
-//     errno read right after a syscall); runtime conditions carry corio::errc codes; a
-//     cancelled wait returns std::errc::operation_canceled and an expired corio deadline
-//     errc::timed_out ("operation timed out", so a process, channel or queue timeout does
-//     not read like a network error; it compares equal to std::errc::timed_out), so
-//     `ec == std::errc::operation_canceled` and `ec == std::errc::timed_out` are the
-//     tests users write. A socket's own ETIMEDOUT from the kernel stays the OS error.
-//  2. Exceptions are for two things only. (a) Misuse, which no error value could make
-//     right: std::logic_error (awaiting an empty join_handle, corio::spawn outside a
-//     runtime, block_on on a worker) and std::invalid_argument; and failures of a
-//     constructor, which has no value to return (runtime's constructor throws
-//     std::system_error naming the cause). (b) Joining a task — `co_await handle`,
-//     block_on, when_all, task_group::next/join_all: a join yields what the task's body
-//     produced, and a body may throw, so the join must rethrow the user's exception as a
-//     function call does; the runtime's outcomes of a join (this wait was cancelled,
-//     errc::shut_down, errc::aborted) travel the same way, as std::system_error, so that
-//     one catch sees every outcome that is not a value.
-//  3. A join that wants the runtime's outcomes as values uses `co_await handle.join()`,
-//     which returns result<T> (operation_canceled, errc::shut_down, errc::aborted) and
-//     still rethrows the task's own exception.
+// THE ERROR CONVENTION (README, "Design in one page", says the same). The return type
+// decides: a function that returns result<T> reports every failure through it; a function
+// that cannot (a constructor, a function returning something else) throws; joins rethrow.
+//  1. Operations. Every fallible operation returns result<T> = tl::expected<T,
+//     std::error_code> and reports every failure in it, misuse included: the OS, the peer,
+//     a full or closed queue, a deadline, a stop request, the runtime shutting down, an
+//     await off a worker thread (errc::no_runtime), an argument out of range
+//     (std::errc::invalid_argument). It throws nothing of its own (std::bad_alloc and
+//     exceptions of the caller's own callbacks pass through). OS failures carry
+//     std::system_category() codes (from a CQE's -errno or from errno read right after a
+//     syscall); runtime conditions carry corio::errc codes; a cancelled wait returns
+//     std::errc::operation_canceled and an expired corio deadline errc::timed_out
+//     ("operation timed out", so a process, channel or queue timeout does not read like
+//     a network error; it compares equal to std::errc::timed_out), so `ec ==
+//     std::errc::operation_canceled` and `ec == std::errc::timed_out` are the tests users
+//     write. A socket's own ETIMEDOUT from the kernel stays the OS error.
+//  2. No error channel. A constructor, and a function whose value is not a result, throw:
+//     runtime's constructor std::system_error naming the cause; task_group's constructor
+//     std::invalid_argument (max_running 0); corio::spawn (it returns a join_handle)
+//     std::logic_error outside a runtime; when_any of an empty range
+//     std::invalid_argument; join_handle::abort on a task not spawned abortable and
+//     runtime::block_on on a worker std::logic_error.
+//  3. Joins — `co_await handle`, handle.wait(token), runtime::block_on, when_all,
+//     when_any, task_group::next and join_all — yield what the task's body produced, and
+//     a body may throw, so a join rethrows the task's exception as a function call does.
+//     The runtime's outcomes of a join (this wait was cancelled, errc::shut_down,
+//     errc::aborted) come the same way, as std::system_error, so one catch sees every
+//     outcome that is not a value; `co_await handle.join()` returns those three as a
+//     result<T> instead (the task's own exception is still rethrown). Misusing a handle
+//     (empty, moved-from, detached, already awaited) throws std::logic_error in every
+//     form, join() included.
 // Why not exceptions everywhere: a failed read, a timeout or a closed peer is an expected
 // event on a server, handled next to the call; with result<T> the handling is visible at
 // the call and costs no unwinding. Why not result<T> for joins: a task's body is user

@@ -78,7 +78,7 @@ namespace corio {
 
 namespace detail {
 
-/// The type-independent part of a join_handle's awaiter (runtime.cpp). Protocol on the
+/// The type-independent part of a join_handle's awaiter (spawn.cpp). Protocol on the
 /// state's waiter word: the awaiter publishes its frame with a CAS 0 -> frame; the task's
 /// completion exchanges it for kDone and wakes the frame; a stop request takes it back
 /// with a CAS frame -> 0 (and wakes the frame itself) or, before publication, marks the

@@ -292,7 +292,7 @@ void worker::push_back_and_notify(void* task, std::uint32_t keep_for_self) {
     rt.notify_one();
     return;
   }
-  // Waking a parked worker costs ~10 µs of a CPU (MEASUREMENTS.md): not while reaping
+  // Waking a parked worker costs ~10 µs of a CPU on the 2-vCPU VM: not while reaping
   // (maintenance decides once, after the whole batch), and not for the one task we will
   // run next ourselves. A task displaced from the LIFO slot or spawned while we run does
   // wake a parked worker, so it cannot sit behind a long-running task (Tokio's rule).

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "helpers.hpp"
+
 #ifndef CORIO_PICKLE_CORPUS
 #error "CORIO_PICKLE_CORPUS (the path of pickle_corpus.py) must be defined by the build"
 #endif
@@ -266,19 +268,6 @@ void write_file(const fs::path& p, const std::vector<std::byte>& data) {
   f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
 }
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string t = (fs::temp_directory_path() / "corio-pickle-XXXXXX").string();
-    if (::mkdtemp(t.data())) {
-      path = t;
-    }
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 }  // namespace
 
@@ -292,10 +281,10 @@ TEST_CASE("pickles written by every installed Python decode to the expected valu
     auto version = run(quote(python) + " -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'");
     std::string ver = version.output.substr(0, version.output.find('\n'));
     INFO("python " << python << " (" << ver << ")");
-    temp_dir dir;
+    corio_test::temp_dir dir;
     REQUIRE_FALSE(dir.path.empty());
 
-    auto w = run(quote(python) + " " + quote(CORIO_PICKLE_CORPUS) + " write " + quote(dir.path.string()));
+    auto w = run(quote(python) + " " + quote(CORIO_PICKLE_CORPUS) + " write " + quote(dir.path));
     INFO(w.output);
     REQUIRE(w.status == 0);
 
@@ -342,18 +331,18 @@ TEST_CASE("pickles written by every installed Python decode to the expected valu
     for (const auto& [name, v] : expected) {
       auto p4 = pk::dumps(v);
       REQUIRE(p4.has_value());
-      write_file(dir.path / (name + ".corio4.pickle"), *p4);
+      write_file(fs::path(dir.path) / (name + ".corio4.pickle"), *p4);
       ++encoded;
       if (reads_5) {
         pk::dump_options o;
         o.protocol = 5;
         auto p5 = pk::dumps(v, o);
         REQUIRE(p5.has_value());
-        write_file(dir.path / (name + ".corio5.pickle"), *p5);
+        write_file(fs::path(dir.path) / (name + ".corio5.pickle"), *p5);
         ++encoded;
       }
     }
-    auto c = run(quote(python) + " " + quote(CORIO_PICKLE_CORPUS) + " check " + quote(dir.path.string()));
+    auto c = run(quote(python) + " " + quote(CORIO_PICKLE_CORPUS) + " check " + quote(dir.path));
     INFO(c.output);
     CHECK(c.status == 0);
     CHECK(c.output.find("checked " + std::to_string(encoded) + " corio pickles, 0 failures") != std::string::npos);

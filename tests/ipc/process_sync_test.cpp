@@ -29,7 +29,7 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "helpers.hpp"
-#include "shm_test_support.hpp"
+#include "shm_helpers.hpp"
 
 CORIO_SHM_TEST_TSAN_OPTIONS
 

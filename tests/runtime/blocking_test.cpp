@@ -14,16 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include "helpers.hpp"
+
 using namespace std::chrono_literals;
 
-namespace {
-corio::runtime_config workers(unsigned n, unsigned blocking = 8) {
-  corio::runtime_config c;
-  c.workers = n;
-  c.max_blocking_threads = blocking;
-  return c;
-}
-}  // namespace
+using corio_test::workers;
 
 TEST_CASE("spawn_blocking: runs off the worker and returns the value", "[runtime][blocking]") {
   corio::runtime rt(workers(1));

@@ -31,6 +31,13 @@ inline corio::runtime_config workers(unsigned n) {
   return c;
 }
 
+/// `n` workers and at most `blocking` spawn_blocking threads.
+inline corio::runtime_config workers(unsigned n, unsigned blocking) {
+  corio::runtime_config c = workers(n);
+  c.max_blocking_threads = blocking;
+  return c;
+}
+
 /// Raises the soft RLIMIT_NOFILE to `want` (up to the hard limit); false if it cannot.
 inline bool raise_fd_limit(rlim_t want) {
   rlimit rl{};
@@ -102,18 +109,23 @@ inline std::span<const std::byte> bytes(std::string_view s) { return std::as_byt
 inline std::span<std::byte> wbytes(std::string& s) { return std::as_writable_bytes(std::span(s.data(), s.size())); }
 inline std::span<std::byte> wbytes(std::vector<char>& v) { return std::as_writable_bytes(std::span(v)); }
 
-/// A per-test temporary directory, removed (with its files) at the end.
+/// A per-test temporary directory, removed (with its files) at the end; `path` is empty
+/// if it could not be made.
 struct temp_dir {
   std::string path;
   temp_dir() {
     char tmpl[] = "/tmp/corio-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
+    if (const char* made = ::mkdtemp(tmpl)) {
+      path = made;
+    }
   }
   temp_dir(const temp_dir&) = delete;
   temp_dir& operator=(const temp_dir&) = delete;
   ~temp_dir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    (void)std::system(cmd.c_str());
+    if (!path.empty()) {
+      std::string cmd = "rm -rf '" + path + "'";
+      (void)std::system(cmd.c_str());
+    }
   }
   std::string file(const std::string& name) const { return path + "/" + name; }
 };
