@@ -15,19 +15,7 @@ namespace corio::ipc {
 
 namespace {
 
-using detail::queue_header;
-using detail::shared_word;
-
-constexpr std::uint32_t waiters_bit = detail::shm_waiters_bit;
-constexpr std::uint32_t closed_bit = detail::shm_closed_bit;
-constexpr std::uint32_t count_mask = detail::shm_count_mask;
-constexpr std::size_t max_capacity = detail::shm_max_capacity;
-constexpr std::size_t max_size = detail::shm_max_size;
-constexpr std::size_t slot_header = detail::shm_slot_header;
-
-std::uint32_t count_of(std::uint32_t word) noexcept { return detail::shm_count_of(word); }
-
-std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+using namespace detail::shm;
 
 }  // namespace
 

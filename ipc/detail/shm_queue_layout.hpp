@@ -36,14 +36,26 @@ struct alignas(64) queue_header {
   alignas(64) shared_word consumed{0};
 };
 
-inline constexpr std::uint32_t shm_waiters_bit = 1;
-inline constexpr std::uint32_t shm_closed_bit = 2;
-inline constexpr std::uint32_t shm_count_mask = (1u << 30) - 1;  // a count word holds 30 bits of count
-inline constexpr std::size_t shm_max_capacity = std::size_t{1} << 29;
-inline constexpr std::size_t shm_max_size = std::size_t{1} << 30;
-inline constexpr std::size_t shm_slot_header = 8;  // u32 size, u32 reserved
+/// The names shm_queue.cpp and shm_queue_transfer.cpp both use, in one place: each says
+/// `using namespace detail::shm;` in its anonymous namespace.
+namespace shm {
+
+using detail::queue_header;
+using detail::shared_word;
+
+inline constexpr std::uint32_t waiters_bit = 1;
+inline constexpr std::uint32_t closed_bit = 2;
+inline constexpr std::uint32_t count_mask = (1u << 30) - 1;  // a count word holds 30 bits of count
+inline constexpr std::size_t max_capacity = std::size_t{1} << 29;
+inline constexpr std::size_t max_size = std::size_t{1} << 30;
+inline constexpr std::size_t slot_header = 8;  // u32 size, u32 reserved
 
 /// The count a count word holds (count * 4 + closed * 2 + waiters).
-inline std::uint32_t shm_count_of(std::uint32_t word) noexcept { return word >> 2; }
+inline std::uint32_t count_of(std::uint32_t word) noexcept { return word >> 2; }
+
+/// The error code of `e`.
+inline std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+
+}  // namespace shm
 
 }  // namespace corio::ipc::detail
