@@ -166,19 +166,37 @@ void resync_side(queue_header* h, side which) noexcept {
   }
 }
 
+/// After owner_dead: recovers `lock` and resyncs its side. Fails while another process
+/// is recovering it (busy) or has just done so.
+result<process_mutex_guard> recover_side(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto r = lock.recover();
+  if (r) {
+    resync_side(h, which);
+    r->mark_consistent();
+  }
+  return r;
+}
+
 /// Takes a side's lock without waiting, recovering it from a dead holder.
 result<process_mutex_guard> try_lock_side(queue_header* h, const process_mutex& lock, side which) noexcept {
   auto g = lock.try_lock();
   if (g || g.error() != std::errc::owner_dead) {
     return g;
   }
-  auto r = lock.recover();
+  auto r = recover_side(h, lock, which);
   if (!r) {
     return unexpected(error(std::errc::device_or_resource_busy));
   }
-  resync_side(h, which);
-  r->mark_consistent();
   return r;
+}
+
+/// try_lock_side for try_send / try_receive: a side another holds is "try again".
+result<process_mutex_guard> try_lock_or_again(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto g = try_lock_side(h, lock, which);
+  if (!g && g.error() == std::errc::device_or_resource_busy) {
+    return unexpected(error(std::errc::resource_unavailable_try_again));
+  }
+  return g;
 }
 
 /// Awaits a side's lock, recovering it from a dead holder.
@@ -189,10 +207,7 @@ task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex
     if (g || g.error() != std::errc::owner_dead) {
       co_return g;
     }
-    auto r = lock.recover();
-    if (r) {
-      resync_side(h, which);
-      r->mark_consistent();
+    if (auto r = recover_side(h, lock, which)) {
       co_return r;
     }
     // Another process is recovering it (busy) or has just done so: lock again.
@@ -205,9 +220,7 @@ result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mu
     if (g || g.error() != std::errc::owner_dead) {
       return g;
     }
-    if (auto r = lock.recover()) {
-      resync_side(h, which);
-      r->mark_consistent();
+    if (auto r = recover_side(h, lock, which)) {
       return r;
     }
   }
@@ -235,10 +248,9 @@ result<void> shm_queue::try_send(std::span<const std::byte> message) const noexc
   if (auto ok = check_message(m_header, message); !ok) {
     return ok;
   }
-  auto g = try_lock_side(m_header, m_send_lock, side::send);
+  auto g = try_lock_or_again(m_header, m_send_lock, side::send);
   if (!g) {
-    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
-                                                                       : g.error());
+    return unexpected(g.error());
   }
   std::uint32_t sleep_value = 0;
   switch (send_locked(m_header, message, sleep_value)) {
@@ -327,10 +339,9 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
   if (auto ok = check_buffer(m_header, buffer); !ok) {
     return unexpected(ok.error());
   }
-  auto g = try_lock_side(m_header, m_receive_lock, side::receive);
+  auto g = try_lock_or_again(m_header, m_receive_lock, side::receive);
   if (!g) {
-    return unexpected(g.error() == std::errc::device_or_resource_busy ? error(std::errc::resource_unavailable_try_again)
-                                                                       : g.error());
+    return unexpected(g.error());
   }
   std::size_t size = 0;
   std::uint32_t sleep_value = 0;
