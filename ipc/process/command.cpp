@@ -5,7 +5,6 @@
 #include <corio/ipc/process/command.hpp>
 
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,20 +97,15 @@ std::vector<std::string> command::build_env() const {
 
 namespace {
 
-/// Takes the launched child: its pidfd (race-free: `pid` stays ours until we reap it;
-/// the parent must not ignore SIGCHLD) and the parent's pipe ends.
+/// Takes the launched child (its pidfd: see detail::adopt_pid) and the parent's pipe ends.
 result<child> adopt(pid_t pid, detail::child_setup& setup, bool kill_on_drop) {
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return unexpected(os_error(-err));
+  auto c = detail::adopt_pid(pid, kill_on_drop);
+  if (!c) {
+    return c;
   }
-  child c(pid, pidfd, kill_on_drop);
   int* end = setup.parent_end;
-  c.set_pipes(child_stdin(std::exchange(end[0], -1)), child_output(std::exchange(end[1], -1)),
-              child_output(std::exchange(end[2], -1)));
+  c->set_pipes(child_stdin(std::exchange(end[0], -1)), child_output(std::exchange(end[1], -1)),
+               child_output(std::exchange(end[2], -1)));
   return c;
 }
 

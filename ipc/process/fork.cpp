@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include <corio/ipc/process/detail/launch.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/io_op.hpp>
 #include <corio/runtime/shield.hpp>
@@ -220,15 +221,7 @@ result<child> adopt_reply(std::int32_t reply) {
   if (reply < 0) {
     return unexpected(os_error(reply));
   }
-  pid_t pid = reply;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return unexpected(os_error(-err));
-  }
-  return child(pid, pidfd);
+  return detail::adopt_pid(reply, false);
 }
 
 }  // namespace

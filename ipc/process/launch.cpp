@@ -381,4 +381,15 @@ result<pid_t> launch(const child_setup& setup, exec_args& args, const std::strin
   return pid;
 }
 
+result<child> adopt_pid(pid_t pid, bool kill_on_drop) {
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return unexpected(os_error(-err));
+  }
+  return child(pid, pidfd, kill_on_drop);
+}
+
 }  // namespace corio::ipc::detail

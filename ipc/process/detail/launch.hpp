@@ -103,4 +103,10 @@ result<void> add_inherited(child_setup& setup, const std::vector<std::pair<int, 
 /// launch.cpp. Errors: the exec's errno, or the setup's.
 result<pid_t> launch(const child_setup& setup, exec_args& args, const std::string& program);
 
+/// The child object for a started child `pid` (by command::spawn() and fork_raw()): its
+/// pidfd opened (race-free: `pid` stays ours until we reap it; the parent must not ignore
+/// SIGCHLD). A child whose pidfd cannot be opened is killed and reaped: the error is
+/// pidfd_open's.
+result<child> adopt_pid(pid_t pid, bool kill_on_drop);
+
 }  // namespace corio::ipc::detail
