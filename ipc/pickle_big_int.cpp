@@ -26,16 +26,21 @@ void trim(limbs& m) {
   }
 }
 
+// Negates a little-endian two's complement byte string in place (invert, add one).
+void negate(std::vector<std::uint8_t>& bytes) {
+  unsigned carry = 1;
+  for (auto& b : bytes) {
+    unsigned v = static_cast<std::uint8_t>(~b) + carry;
+    b = static_cast<std::uint8_t>(v);
+    carry = v >> 8;
+  }
+}
+
 // The magnitude of a two's complement byte string.
 limbs magnitude_of(std::span<const std::uint8_t> le, bool negative) {
   std::vector<std::uint8_t> bytes(le.begin(), le.end());
   if (negative) {
-    unsigned carry = 1;
-    for (auto& b : bytes) {
-      unsigned v = static_cast<std::uint8_t>(~b) + carry;
-      b = static_cast<std::uint8_t>(v);
-      carry = v >> 8;
-    }
+    negate(bytes);
   }
   limbs m((bytes.size() + 3) / 4, 0);
   for (std::size_t i = 0; i < bytes.size(); ++i) {
@@ -110,12 +115,7 @@ big_int detail::big_int_from_magnitude(const std::vector<std::uint32_t>& magnitu
   }
   bytes.push_back(0);  // room for the sign
   if (negative) {
-    unsigned carry = 1;
-    for (auto& b : bytes) {
-      unsigned v = static_cast<std::uint8_t>(~b) + carry;
-      b = static_cast<std::uint8_t>(v);
-      carry = v >> 8;
-    }
+    negate(bytes);
   }
   return big_int::from_twos_complement(bytes);
 }
