@@ -347,7 +347,7 @@ result<void> reader::impl::step(unsigned char op) {
     case 'N': return push_new(slot::none());
     case 'P':
     case 'Q': return fail(errc::unsupported_opcode, "persistent ids (PERSID/BINPERSID) are not supported");
-    case 'R': return op_reduce();
+    case 'R': return op_reduce(false);
     case 'S': return op_string_text();
     case 'V': return op_unicode_text();
     case 'T': return op_binstring(4);
@@ -375,7 +375,7 @@ result<void> reader::impl::step(unsigned char op) {
     case 'u': return op_add_from_mark(node_kind::dict, "SETITEMS", 2);
     case 'G': return op_binfloat();
     case 0x80: return op_proto();
-    case 0x81: return op_newobj();
+    case 0x81: return op_reduce(true);
     case 0x82:
     case 0x83:
     case 0x84: return fail(errc::unsupported_opcode, "the copyreg extension registry (EXT1/2/4) is not supported");

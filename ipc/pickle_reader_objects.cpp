@@ -232,7 +232,9 @@ result<void> reader::impl::instantiate(const slot& cls, const slot& args, bool n
   return {};
 }
 
-result<void> reader::impl::op_reduce() {
+// REDUCE (cls(*args)) and NEWOBJ (cls.__new__(cls, *args)): the class and its
+// arguments are the stack's top two.
+result<void> reader::impl::op_reduce(bool new_object) {
   auto args = pop();
   if (!args) {
     return unexpected(args.error());
@@ -241,19 +243,7 @@ result<void> reader::impl::op_reduce() {
   if (!cls) {
     return unexpected(cls.error());
   }
-  return instantiate(*cls, *args, false, "REDUCE");
-}
-
-result<void> reader::impl::op_newobj() {
-  auto args = pop();
-  if (!args) {
-    return unexpected(args.error());
-  }
-  auto cls = pop();
-  if (!cls) {
-    return unexpected(cls.error());
-  }
-  return instantiate(*cls, *args, true, "NEWOBJ");
+  return instantiate(*cls, *args, new_object, new_object ? "NEWOBJ" : "REDUCE");
 }
 
 result<void> reader::impl::op_newobj_ex() {
@@ -264,22 +254,14 @@ result<void> reader::impl::op_newobj_ex() {
   if (!is_node(*kwargs, node_kind::dict) || !nodes[kwargs->n].items.empty()) {
     return fail(errc::malformed, "NEWOBJ_EX with keyword arguments is not supported");
   }
-  return op_newobj();
+  return op_reduce(true);
 }
 
 // INST (text class) and OBJ (class on the stack): the arguments are above the mark.
 result<void> reader::impl::op_inst(bool text_class) {
   slot cls;
   if (text_class) {
-    auto module = read_line();
-    if (!module) {
-      return unexpected(module.error());
-    }
-    auto name = read_line();
-    if (!name) {
-      return unexpected(name.error());
-    }
-    if (auto r = push_global(std::string(*module), std::string(*name)); !r) {
+    if (auto r = op_global_text(); !r) {  // the class, as GLOBAL spells it
       return r;
     }
     cls = stack.back();

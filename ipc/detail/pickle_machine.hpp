@@ -34,33 +34,19 @@ struct slot {
     std::uint32_t n;
   };
   slot() : i(0) {}
-  static slot none() {
-    slot s;
-    s.tag = slot_tag::none;
-    return s;
-  }
-  static slot boolean(bool v) {
-    slot s;
-    s.tag = slot_tag::boolean;
-    s.b = v;
-    return s;
-  }
-  static slot integer(std::int64_t v) {
-    slot s;
-    s.tag = slot_tag::integer;
-    s.i = v;
-    return s;
-  }
-  static slot floating(double v) {
-    slot s;
-    s.tag = slot_tag::floating;
-    s.f = v;
-    return s;
-  }
-  static slot node(std::uint32_t v) {
-    slot s;
-    s.tag = slot_tag::node;
-    s.n = v;
+  /// A slot of tag `t` whose value is zero (the named constructors below set it).
+  explicit slot(slot_tag t) : tag(t), i(0) {}
+  static slot none() { return slot(slot_tag::none); }
+  static slot boolean(bool v) { return with(slot_tag::boolean, &slot::b, v); }
+  static slot integer(std::int64_t v) { return with(slot_tag::integer, &slot::i, v); }
+  static slot floating(double v) { return with(slot_tag::floating, &slot::f, v); }
+  static slot node(std::uint32_t v) { return with(slot_tag::node, &slot::n, v); }
+
+ private:
+  template <class T>
+  static slot with(slot_tag t, T slot::*member, T v) {
+    slot s(t);
+    s.*member = v;
     return s;
   }
 };
@@ -397,8 +383,7 @@ struct reader::impl {
   result<void> reduce_builtin(ctor c, std::uint32_t args);
   result<void> latin1_node(node_kind k, const std::vector<slot>& a);
   result<void> instantiate(const slot& cls, const slot& args, bool new_object, std::string_view op);
-  result<void> op_reduce();
-  result<void> op_newobj();
+  result<void> op_reduce(bool new_object);  // REDUCE (false) and NEWOBJ (true)
   result<void> op_newobj_ex();
   result<void> op_inst(bool text_class);
   result<void> op_build();
