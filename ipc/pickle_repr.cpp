@@ -68,40 +68,16 @@ std::string float_repr(double d) {
   return out;
 }
 
-// Appends Python's repr of a str (quotes chosen as Python does).
-void str_repr(std::string& out, std::string_view s) {
+// Appends Python's repr of a str (`bytes` false: UTF-8 passes through) or of a bytes
+// (true: b'...', every byte from 0x7f up escaped); quotes chosen as Python does.
+void quoted_repr(std::string& out, std::string_view s, bool bytes) {
   bool has_single = s.find('\'') != std::string_view::npos;
   bool has_double = s.find('"') != std::string_view::npos;
   char quote = (has_single && !has_double) ? '"' : '\'';
-  out += quote;
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    if (ch == quote || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (ch == '\n') {
-      out += "\\n";
-    } else if (ch == '\r') {
-      out += "\\r";
-    } else if (ch == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\x%02x", c);
-      out += b;
-    } else {
-      out += ch;
-    }
+  if (bytes) {
+    out += 'b';
   }
   out += quote;
-}
-
-void bytes_repr(std::string& out, std::string_view s) {
-  bool has_single = s.find('\'') != std::string_view::npos;
-  bool has_double = s.find('"') != std::string_view::npos;
-  char quote = (has_single && !has_double) ? '"' : '\'';
-  out += 'b';
-  out += quote;
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     if (ch == quote || ch == '\\') {
@@ -113,7 +89,7 @@ void bytes_repr(std::string& out, std::string_view s) {
       out += "\\r";
     } else if (ch == '\t') {
       out += "\\t";
-    } else if (c < 0x20 || c >= 0x7f) {
+    } else if (c < 0x20 || c == 0x7f || (bytes && c > 0x7f)) {
       char b[8];
       std::snprintf(b, sizeof b, "\\x%02x", c);
       out += b;
@@ -138,11 +114,11 @@ class repr_writer {
       case kind::integer: m_out += std::to_string(*v.as<std::int64_t>()); break;
       case kind::big_integer: m_out += v.if_big_int()->to_string(); break;
       case kind::floating: m_out += float_repr(*v.as<double>()); break;
-      case kind::str: str_repr(m_out, *v.if_str()); break;
-      case kind::bytes: bytes_repr(m_out, *v.if_bytes()); break;
+      case kind::str: quoted_repr(m_out, *v.if_str(), false); break;
+      case kind::bytes: quoted_repr(m_out, *v.if_bytes(), true); break;
       case kind::bytearray:
         m_out += "bytearray(";
-        bytes_repr(m_out, *v.if_bytes());
+        quoted_repr(m_out, *v.if_bytes(), true);
         m_out += ')';
         break;
       case kind::tuple:
