@@ -482,8 +482,6 @@ class dict {
 
  private:
   std::size_t locate(const value& key, std::size_t hash) const noexcept;
-  void index_add(std::size_t hash, std::size_t position);
-  void rebuild_index();
 
   std::vector<entry> m_entries;
   std::vector<std::size_t> m_hashes;  // key_hash of each entry, in entry order
@@ -526,8 +524,6 @@ class set {
 
  private:
   std::size_t locate(const value& element, std::size_t hash) const noexcept;
-  void index_add(std::size_t hash, std::size_t position);
-  void rebuild_index();
 
   std::vector<value> m_items;
   std::vector<std::size_t> m_hashes;

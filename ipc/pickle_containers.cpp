@@ -38,6 +38,32 @@ void slots_add(std::vector<std::uint32_t>& slots, std::size_t hash, std::size_t 
   slots[i] = static_cast<std::uint32_t>(position + 1);
 }
 
+// The index of `hashes` (one per entry, in entry order) built anew; none while there
+// are at most linear_limit entries (they are searched in order).
+void slots_rebuild(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) {
+  slots.clear();
+  if (hashes.size() <= linear_limit) {
+    return;
+  }
+  slots = make_slots(hashes.size());
+  for (std::size_t i = 0; i < hashes.size(); ++i) {
+    slots_add(slots, hashes[i], i);
+  }
+}
+
+// The index after an entry was appended (its hash last in `hashes`): grown when more
+// than half full.
+void slots_appended(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) {
+  if (hashes.size() <= linear_limit) {
+    return;
+  }
+  if (slots.empty() || hashes.size() * 2 > slots.size()) {
+    slots_rebuild(slots, hashes);
+    return;
+  }
+  slots_add(slots, hashes.back(), hashes.size() - 1);
+}
+
 // Finds the position whose hash matches and whose element satisfies eq, or npos.
 template <class Eq>
 std::size_t slots_find(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
@@ -128,28 +154,6 @@ const value* dict::get(std::string_view key) const noexcept {
   return pos == std::string::npos ? nullptr : &m_entries[pos].mapped;
 }
 
-void dict::index_add(std::size_t hash, std::size_t position) {
-  if (m_entries.size() <= linear_limit) {
-    return;
-  }
-  if (m_slots.empty() || m_entries.size() * 2 > m_slots.size()) {
-    rebuild_index();
-    return;
-  }
-  slots_add(m_slots, hash, position);
-}
-
-void dict::rebuild_index() {
-  m_slots.clear();
-  if (m_entries.size() <= linear_limit) {
-    return;
-  }
-  m_slots = make_slots(m_entries.size());
-  for (std::size_t i = 0; i < m_hashes.size(); ++i) {
-    slots_add(m_slots, m_hashes[i], i);
-  }
-}
-
 bool dict::insert_or_assign(value key, value mapped) {
   std::size_t hash = value::key_hash(key);
   std::size_t pos = locate(key, hash);
@@ -159,7 +163,7 @@ bool dict::insert_or_assign(value key, value mapped) {
   }
   m_entries.emplace_back(std::move(key), std::move(mapped));
   m_hashes.push_back(hash);
-  index_add(hash, m_entries.size() - 1);
+  slots_appended(m_slots, m_hashes);
   return true;
 }
 
@@ -170,7 +174,7 @@ bool dict::erase(const value& key) {
   }
   m_entries.erase(m_entries.begin() + static_cast<std::ptrdiff_t>(pos));
   m_hashes.erase(m_hashes.begin() + static_cast<std::ptrdiff_t>(pos));
-  rebuild_index();
+  slots_rebuild(m_slots, m_hashes);
   return true;
 }
 
@@ -221,28 +225,6 @@ bool set::contains(const value& element) const noexcept {
   return locate(element, value::key_hash(element)) != std::string::npos;
 }
 
-void set::index_add(std::size_t hash, std::size_t position) {
-  if (m_items.size() <= linear_limit) {
-    return;
-  }
-  if (m_slots.empty() || m_items.size() * 2 > m_slots.size()) {
-    rebuild_index();
-    return;
-  }
-  slots_add(m_slots, hash, position);
-}
-
-void set::rebuild_index() {
-  m_slots.clear();
-  if (m_items.size() <= linear_limit) {
-    return;
-  }
-  m_slots = make_slots(m_items.size());
-  for (std::size_t i = 0; i < m_hashes.size(); ++i) {
-    slots_add(m_slots, m_hashes[i], i);
-  }
-}
-
 bool set::insert(value element) {
   std::size_t hash = value::key_hash(element);
   if (locate(element, hash) != std::string::npos) {
@@ -250,7 +232,7 @@ bool set::insert(value element) {
   }
   m_items.push_back(std::move(element));
   m_hashes.push_back(hash);
-  index_add(hash, m_items.size() - 1);
+  slots_appended(m_slots, m_hashes);
   return true;
 }
 
@@ -261,7 +243,7 @@ bool set::erase(const value& element) {
   }
   m_items.erase(m_items.begin() + static_cast<std::ptrdiff_t>(pos));
   m_hashes.erase(m_hashes.begin() + static_cast<std::ptrdiff_t>(pos));
-  rebuild_index();
+  slots_rebuild(m_slots, m_hashes);
   return true;
 }
 
