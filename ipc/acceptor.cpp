@@ -17,10 +17,7 @@ namespace corio::ipc::detail {
 
 namespace {
 
-using corio::detail::wait_status;
-using corio::detail::wake_batch;
-using corio::detail::waiter;
-using corio::detail::worker;
+using namespace multishot_names;
 
 // relaxed: a test switch read when an acceptor is created; the test sets it before, on
 // the same thread or ordered by creating the runtime/acceptor after it.
@@ -93,9 +90,7 @@ void acceptor_state::push_queue_locked(int fd) {
 bool acceptor_state::begin(accept_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
                            const std::stop_token* inherited) {
   worker* cw = port::current_worker();
-  w.handle = h;
-  w.home = port::current_runtime();
-  w.list = &m_waiters;
+  prepare_waiter(w, h);
   bool queued = false;
   bool arm_here = false;
   m_lock.lock();

@@ -22,10 +22,7 @@ namespace detail {
 
 namespace {
 
-using corio::detail::wait_status;
-using corio::detail::wake_batch;
-using corio::detail::waiter;
-using corio::detail::worker;
+using namespace multishot_names;
 
 // relaxed: a test switch read when a receiver is created (see acceptor.cpp's twin).
 std::atomic<bool> g_simulate_no_pbuf{false};
@@ -190,9 +187,7 @@ void receiver_state::end_waiters_locked(int error, wake_batch& batch) noexcept {
 bool receiver_state::begin(recv_waiter& w, std::coroutine_handle<> h, const std::stop_token& token,
                            const std::stop_token* inherited) {
   worker* cw = port::current_worker();
-  w.handle = h;
-  w.home = port::current_runtime();
-  w.list = &m_waiters;
+  prepare_waiter(w, h);
   bool queued = false;
   bool first = false;
   std::shared_ptr<pinned_multishot> drop;

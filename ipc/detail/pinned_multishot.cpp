@@ -7,9 +7,7 @@
 
 namespace corio::ipc::detail {
 
-using corio::detail::wait_status;
-using corio::detail::wake_batch;
-using corio::detail::worker;
+using namespace multishot_names;
 
 pinned_multishot::pinned_multishot() noexcept {
   on_cqe = &cqe_arrived;

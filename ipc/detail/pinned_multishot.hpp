@@ -65,6 +65,15 @@
 
 namespace corio::ipc::detail {
 
+/// The corio::detail names the engine and its policies (pinned_multishot.cpp,
+/// acceptor.cpp, receiver.cpp) use unqualified: each says `using namespace multishot_names;`.
+namespace multishot_names {
+using corio::detail::wait_status;
+using corio::detail::wake_batch;
+using corio::detail::waiter;
+using corio::detail::worker;
+}  // namespace multishot_names
+
 class pinned_multishot : public port::io_completion, public std::enable_shared_from_this<pinned_multishot> {
  public:
   pinned_multishot(const pinned_multishot&) = delete;
@@ -106,6 +115,13 @@ class pinned_multishot : public port::io_completion, public std::enable_shared_f
   /// that comes first wins, as for io_op: nothing is taken from the queue).
   static bool stopped_first(const corio::detail::waiter& w, const std::stop_token& token,
                             const std::stop_token* inherited) noexcept;
+  /// Before the lock, at the start of a wait: `w` will resume `h` on the calling
+  /// runtime and may be queued on this state's list.
+  void prepare_waiter(corio::detail::waiter& w, std::coroutine_handle<> h) noexcept {
+    w.handle = h;
+    w.home = port::current_runtime();
+    w.list = &m_waiters;
+  }
   /// Under the lock, with nothing armed and no doorbell pending: the calling worker `w`
   /// will arm (call arm(w) after unlocking). Keeps the state alive until the final CQE.
   void claim_arm_locked(corio::detail::worker* w);
