@@ -82,20 +82,17 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
 };
 
 template <class T>
-class channel_recv_operation : public wait_operation<channel_recv_operation<T>> {
-  using base = wait_operation<channel_recv_operation<T>>;
+class channel_recv_operation : public value_wait_operation<channel_recv_operation<T>, T> {
+  using base = value_wait_operation<channel_recv_operation<T>, T>;
 
  public:
   channel_recv_operation(channel<T>& ch, std::stop_token token) noexcept
       : base(ch.m_receivers, std::move(token)), m_channel(&ch) {}
   channel_recv_operation(channel_recv_operation&& o) noexcept : base(std::move(o)), m_channel(o.m_channel) {}
 
-  result<T> await_resume() { return this->take_outcome(m_value); }
-  void block() { base::block(); }
-
   bool try_now(wake_batch& batch) {
-    this->slot = &m_value;  // a sender moves its value in here
-    if (m_channel->take_locked(m_value, batch)) {
+    this->slot = &this->m_value;  // a sender moves its value in here
+    if (m_channel->take_locked(this->m_value, batch)) {
       this->status = wait_status::granted;
       return true;
     }
@@ -108,7 +105,6 @@ class channel_recv_operation : public wait_operation<channel_recv_operation<T>> 
 
  private:
   channel<T>* m_channel;
-  std::optional<T> m_value;
 };
 
 }  // namespace detail
@@ -181,19 +177,11 @@ class channel {
 
   /// Thread forms: block the calling thread (not a task) until done. Same results.
   result<void> send_blocking(T value, std::stop_token token = {}) {
-    detail::channel_send_operation<T> op(*this, std::move(value), std::move(token));
-    if (!op.await_ready()) {
-      op.block();
-    }
-    return op.await_resume();
+    return detail::block_on<detail::channel_send_operation<T>>(*this, std::move(value), std::move(token));
   }
   /// recv() for a plain thread: blocks it until a value or an error.
   result<T> recv_blocking(std::stop_token token = {}) {
-    detail::channel_recv_operation<T> op(*this, std::move(token));
-    if (!op.await_ready()) {
-      op.block();
-    }
-    return op.await_resume();
+    return detail::block_on<detail::channel_recv_operation<T>>(*this, std::move(token));
   }
 
   /// Closes the channel (idempotent): wakes every waiting sender and receiver with

@@ -32,25 +32,21 @@ class oneshot;
 namespace detail {
 
 template <class T>
-class oneshot_recv_operation : public wait_operation<oneshot_recv_operation<T>> {
-  using base = wait_operation<oneshot_recv_operation<T>>;
+class oneshot_recv_operation : public value_wait_operation<oneshot_recv_operation<T>, T> {
+  using base = value_wait_operation<oneshot_recv_operation<T>, T>;
 
  public:
   oneshot_recv_operation(oneshot<T>& o, std::stop_token token) noexcept
       : base(o.m_waiters, std::move(token)), m_oneshot(&o) {}
   oneshot_recv_operation(oneshot_recv_operation&& o) noexcept : base(std::move(o)), m_oneshot(o.m_oneshot) {}
 
-  result<T> await_resume() { return this->take_outcome(m_value); }
-  void block() { base::block(); }
-
   bool try_now(wake_batch&) noexcept {
-    this->slot = &m_value;
-    return m_oneshot->take_locked(*this, m_value);
+    this->slot = &this->m_value;
+    return m_oneshot->take_locked(*this, this->m_value);
   }
 
  private:
   oneshot<T>* m_oneshot;
-  std::optional<T> m_value;
 };
 
 }  // namespace detail
@@ -119,11 +115,7 @@ class oneshot {
 
   /// Thread form of recv(): blocks the calling thread.
   result<T> recv_blocking(std::stop_token token = {}) {
-    detail::oneshot_recv_operation<T> op(*this, std::move(token));
-    if (!op.await_ready()) {
-      op.block();
-    }
-    return op.await_resume();
+    return detail::block_on<detail::oneshot_recv_operation<T>>(*this, std::move(token));
   }
 
   /// Closes: a waiting receiver gets errc::closed; a later send fails. Idempotent.

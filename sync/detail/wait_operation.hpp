@@ -108,6 +108,16 @@ class wait_operation : public waiter {
     }
   }
 
+  /// await_resume body of a wait that ends granted or cancelled, never closed (event,
+  /// barrier, condition_variable): success, or operation_canceled.
+  result<void> granted_or_cancelled() noexcept {
+    reset_callbacks();
+    if (status != wait_status::granted) {
+      return unexpected(cancelled_error());
+    }
+    return {};
+  }
+
   /// await_resume body of a wait that delivers a value into `value` (channel recv,
   /// oneshot): the value, or the error of outcome().
   template <class T>
@@ -246,5 +256,32 @@ class wait_operation : public waiter {
  private:
   Derived& derived() noexcept { return static_cast<Derived&>(*this); }
 };
+
+/// The wait of a receive that delivers a T into m_value (channel recv, oneshot recv):
+/// Derived supplies the constructors and try_now(), which points `slot` at m_value.
+template <class Derived, class T>
+class value_wait_operation : public wait_operation<Derived> {
+ public:
+  using wait_operation<Derived>::wait_operation;
+  /// Precondition: `o` is not waiting (its m_value is still empty).
+  value_wait_operation(value_wait_operation&& o) noexcept : wait_operation<Derived>(std::move(o)) {}
+
+  result<T> await_resume() { return this->take_outcome(m_value); }
+  void block() { wait_operation<Derived>::block(); }
+
+ protected:
+  std::optional<T> m_value;
+};
+
+/// The body of a *_blocking call: builds the operation from `args`, blocks the calling
+/// thread until it is done (see wait_operation::block) and returns its result.
+template <class Op, class... Args>
+auto block_on(Args&&... args) {
+  Op op(std::forward<Args>(args)...);
+  if (!op.await_ready()) {
+    op.block();
+  }
+  return op.await_resume();
+}
 
 }  // namespace corio::detail
