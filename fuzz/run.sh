@@ -61,14 +61,20 @@ for name in "${targets[@]}"; do
     failed=1
     continue
   fi
-  mapfile -t sources <<<"$expanded"
+  sources=()
+  if [ -n "$expanded" ]; then  # (a here-string of "" would give one empty source)
+    mapfile -t sources <<<"$expanded"
+  fi
   read -r -a extra <<<"$(sed -n 's|^// fuzz-args: ||p' "$src")"
   bin=$out/$name
+  # Stale: no binary, or the target, a source or any library header (the sources include
+  # headers of other layers and of runtime/internal/) newer than it.
   stale=0
-  headers=()
-  for s in "${sources[@]}"; do headers+=("$(dirname "$s")"/*.hpp "$(dirname "$s")"/detail/*.hpp); done
-  for s in "$src" "${sources[@]}" "${headers[@]}"; do
-    if [ ! -e "$bin" ] || [ "$s" -nt "$bin" ]; then stale=1; fi
+  if [ ! -e "$bin" ] || [ -n "$(find runtime sync ipc -name '*.hpp' -newer "$bin" -print -quit)" ]; then
+    stale=1
+  fi
+  for s in "$src" "${sources[@]}"; do
+    if [ "$s" -nt "$bin" ]; then stale=1; fi
   done
   if [ "$stale" = 1 ]; then
     if ! "$cxx" "${flags[@]}" "$src" "${sources[@]}" -o "$bin" "${extra[@]}" 2>"$out/$name.build.log"; then
