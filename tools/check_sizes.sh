@@ -4,8 +4,8 @@
 #   1. No library .cpp file (runtime/, sync/, ipc/) is over 500 lines: split it along its
 #      concepts, each file opening with what it holds.
 #   2. No library function (in a .cpp or a .hpp) is over 60 lines, unless the comment
-#      directly above it (above its template line, if any) has a line containing the
-#      marker "long:" followed by the reason, e.g.
+#      directly above it (above its template line, if any) has a line that begins with
+#      the marker "// long:" followed by the reason, e.g.
 #          // long: one case per opcode; split, the table would be read in pieces.
 #      Functions are measured by Universal Ctags (its line: and end: fields); a lambda
 #      counts as part of the function that holds it.
@@ -54,6 +54,9 @@ if [ "${1:-}" = --self-test ]; then
   fresh
   function_of big 61 "// long: one case per opcode" >"$tmp/tree/ipc/a.cpp"
   expect "a 61-line function with a reason" 0
+  fresh
+  { echo "// how long: x"; function_of big 61; } >"$tmp/tree/ipc/a.cpp"
+  expect "\"long:\" inside a comment, not as its marker" 1
   fresh
   { echo "// long: the reason"; echo; function_of big 61; } >"$tmp/tree/ipc/a.cpp"
   expect "a reason that is not directly above" 1
@@ -111,7 +114,7 @@ while IFS=$'\t' read -r file name first last; do
       k = at - 1
       while (k > 0 && lines[k] ~ /^[[:space:]]*template[[:space:]]*</) k--
       while (k > 0 && lines[k] ~ /^[[:space:]]*\/\//) {
-        if (lines[k] ~ /long:/) { print "yes"; exit }
+        if (lines[k] ~ /^[[:space:]]*\/\/[[:space:]]*long:/) { print "yes"; exit }
         k--
       }
     }' "$file")
