@@ -16,8 +16,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/deps.sh
-bash tools/check_layers.sh  # the layering rules (also the `layers` test of the unit suite)
-bash tools/check_sizes.sh   # the size rules (also the `sizes` test of the unit suite)
 
 jobs=${CORIO_JOBS:-$(nproc)}
 total_ok=0
@@ -76,6 +74,9 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   echo "=== [$name] done after $(( $(date +%s) - started )) s"
 }
 
+# Counted steps, so that an offence is reported in the final count and the builds still run.
+run_step layers bash tools/check_layers.sh  # the layering rules (also the `layers` test of the unit suite)
+run_step sizes bash tools/check_sizes.sh    # the size rules (also the `sizes` test of the unit suite)
 run_suites default build-ci/default -- unit stress examples install docs
 run_suites release build-ci/release --buildtype=release -Dbenchmarks=false -- unit examples
 run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
