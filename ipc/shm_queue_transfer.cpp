@@ -226,6 +226,16 @@ result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mu
   }
 }
 
+/// try_now body of the send and receive awaitables: the try_* call's result, or nothing
+/// when the call would have to wait (`would_wait`, or the side's lock held by another).
+template <class R>
+std::optional<R> unless_would_wait(R r, errc would_wait) noexcept {
+  if (!r && (r.error() == would_wait || r.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return r;
+}
+
 result<void> check_message(const queue_header* h, std::span<const std::byte> message) noexcept {
   if (message.size() > h->max_message) {
     return unexpected(error(std::errc::message_size));
@@ -262,11 +272,7 @@ result<void> shm_queue::try_send(std::span<const std::byte> message) const noexc
 }
 
 std::optional<shm_queue::send_op::value_type> shm_queue::send_op::try_now() noexcept {
-  auto sent = queue->try_send(message);
-  if (!sent && (sent.error() == errc::full || sent.error() == std::errc::resource_unavailable_try_again)) {
-    return std::nullopt;
-  }
-  return sent;
+  return unless_would_wait(queue->try_send(message), errc::full);
 }
 
 task<shm_queue::send_op::value_type> shm_queue::send_op::wait_slow(std::stop_token token) const {
@@ -371,11 +377,7 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
 }
 
 std::optional<shm_queue::receive_op::value_type> shm_queue::receive_op::try_now() noexcept {
-  auto got = queue->try_receive(buffer);
-  if (!got && (got.error() == errc::empty || got.error() == std::errc::resource_unavailable_try_again)) {
-    return std::nullopt;
-  }
-  return got;
+  return unless_would_wait(queue->try_receive(buffer), errc::empty);
 }
 
 task<shm_queue::receive_op::value_type> shm_queue::receive_op::wait_slow(std::stop_token token) const {
