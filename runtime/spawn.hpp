@@ -39,19 +39,22 @@
 // may be called from any thread (see join_handle::abort).
 // Cost: one frame (recycled) + one join state (recycled) + a push onto the spawning
 // worker's registry list (no lock); no syscalls, and a wake only if a worker is idle.
-// An abortable task costs no allocation per spawn and none per wait: the join state holds
-// an abort word and a slot where the task's current wait parks its stop callback
-// (stop_link: a CAS and a load to park, a CAS to leave; a std::stop_callback would cost a
-// recycled allocation and a lock in a stop state per wait, which made fork-join 1.9x
-// slower in an earlier attempt). Its std::stop_source is created (one allocation, once)
+// An abortable task costs no allocation per spawn; per wait, one recycled block from the
+// frame allocator (a list pop and push: the stop link keeps its hook there, so that a
+// plain task's awaiters stay one pointer) and no lock: the join state holds an abort word
+// and a slot where the task's current wait parks its stop callback (stop_link: a CAS and
+// a load to park, a CAS to leave; a std::stop_callback would cost a lock in a stop state
+// per wait besides, which made fork-join 1.9x slower in an earlier attempt). Its std::stop_source is created (one allocation, once)
 // only when something in it needs a std::stop_token: get_stop_token, a combinator
 // (when_all, when_any, timeout), an ipc wait that takes a token pointer, or a second
 // wait of the same task while the slot is taken; waits that then register on the
 // token pay as for a token from when_any. Measured with every task abortable, on a
 // shared, loaded 2-core machine (release, alternating with a build without abort,
 // medians of 5 to 7): `runtime_bench tree` +8% to +23%, `pingpong` (two event waits per
-// round trip) 86 -> 124 ns per round trip with 1 worker. A plain spawn pays no CAS;
-// every wait's stop link is three pointers larger for it (the inline hook).
+// round trip) 86 -> 124 ns per round trip with 1 worker (with the hook inline in the
+// awaiter, before the per-wait block; not measured since). A plain spawn pays no CAS and
+// no allocation, and its awaiters carry no hook: an inline hook (three pointers in every
+// stop link) had made the 1-worker ping-pong of plain tasks ~10% slower.
 // spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
@@ -340,7 +343,8 @@ struct abortable_t {
 inline constexpr abortable_t abortable{};
 
 /// spawn(t), abortable: join_handle::abort() stops it. Each wait inside the task then
-/// parks its stop callback in the task's join state (a CAS to enter, a CAS to leave).
+/// parks its stop callback in the task's join state (a recycled block from the frame
+/// allocator, a CAS to enter, a CAS to leave).
 template <class T>
 join_handle<T> spawn(abortable_t, task<T> t) {
   bool accepted = false;
