@@ -218,6 +218,16 @@ std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
   return until;
 }
 
+bool worker::others_have_timers() const noexcept {
+  for (const auto& w : rt.workers) {
+    // relaxed: a hint, as in take_over_timers().
+    if (w.get() != this && w->m_next_deadline.load(std::memory_order_relaxed) != INT64_MAX) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool worker::take_over_timers(std::int64_t now) {
   if (rt.stopping()) {
     return false;

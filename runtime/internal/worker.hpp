@@ -121,6 +121,7 @@ class worker {
   bool watch_timers() noexcept;
   void hand_over_timer_watch() noexcept;
   bool take_over_timers(std::int64_t now);
+  [[nodiscard]] bool others_have_timers() const noexcept;
   bool take_due_timers_of(worker& victim, std::int64_t now);
   void wake_a_timer_watcher(std::int64_t deadline) noexcept;
   void publish_next_deadline() noexcept;
