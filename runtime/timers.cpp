@@ -51,10 +51,13 @@
 #include <corio/runtime/internal/worker.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
+#include <type_traits>
 
 #include <corio/runtime/internal/runtime_core.hpp>
 #include <corio/runtime/port.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::detail {
 
@@ -65,9 +68,14 @@ constexpr std::size_t kMaxTakenPerPass = 64;
 /// How soon a watcher looks again at a late timer whose owner held its lock.
 constexpr std::int64_t kRetryNs = 100'000;
 
-std::int64_t saturating_add(std::int64_t a, std::int64_t b) noexcept {
-  std::int64_t sum = 0;
-  return __builtin_add_overflow(a, b, &sum) ? INT64_MAX : sum;
+static_assert(std::is_same_v<clock::duration, std::chrono::nanoseconds>, "deadline_ns_after: ns on the steady clock");
+
+/// `ns + delay_ns` (steady clock ns, as timer_node::deadline_ns), saturating like every
+/// corio deadline (deadline_after, time.hpp): past the clock's range is "never".
+std::int64_t deadline_ns_after(std::int64_t ns, std::int64_t delay_ns) noexcept {
+  return deadline_after(std::chrono::nanoseconds(delay_ns), clock::time_point(clock::duration(ns)))
+      .time_since_epoch()
+      .count();
 }
 
 }  // namespace
@@ -189,13 +197,7 @@ void worker::hand_over_timer_watch() noexcept {
   if (!timers_anywhere || rt.idle.sleepers.load(std::memory_order_relaxed) == 0) {
     return;  // nothing to watch, or nobody idle to watch it (whoever parks next claims)
   }
-  for (const auto& w : rt.workers) {
-    // acquire: as in wake_a_timer_watcher().
-    if (w.get() != this && w->m_parked.load(std::memory_order_acquire) == 1) {
-      w->wake_if_parked();  // it claims the watch when it parks again
-      return;
-    }
-  }
+  wake_another_parked();  // it claims the watch when it parks again
 }
 
 std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
@@ -212,7 +214,7 @@ std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
       // A timer already that late that we could not take (its owner held the lock, so
       // it is in its loop): look again a little later instead of spinning.
       std::int64_t again = std::max(theirs, now + kRetryNs - m_takeover_delay_ns);
-      until = std::min(until, saturating_add(again, m_takeover_delay_ns));
+      until = std::min(until, deadline_ns_after(again, m_takeover_delay_ns));
     }
   }
   return until;
@@ -285,7 +287,7 @@ void worker::wake_a_timer_watcher(std::int64_t deadline) noexcept {
   if (rt.idle.sleepers.load(std::memory_order_relaxed) == 0) {
     return;  // nobody parked: whoever parks next reads our deadline
   }
-  const std::int64_t needed = saturating_add(deadline, m_takeover_delay_ns);
+  const std::int64_t needed = deadline_ns_after(deadline, m_takeover_delay_ns);
   // relaxed: who watches is a hint here; a stale answer only costs a needless wake, or
   // none for a worker that is waking anyway and will read our deadline when it re-parks.
   std::int32_t watcher = rt.idle.timer_watcher.load(std::memory_order_relaxed);
@@ -300,7 +302,12 @@ void worker::wake_a_timer_watcher(std::int64_t deadline) noexcept {
   }
   // No watcher: every parked worker sleeps without a bound from others; wake one, which
   // becomes the watcher when it parks again.
+  wake_another_parked();
+}
+
+void worker::wake_another_parked() noexcept {
   for (const auto& w : rt.workers) {
+    // acquire: as in wake_a_timer_watcher(), pairs with park()'s seq_cst `parked` store.
     if (w.get() != this && w->m_parked.load(std::memory_order_acquire) == 1) {
       w->wake_if_parked();
       return;

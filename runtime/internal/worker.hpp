@@ -124,6 +124,7 @@ class worker {
   [[nodiscard]] bool others_have_timers() const noexcept;
   bool take_due_timers_of(worker& victim, std::int64_t now);
   void wake_a_timer_watcher(std::int64_t deadline) noexcept;
+  void wake_another_parked() noexcept;  ///< the first parked worker other than this one
   void publish_next_deadline() noexcept;
   void lock_timers() noexcept;
   bool try_lock_timers() noexcept;
