@@ -180,12 +180,24 @@ class wait_operation : public waiter {
   /// coroutine running outside any corio runtime).
   wait_outcome wait(std::coroutine_handle<> h, detail::inherited_stop inherited) {
     home = h ? port::current_runtime() : nullptr;
-    std::optional<thread_parker> parked;
     if (home == nullptr) {
-      parker = &parked.emplace();
-    } else {
-      handle = h;
+      return wait_on_thread(inherited);
     }
+    handle = h;
+    return wait_queued(inherited, nullptr);
+  }
+
+  /// wait() on a thread: blocks in a thread_parker. Out of line, so that a coroutine's
+  /// wait does not build one (g++ zeroed a 104-byte std::optional<thread_parker> on every
+  /// wait, right before the primitive's lock).
+  [[gnu::noinline]] wait_outcome wait_on_thread(detail::inherited_stop inherited) {
+    thread_parker parked;
+    parker = &parked;
+    return wait_queued(inherited, &parked);
+  }
+
+  /// The body of wait(): `parked` is the blocking thread's parker, null for a coroutine.
+  wait_outcome wait_queued(detail::inherited_stop inherited, thread_parker* parked) {
     m_stop.arm(m_token, inherited, wait_cancel_fn<wait_operation>{this});
     auto after_queued = derived().after_queued_action();
     wake_batch batch;
@@ -213,7 +225,7 @@ class wait_operation : public waiter {
     }
     // From here on another thread may wake (and resume) us: `this` is off limits.
     after_queued();
-    if (parked) {
+    if (parked != nullptr) {
       parked->wait();  // the waker's notify() orders its writes (status) before us
       return wait_outcome::unblocked;
     }
