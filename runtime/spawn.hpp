@@ -54,7 +54,7 @@
 // round trip) 86 -> 124 ns per round trip with 1 worker (with the hook inline in the
 // awaiter, before the per-wait block; not measured since). A plain spawn pays no CAS and
 // no allocation, and its awaiters carry no hook: an inline hook (three pointers in every
-// stop link) had made the 1-worker ping-pong of plain tasks ~10% slower.
+// stop link) had cost 3-4% of the 1-worker ping-pong of plain tasks.
 // spawn(callable, args...) costs one more frame and resume than spawn(task).
 #pragma once
 
