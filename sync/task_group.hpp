@@ -69,8 +69,8 @@ struct task_group_options {
   /// that could never run anything) is refused: the constructor throws
   /// std::invalid_argument.
   std::size_t max_running = task_group_unlimited;
-  /// Once a task of the group has ended with an exception, abort every other task and
-  /// refuse new ones (spawn yields errc::aborted, try_spawn false): as soon as the owner
+  /// Once a task of the group has ended with an exception of its own (not one thrown
+  /// after it was aborted), abort every other task and refuse new ones (spawn yields errc::aborted, try_spawn false): as soon as the owner
   /// next awaits next() or join_all() (which takes the failed task), spawns or
   /// try_spawns. The others' waits then end as cancelled and they end as errc::aborted.
   /// The owner drives it: a group nobody touches is not aborted on its own.
@@ -129,18 +129,28 @@ class task_group_exit {
 };
 
 /// The task a group spawns: awaits `body`; `exit` reports the end (see task_group_exit).
+/// An exception thrown after the task was aborted (abort_all, the destructor,
+/// cancel_on_error) is how its body gave up, not a failure of its own: it does not make
+/// cancel_on_error refuse later spawns. (The token check costs the task's stop source,
+/// made once, on that path only.)
 template <class T>
 task<T> run_in_group(task_group_exit exit, task<T> body) {
+  std::exception_ptr error;
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(body);
+      co_return;
     } else {
       co_return co_await std::move(body);
     }
   } catch (...) {
-    exit.note_failure();
-    throw;
+    error = std::current_exception();
   }
+  std::stop_token own = co_await get_stop_token();  // an abort requests this token
+  if (!own.stop_requested()) {
+    exit.note_failure();
+  }
+  std::rethrow_exception(error);
 }
 
 }  // namespace detail

@@ -59,7 +59,7 @@ for cxx in "${compilers[@]}"; do
     $(pc --cflags --libs corio) -Wl,-rpath,"$libdir"
   run_quiet "$out/pc.log" "$out/pc_shared"
   run_quiet "$out/pc.log" "$cxx" -std=c++20 "$src/tests/install/consumer.cpp" -o "$out/pc_static" \
-    $(pc --cflags corio) "$libdir/libcorio.a" $(pc --libs --static liburing) -pthread
+    $(pc --cflags corio) "$libdir/libcorio.a" $(pc --libs --static liburing libcrypto) -pthread
   run_quiet "$out/pc.log" "$out/pc_static"
   if ldd "$out/pc_static" | grep -q libcorio; then
     echo "install check: FAILED: $name pc_static links libcorio dynamically"

@@ -426,3 +426,43 @@ TEST_CASE("task_group: a second next() while one is in progress is refused with 
   CHECK(seen.find("another is in progress") != std::string::npos);
   CHECK(seen.find("first got 7") != std::string::npos);
 }
+
+namespace {
+// Throws once its hour-long sleep is cancelled: how a body gives up when it is aborted.
+corio::task<int> gives_up_when_cancelled(std::atomic<int>* started) {
+  started->fetch_add(1, std::memory_order_release);
+  auto r = co_await corio::sleep_for(1h);
+  if (!r) {
+    throw std::runtime_error("gave up");
+  }
+  co_return 1;
+}
+
+corio::task<std::string> spawn_after_abort_all(std::atomic<int>* started) {
+  corio::task_group<int> g({.cancel_on_error = true});
+  (void)co_await g.spawn(gives_up_when_cancelled(started));
+  co_await wait_until(started, 1);
+  g.abort_all();
+  try {
+    (void)co_await g.next();
+    co_return "the aborted task yielded a value";
+  } catch (const std::system_error& e) {
+    if (e.code() != corio::errc::aborted) {
+      co_return std::string("unexpected: ") + e.what();
+    }
+  }
+  auto s = co_await g.spawn(value_after_yield(7));
+  if (!s) {
+    co_return "refused: " + s.error().message();
+  }
+  auto v = co_await g.next();
+  co_return v ? std::to_string(*v) : "none";
+}
+}  // namespace
+
+TEST_CASE("task_group: with cancel_on_error, a task that throws after abort_all() does not refuse later spawns",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> started{0};
+  CHECK(rt.block_on(spawn_after_abort_all(&started)) == "7");
+}
