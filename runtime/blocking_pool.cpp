@@ -14,7 +14,12 @@ bool blocking_pool::submit(blocking_job* job) {
     return false;
   }
   join_exited(lock);
-  if (m_idle == 0 && m_live < m_max_threads) {
+  // An idle thread woken for an earlier job stays counted in m_idle until it wakes up
+  // and takes that job, so only idle threads beyond the queued jobs can take this one.
+  // Without this count, two jobs queued before the woken thread ran would share it, and
+  // the second would wait for the first to end: a deadlock when it is the first's
+  // partner (a futex wait and its waker, both on the pool).
+  if (m_jobs.size() >= m_idle && m_live < m_max_threads) {
     // Start the thread before queuing: if that throws, nothing refers to `job`.
     m_threads.emplace_back([this] { thread_main(); });
     ++m_live;

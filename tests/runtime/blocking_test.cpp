@@ -131,6 +131,53 @@ TEST_CASE("spawn_blocking: the pool grows for concurrent jobs", "[runtime][block
   CHECK(rt.metrics().blocking_threads >= 2);
 }
 
+namespace {
+/// A rendezvous of `parties` blocking jobs: each arrives and waits for all (at most 30 s,
+/// so a job that never starts fails the test instead of hanging it).
+struct rendezvous {
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0;
+  int parties = 0;
+  bool arrive_and_wait() {
+    std::unique_lock lock(m);
+    if (++arrived == parties) {
+      cv.notify_all();
+    }
+    return cv.wait_for(lock, 30s, [&] { return arrived >= parties; });
+  }
+};
+corio::task<bool> meet(rendezvous* r) {
+  auto met = co_await corio::spawn_blocking([r] { return r->arrive_and_wait(); });
+  co_return met && *met;
+}
+corio::task<int> rounds_of_rendezvous(int rounds) {
+  int failed = 0;
+  for (int round = 0; round < rounds; ++round) {
+    rendezvous r;
+    r.parties = 2 + round % 4;
+    std::vector<corio::task<bool>> parties;
+    for (int i = 0; i < r.parties; ++i) {
+      parties.push_back(meet(&r));
+    }
+    for (bool met : co_await corio::when_all(std::move(parties))) {
+      failed += met ? 0 : 1;
+    }
+  }
+  co_return failed;
+}
+}  // namespace
+
+// The pool once counted an idle thread woken for a queued job as still free: jobs queued
+// back to back before it woke started no new thread and waited behind each other, so jobs
+// that wait for each other (a futex waiter and its waker on the fallback path) never met.
+// Each round here finds the previous round's threads idle.
+TEST_CASE("spawn_blocking: jobs queued back to back each get a thread, even while idle threads are waking",
+          "[runtime][blocking]") {
+  corio::runtime rt(workers(1, 16));
+  CHECK(rt.block_on(rounds_of_rendezvous(60)) == 0);
+}
+
 TEST_CASE("spawn_blocking: a blocking_keep_alive of milliseconds::max() keeps the idle thread instead of overflowing",
           "[runtime][blocking]") {
   corio::runtime_config c = workers(1);
