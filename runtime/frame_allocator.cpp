@@ -7,10 +7,11 @@
 // naming its owner cache and counting its blocks in use; the owner carves blocks by size
 // class (16-byte granularity up to 1 KiB) and recycles them through its per-class free
 // lists. A block always returns to its own chunk's owner: directly when freed on the
-// owner thread, through the owner's remote list (a lock-free stack that only the owner
-// empties, all at once) when freed elsewhere. So a chunk's count is exact once the owner
-// has taken its remote list back, and a chunk counting zero has every block in the
-// owner's lists: a trim unlinks them and unmaps the chunk. A thread that exits trims
+// owner thread, through the owner's remote stack of its class (lock-free; only the owner
+// empties it, all at once, and hands its blocks out again without counting them back
+// in) when freed elsewhere. So a chunk's count is exact once the owner has given the
+// remote and reclaimed blocks back (a trim does first), and a chunk counting zero has
+// every block in the owner's lists: a trim unlinks them and unmaps the chunk. A thread that exits trims
 // everything it can and leaves its cache (never freed) for the next thread to adopt;
 // idle workers trim such caches when blocks freed into them arrive.
 #include <corio/runtime/detail/frame_allocator.hpp>
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -54,7 +56,6 @@ static_assert(sizeof(chunk_header) <= kHeader && kHeader % kGranule == 0);
 
 struct free_block {
   free_block* next;
-  std::uint32_t cls;  // written by a remote free, so the owner knows the list it belongs to
 };
 static_assert(sizeof(free_block) <= kGranule);
 
@@ -109,36 +110,49 @@ orphanage& orphans() {
 struct thread_cache {
   free_block* lists[kClasses] = {};
   std::size_t free_bytes = 0;  // bytes in `lists`
+  // Blocks taken back from a remote stack and not handed out again yet. They still count
+  // in their chunk's `used` (they never came back through give()), so handing one out
+  // again touches no chunk header; a trim gives them back first.
+  free_block* reclaimed[kClasses] = {};
   chunk_header* bump_chunk = nullptr;
   char* bump = nullptr;
   char* bump_end = nullptr;
   std::vector<chunk_header*> chunks;  // every chunk this cache owns
-  // Blocks freed by other threads. Pushers: CAS with release (seq_cst, see `orphaned`);
-  // the owner takes the whole stack with an acquire exchange, which synchronizes with
-  // every push before it (a chain of RMWs continues the release sequence).
-  alignas(64) std::atomic<free_block*> remote{nullptr};
+  // Blocks freed by other threads, one stack per size class. Pushers: CAS with release
+  // (seq_cst, see `orphaned`); the owner takes a whole stack with an acquire exchange,
+  // which synchronizes with every push before it (a chain of RMWs continues the release
+  // sequence). Per class, so that the owner takes a stack back without walking it: one
+  // walk of a long stack (a million frames freed by a worker that stole their tasks) is
+  // a chain of cache misses; popped one block per allocation, each miss overlaps the
+  // caller's work.
+  alignas(64) std::atomic<free_block*> remote[kClasses] = {};
   // True while no thread owns the cache. Store-buffer pair with the remote push: an exiting
-  // owner stores it and then empties `remote`; a pusher pushes and then loads it (all
+  // owner stores it and then empties every stack; a pusher pushes and then loads it (all
   // seq_cst), so either the owner's last collection sees the block or the pusher sees
   // the flag and tells the orphanage.
   std::atomic<bool> orphaned{false};
 
   void* take(std::size_t c) {
-    free_block* b = lists[c];
-    if (b == nullptr) {
-      // relaxed: a hint; collect_remote() synchronizes.
-      if (remote.load(std::memory_order_relaxed) != nullptr) {
-        collect_remote();
-        b = lists[c];
-      }
-      if (b == nullptr) {
-        return carve(c);
-      }
+    if (free_block* b = lists[c]) [[likely]] {
+      lists[c] = b->next;
+      free_bytes -= bytes_of(c);
+      ++chunk_of(b)->used;
+      return b;
     }
-    lists[c] = b->next;
-    free_bytes -= bytes_of(c);
-    ++chunk_of(b)->used;
-    return b;
+    return take_reclaimed(c);
+  }
+
+  void* take_reclaimed(std::size_t c) {
+    free_block* b = reclaimed[c];
+    // relaxed: a hint; the exchange synchronizes.
+    if (b == nullptr && remote[c].load(std::memory_order_relaxed) != nullptr) {
+      b = remote[c].exchange(nullptr, std::memory_order_seq_cst);
+    }
+    if (b == nullptr) {
+      return carve(c);
+    }
+    reclaimed[c] = b->next;
+    return b;  // still counted in its chunk's `used`
   }
 
   void give(free_block* b, std::size_t c, chunk_header* ch) {
@@ -148,12 +162,20 @@ struct thread_cache {
     --ch->used;
   }
 
+  void give_all(free_block* b, std::size_t c) {
+    while (b != nullptr) {
+      free_block* next = b->next;
+      give(b, c, chunk_of(b));
+      b = next;
+    }
+  }
+
   void push_remote(free_block* b, std::size_t c) {
-    b->cls = static_cast<std::uint32_t>(c);
-    free_block* head = remote.load(std::memory_order_relaxed);
+    std::atomic<free_block*>& stack = remote[c];
+    free_block* head = stack.load(std::memory_order_relaxed);
     do {
       b->next = head;
-    } while (!remote.compare_exchange_weak(head, b, std::memory_order_seq_cst, std::memory_order_relaxed));
+    } while (!stack.compare_exchange_weak(head, b, std::memory_order_seq_cst, std::memory_order_relaxed));
     if (orphaned.load(std::memory_order_seq_cst)) {
       orphans().work.store(true, std::memory_order_seq_cst);
     }
@@ -175,18 +197,32 @@ struct thread_cache {
     return p;
   }
 
+  /// Every reclaimed and remote block back into the lists (each chunk's count exact).
   void collect_remote() {
-    free_block* b = remote.exchange(nullptr, std::memory_order_seq_cst);
-    while (b != nullptr) {
-      free_block* next = b->next;
-      give(b, b->cls, chunk_of(b));
-      b = next;
+    for (std::size_t c = 0; c < kClasses; ++c) {
+      give_all(std::exchange(reclaimed[c], nullptr), c);
+      // seq_cst, not relaxed: after retire()'s store of `orphaned`, this load is the
+      // owner's half of the store-buffer pair (a stale empty stack must not be skipped).
+      if (remote[c].load(std::memory_order_seq_cst) != nullptr) {
+        give_all(remote[c].exchange(nullptr, std::memory_order_seq_cst), c);
+      }
     }
+  }
+
+  /// Whether any block waits in a reclaimed list or a remote stack.
+  bool has_returns() const {
+    for (std::size_t c = 0; c < kClasses; ++c) {
+      // relaxed: a hint; trim() synchronizes.
+      if (reclaimed[c] != nullptr || remote[c].load(std::memory_order_relaxed) != nullptr) {
+        return true;
+      }
+    }
+    return false;
   }
 
   bool wants_trim() const {
     // relaxed: a hint; trim() synchronizes.
-    return free_bytes > kept_free_bytes || remote.load(std::memory_order_relaxed) != nullptr;
+    return free_bytes > kept_free_bytes || has_returns();
   }
 
   /// Takes back remote frees and unmaps the empty chunks beyond `keep_empty` (never the

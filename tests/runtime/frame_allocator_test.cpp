@@ -142,6 +142,51 @@ TEST_CASE("frame allocator: frames freed on another thread go back to their owne
   owner.join();
 }
 
+TEST_CASE("frame allocator: frames freed elsewhere and handed out again by their owner are counted once",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  std::vector<void*> blocks;
+  std::size_t before = 0;
+  std::size_t peak = 0;
+  std::size_t reused = 0;
+  std::size_t after = 0;
+  std::atomic<int> step{0};
+  std::thread owner([&] {
+    before = frame_memory_mapped();
+    blocks = allocate_many();
+    peak = frame_memory_mapped();
+    step.store(1, std::memory_order_release);
+    step.notify_all();
+    step.wait(1, std::memory_order_acquire);
+    // Every block came back through the remote stack: allocating them again reuses them
+    // (nothing new is mapped), and freeing them here must leave every chunk counting zero.
+    blocks = allocate_many();
+    reused = frame_memory_mapped();
+    free_all(blocks);
+    corio::detail::frame_trim();
+    after = frame_memory_mapped();
+    step.store(3, std::memory_order_release);
+    step.notify_all();
+    step.wait(3, std::memory_order_acquire);
+  });
+  step.wait(0, std::memory_order_acquire);
+  free_all(blocks);  // remote frees
+  step.store(2, std::memory_order_release);
+  step.notify_all();
+  step.wait(2, std::memory_order_acquire);
+  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after reuse " << reused / kMiB
+                        << " MiB, after the owner's trim " << after / kMiB << " MiB");
+  CHECK(peak >= before + kBytes);
+  CHECK(reused == peak);
+  CHECK(after <= before + 2 * 2 * kMiB);
+  step.store(4, std::memory_order_release);
+  step.notify_all();
+  owner.join();
+}
+
 TEST_CASE("frame allocator: frames freed after their owner thread exited are unmapped at the next idle trim",
           "[runtime][frame_allocator]") {
   if (!slab_enabled()) {
