@@ -62,10 +62,25 @@ void arm_parent_death(int sig, pid_t parent) noexcept {
   }
 }
 
+/// In the new process: the signal state of a freshly exec'd program (see fork.hpp),
+/// before the parent-death signal is armed, so that signal is never blocked or ignored.
+void reset_signals() noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigemptyset(&dfl.sa_mask);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    (void)::sigaction(sig, &dfl, nullptr);  // EINVAL for SIGKILL, SIGSTOP and glibc's own: fine
+  }
+  sigset_t none;
+  ::sigemptyset(&none);
+  (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
 [[noreturn]] void run_child(int sock, int reply, const request_header& h, const std::byte* args, const int* fds,
                             pid_t parent) {
   ::close(sock);
   ::close(reply);
+  reset_signals();
   arm_parent_death(h.death_signal, parent);
   auto entry = reinterpret_cast<fork_entry>(static_cast<std::uintptr_t>(h.entry));
   int code = 0;

@@ -38,6 +38,12 @@
 // signal follows the thread that called fork_server::start() (the children's parent
 // is that thread, through CLONE_PARENT).
 //
+// Signals: the child starts as an exec'd command does (command.hpp): every signal at its
+// default disposition and none blocked, whatever the thread that called start() had
+// (ipc::signals() blocks the signals it takes, so a server that opened it first would
+// otherwise fork children that Ctrl-C and SIGTERM cannot stop). The helper itself keeps
+// that thread's mask.
+//
 // Thread-safety: fork() from any worker, concurrently (one sendmsg per request; the
 // helper answers in order). Cost: one sendmsg, one clone of the small helper (~100 µs),
 // one pipe read and a pidfd_open.

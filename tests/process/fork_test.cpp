@@ -5,6 +5,7 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -191,4 +192,48 @@ TEST_CASE("fork: a fork cancelled at any point leaves no zombie", "[process][for
   CHECK(s.made + s.timed_out == 300);
   // Every child that was created is owned by someone: none stays a zombie.
   CHECK(corio_test::zombies_after_settle(3000ms) == 0);
+}
+
+namespace {
+/// In the child: 0 when no signal is blocked and SIGUSR1 is at its default disposition;
+/// bit 1 for a blocked SIGINT, 2 for a blocked SIGTERM, 4 for an ignored SIGUSR1.
+int child_signal_state() {
+  sigset_t blocked;
+  ::sigprocmask(SIG_SETMASK, nullptr, &blocked);
+  struct sigaction usr1 {};
+  ::sigaction(SIGUSR1, nullptr, &usr1);
+  return (sigismember(&blocked, SIGINT) == 1 ? 1 : 0) | (sigismember(&blocked, SIGTERM) == 1 ? 2 : 0) |
+         (usr1.sa_handler == SIG_IGN ? 4 : 0);
+}
+}  // namespace
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: the child starts with no signal blocked and default dispositions, whatever start()'s thread had",
+          "[process][fork]") {
+  REQUIRE(g_fork_server);
+  corio::ipc::fork_server::stop();
+  // What a server that opened ipc::signals() (which blocks what it takes) and ignores
+  // SIGUSR1 would have when it starts the fork server.
+  sigset_t taken;
+  sigset_t before;
+  ::sigemptyset(&taken);
+  ::sigaddset(&taken, SIGINT);
+  ::sigaddset(&taken, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &taken, &before);
+  struct sigaction ignore {};
+  struct sigaction usr1_before {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGUSR1, &ignore, &usr1_before);
+  const bool started = corio::ipc::fork_server::start().has_value();
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  ::sigaction(SIGUSR1, &usr1_before, nullptr);
+  int state = -1;
+  if (started) {
+    corio::runtime rt(workers(1));
+    state = rt.block_on(status_of(rt.block_on(corio::ipc::fork([] { return child_signal_state(); }))));
+  }
+  corio::ipc::fork_server::stop();
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  REQUIRE(started);
+  CHECK(state == 0);
 }
