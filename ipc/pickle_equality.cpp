@@ -7,6 +7,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 
 #include <corio/ipc/detail/pickle_hash.hpp>
 #include "pickle_detail.hpp"
@@ -20,6 +22,7 @@ using detail::hash_number;
 using detail::mix;
 using detail::tag_bytes;
 using detail::tag_dict;
+using detail::tag_int;
 using detail::tag_list;
 using detail::tag_none;
 using detail::tag_object;
@@ -36,6 +39,45 @@ std::int64_t small_int_of(const value& v) noexcept {
     return *v.as<bool>() ? 1 : 0;
   }
   return *v.as<std::int64_t>();
+}
+
+// An integer's hash. By its double when a double holds it exactly, so that it equals the
+// hash of that float (2**60 == 2.0**60 in Python); otherwise by its exact bytes through the
+// keyed hash: distinct integers that round to one double must not share a hash (2**60 + k
+// for every k below 256 would all collide in an index).
+std::size_t hash_int64(std::int64_t v) noexcept {
+  const double d = static_cast<double>(v);
+  if (d < 9223372036854775808.0 && static_cast<std::int64_t>(d) == v) {
+    return hash_number(d);
+  }
+  char bytes[sizeof v];
+  std::memcpy(bytes, &v, sizeof v);
+  return hash_bytes(std::string_view(bytes, sizeof bytes), tag_int);
+}
+
+// Whether a double holds `b` exactly: at most 53 significant bits, and finite.
+bool exact_double(const big_int& b) noexcept {
+  std::size_t trailing_zeros = 0;
+  for (std::uint8_t byte : b.twos_complement()) {  // -x has the trailing zeros of x
+    if (byte != 0) {
+      trailing_zeros += static_cast<std::size_t>(std::countr_zero(byte));
+      break;
+    }
+    trailing_zeros += 8;
+  }
+  const std::size_t bits = b.bit_length();
+  return bits <= 1024 && bits - trailing_zeros <= 53;
+}
+
+std::size_t hash_big(const big_int& b) noexcept {
+  if (auto small = b.to_int64()) {
+    return hash_int64(*small);
+  }
+  if (exact_double(b)) {
+    return hash_number(b.to_double());
+  }
+  auto bytes = b.twos_complement();
+  return hash_bytes(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), tag_int);
 }
 
 bool numeric_equal(const value& a, const value& b) noexcept {
@@ -176,8 +218,8 @@ std::size_t value::key_hash(const value& v) noexcept {
   switch (v.type()) {
     case kind::none: return static_cast<std::size_t>(mix(tag_none));
     case kind::boolean:
-    case kind::integer: return hash_number(static_cast<double>(small_int_of(v)));
-    case kind::big_integer: return hash_number(v.if_big_int()->to_double());
+    case kind::integer: return hash_int64(small_int_of(v));
+    case kind::big_integer: return hash_big(*v.if_big_int());
     case kind::floating: {
       double d = *v.as<double>();
       if (std::isnan(d)) {

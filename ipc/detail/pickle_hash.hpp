@@ -1,8 +1,17 @@
 // Hashing of pickle values, shared by value::key_hash (pickle_equality.cpp) and the index of
-// dict and set (pickle_containers.cpp); not installed, private to ipc/. Each hash mixes in a
-// per-process random seed, so that a peer cannot pick keys that collide in an index.
-// Thread-safety: pure functions (the seed is made once, on first use, thread-safely).
-// Cost: one pass over the bytes hashed.
+// dict and set (pickle_containers.cpp); not installed, private to ipc/.
+// A peer chooses the keys of the dicts and sets it sends, so the hashes must not let it pick
+// keys that collide in an index (a HashDoS: n colliding keys cost n^2 comparisons):
+// - str and bytes (and integers no double holds exactly) go through SipHash-1-3 (OpenSSL's
+//   EVP_MAC "SIPHASH", as Python and Rust hash strings) under a per-process random key.
+//   Before this, the seed was mixed in after libstdc++'s std::hash, whose seed is fixed:
+//   strings colliding under it (easy to make: every 8-byte block can be solved for) kept
+//   colliding whatever the seed.
+// - Numbers a double holds exactly hash by that double (so 1, 1.0 and True are one key, as
+//   in Python), mixed with the key; distinct doubles never give equal hashes.
+// Thread-safety: pure functions (each thread keeps its own SipHash context; the key is made
+// once, thread-safely). Cost: hash_bytes ~70 ns for a short string (the EVP call), numbers
+// a few ns.
 #pragma once
 
 #include <sys/random.h>
@@ -10,7 +19,6 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <string_view>
 
 namespace corio::ipc::pickle::detail {
@@ -39,9 +47,8 @@ inline std::uint64_t hash_seed() noexcept {
   return seed;
 }
 
-inline std::size_t hash_bytes(std::string_view s, std::uint64_t tag) noexcept {
-  return static_cast<std::size_t>(mix(std::hash<std::string_view>{}(s) ^ tag ^ hash_seed()));
-}
+/// SipHash-1-3 of `s` under the per-process key, mixed with `tag` (pickle_hash.cpp).
+std::size_t hash_bytes(std::string_view s, std::uint64_t tag) noexcept;
 
 inline constexpr std::uint64_t tag_none = 0x6e6f6e65;
 inline constexpr std::uint64_t tag_str = 0x737472;
@@ -51,6 +58,7 @@ inline constexpr std::uint64_t tag_list = 0x6c697374;
 inline constexpr std::uint64_t tag_set = 0x736574;
 inline constexpr std::uint64_t tag_dict = 0x64696374;
 inline constexpr std::uint64_t tag_object = 0x6f626a;
+inline constexpr std::uint64_t tag_int = 0x696e74;
 
 inline std::size_t hash_number(double d) noexcept {
   if (d == 0.0) {

@@ -6,7 +6,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string_view>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -718,4 +722,106 @@ TEST_CASE("writer refuses what Python could not load: deep nesting, unhashable k
   CHECK(out.size() == 3);
   CHECK(pk::dump(value(1), out).has_value());
   CHECK(out.size() == 3 + 5);
+}
+
+// ---- hash flooding ----
+
+namespace {
+
+// libstdc++'s std::hash of a string (its MurmurHash64A with a fixed seed) folds each
+// 8-byte block b as h = (h ^ f(b)) * m, with f invertible: for any first block, the
+// second block that brings h back to a chosen value can be solved for. So an attacker can
+// make as many 16-byte keys with one std::hash as it likes.
+constexpr std::uint64_t murmur_m = 0xc6a4a7935bd1e995ULL;
+
+std::uint64_t inverse_of(std::uint64_t a) {  // modulo 2^64, a odd (Newton's iteration)
+  std::uint64_t x = a;
+  for (int i = 0; i < 6; ++i) {
+    x *= 2 - a * x;
+  }
+  return x;
+}
+
+std::uint64_t block_mix(std::uint64_t k) {
+  k *= murmur_m;
+  k ^= k >> 47;
+  return k * murmur_m;
+}
+
+std::uint64_t block_unmix(std::uint64_t y) {
+  const std::uint64_t m_inv = inverse_of(murmur_m);
+  std::uint64_t z = y * m_inv;
+  z ^= z >> 47;  // undoes k ^= k >> 47 (47 >= 32: one step)
+  return z * m_inv;
+}
+
+// 16-byte strings whose two blocks drive the state to the same value: equal std::hash.
+std::vector<std::string> colliding_keys(std::size_t n) {
+  const std::uint64_t start = 0xc70f6907ULL ^ (16 * murmur_m);  // the state before the blocks
+  const std::uint64_t target = 0x0123456789abcdefULL;            // the state after them
+  std::vector<std::string> keys;
+  for (std::uint64_t first = 1; keys.size() < n; ++first) {
+    const std::uint64_t after_first = (start ^ block_mix(first)) * murmur_m;
+    const std::uint64_t second = block_unmix(after_first ^ (target * inverse_of(murmur_m)));
+    std::string key(16, '\0');
+    std::memcpy(key.data(), &first, 8);
+    std::memcpy(key.data() + 8, &second, 8);
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+}  // namespace
+
+TEST_CASE("pickle: bytes keys that collide under std::hash get distinct hashes, so a dict of them stays fast",
+          "[ipc][pickle][hash]") {
+  auto keys = colliding_keys(2000);
+  const std::size_t first_std_hash = std::hash<std::string_view>{}(keys[0]);
+  std::size_t equal_std_hashes = 0;
+  std::vector<std::size_t> ours;
+  for (const auto& k : keys) {
+    equal_std_hashes += std::hash<std::string_view>{}(k) == first_std_hash ? 1 : 0;
+    ours.push_back(value::key_hash(value::make_bytes(k)));
+  }
+  REQUIRE(equal_std_hashes == keys.size());  // the attack works on std::hash
+  std::sort(ours.begin(), ours.end());
+  CHECK(std::unique(ours.begin(), ours.end()) == ours.end());  // and not on the keys' hash
+  pk::dict d;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    d.insert_or_assign(value::make_bytes(keys[i]), value(static_cast<int>(i)));
+  }
+  REQUIRE(d.size() == keys.size());
+  const value* found = d.find(value::make_bytes(keys[1234]));
+  REQUIRE(found != nullptr);
+  CHECK(*found->as<int>() == 1234);
+}
+
+TEST_CASE("pickle: integers that round to one double get distinct hashes; integral floats hash as their integers",
+          "[ipc][pickle][hash]") {
+  const std::int64_t base = std::int64_t{1} << 60;
+  std::vector<std::size_t> small;
+  for (std::int64_t k = 0; k < 512; ++k) {
+    small.push_back(value::key_hash(value(base + k)));  // every one is 2.0**60 as a double
+  }
+  std::sort(small.begin(), small.end());
+  CHECK(std::unique(small.begin(), small.end()) == small.end());
+  CHECK(value::key_hash(value(base)) == value::key_hash(value(std::ldexp(1.0, 60))));
+  CHECK(value::key_equal(value(base), value(std::ldexp(1.0, 60))));
+  CHECK_FALSE(value::key_equal(value(base + 1), value(std::ldexp(1.0, 60))));
+
+  auto big = [](std::uint64_t low) {  // 2**100 + low
+    std::vector<std::uint8_t> le(14, 0);
+    std::memcpy(le.data(), &low, sizeof low);
+    le[12] = 0x10;  // bit 100
+    return value(pk::big_int::from_twos_complement(le));
+  };
+  std::vector<std::size_t> large;
+  for (std::uint64_t k = 0; k < 512; ++k) {
+    large.push_back(value::key_hash(big(k)));
+  }
+  std::sort(large.begin(), large.end());
+  CHECK(std::unique(large.begin(), large.end()) == large.end());
+  CHECK(value::key_hash(big(0)) == value::key_hash(value(std::ldexp(1.0, 100))));
+  CHECK(value::key_equal(big(0), value(std::ldexp(1.0, 100))));
+  CHECK(value::key_hash(value(-base)) == value::key_hash(value(-std::ldexp(1.0, 60))));
 }
