@@ -1,5 +1,6 @@
 // Fuzz target: the pickle reader (ipc/pickle.hpp) on arbitrary bytes.
 // fuzz-sources: @ipc/pickle_sources
+// fuzz-args: -lcrypto
 //
 // Properties checked on every input (a violation aborts, which the fuzzer reports):
 // - load() returns a value or a pickle error with a message; it never crashes, leaks or
