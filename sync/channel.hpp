@@ -56,6 +56,10 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
       : base(ch.m_senders, std::move(token)), m_channel(&ch), m_value(std::move(value)) {}
   channel_send_operation(channel_send_operation&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
       : base(std::move(o)), m_channel(o.m_channel), m_value(std::move(o.m_value)) {}
+  channel_send_operation(const channel_send_operation&) = delete;
+  channel_send_operation& operator=(const channel_send_operation&) = delete;
+  channel_send_operation& operator=(channel_send_operation&&) = delete;
+  ~channel_send_operation() { this->end_wait(); }  // before m_value goes: a receiver may be taking it
 
   result<void> await_resume() noexcept {
     this->reset_callbacks();

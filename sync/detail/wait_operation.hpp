@@ -70,10 +70,7 @@ class wait_operation : public waiter {
   wait_operation(const wait_operation&) = delete;
   wait_operation& operator=(const wait_operation&) = delete;
   wait_operation& operator=(wait_operation&&) = delete;
-  ~wait_operation() {
-    m_stop.disarm();
-    abandon();
-  }
+  ~wait_operation() { end_wait(); }
 
   /// Derived may shadow this to run something right after its node is queued and the
   /// lock dropped (condition_variable releases its mutex there). It must not touch the
@@ -252,6 +249,17 @@ class wait_operation : public waiter {
     list->abandon(*this);
   }
 
+  /// Takes the node out of the wait for good: stop callbacks dropped, off its list, no
+  /// waker still reading it. Idempotent. A Derived whose own members a waker writes or
+  /// reads (a value received into it, a value sent from it) calls it from its destructor,
+  /// so those members outlive every waker (a frame destroyed at shutdown while another
+  /// thread's send takes the node); the base destructor then finds nothing left to do.
+  void end_wait() noexcept {
+    m_stop.disarm();
+    abandon();
+    m_published = false;
+  }
+
   /// Drops the stop callbacks; call first in await_resume. After it the status is final
   /// (std::stop_callback's destructor waits for a callback running on another thread).
   void reset_callbacks() noexcept {
@@ -277,6 +285,10 @@ class value_wait_operation : public wait_operation<Derived> {
   using wait_operation<Derived>::wait_operation;
   /// Precondition: `o` is not waiting (its m_value is still empty).
   value_wait_operation(value_wait_operation&& o) noexcept : wait_operation<Derived>(std::move(o)) {}
+  value_wait_operation(const value_wait_operation&) = delete;
+  value_wait_operation& operator=(const value_wait_operation&) = delete;
+  value_wait_operation& operator=(value_wait_operation&&) = delete;
+  ~value_wait_operation() { this->end_wait(); }  // before m_value goes: a sender may be filling it
 
   result<T> await_resume() { return this->take_outcome(m_value); }
   void block() { wait_operation<Derived>::block(); }
