@@ -4,8 +4,10 @@
 // Concept: main() opens the signal stream before it creates the runtime (so every thread
 // the runtime starts inherits the blocked mask), then runs serve_until_signal(), which
 // starts the accept loop with a stop token, awaits the first signal, prints one line,
-// stops the loop and waits for it. Connections still open are closed by the runtime's
-// shutdown when main() returns (their tasks are destroyed, which closes their sockets).
+// stops the loop and waits for it. A loop may also end by itself (socket_server's 'close
+// server' message): then no signal is awaited any more. Connections still open are closed
+// by the loop's own stop or by the runtime's shutdown when main() returns (their tasks
+// are destroyed, which closes their sockets).
 // Thread-safety: shutdown_signals() from main() only. Cost: one signalfd.
 #pragma once
 
@@ -15,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stop_token>
+#include <type_traits>
 #include <utility>
 
 #include <corio/corio.hpp>
@@ -33,23 +36,49 @@ inline corio::signal_stream shutdown_signals(const char* name) {
   return std::move(*s);
 }
 
-/// Runs `loop(stop_token)` (a task<void>: the accept loop) until a signal of `signals`
-/// arrives, then prints "NAME: SIGxxx received, shutting down", stops the loop and waits
-/// for it. Yields the exit status: 0, or 1 if reading the signal failed.
+namespace detail {
+
+// Awaits the accept loop (a task<void> or task<int>), then requests `ended` (a copy
+// sharing the caller's stop state), also when the loop throws. Yields the loop's status
+// (0 for a task<void>).
+template <class LoopTask>
+corio::task<int> await_loop(LoopTask loop, std::stop_source ended) {
+  struct on_exit {
+    std::stop_source& s;
+    ~on_exit() { s.request_stop(); }
+  } guard{ended};
+  if constexpr (std::is_same_v<LoopTask, corio::task<void>>) {
+    co_await std::move(loop);
+    co_return 0;
+  } else {
+    co_return co_await std::move(loop);
+  }
+}
+
+}  // namespace detail
+
+/// Runs `loop(stop_token)` (a task<void> or task<int>: the accept loop) until a signal of
+/// `signals` arrives, then prints "NAME: SIGxxx received, shutting down", stops the loop
+/// and waits for it; a loop that ends by itself ends the wait for a signal. Yields the
+/// exit status: 1 if reading the signal failed, else the loop's status (0 for a
+/// task<void>).
 template <class Loop>
 corio::task<int> serve_until_signal(const char* name, const corio::signal_stream& signals, Loop loop) {
-  std::stop_source stop;
-  auto loop_task = corio::spawn(loop(stop.get_token()));
-  auto got = co_await signals.next();
+  std::stop_source stop;   // the signal came: stops the loop
+  std::stop_source ended;  // the loop ended: stops the wait for a signal
+  auto loop_task = corio::spawn(detail::await_loop(loop(stop.get_token()), ended));
+  auto got = co_await signals.next(ended.get_token());
+  int rc = 0;
   if (got) {
     std::printf("%s: SIG%s received, shutting down\n", name, ::sigabbrev_np(got->number));
-  } else {
+  } else if (!ended.stop_requested()) {
     std::fprintf(stderr, "%s: waiting for a signal: %s; shutting down\n", name, got.error().message().c_str());
+    rc = 1;
   }
   std::fflush(stdout);
   stop.request_stop();
-  co_await std::move(loop_task);
-  co_return got ? 0 : 1;
+  int loop_rc = co_await std::move(loop_task);
+  co_return rc != 0 ? rc : loop_rc;
 }
 
 }  // namespace example

@@ -9,10 +9,13 @@
 // a task of its own (ipc::listener::serve): a client that connects and says nothing blocks
 // no one; it is dropped by the handshake timeout (5 s) or, once authenticated, by the idle
 // timeout (--idle-timeout-ms, default 60 s).
+// Ctrl-C or SIGTERM (examples/common/shutdown.hpp) stops it as 'close server' does: it
+// stops accepting, ends every connection (its pending recv is cancelled) and exits 0.
 //   socket_server [--port N] [--authkey KEY] [--idle-timeout-ms N]
 //   socket_server --self-test     runs the tutorial's clients in-process (any free port),
 //                                 with a silent client connected first, and checks them
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/client.hpp>
@@ -22,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -70,6 +74,7 @@ struct server_state {
 // One connection, as the body of the tutorial's inner loop.
 task<void> handle(server_state& state, connection conn, std::stop_token) {
   std::printf("connection accepted from %s\n", python_address(conn).c_str());
+  std::fflush(stdout);
   for (;;) {
     auto msg = co_await conn.recv();
     if (!msg) {
@@ -103,7 +108,10 @@ task<void> handle(server_state& state, connection conn, std::stop_token) {
   }
 }
 
-task<int> serve(listener& l, server_state& state) {
+// Serves until 'close server' or `signalled` (Ctrl-C, SIGTERM).
+task<int> serve(listener& l, server_state& state, std::stop_token signalled = {}) {
+  // Runs on the thread that requests the stop; request_stop is thread-safe.
+  std::stop_callback on_signal(signalled, [&state] { state.stop.request_stop(); });
   auto r = co_await l.serve(
       [&state](connection conn, std::stop_token stop) { return handle(state, std::move(conn), std::move(stop)); },
       state.stop.get_token());
@@ -173,6 +181,12 @@ int main(int argc, char** argv) {
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
+  // Before the runtime (and before the "listening" line a test waits for): every thread
+  // inherits the blocked SIGINT and SIGTERM.
+  std::optional<corio::signal_stream> signals;
+  if (!test) {
+    signals.emplace(example::shutdown_signals("socket_server"));
+  }
   corio::ipc::listener_options o;
   o.auth.authkey = authkey;
   o.auth.timeout = 5s;
@@ -186,5 +200,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   corio::runtime rt;
   server_state state;
-  return rt.block_on(test ? self_test(*l, state) : serve(*l, state));
+  if (test) {
+    return rt.block_on(self_test(*l, state));
+  }
+  return rt.block_on(example::serve_until_signal(
+      "socket_server", *signals, [&l, &state](std::stop_token stop) { return serve(*l, state, std::move(stop)); }));
 }
