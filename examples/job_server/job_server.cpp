@@ -27,7 +27,9 @@
 // more (default 2000) so clients can collect, and stops: clients still waiting get
 // EOFError. A second signal stops at once: the queued jobs not yet run are counted and
 // reported as dropped. The last line says how many jobs were done, and how many results
-// were left uncollected.
+// were left uncollected. The signals arrive through corio::signals() streams
+// (examples/common/shutdown.hpp, ipc/signals.hpp), opened before the runtime so that every
+// thread blocks them; each prints a line "job_server: SIGxxx received, ...".
 // --start-paused: the job workers take no job until SIGUSR1 (or a second stop signal),
 // so that jobs queue up: to see what a stop does with queued jobs (a paused server that
 // is stopping waits for SIGUSR1 before running them).
@@ -36,6 +38,7 @@
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
 // ADDR" say which.
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/manager_object.hpp>
@@ -43,7 +46,6 @@
 #include <corio/ipc/manager_server.hpp>
 #include <corio/ipc/pickle.hpp>
 
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -57,7 +59,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -295,7 +296,8 @@ task<int> run(run_args a) {
   std::stop_source input_side;   // stops the sender manager, then the workers
   std::stop_source result_side;  // stops the receiver manager
   // The workers start taking jobs when `go` is set: at once, or (paused) on SIGUSR1 or a
-  // second signal. The callbacks run on the signal thread; event::set is thread-safe.
+  // second signal. The callbacks run on the worker that reads the signal; event::set is
+  // thread-safe.
   corio::event go;
   std::stop_callback on_resume(a.resume->get_token(), [&go] { go.set(); });
   std::stop_callback on_hard(a.hard->get_token(), [&go] { go.set(); });
@@ -314,7 +316,8 @@ task<int> run(run_args a) {
 
   corio::event stopping;
   {
-    // Runs on the signal thread (or here, if already stopped); event::set is thread-safe.
+    // Runs on the worker that reads the signal, or on the one serving a client's
+    // 'shutdown' (or here, if already stopped); event::set is thread-safe.
     std::stop_callback on_signal(a.graceful->get_token(), [&stopping] { stopping.set(); });
     (void)co_await stopping.wait();
   }
@@ -391,36 +394,47 @@ void register_types(manager_server& sender, manager_server& receiver, server_sta
   });
 }
 
-// The signals job_server takes on its signal thread (blocked everywhere else).
-sigset_t handled_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGUSR1);
-  return set;
-}
-
-// Waits for the signals on a thread of its own: SIGUSR1 requests `resume`; the first
-// SIGINT/SIGTERM (or a 'shutdown' request that came first) `graceful`, the next `hard`.
-// Ends when `done` is set.
-void signal_thread(std::stop_source graceful, std::stop_source hard, std::stop_source resume,
-                   const std::atomic<bool>& done) {
-  sigset_t set = handled_signals();
-  timespec tick{0, 100'000'000};
-  // acquire: pairs with main's release store after the runtime finished.
-  while (!done.load(std::memory_order_acquire)) {
-    int sig = sigtimedwait(&set, nullptr, &tick);
-    if (sig == SIGUSR1) {
-      resume.request_stop();
-    } else if (sig > 0) {
-      if (graceful.stop_requested()) {
-        hard.request_stop();
-      } else {
+// The first SIGINT/SIGTERM (or a 'shutdown' request that came first) requests
+// `graceful`, the next `hard`. Ends when `done` is stopped.
+task<void> watch_stop_signals(const corio::signal_stream& signals, std::stop_source graceful,
+                              std::stop_source hard, std::stop_token done) {
+  for (;;) {
+    auto got = co_await signals.next(done);
+    if (!got) {
+      if (got.error() != std::errc::operation_canceled) {
+        std::fprintf(stderr, "job_server: waiting for a signal: %s; shutting down\n", got.error().message().c_str());
         graceful.request_stop();
       }
+      co_return;
     }
+    bool first = !graceful.stop_requested();
+    std::printf("job_server: SIG%s received, %s\n", ::sigabbrev_np(got->number),
+                first ? "shutting down" : "stopping at once (the queued jobs are dropped)");
+    std::fflush(stdout);
+    (first ? graceful : hard).request_stop();
   }
+}
+
+// The first SIGUSR1 requests `resume` (--start-paused; later ones change nothing and stay
+// pending). Ends then, or when `done` is stopped.
+task<void> watch_resume_signal(const corio::signal_stream& signals, std::stop_source resume,
+                               std::stop_token done) {
+  auto got = co_await signals.next(done);
+  if (got) {
+    resume.request_stop();
+  }
+}
+
+// run(a) with the signal streams read alongside it.
+task<int> run_with_signals(run_args a, const corio::signal_stream& stops, const corio::signal_stream& resume) {
+  std::stop_source done;
+  auto stop_watch = corio::spawn(watch_stop_signals(stops, *a.graceful, *a.hard, done.get_token()));
+  auto resume_watch = corio::spawn(watch_resume_signal(resume, *a.resume, done.get_token()));
+  int rc = co_await run(a);
+  done.request_stop();
+  co_await std::move(stop_watch);
+  co_await std::move(resume_watch);
+  co_return rc;
 }
 
 }  // namespace
@@ -448,9 +462,14 @@ int main(int argc, char** argv) {
     return *rc;
   }
 
-  // Block the stop signals before any thread starts, so that only signal_thread takes them.
-  sigset_t set = handled_signals();
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // Before the runtime (and before the "listening" lines a test waits for): every thread
+  // inherits the blocked SIGINT, SIGTERM and SIGUSR1.
+  corio::signal_stream stops = example::shutdown_signals("job_server");
+  auto resume_signal = corio::signals({SIGUSR1});
+  if (!resume_signal) {
+    std::fprintf(stderr, "job_server: signals: %s\n", resume_signal.error().message().c_str());
+    return 1;
+  }
 
   corio::ipc::manager_options o;
   o.listen.auth.authkey = authkey;
@@ -473,15 +492,8 @@ int main(int argc, char** argv) {
   std::stop_source graceful;
   std::stop_source hard;
   std::stop_source resume;
-  std::atomic<bool> done{false};
-  std::thread signals(signal_thread, graceful, hard, resume, std::cref(done));
-  int rc = 0;
-  {
-    corio::runtime rt(example::with_workers(workers));
-    rc = rt.block_on(
-        run(run_args{&*sender, &*receiver, &state, job_workers, grace_ms, paused, &graceful, &hard, &resume}));
-  }
-  done.store(true, std::memory_order_release);
-  signals.join();
-  return rc;
+  corio::runtime rt(example::with_workers(workers));
+  return rt.block_on(run_with_signals(
+      run_args{&*sender, &*receiver, &state, job_workers, grace_ms, paused, &graceful, &hard, &resume}, stops,
+      *resume_signal));
 }
