@@ -1,11 +1,14 @@
 // shm_server: the tutorial's server.py of SharedMemory, with a process-shared event: it
 // creates a named shared-memory block, fills an array in it and then sets a
 // process_event (ipc/process_event.hpp) that the client (shm_client, a separate
-// program) awaits; it waits for the client's "done" event and removes the name.
+// program) awaits; it waits for the client's "done" event and removes the name. Ctrl-C or
+// SIGTERM while it waits ends the wait: the name is removed all the same (exit 0), never
+// left behind in /dev/shm.
 //
 //   shm_server [--name /NAME] [--count N]   serve; run `shm_client --name /NAME` elsewhere
 //   shm_server --self-test                  also starts shm_client itself and checks it
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 #include "shm_array.hpp"
 
 #include <corio/corio.hpp>
@@ -25,7 +28,17 @@ using namespace std::chrono_literals;
 
 namespace {
 
-corio::task<int> serve(std::string name, std::size_t count, bool self_test) {
+// Stops `stop` on the first signal of `signals` (or when `stop` is stopped by the server).
+corio::task<void> stop_on_signal(const corio::signal_stream& signals, std::stop_source stop) {
+  auto got = co_await signals.next(stop.get_token());
+  if (got) {
+    std::printf("server: SIG%s received, shutting down\n", ::sigabbrev_np(got->number));
+    std::fflush(stdout);
+  }
+  stop.request_stop();
+}
+
+corio::task<int> serve(const corio::signal_stream& signals, std::string name, std::size_t count, bool self_test) {
   auto shm = corio::ipc::shared_memory::create(name, shm_array::kSize);
   if (!shm) {
     std::fprintf(stderr, "create %s: %s\n", name.c_str(), shm.error().message().c_str());
@@ -59,8 +72,17 @@ corio::task<int> serve(std::string name, std::size_t count, bool self_test) {
   filled->set();  // release: the array is visible to whoever sees the event set
   std::printf("server: filled %zu numbers, event set\n", count);
   std::fflush(stdout);
-  auto read = co_await corio::timeout(done->wait(), 60s);
+  std::stop_source stop;  // a signal, or the wait is over
+  auto watcher = corio::spawn(stop_on_signal(signals, stop));
+  auto read = co_await corio::timeout(done->wait(stop.get_token()), 60s);
+  const bool signalled = stop.stop_requested();
+  stop.request_stop();
+  co_await std::move(watcher);
   (void)corio::ipc::shared_memory::remove(name);
+  if (signalled) {
+    std::printf("server: name %s removed\n", name.c_str());
+    co_return 0;
+  }
   if (!read) {
     std::fprintf(stderr, "server: the client never finished: %s\n", read.error().message().c_str());
     co_return 1;
@@ -86,5 +108,6 @@ int main(int argc, char** argv) {
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
-  return corio::run(serve(name, count, self_test));
+  auto signals = example::shutdown_signals("shm_server");  // before the runtime's threads start
+  return corio::run(serve(signals, name, count, self_test));
 }
