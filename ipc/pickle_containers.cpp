@@ -178,6 +178,26 @@ bool dict::erase(const value& key) {
   return true;
 }
 
+namespace {
+
+// How many positions satisfy eq: through the index when `key` equals itself as a
+// key, by a scan otherwise (NaN, tuples holding one: their hash is drawn anew per call,
+// see key_hash, so the index cannot find them).
+template <class Eq>
+std::size_t count_equal(const value& key, const std::vector<std::uint32_t>& slots,
+                        const std::vector<std::size_t>& hashes, std::size_t hash, Eq eq) {
+  if (value::key_equal(key, key)) {
+    return slots_count(slots, hashes, hash, eq);
+  }
+  std::size_t n = 0;
+  for (std::size_t j = 0; j < hashes.size(); ++j) {
+    n += eq(j) ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace
+
 // Identity of dicts: the same multiset of (key, value) pairs, each compared as values. A
 // multiset, because keys that are not equal to themselves (NaN, tuples holding one) may
 // appear more than once.
@@ -188,7 +208,7 @@ bool operator==(const dict& a, const dict& b) noexcept {
   for (std::size_t i = 0; i < a.m_entries.size(); ++i) {
     const auto& e = a.m_entries[i];
     auto same = [&](const dict& d) {
-      return slots_count(d.m_slots, d.m_hashes, a.m_hashes[i], [&](std::size_t j) {
+      return count_equal(e.key, d.m_slots, d.m_hashes, a.m_hashes[i], [&](std::size_t j) {
         return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped;
       });
     };
@@ -255,7 +275,7 @@ bool operator==(const set& a, const set& b) noexcept {
   for (std::size_t i = 0; i < a.m_items.size(); ++i) {
     const value& x = a.m_items[i];
     auto same = [&](const set& s) {
-      return slots_count(s.m_slots, s.m_hashes, a.m_hashes[i], [&](std::size_t j) { return s.m_items[j] == x; });
+      return count_equal(x, s.m_slots, s.m_hashes, a.m_hashes[i], [&](std::size_t j) { return s.m_items[j] == x; });
     };
     if (same(a) != same(b)) {
       return false;

@@ -4,10 +4,13 @@
 #include <corio/ipc/pickle.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <span>
 #include <string_view>
 
 #include <corio/ipc/detail/pickle_hash.hpp>
@@ -55,29 +58,62 @@ std::size_t hash_int64(std::int64_t v) noexcept {
   return hash_bytes(std::string_view(bytes, sizeof bytes), tag_int);
 }
 
-// Whether a double holds `b` exactly: at most 53 significant bits, and finite.
-bool exact_double(const big_int& b) noexcept {
-  std::size_t trailing_zeros = 0;
-  for (std::uint8_t byte : b.twos_complement()) {  // -x has the trailing zeros of x
+// The bits of `b` from bit `from` on, as an int64 (sign-extended past the last byte).
+std::int64_t bits_from(std::span<const std::uint8_t> le, std::size_t from, bool negative) noexcept {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 64; ++i) {
+    const std::size_t bit = from + i;
+    const bool set = bit / 8 < le.size() ? ((le[bit / 8] >> (bit % 8)) & 1) != 0 : negative;
+    v |= static_cast<std::uint64_t>(set) << i;
+  }
+  return static_cast<std::int64_t>(v);
+}
+
+// The double that holds `b` exactly, if one does (at most 53 significant bits, finite).
+// Reads the two's complement bytes only: no allocation (key_hash is noexcept).
+std::optional<double> exact_double(const big_int& b) noexcept {
+  auto le = b.twos_complement();
+  const bool negative = b.negative();
+  std::size_t trailing_zeros = 0;  // -x has the trailing zeros of x
+  for (std::uint8_t byte : le) {
     if (byte != 0) {
       trailing_zeros += static_cast<std::size_t>(std::countr_zero(byte));
       break;
     }
     trailing_zeros += 8;
   }
-  const std::size_t bits = b.bit_length();
-  return bits <= 1024 && bits - trailing_zeros <= 53;
+  // b >> trailing_zeros is odd; b is exact when that fits 53 bits (with its sign).
+  const std::int64_t odd = bits_from(le, trailing_zeros, negative);
+  const std::int64_t limit = std::int64_t{1} << 53;
+  if (trailing_zeros > 1024 || odd >= limit || odd <= -limit ||
+      bits_from(le, trailing_zeros + 63, negative) != (negative ? -1 : 0)) {
+    return std::nullopt;  // more than 64 significant bits, or more than 53
+  }
+  const double d = std::ldexp(static_cast<double>(odd), static_cast<int>(trailing_zeros));
+  if (std::isinf(d)) {
+    return std::nullopt;
+  }
+  return d;
 }
 
 std::size_t hash_big(const big_int& b) noexcept {
   if (auto small = b.to_int64()) {
     return hash_int64(*small);
   }
-  if (exact_double(b)) {
-    return hash_number(b.to_double());
+  if (auto d = exact_double(b)) {
+    return hash_number(*d);
   }
   auto bytes = b.twos_complement();
   return hash_bytes(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), tag_int);
+}
+
+// A NaN is never key_equal to anything, itself included, so any hash is consistent; a
+// fresh one per call keeps NaN keys from sharing one probe run (a pickle can repeat one
+// memoized NaN as every key of a dict: n keys would cost n^2 probes).
+std::size_t hash_nan() noexcept {
+  // relaxed: only distinctness matters; nothing is published.
+  static std::atomic<std::uint64_t> counter{0};
+  return static_cast<std::size_t>(mix(counter.fetch_add(1, std::memory_order_relaxed) ^ detail::hash_seed()));
 }
 
 bool numeric_equal(const value& a, const value& b) noexcept {
@@ -223,7 +259,7 @@ std::size_t value::key_hash(const value& v) noexcept {
     case kind::floating: {
       double d = *v.as<double>();
       if (std::isnan(d)) {
-        return static_cast<std::size_t>(mix(std::bit_cast<std::uint64_t>(d)));
+        return hash_nan();
       }
       return hash_number(d);
     }

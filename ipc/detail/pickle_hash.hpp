@@ -8,9 +8,10 @@
 //   strings colliding under it (easy to make: every 8-byte block can be solved for) kept
 //   colliding whatever the seed.
 // - Numbers a double holds exactly hash by that double (so 1, 1.0 and True are one key, as
-//   in Python), mixed with the key; distinct doubles never give equal hashes.
-// Thread-safety: pure functions (each thread keeps its own SipHash context; the key is made
-// once, thread-safely). Cost: hash_bytes ~70 ns for a short string (the EVP call), numbers
+//   in Python), mixed with the key; distinct doubles never give equal hashes. A NaN, never
+//   key-equal to itself, takes a fresh hash per call (pickle_equality.cpp).
+// Thread-safety: any thread (each keeps its own SipHash context; the key and the process's
+// context are made once, thread-safely; every thread hashes a key alike). Cost: hash_bytes ~70 ns for a short string (the EVP call), numbers
 // a few ns.
 #pragma once
 
