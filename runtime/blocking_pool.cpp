@@ -13,7 +13,10 @@ bool blocking_pool::submit(blocking_job* job) {
   if (m_stopping) {
     return false;
   }
-  join_exited(lock);
+  join_exited(lock);  // (drops the lock for a moment: look at m_stopping again)
+  if (m_stopping) {
+    return false;
+  }
   // An idle thread woken for an earlier job stays counted in m_idle until it wakes up
   // and takes that job, so only idle threads beyond the queued jobs can take this one.
   // Without this count, two jobs queued before the woken thread ran would share it, and
@@ -21,9 +24,16 @@ bool blocking_pool::submit(blocking_job* job) {
   // partner (a futex wait and its waker, both on the pool).
   if (m_jobs.size() >= m_idle && m_live < m_max_threads) {
     // Start the thread before queuing: if that throws, nothing refers to `job`.
-    m_threads.emplace_back([this] { thread_main(); });
-    ++m_live;
-    ++m_in_loop;
+    try {
+      m_threads.emplace_back([this] { thread_main(); });
+      ++m_live;
+      ++m_in_loop;
+    } catch (...) {
+      if (m_idle == 0) {
+        throw;  // no thread would ever take it
+      }
+      // (The system refused a thread: an idle one takes the job once it is free.)
+    }
   }
   m_jobs.push_back(job);
   if (m_idle > 0) {

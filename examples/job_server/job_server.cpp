@@ -263,6 +263,7 @@ task<void> job_worker(server_state& s, corio::event& go, std::stop_token stop, s
       break;
     }
     run_job(s, *job);
+    co_await corio::yield_now{};  // lets the signal watcher run: a second signal drops the rest
   }
 }
 
