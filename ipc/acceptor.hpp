@@ -66,7 +66,7 @@ class basic_acceptor {
   class [[nodiscard]] accept_awaiter : public detail::state_wait<detail::acceptor_state, detail::accept_waiter> {
    public:
     using state_wait::state_wait;
-    result<Stream> await_resume() {
+    [[nodiscard]] result<Stream> await_resume() {
       if (std::error_code ec = finish()) {
         return unexpected(ec);
       }

@@ -173,7 +173,7 @@ class [[nodiscard]] tracked_op {
     m_linked = suspended;
     return suspended;
   }
-  auto await_resume() noexcept -> decltype(std::declval<Op&>().await_resume()) {
+  [[nodiscard]] auto await_resume() noexcept -> decltype(std::declval<Op&>().await_resume()) {
     if (m_closed) {
       return unexpected(std::make_error_code(std::errc::bad_file_descriptor));
     }

@@ -129,7 +129,7 @@ class stream_receiver {
   class [[nodiscard]] receive_awaiter : public detail::state_wait<detail::receiver_state, detail::recv_waiter> {
    public:
     using state_wait::state_wait;
-    result<received_buffer> await_resume() {
+    [[nodiscard]] result<received_buffer> await_resume() {
       if (std::error_code ec = finish()) {
         return unexpected(ec);
       }

@@ -74,7 +74,7 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
     return true;
   }
 
-  result<value_type> await_resume() {
+  [[nodiscard]] result<value_type> await_resume() {
     m_stop.disarm();
     if (m_error) {
       return unexpected(m_error);

@@ -172,7 +172,7 @@ class [[nodiscard]] interval::tick_awaiter {
     return m_sleep.await_suspend(h);
   }
 
-  result<clock::time_point> await_resume() noexcept {
+  [[nodiscard]] result<clock::time_point> await_resume() noexcept {
     if (!m_due_now) {
       result<void> slept = m_sleep.await_resume();
       if (!slept) {

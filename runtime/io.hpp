@@ -28,7 +28,7 @@ template <class Op>
 struct sized_op : Op {
   using Op::Op;
   explicit sized_op(Op&& op) : Op(std::move(op)) {}
-  result<std::size_t> await_resume() noexcept {
+  [[nodiscard]] result<std::size_t> await_resume() noexcept {
     return Op::await_resume().map([](int n) { return static_cast<std::size_t>(n); });
   }
 };

@@ -139,7 +139,7 @@ class [[nodiscard]] io_op : public detail::io_operation {
   bool await_suspend(std::coroutine_handle<P> h) {
     return start(h, m_token, m_prep);
   }
-  result<int> await_resume() noexcept { return finish(); }
+  [[nodiscard]] result<int> await_resume() noexcept { return finish(); }
 
   /// CQE flags of the completion (IORING_CQE_F_*), valid after the await.
   [[nodiscard]] std::uint32_t cqe_flags() const noexcept { return m_cqe_flags; }
@@ -297,7 +297,7 @@ class [[nodiscard]] try_first_op {
     return m_ring.await_suspend(h);
   }
 
-  auto await_resume() {
+  [[nodiscard]] auto await_resume() {
     using R = decltype(m_ring.await_resume());
     using N = typename R::value_type;
     if (!m_done) {

@@ -43,6 +43,7 @@
 #include <corio/runtime/require_cxx20.hpp>
 
 #include <system_error>
+#include <type_traits>
 #include <tl/expected.hpp>
 
 namespace corio {
@@ -52,6 +53,19 @@ template <class T>
 using result = tl::expected<T, std::error_code>;
 
 using tl::unexpected;
+
+namespace detail {
+// A result<U>, or a type derived from one (e.g. ipc::pool_result<U>, which keeps more).
+template <class U>
+std::true_type is_result_test(const tl::expected<U, std::error_code>*);
+std::false_type is_result_test(const void*);
+template <class T>
+struct is_result : decltype(is_result_test(static_cast<std::remove_reference_t<T>*>(nullptr))) {};
+// True when T carries the error channel: an awaiter yielding it marks await_resume
+// [[nodiscard]].
+template <class T>
+inline constexpr bool is_result_v = is_result<T>::value;
+}  // namespace detail
 
 /// Conditions raised by corio itself (not by the OS).
 enum class errc {

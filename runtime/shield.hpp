@@ -38,7 +38,12 @@ class shielded {
     m_handle.promise().abort_root = nullptr;       // nor an abort of the spawned task
     return port::transfer(m_handle);
   }
-  T await_resume() {
+  // [[nodiscard]] when T is a result (result.hpp, rule 4).
+  T await_resume() requires(!detail::is_result_v<T>) { return take(); }
+  [[nodiscard]] T await_resume() requires detail::is_result_v<T> { return take(); }
+
+ private:
+  T take() {
     if constexpr (std::is_void_v<T>) {
       m_handle.promise().value();
     } else {
@@ -46,7 +51,6 @@ class shielded {
     }
   }
 
- private:
   task<T> m_body;
   std::coroutine_handle<typename task<T>::promise_type> m_handle{};
 };

@@ -239,7 +239,13 @@ class [[nodiscard]] join_handle {
     bool await_suspend(std::coroutine_handle<P> h) {
       return suspend(h, detail::inherited_token_of(h));
     }
-    value_type await_resume() {
+    // [[nodiscard]] for join() and for a task returning a result (result.hpp, rule 4).
+    value_type await_resume() requires(!detail::is_result_v<value_type>) { return take(); }
+    [[nodiscard]] value_type await_resume() requires detail::is_result_v<value_type> { return take(); }
+    using join_wait::state;
+
+   private:
+    value_type take() {
       consume_on_exit consume{this};
       if constexpr (Report == report::throws) {
         finish();
@@ -253,9 +259,7 @@ class [[nodiscard]] join_handle {
         return {};
       }
     }
-    using join_wait::state;
 
-   private:
     // Releases the owner's task once the result (or its exception) has been taken;
     // a cancelled wait keeps it, so the handle can be awaited again.
     struct consume_on_exit {

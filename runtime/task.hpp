@@ -22,6 +22,7 @@
 #include <corio/runtime/detail/frame_allocator.hpp>
 #include <corio/runtime/detail/join_state.hpp>
 #include <corio/runtime/port.hpp>
+#include <corio/runtime/result.hpp>
 
 namespace corio {
 
@@ -199,7 +200,13 @@ class [[nodiscard]] task {
       detail::inherit_stop(child.promise(), parent);
       return port::transfer(child);
     }
-    T await_resume() {
+    // A task<result<U>>'s result must not be dropped unseen (result.hpp, rule 4); one of
+    // the two is viable for each T.
+    T await_resume() requires(!detail::is_result_v<T>) { return take(); }
+    [[nodiscard]] T await_resume() requires detail::is_result_v<T> { return take(); }
+
+   private:
+    T take() {
       if constexpr (std::is_void_v<T>) {
         child.promise().value();
       } else {

@@ -159,7 +159,7 @@ class [[nodiscard]] sleep_awaiter : port::timer_node {
     return true;
   }
 
-  result<void> await_resume() noexcept {
+  [[nodiscard]] result<void> await_resume() noexcept {
     m_stop.disarm();
     if (m_no_runtime) {
       return unexpected(make_error_code(errc::no_runtime));

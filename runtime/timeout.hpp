@@ -35,13 +35,6 @@ namespace corio {
 
 namespace detail {
 
-// A result<U>, or a type derived from one (e.g. ipc::pool_result<U>, which keeps more).
-template <class U>
-std::true_type is_result_test(const tl::expected<U, std::error_code>*);
-std::false_type is_result_test(const void*);
-template <class T>
-struct is_result : decltype(is_result_test(static_cast<T*>(nullptr))) {};
-
 template <class A>
 using await_result_t = decltype(std::declval<A>().await_resume());
 

@@ -39,7 +39,7 @@ class barrier_wait_operation : public wait_operation<barrier_wait_operation> {
   barrier_wait_operation(barrier_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_barrier(o.m_barrier) {}
 
   bool await_ready() const noexcept { return false; }
-  result<void> await_resume() noexcept { return granted_or_cancelled(); }
+  [[nodiscard]] result<void> await_resume() noexcept { return granted_or_cancelled(); }
   bool try_now(wake_batch& batch) noexcept;
   void after_completed() noexcept;
   void cancelled_before_queueing() noexcept;

@@ -61,7 +61,7 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
   channel_send_operation& operator=(channel_send_operation&&) = delete;
   ~channel_send_operation() { this->end_wait(); }  // before m_value goes: a receiver may be taking it
 
-  result<void> await_resume() noexcept {
+  [[nodiscard]] result<void> await_resume() noexcept {
     this->reset_callbacks();
     return this->outcome();
   }

@@ -62,7 +62,7 @@ class cv_wait_operation : public wait_operation<cv_wait_operation> {
     }
     return true;  // after_queued_action() released the mutex
   }
-  result<void> await_resume() noexcept { return granted_or_cancelled(); }
+  [[nodiscard]] result<void> await_resume() noexcept { return granted_or_cancelled(); }
 
   bool try_now(wake_batch&) const noexcept { return false; }
   struct unlock_action {

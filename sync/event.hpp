@@ -43,7 +43,7 @@ class event_wait_operation : public wait_operation<event_wait_operation> {
   event_wait_operation(event_wait_operation&& o) noexcept : wait_operation(std::move(o)), m_event(o.m_event) {}
 
   bool await_ready() noexcept;
-  result<void> await_resume() noexcept { return granted_or_cancelled(); }
+  [[nodiscard]] result<void> await_resume() noexcept { return granted_or_cancelled(); }
   bool try_now(wake_batch& batch) noexcept;
 
  private:

@@ -83,7 +83,7 @@ class mutex_lock_operation : public wait_operation<mutex_lock_operation<Mode>> {
   bool await_suspend(std::coroutine_handle<P> h) {
     return this->suspend(h, Mode);
   }
-  auto await_resume() noexcept {
+  [[nodiscard]] auto await_resume() noexcept {
     this->reset_callbacks();
     if constexpr (Mode == cancel_mode::cancellable) {
       if (this->status != wait_status::granted) {

@@ -86,7 +86,7 @@ class semaphore_acquire_operation : public wait_operation<semaphore_acquire_oper
       : wait_operation(std::move(o)), m_sem(o.m_sem) {}
 
   bool await_ready() noexcept;
-  result<semaphore_permit> await_resume() noexcept {
+  [[nodiscard]] result<semaphore_permit> await_resume() noexcept {
     reset_callbacks();
     if (m_invalid) {
       return unexpected(std::make_error_code(std::errc::invalid_argument));

@@ -81,7 +81,7 @@ class shared_mutex_lock_operation : public wait_operation<shared_mutex_lock_oper
       : base(waiters, std::move(token)), m_mutex(&m) {}
   shared_mutex_lock_operation(shared_mutex_lock_operation&& o) noexcept : base(std::move(o)), m_mutex(o.m_mutex) {}
 
-  result<shared_mutex_guard<Kind>> await_resume() noexcept {
+  [[nodiscard]] result<shared_mutex_guard<Kind>> await_resume() noexcept {
     this->reset_callbacks();
     if (this->status != wait_status::granted) {
       return unexpected(cancelled_error());

@@ -35,7 +35,10 @@ corio::task<corio::result<corio::ipc::shared_memory>> attach(const std::string& 
     if (corio::clock::now() > give_up) {
       co_return corio::unexpected(shm ? corio::make_error_code(corio::errc::timed_out) : shm.error());
     }
-    co_await corio::sleep_for(10ms);  // not created or not built yet
+    // Not created or not built yet. A failed pause (cancelled, off a worker) ends the retry.
+    if (auto slept = co_await corio::sleep_for(10ms); !slept) {
+      co_return corio::unexpected(slept.error());
+    }
   }
 }
 

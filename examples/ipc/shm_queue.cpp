@@ -59,7 +59,10 @@ corio::task<corio::result<corio::ipc::shm_queue>> open_when_there(std::string na
     if (q || corio::clock::now() > give_up) {
       co_return q;
     }
-    co_await corio::sleep_for(10ms);
+    // A failed pause (cancelled, off a worker) ends the retry.
+    if (auto slept = co_await corio::sleep_for(10ms); !slept) {
+      co_return corio::unexpected(slept.error());
+    }
   }
 }
 

@@ -13,12 +13,12 @@ using namespace std::chrono_literals;
 namespace {
 
 corio::task<const char*> slow_answer() {
-  co_await corio::sleep_for(2s);
+  (void)co_await corio::sleep_for(2s);  // cancelled when it loses the race: its answer is dropped then
   co_return "slow";
 }
 
 corio::task<const char*> fast_answer() {
-  co_await corio::sleep_for(10ms);
+  (void)co_await corio::sleep_for(10ms);  // as slow_answer
   co_return "fast";
 }
 
@@ -35,7 +35,7 @@ corio::task<int> main_task() {
   // An explicit stop_token cancels a wait from anywhere (here: another task).
   std::stop_source stop;
   auto canceller = corio::spawn([](std::stop_source* s) -> corio::task<void> {
-    co_await corio::sleep_for(20ms);
+    (void)co_await corio::sleep_for(20ms);  // nothing cancels this one
     s->request_stop();
   }(&stop));
   auto slept = co_await corio::sleep_for(1h, stop.get_token());

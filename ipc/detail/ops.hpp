@@ -32,7 +32,7 @@ class [[nodiscard]] mapped_op : public io_op<Prep> {
       : io_op<Prep>(std::move(prep), std::move(token)), m_map(std::move(map)) {}
   mapped_op(mapped_op&& other) noexcept : io_op<Prep>(std::move(other)), m_map(std::move(other.m_map)) {}
 
-  result<T> await_resume() noexcept {
+  [[nodiscard]] result<T> await_resume() noexcept {
     result<int> r = io_op<Prep>::await_resume();
     if (!r) {
       return unexpected(r.error());

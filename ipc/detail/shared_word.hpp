@@ -101,7 +101,9 @@ class without_inherited_stop {
     m_awaiter.child.promise().continuation = h;
     return port::transfer(m_awaiter.child);
   }
-  T await_resume() { return m_awaiter.await_resume(); }
+  // [[nodiscard]] when T is a result (result.hpp, rule 4).
+  T await_resume() requires(!corio::detail::is_result_v<T>) { return m_awaiter.await_resume(); }
+  [[nodiscard]] T await_resume() requires corio::detail::is_result_v<T> { return m_awaiter.await_resume(); }
 
  private:
   task<T> m_task;
@@ -205,7 +207,7 @@ class [[nodiscard]] fast_or_wait {
     m_awaiter.emplace(m_slow.operator co_await());
     return m_awaiter->await_suspend(h);
   }
-  value_type await_resume() {
+  [[nodiscard]] value_type await_resume() {
     if (m_ready) {
       return std::move(*m_ready);
     }

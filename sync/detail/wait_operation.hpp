@@ -290,7 +290,7 @@ class value_wait_operation : public wait_operation<Derived> {
   value_wait_operation& operator=(value_wait_operation&&) = delete;
   ~value_wait_operation() { this->end_wait(); }  // before m_value goes: a sender may be filling it
 
-  result<T> await_resume() { return this->take_outcome(m_value); }
+  [[nodiscard]] result<T> await_resume() { return this->take_outcome(m_value); }
   void block() { wait_operation<Derived>::block(); }
 
  protected:

@@ -113,7 +113,7 @@ TEST_CASE("close: a thread that is not a worker closes a stream whose read is in
     auto reader = corio::spawn(read_once(*pair->server));
     co_await corio::yield_now();
     // The blocking pool's thread closes it; the read's ring belongs to the (then idle) worker.
-    co_await corio::spawn_blocking([&] { pair->server->close(); });
+    (void)co_await corio::spawn_blocking([&] { pair->server->close(); });
     auto r = co_await join_within(std::move(reader), 10s);
     bool end = co_await sees_end(pair->client, 10s);
     co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())

@@ -106,7 +106,7 @@ corio::task<bool> fill_then_wait_for_room(const message_queue* q, std::vector<st
   bool full_before = error_of(q->try_send(bytes_of(extra))) == corio::errc::full;
   // The third send waits (the queue holds 2) until the receiver below makes room.
   auto receiver = corio::spawn([](const message_queue* q, std::vector<std::string>* out) -> corio::task<void> {
-    co_await corio::sleep_for(20ms);
+    (void)co_await corio::sleep_for(20ms);
     co_await receive_n(q, 3, out);
   }(q, received));
   auto third = co_await q->send(bytes_of(third_message));
@@ -136,7 +136,7 @@ corio::task<std::error_code> receive_error(const message_queue* q, std::stop_tok
 corio::task<std::error_code> stopped_receive(const message_queue* q) {
   std::stop_source stop;
   auto waiter = corio::spawn(receive_error(q, stop.get_token()));
-  co_await corio::sleep_for(10ms);
+  (void)co_await corio::sleep_for(10ms);
   stop.request_stop();
   co_return co_await waiter;
 }

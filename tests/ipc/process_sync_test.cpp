@@ -78,7 +78,7 @@ corio::task<bool> eventually(Pred pred) {
     if (corio::clock::now() > end) {
       co_return false;
     }
-    co_await corio::sleep_for(200us);
+    (void)co_await corio::sleep_for(200us);
   }
   co_return true;
 }
@@ -237,7 +237,7 @@ TEST_CASE("process_mutex: a waiting lock is cancelled by its token and by timeou
     auto waiting = corio::spawn(lock_and_hold(m, stop.get_token()));
     auto registered = co_await eventually([page] { return (mutex_word(*page) & corio::ipc::detail::owner_waiters) != 0; });
     CHECK(registered);
-    co_await corio::sleep_for(2ms);  // let it reach the futex wait
+    (void)co_await corio::sleep_for(2ms);  // let it reach the futex wait
     stop.request_stop();
     auto cancelled = co_await std::move(waiting);
     CHECK(cancelled == std::errc::operation_canceled);
@@ -275,13 +275,13 @@ TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and lat
     std::thread t([&] { thread_result = error_of(m.lock_blocking()); });
     auto registered = co_await eventually([page] { return (mutex_word(*page) & corio::ipc::detail::owner_waiters) != 0; });
     CHECK(registered);
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     CHECK(holder->kill9() == 128 + SIGKILL);
     auto first = co_await std::move(a);
     CHECK(first == std::errc::owner_dead);
     auto second = co_await std::move(b);
     CHECK(second == std::errc::owner_dead);
-    co_await corio::spawn_blocking([&t] { t.join(); });
+    (void)co_await corio::spawn_blocking([&t] { t.join(); });
     CHECK(thread_result == std::errc::owner_dead);
     CHECK(m.is_abandoned());
     CHECK(error_of(m.try_lock()) == std::errc::owner_dead);
@@ -422,7 +422,7 @@ TEST_CASE("process_semaphore: every release admits exactly one waiter across pro
     for (int i = 0; i < total; ++i) {
       REQUIRE(s.release());
       if (i % 16 == 0) {
-        co_await corio::sleep_for(50us);  // let waiters fall asleep now and then
+        (void)co_await corio::sleep_for(50us);  // let waiters fall asleep now and then
       }
     }
     for (auto& h : hs) {
@@ -479,7 +479,7 @@ TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count a
         co_return co_await s.acquire(t);
       }(s, stop.get_token())));
     }
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     stop.request_stop();
     for (auto& h : hs) {
       auto cancelled = co_await std::move(h);
@@ -522,7 +522,7 @@ TEST_CASE("process_event: manual reset releases every waiter in every process; a
     auto waiter = [](process_event e) -> corio::task<corio::result<void>> { co_return co_await e.wait(); };
     auto a = corio::spawn(waiter(manual));
     auto b = corio::spawn(waiter(manual));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     CHECK_FALSE(manual.is_set());
     manual.set();
     auto first = co_await std::move(a);
@@ -536,7 +536,7 @@ TEST_CASE("process_event: manual reset releases every waiter in every process; a
     CHECK_FALSE(manual.try_wait());
     // Auto reset: three waiters (two children, one task), one per set.
     auto c = corio::spawn(waiter(autor));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     for (int i = 0; i < 3; ++i) {
       autor.set();
       auto taken = co_await eventually([&] { return !autor.is_set(); });
@@ -640,7 +640,7 @@ TEST_CASE("process_condition_variable: consumers in two processes and tasks wait
         p->cv.notify_one();
       }
       if (i % 32 == 0) {
-        co_await corio::sleep_for(50us);
+        (void)co_await corio::sleep_for(50us);
       }
     }
     co_await std::move(c1);

@@ -235,7 +235,7 @@ TEST_CASE("receiver: holding every buffer stops the multishot (ENOBUFS); releasi
       }
       held.push_back(std::move(*buf));
     }
-    co_await corio::sleep_for(100ms);
+    (void)co_await corio::sleep_for(100ms);
     for (auto& h : held) {
       take(h);
     }
@@ -276,7 +276,7 @@ TEST_CASE("receiver: a cancelled receive loses no data; the next receive gets it
       std::stop_source src;
       // Cancel a pending receive (nothing sent yet).
       auto canceller = corio::spawn([](std::stop_source s) -> task<void> {
-        co_await corio::sleep_for(2ms);
+        (void)co_await corio::sleep_for(2ms);
         s.request_stop();
       }(src));
       auto x = co_await r.receive(src.get_token());
@@ -289,7 +289,7 @@ TEST_CASE("receiver: a cancelled receive loses no data; the next receive gets it
       // Data sent while nobody waits is queued for the next receive.
       std::string m = "msg" + std::to_string(round);
       (void)::send(peer, m.data(), m.size(), 0);
-      co_await corio::sleep_for(1ms);
+      (void)co_await corio::sleep_for(1ms);
       std::stop_source already;
       already.request_stop();
       auto y = co_await r.receive(already.get_token());  // stopped first: takes nothing
@@ -468,7 +468,7 @@ TEST_CASE("receiver: out of buffers when its runtime goes, a later receive ends 
           out.push_back(std::move(*buf));
         }
       }
-      co_await corio::sleep_for(50ms);  // the kernel finds no buffer: ENOBUFS
+      (void)co_await corio::sleep_for(50ms);  // the kernel finds no buffer: ENOBUFS
       co_return out;
     }(*rx));
     REQUIRE(held.size() == 2);

@@ -230,7 +230,7 @@ TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a messa
     bool intact = true;
     for (int i = 0; i < 200; ++i) {
       if (i % 50 == 0) {
-        co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
+        (void)co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
       }
       auto got = co_await q->receive(buffer);
       if (!got) {
@@ -338,7 +338,7 @@ TEST_CASE("shm_queue: producers in two processes and this one, consumers here an
     };
     const auto end = corio::clock::now() + 60s;
     while (!all_taken() && corio::clock::now() < end) {
-      co_await corio::sleep_for(1ms);
+      (void)co_await corio::sleep_for(1ms);
     }
     q->close();
     const int r1 = co_await std::move(c1);
@@ -379,7 +379,7 @@ TEST_CASE("shm_queue: close wakes waiting receivers once drained and waiting sen
     auto r1 = corio::spawn(receiver(q));
     auto r2 = corio::spawn(receiver(q));
     auto s1 = corio::spawn(sender(full));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     CHECK_FALSE(q->is_closed());
     q->close();
     full->close();
@@ -424,7 +424,7 @@ TEST_CASE("shm_queue: waiting sends and receives are cancelled by token and time
         co_return error_of(got);
       }(q, stop.get_token())));
     }
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     stop.request_stop();
     int cancelled = 0;
     for (auto& w : waiters) {
@@ -459,7 +459,7 @@ TEST_CASE("shm_queue: a queue removed while a task waits keeps working for the h
       auto got = co_await q->receive(buffer);
       co_return got ? *got : 0;
     }(q));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     REQUIRE(shm_queue::remove(*name));
     CHECK(error_of(shm_queue::open(*name)) == std::errc::no_such_file_or_directory);
     REQUIRE(sender->try_send(as_bytes("after remove")));

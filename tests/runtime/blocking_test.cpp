@@ -42,7 +42,7 @@ TEST_CASE("spawn_blocking: a blocking job does not stall the worker", "[runtime]
       co_return *r;
     };
     auto fast = []() -> corio::task<int> {
-      co_await corio::sleep_for(5ms);
+      (void)co_await corio::sleep_for(5ms);
       co_return 2;
     };
     // With one worker, the fast task finishes first only if the worker is free.
@@ -70,12 +70,12 @@ corio::task<void> hog_the_pool(std::atomic<bool>* release) {
   });
 }
 corio::task<void> stop_after(std::stop_source* stop, std::chrono::milliseconds d) {
-  co_await corio::sleep_for(d);
+  (void)co_await corio::sleep_for(d);
   stop->request_stop();
 }
 corio::task<std::error_code> withdrawn_job(std::atomic<bool>* release, std::atomic<int>* second_ran) {
   auto hog = corio::spawn(hog_the_pool(release));  // occupies the only blocking thread
-  co_await corio::sleep_for(10ms);
+  (void)co_await corio::sleep_for(10ms);
   std::stop_source stop;
   auto canceller = corio::spawn(stop_after(&stop, 10ms));
   auto r = co_await corio::spawn_blocking([second_ran] { second_ran->store(1); }, stop.get_token());
@@ -317,7 +317,7 @@ corio::task<std::size_t> await_owning_job(std::atomic<bool>* started, bool until
 
 corio::task<void> until_set(const std::atomic<bool>* flag) {
   while (!flag->load()) {
-    co_await corio::sleep_for(1ms);
+    (void)co_await corio::sleep_for(1ms);
   }
 }
 }  // namespace

@@ -18,7 +18,7 @@ using steady = std::chrono::steady_clock;
 namespace {
 using corio_test::workers;
 corio::task<int> after(std::chrono::milliseconds d, int v) {
-  co_await corio::sleep_for(d);
+  (void)co_await corio::sleep_for(d);
   co_return v;
 }
 corio::task<void> nothing() { co_return; }
@@ -27,7 +27,7 @@ corio::task<std::string> text() { co_return "t"; }
 
 namespace {
 corio::task<int> after_recording(std::chrono::milliseconds d, int v, std::vector<int>* finish_order) {
-  co_await corio::sleep_for(d);
+  (void)co_await corio::sleep_for(d);
   finish_order->push_back(v);  // one worker: no data race
   co_return v;
 }
@@ -71,7 +71,7 @@ TEST_CASE("when_all: an exception is rethrown after all tasks finished", "[runti
   corio::runtime rt(workers(2));
   std::atomic<bool> slow_done{false};
   auto slow = [&]() -> corio::task<int> {
-    co_await corio::sleep_for(20ms);
+    (void)co_await corio::sleep_for(20ms);
     slow_done = true;
     co_return 1;
   };

@@ -55,7 +55,7 @@ corio::task<std::string> await_failed_twice(bool* first_threw) {
 }
 
 corio::task<int> slow_value(int v) {
-  co_await corio::sleep_for(50ms);
+  (void)co_await corio::sleep_for(50ms);
   co_return v;
 }
 

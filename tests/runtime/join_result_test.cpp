@@ -31,7 +31,7 @@ corio::task<int> thrower() {
 }
 
 corio::task<int> slow_value(std::chrono::milliseconds d, int v) {
-  co_await corio::sleep_for(d);
+  (void)co_await corio::sleep_for(d);
   co_return v;
 }
 

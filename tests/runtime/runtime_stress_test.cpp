@@ -262,7 +262,7 @@ TEST_CASE("stress: sleep/wake hammer - 20,000 wake-ups of parked workers, none l
     int done = 0;
     for (int i = 0; i < n; ++i) {
       auto h = corio::spawn([]() -> corio::task<int> {
-        co_await corio::sleep_for(std::chrono::microseconds(50));
+        (void)co_await corio::sleep_for(std::chrono::microseconds(50));
         co_return 1;
       }());
       done += co_await h;
@@ -276,7 +276,7 @@ namespace {
 corio::task<long> churn_workload(int i) {
   // Work on the workers: spawns, frames freed on other threads, timers and a ring op.
   long s = co_await spawn_many(200);
-  co_await corio::sleep_for(std::chrono::microseconds(10));
+  (void)co_await corio::sleep_for(std::chrono::microseconds(10));
   (void)co_await corio::io::nop();
   co_return s + i;
 }

@@ -79,14 +79,14 @@ TEST_CASE("runtime: a dropped join handle detaches and the task still runs", "[r
   corio::runtime rt(workers(2));
   std::atomic<int> ran{0};
   auto body = [&]() -> corio::task<void> {
-    co_await corio::sleep_for(1ms);
+    (void)co_await corio::sleep_for(1ms);
     ran.fetch_add(1);
   };
   auto spawner = [&]() -> corio::task<void> {
     for (int i = 0; i < 100; ++i) {
       corio::spawn(body()).detach();
     }
-    co_await corio::sleep_for(50ms);
+    (void)co_await corio::sleep_for(50ms);
   };
   rt.block_on(spawner());
   for (int i = 0; i < 200 && ran.load() < 100; ++i) {
@@ -245,7 +245,7 @@ corio::task<void> event_player(corio::event* mine, corio::event* other, const st
 corio::task<int> timer_then_hog(const std::atomic<long>* rounds) {
   int stalls = 0;
   for (int burst = 0; burst < 20 && stalls == 0; ++burst) {
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     const long start = rounds->load(std::memory_order_relaxed);
     const auto give_up = std::chrono::steady_clock::now() + 30s;
     while (rounds->load(std::memory_order_relaxed) < start + 100) {
@@ -364,7 +364,7 @@ TEST_CASE("runtime: shutdown destroys pending tasks and their locals", "[runtime
   };
   auto forever = [&]() -> corio::task<void> {
     guard g{&destroyed};
-    co_await corio::sleep_for(1h);
+    (void)co_await corio::sleep_for(1h);
   };
   corio::join_handle<void> kept;
   {
@@ -390,7 +390,7 @@ TEST_CASE("runtime: block_on returns errc::shut_down when the runtime stops unde
     std::this_thread::sleep_for(50ms);
     rt.shutdown();
   });
-  auto forever = []() -> corio::task<void> { co_await corio::sleep_for(1h); };
+  auto forever = []() -> corio::task<void> { (void)co_await corio::sleep_for(1h); };
   try {
     rt.block_on(forever());
     FAIL("block_on returned normally");
@@ -415,7 +415,7 @@ TEST_CASE("runtime: metrics count tasks, parks, SQEs and CQEs per worker", "[run
     for (int i = 0; i < 10; ++i) {
       (void)co_await corio::io::nop();
     }
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
   };
   rt.block_on(work());
   auto m = rt.metrics();
@@ -457,7 +457,7 @@ TEST_CASE("runtime: the eventfd wake fallback works like the futex wake", "[runt
     corio::runtime rt(c);
     CHECK(rt.block_on(spawn_and_sum(2000)) > 0);
     auto sleeper = []() -> corio::task<int> {
-      co_await corio::sleep_for(2ms);
+      (void)co_await corio::sleep_for(2ms);
       co_return 5;
     };
     CHECK(rt.block_on(sleeper()) == 5);
@@ -479,7 +479,7 @@ TEST_CASE("runtime: rings without DEFER_TASKRUN behave the same", "[runtime]") {
 
 namespace {
 corio::task<int> slow_value(std::chrono::milliseconds d, int v) {
-  co_await corio::sleep_for(d);
+  (void)co_await corio::sleep_for(d);
   co_return v;
 }
 corio::task<std::error_code> cancelled_join_wait(corio::join_handle<int>* h) {
@@ -507,7 +507,7 @@ corio::task<int> await_foreign(corio::join_handle<int>* h) {
   }
 }
 corio::task<int> never_returns() {
-  co_await corio::sleep_for(1h);
+  (void)co_await corio::sleep_for(1h);
   co_return 0;
 }
 }  // namespace
@@ -542,7 +542,7 @@ namespace {
 corio::task<bool> sees_inherited_stop() {
   auto inner = []() -> corio::task<bool> {
     std::stop_token t = co_await corio::get_stop_token();
-    co_await corio::sleep_for(1h);  // cancelled by the timeout below
+    (void)co_await corio::sleep_for(1h);  // cancelled by the timeout below
     co_return t.stop_requested();
   };
   auto r = co_await corio::timeout(inner(), 10ms);

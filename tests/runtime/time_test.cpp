@@ -147,7 +147,7 @@ TEST_CASE("errc::timed_out: says 'operation timed out' and compares equal to std
 TEST_CASE("time: timeout passes the value through when in time", "[runtime][time][timeout]") {
   corio::runtime rt(workers(2));
   auto quick = []() -> corio::task<int> {
-    co_await corio::sleep_for(1ms);
+    (void)co_await corio::sleep_for(1ms);
     co_return 17;
   };
   auto body = [&]() -> corio::task<int> {
@@ -174,7 +174,7 @@ TEST_CASE("time: timeout cancels an in-flight io_uring read", "[runtime][time][t
 namespace {
 corio::task<corio::result<int>> ignores_cancellation() {
   (void)co_await corio::sleep_for(30ms);  // cancelled at once by the timeout: ignored
-  co_await corio::spawn_blocking([] { std::this_thread::sleep_for(30ms); });
+  (void)co_await corio::spawn_blocking([] { std::this_thread::sleep_for(30ms); });
   co_return 7;  // a value produced after the deadline
 }
 }  // namespace

@@ -129,7 +129,7 @@ TEST_CASE("channel: close wakes waiting receivers and senders with closed", "[sy
       auto v = co_await ch.send(1);
       ec = v ? std::error_code{} : v.error();
     }(full, send_ec));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     empty.close();
     full.close();
     co_await r;
@@ -152,11 +152,11 @@ TEST_CASE("channel: a cancelled recv takes nothing and the value goes to the nex
       auto r = co_await ch.recv(t);
       ec = r ? std::error_code{} : r.error();
     }(ch, src.get_token(), first_ec));
-    co_await corio::sleep_for(3ms);
+    (void)co_await corio::sleep_for(3ms);
     auto second = corio::spawn([](corio::channel<int>& ch, int& got) -> corio::task<void> {
       got = (co_await ch.recv()).value_or(-1);
     }(ch, second_got));
-    co_await corio::sleep_for(3ms);
+    (void)co_await corio::sleep_for(3ms);
     src.request_stop();
     (void)co_await ch.send(5);
     co_await first;
@@ -184,12 +184,12 @@ TEST_CASE("channel: a recv timing out as the value arrives, with a second receiv
         auto r = co_await corio::timeout(ch.recv(), 300us);
         res.store(r ? (*r == 5 ? 1 : 3) : (r.error() == std::errc::timed_out ? 2 : 3));
       }(ch, head_result));
-      co_await corio::sleep_for(100us);
+      (void)co_await corio::sleep_for(100us);
       auto second = corio::spawn([](corio::channel<int>& ch, std::atomic<int>& res) -> corio::task<void> {
         auto r = co_await ch.recv();
         res.store(r ? (*r == 5 ? 1 : 3) : (r.error() == corio::errc::closed ? 2 : 3));
       }(ch, second_result));
-      co_await corio::sleep_for(std::chrono::microseconds(120 + rng.below(160)));  // around the deadline
+      (void)co_await corio::sleep_for(std::chrono::microseconds(120 + rng.below(160)));  // around the deadline
       (void)co_await ch.send(5);
       co_await head;
       if (head_result.load() == 1) {
@@ -221,7 +221,7 @@ TEST_CASE("channel: timeout(recv) returns a value that arrived as the deadline p
     for (int round = 0; round < 300; ++round) {
       corio::channel<int> ch(1);
       auto sender = corio::spawn([](corio::channel<int>& ch, unsigned delay_us) -> corio::task<void> {
-        co_await corio::sleep_for(std::chrono::microseconds(delay_us));
+        (void)co_await corio::sleep_for(std::chrono::microseconds(delay_us));
         (void)ch.try_send(1);
       }(ch, 150 + rng.below(100)));
       auto r = co_await corio::timeout(ch.recv(), 200us);
@@ -287,7 +287,7 @@ TEST_CASE("oneshot: the value sent once reaches the waiting receiver; a second s
   rt.block_on([](corio::oneshot<std::string>& os, std::string& got, std::error_code& ss,
                  std::error_code& sr) -> corio::task<void> {
     auto h = corio::spawn([](corio::oneshot<std::string>& os) -> corio::task<void> {
-      co_await corio::sleep_for(2ms);
+      (void)co_await corio::sleep_for(2ms);
       (void)os.send("hello");
     }(os));
     got = (co_await os.recv()).value_or("");
@@ -335,7 +335,7 @@ TEST_CASE("oneshot: receivers waiting when the value is sent: one gets it, the o
         }
       }(os, values, closed, other)));
     }
-    co_await corio::sleep_for(5ms);  // all three wait
+    (void)co_await corio::sleep_for(5ms);  // all three wait
     if (!os.send(9)) {
       other.fetch_add(10);
     }

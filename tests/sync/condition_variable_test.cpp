@@ -104,7 +104,7 @@ TEST_CASE("condition_variable: wait_until with a predicate, and explicit stop to
                  std::error_code& sup, bool& owns) -> corio::task<void> {
     // 1. notified before the deadline: true.
     auto n = corio::spawn([](box& b) -> corio::task<void> {
-      co_await corio::sleep_for(2ms);
+      (void)co_await corio::sleep_for(2ms);
       {
         auto g = co_await b.m.lock_uncancellable();
         b.ready = true;
@@ -122,7 +122,7 @@ TEST_CASE("condition_variable: wait_until with a predicate, and explicit stop to
     // 3. explicit tokens stop each timed form long before its deadline.
     std::stop_source src;
     auto stopper = corio::spawn([](std::stop_source& src) -> corio::task<void> {
-      co_await corio::sleep_for(3ms);
+      (void)co_await corio::sleep_for(3ms);
       src.request_stop();
     }(src));
     auto r3 = co_await b.cv.wait_until(g, corio::clock::now() + 10s, src.get_token());
@@ -157,7 +157,7 @@ TEST_CASE("condition_variable: wait with a predicate returns once a notifier mad
       relocked = r.has_value() && g.owns_lock() && b.m.is_locked();
       seen = b.value;
     }(b, seen, relocked));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     {
       auto g = co_await b.m.lock_uncancellable();
       b.value = 42;
@@ -187,9 +187,9 @@ TEST_CASE("condition_variable: notify_all wakes every waiter, notify_one exactly
         }
       }(b, woken)));
     }
-    co_await corio::sleep_for(10ms);  // all five are queued
+    (void)co_await corio::sleep_for(10ms);  // all five are queued
     b.cv.notify_one();
-    co_await corio::sleep_for(10ms);
+    (void)co_await corio::sleep_for(10ms);
     after_one = woken.load();
     b.cv.notify_all();
     for (auto& h : hs) {
@@ -264,7 +264,7 @@ TEST_CASE("condition_variable: a stopped wait returns operation_canceled with th
       ec = r ? std::error_code{} : r.error();
       owns = g.owns_lock();
     }(b, src.get_token(), ec, owns));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     src.request_stop();
     co_await w;
   }(b, ec, owns));
@@ -299,7 +299,7 @@ corio::task<void> notify_race_rounds(int rounds, int* rounds_done, int* lost) {
       if (i < 100) {
         co_await corio::yield_now{};
       } else {
-        co_await corio::sleep_for(1ms);
+        (void)co_await corio::sleep_for(1ms);
       }
     }
     if (!woke.load()) {

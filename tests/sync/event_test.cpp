@@ -38,7 +38,7 @@ TEST_CASE("event: a manual-reset event releases every waiter and stays set", "[s
         }
       }(ev, passed)));
     }
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     ev.set();
     for (auto& h : hs) {
       co_await h;
@@ -66,9 +66,9 @@ TEST_CASE("event: an auto-reset event lets exactly one waiter through per set", 
         }
       }(ev, passed)));
     }
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     ev.set();
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     after_one = passed.load();
     ev.set();
     ev.set();
@@ -93,7 +93,7 @@ TEST_CASE("event: a stopped wait returns operation_canceled", "[sync][event]") {
       auto r = co_await ev.wait(t);
       ec = r ? std::error_code{} : r.error();
     }(ev, src.get_token(), ec));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     src.request_stop();
     co_await h;
   }(ev, ec));
@@ -187,7 +187,7 @@ TEST_CASE("barrier: a cancelled arrive_and_wait takes its arrival back", "[sync]
       auto r = co_await bar.arrive_and_wait(t);
       ec = r ? std::error_code{} : r.error();
     }(bar, src.get_token(), ws));
-    co_await corio::sleep_for(3ms);
+    (void)co_await corio::sleep_for(3ms);
     src.request_stop();
     co_await w;
     // An arrival whose token is already stopped (cancelled before it queues).
@@ -225,7 +225,7 @@ TEST_CASE("barrier: phase() counts a phase only once its completion function has
       (void)co_await bar.arrive_and_wait();
       seen = bar.phase();
     }(bar, seen_by_waiter));
-    co_await corio::sleep_for(2ms);
+    (void)co_await corio::sleep_for(2ms);
     (void)co_await bar.arrive_and_wait();
     co_await w;
   }(bar, seen_by_waiter));

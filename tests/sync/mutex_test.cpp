@@ -120,7 +120,7 @@ TEST_CASE("mutex: a stopped lock returns operation_canceled and leaves the queue
       auto g = co_await m.lock();
       later = g.has_value();
     }(m, later));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     src.request_stop();
     co_await victim;
     holder->unlock();
@@ -171,7 +171,7 @@ TEST_CASE("mutex: lock_uncancellable ignores the inherited cancellation and alwa
   rt.block_on([](corio::mutex& m, bool& got) -> corio::task<void> {
     auto holder = co_await m.lock();
     auto releaser = corio::spawn([](corio::mutex& m, corio::mutex_guard g) -> corio::task<void> {
-      co_await corio::sleep_for(30ms);
+      (void)co_await corio::sleep_for(30ms);
       g.unlock();
       (void)m;
     }(m, std::move(*holder)));

@@ -53,7 +53,7 @@ TEST_CASE("semaphore: Semaphore(3) never admits more than 3 of 10,000 tasks at o
           // a generous deadline passes): the semaphore must admit three at once.
           const auto give_up = corio::clock::now() + 2s;
           while (high.load() < 3 && corio::clock::now() < give_up) {
-            co_await corio::sleep_for(100us);
+            (void)co_await corio::sleep_for(100us);
           }
         }
         if (i % 3 == 0) {
@@ -135,15 +135,15 @@ TEST_CASE("semaphore: cancelling the head waiter lets the waiters behind it thro
         ec = r.error();
       }
     }(sem, src.get_token(), big_ec));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     auto small = corio::spawn([](corio::semaphore& sem, bool& ok) -> corio::task<void> {
       auto r = co_await sem.acquire(1);
       ok = r.has_value() && r->count() == 1;
       (void)r->forget();  // keep it taken: checked below
     }(sem, small_ok));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     sem.release(1);  // 1 available, head wants 2: small still waits
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     src.request_stop();  // head leaves: small gets the permit
     co_await big;
     co_await small;

@@ -41,7 +41,7 @@ TEST_CASE("shared_mutex: a waiting writer holds back new readers (writer prefere
       auto g = co_await m.lock();
       order.push_back('W');
     }(m, order));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     bool late_reader_blocked = !m.try_lock_shared();
     if (!late_reader_blocked) {
       m.unlock_shared();  // wrongly admitted: give it back so the test fails, not hangs
@@ -50,7 +50,7 @@ TEST_CASE("shared_mutex: a waiting writer holds back new readers (writer prefere
       auto g = co_await m.lock_shared();
       order.push_back('R');
     }(m, order));
-    co_await corio::sleep_for(5ms);
+    (void)co_await corio::sleep_for(5ms);
     if (late_reader_blocked) {
       order.push_back('0');
     }
@@ -75,16 +75,16 @@ corio::task<void> cancel_the_writer_in_front(corio::shared_mutex* m, std::atomic
   auto r1 = co_await m->lock_shared();
   std::stop_source stop;
   auto w = corio::spawn(write_once(m, stop.get_token(), writer));
-  co_await corio::sleep_for(5ms);  // the writer queues behind r1
+  (void)co_await corio::sleep_for(5ms);  // the writer queues behind r1
   auto r2 = corio::spawn(read_once(m, reader));
-  co_await corio::sleep_for(5ms);  // the late reader queues behind the writer
+  (void)co_await corio::sleep_for(5ms);  // the late reader queues behind the writer
   *reader_waited_for_writer = reader->load() == 0;
   stop.request_stop();  // the writer leaves the queue: nothing holds the reader back now
   co_await w;
   // The reader must get in while r1 is still held (shared). Poll with a deadline, so a
   // missing admission fails the test instead of hanging it.
   for (int i = 0; i < 2000 && reader->load() == 0; ++i) {
-    co_await corio::sleep_for(1ms);
+    (void)co_await corio::sleep_for(1ms);
   }
   *admitted_beside_r1 = reader->load() == 1;
   r1->unlock();

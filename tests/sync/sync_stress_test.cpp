@@ -414,7 +414,7 @@ TEST_CASE("channel: random cancellation of senders and receivers delivers every 
       auto chaos = corio::spawn([](std::vector<std::unique_ptr<std::stop_source>>& sources) -> corio::task<void> {
         corio_test::xorshift rng(5);
         for (int i = 0; i < kSources; ++i) {
-          co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
+          (void)co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
           sources[rng.below(kSources)]->request_stop();
         }
       }(sources));
@@ -512,7 +512,7 @@ TEST_CASE("condition_variable: notify racing random cancellation loses no wake-u
     auto chaos = corio::spawn([](std::vector<std::unique_ptr<std::stop_source>>& sources) -> corio::task<void> {
       corio_test::xorshift rng(9);
       for (int i = 0; i < kSources; ++i) {
-        co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
+        (void)co_await corio::sleep_for(std::chrono::microseconds(20 + rng.below(100)));
         sources[rng.below(kSources)]->request_stop();
       }
     }(sources));

@@ -407,7 +407,7 @@ corio::task<std::string> two_nexts_at_once() {
   };
   (void)co_await g.spawn(waiter, &gate);
   auto first = corio::spawn(g.next());  // parks in next(), on this runtime
-  co_await corio::sleep_for(5ms);
+  (void)co_await corio::sleep_for(5ms);
   std::string seen;
   try {
     (void)co_await g.next();
