@@ -31,6 +31,15 @@
 //     result<T> instead (the task's own exception is still rethrown). Misusing a handle
 //     (empty, moved-from, detached, already awaited) throws std::logic_error in every
 //     form, join() included.
+//  4. Dropped results warn. Every awaiter that yields a result (an operation's, or a
+//     task<result<U>>'s, a join(), a join of a task returning a result) has a
+//     [[nodiscard]] await_resume, so `co_await sock.write(buf);` that drops the result
+//     warns under clang (-Wunused-result; an error in corio's -Werror builds; g++ 12 does
+//     not diagnose a discarded co_await). Check the result, or write
+//     `(void)co_await op;` where dropping it is meant. Awaiters of plain values (task<int>,
+//     task<void>) are not marked, nor when_all/when_any (a tuple or variant that may hold
+//     results). The unit test a_dropped_co_await_result_fails_to_compile_with_clang
+//     (tests/compiler/nodiscard_check.sh, with clang++-19) checks the rule.
 // Why not exceptions everywhere: a failed read, a timeout or a closed peer is an expected
 // event on a server, handled next to the call; with result<T> the handling is visible at
 // the call and costs no unwinding. Why not result<T> for joins: a task's body is user
@@ -62,7 +71,7 @@ std::false_type is_result_test(const void*);
 template <class T>
 struct is_result : decltype(is_result_test(static_cast<std::remove_reference_t<T>*>(nullptr))) {};
 // True when T carries the error channel: an awaiter yielding it marks await_resume
-// [[nodiscard]].
+// [[nodiscard]] (rule 4 above).
 template <class T>
 inline constexpr bool is_result_v = is_result<T>::value;
 }  // namespace detail
