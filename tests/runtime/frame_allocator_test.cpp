@@ -102,44 +102,62 @@ TEST_CASE("frame allocator: a trim returns the chunks whose frames were all free
   t.join();
 }
 
+namespace {
+
+// What the owner thread of free_remotely() saw mapped.
+struct owner_run {
+  std::size_t before = 0;
+  std::size_t peak = 0;
+  std::size_t after = 0;
+};
+
+// An owner thread allocates 64 MiB of blocks and hands them over; this thread frees them
+// all (remote frees: it owns none of their chunks); then the owner runs `then`, trims and
+// records what is mapped. `check` runs here while the owner is still alive (its exit
+// would trim too, hiding what the trim itself gave back).
+template <class Then, class Check>
+void free_remotely(Then then, Check check) {
+  owner_run r;
+  std::vector<void*> blocks;
+  std::atomic<int> step{0};
+  auto advance = [&step](int to) {
+    step.store(to, std::memory_order_release);
+    step.notify_all();
+    step.wait(to, std::memory_order_acquire);
+  };
+  std::thread owner([&] {
+    r.before = frame_memory_mapped();
+    blocks = allocate_many();
+    r.peak = frame_memory_mapped();
+    advance(1);
+    then();
+    corio::detail::frame_trim();
+    r.after = frame_memory_mapped();
+    advance(3);
+  });
+  step.wait(0, std::memory_order_acquire);
+  free_all(blocks);
+  advance(2);
+  check(r);
+  step.store(4, std::memory_order_release);
+  step.notify_all();
+  owner.join();
+}
+
+}  // namespace
+
 TEST_CASE("frame allocator: frames freed on another thread go back to their owner, whose trim unmaps them",
           "[runtime][frame_allocator]") {
   if (!slab_enabled()) {
     SUCCEED("sanitizer build: frames use plain new/delete");
     return;
   }
-  std::vector<void*> blocks;
-  std::size_t before = 0;
-  std::size_t peak = 0;
-  std::size_t after = 0;
-  // The owner allocates, hands its blocks over, and trims once they were freed elsewhere.
-  std::atomic<int> step{0};
-  std::thread owner([&] {
-    before = frame_memory_mapped();
-    blocks = allocate_many();
-    peak = frame_memory_mapped();
-    step.store(1, std::memory_order_release);
-    step.notify_all();
-    step.wait(1, std::memory_order_acquire);
-    corio::detail::frame_trim();
-    after = frame_memory_mapped();
-    // Keep the thread's cache alive past the check: the exit would trim too.
-    step.store(3, std::memory_order_release);
-    step.notify_all();
-    step.wait(3, std::memory_order_acquire);
+  free_remotely([] {}, [](const owner_run& r) {
+    INFO("mapped before " << r.before / kMiB << " MiB, peak " << r.peak / kMiB << " MiB, after the owner's trim "
+                          << r.after / kMiB << " MiB");
+    CHECK(r.peak >= r.before + kBytes);
+    CHECK(r.after <= r.before + 2 * 2 * kMiB);
   });
-  step.wait(0, std::memory_order_acquire);
-  free_all(blocks);  // remote frees: this thread owns none of these chunks
-  step.store(2, std::memory_order_release);
-  step.notify_all();
-  step.wait(2, std::memory_order_acquire);
-  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after the owner's trim "
-                        << after / kMiB << " MiB");
-  CHECK(peak >= before + kBytes);
-  CHECK(after <= before + 2 * 2 * kMiB);
-  step.store(4, std::memory_order_release);
-  step.notify_all();
-  owner.join();
 }
 
 TEST_CASE("frame allocator: frames freed elsewhere and handed out again by their owner are counted once",
@@ -148,43 +166,23 @@ TEST_CASE("frame allocator: frames freed elsewhere and handed out again by their
     SUCCEED("sanitizer build: frames use plain new/delete");
     return;
   }
-  std::vector<void*> blocks;
-  std::size_t before = 0;
-  std::size_t peak = 0;
   std::size_t reused = 0;
-  std::size_t after = 0;
-  std::atomic<int> step{0};
-  std::thread owner([&] {
-    before = frame_memory_mapped();
-    blocks = allocate_many();
-    peak = frame_memory_mapped();
-    step.store(1, std::memory_order_release);
-    step.notify_all();
-    step.wait(1, std::memory_order_acquire);
-    // Every block came back through the remote stack: allocating them again reuses them
-    // (nothing new is mapped), and freeing them here must leave every chunk counting zero.
-    blocks = allocate_many();
-    reused = frame_memory_mapped();
-    free_all(blocks);
-    corio::detail::frame_trim();
-    after = frame_memory_mapped();
-    step.store(3, std::memory_order_release);
-    step.notify_all();
-    step.wait(3, std::memory_order_acquire);
-  });
-  step.wait(0, std::memory_order_acquire);
-  free_all(blocks);  // remote frees
-  step.store(2, std::memory_order_release);
-  step.notify_all();
-  step.wait(2, std::memory_order_acquire);
-  INFO("mapped before " << before / kMiB << " MiB, peak " << peak / kMiB << " MiB, after reuse " << reused / kMiB
-                        << " MiB, after the owner's trim " << after / kMiB << " MiB");
-  CHECK(peak >= before + kBytes);
-  CHECK(reused == peak);
-  CHECK(after <= before + 2 * 2 * kMiB);
-  step.store(4, std::memory_order_release);
-  step.notify_all();
-  owner.join();
+  // Every block came back through the remote stacks: allocating them again reuses them
+  // (nothing new is mapped), and freeing them on the owner must leave every chunk
+  // counting zero, so the trim unmaps them.
+  free_remotely(
+      [&reused] {
+        std::vector<void*> again = allocate_many();
+        reused = frame_memory_mapped();
+        free_all(again);
+      },
+      [&reused](const owner_run& r) {
+        INFO("mapped before " << r.before / kMiB << " MiB, peak " << r.peak / kMiB << " MiB, after reuse "
+                              << reused / kMiB << " MiB, after the owner's trim " << r.after / kMiB << " MiB");
+        CHECK(r.peak >= r.before + kBytes);
+        CHECK(reused == r.peak);
+        CHECK(r.after <= r.before + 2 * 2 * kMiB);
+      });
 }
 
 TEST_CASE("frame allocator: frames freed after their owner thread exited are unmapped at the next idle trim",
