@@ -9,7 +9,9 @@
 // running, as Tokio's JoinSet does (its waits end as cancelled and it ends when its body
 // returns, soon after, not inside the destructor — a destructor cannot wait; a body that
 // ignores cancellation runs on). The structured way to end a group, so that no task
-// outlives it, is `co_await g.join_all()` before it goes out of scope; only then may its
+// outlives it, is corio::with_task_group (below: the group lives in a scope that waits
+// for all its tasks however the body ends, the asyncio.TaskGroup / Trio nursery form), or
+// `co_await g.join_all()` on every path before it goes out of scope; only then may its
 // tasks use the owner's locals by reference. A task meant to outlive its group is spawned with
 // corio::spawn instead and its handle dropped (detached on purpose).
 //   corio::task_group<int> g({.max_running = 8, .cancel_on_error = true});
@@ -52,6 +54,7 @@
 #include <vector>
 
 #include <corio/runtime/result.hpp>
+#include <corio/runtime/shield.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/task.hpp>
 #include <corio/sync/channel.hpp>
@@ -401,5 +404,79 @@ class task_group {
   bool m_taking = false;  // a next() or join_all() is in progress (the one-owner check)
   std::uint64_t m_next_id = 0;
 };
+
+/// The structured scope of a group — Python's `async with asyncio.TaskGroup() as g:`,
+/// Trio's nursery: runs `body(g)` on a new group made with `options`, then waits until
+/// every task of the group has ended, however the body ended. If the body throws, or the
+/// awaiting task was cancelled (timeout, when_any, an abort), the group's tasks are
+/// aborted first (how they then end is not reported). Yields the body's value; rethrows
+/// the body's exception if it threw, else — unless the scope aborted them — the first
+/// exception of a group task in completion order, not counting errc::aborted (a task
+/// aborted by the body, abort_all or cancel_on_error ended as meant). Values the body did
+/// not take with next() are dropped. No task of the group outlives the call, so the tasks may
+/// use the caller's locals by reference. The wait at the end ignores the caller's
+/// cancellation (it only waits for aborted tasks to end; a task that ignores
+/// cancellation holds it up, as in Trio). `body` is kept in the scope's frame, so a
+/// capturing lambda is safe here.
+///   int n = co_await corio::with_task_group<int>({.max_running = 8},
+///       [&](corio::task_group<int>& g) -> corio::task<int> {
+///         for (auto& item : items) { (void)co_await g.spawn(work, std::ref(item)); }
+///         co_return static_cast<int>(items.size());
+///       });
+/// Cost: one coroutine frame beside the group's own; the final join as join_all().
+template <class T, class Body>
+  requires std::invocable<Body&, task_group<T>&> && detail::is_task<std::invoke_result_t<Body&, task_group<T>&>>::value
+std::invoke_result_t<Body&, task_group<T>&> with_task_group(task_group_options options, Body body) {
+  using R = typename std::invoke_result_t<Body&, task_group<T>&>::value_type;
+  task_group<T> group(options);
+  std::exception_ptr failure;
+  [[maybe_unused]] std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> value{};
+  try {
+    if constexpr (std::is_void_v<R>) {
+      co_await body(group);
+    } else {
+      value.emplace(co_await body(group));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  std::stop_token caller = co_await get_stop_token();
+  const bool aborting = failure || caller.stop_requested();
+  if (aborting) {
+    group.abort_all();  // how the tasks then end (errc::aborted, or how they gave up) is not news
+  }
+  // Every task taken, in completion order; an abort (by the body, cancel_on_error or the
+  // scope) is how a task was meant to end, not an error.
+  std::exception_ptr first;
+  while (!group.empty()) {
+    try {
+      (void)co_await shield(group.next());
+    } catch (const std::system_error& e) {
+      if (e.code() != make_error_code(errc::aborted) && !first) {
+        first = std::current_exception();
+      }
+    } catch (...) {
+      if (!first) {
+        first = std::current_exception();
+      }
+    }
+  }
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+  if (first && !aborting) {
+    std::rethrow_exception(first);
+  }
+  if constexpr (!std::is_void_v<R>) {
+    co_return std::move(*value);
+  }
+}
+
+/// with_task_group with default options.
+template <class T, class Body>
+  requires std::invocable<Body&, task_group<T>&> && detail::is_task<std::invoke_result_t<Body&, task_group<T>&>>::value
+std::invoke_result_t<Body&, task_group<T>&> with_task_group(Body body) {
+  return with_task_group<T>(task_group_options{}, std::move(body));
+}
 
 }  // namespace corio

@@ -107,29 +107,34 @@ task<void> serve_connection_rx(tcp_stream s) {
   }
 }
 
-// The connections live in one task group: a finished one is dropped at the next accept
-// (keep_results = false), so the group holds only live connections; past
-// --max-connections the loop waits for one to end before accepting more; when the loop
-// ends (Ctrl-C, shutdown) the group aborts the connections still open.
+// The connections live in one task group, in its structured scope (with_task_group): a
+// finished one is dropped at the next accept (keep_results = false), so the group holds
+// only live connections; past --max-connections the loop waits for one to end before
+// accepting more; when the loop ends (Ctrl-C, shutdown) it aborts the connections still
+// open, and the scope returns only once every one has ended.
 task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
-  corio::task_group<void> connections({.max_running = g_max_connections, .keep_results = false});
-  for (;;) {
-    auto s = co_await l.accept(stop);
-    if (!s) {
-      if (s.error() == std::errc::operation_canceled) {
-        co_return;
-      }
-      // EMFILE and friends: back off instead of spinning; existing connections go on.
-      (void)co_await corio::sleep_for(10ms);
-      continue;
-    }
-    // Waits while --max-connections are open; `stop` (Ctrl-C) ends that wait too.
-    auto body = g_provided ? serve_connection_rx(std::move(*s)) : serve_connection(std::move(*s));
-    auto spawned = co_await connections.spawn(stop, std::move(body));
-    if (!spawned) {
-      co_return;
-    }
-  }
+  co_await corio::with_task_group<void>(
+      {.max_running = g_max_connections, .keep_results = false},
+      [&l, &stop](corio::task_group<void>& connections) -> task<void> {
+        for (;;) {
+          auto s = co_await l.accept(stop);
+          if (!s) {
+            if (s.error() == std::errc::operation_canceled) {
+              break;
+            }
+            // EMFILE and friends: back off instead of spinning; existing connections go on.
+            (void)co_await corio::sleep_for(10ms);
+            continue;
+          }
+          // Waits while --max-connections are open; `stop` (Ctrl-C) ends that wait too.
+          auto body = g_provided ? serve_connection_rx(std::move(*s)) : serve_connection(std::move(*s));
+          auto spawned = co_await connections.spawn(stop, std::move(body));
+          if (!spawned) {
+            break;
+          }
+        }
+        connections.abort_all();
+      });
 }
 
 task<bool> one_client(socket_address addr, int id) {

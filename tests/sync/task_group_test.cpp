@@ -13,7 +13,9 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <system_error>
+#include <tuple>
 #include <vector>
 
 #include <corio/runtime/runtime.hpp>
@@ -465,4 +467,137 @@ TEST_CASE("task_group: with cancel_on_error, a task that throws after abort_all(
   corio::runtime rt(workers(2));
   std::atomic<int> started{0};
   CHECK(rt.block_on(spawn_after_abort_all(&started)) == "7");
+}
+
+// ---- with_task_group: the structured scope ----
+
+namespace {
+
+// A group task that waits (an hour, unless aborted) and counts its start and its end in
+// the caller's locals, by reference: legal only because with_task_group outlives every
+// task. (A task aborted before it first ran never starts: it counts neither.)
+struct lifecycle {
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+};
+
+corio::task<int> wait_then_count(lifecycle* life) {
+  life->started.fetch_add(1);
+  struct count_on_exit {
+    lifecycle* life;
+    ~count_on_exit() { life->ended.fetch_add(1); }
+  } count{life};
+  (void)co_await corio::sleep_for(1h);
+  co_return 1;
+}
+
+corio::task<int> short_task(std::atomic<int>* done, int v) {
+  co_await corio::sleep_for(1ms);
+  done->fetch_add(1);
+  co_return v;
+}
+
+corio::task<int> failing_task() {
+  co_await corio::yield_now();
+  throw std::runtime_error("task failed");
+}
+
+}  // namespace
+
+TEST_CASE("with_task_group: a body that throws aborts the group and rethrows once every task has ended",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto [what, started, ended] = rt.block_on([]() -> corio::task<std::tuple<std::string, int, int>> {
+    lifecycle life;  // the caller's locals, used by the group's tasks
+    std::string what;
+    try {
+      co_await corio::with_task_group<int>([&life](corio::task_group<int>& g) -> corio::task<void> {
+        for (int i = 0; i < 3; ++i) {
+          auto spawned = co_await g.spawn(wait_then_count(&life));
+          REQUIRE(spawned);
+        }
+        while (life.started.load() == 0) {
+          co_await corio::yield_now();
+        }
+        throw std::runtime_error("body failed");
+      });
+    } catch (const std::runtime_error& e) {
+      what = e.what();
+    }
+    co_return std::tuple{what, life.started.load(), life.ended.load()};
+  }());
+  CHECK(what == "body failed");
+  CHECK(started >= 1);
+  CHECK(ended == started);  // every task that ran had ended when the exception came out
+}
+
+TEST_CASE("with_task_group: yields the body's value once every task has ended; a task's exception is rethrown",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<int> done{0};
+  int value = rt.block_on(corio::with_task_group<int>([&done](corio::task_group<int>& g) -> corio::task<int> {
+    for (int i = 0; i < 5; ++i) {
+      auto spawned = co_await g.spawn(short_task(&done, i));
+      REQUIRE(spawned);
+    }
+    co_return 42;  // the five may still run: the scope waits for them
+  }));
+  CHECK(value == 42);
+  CHECK(done.load() == 5);
+
+  std::atomic<int> others{0};
+  CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<int>(
+                        {.cancel_on_error = true},
+                        [&others](corio::task_group<int>& g) -> corio::task<void> {
+                          auto first = co_await g.spawn(short_task(&others, 1));
+                          auto second = co_await g.spawn(failing_task());
+                          REQUIRE((first && second));
+                        })),
+                    "task failed");
+}
+
+TEST_CASE("with_task_group: a caller cancelled by timeout aborts the group and returns after every task ended",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto [timed_out, started, ended] = rt.block_on([]() -> corio::task<std::tuple<bool, int, int>> {
+    lifecycle life;
+    auto scope = corio::with_task_group<int>([&life](corio::task_group<int>& g) -> corio::task<void> {
+      for (int i = 0; i < 4; ++i) {
+        auto spawned = co_await g.spawn(wait_then_count(&life));
+        REQUIRE(spawned);
+      }
+      while (life.started.load() < 4) {
+        co_await corio::yield_now();
+      }
+      (void)co_await corio::sleep_for(1h);  // cancelled by the caller's timeout
+    });
+    auto r = co_await corio::timeout(std::move(scope), 20ms);
+    co_return std::tuple{!r && r.error() == std::errc::timed_out, life.started.load(), life.ended.load()};
+  }());
+  CHECK(timed_out);
+  CHECK(started == 4);  // the body waited for that
+  CHECK(ended == 4);
+}
+
+TEST_CASE("with_task_group: tasks the body aborts end as meant: the body's value comes back, no error",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto [value, started, ended] = rt.block_on([]() -> corio::task<std::tuple<int, int, int>> {
+    lifecycle life;
+    int v = co_await corio::with_task_group<int>([&life](corio::task_group<int>& g) -> corio::task<int> {
+      for (int i = 0; i < 3; ++i) {
+        auto spawned = co_await g.spawn(wait_then_count(&life));
+        REQUIRE(spawned);
+      }
+      while (life.started.load() < 3) {
+        co_await corio::yield_now();
+      }
+      g.abort_all();  // a server's accept loop does this when it stops
+      co_return 7;
+    });
+    co_return std::tuple{v, life.started.load(), life.ended.load()};
+  }());
+  CHECK(value == 7);
+  CHECK(started == 3);
+  CHECK(ended == 3);
 }
