@@ -492,7 +492,7 @@ corio::task<int> wait_then_count(lifecycle* life) {
 }
 
 corio::task<int> short_task(std::atomic<int>* done, int v) {
-  co_await corio::sleep_for(1ms);
+  (void)co_await corio::sleep_for(1ms);
   done->fetch_add(1);
   co_return v;
 }
