@@ -181,15 +181,25 @@ TEST_CASE("condition_variable: notify_all wakes every waiter, notify_one exactly
     for (int i = 0; i < 5; ++i) {
       hs.push_back(corio::spawn([](box& b, std::atomic<int>& woken) -> corio::task<void> {
         auto g = co_await b.m.lock_uncancellable();
+        ++b.value;  // under the mutex, which wait() releases only once the waiter is queued
         auto r = co_await b.cv.wait(g);
         if (r) {
           woken.fetch_add(1);
         }
       }(b, woken)));
     }
-    (void)co_await corio::sleep_for(10ms);  // all five are queued
+    for (bool all_queued = false; !all_queued;) {  // (a sleep here let a loaded run notify too early)
+      {
+        auto g = co_await b.m.lock_uncancellable();
+        all_queued = b.value == 5;
+      }
+      (void)co_await corio::sleep_for(1ms);
+    }
     b.cv.notify_one();
-    (void)co_await corio::sleep_for(10ms);
+    while (woken.load() == 0) {
+      (void)co_await corio::sleep_for(1ms);
+    }
+    (void)co_await corio::sleep_for(10ms);  // a second wake-up would show by now (a miss, never a false failure)
     after_one = woken.load();
     b.cv.notify_all();
     for (auto& h : hs) {
