@@ -441,24 +441,37 @@ std::invoke_result_t<Body&, task_group<T>&> with_task_group(task_group_options o
     failure = std::current_exception();
   }
   std::stop_token caller = co_await get_stop_token();
-  const bool aborting = failure || caller.stop_requested();
+  bool aborting = failure || caller.stop_requested();
   if (aborting) {
     group.abort_all();  // how the tasks then end (errc::aborted, or how they gave up) is not news
   }
   // Every task taken, in completion order; an abort (by the body, cancel_on_error or the
-  // scope) is how a task was meant to end, not an error.
+  // scope) is how a task was meant to end, not an error. Until the scope aborts, the
+  // caller's stop ends the wait (next() then takes nothing) and aborts the group; after,
+  // the wait is shielded: it only waits for aborted tasks to end.
   std::exception_ptr first;
   while (!group.empty()) {
+    bool caller_stopped = false;
     try {
-      (void)co_await shield(group.next());
+      if (aborting) {
+        (void)co_await shield(group.next());
+      } else {
+        (void)co_await group.next();
+      }
     } catch (const std::system_error& e) {
-      if (e.code() != make_error_code(errc::aborted) && !first) {
+      if (!aborting && caller.stop_requested() && e.code() == std::errc::operation_canceled) {
+        caller_stopped = true;
+      } else if (e.code() != make_error_code(errc::aborted) && !first) {
         first = std::current_exception();
       }
     } catch (...) {
       if (!first) {
         first = std::current_exception();
       }
+    }
+    if (caller_stopped) {
+      aborting = true;
+      group.abort_all();
     }
   }
   if (failure) {

@@ -560,32 +560,23 @@ task<void> turn_away(tcp_stream s, server_config config) {
   co_await guard;
 }
 
-// Connections (and the 503s past the limit) live in one task group, in its structured
-// scope: finished ones are dropped at the next spawn (keep_results = false); when the loop
-// ends (Ctrl-C, shutdown) it aborts those still open and returns once every one has ended.
 task<void> accept_loop(const tcp_listener& l, server& srv, std::stop_token stop = {}) {
-  co_await corio::with_task_group<void>(
-      {.keep_results = false}, [&l, &srv, &stop](corio::task_group<void>& connections) -> task<void> {
-        for (;;) {
-          auto s = co_await l.accept(stop);
-          if (!s) {
-            if (s.error() == std::errc::operation_canceled) {
-              break;
-            }
-            (void)co_await corio::sleep_for(10ms);  // EMFILE: back off, do not spin
-            continue;
-          }
-          std::optional<task<void>> body;
-          if (srv.connections.fetch_add(1, std::memory_order_relaxed) >= srv.config.max_connections) {
-            srv.connections.fetch_sub(1, std::memory_order_relaxed);
-            body.emplace(turn_away(std::move(*s), srv.config));
-          } else {
-            body.emplace(serve_connection(std::move(*s), srv));
-          }
-          (void)co_await connections.spawn(std::move(*body));  // unbounded: never waits
-        }
-        connections.abort_all();
-      });
+  for (;;) {
+    auto s = co_await l.accept(stop);
+    if (!s) {
+      if (s.error() == std::errc::operation_canceled) {
+        co_return;
+      }
+      (void)co_await corio::sleep_for(10ms);  // EMFILE: back off, do not spin
+      continue;
+    }
+    if (srv.connections.fetch_add(1, std::memory_order_relaxed) >= srv.config.max_connections) {
+      srv.connections.fetch_sub(1, std::memory_order_relaxed);
+      (void)corio::spawn(turn_away(std::move(*s), srv.config));  // detached
+      continue;
+    }
+    (void)corio::spawn(serve_connection(std::move(*s), srv));  // detached
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -492,8 +492,10 @@ corio::task<int> wait_then_count(lifecycle* life) {
 }
 
 corio::task<int> short_task(std::atomic<int>* done, int v) {
-  (void)co_await corio::sleep_for(1ms);
-  done->fetch_add(1);
+  auto slept = co_await corio::sleep_for(1ms);
+  if (slept) {  // counts only a task that was not aborted
+    done->fetch_add(1);
+  }
   co_return v;
 }
 
@@ -600,4 +602,41 @@ TEST_CASE("with_task_group: tasks the body aborts end as meant: the body's value
   CHECK(value == 7);
   CHECK(started == 3);
   CHECK(ended == 3);
+}
+
+namespace {
+// A group task that sleeps `d` and counts whether its sleep was cut short (an abort).
+corio::task<int> sleep_noting_cancel(std::atomic<int>* started, std::atomic<int>* cancelled,
+                                     std::chrono::milliseconds d) {
+  started->fetch_add(1);
+  auto slept = co_await corio::sleep_for(d);
+  if (!slept) {
+    cancelled->fetch_add(1);
+  }
+  co_return 0;
+}
+}  // namespace
+
+TEST_CASE("with_task_group: a caller cancelled after the body returned aborts the tasks it is waiting for",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  auto [timed_out, cancelled] = rt.block_on([]() -> corio::task<std::pair<bool, int>> {
+    std::atomic<int> started{0};
+    std::atomic<int> cancelled{0};
+    // The body returns at once; the scope then waits for three 2 s sleeps. The caller's
+    // 20 ms timeout must abort them (they end cancelled), not wait the 2 s out.
+    auto scope = corio::with_task_group<int>([&started, &cancelled](corio::task_group<int>& g) -> corio::task<void> {
+      for (int i = 0; i < 3; ++i) {
+        auto spawned = co_await g.spawn(sleep_noting_cancel(&started, &cancelled, 2000ms));
+        REQUIRE(spawned);
+      }
+      while (started.load() < 3) {  // (a task aborted before it ran would count nothing)
+        co_await corio::yield_now();
+      }
+    });
+    auto r = co_await corio::timeout(std::move(scope), 20ms);
+    co_return std::pair{!r && r.error() == std::errc::timed_out, cancelled.load()};
+  }());
+  CHECK(timed_out);
+  CHECK(cancelled == 3);
 }
