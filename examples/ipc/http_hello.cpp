@@ -20,8 +20,10 @@
 //                        and each read of a body or write of a reply may take this long
 //                        (default 75 s, as nginx's keepalive_timeout).
 // A timed-out connection is closed without a reply (as nginx does).
+// Connections live in one task group (corio::with_task_group): when the server stops, the
+// open ones are aborted, and the accept loop returns once every one has closed.
 //   http_hello [--port N] [--workers N] [...]   serve until Ctrl-C or SIGTERM, then stop
-//                                               accepting and exit 0
+//                                               accepting, close the connections, exit 0
 //   http_hello --self-test [...]                serve on port 0 and check raw exchanges
 //   http_hello --help
 #include "../common/args.hpp"
@@ -40,10 +42,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -533,50 +537,112 @@ task<void> handle_requests(const tcp_stream& s, watchdog& dog, const server_conf
   }
 }
 
-task<void> serve_connection(tcp_stream s, server& srv) {
-  (void)s.set_nodelay(true);
-  watchdog dog;
-  dog.expire_in(srv.config.idle_timeout);
+// A place among --max-connections, held by a connection task from its accept to its end.
+// It is a parameter of the task, so its destructor gives the place back however the task
+// ends: finished, aborted (also before it first ran, when its body never runs), or
+// destroyed by the runtime's shutdown.
+class connection_slot {
+ public:
+  // A place, or nullopt when --max-connections are taken.
+  static std::optional<connection_slot> take(server& srv) {
+    if (srv.connections.fetch_add(1, std::memory_order_relaxed) >= srv.config.max_connections) {
+      srv.connections.fetch_sub(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    return connection_slot(srv);
+  }
+  connection_slot(connection_slot&& o) noexcept : m_srv(std::exchange(o.m_srv, nullptr)) {}
+  connection_slot(const connection_slot&) = delete;
+  connection_slot& operator=(const connection_slot&) = delete;
+  connection_slot& operator=(connection_slot&&) = delete;
+  ~connection_slot() {
+    if (m_srv != nullptr) {
+      m_srv->connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  explicit connection_slot(server& srv) noexcept : m_srv(&srv) {}
+  server* m_srv;
+};
+
+// Stops a connection's watchdog and waits for it to end; awaited shielded (with_watchdog).
+task<void> stop_watchdog(std::stop_source& stop, corio::join_handle<void>& guard) {
+  stop.request_stop();
+  co_await guard;
+}
+
+// Runs `body` (which uses `s` and `dog`) beside a watchdog task over them, then stops the
+// watchdog and joins it on every path: body done, body failed (rethrown after the join),
+// or the connection task aborted. The join is shielded: an abort ends the task's waits as
+// cancelled, and this one must not end before the watchdog, which refers to `s` and `dog`
+// on the connection's frame.
+task<void> with_watchdog(const tcp_stream& s, watchdog& dog, task<void> body) {
   std::stop_source stop;
   auto guard = corio::spawn(enforce(s, dog, stop.get_token()));
-  co_await handle_requests(s, dog, srv.config);
-  stop.request_stop();
-  co_await guard;  // the watchdog refers to s: it ends before s closes
-  srv.connections.fetch_sub(1, std::memory_order_relaxed);
+  std::exception_ptr error;
+  try {
+    co_await std::move(body);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  co_await corio::shield(stop_watchdog(stop, guard));
+  if (error) {
+    std::rethrow_exception(error);
+  }
+}
+
+task<void> serve_connection(tcp_stream s, const server_config& config, connection_slot slot) {
+  (void)s.set_nodelay(true);
+  watchdog dog;
+  dog.expire_in(config.idle_timeout);
+  co_await with_watchdog(s, dog, handle_requests(s, dog, config));
+  (void)slot;  // the place is given back when this frame ends, however it ends
 }
 
 // Past the connection limit: a 503, then close (lingering briefly, bounded by a watchdog).
-task<void> turn_away(tcp_stream s, server_config config) {
-  watchdog dog;
-  dog.expire_in(std::min(config.idle_timeout, std::chrono::milliseconds(2000)));
-  std::stop_source stop;
-  auto guard = corio::spawn(enforce(s, dog, stop.get_token()));
+task<void> refuse_503(const tcp_stream& s, watchdog& dog, const server_config& config) {
   std::string out;
   refuse(out, 503);
   if (co_await s.write_all(std::as_bytes(std::span(out)))) {
     co_await linger_close(s, dog, config);
   }
-  stop.request_stop();
-  co_await guard;
 }
 
+task<void> turn_away(tcp_stream s, server_config config) {
+  watchdog dog;
+  dog.expire_in(std::min(config.idle_timeout, std::chrono::milliseconds(2000)));
+  co_await with_watchdog(s, dog, refuse_503(s, dog, config));
+}
+
+// Connections (and the 503s past the limit) live in one task group, in its structured
+// scope (with_task_group): a finished one is dropped at the next spawn (keep_results =
+// false; a connection task throws nothing of its own, and an exception it might throw
+// would be reported on stderr, not rethrown here), so the group holds about the open
+// connections. When the loop ends (Ctrl-C, the caller's stop) it aborts those still open
+// and returns only once every one has ended: each joins its watchdog shielded and closes
+// its stream, and gives its place back, on the way out.
 task<void> accept_loop(const tcp_listener& l, server& srv, std::stop_token stop = {}) {
-  for (;;) {
-    auto s = co_await l.accept(stop);
-    if (!s) {
-      if (s.error() == std::errc::operation_canceled) {
-        co_return;
-      }
-      (void)co_await corio::sleep_for(10ms);  // EMFILE: back off, do not spin
-      continue;
-    }
-    if (srv.connections.fetch_add(1, std::memory_order_relaxed) >= srv.config.max_connections) {
-      srv.connections.fetch_sub(1, std::memory_order_relaxed);
-      (void)corio::spawn(turn_away(std::move(*s), srv.config));  // detached
-      continue;
-    }
-    (void)corio::spawn(serve_connection(std::move(*s), srv));  // detached
-  }
+  co_await corio::with_task_group<void>(
+      {.keep_results = false}, [&l, &srv, &stop](corio::task_group<void>& connections) -> task<void> {
+        for (;;) {
+          auto s = co_await l.accept(stop);
+          if (!s) {
+            if (s.error() == std::errc::operation_canceled) {
+              break;
+            }
+            (void)co_await corio::sleep_for(10ms);  // EMFILE: back off, do not spin
+            continue;
+          }
+          // The group is unbounded and never cancels on error: try_spawn always spawns.
+          if (auto slot = connection_slot::take(srv)) {
+            (void)connections.try_spawn(serve_connection(std::move(*s), srv.config, std::move(*slot)));
+          } else {
+            (void)connections.try_spawn(turn_away(std::move(*s), srv.config));
+          }
+        }
+        connections.abort_all();
+      });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -704,16 +770,23 @@ task<void> check_connection_limit(const std::function<void(bool, const std::stri
     }
   }
   check(again, "after one of them closes, a new connection is served");
-  held.clear();
-  while (strict.connections.load(std::memory_order_relaxed) != 0) {  // they refer to `strict`
-    (void)co_await corio::sleep_for(1ms);
-  }
+  // Stopped with three connections open (their timeouts an hour away): the loop aborts
+  // them and returns once each has ended (its watchdog joined, its place given back),
+  // and each client sees its end.
   stop.request_stop();
   co_await loop;
+  bool ended = true;
+  for (auto& c : held) {
+    bool closed = co_await closed_by_server(c, 10s);
+    ended = ended && closed;
+  }
+  check(ended && held.size() == 3 && strict.connections.load(std::memory_order_relaxed) == 0,
+        "stopped with 3 connections open, the loop ends them all and returns");
 }
 
 task<int> self_test(const tcp_listener& l, server& srv) {
-  (void)corio::spawn(accept_loop(l, srv));  // detached; destroyed at shutdown
+  std::stop_source stop;
+  auto loop = corio::spawn(accept_loop(l, srv, stop.get_token()));
   auto addr = l.local_address().value();
   int failures = 0;
   std::function<void(bool, const std::string&)> check = [&](bool ok, const std::string& what) {
@@ -831,6 +904,9 @@ task<int> self_test(const tcp_listener& l, server& srv) {
     check(after.starts_with("HTTP/1.1 200"), "after them a normal client is served");
   }
   co_await check_connection_limit(check);
+  stop.request_stop();
+  co_await loop;
+  check(srv.connections.load(std::memory_order_relaxed) == 0, "stopped, the server has given back every place");
   co_return failures == 0 ? 0 : 1;
 }
 
