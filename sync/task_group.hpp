@@ -19,8 +19,9 @@
 //   std::vector<int> all = co_await g.join_all();   // completion order
 // A server that never collects results keeps finished tasks from piling up with
 // {.keep_results = false}: every spawn first drops the tasks that have finished since
-// (values destroyed, an exception reported on stderr as for a detached task), so the
-// group holds about as many tasks as run at once.
+// (values destroyed, an exception reported on stderr as for a detached task, and the
+// first such exception kept for with_task_group to rethrow), so the group holds about as
+// many tasks as run at once.
 // Layer: built on spawn (runtime) and on corio::semaphore and corio::channel, so it
 // lives in sync/.
 //
@@ -78,14 +79,26 @@ struct task_group_options {
   /// try_spawns. The others' waits then end as cancelled and they end as errc::aborted.
   /// The owner drives it: a group nobody touches is not aborted on its own.
   bool cancel_on_error = false;
-  /// False: spawn() and try_spawn() first drop the tasks that finished since (their
-  /// values destroyed, an exception reported on stderr as for a detached task; with
-  /// cancel_on_error an exception still aborts the others); for servers that never call
-  /// next().
+  /// False: spawn() and try_spawn() first drop the tasks that finished since; for
+  /// servers that never call next(). A dropped task's value is destroyed. Its exception,
+  /// if it ended with one of its own (not one thrown after it was aborted), is reported
+  /// on stderr (as for a detached task) and, the first one only, kept in the group
+  /// (dropped_error()): with_task_group rethrows it at its end unless the scope aborted
+  /// the group; a group used without with_task_group rethrows nothing for it, so there
+  /// later ones and the first alike are only seen on stderr. An exception a task threw
+  /// after it was aborted is dropped unreported, as errc::aborted. With cancel_on_error an
+  /// exception still aborts the others.
   bool keep_results = true;
 };
 
 namespace detail {
+
+/// What a task of a group reports when its frame ends: its id, and its exception when it
+/// ended with one of its own (not one thrown after it was aborted).
+struct task_group_end {
+  std::uint64_t id;
+  std::exception_ptr error;
+};
 
 /// What a group and its tasks share (a task may end after its group is gone).
 struct task_group_shared {
@@ -96,30 +109,34 @@ struct task_group_shared {
   // owner's spawn and try_spawn for cancel_on_error. A flag, nothing else published.
   std::atomic<bool> failed{false};
   semaphore slots;  // free running slots, when bounded
-  channel<std::uint64_t> ended{unbounded_capacity};  // ids of the tasks whose frame ended
+  channel<task_group_end> ended{unbounded_capacity};  // the tasks whose frame ended
 };
 
 /// A parameter of a group task's wrapper frame: its destructor runs when that frame ends
 /// however it ends (finished, aborted before it first ran, destroyed by shutdown) and
-/// reports its id and frees the task's slot. It runs just before the task's join handle
+/// reports its id (and its own exception, see note_failure) and frees the task's slot. It runs just before the task's join handle
 /// completes, so next() then waits a moment at most. Out of memory in the report (the
 /// channel's buffer growing) terminates.
 class task_group_exit {
  public:
   task_group_exit(std::shared_ptr<task_group_shared> shared, std::uint64_t id) noexcept
       : m_shared(std::move(shared)), m_id(id) {}
-  task_group_exit(task_group_exit&& o) noexcept : m_shared(std::move(o.m_shared)), m_id(o.m_id) {}
+  task_group_exit(task_group_exit&& o) noexcept
+      : m_shared(std::move(o.m_shared)), m_id(o.m_id), m_error(std::move(o.m_error)) {}
   task_group_exit(const task_group_exit&) = delete;
   task_group_exit& operator=(const task_group_exit&) = delete;
   task_group_exit& operator=(task_group_exit&&) = delete;
-  /// The task ended with an exception (cancel_on_error: the owner's next spawn aborts
-  /// the others and refuses).
-  void note_failure() noexcept { m_shared->failed.store(true, std::memory_order_release); }
+  /// The task ended with `error`, its own (cancel_on_error: the owner's next spawn aborts
+  /// the others and refuses; keep_results = false: a spawn that drops the task keeps it).
+  void note_failure(std::exception_ptr error) noexcept {
+    m_error = std::move(error);
+    m_shared->failed.store(true, std::memory_order_release);
+  }
   ~task_group_exit() {
     if (m_shared) {
       // The id before the slot: a spawn that got the slot then finds the id (see
       // keep_results), so a group that drops finished tasks holds <= max_running.
-      (void)m_shared->ended.try_send(std::uint64_t{m_id});  // unbounded, never closed
+      (void)m_shared->ended.try_send(task_group_end{m_id, std::move(m_error)});  // unbounded, never closed
       if (m_shared->bounded) {
         m_shared->slots.release();
       }
@@ -129,6 +146,7 @@ class task_group_exit {
  private:
   std::shared_ptr<task_group_shared> m_shared;
   std::uint64_t m_id;
+  std::exception_ptr m_error;  // the task's own exception, if it ended with one
 };
 
 /// The task a group spawns: awaits `body`; `exit` reports the end (see task_group_exit).
@@ -151,7 +169,7 @@ task<T> run_in_group(task_group_exit exit, task<T> body) {
   }
   std::stop_token own = co_await get_stop_token();  // an abort requests this token
   if (!own.stop_requested()) {
-    exit.note_failure();
+    exit.note_failure(error);
   }
   std::rethrow_exception(error);
 }
@@ -303,6 +321,12 @@ class task_group {
   /// size() == 0.
   [[nodiscard]] bool empty() const noexcept { return m_tasks.empty(); }
 
+  /// keep_results = false: the exception of the first task a spawn dropped that had ended
+  /// with an exception of its own (not one thrown after it was aborted), or empty. Only
+  /// the first is kept; every one is also reported on stderr when dropped.
+  /// with_task_group rethrows it. Owner only.
+  [[nodiscard]] std::exception_ptr dropped_error() const noexcept { return m_dropped_error; }
+
  private:
   static task_group_options checked(task_group_options options) {
     if (options.max_running == 0) {
@@ -337,11 +361,18 @@ class task_group {
   void drop_finished() {
     // A handle not yet completed detaches; its task completes at once.
     if (m_pending) {
-      m_tasks.erase(*m_pending);  // received by a next() whose wait was then cancelled
+      drop(*m_pending);  // received by a next() whose wait was then cancelled
       m_pending.reset();
     }
-    while (auto id = m_shared->ended.try_recv()) {
-      m_tasks.erase(*id);
+    while (auto end = m_shared->ended.try_recv()) {
+      drop(*end);
+    }
+  }
+
+  void drop(const detail::task_group_end& end) {
+    m_tasks.erase(end.id);
+    if (end.error && !m_dropped_error) {
+      m_dropped_error = end.error;
     }
   }
 
@@ -359,13 +390,13 @@ class task_group {
     } clear{&m_taking};
     while (!m_tasks.empty()) {
       if (!m_pending) {
-        auto id = co_await m_shared->ended.recv();
-        if (!id) {
-          throw std::system_error(id.error());
+        auto end = co_await m_shared->ended.recv();
+        if (!end) {
+          throw std::system_error(end.error());
         }
-        m_pending = *id;
+        m_pending = std::move(*end);  // its error comes through its handle too
       }
-      auto it = m_tasks.find(*m_pending);
+      auto it = m_tasks.find(m_pending->id);
       if (it == m_tasks.end()) {
         m_pending.reset();  // a launch that threw
         continue;
@@ -400,10 +431,32 @@ class task_group {
   task_group_options m_options;
   std::shared_ptr<detail::task_group_shared> m_shared;
   std::unordered_map<std::uint64_t, join_handle<T>> m_tasks;  // running or not yet taken
-  std::optional<std::uint64_t> m_pending;  // an id received whose handle is not yet taken
+  std::optional<detail::task_group_end> m_pending;  // received, its handle not yet taken
+  std::exception_ptr m_dropped_error;  // see dropped_error()
   bool m_taking = false;  // a next() or join_all() is in progress (the one-owner check)
   std::uint64_t m_next_id = 0;
 };
+
+namespace detail {
+/// with_task_group's error: the body's (`failure`), else, unless the scope aborted the
+/// group, the first one a spawn dropped (it ended before the body's last spawn), else the
+/// first one taken at the end. Returns when there is none.
+inline void rethrow_scope_error(const std::exception_ptr& failure, bool aborting, const std::exception_ptr& dropped,
+                                const std::exception_ptr& first) {
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+  if (aborting) {
+    return;
+  }
+  if (dropped) {
+    std::rethrow_exception(dropped);
+  }
+  if (first) {
+    std::rethrow_exception(first);
+  }
+}
+}  // namespace detail
 
 /// The structured scope of a group — Python's `async with asyncio.TaskGroup() as g:`,
 /// Trio's nursery: runs `body(g)` on a new group made with `options`, then waits until
@@ -411,9 +464,17 @@ class task_group {
 /// awaiting task was cancelled (timeout, when_any, an abort), the group's tasks are
 /// aborted first (how they then end is not reported). Yields the body's value; rethrows
 /// the body's exception if it threw, else — unless the scope aborted them — the first
-/// exception of a group task in completion order, not counting errc::aborted (a task
-/// aborted by the body, abort_all or cancel_on_error ended as meant). Values the body did
-/// not take with next() are dropped. No task of the group outlives the call, so the tasks may
+/// exception of a group task that ended on its own: the first one a spawn dropped
+/// (keep_results = false, task_group::dropped_error()), else the first in completion
+/// order among those taken at the end, not counting errc::aborted (a task aborted by the
+/// body, abort_all or cancel_on_error ended as meant). Only that one comes back; the
+/// others are lost (those dropped by keep_results = false were reported on stderr).
+/// What the exceptions become when the scope aborts the group (the body threw, or the
+/// caller was cancelled): all are lost, silently — those thrown after the abort (as
+/// errc::aborted), and also one a task threw on its own before the abort and nobody had
+/// taken; the body's exception, or the caller's cancellation, is what the caller sees.
+/// (A dropped task's exception was still reported on stderr when it was dropped.) Values
+/// the body did not take with next() are dropped. No task of the group outlives the call, so the tasks may
 /// use the caller's locals by reference. The wait at the end ignores the caller's
 /// cancellation (it only waits for aborted tasks to end; a task that ignores
 /// cancellation holds it up, as in Trio). `body` is kept in the scope's frame, so a
@@ -474,12 +535,7 @@ std::invoke_result_t<Body&, task_group<T>&> with_task_group(task_group_options o
       group.abort_all();
     }
   }
-  if (failure) {
-    std::rethrow_exception(failure);
-  }
-  if (first && !aborting) {
-    std::rethrow_exception(first);
-  }
+  detail::rethrow_scope_error(failure, aborting, group.dropped_error(), first);
   if constexpr (!std::is_void_v<R>) {
     co_return std::move(*value);
   }

@@ -617,11 +617,11 @@ task<void> turn_away(tcp_stream s, server_config config) {
 
 // Connections (and the 503s past the limit) live in one task group, in its structured
 // scope (with_task_group): a finished one is dropped at the next spawn (keep_results =
-// false; a connection task throws nothing of its own, and an exception it might throw
-// would be reported on stderr, not rethrown here), so the group holds about the open
-// connections. When the loop ends (Ctrl-C, the caller's stop) it aborts those still open
-// and returns only once every one has ended: each joins its watchdog shielded and closes
-// its stream, and gives its place back, on the way out.
+// false; a connection throws nothing of its own: one that did would be reported on
+// stderr when dropped, and the first rethrown here once the loop has ended), so the group
+// holds about the open connections. When the loop ends (Ctrl-C, the caller's stop) it
+// aborts those still open and returns only once every one has ended: each joins its
+// watchdog shielded, closes its stream and gives its place back on the way out.
 task<void> accept_loop(const tcp_listener& l, server& srv, std::stop_token stop = {}) {
   co_await corio::with_task_group<void>(
       {.keep_results = false}, [&l, &srv, &stop](corio::task_group<void>& connections) -> task<void> {

@@ -2,7 +2,8 @@
 // nothing; join_all collects every value; max_running bounds the tasks running at once
 // and makes spawn wait (cancellably) and try_spawn refuse; cancel_on_error aborts the
 // others and join_all rethrows the first error; abort_all; destroying a group aborts its
-// tasks and their frames end; keep_results = false keeps a spawning-only group small.
+// tasks and their frames end; keep_results = false keeps a spawning-only group small, and
+// with_task_group still rethrows the exception of a task it dropped.
 #include <corio/sync/task_group.hpp>
 
 #include <catch2/catch.hpp>
@@ -69,6 +70,11 @@ corio::task<int> sleep_an_hour(std::atomic<int>* started, std::atomic<int>* ende
 }
 
 corio::task<int> fail_after_yield() {
+  co_await corio::yield_now();
+  throw std::runtime_error("boom");
+}
+
+corio::task<void> fail_void_after_yield() {
   co_await corio::yield_now();
   throw std::runtime_error("boom");
 }
@@ -639,4 +645,24 @@ TEST_CASE("with_task_group: a caller cancelled after the body returned aborts th
   }());
   CHECK(timed_out);
   CHECK(cancelled == 3);
+}
+
+TEST_CASE("with_task_group: keep_results = false still rethrows the exception of a task a spawn dropped",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<bool> ran{false};
+  // The failing task ends, then spawns go on until it has been dropped (the group holds
+  // only the task just spawned): its exception must not be lost with it.
+  CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<void>(
+                        {.keep_results = false},
+                        [&ran](corio::task_group<void>& g) -> corio::task<void> {
+                          auto spawned = co_await g.spawn(fail_void_after_yield());
+                          REQUIRE(spawned);
+                          do {
+                            co_await corio::yield_now();
+                            spawned = co_await g.spawn(mark(&ran));
+                            REQUIRE(spawned);
+                          } while (g.size() > 1);
+                        })),
+                    "boom");
 }
