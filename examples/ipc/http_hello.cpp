@@ -399,6 +399,10 @@ class chunked_skipper {
 // The connection stores the deadline of what it waits for; the watchdog task sleeps
 // until that deadline and, if it has not moved meanwhile, shuts the socket down (a read
 // then sees end of stream, a write EPIPE), so the connection task ends.
+// Watchdogs still running when their connection's frame ended (see watchdog::running):
+// must stay 0; the self-test checks it. relaxed: a count, read once every connection ended.
+std::atomic<int> g_watchdogs_outlived{0};
+
 struct watchdog {
   // Nanoseconds on the steady clock. relaxed: only the value matters; a deadline moved
   // at the very moment the old one passes may be missed, and then the connection (idle
@@ -407,6 +411,19 @@ struct watchdog {
   // relaxed: read by the connection task after its read returned, which the shutdown
   // caused; it only chooses what to log.
   std::atomic<bool> fired{false};
+  // True while the watchdog task runs: set before it is spawned, cleared by the task as
+  // its last access to the connection's state (not when the runtime's shutdown destroys
+  // it). release (the clear) / acquire (below): a watchdog that ended is seen as ended.
+  std::atomic<bool> running{false};
+
+  watchdog() = default;
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+  ~watchdog() {
+    if (running.load(std::memory_order_acquire)) {
+      g_watchdogs_outlived.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 
   void expire_in(std::chrono::milliseconds d) {
     deadline.store((steady::now() + d).time_since_epoch().count(), std::memory_order_relaxed);
@@ -420,9 +437,11 @@ task<void> enforce(const tcp_stream& s, watchdog& dog, std::stop_token stop) {
     if (steady::now() >= d) {
       dog.fired.store(true, std::memory_order_relaxed);
       (void)s.shutdown(SHUT_RDWR);
+      dog.running.store(false, std::memory_order_release);
       co_return;
     }
     if (!co_await corio::sleep_until(d, stop)) {
+      dog.running.store(false, std::memory_order_release);
       co_return;  // the connection ended first
     }
   }
@@ -579,6 +598,7 @@ task<void> stop_watchdog(std::stop_source& stop, corio::join_handle<void>& guard
 // on the connection's frame.
 task<void> with_watchdog(const tcp_stream& s, watchdog& dog, task<void> body) {
   std::stop_source stop;
+  dog.running.store(true, std::memory_order_relaxed);  // published by the spawn
   auto guard = corio::spawn(enforce(s, dog, stop.get_token()));
   std::exception_ptr error;
   try {
@@ -907,6 +927,7 @@ task<int> self_test(const tcp_listener& l, server& srv) {
   stop.request_stop();
   co_await loop;
   check(srv.connections.load(std::memory_order_relaxed) == 0, "stopped, the server has given back every place");
+  check(g_watchdogs_outlived.load(std::memory_order_relaxed) == 0, "no watchdog outlived its connection");
   co_return failures == 0 ? 0 : 1;
 }
 
