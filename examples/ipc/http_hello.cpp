@@ -396,13 +396,13 @@ class chunked_skipper {
 // ---------------------------------------------------------------------------------------
 // Timeouts: one watchdog per connection
 
-// The connection stores the deadline of what it waits for; the watchdog task sleeps
-// until that deadline and, if it has not moved meanwhile, shuts the socket down (a read
-// then sees end of stream, a write EPIPE), so the connection task ends.
 // Watchdogs still running when their connection's frame ended (see watchdog::running):
 // must stay 0; the self-test checks it. relaxed: a count, read once every connection ended.
 std::atomic<int> g_watchdogs_outlived{0};
 
+// The connection stores the deadline of what it waits for; the watchdog task sleeps
+// until that deadline and, if it has not moved meanwhile, shuts the socket down (a read
+// then sees end of stream, a write EPIPE), so the connection task ends.
 struct watchdog {
   // Nanoseconds on the steady clock. relaxed: only the value matters; a deadline moved
   // at the very moment the old one passes may be missed, and then the connection (idle
@@ -612,6 +612,7 @@ task<void> with_watchdog(const tcp_stream& s, watchdog& dog, task<void> body) {
   }
 }
 
+// `config` is the server's: it outlives the accept loop's group, which waits for this task.
 task<void> serve_connection(tcp_stream s, const server_config& config, connection_slot slot) {
   (void)s.set_nodelay(true);
   watchdog dog;
