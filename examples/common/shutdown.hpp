@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
@@ -40,19 +41,26 @@ namespace detail {
 
 // Awaits the accept loop (a task<void> or task<int>), then requests `ended` (a copy
 // sharing the caller's stop state), also when the loop throws. Yields the loop's status
-// (0 for a task<void>).
+// (0 for a task<void>), or 1 after printing "NAME: serving failed: ..." on stderr when it
+// threw a std::exception (say, out of memory in a connection, rethrown at the end by the
+// loop's task group): the server then exits with status 1 instead of std::terminate.
 template <class LoopTask>
-corio::task<int> await_loop(LoopTask loop, std::stop_source ended) {
+corio::task<int> await_loop(const char* name, LoopTask loop, std::stop_source ended) {
   struct on_exit {
     std::stop_source& s;
     ~on_exit() { s.request_stop(); }
   } guard{ended};
-  if constexpr (std::is_same_v<LoopTask, corio::task<void>>) {
-    co_await std::move(loop);
-    co_return 0;
-  } else {
-    co_return co_await std::move(loop);
+  try {
+    if constexpr (std::is_same_v<LoopTask, corio::task<void>>) {
+      co_await std::move(loop);
+      co_return 0;
+    } else {
+      co_return co_await std::move(loop);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: serving failed: %s\n", name, e.what());
   }
+  co_return 1;
 }
 
 }  // namespace detail
@@ -60,13 +68,13 @@ corio::task<int> await_loop(LoopTask loop, std::stop_source ended) {
 /// Runs `loop(stop_token)` (a task<void> or task<int>: the accept loop) until a signal of
 /// `signals` arrives, then prints "NAME: SIGxxx received, shutting down", stops the loop
 /// and waits for it; a loop that ends by itself ends the wait for a signal. Yields the
-/// exit status: 1 if reading the signal failed, else the loop's status (0 for a
-/// task<void>).
+/// exit status: 1 if reading the signal failed or the loop threw a std::exception
+/// ("NAME: serving failed: ..." on stderr), else the loop's status (0 for a task<void>).
 template <class Loop>
 corio::task<int> serve_until_signal(const char* name, const corio::signal_stream& signals, Loop loop) {
   std::stop_source stop;   // the signal came: stops the loop
   std::stop_source ended;  // the loop ended: stops the wait for a signal
-  auto loop_task = corio::spawn(detail::await_loop(loop(stop.get_token()), ended));
+  auto loop_task = corio::spawn(detail::await_loop(name, loop(stop.get_token()), ended));
   auto got = co_await signals.next(ended.get_token());
   int rc = 0;
   if (got) {

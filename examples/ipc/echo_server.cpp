@@ -111,7 +111,9 @@ task<void> serve_connection_rx(tcp_stream s) {
 // finished one is dropped at the next accept (keep_results = false), so the group holds
 // only live connections; past --max-connections the loop waits for one to end before
 // accepting more; when the loop ends (Ctrl-C, shutdown) it aborts the connections still
-// open, and the scope returns only once every one has ended.
+// open, and the scope returns only once every one has ended. A connection that threw
+// (out of memory, say) is reported on stderr when dropped, and the first is rethrown
+// here at the end: serve_until_signal reports it ("serving failed", exit status 1).
 task<void> accept_loop(const tcp_listener& l, std::stop_token stop = {}) {
   co_await corio::with_task_group<void>(
       {.max_running = g_max_connections, .keep_results = false},

@@ -638,9 +638,10 @@ task<void> turn_away(tcp_stream s, server_config config) {
 
 // Connections (and the 503s past the limit) live in one task group, in its structured
 // scope (with_task_group): a finished one is dropped at the next spawn (keep_results =
-// false; a connection throws nothing of its own: one that did would be reported on
-// stderr when dropped, and the first rethrown here once the loop has ended), so the group
-// holds about the open connections. When the loop ends (Ctrl-C, the caller's stop) it
+// false; a connection throws nothing of its own, out of memory aside: one that did would
+// be reported on stderr when dropped, and the first rethrown here once the loop has
+// ended, which serve_until_signal reports as "serving failed", exit status 1), so the
+// group holds about the open connections. When the loop ends (Ctrl-C, the caller's stop) it
 // aborts those still open and returns only once every one has ended: each joins its
 // watchdog shielded, closes its stream and gives its place back on the way out.
 task<void> accept_loop(const tcp_listener& l, server& srv, std::stop_token stop = {}) {
