@@ -412,8 +412,9 @@ struct watchdog {
   // caused; it only chooses what to log.
   std::atomic<bool> fired{false};
   // True while the watchdog task runs: set before it is spawned, cleared by the task as
-  // its last access to the connection's state (not when the runtime's shutdown destroys
-  // it). release (the clear) / acquire (below): a watchdog that ended is seen as ended.
+  // its last access to the connection's state, or by stop_watchdog once the join says
+  // the runtime's shutdown destroyed it (or never started it). release (the task's
+  // clear) / acquire (below): a watchdog that ended is seen as ended.
   std::atomic<bool> running{false};
 
   watchdog() = default;
@@ -586,27 +587,51 @@ class connection_slot {
 };
 
 // Stops a connection's watchdog and waits for it to end; awaited shielded (with_watchdog).
-task<void> stop_watchdog(std::stop_source& stop, corio::join_handle<void>& guard) {
+// The join yields the runtime's outcomes as a result instead of throwing them:
+// errc::shut_down (the runtime refused to start the watchdog, or destroyed it) means it
+// will never run again, so it is marked ended here; a cancelled join (possible only if
+// this were not shielded) leaves it running. The watchdog's own exception (it throws
+// none) would be rethrown.
+task<void> stop_watchdog(std::stop_source& stop, corio::join_handle<void>& guard, watchdog& dog) {
   stop.request_stop();
-  co_await guard;
+  auto ended = co_await guard.join();
+  if (!ended && ended.error() == corio::errc::shut_down) {
+    dog.running.store(false, std::memory_order_relaxed);  // its frame is gone: nothing to publish
+  }
 }
 
 // Runs `body` (which uses `s` and `dog`) beside a watchdog task over them, then stops the
 // watchdog and joins it on every path: body done, body failed (rethrown after the join),
 // or the connection task aborted. The join is shielded: an abort ends the task's waits as
 // cancelled, and this one must not end before the watchdog, which refers to `s` and `dog`
-// on the connection's frame.
+// on the connection's frame. Its frame is made before the watchdog is spawned, so that
+// once the watchdog runs nothing can throw before the join; if the join fails too, the
+// body's exception is the one rethrown.
 task<void> with_watchdog(const tcp_stream& s, watchdog& dog, task<void> body) {
   std::stop_source stop;
+  corio::join_handle<void> guard;
+  auto stopper = corio::shield(stop_watchdog(stop, guard, dog));
+  auto enforcer = enforce(s, dog, stop.get_token());
   dog.running.store(true, std::memory_order_relaxed);  // published by the spawn
-  auto guard = corio::spawn(enforce(s, dog, stop.get_token()));
+  try {
+    guard = corio::spawn(std::move(enforcer));
+  } catch (...) {
+    dog.running.store(false, std::memory_order_relaxed);  // not spawned: it never runs
+    throw;
+  }
   std::exception_ptr error;
   try {
     co_await std::move(body);
   } catch (...) {
     error = std::current_exception();
   }
-  co_await corio::shield(stop_watchdog(stop, guard));
+  try {
+    co_await std::move(stopper);
+  } catch (...) {
+    if (!error) {
+      error = std::current_exception();
+    }
+  }
   if (error) {
     std::rethrow_exception(error);
   }
