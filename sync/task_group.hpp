@@ -74,10 +74,11 @@ struct task_group_options {
   /// std::invalid_argument.
   std::size_t max_running = task_group_unlimited;
   /// Once a task of the group has ended with an exception of its own (not one thrown
-  /// after it was aborted), abort every other task and refuse new ones (spawn yields errc::aborted, try_spawn false): as soon as the owner
-  /// next awaits next() or join_all() (which takes the failed task), spawns or
-  /// try_spawns. The others' waits then end as cancelled and they end as errc::aborted.
-  /// The owner drives it: a group nobody touches is not aborted on its own.
+  /// after it was aborted), abort every other task and refuse new ones (spawn yields
+  /// errc::aborted, try_spawn false): as soon as the owner next awaits next() or
+  /// join_all() (which takes the failed task), spawns or try_spawns. The others' waits
+  /// then end as cancelled and they end as errc::aborted. The owner drives it: a group
+  /// nobody touches is not aborted on its own.
   bool cancel_on_error = false;
   /// False: spawn() and try_spawn() first drop the tasks that finished since; for
   /// servers that never call next(). A dropped task's value is destroyed. Its exception,
@@ -85,9 +86,15 @@ struct task_group_options {
   /// on stderr (as for a detached task) and, the first one only, kept in the group
   /// (dropped_error()): with_task_group rethrows it at its end unless the scope aborted
   /// the group; a group used without with_task_group rethrows nothing for it, so there
-  /// later ones and the first alike are only seen on stderr. An exception a task threw
-  /// after it was aborted is dropped unreported, as errc::aborted. With cancel_on_error an
-  /// exception still aborts the others.
+  /// later ones and the first alike are only seen on stderr. A server that must keep
+  /// running catches inside the connection task; the rethrow is for errors that should
+  /// fail the scope. An exception a task threw after it was aborted is dropped
+  /// unreported, as errc::aborted. One race is the exception to that rule: an abort
+  /// (abort_all, cancel_on_error) landing after the task's wrapper saw its token not yet
+  /// requested but before the task's end is recorded (finish_root reads the abort) makes
+  /// the task end as errc::aborted, with no stderr line, yet its exception is still kept
+  /// as dropped_error() if it is the first. With cancel_on_error an exception still
+  /// aborts the others.
   bool keep_results = true;
 };
 
@@ -114,9 +121,9 @@ struct task_group_shared {
 
 /// A parameter of a group task's wrapper frame: its destructor runs when that frame ends
 /// however it ends (finished, aborted before it first ran, destroyed by shutdown) and
-/// reports its id (and its own exception, see note_failure) and frees the task's slot. It runs just before the task's join handle
-/// completes, so next() then waits a moment at most. Out of memory in the report (the
-/// channel's buffer growing) terminates.
+/// reports its id (and its own exception, see note_failure) and frees the task's slot. It
+/// runs just before the task's join handle completes, so next() then waits a moment at
+/// most. Out of memory in the report (the channel's buffer growing) terminates.
 class task_group_exit {
  public:
   task_group_exit(std::shared_ptr<task_group_shared> shared, std::uint64_t id) noexcept
@@ -323,8 +330,10 @@ class task_group {
 
   /// keep_results = false: the exception of the first task a spawn dropped that had ended
   /// with an exception of its own (not one thrown after it was aborted), or empty. Only
-  /// the first is kept; every one is also reported on stderr when dropped.
-  /// with_task_group rethrows it. Owner only.
+  /// the first is kept; every one is also reported on stderr when dropped, except one
+  /// whose task an abort reached between its wrapper's token check and the end of its
+  /// frame (the task then ends as errc::aborted, silently, but its exception is kept
+  /// here). with_task_group rethrows it. Owner only.
   [[nodiscard]] std::exception_ptr dropped_error() const noexcept { return m_dropped_error; }
 
  private:
@@ -474,11 +483,11 @@ inline void rethrow_scope_error(const std::exception_ptr& failure, bool aborting
 /// errc::aborted), and also one a task threw on its own before the abort and nobody had
 /// taken; the body's exception, or the caller's cancellation, is what the caller sees.
 /// (A dropped task's exception was still reported on stderr when it was dropped.) Values
-/// the body did not take with next() are dropped. No task of the group outlives the call, so the tasks may
-/// use the caller's locals by reference. The wait at the end ignores the caller's
-/// cancellation (it only waits for aborted tasks to end; a task that ignores
-/// cancellation holds it up, as in Trio). `body` is kept in the scope's frame, so a
-/// capturing lambda is safe here.
+/// the body did not take with next() are dropped. No task of the group outlives the
+/// call, so the tasks may use the caller's locals by reference. The wait at the end
+/// ignores the caller's cancellation (it only waits for aborted tasks to end; a task
+/// that ignores cancellation holds it up, as in Trio). `body` is kept in the scope's
+/// frame, so a capturing lambda is safe here.
 ///   int n = co_await corio::with_task_group<int>({.max_running = 8},
 ///       [&](corio::task_group<int>& g) -> corio::task<int> {
 ///         for (auto& item : items) { (void)co_await g.spawn(work, std::ref(item)); }
