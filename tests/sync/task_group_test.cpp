@@ -647,22 +647,48 @@ TEST_CASE("with_task_group: a caller cancelled after the body returned aborts th
   CHECK(cancelled == 3);
 }
 
+namespace {
+// Spawns quick tasks into `g` (keep_results = false) until every earlier one has been
+// dropped, so that the group holds only the task just spawned; 10,000 spawns at most.
+corio::task<void> spawn_until_dropped(corio::task_group<void>& g, std::atomic<bool>* ran) {
+  for (int i = 0; i < 10000 && (i == 0 || g.size() > 1); ++i) {
+    co_await corio::yield_now();
+    auto spawned = co_await g.spawn(mark(ran));
+    REQUIRE(spawned);
+  }
+  CHECK(g.size() == 1);
+}
+}  // namespace
+
 TEST_CASE("with_task_group: keep_results = false still rethrows the exception of a task a spawn dropped",
           "[sync][task_group]") {
   corio::runtime rt(workers(2));
   std::atomic<bool> ran{false};
-  // The failing task ends, then spawns go on until it has been dropped (the group holds
-  // only the task just spawned): its exception must not be lost with it.
+  // The failing task ends, then spawns go on until it has been dropped: its exception
+  // must not be lost with it.
   CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<void>(
                         {.keep_results = false},
                         [&ran](corio::task_group<void>& g) -> corio::task<void> {
                           auto spawned = co_await g.spawn(fail_void_after_yield());
                           REQUIRE(spawned);
-                          do {
-                            co_await corio::yield_now();
-                            spawned = co_await g.spawn(mark(&ran));
-                            REQUIRE(spawned);
-                          } while (g.size() > 1);
+                          co_await spawn_until_dropped(g, &ran);
                         })),
                     "boom");
+}
+
+TEST_CASE("with_task_group: a body that throws after a spawn dropped a failed task rethrows the body's exception",
+          "[sync][task_group]") {
+  corio::runtime rt(workers(2));
+  std::atomic<bool> ran{false};
+  // The body's exception aborts the group: it is what the caller sees, not the dropped one.
+  CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<void>(
+                        {.keep_results = false},
+                        [&ran](corio::task_group<void>& g) -> corio::task<void> {
+                          auto spawned = co_await g.spawn(fail_void_after_yield());
+                          REQUIRE(spawned);
+                          co_await spawn_until_dropped(g, &ran);
+                          CHECK(g.dropped_error() != nullptr);
+                          throw std::runtime_error("body");
+                        })),
+                    "body");
 }
