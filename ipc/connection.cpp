@@ -316,11 +316,19 @@ task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::
     co_return unexpected(make_error_code(errc::message_size));
   }
   auto header = frame::encode_header(data.size());
-  iovec iov[2] = {{const_cast<std::byte*>(header.bytes.data()), header.size},
-                  {const_cast<std::byte*>(data.data()), data.size()}};
+  co_return co_await send_frames(header.view(), data, std::move(token));
+}
+
+// Sends `head` then `body` (empty for a batch already framed in `head`): one sendmsg that
+// does not wait, then, only if the socket did not take everything, the rest under
+// stall_timeout. Closes the connection when part of it left and the rest could not.
+task<result<void>> connection::send_frames(std::span<const std::byte> head, std::span<const std::byte> body,
+                                           std::stop_token token) {
+  iovec iov[2] = {{const_cast<std::byte*>(head.data()), head.size()},
+                  {const_cast<std::byte*>(body.data()), body.size()}};
   msghdr msg{};
   msg.msg_iov = iov;
-  msg.msg_iovlen = data.empty() ? 1 : 2;
+  msg.msg_iovlen = body.empty() ? 1 : 2;
   // First try: one sendmsg that does not wait (MSG_DONTWAIT). Almost always the socket
   // takes everything and no timer is needed.
   auto n = co_await detail::sendmsg(m_stream.fd(), &msg, MSG_DONTWAIT, token);
@@ -333,15 +341,15 @@ task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::
     }
     co_return unexpected(n.error());
   }
-  if (sent == header.size + data.size()) {
+  if (sent == head.size() + body.size()) {
     co_return result<void>{};
   }
   // The peer is not reading fast enough: the rest must leave within stall_timeout.
   result<void> r;
   if (detail::is_no_timeout(m_options.stall_timeout)) {
-    r = co_await finish_send(header.view(), data, sent, token);
+    r = co_await finish_send(head, body, sent, token);
   } else {
-    r = co_await corio::timeout(finish_send(header.view(), data, sent, token), m_options.stall_timeout);
+    r = co_await corio::timeout(finish_send(head, body, sent, token), m_options.stall_timeout);
   }
   if (!r && !(sent == 0 && r.error() == std::errc::operation_canceled)) {
     fail();  // part of the message left (or the peer stalled): the stream is unusable

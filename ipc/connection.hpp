@@ -35,6 +35,12 @@
 // them at once; only a send that has to wait arms a timer. No allocation per message
 // besides the coroutine frames (recycled), for recv_bytes(), the returned vector, and for
 // recv(), the decoded value (send and recv reuse buffers kept in the connection).
+// Batches: send_many / send_many_bytes encode several messages into the connection's send
+// buffer and send them with one sendmsg (the same bytes on the wire as that many sends: the
+// peer, Python included, reads them as separate messages); recv_some / recv_bytes_some wait
+// for one message as recv does, then also take every further message already wholly in the
+// read-ahead buffer (up to a maximum) without another SQE or wait. An RPC loop with several
+// requests in flight thus costs two SQEs per batch instead of two per message.
 // Cancellation: every call takes a std::stop_token and honours the inherited one
 // (when_any, timeout). A receive cancelled before any byte of a message arrived, or a send
 // cancelled before any byte left, returns std::errc::operation_canceled and the
@@ -116,6 +122,24 @@ class connection {
   /// Sends one object: its pickle as one message (Python's Connection.send). Errors:
   /// pickle::errc from encoding (nothing sent), then as send_bytes.
   [[nodiscard]] task<result<void>> send(const pickle::value& v, std::stop_token token = {});
+  /// Sends every message of `messages`, in order, as that many send_bytes would (the same
+  /// bytes on the wire), but copied into the connection's send buffer (which keeps its
+  /// capacity) and sent with one sendmsg when the socket takes them at once. The batch is
+  /// one send: its stall_timeout and cancellation rules apply to the whole batch (cancelled
+  /// before any byte left: operation_canceled, nothing sent, still usable). Errors:
+  /// errc::message_size when any message is above max_message_size (nothing is sent, the
+  /// connection stays usable), then as send_bytes. An empty batch sends nothing.
+  /// Thread-safety: a send (not concurrently with another send). Cost: one copy of the
+  /// bytes; for large messages send_bytes, which does not copy, is cheaper.
+  [[nodiscard]] task<result<void>> send_many_bytes(std::span<const std::span<const std::byte>> messages,
+                                                   std::stop_token token = {});
+  /// Sends the pickle of every value of `values`, in order, as that many send() would,
+  /// encoded straight into the send buffer and sent as by send_many_bytes (one sendmsg).
+  /// Errors: pickle::errc from encoding any value, or errc::message_size when any pickle is
+  /// above max_message_size (in both cases nothing is sent and the connection stays
+  /// usable), then as send_bytes. Thread-safety and cancellation: as send_many_bytes.
+  [[nodiscard]] task<result<void>> send_many(std::span<const pickle::value> values, std::stop_token token = {});
+
   /// Receives one message and unpickles it (Python's Connection.recv). Errors: as
   /// recv_bytes, or pickle::errc when the message does not decode (forbidden class, too
   /// deep, truncated, ...: see unpickle_error()); the message is consumed and the
@@ -123,6 +147,22 @@ class connection {
   [[nodiscard]] task<result<pickle::value>> recv(std::stop_token token = {});
   /// Why the last recv() could not decode its message (with the byte offset), or "".
   [[nodiscard]] std::string_view unpickle_error() const noexcept;
+
+  /// Receives at least one and at most `max` messages, unpickled, into `out` (cleared
+  /// first): waits for the first exactly as recv() does (idle and stall timeouts,
+  /// cancellation, errors), then appends every following message that is already wholly
+  /// in the read-ahead buffer, without waiting or reading again. Yields out.size(). A
+  /// buffered message after the first that is malformed or does not decode ends the batch
+  /// before it and stays buffered: the next receive reports its error. Errors: as recv()
+  /// (out is then empty); std::errc::invalid_argument for max == 0. Thread-safety: a
+  /// receive. Cost: the first message as recv(); each further one a decode from the buffer.
+  [[nodiscard]] task<result<std::size_t>> recv_some(std::vector<pickle::value>& out, std::size_t max,
+                                                    std::stop_token token = {});
+  /// recv_some for raw messages: `out` is resized to the messages received (1 to `max`),
+  /// each element holding one message; the elements' capacity is reused from call to call.
+  /// Errors: as recv_bytes (out is then empty); std::errc::invalid_argument for max == 0.
+  [[nodiscard]] task<result<std::size_t>> recv_bytes_some(std::vector<std::vector<std::byte>>& out,
+                                                          std::size_t max, std::stop_token token = {});
 
   /// Closes the connection now (see the header comment); idempotent.
   void close() noexcept;
@@ -145,6 +185,11 @@ class connection {
   task<result<std::size_t>> finish_frame(sink& to, std::stop_token token);
   result<frame::header> buffered_header();
   std::size_t take_buffered_body(sink& to, const frame::header& h);
+  task<result<void>> send_frames(std::span<const std::byte> head, std::span<const std::byte> body,
+                                 std::stop_token token);
+  result<void> encode_batch(std::span<const pickle::value> values);
+  bool peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const;
+  void consume_buffered(std::size_t frame_size) noexcept;
   task<result<void>> finish_send(std::span<const std::byte> header, std::span<const std::byte> data,
                                  std::size_t& sent, std::stop_token token);
   result<std::size_t> deliver(sink& to, const frame::header& h);

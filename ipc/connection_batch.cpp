@@ -1,0 +1,158 @@
+// ipc::connection's batches (ipc/connection.hpp): send_many / send_many_bytes frame several
+// messages into the send buffer for one sendmsg; recv_some / recv_bytes_some take, after
+// the first message, every further one already wholly in the read-ahead buffer.
+#include <corio/ipc/connection.hpp>
+
+// Defines detail::finish_root, which every task<T> instantiated here needs.
+#include <corio/runtime/spawn.hpp>
+
+#include <cstring>
+#include <utility>
+
+namespace corio::ipc {
+
+namespace {
+
+void append(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+
+}  // namespace
+
+task<result<void>> connection::send_many_bytes(std::span<const std::span<const std::byte>> messages,
+                                               std::stop_token token) {
+  if (!is_open()) {
+    co_return unexpected(make_error_code(errc::closed));
+  }
+  std::size_t total = 0;
+  for (auto m : messages) {
+    if (m.size() > m_options.max_message_size) {
+      co_return unexpected(make_error_code(errc::message_size));
+    }
+    total += frame::max_header_size + m.size();
+  }
+  if (messages.empty()) {
+    co_return result<void>{};
+  }
+  m_send_scratch.clear();
+  m_send_scratch.reserve(total);
+  for (auto m : messages) {
+    append(m_send_scratch, frame::encode_header(m.size()).view());
+    append(m_send_scratch, m);
+  }
+  co_return co_await send_frames(m_send_scratch, {}, std::move(token));
+}
+
+// Frames the pickle of every value into m_send_scratch: a 4-byte prefix is reserved before
+// each pickle is appended, then written (widened to the 12-byte form for a pickle of 2 GiB
+// or more, which only a raised max_message_size lets through).
+result<void> connection::encode_batch(std::span<const pickle::value> values) {
+  m_send_scratch.clear();
+  for (const auto& v : values) {
+    std::size_t at = m_send_scratch.size();
+    m_send_scratch.resize(at + 4);
+    if (auto r = pickle::dump(v, m_send_scratch, m_options.pickle); !r) {
+      return r;
+    }
+    std::size_t n = m_send_scratch.size() - at - 4;
+    if (n > m_options.max_message_size) {
+      return unexpected(make_error_code(errc::message_size));
+    }
+    auto h = frame::encode_header(n);
+    if (h.size > 4) {
+      m_send_scratch.insert(m_send_scratch.begin() + static_cast<std::ptrdiff_t>(at + 4), h.size - 4, std::byte{});
+    }
+    std::memcpy(m_send_scratch.data() + at, h.bytes.data(), h.size);
+  }
+  return {};
+}
+
+task<result<void>> connection::send_many(std::span<const pickle::value> values, std::stop_token token) {
+  if (!is_open()) {
+    co_return unexpected(make_error_code(errc::closed));
+  }
+  if (values.empty()) {
+    co_return result<void>{};
+  }
+  if (auto r = encode_batch(values); !r) {
+    co_return r;
+  }
+  co_return co_await send_frames(m_send_scratch, {}, std::move(token));
+}
+
+// The next message when all of it is already buffered and its prefix is valid: its body,
+// and in `frame_size` the bytes it takes with its prefix. Consumes nothing; false otherwise
+// (a malformed or oversized prefix too: the next receive reports it).
+bool connection::peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const {
+  if (!m_buffer || m_begin == m_end) {
+    return false;
+  }
+  std::span<const std::byte> rest(m_buffer.get() + m_begin, m_end - m_begin);
+  auto h = frame::decode_header(rest, m_options.max_message_size);
+  if (!h || !h->complete() || rest.size() - h->header_size < h->length) {
+    return false;
+  }
+  body = rest.subspan(h->header_size, static_cast<std::size_t>(h->length));
+  frame_size = h->header_size + body.size();
+  return true;
+}
+
+void connection::consume_buffered(std::size_t frame_size) noexcept {
+  m_begin += frame_size;
+  if (m_begin == m_end) {
+    m_begin = m_end = 0;
+  }
+}
+
+task<result<std::size_t>> connection::recv_some(std::vector<pickle::value>& out, std::size_t max,
+                                                std::stop_token token) {
+  out.clear();
+  if (max == 0) {
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
+  auto first = co_await recv(std::move(token));
+  if (!first) {
+    co_return unexpected(first.error());
+  }
+  out.push_back(std::move(*first));
+  std::span<const std::byte> body;
+  std::size_t frame_size = 0;
+  while (out.size() < max && peek_buffered(body, frame_size)) {
+    auto v = m_unpickler->load(body);
+    if (!v) {
+      break;  // stays buffered: the next receive consumes it and reports the error
+    }
+    consume_buffered(frame_size);
+    out.push_back(std::move(*v));
+  }
+  co_return out.size();
+}
+
+task<result<std::size_t>> connection::recv_bytes_some(std::vector<std::vector<std::byte>>& out, std::size_t max,
+                                                      std::stop_token token) {
+  if (max == 0) {
+    out.clear();
+    co_return unexpected(std::make_error_code(std::errc::invalid_argument));
+  }
+  if (out.empty()) {
+    out.emplace_back();
+  }
+  if (auto r = co_await recv_bytes(out[0], std::move(token)); !r) {
+    out.clear();
+    co_return unexpected(r.error());
+  }
+  std::size_t n = 1;
+  std::span<const std::byte> body;
+  std::size_t frame_size = 0;
+  while (n < max && peek_buffered(body, frame_size)) {
+    if (out.size() == n) {
+      out.emplace_back();
+    }
+    out[n++].assign(body.begin(), body.end());
+    consume_buffered(frame_size);
+  }
+  out.resize(n);
+  co_return n;
+}
+
+}  // namespace corio::ipc
