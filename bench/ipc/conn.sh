@@ -82,7 +82,7 @@ measure() {  # measure NAME SERVER CLIENT CONNECTIONS DEPTH
   awk -v n="$n" -v s="$seconds" -v name="$name" -v sys="$system" \
     'BEGIN { printf "conn_%s_rt %s %.0f rt/s\n", name, sys, n / s }' | tee -a "$out"
   awk -v n="$n" -v t=$((after - before)) -v tck="$tck" -v name="$name" -v sys="$system" \
-    'BEGIN { printf "conn_%s_cpu %s %.2f us/msg\n", name, sys, n > 0 ? t / tck * 1e6 / n : 0 }' | tee -a "$out"
+    'BEGIN { printf "conn_%s_cpu %s %.2f us/msg\n", name, sys, (n > 0 ? t / tck * 1e6 / n : 0) }' | tee -a "$out"
 }
 
 echo "# $("$python" --version 2>&1), $seconds s per figure, $(nproc) CPUs"
