@@ -5,7 +5,10 @@
 #   corio-python    corio's listener (bench/ipc/conn_bench server, 1 worker), Python Clients
 #   corio-corio     corio's listener and corio clients (conn_bench client, 1 worker)
 # Shapes: 1 connection ping-pong; 4 connections ping-pong (Python: 4 client processes);
-# corio-corio also 64 connections and 16 connections x 16 messages in flight.
+# corio-corio also 64 connections; 16 connections x 16 messages in flight (Python: 16
+# client processes, each sending after every receive; corio one send per message), and
+# the same shape batched (corio only: client and server recv_some every reply already
+# buffered and send_many as many in one sendmsg; `_batch` rows).
 # Prints `<benchmark> <system> <value> <unit>` lines: round trips/s and server CPU
 # µs/message (utime + stime of the server process over the run, from /proc/PID/stat),
 # then the ratios. The Python is Debian's python3 unless PYTHON is set.
@@ -26,13 +29,13 @@ cpu_ticks() {  # utime + stime of PID, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-start_server() {  # start_server python|corio: sets $pid and $port
+start_server() {  # start_server python|corio [BATCH]: sets $pid and $port
   local log
   log=$(mktemp)
   if [[ $1 == python ]]; then
     "$python" "$here/conn_peer.py" server 0 > "$log" &
   else
-    "$bench" server --port 0 --workers 1 > "$log" &
+    "$bench" server --port 0 --workers 1 --batch "${2:-0}" > "$log" &
   fi
   pid=$!
   port=""
@@ -45,13 +48,13 @@ start_server() {  # start_server python|corio: sets $pid and $port
   [[ -n $port ]]
 }
 
-run_clients() {  # run_clients python|corio CONNECTIONS DEPTH: prints the total round trips
-  local kind=$1 conns=$2 depth=$3
+run_clients() {  # run_clients python|corio CONNECTIONS DEPTH [BATCH]: prints the total round trips
+  local kind=$1 conns=$2 depth=$3 batch=${4:-0}
   if [[ $kind == python ]]; then
     local pids=() logs=() i total=0
     for i in $(seq "$conns"); do
       logs+=("$(mktemp)")
-      "$python" "$here/conn_peer.py" client "$port" "$seconds" > "${logs[-1]}" &
+      "$python" "$here/conn_peer.py" client "$port" "$seconds" "$depth" > "${logs[-1]}" &
       pids+=($!)
     done
     wait "${pids[@]}"
@@ -61,20 +64,21 @@ run_clients() {  # run_clients python|corio CONNECTIONS DEPTH: prints the total 
     done
     echo "$total"
   else
-    "$bench" client --port "$port" --connections "$conns" --depth "$depth" --seconds "$seconds" --workers 1 |
+    "$bench" client --port "$port" --connections "$conns" --depth "$depth" --seconds "$seconds" --workers 1 \
+      --batch "$batch" |
       awk '/^round_trips/ {print $2}'
   fi
 }
 
-measure() {  # measure NAME SERVER CLIENT CONNECTIONS DEPTH
-  local name=$1 server=$2 client=$3 conns=$4 depth=$5
-  if ! start_server "$server"; then
+measure() {  # measure NAME SERVER CLIENT CONNECTIONS DEPTH [BATCH: 1 = batched, corio only]
+  local name=$1 server=$2 client=$3 conns=$4 depth=$5 batch=${6:-0}
+  if ! start_server "$server" $((batch ? depth : 0)); then
     echo "conn.sh: the $server server did not start" >&2
     return
   fi
   local before after n
   before=$(cpu_ticks $pid)
-  n=$(run_clients "$client" "$conns" "$depth")
+  n=$(run_clients "$client" "$conns" "$depth" "$batch")
   after=$(cpu_ticks $pid)
   kill $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
@@ -94,7 +98,11 @@ for _ in $(seq "$repeat"); do
   measure 4conn corio python 4 1
   measure 4conn corio corio 4 1
   measure 64conn corio corio 64 1
+  measure 4conn_x16 python python 4 16
+  measure 16conn_x16 python python 16 16
   measure 16conn_x16 corio corio 16 16
+  measure 1conn_x16_batch corio corio 1 16 1
+  measure 16conn_x16_batch corio corio 16 16 1
 done
 
 # Medians and ratios.
@@ -108,12 +116,15 @@ m = {k: statistics.median(v) for k, v in fig.items()}
 def get(b, s):
     return m.get((b, s))
 pp = get('conn_1conn_rt', 'python-python')
-if pp:
-    for b, s in [('conn_1conn_rt', 'corio-python'), ('conn_1conn_rt', 'corio-corio'),
-                 ('conn_4conn_rt', 'corio-corio'), ('conn_64conn_rt', 'corio-corio'),
-                 ('conn_16conn_x16_rt', 'corio-corio')]:
-        if get(b, s):
-            print(f"ratio {b} {s} / 1conn python-python: {get(b, s) / pp:.1f}x")
+best = max((v for (b, s), v in m.items() if s == 'python-python' and b.endswith('_rt')), default=None)
+ours = [('conn_1conn_rt', 'corio-python'), ('conn_1conn_rt', 'corio-corio'), ('conn_4conn_rt', 'corio-corio'),
+        ('conn_64conn_rt', 'corio-corio'), ('conn_16conn_x16_rt', 'corio-corio'),
+        ('conn_1conn_x16_batch_rt', 'corio-corio'), ('conn_16conn_x16_batch_rt', 'corio-corio')]
+for b, s in ours:
+    if get(b, s) and pp:
+        print(f"ratio {b} {s} / 1conn python-python: {get(b, s) / pp:.1f}x")
+    if get(b, s) and best and b != 'conn_1conn_rt':
+        print(f"ratio {b} {s} / best python-python ({best:.0f} rt/s): {get(b, s) / best:.1f}x")
 for shape in ('1conn', '4conn'):
     cp, py = get(f'conn_{shape}_rt', 'corio-python'), get(f'conn_{shape}_rt', 'python-python')
     if cp and py:
