@@ -83,6 +83,9 @@ struct connection_options {
   /// recv waits at most this for the first byte of the next message (default: forever).
   std::chrono::nanoseconds idle_timeout = no_timeout;
   std::size_t read_buffer_size = 4096;  ///< read-ahead buffer (at least 16 bytes are used)
+  /// send_many / send_many_bytes: longest batch, length prefixes included (64 MiB); a larger
+  /// one is refused with errc::message_size before it is copied.
+  std::size_t max_batch_size = std::size_t{64} << 20;
   pickle::load_options unpickle;        ///< recv(): limits and allow-list of the decoder
   pickle::dump_options pickle;          ///< send(): protocol (4: every Python 3 reads it)
 };
@@ -123,21 +126,26 @@ class connection {
   /// pickle::errc from encoding (nothing sent), then as send_bytes.
   [[nodiscard]] task<result<void>> send(const pickle::value& v, std::stop_token token = {});
   /// Sends every message of `messages`, in order, as that many send_bytes would (the same
-  /// bytes on the wire), but copied into the connection's send buffer (which keeps its
-  /// capacity) and sent with one sendmsg when the socket takes them at once. The batch is
-  /// one send: its stall_timeout and cancellation rules apply to the whole batch (cancelled
-  /// before any byte left: operation_canceled, nothing sent, still usable). Errors:
-  /// errc::message_size when any message is above max_message_size (nothing is sent, the
-  /// connection stays usable), then as send_bytes. An empty batch sends nothing.
+  /// bytes on the wire), but copied into the connection's send buffer and sent with one
+  /// sendmsg when the socket takes them at once. The batch is one send: its stall_timeout
+  /// and cancellation rules apply to the whole batch (cancelled before any byte left:
+  /// operation_canceled, nothing sent, still usable; cancelled after, the connection is
+  /// closed). Errors: errc::closed, then errc::message_size when any message is above
+  /// max_message_size or the batch with its prefixes above max_batch_size (nothing is
+  /// sent, the connection stays usable), then as send_bytes. An empty batch sends nothing.
   /// Thread-safety: a send (not concurrently with another send). Cost: one copy of the
-  /// bytes; for large messages send_bytes, which does not copy, is cheaper.
+  /// bytes; the send buffer keeps its capacity for the next batch up to 1 MiB and is
+  /// released after a larger batch; for large messages send_bytes, which does not copy,
+  /// is cheaper.
   [[nodiscard]] task<result<void>> send_many_bytes(std::span<const std::span<const std::byte>> messages,
                                                    std::stop_token token = {});
   /// Sends the pickle of every value of `values`, in order, as that many send() would,
   /// encoded straight into the send buffer and sent as by send_many_bytes (one sendmsg).
-  /// Errors: pickle::errc from encoding any value, or errc::message_size when any pickle is
-  /// above max_message_size (in both cases nothing is sent and the connection stays
-  /// usable), then as send_bytes. Thread-safety and cancellation: as send_many_bytes.
+  /// Errors, in send()'s order: pickle::errc from encoding any value, or errc::message_size
+  /// when any pickle is above max_message_size or the batch above max_batch_size (in both
+  /// cases nothing is sent and the connection stays usable; encoding stops there), then
+  /// errc::closed, then as send_bytes. Thread-safety, cancellation and cost: as
+  /// send_many_bytes.
   [[nodiscard]] task<result<void>> send_many(std::span<const pickle::value> values, std::stop_token token = {});
 
   /// Receives one message and unpickles it (Python's Connection.recv). Errors: as
@@ -188,6 +196,7 @@ class connection {
   task<result<void>> send_frames(std::span<const std::byte> head, std::span<const std::byte> body,
                                  std::stop_token token);
   result<void> encode_batch(std::span<const pickle::value> values);
+  void trim_send_scratch() noexcept;
   bool peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const;
   void consume_buffered(std::size_t frame_size) noexcept;
   task<result<void>> finish_send(std::span<const std::byte> header, std::span<const std::byte> data,

@@ -13,39 +13,66 @@ namespace corio::ipc {
 
 namespace {
 
+// A send buffer with more capacity than this is released after its batch (as
+// pickle::reader does with its buffers): one huge batch must not pin its memory.
+constexpr std::size_t keep_send_capacity = std::size_t{1} << 20;
+
 void append(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
   out.insert(out.end(), bytes.begin(), bytes.end());
 }
 
+// The bytes of `messages` framed, or errc::message_size when a message is above
+// max_message or the whole above max_batch. The sum is checked before each addition, so
+// it never exceeds max_batch and cannot wrap.
+result<std::size_t> framed_size(std::span<const std::span<const std::byte>> messages, std::size_t max_message,
+                                std::size_t max_batch) {
+  std::size_t total = 0;
+  for (auto m : messages) {
+    std::size_t head = frame::encode_header(m.size()).size;
+    if (m.size() > max_message || head > max_batch - total || m.size() > max_batch - total - head) {
+      return unexpected(make_error_code(errc::message_size));
+    }
+    total += head + m.size();
+  }
+  return total;
+}
+
 }  // namespace
+
+void connection::trim_send_scratch() noexcept {
+  if (m_send_scratch.capacity() > keep_send_capacity) {
+    std::vector<std::byte>().swap(m_send_scratch);
+  }
+}
 
 task<result<void>> connection::send_many_bytes(std::span<const std::span<const std::byte>> messages,
                                                std::stop_token token) {
   if (!is_open()) {
     co_return unexpected(make_error_code(errc::closed));
   }
-  std::size_t total = 0;
-  for (auto m : messages) {
-    if (m.size() > m_options.max_message_size) {
-      co_return unexpected(make_error_code(errc::message_size));
-    }
-    total += frame::max_header_size + m.size();
+  auto total = framed_size(messages, m_options.max_message_size, m_options.max_batch_size);
+  if (!total) {
+    co_return unexpected(total.error());
   }
   if (messages.empty()) {
     co_return result<void>{};
   }
   m_send_scratch.clear();
-  m_send_scratch.reserve(total);
+  m_send_scratch.reserve(*total);
   for (auto m : messages) {
     append(m_send_scratch, frame::encode_header(m.size()).view());
     append(m_send_scratch, m);
   }
-  co_return co_await send_frames(m_send_scratch, {}, std::move(token));
+  auto r = co_await send_frames(m_send_scratch, {}, std::move(token));
+  trim_send_scratch();
+  co_return r;
 }
 
 // Frames the pickle of every value into m_send_scratch: a 4-byte prefix is reserved before
 // each pickle is appended, then written (widened to the 12-byte form for a pickle of 2 GiB
-// or more, which only a raised max_message_size lets through).
+// or more, which only a raised max_message_size lets through). Stops at the first value
+// that does not encode, or once the batch is above max_batch_size (so at most one pickle
+// more than that is ever encoded).
 result<void> connection::encode_batch(std::span<const pickle::value> values) {
   m_send_scratch.clear();
   for (const auto& v : values) {
@@ -63,21 +90,30 @@ result<void> connection::encode_batch(std::span<const pickle::value> values) {
       m_send_scratch.insert(m_send_scratch.begin() + static_cast<std::ptrdiff_t>(at + 4), h.size - 4, std::byte{});
     }
     std::memcpy(m_send_scratch.data() + at, h.bytes.data(), h.size);
+    if (m_send_scratch.size() > m_options.max_batch_size) {
+      return unexpected(make_error_code(errc::message_size));
+    }
   }
   return {};
 }
 
+// Encodes before checking that the connection is open, as send() does: an unpicklable
+// value is reported as such on a closed connection too.
 task<result<void>> connection::send_many(std::span<const pickle::value> values, std::stop_token token) {
+  if (auto r = encode_batch(values); !r) {
+    m_send_scratch.clear();
+    trim_send_scratch();
+    co_return r;
+  }
   if (!is_open()) {
     co_return unexpected(make_error_code(errc::closed));
   }
   if (values.empty()) {
     co_return result<void>{};
   }
-  if (auto r = encode_batch(values); !r) {
-    co_return r;
-  }
-  co_return co_await send_frames(m_send_scratch, {}, std::move(token));
+  auto r = co_await send_frames(m_send_scratch, {}, std::move(token));
+  trim_send_scratch();
+  co_return r;
 }
 
 // The next message when all of it is already buffered and its prefix is valid: its body,
