@@ -59,6 +59,7 @@ connection::connection(connection&& other) noexcept
       m_unpickler(std::move(other.m_unpickler)),
       m_recv_scratch(std::move(other.m_recv_scratch)),
       m_send_scratch(std::move(other.m_send_scratch)),
+      m_pending_decode(std::exchange(other.m_pending_decode, {})),
       m_buffer(std::move(other.m_buffer)),
       m_capacity(std::exchange(other.m_capacity, 0)),
       m_begin(std::exchange(other.m_begin, 0)),
@@ -72,6 +73,7 @@ connection& connection::operator=(connection&& other) noexcept {
     m_unpickler = std::move(other.m_unpickler);
     m_recv_scratch = std::move(other.m_recv_scratch);
     m_send_scratch = std::move(other.m_send_scratch);
+    m_pending_decode = std::exchange(other.m_pending_decode, {});
     m_buffer = std::move(other.m_buffer);
     m_capacity = std::exchange(other.m_capacity, 0);
     m_begin = std::exchange(other.m_begin, 0);
@@ -86,6 +88,7 @@ connection::~connection() = default;
 void connection::set_options(const connection_options& options) {
   m_options = options;
   m_unpickler.reset();  // made again with the new decoder options
+  m_pending_decode.clear();  // a message recv_some could not decode is decoded again
 }
 
 bool connection::is_open() const noexcept { return !m_closed.load(std::memory_order_relaxed); }
@@ -149,6 +152,9 @@ task<result<pickle::value>> connection::recv(std::stop_token token) {
   if (!m_unpickler) {
     m_unpickler = std::make_unique<pickle::reader>(m_options.unpickle);
   }
+  if (std::error_code pending; take_pending_decode(pending)) {
+    co_return unexpected(pending);
+  }
   sink to;
   to.vec = &m_recv_scratch;  // where a message goes that was not wholly buffered
   to.view = true;
@@ -183,6 +189,7 @@ result<std::size_t> connection::deliver(sink& to, const frame::header& h) {
 }
 
 task<result<std::size_t>> connection::receive(sink& to, std::stop_token token) {
+  m_pending_decode.clear();  // a message recv_some could not decode is now taken as bytes
   if (!is_open()) {
     co_return unexpected(closed_error());
   }

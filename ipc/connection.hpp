@@ -40,7 +40,11 @@
 // peer, Python included, reads them as separate messages); recv_some / recv_bytes_some wait
 // for one message as recv does, then also take every further message already wholly in the
 // read-ahead buffer (up to a maximum) without another SQE or wait. An RPC loop with several
-// requests in flight thus costs two SQEs per batch instead of two per message.
+// requests in flight thus costs two SQEs per batch instead of two per message. A batch sent
+// is at most max_batch_size bytes (prefixes included; larger: errc::message_size, nothing
+// sent). A batch received is at most what the read-ahead buffer holds (read_buffer_size,
+// 4 KiB by default: about 200 small pickles); raise read_buffer_size for bigger batches. A
+// set idle_timeout arms a timer for each receive that has to wait, batched or not.
 // Cancellation: every call takes a std::stop_token and honours the inherited one
 // (when_any, timeout). A receive cancelled before any byte of a message arrived, or a send
 // cancelled before any byte left, returns std::errc::operation_canceled and the
@@ -153,7 +157,10 @@ class connection {
   /// deep, truncated, ...: see unpickle_error()); the message is consumed and the
   /// connection stays usable.
   [[nodiscard]] task<result<pickle::value>> recv(std::stop_token token = {});
-  /// Why the last recv() could not decode its message (with the byte offset), or "".
+  /// Why the last decode of recv() or recv_some failed (with the byte offset), or "" when
+  /// none failed yet. A recv_some that stopped before a buffered message that does not
+  /// decode has already decoded it: this then describes that message, whose error the
+  /// next recv() or recv_some returns (without decoding it again).
   [[nodiscard]] std::string_view unpickle_error() const noexcept;
 
   /// Receives at least one and at most `max` messages, unpickled, into `out` (cleared
@@ -161,14 +168,23 @@ class connection {
   /// cancellation, errors), then appends every following message that is already wholly
   /// in the read-ahead buffer, without waiting or reading again. Yields out.size(). A
   /// buffered message after the first that is malformed or does not decode ends the batch
-  /// before it and stays buffered: the next receive reports its error. Errors: as recv()
-  /// (out is then empty); std::errc::invalid_argument for max == 0. Thread-safety: a
+  /// before it and stays buffered: the next receive reports its error (a decode error is
+  /// kept, see unpickle_error(); recv_bytes would still take the message's bytes). Errors:
+  /// as recv() (out is then empty); std::errc::invalid_argument for max == 0. A batch is
+  /// at most what read_buffer_size holds (see the header comment). Thread-safety: a
   /// receive. Cost: the first message as recv(); each further one a decode from the buffer.
   [[nodiscard]] task<result<std::size_t>> recv_some(std::vector<pickle::value>& out, std::size_t max,
                                                     std::stop_token token = {});
-  /// recv_some for raw messages: `out` is resized to the messages received (1 to `max`),
-  /// each element holding one message; the elements' capacity is reused from call to call.
-  /// Errors: as recv_bytes (out is then empty); std::errc::invalid_argument for max == 0.
+  /// recv_some for raw messages: `out` is resized to the n messages received (1 to `max`),
+  /// out[i] holding the i-th. Elements of out[0, n) that existed keep their capacity (each
+  /// is assigned, growing only for a longer message); elements at n and beyond are
+  /// destroyed by the resize, with their capacity, so a loop over one `out` reallocates
+  /// only when a batch is longer, or a message larger, than before. Errors: as recv_bytes
+  /// (out is then cleared: every element destroyed); std::errc::invalid_argument for
+  /// max == 0 (out cleared). Thread-safety: a receive (not concurrently with another
+  /// receive). Cost: the first message as recv_bytes (one recv SQE when it has to wait);
+  /// each further one a copy from the read-ahead buffer, no SQE, no wait; an allocation
+  /// only for an element that is new or too small.
   [[nodiscard]] task<result<std::size_t>> recv_bytes_some(std::vector<std::vector<std::byte>>& out,
                                                           std::size_t max, std::stop_token token = {});
 
@@ -197,6 +213,7 @@ class connection {
                                  std::stop_token token);
   result<void> encode_batch(std::span<const pickle::value> values);
   void trim_send_scratch() noexcept;
+  bool take_pending_decode(std::error_code& error);
   bool peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const;
   void consume_buffered(std::size_t frame_size) noexcept;
   task<result<void>> finish_send(std::span<const std::byte> header, std::span<const std::byte> data,
@@ -210,6 +227,9 @@ class connection {
   std::unique_ptr<pickle::reader> m_unpickler;  // made by the first recv()
   std::vector<std::byte> m_recv_scratch;         // recv(): a message not wholly buffered
   std::vector<std::byte> m_send_scratch;         // send(): the pickle being sent
+  // recv_some: the error of the buffered message at the front, already decoded and failed
+  // (it is consumed and this returned by the next recv(); any other receive clears it).
+  std::error_code m_pending_decode;
   std::unique_ptr<std::byte[]> m_buffer;
   std::size_t m_capacity = 0;
   std::size_t m_begin = 0;  // buffered bytes are m_buffer[m_begin, m_end)

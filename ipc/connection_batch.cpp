@@ -1,6 +1,7 @@
 // ipc::connection's batches (ipc/connection.hpp): send_many / send_many_bytes frame several
 // messages into the send buffer for one sendmsg; recv_some / recv_bytes_some take, after
-// the first message, every further one already wholly in the read-ahead buffer.
+// the first message, every further one already wholly in the read-ahead buffer; a decode
+// that fails there is kept for the next recv().
 #include <corio/ipc/connection.hpp>
 
 // Defines detail::finish_root, which every task<T> instantiated here needs.
@@ -140,6 +141,20 @@ void connection::consume_buffered(std::size_t frame_size) noexcept {
   }
 }
 
+// recv(): when recv_some left a message that failed to decode at the front of the buffer,
+// consumes it and yields its error in `error` (true); false otherwise. Any other receive
+// clears the error (receive()) and takes the message as bytes.
+bool connection::take_pending_decode(std::error_code& error) {
+  error = std::exchange(m_pending_decode, {});
+  std::span<const std::byte> body;
+  std::size_t frame_size = 0;
+  if (!error || !is_open() || !peek_buffered(body, frame_size)) {
+    return false;
+  }
+  consume_buffered(frame_size);
+  return true;
+}
+
 task<result<std::size_t>> connection::recv_some(std::vector<pickle::value>& out, std::size_t max,
                                                 std::stop_token token) {
   out.clear();
@@ -156,7 +171,10 @@ task<result<std::size_t>> connection::recv_some(std::vector<pickle::value>& out,
   while (out.size() < max && peek_buffered(body, frame_size)) {
     auto v = m_unpickler->load(body);
     if (!v) {
-      break;  // stays buffered: the next receive consumes it and reports the error
+      // Stays buffered, its error kept: the next recv() consumes it and returns the error
+      // without decoding it again (unpickle_error() describes it already).
+      m_pending_decode = v.error();
+      break;
     }
     consume_buffered(frame_size);
     out.push_back(std::move(*v));
