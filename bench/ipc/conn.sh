@@ -5,10 +5,13 @@
 #   corio-python    corio's listener (bench/ipc/conn_bench server, 1 worker), Python Clients
 #   corio-corio     corio's listener and corio clients (conn_bench client, 1 worker)
 # Shapes: 1 connection ping-pong; 4 connections ping-pong (Python: 4 client processes);
-# corio-corio also 64 connections; 16 connections x 16 messages in flight (Python: 16
-# client processes, each sending after every receive; corio one send per message), and
-# the same shape batched (corio only: client and server recv_some every reply already
-# buffered and send_many as many in one sendmsg; `_batch` rows).
+# corio-corio also 64 connections; messages in flight, 16 per connection, each client
+# sending one after every reply (Python: python-python only, 4 connections x 16 and 16
+# connections x 16, one client process per connection (conn_peer.py client PORT SECONDS
+# DEPTH); corio-corio 16 connections x 16, one send per message), and batched (corio
+# only, 1 and 16 connections x 16: client and server recv_some every reply already
+# buffered and send_many as many in one sendmsg; `_batch` rows). The ratios compare
+# corio's figures with Python's best python-python shape.
 # Prints `<benchmark> <system> <value> <unit>` lines: round trips/s and server CPU
 # µs/message (utime + stime of the server process over the run, from /proc/PID/stat),
 # then the ratios. The Python is Debian's python3 unless PYTHON is set.
