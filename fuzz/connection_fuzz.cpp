@@ -1,6 +1,6 @@
 // Fuzz target: ipc::connection's frame reader and both sides of the multiprocessing.connection
 // handshake (ipc/connection.hpp, ipc/authentication.hpp), driven through a real socket pair.
-// fuzz-sources: @runtime/runtime_sources @ipc/pickle_sources sync/semaphore.cpp sync/waiter_list.cpp ipc/acceptor.cpp ipc/address.cpp ipc/authentication.cpp ipc/connection.cpp ipc/frame.cpp ipc/receiver.cpp ipc/socket.cpp ipc/unix.cpp ipc/owned_fd.cpp ipc/detail/pinned_multishot.cpp
+// fuzz-sources: @runtime/runtime_sources @ipc/pickle_sources sync/semaphore.cpp sync/waiter_list.cpp ipc/acceptor.cpp ipc/address.cpp ipc/authentication.cpp @ipc/connection_sources ipc/frame.cpp ipc/receiver.cpp ipc/socket.cpp ipc/unix.cpp ipc/owned_fd.cpp ipc/detail/pinned_multishot.cpp
 // fuzz-args: -fno-sanitize=function -luring -lcrypto -lpthread
 // (clang 14's function sanitizer cannot compile coroutines: "Cannot represent a difference
 // across sections"; the rest of UBSan stays on.)
