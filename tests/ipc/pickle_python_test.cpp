@@ -2,13 +2,12 @@
 // samples of pickle_corpus.py with protocols 0 to 5 and its default; corio decodes each
 // pickle and compares it with the same sample built in C++; corio encodes its samples
 // (protocol 4, and 5 for Pythons that read it) and the Python loads them back and compares
-// them strictly (pickle_corpus.py check). The Pythons are found at run time: Debian's
-// /usr/bin/python3, python3 on PATH, and $PYENV_ROOT (default ~/.pyenv)/versions/*.
+// them strictly (pickle_corpus.py check). The Pythons are found at run time by
+// tests/ipc/pythons.hpp: Debian's /usr/bin/python3, python3 on PATH, and pyenv's versions.
 #include <corio/ipc/pickle.hpp>
 
 #include <catch2/catch.hpp>
 
-#include <glob.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "helpers.hpp"
+#include "pythons.hpp"
 
 #ifndef CORIO_PICKLE_CORPUS
 #error "CORIO_PICKLE_CORPUS (the path of pickle_corpus.py) must be defined by the build"
@@ -220,44 +220,6 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
-// Every distinct Python 3 interpreter on this machine.
-std::vector<std::string> find_pythons() {
-  std::vector<std::string> candidates{"/usr/bin/python3"};
-  auto which = run("command -v python3");
-  if (which.status == 0 && !which.output.empty()) {
-    candidates.push_back(which.output.substr(0, which.output.find('\n')));
-  }
-  std::string root;
-  if (const char* r = std::getenv("PYENV_ROOT")) {
-    root = r;
-  } else if (const char* home = std::getenv("HOME")) {
-    root = std::string(home) + "/.pyenv";
-  }
-  if (!root.empty()) {
-    glob_t g{};
-    if (::glob((root + "/versions/*/bin/python3").c_str(), 0, nullptr, &g) == 0) {
-      for (std::size_t i = 0; i < g.gl_pathc; ++i) {
-        candidates.emplace_back(g.gl_pathv[i]);
-      }
-    }
-    ::globfree(&g);
-  }
-  std::vector<std::string> out;
-  std::set<std::string> seen;
-  for (const auto& c : candidates) {
-    // The interpreter's own path: a pyenv shim and the version it runs are one Python.
-    auto v = run(quote(c) + " -c 'import os, sys; print(sys.version_info[0], os.path.realpath(sys.executable))'");
-    if (v.status != 0 || v.output.rfind("3 ", 0) != 0) {
-      continue;
-    }
-    std::string real = v.output.substr(2, v.output.find('\n') - 2);
-    if (seen.insert(real).second) {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
 std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -274,10 +236,11 @@ void write_file(const fs::path& p, const std::vector<std::byte>& data) {
 TEST_CASE("pickles written by every installed Python decode to the expected values and corio's encodings load back "
           "equal in each of them",
           "[pickle][python]") {
-  auto pythons = find_pythons();
+  const auto& pythons = corio_test::pythons();
   REQUIRE_FALSE(pythons.empty());
   const auto expected = samples();
-  for (const auto& python : pythons) {
+  for (const auto& found : pythons) {
+    const std::string& python = found.path;
     auto version = run(quote(python) + " -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'");
     std::string ver = version.output.substr(0, version.output.find('\n'));
     INFO("python " << python << " (" << ver << ")");

@@ -1,13 +1,12 @@
 // Every Python 3 on the machine, for the tests that run Python's own
 // multiprocessing.connection against corio (the project's rule: every Python 3 found,
-// not only Debian's): /usr/bin/python3 always, then each version under pyenv's versions
-// folder ($PYENV_ROOT, default ~/.pyenv), found at run time, >= 3.6, without duplicates.
+// not only Debian's): /usr/bin/python3 always, the first python3 on PATH, then each version
+// under pyenv's versions folder ($PYENV_ROOT, default ~/.pyenv), found at run time, >= 3.6,
+// without duplicates (one interpreter reached by two paths counts once).
 // pythons() looks once per test executable and prints what it found.
 #pragma once
 
 #include <dirent.h>
-#include <limits.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,9 +40,21 @@ struct python {
   std::string version;  // "3.11.2"
 };
 
-// Every Python >= 3.6 found now: Debian's, then pyenv's, without duplicates.
+// Every Python >= 3.6 found now: Debian's, PATH's, then pyenv's, without duplicates.
 inline std::vector<python> find_pythons() {
   std::vector<std::string> candidates{"/usr/bin/python3"};
+  if (const char* path = std::getenv("PATH")) {
+    std::string dirs = path;
+    for (std::size_t at = 0; at <= dirs.size();) {
+      std::size_t end = std::min(dirs.find(':', at), dirs.size());
+      std::string candidate = (end > at ? dirs.substr(at, end - at) : std::string(".")) + "/python3";
+      if (::access(candidate.c_str(), X_OK) == 0) {
+        candidates.push_back(candidate);
+        break;
+      }
+      at = end + 1;
+    }
+  }
   std::string root;
   if (const char* r = std::getenv("PYENV_ROOT")) {
     root = r;
@@ -66,16 +77,19 @@ inline std::vector<python> find_pythons() {
     }
   }
   std::vector<python> found;
-  std::set<std::string> seen;
+  std::set<std::string> seen;  // the interpreters' own paths: a pyenv shim and its version are one
   for (auto& c : candidates) {
-    char real[PATH_MAX];
-    if (::access(c.c_str(), X_OK) != 0 || ::realpath(c.c_str(), real) == nullptr || !seen.insert(real).second) {
+    if (::access(c.c_str(), X_OK) != 0) {
       continue;
     }
-    std::string v = first_line_of(c, "import sys; print(\"%d.%d.%d\" % sys.version_info[:3] if sys.version_info >= (3, 6) else \"\")");
-    if (!v.empty()) {
-      found.push_back({c, v});
+    std::string line = first_line_of(
+        c, "import os, sys; print(\"%d.%d.%d\" % sys.version_info[:3] if sys.version_info >= (3, 6) else \"\", "
+           "os.path.realpath(sys.executable))");
+    std::size_t space = line.find(' ');
+    if (space == 0 || space == std::string::npos || !seen.insert(line.substr(space + 1)).second) {
+      continue;
     }
+    found.push_back({c, line.substr(0, space)});
   }
   return found;
 }
