@@ -51,24 +51,36 @@ start_server() {  # start_server python|corio [BATCH]: sets $pid and $port
   [[ -n $port ]]
 }
 
-run_clients() {  # run_clients python|corio CONNECTIONS DEPTH [BATCH]: prints the total round trips
+# Every client runs under `timeout`: one that has not finished SECONDS + 30 s after it
+# started is killed, and its figure is reported as failed instead of hanging the run.
+limit=$((${seconds%.*} + 30))
+
+run_clients() {  # run_clients python|corio CONNECTIONS DEPTH [BATCH]: prints the total round trips, or nothing
   local kind=$1 conns=$2 depth=$3 batch=${4:-0}
   if [[ $kind == python ]]; then
-    local pids=() logs=() i total=0
+    local pids=() logs=() i total=0 n failed=0
     for i in $(seq "$conns"); do
       logs+=("$(mktemp)")
-      "$python" "$here/conn_peer.py" client "$port" "$seconds" "$depth" > "${logs[-1]}" &
+      timeout -k 5 "$limit" "$python" "$here/conn_peer.py" client "$port" "$seconds" "$depth" > "${logs[-1]}" &
       pids+=($!)
     done
-    wait "${pids[@]}"
+    for i in "${pids[@]}"; do
+      wait "$i" || failed=1
+    done
     for l in "${logs[@]}"; do
-      total=$((total + $(awk '/^round_trips/ {print $2}' "$l")))
+      n=$(awk '/^round_trips/ {print $2}' "$l")
+      [[ -n $n ]] || failed=1
+      total=$((total + ${n:-0}))
       rm -f "$l"
     done
+    if ((failed)); then
+      echo "conn.sh: a Python client failed or ran past ${limit} s" >&2
+      return
+    fi
     echo "$total"
   else
-    "$bench" client --port "$port" --connections "$conns" --depth "$depth" --seconds "$seconds" --workers 1 \
-      --batch "$batch" |
+    timeout -k 5 "$limit" "$bench" client --port "$port" --connections "$conns" --depth "$depth" \
+      --seconds "$seconds" --workers 1 --batch "$batch" |
       awk '/^round_trips/ {print $2}'
   fi
 }
@@ -81,11 +93,15 @@ measure() {  # measure NAME SERVER CLIENT CONNECTIONS DEPTH [BATCH: 1 = batched,
   fi
   local before after n
   before=$(cpu_ticks $pid)
-  n=$(run_clients "$client" "$conns" "$depth" "$batch")
+  n=$(run_clients "$client" "$conns" "$depth" "$batch" || true)
   after=$(cpu_ticks $pid)
   kill $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
   local system="$server-$client"
+  if [[ -z $n ]]; then
+    echo "conn_${name}_rt $system FAILED (a client failed or timed out; not counted)" >&2
+    return
+  fi
   awk -v n="$n" -v s="$seconds" -v name="$name" -v sys="$system" \
     'BEGIN { printf "conn_%s_rt %s %.0f rt/s\n", name, sys, n / s }' | tee -a "$out"
   awk -v n="$n" -v t=$((after - before)) -v tck="$tck" -v name="$name" -v sys="$system" \
