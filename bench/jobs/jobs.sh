@@ -5,7 +5,10 @@
 #                      Python's own SyncManager server built like the tutorial
 #                      (bench/jobs/python_server.py)
 #   (b) corio-python   the same Python clients against examples/job_server
-#   (c) corio-corio    C++ clients (bench/jobs/jobs_bench, one task each) against job_server
+#   (c) corio-corio    C++ clients (bench/jobs/jobs_bench, one task each, a 1-worker runtime
+#                      like the server's: one core each on a 2-CPU machine) against job_server
+#       corio-corio-overlap  the same C++ clients sending each get together with its put
+#                      (jobs_bench --overlap 1: one round trip per job instead of two)
 # Prints `<benchmark> <system> <value> <unit>` lines: jobs/s, p50 and p99 latency (µs),
 # server CPU per job (µs: utime + stime of the server and its children, from /proc), then
 # the ratios against (a). The Python is Debian's python3 unless PYTHON is set.
@@ -57,7 +60,8 @@ measure() {  # measure NAME SERVER CLIENT N
     # (the last line: MY_Client prints its "[Notice] ... added" first)
     line=$("$python" "$here/python_clients.py" "$sport" "$rport" "$n" "$seconds" | tail -n 1)
   else
-    line=$("$bench_bin" --port-sender "$sport" --port-receiver "$rport" --clients "$n" --seconds "$seconds")
+    line=$("$bench_bin" --port-sender "$sport" --port-receiver "$rport" --clients "$n" --seconds "$seconds" \
+      --workers 1 --overlap $([[ $client == corio-overlap ]] && echo 1 || echo 0))
   fi
   after=$(tree_ticks $spid)
   kill -TERM $spid 2>/dev/null || true
@@ -74,9 +78,10 @@ for n in 1 4 16; do
   measure python-python python python $n
   measure corio-python corio python $n
   measure corio-corio corio corio $n
+  measure corio-corio-overlap corio corio-overlap $n
 done
 for n in 1 4 16; do
-  for name in corio-python corio-corio; do
+  for name in corio-python corio-corio corio-corio-overlap; do
     awk -v a="${rate[$name/$n]}" -v b="${rate[python-python/$n]}" -v c="${cpu[$name/$n]}" -v d="${cpu[python-python/$n]}" \
       -v n=$n -v s=$name 'BEGIN {printf "jobs_%d_clients_ratio %s %.2f x_jobs_per_s_vs_python %.3f x_cpu_per_job_vs_python\n", n, s, a / b, (d > 0 ? c / d : 0)}'
   done
