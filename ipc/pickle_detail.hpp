@@ -100,6 +100,12 @@ class fast_reader {
     m_stack.emplace_back(depth, src_off, src_len, std::forward<A>(args)...);
     return true;
   }
+  // Counts str/bytes/bytearray bytes pushed (memo copies included) against max_data_bytes;
+  // at least as strict as the general reader, which counts only what the result holds.
+  bool count_data(std::size_t n) {
+    m_data_bytes += n;
+    return m_data_bytes <= m_options->max_data_bytes;
+  }
   template <class... A>
   bool push_scalar(A&&... args) {
     return push(0, 0, no_source, std::forward<A>(args)...);
@@ -117,6 +123,7 @@ class fast_reader {
   std::size_t m_pos = 0;
   const load_options* m_options = nullptr;
   std::size_t m_created = 0;
+  std::size_t m_data_bytes = 0;
   std::vector<entry> m_stack;
   std::vector<std::size_t> m_marks;
   std::vector<memo_entry> m_memo;

@@ -23,6 +23,7 @@ std::optional<value> fast_reader::load(std::span<const std::byte> data, const lo
   m_pos = 0;
   m_options = &o;
   m_created = 0;
+  m_data_bytes = 0;
   m_stack.clear();
   m_marks.clear();
   m_memo.clear();
@@ -71,6 +72,9 @@ bool fast_reader::push_data(kind k, std::size_t width) {
   std::size_t off = m_pos;
   std::string_view s(reinterpret_cast<const char*>(m_in) + off, n);
   m_pos += n;
+  if (!count_data(n)) {
+    return false;
+  }
   switch (k) {
     case kind::str:
       if (!valid_utf8(s)) {
@@ -217,6 +221,9 @@ bool fast_reader::memo_get(std::uint64_t idx) {
   }
   const memo_entry& m = m_memo[idx];
   std::string_view s(reinterpret_cast<const char*>(m_in) + m.off, m.len);
+  if (m.k != memo_kind::empty && m.k != memo_kind::other && !count_data(m.len)) {
+    return false;  // every copy counts: the general reader reports the limit
+  }
   switch (m.k) {
     case memo_kind::str: return push(0, m.off, m.len, s);
     case memo_kind::bytes: return push(0, m.off, m.len, value::make_bytes(s));

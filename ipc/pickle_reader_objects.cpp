@@ -64,6 +64,7 @@ result<void> reader::impl::push_global(std::string module, std::string name) {
   n.off = arena.size();
   n.len = module.size();
   n.name_len = name.size();
+  n.data_bytes = module.size() + name.size();
   arena += module;
   arena += name;
   stack.push_back(slot::node(*id));
@@ -220,6 +221,7 @@ result<void> reader::impl::instantiate(const slot& cls, const slot& args, bool n
     o.off = g.off;
     o.len = g.len;
     o.name_len = g.name_len;
+    o.data_bytes = g.data_bytes;
   }
   const std::vector<slot> a = nodes[args.n].items;
   for (const slot& s : a) {

@@ -67,6 +67,9 @@ struct node {
   ctor c = ctor::none;
   std::uint32_t depth = 0;
   std::uint64_t weight = 1;
+  // str/bytes/bytearray bytes and class names its copy makes, shared elements counted each
+  // time (bounded by load_options::max_data_bytes).
+  std::uint64_t data_bytes = 0;
   std::size_t off = 0;  // str/bytes/bytearray/big: the data; object/global: module then name
   std::size_t len = 0;
   std::size_t name_len = 0;  // object/global: the name follows the module in the arena
@@ -220,6 +223,7 @@ struct reader::impl {
                      k != node_kind::global;
     n.depth = container ? 1 : 0;
     n.weight = 1;
+    n.data_bytes = 0;
     n.off = n.len = n.name_len = 0;
     n.items.clear();
     return static_cast<std::uint32_t>(nodes_used++);
@@ -241,6 +245,12 @@ struct reader::impl {
     n.off = off;
     n.len = len;
     n.in_arena = in_arena;
+    if (k == node_kind::str || k == node_kind::bytes || k == node_kind::bytearray) {
+      n.data_bytes = len;
+      if (len > options.max_data_bytes) {
+        return fail(errc::too_large, "pickle holds more str/bytes data than load_options::max_data_bytes");
+      }
+    }
     return id;
   }
 
@@ -262,6 +272,7 @@ struct reader::impl {
 
   std::uint32_t depth_of(const slot& s) const { return s.tag == slot_tag::node ? nodes[s.n].depth : 0; }
   std::uint64_t weight_of(const slot& s) const { return s.tag == slot_tag::node ? nodes[s.n].weight : 1; }
+  std::uint64_t data_bytes_of(const slot& s) const { return s.tag == slot_tag::node ? nodes[s.n].data_bytes : 0; }
 
   // Makes child an element of parent (sealing it), within the depth and size limits.
   result<void> add_child(std::uint32_t parent, const slot& child) {
@@ -277,6 +288,12 @@ struct reader::impl {
     p.weight = detail::saturating_add(p.weight, weight_of(child));
     if (p.weight > options.max_values) {
       return fail(errc::too_large, "pickle expands to more values than load_options::max_values");
+    }
+    // A str or bytes shared through the memo is copied once per reference: a small pickle
+    // could otherwise expand to gigabytes within max_values.
+    p.data_bytes = detail::saturating_add(p.data_bytes, data_bytes_of(child));
+    if (p.data_bytes > options.max_data_bytes) {
+      return fail(errc::too_large, "pickle expands to more str/bytes data than load_options::max_data_bytes");
     }
     p.items.push_back(child);
     return {};

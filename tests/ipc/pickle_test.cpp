@@ -588,6 +588,42 @@ TEST_CASE("reader refuses input larger than max_bytes and pickles that make more
   load_fails(laughs + ".", errc::too_large);
 }
 
+TEST_CASE("reader refuses pickles whose shared str or bytes copies exceed max_data_bytes", "[pickle]") {
+  // [b'x' * 65536] * 2048 as Python writes it: the bytes once (BINBYTES, MEMOIZE), then
+  // 2,047 BINGETs: 64 KiB of pickle that would decode to 128 MiB of bytes, well within
+  // max_values. Both decoders (the fast path and the general reader) refuse it.
+  const std::string big = P('B') + le32(65536) + std::string(65536, 'x');
+  auto list_of_copies = [&](int n) {
+    std::string list = P(']', 0x94, '(') + big + P(0x94);  // the list is memo 0, the bytes memo 1
+    for (int i = 1; i < n; ++i) {
+      list += P('h', 1);
+    }
+    return p4(list + P('e'));
+  };
+  for (bool fast : {true, false}) {
+    INFO("fast_path " << fast);
+    pk::load_options o;
+    o.fast_path = fast;
+    CHECK(load_fails(list_of_copies(2048), errc::too_large, o).find("max_data_bytes") != std::string::npos);
+    // 64 copies (4 MiB) are within the default limit, and the value is whole.
+    value ok = load_ok(list_of_copies(64), o);
+    REQUIRE(ok.if_list() != nullptr);
+    REQUIRE(ok.if_list()->size() == 64);
+    CHECK((*ok.if_list())[63] == value::make_bytes(std::string(65536, 'x')));
+    // A caller's lower limit applies to a single str too.
+    o.max_data_bytes = 100;
+    load_fails(p4(short_str(std::string(200, 'a'))), errc::too_large, o);
+    CHECK(load_ok(p4(short_str(std::string(100, 'a'))), o) == value(std::string(100, 'a')));
+  }
+  // Sharing through containers (only the general reader decodes a shared tuple): 64 KiB
+  // inside 11 levels of (x, x) is 2,048 copies.
+  std::string tree = big + P(0x94);
+  for (int i = 1; i <= 11; ++i) {
+    tree += P('h', i - 1, 0x86, 0x94);
+  }
+  CHECK(load_fails(p4(tree), errc::too_large).find("max_data_bytes") != std::string::npos);
+}
+
 TEST_CASE("reader refuses self-referencing structures instead of building cycles", "[pickle]") {
   // l = []; l.append(l) as Python writes it.
   CHECK(load_fails(p4(P(']', 0x94, 'h', 0, 'a')), errc::recursive).find("self-referencing") != std::string::npos);
