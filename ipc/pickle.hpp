@@ -27,9 +27,10 @@
 // Limits (load_options, each a clear error): input size (max_bytes, errc::too_large),
 // nesting depth (max_depth, errc::too_deep), memo entries (max_memo,
 // errc::memo_too_large), values created or expanded from shared ones (max_values,
-// errc::too_large) and str/bytes/bytearray bytes the value holds, each copy of a shared one
-// counted (max_data_bytes, errc::too_large). Memory used while decoding is
-// O(input size + max_values + max_data_bytes).
+// errc::too_large) and str/bytes/bytearray/big-int bytes the value holds, each copy of a
+// shared one counted, with the latin-1 text decoded while loading (max_data_bytes,
+// errc::too_large). Memory used while decoding is O(input size + max_values +
+// max_data_bytes).
 // Exactness: dict keys and set elements must be hashable as in Python (errc::unhashable
 // for a list, dict, set or bytearray); str holds what Python's 'surrogatepass' UTF-8
 // holds (lone surrogates survive a round trip); -0.0, NaN payloads and ints of any size
@@ -658,9 +659,10 @@ struct load_options {
   std::size_t max_depth = 1000;                   ///< deepest container nesting (Python writes up to ~1000)
   std::size_t max_memo = std::size_t{1} << 20;    ///< memo indices must be below this
   std::size_t max_values = std::size_t{1} << 20;  ///< values created, counting each copy of a shared one
-  /// Bytes of str, bytes and bytearray data (and class names) the value holds, counting each
-  /// copy of a shared one: a pickle that references one large string many times through the
-  /// memo is refused (errc::too_large) instead of expanding to gigabytes.
+  /// Bytes of str, bytes, bytearray and big int data (and class names) the value holds,
+  /// counting each copy of a shared one, and bytes that latin-1 text decodes into while
+  /// loading: a pickle that references one large string or int many times through the memo
+  /// is refused (errc::too_large) instead of expanding to gigabytes.
   std::size_t max_data_bytes = std::size_t{64} << 20;
   const allow_list* allowed = nullptr;            ///< null: allow_list::defaults(); must outlive the call
   /// Try the single-pass decoder for plain data first (falls back to the general one on

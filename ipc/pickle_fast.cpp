@@ -302,7 +302,7 @@ std::optional<value> fast_reader::run() {
         break;
       case 0x8a: {  // LONG1
         const unsigned char* p;
-        if (!read_le(1, n) || !read(n, p)) {
+        if (!read_le(1, n) || !read(n, p) || !count_data(n)) {  // counted as the general reader counts a big int
           return std::nullopt;
         }
         if (!push_scalar(big_int::from_twos_complement(std::span(p, n)))) {

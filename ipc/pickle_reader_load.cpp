@@ -148,6 +148,7 @@ void reader::impl::reset(std::span<const std::byte> data) {
   pos = op_pos = 0;
   proto = 0;
   created = 0;
+  latin1_bytes = 0;
   stack.clear();
   marks.clear();
   memo.clear();

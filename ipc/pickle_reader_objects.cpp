@@ -65,6 +65,9 @@ result<void> reader::impl::push_global(std::string module, std::string name) {
   n.len = module.size();
   n.name_len = name.size();
   n.data_bytes = module.size() + name.size();
+  if (n.data_bytes > options.max_data_bytes) {
+    return fail(errc::too_large, "pickle holds more str/bytes/int data than load_options::max_data_bytes");
+  }
   arena += module;
   arena += name;
   stack.push_back(slot::node(*id));
@@ -101,6 +104,10 @@ result<void> reader::impl::op_stack_global() {
 
 // UTF-8 str → latin-1 bytes in the arena (code points above U+00FF are an error).
 result<std::pair<std::size_t, std::size_t>> reader::impl::latin1_of(std::string_view s) {
+  if (s.size() > options.max_data_bytes - std::min(latin1_bytes, options.max_data_bytes)) {
+    return fail(errc::too_large, "pickle decodes more latin-1 text than load_options::max_data_bytes");
+  }
+  latin1_bytes += s.size();
   std::size_t off = arena.size();
   for (std::size_t i = 0; i < s.size();) {
     auto c = static_cast<unsigned char>(s[i]);

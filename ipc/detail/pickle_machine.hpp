@@ -67,8 +67,8 @@ struct node {
   ctor c = ctor::none;
   std::uint32_t depth = 0;
   std::uint64_t weight = 1;
-  // str/bytes/bytearray bytes and class names its copy makes, shared elements counted each
-  // time (bounded by load_options::max_data_bytes).
+  // str/bytes/bytearray bytes, big int bytes and class names its copy makes, shared elements
+  // counted each time (bounded by load_options::max_data_bytes).
   std::uint64_t data_bytes = 0;
   std::size_t off = 0;  // str/bytes/bytearray/big: the data; object/global: module then name
   std::size_t len = 0;
@@ -122,6 +122,10 @@ struct reader::impl {
   std::size_t op_pos = 0;
   int proto = 0;
   std::size_t created = 0;
+  // Bytes that latin-1 decodes (bytes spelled as text, REDUCE of _codecs.encode) wrote to
+  // the arena in this load: a memoized str and args tuple can be reduced again and again
+  // for a few bytes of input each, so they are bounded by max_data_bytes as they are made.
+  std::size_t latin1_bytes = 0;
   std::vector<slot> stack;
   std::vector<std::size_t> marks;
   std::vector<slot> memo;
@@ -245,10 +249,10 @@ struct reader::impl {
     n.off = off;
     n.len = len;
     n.in_arena = in_arena;
-    if (k == node_kind::str || k == node_kind::bytes || k == node_kind::bytearray) {
+    if (k == node_kind::str || k == node_kind::bytes || k == node_kind::bytearray || k == node_kind::big) {
       n.data_bytes = len;
       if (len > options.max_data_bytes) {
-        return fail(errc::too_large, "pickle holds more str/bytes data than load_options::max_data_bytes");
+        return fail(errc::too_large, "pickle holds more str/bytes/int data than load_options::max_data_bytes");
       }
     }
     return id;
@@ -293,7 +297,7 @@ struct reader::impl {
     // could otherwise expand to gigabytes within max_values.
     p.data_bytes = detail::saturating_add(p.data_bytes, data_bytes_of(child));
     if (p.data_bytes > options.max_data_bytes) {
-      return fail(errc::too_large, "pickle expands to more str/bytes data than load_options::max_data_bytes");
+      return fail(errc::too_large, "pickle expands to more str/bytes/int data than load_options::max_data_bytes");
     }
     p.items.push_back(child);
     return {};

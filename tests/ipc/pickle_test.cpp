@@ -622,6 +622,23 @@ TEST_CASE("reader refuses pickles whose shared str or bytes copies exceed max_da
     tree += P('h', i - 1, 0x86, 0x94);
   }
   CHECK(load_fails(p4(tree), errc::too_large).find("max_data_bytes") != std::string::npos);
+  // A big int shared through the memo is copied per reference too: a 64 KiB LONG4 (its top
+  // byte 0x01: positive, no shorter form) in a list 2,048 times.
+  std::string big_int = P(0x8b) + le32(65536) + std::string(65535, '\xff') + P(1);
+  std::string ints = P(']', 0x94, '(') + big_int + P(0x94);
+  for (int i = 1; i < 2048; ++i) {
+    ints += P('h', 1);
+  }
+  CHECK(load_fails(p4(ints + P('e')), errc::too_large).find("max_data_bytes") != std::string::npos);
+  // bytes spelled as latin-1 text (_codecs.encode(s, 'latin1'), protocol 2): a memoized str
+  // and argument tuple reduced again and again, each result popped, would grow the
+  // decoder's arena by 64 KiB for every 6 bytes of input; the decodes are bounded as made.
+  std::string latin = P(0x80, 2, 'c', "_codecs\nencode\n", 'q', 0, 'X') + le32(65536) + std::string(65536, 'a') +
+                      P('U', 6, "latin1", 0x86, 'q', 1, 'R', '0');
+  for (int i = 0; i < 2048; ++i) {
+    latin += P('h', 0, 'h', 1, 'R', '0');
+  }
+  CHECK(load_fails(latin + P('N', '.'), errc::too_large).find("max_data_bytes") != std::string::npos);
 }
 
 TEST_CASE("reader refuses self-referencing structures instead of building cycles", "[pickle]") {
