@@ -8,8 +8,9 @@
 // reached twice, so no cycle can form and no copy is needed.
 // Invariant: whenever it returns a value, the general reader returns an identical value
 // for the same input and options (it enforces the same limits at least as strictly:
-// every pushed value counts against max_values, depths and MARKs against max_depth, memo
-// indices against max_memo). fuzz/pickle_fuzz.cpp checks this on every input.
+// every pushed value counts against max_values, every pushed str/bytes/bytearray/int byte
+// against max_data_bytes, depths and MARKs against max_depth, memo indices against
+// max_memo). fuzz/pickle_fuzz.cpp checks this on every input.
 #include <algorithm>
 #include <bit>
 
@@ -18,60 +19,26 @@
 namespace corio::ipc::pickle::detail {
 
 std::optional<value> fast_reader::load(std::span<const std::byte> data, const load_options& o) {
-  m_in = reinterpret_cast<const unsigned char*>(data.data());
-  m_size = data.size();
-  m_pos = 0;
+  m_state.start(data);
   m_options = &o;
-  m_created = 0;
   m_data_bytes = 0;
-  m_stack.clear();
-  m_marks.clear();
-  m_memo.clear();
-  m_memo_count = 0;
   std::optional<value> out = run();
-  m_stack.clear();
+  m_state.stack.clear();
   return out;
 }
 
 void fast_reader::trim() {
-  constexpr std::size_t keep = 4096;
-  if (m_stack.capacity() > keep) {
-    std::vector<entry>().swap(m_stack);
-  }
-  if (m_memo.capacity() > keep) {
-    std::vector<memo_entry>().swap(m_memo);
-  }
-}
-
-bool fast_reader::read(std::size_t n, const unsigned char*& p) {
-  if (n > m_size - m_pos) {
-    return false;
-  }
-  p = m_in + m_pos;
-  m_pos += n;
-  return true;
-}
-
-bool fast_reader::read_le(std::size_t n, std::uint64_t& v) {
-  const unsigned char* p;
-  if (!read(n, p)) {
-    return false;
-  }
-  v = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-  }
-  return true;
+  m_state.trim(4096);
 }
 
 bool fast_reader::push_data(kind k, std::size_t width) {
   std::uint64_t n;
-  if (!read_le(width, n) || n > m_size - m_pos || n >= no_source) {
+  if (!m_state.take_le(width, n) || n > m_state.remaining() || n >= no_source) {
     return false;
   }
-  std::size_t off = m_pos;
-  std::string_view s(reinterpret_cast<const char*>(m_in) + off, n);
-  m_pos += n;
+  std::size_t off = m_state.pos;
+  std::string_view s(reinterpret_cast<const char*>(m_state.in) + off, n);
+  m_state.pos += n;
   if (!count_data(n)) {
     return false;
   }
@@ -89,10 +56,10 @@ bool fast_reader::push_data(kind k, std::size_t width) {
 // Moves stack[from..] into the container `target` (a stack index below from), pairwise
 // for a dict; refuses what the general reader would refuse (unhashable keys) by giving up.
 bool fast_reader::add_items(std::size_t target, std::size_t from) {
-  entry& t = m_stack[target];
+  entry& t = m_state.stack[target];
   std::uint32_t depth = t.depth;
-  for (std::size_t i = from; i < m_stack.size(); ++i) {
-    depth = std::max(depth, m_stack[i].depth + 1);
+  for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+    depth = std::max(depth, m_state.stack[i].depth + 1);
   }
   if (depth > m_options->max_depth) {
     return false;
@@ -101,49 +68,49 @@ bool fast_reader::add_items(std::size_t target, std::size_t from) {
   switch (t.v.type()) {
     case kind::list: {
       auto& items = *t.v.if_list();
-      items.reserve(items.size() + (m_stack.size() - from));
-      for (std::size_t i = from; i < m_stack.size(); ++i) {
-        items.push_back(std::move(m_stack[i].v));
+      items.reserve(items.size() + (m_state.stack.size() - from));
+      for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+        items.push_back(std::move(m_state.stack[i].v));
       }
       break;
     }
     case kind::dict: {
-      if ((m_stack.size() - from) % 2 != 0) {
+      if ((m_state.stack.size() - from) % 2 != 0) {
         return false;
       }
       dict& d = *t.v.if_dict();
-      d.reserve(d.size() + (m_stack.size() - from) / 2);
-      for (std::size_t i = from; i < m_stack.size(); i += 2) {
-        if (!m_stack[i].v.hashable()) {
+      d.reserve(d.size() + (m_state.stack.size() - from) / 2);
+      for (std::size_t i = from; i < m_state.stack.size(); i += 2) {
+        if (!m_state.stack[i].v.hashable()) {
           return false;
         }
-        d.insert_or_assign(std::move(m_stack[i].v), std::move(m_stack[i + 1].v));
+        d.insert_or_assign(std::move(m_state.stack[i].v), std::move(m_state.stack[i + 1].v));
       }
       break;
     }
     case kind::set: {
       set& s = *t.v.if_set();
-      for (std::size_t i = from; i < m_stack.size(); ++i) {
-        if (!m_stack[i].v.hashable()) {
+      for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+        if (!m_state.stack[i].v.hashable()) {
           return false;
         }
-        s.insert(std::move(m_stack[i].v));
+        s.insert(std::move(m_state.stack[i].v));
       }
       break;
     }
     default: return false;
   }
-  m_stack.erase(m_stack.begin() + static_cast<std::ptrdiff_t>(from), m_stack.end());
+  m_state.stack.erase(m_state.stack.begin() + static_cast<std::ptrdiff_t>(from), m_state.stack.end());
   return true;
 }
 
 // A new container of kind k from stack[from..]; the stack is cut back to from.
 bool fast_reader::build(kind k, std::size_t from) {
   std::uint32_t depth = 1;
-  for (std::size_t i = from; i < m_stack.size(); ++i) {
-    depth = std::max(depth, m_stack[i].depth + 1);
+  for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+    depth = std::max(depth, m_state.stack[i].depth + 1);
   }
-  if (depth > m_options->max_depth || ++m_created > m_options->max_values) {
+  if (depth > m_options->max_depth || ++m_state.created > m_options->max_values) {
     return false;
   }
   value v;
@@ -151,60 +118,60 @@ bool fast_reader::build(kind k, std::size_t from) {
     case kind::tuple:
     case kind::list: {
       value::items_type items;
-      items.reserve(m_stack.size() - from);
-      for (std::size_t i = from; i < m_stack.size(); ++i) {
-        items.push_back(std::move(m_stack[i].v));
+      items.reserve(m_state.stack.size() - from);
+      for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+        items.push_back(std::move(m_state.stack[i].v));
       }
       v = k == kind::tuple ? value::make_tuple(std::move(items)) : value::make_list(std::move(items));
       break;
     }
     case kind::dict: {
-      if ((m_stack.size() - from) % 2 != 0) {
+      if ((m_state.stack.size() - from) % 2 != 0) {
         return false;
       }
       dict d;
-      d.reserve((m_stack.size() - from) / 2);
-      for (std::size_t i = from; i < m_stack.size(); i += 2) {
-        if (!m_stack[i].v.hashable()) {
+      d.reserve((m_state.stack.size() - from) / 2);
+      for (std::size_t i = from; i < m_state.stack.size(); i += 2) {
+        if (!m_state.stack[i].v.hashable()) {
           return false;
         }
-        d.insert_or_assign(std::move(m_stack[i].v), std::move(m_stack[i + 1].v));
+        d.insert_or_assign(std::move(m_state.stack[i].v), std::move(m_state.stack[i + 1].v));
       }
       v = value(std::move(d));
       break;
     }
     case kind::frozenset: {
       set st;
-      for (std::size_t i = from; i < m_stack.size(); ++i) {
-        if (!m_stack[i].v.hashable()) {
+      for (std::size_t i = from; i < m_state.stack.size(); ++i) {
+        if (!m_state.stack[i].v.hashable()) {
           return false;
         }
-        st.insert(std::move(m_stack[i].v));
+        st.insert(std::move(m_state.stack[i].v));
       }
       v = value::make_frozenset(std::move(st));
       break;
     }
     default: return false;
   }
-  m_stack.erase(m_stack.begin() + static_cast<std::ptrdiff_t>(from), m_stack.end());
-  m_stack.emplace_back(depth, 0, no_source, std::move(v));
+  m_state.stack.erase(m_state.stack.begin() + static_cast<std::ptrdiff_t>(from), m_state.stack.end());
+  m_state.stack.emplace_back(depth, 0, no_source, std::move(v));
   return true;
 }
 
 bool fast_reader::memo_put(std::uint64_t idx) {
-  if (m_stack.size() <= fence() || idx >= m_options->max_memo) {
+  if (m_state.stack.size() <= m_state.fence() || idx >= m_options->max_memo) {
     return false;
   }
-  if (idx == m_memo.size()) {
-    m_memo.emplace_back();
-  } else if (idx > m_memo.size()) {
-    m_memo.resize(idx + 1);
+  if (idx == m_state.memo.size()) {
+    m_state.memo.emplace_back();
+  } else if (idx > m_state.memo.size()) {
+    m_state.memo.resize(idx + 1);
   }
-  memo_entry& m = m_memo[idx];
+  memo_entry& m = m_state.memo[idx];
   if (m.k == memo_kind::empty) {
-    ++m_memo_count;
+    ++m_state.memo_count;
   }
-  const entry& top = m_stack.back();
+  const entry& top = m_state.stack.back();
   m.k = memo_kind::other;
   if (top.src_len != no_source) {
     m.k = top.v.type() == kind::str ? memo_kind::str : top.v.type() == kind::bytes ? memo_kind::bytes
@@ -216,11 +183,11 @@ bool fast_reader::memo_put(std::uint64_t idx) {
 }
 
 bool fast_reader::memo_get(std::uint64_t idx) {
-  if (idx >= m_memo.size()) {
+  if (idx >= m_state.memo.size()) {
     return false;
   }
-  const memo_entry& m = m_memo[idx];
-  std::string_view s(reinterpret_cast<const char*>(m_in) + m.off, m.len);
+  const memo_entry& m = m_state.memo[idx];
+  std::string_view s(reinterpret_cast<const char*>(m_state.in) + m.off, m.len);
   if (m.k != memo_kind::empty && m.k != memo_kind::other && !count_data(m.len)) {
     return false;  // every copy counts: the general reader reports the limit
   }
@@ -238,45 +205,45 @@ bool fast_reader::memo_get(std::uint64_t idx) {
 // compiler does not inline (bench/ipc/pickle_bench measures this loop).
 std::optional<value> fast_reader::run() {
   std::uint64_t n = 0;
-  while (m_pos < m_size) {
-    unsigned char op = m_in[m_pos++];
+  while (m_state.pos < m_state.size) {
+    unsigned char op = m_state.in[m_state.pos++];
     switch (op) {
       case 0x80:  // PROTO
-        if (!read_le(1, n) || n > 5) {
+        if (!m_state.take_le(1, n) || n > 5) {
           return std::nullopt;
         }
         break;
       case 0x95:  // FRAME
-        if (!read_le(8, n) || n > m_size - m_pos) {
+        if (!m_state.take_le(8, n) || n > m_state.remaining()) {
           return std::nullopt;
         }
         break;
       case '.':
-        if (m_stack.size() <= fence() || m_pos != m_size) {
+        if (m_state.stack.size() <= m_state.fence() || m_state.pos != m_state.size) {
           return std::nullopt;
         }
-        return std::move(m_stack.back().v);
+        return std::move(m_state.stack.back().v);
       case '(':
-        if (m_marks.size() > m_options->max_depth) {
+        if (m_state.marks.size() > m_options->max_depth) {
           return std::nullopt;
         }
-        m_marks.push_back(m_stack.size());
+        m_state.marks.push_back(m_state.stack.size());
         break;
       case '0':  // POP
-        if (!m_marks.empty() && m_marks.back() == m_stack.size()) {
-          m_marks.pop_back();
-        } else if (m_stack.size() > fence()) {
-          m_stack.pop_back();
+        if (!m_state.marks.empty() && m_state.marks.back() == m_state.stack.size()) {
+          m_state.marks.pop_back();
+        } else if (m_state.stack.size() > m_state.fence()) {
+          m_state.stack.pop_back();
         } else {
           return std::nullopt;
         }
         break;
       case '1':  // POP_MARK
-        if (m_marks.empty()) {
+        if (m_state.marks.empty()) {
           return std::nullopt;
         }
-        m_stack.erase(m_stack.begin() + static_cast<std::ptrdiff_t>(m_marks.back()), m_stack.end());
-        m_marks.pop_back();
+        m_state.stack.erase(m_state.stack.begin() + static_cast<std::ptrdiff_t>(m_state.marks.back()), m_state.stack.end());
+        m_state.marks.pop_back();
         break;
       case 'N':
         if (!push_scalar()) {
@@ -291,18 +258,18 @@ std::optional<value> fast_reader::run() {
         break;
       case 'K':
       case 'M':
-        if (!read_le(op == 'K' ? 1 : 2, n) || !push_scalar(static_cast<std::int64_t>(n))) {
+        if (!m_state.take_le(op == 'K' ? 1 : 2, n) || !push_scalar(static_cast<std::int64_t>(n))) {
           return std::nullopt;
         }
         break;
       case 'J':
-        if (!read_le(4, n) || !push_scalar(static_cast<std::int32_t>(static_cast<std::uint32_t>(n)))) {
+        if (!m_state.take_le(4, n) || !push_scalar(static_cast<std::int32_t>(static_cast<std::uint32_t>(n)))) {
           return std::nullopt;
         }
         break;
       case 0x8a: {  // LONG1
         const unsigned char* p;
-        if (!read_le(1, n) || !read(n, p) || !count_data(n)) {  // counted as the general reader counts a big int
+        if (!m_state.take_le(1, n) || !(p = m_state.take(n)) || !count_data(n)) {  // counted as the general reader counts a big int
           return std::nullopt;
         }
         if (!push_scalar(big_int::from_twos_complement(std::span(p, n)))) {
@@ -312,7 +279,7 @@ std::optional<value> fast_reader::run() {
       }
       case 'G': {
         std::uint64_t be;
-        if (!read_le(8, be)) {
+        if (!m_state.take_le(8, be)) {
           return std::nullopt;
         }
         if (!push_scalar(std::bit_cast<double>(__builtin_bswap64(be)))) {
@@ -363,7 +330,7 @@ std::optional<value> fast_reader::run() {
       case 0x86:
       case 0x87: {
         std::size_t k = static_cast<std::size_t>(op - 0x84);
-        if (m_stack.size() < fence() + k || !build(kind::tuple, m_stack.size() - k)) {
+        if (m_state.stack.size() < m_state.fence() + k || !build(kind::tuple, m_state.stack.size() - k)) {
           return std::nullopt;
         }
         break;
@@ -372,11 +339,11 @@ std::optional<value> fast_reader::run() {
       case 'l':
       case 'd':
       case 0x91: {
-        if (m_marks.empty()) {
+        if (m_state.marks.empty()) {
           return std::nullopt;
         }
-        std::size_t from = m_marks.back();
-        m_marks.pop_back();
+        std::size_t from = m_state.marks.back();
+        m_state.marks.pop_back();
         kind k = op == 't' ? kind::tuple : op == 'l' ? kind::list : op == 'd' ? kind::dict : kind::frozenset;
         if (!build(k, from)) {
           return std::nullopt;
@@ -386,12 +353,12 @@ std::optional<value> fast_reader::run() {
       case 'a':
       case 's': {
         std::size_t k = op == 'a' ? 1 : 2;
-        if (m_stack.size() < fence() + k + 1) {
+        if (m_state.stack.size() < m_state.fence() + k + 1) {
           return std::nullopt;
         }
-        std::size_t from = m_stack.size() - k;
+        std::size_t from = m_state.stack.size() - k;
         kind want = op == 'a' ? kind::list : kind::dict;
-        if (m_stack[from - 1].v.type() != want || !add_items(from - 1, from)) {
+        if (m_state.stack[from - 1].v.type() != want || !add_items(from - 1, from)) {
           return std::nullopt;
         }
         break;
@@ -399,31 +366,31 @@ std::optional<value> fast_reader::run() {
       case 'e':
       case 'u':
       case 0x90: {
-        if (m_marks.empty()) {
+        if (m_state.marks.empty()) {
           return std::nullopt;
         }
-        std::size_t from = m_marks.back();
-        m_marks.pop_back();
+        std::size_t from = m_state.marks.back();
+        m_state.marks.pop_back();
         kind want = op == 'e' ? kind::list : op == 'u' ? kind::dict : kind::set;
-        if (from <= fence() || m_stack[from - 1].v.type() != want || !add_items(from - 1, from)) {
+        if (from <= m_state.fence() || m_state.stack[from - 1].v.type() != want || !add_items(from - 1, from)) {
           return std::nullopt;
         }
         break;
       }
       case 0x94:
-        if (!memo_put(m_memo_count)) {
+        if (!memo_put(m_state.memo_count)) {
           return std::nullopt;
         }
         break;
       case 'q':
       case 'r':
-        if (!read_le(op == 'q' ? 1 : 4, n) || !memo_put(n)) {
+        if (!m_state.take_le(op == 'q' ? 1 : 4, n) || !memo_put(n)) {
           return std::nullopt;
         }
         break;
       case 'h':
       case 'j':
-        if (!read_le(op == 'h' ? 1 : 4, n) || !memo_get(n)) {
+        if (!m_state.take_le(op == 'h' ? 1 : 4, n) || !memo_get(n)) {
           return std::nullopt;
         }
         break;

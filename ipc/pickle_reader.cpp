@@ -15,8 +15,8 @@
 // - a node's weight (the number of values its copy makes, shared elements counted each
 //   time) is at most max_values, and so is the number of slots created: the copy
 //   allocates no more than max_values values;
-// - a node's data_bytes (the str/bytes/bytearray bytes and class names its copy makes,
-//   shared elements counted each time) is at most max_data_bytes, so a small pickle that
+// - a node's data_bytes (the str/bytes/bytearray bytes, big int bytes and class names its
+//   copy makes, shared elements counted each time) is at most max_data_bytes, so a small pickle that
 //   references one large string many times cannot make the copy allocate gigabytes.
 // Nothing here imports, calls or instantiates: globals resolve to a few builtins that
 // spell plain values (decoded directly) or to allow-listed names (kept as data).

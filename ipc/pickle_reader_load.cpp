@@ -143,16 +143,10 @@ bool reader::impl::fill_object(const node& n, value& out) {
 }
 
 void reader::impl::reset(std::span<const std::byte> data) {
-  in = reinterpret_cast<const unsigned char*>(data.data());
-  size = data.size();
-  pos = op_pos = 0;
+  start(data);
+  op_pos = 0;
   proto = 0;
-  created = 0;
   latin1_bytes = 0;
-  stack.clear();
-  marks.clear();
-  memo.clear();
-  memo_count = 0;
   nodes_used = 0;
   arena.clear();
   message.clear();
@@ -169,14 +163,8 @@ void reader::impl::trim_buffers() {
   if (arena.capacity() > (std::size_t{1} << 20)) {
     std::string().swap(arena);
   }
-  if (memo.capacity() > keep_nodes) {
-    std::vector<slot>().swap(memo);
-  }
-  if (stack.capacity() > keep_nodes) {
-    std::vector<slot>().swap(stack);
-  }
+  machine_state::trim(keep_nodes);
   fast.trim();
-  in = nullptr;
 }
 
 result<value> reader::impl::load(std::span<const std::byte> data) {

@@ -66,7 +66,7 @@ result<void> reader::impl::push_global(std::string module, std::string name) {
   n.name_len = name.size();
   n.data_bytes = module.size() + name.size();
   if (n.data_bytes > options.max_data_bytes) {
-    return fail(errc::too_large, "pickle holds more str/bytes/int data than load_options::max_data_bytes");
+    return fail(errc::too_large, detail::too_much_data);
   }
   arena += module;
   arena += name;

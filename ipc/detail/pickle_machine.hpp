@@ -106,7 +106,7 @@ inline std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
 
 namespace corio::ipc::pickle {
 
-struct reader::impl {
+struct reader::impl : detail::machine_state<detail::slot, detail::slot> {
   using slot = detail::slot;
   using slot_tag = detail::slot_tag;
   using node = detail::node;
@@ -116,20 +116,12 @@ struct reader::impl {
   explicit impl(load_options o) : options(o) {}
 
   load_options options;
-  const unsigned char* in = nullptr;
-  std::size_t size = 0;
-  std::size_t pos = 0;
-  std::size_t op_pos = 0;
+  std::size_t op_pos = 0;  // where the opcode being run starts (error messages)
   int proto = 0;
-  std::size_t created = 0;
   // Bytes that latin-1 decodes (bytes spelled as text, REDUCE of _codecs.encode) wrote to
   // the arena in this load: a memoized str and args tuple can be reduced again and again
   // for a few bytes of input each, so they are bounded by max_data_bytes as they are made.
   std::size_t latin1_bytes = 0;
-  std::vector<slot> stack;
-  std::vector<std::size_t> marks;
-  std::vector<slot> memo;
-  std::size_t memo_count = 0;
   std::vector<node> nodes;
   std::size_t nodes_used = 0;
   std::string arena;
@@ -150,50 +142,21 @@ struct reader::impl {
 
   // ---- input ----
 
-  std::size_t remaining() const noexcept { return size - pos; }
-
+  // The next n bytes of an opcode's argument.
   result<const unsigned char*> take(std::size_t n) {
-    if (n > remaining()) {
-      return fail(errc::truncated, "pickle data ends inside an opcode's argument");
+    if (const unsigned char* p = machine_state::take(n)) [[likely]] {
+      return p;
     }
-    const unsigned char* p = in + pos;
-    pos += n;
-    return p;
+    return fail(errc::truncated, "pickle data ends inside an opcode's argument");
   }
 
   // A little-endian unsigned number of n (1, 2, 4 or 8) bytes.
   result<std::uint64_t> read_le(std::size_t n) {
-    if (n > remaining()) [[unlikely]] {
-      return fail(errc::truncated, "pickle data ends inside an opcode's argument");
+    std::uint64_t v;
+    if (take_le(n, v)) [[likely]] {
+      return v;
     }
-    const unsigned char* p = in + pos;
-    pos += n;
-    switch (n) {
-      case 1: return p[0];
-      case 2: return static_cast<std::uint64_t>(p[0]) | static_cast<std::uint64_t>(p[1]) << 8;
-      case 4: {
-        std::uint32_t v;
-        std::memcpy(&v, p, 4);
-        return le_to_native(v);
-      }
-      default: {
-        std::uint64_t v;
-        std::memcpy(&v, p, 8);
-        return le_to_native(v);
-      }
-    }
-  }
-
-  template <class U>
-  static U le_to_native(U v) noexcept {
-    if constexpr (std::endian::native == std::endian::big) {
-      if constexpr (sizeof(U) == 4) {
-        return __builtin_bswap32(v);
-      } else {
-        return __builtin_bswap64(v);
-      }
-    }
-    return v;
+    return fail(errc::truncated, "pickle data ends inside an opcode's argument");
   }
 
   result<std::string_view> read_line() {
@@ -252,7 +215,7 @@ struct reader::impl {
     if (k == node_kind::str || k == node_kind::bytes || k == node_kind::bytearray || k == node_kind::big) {
       n.data_bytes = len;
       if (len > options.max_data_bytes) {
-        return fail(errc::too_large, "pickle holds more str/bytes/int data than load_options::max_data_bytes");
+        return fail(errc::too_large, detail::too_much_data);
       }
     }
     return id;
@@ -304,8 +267,6 @@ struct reader::impl {
   }
 
   // ---- the stack ----
-
-  std::size_t fence() const noexcept { return marks.empty() ? 0 : marks.back(); }
 
   result<void> push_new(slot s) {
     if (s.tag != slot_tag::node && ++created > options.max_values) [[unlikely]] {
