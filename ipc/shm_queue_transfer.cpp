@@ -18,6 +18,7 @@
 
 #include <climits>
 #include <cstring>
+#include <type_traits>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 
@@ -242,6 +243,139 @@ result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mu
   }
 }
 
+/// What a send or receive call does after a step of its transfer.
+enum class next { lock, sleep, finish };
+
+/// One send_slow / send_blocking / receive_slow / receive_blocking call between its waits:
+/// which lock to take next and, with it held, the attempt and what follows. The drivers
+/// (transfer_awaited, transfer_blocking) only take the locks and sleep, each its own way.
+class transfer {
+ public:
+  transfer(queue_header* h, const process_mutex& send_lock, std::span<const std::byte> message) noexcept
+      : m_h(h), m_send_lock(&send_lock), m_message(message) {}
+  transfer(queue_header* h, const process_mutex& send_lock, const process_mutex& receive_lock,
+           std::span<std::byte> buffer) noexcept
+      : m_h(h), m_send_lock(&send_lock), m_receive_lock(&receive_lock), m_buffer(buffer) {}
+
+  [[nodiscard]] queue_header* header() const noexcept { return m_h; }
+  /// The lock to take next: the call's own side's, or the send lock as a barrier.
+  [[nodiscard]] const process_mutex& lock() const noexcept {
+    return lock_side() == side::send ? *m_send_lock : *m_receive_lock;
+  }
+  [[nodiscard]] side lock_side() const noexcept {
+    return m_receive_lock == nullptr || m_barrier_next ? side::send : side::receive;
+  }
+  /// After next::sleep: the other side's count word, and the value to sleep on.
+  [[nodiscard]] shared_word& word() const noexcept {
+    return m_receive_lock == nullptr ? m_h->consumed : m_h->published;
+  }
+  [[nodiscard]] std::uint32_t sleep_value() const noexcept { return m_seen; }
+
+  /// With lock() held (`held`, dropped before anything else is decided): the locked
+  /// attempt, then next::finish (see result_as), next::lock (take lock() again) or
+  /// next::sleep. `stop_asked()` is asked only before a sleep would be prepared.
+  template <class StopAsked>
+  next step(process_mutex_guard held, StopAsked stop_asked) noexcept {
+    if (m_barrier_next) {
+      m_barrier_next = false;  // the senders' lock was free: receive again
+      return next::lock;
+    }
+    const outcome o = attempt();
+    held.unlock();
+    if (o == outcome::done) {
+      return next::finish;
+    }
+    if (o == outcome::closed && m_receive_lock != nullptr && !m_waited_for_senders) {
+      // A producer may be between its check of the closed bit and its publish: once its
+      // lock is free, every send has either published or seen the close.
+      m_waited_for_senders = m_barrier_next = true;
+      return next::lock;
+    }
+    if (o == outcome::closed || stop_asked()) {
+      m_error = o == outcome::closed ? make_error_code(errc::closed) : cancelled_error();
+      return next::finish;
+    }
+    auto value = prepare_sleep(word(), m_seen, m_spun);
+    if (!value) {
+      return next::lock;
+    }
+    m_seen = *value;
+    return next::sleep;
+  }
+
+  /// After next::finish: the call's result (result<void> sending, the size receiving).
+  template <class T>
+  [[nodiscard]] result<T> result_as() const noexcept {
+    if (m_error) {
+      return unexpected(m_error);
+    }
+    if constexpr (std::is_void_v<T>) {
+      return {};
+    } else {
+      return m_size;
+    }
+  }
+
+ private:
+  outcome attempt() noexcept {
+    return m_receive_lock == nullptr ? send_locked(m_h, m_message, m_seen)
+                                     : receive_locked(m_h, m_buffer, m_size, m_seen);
+  }
+
+  queue_header* m_h;
+  const process_mutex* m_send_lock;
+  const process_mutex* m_receive_lock = nullptr;  // null: a send
+  std::span<const std::byte> m_message;           // sending
+  std::span<std::byte> m_buffer;                  // receiving
+  std::size_t m_size = 0;                         // received
+  std::uint32_t m_seen = 0;                       // the other side's word as seen; then to sleep on
+  bool m_spun = false;                            // prepare_sleep's spin, once per call
+  bool m_waited_for_senders = false;              // closed seen once: the barrier was taken
+  bool m_barrier_next = false;                    // lock() is the send lock, as that barrier
+  std::error_code m_error;                        // next::finish: none when done
+};
+
+/// send_slow and receive_slow: a transfer's steps, taking the locks and sleeping by
+/// awaiting; `token` and the awaiting task's own token cancel it.
+template <class T>
+task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
+  std::stop_token inherited = co_await get_stop_token();
+  for (;;) {
+    auto g = co_await lock_side(t.header(), t.lock(), t.lock_side(), token);
+    if (!g) {
+      co_return unexpected(g.error());
+    }
+    const next n = t.step(std::move(*g), [&] { return detail::stop_asked(token, inherited); });
+    if (n == next::finish) {
+      co_return t.result_as<T>();
+    }
+    if (n == next::sleep) {
+      auto woke = co_await detail::futex_await(t.word(), t.sleep_value(), token);
+      if (!woke) {
+        co_return unexpected(woke.error());
+      }
+    }
+  }
+}
+
+/// send_blocking and receive_blocking: the same steps, blocking the thread (no stop).
+template <class T>
+result<T> transfer_blocking(transfer t) noexcept {
+  for (;;) {
+    auto g = lock_side_blocking(t.header(), t.lock(), t.lock_side());
+    if (!g) {
+      return unexpected(g.error());
+    }
+    const next n = t.step(std::move(*g), [] { return false; });
+    if (n == next::finish) {
+      return t.result_as<T>();
+    }
+    if (n == next::sleep) {
+      detail::futex_wait_blocking(t.word(), t.sleep_value());
+    }
+  }
+}
+
 /// try_now body of the send and receive awaitables: the try_* call's result, or nothing
 /// when the call would have to wait (`would_wait`, or the side's lock held by another).
 template <class R>
@@ -296,63 +430,14 @@ task<shm_queue::send_op::value_type> shm_queue::send_op::wait_slow(std::stop_tok
 }
 
 task<result<void>> shm_queue::send_slow(std::span<const std::byte> message, std::stop_token token) const {
-  std::stop_token inherited = co_await get_stop_token();
-  bool spun = false;
-  for (;;) {
-    std::uint32_t sleep_value = 0;
-    outcome o = outcome::would_wait;
-    {
-      auto g = co_await lock_side(m_header, m_send_lock, side::send, token);
-      if (!g) {
-        co_return unexpected(g.error());
-      }
-      o = send_locked(m_header, message, sleep_value);
-    }
-    if (o == outcome::done) {
-      co_return result<void>{};
-    }
-    if (o == outcome::closed) {
-      co_return unexpected(make_error_code(errc::closed));
-    }
-    if (detail::stop_asked(token, inherited)) {
-      co_return unexpected(cancelled_error());
-    }
-    auto value = prepare_sleep(m_header->consumed, sleep_value, spun);
-    if (!value) {
-      continue;
-    }
-    auto woke = co_await detail::futex_await(m_header->consumed, *value, token);
-    if (!woke) {
-      co_return unexpected(woke.error());
-    }
-  }
+  return transfer_awaited<void>(transfer(m_header, m_send_lock, message), std::move(token));
 }
 
 result<void> shm_queue::send_blocking(std::span<const std::byte> message) const noexcept {
   if (auto ok = check_message(m_header, message); !ok) {
     return ok;
   }
-  bool spun = false;
-  for (;;) {
-    std::uint32_t sleep_value = 0;
-    outcome o = outcome::would_wait;
-    {
-      auto g = lock_side_blocking(m_header, m_send_lock, side::send);
-      if (!g) {
-        return unexpected(g.error());
-      }
-      o = send_locked(m_header, message, sleep_value);
-    }
-    if (o == outcome::done) {
-      return {};
-    }
-    if (o == outcome::closed) {
-      return unexpected(make_error_code(errc::closed));
-    }
-    if (auto value = prepare_sleep(m_header->consumed, sleep_value, spun)) {
-      detail::futex_wait_blocking(m_header->consumed, *value);
-    }
-  }
+  return transfer_blocking<void>(transfer(m_header, m_send_lock, message));
 }
 
 // ---- receive ----
@@ -401,85 +486,14 @@ task<shm_queue::receive_op::value_type> shm_queue::receive_op::wait_slow(std::st
 }
 
 task<result<std::size_t>> shm_queue::receive_slow(std::span<std::byte> buffer, std::stop_token token) const {
-  std::stop_token inherited = co_await get_stop_token();
-  bool waited_for_senders = false;
-  bool spun = false;
-  for (;;) {
-    std::size_t size = 0;
-    std::uint32_t sleep_value = 0;
-    outcome o = outcome::would_wait;
-    {
-      auto g = co_await lock_side(m_header, m_receive_lock, side::receive, token);
-      if (!g) {
-        co_return unexpected(g.error());
-      }
-      o = receive_locked(m_header, buffer, size, sleep_value);
-    }
-    if (o == outcome::done) {
-      co_return size;
-    }
-    if (o == outcome::closed) {
-      if (waited_for_senders) {
-        co_return unexpected(make_error_code(errc::closed));
-      }
-      // A producer may be between its check of the closed bit and its publish: once its
-      // lock is free, every send has either published or seen the close.
-      waited_for_senders = true;
-      auto barrier = co_await lock_side(m_header, m_send_lock, side::send, token);
-      if (!barrier) {
-        co_return unexpected(barrier.error());
-      }
-      continue;
-    }
-    if (detail::stop_asked(token, inherited)) {
-      co_return unexpected(cancelled_error());
-    }
-    auto value = prepare_sleep(m_header->published, sleep_value, spun);
-    if (!value) {
-      continue;
-    }
-    auto woke = co_await detail::futex_await(m_header->published, *value, token);
-    if (!woke) {
-      co_return unexpected(woke.error());
-    }
-  }
+  return transfer_awaited<std::size_t>(transfer(m_header, m_send_lock, m_receive_lock, buffer), std::move(token));
 }
 
 result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer) const noexcept {
   if (auto ok = check_buffer(m_header, buffer); !ok) {
     return unexpected(ok.error());
   }
-  bool waited_for_senders = false;
-  bool spun = false;
-  for (;;) {
-    std::size_t size = 0;
-    std::uint32_t sleep_value = 0;
-    outcome o = outcome::would_wait;
-    {
-      auto g = lock_side_blocking(m_header, m_receive_lock, side::receive);
-      if (!g) {
-        return unexpected(g.error());
-      }
-      o = receive_locked(m_header, buffer, size, sleep_value);
-    }
-    if (o == outcome::done) {
-      return size;
-    }
-    if (o == outcome::closed) {
-      if (waited_for_senders) {
-        return unexpected(make_error_code(errc::closed));
-      }
-      waited_for_senders = true;
-      auto barrier = lock_side_blocking(m_header, m_send_lock, side::send);
-      if (!barrier) {
-        return unexpected(barrier.error());
-      }
-      continue;
-    }
-    if (auto value = prepare_sleep(m_header->published, sleep_value, spun)) {
-      detail::futex_wait_blocking(m_header->published, *value);
-    }
-  }
+  return transfer_blocking<std::size_t>(transfer(m_header, m_send_lock, m_receive_lock, buffer));
 }
 
 }  // namespace corio::ipc
