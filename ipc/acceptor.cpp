@@ -132,32 +132,23 @@ void acceptor_state::drop_unclaimed(accept_waiter& w) noexcept {
   }
 }
 
-void acceptor_state::close() noexcept {
-  wake_batch batch;
-  std::deque<int> fds;
-  std::shared_ptr<pinned_multishot> drop;
-  m_lock.lock();
-  if (mark_closed_locked(batch, drop)) {
-    fds.swap(m_queue);
-  }
-  m_lock.unlock();
-  drop.reset();
-  for (int fd : fds) {
+void acceptor_state::on_close_locked() noexcept { m_closing.swap(m_queue); }
+
+void acceptor_state::after_close() noexcept {
+  for (int fd : m_closing) {
     ::close(fd);
   }
-  batch.wake_all();
+  m_closing.clear();
 }
 
 accept_stats acceptor_state::stats() const noexcept {
-  m_lock.lock();
-  accept_stats s = m_stats;
-  s.arms = m_arms;
-  s.cqes = m_cqes;
-  s.queued = m_queue.size();
-  s.queued_peak = m_queued_peak;
-  s.multishot = m_multishot;
-  m_lock.unlock();
-  return s;
+  return stats_with([this] {
+    accept_stats s = m_stats;
+    s.queued = m_queue.size();
+    s.queued_peak = m_queued_peak;
+    s.multishot = m_multishot;
+    return s;
+  });
 }
 
 void acceptor_state::on_cqe_locked(int res, std::uint32_t /*flags*/, bool final, bool ours,

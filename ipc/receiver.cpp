@@ -295,20 +295,12 @@ void receiver_state::drop_unclaimed(recv_waiter& w) noexcept {
   }
 }
 
-void receiver_state::close() noexcept {
-  wake_batch batch;
-  std::shared_ptr<pinned_multishot> drop;
-  m_lock.lock();
-  if (mark_closed_locked(batch, drop)) {
-    while (m_q_size != 0) {
-      recycle_locked(m_q[m_q_head].bid);
-      m_q_head = (m_q_head + 1) % m_count;
-      --m_q_size;
-    }
+void receiver_state::on_close_locked() noexcept {
+  while (m_q_size != 0) {
+    recycle_locked(m_q[m_q_head].bid);
+    m_q_head = (m_q_head + 1) % m_count;
+    --m_q_size;
   }
-  m_lock.unlock();
-  drop.reset();
-  batch.wake_all();
 }
 
 void receiver_state::give_back(int bid) noexcept {
@@ -326,14 +318,12 @@ void receiver_state::give_back(int bid) noexcept {
 }
 
 receive_stats receiver_state::stats() const noexcept {
-  m_lock.lock();
-  receive_stats s = m_stats;
-  s.arms = m_arms;
-  s.cqes = m_cqes;
-  s.queued = m_q_size;
-  s.held = m_held;
-  m_lock.unlock();
-  return s;
+  return stats_with([this] {
+    receive_stats s = m_stats;
+    s.queued = m_q_size;
+    s.held = m_held;
+    return s;
+  });
 }
 
 void receiver_state::on_cqe_locked(int res, std::uint32_t flags, bool /*final*/, bool ours,

@@ -67,9 +67,7 @@ struct accept_options {
 };
 
 /// Counters of one acceptor (for tests and benchmarks).
-struct accept_stats {
-  std::uint64_t arms = 0;      ///< accept SQEs filled (multishot or one-shot)
-  std::uint64_t cqes = 0;      ///< accept CQEs handled
+struct accept_stats : multishot_stats {
   std::uint64_t accepted = 0;  ///< descriptors the kernel produced
   std::uint64_t errors = 0;    ///< error CQEs (delivered to waiting accepts)
   std::uint64_t stops = 0;     ///< cancels because the queue was full
@@ -105,8 +103,6 @@ class acceptor_state final : public pinned_multishot {
   /// Awaiter destructor, after abandon(): a descriptor granted to a node whose frame was
   /// destroyed unresumed (runtime shutdown) is closed, not leaked.
   void drop_unclaimed(accept_waiter& w) noexcept;
-  /// Idempotent. See the design note.
-  void close() noexcept;
   [[nodiscard]] accept_stats stats() const noexcept;
 
  private:
@@ -116,6 +112,8 @@ class acceptor_state final : public pinned_multishot {
   void on_cqe_locked(int res, std::uint32_t flags, bool final, bool ours,
                      corio::detail::wake_batch& batch) noexcept override;
   void after_cqe() noexcept override;
+  void on_close_locked() noexcept override;
+  void after_close() noexcept override;
   void owner_gone_locked(corio::detail::wake_batch& batch) noexcept override;
   void fill_sqe(io_uring_sqe* sqe) noexcept override;
 
@@ -129,6 +127,7 @@ class acceptor_state final : public pinned_multishot {
   std::deque<int> m_queue;
   std::size_t m_queued_peak = 0;
   int m_close_after_cqe = -1;  // owner only: a descriptor that arrived after close()
+  std::deque<int> m_closing;   // close() only: the queue it took, closed after the lock
   bool m_multishot;
   bool m_hold = true;               // re-arm only from an accept() call (start, after errors)
   std::uint32_t m_cqes_this_arm = 0;

@@ -70,6 +70,22 @@ bool pinned_multishot::mark_closed_locked(wake_batch& batch, std::shared_ptr<pin
   return true;
 }
 
+void pinned_multishot::close() noexcept {
+  wake_batch batch;
+  std::shared_ptr<pinned_multishot> drop;
+  m_lock.lock();
+  const bool first = mark_closed_locked(batch, drop);
+  if (first) {
+    on_close_locked();
+  }
+  m_lock.unlock();
+  drop.reset();
+  if (first) {
+    after_close();
+  }
+  batch.wake_all();
+}
+
 void pinned_multishot::cqe_arrived(port::io_completion* c, int res, std::uint32_t flags) noexcept {
   auto* self = static_cast<pinned_multishot*>(c);
   std::shared_ptr<pinned_multishot> keep;  // the SQE's reference, dropped last

@@ -1,6 +1,6 @@
 // Private: the pinned-multishot engine shared by ipc's acceptor (acceptor_state) and
-// receiver (receiver_state). They keep only their queue policy; arming, cancelling, the
-// wake path to the owner worker and the lifetime are here.
+// receiver (receiver_state). They keep only their queue policy; arming, cancelling,
+// closing, the wake path to the owner worker, the lifetime and the shared counters are here.
 //
 // Design note
 // -----------
@@ -59,9 +59,20 @@
 #include <cstdint>
 #include <memory>
 #include <stop_token>
+#include <type_traits>
 
 #include <corio/runtime/port.hpp>
 #include <corio/sync/waiter_list.hpp>
+
+namespace corio::ipc {
+
+/// The engine's counters in accept_stats and receive_stats (for tests and benchmarks).
+struct multishot_stats {
+  std::uint64_t arms = 0;  ///< SQEs filled (multishot or one-shot)
+  std::uint64_t cqes = 0;  ///< CQEs handled
+};
+
+}  // namespace corio::ipc
 
 namespace corio::ipc::detail {
 
@@ -84,6 +95,10 @@ class pinned_multishot : public port::io_completion, public std::enable_shared_f
   void cancel(corio::detail::waiter& w) noexcept { m_waiters.cancel(w); }
   /// Awaiter destructor: a still-queued node leaves without a wake.
   void abandon(corio::detail::waiter& w) noexcept { m_waiters.abandon(w); }
+  /// Idempotent; the caller holds a reference. Marks the state closed, ends the waits
+  /// (errc::closed), has the owner cancel the SQE and lets the policy drop its queue
+  /// (on_close_locked, then after_close).
+  void close() noexcept;
 
  protected:
   pinned_multishot() noexcept;
@@ -103,6 +118,11 @@ class pinned_multishot : public port::io_completion, public std::enable_shared_f
   /// On the owner, after a CQE's lock is dropped (before the wakes): what must not run
   /// under the spin lock (closing a descriptor that arrived after close()).
   virtual void after_cqe() noexcept {}
+  /// close(), the first time, under the lock: drop the queue (what must not run under
+  /// the spin lock is left for after_close).
+  virtual void on_close_locked() noexcept = 0;
+  /// close(), the first time, after the lock is dropped (before the wakes).
+  virtual void after_close() noexcept {}
   /// The doorbell could not be posted: the owner's runtime has finished its shutdown, and
   /// nothing will be armed there any more. End what would wait for it.
   virtual void owner_gone_locked(corio::detail::wake_batch& batch) noexcept = 0;
@@ -131,10 +151,18 @@ class pinned_multishot : public port::io_completion, public std::enable_shared_f
   /// Under the lock: asks the owner to reconcile (see the design note). Returns a
   /// reference to drop after unlocking (non-null when the post failed).
   [[nodiscard]] std::shared_ptr<pinned_multishot> ring_doorbell_locked(corio::detail::wake_batch& batch) noexcept;
-  /// Under the lock, for close(): marks the state closed, ends the waits (errc::closed)
-  /// and has the owner cancel the SQE. Returns false if it was closed already. `drop`: as
-  /// ring_doorbell_locked's result.
-  bool mark_closed_locked(corio::detail::wake_batch& batch, std::shared_ptr<pinned_multishot>& drop) noexcept;
+  /// stats() body: the policy's counters (`policy()`, called under the lock, returns a
+  /// struct derived from multishot_stats) with the engine's filled in.
+  template <class Policy>
+  [[nodiscard]] auto stats_with(Policy policy) const noexcept {
+    m_lock.lock();
+    auto s = policy();
+    static_assert(std::is_base_of_v<multishot_stats, decltype(s)>);
+    s.arms = m_arms;
+    s.cqes = m_cqes;
+    m_lock.unlock();
+    return s;
+  }
 
   mutable corio::detail::sync_spin_lock m_lock;
   corio::detail::waiter_list m_waiters{m_lock};
@@ -153,6 +181,10 @@ class pinned_multishot : public port::io_completion, public std::enable_shared_f
   };
   static void cqe_arrived(port::io_completion* c, int res, std::uint32_t flags) noexcept;
   static void doorbell_rang(port::cancellable* c) noexcept;
+  /// Under the lock, for close(): marks the state closed, ends the waits (errc::closed)
+  /// and has the owner cancel the SQE. Returns false if it was closed already. `drop`: as
+  /// ring_doorbell_locked's result.
+  bool mark_closed_locked(corio::detail::wake_batch& batch, std::shared_ptr<pinned_multishot>& drop) noexcept;
 
   std::shared_ptr<pinned_multishot> m_armed_ref;     // keeps us alive until the final CQE
   std::shared_ptr<pinned_multishot> m_doorbell_ref;  // keeps us alive until drained

@@ -97,9 +97,7 @@ struct receive_options {
 };
 
 /// Counters of one receiver (for tests and benchmarks).
-struct receive_stats {
-  std::uint64_t arms = 0;       ///< recv SQEs filled (multishot or one-shot)
-  std::uint64_t cqes = 0;       ///< recv CQEs handled
+struct receive_stats : multishot_stats {
   std::uint64_t bytes = 0;      ///< bytes the kernel delivered
   std::uint64_t enobufs = 0;    ///< multishot ends for lack of buffers
   std::size_t queued = 0;       ///< completed buffers nobody has taken yet
@@ -139,7 +137,6 @@ class receiver_state final : public pinned_multishot {
   /// Awaiter destructor, after abandon(): a buffer granted to a node whose frame was
   /// destroyed unresumed (runtime shutdown) is given back.
   void drop_unclaimed(recv_waiter& w) noexcept;
-  void close() noexcept;
   /// A buffer delivered earlier comes back (any thread).
   void give_back(int bid) noexcept;
   [[nodiscard]] const std::byte* buffer(int bid) const noexcept { return m_buffers + static_cast<std::size_t>(bid) * m_size; }
@@ -156,6 +153,7 @@ class receiver_state final : public pinned_multishot {
   void on_claim_locked() noexcept override;
   void on_cqe_locked(int res, std::uint32_t flags, bool final, bool ours,
                      corio::detail::wake_batch& batch) noexcept override;
+  void on_close_locked() noexcept override;
   void owner_gone_locked(corio::detail::wake_batch& batch) noexcept override;
   void fill_sqe(io_uring_sqe* sqe) noexcept override;
 
