@@ -28,10 +28,6 @@
 //   - a publisher (worker.cpp: a push that leaves more than the next task queued, an
 //     overflow, a batch taken from the global queue; runtime_core::schedule_remote and
 //     spawn_root from other threads) calls runtime_core::notify_one() after its push;
-//     a batch of reaped completions and timers only when it leaves more than
-//     worker::kReapWakeThreshold tasks queued, or when a smaller backlog is still there
-//     kBacklogWakeNs later (the worker that holds it is awake, so the invariant holds;
-//     worker.hpp says what this trades);
 //   - an idle worker calls start_searching() before stealing, stop_searching() once it
 //     found work (the last searcher wakes the next), and park() when nothing was found;
 //   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown

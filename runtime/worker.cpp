@@ -157,26 +157,12 @@ void worker::run_task(void* task) {
   if (m_watching_timers) [[unlikely]] {
     hand_over_timer_watch();  // the task may run long: another idle worker watches (timers.cpp)
   }
-  if (m_backlog_since != 0) [[unlikely]] {
-    wake_for_old_backlog();
-  }
   budget = kBudget;
   transfer_depth = 0;
   as_handle(task).resume();
   bump(m_tasks_run);
   if ((m_tick % kSubmitInterval) == 0 && m_ring.has_unsubmitted()) {
     m_ring.submit();
-  }
-}
-
-void worker::wake_for_old_backlog() noexcept {
-  if (m_queue.empty() && m_ready_timers.empty()) {
-    m_backlog_since = 0;  // we ran it ourselves (or a thief took it)
-    return;
-  }
-  if (steady_now_ns() - m_backlog_since >= kBacklogWakeNs) {
-    m_backlog_since = 0;
-    rt.notify_one();
   }
 }
 
@@ -394,14 +380,8 @@ void worker::maintenance(bool force_enter) {
   }
   rt.sweep_own_shard(index);
   m_in_maintenance = false;
-  // A reaped batch wakes a parked worker only past kReapWakeThreshold queued tasks; a
-  // smaller backlog is stolen by a searcher or woken for later (worker.hpp says why).
-  const std::size_t queued = m_queue.size() + m_ready_timers.size();
-  if (queued > kReapWakeThreshold) {
-    m_backlog_since = 0;
+  if (m_queue.size() + m_ready_timers.size() > 1) {
     rt.notify_one();
-  } else if (queued > 1 && m_backlog_since == 0) {
-    m_backlog_since = steady_now_ns();
   }
   m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
 }

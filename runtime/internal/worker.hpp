@@ -85,19 +85,6 @@ class worker {
   /// symmetric transfers before one is re-queued (port::transfer).
   static constexpr unsigned kBudget = 128;
   static constexpr unsigned kTransferLimit = 256;
-  /// Completions and timers reaped in one batch wake a parked worker at once only when
-  /// they leave more than this many tasks queued; a smaller backlog wakes one after
-  /// kBacklogWakeNs if it is still there between two tasks (maintenance, run_task).
-  /// Why: a wake costs ~10 µs of CPU on each side on the 2-vCPU VM, and a woken thief
-  /// submits the I/O of what it stole on its own ring, so it sleeps and wakes for those
-  /// completions from then on. Waking for "more than one" made a 2-worker echo server
-  /// switch context once per ~5 requests and cost 1.6x the CPU per request of one
-  /// worker. A searching worker still steals a small backlog. What this gives up: up to
-  /// kReapWakeThreshold reaped tasks can wait behind one long-running task on their
-  /// worker (a spawned or displaced task, an overflow and a global batch still wake at
-  /// once: push_back_and_notify).
-  static constexpr std::size_t kReapWakeThreshold = 8;
-  static constexpr std::int64_t kBacklogWakeNs = 50'000;
 
   // --- owner-thread state used by the port's entry points (runtime/port.cpp) ---
   unsigned transfer_depth = 0;
@@ -121,7 +108,6 @@ class worker {
   void* search();
   void stop_searching();  // idle.cpp
   void run_task(void* task);
-  void wake_for_old_backlog() noexcept;
   // The sleep/wake protocol (runtime/idle.cpp).
   bool start_searching() noexcept;
   void park();
@@ -161,9 +147,6 @@ class worker {
   unsigned m_tick = 0;                 // owner
   bool m_searching = false;            // owner
   bool m_in_maintenance = false;       // owner: reaping completions / firing timers
-  // When maintenance last left 2..kReapWakeThreshold tasks queued without waking a
-  // parked worker (0: no such backlog); run_task wakes one once it is kBacklogWakeNs old.
-  std::int64_t m_backlog_since = 0;    // owner
   std::uint32_t m_rng;                 // owner
   ring m_ring;                         // owner
   timer_heap m_timers;                 // owner, under m_timer_lock (a taker too)
