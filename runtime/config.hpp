@@ -53,7 +53,11 @@ struct runtime_config {
   /// per other worker's earliest deadline, this long after it. Must be >= 0; 0 takes
   /// timers over as soon as they are due (more traffic between workers: for tests);
   /// microseconds::max() turns the takeover off (a timer then waits for its own
-  /// worker). Needs 2+ workers.
+  /// worker). Needs 2+ workers. The same watcher steals the few I/O-woken tasks a worker
+  /// queued without waking anyone (worker.hpp: kReapWakeThreshold) once they have
+  /// waited this long, in case that worker blocks in a task: one idle worker wakes about
+  /// once per this delay while such a backlog exists. With the takeover off, every such
+  /// backlog wakes a worker at once.
   std::chrono::microseconds timer_takeover_delay{1000};
 };
 

@@ -28,6 +28,25 @@
 //   - a publisher (worker.cpp: a push that leaves more than the next task queued, an
 //     overflow, a batch taken from the global queue; runtime_core::schedule_remote and
 //     spawn_root from other threads) calls runtime_core::notify_one() after its push;
+//   - a batch of reaped completions and timers (maintenance) calls notify_one() only when
+//     it leaves more than worker::kReapWakeThreshold tasks queued. A smaller backlog is
+//     an exception to the invariant's "will wake" made on purpose: its worker is awake and
+//     runs it next, so instead of a wake it gets a stamp (note_backlog). The owner wakes
+//     a parked worker if the backlog is still there kBacklogWakeNs later between two
+//     tasks (wake_for_old_backlog), and thieves leave a stamped queue alone until the
+//     stamp is timer_takeover_delay old (has_stealable_work), so that the connections
+//     of a busy worker stay on its ring. Because the owner may instead block inside its
+//     current task, the stamp is also watched from outside, like a timer deadline: the
+//     timer watcher parks at most until stamp + delay while the stamped queue holds
+//     tasks, and then steals them (park() -> the loop's search). The stamp's store-load
+//     pairs are the timers' (timers.cpp): stamp ; fence ; read the watcher and its
+//     planned wake-up (wake it if it sleeps past stamp + delay, or wake a parked worker
+//     if nobody watches) against claim or `parked = 1` ; fence ; read the stamps. Only
+//     the owner adds to its queue, so a blocked owner's stamped queue only shrinks. So a
+//     small backlog behind a blocked worker is stolen about the takeover delay after it
+//     was reaped (worker.hpp says what this trades). Tasks queued on top of announced,
+//     unstamped ones, and every push outside maintenance, wake as before and end the
+//     stamp (announce_queued);
 //   - an idle worker calls start_searching() before stealing, stop_searching() once it
 //     found work (the last searcher wakes the next), and park() when nothing was found;
 //   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown
@@ -88,6 +107,66 @@ void runtime_core::notify_one() noexcept {
 }
 
 // ---------------------------------------------------------------------------------------
+// a small backlog left by a reaped batch
+
+void worker::note_backlog(std::size_t stealable, std::size_t ready_timers, bool unstamped_before) {
+  const std::size_t queued = stealable + ready_timers;
+  if (queued <= 1 || stealable == 0) {
+    return;  // nothing but the task we run next, or nothing a thief could take
+  }
+  if (queued > kReapWakeThreshold || unstamped_before || m_takeover_delay_ns < 0 || rt.workers.size() < 2) {
+    announce_queued();
+    return;
+  }
+  const std::int64_t now = steady_now_ns();
+  // relaxed: only we write it.
+  const std::int64_t stamp = m_backlog_since.load(std::memory_order_relaxed);
+  if (stamp == 0) {
+    // relaxed: the fence in wake_a_timer_watcher() orders it before the watcher's reads.
+    m_backlog_since.store(now, std::memory_order_relaxed);
+    wake_a_timer_watcher(now);  // a watcher that would sleep past now + delay is woken
+  } else if (now - stamp >= kBacklogWakeNs) {
+    announce_queued();  // an old backlog (or thieves emptied the stamped queue meanwhile)
+  } else {
+    // Already stamped, but a watcher that parked while our queue was empty (thieves)
+    // sleeps without our bound: publish again (one fence).
+    wake_a_timer_watcher(stamp);
+  }
+}
+
+void worker::wake_for_old_backlog() noexcept {
+  if (m_queue.empty()) {
+    m_backlog_since.store(0, std::memory_order_relaxed);  // we ran it (or a thief took it)
+    return;
+  }
+  if (steady_now_ns() - m_backlog_since.load(std::memory_order_relaxed) >= kBacklogWakeNs) {
+    announce_queued();
+  }
+}
+
+void worker::announce_queued() noexcept {
+  // relaxed: only we write the stamp. Clearing it makes our whole queue stealable. A
+  // thief that reads the stale stamp after seeing the task (its acquire of our tail)
+  // skips us; then the seq_cst fence in notify_one() orders our clear before our read
+  // of `sleepers`, against its `parked = 1`, fence, read of the stamp: either it sees
+  // the clear or we see it parked and wake it (design note).
+  if (m_backlog_since.load(std::memory_order_relaxed) != 0) {
+    m_backlog_since.store(0, std::memory_order_relaxed);
+  }
+  rt.notify_one();
+}
+
+bool worker::has_stealable_work() const noexcept {
+  if (m_queue.empty()) {
+    return false;
+  }
+  // relaxed: read after the queue's acquire loads; a stale young stamp is covered by
+  // announce_queued()'s fence, a stale old one only lets a thief steal a little early.
+  const std::int64_t stamp = m_backlog_since.load(std::memory_order_relaxed);
+  return stamp == 0 || steady_now_ns() - stamp >= m_takeover_delay_ns;
+}
+
+// ---------------------------------------------------------------------------------------
 // searchers
 
 bool worker::start_searching() noexcept {
@@ -140,6 +219,8 @@ void worker::park() {
     m_searching = false;
     rt.idle.searching.fetch_sub(1, std::memory_order_seq_cst);
   }
+  // Nothing queued here (the loop found no task): no backlog of ours to watch.
+  m_backlog_since.store(0, std::memory_order_relaxed);
   // Neither searching nor asleep: a task published meanwhile is seen by the re-check
   // below. Returns empty frame chunks to the OS if this thread holds many free blocks.
   detail::frame_idle();

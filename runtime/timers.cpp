@@ -192,7 +192,9 @@ void worker::hand_over_timer_watch() noexcept {
   store_load_barrier(rt.idle.sleepers);
   bool timers_anywhere = false;
   for (const auto& w : rt.workers) {
-    timers_anywhere |= w->m_next_deadline.load(std::memory_order_relaxed) != INT64_MAX;
+    // A stamped backlog (idle.cpp) needs a watcher as a timer does.
+    timers_anywhere |= w->m_next_deadline.load(std::memory_order_relaxed) != INT64_MAX ||
+                       (w->m_backlog_since.load(std::memory_order_relaxed) != 0 && w->has_queued_tasks());
   }
   if (!timers_anywhere || rt.idle.sleepers.load(std::memory_order_relaxed) == 0) {
     return;  // nothing to watch, or nobody idle to watch it (whoever parks next claims)
@@ -215,6 +217,16 @@ std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
       // it is in its loop): look again a little later instead of spinning.
       std::int64_t again = std::max(theirs, now + kRetryNs - m_takeover_delay_ns);
       until = std::min(until, deadline_ns_after(again, m_takeover_delay_ns));
+    }
+    // Tasks a worker queued without waking anyone (a stamped backlog, idle.cpp) are
+    // stolen once the stamp is `delay` old, in case their worker blocks in its current
+    // task: look then (the loop's search takes them; park()'s re-check sees them first
+    // if they are that old already). An empty queue needs no look: only its owner adds
+    // to it, and it publishes again when it does.
+    // relaxed: a hint ordered by the fence before this call (park(), watch_timers()).
+    const std::int64_t stamp = w->m_backlog_since.load(std::memory_order_relaxed);
+    if (stamp != 0 && w->has_queued_tasks()) {
+      until = std::min(until, deadline_ns_after(stamp, m_takeover_delay_ns));
     }
   }
   return until;

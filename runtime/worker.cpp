@@ -157,6 +157,10 @@ void worker::run_task(void* task) {
   if (m_watching_timers) [[unlikely]] {
     hand_over_timer_watch();  // the task may run long: another idle worker watches (timers.cpp)
   }
+  // relaxed: our own value (only we write it).
+  if (m_backlog_since.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    wake_for_old_backlog();  // idle.cpp
+  }
   budget = kBudget;
   transfer_depth = 0;
   as_handle(task).resume();
@@ -219,7 +223,7 @@ void* worker::find_work() {
       }
     }
     if (m_batch.size() > 1) {
-      rt.notify_one();
+      announce_queued();
     }
     return m_batch.front();
   }
@@ -289,7 +293,7 @@ void worker::schedule_yield(void* task) {
 void worker::push_back_and_notify(void* task, std::uint32_t keep_for_self) {
   if (!m_queue.try_push(task)) {
     overflow(task);
-    rt.notify_one();
+    announce_queued();
     return;
   }
   // Waking a parked worker costs ~10 µs of a CPU on the 2-vCPU VM: not while reaping
@@ -297,7 +301,7 @@ void worker::push_back_and_notify(void* task, std::uint32_t keep_for_self) {
   // run next ourselves. A task displaced from the LIFO slot or spawned while we run does
   // wake a parked worker, so it cannot sit behind a long-running task (Tokio's rule).
   if (!m_in_maintenance && m_queue.size() > keep_for_self) {
-    rt.notify_one();
+    announce_queued();
   }
 }
 
@@ -365,6 +369,9 @@ void worker::run_cancel_list(cancellable* list) {
 }
 
 void worker::maintenance(bool force_enter) {
+  // Tasks already queued without a stamp were announced (or are the one we run next):
+  // more on top of them wake a worker as before (note_backlog). relaxed: our own stamp.
+  const bool unstamped_before = !m_queue.empty() && m_backlog_since.load(std::memory_order_relaxed) == 0;
   m_in_maintenance = true;
   drain_cancels();
   if (m_ring.has_unsubmitted() || (force_enter && m_in_flight != 0) ||
@@ -380,9 +387,8 @@ void worker::maintenance(bool force_enter) {
   }
   rt.sweep_own_shard(index);
   m_in_maintenance = false;
-  if (m_queue.size() + m_ready_timers.size() > 1) {
-    rt.notify_one();
-  }
+  // Wakes a parked worker for a large backlog, stamps a small one (idle.cpp).
+  note_backlog(m_queue.size(), m_ready_timers.size(), unstamped_before);
   m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
 }
 

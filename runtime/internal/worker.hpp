@@ -72,7 +72,11 @@ class worker {
   /// Claims this parked worker for a searcher wake. Returns true if claimed.
   bool try_claim_as_searcher() noexcept;
   void unpark_signal() noexcept;
-  [[nodiscard]] bool has_stealable_work() const noexcept { return !m_queue.empty(); }
+  /// Whether a thief should take from this worker's queue: it holds tasks, and they are
+  /// not a stamped backlog younger than the takeover delay, which its awake owner runs
+  /// next (runtime/idle.cpp).
+  [[nodiscard]] bool has_stealable_work() const noexcept;
+  [[nodiscard]] bool has_queued_tasks() const noexcept { return !m_queue.empty(); }
   void* steal_into(local_queue& dst) noexcept { return m_queue.steal_into(dst); }
   worker_metrics metrics() const noexcept;
   /// Owner thread: a spawned task finished here (for runtime_metrics::live_tasks).
@@ -85,6 +89,25 @@ class worker {
   /// symmetric transfers before one is re-queued (port::transfer).
   static constexpr unsigned kBudget = 128;
   static constexpr unsigned kTransferLimit = 256;
+  /// Completions and timers reaped in one batch wake a parked worker at once only when
+  /// they leave more than this many tasks queued. A smaller backlog is stamped
+  /// (m_backlog_since) and thieves leave it alone while the stamp is younger than
+  /// runtime_config::timer_takeover_delay: its owner wakes a parked worker if it is still
+  /// queued kBacklogWakeNs later between two tasks (run_task), and the timer watcher
+  /// bounds its park by stamp + delay and then steals it, in case its owner stopped
+  /// running tasks (a blocking call, a long computation, a busy-wait). Why: a wake costs ~10 µs of CPU on each side on
+  /// the 2-vCPU VM, and a woken thief submits the I/O of what it stole on its own ring,
+  /// so it sleeps and wakes for those completions from then on: waking for "more than
+  /// one" made a 2-worker echo server switch context once per ~5 requests and cost 1.6x
+  /// the CPU per request of one worker. The price: up to kReapWakeThreshold reaped tasks
+  /// may wait about the takeover delay (plus a wake-up) behind a task that blocks their
+  /// worker; with the takeover off (delay < 0) the old rule applies. (What no thief can
+  /// take — the LIFO slot, due timers' tasks, cancel drains — waits for the blocked
+  /// worker, with or without this rule.) A spawned or
+  /// displaced task, an overflow and a global batch still wake at once, and end the
+  /// stamp (announce_queued): thieves take a stamped queue only once it is that old.
+  static constexpr std::size_t kReapWakeThreshold = 8;
+  static constexpr std::int64_t kBacklogWakeNs = 50'000;
 
   // --- owner-thread state used by the port's entry points (runtime/port.cpp) ---
   unsigned transfer_depth = 0;
@@ -108,6 +131,9 @@ class worker {
   void* search();
   void stop_searching();  // idle.cpp
   void run_task(void* task);
+  void wake_for_old_backlog() noexcept;
+  void note_backlog(std::size_t stealable, std::size_t ready_timers, bool unstamped_before);
+  void announce_queued() noexcept;
   // The sleep/wake protocol (runtime/idle.cpp).
   bool start_searching() noexcept;
   void park();
@@ -174,6 +200,10 @@ class worker {
   // The timer heap's lock and its earliest deadline as others see it (timers.cpp).
   alignas(64) std::atomic<bool> m_timer_lock{false};
   std::atomic<std::int64_t> m_next_deadline{INT64_MAX};
+  // When maintenance last left 2..kReapWakeThreshold tasks queued without waking anyone
+  // (steady ns; 0: no such backlog). Written by the owner only; read by the timer
+  // watcher and a leaving watcher, like m_next_deadline (worker.cpp, timers.cpp).
+  std::atomic<std::int64_t> m_backlog_since{0};
 
   alignas(64) std::atomic<std::uint64_t> m_tasks_run{0};
   std::atomic<std::uint64_t> m_steals{0};
