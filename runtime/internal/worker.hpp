@@ -95,17 +95,17 @@ class worker {
   /// runtime_config::timer_takeover_delay: its owner wakes a parked worker if it is still
   /// queued kBacklogWakeNs later between two tasks (run_task), and the timer watcher
   /// bounds its park by stamp + delay and then steals it, in case its owner stopped
-  /// running tasks (a blocking call, a long computation, a busy-wait). Why: a wake costs ~10 µs of CPU on each side on
-  /// the 2-vCPU VM, and a woken thief submits the I/O of what it stole on its own ring,
-  /// so it sleeps and wakes for those completions from then on: waking for "more than
-  /// one" made a 2-worker echo server switch context once per ~5 requests and cost 1.6x
-  /// the CPU per request of one worker. The price: up to kReapWakeThreshold reaped tasks
-  /// may wait about the takeover delay (plus a wake-up) behind a task that blocks their
-  /// worker; with the takeover off (delay < 0) the old rule applies. (What no thief can
-  /// take — the LIFO slot, due timers' tasks, cancel drains — waits for the blocked
-  /// worker, with or without this rule.) A spawned or
-  /// displaced task, an overflow and a global batch still wake at once, and end the
-  /// stamp (announce_queued): thieves take a stamped queue only once it is that old.
+  /// running tasks (a blocking call, a long computation, a busy-wait).
+  /// Why: a wake costs ~10 µs of CPU on each side on the 2-vCPU VM, and a woken thief
+  /// submits the I/O of what it stole on its own ring, so it sleeps and wakes for those
+  /// completions from then on: waking for "more than one" made a 2-worker echo server
+  /// switch context once per ~5 requests and cost 1.6x the CPU per request of one worker.
+  /// The price: up to kReapWakeThreshold reaped tasks may wait about the takeover delay
+  /// (plus a wake-up) behind a task that blocks their worker; with the takeover off
+  /// (delay < 0) the old rule applies. (What no thief can take — the LIFO slot, due
+  /// timers' tasks, cancel drains — waits for a blocked worker with or without this
+  /// rule.) A spawned or displaced task, an overflow, a global batch and a batch on top
+  /// of such tasks still wake at once and end the stamp (announce_queued).
   static constexpr std::size_t kReapWakeThreshold = 8;
   static constexpr std::int64_t kBacklogWakeNs = 50'000;
 
