@@ -14,8 +14,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -436,17 +438,24 @@ TEST_CASE("runtime: metrics count tasks, parks, SQEs and CQEs per worker", "[run
 TEST_CASE("runtime: an idle runtime uses no measurable CPU", "[runtime]") {
   corio::runtime rt(workers(2));
   rt.block_on(square(1));
-  rusage before{};
-  ::getrusage(RUSAGE_SELF, &before);
-  std::this_thread::sleep_for(500ms);
-  rusage after{};
-  ::getrusage(RUSAGE_SELF, &after);
   auto usec = [](const rusage& r) {
     return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
   };
-  long used = usec(after) - usec(before);
-  INFO("CPU used while idle for 500 ms: " << used << " us");
-  CHECK(used < 5'000);  // < 1% of 500 ms
+  // The least of three 500 ms windows: a runtime that wakes while idle does so in every
+  // window, while one hiccup of a loaded VM (once 10 ms in a CI run, against 0.15-0.45
+  // ms usually) lands in one.
+  long least = LONG_MAX;
+  for (int window = 0; window < 3 && least >= 5'000; ++window) {
+    rusage before{};
+    ::getrusage(RUSAGE_SELF, &before);
+    std::this_thread::sleep_for(500ms);
+    rusage after{};
+    ::getrusage(RUSAGE_SELF, &after);
+    const long used = usec(after) - usec(before);
+    UNSCOPED_INFO("CPU used while idle for 500 ms (window " << window << "): " << used << " us");
+    least = std::min(least, used);
+  }
+  CHECK(least < 5'000);  // < 1% of 500 ms
 }
 
 TEST_CASE("runtime: the eventfd wake fallback works like the futex wake", "[runtime]") {
