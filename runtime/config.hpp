@@ -55,9 +55,10 @@ struct runtime_config {
   /// microseconds::max() turns the takeover off (a timer then waits for its own
   /// worker). Needs 2+ workers. The same watcher steals the few I/O-woken tasks a worker
   /// queued without waking anyone (worker.hpp: kReapWakeThreshold) once they have
-  /// waited this long, in case that worker blocks in a task: one idle worker wakes about
-  /// once per this delay while such a backlog exists. With the takeover off, every such
-  /// backlog wakes a worker at once.
+  /// waited this long, in case that worker blocks in a task; it looks one to two delays
+  /// after the stamp, so one idle worker wakes every one to two delays while a worker
+  /// keeps queueing such backlogs. With the takeover off, every such backlog wakes a
+  /// worker at once.
   std::chrono::microseconds timer_takeover_delay{1000};
 };
 

@@ -40,13 +40,16 @@
 //     timer watcher parks at most until stamp + delay while the stamped queue holds
 //     tasks, and then steals them (park() -> the loop's search). The stamp's store-load
 //     pairs are the timers' (timers.cpp): stamp ; fence ; read the watcher and its
-//     planned wake-up (wake it if it sleeps past stamp + delay, or wake a parked worker
-//     if nobody watches) against claim or `parked = 1` ; fence ; read the stamps. Only
-//     the owner adds to its queue, so a blocked owner's stamped queue only shrinks. So a
-//     small backlog behind a blocked worker is stolen about the takeover delay after it
-//     was reaped (worker.hpp says what this trades). Tasks queued on top of announced,
-//     unstamped ones, and every push outside maintenance, wake as before and end the
-//     stamp (announce_queued);
+//     planned wake-up (wake it if it sleeps past stamp + 2 × delay, or wake a parked
+//     worker if nobody watches) against claim or `parked = 1` ; fence ; read the
+//     stamps. The slack of a second delay saves the wakes: a watcher that saw a stamp
+//     younger than 2 × delay parks at most 2 × delay (m_last_backlog), so a worker that
+//     stamps backlog after backlog wakes nobody; the watcher looks every one to two
+//     delays. Only the owner adds to its queue, so a blocked owner's stamped queue only
+//     shrinks. So a small backlog behind a blocked worker is stolen one to two takeover
+//     delays after it was reaped (worker.hpp says what this trades). Tasks queued on top
+//     of announced, unstamped ones, and every push outside maintenance, wake as before
+//     and end the stamp (announce_queued);
 //   - an idle worker calls start_searching() before stealing, stop_searching() once it
 //     found work (the last searcher wakes the next), and park() when nothing was found;
 //   - a cancel request for a parked worker (worker::push_cancel) and runtime shutdown
@@ -121,17 +124,20 @@ void worker::note_backlog(std::size_t stealable, std::size_t ready_timers, bool 
   const std::int64_t now = steady_now_ns();
   // relaxed: only we write it.
   const std::int64_t stamp = m_backlog_since.load(std::memory_order_relaxed);
-  if (stamp == 0) {
-    // relaxed: the fence in wake_a_timer_watcher() orders it before the watcher's reads.
-    m_backlog_since.store(now, std::memory_order_relaxed);
-    wake_a_timer_watcher(now);  // a watcher that would sleep past now + delay is woken
-  } else if (now - stamp >= kBacklogWakeNs) {
+  if (stamp != 0 && now - stamp >= kBacklogWakeNs) {
     announce_queued();  // an old backlog (or thieves emptied the stamped queue meanwhile)
-  } else {
-    // Already stamped, but a watcher that parked while our queue was empty (thieves)
-    // sleeps without our bound: publish again (one fence).
-    wake_a_timer_watcher(stamp);
+    return;
   }
+  if (stamp == 0) {
+    // relaxed: the fence in wake_a_timer_watcher() orders them before the watcher's reads.
+    m_backlog_since.store(now, std::memory_order_relaxed);
+    m_last_backlog.store(now, std::memory_order_relaxed);
+  }
+  // A watcher that would sleep past stamp + 2 × delay is woken (so a blocked owner's
+  // backlog is stolen one to two delays after it was stamped); one that parked while our
+  // queue was empty (thieves) is bounded again too. Usually the watcher already parks
+  // at most 2 × delay while we stamp (park_deadline), and nothing is woken.
+  wake_a_backlog_watcher(stamp == 0 ? now : stamp);
 }
 
 void worker::wake_for_old_backlog() noexcept {

@@ -126,7 +126,7 @@ void worker::arm_timer(timer_node* node) {
   }
   unlock_timers();
   if (earliest && m_takeover_delay_ns >= 0 && rt.workers.size() > 1) {
-    wake_a_timer_watcher(deadline);
+    wake_a_timer_watcher(deadline_ns_after(deadline, m_takeover_delay_ns));
   }
 }
 
@@ -193,8 +193,7 @@ void worker::hand_over_timer_watch() noexcept {
   bool timers_anywhere = false;
   for (const auto& w : rt.workers) {
     // A stamped backlog (idle.cpp) needs a watcher as a timer does.
-    timers_anywhere |= w->m_next_deadline.load(std::memory_order_relaxed) != INT64_MAX ||
-                       (w->m_backlog_since.load(std::memory_order_relaxed) != 0 && w->has_queued_tasks());
+    timers_anywhere |= w->m_next_deadline.load(std::memory_order_relaxed) != INT64_MAX || w->backlog_stamp() != 0;
   }
   if (!timers_anywhere || rt.idle.sleepers.load(std::memory_order_relaxed) == 0) {
     return;  // nothing to watch, or nobody idle to watch it (whoever parks next claims)
@@ -223,10 +222,18 @@ std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
     // task: look then (the loop's search takes them; park()'s re-check sees them first
     // if they are that old already). An empty queue needs no look: only its owner adds
     // to it, and it publishes again when it does.
-    // relaxed: a hint ordered by the fence before this call (park(), watch_timers()).
-    const std::int64_t stamp = w->m_backlog_since.load(std::memory_order_relaxed);
-    if (stamp != 0 && w->has_queued_tasks()) {
+    const std::int64_t stamp = w->backlog_stamp();
+    if (stamp != 0) {
       until = std::min(until, deadline_ns_after(stamp, m_takeover_delay_ns));
+    }
+    // A worker stamping backlogs wakes us only if we would sleep past stamp + 2 × delay
+    // (idle.cpp: note_backlog): while it stamps, look every 2 × delay instead of being
+    // woken for each. relaxed: a hint, ordered like the stamp. `age` is negative when
+    // the stamp raced our clock read (still "recent"); compared without forming 2 × delay.
+    const std::int64_t last = w->m_last_backlog.load(std::memory_order_relaxed);
+    const std::int64_t age = now - last;
+    if (last != 0 && (age < 0 || age - m_takeover_delay_ns < m_takeover_delay_ns)) {
+      until = std::min(until, deadline_ns_after(deadline_ns_after(now, m_takeover_delay_ns), m_takeover_delay_ns));
     }
   }
   return until;
@@ -292,14 +299,17 @@ bool worker::take_due_timers_of(worker& victim, std::int64_t now) {
   return true;
 }
 
-void worker::wake_a_timer_watcher(std::int64_t deadline) noexcept {
+void worker::wake_a_backlog_watcher(std::int64_t stamp) noexcept {
+  wake_a_timer_watcher(deadline_ns_after(deadline_ns_after(stamp, m_takeover_delay_ns), m_takeover_delay_ns));
+}
+
+void worker::wake_a_timer_watcher(std::int64_t needed) noexcept {
   // seq_cst fence: the armer half of the store-load pair with park() (design note): our
   // deadline store above against its `parked` store.
   store_load_barrier(rt.idle.sleepers);
   if (rt.idle.sleepers.load(std::memory_order_relaxed) == 0) {
     return;  // nobody parked: whoever parks next reads our deadline
   }
-  const std::int64_t needed = deadline_ns_after(deadline, m_takeover_delay_ns);
   // relaxed: who watches is a hint here; a stale answer only costs a needless wake, or
   // none for a worker that is waking anyway and will read our deadline when it re-parks.
   std::int32_t watcher = rt.idle.timer_watcher.load(std::memory_order_relaxed);

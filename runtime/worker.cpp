@@ -158,7 +158,7 @@ void worker::run_task(void* task) {
     hand_over_timer_watch();  // the task may run long: another idle worker watches (timers.cpp)
   }
   // relaxed: our own value (only we write it).
-  if (m_backlog_since.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+  if (m_backlog_since.load(std::memory_order_relaxed) != 0) {
     wake_for_old_backlog();  // idle.cpp
   }
   budget = kBudget;

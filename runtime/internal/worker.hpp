@@ -76,7 +76,12 @@ class worker {
   /// not a stamped backlog younger than the takeover delay, which its awake owner runs
   /// next (runtime/idle.cpp).
   [[nodiscard]] bool has_stealable_work() const noexcept;
-  [[nodiscard]] bool has_queued_tasks() const noexcept { return !m_queue.empty(); }
+  /// The stamp of a small backlog this worker queued without waking anyone, while it
+  /// still holds tasks; 0 when there is none to watch (runtime/idle.cpp).
+  [[nodiscard]] std::int64_t backlog_stamp() const noexcept {
+    // relaxed: a hint ordered by the caller's fence (park(), hand_over_timer_watch()).
+    return m_queue.empty() ? 0 : m_backlog_since.load(std::memory_order_relaxed);
+  }
   void* steal_into(local_queue& dst) noexcept { return m_queue.steal_into(dst); }
   worker_metrics metrics() const noexcept;
   /// Owner thread: a spawned task finished here (for runtime_metrics::live_tasks).
@@ -95,18 +100,26 @@ class worker {
   /// runtime_config::timer_takeover_delay: its owner wakes a parked worker if it is still
   /// queued kBacklogWakeNs later between two tasks (run_task), and the timer watcher
   /// bounds its park by stamp + delay and then steals it, in case its owner stopped
-  /// running tasks (a blocking call, a long computation, a busy-wait).
+  /// running tasks (a blocking call, a long computation, a busy-wait). The watcher is
+  /// woken for a stamp only if it would sleep past stamp + 2 × delay, and while a worker
+  /// keeps stamping it parks at most 2 × delay: it wakes every one to two delays instead
+  /// of once per backlog (echo server, 2 workers: 21,000 watcher wakes in 6 s before).
   /// Why: a wake costs ~10 µs of CPU on each side on the 2-vCPU VM, and a woken thief
   /// submits the I/O of what it stole on its own ring, so it sleeps and wakes for those
   /// completions from then on: waking for "more than one" made a 2-worker echo server
   /// switch context once per ~5 requests and cost 1.6x the CPU per request of one worker.
-  /// The price: up to kReapWakeThreshold reaped tasks may wait about the takeover delay
-  /// (plus a wake-up) behind a task that blocks their worker; with the takeover off
+  /// The price: up to kReapWakeThreshold reaped tasks may wait one to two takeover delays
+  /// (plus a wake-up) behind a task that blocks their worker, and a burst of CPU-heavy
+  /// reaped tasks gets its second worker at the first task boundary kBacklogWakeNs
+  /// after the stamp; with the takeover off
   /// (delay < 0) the old rule applies. (What no thief can take — the LIFO slot, due
   /// timers' tasks, cancel drains — waits for a blocked worker with or without this
   /// rule.) A spawned or displaced task, an overflow, a global batch and a batch on top
   /// of such tasks still wake at once and end the stamp (announce_queued).
-  static constexpr std::size_t kReapWakeThreshold = 8;
+  /// 32: a scan on the 2-worker echo server (64 B, µs per request, 4 s × 3 alternating)
+  /// read 12.0 at 8, 10.6 at 16, 10.0 at 32, 11.0 at 64 (Tokio 9.0, one worker 8.0);
+  /// past 32 a batch waits for its owner longer than a wake-up would have cost.
+  static constexpr std::size_t kReapWakeThreshold = 32;
   static constexpr std::int64_t kBacklogWakeNs = 50'000;
 
   // --- owner-thread state used by the port's entry points (runtime/port.cpp) ---
@@ -149,7 +162,11 @@ class worker {
   bool take_over_timers(std::int64_t now);
   [[nodiscard]] bool others_have_timers() const noexcept;
   bool take_due_timers_of(worker& victim, std::int64_t now);
-  void wake_a_timer_watcher(std::int64_t deadline) noexcept;
+  /// Wakes the parked timer watcher if it would sleep past `needed` (steady ns), or a
+  /// parked worker when nobody watches.
+  void wake_a_timer_watcher(std::int64_t needed) noexcept;
+  /// The same for a backlog stamped at `stamp`: needed by stamp + 2 × delay (idle.cpp).
+  void wake_a_backlog_watcher(std::int64_t stamp) noexcept;
   void wake_another_parked() noexcept;  ///< the first parked worker other than this one
   void publish_next_deadline() noexcept;
   void lock_timers() noexcept;
@@ -204,6 +221,10 @@ class worker {
   // (steady ns; 0: no such backlog). Written by the owner only; read by the timer
   // watcher and a leaving watcher, like m_next_deadline (worker.cpp, timers.cpp).
   std::atomic<std::int64_t> m_backlog_since{0};
+  // When this worker last stamped a backlog (never cleared; 0: never). A watcher that
+  // sees it younger than 2 × delay parks at most 2 × delay, so the next stamps need not
+  // wake it (timers.cpp: park_deadline). Written by the owner, read by the watcher only.
+  std::atomic<std::int64_t> m_last_backlog{0};
 
   alignas(64) std::atomic<std::uint64_t> m_tasks_run{0};
   std::atomic<std::uint64_t> m_steals{0};

@@ -3,7 +3,7 @@
 // worker at once (runtime/idle.cpp: note_backlog); the worker that reaped them runs them
 // next. If the first of them then blocks that worker, the others must still run: the
 // timer watcher, which bounds its park by the backlog's stamp plus timer_takeover_delay,
-// steals them about that delay (1 ms) after they were reaped. Here the first
+// steals them one to two delays (1-2 ms) after they were reaped. Here the first
 // one busy-waits for the other two, so without that watch it waits forever (bounded by
 // the test: 2 s, then it reports the stall). How long it waits is a benchmark's question;
 // the test only asks for well under the give-up time.
