@@ -78,6 +78,12 @@ std::int64_t deadline_ns_after(std::int64_t ns, std::int64_t delay_ns) noexcept 
       .count();
 }
 
+/// `ns + 2 × delay_ns`, saturating: how late the watcher may look at a backlog stamped
+/// at `ns` (runtime/idle.cpp).
+std::int64_t two_delays_after(std::int64_t ns, std::int64_t delay_ns) noexcept {
+  return deadline_ns_after(deadline_ns_after(ns, delay_ns), delay_ns);
+}
+
 }  // namespace
 
 void worker::lock_timers() noexcept {
@@ -233,7 +239,7 @@ std::int64_t worker::park_deadline(std::int64_t now, bool watching) noexcept {
     const std::int64_t last = w->m_last_backlog.load(std::memory_order_relaxed);
     const std::int64_t age = now - last;
     if (last != 0 && (age < 0 || age - m_takeover_delay_ns < m_takeover_delay_ns)) {
-      until = std::min(until, deadline_ns_after(deadline_ns_after(now, m_takeover_delay_ns), m_takeover_delay_ns));
+      until = std::min(until, two_delays_after(now, m_takeover_delay_ns));
     }
   }
   return until;
@@ -300,7 +306,7 @@ bool worker::take_due_timers_of(worker& victim, std::int64_t now) {
 }
 
 void worker::wake_a_backlog_watcher(std::int64_t stamp) noexcept {
-  wake_a_timer_watcher(deadline_ns_after(deadline_ns_after(stamp, m_takeover_delay_ns), m_takeover_delay_ns));
+  wake_a_timer_watcher(two_delays_after(stamp, m_takeover_delay_ns));
 }
 
 void worker::wake_a_timer_watcher(std::int64_t needed) noexcept {

@@ -111,11 +111,11 @@ class worker {
   /// The price: up to kReapWakeThreshold reaped tasks may wait one to two takeover delays
   /// (plus a wake-up) behind a task that blocks their worker, and a burst of CPU-heavy
   /// reaped tasks gets its second worker at the first task boundary kBacklogWakeNs
-  /// after the stamp; with the takeover off
-  /// (delay < 0) the old rule applies. (What no thief can take — the LIFO slot, due
-  /// timers' tasks, cancel drains — waits for a blocked worker with or without this
-  /// rule.) A spawned or displaced task, an overflow, a global batch and a batch on top
-  /// of such tasks still wake at once and end the stamp (announce_queued).
+  /// after the stamp; with the takeover off (delay < 0) the old rule applies. (What no
+  /// thief can take — the LIFO slot, due timers' tasks, cancel drains — waits for a
+  /// blocked worker with or without this rule.) A spawned or displaced task, an
+  /// overflow, a global batch and a batch on top of such tasks still wake at once and
+  /// end the stamp (announce_queued).
   /// 32: a scan on the 2-worker echo server (64 B, µs per request, 4 s × 3 alternating)
   /// read 12.0 at 8, 10.6 at 16, 10.0 at 32, 11.0 at 64 (Tokio 9.0, one worker 8.0);
   /// past 32 a batch waits for its owner longer than a wake-up would have cost.
