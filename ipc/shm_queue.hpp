@@ -13,9 +13,10 @@
 // max_message_size + 8 bytes rounded up to 64. No pointers.
 // How it works: producers take turns under the producers' lock: copy into the next slot,
 // then publish it by advancing the published count; consumers likewise under theirs. A
-// side that finds the queue full (or empty) sets the waiters bit of the other side's
-// count word, drops its lock and awaits that word with IORING_OP_FUTEX_WAIT through the
-// ring (the blocking pool before Linux 6.7; blocking forms use futex(2)). Publishing is
+// side that finds the queue full (or empty) drops its lock, spins briefly (see Cost),
+// sets the waiters bit of the other side's count word and awaits that word with
+// IORING_OP_FUTEX_WAIT through the ring (the blocking pool before Linux 6.7; blocking
+// forms use futex(2)). Publishing is
 // one CAS when nobody waits, and one FUTEX_WAKE_OP (advance and wake, atomically) when
 // someone does: the fast path makes no syscall.
 // Death: a producer or consumer killed at any instant never corrupts the queue or
@@ -44,8 +45,15 @@
 // Thread-safety: any number of tasks, threads and processes send and receive at once;
 // one owner per handle (the handle maps the object; it must outlive calls in flight).
 // Cost: a send or receive that does not wait: the side's robust lock (two CASes and a
-// process-local spin lock), a memcpy of the message, one CAS to publish. Measured in
-// bench/ipc/shm_bench (see README).
+// process-local spin lock), a memcpy of the message, one CAS to publish. A receive()
+// or receive_blocking() that finds the queue empty just after a try_receive (or a
+// receive() that did not wait, which is one) took a message — a consumer keeping up
+// with a stream — first pauses once for about half the spin budget (1 µs) without
+// looking, so the producers' cache line is not pulled away once per message and what
+// they publish meanwhile is taken as one batch; a message published in that pause waits
+// for it, and such a receive may keep its worker for about one and a half spin budgets
+// before it sleeps. Receives that wait each time (request and reply) never pause, nor
+// does try_receive. Measured in bench/ipc/shm_bench (see README).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -80,8 +88,9 @@ namespace detail {
 
 struct queue_header;
 
-/// Where a test hook runs: around the step that makes a send (receive) take effect.
-enum class queue_step { before_publish, after_publish, before_consume, after_consume };
+/// Where a test hook runs: around the step that makes a send (receive) take effect, and
+/// before a receive's batching pause.
+enum class queue_step { before_publish, after_publish, before_consume, after_consume, batching_pause };
 /// Test hook (all builds; one relaxed load per step): called in the sending or receiving
 /// process at each queue_step, so tests can kill a process at exactly that point.
 inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};

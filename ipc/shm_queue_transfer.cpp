@@ -1,19 +1,7 @@
 // corio::ipc::shm_queue: sending and receiving, the two sides' protocols and their recovery
 // after a death (see shm_queue.hpp; the layout is in detail/shm_queue_layout.hpp, create
-// and open in shm_queue.cpp).
-//
-// Count words (published by producers, consumed by consumers): count * 4 + closed * 2 +
-// waiters. Only the holder of a side's lock changes its count; the other side only sets
-// the waiters bit (before it sleeps on the word), and close() only sets the closed bit.
-// Advancing: CAS v -> v + 4 while the waiters bit is clear; with it set, FUTEX_WAKE_OP
-// adds 3 (odd + 3 = the next count with the waiters bit clear, whatever the closed bit)
-// and wakes every sleeper of the word in the same syscall. close() ORs 2 and wakes all;
-// OR 2 and ADD 3 commute, so a close racing an advance loses nothing.
-// Positions: the 64-bit write/read positions live beside each lock and index the slots;
-// the count words hold their low 30 bits. A holder that dies between advancing the word
-// and its position leaves them one apart: recovery (the next holder of that side, on
-// owner_dead) adds the one. The cached free / available counts are decremented before
-// the word advances, so after a death they are never too high; recovery zeroes them.
+// and open in shm_queue.cpp). The protocol over the header's words (count words,
+// positions, recovery, receive batching) is described in detail/shm_queue_layout.hpp.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <climits>
@@ -69,26 +57,10 @@ std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen
   return std::nullopt;
 }
 
-std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
-  return reinterpret_cast<std::byte*>(h) + h->slots_offset + (pos % h->capacity) * h->slot_stride;
-}
-
 void test_hook(detail::queue_step step) noexcept {
   if (auto hook = detail::g_shm_queue_test_hook.load(std::memory_order_relaxed)) {
     hook(step);
   }
-}
-
-/// Before a holder uses a count cached by an earlier holder: ThreadSanitizer sees one
-/// process, and when that earlier holder was another process, the acquire load behind
-/// the cached count (pairing with the other side's release in advance()) happened where
-/// it cannot see it, so it would report the slot access as a race. In TSan builds the
-/// holder loads the other side's word with acquire order itself; elsewhere nothing (the
-/// cache exists to keep the other side's cache line out of the way).
-void acquire_for_sanitizer([[maybe_unused]] const shared_word& word) noexcept {
-#if defined(__SANITIZE_THREAD__)
-  (void)word.load(std::memory_order_acquire);
-#endif
 }
 
 enum class outcome { done, closed, would_wait };
@@ -273,7 +245,7 @@ class transfer {
 
   /// With lock() held (`held`, dropped before anything else is decided): the locked
   /// attempt, then next::finish (see result_as), next::lock (take lock() again) or
-  /// next::sleep. `stop_asked()` is asked only before a sleep would be prepared.
+  /// next::sleep. `stop_asked()` is asked only before a pause or a sleep.
   template <class StopAsked>
   next step(process_mutex_guard held, StopAsked stop_asked) noexcept {
     if (m_barrier_next) {
@@ -281,6 +253,7 @@ class transfer {
       return next::lock;
     }
     const outcome o = attempt();
+    const bool batch = batch_before_sleep(o);
     held.unlock();
     if (o == outcome::done) {
       return next::finish;
@@ -294,6 +267,11 @@ class transfer {
     if (o == outcome::closed || stop_asked()) {
       m_error = o == outcome::closed ? make_error_code(errc::closed) : cancelled_error();
       return next::finish;
+    }
+    if (batch) {
+      test_hook(detail::queue_step::batching_pause);
+      detail::spin_without_looking();  // "Batching" (shm_queue_layout.hpp); then look again
+      return next::lock;
     }
     auto value = prepare_sleep(word(), m_seen, m_spun);
     if (!value) {
@@ -317,6 +295,19 @@ class transfer {
   }
 
  private:
+  /// Receives, with the receive lock held, after an attempt: whether to pause before
+  /// preparing a sleep ("Batching" in shm_queue_layout.hpp; at most once per call). A
+  /// transfer is a receive that found it would wait, or a blocking one: it clears `flowing`.
+  bool batch_before_sleep(outcome o) noexcept {
+    if (m_receive_lock == nullptr) {
+      return false;
+    }
+    const bool batch = o == outcome::would_wait && m_h->flowing != 0 && !m_paused;
+    m_paused = m_paused || batch;
+    m_h->flowing = 0;
+    return batch;
+  }
+
   outcome attempt() noexcept {
     return m_receive_lock == nullptr ? send_locked(m_h, m_message, m_seen)
                                      : receive_locked(m_h, m_buffer, m_size, m_seen);
@@ -330,6 +321,7 @@ class transfer {
   std::size_t m_size = 0;                         // received
   std::uint32_t m_seen = 0;                       // the other side's word as seen; then to sleep on
   bool m_spun = false;                            // prepare_sleep's spin, once per call
+  bool m_paused = false;                          // the batching pause, once per call
   bool m_waited_for_senders = false;              // closed seen once: the barrier was taken
   bool m_barrier_next = false;                    // lock() is the send lock, as that barrier
   std::error_code m_error;                        // next::finish: none when done
@@ -453,7 +445,9 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
   std::size_t size = 0;
   std::uint32_t sleep_value = 0;
   switch (receive_locked(m_header, buffer, size, sleep_value)) {
-    case outcome::done: return size;
+    case outcome::done:
+      m_header->flowing = 1;  // took a message without waiting ("Batching", shm_queue_layout.hpp)
+      return size;
     case outcome::would_wait: return unexpected(make_error_code(errc::empty));
     case outcome::closed: break;
   }

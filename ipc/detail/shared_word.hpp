@@ -116,6 +116,13 @@ class without_inherited_stop {
 /// wait, and the partner's wake then needs no syscall either. The budget bounds the time
 /// a task keeps its worker from other tasks.
 bool spin_while_equal(const shared_word& word, std::uint32_t seen) noexcept;
+/// Spins (cpu pause) for about half the spin budget (nothing when spinning is off)
+/// without reading any shared word: a look at a word that another CPU keeps writing
+/// takes its cache line away from that CPU, and looking less often lets the writer go on
+/// with the line in its own cache. shm_queue's receive batching uses it once per call,
+/// before its spin_while_equal: such a receive keeps its worker for up to about one and
+/// a half budgets.
+void spin_without_looking() noexcept;
 /// The spin budget in nanoseconds (default 2000; 0 disables spinning: benchmarks
 /// compare both). Any thread; waits that start afterwards use it.
 void set_spin_budget(unsigned nanoseconds) noexcept;

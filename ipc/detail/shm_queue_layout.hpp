@@ -1,7 +1,33 @@
 // The layout of a corio::ipc::shm_queue in shared memory, shared by shm_queue.cpp (create,
 // open, close) and shm_queue_transfer.cpp (the two sides' protocols); not installed,
-// private to ipc/. The protocol over these words is described at the top of
-// shm_queue_transfer.cpp.
+// private to ipc/. The protocol over these words:
+//
+// Count words (published by producers, consumed by consumers): count * 4 + closed * 2 +
+// waiters. Only the holder of a side's lock changes its count; the other side only sets
+// the waiters bit (before it sleeps on the word), and close() only sets the closed bit.
+// Advancing: CAS v -> v + 4 while the waiters bit is clear; with it set, FUTEX_WAKE_OP
+// adds 3 (odd + 3 = the next count with the waiters bit clear, whatever the closed bit)
+// and wakes every sleeper of the word in the same syscall. close() ORs 2 and wakes all;
+// OR 2 and ADD 3 commute, so a close racing an advance loses nothing.
+// Positions: the 64-bit write/read positions live beside each lock and index the slots;
+// the count words hold their low 30 bits. A holder that dies between advancing the word
+// and its position leaves them one apart: recovery (the next holder of that side, on
+// owner_dead) adds the one. The cached free / available counts are decremented before
+// the word advances, so after a death they are never too high; recovery zeroes them.
+// Batching: a consumer that keeps up with a producer finds one message per look, and
+// each look at the published word takes its cache line away from the producer, whose
+// next advance must fetch it back: two cache-line transfers per message, which bound a
+// stream. So a receive that finds the queue empty while `flowing` is set (a try_receive,
+// the first step of every receive(), took a message since the last slow-path attempt)
+// first spins for about half the spin budget without looking (spin_without_looking),
+// then takes what was published meanwhile as one batch (one look). Every slow-path or
+// blocking attempt clears `flowing`, and a call pauses at most once, so request and
+// reply traffic, where every receive waits, never pauses, and a receive_blocking-only
+// consumer pauses only after another consumer's try_receive; in a stream a message
+// published during the pause waits for it (about 1 µs by default). `flowing` is a hint
+// under the receive lock: a wrong value costs one pause, or the usual spin instead of
+// it; a process of an older corio ignores it.
+//
 // Thread-safety: the header lives in memory mapped by several processes; every field says
 // who may write it. Cost: a few cache lines (each side's line is its own).
 #pragma once
@@ -32,6 +58,9 @@ struct alignas(64) queue_header {
   alignas(64) mutex_state receive_lock;
   std::uint64_t read_pos = 0;        ///< next position to empty (under receive_lock)
   std::uint32_t available_known = 0; ///< messages known published (under receive_lock)
+  /// 1: a try_receive took a message since the last slow-path attempt (under
+  /// receive_lock; a hint, see "Batching" above).
+  std::uint32_t flowing = 0;
   // The consumed count (written by consumers, read by producers).
   alignas(64) shared_word consumed{0};
 };
@@ -55,6 +84,23 @@ inline std::uint32_t count_of(std::uint32_t word) noexcept { return word >> 2; }
 
 /// The error code of `e`.
 inline std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+
+/// Where the slot of position `pos` starts.
+inline std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
+  return reinterpret_cast<std::byte*>(h) + h->slots_offset + (pos % h->capacity) * h->slot_stride;
+}
+
+/// Before a holder uses a count cached by an earlier holder: ThreadSanitizer sees one
+/// process, and when that earlier holder was another process, the acquire load behind
+/// the cached count (pairing with the other side's release in advance()) happened where
+/// it cannot see it, so it would report the slot access as a race. In TSan builds the
+/// holder loads the other side's word with acquire order itself; elsewhere nothing (the
+/// cache exists to keep the other side's cache line out of the way).
+inline void acquire_for_sanitizer([[maybe_unused]] const shared_word& word) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  (void)word.load(std::memory_order_acquire);
+#endif
+}
 
 }  // namespace shm
 

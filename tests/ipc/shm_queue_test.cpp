@@ -122,6 +122,25 @@ void stop_at(corio::ipc::detail::queue_step step, std::atomic<std::uint32_t>& fl
 
 using step = corio::ipc::detail::queue_step;
 
+/// The batching test's hook: counts the pauses and, standing in for another consumer
+/// that keeps winning, sends a message and takes it with try_receive at each one (which
+/// sets the queue's `flowing` hint again); at the third it closes the queue, so that a
+/// receive that would pause without end returns.
+const shm_queue* g_pausing_queue = nullptr;
+std::atomic<int> g_pauses{0};
+void at_pause(step s) {
+  if (s != step::batching_pause) {
+    return;
+  }
+  if (g_pauses.fetch_add(1) + 1 >= 3) {
+    g_pausing_queue->close();
+    return;
+  }
+  std::vector<std::byte> buffer(g_pausing_queue->max_message_size());
+  (void)g_pausing_queue->try_send(message(9, 0, 8));
+  (void)g_pausing_queue->try_receive(buffer);
+}
+
 }  // namespace
 
 TEST_CASE("shm_queue: messages of every size up to the maximum come out whole and in order; the object is 0600",
@@ -246,6 +265,38 @@ TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a messa
     CHECK(intact);
   }(&*q));
   CHECK(q->size() == 0);
+}
+
+TEST_CASE("shm_queue: a receive after a message taken at once pauses once to batch, then sleeps until a message comes",
+          "[ipc][shm_queue]") {
+  scoped_name n("pause");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 32});
+  REQUIRE(q);
+  corio::ipc::detail::set_spin_budget(2000);  // the default: the pause is half of it
+  g_pausing_queue = &*q;
+  g_pauses = 0;
+  corio::ipc::detail::g_shm_queue_test_hook.store(&at_pause);
+  corio::runtime rt(corio_test::workers(1));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    std::vector<std::byte> buffer(32);
+    // A message taken without waiting: the next receive that finds the queue empty
+    // pauses before it looks again (and the hook keeps that hint set).
+    REQUIRE(q->try_send(message(1, 0, 8)));
+    REQUIRE(q->try_receive(buffer));
+    auto late = corio::spawn([](shm_queue* q) -> corio::task<bool> {
+      (void)co_await corio::sleep_for(20ms);
+      co_return static_cast<bool>(co_await q->send(message(1, 1, 8)));
+    }(q));
+    auto got = co_await q->receive(buffer);
+    REQUIRE(got);
+    auto d = decode(std::span(buffer.data(), *got));
+    CHECK((d.intact && d.producer == 1 && d.seq == 1));
+    const bool sent = co_await std::move(late);
+    CHECK(sent);
+  }(&*q));
+  corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+  CHECK(g_pauses == 1);
+  CHECK(!q->is_closed());
 }
 
 TEST_CASE("shm_queue: producers in two processes and this one, consumers here and in a process; every message "
