@@ -261,7 +261,7 @@ void worker::park() {
   if (watching) {
     take_over_timers(steady_now_ns());  // the bound passed: the late timers first
   }
-  maintenance(false);
+  maintenance(maintenance_from::park);
 }
 
 void worker::unpark_self() {

@@ -174,7 +174,7 @@ void* worker::next_local_task() {
   ++m_tick;
   if ((m_tick % m_config.global_queue_interval) == 0) {
     // Fairness: look at the ring, timers and the global queue even while busy.
-    maintenance(true);
+    maintenance(maintenance_from::tick);
     m_batch.clear();
     if (rt.inject.pop_batch(m_batch, 1) != 0) {
       return m_batch.front();
@@ -208,7 +208,7 @@ void* worker::next_local_task() {
 }
 
 void* worker::find_work() {
-  maintenance(false);
+  maintenance(maintenance_from::find_work);
   if (void* task = next_local_task()) {
     return task;
   }
@@ -368,19 +368,20 @@ void worker::run_cancel_list(cancellable* list) {
   }
 }
 
-void worker::maintenance(bool force_enter) {
+void worker::maintenance(maintenance_from from) {
   // Tasks already queued without a stamp were announced (or are the one we run next):
   // more on top of them wake a worker as before (note_backlog). relaxed: our own stamp.
   const bool unstamped_before = !m_queue.empty() && m_backlog_since.load(std::memory_order_relaxed) == 0;
   m_in_maintenance = true;
   drain_cancels();
-  if (m_ring.has_unsubmitted() || (force_enter && m_in_flight != 0) ||
-      (m_ring.defer_taskrun() && m_in_flight != 0)) {
+  const bool poll_in_flight =
+      from == maintenance_from::tick || (from == maintenance_from::find_work && m_ring.defer_taskrun());
+  if (m_ring.has_unsubmitted() || (poll_in_flight && m_in_flight != 0)) {
     m_ring.submit();
   }
   reap();
   fire_timers();
-  if (force_enter && m_takeover_delay_ns >= 0 && others_have_timers()) {
+  if (from == maintenance_from::tick && m_takeover_delay_ns >= 0 && others_have_timers()) {
     // Busy, yet between two tasks: fire what a blocked worker left overdue (timers.cpp).
     // The guard saves the clock read when no other worker has a timer.
     take_over_timers(steady_now_ns());
