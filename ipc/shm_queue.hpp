@@ -16,9 +16,8 @@
 // side that finds the queue full (or empty) drops its lock, spins briefly (see Cost),
 // sets the waiters bit of the other side's count word and awaits that word with
 // IORING_OP_FUTEX_WAIT through the ring (the blocking pool before Linux 6.7; blocking
-// forms use futex(2)). Publishing is
-// one CAS when nobody waits, and one FUTEX_WAKE_OP (advance and wake, atomically) when
-// someone does: the fast path makes no syscall.
+// forms use futex(2)). Publishing is one CAS when nobody waits, and one FUTEX_WAKE_OP
+// (advance and wake, atomically) when someone does: the fast path makes no syscall.
 // Death: a producer or consumer killed at any instant never corrupts the queue or
 // wedges the others. Each side's lock is a robust process_mutex: the next process of
 // that side gets owner_dead, re-derives the side's position from its count word and goes
