@@ -152,14 +152,16 @@ class worker {
   void park();
   void unpark_self();
   bool sees_work() const noexcept;
-  /// Where maintenance() is called from, which decides when it enters the kernel.
+  /// Where maintenance() is called from, which decides when it enters the kernel (and,
+  /// for tick, whether it takes over another worker's late timers).
   enum class maintenance_from {
     tick,       // the fairness tick between two tasks: SQEs queued, or operations in flight
     find_work,  // out of local tasks: SQEs queued, or (DEFER_TASKRUN) operations in flight
     park,       // just woke from park(): SQEs queued only. The park's enter ran at least
                 // the task work that ended it (on Linux 6.13+ often only that one item);
                 // the rest is posted by the next find_work, which run_loop always runs
-                // before it parks again. Saves one io_uring_enter per single wake.
+                // before it parks again. Saves one io_uring_enter per single wake on a
+                // DEFER_TASKRUN ring (other rings never entered here with nothing queued).
   };
   void maintenance(maintenance_from from);
   void reap();

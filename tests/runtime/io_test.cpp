@@ -88,7 +88,9 @@ TEST_CASE("io: a burst of completions that wakes a parked worker resumes every t
       writer.join();
       co_return done;
     };
+    const std::uint64_t parks_before = rt.metrics().workers[0].parks;
     CHECK(rt.block_on(body()) == 32);
+    CHECK(rt.metrics().workers[0].parks > parks_before);  // it did park while the reads waited
   }
 }
 
