@@ -123,9 +123,9 @@ struct thread_cache {
   // which synchronizes with every push before it (a chain of RMWs continues the release
   // sequence). Per class, so that the owner takes a stack back without walking it: one
   // walk of a long stack (a million frames freed by a worker that stole their tasks) is
-  // a chain of cache misses; popped one block per allocation, the misses are spread over
-  // the allocations instead of stalling one (each still waits for its lines: README,
-  // "Frame memory").
+  // a chain of cache misses; popped one block per allocation, the misses are spread
+  // over the allocations instead of stalling a single one (each still waits for its
+  // lines: README, "Frame memory").
   alignas(64) std::atomic<free_block*> remote[kClasses] = {};
   // True while no thread owns the cache. Store-buffer pair with the remote push: an exiting
   // owner stores it and then empties every stack; a pusher pushes and then loads it (all
