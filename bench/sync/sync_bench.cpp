@@ -3,7 +3,11 @@
 // bench/asio (asio_bench_uring / asio_bench_epoll mutex32k mutex1m chan_spsc chan_mpmc
 // chan_pingpong), which do the same work:
 //   mutex_32k / mutex_1m : N tasks each lock, increment a plain counter, unlock; time from
-//                          the first spawn to the last completion (ms)
+//                          the first spawn to the last completion (ms); then the same tasks
+//                          without the mutex (corio-spawn-only: what spawning costs alone)
+//   spawn_1m             : only that spawn-only phase, on a fresh runtime (not part of
+//                          `all`): run after the mutex phase, the spawn-only figure also
+//                          depends on the memory that phase left behind
 //   chan_spsc / chan_mpmc: 1,000,000 ints through a capacity-1024 channel, 1 producer and
 //                          1 consumer / 4 and 4 (M msgs/s)
 //   chan_pingpong        : two tasks pass an int back and forth 1,000,000 times through
@@ -13,7 +17,7 @@
 // 32,000 pthreads each lock/increment/unlock a std::mutex), std-mutex-cv-threads (a
 // std::mutex + std::condition_variable queue between OS threads, same shapes).
 //
-//   sync_bench <lock|mutex32k|mutex1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all>
+//   sync_bench <lock|mutex32k|mutex1m|spawn1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all>
 //              [--workers N] [--corio-only: skip the thread baselines]
 #include <pthread.h>
 
@@ -363,6 +367,10 @@ int main(int argc, char** argv) {
   if (want("mutex1m")) {
     bench_mutex(rt, "mutex_1m", 1'000'000);
   }
+  if (which == "spawn1m") {  // asked for by name only
+    any = true;
+    report("spawn_1m", "corio-spawn-only", rt.block_on(mutex_driver(1'000'000, false)), "ms");
+  }
   if (want("chan_spsc")) {
     bench_chan(rt, "chan_spsc", 1, 1);
   }
@@ -376,7 +384,7 @@ int main(int argc, char** argv) {
     bench_threads32k();
   }
   if (!any) {
-    std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N] [--corio-only]\n");
+    std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|spawn1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N] [--corio-only]\n");
     return 2;
   }
   return g_failed ? 1 : 0;
