@@ -3,8 +3,12 @@
 // Blocks are binned in 16-byte classes up to 1 KiB, carved from 2 MiB huge-page chunks
 // that each belong to one thread's cache; larger frames go to operator new/delete. A
 // block freed on its chunk's owner thread goes onto that thread's list (no atomics); one
-// freed on another thread is pushed onto the owner's remote list (one CAS), which the
-// owner takes back whole when its lists run dry or when it trims.
+// freed on another thread goes into that thread's outgoing magazine for the owner (an
+// array of 62 addresses), pushed onto the owner's remote stack (one CAS) when full, when
+// a block of another owner arrives, and when the freeing thread sleeps, trims or exits.
+// The owner takes its remote stack back whole when its lists run dry or when it trims,
+// and prefetches the blocks it will hand out next (they were last written on another
+// core).
 //
 // Memory policy: a chunk whose blocks are all free is returned to the OS (munmap) when
 // its owner trims: when a runtime worker is about to sleep (frame_idle(), a no-op unless
@@ -12,15 +16,18 @@
 // on an explicit frame_trim(), and when the thread exits. A thread keeps its current
 // chunk and at most one other empty chunk for reuse. A chunk with one live block stays
 // mapped (fragmentation: the footprint is bounded by the live blocks' chunks, not their
-// bytes). An exited thread's chunks that still hold live blocks wait, with its cache, to
-// be adopted by the next thread that starts allocating; idle workers trim such caches too.
+// bytes); so does one whose block waits in another thread's outgoing magazine (at most
+// 62 blocks per size class per thread, until that thread sleeps, trims or exits). An
+// exited thread's chunks that still hold live blocks wait, with its cache, to be adopted
+// by the next thread that starts allocating; idle workers trim such caches too.
 //
-// Thread-safety: each thread has its own cache (thread_local); frame_deallocate may run
-// on any thread. Cost: allocate and free are a list pop/push and a counter update on the
-// owner thread, a CAS on the owner's remote list from another thread; a trim walks the
-// thread's free blocks once. Under AddressSanitizer and ThreadSanitizer the slab is
-// bypassed (plain new/delete, so use-after-free stays detectable; frame_memory_mapped()
-// is then 0).
+// Thread-safety: each thread has its own cache (thread_local, created on its first
+// allocation or its first free of another thread's block); frame_deallocate may run on
+// any thread. Cost: allocate and free are a list pop/push and a counter update on the
+// owner thread; a free on another thread is an array store, plus a CAS per 62 frees; a
+// trim walks the thread's free blocks once. Under AddressSanitizer and ThreadSanitizer
+// the slab is bypassed (plain new/delete, so use-after-free stays detectable;
+// frame_memory_mapped() is then 0).
 #pragma once
 
 #include <cstddef>
@@ -35,13 +42,15 @@ inline constexpr std::size_t kept_free_bytes = std::size_t{4} << 20;
 
 /// Bytes of slab chunks mapped now, all threads together. Any thread; one relaxed load.
 std::size_t frame_memory_mapped() noexcept;
-/// The calling thread takes back the blocks other threads freed into its chunks and
-/// returns its empty chunks to the OS (keeping its current chunk and one empty one).
-/// Cost: one pass over the thread's free blocks and chunks.
+/// The calling thread sends its outgoing magazines to their owners, takes back the blocks
+/// other threads freed into its chunks and returns its empty chunks to the OS (keeping
+/// its current chunk and one empty one). Cost: one pass over the thread's free blocks
+/// and chunks.
 void frame_trim() noexcept;
 /// frame_trim() if the calling thread holds more than kept_free_bytes of free blocks or
-/// blocks freed by other threads, and a trim of one exited thread's cache if any waits;
-/// otherwise two loads. Runtime workers call it before they sleep.
+/// blocks freed by other threads, else the sending of its outgoing magazines; and a trim
+/// of the exited threads' caches if blocks were freed into them. Otherwise a few loads.
+/// Runtime workers call it before they sleep.
 void frame_idle() noexcept;
 
 }  // namespace corio::detail

@@ -5,9 +5,13 @@
 #include <corio/corio.hpp>
 #include <corio/runtime/detail/frame_allocator.hpp>
 
+#include <sys/mman.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -239,4 +243,99 @@ TEST_CASE("frame allocator: the frames of 200,000 finished tasks go back to the 
                         << " MiB");
   CHECK(peak >= before + 16 * kMiB);
   CHECK(after <= before + 2 * 2 * kMiB);
+}
+
+namespace {
+
+// An owner thread allocates 64 MiB of blocks; a third thread frees them, eight blocks from
+// the middle last, so that those eight are what its last, partly filled magazine holds
+// (the others fill whole magazines of 62: 262,136 = 62 x 4,228), in a chunk mapped for
+// this run. Then it either exits or goes idle (frame_idle(), what a worker does before it
+// sleeps) and stays alive; then the owner trims. Returns what the owner saw mapped, and
+// whether the chunk of those eight blocks was still mapped after its trim.
+struct third_thread_run {
+  owner_run mapped;
+  bool chunk_kept = true;
+};
+
+third_thread_run free_on_a_third_thread(bool exits) {
+  third_thread_run run;
+  owner_run& r = run.mapped;
+  std::vector<void*> blocks;
+  std::atomic<int> step{0};
+  auto await_step = [&step](int at_least) {
+    for (int s = step.load(std::memory_order_acquire); s < at_least; s = step.load(std::memory_order_acquire)) {
+      step.wait(s, std::memory_order_acquire);
+    }
+  };
+  auto set_step = [&step](int to) {
+    step.store(to, std::memory_order_release);
+    step.notify_all();
+  };
+  std::thread owner([&] {
+    r.before = frame_memory_mapped();
+    blocks = allocate_many();
+    r.peak = frame_memory_mapped();
+    set_step(1);
+    await_step(2);
+    corio::detail::frame_trim();
+    r.after = frame_memory_mapped();
+    // mincore fails with ENOMEM on an unmapped range: whether the trim let the chunk go.
+    auto chunk = reinterpret_cast<std::uintptr_t>(blocks[kBlocks / 2]) & ~((std::uintptr_t{2} << 20) - 1);
+    unsigned char resident = 0;
+    run.chunk_kept = !(::mincore(reinterpret_cast<void*>(chunk), 4096, &resident) == -1 && errno == ENOMEM);
+    set_step(3);
+    await_step(4);  // stays alive until the check is done (its exit would trim too)
+  });
+  await_step(1);
+  std::thread freer([&] {
+    constexpr std::size_t kLast = 8;
+    static_assert((kBlocks - kLast) % 62 == 0);
+    std::size_t mid = kBlocks / 2;
+    for (std::size_t i = 0; i < kBlocks; ++i) {
+      if (i < mid || i >= mid + kLast) {
+        frame_deallocate(blocks[i], kBlock);
+      }
+    }
+    for (std::size_t i = mid; i < mid + kLast; ++i) {
+      frame_deallocate(blocks[i], kBlock);
+    }
+    if (!exits) {
+      corio::detail::frame_idle();
+      set_step(2);
+      await_step(4);
+    }
+  });
+  if (exits) {
+    freer.join();
+    set_step(2);
+  }
+  await_step(3);
+  set_step(4);
+  owner.join();
+  if (!exits) {
+    freer.join();
+  }
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("frame allocator: frames another thread freed reach their owner when that thread exits or goes idle",
+          "[runtime][frame_allocator]") {
+  if (!slab_enabled()) {
+    SUCCEED("sanitizer build: frames use plain new/delete");
+    return;
+  }
+  for (bool exits : {true, false}) {
+    third_thread_run run = free_on_a_third_thread(exits);
+    const owner_run& r = run.mapped;
+    INFO((exits ? "the freeing thread exited" : "the freeing thread went idle")
+         << "; mapped before " << r.before / kMiB << " MiB, peak " << r.peak / kMiB
+         << " MiB, after the owner's trim " << r.after / kMiB << " MiB");
+    CHECK(r.peak >= r.before + kBytes);
+    // Blocks held back in the freeing thread's magazine would keep their chunk mapped.
+    CHECK_FALSE(run.chunk_kept);
+    CHECK(r.after <= r.before + 2 * 2 * kMiB);
+  }
 }
