@@ -43,8 +43,12 @@ void trim_orphans() {
 [[gnu::tls_model("initial-exec")]] thread_local thread_cache* tl_cache = nullptr;
 
 // Set when the thread's cache has been retired at its exit: a free after that (a later
-// thread_local's destructor) pushes its block alone rather than create a cache no one
-// would retire.
+// thread_local's destructor) sends its block alone rather than create a cache no one
+// would retire. An allocation after that still gets a cache (its block must come from
+// the slab), retired only if the C++ runtime still runs thread_local destructors then;
+// likewise for a thread whose first frame operation happens during its exit. Such a
+// cache, never retired, keeps its chunks and up to 61 blocks per class it freed for
+// other owners.
 [[gnu::tls_model("initial-exec")]] thread_local bool tl_exited = false;
 
 struct cache_owner {
@@ -55,10 +59,14 @@ struct cache_owner {
     if (cache == nullptr) {
       return;
     }
+    // Retired and listed under one hold of the mutex: a free into the cache that sees
+    // `orphaned` raises the orphanage's `work`, and the idle worker that answers it locks
+    // the mutex after this (its exchange read a store made after ours of `orphaned`), so
+    // it finds the cache listed.
+    orphanage& o = orphans();
+    std::lock_guard lock(o.mutex);
     (void)cache->retire();  // kept even if empty: see trim_orphans()
     try {
-      orphanage& o = orphans();
-      std::lock_guard lock(o.mutex);
       o.caches.push_back(cache);
     } catch (...) {
       // Out of memory for the vector: the cache and its chunks stay, unreachable.
@@ -80,6 +88,9 @@ thread_local cache_owner tl_cache_owner;
   if (c == nullptr) {
     c = new thread_cache();
   }
+  // seq_cst like every access of the flag. A free that still reads `true` after this
+  // raises the orphanage's `work` for nothing (the cache is no longer listed, so the trim
+  // it prompts skips it); its block waits in the stack this thread now owns.
   c->orphaned.store(false, std::memory_order_seq_cst);
   tl_cache_owner.cache = c;
   tl_cache = c;
@@ -127,14 +138,20 @@ void frame_deallocate(void* block, std::size_t size) noexcept {
   // The chunk's owner is fixed when it is mapped, before any of its blocks is handed out.
   thread_cache* owner = ch->owner;
   thread_cache* me = tl_cache;
+  if (owner == me) [[likely]] {
+    me->give(b, c, ch);
+    return;
+  }
+  if (me == nullptr) {
+    me = cache_for_free();  // may adopt the block's own (orphaned) owner
+  }
   if (owner == me) {
     me->give(b, c, ch);
-  } else if (me != nullptr || (me = cache_for_free()) != nullptr) {
+  } else if (me != nullptr) {
     me->free_remote(b, c, owner);
   } else {  // a thread past its cache's retirement, or out of memory: the block goes alone
-    auto* bare = reinterpret_cast<magazine*>(b);
-    bare->count = 0;
-    owner->push_remote(bare, c);
+    remote_node* bare = ::new (block) remote_node{nullptr, 0};
+    owner->push_remote(bare, bare, c);
   }
 }
 

@@ -4,8 +4,10 @@
 // that each belong to one thread's cache; larger frames go to operator new/delete. A
 // block freed on its chunk's owner thread goes onto that thread's list (no atomics); one
 // freed on another thread goes into that thread's outgoing magazine for the owner (an
-// array of 62 addresses), pushed onto the owner's remote stack (one CAS) when full, when
-// a block of another owner arrives, and when the freeing thread sleeps, trims or exits.
+// array of up to 62 addresses), pushed onto the owner's remote stack (one CAS) when full,
+// when a block of another owner arrives, on frame_idle() (a runtime worker about to
+// park), on a trim and when the freeing thread exits (a magazine of fewer than 8 goes as
+// a chain of bare blocks, and is kept).
 // The owner takes its remote stack back whole when its lists run dry or when it trims,
 // and prefetches the blocks it will hand out next (they were last written on another
 // core).
@@ -17,15 +19,19 @@
 // chunk and at most one other empty chunk for reuse. A chunk with one live block stays
 // mapped (fragmentation: the footprint is bounded by the live blocks' chunks, not their
 // bytes); so does one whose block waits in another thread's outgoing magazine (at most
-// 62 blocks per size class per thread, until that thread sleeps, trims or exits). An
+// 61 blocks per size class per thread, until that thread parks as a worker, trims or
+// exits: a thread in block_on, or one of the user's, holds them until it trims or exits;
+// each can keep a whole chunk mapped). An
 // exited thread's chunks that still hold live blocks wait, with its cache, to be adopted
 // by the next thread that starts allocating; idle workers trim such caches too.
 //
 // Thread-safety: each thread has its own cache (thread_local, created on its first
 // allocation or its first free of another thread's block); frame_deallocate may run on
 // any thread. Cost: allocate and free are a list pop/push and a counter update on the
-// owner thread; a free on another thread is an array store, plus a CAS per 62 frees; a
-// trim walks the thread's free blocks once. Under AddressSanitizer and ThreadSanitizer
+// owner thread; a free on another thread is an array store, plus a CAS per magazine (per
+// 62 frees of one owner's blocks in a run; per free, when consecutive frees alternate
+// between owners) and, on a thread that only frees others' blocks, an operator new of a
+// 512-byte magazine per 62 frees; a trim walks the thread's free blocks once. Under AddressSanitizer and ThreadSanitizer
 // the slab is bypassed (plain new/delete, so use-after-free stays detectable;
 // frame_memory_mapped() is then 0).
 #pragma once
@@ -49,7 +55,8 @@ std::size_t frame_memory_mapped() noexcept;
 void frame_trim() noexcept;
 /// frame_trim() if the calling thread holds more than kept_free_bytes of free blocks or
 /// blocks freed by other threads, else the sending of its outgoing magazines; and a trim
-/// of the exited threads' caches if blocks were freed into them. Otherwise a few loads.
+/// of the exited threads' caches if blocks were freed into them. Otherwise a scan of the
+/// thread's 128 inbox and remote heads (relaxed loads) and a CAS per outgoing magazine.
 /// Runtime workers call it before they sleep.
 void frame_idle() noexcept;
 

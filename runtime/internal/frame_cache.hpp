@@ -11,13 +11,15 @@
 // freeing thread fills and pushes onto the owner's remote stack of that class (lock-free;
 // only the owner empties it, all at once, and hands the blocks out again without
 // counting them back in). So a chunk's count is exact once the owner has given the
-// remote and reclaimed blocks back (a trim does first), and a chunk counting zero has
+// remote and reclaimed blocks back (a trim does first), except for blocks still waiting in
+// other threads' outgoing magazines, which count as in use; so a chunk counting zero has
 // every block in the owner's lists: a trim unlinks them and unmaps the chunk.
 //
 // Thread-safety: a thread_cache belongs to one thread (or, orphaned, to whoever holds
 // the orphanage's mutex); only `remote` and `orphaned` are touched by other threads, with
 // the orders explained where they are used. Cost: see the public header; a remote free
-// is an array store, and one CAS per 62 blocks.
+// is an array store, and one CAS per magazine (62 blocks when one owner's frees come in a
+// run; one per block, and no allocation, when consecutive frees alternate owners).
 #pragma once
 
 #include <sys/mman.h>
@@ -61,16 +63,25 @@ static_assert(sizeof(free_block) <= kGranule);
 // blocks, so it can prefetch a block several allocations before handing it out: the
 // cache misses of reusing memory last written on another core overlap, where a linked
 // list of freed blocks would chain them (each `next` is read from a block the other core
-// wrote). A node with `count` zero is a bare block (the block itself, pushed alone when
-// the freeing thread has no cache or no memory for a magazine).
+// wrote). A remote stack holds nodes: magazines, and bare blocks (count zero: the node is
+// the block itself, sent alone when the freeing thread has no cache or no memory for a
+// magazine, or with a few others when a magazine is sent with fewer than kBareBelow).
+struct remote_node {
+  remote_node* next;
+  std::uint32_t count;  // blocks in the magazine; 0: a bare block
+};
+static_assert(sizeof(remote_node) <= kGranule && alignof(remote_node) <= kGranule);
+
 constexpr std::uint32_t kMagazine = 62;
-struct alignas(64) magazine {  // its own cache lines: the owner reads one while another thread fills the next
-  magazine* next;
-  std::uint32_t count;
+struct alignas(64) magazine : remote_node {  // its own lines: the owner reads one while another thread fills the next
   void* blocks[kMagazine];
 };
-static_assert(sizeof(magazine) == 512 && offsetof(magazine, count) + sizeof(std::uint32_t) <= kGranule);
-constexpr std::size_t kSpareMagazines = 8;  // empty magazines a thread keeps for its own remote frees
+static_assert(sizeof(magazine) == 512);
+// A magazine pushed with fewer blocks sends them bare instead (one CAS for the run) and
+// is kept: a thread whose frees alternate between owners would otherwise allocate a
+// magazine per block and leave it with the owner.
+constexpr std::uint32_t kBareBelow = 8;
+constexpr std::size_t kSpareMagazines = 8;  // empty magazines a thread keeps (see `spares`)
 constexpr std::uint32_t kAhead = 6;         // blocks prefetched ahead of the one handed out
 
 inline chunk_header* chunk_of(void* block) {
@@ -124,27 +135,31 @@ inline orphanage& orphans() {
 struct thread_cache {
   free_block* lists[kClasses] = {};
   std::size_t free_bytes = 0;  // bytes in `lists`
-  // Magazines taken back from the remote stack and not handed out whole yet, a chain per
+  // Nodes taken back from the remote stack and not handed out whole yet, a chain per
   // class. Their blocks still count in their chunk's `used` (they never came back through
   // give()), so handing one out again touches no chunk header; a trim gives them back first.
-  magazine* inbox[kClasses] = {};
+  remote_node* inbox[kClasses] = {};
   // Magazines this thread fills with blocks it frees into other threads' chunks, one per
-  // class, each for one owner (`outgoing_owner`); pushed to that owner when full, when the
-  // owner changes, and before the thread sleeps, trims or exits.
+  // class, each for one owner (`outgoing_owner`); sent to that owner when the 62nd block
+  // comes, when a block of another owner comes, and on frame_idle() (a worker about to
+  // park), a trim and the thread's exit. So at most 61 blocks per class wait here.
   magazine* outgoing[kClasses] = {};
   thread_cache* outgoing_owner[kClasses] = {};
   std::size_t outgoing_open = 0;  // non-null entries of `outgoing`
-  magazine* spares = nullptr;     // empty magazines, at most kSpareMagazines
+  // Empty magazines, at most kSpareMagazines: those this thread emptied as an owner and
+  // those it sent bare. A thread that only frees others' blocks gets none back from the
+  // owners, so it allocates a magazine (operator new, 512 bytes) per 62 blocks it sends.
+  magazine* spares = nullptr;
   std::size_t spare_count = 0;
   chunk_header* bump_chunk = nullptr;
   char* bump = nullptr;
   char* bump_end = nullptr;
   std::vector<chunk_header*> chunks;  // every chunk this cache owns
-  // Magazines of blocks freed by other threads, one stack per size class. Pushers: CAS
-  // with release (seq_cst, see `orphaned`); the owner takes a whole stack with an acquire
-  // exchange, which synchronizes with every push before it (a chain of RMWs continues the
-  // release sequence), so the magazines' contents are visible to it.
-  alignas(64) std::atomic<magazine*> remote[kClasses] = {};
+  // Nodes of blocks freed by other threads, one stack per size class. Pushers: CAS with
+  // release (seq_cst, see `orphaned`); the owner takes a whole stack with an acquire (or
+  // stronger) exchange, which synchronizes with every push before it (a chain of RMWs
+  // continues the release sequence), so the nodes' contents are visible to it.
+  alignas(64) std::atomic<remote_node*> remote[kClasses] = {};
   // True while no thread owns the cache. Store-buffer pair with the remote push: an exiting
   // owner stores it and then empties every stack; a pusher pushes and then loads it (all
   // seq_cst), so either the owner's last collection sees the block or the pusher sees
@@ -168,30 +183,37 @@ struct thread_cache {
     }
   }
 
-  static void prefetch_top(const magazine* m, std::size_t c) {
+  static void prefetch_top(const remote_node* n, std::size_t c) {
+    if (n->count == 0) {
+      return;  // a bare block: its line is read as it is handed out
+    }
+    const auto* m = static_cast<const magazine*>(n);
     for (std::uint32_t i = 1; i <= kAhead && i <= m->count; ++i) {
       prefetch(m->blocks[m->count - i], c);
     }
   }
 
   void* take_reclaimed(std::size_t c) {
-    magazine* m = inbox[c];
-    if (m == nullptr) {
+    remote_node* n = inbox[c];
+    if (n == nullptr) {
       // relaxed: a hint; the exchange synchronizes.
       if (remote[c].load(std::memory_order_relaxed) == nullptr) {
         return carve(c);
       }
-      m = remote[c].exchange(nullptr, std::memory_order_seq_cst);
-      if (m == nullptr) {
+      // acquire: the nodes' contents (see `remote`); the orphan protocol's seq_cst is in
+      // collect_remote(), which a retiring owner runs, not here.
+      n = remote[c].exchange(nullptr, std::memory_order_acquire);
+      if (n == nullptr) {
         return carve(c);
       }
-      inbox[c] = m;
-      prefetch_top(m, c);
+      inbox[c] = n;
+      prefetch_top(n, c);
     }
-    if (m->count == 0) {  // a bare block
-      inbox[c] = m->next;
-      return m;  // still counted in its chunk's `used`
+    if (n->count == 0) {  // a bare block
+      inbox[c] = n->next;
+      return n;  // still counted in its chunk's `used`
     }
+    auto* m = static_cast<magazine*>(n);
     void* b = m->blocks[--m->count];
     if (m->count >= kAhead) {
       prefetch(m->blocks[m->count - kAhead], c);
@@ -205,26 +227,26 @@ struct thread_cache {
     return b;  // still counted in its chunk's `used`
   }
 
-  void give(free_block* b, std::size_t c, chunk_header* ch) {
-    b->next = lists[c];
-    lists[c] = b;
+  void give(void* block, std::size_t c, chunk_header* ch) {
+    lists[c] = ::new (block) free_block{lists[c]};
     free_bytes += bytes_of(c);
     --ch->used;
   }
 
-  /// Every block of a chain of magazines (and bare blocks) back into the lists.
-  void give_all(magazine* m, std::size_t c) {
-    while (m != nullptr) {
-      magazine* next = m->next;
-      if (m->count == 0) {
-        give(reinterpret_cast<free_block*>(m), c, chunk_of(m));
+  /// Every block of a chain of nodes back into the lists.
+  void give_all(remote_node* n, std::size_t c) {
+    while (n != nullptr) {
+      remote_node* next = n->next;
+      if (n->count == 0) {
+        give(n, c, chunk_of(n));
       } else {
+        auto* m = static_cast<magazine*>(n);
         for (std::uint32_t i = 0; i < m->count; ++i) {
-          give(static_cast<free_block*>(m->blocks[i]), c, chunk_of(m->blocks[i]));
+          give(m->blocks[i], c, chunk_of(m->blocks[i]));
         }
         recycle(m);
       }
-      m = next;
+      n = next;
     }
   }
 
@@ -247,14 +269,13 @@ struct thread_cache {
     if (m == nullptr) {
       m = spares;
       if (m != nullptr) {
-        spares = m->next;
+        spares = static_cast<magazine*>(m->next);
         --spare_count;
       } else {
         m = new (std::nothrow) magazine;
         if (m == nullptr) {  // no memory for a magazine: the block goes alone
-          auto* bare = reinterpret_cast<magazine*>(b);
-          bare->count = 0;
-          owner->push_remote(bare, c);
+          remote_node* bare = ::new (static_cast<void*>(b)) remote_node{nullptr, 0};
+          owner->push_remote(bare, bare, c);
           return;
         }
       }
@@ -270,8 +291,24 @@ struct thread_cache {
   }
 
   void flush(std::size_t c) {
-    outgoing_owner[c]->push_remote(std::exchange(outgoing[c], nullptr), c);
+    magazine* m = std::exchange(outgoing[c], nullptr);
     --outgoing_open;
+    thread_cache* owner = outgoing_owner[c];
+    if (m->count >= kBareBelow) {
+      owner->push_remote(m, m, c);
+      return;
+    }
+    // A few blocks: linked through themselves and sent with one CAS; the magazine stays.
+    remote_node* first = nullptr;
+    remote_node* last = nullptr;
+    for (std::uint32_t i = 0; i < m->count; ++i) {
+      first = ::new (m->blocks[i]) remote_node{first, 0};
+      last = last == nullptr ? first : last;
+    }
+    if (first != nullptr) {
+      owner->push_remote(first, last, c);
+    }
+    recycle(m);
   }
 
   void flush_all() {
@@ -282,12 +319,15 @@ struct thread_cache {
     }
   }
 
-  void push_remote(magazine* m, std::size_t c) {
-    std::atomic<magazine*>& stack = remote[c];
-    magazine* head = stack.load(std::memory_order_relaxed);
+  /// Pushes the chain first..last (linked by `next`) onto the remote stack of class c.
+  void push_remote(remote_node* first, remote_node* last, std::size_t c) {
+    std::atomic<remote_node*>& stack = remote[c];
+    // relaxed: the CAS below checks the guess.
+    remote_node* head = stack.load(std::memory_order_relaxed);
     do {
-      m->next = head;
-    } while (!stack.compare_exchange_weak(head, m, std::memory_order_seq_cst, std::memory_order_relaxed));
+      last->next = head;
+      // Failure relaxed: it only reloads the guess; success seq_cst (see `orphaned`).
+    } while (!stack.compare_exchange_weak(head, first, std::memory_order_seq_cst, std::memory_order_relaxed));
     if (orphaned.load(std::memory_order_seq_cst)) {
       orphans().work.store(true, std::memory_order_seq_cst);
     }
@@ -387,7 +427,7 @@ struct thread_cache {
     bump_end = nullptr;
     trim(0);
     while (spares != nullptr) {
-      delete std::exchange(spares, spares->next);
+      delete std::exchange(spares, static_cast<magazine*>(spares->next));
     }
     spare_count = 0;
     return chunks.empty();
