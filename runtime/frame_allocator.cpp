@@ -39,16 +39,18 @@ void trim_orphans() {
 // The hot path reads one initial-exec TLS pointer (a single %fs-relative load, even in the
 // shared library, instead of a __tls_get_addr call and an init-guard check per frame). The
 // cache itself is created (or adopted from an exited thread) on a thread's first
-// allocation; `cache_owner` retires it when the thread exits.
+// allocation or first free of another thread's block; `cache_owner` retires it when the
+// thread exits.
 [[gnu::tls_model("initial-exec")]] thread_local thread_cache* tl_cache = nullptr;
 
 // Set when the thread's cache has been retired at its exit: a free after that (a later
 // thread_local's destructor) sends its block alone rather than create a cache no one
 // would retire. An allocation after that still gets a cache (its block must come from
 // the slab), retired only if the C++ runtime still runs thread_local destructors then;
-// likewise for a thread whose first frame operation happens during its exit. Such a
-// cache, never retired, keeps its chunks and up to 61 blocks per class it freed for
-// other owners.
+// likewise for a thread whose first frame operation happens during its exit (a free from
+// a pthread-key destructor, say, which may adopt an orphaned cache). Such a cache, never
+// retired, keeps its chunks, the blocks later freed into it, and up to 61 blocks per
+// class it freed for other owners.
 [[gnu::tls_model("initial-exec")]] thread_local bool tl_exited = false;
 
 struct cache_owner {
@@ -62,7 +64,8 @@ struct cache_owner {
     // Retired and listed under one hold of the mutex: a free into the cache that sees
     // `orphaned` raises the orphanage's `work`, and the idle worker that answers it locks
     // the mutex after this (its exchange read a store made after ours of `orphaned`), so
-    // it finds the cache listed.
+    // it finds the cache listed. The price: thread exits (each unmapping its empty
+    // chunks here) and first uses of the allocator wait for one another on this mutex.
     orphanage& o = orphans();
     std::lock_guard lock(o.mutex);
     (void)cache->retire();  // kept even if empty: see trim_orphans()

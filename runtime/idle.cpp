@@ -228,7 +228,9 @@ void worker::park() {
   // Nothing queued here (the loop found no task): no backlog of ours to watch.
   m_backlog_since.store(0, std::memory_order_relaxed);
   // Neither searching nor asleep: a task published meanwhile is seen by the re-check
-  // below. Returns empty frame chunks to the OS if this thread holds many free blocks.
+  // below. Sends the frame blocks this thread freed for other owners back to them, and
+  // returns empty frame chunks to the OS if this thread holds many free blocks or blocks
+  // that other threads freed into its chunks.
   detail::frame_idle();
   // "Wakes only when woken" until the bound is known: an armer reading that (its acquire
   // load of `parked` == 1 sees it) wakes us to be safe (runtime/timers.cpp).

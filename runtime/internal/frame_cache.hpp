@@ -22,6 +22,8 @@
 // run; one per block, and no allocation, when consecutive frees alternate owners).
 #pragma once
 
+#include <corio/runtime/detail/frame_allocator.hpp>
+
 #include <sys/mman.h>
 
 #include <atomic>
@@ -147,8 +149,9 @@ struct thread_cache {
   thread_cache* outgoing_owner[kClasses] = {};
   std::size_t outgoing_open = 0;  // non-null entries of `outgoing`
   // Empty magazines, at most kSpareMagazines: those this thread emptied as an owner and
-  // those it sent bare. A thread that only frees others' blocks gets none back from the
-  // owners, so it allocates a magazine (operator new, 512 bytes) per 62 blocks it sends.
+  // those it sent bare (beyond that, an emptied magazine is deleted). A thread that only
+  // frees others' blocks gets none back from the owners, so it allocates a magazine (an
+  // aligned operator new of 512 bytes) for each magazine of 8 or more it sends.
   magazine* spares = nullptr;
   std::size_t spare_count = 0;
   chunk_header* bump_chunk = nullptr;
@@ -211,6 +214,9 @@ struct thread_cache {
     }
     if (n->count == 0) {  // a bare block
       inbox[c] = n->next;
+      if (inbox[c] != nullptr) {
+        prefetch_top(inbox[c], c);
+      }
       return n;  // still counted in its chunk's `used`
     }
     auto* m = static_cast<magazine*>(n);
@@ -373,7 +379,6 @@ struct thread_cache {
   }
 
   bool wants_trim() const {
-    // relaxed: a hint; trim() synchronizes.
     return free_bytes > kept_free_bytes || has_returns();
   }
 
