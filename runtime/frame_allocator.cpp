@@ -153,8 +153,7 @@ void frame_deallocate(void* block, std::size_t size) noexcept {
   } else if (me != nullptr) {
     me->free_remote(b, c, owner);
   } else {  // a thread past its cache's retirement, or out of memory: the block goes alone
-    remote_node* bare = ::new (block) remote_node{nullptr, 0};
-    owner->push_remote(bare, bare, c);
+    owner->push_bare(block, c);
   }
 }
 

@@ -213,10 +213,7 @@ struct thread_cache {
       prefetch_top(n, c);
     }
     if (n->count == 0) {  // a bare block
-      inbox[c] = n->next;
-      if (inbox[c] != nullptr) {
-        prefetch_top(inbox[c], c);
-      }
+      advance_inbox(n, c);
       return n;  // still counted in its chunk's `used`
     }
     auto* m = static_cast<magazine*>(n);
@@ -224,13 +221,18 @@ struct thread_cache {
     if (m->count >= kAhead) {
       prefetch(m->blocks[m->count - kAhead], c);
     } else if (m->count == 0) {
-      inbox[c] = m->next;
+      advance_inbox(m, c);
       recycle(m);
-      if (inbox[c] != nullptr) {
-        prefetch_top(inbox[c], c);
-      }
     }
     return b;  // still counted in its chunk's `used`
+  }
+
+  /// The inbox's head `n` is used up: the next node becomes the head, its top prefetched.
+  void advance_inbox(const remote_node* n, std::size_t c) {
+    inbox[c] = n->next;
+    if (inbox[c] != nullptr) {
+      prefetch_top(inbox[c], c);
+    }
   }
 
   void give(void* block, std::size_t c, chunk_header* ch) {
@@ -280,8 +282,7 @@ struct thread_cache {
       } else {
         m = new (std::nothrow) magazine;
         if (m == nullptr) {  // no memory for a magazine: the block goes alone
-          remote_node* bare = ::new (static_cast<void*>(b)) remote_node{nullptr, 0};
-          owner->push_remote(bare, bare, c);
+          owner->push_bare(b, c);
           return;
         }
       }
@@ -337,6 +338,13 @@ struct thread_cache {
     if (orphaned.load(std::memory_order_seq_cst)) {
       orphans().work.store(true, std::memory_order_seq_cst);
     }
+  }
+
+  /// One block of this cache's chunks, freed elsewhere, back onto its remote stack alone
+  /// (a bare node: the block's first bytes become its header). One CAS.
+  void push_bare(void* block, std::size_t c) {
+    remote_node* bare = ::new (block) remote_node{nullptr, 0};
+    push_remote(bare, bare, c);
   }
 
   void* carve(std::size_t c) {

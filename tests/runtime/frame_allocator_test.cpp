@@ -50,6 +50,28 @@ void free_all(std::vector<void*>& blocks) {
   blocks.clear();
 }
 
+// The handshake between a test's threads: a step number that only grows.
+class steps {
+ public:
+  void set(int to) {
+    m_at.store(to, std::memory_order_release);  // release: what this thread did before `to`
+    m_at.notify_all();
+  }
+  void add() {
+    m_at.fetch_add(1, std::memory_order_release);
+    m_at.notify_all();
+  }
+  /// Until the step is at least `at_least`. acquire: pairs with set/add.
+  void await(int at_least) {
+    for (int s = m_at.load(std::memory_order_acquire); s < at_least; s = m_at.load(std::memory_order_acquire)) {
+      m_at.wait(s, std::memory_order_acquire);
+    }
+  }
+
+ private:
+  std::atomic<int> m_at{0};
+};
+
 bool slab_enabled() {
   // Sanitizer builds bypass the slab (plain new/delete): nothing is mapped by it.
   void* p = frame_allocate(kBlock);
@@ -124,29 +146,26 @@ template <class Then, class Check>
 void free_remotely(Then then, Check check) {
   owner_run r;
   std::vector<void*> blocks;
-  std::atomic<int> step{0};
-  auto advance = [&step](int to) {
-    step.store(to, std::memory_order_release);
-    step.notify_all();
-    step.wait(to, std::memory_order_acquire);
-  };
+  steps step;
   std::thread owner([&] {
     r.before = frame_memory_mapped();
     blocks = allocate_many();
     r.peak = frame_memory_mapped();
-    advance(1);
+    step.set(1);
+    step.await(2);
     then();
     corio::detail::frame_trim();
     r.after = frame_memory_mapped();
-    advance(3);
+    step.set(3);
+    step.await(4);
   });
-  step.wait(0, std::memory_order_acquire);
+  step.await(1);
   free_all(blocks);
   corio::detail::frame_idle();
-  advance(2);
+  step.set(2);
+  step.await(3);
   check(r);
-  step.store(4, std::memory_order_release);
-  step.notify_all();
+  step.set(4);
   owner.join();
 }
 
@@ -264,32 +283,23 @@ third_thread_run free_on_a_third_thread(bool exits) {
   third_thread_run run;
   owner_run& r = run.mapped;
   std::vector<void*> blocks;
-  std::atomic<int> step{0};
-  auto await_step = [&step](int at_least) {
-    for (int s = step.load(std::memory_order_acquire); s < at_least; s = step.load(std::memory_order_acquire)) {
-      step.wait(s, std::memory_order_acquire);
-    }
-  };
-  auto set_step = [&step](int to) {
-    step.store(to, std::memory_order_release);
-    step.notify_all();
-  };
+  steps step;
   std::thread owner([&] {
     r.before = frame_memory_mapped();
     blocks = allocate_many();
     r.peak = frame_memory_mapped();
-    set_step(1);
-    await_step(2);
+    step.set(1);
+    step.await(2);
     corio::detail::frame_trim();
     r.after = frame_memory_mapped();
     // mincore fails with ENOMEM on an unmapped range: whether the trim let the chunk go.
     auto chunk = reinterpret_cast<std::uintptr_t>(blocks[kBlocks / 2]) & ~((std::uintptr_t{2} << 20) - 1);
     unsigned char resident = 0;
     run.chunk_kept = !(::mincore(reinterpret_cast<void*>(chunk), 4096, &resident) == -1 && errno == ENOMEM);
-    set_step(3);
-    await_step(4);  // stays alive until the check is done (its exit would trim too)
+    step.set(3);
+    step.await(4);  // stays alive until the check is done (its exit would trim too)
   });
-  await_step(1);
+  step.await(1);
   std::thread freer([&] {
     constexpr std::size_t kLast = 8;
     static_assert((kBlocks - kLast) % 62 == 0);  // 62: kMagazine (runtime/internal/frame_cache.hpp)
@@ -304,16 +314,16 @@ third_thread_run free_on_a_third_thread(bool exits) {
     }
     if (!exits) {
       corio::detail::frame_idle();
-      set_step(2);
-      await_step(4);
+      step.set(2);
+      step.await(4);
     }
   });
   if (exits) {
     freer.join();
-    set_step(2);
+    step.set(2);
   }
-  await_step(3);
-  set_step(4);
+  step.await(3);
+  step.set(4);
   owner.join();
   if (!exits) {
     freer.join();
@@ -357,30 +367,25 @@ TEST_CASE("frame allocator: frees that alternate between two owners cost no memo
   constexpr std::size_t kSmall = 32;
   constexpr std::size_t kPerOwner = 200'000;
   std::vector<void*> blocks[2];
-  std::atomic<int> ready{0};
-  std::atomic<bool> done{false};
+  steps step;  // 1, 2: the owners have allocated; 3: the frees are done
   auto owner = [&](int k) {
     blocks[k].reserve(kPerOwner);
     for (std::size_t i = 0; i < kPerOwner; ++i) {
       blocks[k].push_back(frame_allocate(kSmall));
     }
-    ready.fetch_add(1, std::memory_order_release);
-    ready.notify_all();
-    done.wait(false, std::memory_order_acquire);
+    step.add();
+    step.await(3);
   };
   std::thread a(owner, 0);
   std::thread b(owner, 1);
-  for (int r = ready.load(std::memory_order_acquire); r < 2; r = ready.load(std::memory_order_acquire)) {
-    ready.wait(r, std::memory_order_acquire);
-  }
+  step.await(2);
   long before_kib = corio_test::rss_kib();
   for (std::size_t i = 0; i < kPerOwner; ++i) {
     frame_deallocate(blocks[0][i], kSmall);
     frame_deallocate(blocks[1][i], kSmall);
   }
   long after_kib = corio_test::rss_kib();
-  done.store(true, std::memory_order_release);
-  done.notify_all();
+  step.set(3);
   a.join();
   b.join();
   INFO("RSS before the frees " << before_kib << " KiB, after " << after_kib << " KiB");
