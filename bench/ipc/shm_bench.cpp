@@ -23,10 +23,16 @@
 // at the end: ping-pong against the floor with the same wait policy (target: corio
 // within 1.2x), streams against
 // each peer (targets: >= 10 M msgs/s at 64 B with 1 producer; >= 40x Python's Queue).
+// --pin same|cross pins the two processes of every ping-pong (floors and peers alike) to
+// one CPU (each wake-up is a context switch: no idle CPU is involved) or to two different
+// CPUs. Unpinned, on a VM, a round trip that crosses CPUs also pays for waking an idle
+// virtual CPU, whose cost swings with the hypervisor's halt polling: the same build has
+// read 0.4x-2.9x the plain floor minutes apart; pinned to one CPU the figures repeat within
+// a few percent. Streams are never pinned.
 // Prints `<benchmark> <system> <value> <unit>` (median of --repeat runs); a wrong count is
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
-//             [--only pingpong|stream]
+//             [--only pingpong|stream] [--pin same|cross]
 #include <corio/corio.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/process_event.hpp>
@@ -37,6 +43,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <mqueue.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -61,6 +68,18 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 bool g_failed = false;
+
+/// --pin: the CPU of the parent (and, pinned `same`, of its children) and, pinned `cross`,
+/// of each forked child; -1: not pinned.
+int g_parent_cpu = -1;
+int g_child_cpu = -1;
+
+bool pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
 
 double seconds_since(steady::time_point t0) { return std::chrono::duration<double>(steady::now() - t0).count(); }
 
@@ -112,6 +131,9 @@ pid_t fork_child(F fn) {
   std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
+    if (g_child_cpu >= 0 && !pin_to(g_child_cpu)) {
+      ::_exit(1);
+    }
     ::_exit(fn());
   }
   return pid;
@@ -605,6 +627,7 @@ int main(int argc, char** argv) {
   std::string python = "python3";
   std::string script = CORIO_SHM_PEER_SCRIPT;
   std::string only;
+  std::string pin;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -620,16 +643,44 @@ int main(int argc, char** argv) {
       script = value();
     } else if (a == "--only") {
       only = value();
+    } else if (a == "--pin") {
+      pin = value();
     } else {
       std::fprintf(stderr,
                    "usage: shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH] "
-                   "[--only pingpong|stream]\n");
+                   "[--only pingpong|stream] [--pin same|cross]\n");
       return 2;
     }
   }
   if (rounds < 1 || messages < 100 || repeat < 1) {
     std::fprintf(stderr, "shm_bench: --rounds >= 1, --messages >= 100, --repeat >= 1\n");
     return 2;
+  }
+  if (!pin.empty() && pin != "same" && pin != "cross") {
+    std::fprintf(stderr, "shm_bench: --pin takes same or cross\n");
+    return 2;
+  }
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+    std::perror("shm_bench: sched_getaffinity");
+    return 1;
+  }
+  if (!pin.empty()) {
+    std::vector<int> cpus;
+    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+      if (CPU_ISSET(c, &allowed)) {
+        cpus.push_back(c);
+      }
+    }
+    if (pin == "cross" && cpus.size() < 2) {
+      std::fprintf(stderr, "shm_bench: --pin cross needs two CPUs; this process may use one\n");
+      return 2;
+    }
+    g_parent_cpu = cpus[0];
+    g_child_cpu = pin == "cross" ? cpus[1] : -1;  // same: a child inherits the parent's CPU
+    std::printf("-- ping-pong pinned: parent on CPU %d, child on CPU %d\n", g_parent_cpu,
+                g_child_cpu >= 0 ? g_child_cpu : g_parent_cpu);
   }
   std::map<std::string, double> results;
   auto report = [&](const std::string& bench, const std::string& system, double v, const char* unit) {
@@ -638,6 +689,10 @@ int main(int argc, char** argv) {
     results[bench + " " + system] = v;
   };
   if (only.empty() || only == "pingpong") {
+    if (g_parent_cpu >= 0 && !pin_to(g_parent_cpu)) {
+      std::perror("shm_bench: sched_setaffinity");
+      return 1;
+    }
     const char* pp = "shm_pingpong";
     report(pp, "futex-raw", measure(repeat, [&] { return pingpong_futex(rounds, 0); }), "ns/rtt");
     report(pp, "corio-event-nospin", measure(repeat, [&] { return pingpong_event(rounds, corio_wait::ring_only); }),
@@ -655,6 +710,11 @@ int main(int argc, char** argv) {
     report(pp, "socketpair", measure(repeat, [&] { return pingpong_socketpair(rounds); }), "ns/rtt");
     report(pp, "posix-mq", measure(repeat, [&] { return pingpong_mq(rounds); }), "ns/rtt");
     report(pp, "corio-message-queue", measure(repeat, [&] { return pingpong_corio_mq(rounds); }), "ns/rtt");
+    g_child_cpu = -1;  // the streams run unpinned
+    if (g_parent_cpu >= 0 && ::sched_setaffinity(0, sizeof allowed, &allowed) != 0) {
+      std::perror("shm_bench: sched_setaffinity");
+      return 1;
+    }
   }
   if (only.empty() || only == "stream") {
     for (std::size_t size : {std::size_t{64}, std::size_t{4096}}) {
