@@ -26,9 +26,9 @@
 // --pin same|cross pins the two processes of every ping-pong (floors and peers alike) to
 // one CPU (each wake-up is a context switch: no idle CPU is involved) or to two different
 // CPUs. Unpinned, on a VM, a round trip that crosses CPUs also pays for waking an idle
-// virtual CPU, whose cost swings with the hypervisor's halt polling: the same build has
-// read 0.4x-2.9x the plain floor minutes apart; pinned to one CPU the figures repeat within
-// a few percent. Streams are never pinned.
+// virtual CPU, whose cost swings with the hypervisor's halt polling: the no-spin event has
+// read from 0.36x to 2.9x the plain floor with the same build, minutes apart; pinned to one
+// CPU the figures spread by ~10%. Streams are never pinned.
 // Prints `<benchmark> <system> <value> <unit>` (median of --repeat runs); a wrong count is
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
@@ -132,6 +132,7 @@ pid_t fork_child(F fn) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (g_child_cpu >= 0 && !pin_to(g_child_cpu)) {
+      std::perror("shm_bench: sched_setaffinity (child)");
       ::_exit(1);
     }
     ::_exit(fn());
@@ -656,7 +657,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shm_bench: --rounds >= 1, --messages >= 100, --repeat >= 1\n");
     return 2;
   }
-  if (!pin.empty() && pin != "same" && pin != "cross") {
+  bool pin_given = false;
+  for (int i = 1; i < argc; ++i) {
+    pin_given |= std::string(argv[i]) == "--pin";
+  }
+  if (pin_given && pin != "same" && pin != "cross") {
     std::fprintf(stderr, "shm_bench: --pin takes same or cross\n");
     return 2;
   }
@@ -679,8 +684,10 @@ int main(int argc, char** argv) {
     }
     g_parent_cpu = cpus[0];
     g_child_cpu = pin == "cross" ? cpus[1] : -1;  // same: a child inherits the parent's CPU
-    std::printf("-- ping-pong pinned: parent on CPU %d, child on CPU %d\n", g_parent_cpu,
-                g_child_cpu >= 0 ? g_child_cpu : g_parent_cpu);
+    if (only.empty() || only == "pingpong") {
+      std::printf("-- ping-pong pinned: parent on CPU %d, child on CPU %d\n", g_parent_cpu,
+                  g_child_cpu >= 0 ? g_child_cpu : g_parent_cpu);
+    }
   }
   std::map<std::string, double> results;
   auto report = [&](const std::string& bench, const std::string& system, double v, const char* unit) {
