@@ -629,6 +629,7 @@ int main(int argc, char** argv) {
   std::string script = CORIO_SHM_PEER_SCRIPT;
   std::string only;
   std::string pin;
+  bool pin_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -645,6 +646,7 @@ int main(int argc, char** argv) {
     } else if (a == "--only") {
       only = value();
     } else if (a == "--pin") {
+      pin_given = true;
       pin = value();
     } else {
       std::fprintf(stderr,
@@ -656,10 +658,6 @@ int main(int argc, char** argv) {
   if (rounds < 1 || messages < 100 || repeat < 1) {
     std::fprintf(stderr, "shm_bench: --rounds >= 1, --messages >= 100, --repeat >= 1\n");
     return 2;
-  }
-  bool pin_given = false;
-  for (int i = 1; i < argc; ++i) {
-    pin_given |= std::string(argv[i]) == "--pin";
   }
   if (pin_given && pin != "same" && pin != "cross") {
     std::fprintf(stderr, "shm_bench: --pin takes same or cross\n");
