@@ -67,6 +67,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 
 #include <corio/runtime/detail/uring_compat.hpp>
 #include <corio/runtime/internal/runtime_core.hpp>
@@ -258,12 +259,17 @@ void worker::park() {
   m_park_until.store(until, std::memory_order_relaxed);
   arm_park_wait();
   bump(m_parks);
+  // This enter also submits what find_work left queued (maintenance.cpp: kernel entries).
+  const bool took_left_enter = std::exchange(m_enter_left, false);
   m_ring.submit_and_wait(until == INT64_MAX ? -1 : std::max<std::int64_t>(0, until - now));
   unpark_self();
   if (watching) {
     take_over_timers(steady_now_ns());  // the bound passed: the late timers first
   }
-  maintenance(maintenance_from::park);
+  const unsigned reaped = maintenance(maintenance_from::park);
+  if (took_left_enter) {
+    note_left_enter_reaped(reaped);
+  }
 }
 
 void worker::unpark_self() {

@@ -27,6 +27,9 @@ struct worker_metrics {
   /// Due timers of other workers this one fired because their own worker was late by
   /// runtime_config::timer_takeover_delay (busy in a long task or a blocking call).
   std::uint64_t timers_taken_over = 0;
+  /// Calls into io_uring_enter: submitting, collecting completions, parking (liburing
+  /// skips a few that have nothing to do; those are counted too).
+  std::uint64_t ring_enters = 0;
 };
 
 /// A snapshot of a runtime's counters (runtime::metrics()).

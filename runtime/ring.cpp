@@ -38,8 +38,17 @@ std::error_code ring::open(const ring_options& options, std::string& why) noexce
   if (options.defer_taskrun) {
     // SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1): task work runs only when this thread
     // enters the kernel to reap, so completions never interrupt running coroutines.
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    // TASKRUN_FLAG (5.19): the kernel raises IORING_SQ_TASKRUN while such work waits
+    // (task_work_pending()).
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     rc = io_uring_queue_init_params(options.entries, &m_ring, &params);
+    m_taskrun_flag = rc == 0;
+    if (rc == -EINVAL) {
+      // Every kernel with DEFER_TASKRUN takes the flag too; a patched one might not.
+      params = io_uring_params{};
+      params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+      rc = io_uring_queue_init_params(options.entries, &m_ring, &params);
+    }
     m_defer_taskrun = rc == 0;
   }
   if (rc == -EINVAL) {
@@ -79,6 +88,7 @@ void ring::close() noexcept {
 void ring::submit() noexcept {
   // With DEFER_TASKRUN, completions are posted only when we enter the kernel with
   // GETEVENTS; submit_and_get_events does both in one io_uring_enter.
+  ++m_enters;
   int rc = m_defer_taskrun ? io_uring_submit_and_get_events(&m_ring) : io_uring_submit(&m_ring);
   if (rc >= 0) {
     m_sqes_submitted += static_cast<unsigned>(rc);
@@ -92,6 +102,7 @@ void ring::submit_and_wait(long long timeout_ns) noexcept {
   io_uring_cqe* cqe = nullptr;
   int rc = 0;
   unsigned before = io_uring_sq_ready(&m_ring);
+  ++m_enters;
   if (timeout_ns < 0) {
     rc = io_uring_submit_and_wait(&m_ring, 1);
   } else {

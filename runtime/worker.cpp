@@ -18,12 +18,16 @@
 //
 // Sleep/wake protocol: runtime/idle.cpp (the invariant, its design note and every code
 // path that upholds it: searching, parking, waking).
+//
+// Entering the kernel between tasks (maintenance, reaping, and when find_work leaves
+// its enter to the park): runtime/maintenance.cpp.
 #include <corio/runtime/internal/worker.hpp>
 
 #include <sys/eventfd.h>
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <chrono>
@@ -141,6 +145,10 @@ void worker::run_loop() {
       task = find_work();
     }
     if (task != nullptr) {
+      if (m_enter_left) [[unlikely]] {
+        m_enter_left = false;  // found work after all: the queued SQEs go in now
+        m_ring.submit();
+      }
       run_task(task);
       continue;
     }
@@ -349,9 +357,11 @@ bool worker::push_cancel(cancellable* op) noexcept {
   return true;
 }
 
-void worker::drain_cancels() {
+bool worker::drain_cancels() {
   // acquire: pairs with push_cancel()'s release CAS.
-  run_cancel_list(m_cancel_head.exchange(nullptr, std::memory_order_acquire));
+  cancellable* list = m_cancel_head.exchange(nullptr, std::memory_order_acquire);
+  run_cancel_list(list);
+  return list != nullptr;
 }
 
 void worker::run_cancel_list(cancellable* list) {
@@ -365,55 +375,6 @@ void worker::run_cancel_list(cancellable* list) {
     } else {
       op->on_cancel_drained(op);
     }
-  }
-}
-
-void worker::maintenance(maintenance_from from) {
-  // Tasks already queued without a stamp were announced (or are the one we run next):
-  // more on top of them wake a worker as before (note_backlog). relaxed: our own stamp.
-  const bool unstamped_before = !m_queue.empty() && m_backlog_since.load(std::memory_order_relaxed) == 0;
-  m_in_maintenance = true;
-  drain_cancels();
-  const bool poll_in_flight =
-      from == maintenance_from::tick || (from == maintenance_from::find_work && m_ring.defer_taskrun());
-  if (m_ring.has_unsubmitted() || (poll_in_flight && m_in_flight != 0)) {
-    m_ring.submit();
-  }
-  reap();
-  fire_timers();
-  if (from == maintenance_from::tick && m_takeover_delay_ns >= 0 && others_have_timers()) {
-    // Busy, yet between two tasks: fire what a blocked worker left overdue (timers.cpp).
-    // The guard saves the clock read when no other worker has a timer.
-    take_over_timers(steady_now_ns());
-  }
-  rt.sweep_own_shard(index);
-  m_in_maintenance = false;
-  // Wakes a parked worker for a large backlog, stamps a small one (idle.cpp).
-  note_backlog(m_queue.size(), m_ready_timers.size(), unstamped_before);
-  m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
-}
-
-void worker::reap() {
-  unsigned n = m_ring.for_each_cqe([this](io_uring_cqe* cqe) {
-    std::uint64_t data = cqe->user_data;
-    if (data == kUserDataIgnore) {
-      return;
-    }
-    if (data == kUserDataPark) {
-      m_park_armed = false;
-      return;
-    }
-    // A multishot operation (e.g. the acceptor's IORING_ACCEPT_MULTISHOT) was counted
-    // once, by the get_sqe() that armed it; its CQEs with F_MORE do not end it, only the
-    // final one (without F_MORE) does, so shutdown waits for exactly that one.
-    if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
-      --m_in_flight;
-    }
-    auto* op = reinterpret_cast<io_completion*>(data);
-    op->on_cqe(op, cqe->res, cqe->flags);
-  });
-  if (n != 0) {
-    bump(m_cqes, n);
   }
 }
 
@@ -450,6 +411,7 @@ void worker::drain_for_shutdown() {
   while (m_queue.pop() != nullptr) {
   }
   m_sqes.store(m_ring.sqes_submitted(), std::memory_order_relaxed);
+  m_enters.store(m_ring.enters(), std::memory_order_relaxed);
   m_ring.close();
 }
 
@@ -477,6 +439,7 @@ worker_metrics worker::metrics() const noexcept {
   m.local_queue_depth = m_queue.size();
   m.timers_pending = m_timers_pending.load(std::memory_order_relaxed);
   m.timers_taken_over = m_timers_taken.load(std::memory_order_relaxed);
+  m.ring_enters = m_enters.load(std::memory_order_relaxed);
   return m;
 }
 

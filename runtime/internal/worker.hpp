@@ -3,7 +3,8 @@
 // Scheduler loop (worker.cpp, design note at the top of the file): take a task from the
 // LIFO slot (at most kMaxLifoRuns in a row), else the local queue, else (every
 // global_queue_interval ticks, and whenever the local queue is empty) the global queue;
-// when nothing is local, poll the ring and timers, then steal half of another worker's
+// when nothing is local, poll the ring and timers (a poll that keeps finding nothing is
+// left to the park's own enter: maintenance.cpp), then steal half of another worker's
 // queue; when nothing anywhere, park inside io_uring_enter.
 // Thread-safety: the fields below marked "owner" are touched by the worker thread only.
 // Cost: see worker.cpp; a scheduler tick is a LIFO/queue pop (one CAS) plus, every
@@ -156,15 +157,24 @@ class worker {
   /// for tick, whether it takes over another worker's late timers).
   enum class maintenance_from {
     tick,       // the fairness tick between two tasks: SQEs queued, or operations in flight
-    find_work,  // out of local tasks: SQEs queued, or (DEFER_TASKRUN) operations in flight
+    find_work,  // out of local tasks: SQEs queued, or (DEFER_TASKRUN) operations in flight;
+                // the enter may be left to the park (leave_enter_to_park)
     park,       // just woke from park(): SQEs queued only. The park's enter ran at least
                 // the task work that ended it (on Linux 6.13+ often only that one item);
-                // the rest is posted by the next find_work, which run_loop always runs
-                // before it parks again. Saves one io_uring_enter per single wake on a
-                // DEFER_TASKRUN ring (other rings never entered here with nothing queued).
+                // the rest is posted by the next find_work's enter, or by the next park's
+                // (which runs pending task work before it would sleep, and then does not
+                // sleep). Saves one io_uring_enter per single wake on a DEFER_TASKRUN ring
+                // (other rings never entered here with nothing queued).
   };
-  void maintenance(maintenance_from from);
-  void reap();
+  /// Returns the completions of user operations it reaped.
+  unsigned maintenance(maintenance_from from);
+  /// Returns the completions of user operations it reaped (not the park's own, nor the
+  /// ignored ones of internal SQEs).
+  unsigned reap();
+  /// Whether find_work's enter is left to the park (maintenance.cpp: the rule and its cost).
+  bool leave_enter_to_park() noexcept;
+  /// The park that took a left enter reaped `reaped` completions of user operations.
+  void note_left_enter_reaped(unsigned reaped) noexcept;
   // Timers and their takeover (runtime/timers.cpp).
   void fire_timers();
   [[nodiscard]] std::int64_t park_deadline(std::int64_t now, bool watching) noexcept;
@@ -183,7 +193,7 @@ class worker {
   void lock_timers() noexcept;
   bool try_lock_timers() noexcept;
   void unlock_timers() noexcept;
-  void drain_cancels();
+  bool drain_cancels();  ///< whether there were any requests (cancel SQEs may be queued)
   void run_cancel_list(cancellable* list);
   void arm_park_wait();
   void drain_for_shutdown();
@@ -215,6 +225,12 @@ class worker {
   std::vector<void*> m_overflow_batch; // owner: scratch for overflow()
   std::vector<void*> m_taken_timers;   // owner: scratch for take_due_timers_of()
   bool m_watching_timers = false;      // owner: this worker holds idle_state::timer_watcher
+  // find_work's enter left to the park (leave_enter_to_park): set while queued SQEs wait
+  // for the park's io_uring_enter; run_loop submits them if a task turns up first. Owner.
+  bool m_enter_left = false;
+  std::uint8_t m_quiet_polls = 0;      // owner: find_work enters in a row that reaped no user completion (saturates)
+  std::uint8_t m_left_since_probe = 0; // owner: enters left to the park since find_work last entered
+  std::uint8_t m_leave_after = 4;      // owner: quiet polls needed to leave (4..128, maintenance.cpp)
 
   // Cancel requests from any thread (Treiber stack, see completion.hpp).
   alignas(64) std::atomic<cancellable*> m_cancel_head{nullptr};
@@ -243,6 +259,7 @@ class worker {
   std::atomic<std::uint64_t> m_parks{0};
   std::atomic<std::uint64_t> m_sqes{0};
   std::atomic<std::uint64_t> m_cqes{0};
+  std::atomic<std::uint64_t> m_enters{0};
   std::atomic<std::uint64_t> m_timers_pending{0};
   std::atomic<std::uint64_t> m_timers_taken{0};
   std::atomic<std::uint64_t> m_roots_finished{0};

@@ -411,7 +411,7 @@ TEST_CASE("runtime: creating and destroying a runtime leaves no file descriptors
   CHECK(corio_test::open_fd_count() == before);
 }
 
-TEST_CASE("runtime: metrics count tasks, parks, SQEs and CQEs per worker", "[runtime][metrics]") {
+TEST_CASE("runtime: metrics count tasks, parks, SQEs, CQEs and kernel entries per worker", "[runtime][metrics]") {
   corio::runtime rt(workers(2));
   auto work = []() -> corio::task<void> {
     for (int i = 0; i < 10; ++i) {
@@ -422,17 +422,19 @@ TEST_CASE("runtime: metrics count tasks, parks, SQEs and CQEs per worker", "[run
   rt.block_on(work());
   auto m = rt.metrics();
   REQUIRE(m.workers.size() == 2);
-  std::uint64_t tasks = 0, sqes = 0, cqes = 0, parks = 0;
+  std::uint64_t tasks = 0, sqes = 0, cqes = 0, parks = 0, enters = 0;
   for (auto& w : m.workers) {
     tasks += w.tasks_run;
     sqes += w.sqes_submitted;
     cqes += w.cqes_reaped;
     parks += w.parks;
+    enters += w.ring_enters;
   }
   CHECK(tasks >= 11);
   CHECK(sqes >= 10);
   CHECK(cqes >= 10);
   CHECK(parks >= 1);
+  CHECK(enters >= parks);  // every park is an enter
 }
 
 TEST_CASE("runtime: an idle runtime uses no measurable CPU", "[runtime]") {
