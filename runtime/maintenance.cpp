@@ -44,14 +44,6 @@
 
 namespace corio::detail {
 
-namespace {
-
-constexpr std::uint8_t kQuietPollsToLeave = 4;  // see "Kernel entries" above (the floor of the back-off)
-constexpr std::uint8_t kMaxQuietPollsToLeave = 128;
-constexpr std::uint8_t kProbeEvery = 8;
-
-}  // namespace
-
 bool worker::leave_enter_to_park() noexcept {
   if (!m_ring.defer_taskrun() || m_enter_left || m_quiet_polls < m_leave_after || m_ring.task_work_pending()) {
     return false;

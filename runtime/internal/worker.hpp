@@ -122,6 +122,12 @@ class worker {
   /// past 32 a batch waits for its owner longer than a wake-up would have cost.
   static constexpr std::size_t kReapWakeThreshold = 32;
   static constexpr std::int64_t kBacklogWakeNs = 50'000;
+  /// leave_enter_to_park's back-off ("Kernel entries", runtime/maintenance.cpp): quiet
+  /// find_work enters needed before one is left to the park (floor and ceiling of
+  /// m_leave_after), and how often a left enter is taken anyway as a probe.
+  static constexpr std::uint8_t kQuietPollsToLeave = 4;
+  static constexpr std::uint8_t kMaxQuietPollsToLeave = 128;
+  static constexpr std::uint8_t kProbeEvery = 8;
 
   // --- owner-thread state used by the port's entry points (runtime/port.cpp) ---
   unsigned transfer_depth = 0;
@@ -230,7 +236,7 @@ class worker {
   bool m_enter_left = false;
   std::uint8_t m_quiet_polls = 0;      // owner: find_work enters in a row that reaped no user completion (saturates)
   std::uint8_t m_left_since_probe = 0; // owner: enters left to the park since find_work last entered
-  std::uint8_t m_leave_after = 4;      // owner: quiet polls needed to leave (4..128, maintenance.cpp)
+  std::uint8_t m_leave_after = kQuietPollsToLeave; // owner: quiet polls needed to leave (back-off, maintenance.cpp)
 
   // Cancel requests from any thread (Treiber stack, see completion.hpp).
   alignas(64) std::atomic<cancellable*> m_cancel_head{nullptr};
