@@ -45,9 +45,10 @@
 // one owner per handle (the handle maps the object; it must outlive calls in flight).
 // Cost: a send or receive that does not wait: the side's robust lock (two CASes and a
 // process-local spin lock), a memcpy of the message, one CAS to publish; a send also
-// prefetches for writing the first two cache lines of the slot 8 positions ahead, when
-// that slot is known free, so that taking those lines back from the consumers' caches
-// overlaps with the messages in between instead of stalling the publish. A receive()
+// prefetches for writing the first cache line of the slot 8 positions ahead (and its
+// second when the message and its 8-byte header span two), when that slot is known
+// free, so that taking those lines back from the consumers' caches overlaps with the
+// messages in between instead of stalling the publish. A receive()
 // or receive_blocking() that finds the queue empty just after a try_receive (or a
 // receive() that did not wait, which is one) took a message — a consumer keeping up
 // with a stream — first pauses once for about half the spin budget (1 µs) without

@@ -88,7 +88,7 @@ outcome send_locked(queue_header* h, std::span<const std::byte> message, std::ui
     acquire_for_sanitizer(h->consumed);
   }
   std::byte* slot = slot_at(h, h->write_pos);
-  prefetch_ahead(h, h->write_pos);
+  prefetch_ahead(h, h->write_pos, message.size());
   const auto size = static_cast<std::uint32_t>(message.size());
   std::memcpy(slot, &size, sizeof size);
   if (!message.empty()) {

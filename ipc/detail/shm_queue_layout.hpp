@@ -29,15 +29,18 @@
 // it; a process of an older corio ignores it.
 // Prefetch: a slot's cache lines were last read by a consumer, so the producer's stores
 // into it must first take them back from the consumer's cache (a request for ownership:
-// a cross-core round trip, 110-560 ns on the VM measured), and the advance's
+// a cross-core round trip, 110-560 ns on the 2-vCPU VM measured), and the advance's
 // locked instruction waits for those stores to complete: one round trip per message,
 // whatever the batching. So a send that knows at least `prefetch_distance` more slots
-// free asks for ownership of the first two lines of the slot that many positions ahead
-// (prefetch_for_write: x86 PREFETCHW), and the round trips of several messages overlap.
+// free asks for ownership of the first line of the slot that many positions ahead, and
+// of its second line too when the message being sent spans two (header included: the
+// next one is guessed to be alike), through prefetch_for_write (x86-64 PREFETCHW), and
+// the round trips of several messages overlap.
 // That slot is free (the consumers are done with it), so nothing a consumer still reads
-// is taken away; the hint changes no state and costs a few cycles when the line is
-// already ours. Measured: the 64-byte stream between two processes 2.8-3.4 M -> 6.8-10.7
-// M msgs/s (bench/ipc/shm_bench --only stream; see README).
+// is taken away; the hint changes no architectural state (only where the line is cached)
+// and costs a few cycles when the line is already ours. Measured in the VM's slow
+// cross-core state: the 64-byte stream between two processes 2.8-3.4 M -> 6.8-10.7 M
+// msgs/s (bench/ipc/shm_bench --only stream; see README).
 //
 // Thread-safety: the header lives in memory mapped by several processes; every field says
 // who may write it. Cost: a few cache lines (each side's line is its own).
@@ -90,7 +93,8 @@ inline constexpr std::size_t max_capacity = std::size_t{1} << 29;
 inline constexpr std::size_t max_size = std::size_t{1} << 30;
 inline constexpr std::size_t slot_header = 8;  // u32 size, u32 reserved
 /// How many positions ahead of the one it fills a send prefetches ("Prefetch" above):
-/// enough to cover a round trip at ~100 ns a message, few enough to stay in L1.
+/// 8 messages at 70-100 ns each cover a 560-800 ns round trip (the slowest measured was
+/// ~560 ns); 6 read as well, 4 and 10-24 lower (README).
 inline constexpr std::uint32_t prefetch_distance = 8;
 
 /// The count a count word holds (count * 4 + closed * 2 + waiters).
@@ -105,24 +109,27 @@ inline std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
 }
 
 /// Asks for ownership of the cache line holding `p` ahead of a store to it; a hint (no
-/// fault, no state). x86 PREFETCHW: on CPUs without it the encoding is a no-op.
+/// fault, no architectural state). x86-64 PREFETCHW (GCC's __builtin_prefetch emits a
+/// read prefetch for it unless built with -mprfchw); on x86-64 CPUs without it the
+/// encoding is a no-op.
 inline void prefetch_for_write(const std::byte* p) noexcept {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
   asm volatile("prefetchw %0" ::"m"(*p));
 #else
   __builtin_prefetch(p, 1, 3);
 #endif
 }
 
-/// A send's "Prefetch" (above) before it fills position `pos`, under the send lock.
-inline void prefetch_ahead(queue_header* h, std::uint64_t pos) noexcept {
+/// A send's "Prefetch" (above) before it fills position `pos` with a message of `size`
+/// bytes, under the send lock.
+inline void prefetch_ahead(queue_header* h, std::uint64_t pos, std::size_t size) noexcept {
   if (h->free_known <= prefetch_distance) {
     return;  // the slot that far ahead may still be a consumer's
   }
   const std::byte* ahead = slot_at(h, pos + prefetch_distance);
   prefetch_for_write(ahead);
-  if (h->slot_stride > 64) {
-    prefetch_for_write(ahead + 64);  // a 64-byte message and its header span two lines
+  if (slot_header + size > 64) {
+    prefetch_for_write(ahead + 64);  // its header and a message this size span two lines
   }
 }
 
