@@ -1,7 +1,8 @@
 // corio::ipc::shm_queue: sending and receiving, the two sides' protocols and their recovery
 // after a death (see shm_queue.hpp; the layout is in detail/shm_queue_layout.hpp, create
 // and open in shm_queue.cpp). The protocol over the header's words (count words,
-// positions, recovery, receive batching) is described in detail/shm_queue_layout.hpp.
+// positions, recovery, receive batching, the send's prefetch) is described in
+// detail/shm_queue_layout.hpp.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <climits>

@@ -8,7 +8,8 @@
 // queued there do not complete at once (a task that woke its peer with a futex syscall
 // and now waits on a FUTEX_WAIT, say), the first enter collects nothing and the second
 // would have done both. So after kQuietPollsToLeave find_work enters in a row that reaped
-// no completion of a user operation, find_work leaves its enter to the park
+// no completion of a user operation (this and the back-off's other constants are worker
+// members, runtime/internal/worker.hpp), find_work leaves its enter to the park
 // (leave_enter_to_park): about one io_uring_enter per wake instead of two (1.25 in a
 // steady ping-pong, with the probes below and run_task's submit every kSubmitInterval
 // tasks), ~1 µs a wake-up where a syscall costs that.

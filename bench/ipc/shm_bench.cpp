@@ -19,6 +19,12 @@
 //     pipe               blocking write / read of one message each (atomic: <= PIPE_BUF)
 //     unix-dgram         a SOCK_DGRAM socket pair, blocking send / recv
 //     python-mp-queue    multiprocessing.Queue (bench/ipc/shm_queue_peer.py), if python3 runs
+//     plain-ring         (1 producer only) a lock-free single-producer ring in shared memory
+//                        with shm_queue's geometry (capacity 256, 8-byte slot header, slots
+//                        rounded to 64 bytes): a memcpy in, one release store to publish, a
+//                        memcpy out, a consumer that looks about every µs; no locks, no
+//                        sleeping, no recovery from a death. What moving the bytes between
+//                        two CPUs costs here: the floor under corio-shm-queue.
 // Each corio side is its own process with its own runtime of 1 worker. Ratios are printed
 // at the end: ping-pong against the floor with the same wait policy (target: corio
 // within 1.2x), streams against
@@ -498,6 +504,68 @@ double stream_shm(const stream_setup& s, corio_wait how) {
   return rate;
 }
 
+/// The plain-ring row (see the top of the file): one producer, spinning on both sides.
+double stream_ring(const stream_setup& s) {
+  constexpr std::uint32_t capacity = 256;
+  const std::size_t stride = (8 + s.size + 63) / 64 * 64;
+  auto map = corio::ipc::memory_map::anonymous(4096 + stride * capacity);
+  if (!map || s.producers != 1) {
+    g_failed = true;
+    return 0;
+  }
+  std::byte* base = map->data();
+  // Each count on its own pair of cache lines (the adjacent-line prefetcher pairs them).
+  auto& published = *::new (static_cast<void*>(base)) std::atomic<std::uint32_t>(0);
+  auto& consumed = *::new (static_cast<void*>(base + 128)) std::atomic<std::uint32_t>(0);
+  std::byte* slots = base + 4096;
+  auto slot = [&](std::uint32_t pos) { return slots + (pos % capacity) * stride; };
+  return stream(
+      s,
+      [&](int n) {
+        std::vector<std::byte> m(s.size, std::byte{7});
+        const auto size = static_cast<std::uint32_t>(s.size);
+        std::uint32_t w = 0;
+        std::uint32_t free = 0;
+        for (int i = 0; i < n; ++i) {
+          // acquire: pairs with the consumer's release; it is done with the slots it freed.
+          while (free == 0 && (free = capacity - (w - consumed.load(std::memory_order_acquire))) == 0) {
+            corio::port::cpu_relax();
+          }
+          std::memcpy(slot(w), &size, sizeof size);
+          std::memcpy(slot(w) + 8, m.data(), m.size());
+          ++w;
+          --free;
+          published.store(w, std::memory_order_release);  // release: the slot is filled
+        }
+        return true;
+      },
+      [&](int total) {
+        std::vector<std::byte> buf(s.size);
+        std::uint32_t r = 0;
+        std::uint32_t available = 0;
+        long got = 0;
+        for (int i = 0; i < total; ++i) {
+          // acquire: pairs with the producer's release store of the count.
+          while (available == 0 && (available = published.load(std::memory_order_acquire) - r) == 0) {
+            for (int j = 0; j < 50; ++j) {
+              corio::port::cpu_relax();  // ~1 µs between looks, like shm_queue's batching pause
+            }
+          }
+          std::uint32_t size = 0;
+          std::memcpy(&size, slot(r), sizeof size);
+          if (size != s.size) {
+            break;
+          }
+          std::memcpy(buf.data(), slot(r) + 8, size);
+          ++r;
+          --available;
+          consumed.store(r, std::memory_order_release);  // release: done reading the slot
+          ++got;
+        }
+        return got;
+      });
+}
+
 double stream_mq(const stream_setup& s) {
   const std::string name = unique_name("mq-stream");
   mqd_t q = open_mq(name, 10, static_cast<long>(s.size), false);
@@ -731,6 +799,9 @@ int main(int argc, char** argv) {
                measure(repeat, [&] { return stream_shm({size, producers, n}, corio_wait::spin_then_ring); }), "msgs/s");
         report(b, "corio-shm-queue-nospin",
                measure(repeat, [&] { return stream_shm({size, producers, n / 4}, corio_wait::ring_only); }), "msgs/s");
+        if (producers == 1) {
+          report(b, "plain-ring", measure(repeat, [&] { return stream_ring({size, producers, n}); }), "msgs/s");
+        }
         report(b, "posix-mq", measure(repeat, [&] { return stream_mq({size, producers, n / 8}); }), "msgs/s");
         report(b, "pipe", measure(repeat, [&] { return stream_pipe({size, producers, n / 8}); }), "msgs/s");
         report(b, "unix-dgram", measure(repeat, [&] { return stream_dgram({size, producers, n / 8}); }), "msgs/s");
@@ -770,7 +841,7 @@ int main(int argc, char** argv) {
       continue;
     }
     const std::string bench = key.substr(0, key.find(' '));
-    for (const char* peer : {"posix-mq", "pipe", "unix-dgram", "python-mp-queue"}) {
+    for (const char* peer : {"plain-ring", "posix-mq", "pipe", "unix-dgram", "python-mp-queue"}) {
       auto it = results.find(bench + " " + peer);
       if (it != results.end() && it->second > 0) {
         std::printf("%s corio-shm-queue / %s = %.1fx%s\n", bench.c_str(), peer, value / it->second,

@@ -30,17 +30,19 @@
 // Prefetch: a slot's cache lines were last read by a consumer, so the producer's stores
 // into it must first take them back from the consumer's cache (a request for ownership:
 // a cross-core round trip, 110-560 ns on the 2-vCPU VM measured), and the advance's
-// locked instruction waits for those stores to complete: one round trip per message,
-// whatever the batching. So a send that knows at least `prefetch_distance` more slots
+// locked instruction waits for those stores to complete (x86): about one round trip per
+// message, partly overlapped, whatever the batching. So a send that knows more than
+// `prefetch_distance` slots
 // free asks for ownership of the first line of the slot that many positions ahead, and
 // of its second line too when the message being sent spans two (header included: the
-// next one is guessed to be alike), through prefetch_for_write (x86-64 PREFETCHW), and
-// the round trips of several messages overlap.
+// next one is guessed to be alike), through prefetch_for_write (x86-64 PREFETCHW;
+// elsewhere __builtin_prefetch for writing, not measured), and the round trips of
+// several messages overlap.
 // That slot is free (the consumers are done with it), so nothing a consumer still reads
 // is taken away; the hint changes no architectural state (only where the line is cached)
-// and costs a few cycles when the line is already ours. Measured in the VM's slow
-// cross-core state: the 64-byte stream between two processes 2.8-3.4 M -> 6.8-10.7 M
-// msgs/s (bench/ipc/shm_bench --only stream; see README).
+// and costs a few cycles when the line is already ours. Measured on the 2-vCPU VM: the
+// 64-byte stream between two processes 2.6-3.4 M -> 5.9-10.7 M msgs/s in 8 alternating
+// runs (bench/ipc/shm_bench --only stream; see README).
 //
 // Thread-safety: the header lives in memory mapped by several processes; every field says
 // who may write it. Cost: a few cache lines (each side's line is its own).
@@ -94,7 +96,7 @@ inline constexpr std::size_t max_size = std::size_t{1} << 30;
 inline constexpr std::size_t slot_header = 8;  // u32 size, u32 reserved
 /// How many positions ahead of the one it fills a send prefetches ("Prefetch" above):
 /// 8 messages at 70-100 ns each cover a 560-800 ns round trip (the slowest measured was
-/// ~560 ns); 6 read as well, 4 and 10-24 lower (README).
+/// ~560 ns); 6 read as well, 4 mixed across runs, 10-16 lower, 24 overlapping (README).
 inline constexpr std::uint32_t prefetch_distance = 8;
 
 /// The count a count word holds (count * 4 + closed * 2 + waiters).
