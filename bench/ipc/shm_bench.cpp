@@ -34,11 +34,14 @@
 // CPUs. Unpinned, on a VM, a round trip that crosses CPUs also pays for waking an idle
 // virtual CPU, whose cost swings with the hypervisor's halt polling: the no-spin event has
 // read from 0.36x to 2.9x the plain floor with the same build, minutes apart; pinned to one
-// CPU the figures spread by ~10%. Streams are never pinned.
+// CPU the figures spread by ~10%. Streams are never pinned. --ipis prints after each
+// ping-pong figure the machine's function-call IPIs per round trip (/proc/interrupts,
+// CAL): a wake-up that finds the other CPU halted costs one, one that finds it still
+// running or polling in idle costs none — across two CPUs the round trip follows it.
 // Prints `<benchmark> <system> <value> <unit>` (median of --repeat runs); a wrong count is
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
-//             [--only pingpong|stream] [--pin same|cross]
+//             [--only pingpong|stream] [--pin same|cross] [--ipis]
 #include <corio/corio.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/process_event.hpp>
@@ -151,6 +154,40 @@ bool reap(pid_t pid) {
   while (::waitpid(pid, &status, 0) < 0) {
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/// The machine's function-call IPIs so far (the CAL row of /proc/interrupts, summed over
+/// the CPUs), or -1 where it cannot be read.
+long call_ipis() {
+  FILE* f = std::fopen("/proc/interrupts", "r");
+  if (f == nullptr) {
+    return -1;
+  }
+  char line[8192];
+  long total = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    const char* p = line;
+    while (*p == ' ') {
+      ++p;
+    }
+    if (std::strncmp(p, "CAL:", 4) != 0) {
+      continue;
+    }
+    p += 4;
+    total = 0;
+    for (;;) {
+      char* end = nullptr;
+      const long v = std::strtol(p, &end, 10);
+      if (end == p) {
+        break;
+      }
+      total += v;
+      p = end;
+    }
+    break;
+  }
+  std::fclose(f);
+  return total;
 }
 
 double median(std::vector<double> v) {
@@ -698,6 +735,7 @@ int main(int argc, char** argv) {
   std::string only;
   std::string pin;
   bool pin_given = false;
+  bool count_ipis = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -713,13 +751,15 @@ int main(int argc, char** argv) {
       script = value();
     } else if (a == "--only") {
       only = value();
+    } else if (a == "--ipis") {
+      count_ipis = true;
     } else if (a == "--pin") {
       pin_given = true;
       pin = value();
     } else {
       std::fprintf(stderr,
                    "usage: shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH] "
-                   "[--only pingpong|stream] [--pin same|cross]\n");
+                   "[--only pingpong|stream] [--pin same|cross] [--ipis]\n");
       return 2;
     }
   }
@@ -766,23 +806,28 @@ int main(int argc, char** argv) {
       std::perror("shm_bench: sched_setaffinity");
       return 1;
     }
-    const char* pp = "shm_pingpong";
-    report(pp, "futex-raw", measure(repeat, [&] { return pingpong_futex(rounds, 0); }), "ns/rtt");
-    report(pp, "corio-event-nospin", measure(repeat, [&] { return pingpong_event(rounds, corio_wait::ring_only); }),
-           "ns/rtt");
-    report(pp, "corio-semaphore-nospin",
-           measure(repeat, [&] { return pingpong_semaphore(rounds, corio_wait::ring_only); }), "ns/rtt");
-    report(pp, "futex-raw-spin", measure(repeat, [&] { return pingpong_futex(rounds, kSpinNs); }), "ns/rtt");
-    report(pp, "corio-event", measure(repeat, [&] { return pingpong_event(rounds, corio_wait::spin_then_ring); }),
-           "ns/rtt");
-    report(pp, "corio-semaphore",
-           measure(repeat, [&] { return pingpong_semaphore(rounds, corio_wait::spin_then_ring); }), "ns/rtt");
-    report(pp, "corio-event-pool",
-           measure(repeat, [&] { return pingpong_event(rounds / 4, corio_wait::spin_then_pool); }), "ns/rtt");
-    report(pp, "pipe", measure(repeat, [&] { return pingpong_pipe(rounds); }), "ns/rtt");
-    report(pp, "socketpair", measure(repeat, [&] { return pingpong_socketpair(rounds); }), "ns/rtt");
-    report(pp, "posix-mq", measure(repeat, [&] { return pingpong_mq(rounds); }), "ns/rtt");
-    report(pp, "corio-message-queue", measure(repeat, [&] { return pingpong_corio_mq(rounds); }), "ns/rtt");
+    // With --ipis, after each figure: the machine's function-call IPIs per round trip
+    // (all processes, warm-up rounds included; a wake-up of a halted CPU costs one).
+    auto pp = [&](const char* system, int rounds_used, auto fn) {
+      const long before = count_ipis ? call_ipis() : -1;
+      report("shm_pingpong", system, measure(repeat, fn), "ns/rtt");
+      const long after = before >= 0 ? call_ipis() : -1;
+      if (after >= 0) {
+        std::printf("shm_pingpong %s/ipis %.2f call-IPIs/rtt\n", system,
+                    static_cast<double>(after - before) / ((kWarm + rounds_used) * repeat));
+      }
+    };
+    pp("futex-raw", rounds, [&] { return pingpong_futex(rounds, 0); });
+    pp("corio-event-nospin", rounds, [&] { return pingpong_event(rounds, corio_wait::ring_only); });
+    pp("corio-semaphore-nospin", rounds, [&] { return pingpong_semaphore(rounds, corio_wait::ring_only); });
+    pp("futex-raw-spin", rounds, [&] { return pingpong_futex(rounds, kSpinNs); });
+    pp("corio-event", rounds, [&] { return pingpong_event(rounds, corio_wait::spin_then_ring); });
+    pp("corio-semaphore", rounds, [&] { return pingpong_semaphore(rounds, corio_wait::spin_then_ring); });
+    pp("corio-event-pool", rounds / 4, [&] { return pingpong_event(rounds / 4, corio_wait::spin_then_pool); });
+    pp("pipe", rounds, [&] { return pingpong_pipe(rounds); });
+    pp("socketpair", rounds, [&] { return pingpong_socketpair(rounds); });
+    pp("posix-mq", rounds, [&] { return pingpong_mq(rounds); });
+    pp("corio-message-queue", rounds, [&] { return pingpong_corio_mq(rounds); });
     g_child_cpu = -1;  // the streams run unpinned
     if (g_parent_cpu >= 0 && ::sched_setaffinity(0, sizeof allowed, &allowed) != 0) {
       std::perror("shm_bench: sched_setaffinity");
