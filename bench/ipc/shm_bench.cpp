@@ -22,7 +22,8 @@
 //     plain-ring         (1 producer only) a lock-free single-producer ring in shared memory
 //                        with shm_queue's geometry (capacity 256, 8-byte slot header, slots
 //                        rounded to 64 bytes): a memcpy in, one release store to publish, a
-//                        memcpy out, a consumer that looks about every µs; no locks, no
+//                        memcpy out, a consumer that pauses like shm_queue's batching pause
+//                        (half the spin budget, ~1 µs) between looks; no locks, no
 //                        sleeping, no recovery from a death. What moving the bytes between
 //                        two CPUs costs here: the floor under corio-shm-queue.
 // Each corio side is its own process with its own runtime of 1 worker. Ratios are printed
@@ -35,9 +36,9 @@
 // virtual CPU, whose cost swings with the hypervisor's halt polling: the no-spin event has
 // read from 0.36x to 2.9x the plain floor with the same build, minutes apart; pinned to one
 // CPU the figures spread by ~10%. Streams are never pinned. --ipis prints after each
-// ping-pong figure the machine's function-call IPIs per round trip (/proc/interrupts,
-// CAL): a wake-up that finds the other CPU halted costs one, one that finds it still
-// running or polling in idle costs none — across two CPUs the round trip follows it.
+// ping-pong figure the machine's wake-up IPIs per round trip (/proc/interrupts, the CAL
+// and RES rows of x86, machine-wide): on the 2-vCPU VM measured, a wake-up that finds the
+// other CPU halted took one and the round trip across two CPUs followed their count.
 // Prints `<benchmark> <system> <value> <unit>` (median of --repeat runs); a wrong count is
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
@@ -156,26 +157,29 @@ bool reap(pid_t pid) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/// The machine's function-call IPIs so far (the CAL row of /proc/interrupts, summed over
-/// the CPUs), or -1 where it cannot be read.
-long call_ipis() {
+/// The wake-up IPIs the machine has taken so far: the function-call (CAL) and
+/// rescheduling (RES) rows of /proc/interrupts, summed over the CPUs (x86 names; CAL
+/// also counts other cross-CPU calls), or -1 where they cannot be read.
+long wakeup_ipis() {
   FILE* f = std::fopen("/proc/interrupts", "r");
   if (f == nullptr) {
     return -1;
   }
-  char line[8192];
-  long total = -1;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
+  char* line = nullptr;
+  std::size_t capacity = 0;
+  long total = 0;
+  int rows = 0;
+  while (::getline(&line, &capacity, f) > 0) {
     const char* p = line;
     while (*p == ' ') {
       ++p;
     }
-    if (std::strncmp(p, "CAL:", 4) != 0) {
+    if (std::strncmp(p, "CAL:", 4) != 0 && std::strncmp(p, "RES:", 4) != 0) {
       continue;
     }
+    ++rows;
     p += 4;
-    total = 0;
-    for (;;) {
+    for (;;) {  // the per-CPU counts; the row's description stops the scan
       char* end = nullptr;
       const long v = std::strtol(p, &end, 10);
       if (end == p) {
@@ -184,10 +188,10 @@ long call_ipis() {
       total += v;
       p = end;
     }
-    break;
   }
+  std::free(line);
   std::fclose(f);
-  return total;
+  return rows == 2 ? total : -1;
 }
 
 double median(std::vector<double> v) {
@@ -492,6 +496,9 @@ double stream(const stream_setup& s, Produce produce, Consume consume) {
   const double secs = seconds_since(t0);
   bool ok = got == per * s.producers;
   for (pid_t k : kids) {
+    if (!ok) {
+      ::kill(k, SIGKILL);  // a producer may wait forever on a queue nobody reads any more
+    }
     ok = reap(k) && ok;
   }
   if (!ok) {
@@ -584,9 +591,7 @@ double stream_ring(const stream_setup& s) {
         for (int i = 0; i < total; ++i) {
           // acquire: pairs with the producer's release store of the count.
           while (available == 0 && (available = published.load(std::memory_order_acquire) - r) == 0) {
-            for (int j = 0; j < 50; ++j) {
-              corio::port::cpu_relax();  // ~1 µs between looks, like shm_queue's batching pause
-            }
+            corio::ipc::detail::spin_without_looking();  // shm_queue's batching pause (~1 µs)
           }
           std::uint32_t size = 0;
           std::memcpy(&size, slot(r), sizeof size);
@@ -806,14 +811,17 @@ int main(int argc, char** argv) {
       std::perror("shm_bench: sched_setaffinity");
       return 1;
     }
-    // With --ipis, after each figure: the machine's function-call IPIs per round trip
-    // (all processes, warm-up rounds included; a wake-up of a halted CPU costs one).
+    // With --ipis, after each figure: the machine's wake-up IPIs per round trip (all
+    // processes, warm-up rounds included).
+    if (count_ipis && wakeup_ipis() < 0) {
+      std::fprintf(stderr, "shm_bench: --ipis: no CAL and RES rows in /proc/interrupts here\n");
+    }
     auto pp = [&](const char* system, int rounds_used, auto fn) {
-      const long before = count_ipis ? call_ipis() : -1;
+      const long before = count_ipis ? wakeup_ipis() : -1;
       report("shm_pingpong", system, measure(repeat, fn), "ns/rtt");
-      const long after = before >= 0 ? call_ipis() : -1;
+      const long after = before >= 0 ? wakeup_ipis() : -1;
       if (after >= 0) {
-        std::printf("shm_pingpong %s/ipis %.2f call-IPIs/rtt\n", system,
+        std::printf("shm_pingpong %s/ipis %.2f IPIs/rtt\n", system,
                     static_cast<double>(after - before) / ((kWarm + rounds_used) * repeat));
       }
     };
@@ -889,7 +897,8 @@ int main(int argc, char** argv) {
     for (const char* peer : {"plain-ring", "posix-mq", "pipe", "unix-dgram", "python-mp-queue"}) {
       auto it = results.find(bench + " " + peer);
       if (it != results.end() && it->second > 0) {
-        std::printf("%s corio-shm-queue / %s = %.1fx%s\n", bench.c_str(), peer, value / it->second,
+        std::printf("%s corio-shm-queue / %s = %.*fx%s\n", bench.c_str(), peer, value < it->second ? 2 : 1,
+                    value / it->second,
                     std::strcmp(peer, "python-mp-queue") == 0
                         ? (value / it->second >= 40 ? "  (target >= 40x: met)" : "  (target >= 40x: MISSED)")
                         : "");
