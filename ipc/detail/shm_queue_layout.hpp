@@ -32,17 +32,16 @@
 // a cross-core round trip, 110-560 ns on the 2-vCPU VM measured), and the advance's
 // locked instruction waits for those stores to complete (x86): about one round trip per
 // message, partly overlapped, whatever the batching. So a send that knows more than
-// `prefetch_distance` slots
-// free asks for ownership of the first line of the slot that many positions ahead, and
-// of its second line too when the message being sent spans two (header included: the
-// next one is guessed to be alike), through prefetch_for_write (x86-64 PREFETCHW;
-// elsewhere __builtin_prefetch for writing, not measured), and the round trips of
-// several messages overlap.
-// That slot is free (the consumers are done with it), so nothing a consumer still reads
-// is taken away; the hint changes no architectural state (only where the line is cached)
-// and costs a few cycles when the line is already ours. Measured on the 2-vCPU VM: the
-// 64-byte stream between two processes 2.6-3.4 M -> 5.9-10.7 M msgs/s in 8 alternating
-// runs (bench/ipc/shm_bench --only stream; see README).
+// `prefetch_distance` slots free asks for ownership of the first line of the slot that
+// many positions ahead, and of its second line too when the message being sent spans
+// two (header included: the next one is guessed to be alike), through
+// prefetch_for_write (x86-64 PREFETCHW; elsewhere __builtin_prefetch for writing, not
+// measured), and the round trips of several messages overlap. That slot is free (the
+// consumers are done with it), so nothing a consumer still reads is taken away; the hint
+// changes no architectural state (only where the line is cached) and costs a few cycles
+// when the line is already ours. Measured on the 2-vCPU VM: the 64-byte stream between
+// two processes 2.6-3.6 M -> 5.9-10.7 M msgs/s in 8 alternating runs
+// (bench/ipc/shm_bench --only stream; see README).
 //
 // Thread-safety: the header lives in memory mapped by several processes; every field says
 // who may write it. Cost: a few cache lines (each side's line is its own).
