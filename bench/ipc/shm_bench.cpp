@@ -12,6 +12,8 @@
 //     pipe, socketpair   two pipes / a Unix stream socket pair, 1 byte, blocking calls
 //     posix-mq           two POSIX message queues, blocking mq_send/mq_receive
 //     corio-message-queue  two corio::ipc::message_queue, each side a corio task
+//     corio-shm-queue    two corio::ipc::shm_queue (capacity 256), 8-byte messages, each
+//                        side a corio task with the default wait (spin, then the ring)
 //   shm_stream_<size>_<p>p: one-way throughput, p producer processes, one consumer, msgs/s:
 //     corio-shm-queue    shm_queue (capacity 256), awaitable send / receive, 1 worker each
 //     corio-shm-queue-nospin   the same with the spin disabled
@@ -414,8 +416,9 @@ double pingpong_mq(int rounds) {
   return s * 1e9 / rounds;
 }
 
-corio::task<bool> corio_mq_party(const corio::ipc::message_queue* in, const corio::ipc::message_queue* out, bool starts,
-                                 int total, steady::time_point* t0) {
+/// One side of a request/reply over two corio queues (message_queue or shm_queue).
+template <class Queue>
+corio::task<bool> corio_queue_party(const Queue* in, const Queue* out, bool starts, int total, steady::time_point* t0) {
   std::vector<std::byte> buf(kMqSize);
   for (int i = 0; i < total; ++i) {
     if (i == kWarm && t0 != nullptr) {
@@ -456,10 +459,32 @@ double pingpong_corio_mq(int rounds) {
   (void)corio::ipc::message_queue::remove(nb);
   const int total = kWarm + rounds;
   const pid_t b = fork_child([&] {
-    return corio::run(corio_mq_party(&*to_b, &*to_a, false, total, nullptr), one_worker()) ? 0 : 1;
+    return corio::run(corio_queue_party(&*to_b, &*to_a, false, total, nullptr), one_worker()) ? 0 : 1;
   });
   steady::time_point t0{};
-  bool ok = corio::run(corio_mq_party(&*to_a, &*to_b, true, total, &t0), one_worker());
+  bool ok = corio::run(corio_queue_party(&*to_a, &*to_b, true, total, &t0), one_worker());
+  const double s = seconds_since(t0);
+  g_failed |= !ok || !reap(b);
+  return s * 1e9 / rounds;
+}
+
+double pingpong_shm_queue(int rounds) {
+  const std::string na = unique_name("sq-a"), nb = unique_name("sq-b");
+  const corio::ipc::shm_queue_options o{.capacity = 256, .max_message_size = kMqSize};
+  auto to_a = corio::ipc::shm_queue::create(na, o);
+  auto to_b = corio::ipc::shm_queue::create(nb, o);
+  (void)corio::ipc::shm_queue::remove(na);
+  (void)corio::ipc::shm_queue::remove(nb);
+  if (!to_a || !to_b) {
+    g_failed = true;
+    return 0;
+  }
+  const int total = kWarm + rounds;
+  const pid_t b = fork_child([&] {
+    return corio::run(corio_queue_party(&*to_b, &*to_a, false, total, nullptr), one_worker()) ? 0 : 1;
+  });
+  steady::time_point t0{};
+  bool ok = corio::run(corio_queue_party(&*to_a, &*to_b, true, total, &t0), one_worker());
   const double s = seconds_since(t0);
   g_failed |= !ok || !reap(b);
   return s * 1e9 / rounds;
@@ -836,6 +861,7 @@ int main(int argc, char** argv) {
     pp("socketpair", rounds, [&] { return pingpong_socketpair(rounds); });
     pp("posix-mq", rounds, [&] { return pingpong_mq(rounds); });
     pp("corio-message-queue", rounds, [&] { return pingpong_corio_mq(rounds); });
+    pp("corio-shm-queue", rounds, [&] { return pingpong_shm_queue(rounds); });
     g_child_cpu = -1;  // the streams run unpinned
     if (g_parent_cpu >= 0 && ::sched_setaffinity(0, sizeof allowed, &allowed) != 0) {
       std::perror("shm_bench: sched_setaffinity");
@@ -879,7 +905,8 @@ int main(int argc, char** argv) {
                          pair_{"corio-event", "futex-raw-spin", true}, pair_{"corio-semaphore", "futex-raw-spin", true},
                          pair_{"corio-event", "futex-raw", false}, pair_{"corio-event-pool", "futex-raw-spin", false},
                          pair_{"pipe", "futex-raw", false}, pair_{"socketpair", "futex-raw", false},
-                         pair_{"posix-mq", "futex-raw", false}, pair_{"corio-message-queue", "futex-raw", false}}) {
+                         pair_{"posix-mq", "futex-raw", false}, pair_{"corio-message-queue", "futex-raw", false},
+                         pair_{"corio-shm-queue", "futex-raw-spin", false}}) {
     auto it = results.find(std::string("shm_pingpong ") + p.system);
     auto fl = results.find(std::string("shm_pingpong ") + p.floor);
     if (it != results.end() && fl != results.end() && fl->second > 0) {
