@@ -444,6 +444,24 @@ corio::task<bool> corio_queue_party(const Queue* in, const Queue* out, bool star
   co_return true;
 }
 
+/// Times `rounds` request/replies between this process (sending on `to_b`, receiving on
+/// `to_a`) and a forked child (the other way round), each on a one-worker runtime.
+template <class Queue>
+double queue_pingpong(const Queue& to_a, const Queue& to_b, int rounds) {
+  const int total = kWarm + rounds;
+  const pid_t b = fork_child([&] {
+    return corio::run(corio_queue_party(&to_b, &to_a, false, total, nullptr), one_worker()) ? 0 : 1;
+  });
+  steady::time_point t0{};
+  const bool ok = corio::run(corio_queue_party(&to_a, &to_b, true, total, &t0), one_worker());
+  const double s = seconds_since(t0);
+  if (!ok) {
+    ::kill(b, SIGKILL);  // it may wait forever for a message this side will not send
+  }
+  g_failed |= !reap(b) || !ok;
+  return s * 1e9 / rounds;
+}
+
 double pingpong_corio_mq(int rounds) {
   const std::string na = unique_name("cq-a"), nb = unique_name("cq-b");
   corio::ipc::message_queue_options o;
@@ -451,21 +469,14 @@ double pingpong_corio_mq(int rounds) {
   o.message_size = kMqSize;
   auto to_a = corio::ipc::message_queue::create(na, o);
   auto to_b = corio::ipc::message_queue::create(nb, o);
+  // Unlinked at once, whether or not both were created: a failed run leaves no name behind.
+  (void)corio::ipc::message_queue::remove(na);
+  (void)corio::ipc::message_queue::remove(nb);
   if (!to_a || !to_b) {
     g_failed = true;
     return 0;
   }
-  (void)corio::ipc::message_queue::remove(na);
-  (void)corio::ipc::message_queue::remove(nb);
-  const int total = kWarm + rounds;
-  const pid_t b = fork_child([&] {
-    return corio::run(corio_queue_party(&*to_b, &*to_a, false, total, nullptr), one_worker()) ? 0 : 1;
-  });
-  steady::time_point t0{};
-  bool ok = corio::run(corio_queue_party(&*to_a, &*to_b, true, total, &t0), one_worker());
-  const double s = seconds_since(t0);
-  g_failed |= !ok || !reap(b);
-  return s * 1e9 / rounds;
+  return queue_pingpong(*to_a, *to_b, rounds);
 }
 
 double pingpong_shm_queue(int rounds) {
@@ -479,15 +490,7 @@ double pingpong_shm_queue(int rounds) {
     g_failed = true;
     return 0;
   }
-  const int total = kWarm + rounds;
-  const pid_t b = fork_child([&] {
-    return corio::run(corio_queue_party(&*to_b, &*to_a, false, total, nullptr), one_worker()) ? 0 : 1;
-  });
-  steady::time_point t0{};
-  bool ok = corio::run(corio_queue_party(&*to_a, &*to_b, true, total, &t0), one_worker());
-  const double s = seconds_since(t0);
-  g_failed |= !ok || !reap(b);
-  return s * 1e9 / rounds;
+  return queue_pingpong(*to_a, *to_b, rounds);
 }
 
 // ---- streams -----------------------------------------------------------------------
