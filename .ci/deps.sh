@@ -11,6 +11,7 @@ packages=(g++ meson ninja-build pkg-config liburing-dev libexpected-dev libssl-d
 packages+=(clang libclang-rt-14-dev)  # fuzz/run.sh: libFuzzer and the sanitizers' runtimes
 packages+=(gnuplot-nox)  # bench/report.sh: the benchmark charts (SVG), and its test
 packages+=(universal-ctags)  # tools/check_sizes.sh: function lengths
+packages+=(ccache)  # .ci/test.sh: a later run compiles only what changed
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
