@@ -21,24 +21,31 @@ bash .ci/deps.sh
 jobs=${CORIO_JOBS:-$(nproc)}
 
 # Compiler cache. Five full builds are most of this command's time; with ccache (installed
-# by .ci/deps.sh) a later run on the same machine compiles only what changed, a fresh clone
-# included. meson puts ccache in front of the default compiler by itself; the clang build
-# names it (below). Paths under the checkout are hashed relative to it (so a clone in
-# another folder hits), the working directory is left out of the hash, and the precompiled
-# headers are cacheable with the sloppiness ccache's manual asks for (pch_defines,
-# time_macros; the mtime/ctime checks would refuse the freshly built .gch). Clang builds
-# with -fno-pch-timestamp: a cached .pch would otherwise be refused for the headers'
-# new mtimes. CORIO_CCACHE=0 runs without the cache (a cold build's time).
+# by .ci/deps.sh) a later run on the same machine, from a fresh clone in any folder too,
+# compiles again only what changed (the fuzz targets and the install suite's consumer
+# builds call their compilers directly and are not cached; links always run). meson puts
+# ccache in front of the default compiler by itself; the clang build names it (below).
+# Settings, per ccache's manual: paths under the checkout are hashed relative to the build
+# folder and the working directory is left out of the hash (so another folder hits; the
+# debug info then names the folder that first compiled a file); precompiled headers need
+# pch_defines,time_macros; depend mode (the compiler's own -MD list, no preprocessor-mode
+# fallback) keeps a changed #define from matching an old result. The clang build has no
+# precompiled header: a clang .pch names its headers by absolute path, so one cached from
+# a checkout in another folder would include them twice. CORIO_CCACHE=0 runs without the
+# cache (every compile runs, as where ccache is not installed).
 clang_cxx=$(bash .ci/clang.sh)
-if [ "${CORIO_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null; then
-  if [ -z "${CCACHE_DIR:-}" ] && [ -z "${HOME:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ]; then
-    export CCACHE_DIR=/var/tmp/corio-ccache  # ccache finds no home for its cache otherwise
-  fi
-  export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
-  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+if command -v ccache >/dev/null; then
   clang_cxx="ccache $clang_cxx"
-else
-  export CCACHE_DISABLE=1
+  if [ "${CORIO_CCACHE:-1}" = 0 ]; then
+    export CCACHE_DISABLE=1
+  else
+    cache_dir=$(ccache -k cache_dir 2>/dev/null || true)
+    if [ -z "$cache_dir" ] || ! mkdir -p "$cache_dir" 2>/dev/null || [ ! -w "$cache_dir" ]; then
+      export CCACHE_DIR="/var/tmp/corio-ccache-$(id -u)"  # no usable home for ccache's own
+    fi
+    export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true CCACHE_DEPEND=true
+    export CCACHE_SLOPPINESS=pch_defines,time_macros
+  fi
 fi
 
 total_ok=0
@@ -72,9 +79,16 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   local suites=()
   for s in "$@"; do suites+=(--suite "$s"); done
   echo "=== [$name] configure and build ($dir)"
+  # A folder configured differently (an older .ci/test.sh, ccache installed since) is
+  # configured again from scratch: meson takes the compiler only at its first setup.
+  local want stamp="$dir/corio-setup"
+  want="$(command -v ccache || true) ${env[*]} ${setup[*]}"
   if [ ! -f "$dir/build.ninja" ]; then
     env "${env[@]}" meson setup "$dir" "${setup[@]}" >/dev/null
+  elif [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    env "${env[@]}" meson setup --wipe "$dir" "${setup[@]}" >/dev/null
   fi
+  printf '%s\n' "$want" >"$stamp"
   ninja -C "$dir" -j "$jobs" >/dev/null
   echo "=== [$name] test: $*"
   local log
@@ -107,7 +121,7 @@ run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undef
 run_suites tsan build-ci/tsan --buildtype=debugoptimized -Db_sanitize=thread \
   -Dexamples=false -Dbenchmarks=false -- unit stress
 run_suites clang build-ci/clang CXX="$clang_cxx" --buildtype=release -Dbenchmarks=false \
-  "-Dcpp_args=-Xclang -fno-pch-timestamp" -- unit examples
+  -Db_pch=false -- unit examples
 
 # Fuzzing: every fuzz target under clang's libFuzzer for 10 s (fuzz/run.sh); a crash or a
 # failed build counts as a failure. (The stress suites also run each target's seeded

@@ -64,6 +64,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -142,6 +143,10 @@ template <class F>
 pid_t fork_child(F fn) {
   std::fflush(nullptr);
   const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("shm_bench: fork");  // no pid to kill or reap: stop here
+    std::exit(1);
+  }
   if (pid == 0) {
     if (g_child_cpu >= 0 && !pin_to(g_child_cpu)) {
       std::perror("shm_bench: sched_setaffinity (child)");
@@ -155,6 +160,9 @@ pid_t fork_child(F fn) {
 bool reap(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      return false;
+    }
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
