@@ -22,17 +22,21 @@ jobs=${CORIO_JOBS:-$(nproc)}
 
 # Compiler cache. Five full builds are most of this command's time; with ccache (installed
 # by .ci/deps.sh) a later run on the same machine, from a fresh clone in any folder too,
-# compiles again only what changed (the fuzz targets and the install suite's consumer
-# builds call their compilers directly and are not cached; links always run). meson puts
-# ccache in front of the default compiler by itself; the clang build names it (below).
-# Settings, per ccache's manual: paths under the checkout are hashed relative to the build
-# folder and the working directory is left out of the hash (so another folder hits; the
-# debug info then names the folder that first compiled a file); precompiled headers need
-# pch_defines,time_macros; depend mode (the compiler's own -MD list, no preprocessor-mode
-# fallback) keeps a changed #define from matching an old result. The clang build has no
-# precompiled header: a clang .pch names its headers by absolute path, so one cached from
-# a checkout in another folder would include them twice. CORIO_CCACHE=0 runs without the
-# cache (every compile runs, as where ccache is not installed).
+# compiles again only what changed (ninja still links what changed; the fuzz targets and
+# the install suite's consumer builds call their compilers directly and are not cached).
+# meson puts ccache in front of the default compiler by itself; the clang build names it
+# (below). Settings, per ccache's manual: paths under the checkout are hashed relative to
+# the build folder and the working directory is left out of the hash (so another folder
+# hits; the debug info then names the folder that first compiled a file). Direct mode, not
+# depend mode: g++'s -MD list leaves out the headers inside a precompiled header, so depend
+# mode would reuse a test object after a corio header changed (tried: it did). Precompiled
+# headers are cacheable only with sloppiness pch_defines,time_macros, under which a .gch
+# whose headers changed in a #define alone could come back from the cache; corio's headers
+# define no macros, so that cannot happen, and the check below turns pch_defines off (the
+# precompiled header's users are then compiled every time) should one start to. The clang
+# build has no precompiled header: a clang .pch names its headers by absolute path, and
+# one cached from a checkout in another folder includes them twice (tried). CORIO_CCACHE=0
+# runs without the cache (every compile runs, as where ccache is not installed).
 clang_cxx=$(bash .ci/clang.sh)
 if command -v ccache >/dev/null; then
   clang_cxx="ccache $clang_cxx"
@@ -43,8 +47,13 @@ if command -v ccache >/dev/null; then
     if [ -z "$cache_dir" ] || ! mkdir -p "$cache_dir" 2>/dev/null || [ ! -w "$cache_dir" ]; then
       export CCACHE_DIR="/var/tmp/corio-ccache-$(id -u)"  # no usable home for ccache's own
     fi
-    export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true CCACHE_DEPEND=true
-    export CCACHE_SLOPPINESS=pch_defines,time_macros
+    export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
+    if grep -rqE '^[[:space:]]*#[[:space:]]*define' --include='*.hpp' corio.hpp runtime sync ipc tests/support/pch; then
+      echo "corio: a header defines a macro: the precompiled header's users are not cached"
+      export CCACHE_SLOPPINESS=time_macros
+    else
+      export CCACHE_SLOPPINESS=pch_defines,time_macros
+    fi
   fi
 fi
 
@@ -79,16 +88,16 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   local suites=()
   for s in "$@"; do suites+=(--suite "$s"); done
   echo "=== [$name] configure and build ($dir)"
-  # A folder configured differently (an older .ci/test.sh, ccache installed since) is
-  # configured again from scratch: meson takes the compiler only at its first setup.
+  # A folder configured differently (by an older .ci/test.sh, before ccache was installed)
+  # or not completely is removed and configured afresh: meson takes the compiler only at
+  # the first setup, and `setup --wipe` would keep options no longer given.
   local want stamp="$dir/corio-setup"
   want="$(command -v ccache || true) ${env[*]} ${setup[*]}"
-  if [ ! -f "$dir/build.ninja" ]; then
+  if [ ! -f "$dir/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$dir"
     env "${env[@]}" meson setup "$dir" "${setup[@]}" >/dev/null
-  elif [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    env "${env[@]}" meson setup --wipe "$dir" "${setup[@]}" >/dev/null
+    printf '%s\n' "$want" >"$stamp"
   fi
-  printf '%s\n' "$want" >"$stamp"
   ninja -C "$dir" -j "$jobs" >/dev/null
   echo "=== [$name] test: $*"
   local log

@@ -57,6 +57,7 @@
 #include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -138,16 +139,22 @@ void store_wake(std::atomic<std::uint32_t>& w, std::uint32_t v) {
   futex(w, FUTEX_WAKE, INT32_MAX);
 }
 
-/// Runs `fn` in a forked child; returns its pid.
+/// Runs `fn` in a forked child; returns its pid. A child dies with this process, so a
+/// run that stops early (a failed fork below, a crash) leaves no child waiting forever.
 template <class F>
 pid_t fork_child(F fn) {
   std::fflush(nullptr);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
-    std::perror("shm_bench: fork");  // no pid to kill or reap: stop here
+    std::perror("shm_bench: fork");  // no pid to kill or reap: stop here (children die too)
     std::exit(1);
   }
   if (pid == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+      ::_exit(1);  // the parent went before the signal was armed (it follows the forking
+                   // thread: shm_bench forks only from its main thread)
+    }
     if (g_child_cpu >= 0 && !pin_to(g_child_cpu)) {
       std::perror("shm_bench: sched_setaffinity (child)");
       ::_exit(1);
