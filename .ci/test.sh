@@ -31,9 +31,11 @@ jobs=${CORIO_JOBS:-$(nproc)}
 # depend mode: g++'s -MD list leaves out the headers inside a precompiled header, so depend
 # mode would reuse a test object after a corio header changed (tried: it did). Precompiled
 # headers are cacheable only with sloppiness pch_defines,time_macros, under which a .gch
-# whose headers changed in a #define alone could come back from the cache; corio's headers
-# define no macros, so that cannot happen, and the check below turns pch_defines off (the
-# precompiled header's users are then compiled every time) should one start to. The clang
+# whose headers changed in a #define alone could come back from the cache. So: corio's
+# headers define no macros (the check below turns pch_defines off, and with it the caching
+# of the precompiled header's users, should one start to), and the versions of the Debian
+# packages whose headers it includes are hashed into every compile (an update of one
+# compiles everything again; a compiler's own update is seen by ccache itself). The clang
 # build has no precompiled header: a clang .pch names its headers by absolute path, and
 # one cached from a checkout in another folder includes them twice (tried). CORIO_CCACHE=0
 # runs without the cache (every compile runs, as where ccache is not installed).
@@ -47,8 +49,15 @@ if command -v ccache >/dev/null; then
     if [ -z "$cache_dir" ] || ! mkdir -p "$cache_dir" 2>/dev/null || [ ! -w "$cache_dir" ]; then
       export CCACHE_DIR="/var/tmp/corio-ccache-$(id -u)"  # no usable home for ccache's own
     fi
+    unset CCACHE_DEPEND CCACHE_NODIRECT  # direct mode, whatever ccache.conf or the caller says
+    export CCACHE_NODEPEND=1 CCACHE_DIRECT=1 CCACHE_COMPILERCHECK=mtime
     export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
-    if grep -rqE '^[[:space:]]*#[[:space:]]*define' --include='*.hpp' corio.hpp runtime sync ipc tests/support/pch; then
+    mkdir -p build-ci
+    dpkg-query -W catch2 liburing-dev libexpected-dev libssl-dev libc6-dev linux-libc-dev \
+      libstdc++-12-dev >build-ci/ccache-packages.txt 2>&1 || true
+    export CCACHE_EXTRAFILES=$PWD/build-ci/ccache-packages.txt
+    if grep -rqsE '^[[:space:]]*#[[:space:]]*(define|undef)|(push|pop)_macro' --include='*.hpp' \
+      --include='*.h' corio.hpp runtime sync ipc tests/support/pch; then
       echo "corio: a header defines a macro: the precompiled header's users are not cached"
       export CCACHE_SLOPPINESS=time_macros
     else
