@@ -22,8 +22,9 @@ jobs=${CORIO_JOBS:-$(nproc)}
 
 # Compiler cache. Five full builds are most of this command's time; with ccache (installed
 # by .ci/deps.sh) a later run on the same machine, from a fresh clone in any folder too,
-# compiles again only what changed (ninja still links what changed; the fuzz targets and
-# the install suite's consumer builds call their compilers directly and are not cached).
+# compiles again only what changed (ninja still links what changed; the fuzz targets call
+# clang directly and are not cached; the install suite's consumer builds of the library go
+# through ccache too, tests/install/check.sh).
 # meson puts ccache in front of the default compiler by itself; the clang build names it
 # (below). Settings, per ccache's manual: paths under the checkout are hashed relative to
 # the build folder and the working directory is left out of the hash (so another folder

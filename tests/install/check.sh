@@ -81,7 +81,7 @@ for cxx in "${compilers[@]}"; do
   step "$name: CMake consumers (corio::corio, corio::corio_static) built and ran"
 
   # (c) a meson project that uses corio as a subproject (it builds the library again, with
-  # this compiler: most of this check's time, about 90 s per compiler on 2 vCPUs).
+  # this compiler: most of this check's time, about 90 s per compiler on 2 vCPUs uncached).
   mkdir -p "$out/sub/subprojects"
   ln -s "$src" "$out/sub/subprojects/corio"
   cp "$src/tests/install/consumer.cpp" "$out/sub/"
@@ -90,9 +90,18 @@ project('consumer', 'cpp', default_options: ['cpp_std=c++20'])
 corio_dep = dependency('corio', fallback: ['corio', 'corio_dep'], default_options: ['tests=false', 'examples=false', 'benchmarks=false', 'default_library=static'])
 executable('consumer', 'consumer.cpp', dependencies: corio_dep)
 MESON
-  run_quiet "$out/sub.log" env CXX="$cxx" meson setup "$out/sub/build" "$out/sub" --wrap-mode=forcefallback \
+  # With ccache installed, the library's compiles go through it, as .ci/test.sh's builds
+  # do: the same compiler's output, from the cache when this check ran before on the same
+  # sources and compiler. The temporary folder's name is kept out of the hash: ccache
+  # rewrites paths under it (meson's include folder in the build) relative to the build
+  # folder, and without -g the working directory is not hashed.
+  sub_cxx=$cxx
+  if command -v ccache >/dev/null; then
+    sub_cxx="ccache $cxx"
+  fi
+  run_quiet "$out/sub.log" env CXX="$sub_cxx" meson setup "$out/sub/build" "$out/sub" --wrap-mode=forcefallback \
     --buildtype=plain
-  run_quiet "$out/sub.log" ninja -C "$out/sub/build"
+  run_quiet "$out/sub.log" env CCACHE_BASEDIR="$out/sub" ninja -C "$out/sub/build"
   run_quiet "$out/sub.log" "$out/sub/build/consumer"
   step "$name: meson subproject consumer built and ran"
 done
