@@ -4,7 +4,7 @@
 #   2. optimized (release, NDEBUG via the project's b_ndebug=if-release) build: unit and
 #      examples suites; the misuse tests check the documented release behaviour (the
 #      stress suite runs in the default and both sanitizer builds; left out here to keep
-#      the whole run well under 30 minutes)
+#      the run short)
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
 #   4. ThreadSanitizer build: unit and stress suites
 #   5. clang (.ci/clang.sh), optimized: unit and examples suites

@@ -152,8 +152,8 @@ pid_t fork_child(F fn) {
   }
   if (pid == 0) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
-      ::_exit(1);  // the parent went before the signal was armed (it follows the forking
-                   // thread: shm_bench forks only from its main thread)
+      ::_exit(1);  // the parent went before the signal was armed (the signal comes when
+                   // the thread that forked exits; shm_bench forks only from its main thread)
     }
     if (g_child_cpu >= 0 && !pin_to(g_child_cpu)) {
       std::perror("shm_bench: sched_setaffinity (child)");
@@ -172,6 +172,17 @@ bool reap(pid_t pid) {
     }
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/// Ends a two-process ping-pong: when this side failed (`ok` false) the child may wait
+/// forever for a message that will not come, so it is killed first; then reaped. True if
+/// both sides succeeded. (A child that fails leaves this side waiting: the rows' waits
+/// have no timeout.)
+bool finish(pid_t child, bool ok) {
+  if (!ok) {
+    ::kill(child, SIGKILL);
+  }
+  return reap(child) && ok;
 }
 
 /// The wake-up IPIs the machine has taken so far: the function-call (CAL) and
@@ -307,7 +318,7 @@ double pingpong_corio(int rounds, Make make, Give give, Take take, corio_wait ho
                        one_worker());
   const double s = seconds_since(t0);
   apply(corio_wait::spin_then_ring);
-  g_failed |= !ok || !reap(b);
+  g_failed |= !finish(b, ok);
   return s * 1e9 / rounds;
 }
 
@@ -344,17 +355,15 @@ double pingpong_fds(int rounds, int a_write, int a_read, int b_write, int b_read
   });
   steady::time_point t0{};
   char c = 'x';
-  for (int i = 0; i < total; ++i) {
+  bool ok = true;
+  for (int i = 0; i < total && ok; ++i) {
     if (i == kWarm) {
       t0 = steady::now();
     }
-    if (::write(a_write, &c, 1) != 1 || ::read(a_read, &c, 1) != 1) {
-      g_failed = true;
-      break;
-    }
+    ok = ::write(a_write, &c, 1) == 1 && ::read(a_read, &c, 1) == 1;
   }
   const double s = seconds_since(t0);
-  g_failed |= !reap(b);
+  g_failed |= !finish(b, ok);
   return s * 1e9 / rounds;
 }
 
@@ -415,17 +424,15 @@ double pingpong_mq(int rounds) {
   });
   char buf[kMqSize] = {};
   steady::time_point t0{};
-  for (int i = 0; i < total; ++i) {
+  bool ok = true;
+  for (int i = 0; i < total && ok; ++i) {
     if (i == kWarm) {
       t0 = steady::now();
     }
-    if (::mq_send(to_b, buf, 8, 0) != 0 || ::mq_receive(to_a, buf, sizeof buf, nullptr) < 0) {
-      g_failed = true;
-      break;
-    }
+    ok = ::mq_send(to_b, buf, 8, 0) == 0 && ::mq_receive(to_a, buf, sizeof buf, nullptr) >= 0;
   }
   const double s = seconds_since(t0);
-  g_failed |= !reap(b);
+  g_failed |= !finish(b, ok);
   ::mq_close(to_a);
   ::mq_close(to_b);
   return s * 1e9 / rounds;
@@ -470,10 +477,7 @@ double queue_pingpong(const Queue& to_a, const Queue& to_b, int rounds) {
   steady::time_point t0{};
   const bool ok = corio::run(corio_queue_party(&to_a, &to_b, true, total, &t0), one_worker());
   const double s = seconds_since(t0);
-  if (!ok) {
-    ::kill(b, SIGKILL);  // it may wait forever for a message this side will not send
-  }
-  g_failed |= !reap(b) || !ok;
+  g_failed |= !finish(b, ok);
   return s * 1e9 / rounds;
 }
 

@@ -91,10 +91,12 @@ corio_dep = dependency('corio', fallback: ['corio', 'corio_dep'], default_option
 executable('consumer', 'consumer.cpp', dependencies: corio_dep)
 MESON
   # With ccache installed, the library's compiles go through it, as .ci/test.sh's builds
-  # do: the same compiler's output, from the cache when this check ran before on the same
-  # sources and compiler. The temporary folder's name is kept out of the hash: ccache
-  # rewrites paths under it (meson's include folder in the build) relative to the build
-  # folder, and without -g the working directory is not hashed.
+  # do (with .ci/test.sh's ccache settings only when run from it; CCACHE_DISABLE=1 turns it
+  # off): the same compiler's output, from the cache when this check ran before on the
+  # same sources and compiler; the setup, the link and the run are never cached. The
+  # temporary folder's name is kept out of the hash: ccache rewrites paths under it
+  # (meson's include folder in the build) relative to the build folder, and without -g
+  # the working directory is not hashed.
   sub_cxx=$cxx
   if command -v ccache >/dev/null; then
     sub_cxx="ccache $cxx"
