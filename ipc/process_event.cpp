@@ -9,6 +9,7 @@
 #include <climits>
 #include <new>
 
+#include <corio/ipc/detail/count_word.hpp>
 #include <corio/ipc/process_semaphore.hpp>
 
 namespace corio::ipc {
@@ -163,11 +164,17 @@ void process_event::set() const noexcept {
   word.fetch_or(0, std::memory_order_release);
   const bool manual = m_state->mode == event_mode::manual_reset;
   const int woken = detail::futex_wake_op(word, detail::word_op::bit_or, set_bit, manual ? INT_MAX : 1);
-  if (manual || woken == 0) {
-    // Every queued sleeper was woken (manual: all of them; auto: there was none), and
-    // nobody sleeps on a set value: drop the waiters bit. relaxed: it publishes nothing.
+  if (manual) {
+    // Every queued sleeper was woken, and nobody sleeps on a set value: drop the waiters
+    // bit. relaxed: it publishes nothing. A CAS is safe here (unlike the auto-reset case
+    // below): the word can only come back to set | waiters through another set() that
+    // finds the bit and wakes all, so the bit never goes under a sleeper.
     std::uint32_t expected = set_bit | waiters_bit;
     word.compare_exchange_strong(expected, set_bit, std::memory_order_relaxed);
+  } else if (woken == 0) {
+    // Nobody was asleep at the set: the bit is stale. Dropped by the kernel together with
+    // a wake of whoever queued since (the semaphore's ABA race, process_semaphore.cpp).
+    detail::drop_stale_waiters_bit(word);
   }
 }
 

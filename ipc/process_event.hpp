@@ -12,7 +12,9 @@
 // shared; the blocking pool before Linux 6.7). set() with nobody waiting is one CAS;
 // with the bit set it is one FUTEX_WAKE_OP syscall that sets the event and wakes (all,
 // or one for auto reset) atomically, so a setter killed at any point either set and
-// woke, or did neither. set() on a set event changes nothing.
+// woke, or did neither. set() on a set event changes nothing. An auto-reset set() that
+// finds the bit set but wakes nobody drops it with a second FUTEX_WAKE_OP, which also
+// wakes whoever queued since (one syscall more, once per stale bit).
 // Death: a waiter killed while waiting leaves nothing behind; for auto reset, one killed
 // between its wake-up and its retry leaves the event set for the next waiter (nothing
 // lost, but the next sleeper wakes only at the next set() or wait()).

@@ -6,12 +6,15 @@
 // value 1 — the only value anyone sleeps on. Give: CAS v -> v + 2n while the bit is
 // clear; with the bit set, FUTEX_WAKE_OP adds 2n and wakes n in one syscall (the bit
 // stays: more sleepers may remain). If that woke fewer than n, every sleeper queued
-// before the add was woken, so the bit may be cleared — but only while the count is
-// non-zero (CAS from an odd value >= 3): a new sleeper only ever sleeps on the value 1.
+// before the add was woken, and the bit is dropped by a second FUTEX_WAKE_OP that clears
+// it and wakes whoever queued since, in one step (drop_stale_waiters_bit: a CAS there
+// lost sleepers to an ABA race). A stale bit costs one syscall more, once.
 #include <corio/ipc/process_semaphore.hpp>
 
 #include <climits>
 #include <new>
+
+#include <corio/ipc/detail/count_word.hpp>
 
 namespace corio::ipc {
 
@@ -29,6 +32,21 @@ bool mark_empty_waiting(shared_word& word) noexcept {
 }
 
 }  // namespace
+
+void drop_stale_waiters_bit(shared_word& word) noexcept {
+  if (auto hook = g_stale_waiters_hook.load(std::memory_order_relaxed)) {
+    hook();
+  }
+  // Not a CAS on the value seen: between our wake and a CAS, others may take the units
+  // and sleep on 1, and another release may add again and wake only some of them,
+  // bringing the word back to the value we would compare against (ABA): a CAS would then
+  // clear the bit under a sleeper, and no later release would wake it. FUTEX_WAKE_OP
+  // clears it and wakes every sleeper queued at that moment in one step under the
+  // kernel's futex lock, so none is left asleep behind a clear bit; each one woken takes
+  // a unit or sets the bit again before it sleeps. Clearing at count zero is fine too,
+  // for the same reason.
+  (void)futex_wake_op(word, word_op::and_not, waiters_bit, INT_MAX);
+}
 
 bool count_try_take(shared_word& word) noexcept {
   // relaxed first look; the CAS below is the acquire.
@@ -164,12 +182,8 @@ result<void> process_semaphore::release(std::uint32_t n) const noexcept {
       m_state->word.fetch_add(0, std::memory_order_release);
       const int woken = detail::futex_wake_op(m_state->word, detail::word_op::add, 2 * step, static_cast<int>(step));
       if (woken < static_cast<int>(step)) {
-        // Every queued sleeper was woken: clear the bit while the count is non-zero.
-        // relaxed: the bit publishes nothing.
-        std::uint32_t cur = m_state->word.load(std::memory_order_relaxed);
-        while ((cur & 1) != 0 && cur >= 3 &&
-               !m_state->word.compare_exchange_weak(cur, cur & ~1u, std::memory_order_relaxed)) {
-        }
+        // Every sleeper queued at the add was woken: drop the bit (see the top).
+        detail::drop_stale_waiters_bit(m_state->word);
       }
       break;
     }

@@ -14,8 +14,8 @@
 // CAS when nobody waits; when the bit is set it is one FUTEX_WAKE_OP syscall that adds
 // the units and wakes up to n sleepers atomically, so a releaser killed at any point
 // either released (and woke) or did not. The bit stays set while sleepers may remain; a
-// release that wakes fewer than it could clears it (no sleeper can be on a non-zero
-// count).
+// release that wakes fewer than it could drops it with a second FUTEX_WAKE_OP, which
+// also wakes whoever queued since (one syscall more, once per stale bit).
 // Death: a waiter killed while waiting leaves nothing behind (the kernel drops its
 // futex wait; the count is untouched). A waiter killed in the instant between being
 // woken and retrying takes that wake-up with it: the unit stays in the count (nothing is

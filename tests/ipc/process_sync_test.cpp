@@ -2,6 +2,7 @@
 // process_event.hpp, process_condition_variable.hpp): placement and recognition, waiting
 // across processes through the ring (and the pre-6.7 blocking-pool fallback, forced),
 // cancellation, and real kill -9 of holders and waiters.
+#include <corio/ipc/detail/count_word.hpp>
 #include <corio/ipc/process_condition_variable.hpp>
 #include <corio/ipc/process_event.hpp>
 #include <corio/ipc/process_mutex.hpp>
@@ -10,16 +11,23 @@
 #include <catch2/catch.hpp>
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <new>
 #include <stop_token>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <corio/runtime/blocking.hpp>
@@ -769,4 +777,178 @@ TEST_CASE("process_condition_variable: a cancelled wait returns with the mutex l
     CHECK(error_of(misuse) == std::errc::invalid_argument);
   }(&p));
   CHECK_FALSE(p.m.is_locked());
+}
+
+// ---- a stale waiters bit (the semaphore's and the auto-reset event's count word) ----
+
+namespace {
+
+/// Whether thread `tid` of this process is blocked in futex(2) (its /proc syscall line
+/// starts with SYS_futex), waiting up to 10 s for it.
+bool blocked_in_futex(pid_t tid) {
+  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < end) {
+    std::ifstream in(path);
+    long nr = -1;
+    if (in >> nr && nr == SYS_futex) {
+      return true;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+/// One count word seen through `take_now` / `take_blocking` / `give` (a semaphore, or an
+/// auto-reset event), and its raw word for the clean-up of a failed run.
+struct count_word_ops {
+  std::function<bool()> take_now;
+  std::function<void()> take_blocking;
+  std::function<void()> give;
+  corio::ipc::detail::shared_word* word;
+};
+
+/// Keeps the calling thread on one CPU until destroyed (then its old set again), so that
+/// threads made with `idle_on_same_cpu()` run only while it waits.
+struct pin_to_this_cpu {
+  cpu_set_t old{};
+  int cpu = ::sched_getcpu();
+  pin_to_this_cpu() {
+    ::pthread_getaffinity_np(::pthread_self(), sizeof old, &old);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+  }
+  ~pin_to_this_cpu() { ::pthread_setaffinity_np(::pthread_self(), sizeof old, &old); }
+  /// For a thread started by the pinned one: the same CPU, and SCHED_IDLE, so that it
+  /// never preempts the pinned thread (it runs when that one sleeps or waits).
+  void idle_on_same_cpu() const {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one);
+    sched_param none{};
+    ::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &none);
+  }
+};
+
+count_word_ops* g_ops = nullptr;
+const pin_to_this_cpu* g_pin = nullptr;
+std::atomic<int> g_taken{0};
+std::vector<std::thread>* g_sleepers = nullptr;
+bool g_hook_ran = false;
+bool g_hook_ok = true;
+
+/// Runs where a giver that woke nobody is about to drop the waiters bit (A): others take
+/// the unit it just added, two sleepers queue on the word, and another giver (B) adds a
+/// unit and wakes one of them — bringing the word back to the value A saw after its wake.
+void stale_bit_interleaving() {
+  if (std::exchange(g_hook_ran, true)) {
+    return;  // B (or a retry) got here too: only A's first pass is interleaved
+  }
+  g_hook_ok = g_ops->take_now();  // T1 takes what A added
+  std::atomic<pid_t> tids[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    g_sleepers->emplace_back([&tids, i] {
+      // A woken sleeper must not take the unit before A goes on (as it may on a busy
+      // machine): it runs only when A's thread waits.
+      g_pin->idle_on_same_cpu();
+      tids[i].store(static_cast<pid_t>(::syscall(SYS_gettid)));
+      g_ops->take_blocking();
+      g_taken.fetch_add(1);
+    });
+  }
+  for (auto& tid : tids) {
+    while (tid.load() == 0) {
+      std::this_thread::yield();
+    }
+    g_hook_ok = blocked_in_futex(tid.load()) && g_hook_ok;
+  }
+  g_ops->give();  // B: wakes one sleeper; A goes on the moment we return
+}
+
+/// The interleaving above, then one more give: both sleepers must get a unit.
+void check_no_sleeper_left(count_word_ops ops) {
+  g_ops = &ops;
+  g_taken = 0;
+  g_hook_ran = false;
+  g_hook_ok = true;
+  std::vector<std::thread> sleepers;
+  g_sleepers = &sleepers;
+  // A stale bit: one thread sleeps, a give wakes it, it takes; the word is left at "empty,
+  // waiters" with nobody asleep.
+  std::atomic<pid_t> first_tid{0};
+  std::thread first([&] {
+    first_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    ops.take_blocking();
+  });
+  while (first_tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  REQUIRE(blocked_in_futex(first_tid.load()));
+  ops.give();
+  first.join();
+  REQUIRE((ops.word->load() & 1) == 1);  // the waiters bit, with nobody waiting
+
+  {
+    const pin_to_this_cpu pin;
+    g_pin = &pin;
+    corio::ipc::detail::g_stale_waiters_hook.store(&stale_bit_interleaving);
+    ops.give();  // A: wakes nobody, then the hook runs the rest before the bit is dropped
+    corio::ipc::detail::g_stale_waiters_hook.store(nullptr);
+    g_pin = nullptr;
+  }
+  REQUIRE(g_hook_ran);
+  REQUIRE(g_hook_ok);
+  // B's unit goes to one sleeper; once it is taken, one more give for the other (an
+  // event's set() on a set event would be absorbed).
+  auto wait_taken = [](int n) {
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    while (g_taken.load() < n && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(1ms);
+    }
+  };
+  wait_taken(1);
+  ops.give();
+  wait_taken(2);
+  const int taken = g_taken.load();
+  const std::uint32_t word = ops.word->load();
+  // Before the fix a sleeper stayed asleep here beside an available unit, the waiters
+  // bit clear (word == 2): no later give would wake it. Free it so the test can end.
+  for (int i = 0; g_taken.load() < 2 && i < 1000; ++i) {
+    if (ops.word->load() < 2) {
+      ops.give();
+    }
+    (void)corio::ipc::detail::futex_wake_op(*ops.word, corio::ipc::detail::word_op::add, 0, INT_MAX);
+    std::this_thread::sleep_for(10ms);
+  }
+  for (auto& t : sleepers) {
+    t.join();
+  }
+  INFO("word " << word);
+  CHECK(taken == 2);
+}
+
+}  // namespace
+
+TEST_CASE("process_semaphore: a release that finds the waiters bit stale while others take, sleep and release "
+          "leaves no sleeper behind an available unit",
+          "[ipc][process_semaphore]") {
+  shared_page page;
+  auto s = *process_semaphore::construct(page.bytes(), 0, 0, 100);
+  auto* state = reinterpret_cast<corio::ipc::detail::semaphore_state*>(page.map.data());
+  check_no_sleeper_left({[s] { return s.try_acquire(); }, [s] { s.acquire_blocking(); },
+                         [s] { REQUIRE(s.release(1)); }, &state->word});
+  CHECK(s.value() == 0);
+}
+
+TEST_CASE("process_event: an auto-reset set that finds the waiters bit stale while others take, sleep and set "
+          "leaves no sleeper behind a set event",
+          "[ipc][process_event]") {
+  shared_page page;
+  auto e = *process_event::construct(page.bytes(), 0, event_mode::auto_reset);
+  auto* state = reinterpret_cast<corio::ipc::detail::event_state*>(page.map.data());
+  check_no_sleeper_left({[e] { return e.try_wait(); }, [e] { e.wait_blocking(); }, [e] { e.set(); }, &state->word});
+  CHECK_FALSE(e.is_set());
 }

@@ -1,0 +1,26 @@
+// The private pieces of the count-word protocol that process_semaphore.cpp and the
+// auto-reset process_event (process_event.cpp) share: dropping a stale waiters bit, and a
+// test hook in front of it. Not installed; private to ipc/ and its tests.
+// Thread-safety: any thread, any process (the word is in shared memory); the hook is a
+// relaxed atomic pointer a test sets before the threads it affects start. Cost: only on
+// the path that found the waiters bit stale (a wake that woke fewer than it could): one
+// relaxed load and one FUTEX_WAKE_OP syscall.
+#pragma once
+
+#include <atomic>
+
+#include <corio/ipc/detail/shared_word.hpp>
+
+namespace corio::ipc::detail {
+
+/// Called, when set, by drop_stale_waiters_bit() before it acts: tests run other takers,
+/// sleepers and releases there (tests/ipc/process_sync_test.cpp), the interleaving that
+/// once left a sleeper asleep beside an available unit.
+inline std::atomic<void (*)()> g_stale_waiters_hook{nullptr};
+
+/// After a FUTEX_WAKE_OP on `word` (waiters bit 1) woke fewer sleepers than it could:
+/// clears the waiters bit and wakes every sleeper queued at that moment, in one syscall
+/// (process_semaphore.cpp says why a CAS is wrong there).
+void drop_stale_waiters_bit(shared_word& word) noexcept;
+
+}  // namespace corio::ipc::detail
