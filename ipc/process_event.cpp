@@ -174,7 +174,7 @@ void process_event::set() const noexcept {
   } else if (woken == 0) {
     // Nobody was asleep at the set: the bit is stale. Dropped by the kernel together with
     // a wake of whoever queued since (the semaphore's ABA race, process_semaphore.cpp).
-    detail::drop_stale_waiters_bit(word);
+    detail::drop_stale_waiters_bit(word, waiters_bit);
   }
 }
 

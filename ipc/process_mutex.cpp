@@ -4,13 +4,14 @@
 // Word (robust futex layout): owner id in the low 30 bits (0 = free), owner_died
 // (bit 30: set by the kernel when the holder's process dies, kept while recovering),
 // waiters (bit 31: some task or thread may sleep on the word; set by a waiter before it
-// sleeps, kept by unlock when it wakes one, cleared when a wake found nobody). Sleepers
-// only ever sleep on a value with an owner, so clearing the bit on a free word can
-// strand nobody.
+// sleeps, kept by unlock when it wakes one, cleared when a wake found nobody — by
+// FUTEX_WAKE_OP, which also wakes whoever queued since: see unlock()).
 #include <corio/ipc/process_mutex.hpp>
 
 #include <climits>
 #include <new>
+
+#include <corio/ipc/detail/count_word.hpp>
 
 namespace corio::ipc {
 
@@ -80,10 +81,13 @@ void process_mutex_guard::unlock() noexcept {
   const std::uint32_t released = m_recovering && !m_consistent ? owner_died : 0;
   m_recovering = m_consistent = false;
   if (detail::robust_release(s->lock, released) == 0) {
-    // We woke nobody: nobody sleeps on a free value, so drop the waiters bit and let the
-    // next unlock skip the syscall. relaxed: no data is published by the bit.
-    std::uint32_t expected = released | owner_waiters;
-    s->lock.word.compare_exchange_strong(expected, released, std::memory_order_relaxed);
+    // We woke nobody: drop the waiters bit so the next unlock can skip the syscall. Not by
+    // a CAS on the free value we left: others may lock, sleep and unlock meanwhile, and a
+    // woken waiter may give up (cancelled, killed) instead of setting the bit again, so
+    // the word can be that value again with a sleeper queued (ABA), and a CAS would
+    // strand it. drop_stale_waiters_bit clears the bit and wakes whoever is queued in one
+    // FUTEX_WAKE_OP.
+    detail::drop_stale_waiters_bit(s->lock.word, owner_waiters);
   }
 }
 

@@ -33,21 +33,6 @@ bool mark_empty_waiting(shared_word& word) noexcept {
 
 }  // namespace
 
-void drop_stale_waiters_bit(shared_word& word) noexcept {
-  if (auto hook = g_stale_waiters_hook.load(std::memory_order_relaxed)) {
-    hook();
-  }
-  // Not a CAS on the value seen: between our wake and a CAS, others may take the units
-  // and sleep on 1, and another release may add again and wake only some of them,
-  // bringing the word back to the value we would compare against (ABA): a CAS would then
-  // clear the bit under a sleeper, and no later release would wake it. FUTEX_WAKE_OP
-  // clears it and wakes every sleeper queued at that moment in one step under the
-  // kernel's futex lock, so none is left asleep behind a clear bit; each one woken takes
-  // a unit or sets the bit again before it sleeps. Clearing at count zero is fine too,
-  // for the same reason.
-  (void)futex_wake_op(word, word_op::and_not, waiters_bit, INT_MAX);
-}
-
 bool count_try_take(shared_word& word) noexcept {
   // relaxed first look; the CAS below is the acquire.
   std::uint32_t v = word.load(std::memory_order_relaxed);
@@ -183,7 +168,7 @@ result<void> process_semaphore::release(std::uint32_t n) const noexcept {
       const int woken = detail::futex_wake_op(m_state->word, detail::word_op::add, 2 * step, static_cast<int>(step));
       if (woken < static_cast<int>(step)) {
         // Every sleeper queued at the add was woken: drop the bit (see the top).
-        detail::drop_stale_waiters_bit(m_state->word);
+        detail::drop_stale_waiters_bit(m_state->word, 1);
       }
       break;
     }

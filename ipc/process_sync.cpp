@@ -2,6 +2,7 @@
 // syscalls on shared words, futex_await (io_uring FUTEX_WAIT, or the blocking pool before
 // Linux 6.7), and the per-process sentinel thread with its robust futex list (see
 // ipc/detail/shared_word.hpp and ipc/detail/robust_owner.hpp).
+#include <corio/ipc/detail/count_word.hpp>
 #include <corio/ipc/detail/robust_owner.hpp>
 #include <corio/ipc/detail/shared_word.hpp>
 
@@ -87,6 +88,21 @@ int futex_wake_op(shared_word& word, word_op op, std::uint32_t operand, int coun
     }
   }
   return futex_wake(word, count);
+}
+
+void drop_stale_waiters_bit(shared_word& word, std::uint32_t bit) noexcept {
+  if (auto hook = g_stale_waiters_hook.load(std::memory_order_relaxed)) {
+    hook();
+  }
+  // Not a CAS on the value seen: between our wake and a CAS, others may take the word's
+  // units (or the lock), sleep on it, and another release (unlock) may wake only some of
+  // them, bringing the word back to the value we would compare against (ABA): a CAS
+  // would then clear the bit under a sleeper, and no later release would wake it.
+  // FUTEX_WAKE_OP clears it and wakes every sleeper queued at that moment in one step
+  // under the kernel's futex lock, so none is left asleep behind a clear bit; each one
+  // woken takes what it waited for or sets the bit again before it sleeps. Clearing
+  // while the word is empty (or held) is fine too, for the same reason.
+  (void)futex_wake_op(word, word_op::and_not, bit, INT_MAX);
 }
 
 // ---- spinning ----

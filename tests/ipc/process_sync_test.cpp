@@ -783,10 +783,12 @@ TEST_CASE("process_condition_variable: a cancelled wait returns with the mutex l
 
 namespace {
 
-/// Whether thread `tid` of this process is blocked in futex(2) (its /proc syscall line
-/// starts with SYS_futex), waiting up to 10 s for it.
-bool blocked_in_futex(pid_t tid) {
-  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
+/// Whether thread `tid` of this process (or, with `process`, the main thread of process
+/// `tid`) is blocked in futex(2) (its /proc syscall line starts with SYS_futex), waiting
+/// up to 10 s for it.
+bool blocked_in_futex(pid_t tid, bool process = false) {
+  const std::string path = process ? "/proc/" + std::to_string(tid) + "/syscall"
+                                   : "/proc/self/task/" + std::to_string(tid) + "/syscall";
   const auto end = std::chrono::steady_clock::now() + 10s;
   while (std::chrono::steady_clock::now() < end) {
     std::ifstream in(path);
@@ -951,4 +953,91 @@ TEST_CASE("process_event: an auto-reset set that finds the waiters bit stale whi
   auto* state = reinterpret_cast<corio::ipc::detail::event_state*>(page.map.data());
   check_no_sleeper_left({[e] { return e.try_wait(); }, [e] { e.wait_blocking(); }, [e] { e.set(); }, &state->word});
   CHECK_FALSE(e.is_set());
+}
+
+namespace {
+
+process_mutex* g_mutex = nullptr;
+std::thread* g_mutex_sleeper = nullptr;
+std::atomic<bool> g_mutex_sleeper_locked{false};
+
+/// Runs where an unlock that woke nobody is about to drop the waiters bit (A): L locks
+/// the free word (keeping the bit), a process W and a thread W2 sleep on it, L unlocks
+/// and wakes W — the word is back at the free value A left — and W is killed before it
+/// tries again (a waiter woken and then killed or cancelled does not set the bit again).
+void mutex_stale_bit_interleaving() {
+  if (std::exchange(g_hook_ran, true)) {
+    return;
+  }
+  auto l = g_mutex->lock_blocking();
+  g_hook_ok = l.has_value();
+  const process_mutex m = *g_mutex;
+  child w([m] {
+    g_pin->idle_on_same_cpu();  // woken, it cannot run before it is killed
+    auto g = m.lock_blocking();
+    return 0;
+  });
+  g_hook_ok = w.started() && blocked_in_futex(w.pid(), true) && g_hook_ok;
+  std::atomic<pid_t> tid{0};
+  *g_mutex_sleeper = std::thread([&tid, m] {
+    g_pin->idle_on_same_cpu();
+    tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    auto g = m.lock_blocking();
+    g_mutex_sleeper_locked = g.has_value();
+  });
+  while (tid.load() == 0) {
+    std::this_thread::sleep_for(1ms);
+  }
+  g_hook_ok = blocked_in_futex(tid.load()) && g_hook_ok;
+  if (l) {
+    l->unlock();  // wakes W, the first sleeper
+  }
+  ::kill(w.pid(), SIGKILL);
+  (void)w.wait_status();
+}
+
+}  // namespace
+
+TEST_CASE("process_mutex: an unlock that finds the waiters bit stale while others lock, sleep, unlock and a woken "
+          "waiter dies leaves no sleeper behind a free mutex",
+          "[ipc][process_mutex]") {
+  shared_page page;
+  auto m = *process_mutex::construct(page.bytes(), 0);
+  auto* state = reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data());
+  auto a = m.lock_blocking();
+  REQUIRE(a);
+  state->lock.word.fetch_or(corio::ipc::detail::owner_waiters);  // a stale bit: nobody sleeps
+  std::thread sleeper;
+  g_mutex = &m;
+  g_mutex_sleeper = &sleeper;
+  g_mutex_sleeper_locked = false;
+  g_hook_ran = false;
+  g_hook_ok = true;
+  {
+    const pin_to_this_cpu pin;
+    g_pin = &pin;
+    corio::ipc::detail::g_stale_waiters_hook.store(&mutex_stale_bit_interleaving);
+    a->unlock();  // A: wakes nobody, then the hook runs the rest before the bit is dropped
+    corio::ipc::detail::g_stale_waiters_hook.store(nullptr);
+    g_pin = nullptr;
+  }
+  REQUIRE(g_hook_ran);
+  CHECK(g_hook_ok);
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!g_mutex_sleeper_locked.load() && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(1ms);
+  }
+  const bool locked = g_mutex_sleeper_locked.load();
+  const std::uint32_t word = state->lock.word.load();
+  // Before the fix W2 stayed asleep here on a free mutex, the waiters bit clear (word 0).
+  for (int i = 0; !g_mutex_sleeper_locked.load() && i < 1000; ++i) {
+    (void)corio::ipc::detail::futex_wake_op(state->lock.word, corio::ipc::detail::word_op::add, 0, INT_MAX);
+    std::this_thread::sleep_for(10ms);
+  }
+  if (sleeper.joinable()) {
+    sleeper.join();
+  }
+  INFO("word " << word);
+  CHECK(locked);
+  CHECK_FALSE(m.is_locked());
 }
