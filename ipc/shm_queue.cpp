@@ -4,6 +4,7 @@
 // recovery after a death are in shm_queue_transfer.cpp.
 #include <corio/ipc/shm_queue.hpp>
 
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <new>
@@ -16,6 +17,13 @@ namespace corio::ipc {
 namespace {
 
 using namespace detail::shm;
+
+/// A header field that a peer may be writing while we read it, read exactly once (no
+/// torn value, and no second load that could differ from what was checked).
+template <class T>
+T read_once(T& field) noexcept {
+  return std::atomic_ref<T>(field).load(std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -79,11 +87,23 @@ result<shm_queue> shm_queue::adopt(shared_memory memory) {
     return unexpected(h.error());
   }
   queue_header* q = *h;
-  // Garbage that happens to carry our layout word must not send us past the mapping.
-  const std::uint64_t stride = q->slot_stride;
-  if (q->capacity == 0 || q->capacity > max_capacity || q->max_message == 0 || q->max_message > max_size ||
-      stride < slot_header + q->max_message || q->slots_offset < sizeof(queue_header) ||
-      q->total_size != q->slots_offset + stride * q->capacity || q->total_size > bytes.size()) {
+  // Garbage that happens to carry our layout word, or a peer that rewrote the geometry,
+  // must not send us past the mapping. Each field is read once (a peer may change it
+  // while we check), and every bound is checked without overflow: each term is bounded
+  // before it is added or multiplied, so no sum can wrap around 2^64 and pass (a
+  // slots_offset of 2^64 - 64 with a total_size of 64 did, putting slot 0 before the
+  // mapping).
+  const std::uint64_t size = bytes.size();
+  const std::uint64_t capacity = read_once(q->capacity);
+  const std::uint64_t max_message = read_once(q->max_message);
+  const std::uint64_t stride = read_once(q->slot_stride);
+  const std::uint64_t slots_offset = read_once(q->slots_offset);
+  const std::uint64_t total = read_once(q->total_size);
+  if (capacity == 0 || capacity > max_capacity || max_message == 0 || max_message > max_size ||
+      stride < slot_header + max_message ||                     // max_message <= 2^30: no wrap
+      slots_offset < sizeof(queue_header) || slots_offset > size ||
+      stride * capacity > size - slots_offset ||                // both < 2^32: the product fits
+      total != slots_offset + stride * capacity) {              // both terms <= size: no wrap
     return unexpected(error(std::errc::wrong_protocol_type));
   }
   auto send_lock = process_mutex::attach(bytes, offsetof(queue_header, send_lock));

@@ -1,7 +1,7 @@
 // Tests for ipc/shm_queue.hpp: messages across processes, full/empty waits through the
 // ring (and the forced blocking-pool fallback), close, cancellation, removal while a
 // task waits, bad input, EMFILE/ENOMEM, and producers and consumers killed with SIGKILL
-// in the middle of an operation.
+// in the middle of an operation, and a header whose geometry wraps around.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/runtime/runtime.hpp>
 #include <corio/runtime/spawn.hpp>
 #include <corio/runtime/time.hpp>
@@ -121,6 +122,15 @@ void stop_at(corio::ipc::detail::queue_step step, std::atomic<std::uint32_t>& fl
 }
 
 using step = corio::ipc::detail::queue_step;
+using corio::ipc::detail::queue_header;
+
+/// The header of the queue object `name`, seen through a raw mapping of it: what a peer
+/// with write access to the object (a bug or an attacker) can change at any time.
+struct raw_header {
+  shared_memory memory;
+  explicit raw_header(const std::string& name) : memory(*shared_memory::open(name)) {}
+  queue_header* operator->() { return reinterpret_cast<queue_header*>(memory.bytes().data()); }
+};
 
 /// The batching test's hook: counts the pauses and, standing in for another consumer
 /// that keeps winning, sends a message and takes it with try_receive at each one (which
@@ -740,4 +750,24 @@ TEST_CASE("shm_queue: running out of descriptors (EMFILE) or address space (ENOM
   });
   CHECK(enomem.wait_status() == 0);
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::no_such_file_or_directory);  // nothing left behind
+}
+
+TEST_CASE("shm_queue: a header whose geometry wraps around 2^64 is refused by open()", "[ipc][shm_queue][errors]") {
+  scoped_name n("wrapping");
+  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 1});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  // The layout word stays valid; slots_offset + slot_stride * capacity wraps to 64, the
+  // "total size", which fits the mapping: slot 0 would lie 64 bytes before the mapping.
+  raw->slots_offset = ~std::uint64_t{0} - 63;
+  raw->slot_stride = 64;
+  raw->capacity = 2;
+  raw->max_message = 1;
+  raw->total_size = 64;
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
+  // The same wrap with a large stride and capacity.
+  raw->capacity = 1u << 29;
+  raw->slot_stride = 0xffffffc0u;
+  raw->slots_offset = 64 - std::uint64_t{0xffffffc0u} * (1u << 29);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
 }
