@@ -111,11 +111,16 @@ result<shm_queue> shm_queue::adopt(shared_memory memory) {
   if (!send_lock || !receive_lock) {
     return unexpected(error(std::errc::wrong_protocol_type));
   }
-  return shm_queue(std::move(memory), q, *send_lock, *receive_lock);
+  // The handle keeps what was checked: the send and receive paths never read the
+  // header's geometry again (queue_geometry; "Trust" in shm_queue.hpp).
+  const detail::queue_geometry geometry{bytes.data() + slots_offset, static_cast<std::uint32_t>(capacity),
+                                        static_cast<std::uint32_t>(max_message),
+                                        static_cast<std::uint32_t>(stride)};
+  return shm_queue(std::move(memory), q, geometry, *send_lock, *receive_lock);
 }
 
-std::size_t shm_queue::capacity() const noexcept { return m_header->capacity; }
-std::size_t shm_queue::max_message_size() const noexcept { return m_header->max_message; }
+std::size_t shm_queue::capacity() const noexcept { return m_geometry.capacity; }
+std::size_t shm_queue::max_message_size() const noexcept { return m_geometry.max_message; }
 
 std::size_t shm_queue::size() const noexcept {
   const std::uint32_t published = m_header->published.load(std::memory_order_relaxed);

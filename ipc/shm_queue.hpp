@@ -29,6 +29,25 @@
 // any process, synchronous): sends fail with corio::errc::closed (a send that raced the
 // close either was published before it or fails), receives drain what is queued, then
 // fail with closed.
+// Trust: every process that can open the object for writing (see mode) can change any
+// byte of it, by a bug or on purpose. Such a peer can garble, drop, repeat or invent
+// messages (slot bytes, stored sizes, positions, counts), mark the queue closed, and
+// hold or damage a side's lock or count word so that other processes' sends and
+// receives fail, spin or wait for ever. It cannot make a send or receive of another
+// process touch memory outside that process's mapping of the object, or write past the
+// caller's buffer: open() (and create()) validates the geometry once against the
+// mapping, overflow-proof, and each handle keeps that copy (capacity, max_message_size,
+// slot stride and offset); the header's geometry fields are never read again. Positions
+// are taken modulo the handle's capacity, and a stored size is clamped to the handle's
+// max_message_size(), which is at most the slot's payload and at most the buffer the
+// call checked; a receive returns at most max_message_size() bytes (garbage, perhaps).
+// Not covered: a peer can shrink the object (ftruncate), and then touching its pages
+// past the new end raises SIGBUS in every process that maps it (no handler is
+// installed); and each side's lock is a process_mutex whose robust-list node sits in
+// the header: a peer that rewrites the node while another process holds that lock can
+// make the holder's later unlocks (and the kernel's list walk at its exit) follow a
+// pointer of the peer's choosing (ipc/detail/robust_owner.hpp). So a hostile peer can
+// still crash a process that shares a queue with it.
 // Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
@@ -90,6 +109,17 @@ struct shm_queue_options {
 namespace detail {
 
 struct queue_header;
+
+/// A queue's geometry as open() (or create()) validated it against the mapping. Each
+/// handle keeps this copy and the send and receive paths use only it: the header's
+/// geometry fields are in memory every peer can write, so reading them again would let
+/// a peer move the slots or resize messages under a call (see "Trust" in the header).
+struct queue_geometry {
+  std::byte* slots = nullptr;       ///< slot 0, in this process's mapping
+  std::uint32_t capacity = 0;       ///< slots (1 .. 2^29)
+  std::uint32_t max_message = 0;    ///< bytes per message (1 .. 2^30)
+  std::uint32_t slot_stride = 0;    ///< bytes per slot (>= 8 + max_message)
+};
 
 /// Where a test hook runs: around the step that makes a send (receive) take effect, and
 /// before a receive's batching pause.
@@ -179,9 +209,13 @@ class shm_queue {
   void close() const noexcept;
 
  private:
-  shm_queue(shared_memory memory, detail::queue_header* header, process_mutex send_lock,
-            process_mutex receive_lock) noexcept
-      : m_memory(std::move(memory)), m_header(header), m_send_lock(send_lock), m_receive_lock(receive_lock) {}
+  shm_queue(shared_memory memory, detail::queue_header* header, detail::queue_geometry geometry,
+            process_mutex send_lock, process_mutex receive_lock) noexcept
+      : m_memory(std::move(memory)),
+        m_header(header),
+        m_geometry(geometry),
+        m_send_lock(send_lock),
+        m_receive_lock(receive_lock) {}
 
   static result<shm_queue> adopt(shared_memory memory);
   task<result<void>> send_slow(std::span<const std::byte> message, std::stop_token token) const;
@@ -189,6 +223,7 @@ class shm_queue {
 
   shared_memory m_memory;
   detail::queue_header* m_header = nullptr;
+  detail::queue_geometry m_geometry;  // validated at open; never re-read from the header
   process_mutex m_send_lock;
   process_mutex m_receive_lock;
 };

@@ -68,7 +68,8 @@ enum class outcome { done, closed, would_wait };
 
 /// Producers, under the send lock. On would_wait, `sleep_value` is the consumed word as
 /// seen: the queue stays full until it changes.
-outcome send_locked(queue_header* h, std::span<const std::byte> message, std::uint32_t& sleep_value) noexcept {
+outcome send_locked(queue_header* h, const queue_geometry& g, std::span<const std::byte> message,
+                    std::uint32_t& sleep_value) noexcept {
   // relaxed: only send-lock holders change the count; consumers only set the waiters bit
   // and close() the closed bit.
   const std::uint32_t published = h->published.load(std::memory_order_relaxed);
@@ -80,7 +81,7 @@ outcome send_locked(queue_header* h, std::span<const std::byte> message, std::ui
     // slots they consumed before we overwrite them.
     const std::uint32_t consumed = h->consumed.load(std::memory_order_acquire);
     const std::uint32_t used = (count_of(published) - count_of(consumed)) & count_mask;
-    h->free_known = h->capacity - used;
+    h->free_known = g.capacity - used;
     if (h->free_known == 0) {
       sleep_value = consumed;  // full until the consumed word changes
       return outcome::would_wait;
@@ -88,8 +89,8 @@ outcome send_locked(queue_header* h, std::span<const std::byte> message, std::ui
   } else {
     acquire_for_sanitizer(h->consumed);
   }
-  std::byte* slot = slot_at(h, h->write_pos);
-  prefetch_ahead(h, h->write_pos, message.size());
+  std::byte* slot = slot_at(g, h->write_pos);
+  prefetch_ahead(h, g, h->write_pos, message.size());
   const auto size = static_cast<std::uint32_t>(message.size());
   std::memcpy(slot, &size, sizeof size);
   if (!message.empty()) {
@@ -105,7 +106,7 @@ outcome send_locked(queue_header* h, std::span<const std::byte> message, std::ui
 
 /// Consumers, under the receive lock. On would_wait, `sleep_value` is the published word
 /// as seen: the queue stays empty until it changes. closed means closed and empty.
-outcome receive_locked(queue_header* h, std::span<std::byte> buffer, std::size_t& size,
+outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::byte> buffer, std::size_t& size,
                        std::uint32_t& sleep_value) noexcept {
   if (h->available_known == 0) {
     // acquire: pairs with the producers' release in advance(): the slots they published
@@ -123,10 +124,13 @@ outcome receive_locked(queue_header* h, std::span<std::byte> buffer, std::size_t
   } else {
     acquire_for_sanitizer(h->published);
   }
-  const std::byte* slot = slot_at(h, h->read_pos);
+  const std::byte* slot = slot_at(g, h->read_pos);
   std::uint32_t stored = 0;
   std::memcpy(&stored, slot, sizeof stored);
-  size = stored <= h->max_message ? stored : h->max_message;  // never trust shared bytes past the slot
+  // The stored size is shared bytes: clamped to this handle's max_message, it stays inside
+  // the slot (stride >= 8 + max_message) and inside `buffer`, which every caller checked
+  // against the same value (check_buffer).
+  size = stored <= g.max_message ? stored : g.max_message;
   if (size > 0) {
     std::memcpy(buffer.data(), slot + slot_header, size);
   }
@@ -225,11 +229,12 @@ enum class next { lock, sleep, finish };
 /// (transfer_awaited, transfer_blocking) only take the locks and sleep, each its own way.
 class transfer {
  public:
-  transfer(queue_header* h, const process_mutex& send_lock, std::span<const std::byte> message) noexcept
-      : m_h(h), m_send_lock(&send_lock), m_message(message) {}
-  transfer(queue_header* h, const process_mutex& send_lock, const process_mutex& receive_lock,
-           std::span<std::byte> buffer) noexcept
-      : m_h(h), m_send_lock(&send_lock), m_receive_lock(&receive_lock), m_buffer(buffer) {}
+  transfer(queue_header* h, const queue_geometry& g, const process_mutex& send_lock,
+           std::span<const std::byte> message) noexcept
+      : m_h(h), m_g(g), m_send_lock(&send_lock), m_message(message) {}
+  transfer(queue_header* h, const queue_geometry& g, const process_mutex& send_lock,
+           const process_mutex& receive_lock, std::span<std::byte> buffer) noexcept
+      : m_h(h), m_g(g), m_send_lock(&send_lock), m_receive_lock(&receive_lock), m_buffer(buffer) {}
 
   [[nodiscard]] queue_header* header() const noexcept { return m_h; }
   /// The lock to take next: the call's own side's, or the send lock as a barrier.
@@ -311,11 +316,12 @@ class transfer {
   }
 
   outcome attempt() noexcept {
-    return m_receive_lock == nullptr ? send_locked(m_h, m_message, m_seen)
-                                     : receive_locked(m_h, m_buffer, m_size, m_seen);
+    return m_receive_lock == nullptr ? send_locked(m_h, m_g, m_message, m_seen)
+                                     : receive_locked(m_h, m_g, m_buffer, m_size, m_seen);
   }
 
   queue_header* m_h;
+  queue_geometry m_g;  // the handle's validated copy
   const process_mutex* m_send_lock;
   const process_mutex* m_receive_lock = nullptr;  // null: a send
   std::span<const std::byte> m_message;           // sending
@@ -380,15 +386,18 @@ std::optional<R> unless_would_wait(R r, errc would_wait) noexcept {
   return r;
 }
 
-result<void> check_message(const queue_header* h, std::span<const std::byte> message) noexcept {
-  if (message.size() > h->max_message) {
+// Both checks use the handle's copy of max_message, the value receive_locked clamps
+// with: a peer that raises the header's field between the check and the copy changes
+// nothing.
+result<void> check_message(const queue_geometry& g, std::span<const std::byte> message) noexcept {
+  if (message.size() > g.max_message) {
     return unexpected(error(std::errc::message_size));
   }
   return {};
 }
 
-result<void> check_buffer(const queue_header* h, std::span<std::byte> buffer) noexcept {
-  if (buffer.size() < h->max_message) {
+result<void> check_buffer(const queue_geometry& g, std::span<std::byte> buffer) noexcept {
+  if (buffer.size() < g.max_message) {
     return unexpected(error(std::errc::message_size));
   }
   return {};
@@ -399,7 +408,7 @@ result<void> check_buffer(const queue_header* h, std::span<std::byte> buffer) no
 // ---- send ----
 
 result<void> shm_queue::try_send(std::span<const std::byte> message) const noexcept {
-  if (auto ok = check_message(m_header, message); !ok) {
+  if (auto ok = check_message(m_geometry, message); !ok) {
     return ok;
   }
   auto g = try_lock_or_again(m_header, m_send_lock, side::send);
@@ -407,7 +416,7 @@ result<void> shm_queue::try_send(std::span<const std::byte> message) const noexc
     return unexpected(g.error());
   }
   std::uint32_t sleep_value = 0;
-  switch (send_locked(m_header, message, sleep_value)) {
+  switch (send_locked(m_header, m_geometry, message, sleep_value)) {
     case outcome::done: return {};
     case outcome::closed: return unexpected(make_error_code(errc::closed));
     case outcome::would_wait: break;
@@ -424,20 +433,20 @@ task<shm_queue::send_op::value_type> shm_queue::send_op::wait_slow(std::stop_tok
 }
 
 task<result<void>> shm_queue::send_slow(std::span<const std::byte> message, std::stop_token token) const {
-  return transfer_awaited<void>(transfer(m_header, m_send_lock, message), std::move(token));
+  return transfer_awaited<void>(transfer(m_header, m_geometry, m_send_lock, message), std::move(token));
 }
 
 result<void> shm_queue::send_blocking(std::span<const std::byte> message) const noexcept {
-  if (auto ok = check_message(m_header, message); !ok) {
+  if (auto ok = check_message(m_geometry, message); !ok) {
     return ok;
   }
-  return transfer_blocking<void>(transfer(m_header, m_send_lock, message));
+  return transfer_blocking<void>(transfer(m_header, m_geometry, m_send_lock, message));
 }
 
 // ---- receive ----
 
 result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const noexcept {
-  if (auto ok = check_buffer(m_header, buffer); !ok) {
+  if (auto ok = check_buffer(m_geometry, buffer); !ok) {
     return unexpected(ok.error());
   }
   auto g = try_lock_or_again(m_header, m_receive_lock, side::receive);
@@ -446,7 +455,7 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
   }
   std::size_t size = 0;
   std::uint32_t sleep_value = 0;
-  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+  switch (receive_locked(m_header, m_geometry, buffer, size, sleep_value)) {
     case outcome::done:
       m_header->flowing = 1;  // took a message without waiting ("Batching", shm_queue_layout.hpp)
       return size;
@@ -465,7 +474,7 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
   if (!again) {
     return unexpected(error(std::errc::resource_unavailable_try_again));
   }
-  switch (receive_locked(m_header, buffer, size, sleep_value)) {
+  switch (receive_locked(m_header, m_geometry, buffer, size, sleep_value)) {
     case outcome::done: return size;
     case outcome::would_wait: return unexpected(make_error_code(errc::empty));
     case outcome::closed: break;
@@ -482,14 +491,15 @@ task<shm_queue::receive_op::value_type> shm_queue::receive_op::wait_slow(std::st
 }
 
 task<result<std::size_t>> shm_queue::receive_slow(std::span<std::byte> buffer, std::stop_token token) const {
-  return transfer_awaited<std::size_t>(transfer(m_header, m_send_lock, m_receive_lock, buffer), std::move(token));
+  return transfer_awaited<std::size_t>(transfer(m_header, m_geometry, m_send_lock, m_receive_lock, buffer),
+                                       std::move(token));
 }
 
 result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer) const noexcept {
-  if (auto ok = check_buffer(m_header, buffer); !ok) {
+  if (auto ok = check_buffer(m_geometry, buffer); !ok) {
     return unexpected(ok.error());
   }
-  return transfer_blocking<std::size_t>(transfer(m_header, m_send_lock, m_receive_lock, buffer));
+  return transfer_blocking<std::size_t>(transfer(m_header, m_geometry, m_send_lock, m_receive_lock, buffer));
 }
 
 }  // namespace corio::ipc

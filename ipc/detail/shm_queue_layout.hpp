@@ -58,6 +58,10 @@ namespace corio::ipc::detail {
 
 struct alignas(64) queue_header {
   shared_word magic{0};
+  // The geometry: written by create() before the layout word, then never. open()
+  // validates it once against the mapping and each handle keeps a copy
+  // (queue_geometry); nothing reads these fields after that, so a peer that rewrites
+  // them changes nothing for handles already open.
   std::uint32_t capacity = 0;
   std::uint32_t max_message = 0;
   std::uint32_t slot_stride = 0;
@@ -104,9 +108,12 @@ inline std::uint32_t count_of(std::uint32_t word) noexcept { return word >> 2; }
 /// The error code of `e`.
 inline std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
 
-/// Where the slot of position `pos` starts.
-inline std::byte* slot_at(queue_header* h, std::uint64_t pos) noexcept {
-  return reinterpret_cast<std::byte*>(h) + h->slots_offset + (pos % h->capacity) * h->slot_stride;
+using detail::queue_geometry;
+
+/// Where the slot of position `pos` starts: inside the mapping whatever `pos` is (a
+/// peer can write the positions), since `g` is this handle's validated copy.
+inline std::byte* slot_at(const queue_geometry& g, std::uint64_t pos) noexcept {
+  return g.slots + (pos % g.capacity) * g.slot_stride;
 }
 
 /// Asks for ownership of the cache line holding `p` ahead of a store to it; a hint (no
@@ -123,11 +130,12 @@ inline void prefetch_for_write(const std::byte* p) noexcept {
 
 /// A send's "Prefetch" (above) before it fills position `pos` with a message of `size`
 /// bytes, under the send lock.
-inline void prefetch_ahead(queue_header* h, std::uint64_t pos, std::size_t size) noexcept {
+inline void prefetch_ahead(const queue_header* h, const queue_geometry& g, std::uint64_t pos,
+                           std::size_t size) noexcept {
   if (h->free_known <= prefetch_distance) {
     return;  // the slot that far ahead may still be a consumer's
   }
-  const std::byte* ahead = slot_at(h, pos + prefetch_distance);
+  const std::byte* ahead = slot_at(g, pos + prefetch_distance);
   prefetch_for_write(ahead);
   if (slot_header + size > 64) {
     prefetch_for_write(ahead + 64);  // its header and a message this size span two lines

@@ -1,7 +1,8 @@
 // Tests for ipc/shm_queue.hpp: messages across processes, full/empty waits through the
 // ring (and the forced blocking-pool fallback), close, cancellation, removal while a
 // task waits, bad input, EMFILE/ENOMEM, and producers and consumers killed with SIGKILL
-// in the middle of an operation, and a header whose geometry wraps around.
+// in the middle of an operation, and peers that damage the header's geometry (before
+// or after this process opened the queue).
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -124,12 +125,36 @@ void stop_at(corio::ipc::detail::queue_step step, std::atomic<std::uint32_t>& fl
 using step = corio::ipc::detail::queue_step;
 using corio::ipc::detail::queue_header;
 
+/// A receive buffer of exactly `size` bytes between two canary zones, each larger than
+/// any overrun the geometry tests provoke: an overrun lands in them (and is seen by
+/// guards_intact() in every build) instead of corrupting the heap of the test process.
+struct guarded_buffer {
+  static constexpr std::size_t guard = 4096;
+  static constexpr std::byte canary{0xA5};
+  std::vector<std::byte> storage;
+  std::size_t size;
+  explicit guarded_buffer(std::size_t n) : storage(guard + n + guard, canary), size(n) {}
+  std::span<std::byte> span() { return {storage.data() + guard, size}; }
+  [[nodiscard]] bool guards_intact() const {
+    for (std::size_t i = 0; i < storage.size(); ++i) {
+      if ((i < guard || i >= guard + size) && storage[i] != canary) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
 /// The header of the queue object `name`, seen through a raw mapping of it: what a peer
 /// with write access to the object (a bug or an attacker) can change at any time.
 struct raw_header {
   shared_memory memory;
   explicit raw_header(const std::string& name) : memory(*shared_memory::open(name)) {}
   queue_header* operator->() { return reinterpret_cast<queue_header*>(memory.bytes().data()); }
+  /// Writes `size` as the stored size of slot `index`, as laid out at creation.
+  void set_slot_size(std::uint64_t slots_offset, std::uint32_t stride, std::size_t index, std::uint32_t size) {
+    std::memcpy(memory.bytes().data() + slots_offset + index * stride, &size, sizeof size);
+  }
 };
 
 /// The batching test's hook: counts the pauses and, standing in for another consumer
@@ -750,6 +775,84 @@ TEST_CASE("shm_queue: running out of descriptors (EMFILE) or address space (ENOM
   });
   CHECK(enomem.wait_status() == 0);
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::no_such_file_or_directory);  // nothing left behind
+}
+
+TEST_CASE("shm_queue: a peer that raises max_message and stores a large size in a slot cannot make a receive write "
+          "past the caller's buffer",
+          "[ipc][shm_queue][errors]") {
+  scoped_name n("raised-max");
+  auto q = shm_queue::create(n.name, {.capacity = 64, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  const std::uint64_t slots_offset = raw->slots_offset;
+  const std::uint32_t stride = raw->slot_stride;
+  // A receive that checked its buffer (exactly max_message_size() bytes) against the
+  // geometry of open time, then sleeps on the empty queue...
+  guarded_buffer buffer(q->max_message_size());
+  std::atomic<pid_t> receiver_tid{0};
+  corio::result<std::size_t> got = 0;
+  std::thread receiver([&] {
+    receiver_tid.store(::gettid());
+    got = q->receive_blocking(buffer.span());
+  });
+  while (receiver_tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  CHECK(corio_test::wait_until_sleeping(receiver_tid.load()));
+  // ...then the peer raises max_message and leaves a 1024-byte size in the slot the
+  // receive reads next (slot 0: the send below fills slot 1 and publishes one message).
+  // The 1024 bytes after slot 0's header are inside the mapping: only the caller's
+  // buffer can be overrun.
+  raw->max_message = 1u << 30;
+  raw->write_pos = 1;
+  raw.set_slot_size(slots_offset, stride, 0, 1024);
+  REQUIRE(q->try_send(message(1, 0, 16)));
+  receiver.join();
+  REQUIRE(got);
+  CHECK(*got <= 16);
+  CHECK(buffer.guards_intact());
+  // The same with try_receive, the slot's size damaged after the send: a buffer of the
+  // size open() reported is still accepted, and the size is clamped to it.
+  REQUIRE(q->try_send(message(1, 1, 16)));
+  raw.set_slot_size(slots_offset, stride, 1, 1024);
+  guarded_buffer again(16);
+  auto taken = q->try_receive(again.span());
+  REQUIRE(taken);
+  CHECK(*taken <= 16);
+  CHECK(again.guards_intact());
+  CHECK(q->max_message_size() == 16);
+}
+
+TEST_CASE("shm_queue: a peer that zeroes the capacity or moves the slots after open cannot crash this process",
+          "[ipc][shm_queue][errors]") {
+  scoped_name n("moved-slots");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  // In a child: before the geometry was kept per handle, capacity 0 was a division by
+  // zero (SIGFPE) and the moved slots a wild access (SIGSEGV).
+  // One message is sent first, so that both sides go on past their cached counts.
+  child damaged([&] {
+    if (!q->try_send(message(2, 0, 16))) {
+      return 1;
+    }
+    raw_header raw(n.name);
+    raw->capacity = 0;
+    raw->slots_offset = std::uint64_t{1} << 40;
+    raw->slot_stride = 0xffffffc0u;
+    guarded_buffer buffer(16);
+    for (std::uint32_t i = 0; i < 10; ++i) {
+      auto got = q->try_receive(buffer.span());
+      if (!got || *got != 16 || !decode(buffer.span()).intact || decode(buffer.span()).seq != i ||
+          !buffer.guards_intact()) {
+        return 2;
+      }
+      if (!q->try_send(message(2, i + 1, 16))) {
+        return 1;
+      }
+    }
+    return q->capacity() == 4 && q->max_message_size() == 16 ? 0 : 3;
+  });
+  CHECK(damaged.wait_status() == 0);
 }
 
 TEST_CASE("shm_queue: a header whose geometry wraps around 2^64 is refused by open()", "[ipc][shm_queue][errors]") {
