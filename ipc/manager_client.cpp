@@ -1,9 +1,13 @@
 // Holds manager_client and manager_proxy: server requests on connections of their own,
 // create (+ accept_connection for the proxy's connection), method calls serialised on
-// the proxy's connection, and release (decref).
+// the proxy's connection, and release (decref), whose decrefs a stop cannot cancel.
 #include <corio/ipc/manager_client.hpp>
 
+#include <chrono>
 #include <utility>
+
+#include <corio/runtime/shield.hpp>
+#include <corio/runtime/timeout.hpp>
 
 namespace corio::ipc {
 
@@ -65,6 +69,19 @@ task<result<manager_reply>> one_request(socket_address addr, client_options opti
     co_return unexpected(conn.error());
   }
   co_return co_await exchange(*conn, request, token);
+}
+
+// How long a decref that drops a reference may take (see drop_reference).
+constexpr std::chrono::seconds decref_limit{10};
+
+// Sends `decref` on a connection of its own so that no stop can cancel it: it runs when
+// the caller is being stopped (create's cleanup, release), and a stopped decref would
+// leave the server object's reference count above zero for good. Shielded from the
+// caller's token (passed none, and the inherited one kept out), but bounded by
+// decref_limit so that a server that accepts and never answers cannot hang the caller.
+task<result<manager_reply>> drop_reference(const socket_address& addr, const client_options& options,
+                                           const pickle::value& decref) {
+  co_return co_await corio::shield(corio::timeout(one_request(addr, options, decref, {}), decref_limit));
 }
 
 }  // namespace
@@ -133,14 +150,16 @@ task<result<manager_proxy>> manager_client::create(std::string type_id, pickle::
   pickle::value accept = make_request({}, "accept_connection", {pickle::value("corio")}, {});
   // The create's reference is the proxy's own (Python increfs for the proxy, then
   // decrefs the create's: the same count in the end).
+  // Failing from here on, the create's reference is dropped again: by a decref that
+  // the stop which most likely ended the connect or exchange cannot cancel.
   auto conn = co_await ipc::connect(m_address, m_options, token);
   if (!conn) {
-    (void)co_await one_request(m_address, m_options, decref, token);
+    (void)co_await drop_reference(m_address, m_options, decref);
     co_return unexpected(conn.error());
   }
   auto accepted = co_await exchange(*conn, accept, token);
   if (!accepted || !accepted->ok()) {
-    (void)co_await one_request(m_address, m_options, decref, token);
+    (void)co_await drop_reference(m_address, m_options, decref);
     co_return unexpected(accepted ? make_error_code(errc::protocol_error) : accepted.error());
   }
   p.m_channel = std::make_shared<manager_proxy::channel>();
@@ -174,8 +193,10 @@ task<result<void>> manager_proxy::release(std::stop_token token) {
     }
     ch->conn.close();
   }
+  // The proxy is empty now (it cannot retry): the decref must not be cancelled by the
+  // stop that is still allowed to end the wait for the lock above.
   pickle::value decref = make_request({}, "decref", {pickle::value(m_ident)}, {});
-  auto r = co_await one_request(m_address, m_options, std::move(decref), token);
+  auto r = co_await drop_reference(m_address, m_options, decref);
   if (!r) {
     co_return unexpected(r.error());
   }

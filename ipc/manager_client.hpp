@@ -29,7 +29,13 @@
 // proxy's connection.
 // Cancellation: every call takes a std::stop_token and honours the inherited one; a call
 // stopped while waiting for its reply closes the proxy's connection (the reply would
-// arrive out of step): later calls fail with errc::closed.
+// arrive out of step): later calls fail with errc::closed. Two decrefs are exempt, as
+// they only clean up and a stopped one would leave the object on the server for good:
+// the one create() sends when it fails after the server made the object (the proxy's
+// connection failed or was stopped), and release()'s once the proxy's connection is
+// closed. Each runs to its end despite a stop (corio::shield), on a connection of its
+// own, within 10 s (past that errc::timed_out, and the reference stays: a server that
+// accepts but never answers cannot hang the caller).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -83,7 +89,11 @@ class manager_proxy {
   /// Calls `method` with positional `args` and keyword `kwds` (Python's _callmethod).
   [[nodiscard]] task<result<manager_reply>> call(std::string method, pickle::value::items_type args = {},
                                                  pickle::dict kwds = {}, std::stop_token token = {});
-  /// Drops this proxy's reference on the server (decref) and closes its connection.
+  /// Drops this proxy's reference on the server (decref) and closes its connection. A
+  /// stop ends only the wait for a call still running on the proxy (operation_canceled,
+  /// the proxy unchanged); once the connection is closed, the decref runs to its end
+  /// despite a stop (within 10 s, see the header comment) and its outcome is returned;
+  /// the proxy is then empty either way.
   [[nodiscard]] task<result<void>> release(std::stop_token token = {});
 
  private:
@@ -112,6 +122,9 @@ class manager_client {
                                                     pickle::dict kwds = {}, std::stop_token token = {}) const;
   /// `manager.TypeId(*args, **kwds)`: creates the object and yields its proxy. When
   /// the server refuses (std::errc::invalid_argument), its reply goes to *refusal if given.
+  /// Failing (or stopped) after the server made the object, while opening the proxy's
+  /// connection, it drops the create's reference with a decref that a stop cannot cancel
+  /// (within 10 s, see the header comment), then returns that failure.
   [[nodiscard]] task<result<manager_proxy>> create(std::string type_id, pickle::value::items_type args = {},
                                                    pickle::dict kwds = {}, manager_reply* refusal = nullptr,
                                                    std::stop_token token = {}) const;

@@ -4,7 +4,8 @@
 // wrong arguments, forbidden classes, a throwing method), queue semantics, and the faults:
 // a client that leaves while blocked in get, a server stopped with clients waiting, a
 // connection that never sends, many clients at once, 2,000 clients waiting at once; the
-// server requests shutdown, get_methods and debug_info, and a reply that cannot be pickled.
+// server requests shutdown, get_methods and debug_info, and a reply that cannot be pickled;
+// the client's cleanup: a create or release stopped half-way still drops its reference.
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
@@ -12,10 +13,12 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <chrono>
 #include <functional>
+#include <span>
 #include <memory>
 #include <stdexcept>
 #include <stop_token>
@@ -27,6 +30,7 @@
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_queue.hpp>
 #include <corio/ipc/manager_server.hpp>
+#include <corio/ipc/tcp.hpp>
 
 using namespace std::chrono_literals;
 using corio::task;
@@ -596,6 +600,126 @@ TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shut
       CHECK(still->ok());
     });
   }
+}
+
+namespace {
+
+// A byte relay in front of the server, to stop a client at one exact point of its
+// exchanges: it forwards every connection it accepts to the server unchanged (the
+// handshake included) and, as it accepts connection number `stop_at` (counting from 1),
+// requests `stop` before it forwards a byte of it. The client is then inside that
+// connection's connect or handshake (it waits for the server's challenge, which only the
+// relay can deliver): the stop lands there whatever the timing.
+struct relay {
+  explicit relay(socket_address target) : target(target) {}
+
+  socket_address address() const { return listener.local_address().value(); }
+
+  corio::ipc::tcp_listener listener = corio::ipc::tcp_listener::bind(socket_address::loopback_v4(0)).value();
+  socket_address target;
+  std::atomic<int> accepted{0};
+  std::atomic<int> stop_at{0};  // 0: never
+  std::stop_source stop;
+};
+
+// Copies `from` to `to` until either ends, then half-closes `to` (its reader sees the end).
+task<void> pump(const corio::ipc::stream_socket& from, const corio::ipc::stream_socket& to, std::stop_token token) {
+  std::array<std::byte, 4096> buf{};
+  for (;;) {
+    auto n = co_await from.read_some(buf, token);
+    if (!n || *n == 0) {
+      break;
+    }
+    auto w = co_await to.write_all(std::span<const std::byte>(buf.data(), *n), token);
+    if (!w) {
+      break;
+    }
+  }
+  (void)to.shutdown(SHUT_WR);
+}
+
+task<void> relay_link(corio::ipc::tcp_stream client, socket_address target, std::stop_token token) {
+  auto server = co_await corio::ipc::tcp_stream::connect(target, token);
+  if (!server) {
+    co_return;
+  }
+  (void)co_await corio::when_all(pump(client, *server, token), pump(*server, client, token));
+}
+
+// Accepts and relays until `token` is stopped; returns once every link has ended.
+task<void> relay_serve(relay& r, std::stop_token token) {
+  std::vector<corio::join_handle<void>> links;
+  for (;;) {
+    auto c = co_await r.listener.accept(token);
+    if (!c) {
+      break;
+    }
+    // relaxed: the counters are only read after the client's call that made this
+    // connection returned (which needed the relay's bytes, so it happened after).
+    if (r.accepted.fetch_add(1, std::memory_order_relaxed) + 1 == r.stop_at.load(std::memory_order_relaxed)) {
+      r.stop.request_stop();
+    }
+    links.push_back(corio::spawn(relay_link(std::move(*c), r.target, token)));
+  }
+  for (auto& l : links) {
+    co_await l;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("manager_client: a create stopped during its proxy's connection still drops the server's reference",
+          "[manager]") {
+  fixture f;
+  run(f, [](fixture& f, manager_client&) -> task<void> {
+    relay r(f.address());
+    std::stop_source relay_stop;
+    auto relaying = corio::spawn(relay_serve(r, relay_stop.get_token()));
+    auto c = co_await manager_client::connect(r.address(), "password");  // connection 1
+    CHECK(c);
+    if (c) {
+      // Connection 2 carries create (the server makes the object: reference count 1),
+      // 3 the proxy's own (accept_connection): the stop lands on 3, after the create.
+      r.stop_at.store(3, std::memory_order_relaxed);
+      auto q = co_await c->create("Queue", items(), pickle::dict(), nullptr, r.stop.get_token());
+      CHECK_FALSE(q);
+      if (!q) {
+        CHECK(q.error() == std::errc::operation_canceled);
+      }
+      // The create's reference was dropped (decref, on connection 4) despite the stop.
+      CHECK(r.accepted.load(std::memory_order_relaxed) == 4);
+      CHECK(f.server.number_of_objects() == 0);
+    }
+    relay_stop.request_stop();
+    co_await relaying;
+  });
+}
+
+TEST_CASE("manager_client: a release stopped while its decref connects still drops the server's reference",
+          "[manager]") {
+  fixture f;
+  run(f, [](fixture& f, manager_client&) -> task<void> {
+    relay r(f.address());
+    std::stop_source relay_stop;
+    auto relaying = corio::spawn(relay_serve(r, relay_stop.get_token()));
+    auto c = co_await manager_client::connect(r.address(), "password");  // connection 1
+    CHECK(c);
+    if (c) {
+      auto q = co_await c->create("Queue");  // connections 2 and 3
+      CHECK(q);
+      if (q) {
+        CHECK(f.server.number_of_objects() == 1);
+        r.stop_at.store(4, std::memory_order_relaxed);  // the decref's connection
+        auto released = co_await q->release(r.stop.get_token());
+        INFO((released ? std::string("ok") : released.error().message()));
+        CHECK(released);  // the decref was sent and answered: the release is done
+        CHECK(r.stop.stop_requested());
+        CHECK(f.server.number_of_objects() == 0);
+      }
+    }
+    relay_stop.request_stop();
+    co_await relaying;
+  });
 }
 
 namespace {
