@@ -49,12 +49,17 @@ result<manager_reply> parse_reply(pickle::value v) {
 // One request and its reply on `conn`.
 task<result<manager_reply>> exchange(connection& conn, const pickle::value& request, std::stop_token token) {
   if (auto sent = co_await conn.send(request, token); !sent) {
-    co_return unexpected(sent.error());
+    co_return unexpected(sent.error());  // a send that failed part-way closed `conn` itself
   }
   auto reply = co_await conn.recv(token);
   if (!reply) {
-    if (reply.error() == std::errc::operation_canceled) {
-      conn.close();  // the reply may still come: the connection is out of step
+    // The request went out, so unless this reply arrived whole (a pickle error: it was
+    // read and only failed to decode), the server may still answer it: a stop, or an
+    // idle_timeout while the call waits (a blocking get), would leave the connection one
+    // reply behind, every later call getting the previous call's reply. Close it
+    // (later calls: errc::closed; the server sees the client leave and stops the call).
+    if (reply.error().category() != pickle::category()) {
+      conn.close();
     }
     co_return unexpected(reply.error());
   }

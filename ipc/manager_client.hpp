@@ -28,8 +28,10 @@
 // accept_connection, incref... as Python); a call = one request and one reply on the
 // proxy's connection.
 // Cancellation: every call takes a std::stop_token and honours the inherited one; a call
-// stopped while waiting for its reply closes the proxy's connection (the reply would
-// arrive out of step): later calls fail with errc::closed. Two decrefs are exempt, as
+// stopped while waiting for its reply, or whose wait for it failed in any other way (the
+// connection's idle_timeout: errc::timed_out), closes the proxy's connection (the reply
+// would arrive out of step): later calls fail with errc::closed. Only a reply that
+// arrived whole but does not decode (pickle::errc) leaves the connection open. Two decrefs are exempt, as
 // they only clean up and a stopped one would leave the object on the server for good:
 // the one create() sends when it fails after the server made the object (the proxy's
 // connection failed or was stopped), and release()'s once the proxy's connection is

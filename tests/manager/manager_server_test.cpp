@@ -5,7 +5,8 @@
 // a client that leaves while blocked in get, a server stopped with clients waiting, a
 // connection that never sends, many clients at once, 2,000 clients waiting at once; the
 // server requests shutdown, get_methods and debug_info, and a reply that cannot be pickled;
-// the client's cleanup: a create or release stopped half-way still drops its reference.
+// the client's cleanup: a create or release stopped half-way still drops its reference,
+// and a call ended by idle_timeout leaves no reply to answer the next call.
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
@@ -604,6 +605,19 @@ TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shut
 
 namespace {
 
+// Waits until condition() holds (true) or `limit` passed (false): for an event that a
+// broken build never produces, so that its test fails instead of hanging.
+task<bool> within(std::chrono::seconds limit, std::function<bool()> condition) {
+  auto deadline = corio::clock::now() + limit;
+  while (!condition()) {
+    if (corio::clock::now() >= deadline) {
+      co_return false;
+    }
+    (void)co_await corio::sleep_for(1ms);
+  }
+  co_return true;
+}
+
 // A byte relay in front of the server, to stop a client at one exact point of its
 // exchanges: it forwards every connection it accepts to the server unchanged (the
 // handshake included) and, as it accepts connection number `stop_at` (counting from 1),
@@ -719,6 +733,43 @@ TEST_CASE("manager_client: a release stopped while its decref connects still dro
     }
     relay_stop.request_stop();
     co_await relaying;
+  });
+}
+
+TEST_CASE("manager_client: a call ended by idle_timeout closes the proxy's connection, so no later call gets its reply",
+          "[manager]") {
+  fixture f;
+  run(f, [](fixture& f, manager_client& c) -> task<void> {
+    corio::ipc::client_options o;
+    o.auth.authkey = "password";
+    o.connection.idle_timeout = 1s;  // ample for create's replies on a loaded machine
+    auto impatient = co_await manager_client::connect(f.address(), o);
+    REQUIRE(impatient);
+    auto getter = co_await impatient->create("Shared");
+    REQUIRE(getter);
+    auto putter = co_await c.create("Shared");
+    REQUIRE(putter);
+    auto got = co_await getter->call("get");  // the queue is empty: no reply within 1 s
+    REQUIRE_FALSE(got);
+    CHECK(got.error() == corio::errc::timed_out);
+    // The server still runs that get: had the connection stayed open, its reply would
+    // answer the next call. It is closed instead, and the server sees the client leave.
+    auto next = co_await getter->call("qsize");
+    REQUIRE_FALSE(next);
+    CHECK(next.error() == corio::errc::closed);
+    CHECK(co_await within(10s, [&f] { return f.server.stats().abandoned == 1; }));
+    // So the abandoned get takes nothing: the item stays in the queue.
+    auto put = co_await putter->call("put", pickle::value::items_of(pickle::value("job")));
+    REQUIRE(put);
+    CHECK(put->ok());
+    auto size = co_await putter->call("qsize");
+    REQUIRE(size);
+    CHECK(size->value == pickle::value(1));
+    auto job = co_await putter->call("get_nowait");
+    REQUIRE(job);
+    CHECK(job->value == pickle::value("job"));
+    auto released = co_await putter->release();
+    REQUIRE(released);
   });
 }
 
