@@ -142,6 +142,14 @@ call_outcome traceback(std::string_view type, std::string_view message) {
 task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& cancel,
                       std::optional<result<pickle::value>>& pending, bool& gone) {
   auto m = co_await conn.recv(stop);
+  // idle_timeout bounds how long a client may stay silent while it owes the server a
+  // request; here the server owes the reply, so a silent client is only waiting for it.
+  // A timed-out wait for the first byte consumed nothing and left the connection open:
+  // watch again. (A stall, a message begun and not finished, also gives timed_out but
+  // closes the connection: the next recv then reports errc::closed, and the client is gone.)
+  while (!m && m.error() == std::errc::timed_out) {
+    m = co_await conn.recv(stop);
+  }
   if (!m && m.error() == std::errc::operation_canceled) {
     co_return;
   }

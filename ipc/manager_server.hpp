@@ -58,7 +58,9 @@ namespace corio::ipc {
 struct manager_options {
   /// authkey (Python's authkey; none: no handshake), connection limits. max_connections
   /// counts every open proxy connection (a Python client holds one per thread and object
-  /// manager, plus short ones for create/incref/decref).
+  /// manager, plus short ones for create/incref/decref). connection.idle_timeout, if set,
+  /// drops a connection whose client sends no request for that long; the time a call
+  /// waits (a blocking get: the server owes the reply) does not count.
   listener_options listen = default_listen();
   /// How long a new connection may take to send its first request after the handshake.
   std::chrono::nanoseconds first_request_timeout = std::chrono::seconds(30);

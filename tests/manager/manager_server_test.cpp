@@ -4,9 +4,10 @@
 // wrong arguments, forbidden classes, a throwing method), queue semantics, and the faults:
 // a client that leaves while blocked in get, a server stopped with clients waiting, a
 // connection that never sends, many clients at once, 2,000 clients waiting at once; the
-// server requests shutdown, get_methods and debug_info, and a reply that cannot be pickled;
-// the client's cleanup: a create or release stopped half-way still drops its reference,
-// and a call ended by idle_timeout leaves no reply to answer the next call.
+// server requests shutdown, get_methods and debug_info, a reply that cannot be pickled, and
+// a call that waits longer than the connection's idle_timeout; the client's cleanup: a
+// create or release stopped half-way still drops its reference, and a call ended by
+// idle_timeout leaves no reply to answer the next call.
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
@@ -835,5 +836,36 @@ TEST_CASE("manager_server: 2,000 clients blocked in get at once are each served 
     auto released = co_await putter->release();
     REQUIRE(released);
     CHECK(f.server.number_of_objects() == 0);
+  });
+}
+
+TEST_CASE("manager_server: a call that waits longer than the connection's idle_timeout is answered", "[manager]") {
+  manager_options o;
+  o.listen.connection.idle_timeout = 300ms;  // a silent client's connection is dropped after this
+  fixture f(o);
+  run(f, [](fixture& f, manager_client& c) -> task<void> {
+    auto q = co_await c.create("Shared");
+    REQUIRE(q);
+    // get(True, 2): the server owes the reply for several idle timeouts, then queue.Empty.
+    auto empty = co_await q->call("get", pickle::value::items_of(true, 2.0));
+    REQUIRE(empty);
+    CHECK(empty->raised("queue", "Empty"));
+    // A blocking get served by a put that comes after more than an idle timeout.
+    auto waiting = corio::spawn(q->call("get"));
+    co_await until([&f] { return f.server.stats().waiting == 1; });
+    (void)co_await corio::sleep_for(1s);
+    auto putter = co_await c.create("Shared");  // made now: it would idle out during the sleep
+    REQUIRE(putter);
+    auto put = co_await putter->call("put", pickle::value::items_of(pickle::value("late")));
+    REQUIRE(put);
+    REQUIRE(put->ok());
+    auto got = co_await waiting;
+    REQUIRE(got);
+    CHECK(got->value == pickle::value("late"));
+    CHECK(f.server.stats().abandoned == 0);
+    // The proxy's connection is still usable after both waits.
+    auto size = co_await q->call("qsize");
+    REQUIRE(size);
+    CHECK(size->value == pickle::value(0));
   });
 }
