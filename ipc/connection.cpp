@@ -319,7 +319,7 @@ task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::
   if (!is_open()) {
     co_return unexpected(closed_error());
   }
-  if (data.size() > m_options.max_message_size) {
+  if (data.size() > send_limit()) {
     co_return unexpected(make_error_code(errc::message_size));
   }
   auto header = frame::encode_header(data.size());

@@ -14,6 +14,10 @@
 //   anything is allocated for the message, and the connection is closed (the stream
 //   cannot be resynchronised). A malformed prefix (a negative length) is
 //   errc::protocol_error and closes the connection too.
+// - max_send_size: a message to send above it is refused with errc::message_size before
+//   anything is sent; the connection stays usable. Unset, max_message_size applies to sends
+//   too. A separate send limit is for a side whose own messages may be larger than what
+//   it accepts from its peer (a manager server's replies: ipc/manager_server.hpp).
 // - stall_timeout: once a message has begun to arrive (any byte of its prefix), all of it
 //   must arrive within this time; once a send has to wait for the peer to read, it must
 //   complete within this time. Otherwise errc::timed_out and the connection is
@@ -58,6 +62,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string_view>
@@ -81,7 +86,11 @@ constexpr bool is_no_timeout(std::chrono::nanoseconds d) noexcept { return d >= 
 
 /// The limits and buffers of one connection (see the header comment).
 struct connection_options {
-  std::size_t max_message_size = std::size_t{4} << 20;  ///< longest message sent or received (4 MiB)
+  /// Longest message received (4 MiB); also the longest sent while max_send_size is unset.
+  std::size_t max_message_size = std::size_t{4} << 20;
+  /// Longest message sent (send, send_bytes, each message of a batch); unset:
+  /// max_message_size. SIZE_MAX: no limit but memory (Python's Connection has none).
+  std::optional<std::size_t> max_send_size;
   /// A message begun (received or sent) must be complete within this (no_timeout: never).
   std::chrono::nanoseconds stall_timeout = std::chrono::seconds(30);
   /// recv waits at most this for the first byte of the next message (default: forever).
@@ -110,8 +119,9 @@ class connection {
   ~connection();
 
   /// Sends one message (`data` may be empty). Errors: errc::message_size for a message
-  /// above max_message_size (nothing is sent, the connection stays usable), errc::closed,
-  /// errc::timed_out (stall_timeout), the OS error (e.g. EPIPE, ECONNRESET).
+  /// above the send limit (max_send_size, or else max_message_size; nothing is sent, the
+  /// connection stays usable), errc::closed, errc::timed_out (stall_timeout), the OS
+  /// error (e.g. EPIPE, ECONNRESET).
   [[nodiscard]] task<result<void>> send_bytes(std::span<const std::byte> data, std::stop_token token = {});
 
   /// Receives one message into `out` (resized to the message; its capacity is reused, so
@@ -134,9 +144,10 @@ class connection {
   /// sendmsg when the socket takes them at once. The batch is one send: its stall_timeout
   /// and cancellation rules apply to the whole batch (cancelled before any byte left:
   /// operation_canceled, nothing sent, still usable; cancelled after, the connection is
-  /// closed). Errors: errc::closed, then errc::message_size when any message is above
-  /// max_message_size or the batch with its prefixes above max_batch_size (nothing is
-  /// sent, the connection stays usable), then as send_bytes. An empty batch sends nothing.
+  /// closed). Errors: errc::closed, then errc::message_size when any message is above the
+  /// send limit (as send_bytes) or the batch with its prefixes above max_batch_size
+  /// (nothing is sent, the connection stays usable), then as send_bytes. An empty batch
+  /// sends nothing.
   /// Thread-safety: a send (not concurrently with another send). Cost: one copy of the
   /// bytes; the send buffer keeps its capacity for the next batch up to 1 MiB and is
   /// released after a larger batch; for large messages send_bytes, which does not copy,
@@ -146,10 +157,10 @@ class connection {
   /// Sends the pickle of every value of `values`, in order, as that many send() would,
   /// encoded straight into the send buffer and sent as by send_many_bytes (one sendmsg).
   /// Errors, in send()'s order: pickle::errc from encoding any value, or errc::message_size
-  /// when any pickle is above max_message_size or the batch above max_batch_size (in both
-  /// cases nothing is sent and the connection stays usable; encoding stops there), then
-  /// errc::closed, then as send_bytes. Thread-safety, cancellation and cost: as
-  /// send_many_bytes.
+  /// when any pickle is above the send limit (as send_bytes) or the batch above
+  /// max_batch_size (in both cases nothing is sent and the connection stays usable;
+  /// encoding stops there), then errc::closed, then as send_bytes. Thread-safety,
+  /// cancellation and cost: as send_many_bytes.
   [[nodiscard]] task<result<void>> send_many(std::span<const pickle::value> values, std::stop_token token = {});
 
   /// Receives one message and unpickles it (Python's Connection.recv). Errors: as
@@ -212,6 +223,8 @@ class connection {
   task<result<void>> send_frames(std::span<const std::byte> head, std::span<const std::byte> body,
                                  std::stop_token token);
   result<void> encode_batch(std::span<const pickle::value> values);
+  // The longest message send_bytes and the batches may send.
+  std::size_t send_limit() const noexcept { return m_options.max_send_size.value_or(m_options.max_message_size); }
   void trim_send_scratch() noexcept;
   bool take_pending_decode(std::error_code& error);
   bool peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const;

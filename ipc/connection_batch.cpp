@@ -51,7 +51,7 @@ task<result<void>> connection::send_many_bytes(std::span<const std::span<const s
   if (!is_open()) {
     co_return unexpected(make_error_code(errc::closed));
   }
-  auto total = framed_size(messages, m_options.max_message_size, m_options.max_batch_size);
+  auto total = framed_size(messages, send_limit(), m_options.max_batch_size);
   if (!total) {
     co_return unexpected(total.error());
   }
@@ -71,7 +71,7 @@ task<result<void>> connection::send_many_bytes(std::span<const std::span<const s
 
 // Frames the pickle of every value into m_send_scratch: a 4-byte prefix is reserved before
 // each pickle is appended, then written (widened to the 12-byte form for a pickle of 2 GiB
-// or more, which only a raised max_message_size lets through). Stops at the first value
+// or more, which only a raised send limit lets through). Stops at the first value
 // that does not encode, or once the batch is above max_batch_size (so at most one pickle
 // more than that is ever encoded).
 result<void> connection::encode_batch(std::span<const pickle::value> values) {
@@ -83,7 +83,7 @@ result<void> connection::encode_batch(std::span<const pickle::value> values) {
       return r;
     }
     std::size_t n = m_send_scratch.size() - at - 4;
-    if (n > m_options.max_message_size) {
+    if (n > send_limit()) {
       return unexpected(make_error_code(errc::message_size));
     }
     auto h = frame::encode_header(n);

@@ -1,11 +1,14 @@
 // Holds manager_server: Python's managers.Server request protocol over ipc::listener
 // (the server requests, the object table with its reference counts, the proxy call loop,
-// and the watch that stops a waiting call when its client leaves).
+// and the watch that stops a waiting call when its client leaves). The wire forms of
+// requests and replies: manager_server_wire.cpp.
 #include <corio/ipc/manager_server.hpp>
+
+#include "manager_server_wire.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -17,6 +20,8 @@
 #include <corio/runtime/when_all.hpp>
 
 namespace corio::ipc {
+
+using namespace manager_wire;
 
 namespace {
 
@@ -30,52 +35,6 @@ struct table_slot {
   std::shared_ptr<const object_entry> entry;
   std::size_t refcount = 0;
 };
-
-// The request tuple (ident, methodname, args, kwds), checked.
-struct request {
-  const pickle::value* ident = nullptr;
-  std::string_view method;
-  const pickle::value::items_type* args = nullptr;
-  const pickle::dict* kwds = nullptr;
-};
-
-const pickle::dict& empty_dict() {
-  static const pickle::dict d;
-  return d;
-}
-
-std::optional<request> parse_request(const pickle::value& v) {
-  const auto* items = v.if_tuple();
-  if (items == nullptr || items->size() != 4) {
-    return std::nullopt;
-  }
-  request r;
-  r.ident = &(*items)[0];
-  const std::string* m = (*items)[1].if_str();
-  r.args = (*items)[2].if_sequence();
-  const pickle::value& kw = (*items)[3];
-  r.kwds = kw.is_none() ? &empty_dict() : kw.if_dict();
-  if (m == nullptr || r.args == nullptr || r.kwds == nullptr) {
-    return std::nullopt;
-  }
-  r.method = *m;
-  return r;
-}
-
-pickle::value reply(std::string_view kind, pickle::value v) { return pickle::value::tuple_of(kind, std::move(v)); }
-
-std::string quoted(std::string_view s) { return pickle::value(s).repr(); }
-
-std::string ident_of(const managed_object* p) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%zx", reinterpret_cast<std::uintptr_t>(p));
-  return buf;
-}
-
-std::string exposed_repr(const std::vector<std::string>& names) {
-  pickle::value::items_type items(names.begin(), names.end());
-  return pickle::value::make_tuple(std::move(items)).repr();
-}
 
 }  // namespace
 
@@ -113,30 +72,6 @@ struct manager_server::state {
 
 namespace {
 
-// What a call must look like: exactly one str argument (an ident) and no keywords.
-std::optional<std::string_view> ident_argument(const call_args& args) {
-  if (args.positional().size() != 1 || !args.keywords().empty() || !args.positional()[0].is_str()) {
-    return std::nullopt;
-  }
-  return std::string_view(*args.positional()[0].if_str());
-}
-
-call_outcome key_error(std::string_view key) {
-  std::string t = "Traceback (most recent call last):\nKeyError: ";
-  t += quoted(key);
-  t += '\n';
-  return call_outcome::failed(std::move(t));
-}
-
-call_outcome traceback(std::string_view type, std::string_view message) {
-  std::string t = "Traceback (most recent call last):\n";
-  t += type;
-  t += ": ";
-  t += message;
-  t += '\n';
-  return call_outcome::failed(std::move(t));
-}
-
 // A task that watches `conn` while a call waits: it ends when the client sends something
 // (kept in `pending`), leaves (`gone`, and the call is stopped), or `stop` is requested.
 task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& cancel,
@@ -165,19 +100,6 @@ task<call_outcome> run_call(deferred_call& call, std::stop_token stop, std::stop
   call_outcome out = co_await call.run(std::move(stop));
   watch_stop.request_stop();
   co_return out;
-}
-
-// The reply's kind for an outcome; a cancelled call (the server stopped) becomes EOFError.
-std::string_view reply_kind(call_outcome& out) {
-  switch (out.what) {
-    case call_outcome::kind::returned: return "#RETURN";
-    case call_outcome::kind::raised: return "#ERROR";
-    case call_outcome::kind::traceback: return "#TRACEBACK";
-    case call_outcome::kind::cancelled:
-      out.value = pickle::builtin_exception("EOFError", "the manager server stopped while this call waited");
-      return "#ERROR";
-  }
-  return "#RETURN";
 }
 
 }  // namespace
@@ -434,10 +356,13 @@ task<void> manager_server::state::serve_client(connection& conn, std::stop_token
     // is sent then); stall_timeout bounds it.
     auto sent = co_await corio::shield(conn.send(message));
     if (!sent) {
-      if (sent.error().category() == pickle::category()) {
-        std::string t = "Traceback (most recent call last):\npickle.PicklingError: the reply could not be pickled: ";
-        t += sent.error().message();
-        if (co_await conn.send(reply("#UNSERIALIZABLE", std::move(t)))) {
+      // Not sent, and nothing of it left (the connection stays usable): the reply does not
+      // pickle, or its pickle is above the send limit (listen.connection.max_send_size, when
+      // set lower than unlimited). As Python's server, the client gets '#UNSERIALIZABLE'
+      // (its proxy raises RemoteError) and the value is dropped: given back to a queue it
+      // would only fail the same way for every later consumer.
+      if (auto t = unsendable_reply(sent.error(), conn.options())) {
+        if (co_await conn.send(reply("#UNSERIALIZABLE", std::move(*t)))) {
           continue;
         }
       } else if (out.what == call_outcome::kind::returned && out.undelivered) {
@@ -457,6 +382,13 @@ manager_server& manager_server::operator=(manager_server&&) noexcept = default;
 manager_server::~manager_server() = default;
 
 result<manager_server> manager_server::bind(const socket_address& addr, manager_options options) {
+  // max_message_size protects the server from what a client sends; a reply is the server's
+  // own, and may well be larger than the request that asked for it (the decoder copies a
+  // value the request's pickle memoised: 1 MB of request can be an 8 MB reply). Python's
+  // server sends any reply, so unless a send limit was chosen, none applies.
+  if (!options.listen.connection.max_send_size) {
+    options.listen.connection.max_send_size = std::numeric_limits<std::size_t>::max();
+  }
   auto l = listener::bind(addr, options.listen);
   if (!l) {
     return unexpected(l.error());

@@ -20,6 +20,14 @@
 // TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not
 // decode (a class outside the pickle allow-list, e.g. a proxy's RebuildProxy) gets
 // '#TRACEBACK' naming the reason; the connection goes on.
+// Sizes: listen.connection.max_message_size (4 MiB) bounds what a client may send; replies
+// are not bounded by it, as Python's server bounds none (a reply can be far larger than
+// its request: the decoder copies what the request's pickle shared through its memo).
+// bind() leaves listen.connection.max_send_size unlimited unless it is set; a reply that
+// does not pickle, or whose pickle is above a max_send_size set lower, is answered with
+// '#UNSERIALIZABLE' saying why (Python's proxy raises RemoteError), its value is dropped
+// (a queue's item is not put back: every later consumer would fail on it too), and the
+// connection goes on.
 // Lifetime of objects: as in Python, reference counts (create, incref, decref) keep an
 // object in the server's table; at zero it is dropped (the object itself lives on while
 // anything else, e.g. the registering C++ code, holds it). A call that waits (a blocking

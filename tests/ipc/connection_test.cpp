@@ -420,6 +420,40 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
   CHECK(rt.block_on(body()) == raw("0000000a", "ten bytes!"));
 }
 
+TEST_CASE("connection: max_send_size limits sends apart from max_message_size, which then limits only receives",
+          "[ipc][connection]") {
+  corio::runtime rt(corio_test::workers(1));
+  connection_options o;
+  o.max_message_size = 4;  // what the peer may send
+  o.max_send_size = 10;    // what this side may send
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    auto r = co_await p.conn.send_bytes(bytes("eleven byte"));
+    if (r || r.error() != corio::errc::message_size || !p.conn.is_open()) {
+      co_return "eleven bytes sent, or the connection closed";
+    }
+    std::vector<std::span<const std::byte>> batch;  // (no braced list: see raw())
+    batch.push_back(bytes("ok"));
+    batch.push_back(bytes("eleven byte"));
+    auto rb = co_await p.conn.send_many_bytes(batch);
+    if (rb || rb.error() != corio::errc::message_size) {
+      co_return "a batch holding eleven bytes sent";
+    }
+    if (!co_await p.conn.send_bytes(bytes("ten bytes!"))) {
+      co_return "ten bytes (above max_message_size, within max_send_size) not sent";
+    }
+    std::string got(14, '\0');
+    (void)co_await p.peer.read_exact(corio_test::wbytes(got));
+    // Receives still obey max_message_size: a 5-byte message is refused.
+    std::string five = raw("00000005", "five!");
+    (void)co_await p.peer.write_all(corio_test::bytes(five));
+    auto m = co_await p.conn.recv_bytes();
+    co_return got + (m ? std::string(" received") : " refused: " + m.error().message());
+  };
+  CHECK(rt.block_on(body()) == raw("0000000a", "ten bytes!") + " refused: " +
+                                   make_error_code(corio::errc::message_size).message());
+}
+
 TEST_CASE("connection: a send to a peer that never reads ends with timed_out after stall_timeout",
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));

@@ -4,12 +4,14 @@
 // wrong arguments, forbidden classes, a throwing method), queue semantics, and the faults:
 // a client that leaves while blocked in get, a server stopped with clients waiting, a
 // connection that never sends, many clients at once, 2,000 clients waiting at once; the
-// server requests shutdown, get_methods and debug_info, a reply that cannot be pickled, and
-// a call that waits longer than the connection's idle_timeout; the client's cleanup: a
-// create or release stopped half-way still drops its reference, and a call ended by
-// idle_timeout leaves no reply to answer the next call.
+// server requests shutdown, get_methods and debug_info, a reply that cannot be pickled; a
+// reply far larger than its request (Python's client, every Python 3 found), one above a
+// send limit set lower, and a call that waits longer than the connection's idle_timeout;
+// the client's cleanup: a create or release stopped half-way still drops its reference,
+// and a call ended by idle_timeout leaves no reply to answer the next call.
 #include <catch2/catch.hpp>
 
+#include "../ipc/pythons.hpp"
 #include "helpers.hpp"
 
 #include <sys/resource.h>
@@ -32,6 +34,7 @@
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_queue.hpp>
 #include <corio/ipc/manager_server.hpp>
+#include <corio/ipc/process/command.hpp>
 #include <corio/ipc/tcp.hpp>
 
 using namespace std::chrono_literals;
@@ -839,6 +842,54 @@ TEST_CASE("manager_server: 2,000 clients blocked in get at once are each served 
   });
 }
 
+namespace {
+
+// Python's unmodified manager client: puts a list of eight references to one 1 MB str (its
+// pickle memoises the str: about 1 MB on the wire), gets it back (corio's writer has no
+// memo: the reply is about 8 MB, above the server's 4 MiB max_message_size); then a
+// qsize on the same connection (Python's proxies of one thread share it).
+const char* big_reply_script = R"(
+import sys
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register('Shared')
+m = M(('127.0.0.1', int(sys.argv[1])), authkey=b'password')
+m.connect()
+q = m.Shared()
+big = 'x' * 10**6
+q.put([big] * 8)
+try:
+    got = q.get(True, 60)
+    print('got', len(got), all(s == big for s in got))
+except Exception as e:
+    print('get failed:', type(e).__name__)
+print('left', q.qsize())
+)";
+
+const std::vector<corio_test::python>& pythons() {
+  static const std::vector<corio_test::python> all = corio_test::find_pythons();
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("manager_server: a Python client gets an item whose reply is larger than max_message_size", "[manager]") {
+  REQUIRE_FALSE(pythons().empty());  // Debian always has /usr/bin/python3
+  for (const auto& py : pythons()) {
+    INFO("python " << py.version << " at " << py.path);
+    fixture f;
+    run(f, [&py](fixture& f, manager_client&) -> task<void> {
+      corio::ipc::command cmd(py.path);
+      cmd.arg("-c").arg(big_reply_script).arg(std::to_string(f.address().port()));
+      auto out = co_await corio::timeout(cmd.output(), 120s);
+      REQUIRE(out);
+      INFO(out->err);
+      CHECK(out->out == "got 8 True\nleft 0\n");
+      CHECK(f.shared->size() == 0);
+    });
+  }
+}
+
 TEST_CASE("manager_server: a call that waits longer than the connection's idle_timeout is answered", "[manager]") {
   manager_options o;
   o.listen.connection.idle_timeout = 300ms;  // a silent client's connection is dropped after this
@@ -867,5 +918,32 @@ TEST_CASE("manager_server: a call that waits longer than the connection's idle_t
     auto size = co_await q->call("qsize");
     REQUIRE(size);
     CHECK(size->value == pickle::value(0));
+  });
+}
+
+TEST_CASE("manager_server: a reply above a send limit set lower is #UNSERIALIZABLE; the value is dropped and the "
+          "proxy goes on",
+          "[manager]") {
+  manager_options o;
+  o.listen.connection.max_send_size = 64 * 1024;
+  fixture f(o);
+  run(f, [](fixture& f, manager_client& c) -> task<void> {
+    auto q = co_await c.create("Shared");
+    REQUIRE(q);
+    auto put = co_await q->call("put", pickle::value::items_of(std::string(100000, 'x')));
+    REQUIRE(put);
+    REQUIRE(put->ok());
+    auto got = co_await q->call("get");
+    REQUIRE(got);
+    CHECK(got->what == manager_reply::kind::unserializable);
+    INFO(text(*got));
+    CHECK(text(*got).find("send limit of 65536 bytes") != std::string::npos);
+    // The value is not put back (every later get would fail the same way).
+    CHECK(f.shared->size() == 0);
+    auto small = co_await q->call("put", pickle::value::items_of(7));
+    REQUIRE(small);
+    auto again = co_await q->call("get");
+    REQUIRE(again);
+    CHECK(again->value == pickle::value(7));
   });
 }
