@@ -1,8 +1,6 @@
-// corio::ipc::shm_queue: sending and receiving, the two sides' protocols and their recovery
-// after a death (see shm_queue.hpp; the layout is in detail/shm_queue_layout.hpp, create
-// and open in shm_queue.cpp). The protocol over the header's words (count words,
-// positions, recovery, receive batching, the send's prefetch) is described in
-// detail/shm_queue_layout.hpp.
+// corio::ipc::shm_queue: sending and receiving, both sides' protocols and their recovery
+// after a death (shm_queue.hpp; create and open: shm_queue.cpp). The layout and the protocol
+// over its words (counts, positions, recovery, batching, prefetch): detail/shm_queue_layout.hpp.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <climits>
@@ -127,9 +125,8 @@ outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::
   const std::byte* slot = slot_at(g, h->read_pos);
   std::uint32_t stored = 0;
   std::memcpy(&stored, slot, sizeof stored);
-  // The stored size is shared bytes: clamped to this handle's max_message, it stays inside
-  // the slot (stride >= 8 + max_message) and inside `buffer`, which every caller checked
-  // against the same value (check_buffer).
+  // Shared bytes: clamped to the handle's max_message, within the slot and `buffer`
+  // (check_buffer checked it against the same value).
   size = stored <= g.max_message ? stored : g.max_message;
   if (size > 0) {
     std::memcpy(buffer.data(), slot + slot_header, size);
@@ -386,9 +383,7 @@ std::optional<R> unless_would_wait(R r, errc would_wait) noexcept {
   return r;
 }
 
-// Both checks use the handle's copy of max_message, the value receive_locked clamps
-// with: a peer that raises the header's field between the check and the copy changes
-// nothing.
+// Both check against the handle's max_message, which receive_locked clamps with.
 result<void> check_message(const queue_geometry& g, std::span<const std::byte> message) noexcept {
   if (message.size() > g.max_message) {
     return unexpected(error(std::errc::message_size));
