@@ -9,7 +9,7 @@
 #include <climits>
 #include <new>
 
-#include <corio/ipc/detail/count_word.hpp>
+#include <corio/ipc/detail/stale_waiters.hpp>
 #include <corio/ipc/process_semaphore.hpp>
 
 namespace corio::ipc {
@@ -173,7 +173,7 @@ void process_event::set() const noexcept {
     word.compare_exchange_strong(expected, set_bit, std::memory_order_relaxed);
   } else if (woken == 0) {
     // Nobody was asleep at the set: the bit is stale. Dropped by the kernel together with
-    // a wake of whoever queued since (the semaphore's ABA race, process_semaphore.cpp).
+    // a wake of whoever queued since (why not a CAS: drop_stale_waiters_bit, process_sync.cpp).
     detail::drop_stale_waiters_bit(word, waiters_bit);
   }
 }

@@ -11,7 +11,7 @@
 #include <climits>
 #include <new>
 
-#include <corio/ipc/detail/count_word.hpp>
+#include <corio/ipc/detail/stale_waiters.hpp>
 
 namespace corio::ipc {
 
@@ -83,7 +83,8 @@ void process_mutex_guard::unlock() noexcept {
   if (detail::robust_release(s->lock, released) == 0) {
     // We woke nobody: drop the waiters bit so the next unlock can skip the syscall. Not by
     // a CAS on the free value we left: others may lock, sleep and unlock meanwhile, and a
-    // woken waiter may give up (cancelled, killed) instead of setting the bit again, so
+    // woken waiter may give up instead of setting the bit again (killed before it retries,
+    // or cancelled after a retry that found the mutex held again), so
     // the word can be that value again with a sleeper queued (ABA), and a CAS would
     // strand it. drop_stale_waiters_bit clears the bit and wakes whoever is queued in one
     // FUTEX_WAKE_OP.

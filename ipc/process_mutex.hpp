@@ -17,9 +17,12 @@
 // different address in every process.
 // Waiting: a contended lock spins briefly, then sets the word's waiters bit and awaits it
 // with IORING_OP_FUTEX_WAIT (shared futex) through the worker's ring; an unlock that
-// sees the bit wakes one waiter (FUTEX_WAKE, from any process). Before Linux 6.7 the
-// wait runs on the blocking pool (ipc/detail/shared_word.hpp: one pool thread per waiting
-// task). lock_blocking() is for plain threads and child processes that run no runtime.
+// sees the bit wakes one waiter (FUTEX_WAKE, from any process); one that woke nobody
+// (often the last of a contended run: a woken waiter relocks with the bit set) clears
+// the bit with a second syscall (FUTEX_WAKE_OP, which also wakes whoever queued since).
+// Before Linux 6.7 the wait runs on the blocking pool (ipc/detail/shared_word.hpp: one
+// pool thread per waiting task). lock_blocking() is for plain threads and child
+// processes that run no runtime.
 // Owner death: ownership belongs to the process (any task or thread of it may unlock). A
 // process that dies holding the mutex (kill -9 included) is reported by the kernel
 // itself, at its death, through the robust futex list of a per-process sentinel thread

@@ -14,7 +14,7 @@
 #include <climits>
 #include <new>
 
-#include <corio/ipc/detail/count_word.hpp>
+#include <corio/ipc/detail/stale_waiters.hpp>
 
 namespace corio::ipc {
 

@@ -1,10 +1,11 @@
 // The waiting and ownership machinery of corio's process-shared primitives: futex
 // syscalls on shared words, futex_await (io_uring FUTEX_WAIT, or the blocking pool before
-// Linux 6.7), and the per-process sentinel thread with its robust futex list (see
-// ipc/detail/shared_word.hpp and ipc/detail/robust_owner.hpp).
-#include <corio/ipc/detail/count_word.hpp>
+// Linux 6.7), dropping a stale waiters bit (drop_stale_waiters_bit), and the per-process
+// sentinel thread with its robust futex list (see ipc/detail/shared_word.hpp,
+// ipc/detail/stale_waiters.hpp and ipc/detail/robust_owner.hpp).
 #include <corio/ipc/detail/robust_owner.hpp>
 #include <corio/ipc/detail/shared_word.hpp>
+#include <corio/ipc/detail/stale_waiters.hpp>
 
 #include <linux/futex.h>
 #include <pthread.h>
@@ -65,11 +66,18 @@ int futex_wake_op(shared_word& word, word_op op, std::uint32_t operand, int coun
     code |= FUTEX_OP_OPARG_SHIFT;
     arg = static_cast<std::uint32_t>(__builtin_ctz(operand));
   }
-  // FUTEX_OP(op, oparg, cmp, cmparg); nr_wake2 is 0, so the comparison never wakes more.
+  // FUTEX_OP(op, oparg, cmp, cmparg). nr_wake2 is 0, yet where the old value equals
+  // cmparg (0) the kernel's second loop wakes, and counts, one more sleeper of the word;
+  // harmless here: every caller changes a word with a bit set, or wakes all.
   const std::uint32_t encoded = (code << 28) | (FUTEX_OP_CMP_EQ << 24) | ((arg & 0xfff) << 12);
   long woken = futex_call(word, FUTEX_WAKE_OP, static_cast<std::uint32_t>(count), nullptr, &word, encoded);
   if (woken >= 0) {
     return static_cast<int>(woken);
+  }
+  if (errno != ENOSYS && errno != EPERM) {
+    // The kernel may have applied the change before failing (EINVAL: a PI waiter on the
+    // word, which only a misbehaving peer puts there): doing it again could add twice.
+    return 0;
   }
   // The kernel refused FUTEX_WAKE_OP (a seccomp filter, say): the same change with a CAS,
   // then a plain wake. Correct, but no longer one step if we die in between.

@@ -47,7 +47,8 @@
 // the header: a peer that rewrites the node while another process holds that lock can
 // make the holder's later unlocks (and the kernel's list walk at its exit) follow a
 // pointer of the peer's choosing (ipc/detail/robust_owner.hpp). So a hostile peer can
-// still crash a process that shares a queue with it.
+// still crash or hang a process that shares a queue with it (a cycle in the nodes makes an
+// unlock loop for ever).
 // Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),

@@ -64,8 +64,8 @@ class child {
   [[nodiscard]] pid_t pid() const noexcept { return m_pid; }
   /// Waits for the exit; the exit code, or 128 + signal.
   int wait_status() {
-    if (m_reaped) {
-      return m_status;
+    if (m_reaped || m_pid <= 0) {
+      return m_reaped ? m_status : -1;  // reaped, or never started (no pid to wait for)
     }
     int status = 0;
     while (::waitpid(m_pid, &status, 0) < 0) {
@@ -76,7 +76,9 @@ class child {
   }
   /// kill -9 and reap; returns 128 + SIGKILL if it was still running.
   int kill9() {
-    ::kill(m_pid, SIGKILL);
+    if (m_pid > 0) {  // never kill(-1): that is every process we may signal
+      ::kill(m_pid, SIGKILL);
+    }
     return wait_status();
   }
 
