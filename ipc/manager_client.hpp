@@ -31,13 +31,19 @@
 // stopped while waiting for its reply, or whose wait for it failed in any other way (the
 // connection's idle_timeout: errc::timed_out), closes the proxy's connection (the reply
 // would arrive out of step): later calls fail with errc::closed. Only a reply that
-// arrived whole but does not decode (pickle::errc) leaves the connection open. Two decrefs are exempt, as
-// they only clean up and a stopped one would leave the object on the server for good:
+// arrived whole but does not decode (pickle::errc) leaves the connection open. Two
+// decrefs are exempt from cancellation, as they only clean up and a stopped one would
+// leave the object on the server for good:
 // the one create() sends when it fails after the server made the object (the proxy's
 // connection failed or was stopped), and release()'s once the proxy's connection is
 // closed. Each runs to its end despite a stop (corio::shield), on a connection of its
 // own, within 10 s (past that errc::timed_out, and the reference stays: a server that
-// accepts but never answers cannot hang the caller).
+// accepts but never answers cannot hang the caller; a join_handle::abort() of the
+// caller may wait that long).
+// Large replies: a reply is received under client_options.connection.max_message_size
+// (4 MiB by default), while a manager_server sends replies of any size: raise it where
+// items can be larger, or such a get fails with message_size and the connection closes
+// (the server then gives the item back, or loses it if the reply had already left).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>

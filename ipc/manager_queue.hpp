@@ -11,9 +11,12 @@
 // ValueError("'timeout' must be a non-negative number"), as in Python. A blocking get or
 // put waits as a coroutine of the server (never a thread): thousands of clients may wait
 // at once. A timeout of 10^9 s or more means "no timeout" (nothing overflows).
-// Nothing is lost: a get stopped because its client disconnected has taken nothing; an
-// item whose reply could not be delivered (the client left just as it got it) goes back
-// into the queue, at its end (the order of the remaining items changes: documented).
+// Nothing is lost but what cannot be sent: a get stopped because its client disconnected
+// has taken nothing; an item whose reply could not be delivered (the client left just as
+// it got it) goes back into the queue, at its end (the order of the remaining items
+// changes); an item whose reply cannot be sent at all (it does not pickle, or is above a
+// max_send_size set lower) is answered '#UNSERIALIZABLE' and dropped, as Python does
+// (manager_server.hpp).
 // C++ side: put()/try_get()/get() on the same queue (a job server's workers take jobs
 // with `co_await q.get(stop)`).
 // Thread-safety: every member from any thread. Cost: each operation is one operation on

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <corio/runtime/shield.hpp>
+#include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 #include <corio/runtime/when_all.hpp>
 
@@ -83,6 +84,10 @@ task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& 
   // watch again. (A stall, a message begun and not finished, also gives timed_out but
   // closes the connection: the next recv then reports errc::closed, and the client is gone.)
   while (!m && m.error() == std::errc::timed_out) {
+    if (conn.options().idle_timeout < std::chrono::milliseconds(1)) {
+      // A zero or sub-millisecond idle_timeout times out at once: do not spin on it.
+      (void)co_await corio::sleep_for(std::chrono::milliseconds(1));
+    }
     m = co_await conn.recv(stop);
   }
   if (!m && m.error() == std::errc::operation_canceled) {

@@ -684,59 +684,58 @@ task<void> relay_serve(relay& r, std::stop_token token) {
   }
 }
 
-}  // namespace
-
-TEST_CASE("manager_client: a create stopped during its proxy's connection still drops the server's reference",
-          "[manager]") {
-  fixture f;
-  run(f, [](fixture& f, manager_client&) -> task<void> {
+/// run() with one more client, connected through a relay in front of the server (the
+/// relay's connection 1); `body` gets the relay, to stop a later connection.
+void run_relayed(fixture& f, const std::function<task<void>(fixture&, relay&, manager_client&)>& body) {
+  run(f, [&body](fixture& f, manager_client&) -> task<void> {
     relay r(f.address());
     std::stop_source relay_stop;
     auto relaying = corio::spawn(relay_serve(r, relay_stop.get_token()));
     auto c = co_await manager_client::connect(r.address(), "password");  // connection 1
     CHECK(c);
     if (c) {
-      // Connection 2 carries create (the server makes the object: reference count 1),
-      // 3 the proxy's own (accept_connection): the stop lands on 3, after the create.
-      r.stop_at.store(3, std::memory_order_relaxed);
-      auto q = co_await c->create("Queue", items(), pickle::dict(), nullptr, r.stop.get_token());
-      CHECK_FALSE(q);
-      if (!q) {
-        CHECK(q.error() == std::errc::operation_canceled);
-      }
-      // The create's reference was dropped (decref, on connection 4) despite the stop.
-      CHECK(r.accepted.load(std::memory_order_relaxed) == 4);
-      CHECK(f.server.number_of_objects() == 0);
+      co_await body(f, r, *c);
     }
     relay_stop.request_stop();
     co_await relaying;
   });
 }
 
+}  // namespace
+
+TEST_CASE("manager_client: a create stopped during its proxy's connection still drops the server's reference",
+          "[manager]") {
+  fixture f;
+  run_relayed(f, [](fixture& f, relay& r, manager_client& c) -> task<void> {
+    // Connection 2 carries create (the server makes the object: reference count 1), 3 the
+    // proxy's own (accept_connection): the stop lands on 3, after the create.
+    r.stop_at.store(3, std::memory_order_relaxed);
+    auto q = co_await c.create("Queue", items(), pickle::dict(), nullptr, r.stop.get_token());
+    CHECK_FALSE(q);
+    if (!q) {
+      CHECK(q.error() == std::errc::operation_canceled);
+    }
+    // The create's reference was dropped (decref, on connection 4) despite the stop.
+    CHECK(r.accepted.load(std::memory_order_relaxed) == 4);
+    CHECK(f.server.number_of_objects() == 0);
+  });
+}
+
 TEST_CASE("manager_client: a release stopped while its decref connects still drops the server's reference",
           "[manager]") {
   fixture f;
-  run(f, [](fixture& f, manager_client&) -> task<void> {
-    relay r(f.address());
-    std::stop_source relay_stop;
-    auto relaying = corio::spawn(relay_serve(r, relay_stop.get_token()));
-    auto c = co_await manager_client::connect(r.address(), "password");  // connection 1
-    CHECK(c);
-    if (c) {
-      auto q = co_await c->create("Queue");  // connections 2 and 3
-      CHECK(q);
-      if (q) {
-        CHECK(f.server.number_of_objects() == 1);
-        r.stop_at.store(4, std::memory_order_relaxed);  // the decref's connection
-        auto released = co_await q->release(r.stop.get_token());
-        INFO((released ? std::string("ok") : released.error().message()));
-        CHECK(released);  // the decref was sent and answered: the release is done
-        CHECK(r.stop.stop_requested());
-        CHECK(f.server.number_of_objects() == 0);
-      }
+  run_relayed(f, [](fixture& f, relay& r, manager_client& c) -> task<void> {
+    auto q = co_await c.create("Queue");  // connections 2 and 3
+    CHECK(q);
+    if (q) {
+      CHECK(f.server.number_of_objects() == 1);
+      r.stop_at.store(4, std::memory_order_relaxed);  // the decref's connection
+      auto released = co_await q->release(r.stop.get_token());
+      INFO((released ? std::string("ok") : released.error().message()));
+      CHECK(released);  // the decref was sent and answered: the release is done
+      CHECK(r.stop.stop_requested());
+      CHECK(f.server.number_of_objects() == 0);
     }
-    relay_stop.request_stop();
-    co_await relaying;
   });
 }
 
@@ -866,16 +865,11 @@ except Exception as e:
 print('left', q.qsize())
 )";
 
-const std::vector<corio_test::python>& pythons() {
-  static const std::vector<corio_test::python> all = corio_test::find_pythons();
-  return all;
-}
-
 }  // namespace
 
 TEST_CASE("manager_server: a Python client gets an item whose reply is larger than max_message_size", "[manager]") {
-  REQUIRE_FALSE(pythons().empty());  // Debian always has /usr/bin/python3
-  for (const auto& py : pythons()) {
+  REQUIRE_FALSE(corio_test::pythons().empty());  // Debian always has /usr/bin/python3
+  for (const auto& py : corio_test::pythons()) {
     INFO("python " << py.version << " at " << py.path);
     fixture f;
     run(f, [&py](fixture& f, manager_client&) -> task<void> {
@@ -892,19 +886,19 @@ TEST_CASE("manager_server: a Python client gets an item whose reply is larger th
 
 TEST_CASE("manager_server: a call that waits longer than the connection's idle_timeout is answered", "[manager]") {
   manager_options o;
-  o.listen.connection.idle_timeout = 300ms;  // a silent client's connection is dropped after this
+  o.listen.connection.idle_timeout = 1s;  // a silent client's connection is dropped after this
   fixture f(o);
   run(f, [](fixture& f, manager_client& c) -> task<void> {
     auto q = co_await c.create("Shared");
     REQUIRE(q);
-    // get(True, 2): the server owes the reply for several idle timeouts, then queue.Empty.
-    auto empty = co_await q->call("get", pickle::value::items_of(true, 2.0));
+    // get(True, 3): the server owes the reply for several idle timeouts, then queue.Empty.
+    auto empty = co_await q->call("get", pickle::value::items_of(true, 3.0));
     REQUIRE(empty);
     CHECK(empty->raised("queue", "Empty"));
     // A blocking get served by a put that comes after more than an idle timeout.
     auto waiting = corio::spawn(q->call("get"));
     co_await until([&f] { return f.server.stats().waiting == 1; });
-    (void)co_await corio::sleep_for(1s);
+    (void)co_await corio::sleep_for(2500ms);
     auto putter = co_await c.create("Shared");  // made now: it would idle out during the sleep
     REQUIRE(putter);
     auto put = co_await putter->call("put", pickle::value::items_of(pickle::value("late")));
