@@ -22,7 +22,7 @@
 
 namespace corio::ipc {
 
-using namespace manager_wire;
+using namespace detail::manager_wire;
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <utility>
 
-namespace corio::ipc::manager_wire {
+namespace corio::ipc::detail::manager_wire {
 
 namespace {
 
@@ -99,4 +99,4 @@ std::string_view reply_kind(call_outcome& out) {
   return "#RETURN";
 }
 
-}  // namespace corio::ipc::manager_wire
+}  // namespace corio::ipc::detail::manager_wire

@@ -13,7 +13,7 @@
 #include <corio/ipc/manager_object.hpp>
 #include <corio/ipc/pickle.hpp>
 
-namespace corio::ipc::manager_wire {
+namespace corio::ipc::detail::manager_wire {
 
 // The request tuple (ident, methodname, args, kwds), checked.
 struct request {
@@ -44,4 +44,4 @@ std::optional<std::string> unsendable_reply(std::error_code error, const connect
 // The reply's kind for an outcome; a cancelled call (the server stopped) becomes EOFError.
 std::string_view reply_kind(call_outcome& out);
 
-}  // namespace corio::ipc::manager_wire
+}  // namespace corio::ipc::detail::manager_wire
