@@ -84,10 +84,10 @@ void process_mutex_guard::unlock() noexcept {
     // We woke nobody: drop the waiters bit so the next unlock can skip the syscall. Not by
     // a CAS on the free value we left: others may lock, sleep and unlock meanwhile, and a
     // woken waiter may give up instead of setting the bit again (killed before it retries,
-    // or cancelled after a retry that found the mutex held again), so
-    // the word can be that value again with a sleeper queued (ABA), and a CAS would
-    // strand it. drop_stale_waiters_bit clears the bit and wakes whoever is queued in one
-    // FUTEX_WAKE_OP.
+    // or cancelled after a retry that found the mutex held again), so the word can be that
+    // value again with a sleeper queued (ABA), and a CAS would strand it.
+    // drop_stale_waiters_bit clears the bit and wakes whoever is queued in one FUTEX_WAKE_OP.
+    // (-2, a forked child's inherited guard, did nothing: the lock stays its parent's.)
     detail::drop_stale_waiters_bit(s->lock.word, owner_waiters);
   }
 }

@@ -109,8 +109,8 @@ class [[nodiscard]] process_mutex_guard {
   process_mutex_guard& operator=(const process_mutex_guard&) = delete;
   ~process_mutex_guard() { unlock(); }
 
-  /// Unlocks now (no-op if not owning). A recovering guard without mark_consistent()
-  /// leaves the mutex abandoned.
+  /// Unlocks now (no-op if not owning, or in a forked child: the lock stays its parent's).
+  /// A recovering guard without mark_consistent() leaves the mutex abandoned.
   void unlock() noexcept;
   /// After recover(): the data is repaired; unlocking makes the mutex usable again.
   void mark_consistent() noexcept { m_consistent = true; }

@@ -423,6 +423,15 @@ bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desir
 
 int robust_release(robust_word& w, std::uint32_t released) noexcept {
   owner_page* p = the_page();
+  // Only the holder releases. A forked child that destroys a guard it inherited would
+  // otherwise free its parent's lock under it (its page is wiped at fork: no sentinel, so
+  // no id of its own yet, and never the parent's). acquire on state: tid is written
+  // before the sentinel publishes state 2. relaxed on the word: its owner bits change
+  // only by our own acquire or by the kernel after our death, never under a live holder.
+  if (p == nullptr || p->state.load(std::memory_order_acquire) != 2 ||
+      (w.word.load(std::memory_order_relaxed) & owner_mask) != p->tid.load(std::memory_order_relaxed)) {
+    return -2;
+  }
   const std::uintptr_t node = node_address(w);
   const std::uintptr_t head = reinterpret_cast<std::uintptr_t>(&p->head);
   spin_lock(p);

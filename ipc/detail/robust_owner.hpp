@@ -60,9 +60,9 @@ result<std::uint32_t> process_owner_id() noexcept;
 /// seen. acquire order on success.
 bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desired) noexcept;
 
-/// Releases a word this process holds: unlinks the node and stores `released` (the
-/// FUTEX_WAITERS bit of the current value is kept), waking one waiter if it was set.
-/// Returns how many it woke (0 or 1), or -1 if the word had no waiters. release order.
+/// Releases a word this process holds: unlinks the node, stores `released` (keeping the
+/// FUTEX_WAITERS bit), wakes one waiter if it was set. Returns how many it woke (0, 1),
+/// -1 if no waiters, -2 if this process does not hold it (nothing done). release order.
 int robust_release(robust_word& w, std::uint32_t released) noexcept;
 
 }  // namespace corio::ipc::detail

@@ -377,6 +377,29 @@ TEST_CASE("process_mutex: a child forked after this process locked gets its own 
   CHECK(error_of(m->try_lock()) == std::errc::owner_dead);
 }
 
+TEST_CASE("process_mutex: a forked child that unlocks a guard it inherited leaves its parent's lock held",
+          "[ipc][process_mutex]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  auto g = m->try_lock();
+  REQUIRE(g);
+  child c([&] {
+    g->unlock();  // this process's copy of the parent's guard (as when a forked child leaves its scope)
+    if (!m->is_locked()) {
+      return 1;
+    }
+    auto mine = m->try_lock();
+    return !mine && mine.error() == std::errc::device_or_resource_busy ? 0 : 2;
+  });
+  CHECK(c.wait_status() == 0);
+  CHECK(m->is_locked());
+  REQUIRE(g->owns_lock());
+  g->unlock();
+  CHECK_FALSE(m->is_locked());
+  CHECK(m->try_lock());
+}
+
 // ---- semaphore ----
 
 TEST_CASE("process_semaphore: counts units, refuses a release past its maximum", "[ipc][process_semaphore]") {
