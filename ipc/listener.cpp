@@ -8,6 +8,9 @@
 #include <corio/runtime/when_any.hpp>
 #include <corio/sync/semaphore.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <memory>
 #include <utility>
 
@@ -60,6 +63,20 @@ result<listener> listener::bind(const socket_address& addr, listener_options opt
       return unexpected(t.error());
     }
     l.m_tcp = std::move(*t);
+    // Keepalive probes, set once here: accepted sockets inherit them (the kernel clones
+    // the listening socket's options into each one). A client that vanishes without FIN
+    // or RST (powered off, cable pulled, a NAT forgetting it) while the server owes it a
+    // reply (a manager's blocking get) is otherwise noticed only when a reply is sent, or
+    // never. After 60 s of silence, 6 probes 10 s apart: gone within ~2 minutes.
+    constexpr int keepalive[][3] = {{SOL_SOCKET, SO_KEEPALIVE, 1},
+                                    {IPPROTO_TCP, TCP_KEEPIDLE, 60},
+                                    {IPPROTO_TCP, TCP_KEEPINTVL, 10},
+                                    {IPPROTO_TCP, TCP_KEEPCNT, 6}};
+    for (const auto& [level, name, value] : keepalive) {
+      if (auto r = l.m_tcp.set_option(level, name, value); !r) {
+        return unexpected(r.error());
+      }
+    }
   }
   return l;
 }

@@ -18,18 +18,18 @@
 //   for all of them to finish.
 // - accept_unauthenticated() + authenticate(): the two halves of accept(), for code that
 //   runs the handshake in a task of its own.
-// A connection that says nothing is dropped by the handshake timeout (before it is
-// authenticated) and by connection.idle_timeout (afterwards, if set).
+// Silence ends a connection at the handshake timeout, then at connection.idle_timeout (if
+// set); a TCP peer that vanished is found by keepalive probes (60 s idle + 6 x 10 s).
 // Thread-safety: one owner; several tasks may await accept() at once; serve() once at a
 // time, and the listener is neither moved nor destroyed while it runs. stats() may be
 // read from any thread.
 // Cost: accept takes a connection already queued with one accept4(2), without the ring or
 // a suspension, and only when none is queued waits through one SQE (ipc/tcp.hpp: the
-// socket is non-blocking for that, a visible side effect of bind()); plus TCP_NODELAY,
-// one setsockopt. So an accept() loop and serve() keep up with a burst of connects. The
-// default backlog asks for the longest queue, which the kernel caps at
-// net.core.somaxconn. The handshake: see ipc/authentication.hpp; serve() adds per connection one spawned task and one timer
-// (its stop wait), nothing per message.
+// socket is non-blocking for that, a visible side effect of bind()); plus TCP_NODELAY, one
+// setsockopt (keepalive is set once, on the listening socket, and inherited). So an
+// accept() loop and serve() keep up with a burst of connects. The default backlog asks for
+// the longest queue (the kernel caps it at net.core.somaxconn). The handshake: see
+// ipc/authentication.hpp; serve() adds per connection one task and one timer, nothing per message.
 // Cancellation: every wait takes a std::stop_token and honours the inherited one.
 #pragma once
 

@@ -9,10 +9,15 @@
 
 #include "helpers.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <stop_token>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <corio/ipc/client.hpp>
@@ -100,6 +105,35 @@ TEST_CASE("listener: accept and connect authenticate and exchange messages over 
     }
   }
   CHECK(corio_test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("listener: an accepted TCP connection has keepalive probes on (60 s idle, 6 probes 10 s apart)",
+          "[ipc][listener][fault]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto l = bind_loopback(keyed("password"));
+  auto body = [&]() -> task<std::vector<int>> {
+    auto server = corio::spawn([](listener& l) -> task<std::vector<int>> {
+      auto c = co_await l.accept();
+      std::vector<int> got;
+      if (!c) {
+        co_return got;
+      }
+      const std::pair<int, int> options[] = {
+          {SOL_SOCKET, SO_KEEPALIVE}, {IPPROTO_TCP, TCP_KEEPIDLE}, {IPPROTO_TCP, TCP_KEEPINTVL}, {IPPROTO_TCP, TCP_KEEPCNT}};
+      for (auto [level, name] : options) {
+        int v = -1;
+        socklen_t len = sizeof v;
+        got.push_back(::getsockopt(c->stream().fd(), level, name, &v, &len) == 0 ? v : -1);
+      }
+      if (auto m = co_await c->recv_bytes()) {
+        (void)co_await c->send_bytes(*m);
+      }
+      co_return got;
+    }(l));
+    (void)co_await ask(l.address().value(), "password", "x");
+    co_return co_await server;
+  };
+  CHECK(rt.block_on(body()) == std::vector<int>{1, 60, 10, 6});
 }
 
 TEST_CASE("listener: accept reports a failed handshake and the next accept serves the next client",
