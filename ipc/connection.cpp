@@ -145,7 +145,9 @@ task<result<void>> connection::send(const pickle::value& v, std::stop_token toke
   if (auto r = pickle::dump(v, m_send_scratch, m_options.pickle); !r) {
     co_return r;
   }
-  co_return co_await send_bytes(m_send_scratch, std::move(token));
+  auto sent = co_await send_bytes(m_send_scratch, std::move(token));
+  trim_send_scratch();  // as after a batch: one large reply must not pin its size for good
+  co_return sent;
 }
 
 task<result<pickle::value>> connection::recv(std::stop_token token) {

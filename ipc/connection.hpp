@@ -136,8 +136,8 @@ class connection {
   /// connection stays usable (Python's recv_bytes_into raises BufferTooShort).
   [[nodiscard]] task<result<std::size_t>> recv_bytes_into(std::span<std::byte> buf, std::stop_token token = {});
 
-  /// Sends one object: its pickle as one message (Python's Connection.send). Errors:
-  /// pickle::errc from encoding (nothing sent), then as send_bytes.
+  /// Sends one object: its pickle as one message (Python's Connection.send; its buffer is
+  /// kept up to 1 MiB, as send_many_bytes'). Errors: pickle::errc, then as send_bytes.
   [[nodiscard]] task<result<void>> send(const pickle::value& v, std::stop_token token = {});
   /// Sends every message of `messages`, in order, as that many send_bytes would (the same
   /// bytes on the wire), but copied into the connection's send buffer and sent with one

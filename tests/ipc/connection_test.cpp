@@ -420,6 +420,39 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
   CHECK(rt.block_on(body()) == raw("0000000a", "ten bytes!"));
 }
 
+TEST_CASE("connection: send() does not keep a buffer of its largest message's size once it is sent",
+          "[ipc][connection]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto p = make_pair();
+  const auto big = corio::ipc::pickle::value::make_bytes(std::string(std::size_t{2} << 20, 'x'));
+  auto body = [&]() -> task<std::size_t> {
+    auto drain = corio::spawn([](const unix_stream& s) -> task<std::size_t> {
+      std::vector<std::byte> buf(std::size_t{1} << 16);
+      std::size_t total = 0;
+      for (;;) {
+        auto n = co_await s.read_some(buf);
+        if (!n || *n == 0) {
+          co_return total;
+        }
+        total += *n;
+      }
+    }(p.peer));
+    if (!co_await p.conn.send(big)) {
+      co_return 0;
+    }
+    // Sent again: were the first send's 2 MiB still held, pickling would allocate
+    // nothing of that size now.
+    g_largest.store(0);
+    g_watch.store(true);
+    auto again = co_await p.conn.send(big);
+    g_watch.store(false);
+    p.conn.close();
+    (void)co_await drain;
+    co_return again ? g_largest.load() : 0;
+  };
+  CHECK(rt.block_on(body()) >= (std::size_t{2} << 20));
+}
+
 TEST_CASE("connection: max_send_size limits sends apart from max_message_size, which then limits only receives",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
