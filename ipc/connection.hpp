@@ -35,20 +35,22 @@
 // Cost: a receive reads ahead into a buffer of read_buffer_size bytes (allocated on the
 // first receive), so a small message usually costs one recv SQE (several queued messages:
 // one SQE for all); a larger message is read straight into its destination after its
-// prefix. A send is one sendmsg SQE for prefix and payload together when the socket takes
-// them at once; only a send that has to wait arms a timer. No allocation per message
-// besides the coroutine frames (recycled), for recv_bytes(), the returned vector, and for
-// recv(), the decoded value (send and recv reuse buffers kept in the connection).
+// prefix. A send is one sendmsg syscall for prefix and payload together when the socket
+// takes them at once, made directly (no SQE, no suspension); only a send that has to wait
+// goes through the ring and arms a timer. No allocation per message besides the coroutine
+// frames (recycled), for recv_bytes(), the returned vector, and for recv(), the decoded
+// value (send and recv reuse buffers kept in the connection).
 // Batches: send_many / send_many_bytes encode several messages into the connection's send
 // buffer and send them with one sendmsg (the same bytes on the wire as that many sends: the
 // peer, Python included, reads them as separate messages); recv_some / recv_bytes_some wait
 // for one message as recv does, then also take every further message already wholly in the
 // read-ahead buffer (up to a maximum) without another SQE or wait. An RPC loop with several
-// requests in flight thus costs two SQEs per batch instead of two per message. A batch sent
-// is at most max_batch_size bytes (prefixes included; larger: errc::message_size, nothing
-// sent). A batch received is at most what the read-ahead buffer holds (read_buffer_size,
-// 4 KiB by default: about 200 small pickles); raise read_buffer_size for bigger batches. A
-// set idle_timeout arms a timer for each receive that has to wait, batched or not.
+// requests in flight thus costs a recv SQE and a sendmsg per batch instead of per message.
+// A batch sent is at most max_batch_size bytes (prefixes included; larger:
+// errc::message_size, nothing sent). A batch received is at most what the read-ahead
+// buffer holds (read_buffer_size, 4 KiB by default: about 200 small pickles); raise
+// read_buffer_size for bigger batches. A set idle_timeout arms a timer for each receive
+// that has to wait, batched or not.
 // Cancellation: every call takes a std::stop_token and honours the inherited one
 // (when_any, timeout). A receive cancelled before any byte of a message arrived, or a send
 // cancelled before any byte left, returns std::errc::operation_canceled and the
