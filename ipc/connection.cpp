@@ -144,6 +144,7 @@ task<result<std::size_t>> connection::recv_bytes_into(std::span<std::byte> buf, 
 task<result<void>> connection::send(const pickle::value& v, std::stop_token token) {
   m_send_scratch.clear();
   if (auto r = pickle::dump(v, m_send_scratch, m_options.pickle); !r) {
+    trim_send_scratch();  // a failed dump keeps the capacity it grew to
     co_return r;
   }
   auto sent = co_await send_bytes(m_send_scratch, std::move(token));

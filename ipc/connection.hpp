@@ -39,7 +39,7 @@
 // takes them at once, made directly (no SQE, no suspension); only a send that has to wait
 // goes through the ring and arms a timer. No allocation per message besides the coroutine
 // frames (recycled), for recv_bytes(), the returned vector, and for recv(), the decoded
-// value (send and recv reuse buffers kept in the connection).
+// value (send and recv reuse buffers kept in the connection, a send's up to 1 MiB).
 // Batches: send_many / send_many_bytes encode several messages into the connection's send
 // buffer and send them with one sendmsg (the same bytes on the wire as that many sends: the
 // peer, Python included, reads them as separate messages); recv_some / recv_bytes_some wait
@@ -139,7 +139,8 @@ class connection {
   [[nodiscard]] task<result<std::size_t>> recv_bytes_into(std::span<std::byte> buf, std::stop_token token = {});
 
   /// Sends one object: its pickle as one message (Python's Connection.send; its buffer is
-  /// kept up to 1 MiB, as send_many_bytes'). Errors: pickle::errc, then as send_bytes.
+  /// kept up to 1 MiB, as send_many_bytes'). Errors: pickle::errc from encoding (nothing
+  /// sent), then as send_bytes.
   [[nodiscard]] task<result<void>> send(const pickle::value& v, std::stop_token token = {});
   /// Sends every message of `messages`, in order, as that many send_bytes would (the same
   /// bytes on the wire), but copied into the connection's send buffer and sent with one

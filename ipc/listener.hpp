@@ -19,7 +19,8 @@
 // - accept_unauthenticated() + authenticate(): the two halves of accept(), for code that
 //   runs the handshake in a task of its own.
 // Silence ends a connection at the handshake timeout, then at connection.idle_timeout (if
-// set); a TCP peer that vanished is found by keepalive probes (60 s idle + 6 x 10 s).
+// set); a TCP peer that vanished is found by keepalive probes (60 s idle + 6 x 10 s) while
+// nothing sent to it is unacknowledged (else TCP's retransmission limit, ~15 min, does).
 // Thread-safety: one owner; several tasks may await accept() at once; serve() once at a
 // time, and the listener is neither moved nor destroyed while it runs. stats() may be
 // read from any thread.

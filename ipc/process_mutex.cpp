@@ -80,14 +80,14 @@ void process_mutex_guard::unlock() noexcept {
   }
   const std::uint32_t released = m_recovering && !m_consistent ? owner_died : 0;
   m_recovering = m_consistent = false;
-  if (detail::robust_release(s->lock, released) == 0) {
+  if (detail::robust_release(s->lock, released, m_generation) == 0) {
     // We woke nobody: drop the waiters bit so the next unlock can skip the syscall. Not by
     // a CAS on the free value we left: others may lock, sleep and unlock meanwhile, and a
     // woken waiter may give up instead of setting the bit again (killed before it retries,
     // or cancelled after a retry that found the mutex held again), so the word can be that
     // value again with a sleeper queued (ABA), and a CAS would strand it.
     // drop_stale_waiters_bit clears the bit and wakes whoever is queued in one FUTEX_WAKE_OP.
-    // (-2, a forked child's inherited guard, did nothing: the lock stays its parent's.)
+    // (-2, a guard inherited through fork, did nothing.)
     detail::drop_stale_waiters_bit(s->lock.word, owner_waiters);
   }
 }
@@ -133,7 +133,7 @@ std::optional<process_mutex::lock_op::value_type> process_mutex::lock_op::try_no
   }
   std::uint32_t seen = 0;
   switch (try_acquire(state, *id, false, seen)) {
-    case attempt::acquired: return value_type(process_mutex_guard(state));
+    case attempt::acquired: return value_type(process_mutex_guard(state, detail::owner_generation()));
     case attempt::owner_dead: return value_type(owner_dead_error());
     case attempt::busy: break;
   }
@@ -158,7 +158,7 @@ task<process_mutex::lock_op::value_type> process_mutex::lock_op::wait_slow(std::
   for (;;) {
     std::uint32_t seen = 0;
     switch (try_acquire(s, *id, slept, seen)) {
-      case attempt::acquired: co_return process_mutex_guard(s);
+      case attempt::acquired: co_return process_mutex_guard(s, detail::owner_generation());
       case attempt::owner_dead: co_return owner_dead_error();
       case attempt::busy: break;
     }
@@ -194,7 +194,7 @@ result<process_mutex_guard> process_mutex::try_lock() const noexcept {
   }
   std::uint32_t seen = 0;
   switch (try_acquire(m_state, *id, false, seen)) {
-    case attempt::acquired: return process_mutex_guard(m_state);
+    case attempt::acquired: return process_mutex_guard(m_state, detail::owner_generation());
     case attempt::owner_dead: return owner_dead_error();
     case attempt::busy: break;
   }
@@ -211,7 +211,7 @@ result<process_mutex_guard> process_mutex::lock_blocking() const noexcept {
   for (;;) {
     std::uint32_t seen = 0;
     switch (try_acquire(m_state, *id, slept, seen)) {
-      case attempt::acquired: return process_mutex_guard(m_state);
+      case attempt::acquired: return process_mutex_guard(m_state, detail::owner_generation());
       case attempt::owner_dead: return owner_dead_error();
       case attempt::busy: break;
     }
@@ -244,7 +244,7 @@ result<process_mutex_guard> process_mutex::recover() const noexcept {
     }
     // Keep owner_died while we repair: other lockers wait for our verdict.
     if (detail::robust_acquire(m_state->lock, v, owner_died | *id | (v & owner_waiters))) {
-      return process_mutex_guard(m_state, /*recovering=*/true);
+      return process_mutex_guard(m_state, detail::owner_generation(), /*recovering=*/true);
     }
   }
 }

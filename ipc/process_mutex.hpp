@@ -94,12 +94,16 @@ class [[nodiscard]] process_mutex_guard {
   process_mutex_guard() noexcept = default;
   /// Takes over `o`'s lock; `o` owns nothing afterwards.
   process_mutex_guard(process_mutex_guard&& o) noexcept
-      : m_state(std::exchange(o.m_state, nullptr)), m_recovering(o.m_recovering), m_consistent(o.m_consistent) {}
+      : m_state(std::exchange(o.m_state, nullptr)),
+        m_generation(o.m_generation),
+        m_recovering(o.m_recovering),
+        m_consistent(o.m_consistent) {}
   /// Unlocks what was held so far (if anything), then takes over `o`'s lock.
   process_mutex_guard& operator=(process_mutex_guard&& o) noexcept {
     if (this != &o) {
       unlock();
       m_state = std::exchange(o.m_state, nullptr);
+      m_generation = o.m_generation;
       m_recovering = o.m_recovering;
       m_consistent = o.m_consistent;
     }
@@ -109,8 +113,9 @@ class [[nodiscard]] process_mutex_guard {
   process_mutex_guard& operator=(const process_mutex_guard&) = delete;
   ~process_mutex_guard() { unlock(); }
 
-  /// Unlocks now (no-op if not owning, or in a forked child: the lock stays its parent's).
-  /// A recovering guard without mark_consistent() leaves the mutex abandoned.
+  /// Unlocks now (no-op if not owning). A recovering guard without mark_consistent()
+  /// leaves the mutex abandoned. A guard a child inherited through fork() unlocks nothing
+  /// (the lock stays its parent's, and a lock the child took itself stays the child's).
   void unlock() noexcept;
   /// After recover(): the data is repaired; unlocking makes the mutex usable again.
   void mark_consistent() noexcept { m_consistent = true; }
@@ -122,10 +127,11 @@ class [[nodiscard]] process_mutex_guard {
  private:
   friend class process_mutex;
   friend class process_condition_variable;
-  explicit process_mutex_guard(detail::mutex_state* s, bool recovering = false) noexcept
-      : m_state(s), m_recovering(recovering) {}
+  process_mutex_guard(detail::mutex_state* s, std::uint32_t generation, bool recovering = false) noexcept
+      : m_state(s), m_generation(generation), m_recovering(recovering) {}
 
   detail::mutex_state* m_state = nullptr;
+  std::uint32_t m_generation = 0;  // owner_generation() at the lock (robust_release)
   bool m_recovering = false;
   bool m_consistent = false;
 };

@@ -268,11 +268,15 @@ struct owner_page {
   std::atomic<std::uint32_t> spin;   ///< guards the list and `pending` (0 free, 1 held)
   std::atomic<std::uint32_t> state;  ///< 0 no sentinel, 1 starting, 2 running
   std::atomic<std::uint32_t> tid;    ///< the sentinel's id once running
+  std::atomic<std::uint32_t> generation;  ///< its number in the fork lineage (owner_generation)
   int error;                         ///< why the last start failed (errno)
   kernel_robust_head head;
 };
 
 owner_page* g_page = nullptr;
+// Sentinels started so far in this process's fork lineage: ordinary memory, so a child
+// inherits the count at fork and numbers its own sentinel above every ancestor's.
+std::atomic<std::uint32_t> g_generations{0};
 pthread_once_t g_page_once = PTHREAD_ONCE_INIT;
 
 void reset_page_in_child() { std::memset(static_cast<void*>(g_page), 0, sizeof(owner_page)); }
@@ -307,8 +311,10 @@ void* sentinel_main(void* arg) {
     outcome = 0;
   } else {
     p->tid.store(static_cast<std::uint32_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+    // relaxed: one sentinel start per process; published with tid by the store below.
+    p->generation.store(g_generations.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
-  // release: the starter (acquire load of state) sees tid / error.
+  // release: the starter (acquire load of state) sees tid, generation / error.
   p->state.store(outcome, std::memory_order_release);
   ::syscall(SYS_futex, &p->state, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
   if (outcome == 0) {
@@ -400,6 +406,12 @@ result<std::uint32_t> process_owner_id() noexcept {
   }
 }
 
+std::uint32_t owner_generation() noexcept {
+  owner_page* p = the_page();
+  // acquire: pairs with the sentinel's release store of state (generation is written before).
+  return p != nullptr && p->state.load(std::memory_order_acquire) == 2 ? p->generation.load(std::memory_order_relaxed) : 0;
+}
+
 bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desired) noexcept {
   owner_page* p = the_page();
   const std::uintptr_t node = node_address(w);
@@ -421,14 +433,16 @@ bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desir
   return won;
 }
 
-int robust_release(robust_word& w, std::uint32_t released) noexcept {
+int robust_release(robust_word& w, std::uint32_t released, std::uint32_t generation) noexcept {
   owner_page* p = the_page();
   // Only the holder releases. A forked child that destroys a guard it inherited would
-  // otherwise free its parent's lock under it (its page is wiped at fork: no sentinel, so
-  // no id of its own yet, and never the parent's). acquire on state: tid is written
-  // before the sentinel publishes state 2. relaxed on the word: its owner bits change
-  // only by our own acquire or by the kernel after our death, never under a live holder.
+  // otherwise free its parent's lock under it, or (once it locked the mutex itself) its
+  // own lock under its own guard. The child's page is wiped at fork (no sentinel yet) and
+  // its sentinel, once started, has a generation above the parent's. acquire on state:
+  // tid and generation are written before the sentinel publishes state 2. relaxed on the
+  // word: while we hold it only the waiters bit changes under us.
   if (p == nullptr || p->state.load(std::memory_order_acquire) != 2 ||
+      p->generation.load(std::memory_order_relaxed) != generation ||
       (w.word.load(std::memory_order_relaxed) & owner_mask) != p->tid.load(std::memory_order_relaxed)) {
     return -2;
   }

@@ -55,14 +55,22 @@ static_assert(offsetof(robust_word, node) == 8 && sizeof(robust_word) == 16);
 /// resource_unavailable_try_again when no thread can be created).
 result<std::uint32_t> process_owner_id() noexcept;
 
+/// Which sentinel of this process's fork lineage is running (0: none yet), valid once
+/// process_owner_id() succeeded. Every sentinel start takes a number above those of the
+/// ancestors it was forked from, so a guard carried into a child by fork() holds a
+/// generation the child never has: its unlock is refused (robust_release).
+std::uint32_t owner_generation() noexcept;
+
 /// Tries `word: expected -> desired` (desired holds our owner id) and, on success,
 /// links the node on this process's robust list. On failure `expected` is the value
 /// seen. acquire order on success.
 bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desired) noexcept;
 
-/// Releases a word this process holds: unlinks the node, stores `released` (keeping the
-/// FUTEX_WAITERS bit), wakes one waiter if it was set. Returns how many it woke (0, 1),
-/// -1 if no waiters, -2 if this process does not hold it (nothing done). release order.
-int robust_release(robust_word& w, std::uint32_t released) noexcept;
+/// Releases a word this process holds, locked under `generation` (owner_generation() at
+/// the acquire): unlinks the node, stores `released` (keeping the FUTEX_WAITERS bit),
+/// wakes one waiter if it was set. Returns how many it woke (0, 1), -1 if no waiters, -2
+/// if the word is not held by this process under that generation (nothing done: a guard
+/// inherited through fork). release order.
+int robust_release(robust_word& w, std::uint32_t released, std::uint32_t generation) noexcept;
 
 }  // namespace corio::ipc::detail

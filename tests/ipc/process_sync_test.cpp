@@ -400,6 +400,35 @@ TEST_CASE("process_mutex: a forked child that unlocks a guard it inherited leave
   CHECK(m->try_lock());
 }
 
+TEST_CASE("process_mutex: a forked child that locks the mutex itself keeps its lock when it drops the guard it "
+          "inherited",
+          "[ipc][process_mutex]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  auto g = m->try_lock();
+  REQUIRE(g);
+  child c([&] {
+    if (!corio_test::wait_for(page.flag(0), 1)) {  // the parent has unlocked
+      return 3;
+    }
+    auto mine = m->lock_blocking();
+    if (!mine) {
+      return 4;
+    }
+    g->unlock();  // the parent's guard, copied by fork: must not free the child's own lock
+    if (!m->is_locked() || m->try_lock()) {
+      return 5;
+    }
+    mine->unlock();
+    return m->is_locked() ? 6 : 0;
+  });
+  g->unlock();
+  page.flag(0).store(1);
+  CHECK(c.wait_status() == 0);
+  CHECK_FALSE(m->is_locked());
+}
+
 // ---- semaphore ----
 
 TEST_CASE("process_semaphore: counts units, refuses a release past its maximum", "[ipc][process_semaphore]") {
