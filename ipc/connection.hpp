@@ -36,7 +36,8 @@
 // first receive), so a small message usually costs one recv SQE (several queued messages:
 // one SQE for all); a larger message is read straight into its destination after its
 // prefix. A send is one sendmsg syscall for prefix and payload together when the socket
-// takes them at once, made directly (no SQE, no suspension); only a send that has to wait
+// takes them at once, made directly (no SQE; it suspends only to yield when the worker's
+// budget is spent, as any try-first operation does); only a send that has to wait
 // goes through the ring and arms a timer. No allocation per message besides the coroutine
 // frames (recycled), for recv_bytes(), the returned vector, and for recv(), the decoded
 // value (send and recv reuse buffers kept in the connection, a send's up to 1 MiB).

@@ -52,7 +52,8 @@
 // (another type or garbage), resource_unavailable_try_again (nothing constructed yet).
 // Thread-safety: every member from any thread or process; a guard belongs to one owner.
 // Cost: an uncontended lock or unlock is one CAS on the shared word plus a process-local
-// spin lock around the robust-list update (a few ns); the first lock of a process
+// spin lock (an exchange) around the robust-list update: two atomic read-modify-writes,
+// tens of ns when the cache lines are local; the first lock of a process
 // starts its sentinel thread (~50 us, once). A contended lock adds a futex wait and a
 // wake syscall (~µs).
 #pragma once

@@ -4,7 +4,7 @@
 // Design: the kernel's robust futex list (set_robust_list(2)), kept per *process*, not
 // per thread. The first lock in a process starts one sentinel thread that registers a
 // robust list head and then sleeps for the life of the process (all signals blocked,
-// 64 KiB stack). A held lock word holds the sentinel's thread id (FUTEX_TID_MASK bits),
+// 256 KiB stack). A held lock word holds the sentinel's thread id (FUTEX_TID_MASK bits),
 // so ownership belongs to the process — a task may lock on one worker and unlock on
 // another — and every held word is linked on the sentinel's list through a node that
 // sits next to it in shared memory. When the process dies (kill -9, exit, exec), its
@@ -17,7 +17,8 @@
 // process-local spin lock, with list_op_pending set around each change so that a death
 // in the middle of one is still handled (the kernel's documented protocol).
 // Fork: the per-process state lives in a MADV_WIPEONFORK page, so a child (fork() or a
-// raw clone) starts with no sentinel and makes its own on its first lock.
+// raw clone) starts with no sentinel and makes its own on its first lock; a guard it
+// inherited was locked under an older sentinel generation and releases nothing.
 // Limits (documented in process_mutex.hpp): one pid namespace for all users of a lock;
 // the kernel walks at most 2048 held locks per process; a thread that wins a lock
 // word in the instant after SIGKILL reached its process but after the sentinel's list
