@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -340,28 +339,15 @@ task<result<void>> connection::send_frames(std::span<const std::byte> head, std:
   msghdr msg{};
   msg.msg_iov = iov;
   msg.msg_iovlen = body.empty() ? 1 : 2;
-  // First try: one sendmsg that does not wait (MSG_DONTWAIT), made directly before the
-  // ring (try_first_op, runtime/io_op.hpp): it cannot block, so through the ring it only
-  // added a suspension, an SQE and a completion to reap. The completion also mattered: in
-  // request/reply traffic the send's SQE completes inline in the worker's next
-  // find_work enter, so every other of those enters reaped something and the worker
-  // never left its enter to the park (runtime/maintenance.cpp): about 5.8 io_uring_enter
-  // per job of bench/jobs at 1 client, 2.8 (and 2 sendmsg) this way. The try is skipped,
-  // and the ring's sendmsg used as before, when the explicit or inherited token is
-  // stopped (operation_canceled, nothing sent) or off a worker (errc::no_runtime); a try
-  // that finds the socket full (EAGAIN) goes to the ring's sendmsg too (as before: it
-  // usually finds it full as well). A settled try charges the task's cooperative budget,
-  // so a sender whose peer keeps up still lets the worker's other tasks run. Almost
-  // always the socket takes everything and no timer is needed.
+  // First try: one sendmsg that does not wait, made directly (detail::nowait_sendmsg says
+  // why); through the ring when the explicit or inherited token is stopped
+  // (operation_canceled, nothing sent), off a worker (errc::no_runtime), or when the
+  // socket is full (EAGAIN: the ring's sendmsg then usually finds it full as well). A
+  // settled try charges the worker's cooperative budget, so a sender whose peer keeps up
+  // still lets other tasks run. Almost always the socket takes everything: no timer.
   const int fd = m_stream.fd();
-  auto n = co_await make_try_first(
-      detail::sendmsg(fd, &msg, MSG_DONTWAIT, token),
-      [fd, &msg]() noexcept {
-        // At most MAX_RW_COUNT (< INT_MAX) bytes per call, so the count fits an int.
-        ssize_t r = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        return r >= 0 ? static_cast<int>(r) : -errno;
-      },
-      fixed_try(true), token);
+  auto n = co_await make_try_first(detail::sendmsg(fd, &msg, MSG_DONTWAIT, token), detail::nowait_sendmsg(fd, &msg),
+                                   fixed_try(true), token);
   std::size_t sent = 0;
   if (n) {
     sent = *n;

@@ -25,6 +25,12 @@ bool is_resource_shortage(const std::error_code& ec) noexcept {
          ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
 }
 
+// Keepalive of accepted TCP connections (listener.hpp): silent for this long, then this
+// many probes this far apart, and a peer that answers none is gone (~2 minutes).
+constexpr int keepalive_idle_s = 60;
+constexpr int keepalive_interval_s = 10;
+constexpr int keepalive_probes = 6;
+
 // Accept errors after which the listener cannot accept any more.
 bool is_fatal_accept_error(const std::error_code& ec) noexcept {
   return ec == std::errc::bad_file_descriptor || ec == std::errc::invalid_argument ||
@@ -67,16 +73,15 @@ result<listener> listener::bind(const socket_address& addr, listener_options opt
     // the listening socket's options into each one). A client that vanishes without FIN
     // or RST (powered off, cable pulled, a NAT forgetting it) while the server owes it a
     // reply (a manager's blocking get) is otherwise noticed only when a reply is sent, or
-    // never. After 60 s of silence, 6 probes 10 s apart: gone within ~2 minutes.
-    constexpr int keepalive[][3] = {{SOL_SOCKET, SO_KEEPALIVE, 1},
-                                    {IPPROTO_TCP, TCP_KEEPIDLE, 60},
-                                    {IPPROTO_TCP, TCP_KEEPINTVL, 10},
-                                    {IPPROTO_TCP, TCP_KEEPCNT, 6}};
-    for (const auto& [level, name, value] : keepalive) {
-      if (auto r = l.m_tcp.set_option(level, name, value); !r) {
-        return unexpected(r.error());
-      }
+    // never. SO_KEEPALIVE must take; the timings are best effort (a stack that refuses
+    // one keeps its default). A connection whose handshake completes between listen()
+    // (inside tcp_listener::bind) and these calls is cloned without them.
+    if (auto r = l.m_tcp.set_keepalive(true); !r) {
+      return unexpected(r.error());
     }
+    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPIDLE, keepalive_idle_s);
+    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPINTVL, keepalive_interval_s);
+    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPCNT, keepalive_probes);
   }
   return l;
 }

@@ -73,6 +73,9 @@ task<result<void>> process_condition_variable::wait(process_mutex_guard& guard, 
   if (mutex == nullptr) {
     co_return unexpected(std::make_error_code(std::errc::invalid_argument));  // the guard owns no lock
   }
+  if (!guard.owns_lock()) {
+    co_return unexpected(std::make_error_code(std::errc::operation_not_permitted));  // inherited through fork
+  }
   const std::uint32_t seen = prepare_wait();
   guard.unlock();
   auto woke = co_await detail::futex_await(m_state->word, seen, std::move(token));
@@ -88,6 +91,9 @@ result<void> process_condition_variable::wait_blocking(process_mutex_guard& guar
   detail::mutex_state* mutex = guard.m_state;
   if (mutex == nullptr) {
     return unexpected(std::make_error_code(std::errc::invalid_argument));  // the guard owns no lock
+  }
+  if (!guard.owns_lock()) {
+    return unexpected(std::make_error_code(std::errc::operation_not_permitted));  // inherited through fork
   }
   const std::uint32_t seen = prepare_wait();
   guard.unlock();

@@ -22,7 +22,8 @@
 // Errors (result<T>): operation_canceled (timed_out under corio::timeout): the wait
 // ends, the mutex is re-locked first (the guard owns it again); owner_dead: the re-lock
 // found the mutex abandoned (the guard is empty); invalid_argument for a guard that owns
-// no lock; plus the placement errors of process_mutex.hpp.
+// no lock; operation_not_permitted for a guard inherited through fork (the lock is the
+// parent's: waiting would release nothing); plus the placement errors of process_mutex.hpp.
 // Thread-safety: every member from any thread or process; a guard belongs to one owner.
 // Cost: notify without waiters: one load; with waiters: one syscall.
 #pragma once

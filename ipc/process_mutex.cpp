@@ -73,6 +73,13 @@ result<process_mutex_guard> owner_dead_error() noexcept {
 
 }  // namespace
 
+process_mutex_guard::process_mutex_guard(detail::mutex_state* s, bool recovering) noexcept
+    : m_state(s), m_generation(detail::owner_generation()), m_recovering(recovering) {}
+
+bool process_mutex_guard::owns_lock() const noexcept {
+  return m_state != nullptr && m_generation == detail::owner_generation();
+}
+
 void process_mutex_guard::unlock() noexcept {
   detail::mutex_state* s = std::exchange(m_state, nullptr);
   if (s == nullptr) {
@@ -133,7 +140,7 @@ std::optional<process_mutex::lock_op::value_type> process_mutex::lock_op::try_no
   }
   std::uint32_t seen = 0;
   switch (try_acquire(state, *id, false, seen)) {
-    case attempt::acquired: return value_type(process_mutex_guard(state, detail::owner_generation()));
+    case attempt::acquired: return value_type(process_mutex_guard(state));
     case attempt::owner_dead: return value_type(owner_dead_error());
     case attempt::busy: break;
   }
@@ -158,7 +165,7 @@ task<process_mutex::lock_op::value_type> process_mutex::lock_op::wait_slow(std::
   for (;;) {
     std::uint32_t seen = 0;
     switch (try_acquire(s, *id, slept, seen)) {
-      case attempt::acquired: co_return process_mutex_guard(s, detail::owner_generation());
+      case attempt::acquired: co_return process_mutex_guard(s);
       case attempt::owner_dead: co_return owner_dead_error();
       case attempt::busy: break;
     }
@@ -194,7 +201,7 @@ result<process_mutex_guard> process_mutex::try_lock() const noexcept {
   }
   std::uint32_t seen = 0;
   switch (try_acquire(m_state, *id, false, seen)) {
-    case attempt::acquired: return process_mutex_guard(m_state, detail::owner_generation());
+    case attempt::acquired: return process_mutex_guard(m_state);
     case attempt::owner_dead: return owner_dead_error();
     case attempt::busy: break;
   }
@@ -211,7 +218,7 @@ result<process_mutex_guard> process_mutex::lock_blocking() const noexcept {
   for (;;) {
     std::uint32_t seen = 0;
     switch (try_acquire(m_state, *id, slept, seen)) {
-      case attempt::acquired: return process_mutex_guard(m_state, detail::owner_generation());
+      case attempt::acquired: return process_mutex_guard(m_state);
       case attempt::owner_dead: return owner_dead_error();
       case attempt::busy: break;
     }
@@ -244,7 +251,7 @@ result<process_mutex_guard> process_mutex::recover() const noexcept {
     }
     // Keep owner_died while we repair: other lockers wait for our verdict.
     if (detail::robust_acquire(m_state->lock, v, owner_died | *id | (v & owner_waiters))) {
-      return process_mutex_guard(m_state, detail::owner_generation(), /*recovering=*/true);
+      return process_mutex_guard(m_state, /*recovering=*/true);
     }
   }
 }

@@ -120,16 +120,16 @@ class [[nodiscard]] process_mutex_guard {
   void unlock() noexcept;
   /// After recover(): the data is repaired; unlocking makes the mutex usable again.
   void mark_consistent() noexcept { m_consistent = true; }
-  /// True while the guard holds the mutex.
-  [[nodiscard]] bool owns_lock() const noexcept { return m_state != nullptr; }
+  /// True while the guard holds the mutex (false for a guard inherited through fork).
+  [[nodiscard]] bool owns_lock() const noexcept;
   /// True for a guard from recover() (the previous owner died).
   [[nodiscard]] bool recovering() const noexcept { return m_recovering; }
 
  private:
   friend class process_mutex;
   friend class process_condition_variable;
-  process_mutex_guard(detail::mutex_state* s, std::uint32_t generation, bool recovering = false) noexcept
-      : m_state(s), m_generation(generation), m_recovering(recovering) {}
+  /// A guard of a lock just taken by this process (m_generation: its sentinel's).
+  explicit process_mutex_guard(detail::mutex_state* s, bool recovering = false) noexcept;
 
   detail::mutex_state* m_state = nullptr;
   std::uint32_t m_generation = 0;  // owner_generation() at the lock (robust_release)

@@ -409,7 +409,10 @@ result<std::uint32_t> process_owner_id() noexcept {
 std::uint32_t owner_generation() noexcept {
   owner_page* p = the_page();
   // acquire: pairs with the sentinel's release store of state (generation is written before).
-  return p != nullptr && p->state.load(std::memory_order_acquire) == 2 ? p->generation.load(std::memory_order_relaxed) : 0;
+  if (p == nullptr || p->state.load(std::memory_order_acquire) != 2) {
+    return 0;
+  }
+  return p->generation.load(std::memory_order_relaxed);
 }
 
 bool robust_acquire(robust_word& w, std::uint32_t& expected, std::uint32_t desired) noexcept {
@@ -438,11 +441,10 @@ int robust_release(robust_word& w, std::uint32_t released, std::uint32_t generat
   // Only the holder releases. A forked child that destroys a guard it inherited would
   // otherwise free its parent's lock under it, or (once it locked the mutex itself) its
   // own lock under its own guard. The child's page is wiped at fork (no sentinel yet) and
-  // its sentinel, once started, has a generation above the parent's. acquire on state:
-  // tid and generation are written before the sentinel publishes state 2. relaxed on the
-  // word: while we hold it only the waiters bit changes under us.
-  if (p == nullptr || p->state.load(std::memory_order_acquire) != 2 ||
-      p->generation.load(std::memory_order_relaxed) != generation ||
+  // its sentinel, once started, has a generation above the parent's. A nonzero
+  // owner_generation() means the sentinel runs (its acquire load of state makes tid
+  // visible). relaxed on the word: while we hold it only the waiters bit changes under us.
+  if (generation == 0 || owner_generation() != generation ||
       (w.word.load(std::memory_order_relaxed) & owner_mask) != p->tid.load(std::memory_order_relaxed)) {
     return -2;
   }

@@ -19,9 +19,9 @@
 // callbacks are registered only for tokens that can be stopped.
 //
 // try_first_op (below) wraps a ring operation for descriptors that are often ready
-// (pipes, listeners, a connection's first send): it tries a non-blocking syscall first and uses the ring only when
-// that finds nothing to do, guided by a policy (the handle's ready_hint for pipes; always
-// for a non-blocking listener).
+// (pipes, listeners, a connection's first send): it tries a non-blocking syscall first
+// and uses the ring only when that finds nothing to do, guided by a policy (the handle's
+// ready_hint for pipes; always for a non-blocking listener and a connection's send).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -238,8 +238,8 @@ class hinted_try {
 
 /// try_first_op's policy for descriptors where one failed try costs less than a ring
 /// round trip whenever the descriptor is ready (listeners: accept4(2) before the ring's
-/// accept; a connection's first sendmsg): try every time if `enabled`, never otherwise; no hint to keep. Every result
-/// but EAGAIN and EINTR settles the operation.
+/// accept; a connection's first sendmsg): try every time if `enabled`, never otherwise;
+/// no hint to keep. Every result but EAGAIN and EINTR settles the operation.
 class fixed_try {
  public:
   /// `enabled`: try the syscall first (e.g. the descriptor is non-blocking).
@@ -265,7 +265,8 @@ class fixed_try {
 /// awaiter resumes without an SQE, a CQE or a trip through the run queue; otherwise
 /// `ring` (an awaitable yielding result<N>, such as an io_op or an ipc tracked_op; the
 /// settled result is N(res)) runs as usual. `Policy` (hinted_try for pipes, fixed_try
-/// for listeners and connection sends) says whether to try at all and keeps what the results teach.
+/// for listeners and connection sends) says whether to try at all and keeps what the
+/// results teach.
 /// The try happens only on a worker thread, with neither the explicit nor the inherited
 /// stop token stopped (the ring path reports no_runtime and operation_canceled), and
 /// while the policy says so. If `ring` has `attempt_now(f)` (ipc's tracked_op), the try

@@ -5,7 +5,8 @@
 // (msghdr, sockaddr) keep that state inside themselves: the lambda lives in the io_op, in
 // the awaiting frame, until the CQE arrives (runtime/io_op.hpp, "Ownership").
 // nowait_rw is the syscall that pipe reads and writes try before the ring, nowait_accept
-// the one that listeners' accept() tries (try_first_op, runtime/io_op.hpp).
+// the one that listeners' accept() tries, nowait_sendmsg a connection's send's
+// (try_first_op, runtime/io_op.hpp).
 #pragma once
 
 #include <liburing.h>
@@ -193,6 +194,29 @@ class nowait_accept {
 
  private:
   int m_fd;
+};
+/// The try of a connection's send before the ring, for try_first_op with fixed_try
+/// (ipc/connection.cpp): one sendmsg(2) with MSG_DONTWAIT | MSG_NOSIGNAL, the flags of the
+/// ring's sendmsg below. Returns the bytes sent (at most MAX_RW_COUNT, so an int) or a
+/// negative errno; EAGAIN when the socket buffer is full.
+/// Why: the send cannot block, so through the ring it only added a suspension, an SQE and
+/// a completion to reap, and in request/reply traffic that completion, reaped by the
+/// worker's next find_work entry, kept the worker from handing its entry to the park
+/// (runtime/maintenance.cpp): the job server's kernel entries per job at one client fell
+/// from 5.2-6.8 io_uring_enter to 2.8 plus 2 sendmsg (README, the job server).
+class nowait_sendmsg {
+ public:
+  /// `msg` must outlive the await.
+  nowait_sendmsg(int fd, const msghdr* msg) noexcept : m_fd(fd), m_msg(msg) {}
+
+  int operator()() noexcept {
+    ssize_t n = ::sendmsg(m_fd, m_msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n >= 0 ? static_cast<int>(n) : -errno;
+  }
+
+ private:
+  int m_fd;
+  const msghdr* m_msg;
 };
 
 /// The bytes an iovec array asks for (try_first_op's `want`).

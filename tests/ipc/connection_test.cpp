@@ -515,7 +515,9 @@ TEST_CASE("connection: a send that finds the socket full waits for room and deli
   auto p = make_pair();
   // Fill the socket behind the connection's back (its direct first try then finds EAGAIN).
   std::size_t filled = 0;
-  static const char block[4096] = {};  // (no vector: g++ 12 misreads this program's operator new)
+  // A static block, not a vector: this program replaces operator new, and g++ 12 at -O3
+  // then warns (-Wmismatched-new-delete) on a vector freed in the same function.
+  static const char block[4096] = {};
   for (ssize_t n; (n = ::send(p.conn.stream().fd(), block, sizeof block, MSG_DONTWAIT)) > 0;) {
     filled += static_cast<std::size_t>(n);
   }
@@ -524,6 +526,8 @@ TEST_CASE("connection: a send that finds the socket full waits for room and deli
     auto sender = corio::spawn([](connection& c) -> task<bool> {
       co_return static_cast<bool>(co_await c.send_bytes(bytes("after the filler")));
     }(p.conn));
+    // (On one worker the sender runs when this task suspends in its first read, before
+    // the peer has read anything: its direct try finds the socket full.)
     std::string got(filled + 4 + 16, '\0');
     if (!co_await p.peer.read_exact(corio_test::wbytes(got))) {
       co_return "read failed";

@@ -377,56 +377,53 @@ TEST_CASE("process_mutex: a child forked after this process locked gets its own 
   CHECK(error_of(m->try_lock()) == std::errc::owner_dead);
 }
 
-TEST_CASE("process_mutex: a forked child that unlocks a guard it inherited leaves its parent's lock held",
-          "[ipc][process_mutex]") {
+TEST_CASE("process_mutex: a guard a forked child inherited unlocks nothing", "[ipc][process_mutex]") {
   shared_page page;
   auto m = process_mutex::construct(page.bytes(), 0);
   REQUIRE(m);
   auto g = m->try_lock();
   REQUIRE(g);
-  child c([&] {
-    g->unlock();  // this process's copy of the parent's guard (as when a forked child leaves its scope)
-    if (!m->is_locked()) {
-      return 1;
-    }
-    auto mine = m->try_lock();
-    return !mine && mine.error() == std::errc::device_or_resource_busy ? 0 : 2;
-  });
-  CHECK(c.wait_status() == 0);
-  CHECK(m->is_locked());
-  REQUIRE(g->owns_lock());
-  g->unlock();
-  CHECK_FALSE(m->is_locked());
-  CHECK(m->try_lock());
-}
-
-TEST_CASE("process_mutex: a forked child that locks the mutex itself keeps its lock when it drops the guard it "
-          "inherited",
-          "[ipc][process_mutex]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
-  auto g = m->try_lock();
-  REQUIRE(g);
-  child c([&] {
-    if (!corio_test::wait_for(page.flag(0), 1)) {  // the parent has unlocked
-      return 3;
-    }
-    auto mine = m->lock_blocking();
-    if (!mine) {
-      return 4;
-    }
-    g->unlock();  // the parent's guard, copied by fork: must not free the child's own lock
-    if (!m->is_locked() || m->try_lock()) {
-      return 5;
-    }
-    mine->unlock();
-    return m->is_locked() ? 6 : 0;
-  });
-  g->unlock();
-  page.flag(0).store(1);
-  CHECK(c.wait_status() == 0);
-  CHECK_FALSE(m->is_locked());
+  SECTION("the parent's lock stays held") {
+    child c([&] {
+      if (g->owns_lock()) {  // this process's copy of the parent's guard
+        return 7;
+      }
+      g->unlock();  // as when a forked child leaves the guard's scope
+      if (!m->is_locked()) {
+        return 1;
+      }
+      auto mine = m->try_lock();
+      return !mine && mine.error() == std::errc::device_or_resource_busy ? 0 : 2;
+    });
+    CHECK(c.wait_status() == 0);
+    CHECK(m->is_locked());
+    REQUIRE(g->owns_lock());
+    g->unlock();
+    CHECK_FALSE(m->is_locked());
+    CHECK(m->try_lock());
+  }
+  SECTION("a lock the child took itself stays the child's") {
+    child c([&] {
+      if (!corio_test::wait_for(page.flag(0), 1)) {  // the parent has unlocked
+        return 3;
+      }
+      auto mine = m->lock_blocking();
+      if (!mine) {
+        return 4;
+      }
+      g->unlock();  // the parent's guard, copied by fork: must not free the child's own lock
+      if (!m->is_locked() || m->try_lock()) {
+        return 5;
+      }
+      mine->unlock();
+      return m->is_locked() ? 6 : 0;
+    });
+    g->unlock();
+    REQUIRE_FALSE(m->is_locked());  // else the child would wait for it for good
+    page.flag(0).store(1);
+    CHECK(c.wait_status() == 0);
+    CHECK_FALSE(m->is_locked());
+  }
 }
 
 // ---- semaphore ----
@@ -779,6 +776,21 @@ TEST_CASE("process_condition_variable: consumers in two processes and tasks wait
   }
   CHECK(p.items() == 0);
   CHECK(p.taken() == 2 * per_child + 400);
+}
+
+TEST_CASE("process_condition_variable: a wait on a guard inherited through fork is refused, not a silent wait",
+          "[ipc][process_condition_variable]") {
+  cv_page p;
+  auto g = p.m.lock_blocking();
+  REQUIRE(g);
+  child c([&] {
+    auto r = p.cv.wait_blocking(*g);  // would release nothing: the lock is the parent's
+    p.page.flag(0).store(!r && r.error() == std::errc::operation_not_permitted ? 1 : 2);
+    return 0;
+  });
+  CHECK(corio_test::wait_for(p.page.flag(0), 1, 10s));
+  CHECK(p.m.is_locked());
+  REQUIRE(g->owns_lock());
 }
 
 TEST_CASE("process_condition_variable: a waiter killed while waiting leaves the predicate and the others intact",
