@@ -426,17 +426,7 @@ TEST_CASE("connection: send() does not keep a buffer of its largest message's si
   auto p = make_pair();
   const auto big = corio::ipc::pickle::value::make_bytes(std::string(std::size_t{2} << 20, 'x'));
   auto body = [&]() -> task<std::size_t> {
-    auto drain = corio::spawn([](const unix_stream& s) -> task<std::size_t> {
-      std::vector<std::byte> buf(std::size_t{1} << 16);
-      std::size_t total = 0;
-      for (;;) {
-        auto n = co_await s.read_some(buf);
-        if (!n || *n == 0) {
-          co_return total;
-        }
-        total += *n;
-      }
-    }(p.peer));
+    auto drain = corio::spawn(sees_end_of_stream(p.peer));
     if (!co_await p.conn.send(big)) {
       co_return 0;
     }
