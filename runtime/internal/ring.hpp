@@ -102,6 +102,16 @@ class ring {
     return m_taskrun_flag &&
            (IO_URING_READ_ONCE(*m_ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
   }
+  /// The converse, where the kernel can say it: true on an open DEFER_TASKRUN ring set up
+  /// with TASKRUN_FLAG whose IORING_SQ_TASKRUN and CQ-overflow flags are clear, where an
+  /// enter with nothing to submit would post no completion the CQ does not show already
+  /// (every completion of such a ring is posted by task work that raises the flag, or
+  /// straight into the CQ). False on other rings, where only an enter can tell. A hint
+  /// like task_work_pending(): a stale true delays a completion until the next enter.
+  [[nodiscard]] bool nothing_to_post() const noexcept {
+    return m_taskrun_flag &&
+           (IO_URING_READ_ONCE(*m_ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0;
+  }
   [[nodiscard]] bool supports(unsigned opcode) const noexcept {
     return opcode < 256 && m_supported[opcode];
   }

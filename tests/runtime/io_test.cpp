@@ -94,6 +94,37 @@ TEST_CASE("io: a burst of completions that wakes a parked worker resumes every t
   }
 }
 
+TEST_CASE("io: a worker with a read in flight does not enter the kernel between tasks only to look for it",
+          "[runtime][io]") {
+  // One worker, one read that never completes, and a task that sleeps 1 ms 64 times: every
+  // wake-up is a park's enter. Between two sleeps the worker has nothing to submit and
+  // the kernel says no completion waits to be posted (ring::nothing_to_post), so it
+  // makes no other enter (runtime/maintenance.cpp). Before, it polled for the read: a
+  // few times until its enters counted as quiet, then every 8th time as a probe (~76).
+  corio::runtime rt(workers(1));
+  pipe_fds p;
+  constexpr int kSleeps = 64;
+  auto body = [&]() -> corio::task<std::uint64_t> {
+    std::stop_source stop;
+    auto reader = corio::spawn([](int fd, std::stop_token token) -> corio::task<bool> {
+      std::array<char, 8> buf{};
+      co_return static_cast<bool>(co_await corio::io::read(fd, std::as_writable_bytes(std::span(buf)), -1, token));
+    }(p.r, stop.get_token()));
+    co_await corio::sleep_for(5ms);  // the read is in flight
+    const std::uint64_t before = rt.metrics().workers[0].ring_enters;
+    for (int i = 0; i < kSleeps; ++i) {
+      co_await corio::sleep_for(1ms);
+    }
+    const std::uint64_t enters = rt.metrics().workers[0].ring_enters - before;
+    stop.request_stop();
+    const bool read = co_await std::move(reader);
+    co_return read ? 0 : enters;  // cancelled, never completed (0 fails below)
+  };
+  const std::uint64_t enters = rt.block_on(body());
+  CHECK(enters >= kSleeps);
+  CHECK(enters <= kSleeps + kSleeps / 16);  // a few spare for a park that wakes early
+}
+
 TEST_CASE("io: a nop completes with 0", "[runtime][io]") {
   corio::runtime rt(workers(1));
   auto body = []() -> corio::task<int> {
