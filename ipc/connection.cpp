@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <coroutine>
 #include <cstring>
 #include <utility>
 
@@ -329,6 +331,47 @@ task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::
   co_return co_await send_frames(header.view(), data, std::move(token));
 }
 
+namespace {
+
+// send_frames' try policy: fixed_try(true) that notes an EAGAIN in *full.
+class send_try {
+ public:
+  explicit send_try(bool* full) noexcept : m_full(full) {}
+  [[nodiscard]] bool should_try() const noexcept { return true; }
+  void not_ready() noexcept { *m_full = true; }
+  [[nodiscard]] bool settles(int) noexcept { return true; }
+  template <class R>
+  void ring_completed(const R&) noexcept {}
+
+ private:
+  bool* m_full;
+};
+
+// send_frames' ring path: the ring's sendmsg, unless the direct try has just found the
+// socket full (*full), when it reports EAGAIN without an SQE: a sendmsg that does not
+// wait would find it full again, and finish_send's write waits for room.
+template <class Op>
+class unless_full {
+ public:
+  unless_full(Op op, const bool* full) noexcept : m_op(std::move(op)), m_full(full) {}
+
+  bool await_ready() noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return !*m_full && m_op.await_suspend(h);
+  }
+  auto await_resume() {
+    using R = decltype(m_op.await_resume());
+    return *m_full ? R(unexpected(os_error(-EAGAIN))) : m_op.await_resume();
+  }
+
+ private:
+  Op m_op;
+  const bool* m_full;
+};
+
+}  // namespace
+
 // Sends `head` then `body` (empty for a batch already framed in `head`): one sendmsg that
 // does not wait, then, only if the socket did not take everything, the rest under
 // stall_timeout. Closes the connection when part of it left and the rest could not.
@@ -341,13 +384,14 @@ task<result<void>> connection::send_frames(std::span<const std::byte> head, std:
   msg.msg_iovlen = body.empty() ? 1 : 2;
   // First try: one sendmsg that does not wait, made directly (detail::nowait_sendmsg says
   // why); through the ring when the explicit or inherited token is stopped
-  // (operation_canceled, nothing sent), off a worker (errc::no_runtime), or when the
-  // socket is full (EAGAIN: the ring's sendmsg then usually finds it full as well). A
+  // (operation_canceled, nothing sent) and off a worker (errc::no_runtime); when the
+  // socket is full (EAGAIN) straight to finish_send's waiting write (unless_full). A
   // settled try charges the worker's cooperative budget, so a sender whose peer keeps up
   // still lets other tasks run. Almost always the socket takes everything: no timer.
   const int fd = m_stream.fd();
-  auto n = co_await make_try_first(detail::sendmsg(fd, &msg, MSG_DONTWAIT, token), detail::nowait_sendmsg(fd, &msg),
-                                   fixed_try(true), token);
+  bool full = false;  // the direct try found EAGAIN: no ring sendmsg, finish_send waits
+  auto n = co_await make_try_first(unless_full(detail::sendmsg(fd, &msg, MSG_DONTWAIT, token), &full),
+                                   detail::nowait_sendmsg(fd, &msg), send_try(&full), token);
   std::size_t sent = 0;
   if (n) {
     sent = *n;

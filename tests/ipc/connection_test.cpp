@@ -530,6 +530,40 @@ TEST_CASE("connection: a send that finds the socket full waits for room and deli
   CHECK(rt.block_on(body()) == raw("00000010", "after the filler"));
 }
 
+TEST_CASE("connection: a send that finds the socket full waits with one SQE (no second try through the ring)",
+          "[ipc][connection]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto p = make_pair();
+  std::size_t filled = 0;
+  static const char block[4096] = {};
+  for (ssize_t n; (n = ::send(p.conn.stream().fd(), block, sizeof block, MSG_DONTWAIT)) > 0;) {
+    filled += static_cast<std::size_t>(n);
+  }
+  REQUIRE(filled > 0);
+  auto body = [&]() -> task<std::string> {
+    // A first sleep leaves the worker's park wait armed (a timer's end does not use it up),
+    // so the SQEs counted below are the sender's alone.
+    co_await corio::sleep_for(10ms);
+    const std::uint64_t before = corio_test::sqes_submitted(rt);
+    auto sender = corio::spawn([](connection& c) -> task<bool> {
+      co_return static_cast<bool>(co_await c.send_bytes(bytes("after the filler")));
+    }(p.conn));
+    co_await corio::sleep_for(50ms);  // the sender finds the socket full and waits
+    const std::uint64_t used = corio_test::sqes_submitted(rt) - before;
+    std::string got(filled + 4 + 16, '\0');
+    if (!co_await p.peer.read_exact(corio_test::wbytes(got))) {
+      co_return "read failed";
+    }
+    if (!co_await sender) {
+      co_return "send failed";
+    }
+    // One write that waits for room; before, a ring sendmsg that found the socket full
+    // again came first (2).
+    co_return used == 1 ? got.substr(filled) : "SQEs while waiting: " + std::to_string(used);
+  };
+  CHECK(rt.block_on(body()) == raw("00000010", "after the filler"));
+}
+
 TEST_CASE("connection: a send to a peer that has closed fails with a broken pipe and closes the connection",
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));
