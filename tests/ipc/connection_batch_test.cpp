@@ -293,6 +293,36 @@ TEST_CASE("connection batch: a too-large message refuses the whole batch, as a s
   CHECK(rt.block_on(body()) == frame("ten bytes!") + frame(""));
 }
 
+TEST_CASE("connection batch: send_many obeys max_send_size, not max_message_size, when both are set",
+          "[ipc][connection][batch]") {
+  corio::runtime rt(corio_test::workers(1));
+  connection_options o;
+  o.max_message_size = 4;  // what the peer may send
+  o.max_send_size = 40;    // what this side may send
+  auto p = make_pair(o);
+  auto body = [&]() -> task<std::string> {
+    std::vector<pickle::value> over;
+    over.emplace_back(1);
+    over.emplace_back(std::string(50, 'z'));  // its pickle is above 40 bytes
+    auto r = co_await p.conn.send_many(over);
+    if (r || r.error() != corio::errc::message_size || !p.conn.is_open()) {
+      co_return "a batch holding a pickle above max_send_size sent, or the connection closed";
+    }
+    std::vector<pickle::value> within;
+    within.emplace_back(std::string(20, 'y'));  // above max_message_size, within max_send_size
+    within.emplace_back(7);
+    if (!co_await p.conn.send_many(within)) {
+      co_return "a batch within max_send_size refused";
+    }
+    co_return co_await drain(p.peer);  // nothing of the refused batch
+  };
+  auto y = pickle::dumps(pickle::value(std::string(20, 'y')));
+  auto seven = pickle::dumps(pickle::value(7));
+  REQUIRE(y);
+  REQUIRE(seven);
+  CHECK(rt.block_on(body()) == frame(to_string(*y)) + frame(to_string(*seven)));
+}
+
 TEST_CASE("connection batch: recv_some returns what is buffered, at most max, and waits only for the first",
           "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
