@@ -334,14 +334,10 @@ task<result<void>> connection::send_bytes(std::span<const std::byte> data, std::
 namespace {
 
 // send_frames' try policy: fixed_try(true) that notes an EAGAIN in *full.
-class send_try {
+class send_try : public fixed_try {
  public:
-  explicit send_try(bool* full) noexcept : m_full(full) {}
-  [[nodiscard]] bool should_try() const noexcept { return true; }
+  explicit send_try(bool* full) noexcept : fixed_try(true), m_full(full) {}
   void not_ready() noexcept { *m_full = true; }
-  [[nodiscard]] bool settles(int) noexcept { return true; }
-  template <class R>
-  void ring_completed(const R&) noexcept {}
 
  private:
   bool* m_full;
@@ -359,6 +355,12 @@ class unless_full {
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
     return !*m_full && m_op.await_suspend(h);
+  }
+  // A tracked op's try under its close lock (try_first_op looks for it) stays in use.
+  template <class F>
+    requires requires(Op& op, F f) { op.attempt_now(std::move(f)); }
+  bool attempt_now(F f) {
+    return m_op.attempt_now(std::move(f));
   }
   auto await_resume() {
     using R = decltype(m_op.await_resume());

@@ -93,6 +93,8 @@ class ring {
   [[nodiscard]] bool has_unsubmitted() const noexcept { return m_unsubmitted != 0; }
   [[nodiscard]] bool cq_ready() const noexcept { return io_uring_cq_ready(&m_ring) != 0; }
   [[nodiscard]] bool defer_taskrun() const noexcept { return m_defer_taskrun; }
+  /// Set up with IORING_SETUP_TASKRUN_FLAG (the kernel flags completions waiting to be posted).
+  [[nodiscard]] bool taskrun_flag() const noexcept { return m_taskrun_flag; }
   /// On an open DEFER_TASKRUN ring set up with TASKRUN_FLAG: whether completions wait to
   /// be posted by an enter (the kernel's IORING_SQ_TASKRUN, or a CQ overflow); false on
   /// other rings. A hint (IO_URING_READ_ONCE: a relaxed load of a word the kernel writes):

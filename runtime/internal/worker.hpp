@@ -8,7 +8,8 @@
 // queue; when nothing anywhere, park inside io_uring_enter.
 // Thread-safety: the fields below marked "owner" are touched by the worker thread only.
 // Cost: see worker.cpp; a scheduler tick is a LIFO/queue pop (one CAS) plus, every
-// global_queue_interval ticks, a ring poll (one io_uring_enter when operations are pending).
+// global_queue_interval ticks, a ring poll (one io_uring_enter when SQEs are queued or, on a
+// DEFER_TASKRUN ring, the kernel flags completions waiting to be posted).
 #pragma once
 
 #include <atomic>
@@ -163,8 +164,10 @@ class worker {
   /// for tick, whether it takes over another worker's late timers).
   enum class maintenance_from {
     tick,       // the fairness tick between two tasks: SQEs queued, or operations in flight
-    find_work,  // out of local tasks: SQEs queued, or (DEFER_TASKRUN) operations in flight;
-                // the enter may be left to the park (leave_enter_to_park)
+                // whose completions the kernel may hold (not ring::nothing_to_post())
+    find_work,  // out of local tasks: SQEs queued, or (DEFER_TASKRUN) operations in flight
+                // and completions flagged as waiting to be posted; the enter may be left
+                // to the park (leave_enter_to_park)
     park,       // just woke from park(): SQEs queued only. The park's enter ran at least
                 // the task work that ended it (on Linux 6.13+ often only that one item);
                 // the rest is posted by the next find_work's enter, or by the next park's

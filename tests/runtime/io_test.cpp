@@ -121,8 +121,10 @@ TEST_CASE("io: a worker with a read in flight does not enter the kernel between 
     co_return read ? 0 : enters;  // cancelled, never completed (0 fails below)
   };
   const std::uint64_t enters = rt.block_on(body());
-  CHECK(enters >= kSleeps);
-  CHECK(enters <= kSleeps + kSleeps / 16);  // a few spare for a park that wakes early
+  // Slack both ways: a park that wakes early enters once more; a worker held off its CPU
+  // past a sleep's end finds the timer due without parking.
+  CHECK(enters >= kSleeps / 2);
+  CHECK(enters <= kSleeps + kSleeps / 16);
 }
 
 TEST_CASE("io: a nop completes with 0", "[runtime][io]") {
