@@ -47,12 +47,16 @@ int installed_interrupt_signal() noexcept {
 }
 
 /// This thread's POSIX timer, aimed at this thread with the interrupt signal; created on
-/// first use and deleted when the thread exits.
+/// first use and deleted when the thread exits. A child made by fork() inherits the
+/// thread_local but not the timer (POSIX timers are not inherited; in the child the id
+/// is stale or names another thread's timer): the tid it was made for tells, and the
+/// child's thread makes its own.
 struct thread_timer {
   timer_t id{};
+  pid_t tid = 0;   // the thread the timer was made for
   int error = -1;  // -1: not created yet; 0: ok; else the errno of timer_create
   ~thread_timer() {
-    if (error == 0) {
+    if (error == 0 && tid == ::gettid()) {
       (void)::timer_delete(id);
     }
   }
@@ -60,11 +64,13 @@ struct thread_timer {
 
 result<timer_t> this_thread_timer() {
   thread_local thread_timer t;
-  if (t.error < 0) {
+  const pid_t tid = static_cast<pid_t>(::gettid());
+  if (t.error < 0 || t.tid != tid) {
     sigevent ev{};
     ev.sigev_notify = SIGEV_THREAD_ID;
     ev.sigev_signo = installed_interrupt_signal();
-    ev._sigev_un._tid = static_cast<pid_t>(::gettid());  // sigev_notify_thread_id (older glibc lacks the name)
+    ev._sigev_un._tid = tid;  // sigev_notify_thread_id (older glibc lacks the name)
+    t.tid = tid;
     t.error = ::timer_create(CLOCK_MONOTONIC, &ev, &t.id) == 0 ? 0 : errno;
   }
   if (t.error != 0) {

@@ -565,6 +565,49 @@ TEST_CASE("sysv_message_queue: the blocking forms wait on a plain thread and a s
   CHECK(shown(q->receive_blocking(buf), buf) == "late/4");
 }
 
+TEST_CASE("sysv_message_queue: in a child forked after a blocking wait, a stop token still interrupts one",
+          "[ipc][sysv][cancel]") {
+  scoped_queue q;
+  // A wait on this thread, stopped while it blocks: the thread's interrupt timer exists.
+  std::stop_source stop;
+  std::thread canceller([&] {
+    if (until_blocked_in(SYS_msgrcv, 1)) {
+      stop.request_stop();
+    }
+  });
+  std::vector<std::byte> buf(16);
+  const std::error_code first = error_of(q->receive_blocking(buf, 0, stop.get_token()));
+  canceller.join();
+  REQUIRE(first == std::errc::operation_canceled);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The child inherits the thread_local but not the timer: its stop must still end the
+    // wait (before the fix it never returned).
+    std::stop_source child_stop;
+    std::thread later([&] {
+      std::this_thread::sleep_for(200ms);  // the receive below is blocked by then
+      child_stop.request_stop();
+    });
+    std::vector<std::byte> b(16);
+    const std::error_code e = error_of(q->receive_blocking(b, 0, child_stop.get_token()));
+    later.join();
+    ::_exit(e == std::errc::operation_canceled ? 0 : 1);
+  }
+  int status = 0;
+  pid_t got = 0;
+  for (int i = 0; i < 1000 && (got = ::waitpid(child, &status, WNOHANG)) == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (got == 0) {
+    ::kill(child, SIGKILL);
+    (void)::waitpid(child, &status, 0);
+  }
+  CHECK(got == child);  // it ended within 10 s
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
 namespace {
 corio::task<std::string> collect_from_child(const sysv_message_queue* q, int n) {
   std::vector<std::byte> buf(64);
