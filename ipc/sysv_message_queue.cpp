@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <limits>
+#include <optional>
 #include <cstring>
 #include <vector>
 
@@ -91,11 +93,11 @@ std::size_t system_max_message() noexcept {
   return static_cast<std::size_t>(info.msgmax);
 }
 
-/// The queue's byte capacity, or 0 when it cannot be read (no read permission).
-std::size_t queue_capacity(int id) noexcept {
+/// The queue's byte capacity, or nothing when it cannot be read (no read permission).
+std::optional<std::size_t> queue_capacity(int id) noexcept {
   msqid_ds ds{};
   if (::msgctl(id, IPC_STAT, &ds) < 0) {
-    return 0;
+    return std::nullopt;
   }
   return static_cast<std::size_t>(ds.msg_qbytes);
 }
@@ -148,7 +150,10 @@ result<sysv_key> sysv_key::from_value(key_t value) {
 // ---- sysv_message_queue ------------------------------------------------------------
 
 result<sysv_message_queue> sysv_message_queue::create(sysv_key key, const sysv_message_queue_options& options) {
-  if ((options.mode & ~static_cast<mode_t>(0777)) != 0) {
+  // max_bytes: the kernel keeps msg_qbytes in an int; a larger value would be cut short
+  // (2^32 made a queue of capacity 0, on which every send waits for ever).
+  if ((options.mode & ~static_cast<mode_t>(0777)) != 0 ||
+      options.max_bytes > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     return unexpected(invalid_argument());
   }
   const int mode = static_cast<int>(options.mode);
@@ -253,10 +258,12 @@ std::error_code check_send(int id, std::size_t size, std::size_t max_message, lo
 }
 
 /// A send that would block: message_size if it can never fit (larger than the queue's
-/// byte capacity; msgsnd would wait for ever), else a null code.
+/// byte capacity, or a capacity of 0, which holds no message at all: msgsnd would wait
+/// for ever), else a null code (also when the capacity cannot be read).
 std::error_code check_fits(int id, std::size_t size) noexcept {
-  const std::size_t capacity = queue_capacity(id);
-  return capacity != 0 && size > capacity ? std::make_error_code(std::errc::message_size) : std::error_code{};
+  const std::optional<std::size_t> capacity = queue_capacity(id);
+  const bool never = capacity && (*capacity == 0 || size > *capacity);
+  return never ? std::make_error_code(std::errc::message_size) : std::error_code{};
 }
 
 }  // namespace

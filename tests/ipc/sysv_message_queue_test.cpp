@@ -222,6 +222,13 @@ TEST_CASE("sysv_message_queue: keys come from ftok, the private key or a value; 
   sysv_message_queue_options bad_mode;
   bad_mode.mode = 01777;
   CHECK(error_of(sysv_message_queue::create(sysv_key::private_key(), bad_mode)) == std::errc::invalid_argument);
+  // The kernel keeps a queue's capacity in an int: 2^32 once made a queue of capacity 0
+  // (every send waited for ever), 2^32 + 100 one of 100, past the msgmnb limit.
+  for (std::size_t too_big : {std::size_t{1} << 31, std::size_t{1} << 32, (std::size_t{1} << 32) + 100}) {
+    sysv_message_queue_options big;
+    big.max_bytes = too_big;
+    CHECK(error_of(sysv_message_queue::create(sysv_key::private_key(), big)) == std::errc::invalid_argument);
+  }
 
   char path[] = "/tmp/corio-sysv-key-XXXXXX";
   const int fd = ::mkstemp(path);
@@ -563,6 +570,22 @@ TEST_CASE("sysv_message_queue: the blocking forms wait on a plain thread and a s
   unblocker.join();
   CHECK(saw_it_wait);
   CHECK(shown(q->receive_blocking(buf), buf) == "late/4");
+}
+
+TEST_CASE("sysv_message_queue: a queue of capacity 0 refuses a send with message_size instead of waiting for ever",
+          "[ipc][sysv][errors]") {
+  scoped_queue q;
+  msqid_ds ds{};
+  REQUIRE(::msgctl(q->id(), IPC_STAT, &ds) == 0);
+  ds.msg_qbytes = 0;  // as another program may set it
+  REQUIRE(::msgctl(q->id(), IPC_SET, &ds) == 0);
+  CHECK(error_of(q->try_send(bytes_of("x"))) == std::errc::message_size);
+  CHECK(error_of(q->try_send(bytes_of(""))) == std::errc::message_size);
+  corio::runtime rt(corio_test::workers(1));
+  auto send = [&]() -> corio::task<std::error_code> {
+    co_return error_of(co_await corio::timeout(q->send(bytes_of("x")), 10s));
+  };
+  CHECK(rt.block_on(send()) == std::errc::message_size);
 }
 
 TEST_CASE("sysv_message_queue: in a child forked after a blocking wait, a stop token still interrupts one",
