@@ -3,6 +3,7 @@
 #include <corio/ipc/shared_memory.hpp>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,28 @@ namespace {
 std::error_code last_os_error() noexcept { return os_error(-errno); }
 
 std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
+
+// Under flock(LOCK_EX): the object's size, grown to `size` if smaller. 0 on failure (errno).
+std::size_t grow_locked(int fd, std::size_t size) noexcept {
+  int rc;
+  while ((rc = ::flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0) {
+    return 0;
+  }
+  std::size_t now = 0;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) {
+    now = static_cast<std::size_t>(st.st_size);
+    if (now < size) {  // a new object (size 0), or an existing smaller one
+      now = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? size : 0;
+    }
+  }
+  const int saved = errno;
+  (void)::flock(fd, LOCK_UN);
+  errno = saved;
+  return now;
+}
 
 }  // namespace
 
@@ -46,16 +69,14 @@ result<shared_memory> shared_memory::create(std::string_view name, std::size_t s
     }
     return unexpected(ec);
   };
-  struct stat st {};
-  if (::fstat(object.fd(), &st) != 0) {
+  // Grow, never shrink: the size is read and set under an exclusive flock of the object,
+  // which every creator takes, so a creator that read a smaller size cannot truncate the
+  // object after another one grew it and mapped the larger size (its accesses past the
+  // new end would raise SIGBUS). Held for an fstat and an ftruncate: microseconds; the
+  // lock goes with the descriptor, also when the holder dies.
+  const std::size_t mapped = grow_locked(object.fd(), size);
+  if (mapped == 0) {
     return fail(last_os_error());
-  }
-  std::size_t mapped = static_cast<std::size_t>(st.st_size);
-  if (mapped < size) {  // a new object (size 0), or an existing smaller one: grow, never shrink
-    if (::ftruncate(object.fd(), static_cast<off_t>(size)) != 0) {
-      return fail(last_os_error());
-    }
-    mapped = size;
   }
   auto map = memory_map::map(object.fd(), mapped, map_access::read_write);
   if (!map) {

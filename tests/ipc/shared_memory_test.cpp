@@ -7,18 +7,25 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include <corio/runtime/runtime.hpp>
 
 #include "helpers.hpp"
 
+using namespace std::chrono_literals;
 using corio::ipc::map_access;
 using corio::ipc::memory_map;
 using corio::ipc::shared_memory;
@@ -98,6 +105,32 @@ TEST_CASE("shared_memory: a non-exclusive create opens an existing object, grows
   REQUIRE(seen);
   CHECK((*seen)[100] == 7);
   CHECK((*seen)[3 * 4096 - 1] == 0);
+}
+
+TEST_CASE("shared_memory: a create racing another creator never ends up mapping past the object's end",
+          "[ipc][shared_memory]") {
+  // Another creator is between its exclusive shm_open and sizing the object (it holds
+  // the sizing lock every creator takes) when a non-exclusive create of 1 MiB comes; it
+  // then sets its own smaller size. Before the lock, the second create grew the object
+  // and mapped 1 MiB, and the first one's ftruncate cut it back under that mapping.
+  scoped_shm_name n("race");
+  const int fd = ::shm_open(n.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX) == 0);
+  shared_memory_options open_existing;
+  open_existing.exclusive = false;
+  std::optional<corio::result<shared_memory>> second;
+  std::thread creator([&] { second.emplace(shared_memory::create(n.name, std::size_t{1} << 20, open_existing)); });
+  std::this_thread::sleep_for(100ms);
+  REQUIRE(::ftruncate(fd, 4096) == 0);  // the first creator sizes the object, then unlocks
+  REQUIRE(::flock(fd, LOCK_UN) == 0);
+  creator.join();
+  REQUIRE(second->has_value());
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  ::close(fd);
+  CHECK((*second)->size() == std::size_t{1} << 20);
+  CHECK(static_cast<std::size_t>(st.st_size) >= (*second)->size());  // no access past the end
 }
 
 TEST_CASE("shared_memory: a child process attaches by name and its writes are seen", "[ipc][shared_memory]") {
