@@ -36,7 +36,9 @@ result<memory_map> memory_map::map(int fd, std::size_t length, map_access access
 }
 
 result<memory_map> memory_map::map_file(const std::string& path, map_access access) {
-  owned_fd file(::open(path.c_str(), (access == map_access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, blocking the caller's
+  // thread, a worker perhaps (mmap then refuses it); on a regular file it changes nothing.
+  owned_fd file(::open(path.c_str(), (access == map_access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK));
   if (!file) {
     return unexpected(last_os_error());
   }

@@ -29,8 +29,8 @@ result<message_queue> open_queue(std::string_view name, int flags, const message
   const std::string path(name);
   mqd_t q;
   if (options != nullptr) {
-    if (options->max_messages <= 0 || options->message_size <= 0) {
-      return unexpected(invalid_argument());
+    if (options->max_messages <= 0 || options->message_size <= 0 || (options->mode & ~static_cast<mode_t>(0777)) != 0) {
+      return unexpected(invalid_argument());  // mode: permission bits only (no setuid, no file type)
     }
     mq_attr attr{};
     attr.mq_maxmsg = options->max_messages;

@@ -47,8 +47,8 @@ std::size_t grow_locked(int fd, std::size_t size) noexcept {
 
 result<shared_memory> shared_memory::create(std::string_view name, std::size_t size,
                                             const shared_memory_options& options) {
-  if (!detail::valid_posix_ipc_name(name) || size == 0) {
-    return unexpected(invalid_argument());
+  if (!detail::valid_posix_ipc_name(name) || size == 0 || (options.mode & ~static_cast<mode_t>(0777)) != 0) {
+    return unexpected(invalid_argument());  // mode: permission bits only (no setuid, no file type)
   }
   std::string path(name);
   // O_EXCL first, so we know whether the object is ours to size (and to unlink on failure).

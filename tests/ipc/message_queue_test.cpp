@@ -230,6 +230,9 @@ TEST_CASE("message_queue: bad names, sizes and priorities are clear errors", "[i
   CHECK(error_of(message_queue::open("/corio-test-does-not-exist")) == std::errc::no_such_file_or_directory);
   CHECK(error_of(message_queue::remove("/corio-test-does-not-exist")) == std::errc::no_such_file_or_directory);
   CHECK(error_of(message_queue::create("/corio-test-zero", small(0))) == std::errc::invalid_argument);
+  auto setuid = small(2, 16);
+  setuid.mode = 04777;  // permission bits only: once this made a setuid queue
+  CHECK(error_of(message_queue::create("/corio-test-setuid", setuid)) == std::errc::invalid_argument);
 
   scoped_name n("errors");
   auto q = message_queue::create(n.name, small(2, 16));

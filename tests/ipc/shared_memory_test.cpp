@@ -133,6 +133,21 @@ TEST_CASE("shared_memory: a create racing another creator never ends up mapping 
   CHECK(static_cast<std::size_t>(st.st_size) >= (*second)->size());  // no access past the end
 }
 
+TEST_CASE("memory_map: mapping a FIFO is an error at once, not a wait for a writer", "[ipc][memory_map][errors]") {
+  char dir[] = "/tmp/corio-fifo-XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  const std::string fifo = std::string(dir) + "/f";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // In a child with an alarm: before, open() waited for a writer for ever.
+  const int status = in_child([&] {
+    ::alarm(10);
+    return memory_map::map_file(fifo) ? 1 : 0;
+  });
+  ::unlink(fifo.c_str());
+  ::rmdir(dir);
+  CHECK(status == 0);
+}
+
 TEST_CASE("shared_memory: a child process attaches by name and its writes are seen", "[ipc][shared_memory]") {
   scoped_shm_name n("fork");
   auto shm = shared_memory::create(n.name, 1 << 16);
@@ -240,6 +255,11 @@ TEST_CASE("shared_memory / memory_map: bad names, sizes, offsets and views are c
   CHECK(error_of(shared_memory::remove(missing.name)) == std::errc::no_such_file_or_directory);
   CHECK(error_of(memory_map::map_file("/nonexistent/corio")) == std::errc::no_such_file_or_directory);
   CHECK(error_of(memory_map::anonymous(0)) == std::errc::invalid_argument);
+  shared_memory_options setuid;
+  setuid.mode = 04777;  // permission bits only: once this made a setuid object
+  CHECK(error_of(shared_memory::create(missing.name, 10, setuid)) == std::errc::invalid_argument);
+  setuid.mode = 0170600;
+  CHECK(error_of(shared_memory::create(missing.name, 10, setuid)) == std::errc::invalid_argument);
 
   char path[] = "/tmp/corio-empty-XXXXXX";
   const int fd = ::mkstemp(path);
