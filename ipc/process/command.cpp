@@ -158,7 +158,17 @@ std::string command::failure_detail(std::error_code ec, const std::string& what)
         path = kv.substr(5);
       }
     }
-    detail += " (not found in PATH " + quoted(path.empty() ? std::string("/bin:/usr/bin") : path) + ")";
+    if (path.empty()) {
+      path = "/bin:/usr/bin";
+    }
+    if (auto found = detail::lookup_program(m_program, path)) {
+      // Found, yet ENOENT: what is missing is elsewhere.
+      detail += " (found as " + quoted(*found) + "; missing: " +
+                (m_cwd ? "the directory " + quoted(*m_cwd) + ", or " : std::string()) +
+                "the interpreter its #! line names, or a library it needs)";
+    } else {
+      detail += " (not found in PATH " + quoted(path) + ")";
+    }
   }
   return detail;
 }

@@ -9,6 +9,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -162,28 +163,6 @@ class spawn_attributes {
   posix_spawn_file_actions_t m_actions;
   posix_spawnattr_t m_attr;
 };
-
-/// Resolves a bare program name against `path` (a PATH value): ENOENT or EACCES if not.
-result<std::string> lookup(const std::string& name, const std::string& path) {
-  int err = ENOENT;
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    std::size_t end = path.find(':', start);
-    if (end == std::string::npos) {
-      end = path.size();
-    }
-    std::string dir = path.substr(start, end - start);
-    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) {
-      return candidate;
-    }
-    if (errno == EACCES) {
-      err = EACCES;
-    }
-    start = end + 1;
-  }
-  return unexpected(os_error(-err));
-}
 
 // The vfork child's code: not instrumented by any sanitizer (see raw()).
 #define CORIO_VFORK_CHILD_CODE __attribute__((no_sanitize("address", "undefined", "thread")))
@@ -346,13 +325,41 @@ result<pid_t> launch_vfork(const child_setup& setup, exec_args& args, const std:
 
 }  // namespace
 
+// As execvp searches: the first regular file in `path`'s directories that we may
+// execute; a directory or a file without execute permission on the way is skipped, and
+// makes the final error EACCES instead of ENOENT (access(X_OK) alone accepted a
+// directory named like the program, where posix_spawnp went on to the next entry).
+result<std::string> lookup_program(const std::string& name, const std::string& path) {
+  int err = ENOENT;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find(':', start);
+    if (end == std::string::npos) {
+      end = path.size();
+    }
+    std::string dir = path.substr(start, end - start);
+    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0) {
+      if (S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) {
+        return candidate;
+      }
+      err = EACCES;
+    } else if (errno == EACCES) {
+      err = EACCES;
+    }
+    start = end + 1;
+  }
+  return unexpected(os_error(-err));
+}
+
 result<pid_t> launch(const child_setup& setup, exec_args& args, const std::string& program) {
   if (setup.parent_death_signal != 0) {
     if (program.find('/') != std::string::npos) {
       return launch_vfork(setup, args, program);
     }
     const char* path = args.custom_env ? args.path_value.c_str() : ::getenv("PATH");
-    auto resolved = lookup(program, path == nullptr || *path == '\0' ? std::string("/bin:/usr/bin") : std::string(path));
+    auto resolved = lookup_program(program, path == nullptr || *path == '\0' ? std::string("/bin:/usr/bin") : std::string(path));
     if (!resolved) {
       return unexpected(resolved.error());
     }
@@ -367,7 +374,7 @@ result<pid_t> launch(const child_setup& setup, exec_args& args, const std::strin
   if (program.find('/') != std::string::npos) {
     rc = ::posix_spawn(&pid, program.c_str(), attrs.actions(), attrs.attr(), args.argv.data(), args.env);
   } else if (args.custom_env) {
-    auto resolved = lookup(program, args.path_value.empty() ? std::string("/bin:/usr/bin") : args.path_value);
+    auto resolved = lookup_program(program, args.path_value.empty() ? std::string("/bin:/usr/bin") : args.path_value);
     if (!resolved) {
       return unexpected(resolved.error());
     }

@@ -10,6 +10,7 @@
 #include <corio/ipc/process/process.hpp>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +93,35 @@ TEST_CASE("command: a program that cannot be spawned is named in the error", "[p
   auto st = run2(detailed_status(command("/nonexistent/dir/prog")));
   REQUIRE_FALSE(st);
   CHECK(st.detail() == R"(cannot run "/nonexistent/dir/prog")");
+}
+
+TEST_CASE("command: a PATH entry holding a directory named like the program is passed over, as execvp does",
+          "[process][command]") {
+  char dir[] = "/tmp/corio-path-XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  const std::string shadow = std::string(dir) + "/true";
+  REQUIRE(::mkdir(shadow.c_str(), 0755) == 0);
+  const std::string path = std::string(dir) + ":/bin:/usr/bin";
+  // With env() (or a parent-death signal) corio searches PATH itself; before, it took the
+  // directory and the spawn failed with EACCES.
+  auto with_env = run2(run_status(command("true").env("PATH", path)));
+  auto with_pdeath = run2(run_status(command("true").env("PATH", path).parent_death_signal(SIGKILL)));
+  ::rmdir(shadow.c_str());
+  ::rmdir(dir);
+  REQUIRE(with_env);
+  CHECK(with_env->code() == 0);
+  REQUIRE(with_pdeath);
+  CHECK(with_pdeath->code() == 0);
+}
+
+TEST_CASE("command: a program found in PATH that fails with ENOENT is not reported as not found",
+          "[process][command]") {
+  // The program is there; the working directory asked for is not.
+  auto c = command("true").cwd("/nonexistent-corio-dir").spawn();
+  REQUIRE_FALSE(c);
+  CHECK(c.error() == std::errc::no_such_file_or_directory);
+  CHECK(c.detail().find("not found in PATH") == std::string::npos);
+  CHECK(c.detail().find("\"/nonexistent-corio-dir\"") != std::string::npos);
 }
 
 namespace {

@@ -98,6 +98,12 @@ result<void> add_stdio(child_setup& setup, const stdio (&streams)[3]);
 /// dup2'd onto its target after the stdio dup2s; the unused numbers between 3 and the
 /// highest target closed, and every fd above it (close_from).
 result<void> add_inherited(child_setup& setup, const std::vector<std::pair<int, int>>& inherit);
+
+/// A bare program name resolved against `path` (a PATH value) as execvp would: the
+/// first regular, executable file; ENOENT, or EACCES if something by that name was seen
+/// but could not be run (a directory, no execute permission).
+result<std::string> lookup_program(const std::string& name, const std::string& path);
+
 /// Starts the child as `setup` says and execs `program` (a path, or a name looked up in
 /// PATH); yields its pid. posix_spawn, or with a parent-death signal the vfork child of
 /// launch.cpp. Errors: the exec's errno, or the setup's.
