@@ -214,6 +214,11 @@ bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
                         "a pool runs at most " + std::to_string(max_job_functions) + " distinct job functions");
       return true;
     }
+    if (!s->any_alive_locked() && s->replacing == 0) {
+      // Queued, they would wait for good: nothing would ever run or fail them.
+      fail_batch_locked(*s, b, pool_errc::no_workers, "no worker is alive and no replacement could be started");
+      return true;
+    }
     queue_jobs_locked(*s, b);
     kick = s->pump_locked();
   }

@@ -67,8 +67,10 @@ task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_wo
   bool ok = false;
   {
     std::lock_guard lock(s->mu);
+    --s->replacing;
     if (!fresh || s->closing) {
-      if (!s->any_alive_locked()) {
+      // With another replacement still being forked, the pending jobs wait for it.
+      if (!s->any_alive_locked() && (s->closing || s->replacing == 0)) {
         s->fail_pending_locked(s->closing ? pool_errc::shut_down : pool_errc::no_workers);
       } else {
         kick = s->pump_locked();  // the survivors take what the dead worker left
@@ -151,6 +153,7 @@ task<void> recover(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> w
     // why here: counted in the same critical section that fails the crashed job, so its
     // caller sees replaced() include this death (the replacement is forked later).
     s->replaced += closing ? 0 : 1;
+    s->replacing += closing ? 0 : 1;  // (same section as alive = false: see queue_batch)
     settle_dead_worker_locked(*s, *w, closing, death);
     if (s->closing) {
       s->fail_pending_locked(pool_errc::shut_down);

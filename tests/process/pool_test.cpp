@@ -340,6 +340,33 @@ corio::task<stopped_server_seen> pool_crash_without_replacement() {
   co_return s;
 }
 
+struct workerless_seen {
+  bool started = false;
+  bool replaced = false;    // replaced() counted the killed worker
+  std::error_code call;     // how the call made afterwards ended (within 3 s)
+  bool shut_down = false;   // shutdown() then ended (within 3 s)
+};
+corio::task<workerless_seen> pool_without_workers() {
+  workerless_seen s;
+  auto pool = co_await process_pool::start(1);
+  if (!pool) {
+    co_return s;
+  }
+  s.started = true;
+  corio::ipc::fork_server::stop();  // no replacement can be forked
+  ::kill((*pool)->worker_pids().front(), SIGKILL);
+  for (int i = 0; i < 5000 && (*pool)->replaced() == 0; ++i) {
+    (void)co_await corio::sleep_for(1ms);
+  }
+  s.replaced = (*pool)->replaced() == 1;
+  (void)co_await corio::sleep_for(200ms);  // the replacement's fork has failed by now
+  auto r = co_await corio::timeout((*pool)->call<&square>(4), 3s);
+  s.call = r ? std::error_code{} : r.error();  // (a hang: the timeout's error)
+  auto done = co_await corio::timeout((*pool)->shutdown(), 3s);
+  s.shut_down = done.has_value();
+  co_return s;
+}
+
 }  // namespace
 
 TEST_CASE("process_pool: a result frame for no job in flight is a protocol error, recovered as a crash",
@@ -390,4 +417,20 @@ TEST_CASE("process_pool: a crash with no replacement possible hands the jobs to 
     others_ok = others_ok && r && *r == i + 1;
   }
   CHECK(others_ok);
+}
+
+// Also stops the fork server: keep after the others.
+TEST_CASE("process_pool: a call with no worker alive and none startable fails with no_workers and shutdown() ends",
+          "[process][pool]") {
+  REQUIRE(corio_test::fork_server_started);
+  workerless_seen s;
+  {
+    corio::runtime rt(corio_test::workers(2));
+    s = rt.block_on(pool_without_workers());
+  }
+  (void)corio::ipc::fork_server::start();  // single-threaded again (the runtime is gone)
+  REQUIRE(s.started);
+  CHECK(s.replaced);
+  CHECK(s.call == pool_errc::no_workers);
+  CHECK(s.shut_down);
 }

@@ -138,6 +138,7 @@ struct pool_state {
   std::size_t max_message = max_frame_payload;  // the longest job or result payload
   std::size_t outstanding = 0;
   std::size_t replaced = 0;
+  std::size_t replacing = 0;  // replacements being forked (a dead worker's slot waits on one)
   bool closing = false;
   bool shutdown_started = false;      // the first shutdown() spawned the shutdown body
   completion_signal* idle = nullptr;  // the shutdown body waits on it for outstanding == 0
@@ -171,7 +172,8 @@ struct pool_state {
 
 // pool_dispatch.cpp
 /// Queues every job of `b` (filled, not yet queued); false (and every job failed with
-/// shut_down) if the pool is closing. Starts the writers it needs.
+/// shut_down) if the pool is closing. Every job fails with no_workers at once when no
+/// worker is alive and no replacement is being forked. Starts the writers it needs.
 bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b);
 /// Cancels every job of `b` still without a result (any thread).
 void cancel_batch(pool_state& s, pool_batch& b) noexcept;
