@@ -231,4 +231,34 @@ void cancel_batch(pool_state& s, pool_batch& b) noexcept {
   s.cancel_batch_locked(&b);
 }
 
+void abandon_batch(pool_state& s, pool_batch& b) noexcept {
+  std::lock_guard lock(s.mu);
+  if (b.remaining == 0) {
+    return;  // complete: nothing in the pool points at it
+  }
+  // As cancel_batch_locked, but the batch is never completed: no sink call and no
+  // signal of `done`, whose waiter is the coroutine being destroyed. Its queued jobs
+  // count down `outstanding` only; its jobs in flight are unlinked and withdrawn, so
+  // their answers, when they come, do the same.
+  for (auto it = s.pending.begin(); it != s.pending.end();) {
+    if (it->batch == &b) {
+      pool_job job = *it;
+      job.batch = nullptr;
+      it = s.pending.erase(it);
+      s.finish_locked(job, status_cancelled, {});
+    } else {
+      ++it;
+    }
+  }
+  for (auto& w : s.workers) {
+    for (pool_job& job : w->inflight) {
+      if (job.batch == &b) {
+        job.batch = nullptr;
+        w->withdraw(job.seq);
+      }
+    }
+  }
+  b.remaining = 0;
+}
+
 }  // namespace corio::ipc::detail

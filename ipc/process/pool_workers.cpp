@@ -306,10 +306,31 @@ task<void> reader_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
   co_await recover(s, w, why);
 }
 
+namespace {
+
+/// Unpublishes the shutdown body's `idle` when its frame goes, also when a runtime
+/// destroys the body while it waits: the pool (which would signal it) outlives the frame.
+struct idle_guard {
+  pool_state& s;
+  completion_signal& idle;
+  idle_guard(pool_state& state, completion_signal& signal) noexcept : s(state), idle(signal) {}
+  idle_guard(const idle_guard&) = delete;
+  idle_guard& operator=(const idle_guard&) = delete;
+  ~idle_guard() {
+    std::lock_guard lock(s.mu);
+    if (s.idle == &idle) {
+      s.idle = nullptr;
+    }
+  }
+};
+
+}  // namespace
+
 task<void> shutdown_body(std::shared_ptr<pool_state> s) {
   // Waits for every job, closes the sockets, joins the readers, reaps the workers,
   // then sets shutdown_done.
   completion_signal idle;
+  idle_guard unpublish{*s, idle};
   bool wait_idle = false;
   {
     std::lock_guard lock(s->mu);

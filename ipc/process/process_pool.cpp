@@ -93,11 +93,19 @@ namespace {
 
 /// Awaits a queued batch's completion; a stop of `token` or of the inherited token
 /// cancels the batch's remaining jobs (see cancel_batch_locked), which completes it.
+/// Destroyed while suspended (a runtime destroying its unfinished tasks frees the frame
+/// that holds the batch), it withdraws the batch from the pool, which outlives it.
 class batch_wait {
  public:
   batch_wait(pool_state& s, pool_batch& b, std::stop_token token) noexcept : m_state(&s), m_batch(&b), m_token(std::move(token)) {}
   batch_wait(const batch_wait&) = delete;
   batch_wait& operator=(const batch_wait&) = delete;
+  ~batch_wait() {
+    if (m_waiting) {
+      m_stop.disarm();                    // no cancel runs from here on
+      abandon_batch(*m_state, *m_batch);  // nothing points at the batch afterwards
+    }
+  }
 
   bool await_ready() const noexcept { return false; }
   template <class P>
@@ -105,9 +113,13 @@ class batch_wait {
     // Armed before the wait is published: a stop that already happened runs the cancel
     // here, which signals `done`, and done.await_suspend then declines to suspend.
     m_stop.arm(m_token, corio::detail::inherited_token_of(h), stop_fn{this});
+    // Set before the wait is published: once it is, the coroutine may resume (and clear
+    // it) on another thread at any moment.
+    m_waiting = true;
     return m_batch->done.await_suspend(h);
   }
   void await_resume() noexcept {
+    m_waiting = false;
     m_stop.disarm();  // waits for a cancel running on another thread: the batch is ours again
   }
 
@@ -120,6 +132,7 @@ class batch_wait {
   pool_batch* m_batch;
   std::stop_token m_token;
   port::stop_link<stop_fn> m_stop;
+  bool m_waiting = false;  // suspended on the batch and not resumed yet
 };
 
 void add_byte_jobs(pool_batch& b, pool_job_fn fn, const std::vector<std::vector<std::byte>>& jobs) {
@@ -186,7 +199,8 @@ task<void> process_pool::run(detail::pool_batch& b, std::stop_token token) {
   if (!detail::queue_batch(m_state, b)) {
     co_return;  // closing: every job failed with shut_down
   }
-  co_await detail::batch_wait(*m_state, b, std::move(token));
+  detail::batch_wait wait(*m_state, b, std::move(token));  // named: destroyed with the frame
+  co_await wait;
 }
 
 task<pool_result<std::vector<std::byte>>> process_pool::submit(pool_job_fn fn, std::vector<std::byte> job,

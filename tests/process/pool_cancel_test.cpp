@@ -395,3 +395,40 @@ TEST_CASE("process_pool: map_stream yields results as they complete, and cancels
   CHECK(s.dropped_then_ok);
   CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
+
+namespace {
+
+/// Starts a one-worker pool with a window of 1 (so three of the four jobs wait in the
+/// pool's queue) and awaits a map of four 200 ms jobs; `waiting` is set just before.
+corio::task<void> map_until_runtime_goes(std::atomic<bool>* waiting) {
+  auto pool = co_await process_pool::start(1, 1);
+  if (!pool) {
+    co_return;
+  }
+  std::vector<int> xs{200, 200, 200, 200};
+  waiting->store(true);
+  (void)co_await (*pool)->map<&sleep_ms>(std::move(xs));
+}
+
+}  // namespace
+
+TEST_CASE("process_pool: destroying the runtime while a map waits withdraws its batch before the pool goes",
+          "[process][pool][cancel]") {
+  REQUIRE(corio_test::fork_server_started);
+  std::atomic<bool> waiting{false};
+  auto t0 = steady::now();
+  {
+    corio::runtime rt(corio_test::workers(2));
+    auto h = rt.spawn(map_until_runtime_goes(&waiting));
+    REQUIRE(h.has_value());
+    for (int i = 0; i < 5000 && !waiting.load(); ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    std::this_thread::sleep_for(300ms);  // the first job runs, the others are queued
+  }
+  // The runtime destroyed the suspended task: the map's frame (its batch) first, then the
+  // pool, whose destructor fails what is still queued. Under ASan a batch still linked to
+  // the pool is a heap-use-after-free here.
+  CHECK(waiting.load());
+  CHECK(ms_since(t0) < 5000);
+}

@@ -177,6 +177,10 @@ struct pool_state {
 bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b);
 /// Cancels every job of `b` still without a result (any thread).
 void cancel_batch(pool_state& s, pool_batch& b) noexcept;
+/// Withdraws `b` whose awaiting coroutine is being destroyed (a runtime destroying its
+/// unfinished tasks): as cancel_batch, but `b` is never completed (no sink call, and
+/// `b.done` is not signalled). Afterwards nothing in the pool points at `b`.
+void abandon_batch(pool_state& s, pool_batch& b) noexcept;
 
 // pool_workers.cpp
 /// Forks one worker (through the fork server) with its socket and shared page.
