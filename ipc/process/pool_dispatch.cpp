@@ -42,27 +42,44 @@ void pool_state::finish_locked(const pool_job& job, std::uint32_t status, std::s
   }
 }
 
-void pool_state::cancel_batch_locked(pool_batch* b) {
-  if (b->remaining == 0) {
-    return;
-  }
-  for (auto it = pending.begin(); it != pending.end();) {
+namespace {
+
+// Takes every job of `b` still without a result out of the pool: queued ones are dropped
+// (counting down `outstanding`), in-flight ones unlinked and withdrawn (their answers,
+// when they come, only count down `outstanding`). `complete`: each is completed as
+// cancelled, the last one signalling `done` (cancel_batch_locked); else `b` is left
+// untouched (abandon_batch: its waiter is being destroyed).
+void withdraw_jobs_locked(pool_state& s, pool_batch* b, bool complete) {
+  for (auto it = s.pending.begin(); it != s.pending.end();) {
     if (it->batch == b) {
       pool_job job = *it;
-      it = pending.erase(it);
-      finish_locked(job, status_cancelled, {});
+      if (!complete) {
+        job.batch = nullptr;
+      }
+      it = s.pending.erase(it);
+      s.finish_locked(job, status_cancelled, {});
     } else {
       ++it;
     }
   }
-  for (auto& w : workers) {
+  for (auto& w : s.workers) {
     for (pool_job& job : w->inflight) {
       if (job.batch == b) {
-        complete_locked(b, job.index, status_cancelled, {});
-        job.batch = nullptr;  // the answer, when it comes, only counts down `outstanding`
+        if (complete) {
+          pool_state::complete_locked(b, job.index, status_cancelled, {});
+        }
+        job.batch = nullptr;
         w->withdraw(job.seq);
       }
     }
+  }
+}
+
+}  // namespace
+
+void pool_state::cancel_batch_locked(pool_batch* b) {
+  if (b->remaining != 0) {
+    withdraw_jobs_locked(*this, b, true);
   }
 }
 
@@ -233,32 +250,12 @@ void cancel_batch(pool_state& s, pool_batch& b) noexcept {
 
 void abandon_batch(pool_state& s, pool_batch& b) noexcept {
   std::lock_guard lock(s.mu);
-  if (b.remaining == 0) {
-    return;  // complete: nothing in the pool points at it
+  if (b.remaining != 0) {
+    // As cancel_batch_locked, but `b` is never completed: no sink call and no signal of
+    // `done`, whose waiter is the coroutine being destroyed.
+    withdraw_jobs_locked(s, &b, false);
+    b.remaining = 0;
   }
-  // As cancel_batch_locked, but the batch is never completed: no sink call and no
-  // signal of `done`, whose waiter is the coroutine being destroyed. Its queued jobs
-  // count down `outstanding` only; its jobs in flight are unlinked and withdrawn, so
-  // their answers, when they come, do the same.
-  for (auto it = s.pending.begin(); it != s.pending.end();) {
-    if (it->batch == &b) {
-      pool_job job = *it;
-      job.batch = nullptr;
-      it = s.pending.erase(it);
-      s.finish_locked(job, status_cancelled, {});
-    } else {
-      ++it;
-    }
-  }
-  for (auto& w : s.workers) {
-    for (pool_job& job : w->inflight) {
-      if (job.batch == &b) {
-        job.batch = nullptr;
-        w->withdraw(job.seq);
-      }
-    }
-  }
-  b.remaining = 0;
 }
 
 }  // namespace corio::ipc::detail

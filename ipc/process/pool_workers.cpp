@@ -55,6 +55,19 @@ task<void> writer_loop(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worke
 
 /// Starts a replacement for the dead worker `old` in its slot; false if it failed.
 task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_worker> old) {
+  // recover() counted this replacement in `replacing`; a replacement that ends before the
+  // section below (an exception, or its frame destroyed with the runtime) uncounts it
+  // here, or queue_batch would wait for it for ever instead of failing with no_workers.
+  struct uncount_on_exit {
+    pool_state& s;
+    bool armed = true;
+    ~uncount_on_exit() {
+      if (armed) {
+        std::lock_guard lock(s.mu);
+        --s.replacing;
+      }
+    }
+  } uncount{*s};
   std::size_t window = 0;
   std::size_t max_message = 0;
   {
@@ -68,6 +81,7 @@ task<bool> replace_worker(std::shared_ptr<pool_state> s, std::shared_ptr<pool_wo
   {
     std::lock_guard lock(s->mu);
     --s->replacing;
+    uncount.armed = false;
     if (!fresh || s->closing) {
       // With another replacement still being forked, the pending jobs wait for it.
       if (!s->any_alive_locked() && (s->closing || s->replacing == 0)) {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <memory>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
 #include <corio/runtime/port.hpp>
@@ -94,10 +95,13 @@ namespace {
 /// Awaits a queued batch's completion; a stop of `token` or of the inherited token
 /// cancels the batch's remaining jobs (see cancel_batch_locked), which completes it.
 /// Destroyed while suspended (a runtime destroying its unfinished tasks frees the frame
-/// that holds the batch), it withdraws the batch from the pool, which outlives it.
+/// that holds the batch), it withdraws the batch from the pool. It shares the pool's
+/// state: the runtime may destroy the pool's owner (and the readers holding the state)
+/// before this frame.
 class batch_wait {
  public:
-  batch_wait(pool_state& s, pool_batch& b, std::stop_token token) noexcept : m_state(&s), m_batch(&b), m_token(std::move(token)) {}
+  batch_wait(std::shared_ptr<pool_state> s, pool_batch& b, std::stop_token token) noexcept
+      : m_state(std::move(s)), m_batch(&b), m_token(std::move(token)) {}
   batch_wait(const batch_wait&) = delete;
   batch_wait& operator=(const batch_wait&) = delete;
   ~batch_wait() {
@@ -128,7 +132,7 @@ class batch_wait {
     batch_wait* self;
     void operator()() const noexcept { cancel_batch(*self->m_state, *self->m_batch); }
   };
-  pool_state* m_state;
+  std::shared_ptr<pool_state> m_state;
   pool_batch* m_batch;
   std::stop_token m_token;
   port::stop_link<stop_fn> m_stop;
@@ -199,7 +203,7 @@ task<void> process_pool::run(detail::pool_batch& b, std::stop_token token) {
   if (!detail::queue_batch(m_state, b)) {
     co_return;  // closing: every job failed with shut_down
   }
-  detail::batch_wait wait(*m_state, b, std::move(token));  // named: destroyed with the frame
+  detail::batch_wait wait(m_state, b, std::move(token));  // named: destroyed with the frame
   co_await wait;
 }
 
