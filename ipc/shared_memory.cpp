@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <ctime>
 
 #include <corio/ipc/detail/posix_name.hpp>
 #include <corio/ipc/owned_fd.hpp>
@@ -21,13 +23,23 @@ std::error_code last_os_error() noexcept { return os_error(-errno); }
 
 std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
 
-// Under flock(LOCK_EX): the object's size, grown to `size` if smaller. 0 on failure (errno).
+// Under flock(LOCK_EX): the object's size, grown to `size` if smaller. 0 on failure
+// (errno). Another creator holds the lock for an fstat and an ftruncate; the lock is
+// tried without blocking, every 20 µs for at most 10 ms, so a program that holds a flock
+// on the object for its own ends, or a creator stopped under a debugger, costs the
+// caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a wait of
+// unknown length.
 std::size_t grow_locked(int fd, std::size_t size) noexcept {
-  int rc;
-  while ((rc = ::flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
-  }
-  if (rc != 0) {
-    return 0;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      break;
+    }
+    if ((errno != EWOULDBLOCK && errno != EINTR) || std::chrono::steady_clock::now() >= give_up) {
+      return 0;  // (errno: flock's)
+    }
+    const timespec pause{0, 20'000};
+    ::nanosleep(&pause, nullptr);
   }
   std::size_t now = 0;
   struct stat st {};

@@ -14,18 +14,14 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <optional>
 #include <string>
-#include <thread>
 
 #include <corio/runtime/runtime.hpp>
 
 #include "helpers.hpp"
 
-using namespace std::chrono_literals;
 using corio::ipc::map_access;
 using corio::ipc::memory_map;
 using corio::ipc::shared_memory;
@@ -110,27 +106,29 @@ TEST_CASE("shared_memory: a non-exclusive create opens an existing object, grows
 TEST_CASE("shared_memory: a create racing another creator never ends up mapping past the object's end",
           "[ipc][shared_memory]") {
   // Another creator is between its exclusive shm_open and sizing the object (it holds
-  // the sizing lock every creator takes) when a non-exclusive create of 1 MiB comes; it
-  // then sets its own smaller size. Before the lock, the second create grew the object
-  // and mapped 1 MiB, and the first one's ftruncate cut it back under that mapping.
+  // the sizing lock every creator takes) when a non-exclusive create of 1 MiB comes.
+  // Before the lock, that create grew the object and mapped 1 MiB at once, and the first
+  // creator's ftruncate then cut the object back under that mapping (SIGBUS past 4096).
   scoped_shm_name n("race");
   const int fd = ::shm_open(n.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   REQUIRE(fd >= 0);
   REQUIRE(::flock(fd, LOCK_EX) == 0);
   shared_memory_options open_existing;
   open_existing.exclusive = false;
-  std::optional<corio::result<shared_memory>> second;
-  std::thread creator([&] { second.emplace(shared_memory::create(n.name, std::size_t{1} << 20, open_existing)); });
-  std::this_thread::sleep_for(100ms);
-  REQUIRE(::ftruncate(fd, 4096) == 0);  // the first creator sizes the object, then unlocks
-  REQUIRE(::flock(fd, LOCK_UN) == 0);
-  creator.join();
-  REQUIRE(second->has_value());
+  // While the lock is held the create waits at most ~10 ms, then gives up untouched.
+  auto during = shared_memory::create(n.name, std::size_t{1} << 20, open_existing);
   struct stat st {};
   REQUIRE(::fstat(fd, &st) == 0);
+  CHECK(error_of(during) == std::errc::resource_unavailable_try_again);
+  CHECK(st.st_size == 0);  // not grown under the holder
+  REQUIRE(::ftruncate(fd, 4096) == 0);  // the first creator sizes the object, then unlocks
+  REQUIRE(::flock(fd, LOCK_UN) == 0);
+  auto after = shared_memory::create(n.name, std::size_t{1} << 20, open_existing);
+  REQUIRE(after);
+  REQUIRE(::fstat(fd, &st) == 0);
   ::close(fd);
-  CHECK((*second)->size() == std::size_t{1} << 20);
-  CHECK(static_cast<std::size_t>(st.st_size) >= (*second)->size());  // no access past the end
+  CHECK(after->size() == std::size_t{1} << 20);
+  CHECK(static_cast<std::size_t>(st.st_size) >= after->size());  // no access past the end
 }
 
 TEST_CASE("memory_map: mapping a FIFO is an error at once, not a wait for a writer", "[ipc][memory_map][errors]") {
