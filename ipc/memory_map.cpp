@@ -37,8 +37,14 @@ result<memory_map> memory_map::map(int fd, std::size_t length, map_access access
 
 result<memory_map> memory_map::map_file(const std::string& path, map_access access) {
   // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, blocking the caller's
-  // thread, a worker perhaps (mmap then refuses it); on a regular file it changes nothing.
-  owned_fd file(::open(path.c_str(), (access == map_access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK));
+  // thread, a worker perhaps (mmap then refuses it). On a regular file it matters only
+  // under a lease (F_SETLEASE), where it fails with EWOULDBLOCK instead of waiting for
+  // the lease to break: that open is made again as before, waiting.
+  const int flags = (access == map_access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  owned_fd file(::open(path.c_str(), flags | O_NONBLOCK));
+  if (!file && errno == EWOULDBLOCK) {
+    file = owned_fd(::open(path.c_str(), flags));
+  }
   if (!file) {
     return unexpected(last_os_error());
   }
