@@ -41,6 +41,7 @@ jobs=${CORIO_JOBS:-$(nproc)}
 # one cached from a checkout in another folder includes them twice (tried). CORIO_CCACHE=0
 # runs without the cache (every compile runs, as where ccache is not installed).
 clang_cxx=$(bash .ci/clang.sh)
+headers_record=""
 if command -v ccache >/dev/null; then
   clang_cxx="ccache $clang_cxx"
   if [ "${CORIO_CCACHE:-1}" = 0 ]; then
@@ -63,6 +64,23 @@ if command -v ccache >/dev/null; then
       export CCACHE_SLOPPINESS=time_macros
     else
       export CCACHE_SLOPPINESS=pch_defines,time_macros
+    fi
+    # A change of comments alone. When the direct-mode lookup misses, ccache looks up the
+    # preprocessed text, which comments do not reach: after the public headers' comments
+    # changed (their line counts kept) it found the tests' precompiled header there and
+    # returned the .gch built from the old headers; g++ then matched the headers a test
+    # includes again against those in the .gch by size and checksum, saw other files and
+    # included them twice (redefinition errors in every test object compiled against it;
+    # tried, 2026-12-06). So the cache keeps a checksum of the headers it last built (in
+    # its folder); when this checkout's differ, every compile runs again and replaces its
+    # cached result (CCACHE_RECACHE): a full build, as a change of a public header costs
+    # anyway. The checksum is written once the builds below have run.
+    headers_sum=$(find corio.hpp runtime sync ipc tests/support/pch -name '*.hpp' -type f | LC_ALL=C sort |
+      xargs cat | sha256sum | cut -d' ' -f1)
+    headers_record="${CCACHE_DIR:-$cache_dir}/corio-headers.sha256"
+    if [ -f "$headers_record" ] && [ "$(cat "$headers_record")" != "$headers_sum" ]; then
+      echo "corio: the headers changed since the compiler cache last built them: every compile runs again"
+      export CCACHE_RECACHE=1
     fi
   fi
 fi
@@ -152,5 +170,8 @@ else
   total_fail=$((total_fail + 1))
 fi
 
+if [ -n "$headers_record" ]; then
+  printf '%s\n' "$headers_sum" >"$headers_record" || true  # the cache now holds these headers' builds
+fi
 echo "tests: ${total_ok} passed, ${total_fail} failed"
 [ "$total_fail" = 0 ]
