@@ -515,12 +515,12 @@ TEST_CASE("connection: a send that finds the socket full waits for room with one
   auto body = [&]() -> task<std::string> {
     // A first sleep leaves the worker's park wait armed (a timer's end does not use it up),
     // so the SQEs counted below are the sender's alone.
-    co_await corio::sleep_for(10ms);
+    (void)co_await corio::sleep_for(10ms);
     const std::uint64_t before = corio_test::sqes_submitted(rt);
     auto sender = corio::spawn([](connection& c) -> task<bool> {
       co_return static_cast<bool>(co_await c.send_bytes(bytes("after the filler")));
     }(p.conn));
-    co_await corio::sleep_for(50ms);  // the sender finds the socket full and waits
+    (void)co_await corio::sleep_for(50ms);  // the sender finds the socket full and waits
     const std::uint64_t used = corio_test::sqes_submitted(rt) - before;
     std::string got(filled + 4 + 16, '\0');
     if (!co_await p.peer.read_exact(corio_test::wbytes(got))) {

@@ -111,10 +111,10 @@ TEST_CASE("io: a worker with a read in flight does not enter the kernel between 
       std::array<char, 8> buf{};
       co_return static_cast<bool>(co_await corio::io::read(fd, std::as_writable_bytes(std::span(buf)), -1, token));
     }(p.r, stop.get_token()));
-    co_await corio::sleep_for(5ms);  // the read is in flight
+    (void)co_await corio::sleep_for(5ms);  // the read is in flight
     const std::uint64_t before = rt.metrics().workers[0].ring_enters;
     for (int i = 0; i < kSleeps; ++i) {
-      co_await corio::sleep_for(1ms);
+      (void)co_await corio::sleep_for(1ms);
     }
     const std::uint64_t enters = rt.metrics().workers[0].ring_enters - before;
     stop.request_stop();
