@@ -87,6 +87,8 @@ fi
 
 total_ok=0
 total_fail=0
+failed_names=()  # "[stage] test" for each failure, repeated at the end of the output
+build_failed=0
 started=$(date +%s)
 
 run_step() {  # <name> <command...>: one check outside meson, counted as one test
@@ -97,6 +99,7 @@ run_step() {  # <name> <command...>: one check outside meson, counted as one tes
     total_ok=$((total_ok + 1))
   else
     total_fail=$((total_fail + 1))
+    failed_names+=("[$name]")
     echo "=== [$name] FAILED"
   fi
   echo "=== [$name] done after $(( $(date +%s) - started )) s"
@@ -126,10 +129,18 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
     env "${env[@]}" meson setup "$dir" "${setup[@]}" >/dev/null
     printf '%s\n' "$want" >"$stamp"
   fi
-  ninja -C "$dir" -j "$jobs" >/dev/null
-  echo "=== [$name] test: $*"
   local log
   log=$(mktemp)
+  if ! ninja -C "$dir" -j "$jobs" >"$log" 2>&1; then  # a failed build: its errors, then the next stage
+    grep -E -m 20 -A 12 'error:|FAILED:' "$log" | tail -120
+    total_fail=$((total_fail + 1))
+    failed_names+=("[$name] the build")
+    build_failed=1
+    rm -f "$log"
+    echo "=== [$name] done after $(( $(date +%s) - started )) s"
+    return
+  fi
+  echo "=== [$name] test: $*"
   set +e
   meson test -C "$dir" "${suites[@]}" --print-errorlogs --num-processes "$jobs" 2>&1 | tee "$log" | \
     grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Timeout|Skipped):'
@@ -140,7 +151,13 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   timeout=$(awk '/^Timeout:/ {print $2}' "$log")
   total_ok=$((total_ok + ${ok:-0}))
   total_fail=$((total_fail + ${fail:-0} + ${timeout:-0}))
+  # The names of the failed tests: meson's result lines, e.g. " 12/79 corio:stress / x  FAIL".
+  local t
+  while read -r t; do
+    failed_names+=("[$name] $t")
+  done < <(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$log" | sed -E 's/^ *[0-9]+\/[0-9]+ +//; s/ +/ /g')
   if [ "$rc" != 0 ]; then
+    [ -n "$(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$log")" ] || failed_names+=("[$name] meson test exited $rc")
     sed -n '/^=* *[0-9]*\/[0-9]* .*\(FAIL\|TIMEOUT\)/,$p' "$log" | tail -200
     total_fail=$((total_fail > 0 ? total_fail : 1))
   fi
@@ -168,10 +185,13 @@ if FUZZ_BUILD=build-ci/fuzz bash fuzz/run.sh 10; then
   total_ok=$((total_ok + 1))
 else
   total_fail=$((total_fail + 1))
+  failed_names+=("[fuzz]")
 fi
 
-if [ -n "$headers_record" ]; then
+if [ -n "$headers_record" ] && [ "$build_failed" = 0 ]; then
   printf '%s\n' "$headers_sum" >"$headers_record" || true  # the cache now holds these headers' builds
 fi
+# The failures again at the end, where a reader of only the output's tail sees them.
+for t in "${failed_names[@]}"; do echo "failed: $t"; done
 echo "tests: ${total_ok} passed, ${total_fail} failed"
 [ "$total_fail" = 0 ]
