@@ -78,7 +78,7 @@ namespace corio::ipc {
 struct message_queue_options {
   long max_messages = 10;    ///< capacity in messages (mq_maxmsg)
   long message_size = 8192;  ///< largest message in bytes (mq_msgsize)
-  mode_t mode = 0600;        ///< permissions of a new queue
+  mode_t mode = 0600;        ///< permissions of a new queue (bits 0777 only: others invalid_argument)
   /// true: fail with file_exists if the name exists (O_EXCL). false: open-or-create, an
   /// existing queue is opened as it is (its own attributes and permissions stay).
   bool exclusive = true;

@@ -20,8 +20,13 @@
 // explicit unlink): call remove() when done, or the object stays in /dev/shm, even after
 // a crash. An open() that races the creator's ftruncate sees size 0 and returns
 // invalid_argument: retry, or hand the name over only once create() has returned.
-// Thread-safety: one owner of the handle. Cost: shm_open + ftruncate + mmap on create,
-// shm_open + fstat + mmap on open; nothing waits (no syscall blocks on a worker).
+// Thread-safety: one owner of the handle. Cost: shm_open + flock + fstat + ftruncate +
+// mmap on create, shm_open + fstat + mmap on open. Nothing waits on another process
+// except create()'s flock, which every creator takes for its fstat and ftruncate
+// (microseconds): it is tried without blocking every 20 µs for at most 10 ms, then
+// create() fails with resource_unavailable_try_again (EWOULDBLOCK) — so a creator
+// stopped under a debugger, or a program holding a flock of its own on the object,
+// costs the calling thread (a worker, perhaps) at most that much.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -39,7 +44,7 @@ namespace corio::ipc {
 
 /// How create() makes the object.
 struct shared_memory_options {
-  mode_t mode = 0600;     ///< permissions of the new object
+  mode_t mode = 0600;     ///< permissions of the new object (bits 0777 only: others invalid_argument)
   bool exclusive = true;  ///< fail with file_exists if the name exists (O_EXCL)
 };
 

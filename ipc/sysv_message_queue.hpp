@@ -110,13 +110,14 @@ class sysv_key {
 
 /// How create() makes a queue.
 struct sysv_message_queue_options {
-  mode_t mode = 0600;  ///< permissions of a new queue (the low 9 bits)
+  mode_t mode = 0600;  ///< permissions of a new queue (bits 0777 only: others invalid_argument)
   /// true: file_exists if the key is taken (IPC_EXCL). false: open-or-create; an
   /// existing queue is opened as it is (its permissions and capacity stay).
   bool exclusive = true;
   /// Byte capacity of a new queue (msg_qbytes, set with IPC_SET); 0 keeps the system
   /// default (/proc/sys/kernel/msgmnb, 16384 by default). Above that default it needs
-  /// CAP_SYS_RESOURCE (permission error otherwise, and no queue is left behind).
+  /// CAP_SYS_RESOURCE (permission error otherwise, and no queue is left behind). At most
+  /// INT_MAX (the kernel's msg_qbytes limit): above it invalid_argument, no queue made.
   std::size_t max_bytes = 0;
 };
 
