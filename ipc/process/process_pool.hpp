@@ -20,8 +20,11 @@
 // detail() gives both sizes. Each worker talks to the parent over its own
 // socketpair; it is single-threaded, has no runtime, and runs a blocking loop: read as
 // many job frames as are there, run them in order, write all their results in one write
-// (while jobs run long, what is done is written every millisecond: a slow job's result
-// does not wait for the jobs queued behind it).
+// (while jobs run long, what is done is written after each job once a millisecond has
+// passed since the last write: a slow job's result does not wait for the jobs queued
+// behind it; but a fast job's result, finished less than 1 ms after the last write,
+// waits for the job after it to end — behind a slow job, that long. Not yet solved:
+// flushing after every job would cost a write per tiny job).
 // The parent keeps at most `window` jobs in flight per worker, feeds them through one
 // writer task and one reader task per worker (io_uring reads/writes on a worker), and
 // hands the rest out as results come back. Per-item dispatch therefore costs a few
