@@ -110,10 +110,7 @@ class ring {
   /// (every completion of such a ring is posted by task work that raises the flag, or
   /// straight into the CQ). False on other rings, where only an enter can tell. A hint
   /// like task_work_pending(): a stale true delays a completion until the next enter.
-  [[nodiscard]] bool nothing_to_post() const noexcept {
-    return m_taskrun_flag &&
-           (IO_URING_READ_ONCE(*m_ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0;
-  }
+  [[nodiscard]] bool nothing_to_post() const noexcept { return m_taskrun_flag && !task_work_pending(); }
   [[nodiscard]] bool supports(unsigned opcode) const noexcept {
     return opcode < 256 && m_supported[opcode];
   }
