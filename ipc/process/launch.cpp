@@ -323,6 +323,12 @@ result<pid_t> launch_vfork(const child_setup& setup, exec_args& args, const std:
   return pid;
 }
 
+// The directories a program name without '/' is looked up in: PATH's value, or where it
+// is unset or empty, /bin:/usr/bin (what execvp and posix_spawnp use then).
+std::string search_path(const char* path_value) {
+  return path_value == nullptr || *path_value == '\0' ? std::string("/bin:/usr/bin") : std::string(path_value);
+}
+
 }  // namespace
 
 // As execvp searches: the first regular file in `path`'s directories that we may
@@ -359,7 +365,7 @@ result<pid_t> launch(const child_setup& setup, exec_args& args, const std::strin
       return launch_vfork(setup, args, program);
     }
     const char* path = args.custom_env ? args.path_value.c_str() : ::getenv("PATH");
-    auto resolved = lookup_program(program, path == nullptr || *path == '\0' ? std::string("/bin:/usr/bin") : std::string(path));
+    auto resolved = lookup_program(program, search_path(path));
     if (!resolved) {
       return unexpected(resolved.error());
     }
@@ -374,7 +380,7 @@ result<pid_t> launch(const child_setup& setup, exec_args& args, const std::strin
   if (program.find('/') != std::string::npos) {
     rc = ::posix_spawn(&pid, program.c_str(), attrs.actions(), attrs.attr(), args.argv.data(), args.env);
   } else if (args.custom_env) {
-    auto resolved = lookup_program(program, args.path_value.empty() ? std::string("/bin:/usr/bin") : args.path_value);
+    auto resolved = lookup_program(program, search_path(args.path_value.c_str()));
     if (!resolved) {
       return unexpected(resolved.error());
     }
