@@ -3,8 +3,10 @@
 // A worker is single-threaded and has no runtime. It maps the page it shares with the
 // parent, then loops: read as many job frames as the socket has, run each complete one
 // in order (skipping those the parent withdrew), and write all their results in one
-// write — or every millisecond while jobs run long, so a slow job's result does not wait
-// for the jobs queued behind it. It exits on end-of-file (the parent shut the socket
+// write. While a later job of the same read runs, the results already done wait in an
+// outbox that a second thread writes once the oldest is 1 ms old: no result waits behind
+// a slow job for more than about a millisecond, and a read of many quick jobs still costs
+// one write (plus, when it holds more than one job, one wake of that thread). It exits on end-of-file (the parent shut the socket
 // down), with status 1 on any socket error, and with worker_exit_protocol on a broken
 // frame: a length over max_message or a function index outside the table the parent
 // registered — it never calls a function pointer read from the socket. A result over
@@ -14,10 +16,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
-#include <ctime>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <corio/ipc/process/detail/pool_state.hpp>
 
@@ -40,11 +45,112 @@ bool write_fully(int fd, const std::byte* p, std::size_t n) {
   return true;
 }
 
-std::uint64_t monotonic_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+/// The results done but not yet written while a later job of the same read runs, and the
+/// thread that writes them once the oldest is `max_wait` old. Every member but the
+/// thread's loop runs on the worker's main thread; both threads write the socket only
+/// under `m_mu`, so result frames go out whole and in order. The thread starts at the
+/// first hold() (a worker whose reads hold one job each never starts it).
+class result_outbox {
+ public:
+  static constexpr std::chrono::milliseconds max_wait{1};
+
+  explicit result_outbox(int sock) : m_sock(sock) {}
+  result_outbox(const result_outbox&) = delete;
+  result_outbox& operator=(const result_outbox&) = delete;
+  ~result_outbox() {
+    {
+      std::lock_guard lock(m_mu);
+      m_stop = true;
+    }
+    m_cv.notify_one();
+    if (m_thread.joinable()) {
+      m_thread.join();
+    }
+  }
+
+  /// Before another job of the same read: moves the results in `done` (cleared) to the
+  /// outbox and makes sure the thread will write them within max_wait. False after a
+  /// write error.
+  bool hold(std::vector<std::byte>& done) {
+    bool wake = false;
+    {
+      std::lock_guard lock(m_mu);
+      if (m_failed) {
+        return false;
+      }
+      if (!done.empty()) {
+        if (m_pending.empty()) {
+          m_pending.swap(done);  // no copy: `done` takes the empty buffer
+          m_since = std::chrono::steady_clock::now();
+        } else {
+          m_pending.insert(m_pending.end(), done.begin(), done.end());
+        }
+        done.clear();
+      }
+      if (!m_pending.empty() && !m_armed) {
+        m_armed = true;
+        wake = true;
+        if (!m_thread.joinable()) {
+          m_thread = std::thread([this] { write_late(); });
+        }
+      }
+    }
+    if (wake) {
+      m_cv.notify_one();
+    }
+    return true;
+  }
+
+  /// At the end of a read: writes what the outbox holds, then `done` (cleared). False on
+  /// a write error (this one or the thread's).
+  bool flush(std::vector<std::byte>& done) {
+    std::lock_guard lock(m_mu);
+    if (m_failed) {
+      return false;
+    }
+    std::vector<std::byte>& out = m_pending.empty() ? done : m_pending;
+    if (!m_pending.empty()) {
+      m_pending.insert(m_pending.end(), done.begin(), done.end());
+    }
+    m_failed = !write_fully(m_sock, out.data(), out.size());
+    m_pending.clear();
+    done.clear();
+    return !m_failed;
+  }
+
+ private:
+  /// The thread: sleeps until hold() arms it, then writes the outbox once its oldest
+  /// result is max_wait old (unless flush() wrote it first), and sleeps again.
+  void write_late() {
+    std::unique_lock lock(m_mu);
+    for (;;) {
+      m_cv.wait(lock, [this] { return m_stop || m_armed; });
+      while (!m_stop && !m_pending.empty()) {
+        auto due = m_since + max_wait;
+        if (std::chrono::steady_clock::now() >= due) {
+          m_failed = m_failed || !write_fully(m_sock, m_pending.data(), m_pending.size());
+          m_pending.clear();
+          break;
+        }
+        m_cv.wait_until(lock, due);
+      }
+      if (m_stop) {
+        return;
+      }
+      m_armed = false;
+    }
+  }
+
+  int m_sock;
+  std::mutex m_mu;
+  std::condition_variable m_cv;
+  std::vector<std::byte> m_pending;  // result frames, whole, in completion order
+  std::chrono::steady_clock::time_point m_since;  // when m_pending's oldest was added
+  bool m_armed = false;   // the thread has results to write (or is about to look)
+  bool m_stop = false;    // the loop ends: the thread returns
+  bool m_failed = false;  // a write failed: the worker exits with status 1
+  std::thread m_thread;
+};
 
 /// Replaces a failed job's partial output (after the header at `at`) with `text`, cut
 /// to `limit` bytes.
@@ -69,7 +175,9 @@ worker_page* map_page(std::span<const std::byte> arg, int fd) {
 /// The worker's loop: its socket, its shared page, and the two buffers.
 class job_loop {
  public:
-  job_loop(int sock, worker_page* page) : m_sock(sock), m_page(page), m_in(256 * 1024) { m_out.reserve(256 * 1024); }
+  job_loop(int sock, worker_page* page) : m_sock(sock), m_page(page), m_in(256 * 1024), m_outbox(sock) {
+    m_out.reserve(256 * 1024);
+  }
 
   /// Runs until end-of-file (0), a socket error (1) or a broken frame
   /// (worker_exit_protocol).
@@ -114,7 +222,6 @@ class job_loop {
   /// broken frame (the results before it are written first).
   int run_complete_frames() {
     std::size_t pos = 0;
-    std::uint64_t last_flush = monotonic_ns();
     while (m_have - pos >= sizeof(job_header)) {
       job_header h;
       std::memcpy(&h, m_in.data() + pos, sizeof h);
@@ -131,20 +238,13 @@ class job_loop {
         }
         break;
       }
+      // A job after the first of this read: the results done so far go to the outbox,
+      // whose thread writes them if this job runs past their first millisecond.
+      if (pos > 0 && !m_outbox.hold(m_out)) {
+        return 1;
+      }
       run_job(h, std::span<const std::byte>(m_in.data() + pos + sizeof h, h.len));
       pos += frame;
-      // Slow jobs: answer what is done every millisecond instead of after the whole read
-      // (a slow job's result must not wait for the jobs queued behind it). A fast job's
-      // result that is not yet 1 ms old does wait for the next job to end: flushing
-      // before every job would cost a syscall per tiny job (not yet solved; the header
-      // promises the slow case only).
-      std::uint64_t now = monotonic_ns();
-      if (now - last_flush >= 1'000'000) {
-        if (!flush()) {
-          return 1;
-        }
-        last_flush = now;
-      }
     }
     std::memmove(m_in.data(), m_in.data() + pos, m_have - pos);
     m_have -= pos;
@@ -194,20 +294,16 @@ class job_loop {
     return 0;
   }
 
-  /// Writes every result frame gathered so far. False on a write error.
-  bool flush() {
-    if (!write_fully(m_sock, m_out.data(), m_out.size())) {
-      return false;
-    }
-    m_out.clear();
-    return true;
-  }
+  /// Writes every result frame gathered so far (the outbox's first). False on a write
+  /// error.
+  bool flush() { return m_outbox.flush(m_out); }
 
   int m_sock;
   worker_page* m_page;
   std::vector<std::byte> m_in;
   std::size_t m_have = 0;
-  std::vector<std::byte> m_out;
+  std::vector<std::byte> m_out;  // results of this read's jobs not yet handed to the outbox
+  result_outbox m_outbox;
 };
 
 }  // namespace

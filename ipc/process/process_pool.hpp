@@ -19,12 +19,11 @@
 // the worker and its job fails with result_too_large; either way only that job fails and
 // detail() gives both sizes. Each worker talks to the parent over its own
 // socketpair; it is single-threaded, has no runtime, and runs a blocking loop: read as
-// many job frames as are there, run them in order, write all their results in one write
-// (while jobs run long, what is done is written after each job once a millisecond has
-// passed since the last write: a slow job's result does not wait for the jobs queued
-// behind it; but a fast job's result, finished less than 1 ms after the last write,
-// waits for the job after it to end — behind a slow job, that long. Not yet solved:
-// flushing after every job would cost a write per tiny job).
+// many job frames as are there, run them in order, write all their results in one write.
+// While a later job of the same read runs, the results already done wait in an outbox
+// that a second thread of the worker writes once the oldest is 1 ms old: no result waits
+// behind a slow job for more than about a millisecond, and a read of many quick jobs
+// still costs one write (and, when it holds more than one job, one wake of that thread).
 // The parent keeps at most `window` jobs in flight per worker, feeds them through one
 // writer task and one reader task per worker (io_uring reads/writes on a worker), and
 // hands the rest out as results come back. Per-item dispatch therefore costs a few

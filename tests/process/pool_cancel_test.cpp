@@ -398,6 +398,67 @@ TEST_CASE("process_pool: map_stream yields results as they complete, and cancels
 
 namespace {
 
+/// "": returns 1 at once. A path: waits (up to 20 s) until that file exists: 2 if it
+/// came, -1 if not.
+int wait_for_file(std::string path) {
+  if (path.empty()) {
+    return 1;
+  }
+  const auto give_up = steady::now() + 20s;
+  while (steady::now() < give_up) {
+    if (::access(path.c_str(), F_OK) == 0) {
+      return 2;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return -1;
+}
+
+struct behind_seen {
+  std::size_t first_index = 99;
+  int first = 0;
+  int second = 0;
+};
+
+/// One worker, sent a quick job and a slow one in one map_stream: the slow one waits for
+/// a file that is made only once the quick one's result has arrived.
+corio::task<behind_seen> quick_before_slow(process_pool& p, std::string path) {
+  behind_seen s;
+  auto stream = p.map_stream<&wait_for_file>(std::vector<std::string>{"", path});
+  auto a = co_await stream.next();
+  if (a) {
+    s.first_index = a->index;
+    s.first = a->value ? *a->value : 0;
+  }
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  auto b = co_await stream.next();
+  if (b) {
+    s.second = b->value ? *b->value : 0;
+  }
+  co_return s;
+}
+
+}  // namespace
+
+// The worker reads both jobs at once and runs them in order. The quick job's result must
+// not wait in the worker until the slow job ends (the slow job here ends only after that
+// result has come: before the worker's outbox it came after 20 s, with the slow job's -1).
+TEST_CASE("process_pool: a quick job's result does not wait for the slow job read with it",
+          "[process][pool][stream]") {
+  std::string path = counter_file();
+  ::unlink(path.c_str());  // made by the test once the quick result is in
+  auto s = run_with_pool({.workers = 1}, &quick_before_slow, path);
+  ::unlink(path.c_str());
+  CHECK(s.first_index == 0);
+  CHECK(s.first == 1);
+  CHECK(s.second == 2);
+}
+
+namespace {
+
 /// Starts a one-worker pool with a window of 1 (so three of the four jobs wait in the
 /// pool's queue) and awaits a map of four 200 ms jobs; `waiting` is set just before.
 corio::task<void> map_until_runtime_goes(std::atomic<bool>* waiting) {
