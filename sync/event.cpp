@@ -6,29 +6,34 @@ namespace corio {
 
 // Under m_lock: is the event set? (auto-reset: and clear it.)
 bool event::consume_locked() noexcept {
-  // relaxed: m_lock orders the flag with set(); the acquire is in is_set() for lock-free
-  // readers only.
-  if (!m_set.load(std::memory_order_relaxed)) {
+  if ((m_lock.bits() & kSetBit) == 0) {
     return false;
   }
   if (m_mode == event_reset::automatic) {
-    m_set.store(false, std::memory_order_relaxed);
+    m_lock.set_bits(0);
   }
   return true;
 }
 
+// The flag is published by m_lock.unlock(), our last access to the event (see the
+// member comment in event.hpp); the batch is woken after it and touches only the
+// waiters' nodes.
 void event::set() noexcept {
   detail::wake_batch batch;
   m_lock.lock();
   if (m_mode == event_reset::manual) {
-    // release: pairs with is_set()'s acquire load (lock-free waiters).
-    m_set.store(true, std::memory_order_release);
+    m_lock.set_bits(kSetBit);
     while (m_waiters.pop_into(batch, detail::wait_status::granted) != nullptr) {
     }
   } else if (m_waiters.pop_into(batch, detail::wait_status::granted) == nullptr) {
-    // release: as above; nobody waits, so the flag carries the set to the next wait.
-    m_set.store(true, std::memory_order_release);
+    m_lock.set_bits(kSetBit);  // nobody waits: the flag carries the set to the next wait
   }
+  m_lock.unlock();
+}
+
+void event::reset() noexcept {
+  m_lock.lock();
+  m_lock.set_bits(0);
   m_lock.unlock();
 }
 

@@ -8,8 +8,10 @@
 //     waiting count as one (it is a flag, not a counter: use a semaphore for that).
 // Thread-safety: every member from any thread (off a worker, wait() blocks the thread).
 // Cost: is_set / a wait on a set manual event = one acquire load; a wait on a set
-// auto-reset event, a set() = one spin-lock section; a wait that suspends = one load and
-// one spin-lock section (plus one when it is woken). No allocation.
+// auto-reset event, a set(), a reset() = one spin-lock section; a wait that suspends =
+// one load and one spin-lock section (plus one when it is woken). No allocation.
+// Lifetime: set() makes its last access to the event with the store that publishes the
+// flag, so a thread that sees it set (is_set, try_wait, a wait) may destroy it at once.
 // Fairness: FIFO (auto-reset: the oldest waiter gets each set()).
 // Resumes on: a woken waiter is rescheduled, never resumed inline inside set(): onto the
 // setting worker's LIFO slot when it is a worker of the waiter's runtime, else through
@@ -18,7 +20,7 @@
 
 #include <corio/runtime/require_cxx20.hpp>
 
-#include <atomic>
+#include <cstdint>
 #include <stop_token>
 #include <utility>
 
@@ -57,7 +59,7 @@ class event {
  public:
   /// An event of the given `mode`, set from the start if `initially_set`.
   explicit event(event_reset mode = event_reset::manual, bool initially_set = false) noexcept
-      : m_set(initially_set), m_mode(mode) {}
+      : m_mode(mode), m_lock(initially_set ? kSetBit : 0) {}
   event(const event&) = delete;
   event& operator=(const event&) = delete;
   /// Precondition: nobody waits (see mutex::~mutex).
@@ -72,18 +74,16 @@ class event {
 
   /// Sets the event (see the header for each mode).
   void set() noexcept;
-  /// Clears the event.
-  void reset() noexcept {
-    // relaxed: a flag with no data attached; set() and waits serialise on m_lock.
-    m_set.store(false, std::memory_order_relaxed);
-  }
+  /// Clears the event. One spin-lock section: a reset() and a set() called at the same
+  /// time take effect in some order, and every waiter and reader agrees on that order.
+  void reset() noexcept;
   /// Auto-reset: consumes the event if set. Manual: reports it.
   [[nodiscard]] bool try_wait() noexcept;
   /// True while the event is set (a snapshot; consumes nothing).
   [[nodiscard]] bool is_set() const noexcept {
-    // acquire: pairs with set()'s release store; what the setter wrote before set() is
-    // visible once we see true.
-    return m_set.load(std::memory_order_acquire);
+    // An acquire load (sync_spin_lock::published_bits): what the setter wrote before
+    // set() is visible once we see true.
+    return (m_lock.published_bits() & kSetBit) != 0;
   }
   /// The reset mode given at construction.
   [[nodiscard]] event_reset mode() const noexcept { return m_mode; }
@@ -93,7 +93,14 @@ class event {
 
   bool consume_locked() noexcept;
 
-  std::atomic<bool> m_set;  // written under m_lock; read without it by the fast paths
+  // The flag lives in m_lock's published bits: changed under the lock, made visible to
+  // the lock-free readers (is_set, try_wait and wait on a manual event) by the unlock
+  // store itself. So the setter's last access to the event is that store, and whoever
+  // sees the event set may destroy it at once (a latch opened by its last count_down).
+  // A separate atomic flag stored before the unlock would leave the setter still
+  // touching the event (the unlock) after a reader could see it set; stored after the
+  // unlock, it could land after a later reset() or consuming wait (a stale "set").
+  static constexpr std::uint8_t kSetBit = 1;
   const event_reset m_mode;
   detail::sync_spin_lock m_lock;
   detail::waiter_list m_waiters{m_lock};

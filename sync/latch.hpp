@@ -4,6 +4,9 @@
 // task in wait(), now and later. Like std::latch, but waiting suspends the task.
 // Thread-safety: every member from any thread. Cost: count_down = one atomic RMW (the
 // last one also sets the internal event); wait on an open latch = one acquire load.
+// Lifetime: the count_down() that opens the latch makes its last access to it with the
+// store that publishes "open", so a thread that sees it open (try_wait, a wait) may
+// destroy it at once.
 // Fairness: all waiters are released together, in the order they arrived.
 // Resumes on: waiters are rescheduled by the task that counts to zero, never inline:
 // onto its worker's LIFO slot (the rest behind it in the local queue) when it is a

@@ -14,8 +14,8 @@ namespace corio::detail {
 void sync_spin_lock::lock_slow() noexcept {
   for (;;) {
     int spins = 0;
-    // relaxed: only a hint; the exchange below is the acquire.
-    while (m_locked.load(std::memory_order_relaxed)) {
+    // relaxed: only a hint; the fetch_or below is the acquire.
+    while ((m_word.load(std::memory_order_relaxed) & kLockedBit) != 0) {
       if (++spins > 64) {
         // The holder may have been preempted (2 cores shared by many threads).
         ::sched_yield();
@@ -25,7 +25,7 @@ void sync_spin_lock::lock_slow() noexcept {
       }
     }
     // acquire: pairs with unlock()'s release.
-    if (!m_locked.exchange(true, std::memory_order_acquire)) {
+    if ((m_word.fetch_or(kLockedBit, std::memory_order_acquire) & kLockedBit) == 0) {
       return;
     }
   }

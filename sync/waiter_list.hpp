@@ -21,7 +21,7 @@
 // slot when it is a worker of the waiter's runtime, else the global queue).
 // A plain thread blocked in a *_blocking call is woken through its thread_parker.
 //
-// Cost: lock = one exchange when free; critical sections are a few pointer writes.
+// Cost: lock = one atomic fetch_or when free, unlock = one store; critical sections are a few pointer writes.
 // Contended, the lock spins with `pause` and yields the CPU after 64 spins.
 #pragma once
 
@@ -39,23 +39,48 @@
 namespace corio::detail {
 
 /// Test-and-test-and-set lock guarding a primitive's waiter lists and state.
+///
+/// The lock word also carries a few bits of the owner's state ("published bits") that
+/// lock-free readers may load (event's flag): the holder changes them with
+/// set_bits() (invisible until unlock) and unlock() publishes them in the very store that
+/// releases the lock. So a reader that sees a bit a holder set knows that the holder has
+/// already made its last access to the lock (and to the primitive around it): the
+/// primitive may be destroyed right away. Primitives that never set bits see 0.
 class sync_spin_lock {
  public:
+  sync_spin_lock() noexcept = default;
+  /// A lock whose published bits start as `bits` (< 128).
+  explicit sync_spin_lock(std::uint8_t bits) noexcept : m_word(static_cast<std::uint8_t>(bits << 1)), m_bits(bits) {}
+
   void lock() noexcept {
     // acquire: pairs with unlock()'s release; the previous holder's writes are visible.
-    if (!m_locked.exchange(true, std::memory_order_acquire)) {
+    // fetch_or, not exchange: the published bits stay readable while the lock is held.
+    if ((m_word.fetch_or(kLockedBit, std::memory_order_acquire) & kLockedBit) == 0) {
       return;
     }
     lock_slow();
   }
   void unlock() noexcept {
-    // release: publishes the writes of the critical section to the next lock().
-    m_locked.store(false, std::memory_order_release);
+    // release: publishes the writes of the critical section (and the bits) to the next
+    // lock() and to published_bits()' acquire load. The holder's last access.
+    m_word.store(static_cast<std::uint8_t>(m_bits << 1), std::memory_order_release);
+  }
+
+  /// Under the lock: the bits as this holder sees them (including its own set_bits()).
+  [[nodiscard]] std::uint8_t bits() const noexcept { return m_bits; }
+  /// Under the lock: changes the bits; lock-free readers see them at unlock().
+  void set_bits(std::uint8_t bits) noexcept { m_bits = bits; }
+  /// Lock-free: the bits as of the last unlock(). acquire: pairs with unlock()'s release;
+  /// the writes of the critical section that published them are visible after it.
+  [[nodiscard]] std::uint8_t published_bits() const noexcept {
+    return static_cast<std::uint8_t>(m_word.load(std::memory_order_acquire) >> 1);
   }
 
  private:
+  static constexpr std::uint8_t kLockedBit = 1;
   void lock_slow() noexcept;
-  std::atomic<bool> m_locked{false};
+  std::atomic<std::uint8_t> m_word{0};  // kLockedBit | published bits << 1
+  std::uint8_t m_bits = 0;              // the bits, read and written under the lock only
 };
 
 /// Wakes a plain (non-worker) thread blocked in a *_blocking call.

@@ -296,3 +296,26 @@ TEST_CASE("latch: counting below zero aborts in debug builds and opens the latch
     REQUIRE(out.exited_0);
   }
 }
+
+TEST_CASE("event: reset() and set() from two threads leave every reader agreeing with the last one", "[sync][event]") {
+  // The flag is changed under the lock and published by the unlock: after both threads
+  // are done, is_set() (lock-free), try_wait() and a wait agree with whichever call came
+  // last, and a manual event never reports set to one reader and clear to the next.
+  for (int round = 0; round < 200; ++round) {
+    corio::event ev(corio::event_reset::manual);
+    std::atomic<bool> go{false};
+    std::thread setter([&] {
+      while (!go.load()) {
+      }
+      ev.set();
+    });
+    go.store(true);
+    ev.reset();
+    setter.join();
+    const bool set = ev.is_set();
+    REQUIRE(ev.try_wait() == set);
+    ev.reset();
+    REQUIRE_FALSE(ev.is_set());
+    REQUIRE_FALSE(ev.try_wait());
+  }
+}
