@@ -8,6 +8,8 @@
 // Cost: uncontended lock = one CAS, unlock = one CAS, no allocation. Contended: the
 // waiter queue is guarded by a spin lock (a few pointer writes); unlock then hands the
 // lock directly to the oldest waiter.
+// Lifetime: unlock()'s last access to the mutex is the store that frees it, so a task
+// that then takes it (try_lock) may unlock and destroy it at once (a last user).
 // Fairness: strict FIFO. Once a task waits, the mutex is handed over, never released,
 // so a newcomer cannot barge past the queue (no starvation; throughput under heavy
 // contention is bounded by one reschedule per hand-off).
@@ -97,6 +99,9 @@ class mutex_lock_operation : public wait_operation<mutex_lock_operation<Mode>> {
 
   // under the waiter lock
   bool try_now(wake_batch& batch) noexcept;
+  /// Under the waiter lock: try_now() may have marked the mutex kContended for a wait
+  /// that then did not queue (its token was already stopped); undo that.
+  void cancelled_before_queueing() noexcept;
 
  private:
   mutex* m_mutex;
@@ -211,6 +216,7 @@ class mutex {
 
   void unlock_slow() noexcept;
   bool try_lock_or_mark_contended() noexcept;
+  void uncontend_if_no_waiter() noexcept;
   static void on_unlinked(void* self, detail::wake_batch& batch) noexcept;
 
   std::atomic<std::uint32_t> m_state{kUnlocked};
@@ -242,6 +248,11 @@ bool mutex_lock_operation<Mode>::try_now(wake_batch&) noexcept {
     return true;
   }
   return false;
+}
+
+template <cancel_mode Mode>
+void mutex_lock_operation<Mode>::cancelled_before_queueing() noexcept {
+  m_mutex->uncontend_if_no_waiter();
 }
 
 }  // namespace detail

@@ -1,8 +1,8 @@
 // Destroying a primitive as soon as another thread has seen it released (the last user
 // of a reference-counted object, a latch its waiter saw open). The releasing call must
 // make its last access to the object with the store that publishes the release; before
-// the fix, event::set() (so latch::count_down) still unlocked its spin lock after it: a
-// write into freed memory.
+// the fixes, event::set() (so latch::count_down) and mutex::unlock()'s slow path still
+// unlocked their spin lock after it: a write into freed memory.
 // Not deterministic: each case repeats the pattern for up to ~1 s. A plain build only
 // checks that nothing crashes; ThreadSanitizer reports the race on every run that has
 // the bug (the deleting thread is not ordered after the late unlock), and AddressSanitizer
@@ -11,10 +11,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <stop_token>
 #include <thread>
 
 #include <corio/sync/event.hpp>
 #include <corio/sync/latch.hpp>
+#include <corio/sync/mutex.hpp>
 
 namespace {
 
@@ -25,6 +28,19 @@ void repeat(F once) {
   for (int i = 0; i < 1000 && std::chrono::steady_clock::now() < until; ++i) {
     once();
   }
+}
+
+/// A lock() refused before it queued (its token already stopped) while `m` is held:
+/// used to leave the mutex marked contended with no waiter, which sends the owner's
+/// unlock() down its slow path.
+void refused_lock(corio::mutex& m) {
+  std::stop_source stopped;
+  stopped.request_stop();
+  auto op = m.lock(stopped.get_token());
+  if (!op.await_ready()) {
+    (void)op.await_suspend(std::noop_coroutine());  // off a worker: returns at once
+  }
+  REQUIRE_FALSE(op.await_resume());
 }
 
 }  // namespace
@@ -64,6 +80,34 @@ TEST_CASE("event: a thread that consumed an auto-reset event may destroy it at o
       delete e;
     });
     e->set();
+    t.join();
+  });
+}
+
+TEST_CASE("mutex: the last user may destroy the mutex right after taking and releasing it", "[sync][mutex]") {
+  struct shared_obj {
+    corio::mutex m;
+    int refs = 2;
+  };
+  repeat([] {
+    auto* o = new shared_obj;
+    REQUIRE(o->m.try_lock());
+    refused_lock(o->m);
+    std::atomic<bool> go{false};
+    std::thread t([o, &go] {
+      while (!go.load()) {
+      }
+      while (!o->m.try_lock()) {
+      }
+      const bool last = --o->refs == 0;
+      o->m.unlock();
+      if (last) {
+        delete o;
+      }
+    });
+    --o->refs;  // under the lock: the other thread is the last user
+    go.store(true);
+    o->m.unlock();  // must not touch *o after the other thread's try_lock can succeed
     t.join();
   });
 }
