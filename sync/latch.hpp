@@ -36,10 +36,16 @@ class latch {
   latch& operator=(const latch&) = delete;
 
   /// Decrements the count by `n`; at zero, releases the waiters.
-  /// Precondition: 0 <= n <= the current count. Misuse (counting below zero): debug
-  /// builds abort with a message; release builds treat it as reaching zero — the
-  /// decrement that crosses zero opens the latch, later ones change nothing visible.
+  /// Precondition: 0 <= n <= the current count. Misuse: counting below zero — debug
+  /// builds abort with a message; release builds treat it as reaching zero (the
+  /// decrement that crosses zero opens the latch, later ones change nothing visible).
+  /// A negative n — debug builds abort with a message; release builds ignore the call
+  /// (it would raise the count).
   void count_down(std::ptrdiff_t n = 1) noexcept {
+    if (n < 0) {
+      assert(!"corio::latch::count_down: negative n");
+      return;  // release builds: ignored
+    }
     // acq_rel: release publishes our writes to whoever sees zero; acquire (for the one
     // that reaches zero) gathers everyone's before it opens the latch.
     std::ptrdiff_t before = m_count.fetch_sub(n, std::memory_order_acq_rel);

@@ -297,6 +297,27 @@ TEST_CASE("latch: counting below zero aborts in debug builds and opens the latch
   }
 }
 
+TEST_CASE("latch: a negative count_down aborts in debug builds and is ignored in release builds", "[sync][latch][misuse]") {
+  // It used to raise the count: latch(1), count_down(-1), count_down() left it closed.
+  auto out = corio_test::run_in_child([] {
+    corio::latch l(1);
+    l.count_down(-1);
+    if (l.try_wait()) {
+      std::_Exit(3);
+    }
+    l.count_down();  // the one count-down the latch was made for opens it
+    if (!l.try_wait()) {
+      std::_Exit(4);
+    }
+  });
+  if (corio_test::debug_build) {
+    REQUIRE(out.aborted);
+    REQUIRE(out.err.find("corio::latch::count_down: negative n") != std::string::npos);
+  } else {
+    REQUIRE(out.exited_0);
+  }
+}
+
 TEST_CASE("event: reset() and set() from two threads leave every reader agreeing with the last one", "[sync][event]") {
   // The flag is changed under the lock and published by the unlock: after both threads
   // are done, is_set() (lock-free), try_wait() and a wait agree with whichever call came
