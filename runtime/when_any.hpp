@@ -8,8 +8,9 @@
 // ignores cancellation delays the result until it finishes. If the winner threw, its
 // exception is rethrown.
 // Cancel safety (as Tokio's select!): a loser that completed anyway — e.g. a channel
-// recv() that had already taken a value when the winner finished — has its result
-// dropped with it. Race only operations whose loss is harmless (sleeps, I/O waits that
+// recv() that had already taken a value, or an auto-reset event wait() that had already
+// consumed a set(), when the winner finished — has its result dropped with it (the
+// value, or the set, is lost). Race only operations whose loss is harmless (sleeps, I/O waits that
 // return operation_canceled, lock waits, whose guard is released), or use timeout(),
 // which returns a result that arrived at the deadline instead of dropping it.
 // Result: variadic form → std::variant<R...> whose index() is the winner's position;

@@ -66,8 +66,15 @@ class event {
   ~event() = default;
 
   /// Awaitable yielding result<void> once the event is (or becomes) set; an auto-reset
-  /// event is consumed by it. Cancellation: `token` or the inherited token ends a
-  /// waiting wait with operation_canceled (consuming nothing). Resumes on: see header.
+  /// event is consumed by it. Cancellation: a wait whose stop (`token` or the inherited
+  /// token) wins the race with set() ends with operation_canceled and consumed nothing.
+  /// A wait that a set() granted first returns success even if the stop came at the
+  /// same moment, and has consumed an auto-reset event: whoever awaits it must keep that
+  /// result. So an auto-reset wait is not cancel-safe as a losing branch of when_any:
+  /// granted, it is dropped with the branch (when_any discards a loser's result) and
+  /// the set it consumed is lost — nobody sees it. Use timeout(), which returns a wait
+  /// granted as the deadline passed, or try_wait(). (Manual-reset: nothing is consumed.)
+  /// Resumes on: see header.
   [[nodiscard]] detail::event_wait_operation wait(std::stop_token token = {}) noexcept {
     return {*this, m_waiters, std::move(token)};
   }
