@@ -14,6 +14,12 @@ task<result<void>> condition_variable::wait(mutex_guard& g, std::stop_token toke
 
 task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_point deadline,
                                                   std::stop_token token) {
+  if (port::current_worker() == nullptr) {
+    // Off a worker the timer side of timeout_at() cannot run (sleep_until yields
+    // no_runtime) and the wait would block the thread before it started, ignoring the
+    // deadline: refuse, like every other timed wait there. g still owns the mutex.
+    co_return unexpected(make_error_code(errc::no_runtime));
+  }
   mutex* m = g.release();
   // timeout() races the wait against a sleep; the loser is cancelled through the
   // inherited token, so the wait op always finishes (and always released the mutex).

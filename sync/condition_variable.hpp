@@ -91,7 +91,7 @@ class condition_variable {
   /// Cancellation: `token` or the inherited token ends the wait with
   /// operation_canceled (after re-locking). Errors: operation_canceled only.
   /// Off a corio worker (a coroutine resumed by a plain thread) the wait blocks that
-  /// thread, with the same results.
+  /// thread, with the same results (the timed waits below do not: no_runtime).
   task<result<void>> wait(mutex_guard& g, std::stop_token token = {});
 
   /// Waits until pred() holds (checked under the mutex). Yields result<void>;
@@ -109,7 +109,10 @@ class condition_variable {
 
   /// Like wait(g, token), but gives up after `d` (or at `deadline`): errc::timed_out
   /// (mutex re-locked). A notify that arrives as the deadline passes is reported as a
-  /// success. Errors: timed_out, operation_canceled (`token` or the inherited token).
+  /// success. Errors: timed_out, operation_canceled (`token` or the inherited token),
+  /// no_runtime: awaited off a corio worker (a coroutine driven by a plain thread), where
+  /// no timer can run — returned at once, without waiting; g still owns the mutex (as
+  /// sleep_for and timeout() report no_runtime there).
   template <class Rep, class Period>
   task<result<void>> wait_for(mutex_guard& g, std::chrono::duration<Rep, Period> d, std::stop_token token = {}) {
     co_return co_await wait_until(g, deadline_after(d),
@@ -119,7 +122,8 @@ class condition_variable {
   task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline, std::stop_token token = {});
 
   /// Waits until pred() holds or the deadline passes. Yields pred()'s final value (false
-  /// on timeout), or operation_canceled if `token` or the awaiting task is stopped.
+  /// on timeout), or operation_canceled if `token` or the awaiting task is stopped, or
+  /// no_runtime off a corio worker when pred() is false (see wait_until above).
   template <class Pred>
     requires std::predicate<Pred&>
   task<result<bool>> wait_until(mutex_guard& g, clock::time_point deadline, Pred pred, std::stop_token token = {}) {
