@@ -11,7 +11,11 @@
 // Thread-safety: every member from any thread.
 // Cost: every operation takes the channel's spin lock once (a few pointer writes and the
 // value's move); a value meeting a waiting receiver is moved straight into it. Memory:
-// the buffer grows by doubling up to the capacity; no allocation per operation.
+// the buffer is allocated when the first value is buffered, with min(16, capacity
+// rounded up to a power of two) slots, and doubles when full; it never holds more than
+// the capacity rounded up to a power of two slots (a capacity of 20 may allocate 32) and
+// never shrinks. No allocation otherwise. A send (or try_send) that must grow the buffer
+// and cannot allocate throws std::bad_alloc: nothing is sent, the channel stays usable.
 // Fairness: FIFO for values, for waiting senders and for waiting receivers.
 // Resumes on: a woken sender/receiver is rescheduled, never resumed inline: onto the
 // waking worker's LIFO slot when it is a worker of the waiter's runtime (a ping-pong
@@ -122,7 +126,7 @@ class channel {
 
  public:
   /// `capacity` values may be buffered: 0 = rendezvous, unbounded_capacity = no limit.
-  explicit channel(std::size_t capacity) noexcept : m_capacity(capacity) {}
+  explicit channel(std::size_t capacity) noexcept : m_capacity(capacity), m_buffer(capacity == 0 ? 1 : capacity) {}
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
   /// Precondition: no task or thread waits (debug: aborts with a message, except during
@@ -132,7 +136,8 @@ class channel {
   /// Awaitable yielding result<void> once `value` is buffered or handed to a receiver.
   /// Cancellation: `token` or the inherited token ends a waiting send with
   /// operation_canceled; the value was not sent (it is destroyed with the awaiter).
-  /// Errors: errc::closed (the value is not sent), operation_canceled.
+  /// Errors: errc::closed (the value is not sent), operation_canceled. Throws
+  /// std::bad_alloc when the buffer must grow and cannot (the value is not sent).
   [[nodiscard]] detail::channel_send_operation<T> send(T value, std::stop_token token = {}) {
     return {*this, std::move(value), std::move(token)};
   }
@@ -152,7 +157,7 @@ class channel {
 
   /// Sends without waiting. On failure `value` is left untouched (still the caller's).
   /// Errors: errc::full (bounded and full, or rendezvous with no receiver waiting),
-  /// errc::closed.
+  /// errc::closed. Throws std::bad_alloc as send() does (`value` untouched).
   [[nodiscard]] result<void> try_send(T&& value) {
     wake_batch_guard g(*this);
     if (m_closed) {
@@ -239,6 +244,8 @@ class channel {
       return true;
     }
     if (m_buffer.size() < m_capacity) {
+      // May grow the buffer, so throw std::bad_alloc (v untouched): the callers drop
+      // m_lock on the way out (wake_batch_guard; wait_operation::try_now_locked).
       m_buffer.push(std::move(v));
       return true;
     }
@@ -251,6 +258,7 @@ class channel {
     if (!m_buffer.empty()) {
       out.emplace(m_buffer.pop());
       if (detail::waiter* s = m_senders.pop_into(batch, detail::wait_status::granted)) {
+        // Never allocates: the pop above freed a slot.
         m_buffer.push(std::move(*static_cast<T*>(s->slot)));
       }
       return true;

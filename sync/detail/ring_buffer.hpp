@@ -1,9 +1,13 @@
-// ring_buffer<T>: the FIFO storage of a channel. A power-of-two circular array that
-// doubles when full (up to the channel's capacity, enforced by the caller).
+// ring_buffer<T>: the FIFO storage of a channel. A power-of-two circular array,
+// allocated at the first push with min(16, bit_ceil(limit)) slots, that doubles when
+// full; the caller never pushes more than `limit` values, so it never holds more than
+// bit_ceil(limit) slots. It never shrinks.
 // Thread-safety: none (guarded by the channel's lock). Cost: amortised O(1), one
-// allocation per doubling.
+// allocation per doubling. push() may throw std::bad_alloc (the value is then not moved
+// from and the buffer is unchanged).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <memory>
 #include <new>
@@ -14,7 +18,8 @@ namespace corio::detail {
 template <class T>
 class ring_buffer {
  public:
-  ring_buffer() noexcept = default;
+  /// A buffer that will never be asked to hold more than `limit` (>= 1) values.
+  explicit ring_buffer(std::size_t limit) noexcept : m_first_capacity(limit >= 16 ? 16 : std::bit_ceil(limit)) {}
   ring_buffer(const ring_buffer&) = delete;
   ring_buffer& operator=(const ring_buffer&) = delete;
   ~ring_buffer() {
@@ -46,7 +51,7 @@ class ring_buffer {
 
  private:
   void grow() {
-    std::size_t cap = m_capacity == 0 ? 16 : m_capacity * 2;
+    std::size_t cap = m_capacity == 0 ? m_first_capacity : m_capacity * 2;
     T* data = std::allocator<T>().allocate(cap);
     for (std::size_t i = 0; i < m_size; ++i) {
       T* p = std::launder(m_data + ((m_head + i) & (m_capacity - 1)));
@@ -59,6 +64,7 @@ class ring_buffer {
     m_head = 0;
   }
 
+  std::size_t m_first_capacity;  // a power of two
   T* m_data = nullptr;
   std::size_t m_capacity = 0;  // 0 or a power of two
   std::size_t m_head = 0;

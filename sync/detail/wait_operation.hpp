@@ -129,14 +129,30 @@ class wait_operation : public waiter {
   /// Fast path for await_ready: try under the lock, without registering callbacks. When
   /// it succeeds but the task's budget is spent, the awaiter still suspends and
   /// reschedules itself at the back of the queue (await_suspend sees m_yield).
-  bool ready_under_lock() noexcept {
+  bool ready_under_lock() {
     wake_batch batch;
     sync_spin_lock& lk = list->lock();
     lk.lock();
-    bool done = derived().try_now(batch);
+    bool done = try_now_locked(lk, batch);
     lk.unlock();
     batch.wake_all();
     return done && !budget_spent();
+  }
+
+  /// Derived::try_now() under `lk`. Only a channel send may throw (std::bad_alloc when
+  /// its buffer grows): the lock is dropped before the exception leaves, so the caller
+  /// never unwinds with it held (a noexcept caller would terminate).
+  bool try_now_locked(sync_spin_lock& lk, wake_batch& batch) {
+    if constexpr (noexcept(derived().try_now(batch))) {
+      return derived().try_now(batch);
+    } else {
+      try {
+        return derived().try_now(batch);
+      } catch (...) {
+        lk.unlock();
+        throw;
+      }
+    }
   }
 
   /// Records that a synchronous completion must still yield (budget spent).
@@ -201,7 +217,7 @@ class wait_operation : public waiter {
     sync_spin_lock& lk = list->lock();
     lk.lock();
     bool queued = false;
-    if (derived().try_now(batch)) {
+    if (try_now_locked(lk, batch)) {
       // completed at once (status set by try_now)
     } else if (status == wait_status::cancelled || m_token.stop_requested() ||
                inherited.stop_requested()) {
