@@ -14,9 +14,14 @@
 // it; awaiting it right away, as `co_await s.read_some(buf)` does, is always safe.)
 // Thread-safety: one owner; close() and the destructor may run on any thread (a worker or
 // not) while other tasks' operations are in flight, which is what the registration is for.
-// Cost: an int and a pointer (a relaxed atomic load per fd(), a plain load on x86). The first operation allocates a small shared record (a
-// mutex and a list head); each operation then takes its mutex twice (start and end),
-// uncontended. close() with nothing in flight is one close(2). The close(2) itself is
+// An operation that read the descriptor just before a close() on another thread never
+// runs on it: close() and an operation's registration settle on one atomic which of them
+// came first (the operation then fails with bad_file_descriptor, or close() cancels it),
+// even when it is the handle's first operation.
+// Cost: an int and a pointer (a relaxed atomic load per fd(), a plain load on x86). The
+// first operation allocates a small shared record (a mutex and a list head; one CAS
+// installs it); each operation then takes its mutex twice (start and end), uncontended.
+// close() with nothing in flight is one CAS and one close(2). The close(2) itself is
 // synchronous (cheap for sockets and pipes; it blocks only with SO_LINGER set).
 // Cancellation: nothing here waits.
 #pragma once
@@ -47,20 +52,35 @@ struct fd_op_link {
 };
 
 /// What an owned_fd shares with its operations. Created by the first operation; freed
-/// when neither the owned_fd nor any operation object refers to it any more.
+/// when neither the owned_fd nor any operation object refers to it any more. A handle
+/// closed (or released) before any operation made its record gets closed_record()
+/// instead, so that an operation made later finds it closed.
 class fd_ops {
  public:
   fd_ops() = default;
   fd_ops(const fd_ops&) = delete;
   fd_ops& operator=(const fd_ops&) = delete;
 
+  /// The one record, shared by every handle closed before its first operation: closed
+  /// from the start (nothing ever starts through it), never freed and not counted
+  /// (acquire and release skip it); its ready hint is only read (no try runs through a
+  /// closed record). Thread-safety: any thread, also during static initialisation and
+  /// destruction (it is constant-initialised).
+  static fd_ops* closed_record() noexcept;
+
   /// One more holder (the owned_fd, or an operation object).
   void acquire() noexcept {
+    if (m_shared) {
+      return;  // closed_record(): not counted
+    }
     // relaxed: a holder already exists, so the record cannot go meanwhile (as shared_ptr).
     m_refs.fetch_add(1, std::memory_order_relaxed);
   }
   /// One holder fewer; the last frees the record.
   void release() noexcept {
+    if (m_shared) {
+      return;  // closed_record(): never freed
+    }
     // acq_rel: the last holder must see every other holder's writes before deleting.
     if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       delete this;
@@ -121,8 +141,12 @@ class fd_ops {
   ready_hint& hint() noexcept { return m_hint; }
 
  private:
+  struct closed_tag {};
+  constexpr explicit fd_ops(closed_tag) noexcept : m_shared(true), m_closed(true) {}
+
   ready_hint m_hint;
   std::atomic<int> m_refs{1};
+  const bool m_shared = false;  // closed_record(), set at construction, never written
   std::mutex m_mutex;
   fd_op_link* m_head = nullptr;  // operations in flight
   bool m_closed = false;
@@ -233,28 +257,22 @@ class owned_fd {
   /// is_open().
   explicit operator bool() const noexcept { return is_open(); }
   /// Gives up ownership and returns the descriptor; operations in flight are cancelled
-  /// (the descriptor stays open).
+  /// (the descriptor stays open) and none starts on it afterwards through this handle.
   [[nodiscard]] int release() noexcept {
+    // relaxed: which operations may still start is decided by close_ops() (m_ops).
     int fd = m_fd.exchange(-1, std::memory_order_relaxed);
     if (fd >= 0) {
-      if (detail::fd_ops* ops = existing_ops()) {
-        ops->close(-1);
-        drop_ops();
-      }
+      close_ops(-1);
     }
     return fd;
   }
   /// Closes the descriptor (idempotent): at once if no operation is in flight, else
   /// after cancelling them (see the header comment).
   void close() noexcept {
+    // relaxed: only one caller gets the descriptor; close_ops() orders the rest.
     int fd = m_fd.exchange(-1, std::memory_order_relaxed);
-    if (fd < 0) {
-      return;
-    }
-    if (detail::fd_ops* ops = existing_ops()) {
-      ops->close(fd);  // keeps the record: operations created earlier then see it closed
-    } else {
-      ::close(fd);
+    if (fd >= 0) {
+      close_ops(fd);
     }
   }
 
@@ -266,12 +284,10 @@ class owned_fd {
   }
 
  private:
-  // The shared record, created by the first operation.
+  // The shared record, created by the first operation (closed_record() after a close).
   detail::fd_ops* ops() const;
-  detail::fd_ops* existing_ops() const noexcept {
-    // acquire: pairs with ops()'s release CAS (the record is fully built).
-    return m_ops.load(std::memory_order_acquire);
-  }
+  // Marks the handle's operations closed and closes `fd` (-1: none) once none is in flight.
+  void close_ops(int fd) noexcept;
   void drop_ops() noexcept {
     if (detail::fd_ops* ops = m_ops.exchange(nullptr, std::memory_order_acq_rel)) {
       ops->release();
@@ -279,9 +295,12 @@ class owned_fd {
   }
 
   // Atomic so that close() may run while another task's operation reads fd() (relaxed:
-  // whether that operation may still start is decided under the fd_ops mutex).
+  // whether that operation may still start is decided through m_ops, then under the
+  // fd_ops mutex).
   std::atomic<int> m_fd{-1};
-  // Created lazily by (const) operations; two tasks may race to create it: a CAS decides.
+  // Created lazily by (const) operations, or set to closed_record() by a close() or
+  // release() that came first: two tasks, or an operation and a close(), may race to
+  // set it from null, and one CAS decides (ops(), close_ops()).
   mutable std::atomic<detail::fd_ops*> m_ops{nullptr};
 };
 

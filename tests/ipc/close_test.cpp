@@ -309,3 +309,119 @@ TEST_CASE("close: a pipe_reader destroyed on another thread as its full-size rea
   }
   std::printf("full reads completing while the reader was destroyed: %d of 100\n", eight);
 }
+
+namespace {
+// An owned_fd whose operation is made on a descriptor number read earlier: what every
+// operation (read_some and the rest) does between reading fd() and registering with the
+// handle's record, with a close() in between made certain instead of a rare race.
+class late_reader : public corio::ipc::owned_fd {
+ public:
+  using owned_fd::owned_fd;
+  auto read_on(int number, std::span<std::byte> buf) const {
+    return track(corio::ipc::detail::recv(number, buf, 0, {}));
+  }
+};
+}  // namespace
+
+TEST_CASE("close: a first operation that read fd() before a close() on another thread never runs on the reused number",
+          "[ipc][close]") {
+  // The handle had no operation yet, so it had no record of operations: close() used to
+  // close the number at once, and the operation then made a fresh (open) record and read
+  // the socket that had been given the number meanwhile.
+  corio::runtime rt(corio_test::workers(1));
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  corio::ipc::owned_fd peer(fds[0]);
+  late_reader reader(fds[1]);
+  const int number = reader.fd();  // the operation has read fd() ...
+  reader.close();                  // ... when another thread closes the handle
+  int other[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, other) == 0);
+  corio::ipc::owned_fd other0(other[0]), other1(other[1]);
+  REQUIRE((other[0] == number || other[1] == number));  // lowest numbers first: reused
+  REQUIRE(::write(other[0], "EVIL", 4) == 4);
+  REQUIRE(::write(other[1], "EVIL", 4) == 4);
+  auto body = [&]() -> task<std::string> {
+    std::array<std::byte, 16> buf{};
+    auto n = co_await reader.read_on(number, buf);  // ... and only then registers and starts
+    co_return n ? "read " + std::to_string(*n) + " bytes of another socket" : n.error().message();
+  };
+  CHECK(rt.block_on(body()) == std::make_error_code(std::errc::bad_file_descriptor).message());
+}
+
+namespace {
+// The close race with the public API: a thread closes the stream whose first read_some
+// is being made, then makes a socket pair (which likely takes the number) holding data.
+struct close_race {
+  std::atomic<corio::ipc::unix_stream*> target{nullptr};
+  std::atomic<long> go{0}, done{0}, ack{0};
+  std::atomic<bool> stop{false};
+
+  void closer() {
+    unsigned spin = 1;
+    for (long seen = 0; !stop.load();) {
+      long i = go.load(std::memory_order_acquire);
+      if (i == seen) {
+        continue;
+      }
+      seen = i;
+      spin = spin * 1103515245u + 12345u;  // a varying delay: hit every point of the read's start
+      for (unsigned k = (spin >> 16) % 400; k-- > 0;) {
+        asm volatile("" ::: "memory");
+      }
+      target.load()->close();
+      int fds[2];
+      bool made = ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0;
+      if (made) {
+        (void)!::write(fds[0], "EVIL", 4);
+        (void)!::write(fds[1], "EVIL", 4);
+      }
+      done.store(i, std::memory_order_release);
+      while (ack.load(std::memory_order_acquire) != i && !stop.load()) {
+      }
+      if (made) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+      }
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("close: closing a stream on another thread as its first read starts never reads another socket (stress)",
+          "[ipc][close][stress]") {
+  // Bounded: at most 2 s or 100,000 rounds. Before the fix this read the other socket's
+  // "EVIL" a few times in 100,000 rounds; the deterministic test above shows the same.
+  corio::runtime rt(corio_test::workers(1));
+  close_race race;
+  std::thread closer([&] { race.closer(); });
+  auto body = [&]() -> task<std::array<long, 3>> {
+    std::array<long, 3> counts{};  // rounds, reads of another socket, other outcomes
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    for (long i = 1; i <= 100000 && std::chrono::steady_clock::now() < deadline; ++i) {
+      auto pair = corio::ipc::socketpair();
+      if (!pair) {
+        break;
+      }
+      race.target.store(&pair->second);
+      race.go.store(i, std::memory_order_release);
+      std::array<std::byte, 16> buf{};
+      auto n = co_await corio::timeout(pair->second.read_some(buf), 10s);  // a safety net only
+      while (race.done.load(std::memory_order_acquire) != i) {
+      }
+      bool ended = !n && (n.error() == std::errc::operation_canceled || n.error() == std::errc::bad_file_descriptor);
+      counts[0] = i;
+      counts[1] += n && *n > 0 ? 1 : 0;
+      counts[2] += !(n && *n > 0) && !ended ? 1 : 0;
+      race.ack.store(i, std::memory_order_release);
+    }
+    co_return counts;
+  };
+  auto counts = rt.block_on(body());
+  race.stop = true;
+  closer.join();
+  std::printf("close race: %ld rounds, %ld reads of another socket, %ld other outcomes\n", counts[0], counts[1],
+              counts[2]);
+  CHECK(counts[1] == 0);
+  CHECK(counts[2] == 0);
+}
