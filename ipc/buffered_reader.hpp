@@ -257,6 +257,8 @@ class buffered_reader {
       m_scanned = data.size() >= delimiter.size() ? data.size() - delimiter.size() + 1 : 0;
       auto n = co_await fill_once(token);
       if (!n) {
+        // m_scanned holds only for this delimiter: a later call may look for another.
+        m_scanned = 0;
         co_return unexpected(n.error());
       }
       if (*n == 0) {

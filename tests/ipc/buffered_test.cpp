@@ -198,6 +198,37 @@ TEST_CASE("buffered_reader: a cancelled read_line loses none of the bytes it had
   CHECK(rt.block_on(body()) == "cancelled, then hello");
 }
 
+TEST_CASE("buffered_reader: after a cancelled read_until, a search for another delimiter still sees every byte",
+          "[ipc][buffered][cancel]") {
+  // The cancelled search had noted how far it found no "\r\n\r\n"; the next search, for
+  // "\n", used to start there and skip the "\n" before it, merging two lines.
+  corio::runtime rt(corio_test::workers(1));  // one worker: the tasks share the reader safely
+  auto p = corio::ipc::pipe();
+  REQUIRE(p);
+  auto body = [&]() -> task<std::string> {
+    buffered_reader reader(p->reader);
+    std::stop_source stop;
+    auto first = corio::spawn([](buffered_reader<corio::ipc::pipe_reader>& r, std::stop_token t) -> task<std::string> {
+      std::string out;
+      auto n = co_await r.read_until(out, "\r\n\r\n", t);
+      co_return n ? "found " + out : n.error() == std::errc::operation_canceled ? "cancelled" : "other";
+    }(reader, stop.get_token()));
+    (void)co_await p->writer.write_all(bytes("ab\ncdefgh"));
+    while (reader.buffered().size() < 9) {  // the search took all 9 bytes and waits for more
+      co_await corio::yield_now();
+    }
+    stop.request_stop();
+    std::string outcome = co_await first;
+    (void)co_await p->writer.write_all(bytes("ij\n"));
+    p->writer.close();  // no wait for more: the second line is there or the stream ends
+    auto line = co_await reader.read_line();
+    auto next = co_await reader.read_line();
+    co_return outcome + ", then " + (line ? *line : line.error().message()) + ", " +
+              (next ? *next : next.error().message());
+  };
+  CHECK(rt.block_on(body()) == "cancelled, then ab, cdefghij");
+}
+
 TEST_CASE("buffered_reader: read_exact and read_some after a line take the buffered bytes first", "[ipc][buffered]") {
   corio::runtime rt(corio_test::workers(2));
   auto pair = corio::ipc::socketpair();
