@@ -4,7 +4,9 @@
 
 #include <corio/ipc/detail/exact_io.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <vector>
 
 namespace corio::ipc {
@@ -92,7 +94,10 @@ task<result<void>> stream_socket::writev_all(std::span<const iovec> iov_in, std:
       ++first;
       continue;
     }
-    auto n = co_await writev(std::span<const iovec>(iov).subspan(first), token);
+    // One sendmsg takes at most IOV_MAX iovecs (more fail with EMSGSIZE): the rest go
+    // in later rounds, as the remainder of a partial send does.
+    auto rest = std::span<const iovec>(iov).subspan(first);
+    auto n = co_await writev(rest.first(std::min<std::size_t>(rest.size(), IOV_MAX)), token);
     if (!n) {
       co_return unexpected(n.error());
     }

@@ -104,7 +104,8 @@ class stream_socket : public socket {
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
   /// Writes all of buf (several sends if the kernel takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
-  /// Writes all of the iovecs (sendmsg; the array is copied, the buffers are not).
+  /// Writes all of the iovecs (sendmsg, at most IOV_MAX iovecs per call, as many calls as
+  /// needed; the array is copied, the buffers are not).
   [[nodiscard]] task<result<void>> writev_all(std::span<const iovec> iov, std::stop_token token = {}) const;
   /// An opt-in receiver reading this socket into kernel-selected buffers (multishot recv
   /// on a provided-buffer ring; ipc/receiver.hpp). The socket must outlive it. Include
