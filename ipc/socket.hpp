@@ -17,8 +17,10 @@
 // in user space.
 // Cancellation: every wait takes an optional std::stop_token and honours the token inherited
 // from its task (when_any, timeout). A cancelled wait returns std::errc::operation_canceled;
-// a cancelled read loses no data that it did not report; a cancelled write_all may have
-// sent a prefix (the stream position is then unknown: close the connection).
+// a cancelled read_some, readv or recv loses no data (it read nothing); a cancelled
+// read_exact may have consumed a prefix, which is in buf but not reported, and a
+// cancelled write_all or writev_all may have sent a prefix (either way the stream
+// position is then unknown: close the connection).
 // Options and addresses are synchronous system calls (they never block).
 #pragma once
 
@@ -99,8 +101,9 @@ class stream_socket : public socket {
   [[nodiscard]] auto writev(std::span<const iovec> iov, std::stop_token token = {}) const {
     return track(detail::sendv(fd(), iov, std::move(token)));
   }
-  /// Reads exactly buf.size() bytes. Errors: corio::errc::closed if the stream ends first
-  /// (the bytes read so far are in buf), or the OS error.
+  /// Reads exactly buf.size() bytes. Errors: corio::errc::closed if the stream ends first,
+  /// the OS error, or operation_canceled; on any error the bytes read so far are in buf
+  /// (a prefix of unreported length, gone from the stream).
   [[nodiscard]] task<result<void>> read_exact(std::span<std::byte> buf, std::stop_token token = {}) const;
   /// Writes all of buf (several sends if the kernel takes less at a time).
   [[nodiscard]] task<result<void>> write_all(std::span<const std::byte> buf, std::stop_token token = {}) const;
