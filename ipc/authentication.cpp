@@ -150,10 +150,12 @@ result<std::vector<std::byte>> make_response(std::span<const std::byte> key, std
   if (!parts) {
     return unexpected(parts.error());
   }
+  // Without accept_md5 no MD5 answer is given: not to a legacy challenge, nor to one
+  // that names {md5} (as verify_response takes none).
+  if (parts->digest == auth_digest::md5 && !accept_md5) {
+    return unexpected(failed());
+  }
   if (parts->legacy) {
-    if (!accept_md5) {
-      return unexpected(failed());
-    }
     return hmac(auth_digest::md5, key, challenge);
   }
   // The MAC covers the whole challenge, prefix included.

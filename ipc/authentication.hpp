@@ -63,7 +63,8 @@ struct auth_options {
   /// then answers with HMAC-MD5). Only for talking to software that needs it.
   bool legacy_challenge = false;
   /// Accept (and give) HMAC-MD5 answers, as Python does for peers <= 3.11. Without it an
-  /// MD5 answer or a legacy challenge is an authentication failure.
+  /// MD5 answer, or a challenge asking for one (legacy or {md5}), is an authentication
+  /// failure (so is this side's own MD5 challenge: its answer is refused).
   bool accept_md5 = true;
   /// The whole handshake must end within this time (no_timeout: never).
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
@@ -119,7 +120,8 @@ struct split_message {
 [[nodiscard]] result<std::vector<std::byte>> make_challenge(auth_digest digest, bool legacy);
 
 /// The answer to a challenge's random part (Python's _create_response): raw HMAC-MD5
-/// for a legacy challenge (refused unless accept_md5), else b'{name}' + HMAC-name.
+/// for a legacy challenge, else b'{name}' + HMAC-name; an MD5 answer (to a legacy or a
+/// {md5} challenge) is refused unless accept_md5.
 /// errc::authentication_failed for a challenge shorter than 20 bytes or one that does
 /// not split.
 [[nodiscard]] result<std::vector<std::byte>> make_response(std::span<const std::byte> key,

@@ -257,6 +257,27 @@ TEST_CASE("auth: an MD5-only peer is refused when accept_md5 is off", "[ipc][aut
   CHECK(r.first != "ok");  // the client closed instead of answering
 }
 
+TEST_CASE("auth: with accept_md5 off a {md5} challenge is refused, not answered with HMAC-MD5", "[ipc][auth][fault]") {
+  auto key = bytes("password");
+  auto md5 = counting(40, "{md5}");
+  auto refused = auth::make_response(key, md5, false);
+  CHECK((!refused && refused.error() == corio::errc::authentication_failed));
+  auto answered = auth::make_response(key, md5, true);
+  REQUIRE(answered);
+  CHECK(text(*answered).substr(0, 5) == "{md5}");
+
+  // In a handshake: a server whose challenge asks for MD5, a client that refuses MD5.
+  corio::runtime rt(corio_test::workers(2));
+  auto e = make_ends();
+  auto s = with_key("k");
+  s.digest = auth_digest::md5;
+  auto c = with_key("k");
+  c.accept_md5 = false;
+  auto r = rt.block_on(handshake_both(e, s, c));
+  CHECK(r.second == failed_text);
+  CHECK(r.first != "ok");  // the client closed instead of answering
+}
+
 TEST_CASE("auth: a client without a key (sending a message instead of an answer) fails the server's handshake",
           "[ipc][auth][fault]") {
   corio::runtime rt(corio_test::workers(2));
