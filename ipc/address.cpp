@@ -4,6 +4,7 @@
 #include <corio/ipc/address.hpp>
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netdb.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@ class address_category_impl final : public std::error_category {
       case address_errc::unclosed_bracket: return "'[' without ']' in an IPv6 address";
       case address_errc::path_too_long: return "Unix socket path or name too long (at most 107 bytes)";
       case address_errc::not_unix: return "not a Unix-domain address";
+      case address_errc::invalid_path: return "Unix socket path with a NUL byte";
     }
     return "unknown socket address error";
   }
@@ -49,6 +51,28 @@ result<std::uint16_t> parse_port(std::string_view s) {
   return static_cast<std::uint16_t>(value);
 }
 
+// An IPv6 zone ("%eth0" or "%2", without the '%'): a number is the interface index
+// itself, a name is looked up (if_nametoindex). invalid_ipv6 for an empty zone, a number
+// over 32 bits or an unknown interface.
+result<std::uint32_t> parse_scope(std::string_view zone) {
+  auto invalid = [] { return unexpected(make_error_code(address_errc::invalid_ipv6)); };
+  std::uint32_t index = 0;
+  if (!zone.empty() && std::all_of(zone.begin(), zone.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    auto [end, ec] = std::from_chars(zone.data(), zone.data() + zone.size(), index);
+    if (ec != std::errc{}) {
+      return invalid();  // over 32 bits
+    }
+    return index;
+  }
+  if (!zone.empty() && zone.find('\0') == std::string_view::npos) {
+    index = ::if_nametoindex(std::string(zone).c_str());  // one ioctl; 0 when unknown
+  }
+  if (index == 0) {
+    return invalid();
+  }
+  return index;
+}
+
 result<socket_address> unix_name(std::string_view name, bool abstract) {
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
@@ -60,6 +84,11 @@ result<socket_address> unix_name(std::string_view name, bool abstract) {
   }
   if (name.empty() && !abstract) {
     return unexpected(make_error_code(address_errc::empty));
+  }
+  // The kernel would end a path at its first NUL (another file); an abstract name is
+  // counted by length, so a NUL is one of its bytes.
+  if (!abstract && name.find('\0') != std::string_view::npos) {
+    return unexpected(make_error_code(address_errc::invalid_path));
   }
   std::memcpy(un.sun_path + offset, name.data(), name.size());
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + offset + name.size() + (abstract ? 0 : 1));
@@ -92,7 +121,8 @@ result<socket_address> socket_address::ipv4(std::string_view host, std::uint16_t
   in.sin_family = AF_INET;
   in.sin_port = htons(port);
   std::string h(host);
-  if (::inet_pton(AF_INET, h.c_str(), &in.sin_addr) != 1) {
+  // inet_pton reads up to the first NUL: "127.0.0.1\0junk" must not pass as 127.0.0.1.
+  if (host.find('\0') != std::string_view::npos || ::inet_pton(AF_INET, h.c_str(), &in.sin_addr) != 1) {
     return unexpected(make_error_code(address_errc::invalid_ipv4));
   }
   return socket_address(reinterpret_cast<const sockaddr*>(&in), sizeof in);
@@ -102,9 +132,18 @@ result<socket_address> socket_address::ipv6(std::string_view host, std::uint16_t
   sockaddr_in6 in6{};
   in6.sin6_family = AF_INET6;
   in6.sin6_port = htons(port);
-  std::string h(host);
-  // A zone ("fe80::1%eth0") is not supported by inet_pton.
-  if (::inet_pton(AF_INET6, h.c_str(), &in6.sin6_addr) != 1) {
+  // A zone ("fe80::1%eth0", "fe80::1%2") is the scope id; inet_pton takes the rest.
+  std::size_t percent = host.find('%');
+  if (percent != std::string_view::npos) {
+    auto scope = parse_scope(host.substr(percent + 1));
+    if (!scope) {
+      return unexpected(scope.error());
+    }
+    in6.sin6_scope_id = *scope;
+  }
+  std::string h(host.substr(0, percent));
+  // inet_pton reads up to the first NUL: "::1\0junk" must not pass as ::1.
+  if (h.find('\0') != std::string::npos || ::inet_pton(AF_INET6, h.c_str(), &in6.sin6_addr) != 1) {
     return unexpected(make_error_code(address_errc::invalid_ipv6));
   }
   return socket_address(reinterpret_cast<const sockaddr*>(&in6), sizeof in6);
@@ -209,10 +248,15 @@ std::string socket_address::to_string() const {
     return std::string(buf) + ":" + std::to_string(port());
   }
   if (family() == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&m_storage)->sin6_addr, buf, sizeof buf);
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&m_storage);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
     // Built by append: g++ 12 -O3 warns falsely (-Wrestrict) on "literal" + std::string.
     std::string out("[");
-    out.append(buf).append("]:").append(std::to_string(port()));
+    out.append(buf);
+    if (in6->sin6_scope_id != 0) {
+      out.append("%").append(std::to_string(in6->sin6_scope_id));  // the index: no lookup, parses back
+    }
+    out.append("]:").append(std::to_string(port()));
     return out;
   }
   if (family() == AF_UNIX) {
@@ -226,7 +270,9 @@ std::string socket_address::to_string() const {
       out.append(un->sun_path + 1, n - 1);
       return out;
     }
-    return std::string(un->sun_path, ::strnlen(un->sun_path, n));
+    std::string path(un->sun_path, ::strnlen(un->sun_path, n));
+    // parse() takes a path as it is only when it starts with '/' or "./".
+    return path.starts_with('/') || path.starts_with("./") ? path : "unix:" + path;
   }
   return "(unspecified)";
 }

@@ -2,10 +2,15 @@
 // text with errors that say what is wrong; corio::ipc::resolve(): name resolution.
 //
 // Concept: a value type holding a sockaddr_storage and its length. Text forms accepted by
-// parse(): "127.0.0.1:8080", "[::1]:8080", "unix:/run/x.sock" or any string starting with
-// '/' or "./" (a filesystem path), "@name" or "unix:@name" (a Linux abstract name). Host
-// names are not looked up by parse() (it never blocks): use resolve(), which runs
-// getaddrinfo(3) on the runtime's blocking pool (runtime/blocking.hpp).
+// parse(): "127.0.0.1:8080", "[::1]:8080", "[fe80::1%eth0]:8080" or "[fe80::1%2]:8080"
+// (an IPv6 scope: an interface name or index), "unix:/run/x.sock", "unix:relative.sock"
+// or any string starting with '/' or "./" (a filesystem path), "@name" or "unix:@name"
+// (a Linux abstract name, which may hold NUL bytes; a path or an IP host may not). Host
+// names are not looked up by parse() (it never blocks; an interface name in a scope
+// costs one if_nametoindex(3) ioctl): use resolve(), which runs getaddrinfo(3) on the
+// runtime's blocking pool (runtime/blocking.hpp). to_string() gives text that parse()
+// turns back into the same address (a scope as its index), except for a relative path
+// that starts with '@', which reads back as an abstract name.
 // Errors: parse failures are ipc::address_errc codes (category "corio.address"), e.g.
 // "port missing (expected host:port)"; resolve failures are getaddrinfo's EAI_* codes in
 // category "corio.getaddrinfo" with gai_strerror's text (EAI_SYSTEM maps to errno).
@@ -38,10 +43,11 @@ enum class address_errc {
   missing_port,     ///< "host:port" expected, no ':' found
   invalid_port,     ///< the port is not a number in 0..65535
   invalid_ipv4,     ///< not a dotted-quad IPv4 literal (names need resolve())
-  invalid_ipv6,     ///< not an IPv6 literal inside [ ]
+  invalid_ipv6,     ///< not an IPv6 literal inside [ ] (or an unknown or malformed %scope)
   unclosed_bracket, ///< "[" without "]"
   path_too_long,    ///< a Unix path or abstract name longer than sun_path allows
   not_unix,         ///< a Unix-only operation on another family
+  invalid_path,     ///< a Unix path with a NUL byte (the kernel would cut it there)
 };
 
 /// The category of address_errc (parse errors of socket_address).
@@ -67,7 +73,8 @@ class socket_address {
   [[nodiscard]] static result<socket_address> parse(std::string_view text);
   /// An IPv4 literal and a port.
   [[nodiscard]] static result<socket_address> ipv4(std::string_view host, std::uint16_t port);
-  /// An IPv6 literal (without brackets) and a port.
+  /// An IPv6 literal (without brackets, with an optional "%zone": an interface name or
+  /// index, the scope id) and a port.
   [[nodiscard]] static result<socket_address> ipv6(std::string_view host, std::uint16_t port);
   /// A filesystem path for a Unix-domain socket.
   [[nodiscard]] static result<socket_address> unix_path(std::string_view path);
@@ -90,7 +97,8 @@ class socket_address {
   [[nodiscard]] std::uint16_t port() const noexcept;
   /// A copy with another port (IP addresses only).
   [[nodiscard]] socket_address with_port(std::uint16_t port) const noexcept;
-  /// "1.2.3.4:80", "[::1]:80", "/path", "@name", "unix:(unnamed)" or "(unspecified)".
+  /// "1.2.3.4:80", "[::1]:80", "[fe80::1%2]:80", "/path", "./path", "unix:relative/path",
+  /// "@name", "unix:(unnamed)" or "(unspecified)".
   [[nodiscard]] std::string to_string() const;
 
   /// The address for system calls (valid for size() bytes).

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
+#include <string>
 
 namespace corio::ipc {
 
@@ -15,6 +17,14 @@ namespace {
 std::error_code last_error() { return {errno, std::system_category()}; }
 // The kernel's SCM_MAX_FD.
 constexpr std::size_t kMaxFds = 253;
+// The filesystem path of a Unix address, to unlink: sun_path up to its first NUL (not
+// to_string(), which writes a relative path as "unix:path").
+std::string path_of(const socket_address& addr) {
+  const auto* un = reinterpret_cast<const sockaddr_un*>(addr.native());
+  std::size_t n = addr.size() > offsetof(sockaddr_un, sun_path) ? addr.size() - offsetof(sockaddr_un, sun_path) : 0;
+  return std::string(un->sun_path, ::strnlen(un->sun_path, n));
+}
+
 }  // namespace
 
 task<result<unix_stream>> unix_stream::connect(socket_address addr, std::stop_token token) {
@@ -138,7 +148,7 @@ result<unix_listener> unix_listener::bind(const socket_address& addr, int backlo
   if (auto r = detail::bind_listen(guard.fd(), addr, backlog); !r) {
     return unexpected(r.error());
   }
-  std::string path = addr.is_abstract() ? std::string() : addr.to_string();
+  std::string path = addr.is_abstract() ? std::string() : path_of(addr);
   return unix_listener(guard.release(), std::move(path), direct);
 }
 

@@ -7,6 +7,12 @@
 
 #include "helpers.hpp"
 
+#include <net/if.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
 using corio::ipc::address_errc;
 using corio::ipc::socket_address;
 
@@ -53,6 +59,55 @@ TEST_CASE("address: malformed text gives an error that says what is wrong", "[ip
   auto e = socket_address::parse("localhost:80").error();
   CHECK(e.category().name() == std::string("corio.address"));
   CHECK(e.message().find("resolve()") != std::string::npos);
+}
+
+namespace {
+std::error_code error_of(const corio::result<socket_address>& r) { return r ? std::error_code{} : r.error(); }
+}  // namespace
+
+TEST_CASE("address: a NUL byte in an IP host or a Unix path is refused, not cut off; an abstract name keeps it",
+          "[ipc][address]") {
+  using namespace std::literals;
+  CHECK(error_of(socket_address::parse("127.0.0.1\0garbage:80"sv)) == address_errc::invalid_ipv4);
+  CHECK(error_of(socket_address::parse("[::1\0junk]:80"sv)) == address_errc::invalid_ipv6);
+  CHECK(error_of(socket_address::ipv4("127.0.0.1\0"sv, 80)) == address_errc::invalid_ipv4);
+  CHECK(error_of(socket_address::ipv6("::1\0"sv, 80)) == address_errc::invalid_ipv6);
+  CHECK(error_of(socket_address::parse("/tmp/a\0b"sv)) == address_errc::invalid_path);
+  CHECK(error_of(socket_address::parse("unix:a\0b"sv)) == address_errc::invalid_path);
+  CHECK(error_of(socket_address::unix_path("/tmp/a\0"sv)) == address_errc::invalid_path);
+  auto abstract = socket_address::parse("@a\0b"sv);
+  REQUIRE(abstract);
+  CHECK(abstract->size() == offsetof(sockaddr_un, sun_path) + 4);  // the leading NUL, 'a', NUL, 'b'
+  CHECK(abstract->to_string() == "@a\0b"sv);
+}
+
+TEST_CASE("address: to_string parses back to the same address, relative Unix paths and IPv6 scopes included",
+          "[ipc][address]") {
+  for (std::string_view text : {"unix:relative.sock", "unix:dir/x.sock", "./here.sock", "/abs.sock", "@abstract",
+                                "[::1]:80", "[fe80::1%1]:80", "1.2.3.4:5"}) {
+    INFO(text);
+    auto a = socket_address::parse(text);
+    REQUIRE(a);
+    auto back = socket_address::parse(a->to_string());
+    CHECK(error_of(back) == std::error_code{});
+    CHECK((back && *back == *a));
+  }
+  CHECK(socket_address::parse("unix:relative.sock").value().to_string() == "unix:relative.sock");
+  CHECK(socket_address::parse("unix:/abs.sock").value().to_string() == "/abs.sock");
+
+  auto scoped = socket_address::parse("[fe80::1%7]:80");
+  REQUIRE(scoped);
+  CHECK(reinterpret_cast<const sockaddr_in6*>(scoped->native())->sin6_scope_id == 7);
+  CHECK(scoped->to_string() == "[fe80::1%7]:80");
+  if (unsigned lo = ::if_nametoindex("lo"); lo != 0) {
+    auto named = socket_address::parse("[fe80::1%lo]:80");
+    REQUIRE(named);
+    CHECK(reinterpret_cast<const sockaddr_in6*>(named->native())->sin6_scope_id == lo);
+    CHECK(named->to_string() == "[fe80::1%" + std::to_string(lo) + "]:80");
+  }
+  CHECK(error_of(socket_address::parse("[fe80::1%no-such-if0]:80")) == address_errc::invalid_ipv6);
+  CHECK(error_of(socket_address::parse("[fe80::1%]:80")) == address_errc::invalid_ipv6);
+  CHECK(error_of(socket_address::parse("[fe80::1%99999999999]:80")) == address_errc::invalid_ipv6);
 }
 
 TEST_CASE("address: resolve finds localhost and reports unknown hosts", "[ipc][address]") {
