@@ -130,6 +130,9 @@ void worker::arm_timer(timer_node* node) {
   if (earliest) {
     m_next_deadline.store(deadline, std::memory_order_relaxed);
   }
+  // relaxed: a metrics count (worker::metrics()), ordered with nothing; stored under the
+  // lock, as publish_next_deadline() does, so the last store is the heap's current size.
+  m_timers_pending.store(m_timers.size(), std::memory_order_relaxed);
   unlock_timers();
   if (earliest && m_takeover_delay_ns >= 0 && rt.workers.size() > 1) {
     wake_a_timer_watcher(deadline_ns_after(deadline, m_takeover_delay_ns));
