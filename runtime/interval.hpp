@@ -86,17 +86,18 @@ class interval {
     return interval(first == first_tick::immediately ? now : deadline_after(p, now), p, behavior);
   }
 
-  /// An interval of `period` (> 0) whose first tick is due at `start` (in the past: due
-  /// at once). std::errc::invalid_argument for a period <= 0. Any thread.
+  /// An interval of `period` (> 0) whose first tick is due at `start`, any
+  /// time_point<clock, D> (in the past: due at once; past clock::time_point's range:
+  /// never, as a huge period). std::errc::invalid_argument for a period <= 0. Any thread.
   template <class Rep, class Period>
-  static result<interval> starting_at(clock::time_point start, std::chrono::duration<Rep, Period> period,
+  static result<interval> starting_at(saturating_time_point start, std::chrono::duration<Rep, Period> period,
                                       missed_tick_behavior behavior = missed_tick_behavior::burst) {
     clock::duration p = saturating_cast(period);
     if (p <= clock::duration::zero()) {
       return unexpected(std::make_error_code(std::errc::invalid_argument));
     }
     // Before the clock's epoch (boot) is as good as at it, and keeps `now - due` in range.
-    return interval(std::max(start, clock::time_point{}), p, behavior);
+    return interval(std::max(start.get(), clock::time_point{}), p, behavior);
   }
 
   /// Moves the interval (not while a tick is pending).

@@ -17,7 +17,9 @@
 // — means "practically never" (clock::time_point::max(), about 292 years after boot)
 // instead of overflowing into the past and firing at once. A negative duration is a
 // deadline in the past (due at once); a NaN duration counts as zero. APIs that take a
-// non-template duration take saturating_duration, which converts any duration this way.
+// non-template duration take saturating_duration, which converts any duration this way;
+// those that take a deadline take saturating_time_point, which clamps any
+// time_point<clock, D> (time_point<clock, seconds>::max() is "never") the same way.
 //
 // Thread-safety: one awaiter; the helpers are pure functions. Cost: O(log n) in the
 // worker's heap, no allocation; the helpers are a few integer operations.
@@ -120,6 +122,32 @@ class saturating_duration {
   clock::duration m_value{};
 };
 
+/// A deadline parameter that saturates: implicitly built from any
+/// std::chrono::time_point<clock, D> by saturating_cast of its time since the epoch, so an
+/// API taking it (sleep_until, timeout_at, interval::starting_at) accepts a coarse time
+/// point — time_point<clock, hours>, or its max() — without the overflow of the implicit
+/// conversion to nanoseconds (which is UB, and in practice a deadline in the past):
+/// beyond clock::time_point's range it is time_point::max() ("never") or min() (due).
+/// Plain value; any thread; a few integer operations.
+class saturating_time_point {
+ public:
+  /// The clock's epoch.
+  constexpr saturating_time_point() noexcept = default;
+  /// Clamps `t` into clock::time_point; implicit on purpose, so any time point of the
+  /// clock converts at the call site.
+  template <class Duration>
+  constexpr saturating_time_point(std::chrono::time_point<clock, Duration> t) noexcept
+      : m_value(saturating_cast(t.time_since_epoch())) {}
+  /// The clamped time point.
+  constexpr clock::time_point get() const noexcept { return m_value; }
+  /// The clamped time point; implicit on purpose, so it passes where a clock::time_point
+  /// goes.
+  constexpr operator clock::time_point() const noexcept { return m_value; }
+
+ private:
+  clock::time_point m_value{};
+};
+
 /// Awaitable returned by sleep_until / sleep_for; yields result<void>.
 class [[nodiscard]] sleep_awaiter : port::timer_node {
  public:
@@ -192,10 +220,11 @@ class [[nodiscard]] sleep_awaiter : port::timer_node {
   bool m_no_runtime = false;
 };
 
-/// Suspends the current task until `deadline`. Yields result<void> (operation_canceled
-/// if stopped first).
-inline sleep_awaiter sleep_until(clock::time_point deadline, std::stop_token token = {}) {
-  return sleep_awaiter(deadline, std::move(token));
+/// Suspends the current task until `deadline`, any time_point<clock, D> (saturating: a
+/// coarse one past clock::time_point's range, as time_point<clock, hours>::max(), never
+/// fires). Yields result<void> (operation_canceled if stopped first).
+inline sleep_awaiter sleep_until(saturating_time_point deadline, std::stop_token token = {}) {
+  return sleep_awaiter(deadline.get(), std::move(token));
 }
 
 /// Suspends the current task for `duration` (measured on the steady clock; saturating:

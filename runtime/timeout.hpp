@@ -11,7 +11,8 @@
 // result<T>: the value if it came before the timer fired, else timed_out. A stop of the
 // awaiting task stops both (then operation_canceled). An awaitable that ignores
 // cancellation is waited for. The deadline saturates (runtime/time.hpp): a huge duration
-// such as nanoseconds::max() never times out.
+// such as nanoseconds::max(), or a deadline such as time_point<clock, seconds>::max(),
+// never times out.
 // Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
 
@@ -156,11 +157,12 @@ detail::timeout_task_t<A> timeout(A awaitable, std::chrono::duration<Rep, Period
   return detail::timeout_impl(std::move(awaitable), saturating_cast(duration));
 }
 
-/// Awaits `awaitable` until `deadline` at most (a past deadline times out at once unless
-/// the awaitable completes without suspending); see the header comment.
+/// Awaits `awaitable` until `deadline` at most, any time_point<clock, D> (saturating: a
+/// coarse one past clock::time_point's range never times out; a past deadline times out
+/// at once unless the awaitable completes without suspending); see the header comment.
 template <class A>
-detail::timeout_task_t<A> timeout_at(A awaitable, clock::time_point deadline) {
-  return detail::timeout_impl(std::move(awaitable), deadline);
+detail::timeout_task_t<A> timeout_at(A awaitable, saturating_time_point deadline) {
+  return detail::timeout_impl(std::move(awaitable), deadline.get());
 }
 
 }  // namespace corio

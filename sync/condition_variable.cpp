@@ -12,7 +12,7 @@ task<result<void>> condition_variable::wait(mutex_guard& g, std::stop_token toke
   co_return r;
 }
 
-task<result<void>> condition_variable::wait_until(mutex_guard& g, clock::time_point deadline,
+task<result<void>> condition_variable::wait_until(mutex_guard& g, saturating_time_point deadline,
                                                   std::stop_token token) {
   if (port::current_worker() == nullptr) {
     // Off a worker the timer side of timeout_at() cannot run (sleep_until yields

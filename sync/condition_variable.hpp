@@ -118,15 +118,18 @@ class condition_variable {
     co_return co_await wait_until(g, deadline_after(d),
                                   std::move(token));
   }
-  /// wait_for() with an absolute `deadline` on corio's steady clock.
-  task<result<void>> wait_until(mutex_guard& g, clock::time_point deadline, std::stop_token token = {});
+  /// wait_for() with an absolute `deadline` on corio's steady clock, any
+  /// time_point<clock, D> (saturating, runtime/time.hpp: time_point<clock, hours>::max()
+  /// never times out).
+  task<result<void>> wait_until(mutex_guard& g, saturating_time_point deadline, std::stop_token token = {});
 
   /// Waits until pred() holds or the deadline passes. Yields pred()'s final value (false
   /// on timeout), or operation_canceled if `token` or the awaiting task is stopped, or
   /// no_runtime off a corio worker when pred() is false (see wait_until above).
   template <class Pred>
     requires std::predicate<Pred&>
-  task<result<bool>> wait_until(mutex_guard& g, clock::time_point deadline, Pred pred, std::stop_token token = {}) {
+  task<result<bool>> wait_until(mutex_guard& g, saturating_time_point deadline, Pred pred,
+                                std::stop_token token = {}) {
     while (!pred()) {
       auto r = co_await wait_until(g, deadline, token);
       if (!r) {

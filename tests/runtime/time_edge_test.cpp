@@ -53,3 +53,35 @@ TEST_CASE("time edge: metrics count a timer as pending as soon as it is armed, b
   CHECK(rt.block_on(body()) == 10);
   CHECK(timers_pending(rt) == 0);
 }
+
+TEST_CASE("time edge: sleep_until a coarse time point past the clock's range sleeps on", "[runtime][time]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto body = []() -> corio::task<bool> {
+    // 3,000,000 hours after boot: fits in hours, not in clock::time_point (ns); the
+    // conversion used to overflow into the past and fire at once.
+    auto far = std::chrono::time_point<corio::clock, std::chrono::hours>(std::chrono::hours(3'000'000));
+    auto r = co_await corio::timeout(corio::sleep_until(far), 30ms);
+    auto never = std::chrono::time_point<corio::clock, std::chrono::hours>::max();
+    auto r2 = co_await corio::timeout(corio::sleep_until(never), 1ms);
+    co_return !r && r.error() == std::errc::timed_out && !r2 && r2.error() == std::errc::timed_out;
+  };
+  CHECK(rt.block_on(body()));
+}
+
+TEST_CASE("time edge: timeout_at and interval::starting_at saturate coarse time points",
+          "[runtime][time][timeout]") {
+  corio::runtime rt(corio_test::workers(1));
+  using seconds_point = std::chrono::time_point<corio::clock, std::chrono::seconds>;
+  auto body = []() -> corio::task<bool> {
+    auto r = co_await corio::timeout_at(corio::sleep_for(10ms), seconds_point::max());
+    auto iv = corio::interval::starting_at(seconds_point::max(), 1ms);
+    if (!r || !iv || iv->next_tick() != corio::clock::time_point::max()) {
+      co_return false;
+    }
+    auto t = co_await corio::timeout(iv->tick(), 1ms);
+    co_return !t && t.error() == std::errc::timed_out;
+  };
+  CHECK(rt.block_on(body()));
+  CHECK(corio::saturating_time_point(seconds_point::min()).get() == corio::clock::time_point::min());
+  CHECK(corio::saturating_time_point(seconds_point(std::chrono::seconds(5))).get().time_since_epoch() == 5s);
+}
