@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <stop_token>
@@ -53,10 +54,23 @@ using timeout_result_t = std::conditional_t<is_result<T>::value, T, result<T>>;
 
 /// State shared by the two sides of a timeout (lives in the timeout's frame).
 struct timeout_race {
+  static constexpr std::uint8_t kUndecided = 0;
+  static constexpr std::uint8_t kFinished = 1;  // the awaitable's outcome came first
+  static constexpr std::uint8_t kTimedOut = 2;  // the timer fired first
   std::stop_source stop;        // inherited by both sides: the timer fired, or the caller stopped
   std::stop_source timer_stop;  // the awaitable finished: stop the timer
-  std::atomic<bool> timed_out{false};
+  // Who came first: the one CAS from kUndecided that succeeds. relaxed: the CAS only has
+  // to pick one winner (a single atomic's modification order does that); the outcome and
+  // `winner` are read by the timeout coroutine after when_all joined both sides, which
+  // orders every write of theirs before the reads.
+  std::atomic<std::uint8_t> winner{kUndecided};
   bool threw_cancelled = false;  // the awaitable reported its cancellation by throwing
+
+  /// Claims the win for `side`; false if the other side had it already.
+  bool claim(std::uint8_t side) noexcept {
+    std::uint8_t undecided = kUndecided;
+    return winner.compare_exchange_strong(undecided, side, std::memory_order_relaxed);
+  }
 };
 
 struct forward_stop {
@@ -70,9 +84,14 @@ task<void> run_awaited(task<T> body, timeout_race* race, std::optional<non_void_
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(body);
+      (void)race->claim(timeout_race::kFinished);
       out->emplace();
     } else {
-      out->emplace(co_await std::move(body));
+      // Claimed as soon as the value is here, before it moves again: a timer firing while
+      // it moves (or while a temporary of it is destroyed) must not win over it.
+      T value = co_await std::move(body);
+      (void)race->claim(timeout_race::kFinished);
+      out->emplace(std::move(value));
     }
   } catch (const std::system_error& e) {
     race->threw_cancelled = e.code() == std::errc::operation_canceled;
@@ -80,14 +99,15 @@ task<void> run_awaited(task<T> body, timeout_race* race, std::optional<non_void_
   } catch (...) {
     *error = std::current_exception();
   }
+  (void)race->claim(timeout_race::kFinished);  // an exception ends the race too (else a no-op)
   race->timer_stop.request_stop();
 }
 
 inline task<void> run_timer(clock::time_point deadline, timeout_race* race) {
   auto fired = co_await sleep_until(deadline, race->timer_stop.get_token());
-  if (fired) {
-    // relaxed: read by the timeout coroutine after when_all joined both sides.
-    race->timed_out.store(true, std::memory_order_relaxed);
+  // A timer that fires after the awaitable finished (before it could stop us) has lost:
+  // it cancels nothing and the outcome stands.
+  if (fired && race->claim(timeout_race::kTimedOut)) {
     race->stop.request_stop();
   }
 }
@@ -119,7 +139,8 @@ auto timeout_impl(A awaitable, Limit limit) -> timeout_task_t<A> {
       &inner, detail::run_awaited(detail::as_task(std::move(awaitable)), &race, &value, &error),
       detail::run_timer(deadline, &race));
   link.reset();
-  bool fired = race.timed_out.load(std::memory_order_relaxed);
+  // relaxed: when_all's join ordered both sides' writes before this read (timeout_race).
+  const bool fired = race.winner.load(std::memory_order_relaxed) == detail::timeout_race::kTimedOut;
   if (error) {
     if (fired && race.threw_cancelled) {
       // An awaitable that throws on cancellation (e.g. a join_handle wait) was cut short.
@@ -135,8 +156,8 @@ auto timeout_impl(A awaitable, Limit limit) -> timeout_task_t<A> {
     }
     co_return std::move(*value);
   } else {
-    // A plain value cannot say whether the awaitable finished or was cut short: once the
-    // timer has fired, the outcome is a timeout.
+    // A plain value cannot say whether the awaitable finished or was cut short: if the
+    // timer won the race (it fired before the value came), the outcome is a timeout.
     if (fired) {
       co_return unexpected(make_error_code(errc::timed_out));
     }

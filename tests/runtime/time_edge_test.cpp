@@ -85,3 +85,51 @@ TEST_CASE("time edge: timeout_at and interval::starting_at saturate coarse time 
   CHECK(corio::saturating_time_point(seconds_point::min()).get() == corio::clock::time_point::min());
   CHECK(corio::saturating_time_point(seconds_point(std::chrono::seconds(5))).get().time_since_epoch() == 5s);
 }
+
+namespace {
+
+// A value whose second move (out of the task's promise, the value as the timeout's
+// awaited side gets it) blocks in its destructor, once moved from, until the timer has
+// fired (our deadline + 300 ms at most). timeout() used to move it once more and decide
+// the race only after that destructor: the timer, taken over by the other worker, won.
+std::stop_token g_race_token;
+corio::clock::time_point g_race_deadline;
+
+struct slow_shell {
+  int gen = 0;
+  bool moved_from = false;
+  slow_shell() = default;
+  slow_shell(slow_shell&& o) noexcept : gen(o.gen + 1) { o.moved_from = true; }
+  slow_shell& operator=(slow_shell&& o) noexcept {
+    gen = o.gen + 1;
+    o.moved_from = true;
+    return *this;
+  }
+  ~slow_shell() {
+    if (moved_from && gen == 2) {
+      while (!g_race_token.stop_requested() && corio::clock::now() < g_race_deadline + 300ms) {
+        std::this_thread::yield();
+      }
+    }
+  }
+};
+
+corio::task<slow_shell> shell_after_a_yield() {
+  g_race_token = co_await corio::get_stop_token();
+  co_await corio::yield_now();  // the timer arms meanwhile
+  co_return slow_shell{};
+}
+
+}  // namespace
+
+TEST_CASE("time edge: timeout keeps a plain value that came before the timer fired", "[runtime][time][timeout]") {
+  corio::runtime_config c = corio_test::workers(2);
+  c.timer_takeover_delay = std::chrono::microseconds(0);
+  corio::runtime rt(c);
+  auto body = []() -> corio::task<bool> {
+    g_race_deadline = corio::clock::now() + 500ms;
+    auto r = co_await corio::timeout_at(shell_after_a_yield(), g_race_deadline);
+    co_return r.has_value();
+  };
+  CHECK(rt.block_on(body()));
+}
