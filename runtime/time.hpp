@@ -19,7 +19,7 @@
 // deadline in the past (due at once); a NaN duration counts as zero. APIs that take a
 // non-template duration take saturating_duration, which converts any duration this way;
 // those that take a deadline take saturating_time_point, which clamps any
-// time_point<clock, D> (time_point<clock, seconds>::max() is "never") the same way.
+// time_point<clock, D> (the max() of time_point<clock, seconds> is "never") the same way.
 //
 // Thread-safety: one awaiter; the helpers are pure functions. Cost: O(log n) in the
 // worker's heap, no allocation; the helpers are a few integer operations.

@@ -11,7 +11,7 @@
 // result<T>: the value if it came before the timer fired, else timed_out. A stop of the
 // awaiting task stops both (then operation_canceled). An awaitable that ignores
 // cancellation is waited for. The deadline saturates (runtime/time.hpp): a huge duration
-// such as nanoseconds::max(), or a deadline such as time_point<clock, seconds>::max(),
+// such as nanoseconds::max(), or a deadline such as the max() of time_point<clock, seconds>,
 // never times out.
 // Thread-safety and cost: when_all's, plus one std::stop_source and one timer.
 #pragma once
