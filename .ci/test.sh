@@ -126,13 +126,22 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   want="$(command -v ccache || true) ${env[*]} ${setup[*]}"
   if [ ! -f "$dir/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     rm -rf "$dir"
-    env "${env[@]}" meson setup "$dir" "${setup[@]}" >/dev/null
+    mkdir -p "$(dirname "$dir")"
+    if ! env "${env[@]}" meson setup "$dir" "${setup[@]}" >"$dir.setup.log" 2>&1; then
+      tail -40 "$dir.setup.log"
+      total_fail=$((total_fail + 1))
+      failed_names+=("[$name] meson setup")
+      build_failed=1
+      echo "=== [$name] done after $(( $(date +%s) - started )) s"
+      return
+    fi
+    rm -f "$dir.setup.log"
     printf '%s\n' "$want" >"$stamp"
   fi
   local log
   log=$(mktemp)
   if ! ninja -C "$dir" -j "$jobs" >"$log" 2>&1; then  # a failed build: its errors, then the next stage
-    grep -E -m 20 -A 12 'error:|FAILED:' "$log" | tail -120
+    { grep -E -m 20 -A 12 'error:|FAILED:|fatal:' "$log" || tail -40 "$log"; } | tail -120
     total_fail=$((total_fail + 1))
     failed_names+=("[$name] the build")
     build_failed=1
@@ -155,7 +164,8 @@ run_suites() {  # <name> <builddir> [CXX=<compiler>] <meson setup args...> -- <s
   local t
   while read -r t; do
     failed_names+=("[$name] $t")
-  done < <(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$log" | sed -E 's/^ *[0-9]+\/[0-9]+ +//; s/ +/ /g')
+  done < <(sed '/^Summary of Failures/,$d' "$log" | grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' |
+    sed -E 's/^ *[0-9]+\/[0-9]+ +//; s/ +/ /g')  # (the summary repeats each failure)
   if [ "$rc" != 0 ]; then
     [ -n "$(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$log")" ] || failed_names+=("[$name] meson test exited $rc")
     sed -n '/^=* *[0-9]*\/[0-9]* .*\(FAIL\|TIMEOUT\)/,$p' "$log" | tail -200
