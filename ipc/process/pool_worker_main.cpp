@@ -1,16 +1,20 @@
 // The process_pool worker process: pool_worker_main() and its job loop.
 //
-// A worker is single-threaded and has no runtime. It maps the page it shares with the
+// A worker runs its jobs on one thread and has no runtime. It maps the page it shares with the
 // parent, then loops: read as many job frames as the socket has, run each complete one
 // in order (skipping those the parent withdrew), and write all their results in one
 // write. While a later job of the same read runs, the results already done wait in an
 // outbox that a second thread writes once the oldest is 1 ms old: no result waits behind
 // a slow job for more than about a millisecond, and a read of many quick jobs still costs
-// one write (plus, when it holds more than one job, one wake of that thread). It exits on end-of-file (the parent shut the socket
+// one write (plus, when it holds more than one job, one wake of that thread). That thread
+// blocks every signal; where it cannot be started, results are written before each later
+// job instead. It exits on end-of-file (the parent shut the socket
 // down), with status 1 on any socket error, and with worker_exit_protocol on a broken
 // frame: a length over max_message or a function index outside the table the parent
 // registered — it never calls a function pointer read from the socket. A result over
 // max_message is replaced by a result_too_large failure. Frames: detail/pool_codec.hpp.
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -88,11 +92,14 @@ class result_outbox {
         done.clear();
       }
       if (!m_pending.empty() && !m_armed) {
+        if (!m_thread.joinable() && !start_thread()) {
+          // No thread (a limit on threads or memory): write now, before the next job.
+          m_failed = !write_fully(m_sock, m_pending.data(), m_pending.size());
+          m_pending.clear();
+          return !m_failed;
+        }
         m_armed = true;
         wake = true;
-        if (!m_thread.joinable()) {
-          m_thread = std::thread([this] { write_late(); });
-        }
       }
     }
     if (wake) {
@@ -119,6 +126,24 @@ class result_outbox {
   }
 
  private:
+  /// Under m_mu: starts the writing thread with every signal blocked (signals sent to the
+  /// process go to the job's thread, as before the thread existed). False if it cannot be
+  /// started (the caller then writes itself).
+  bool start_thread() noexcept {
+    sigset_t all;
+    sigset_t old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits this mask
+    bool started = true;
+    try {
+      m_thread = std::thread([this] { write_late(); });
+    } catch (...) {  // std::system_error (EAGAIN: a thread limit), std::bad_alloc
+      started = false;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return started;
+  }
+
   /// The thread: sleeps until hold() arms it, then writes the outbox once its oldest
   /// result is max_wait old (unless flush() wrote it first), and sleeps again.
   void write_late() {

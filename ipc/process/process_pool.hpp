@@ -18,12 +18,16 @@
 // at once with pool_errc::job_too_large and is never sent; a longer result is dropped in
 // the worker and its job fails with result_too_large; either way only that job fails and
 // detail() gives both sizes. Each worker talks to the parent over its own
-// socketpair; it is single-threaded, has no runtime, and runs a blocking loop: read as
+// socketpair; it runs jobs on one thread, has no runtime, and runs a blocking loop: read as
 // many job frames as are there, run them in order, write all their results in one write.
 // While a later job of the same read runs, the results already done wait in an outbox
 // that a second thread of the worker writes once the oldest is 1 ms old: no result waits
 // behind a slow job for more than about a millisecond, and a read of many quick jobs
 // still costs one write (and, when it holds more than one job, one wake of that thread).
+// That thread blocks every signal (a job's own handlers run on the job's thread); where it
+// cannot be started (a thread limit), results are written before each later job instead.
+// So a job runs in a process that may have two threads: a fork() in a job forks one of
+// them, and what refuses a multi-threaded process (unshare(CLONE_NEWUSER)) fails there.
 // The parent keeps at most `window` jobs in flight per worker, feeds them through one
 // writer task and one reader task per worker (io_uring reads/writes on a worker), and
 // hands the rest out as results come back. Per-item dispatch therefore costs a few
@@ -56,7 +60,7 @@
 // jobs that no worker has been sent yet are withdrawn (they never run); jobs already
 // written to a worker's socket but not yet started are withdrawn too (the parent sets
 // their bit in the worker's shared page; the worker skips them); a job already running
-// runs to its end (a worker is single-threaded and is not killed for it). The call then
+// runs to its end (a worker runs jobs on one thread and is not killed for it). The call then
 // resumes at once, every job without a result yielding std::errc::operation_canceled;
 // results of its jobs that arrive later are dropped (the call's state may be gone by
 // then: a cancelled job is unlinked from it under the pool's mutex). Other calls and

@@ -1,5 +1,6 @@
 // Tests for ipc/process/process_pool.hpp: typed and byte jobs, order, unordered results,
 // batched maps, exceptions, a worker crashing mid-job, shutdown.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +41,31 @@ int throw_on_7(int x) {
 pid_t my_pid(int) { return ::getpid(); }
 void reverse_bytes(std::span<const std::byte> in, std::vector<std::byte>& out) {
   out.insert(out.end(), in.rbegin(), in.rend());
+}
+
+/// 0: returns at once. Otherwise: blocks SIGUSR1 on this thread, sends it to the
+/// process and takes it with sigtimedwait (5 s at most); returns the signal taken (-1:
+/// none). A thread of the worker that did not block it would take it instead, and its
+/// default action would end the worker.
+int take_own_signal(int x) {
+  if (x == 0) {
+    return 0;
+  }
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  ::kill(::getpid(), SIGUSR1);
+  const timespec limit{5, 0};
+  int got = ::sigtimedwait(&usr1, nullptr, &limit);
+  ::pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
+  return got;
+}
+
+corio::task<std::vector<corio::result<int>>> signal_after_quick_jobs(process_pool& p) {
+  std::vector<int> xs(21, 0);
+  xs[20] = 1;  // after 20 quick jobs read with it: the worker's writing thread is there
+  co_return co_await p.map<&take_own_signal>(std::move(xs));
 }
 
 struct basics {
@@ -219,6 +245,19 @@ TEST_CASE("process_pool: a job whose worker died says which signal or exit statu
   CHECK(s.exited.detail().find(" ended with exit code 5") != std::string::npos);
   CHECK(s.replaced_after_killed == 1);
   CHECK(s.replaced_after_exited == 2);
+}
+
+// A job that sends a signal to its own process and waits for it on its thread gets it:
+// the worker's result-writing thread blocks every signal. (Before, the signal went to
+// that thread, whose default action ended the worker: the job failed as crashed.)
+TEST_CASE("process_pool: a signal a job sends its own process reaches the job's thread", "[process][pool]") {
+  auto results = run_with_pool({.workers = 1}, &signal_after_quick_jobs);
+  REQUIRE(results.size() == 21);
+  for (std::size_t i = 0; i < 20; ++i) {
+    CHECK(results[i]);
+  }
+  REQUIRE(results[20]);
+  CHECK(*results[20] == SIGUSR1);
 }
 
 TEST_CASE("process_pool: start(0) is invalid_argument, not a pool of one", "[process][pool]") {
