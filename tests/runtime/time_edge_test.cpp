@@ -89,9 +89,13 @@ TEST_CASE("time edge: timeout_at and interval::starting_at saturate coarse time 
 namespace {
 
 // A value whose second move (out of the task's promise, the value as the timeout's
-// awaited side gets it) blocks in its destructor, once moved from, until the timer has
-// fired (our deadline + 300 ms at most). timeout() used to move it once more and decide
-// the race only after that destructor: the timer, taken over by the other worker, won.
+// awaited side gets it) blocks in its destructor, once moved from, until the timer stops
+// the awaited side or our deadline + 300 ms has passed (sleeping 1 ms at a time: the
+// worker is blocked, and the timer is taken over by the other one). timeout() used to
+// move it once more and decide the race only after that destructor: the timer fired,
+// won, and the value was dropped. Now the value has won before; the timer stops nothing,
+// and the destructor waits out the 300 ms. The deadline is 2 s away, so that a loaded
+// machine (sanitizers, two tests at once) still produces the value before it.
 std::stop_token g_race_token;
 corio::clock::time_point g_race_deadline;
 
@@ -108,7 +112,7 @@ struct slow_shell {
   ~slow_shell() {
     if (moved_from && gen == 2) {
       while (!g_race_token.stop_requested() && corio::clock::now() < g_race_deadline + 300ms) {
-        std::this_thread::yield();
+        std::this_thread::sleep_for(1ms);
       }
     }
   }
@@ -127,7 +131,7 @@ TEST_CASE("time edge: timeout keeps a plain value that came before the timer fir
   c.timer_takeover_delay = std::chrono::microseconds(0);
   corio::runtime rt(c);
   auto body = []() -> corio::task<bool> {
-    g_race_deadline = corio::clock::now() + 500ms;
+    g_race_deadline = corio::clock::now() + 2s;
     auto r = co_await corio::timeout_at(shell_after_a_yield(), g_race_deadline);
     co_return r.has_value();
   };
