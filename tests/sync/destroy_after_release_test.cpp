@@ -30,9 +30,12 @@ void repeat(F once) {
   }
 }
 
-/// A lock() refused before it queued (its token already stopped) while `m` is held:
-/// used to leave the mutex marked contended with no waiter, which sends the owner's
-/// unlock() down its slow path.
+/// A lock() refused before it queued (its token already stopped) while `m` is held.
+/// Before the fix it left the mutex marked contended with no waiter, which sent the
+/// owner's unlock() down its slow path (the late spin-lock unlock TSan reported); now it
+/// puts the state back, and the unlock below takes the fast path. (The slow path's other
+/// way to find no waiter, one cancelled between the owner's failed CAS and its lock, is
+/// a race this test does not force.)
 void refused_lock(corio::mutex& m) {
   std::stop_source stopped;
   stopped.request_stop();
