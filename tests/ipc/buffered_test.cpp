@@ -174,23 +174,37 @@ TEST_CASE("buffered_reader: a line of exactly max_line bytes (newline included) 
   CHECK(rt.block_on(body()) == std::vector<std::string>{std::string(9, 'a'), "too long"});
 }
 
+namespace {
+using pipe_buffered = buffered_reader<corio::ipc::pipe_reader>;
+
+/// Spawns `search(reader, token)`, writes `sent` into the pipe, waits until the reader has
+/// taken all of it (the search waits for more), then cancels the search and yields what
+/// it returned.
+template <class Search>
+task<std::string> cancel_once_buffered(pipe_buffered& reader, corio::ipc::pipe_writer& w, std::string_view sent,
+                                       Search search) {
+  std::stop_source stop;
+  auto first = corio::spawn(search(reader, stop.get_token()));
+  (void)co_await w.write_all(bytes(sent));
+  while (reader.buffered().size() < sent.size()) {
+    co_await corio::yield_now();
+  }
+  stop.request_stop();
+  co_return co_await first;
+}
+}  // namespace
+
 TEST_CASE("buffered_reader: a cancelled read_line loses none of the bytes it had read", "[ipc][buffered][cancel]") {
   corio::runtime rt(corio_test::workers(1));  // one worker: the tasks share the reader safely
   auto p = corio::ipc::pipe();
   REQUIRE(p);
   auto body = [&]() -> task<std::string> {
     buffered_reader reader(p->reader);
-    std::stop_source stop;
-    auto first = corio::spawn([](buffered_reader<corio::ipc::pipe_reader>& r, std::stop_token t) -> task<std::string> {
+    auto search = [](pipe_buffered& r, std::stop_token t) -> task<std::string> {
       auto line = co_await r.read_line(t);
       co_return line ? "line " + *line : line.error() == std::errc::operation_canceled ? "cancelled" : "other";
-    }(reader, stop.get_token()));
-    (void)co_await p->writer.write_all(bytes("hel"));
-    while (reader.buffered().size() < 3) {  // the reader took "hel" and waits for more
-      co_await corio::yield_now();
-    }
-    stop.request_stop();
-    std::string outcome = co_await first;
+    };
+    std::string outcome = co_await cancel_once_buffered(reader, p->writer, "hel", search);
     (void)co_await p->writer.write_all(bytes("lo\n"));
     auto line = co_await reader.read_line();
     co_return outcome + ", then " + (line ? *line : line.error().message());
@@ -207,18 +221,12 @@ TEST_CASE("buffered_reader: after a cancelled read_until, a search for another d
   REQUIRE(p);
   auto body = [&]() -> task<std::string> {
     buffered_reader reader(p->reader);
-    std::stop_source stop;
-    auto first = corio::spawn([](buffered_reader<corio::ipc::pipe_reader>& r, std::stop_token t) -> task<std::string> {
+    auto search = [](pipe_buffered& r, std::stop_token t) -> task<std::string> {
       std::string out;
       auto n = co_await r.read_until(out, "\r\n\r\n", t);
       co_return n ? "found " + out : n.error() == std::errc::operation_canceled ? "cancelled" : "other";
-    }(reader, stop.get_token()));
-    (void)co_await p->writer.write_all(bytes("ab\ncdefgh"));
-    while (reader.buffered().size() < 9) {  // the search took all 9 bytes and waits for more
-      co_await corio::yield_now();
-    }
-    stop.request_stop();
-    std::string outcome = co_await first;
+    };
+    std::string outcome = co_await cancel_once_buffered(reader, p->writer, "ab\ncdefgh", search);
     (void)co_await p->writer.write_all(bytes("ij\n"));
     p->writer.close();  // no wait for more: the second line is there or the stream ends
     auto line = co_await reader.read_line();
