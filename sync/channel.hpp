@@ -30,7 +30,9 @@
 #include <corio/runtime/require_cxx20.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <limits>
+#include <new>
 #include <optional>
 #include <stop_token>
 #include <type_traits>
@@ -59,27 +61,40 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
   channel_send_operation(channel<T>& ch, T value, std::stop_token token)
       : base(ch.m_senders, std::move(token)), m_channel(&ch), m_value(std::move(value)) {}
   channel_send_operation(channel_send_operation&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
-      : base(std::move(o)), m_channel(o.m_channel), m_value(std::move(o.m_value)) {}
+      : base(std::move(o)), m_channel(o.m_channel), m_value(std::move(o.m_value)), m_no_memory(o.m_no_memory) {}
   channel_send_operation(const channel_send_operation&) = delete;
   channel_send_operation& operator=(const channel_send_operation&) = delete;
   channel_send_operation& operator=(channel_send_operation&&) = delete;
   ~channel_send_operation() { this->end_wait(); }  // before m_value goes: a receiver may be taking it
 
-  [[nodiscard]] result<void> await_resume() noexcept {
+  /// Throws std::bad_alloc when the buffer had to grow and could not (nothing sent).
+  [[nodiscard]] result<void> await_resume() {
     this->reset_callbacks();
+    if (m_no_memory) {
+      throw std::bad_alloc();
+    }
     return this->outcome();
   }
   void block() { base::block(); }
 
-  bool try_now(wake_batch& batch) {
+  // noexcept: it runs under the channel's spin lock. A buffer that cannot grow ends the
+  // operation here ("done", m_no_memory) and await_resume() throws, after the lock is gone.
+  bool try_now(wake_batch& batch) noexcept {
     this->slot = &m_value;  // a receiver or a draining recv moves it from here
     if (m_channel->m_closed) {
       this->status = wait_status::closed;
       return true;
     }
-    if (m_channel->deliver_locked(m_value, batch)) {
-      this->status = wait_status::granted;
-      return true;
+    switch (m_channel->deliver_locked(m_value, batch)) {
+      case channel<T>::delivery::done:
+        this->status = wait_status::granted;
+        return true;
+      case channel<T>::delivery::no_memory:
+        this->status = wait_status::granted;  // finished; m_no_memory says how
+        m_no_memory = true;
+        return true;
+      case channel<T>::delivery::full:
+        break;
     }
     return false;
   }
@@ -87,6 +102,7 @@ class channel_send_operation : public wait_operation<channel_send_operation<T>> 
  private:
   channel<T>* m_channel;
   T m_value;
+  bool m_no_memory = false;  // set by try_now() under the lock, read by await_resume()
 };
 
 template <class T>
@@ -98,7 +114,7 @@ class channel_recv_operation : public value_wait_operation<channel_recv_operatio
       : base(ch.m_receivers, std::move(token)), m_channel(&ch) {}
   channel_recv_operation(channel_recv_operation&& o) noexcept : base(std::move(o)), m_channel(o.m_channel) {}
 
-  bool try_now(wake_batch& batch) {
+  bool try_now(wake_batch& batch) noexcept {
     this->slot = &this->m_value;  // a sender moves its value in here
     if (m_channel->take_locked(this->m_value, batch)) {
       this->status = wait_status::granted;
@@ -163,10 +179,15 @@ class channel {
     if (m_closed) {
       return unexpected(make_error_code(errc::closed));
     }
-    if (!deliver_locked(value, g.batch)) {
-      return unexpected(make_error_code(errc::full));
+    switch (deliver_locked(value, g.batch)) {
+      case delivery::done:
+        return {};
+      case delivery::full:
+        return unexpected(make_error_code(errc::full));
+      case delivery::no_memory:
+        break;
     }
-    return {};
+    throw std::bad_alloc();  // g's destructor drops the lock
   }
   /// try_send(T&&) with a copy of `value`.
   [[nodiscard]] result<void> try_send(const T& value) {
@@ -236,30 +257,34 @@ class channel {
     detail::wake_batch batch;
   };
 
+  enum class delivery : std::uint8_t {
+    done,       ///< handed to a receiver or buffered
+    full,       ///< no receiver waits and the buffer is at capacity
+    no_memory,  ///< the buffer had to grow and could not allocate; `v` untouched
+  };
+
   /// Under m_lock, not closed: hands `v` to the oldest waiting receiver (receivers only
-  /// wait while the buffer is empty), else buffers it if there is room.
-  bool deliver_locked(T& v, detail::wake_batch& batch) {
+  /// wait while the buffer is empty), else buffers it if there is room. Never throws
+  /// (the lock must not be left held): a failed allocation is reported as no_memory and
+  /// the caller throws once the lock is dropped.
+  delivery deliver_locked(T& v, detail::wake_batch& batch) noexcept {
     if (detail::waiter* r = m_receivers.pop_into(batch, detail::wait_status::granted)) {
       static_cast<std::optional<T>*>(r->slot)->emplace(std::move(v));
-      return true;
+      return delivery::done;
     }
     if (m_buffer.size() < m_capacity) {
-      // May grow the buffer, so throw std::bad_alloc (v untouched): the callers drop
-      // m_lock on the way out (wake_batch_guard; wait_operation::try_now_locked).
-      m_buffer.push(std::move(v));
-      return true;
+      return m_buffer.push(std::move(v)) ? delivery::done : delivery::no_memory;
     }
-    return false;
+    return delivery::full;
   }
 
   /// Under m_lock: takes the oldest value — buffered first, refilling the freed place
   /// from the oldest waiting sender; else (rendezvous) straight from a waiting sender.
-  bool take_locked(std::optional<T>& out, detail::wake_batch& batch) {
+  bool take_locked(std::optional<T>& out, detail::wake_batch& batch) noexcept {
     if (!m_buffer.empty()) {
       out.emplace(m_buffer.pop());
       if (detail::waiter* s = m_senders.pop_into(batch, detail::wait_status::granted)) {
-        // Never allocates: the pop above freed a slot.
-        m_buffer.push(std::move(*static_cast<T*>(s->slot)));
+        m_buffer.push_into_free_slot(std::move(*static_cast<T*>(s->slot)));  // the pop freed one
       }
       return true;
     }

@@ -3,8 +3,9 @@
 // full; the caller never pushes more than `limit` values, so it never holds more than
 // bit_ceil(limit) slots. It never shrinks.
 // Thread-safety: none (guarded by the channel's lock). Cost: amortised O(1), one
-// allocation per doubling. push() may throw std::bad_alloc (the value is then not moved
-// from and the buffer is unchanged).
+// allocation per doubling. push() reports an allocation that fails by returning false
+// (the value is then not moved from and the buffer is unchanged): it never throws, so a
+// caller may push under a spin lock.
 #pragma once
 
 #include <bit>
@@ -32,10 +33,19 @@ class ring_buffer {
   [[nodiscard]] bool empty() const noexcept { return m_size == 0; }
   [[nodiscard]] std::size_t size() const noexcept { return m_size; }
 
-  void push(T&& v) {
-    if (m_size == m_capacity) {
-      grow();
+  /// Appends `v`, growing the array when it is full. False when that growth cannot
+  /// allocate (`v` untouched).
+  [[nodiscard]] bool push(T&& v) noexcept {
+    if (m_size == m_capacity && !grow()) {
+      return false;
     }
+    ::new (static_cast<void*>(m_data + ((m_head + m_size) & (m_capacity - 1)))) T(std::move(v));
+    ++m_size;
+    return true;
+  }
+  /// Appends `v` into a free slot. Precondition: a slot is free (a pop() since the
+  /// buffer was last full).
+  void push_into_free_slot(T&& v) noexcept {
     ::new (static_cast<void*>(m_data + ((m_head + m_size) & (m_capacity - 1)))) T(std::move(v));
     ++m_size;
   }
@@ -50,9 +60,15 @@ class ring_buffer {
   }
 
  private:
-  void grow() {
+  // Out of line and cold: the push fast path stays a compare and a move.
+  [[gnu::noinline, gnu::cold]] bool grow() noexcept {
     std::size_t cap = m_capacity == 0 ? m_first_capacity : m_capacity * 2;
-    T* data = std::allocator<T>().allocate(cap);
+    T* data = nullptr;
+    try {
+      data = std::allocator<T>().allocate(cap);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
     for (std::size_t i = 0; i < m_size; ++i) {
       T* p = std::launder(m_data + ((m_head + i) & (m_capacity - 1)));
       ::new (static_cast<void*>(data + i)) T(std::move(*p));
@@ -62,6 +78,7 @@ class ring_buffer {
     m_data = data;
     m_capacity = cap;
     m_head = 0;
+    return true;
   }
 
   std::size_t m_first_capacity;  // a power of two

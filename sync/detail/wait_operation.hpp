@@ -4,7 +4,9 @@
 //   1. await_ready: the primitive's fast path (Derived), no callbacks registered.
 //   2. await_suspend → wait(): register the stop callbacks (explicit token and the token
 //      inherited from the awaiting task) *before* the node can be published; then, under
-//      the lock, try again (`Derived::try_now`), else report a stop that already
+//      the lock, try again (`Derived::try_now`, which must be noexcept: nothing may
+//      leave the spin lock held; a failure is recorded and reported by await_resume,
+//      as a channel send's failed allocation is), else report a stop that already
 //      happened, else link the node and suspend. An immediate success wins over a stop.
 //   3. A waker (unlock, release, send, notify, close) marks the node and wakes it; or the
 //      stop callback, under the same lock, unlinks a still-queued node, marks it
@@ -129,30 +131,16 @@ class wait_operation : public waiter {
   /// Fast path for await_ready: try under the lock, without registering callbacks. When
   /// it succeeds but the task's budget is spent, the awaiter still suspends and
   /// reschedules itself at the back of the queue (await_suspend sees m_yield).
-  bool ready_under_lock() {
+  bool ready_under_lock() noexcept {
+    static_assert(noexcept(derived().try_now(std::declval<wake_batch&>())),
+                  "Derived::try_now runs under the spin lock and must not throw");
     wake_batch batch;
     sync_spin_lock& lk = list->lock();
     lk.lock();
-    bool done = try_now_locked(lk, batch);
+    bool done = derived().try_now(batch);
     lk.unlock();
     batch.wake_all();
     return done && !budget_spent();
-  }
-
-  /// Derived::try_now() under `lk`. Only a channel send may throw (std::bad_alloc when
-  /// its buffer grows): the lock is dropped before the exception leaves, so the caller
-  /// never unwinds with it held (a noexcept caller would terminate).
-  bool try_now_locked(sync_spin_lock& lk, wake_batch& batch) {
-    if constexpr (noexcept(derived().try_now(batch))) {
-      return derived().try_now(batch);
-    } else {
-      try {
-        return derived().try_now(batch);
-      } catch (...) {
-        lk.unlock();
-        throw;
-      }
-    }
   }
 
   /// Records that a synchronous completion must still yield (budget spent).
@@ -217,7 +205,7 @@ class wait_operation : public waiter {
     sync_spin_lock& lk = list->lock();
     lk.lock();
     bool queued = false;
-    if (try_now_locked(lk, batch)) {
+    if (derived().try_now(batch)) {
       // completed at once (status set by try_now)
     } else if (status == wait_status::cancelled || m_token.stop_requested() ||
                inherited.stop_requested()) {

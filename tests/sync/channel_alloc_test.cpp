@@ -110,3 +110,16 @@ TEST_CASE("channel: a try_send whose buffer cannot grow throws bad_alloc and lea
   REQUIRE(ch.try_send(std::move(v)));
   REQUIRE(ch.size() == 1);
 }
+
+TEST_CASE("channel: a send_blocking whose buffer cannot grow throws bad_alloc and leaves the channel usable", "[sync][channel]") {
+  // The thread form reports the failed allocation as the awaitable does (from the
+  // operation's result, after the lock is dropped).
+  corio::channel<big> ch(corio::unbounded_capacity);
+  {
+    fail_large_allocations guard(2 * sizeof(big));
+    REQUIRE_THROWS_AS(ch.send_blocking(big{}), std::bad_alloc);
+  }
+  REQUIRE(ch.size() == 0);  // takes the lock: it was released
+  REQUIRE(ch.send_blocking(big{}));
+  REQUIRE(ch.size() == 1);
+}
