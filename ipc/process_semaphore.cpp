@@ -11,6 +11,8 @@
 // lost sleepers to an ABA race). A stale bit costs one syscall more, once.
 #include <corio/ipc/process_semaphore.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
 #include <new>
 
@@ -147,11 +149,24 @@ void process_semaphore::acquire_blocking() const noexcept { detail::count_take_b
 result<void> process_semaphore::release(std::uint32_t n) const noexcept {
   // One FUTEX_WAKE_OP adds at most 1023 units (its operand is 11 bits plus sign).
   constexpr std::uint32_t chunk = 1023;
+  // The maximum is shared memory a peer could have garbled: never above max_count, so
+  // the word (count * 2 + bit) cannot wrap. relaxed: construct() wrote it before the
+  // layout word (release), which attach() read (acquire).
+  const std::uint32_t max =
+      std::min(std::atomic_ref<std::uint32_t>(m_state->max).load(std::memory_order_relaxed), max_count);
+  bool added = false;
   while (n > 0) {
     const std::uint32_t step = n < chunk ? n : chunk;
     std::uint32_t v = m_state->word.load(std::memory_order_relaxed);
     for (;;) {
-      if ((v >> 1) + step > m_state->max) {
+      // Until the first chunk is in, all of n is checked (with each fresh look at the
+      // count): a refusal then adds nothing, as promised. A refusal of a later chunk
+      // would leave the earlier ones added, so those are checked only against max_count
+      // (the word must not wrap): a release racing this one may make it overshoot the
+      // maximum, as the header says of concurrent releases.
+      const std::uint32_t count = v >> 1;
+      const std::uint32_t limit = added ? max_count : max;
+      if (count > limit || (added ? step : n) > limit - count) {
         return unexpected(std::make_error_code(std::errc::value_too_large));
       }
       if ((v & 1) == 0) {
@@ -172,6 +187,7 @@ result<void> process_semaphore::release(std::uint32_t n) const noexcept {
       }
       break;
     }
+    added = true;
     n -= step;
   }
   return {};

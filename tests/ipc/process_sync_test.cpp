@@ -443,6 +443,30 @@ TEST_CASE("process_semaphore: counts units, refuses a release past its maximum",
   CHECK(s->release(0));
 }
 
+TEST_CASE("process_semaphore: a refused release of more than one wake-op's worth of units adds nothing",
+          "[ipc][process_semaphore]") {
+  // release() adds in steps of at most 1023 units (a FUTEX_WAKE_OP operand); the
+  // maximum is checked for the whole release, not step by step.
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 0, 1500);
+  REQUIRE(s);
+  CHECK(error_of(s->release(2000)) == std::errc::value_too_large);
+  CHECK(s->value() == 0);
+  CHECK(error_of(s->release(UINT32_MAX)) == std::errc::value_too_large);
+  CHECK(s->value() == 0);
+  CHECK(s->release(1500));
+  CHECK(s->value() == 1500);
+  CHECK(error_of(s->release(1)) == std::errc::value_too_large);
+  CHECK(s->value() == 1500);
+  // A maximum garbled in the shared state (by a peer) is never taken above max_count:
+  // the count word (count * 2 + waiters bit) must not wrap.
+  std::uint32_t garbled = UINT32_MAX;
+  std::memcpy(page.bytes().data() + offsetof(corio::ipc::detail::semaphore_state, max), &garbled, sizeof garbled);
+  CHECK(s->release(process_semaphore::max_count - 1500));
+  CHECK(error_of(s->release(1)) == std::errc::value_too_large);
+  CHECK(s->value() == process_semaphore::max_count);
+}
+
 TEST_CASE("process_semaphore: every release admits exactly one waiter across processes; the count ends exact",
           "[ipc][process_semaphore]") {
   const bool fallback = GENERATE(false, true);
