@@ -123,9 +123,17 @@ std::size_t shm_queue::capacity() const noexcept { return m_geometry.capacity; }
 std::size_t shm_queue::max_message_size() const noexcept { return m_geometry.max_message; }
 
 std::size_t shm_queue::size() const noexcept {
+  // The consumed word first: read the other way round, consumers could take messages
+  // published after our look at the published word before we looked at theirs, and the
+  // difference went below zero (about 2^30 once masked). acquire: pairs with the
+  // consumers' release in advance(), which came after their look at the published word
+  // saw at least this count, so our look below sees at least as much (no negative
+  // difference). Producers may publish more meanwhile: clamped to the capacity (and a
+  // peer's garbage stays within it too).
+  const std::uint32_t consumed = m_header->consumed.load(std::memory_order_acquire);
   const std::uint32_t published = m_header->published.load(std::memory_order_relaxed);
-  const std::uint32_t consumed = m_header->consumed.load(std::memory_order_relaxed);
-  return (count_of(published) - count_of(consumed)) & count_mask;
+  const std::uint32_t queued = (count_of(published) - count_of(consumed)) & count_mask;
+  return queued < m_geometry.capacity ? queued : m_geometry.capacity;
 }
 
 bool shm_queue::is_closed() const noexcept {

@@ -211,6 +211,35 @@ TEST_CASE("shm_queue: messages of every size up to the maximum come out whole an
   }
 }
 
+TEST_CASE("shm_queue: size() read while messages pass through never exceeds the capacity", "[ipc][shm_queue]") {
+  // size() reads the two count words one after the other: read published first, a
+  // consumer could take messages published after that read before the consumed word
+  // was read, and the difference went negative (about 2^30 once masked).
+  scoped_name n("size-snapshot");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
+  REQUIRE(q);
+  std::atomic<bool> done{false};
+  std::thread mover([&] {
+    std::vector<std::byte> buffer(8);
+    const std::string m = "12345678";
+    for (int i = 0; i < 1'000'000 && !done.load(std::memory_order_relaxed); ++i) {
+      (void)q->try_send(as_bytes(m));
+      (void)q->try_receive(buffer);
+    }
+    done.store(true, std::memory_order_relaxed);
+  });
+  std::size_t largest = 0;
+  while (!done.load(std::memory_order_relaxed)) {
+    const std::size_t s = q->size();
+    largest = s > largest ? s : largest;
+    if (largest > q->capacity()) {
+      done.store(true, std::memory_order_relaxed);
+    }
+  }
+  mover.join();
+  CHECK(largest <= q->capacity());
+}
+
 TEST_CASE("shm_queue: bad names, sizes and objects are clear errors", "[ipc][shm_queue][errors]") {
   scoped_name n("errors");
   CHECK(error_of(shm_queue::create("no-slash")) == std::errc::invalid_argument);
