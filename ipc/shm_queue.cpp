@@ -68,8 +68,17 @@ result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_optio
 }
 
 result<shm_queue> shm_queue::open(std::string_view name) {
+  if (!detail::valid_posix_ipc_name(name)) {
+    return unexpected(error(std::errc::invalid_argument));
+  }
   auto memory = shared_memory::open(name);
   if (!memory) {
+    if (memory.error() == std::errc::invalid_argument) {
+      // The name is valid, so the object is empty (an empty mapping is refused): its
+      // creator made it and has not sized it yet, like the zero layout word that
+      // follows until it has built the queue.
+      return unexpected(error(std::errc::resource_unavailable_try_again));
+    }
     return unexpected(memory.error());
   }
   return adopt(std::move(*memory));

@@ -289,6 +289,21 @@ TEST_CASE("shm_queue: bad names, sizes and objects are clear errors", "[ipc][shm
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
 }
 
+TEST_CASE("shm_queue: an object its creator has not sized yet is \"try again\" for open() and a non-exclusive "
+          "create()",
+          "[ipc][shm_queue][errors]") {
+  // create() makes the object with shm_open, then sizes it: a process that opens it in
+  // between finds it empty, which is the same "not finished building it" as the zero
+  // layout word that follows, not a bad argument.
+  scoped_name n("unsized");
+  const int fd = ::shm_open(n.name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shm_queue::open("no-slash")) == std::errc::invalid_argument);
+}
+
 TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a message", "[ipc][shm_queue]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
