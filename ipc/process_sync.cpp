@@ -189,24 +189,33 @@ task<result<void>> pool_wait(const shared_word& word, std::uint32_t expected, st
   };
   std::stop_callback<decltype(on_stop)> on_explicit(token, on_stop);
   std::stop_callback<decltype(on_stop)> on_inherited(inherited, on_stop);
-  auto woken = co_await spawn_blocking(
+  // 0: woken (or the word differs); 1: stopped; else -errno of a wait the kernel refused
+  // (-EFAULT: the word is no longer mapped), reported like the ring's CQE would be
+  // instead of retried at full speed for ever.
+  auto outcome = co_await spawn_blocking(
       [&state, &word, expected]() noexcept {
         for (;;) {
           if (state.stop.load(std::memory_order_relaxed)) {
-            return false;
+            return 1;
           }
           int rc = futex_wait_blocking(word, expected, pool_slice_ns);
           if (rc == 0 || rc == -EAGAIN) {
-            return true;
+            return 0;
+          }
+          if (rc != -ETIMEDOUT && rc != -EINTR) {
+            return rc;
           }
         }
       },
       token);
-  if (!woken) {
-    co_return unexpected(woken.error());
+  if (!outcome) {
+    co_return unexpected(outcome.error());
   }
-  if (*woken) {
+  if (*outcome == 0) {
     co_return result<void>{};
+  }
+  if (*outcome < 0) {
+    co_return unexpected(os_error(*outcome));
   }
   co_return unexpected(cancelled_error());
 }
