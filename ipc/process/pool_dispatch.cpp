@@ -221,7 +221,10 @@ bool queue_batch(const std::shared_ptr<pool_state>& s, pool_batch& b) {
     std::lock_guard lock(s->mu);
     b.remaining = n;
     s->outstanding += n;
-    if (s->closing) {
+    if (s->closing || s->shutdown_started) {
+      // Refused once shutdown() has begun (as Python's executor refuses a submit after
+      // shutdown): shutdown() waits for every job it accepted, so accepting more would let
+      // a steady stream of calls keep it from ever finishing.
       fail_batch_locked(*s, b, pool_errc::shut_down, {});
       return false;
     }

@@ -47,12 +47,13 @@
 // with pool_errc::shut_down and no replacement is forked.
 //
 // Shutdown: `co_await shutdown()` lets every submitted job finish, then closes the
-// sockets; the workers exit on end-of-file and are reaped. It is idempotent and may be
-// awaited by any number of tasks at once: the first call starts the shutdown as its own
-// task; every call resumes once it is done. Destroying the pool without it SIGKILLs the
-// workers (a running job is not waited for) and closes the sockets at once (the workers
-// are reaped in the background by the orphan reaper); jobs still awaited then fail with
-// pool_errc::shut_down.
+// sockets; the workers exit on end-of-file and are reaped. A call made once shutdown()
+// has begun runs nothing: its jobs fail at once with pool_errc::shut_down. shutdown() is
+// idempotent and may be awaited by any number of tasks at once: the first call starts the
+// shutdown as its own task; every call resumes once it is done. Destroying the pool
+// without it SIGKILLs the workers (a running job is not waited for) and closes the
+// sockets at once (the workers are reaped in the background by the orphan reaper); jobs
+// still awaited then fail with pool_errc::shut_down.
 //
 // Cancellation: every call — submit(), call(), map(), map_unordered(), map_batched(),
 // and the stream of map_stream() — takes an explicit std::stop_token, and the calls that
@@ -121,7 +122,7 @@ namespace corio::ipc {
 enum class pool_errc {
   worker_crashed = 1,  ///< the worker process died while running this job (detail(): how)
   job_threw,           ///< the job function threw (the worker goes on); see pool_result
-  shut_down,           ///< the pool was destroyed before the job finished
+  shut_down,           ///< the pool was destroyed before the job finished, or the call came after shutdown() began
   no_workers,          ///< no worker process could be (re)started
   job_too_large,       ///< the job's bytes are over pool_options::max_message (it never ran)
   result_too_large,    ///< the job's result is over pool_options::max_message (it was dropped)

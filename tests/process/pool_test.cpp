@@ -340,6 +340,24 @@ corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown(process_pool& poo
   co_return s;
 }
 
+struct late_call_seen {
+  corio::result<long> late = 0;               // a call made while shutdown() waits for a job
+  std::vector<corio::result<int>> running;    // the job it waits for
+  bool finished = false;                      // shutdown() then ended (within 10 s)
+};
+corio::task<late_call_seen> pool_call_after_shutdown_began(process_pool& pool) {
+  late_call_seen s;
+  process_pool* p = &pool;
+  auto job = corio::spawn(map_sleepers(p, std::vector<int>(1, 1)));
+  (void)co_await corio::sleep_for(20ms);  // the job is in flight (it sleeps 50 ms)
+  // Begins the shutdown and stops waiting for it after 1 ms; the shutdown goes on.
+  (void)co_await corio::timeout(p->shutdown(), 1ms);
+  s.late = co_await corio::timeout(p->call<&square>(3), 10s);
+  s.running = co_await job;
+  s.finished = (co_await corio::timeout(p->shutdown(), 10s)).has_value();
+  co_return s;
+}
+
 struct drop_seen {
   pid_t worker = -1;
   std::vector<corio::result<int>> r;
@@ -422,6 +440,17 @@ TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][p
   CHECK(s.finished);
   CHECK(s.ok == 4);
   CHECK(corio_test::zombies_after_settle(2000ms) == 0);
+}
+
+TEST_CASE("process_pool: a call made after shutdown() began fails with shut_down; the jobs before it finish",
+          "[process][pool]") {
+  // It used to be accepted and run: shutdown() waited for it too, so calls that kept
+  // coming kept the shutdown from ever ending.
+  auto s = run_with_pool({.workers = 1}, &pool_call_after_shutdown_began);
+  CHECK((!s.late && s.late.error() == pool_errc::shut_down));
+  REQUIRE(s.running.size() == 1);
+  CHECK((s.running[0] && *s.running[0] == 1));
+  CHECK(s.finished);
 }
 
 TEST_CASE("process_pool: destroying the pool SIGKILLs workers mid-job", "[process][pool]") {
