@@ -374,6 +374,8 @@ task<void> shutdown_body(std::shared_ptr<pool_state> s) {
       }
     }
     (void)co_await w->proc.wait();
+    std::lock_guard lock(s->mu);
+    w->alive = false;  // reaped: its pid may be reused (worker_pids() leaves it out)
   }
   s->shutdown_done.set();
 }

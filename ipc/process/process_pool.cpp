@@ -264,7 +264,8 @@ task<void> process_pool::shutdown() {
 
 std::size_t process_pool::size() const noexcept {
   std::lock_guard lock(m_state->mu);
-  return m_state->workers.size();
+  return static_cast<std::size_t>(
+      std::count_if(m_state->workers.begin(), m_state->workers.end(), [](auto& w) { return w->alive; }));
 }
 
 std::size_t process_pool::max_message() const noexcept {
@@ -276,7 +277,9 @@ std::vector<pid_t> process_pool::worker_pids() const {
   std::lock_guard lock(m_state->mu);
   std::vector<pid_t> pids;
   for (auto& w : m_state->workers) {
-    pids.push_back(w->proc.id());
+    if (w->alive) {  // a dead worker's pid may be reaped and reused by now
+      pids.push_back(w->proc.id());
+    }
   }
   return pids;
 }

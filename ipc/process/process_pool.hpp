@@ -455,11 +455,15 @@ class process_pool {
   /// stop ends this caller's wait early; the shutdown goes on (see the header comment).
   task<void> shutdown();
 
-  /// How many worker processes the pool runs.
+  /// How many worker processes the pool runs now: a dead worker is not counted (its
+  /// replacement is, once started), nor are workers after shutdown() reaped them.
   [[nodiscard]] std::size_t size() const noexcept;
   /// The longest job or result in bytes (pool_options::max_message after clamping).
   [[nodiscard]] std::size_t max_message() const noexcept;
-  /// The worker processes' pids (for tests and monitoring).
+  /// The live worker processes' pids (for tests and monitoring), as size() counts them: a
+  /// pid is left out once the pool has seen that worker die, since it may be reaped and
+  /// reused. (A worker that dies is reaped just before the pool marks it dead: a pid read
+  /// in that instant may already be free.)
   [[nodiscard]] std::vector<pid_t> worker_pids() const;
   /// How many workers died outside a shutdown (crashed, killed, or broke the protocol);
   /// each is replaced by a new worker when one can be started. A death counts as soon as

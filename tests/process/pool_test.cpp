@@ -323,10 +323,16 @@ corio::task<std::vector<corio::result<int>>> map_sleep_long(process_pool* p) {
 struct concurrent_shutdown_seen {
   bool finished = false;
   int ok = 0;
+  std::size_t size_before = 0;  // size() and worker_pids() before and after the shutdown
+  std::size_t pids_before = 0;
+  std::size_t size_after = 9;
+  std::size_t pids_after = 9;
 };
 corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown(process_pool& pool) {
   concurrent_shutdown_seen s;
   process_pool* p = &pool;
+  s.size_before = p->size();
+  s.pids_before = p->worker_pids().size();
   std::vector<int> four(4, 1);
   auto jobs = corio::spawn(map_sleepers(p, std::move(four)));
   (void)co_await corio::sleep_for(20ms);  // the jobs are in flight
@@ -337,6 +343,8 @@ corio::task<concurrent_shutdown_seen> pool_concurrent_shutdown(process_pool& poo
     s.ok += x.has_value();
   }
   co_await p->shutdown();  // idempotent, after the fact too
+  s.size_after = p->size();
+  s.pids_after = p->worker_pids().size();
   co_return s;
 }
 
@@ -400,6 +408,8 @@ corio::task<stopped_server_seen> pool_crash_without_replacement() {
 struct workerless_seen {
   bool started = false;
   bool replaced = false;    // replaced() counted the killed worker
+  std::size_t size = 9;     // size() and worker_pids() once its replacement failed
+  std::size_t pids = 9;
   std::error_code call;     // how the call made afterwards ended (within 3 s)
   bool shut_down = false;   // shutdown() then ended (within 3 s)
 };
@@ -417,6 +427,8 @@ corio::task<workerless_seen> pool_without_workers() {
   }
   s.replaced = (*pool)->replaced() == 1;
   (void)co_await corio::sleep_for(200ms);  // the replacement's fork has failed by now
+  s.size = (*pool)->size();
+  s.pids = (*pool)->worker_pids().size();
   auto r = co_await corio::timeout((*pool)->call<&square>(4), 3s);
   s.call = r ? std::error_code{} : r.error();  // (a hang: the timeout's error)
   auto done = co_await corio::timeout((*pool)->shutdown(), 3s);
@@ -439,6 +451,8 @@ TEST_CASE("process_pool: concurrent shutdown() calls all complete", "[process][p
   auto s = run_with_pool({.workers = 2}, &pool_concurrent_shutdown);
   CHECK(s.finished);
   CHECK(s.ok == 4);
+  CHECK((s.size_before == 2 && s.pids_before == 2));
+  CHECK((s.size_after == 0 && s.pids_after == 0));  // reaped: nothing left to count or signal
   CHECK(corio_test::zombies_after_settle(2000ms) == 0);
 }
 
@@ -499,6 +513,9 @@ TEST_CASE("process_pool: a call with no worker alive and none startable fails wi
   (void)corio::ipc::fork_server::start();  // single-threaded again (the runtime is gone)
   REQUIRE(s.started);
   CHECK(s.replaced);
+  // The dead worker is neither counted nor listed (its pid was reaped; it may be reused).
+  CHECK(s.size == 0);
+  CHECK(s.pids == 0);
   CHECK(s.call == pool_errc::no_workers);
   CHECK(s.shut_down);
 }
