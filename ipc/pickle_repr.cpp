@@ -141,9 +141,16 @@ class repr_writer {
     }
   }
 
+  // The repr, cut at the limit. The cut moves back to the start of a UTF-8 sequence it
+  // would split: a repr goes back to Python inside a str (manager error messages), and a
+  // str that is not UTF-8 cannot be pickled.
   std::string take() {
     if (m_out.size() > m_limit) {
-      m_out.resize(m_limit);
+      std::size_t cut = m_limit;
+      while (cut > 0 && (static_cast<unsigned char>(m_out[cut]) & 0xc0) == 0x80) {
+        --cut;
+      }
+      m_out.resize(cut);
       m_out += "...";
     }
     return std::move(m_out);

@@ -263,6 +263,21 @@ TEST_CASE("repr prints values as Python does", "[pickle]") {
   CHECK(value(std::string(100, 'x')).repr(10) == "'xxxxxxxxx...");
 }
 
+TEST_CASE("repr cut inside a multi-byte character stays UTF-8 (it may be sent back as a str)", "[pickle]") {
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    text += "\xc3\xa9";  // U+00E9, two bytes
+  }
+  text += "\xe2\x82\xac\xf0\x9f\x98\x80";  // U+20AC (three bytes), U+1F600 (four)
+  for (std::size_t limit = 1; limit < 2 * text.size(); ++limit) {
+    std::string r = value(text).repr(limit);
+    INFO("limit " << limit << ": " << r);
+    REQUIRE(pk::dumps(value(r)).has_value());
+    CHECK(r.size() <= limit + 3);
+  }
+  CHECK(value(text).repr(4) == "'\xc3\xa9...");  // the cut at byte 4 would split the second character
+}
+
 // ---- the reader, opcode family by family ----
 
 TEST_CASE("reader decodes None, bools and ints of every width", "[pickle]") {
