@@ -172,6 +172,10 @@ class big_int {
 
 namespace detail {
 
+/// Key equality and hashing of sets (pickle_equality.cpp): they read the hash each element
+/// got when it was inserted instead of hashing the element again.
+struct set_access;
+
 /// Deep-copying owner of a heap value: keeps `value` small and lets it hold types that
 /// are defined after it.
 template <class T>
@@ -495,7 +499,8 @@ class dict {
 };
 
 /// A set (or frozenset): unique elements in insertion order, Python's key equality.
-/// Cost: as dict.
+/// Cost: as dict. As a key (value::key_hash, value::key_equal) it uses the hash each
+/// element got when inserted, so a lookup of a nested frozenset costs its size once.
 class set {
  public:
   set() noexcept;
@@ -529,6 +534,8 @@ class set {
   friend bool operator==(const set& a, const set& b) noexcept;
 
  private:
+  friend struct detail::set_access;
+
   std::size_t locate(const value& element, std::size_t hash) const noexcept;
 
   std::vector<value> m_items;

@@ -11,12 +11,37 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include <corio/ipc/detail/pickle_hash.hpp>
 #include "pickle_detail.hpp"
 
 namespace corio::ipc::pickle {
+
+// Sets as keys, through the hash each element got when it was inserted: hashing an element
+// again costs its whole size, and sets nested in sets would hash their inner elements once
+// per level (a chain of n frozensets: n^2 hashes for one key comparison, as many per
+// lookup of such a key; a small pickle could spend seconds in one dict).
+struct detail::set_access {
+  // Whether every element of `of` has a key-equal element in `in`.
+  static bool contains_all(const set& in, const set& of) noexcept {
+    for (std::size_t i = 0; i < of.m_items.size(); ++i) {
+      if (in.locate(of.m_items[i], of.m_hashes[i]) == std::string::npos) {
+        return false;
+      }
+    }
+    return true;
+  }
+  // The hash of a set: order-independent over its elements' hashes.
+  static std::size_t hash(const set& s) noexcept {
+    std::uint64_t h = 0;
+    for (std::size_t x : s.m_hashes) {
+      h += mix(x);
+    }
+    return static_cast<std::size_t>(mix(h ^ tag_set));
+  }
+};
 
 namespace {
 
@@ -166,13 +191,7 @@ bool set_key_equal(const value& a, const value& b) noexcept {
   if (a.size() != b.size()) {
     return false;
   }
-  const set& sb = *b.if_set();
-  for (const value& e : *a.if_set()) {
-    if (!sb.contains(e)) {
-      return false;
-    }
-  }
-  return true;
+  return detail::set_access::contains_all(*b.if_set(), *a.if_set());
 }
 
 bool dict_key_equal(const value& a, const value& b) noexcept {
@@ -275,13 +294,7 @@ std::size_t value::key_hash(const value& v) noexcept {
       return static_cast<std::size_t>(h);
     }
     case kind::set:
-    case kind::frozenset: {
-      std::uint64_t h = 0;
-      for (const value& x : *v.if_set()) {
-        h += mix(key_hash(x));  // order-independent
-      }
-      return static_cast<std::size_t>(mix(h ^ tag_set));
-    }
+    case kind::frozenset: return detail::set_access::hash(*v.if_set());
     case kind::dict: {
       std::uint64_t h = 0;
       for (const auto& e : *v.if_dict()) {
