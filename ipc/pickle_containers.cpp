@@ -86,26 +86,6 @@ std::size_t slots_find(const std::vector<std::uint32_t>& slots, const std::vecto
   return std::string::npos;
 }
 
-// How many positions have this hash and satisfy eq: all of them lie in the probe run that
-// starts at the hash's slot (linear probing; erase rebuilds the index).
-template <class Eq>
-std::size_t slots_count(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
-                        std::size_t hash, Eq eq) {
-  std::size_t n = 0;
-  if (slots.empty()) {
-    for (std::size_t i = 0; i < hashes.size(); ++i) {
-      n += (hashes[i] == hash && eq(i)) ? 1 : 0;
-    }
-    return n;
-  }
-  std::size_t mask = slots.size() - 1;
-  for (std::size_t i = hash & mask; slots[i] != 0; i = (i + 1) & mask) {
-    std::size_t pos = slots[i] - 1;
-    n += (hashes[pos] == hash && eq(pos)) ? 1 : 0;
-  }
-  return n;
-}
-
 }  // namespace
 
 dict::dict() noexcept = default;
@@ -180,20 +160,28 @@ bool dict::erase(const value& key) {
 
 namespace {
 
-// How many positions satisfy eq: through the index when `key` equals itself as a
-// key, by a scan otherwise (NaN, tuples holding one: their hash is drawn anew per call,
-// see key_hash, so the index cannot find them).
-template <class Eq>
-std::size_t count_equal(const value& key, const std::vector<std::uint32_t>& slots,
-                        const std::vector<std::size_t>& hashes, std::size_t hash, Eq eq) {
-  if (value::key_equal(key, key)) {
-    return slots_count(slots, hashes, hash, eq);
+// Whether the element at position i of `a` (x: an entry's key, or a set's element) occurs
+// in `b` as often as in `a`, where same_in_a(j) / same_in_b(j) say whether position j of a /
+// b holds an identical element (entry). When x equals itself as a key, neither container
+// holds another element key-equal to it, so it is there once in a (i itself, not compared)
+// and must be found once in b through b's index. When it does not (a NaN in it: its hash
+// is drawn anew per call, see key_hash), identical copies may repeat: both are scanned,
+// i itself again not compared. Comparing position i with itself compared nested
+// containers twice per level: exponential in their depth.
+template <class SameA, class SameB>
+bool occurs_alike(const value& x, std::size_t i, std::size_t hash, std::size_t size,
+                  const std::vector<std::uint32_t>& b_slots, const std::vector<std::size_t>& b_hashes,
+                  SameA same_in_a, SameB same_in_b) {
+  if (value::key_equal(x, x)) {
+    return slots_find(b_slots, b_hashes, hash, same_in_b) != std::string::npos;
   }
-  std::size_t n = 0;
-  for (std::size_t j = 0; j < hashes.size(); ++j) {
-    n += eq(j) ? 1 : 0;
+  std::size_t in_a = 1;
+  std::size_t in_b = 0;
+  for (std::size_t j = 0; j < size; ++j) {
+    in_a += (j != i && same_in_a(j)) ? 1 : 0;
+    in_b += same_in_b(j) ? 1 : 0;
   }
-  return n;
+  return in_a == in_b;
 }
 
 }  // namespace
@@ -207,12 +195,10 @@ bool operator==(const dict& a, const dict& b) noexcept {
   }
   for (std::size_t i = 0; i < a.m_entries.size(); ++i) {
     const auto& e = a.m_entries[i];
-    auto same = [&](const dict& d) {
-      return count_equal(e.key, d.m_slots, d.m_hashes, a.m_hashes[i], [&](std::size_t j) {
-        return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped;
-      });
+    auto same_in = [&e](const dict& d) {
+      return [&d, &e](std::size_t j) { return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped; };
     };
-    if (same(a) != same(b)) {
+    if (!occurs_alike(e.key, i, a.m_hashes[i], a.size(), b.m_slots, b.m_hashes, same_in(a), same_in(b))) {
       return false;
     }
   }
@@ -274,10 +260,8 @@ bool operator==(const set& a, const set& b) noexcept {
   }
   for (std::size_t i = 0; i < a.m_items.size(); ++i) {
     const value& x = a.m_items[i];
-    auto same = [&](const set& s) {
-      return count_equal(x, s.m_slots, s.m_hashes, a.m_hashes[i], [&](std::size_t j) { return s.m_items[j] == x; });
-    };
-    if (same(a) != same(b)) {
+    auto same_in = [&x](const set& s) { return [&s, &x](std::size_t j) { return s.m_items[j] == x; }; };
+    if (!occurs_alike(x, i, a.m_hashes[i], a.size(), b.m_slots, b.m_hashes, same_in(a), same_in(b))) {
       return false;
     }
   }

@@ -246,6 +246,39 @@ TEST_CASE("sets and dicts holding NaN (never equal to itself as a key) equal the
   CHECK(load_ok(encode(value(s))) == value(s));
 }
 
+TEST_CASE("equality of dicts and sets nested 64 deep compares each level once", "[pickle]") {
+  // Each level used to compare its element with itself as well as with the other side's:
+  // two comparisons of the level below, 2^64 at the bottom (a 200-byte pickle).
+  auto nest = [](value inner, int depth, auto wrap) {
+    for (int i = 0; i < depth; ++i) {
+      inner = wrap(std::move(inner));
+    }
+    return inner;
+  };
+  auto in_dict = [](value v) { return value::make_dict({{"k", std::move(v)}}); };
+  auto in_frozenset = [](value v) {
+    pk::set s;
+    s.insert(std::move(v));
+    return value::make_frozenset(std::move(s));
+  };
+  auto in_set_with_nan = [](value v) {  // a NaN tuple beside it: the scanned path
+    pk::set s;
+    s.insert(value::tuple_of(std::numeric_limits<double>::quiet_NaN()));
+    s.insert(value::tuple_of(std::move(v)));
+    return value(std::move(s));
+  };
+  const value d = nest(value(1), 64, in_dict);
+  CHECK(d == value(d));
+  CHECK(d != nest(value(2), 64, in_dict));
+  const value f = nest(value(1), 64, in_frozenset);
+  CHECK(f == value(f));
+  CHECK(f != nest(value(2), 64, in_frozenset));
+  const value n = nest(value(1), 64, in_set_with_nan);
+  CHECK(n == value(n));
+  CHECK(n != nest(value(2), 64, in_set_with_nan));
+  CHECK(load_ok(encode(f)) == f);
+}
+
 TEST_CASE("repr prints values as Python does", "[pickle]") {
   CHECK(value().repr() == "None");
   CHECK(value::tuple_of(1, "a'b", 1.0, true).repr() == "(1, \"a'b\", 1.0, True)");
