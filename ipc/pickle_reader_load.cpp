@@ -6,6 +6,7 @@
 
 #include <span>
 #include <string>
+#include <vector>
 
 #include <corio/ipc/detail/pickle_machine.hpp>
 #include "pickle_detail.hpp"
@@ -156,6 +157,17 @@ void reader::impl::reset(std::span<const std::byte> data) {
 // Drops buffers a large pickle grew, so one big message does not pin its memory.
 void reader::impl::trim_buffers() {
   constexpr std::size_t keep_nodes = 4096;
+  // A node kept for the next load keeps a small element vector only: otherwise each of
+  // the first keep_nodes nodes would keep the largest one any earlier pickle put at its
+  // index, and a peer sending a large list at a new index each time would grow the reader
+  // without bound (200 messages of 200 KB: 450 MB). Only the nodes this load used can
+  // have grown; each earlier load trimmed its own.
+  constexpr std::size_t keep_items = 64;
+  for (std::size_t i = 0; i < nodes_used; ++i) {
+    if (nodes[i].items.capacity() > keep_items) {
+      std::vector<slot>().swap(nodes[i].items);
+    }
+  }
   if (nodes.size() > keep_nodes) {
     nodes.resize(keep_nodes);
     nodes.shrink_to_fit();
