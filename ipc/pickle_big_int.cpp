@@ -3,8 +3,10 @@
 // doubles and 64-bit ints.
 #include <corio/ipc/pickle.hpp>
 
+#include <bit>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <span>
 #include <string>
@@ -189,11 +191,31 @@ std::optional<std::uint64_t> big_int::to_uint64() const noexcept {
   return u;
 }
 
+// Rounded once, as Python's float(int): the magnitude's top 64 bits, with a 1 in the
+// lowest of them when any bit below them is set, convert to the double that the whole
+// magnitude rounds to (64 bits leave the 11 below the 53 kept, so ties stay ties), then
+// scale exactly. (Accumulating limb by limb rounded at each step, one ulp off at times.)
 double big_int::to_double() const noexcept {
   limbs m = magnitude_of(m_bytes, negative());
-  double d = 0;
-  for (std::size_t i = m.size(); i-- > 0;) {
-    d = d * 4294967296.0 + m[i];
+  if (m.empty()) {
+    return 0.0;
+  }
+  const std::size_t bits = (m.size() - 1) * 32 + static_cast<std::size_t>(std::bit_width(m.back()));
+  const std::size_t shift = bits > 64 ? bits - 64 : 0;
+  double d;
+  if (shift > 1100) {
+    d = std::numeric_limits<double>::infinity();
+  } else {
+    const std::size_t limb = shift / 32;
+    const std::size_t off = shift % 32;
+    auto at = [&m](std::size_t i) -> std::uint64_t { return i < m.size() ? m[i] : 0; };
+    const std::uint64_t low = at(limb) | (at(limb + 1) << 32);  // bits [32 * limb, 32 * limb + 64)
+    const std::uint64_t top = off == 0 ? low : (low >> off) | (at(limb + 2) << (64 - off));
+    bool sticky = off != 0 && (low & ((std::uint64_t{1} << off) - 1)) != 0;
+    for (std::size_t i = 0; i < limb && !sticky; ++i) {
+      sticky = m[i] != 0;
+    }
+    d = std::ldexp(static_cast<double>(top | (sticky ? 1U : 0U)), static_cast<int>(shift));
   }
   return negative() ? -d : d;
 }

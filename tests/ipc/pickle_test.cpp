@@ -195,6 +195,23 @@ TEST_CASE("big_int converts between two's complement, int64, decimal and double"
   CHECK(value(pk::big_int(5)).type() == pk::kind::integer);
 }
 
+TEST_CASE("big_int converts to the nearest double, rounded once as Python's float()", "[pickle]") {
+  auto to_double = [](const char* decimal) { return pk::big_int::from_decimal(decimal)->to_double(); };
+  const double base = std::ldexp(1.0, 95);
+  CHECK(to_double("39614081257132173194818486273") == base + std::ldexp(1.0, 43));   // 2**95 + 2**42 + 1: above the tie
+  CHECK(to_double("-39614081257132173194818486273") == -(base + std::ldexp(1.0, 43)));
+  CHECK(to_double("39614081257132173194818486272") == base);                         // 2**95 + 2**42: tie, to even
+  CHECK(to_double("39614081257132181990911508480") == base + std::ldexp(1.0, 44));   // 2**95 + 3 * 2**42: tie, to even
+  CHECK(to_double("18446744073709551617") == std::ldexp(1.0, 64));                   // 2**64 + 1
+  CHECK(to_double("1180591620717411303423") == std::ldexp(1.0, 70));                 // 2**70 - 1
+  const std::string max_finite = "1797693134862315807937289714053034150799341327100378269361737789804449682927647509466490"
+                                 "1797758720709633028641669288791094655554785194040263065748867150582068190890200070838367"
+                                 "6273854845817711531764475730270069855571366959622842914819860834936475292719074168444365"
+                                 "510704342711559699508093042880177904174497791";  // 2**1024 - 2**970 - 1
+  CHECK(pk::big_int::from_decimal(max_finite)->to_double() == std::numeric_limits<double>::max());
+  CHECK(std::isinf(pk::big_int::from_decimal(std::string(400, '9'))->to_double()));
+}
+
 TEST_CASE("value equality is exact: floats by bits, 1 differs from 1.0 and True, dict order is ignored", "[pickle]") {
   CHECK(value(1) != value(1.0));
   CHECK(value(1) != value(true));
