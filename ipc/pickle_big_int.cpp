@@ -3,6 +3,7 @@
 // doubles and 64-bit ints.
 #include <corio/ipc/pickle.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -131,12 +132,22 @@ result<big_int> big_int::from_decimal(std::string_view text) {
   if (text.empty() || text.size() > max_decimal_digits) {
     return unexpected(make_error_code(text.empty() ? errc::malformed : errc::out_of_range));
   }
+  if (!std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return unexpected(make_error_code(errc::malformed));
+  }
+  // Nine digits per pass over the limbs (10**9 fits a limb): the conversion is quadratic in
+  // the length, and a pickle can hold thousands of 4300-digit LONG arguments.
   limbs m;
-  for (char c : text) {
-    if (c < '0' || c > '9') {
-      return unexpected(make_error_code(errc::malformed));
+  for (std::size_t i = 0; i < text.size();) {
+    std::size_t n = std::min<std::size_t>(9, text.size() - i);
+    std::uint32_t chunk = 0;
+    std::uint32_t scale = 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      chunk = chunk * 10 + static_cast<std::uint32_t>(text[i + k] - '0');
+      scale *= 10;
     }
-    multiply_add(m, 10, static_cast<std::uint32_t>(c - '0'));
+    multiply_add(m, scale, chunk);
+    i += n;
   }
   trim(m);
   return detail::big_int_from_magnitude(m, negative);

@@ -191,6 +191,23 @@ TEST_CASE("big_int converts between two's complement, int64, decimal and double"
   CHECK(pk::big_int().to_string() == "0");
   CHECK(pk::big_int::from_decimal(std::string(4301, '9')).error() == errc::out_of_range);
   CHECK(pk::big_int::from_decimal("12x").error() == errc::malformed);
+  CHECK(pk::big_int::from_decimal("1234567890123x").error() == errc::malformed);
+  CHECK(pk::big_int::from_decimal("-").error() == errc::malformed);
+  // Digits are taken nine at a time: lengths around those boundaries, leading zeros.
+  CHECK(pk::big_int::from_decimal("999999999")->to_int64() == 999999999);
+  CHECK(pk::big_int::from_decimal("1000000000")->to_int64() == 1000000000);
+  CHECK(pk::big_int::from_decimal("000000000000000000042")->to_int64() == 42);
+  CHECK(pk::big_int::from_decimal("+9223372036854775807")->to_int64() == INT64_MAX);
+  CHECK(pk::big_int::from_decimal("-9223372036854775808")->to_int64() == INT64_MIN);
+  CHECK(pk::big_int::from_decimal("123456789012345678901234567890")->to_string() == "123456789012345678901234567890");
+  const std::string long_digits = [] {
+    std::string d;
+    for (int i = 0; i < 4000; ++i) {
+      d += static_cast<char>('1' + i % 9);
+    }
+    return d;
+  }();
+  CHECK(pk::big_int::from_decimal(long_digits)->to_string() == long_digits);
   // value() normalizes: a big_int that fits is an int64.
   CHECK(value(pk::big_int(5)).type() == pk::kind::integer);
 }
