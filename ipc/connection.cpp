@@ -19,6 +19,9 @@ namespace corio::ipc {
 namespace {
 
 constexpr std::size_t min_buffer = 16;  // holds the longest prefix (12 bytes)
+// recv()'s buffer for a message not wholly in the read-ahead buffer: released after a
+// message larger than this (as the send buffer is, connection_batch.cpp).
+constexpr std::size_t keep_recv_capacity = std::size_t{1} << 20;
 
 std::error_code closed_error() noexcept { return make_error_code(errc::closed); }
 
@@ -167,7 +170,12 @@ task<result<pickle::value>> connection::recv(std::stop_token token) {
   if (!n) {
     co_return unexpected(n.error());
   }
-  co_return m_unpickler->load(to.dest);
+  result<pickle::value> v = m_unpickler->load(to.dest);
+  // As send()'s buffer: one large message must not pin its size for the connection's life.
+  if (m_recv_scratch.capacity() > keep_recv_capacity) {
+    std::vector<std::byte>().swap(m_recv_scratch);
+  }
+  co_return v;
 }
 
 std::string_view connection::unpickle_error() const noexcept {

@@ -40,7 +40,7 @@
 // budget is spent, as any try-first operation does); only a send that has to wait
 // goes through the ring and arms a timer. No allocation per message besides the coroutine
 // frames (recycled), for recv_bytes(), the returned vector, and for recv(), the decoded
-// value (send and recv reuse buffers kept in the connection, a send's up to 1 MiB).
+// value (send and recv reuse buffers kept in the connection, each kept up to 1 MiB).
 // Batches: send_many / send_many_bytes encode several messages into the connection's send
 // buffer and send them with one sendmsg (the same bytes on the wire as that many sends: the
 // peer, Python included, reads them as separate messages); recv_some / recv_bytes_some wait

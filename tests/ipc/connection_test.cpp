@@ -443,6 +443,40 @@ TEST_CASE("connection: send() does not keep a buffer of its largest message's si
   CHECK(rt.block_on(body()) >= (std::size_t{2} << 20));
 }
 
+TEST_CASE("connection: recv() does not keep a buffer of its largest message's size once it is decoded",
+          "[ipc][connection]") {
+  corio::runtime rt(corio_test::workers(2));
+  auto p = make_pair();
+  // A 1.8 MB pickle that decodes to None (900000 times None, POP): nothing of its size is
+  // allocated for the value, only the buffer the message is read into.
+  std::string pickle = "\x80\x04";
+  for (int i = 0; i < 900'000; ++i) {
+    pickle += "N0";
+  }
+  pickle += "N.";
+  const std::size_t n = pickle.size();
+  std::string frame = raw("");
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    frame.push_back(static_cast<char>((n >> shift) & 0xff));
+  }
+  frame += pickle;
+  auto body = [&]() -> task<std::size_t> {
+    auto writer = corio::spawn([](const unix_stream& s, std::string twice) -> task<void> {
+      (void)co_await s.write_all(bytes(twice));
+    }(p.peer, frame + frame));
+    auto first = co_await p.conn.recv();
+    // Received again: were the first message's buffer still held, nothing of its size
+    // would be allocated now.
+    g_largest.store(0);
+    g_watch.store(true);
+    auto second = co_await p.conn.recv();
+    g_watch.store(false);
+    co_await writer;
+    co_return first && second && first->is_none() && second->is_none() ? g_largest.load() : 0;
+  };
+  CHECK(rt.block_on(body()) >= n);
+}
+
 TEST_CASE("connection: max_send_size limits sends apart from max_message_size, which then limits only receives",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
