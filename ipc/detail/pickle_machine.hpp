@@ -132,8 +132,22 @@ struct reader::impl : detail::machine_state<detail::slot, detail::slot> {
 
   // ---- failure ----
 
+  // The message of a failure: `what`, cut to max_message bytes (at a UTF-8 character's
+  // start) when it quotes a long piece of the input (a class name of megabytes): the
+  // reader keeps its message until the next load, and a manager server sends it back.
+  static constexpr std::size_t max_message = 1024;
+
   [[gnu::cold, gnu::noinline]] unexpected<std::error_code> fail(errc e, std::string_view what) {
-    message.assign(what);
+    if (what.size() > max_message) {
+      std::size_t cut = max_message;
+      while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xc0) == 0x80) {
+        --cut;
+      }
+      message.assign(what.substr(0, cut));
+      message += "...";
+    } else {
+      message.assign(what);
+    }
     message += " at byte ";
     message += std::to_string(op_pos);
     error_offset = op_pos;

@@ -794,6 +794,21 @@ TEST_CASE("reader frees the element vectors a large pickle grew, at whatever nod
   CHECK(in_use() - before < (4LL << 20));
 }
 
+TEST_CASE("reader cuts an error message that quotes a long class name", "[pickle]") {
+  // STACK_GLOBAL of a 100000-byte module name (of two-byte characters): the message names
+  // its start, stays short and stays UTF-8 (a manager server sends it back in a str).
+  std::string module;
+  for (int i = 0; i < 50'000; ++i) {
+    module += "\xc3\xa9";
+  }
+  std::string message =
+      load_fails(p4(P(0x8d) + le64(module.size()) + module + short_str("x") + P(0x93)), errc::forbidden_class);
+  CHECK(message.rfind("forbidden global \xc3\xa9\xc3\xa9", 0) == 0);
+  CHECK(message.size() < 1100);
+  CHECK(message.find("... at byte 100014") != std::string::npos);  // STACK_GLOBAL's offset
+  CHECK(pk::dumps(value(message)).has_value());
+}
+
 TEST_CASE("reader reports its last error with the offset and recovers for the next pickle", "[pickle]") {
   pk::reader r;
   auto bad = r.load(p4(P('K', 1, 'h', 5)));
