@@ -37,6 +37,19 @@ struct table_slot {
   std::size_t refcount = 0;
 };
 
+// The first `n` characters (code points) of UTF-8 text `s`, as Python's s[:n]: a cut by
+// bytes could split a character, and the reply, a str, could then not be pickled.
+std::string first_characters(std::string s, std::size_t n) {
+  std::size_t seen = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xc0) != 0x80 && seen++ == n) {
+      s.resize(i);
+      break;
+    }
+  }
+  return s;
+}
+
 }  // namespace
 
 struct manager_server::state {
@@ -206,7 +219,7 @@ call_outcome manager_server::state::debug_info() {
       out += ":       refcount=";
       out += std::to_string(slot.refcount);
       out += "\n    ";
-      out += slot.entry->object->repr().substr(0, 75);
+      out += first_characters(slot.entry->object->repr(), 75);  // Python: str(obj)[:75]
       out += '\n';
     }
   }

@@ -576,6 +576,31 @@ TEST_CASE("manager_server: debug_info lists each object with its refcount, then 
   });
 }
 
+TEST_CASE("manager_server: debug_info cuts a repr after 75 characters, never inside one", "[manager]") {
+  // It cut after 75 bytes: inside a 3-byte character here, and the listing (a str) could
+  // not be pickled, so the client got no reply at all.
+  fixture f;
+  std::string euros;
+  for (int i = 0; i < 80; ++i) {
+    euros += "\u20ac";
+  }
+  f.server.register_object("Wide", std::make_shared<corio::ipc::exposed_object>(euros));
+  run(f, [](fixture&, manager_client& c) -> task<void> {
+    auto w = co_await c.create("Wide");
+    REQUIRE(w);
+    auto listing = co_await corio::timeout(c.request("debug_info"), 10s);
+    REQUIRE(listing);  // (the old code sent no reply: this timed out)
+    REQUIRE(listing->ok());
+    std::string expected = "<";  // "<" and the first 74 of the 80 euro signs
+    for (int i = 0; i < 74; ++i) {
+      expected += "\u20ac";
+    }
+    CHECK(text(*listing).find("    " + expected + "\n") != std::string::npos);
+    auto released = co_await w->release();
+    REQUIRE(released);
+  });
+}
+
 TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shutdown is not allowed", "[manager]") {
   SECTION("allowed (Python's default)") {
     fixture f;
