@@ -30,7 +30,9 @@
 // errc::too_large) and str/bytes/bytearray/big-int bytes the value holds, each copy of a
 // shared one counted, with the latin-1 text decoded while loading (max_data_bytes,
 // errc::too_large). Memory used while decoding is O(input size + max_values +
-// max_data_bytes).
+// max_data_bytes + the largest memo index used): the memo is sized to its highest index,
+// so a 10-byte pickle storing at index 2^20 - 1 (just under max_memo's default) costs
+// ~36 MB while it loads; lower max_memo for untrusted peers that need less.
 // Exactness: dict keys and set elements must be hashable as in Python (errc::unhashable
 // for a list, dict, set or bytearray); str holds what Python's 'surrogatepass' UTF-8
 // holds (lone surrogates survive a round trip); -0.0, NaN payloads and ints of any size
