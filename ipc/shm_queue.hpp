@@ -49,6 +49,21 @@
 // pointer of the peer's choosing (ipc/detail/robust_owner.hpp). So a hostile peer can
 // still crash or hang a process that shares a queue with it (a cycle in the nodes makes an
 // unlock loop for ever).
+// Claims: each send or receive takes its side's robust lock (the Cost below), which is
+// about a third of a 64-byte message's cost in a stream. A producer or consumer that
+// streams many messages may claim its side instead (claim_sending / claim_receiving):
+// the claim holds that side's lock until it is released or destroyed, and its own sends
+// (receives) then take no lock each; every other producer (consumer) of any process
+// waits for the claim to end (try_* of theirs: resource_unavailable_try_again), so their
+// messages never interleave with the claimant's. The two sides are claimed
+// independently. A claimant that waits (full, empty) keeps its claim while it waits. A
+// claimant killed with kill -9 is a dead holder like any other: the next process of that
+// side recovers the side and goes on. A consumer that finds the queue closed and empty
+// waits for the producers' side to be free before it reports closed (a send may be
+// between its look at the closed bit and its publish), so a sender claim held after a
+// close keeps consumers waiting: release it once the queue is closed. A claim inherited
+// through fork() claims nothing in the child (operation_not_permitted). Measured in
+// bench/ipc/shm_bench (corio-shm-queue-claimed rows).
 // Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
@@ -90,6 +105,7 @@
 #include <span>
 #include <stop_token>
 #include <string_view>
+#include <utility>
 
 #include <corio/ipc/detail/shared_word.hpp>
 #include <corio/ipc/process_mutex.hpp>
@@ -130,6 +146,9 @@ enum class queue_step { before_publish, after_publish, before_consume, after_con
 inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};
 
 }  // namespace detail
+
+class shm_queue_sender;
+class shm_queue_receiver;
 
 /// A bounded queue of messages in shared memory between processes, with awaitable send
 /// and receive; see the header.
@@ -209,7 +228,24 @@ class shm_queue {
   /// Closes the queue for every process (see the header comment). Idempotent.
   void close() const noexcept;
 
+  /// Claims the producers' side for the caller alone (see "Claims" in the header):
+  /// waits for the producers' lock and holds it until the claim is released or
+  /// destroyed. Awaitable yielding result<shm_queue_sender>. Errors: operation_canceled
+  /// (`token`, the inherited token, timeout), and process_mutex's lock errors.
+  [[nodiscard]] task<result<shm_queue_sender>> claim_sending(std::stop_token token = {}) const;
+  /// claim_sending() without waiting: resource_unavailable_try_again while another
+  /// producer holds the side.
+  [[nodiscard]] result<shm_queue_sender> try_claim_sending() const noexcept;
+  /// Claims the consumers' side, as claim_sending() the producers'.
+  [[nodiscard]] task<result<shm_queue_receiver>> claim_receiving(std::stop_token token = {}) const;
+  /// claim_receiving() without waiting: resource_unavailable_try_again while another
+  /// consumer holds the side.
+  [[nodiscard]] result<shm_queue_receiver> try_claim_receiving() const noexcept;
+
  private:
+  friend class shm_queue_sender;
+  friend class shm_queue_receiver;
+
   shm_queue(shared_memory memory, detail::queue_header* header, detail::queue_geometry geometry,
             process_mutex send_lock, process_mutex receive_lock) noexcept
       : m_memory(std::move(memory)),
@@ -227,6 +263,113 @@ class shm_queue {
   detail::queue_geometry m_geometry;  // validated at open; never re-read from the header
   process_mutex m_send_lock;
   process_mutex m_receive_lock;
+};
+
+/// The producers' side of a shm_queue, claimed by one owner (shm_queue::claim_sending):
+/// its sends take no lock each. Move-only; releases the side when destroyed.
+class shm_queue_sender {
+ public:
+  shm_queue_sender() noexcept = default;
+  /// Takes over `o`'s claim; `o` claims nothing afterwards.
+  shm_queue_sender(shm_queue_sender&& o) noexcept : m_queue(std::exchange(o.m_queue, nullptr)), m_guard(std::move(o.m_guard)) {}
+  /// Releases this claim (if any), then takes over `o`'s.
+  shm_queue_sender& operator=(shm_queue_sender&& o) noexcept {
+    if (this != &o) {
+      m_guard = std::move(o.m_guard);
+      m_queue = std::exchange(o.m_queue, nullptr);
+    }
+    return *this;
+  }
+
+  /// The awaitable operation of send() (an implementation detail).
+  struct send_op {
+    ///@{
+    /// Used by detail::fast_or_wait (see shm_queue::send_op).
+    using value_type = result<void>;
+    const shm_queue_sender* sender;
+    std::span<const std::byte> message;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
+  };
+
+  /// True while this claims a side (not default-constructed, moved from or released).
+  [[nodiscard]] bool valid() const noexcept { return m_queue != nullptr; }
+  /// Sends `message`, waiting (with the side still claimed) while the queue is full.
+  /// Awaitable yielding result<void>; the errors of shm_queue::send(), and
+  /// operation_not_permitted for a claim that is not valid() or was inherited through
+  /// fork(). The span and the claim must stay valid until the await completes.
+  [[nodiscard]] detail::fast_or_wait<send_op> send(std::span<const std::byte> message,
+                                                   std::stop_token token = {}) const noexcept {
+    return {send_op{this, message}, std::move(token)};
+  }
+  /// Without waiting: corio::errc::full when full.
+  result<void> try_send(std::span<const std::byte> message) const noexcept;
+  /// Ends the claim: the next producer may take the side. Idempotent.
+  void release() noexcept;
+
+ private:
+  friend class shm_queue;
+  shm_queue_sender(const shm_queue* queue, process_mutex_guard guard) noexcept
+      : m_queue(queue), m_guard(std::move(guard)) {}
+  task<result<void>> send_slow(std::span<const std::byte> message, std::stop_token token) const;
+
+  const shm_queue* m_queue = nullptr;
+  process_mutex_guard m_guard;
+};
+
+/// The consumers' side of a shm_queue, claimed by one owner (shm_queue::claim_receiving):
+/// its receives take no lock each. Move-only; releases the side when destroyed.
+class shm_queue_receiver {
+ public:
+  shm_queue_receiver() noexcept = default;
+  /// Takes over `o`'s claim; `o` claims nothing afterwards.
+  shm_queue_receiver(shm_queue_receiver&& o) noexcept : m_queue(std::exchange(o.m_queue, nullptr)), m_guard(std::move(o.m_guard)) {}
+  /// Releases this claim (if any), then takes over `o`'s.
+  shm_queue_receiver& operator=(shm_queue_receiver&& o) noexcept {
+    if (this != &o) {
+      m_guard = std::move(o.m_guard);
+      m_queue = std::exchange(o.m_queue, nullptr);
+    }
+    return *this;
+  }
+
+  /// The awaitable operation of receive() (an implementation detail).
+  struct receive_op {
+    ///@{
+    /// Used by detail::fast_or_wait (see shm_queue::receive_op).
+    using value_type = result<std::size_t>;
+    const shm_queue_receiver* receiver;
+    std::span<std::byte> buffer;
+    std::optional<value_type> try_now() noexcept;
+    task<value_type> wait_slow(std::stop_token token) const;
+    ///@}
+  };
+
+  /// True while this claims a side (not default-constructed, moved from or released).
+  [[nodiscard]] bool valid() const noexcept { return m_queue != nullptr; }
+  /// Receives the oldest message into `buffer` (at least max_message_size() bytes),
+  /// waiting (with the side still claimed) while the queue is empty. Awaitable yielding
+  /// result<size_t>; the errors of shm_queue::receive(), and operation_not_permitted as
+  /// for shm_queue_sender::send().
+  [[nodiscard]] detail::fast_or_wait<receive_op> receive(std::span<std::byte> buffer,
+                                                         std::stop_token token = {}) const noexcept {
+    return {receive_op{this, buffer}, std::move(token)};
+  }
+  /// Without waiting: corio::errc::empty when empty (also while a producer may still be
+  /// publishing into a closed queue: try again).
+  result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
+  /// Ends the claim: the next consumer may take the side. Idempotent.
+  void release() noexcept;
+
+ private:
+  friend class shm_queue;
+  shm_queue_receiver(const shm_queue* queue, process_mutex_guard guard) noexcept
+      : m_queue(queue), m_guard(std::move(guard)) {}
+  task<result<std::size_t>> receive_slow(std::span<std::byte> buffer, std::stop_token token) const;
+
+  const shm_queue* m_queue = nullptr;
+  process_mutex_guard m_guard;
 };
 
 }  // namespace corio::ipc

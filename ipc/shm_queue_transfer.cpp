@@ -1,6 +1,8 @@
 // corio::ipc::shm_queue: sending and receiving, both sides' protocols and their recovery
-// after a death (shm_queue.hpp; create and open: shm_queue.cpp). The layout and the protocol
-// over its words (counts, positions, recovery, batching, prefetch): detail/shm_queue_layout.hpp.
+// after a death (shm_queue.hpp; create and open: shm_queue.cpp; claims:
+// shm_queue_claim.cpp). The layout and the protocol over its words (counts, positions,
+// recovery, batching, prefetch): detail/shm_queue_layout.hpp; the steps shared with the
+// claims: detail/shm_queue_steps.hpp.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <climits>
@@ -8,12 +10,12 @@
 #include <type_traits>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
+#include <corio/ipc/detail/shm_queue_steps.hpp>
 
 namespace corio::ipc {
 
-namespace {
+namespace detail::shm {
 
-using namespace detail::shm;
 
 /// Advances a count word by one (the caller holds its side's lock).
 void advance(shared_word& word) noexcept {
@@ -61,8 +63,6 @@ void test_hook(detail::queue_step step) noexcept {
     hook(step);
   }
 }
-
-enum class outcome { done, closed, would_wait };
 
 /// Producers, under the send lock. On would_wait, `sleep_value` is the consumed word as
 /// seen: the queue stays full until it changes.
@@ -148,8 +148,6 @@ void resync(std::uint64_t& pos, std::uint32_t& known, const shared_word& word) n
   known = 0;
 }
 
-enum class side { send, receive };
-
 void resync_side(queue_header* h, side which) noexcept {
   if (which == side::send) {
     resync(h->write_pos, h->free_known, h->published);
@@ -217,6 +215,12 @@ result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mu
     }
   }
 }
+
+}  // namespace detail::shm
+
+namespace {
+
+using namespace detail::shm;
 
 /// What a send or receive call does after a step of its transfer.
 enum class next { lock, sleep, finish };
@@ -371,31 +375,6 @@ result<T> transfer_blocking(transfer t) noexcept {
       detail::futex_wait_blocking(t.word(), t.sleep_value());
     }
   }
-}
-
-/// try_now body of the send and receive awaitables: the try_* call's result, or nothing
-/// when the call would have to wait (`would_wait`, or the side's lock held by another).
-template <class R>
-std::optional<R> unless_would_wait(R r, errc would_wait) noexcept {
-  if (!r && (r.error() == would_wait || r.error() == std::errc::resource_unavailable_try_again)) {
-    return std::nullopt;
-  }
-  return r;
-}
-
-// Both check against the handle's max_message, which receive_locked clamps with.
-result<void> check_message(const queue_geometry& g, std::span<const std::byte> message) noexcept {
-  if (message.size() > g.max_message) {
-    return unexpected(error(std::errc::message_size));
-  }
-  return {};
-}
-
-result<void> check_buffer(const queue_geometry& g, std::span<std::byte> buffer) noexcept {
-  if (buffer.size() < g.max_message) {
-    return unexpected(error(std::errc::message_size));
-  }
-  return {};
 }
 
 }  // namespace

@@ -922,3 +922,162 @@ TEST_CASE("shm_queue: a header whose geometry wraps around 2^64 is refused by op
   raw->slots_offset = 64 - std::uint64_t{0xffffffc0u} * (1u << 29);
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
 }
+
+// ---- claims (shm_queue.hpp, "Claims") ----
+
+TEST_CASE("shm_queue: claimed sides stream in order while other producers and consumers wait for the claims",
+          "[ipc][shm_queue][claim]") {
+  const bool fallback = GENERATE(false, true);
+  fallback_mode mode(fallback);
+  scoped_name n("claim");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 32});
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    auto sender = co_await q->claim_sending();
+    REQUIRE(sender);
+    auto receiver = co_await q->claim_receiving();
+    REQUIRE(receiver);
+    // Everyone else of either side is told to try again, claims included.
+    CHECK(error_of(q->try_send(message(9, 0, 8))) == std::errc::resource_unavailable_try_again);
+    std::vector<std::byte> buffer(32);
+    CHECK(error_of(q->try_receive(buffer)) == std::errc::resource_unavailable_try_again);
+    CHECK(error_of(q->try_claim_sending()) == std::errc::resource_unavailable_try_again);
+    CHECK(error_of(q->try_claim_receiving()) == std::errc::resource_unavailable_try_again);
+    // An unclaimed send waits for the producers' claim to end; its message comes after.
+    auto outsider = corio::spawn([](shm_queue* q) -> corio::task<std::error_code> {
+      co_return error_of(co_await q->send(message(2, 0, 8)));
+    }(q));
+    auto producer = corio::spawn([](corio::ipc::shm_queue_sender s) -> corio::task<int> {
+      int sent = 0;
+      for (std::uint32_t i = 0; i < 200; ++i) {
+        if (!co_await s.send(message(1, i, 8 + i % 24))) {  // waits while full, still claimed
+          break;
+        }
+        ++sent;
+      }
+      co_return sent;  // the claim ends with the task
+    }(std::move(*sender)));
+    CHECK_FALSE(sender->valid());  // moved from
+    std::uint32_t next = 0;
+    bool intact = true;
+    for (int i = 0; i < 200; ++i) {
+      if (i % 50 == 0) {
+        (void)co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
+      }
+      auto got = co_await receiver->receive(buffer);
+      if (!got) {
+        break;
+      }
+      auto d = decode(std::span(buffer.data(), *got));
+      intact = intact && d.intact && d.producer == 1 && d.seq == next;
+      ++next;
+    }
+    const int sent = co_await std::move(producer);
+    CHECK(sent == 200);
+    CHECK(next == 200);
+    CHECK(intact);
+    auto last = co_await receiver->receive(buffer);  // the outsider's, after the claim ended
+    REQUIRE(last);
+    CHECK(decode(std::span(buffer.data(), *last)).producer == 2);
+    const std::error_code outsider_error = co_await std::move(outsider);
+    CHECK(outsider_error == std::error_code{});
+    receiver->release();
+    CHECK_FALSE(receiver->valid());
+    CHECK(error_of(receiver->try_receive(buffer)) == std::errc::operation_not_permitted);
+    REQUIRE(q->try_send(message(3, 0, 8)));  // both sides free again
+    CHECK(q->try_receive(buffer));
+  }(&*q));
+  CHECK(q->size() == 0);
+}
+
+TEST_CASE("shm_queue: a claimant's waits are cancelled by token and timeout and keep the claim; close ends them",
+          "[ipc][shm_queue][claim][cancel]") {
+  scoped_name n("claimcancel");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    auto sender = co_await q->claim_sending();
+    auto receiver = co_await q->claim_receiving();
+    REQUIRE((sender && receiver));
+    std::vector<std::byte> buffer(8);
+    auto timed = co_await corio::timeout(receiver->receive(buffer), 10ms);
+    CHECK(error_of(timed) == std::errc::timed_out);
+    REQUIRE(sender->try_send(as_bytes("one")));
+    CHECK(error_of(sender->try_send(as_bytes("two"))) == corio::errc::full);
+    std::stop_source stop;
+    auto blocked = corio::spawn([](corio::ipc::shm_queue_sender* s, std::stop_token t) -> corio::task<std::error_code> {
+      co_return error_of(co_await s->send(as_bytes("two"), t));
+    }(&*sender, stop.get_token()));
+    (void)co_await corio::sleep_for(5ms);
+    stop.request_stop();
+    const std::error_code blocked_error = co_await std::move(blocked);
+    CHECK(blocked_error == std::errc::operation_canceled);
+    CHECK(q->size() == 1);  // nothing sent by the cancelled wait
+    CHECK(sender->valid());
+    auto got = co_await receiver->receive(buffer);  // still claimed and working
+    CHECK(got);
+    // A receive waiting on an empty queue ends with closed once the queue is closed and
+    // the producers' side is free.
+    auto waiting = corio::spawn([](corio::ipc::shm_queue_receiver* r) -> corio::task<std::error_code> {
+      std::vector<std::byte> b(8);
+      co_return error_of(co_await r->receive(b));
+    }(&*receiver));
+    (void)co_await corio::sleep_for(5ms);
+    q->close();
+    auto late = co_await sender->send(as_bytes("late"));
+    CHECK(error_of(late) == corio::errc::closed);
+    sender->release();
+    const std::error_code waiting_error = co_await std::move(waiting);
+    CHECK(waiting_error == corio::errc::closed);
+  }(&*q));
+}
+
+TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next process; a claim inherited by "
+          "fork claims nothing",
+          "[ipc][shm_queue][claim][kill]") {
+  scoped_name n("claimkill");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
+  REQUIRE(q);
+  flags f;
+  child victim([&] {
+    auto mine = shm_queue::open(n.name);
+    return corio::run([](shm_queue* q, std::atomic<std::uint32_t>* flag) -> corio::task<int> {
+      auto s = co_await q->claim_sending();
+      if (!s || !co_await s->send(message(1, 0, 64))) {
+        co_return 1;
+      }
+      flag->store(1);
+      (void)co_await corio::sleep_for(60s);  // holding the claim until killed
+      co_return 0;
+    }(&*mine, &f[0]), corio_test::workers(1));
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1));
+  CHECK(error_of(q->try_send(message(2, 0, 64))) == std::errc::resource_unavailable_try_again);
+  victim.kill9();
+  // The next producer recovers the side: its send lands after the dead claimant's.
+  REQUIRE(q->send_blocking(message(2, 0, 64)));
+  corio::runtime rt(corio_test::workers(1));
+  auto inherited_ok = rt.block_on([](shm_queue* q) -> corio::task<bool> {
+    auto s = co_await q->claim_sending();
+    if (!s) {
+      co_return false;
+    }
+    child heir([&] {
+      auto r = s->try_send(message(3, 0, 64));  // the parent's claim: not this process's
+      return !r && r.error() == std::errc::operation_not_permitted ? 0 : 1;
+    });
+    const bool refused = heir.wait_status() == 0;
+    co_return refused && s->try_send(message(2, 1, 64)).has_value();
+  }(&*q));
+  CHECK(inherited_ok);
+  std::vector<std::byte> buffer(64);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
+  while (auto got = q->try_receive(buffer)) {
+    auto d = decode(std::span(buffer.data(), *got));
+    CHECK(d.intact);
+    seen.emplace_back(d.producer, d.seq);
+  }
+  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+}

@@ -1,0 +1,79 @@
+// The steps of a shm_queue transfer that both the per-call paths
+// (shm_queue_transfer.cpp) and the claims (shm_queue_claim.cpp) run: the locked attempts,
+// the sleep preparation, the side locks with their recovery, and the argument checks.
+// Not installed, private to ipc/ (like shm_queue_layout.hpp, whose protocol these steps
+// implement). Thread-safety and cost: as each function says; none allocates.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <system_error>
+
+#include <corio/ipc/detail/shm_queue_layout.hpp>
+#include <corio/ipc/process_mutex.hpp>
+#include <corio/ipc/shm_queue.hpp>
+#include <corio/runtime/result.hpp>
+#include <corio/runtime/task.hpp>
+
+namespace corio::ipc::detail::shm {
+
+/// What a locked attempt found.
+enum class outcome { done, closed, would_wait };
+/// A queue's two sides, each with its lock.
+enum class side { send, receive };
+
+/// Producers, under the send lock: fills the next slot with `message` and publishes it.
+/// On would_wait, `sleep_value` is the consumed word as seen: the queue stays full until
+/// it changes.
+outcome send_locked(queue_header* h, const queue_geometry& g, std::span<const std::byte> message,
+                    std::uint32_t& sleep_value) noexcept;
+/// Consumers, under the receive lock: takes the oldest message into `buffer` (its size in
+/// `size`). On would_wait, `sleep_value` is the published word as seen: the queue stays
+/// empty until it changes. closed means closed and empty.
+outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::byte> buffer, std::size_t& size,
+                       std::uint32_t& sleep_value) noexcept;
+/// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
+/// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
+std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept;
+/// Runs the test hook (g_shm_queue_test_hook) at `step`, if one is set.
+void test_hook(queue_step step) noexcept;
+/// Takes a side's lock without waiting, recovering it from a dead holder
+/// (device_or_resource_busy while another process recovers it).
+result<process_mutex_guard> try_lock_side(queue_header* h, const process_mutex& lock, side which) noexcept;
+/// try_lock_side for the try_* calls: a side another holds is "try again".
+result<process_mutex_guard> try_lock_or_again(queue_header* h, const process_mutex& lock, side which) noexcept;
+/// Awaits a side's lock, recovering it from a dead holder; `token` (and the awaiting
+/// task's own) cancel the wait.
+task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
+                                            std::stop_token token);
+
+/// try_now body of the send and receive awaitables: the try_* call's result, or nothing
+/// when the call would have to wait (`would_wait`, or the side's lock held by another).
+template <class R>
+inline std::optional<R> unless_would_wait(R r, errc would_wait) noexcept {
+  if (!r && (r.error() == would_wait || r.error() == std::errc::resource_unavailable_try_again)) {
+    return std::nullopt;
+  }
+  return r;
+}
+
+// Both check against the handle's max_message, which receive_locked clamps with.
+inline result<void> check_message(const queue_geometry& g, std::span<const std::byte> message) noexcept {
+  if (message.size() > g.max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+inline result<void> check_buffer(const queue_geometry& g, std::span<std::byte> buffer) noexcept {
+  if (buffer.size() < g.max_message) {
+    return unexpected(error(std::errc::message_size));
+  }
+  return {};
+}
+
+
+}  // namespace corio::ipc::detail::shm
