@@ -6,6 +6,9 @@
 // through the first with `co_await send()`, closes it, and collects the squares the
 // consumers send back through the second. Each consumer receives jobs until the queue is
 // closed and drained. Every wait (full, empty) is a futex wait through the worker's ring.
+// The producer is the only sender of jobs and the only receiver of results, so it claims
+// those two sides (claim_sending / claim_receiving: no lock per message), and releases
+// the jobs claim right after the close, so that the consumers see the end at once.
 //
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
 //   shm_queue --role producer --name /N [jobs] [--consumers K]   waits for K consumers
@@ -122,21 +125,32 @@ corio::task<int> producer(std::string name, int count, int spawn_consumers) {
   // Send the jobs while collecting the answers: both queues are bounded (16), so doing
   // one after the other would fill them both and stop everyone.
   auto sender = corio::spawn([](corio::ipc::shm_queue* jobs, int count) -> corio::task<bool> {
+    auto claim = co_await jobs->claim_sending();
+    if (!claim) {
+      std::fprintf(stderr, "producer: claim: %s\n", claim.error().message().c_str());
+      co_return false;
+    }
     for (int i = 1; i <= count; ++i) {
       const job j{i};
-      if (!co_await jobs->send(bytes_of(j))) {
+      if (!co_await claim->send(bytes_of(j))) {
         co_return false;
       }
     }
-    jobs->close();  // the consumers drain what is queued, then stop
+    jobs->close();     // the consumers drain what is queued, then stop ...
+    claim->release();  // ... once no send can be in flight: a held claim would delay that
     co_return true;
   }(&*jobs, count));
   std::int64_t sum = 0;
   std::vector<pid_t> by;
   std::vector<std::byte> buffer(results->max_message_size());
+  auto collector = co_await results->claim_receiving();
+  if (!collector) {
+    std::fprintf(stderr, "producer: claim: %s\n", collector.error().message().c_str());
+    co_return 1;
+  }
   bool ok = true;
   for (int i = 0; i < count; ++i) {
-    auto got = co_await corio::timeout(results->receive(buffer), 60s);
+    auto got = co_await corio::timeout(collector->receive(buffer), 60s);
     if (!got) {
       std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
       ok = false;
