@@ -176,6 +176,28 @@ void at_pause(step s) {
   (void)g_pausing_queue->try_receive(buffer);
 }
 
+/// Receives up to `count` messages of producer 1 from `from` (a shm_queue or a claimed
+/// side), pausing 2 ms every 50 so that the producer fills the queue and waits: how many
+/// came in order, and whether each was intact.
+template <class Receiving>
+corio::task<std::uint32_t> receive_in_order(const Receiving& from, std::vector<std::byte>& buffer, int count,
+                                            bool& intact) {
+  std::uint32_t next = 0;
+  for (int i = 0; i < count; ++i) {
+    if (i % 50 == 0) {
+      (void)co_await corio::sleep_for(2ms);
+    }
+    auto got = co_await from.receive(buffer);
+    if (!got) {
+      break;
+    }
+    auto d = decode(std::span(buffer.data(), *got));
+    intact = intact && d.intact && d.producer == 1 && d.seq == next;
+    ++next;
+  }
+  co_return next;
+}
+
 }  // namespace
 
 TEST_CASE("shm_queue: messages of every size up to the maximum come out whole and in order; the object is 0600",
@@ -324,20 +346,8 @@ TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a messa
       co_return sent;
     }(q));
     std::vector<std::byte> buffer(32);
-    std::uint32_t next = 0;
     bool intact = true;
-    for (int i = 0; i < 200; ++i) {
-      if (i % 50 == 0) {
-        (void)co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
-      }
-      auto got = co_await q->receive(buffer);
-      if (!got) {
-        break;
-      }
-      auto d = decode(std::span(buffer.data(), *got));
-      intact = intact && d.intact && d.producer == 1 && d.seq == next;
-      ++next;
-    }
+    const std::uint32_t next = co_await receive_in_order(*q, buffer, 200, intact);
     auto sent = co_await std::move(producer);
     CHECK(sent == 200);
     CHECK(next == 200);
@@ -959,20 +969,8 @@ TEST_CASE("shm_queue: claimed sides stream in order while other producers and co
       co_return sent;  // the claim ends with the task
     }(std::move(*sender)));
     CHECK_FALSE(sender->valid());  // moved from
-    std::uint32_t next = 0;
     bool intact = true;
-    for (int i = 0; i < 200; ++i) {
-      if (i % 50 == 0) {
-        (void)co_await corio::sleep_for(2ms);  // the producer fills the queue and waits
-      }
-      auto got = co_await receiver->receive(buffer);
-      if (!got) {
-        break;
-      }
-      auto d = decode(std::span(buffer.data(), *got));
-      intact = intact && d.intact && d.producer == 1 && d.seq == next;
-      ++next;
-    }
+    const std::uint32_t next = co_await receive_in_order(*receiver, buffer, 200, intact);
     const int sent = co_await std::move(producer);
     CHECK(sent == 200);
     CHECK(next == 200);
