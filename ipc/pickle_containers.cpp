@@ -64,6 +64,18 @@ void slots_appended(std::vector<std::uint32_t>& slots, const std::vector<std::si
   slots_add(slots, hashes.back(), hashes.size() - 1);
 }
 
+// Before appending to a container's two parallel vectors (its entries or elements, and
+// `hashes`): makes room in `hashes` first, so that the append to the other one (strong
+// guarantee) is the last step that can throw and the hash's push_back cannot. A failed
+// allocation then leaves the container as it was; before, the other vector could grow by
+// one while `hashes` did not, and lookups and == read past its end. Doubling, as
+// push_back would.
+void reserve_one_more(std::vector<std::size_t>& hashes) {
+  if (hashes.size() == hashes.capacity()) {
+    hashes.reserve(hashes.empty() ? 4 : hashes.size() * 2);
+  }
+}
+
 // Finds the position whose hash matches and whose element satisfies eq, or npos.
 template <class Eq>
 std::size_t slots_find(const std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes,
@@ -141,9 +153,10 @@ bool dict::insert_or_assign(value key, value mapped) {
     m_entries[pos].mapped = std::move(mapped);
     return false;
   }
+  reserve_one_more(m_hashes);
   m_entries.emplace_back(std::move(key), std::move(mapped));
-  m_hashes.push_back(hash);
-  slots_appended(m_slots, m_hashes);
+  m_hashes.push_back(hash);  // cannot throw: room was made
+  slots_appended(m_slots, m_hashes);  // a failure leaves no index: lookups scan (correct)
   return true;
 }
 
@@ -236,9 +249,10 @@ bool set::insert(value element) {
   if (locate(element, hash) != std::string::npos) {
     return false;
   }
+  reserve_one_more(m_hashes);
   m_items.push_back(std::move(element));
-  m_hashes.push_back(hash);
-  slots_appended(m_slots, m_hashes);
+  m_hashes.push_back(hash);  // cannot throw: room was made
+  slots_appended(m_slots, m_hashes);  // a failure leaves no index: lookups scan (correct)
   return true;
 }
 
