@@ -188,7 +188,10 @@ void fork_server::stop() noexcept {
   }
   ::close(sock);
   pid_t helper = g_helper.exchange(-1, std::memory_order_acq_rel);
-  ::waitpid(helper, nullptr, 0);
+  // Again after EINTR (a signal whose handler lacks SA_RESTART): else the helper would
+  // stay a zombie.
+  while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
+  }
 }
 
 bool fork_server::running() noexcept { return g_sock.load(std::memory_order_acquire) >= 0; }

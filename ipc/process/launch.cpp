@@ -399,7 +399,8 @@ result<child> adopt_pid(pid_t pid, bool kill_on_drop) {
   if (pidfd < 0) {
     int err = errno;
     ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {  // reaped, even if a signal comes
+    }
     return unexpected(os_error(-err));
   }
   return child(pid, pidfd, kill_on_drop);

@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <array>
@@ -236,4 +237,38 @@ TEST_CASE("fork: the child starts with no signal blocked and default disposition
   REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
   REQUIRE(started);
   CHECK(state == 0);
+}
+
+namespace {
+void on_alarm(int) {}
+}  // namespace
+
+// Restarts the process-wide fork server (20 times), with no runtime alive.
+TEST_CASE("fork: fork_server::stop() reaps its helper even when a signal interrupts the wait",
+          "[process][fork]") {
+  // stop() waits for the helper to exit. A handler installed without SA_RESTART makes that
+  // wait fail with EINTR when a signal comes, and the helper used to stay a zombie. A
+  // 20 µs interval timer makes such an interruption likely in 20 rounds.
+  REQUIRE(g_fork_server);
+  struct sigaction alarm_action {};
+  struct sigaction alarm_before {};
+  alarm_action.sa_handler = &on_alarm;  // sa_flags 0: no SA_RESTART
+  ::sigaction(SIGALRM, &alarm_action, &alarm_before);
+  itimerval every{};
+  every.it_interval.tv_usec = 20;
+  every.it_value.tv_usec = 20;
+  const itimerval off{};
+  bool restarted = true;
+  for (int i = 0; i < 20 && restarted; ++i) {
+    ::setitimer(ITIMER_REAL, &every, nullptr);
+    corio::ipc::fork_server::stop();
+    // Off again before start(): a fork() that takes longer than the interval (sanitizer
+    // builds) would be restarted by every signal and never finish.
+    ::setitimer(ITIMER_REAL, &off, nullptr);
+    restarted = corio::ipc::fork_server::start().has_value();
+  }
+  ::sigaction(SIGALRM, &alarm_before, nullptr);
+  CHECK(restarted);
+  CHECK(corio_test::zombies_after_settle(500ms) == 0);
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it (idempotent)
 }
