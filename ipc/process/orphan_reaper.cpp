@@ -27,6 +27,8 @@ std::once_flag g_started;
 // relaxed: a statistic for tests; the reaping itself is ordered by the epoll syscalls.
 std::atomic<std::size_t> g_pending{0};
 
+void adopt_fallback(int pidfd) noexcept;
+
 void reaper_loop() noexcept {
   sigset_t all;
   ::sigfillset(&all);
@@ -42,7 +44,13 @@ void reaper_loop() noexcept {
       siginfo_t info{};
       int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info, WEXITED | WNOHANG);
       if (rc == 0 && info.si_pid == 0) {
-        continue;  // readable but not yet reapable (cannot happen for a dead child; be safe)
+        // Dead but not ours to reap yet: a tracer other than us has it (a traced child's
+        // exit goes to its tracer first). The pidfd stays readable, so the level-triggered
+        // set would report it again at once and this thread would spin until the tracer
+        // let go; the fallback's 10 ms poll takes it over instead (still pending).
+        ::epoll_ctl(g_epoll, EPOLL_CTL_DEL, fd, nullptr);
+        adopt_fallback(fd);
+        continue;
       }
       // Reaped, or ECHILD (someone else reaped it): either way it is done.
       // why: remove the registration explicitly before close(). A child being spawned

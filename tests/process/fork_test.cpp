@@ -6,15 +6,22 @@
 #include <corio/ipc/process/process.hpp>
 
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "helpers.hpp"
 #include "process_helpers.hpp"
@@ -271,4 +278,75 @@ TEST_CASE("fork: fork_server::stop() reaps its helper even when a signal interru
   CHECK(restarted);
   CHECK(corio_test::zombies_after_settle(500ms) == 0);
   REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it (idempotent)
+}
+
+namespace {
+/// This process's CPU time (user + system), all threads.
+std::chrono::microseconds cpu_time() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return std::chrono::seconds(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         std::chrono::microseconds(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+/// The state letter of process `pid` (/proc/<pid>/stat), or '?' once it is gone.
+char process_state(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+}  // namespace
+
+TEST_CASE("fork: a dropped child that another process traces is reaped once the tracer lets go, "
+          "and the reaper does not spin meanwhile",
+          "[process][fork]") {
+  // A traced child's exit goes to its tracer first: its pidfd is readable, but its parent
+  // cannot reap it yet. The orphan reaper's level-triggered epoll reported it again at
+  // once, and its thread spun at full speed until the tracer let go.
+  auto* attached = static_cast<std::atomic<int>*>(
+      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  REQUIRE(attached != MAP_FAILED);
+  attached->store(0);
+  corio::runtime rt(workers(1));
+  auto c = rt.block_on(corio::ipc::fork([] {
+    ::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);  // Yama: any process may trace us
+    ::usleep(300'000);                             // the tracer attaches meanwhile
+  }));
+  REQUIRE(c);
+  const pid_t target = c->id();
+  const pid_t tracer = ::fork();
+  if (tracer == 0) {
+    bool seized = false;
+    for (int i = 0; i < 250 && !(seized = ::ptrace(PTRACE_SEIZE, target, nullptr, nullptr) == 0); ++i) {
+      ::usleep(1000);  // until the child has run its prctl
+    }
+    attached->store(seized ? 1 : 2);
+    ::usleep(1'500'000);  // holds the child's exit this long, then lets go by exiting
+    ::_exit(0);
+  }
+  REQUIRE(tracer > 0);
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (attached->load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  { auto dropped = std::move(*c); }  // not waited for: the orphan reaper takes it
+  deadline = std::chrono::steady_clock::now() + 2s;
+  while (process_state(target) != 'Z' && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  const int attach = attached->load();
+  const bool traced_zombie = process_state(target) == 'Z';
+  const auto before = cpu_time();
+  std::this_thread::sleep_for(500ms);  // the tracer still holds it: nothing to do but wait
+  const auto spent = cpu_time() - before;
+  int status = 0;
+  ::waitpid(tracer, &status, 0);
+  ::munmap(attached, 4096);
+  INFO("1: the tracer attached; 2: ptrace refused it (Yama's ptrace_scope 3?), 0: it never reported");
+  REQUIRE(attach == 1);
+  REQUIRE(traced_zombie);
+  INFO("CPU time in 500 ms of waiting: " << spent.count() << " us");
+  CHECK(spent < 250ms);  // spinning costs all 500 ms; idle, a few ms (sanitizers: more)
+  CHECK(corio_test::zombies_after_settle(2000ms) == 0);  // reaped once the tracer let go
 }

@@ -7,7 +7,9 @@
 // closes it. adopt() is one epoll_ctl(ADD) from any thread. The thread blocks every
 // signal and lives until the process exits.
 // Fallback: a pidfd the epoll set refuses (or every one, if epoll or its thread could not
-// start) goes to a queue polled by a second thread (waitid WNOHANG every 10 ms). adopt()
+// start) goes to a queue polled by a second thread (waitid WNOHANG every 10 ms), and so
+// does one that is readable but not reapable (a child traced by another process: its exit
+// goes to the tracer first), which would otherwise be reported again at once. adopt()
 // never blocks and never kills: a child is SIGKILLed only by kill_on_drop, before.
 // Thread-safety: adopt() from any thread. Cost: one epoll_ctl per adopted child.
 #pragma once
