@@ -62,8 +62,10 @@
 // waits for the producers' side to be free before it reports closed (a send may be
 // between its look at the closed bit and its publish), so a sender claim held after a
 // close keeps consumers waiting: release it once the queue is closed. A claim inherited
-// through fork() claims nothing in the child (operation_not_permitted). Measured in
-// bench/ipc/shm_bench (corio-shm-queue-claimed rows).
+// through fork() claims nothing in the child (operation_not_permitted). A claim refers to
+// the shm_queue handle it came from, which must outlive it; one owner uses a claim at a
+// time (its calls are not for concurrent use). Measured in bench/ipc/shm_bench
+// (corio-shm-queue-claimed rows).
 // Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
@@ -78,6 +80,7 @@
 // stopped.
 // Thread-safety: any number of tasks, threads and processes send and receive at once;
 // one owner per handle (the handle maps the object; it must outlive calls in flight).
+// A claim's sends (receives) run one at a time: its owner must not overlap them.
 // Cost: a send or receive that does not wait: the side's robust lock (two CASes and a
 // process-local spin lock), a memcpy of the message, one CAS to publish; a send also
 // prefetches for writing the first cache line of the slot 8 positions ahead (and its
