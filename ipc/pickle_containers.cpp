@@ -4,6 +4,7 @@
 #include <corio/ipc/pickle.hpp>
 
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -39,13 +40,20 @@ void slots_add(std::vector<std::uint32_t>& slots, std::size_t hash, std::size_t 
 }
 
 // The index of `hashes` (one per entry, in entry order) built anew; none while there
-// are at most linear_limit entries (they are searched in order).
-void slots_rebuild(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) {
+// are at most linear_limit entries (they are searched in order), nor when it cannot be
+// allocated: without an index every lookup scans, which is correct (slower), and the
+// next append tries again. So an insert has nothing left that throws once its entry is
+// in (see reserve_one_more).
+void slots_rebuild(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) noexcept {
   slots.clear();
   if (hashes.size() <= linear_limit) {
     return;
   }
-  slots = make_slots(hashes.size());
+  try {
+    slots = make_slots(hashes.size());
+  } catch (const std::bad_alloc&) {
+    return;
+  }
   for (std::size_t i = 0; i < hashes.size(); ++i) {
     slots_add(slots, hashes[i], i);
   }
@@ -53,7 +61,7 @@ void slots_rebuild(std::vector<std::uint32_t>& slots, const std::vector<std::siz
 
 // The index after an entry was appended (its hash last in `hashes`): grown when more
 // than half full.
-void slots_appended(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) {
+void slots_appended(std::vector<std::uint32_t>& slots, const std::vector<std::size_t>& hashes) noexcept {
   if (hashes.size() <= linear_limit) {
     return;
   }
@@ -156,7 +164,7 @@ bool dict::insert_or_assign(value key, value mapped) {
   reserve_one_more(m_hashes);
   m_entries.emplace_back(std::move(key), std::move(mapped));
   m_hashes.push_back(hash);  // cannot throw: room was made
-  slots_appended(m_slots, m_hashes);  // a failure leaves no index: lookups scan (correct)
+  slots_appended(m_slots, m_hashes);  // cannot throw either (slots_rebuild)
   return true;
 }
 
@@ -252,7 +260,7 @@ bool set::insert(value element) {
   reserve_one_more(m_hashes);
   m_items.push_back(std::move(element));
   m_hashes.push_back(hash);  // cannot throw: room was made
-  slots_appended(m_slots, m_hashes);  // a failure leaves no index: lookups scan (correct)
+  slots_appended(m_slots, m_hashes);  // cannot throw either (slots_rebuild)
   return true;
 }
 

@@ -48,52 +48,61 @@ using corio::ipc::pickle::value;
 
 TEST_CASE("pickle set: an insert whose allocation fails leaves the set as it was", "[pickle][alloc]") {
   // The element vector grew and the hash vector's growth then failed: the set counted an
-  // element it had no hash for, and key lookups and == read past the hashes.
+  // element it had no hash for, and key lookups and == read past the hashes. And the 9th
+  // element builds the index: its allocation failing reported a failed insert of an
+  // element that was in.
+  const int start = GENERATE(1, 8);
   // Each allocation the insert makes, failed in turn (k past the last: no failure).
-  for (int k = 1; k <= 4; ++k) {
-    INFO("failing allocation " << k);
+  for (int k = 1; k <= 5; ++k) {
+    INFO(start << " elements, failing allocation " << k);
     set s;
-    REQUIRE(s.insert(value(1)));  // capacity 1: the next insert grows both vectors
+    for (int i = 0; i < start; ++i) {
+      REQUIRE(s.insert(value(i)));
+    }
     const set before = s;
     bool threw = false;
     try {
       fail_allocation fail(k);
-      (void)s.insert(value(2));
+      (void)s.insert(value(100));
     } catch (const std::bad_alloc&) {
       threw = true;
     }
     if (threw) {
-      CHECK(s.size() == 1);
-      CHECK_FALSE(s.contains(value(2)));
+      CHECK(s.size() == static_cast<std::size_t>(start));
+      CHECK_FALSE(s.contains(value(100)));
       CHECK(s == before);
-      REQUIRE(s.insert(value(2)));  // and it still works
+      REQUIRE(s.insert(value(100)));  // and it still works
     }
-    CHECK(s.size() == 2);
-    CHECK(s.contains(value(1)));
-    CHECK(s.contains(value(2)));
+    CHECK(s.size() == static_cast<std::size_t>(start) + 1);
+    CHECK(s.contains(value(0)));
+    CHECK(s.contains(value(100)));
   }
 }
 
 TEST_CASE("pickle dict: an insert whose allocation fails leaves the dict as it was", "[pickle][alloc]") {
-  for (int k = 1; k <= 4; ++k) {
-    INFO("failing allocation " << k);
+  const int start = GENERATE(1, 8);
+  for (int k = 1; k <= 5; ++k) {
+    INFO(start << " entries, failing allocation " << k);
     dict d;
-    REQUIRE(d.insert_or_assign(value(1), value(10)));
+    for (int i = 0; i < start; ++i) {
+      REQUIRE(d.insert_or_assign(value(i), value(i * 10)));
+    }
     const dict before = d;
     bool threw = false;
     try {
       fail_allocation fail(k);
-      (void)d.insert_or_assign(value(2), value(20));
+      (void)d.insert_or_assign(value(100), value(1000));
     } catch (const std::bad_alloc&) {
       threw = true;
     }
     if (threw) {
-      CHECK(d.size() == 1);
-      CHECK(d.find(value(2)) == nullptr);
+      CHECK(d.size() == static_cast<std::size_t>(start));
+      CHECK(d.find(value(100)) == nullptr);
       CHECK(d == before);
-      REQUIRE(d.insert_or_assign(value(2), value(20)));  // and it still works
+      REQUIRE(d.insert_or_assign(value(100), value(1000)));  // and it still works
     }
-    CHECK(d.size() == 2);
-    CHECK((d.find(value(2)) != nullptr && *d.find(value(2)) == value(20)));
+    CHECK(d.size() == static_cast<std::size_t>(start) + 1);
+    CHECK((d.find(value(100)) != nullptr && *d.find(value(100)) == value(1000)));
+    CHECK((d.find(value(0)) != nullptr && *d.find(value(0)) == value(0)));
   }
 }
