@@ -168,14 +168,19 @@ task<result<pickle::value>> connection::recv(std::stop_token token) {
   to.view = true;
   auto n = co_await receive(to, std::move(token));
   if (!n) {
+    trim_recv_scratch();  // a message cut short (stall, cancel) may have grown it too
     co_return unexpected(n.error());
   }
   result<pickle::value> v = m_unpickler->load(to.dest);
-  // As send()'s buffer: one large message must not pin its size for the connection's life.
+  trim_recv_scratch();
+  co_return v;
+}
+
+// As send()'s buffer: one large message must not pin its size for the connection's life.
+void connection::trim_recv_scratch() noexcept {
   if (m_recv_scratch.capacity() > keep_recv_capacity) {
     std::vector<std::byte>().swap(m_recv_scratch);
   }
-  co_return v;
 }
 
 std::string_view connection::unpickle_error() const noexcept {

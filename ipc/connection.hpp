@@ -230,6 +230,7 @@ class connection {
   // The longest message send_bytes and the batches may send.
   std::size_t send_limit() const noexcept { return m_options.max_send_size.value_or(m_options.max_message_size); }
   void trim_send_scratch() noexcept;
+  void trim_recv_scratch() noexcept;  // releases a recv buffer grown past 1 MiB
   bool take_pending_decode(std::error_code& error);
   bool peek_buffered(std::span<const std::byte>& body, std::size_t& frame_size) const;
   void consume_buffered(std::size_t frame_size) noexcept;
