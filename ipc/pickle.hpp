@@ -31,8 +31,9 @@
 // shared one counted, with the latin-1 text decoded while loading (max_data_bytes,
 // errc::too_large). Memory used while decoding is O(input size + max_values +
 // max_data_bytes + the largest memo index used): the memo is sized to its highest index,
-// so a 10-byte pickle storing at index 2^20 - 1 (just under max_memo's default) costs
-// ~36 MB while it loads; lower max_memo for untrusted peers that need less.
+// so a pickle of about ten bytes storing at index 2^20 - 1 (just under max_memo's
+// default) costs 16-33 MB while it loads (33 when both the fast path and the general
+// decoder size their memo); lower max_memo for untrusted peers that need less.
 // Exactness: dict keys and set elements must be hashable as in Python (errc::unhashable
 // for a list, dict, set or bytearray); str holds what Python's 'surrogatepass' UTF-8
 // holds (lone surrogates survive a round trip); -0.0, NaN payloads and ints of any size
