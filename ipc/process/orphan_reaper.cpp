@@ -82,8 +82,11 @@ void start() {
 // or when epoll/the thread never started: a queue polled by its own thread with
 // waitid(WNOHANG) every 10 ms. Never blocks the adopting thread, never kills (a child is
 // SIGKILLed only by kill_on_drop, before adopt()).
-std::mutex g_fallback_mu;
-std::vector<int> g_fallback;  // guarded by g_fallback_mu
+// Both never destroyed: the fallback thread polls until the process exits, which runs the
+// static destructors while the thread may still be in the queue (ThreadSanitizer saw the
+// vector's destructor race with its swap at exit).
+std::mutex& g_fallback_mu = *new std::mutex;
+std::vector<int>& g_fallback = *new std::vector<int>;  // guarded by g_fallback_mu
 bool g_fallback_running = false;  // guarded by g_fallback_mu
 
 void fallback_loop() noexcept {
