@@ -1,5 +1,5 @@
 // pickle::dict and pickle::set when an allocation fails in the middle of an insert. This
-// program replaces the global operator new (its own executable: tests/meson.build,
+// program replaces the global operator new (replaced_new.hpp; its own executable: tests/meson.build,
 // separate_tests): once armed on a thread, the n-th allocation from then on throws
 // std::bad_alloc.
 #include <corio/ipc/pickle.hpp>
@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+
+#include "replaced_new.hpp"
 
 namespace {
 thread_local int t_fail_in = 0;  // 0: disarmed; k: the k-th allocation from now fails
@@ -29,18 +31,7 @@ struct fail_allocation {
 };
 }  // namespace
 
-void* operator new(std::size_t n) {
-  if (void* p = counted_malloc(n)) {
-    return p;
-  }
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-// Not inlined: g++ at -O3 would see free() of a pointer from operator new and warn
-// (-Wmismatched-new-delete), though the two belong together here.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void* corio_test_allocate(std::size_t n) noexcept { return counted_malloc(n); }  // replaced_new.hpp
 
 using corio::ipc::pickle::dict;
 using corio::ipc::pickle::set;

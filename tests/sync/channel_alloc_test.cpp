@@ -1,5 +1,5 @@
 // channel<T> when its buffer cannot grow, and how much it allocates. This program
-// replaces the global operator new (its own executable: tests/meson.build,
+// replaces the global operator new (replaced_new.hpp; its own executable: tests/meson.build,
 // separate_tests): while a thread has armed it, an allocation of g_fail_from bytes or
 // more throws std::bad_alloc.
 #include <corio/sync/channel.hpp>
@@ -15,6 +15,7 @@
 #include <corio/runtime/runtime.hpp>
 #include <corio/runtime/task.hpp>
 
+#include "replaced_new.hpp"
 #include "sync_helpers.hpp"
 
 namespace {
@@ -44,18 +45,7 @@ struct big {
 };
 }  // namespace
 
-void* operator new(std::size_t n) {
-  if (void* p = checked_malloc(n)) {
-    return p;
-  }
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return checked_malloc(n); }
-// Not inlined: g++ at -O3 would see free() of a pointer from operator new and warn
-// (-Wmismatched-new-delete), though the two belong together here.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void* corio_test_allocate(std::size_t n) noexcept { return checked_malloc(n); }  // replaced_new.hpp
 
 TEST_CASE("channel: a small capacity allocates no more slots than it can use", "[sync][channel]") {
   // The buffer used to start at 16 slots whatever the capacity (64 KiB here).
