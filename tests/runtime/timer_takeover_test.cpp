@@ -67,7 +67,9 @@ corio::task<attempt> block_behind_a_sleep(std::chrono::milliseconds limit) {
     a.fired_while_blocked = p.fired.load(std::memory_order_acquire);
   }
   co_await h;
-  a.fired_elsewhere = p.fired_on != std::this_thread::get_id();
+  // Against the thread that blocked (armed_on, the same one when same_worker), not this
+  // task's thread now: the join may resume this task on the worker that ran the sleeper.
+  a.fired_elsewhere = p.fired_on != p.armed_on;
   a.slept_ok = p.slept_ok;
   co_return a;
 }
