@@ -65,7 +65,8 @@ void join_state_base::release() noexcept {
   } else if (before == (kRegistered | 1)) {
     // Only the registry still holds it. On its own worker, unlink and free it now (memory
     // comes back at once, as in a fork-join tree); elsewhere the owner's sweep does it.
-    rt->unlink_if_owner(this, shard);
+    // Off the runtime's workers `rt` may be gone by now: unlink_if_owner checks first.
+    runtime_core::unlink_if_owner(rt, this, shard);
   }
 }
 

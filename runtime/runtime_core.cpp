@@ -1,20 +1,48 @@
 // runtime_core (runtime/internal/runtime_core.hpp): starting the workers, queueing tasks
 // from other threads, the registry of spawned tasks (insert, sweep, unlink), shutdown in
 // its four steps (the last one on a helper thread when spawn_blocking jobs outlive the
-// caller's limit), and the metrics snapshot.
+// caller's limit), the metrics snapshot, and the list of live cores that a join handle
+// dropped off a runtime's workers checks before it touches one.
 #include <corio/runtime/internal/runtime_core.hpp>
+
+#include <pthread.h>
 
 #include <algorithm>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include <corio/runtime/detail/join_state.hpp>
 #include <corio/runtime/port.hpp>
 #include <corio/runtime/time.hpp>
 
 namespace corio::detail {
+
+namespace {
+
+// The cores alive now, for releases off every runtime's workers (see unlink_if_owner).
+// Never destroyed: a thread may drop a handle while the program exits.
+struct live_core_list {
+  std::mutex lock;
+  std::vector<runtime_core*> cores;
+};
+
+live_core_list& live_cores() {
+  static auto* list = [] {
+    auto* made = new live_core_list;
+    // A child forked while another thread held the lock must not inherit it held (a
+    // runtime made in the child would wait for ever): fork waits for the lock and both
+    // sides release it.
+    ::pthread_atfork([] { live_cores().lock.lock(); }, [] { live_cores().lock.unlock(); },
+                     [] { live_cores().lock.unlock(); });
+    return made;
+  }();
+  return *list;
+}
+
+}  // namespace
 
 runtime_core::runtime_core(const runtime_config& cfg)
     : config(cfg), blocking(cfg.max_blocking_threads, cfg.blocking_keep_alive) {
@@ -24,9 +52,20 @@ runtime_core::runtime_core(const runtime_config& cfg)
   for (unsigned i = 0; i < config.workers; ++i) {
     workers.push_back(std::make_unique<worker>(*this, i, config));
   }
+  live_core_list& live = live_cores();
+  std::lock_guard lock(live.lock);
+  live.cores.push_back(this);
 }
 
-runtime_core::~runtime_core() { shutdown(); }
+runtime_core::~runtime_core() {
+  {
+    // First: a release off our workers from now on leaves us alone (unlink_if_owner).
+    live_core_list& live = live_cores();
+    std::lock_guard lock(live.lock);
+    std::erase(live.cores, this);
+  }
+  shutdown();
+}
 
 std::error_code runtime_core::start(std::string& why) {
   std::error_code failure;
@@ -138,19 +177,38 @@ void runtime_core::sweep(registry_shard& s) noexcept {
   s.sweep_at = std::max<std::uint64_t>(kSweepMinimum, 2 * s.length);
 }
 
-void runtime_core::unlink_if_owner(join_state_base* st, unsigned shard) noexcept {
+void runtime_core::unlink_if_owner(runtime_core* rt, join_state_base* st, unsigned shard) noexcept {
   // Only the shard's own worker touches its list; `st` is still alive here because the
   // registry's reference can be dropped only by that worker (or by shutdown, after the
   // workers have stopped).
   worker* w = port::current_worker();
-  if (w == nullptr || &w->rt != this || shard != w->index) {
+  if (w != nullptr && &w->rt == rt) {
+    if (shard == w->index) {
+      rt->unlink(rt->m_shards[shard], st);
+      st->drop_registry();
+      return;
+    }
+    // Another of its workers: the core lives until that worker has been joined.
     // release: our caller's completion of `st` (its waiter word) happens before a sweep
     // that takes this count (see sweep()).
-    m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_release);
+    rt->m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_release);
     return;
   }
-  unlink(m_shards[shard], st);
-  st->drop_registry();
+  // Any other thread: since our caller's decrement, a shutdown on another thread may have
+  // freed `st` and the whole core. Count only while the core is still listed: its
+  // destructor unlists it (under the same lock) before anything is freed. The address
+  // of a core destroyed and a new one made in its place would get a spurious count, which
+  // costs its sweep one walk. Uncounted, the state is reclaimed by the sweep of a later
+  // count or by the shutdown that is under way.
+  if (auto hook = g_test_hook_off_runtime_release.load(std::memory_order_relaxed)) {
+    hook();
+  }
+  live_core_list& live = live_cores();
+  std::lock_guard lock(live.lock);
+  if (std::find(live.cores.begin(), live.cores.end(), rt) != live.cores.end() && shard < rt->m_shard_count) {
+    // release: as above.
+    rt->m_shards[shard].left_to_sweep.fetch_add(1, std::memory_order_release);
+  }
 }
 
 void runtime_core::sweep_own_shard(unsigned worker_index) noexcept {

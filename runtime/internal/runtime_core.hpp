@@ -53,8 +53,10 @@ class runtime_core : public std::enable_shared_from_this<runtime_core> {
   /// Worker `worker_index` (its own thread only): sweep its registry shard if due.
   void sweep_own_shard(unsigned worker_index) noexcept;
   /// A root's join state is referenced by the registry alone: unlink and free it if
-  /// called on the shard's own worker, else leave it to that worker's sweep.
-  void unlink_if_owner(join_state_base* st, unsigned shard) noexcept;
+  /// called on the shard's own worker, else leave it to that worker's sweep. `rt` may be
+  /// gone already when the caller is none of its workers (a handle dropped on another
+  /// thread while the runtime is destroyed): then it is not touched (see live_cores()).
+  static void unlink_if_owner(runtime_core* rt, join_state_base* st, unsigned shard) noexcept;
   /// Queues a task from a thread that is not one of our workers.
   void schedule_remote(void* task);
   /// Wakes one parked worker if work was published and nobody is searching (idle.cpp).
@@ -104,5 +106,10 @@ class runtime_core : public std::enable_shared_from_this<runtime_core> {
   std::unique_ptr<registry_shard[]> m_shards;  // one per worker + one for foreign threads
   unsigned m_shard_count = 0;
 };
+
+/// Test hook: called (if set) by a join state release off the runtime's workers, between
+/// its decrement and its look at the runtime, where a concurrent destruction of the
+/// runtime must not be able to hurt it. Tests only (relaxed load; set before the race).
+inline std::atomic<void (*)()> g_test_hook_off_runtime_release{nullptr};
 
 }  // namespace corio::detail

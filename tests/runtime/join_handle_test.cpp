@@ -5,11 +5,15 @@
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
+#include <corio/runtime/internal/runtime_core.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -110,4 +114,48 @@ TEST_CASE("join_handle: block_on of an empty handle's await throws logic_error",
   corio::join_handle<int> empty;
   auto join = [](corio::join_handle<int>* j) -> corio::task<int> { co_return co_await *j; };
   CHECK_THROWS_AS(rt.block_on(join(&empty)), std::logic_error);
+}
+
+namespace {
+
+corio::task<int> finished_value() { co_return 7; }
+corio::task<void> nothing() { co_return; }
+
+std::atomic<int> g_release_phase{0};  // 1: the release is in its window; 2: runtime gone
+
+void hold_release_until_runtime_gone() {
+  g_release_phase.store(1, std::memory_order_release);
+  g_release_phase.notify_all();
+  while (g_release_phase.load(std::memory_order_acquire) != 2) {
+    g_release_phase.wait(1, std::memory_order_acquire);
+  }
+}
+
+}  // namespace
+
+// A handle dropped on a thread that is none of the runtime's workers, while another thread
+// destroys the runtime: the release must not touch the runtime's core after the registry
+// (and then the core) may be gone. The hook holds the release between its decrement and
+// its look at the runtime until the destruction has ended. Before the fix the release
+// counted the state for the sweep in the freed core (heap-use-after-free under ASan; a
+// silent write into freed memory elsewhere).
+TEST_CASE("join_handle: dropped off the workers while the runtime is destroyed", "[runtime][join_handle]") {
+  auto rt = std::make_unique<corio::runtime>(workers(1));
+  auto handle = rt->spawn(finished_value());
+  REQUIRE(handle.has_value());
+  rt->block_on(nothing());  // one worker, FIFO: the first task has fully completed
+  REQUIRE(handle->is_finished());
+  g_release_phase.store(0);
+  std::thread destroyer([&] {
+    g_release_phase.wait(0, std::memory_order_acquire);
+    rt.reset();
+    g_release_phase.store(2, std::memory_order_release);
+    g_release_phase.notify_all();
+  });
+  corio::detail::g_test_hook_off_runtime_release.store(&hold_release_until_runtime_gone);
+  handle->detach();  // the registry's reference is the only one left: the off-worker path
+  corio::detail::g_test_hook_off_runtime_release.store(nullptr);
+  destroyer.join();
+  CHECK(rt == nullptr);
+  CHECK(g_release_phase.load() == 2);
 }
