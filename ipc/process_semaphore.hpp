@@ -7,7 +7,7 @@
 // why these live in ipc/). `co_await s.acquire()` takes one unit, suspending the task
 // (never its worker) while the count is zero; release(n) adds n units and wakes up to n
 // waiters in any process.
-// State: 16 bytes, 8-aligned: a layout word, the futex word (count * 2 + waiters bit) and
+// State: 16 bytes, 4-aligned: a layout word, the futex word (count * 2 + waiters bit) and
 // the maximum. No pointers.
 // Waiting: a waiter sets the waiters bit while the count is zero and awaits the word
 // (IORING_OP_FUTEX_WAIT, shared; the blocking pool before Linux 6.7). release() is one
