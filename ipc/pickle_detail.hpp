@@ -65,6 +65,19 @@ inline bool valid_utf8(std::string_view s) noexcept {
   return true;
 }
 
+/// The length of the longest prefix of UTF-8 text `s` that is at most `limit` bytes and
+/// does not split a character: a cut inside a sequence moves back to its first byte.
+inline std::size_t utf8_prefix_length(std::string_view s, std::size_t limit) noexcept {
+  if (s.size() <= limit) {
+    return s.size();
+  }
+  std::size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xc0) == 0x80) {
+    --cut;
+  }
+  return cut;
+}
+
 /// What both decoders (fast_reader and reader::impl) run the pickle machine over: the input
 /// and how far it is read, the stack with its MARK positions, the memo, and how many values
 /// this load has made (checked against load_options::max_values by each decoder). Slot is

@@ -146,11 +146,7 @@ class repr_writer {
   // str that is not UTF-8 cannot be pickled.
   std::string take() {
     if (m_out.size() > m_limit) {
-      std::size_t cut = m_limit;
-      while (cut > 0 && (static_cast<unsigned char>(m_out[cut]) & 0xc0) == 0x80) {
-        --cut;
-      }
-      m_out.resize(cut);
+      m_out.resize(detail::utf8_prefix_length(m_out, m_limit));
       m_out += "...";
     }
     return std::move(m_out);

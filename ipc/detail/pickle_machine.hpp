@@ -139,11 +139,7 @@ struct reader::impl : detail::machine_state<detail::slot, detail::slot> {
 
   [[gnu::cold, gnu::noinline]] unexpected<std::error_code> fail(errc e, std::string_view what) {
     if (what.size() > max_message) {
-      std::size_t cut = max_message;
-      while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xc0) == 0x80) {
-        --cut;
-      }
-      message.assign(what.substr(0, cut));
+      message.assign(what.substr(0, detail::utf8_prefix_length(what, max_message)));
       message += "...";
     } else {
       message.assign(what);
