@@ -14,6 +14,12 @@ namespace corio::ipc {
 struct manager_proxy::channel {
   connection conn;
   corio::mutex lock;  // one request and its reply at a time on `conn`
+  // Set by release() (under `lock`, as are all its reads: the mutex's acquire/release
+  // orders it): the reference is dropped, later calls and releases fail with closed.
+  // m_channel itself is never reset by release(): calls of other tasks, possibly on
+  // other threads, read it while a release runs (a reset would race with those reads,
+  // and a call already waiting for the lock would find it null).
+  bool released = false;
 };
 
 namespace {
@@ -177,26 +183,33 @@ task<result<manager_reply>> manager_proxy::call(std::string method, pickle::valu
   if (!m_channel) {
     co_return unexpected(make_error_code(errc::closed));
   }
-  auto guard = co_await m_channel->lock.lock(token);
+  channel& ch = *m_channel;
+  auto guard = co_await ch.lock.lock(token);
   if (!guard) {
     co_return unexpected(guard.error());
   }
+  if (ch.released) {  // a release() ran while this call waited for the lock
+    co_return unexpected(make_error_code(errc::closed));
+  }
   pickle::value request = make_request(pickle::value(m_ident), std::move(method), std::move(args), std::move(kwds));
-  co_return co_await exchange(m_channel->conn, request, token);
+  co_return co_await exchange(ch.conn, request, token);
 }
 
 task<result<void>> manager_proxy::release(std::stop_token token) {
   if (!m_channel) {
     co_return unexpected(make_error_code(errc::closed));
   }
-  auto ch = std::move(m_channel);
+  channel& ch = *m_channel;
   {
-    auto guard = co_await ch->lock.lock(token);
+    auto guard = co_await ch.lock.lock(token);
     if (!guard) {
-      m_channel = std::move(ch);
       co_return unexpected(guard.error());
     }
-    ch->conn.close();
+    if (ch.released) {  // another release() came first: its decref is the only one
+      co_return unexpected(make_error_code(errc::closed));
+    }
+    ch.released = true;
+    ch.conn.close();
   }
   // The proxy is empty now (it cannot retry): the decref must not be cancelled by the
   // stop that is still allowed to end the wait for the lock above.
