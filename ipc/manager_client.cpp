@@ -1,6 +1,7 @@
 // Holds manager_client and manager_proxy: server requests on connections of their own,
 // create (+ accept_connection for the proxy's connection), method calls serialised on
-// the proxy's connection, and release (decref), whose decrefs a stop cannot cancel.
+// the proxy's connection (the object of a '#PROXY' reply dropped again), and release
+// (decref), whose decrefs a stop cannot cancel.
 #include <corio/ipc/manager_client.hpp>
 
 #include <chrono>
@@ -30,6 +31,20 @@ pickle::value make_request(pickle::value ident, std::string method, pickle::valu
                                  pickle::value(std::move(kwds)));
 }
 
+// The ident in a '#PROXY' reply's value (exposed, managers.Token): Python's server sends
+// it for a method in method_to_typeid, having made the object with one reference for the
+// client (Python's proxy drops it with a decref once it holds its own). Null otherwise.
+const std::string* proxied_ident(const pickle::value& v) {
+  auto* items = v.if_tuple();
+  if (items == nullptr || items->size() != 2 || (*items)[0] != pickle::value("#PROXY")) {
+    return nullptr;
+  }
+  const pickle::value* token = (*items)[1].at(1);
+  const pickle::object* o = token != nullptr ? token->if_object() : nullptr;
+  const pickle::value* id = o != nullptr && o->is("multiprocessing.managers", "Token") ? o->state.at(2) : nullptr;
+  return id != nullptr && id->is_str() ? id->if_str() : nullptr;
+}
+
 result<manager_reply> parse_reply(pickle::value v) {
   auto* items = v.if_tuple();
   if (items == nullptr || items->size() != 2 || !(*items)[0].is_str()) {
@@ -52,8 +67,10 @@ result<manager_reply> parse_reply(pickle::value v) {
   return r;
 }
 
-// One request and its reply on `conn`.
-task<result<manager_reply>> exchange(connection& conn, const pickle::value& request, std::stop_token token) {
+// One request and its reply on `conn`. A '#PROXY' reply is errc::protocol_error (not
+// supported), and its object's ident goes to *proxied (when given) for the caller's decref.
+task<result<manager_reply>> exchange(connection& conn, const pickle::value& request, std::stop_token token,
+                                     std::string* proxied = nullptr) {
   if (auto sent = co_await conn.send(request, token); !sent) {
     co_return unexpected(sent.error());  // a send that failed part-way closed `conn` itself
   }
@@ -68,6 +85,9 @@ task<result<manager_reply>> exchange(connection& conn, const pickle::value& requ
       conn.close();
     }
     co_return unexpected(reply.error());
+  }
+  if (const std::string* ident = proxied != nullptr ? proxied_ident(*reply) : nullptr) {
+    *proxied = *ident;
   }
   co_return parse_reply(std::move(*reply));
 }
@@ -192,7 +212,16 @@ task<result<manager_reply>> manager_proxy::call(std::string method, pickle::valu
     co_return unexpected(make_error_code(errc::closed));
   }
   pickle::value request = make_request(pickle::value(m_ident), std::move(method), std::move(args), std::move(kwds));
-  co_return co_await exchange(ch.conn, request, token);
+  std::string proxied;
+  auto r = co_await exchange(ch.conn, request, token, &proxied);
+  if (!proxied.empty()) {
+    // A '#PROXY' reply (protocol_error): the server made an object for it with one
+    // reference, which no proxy here will ever drop. Drop it now, as Python's client
+    // does once its new proxy holds its own, by a decref a stop cannot cancel.
+    pickle::value decref = make_request({}, "decref", {pickle::value(std::move(proxied))}, {});
+    (void)co_await drop_reference(m_address, m_options, decref);
+  }
+  co_return r;
 }
 
 task<result<void>> manager_proxy::release(std::stop_token token) {

@@ -1,19 +1,26 @@
-// Tests for ipc/manager_client.hpp against ipc::manager_server: several tasks sharing one
+// Tests for ipc/manager_client.hpp: against ipc::manager_server, several tasks sharing one
 // proxy while it is released (calls queued behind a blocking call, then a release: each
-// finds the proxy's connection or errc::closed, and the reference is dropped once).
+// finds the proxy's connection or errc::closed, and the reference is dropped once);
+// against Python's own SyncManager (every Python 3 found), a '#PROXY' reply (a method in
+// method_to_typeid): an error that leaves no object behind on the server.
 #include <catch2/catch.hpp>
 
+#include "../ipc/pythons.hpp"
 #include "helpers.hpp"
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <corio/corio.hpp>
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_queue.hpp>
 #include <corio/ipc/manager_server.hpp>
+#include <corio/ipc/process/command.hpp>
 
 using namespace std::chrono_literals;
 using corio::task;
@@ -108,10 +115,88 @@ TEST_CASE("manager_client: a call queued on a proxy that another task releases f
         auto after = co_await p->call("qsize");
         REQUIRE_FALSE(after);
         CHECK(after.error() == corio::errc::closed);
-        auto dropped = co_await putter->release();
+        auto dropped = co_await putter->release();  // (named: as in proxy_reply below)
         INFO((dropped ? std::string("ok") : dropped.error().message()));
         CHECK(dropped);
         CHECK(s.server.number_of_objects() == 0);
       },
       1);
+}
+
+namespace {
+
+// Python's own SyncManager server on a free loopback port: prints the port, then serves.
+constexpr const char* sync_manager_script = R"(
+import sys
+from multiprocessing.managers import SyncManager
+server = SyncManager(('127.0.0.1', 0), authkey=b'password').get_server()
+print(server.address[1], flush=True)
+server.serve_forever()
+)";
+
+// The first line the child writes to its stdout ("" at its end or after an error).
+task<std::string> first_line(corio::ipc::child& c) {
+  std::string line;
+  std::array<std::byte, 64> buf{};
+  while (line.find('\n') == std::string::npos) {
+    auto n = co_await c.stdout_pipe()->read(buf);
+    if (!n || *n == 0) {
+      co_return "";
+    }
+    line.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+  co_return line.substr(0, line.find('\n'));
+}
+
+// dict.__iter__ on a SyncManager answers '#PROXY' (its method_to_typeid): calls it through
+// a corio proxy; yields the server's number_of_objects before and after, or -1, -1.
+task<std::pair<std::int64_t, std::int64_t>> proxy_reply(std::uint16_t port) {
+  auto c = co_await manager_client::connect(socket_address::loopback_v4(port), "password");
+  REQUIRE(c);
+  auto d = co_await c->create("dict");
+  REQUIRE(d);
+  auto set = co_await d->call("__setitem__", pickle::value::items_of("a", 1));
+  REQUIRE(set);
+  CHECK(set->ok());
+  auto before = co_await c->request("number_of_objects");
+  REQUIRE(before);
+  auto it = co_await d->call("__iter__");
+  REQUIRE_FALSE(it);  // not supported: the client has no proxy to give for it
+  CHECK(it.error() == corio::errc::protocol_error);
+  auto len = co_await d->call("__len__");  // the proxy goes on
+  REQUIRE(len);
+  CHECK(len->value == pickle::value(1));
+  auto after = co_await c->request("number_of_objects");
+  REQUIRE(after);
+  auto released = co_await d->release();  // (named: g++ 12 loses a co_await's temporary in CHECK)
+  CHECK(released);
+  co_return std::pair{before->value.as<std::int64_t>().value_or(-1), after->value.as<std::int64_t>().value_or(-1)};
+}
+
+}  // namespace
+
+TEST_CASE("manager_client: a '#PROXY' reply of Python's SyncManager is an error that leaves no object behind",
+          "[manager]") {
+  REQUIRE_FALSE(corio_test::pythons().empty());  // Debian always has /usr/bin/python3
+  for (const auto& py : corio_test::pythons()) {
+    INFO("python " << py.version << " at " << py.path);
+    corio::runtime rt(corio_test::workers(2));
+    auto counts = rt.block_on([](std::string python) -> task<std::pair<std::int64_t, std::int64_t>> {
+      corio::ipc::command cmd(python);
+      cmd.arg("-c").arg(sync_manager_script).stdout_mode(corio::ipc::stdio::piped()).kill_on_drop(true);
+      auto server = cmd.spawn();
+      REQUIRE(server);
+      auto port = co_await corio::timeout(first_line(*server), 60s);
+      REQUIRE(port);
+      REQUIRE_FALSE(port->empty());
+      auto counts = co_await corio::timeout(proxy_reply(static_cast<std::uint16_t>(std::stoi(*port))), 60s);
+      (void)server->kill();
+      (void)co_await server->wait();
+      REQUIRE(counts);
+      co_return *counts;
+    }(py.path));
+    CHECK(counts.first == 1);  // the dict
+    // The iterator the server made for the '#PROXY' reply was dropped again.
+    CHECK(counts.second == 1);
+  }
 }
