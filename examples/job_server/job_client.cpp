@@ -66,6 +66,33 @@ std::string describe(const corio::result<manager_reply>& r) {
   return r->value.repr(300);
 }
 
+// Checks that `channel` starts empty, puts `jobs` on `input`, takes their results from
+// `results`; false at the first failed step (reported).
+task<bool> send_and_receive(const settings& s, const std::string& channel, const std::vector<std::string>& jobs,
+                            manager_proxy& results, manager_proxy& input) {
+  auto nothing = co_await results.call("get_nowait");
+  if (!nothing || !nothing->raised("queue", "Empty")) {
+    co_return failed(channel, "get_nowait before any job (queue.Empty expected)", describe(nothing));
+  }
+  for (const std::string& job : jobs) {
+    auto args = pickle::value::items_of(pickle::value::tuple_of(parse_job(job), "c++", channel));
+    auto put = co_await input.call("put", std::move(args));
+    if (!put || !put->ok()) {
+      co_return failed(channel, "put", describe(put));
+    }
+  }
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    auto got = co_await results.call("get", pickle::value::items_of(true, s.timeout_ms / 1000.0));
+    if (!got || !got->ok()) {
+      std::fflush(stdout);
+      co_return failed(channel, "get with a timeout", describe(got));
+    }
+    std::printf("c++ client %s received %s\n", channel.c_str(), got->value.repr().c_str());
+  }
+  std::fflush(stdout);
+  co_return true;
+}
+
 // One tutorial client: register `channel`, send `jobs`, receive their results.
 task<bool> one_client(settings s, std::string channel, std::vector<std::string> jobs) {
   auto sender = co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_sender), s.authkey);
@@ -88,32 +115,20 @@ task<bool> one_client(settings s, std::string channel, std::vector<std::string> 
   std::printf("c++ client %s: %s\n", channel.c_str(), message && message->is_str() ? message->if_str()->c_str() : "");
   auto results = co_await receiver->create("GetResultQueue", pickle::value::items_of(channel));
   auto input = co_await sender->create("GetAudioQueue");
+  bool all = false;
   if (!results || !input) {
-    co_return failed(channel, "GetResultQueue/GetAudioQueue", (!results ? results.error() : input.error()).message());
+    failed(channel, "GetResultQueue/GetAudioQueue", (!results ? results.error() : input.error()).message());
+  } else {
+    all = co_await send_and_receive(s, channel, jobs, *results, *input);
   }
-  auto nothing = co_await results->call("get_nowait");
-  if (!nothing || !nothing->raised("queue", "Empty")) {
-    co_return failed(channel, "get_nowait before any job (queue.Empty expected)", describe(nothing));
+  // Every proxy made is released, whichever step failed: a proxy dropped without
+  // release() leaves its reference (and with it the object) on the server.
+  if (results) {
+    (void)co_await results->release();
   }
-  for (const std::string& job : jobs) {
-    auto args = pickle::value::items_of(pickle::value::tuple_of(parse_job(job), "c++", channel));
-    auto put = co_await input->call("put", std::move(args));
-    if (!put || !put->ok()) {
-      co_return failed(channel, "put", describe(put));
-    }
+  if (input) {
+    (void)co_await input->release();
   }
-  bool all = true;
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
-    auto got = co_await results->call("get", pickle::value::items_of(true, s.timeout_ms / 1000.0));
-    if (!got || !got->ok()) {
-      all = failed(channel, "get with a timeout", describe(got));
-      break;
-    }
-    std::printf("c++ client %s received %s\n", channel.c_str(), got->value.repr().c_str());
-  }
-  std::fflush(stdout);
-  (void)co_await results->release();
-  (void)co_await input->release();
   co_return all;
 }
 
