@@ -24,19 +24,26 @@
 // request opens its own connection). A manager_proxy serialises its calls (a corio::mutex:
 // one request on its connection at a time); give each concurrent task its own proxy (as
 // Python gives each thread its own connection) for calls that wait at the same time.
-// Cost: create = three connections with a handshake each (create, the proxy's
-// accept_connection, incref... as Python); a call = one request and one reply on the
-// proxy's connection.
+// Cost: create = two connections with a handshake each (the create request, then the
+// proxy's own, opened with accept_connection; the create's reference becomes the
+// proxy's, where Python sends an incref and a decref); a call = one request and one reply
+// on the proxy's connection.
 // Cancellation: every call takes a std::stop_token and honours the inherited one; a call
 // stopped while waiting for its reply, or whose wait for it failed in any other way (the
 // connection's idle_timeout: errc::timed_out), closes the proxy's connection (the reply
-// would arrive out of step): later calls fail with errc::closed. Only a reply that
-// arrived whole but does not decode (pickle::errc) leaves the connection open. Two
-// decrefs are exempt from cancellation, as they only clean up and a stopped one would
-// leave the object on the server for good:
+// would arrive out of step): later calls fail with errc::closed. A reply that arrived
+// whole leaves the connection open even when it is an error: one that does not decode
+// (pickle::errc) or is not of the expected shape (errc::protocol_error), as does a
+// request refused before it was sent (message_size, a value that cannot be pickled).
+// A '#PROXY' reply (Python's server answers so for a method that returns a new shared
+// object, e.g. dict.__iter__ or Pool.apply_async) is errc::protocol_error: proxies made
+// by a reply are not supported, and the object the server made for it is dropped again.
+// Three decrefs are exempt from cancellation, as they only clean up and a stopped one
+// would leave the object on the server for good:
 // the one create() sends when it fails after the server made the object (the proxy's
-// connection failed or was stopped), and release()'s once the proxy's connection is
-// closed. Each runs to its end despite a stop (corio::shield), on a connection of its
+// connection failed or was stopped), the one for a '#PROXY' reply's object, and
+// release()'s once the proxy's connection is closed. (A create() stopped before its reply
+// came leaves the object the server went on to make: its ident was never seen.) Each runs to its end despite a stop (corio::shield), on a connection of its
 // own, within 10 s (past that errc::timed_out, and the reference stays: a server that
 // accepts but never answers cannot hang the caller; a join_handle::abort() of the
 // caller may wait that long).
@@ -101,7 +108,8 @@ class manager_proxy {
   /// stop ends only the wait for a call still running on the proxy (operation_canceled,
   /// the proxy unchanged); once the connection is closed, the decref runs to its end
   /// despite a stop (within 10 s, see the header comment) and its outcome is returned;
-  /// the proxy is then empty either way.
+  /// later calls and releases then fail with errc::closed either way, and so do calls of
+  /// other tasks that were waiting for the proxy when the release took it.
   [[nodiscard]] task<result<void>> release(std::stop_token token = {});
 
  private:
