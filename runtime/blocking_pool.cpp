@@ -29,10 +29,13 @@ bool blocking_pool::submit(blocking_job* job) {
       ++m_live;
       ++m_in_loop;
     } catch (...) {
-      if (m_idle == 0) {
+      if (m_live == 0) {
         throw;  // no thread would ever take it
       }
-      // (The system refused a thread: an idle one takes the job once it is free.)
+      // (The system refused a thread: every live thread, idle or running a job, comes
+      // back to the queue, so one takes the job once it is free. A thread whose
+      // keep-alive just ran out still counts in m_live until it has the mutex again, and
+      // then finds the job.)
     }
   }
   m_jobs.push_back(job);

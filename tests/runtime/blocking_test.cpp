@@ -3,14 +3,18 @@
 
 #include <corio/corio.hpp>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -348,4 +352,87 @@ TEST_CASE("spawn_blocking: when shutdown destroys the awaiting task, the job's f
     CHECK(g_tracked.load() == 0);
   }
   CHECK(g_tracked.load() == 0);
+}
+
+namespace {
+// While it lives, every thread the process creates fails to start: the default stack
+// (std::thread uses the default attributes) is larger than the address space, so
+// pthread_create returns EAGAIN, as when the system is out of threads.
+class refuse_new_threads {
+ public:
+  refuse_new_threads() {
+    REQUIRE(::pthread_getattr_default_np(&m_saved) == 0);
+    pthread_attr_t huge;
+    ::pthread_attr_init(&huge);
+    REQUIRE(::pthread_attr_setstacksize(&huge, std::size_t{1} << 50) == 0);
+    REQUIRE(::pthread_setattr_default_np(&huge) == 0);
+    ::pthread_attr_destroy(&huge);
+  }
+  refuse_new_threads(const refuse_new_threads&) = delete;
+  refuse_new_threads& operator=(const refuse_new_threads&) = delete;
+  ~refuse_new_threads() {
+    ::pthread_setattr_default_np(&m_saved);
+    ::pthread_attr_destroy(&m_saved);
+  }
+
+ private:
+  pthread_attr_t m_saved;
+};
+
+// A job's answer, or -1 if the await threw std::system_error.
+corio::task<int> seven_or_refused(std::atomic<bool>* submitting) {
+  try {
+    submitting->store(true);
+    auto r = co_await corio::spawn_blocking([] { return 7; });
+    co_return r ? *r : -2;
+  } catch (const std::system_error&) {
+    co_return -1;
+  }
+}
+
+// With the pool's one thread busy on `g`'s job, a second job is submitted while the
+// system refuses new threads; then `g` is released.
+corio::task<int> submit_while_threads_are_refused(job_gate* g) {
+  auto busy = corio::spawn(await_gated_job(g));
+  while (!g->started.load()) {
+    (void)co_await corio::sleep_for(1ms);
+  }
+  std::atomic<bool> submitting{false};
+  std::optional<corio::join_handle<int>> second;
+  {
+    refuse_new_threads refused;
+    second.emplace(corio::spawn(seven_or_refused(&submitting)));
+    // One worker: once the flag reads true here, the other task has suspended in its
+    // await (or thrown), so its submit is over.
+    while (!submitting.load()) {
+      (void)co_await corio::sleep_for(1ms);
+    }
+    (void)co_await corio::sleep_for(1ms);
+  }
+  g->release();
+  co_await busy;
+  co_return co_await std::move(*second);
+}
+}  // namespace
+
+// The pool once threw the system's refusal of a new thread at the awaiter whenever no
+// thread was idle, even with threads running jobs that would take the new one when done.
+TEST_CASE("spawn_blocking: when the system refuses a new thread, a busy pool thread takes the job later",
+          "[runtime][blocking]") {
+  corio::runtime rt(workers(1, 4));
+  job_gate g;
+  CHECK(rt.block_on(submit_while_threads_are_refused(&g)) == 7);
+  CHECK(g.ended.load());
+  CHECK(rt.metrics().blocking_threads == 1);
+}
+
+TEST_CASE("spawn_blocking: with no pool thread and none that can start, the await throws std::system_error",
+          "[runtime][blocking]") {
+  corio::runtime rt(workers(1, 4));
+  auto body = []() -> corio::task<int> {
+    std::atomic<bool> submitting{false};
+    refuse_new_threads refused;
+    co_return co_await seven_or_refused(&submitting);
+  };
+  CHECK(rt.block_on(body()) == -1);
 }
