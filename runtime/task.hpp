@@ -4,7 +4,9 @@
 // transfer; when it finishes, its awaiter resumes with the value, or the exception is
 // rethrown in the awaiter. The awaiting coroutine's cancellation token (if any) is
 // inherited by the task, so leaf waits inside it (sleep, I/O, locks) see it.
-// Frames come from a per-thread recycling allocator (runtime/detail/frame_allocator.hpp).
+// Frames come from a per-thread recycling allocator (runtime/detail/frame_allocator.hpp),
+// aligned to 16 bytes: a result type aligned beyond that (alignas(64)) does not compile;
+// return it in a std::unique_ptr.
 // Thread-safety: a task object belongs to one owner; it may be moved between threads
 // before it starts. Cost: one frame allocation (recycled), no atomics on the await path.
 #pragma once
@@ -108,6 +110,12 @@ struct final_awaiter {
 
 template <class T>
 struct task_promise : promise_base {
+  // The frame, and so this promise, is aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__ only:
+  // g++ 12 and clang 19 do not honour a promise's alignment beyond it (nor does the frame
+  // allocator). A result stored here would be misaligned: refuse it at compile time.
+  static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
+                "corio: a task's result type cannot be over-aligned (coroutine frames are aligned to "
+                "__STDCPP_DEFAULT_NEW_ALIGNMENT__ only): return it in a std::unique_ptr");
   alignas(T) unsigned char storage[sizeof(T)];
   bool has_value = false;
 

@@ -1,7 +1,11 @@
 // Slab allocator for coroutine frames and join states.
 //
 // Blocks are binned in 16-byte classes up to 1 KiB, carved from 2 MiB huge-page chunks
-// that each belong to one thread's cache; larger frames go to operator new/delete. A
+// that each belong to one thread's cache; larger frames go to operator new/delete. Every
+// block is aligned to 16 bytes (__STDCPP_DEFAULT_NEW_ALIGNMENT__, as plain operator new;
+// an over-aligned task result is refused at compile time, runtime/task.hpp);
+// frame_allocate throws std::bad_alloc when no memory is left, and frame_deallocate must
+// be given the size that frame_allocate was. A
 // block freed on its chunk's owner thread goes onto that thread's list (no atomics). One
 // freed on another thread goes into that thread's outgoing magazine for the owner (an
 // array of up to 62 addresses), pushed onto the owner's remote stack (one CAS) when full,
@@ -19,11 +23,11 @@
 // reuse. A chunk with one live block stays mapped (fragmentation: the footprint is
 // bounded by the live blocks' chunks, not their bytes); so does one whose block waits in
 // another thread's outgoing magazine (at most 61 blocks per size class per thread, until
-// that thread parks as a worker, trims or exits: a thread in block_on, or one of the
-// user's, holds them until it trims or exits; each can keep a whole chunk mapped). An
-// exited thread's chunks that still hold live blocks wait, with its cache, to be adopted
-// by the next thread that allocates or frees another thread's block; idle workers trim
-// such caches too.
+// that thread parks as a worker, trims or exits: a thread in block_on, a blocking-pool
+// thread or one of the user's holds them until it trims or exits; each can keep a whole
+// chunk mapped). An exited thread's chunks that still hold live blocks wait, with its
+// cache, to be adopted by the next thread that allocates or frees another thread's
+// block; idle workers trim such caches too.
 //
 // Thread-safety: each thread has its own cache (thread_local, created or adopted on its
 // first allocation or its first free of another thread's block); frame_deallocate may

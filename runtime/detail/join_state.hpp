@@ -113,6 +113,9 @@ struct join_state_base {
 
 template <class T>
 struct join_state : join_state_base {
+  // Made by frame_allocate, aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__ (as task_promise).
+  static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
+                "corio: a spawned task's result type cannot be over-aligned: return it in a std::unique_ptr");
   alignas(T) unsigned char storage[sizeof(T)];
   bool has_value = false;
 
