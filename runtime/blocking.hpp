@@ -7,13 +7,21 @@
 // blocking_keep_alive.
 // Cancellation: while the job is still queued, a stop request withdraws it and the await
 // returns operation_canceled; a job that has started cannot be interrupted and is waited
-// for. After shutdown it returns errc::shut_down.
+// for. A stop in the instant between the await's last look at the token and the job's
+// queueing is missed: the job then runs (and is waited for) as if it had started.
+// Errors: errc::no_runtime off a runtime's worker; errc::shut_down for an await begun
+// after shutdown began (a job still queued when shutdown begins is dropped, and its
+// awaiting task destroyed with the others, never resumed); std::system_error thrown when
+// the pool has no thread and the system refuses a new one (with threads alive, the job
+// waits for one of them instead); std::bad_alloc when the queue cannot grow.
 // g++ 12: a lambda with a capture that has a destructor (a vector, a string, a
 // shared_ptr), written inside the co_await expression, has that capture destroyed twice
 // by the awaiting coroutine itself; name it first: `auto job = [v] {...};
 // co_await spawn_blocking(std::move(job));` (README, "Known compiler bugs").
 // Thread-safety: the job runs on a pool thread; the awaiter resumes on a worker.
-// Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker.
+// Cost: a lock, a condition-variable signal, and a cross-thread wake of a worker; a
+// thread start when no idle thread is free for the queued jobs (up to the limit); with a
+// token that can be stopped, a stop callback registered and removed.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>
@@ -44,7 +52,8 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
   /// Holds `fn` until the await hands it to the blocking pool; see spawn_blocking().
   blocking_awaiter(F fn, std::stop_token token) : m_fn(std::move(fn)), m_token(std::move(token)) {}
   /// Moves a not-yet-awaited awaiter (the function and the token).
-  blocking_awaiter(blocking_awaiter&& o) noexcept : m_fn(std::move(o.m_fn)), m_token(std::move(o.m_token)) {}
+  blocking_awaiter(blocking_awaiter&& o) noexcept(std::is_nothrow_move_constructible_v<F>)
+      : m_fn(std::move(o.m_fn)), m_token(std::move(o.m_token)) {}
 
   bool await_ready() const noexcept { return false; }
 
@@ -63,9 +72,15 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
     m_waiter = h;
     // The callbacks are registered before the job is queued: once it is queued a pool
     // thread may finish it and another worker resume us, so nothing may touch *this
-    // after submit() succeeds. (A stop before submit() finds nothing to withdraw; the
-    // job then simply runs.)
+    // after submit() succeeds. A stop that came before arm() ran our callback in arm(),
+    // which found nothing to withdraw: look again. (One after this look and before
+    // submit() is missed: the job then simply runs; see the header.)
     m_stop.arm(m_token, inherited, stop_fn{this});
+    if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
+      m_stop.disarm();
+      m_error = cancelled_error();
+      return false;
+    }
     if (!port::blocking_submit(m_home, this)) {
       m_stop.disarm();
       m_error = make_error_code(errc::shut_down);

@@ -1,7 +1,8 @@
 // The elastic thread pool behind spawn_blocking().
 //
-// Threads are created on demand (up to a maximum) when a job arrives and none is idle,
-// and exit after a keep-alive period without work. Jobs wait in a FIFO. A job queued but
+// Threads are created on demand (up to a maximum) when a job arrives and the queued jobs
+// would outnumber the idle threads, and leave after a keep-alive period without work
+// (joined at the next submit or at shutdown). Jobs wait in a FIFO. A job queued but
 // not started can be withdrawn (cancellation); a running job cannot be interrupted.
 // On shutdown, queued jobs are dropped and running ones are waited for, for at most a
 // limit with shutdown_for() (runtime::shutdown(limit)): a job still running then keeps
@@ -30,7 +31,9 @@ class blocking_pool {
   blocking_pool& operator=(const blocking_pool&) = delete;
   ~blocking_pool() { shutdown(); }
 
-  /// Queues `job`; returns false after shutdown.
+  /// Queues `job`; returns false after shutdown. Throws std::system_error when no thread
+  /// is alive and the system refuses a new one (with threads alive the job waits for
+  /// them), std::bad_alloc when the queue cannot grow; `job` is then not queued.
   bool submit(blocking_job* job);
   /// Removes `job` if it has not started; returns true if it was removed.
   bool withdraw(blocking_job* job);
