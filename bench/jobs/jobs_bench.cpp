@@ -6,7 +6,9 @@
 // two calls: they go to the two servers' connections at once), so the wait for the result
 // is already queued at the result server when the job is put: one round trip per job
 // instead of two in sequence. The tutorial's clients (and Python proxies) cannot do this;
-// a C++ client can, with the same proxies and the same server.
+// a C++ client can, with the same proxies and the same server. A failed put stops the get
+// sent with it. Each client releases its proxies at the end (the server is left with
+// none of its objects).
 //   jobs_bench --port-sender N --port-receiver N [--clients N] [--seconds S] [--workers N]
 //              [--overlap 0|1]
 #include "../../examples/common/args.hpp"
@@ -18,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -34,6 +37,17 @@ struct shared {
   std::vector<std::int64_t> latencies;
   bool failed = false;
 };
+
+// The put of an overlapped job: a failed put stops the get sent with it (which would
+// otherwise wait for a result that never comes).
+task<corio::result<corio::ipc::manager_reply>> put_or_stop(task<corio::result<corio::ipc::manager_reply>> put,
+                                                           std::stop_source* get_stop) {
+  auto r = co_await std::move(put);
+  if (!r || !r->ok()) {
+    get_stop->request_stop();
+  }
+  co_return r;
+}
 
 task<void> client(std::uint16_t sport, std::uint16_t rport, int index, int seconds, bool overlap, shared& out) {
   std::vector<std::int64_t> mine;
@@ -61,13 +75,22 @@ task<void> client(std::uint16_t sport, std::uint16_t rport, int index, int secon
       corio::result<corio::ipc::manager_reply> put;
       corio::result<corio::ipc::manager_reply> got;
       if (overlap) {
-        std::tie(put, got) = co_await corio::when_all(std::move(put_call), results->call("get"));
+        std::stop_source get_stop;
+        std::tie(put, got) = co_await corio::when_all(put_or_stop(std::move(put_call), &get_stop),
+                                                      results->call("get", {}, {}, get_stop.get_token()));
       } else {
         put = co_await std::move(put_call);
         got = co_await results->call("get");
       }
       ok = put && put->ok() && got && got->ok() && got->value == pickle::value(i * i);
       mine.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+    }
+    // Drop this client's references on the server (whichever proxy was made).
+    for (auto* made : {&results, &input}) {
+      if (*made) {
+        auto released = co_await (*made)->release();
+        ok = ok && released.has_value();
+      }
     }
   }
   std::lock_guard g(out.lock);
