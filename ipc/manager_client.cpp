@@ -5,9 +5,14 @@
 #include <corio/ipc/manager_client.hpp>
 
 #include <chrono>
+#include <exception>
+#include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include <corio/runtime/shield.hpp>
+#include <corio/runtime/spawn.hpp>
 #include <corio/runtime/timeout.hpp>
 
 namespace corio::ipc {
@@ -115,6 +120,54 @@ task<result<manager_reply>> drop_reference(const socket_address& addr, const cli
   co_return co_await corio::shield(corio::timeout(one_request(addr, options, decref, {}), decref_limit));
 }
 
+// After a create stopped while it waited for its reply: the server has the request and
+// makes the object whatever the client does now, with one reference for the client that
+// nobody else will drop. Waits for the reply on the create's connection (within
+// decref_limit) and drops that reference. A task of its own: the stopped caller returns
+// at once. (A stop in the middle of the reply's bytes closed the connection: the ident
+// is then lost, and so is the object's reference.)
+task<void> drop_abandoned_create(connection conn, socket_address addr, client_options options) {
+  auto reply = co_await corio::timeout(conn.recv(), decref_limit);
+  if (!reply) {
+    co_return;
+  }
+  auto parsed = parse_reply(std::move(*reply));
+  if (!parsed || !parsed->ok()) {
+    co_return;
+  }
+  auto made = parsed->value.as<std::tuple<std::string, std::vector<std::string>>>();
+  if (!made) {
+    co_return;
+  }
+  pickle::value decref = make_request({}, "decref", {pickle::value(std::move(std::get<0>(*made)))}, {});
+  (void)co_await drop_reference(addr, options, decref);
+}
+
+// create's request: one_request, except that a stop while the reply is awaited hands the
+// connection to drop_abandoned_create.
+task<result<manager_reply>> create_request(socket_address addr, client_options options, pickle::value request,
+                                           std::stop_token token) {
+  auto conn = co_await ipc::connect(addr, options, token);
+  if (!conn) {
+    co_return unexpected(conn.error());
+  }
+  if (auto sent = co_await conn->send(request, token); !sent) {
+    co_return unexpected(sent.error());  // nothing or part of it left: no object is made
+  }
+  auto reply = co_await conn->recv(token);
+  if (!reply) {
+    if (reply.error() == std::errc::operation_canceled) {
+      try {
+        corio::spawn(drop_abandoned_create(std::move(*conn), std::move(addr), std::move(options))).detach();
+      } catch (const std::exception&) {
+        // No memory for the task: the reference stays on the server, as before.
+      }
+    }
+    co_return unexpected(reply.error());
+  }
+  co_return parse_reply(std::move(*reply));
+}
+
 }  // namespace
 
 bool manager_reply::raised(std::string_view module, std::string_view name) const noexcept {
@@ -157,7 +210,8 @@ task<result<manager_proxy>> manager_client::create(std::string type_id, pickle::
                                                    pickle::dict kwds, manager_reply* refusal,
                                                    std::stop_token token) const {
   args.insert(args.begin(), pickle::value(std::move(type_id)));
-  auto r = co_await request("create", std::move(args), std::move(kwds), token);
+  pickle::value create = make_request({}, "create", std::move(args), std::move(kwds));
+  auto r = co_await create_request(m_address, m_options, std::move(create), token);
   if (!r) {
     co_return unexpected(r.error());
   }

@@ -14,7 +14,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <stop_token>
+#include <thread>
 #include <utility>
+#include <variant>
 
 #include <corio/corio.hpp>
 #include <corio/ipc/manager_client.hpp>
@@ -199,4 +202,27 @@ TEST_CASE("manager_client: a '#PROXY' reply of Python's SyncManager is an error 
     // The iterator the server made for the '#PROXY' reply was dropped again.
     CHECK(counts.second == 1);
   }
+}
+
+// A create() stopped after its request went out and before the reply came: the server
+// still makes the object (its factory was already running); the client must drop it.
+TEST_CASE("manager_client: a create stopped before its reply leaves no object on the server", "[manager]") {
+  shared_server s;
+  s.server.register_type("Slow", [](const corio::ipc::call_args&) -> std::variant<std::shared_ptr<corio::ipc::managed_object>, corio::ipc::call_outcome> {
+    std::this_thread::sleep_for(300ms);  // (blocks a server worker: the test runs on two)
+    return std::make_shared<corio::ipc::managed_queue>();
+  });
+  serve(
+      s,
+      [](shared_server& s, manager_client& c) -> task<void> {
+        std::stop_source stop;
+        auto made = corio::spawn(c.create("Slow", {}, {}, nullptr, stop.get_token()));
+        (void)co_await corio::sleep_for(100ms);
+        stop.request_stop();
+        auto r = co_await made;
+        CHECK_FALSE(r);
+        auto none = co_await within(5s, [&s] { return s.server.number_of_objects() == 0; });
+        CHECK(none);
+      },
+      2);
 }
