@@ -12,8 +12,9 @@
 // Ctrl-C or SIGTERM (examples/common/shutdown.hpp) stops it as 'close server' does: it
 // stops accepting, ends every connection (its pending recv is cancelled) and exits 0.
 //   socket_server [--port N] [--authkey KEY] [--idle-timeout-ms N]
-//   socket_server --self-test     runs the tutorial's clients in-process (any free port),
-//                                 with a silent client connected first, and checks them
+//   socket_server --self-test     runs the tutorial's clients in-process (any free port, the
+//                                 same --authkey), with a silent client connected first, and
+//                                 checks them; exit 1 if a client fails
 #include "../common/args.hpp"
 #include "../common/shutdown.hpp"
 
@@ -123,8 +124,8 @@ task<int> serve(listener& l, server_state& state, std::stop_token signalled = {}
 }
 
 // The tutorial's client.py, in corio (ipc::connect + pickled str messages).
-task<bool> tutorial_client(socket_address addr, std::vector<std::string> messages) {
-  auto c = co_await corio::ipc::connect(addr, "password");
+task<bool> tutorial_client(socket_address addr, std::string authkey, std::vector<std::string> messages) {
+  auto c = co_await corio::ipc::connect(addr, authkey);
   if (!c) {
     std::fprintf(stderr, "client: %s\n", c.error().message().c_str());
     co_return false;
@@ -137,7 +138,16 @@ task<bool> tutorial_client(socket_address addr, std::vector<std::string> message
   co_return true;
 }
 
-task<int> self_test(listener& l, server_state& state) {
+// Ends the server (as 'close server' would) after a client failed, and reports it.
+task<int> self_test_failed(corio::join_handle<int>& server, server_state& state, const char* why) {
+  std::fprintf(stderr, "socket_server: self-test: %s\n", why);
+  state.stop.request_stop();
+  (void)co_await server;
+  std::printf("self-test: FAILED\n");
+  co_return 1;
+}
+
+task<int> self_test(listener& l, server_state& state, std::string authkey) {
   auto server = corio::spawn(serve(l, state));
   auto addr = l.address().value();
   // A client that connects and says nothing: it must not hold up anyone.
@@ -145,8 +155,12 @@ task<int> self_test(listener& l, server_state& state) {
   // (Named vectors: g++ 12 rejects a braced list of string literals as a coroutine argument.)
   std::vector<std::string> first{"foo1", "foo2", "close connection"};
   std::vector<std::string> second{"foo3", "close server"};
-  bool ok = co_await tutorial_client(addr, first);
-  // Wait until the first connection has been read to its end, so the order is fixed.
+  if (!co_await tutorial_client(addr, authkey, first)) {
+    co_return co_await self_test_failed(server, state, "the first client failed");
+  }
+  // Wait until the first connection has been read to its end, so the order is fixed
+  // (bounded: a server that lost its messages must not hang the test).
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (true) {
     {
       std::lock_guard g(state.lock);
@@ -154,9 +168,15 @@ task<int> self_test(listener& l, server_state& state) {
         break;
       }
     }
+    if (std::chrono::steady_clock::now() > deadline) {
+      co_return co_await self_test_failed(server, state, "the first client's messages not all received in 10 s");
+    }
     (void)co_await corio::sleep_for(1ms);
   }
-  ok = co_await tutorial_client(addr, second) && ok;
+  if (!co_await tutorial_client(addr, authkey, second)) {
+    co_return co_await self_test_failed(server, state, "the second client failed");
+  }
+  bool ok = true;
   int rc = co_await server;
   (void)silent;
   std::vector<std::string> expected{"foo1", "foo2", "close connection", "foo3", "close server"};
@@ -201,7 +221,7 @@ int main(int argc, char** argv) {
   corio::runtime rt;
   server_state state;
   if (test) {
-    return rt.block_on(self_test(*l, state));
+    return rt.block_on(self_test(*l, state, authkey));
   }
   return rt.block_on(example::serve_until_signal(
       "socket_server", *signals, [&l, &state](std::stop_token stop) { return serve(*l, state, std::move(stop)); }));
