@@ -1,5 +1,6 @@
 // process_pool_map: the tutorial's multiprocessing.Pool(5).map(f, [10..14]) — each item
-// runs in one of five worker processes; results come back in order.
+// runs in one of five worker processes; results come back in order. Exits 1 unless every
+// job returned its item + 1 ([11, 12, 13, 14, 15]).
 //
 //   process_pool_map [sleep ms]     default 1000
 #include "../common/args.hpp"
@@ -36,14 +37,21 @@ corio::task<int> pool_map() {
   for (int x = 10; x <= 14; ++x) {
     array.push_back(x);  // (a braced list here trips GCC 12's coroutine frame: "array used as initializer")
   }
+  const std::size_t items = array.size();
   auto results = co_await (*pool)->map<&myfunction4>(std::move(array));
+  // Every job must have run and returned its item + 1, in order: [11, 12, 13, 14, 15].
+  bool ok = results.size() == items;
   std::printf("[3-3] pool out3 : [");
   for (std::size_t i = 0; i < results.size(); ++i) {
     std::printf("%s%d", i ? ", " : "", results[i] ? *results[i] : -1);
+    ok = ok && results[i] && *results[i] == 10 + static_cast<int>(i) + 1;
   }
   std::printf("]\n");
   co_await (*pool)->shutdown();  // pool.close(); pool.join()
-  co_return 0;
+  if (!ok) {
+    std::fprintf(stderr, "process_pool_map: expected [11, 12, 13, 14, 15]\n");
+  }
+  co_return ok ? 0 : 1;
 }
 
 int main(int argc, char** argv) {

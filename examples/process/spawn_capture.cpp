@@ -1,6 +1,8 @@
 // spawn_capture: run a command and capture its output (the tutorial's subprocess).
 //
 //   spawn_capture [program args...]     default: uname -a
+// Exits 1 if the command fails, or if a missing program or an argument with a NUL (both
+// tried afterwards) is spawned instead of refused.
 #include "../common/args.hpp"
 
 #include <corio/corio.hpp>
@@ -31,7 +33,8 @@ corio::task<int> capture(std::vector<std::string> argv) {
   using namespace std::string_literals;
   auto cut = corio::ipc::command("echo").arg("x\0; rm -rf ~"s).spawn();
   std::printf("argument with a NUL: %s\n", cut ? "spawned?!" : cut.error_message().c_str());
-  co_return out->status.success() ? 0 : 1;
+  // Exit 1 if the command failed or either of those was spawned after all.
+  co_return out->status.success() && !missing && !cut ? 0 : 1;
 }
 
 int main(int argc, char** argv) {
