@@ -5,7 +5,7 @@
 //   3. pipe I/O through io_uring, with a timeout that cancels a read in the kernel;
 //   4. blocking work moved off the workers (spawn_blocking);
 //   5. the per-worker metrics that show where the work ran.
-// (Later issues grow this into the tutorial's job server.)
+// (The tutorial's job server is examples/job_server/.)
 #include "common/args.hpp"
 
 #include <corio/corio.hpp>

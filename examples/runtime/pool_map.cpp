@@ -1,7 +1,8 @@
 // The tutorial's ThreadPool(5).map and ThreadPoolExecutor.submit/map, in corio:
 //  - map over coroutines:          when_all over a range of tasks (concurrent, in order)
 //  - submit blocking functions:    spawn_blocking on the runtime's elastic blocking pool
-//  - executor.map with a function: a tiny helper that maps a blocking function
+//  (executor.map over a blocking function is the submit loop below: when_all gives the
+//  results in the order of the items)
 //
 //   pool_map [sleep-ms]
 #include "../common/args.hpp"

@@ -52,5 +52,7 @@ int main(int argc, char** argv) {
     return *rc;
   }
   std::chrono::milliseconds nap{ms};
-  return corio::run(main_task(nap));
+  corio::runtime_config cfg;
+  cfg.workers = 2;  // two worker threads, whatever the machine has
+  return corio::run(main_task(nap), cfg);
 }
