@@ -7,6 +7,7 @@
 
 #include "../ipc/pythons.hpp"
 #include "helpers.hpp"
+#include "manager_helpers.hpp"
 
 #include <array>
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <corio/ipc/manager_server.hpp>
 #include <corio/ipc/process/command.hpp>
 
+using corio_test::within;
 using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::manager_client;
@@ -62,18 +64,6 @@ void serve(shared_server& s, std::function<task<void>(shared_server&, manager_cl
     auto r = co_await serving;
     REQUIRE(r);
   }(s, body));
-}
-
-// Waits until condition() holds (true) or `limit` passed (false).
-task<bool> within(std::chrono::seconds limit, std::function<bool()> condition) {
-  auto deadline = corio::clock::now() + limit;
-  while (!condition()) {
-    if (corio::clock::now() >= deadline) {
-      co_return false;
-    }
-    (void)co_await corio::sleep_for(1ms);
-  }
-  co_return true;
 }
 
 }  // namespace

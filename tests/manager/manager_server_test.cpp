@@ -13,6 +13,7 @@
 
 #include "../ipc/pythons.hpp"
 #include "helpers.hpp"
+#include "manager_helpers.hpp"
 
 #include <sys/resource.h>
 
@@ -37,6 +38,7 @@
 #include <corio/ipc/process/command.hpp>
 #include <corio/ipc/tcp.hpp>
 
+using corio_test::within;
 using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::call_args;
@@ -633,19 +635,6 @@ TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shut
 }
 
 namespace {
-
-// Waits until condition() holds (true) or `limit` passed (false): for an event that a
-// broken build never produces, so that its test fails instead of hanging.
-task<bool> within(std::chrono::seconds limit, std::function<bool()> condition) {
-  auto deadline = corio::clock::now() + limit;
-  while (!condition()) {
-    if (corio::clock::now() >= deadline) {
-      co_return false;
-    }
-    (void)co_await corio::sleep_for(1ms);
-  }
-  co_return true;
-}
 
 // A byte relay in front of the server, to stop a client at one exact point of its
 // exchanges: it forwards every connection it accepts to the server unchanged (the
