@@ -9,11 +9,17 @@
 // The producer is the only sender of jobs and the only receiver of results, so it claims
 // those two sides (claim_sending / claim_receiving: no lock per message), and releases
 // the jobs claim right after the close, so that the consumers see the end at once.
+// However the producer ends (all answers in, no answer within --timeout-ms, a failed
+// spawn or claim, Ctrl-C or SIGTERM), it closes both queues first, which ends every
+// consumer's wait and its own sender's, and removes both names: nothing is left waiting
+// and nothing is left in /dev/shm. Interrupted or timed out, it exits with status 1.
 //
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
-//   shm_queue --role producer --name /N [jobs] [--consumers K]   waits for K consumers
+//   shm_queue --role producer --name /N [jobs] [--consumers K]   starts K consumers
+//                                             itself (default 0: start your own)
 //   shm_queue --role consumer --name /N       started separately, any number of them
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -100,7 +106,20 @@ corio::task<int> consumer(std::string name) {
   co_return 0;
 }
 
-corio::task<int> producer(std::string name, int count, int spawn_consumers) {
+// On the first signal of `signals`, closes both queues: every wait on them ends (the
+// producer's, its sender's, the consumers'). Ends quietly once `stop` is stopped.
+corio::task<void> close_on_signal(const corio::signal_stream& signals, std::stop_token stop,
+                                  const corio::ipc::shm_queue* jobs, const corio::ipc::shm_queue* results) {
+  if (auto got = co_await signals.next(stop)) {
+    std::printf("producer: SIG%s received, shutting down\n", ::sigabbrev_np(got->number));
+    std::fflush(stdout);
+    jobs->close();
+    results->close();
+  }
+}
+
+corio::task<int> producer(const corio::signal_stream& signals, std::string name, int count, int spawn_consumers,
+                          std::chrono::milliseconds answer_timeout) {
   const std::string jobs_name = name + "-jobs";
   const std::string results_name = name + "-results";
   auto jobs = corio::ipc::shm_queue::create(jobs_name, {.capacity = 16, .max_message_size = sizeof(job)});
@@ -111,14 +130,18 @@ corio::task<int> producer(std::string name, int count, int spawn_consumers) {
     (void)corio::ipc::shm_queue::remove(results_name);
     co_return 1;
   }
+  std::stop_source stop;  // the producer is done: ends the wait for a signal
+  auto watcher = corio::spawn(close_on_signal(signals, stop.get_token(), &*jobs, &*results));
+  bool ok = true;
   std::vector<corio::ipc::child> consumers;
-  for (int i = 0; i < spawn_consumers; ++i) {
+  for (int i = 0; i < spawn_consumers && ok; ++i) {
     auto c = corio::ipc::command(self_path()).args({"--role", "consumer", "--name", name}).spawn();
     if (!c) {
       std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
-      break;
+      ok = false;  // no work: the queues are closed below, which ends those started
+    } else {
+      consumers.push_back(std::move(*c));
     }
-    consumers.push_back(std::move(*c));
   }
   std::printf("producer: %d jobs through %s\n", count, jobs_name.c_str());
   std::fflush(stdout);
@@ -139,19 +162,19 @@ corio::task<int> producer(std::string name, int count, int spawn_consumers) {
     jobs->close();     // the consumers drain what is queued, then stop ...
     claim->release();  // ... once no send can be in flight: a held claim would delay that
     co_return true;
-  }(&*jobs, count));
+  }(&*jobs, ok ? count : 0));
   std::int64_t sum = 0;
   std::vector<pid_t> by;
   std::vector<std::byte> buffer(results->max_message_size());
   auto collector = co_await results->claim_receiving();
   if (!collector) {
     std::fprintf(stderr, "producer: claim: %s\n", collector.error().message().c_str());
-    co_return 1;
+    ok = false;
   }
-  bool ok = true;
-  for (int i = 0; i < count; ++i) {
-    auto got = co_await corio::timeout(collector->receive(buffer), 60s);
+  for (int i = 0; ok && i < count; ++i) {
+    auto got = co_await corio::timeout(collector->receive(buffer), answer_timeout);
     if (!got) {
+      // closed: a signal came (the watcher closed the queues); else timed_out and such
       std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
       ok = false;
       break;
@@ -163,11 +186,24 @@ corio::task<int> producer(std::string name, int count, int spawn_consumers) {
       by.push_back(a.by);
     }
   }
+  // Done, one way or another. Closing ends every wait still on the queues: the sender's
+  // send into a full jobs queue (nothing else would ever end it), the consumers' receives
+  // (they drain what is queued, then stop) and their sends of answers nobody will read.
+  // (After all answers came the jobs queue is closed already, and nobody sends results.)
+  jobs->close();
+  results->close();
+  if (collector) {
+    collector->release();
+  }
   ok = (co_await std::move(sender)) && ok;
+  // The names stay until the consumers it started have ended: one slow to start still
+  // opens them (it finds the queues closed and ends at once, status 0).
   for (auto& c : consumers) {
     auto st = co_await c.wait();
     ok = ok && st && st->success();
   }
+  stop.request_stop();
+  co_await std::move(watcher);
   (void)corio::ipc::shm_queue::remove(jobs_name);
   (void)corio::ipc::shm_queue::remove(results_name);
   const std::int64_t expected = static_cast<std::int64_t>(count) * (count + 1) * (2 * count + 1) / 6;
@@ -183,11 +219,14 @@ int main(int argc, char** argv) {
   std::string name;
   int jobs = 1000;
   int consumers = -1;
+  int timeout_ms = 60000;
   example::args args("shm_queue", "jobs and results between processes through corio's shared-memory queue");
   args.option("--role", role, "producer|consumer", "what this process does (default: producer)");
   args.option("--name", name, "/NAME", "queue name prefix (default: /corio-example-jobs-PID)");
   args.option<int>("--consumers", consumers, 0, 64, "K",
                    "consumers the producer starts itself, 0..64 (default: 2 without --name, else 0)");
+  args.option("--timeout-ms", timeout_ms, 1, 86400000, "MS",
+              "the producer gives up (status 1) when no answer comes for this long (default 60000)");
   args.positional("jobs", jobs, 1, 10000000, "how many jobs, 1..10000000 (default 1000)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -209,5 +248,6 @@ int main(int argc, char** argv) {
   if (name.empty()) {
     name = "/corio-example-jobs-" + std::to_string(::getpid());
   }
-  return corio::run(producer(name, jobs, consumers));
+  auto signals = example::shutdown_signals("shm_queue");  // before the runtime's threads start
+  return corio::run(producer(signals, name, jobs, consumers, std::chrono::milliseconds(timeout_ms)));
 }
