@@ -7,8 +7,14 @@
 // The parent first waits for exactly type 9, then drains the answers with type -3 (the
 // lowest type up to 3 first): every urgent answer comes out before the normal ones.
 //
+// A SysV queue outlives its processes (until remove() or a reboot), so the parent removes
+// it however it ends: also on Ctrl-C or SIGTERM, where the removal is what stops the work
+// (every wait on the queue, the child's too, ends with identifier_removed; exit status 1).
+//
 //   sysv_queue [jobs]     default 10, at most 200 (the answers must fit the queue)
+//   sysv_queue --hold-ms MS [jobs]   wait MS before sending (look at it with `ipcs -q`)
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -16,6 +22,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,7 +66,19 @@ corio::task<int> child_main(int id) {
   co_return co_await q->send(bytes_of("bye from " + std::to_string(::getpid())), bye) ? 0 : 5;
 }
 
-corio::task<int> parent(int jobs) {
+// On the first signal of `signals`, removes the queue (which ends every wait on it) and
+// stops `stop`; ends quietly once `stop` is stopped by the parent.
+corio::task<void> remove_on_signal(const corio::signal_stream& signals, std::stop_source stop,
+                                   const sysv_message_queue* q) {
+  if (auto got = co_await signals.next(stop.get_token())) {
+    std::printf("parent: SIG%s received, removing the queue\n", ::sigabbrev_np(got->number));
+    std::fflush(stdout);
+    (void)q->remove();
+  }
+  stop.request_stop();
+}
+
+corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chrono::milliseconds hold) {
   // A private queue: no key can find it; the child gets its id.
   auto made = sysv_message_queue::create(corio::ipc::sysv_key::private_key());
   if (!made) {
@@ -68,13 +87,23 @@ corio::task<int> parent(int jobs) {
   }
   const sysv_message_queue q = *made;
   const int id = q.id();
+  std::printf("parent: queue id %d\n", id);
+  std::fflush(stdout);
+  std::stop_source stop;  // a signal came (the queue is gone), or the parent is done
+  auto watcher = corio::spawn(remove_on_signal(signals, stop, &q));
   auto child = co_await corio::ipc::fork([id] { return child_main(id); });
   if (!child) {
     std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
+    stop.request_stop();
+    co_await std::move(watcher);
     (void)q.remove();
     co_return 1;
   }
   bool failed = false;
+  if (hold.count() > 0) {
+    (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
+  }
+  failed = stop.stop_requested();
   for (int i = 1; i <= jobs && !failed; ++i) {
     failed = !co_await q.send(bytes_of(std::to_string(i)), to_child);
   }
@@ -107,6 +136,8 @@ corio::task<int> parent(int jobs) {
     (void)child->kill();
   }
   auto status = co_await child->wait();
+  stop.request_stop();
+  co_await std::move(watcher);
   (void)q.remove();
   const bool ok = !failed && urgent_first && status && status->code() == 0;
   std::printf("%d of %d answers, urgent ones first: %s; child %s\n", answers, jobs, urgent_first ? "yes" : "no",
@@ -118,7 +149,10 @@ corio::task<int> parent(int jobs) {
 
 int main(int argc, char** argv) {
   int jobs = 10;
+  int hold_ms = 0;
   example::args args("sysv_queue", "typed messages between a parent and a forked child through a SysV message queue");
+  args.option("--hold-ms", hold_ms, 0, 86400000, "MS",
+              "wait this long with the queue made (its id printed) before sending (default 0)");
   args.positional("jobs", jobs, 1, 200, "jobs for the child, 1..200 (default 10; the answers must fit the queue)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -128,5 +162,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  return corio::run(parent(jobs));
+  auto signals = example::shutdown_signals("sysv_queue");  // before the runtime's threads start
+  return corio::run(parent(signals, jobs, std::chrono::milliseconds(hold_ms)));
 }
