@@ -13,7 +13,8 @@
 //
 //   mmap_server [--frames N] [--file PATH] [--client PATH] [--save PPM]
 //     --frames  frames to share (default 3, 1..1000)
-//     --file    the mapped file (default: a new file in $TMPDIR or /tmp, removed at the end)
+//     --file    the mapped file, created or TRUNCATED (its contents are lost); default: a
+//               new file of a random name (mkstemp) in $TMPDIR or /tmp, removed at the end
 //     --client  the client program (default: mmap_client next to this program)
 //     --save    the client writes the last frame it saw there, as a PPM image
 #include "../common/args.hpp"
@@ -85,11 +86,12 @@ corio::task<std::string> read_line(corio::ipc::child_output& out, std::string& p
   }
 }
 
-corio::task<int> serve(options opt) {
-  // The tutorial's os.open(O_CREAT | O_TRUNC | O_RDWR) + os.truncate, then mmap.
-  const int fd = ::open(opt.file.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(mmap_image::size)) != 0) {
+// `fd`: the file, open read-write (serve closes it).
+corio::task<int> serve(options opt, int fd) {
+  // The tutorial's os.truncate, then mmap.
+  if (::ftruncate(fd, static_cast<off_t>(mmap_image::size)) != 0) {
     std::perror(opt.file.c_str());
+    ::close(fd);
     co_return 1;
   }
   auto map = corio::ipc::memory_map::map(fd, mmap_image::size, corio::ipc::map_access::read_write);
@@ -145,21 +147,38 @@ int main(int argc, char** argv) {
   example::args args("mmap_server", "shares an image with mmap_client through a memory-mapped file");
   args.option<int>("--frames", opt.frames, 1, 1000, "N", "frames to share, 1..1000 (default 3)");
   args.option("--file", opt.file, "PATH",
-              "the mapped file (default: a new file in $TMPDIR or /tmp, removed at the end)");
+              "the mapped file, created or truncated: its contents are lost (default: a new file "
+              "of a random name in $TMPDIR or /tmp, removed at the end)");
   args.option("--client", opt.client, "PATH", "the client program (default: mmap_client next to this program)");
   args.option("--save", opt.save, "PPM", "the client writes the last frame it saw there, as a PPM image");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
   const bool own_file = opt.file.empty();
+  int fd = -1;
   if (own_file) {
+    // A name nobody can guess, made with O_EXCL (mkstemp): a predictable one in a shared
+    // directory could be a symlink planted there, and opening it would truncate its target.
     const char* tmp = std::getenv("TMPDIR");
-    opt.file = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/corio-mmap-" + std::to_string(::getpid());
+    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/corio-mmap-XXXXXX";
+    fd = ::mkostemp(pattern.data(), O_CLOEXEC);
+    if (fd < 0) {
+      std::perror(pattern.c_str());
+      return 1;
+    }
+    opt.file = pattern;  // mmap_client gets this path as its FILE
+  } else {
+    // The tutorial's os.open(O_CREAT | O_TRUNC | O_RDWR): --file is the caller's choice.
+    fd = ::open(opt.file.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      std::perror(opt.file.c_str());
+      return 1;
+    }
   }
   if (opt.client.empty()) {
     opt.client = own_directory() + "/mmap_client";
   }
-  const int rc = corio::run(serve(opt));
+  const int rc = corio::run(serve(opt, fd));
   if (own_file) {
     ::unlink(opt.file.c_str());
   }
