@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
                    "consumers the producer starts itself, 0..64 (default: 2 without --name, else 0)");
   args.option("--timeout-ms", timeout_ms, 1, 86400000, "MS",
               "the producer gives up (status 1) when no answer comes for this long (default 60000)");
-  args.positional("jobs", jobs, 1, 10000000, "how many jobs, 1..10000000 (default 1000)");
+  args.positional("jobs", jobs, 1, 1000000, "how many jobs, 1..1000000 (default 1000; the sum of squares fits 64 bits)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
