@@ -41,11 +41,14 @@ task<int> demo() {
   auto p = corio::ipc::pipe();
   char path[] = "/tmp/corio-fd-passing-XXXXXX";
   int file = ::mkstemp(path);
+  if (file >= 0) {
+    ::unlink(path);  // the name goes at once: nothing is left behind, however we leave
+  }
+  corio::ipc::owned_fd file_owner(file);
   if (!pair || !p || file < 0) {
+    std::fprintf(stderr, "unix_fd_passing: socketpair, pipe or mkstemp failed\n");
     co_return 1;
   }
-  ::unlink(path);
-  corio::ipc::owned_fd file_owner(file);
   std::string content = "hello through a passed descriptor\n";
   (void)co_await corio::io::write(file, std::as_bytes(std::span(content)), 0);
 

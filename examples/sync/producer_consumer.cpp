@@ -25,7 +25,9 @@ struct bounded_queue {
 corio::task<void> producer(bounded_queue& q, int first, int count) {
   for (int i = first; i < first + count; ++i) {
     auto g = co_await q.m.lock_uncancellable();
-    (void)co_await q.not_full.wait(g, [&] { return q.items.size() < bounded_queue::kCapacity; });
+    if (!co_await q.not_full.wait(g, [&] { return q.items.size() < bounded_queue::kCapacity; })) {
+      co_return;  // cancelled: the predicate may not hold, so push nothing
+    }
     q.items.push_back(i);
     g.unlock();
     q.not_empty.notify_one();
@@ -40,7 +42,9 @@ corio::task<long> consumer(bounded_queue& q) {
   long sum = 0;
   for (;;) {
     auto g = co_await q.m.lock_uncancellable();
-    (void)co_await q.not_empty.wait(g, [&] { return !q.items.empty() || q.producers_left == 0; });
+    if (!co_await q.not_empty.wait(g, [&] { return !q.items.empty() || q.producers_left == 0; })) {
+      co_return sum;  // cancelled
+    }
     if (q.items.empty()) {
       co_return sum;  // all produced and all taken
     }

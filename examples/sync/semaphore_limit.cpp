@@ -20,6 +20,9 @@ std::atomic<int> most{0};
 
 corio::task<void> worker(corio::semaphore& sem, int id) {
   auto permit = co_await sem.acquire();  // waits while three are inside
+  if (!permit) {
+    co_return;  // cancelled (a stop token or an abort): no permit, do not enter
+  }
   int now = inside.fetch_add(1) + 1;
   int m = most.load();
   while (now > m && !most.compare_exchange_weak(m, now)) {
