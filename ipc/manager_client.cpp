@@ -13,6 +13,7 @@
 
 #include <corio/runtime/shield.hpp>
 #include <corio/runtime/spawn.hpp>
+#include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 
 namespace corio::ipc {
@@ -120,14 +121,21 @@ task<result<manager_reply>> drop_reference(const socket_address& addr, const cli
   co_return co_await corio::shield(corio::timeout(one_request(addr, options, decref, {}), decref_limit));
 }
 
-// After a create stopped while it waited for its reply: the server has the request and
+// After a create stopped (or timed out) while it waited for its reply: the server has the request and
 // makes the object whatever the client does now, with one reference for the client that
 // nobody else will drop. Waits for the reply on the create's connection (within
 // decref_limit) and drops that reference. A task of its own: the stopped caller returns
 // at once. (A stop in the middle of the reply's bytes closed the connection: the ident
-// is then lost, and so is the object's reference.)
+// is then lost, and so is the object's reference. A runtime shut down within the wait
+// destroys this task: the reference stays too.)
 task<void> drop_abandoned_create(connection conn, socket_address addr, client_options options) {
-  auto reply = co_await corio::timeout(conn.recv(), decref_limit);
+  // The connection's own idle_timeout (which may be what ended the create) bounds each
+  // receive: wait again until the reply or decref_limit.
+  const auto deadline = corio::clock::now() + decref_limit;
+  auto reply = co_await corio::timeout_at(conn.recv(), deadline);
+  while (!reply && reply.error() == std::errc::timed_out && corio::clock::now() < deadline) {
+    reply = co_await corio::timeout_at(conn.recv(), deadline);
+  }
   if (!reply) {
     co_return;
   }
@@ -143,8 +151,8 @@ task<void> drop_abandoned_create(connection conn, socket_address addr, client_op
   (void)co_await drop_reference(addr, options, decref);
 }
 
-// create's request: one_request, except that a stop while the reply is awaited hands the
-// connection to drop_abandoned_create.
+// create's request: one_request, except that a stop or an idle timeout while the reply
+// is awaited hands the connection to drop_abandoned_create.
 task<result<manager_reply>> create_request(socket_address addr, client_options options, pickle::value request,
                                            std::stop_token token) {
   auto conn = co_await ipc::connect(addr, options, token);
@@ -156,7 +164,9 @@ task<result<manager_reply>> create_request(socket_address addr, client_options o
   }
   auto reply = co_await conn->recv(token);
   if (!reply) {
-    if (reply.error() == std::errc::operation_canceled) {
+    // Stopped, or the connection's idle_timeout passed (errc::timed_out): no byte of the
+    // reply came, the connection is still in step, and the server may still answer.
+    if (reply.error() == std::errc::operation_canceled || reply.error() == std::errc::timed_out) {
       try {
         corio::spawn(drop_abandoned_create(std::move(*conn), std::move(addr), std::move(options))).detach();
       } catch (const std::exception&) {
@@ -294,7 +304,7 @@ task<result<void>> manager_proxy::release(std::stop_token token) {
     ch.released = true;
     ch.conn.close();
   }
-  // The proxy is empty now (it cannot retry): the decref must not be cancelled by the
+  // The proxy is released now (it cannot retry): the decref must not be cancelled by the
   // stop that is still allowed to end the wait for the lock above.
   pickle::value decref = make_request({}, "decref", {pickle::value(m_ident)}, {});
   auto r = co_await drop_reference(m_address, m_options, decref);

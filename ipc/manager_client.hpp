@@ -42,10 +42,11 @@
 // would leave the object on the server for good:
 // the one create() sends when it fails after the server made the object (the proxy's
 // connection failed or was stopped), the one for a '#PROXY' reply's object, and
-// release()'s once the proxy's connection is closed. A create() stopped while it waits for
-// its reply returns operation_canceled at once and leaves a task behind that waits for
-// the reply (within the same 10 s) and drops the object the server went on to make
-// (unless the stop came in the middle of the reply's bytes: the ident is then lost). Each runs to its end despite a stop (corio::shield), on a connection of its
+// release()'s once the proxy's connection is closed. A create() stopped (or timed out by
+// the connection's idle_timeout) while it waits for its reply returns at once and leaves
+// a task behind that waits for the reply (within the same 10 s) and drops the object the
+// server went on to make; the object stays when the stop came in the middle of the
+// reply's bytes (its ident is lost) or the runtime shuts down within that wait. Each runs to its end despite a stop (corio::shield), on a connection of its
 // own, within 10 s (past that errc::timed_out, and the reference stays: a server that
 // accepts but never answers cannot hang the caller; a join_handle::abort() of the
 // caller may wait that long).

@@ -10,6 +10,7 @@
 #include "manager_helpers.hpp"
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -195,24 +196,73 @@ TEST_CASE("manager_client: a '#PROXY' reply of Python's SyncManager is an error 
 }
 
 // A create() stopped after its request went out and before the reply came: the server
-// still makes the object (its factory was already running); the client must drop it.
-TEST_CASE("manager_client: a create stopped before its reply leaves no object on the server", "[manager]") {
+// still makes the object (its factory was already running); the client must drop it. The
+// server runs on a runtime of its own, so that its blocking factory cannot hold up the
+// client's stop. The factory keeps a weak_ptr to what it made: it expires only when the
+// server has dropped the object (its last reference gone).
+struct slow_factory {
+  std::atomic<bool> started{false};
+  std::atomic<bool> done{false};  // `made` is set (release; acquired by the test's loads)
+  std::weak_ptr<corio::ipc::managed_queue> made;
+};
+
+// With `impatient`, the create's connection has a 150 ms idle_timeout and is not stopped:
+// the create ends timed_out while the factory runs.
+task<void> create_stopped_in_factory(socket_address addr, slow_factory* f, bool impatient, bool* stopped_in_time,
+                                     bool* dropped) {
+  corio::ipc::client_options o;
+  o.auth.authkey = "password";
+  if (impatient) {
+    o.connection.idle_timeout = 150ms;
+  }
+  auto c = co_await manager_client::connect(addr, o);
+  REQUIRE(c);
+  std::stop_source stop;
+  auto made = corio::spawn(c->create("Slow", {}, {}, nullptr, stop.get_token()));
+  auto started = co_await within(10s, [f] { return f->started.load(); });
+  REQUIRE(started);
+  if (!impatient) {
+    stop.request_stop();  // the factory is still in its 600 ms
+  }
+  auto r = co_await made;
+  *stopped_in_time = !r && r.error() == (impatient ? std::errc::timed_out : std::errc::operation_canceled);
+  auto finished = co_await within(10s, [f] { return f->done.load(std::memory_order_acquire); });
+  REQUIRE(finished);
+  *dropped = co_await within(5s, [f] { return f->made.expired(); });
+}
+
+task<void> join_serving(corio::join_handle<corio::result<void>> serving) {
+  auto r = co_await serving;
+  REQUIRE(r);
+}
+
+TEST_CASE("manager_client: a create stopped or timed out before its reply leaves no object on the server",
+          "[manager]") {
+  const bool impatient = GENERATE(false, true);
   shared_server s;
-  s.server.register_type("Slow", [](const corio::ipc::call_args&) -> std::variant<std::shared_ptr<corio::ipc::managed_object>, corio::ipc::call_outcome> {
-    std::this_thread::sleep_for(300ms);  // (blocks a server worker: the test runs on two)
-    return std::make_shared<corio::ipc::managed_queue>();
+  slow_factory f;
+  s.server.register_type("Slow", [&f](const corio::ipc::call_args&)
+                                     -> std::variant<std::shared_ptr<corio::ipc::managed_object>, corio::ipc::call_outcome> {
+    f.started.store(true);
+    std::this_thread::sleep_for(600ms);  // blocks the server's worker, not the client's
+    auto q = std::make_shared<corio::ipc::managed_queue>();
+    f.made = q;
+    f.done.store(true, std::memory_order_release);
+    return q;
   });
-  serve(
-      s,
-      [](shared_server& s, manager_client& c) -> task<void> {
-        std::stop_source stop;
-        auto made = corio::spawn(c.create("Slow", {}, {}, nullptr, stop.get_token()));
-        (void)co_await corio::sleep_for(100ms);
-        stop.request_stop();
-        auto r = co_await made;
-        CHECK_FALSE(r);
-        auto none = co_await within(5s, [&s] { return s.server.number_of_objects() == 0; });
-        CHECK(none);
-      },
-      2);
+  corio::runtime server_rt(corio_test::workers(1));
+  auto serving = server_rt.spawn(s.server.serve());
+  REQUIRE(serving);
+  bool stopped_in_time = false;
+  bool dropped = false;
+  {
+    corio::runtime client_rt(corio_test::workers(1));
+    client_rt.block_on(
+        create_stopped_in_factory(s.server.address().value(), &f, impatient, &stopped_in_time, &dropped));
+  }
+  s.server.stop();
+  server_rt.block_on(join_serving(std::move(*serving)));
+  CHECK(stopped_in_time);
+  CHECK(dropped);
+  CHECK(s.server.number_of_objects() == 0);
 }
