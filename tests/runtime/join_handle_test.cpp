@@ -147,7 +147,14 @@ TEST_CASE("join_handle: dropped off the workers while the runtime is destroyed",
   REQUIRE(handle->is_finished());
   g_release_phase.store(0);
   std::thread destroyer([&] {
-    g_release_phase.wait(0, std::memory_order_acquire);
+    // Bounded: if the release never reaches the hook, the test fails instead of hanging.
+    auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (g_release_phase.load(std::memory_order_acquire) == 0) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        return;  // the hook never ran: phase stays 0, the runtime is left to the test
+      }
+      std::this_thread::sleep_for(1ms);
+    }
     rt.reset();
     g_release_phase.store(2, std::memory_order_release);
     g_release_phase.notify_all();
@@ -156,6 +163,6 @@ TEST_CASE("join_handle: dropped off the workers while the runtime is destroyed",
   handle->detach();  // the registry's reference is the only one left: the off-worker path
   corio::detail::g_test_hook_off_runtime_release.store(nullptr);
   destroyer.join();
+  CHECK(g_release_phase.load() == 2);  // the hook ran, and the runtime was destroyed inside it
   CHECK(rt == nullptr);
-  CHECK(g_release_phase.load() == 2);
 }
