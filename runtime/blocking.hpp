@@ -13,7 +13,8 @@
 // after shutdown began (a job still queued when shutdown begins is dropped, and its
 // awaiting task destroyed with the others, never resumed); std::system_error thrown when
 // the pool has no thread and the system refuses a new one (with threads alive, the job
-// waits for one of them instead); std::bad_alloc when the queue cannot grow.
+// waits for one of them instead, as at max_blocking_threads: for ever if each of them
+// runs a job that waits for this one); std::bad_alloc when the queue cannot grow.
 // g++ 12: a lambda with a capture that has a destructor (a vector, a string, a
 // shared_ptr), written inside the co_await expression, has that capture destroyed twice
 // by the awaiting coroutine itself; name it first: `auto job = [v] {...};

@@ -33,7 +33,8 @@ class blocking_pool {
 
   /// Queues `job`; returns false after shutdown. Throws std::system_error when no thread
   /// is alive and the system refuses a new one (with threads alive the job waits for
-  /// them), std::bad_alloc when the queue cannot grow; `job` is then not queued.
+  /// them, as at the maximum: for ever if each runs a job that waits for this one),
+  /// std::bad_alloc when the queue cannot grow; `job` is then not queued.
   bool submit(blocking_job* job);
   /// Removes `job` if it has not started; returns true if it was removed.
   bool withdraw(blocking_job* job);
