@@ -19,7 +19,7 @@ from multiprocessing.managers import dispatch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # nothing written into the source tree
 sys.path.insert(0, HERE)
-from server_checks import LIMIT, Server, expect, failures, servers  # noqa: E402
+from server_checks import LIMIT, Server, expect, failures, run_checks  # noqa: E402
 
 
 def request(port, method, *args):
@@ -48,18 +48,8 @@ def check_refused_create_releases_the_other_proxy(server_exe, client_exe):
 
 
 def main():
-    server_exe, client_exe = sys.argv[1], sys.argv[2]
-    for check in [check_refused_create_releases_the_other_proxy]:
-        try:
-            check(server_exe, client_exe)
-        except Exception as e:
-            print("FAIL: %s: %s: %s" % (check.__name__, type(e).__name__, e), flush=True)
-            failures.append(check.__name__)
-    for p in servers:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    print("client checks: %s" % ("all passed" if not failures else "%d failed" % len(failures)))
+    verdict = run_checks([check_refused_create_releases_the_other_proxy], sys.argv[1], sys.argv[2])
+    print("client checks: %s" % verdict)
     return 1 if failures else 0
 
 

@@ -260,15 +260,12 @@ def run_blocked(sport, rport, channel):
     return 0
 
 
-def main():
-    exe = sys.argv[1]
-    if len(sys.argv) > 2 and sys.argv[2] == "blocked":
-        return run_blocked(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
-    for check in [check_queued_jobs_run_on_stop, check_second_signal_drops_queued_jobs,
-                  check_stop_answers_blocked_clients, check_shutdown_request_stops_the_server, check_1000_channels,
-                  check_default_ports]:
+def run_checks(checks, *args):
+    """Runs each check(*args) (an exception fails that check only), then kills every
+    job_server still running; returns "all passed" or "N failed"."""
+    for check in checks:
         try:
-            check(exe)
+            check(*args)
         except Exception as e:
             print("FAIL: %s: %s: %s" % (check.__name__, type(e).__name__, e), flush=True)
             failures.append(check.__name__)
@@ -276,8 +273,17 @@ def main():
         if p.poll() is None:
             p.kill()
             p.wait()
-    print("server checks with Python %d.%d.%d: %s" % (sys.version_info[:3] + ("all passed" if not failures else
-                                                                           "%d failed" % len(failures),)))
+    return "all passed" if not failures else "%d failed" % len(failures)
+
+
+def main():
+    exe = sys.argv[1]
+    if len(sys.argv) > 2 and sys.argv[2] == "blocked":
+        return run_blocked(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    verdict = run_checks([check_queued_jobs_run_on_stop, check_second_signal_drops_queued_jobs,
+                          check_stop_answers_blocked_clients, check_shutdown_request_stops_the_server,
+                          check_1000_channels, check_default_ports], exe)
+    print("server checks with Python %d.%d.%d: %s" % (sys.version_info[:3] + (verdict,)))
     return 1 if failures else 0
 
 
