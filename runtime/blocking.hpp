@@ -11,10 +11,11 @@
 // queueing is missed: the job then runs (and is waited for) as if it had started.
 // Errors: errc::no_runtime off a runtime's worker; errc::shut_down for an await begun
 // after shutdown began (a job still queued when shutdown begins is dropped, and its
-// awaiting task destroyed with the others, never resumed); std::system_error thrown when
-// the pool has no thread and the system refuses a new one (with threads alive, the job
-// waits for one of them instead, as at max_blocking_threads: for ever if each of them
-// runs a job that waits for this one); std::bad_alloc when the queue cannot grow.
+// awaiting task destroyed with the others, never resumed); the system's error
+// (resource_unavailable_try_again, from pthread_create) when the pool has no thread and
+// the system refuses a new one: the job did not run (with threads alive, the job waits
+// for one of them instead, as at max_blocking_threads: for ever if each of them runs a
+// job that waits for this one); std::bad_alloc thrown when the queue cannot grow.
 // g++ 12: a lambda with a capture that has a destructor (a vector, a string, a
 // shared_ptr), written inside the co_await expression, has that capture destroyed twice
 // by the awaiting coroutine itself; name it first: `auto job = [v] {...};
@@ -33,6 +34,7 @@
 #include <functional>
 #include <optional>
 #include <stop_token>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -82,7 +84,17 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
       m_error = cancelled_error();
       return false;
     }
-    if (!port::blocking_submit(m_home, this)) {
+    bool queued = false;
+    try {
+      queued = port::blocking_submit(m_home, this);
+    } catch (const std::system_error& e) {
+      // No pool thread, and the system refused to start one (nothing was queued): an
+      // error of the await, like every other failure of a result-returning call.
+      m_stop.disarm();
+      m_error = e.code();
+      return false;
+    }
+    if (!queued) {
       m_stop.disarm();
       m_error = make_error_code(errc::shut_down);
       return false;

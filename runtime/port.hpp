@@ -187,7 +187,9 @@ void resume_timer(detail::worker* w, std::coroutine_handle<> h);
 // The blocking pool (spawn_blocking). Any thread.
 
 /// Queues `job` on `rt`'s blocking pool; job->run() then runs on a pool thread (which
-/// must wake its awaiter itself, e.g. with wake()). Returns false after shutdown began.
+/// must wake its awaiter itself, e.g. with wake()). Returns false after shutdown began;
+/// throws std::system_error (nothing queued) when the pool has no thread and the system
+/// refuses to start one, std::bad_alloc when the queue cannot grow.
 /// Cost: a lock and a condition-variable signal (a thread start when none is idle).
 bool blocking_submit(detail::runtime_core* rt, blocking_job* job);
 /// Removes `job` if it has not started; returns true if it was removed (run() will not
