@@ -1,7 +1,7 @@
 // corio/ipc/ipc.hpp: every ipc concept (addresses, TCP, UDP, Unix sockets, pipes, FIFOs,
 // buffered streams, POSIX and SysV message queues, shared memory, memory maps, the pickle
 // codec, process-shared locks and events, shared-memory queues, Python-compatible
-// connections).
+// connections, signals).
 // Thread-safety, cost and cancellation: see each header.
 #pragma once
 
@@ -33,6 +33,7 @@
 #include <corio/ipc/receiver.hpp>
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/ipc/shm_queue.hpp>
+#include <corio/ipc/signals.hpp>
 #include <corio/ipc/socket.hpp>
 #include <corio/ipc/sysv_message_queue.hpp>
 #include <corio/ipc/tcp.hpp>
