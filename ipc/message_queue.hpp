@@ -38,9 +38,10 @@
 // queue at once (the kernel serialises them); one owner closes a handle.
 // Cost: a send or receive that does not wait is one syscall; one that waits adds one SQE
 // and one wake per attempt. Messages are copied into and out of the kernel. Measured
-// (bench/ipc/mq_bench, 2 workers, 64-byte messages): ping-pong 6.1-6.8 us per round trip
-// against ~40 for two blocking threads; a one-way stream 0.78x their rate.
-// Why a stream between two tasks stays below two blocking threads: the producer and the
+// (bench/ipc/mq_bench --repeat 5, 2 workers, 64-byte messages, a quiet 2-vCPU VM,
+// 2026-12-04): ping-pong 11.0 us per round trip against 14.5 for two blocking threads; a
+// one-way stream 1.02x their rate (0.78x on a busier day: README, "What exists").
+// Why a stream between two tasks can fall below two blocking threads: the producer and the
 // consumer it spawned run on one worker. The scheduler keeps a spawned or woken task on
 // its waker's worker, and in a stream the two are never runnable at once (one waits for
 // room while the other drains the queue, then the other way round), so the other worker
