@@ -8,6 +8,10 @@
 // server' message): then no signal is awaited any more. Connections still open are closed
 // by the loop's own stop or by the runtime's shutdown when main() returns (their tasks
 // are destroyed, which closes their sockets).
+// A program that is not a server (it ends by itself, but holds something a signal must
+// not leave behind: a shared-memory or message-queue name, a SysV queue) spawns
+// stop_on_signal() next to its work instead: the first signal stops a stop_source whose
+// token every wait of the work takes; the program then cleans up and exits 1.
 // Thread-safety: shutdown_signals() from main() only. Cost: one signalfd.
 #pragma once
 
@@ -35,6 +39,21 @@ inline corio::signal_stream shutdown_signals(const char* name) {
     std::exit(1);
   }
   return std::move(*s);
+}
+
+/// Requests `stop` on the first signal of `signals`, after printing "WHO: SIGxxx received,
+/// shutting down" (stdout, flushed); ends quietly once someone else stops `stop` (the
+/// program is done: request it, then await this task). A failed read of the signal is
+/// reported on stderr and stops `stop` too.
+inline corio::task<void> stop_on_signal(const corio::signal_stream& signals, std::stop_source stop, const char* who) {
+  auto got = co_await signals.next(stop.get_token());
+  if (got) {
+    std::printf("%s: SIG%s received, shutting down\n", who, ::sigabbrev_np(got->number));
+    std::fflush(stdout);
+  } else if (!stop.stop_requested()) {
+    std::fprintf(stderr, "%s: waiting for a signal: %s; shutting down\n", who, got.error().message().c_str());
+  }
+  stop.request_stop();
 }
 
 namespace detail {

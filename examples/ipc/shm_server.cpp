@@ -28,16 +28,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Stops `stop` on the first signal of `signals` (or when `stop` is stopped by the server).
-corio::task<void> stop_on_signal(const corio::signal_stream& signals, std::stop_source stop) {
-  auto got = co_await signals.next(stop.get_token());
-  if (got) {
-    std::printf("server: SIG%s received, shutting down\n", ::sigabbrev_np(got->number));
-    std::fflush(stdout);
-  }
-  stop.request_stop();
-}
-
 corio::task<int> serve(const corio::signal_stream& signals, std::string name, std::size_t count, bool self_test) {
   auto shm = corio::ipc::shared_memory::create(name, shm_array::kSize);
   if (!shm) {
@@ -74,7 +64,7 @@ corio::task<int> serve(const corio::signal_stream& signals, std::string name, st
   std::printf("server: filled %zu numbers, event set\n", count);
   std::fflush(stdout);
   std::stop_source stop;  // a signal, or the wait is over
-  auto watcher = corio::spawn(stop_on_signal(signals, stop));
+  auto watcher = corio::spawn(example::stop_on_signal(signals, stop, "server"));
   auto read = co_await corio::timeout(done->wait(stop.get_token()), 60s);
   const bool signalled = stop.stop_requested();
   stop.request_stop();

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Checks that an example which creates named POSIX objects (shared memory in /dev/shm, a
+# message queue) removes every name however it ends, and is never killed by a signal:
+#   NAMES='KIND:/NAME ...' [READY=REGEX] [PYTHON=python3] \
+#     check_names_removed.sh EXAMPLE SIGNAL|none STATUS [ARGS...]
+# Starts `EXAMPLE ARGS...` and waits (up to 60 s) until every name of NAMES exists and,
+# with READY, a line of its output matches REGEX. KIND is shm (/dev/shm/NAME) or mq (a POSIX
+# message queue: /dev/mqueue/NAME where mounted, else asked with mq_open through Python's
+# ctypes); `{pid}` in a NAME stands for the example's process id (their default names).
+# Then, with a SIGNAL (INT, TERM), sends it and checks that the example prints
+# "SIGxxx received", exits within 20 s with STATUS (not killed: a status above 128 is death
+# by a signal) and that no name is left. With `none`, the example must end by itself
+# within 60 s with STATUS and no name left.
+set -u
+exe=$1
+sig=$2
+want=$3
+shift 3
+what=$(basename "$exe")
+case_name=$([[ $sig == none ]] && echo "ending by itself" || echo "SIG$sig")
+out=$(mktemp)
+pid=
+names=()
+cleanup() {
+  [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null
+  local n
+  for n in "${names[@]}"; do remove_name "$n"; done
+  rm -f "$out"
+}
+trap cleanup EXIT
+fail() {
+  echo "check_names_removed: $what, $case_name: $*" >&2
+  tail -n 40 "$out" | sed 's/^/  | /' >&2
+  exit 1
+}
+
+# mq_open(NAME, O_RDONLY) through ctypes: exit 0 if the queue exists, 1 if not, 3 if the
+# question cannot be answered (no mq_open found, another error).
+mq_probe() {
+  "${PYTHON:-python3}" - "$1" <<'EOF'
+import ctypes, ctypes.util, errno, os, sys
+name = sys.argv[1].encode()
+for lib in (None, ctypes.util.find_library("rt")):
+    try:
+        c = ctypes.CDLL(lib, use_errno=True)
+        mq_open, mq_close = c.mq_open, c.mq_close
+        break
+    except (OSError, AttributeError):
+        continue
+else:
+    sys.exit(3)
+fd = mq_open(name, os.O_RDONLY)
+if fd >= 0:
+    mq_close(fd)
+    sys.exit(0)
+err = ctypes.get_errno()
+sys.exit(1 if err == errno.ENOENT else 0 if err == errno.EACCES else 3)
+EOF
+}
+mq_mounted() {
+  awk '$2 == "/dev/mqueue" && $3 == "mqueue" { found = 1 } END { exit !found }' /proc/mounts
+}
+name_exists() {  # KIND:/NAME
+  local kind=${1%%:*} name=${1#*:}
+  case $kind in
+    shm) [[ -e /dev/shm$name ]] ;;
+    mq)
+      if mq_mounted; then
+        [[ -e /dev/mqueue$name ]]
+      else
+        mq_probe "$name"
+        local rc=$?
+        [[ $rc -le 1 ]] || fail "cannot tell whether message queue $name exists (mq_open through ${PYTHON:-python3})"
+        return $rc
+      fi
+      ;;
+    *) fail "unknown kind of name '$1'" ;;
+  esac
+}
+remove_name() {  # what the example left behind, so that a failed check leaves nothing
+  local kind=${1%%:*} name=${1#*:}
+  case $kind in
+    shm) rm -f "/dev/shm$name" ;;
+    mq) "${PYTHON:-python3}" -c 'import ctypes, sys; ctypes.CDLL(None).mq_unlink(sys.argv[1].encode())' "$name" \
+          2>/dev/null ;;
+  esac
+}
+# Waits up to $2 tenths of a second for process $1 to be gone (a zombie counts as gone).
+gone_within() {
+  local i
+  for ((i = 0; i < $2; ++i)); do
+    [[ -e /proc/$1 ]] || return 0
+    [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+"$exe" "$@" >"$out" 2>&1 </dev/null &
+pid=$!
+read -r -a patterns <<<"${NAMES:?NAMES lists the names to check}"
+for n in "${patterns[@]}"; do names+=("${n//\{pid\}/$pid}"); done
+all_exist() {
+  local n
+  for n in "${names[@]}"; do name_exists "$n" || return 1; done
+}
+for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
+  if { [[ -z ${READY:-} ]] || grep -Eq "$READY" "$out"; } && all_exist; then
+    ready=1
+    break
+  fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+[[ -n ${ready:-} ]] || fail "never had ${names[*]}${READY:+ and a line matching '$READY'} (running: $(kill -0 "$pid" 2>/dev/null && echo yes || echo no))"
+
+if [[ $sig == none ]]; then
+  gone_within "$pid" 600 || fail "still running after 60 s"
+else
+  kill -"$sig" "$pid"
+  gone_within "$pid" 200 || fail "still running 20 s after SIG$sig"
+fi
+wait "$pid"
+rc=$?
+pid=
+[[ $rc -eq $want ]] || fail "exit status $rc, expected $want (a status above 128 is death by signal $((rc - 128)))"
+if [[ $sig != none ]]; then
+  grep -q "SIG$sig received" "$out" || fail "no 'SIG$sig received' line"
+fi
+for n in "${names[@]}"; do
+  ! name_exists "$n" || fail "${n#*:} left behind"
+done
+echo "$what, $case_name: exit $rc, ${names[*]} removed"
