@@ -3,8 +3,15 @@
 // server) attach to it by name, each squares its quarter of the numbers in place; the
 // parent awaits their exits without blocking a worker and sums the result.
 //
-//   shared_memory [n]     default 1000
+// The block's name (/corio-example-shm-PID, in /dev/shm) outlives the processes until it
+// is removed, so the parent removes it however it ends: also on Ctrl-C or SIGTERM, which
+// end its waits (the children still running are killed and reaped first; exit status 1).
+//
+//   shared_memory [n]                 default 1000
+//   shared_memory --hold-ms MS [n]    wait MS with the block made and filled before
+//                                     starting the children (look at it in /dev/shm)
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -13,6 +20,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +31,8 @@ namespace {
 
 constexpr int kChildren = 4;
 
-corio::task<int> parent(std::string name, int n) {
+corio::task<int> parent(const corio::signal_stream& signals, std::string name, int n,
+                        std::chrono::milliseconds hold) {
   auto shm = corio::ipc::shared_memory::create(name, static_cast<std::size_t>(n) * sizeof(std::int64_t));
   if (!shm) {
     std::fprintf(stderr, "create %s: %s\n", name.c_str(), shm.error().message().c_str());
@@ -38,11 +47,20 @@ corio::task<int> parent(std::string name, int n) {
   for (int i = 0; i < n; ++i) {
     (*numbers)[static_cast<std::size_t>(i)] = i;
   }
+  std::printf("parent: shared block %s holds 0..%d\n", name.c_str(), n - 1);
+  std::fflush(stdout);
+  std::stop_source stop;  // a signal came, or the parent is done
+  auto watcher = corio::spawn(example::stop_on_signal(signals, stop, "parent"));
+  if (hold.count() > 0) {
+    std::printf("parent: holding for %lld ms before starting the children\n", static_cast<long long>(hold.count()));
+    std::fflush(stdout);
+    (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
+  }
   // The callable travels to the fork server as bytes: the name goes as a char array.
   std::array<char, 64> name_chars{};
   name.copy(name_chars.data(), name_chars.size() - 1);
   std::vector<corio::ipc::child> children;
-  for (int c = 0; c < kChildren; ++c) {
+  for (int c = 0; c < kChildren && !stop.stop_requested(); ++c) {
     auto child = co_await corio::ipc::fork([name_chars, n, c] {
       auto mine = corio::ipc::shared_memory::open(name_chars.data());
       if (!mine) {
@@ -68,10 +86,27 @@ corio::task<int> parent(std::string name, int n) {
   }
   bool ok = children.size() == kChildren;
   for (auto& c : children) {
-    auto st = co_await c.wait();
+    auto st = co_await c.wait(stop.get_token());  // a signal ends it: the child runs on
+    if (!st && stop.stop_requested()) {
+      break;
+    }
     ok = ok && st && st->code() == 0;
   }
+  const bool signalled = stop.stop_requested();
+  stop.request_stop();
+  co_await std::move(watcher);
+  if (signalled) {
+    for (auto& c : children) {
+      (void)c.kill();           // fails harmlessly for one already reaped
+      (void)co_await c.wait();  // killed: it ends at once (or yields its status again)
+    }
+  }
   (void)corio::ipc::shared_memory::remove(name);
+  if (signalled) {
+    std::printf("parent: stopped (%zu of %d children started, all ended); block %s removed\n", children.size(),
+                kChildren, name.c_str());
+    co_return 1;
+  }
   std::int64_t sum = 0;
   for (std::int64_t v : *numbers) {
     sum += v;
@@ -86,7 +121,10 @@ corio::task<int> parent(std::string name, int n) {
 
 int main(int argc, char** argv) {
   int n = 1000;
+  int hold_ms = 0;
   example::args args("shared_memory", "four child processes square numbers in a named shared-memory block");
+  args.option("--hold-ms", hold_ms, 0, 86400000, "MS",
+              "wait this long with the block made (its name printed) before starting the children (default 0)");
   args.positional("n", n, 1, 1000000, "how many numbers, 1..1000000 (default 1000)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -96,5 +134,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  return corio::run(parent("/corio-example-shm-" + std::to_string(::getpid()), n));
+  auto signals = example::shutdown_signals("shared_memory");  // before the runtime's threads start
+  return corio::run(parent(signals, "/corio-example-shm-" + std::to_string(::getpid()), n,
+                           std::chrono::milliseconds(hold_ms)));
 }
