@@ -8,8 +8,16 @@
 // to the unlocked counter n times (load, add, store: the race), then n times to the
 // locked one under `co_await mutex.lock()`.
 //
-//   shared_counter [n]     increments per process and counter, default 100000
+// The block's name (/corio-example-counter-PID, in /dev/shm) outlives the processes until
+// it is removed, so the parent removes it however it ends: also on Ctrl-C or SIGTERM,
+// which end its waits (the children still running are killed and reaped first; exit
+// status 1).
+//
+//   shared_counter [n]                 increments per process and counter, default 100000
+//   shared_counter --hold-ms MS [n]    wait MS with the children started and waiting for
+//                                      the start event (look at the block in /dev/shm)
 #include "../common/args.hpp"
+#include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -22,6 +30,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -72,7 +81,8 @@ corio::task<int> child_work(corio::ipc::shared_memory* shm, int n) {
   co_return 0;
 }
 
-corio::task<int> parent(std::string name, int n) {
+corio::task<int> parent(const corio::signal_stream& signals, std::string name, int n,
+                        std::chrono::milliseconds hold) {
   auto shm = corio::ipc::shared_memory::create(name, kSize);
   if (!shm) {
     std::fprintf(stderr, "create %s: %s\n", name.c_str(), shm.error().message().c_str());
@@ -85,11 +95,15 @@ corio::task<int> parent(std::string name, int n) {
     (void)corio::ipc::shared_memory::remove(name);
     co_return 1;
   }
+  std::printf("parent: shared block %s made\n", name.c_str());
+  std::fflush(stdout);
+  std::stop_source stop;  // a signal came, or the parent is done
+  auto watcher = corio::spawn(example::stop_on_signal(signals, stop, "parent"));
   // The callable travels to the fork server as bytes: the name goes as a char array.
   std::array<char, 64> name_chars{};
   name.copy(name_chars.data(), name_chars.size() - 1);
   std::vector<corio::ipc::child> children;
-  for (int c = 0; c < kProcesses; ++c) {
+  for (int c = 0; c < kProcesses && !stop.stop_requested(); ++c) {
     auto child = co_await corio::ipc::fork([name_chars, n] {
       auto mine = corio::ipc::shared_memory::open(name_chars.data());
       if (!mine) {
@@ -105,13 +119,36 @@ corio::task<int> parent(std::string name, int n) {
     }
     children.push_back(std::move(*child));
   }
+  if (hold.count() > 0) {
+    std::printf("parent: %zu children wait for the start event; holding for %lld ms\n", children.size(),
+                static_cast<long long>(hold.count()));
+    std::fflush(stdout);
+    (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
+  }
   start->set();  // all children start together: the race is at its worst
   bool ok = children.size() == kProcesses;
   for (auto& c : children) {
-    auto st = co_await c.wait();
+    auto st = co_await c.wait(stop.get_token());  // a signal ends it: the child runs on
+    if (!st && stop.stop_requested()) {
+      break;
+    }
     ok = ok && st && st->code() == 0;
   }
+  const bool signalled = stop.stop_requested();
+  stop.request_stop();
+  co_await std::move(watcher);
+  if (signalled) {
+    for (auto& c : children) {
+      (void)c.kill();           // fails harmlessly for one already reaped
+      (void)co_await c.wait();  // killed: it ends at once (or yields its status again)
+    }
+  }
   (void)corio::ipc::shared_memory::remove(name);
+  if (signalled) {
+    std::printf("parent: stopped (%zu of %d children started, all ended); block %s removed\n", children.size(),
+                kProcesses, name.c_str());
+    co_return 1;
+  }
   const std::int64_t expected = static_cast<std::int64_t>(n) * kProcesses;
   const std::int64_t unlocked = counter_at(*shm, kUnlockedAt);
   const std::int64_t locked = counter_at(*shm, kLockedAt);
@@ -127,7 +164,11 @@ corio::task<int> parent(std::string name, int n) {
 
 int main(int argc, char** argv) {
   int n = 100000;
+  int hold_ms = 0;
   example::args args("shared_counter", "the shared-counter race across 4 processes, without and with a process_mutex");
+  args.option("--hold-ms", hold_ms, 0, 86400000, "MS",
+              "wait this long with the children started (the block's name printed) before the start event "
+              "(default 0)");
   args.positional("n", n, 1, 100000000, "increments per process and counter, 1..100000000 (default 100000)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -137,5 +178,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fork server: %s\n", ok.error().message().c_str());
     return 1;
   }
-  return corio::run(parent("/corio-example-counter-" + std::to_string(::getpid()), n));
+  auto signals = example::shutdown_signals("shared_counter");  // before the runtime's threads start
+  return corio::run(parent(signals, "/corio-example-counter-" + std::to_string(::getpid()), n,
+                           std::chrono::milliseconds(hold_ms)));
 }
