@@ -4,7 +4,14 @@
 //   request_header { u64 entry; u32 nfds; u32 nargs; i32 death_signal; u32 0 } then
 //   `nargs` argument bytes;
 //   SCM_RIGHTS: [reply pipe write end, user fd 0, ..., user fd nfds-1].
-// Reply (on the reply pipe): one i32, the new pid, or -errno if the clone failed.
+// Reply (on the reply pipe): one i32, the new pid, written by the new process itself
+// before anything else (so it reaches us even if the helper dies right after the clone),
+// or -errno, written by the helper, if the clone failed.
+//
+// No child is lost: once a request may have reached the helper, its reply is owed to the
+// parent. fork_raw reads it; if fork_raw's frame ends first (its runtime destroyed while
+// it awaits the reply), the reply pipe's read end goes to a detached thread that reads it
+// and drops the child to the orphan reaper (take_reply_later).
 #include <corio/ipc/process/fork.hpp>
 
 #include <fcntl.h>
@@ -16,11 +23,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include <corio/ipc/process/detail/launch.hpp>
 #include <corio/runtime/io.hpp>
@@ -44,6 +54,18 @@ struct request_header {
 // a late reader on a worker is still well-defined. acquire/release: pair with each other.
 std::atomic<int> g_sock{-1};
 std::atomic<pid_t> g_helper{-1};
+
+// Test hooks (detail::set_fork_test_hooks). relaxed: set before fork_server::start()
+// and read only in the helper and its new processes, which got them as copies of our
+// memory when start() forked the helper; nothing is published with them.
+std::atomic<void (*)(pid_t)> g_hook_after_clone{nullptr};
+std::atomic<void (*)(pid_t)> g_hook_before_reply{nullptr};
+
+void run_hook(const std::atomic<void (*)(pid_t)>& hook, pid_t pid) noexcept {
+  if (auto f = hook.load(std::memory_order_relaxed)) {
+    f(pid);
+  }
+}
 
 constexpr std::size_t cmsg_space = CMSG_SPACE(sizeof(int) * (1 + fork_server::max_fds));
 
@@ -76,10 +98,23 @@ void reset_signals() noexcept {
   (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
+/// In the new process: tells the parent our pid (the reply), first thing. SIGPIPE is
+/// ignored for it (reset_signals() restores it next): a parent that died meanwhile must
+/// not take us with it when parent_death_signal is 0.
+void report_pid(int reply) noexcept {
+  ::signal(SIGPIPE, SIG_IGN);
+  const pid_t self = ::getpid();
+  run_hook(g_hook_before_reply, self);
+  const std::int32_t value = static_cast<std::int32_t>(self);
+  while (::write(reply, &value, sizeof value) < 0 && errno == EINTR) {
+  }
+  ::close(reply);
+}
+
 [[noreturn]] void run_child(int sock, int reply, const request_header& h, const std::byte* args, const int* fds,
                             pid_t parent) {
   ::close(sock);
-  ::close(reply);
+  report_pid(reply);
   reset_signals();
   arm_parent_death(h.death_signal, parent);
   auto entry = reinterpret_cast<fork_entry>(static_cast<std::uintptr_t>(h.entry));
@@ -144,8 +179,12 @@ void reset_signals() noexcept {
     if (pid == 0) {
       run_child(sock, fds[0], h, buffer + sizeof h, fds + 1, parent);
     }
-    std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -errno;
-    (void)::write(fds[0], &reply, sizeof reply);
+    if (pid > 0) {
+      run_hook(g_hook_after_clone, static_cast<pid_t>(pid));  // (the child replies itself)
+    } else {
+      std::int32_t reply = -errno;
+      (void)::write(fds[0], &reply, sizeof reply);
+    }
     for (std::size_t i = 0; i < nfds; ++i) {
       ::close(fds[i]);
     }
@@ -196,25 +235,96 @@ void fork_server::stop() noexcept {
 
 bool fork_server::running() noexcept { return g_sock.load(std::memory_order_acquire) >= 0; }
 
+namespace detail {
+void set_fork_test_hooks(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) noexcept {
+  g_hook_after_clone.store(after_clone, std::memory_order_relaxed);
+  g_hook_before_reply.store(before_reply, std::memory_order_relaxed);
+}
+}  // namespace detail
+
 namespace {
 
-/// Sends the request and reads the helper's reply (awaited shielded: see fork_raw).
-task<result<void>> request_reply(int sock, msghdr* mp, detail::process_fd* reply_read,
-                                 detail::process_fd* reply_write, std::int32_t* reply) {
+/// Reads the reply on `fd` (blocking) and closes it; a child it names is adopted and
+/// dropped at once: ~child hands it to the orphan reaper (not killed, reaped at its exit).
+void adopt_owed_reply(int fd) noexcept {
+  std::int32_t reply = 0;
+  ssize_t n = 0;
+  while ((n = ::read(fd, &reply, sizeof reply)) < 0 && errno == EINTR) {
+  }
+  ::close(fd);
+  if (n == static_cast<ssize_t>(sizeof reply) && reply > 0) {
+    (void)detail::adopt_pid(reply, false);
+  }
+}
+
+/// A reply owed to a fork_raw that ended before reading it: taken here if it is already
+/// there (or EOF: no child), else by a detached thread that waits for it (the new process
+/// writes it first thing; EOF if the request dies with the helper), so that the thread
+/// that ended fork_raw (a runtime's destructor) never waits for the helper. No thread to
+/// spare: waited for here.
+void take_reply_later(int fd) noexcept {
+  pollfd ready{fd, POLLIN, 0};
+  if (::poll(&ready, 1, 0) != 0) {
+    adopt_owed_reply(fd);
+    return;
+  }
+  // The thread starts with every signal blocked (a signal for the program must not land
+  // on it); it inherits the mask, so there is no window before it could block them itself.
+  sigset_t all;
+  sigset_t before;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &before);
+  bool started = false;
+  try {
+    std::thread([fd] { adopt_owed_reply(fd); }).detach();
+    started = true;
+  } catch (...) {
+  }
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  if (!started) {
+    adopt_owed_reply(fd);
+  }
+}
+
+/// The reply pipe of one request. `owed` is set while the request may be with the helper
+/// and its reply is unread: then the destructor (fork_raw's frame destroyed under the
+/// await, or an error of the read) hands the read end to take_reply_later(), after closing
+/// our write end (else a request that never left would not end in EOF).
+struct reply_pipe {
+  detail::process_fd read_end;
+  detail::process_fd write_end;
+  bool owed = false;
+
+  reply_pipe(int r, int w) noexcept : read_end(r), write_end(w) {}
+  reply_pipe(const reply_pipe&) = delete;
+  reply_pipe& operator=(const reply_pipe&) = delete;
+  ~reply_pipe() {
+    write_end.close();
+    if (owed) {
+      take_reply_later(read_end.release());
+    }
+  }
+};
+
+/// Sends the request and reads the reply (awaited shielded: see fork_raw); clears
+/// `pipe->owed` once the reply is read or cannot come.
+task<result<void>> request_reply(int sock, msghdr* mp, reply_pipe* pipe, std::int32_t* reply) {
   // MSG_NOSIGNAL: a dead helper is EPIPE here, never a SIGPIPE (even on a thread that
   // does not block it).
   auto sent =
       co_await io_op([sock, mp](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, sock, mp, MSG_NOSIGNAL); });
-  reply_write->close();  // the helper holds its own copy; EOF if it drops the request
+  pipe->write_end.close();  // the helper holds its own copy; EOF if it drops the request
   if (!sent) {
+    pipe->owed = false;  // not sent: no child
     co_return unexpected(sent.error() == std::errc::broken_pipe || sent.error() == std::errc::connection_reset
                              ? std::make_error_code(std::errc::not_connected)
                              : sent.error());
   }
-  auto got = co_await io::read(reply_read->get(), std::as_writable_bytes(std::span(reply, 1)));
+  auto got = co_await io::read(pipe->read_end.get(), std::as_writable_bytes(std::span(reply, 1)));
   if (!got) {
-    co_return unexpected(got.error());
+    co_return unexpected(got.error());  // still owed: read by take_reply_later()
   }
+  pipe->owed = false;  // the reply (4 bytes: one write to a pipe) or EOF: no child
   if (*got != sizeof *reply) {
     co_return unexpected(std::make_error_code(std::errc::not_connected));
   }
@@ -233,8 +343,8 @@ std::error_code check_request(const std::vector<std::byte>& args, const std::vec
   return {};
 }
 
-// The helper's reply (a pid, or -errno): the child, its pidfd opened; a child whose pidfd
-// cannot be opened is killed and reaped.
+// The reply (the new process's pid, or the helper's -errno): the child, its pidfd opened;
+// a child whose pidfd cannot be opened is killed and reaped.
 result<child> adopt_reply(std::int32_t reply) {
   if (reply < 0) {
     return unexpected(os_error(reply));
@@ -253,12 +363,11 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   if (auto bad = check_request(args, fds, options)) {
     co_return unexpected(bad);
   }
-  int reply_pipe[2];
-  if (::pipe2(reply_pipe, O_CLOEXEC) != 0) {
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) != 0) {
     co_return unexpected(os_error(-errno));
   }
-  detail::process_fd reply_read(reply_pipe[0]);
-  detail::process_fd reply_write(reply_pipe[1]);
+  reply_pipe pipe(ends[0], ends[1]);
 
   request_header h{reinterpret_cast<std::uint64_t>(entry), static_cast<std::uint32_t>(fds.size()),
                    static_cast<std::uint32_t>(args.size()), options.parent_death_signal, 0};
@@ -274,7 +383,7 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int) * (1 + fds.size()));
   int passed[1 + fork_server::max_fds];
-  passed[0] = reply_write.get();
+  passed[0] = pipe.write_end.get();
   std::copy(fds.begin(), fds.end(), passed + 1);
   std::memcpy(CMSG_DATA(c), passed, sizeof(int) * (1 + fds.size()));
 
@@ -282,11 +391,14 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   // sent, the helper may clone: the send and the reply are awaited without any token
   // (shield), so that a child that was created is always taken (its pidfd opened) and
   // returned. A caller that drops it (when_any's loser) hands it to the orphan reaper.
+  // If this frame ends before the reply is read (its runtime destroyed), `pipe` hands the
+  // reply over (reply_pipe, take_reply_later).
   if (std::stop_token stop = co_await get_stop_token(); stop.stop_requested()) {
     co_return unexpected(cancelled_error());
   }
   std::int32_t reply = 0;
-  auto exchanged = co_await corio::shield(request_reply(sock, &msg, &reply_read, &reply_write, &reply));
+  pipe.owed = true;
+  auto exchanged = co_await corio::shield(request_reply(sock, &msg, &pipe, &reply));
   if (!exchanged) {
     co_return unexpected(exchanged.error());
   }

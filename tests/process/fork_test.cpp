@@ -5,6 +5,8 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -16,9 +18,11 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -349,4 +353,92 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
   INFO("CPU time in 500 ms of waiting: " << spent.count() << " us");
   CHECK(spent < 250ms);  // spinning costs all 500 ms; idle, a few ms (sanitizers: more)
   CHECK(corio_test::zombies_after_settle(2000ms) == 0);  // reaped once the tracer let go
+}
+
+namespace corio::ipc::detail {
+// Defined in ipc/process/fork.cpp for tests only (no header carries it): `after_clone`
+// runs in the fork server's helper right after a successful clone, `before_reply` just
+// before the new child's pid is written to the reply pipe, in the process that writes it;
+// each gets the new child's pid. They run from the helper's copy of our memory: set them
+// before fork_server::start().
+void set_fork_test_hooks(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) noexcept;
+}  // namespace corio::ipc::detail
+
+namespace {
+// Pipes between this test and the fork server's processes, made before the helper starts
+// (it and its children inherit them): the held process writes the new child's pid to
+// g_held_at, then waits for a byte on g_release.
+std::array<int, 2> g_held_at{-1, -1};
+std::array<int, 2> g_release{-1, -1};
+
+void hold_before_reply(pid_t child) {
+  (void)::write(g_held_at[1], &child, sizeof child);
+  char go = 0;
+  while (::read(g_release[0], &go, 1) < 0 && errno == EINTR) {
+  }
+}
+
+void helper_dies_after_clone(pid_t) { ::_exit(0); }
+
+/// Restarts the process-wide fork server with these hooks in its helper (ours are cleared
+/// again at once: only the helper's copy runs them).
+bool restart_fork_server_with(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) {
+  corio::ipc::fork_server::stop();
+  corio::ipc::detail::set_fork_test_hooks(after_clone, before_reply);
+  const bool started = corio::ipc::fork_server::start().has_value();
+  corio::ipc::detail::set_fork_test_hooks(nullptr, nullptr);
+  return started;
+}
+}  // namespace
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a child made while its runtime is destroyed is adopted and reaped all the same", "[process][fork]") {
+  // The hook holds the fork after the clone and before the child's pid reaches us; the
+  // runtime is destroyed meanwhile, and with it the frame that was to read the pid. Before
+  // the fix the reply went unread and the child stayed a zombie for the rest of our life.
+  REQUIRE(g_fork_server);
+  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  pid_t held = 0;
+  bool was_held = false;
+  if (started) {
+    auto rt = std::make_unique<corio::runtime>(workers(1));
+    auto forking = rt->spawn(corio::ipc::fork([] { return 0; }));
+    pollfd at{g_held_at[0], POLLIN, 0};
+    was_held = forking && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held;
+    rt.reset();  // the fork awaits its reply: its frame is destroyed unfinished
+  }
+  // (A byte, not EOF: the helper holds copies of both pipes' ends.)
+  (void)::write(g_release[1], "g", 1);
+  const bool reaped = was_held && corio_test::pid_gone_within(held, 5000ms);
+  if (was_held && !reaped) {
+    (void)::waitpid(held, nullptr, 0);  // our own zombie: gone before the tests that count them
+  }
+  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
+    ::close(fd);
+  }
+  corio::ipc::fork_server::stop();
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  REQUIRE(started);
+  REQUIRE(was_held);
+  CHECK(reaped);
+}
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a child whose helper dies right after the clone is still returned", "[process][fork]") {
+  // Before the fix the helper wrote the pid: dead, it left us EOF (ENOTCONN) and the
+  // child a zombie nobody would reap.
+  REQUIRE(g_fork_server);
+  const bool started = restart_fork_server_with(&helper_dies_after_clone, nullptr);
+  int code = -1;
+  if (started) {
+    corio::runtime rt(workers(1));
+    code = rt.block_on(status_of(rt.block_on(corio::ipc::fork([] { return 7; }))));
+  }
+  corio::ipc::fork_server::stop();  // reaps the dead helper
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  REQUIRE(started);
+  CHECK(code == 7);
+  CHECK(corio_test::zombies_after_settle(3000ms) == 0);
 }
