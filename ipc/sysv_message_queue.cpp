@@ -39,6 +39,17 @@ long* scratch(std::size_t payload) {
   return words.data();
 }
 
+/// The system's message size limit now (msgmax of our IPC namespace). A handle keeps the
+/// value it read when it was made, as a fast check; a root process may change the limit
+/// at any time, so every decision the snapshot would get wrong reads it again.
+std::size_t system_max_message() noexcept {
+  msginfo info{};
+  if (::msgctl(0, IPC_INFO, reinterpret_cast<msqid_ds*>(&info)) < 0 || info.msgmax <= 0) {
+    return 8192;  // the kernel's default
+  }
+  return static_cast<std::size_t>(info.msgmax);
+}
+
 }  // namespace
 
 // The transfers shared with sysv_message_queue_wait.cpp (declared in detail/sysv_io.hpp).
@@ -59,13 +70,30 @@ int sysv_send_once(int id, std::span<const std::byte> message, long type, int fl
   if (!message.empty()) {
     std::memcpy(buf + 1, message.data(), message.size());
   }
-  return ::msgsnd(id, buf, message.size(), flags);
+  const int rc = ::msgsnd(id, buf, message.size(), flags);
+  if (rc < 0 && errno == EINVAL && message.size() > system_max_message()) {
+    // EINVAL is also msgsnd's answer to a message over msgmax, which may have been
+    // lowered since the caller checked it: too long, not a removed queue. (msgsnd never
+    // fails with E2BIG itself, so the code is free for this.)
+    errno = E2BIG;
+  }
+  return rc;
 }
 
 ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type) {
-  const std::size_t asked = std::min(out.size(), cap);
+  std::size_t asked = std::min(out.size(), cap);
   long* buf = scratch(asked);
-  const ssize_t n = ::msgrcv(id, buf, asked, type, flags);
+  ssize_t n = ::msgrcv(id, buf, asked, type, flags);
+  if (n < 0 && errno == E2BIG && out.size() > asked) {
+    // Longer than `cap` (the handle's msgmax) but maybe not than the buffer: msgmax may
+    // have been raised since, and a larger message sent. Again with the limit as it is now.
+    const std::size_t now = std::min(out.size(), system_max_message());
+    if (now > asked) {
+      asked = now;
+      buf = scratch(asked);
+      n = ::msgrcv(id, buf, asked, type, flags);
+    }
+  }
   if (n > 0) {
     std::memcpy(out.data(), buf + 1, static_cast<std::size_t>(n));
   }
@@ -84,14 +112,6 @@ using detail::sysv_send_once;
 using detail::sysv_transfer_error;
 
 // ---- small helpers -----------------------------------------------------------------
-
-std::size_t system_max_message() noexcept {
-  msginfo info{};
-  if (::msgctl(0, IPC_INFO, reinterpret_cast<msqid_ds*>(&info)) < 0 || info.msgmax <= 0) {
-    return 8192;  // the kernel's default
-  }
-  return static_cast<std::size_t>(info.msgmax);
-}
 
 /// The queue's byte capacity, or nothing when it cannot be read (no read permission).
 std::optional<std::size_t> queue_capacity(int id) noexcept {
@@ -251,7 +271,7 @@ std::error_code check_send(int id, std::size_t size, std::size_t max_message, lo
   if (id < 0 || type <= 0) {
     return invalid_argument();
   }
-  if (size > max_message) {
+  if (size > max_message && size > system_max_message()) {  // (the snapshot, then the limit now)
     return std::make_error_code(std::errc::message_size);
   }
   return {};

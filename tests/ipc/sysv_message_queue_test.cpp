@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/msg.h>
 #include <sys/syscall.h>
@@ -586,6 +587,113 @@ TEST_CASE("sysv_message_queue: a queue of capacity 0 refuses a send with message
     co_return error_of(co_await corio::timeout(q->send(bytes_of("x")), 10s));
   };
   CHECK(rt.block_on(send()) == std::errc::message_size);
+}
+
+namespace {
+/// Sets msgmax of this process's IPC namespace; false if /proc/sys refuses.
+bool set_msgmax(std::size_t value) {
+  std::ofstream f("/proc/sys/kernel/msgmax");
+  f << value;
+  f.flush();
+  return f.good();
+}
+
+/// In a child with an IPC namespace of its own (so that no other process sees msgmax
+/// change): 77 without the privilege to make one or to write its msgmax; else a bit for
+/// each wrong answer of a handle made before msgmax changed.
+int msgmax_changed_under_a_handle() {
+  if (::unshare(CLONE_NEWIPC) != 0) {
+    return 77;
+  }
+  auto q = sysv_message_queue::create(sysv_key::private_key());  // it reads msgmax now
+  if (!q) {
+    return 64;
+  }
+  const std::size_t at_start = q->max_message_size();
+  if (!set_msgmax(at_start / 8)) {
+    return 77;
+  }
+  int wrong = 0;
+  // Under the handle's msgmax, over the system's now: too long, not a removed queue.
+  const std::string over(at_start / 4, 'o');
+  if (error_of(q->try_send(bytes_of(over))) != std::errc::message_size) {
+    wrong |= 1;
+  }
+  if (error_of(q->send_blocking(bytes_of(over))) != std::errc::message_size) {
+    wrong |= 2;
+  }
+  {
+    corio::runtime rt(corio_test::workers(1));
+    auto sent = rt.block_on([](const sysv_message_queue* q, const std::string* m) -> corio::task<std::error_code> {
+      co_return error_of(co_await q->send(bytes_of(*m)));
+    }(&*q, &over));
+    if (sent != std::errc::message_size) {
+      wrong |= 4;
+    }
+  }
+  if (!q->try_send(bytes_of(std::string(at_start / 8, 'f')))) {
+    wrong |= 8;  // what fits still goes
+  }
+  // Raised above the handle's msgmax: the old handle sends a longer message, and receives
+  // one whole (each half checked against a handle made after the change).
+  if (!set_msgmax(at_start * 2)) {
+    return 65;
+  }
+  auto fresh = sysv_message_queue::from_id(q->id());
+  std::vector<std::byte> buf(at_start * 2);
+  if (!fresh || !fresh->try_receive(buf)) {
+    return 66;  // (takes the message that fit)
+  }
+  const std::string longer(at_start + at_start / 2, 'l');  // within the default capacity
+  if (!q->try_send(bytes_of(longer))) {
+    wrong |= 16;
+  }
+  (void)fresh->try_receive(buf);
+  if (!fresh->try_send(bytes_of(longer))) {
+    return 67;
+  }
+  auto got = q->try_receive(buf);
+  if (!got || got->size != longer.size()) {
+    wrong |= 32;
+  }
+  (void)q->remove();
+  return wrong;
+}
+}  // namespace
+
+TEST_CASE("sysv_message_queue: a handle follows msgmax as it changes; a message over it is message_size",
+          "[ipc][sysv][errors]") {
+  // A handle read msgmax once. Lowered later (by root), a send between the two limits was
+  // refused by the kernel with EINVAL and reported as identifier_removed; raised, a send
+  // or receive between the two was refused with message_size. Run in a child with an
+  // IPC namespace of its own: msgmax is the namespace's.
+  std::fflush(stdout);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::_exit(msgmax_changed_under_a_handle());
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 300 && done == 0; ++i) {
+    done = ::waitpid(child, &status, WNOHANG);
+    if (done == 0) {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  if (done == 0) {
+    ::kill(child, SIGKILL);
+    (void)::waitpid(child, &status, 0);
+    FAIL("the child hung");
+  }
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) {
+    WARN("skipped: needs CAP_SYS_ADMIN for an IPC namespace and a writable /proc/sys/kernel/msgmax");
+    return;
+  }
+  INFO("bits: 1 try_send, 2 send_blocking, 4 send over the lowered msgmax; 8 a send that fits; "
+       "16 a send, 32 a receive over the old msgmax after it was raised");
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("sysv_message_queue: in a child forked after a blocking wait, a stop token still interrupts one",
