@@ -17,10 +17,12 @@ namespace corio::ipc::detail {
 /// before the call, so the id names no queue any more (removed before the call started).
 std::error_code sysv_transfer_error(int e) noexcept;
 
-/// One msgsnd: 0, or -1 with errno.
+/// One msgsnd: 0, or -1 with errno (E2BIG for a message over the system's msgmax as it is
+/// now, which msgsnd itself reports as EINVAL).
 int sysv_send_once(int id, std::span<const std::byte> message, long type, int flags);
 
-/// One msgrcv into `out` (at most `cap` bytes asked for): the size, or -1 with errno.
+/// One msgrcv into `out` (at most `cap` bytes asked for, or more up to the system's msgmax
+/// as it is now when `cap` is a stale snapshot and `out` has room): the size, or -1 with errno.
 ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type);
 
 }  // namespace corio::ipc::detail

@@ -264,7 +264,7 @@ void adopt_owed_reply(int fd) noexcept {
 /// spare: waited for here.
 void take_reply_later(int fd) noexcept {
   pollfd ready{fd, POLLIN, 0};
-  if (::poll(&ready, 1, 0) != 0) {
+  if (::poll(&ready, 1, 0) > 0) {  // (an error, EINTR say, reads as "not yet")
     adopt_owed_reply(fd);
     return;
   }

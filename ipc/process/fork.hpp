@@ -8,8 +8,10 @@
 // a request: an entry function pointer, up to 64 KiB of argument bytes, up to 8 fds
 // (SCM_RIGHTS) and the write end of a reply pipe. The helper clones itself with
 // CLONE_PARENT (so the new process is *our* child: we hold a pidfd, await it with
-// IORING_OP_WAITID and reap it like any spawned child) and replies with the pid; the new
-// process runs entry(bytes, fds), flushes stdio and _exit()s with the entry's result.
+// IORING_OP_WAITID and reap it like any spawned child); the new process writes its own
+// pid to the reply pipe first thing (so the reply does not depend on the helper living
+// on; the helper replies only a failed clone's errno), then runs entry(bytes, fds),
+// flushes stdio and _exit()s with the entry's result.
 // Because the new process is a copy of the quiet helper, not of the busy parent, no lock
 // that a parent thread held (malloc's, iostream's, a std::mutex, the runtime's) can be
 // held forever in the child — the deadlock a plain fork() of a multithreaded process
@@ -103,12 +105,14 @@ class fork_server {
 /// helper's clone errno (EAGAIN at the process limit).
 /// Cancellation: the inherited token (when_any, timeout) is honoured only until the
 /// request is sent (then operation_canceled, and no child exists). Once the request may
-/// have been sent, the send and the helper's reply are awaited uncancellably (one
-/// sendmsg and one clone of the small helper: ~100 µs), so a child that was created is
-/// never lost: it is returned even if a stop arrived meanwhile (timeout() then yields it,
-/// as it yields any result that arrived). A caller that drops it (when_any's loser, a
-/// discarded result) hands it to the orphan reaper through ~child: it is not killed, and
-/// it is reaped when it exits.
+/// have been sent, the send and the reply are awaited uncancellably (one sendmsg and one
+/// clone of the small helper: ~100 µs), so a child that was created is never lost: it is
+/// returned even if a stop arrived meanwhile (timeout() then yields it, as it yields any
+/// result that arrived). A caller that drops it (when_any's loser, a discarded result)
+/// hands it to the orphan reaper through ~child: it is not killed, and it is reaped when
+/// it exits. If the awaiting frame is destroyed before the reply came (its runtime
+/// destroyed), the reply is read later, on a detached thread if it has not come yet, and
+/// the child handed to the orphan reaper likewise.
 task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std::vector<int> fds = {},
                              fork_options options = {});
 
