@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -121,6 +122,29 @@ task<result<manager_reply>> drop_reference(const socket_address& addr, const cli
   co_return co_await corio::shield(corio::timeout(one_request(addr, options, decref, {}), decref_limit));
 }
 
+// The ident a create reply names, or null: ('#RETURN', (ident, ...), ...) with ident a
+// str. A reply of that kind means the server made the object with one reference for this
+// client, even when the rest of it is malformed (the create then fails with
+// protocol_error): the reference is dropped again by its ident.
+const std::string* created_ident(const pickle::value& reply) {
+  const auto* items = reply.if_tuple();
+  if (items == nullptr || items->size() < 2 || (*items)[0] != pickle::value("#RETURN")) {
+    return nullptr;
+  }
+  const auto* made = (*items)[1].if_tuple();
+  if (made == nullptr || made->empty() || !(*made)[0].is_str()) {
+    return nullptr;
+  }
+  return (*made)[0].if_str();
+}
+
+// Drops the reference the create that named `ident` left for this client (a decref no
+// stop can cancel, see drop_reference).
+task<void> drop_created(const socket_address& addr, const client_options& options, std::string ident) {
+  pickle::value decref = make_request({}, "decref", {pickle::value(std::move(ident))}, {});
+  (void)co_await drop_reference(addr, options, decref);
+}
+
 // After a create stopped (or timed out) while it waited for its reply: the server has the request and
 // makes the object whatever the client does now, with one reference for the client that
 // nobody else will drop. Waits for the reply on the create's connection (within
@@ -136,24 +160,15 @@ task<void> drop_abandoned_create(connection conn, socket_address addr, client_op
   while (!reply && reply.error() == std::errc::timed_out && corio::clock::now() < deadline) {
     reply = co_await corio::timeout_at(conn.recv(), deadline);
   }
-  if (!reply) {
-    co_return;
+  if (const std::string* ident = reply ? created_ident(*reply) : nullptr) {
+    co_await drop_created(addr, options, *ident);
   }
-  auto parsed = parse_reply(std::move(*reply));
-  if (!parsed || !parsed->ok()) {
-    co_return;
-  }
-  auto made = parsed->value.as<std::tuple<std::string, std::vector<std::string>>>();
-  if (!made) {
-    co_return;
-  }
-  pickle::value decref = make_request({}, "decref", {pickle::value(std::move(std::get<0>(*made)))}, {});
-  (void)co_await drop_reference(addr, options, decref);
 }
 
 // create's request: one_request, except that a stop or an idle timeout while the reply
-// is awaited hands the connection to drop_abandoned_create.
-task<result<manager_reply>> create_request(socket_address addr, client_options options, pickle::value request,
+// is awaited hands the connection to drop_abandoned_create. Yields the reply undecoded:
+// create() reads the ident from it.
+task<result<pickle::value>> create_request(socket_address addr, client_options options, pickle::value request,
                                            std::stop_token token) {
   auto conn = co_await ipc::connect(addr, options, token);
   if (!conn) {
@@ -175,7 +190,7 @@ task<result<manager_reply>> create_request(socket_address addr, client_options o
     }
     co_return unexpected(reply.error());
   }
-  co_return parse_reply(std::move(*reply));
+  co_return std::move(*reply);
 }
 
 }  // namespace
@@ -221,18 +236,29 @@ task<result<manager_proxy>> manager_client::create(std::string type_id, pickle::
                                                    std::stop_token token) const {
   args.insert(args.begin(), pickle::value(std::move(type_id)));
   pickle::value create = make_request({}, "create", std::move(args), std::move(kwds));
-  auto r = co_await create_request(m_address, m_options, std::move(create), token);
-  if (!r) {
-    co_return unexpected(r.error());
+  auto reply = co_await create_request(m_address, m_options, std::move(create), token);
+  if (!reply) {
+    co_return unexpected(reply.error());
   }
-  if (!r->ok()) {
+  std::optional<std::string> ident;  // the object the reply names, if it names one
+  if (const std::string* named = created_ident(*reply)) {
+    ident = *named;
+  }
+  auto r = parse_reply(std::move(*reply));
+  if (r && !r->ok()) {
     if (refusal != nullptr) {
       *refusal = std::move(*r);
     }
     co_return unexpected(std::make_error_code(std::errc::invalid_argument));
   }
-  auto made = r->value.as<std::tuple<std::string, std::vector<std::string>>>();
+  using made_type = std::tuple<std::string, std::vector<std::string>>;
+  auto made = r ? r->value.as<made_type>() : result<made_type>(unexpected(r.error()));
   if (!made) {
+    // Not ('#RETURN', (ident, exposed)). A reply that still names an ident made that
+    // object: its reference is dropped again, as an abandoned create's is.
+    if (ident) {
+      co_await drop_created(m_address, m_options, std::move(*ident));
+    }
     co_return unexpected(make_error_code(errc::protocol_error));
   }
   manager_proxy p;

@@ -18,7 +18,8 @@
 // client that was killed does.
 // Errors (result): connecting or authenticating (ipc/client.hpp), the connection breaking,
 // errc::protocol_error for a reply that is not (kind, value) (or, to create, not (ident,
-// exposed)); create() refused by the server (unknown typeid, bad arguments) is
+// exposed): one that still names an object, ('#RETURN', (ident, ...)), has that object
+// dropped again, by a decref as below); create() refused by the server (unknown typeid, bad arguments) is
 // std::errc::invalid_argument, with the server's reply in *refusal when given.
 // Thread-safety: a manager_client may be used by any number of tasks at once (every
 // request opens its own connection). A manager_proxy serialises its calls (a corio::mutex:
@@ -41,7 +42,7 @@
 // Three decrefs are exempt from cancellation, as they only clean up and a stopped one
 // would leave the object on the server for good:
 // the one create() sends when it fails after the server made the object (the proxy's
-// connection failed or was stopped), the one for a '#PROXY' reply's object, and
+// connection failed or was stopped, or the reply was malformed), the one for a '#PROXY' reply's object, and
 // release()'s once the proxy's connection is closed. A create() stopped (or timed out by
 // the connection's idle_timeout) while it waits for its reply returns at once and leaves
 // a task behind that waits for the reply (within the same 10 s) and drops the object the

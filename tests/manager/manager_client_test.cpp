@@ -2,12 +2,17 @@
 // proxy while it is released (calls queued behind a blocking call, then a release: each
 // finds the proxy's connection or errc::closed, and the reference is dropped once);
 // against Python's own SyncManager (every Python 3 found), a '#PROXY' reply (a method in
-// method_to_typeid): an error that leaves no object behind on the server.
+// method_to_typeid): an error that leaves no object behind on the server; a create
+// stopped or timed out before its reply, and a create whose reply is malformed but names
+// the object (through a front that changes the real server's reply): neither leaves its
+// object on the server.
 #include <catch2/catch.hpp>
 
 #include "../ipc/pythons.hpp"
 #include "helpers.hpp"
 #include "manager_helpers.hpp"
+
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -22,6 +27,7 @@
 #include <variant>
 
 #include <corio/corio.hpp>
+#include <corio/ipc/listener.hpp>
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_queue.hpp>
 #include <corio/ipc/manager_server.hpp>
@@ -265,4 +271,131 @@ TEST_CASE("manager_client: a create stopped or timed out before its reply leaves
   CHECK(stopped_in_time);
   CHECK(dropped);
   CHECK(s.server.number_of_objects() == 0);
+}
+
+namespace {
+
+// A manager server's front, on a Unix address: it forwards every request of each
+// connection it accepts to the server (on a connection of its own) and every reply back,
+// except the reply to the first create, for which the client gets rewrite(reply) instead
+// (a malformed create reply).
+// The server thus makes and counts the object as usual, and its number_of_objects tells
+// whether the client dropped it.
+struct front {
+  explicit front(socket_address server) : server(server) {}
+
+  socket_address server;
+  std::function<pickle::value(pickle::value)> rewrite;
+  corio::ipc::listener listener = bind();
+  // Passes between the front's tasks and the test's task on any worker; set once and
+  // only read otherwise, and orders nothing else: relaxed.
+  std::atomic<bool> create_seen{false};
+
+  static corio::ipc::listener bind() {
+    static std::atomic<int> count{0};  // a name per front (relaxed: only unique)
+    auto name = "corio-manager-front-" + std::to_string(::getpid()) + "-" + std::to_string(count.fetch_add(1));
+    corio::ipc::listener_options o;
+    o.auth.authkey = "password";
+    auto l = corio::ipc::listener::bind(socket_address::unix_abstract(name).value(), std::move(o));
+    REQUIRE(l);
+    return std::move(*l);
+  }
+  socket_address address() const { return listener.address().value(); }
+};
+
+bool is_create(const pickle::value& request) {
+  const pickle::value* method = request.at(1);
+  return method != nullptr && *method == pickle::value("create");
+}
+
+// One connection of the front: forwards until either side ends it.
+task<void> front_link(front& f, corio::ipc::connection conn, std::stop_token stop) {
+  auto up = co_await corio::ipc::connect(f.server, "password", stop);
+  if (!up) {
+    co_return;
+  }
+  for (;;) {
+    auto request = co_await conn.recv(stop);
+    if (!request) {
+      co_return;
+    }
+    const bool changed = is_create(*request) && !f.create_seen.exchange(true, std::memory_order_relaxed);
+    auto sent = co_await up->send(*request, stop);
+    if (!sent) {
+      co_return;
+    }
+    auto reply = co_await up->recv(stop);
+    if (!reply) {
+      co_return;
+    }
+    if (changed && f.rewrite) {
+      *reply = f.rewrite(std::move(*reply));
+    }
+    auto back = co_await conn.send(*reply, stop);
+    if (!back) {
+      co_return;
+    }
+  }
+}
+
+// The server's create reply ('#RETURN', (ident, exposed)) made malformed, naming the
+// same object: 0 ('#RETURN', (ident, 5)), exposed not a sequence of names; 1 ('#RETURN',
+// (ident, exposed, 'extra')); 2 ('#RETURN', (ident, exposed), 'extra').
+pickle::value malformed(const pickle::value& reply, int shape) {
+  const pickle::value ident = *reply.at(1)->at(0);
+  const pickle::value exposed = *reply.at(1)->at(1);
+  switch (shape) {
+    case 0:
+      return pickle::value::tuple_of("#RETURN", pickle::value::tuple_of(ident, 5));
+    case 1:
+      return pickle::value::tuple_of("#RETURN", pickle::value::tuple_of(ident, exposed, "extra"));
+    default:
+      return pickle::value::tuple_of("#RETURN", pickle::value::tuple_of(ident, exposed), "extra");
+  }
+}
+
+// Runs body(server, front, client) with the server serving and a client connected through
+// the front (set up by `setup` before it listens); stops both after.
+void serve_fronted(shared_server& s, const std::function<void(front&)>& setup,
+                   const std::function<task<void>(shared_server&, front&, manager_client&)>& body) {
+  serve(
+      s,
+      [&setup, &body](shared_server& s, manager_client&) -> task<void> {
+        front f(s.server.address().value());
+        setup(f);
+        std::stop_source stop;
+        auto serving = corio::spawn(f.listener.serve(
+            [&f](corio::ipc::connection c, std::stop_token st) { return front_link(f, std::move(c), std::move(st)); },
+            stop.get_token()));
+        auto c = co_await manager_client::connect(f.address(), "password");
+        CHECK(c);
+        if (c) {
+          co_await body(s, f, *c);
+        }
+        stop.request_stop();
+        auto served = co_await serving;
+        CHECK(served);
+      },
+      2);
+}
+
+}  // namespace
+
+// A create reply that names the object but is otherwise malformed: the create fails with
+// protocol_error and drops the object the server made (before, it stayed there).
+TEST_CASE("manager_client: a malformed create reply that names an object is an error that drops it", "[manager]") {
+  const int shape = GENERATE(0, 1, 2);
+  INFO("shape " << shape);
+  shared_server s;
+  serve_fronted(
+      s,
+      [shape](front& f) { f.rewrite = [shape](const pickle::value& reply) { return malformed(reply, shape); }; },
+      [](shared_server& s, front& f, manager_client& c) -> task<void> {
+        auto q = co_await c.create("Shared");
+        CHECK(f.create_seen.load(std::memory_order_relaxed));
+        REQUIRE_FALSE(q);
+        CHECK(q.error() == corio::errc::protocol_error);
+        // The decref was sent and answered before create returned.
+        CHECK(s.server.number_of_objects() == 0);
+      });
 }
