@@ -145,29 +145,63 @@ task<void> drop_created(const socket_address& addr, const client_options& option
   (void)co_await drop_reference(addr, options, decref);
 }
 
-// After a create stopped (or timed out) while it waited for its reply: the server has the request and
-// makes the object whatever the client does now, with one reference for the client that
-// nobody else will drop. Waits for the reply on the create's connection (within
-// decref_limit) and drops that reference. A task of its own: the stopped caller returns
-// at once. (A stop in the middle of the reply's bytes closed the connection: the ident
-// is then lost, and so is the object's reference. A runtime shut down within the wait
-// destroys this task: the reference stays too.)
-task<void> drop_abandoned_create(connection conn, socket_address addr, client_options options) {
+// The create's reply, received by a task of its own on the create's connection (handed
+// back with it): no stop of the create can cut the reply short once its first byte came,
+// which would lose the ident (the connection closes in the middle of a message). Its
+// receive is bounded by the connection's own idle_timeout (before the first byte) and
+// stall_timeout (after), and by an abort.
+struct create_reply {
+  connection conn;
+  result<pickle::value> reply;
+};
+
+task<create_reply> receive_create_reply(connection conn) {
+  auto reply = co_await conn.recv();
+  co_return create_reply{std::move(conn), std::move(reply)};
+}
+
+// After a create stopped (or timed out) while its reply was awaited: the server has the
+// request and makes the object whatever the client does now, with one reference for the
+// client that nobody else will drop. Waits for the reply (within decref_limit) and drops
+// that reference. A task of its own: the stopped caller returns at once. `receiving` is
+// the reply's receive, still running, or empty when `got` already holds its outcome (the
+// connection's idle_timeout passed). (A runtime shut down within the wait destroys this
+// task: the reference stays.)
+task<void> drop_abandoned_create(join_handle<create_reply> receiving, std::optional<create_reply> got,
+                                 socket_address addr, client_options options) {
+  const auto deadline = corio::clock::now() + decref_limit;
+  if (receiving.valid()) {
+    auto r = co_await corio::timeout_at(receiving.join(), deadline);
+    if (!r) {
+      receiving.abort();  // past decref_limit: the reply is given up (a reply cut short is lost)
+      co_return;
+    }
+    got.emplace(std::move(*r));
+  }
   // The connection's own idle_timeout (which may be what ended the create) bounds each
   // receive: wait again until the reply or decref_limit.
-  const auto deadline = corio::clock::now() + decref_limit;
-  auto reply = co_await corio::timeout_at(conn.recv(), deadline);
-  while (!reply && reply.error() == std::errc::timed_out && corio::clock::now() < deadline) {
-    reply = co_await corio::timeout_at(conn.recv(), deadline);
+  while (!got->reply && got->reply.error() == std::errc::timed_out && corio::clock::now() < deadline) {
+    got->reply = co_await corio::timeout_at(got->conn.recv(), deadline);
   }
-  if (const std::string* ident = reply ? created_ident(*reply) : nullptr) {
+  if (const std::string* ident = got->reply ? created_ident(*got->reply) : nullptr) {
     co_await drop_created(addr, options, *ident);
   }
 }
 
-// create's request: one_request, except that a stop or an idle timeout while the reply
-// is awaited hands the connection to drop_abandoned_create. Yields the reply undecoded:
-// create() reads the ident from it.
+// Hands an abandoned create to drop_abandoned_create; no memory for that task: the
+// reference stays on the server (and an abandoned receive runs on until its own bounds).
+void abandon_create(join_handle<create_reply> receiving, std::optional<create_reply> got, socket_address addr,
+                    client_options options) noexcept {
+  try {
+    corio::spawn(drop_abandoned_create(std::move(receiving), std::move(got), std::move(addr), std::move(options)))
+        .detach();
+  } catch (const std::exception&) {
+  }
+}
+
+// create's request: one_request, except that the reply is received by a task of its own
+// (receive_create_reply), and a stop or an idle timeout while it is awaited hands it to
+// drop_abandoned_create. Yields the reply undecoded: create() reads the ident from it.
 task<result<pickle::value>> create_request(socket_address addr, client_options options, pickle::value request,
                                            std::stop_token token) {
   auto conn = co_await ipc::connect(addr, options, token);
@@ -177,20 +211,26 @@ task<result<pickle::value>> create_request(socket_address addr, client_options o
   if (auto sent = co_await conn->send(request, token); !sent) {
     co_return unexpected(sent.error());  // nothing or part of it left: no object is made
   }
-  auto reply = co_await conn->recv(token);
-  if (!reply) {
-    // Stopped, or the connection's idle_timeout passed (errc::timed_out): no byte of the
-    // reply came, the connection is still in step, and the server may still answer.
-    if (reply.error() == std::errc::operation_canceled || reply.error() == std::errc::timed_out) {
-      try {
-        corio::spawn(drop_abandoned_create(std::move(*conn), std::move(addr), std::move(options))).detach();
-      } catch (const std::exception&) {
-        // No memory for the task: the reference stays on the server, as before.
-      }
+  // Abortable: drop_abandoned_create ends the receive once decref_limit has passed.
+  auto receiving = corio::spawn(corio::abortable, receive_create_reply(std::move(*conn)));
+  auto got = co_await receiving.join(token);
+  if (!got) {
+    if (got.error() == std::errc::operation_canceled) {  // this wait was stopped, not the receive
+      abandon_create(std::move(receiving), std::nullopt, std::move(addr), std::move(options));
     }
-    co_return unexpected(reply.error());
+    co_return unexpected(got.error());
   }
-  co_return std::move(*reply);
+  if (!got->reply) {
+    const std::error_code error = got->reply.error();
+    // The connection's idle_timeout passed (errc::timed_out): no byte of the reply came,
+    // the connection is still in step, and the server may still answer. (A reply that
+    // stalled half-way closed the connection: the hand-off then finds it closed.)
+    if (error == std::errc::timed_out) {
+      abandon_create({}, std::move(*got), std::move(addr), std::move(options));
+    }
+    co_return unexpected(error);
+  }
+  co_return std::move(*got->reply);
 }
 
 }  // namespace

@@ -27,7 +27,8 @@
 // Python gives each thread its own connection) for calls that wait at the same time.
 // Cost: create = two connections with a handshake each (the create request, then the
 // proxy's own, opened with accept_connection; the create's reference becomes the
-// proxy's, where Python sends an incref and a decref); a call = one request and one reply
+// proxy's, where Python sends an incref and a decref), and a task that receives the
+// create's reply; a call = one request and one reply
 // on the proxy's connection.
 // Cancellation: every call takes a std::stop_token and honours the inherited one; a call
 // stopped while waiting for its reply, or whose wait for it failed in any other way (the
@@ -46,8 +47,9 @@
 // release()'s once the proxy's connection is closed. A create() stopped (or timed out by
 // the connection's idle_timeout) while it waits for its reply returns at once and leaves
 // a task behind that waits for the reply (within the same 10 s) and drops the object the
-// server went on to make; the object stays when the stop came in the middle of the
-// reply's bytes (its ident is lost) or the runtime shuts down within that wait. Each runs to its end despite a stop (corio::shield), on a connection of its
+// server went on to make; the reply is received by a task of its own that no stop of the
+// create cuts short, even in the middle of its bytes. The object stays when the runtime
+// shuts down within that wait. Each runs to its end despite a stop (corio::shield), on a connection of its
 // own, within 10 s (past that errc::timed_out, and the reference stays: a server that
 // accepts but never answers cannot hang the caller; a join_handle::abort() of the
 // caller may wait that long).

@@ -3,15 +3,17 @@
 // finds the proxy's connection or errc::closed, and the reference is dropped once);
 // against Python's own SyncManager (every Python 3 found), a '#PROXY' reply (a method in
 // method_to_typeid): an error that leaves no object behind on the server; a create
-// stopped or timed out before its reply, and a create whose reply is malformed but names
-// the object (through a front that changes the real server's reply): neither leaves its
-// object on the server.
+// stopped or timed out before its reply, or stopped in the middle of it, and a create
+// whose reply is malformed but names the object (through a front that changes the real
+// server's reply): none leaves its object on the server.
 #include <catch2/catch.hpp>
 
 #include "../ipc/pythons.hpp"
 #include "helpers.hpp"
 #include "manager_helpers.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <array>
@@ -20,13 +22,16 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <stop_token>
 #include <thread>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include <corio/corio.hpp>
+#include <corio/ipc/frame.hpp>
 #include <corio/ipc/listener.hpp>
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/manager_queue.hpp>
@@ -277,8 +282,12 @@ namespace {
 
 // A manager server's front, on a Unix address: it forwards every request of each
 // connection it accepts to the server (on a connection of its own) and every reply back,
-// except the reply to the first create, for which the client gets rewrite(reply) instead
-// (a malformed create reply).
+// except the reply to the first create, which it changes in one of two ways:
+// - `rewrite` set: the client gets rewrite(reply) instead (a malformed create reply);
+// - `split` set: the client gets the reply (rewritten or not) in two parts: the length
+//   prefix with the first half of the pickle; once the client has read all of that (the
+//   socket's unread-output count, SIOCOUTQ, is 0: a Unix socket counts what its peer has
+//   not yet consumed) `partly_read` is set, and the rest follows only once `send_rest` is.
 // The server thus makes and counts the object as usual, and its number_of_objects tells
 // whether the client dropped it.
 struct front {
@@ -286,10 +295,13 @@ struct front {
 
   socket_address server;
   std::function<pickle::value(pickle::value)> rewrite;
+  bool split = false;
   corio::ipc::listener listener = bind();
-  // Passes between the front's tasks and the test's task on any worker; set once and
-  // only read otherwise, and orders nothing else: relaxed.
+  // The flags pass between the front's tasks and the test's task on any worker; each is
+  // set once and only read otherwise, and orders nothing else: relaxed.
   std::atomic<bool> create_seen{false};
+  std::atomic<bool> partly_read{false};
+  std::atomic<bool> send_rest{false};
 
   static corio::ipc::listener bind() {
     static std::atomic<int> count{0};  // a name per front (relaxed: only unique)
@@ -306,6 +318,34 @@ struct front {
 bool is_create(const pickle::value& request) {
   const pickle::value* method = request.at(1);
   return method != nullptr && *method == pickle::value("create");
+}
+
+// Bytes the peer of `fd` (a Unix stream socket) has not read yet.
+int unread_output(int fd) {
+  int n = -1;
+  return ::ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
+// Sends `reply` to the client in two parts (see front::split); false when it could not.
+task<bool> send_split(front& f, corio::ipc::connection& conn, const pickle::value& reply, std::stop_token stop) {
+  std::vector<std::byte> body;
+  REQUIRE(pickle::dump(reply, body));
+  const auto head = corio::ipc::frame::encode_header(body.size());
+  std::vector<std::byte> first(head.view().begin(), head.view().end());
+  const std::size_t half = body.size() / 2;
+  first.insert(first.end(), body.begin(), body.begin() + static_cast<std::ptrdiff_t>(half));
+  if (!co_await conn.stream().write_all(first, stop)) {
+    co_return false;
+  }
+  const int fd = conn.stream().fd();
+  const bool read = co_await within(10s, [fd] { return unread_output(fd) == 0; });
+  REQUIRE(read);
+  f.partly_read.store(true, std::memory_order_relaxed);
+  const bool go = co_await within(10s, [&f] { return f.send_rest.load(std::memory_order_relaxed); });
+  REQUIRE(go);
+  // (The client may have closed its end by now: then this fails, as the client chose.)
+  auto rest = co_await conn.stream().write_all(std::span<const std::byte>(body).subspan(half), stop);
+  co_return rest.has_value();
 }
 
 // One connection of the front: forwards until either side ends it.
@@ -330,6 +370,13 @@ task<void> front_link(front& f, corio::ipc::connection conn, std::stop_token sto
     }
     if (changed && f.rewrite) {
       *reply = f.rewrite(std::move(*reply));
+    }
+    if (changed && f.split) {
+      auto whole = co_await send_split(f, conn, *reply, stop);
+      if (!whole) {
+        co_return;
+      }
+      continue;
     }
     auto back = co_await conn.send(*reply, stop);
     if (!back) {
@@ -397,5 +444,38 @@ TEST_CASE("manager_client: a malformed create reply that names an object is an e
         CHECK(q.error() == corio::errc::protocol_error);
         // The decref was sent and answered before create returned.
         CHECK(s.server.number_of_objects() == 0);
+      });
+}
+
+// A create stopped while its reply's bytes arrive (after the first half was read): the
+// create returns operation_canceled at once, and the object is still dropped once the
+// rest arrives (before, the stop closed the connection in the middle of the reply, and the
+// ident in it was lost); also when that reply is malformed but names the object.
+TEST_CASE("manager_client: a create stopped in the middle of its reply leaves no object on the server",
+          "[manager]") {
+  const bool is_malformed = GENERATE(false, true);
+  INFO("malformed " << is_malformed);
+  shared_server s;
+  serve_fronted(
+      s,
+      [is_malformed](front& f) {
+        f.split = true;
+        if (is_malformed) {
+          f.rewrite = [](const pickle::value& reply) { return malformed(reply, 1); };
+        }
+      },
+      [](shared_server& s, front& f, manager_client& c) -> task<void> {
+        std::stop_source stop;
+        auto made = corio::spawn(c.create("Shared", {}, {}, nullptr, stop.get_token()));
+        auto partly = co_await within(10s, [&f] { return f.partly_read.load(std::memory_order_relaxed); });
+        REQUIRE(partly);
+        stop.request_stop();
+        auto r = co_await made;
+        REQUIRE_FALSE(r);
+        CHECK(r.error() == std::errc::operation_canceled);
+        CHECK(s.server.number_of_objects() == 1);  // the rest of the reply is held back
+        f.send_rest.store(true, std::memory_order_relaxed);
+        auto none = co_await within(5s, [&s] { return s.server.number_of_objects() == 0; });
+        CHECK(none);
       });
 }
