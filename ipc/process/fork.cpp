@@ -4,9 +4,11 @@
 //   request_header { u64 entry; u32 nfds; u32 nargs; i32 death_signal; u32 0 } then
 //   `nargs` argument bytes;
 //   SCM_RIGHTS: [reply pipe write end, user fd 0, ..., user fd nfds-1].
-// Reply (on the reply pipe): one i32, the new pid, written by the new process itself
-// before anything else (so it reaches us even if the helper dies right after the clone),
-// or -errno, written by the helper, if the clone failed.
+// Reply (on the reply pipe): one i32, the new pid, or -errno if the clone failed. The pid
+// is written twice, by the helper after the clone and by the new process itself before
+// anything else, so that it reaches us if either dies or stops first (a helper killed
+// right after the clone, a child killed or stopped before its write); we read the first
+// four bytes (each write is atomic on a pipe) and the second copy goes with the pipe.
 //
 // No child is lost: once a request may have reached the helper, its reply is owed to the
 // parent. fork_raw reads it; if fork_raw's frame ends first (its runtime destroyed while
@@ -98,16 +100,25 @@ void reset_signals() noexcept {
   (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
+/// Writes the reply (a pid or -errno) to the reply pipe. A reader that is gone (the
+/// parent died, or already read the other copy and closed its end) is EPIPE: the caller
+/// ignores SIGPIPE.
+void write_reply(int reply, std::int32_t value) noexcept {
+  while (::write(reply, &value, sizeof value) < 0 && errno == EINTR) {
+  }
+}
+
 /// In the new process: tells the parent our pid (the reply), first thing. SIGPIPE is
-/// ignored for it (reset_signals() restores it next): a parent that died meanwhile must
-/// not take us with it when parent_death_signal is 0.
+/// ignored (inherited from the helper) until reset_signals() restores it next: a reader
+/// that is gone must not take us with it. Ignoring it again after the write drops a
+/// SIGPIPE left pending by a mask that blocks it (a blocked signal is not discarded when
+/// it is raised, and would kill us once reset_signals() unblocks it).
 void report_pid(int reply) noexcept {
   ::signal(SIGPIPE, SIG_IGN);
   const pid_t self = ::getpid();
   run_hook(g_hook_before_reply, self);
-  const std::int32_t value = static_cast<std::int32_t>(self);
-  while (::write(reply, &value, sizeof value) < 0 && errno == EINTR) {
-  }
+  write_reply(reply, static_cast<std::int32_t>(self));
+  ::signal(SIGPIPE, SIG_IGN);
   ::close(reply);
 }
 
@@ -135,6 +146,7 @@ void report_pid(int reply) noexcept {
 /// The helper: answers requests until the parent closes the socket.
 [[noreturn]] void serve(int sock, pid_t parent) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::signal(SIGPIPE, SIG_IGN);  // a reply nobody reads any more is EPIPE, not our death
   if (::getppid() != parent) {
     ::_exit(0);  // the parent died before the prctl
   }
@@ -179,12 +191,11 @@ void report_pid(int reply) noexcept {
     if (pid == 0) {
       run_child(sock, fds[0], h, buffer + sizeof h, fds + 1, parent);
     }
+    const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -errno;
     if (pid > 0) {
-      run_hook(g_hook_after_clone, static_cast<pid_t>(pid));  // (the child replies itself)
-    } else {
-      std::int32_t reply = -errno;
-      (void)::write(fds[0], &reply, sizeof reply);
+      run_hook(g_hook_after_clone, static_cast<pid_t>(pid));
     }
+    write_reply(fds[0], reply);  // (the new process writes its pid too)
     for (std::size_t i = 0; i < nfds; ++i) {
       ::close(fds[i]);
     }
@@ -258,10 +269,10 @@ void adopt_owed_reply(int fd) noexcept {
 }
 
 /// A reply owed to a fork_raw that ended before reading it: taken here if it is already
-/// there (or EOF: no child), else by a detached thread that waits for it (the new process
-/// writes it first thing; EOF if the request dies with the helper), so that the thread
-/// that ended fork_raw (a runtime's destructor) never waits for the helper. No thread to
-/// spare: waited for here.
+/// there (or EOF: no child), else by a detached thread that waits for it (the helper and
+/// the new process each write it; EOF only if both end without writing), so that the
+/// thread that ended fork_raw (a runtime's destructor) never waits for the helper. No
+/// thread to spare: waited for here.
 void take_reply_later(int fd) noexcept {
   pollfd ready{fd, POLLIN, 0};
   if (::poll(&ready, 1, 0) > 0) {  // (an error, EINTR say, reads as "not yet")
@@ -287,12 +298,16 @@ void take_reply_later(int fd) noexcept {
 }
 
 /// The reply pipe of one request. `owed` is set while the request may be with the helper
-/// and its reply is unread: then the destructor (fork_raw's frame destroyed under the
-/// await, or an error of the read) hands the read end to take_reply_later(), after closing
-/// our write end (else a request that never left would not end in EOF).
+/// and its reply has not been taken: then the destructor (fork_raw's frame destroyed
+/// under the await, or an error of the read) adopts the child whose pid the read already
+/// put in `reply` (a read that completed while the frame was never resumed: a runtime
+/// shutting down drains the ring before it destroys frames), or else hands the read end
+/// to take_reply_later(), after closing our write end (else a request that never left
+/// would not end in EOF).
 struct reply_pipe {
   detail::process_fd read_end;
   detail::process_fd write_end;
+  std::int32_t reply = 0;  // the read's target: a pid, -errno, or 0 while nothing came
   bool owed = false;
 
   reply_pipe(int r, int w) noexcept : read_end(r), write_end(w) {}
@@ -300,7 +315,12 @@ struct reply_pipe {
   reply_pipe& operator=(const reply_pipe&) = delete;
   ~reply_pipe() {
     write_end.close();
-    if (owed) {
+    if (!owed) {
+      return;
+    }
+    if (reply > 0) {
+      (void)detail::adopt_pid(reply, false);  // dropped at once: to the orphan reaper
+    } else if (reply == 0) {
       take_reply_later(read_end.release());
     }
   }
@@ -308,7 +328,7 @@ struct reply_pipe {
 
 /// Sends the request and reads the reply (awaited shielded: see fork_raw); clears
 /// `pipe->owed` once the reply is read or cannot come.
-task<result<void>> request_reply(int sock, msghdr* mp, reply_pipe* pipe, std::int32_t* reply) {
+task<result<void>> request_reply(int sock, msghdr* mp, reply_pipe* pipe) {
   // MSG_NOSIGNAL: a dead helper is EPIPE here, never a SIGPIPE (even on a thread that
   // does not block it).
   auto sent =
@@ -320,12 +340,12 @@ task<result<void>> request_reply(int sock, msghdr* mp, reply_pipe* pipe, std::in
                              ? std::make_error_code(std::errc::not_connected)
                              : sent.error());
   }
-  auto got = co_await io::read(pipe->read_end.get(), std::as_writable_bytes(std::span(reply, 1)));
+  auto got = co_await io::read(pipe->read_end.get(), std::as_writable_bytes(std::span(&pipe->reply, 1)));
   if (!got) {
     co_return unexpected(got.error());  // still owed: read by take_reply_later()
   }
   pipe->owed = false;  // the reply (4 bytes: one write to a pipe) or EOF: no child
-  if (*got != sizeof *reply) {
+  if (*got != sizeof pipe->reply) {
     co_return unexpected(std::make_error_code(std::errc::not_connected));
   }
   co_return result<void>{};
@@ -396,13 +416,12 @@ task<result<child>> fork_raw(fork_entry entry, std::vector<std::byte> args, std:
   if (std::stop_token stop = co_await get_stop_token(); stop.stop_requested()) {
     co_return unexpected(cancelled_error());
   }
-  std::int32_t reply = 0;
   pipe.owed = true;
-  auto exchanged = co_await corio::shield(request_reply(sock, &msg, &pipe, &reply));
+  auto exchanged = co_await corio::shield(request_reply(sock, &msg, &pipe));
   if (!exchanged) {
     co_return unexpected(exchanged.error());
   }
-  co_return adopt_reply(reply);
+  co_return adopt_reply(pipe.reply);
 }
 
 }  // namespace corio::ipc

@@ -391,26 +391,58 @@ bool restart_fork_server_with(void (*after_clone)(pid_t), void (*before_reply)(p
 }
 }  // namespace
 
-// Restarts the process-wide fork server (twice), with no runtime alive at either start.
-TEST_CASE("fork: a child made while its runtime is destroyed is adopted and reaped all the same", "[process][fork]") {
-  // The hook holds the fork after the clone and before the child's pid reaches us; the
-  // runtime is destroyed meanwhile, and with it the frame that was to read the pid. Before
-  // the fix the reply went unread and the child stayed a zombie for the rest of our life.
-  REQUIRE(g_fork_server);
+namespace {
+/// How fork_held_across_shutdown() lets the runtime end under a fork that awaits its reply.
+enum class reply_at_shutdown {
+  none_yet,           // helper and child both held before their writes: no reply has come
+  read_not_resumed,   // the helper dies, the child's reply is read while the worker is
+                      // busy, and the shutdown destroys the fork's frame unresumed
+};
+
+/// Forks on a one-worker runtime through a fork server whose hooks hold the reply, destroys
+/// the runtime as `how` says, then lets the held processes go. True if the child was held
+/// and is then reaped by someone else (the orphan reaper) within 5 s; a child left a
+/// zombie is reaped here so that later tests do not count it.
+bool fork_held_across_shutdown(reply_at_shutdown how) {
   REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
   REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
-  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  const bool helper_dies = how == reply_at_shutdown::read_not_resumed;
+  const int held_processes = helper_dies ? 1 : 2;
+  const bool started =
+      restart_fork_server_with(helper_dies ? &helper_dies_after_clone : &hold_before_reply, &hold_before_reply);
   pid_t held = 0;
   bool was_held = false;
+  int released = 0;
   if (started) {
-    auto rt = std::make_unique<corio::runtime>(workers(1));
+    corio::runtime_config config = workers(1);
+    // Without DEFER_TASKRUN the read completes as soon as the worker's thread leaves the
+    // kernel, even while a task keeps it busy.
+    config.defer_taskrun = !helper_dies;
+    auto rt = std::make_unique<corio::runtime>(config);
     auto forking = rt->spawn(corio::ipc::fork([] { return 0; }));
     pollfd at{g_held_at[0], POLLIN, 0};
     was_held = forking && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held;
-    rt.reset();  // the fork awaits its reply: its frame is destroyed unfinished
+    if (was_held && helper_dies) {
+      // A task keeps the one worker busy while the child writes its pid: the read completes,
+      // but the fork is never resumed before the shutdown destroys its frame.
+      std::atomic<bool> busy{false};
+      auto blocker = rt->spawn([](std::atomic<bool>* b) -> corio::task<void> {
+        b->store(true);
+        std::this_thread::sleep_for(1000ms);
+        co_return;
+      }(&busy));
+      while (!busy.load()) {
+        std::this_thread::sleep_for(1ms);
+      }
+      released += ::write(g_release[1], "g", 1) == 1 ? 1 : 0;
+      std::this_thread::sleep_for(200ms);
+    }
+    rt.reset();  // the fork's frame is destroyed unfinished
   }
-  // (A byte, not EOF: the helper holds copies of both pipes' ends.)
-  (void)::write(g_release[1], "g", 1);
+  // (Bytes, not EOF: the helper holds copies of both pipes' ends.)
+  for (; released < held_processes; ++released) {
+    (void)::write(g_release[1], "g", 1);
+  }
   const bool reaped = was_held && corio_test::pid_gone_within(held, 5000ms);
   if (was_held && !reaped) {
     (void)::waitpid(held, nullptr, 0);  // our own zombie: gone before the tests that count them
@@ -422,7 +454,27 @@ TEST_CASE("fork: a child made while its runtime is destroyed is adopted and reap
   REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
   REQUIRE(started);
   REQUIRE(was_held);
-  CHECK(reaped);
+  return reaped;
+}
+}  // namespace
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a child made while its runtime is destroyed is adopted and reaped all the same", "[process][fork]") {
+  // The hooks hold the fork after the clone, before the pid reaches us from the helper or
+  // the child; the runtime is destroyed meanwhile, and with it the frame that was to read
+  // the pid. Before the fix the reply went unread and the child stayed a zombie for the
+  // rest of our life.
+  REQUIRE(g_fork_server);
+  CHECK(fork_held_across_shutdown(reply_at_shutdown::none_yet));
+}
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a child whose pid was read but never taken by its destroyed frame is adopted all the same",
+          "[process][fork]") {
+  // The reply is already out of the pipe, in the frame, when the shutdown destroys the
+  // frame unresumed: it must be taken from there (a later read of the pipe finds EOF).
+  REQUIRE(g_fork_server);
+  CHECK(fork_held_across_shutdown(reply_at_shutdown::read_not_resumed));
 }
 
 // Restarts the process-wide fork server (twice), with no runtime alive at either start.
@@ -441,4 +493,41 @@ TEST_CASE("fork: a child whose helper dies right after the clone is still return
   REQUIRE(started);
   CHECK(code == 7);
   CHECK(corio_test::zombies_after_settle(3000ms) == 0);
+}
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork server's thread blocks SIGPIPE",
+          "[process][fork]") {
+  // The helper writes the pid too, so the parent often has its reply and has closed the
+  // pipe before the child's own write: EPIPE. With SIGPIPE blocked (inherited from the
+  // thread that started the fork server), the SIGPIPE that write raises is not discarded
+  // by SIG_IGN but stays pending, and once the child restored the defaults and unblocked
+  // everything it killed the child before its entry ran.
+  REQUIRE(g_fork_server);
+  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  sigset_t pipe_signal;
+  sigset_t before;
+  ::sigemptyset(&pipe_signal);
+  ::sigaddset(&pipe_signal, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_signal, &before);
+  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  int code = -1;
+  if (started) {
+    corio::runtime rt(workers(1));
+    // Returns with the helper's copy of the pid; the pipe is closed when the fork ends.
+    auto child = rt.block_on(corio::ipc::fork([] { return 7; }));
+    (void)::write(g_release[1], "g", 1);  // now the child writes to a pipe nobody reads
+    code = rt.block_on(status_of(std::move(child)));
+  } else {
+    (void)::write(g_release[1], "g", 1);
+  }
+  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
+    ::close(fd);
+  }
+  corio::ipc::fork_server::stop();
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  REQUIRE(started);
+  CHECK(code == 7);  // -2: killed by a signal (SIGPIPE)
 }
