@@ -88,12 +88,24 @@ struct fifo_open {
   }
 };
 
+/// -errno for a failed spawn_blocking: a stop is ECANCELED, the system's refusal of a pool
+/// thread its own errno (EAGAIN), the runtime's own errors (shut_down, no_runtime) ESHUTDOWN.
+int errno_of_blocking_error(std::error_code e) noexcept {
+  if (e == std::errc::operation_canceled) {
+    return -ECANCELED;
+  }
+  if ((e.category() == std::generic_category() || e.category() == std::system_category()) && e.value() > 0) {
+    return -e.value();
+  }
+  return -ESHUTDOWN;
+}
+
 /// Runs the blocking open as its own task, so that a cancelled awaiter can leave without
 /// waiting for it (see open_async). Yields the fd, or -errno.
 task<int> run_open(std::shared_ptr<fifo_open> state, std::stop_token token) {
   auto job = [state] { return state->run(); };  // named: see open_async
   auto r = co_await spawn_blocking(job, token);
-  int fd = r ? *r : (r.error() == std::errc::operation_canceled ? -ECANCELED : -ESHUTDOWN);
+  int fd = r ? *r : errno_of_blocking_error(r.error());
   if (state->abandoned.exchange(true, std::memory_order_acq_rel) && fd >= 0) {
     ::close(fd);  // the awaiter has left: nobody will take it
     fd = -ECANCELED;

@@ -7,6 +7,7 @@
 #include <corio/ipc/ipc.hpp>
 
 #include "helpers.hpp"
+#include "refuse_threads.hpp"
 
 #include <array>
 #include <atomic>
@@ -110,6 +111,24 @@ TEST_CASE("fifo: both ends open asynchronously and exchange data", "[ipc][pipe][
     co_return e ? got : e.error().message();
   };
   CHECK(rt.block_on(body()) == "via fifo");
+}
+
+// The open's spawn_blocking error once came out as "shut down" (ESHUTDOWN) whatever it
+// was; a pool that cannot start a thread is the system's EAGAIN.
+TEST_CASE("fifo: an open that no blocking-pool thread can take fails with the system's error, not shut down",
+          "[ipc][pipe][fifo][fault]") {
+  corio_test::temp_dir dir;
+  std::string path = dir.file("f");
+  REQUIRE(corio::ipc::make_fifo(path));
+  corio::runtime rt(corio_test::workers(1));  // its pool has no thread yet
+  auto open_refused = [&]() -> task<std::error_code> {
+    corio_test::refuse_new_threads refused;
+    auto r = co_await corio::ipc::open_fifo_reader(path);
+    co_return r ? std::error_code{} : r.error();
+  };
+  const std::error_code error = rt.block_on(open_refused());
+  // (pthread_create's EAGAIN; a sanitizer's interceptor might say ENOMEM.)
+  CHECK((error == std::errc::resource_unavailable_try_again || error == std::errc::not_enough_memory));
 }
 
 TEST_CASE("fifo: a pending open with no peer is cancelled without leaking a descriptor",

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "helpers.hpp"
+#include "refuse_threads.hpp"
 
 using namespace std::chrono_literals;
 
@@ -355,29 +356,7 @@ TEST_CASE("spawn_blocking: when shutdown destroys the awaiting task, the job's f
 }
 
 namespace {
-// While it lives, every thread the process creates fails to start: the default stack
-// (std::thread uses the default attributes) is larger than the address space, so
-// pthread_create returns EAGAIN, as when the system is out of threads.
-class refuse_new_threads {
- public:
-  refuse_new_threads() {
-    REQUIRE(::pthread_getattr_default_np(&m_saved) == 0);
-    pthread_attr_t huge;
-    ::pthread_attr_init(&huge);
-    REQUIRE(::pthread_attr_setstacksize(&huge, std::size_t{1} << 50) == 0);
-    REQUIRE(::pthread_setattr_default_np(&huge) == 0);
-    ::pthread_attr_destroy(&huge);
-  }
-  refuse_new_threads(const refuse_new_threads&) = delete;
-  refuse_new_threads& operator=(const refuse_new_threads&) = delete;
-  ~refuse_new_threads() {
-    ::pthread_setattr_default_np(&m_saved);
-    ::pthread_attr_destroy(&m_saved);
-  }
-
- private:
-  pthread_attr_t m_saved;
-};
+using corio_test::refuse_new_threads;
 
 // A job's answer, -2 for an error of the await, or -1 if the await threw std::system_error.
 corio::task<int> seven_or_refused(std::atomic<bool>* submitting) {
