@@ -71,11 +71,12 @@ int sysv_send_once(int id, std::span<const std::byte> message, long type, int fl
     std::memcpy(buf + 1, message.data(), message.size());
   }
   const int rc = ::msgsnd(id, buf, message.size(), flags);
-  if (rc < 0 && errno == EINVAL && message.size() > system_max_message()) {
+  if (rc < 0 && errno == EINVAL) {
     // EINVAL is also msgsnd's answer to a message over msgmax, which may have been
     // lowered since the caller checked it: too long, not a removed queue. (msgsnd never
-    // fails with E2BIG itself, so the code is free for this.)
-    errno = E2BIG;
+    // fails with E2BIG itself, so the code is free for this.) The look at the limit may
+    // set errno itself: ours is put back.
+    errno = message.size() > system_max_message() ? E2BIG : EINVAL;
   }
   return rc;
 }
@@ -86,8 +87,10 @@ ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, lon
   ssize_t n = ::msgrcv(id, buf, asked, type, flags);
   if (n < 0 && errno == E2BIG && out.size() > asked) {
     // Longer than `cap` (the handle's msgmax) but maybe not than the buffer: msgmax may
-    // have been raised since, and a larger message sent. Again with the limit as it is now.
+    // have been raised since, and a larger message sent. Again with the limit as it is now
+    // (the look at it may set errno: E2BIG is put back if there is no second try).
     const std::size_t now = std::min(out.size(), system_max_message());
+    errno = E2BIG;
     if (now > asked) {
       asked = now;
       buf = scratch(asked);
