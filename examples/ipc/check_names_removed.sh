@@ -85,13 +85,14 @@ remove_name() {  # what the example left behind, so that a failed check leaves n
           2>/dev/null ;;
   esac
 }
-# Waits up to $2 tenths of a second for process $1 to be gone (a zombie counts as gone).
+# Waits up to $2 tenths of a second for process $1 to be gone (a zombie counts as gone);
+# with 0, looks once.
 gone_within() {
   local i
-  for ((i = 0; i < $2; ++i)); do
+  for ((i = 0; i <= $2; ++i)); do
     [[ -e /proc/$1 ]] || return 0
     [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]] && return 0
-    sleep 0.1
+    ((i < $2)) && sleep 0.1
   done
   return 1
 }
@@ -104,12 +105,19 @@ all_exist() {
   local n
   for n in "${names[@]}"; do name_exists "$n" || return 1; done
 }
+# Ready: the READY line (if any) is out and every name exists. Without a signal to send, a
+# READY line alone will do: the example prints it once its names exist, and may end
+# before a slow look at them (a Python process per message queue) finds them.
 for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
+  if [[ -n ${READY:-} ]] && grep -Eq "$READY" "$out" && [[ $sig == none ]]; then
+    ready=1
+    break
+  fi
   if { [[ -z ${READY:-} ]] || grep -Eq "$READY" "$out"; } && all_exist; then
     ready=1
     break
   fi
-  kill -0 "$pid" 2>/dev/null || break
+  gone_within "$pid" 0 && break  # exited (a zombie until waited for): it will not get there
   sleep 0.1
 done
 [[ -n ${ready:-} ]] || fail "never had ${names[*]}${READY:+ and a line matching '$READY'} (running: $(kill -0 "$pid" 2>/dev/null && echo yes || echo no))"

@@ -125,7 +125,9 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
     std::fflush(stdout);
     (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
   }
-  start->set();  // all children start together: the race is at its worst
+  if (!stop.stop_requested()) {
+    start->set();  // all children start together: the race is at its worst
+  }
   bool ok = children.size() == kProcesses;
   for (auto& c : children) {
     auto st = co_await c.wait(stop.get_token());  // a signal ends it: the child runs on
