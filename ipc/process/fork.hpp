@@ -8,10 +8,10 @@
 // a request: an entry function pointer, up to 64 KiB of argument bytes, up to 8 fds
 // (SCM_RIGHTS) and the write end of a reply pipe. The helper clones itself with
 // CLONE_PARENT (so the new process is *our* child: we hold a pidfd, await it with
-// IORING_OP_WAITID and reap it like any spawned child); the new process writes its own
-// pid to the reply pipe first thing (so the reply does not depend on the helper living
-// on; the helper replies only a failed clone's errno), then runs entry(bytes, fds),
-// flushes stdio and _exit()s with the entry's result.
+// IORING_OP_WAITID and reap it like any spawned child) and replies with the pid, and so
+// does the new process, first thing (so the reply comes if either of them dies or stops
+// first); the new process then runs entry(bytes, fds), flushes stdio and _exit()s with
+// the entry's result.
 // Because the new process is a copy of the quiet helper, not of the busy parent, no lock
 // that a parent thread held (malloc's, iostream's, a std::mutex, the runtime's) can be
 // held forever in the child — the deadlock a plain fork() of a multithreaded process
