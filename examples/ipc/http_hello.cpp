@@ -18,7 +18,8 @@
 // needs (the descriptors open then, the connections, and 64 spare ones for connections
 // being turned away with 503); if the hard limit is lower, --max-connections is lowered to
 // what it allows, with a message on stderr (as nginx warns when worker_connections exceed
-// its open-file limit), and the server refuses to start only if not one connection fits.
+// its open-file limit), and the server refuses to start only if not one connection fits
+// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp).
 // Timeouts (one sleeping watchdog task per connection; a request costs an atomic store,
 // and a wake of the watchdog when a head begun moves its deadline earlier):
 //   --header-timeout-ms  a request head must be complete this long after its first byte
@@ -34,14 +35,13 @@
 //   http_hello --self-test [...]                serve on port 0 and check raw exchanges
 //   http_hello --help
 #include "../common/args.hpp"
+#include "../common/descriptor_limit.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
 
-#include <dirent.h>
 #include <strings.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -1034,67 +1034,6 @@ task<int> self_test(const tcp_listener& l, server& srv) {
   co_return failures == 0 ? 0 : 1;
 }
 
-// ---------------------------------------------------------------------------------------
-// The descriptor limit
-
-// How many descriptors this process has open (the entries of /proc/self/fd, less the one
-// that reads them); -1 if they cannot be listed.
-int open_descriptors() {
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) {
-    return -1;
-  }
-  int n = 0;
-  while (const dirent* e = ::readdir(d)) {
-    n += e->d_name[0] != '.' ? 1 : 0;
-  }
-  ::closedir(d);
-  return n - 1;
-}
-
-// Descriptors kept free beyond the connections: connections being turned away with 503
-// (each holds one until its answer is written), the self-test's extra slow clients and
-// second listener, and whatever the runtime opens later.
-constexpr unsigned kSpareDescriptors = 64;
-
-// Raises the soft RLIMIT_NOFILE so that `wanted` connections of `per_connection`
-// descriptors each fit beside the descriptors open now. Returns how many connections
-// fit: `wanted`, or fewer (after a message on stderr) when the hard limit is lower than
-// they need; 0 when not even one fits.
-unsigned fit_descriptor_limit(unsigned wanted, unsigned per_connection) {
-  rlimit rl{};
-  const int open_now = open_descriptors();
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || open_now < 0) {
-    return wanted;  // cannot tell: serve as asked (accept backs off on EMFILE)
-  }
-  const rlim_t reserve = static_cast<rlim_t>(open_now) + kSpareDescriptors;
-  const rlim_t need = reserve + static_cast<rlim_t>(wanted) * per_connection;
-  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-    rlimit raised = rl;
-    raised.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
-      rl = raised;
-    }
-  }
-  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) {
-    return wanted;
-  }
-  const rlim_t fit = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / per_connection : 0;
-  std::fprintf(stderr,
-               "http_hello: --max-connections %u needs %llu open descriptors, but their hard limit (RLIMIT_NOFILE) "
-               "is %llu",
-               wanted, static_cast<unsigned long long>(need), static_cast<unsigned long long>(rl.rlim_max));
-  if (fit == 0) {
-    std::fprintf(stderr, ": not even one connection fits; raise the hard limit (ulimit -Hn, LimitNOFILE=)\n");
-    return 0;
-  }
-  std::fprintf(stderr,
-               ": serving at most %llu connections at once (more get 503); raise the hard limit (ulimit -Hn, "
-               "LimitNOFILE=) to serve more\n",
-               static_cast<unsigned long long>(fit));
-  return static_cast<unsigned>(fit);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1137,7 +1076,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Counted with the runtime and the listener open: their descriptors are part of the need.
-  srv.config.max_connections = fit_descriptor_limit(srv.config.max_connections, test ? 2 : 1);
+  srv.config.max_connections = example::fit_descriptor_limit("http_hello", srv.config.max_connections, test ? 2 : 1);
   if (srv.config.max_connections == 0) {
     return 1;
   }
