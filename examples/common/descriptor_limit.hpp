@@ -9,7 +9,7 @@
 // root may raise it), it says so on stderr (what the connections need, the hard limit,
 // how many connections fit, how to raise it) and returns the number that fits, which the
 // server then serves (as nginx warns when worker_connections exceed its open-file limit);
-// 0 when not even one fits.
+// 0 when not even one fits. Used by echo_server and http_hello.
 // Thread-safety: call from main(); the limit is the process's, shared by every thread.
 // Cost: a listing of /proc/self/fd and two system calls, once.
 #pragma once
@@ -37,8 +37,9 @@ inline int open_descriptors() {
 }
 
 /// Descriptors kept free beyond the connections: connections accepted past the limit
-/// (http_hello's, each held until its 503 is written), a self-test's extra clients and
-/// listeners, and whatever the runtime opens later.
+/// (http_hello's, each held until its 503 is written; echo_server's one waiting for a
+/// place), a self-test's extra clients and listeners, and whatever the runtime opens
+/// later.
 inline constexpr unsigned kSpareDescriptors = 64;
 
 /// Raises the soft RLIMIT_NOFILE so that `wanted` connections of `per_connection`

@@ -7,16 +7,27 @@
 //                                          then after they closed; with N >= 1000 exit 1 above
 //                                          16 KiB each (below 1000 the ~2 MiB of start-up
 //                                          memory dominates: no verdict); needs
-//                                          --max-connections >= N
-//   --max-connections N                    serve at most N at once (a task_group bounds them)
+//                                          --max-connections >= N, and exits 1 if the hard
+//                                          limit on descriptors is below what N need
+//   --max-connections N                    serve at most N at once (a task_group bounds them;
+//                                          default 100,000, 32 in --self-test); more wait
+//                                          to be accepted
 //   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
 //       read through stream_receiver (multishot recv into a provided-buffer ring,
 //       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection) instead of
 //       read_some into a buffer of its own
+// Descriptors: each connection holds one (two in --self-test, whose clients are in the
+// same process). At start the soft RLIMIT_NOFILE is raised to what --max-connections (or
+// --idle-test) needs: the descriptors open then, the connections, and 64 spare ones (the
+// connection accepted past the limit, waiting for a place, and the runtime's). If the hard
+// limit is lower, --max-connections is lowered to what it allows, with a message on stderr,
+// and the server refuses to start only if not one connection fits
+// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as http_hello).
 // Memory: a connection's read buffer starts at 2 KiB (not zero-filled) and doubles while
 // reads fill it, up to 64 KiB, so an idle connection holds 2 KiB of buffer plus its task
 // frame; `--idle-test` measures it.
 #include "../common/args.hpp"
+#include "../common/descriptor_limit.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -25,7 +36,6 @@
 #include <corio/ipc/tcp.hpp>
 
 #include <malloc.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,8 +66,9 @@ constexpr std::size_t kLargestBuffer = 64 * 1024;
 // --idle-test). relaxed: counters read to decide when to measure; they publish nothing.
 std::atomic<int> g_live{0};
 std::atomic<int> g_reading{0};
-// At most this many connections are served at once (--max-connections).
-std::size_t g_max_connections = 100000;
+// At most this many connections are served at once (--max-connections; 0 until main()
+// sets the default).
+std::size_t g_max_connections = 0;
 
 // Counts a connection task in g_live while it exists, and in g_reading once it started
 // its first read; destroyed however the task ends (returns, or is aborted in a read).
@@ -225,25 +236,6 @@ long rss_kib() {
   return kib;
 }
 
-// Raises the soft descriptor limit to what n connections need (at most the hard limit).
-bool raise_fd_limit(std::size_t n) {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-    return false;
-  }
-  rlim_t want = static_cast<rlim_t>(n) + 64;
-  if (rl.rlim_cur >= want) {
-    return true;
-  }
-  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
-    std::fprintf(stderr, "echo_server: %zu connections need %llu descriptors; the hard limit is %llu\n", n,
-                 static_cast<unsigned long long>(want), static_cast<unsigned long long>(rl.rlim_max));
-    return false;
-  }
-  rl.rlim_cur = want;
-  return ::setrlimit(RLIMIT_NOFILE, &rl) == 0;
-}
-
 // The forked client: on 'c' opens n connections (plain blocking sockets), reports 'k'
 // (or 'e'), and on the next byte exits, which closes them all.
 [[noreturn]] void idle_clients(int n, socket_address addr, int commands, int reports) {
@@ -311,14 +303,17 @@ task<int> measure_idle(const tcp_listener& l, int n, corio::ipc::pipe_writer com
 }
 
 int idle_test(int n, unsigned workers) {
-  if (!raise_fd_limit(static_cast<std::size_t>(n))) {
-    return 1;
-  }
   auto l = tcp_listener::bind(socket_address::loopback_v4(0), {.backlog = n});
   auto commands = corio::ipc::pipe();
   auto reports = corio::ipc::pipe();
   if (!l || !commands || !reports) {
     std::fprintf(stderr, "echo_server: listener or pipes failed\n");
+    return 1;
+  }
+  // One descriptor per connection here (the forked client holds the other ends, under the
+  // limit it inherits); the runtime, started after the fork, takes its few from the spare.
+  if (example::fit_descriptor_limit("echo_server", static_cast<unsigned>(n), 1) < static_cast<unsigned>(n)) {
+    std::fprintf(stderr, "echo_server: --idle-test %d needs all %d connections at once\n", n, n);
     return 1;
   }
   // Fork while this process has one thread; the child uses plain system calls only.
@@ -355,12 +350,19 @@ int main(int argc, char** argv) {
                            "receiver buffer size, 1..1048576 (default 16384)");
   args.option<std::size_t>("--rx-count", g_rx.buffer_count, 1, 32768, "N", "receiver buffers, 1..32768 (default 4)");
   args.option<std::size_t>("--max-connections", g_max_connections, 1, 1000000, "N",
-                           "serve at most N connections at once, 1..1000000 (default 100000)");
+                           "serve at most N connections at once, 1..1000000; more wait to be accepted (default "
+                           "100000, 32 in --self-test). The soft limit on open descriptors is raised to what N "
+                           "needs; if the hard limit allows fewer, N is lowered to fit, with a message");
   int idle = 0;
   args.option("--idle-test", idle, 1, 100000, "N",
-              "measure the memory of N idle connections, 1..100000 (exit 1 above 16 KiB each, N >= 1000 only)");
+              "measure the memory of N idle connections, 1..100000 (exit 1 above 16 KiB each, N >= 1000 only; "
+              "raises the soft limit on open descriptors to what N need, exit 1 if the hard limit is lower)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
+  }
+  if (g_max_connections == 0) {
+    // The self-test opens 21 connections: it need not raise the descriptor limit for more.
+    g_max_connections = test ? 32 : 100000;
   }
   if (idle != 0 && g_max_connections < static_cast<std::size_t>(idle)) {
     // Only --max-connections would reach a read: the test would wait for ever.
@@ -381,6 +383,12 @@ int main(int argc, char** argv) {
   auto l = tcp_listener::bind(socket_address::loopback_v4(port));
   if (!l) {
     std::fprintf(stderr, "echo_server: bind: %s\n", l.error().message().c_str());
+    return 1;
+  }
+  // Counted with the runtime and the listener open: their descriptors are part of the need.
+  g_max_connections =
+      example::fit_descriptor_limit("echo_server", static_cast<unsigned>(g_max_connections), test ? 2 : 1);
+  if (g_max_connections == 0) {
     return 1;
   }
   std::printf("echo_server listening on %s\n", l->local_address().value().to_string().c_str());

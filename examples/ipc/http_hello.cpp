@@ -19,7 +19,7 @@
 // being turned away with 503); if the hard limit is lower, --max-connections is lowered to
 // what it allows, with a message on stderr (as nginx warns when worker_connections exceed
 // its open-file limit), and the server refuses to start only if not one connection fits
-// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp).
+// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as echo_server).
 // Timeouts (one sleeping watchdog task per connection; a request costs an atomic store,
 // and a wake of the watchdog when a head begun moves its deadline earlier):
 //   --header-timeout-ms  a request head must be complete this long after its first byte
