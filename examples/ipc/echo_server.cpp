@@ -17,12 +17,14 @@
 //       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection) instead of
 //       read_some into a buffer of its own
 // Descriptors: each connection holds one (two in --self-test, whose clients are in the
-// same process). At start the soft RLIMIT_NOFILE is raised to what --max-connections (or
-// --idle-test) needs: the descriptors open then, the connections, and 64 spare ones (the
-// connection accepted past the limit, waiting for a place, and the runtime's). If the hard
-// limit is lower, --max-connections is lowered to what it allows, with a message on stderr,
-// and the server refuses to start only if not one connection fits
-// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as http_hello).
+// same process). At start, with the runtime and the listener open, the soft RLIMIT_NOFILE
+// is raised to what --max-connections (or --idle-test) needs: the descriptors open then,
+// the connections, and 64 spare ones (the connection accepted past the limit, waiting for
+// a place, among them). If the hard limit is lower, --max-connections is lowered to what
+// it allows, with a message on stderr, and the server refuses to start only if not one
+// connection fits (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp,
+// as http_hello); --idle-test, which forks its client before the runtime starts, counts
+// before the fork and again once the runtime has started, and exits 1 if N do not fit.
 // Memory: a connection's read buffer starts at 2 KiB (not zero-filled) and doubles while
 // reads fill it, up to 64 KiB, so an idle connection holds 2 KiB of buffer plus its task
 // frame; `--idle-test` measures it.
@@ -36,6 +38,7 @@
 #include <corio/ipc/tcp.hpp>
 
 #include <malloc.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -302,6 +305,16 @@ task<int> measure_idle(const tcp_listener& l, int n, corio::ipc::pipe_writer com
   co_return per < 16 * 1024 ? 0 : 1;
 }
 
+// Whether the descriptor limit lets this process hold n connections beside what it has
+// open now (the soft limit raised if needed); if not, says so.
+bool idle_connections_fit(int n) {
+  if (example::fit_descriptor_limit("echo_server", static_cast<unsigned>(n), 1) < static_cast<unsigned>(n)) {
+    std::fprintf(stderr, "echo_server: --idle-test %d needs all %d connections at once\n", n, n);
+    return false;
+  }
+  return true;
+}
+
 int idle_test(int n, unsigned workers) {
   auto l = tcp_listener::bind(socket_address::loopback_v4(0), {.backlog = n});
   auto commands = corio::ipc::pipe();
@@ -310,10 +323,8 @@ int idle_test(int n, unsigned workers) {
     std::fprintf(stderr, "echo_server: listener or pipes failed\n");
     return 1;
   }
-  // One descriptor per connection here (the forked client holds the other ends, under the
-  // limit it inherits); the runtime, started after the fork, takes its few from the spare.
-  if (example::fit_descriptor_limit("echo_server", static_cast<unsigned>(n), 1) < static_cast<unsigned>(n)) {
-    std::fprintf(stderr, "echo_server: --idle-test %d needs all %d connections at once\n", n, n);
+  // Before the fork, for the client: it holds the other ends under the limit it inherits.
+  if (!idle_connections_fit(n)) {
     return 1;
   }
   // Fork while this process has one thread; the child uses plain system calls only.
@@ -329,7 +340,13 @@ int idle_test(int n, unsigned workers) {
   int rc = 1;
   {
     corio::runtime rt(example::with_workers(workers));
-    rc = rt.block_on(measure_idle(*l, n, std::move(commands->writer), std::move(reports->reader)));
+    // Again for the server, counted with the runtime's descriptors open now (about one a
+    // worker: more than the spare ones with many workers).
+    if (idle_connections_fit(n)) {
+      rc = rt.block_on(measure_idle(*l, n, std::move(commands->writer), std::move(reports->reader)));
+    } else {
+      ::kill(pid, SIGKILL);  // the client waits for a command that will not come
+    }
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
