@@ -75,7 +75,12 @@ corio::task<void> cancel_the_writer_in_front(corio::shared_mutex* m, std::atomic
   auto r1 = co_await m->lock_shared();
   std::stop_source stop;
   auto w = corio::spawn(write_once(m, stop.get_token(), writer));
-  (void)co_await corio::sleep_for(5ms);  // the writer queues behind r1
+  // The writer queues behind r1: then no reader gets in without waiting. Watched, not
+  // timed (a loaded machine may run the writer's task late).
+  for (int i = 0; i < 2000 && m->try_lock_shared(); ++i) {
+    corio::read_guard(*m).unlock();
+    (void)co_await corio::sleep_for(1ms);
+  }
   auto r2 = corio::spawn(read_once(m, reader));
   (void)co_await corio::sleep_for(5ms);  // the late reader queues behind the writer
   *reader_waited_for_writer = reader->load() == 0;
