@@ -326,16 +326,21 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
       ::usleep(1000);  // until the child has run its prctl
     }
     attached->store(seized ? 1 : 2);
-    ::usleep(1'500'000);  // holds the child's exit this long, then lets go by exiting
+    // Holds the child's exit until the test has looked (3), at most 20 s; lets go by exiting.
+    for (int i = 0; i < 20'000 && attached->load() != 3; ++i) {
+      ::usleep(1000);
+    }
     ::_exit(0);
   }
   REQUIRE(tracer > 0);
-  auto deadline = std::chrono::steady_clock::now() + 2s;
+  auto deadline = std::chrono::steady_clock::now() + 10s;
   while (attached->load() == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
   }
   { auto dropped = std::move(*c); }  // not waited for: the orphan reaper takes it
-  deadline = std::chrono::steady_clock::now() + 2s;
+  // The child exits 300 ms after it started; 10 s for a loaded machine (the tracer holds
+  // the zombie until we have looked).
+  deadline = std::chrono::steady_clock::now() + 10s;
   while (process_state(target) != 'Z' && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
   }
@@ -344,6 +349,7 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
   const auto before = cpu_time();
   std::this_thread::sleep_for(500ms);  // the tracer still holds it: nothing to do but wait
   const auto spent = cpu_time() - before;
+  attached->store(3);  // the tracer lets go
   int status = 0;
   ::waitpid(tracer, &status, 0);
   ::munmap(attached, 4096);
