@@ -1,5 +1,7 @@
 // POSIX shared memory (ipc/shared_memory.hpp): create (exclusive unless the options say
-// otherwise), open and remove a named segment, and map it.
+// otherwise), open and remove a named segment, and map it; and how an opener tells an
+// object its creator is still sizing from one whose creator died before it sized it
+// (the sizing flock, and the object's age).
 #include <corio/ipc/shared_memory.hpp>
 
 #include <fcntl.h>
@@ -22,6 +24,12 @@ namespace {
 std::error_code last_os_error() noexcept { return os_error(-errno); }
 
 std::error_code invalid_argument() noexcept { return std::make_error_code(std::errc::invalid_argument); }
+
+std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
+
+/// How long an object may stay empty (size 0) with no creator holding its sizing flock
+/// before open() calls its creator dead (see the header's "Lifetime").
+constexpr std::chrono::seconds abandoned_after{5};
 
 // Under flock(LOCK_EX): the object's size, grown to `size` if smaller. 0 on failure
 // (errno). Another creator holds the lock for an fstat and an ftruncate; the lock is
@@ -53,6 +61,46 @@ std::size_t grow_locked(int fd, std::size_t size) noexcept {
   (void)::flock(fd, LOCK_UN);
   errno = saved;
   return now;
+}
+
+/// Drops the flock, keeping errno.
+void unlock(int fd) noexcept {
+  const int saved = errno;
+  (void)::flock(fd, LOCK_UN);
+  errno = saved;
+}
+
+/// Takes the object's flock shared, without waiting: 0 when taken, else the error
+/// (resource_unavailable_try_again while a creator or another program holds it
+/// exclusively, or a signal came).
+std::error_code lock_shared_now(int fd) noexcept {
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+    return {};
+  }
+  return errno == EWOULDBLOCK || errno == EINTR ? error(std::errc::resource_unavailable_try_again) : last_os_error();
+}
+
+/// An opener's verdict on an object found empty: its creator is between shm_open and
+/// ftruncate (corio's under its flock from just after shm_open, Python's without one), or
+/// died there. 0 when it has been sized meanwhile (`st` then holds its size); else
+/// resource_unavailable_try_again while it is younger than abandoned_after or its flock
+/// is held (a live creator), owner_dead once neither (its creator died before sizing it;
+/// nobody will). The age is the time since the object's last inode change (st_ctim: its
+/// creation, for an object never sized), by the realtime clock.
+std::error_code empty_verdict(int fd, struct stat& st) noexcept {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const auto age = std::chrono::seconds(now.tv_sec - st.st_ctim.tv_sec) +
+                   std::chrono::nanoseconds(now.tv_nsec - st.st_ctim.tv_nsec);
+  if (age < abandoned_after) {  // (a clock set back makes it younger: try again, later)
+    return error(std::errc::resource_unavailable_try_again);
+  }
+  if (auto busy = lock_shared_now(fd)) {
+    return busy;  // a creator stopped between its flock and its ftruncate, or another program's lock
+  }
+  const bool sized = ::fstat(fd, &st) == 0 && st.st_size != 0;  // by a creator that just ended
+  unlock(fd);
+  return sized ? std::error_code{} : error(std::errc::owner_dead);
 }
 
 }  // namespace
@@ -110,7 +158,12 @@ result<shared_memory> shared_memory::open(std::string_view name, map_access acce
   if (::fstat(object.fd(), &st) != 0) {
     return unexpected(last_os_error());
   }
-  auto map = memory_map::map(object.fd(), static_cast<std::size_t>(st.st_size), access);  // empty: invalid_argument
+  if (st.st_size == 0) {
+    if (auto verdict = empty_verdict(object.fd(), st)) {
+      return unexpected(verdict);
+    }
+  }
+  auto map = memory_map::map(object.fd(), static_cast<std::size_t>(st.st_size), access);
   if (!map) {
     return unexpected(map.error());
   }

@@ -15,13 +15,22 @@
 // Errors (result<T>): std::errc::invalid_argument for a bad name ('/' then 1..254
 // characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
 // ftruncate, fstat and mmap (file_exists when the name exists and exclusive is set,
-// no_such_file_or_directory for open() of a missing name, permission_denied).
+// no_such_file_or_directory for open() of a missing name, permission_denied); for
+// open() of an empty object, resource_unavailable_try_again or owner_dead (Lifetime).
 // Lifetime: the name outlives every handle (like SharedMemory, which also needs an
 // explicit unlink): call remove() when done, or the object stays in /dev/shm, even after
-// a crash. An open() that races the creator's ftruncate sees size 0 and returns
-// invalid_argument: retry, or hand the name over only once create() has returned.
+// a crash. An open() that races the creator's ftruncate finds the object empty and
+// returns resource_unavailable_try_again: retry, or hand the name over only once
+// create() has returned. A creator that died before sizing it leaves it empty for ever:
+// open() returns owner_dead for an object that has been empty for 5 s (since it was
+// made, by the realtime clock) with no creator holding its sizing flock; remove the name
+// and create it again. A live creator leaves the object empty and unlocked only between
+// two syscalls (corio's between shm_open and flock; Python's, which takes no lock,
+// between shm_open and ftruncate): one stopped there for 5 s reads as dead, and so may
+// one when the clock is set forward meanwhile (set back, it delays the verdict).
 // Thread-safety: one owner of the handle. Cost: shm_open + flock + fstat + ftruncate +
-// mmap on create, shm_open + fstat + mmap on open. Nothing waits on another process
+// mmap on create, shm_open + fstat + mmap on open (with a flock and an fstat more for an
+// object empty for 5 s, never waiting). Nothing waits on another process
 // except create()'s flock, which every creator takes for its fstat and ftruncate
 // (microseconds): it is tried without blocking every 20 µs for at most 10 ms, then
 // create() fails with resource_unavailable_try_again (EWOULDBLOCK) — so a creator

@@ -71,14 +71,10 @@ result<shm_queue> shm_queue::open(std::string_view name) {
   if (!detail::valid_posix_ipc_name(name)) {
     return unexpected(error(std::errc::invalid_argument));
   }
+  // An empty object is "try again" while its creator may be sizing it, owner_dead once
+  // it has been empty too long with no creator holding its lock (shared_memory.hpp).
   auto memory = shared_memory::open(name);
   if (!memory) {
-    if (memory.error() == std::errc::invalid_argument) {
-      // The name is valid, so the object is empty (an empty mapping is refused): its
-      // creator made it and has not sized it yet, like the zero layout word that
-      // follows until it has built the queue.
-      return unexpected(error(std::errc::resource_unavailable_try_again));
-    }
     return unexpected(memory.error());
   }
   return adopt(std::move(*memory));

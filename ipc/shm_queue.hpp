@@ -74,7 +74,8 @@
 // ftruncate / mmap (file_exists with exclusive, no_such_file_or_directory,
 // too_many_files_open, not_enough_memory, permission_denied), and for open():
 // wrong_protocol_type (the object is not a queue), resource_unavailable_try_again (its
-// creator has not finished building it).
+// creator has not finished building it), owner_dead (its creator died before it sized
+// the object: shared_memory.hpp, Lifetime).
 // Cancellation: a waiting send or receive returns operation_canceled and has sent or
 // taken nothing; an operation that can complete at once completes even if the token is
 // stopped.

@@ -1,6 +1,6 @@
 // Tests for ipc/shared_memory.hpp and ipc/memory_map.hpp: named shared memory between
-// processes, anonymous shared mappings across fork, file mappings with an awaitable
-// flush, and checked typed views.
+// processes, objects whose creator died before sizing them, anonymous shared mappings
+// across fork, file mappings with an awaitable flush, and checked typed views.
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/shared_memory.hpp>
 
@@ -14,13 +14,17 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 #include <string>
+#include <thread>
 
 #include <corio/runtime/runtime.hpp>
 
 #include "helpers.hpp"
+#include "shm_helpers.hpp"
 
 using corio::ipc::map_access;
 using corio::ipc::memory_map;
@@ -129,6 +133,67 @@ TEST_CASE("shared_memory: a create racing another creator never ends up mapping 
   ::close(fd);
   CHECK(after->size() == std::size_t{1} << 20);
   CHECK(static_cast<std::size_t>(st.st_size) >= after->size());  // no access past the end
+}
+
+TEST_CASE("shared_memory: an object whose creator died before sizing it is \"try again\", then owner_dead; one "
+          "whose creator holds the sizing lock stays \"try again\"",
+          "[ipc][shared_memory][kill]") {
+  // A creator killed between its shm_open and its ftruncate (a corio one before or after
+  // it took the sizing lock, or Python's) leaves an empty object for ever. open() used to
+  // return invalid_argument for it, which the header told the caller to retry: a caller
+  // that did waited for ever. Now an empty object is "try again" while it is young or a
+  // creator holds its lock, and owner_dead once it is neither.
+  scoped_shm_name dead("dead-creator"), held("held-lock");
+  memory_map flag_page = *memory_map::anonymous(4096);
+  auto& holding = *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(flag_page.data()));
+  corio_test::child maker([&] {
+    if (::shm_open(dead.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) < 0) {
+      return 1;
+    }
+    ::kill(::getpid(), SIGKILL);  // dies having made the name and nothing else
+    return 0;
+  });
+  corio_test::child holder([&] {  // alive, stopped between its flock and its ftruncate
+    const int fd = ::shm_open(held.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ::flock(fd, LOCK_EX) != 0) {
+      return 1;
+    }
+    holding.store(1, std::memory_order_release);
+    for (;;) {
+      ::pause();
+    }
+  });
+  REQUIRE(maker.wait_status() == 128 + SIGKILL);
+  REQUIRE(corio_test::wait_for(holding, 1));
+  CHECK(error_of(shared_memory::open(dead.name)) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shared_memory::open(held.name)) == std::errc::resource_unavailable_try_again);
+  // A caller that retries while told to try again gets owner_dead once the object has
+  // been empty for 5 s (bounded here by 60 s, so that a regression fails instead of hanging).
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto retried = shared_memory::open(dead.name);
+  while (!retried && retried.error() == std::errc::resource_unavailable_try_again &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    retried = shared_memory::open(dead.name);
+  }
+  CHECK(error_of(retried) == std::errc::owner_dead);
+  CHECK(error_of(shared_memory::open(dead.name, map_access::read_only)) == std::errc::owner_dead);
+  // The other object is as old, but its creator holds the lock: still building.
+  CHECK(error_of(shared_memory::open(held.name)) == std::errc::resource_unavailable_try_again);
+  holder.kill9();
+  CHECK(error_of(shared_memory::open(held.name)) == std::errc::owner_dead);  // at once: it is old
+  // What owner_dead tells the caller to do works: remove the name and create it again.
+  REQUIRE(shared_memory::remove(dead.name));
+  REQUIRE(shared_memory::create(dead.name, 4096));
+  auto again = shared_memory::open(dead.name);
+  REQUIRE(again);
+  CHECK(again->size() == 4096);
+  // A non-exclusive create sizes an abandoned object instead (it is then no longer empty).
+  shared_memory_options open_existing;
+  open_existing.exclusive = false;
+  auto adopted = shared_memory::create(held.name, 4096, open_existing);
+  REQUIRE(adopted);
+  CHECK(error_of(shared_memory::open(held.name)) == std::error_code{});
 }
 
 TEST_CASE("memory_map: mapping a FIFO is an error at once, not a wait for a writer", "[ipc][memory_map][errors]") {
