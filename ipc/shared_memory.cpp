@@ -1,7 +1,7 @@
 // POSIX shared memory (ipc/shared_memory.hpp): create (exclusive unless the options say
 // otherwise), open and remove a named segment, and map it; and how an opener tells an
-// object its creator is still sizing from one whose creator died before it sized it
-// (the sizing flock, and the object's age).
+// object its creator (or shm_queue's builder) is still making from one whose creator
+// died before it finished (the sizing flock, and for an empty object its age).
 #include <corio/ipc/shared_memory.hpp>
 
 #include <fcntl.h>
@@ -10,9 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <ctime>
+#include <new>
 
 #include <corio/ipc/detail/posix_name.hpp>
 #include <corio/ipc/owned_fd.hpp>
@@ -31,36 +34,40 @@ std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
 /// before open() calls its creator dead (see the header's "Lifetime").
 constexpr std::chrono::seconds abandoned_after{5};
 
-// Under flock(LOCK_EX): the object's size, grown to `size` if smaller. 0 on failure
-// (errno). Another creator holds the lock for an fstat and an ftruncate; the lock is
-// tried without blocking, every 20 µs for at most 10 ms, so a program that holds a flock
-// on the object for its own ends, or a creator stopped under a debugger, costs the
-// caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a wait of
-// unknown length.
-std::size_t grow_locked(int fd, std::size_t size) noexcept {
+/// Takes flock(LOCK_EX) of a new or existing object: false on failure (errno). Another
+/// creator holds the lock for an fstat and an ftruncate (a queue's builder for its build
+/// too), and an opener briefly shares it to look at an object that has not been finished;
+/// the lock is tried without blocking, every 20 µs for at most 10 ms, so a program that
+/// holds a flock on the object for its own ends, or a creator stopped under a debugger,
+/// costs the caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a
+/// wait of unknown length.
+bool lock_exclusive(int fd) noexcept {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
   for (;;) {
     if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-      break;
+      return true;
     }
     if ((errno != EWOULDBLOCK && errno != EINTR) || std::chrono::steady_clock::now() >= give_up) {
-      return 0;  // (errno: flock's)
+      return false;  // (errno: flock's)
     }
     const timespec pause{0, 20'000};
     ::nanosleep(&pause, nullptr);
   }
-  std::size_t now = 0;
+}
+
+/// Under the exclusive flock: the object's size, grown to `size` if smaller. 0 on
+/// failure (errno).
+std::size_t grow_locked(int fd, std::size_t size) noexcept {
   struct stat st {};
-  if (::fstat(fd, &st) == 0) {
-    now = static_cast<std::size_t>(st.st_size);
-    if (now < size) {  // a new object (size 0), or an existing smaller one
-      now = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? size : 0;
-    }
+  if (::fstat(fd, &st) != 0) {
+    return 0;
   }
-  const int saved = errno;
-  (void)::flock(fd, LOCK_UN);
-  errno = saved;
-  return now;
+  const auto now = static_cast<std::size_t>(st.st_size);
+  if (now >= size) {
+    return now;
+  }
+  // a new object (size 0, or the builder's first word), or an existing smaller one
+  return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? size : 0;
 }
 
 /// Drops the flock, keeping errno.
@@ -71,8 +78,8 @@ void unlock(int fd) noexcept {
 }
 
 /// Takes the object's flock shared, without waiting: 0 when taken, else the error
-/// (resource_unavailable_try_again while a creator or another program holds it
-/// exclusively, or a signal came).
+/// (resource_unavailable_try_again while a creator, a builder or another program holds
+/// it exclusively, or a signal came).
 std::error_code lock_shared_now(int fd) noexcept {
   if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
     return {};
@@ -103,10 +110,33 @@ std::error_code empty_verdict(int fd, struct stat& st) noexcept {
   return sized ? std::error_code{} : error(std::errc::owner_dead);
 }
 
-}  // namespace
+/// An opener's verdict on a builder's object whose first word `first` still read
+/// `building_word` (shared_memory::create_building): while the builder holds the flock,
+/// resource_unavailable_try_again; once not, 0 if the word changed meanwhile (the builder
+/// finished), else owner_dead (it died before it finished).
+std::error_code building_verdict(int fd, std::uint32_t& first, std::uint32_t building_word) noexcept {
+  if (auto busy = lock_shared_now(fd)) {
+    return busy;
+  }
+  // We hold the lock shared, so the builder has let it go: it closed its descriptor after
+  // it replaced the word, or died. acquire: a builder that replaced the word did so with
+  // a release store before its close, and the kernel's hand-over of the lock (taken and
+  // dropped under its spinlock) orders that close before our flock, so we see the new
+  // word, never the old one; a false owner_dead would tell the user to remove a live queue.
+  const std::uint32_t now = std::atomic_ref<std::uint32_t>(first).load(std::memory_order_acquire);
+  unlock(fd);
+  return now == building_word ? error(std::errc::owner_dead) : std::error_code{};
+}
 
-result<shared_memory> shared_memory::create(std::string_view name, std::size_t size,
-                                            const shared_memory_options& options) {
+/// What create_object() and open_object() made: the name and the mapping.
+struct made {
+  std::string path;
+  memory_map map;
+};
+
+/// create() (with `building_word` 0 and no `keep_lock`) and create_building().
+result<made> create_object(std::string_view name, std::size_t size, const shared_memory_options& options,
+                           std::uint32_t building_word, owned_fd* keep_lock) {
   if (!detail::valid_posix_ipc_name(name) || size == 0 || (options.mode & ~static_cast<mode_t>(0777)) != 0) {
     return unexpected(invalid_argument());  // mode: permission bits only (no setuid, no file type)
   }
@@ -123,7 +153,7 @@ result<shared_memory> shared_memory::create(std::string_view name, std::size_t s
       return unexpected(last_os_error());
     }
   }
-  auto fail = [&](std::error_code ec) -> result<shared_memory> {
+  auto fail = [&](std::error_code ec) -> result<made> {
     if (created) {
       ::shm_unlink(path.c_str());  // ours, and unusable
     }
@@ -132,9 +162,26 @@ result<shared_memory> shared_memory::create(std::string_view name, std::size_t s
   // Grow, never shrink: the size is read and set under an exclusive flock of the object,
   // which every creator takes, so a creator that read a smaller size cannot truncate the
   // object after another one grew it and mapped the larger size (its accesses past the
-  // new end would raise SIGBUS). Held for an fstat and an ftruncate: microseconds; the
-  // lock goes with the descriptor, also when the holder dies.
+  // new end would raise SIGBUS). Held for an fstat and an ftruncate (a builder holds it
+  // until it has built what goes in: shm_queue's header): microseconds; the lock goes
+  // with the descriptor, also when the holder dies.
+  if (!lock_exclusive(object.fd())) {
+    return fail(last_os_error());
+  }
+  // A builder's first word goes in before the object has any size (pwrite makes it 4
+  // bytes long), so an opener never finds a builder's object sized without it: while
+  // the builder holds the lock it is "try again", once the lock is free and the word
+  // still there the builder is dead. (created: nobody else has written to it.)
+  if (building_word != 0 && created) {
+    const ssize_t wrote = ::pwrite(object.fd(), &building_word, sizeof building_word, 0);
+    if (wrote != static_cast<ssize_t>(sizeof building_word)) {
+      return fail(wrote < 0 ? last_os_error() : error(std::errc::no_space_on_device));
+    }
+  }
   const std::size_t mapped = grow_locked(object.fd(), size);
+  if (keep_lock == nullptr || mapped == 0) {
+    unlock(object.fd());
+  }
   if (mapped == 0) {
     return fail(last_os_error());
   }
@@ -142,10 +189,14 @@ result<shared_memory> shared_memory::create(std::string_view name, std::size_t s
   if (!map) {
     return fail(map.error());
   }
-  return shared_memory(std::move(path), std::move(*map));
+  if (keep_lock != nullptr) {
+    *keep_lock = std::move(object);  // the lock stays with the descriptor until it is closed
+  }
+  return made{std::move(path), std::move(*map)};
 }
 
-result<shared_memory> shared_memory::open(std::string_view name, map_access access) {
+/// open() (with `building_word` 0) and open_building().
+result<made> open_object(std::string_view name, map_access access, std::uint32_t building_word) {
   if (!detail::valid_posix_ipc_name(name)) {
     return unexpected(invalid_argument());
   }
@@ -154,20 +205,77 @@ result<shared_memory> shared_memory::open(std::string_view name, map_access acce
   if (!object) {
     return unexpected(last_os_error());
   }
-  struct stat st {};
-  if (::fstat(object.fd(), &st) != 0) {
-    return unexpected(last_os_error());
-  }
-  if (st.st_size == 0) {
-    if (auto verdict = empty_verdict(object.fd(), st)) {
-      return unexpected(verdict);
+  for (bool again = true;; again = false) {
+    struct stat st {};
+    if (::fstat(object.fd(), &st) != 0) {
+      return unexpected(last_os_error());
     }
+    if (st.st_size == 0) {
+      if (auto verdict = empty_verdict(object.fd(), st)) {
+        return unexpected(verdict);
+      }
+    }
+    auto map = memory_map::map(object.fd(), static_cast<std::size_t>(st.st_size), access);
+    if (!map) {
+      return unexpected(map.error());
+    }
+    if (building_word != 0 && map->size() >= sizeof building_word) {
+      auto& first = *std::launder(reinterpret_cast<std::uint32_t*>(map->data()));  // page-aligned
+      // relaxed: which value only; a finished builder's word is read again with acquire
+      // order by the caller (recognise()).
+      if (std::atomic_ref<std::uint32_t>(first).load(std::memory_order_relaxed) == building_word) {
+        if (auto verdict = building_verdict(object.fd(), first, building_word)) {
+          return unexpected(verdict);
+        }
+      }
+      // The word is not (or no longer) building_word, so a builder has finished, and it
+      // sized the object before it replaced the word; but our fstat may have come just
+      // after its pwrite, when the object was 4 bytes long: then map it again, whole.
+      if (again && map->size() == sizeof building_word) {
+        continue;
+      }
+    }
+    return made{std::move(path), std::move(*map)};
   }
-  auto map = memory_map::map(object.fd(), static_cast<std::size_t>(st.st_size), access);
-  if (!map) {
-    return unexpected(map.error());
+}
+
+}  // namespace
+
+result<shared_memory> shared_memory::create(std::string_view name, std::size_t size,
+                                            const shared_memory_options& options) {
+  auto m = create_object(name, size, options, 0, nullptr);
+  if (!m) {
+    return unexpected(m.error());
   }
-  return shared_memory(std::move(path), std::move(*map));
+  return shared_memory(std::move(m->path), std::move(m->map));
+}
+
+result<shared_memory> shared_memory::create_building(std::string_view name, std::size_t size, mode_t mode,
+                                                     std::uint32_t building_word, owned_fd& lock) {
+  if (building_word == 0 || size < sizeof building_word) {
+    return unexpected(invalid_argument());
+  }
+  auto m = create_object(name, size, {mode, /*exclusive=*/true}, building_word, &lock);
+  if (!m) {
+    return unexpected(m.error());
+  }
+  return shared_memory(std::move(m->path), std::move(m->map));
+}
+
+result<shared_memory> shared_memory::open(std::string_view name, map_access access) {
+  auto m = open_object(name, access, 0);
+  if (!m) {
+    return unexpected(m.error());
+  }
+  return shared_memory(std::move(m->path), std::move(m->map));
+}
+
+result<shared_memory> shared_memory::open_building(std::string_view name, std::uint32_t building_word) {
+  auto m = open_object(name, map_access::read_write, building_word);
+  if (!m) {
+    return unexpected(m.error());
+  }
+  return shared_memory(std::move(m->path), std::move(m->map));
 }
 
 result<void> shared_memory::remove(std::string_view name) {

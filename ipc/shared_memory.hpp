@@ -43,6 +43,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -50,6 +51,9 @@
 #include <corio/runtime/result.hpp>
 
 namespace corio::ipc {
+
+class owned_fd;
+class shm_queue;
 
 /// How create() makes the object.
 struct shared_memory_options {
@@ -97,7 +101,20 @@ class shared_memory {
   }
 
  private:
+  friend class shm_queue;
+
   shared_memory(std::string name, memory_map map) noexcept : m_name(std::move(name)), m_map(std::move(map)) {}
+
+  /// For shm_queue::create(): an exclusive create() whose object holds `building_word`
+  /// (not 0) in its first 4 bytes from the moment it has any size, and whose sizing flock
+  /// stays held through `lock` until that is closed: the builder closes it once it has
+  /// replaced the word (see "Building" in shm_queue.hpp).
+  static result<shared_memory> create_building(std::string_view name, std::size_t size, mode_t mode,
+                                               std::uint32_t building_word, owned_fd& lock);
+  /// For shm_queue::open(): open(), but an object whose first word is `building_word`
+  /// is resource_unavailable_try_again while its builder holds the lock, and owner_dead
+  /// once the lock is free and the word still there (the builder died).
+  static result<shared_memory> open_building(std::string_view name, std::uint32_t building_word);
 
   std::string m_name;
   memory_map m_map;

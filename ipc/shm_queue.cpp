@@ -1,6 +1,7 @@
-// corio::ipc::shm_queue: create, open and close a queue in shared memory, and what can be
-// read of it without a side's lock (capacity, size, closed). The layout is in
-// detail/shm_queue_layout.hpp; sending, receiving, the two sides' protocols and their
+// corio::ipc::shm_queue: create, open and close a queue in shared memory (a queue is built
+// under its object's flock, so that open() can tell a build in progress from a dead
+// builder), and what can be read of it without a side's lock (capacity, size, closed).
+// The layout is in detail/shm_queue_layout.hpp; sending, receiving, the two sides' protocols and their
 // recovery after a death are in shm_queue_transfer.cpp.
 #include <corio/ipc/shm_queue.hpp>
 
@@ -8,9 +9,12 @@
 #include <climits>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include <corio/ipc/detail/posix_name.hpp>
 #include <corio/ipc/detail/shm_queue_layout.hpp>
+#include <corio/ipc/detail/shm_queue_steps.hpp>
+#include <corio/ipc/owned_fd.hpp>
 
 namespace corio::ipc {
 
@@ -24,6 +28,12 @@ template <class T>
 T read_once(T& field) noexcept {
   return std::atomic_ref<T>(field).load(std::memory_order_relaxed);
 }
+
+/// The layout word of a queue that create() is still building ("Building" in
+/// shm_queue.hpp): the queue's word with bit 7 set, which no layout word of any
+/// shared_type has (their low byte is the layout version).
+constexpr std::uint32_t building_word = detail::layout_word(detail::shared_type::queue) | 0x80u;
+static_assert((detail::layout_version & 0x80u) == 0);
 
 }  // namespace
 
@@ -40,14 +50,25 @@ result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_optio
     return unexpected(error(std::errc::invalid_argument));
   }
   const std::size_t total = slots_offset + stride * options.capacity;
-  auto memory = shared_memory::create(name, total, {options.mode, /*exclusive=*/true});
+  // The object's sizing flock stays ours (in `building`) until the queue is published,
+  // and its layout word reads building_word from the moment it has any size: an opener
+  // that finds that word with the lock free knows that we died ("Building" in the
+  // header).
+  owned_fd building;
+  auto memory = shared_memory::create_building(name, total, options.mode, building_word, building);
   if (!memory) {
     if (memory.error() == std::errc::file_exists && !options.exclusive) {
       return open(name);
     }
     return unexpected(memory.error());
   }
-  auto* h = ::new (static_cast<void*>(memory->bytes().data())) queue_header{};
+  // Not constructed with placement new: that would set the layout word to 0 for a moment,
+  // and an opener reading 0 concludes "not a queue". The new object is zero-filled but for
+  // that word, which is every other field's initial value (queue_header is an aggregate
+  // whose members all start at 0: an implicit-lifetime type), so the header is taken as
+  // it lies, as open() takes it; only the geometry and the locks are written.
+  static_assert(std::is_aggregate_v<queue_header>);
+  auto* h = std::launder(reinterpret_cast<queue_header*>(memory->bytes().data()));
   h->capacity = static_cast<std::uint32_t>(options.capacity);
   h->max_message = static_cast<std::uint32_t>(options.max_message_size);
   h->slot_stride = static_cast<std::uint32_t>(stride);
@@ -59,7 +80,9 @@ result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_optio
     (void)shared_memory::remove(name);
     return unexpected(error(std::errc::invalid_argument));
   }
+  detail::shm::test_hook(detail::queue_step::before_create_publish);
   detail::publish(h, detail::shared_type::queue);
+  building.close();  // the lock: openers now find the queue (publish's release store first)
   auto q = adopt(std::move(*memory));
   if (!q) {
     (void)shared_memory::remove(name);
@@ -71,9 +94,9 @@ result<shm_queue> shm_queue::open(std::string_view name) {
   if (!detail::valid_posix_ipc_name(name)) {
     return unexpected(error(std::errc::invalid_argument));
   }
-  // An empty object is "try again" while its creator may be sizing it, owner_dead once
-  // it has been empty too long with no creator holding its lock (shared_memory.hpp).
-  auto memory = shared_memory::open(name);
+  // An empty object, or one whose layout word is still building_word, is "try again"
+  // while its creator is at work and owner_dead once it is dead (shared_memory).
+  auto memory = shared_memory::open_building(name, building_word);
   if (!memory) {
     return unexpected(memory.error());
   }
@@ -89,7 +112,11 @@ result<shm_queue> shm_queue::adopt(shared_memory memory) {
   }
   auto h = detail::recognise<queue_header>(bytes, 0, detail::shared_type::queue);
   if (!h) {
-    return unexpected(h.error());
+    // A zero layout word (recognise: "try again") is not a queue being built: a builder's
+    // word is building_word from the start (open_building answered for it). So it is an
+    // object that never held a queue: zeros from shared_memory::create, Python's
+    // SharedMemory, or another program.
+    return unexpected(error(std::errc::wrong_protocol_type));
   }
   queue_header* q = *h;
   // Garbage that happens to carry our layout word, or a peer that rewrote the geometry,

@@ -72,10 +72,25 @@
 // resource_unavailable_try_again (try_*: another process of that side is mid-copy),
 // operation_canceled (timed_out under corio::timeout), the OS errors of shm_open /
 // ftruncate / mmap (file_exists with exclusive, no_such_file_or_directory,
-// too_many_files_open, not_enough_memory, permission_denied), and for open():
-// wrong_protocol_type (the object is not a queue), resource_unavailable_try_again (its
-// creator has not finished building it), owner_dead (its creator died before it sized
-// the object: shared_memory.hpp, Lifetime).
+// too_many_files_open, not_enough_memory, permission_denied), and for open() (and a
+// create() without exclusive that finds the name): wrong_protocol_type (the object is
+// not a queue), resource_unavailable_try_again (its creator has not finished building
+// it: retry), owner_dead (its creator died before it finished: remove the name and
+// create the queue again; see Building).
+// Building: create() makes the object, sizes it and builds the header while it holds the
+// object's flock, and the layout word reads "being built" from the moment the object has
+// any size until the queue is published, after which the lock is dropped. So open()
+// tells: the word "being built" with the lock held is a build in progress (try again);
+// the same word with the lock free is a creator that died (owner_dead, at once, exact);
+// a zero word in an object of any size is not a queue (wrong_protocol_type: a zero-filled
+// object such as Python's SharedMemory, which no creator of a queue leaves). A creator
+// that dies between making the name and taking the lock (two syscalls), or with the lock
+// before it sized the object, leaves it empty: try again until it has been empty for
+// 5 s, then owner_dead (shared_memory.hpp, Lifetime). A program that holds a flock of its own on the object, or a process that
+// inherited the creator's descriptor through fork() while it built, makes a dead
+// creator's queue read "try again" for as long as it keeps it. Cost: a flock and an
+// atomic load more for open() of a queue not yet published (none for a finished one);
+// the creator holds the lock for its build (microseconds).
 // Cancellation: a waiting send or receive returns operation_canceled and has sent or
 // taken nothing; an operation that can complete at once completes even if the token is
 // stopped.
@@ -142,11 +157,12 @@ struct queue_geometry {
   std::uint32_t slot_stride = 0;    ///< bytes per slot (>= 8 + max_message)
 };
 
-/// Where a test hook runs: around the step that makes a send (receive) take effect, and
-/// before a receive's batching pause.
-enum class queue_step { before_publish, after_publish, before_consume, after_consume, batching_pause };
-/// Test hook (all builds; one relaxed load per step): called in the sending or receiving
-/// process at each queue_step, so tests can kill a process at exactly that point.
+/// Where a test hook runs: around the step that makes a send (receive) take effect,
+/// before a receive's batching pause, and in create() before it publishes a new queue.
+enum class queue_step { before_publish, after_publish, before_consume, after_consume, batching_pause,
+                        before_create_publish };
+/// Test hook (all builds; one relaxed load per step): called in the sending, receiving or
+/// creating process at each queue_step, so tests can kill a process at exactly that point.
 inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};
 
 }  // namespace detail

@@ -1,8 +1,9 @@
 // Tests for ipc/shm_queue.hpp: messages across processes, full/empty waits through the
 // ring (and the forced blocking-pool fallback), close, cancellation, removal while a
-// task waits, bad input, EMFILE/ENOMEM, and producers and consumers killed with SIGKILL
-// in the middle of an operation, and peers that damage the header's geometry (before
-// or after this process opened the queue).
+// task waits, bad input, EMFILE/ENOMEM, producers and consumers killed with SIGKILL in
+// the middle of an operation, creators killed before the queue is published, objects
+// that are not queues (Python's SharedMemory among them), and peers that damage the
+// header's geometry (before or after this process opened the queue).
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -33,6 +34,7 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "helpers.hpp"
+#include "pythons.hpp"
 #include "shm_helpers.hpp"
 
 CORIO_SHM_TEST_TSAN_OPTIONS
@@ -293,10 +295,11 @@ TEST_CASE("shm_queue: bad names, sizes and objects are clear errors", "[ipc][shm
     CHECK(error_of(got) == std::errc::message_size);
   }(&*q, &big, &small));
   CHECK(q->size() == 0);
-  // Objects that are not queues: not built yet (zeros), garbage, too small.
+  // Objects that are not queues: zeros (no creator of a queue leaves them: see the
+  // "creator killed" test), garbage, too small.
   scoped_name zeros("zeros"), garbage("garbage"), tiny("tiny");
   REQUIRE(shared_memory::create(zeros.name, 8192));
-  CHECK(error_of(shm_queue::open(zeros.name)) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shm_queue::open(zeros.name)) == std::errc::wrong_protocol_type);
   auto g = shared_memory::create(garbage.name, 8192);
   REQUIRE(g);
   std::memset(g->bytes().data(), 0x77, g->size());
@@ -324,6 +327,91 @@ TEST_CASE("shm_queue: an object its creator has not sized yet is \"try again\" f
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::resource_unavailable_try_again);
   CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::resource_unavailable_try_again);
   CHECK(error_of(shm_queue::open("no-slash")) == std::errc::invalid_argument);
+}
+
+TEST_CASE("shm_queue: a creator killed before it publishes the queue makes open() return owner_dead at once; "
+          "one alive at that point is \"try again\"",
+          "[ipc][shm_queue][kill]") {
+  // open() used to read the unpublished header as "its creator has not finished" for
+  // ever, so a caller retrying open() hung, and create() found the name taken.
+  scoped_name n("deadbuilder"), empty("deadempty");
+  flags f;
+  child builder([&] {
+    stop_at(step::before_create_publish, f[0]);  // header built, not published; lock held
+    (void)shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
+    return 0;
+  });
+  child maker([&] {  // a creator killed between making the name and sizing the object
+    if (::shm_open(empty.name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) < 0) {
+      return 1;
+    }
+    ::kill(::getpid(), SIGKILL);
+    return 0;
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1));
+  REQUIRE(maker.wait_status() == 128 + SIGKILL);
+  // Alive and building: try again (and the name is taken).
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::resource_unavailable_try_again);
+  CHECK(error_of(shm_queue::create(n.name)) == std::errc::file_exists);
+  builder.kill9();
+  // Dead: owner_dead at once (its lock is free and the queue unpublished), every time.
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::owner_dead);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::owner_dead);
+  CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::owner_dead);
+  CHECK(error_of(shm_queue::create(n.name)) == std::errc::file_exists);
+  // What owner_dead tells the caller to do works: remove the name, create the queue again.
+  REQUIRE(shm_queue::remove(n.name));
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
+  REQUIRE(q);
+  auto other = shm_queue::open(n.name);
+  REQUIRE(other);
+  REQUIRE(q->try_send(message(1, 7, 64)));
+  std::vector<std::byte> buffer(64);
+  auto got = other->try_receive(buffer);
+  REQUIRE(got);
+  CHECK(decode(std::span(buffer.data(), *got)).seq == 7);
+  // The empty object: try again while it is young, then owner_dead (after 5 s; a caller
+  // retrying while told to try again, bounded here by 60 s so that a regression fails).
+  CHECK(error_of(shm_queue::open(empty.name)) == std::errc::resource_unavailable_try_again);
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  auto retried = shm_queue::open(empty.name);
+  while (!retried && retried.error() == std::errc::resource_unavailable_try_again &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(20ms);
+    retried = shm_queue::open(empty.name);
+  }
+  CHECK(error_of(retried) == std::errc::owner_dead);
+}
+
+TEST_CASE("shm_queue: an object of a queue's size made by Python's SharedMemory is not a queue, not \"try again\"",
+          "[ipc][shm_queue][errors][python]") {
+  // Python's SharedMemory(create=True) is shm_open and ftruncate (zeros), without the
+  // flock corio's creators take; a queue's creator never leaves a zero layout word, so
+  // such an object reads as another type of object (before: "try again", for ever).
+  int made_by = 0;
+  for (const auto& py : corio_test::pythons()) {
+    scoped_name n("python");
+    const std::string code =
+        "from multiprocessing import shared_memory, resource_tracker\n"
+        "m = shared_memory.SharedMemory(name=\"" + n.name.substr(1) + "\", create=True, size=8192)\n"
+        "resource_tracker.unregister(m._name, \"shared_memory\")\n"  // the name outlives Python
+        "m.close()\n"
+        "print(\"made\")";
+    const std::string made = corio_test::first_line_of(py.path, code);
+    if (made != "made") {
+      WARN(py.path << " " << py.version << ": no SharedMemory (" << made << ")");
+      continue;
+    }
+    INFO(py.path << " " << py.version);
+    ++made_by;
+    auto raw = shared_memory::open(n.name);
+    REQUIRE(raw);
+    CHECK(raw->size() == 8192);
+    CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
+    CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::wrong_protocol_type);
+  }
+  CHECK(made_by > 0);  // Debian's Python 3 (3.8 or later) is always there
 }
 
 TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a message", "[ipc][shm_queue]") {
