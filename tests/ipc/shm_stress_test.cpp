@@ -1,7 +1,7 @@
 // Stress test of the process-shared primitives and shm_queue: 4 processes x 2 workers
 // hammer a process_mutex, a process_semaphore, an auto-reset process_event, a
 // process_condition_variable and a shm_queue at once for a few seconds; every count is
-// checked exactly at the end (suite `stress`).
+// checked exactly at the end; and openers racing a creator of queues (suite `stress`).
 #include <corio/ipc/process_condition_variable.hpp>
 #include <corio/ipc/process_event.hpp>
 #include <corio/ipc/process_mutex.hpp>
@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <new>
 #include <vector>
@@ -304,4 +305,39 @@ TEST_CASE("process primitives and shm_queue: 4 processes x 2 workers for seconds
   CHECK_FALSE(process_mutex::attach(storage(a->mutex_storage))->is_locked());
   WARN("mutex " << a->mutex_ops.load() << ", semaphore " << a->sem_ops.load() << ", event " << a->token_ops.load()
                 << ", condition variable " << a->produced.load() << ", shm_queue " << a->sent.load());
+}
+
+TEST_CASE("shm_queue: openers racing a creator that makes and removes a queue 10,000 times never hear owner_dead or "
+          "\"not a queue\"",
+          "[ipc][stress]") {
+  // A live creator must never read as dead (owner_dead would tell the caller to remove a
+  // queue being built) nor as another type (wrong_protocol_type): whatever instant of
+  // create() an open() lands on, it opens the queue, hears "try again", or finds no name.
+  corio_test::scoped_name n("openrace");
+  auto flags = memory_map::anonymous(4096);
+  REQUIRE(flags);
+  auto& done = *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(flags->data()));
+  constexpr int kRounds = 10000;
+  corio_test::child creator([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      auto q = shm_queue::create(n.name, {.capacity = 16, .max_message_size = 256});
+      if (!q || !shm_queue::remove(n.name)) {
+        done.store(2, std::memory_order_release);
+        return 1;
+      }
+    }
+    done.store(1, std::memory_order_release);
+    return 0;
+  });
+  std::map<int, int> seen;  // error value (0: opened) -> count
+  while (done.load(std::memory_order_acquire) == 0) {
+    auto q = shm_queue::open(n.name);
+    ++seen[q ? 0 : q.error().value()];
+  }
+  CHECK(creator.wait_status() == 0);
+  for (const auto& [code, count] : seen) {
+    INFO("error " << code << " (" << std::make_error_code(static_cast<std::errc>(code)).message() << ") x" << count);
+    CHECK((code == 0 || code == ENOENT || code == EAGAIN));
+  }
+  WARN("opened " << seen[0] << ", try again " << seen[EAGAIN] << ", no name " << seen[ENOENT]);
 }
