@@ -187,10 +187,21 @@ void report_pid(int reply) noexcept {
     }
     // why: CLONE_PARENT makes the new process the parent's child (it can waitid/pidfd it);
     // a raw clone, not fork(), since glibc's fork cannot pass CLONE_PARENT.
+    // Every signal blocked across the clone: the pid reaches the parent (from us) before
+    // the child has reset its signals, and a signal sent to it at once must wait for that
+    // reset, not meet our dispositions (SIGPIPE ignored, or SIGINT under a shell's
+    // background job); reset_signals() unblocks it with the default action in place.
+    sigset_t all;
+    sigset_t ours;
+    ::sigfillset(&all);
+    ::sigprocmask(SIG_SETMASK, &all, &ours);
     long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+    const int clone_errno = errno;
     if (pid == 0) {
       run_child(sock, fds[0], h, buffer + sizeof h, fds + 1, parent);
     }
+    ::sigprocmask(SIG_SETMASK, &ours, nullptr);
+    errno = clone_errno;
     const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -errno;
     if (pid > 0) {
       run_hook(g_hook_after_clone, static_cast<pid_t>(pid));

@@ -44,7 +44,9 @@
 // default disposition and none blocked, whatever the thread that called start() had
 // (ipc::signals() blocks the signals it takes, so a server that opened it first would
 // otherwise fork children that Ctrl-C and SIGTERM cannot stop). The helper itself keeps
-// that thread's mask.
+// that thread's mask and ignores SIGPIPE. fork() may return before the child has reset
+// its signals: it starts with every signal blocked, so a signal sent to it at once is
+// delivered, with its default action, once the reset is done.
 //
 // Thread-safety: fork() from any worker, concurrently (one sendmsg per request; the
 // helper answers in order). Cost: one sendmsg, one clone of the small helper (~100 µs),
