@@ -24,6 +24,8 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -313,10 +315,20 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
   REQUIRE(attached != MAP_FAILED);
   attached->store(0);
   corio::runtime rt(workers(1));
-  auto c = rt.block_on(corio::ipc::fork([] {
-    ::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);  // Yama: any process may trace us
-    ::usleep(300'000);                             // the tracer attaches meanwhile
-  }));
+  // The child exits once it reads a byte on `go` (or its end: the test failed), which the
+  // test writes once the tracer has attached: no window to miss on a loaded machine.
+  std::array<int, 2> go{-1, -1};
+  REQUIRE(::pipe2(go.data(), O_CLOEXEC) == 0);
+  auto c = rt.block_on(corio::ipc::fork_raw(
+      [](std::span<const std::byte>, std::span<const int> fds) -> int {
+        ::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);  // Yama: any process may trace us
+        char byte = 0;
+        while (::read(fds[0], &byte, 1) < 0 && errno == EINTR) {
+        }
+        return 0;
+      },
+      {}, {go[0]}));
+  ::close(go[0]);
   REQUIRE(c);
   const pid_t target = c->id();
   const pid_t tracer = ::fork();
@@ -325,7 +337,8 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
     for (int i = 0; i < 250 && !(seized = ::ptrace(PTRACE_SEIZE, target, nullptr, nullptr) == 0); ++i) {
       ::usleep(1000);  // until the child has run its prctl
     }
-    attached->store(seized ? 1 : 2);
+    int none = 0;
+    attached->compare_exchange_strong(none, seized ? 1 : 2);  // (the test may have given up: 3)
     // Holds the child's exit until the test has looked (3), at most 20 s; lets go by exiting.
     for (int i = 0; i < 20'000 && attached->load() != 3; ++i) {
       ::usleep(1000);
@@ -338,8 +351,9 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
     std::this_thread::sleep_for(1ms);
   }
   { auto dropped = std::move(*c); }  // not waited for: the orphan reaper takes it
-  // The child exits 300 ms after it started; 10 s for a loaded machine (the tracer holds
-  // the zombie until we have looked).
+  (void)::write(go[1], "g", 1);      // the child may exit now
+  ::close(go[1]);
+  // 10 s for a loaded machine (the tracer holds the zombie until we have looked).
   deadline = std::chrono::steady_clock::now() + 10s;
   while (process_state(target) != 'Z' && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
@@ -431,6 +445,8 @@ bool fork_held_across_shutdown(reply_at_shutdown how) {
     if (was_held && helper_dies) {
       // A task keeps the one worker busy while the child writes its pid: the read completes,
       // but the fork is never resumed before the shutdown destroys its frame.
+      // seq_cst (the default): a flag between this thread and the worker, nothing to tune.
+      // The task sets it before its sleep, while `busy` still lives.
       std::atomic<bool> busy{false};
       auto blocker = rt->spawn([](std::atomic<bool>* b) -> corio::task<void> {
         b->store(true);
@@ -536,4 +552,56 @@ TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork 
   REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
   REQUIRE(started);
   CHECK(code == 7);  // -2: killed by a signal (SIGPIPE)
+}
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, not the one the child inherited",
+          "[process][fork]") {
+  // The helper replies with the pid right after the clone, before the child has reset the
+  // dispositions it inherited from the thread that started the fork server (here SIGINT
+  // ignored, as under a shell's background job). The child, held before its reset, gets
+  // SIGINT: it must die of it once its reset is done, not run on (the signal discarded).
+  REQUIRE(g_fork_server);
+  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  struct sigaction ignore {};
+  struct sigaction saved {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGINT, &ignore, &saved);
+  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  ::sigaction(SIGINT, &saved, nullptr);
+  std::optional<int> signal;
+  int code = -1;
+  bool was_held = false;
+  if (started) {
+    corio::runtime rt(workers(1));
+    auto child = rt.block_on(corio::ipc::fork([] { return 7; }));
+    pid_t held = 0;
+    pollfd at{g_held_at[0], POLLIN, 0};
+    was_held = child && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held &&
+               held == child->id();
+    if (was_held) {
+      ::kill(held, SIGINT);  // before the child's reset
+    }
+    (void)::write(g_release[1], "g", 1);
+    if (child) {
+      auto st = rt.block_on(child->wait());
+      if (st) {
+        signal = st->signal();
+        code = st->code().value_or(-1);
+      }
+    }
+  } else {
+    (void)::write(g_release[1], "g", 1);
+  }
+  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
+    ::close(fd);
+  }
+  corio::ipc::fork_server::stop();
+  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  REQUIRE(started);
+  REQUIRE(was_held);
+  INFO("exit code " << code << " (7: the SIGINT was discarded)");
+  CHECK(signal == SIGINT);
 }
