@@ -64,9 +64,12 @@ served() {  # served I: whether $line is the answer of a connection served (the 
   fi
 }
 
-# This script holds one descriptor per connection too.
-(( $(ulimit -Sn) > wanted + 50 )) || ulimit -Sn $((wanted + 50)) 2>/dev/null ||
-  { echo "SKIP: this shell cannot open $wanted descriptors"; exit 77; }
+# This script holds one descriptor per connection too: at most `wanted`, or in cap mode
+# fewer than the hard limit given to the example.
+opened=${hard:-$wanted}
+(( opened < wanted )) || opened=$wanted
+(( $(ulimit -Sn) > opened + 50 )) || ulimit -Sn $((opened + 50)) 2>/dev/null ||
+  { echo "SKIP: this shell cannot open $opened descriptors"; exit 77; }
 if [[ -z $hard && $(ulimit -Hn) != unlimited ]] && (( $(ulimit -Hn) < wanted + 200 )); then
   echo "SKIP: the hard limit on descriptors ($(ulimit -Hn)) is below what $wanted connections need"
   exit 77

@@ -39,6 +39,7 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -328,11 +329,18 @@ int idle_test(int n, unsigned workers) {
     return 1;
   }
   // Fork while this process has one thread; the child uses plain system calls only.
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     return 1;
   }
   if (pid == 0) {
+    // Dies with us: a parent that ends without a word (a crash, kill -9) must not leave
+    // the client waiting for a command for ever (it holds its own copies of both pipes).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {
+      ::_exit(1);  // we died before the prctl
+    }
     idle_clients(n, l->local_address().value(), commands->reader.fd(), reports->writer.fd());
   }
   commands->reader.close();
