@@ -143,6 +143,32 @@ void report_pid(int reply) noexcept {
   ::_exit(code & 0xff);
 }
 
+/// In the helper: makes the new process for request `h` (fds[0]: the reply pipe, then the
+/// user's fds) and writes its pid, or the clone's -errno, to the reply pipe.
+void clone_and_reply(int sock, const int* fds, const request_header& h, const std::byte* args, pid_t parent) {
+  // why: CLONE_PARENT makes the new process the parent's child (it can waitid/pidfd it);
+  // a raw clone, not fork(), since glibc's fork cannot pass CLONE_PARENT.
+  // Every signal blocked across the clone: the pid reaches the parent (from us) before
+  // the child has reset its signals, and a signal sent to it at once must wait for that
+  // reset, not meet our dispositions (SIGPIPE ignored, or SIGINT under a shell's
+  // background job); reset_signals() unblocks it with the default action in place.
+  sigset_t all;
+  sigset_t ours;
+  ::sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, &ours);
+  long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  const int clone_errno = errno;
+  if (pid == 0) {
+    run_child(sock, fds[0], h, args, fds + 1, parent);
+  }
+  ::sigprocmask(SIG_SETMASK, &ours, nullptr);
+  const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -clone_errno;
+  if (pid > 0) {
+    run_hook(g_hook_after_clone, static_cast<pid_t>(pid));
+  }
+  write_reply(fds[0], reply);  // (the new process writes its pid too)
+}
+
 /// The helper: answers requests until the parent closes the socket.
 [[noreturn]] void serve(int sock, pid_t parent) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -185,28 +211,7 @@ void report_pid(int reply) noexcept {
       }
       continue;
     }
-    // why: CLONE_PARENT makes the new process the parent's child (it can waitid/pidfd it);
-    // a raw clone, not fork(), since glibc's fork cannot pass CLONE_PARENT.
-    // Every signal blocked across the clone: the pid reaches the parent (from us) before
-    // the child has reset its signals, and a signal sent to it at once must wait for that
-    // reset, not meet our dispositions (SIGPIPE ignored, or SIGINT under a shell's
-    // background job); reset_signals() unblocks it with the default action in place.
-    sigset_t all;
-    sigset_t ours;
-    ::sigfillset(&all);
-    ::sigprocmask(SIG_SETMASK, &all, &ours);
-    long pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
-    const int clone_errno = errno;
-    if (pid == 0) {
-      run_child(sock, fds[0], h, buffer + sizeof h, fds + 1, parent);
-    }
-    ::sigprocmask(SIG_SETMASK, &ours, nullptr);
-    errno = clone_errno;
-    const std::int32_t reply = pid > 0 ? static_cast<std::int32_t>(pid) : -errno;
-    if (pid > 0) {
-      run_hook(g_hook_after_clone, static_cast<pid_t>(pid));
-    }
-    write_reply(fds[0], reply);  // (the new process writes its pid too)
+    clone_and_reply(sock, fds, h, buffer + sizeof h, parent);
     for (std::size_t i = 0; i < nfds; ++i) {
       ::close(fds[i]);
     }
