@@ -5,6 +5,8 @@
 // recovery after a death are in shm_queue_transfer.cpp.
 #include <corio/ipc/shm_queue.hpp>
 
+#include <sys/file.h>
+
 #include <atomic>
 #include <climits>
 #include <cstring>
@@ -82,7 +84,10 @@ result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_optio
   }
   detail::shm::test_hook(detail::queue_step::before_create_publish);
   detail::publish(h, detail::shared_type::queue);
-  building.close();  // the lock: openers now find the queue (publish's release store first)
+  // The lock: openers now find the queue (publish's release store first). Dropped, not
+  // only closed: a flock belongs to the open file description, which our mapping keeps.
+  (void)::flock(building.fd(), LOCK_UN);
+  building.close();
   auto q = adopt(std::move(*memory));
   if (!q) {
     (void)shared_memory::remove(name);
