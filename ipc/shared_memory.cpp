@@ -118,11 +118,14 @@ std::error_code building_verdict(int fd, std::uint32_t& first, std::uint32_t bui
   if (auto busy = lock_shared_now(fd)) {
     return busy;
   }
-  // We hold the lock shared, so the builder has let it go: it closed its descriptor after
-  // it replaced the word, or died. acquire: a builder that replaced the word did so with
-  // a release store before its close, and the kernel's hand-over of the lock (taken and
-  // dropped under its spinlock) orders that close before our flock, so we see the new
-  // word, never the old one; a false owner_dead would tell the user to remove a live queue.
+  // We hold the lock shared, so the builder has let it go: it unlocked after it replaced
+  // the word, or died. What keeps us from reading the old word after a builder that
+  // finished: its store came before its unlock, the unlock and our flock go through the
+  // kernel's lock (a spinlock: release, then acquire), and flock() is an opaque call, so
+  // the compiler cannot move our load above it; the C++ model says nothing between
+  // processes, so this rests on the kernel and the hardware (x86, arm64). acquire on the
+  // load: later reads of the header come after it (recognise() reloads with acquire
+  // too). A false owner_dead would tell the user to remove a live queue.
   const std::uint32_t now = std::atomic_ref<std::uint32_t>(first).load(std::memory_order_acquire);
   unlock(fd);
   return now == building_word ? error(std::errc::owner_dead) : std::error_code{};

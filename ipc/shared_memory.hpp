@@ -107,8 +107,9 @@ class shared_memory {
 
   /// For shm_queue::create(): an exclusive create() whose object holds `building_word`
   /// (not 0) in its first 4 bytes from the moment it has any size, and whose sizing flock
-  /// stays held through `lock` until that is closed: the builder closes it once it has
-  /// replaced the word (see "Building" in shm_queue.hpp).
+  /// stays held through `lock`: the builder unlocks it (flock LOCK_UN: closing is not
+  /// enough while the mapping keeps the open file description) once it has replaced the
+  /// word (see "Building" in shm_queue.hpp).
   static result<shared_memory> create_building(std::string_view name, std::size_t size, mode_t mode,
                                                std::uint32_t building_word, owned_fd& lock);
   /// For shm_queue::open(): open(), but an object whose first word is `building_word`

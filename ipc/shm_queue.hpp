@@ -86,9 +86,12 @@
 // object such as Python's SharedMemory, which no creator of a queue leaves). A creator
 // that dies between making the name and taking the lock (two syscalls), or with the lock
 // before it sized the object, leaves it empty: try again until it has been empty for
-// 5 s, then owner_dead (shared_memory.hpp, Lifetime). A program that holds a flock of its own on the object, or a process that
-// inherited the creator's descriptor through fork() while it built, makes a dead
-// creator's queue read "try again" for as long as it keeps it. Cost: a flock and an
+// 5 s, then owner_dead (shared_memory.hpp, Lifetime). A program that holds a flock of
+// its own on the object, or a process that inherited the creator's descriptor or mapping
+// through fork() while it built, makes a dead creator's queue read "try again" for as
+// long as it keeps them. owner_dead tells one process (the creator's role) to remove the
+// name and create the queue again; others should go on opening: two that both remove and
+// create could end up on different objects. Cost: a flock and an
 // atomic load more for open() of a queue not yet published (none for a finished one);
 // the creator holds the lock for its build (microseconds).
 // Cancellation: a waiting send or receive returns operation_canceled and has sent or
