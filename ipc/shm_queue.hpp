@@ -89,7 +89,10 @@
 // 5 s, then owner_dead (shared_memory.hpp, Lifetime). A program that holds a flock of
 // its own on the object, or a process that inherited the creator's descriptor or mapping
 // through fork() while it built, makes a dead creator's queue read "try again" for as
-// long as it keeps them. owner_dead tells one process (the creator's role) to remove the
+// long as it keeps them. Processes of an older corio (before 2026-12-06, whose creators
+// left the word 0 until the publish) and this one read each other's queues under
+// construction as wrong_protocol_type, for the microseconds of a build: do not mix
+// versions on one name. owner_dead tells one process (the creator's role) to remove the
 // name and create the queue again; others should go on opening: two that both remove and
 // create could end up on different objects. Cost: a flock and an
 // atomic load more for open() of a queue not yet published (none for a finished one);

@@ -56,6 +56,10 @@
 
 namespace corio::ipc::detail {
 
+// Every member starts at 0 (or a zero-filled process_mutex state, which construct()
+// then writes): shm_queue::create takes the new, zero-filled object as the header as it
+// lies instead of constructing one (shm_queue.cpp), so a member with another initial
+// value would silently start at 0. Give a new member 0 as its initial state.
 struct alignas(64) queue_header {
   shared_word magic{0};
   // The geometry: written by create() before the layout word, then never. open()
