@@ -46,6 +46,23 @@ using corio::ipc::sysv_received;
 
 namespace {
 
+/// Reaps `child` (its wait status in `status`) within `limit`, polled every 100 ms; false
+/// after killing and reaping it if it is still running then (a hang fails, not stalls).
+bool reaped_within(pid_t child, std::chrono::milliseconds limit, int& status) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (::waitpid(child, &status, WNOHANG) != 0) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= give_up) {
+      ::kill(child, SIGKILL);
+      (void)::waitpid(child, &status, 0);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 /// A private queue, removed at the end of the test.
 struct scoped_queue {
   sysv_message_queue q;
@@ -674,16 +691,7 @@ TEST_CASE("sysv_message_queue: a handle follows msgmax as it changes; a message 
     ::_exit(msgmax_changed_under_a_handle());
   }
   int status = 0;
-  pid_t done = 0;
-  for (int i = 0; i < 300 && done == 0; ++i) {
-    done = ::waitpid(child, &status, WNOHANG);
-    if (done == 0) {
-      std::this_thread::sleep_for(100ms);
-    }
-  }
-  if (done == 0) {
-    ::kill(child, SIGKILL);
-    (void)::waitpid(child, &status, 0);
+  if (!reaped_within(child, 30s, status)) {
     FAIL("the child hung");
   }
   REQUIRE(WIFEXITED(status));
@@ -826,16 +834,7 @@ TEST_CASE("sysv_message_queue: a runtime shuts down while a task still waits to 
     ::_exit(0);
   }
   int status = 0;
-  pid_t done = 0;
-  for (int i = 0; i < 600 && done == 0; ++i) {
-    done = ::waitpid(child, &status, WNOHANG);
-    if (done == 0) {
-      std::this_thread::sleep_for(100ms);
-    }
-  }
-  if (done == 0) {
-    ::kill(child, SIGKILL);
-    (void)::waitpid(child, &status, 0);
+  if (!reaped_within(child, 60s, status)) {
     FAIL("the runtime's shutdown hung behind the waiting receive");
   }
   CHECK(WIFEXITED(status));

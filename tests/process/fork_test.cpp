@@ -409,6 +409,22 @@ bool restart_fork_server_with(void (*after_clone)(pid_t), void (*before_reply)(p
   corio::ipc::detail::set_fork_test_hooks(nullptr, nullptr);
   return started;
 }
+
+/// Makes the pipes the hooks use (before the fork server that is to inherit them starts).
+void open_hold_pipes() {
+  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+}
+
+/// Closes the hook pipes and restarts the fork server without hooks, as the other tests
+/// had it.
+void end_held_fork_test() {
+  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
+    ::close(fd);
+  }
+  corio::ipc::fork_server::stop();
+  REQUIRE(corio::ipc::fork_server::start());
+}
 }  // namespace
 
 namespace {
@@ -424,8 +440,7 @@ enum class reply_at_shutdown {
 /// and is then reaped by someone else (the orphan reaper) within 5 s; a child left a
 /// zombie is reaped here so that later tests do not count it.
 bool fork_held_across_shutdown(reply_at_shutdown how) {
-  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  open_hold_pipes();
   const bool helper_dies = how == reply_at_shutdown::read_not_resumed;
   const int held_processes = helper_dies ? 1 : 2;
   const bool started =
@@ -469,11 +484,7 @@ bool fork_held_across_shutdown(reply_at_shutdown how) {
   if (was_held && !reaped) {
     (void)::waitpid(held, nullptr, 0);  // our own zombie: gone before the tests that count them
   }
-  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
-    ::close(fd);
-  }
-  corio::ipc::fork_server::stop();
-  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  end_held_fork_test();
   REQUIRE(started);
   REQUIRE(was_held);
   return reaped;
@@ -526,8 +537,7 @@ TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork 
   // by SIG_IGN but stays pending, and once the child restored the defaults and unblocked
   // everything it killed the child before its entry ran.
   REQUIRE(g_fork_server);
-  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  open_hold_pipes();
   sigset_t pipe_signal;
   sigset_t before;
   ::sigemptyset(&pipe_signal);
@@ -545,11 +555,7 @@ TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork 
   } else {
     (void)::write(g_release[1], "g", 1);
   }
-  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
-    ::close(fd);
-  }
-  corio::ipc::fork_server::stop();
-  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  end_held_fork_test();
   REQUIRE(started);
   CHECK(code == 7);  // -2: killed by a signal (SIGPIPE)
 }
@@ -562,8 +568,7 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   // ignored, as under a shell's background job). The child, held before its reset, gets
   // SIGINT: it must die of it once its reset is done, not run on (the signal discarded).
   REQUIRE(g_fork_server);
-  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
+  open_hold_pipes();
   struct sigaction ignore {};
   struct sigaction saved {};
   ignore.sa_handler = SIG_IGN;
@@ -595,11 +600,7 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   } else {
     (void)::write(g_release[1], "g", 1);
   }
-  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
-    ::close(fd);
-  }
-  corio::ipc::fork_server::stop();
-  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
+  end_held_fork_test();
   REQUIRE(started);
   REQUIRE(was_held);
   INFO("exit code " << code << " (7: the SIGINT was discarded)");
