@@ -24,6 +24,7 @@
 #include <stop_token>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <corio/corio.hpp>
 #include <corio/ipc/signals.hpp>
@@ -54,6 +55,28 @@ inline corio::task<void> stop_on_signal(const corio::signal_stream& signals, std
     std::fprintf(stderr, "%s: waiting for a signal: %s; shutting down\n", who, got.error().message().c_str());
   }
   stop.request_stop();
+}
+
+/// Waits for each of `children` to exit, or until `stop` is requested (a signal, see
+/// stop_on_signal): then kills and reaps those still running (a child already reaped
+/// just yields its status again). True when every child exited 0 and no stop came.
+inline corio::task<bool> wait_children(std::vector<corio::ipc::child>& children, std::stop_token stop) {
+  bool ok = true;
+  for (auto& c : children) {
+    auto st = co_await c.wait(stop);  // a stop ends the wait: the child runs on
+    if (!st && stop.stop_requested()) {
+      break;
+    }
+    ok = ok && st && st->code() == 0;
+  }
+  if (!stop.stop_requested()) {
+    co_return ok;
+  }
+  for (auto& c : children) {
+    (void)c.kill();           // fails harmlessly for one already reaped
+    (void)co_await c.wait();  // killed: it ends at once
+  }
+  co_return false;
 }
 
 namespace detail {

@@ -128,23 +128,11 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
   if (!stop.stop_requested()) {
     start->set();  // all children start together: the race is at its worst
   }
-  bool ok = children.size() == kProcesses;
-  for (auto& c : children) {
-    auto st = co_await c.wait(stop.get_token());  // a signal ends it: the child runs on
-    if (!st && stop.stop_requested()) {
-      break;
-    }
-    ok = ok && st && st->code() == 0;
-  }
+  const bool all_exited_0 = co_await example::wait_children(children, stop.get_token());
+  const bool ok = children.size() == kProcesses && all_exited_0;
   const bool signalled = stop.stop_requested();
   stop.request_stop();
   co_await std::move(watcher);
-  if (signalled) {
-    for (auto& c : children) {
-      (void)c.kill();           // fails harmlessly for one already reaped
-      (void)co_await c.wait();  // killed: it ends at once (or yields its status again)
-    }
-  }
   (void)corio::ipc::shared_memory::remove(name);
   if (signalled) {
     std::printf("parent: stopped (%zu of %d children started, all ended); block %s removed\n", children.size(),
