@@ -100,25 +100,38 @@ void reset_signals() noexcept {
   (void)::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-/// Writes the reply (a pid or -errno) to the reply pipe. A reader that is gone (the
-/// parent died, or already read the other copy and closed its end) is EPIPE: the caller
-/// ignores SIGPIPE.
-void write_reply(int reply, std::int32_t value) noexcept {
-  while (::write(reply, &value, sizeof value) < 0 && errno == EINTR) {
+/// Writes the reply (a pid or -errno) to the reply pipe: 0, or the write's errno. A
+/// reader that is gone (the parent died, or already read the other copy and closed its
+/// end) is EPIPE; the SIGPIPE it raises is the caller's to deal with (the helper ignores
+/// it; the new process takes it back, see report_pid).
+int write_reply(int reply, std::int32_t value) noexcept {
+  for (;;) {
+    if (::write(reply, &value, sizeof value) >= 0) {
+      return 0;
+    }
+    if (errno != EINTR) {
+      return errno;
+    }
   }
 }
 
-/// In the new process: tells the parent our pid (the reply), first thing. SIGPIPE is
-/// ignored (inherited from the helper) until reset_signals() restores it next: a reader
-/// that is gone must not take us with it. Ignoring it again after the write drops a
-/// SIGPIPE left pending by a mask that blocks it (a blocked signal is not discarded when
-/// it is raised, and would kill us once reset_signals() unblocks it).
+/// In the new process: tells the parent our pid (the reply), first thing. Every signal
+/// is blocked here (the helper blocks them across the clone) until reset_signals()
+/// unblocks them with their default actions: a signal sent to us meanwhile waits for that.
+/// Our own write's SIGPIPE (the parent has usually read the helper's copy and closed the
+/// pipe) would wait too and then kill us: after an EPIPE it is taken back from the
+/// pending set. (A SIGPIPE someone else sent us before that write merges with ours and is
+/// taken back with it: standard signals do not queue.)
 void report_pid(int reply) noexcept {
-  ::signal(SIGPIPE, SIG_IGN);
   const pid_t self = ::getpid();
   run_hook(g_hook_before_reply, self);
-  write_reply(reply, static_cast<std::int32_t>(self));
-  ::signal(SIGPIPE, SIG_IGN);
+  if (write_reply(reply, static_cast<std::int32_t>(self)) == EPIPE) {
+    sigset_t pipe_signal;
+    ::sigemptyset(&pipe_signal);
+    ::sigaddset(&pipe_signal, SIGPIPE);
+    const timespec now{0, 0};
+    (void)::sigtimedwait(&pipe_signal, nullptr, &now);
+  }
   ::close(reply);
 }
 
@@ -166,7 +179,7 @@ void clone_and_reply(int sock, const int* fds, const request_header& h, const st
   if (pid > 0) {
     run_hook(g_hook_after_clone, static_cast<pid_t>(pid));
   }
-  write_reply(fds[0], reply);  // (the new process writes its pid too)
+  (void)write_reply(fds[0], reply);  // (the new process writes its pid too)
 }
 
 /// The helper: answers requests until the parent closes the socket.
