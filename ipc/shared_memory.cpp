@@ -166,8 +166,9 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
   // which every creator takes, so a creator that read a smaller size cannot truncate the
   // object after another one grew it and mapped the larger size (its accesses past the
   // new end would raise SIGBUS). Held for an fstat and an ftruncate (a builder holds it
-  // until it has built what goes in: shm_queue's header): microseconds; the lock goes
-  // with the descriptor, also when the holder dies.
+  // until it has built what goes in: shm_queue's header): microseconds; it is dropped
+  // explicitly (LOCK_UN: our mapping keeps the open file description, and with it the
+  // lock, past a close), and by the kernel when the holder dies.
   if (!lock_exclusive(object.fd())) {
     return fail(last_os_error());
   }
@@ -193,7 +194,7 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
     return fail(map.error());
   }
   if (keep_lock != nullptr) {
-    *keep_lock = std::move(object);  // the lock stays with the descriptor until it is closed
+    *keep_lock = std::move(object);  // the lock stays held until the builder unlocks it (LOCK_UN)
   }
   return made{std::move(path), std::move(*map)};
 }

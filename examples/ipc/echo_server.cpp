@@ -339,7 +339,7 @@ int idle_test(int n, unsigned workers) {
     // the client waiting for a command for ever (it holds its own copies of both pipes).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) {
-      ::_exit(1);  // we died before the prctl
+      ::_exit(1);  // the server died before the prctl
     }
     idle_clients(n, l->local_address().value(), commands->reader.fd(), reports->writer.fd());
   }

@@ -349,11 +349,11 @@ TEST_CASE("shm_queue: a creator killed before it publishes the queue makes open(
     ::kill(::getpid(), SIGKILL);
     return 0;
   });
-  REQUIRE(corio_test::wait_for(f[0], 1));
   REQUIRE(maker.wait_status() == 128 + SIGKILL);
-  // The empty object is young: try again (looked at now, not after the steps below, which
-  // a loaded machine may stretch past the 5 s after which it is owner_dead).
+  // The empty object is young: try again (looked at now, before the waits and steps below,
+  // which a loaded machine may stretch past the 5 s after which it is owner_dead).
   CHECK(error_of(shm_queue::open(empty.name)) == std::errc::resource_unavailable_try_again);
+  REQUIRE(corio_test::wait_for(f[0], 1));
   // Alive and building: try again (and the name is taken).
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::resource_unavailable_try_again);
   CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::resource_unavailable_try_again);

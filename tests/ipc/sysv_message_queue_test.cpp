@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <latch>
@@ -48,11 +49,16 @@ namespace {
 
 /// Reaps `child` (its wait status in `status`) within `limit`, polled every 100 ms; false
 /// after killing and reaping it if it is still running then (a hang fails, not stalls).
+/// A waitpid that fails (not our child) fails the test: it would leave `status` unset.
 bool reaped_within(pid_t child, std::chrono::milliseconds limit, int& status) {
   const auto give_up = std::chrono::steady_clock::now() + limit;
   for (;;) {
-    if (::waitpid(child, &status, WNOHANG) != 0) {
+    const pid_t got = ::waitpid(child, &status, WNOHANG);
+    if (got == child) {
       return true;
+    }
+    if (got < 0 && errno != EINTR) {
+      FAIL("waitpid: " << std::strerror(errno));
     }
     if (std::chrono::steady_clock::now() >= give_up) {
       ::kill(child, SIGKILL);

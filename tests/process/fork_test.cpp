@@ -334,11 +334,15 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
   const pid_t tracer = ::fork();
   if (tracer == 0) {
     bool seized = false;
-    for (int i = 0; i < 250 && !(seized = ::ptrace(PTRACE_SEIZE, target, nullptr, nullptr) == 0); ++i) {
-      ::usleep(1000);  // until the child has run its prctl
+    // Until the child has run its prctl (it may not have run at all yet when fork
+    // returns): up to 9 s, within the test's 10 s wait for this report.
+    for (int i = 0; i < 9000 && !(seized = ::ptrace(PTRACE_SEIZE, target, nullptr, nullptr) == 0); ++i) {
+      ::usleep(1000);
     }
+    // seq_cst (the default) on a word shared by two processes: a handful of accesses,
+    // nothing to tune. A CAS: the test may have given up and written 3 already.
     int none = 0;
-    attached->compare_exchange_strong(none, seized ? 1 : 2);  // (the test may have given up: 3)
+    attached->compare_exchange_strong(none, seized ? 1 : 2);
     // Holds the child's exit until the test has looked (3), at most 20 s; lets go by exiting.
     for (int i = 0; i < 20'000 && attached->load() != 3; ++i) {
       ::usleep(1000);
@@ -532,10 +536,11 @@ TEST_CASE("fork: a child whose helper dies right after the clone is still return
 TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork server's thread blocks SIGPIPE",
           "[process][fork]") {
   // The helper writes the pid too, so the parent often has its reply and has closed the
-  // pipe before the child's own write: EPIPE. With SIGPIPE blocked (inherited from the
-  // thread that started the fork server), the SIGPIPE that write raises is not discarded
-  // by SIG_IGN but stays pending, and once the child restored the defaults and unblocked
-  // everything it killed the child before its entry ran.
+  // pipe before the child's own write: EPIPE. The child reports with SIGPIPE blocked (the
+  // helper blocks every signal across the clone, and here the thread that started the
+  // fork server blocked it too), so the SIGPIPE of that write is not discarded but stays
+  // pending, and once the child restored the defaults and unblocked everything it killed
+  // the child before its entry ran (the child now takes it back after an EPIPE).
   REQUIRE(g_fork_server);
   open_hold_pipes();
   sigset_t pipe_signal;
@@ -573,9 +578,17 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   struct sigaction saved {};
   ignore.sa_handler = SIG_IGN;
   ::sigemptyset(&ignore.sa_mask);
+  // SIGINT ignored and not blocked in the thread that starts the fork server: blocked,
+  // it would wait in the child without the fix too.
+  sigset_t interrupt;
+  sigset_t mask_before;
+  ::sigemptyset(&interrupt);
+  ::sigaddset(&interrupt, SIGINT);
+  ::pthread_sigmask(SIG_UNBLOCK, &interrupt, &mask_before);
   ::sigaction(SIGINT, &ignore, &saved);
   const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
   ::sigaction(SIGINT, &saved, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &mask_before, nullptr);
   std::optional<int> signal;
   int code = -1;
   bool was_held = false;
