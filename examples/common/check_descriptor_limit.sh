@@ -17,6 +17,7 @@
 # Both then stop on SIGTERM with status 0. (Without the raise, connections past the soft
 # limit wait in the listen backlog unanswered: accept fails with EMFILE.)
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/listening.sh"
 exe=$1
 mode=$2
 shift 2
@@ -80,13 +81,7 @@ fi
   exec "$exe" --port 0 --workers 2 --max-connections "$wanted" "$@"
 ) >"$out" 2>"$err" </dev/null &
 pid=$!
-for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
-  if grep -q 'listening on ' "$out" || ! kill -0 "$pid" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-read -r host port < <(sed -n 's/.*listening on \([0-9.]*\):\([0-9]*\).*/\1 \2/p' "$out" | head -n 1)
+wait_listening "$pid" "$out"
 [[ -n ${port:-} ]] || fail "no 'listening on' line"
 limit=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
 

@@ -9,6 +9,7 @@
 # "shutting down" line, and the open connection sees its end (after what the server sent
 # on it).
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/listening.sh"
 exe=$1
 sig=$2
 shift 2
@@ -29,13 +30,7 @@ fail() {
 read -r -a port_options <<<"${PORT_OPTIONS:---port 0}"
 "$exe" "${port_options[@]}" "$@" >"$out" 2>&1 </dev/null &
 pid=$!
-for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
-  if grep -q 'listening on ' "$out" || ! kill -0 "$pid" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-read -r host port < <(sed -n 's/.*listening on \([0-9.]*\):\([0-9]*\).*/\1 \2/p' "$out" | head -n 1)
+wait_listening "$pid" "$out"
 if [[ -z ${port:-} ]]; then
   fail "no 'listening on' line"
 fi
