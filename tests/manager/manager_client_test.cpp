@@ -302,6 +302,9 @@ struct front {
   std::atomic<bool> create_seen{false};
   std::atomic<bool> partly_read{false};
   std::atomic<bool> send_rest{false};
+  // Set by the relay instead of a Catch assertion (Catch is not thread-safe, and the relay
+  // runs on a worker beside the test's task); checked by serve_fronted at the end.
+  std::atomic<bool> relay_failed{false};
 
   static corio::ipc::listener bind() {
     static std::atomic<int> count{0};  // a name per front (relaxed: only unique)
@@ -329,7 +332,10 @@ int unread_output(int fd) {
 // Sends `reply` to the client in two parts (see front::split); false when it could not.
 task<bool> send_split(front& f, corio::ipc::connection& conn, const pickle::value& reply, std::stop_token stop) {
   std::vector<std::byte> body;
-  REQUIRE(pickle::dump(reply, body));
+  if (!pickle::dump(reply, body)) {
+    f.relay_failed.store(true, std::memory_order_relaxed);
+    co_return false;
+  }
   const auto head = corio::ipc::frame::encode_header(body.size());
   std::vector<std::byte> first(head.view().begin(), head.view().end());
   const std::size_t half = body.size() / 2;
@@ -339,10 +345,16 @@ task<bool> send_split(front& f, corio::ipc::connection& conn, const pickle::valu
   }
   const int fd = conn.stream().fd();
   const bool read = co_await within(10s, [fd] { return unread_output(fd) == 0; });
-  REQUIRE(read);
+  if (!read) {
+    f.relay_failed.store(true, std::memory_order_relaxed);
+    co_return false;
+  }
   f.partly_read.store(true, std::memory_order_relaxed);
   const bool go = co_await within(10s, [&f] { return f.send_rest.load(std::memory_order_relaxed); });
-  REQUIRE(go);
+  if (!go) {
+    f.relay_failed.store(true, std::memory_order_relaxed);
+    co_return false;
+  }
   // (The client may have closed its end by now: then this fails, as the client chose.)
   auto rest = co_await conn.stream().write_all(std::span<const std::byte>(body).subspan(half), stop);
   co_return rest.has_value();
@@ -422,6 +434,7 @@ void serve_fronted(shared_server& s, const std::function<void(front&)>& setup,
         stop.request_stop();
         auto served = co_await serving;
         CHECK(served);
+        CHECK_FALSE(f.relay_failed.load(std::memory_order_relaxed));  // the relay's tasks have ended
       },
       2);
 }
