@@ -50,6 +50,17 @@ std::size_t system_max_message() noexcept {
   return static_cast<std::size_t>(info.msgmax);
 }
 
+/// The bytes queued on `id` now (IPC_STAT's msg_cbytes): no message queued is longer. 0
+/// when they cannot be read (IPC_STAT needs the read permission msgrcv needs, so: a queue
+/// removed since, which the next msgrcv reports).
+std::size_t queued_bytes(int id) noexcept {
+  msqid_ds ds{};
+  if (::msgctl(id, IPC_STAT, &ds) < 0) {
+    return 0;
+  }
+  return static_cast<std::size_t>(ds.__msg_cbytes);
+}
+
 }  // namespace
 
 // The transfers shared with sysv_message_queue_wait.cpp (declared in detail/sysv_io.hpp).
@@ -85,17 +96,22 @@ ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, lon
   std::size_t asked = std::min(out.size(), cap);
   long* buf = scratch(asked);
   ssize_t n = ::msgrcv(id, buf, asked, type, flags);
-  if (n < 0 && errno == E2BIG && out.size() > asked) {
-    // Longer than `cap` (the handle's msgmax) but maybe not than the buffer: msgmax may
-    // have been raised since, and a larger message sent. Again with the limit as it is now
-    // (the look at it may set errno: E2BIG is put back if there is no second try).
-    const std::size_t now = std::min(out.size(), system_max_message());
-    errno = E2BIG;
-    if (now > asked) {
-      asked = now;
-      buf = scratch(asked);
-      n = ::msgrcv(id, buf, asked, type, flags);
+  // Longer than `cap` (the handle's msgmax) but maybe not than the buffer: the message
+  // may have been sent while msgmax was higher (raised after the handle was made, or
+  // lowered again since). Today's msgmax does not bound it; the queue does: a queued
+  // message is never longer than the bytes queued now. So again with the buffer's room,
+  // but no more than that (a huge buffer costs no huge scratch). Each try asks for more
+  // than the last, so this ends; a message that grows the queue in between (a blocking
+  // receive that found one too long, taken by someone else) is met by the next try.
+  for (int tries = 0; n < 0 && errno == E2BIG && out.size() > asked && tries < 4; ++tries) {
+    const std::size_t bound = std::min(out.size(), std::max(system_max_message(), queued_bytes(id)));
+    errno = E2BIG;  // (the looks at the limit and the queue may set errno: ours is put back)
+    if (bound <= asked) {
+      break;
     }
+    asked = bound;
+    buf = scratch(asked);
+    n = ::msgrcv(id, buf, asked, type, flags);
   }
   if (n > 0) {
     std::memcpy(out.data(), buf + 1, static_cast<std::size_t>(n));
