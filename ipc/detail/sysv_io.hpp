@@ -21,8 +21,9 @@ std::error_code sysv_transfer_error(int e) noexcept;
 /// now, which msgsnd itself reports as EINVAL).
 int sysv_send_once(int id, std::span<const std::byte> message, long type, int flags);
 
-/// One msgrcv into `out` (at most `cap` bytes asked for, or more up to the system's msgmax
-/// as it is now when `cap` is a stale snapshot and `out` has room): the size, or -1 with errno.
+/// One msgrcv into `out` (at most `cap` bytes asked for; when the message is longer and
+/// `out` has room, again with as much as a message queued now can be: msgmax now, or the
+/// bytes queued if more, within `out`): the size, or -1 with errno.
 ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, long type, int flags, long* got_type);
 
 }  // namespace corio::ipc::detail
