@@ -17,7 +17,11 @@
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
 //   shm_queue --role producer --name /N [jobs] [--consumers K]   starts K consumers
 //                                             itself (default 0: start your own)
-//   shm_queue --role consumer --name /N       started separately, any number of them
+//   shm_queue --role consumer --name /N       started separately, any number of them; it
+//                                             waits up to 30 s for the producer's names,
+//                                             but exits 1 at once, saying which name to
+//                                             remove, on one that holds no queue or a
+//                                             queue its creator died building
 #include "../common/args.hpp"
 #include "../common/shutdown.hpp"
 
@@ -60,12 +64,20 @@ std::string self_path() {
   return n > 0 ? std::string(self, static_cast<std::size_t>(n)) : std::string("shm_queue");
 }
 
-/// Opens a queue the producer creates, retrying while it does not exist yet.
+/// Whether waiting may mend a failed open: the name does not exist yet (the producer has
+/// not created it), or its creator is still building it. Anything else (owner_dead: a
+/// queue its creator died building; wrong_protocol_type: the name holds another object;
+/// permission_denied ...) stays as it is however long one waits.
+bool worth_waiting(std::error_code e) {
+  return e == std::errc::no_such_file_or_directory || e == std::errc::resource_unavailable_try_again;
+}
+
+/// Opens a queue the producer creates, retrying for up to 30 s while waiting may help.
 corio::task<corio::result<corio::ipc::shm_queue>> open_when_there(std::string name) {
   const auto give_up = corio::clock::now() + 30s;
   for (;;) {
     auto q = corio::ipc::shm_queue::open(name);
-    if (q || corio::clock::now() > give_up) {
+    if (q || !worth_waiting(q.error()) || corio::clock::now() > give_up) {
       co_return q;
     }
     // A failed pause (cancelled, off a worker) ends the retry.
@@ -75,11 +87,35 @@ corio::task<corio::result<corio::ipc::shm_queue>> open_when_there(std::string na
   }
 }
 
+/// Says why the consumer could not open `name`, and what to do about it.
+void report_open_failure(const std::string& name, std::error_code e) {
+  if (e == std::errc::owner_dead) {
+    std::fprintf(stderr,
+                 "consumer: open %s: owner_dead: its creator died before it finished building the queue; "
+                 "remove the name (rm /dev/shm%s) and start the producer again\n",
+                 name.c_str(), name.c_str());
+  } else if (e == std::errc::wrong_protocol_type) {
+    std::fprintf(stderr,
+                 "consumer: open %s: wrong_protocol_type: the name holds a shared-memory object that is not a "
+                 "queue; remove it (rm /dev/shm%s) or give producer and consumers another --name\n",
+                 name.c_str(), name.c_str());
+  } else if (worth_waiting(e)) {
+    std::fprintf(stderr, "consumer: open %s: %s (for 30 s): is the producer running, with this --name?\n",
+                 name.c_str(), e.message().c_str());
+  } else {
+    std::fprintf(stderr, "consumer: open %s: %s\n", name.c_str(), e.message().c_str());
+  }
+}
+
 corio::task<int> consumer(std::string name) {
   auto jobs = co_await open_when_there(name + "-jobs");
+  if (!jobs) {
+    report_open_failure(name + "-jobs", jobs.error());
+    co_return 1;
+  }
   auto results = co_await open_when_there(name + "-results");
-  if (!jobs || !results) {
-    std::fprintf(stderr, "consumer: open %s: %s\n", name.c_str(), (!jobs ? jobs.error() : results.error()).message().c_str());
+  if (!results) {
+    report_open_failure(name + "-results", results.error());
     co_return 1;
   }
   std::vector<std::byte> buffer(jobs->max_message_size());
