@@ -9,7 +9,14 @@
 #                                                       message on stderr gives the M
 #                                                       connections that fit; it serves M
 #                                                       held open at once
-# EXAMPLE runs as `EXAMPLE --port 0 --workers 2 --max-connections N ARGS...`. What serving
+#   check_descriptor_limit.sh EXAMPLE default [ARGS...] soft 64, hard 200, no
+#                                                       --max-connections (a default far
+#                                                       above what fits): nothing on
+#                                                       stderr, the soft limit raised to
+#                                                       the hard one, 50 connections
+#                                                       served held open at once
+# EXAMPLE runs as `EXAMPLE --port 0 --workers 2 --max-connections N ARGS...` (without
+# --max-connections N in default mode). What serving
 # means, and what the connection past the limit gets, depends on the example:
 #   http_hello    GET / answered 200; past the limit, 503 at once;
 #   echo_server   a line echoed; past the limit, no echo while the others stay open, and
@@ -38,6 +45,7 @@ fail() {
 case $mode in
   raise) soft=64 hard= wanted=300 ;;
   cap) soft=64 hard=200 wanted=1000 ;;
+  default) soft=64 hard=200 wanted= ;;
   *) echo "unknown mode '$mode'" >&2; exit 2 ;;
 esac
 case $name in
@@ -66,9 +74,11 @@ served() {  # served I: whether $line is the answer of a connection served (the 
 }
 
 # This script holds one descriptor per connection too: at most `wanted`, or in cap mode
-# fewer than the hard limit given to the example.
+# fewer than the hard limit given to the example (50 in default mode).
 opened=${hard:-$wanted}
-(( opened < wanted )) || opened=$wanted
+(( opened < ${wanted:-50} )) || opened=${wanted:-50}
+asked=()
+[[ -z $wanted ]] || asked=(--max-connections "$wanted")
 (( $(ulimit -Sn) > opened + 50 )) || ulimit -Sn $((opened + 50)) 2>/dev/null ||
   { echo "SKIP: this shell cannot open $opened descriptors"; exit 77; }
 if [[ -z $hard && $(ulimit -Hn) != unlimited ]] && (( $(ulimit -Hn) < wanted + 200 )); then
@@ -78,7 +88,7 @@ fi
 (
   ulimit -Sn "$soft" || exit 125
   if [[ -n $hard ]]; then ulimit -Hn "$hard" || exit 125; fi
-  exec "$exe" --port 0 --workers 2 --max-connections "$wanted" "$@"
+  exec "$exe" --port 0 --workers 2 "${asked[@]}" "$@"
 ) >"$out" 2>"$err" </dev/null &
 pid=$!
 wait_listening "$pid" "$out"
@@ -89,6 +99,10 @@ if [[ $mode == raise ]]; then
   [[ ! -s $err ]] || fail "a message on stderr with the hard limit high enough"
   (( limit >= wanted )) || fail "its soft limit is $limit, too low for $wanted connections"
   serve=$wanted
+elif [[ $mode == default ]]; then
+  [[ ! -s $err ]] || fail "a message on stderr at a start without --max-connections: the default must fit silently"
+  (( limit == hard )) || fail "its soft limit is $limit, not raised to the hard limit $hard"
+  serve=50
 else
   grep -q 'hard limit' "$err" || fail "no message about the hard limit"
   serve=$(sed -n 's/.*serving at most \([0-9]*\) connections.*/\1/p' "$err")
@@ -96,8 +110,8 @@ else
   (( limit == hard )) || fail "its soft limit is $limit, not raised to the hard limit $hard"
 fi
 
-# $serve connections, each served and kept open; then one more is turned away (http_hello)
-# or waits for a place (echo_server).
+# $serve connections, each served and kept open; then (but in default mode) one more is
+# turned away (http_hello) or waits for a place (echo_server).
 fds=()
 for ((i = 1; i <= serve; ++i)); do
   exec {fd}<>"/dev/tcp/$host/$port" || fail "connection $i could not be opened"
@@ -105,9 +119,12 @@ for ((i = 1; i <= serve; ++i)); do
   exchange "$fd" "$i"
   served "$i" || fail "connection $i of $serve: '$line' instead of an answer (within 10 s)"
 done
-exec {extra}<>"/dev/tcp/$host/$port" || fail "the connection past the limit could not be opened"
 next=$((serve + 1))
-if [[ $name == http_hello ]]; then
+if [[ $mode == default ]]; then
+  past="not tried (the limit fitted is not printed)"
+elif ! exec {extra}<>"/dev/tcp/$host/$port"; then
+  fail "the connection past the limit could not be opened"
+elif [[ $name == http_hello ]]; then
   exchange "$extra" "$next"
   [[ $line == "HTTP/1.1 503"* ]] || fail "connection $next: '$line' instead of 503 (within 10 s)"
   past="turned away with 503"

@@ -10,8 +10,9 @@
 //                                          --max-connections >= N, and exits 1 if the hard
 //                                          limit on descriptors is below what N need
 //   --max-connections N                    serve at most N at once (a task_group bounds them;
-//                                          default 100,000, 32 in --self-test); more wait
-//                                          to be accepted
+//                                          default 100,000, or fewer if the descriptor
+//                                          limit allows fewer; 32 in --self-test); more
+//                                          wait to be accepted
 //   --provided-buffers [--rx-buffer BYTES] [--rx-count N]
 //       read through stream_receiver (multishot recv into a provided-buffer ring,
 //       ipc/receiver.hpp; default 4 buffers of 16 KiB per connection) instead of
@@ -20,11 +21,12 @@
 // same process). At start, with the runtime and the listener open, the soft RLIMIT_NOFILE
 // is raised to what --max-connections (or --idle-test) needs: the descriptors open then,
 // the connections, and 64 spare ones (the connection accepted past the limit, waiting for
-// a place, among them). If the hard limit is lower, --max-connections is lowered to what
-// it allows, with a message on stderr, and the server refuses to start only if not one
-// connection fits (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp,
-// as http_hello); --idle-test, which forks its client before the runtime starts, counts
-// before the fork and again once the runtime has started, and exits 1 if N do not fit.
+// a place, among them). If the hard limit is lower, the number served is lowered to what
+// it allows: silently for the default, with a message on stderr for a --max-connections
+// given; the server refuses to start only if not one connection fits
+// (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as http_hello);
+// --idle-test, which forks its client before the runtime starts, counts before the fork
+// and again once the runtime has started, and exits 1 if N do not fit.
 // Memory: a connection's read buffer starts at 2 KiB (not zero-filled) and doubles while
 // reads fill it, up to 64 KiB, so an idle connection holds 2 KiB of buffer plus its task
 // frame; `--idle-test` measures it.
@@ -309,7 +311,8 @@ task<int> measure_idle(const tcp_listener& l, int n, corio::ipc::pipe_writer com
 // Whether the descriptor limit lets this process hold n connections beside what it has
 // open now (the soft limit raised if needed); if not, says so.
 bool idle_connections_fit(int n) {
-  if (example::fit_descriptor_limit("echo_server", static_cast<unsigned>(n), 1) < static_cast<unsigned>(n)) {
+  if (example::fit_descriptor_limit("echo_server", static_cast<unsigned>(n), 1, example::chosen_by::user) <
+      static_cast<unsigned>(n)) {
     std::fprintf(stderr, "echo_server: --idle-test %d needs all %d connections at once\n", n, n);
     return false;
   }
@@ -376,8 +379,9 @@ int main(int argc, char** argv) {
   args.option<std::size_t>("--rx-count", g_rx.buffer_count, 1, 32768, "N", "receiver buffers, 1..32768 (default 4)");
   args.option<std::size_t>("--max-connections", g_max_connections, 1, 1000000, "N",
                            "serve at most N connections at once, 1..1000000; more wait to be accepted (default "
-                           "100000, 32 in --self-test). The soft limit on open descriptors is raised to what N "
-                           "needs; if the hard limit allows fewer, N is lowered to fit, with a message");
+                           "100000, or as many as the hard limit on open descriptors allows if fewer; 32 in "
+                           "--self-test). The soft limit on open descriptors is raised to what N needs; if the "
+                           "hard limit allows fewer, N is lowered to fit, with a message");
   int idle = 0;
   args.option("--idle-test", idle, 1, 100000, "N",
               "measure the memory of N idle connections, 1..100000 (exit 1 above 16 KiB each, N >= 1000 only; "
@@ -385,6 +389,8 @@ int main(int argc, char** argv) {
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
+  // Only a number the user gave is worth a message when the descriptor limit lowers it.
+  const auto chosen = g_max_connections != 0 ? example::chosen_by::user : example::chosen_by::default_value;
   if (g_max_connections == 0) {
     // The self-test opens 21 connections: it need not raise the descriptor limit for more.
     g_max_connections = test ? 32 : 100000;
@@ -412,7 +418,7 @@ int main(int argc, char** argv) {
   }
   // Counted with the runtime and the listener open: their descriptors are part of the need.
   g_max_connections =
-      example::fit_descriptor_limit("echo_server", static_cast<unsigned>(g_max_connections), test ? 2 : 1);
+      example::fit_descriptor_limit("echo_server", static_cast<unsigned>(g_max_connections), test ? 2 : 1, chosen);
   if (g_max_connections == 0) {
     return 1;
   }

@@ -16,9 +16,10 @@
 // Descriptors: each connection holds one (two in --self-test, whose clients are in the
 // same process). At start the soft RLIMIT_NOFILE is raised to what --max-connections
 // needs (the descriptors open then, the connections, and 64 spare ones for connections
-// being turned away with 503); if the hard limit is lower, --max-connections is lowered to
-// what it allows, with a message on stderr (as nginx warns when worker_connections exceed
-// its open-file limit), and the server refuses to start only if not one connection fits
+// being turned away with 503); if the hard limit is lower, the number served is lowered to
+// what it allows: silently for the default (10,000), with a message on stderr for a
+// --max-connections given (as nginx warns when worker_connections exceed its open-file
+// limit); the server refuses to start only if not one connection fits
 // (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as echo_server).
 // Timeouts (one sleeping watchdog task per connection; a request costs an atomic store,
 // and a wake of the watchdog when a head begun moves its deadline earlier):
@@ -1050,8 +1051,9 @@ int main(int argc, char** argv) {
   args.option("--idle-timeout-ms", idle_ms, 1, 86400000, "MS",
               "wait this long for the next request, a body read or a reply write (default 75000)");
   args.option("--max-connections", max_connections, 1u, 1000000u, "N",
-              "connections served at once; more get 503 (default 10000). The soft limit on open descriptors is "
-              "raised to what N needs; if the hard limit allows fewer, N is lowered to fit, with a message");
+              "connections served at once; more get 503 (default 10000, or as many as the hard limit on open "
+              "descriptors allows if fewer). The soft limit on open descriptors is raised to what N needs; if "
+              "the hard limit allows fewer, N is lowered to fit, with a message");
   args.flag("--self-test", test, "serve on any free port and check raw exchanges (short timeouts by default)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -1076,7 +1078,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Counted with the runtime and the listener open: their descriptors are part of the need.
-  srv.config.max_connections = example::fit_descriptor_limit("http_hello", srv.config.max_connections, test ? 2 : 1);
+  // Only a number the user gave is worth a message when the descriptor limit lowers it.
+  const auto chosen = max_connections != 0 ? example::chosen_by::user : example::chosen_by::default_value;
+  srv.config.max_connections =
+      example::fit_descriptor_limit("http_hello", srv.config.max_connections, test ? 2 : 1, chosen);
   if (srv.config.max_connections == 0) {
     return 1;
   }
