@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -404,31 +405,60 @@ void hold_before_reply(pid_t child) {
 
 void helper_dies_after_clone(pid_t) { ::_exit(0); }
 
-/// Restarts the process-wide fork server with these hooks in its helper (ours are cleared
-/// again at once: only the helper's copy runs them).
-bool restart_fork_server_with(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) {
-  corio::ipc::fork_server::stop();
-  corio::ipc::detail::set_fork_test_hooks(after_clone, before_reply);
-  const bool started = corio::ipc::fork_server::start().has_value();
-  corio::ipc::detail::set_fork_test_hooks(nullptr, nullptr);
-  return started;
-}
-
-/// Makes the pipes the hooks use (before the fork server that is to inherit them starts).
-void open_hold_pipes() {
-  REQUIRE(::pipe2(g_held_at.data(), O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(g_release.data(), O_CLOEXEC) == 0);
-}
-
-/// Closes the hook pipes and restarts the fork server without hooks, as the other tests
-/// had it.
-void end_held_fork_test() {
-  for (int fd : {g_held_at[0], g_held_at[1], g_release[0], g_release[1]}) {
-    ::close(fd);
+/// The held-fork tests' set-up and end, as a scope guard: the constructor makes the pipes
+/// the hooks use (before the fork server that is to inherit them starts), restart_with()
+/// restarts the process-wide fork server with hooks in its helper, and the destructor
+/// lets the held processes go, restarts the fork server without hooks, as the other tests
+/// had it, and closes the pipes — on any exit from the test, a failed REQUIRE included
+/// (else the hooked fork server would serve every later test of the executable).
+class held_fork_server {
+ public:
+  held_fork_server() {
+    const bool held_at = ::pipe2(g_held_at.data(), O_CLOEXEC) == 0;
+    const bool release = held_at && ::pipe2(g_release.data(), O_CLOEXEC) == 0;
+    if (held_at && !release) {
+      close_pipes();  // no destructor runs for the REQUIRE below
+    }
+    REQUIRE(release);
   }
-  corio::ipc::fork_server::stop();
-  REQUIRE(corio::ipc::fork_server::start());
-}
+  held_fork_server(const held_fork_server&) = delete;
+  held_fork_server& operator=(const held_fork_server&) = delete;
+
+  ~held_fork_server() {
+    // A byte for each process a test may hold (the helper and the new child), in case the
+    // test ended before it let them go: a held helper would block stop() for ever. A
+    // process reads one byte, once; bytes nobody reads go with the pipe.
+    for (int i = 0; i < 2; ++i) {
+      (void)::write(g_release[1], "g", 1);
+    }
+    corio::ipc::fork_server::stop();  // reaps the helper (it holds copies of our pipes)
+    close_pipes();
+    const bool restarted = corio::ipc::fork_server::start().has_value();
+    CHECK(restarted);  // (a CHECK: nothing may throw here, during an exception's unwinding too)
+  }
+
+  /// Restarts the process-wide fork server with these hooks in its helper (ours are
+  /// cleared again at once: only the helper's copy runs them).
+  bool restart_with(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) {
+    corio::ipc::fork_server::stop();
+    corio::ipc::detail::set_fork_test_hooks(after_clone, before_reply);
+    const bool started = corio::ipc::fork_server::start().has_value();
+    corio::ipc::detail::set_fork_test_hooks(nullptr, nullptr);
+    return started;
+  }
+
+ private:
+  static void close_pipes() {
+    for (auto* p : {&g_held_at, &g_release}) {
+      for (int& fd : *p) {
+        if (fd >= 0) {
+          ::close(fd);
+        }
+        fd = -1;
+      }
+    }
+  }
+};
 }  // namespace
 
 namespace {
@@ -444,11 +474,11 @@ enum class reply_at_shutdown {
 /// and is then reaped by someone else (the orphan reaper) within 5 s; a child left a
 /// zombie is reaped here so that later tests do not count it.
 bool fork_held_across_shutdown(reply_at_shutdown how) {
-  open_hold_pipes();
+  held_fork_server hooked;
   const bool helper_dies = how == reply_at_shutdown::read_not_resumed;
   const int held_processes = helper_dies ? 1 : 2;
   const bool started =
-      restart_fork_server_with(helper_dies ? &helper_dies_after_clone : &hold_before_reply, &hold_before_reply);
+      hooked.restart_with(helper_dies ? &helper_dies_after_clone : &hold_before_reply, &hold_before_reply);
   pid_t held = 0;
   bool was_held = false;
   int released = 0;
@@ -488,7 +518,6 @@ bool fork_held_across_shutdown(reply_at_shutdown how) {
   if (was_held && !reaped) {
     (void)::waitpid(held, nullptr, 0);  // our own zombie: gone before the tests that count them
   }
-  end_held_fork_test();
   REQUIRE(started);
   REQUIRE(was_held);
   return reaped;
@@ -519,14 +548,16 @@ TEST_CASE("fork: a child whose helper dies right after the clone is still return
   // Before the fix the helper wrote the pid: dead, it left us EOF (ENOTCONN) and the
   // child a zombie nobody would reap.
   REQUIRE(g_fork_server);
-  const bool started = restart_fork_server_with(&helper_dies_after_clone, nullptr);
   int code = -1;
-  if (started) {
-    corio::runtime rt(workers(1));
-    code = rt.block_on(status_of(rt.block_on(corio::ipc::fork([] { return 7; }))));
+  bool started = false;
+  {
+    held_fork_server hooked;  // its end reaps the dead helper
+    started = hooked.restart_with(&helper_dies_after_clone, nullptr);
+    if (started) {
+      corio::runtime rt(workers(1));
+      code = rt.block_on(status_of(rt.block_on(corio::ipc::fork([] { return 7; }))));
+    }
   }
-  corio::ipc::fork_server::stop();  // reaps the dead helper
-  REQUIRE(corio::ipc::fork_server::start());  // as the other tests had it
   REQUIRE(started);
   CHECK(code == 7);
   CHECK(corio_test::zombies_after_settle(3000ms) == 0);
@@ -542,13 +573,13 @@ TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork 
   // pending, and once the child restored the defaults and unblocked everything it killed
   // the child before its entry ran (the child now takes it back after an EPIPE).
   REQUIRE(g_fork_server);
-  open_hold_pipes();
+  held_fork_server hooked;
   sigset_t pipe_signal;
   sigset_t before;
   ::sigemptyset(&pipe_signal);
   ::sigaddset(&pipe_signal, SIGPIPE);
   ::pthread_sigmask(SIG_BLOCK, &pipe_signal, &before);
-  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  const bool started = hooked.restart_with(nullptr, &hold_before_reply);
   ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
   int code = -1;
   if (started) {
@@ -560,9 +591,50 @@ TEST_CASE("fork: a child whose pid reaches a closed pipe lives on when the fork 
   } else {
     (void)::write(g_release[1], "g", 1);
   }
-  end_held_fork_test();
   REQUIRE(started);
   CHECK(code == 7);  // -2: killed by a signal (SIGPIPE)
+}
+
+namespace {
+/// Forks a child that exits 7 and waits up to `limit` for it (then kills it): its exit
+/// code, -3 if it did not end in time, or what status_of() says.
+corio::task<int> fork_seven_within(std::chrono::seconds limit) {
+  auto c = co_await corio::ipc::fork([] { return 7; });
+  if (!c) {
+    co_return -1000 - c.error().value();
+  }
+  auto st = co_await c->wait_for(limit, corio::ipc::on_cancel::kill);
+  if (!st) {
+    co_return -3;
+  }
+  co_return st->code() ? *st->code() : -2;
+}
+}  // namespace
+
+// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+TEST_CASE("fork: a held-fork test that ends by an exception leaves the fork server without hooks",
+          "[process][fork]") {
+  // A failed REQUIRE throws out of the test between the held-fork set-up and its end.
+  // Before the end was a scope guard, that exit skipped it: the fork server kept the
+  // hooks for every later test of the executable, each child stopping before its reply
+  // to wait for a byte nobody would send.
+  REQUIRE(g_fork_server);
+  bool threw = false;
+  try {
+    held_fork_server hooked;
+    if (hooked.restart_with(nullptr, &hold_before_reply)) {
+      throw std::runtime_error("as a failed REQUIRE throws");
+    }
+  } catch (const std::runtime_error&) {
+    threw = true;
+  }
+  REQUIRE(threw);
+  corio::runtime rt(workers(1));
+  // Hooked, the fork returns (the helper replies) but the child never ends: killed after
+  // 20 s (a bound for a loaded machine; unhooked it ends at once).
+  const int code = rt.block_on(fork_seven_within(20s));
+  INFO("exit code " << code << " (-3: the child was held by the hook the test left behind)");
+  CHECK(code == 7);
 }
 
 // Restarts the process-wide fork server (twice), with no runtime alive at either start.
@@ -573,7 +645,7 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   // ignored, as under a shell's background job). The child, held before its reset, gets
   // SIGINT: it must die of it once its reset is done, not run on (the signal discarded).
   REQUIRE(g_fork_server);
-  open_hold_pipes();
+  held_fork_server hooked;
   struct sigaction ignore {};
   struct sigaction saved {};
   ignore.sa_handler = SIG_IGN;
@@ -586,7 +658,7 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   ::sigaddset(&interrupt, SIGINT);
   ::pthread_sigmask(SIG_UNBLOCK, &interrupt, &mask_before);
   ::sigaction(SIGINT, &ignore, &saved);
-  const bool started = restart_fork_server_with(nullptr, &hold_before_reply);
+  const bool started = hooked.restart_with(nullptr, &hold_before_reply);
   ::sigaction(SIGINT, &saved, nullptr);
   ::pthread_sigmask(SIG_SETMASK, &mask_before, nullptr);
   std::optional<int> signal;
@@ -613,7 +685,6 @@ TEST_CASE("fork: a signal sent as soon as fork returns gets its default action, 
   } else {
     (void)::write(g_release[1], "g", 1);
   }
-  end_held_fork_test();
   REQUIRE(started);
   REQUIRE(was_held);
   INFO("exit code " << code << " (7: the SIGINT was discarded)");
