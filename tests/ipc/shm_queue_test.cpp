@@ -2,8 +2,8 @@
 // ring (and the forced blocking-pool fallback), close, cancellation, removal while a
 // task waits, bad input, EMFILE/ENOMEM, producers and consumers killed with SIGKILL in
 // the middle of an operation, creators killed before the queue is published, objects
-// that are not queues (Python's SharedMemory among them), and peers that damage the
-// header's geometry (before or after this process opened the queue).
+// that are not queues, and peers that damage the header's geometry (before or after this
+// process opened the queue). An object made by Python's SharedMemory: shm_queue_python_test.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -35,7 +35,6 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "helpers.hpp"
-#include "pythons.hpp"
 #include "shm_helpers.hpp"
 
 CORIO_SHM_TEST_TSAN_OPTIONS
@@ -394,36 +393,6 @@ TEST_CASE("shm_queue: a creator killed before it publishes the queue makes open(
     retried = shm_queue::open(empty.name);
   }
   CHECK(error_of(retried) == std::errc::owner_dead);
-}
-
-TEST_CASE("shm_queue: an object of a queue's size made by Python's SharedMemory is not a queue, not \"try again\"",
-          "[ipc][shm_queue][errors][python]") {
-  // Python's SharedMemory(create=True) is shm_open and ftruncate (zeros), without the
-  // flock corio's creators take; a queue's creator never leaves a zero layout word, so
-  // such an object reads as another type of object (before: "try again", for ever).
-  int made_by = 0;
-  for (const auto& py : corio_test::pythons()) {
-    scoped_name n("python");
-    const std::string code =
-        "from multiprocessing import shared_memory, resource_tracker\n"
-        "m = shared_memory.SharedMemory(name=\"" + n.name.substr(1) + "\", create=True, size=8192)\n"
-        "resource_tracker.unregister(m._name, \"shared_memory\")\n"  // the name outlives Python
-        "m.close()\n"
-        "print(\"made\")";
-    const std::string made = corio_test::first_line_of(py.path, code);
-    if (made != "made") {
-      WARN(py.path << " " << py.version << ": no SharedMemory (" << made << ")");
-      continue;
-    }
-    INFO(py.path << " " << py.version);
-    ++made_by;
-    auto raw = shared_memory::open(n.name);
-    REQUIRE(raw);
-    CHECK(raw->size() == 8192);
-    CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
-    CHECK(error_of(shm_queue::create(n.name, {.exclusive = false})) == std::errc::wrong_protocol_type);
-  }
-  CHECK(made_by > 0);  // Debian's Python 3 (3.8 or later) is always there
 }
 
 TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a message", "[ipc][shm_queue]") {
