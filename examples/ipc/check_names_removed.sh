@@ -3,10 +3,13 @@
 # message queue) removes every name however it ends, and is never killed by a signal:
 #   NAMES='KIND:/NAME ...' [READY=REGEX] [PYTHON=python3] \
 #     check_names_removed.sh EXAMPLE SIGNAL|none STATUS [ARGS...]
-# Starts `EXAMPLE ARGS...` and waits (up to 60 s) until every name of NAMES exists and,
-# with READY, a line of its output matches REGEX. KIND is shm (/dev/shm/NAME) or mq (a POSIX
-# message queue: /dev/mqueue/NAME where mounted, else asked with mq_open through Python's
-# ctypes); `{pid}` in a NAME stands for the example's process id (their default names).
+# Starts `EXAMPLE ARGS...` and waits (up to 60 s) until a line of its output matches REGEX
+# or, without READY, until every name of NAMES exists. Then it stops the example (SIGSTOP,
+# so that it can neither remove a name nor end while we look) and checks that every name
+# exists, and lets it go on (SIGCONT): a READY line alone proves nothing. KIND is shm
+# (/dev/shm/NAME) or mq (a POSIX message queue: /dev/mqueue/NAME where mounted, else asked
+# with mq_open through Python's ctypes); `{pid}` in a NAME stands for the example's process
+# id (their default names).
 # Then, with a SIGNAL (INT, TERM), sends it and checks that the example prints
 # "SIGxxx received", exits within 20 s with STATUS (not killed: a status above 128 is death
 # by a signal) and that no name is left. With `none`, the example must end by itself
@@ -96,6 +99,20 @@ gone_within() {
   done
   return 1
 }
+# Waits up to $2 tenths of a second until every thread of process $1 is stopped (state T:
+# kill -STOP returns before the threads have stopped); fails if it ended meanwhile.
+stopped_within() {
+  local i state others
+  for ((i = 0; i <= $2; ++i)); do
+    # (The state follows the name in parentheses, which may hold spaces.)
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}')
+    [[ -z $state || $state == Z ]] && return 1
+    others=$(cat /proc/"$1"/task/*/stat 2>/dev/null | sed 's/.*) //' | awk '$1 != "T" { n++ } END { print n + 0 }')
+    [[ $others -eq 0 ]] && return 0
+    ((i < $2)) && sleep 0.1
+  done
+  return 1
+}
 
 "$exe" "$@" >"$out" 2>&1 </dev/null &
 pid=$!
@@ -105,22 +122,30 @@ all_exist() {
   local n
   for n in "${names[@]}"; do name_exists "$n" || return 1; done
 }
-# Ready: the READY line (if any) is out and every name exists. Without a signal to send, a
-# READY line alone will do: the example prints it once its names exist, and may end
-# before a slow look at them (a Python process per message queue) finds them.
+# Ready: the READY line is out (the examples print it once their names exist) or, without
+# READY, every name exists.
 for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
-  if [[ -n ${READY:-} ]] && grep -Eq "$READY" "$out" && [[ $sig == none ]]; then
-    ready=1
-    break
-  fi
-  if { [[ -z ${READY:-} ]] || grep -Eq "$READY" "$out"; } && all_exist; then
+  if [[ -n ${READY:-} ]]; then
+    grep -Eq "$READY" "$out" && ready=1 && break
+  elif all_exist; then
     ready=1
     break
   fi
   gone_within "$pid" 0 && break  # exited (a zombie until waited for): it will not get there
   sleep 0.1
 done
-[[ -n ${ready:-} ]] || fail "never had ${names[*]}${READY:+ and a line matching '$READY'} (running: $(kill -0 "$pid" 2>/dev/null && echo yes || echo no))"
+waited_for=${names[*]}
+[[ -n ${READY:-} ]] && waited_for="a line matching '$READY'"
+[[ -n ${ready:-} ]] || fail "never had $waited_for (running: $(kill -0 "$pid" 2>/dev/null && echo yes || echo no))"
+# Every name exists now, looked at with the example stopped: an example that ends soon
+# after its READY line (`none`) cannot remove its names before a slow look (a Python
+# process per message queue) finds them, and one that never made them fails here.
+kill -STOP "$pid"
+stopped_within "$pid" 100 || fail "not stopped 10 s after SIGSTOP, or ended before its names were looked at"
+for n in "${names[@]}"; do
+  name_exists "$n" || fail "${n#*:} does not exist${READY:+ after the line matching '$READY'}"
+done
+kill -CONT "$pid"
 
 if [[ $sig == none ]]; then
   gone_within "$pid" 600 || fail "still running after 60 s"
