@@ -5,13 +5,16 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,15 +23,19 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "helpers.hpp"
 #include "process_helpers.hpp"
@@ -469,18 +476,150 @@ enum class reply_at_shutdown {
                       // busy, and the shutdown destroys the fork's frame unresumed
 };
 
+struct held_fork_outcome {
+  bool reaped = false;  // the held child was reaped by someone else within 5 s
+  bool set_up = false;  // the fork was held; with read_not_resumed, also: the reply was
+                        // read into the frame and the shutdown began before the worker
+                        // was let go (so the frame was destroyed unresumed)
+};
+
+/// The pipes open in this process now: each pipe's inode and our descriptors of it.
+std::map<ino_t, std::vector<int>> open_pipes() {
+  std::map<ino_t, std::vector<int>> pipes;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) {
+    return pipes;
+  }
+  while (const dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    struct stat st {};
+    if (end != e->d_name && *end == '\0' && fd != ::dirfd(dir) && ::fstat(static_cast<int>(fd), &st) == 0 &&
+        S_ISFIFO(st.st_mode)) {
+      pipes[st.st_ino].push_back(static_cast<int>(fd));
+    }
+  }
+  ::closedir(dir);
+  return pipes;
+}
+
+/// Our read end of the pipe fork_raw made for the reply to a fork: the one pipe opened
+/// since `before` that the held `child` has too (the reply's write end, passed to it); -1
+/// unless there is exactly one such read end.
+int reply_pipe_read_end(const std::map<ino_t, std::vector<int>>& before, pid_t child) {
+  std::set<ino_t> in_child;
+  const std::string dir = "/proc/" + std::to_string(child) + "/fd";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      struct stat st {};
+      if (e->d_name[0] != '.' && ::stat((dir + "/" + e->d_name).c_str(), &st) == 0 && S_ISFIFO(st.st_mode)) {
+        in_child.insert(st.st_ino);
+      }
+    }
+    ::closedir(d);
+  }
+  int found = -1;
+  int count = 0;
+  for (const auto& [inode, fds] : open_pipes()) {
+    if (before.count(inode) != 0 || in_child.count(inode) == 0) {
+      continue;
+    }
+    for (int fd : fds) {
+      if ((::fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY) {
+        found = fd;
+        ++count;
+      }
+    }
+  }
+  return count == 1 ? found : -1;
+}
+
+corio::task<void> nothing() { co_return; }
+
+/// Keeps its worker busy (a blocking loop, on purpose) until its runtime shuts down. First
+/// it yields 1000 times: a worker reaps completions and submits queued operations every
+/// few dozen tasks, so the fork spawned before it reaches its read of the reply and that
+/// read is with the kernel (armed on the empty pipe: the child is held). Then *state = 1
+/// and it sleeps in 1 ms steps, each return from the kernel running the thread's pending
+/// task work (the read's completion, without DEFER_TASKRUN), until runtime::spawn
+/// answers shut_down: the shutdown has begun, so the worker, once let go, takes no task
+/// again (*state = 2). Gives up after 30 s (*state = 3).
+/// seq_cst stores (the default): a flag for the test's thread, nothing to tune.
+corio::task<void> hold_worker_until_shutdown(corio::runtime* rt, std::atomic<int>* state) {
+  for (int i = 0; i < 1000; ++i) {
+    co_await corio::yield_now();
+  }
+  state->store(1);
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    auto probe = rt->spawn(nothing());
+    if (!probe) {
+      state->store(2);
+      co_return;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  state->store(3);
+}
+
+/// Polls until `done()` or `limit` has passed; the last done().
+template <class F>
+bool within(std::chrono::milliseconds limit, F done) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return done();
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+/// The child's entry: a byte to the test after its reply (report_pid wrote it before the
+/// entry runs), so the test knows the reply is in the pipe or already read.
+int tell_replied() {
+  (void)::write(g_held_at[1], "w", 1);
+  return 0;
+}
+
+/// With read_not_resumed, after the held child's pid was read from g_held_at: a task
+/// holds the one worker, the child is let go and writes its reply, the test waits until
+/// the reply pipe is empty again (the read took the reply into the frame while the worker
+/// was held; no time window), and the runtime is destroyed: the worker, let go only once
+/// the shutdown has begun, never resumes the fork, whose frame is destroyed with the
+/// reply in it. True if all of that happened as said.
+bool read_reply_unresumed(std::unique_ptr<corio::runtime>& rt, int reply_end, int& released) {
+  std::atomic<int> state{0};
+  auto blocker = rt->spawn(hold_worker_until_shutdown(rt.get(), &state));
+  const bool holding = blocker && within(10'000ms, [&] { return state.load() != 0; }) && state.load() == 1;
+  bool read = false;
+  if (holding) {
+    released += ::write(g_release[1], "g", 1) == 1 ? 1 : 0;
+    pollfd replied{g_held_at[0], POLLIN, 0};
+    char byte = 0;
+    const bool wrote = ::poll(&replied, 1, 10'000) == 1 && ::read(g_held_at[0], &byte, 1) == 1;
+    // Empty again: the 4 bytes were read (into the frame: the read copies them there).
+    // Not within 5 s: the read was not with the kernel when the task took the worker.
+    read = wrote && reply_end >= 0 && within(5000ms, [&] {
+             int queued = -1;
+             return state.load() == 1 && ::ioctl(reply_end, FIONREAD, &queued) == 0 && queued == 0;
+           });
+  }
+  rt.reset();  // the fork's frame is destroyed unfinished
+  return read && state.load() == 2;
+}
+
 /// Forks on a one-worker runtime through a fork server whose hooks hold the reply, destroys
-/// the runtime as `how` says, then lets the held processes go. True if the child was held
-/// and is then reaped by someone else (the orphan reaper) within 5 s; a child left a
-/// zombie is reaped here so that later tests do not count it.
-bool fork_held_across_shutdown(reply_at_shutdown how) {
+/// the runtime as `how` says, then lets the held processes go. A child left a zombie is
+/// reaped here so that later tests do not count it.
+held_fork_outcome fork_held_across_shutdown(reply_at_shutdown how) {
   held_fork_server hooked;
   const bool helper_dies = how == reply_at_shutdown::read_not_resumed;
   const int held_processes = helper_dies ? 1 : 2;
   const bool started =
       hooked.restart_with(helper_dies ? &helper_dies_after_clone : &hold_before_reply, &hold_before_reply);
   pid_t held = 0;
-  bool was_held = false;
+  held_fork_outcome outcome;
   int released = 0;
   if (started) {
     corio::runtime_config config = workers(1);
@@ -488,25 +627,13 @@ bool fork_held_across_shutdown(reply_at_shutdown how) {
     // kernel, even while a task keeps it busy.
     config.defer_taskrun = !helper_dies;
     auto rt = std::make_unique<corio::runtime>(config);
-    auto forking = rt->spawn(corio::ipc::fork([] { return 0; }));
+    const auto pipes_before = open_pipes();
+    auto forking = rt->spawn(corio::ipc::fork(&tell_replied));
     pollfd at{g_held_at[0], POLLIN, 0};
-    was_held = forking && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held;
-    if (was_held && helper_dies) {
-      // A task keeps the one worker busy while the child writes its pid: the read completes,
-      // but the fork is never resumed before the shutdown destroys its frame.
-      // seq_cst (the default): a flag between this thread and the worker, nothing to tune.
-      // The task sets it before its sleep, while `busy` still lives.
-      std::atomic<bool> busy{false};
-      auto blocker = rt->spawn([](std::atomic<bool>* b) -> corio::task<void> {
-        b->store(true);
-        std::this_thread::sleep_for(1000ms);
-        co_return;
-      }(&busy));
-      while (!busy.load()) {
-        std::this_thread::sleep_for(1ms);
-      }
-      released += ::write(g_release[1], "g", 1) == 1 ? 1 : 0;
-      std::this_thread::sleep_for(200ms);
+    outcome.set_up =
+        forking && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held;
+    if (outcome.set_up && helper_dies) {
+      outcome.set_up = read_reply_unresumed(rt, reply_pipe_read_end(pipes_before, held), released);
     }
     rt.reset();  // the fork's frame is destroyed unfinished
   }
@@ -514,13 +641,12 @@ bool fork_held_across_shutdown(reply_at_shutdown how) {
   for (; released < held_processes; ++released) {
     (void)::write(g_release[1], "g", 1);
   }
-  const bool reaped = was_held && corio_test::pid_gone_within(held, 5000ms);
-  if (was_held && !reaped) {
+  outcome.reaped = held > 0 && corio_test::pid_gone_within(held, 5000ms);
+  if (held > 0 && !outcome.reaped) {
     (void)::waitpid(held, nullptr, 0);  // our own zombie: gone before the tests that count them
   }
   REQUIRE(started);
-  REQUIRE(was_held);
-  return reaped;
+  return outcome;
 }
 }  // namespace
 
@@ -531,16 +657,29 @@ TEST_CASE("fork: a child made while its runtime is destroyed is adopted and reap
   // the pid. Before the fix the reply went unread and the child stayed a zombie for the
   // rest of our life.
   REQUIRE(g_fork_server);
-  CHECK(fork_held_across_shutdown(reply_at_shutdown::none_yet));
+  const held_fork_outcome outcome = fork_held_across_shutdown(reply_at_shutdown::none_yet);
+  REQUIRE(outcome.set_up);
+  CHECK(outcome.reaped);
 }
 
-// Restarts the process-wide fork server (twice), with no runtime alive at either start.
+// Restarts the process-wide fork server (twice per try), with no runtime alive at either start.
 TEST_CASE("fork: a child whose pid was read but never taken by its destroyed frame is adopted all the same",
           "[process][fork]") {
   // The reply is already out of the pipe, in the frame, when the shutdown destroys the
   // frame unresumed: it must be taken from there (a later read of the pipe finds EOF).
+  // Each step waits for an event, not a time: a try can only miss its set-up when the
+  // worker was taken before the fork's read reached the kernel (then the reply stays in
+  // the pipe and the try is made again); a try that was set up decides.
   REQUIRE(g_fork_server);
-  CHECK(fork_held_across_shutdown(reply_at_shutdown::read_not_resumed));
+  held_fork_outcome outcome;
+  int tries = 0;
+  while (!outcome.set_up && tries < 5) {
+    ++tries;
+    outcome = fork_held_across_shutdown(reply_at_shutdown::read_not_resumed);
+  }
+  INFO(tries << " tries");
+  REQUIRE(outcome.set_up);
+  CHECK(outcome.reaped);
 }
 
 // Restarts the process-wide fork server (twice), with no runtime alive at either start.
