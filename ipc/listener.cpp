@@ -8,8 +8,6 @@
 #include <corio/runtime/when_any.hpp>
 #include <corio/sync/semaphore.hpp>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <memory>
 #include <utility>
@@ -64,24 +62,21 @@ result<listener> listener::bind(const socket_address& addr, listener_options opt
   } else {
     tcp_listen_options o;
     o.backlog = l.m_options.backlog;
+    // Keepalive probes: a client that vanishes without FIN or RST (powered off, cable
+    // pulled, a NAT forgetting it) while the server owes it a reply (a manager's blocking
+    // get) is otherwise noticed only when a reply is sent, or never. tcp_listener sets
+    // them on the listening socket before listen(2), so every accepted connection has
+    // them (set after listen, a connection whose handshake completed in between went
+    // without); SO_KEEPALIVE must take (else bind fails), the timings are best effort.
+    o.keepalive = {.enabled = true,
+                   .idle_s = keepalive_idle_s,
+                   .interval_s = keepalive_interval_s,
+                   .probes = keepalive_probes};
     auto t = tcp_listener::bind(addr, o);
     if (!t) {
       return unexpected(t.error());
     }
     l.m_tcp = std::move(*t);
-    // Keepalive probes, set once here: accepted sockets inherit them (the kernel clones
-    // the listening socket's options into each one). A client that vanishes without FIN
-    // or RST (powered off, cable pulled, a NAT forgetting it) while the server owes it a
-    // reply (a manager's blocking get) is otherwise noticed only when a reply is sent, or
-    // never. SO_KEEPALIVE must take; the timings are best effort (a stack that refuses
-    // one keeps its default). A connection whose handshake completes between listen()
-    // (inside tcp_listener::bind) and these calls is cloned without them.
-    if (auto r = l.m_tcp.set_keepalive(true); !r) {
-      return unexpected(r.error());
-    }
-    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPIDLE, keepalive_idle_s);
-    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPINTVL, keepalive_interval_s);
-    (void)l.m_tcp.set_option(IPPROTO_TCP, TCP_KEEPCNT, keepalive_probes);
   }
   return l;
 }

@@ -4,6 +4,8 @@
 
 #include <corio/runtime/timeout.hpp>
 
+#include <utility>
+
 namespace corio::ipc {
 
 task<result<tcp_stream>> tcp_stream::connect(socket_address addr, std::stop_token token) {
@@ -55,6 +57,21 @@ result<tcp_listener> tcp_listener::bind(const socket_address& addr, const tcp_li
   if (addr.family() == AF_INET6) {
     if (auto r = l.set_option(IPPROTO_IPV6, IPV6_V6ONLY, options.v6_only ? 1 : 0); !r) {
       return unexpected(r.error());
+    }
+  }
+  // Before listen(2): a connection takes the listener's options when its handshake
+  // completes, which may be before any call after listen.
+  if (options.keepalive.enabled) {
+    if (auto r = l.set_keepalive(true); !r) {
+      return unexpected(r.error());
+    }
+    const std::pair<int, int> timings[] = {{TCP_KEEPIDLE, options.keepalive.idle_s},
+                                           {TCP_KEEPINTVL, options.keepalive.interval_s},
+                                           {TCP_KEEPCNT, options.keepalive.probes}};
+    for (auto [name, value] : timings) {
+      if (value != 0) {
+        (void)l.set_option(IPPROTO_TCP, name, value);  // best effort (tcp.hpp)
+      }
     }
   }
   if (auto r = detail::bind_listen(l.fd(), addr, options.backlog); !r) {

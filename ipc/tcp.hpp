@@ -82,6 +82,17 @@ class tcp_stream : public stream_socket {
   }
 };
 
+/// TCP keepalive of the connections a tcp_listener accepts (tcp_listen_options::keepalive).
+struct tcp_keepalive {
+  bool enabled = false;  ///< SO_KEEPALIVE: probe a connection that stays silent
+  /// Seconds of silence before the first probe (TCP_KEEPIDLE), seconds between probes
+  /// (TCP_KEEPINTVL) and unanswered probes after which the peer is gone (TCP_KEEPCNT);
+  /// 0: the system's default (net.ipv4.tcp_keepalive_*). Only with `enabled`.
+  int idle_s = 0;
+  int interval_s = 0;  ///< see idle_s
+  int probes = 0;      ///< see idle_s
+};
+
 /// How tcp_listener::bind() sets up the listening socket.
 struct tcp_listen_options {
   /// listen(2)'s backlog: connections the kernel queues before accept(). The default asks
@@ -90,6 +101,12 @@ struct tcp_listen_options {
   bool reuse_address = true;  ///< SO_REUSEADDR: rebind while old connections are in TIME_WAIT
   bool reuse_port = false;    ///< SO_REUSEPORT: several listeners share the port
   bool v6_only = false;       ///< IPV6_V6ONLY for an IPv6 listener
+  /// Keepalive of every accepted connection: set on the listening socket before listen(2),
+  /// since the kernel copies the listener's options into a connection when its handshake
+  /// completes (not at accept): a client that connects the moment the port listens gets
+  /// them too. bind() fails if SO_KEEPALIVE cannot be set (nothing listened; the socket is
+  /// closed); the timings are best effort (a value the stack refuses keeps its default).
+  tcp_keepalive keepalive{};
 };
 
 /// Accepted TCP connections from one multishot accept (ipc/acceptor.hpp).
