@@ -16,7 +16,6 @@
 #include <vector>
 
 #include <corio/runtime/shield.hpp>
-#include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 #include <corio/runtime/when_all.hpp>
 
@@ -96,11 +95,9 @@ task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& 
   // A timed-out wait for the first byte consumed nothing and left the connection open:
   // watch again. (A stall, a message begun and not finished, also gives timed_out but
   // closes the connection: the next recv then reports errc::closed, and the client is gone.)
+  // Each such wait lasted idle_timeout, at least a millisecond (bind() refuses less), so
+  // this loop does not spin.
   while (!m && m.error() == std::errc::timed_out) {
-    if (conn.options().idle_timeout < std::chrono::milliseconds(1)) {
-      // A zero or sub-millisecond idle_timeout times out at once: do not spin on it.
-      (void)co_await corio::sleep_for(std::chrono::milliseconds(1));
-    }
     m = co_await conn.recv(stop);
   }
   if (!m && m.error() == std::errc::operation_canceled) {
@@ -406,6 +403,12 @@ result<manager_server> manager_server::bind(const socket_address& addr, manager_
   // server sends any reply, so unless a send limit was chosen, none applies.
   if (!options.listen.connection.max_send_size) {
     options.listen.connection.max_send_size = std::numeric_limits<std::size_t>::max();
+  }
+  // Under a millisecond, idle_timeout would drop nearly every client between two of its
+  // requests, and a waiting call's watch (watch_peer), which waits it out again and again,
+  // would spin: refused before anything is opened.
+  if (options.listen.connection.idle_timeout < std::chrono::milliseconds(1)) {
+    return unexpected(std::make_error_code(std::errc::invalid_argument));
   }
   auto l = listener::bind(addr, options.listen);
   if (!l) {

@@ -68,7 +68,8 @@ struct manager_options {
   /// counts every open proxy connection (a Python client holds one per thread and object
   /// manager, plus short ones for create/incref/decref). connection.idle_timeout, if set,
   /// drops a connection whose client sends no request for that long; the time a call
-  /// waits (a blocking get: the server owes the reply) does not count.
+  /// waits (a blocking get: the server owes the reply) does not count. It must be at
+  /// least 1 ms (bind() refuses less).
   listener_options listen = default_listen();
   /// How long a new connection may take to send its first request after the handshake.
   std::chrono::nanoseconds first_request_timeout = std::chrono::seconds(30);
@@ -103,7 +104,9 @@ class manager_server {
   manager_server& operator=(manager_server&&) noexcept;
   ~manager_server();
 
-  /// Binds and listens (TCP: port 0 picks one; or a Unix address).
+  /// Binds and listens (TCP: port 0 picks one; or a Unix address). Errors: those of
+  /// ipc::listener::bind, and std::errc::invalid_argument for a
+  /// listen.connection.idle_timeout under 1 ms (nothing is opened).
   [[nodiscard]] static result<manager_server> bind(const socket_address& addr, manager_options options = {});
   /// The bound address.
   [[nodiscard]] result<socket_address> address() const;

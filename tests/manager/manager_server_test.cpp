@@ -6,7 +6,8 @@
 // connection that never sends, many clients at once, 2,000 clients waiting at once; the
 // server requests shutdown, get_methods and debug_info, a reply that cannot be pickled; a
 // reply far larger than its request (Python's client, every Python 3 found), one above a
-// send limit set lower, and a call that waits longer than the connection's idle_timeout;
+// send limit set lower, and a call that waits longer than the connection's idle_timeout
+// (an idle_timeout under a millisecond is refused);
 // the client's cleanup: a create or release stopped half-way still drops its reference,
 // and a call ended by idle_timeout leaves no reply to answer the next call.
 #include <catch2/catch.hpp>
@@ -927,6 +928,25 @@ TEST_CASE("manager_server: a call that waits longer than the connection's idle_t
     REQUIRE(size);
     CHECK(size->value == pickle::value(0));
   });
+}
+
+// An idle_timeout under a millisecond drops a client between two of its requests unless
+// the next is already there, and a waiting call's watch of the connection, which waits it
+// out again and again, then paused a millisecond each time not to spin: bind() refuses it
+// (before, it served, and a waiting call woke a thousand times a second).
+TEST_CASE("manager_server: bind refuses an idle_timeout under a millisecond and opens nothing", "[manager]") {
+  const std::chrono::nanoseconds idle = GENERATE(0ns, 1ns, 999us, -1s);
+  INFO("idle_timeout " << idle.count() << " ns");
+  const std::size_t fds_before = corio_test::open_fd_count();
+  manager_options o;
+  o.listen.connection.idle_timeout = idle;
+  auto s = manager_server::bind(socket_address::loopback_v4(0), o);
+  REQUIRE_FALSE(s);
+  CHECK(s.error() == std::errc::invalid_argument);
+  CHECK(corio_test::open_fd_count() == fds_before);
+  o.listen.connection.idle_timeout = 1ms;  // the least it takes
+  auto least = manager_server::bind(socket_address::loopback_v4(0), o);
+  CHECK(least);
 }
 
 TEST_CASE("manager_server: a reply above a send limit set lower is #UNSERIALIZABLE; the value is dropped and the "
