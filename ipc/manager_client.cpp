@@ -160,20 +160,42 @@ task<create_reply> receive_create_reply(connection conn) {
   co_return create_reply{std::move(conn), std::move(reply)};
 }
 
+// The reply's receive (receive_create_reply, spawned abortable) as handed over to
+// drop_abandoned_create: one that is dropped before it was joined is aborted, so that no
+// receive runs on with nobody to wait for it (until its connection's idle_timeout, by
+// default never, or its stall_timeout), holding the connection open. That happens when
+// the task cannot be made (no memory: the argument built for it, or the frame it was
+// moved into, is destroyed) and when the runtime destroys the task.
+class abandoned_receive {
+ public:
+  explicit abandoned_receive(join_handle<create_reply> h) noexcept : m_handle(std::move(h)) {}
+  abandoned_receive(abandoned_receive&&) noexcept = default;
+  abandoned_receive& operator=(abandoned_receive&&) = delete;
+  ~abandoned_receive() {
+    if (m_handle.abortable()) {  // false once joined (the handle is then empty) or moved
+      m_handle.abort();
+    }
+  }
+  join_handle<create_reply>& handle() noexcept { return m_handle; }
+
+ private:
+  join_handle<create_reply> m_handle;
+};
+
 // After a create stopped (or timed out) while its reply was awaited: the server has the
 // request and makes the object whatever the client does now, with one reference for the
 // client that nobody else will drop. Waits for the reply (within decref_limit) and drops
 // that reference. A task of its own: the stopped caller returns at once. `receiving` is
 // the reply's receive, still running, or empty when `got` already holds its outcome (the
 // connection's idle_timeout passed). (A runtime shut down within the wait destroys this
-// task: the reference stays.)
-task<void> drop_abandoned_create(join_handle<create_reply> receiving, std::optional<create_reply> got,
-                                 socket_address addr, client_options options) {
+// task: the receive is aborted and the reference stays.)
+task<void> drop_abandoned_create(abandoned_receive receiving, std::optional<create_reply> got, socket_address addr,
+                                 client_options options) {
   const auto deadline = corio::clock::now() + decref_limit;
-  if (receiving.valid()) {
-    auto r = co_await corio::timeout_at(receiving.join(), deadline);
+  if (receiving.handle().valid()) {
+    auto r = co_await corio::timeout_at(receiving.handle().join(), deadline);
     if (!r) {
-      receiving.abort();  // past decref_limit: the reply is given up (a reply cut short is lost)
+      receiving.handle().abort();  // past decref_limit: the reply is given up (a reply cut short is lost)
       co_return;
     }
     got.emplace(std::move(*r));
@@ -188,12 +210,14 @@ task<void> drop_abandoned_create(join_handle<create_reply> receiving, std::optio
   }
 }
 
-// Hands an abandoned create to drop_abandoned_create; no memory for that task: the
-// reference stays on the server (and an abandoned receive runs on until its own bounds).
+// Hands an abandoned create to drop_abandoned_create. No memory for that task: the
+// reference stays on the server, and nothing is left running: the receive is aborted (by
+// abandoned_receive's destructor) and the connection closed with it, or with `got`.
 void abandon_create(join_handle<create_reply> receiving, std::optional<create_reply> got, socket_address addr,
                     client_options options) noexcept {
   try {
-    corio::spawn(drop_abandoned_create(std::move(receiving), std::move(got), std::move(addr), std::move(options)))
+    corio::spawn(drop_abandoned_create(abandoned_receive(std::move(receiving)), std::move(got), std::move(addr),
+                                       std::move(options)))
         .detach();
   } catch (const std::exception&) {
   }

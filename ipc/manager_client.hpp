@@ -49,7 +49,8 @@
 // a task behind that waits for the reply (within the same 10 s) and drops the object the
 // server went on to make; the reply is received by a task of its own that no stop of the
 // create cuts short, even in the middle of its bytes. The object stays when the runtime
-// shuts down within that wait. Each runs to its end despite a stop (corio::shield), on a connection of its
+// shuts down within that wait, or when there is no memory for that task (the reply's
+// receive is then ended at once and its connection closed: nothing is left running). Each runs to its end despite a stop (corio::shield), on a connection of its
 // own, within 10 s (past that errc::timed_out, and the reference stays: a server that
 // accepts but never answers cannot hang the caller; a join_handle::abort() of the
 // caller may wait that long).
