@@ -2,7 +2,7 @@
 // under its object's flock, so that open() can tell a build in progress from a dead
 // builder), and what can be read of it without a side's lock (capacity, size, closed).
 // The layout is in detail/shm_queue_layout.hpp; sending, receiving, the two sides' protocols and their
-// recovery after a death are in shm_queue_transfer.cpp.
+// recovery after a death are in shm_queue_steps.cpp and shm_queue_transfer.cpp.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <sys/file.h>

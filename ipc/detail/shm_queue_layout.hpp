@@ -1,5 +1,5 @@
 // The layout of a corio::ipc::shm_queue in shared memory, shared by shm_queue.cpp (create,
-// open, close) and shm_queue_transfer.cpp (the two sides' protocols); not installed,
+// open, close) and shm_queue_steps.cpp (the two sides' protocols); not installed,
 // private to ipc/. The protocol over these words:
 //
 // Count words (published by producers, consumed by consumers): count * 4 + closed * 2 +
@@ -88,7 +88,7 @@ struct alignas(64) queue_header {
   alignas(64) shared_word consumed{0};
 };
 
-/// The names shm_queue.cpp and shm_queue_transfer.cpp both use, in one place: each says
+/// The names every shm_queue .cpp file uses, in one place: each says
 /// `using namespace detail::shm;` in its anonymous namespace.
 namespace shm {
 

@@ -1,6 +1,7 @@
 // The steps of a shm_queue transfer that both the per-call paths
-// (shm_queue_transfer.cpp) and the claims (shm_queue_claim.cpp) run: the locked attempts,
-// the sleep preparation, the side locks with their recovery, and the argument checks.
+// (shm_queue_transfer.cpp) and the claims (shm_queue_claim.cpp) run, defined in
+// shm_queue_steps.cpp: the locked attempts, the sleep preparation, the side locks with
+// their recovery, and the argument checks.
 // Not installed, private to ipc/ (like shm_queue_layout.hpp, whose protocol these steps
 // implement). Thread-safety and cost: as each function says; none allocates.
 #pragma once
@@ -49,6 +50,8 @@ result<process_mutex_guard> try_lock_or_again(queue_header* h, const process_mut
 /// task's own) cancel the wait.
 task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
                                             std::stop_token token);
+/// lock_side for a plain thread: blocks it until the lock is taken (no stop).
+result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept;
 
 /// try_now body of the send and receive awaitables: the try_* call's result, or nothing
 /// when the call would have to wait (`would_wait`, or the side's lock held by another).

@@ -1,0 +1,217 @@
+// corio::ipc::shm_queue's steps (detail/shm_queue_steps.hpp), which the per-call paths
+// (shm_queue_transfer.cpp) and the claims (shm_queue_claim.cpp) both run: advancing a
+// count word, preparing a sleep, the producers' and consumers' locked attempts, and the
+// side locks with their recovery after a death. The protocol over the words:
+// detail/shm_queue_layout.hpp.
+#include <climits>
+#include <cstring>
+
+#include <corio/ipc/detail/shm_queue_layout.hpp>
+#include <corio/ipc/detail/shm_queue_steps.hpp>
+
+namespace corio::ipc {
+
+namespace detail::shm {
+
+/// Advances a count word by one (the caller holds its side's lock).
+void advance(shared_word& word) noexcept {
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((v & waiters_bit) == 0) {
+      // release: the slot we filled (or emptied) before this is visible to whoever reads
+      // the new count with acquire order.
+      if (word.compare_exchange_weak(v, v + 4, std::memory_order_release, std::memory_order_relaxed)) {
+        return;
+      }
+      continue;
+    }
+    // Sleepers on the other side: advance and wake them in one syscall. The release RMW
+    // orders our slot writes before the kernel's change (and tells ThreadSanitizer).
+    word.fetch_add(0, std::memory_order_release);
+    detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
+    return;
+  }
+}
+
+/// After would_wait, with the side's lock dropped: spins (once per call) while the other
+/// side's word still holds `seen`, then sets its waiters bit. The value to sleep on, or
+/// nothing if the word moved (look again). Setting the bit outside the lock is safe: the
+/// CAS succeeds only if the word — and so the full or empty state — is still `seen`.
+std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept {
+  if (!spun) {
+    spun = true;
+    if (detail::spin_while_equal(word, seen)) {
+      return std::nullopt;
+    }
+  }
+  if ((seen & waiters_bit) != 0) {
+    return seen;
+  }
+  // relaxed: the bit publishes nothing; the futex wait compares the value itself.
+  if (word.compare_exchange_strong(seen, seen | waiters_bit, std::memory_order_relaxed)) {
+    return seen | waiters_bit;
+  }
+  return std::nullopt;
+}
+
+void test_hook(detail::queue_step step) noexcept {
+  if (auto hook = detail::g_shm_queue_test_hook.load(std::memory_order_relaxed)) {
+    hook(step);
+  }
+}
+
+/// Producers, under the send lock. On would_wait, `sleep_value` is the consumed word as
+/// seen: the queue stays full until it changes.
+outcome send_locked(queue_header* h, const queue_geometry& g, std::span<const std::byte> message,
+                    std::uint32_t& sleep_value) noexcept {
+  // relaxed: only send-lock holders change the count; consumers only set the waiters bit
+  // and close() the closed bit.
+  const std::uint32_t published = h->published.load(std::memory_order_relaxed);
+  if ((published & closed_bit) != 0) {
+    return outcome::closed;
+  }
+  if (h->free_known == 0) {
+    // acquire: pairs with the consumers' release in advance(): they are done reading the
+    // slots they consumed before we overwrite them.
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_acquire);
+    const std::uint32_t used = (count_of(published) - count_of(consumed)) & count_mask;
+    h->free_known = g.capacity - used;
+    if (h->free_known == 0) {
+      sleep_value = consumed;  // full until the consumed word changes
+      return outcome::would_wait;
+    }
+  } else {
+    acquire_for_sanitizer(h->consumed);
+  }
+  std::byte* slot = slot_at(g, h->write_pos);
+  prefetch_ahead(h, g, h->write_pos, message.size());
+  const auto size = static_cast<std::uint32_t>(message.size());
+  std::memcpy(slot, &size, sizeof size);
+  if (!message.empty()) {
+    std::memcpy(slot + slot_header, message.data(), message.size());
+  }
+  --h->free_known;  // before the publish: after a death here it is too low, never too high
+  test_hook(detail::queue_step::before_publish);
+  advance(h->published);
+  test_hook(detail::queue_step::after_publish);
+  ++h->write_pos;
+  return outcome::done;
+}
+
+/// Consumers, under the receive lock. On would_wait, `sleep_value` is the published word
+/// as seen: the queue stays empty until it changes. closed means closed and empty.
+outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::byte> buffer, std::size_t& size,
+                       std::uint32_t& sleep_value) noexcept {
+  if (h->available_known == 0) {
+    // acquire: pairs with the producers' release in advance(): the slots they published
+    // are filled.
+    const std::uint32_t published = h->published.load(std::memory_order_acquire);
+    const std::uint32_t consumed = h->consumed.load(std::memory_order_relaxed);
+    h->available_known = (count_of(published) - count_of(consumed)) & count_mask;
+    if (h->available_known == 0) {
+      if ((published & closed_bit) != 0) {
+        return outcome::closed;
+      }
+      sleep_value = published;  // empty until the published word changes
+      return outcome::would_wait;
+    }
+  } else {
+    acquire_for_sanitizer(h->published);
+  }
+  const std::byte* slot = slot_at(g, h->read_pos);
+  std::uint32_t stored = 0;
+  std::memcpy(&stored, slot, sizeof stored);
+  // Shared bytes: clamped to the handle's max_message, within the slot and `buffer`
+  // (check_buffer checked it against the same value).
+  size = stored <= g.max_message ? stored : g.max_message;
+  if (size > 0) {
+    std::memcpy(buffer.data(), slot + slot_header, size);
+  }
+  --h->available_known;
+  test_hook(detail::queue_step::before_consume);
+  advance(h->consumed);
+  test_hook(detail::queue_step::after_consume);
+  ++h->read_pos;
+  return outcome::done;
+}
+
+/// After owner_dead on a side's lock: re-derive its position from its count word.
+void resync(std::uint64_t& pos, std::uint32_t& known, const shared_word& word) noexcept {
+  const std::uint32_t count = count_of(word.load(std::memory_order_relaxed));
+  if ((static_cast<std::uint32_t>(pos) & count_mask) != count) {
+    ++pos;  // died between advancing the word and the position
+  }
+  known = 0;
+}
+
+void resync_side(queue_header* h, side which) noexcept {
+  if (which == side::send) {
+    resync(h->write_pos, h->free_known, h->published);
+  } else {
+    resync(h->read_pos, h->available_known, h->consumed);
+  }
+}
+
+/// After owner_dead: recovers `lock` and resyncs its side. Fails while another process
+/// is recovering it (busy) or has just done so.
+result<process_mutex_guard> recover_side(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto r = lock.recover();
+  if (r) {
+    resync_side(h, which);
+    r->mark_consistent();
+  }
+  return r;
+}
+
+/// Takes a side's lock without waiting, recovering it from a dead holder.
+result<process_mutex_guard> try_lock_side(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto g = lock.try_lock();
+  if (g || g.error() != std::errc::owner_dead) {
+    return g;
+  }
+  auto r = recover_side(h, lock, which);
+  if (!r) {
+    return unexpected(error(std::errc::device_or_resource_busy));
+  }
+  return r;
+}
+
+/// try_lock_side for try_send / try_receive: a side another holds is "try again".
+result<process_mutex_guard> try_lock_or_again(queue_header* h, const process_mutex& lock, side which) noexcept {
+  auto g = try_lock_side(h, lock, which);
+  if (!g && g.error() == std::errc::device_or_resource_busy) {
+    return unexpected(error(std::errc::resource_unavailable_try_again));
+  }
+  return g;
+}
+
+/// Awaits a side's lock, recovering it from a dead holder.
+task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
+                                            std::stop_token token) {
+  for (;;) {
+    auto g = co_await lock.lock(token);
+    if (g || g.error() != std::errc::owner_dead) {
+      co_return g;
+    }
+    if (auto r = recover_side(h, lock, which)) {
+      co_return r;
+    }
+    // Another process is recovering it (busy) or has just done so: lock again.
+  }
+}
+
+result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept {
+  for (;;) {
+    auto g = lock.lock_blocking();
+    if (g || g.error() != std::errc::owner_dead) {
+      return g;
+    }
+    if (auto r = recover_side(h, lock, which)) {
+      return r;
+    }
+  }
+}
+
+}  // namespace detail::shm
+
+}  // namespace corio::ipc
