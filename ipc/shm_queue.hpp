@@ -58,10 +58,14 @@
 // messages never interleave with the claimant's. The two sides are claimed
 // independently. A claimant that waits (full, empty) keeps its claim while it waits. A
 // claimant killed with kill -9 is a dead holder like any other: the next process of that
-// side recovers the side and goes on. A consumer that finds the queue closed and empty
-// waits for the producers' side to be free before it reports closed (a send may be
-// between its look at the closed bit and its publish), so a sender claim held after a
-// close keeps consumers waiting: release it once the queue is closed. A claim inherited
+// side recovers the side and goes on. A sender claim held after a close does not keep
+// consumers from the end: a send publishes only while the queue is not closed, so a
+// consumer that finds it closed and empty reports closed without the producers' lock
+// (while a send is between its last look at the closed bit and its wake of sleeping
+// consumers, a syscall long, it spins, then pauses 50 µs at a time and looks again;
+// detail/shm_queue_layout.hpp, "The end of a closed queue"). A send of an older corio
+// (before 2026-12-06), which published whatever the closed bit, can race a close past
+// such a consumer: do not mix versions. A claim inherited
 // through fork() claims nothing in the child (operation_not_permitted). A claim refers to
 // the shm_queue handle it came from, which must outlive it; one owner uses a claim at a
 // time (its calls are not for concurrent use). Measured in bench/ipc/shm_bench
@@ -164,9 +168,11 @@ struct queue_geometry {
 };
 
 /// Where a test hook runs: around the step that makes a send (receive) take effect,
-/// before a receive's batching pause, and in create() before it publishes a new queue.
+/// before a receive's batching pause, in create() before it publishes a new queue, and
+/// in a send's publish that wakes sleeping consumers, between its last look at the
+/// closed bit and the wake (before_wake).
 enum class queue_step { before_publish, after_publish, before_consume, after_consume, batching_pause,
-                        before_create_publish };
+                        before_create_publish, before_wake };
 /// Test hook (all builds; one relaxed load per step): called in the sending, receiving or
 /// creating process at each queue_step, so tests can kill a process at exactly that point.
 inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};

@@ -4,6 +4,7 @@
 // sleep with it held.
 #include <corio/ipc/shm_queue.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -13,6 +14,7 @@
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -143,13 +145,11 @@ result<std::size_t> shm_queue_receiver::try_receive(std::span<std::byte> buffer)
     case outcome::would_wait: return unexpected(make_error_code(errc::empty));
     case outcome::closed: break;
   }
-  // Closed and empty: only a free producers' lock tells that no send is still publishing
-  // (as shm_queue::try_receive; we hold only the consumers' lock, which no producer takes).
-  auto barrier = try_lock_side(h, m_queue->m_send_lock, side::send);
-  if (!barrier) {
+  // Closed and empty: final once no send can still publish, whoever holds the producers'
+  // side (as shm_queue::try_receive).
+  if (!senders_settled(h, m_queue->m_send_lock)) {
     return unexpected(make_error_code(errc::empty));
   }
-  barrier->unlock();
   switch (receive_locked(h, g, buffer, size, sleep_value)) {
     case outcome::done: return size;
     case outcome::would_wait: return unexpected(make_error_code(errc::empty));
@@ -167,8 +167,9 @@ task<shm_queue_receiver::receive_op::value_type> shm_queue_receiver::receive_op:
   return receiver->receive_slow(buffer, std::move(token));
 }
 
-// With the consumers' lock held throughout: attempt; on closed, the producers' lock as a
-// barrier once; else the batching pause once, then sleep on the published word.
+// With the consumers' lock held throughout: attempt; on closed, final once the senders
+// are settled (else pause and look again); else the batching pause once, then sleep on
+// the published word.
 task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> buffer,
                                                            std::stop_token token) const {
   if (auto ok = check_claim(m_guard); !ok) {
@@ -182,7 +183,6 @@ task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> 
   queue_header* h = m_queue->m_header;
   bool spun = false;
   bool paused = false;
-  bool waited_for_senders = false;
   for (;;) {
     std::size_t size = 0;
     std::uint32_t seen = 0;
@@ -194,15 +194,14 @@ task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> 
       co_return size;
     }
     if (o == outcome::closed) {
-      if (waited_for_senders) {
-        co_return unexpected(make_error_code(errc::closed));
+      if (senders_settled(h, m_queue->m_send_lock)) {
+        const outcome last = receive_locked(h, g, buffer, size, seen);
+        co_return last == outcome::done ? result<std::size_t>(size) : unexpected(make_error_code(errc::closed));
       }
-      waited_for_senders = true;
-      auto barrier = co_await lock_side(h, m_queue->m_send_lock, side::send, token);
-      if (!barrier) {
-        co_return unexpected(barrier.error());
+      auto slept = co_await sleep_for(std::chrono::nanoseconds(settle_pause_ns), token);
+      if (!slept) {
+        co_return unexpected(slept.error());
       }
-      barrier->unlock();
       continue;
     }
     if (detail::stop_asked(token, inherited)) {

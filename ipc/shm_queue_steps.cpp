@@ -3,6 +3,7 @@
 // count word, preparing a sleep, the producers' and consumers' locked attempts, and the
 // side locks with their recovery after a death. The protocol over the words:
 // detail/shm_queue_layout.hpp.
+#include <atomic>
 #include <climits>
 #include <cstring>
 
@@ -31,6 +32,84 @@ void advance(shared_word& word) noexcept {
     detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
     return;
   }
+}
+
+/// Producers' advance of the published word (the caller holds the send lock): false,
+/// publishing nothing, once the queue is closed ("The end of a closed queue",
+/// shm_queue_layout.hpp). Every write of the `publishing` mark is a seq_cst exchange: an
+/// RMW, so that the mark's modification order alone orders us against a consumer's
+/// look at it (a standalone fence would do it too, but g++ rejects atomic_thread_fence
+/// under -fsanitize=thread).
+bool publish(queue_header* h) noexcept {
+  shared_word& word = h->published;
+  // relaxed: only send-lock holders (us) change the count; the bits others set are
+  // checked by the CAS below, which fails on a word that moved since this look.
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  bool marked = false;
+  for (;;) {
+    if ((v & closed_bit) != 0) {
+      if (marked) {
+        // seq_cst RMW: every write of the mark is one (see senders_settled).
+        (void)h->publishing.exchange(0, std::memory_order_seq_cst);  // published nothing
+      }
+      return false;
+    }
+    if ((v & waiters_bit) == 0) {
+      // release: as advance(). The CAS fails if close() set the closed bit since `v`.
+      if (word.compare_exchange_weak(v, v + 4, std::memory_order_release, std::memory_order_relaxed)) {
+        if (marked) {
+          // Defensive: we marked because the waiters bit was set, and only the send-lock
+          // holder (us) clears it, so the bit is still there unless the word was damaged.
+          // A seq_cst RMW (release included) like every write of the mark: a consumer
+          // whose RMW reads this 0 sees the count the CAS added.
+          (void)h->publishing.exchange(0, std::memory_order_seq_cst);
+        }
+        return true;
+      }
+      continue;
+    }
+    if (!marked) {
+      // The wake below adds whatever the word holds: mark first, then look again. The
+      // mark is a seq_cst RMW, as is a consumer's read of it (senders_settled): if that
+      // consumer's RMW comes first in the mark's modification order, our exchange reads
+      // its value or a later one in its release sequence (every write of the mark is an
+      // RMW), so it synchronises with us and the closed bit it saw is visible to our look
+      // below; otherwise it reads our 1, or the 0 we store after our wake.
+      marked = true;
+      (void)h->publishing.exchange(1, std::memory_order_seq_cst);
+      // relaxed: the exchange above ordered this look (coherence with the consumer's).
+      v = word.load(std::memory_order_relaxed);
+      continue;
+    }
+    test_hook(detail::queue_step::before_wake);
+    // As advance(); then unmark. A seq_cst RMW (release included): a consumer whose RMW
+    // or acquire load reads this 0 sees the count we added.
+    word.fetch_add(0, std::memory_order_release);
+    detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
+    (void)h->publishing.exchange(0, std::memory_order_seq_cst);
+    return true;
+  }
+}
+
+bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept {
+  // Our look at the published word (acquire, in receive_locked) saw the closed bit. A
+  // seq_cst RMW on the mark (it writes back the value it reads): in the mark's
+  // modification order, which holds only RMWs, either it comes before a producer's mark,
+  // which then synchronises with it and that producer's look sees the closed bit; or it
+  // reads that mark (1), or the 0 stored after the producer's wake or failed look, whose
+  // release makes its count visible (one more look sees the message).
+  if (h->publishing.fetch_add(0, std::memory_order_seq_cst) == 0) {
+    return true;
+  }
+  // acquire: a 0 read now is a producer's unmark (or a recovery's clear), which follows
+  // the mark we read; it pairs with that RMW's release as above.
+  if (detail::spin_while_equal(h->publishing, 1) && h->publishing.load(std::memory_order_acquire) == 0) {
+    return true;  // its wake ended while we spun
+  }
+  // A free producers' lock (taken: acquire), or one recovered from a holder that died
+  // marked (recovery clears the mark), has no publish in progress; a live holder may be
+  // in the middle of its wake.
+  return try_lock_side(h, send_lock, side::send).has_value();
 }
 
 /// After would_wait, with the side's lock dropped: spins (once per call) while the other
@@ -92,7 +171,10 @@ outcome send_locked(queue_header* h, const queue_geometry& g, std::span<const st
   }
   --h->free_known;  // before the publish: after a death here it is too low, never too high
   test_hook(detail::queue_step::before_publish);
-  advance(h->published);
+  if (!publish(h)) {
+    ++h->free_known;  // closed meanwhile: nothing published, the slot stays free
+    return outcome::closed;
+  }
   test_hook(detail::queue_step::after_publish);
   ++h->write_pos;
   return outcome::done;
@@ -147,6 +229,10 @@ void resync(std::uint64_t& pos, std::uint32_t& known, const shared_word& word) n
 void resync_side(queue_header* h, side which) noexcept {
   if (which == side::send) {
     resync(h->write_pos, h->free_known, h->published);
+    // The dead holder's mark, if any. A seq_cst RMW like every write of the mark
+    // (senders_settled): a consumer that reads the 0 sees the published word at least as
+    // we did after the holder's death.
+    (void)h->publishing.exchange(0, std::memory_order_seq_cst);
   } else {
     resync(h->read_pos, h->available_known, h->consumed);
   }

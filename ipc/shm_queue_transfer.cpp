@@ -5,10 +5,12 @@
 // attempts, the side locks and their recovery after a death): shm_queue_steps.cpp.
 #include <corio/ipc/shm_queue.hpp>
 
+#include <chrono>
 #include <type_traits>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -16,8 +18,9 @@ namespace {
 
 using namespace detail::shm;
 
-/// What a send or receive call does after a step of its transfer.
-enum class next { lock, sleep, finish };
+/// What a send or receive call does after a step of its transfer (pause: settle_pause_ns,
+/// then lock again).
+enum class next { lock, sleep, pause, finish };
 
 /// One send_slow / send_blocking / receive_slow / receive_blocking call between its waits:
 /// which lock to take next and, with it held, the attempt and what follows. The drivers
@@ -32,13 +35,11 @@ class transfer {
       : m_h(h), m_g(g), m_send_lock(&send_lock), m_receive_lock(&receive_lock), m_buffer(buffer) {}
 
   [[nodiscard]] queue_header* header() const noexcept { return m_h; }
-  /// The lock to take next: the call's own side's, or the send lock as a barrier.
+  /// The lock to take next: the call's own side's.
   [[nodiscard]] const process_mutex& lock() const noexcept {
     return lock_side() == side::send ? *m_send_lock : *m_receive_lock;
   }
-  [[nodiscard]] side lock_side() const noexcept {
-    return m_receive_lock == nullptr || m_barrier_next ? side::send : side::receive;
-  }
+  [[nodiscard]] side lock_side() const noexcept { return m_receive_lock == nullptr ? side::send : side::receive; }
   /// After next::sleep: the other side's count word, and the value to sleep on.
   [[nodiscard]] shared_word& word() const noexcept {
     return m_receive_lock == nullptr ? m_h->consumed : m_h->published;
@@ -46,28 +47,30 @@ class transfer {
   [[nodiscard]] std::uint32_t sleep_value() const noexcept { return m_seen; }
 
   /// With lock() held (`held`, dropped before anything else is decided): the locked
-  /// attempt, then next::finish (see result_as), next::lock (take lock() again) or
-  /// next::sleep. `stop_asked()` is asked only before a pause or a sleep.
+  /// attempt, then next::finish (see result_as), next::lock (take lock() again),
+  /// next::pause or next::sleep. `stop_asked()` is asked only before a pause or a sleep.
   template <class StopAsked>
   next step(process_mutex_guard held, StopAsked stop_asked) noexcept {
-    if (m_barrier_next) {
-      m_barrier_next = false;  // the senders' lock was free: receive again
-      return next::lock;
+    outcome o = attempt();
+    bool unsettled = false;
+    if (o == outcome::closed && m_receive_lock != nullptr) {
+      // Closed and empty: final once no send can still publish ("The end of a closed
+      // queue", shm_queue_layout.hpp); a claimed producers' side does not keep us.
+      unsettled = !senders_settled(m_h, *m_send_lock);
+      if (!unsettled) {
+        o = attempt();
+      }
     }
-    const outcome o = attempt();
     const bool batch = batch_before_sleep(o);
     held.unlock();
     if (o == outcome::done) {
       return next::finish;
     }
-    if (o == outcome::closed && m_receive_lock != nullptr && !m_waited_for_senders) {
-      // A producer may be between its check of the closed bit and its publish: once its
-      // lock is free, every send has either published or seen the close.
-      m_waited_for_senders = m_barrier_next = true;
-      return next::lock;
+    if (unsettled && !stop_asked()) {
+      return next::pause;  // a send is in the middle of its publish: look again
     }
-    if (o == outcome::closed || stop_asked()) {
-      m_error = o == outcome::closed ? make_error_code(errc::closed) : cancelled_error();
+    if (unsettled || o == outcome::closed || stop_asked()) {
+      m_error = o == outcome::closed && !unsettled ? make_error_code(errc::closed) : cancelled_error();
       return next::finish;
     }
     if (batch) {
@@ -125,8 +128,6 @@ class transfer {
   std::uint32_t m_seen = 0;                       // the other side's word as seen; then to sleep on
   bool m_spun = false;                            // prepare_sleep's spin, once per call
   bool m_paused = false;                          // the batching pause, once per call
-  bool m_waited_for_senders = false;              // closed seen once: the barrier was taken
-  bool m_barrier_next = false;                    // lock() is the send lock, as that barrier
   std::error_code m_error;                        // next::finish: none when done
 };
 
@@ -149,6 +150,11 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
       if (!woke) {
         co_return unexpected(woke.error());
       }
+    } else if (n == next::pause) {
+      auto slept = co_await sleep_for(std::chrono::nanoseconds(settle_pause_ns), token);
+      if (!slept) {
+        co_return unexpected(slept.error());
+      }
     }
   }
 }
@@ -167,6 +173,8 @@ result<T> transfer_blocking(transfer t) noexcept {
     }
     if (n == next::sleep) {
       detail::futex_wait_blocking(t.word(), t.sleep_value());
+    } else if (n == next::pause) {
+      detail::futex_wait_blocking(t.header()->publishing, 1, settle_pause_ns);
     }
   }
 }
@@ -230,17 +238,10 @@ result<std::size_t> shm_queue::try_receive(std::span<std::byte> buffer) const no
     case outcome::would_wait: return unexpected(make_error_code(errc::empty));
     case outcome::closed: break;
   }
-  // Closed and empty. A producer may be between its check of the closed bit and its
-  // publish: only its lock tells. Report empty unless no send is in progress.
-  g->unlock();
-  auto barrier = try_lock_side(m_header, m_send_lock, side::send);
-  if (!barrier) {
+  // Closed and empty: final once no send can still publish ("The end of a closed queue",
+  // shm_queue_layout.hpp); empty while one may.
+  if (!senders_settled(m_header, m_send_lock)) {
     return unexpected(make_error_code(errc::empty));
-  }
-  barrier->unlock();
-  auto again = try_lock_side(m_header, m_receive_lock, side::receive);
-  if (!again) {
-    return unexpected(error(std::errc::resource_unavailable_try_again));
   }
   switch (receive_locked(m_header, m_geometry, buffer, size, sleep_value)) {
     case outcome::done: return size;

@@ -9,6 +9,26 @@
 // adds 3 (odd + 3 = the next count with the waiters bit clear, whatever the closed bit)
 // and wakes every sleeper of the word in the same syscall. close() ORs 2 and wakes all;
 // OR 2 and ADD 3 commute, so a close racing an advance loses nothing.
+// The end of a closed queue: a producer's advance of the published word publishes only
+// while the closed bit is clear, so a consumer that sees the bit and no message knows
+// the end without asking the producers (whose lock a claim may hold for ever). The CAS
+// fails once close() has set the bit (the send then fails with closed; its slot stays
+// free). FUTEX_WAKE_OP's ADD is unconditional, so a producer that finds the waiters bit
+// set first marks `publishing` (exchange 1), then looks at the word again: closed, it
+// unmarks (exchange 0) and fails; else it advances and wakes, then unmarks. A consumer
+// that saw the closed bit (acquire) and no message reads the mark with an RMW that
+// writes back what it reads (fetch_add 0). Every write of the mark is a seq_cst RMW (no
+// standalone fence: g++ rejects one under -fsanitize=thread), so the mark's modification
+// order decides: a consumer's RMW before a producer's mark releases to it (the mark
+// reads its value or a later one of its release sequence, all RMWs) and that producer's
+// look sees the bit; after it, the RMW reads the 1 or the unmark's 0, whose release
+// carries the count the wake added. So a mark of 0 means every producer either
+// published before it (one more look sees the message) or will see the bit; a mark of 1
+// is a producer between its look and its wake (a syscall long) or one that died there:
+// the consumer spins, then tries the producers' lock (free or recovered, whose recovery
+// clears the mark with the same RMW: settled) and, when a live producer holds it,
+// pauses and looks again. Only send-lock holders (and a recovery of that lock) set or
+// clear the mark; consumers' RMWs leave its value as it was.
 // Positions: the 64-bit write/read positions live beside each lock and index the slots;
 // the count words hold their low 30 bits. A holder that dies between advancing the word
 // and its position leaves them one apart: recovery (the next holder of that side, on
@@ -75,6 +95,10 @@ struct alignas(64) queue_header {
   alignas(64) mutex_state send_lock;
   std::uint64_t write_pos = 0;    ///< next position to fill (under send_lock)
   std::uint32_t free_known = 0;   ///< slots known free (under send_lock)
+  /// 1 while a producer advances the published word with FUTEX_WAKE_OP ("The end of a
+  /// closed queue" above): set and cleared under send_lock (or by its recovery), read by
+  /// consumers with an RMW that writes back what it reads; every write a seq_cst RMW.
+  shared_word publishing{0};
   // The published count (written by producers, read by consumers).
   alignas(64) shared_word published{0};
   // The consumers' line.
@@ -87,6 +111,9 @@ struct alignas(64) queue_header {
   // The consumed count (written by consumers, read by producers).
   alignas(64) shared_word consumed{0};
 };
+// `publishing` took padding of the producers' line: every other field stays where older
+// processes of corio look for it.
+static_assert(offsetof(queue_header, published) == 128 && offsetof(queue_header, consumed) == 256);
 
 /// The names every shm_queue .cpp file uses, in one place: each says
 /// `using namespace detail::shm;` in its anonymous namespace.

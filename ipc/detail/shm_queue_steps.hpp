@@ -36,6 +36,14 @@ outcome send_locked(queue_header* h, const queue_geometry& g, std::span<const st
 /// empty until it changes. closed means closed and empty.
 outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::byte> buffer, std::size_t& size,
                        std::uint32_t& sleep_value) noexcept;
+/// Consumers, with the receive lock held, after receive_locked found the queue closed and
+/// empty ("The end of a closed queue", shm_queue_layout.hpp): true when no send can
+/// publish any more, so that one more receive_locked is final; false while a live
+/// producer is between its last look at the closed bit and its publish (look again after
+/// settle_pause_ns). Spins up to the spin budget; takes the send lock only with try_lock.
+bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept;
+/// How long a consumer that senders_settled() told "not yet" pauses before it looks again.
+inline constexpr long long settle_pause_ns = 50'000;
 /// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
 /// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
 std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept;

@@ -2,8 +2,10 @@
 // ring (and the forced blocking-pool fallback), close, cancellation, removal while a
 // task waits, bad input, EMFILE/ENOMEM, producers and consumers killed with SIGKILL in
 // the middle of an operation, creators killed before the queue is published, objects
-// that are not queues, and peers that damage the header's geometry (before or after this
-// process opened the queue). An object made by Python's SharedMemory: shm_queue_python_test.
+// that are not queues, peers that damage the header's geometry (before or after this
+// process opened the queue), and claims: their streams, cancellation and deaths, and the
+// end of a closed queue while a sender claim is kept (sends held at their publish). An
+// object made by Python's SharedMemory: shm_queue_python_test.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -1147,4 +1149,156 @@ TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next
     seen.emplace_back(d.producer, d.seq);
   }
   CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+}
+
+namespace {
+
+/// The hook of the in-flight publish tests: the first send that reaches `g_hold_at`
+/// raises `g_held` and waits (up to 60 s, so that a broken test ends) until `g_go` is set.
+step g_hold_at{};
+std::atomic<std::uint32_t> g_held{0};
+std::atomic<std::uint32_t> g_go{0};
+void hold_send(step s) {
+  if (s != g_hold_at || g_held.exchange(1) != 0) {
+    return;
+  }
+  (void)corio_test::wait_for(g_go, 1);
+}
+
+/// Makes the first send of this process that reaches `at` wait for `g_go`.
+void hold_send_at(step at) {
+  g_hold_at = at;
+  g_held = 0;
+  g_go = 0;
+  corio::ipc::detail::g_shm_queue_test_hook.store(&hold_send);
+}
+
+/// Waits (up to 60 s, awaiting) until `word & mask` is not zero.
+corio::task<bool> until_set(const std::atomic<std::uint32_t>& word, std::uint32_t mask) {
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  while ((word.load() & mask) == 0) {
+    if (std::chrono::steady_clock::now() > end) {
+      co_return false;
+    }
+    (void)co_await corio::sleep_for(200us);
+  }
+  co_return true;
+}
+
+}  // namespace
+
+TEST_CASE("shm_queue: a sender claim kept after close does not keep consumers from the messages and then the end",
+          "[ipc][shm_queue][claim][close]") {
+  scoped_name n("claimclose");
+  auto q = shm_queue::create(n.name, {.capacity = 8, .max_message_size = 16});
+  REQUIRE(q);
+  auto sender = q->try_claim_sending();
+  REQUIRE(sender);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    REQUIRE(sender->try_send(message(1, i, 16)));
+  }
+  q->close();
+  CHECK(error_of(sender->try_send(message(1, 3, 16))) == corio::errc::closed);
+  // The claim stays held from here to the end of the test. Each wait for the end is
+  // bounded (5 s), so a consumer that waits for the claim fails instead of hanging.
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q) -> corio::task<void> {
+    std::vector<std::byte> buffer(16);
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      auto got = co_await corio::timeout(q->receive(buffer), 5s);
+      REQUIRE(got);
+      const decoded d = decode(std::span(buffer.data(), *got));
+      CHECK((d.intact && d.producer == 1 && d.seq == i));
+    }
+    auto end = co_await corio::timeout(q->receive(buffer), 5s);
+    CHECK(error_of(end) == corio::errc::closed);
+    CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
+    auto receiver = co_await q->claim_receiving();
+    REQUIRE(receiver);
+    auto claimed_end = co_await corio::timeout(receiver->receive(buffer), 5s);
+    CHECK(error_of(claimed_end) == corio::errc::closed);
+    CHECK(error_of(receiver->try_receive(buffer)) == corio::errc::closed);
+  }(&*q));
+  // A plain thread's receive_blocking too; if it waited for the claim, the release below
+  // would end its wait after the failed check.
+  std::atomic<std::uint32_t> done{0};
+  std::error_code blocking_end;
+  std::thread consumer([&] {
+    std::vector<std::byte> buffer(16);
+    blocking_end = error_of(q->receive_blocking(buffer));
+    done.store(1);
+  });
+  CHECK(corio_test::wait_for(done, 1, 5s));
+  sender->release();
+  consumer.join();
+  CHECK(blocking_end == corio::errc::closed);
+}
+
+TEST_CASE("shm_queue: a send held between its look at the closed bit and its wake is received by a consumer that "
+          "saw the close, then the end, while the sender claim is kept",
+          "[ipc][shm_queue][claim][close]") {
+  scoped_name n("claimwake");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  hold_send_at(step::before_wake);
+  corio::runtime rt(corio_test::workers(2));
+  rt.block_on([](shm_queue* q, raw_header* raw) -> corio::task<void> {
+    auto waiting = corio::spawn([](shm_queue* q) -> corio::task<std::vector<std::error_code>> {
+      std::vector<std::byte> b(16);
+      std::vector<std::error_code> seen;
+      auto first = co_await corio::timeout(q->receive(b), 30s);
+      const bool ours = first && decode(std::span(b.data(), *first)).seq == 7;
+      seen.push_back(first ? (ours ? std::error_code{} : make_error_code(std::errc::bad_message)) : first.error());
+      auto second = co_await corio::timeout(q->receive(b), 30s);
+      seen.push_back(error_of(second));
+      co_return seen;
+    }(q));
+    const bool asleep = co_await until_set((*raw)->published, corio::ipc::detail::shm::waiters_bit);
+    REQUIRE(asleep);
+    // The claimant's send finds the consumer asleep and stops at before_wake, after its
+    // last look at the closed bit; the queue is closed there, and the send then goes on.
+    auto sender = q->try_claim_sending();
+    REQUIRE(sender);
+    std::error_code sent;
+    std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 7, 16))); });
+    const bool held = co_await until_set(g_held, 1);
+    REQUIRE(held);
+    q->close();
+    (void)co_await corio::sleep_for(20ms);  // a consumer that did not wait for the send ends here
+    g_go = 1;
+    claimant.join();
+    CHECK(sent == std::error_code{});  // published: it must be received
+    const std::vector<std::error_code> seen = co_await std::move(waiting);
+    CHECK(seen == std::vector<std::error_code>{std::error_code{}, make_error_code(corio::errc::closed)});
+    CHECK(sender->valid());  // the claim is still held
+  }(&*q, &raw));
+  corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+}
+
+TEST_CASE("shm_queue: a send held just before its publish fails with closed when the queue is closed meanwhile; "
+          "consumers see the end at once",
+          "[ipc][shm_queue][claim][close]") {
+  scoped_name n("claimpublish");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  auto sender = q->try_claim_sending();
+  REQUIRE(sender);
+  REQUIRE(sender->try_send(message(1, 0, 16)));
+  hold_send_at(step::before_publish);
+  std::error_code sent;
+  std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 1, 16))); });
+  REQUIRE(corio_test::wait_for(g_held, 1));
+  q->close();
+  std::vector<std::byte> buffer(16);
+  auto first = q->try_receive(buffer);
+  REQUIRE(first);
+  CHECK(decode(std::span(buffer.data(), *first)).seq == 0);
+  CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);  // the end, with the send held
+  g_go = 1;
+  claimant.join();
+  corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+  CHECK(sent == corio::errc::closed);  // it looked at the closed bit before the close: not published
+  CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
+  CHECK(q->size() == 0);
 }
