@@ -51,30 +51,32 @@
 // unlock loop for ever).
 // Claims: each send or receive takes its side's robust lock (the Cost below), which is
 // about a third of a 64-byte message's cost in a stream. A producer or consumer that
-// streams many messages may claim its side instead (claim_sending / claim_receiving):
-// the claim holds that side's lock until it is released or destroyed, and its own sends
-// (receives) then take no lock each; every other producer (consumer) of any process
-// waits for the claim to end (try_* of theirs: resource_unavailable_try_again), so their
-// messages never interleave with the claimant's. The two sides are claimed
-// independently. A claimant that waits (full, empty) keeps its claim while it waits. A
-// claimant killed with kill -9 is a dead holder like any other: the next process of that
-// side recovers the side and goes on. A sender claim held after a close does not keep
-// consumers from the end: a send publishes only while the queue is not closed, so a
-// consumer that finds it closed and empty reports closed without the producers' lock
-// (while a send is between its last look at the closed bit and its wake of sleeping
-// consumers, a syscall long, it spins, then pauses 50 µs at a time and looks again;
-// detail/shm_queue_layout.hpp, "The end of a closed queue"). A send of an older corio
-// (before 2026-12-06), which published whatever the closed bit, can race a close past
-// such a consumer: do not mix versions. A claim inherited
-// through fork() claims nothing in the child (operation_not_permitted). A claim refers to
-// the shm_queue handle it came from, which must outlive it; one owner uses a claim at a
-// time (its calls are not for concurrent use). Measured in bench/ipc/shm_bench
-// (corio-shm-queue-claimed rows).
+// streams many messages may claim its side instead (claim_sending / claim_receiving): the
+// claim holds that side's lock until it is released or destroyed, and its own sends
+// (receives) then take no lock each; every other producer (consumer) of any process waits
+// for the claim to end (try_* of theirs: resource_unavailable_try_again), so their
+// messages never interleave with the claimant's. The two sides are claimed independently.
+// A claimant that waits (full, empty) keeps its claim while it waits. A claimant killed
+// with kill -9 is a dead holder like any other: the next process of that side recovers
+// the side and goes on. A claim has thread forms too (send_blocking, receive_blocking,
+// with an optional time limit: corio::errc::timed_out). A sender claim held after a close
+// does not keep consumers from the end: a send publishes only while the queue is not
+// closed, so a consumer that finds it closed and empty reports closed without the
+// producers' lock (while a send is between its last look at the closed bit and its wake
+// of sleeping consumers, a syscall long, it spins, then pauses 50 µs at a time and looks
+// again; detail/shm_queue_layout.hpp, "The end of a closed queue"). A send of an older
+// corio (before 2026-12-06), which published whatever the closed bit, can race a close
+// past such a consumer: do not mix versions. A claim inherited through fork() claims
+// nothing in the child (operation_not_permitted). A claim refers to the shm_queue handle
+// it came from, which must outlive it; one owner uses a claim at a time (its calls are
+// not for concurrent use). Measured in bench/ipc/shm_bench (corio-shm-queue-claimed
+// rows).
 // Errors (result<T>): invalid_argument (bad name, zero or too large capacity or size),
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
 // resource_unavailable_try_again (try_*: another process of that side is mid-copy),
-// operation_canceled (timed_out under corio::timeout), the OS errors of shm_open /
+// operation_canceled (timed_out under corio::timeout), corio::errc::timed_out (a claim's
+// send_blocking / receive_blocking past its limit), the OS errors of shm_open /
 // ftruncate / mmap (file_exists with exclusive, no_such_file_or_directory,
 // too_many_files_open, not_enough_memory, permission_denied), and for open() (and a
 // create() without exclusive that finds the name): wrong_protocol_type (the object is
@@ -141,6 +143,7 @@
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -337,6 +340,16 @@ class shm_queue_sender {
   }
   /// Without waiting: corio::errc::full when full.
   result<void> try_send(std::span<const std::byte> message) const noexcept;
+  /// Thread form of send(), as shm_queue::send_blocking(): blocks the calling thread
+  /// (never call it on a worker) while the queue is full, with the side still claimed,
+  /// for at most `limit` (saturating; the default never gives up). The errors of
+  /// send() but operation_canceled (no stop token: close() or `limit` ends the wait),
+  /// and corio::errc::timed_out once `limit` has passed with the queue still full,
+  /// having sent nothing; a message that fits is sent whatever `limit` (zero included).
+  /// Thread-safety: the claim's owner, one call at a time (see the header). Cost:
+  /// try_send()'s when there is room; else a clock read per look and a futex(2) wait.
+  result<void> send_blocking(std::span<const std::byte> message,
+                             saturating_duration limit = clock::duration::max()) const noexcept;
   /// Ends the claim: the next producer may take the side. Idempotent.
   void release() noexcept;
 
@@ -391,6 +404,17 @@ class shm_queue_receiver {
   /// Without waiting: corio::errc::empty when empty (also while a producer may still be
   /// publishing into a closed queue: try again).
   result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
+  /// Thread form of receive(), as shm_queue::receive_blocking(): blocks the calling
+  /// thread (never call it on a worker) while the queue is empty, with the side still
+  /// claimed, for at most `limit` (saturating; the default never gives up). The errors of
+  /// receive() but operation_canceled (no stop token: close() or `limit` ends the wait),
+  /// and corio::errc::timed_out once `limit` has passed with the queue still empty,
+  /// having taken nothing; a queued message is taken whatever `limit` (zero included),
+  /// and a closed, drained queue returns corio::errc::closed. Thread-safety: the claim's
+  /// owner, one call at a time. Cost: try_receive()'s when a message is queued; else
+  /// receive_blocking()'s pause and spin, a clock read per look and a futex(2) wait.
+  result<std::size_t> receive_blocking(std::span<std::byte> buffer,
+                                       saturating_duration limit = clock::duration::max()) const noexcept;
   /// Ends the claim: the next consumer may take the side. Idempotent.
   void release() noexcept;
 

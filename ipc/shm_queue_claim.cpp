@@ -1,7 +1,7 @@
 // corio::ipc::shm_queue's claims (shm_queue.hpp, "Claims"): claim_sending /
-// claim_receiving and the claimed sides' sends and receives, which run the locked steps
-// (detail/shm_queue_steps.hpp) with their side's lock held for the claim's life, and
-// sleep with it held.
+// claim_receiving and the claimed sides' sends and receives (awaited, try_ and blocking
+// forms), which run the locked steps (detail/shm_queue_steps.hpp) with their side's
+// lock held for the claim's life, and sleep with it held.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <chrono>
@@ -29,6 +29,119 @@ result<void> check_claim(const process_mutex_guard& guard) noexcept {
     return unexpected(error(std::errc::operation_not_permitted));
   }
   return {};
+}
+
+/// What a claimed send or receive does after a step (the lock stays held throughout):
+/// return (`error`, none when done), sleep on the other side's word (`seen`), pause
+/// settle_pause_ns (a send in the middle of its publish into a closed queue), or attempt
+/// again at once.
+enum class claim_next { finish, sleep, pause, again };
+
+/// One claimed send between its waits (send_slow, send_blocking): the attempt and what
+/// follows. `give_up()` (before a sleep) says why to stop waiting: a stop or a deadline.
+struct claimed_send {
+  claimed_send(queue_header* header, const queue_geometry& geometry, std::span<const std::byte> m) noexcept
+      : h(header), g(geometry), message(m) {}
+
+  queue_header* h;
+  const queue_geometry& g;
+  std::span<const std::byte> message;
+  std::uint32_t seen = 0;  // the consumed word as seen; then to sleep on
+  bool spun = false;       // prepare_sleep's spin, once per call
+  std::error_code error;
+
+  template <class GiveUp>
+  claim_next step(GiveUp give_up) noexcept {
+    switch (send_locked(h, g, message, seen)) {
+      case outcome::done: return claim_next::finish;
+      case outcome::closed: error = make_error_code(errc::closed); return claim_next::finish;
+      case outcome::would_wait: break;
+    }
+    if (const std::error_code e = give_up()) {
+      error = e;
+      return claim_next::finish;
+    }
+    auto value = prepare_sleep(h->consumed, seen, spun);
+    if (!value) {
+      return claim_next::again;
+    }
+    seen = *value;
+    return claim_next::sleep;
+  }
+};
+
+/// One claimed receive between its waits (receive_slow, receive_blocking): the attempt;
+/// on closed, final once the senders are settled, else a pause; else the batching pause
+/// once, then a sleep on the published word.
+struct claimed_receive {
+  claimed_receive(queue_header* header, const queue_geometry& geometry, const process_mutex& senders,
+                  std::span<std::byte> b) noexcept
+      : h(header), g(geometry), send_lock(senders), buffer(b) {}
+
+  queue_header* h;
+  const queue_geometry& g;
+  const process_mutex& send_lock;
+  std::span<std::byte> buffer;
+  std::size_t size = 0;
+  std::uint32_t seen = 0;  // the published word as seen; then to sleep on
+  bool spun = false;       // prepare_sleep's spin, once per call
+  bool paused = false;     // the batching pause, once per call
+  std::error_code error;
+
+  template <class GiveUp>
+  claim_next step(GiveUp give_up) noexcept {
+    const outcome o = receive_locked(h, g, buffer, size, seen);
+    const bool batch = o == outcome::would_wait && h->flowing != 0 && !paused;
+    paused = paused || batch;
+    h->flowing = 0;
+    if (o == outcome::done) {
+      return claim_next::finish;
+    }
+    if (o == outcome::closed && senders_settled(h, send_lock)) {
+      if (receive_locked(h, g, buffer, size, seen) != outcome::done) {
+        error = make_error_code(errc::closed);
+      }
+      return claim_next::finish;
+    }
+    if (const std::error_code e = give_up()) {
+      error = e;
+      return claim_next::finish;
+    }
+    if (o == outcome::closed) {
+      return claim_next::pause;
+    }
+    if (batch) {
+      test_hook(detail::queue_step::batching_pause);
+      detail::spin_without_looking();
+      return claim_next::again;
+    }
+    auto value = prepare_sleep(h->published, seen, spun);
+    if (!value) {
+      return claim_next::again;
+    }
+    seen = *value;
+    return claim_next::sleep;
+  }
+};
+
+/// A blocking call's futex timeout until `deadline`: -1 for never (time_point::max()),
+/// 0 once it has passed.
+long long wait_ns(clock::time_point deadline) noexcept {
+  if (deadline == clock::time_point::max()) {
+    return -1;
+  }
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()).count();
+  return left > 0 ? left : 0;
+}
+
+/// The give_up() of a blocking claimed call: timed_out once `deadline` has passed.
+auto past(clock::time_point deadline) noexcept {
+  return [deadline] { return wait_ns(deadline) == 0 ? make_error_code(errc::timed_out) : std::error_code{}; };
+}
+
+/// The give_up() of an awaited claimed call: operation_canceled on a stop of either token.
+auto stopped(const std::stop_token& token, const std::stop_token& inherited) noexcept {
+  return [&token, &inherited] { return detail::stop_asked(token, inherited) ? cancelled_error() : std::error_code{}; };
 }
 
 }  // namespace
@@ -99,25 +212,38 @@ task<result<void>> shm_queue_sender::send_slow(std::span<const std::byte> messag
     co_return ok;
   }
   std::stop_token inherited = co_await get_stop_token();
-  queue_header* h = m_queue->m_header;
-  bool spun = false;
+  claimed_send s{m_queue->m_header, m_queue->m_geometry, message};
   for (;;) {
-    std::uint32_t seen = 0;
-    switch (send_locked(h, m_queue->m_geometry, message, seen)) {
-      case outcome::done: co_return result<void>{};
-      case outcome::closed: co_return unexpected(make_error_code(errc::closed));
-      case outcome::would_wait: break;
+    const claim_next n = s.step(stopped(token, inherited));
+    if (n == claim_next::finish) {
+      co_return s.error ? result<void>(unexpected(s.error)) : result<void>{};
     }
-    if (detail::stop_asked(token, inherited)) {
-      co_return unexpected(cancelled_error());
+    if (n == claim_next::sleep) {
+      auto woke = co_await detail::futex_await(s.h->consumed, s.seen, token);
+      if (!woke) {
+        co_return unexpected(woke.error());
+      }
     }
-    auto value = prepare_sleep(h->consumed, seen, spun);
-    if (!value) {
-      continue;
+  }
+}
+
+result<void> shm_queue_sender::send_blocking(std::span<const std::byte> message,
+                                             saturating_duration limit) const noexcept {
+  if (auto ok = check_claim(m_guard); !ok) {
+    return ok;
+  }
+  if (auto ok = check_message(m_queue->m_geometry, message); !ok) {
+    return ok;
+  }
+  const clock::time_point deadline = deadline_after(limit.get());
+  claimed_send s{m_queue->m_header, m_queue->m_geometry, message};
+  for (;;) {
+    const claim_next n = s.step(past(deadline));
+    if (n == claim_next::finish) {
+      return s.error ? result<void>(unexpected(s.error)) : result<void>{};
     }
-    auto woke = co_await detail::futex_await(h->consumed, *value, token);
-    if (!woke) {
-      co_return unexpected(woke.error());
+    if (n == claim_next::sleep) {
+      detail::futex_wait_blocking(s.h->consumed, s.seen, wait_ns(deadline));
     }
   }
 }
@@ -167,58 +293,57 @@ task<shm_queue_receiver::receive_op::value_type> shm_queue_receiver::receive_op:
   return receiver->receive_slow(buffer, std::move(token));
 }
 
-// With the consumers' lock held throughout: attempt; on closed, final once the senders
-// are settled (else pause and look again); else the batching pause once, then sleep on
-// the published word.
+// With the consumers' lock held throughout: claimed_receive's steps, pausing and
+// sleeping by awaiting.
 task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> buffer,
                                                            std::stop_token token) const {
   if (auto ok = check_claim(m_guard); !ok) {
     co_return unexpected(ok.error());
   }
-  const queue_geometry& g = m_queue->m_geometry;
-  if (auto ok = check_buffer(g, buffer); !ok) {
+  if (auto ok = check_buffer(m_queue->m_geometry, buffer); !ok) {
     co_return unexpected(ok.error());
   }
   std::stop_token inherited = co_await get_stop_token();
-  queue_header* h = m_queue->m_header;
-  bool spun = false;
-  bool paused = false;
+  claimed_receive r{m_queue->m_header, m_queue->m_geometry, m_queue->m_send_lock, buffer};
   for (;;) {
-    std::size_t size = 0;
-    std::uint32_t seen = 0;
-    const outcome o = receive_locked(h, g, buffer, size, seen);
-    const bool batch = o == outcome::would_wait && h->flowing != 0 && !paused;
-    paused = paused || batch;
-    h->flowing = 0;
-    if (o == outcome::done) {
-      co_return size;
+    const claim_next n = r.step(stopped(token, inherited));
+    if (n == claim_next::finish) {
+      co_return r.error ? result<std::size_t>(unexpected(r.error)) : result<std::size_t>(r.size);
     }
-    if (o == outcome::closed) {
-      if (senders_settled(h, m_queue->m_send_lock)) {
-        const outcome last = receive_locked(h, g, buffer, size, seen);
-        co_return last == outcome::done ? result<std::size_t>(size) : unexpected(make_error_code(errc::closed));
-      }
+    if (n == claim_next::pause) {
       auto slept = co_await sleep_for(std::chrono::nanoseconds(settle_pause_ns), token);
       if (!slept) {
         co_return unexpected(slept.error());
       }
-      continue;
+    } else if (n == claim_next::sleep) {
+      auto woke = co_await detail::futex_await(r.h->published, r.seen, token);
+      if (!woke) {
+        co_return unexpected(woke.error());
+      }
     }
-    if (detail::stop_asked(token, inherited)) {
-      co_return unexpected(cancelled_error());
+  }
+}
+
+result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> buffer,
+                                                         saturating_duration limit) const noexcept {
+  if (auto ok = check_claim(m_guard); !ok) {
+    return unexpected(ok.error());
+  }
+  if (auto ok = check_buffer(m_queue->m_geometry, buffer); !ok) {
+    return unexpected(ok.error());
+  }
+  const clock::time_point deadline = deadline_after(limit.get());
+  claimed_receive r{m_queue->m_header, m_queue->m_geometry, m_queue->m_send_lock, buffer};
+  for (;;) {
+    const claim_next n = r.step(past(deadline));
+    if (n == claim_next::finish) {
+      return r.error ? result<std::size_t>(unexpected(r.error)) : result<std::size_t>(r.size);
     }
-    if (batch) {
-      test_hook(detail::queue_step::batching_pause);
-      detail::spin_without_looking();
-      continue;
-    }
-    auto value = prepare_sleep(h->published, seen, spun);
-    if (!value) {
-      continue;
-    }
-    auto woke = co_await detail::futex_await(h->published, *value, token);
-    if (!woke) {
-      co_return unexpected(woke.error());
+    const long long ns = wait_ns(deadline);
+    if (n == claim_next::pause) {
+      detail::futex_wait_blocking(r.h->publishing, 1, ns < 0 || ns > settle_pause_ns ? settle_pause_ns : ns);
+    } else if (n == claim_next::sleep) {
+      detail::futex_wait_blocking(r.h->published, r.seen, ns);
     }
   }
 }

@@ -1302,3 +1302,117 @@ TEST_CASE("shm_queue: a send held just before its publish fails with closed when
   CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
   CHECK(q->size() == 0);
 }
+
+TEST_CASE("shm_queue: a claim's blocking forms: a plain thread streams through a claim to a task, and a task to a "
+          "plain thread",
+          "[ipc][shm_queue][claim][blocking]") {
+  constexpr std::uint32_t count = 300;
+  scoped_name n("claimblocking");
+  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 32});
+  REQUIRE(q);
+  corio::runtime rt(corio_test::workers(2));
+  // A plain thread sends through its claim (waiting while the queue is full); a task
+  // receives through its own.
+  std::uint32_t thread_sent = 0;
+  std::thread producer([&] {
+    auto sender = q->try_claim_sending();
+    for (std::uint32_t i = 0; sender && i < count; ++i) {
+      if (!sender->send_blocking(message(1, i, 8 + i % 24))) {
+        break;
+      }
+      ++thread_sent;
+    }
+  });
+  bool intact = true;
+  const std::uint32_t received = rt.block_on([](shm_queue* q, bool* intact) -> corio::task<std::uint32_t> {
+    auto receiver = co_await q->claim_receiving();
+    if (!receiver) {
+      co_return 0;
+    }
+    std::vector<std::byte> buffer(32);
+    co_return co_await receive_in_order(*receiver, buffer, count, *intact);
+  }(&*q, &intact));
+  producer.join();
+  CHECK(thread_sent == count);
+  CHECK(received == count);
+  CHECK(intact);
+  // The reverse: a task sends through its claim, a plain thread receives through its own.
+  std::uint32_t next = 0;
+  bool thread_intact = true;
+  std::thread consumer([&] {
+    auto receiver = q->try_claim_receiving();
+    std::vector<std::byte> buffer(32);
+    for (; receiver && next < count; ++next) {
+      if (next % 50 == 0) {
+        std::this_thread::sleep_for(2ms);  // the task fills the queue and waits
+      }
+      auto got = receiver->receive_blocking(buffer);
+      const decoded d = got ? decode(std::span(buffer.data(), *got)) : decoded{};
+      thread_intact = thread_intact && d.intact && d.producer == 2 && d.seq == next;
+      if (!got) {
+        break;
+      }
+    }
+  });
+  const std::uint32_t task_sent = rt.block_on([](shm_queue* q) -> corio::task<std::uint32_t> {
+    auto sender = co_await q->claim_sending();
+    std::uint32_t sent = 0;
+    for (; sender && sent < count; ++sent) {
+      if (!co_await sender->send(message(2, sent, 8 + sent % 24))) {
+        break;
+      }
+    }
+    co_return sent;
+  }(&*q));
+  consumer.join();
+  CHECK(task_sent == count);
+  CHECK(next == count);
+  CHECK(thread_intact);
+  CHECK(q->size() == 0);
+}
+
+TEST_CASE("shm_queue: a claim's blocking forms time out on an empty or full queue, taking and sending nothing, and "
+          "end with closed once the queue is closed and drained",
+          "[ipc][shm_queue][claim][blocking][close]") {
+  scoped_name n("claimblocktimeout");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  auto sender = q->try_claim_sending();
+  auto receiver = q->try_claim_receiving();
+  REQUIRE((sender && receiver));
+  std::vector<std::byte> buffer(8);
+  CHECK(error_of(receiver->receive_blocking(buffer, 20ms)) == corio::errc::timed_out);
+  CHECK(error_of(receiver->receive_blocking(buffer, 0s)) == corio::errc::timed_out);
+  CHECK(error_of(receiver->receive_blocking(buffer, -5s)) == corio::errc::timed_out);
+  // What can be done at once is done whatever the limit.
+  REQUIRE(sender->send_blocking(as_bytes("one"), 0s));
+  CHECK(error_of(sender->send_blocking(as_bytes("two"), 20ms)) == corio::errc::timed_out);
+  CHECK(q->size() == 1);  // the timed-out send sent nothing
+  auto one = receiver->receive_blocking(buffer, 0s);
+  REQUIRE(one);
+  CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *one) == "one");
+  // A limit too large for the clock is "never", not "already passed": what another thread
+  // sends through the claim while the receive waits is taken, then the end it closes.
+  std::thread late([&] {
+    std::this_thread::sleep_for(10ms);
+    (void)sender->send_blocking(as_bytes("three"), std::chrono::hours::max());
+    std::this_thread::sleep_for(10ms);
+    q->close();
+  });
+  auto three = receiver->receive_blocking(buffer, std::chrono::hours::max());
+  auto end = receiver->receive_blocking(buffer, std::chrono::hours::max());
+  late.join();
+  REQUIRE(three);
+  CHECK(*three == 5);
+  // Closed and drained: closed, with the sender claim still held, from both blocking
+  // forms, whatever the limit.
+  CHECK(error_of(end) == corio::errc::closed);
+  CHECK(error_of(receiver->receive_blocking(buffer, 0s)) == corio::errc::closed);
+  CHECK(error_of(sender->send_blocking(as_bytes("four"))) == corio::errc::closed);
+  CHECK(sender->valid());
+  // A released claim refuses, as its other forms do.
+  receiver->release();
+  CHECK(error_of(receiver->receive_blocking(buffer, 0s)) == std::errc::operation_not_permitted);
+  sender->release();
+  CHECK(error_of(sender->send_blocking(as_bytes("five"), 0s)) == std::errc::operation_not_permitted);
+}
