@@ -1,11 +1,15 @@
 // corio::ipc::pickle::dict and set: insertion-ordered containers of values with an open
 // addressing index (linear probing) over Python's key hashing, linear search below a few
-// elements, and their equality as multisets.
+// elements, and their equality as multisets (with a hash of identity for the elements the
+// index cannot find).
 #include <corio/ipc/pickle.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <corio/ipc/detail/pickle_hash.hpp>
@@ -181,32 +185,172 @@ bool dict::erase(const value& key) {
 
 namespace {
 
-// Whether the element at position i of `a` (x: an entry's key, or a set's element) occurs
-// in `b` as often as in `a`, where same_in_a(j) / same_in_b(j) say whether position j of a /
-// b holds an identical element (entry). When x equals itself as a key, neither container
-// holds another element key-equal to it, so it is there once in a (i itself, not compared)
-// and must be found once in b through b's index. When it does not (a NaN in it: its hash
-// is drawn anew per call, see key_hash), identical copies may repeat: both are scanned,
-// i itself again not compared. Comparing position i with itself compared nested
-// containers twice per level: exponential in their depth.
-template <class SameA, class SameB>
-bool occurs_alike(const value& x, std::size_t i, std::size_t hash, std::size_t size,
-                  const std::vector<std::uint32_t>& b_slots, const std::vector<std::size_t>& b_hashes,
-                  SameA same_in_a, SameB same_in_b) {
-  if (value::key_equal(x, x)) {
-    return slots_find(b_slots, b_hashes, hash, same_in_b) != std::string::npos;
+using detail::mix;
+
+// A hash of identity, consistent with operator== (identical values hash alike), where
+// key_hash is consistent with key_equal: a NaN hashes by its bits, as it is identical to
+// itself; 1, 1.0 and True, tuple and list, bytes and bytearray, set and frozenset differ.
+// Keyed per process like key_hash (the seed, SipHash for str and bytes), so a peer cannot
+// choose values that collide. Cost: the value's size.
+std::uint64_t identity_hash(const value& v) noexcept {
+  std::uint64_t h = mix(detail::hash_seed() ^ (static_cast<std::uint64_t>(v.type()) + 1));
+  auto add = [&h](std::uint64_t x) { h = mix(h ^ x) + 0x9e3779b97f4a7c15ULL; };
+  switch (v.type()) {
+    case kind::none: break;
+    case kind::boolean: add(*v.as<bool>() ? 1 : 0); break;
+    case kind::integer: add(static_cast<std::uint64_t>(*v.as<std::int64_t>())); break;
+    case kind::floating: add(std::bit_cast<std::uint64_t>(*v.as<double>())); break;
+    case kind::big_integer: {
+      auto le = v.if_big_int()->twos_complement();  // normalized: equal ints, equal bytes
+      add(detail::hash_bytes(std::string_view(reinterpret_cast<const char*>(le.data()), le.size()), detail::tag_int));
+      break;
+    }
+    case kind::str: add(detail::hash_bytes(*v.if_str(), detail::tag_str)); break;
+    case kind::bytes:
+    case kind::bytearray: add(detail::hash_bytes(*v.if_bytes(), detail::tag_bytes)); break;
+    case kind::tuple:
+    case kind::list:
+      for (const value& x : *v.if_sequence()) {
+        add(identity_hash(x));
+      }
+      break;
+    case kind::set:
+    case kind::frozenset: {
+      std::uint64_t sum = 0;  // order-independent, and counts copies
+      for (const value& x : *v.if_set()) {
+        sum += mix(identity_hash(x));
+      }
+      add(sum);
+      break;
+    }
+    case kind::dict: {
+      std::uint64_t sum = 0;
+      for (const auto& e : *v.if_dict()) {
+        sum += mix(identity_hash(e.key) ^ mix(identity_hash(e.mapped) + 1));
+      }
+      add(sum);
+      break;
+    }
+    case kind::object: {
+      const object& o = *v.if_object();
+      add(detail::hash_bytes(o.module, detail::tag_object));
+      add(detail::hash_bytes(o.name, detail::tag_object));
+      add(o.new_object ? 1 : 0);
+      for (const value& x : o.args) {
+        add(identity_hash(x));
+      }
+      add(identity_hash(o.state));
+      break;
+    }
   }
-  std::size_t in_a = 1;
-  std::size_t in_b = 0;
-  for (std::size_t j = 0; j < size; ++j) {
-    in_a += (j != i && same_in_a(j)) ? 1 : 0;
-    in_b += same_in_b(j) ? 1 : 0;
+  return h;
+}
+
+// One element (a set's element, a dict's entry) that is not key-equal to itself (a NaN in
+// it): the index never finds it, as its key hash is drawn anew per call (see key_hash).
+struct unindexed {
+  std::uint64_t hash;  // identity_hash
+  std::size_t position;
+};
+
+// Whether `in_a` and `in_b` (the unindexed elements of two containers) are the same
+// multiset, where same(i, j) says whether position i of a and position j of b hold
+// identical elements. Sorted by identity hash, the two lists must hold the same hashes
+// (identical elements hash alike); within a run of one hash, each element of a is matched
+// with the first unmatched element of b identical to it (greedy matching is exact for an
+// equivalence relation). Elements of one hash are identical but for a collision of the
+// keyed hash, so each is compared with one element of b: == over containers of identical
+// NaN-holding siblings costs their size times their depth (the hashes), not
+// 6^depth as when each element was compared with every element of both containers.
+template <class Same>
+bool unindexed_alike(std::vector<unindexed>& in_a, std::vector<unindexed>& in_b, Same same) noexcept {
+  if (in_a.size() != in_b.size()) {
+    return false;
   }
-  return in_a == in_b;
+  auto by_hash = [](const unindexed& x, const unindexed& y) { return x.hash < y.hash; };
+  std::sort(in_a.begin(), in_a.end(), by_hash);
+  std::sort(in_b.begin(), in_b.end(), by_hash);
+  for (std::size_t k = 0; k < in_a.size(); ++k) {
+    if (in_a[k].hash != in_b[k].hash) {
+      return false;
+    }
+  }
+  for (std::size_t k = 0; k < in_a.size(); ++k) {
+    // in_b[k..] holds b's unmatched elements of this run (and the runs after it).
+    std::size_t l = k;
+    while (l < in_b.size() && in_b[l].hash == in_a[k].hash && !same(in_a[k].position, in_b[l].position)) {
+      ++l;
+    }
+    if (l == in_b.size() || in_b[l].hash != in_a[k].hash) {
+      return false;
+    }
+    std::swap(in_b[k], in_b[l]);
+  }
+  return true;
+}
+
+// The equality of two containers' items (a set's elements or a dict's entries) as
+// multisets, where key_of(item) is what the index looks up, same(x, y) whether two items
+// are identical and hash(item) an identity hash of one. The items of a whose key is
+// key-equal to itself are found through b's index (the hash each got when inserted):
+// neither container holds another key-equal to it, so it is there once in each. The
+// others are matched by unindexed_alike. When the lists for those cannot be allocated
+// (noexcept), each one's copies are counted in both containers instead: correct, but
+// exponential in the depth of identical siblings.
+template <class Item, class KeyOf, class Same, class Hash>
+bool multisets_alike(const std::vector<Item>& a, const std::vector<std::size_t>& a_hashes, const std::vector<Item>& b,
+                     const std::vector<std::uint32_t>& b_slots, const std::vector<std::size_t>& b_hashes,
+                     KeyOf key_of, Same same, Hash hash) noexcept {
+  auto indexed = [&key_of](const Item& x) { return value::key_equal(key_of(x), key_of(x)); };
+  std::size_t unindexed_in_a = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!indexed(a[i])) {
+      ++unindexed_in_a;
+    } else if (slots_find(b_slots, b_hashes, a_hashes[i], [&](std::size_t j) { return same(b[j], a[i]); }) ==
+               std::string::npos) {
+      return false;
+    }
+  }
+  if (unindexed_in_a == 0) {
+    return true;  // b's items are those found, each once
+  }
+  try {
+    std::vector<unindexed> in_a;
+    std::vector<unindexed> in_b;
+    in_a.reserve(unindexed_in_a);
+    in_b.reserve(unindexed_in_a);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (!indexed(a[i])) {
+        in_a.push_back({hash(a[i]), i});
+      }
+      if (!indexed(b[i])) {
+        if (in_b.size() == unindexed_in_a) {
+          return false;  // more of them than in a
+        }
+        in_b.push_back({hash(b[i]), i});
+      }
+    }
+    return unindexed_alike(in_a, in_b, [&](std::size_t i, std::size_t j) { return same(a[i], b[j]); });
+  } catch (const std::bad_alloc&) {
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (indexed(a[i])) {
+      continue;
+    }
+    std::size_t in_a = 1;  // a[i] itself, not compared (that would double each level's work)
+    std::size_t in_b = 0;
+    for (std::size_t j = 0; j < a.size(); ++j) {
+      in_a += (j != i && same(a[j], a[i])) ? 1 : 0;
+      in_b += same(b[j], a[i]) ? 1 : 0;
+    }
+    if (in_a != in_b) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
-
 // Identity of dicts: the same multiset of (key, value) pairs, each compared as values. A
 // multiset, because keys that are not equal to themselves (NaN, tuples holding one) may
 // appear more than once.
@@ -214,16 +358,11 @@ bool operator==(const dict& a, const dict& b) noexcept {
   if (a.size() != b.size()) {
     return false;
   }
-  for (std::size_t i = 0; i < a.m_entries.size(); ++i) {
-    const auto& e = a.m_entries[i];
-    auto same_in = [&e](const dict& d) {
-      return [&d, &e](std::size_t j) { return d.m_entries[j].key == e.key && d.m_entries[j].mapped == e.mapped; };
-    };
-    if (!occurs_alike(e.key, i, a.m_hashes[i], a.size(), b.m_slots, b.m_hashes, same_in(a), same_in(b))) {
-      return false;
-    }
-  }
-  return true;
+  using entry = dict::entry;
+  return multisets_alike(
+      a.m_entries, a.m_hashes, b.m_entries, b.m_slots, b.m_hashes, [](const entry& e) -> const value& { return e.key; },
+      [](const entry& x, const entry& y) { return x.key == y.key && x.mapped == y.mapped; },
+      [](const entry& e) { return mix(identity_hash(e.key) ^ mix(identity_hash(e.mapped) + 1)); });
 }
 
 // ---- set ----
@@ -280,14 +419,9 @@ bool operator==(const set& a, const set& b) noexcept {
   if (a.size() != b.size()) {
     return false;
   }
-  for (std::size_t i = 0; i < a.m_items.size(); ++i) {
-    const value& x = a.m_items[i];
-    auto same_in = [&x](const set& s) { return [&s, &x](std::size_t j) { return s.m_items[j] == x; }; };
-    if (!occurs_alike(x, i, a.m_hashes[i], a.size(), b.m_slots, b.m_hashes, same_in(a), same_in(b))) {
-      return false;
-    }
-  }
-  return true;
+  return multisets_alike(
+      a.m_items, a.m_hashes, b.m_items, b.m_slots, b.m_hashes, [](const value& x) -> const value& { return x; },
+      [](const value& x, const value& y) { return x == y; }, [](const value& x) { return identity_hash(x); });
 }
 
 bool operator==(const object& a, const object& b) noexcept {

@@ -9,6 +9,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -313,6 +314,127 @@ TEST_CASE("equality of dicts and sets nested 64 deep compares each level once", 
   CHECK(n == value(n));
   CHECK(n != nest(value(2), 64, in_set_with_nan));
   CHECK(load_ok(encode(f)) == f);
+}
+
+TEST_CASE("equality of sets of identical NaN tuples nested 24 deep compares each element once", "[pickle]") {
+  // Each of the 15 inner levels is a frozenset of two identical tuples (nan, level below),
+  // as a 400-byte pickle makes with memo GETs (below). A NaN is not key-equal to itself, so
+  // such an element cannot be found through the other set's index; == used to count each
+  // element's copies in both sets by comparing it with every other element of both: 3
+  // comparisons of the level below per element, 6 per level, 6^15 (about 5e11: hours) for
+  // this value, whose 2^15 leaves are compared in a blink now. Elements like these are
+  // matched by a hash of their identity: each is compared with one element of the other
+  // set, so == costs the values' size times their depth (the hashes).
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto doubled = [nan](const value& first, const value& second) {
+    pk::set s;
+    s.insert(value::tuple_of(nan, first));
+    s.insert(value::tuple_of(nan, second));
+    return value::make_frozenset(std::move(s));
+  };
+  auto single = [nan](value inner) {  // a set of one NaN tuple, 9 more levels
+    pk::set s;
+    s.insert(value::tuple_of(nan, std::move(inner)));
+    return value(std::move(s));
+  };
+  // The value with `leaf` at the bottom, and with `other_leaf` at its last leaf only.
+  auto build = [&](const value& leaf, const value& other_leaf) {
+    value same = leaf;
+    value last = other_leaf;
+    for (int level = 0; level < 15; ++level) {
+      value next_last = doubled(same, last);
+      same = doubled(same, same);
+      last = std::move(next_last);
+    }
+    for (int level = 0; level < 9; ++level) {
+      same = single(std::move(same));
+      last = single(std::move(last));
+    }
+    return std::pair(std::move(same), std::move(last));
+  };
+  const auto [a, a_last_leaf_2] = build(value(1), value(2));
+  REQUIRE(a.if_set()->size() == 1);
+  CHECK(a.if_set()->begin()->at(1)->if_set()->size() == 1);
+  CHECK(a == value(a));
+  CHECK(a != a_last_leaf_2);  // one leaf of 2^15 differs
+  CHECK(a_last_leaf_2 != a);
+  const auto [b, b_other_nan] = build(value(2), value(std::bit_cast<double>(0x7ff8000000000001ULL)));
+  CHECK(a != b);  // every leaf differs
+  CHECK(b != b_other_nan);  // one leaf is another NaN (an identical NaN only equals itself)
+
+  // The pickle: LONG_BINPUT/LONG_BINGET 0 hold the level below, each level is
+  // MARK (nan, below) (nan, below) FROZENSET.
+  const std::string put0 = "r" + le32(0);
+  const std::string get0 = "j" + le32(0);
+  const std::string nan_tuple = P('G', 0x7f, 0xf8, 0, 0, 0, 0, 0, 0) + get0 + P(0x86);
+  std::string body = P('K', 1);
+  for (int level = 0; level < 15; ++level) {
+    body += put0 + "(" + nan_tuple + nan_tuple + P(0x91);
+  }
+  const value loaded = load_ok(p4(body));
+  CHECK(loaded == load_ok(p4(body)));
+  CHECK(load_ok(encode(loaded)) == loaded);
+  const value* doubled_levels = &a;
+  for (int level = 0; level < 9; ++level) {
+    doubled_levels = doubled_levels->if_set()->begin()->at(1);
+  }
+  CHECK(loaded == *doubled_levels);
+}
+
+TEST_CASE("equality of dicts with identical NaN tuple keys nested 15 deep compares each entry once", "[pickle]") {
+  // The dict form of the case above: each level {(nan,): level below, (nan,): level below}
+  // (two entries: the keys are not key-equal), 6^15 comparisons of the level below before.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto build = [nan](value leaf) {
+    for (int level = 0; level < 15; ++level) {
+      pk::dict d;
+      d.insert_or_assign(value::tuple_of(nan), leaf);
+      d.insert_or_assign(value::tuple_of(nan), leaf);
+      leaf = value(std::move(d));
+    }
+    return leaf;
+  };
+  const value a = build(value(1));
+  REQUIRE(a.size() == 2);
+  CHECK(a == value(a));
+  CHECK(a != build(value(2)));
+}
+
+// Multiplicities count for elements that are not key-equal to themselves: the same
+// elements in another number of copies differ, the same copies in another order do not.
+TEST_CASE("sets and dicts of NaN tuples compare as multisets of identical elements", "[pickle]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double other_nan = std::bit_cast<double>(0x7ff8000000000001ULL);
+  auto set_of = [](std::initializer_list<value> elements) {
+    pk::set s;
+    for (const value& e : elements) {
+      s.insert(e);
+    }
+    return value(std::move(s));
+  };
+  const value n1 = value::tuple_of(nan, 1);
+  const value n2 = value::tuple_of(nan, 2);
+  CHECK(set_of({n1, n1, n2}) == set_of({n2, n1, n1}));
+  CHECK(set_of({n1, n1, n2}) != set_of({n1, n2, n2}));
+  CHECK(set_of({n1, n1, value(3)}) != set_of({n1, value(3), value(4)}));
+  CHECK(set_of({value(nan), value(nan)}) == set_of({value(nan), value(nan)}));
+  CHECK(set_of({value(nan), value(nan)}) != set_of({value(nan), value(other_nan)}));
+  CHECK(set_of({value(nan), value(1)}) != set_of({value(nan), value(1.0)}));  // 1 and 1.0 are not identical
+  pk::dict d;
+  d.insert_or_assign(n1, 1);
+  d.insert_or_assign(n1, 2);
+  d.insert_or_assign(n2, 1);
+  pk::dict e;  // the same entries in another order
+  e.insert_or_assign(n2, 1);
+  e.insert_or_assign(n1, 2);
+  e.insert_or_assign(n1, 1);
+  pk::dict f;  // the same keys, other values paired with them
+  f.insert_or_assign(n1, 1);
+  f.insert_or_assign(n1, 1);
+  f.insert_or_assign(n2, 2);
+  CHECK(value(d) == value(e));
+  CHECK(value(d) != value(f));
+  CHECK(value(f) != value(d));
 }
 
 TEST_CASE("repr prints values as Python does", "[pickle]") {
