@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <stop_token>
@@ -120,10 +121,10 @@ class stream_socket : public socket {
   result<void> shutdown(int how = SHUT_WR) const;
 };
 
-/// What recv_from yields.
+/// What recv_from and recv yield.
 struct datagram {
   std::size_t size = 0;      ///< bytes stored in the buffer
-  socket_address from;       ///< the sender (empty for an unnamed Unix socket)
+  socket_address from;       ///< the sender (empty for an unnamed Unix socket; recv leaves it empty)
   bool truncated = false;    ///< the datagram was longer than the buffer (MSG_TRUNC)
 };
 
@@ -137,13 +138,24 @@ class datagram_socket : public socket {
   /// connect(2) for a datagram socket: sets the default destination and filters sources;
   /// synchronous (it sends nothing).
   result<void> connect(const socket_address& addr) const;
-  /// send/recv on a connected socket; recv yields the datagram's size (truncated to buf).
+  /// Sends one datagram on a connected socket; yields result<std::size_t> (bytes sent).
   [[nodiscard]] auto send(std::span<const std::byte> buf, std::stop_token token = {}) const {
     return track(detail::send(fd(), buf, 0, std::move(token)));
   }
-  /// Receives one datagram on a connected socket; yields its size (at most buf.size()).
+  /// Receives one datagram on a connected socket; yields result<datagram>: size is the bytes
+  /// stored (at most buf.size()) and truncated says, as for recv_from, that the datagram was
+  /// longer and its rest was discarded; from is left empty (the peer is remote_address()).
+  /// One recv with MSG_TRUNC, which returns the datagram's full length.
   [[nodiscard]] auto recv(std::span<std::byte> buf, std::stop_token token = {}) const {
-    return track(detail::recv(fd(), buf, 0, std::move(token)));
+    return track(detail::make_mapped<datagram>(
+        [fd = fd(), buf](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf.data(), buf.size(), MSG_TRUNC); },
+        [capacity = buf.size()](int length) {
+          datagram d;
+          d.size = std::min(static_cast<std::size_t>(length), capacity);
+          d.truncated = static_cast<std::size_t>(length) > capacity;
+          return d;
+        },
+        std::move(token)));
   }
   /// sendmsg with a destination; yields bytes sent.
   [[nodiscard]] task<result<std::size_t>> send_to(std::span<const std::byte> buf, socket_address to,

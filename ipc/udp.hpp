@@ -2,7 +2,7 @@
 //
 // Concept: a datagram_socket (ipc/socket.hpp) of family AF_INET/AF_INET6: send_to and
 // recv_from (sendmsg/recvmsg through the ring), or connect() once and then send/recv.
-// A datagram longer than the buffer is cut and recv_from reports truncated = true.
+// A datagram longer than the buffer is cut, and recv_from and recv report truncated = true.
 // Thread-safety: one owner; a send and a recv may be in flight together.
 // Cost: send/recv one SQE; send_to/recv_from one SQE plus a task frame (recycled).
 // Cancellation: every wait takes a std::stop_token and honours the inherited one

@@ -115,7 +115,8 @@ class unix_listener : public socket {
   bool m_direct = false;  // bind() made the socket non-blocking: accept() tries accept4 first
 };
 
-/// A Unix-domain datagram socket.
+/// A Unix-domain datagram socket. A datagram longer than the buffer is cut, and recv_from
+/// and recv report truncated = true (datagram_socket).
 class unix_datagram : public datagram_socket {
  public:
   using datagram_socket::datagram_socket;

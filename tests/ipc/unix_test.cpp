@@ -125,12 +125,37 @@ TEST_CASE("unix: socketpair and datagram_pair are connected both ways", "[ipc][u
     std::string d1(8, '\0'), d2(8, '\0');
     auto n1 = co_await dp->second.recv(wbytes(d1));
     auto n2 = co_await dp->second.recv(wbytes(d2));
-    co_return a + b + d1.substr(0, *n1) + d2.substr(0, *n2);
+    co_return a + b + d1.substr(0, n1->size) + d2.substr(0, n2->size);
   };
   CHECK(rt.block_on(body()) == "abcxyzm1m22");
   auto cred = sp->first.peer_credentials();
   REQUIRE(cred);
   CHECK(cred->pid == ::getpid());
+}
+
+TEST_CASE("unix: a connected datagram recv reports a datagram longer than the buffer as truncated",
+          "[ipc][unix]") {
+  // recv used to yield only the bytes stored: a cut datagram looked like a short one.
+  corio::runtime rt(corio_test::workers(1));
+  auto dp = corio::ipc::datagram_pair();
+  REQUIRE(dp);
+  auto body = [&]() -> task<std::string> {
+    (void)co_await dp->first.send(bytes("0123456789"));
+    (void)co_await dp->first.send(bytes("ab"));
+    std::string buf(4, '\0');
+    auto cut = co_await dp->second.recv(wbytes(buf));
+    if (!cut) {
+      co_return cut.error().message();
+    }
+    std::string out = buf.substr(0, cut->size) + (cut->truncated ? " truncated; " : " whole; ");
+    buf.assign(4, '\0');
+    auto whole = co_await dp->second.recv(wbytes(buf));  // the next datagram: the cut one's rest is gone
+    if (!whole) {
+      co_return whole.error().message();
+    }
+    co_return out + buf.substr(0, whole->size) + (whole->truncated ? " truncated" : " whole");
+  };
+  CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
 }
 
 TEST_CASE("unix: writev_all sends more iovecs than IOV_MAX, in order, through partial writes", "[ipc][unix]") {
