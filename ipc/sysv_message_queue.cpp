@@ -1,7 +1,8 @@
 // ipc/sysv_message_queue.cpp: SysV message queues (sysv_message_queue.hpp): keys, create/
 // open/remove, and the IPC_NOWAIT fast path (try_send/try_receive) with the message buffer
 // it shares with the waits (detail/sysv_io.hpp). The interruptible waits of send/receive
-// are in sysv_message_queue_wait.cpp.
+// are in sysv_message_queue_wait.cpp. A test hook (detail::set_sysv_receive_test_hook,
+// declared by its test alone) runs inside a receive's retry after E2BIG.
 #include <corio/ipc/sysv_message_queue.hpp>
 
 #include <sys/ipc.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <limits>
@@ -50,16 +52,22 @@ std::size_t system_max_message() noexcept {
   return static_cast<std::size_t>(info.msgmax);
 }
 
-/// The bytes queued on `id` now (IPC_STAT's msg_cbytes): no message queued is longer. 0
-/// when they cannot be read (IPC_STAT needs the read permission msgrcv needs, so: a queue
-/// removed since, which the next msgrcv reports).
-std::size_t queued_bytes(int id) noexcept {
+/// The bytes queued on `id` now (IPC_STAT's msg_cbytes): no message queued is longer.
+/// Nothing when they cannot be read: IPC_STAT needs the read permission msgrcv needs, so
+/// the queue was removed since (or its permissions changed), which a msgrcv reports.
+std::optional<std::size_t> queued_bytes(int id) noexcept {
   msqid_ds ds{};
   if (::msgctl(id, IPC_STAT, &ds) < 0) {
-    return 0;
+    return std::nullopt;
   }
   return static_cast<std::size_t>(ds.__msg_cbytes);
 }
+
+// Test hook (detail::set_sysv_receive_test_hook): run after a msgrcv of
+// sysv_receive_once failed with E2BIG, before the queue is looked at. relaxed: a test
+// sets it while no receive runs and joins the threads that receive before it clears it;
+// nothing is published with it.
+std::atomic<void (*)(int, int)> g_hook_after_e2big{nullptr};
 
 }  // namespace
 
@@ -99,18 +107,30 @@ ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, lon
   // Longer than `cap` (the handle's msgmax) but maybe not than the buffer: the message
   // may have been sent while msgmax was higher (raised after the handle was made, or
   // lowered again since). Today's msgmax does not bound it; the queue does: a queued
-  // message is never longer than the bytes queued now. So again with the buffer's room,
-  // but no more than that (a huge buffer costs no huge scratch). Each try asks for more
-  // than the last, so this ends; a message that grows the queue in between (a blocking
-  // receive that found one too long, taken by someone else) is met by the next try.
+  // message is never longer than the bytes queued now. So, at most 4 more tries:
+  // - bytes queued above `asked`: again with the buffer's room, but no more than the
+  //   bytes queued or msgmax now, whichever is more (a huge buffer costs no huge
+  //   scratch); each such try asks for more than the last;
+  // - bytes queued not above `asked`: the too-long message is gone (another receiver
+  //   took it after ours was refused); no longer message is queued, so the E2BIG is
+  //   stale: again with the same `asked`, which answers as if it had not happened
+  //   (ENOMSG for IPC_NOWAIT, else the wait goes on);
+  // - bytes queued unreadable (the queue removed since): once more with the same
+  //   `asked`, so that msgrcv itself says why (EIDRM or EINVAL), then no more.
+  // A message that grows the queue in between (a blocking receive that found one too
+  // long, taken by someone else) is met by the next try. After the last try, E2BIG is
+  // message_size.
   for (int tries = 0; n < 0 && errno == E2BIG && out.size() > asked && tries < 4; ++tries) {
-    const std::size_t bound = std::min(out.size(), std::max(system_max_message(), queued_bytes(id)));
-    errno = E2BIG;  // (the looks at the limit and the queue may set errno: ours is put back)
-    if (bound <= asked) {
-      break;
+    if (auto hook = g_hook_after_e2big.load(std::memory_order_relaxed)) {
+      hook(id, flags);
     }
-    asked = bound;
-    buf = scratch(asked);
+    const std::optional<std::size_t> queued = queued_bytes(id);
+    if (!queued) {
+      tries = 3;  // (this try is the last)
+    } else if (*queued > asked) {
+      asked = std::min(out.size(), std::max(system_max_message(), *queued));
+      buf = scratch(asked);
+    }
     n = ::msgrcv(id, buf, asked, type, flags);
   }
   if (n > 0) {
@@ -120,6 +140,10 @@ ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, lon
     *got_type = buf[0];
   }
   return n;
+}
+
+void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept {
+  g_hook_after_e2big.store(after_e2big, std::memory_order_relaxed);
 }
 
 }  // namespace detail
