@@ -710,10 +710,66 @@ TEST_CASE("sysv_message_queue: a handle follows msgmax as it changes; a message 
   CHECK(WEXITSTATUS(status) == 0);
 }
 
+namespace corio::ipc::detail {
+// Defined in ipc/sysv_message_queue.cpp for tests only (no header carries it): runs on
+// the receiving thread after a receive's msgrcv failed with E2BIG, before the queue is
+// looked at, with the queue's id and msgrcv's flags. Set it while no receive runs.
+void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept;
+}  // namespace corio::ipc::detail
+
 namespace {
-/// In a child with an IPC namespace of its own: 77 without the privilege; else a bit for
-/// each receive that did not return a message, sent while msgmax was high, intact to a
-/// handle made after msgmax was lowered again.
+// What the E2BIG hooks below saw, and what they wait for. Atomics: they run on the
+// thread that receives; seq_cst, nothing subtle.
+std::atomic<int> g_hook_calls{0};
+std::atomic<int> g_hook_blocking_calls{0};  // of them from a msgrcv that waited (flags 0)
+std::atomic<bool> g_msgmax_lowered{false};  // the sender has put msgmax back
+std::atomic<bool> g_hook_removes{false};
+
+void reset_e2big_hook(void (*hook)(int, int), bool removes = false) {
+  g_hook_calls = 0;
+  g_hook_blocking_calls = 0;
+  g_msgmax_lowered = false;
+  g_hook_removes = removes;
+  corio::ipc::detail::set_sysv_receive_test_hook(hook);
+}
+
+/// Counts the call; true for the first. A waiting receiver is woken by the send, before
+/// the sender lowers msgmax again: the first call waits for that (at most 10 s), so that
+/// the receive cannot get the message by a second look at a msgmax still high.
+bool first_e2big(int flags) {
+  if (g_hook_calls.fetch_add(1) != 0) {
+    return false;
+  }
+  if ((flags & IPC_NOWAIT) == 0) {
+    g_hook_blocking_calls.fetch_add(1);
+  }
+  for (int i = 0; i < 10000 && !g_msgmax_lowered.load(); ++i) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+void note_e2big(int, int flags) { (void)first_e2big(flags); }
+
+/// The stale-E2BIG hook: on its first call it takes the queued message through another
+/// path than the receive's (or removes the queue), as another process may between the
+/// receive's refused msgrcv and its look at the queue.
+void take_or_remove_after_e2big(int id, int flags) {
+  if (!first_e2big(flags)) {
+    return;
+  }
+  if (g_hook_removes.load()) {
+    (void)::msgctl(id, IPC_RMID, nullptr);
+  } else {
+    std::vector<long> words(1 << 14);  // 128 KiB: any message here
+    (void)::msgrcv(id, words.data(), (words.size() - 1) * sizeof(long), 0, IPC_NOWAIT);
+  }
+}
+
+/// In a child with an IPC namespace of its own: 77 without the privilege; 70 if no try
+/// of a waiting receive was set up (the message found the receive outside its waiting
+/// msgrcv each time); else a bit for each receive that did not return a message, sent
+/// while msgmax was high, intact to a handle made after msgmax was lowered again.
 int sent_under_a_higher_msgmax() {
   if (::unshare(CLONE_NEWIPC) != 0) {
     return 77;
@@ -732,50 +788,77 @@ int sent_under_a_higher_msgmax() {
     return got && got->type == type && got->size == longer.size() &&
            std::memcmp(buf.data(), longer.data(), longer.size()) == 0;
   };
+  if (!set_msgmax(at_start * 2)) {
+    return 77;
+  }
+  auto high = sysv_message_queue::from_id(q->id());  // may send the longer message
+  if (!high || !set_msgmax(at_start)) {
+    return 65;
+  }
+  // Sends it under a raised msgmax and lowers msgmax again, as root may.
+  auto send_longer = [&](long type) {
+    const bool sent = set_msgmax(at_start * 2) && high->try_send(bytes_of(longer), type) && set_msgmax(at_start);
+    g_msgmax_lowered = true;
+    return sent;
+  };
   int wrong = 0;
-  // One message at a time (the capacity holds one), received each time by a new handle.
-  for (long type = 1; type <= 3; ++type) {
-    if (!set_msgmax(at_start * 2)) {
-      return type == 1 ? 77 : 65;
-    }
-    std::vector<std::byte> buf(1 << 20);  // far larger than any message here
-    auto high = sysv_message_queue::from_id(q->id());
-    if (!high) {
-      return 65;
-    }
-    (void)high->try_receive(buf);  // whatever a wrong answer left queued
-    if (!high->try_send(bytes_of(longer), type)) {
+  std::vector<std::byte> buf(1 << 20);  // far larger than any message here
+  // try_receive: the message is queued before, by a handle made after msgmax was lowered.
+  {
+    if (!send_longer(1)) {
       return 66;
-    }
-    if (!set_msgmax(at_start)) {
-      return 67;
     }
     auto fresh = sysv_message_queue::from_id(q->id());  // reads the lowered msgmax
     if (!fresh || fresh->max_message_size() != at_start) {
-      return 68;
+      return 67;
     }
-    if (type == 1) {
-      // A buffer too short for it is still message_size, and the message stays queued.
-      std::vector<std::byte> short_buf(longer.size() - 1);
-      if (error_of(fresh->try_receive(short_buf)) != std::errc::message_size) {
-        wrong |= 1;
+    // A buffer too short for it is still message_size, and the message stays queued.
+    std::vector<std::byte> short_buf(longer.size() - 1);
+    if (error_of(fresh->try_receive(short_buf)) != std::errc::message_size) {
+      wrong |= 1;
+    }
+    if (!intact(fresh->try_receive(buf), buf, 1)) {
+      wrong |= 2;
+    }
+  }
+  // receive_blocking and co_await receive: started on an empty queue, waiting in msgrcv
+  // (which asked for the handle's msgmax) when the message comes. The kernel wakes such a
+  // receiver with E2BIG and leaves the message queued: only the retry gets it. The hook
+  // says whether the E2BIG came to the waiting msgrcv (else the try is made again: an
+  // awaited receive leaves its wait every 100 ms to look with IPC_NOWAIT) and holds the
+  // receiver until msgmax is lowered again.
+  for (long type = 2; type <= 3; ++type) {
+    bool set_up = false;
+    for (int attempt = 0; attempt < 5 && !set_up; ++attempt) {
+      (void)high->try_receive(buf);  // whatever a wrong answer left queued
+      auto fresh = sysv_message_queue::from_id(q->id());
+      if (!fresh || fresh->max_message_size() != at_start) {
+        return 68;
       }
-      if (!intact(fresh->try_receive(buf), buf, 1)) {
-        wrong |= 2;
+      reset_e2big_hook(note_e2big);
+      bool sent = false;
+      std::thread sender([&] { sent = until_blocked_in(SYS_msgrcv, 1) && send_longer(type); });
+      corio::result<sysv_received> got = corio::unexpected(std::make_error_code(std::errc::io_error));
+      if (type == 2) {
+        got = fresh->receive_blocking(buf);
+      } else {
+        corio::runtime rt(corio_test::workers(1));
+        got = rt.block_on([](const sysv_message_queue* q, std::vector<std::byte>* b) -> corio::task<corio::result<sysv_received>> {
+          co_return co_await q->receive(*b);
+        }(&*fresh, &buf));
       }
-    } else if (type == 2) {
-      if (!intact(fresh->receive_blocking(buf), buf, 2)) {
-        wrong |= 4;
+      sender.join();
+      corio::ipc::detail::set_sysv_receive_test_hook(nullptr);
+      if (!sent) {
+        return 69;
       }
-    } else {
-      corio::runtime rt(corio_test::workers(1));
-      using received = corio::result<sysv_received>;
-      auto got = rt.block_on([](const sysv_message_queue* q, std::vector<std::byte>* b) -> corio::task<received> {
-        co_return co_await q->receive(*b);
-      }(&*fresh, &buf));
-      if (!intact(got, buf, 3)) {
-        wrong |= 8;
+      set_up = g_hook_blocking_calls.load() > 0;
+      if (set_up && !intact(got, buf, type)) {
+        wrong |= type == 2 ? 4 : 8;
       }
+    }
+    if (!set_up) {
+      return 70;
     }
   }
   (void)q->remove();
@@ -787,7 +870,10 @@ TEST_CASE("sysv_message_queue: a message sent under a higher msgmax reaches a ha
           "[ipc][sysv][errors]") {
   // A receive asked the kernel for at most the handle's msgmax, and on E2BIG again for at
   // most msgmax as it is now: a message sent while msgmax was higher, still queued after
-  // it was lowered, failed with message_size however large the caller's buffer.
+  // it was lowered, failed with message_size however large the caller's buffer. For
+  // try_receive the message is queued first; receive_blocking and co_await receive wait
+  // in msgrcv before it is sent (each calls try_receive first, which would otherwise
+  // answer them), so that the kernel wakes them with E2BIG and only the retry helps.
   std::fflush(stdout);
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
@@ -804,48 +890,11 @@ TEST_CASE("sysv_message_queue: a message sent under a higher msgmax reaches a ha
     return;
   }
   INFO("bits: 1 a short buffer was not message_size; 2 try_receive, 4 receive_blocking, 8 receive "
-       "did not return the message intact");
+       "did not return the message intact; 70: no waiting receive was woken by the message");
   CHECK(WEXITSTATUS(status) == 0);
 }
 
-namespace corio::ipc::detail {
-// Defined in ipc/sysv_message_queue.cpp for tests only (no header carries it): runs on
-// the receiving thread after a receive's msgrcv failed with E2BIG, before the queue is
-// looked at, with the queue's id and msgrcv's flags. Set it while no receive runs.
-void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept;
-}  // namespace corio::ipc::detail
-
 namespace {
-// The stale-E2BIG hook: on its first call it takes the queued message through another
-// path than the receive's (or removes the queue), as another process may between the
-// receive's refused msgrcv and its look at the queue. Atomics: it runs on the thread
-// that receives; seq_cst, nothing subtle.
-std::atomic<bool> g_hook_removes{false};
-std::atomic<int> g_hook_calls{0};
-std::atomic<int> g_hook_blocking_calls{0};  // of them from a msgrcv that waited (flags 0)
-std::atomic<bool> g_msgmax_lowered{false};  // the sender has put msgmax back
-
-
-void take_or_remove_after_e2big(int id, int flags) {
-  if (g_hook_calls.fetch_add(1) != 0) {
-    return;
-  }
-  if ((flags & IPC_NOWAIT) == 0) {
-    g_hook_blocking_calls.fetch_add(1);
-  }
-  // A waiting receiver is woken by the send, before the sender lowers msgmax again: the
-  // receive must not get the message by a second look at a msgmax still high.
-  for (int i = 0; i < 10000 && !g_msgmax_lowered.load(); ++i) {
-    std::this_thread::sleep_for(1ms);
-  }
-  if (g_hook_removes.load()) {
-    (void)::msgctl(id, IPC_RMID, nullptr);
-  } else {
-    std::vector<long> words(1 << 14);  // 128 KiB: any message here
-    (void)::msgrcv(id, words.data(), (words.size() - 1) * sizeof(long), 0, IPC_NOWAIT);
-  }
-}
-
 /// In a child with an IPC namespace of its own: 77 without the privilege; 70 if a case
 /// was not set up as meant (the hook did not run, or not in a waiting msgrcv); else a
 /// bit for each wrong answer to a receive whose too-long message was gone before the
@@ -877,11 +926,7 @@ int too_long_message_gone_before_the_look() {
     }
     const std::string longer(at_start + at_start / 2, 'l');
     auto send_longer = [&] { return set_msgmax(at_start * 2) && high->try_send(bytes_of(longer), 1) && set_msgmax(at_start); };
-    g_hook_removes = removes;
-    g_hook_calls = 0;
-    g_hook_blocking_calls = 0;
-    g_msgmax_lowered = false;
-    corio::ipc::detail::set_sysv_receive_test_hook(take_or_remove_after_e2big);
+    reset_e2big_hook(take_or_remove_after_e2big, removes);
     std::vector<std::byte> buf(1 << 20);
     corio::result<sysv_received> got = corio::unexpected(std::make_error_code(std::errc::io_error));
     if (!blocking) {
