@@ -3,7 +3,8 @@
 # message queue) removes every name however it ends, and is never killed by a signal:
 #   NAMES='KIND:/NAME ...' [READY=REGEX] [PYTHON=python3] \
 #     check_names_removed.sh EXAMPLE SIGNAL|none STATUS [ARGS...]
-# Starts `EXAMPLE ARGS...` and waits (up to 60 s) until a line of its output matches REGEX
+# Starts `EXAMPLE ARGS...` (in a process group of its own, which is killed at the end of the
+# check with whatever children of the example are left) and waits (up to 60 s) until a line of its output matches REGEX
 # or, without READY, until every name of NAMES exists. Then it stops the example (SIGSTOP,
 # so that it can neither remove a name nor end while we look) and checks that every name
 # exists, and lets it go on (SIGCONT): a READY line alone proves nothing. KIND is shm
@@ -23,9 +24,13 @@ what=$(basename "$exe")
 case_name=$([[ $sig == none ]] && echo "ending by itself" || echo "SIG$sig")
 out=$(mktemp)
 pid=
+group=
 names=()
 cleanup() {
-  [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null
+  # The example's process group: the example if still running, and every child it made
+  # (a failed check kills a stopped example, whose children its own end would not reach).
+  [[ -n $group ]] && kill -9 -- -"$group" 2>/dev/null
+  [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null  # (if it had not made its group yet)
   local n
   for n in "${names[@]}"; do remove_name "$n"; done
   rm -f "$out"
@@ -114,8 +119,12 @@ stopped_within() {
   return 1
 }
 
-"$exe" "$@" >"$out" 2>&1 </dev/null &
+# In a session and process group of its own, whose id is its pid (setsid execs it: a
+# background job of this script leads no group, so setsid does not fork), so that the
+# cleanup can end its children with it. The signals of the check go to its pid alone.
+setsid "$exe" "$@" >"$out" 2>&1 </dev/null &
 pid=$!
+group=$pid
 read -r -a patterns <<<"${NAMES:?NAMES lists the names to check}"
 for n in "${patterns[@]}"; do names+=("${n//\{pid\}/$pid}"); done
 all_exist() {

@@ -4,12 +4,35 @@
 # itself and when it is stopped by a signal; one that makes its name, prints READY and
 # removes the name as it ends must pass, both ways. (Before, a READY line was taken as
 # proof that the name existed when the example ended by itself: the first case passed.)
+# After each check no process the stand-in started may be left: the check ends the
+# example's whole process group, children included (before, a failed check killed the
+# stand-in's bash with SIGKILL and left its `sleep` running).
 set -u
 check="$1/examples/ipc/check_names_removed.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failures=0
 export NAMES='shm:/corio-check-names-test-{pid}' READY='holding'
+# The stand-ins' children carry this as their command line (exec -a), so that any left
+# over can be found.
+marker="corio-names-check-test-child-$$"
+
+# Processes whose command line is the marker and that are not on their way out (no
+# SIGKILL pending): what a check left running. (A zombie's command line is empty.)
+leftovers() {
+  local f p key mask killed
+  for f in /proc/[0-9]*/cmdline; do
+    [[ $({ tr '\0' ' ' <"$f"; } 2>/dev/null) == "$marker "* ]] || continue
+    p=${f#/proc/}
+    p=${p%/cmdline}
+    killed=
+    # SIGKILL (signal 9: bit 0x100) pending for the process or one of its threads.
+    while read -r key mask; do
+      [[ $key == SigPnd: || $key == ShdPnd: ]] && (((0x$mask & 0x100) != 0)) && killed=1
+    done < <(cat "/proc/$p/status" /proc/"$p"/task/*/status 2>/dev/null)
+    [[ -n $killed ]] || echo "$p"
+  done
+}
 
 # expect WHAT WANT(pass|fail) [MESSAGE] -- CHECK-ARGS...: runs the check, with a stand-in
 # example, and compares its outcome (and, for a failure, a line of its message).
@@ -25,14 +48,24 @@ expect() {
     sed 's/^/  | /' "$work/log"
     failures=$((failures + 1))
   fi
+  local left
+  left=$(leftovers)
+  if [[ -n $left ]]; then
+    echo "FAIL: $what: the check left the stand-in's children running:"
+    ps -o pid,pgid,stat,args -p "$(echo $left | tr ' ' ,)" | sed 's/^/  | /'
+    kill -9 $left 2>/dev/null  # (ours, by pid)
+    failures=$((failures + 1))
+  fi
 }
 
-# The stand-ins make /dev/shm/NAME with their own pid, as the examples' default names do.
-never_made='echo holding; sleep 1'
-made_and_removed='n=/dev/shm/corio-check-names-test-$$; : >"$n"; echo holding; sleep 1; rm -f "$n"'
-never_made_on_signal='trap "kill \$!; echo SIGTERM received; exit 1" TERM; echo holding; sleep 30 & wait'
+# The stand-ins make /dev/shm/NAME with their own pid, as the examples' default names do;
+# their sleeps are children named by the marker.
+hold="(exec -a $marker sleep 1)"
+never_made="echo holding; $hold"
+made_and_removed='n=/dev/shm/corio-check-names-test-$$; : >"$n"; echo holding; '"$hold"'; rm -f "$n"'
+never_made_on_signal='trap "kill \$!; echo SIGTERM received; exit 1" TERM; echo holding; '"(exec -a $marker sleep 30) & wait"
 made_and_removed_on_signal='n=/dev/shm/corio-check-names-test-$$; : >"$n"
-trap "kill \$!; rm -f \"$n\"; echo SIGTERM received; exit 1" TERM; echo holding; sleep 30 & wait'
+trap "kill \$!; rm -f \"$n\"; echo SIGTERM received; exit 1" TERM; echo holding; '"(exec -a $marker sleep 30) & wait"
 
 expect "at exit: a READY line without the name fails" fail "does not exist" -- bash none 0 -c "$never_made"
 expect "at exit: the name made, then removed, passes" pass "" -- bash none 0 -c "$made_and_removed"
