@@ -14,7 +14,8 @@
 # Then, with a SIGNAL (INT, TERM), sends it and checks that the example prints
 # "SIGxxx received", exits within 20 s with STATUS (not killed: a status above 128 is death
 # by a signal) and that no name is left. With `none`, the example must end by itself
-# within 60 s with STATUS and no name left.
+# within 60 s with STATUS and no name left; it must hold its names long enough after its
+# READY line for the check to see the line and stop it (the examples' tests give 5 s).
 set -u
 exe=$1
 sig=$2
@@ -105,13 +106,14 @@ gone_within() {
   return 1
 }
 # Waits up to $2 tenths of a second until every thread of process $1 is stopped (state T:
-# kill -STOP returns before the threads have stopped); fails if it ended meanwhile.
+# kill -STOP returns before the threads have stopped): 0; 1 if they are not by then; 2 if
+# the process has ended.
 stopped_within() {
   local i state others
   for ((i = 0; i <= $2; ++i)); do
     # (The state follows the name in parentheses, which may hold spaces.)
     state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}')
-    [[ -z $state || $state == Z ]] && return 1
+    [[ -z $state || $state == Z ]] && return 2
     others=$(cat /proc/"$1"/task/*/stat 2>/dev/null | sed 's/.*) //' | awk '$1 != "T" { n++ } END { print n + 0 }')
     [[ $others -eq 0 ]] && return 0
     ((i < $2)) && sleep 0.1
@@ -134,13 +136,18 @@ all_exist() {
 # Ready: the READY line is out (the examples print it once their names exist) or, without
 # READY, every name exists.
 for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
+  # Exited (a zombie until waited for): it will not get there. Looked at first, so that
+  # the output looked at next is all there will be: an example that ends right after its
+  # READY line is told apart (below) from one that never printed it.
+  ended=
+  gone_within "$pid" 0 && ended=1
   if [[ -n ${READY:-} ]]; then
     grep -Eq "$READY" "$out" && ready=1 && break
   elif all_exist; then
     ready=1
     break
   fi
-  gone_within "$pid" 0 && break  # exited (a zombie until waited for): it will not get there
+  [[ -n $ended ]] && break
   sleep 0.1
 done
 waited_for=${names[*]}
@@ -149,8 +156,13 @@ waited_for=${names[*]}
 # Every name exists now, looked at with the example stopped: an example that ends soon
 # after its READY line (`none`) cannot remove its names before a slow look (a Python
 # process per message queue) finds them, and one that never made them fails here.
-kill -STOP "$pid"
-stopped_within "$pid" 100 || fail "not stopped 10 s after SIGSTOP, or ended before its names were looked at"
+kill -STOP "$pid" 2>/dev/null  # (an example already ended is told below)
+stopped_within "$pid" 100
+case $? in
+  0) ;;
+  2) fail "ended before it could be stopped (READY seen too late: is its hold long enough?)" ;;
+  *) fail "not stopped 10 s after SIGSTOP" ;;
+esac
 for n in "${names[@]}"; do
   name_exists "$n" || fail "${n#*:} does not exist${READY:+ after the line matching '$READY'}"
 done

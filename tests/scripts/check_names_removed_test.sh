@@ -4,7 +4,8 @@
 # itself and when it is stopped by a signal; one that makes its name, prints READY and
 # removes the name as it ends must pass, both ways. (Before, a READY line was taken as
 # proof that the name existed when the example ended by itself: the first case passed.)
-# After each check no process the stand-in started may be left: the check ends the
+# One that ends right after its READY line, before the check stops it, fails with a message
+# of its own. After each check no process the stand-in started may be left: the check ends the
 # example's whole process group, children included (before, a failed check killed the
 # stand-in's bash with SIGKILL and left its `sleep` running).
 set -u
@@ -60,7 +61,9 @@ expect() {
 
 # The stand-ins make /dev/shm/NAME with their own pid, as the examples' default names do;
 # their sleeps are children named by the marker.
-hold="(exec -a $marker sleep 1)"
+# (5 s, as the examples' at-exit tests hold theirs: the check must see READY and stop the
+# stand-in before it ends.)
+hold="(exec -a $marker sleep 5)"
 never_made="echo holding; $hold"
 made_and_removed='n=/dev/shm/corio-check-names-test-$$; : >"$n"; echo holding; '"$hold"'; rm -f "$n"'
 never_made_on_signal='trap "kill \$!; echo SIGTERM received; exit 1" TERM; echo holding; '"(exec -a $marker sleep 30) & wait"
@@ -69,6 +72,8 @@ trap "kill \$!; rm -f \"$n\"; echo SIGTERM received; exit 1" TERM; echo holding;
 
 expect "at exit: a READY line without the name fails" fail "does not exist" -- bash none 0 -c "$never_made"
 expect "at exit: the name made, then removed, passes" pass "" -- bash none 0 -c "$made_and_removed"
+expect "at exit: one that ends before it can be stopped fails, saying so" fail "ended before it could be stopped" \
+  -- bash none 0 -c 'echo holding'
 expect "on SIGTERM: a READY line without the name fails" fail "does not exist" -- bash TERM 1 -c "$never_made_on_signal"
 expect "on SIGTERM: the name made, then removed, passes" pass "" -- bash TERM 1 -c "$made_and_removed_on_signal"
 
