@@ -13,11 +13,16 @@
 #                                                       --max-connections (a default far
 #                                                       above what fits): nothing on
 #                                                       stderr, the soft limit raised to
-#                                                       the hard one, 50 connections
-#                                                       served held open at once
+#                                                       the hard one, the M it serves
+#                                                       lowered to what fits under it;
+#                                                       it serves M held open at once
 # EXAMPLE runs as `EXAMPLE --port 0 --workers 2 --max-connections N ARGS...` (without
-# --max-connections N in default mode). What serving
-# means, and what the connection past the limit gets, depends on the example:
+# --max-connections N in default mode) and must say the number it serves on its
+# "listening on HOST:PORT (at most M connections at once)" line: N (raise), the M of the
+# message (cap), or, by default, at most what the hard limit leaves beside the
+# descriptors it has open and the 64 spare ones (examples/common/descriptor_limit.hpp),
+# and at least that less the descriptors it opened since. What serving
+# means, and what the connection past the limit (M + 1) gets, depends on the example:
 #   http_hello    GET / answered 200; past the limit, 503 at once;
 #   echo_server   a line echoed; past the limit, no echo while the others stay open, and
 #                 the echo once one of them closes.
@@ -73,10 +78,10 @@ served() {  # served I: whether $line is the answer of a connection served (the 
   fi
 }
 
-# This script holds one descriptor per connection too: at most `wanted`, or in cap mode
-# fewer than the hard limit given to the example (50 in default mode).
+# This script holds one descriptor per connection too: at most `wanted`, or in cap and
+# default modes fewer than the hard limit given to the example.
 opened=${hard:-$wanted}
-(( opened < ${wanted:-50} )) || opened=${wanted:-50}
+[[ -z $wanted ]] || (( opened < wanted )) || opened=$wanted
 asked=()
 [[ -z $wanted ]] || asked=(--max-connections "$wanted")
 (( $(ulimit -Sn) > opened + 50 )) || ulimit -Sn $((opened + 50)) 2>/dev/null ||
@@ -94,24 +99,36 @@ pid=$!
 wait_listening "$pid" "$out"
 [[ -n ${port:-} ]] || fail "no 'listening on' line"
 limit=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
+# The number it serves at once, from its "listening on" line (looked at by wait_listening).
+serving=$(sed -n 's/.*listening on .*(at most \([0-9]*\) connections at once).*/\1/p' "$out" | head -n 1)
+[[ -n $serving ]] || fail "no '(at most M connections at once)' on its 'listening on' line"
 
 if [[ $mode == raise ]]; then
   [[ ! -s $err ]] || fail "a message on stderr with the hard limit high enough"
   (( limit >= wanted )) || fail "its soft limit is $limit, too low for $wanted connections"
+  (( serving == wanted )) || fail "serving at most $serving connections, not the $wanted asked for"
   serve=$wanted
 elif [[ $mode == default ]]; then
   [[ ! -s $err ]] || fail "a message on stderr at a start without --max-connections: the default must fit silently"
   (( limit == hard )) || fail "its soft limit is $limit, not raised to the hard limit $hard"
-  serve=50
+  # Lowered to what fits: the hard limit less the 64 spare descriptors and those open when
+  # it counted, which were at least stdin, stdout and stderr, and at most those open now.
+  open_now=$(ls "/proc/$pid/fd" | wc -l)
+  most=$((hard - 64 - 3)) least=$((hard - 64 - open_now))
+  (( serving <= most )) || fail "serving at most $serving connections: more than the hard limit $hard allows (at most $most)"
+  (( serving >= least && serving >= 1 )) ||
+    fail "serving at most $serving connections: fewer than the hard limit $hard allows with $open_now descriptors open ($least)"
+  serve=$serving
 else
   grep -q 'hard limit' "$err" || fail "no message about the hard limit"
   serve=$(sed -n 's/.*serving at most \([0-9]*\) connections.*/\1/p' "$err")
   [[ -n $serve ]] && (( serve >= 1 && serve < wanted )) || fail "no 'serving at most M connections' with 0 < M < $wanted"
+  (( serving == serve )) || fail "serving at most $serving connections by its 'listening on' line, $serve by its message"
   (( limit == hard )) || fail "its soft limit is $limit, not raised to the hard limit $hard"
 fi
 
-# $serve connections, each served and kept open; then (but in default mode) one more is
-# turned away (http_hello) or waits for a place (echo_server).
+# $serve connections, each served and kept open; then one more is turned away (http_hello)
+# or waits for a place (echo_server).
 fds=()
 for ((i = 1; i <= serve; ++i)); do
   exec {fd}<>"/dev/tcp/$host/$port" || fail "connection $i could not be opened"
@@ -120,9 +137,7 @@ for ((i = 1; i <= serve; ++i)); do
   served "$i" || fail "connection $i of $serve: '$line' instead of an answer (within 10 s)"
 done
 next=$((serve + 1))
-if [[ $mode == default ]]; then
-  past="not tried (the limit fitted is not printed)"
-elif ! exec {extra}<>"/dev/tcp/$host/$port"; then
+if ! exec {extra}<>"/dev/tcp/$host/$port"; then
   fail "the connection past the limit could not be opened"
 elif [[ $name == http_hello ]]; then
   exchange "$extra" "$next"

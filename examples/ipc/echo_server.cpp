@@ -25,8 +25,9 @@
 // it allows: silently for the default, with a message on stderr for a --max-connections
 // given; the server refuses to start only if not one connection fits
 // (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as http_hello);
-// --idle-test, which forks its client before the runtime starts, counts before the fork
-// and again once the runtime has started, and exits 1 if N do not fit.
+// the number served is printed on the "listening on" line. --idle-test, which forks its
+// client before the runtime starts, counts before the fork and again once the runtime has
+// started, and exits 1 if N do not fit.
 // Memory: a connection's read buffer starts at 2 KiB (not zero-filled) and doubles while
 // reads fill it, up to 64 KiB, so an idle connection holds 2 KiB of buffer plus its task
 // frame; `--idle-test` measures it.
@@ -422,7 +423,10 @@ int main(int argc, char** argv) {
   if (g_max_connections == 0) {
     return 1;
   }
-  std::printf("echo_server listening on %s\n", l->local_address().value().to_string().c_str());
+  // (The number fitted is part of the line: check_descriptor_limit.sh compares it with
+  // the limit it set.)
+  std::printf("echo_server listening on %s (at most %zu connections at once)\n",
+              l->local_address().value().to_string().c_str(), g_max_connections);
   std::fflush(stdout);
   if (test) {
     // The accept loop runs until the runtime's shutdown (block_on returning) destroys it

@@ -21,6 +21,7 @@
 // --max-connections given (as nginx warns when worker_connections exceed its open-file
 // limit); the server refuses to start only if not one connection fits
 // (example::fit_descriptor_limit, examples/common/descriptor_limit.hpp, as echo_server).
+// The number served is printed on the "listening on" line.
 // Timeouts (one sleeping watchdog task per connection; a request costs an atomic store,
 // and a wake of the watchdog when a head begun moves its deadline earlier):
 //   --header-timeout-ms  a request head must be complete this long after its first byte
@@ -1088,7 +1089,10 @@ int main(int argc, char** argv) {
   if (test) {
     return rt.block_on(self_test(*l, srv));
   }
-  std::printf("http_hello listening on %s\n", l->local_address().value().to_string().c_str());
+  // (The number fitted is part of the line: check_descriptor_limit.sh compares it with
+  // the limit it set.)
+  std::printf("http_hello listening on %s (at most %u connections at once)\n",
+              l->local_address().value().to_string().c_str(), srv.config.max_connections);
   std::fflush(stdout);
   return rt.block_on(example::serve_until_signal(
       "http_hello", *signals, [&l, &srv](std::stop_token stop) { return accept_loop(*l, srv, stop); }));
