@@ -5,10 +5,9 @@
 // allowed); an exception thrown by fn is rethrown in the awaiter. The pool grows on demand
 // up to runtime_config::max_blocking_threads and idle threads exit after
 // blocking_keep_alive.
-// Cancellation: while the job is still queued, a stop request withdraws it and the await
-// returns operation_canceled; a job that has started cannot be interrupted and is waited
-// for. A stop in the instant between the await's last look at the token and the job's
-// queueing is missed: the job then runs (and is waited for) as if it had started.
+// Cancellation: a stop request before the job has started withdraws it (it never runs)
+// and the await returns operation_canceled; a job that has started cannot be interrupted
+// and is waited for.
 // Errors: errc::no_runtime off a runtime's worker; errc::shut_down for an await begun
 // after shutdown began (a job still queued when shutdown begins is dropped, and its
 // awaiting task destroyed with the others, never resumed); the system's error
@@ -76,8 +75,8 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
     // The callbacks are registered before the job is queued: once it is queued a pool
     // thread may finish it and another worker resume us, so nothing may touch *this
     // after submit() succeeds. A stop that came before arm() ran our callback in arm(),
-    // which found nothing to withdraw: look again. (One after this look and before
-    // submit() is missed: the job then simply runs; see the header.)
+    // which found nothing to withdraw: look again. One after this look found nothing
+    // queued either, but flagged the job under the pool's lock: submit() refuses it.
     m_stop.arm(m_token, inherited, stop_fn{this});
     if (port::stop_link<stop_fn>::stopped(m_token, inherited)) {
       m_stop.disarm();
@@ -95,8 +94,10 @@ class [[nodiscard]] blocking_awaiter : port::blocking_job {
       return false;
     }
     if (!queued) {
+      // Refused: shutdown began, or a stop withdrew the job before it was queued.
       m_stop.disarm();
-      m_error = make_error_code(errc::shut_down);
+      const bool stopped = port::stop_link<stop_fn>::stopped(m_token, inherited);
+      m_error = stopped ? cancelled_error() : make_error_code(errc::shut_down);
       return false;
     }
     return true;

@@ -3,18 +3,42 @@
 #include <corio/runtime/internal/blocking_pool.hpp>
 
 #include <algorithm>
+#include <atomic>
 
 #include <corio/runtime/time.hpp>
 
 namespace corio::detail {
 
+namespace {
+// Test hook (set_blocking_submit_test_hook): called as submit() begins, before it takes
+// the lock, i.e. in the window between spawn_blocking's last look at its stop token and
+// the queueing. relaxed: the test sets it before the await that should meet it and
+// clears it after; the function publishes nothing, and whatever it touches the test
+// orders by its own means (the runtime's hand-offs).
+std::atomic<void (*)()> g_submit_hook{nullptr};
+}  // namespace
+
+void set_blocking_submit_test_hook(void (*hook)()) noexcept {
+  g_submit_hook.store(hook, std::memory_order_relaxed);
+}
+
 bool blocking_pool::submit(blocking_job* job) {
+  if (auto hook = g_submit_hook.load(std::memory_order_relaxed)) [[unlikely]] {
+    hook();
+  }
   std::unique_lock lock(m_mutex);
   if (m_stopping) {
     return false;
   }
   join_exited(lock);  // (drops the lock for a moment: look at m_stopping again)
   if (m_stopping) {
+    return false;
+  }
+  // A stop that came before this point, and after the awaiter's last look at its token,
+  // found the job not queued and flagged it (withdraw(), under this lock): refuse it, so
+  // it never runs. From here to the push the lock is held, so a later stop finds it
+  // queued and withdraws it, or finds it started.
+  if (job->withdrawn) {
     return false;
   }
   // An idle thread woken for an earlier job stays counted in m_idle until it wakes up
@@ -49,6 +73,7 @@ bool blocking_pool::withdraw(blocking_job* job) {
   std::lock_guard lock(m_mutex);
   auto it = std::find(m_jobs.begin(), m_jobs.end(), job);
   if (it == m_jobs.end()) {
+    job->withdrawn = true;  // not queued yet (a submit to come refuses it) or started
     return false;
   }
   m_jobs.erase(it);

@@ -79,6 +79,9 @@ struct timer_node : cancellable {
 /// thread, unless the job is withdrawn first.
 struct blocking_job {
   virtual void run() noexcept = 0;
+  /// Set by a withdraw that found the job not queued (not yet, or already started);
+  /// a later submit then refuses it. Read and written only under the pool's mutex.
+  bool withdrawn = false;
 
  protected:
   ~blocking_job() = default;

@@ -31,12 +31,14 @@ class blocking_pool {
   blocking_pool& operator=(const blocking_pool&) = delete;
   ~blocking_pool() { shutdown(); }
 
-  /// Queues `job`; returns false after shutdown. Throws std::system_error when no thread
-  /// is alive and the system refuses a new one (with threads alive the job waits for
-  /// them, as at the maximum: for ever if each runs a job that waits for this one),
-  /// std::bad_alloc when the queue cannot grow; `job` is then not queued.
+  /// Queues `job`; returns false after shutdown, or when withdraw(job) came first.
+  /// Throws std::system_error when no thread is alive and the system refuses a new one
+  /// (with threads alive the job waits for them, as at the maximum: for ever if each
+  /// runs a job that waits for this one), std::bad_alloc when the queue cannot grow;
+  /// `job` is then not queued.
   bool submit(blocking_job* job);
-  /// Removes `job` if it has not started; returns true if it was removed.
+  /// Removes `job` if it has not started; returns true if it was removed. Otherwise
+  /// flags it (blocking_job::withdrawn) so that a submit still to come refuses it.
   bool withdraw(blocking_job* job);
   /// Drops queued jobs, waits for running ones, joins every thread.
   void shutdown() { (void)shutdown_for(std::chrono::nanoseconds::max()); }

@@ -99,6 +99,57 @@ TEST_CASE("spawn_blocking: a queued job is withdrawn by its stop token", "[runti
   CHECK(second_ran.load() == 0);
 }
 
+// Defined in runtime/blocking_pool.cpp (no header carries it): `hook` is called as the
+// pool's submit begins, before it takes its lock. nullptr removes it.
+namespace corio::detail {
+void set_blocking_submit_test_hook(void (*hook)()) noexcept;
+}  // namespace corio::detail
+
+namespace {
+std::stop_source* g_stop_in_submit = nullptr;
+void stop_in_submit() noexcept { g_stop_in_submit->request_stop(); }
+
+struct submit_hook_guard {
+  explicit submit_hook_guard(std::stop_source* stop) {
+    g_stop_in_submit = stop;
+    corio::detail::set_blocking_submit_test_hook(stop_in_submit);
+  }
+  ~submit_hook_guard() {
+    corio::detail::set_blocking_submit_test_hook(nullptr);
+    g_stop_in_submit = nullptr;
+  }
+  submit_hook_guard(const submit_hook_guard&) = delete;
+  submit_hook_guard& operator=(const submit_hook_guard&) = delete;
+};
+}  // namespace
+
+// A stop requested after the await's last look at its token and before the job was
+// queued found nothing to withdraw, and the job ran as if no stop had come.
+TEST_CASE("spawn_blocking: a stop just before the job is queued withdraws it", "[runtime][blocking]") {
+  corio::runtime rt(workers(1, 1));
+  std::stop_source stop;
+  std::atomic<int> ran{0};
+  std::error_code error;
+  {
+    submit_hook_guard hook(&stop);
+    auto body = [](std::stop_token token, std::atomic<int>* ran_flag) -> corio::task<std::error_code> {
+      auto job = [ran_flag] { ran_flag->store(1); };
+      auto r = co_await corio::spawn_blocking(std::move(job), std::move(token));
+      co_return r ? std::error_code{} : r.error();
+    };
+    error = rt.block_on(body(stop.get_token(), &ran));
+  }
+  CHECK(stop.stop_requested());  // the hook ran, in the window
+  CHECK(error == std::errc::operation_canceled);
+  CHECK(ran.load() == 0);
+  // The pool still runs jobs.
+  auto again = []() -> corio::task<int> {
+    auto r = co_await corio::spawn_blocking([] { return 7; });
+    co_return r ? *r : -1;
+  };
+  CHECK(rt.block_on(again()) == 7);
+}
+
 namespace {
 std::atomic<int> g_running{0};
 std::atomic<int> g_high_water{0};
