@@ -16,7 +16,10 @@
 //
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
 //   shm_queue --role producer --name /N [jobs] [--consumers K]   starts K consumers
-//                                             itself (default 0: start your own)
+//                                             itself (default 0: start your own); exits
+//                                             1 at once, saying which name to remove, if
+//                                             /N-jobs or /N-results exists already (it
+//                                             leaves that object alone)
 //   shm_queue --role consumer --name /N       started separately, any number of them; it
 //                                             waits up to 30 s for the producer's names,
 //                                             but exits 1 at once, saying which name to
@@ -107,6 +110,19 @@ void report_open_failure(const std::string& name, std::error_code e) {
   }
 }
 
+/// Says why the producer could not create `name`, and what to do about it.
+void report_create_failure(const std::string& name, std::error_code e) {
+  if (e == std::errc::file_exists) {
+    std::fprintf(stderr,
+                 "producer: create %s: %s: the name is taken, by a producer running with this --name or one "
+                 "killed before it removed its names; if none runs, remove it (rm /dev/shm%s), or give "
+                 "producer and consumers another --name\n",
+                 name.c_str(), e.message().c_str(), name.c_str());
+  } else {
+    std::fprintf(stderr, "producer: create %s: %s\n", name.c_str(), e.message().c_str());
+  }
+}
+
 corio::task<int> consumer(std::string name) {
   auto jobs = co_await open_when_there(name + "-jobs");
   if (!jobs) {
@@ -158,12 +174,17 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
                           std::chrono::milliseconds answer_timeout) {
   const std::string jobs_name = name + "-jobs";
   const std::string results_name = name + "-results";
+  // Each name is removed on failure only if this producer created it: a name that was
+  // there already (file_exists) is someone else's, or a killed run's, for the user to see.
   auto jobs = corio::ipc::shm_queue::create(jobs_name, {.capacity = 16, .max_message_size = sizeof(job)});
+  if (!jobs) {
+    report_create_failure(jobs_name, jobs.error());
+    co_return 1;
+  }
   auto results = corio::ipc::shm_queue::create(results_name, {.capacity = 16, .max_message_size = sizeof(answer)});
-  if (!jobs || !results) {
-    std::fprintf(stderr, "create %s: %s\n", name.c_str(), (!jobs ? jobs.error() : results.error()).message().c_str());
+  if (!results) {
+    report_create_failure(results_name, results.error());
     (void)corio::ipc::shm_queue::remove(jobs_name);
-    (void)corio::ipc::shm_queue::remove(results_name);
     co_return 1;
   }
   std::stop_source stop;  // the producer is done: ends the wait for a signal
