@@ -130,8 +130,13 @@ long long wait_ns(clock::time_point deadline) noexcept {
   if (deadline == clock::time_point::max()) {
     return -1;
   }
-  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()).count();
-  return left > 0 ? left : 0;
+  // Compared first: a deadline far in the past (a limit of hours::min() saturates near
+  // the clock's minimum) minus now would overflow.
+  const clock::time_point now = clock::now();
+  if (deadline <= now) {
+    return 0;
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
 }
 
 /// The give_up() of a blocking claimed call: timed_out once `deadline` has passed.

@@ -1416,3 +1416,52 @@ TEST_CASE("shm_queue: a claim's blocking forms time out on an empty or full queu
   sender->release();
   CHECK(error_of(sender->send_blocking(as_bytes("five"), 0s)) == std::errc::operation_not_permitted);
 }
+
+TEST_CASE("shm_queue: a claim's blocking forms with a limit of hours::min() or nanoseconds::min() time out at once "
+          "on an empty or full queue",
+          "[ipc][shm_queue][claim][blocking]") {
+  // Such a limit gives a deadline near the clock's minimum; its distance from now must not
+  // overflow into "wait for ages". Each call runs on a thread that this one bounds: a call
+  // still waiting after 10 s is ended by a close (closed instead of timed_out: the check
+  // fails) rather than hanging the test.
+  // An empty queue for the receives and a full one for the sends, so that a close of one
+  // leaves the other's checks to run.
+  scoped_name empty_name("claimblockmin-e");
+  scoped_name full_name("claimblockmin-f");
+  auto empty = shm_queue::create(empty_name.name, {.capacity = 1, .max_message_size = 8});
+  auto full = shm_queue::create(full_name.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE((empty && full));
+  auto receiver = empty->try_claim_receiving();
+  auto sender = full->try_claim_sending();
+  REQUIRE((sender && receiver));
+  REQUIRE(sender->send_blocking(as_bytes("full"), 0s));
+  auto bounded = [](const shm_queue& q, auto call) {
+    std::atomic<bool> done{false};
+    std::error_code ec;
+    std::thread t([&] {
+      ec = call();
+      done.store(true);
+    });
+    for (int i = 0; i < 1000 && !done.load(); ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    if (!done.load()) {
+      q.close();
+    }
+    t.join();
+    return ec;
+  };
+  std::vector<std::byte> buffer(8);
+  CHECK(bounded(*empty, [&] { return error_of(receiver->receive_blocking(buffer, std::chrono::hours::min())); }) ==
+        corio::errc::timed_out);
+  CHECK(bounded(*empty, [&] {
+          return error_of(receiver->receive_blocking(buffer, std::chrono::nanoseconds::min()));
+        }) == corio::errc::timed_out);
+  CHECK(bounded(*full, [&] { return error_of(sender->send_blocking(as_bytes("more"), std::chrono::hours::min())); }) ==
+        corio::errc::timed_out);
+  CHECK(bounded(*full, [&] {
+          return error_of(sender->send_blocking(as_bytes("more"), std::chrono::nanoseconds::min()));
+        }) == corio::errc::timed_out);
+  CHECK(empty->size() == 0);  // nothing taken
+  CHECK(full->size() == 1);   // nothing sent
+}
