@@ -26,9 +26,12 @@
 // killed after its publish loses the message it was returning. At most the one message
 // in flight, nothing else. A waiter killed while waiting leaves nothing behind.
 // Close: close() marks both count words closed and wakes every waiter (two syscalls, from
-// any process, synchronous): sends fail with corio::errc::closed (a send that raced the
-// close either was published before it or fails), receives drain what is queued, then
-// fail with closed.
+// any process, synchronous): sends fail with corio::errc::closed, receives drain what is
+// queued, then fail with closed. A send that raced the close is either published (and
+// received) or fails with closed: one caught between its last look at the closed bit and
+// its wake of sleeping consumers adds its message after close() set the bit, so
+// is_closed() and size() can see one message appear after the close ("The end of a
+// closed queue", detail/shm_queue_layout.hpp).
 // Trust: every process that can open the object for writing (see mode) can change any
 // byte of it, by a bug or on purpose. Such a peer can garble, drop, repeat or invent
 // messages (slot bytes, stored sizes, positions, counts), mark the queue closed, and
