@@ -33,9 +33,8 @@ T read_once(T& field) noexcept {
 
 /// The layout word of a queue that create() is still building ("Building" in
 /// shm_queue.hpp): the queue's word with bit 7 set, which no layout word of any
-/// shared_type has (their low byte is the layout version).
-constexpr std::uint32_t building_word = detail::layout_word(detail::shared_type::queue) | 0x80u;
-static_assert((detail::layout_version & 0x80u) == 0);
+/// shared_type has (their low byte is the layout version, under 0x80).
+constexpr std::uint32_t building_word = detail::queue_layout_word | 0x80u;
 
 }  // namespace
 
@@ -83,8 +82,9 @@ result<shm_queue> shm_queue::create(std::string_view name, const shm_queue_optio
     return unexpected(error(std::errc::invalid_argument));
   }
   detail::shm::test_hook(detail::queue_step::before_create_publish);
-  detail::publish(h, detail::shared_type::queue);
-  // The lock: openers now find the queue (publish's release store first). Dropped, not
+  // release: an opener that reads the word (acquire, in adopt) sees the whole header.
+  h->magic.store(detail::queue_layout_word, std::memory_order_release);
+  // The lock: openers now find the queue (the word's release store first). Dropped, not
   // only closed: a flock belongs to the open file description, which our mapping keeps.
   (void)::flock(building.fd(), LOCK_UN);
   building.close();
@@ -115,15 +115,19 @@ result<shm_queue> shm_queue::adopt(shared_memory memory) {
   if (bytes.size() < sizeof(queue_header)) {
     return unexpected(error(std::errc::wrong_protocol_type));  // too small to be a queue
   }
-  auto h = detail::recognise<queue_header>(bytes, 0, detail::shared_type::queue);
-  if (!h) {
-    // A zero layout word (recognise: "try again") is not a queue being built: a builder's
-    // word is building_word from the start (open_building answered for it). So it is an
-    // object that never held a queue: zeros from shared_memory::create, Python's
-    // SharedMemory, or another program.
+  auto at = detail::locate<queue_header>(bytes, 0);
+  if (!at) {
     return unexpected(error(std::errc::wrong_protocol_type));
   }
-  queue_header* q = *h;
+  auto* q = std::launder(static_cast<queue_header*>(*at));
+  // acquire: pairs with create()'s release store of the word: the header it built is
+  // visible. Not this version's word: another version's queue (queue_layout_version), or
+  // an object that never held a queue. A zero word is not a queue being built (a
+  // builder's word is building_word from the start, open_building answered for it): zeros
+  // from shared_memory::create, Python's SharedMemory, or another program.
+  if (q->magic.load(std::memory_order_acquire) != detail::queue_layout_word) {
+    return unexpected(error(std::errc::wrong_protocol_type));
+  }
   // Garbage that happens to carry our layout word, or a peer that rewrote the geometry,
   // must not send us past the mapping. Each field is read once (a peer may change it
   // while we check), and every bound is checked without overflow: each term is bounded

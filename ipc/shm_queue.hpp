@@ -67,9 +67,10 @@
 // closed, so a consumer that finds it closed and empty reports closed without the
 // producers' lock (while a send is between its last look at the closed bit and its wake
 // of sleeping consumers, a syscall long, it spins, then pauses 50 µs at a time and looks
-// again; detail/shm_queue_layout.hpp, "The end of a closed queue"). A send of an older
-// corio (before 2026-12-06), which published whatever the closed bit, can race a close
-// past such a consumer: do not mix versions. A claim inherited through fork() claims
+// again; detail/shm_queue_layout.hpp, "The end of a closed queue"). This is the queue's
+// layout version 2: a send of version 1, which published whatever the closed bit, could
+// race a close past such a consumer, so the two versions refuse each other's queues
+// (open(): wrong_protocol_type; see Building). A claim inherited through fork() claims
 // nothing in the child (operation_not_permitted). A claim refers to the shm_queue handle
 // it came from, which must outlive it; one owner uses a claim at a time (its calls are
 // not for concurrent use). Measured in bench/ipc/shm_bench (corio-shm-queue-claimed
@@ -98,12 +99,12 @@
 // 5 s, then owner_dead (shared_memory.hpp, Lifetime). A program that holds a flock of
 // its own on the object, or a process that inherited the creator's descriptor or mapping
 // through fork() while it built, makes a dead creator's queue read "try again" for as
-// long as it keeps them. Processes of an older corio (before 2026-12-06, whose creators
-// left the word 0 until the publish) and this one read each other's queues under
-// construction as wrong_protocol_type, for the microseconds of a build: do not mix
-// versions on one name. owner_dead tells one process (the creator's role) to remove the
-// name and create the queue again; others should go on opening: two that both remove and
-// create could end up on different objects. Cost: a flock and an
+// long as it keeps them. A queue of another layout version (the low byte of the layout
+// word; this is version 2, detail/shm_queue_layout.hpp) is wrong_protocol_type, built or
+// being built: processes of versions 1 and 2 cannot share a name. owner_dead tells one
+// process (the creator's role) to remove the name and create the queue again; others
+// should go on opening: two that both remove and create could end up on different
+// objects. Cost: a flock and an
 // atomic load more for open() of a queue not yet published (none for a finished one);
 // the creator holds the lock for its build (microseconds).
 // Cancellation: a waiting send or receive returns operation_canceled and has sent or

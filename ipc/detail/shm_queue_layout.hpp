@@ -115,6 +115,16 @@ struct alignas(64) queue_header {
 // processes of corio look for it.
 static_assert(offsetof(queue_header, published) == 128 && offsetof(queue_header, consumed) == 256);
 
+/// The queue's own layout version, in the low byte of its layout word (the other shared
+/// types keep detail::layout_version, 1). 2: a send publishes only while the queue is
+/// open ("The end of a closed queue" above). A version-1 process publishes whatever the
+/// closed bit, so its send could land after a version-2 consumer reported closed (the
+/// message lost): each version refuses the other's queues (wrong_protocol_type).
+inline constexpr std::uint32_t queue_layout_version = 2;
+inline constexpr std::uint32_t queue_layout_word =
+    (layout_word(shared_type::queue) & ~0xFFu) | queue_layout_version;
+static_assert(queue_layout_word != layout_word(shared_type::queue) && (queue_layout_version & 0x80u) == 0);
+
 /// The names every shm_queue .cpp file uses, in one place: each says
 /// `using namespace detail::shm;` in its anonymous namespace.
 namespace shm {

@@ -316,6 +316,28 @@ TEST_CASE("shm_queue: bad names, sizes and objects are clear errors", "[ipc][shm
   CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
 }
 
+TEST_CASE("shm_queue: a queue of layout version 1, whose sends published after a close, is refused by this "
+          "version's open() and create(), built or being built",
+          "[ipc][shm_queue][errors][close]") {
+  // Version 1's word is the one the other shared types still use (detail::layout_word);
+  // its building word is that word with bit 7 set. The object is otherwise a sound queue.
+  scoped_name n("oldversion");
+  {
+    auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+    REQUIRE(q);
+  }
+  raw_header old(n.name);
+  const std::uint32_t v1 = corio::ipc::detail::layout_word(corio::ipc::detail::shared_type::queue);
+  old->magic.store(v1);
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
+  CHECK(error_of(shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16, .exclusive = false})) ==
+        std::errc::wrong_protocol_type);
+  old->magic.store(v1 | 0x80u);  // a version-1 creator that died building (its flock free)
+  CHECK(error_of(shm_queue::open(n.name)) == std::errc::wrong_protocol_type);
+  old->magic.store(corio::ipc::detail::queue_layout_word);  // this version's word opens
+  CHECK(shm_queue::open(n.name).has_value());
+}
+
 TEST_CASE("shm_queue: an object its creator has not sized yet is \"try again\" for open() and a non-exclusive "
           "create()",
           "[ipc][shm_queue][errors]") {
