@@ -177,9 +177,10 @@ struct queue_geometry {
 /// Where a test hook runs: around the step that makes a send (receive) take effect,
 /// before a receive's batching pause, in create() before it publishes a new queue, and
 /// in a send's publish that wakes sleeping consumers, between its last look at the
-/// closed bit and the wake (before_wake).
+/// closed bit and the wake (before_wake), and in a consumer that found the queue closed
+/// and empty while a send may still publish, before it pauses or says empty (unsettled).
 enum class queue_step { before_publish, after_publish, before_consume, after_consume, batching_pause,
-                        before_create_publish, before_wake };
+                        before_create_publish, before_wake, unsettled };
 /// Test hook (all builds; one relaxed load per step): called in the sending, receiving or
 /// creating process at each queue_step, so tests can kill a process at exactly that point.
 inline std::atomic<void (*)(queue_step)> g_shm_queue_test_hook{nullptr};

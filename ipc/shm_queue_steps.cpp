@@ -109,7 +109,11 @@ bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept {
   // A free producers' lock (taken: acquire), or one recovered from a holder that died
   // marked (recovery clears the mark), has no publish in progress; a live holder may be
   // in the middle of its wake.
-  return try_lock_side(h, send_lock, side::send).has_value();
+  if (try_lock_side(h, send_lock, side::send)) {
+    return true;
+  }
+  test_hook(detail::queue_step::unsettled);
+  return false;
 }
 
 /// After would_wait, with the side's lock dropped: spins (once per call) while the other

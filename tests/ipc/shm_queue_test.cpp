@@ -191,7 +191,7 @@ corio::task<std::uint32_t> receive_in_order(const Receiving& from, std::vector<s
     if (i % 50 == 0) {
       (void)co_await corio::sleep_for(2ms);
     }
-    auto got = co_await from.receive(buffer);
+    auto got = co_await corio::timeout(from.receive(buffer), 30s);  // bounded: a broken sender
     if (!got) {
       break;
     }
@@ -1177,21 +1177,45 @@ namespace {
 
 /// The hook of the in-flight publish tests: the first send that reaches `g_hold_at`
 /// raises `g_held` and waits (up to 60 s, so that a broken test ends) until `g_go` is set.
+/// It also counts the consumers' looks that found a closed, empty queue with a send
+/// still able to publish (`g_unsettled`): evidence that a consumer looked after a close.
 step g_hold_at{};
 std::atomic<std::uint32_t> g_held{0};
 std::atomic<std::uint32_t> g_go{0};
+std::atomic<std::uint32_t> g_unsettled{0};
 void hold_send(step s) {
+  if (s == step::unsettled) {
+    g_unsettled.fetch_add(1);
+    return;
+  }
   if (s != g_hold_at || g_held.exchange(1) != 0) {
     return;
   }
   (void)corio_test::wait_for(g_go, 1);
 }
 
+/// Releases a held send and joins its thread, however the test leaves the scope (a
+/// failed REQUIRE throws: an unjoined std::thread would call std::terminate).
+struct release_and_join {
+  std::thread& thread;
+  explicit release_and_join(std::thread& t) : thread(t) {}
+  release_and_join(const release_and_join&) = delete;
+  release_and_join& operator=(const release_and_join&) = delete;
+  ~release_and_join() {
+    g_go = 1;
+    if (thread.joinable()) {
+      thread.join();
+    }
+    corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+  }
+};
+
 /// Makes the first send of this process that reaches `at` wait for `g_go`.
 void hold_send_at(step at) {
   g_hold_at = at;
   g_held = 0;
   g_go = 0;
+  g_unsettled = 0;
   corio::ipc::detail::g_shm_queue_test_hook.store(&hold_send);
 }
 
@@ -1266,16 +1290,19 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
   hold_send_at(step::before_wake);
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q, raw_header* raw) -> corio::task<void> {
-    auto waiting = corio::spawn([](shm_queue* q) -> corio::task<std::vector<std::error_code>> {
+    std::atomic<std::uint32_t> finished{0};
+    auto waiting = corio::spawn([](shm_queue* q, std::atomic<std::uint32_t>* finished)
+                                    -> corio::task<std::vector<std::error_code>> {
       std::vector<std::byte> b(16);
       std::vector<std::error_code> seen;
       auto first = co_await corio::timeout(q->receive(b), 30s);
       const bool ours = first && decode(std::span(b.data(), *first)).seq == 7;
       seen.push_back(first ? (ours ? std::error_code{} : make_error_code(std::errc::bad_message)) : first.error());
+      finished->store(1);
       auto second = co_await corio::timeout(q->receive(b), 30s);
       seen.push_back(error_of(second));
       co_return seen;
-    }(q));
+    }(q, &finished));
     const bool asleep = co_await until_set((*raw)->published, corio::ipc::detail::shm::waiters_bit);
     REQUIRE(asleep);
     // The claimant's send finds the consumer asleep and stops at before_wake, after its
@@ -1284,10 +1311,18 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
     REQUIRE(sender);
     std::error_code sent;
     std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 7, 16))); });
+    release_and_join claimant_ends{claimant};
     const bool held = co_await until_set(g_held, 1);
     REQUIRE(held);
     q->close();
-    (void)co_await corio::sleep_for(20ms);  // a consumer that did not wait for the send ends here
+    // The send goes on only once the consumer has looked since the close and found the
+    // send unsettled; a consumer that did not wait for the send has ended its first
+    // receive instead (with closed), whatever the machine's speed.
+    const auto end = std::chrono::steady_clock::now() + 60s;
+    while (g_unsettled.load() == 0 && finished.load() == 0 && std::chrono::steady_clock::now() < end) {
+      (void)co_await corio::sleep_for(200us);
+    }
+    CHECK(g_unsettled.load() > 0);
     g_go = 1;
     claimant.join();
     CHECK(sent == std::error_code{});  // published: it must be received
@@ -1310,6 +1345,7 @@ TEST_CASE("shm_queue: a send held just before its publish fails with closed when
   hold_send_at(step::before_publish);
   std::error_code sent;
   std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 1, 16))); });
+  release_and_join claimant_ends{claimant};
   REQUIRE(corio_test::wait_for(g_held, 1));
   q->close();
   std::vector<std::byte> buffer(16);
@@ -1368,7 +1404,7 @@ TEST_CASE("shm_queue: a claim's blocking forms: a plain thread streams through a
       if (next % 50 == 0) {
         std::this_thread::sleep_for(2ms);  // the task fills the queue and waits
       }
-      auto got = receiver->receive_blocking(buffer);
+      auto got = receiver->receive_blocking(buffer, 30s);  // bounded: a task that cannot send
       const decoded d = got ? decode(std::span(buffer.data(), *got)) : decoded{};
       thread_intact = thread_intact && d.intact && d.producer == 2 && d.seq == next;
       if (!got) {
@@ -1380,7 +1416,8 @@ TEST_CASE("shm_queue: a claim's blocking forms: a plain thread streams through a
     auto sender = co_await q->claim_sending();
     std::uint32_t sent = 0;
     for (; sender && sent < count; ++sent) {
-      if (!co_await sender->send(message(2, sent, 8 + sent % 24))) {
+      // bounded: a consumer whose claim failed leaves the queue full
+      if (!co_await corio::timeout(sender->send(message(2, sent, 8 + sent % 24)), 30s)) {
         break;
       }
     }
