@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -1331,6 +1332,97 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
     CHECK(sender->valid());  // the claim is still held
   }(&*q, &raw));
   corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+}
+
+TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and its wake: consumers wait while it "
+          "lives and see the end once it is dead",
+          "[ipc][shm_queue][claim][close][kill]") {
+  scoped_name n("claimwakekill");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  flags f;
+  // This process counts its consumers' unsettled looks (hold_send's count; it holds no
+  // send here: nothing of ours reaches before_wake).
+  hold_send_at(step::before_wake);
+  g_held = 1;
+  corio::runtime rt(corio_test::workers(2));
+  std::atomic<std::uint32_t> thread_done{0};
+  std::error_code thread_end;
+  std::thread consumer;
+  struct joins {
+    std::thread& t;
+    ~joins() {
+      if (t.joinable()) {
+        t.join();
+      }
+      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+    }
+  } consumer_joined{consumer};
+  std::optional<child> victim;
+  rt.block_on([&]() -> corio::task<void> {
+    std::atomic<std::uint32_t> task_done{0};
+    auto waiting = corio::spawn([](shm_queue* q, std::atomic<std::uint32_t>* done) -> corio::task<std::error_code> {
+      std::vector<std::byte> b(16);
+      auto got = co_await corio::timeout(q->receive(b), 10s);
+      done->store(1);
+      co_return error_of(got);
+    }(&*q, &task_done));
+    const bool asleep = co_await until_set(raw->published, corio::ipc::detail::shm::waiters_bit);
+    REQUIRE(asleep);
+    // A child's claimed send finds the consumer asleep, marks `publishing` and stops at
+    // before_wake (after its last look at the closed bit) until it is killed.
+    victim.emplace([&] {
+      stop_at(step::before_wake, f[0]);
+      auto mine = shm_queue::open(n.name);
+      if (!mine) {
+        return 1;
+      }
+      auto sender = mine->try_claim_sending();
+      if (!sender) {
+        return 1;
+      }
+      (void)sender->send_blocking(message(1, 0, 16));
+      return 0;
+    });
+    const bool stopped = co_await until_set(f[0], 1);
+    REQUIRE(stopped);
+    CHECK(raw->publishing.load() == 1);
+    q->close();
+    // While the child lives, its send may still publish: no consumer may report the end.
+    std::vector<std::byte> buffer(16);
+    CHECK(error_of(q->try_receive(buffer)) == corio::errc::empty);
+    consumer = std::thread([&] {
+      std::vector<std::byte> b(16);
+      thread_end = error_of(q->receive_blocking(b));
+      thread_done.store(1);
+    });
+    // Evidence that the waiting consumers looked after the close and found it unsettled.
+    const std::uint32_t before = g_unsettled.load();
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (g_unsettled.load() < before + 4 && std::chrono::steady_clock::now() < end) {
+      (void)co_await corio::sleep_for(1ms);
+    }
+    CHECK(g_unsettled.load() >= before + 4);
+    CHECK(task_done.load() == 0);
+    CHECK(thread_done.load() == 0);
+    CHECK(error_of(q->try_receive(buffer)) == corio::errc::empty);
+    CHECK(raw->publishing.load() == 1);
+    // Killed there: the send lock's recovery clears the mark; the end comes to all.
+    victim->kill9();
+    const std::error_code task_end = co_await std::move(waiting);
+    CHECK(task_end == corio::errc::closed);
+    CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
+  }());
+  CHECK(corio_test::wait_for(thread_done, 1, 10s));
+  CHECK(raw->publishing.load() == 0);
+  // Later sends fail (send_blocking takes the producers' lock: had nobody recovered it,
+  // this would, and so end a thread still waiting before the join below).
+  CHECK(error_of(q->try_send(message(2, 0, 16))) == corio::errc::closed);
+  CHECK(error_of(q->send_blocking(message(2, 1, 16))) == corio::errc::closed);
+  consumer.join();
+  CHECK(thread_end == corio::errc::closed);
+  CHECK(q->size() == 0);  // the dead send's message was never published
 }
 
 TEST_CASE("shm_queue: a send held just before its publish fails with closed when the queue is closed meanwhile; "
