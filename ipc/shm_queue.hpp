@@ -66,8 +66,10 @@
 // does not keep consumers from the end: a send publishes only while the queue is not
 // closed, so a consumer that finds it closed and empty reports closed without the
 // producers' lock (while a send is between its last look at the closed bit and its wake
-// of sleeping consumers, a syscall long, it spins, then pauses 50 µs at a time and looks
-// again; detail/shm_queue_layout.hpp, "The end of a closed queue"). This is the queue's
+// of sleeping consumers, a syscall long, it spins, then pauses and looks again: 50 µs
+// first, doubling up to 1 ms per pause, so a producer stopped there (SIGSTOP, a
+// debugger) costs each waiting consumer about a thousand wake-ups a second;
+// detail/shm_queue_layout.hpp, "The end of a closed queue"). This is the queue's
 // layout version 2: a send of version 1, which published whatever the closed bit, could
 // race a close past such a consumer, so the two versions refuse each other's queues
 // (open(): wrong_protocol_type; see Building). A claim inherited through fork() claims

@@ -33,7 +33,7 @@ result<void> check_claim(const process_mutex_guard& guard) noexcept {
 
 /// What a claimed send or receive does after a step (the lock stays held throughout):
 /// return (`error`, none when done), sleep on the other side's word (`seen`), pause
-/// settle_pause_ns (a send in the middle of its publish into a closed queue), or attempt
+/// (next_settle_pause: a send in the middle of its publish into a closed queue), or attempt
 /// again at once.
 enum class claim_next { finish, sleep, pause, again };
 
@@ -310,13 +310,14 @@ task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> 
   }
   std::stop_token inherited = co_await get_stop_token();
   claimed_receive r{m_queue->m_header, m_queue->m_geometry, m_queue->m_send_lock, buffer};
+  long long settle_pause = settle_pause_first_ns;
   for (;;) {
     const claim_next n = r.step(stopped(token, inherited));
     if (n == claim_next::finish) {
       co_return r.error ? result<std::size_t>(unexpected(r.error)) : result<std::size_t>(r.size);
     }
     if (n == claim_next::pause) {
-      auto slept = co_await sleep_for(std::chrono::nanoseconds(settle_pause_ns), token);
+      auto slept = co_await sleep_for(std::chrono::nanoseconds(next_settle_pause(settle_pause)), token);
       if (!slept) {
         co_return unexpected(slept.error());
       }
@@ -339,6 +340,7 @@ result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> bu
   }
   const clock::time_point deadline = deadline_after(limit.get());
   claimed_receive r{m_queue->m_header, m_queue->m_geometry, m_queue->m_send_lock, buffer};
+  long long settle_pause = settle_pause_first_ns;
   for (;;) {
     const claim_next n = r.step(past(deadline));
     if (n == claim_next::finish) {
@@ -346,7 +348,8 @@ result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> bu
     }
     const long long ns = wait_ns(deadline);
     if (n == claim_next::pause) {
-      detail::futex_wait_blocking(r.h->publishing, 1, ns < 0 || ns > settle_pause_ns ? settle_pause_ns : ns);
+      const long long pause = next_settle_pause(settle_pause);
+      detail::futex_wait_blocking(r.h->publishing, 1, ns < 0 || ns > pause ? pause : ns);
     } else if (n == claim_next::sleep) {
       detail::futex_wait_blocking(r.h->published, r.seen, ns);
     }

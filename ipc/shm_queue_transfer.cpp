@@ -18,7 +18,7 @@ namespace {
 
 using namespace detail::shm;
 
-/// What a send or receive call does after a step of its transfer (pause: settle_pause_ns,
+/// What a send or receive call does after a step of its transfer (pause: next_settle_pause,
 /// then lock again).
 enum class next { lock, sleep, pause, finish };
 
@@ -136,6 +136,7 @@ class transfer {
 template <class T>
 task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
   std::stop_token inherited = co_await get_stop_token();
+  long long settle_pause = settle_pause_first_ns;
   for (;;) {
     auto g = co_await lock_side(t.header(), t.lock(), t.lock_side(), token);
     if (!g) {
@@ -151,7 +152,7 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
         co_return unexpected(woke.error());
       }
     } else if (n == next::pause) {
-      auto slept = co_await sleep_for(std::chrono::nanoseconds(settle_pause_ns), token);
+      auto slept = co_await sleep_for(std::chrono::nanoseconds(next_settle_pause(settle_pause)), token);
       if (!slept) {
         co_return unexpected(slept.error());
       }
@@ -162,6 +163,7 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
 /// send_blocking and receive_blocking: the same steps, blocking the thread (no stop).
 template <class T>
 result<T> transfer_blocking(transfer t) noexcept {
+  long long settle_pause = settle_pause_first_ns;
   for (;;) {
     auto g = lock_side_blocking(t.header(), t.lock(), t.lock_side());
     if (!g) {
@@ -174,7 +176,7 @@ result<T> transfer_blocking(transfer t) noexcept {
     if (n == next::sleep) {
       detail::futex_wait_blocking(t.word(), t.sleep_value());
     } else if (n == next::pause) {
-      detail::futex_wait_blocking(t.header()->publishing, 1, settle_pause_ns);
+      detail::futex_wait_blocking(t.header()->publishing, 1, next_settle_pause(settle_pause));
     }
   }
 }

@@ -27,7 +27,8 @@
 // is a producer between its look and its wake (a syscall long) or one that died there:
 // the consumer spins, then tries the producers' lock (free or recovered, whose recovery
 // clears the mark with the same RMW: settled) and, when a live producer holds it,
-// pauses and looks again. Only send-lock holders (and a recovery of that lock) set or
+// pauses and looks again (50 µs, doubling up to 1 ms per pause: next_settle_pause in
+// shm_queue_steps.hpp). Only send-lock holders (and a recovery of that lock) set or
 // clear the mark; consumers' RMWs leave its value as it was.
 // Positions: the 64-bit write/read positions live beside each lock and index the slots;
 // the count words hold their low 30 bits. A holder that dies between advancing the word

@@ -40,10 +40,21 @@ outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::
 /// empty ("The end of a closed queue", shm_queue_layout.hpp): true when no send can
 /// publish any more, so that one more receive_locked is final; false while a live
 /// producer is between its last look at the closed bit and its publish (look again after
-/// settle_pause_ns). Spins up to the spin budget; takes the send lock only with try_lock.
+/// next_settle_pause). Spins up to the spin budget; takes the send lock only with try_lock.
 bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept;
-/// How long a consumer that senders_settled() told "not yet" pauses before it looks again.
-inline constexpr long long settle_pause_ns = 50'000;
+/// How long a consumer that senders_settled() told "not yet" pauses before it looks
+/// again: 50 µs at first (a live producer's wake is a syscall long), doubling at each
+/// pause of the same call up to 1 ms, so a producer stopped in the middle of its wake
+/// (SIGSTOP, a debugger) costs each waiting consumer about a thousand wake-ups a second
+/// instead of twenty thousand. `pause` starts at settle_pause_first_ns; returns the pause
+/// to take now and doubles `pause` for the next one (saturating at settle_pause_max_ns).
+inline constexpr long long settle_pause_first_ns = 50'000;
+inline constexpr long long settle_pause_max_ns = 1'000'000;
+inline long long next_settle_pause(long long& pause) noexcept {
+  const long long now = pause;
+  pause = now >= settle_pause_max_ns / 2 ? settle_pause_max_ns : now * 2;
+  return now;
+}
 /// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
 /// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
 std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept;

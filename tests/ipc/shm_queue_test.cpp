@@ -1425,6 +1425,71 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   CHECK(q->size() == 0);  // the dead send's message was never published
 }
 
+TEST_CASE("shm_queue: a consumer waiting for a send stopped mid-wake after a close backs its looks off to about "
+          "one a millisecond",
+          "[ipc][shm_queue][claim][close]") {
+  scoped_name n("claimwakebackoff");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  hold_send_at(step::before_wake);
+  // A plain thread's receive_blocking waits on the empty queue.
+  std::error_code thread_got;
+  std::uint32_t thread_seq = 0;
+  std::thread consumer([&] {
+    std::vector<std::byte> b(16);
+    auto got = q->receive_blocking(b);
+    thread_got = error_of(got);
+    thread_seq = got ? decode(std::span(b.data(), *got)).seq : 0;
+  });
+  struct ends {
+    shm_queue& q;
+    std::thread& t;
+    ~ends() {
+      q.close();  // however the test ends, the consumer's wait ends
+      g_go = 1;
+      if (t.joinable()) {
+        t.join();
+      }
+      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+    }
+  } consumer_ends{*q, consumer};
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while ((raw->published.load() & corio::ipc::detail::shm::waiters_bit) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  // This process's claimed send finds it asleep and stops at before_wake; then close.
+  auto sender = q->try_claim_sending();
+  REQUIRE(sender);
+  std::error_code sent;
+  std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 5, 16))); });
+  release_and_join claimant_ends{claimant};
+  REQUIRE(corio_test::wait_for(g_held, 1));
+  q->close();
+  while (g_unsettled.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(g_unsettled.load() > 0);
+  // Over a measured span, the consumer's unsettled looks (one per pause) are bounded by
+  // the pauses that fit in it at 1 ms each (plus the first, shorter ones: 50 µs doubling,
+  // five under 1 ms): at most about one per millisecond; the check allows two, plus 20.
+  // A slow machine only makes fewer. At a fixed 50 µs there were about 7 per millisecond
+  // on a loaded machine, up to 20 on an idle one.
+  const std::uint32_t first = g_unsettled.load();
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(200ms);
+  const std::uint32_t looks = g_unsettled.load() - first;
+  const auto span_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  CHECK(looks <= 20 + 2 * span_ms.count());
+  g_go = 1;
+  claimant.join();
+  CHECK(sent == std::error_code{});
+  consumer.join();
+  CHECK(thread_got == std::error_code{});  // the message published after the close
+  CHECK(thread_seq == 5);
+}
+
 TEST_CASE("shm_queue: a send held just before its publish fails with closed when the queue is closed meanwhile; "
           "consumers see the end at once",
           "[ipc][shm_queue][claim][close]") {
