@@ -65,7 +65,8 @@ class runtime {
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
 
-  /// Spawns `t` from any thread. Returns errc::shut_down after shutdown.
+  /// Spawns `t` from any thread. Returns errc::shut_down after shutdown; throws
+  /// std::bad_alloc as corio::spawn(task) does (`t` destroyed).
   template <class T>
   result<join_handle<T>> spawn(task<T> t) {
     return spawn_impl(std::move(t), false);

@@ -314,8 +314,10 @@ class [[nodiscard]] join_handle {
 namespace detail {
 template <class T>
 join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted, bool abortable = false) {
-  auto h = t.release();
+  // The state first: when it cannot be allocated (std::bad_alloc), `t` still owns the
+  // frame and destroys it, with the task's parameters.
   auto* st = join_state<T>::create();
+  auto h = t.release();
   st->frame = h;
   st->runtime = rt;
   st->abortable = abortable;
@@ -324,7 +326,7 @@ join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted, bool abor
     h.promise().abort_root = st;  // its waits park on the task's abort (see abort())
   }
   if (!spawn_root(rt, st)) {
-    h.destroy();
+    st->frame.destroy();  // (rather than h, which would then be kept across the call)
     st->cancelled = true;
     st->waiter.store(join_state_base::kDone, std::memory_order_relaxed);
     st->refs.store(1, std::memory_order_relaxed);
@@ -338,8 +340,10 @@ join_handle<T> spawn_on(runtime_core* rt, task<T>&& t, bool* accepted, bool abor
 
 /// Spawns `t` on the runtime this thread belongs to. Must be called on a worker thread
 /// (inside a task); from other threads use runtime::spawn(). Throws std::logic_error
-/// outside a runtime. `t` must not come from calling a capturing coroutine lambda: see
-/// the header comment, and use spawn(callable, args...) instead.
+/// outside a runtime, std::bad_alloc when there is no memory for the task's join state
+/// (`t` is then destroyed, its parameters with it). `t` must not come from calling a
+/// capturing coroutine lambda: see the header comment, and use spawn(callable, args...)
+/// instead.
 template <class T>
 join_handle<T> spawn(task<T> t) {
   bool accepted = false;
