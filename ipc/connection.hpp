@@ -217,6 +217,10 @@ class connection {
   [[nodiscard]] const connection_options& options() const noexcept { return m_options; }
   /// Changes the limits; takes effect at the next operation.
   void set_options(const connection_options& options);
+  /// Changes options().idle_timeout alone; takes effect at the next receive. Unlike
+  /// set_options(), keeps the decoder (and unpickle_error()) and a message recv_some could
+  /// not decode. Not while a receive is in flight.
+  void set_idle_timeout(std::chrono::nanoseconds timeout) noexcept { m_options.idle_timeout = timeout; }
 
  private:
   struct sink;

@@ -87,19 +87,22 @@ namespace {
 
 // A task that watches `conn` while a call waits: it ends when the client sends something
 // (kept in `pending`), leaves (`gone`, and the call is stopped), or `stop` is requested.
+// idle_timeout bounds how long a client may stay silent while it owes the server a
+// request; here the server owes the reply, so a silent client is only waiting for it: the
+// watch receives with no idle timer (which would wake it every idle_timeout, 1 ms at the
+// least) and restores it after. set_idle_timeout, not set_options: the latter would drop
+// the decoder, and with it the reason (unpickle_error) of a request received here that
+// does not decode, which the error reply names. A stall (a message begun and not finished)
+// still gives timed_out and closes the connection: the client is gone.
 task<void> watch_peer(connection& conn, std::stop_token stop, std::stop_source& cancel,
                       std::optional<result<pickle::value>>& pending, bool& gone) {
+  struct restore_idle {
+    connection& conn;
+    std::chrono::nanoseconds idle;
+    ~restore_idle() { conn.set_idle_timeout(idle); }
+  } restore{conn, conn.options().idle_timeout};
+  conn.set_idle_timeout(no_timeout);
   auto m = co_await conn.recv(stop);
-  // idle_timeout bounds how long a client may stay silent while it owes the server a
-  // request; here the server owes the reply, so a silent client is only waiting for it.
-  // A timed-out wait for the first byte consumed nothing and left the connection open:
-  // watch again. (A stall, a message begun and not finished, also gives timed_out but
-  // closes the connection: the next recv then reports errc::closed, and the client is gone.)
-  // Each such wait lasted idle_timeout, at least a millisecond (bind() refuses less), so
-  // this loop does not spin.
-  while (!m && m.error() == std::errc::timed_out) {
-    m = co_await conn.recv(stop);
-  }
   if (!m && m.error() == std::errc::operation_canceled) {
     co_return;
   }
@@ -405,8 +408,8 @@ result<manager_server> manager_server::bind(const socket_address& addr, manager_
     options.listen.connection.max_send_size = std::numeric_limits<std::size_t>::max();
   }
   // Under a millisecond, idle_timeout would drop nearly every client between two of its
-  // requests, and a waiting call's watch (watch_peer), which waits it out again and again,
-  // would spin: refused before anything is opened.
+  // requests: refused before anything is opened. (A waiting call's watch, watch_peer,
+  // receives without it.)
   if (options.listen.connection.idle_timeout < std::chrono::milliseconds(1)) {
     return unexpected(std::make_error_code(std::errc::invalid_argument));
   }

@@ -7,7 +7,7 @@
 // server requests shutdown, get_methods and debug_info, a reply that cannot be pickled; a
 // reply far larger than its request (Python's client, every Python 3 found), one above a
 // send limit set lower, and a call that waits longer than the connection's idle_timeout
-// (an idle_timeout under a millisecond is refused);
+// (an idle_timeout under a millisecond is refused; the wait does not wake per timeout);
 // the client's cleanup: a create or release stopped half-way still drops its reference,
 // and a call ended by idle_timeout leaves no reply to answer the next call.
 #include <catch2/catch.hpp>
@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <chrono>
 #include <functional>
@@ -947,6 +948,47 @@ TEST_CASE("manager_server: bind refuses an idle_timeout under a millisecond and 
   o.listen.connection.idle_timeout = 1ms;  // the least it takes
   auto least = manager_server::bind(socket_address::loopback_v4(0), o);
   CHECK(least);
+}
+
+// The times the runtime's workers slept (each is woken once per sleep).
+std::uint64_t sleeps(const corio::runtime& rt) {
+  std::uint64_t n = 0;
+  for (const auto& w : rt.metrics().workers) {
+    n += w.parks;
+  }
+  return n;
+}
+
+// Before, the watch of a waiting call's connection received under idle_timeout: the
+// worker woke at every timeout (here 30 times in the 3 s), to receive again.
+TEST_CASE("manager_server: a call waiting longer than many idle_timeouts does not wake the server per timeout",
+          "[manager]") {
+  manager_options o;
+  // The proxy's get, its second request (after accept_connection), comes well within it.
+  o.listen.connection.idle_timeout = 100ms;
+  fixture f(o);
+  corio::runtime rt(corio_test::workers(1));
+  std::uint64_t woke = 0;
+  rt.block_on([](fixture& f, corio::runtime& rt, std::uint64_t& woke) -> task<void> {
+    auto serving = corio::spawn(f.server.serve());
+    auto client = co_await manager_client::connect(f.address(), "password");
+    REQUIRE(client);
+    auto q = co_await client->create("Shared");
+    REQUIRE(q);
+    auto waiting = corio::spawn(q->call("get"));
+    co_await until([&f] { return f.server.stats().waiting == 1; });
+    const std::uint64_t before = sleeps(rt);
+    (void)co_await corio::sleep_for(3s);
+    woke = sleeps(rt) - before;
+    CHECK(f.server.stats().waiting == 1);  // still waiting: not dropped by idle_timeout
+    f.server.stop();
+    auto got = co_await waiting;  // the server's EOFError
+    REQUIRE(got);
+    CHECK(got->raised("builtins", "EOFError"));
+    auto r = co_await serving;
+    REQUIRE(r);
+  }(f, rt, woke));
+  CHECK(woke < 10);  // the sleep's own wake-up, and a few of the runtime's own
 }
 
 TEST_CASE("manager_server: a reply above a send limit set lower is #UNSERIALIZABLE; the value is dropped and the "
