@@ -5,7 +5,9 @@
 // more than 1 KiB fails there. The frame of that task is larger (smaller frames come from
 // corio's frame allocator, which the test does not fail); the test checks that an
 // allocation did fail. The server is a plain thread with blocking sockets (no allocation
-// on the armed worker), speaking just enough of the managers protocol.
+// on the armed worker), speaking just enough of the managers protocol; each of its waits
+// is bounded (10 s), and the test ends it (shuts its listening socket down and joins it)
+// however the test's own part ends.
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
@@ -21,6 +23,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -71,6 +74,23 @@ bool read_exact(int fd, void* to, std::size_t n) {
     n -= static_cast<std::size_t>(got);
   }
   return true;
+}
+
+// Accepts a connection within 10 s (-1: none came, or the socket was shut down); its reads
+// and writes then give up after 10 s of silence.
+int accept_within_10s(int listening) {
+  pollfd ready{listening, POLLIN, 0};
+  if (::poll(&ready, 1, 10000) != 1 || (ready.revents & POLLIN) == 0) {
+    return -1;
+  }
+  const int fd = ::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+  const timeval limit{10, 0};
+  if (fd >= 0 && (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0 ||
+                  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 bool write_all(int fd, const void* from, std::size_t n) {
@@ -139,12 +159,12 @@ struct fake_server {
   fake_server& operator=(const fake_server&) = delete;
 
   void run() {
-    const int first = ::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+    const int first = accept_within_10s(listening);
     failed = first < 0 || !skip_message(first) || !write_all(first, dummy_reply.data(), dummy_reply.size());
     if (first >= 0) {
       ::close(first);
     }
-    const int c = failed ? -1 : ::accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+    const int c = failed ? -1 : accept_within_10s(listening);
     if (c < 0 || !skip_message(c)) {
       failed = true;
     } else {
@@ -197,6 +217,18 @@ TEST_CASE("manager_client: a create stopped when its cleanup task cannot be made
   INFO((half ? "stopped in the middle of the reply" : "stopped before the reply"));
   fake_server server(half);
   std::thread serving([&server] { server.run(); });
+  // However the rest ends (a failed REQUIRE throws): the server's thread is ended and
+  // joined (a joinable std::thread destroyed would terminate the program).
+  struct end_serving {
+    fake_server& server;
+    std::thread& thread;
+    ~end_serving() {
+      ::shutdown(server.listening, SHUT_RDWR);  // wakes its wait for a connection
+      if (thread.joinable()) {
+        thread.join();
+      }
+    }
+  } ending{server, serving};
   const int failed_before = g_failed.load(std::memory_order_relaxed);
   bool stopped = false;
   {
