@@ -8,7 +8,6 @@
 #include <corio/runtime/when_any.hpp>
 #include <corio/sync/semaphore.hpp>
 
-
 #include <memory>
 #include <utility>
 

@@ -41,19 +41,19 @@
 // object, e.g. dict.__iter__ or Pool.apply_async) is errc::protocol_error: proxies made
 // by a reply are not supported, and the object the server made for it is dropped again.
 // Three decrefs are exempt from cancellation, as they only clean up and a stopped one
-// would leave the object on the server for good:
-// the one create() sends when it fails after the server made the object (the proxy's
-// connection failed or was stopped, or the reply was malformed), the one for a '#PROXY' reply's object, and
-// release()'s once the proxy's connection is closed. A create() stopped (or timed out by
-// the connection's idle_timeout) while it waits for its reply returns at once and leaves
-// a task behind that waits for the reply (within the same 10 s) and drops the object the
-// server went on to make; the reply is received by a task of its own that no stop of the
-// create cuts short, even in the middle of its bytes. The object stays when the runtime
-// shuts down within that wait, or when there is no memory for that task (the reply's
-// receive is then ended at once and its connection closed: nothing is left running). Each runs to its end despite a stop (corio::shield), on a connection of its
-// own, within 10 s (past that errc::timed_out, and the reference stays: a server that
-// accepts but never answers cannot hang the caller; a join_handle::abort() of the
-// caller may wait that long).
+// would leave the object on the server for good: the one create() sends when it fails
+// after the server made the object (the proxy's connection failed or was stopped, or the
+// reply was malformed), the one for a '#PROXY' reply's object, and release()'s once the
+// proxy's connection is closed. Each runs to its end despite a stop (corio::shield), on a
+// connection of its own, within 10 s (past that errc::timed_out, and the reference stays:
+// a server that accepts but never answers cannot hang the caller; a join_handle::abort()
+// of the caller may wait that long). A create() stopped (or timed out by the connection's
+// idle_timeout) while it waits for its reply returns at once and leaves a task behind
+// that waits for the reply (within the same 10 s) and drops the object the server went on
+// to make; the reply is received by a task of its own that no stop of the create cuts
+// short, even in the middle of its bytes. The object stays when the runtime shuts down
+// within that wait, or when there is no memory for that task (the reply's receive is then
+// ended at once and its connection closed: nothing is left running).
 // Large replies: a reply is received under client_options.connection.max_message_size
 // (4 MiB by default), while a manager_server sends replies of any size: raise it where
 // items can be larger, or such a get fails with message_size and the connection closes

@@ -87,7 +87,9 @@ struct tcp_keepalive {
   bool enabled = false;  ///< SO_KEEPALIVE: probe a connection that stays silent
   /// Seconds of silence before the first probe (TCP_KEEPIDLE), seconds between probes
   /// (TCP_KEEPINTVL) and unanswered probes after which the peer is gone (TCP_KEEPCNT);
-  /// 0: the system's default (net.ipv4.tcp_keepalive_*). Only with `enabled`.
+  /// 0: the system's default (net.ipv4.tcp_keepalive_*). Only with `enabled`. Best
+  /// effort: a negative value, or one the stack refuses, is dropped and the system's
+  /// default stays.
   int idle_s = 0;
   int interval_s = 0;  ///< see idle_s
   int probes = 0;      ///< see idle_s

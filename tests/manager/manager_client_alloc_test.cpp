@@ -3,11 +3,12 @@
 // program replaces the global operator new (replaced_new.hpp; its own executable:
 // tests/meson.build, separate_tests): while a thread has armed it, every allocation of
 // more than 1 KiB fails there. The frame of that task is larger (smaller frames come from
-// corio's frame allocator, which the test does not fail); the test checks that an
-// allocation did fail. The server is a plain thread with blocking sockets (no allocation
-// on the armed worker), speaking just enough of the managers protocol; each of its waits
-// is bounded (10 s), and the test ends it (shuts its listening socket down and joins it)
-// however the test's own part ends.
+// corio's frame allocator, which the test does not fail; under ASan and TSan that
+// allocator bypasses its slab and every frame comes from operator new, the small ones
+// still allowed here); the test checks that an allocation did fail. The server is a plain
+// thread with blocking sockets (no allocation on the armed worker), speaking just enough
+// of the managers protocol; each of its waits is bounded (10 s), and the test ends it
+// (shuts its listening socket down and joins it) however the test's own part ends.
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
