@@ -190,12 +190,14 @@ void resume_timer(detail::worker* w, std::coroutine_handle<> h);
 /// must wake its awaiter itself, e.g. with wake()). Returns false after shutdown began,
 /// or when blocking_withdraw(job) came first (the job is then never run);
 /// throws std::system_error (nothing queued) when the pool has no thread and the system
-/// refuses to start one, std::bad_alloc when the queue cannot grow.
+/// refuses to start one, std::bad_alloc when the queue cannot grow. A job is submitted at
+/// most once: a job that was withdrawn or has run is never submitted again (a withdraw
+/// that found it started or finished flags it too, and the pool then refuses it for good).
 /// Cost: a lock and a condition-variable signal (a thread start when none is idle).
 bool blocking_submit(detail::runtime_core* rt, blocking_job* job);
 /// Removes `job` if it has not started; returns true if it was removed (run() will not
-/// be called). Returns false for a job not queued: started (it cannot be interrupted),
-/// or not submitted yet (a later blocking_submit then refuses it).
+/// be called). Returns false for a job not queued: started or finished (it cannot be
+/// interrupted), or not submitted yet (a later blocking_submit then refuses it).
 /// Cost: a lock and a queue search.
 bool blocking_withdraw(detail::runtime_core* rt, blocking_job* job);
 

@@ -76,7 +76,9 @@ struct timer_node : cancellable {
 };
 
 /// A job of the blocking pool (port::blocking_submit). run() is called once, on a pool
-/// thread, unless the job is withdrawn first.
+/// thread, unless the job is withdrawn first. A job object is submitted at most once: a
+/// withdrawn or run job is never submitted again (a withdraw that missed it leaves it
+/// flagged, and the pool refuses it for good).
 struct blocking_job {
   virtual void run() noexcept = 0;
   /// Set by a withdraw that found the job not queued (not yet, or already started);
