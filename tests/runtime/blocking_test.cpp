@@ -128,7 +128,7 @@ struct submit_hook_guard {
 TEST_CASE("spawn_blocking: a stop just before the job is queued withdraws it", "[runtime][blocking]") {
   corio::runtime rt(workers(1, 1));
   std::stop_source stop;
-  std::atomic<int> ran{0};
+  std::atomic<int> ran{0};  // set on a pool thread if the job runs; seq_cst, nothing subtle
   std::error_code error;
   {
     submit_hook_guard hook(&stop);
