@@ -18,20 +18,32 @@ export NAMES='shm:/corio-check-names-test-{pid}' READY='holding'
 # over can be found.
 marker="corio-names-check-test-child-$$"
 
-# Processes whose command line is the marker and that are not on their way out (no
-# SIGKILL pending): what a check left running. (A zombie's command line is empty.)
+# marked PID: PID's command line is the marker and it is not on its way out (no SIGKILL
+# pending). (A zombie's command line is empty.)
+marked() {
+  local key mask
+  [[ $({ tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) == "$marker "* ]] || return 1
+  # SIGKILL (signal 9: bit 0x100) pending for the process or one of its threads.
+  while read -r key mask; do
+    [[ $key == SigPnd: || $key == ShdPnd: ]] && (((0x$mask & 0x100) != 0)) && return 1
+  done < <(cat "/proc/$1/status" /proc/"$1"/task/*/status 2>/dev/null)
+  return 0
+}
+
+# The marked processes that are still there 0.5 s later: what a check left running. (A
+# process whose SIGKILL was already taken, so none is pending, keeps its command line
+# until it has let go of its memory; the second look no longer finds it.)
 leftovers() {
-  local f p key mask killed
+  local f p seen=()
   for f in /proc/[0-9]*/cmdline; do
-    [[ $({ tr '\0' ' ' <"$f"; } 2>/dev/null) == "$marker "* ]] || continue
     p=${f#/proc/}
     p=${p%/cmdline}
-    killed=
-    # SIGKILL (signal 9: bit 0x100) pending for the process or one of its threads.
-    while read -r key mask; do
-      [[ $key == SigPnd: || $key == ShdPnd: ]] && (((0x$mask & 0x100) != 0)) && killed=1
-    done < <(cat "/proc/$p/status" /proc/"$p"/task/*/status 2>/dev/null)
-    [[ -n $killed ]] || echo "$p"
+    marked "$p" && seen+=("$p")
+  done
+  ((${#seen[@]} > 0)) || return 0
+  sleep 0.5
+  for p in "${seen[@]}"; do
+    marked "$p" && echo "$p"
   done
 }
 
