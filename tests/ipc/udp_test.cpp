@@ -7,6 +7,7 @@
 #include "helpers.hpp"
 
 #include <chrono>
+#include <string>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -89,6 +90,82 @@ TEST_CASE("udp: a connected recv reports a datagram longer than the buffer as tr
     co_return out + buf.substr(0, whole->size) + (whole->truncated ? " truncated" : " whole");
   };
   CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
+}
+
+namespace {
+// A connected recv's outcome in words: the bytes stored and whether the datagram was cut,
+// or the error.
+std::string described(const corio::result<corio::ipc::datagram>& d, const std::string& buf) {
+  if (!d) {
+    return d.error().message();
+  }
+  std::string out = "'";
+  out.append(buf, 0, d->size);
+  out += d->truncated ? "' truncated" : "' whole";
+  return out;
+}
+}  // namespace
+
+TEST_CASE("udp: a connected recv of an empty datagram yields size 0, not truncated", "[ipc][udp]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto a = udp_socket::bind(socket_address::loopback_v4(0));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(a->connect(b->local_address().value()));
+  REQUIRE(b->connect(a->local_address().value()));
+  auto body = [&]() -> task<std::string> {
+    (void)co_await a->send(bytes(""));
+    (void)co_await a->send(bytes("x"));  // the next one: the empty one was a datagram of its own
+    std::string buf(4, '\0');
+    auto empty = co_await b->recv(wbytes(buf));
+    std::string out = described(empty, buf) + "; ";
+    auto next = co_await b->recv(wbytes(buf));
+    co_return out + described(next, buf);
+  };
+  CHECK(rt.block_on(body()) == "'' whole; 'x' whole");
+}
+
+TEST_CASE("udp: a connected recv into an empty buffer reports the datagram truncated", "[ipc][udp]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto a = udp_socket::bind(socket_address::loopback_v4(0));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(a->connect(b->local_address().value()));
+  REQUIRE(b->connect(a->local_address().value()));
+  auto body = [&]() -> task<std::string> {
+    (void)co_await a->send(bytes("abc"));
+    (void)co_await a->send(bytes("de"));
+    std::string none;
+    auto cut = co_await b->recv(std::span<std::byte>{});  // the whole datagram is discarded
+    std::string out = described(cut, none) + "; ";
+    std::string buf(4, '\0');
+    auto next = co_await b->recv(wbytes(buf));
+    co_return out + described(next, buf);
+  };
+  CHECK(rt.block_on(body()) == "'' truncated; 'de' whole");
+}
+
+TEST_CASE("udp: a stop token cancels a pending connected recv with operation_canceled", "[ipc][udp][cancel]") {
+  corio::runtime rt(corio_test::workers(2));
+  auto a = udp_socket::bind(socket_address::loopback_v4(0));
+  auto b = udp_socket::bind(socket_address::loopback_v4(0));
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(b->connect(a->local_address().value()));
+  std::stop_source stop;
+  auto body = [&]() -> task<std::error_code> {
+    std::string buf(16, '\0');
+    auto d = co_await b->recv(wbytes(buf), stop.get_token());  // nothing is sent
+    co_return d ? std::error_code{} : d.error();
+  };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
+  canceller.join();
 }
 
 TEST_CASE("udp: a datagram longer than the buffer is reported truncated", "[ipc][udp]") {

@@ -158,6 +158,72 @@ TEST_CASE("unix: a connected datagram recv reports a datagram longer than the bu
   CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
 }
 
+namespace {
+// A connected recv's outcome in words: the bytes stored and whether the datagram was cut,
+// or the error.
+std::string described(const corio::result<corio::ipc::datagram>& d, const std::string& buf) {
+  if (!d) {
+    return d.error().message();
+  }
+  std::string out = "'";
+  out.append(buf, 0, d->size);
+  out += d->truncated ? "' truncated" : "' whole";
+  return out;
+}
+}  // namespace
+
+TEST_CASE("unix: a connected datagram recv of an empty datagram yields size 0, not truncated", "[ipc][unix]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto dp = corio::ipc::datagram_pair();
+  REQUIRE(dp);
+  auto body = [&]() -> task<std::string> {
+    (void)co_await dp->first.send(bytes(""));
+    (void)co_await dp->first.send(bytes("x"));  // the next one: the empty one was a datagram of its own
+    std::string buf(4, '\0');
+    auto empty = co_await dp->second.recv(wbytes(buf));
+    std::string out = described(empty, buf) + "; ";
+    auto next = co_await dp->second.recv(wbytes(buf));
+    co_return out + described(next, buf);
+  };
+  CHECK(rt.block_on(body()) == "'' whole; 'x' whole");
+}
+
+TEST_CASE("unix: a connected datagram recv into an empty buffer reports the datagram truncated", "[ipc][unix]") {
+  corio::runtime rt(corio_test::workers(1));
+  auto dp = corio::ipc::datagram_pair();
+  REQUIRE(dp);
+  auto body = [&]() -> task<std::string> {
+    (void)co_await dp->first.send(bytes("abc"));
+    (void)co_await dp->first.send(bytes("de"));
+    std::string none;
+    auto cut = co_await dp->second.recv(std::span<std::byte>{});  // the whole datagram is discarded
+    std::string out = described(cut, none) + "; ";
+    std::string buf(4, '\0');
+    auto next = co_await dp->second.recv(wbytes(buf));
+    co_return out + described(next, buf);
+  };
+  CHECK(rt.block_on(body()) == "'' truncated; 'de' whole");
+}
+
+TEST_CASE("unix: a stop token cancels a pending connected datagram recv with operation_canceled",
+          "[ipc][unix][cancel]") {
+  corio::runtime rt(corio_test::workers(2));
+  auto dp = corio::ipc::datagram_pair();
+  REQUIRE(dp);
+  std::stop_source stop;
+  auto body = [&]() -> task<std::error_code> {
+    std::string buf(16, '\0');
+    auto d = co_await dp->second.recv(wbytes(buf), stop.get_token());  // nothing is sent
+    co_return d ? std::error_code{} : d.error();
+  };
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
+  canceller.join();
+}
+
 TEST_CASE("unix: writev_all sends more iovecs than IOV_MAX, in order, through partial writes", "[ipc][unix]") {
   // One sendmsg takes at most IOV_MAX (1024) iovecs: 2,500 used to fail with EMSGSIZE.
   // 250,000 bytes also exceed the socket buffer, so some sends stop mid-array.
