@@ -5,9 +5,11 @@
 #include <corio/ipc/pickle.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <new>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -263,7 +265,7 @@ struct unindexed {
 // NaN-holding siblings costs their size times their depth (the hashes), not
 // 6^depth as when each element was compared with every element of both containers.
 template <class Same>
-bool unindexed_alike(std::vector<unindexed>& in_a, std::vector<unindexed>& in_b, Same same) noexcept {
+bool unindexed_alike(std::span<unindexed> in_a, std::span<unindexed> in_b, Same same) noexcept {
   if (in_a.size() != in_b.size()) {
     return false;
   }
@@ -294,9 +296,14 @@ bool unindexed_alike(std::vector<unindexed>& in_a, std::vector<unindexed>& in_b,
 // are identical and hash(item) an identity hash of one. The items of a whose key is
 // key-equal to itself are found through b's index (the hash each got when inserted):
 // neither container holds another key-equal to it, so it is there once in each. The
-// others are matched by unindexed_alike. When the lists for those cannot be allocated
+// others are matched by unindexed_alike, their lists on the stack when a holds at most
+// kUnindexedOnStack of them (no allocation: 1 KiB of stack per level of nesting that
+// reaches here), on the heap above that. When the heap lists cannot be allocated
 // (noexcept), each one's copies are counted in both containers instead: correct, but
-// exponential in the depth of identical siblings.
+// exponential in the depth of identical siblings, so it takes both an allocation failure
+// and more than kUnindexedOnStack such elements in one container.
+constexpr std::size_t kUnindexedOnStack = 32;
+
 template <class Item, class KeyOf, class Same, class Hash>
 bool multisets_alike(const std::vector<Item>& a, const std::vector<std::size_t>& a_hashes, const std::vector<Item>& b,
                      const std::vector<std::uint32_t>& b_slots, const std::vector<std::size_t>& b_hashes,
@@ -314,23 +321,32 @@ bool multisets_alike(const std::vector<Item>& a, const std::vector<std::size_t>&
   if (unindexed_in_a == 0) {
     return true;  // b's items are those found, each once
   }
-  try {
-    std::vector<unindexed> in_a;
-    std::vector<unindexed> in_b;
-    in_a.reserve(unindexed_in_a);
-    in_b.reserve(unindexed_in_a);
-    for (std::size_t i = 0; i < a.size(); ++i) {
+  // Fills in_a and in_b (room for unindexed_in_a each) and matches them.
+  auto collected_alike = [&](std::span<unindexed> in_a, std::span<unindexed> in_b) {
+    std::size_t in_b_count = 0;
+    for (std::size_t i = 0, in_a_count = 0; i < a.size(); ++i) {
       if (!indexed(a[i])) {
-        in_a.push_back({hash(a[i]), i});
+        in_a[in_a_count++] = {hash(a[i]), i};
       }
       if (!indexed(b[i])) {
-        if (in_b.size() == unindexed_in_a) {
+        if (in_b_count == in_b.size()) {
           return false;  // more of them than in a
         }
-        in_b.push_back({hash(b[i]), i});
+        in_b[in_b_count++] = {hash(b[i]), i};
       }
     }
-    return unindexed_alike(in_a, in_b, [&](std::size_t i, std::size_t j) { return same(a[i], b[j]); });
+    return unindexed_alike(in_a, in_b.first(in_b_count),
+                           [&](std::size_t i, std::size_t j) { return same(a[i], b[j]); });
+  };
+  if (unindexed_in_a <= kUnindexedOnStack) {
+    std::array<unindexed, kUnindexedOnStack> on_stack_a;  // (filled before they are read)
+    std::array<unindexed, kUnindexedOnStack> on_stack_b;
+    return collected_alike(std::span(on_stack_a).first(unindexed_in_a), std::span(on_stack_b).first(unindexed_in_a));
+  }
+  try {
+    std::vector<unindexed> in_a(unindexed_in_a);
+    std::vector<unindexed> in_b(unindexed_in_a);
+    return collected_alike(in_a, in_b);
   } catch (const std::bad_alloc&) {
   }
   for (std::size_t i = 0; i < a.size(); ++i) {
