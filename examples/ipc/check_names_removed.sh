@@ -94,17 +94,8 @@ remove_name() {  # what the example left behind, so that a failed check leaves n
           2>/dev/null ;;
   esac
 }
-# Waits up to $2 tenths of a second for process $1 to be gone (a zombie counts as gone);
-# with 0, looks once.
-gone_within() {
-  local i
-  for ((i = 0; i <= $2; ++i)); do
-    [[ -e /proc/$1 ]] || return 0
-    [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]] && return 0
-    ((i < $2)) && sleep 0.1
-  done
-  return 1
-}
+# gone_within PID TENTHS (with 0, looks once).
+. "$(dirname "${BASH_SOURCE[0]}")/../common/gone_within.sh"
 # Waits up to $2 tenths of a second until every thread of process $1 is stopped (state T:
 # kill -STOP returns before the threads have stopped): 0; 1 if they are not by then; 2 if
 # the process has ended.

@@ -22,16 +22,7 @@ fail() {
   sed 's/^/  producer | /' "$err" >&2
   exit 1
 }
-# Waits up to $2 tenths of a second for process $1 to be gone (a zombie counts as gone).
-gone_within() {
-  local i
-  for ((i = 0; i < $2; ++i)); do
-    [[ -e /proc/$1 ]] || return 0
-    [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../common/gone_within.sh"
 
 case $which in
   jobs | results) ;;
