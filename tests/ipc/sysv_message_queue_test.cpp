@@ -69,6 +69,29 @@ bool reaped_within(pid_t child, std::chrono::milliseconds limit, int& status) {
   }
 }
 
+/// Runs `body` in a forked child (body makes an IPC namespace of its own, where msgmax is
+/// the namespace's) and returns its exit status; -1 when it says 77 (no privilege: the
+/// caller skips, with a warning given here). A child that hangs past `limit` or dies by
+/// a signal fails the test.
+int msgmax_child_status(int (*body)(), std::chrono::milliseconds limit) {
+  std::fflush(stdout);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::_exit(body());
+  }
+  int status = 0;
+  if (!reaped_within(child, limit, status)) {
+    FAIL("the child hung");
+  }
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) {
+    WARN("skipped: needs CAP_SYS_ADMIN for an IPC namespace and a writable /proc/sys/kernel/msgmax");
+    return -1;
+  }
+  return WEXITSTATUS(status);
+}
+
 /// A private queue, removed at the end of the test.
 struct scoped_queue {
   sysv_message_queue q;
@@ -690,24 +713,13 @@ TEST_CASE("sysv_message_queue: a handle follows msgmax as it changes; a message 
   // refused by the kernel with EINVAL and reported as identifier_removed; raised, a send
   // or receive between the two was refused with message_size. Run in a child with an
   // IPC namespace of its own: msgmax is the namespace's.
-  std::fflush(stdout);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    ::_exit(msgmax_changed_under_a_handle());
-  }
-  int status = 0;
-  if (!reaped_within(child, 30s, status)) {
-    FAIL("the child hung");
-  }
-  REQUIRE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) {
-    WARN("skipped: needs CAP_SYS_ADMIN for an IPC namespace and a writable /proc/sys/kernel/msgmax");
+  const int status = msgmax_child_status(msgmax_changed_under_a_handle, 30s);
+  if (status < 0) {
     return;
   }
   INFO("bits: 1 try_send, 2 send_blocking, 4 send over the lowered msgmax; 8 a send that fits; "
        "16 a send, 32 a receive over the old msgmax after it was raised");
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(status == 0);
 }
 
 namespace corio::ipc::detail {
@@ -874,24 +886,13 @@ TEST_CASE("sysv_message_queue: a message sent under a higher msgmax reaches a ha
   // try_receive the message is queued first; receive_blocking and co_await receive wait
   // in msgrcv before it is sent (each calls try_receive first, which would otherwise
   // answer them), so that the kernel wakes them with E2BIG and only the retry helps.
-  std::fflush(stdout);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    ::_exit(sent_under_a_higher_msgmax());
-  }
-  int status = 0;
-  if (!reaped_within(child, 30s, status)) {
-    FAIL("the child hung");
-  }
-  REQUIRE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) {
-    WARN("skipped: needs CAP_SYS_ADMIN for an IPC namespace and a writable /proc/sys/kernel/msgmax");
+  const int status = msgmax_child_status(sent_under_a_higher_msgmax, 30s);
+  if (status < 0) {
     return;
   }
   INFO("bits: 1 a short buffer was not message_size; 2 try_receive, 4 receive_blocking, 8 receive "
        "did not return the message intact; 70: no waiting receive was woken by the message");
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(status == 0);
 }
 
 namespace {
@@ -984,24 +985,13 @@ TEST_CASE("sysv_message_queue: a too-long message taken by another before the re
   // right answers: empty (try_receive), the wait goes on (receive_blocking: here for a
   // message sent later), identifier_removed (the queue removed). A hook in the library
   // takes the message (or removes the queue) at that moment.
-  std::fflush(stdout);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    ::_exit(too_long_message_gone_before_the_look());
-  }
-  int status = 0;
-  if (!reaped_within(child, 60s, status)) {
-    FAIL("the child hung");
-  }
-  REQUIRE(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 77) {
-    WARN("skipped: needs CAP_SYS_ADMIN for an IPC namespace and a writable /proc/sys/kernel/msgmax");
+  const int status = msgmax_child_status(too_long_message_gone_before_the_look, 60s);
+  if (status < 0) {
     return;
   }
   INFO("bits: message taken: 1 try_receive was not empty, 2 receive_blocking did not wait for the next; "
        "queue removed: 4 try_receive, 8 receive_blocking was not identifier_removed; 70: not set up");
-  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(status == 0);
 }
 
 TEST_CASE("sysv_message_queue: in a child forked after a blocking wait, a stop token still interrupts one",
