@@ -2,7 +2,7 @@
 # Checks what a shm_queue consumer started on its own does when it cannot open the
 # producer's queues:
 #   check_shm_queue_open.sh SHM_QUEUE not-a-queue   NAME-jobs holds a zero-filled object
-#                                                   (not a queue: wrong_protocol_type)
+#                                                   (not a queue of this version: wrong_protocol_type)
 #   check_shm_queue_open.sh SHM_QUEUE abandoned     NAME-jobs holds an empty object that
 #                                                   no creator sized (owner_dead once 5 s old)
 #     in both, waiting cannot help: the consumer exits 1 within 20 s (it retries for 30 s

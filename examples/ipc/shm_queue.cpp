@@ -69,8 +69,8 @@ std::string self_path() {
 
 /// Whether waiting may mend a failed open: the name does not exist yet (the producer has
 /// not created it), or its creator is still building it. Anything else (owner_dead: a
-/// queue its creator died building; wrong_protocol_type: the name holds another object;
-/// permission_denied ...) stays as it is however long one waits.
+/// queue its creator died building; wrong_protocol_type: the name holds another object,
+/// or a queue of another layout version (an older corio's); permission_denied ...) stays as it is however long one waits.
 bool worth_waiting(std::error_code e) {
   return e == std::errc::no_such_file_or_directory || e == std::errc::resource_unavailable_try_again;
 }
@@ -100,7 +100,7 @@ void report_open_failure(const std::string& name, std::error_code e) {
   } else if (e == std::errc::wrong_protocol_type) {
     std::fprintf(stderr,
                  "consumer: open %s: wrong_protocol_type: the name holds a shared-memory object that is not a "
-                 "queue; remove it (rm /dev/shm%s) or give producer and consumers another --name\n",
+                 "queue of this corio version (not a queue, or an older corio's); remove it (rm /dev/shm%s) or give producer and consumers another --name\n",
                  name.c_str(), name.c_str());
   } else if (worth_waiting(e)) {
     std::fprintf(stderr, "consumer: open %s: %s (for 30 s): is the producer running, with this --name?\n",
