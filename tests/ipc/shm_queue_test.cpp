@@ -1180,6 +1180,8 @@ namespace {
 /// raises `g_held` and waits (up to 60 s, so that a broken test ends) until `g_go` is set.
 /// It also counts the consumers' looks that found a closed, empty queue with a send
 /// still able to publish (`g_unsettled`): evidence that a consumer looked after a close.
+// seq_cst (the default) here: flags and counts between the test and its threads, tasks
+// and hook, nothing subtle.
 step g_hold_at{};
 std::atomic<std::uint32_t> g_held{0};
 std::atomic<std::uint32_t> g_go{0};
@@ -1291,6 +1293,8 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
   hold_send_at(step::before_wake);
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q, raw_header* raw) -> corio::task<void> {
+    // seq_cst (the default) here: flags and counts between the test and its threads, tasks
+    // and hook, nothing subtle.
     std::atomic<std::uint32_t> finished{0};
     auto waiting = corio::spawn([](shm_queue* q, std::atomic<std::uint32_t>* finished)
                                     -> corio::task<std::vector<std::error_code>> {
@@ -1347,6 +1351,8 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   hold_send_at(step::before_wake);
   g_held = 1;
   corio::runtime rt(corio_test::workers(2));
+  // seq_cst (the default) here: flags and counts between the test and its threads, tasks
+  // and hook, nothing subtle.
   std::atomic<std::uint32_t> thread_done{0};
   std::error_code thread_end;
   std::thread consumer;
@@ -1361,10 +1367,12 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   } consumer_joined{consumer};
   std::optional<child> victim;
   rt.block_on([&]() -> corio::task<void> {
+    // seq_cst (the default) here: flags and counts between the test and its threads, tasks
+    // and hook, nothing subtle.
     std::atomic<std::uint32_t> task_done{0};
     auto waiting = corio::spawn([](shm_queue* q, std::atomic<std::uint32_t>* done) -> corio::task<std::error_code> {
       std::vector<std::byte> b(16);
-      auto got = co_await corio::timeout(q->receive(b), 10s);
+      auto got = co_await corio::timeout(q->receive(b), 30s);
       done->store(1);
       co_return error_of(got);
     }(&*q, &task_done));
@@ -1652,6 +1660,8 @@ TEST_CASE("shm_queue: a claim's blocking forms with a limit of hours::min() or n
   REQUIRE((sender && receiver));
   REQUIRE(sender->send_blocking(as_bytes("full"), 0s));
   auto bounded = [](const shm_queue& q, auto call) {
+    // seq_cst (the default) here: flags and counts between the test and its threads, tasks
+    // and hook, nothing subtle.
     std::atomic<bool> done{false};
     std::error_code ec;
     std::thread t([&] {
