@@ -297,12 +297,23 @@ bool unindexed_alike(std::span<unindexed> in_a, std::span<unindexed> in_b, Same 
 // key-equal to itself are found through b's index (the hash each got when inserted):
 // neither container holds another key-equal to it, so it is there once in each. The
 // others are matched by unindexed_alike, their lists on the stack when a holds at most
-// kUnindexedOnStack of them (no allocation: 1 KiB of stack per level of nesting that
-// reaches here), on the heap above that. When the heap lists cannot be allocated
+// kUnindexedOnStack of them (no allocation; 1 KiB of stack, in alike_on_stack's frame, per
+// level of nesting that holds such elements: a level without any pays nothing, as its
+// frame holds no arrays), on the heap above that. When the heap lists cannot be allocated
 // (noexcept), each one's copies are counted in both containers instead: correct, but
 // exponential in the depth of identical siblings, so it takes both an allocation failure
 // and more than kUnindexedOnStack such elements in one container.
 constexpr std::size_t kUnindexedOnStack = 32;
+
+// Runs collected_alike (multisets_alike's) on two lists of `count` (at most
+// kUnindexedOnStack) on the stack. Never inlined: the arrays would sit in multisets_alike's
+// frame, paid by each level of a deep ==, also by those with no unindexed element.
+template <class Collected>
+[[gnu::noinline]] bool alike_on_stack(std::size_t count, Collected& collected_alike) noexcept {
+  std::array<unindexed, kUnindexedOnStack> on_stack_a;  // (filled before they are read)
+  std::array<unindexed, kUnindexedOnStack> on_stack_b;
+  return collected_alike(std::span(on_stack_a).first(count), std::span(on_stack_b).first(count));
+}
 
 template <class Item, class KeyOf, class Same, class Hash>
 bool multisets_alike(const std::vector<Item>& a, const std::vector<std::size_t>& a_hashes, const std::vector<Item>& b,
@@ -339,9 +350,7 @@ bool multisets_alike(const std::vector<Item>& a, const std::vector<std::size_t>&
                            [&](std::size_t i, std::size_t j) { return same(a[i], b[j]); });
   };
   if (unindexed_in_a <= kUnindexedOnStack) {
-    std::array<unindexed, kUnindexedOnStack> on_stack_a;  // (filled before they are read)
-    std::array<unindexed, kUnindexedOnStack> on_stack_b;
-    return collected_alike(std::span(on_stack_a).first(unindexed_in_a), std::span(on_stack_b).first(unindexed_in_a));
+    return alike_on_stack(unindexed_in_a, collected_alike);
   }
   try {
     std::vector<unindexed> in_a(unindexed_in_a);
