@@ -583,17 +583,24 @@ int tell_replied() {
 }
 
 /// With read_not_resumed, after the held child's pid was read from g_held_at: a task
-/// holds the one worker, the child is let go and writes its reply, the test waits until
+/// holds the one worker, the reply's read end is found (among the pipes opened since
+/// `pipes_before` that the child `held` has too), the child is let go and writes its
+/// reply, the test waits until
 /// the reply pipe is empty again (the read took the reply into the frame while the worker
 /// was held; no time window), and the runtime is destroyed: the worker, let go only once
 /// the shutdown has begun, never resumes the fork, whose frame is destroyed with the
 /// reply in it. True if all of that happened as said.
-bool read_reply_unresumed(std::unique_ptr<corio::runtime>& rt, int reply_end, int& released) {
+bool read_reply_unresumed(std::unique_ptr<corio::runtime>& rt, const std::map<ino_t, std::vector<int>>& pipes_before,
+                          pid_t held, int& released) {
   std::atomic<int> state{0};
   auto blocker = rt->spawn(hold_worker_until_shutdown(rt.get(), &state));
   const bool holding = blocker && within(10'000ms, [&] { return state.load() != 0; }) && state.load() == 1;
   bool read = false;
   if (holding) {
+    // Our descriptors are looked at only now: state 1 was stored by the one worker after
+    // the fork made its pipes there, so the look is ordered after their creation (a
+    // ThreadSanitizer build reports an fstat of a descriptor another thread is making).
+    const int reply_end = reply_pipe_read_end(pipes_before, held);
     released += ::write(g_release[1], "g", 1) == 1 ? 1 : 0;
     pollfd replied{g_held_at[0], POLLIN, 0};
     char byte = 0;
@@ -633,7 +640,7 @@ held_fork_outcome fork_held_across_shutdown(reply_at_shutdown how) {
     outcome.set_up =
         forking && ::poll(&at, 1, 10'000) == 1 && ::read(g_held_at[0], &held, sizeof held) == sizeof held;
     if (outcome.set_up && helper_dies) {
-      outcome.set_up = read_reply_unresumed(rt, reply_pipe_read_end(pipes_before, held), released);
+      outcome.set_up = read_reply_unresumed(rt, pipes_before, held, released);
     }
     rt.reset();  // the fork's frame is destroyed unfinished
   }
