@@ -1,6 +1,7 @@
 // The blocking pool behind spawn_blocking (runtime/internal/blocking_pool.hpp): submitting and
 // withdrawing jobs, the threads that run them and retire after the keep-alive, and shutdown.
 #include <corio/runtime/internal/blocking_pool.hpp>
+#include <corio/runtime/internal/test_hooks.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -10,17 +11,14 @@
 namespace corio::detail {
 
 namespace {
-// Test hook (set_blocking_submit_test_hook): called as submit() begins, before it takes
-// the lock, i.e. in the window between spawn_blocking's last look at its stop token and
-// the queueing. relaxed: the test sets it before the await that should meet it and
-// clears it after; the function publishes nothing, and whatever it touches the test
-// orders by its own means (the runtime's hand-offs).
+// Test hook (set_blocking_submit_test_hook, declared in internal/test_hooks.hpp): called
+// as submit() begins, before it takes the lock, i.e. in the window between
+// spawn_blocking's last look at its stop token and the queueing. relaxed: the test sets
+// it before the await that should meet it and clears it after; the function publishes
+// nothing, and whatever it touches the test orders by its own means (the runtime's
+// hand-offs).
 std::atomic<void (*)()> g_submit_hook{nullptr};
 }  // namespace
-
-void set_blocking_submit_test_hook(void (*hook)()) noexcept {
-  g_submit_hook.store(hook, std::memory_order_relaxed);
-}
 
 bool blocking_pool::submit(blocking_job* job) {
   if (auto hook = g_submit_hook.load(std::memory_order_relaxed)) [[unlikely]] {
@@ -165,3 +163,9 @@ std::size_t blocking_pool::thread_count() const {
 }
 
 }  // namespace corio::detail
+
+// Qualified, so that a definition that does not match its declaration
+// (internal/test_hooks.hpp) is an error rather than an overload of its own.
+void corio::detail::set_blocking_submit_test_hook(void (*hook)()) noexcept {
+  g_submit_hook.store(hook, std::memory_order_relaxed);
+}

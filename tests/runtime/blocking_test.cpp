@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
+#include <corio/runtime/internal/test_hooks.hpp>
 
 #include <pthread.h>
 
@@ -98,12 +99,6 @@ TEST_CASE("spawn_blocking: a queued job is withdrawn by its stop token", "[runti
   CHECK(rt.block_on(withdrawn_job(&release, &second_ran)) == std::errc::operation_canceled);
   CHECK(second_ran.load() == 0);
 }
-
-// Defined in runtime/blocking_pool.cpp (no header carries it): `hook` is called as the
-// pool's submit begins, before it takes its lock. nullptr removes it.
-namespace corio::detail {
-void set_blocking_submit_test_hook(void (*hook)()) noexcept;
-}  // namespace corio::detail
 
 namespace {
 std::stop_source* g_stop_in_submit = nullptr;
