@@ -2,7 +2,7 @@
 // open/remove, and the IPC_NOWAIT fast path (try_send/try_receive) with the message buffer
 // it shares with the waits (detail/sysv_io.hpp). The interruptible waits of send/receive
 // are in sysv_message_queue_wait.cpp. A test hook (detail::set_sysv_receive_test_hook,
-// declared by its test alone) runs inside a receive's retry after E2BIG.
+// declared in detail/test_hooks.hpp) runs inside a receive's retry after E2BIG.
 #include <corio/ipc/sysv_message_queue.hpp>
 
 #include <sys/ipc.h>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <corio/ipc/detail/sysv_io.hpp>
+#include <corio/ipc/detail/test_hooks.hpp>
 
 namespace corio::ipc {
 
@@ -142,11 +143,13 @@ ssize_t sysv_receive_once(int id, std::span<std::byte> out, std::size_t cap, lon
   return n;
 }
 
-void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept {
+}  // namespace detail
+
+// Qualified, so that a definition that does not match its declaration
+// (detail/test_hooks.hpp) is an error rather than an overload of its own.
+void detail::set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept {
   g_hook_after_e2big.store(after_e2big, std::memory_order_relaxed);
 }
-
-}  // namespace detail
 
 namespace {
 

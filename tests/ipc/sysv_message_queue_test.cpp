@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include <corio/ipc/detail/test_hooks.hpp>
 #include <corio/runtime/blocking.hpp>
 #include <corio/runtime/runtime.hpp>
 #include <corio/runtime/spawn.hpp>
@@ -721,13 +722,6 @@ TEST_CASE("sysv_message_queue: a handle follows msgmax as it changes; a message 
        "16 a send, 32 a receive over the old msgmax after it was raised");
   CHECK(status == 0);
 }
-
-namespace corio::ipc::detail {
-// Defined in ipc/sysv_message_queue.cpp for tests only (no header carries it): runs on
-// the receiving thread after a receive's msgrcv failed with E2BIG, before the queue is
-// looked at, with the queue's id and msgrcv's flags. Set it while no receive runs.
-void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept;
-}  // namespace corio::ipc::detail
 
 namespace {
 // What the E2BIG hooks below saw, and what they wait for. Atomics: they run on the
