@@ -35,6 +35,7 @@
 #include <thread>
 
 #include <corio/ipc/process/detail/launch.hpp>
+#include <corio/ipc/process/detail/test_hooks.hpp>
 #include <corio/runtime/io.hpp>
 #include <corio/runtime/io_op.hpp>
 #include <corio/runtime/shield.hpp>
@@ -57,9 +58,10 @@ struct request_header {
 std::atomic<int> g_sock{-1};
 std::atomic<pid_t> g_helper{-1};
 
-// Test hooks (detail::set_fork_test_hooks). relaxed: set before fork_server::start()
-// and read only in the helper and its new processes, which got them as copies of our
-// memory when start() forked the helper; nothing is published with them.
+// Test hooks (detail::set_fork_test_hooks, declared in detail/test_hooks.hpp). relaxed:
+// set before fork_server::start() and read only in the helper and its new processes,
+// which got them as copies of our memory when start() forked the helper; nothing is
+// published with them.
 std::atomic<void (*)(pid_t)> g_hook_after_clone{nullptr};
 std::atomic<void (*)(pid_t)> g_hook_before_reply{nullptr};
 
@@ -275,12 +277,12 @@ void fork_server::stop() noexcept {
 
 bool fork_server::running() noexcept { return g_sock.load(std::memory_order_acquire) >= 0; }
 
-namespace detail {
-void set_fork_test_hooks(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) noexcept {
+// Qualified, so that a definition that does not match its declaration
+// (detail/test_hooks.hpp) is an error rather than an overload of its own.
+void detail::set_fork_test_hooks(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) noexcept {
   g_hook_after_clone.store(after_clone, std::memory_order_relaxed);
   g_hook_before_reply.store(before_reply, std::memory_order_relaxed);
 }
-}  // namespace detail
 
 namespace {
 

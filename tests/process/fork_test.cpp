@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
+#include <corio/ipc/process/detail/test_hooks.hpp>
 #include <corio/ipc/process/process.hpp>
 
 #include <dirent.h>
@@ -386,15 +387,6 @@ TEST_CASE("fork: a dropped child that another process traces is reaped once the 
   CHECK(spent < 250ms);  // spinning costs all 500 ms; idle, a few ms (sanitizers: more)
   CHECK(corio_test::zombies_after_settle(2000ms) == 0);  // reaped once the tracer let go
 }
-
-namespace corio::ipc::detail {
-// Defined in ipc/process/fork.cpp for tests only (no header carries it): `after_clone`
-// runs in the fork server's helper right after a successful clone, `before_reply` just
-// before the new child's pid is written to the reply pipe, in the process that writes it;
-// each gets the new child's pid. They run from the helper's copy of our memory: set them
-// before fork_server::start().
-void set_fork_test_hooks(void (*after_clone)(pid_t), void (*before_reply)(pid_t)) noexcept;
-}  // namespace corio::ipc::detail
 
 namespace {
 // Pipes between this test and the fork server's processes, made before the helper starts
