@@ -9,6 +9,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <utility>
 
 using namespace std::chrono_literals;
 using corio::task;
@@ -17,12 +18,29 @@ using corio::ipc::udp_socket;
 using corio_test::bytes;
 using corio_test::wbytes;
 
-TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address", "[ipc][udp]") {
-  corio::runtime rt(corio_test::workers(2));
+namespace {
+// Two UDP sockets, each bound to a port of its own on loopback; REQUIREs both. They stay
+// results (which the REQUIREs proved hold a socket), so that a case reads `a->`.
+std::pair<corio::result<udp_socket>, corio::result<udp_socket>> bound_pair() {
   auto a = udp_socket::bind(socket_address::loopback_v4(0));
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(a);
   REQUIRE(b);
+  return {std::move(a), std::move(b)};
+}
+
+// bound_pair(), each connected to the other; REQUIREs both connects.
+std::pair<corio::result<udp_socket>, corio::result<udp_socket>> connected_pair() {
+  auto [a, b] = bound_pair();
+  REQUIRE(a->connect(b->local_address().value()));
+  REQUIRE(b->connect(a->local_address().value()));
+  return {std::move(a), std::move(b)};
+}
+}  // namespace
+
+TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address", "[ipc][udp]") {
+  corio::runtime rt(corio_test::workers(2));
+  auto [a, b] = bound_pair();
   auto body = [&]() -> task<std::string> {
     auto sent = co_await a->send_to(bytes("datagram one"), b->local_address().value());
     if (!sent || *sent != 12) {
@@ -43,12 +61,7 @@ TEST_CASE("udp: send_to and recv_from carry a datagram and the sender's address"
 
 TEST_CASE("udp: connected sockets use send and recv", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));
-  auto a = udp_socket::bind(socket_address::loopback_v4(0));
-  auto b = udp_socket::bind(socket_address::loopback_v4(0));
-  REQUIRE(a);
-  REQUIRE(b);
-  REQUIRE(a->connect(b->local_address().value()));
-  REQUIRE(b->connect(a->local_address().value()));
+  auto [a, b] = connected_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await a->send(bytes("ping"));
     std::string buf(16, '\0');
@@ -67,12 +80,7 @@ TEST_CASE("udp: connected sockets use send and recv", "[ipc][udp]") {
 TEST_CASE("udp: a connected recv reports a datagram longer than the buffer as truncated", "[ipc][udp]") {
   // recv used to yield only the bytes stored: a cut datagram looked like a short one.
   corio::runtime rt(corio_test::workers(1));
-  auto a = udp_socket::bind(socket_address::loopback_v4(0));
-  auto b = udp_socket::bind(socket_address::loopback_v4(0));
-  REQUIRE(a);
-  REQUIRE(b);
-  REQUIRE(a->connect(b->local_address().value()));
-  REQUIRE(b->connect(a->local_address().value()));
+  auto [a, b] = connected_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await a->send(bytes("0123456789"));
     (void)co_await a->send(bytes("ab"));
@@ -108,12 +116,7 @@ std::string described(const corio::result<corio::ipc::datagram>& d, const std::s
 
 TEST_CASE("udp: a connected recv of an empty datagram yields size 0, not truncated", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));
-  auto a = udp_socket::bind(socket_address::loopback_v4(0));
-  auto b = udp_socket::bind(socket_address::loopback_v4(0));
-  REQUIRE(a);
-  REQUIRE(b);
-  REQUIRE(a->connect(b->local_address().value()));
-  REQUIRE(b->connect(a->local_address().value()));
+  auto [a, b] = connected_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await a->send(bytes(""));
     (void)co_await a->send(bytes("x"));  // the next one: the empty one was a datagram of its own
@@ -128,12 +131,7 @@ TEST_CASE("udp: a connected recv of an empty datagram yields size 0, not truncat
 
 TEST_CASE("udp: a connected recv into an empty buffer reports the datagram truncated", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));
-  auto a = udp_socket::bind(socket_address::loopback_v4(0));
-  auto b = udp_socket::bind(socket_address::loopback_v4(0));
-  REQUIRE(a);
-  REQUIRE(b);
-  REQUIRE(a->connect(b->local_address().value()));
-  REQUIRE(b->connect(a->local_address().value()));
+  auto [a, b] = connected_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await a->send(bytes("abc"));
     (void)co_await a->send(bytes("de"));
@@ -149,10 +147,7 @@ TEST_CASE("udp: a connected recv into an empty buffer reports the datagram trunc
 
 TEST_CASE("udp: a stop token cancels a pending connected recv with operation_canceled", "[ipc][udp][cancel]") {
   corio::runtime rt(corio_test::workers(2));
-  auto a = udp_socket::bind(socket_address::loopback_v4(0));
-  auto b = udp_socket::bind(socket_address::loopback_v4(0));
-  REQUIRE(a);
-  REQUIRE(b);
+  auto [a, b] = bound_pair();
   REQUIRE(b->connect(a->local_address().value()));
   std::stop_source stop;
   auto body = [&]() -> task<std::error_code> {
