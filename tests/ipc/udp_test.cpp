@@ -4,6 +4,7 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/ipc.hpp>
 
+#include "datagram_helpers.hpp"
 #include "helpers.hpp"
 
 #include <chrono>
@@ -16,6 +17,7 @@ using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::udp_socket;
 using corio_test::bytes;
+using corio_test::described;
 using corio_test::wbytes;
 
 namespace {
@@ -99,20 +101,6 @@ TEST_CASE("udp: a connected recv reports a datagram longer than the buffer as tr
   };
   CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
 }
-
-namespace {
-// A connected recv's outcome in words: the bytes stored and whether the datagram was cut,
-// or the error.
-std::string described(const corio::result<corio::ipc::datagram>& d, const std::string& buf) {
-  if (!d) {
-    return d.error().message();
-  }
-  std::string out = "'";
-  out.append(buf, 0, d->size);
-  out += d->truncated ? "' truncated" : "' whole";
-  return out;
-}
-}  // namespace
 
 TEST_CASE("udp: a connected recv of an empty datagram yields size 0, not truncated", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));

@@ -5,6 +5,7 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/ipc.hpp>
 
+#include "datagram_helpers.hpp"
 #include "helpers.hpp"
 
 #include <sys/stat.h>
@@ -22,6 +23,7 @@ using corio::ipc::unix_datagram;
 using corio::ipc::unix_listener;
 using corio::ipc::unix_stream;
 using corio_test::bytes;
+using corio_test::described;
 using corio_test::wbytes;
 
 namespace {
@@ -157,20 +159,6 @@ TEST_CASE("unix: a connected datagram recv reports a datagram longer than the bu
   };
   CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
 }
-
-namespace {
-// A connected recv's outcome in words: the bytes stored and whether the datagram was cut,
-// or the error.
-std::string described(const corio::result<corio::ipc::datagram>& d, const std::string& buf) {
-  if (!d) {
-    return d.error().message();
-  }
-  std::string out = "'";
-  out.append(buf, 0, d->size);
-  out += d->truncated ? "' truncated" : "' whole";
-  return out;
-}
-}  // namespace
 
 TEST_CASE("unix: a connected datagram recv of an empty datagram yields size 0, not truncated", "[ipc][unix]") {
   corio::runtime rt(corio_test::workers(1));
