@@ -57,8 +57,16 @@ corio::task<int> read_array(std::string name, bool self_test) {
     std::fprintf(stderr, "client: attach %s: %s\n", name.c_str(), shm.error().message().c_str());
     co_return 1;
   }
+  // shm_server builds "filled" before "done", which attach() waited for; a block that still
+  // lacks one was not built by shm_server (or not this version of it).
   auto filled = corio::ipc::process_event::attach(*shm, shm_array::kFilledAt);
   auto done = corio::ipc::process_event::attach(*shm, shm_array::kDoneAt);
+  if (!filled || !done) {
+    std::fprintf(stderr, "client: %s holds no process_event at offset %zu: %s\n", name.c_str(),
+                 !filled ? shm_array::kFilledAt : shm_array::kDoneAt,
+                 (!filled ? filled.error() : done.error()).message().c_str());
+    co_return 1;
+  }
   std::printf("client: attached to %s; waiting for the server's event\n", name.c_str());
   std::fflush(stdout);
   auto ready = co_await corio::timeout(filled->wait(), 60s);

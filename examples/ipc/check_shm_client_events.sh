@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Checks that shm_client, attached to a block whose "done" event (offset 64) is built but
+# whose "filled" event (offset 0) is not, says so and exits 1 instead of using the event
+# it could not attach:
+#   check_shm_client_events.sh SHM_SERVER SHM_CLIENT
+# The block is a copy of a running shm_server's, its first 64 bytes zeroed; the server is
+# then stopped (it removes its own name) and the client started on the copy.
+set -u
+server=$1
+client=$2
+name=/corio-check-events-$$
+out=$(mktemp)
+err=$(mktemp)
+spid=
+cpid=
+cleanup() {
+  [[ -n $spid ]] && kill -9 "$spid" 2>/dev/null
+  [[ -n $cpid ]] && kill -9 "$cpid" 2>/dev/null
+  rm -f "$out" "$err" "/dev/shm${name}" "/dev/shm${name}-copy"
+}
+trap cleanup EXIT
+fail() {
+  echo "check_shm_client_events: $*" >&2
+  sed 's/^/  server | /' "$out" >&2
+  sed 's/^/  client | /' "$err" >&2
+  exit 1
+}
+. "$(dirname "${BASH_SOURCE[0]}")/../common/gone_within.sh"
+
+[[ -d /dev/shm && -w /dev/shm ]] || { echo "SKIP: /dev/shm is not writable"; exit 77; }
+"$server" --name "$name" >"$out" 2>&1 </dev/null &
+spid=$!
+for ((i = 0; i < 300; ++i)); do
+  grep -q 'event set' "$out" && break
+  gone_within "$spid" 0 && fail "the server ended before it set its event"
+  sleep 0.1
+done
+grep -q 'event set' "$out" || fail "the server did not set its event within 30 s"
+# The copy: the block as the server built it, without the event at offset 0.
+{ head -c 64 /dev/zero && tail -c +65 "/dev/shm${name}"; } >"/dev/shm${name}-copy" || fail "cannot copy the block"
+kill -TERM "$spid"
+gone_within "$spid" 100 || fail "the server still runs 10 s after SIGTERM"
+wait "$spid"
+spid=
+
+"$client" --name "${name}-copy" >/dev/null 2>"$err" </dev/null &
+cpid=$!
+gone_within "$cpid" 200 || fail "the client still runs after 20 s"
+wait "$cpid"
+rc=$?
+cpid=
+[[ $rc -eq 1 ]] || fail "client: exit status $rc, expected 1 (a signal adds 128)"
+grep -q "client: ${name}-copy holds no process_event at offset 0" "$err" ||
+  fail "client: no 'holds no process_event at offset 0' on stderr"
+echo "shm_client: a block without its 'filled' event: exit 1, naming the block and the offset"
