@@ -1,7 +1,8 @@
 // unix_fd_passing: hand an open file descriptor to another task (or process) over a Unix
 // socket with SCM_RIGHTS (IORING_OP_SENDMSG / RECVMSG). The sender opens a temporary file
 // and a pipe, passes both descriptors, and closes its copies; the receiver reads the file
-// and answers through the passed pipe.
+// and answers through the passed pipe. The file is made in $TMPDIR (else /tmp) and its
+// name removed at once.
 #include "../common/args.hpp"
 
 #include <corio/corio.hpp>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 using corio::task;
@@ -39,10 +41,12 @@ task<std::string> receiver(unix_stream s) {
 task<int> demo() {
   auto pair = corio::ipc::socketpair();
   auto p = corio::ipc::pipe();
-  char path[] = "/tmp/corio-fd-passing-XXXXXX";
-  int file = ::mkstemp(path);
+  // In $TMPDIR (else /tmp), as mktemp(1) does.
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string path = std::string(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp") + "/corio-fd-passing-XXXXXX";
+  int file = ::mkstemp(path.data());
   if (file >= 0) {
-    ::unlink(path);  // the name goes at once: nothing is left behind, however we leave
+    ::unlink(path.c_str());  // the name goes at once: nothing is left behind, however we leave
   }
   corio::ipc::owned_fd file_owner(file);
   if (!pair || !p || file < 0) {
