@@ -208,7 +208,10 @@ result<process_mutex_guard> process_mutex::try_lock() const noexcept {
   return unexpected(std::make_error_code(std::errc::device_or_resource_busy));
 }
 
-result<process_mutex_guard> process_mutex::lock_blocking() const noexcept {
+result<process_mutex_guard> process_mutex::lock_blocking(saturating_duration limit) const noexcept {
+  // One deadline for the whole call: a wake-up that finds the mutex taken again, a
+  // spurious one or EINTR sleeps again only for what is left of it.
+  const clock::time_point deadline = deadline_after(limit.get());
   auto id = detail::process_owner_id();
   if (!id) {
     return unexpected(id.error());
@@ -222,6 +225,11 @@ result<process_mutex_guard> process_mutex::lock_blocking() const noexcept {
       case attempt::owner_dead: return owner_dead_error();
       case attempt::busy: break;
     }
+    if (detail::deadline_passed(deadline)) {
+      // Like a cancelled lock(): a wake-up we took and did not use left the waiters bit
+      // set (a woken waiter relocks with it), so the next unlock wakes another sleeper.
+      return unexpected(make_error_code(errc::timed_out));
+    }
     if (!spun) {
       spun = true;
       if (spin_until_changed(m_state, seen)) {
@@ -231,7 +239,8 @@ result<process_mutex_guard> process_mutex::lock_blocking() const noexcept {
     if (!mark_waiting(m_state, seen)) {
       continue;
     }
-    detail::futex_wait_blocking(m_state->lock.word, seen);
+    // Woken, spurious, EINTR or the deadline: look again (the next pass decides).
+    detail::futex_wait_until(m_state->lock.word, seen, deadline);
     slept = true;
   }
 }

@@ -22,7 +22,7 @@
 // the bit with a second syscall (FUTEX_WAKE_OP, which also wakes whoever queued since).
 // Before Linux 6.7 the wait runs on the blocking pool (ipc/detail/shared_word.hpp: one
 // pool thread per waiting task). lock_blocking() is for plain threads and child
-// processes that run no runtime.
+// processes that run no runtime; it takes an optional time limit (timed_out).
 // Owner death: ownership belongs to the process (any task or thread of it may unlock). A
 // process that dies holding the mutex (kill -9 included) is reported by the kernel
 // itself, at its death, through the robust futex list of a per-process sentinel thread
@@ -45,9 +45,10 @@
 // newcomers (no hand-off: a hand-off to a waiter killed before it runs would wedge the
 // mutex). Under sustained contention a waiter may lose several rounds.
 // Errors (result<T>): operation_canceled (stop token, or timed_out under
-// corio::timeout), owner_dead (abandoned), device_or_resource_busy (try_lock on a held
-// mutex; recover() while another process recovers), invalid_argument (recover() of a
-// mutex that is not abandoned), and for construct/attach: invalid_argument (out of
+// corio::timeout), corio::errc::timed_out (lock_blocking's limit passed), owner_dead
+// (abandoned), device_or_resource_busy (try_lock on a held mutex; recover() while
+// another process recovers), invalid_argument (recover() of a mutex that is not
+// abandoned), and for construct/attach: invalid_argument (out of
 // bounds or misaligned), permission_denied (read-only mapping), wrong_protocol_type
 // (another type or garbage), resource_unavailable_try_again (nothing constructed yet).
 // Thread-safety: every member from any thread or process; a guard belongs to one owner.
@@ -73,6 +74,7 @@
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -195,9 +197,18 @@ class process_mutex {
   }
   /// Takes the mutex if it is free. Errors: device_or_resource_busy, owner_dead.
   [[nodiscard]] result<process_mutex_guard> try_lock() const noexcept;
-  /// Blocks the calling thread (never call it on a worker) until the mutex is ours.
-  /// Errors: owner_dead.
-  [[nodiscard]] result<process_mutex_guard> lock_blocking() const noexcept;
+  /// Thread form of lock(), for plain threads and child processes that run no runtime:
+  /// blocks the calling thread (never call it on a worker) until the mutex is ours, for
+  /// at most `limit` (saturating: hours::max() is no limit; the default never gives up;
+  /// zero takes a free mutex and otherwise fails at once). The limit is one deadline
+  /// taken at the call: spurious wake-ups and signals (EINTR) neither end the wait early
+  /// nor extend it. Errors: corio::errc::timed_out (the limit passed with the mutex
+  /// still held by another; nothing is taken), owner_dead (abandoned: reported as soon as
+  /// it is seen, also after a wait, never as timed_out), and those of the sentinel's
+  /// start. Thread-safety: any thread. Cost: as lock() uncontended; contended, one
+  /// FUTEX_WAIT syscall per wake-up (plus a clock read per pass when limited).
+  [[nodiscard]] result<process_mutex_guard> lock_blocking(
+      saturating_duration limit = clock::duration::max()) const noexcept;
   /// Takes an abandoned mutex (its owner died) to repair it: the guard is recovering().
   /// Errors: invalid_argument (not abandoned), device_or_resource_busy (another process
   /// is recovering it).

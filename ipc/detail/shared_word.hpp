@@ -10,7 +10,8 @@
 // port's opcode probe, port::features().futex, says so) the wait runs on the runtime's
 // blocking pool as a FUTEX_WAIT syscall in 10 ms slices: one pool thread per waiting
 // task, a stop seen within one slice (at once when the stop callback's wake finds the
-// thread asleep). Threads without a runtime use futex_wait_blocking().
+// thread asleep). Threads without a runtime use futex_wait_blocking(), or
+// futex_wait_until() for the thread forms that take a time limit.
 // Waking: futex_wake (FUTEX_WAKE) and futex_wake_op (FUTEX_WAKE_OP: the kernel changes
 // the word and wakes its waiters in one syscall, so a process killed in between cannot
 // leave sleepers behind a change they never see).
@@ -29,6 +30,8 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +45,7 @@
 #include <corio/ipc/memory_map.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc::detail {
 
@@ -54,6 +58,27 @@ using shared_word = std::atomic<std::uint32_t>;
 /// FUTEX_WAIT: sleeps while *word == expected. Returns 0 (woken or spurious), or -errno:
 /// -EAGAIN (the word changed first), -EINTR, -ETIMEDOUT (after `timeout_ns` if >= 0).
 int futex_wait_blocking(const shared_word& word, std::uint32_t expected, long long timeout_ns = -1) noexcept;
+/// futex_wait_blocking() until `deadline` (corio's clock): the relative timeout is
+/// computed from the deadline at each call, so a caller that loops (spurious wake-up,
+/// EINTR) and passes the same deadline never waits past it. time_point::max() waits with
+/// no timeout (NULL: "never", no overflow); a deadline already past returns -ETIMEDOUT
+/// without a syscall. Returns as futex_wait_blocking. Cost: one clock read and the syscall.
+inline int futex_wait_until(const shared_word& word, std::uint32_t expected, clock::time_point deadline) noexcept {
+  if (deadline == clock::time_point::max()) {
+    return futex_wait_blocking(word, expected);
+  }
+  // Compared first: a deadline far in the past (near the clock's minimum) minus now
+  // would overflow; past this test, deadline - now is positive and fits.
+  const clock::time_point now = clock::now();
+  if (deadline <= now) {
+    return -ETIMEDOUT;
+  }
+  return futex_wait_blocking(word, expected, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count());
+}
+/// True once `deadline` has passed (never for time_point::max(), which reads no clock).
+inline bool deadline_passed(clock::time_point deadline) noexcept {
+  return deadline != clock::time_point::max() && clock::now() >= deadline;
+}
 /// FUTEX_WAKE: wakes up to `count` waiters of `word`; returns how many it woke.
 int futex_wake(const shared_word& word, int count) noexcept;
 

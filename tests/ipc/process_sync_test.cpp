@@ -1167,3 +1167,147 @@ TEST_CASE("process_mutex: an unlock that finds the waiters bit stale while other
   CHECK(locked);
   CHECK_FALSE(m.is_locked());
 }
+
+// ---- time limits of the thread forms ----
+
+namespace {
+
+/// Elapsed time since `start`, on corio's clock.
+corio::clock::duration since(corio::clock::time_point start) { return corio::clock::now() - start; }
+
+/// Interrupts one thread with a handled signal (no SA_RESTART, so a futex wait returns
+/// EINTR) about every 2 ms until destroyed: a limited wait must neither end early at an
+/// EINTR nor wait past its deadline because of them.
+class signal_storm {
+ public:
+  explicit signal_storm(pthread_t target) : m_target(target) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART
+    ::sigaction(SIGUSR2, &sa, &m_old);
+    m_thread = std::thread([this] {
+      while (!m_stop.load()) {
+        ::pthread_kill(m_target, SIGUSR2);
+        ++m_sent;
+        std::this_thread::sleep_for(2ms);
+      }
+    });
+  }
+  signal_storm(const signal_storm&) = delete;
+  signal_storm& operator=(const signal_storm&) = delete;
+  ~signal_storm() {
+    m_stop.store(true);
+    m_thread.join();
+    ::sigaction(SIGUSR2, &m_old, nullptr);
+  }
+  [[nodiscard]] int sent() const { return m_sent.load(); }
+
+ private:
+  pthread_t m_target;
+  struct sigaction m_old {};
+  std::atomic<bool> m_stop{false};
+  std::atomic<int> m_sent{0};
+  std::thread m_thread;
+};
+
+}  // namespace
+
+TEST_CASE("process_mutex::lock_blocking(limit): timed_out, not before the limit, while another process holds it; "
+          "a huge limit waits for the unlock; zero takes a free mutex",
+          "[ipc][process_mutex][limit]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  {
+    auto g = m->lock_blocking(0s);  // free: taken at once
+    REQUIRE(g);
+    CHECK(g->owns_lock());
+  }
+  child holder([&] {
+    auto g = m->lock_blocking();
+    if (!g) {
+      return 1;
+    }
+    page.flag(0).store(1);
+    if (!corio_test::wait_for(page.flag(1), 1)) {
+      return 2;
+    }
+    std::this_thread::sleep_for(20ms);  // the parent is asleep in lock_blocking by then
+    return 0;                           // unlocks
+  });
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
+  auto zero = m->lock_blocking(0s);
+  CHECK(error_of(zero) == corio::errc::timed_out);
+  CHECK(error_of(zero) == std::errc::timed_out);
+  const auto start = corio::clock::now();
+  auto late = m->lock_blocking(30ms);
+  CHECK(error_of(late) == corio::errc::timed_out);
+  CHECK(since(start) >= 30ms);  // not before the limit
+  CHECK(m->is_locked());        // nothing taken: still the child's
+  page.flag(1).store(1);
+  // hours::max() (and a limit of nanoseconds::max()) saturate to "no limit": the lock waits
+  // for the child's unlock instead of timing out at once.
+  auto forever = m->lock_blocking(std::chrono::hours::max());
+  REQUIRE(forever);
+  CHECK(forever->owns_lock());
+  CHECK(holder.wait_status() == 0);
+}
+
+TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limit is taken; signals neither end "
+          "the wait early nor extend it",
+          "[ipc][process_mutex][limit]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  child holder([&] {
+    auto g = m->lock_blocking();
+    page.flag(0).store(g ? 1 : 2);
+    if (!corio_test::wait_for(page.flag(1), 1)) {
+      return 2;
+    }
+    std::this_thread::sleep_for(20ms);
+    return 0;
+  });
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
+  {
+    signal_storm storm(::pthread_self());
+    const auto start = corio::clock::now();
+    auto g = m->lock_blocking(100ms);
+    CHECK(error_of(g) == corio::errc::timed_out);
+    CHECK(since(start) >= 100ms);
+    CHECK(storm.sent() > 0);
+  }
+  page.flag(1).store(1);
+  auto g = m->lock_blocking(60s);
+  REQUIRE(g);
+  CHECK(holder.wait_status() == 0);
+}
+
+TEST_CASE("process_mutex::lock_blocking(limit): an abandoned mutex is owner_dead, not timed_out",
+          "[ipc][process_mutex][limit][owner_dead]") {
+  shared_page page;
+  auto m = process_mutex::construct(page.bytes(), 0);
+  REQUIRE(m);
+  child holder([&] {
+    auto g = m->lock_blocking();
+    page.flag(0).store(g ? 1 : 2);
+    for (;;) {
+      ::pause();
+    }
+    return 0;
+  });
+  REQUIRE(corio_test::wait_for(page.flag(0), 1));
+  std::error_code waited;
+  std::thread t([&] { waited = error_of(m->lock_blocking(60s)); });
+  const auto end = corio::clock::now() + 60s;  // the thread registered as a sleeper
+  while ((mutex_word(page) & corio::ipc::detail::owner_waiters) == 0 && corio::clock::now() < end) {
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK((mutex_word(page) & corio::ipc::detail::owner_waiters) != 0);
+  CHECK(holder.kill9() == 128 + SIGKILL);
+  t.join();
+  CHECK(waited == std::errc::owner_dead);
+  CHECK(error_of(m->lock_blocking(0s)) == std::errc::owner_dead);
+  CHECK(error_of(m->lock_blocking(std::chrono::hours::max())) == std::errc::owner_dead);
+}
