@@ -122,12 +122,15 @@ task<process_event::wait_op::value_type> process_event::wait_op::wait_slow(std::
   }
 }
 
-void process_event::wait_blocking() const noexcept {
+result<void> process_event::wait_blocking(saturating_duration limit) const noexcept {
+  const clock::time_point deadline = deadline_after(limit.get());
   if (m_state->mode == event_mode::auto_reset) {
-    detail::count_take_blocking(m_state->word);
-    return;
+    return detail::count_take_blocking(m_state->word, deadline);
   }
   for (bool spun = false; !manual_is_set(m_state);) {
+    if (detail::deadline_passed(deadline)) {
+      return unexpected(make_error_code(errc::timed_out));
+    }
     if (!spun) {
       spun = true;
       if (detail::spin_while_equal(m_state->word, m_state->word.load(std::memory_order_relaxed))) {
@@ -135,9 +138,11 @@ void process_event::wait_blocking() const noexcept {
       }
     }
     if (mark_unset_waiting(m_state)) {
-      detail::futex_wait_blocking(m_state->word, waiters_bit);
+      // Woken, spurious, EINTR or the deadline: look again (the loop decides).
+      detail::futex_wait_until(m_state->word, waiters_bit, deadline);
     }
   }
+  return {};
 }
 
 void process_event::set() const noexcept {

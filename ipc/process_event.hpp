@@ -20,8 +20,11 @@
 // lost, but the next sleeper wakes only at the next set() or wait()).
 // Fairness (auto reset): the kernel wakes the oldest sleeper, which competes with a
 // newcomer for the event.
-// Errors (result<T>): operation_canceled (timed_out under corio::timeout), plus the
-// placement errors of process_mutex.hpp.
+// Thread form: wait_blocking(limit) for plain threads and runtime-less children, with an
+// optional time limit.
+// Errors (result<T>): operation_canceled (timed_out under corio::timeout),
+// corio::errc::timed_out (wait_blocking's limit passed), plus the placement errors of
+// process_mutex.hpp.
 // Thread-safety: every member from any thread or process.
 // Cost: wait on a set event and set/reset without waiters: one load or CAS.
 #pragma once
@@ -39,6 +42,7 @@
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -119,8 +123,16 @@ class process_event {
   }
   /// True (and, auto reset, resets it) if the event is set.
   [[nodiscard]] bool try_wait() const noexcept;
-  /// Blocks the calling thread (never call it on a worker) until the event is set.
-  void wait_blocking() const noexcept;
+  /// Thread form of wait(), for plain threads and child processes that run no runtime:
+  /// blocks the calling thread (never call it on a worker) until the event is set (auto
+  /// reset: and taken by us), for at most `limit` (saturating: hours::max() is no limit;
+  /// the default never gives up; zero succeeds on a set event and otherwise fails at
+  /// once). The limit is one deadline taken at the call: spurious wake-ups and signals
+  /// (EINTR) neither end the wait early nor extend it. Errors: corio::errc::timed_out
+  /// (the limit passed with the event unset; an auto-reset event is not taken).
+  /// Thread-safety: any thread. Cost: one load (or CAS) on a set event; otherwise a
+  /// FUTEX_WAIT syscall per wake-up (plus a clock read per pass when limited).
+  [[nodiscard]] result<void> wait_blocking(saturating_duration limit = clock::duration::max()) const noexcept;
   /// Sets the event, waking every waiter (manual) or one (auto).
   void set() const noexcept;
   /// Clears the event (no effect on waiters).

@@ -74,8 +74,13 @@ task<result<void>> count_take_slow(shared_word& word, std::stop_token token) {
   }
 }
 
-void count_take_blocking(shared_word& word) noexcept {
+result<void> count_take_blocking(shared_word& word, clock::time_point deadline) noexcept {
   for (bool spun = false; !count_try_take(word);) {
+    if (deadline_passed(deadline)) {
+      // Nothing taken. A wake-up we used only to find the count taken again leaves the
+      // bit as it was: a give that woke us kept it set, so later gives still wake.
+      return unexpected(make_error_code(errc::timed_out));
+    }
     if (!spun) {
       spun = true;
       if (spin_while_equal(word, word.load(std::memory_order_relaxed))) {
@@ -83,9 +88,11 @@ void count_take_blocking(shared_word& word) noexcept {
       }
     }
     if (mark_empty_waiting(word)) {
-      futex_wait_blocking(word, waiters_bit);
+      // Woken, spurious, EINTR or the deadline: look again (the loop decides).
+      futex_wait_until(word, waiters_bit, deadline);
     }
   }
+  return {};
 }
 
 }  // namespace detail
@@ -144,7 +151,9 @@ task<process_semaphore::acquire_op::value_type> process_semaphore::acquire_op::w
 
 bool process_semaphore::try_acquire() const noexcept { return detail::count_try_take(m_state->word); }
 
-void process_semaphore::acquire_blocking() const noexcept { detail::count_take_blocking(m_state->word); }
+result<void> process_semaphore::acquire_blocking(saturating_duration limit) const noexcept {
+  return detail::count_take_blocking(m_state->word, deadline_after(limit.get()));
+}
 
 result<void> process_semaphore::release(std::uint32_t n) const noexcept {
   // One FUTEX_WAKE_OP adds at most 1023 units (its operand is 11 bits plus sign).

@@ -27,8 +27,10 @@
 // Limits: the maximum is at most max_count (2^30 - 1). release() beyond the maximum is
 // refused (value_too_large) by a check against the count it read: concurrent releases
 // near the maximum may overshoot it by their sum.
+// Thread forms: acquire_blocking(limit) for plain threads and runtime-less children,
+// with an optional time limit (corio::errc::timed_out, nothing taken).
 // Errors (result<T>): operation_canceled (timed_out under corio::timeout),
-// value_too_large, invalid_argument (release(0) is fine; a bad construct), plus the
+// corio::errc::timed_out (acquire_blocking's limit passed), value_too_large, invalid_argument (release(0) is fine; a bad construct), plus the
 // placement errors of process_mutex.hpp.
 // Thread-safety: every member from any thread or process.
 // Cost: acquire and release without waiting are one CAS each on the shared word.
@@ -47,6 +49,7 @@
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -63,7 +66,9 @@ struct semaphore_state {
 /// semaphore whose maximum is 1). See process_semaphore.cpp.
 bool count_try_take(shared_word& word) noexcept;
 task<result<void>> count_take_slow(shared_word& word, std::stop_token token);
-void count_take_blocking(shared_word& word) noexcept;
+/// Takes a unit, blocking the thread until `deadline` (time_point::max(): never gives
+/// up); corio::errc::timed_out with nothing taken once it passed.
+result<void> count_take_blocking(shared_word& word, clock::time_point deadline) noexcept;
 
 }  // namespace detail
 
@@ -126,8 +131,16 @@ class process_semaphore {
   }
   /// Takes a unit if there is one.
   [[nodiscard]] bool try_acquire() const noexcept;
-  /// Blocks the calling thread (never call it on a worker) until a unit is ours.
-  void acquire_blocking() const noexcept;
+  /// Thread form of acquire(), for plain threads and child processes that run no
+  /// runtime: blocks the calling thread (never call it on a worker) until a unit is
+  /// ours, for at most `limit` (saturating: hours::max() is no limit; the default never
+  /// gives up; zero takes a unit that is there and otherwise fails at once). The limit
+  /// is one deadline taken at the call: spurious wake-ups and signals (EINTR) neither
+  /// end the wait early nor extend it. Errors: corio::errc::timed_out (the limit passed
+  /// with no unit taken: the count is unchanged by this call). Thread-safety: any thread.
+  /// Cost: as try_acquire() when a unit is there; otherwise a FUTEX_WAIT syscall per
+  /// wake-up (plus a clock read per pass when limited).
+  [[nodiscard]] result<void> acquire_blocking(saturating_duration limit = clock::duration::max()) const noexcept;
   /// Adds `n` units, waking up to `n` waiters. Errors: value_too_large past the maximum
   /// (nothing is added then).
   result<void> release(std::uint32_t n = 1) const noexcept;

@@ -479,7 +479,9 @@ TEST_CASE("process_semaphore: every release admits exactly one waiter across pro
   for (int c = 0; c < 2; ++c) {
     children.push_back(std::make_unique<child>([&] {
       for (int i = 0; i < per_child; ++i) {
-        s->acquire_blocking();
+        if (!s->acquire_blocking()) {
+          return 1;
+        }
         page.counter(0).fetch_add(1);
       }
       return 0;
@@ -527,14 +529,17 @@ TEST_CASE("process_semaphore: a waiter killed while waiting leaves the count int
   REQUIRE(s);
   auto* word = reinterpret_cast<corio::ipc::detail::semaphore_state*>(page.map.data());
   child victim([&] {
-    s->acquire_blocking();
-    page.flag(0).store(1);  // must never happen
+    if (s->acquire_blocking()) {
+      page.flag(0).store(1);  // must never happen
+    }
     return 0;
   });
   REQUIRE(corio_test::wait_until_sleeping(victim.pid()));
   CHECK((word->word.load() & 1) == 1);  // the victim registered as a sleeper
   child survivor([&] {
-    s->acquire_blocking();
+    if (!s->acquire_blocking()) {
+      return 1;
+    }
     return 7;
   });
   REQUIRE(corio_test::wait_until_sleeping(survivor.pid()));
@@ -619,9 +624,13 @@ TEST_CASE("process_event: manual reset releases every waiter in every process; a
   std::vector<std::unique_ptr<child>> children;
   for (int c = 0; c < 2; ++c) {
     children.push_back(std::make_unique<child>([&] {
-      manual->wait_blocking();
+      if (!manual->wait_blocking()) {
+        return 1;
+      }
       page.counter(0).fetch_add(1);
-      autor->wait_blocking();
+      if (!autor->wait_blocking()) {
+        return 2;
+      }
       page.counter(1).fetch_add(1);
       return 0;
     }));
@@ -710,7 +719,7 @@ TEST_CASE("process_event: a task woken through the ring by a thread costs its wo
   std::atomic<bool> stop{false};
   std::thread peer([t = *to_thread, k = *to_task, &stop] {
     for (int i = 0; i < kRounds; ++i) {
-      t.wait_blocking();
+      (void)t.wait_blocking();  // no limit: it cannot fail
       if (stop.load()) {
         return;
       }
@@ -1058,7 +1067,7 @@ TEST_CASE("process_semaphore: a release that finds the waiters bit stale while o
   shared_page page;
   auto s = *process_semaphore::construct(page.bytes(), 0, 0, 100);
   auto* state = reinterpret_cast<corio::ipc::detail::semaphore_state*>(page.map.data());
-  check_no_sleeper_left({[s] { return s.try_acquire(); }, [s] { s.acquire_blocking(); },
+  check_no_sleeper_left({[s] { return s.try_acquire(); }, [s] { (void)s.acquire_blocking(); },  // no limit: cannot fail
                          [s] { CHECK(s.release(1)); }, &state->word});
   CHECK(s.value() == 0);
 }
@@ -1069,7 +1078,8 @@ TEST_CASE("process_event: an auto-reset set that finds the waiters bit stale whi
   shared_page page;
   auto e = *process_event::construct(page.bytes(), 0, event_mode::auto_reset);
   auto* state = reinterpret_cast<corio::ipc::detail::event_state*>(page.map.data());
-  check_no_sleeper_left({[e] { return e.try_wait(); }, [e] { e.wait_blocking(); }, [e] { e.set(); }, &state->word});
+  check_no_sleeper_left({[e] { return e.try_wait(); }, [e] { (void)e.wait_blocking(); },  // no limit: cannot fail
+                         [e] { e.set(); }, &state->word});
   CHECK_FALSE(e.is_set());
 }
 
@@ -1310,4 +1320,89 @@ TEST_CASE("process_mutex::lock_blocking(limit): an abandoned mutex is owner_dead
   CHECK(waited == std::errc::owner_dead);
   CHECK(error_of(m->lock_blocking(0s)) == std::errc::owner_dead);
   CHECK(error_of(m->lock_blocking(std::chrono::hours::max())) == std::errc::owner_dead);
+}
+
+TEST_CASE("process_semaphore::acquire_blocking(limit): timed_out with the count unchanged; a child's release, a "
+          "zero limit on a unit there, a huge limit",
+          "[ipc][process_semaphore][limit]") {
+  shared_page page;
+  auto s = process_semaphore::construct(page.bytes(), 0, 1);
+  REQUIRE(s);
+  REQUIRE(s->acquire_blocking(0s));  // a unit there: taken at once
+  CHECK(s->value() == 0);
+  CHECK(error_of(s->acquire_blocking(0s)) == corio::errc::timed_out);
+  {
+    signal_storm storm(::pthread_self());
+    const auto start = corio::clock::now();
+    auto r = s->acquire_blocking(50ms);
+    CHECK(error_of(r) == corio::errc::timed_out);
+    CHECK(since(start) >= 50ms);
+  }
+  CHECK(s->value() == 0);
+  REQUIRE(s->release(2));
+  CHECK(error_of(s->acquire_blocking(10ms)) == std::error_code{});
+  CHECK(s->value() == 1);  // took one of the two, nothing more
+  REQUIRE(s->acquire_blocking(0s));
+  child giver([&] {
+    if (!corio_test::wait_for(page.flag(0), 1)) {
+      return 1;
+    }
+    std::this_thread::sleep_for(20ms);
+    return s->release() ? 0 : 2;
+  });
+  page.flag(0).store(1);
+  auto r = s->acquire_blocking(60s);
+  CHECK(r);
+  CHECK(giver.wait_status() == 0);
+  CHECK(s->value() == 0);
+  std::thread late([&] {
+    std::this_thread::sleep_for(20ms);
+    (void)s->release();  // at most the maximum: cannot fail here
+  });
+  auto huge = s->acquire_blocking(std::chrono::hours::max());  // no limit, not "timed out at once"
+  late.join();
+  CHECK(huge);
+  CHECK(s->value() == 0);
+}
+
+TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an auto-reset one is not taken); a "
+          "child's set, a zero limit on a set event, a huge limit",
+          "[ipc][process_event][limit]") {
+  const auto mode = GENERATE(event_mode::manual_reset, event_mode::auto_reset);
+  INFO((mode == event_mode::manual_reset ? "manual" : "auto"));
+  shared_page page;
+  auto e = process_event::construct(page.bytes(), 0, mode);
+  REQUIRE(e);
+  CHECK(error_of(e->wait_blocking(0s)) == corio::errc::timed_out);
+  {
+    signal_storm storm(::pthread_self());
+    const auto start = corio::clock::now();
+    auto r = e->wait_blocking(50ms);
+    CHECK(error_of(r) == corio::errc::timed_out);
+    CHECK(since(start) >= 50ms);
+  }
+  CHECK_FALSE(e->is_set());
+  e->set();
+  CHECK(e->wait_blocking(0s));
+  CHECK(e->is_set() == (mode == event_mode::manual_reset));
+  e->reset();
+  child setter([&] {
+    if (!corio_test::wait_for(page.flag(0), 1)) {
+      return 1;
+    }
+    std::this_thread::sleep_for(20ms);
+    e->set();
+    return 0;
+  });
+  page.flag(0).store(1);
+  CHECK(e->wait_blocking(60s));
+  CHECK(setter.wait_status() == 0);
+  e->reset();
+  std::thread late([&] {
+    std::this_thread::sleep_for(20ms);
+    e->set();
+  });
+  auto huge = e->wait_blocking(std::chrono::hours::max());
+  late.join();
+  CHECK(huge);
 }
