@@ -10,6 +10,7 @@
 // later, never a lost wake-up.
 #include <corio/ipc/process_condition_variable.hpp>
 
+#include <cerrno>
 #include <climits>
 #include <new>
 
@@ -87,7 +88,13 @@ task<result<void>> process_condition_variable::wait(process_mutex_guard& guard, 
   co_return woke;
 }
 
-result<void> process_condition_variable::wait_blocking(process_mutex_guard& guard) const noexcept {
+result<void> process_condition_variable::wait_blocking(process_mutex_guard& guard,
+                                                       saturating_duration limit) const noexcept {
+  return wait_blocking_until(guard, deadline_after(limit.get()));
+}
+
+result<void> process_condition_variable::wait_blocking_until(process_mutex_guard& guard,
+                                                             clock::time_point deadline) const noexcept {
   detail::mutex_state* mutex = guard.m_state;
   if (mutex == nullptr) {
     return unexpected(std::make_error_code(std::errc::invalid_argument));  // the guard owns no lock
@@ -97,12 +104,26 @@ result<void> process_condition_variable::wait_blocking(process_mutex_guard& guar
   }
   const std::uint32_t seen = prepare_wait();
   guard.unlock();
-  detail::futex_wait_blocking(m_state->word, seen);
+  // Every notify changes the word (see the top), so a return that finds it unchanged
+  // (EINTR, or a wake-up no notify sent) is not one: sleep again until the deadline.
+  // relaxed: the mutex, re-taken below, orders what the notifier changed.
+  bool timed_out = false;
+  while (m_state->word.load(std::memory_order_relaxed) == seen) {
+    if (detail::futex_wait_until(m_state->word, seen, deadline) == -ETIMEDOUT) {
+      timed_out = true;
+      break;
+    }
+  }
+  // Re-taken without a limit, whatever ended the wait: the guard holds the mutex again on
+  // return (as std::condition_variable::wait_for), unless its owner died.
   auto relocked = process_mutex(mutex).lock_blocking();
   if (!relocked) {
     return unexpected(relocked.error());
   }
   guard = std::move(*relocked);
+  if (timed_out) {
+    return unexpected(make_error_code(errc::timed_out));
+  }
   return {};
 }
 

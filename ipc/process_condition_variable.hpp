@@ -19,8 +19,11 @@
 // A notify_one() whose woken waiter is killed before it re-checks is consumed by it (as
 // if the waiter had returned and died). A waiter that re-locks a mutex whose holder died
 // gets owner_dead and returns without the lock.
-// Errors (result<T>): operation_canceled (timed_out under corio::timeout): the wait
-// ends, the mutex is re-locked first (the guard owns it again); owner_dead: the re-lock
+// Thread forms: wait_blocking(guard[, pred], limit) for plain threads and runtime-less
+// children, with an optional time limit.
+// Errors (result<T>): operation_canceled (timed_out under corio::timeout), or
+// corio::errc::timed_out (wait_blocking's limit passed): the wait ends, the mutex is
+// re-locked first (the guard owns it again); owner_dead: the re-lock
 // found the mutex abandoned (the guard is empty); invalid_argument for a guard that owns
 // no lock; operation_not_permitted for a guard inherited through fork (the lock is the
 // parent's: waiting would release nothing); plus the placement errors of process_mutex.hpp.
@@ -30,6 +33,7 @@
 
 #include <corio/runtime/require_cxx20.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -42,6 +46,7 @@
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -105,14 +110,34 @@ class process_condition_variable {
     co_return result<void>{};
   }
 
-  /// Thread forms: block the calling thread (never call them on a worker). Errors:
-  /// owner_dead (the guard is empty then).
-  result<void> wait_blocking(process_mutex_guard& guard) const noexcept;
-  /// wait_blocking() until pred() holds (checked under the mutex).
+  /// Thread forms, for plain threads and child processes that run no runtime: block the
+  /// calling thread (never call them on a worker). Releases `guard`'s mutex, sleeps until
+  /// a notify or for at most `limit` (saturating: hours::max() is no limit; the default
+  /// never gives up), then re-takes the mutex, without a limit, whatever ended the wait:
+  /// on return the guard holds the mutex again (as after std::condition_variable::
+  /// wait_for), except after owner_dead. The limit is one deadline taken at the call;
+  /// signals (EINTR) and wake-ups that no notify sent neither end the wait early nor
+  /// extend it. Errors: corio::errc::timed_out (no notify came before the limit; the
+  /// mutex is held again), owner_dead (the re-lock found the mutex abandoned: the guard
+  /// is empty), invalid_argument and operation_not_permitted (see the header).
+  /// Thread-safety: any thread, with its own guard. Cost: a FUTEX_WAIT syscall, and the
+  /// re-lock (as process_mutex::lock_blocking).
+  result<void> wait_blocking(process_mutex_guard& guard,
+                             saturating_duration limit = clock::duration::max()) const noexcept;
+  /// wait_blocking() until pred() holds (checked under the mutex; returns at once if it
+  /// does). `limit` is one deadline for the whole wait, not one per wake-up: once it has
+  /// passed, pred() is checked a last time under the re-taken mutex, and timed_out is
+  /// returned only if it still does not hold (the guard holds the mutex either way).
   template <class Pred>
-  result<void> wait_blocking(process_mutex_guard& guard, Pred pred) const {
+    requires std::predicate<Pred&>
+  result<void> wait_blocking(process_mutex_guard& guard, Pred pred,
+                             saturating_duration limit = clock::duration::max()) const {
+    const clock::time_point deadline = deadline_after(limit.get());
     while (!pred()) {
-      if (auto woke = wait_blocking(guard); !woke) {
+      if (auto woke = wait_blocking_until(guard, deadline); !woke) {
+        if (woke.error() == errc::timed_out && pred()) {
+          return {};
+        }
         return woke;
       }
     }
@@ -127,6 +152,8 @@ class process_condition_variable {
  private:
   explicit process_condition_variable(detail::condition_state* s) noexcept : m_state(s) {}
 
+  /// wait_blocking() until `deadline` (time_point::max(): no limit).
+  result<void> wait_blocking_until(process_mutex_guard& guard, clock::time_point deadline) const noexcept;
   /// Under the mutex: registers a waiter (sets the waiters bit); the value to sleep on.
   std::uint32_t prepare_wait() const noexcept;
 

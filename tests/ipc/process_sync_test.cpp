@@ -1406,3 +1406,95 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
   late.join();
   CHECK(huge);
 }
+
+TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the mutex held again; a child's notify "
+          "before the limit; zero and huge limits",
+          "[ipc][process_condition_variable][limit]") {
+  cv_page p;
+  auto g = p.m.lock_blocking();
+  REQUIRE(g);
+  {
+    signal_storm storm(::pthread_self());
+    const auto start = corio::clock::now();
+    auto r = p.cv.wait_blocking(*g, 50ms);
+    CHECK(error_of(r) == corio::errc::timed_out);
+    CHECK(since(start) >= 50ms);
+    CHECK(g->owns_lock());  // re-taken whatever the result
+  }
+  auto zero = p.cv.wait_blocking(*g, 0s);
+  CHECK(error_of(zero) == corio::errc::timed_out);
+  CHECK(g->owns_lock());
+  auto pred_zero = p.cv.wait_blocking(*g, [&] { return p.items() == 0; }, 0s);  // holds: at once
+  CHECK(pred_zero);
+  auto pred_zero_false = p.cv.wait_blocking(*g, [&] { return p.items() > 0; }, 0s);
+  CHECK(error_of(pred_zero_false) == corio::errc::timed_out);
+  CHECK(g->owns_lock());
+  child producer([&] {
+    if (!corio_test::wait_for(p.page.flag(0), 1)) {
+      return 1;
+    }
+    std::this_thread::sleep_for(20ms);
+    auto l = p.m.lock_blocking(60s);
+    if (!l) {
+      return 2;
+    }
+    p.items() += 1;
+    p.cv.notify_all();
+    return 0;
+  });
+  p.page.flag(0).store(1);
+  auto got = p.cv.wait_blocking(*g, [&] { return p.items() > 0; }, 60s);
+  CHECK(got);
+  CHECK(g->owns_lock());
+  CHECK(p.items() == 1);
+  g->unlock();
+  CHECK(producer.wait_status() == 0);
+  auto g2 = p.m.lock_blocking();
+  REQUIRE(g2);
+  std::thread late([&] {
+    std::this_thread::sleep_for(20ms);
+    auto l = p.m.lock_blocking();
+    p.items() += 1;
+    p.cv.notify_one();
+  });
+  auto huge = p.cv.wait_blocking(*g2, [&] { return p.items() > 1; }, std::chrono::hours::max());
+  CHECK(huge);
+  CHECK(g2->owns_lock());
+  g2->unlock();
+  late.join();
+}
+
+TEST_CASE("process_condition_variable::wait_blocking(pred, limit): the limit is one deadline for the whole wait, "
+          "not one per wake-up",
+          "[ipc][process_condition_variable][limit]") {
+  cv_page p;
+  // A notifier that keeps waking the waiter (its predicate stays false) until the waiter
+  // returns, or for 30 s at most.
+  std::atomic<bool> waiter_done{false};
+  std::atomic<bool> notifier_gave_up{false};
+  std::atomic<int> notifies{0};
+  std::thread notifier([&] {
+    const auto end = corio::clock::now() + 30s;
+    while (!waiter_done.load()) {
+      if (corio::clock::now() > end) {
+        notifier_gave_up.store(true);
+        return;
+      }
+      p.cv.notify_all();
+      ++notifies;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  auto g = p.m.lock_blocking();
+  REQUIRE(g);
+  const auto start = corio::clock::now();
+  auto r = p.cv.wait_blocking(*g, [&] { return p.items() > 0; }, 100ms);
+  const bool gave_up = notifier_gave_up.load();
+  waiter_done.store(true);
+  notifier.join();
+  CHECK(error_of(r) == corio::errc::timed_out);
+  CHECK(since(start) >= 100ms);
+  CHECK_FALSE(gave_up);  // it ended while wake-ups kept coming: the deadline did not restart
+  CHECK(notifies.load() > 1);
+  CHECK(g->owns_lock());
+}
