@@ -278,11 +278,25 @@ class shm_queue {
   /// claim_sending() without waiting: resource_unavailable_try_again while another
   /// producer holds the side.
   [[nodiscard]] result<shm_queue_sender> try_claim_sending() const noexcept;
+  /// Thread form of claim_sending(), for plain threads and child processes that run no
+  /// runtime: blocks the calling thread (never call it on a worker) until the producers'
+  /// side is ours, for at most `limit` (saturating: hours::max() is no limit; the default
+  /// never gives up; zero takes a free side and otherwise fails at once); one deadline
+  /// for the whole call, which recovers a side whose holder died as claim_sending()
+  /// does. Errors: corio::errc::timed_out (another producer held the side throughout),
+  /// and process_mutex's lock errors. Thread-safety: any thread. Cost: as
+  /// process_mutex::lock_blocking.
+  [[nodiscard]] result<shm_queue_sender> claim_sending_blocking(
+      saturating_duration limit = clock::duration::max()) const noexcept;
   /// Claims the consumers' side, as claim_sending() the producers'.
   [[nodiscard]] task<result<shm_queue_receiver>> claim_receiving(std::stop_token token = {}) const;
   /// claim_receiving() without waiting: resource_unavailable_try_again while another
   /// consumer holds the side.
   [[nodiscard]] result<shm_queue_receiver> try_claim_receiving() const noexcept;
+  /// Thread form of claim_receiving(), as claim_sending_blocking() for the consumers'
+  /// side (timed_out: another consumer held it throughout).
+  [[nodiscard]] result<shm_queue_receiver> claim_receiving_blocking(
+      saturating_duration limit = clock::duration::max()) const noexcept;
 
  private:
   friend class shm_queue_sender;

@@ -1174,6 +1174,63 @@ TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next
   CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
 }
 
+TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out while another process holds the "
+          "side, take it once released (a huge limit is no limit) and recover a killed claimant's side",
+          "[ipc][shm_queue][claim][blocking][limit]") {
+  scoped_name n("claimblocking");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
+  REQUIRE(q);
+  {
+    auto s = q->claim_sending_blocking(0s);  // free: taken at once
+    REQUIRE(s);
+    auto r = q->claim_receiving_blocking(0s);
+    REQUIRE(r);
+  }
+  flags f;
+  child claimant([&] {  // no runtime: the thread forms
+    auto mine = shm_queue::open(n.name);
+    if (!mine) {
+      return 1;
+    }
+    auto s = mine->claim_sending_blocking(60s);
+    auto r = mine->claim_receiving_blocking(60s);
+    if (!s || !r) {
+      return 2;
+    }
+    f[0].store(1);
+    if (!corio_test::wait_for(f[1], 1)) {
+      return 3;
+    }
+    std::this_thread::sleep_for(20ms);  // the parent waits in claim_sending_blocking by then
+    s->release();
+    for (;;) {
+      ::pause();  // keeps the receiver claim until killed
+    }
+    return 0;
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1));
+  CHECK(error_of(q->claim_sending_blocking(0s)) == corio::errc::timed_out);
+  const auto start = corio::clock::now();
+  auto held = q->claim_receiving_blocking(30ms);
+  CHECK(error_of(held) == corio::errc::timed_out);
+  CHECK(corio::clock::now() - start >= 30ms);  // not before the limit
+  f[1].store(1);
+  auto sender = q->claim_sending_blocking(std::chrono::hours::max());
+  REQUIRE(sender);
+  REQUIRE(sender->try_send(as_bytes("hi")));
+  // The receiving side's claimant dies while a thread waits for the side: it is recovered.
+  corio::result<corio::ipc::shm_queue_receiver> receiver = corio::unexpected(std::error_code{});
+  std::thread waiter([&] { receiver = q->claim_receiving_blocking(60s); });
+  std::this_thread::sleep_for(20ms);
+  CHECK(claimant.kill9() == 128 + SIGKILL);
+  waiter.join();
+  REQUIRE(receiver);
+  std::vector<std::byte> buffer(8);
+  auto got = receiver->try_receive(buffer);
+  REQUIRE(got);
+  CHECK(*got == 2);
+}
+
 namespace {
 
 /// The hook of the in-flight publish tests: the first send that reaches `g_hold_at`
