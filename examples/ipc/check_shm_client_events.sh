@@ -4,7 +4,8 @@
 # it could not attach:
 #   check_shm_client_events.sh SHM_SERVER SHM_CLIENT
 # The block is a copy of a running shm_server's, its first 64 bytes zeroed; the server is
-# then stopped (it removes its own name) and the client started on the copy.
+# then stopped (it removes its own name) and the client started on the copy. 64 is
+# shm_array's kDoneAt (examples/ipc/shm_array.hpp), where the "done" event begins.
 set -u
 server=$1
 client=$2
@@ -19,6 +20,7 @@ cleanup() {
   rm -f "$out" "$err" "/dev/shm${name}" "/dev/shm${name}-copy"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # (a test timeout's SIGTERM runs the EXIT trap too)
 fail() {
   echo "check_shm_client_events: $*" >&2
   sed 's/^/  server | /' "$out" >&2

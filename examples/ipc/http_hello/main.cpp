@@ -35,8 +35,10 @@
 //   http_hello [--port N] [--workers N] [...]   serve until Ctrl-C or SIGTERM, then stop
 //                                               accepting, close the connections, exit 0
 //   http_hello --self-test [...]                serve on port 0 and check raw exchanges
-// The program is in four files: main.cpp (the command line), request.cpp (the request
-// parser), server.cpp (connections, watchdogs, the accept loop), self_test.cpp.
+//   http_hello --help                           the flags
+// The program is in four parts: main.cpp (the command line), request.hpp/.cpp (the
+// request parser), server.hpp/.cpp (connections, watchdogs, the accept loop) and
+// self_test.hpp/.cpp.
 #include "../../common/args.hpp"
 #include "../../common/descriptor_limit.hpp"
 #include "../../common/shutdown.hpp"
