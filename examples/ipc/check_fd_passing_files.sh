@@ -6,7 +6,8 @@
 # ones depends on how many descriptors the runtime opens: its workers), and some limits
 # let mkstemp() succeed where socketpair() or pipe() failed. A last run with TMPDIR naming
 # a folder that does not exist must fail: the file is made in TMPDIR (else this check
-# would watch a folder the example never writes to).
+# would watch a folder the example never writes to). Every failed run must say what failed
+# (a run whose receiver got too few descriptors once printed an empty answer and no reason).
 #   check_fd_passing_files.sh UNIX_FD_PASSING
 set -u
 exe=$1
@@ -29,6 +30,11 @@ for ((n = 4; n <= 256; ++n)); do
   fi
   if [[ $rc -eq 0 ]]; then
     break
+  fi
+  if ! grep -qE "failed|could not|cannot" "$out"; then
+    echo "check_fd_passing_files: under ulimit -n $n it failed (exit status $rc) without saying why" >&2
+    sed 's/^/  | /' "$out" >&2
+    exit 1
   fi
   failed_runs=$((failed_runs + 1))
 done

@@ -12,8 +12,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 using corio::task;
@@ -21,11 +23,21 @@ using corio::ipc::unix_stream;
 
 namespace {
 
-task<std::string> receiver(unix_stream s) {
+// The receiver's answer, or nothing when it could not take both descriptors (it says why
+// on stderr).
+task<std::optional<std::string>> receiver(unix_stream s) {
   std::array<char, 16> tag{};
   auto got = co_await s.recv_fds(std::as_writable_bytes(std::span(tag)), 4);
-  if (!got || got->fds.size() != 2) {
-    co_return "receive failed";
+  if (!got) {
+    std::fprintf(stderr, "receiver: recv_fds: %s\n", got.error().message().c_str());
+    co_return std::nullopt;
+  }
+  if (got->fds.size() != 2) {
+    // The kernel drops the descriptors it cannot install (MSG_CTRUNC), e.g. past
+    // RLIMIT_NOFILE.
+    std::fprintf(stderr, "receiver: got %zu of the 2 descriptors sent%s\n", got->fds.size(),
+                 got->truncated_fds ? " (the kernel dropped the rest: out of descriptors?)" : "");
+    co_return std::nullopt;
   }
   // fds[0]: the file (read from its start); fds[1]: the pipe's write end.
   char text[128] = {};
@@ -65,11 +77,15 @@ task<int> demo() {
   }
   file_owner.close();  // the receiver holds its own copies now
   p->writer.close();
-  std::string expected = co_await rx;
-  std::string answer(expected.size(), '\0');
+  std::optional<std::string> expected = co_await rx;
+  if (!expected) {
+    std::fprintf(stderr, "unix_fd_passing: the receiver could not take the descriptors\n");
+    co_return 1;
+  }
+  std::string answer(expected->size(), '\0');
   auto r = co_await p->reader.read_exact(std::as_writable_bytes(std::span(answer)));
   std::printf("sender read back through the pipe: %s\n", answer.c_str());
-  co_return r && answer == expected ? 0 : 1;
+  co_return r && answer == *expected ? 0 : 1;
 }
 
 }  // namespace
