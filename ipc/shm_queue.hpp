@@ -81,10 +81,11 @@
 // message_size (a message longer than max_message_size, or a receive buffer shorter than
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
 // resource_unavailable_try_again (try_*: another process of that side is mid-copy),
-// operation_canceled (timed_out under corio::timeout), corio::errc::timed_out (a claim's
-// send_blocking / receive_blocking past its limit), the OS errors of shm_open /
-// ftruncate / mmap (file_exists with exclusive, no_such_file_or_directory,
-// too_many_files_open, not_enough_memory, permission_denied), and for open() (and a
+// operation_canceled (timed_out under corio::timeout), corio::errc::timed_out (a
+// send_blocking / receive_blocking, the queue's or a claim's, past its limit), the OS
+// errors of shm_open / ftruncate / mmap (file_exists with exclusive,
+// no_such_file_or_directory, too_many_files_open, not_enough_memory,
+// permission_denied), and for open() (and a
 // create() without exclusive that finds the name): wrong_protocol_type (the object is
 // not a queue), resource_unavailable_try_again (its creator has not finished building
 // it: retry), owner_dead (its creator died before it finished: remove the name and
@@ -262,10 +263,30 @@ class shm_queue {
   /// Without waiting: corio::errc::empty when empty (or resource_unavailable_try_again).
   result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
 
-  /// Thread forms: block the calling thread (never call them on a worker).
-  result<void> send_blocking(std::span<const std::byte> message) const noexcept;
-  /// receive() for a plain thread or a child process: blocks it until a message arrives.
-  result<std::size_t> receive_blocking(std::span<std::byte> buffer) const noexcept;
+  /// Thread form of send() for a plain thread or a child process: blocks the calling
+  /// thread (never call it on a worker) while the queue is full or another producer holds
+  /// the producers' lock (a claim included), for at most `limit` (saturating; the default
+  /// never gives up). The errors of send() but operation_canceled (no stop token: close()
+  /// or `limit` ends the wait), and corio::errc::timed_out once `limit` has passed with the
+  /// queue still full or the lock still held, having sent nothing; a message that fits
+  /// when the lock is taken is sent whatever `limit` (zero included). Thread-safety: any
+  /// thread. Cost: try_send()'s when there is room; else a clock read per look and a
+  /// futex(2) wait. With a finite `limit` the lock is waited for by try_lock between
+  /// pauses (50 µs doubling to 1 ms, cut to the limit): a lock freed meanwhile is taken
+  /// up to a pause late; the default waits for it in the kernel.
+  result<void> send_blocking(std::span<const std::byte> message,
+                             saturating_duration limit = clock::duration::max()) const noexcept;
+  /// Thread form of receive(), as send_blocking(): blocks the calling thread while the
+  /// queue is empty or another consumer holds the consumers' lock, for at most `limit`
+  /// (saturating; the default never gives up). The errors of receive() but
+  /// operation_canceled, and corio::errc::timed_out once `limit` has passed with the
+  /// queue still empty or the lock still held, having taken nothing; a queued message is
+  /// taken whatever `limit` (zero included) when the lock is taken, and a closed, drained
+  /// queue returns corio::errc::closed. Thread-safety: any thread. Cost: try_receive()'s
+  /// when a message is queued; else the pause and spin of "Cost" in the header, a clock
+  /// read per look and a futex(2) wait; the lock as send_blocking().
+  result<std::size_t> receive_blocking(std::span<std::byte> buffer,
+                                       saturating_duration limit = clock::duration::max()) const noexcept;
 
   /// Closes the queue for every process (see the header comment). Idempotent.
   void close() const noexcept;

@@ -124,21 +124,6 @@ struct claimed_receive {
   }
 };
 
-/// A blocking call's futex timeout until `deadline`: -1 for never (time_point::max()),
-/// 0 once it has passed.
-long long wait_ns(clock::time_point deadline) noexcept {
-  if (deadline == clock::time_point::max()) {
-    return -1;
-  }
-  // Compared first: a deadline far in the past (a limit of hours::min() saturates near
-  // the clock's minimum) minus now would overflow.
-  const clock::time_point now = clock::now();
-  if (deadline <= now) {
-    return 0;
-  }
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
-}
-
 /// The give_up() of a blocking claimed call: timed_out once `deadline` has passed.
 auto past(clock::time_point deadline) noexcept {
   return [deadline] { return wait_ns(deadline) == 0 ? make_error_code(errc::timed_out) : std::error_code{}; };

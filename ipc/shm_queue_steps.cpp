@@ -6,6 +6,7 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <thread>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
@@ -299,6 +300,26 @@ result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mu
     if (auto r = recover_side(h, lock, which)) {
       return r;
     }
+  }
+}
+
+result<process_mutex_guard> lock_side_until(queue_header* h, const process_mutex& lock, side which,
+                                            clock::time_point deadline) noexcept {
+  if (deadline == clock::time_point::max()) {
+    return lock_side_blocking(h, lock, which);
+  }
+  long long pause = settle_pause_first_ns;
+  for (;;) {
+    auto g = try_lock_side(h, lock, which);
+    if (g || g.error() != std::errc::device_or_resource_busy) {
+      return g;
+    }
+    const long long left = wait_ns(deadline);
+    if (left == 0) {
+      return unexpected(make_error_code(errc::timed_out));
+    }
+    const long long now = next_settle_pause(pause);
+    std::this_thread::sleep_for(std::chrono::nanoseconds(left < now ? left : now));
   }
 }
 

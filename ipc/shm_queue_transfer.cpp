@@ -48,9 +48,10 @@ class transfer {
 
   /// With lock() held (`held`, dropped before anything else is decided): the locked
   /// attempt, then next::finish (see result_as), next::lock (take lock() again),
-  /// next::pause or next::sleep. `stop_asked()` is asked only before a pause or a sleep.
-  template <class StopAsked>
-  next step(process_mutex_guard held, StopAsked stop_asked) noexcept {
+  /// next::pause or next::sleep. `give_up()` is asked only before a pause or a sleep: the
+  /// error to finish with (a stop, a deadline), or none to go on waiting.
+  template <class GiveUp>
+  next step(process_mutex_guard held, GiveUp give_up) noexcept {
     outcome o = attempt();
     bool unsettled = false;
     if (o == outcome::closed && m_receive_lock != nullptr) {
@@ -66,12 +67,16 @@ class transfer {
     if (o == outcome::done) {
       return next::finish;
     }
-    if (unsettled && !stop_asked()) {
-      return next::pause;  // a send is in the middle of its publish: look again
-    }
-    if (unsettled || o == outcome::closed || stop_asked()) {
-      m_error = o == outcome::closed && !unsettled ? make_error_code(errc::closed) : cancelled_error();
+    if (o == outcome::closed && !unsettled) {
+      m_error = make_error_code(errc::closed);
       return next::finish;
+    }
+    if (const std::error_code e = give_up()) {
+      m_error = e;
+      return next::finish;
+    }
+    if (unsettled) {
+      return next::pause;  // a send is in the middle of its publish: look again
     }
     if (batch) {
       test_hook(detail::queue_step::batching_pause);
@@ -142,7 +147,9 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
     if (!g) {
       co_return unexpected(g.error());
     }
-    const next n = t.step(std::move(*g), [&] { return detail::stop_asked(token, inherited); });
+    const next n = t.step(std::move(*g), [&] {
+      return detail::stop_asked(token, inherited) ? cancelled_error() : std::error_code{};
+    });
     if (n == next::finish) {
       co_return t.result_as<T>();
     }
@@ -160,23 +167,31 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
   }
 }
 
-/// send_blocking and receive_blocking: the same steps, blocking the thread (no stop).
+/// send_blocking and receive_blocking: the same steps, blocking the thread until
+/// `limit` has passed (timed_out; no stop). The wait for the side's lock is bounded too
+/// (lock_side_until); an attempt made with the lock is never refused for the deadline.
 template <class T>
-result<T> transfer_blocking(transfer t) noexcept {
+result<T> transfer_blocking(transfer t, saturating_duration limit) noexcept {
+  const clock::time_point deadline = deadline_after(limit.get());
+  const auto past = [deadline] {
+    return wait_ns(deadline) == 0 ? make_error_code(errc::timed_out) : std::error_code{};
+  };
   long long settle_pause = settle_pause_first_ns;
   for (;;) {
-    auto g = lock_side_blocking(t.header(), t.lock(), t.lock_side());
+    auto g = lock_side_until(t.header(), t.lock(), t.lock_side(), deadline);
     if (!g) {
       return unexpected(g.error());
     }
-    const next n = t.step(std::move(*g), [] { return false; });
+    const next n = t.step(std::move(*g), past);
     if (n == next::finish) {
       return t.result_as<T>();
     }
+    const long long ns = wait_ns(deadline);
     if (n == next::sleep) {
-      detail::futex_wait_blocking(t.word(), t.sleep_value());
+      detail::futex_wait_blocking(t.word(), t.sleep_value(), ns);
     } else if (n == next::pause) {
-      detail::futex_wait_blocking(t.header()->publishing, 1, next_settle_pause(settle_pause));
+      const long long pause = next_settle_pause(settle_pause);
+      detail::futex_wait_blocking(t.header()->publishing, 1, ns < 0 || ns > pause ? pause : ns);
     }
   }
 }
@@ -214,11 +229,11 @@ task<result<void>> shm_queue::send_slow(std::span<const std::byte> message, std:
   return transfer_awaited<void>(transfer(m_header, m_geometry, m_send_lock, message), std::move(token));
 }
 
-result<void> shm_queue::send_blocking(std::span<const std::byte> message) const noexcept {
+result<void> shm_queue::send_blocking(std::span<const std::byte> message, saturating_duration limit) const noexcept {
   if (auto ok = check_message(m_geometry, message); !ok) {
     return ok;
   }
-  return transfer_blocking<void>(transfer(m_header, m_geometry, m_send_lock, message));
+  return transfer_blocking<void>(transfer(m_header, m_geometry, m_send_lock, message), limit);
 }
 
 // ---- receive ----
@@ -266,11 +281,13 @@ task<result<std::size_t>> shm_queue::receive_slow(std::span<std::byte> buffer, s
                                        std::move(token));
 }
 
-result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer) const noexcept {
+result<std::size_t> shm_queue::receive_blocking(std::span<std::byte> buffer,
+                                                saturating_duration limit) const noexcept {
   if (auto ok = check_buffer(m_geometry, buffer); !ok) {
     return unexpected(ok.error());
   }
-  return transfer_blocking<std::size_t>(transfer(m_header, m_geometry, m_send_lock, m_receive_lock, buffer));
+  return transfer_blocking<std::size_t>(transfer(m_header, m_geometry, m_send_lock, m_receive_lock, buffer),
+                                        limit);
 }
 
 }  // namespace corio::ipc

@@ -6,6 +6,7 @@
 // implement). Thread-safety and cost: as each function says; none allocates.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -18,6 +19,7 @@
 #include <corio/ipc/shm_queue.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc::detail::shm {
 
@@ -55,6 +57,19 @@ inline long long next_settle_pause(long long& pause) noexcept {
   pause = now >= settle_pause_max_ns / 2 ? settle_pause_max_ns : now * 2;
   return now;
 }
+/// A blocking call's futex timeout until `deadline`: -1 for never (time_point::max()),
+/// 0 once it has passed (compared first: a deadline far in the past, which a limit of
+/// hours::min() saturates to, minus now would overflow). One clock read.
+inline long long wait_ns(clock::time_point deadline) noexcept {
+  if (deadline == clock::time_point::max()) {
+    return -1;
+  }
+  const clock::time_point now = clock::now();
+  if (deadline <= now) {
+    return 0;
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+}
 /// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
 /// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
 std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept;
@@ -71,6 +86,13 @@ task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex
                                             std::stop_token token);
 /// lock_side for a plain thread: blocks it until the lock is taken (no stop).
 result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept;
+/// lock_side_blocking until `deadline` (corio::errc::timed_out after it, having taken
+/// nothing): a never-ending deadline is lock_side_blocking; else try_lock_side, then
+/// pauses of next_settle_pause (50 µs doubling to 1 ms, cut to the deadline) between
+/// tries, so a lock freed meanwhile is taken up to a pause late. Tries once whatever
+/// the deadline (a past one included).
+result<process_mutex_guard> lock_side_until(queue_header* h, const process_mutex& lock, side which,
+                                            clock::time_point deadline) noexcept;
 
 /// try_now body of the send and receive awaitables: the try_* call's result, or nothing
 /// when the call would have to wait (`would_wait`, or the side's lock held by another).

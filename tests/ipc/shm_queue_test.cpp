@@ -1762,3 +1762,156 @@ TEST_CASE("shm_queue: a claim's blocking forms with a limit of hours::min() or n
   CHECK(empty->size() == 0);  // nothing taken
   CHECK(full->size() == 1);   // nothing sent
 }
+
+namespace {
+
+/// Runs `call` (returning an error_code) on a thread of its own and returns what it
+/// returned. A call still waiting after 10 s has ignored its limit: `unstick` (which ends
+/// the wait some other way, so that the check after it fails) runs instead of hanging the
+/// test.
+template <class Call, class Unstick>
+std::error_code bounded_call(Call call, Unstick unstick) {
+  // seq_cst (the default): a flag between the test and its thread, nothing subtle.
+  std::atomic<bool> done{false};
+  std::error_code ec;
+  std::thread t([&] {
+    ec = call();
+    done.store(true);
+  });
+  for (int i = 0; i < 1000 && !done.load(); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (!done.load()) {
+    unstick();
+  }
+  t.join();
+  return ec;
+}
+
+/// Whether `call` returned timed_out, and not before `limit` had passed.
+template <class Call>
+bool times_out_after(std::chrono::milliseconds limit, Call call) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::error_code ec = call();
+  const auto took = std::chrono::steady_clock::now() - start;
+  return ec == corio::errc::timed_out && took >= limit;
+}
+
+}  // namespace
+
+TEST_CASE("shm_queue: the queue's blocking forms take a limit: they time out on an empty or full queue, taking and "
+          "sending nothing, and serve a ready queue whatever the limit",
+          "[ipc][shm_queue][blocking]") {
+  scoped_name n("blocklimit");
+  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
+  REQUIRE(q);
+  std::vector<std::byte> buffer(8);
+  const auto unstick = [&] { q->close(); };  // a wait that ignores its limit ends closed
+  CHECK(bounded_call([&] {
+          return times_out_after(20ms, [&] { return error_of(q->receive_blocking(buffer, 20ms)); })
+                     ? std::error_code{}
+                     : make_error_code(std::errc::io_error);
+        }, unstick) == std::error_code{});
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, 0s)); }, unstick) == corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, -5s)); }, unstick) == corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, std::chrono::hours::min())); }, unstick) ==
+        corio::errc::timed_out);
+  // What can be done at once is done whatever the limit.
+  REQUIRE(q->send_blocking(as_bytes("one"), 0s));
+  CHECK(bounded_call([&] {
+          return times_out_after(20ms, [&] { return error_of(q->send_blocking(as_bytes("two"), 20ms)); })
+                     ? std::error_code{}
+                     : make_error_code(std::errc::io_error);
+        }, unstick) == std::error_code{});
+  CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("two"), 0s)); }, unstick) ==
+        corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("two"), std::chrono::nanoseconds::min())); },
+                     unstick) == corio::errc::timed_out);
+  CHECK(q->size() == 1);  // the timed-out sends sent nothing
+  auto one = q->receive_blocking(buffer, 0s);
+  REQUIRE(one);
+  CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *one) == "one");
+  // Another thread serves a waiting call before its limit; a limit too large for the
+  // clock is "never", not "already passed".
+  for (const corio::saturating_duration limit : {corio::saturating_duration(30s),
+                                                 corio::saturating_duration(std::chrono::hours::max())}) {
+    std::thread late([&] {
+      std::this_thread::sleep_for(10ms);
+      (void)q->send_blocking(as_bytes("late"), 30s);
+    });
+    auto got = q->receive_blocking(buffer, limit);
+    late.join();
+    REQUIRE(got);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "late");
+    REQUIRE(q->send_blocking(as_bytes("full"), 0s));
+    std::thread drain([&] {
+      std::this_thread::sleep_for(10ms);
+      std::vector<std::byte> b(8);
+      (void)q->receive_blocking(b, 30s);
+    });
+    auto sent = q->send_blocking(as_bytes("room"), limit);
+    drain.join();
+    CHECK(sent);
+    auto room = q->receive_blocking(buffer, 0s);
+    REQUIRE(room);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *room) == "room");
+  }
+  // Closed and drained: closed whatever the limit.
+  q->close();
+  CHECK(error_of(q->receive_blocking(buffer, 0s)) == corio::errc::closed);
+  CHECK(error_of(q->send_blocking(as_bytes("end"), 0s)) == corio::errc::closed);
+}
+
+TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a side's lock that a claim holds",
+          "[ipc][shm_queue][blocking][claim]") {
+  scoped_name n("blocklimitlock");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
+  REQUIRE(q);
+  REQUIRE(q->send_blocking(as_bytes("queued"), 0s));
+  std::vector<std::byte> buffer(8);
+  {
+    auto sender = q->try_claim_sending();
+    REQUIRE(sender);
+    // A wait that ignores its limit is ended by the claim's release and then sends: the
+    // size check below fails.
+    const auto unstick = [&] { sender->release(); };
+    CHECK(bounded_call([&] {
+            return times_out_after(50ms, [&] { return error_of(q->send_blocking(as_bytes("x"), 50ms)); })
+                       ? std::error_code{}
+                       : make_error_code(std::errc::io_error);
+          }, unstick) == std::error_code{});
+    CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("x"), 0s)); }, unstick) ==
+          corio::errc::timed_out);
+    CHECK(q->size() == 1);
+    // A claim released before the limit lets the send through.
+    std::thread release([&] {
+      std::this_thread::sleep_for(10ms);
+      sender->release();
+    });
+    auto sent = q->send_blocking(as_bytes("after"), 30s);
+    release.join();
+    CHECK(sent);
+    CHECK(q->size() == 2);
+  }
+  {
+    auto receiver = q->try_claim_receiving();
+    REQUIRE(receiver);
+    const auto unstick = [&] { receiver->release(); };
+    CHECK(bounded_call([&] {
+            return times_out_after(50ms, [&] { return error_of(q->receive_blocking(buffer, 50ms)); })
+                       ? std::error_code{}
+                       : make_error_code(std::errc::io_error);
+          }, unstick) == std::error_code{});
+    CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, 0s)); }, unstick) ==
+          corio::errc::timed_out);
+    CHECK(q->size() == 2);  // nothing taken
+    std::thread release([&] {
+      std::this_thread::sleep_for(10ms);
+      receiver->release();
+    });
+    auto got = q->receive_blocking(buffer, 30s);
+    release.join();
+    REQUIRE(got);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "queued");
+  }
+}
