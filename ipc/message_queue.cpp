@@ -1,12 +1,14 @@
 // POSIX message queues (ipc/message_queue.hpp): create/open/remove; send/receive that try the
 // non-blocking call first, then wait for the queue descriptor's readiness through the ring; and
-// the blocking forms for threads that are not workers.
+// the blocking forms for threads that are not workers, with their time limit.
 #include <corio/ipc/message_queue.hpp>
 
 #include <fcntl.h>
 #include <poll.h>
 
 #include <cerrno>
+#include <chrono>
+#include <ctime>
 #include <string>
 #include <system_error>
 
@@ -87,16 +89,37 @@ attempt try_receive_once(int fd, std::span<std::byte> buffer, received_message& 
 
 bool valid_priority(unsigned priority) noexcept { return priority < static_cast<unsigned>(MQ_PRIO_MAX); }
 
-/// poll(2) until `events`, for the blocking forms.
-result<void> block_until(int fd, short events) {
+/// ppoll(2) until `events` or `deadline`, for the blocking forms: success when the
+/// descriptor is ready (look again), timed_out once `deadline` has passed. The time left
+/// is taken from the one deadline at each call, so EINTR (and a wake before the deadline)
+/// looks again with what is left: it neither ends the wait early nor extends it. A
+/// deadline of time_point::max() (a saturated limit) waits without a timeout.
+result<void> block_until(int fd, short events, clock::time_point deadline) {
   pollfd p{fd, events, 0};
   for (;;) {
-    if (::poll(&p, 1, -1) >= 0) {
+    timespec left{};
+    const timespec* timeout = nullptr;
+    if (deadline != clock::time_point::max()) {
+      // Compared first: a deadline far in the past (a limit of hours::min()) minus now
+      // would overflow. The difference of two time points in range fits in nanoseconds.
+      const clock::time_point now = clock::now();
+      if (deadline <= now) {
+        return unexpected(make_error_code(errc::timed_out));
+      }
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+      left.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+      left.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+      timeout = &left;
+    }
+    const int n = ::ppoll(&p, 1, timeout, nullptr);
+    if (n > 0) {
       return {};
     }
-    if (errno != EINTR) {
+    if (n < 0 && errno != EINTR) {
       return unexpected(last_os_error());
     }
+    // Timed out (the kernel's timer never fires early, but the clocks differ: the
+    // deadline above decides) or interrupted: look again with the time left.
   }
 }
 
@@ -191,25 +214,29 @@ result<received_message> message_queue::try_receive(std::span<std::byte> buffer)
   return unexpected(error);
 }
 
-result<void> message_queue::send_blocking(std::span<const std::byte> message, unsigned priority) const {
+result<void> message_queue::send_blocking(std::span<const std::byte> message, unsigned priority,
+                                          saturating_duration limit) const {
+  const clock::time_point deadline = deadline_after(limit.get());
   for (;;) {
     auto sent = try_send(message, priority);
     if (sent || sent.error() != errc::full) {
       return sent;
     }
-    if (auto ok = block_until(fd(), POLLOUT); !ok) {
+    if (auto ok = block_until(fd(), POLLOUT, deadline); !ok) {
       return ok;
     }
   }
 }
 
-result<received_message> message_queue::receive_blocking(std::span<std::byte> buffer) const {
+result<received_message> message_queue::receive_blocking(std::span<std::byte> buffer,
+                                                        saturating_duration limit) const {
+  const clock::time_point deadline = deadline_after(limit.get());
   for (;;) {
     auto got = try_receive(buffer);
     if (got || got.error() != errc::empty) {
       return got;
     }
-    if (auto ok = block_until(fd(), POLLIN); !ok) {
+    if (auto ok = block_until(fd(), POLLIN, deadline); !ok) {
       return unexpected(ok.error());
     }
   }

@@ -24,6 +24,7 @@
 // too_many_files_open; invalid_argument when max_messages exceeds
 // /proc/sys/fs/mqueue/msg_max — 10 by default — for an unprivileged process).
 // try_send / try_receive: corio::errc::full / corio::errc::empty instead of waiting.
+// send_blocking / receive_blocking: corio::errc::timed_out past their limit.
 // Cancellation: send/receive take a std::stop_token and honour the inherited one: a
 // waiting call returns operation_canceled (errc::timed_out under timeout()) and has
 // sent or taken nothing — receive takes a message only in the syscall that returns it.
@@ -33,7 +34,14 @@
 // Lifetime: the handle and the spans must outlive a send/receive in flight; cancel a
 // waiting call before closing the handle (a pending poll does not end on close).
 // Blocking forms (send_blocking / receive_blocking) are for plain threads and for child
-// processes without a runtime; they wait in poll(2).
+// processes without a runtime; they wait in ppoll(2), for at most an optional `limit`
+// (saturating: a duration too large for the clock never gives up), and return
+// corio::errc::timed_out once it has passed with the queue still full (empty), having
+// sent (taken) nothing; a message that fits (a queued message) is sent (taken) whatever
+// the limit, zero included. The limit is one deadline on corio's clock taken at the
+// call: a signal (EINTR) neither ends the wait early nor extends it. (Not mq_timedsend /
+// mq_timedreceive: the descriptor is O_NONBLOCK, shared with the awaitable forms, and on
+// such a descriptor they fail at once with EAGAIN instead of waiting.)
 // Thread-safety: any number of tasks, threads and processes may send and receive on one
 // queue at once (the kernel serialises them); one owner closes a handle.
 // Cost: a send or receive that does not wait is one syscall; one that waits adds one SQE
@@ -72,6 +80,7 @@
 #include <corio/ipc/owned_fd.hpp>
 #include <corio/runtime/result.hpp>
 #include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 namespace corio::ipc {
 
@@ -133,10 +142,20 @@ class message_queue : public owned_fd {
   /// Without waiting: corio::errc::empty when the queue is empty.
   result<received_message> try_receive(std::span<std::byte> buffer) const;
 
-  /// Thread forms: block the calling thread (never call them on a worker).
-  result<void> send_blocking(std::span<const std::byte> message, unsigned priority = 0) const;
-  /// receive() for a plain thread or a child process: blocks it until a message arrives.
-  result<received_message> receive_blocking(std::span<std::byte> buffer) const;
+  /// send() for a plain thread or a child process: blocks the calling thread (never call
+  /// it on a worker) while the queue is full, for at most `limit` (saturating; the default
+  /// never gives up). The errors of send() but operation_canceled, and
+  /// corio::errc::timed_out once `limit` has passed with the queue still full, having
+  /// sent nothing; a message that fits is sent whatever `limit` (zero included).
+  /// Thread-safety: any thread. Cost: one syscall when there is room; else a clock read
+  /// and a ppoll(2) per wait.
+  result<void> send_blocking(std::span<const std::byte> message, unsigned priority = 0,
+                             saturating_duration limit = clock::duration::max()) const;
+  /// receive() for a plain thread or a child process: blocks it while the queue is empty,
+  /// for at most `limit`, as send_blocking(): corio::errc::timed_out having taken
+  /// nothing; a queued message is taken whatever `limit` (zero included).
+  result<received_message> receive_blocking(std::span<std::byte> buffer,
+                                            saturating_duration limit = clock::duration::max()) const;
 
   /// The queue's attributes now (mq_getattr).
   [[nodiscard]] result<message_queue_attributes> attributes() const;

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <pthread.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <corio/runtime/runtime.hpp>
@@ -344,4 +346,174 @@ TEST_CASE("message_queue: several receivers share one queue, each message goes t
   std::atomic<int> total{0};
   CHECK(rt.block_on(many_receivers(&*q, 4, 250, &total)) == 1000);
   CHECK(q->attributes()->current_messages == 0);
+}
+
+namespace {
+
+/// Runs `call` (returning an error_code) on a thread of its own and returns what it
+/// returned. A call still waiting after 10 s has ignored its limit: `unstick` ends the
+/// wait some other way (a message or room), so that the check after it fails instead of
+/// hanging the test.
+template <class Call, class Unstick>
+std::error_code bounded_call(Call call, Unstick unstick) {
+  // seq_cst (the default): a flag between the test and its thread, nothing subtle.
+  std::atomic<bool> done{false};
+  std::error_code ec;
+  std::thread t([&] {
+    ec = call();
+    done.store(true);
+  });
+  for (int i = 0; i < 1000 && !done.load(); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (!done.load()) {
+    unstick();
+  }
+  t.join();
+  return ec;
+}
+
+/// timed_out, and not before `limit` had passed: success; anything else: io_error.
+template <class Call>
+std::error_code timed_out_after(std::chrono::milliseconds limit, Call call) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::error_code ec = call();
+  const auto took = std::chrono::steady_clock::now() - start;
+  return ec == corio::errc::timed_out && took >= limit ? std::error_code{} : make_error_code(std::errc::io_error);
+}
+
+}  // namespace
+
+TEST_CASE("message_queue: the blocking forms take a limit: they time out on an empty or full queue, taking and "
+          "sending nothing, and serve a ready queue whatever the limit",
+          "[ipc][message_queue][blocking]") {
+  scoped_name n("blocklimit");
+  auto q = message_queue::create(n.name, small(1, 16));
+  REQUIRE(q);
+  std::vector<std::byte> buf(16);
+  const std::string one = "one", two = "two";
+  // A wait that ignores its limit is ended by a message (or room): not timed_out.
+  const auto feed = [&] { (void)q->try_send(bytes_of(one)); };
+  CHECK(bounded_call([&] { return timed_out_after(20ms, [&] { return error_of(q->receive_blocking(buf, 20ms)); }); },
+                     feed) == std::error_code{});
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buf, 0s)); }, feed) == corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buf, -5s)); }, feed) == corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->receive_blocking(buf, std::chrono::hours::min())); }, feed) ==
+        corio::errc::timed_out);
+  CHECK(q->attributes()->current_messages == 0);
+  // What can be done at once is done whatever the limit.
+  REQUIRE(q->send_blocking(bytes_of(one), 0, 0s));
+  const auto drain = [&] {
+    std::vector<std::byte> b(16);
+    (void)q->try_receive(b);
+  };
+  CHECK(bounded_call([&] {
+          return timed_out_after(20ms, [&] { return error_of(q->send_blocking(bytes_of(two), 0, 20ms)); });
+        }, drain) == std::error_code{});
+  CHECK(bounded_call([&] { return error_of(q->send_blocking(bytes_of(two), 0, 0s)); }, drain) ==
+        corio::errc::timed_out);
+  CHECK(bounded_call([&] { return error_of(q->send_blocking(bytes_of(two), 0, std::chrono::nanoseconds::min())); },
+                     drain) == corio::errc::timed_out);
+  auto got = q->receive_blocking(buf, 0s);
+  REQUIRE(got);
+  CHECK(text_of(buf, got->size) == "one");  // the timed-out sends sent nothing
+  CHECK(q->attributes()->current_messages == 0);
+  // Another thread serves a waiting call before its limit; a limit too large for the
+  // clock is "never", not "already passed".
+  for (const corio::saturating_duration limit : {corio::saturating_duration(30s),
+                                                 corio::saturating_duration(std::chrono::hours::max())}) {
+    std::thread late([&] {
+      std::this_thread::sleep_for(10ms);
+      (void)q->send_blocking(bytes_of(two), 0, 30s);
+    });
+    auto r = q->receive_blocking(buf, limit);
+    late.join();
+    REQUIRE(r);
+    CHECK(text_of(buf, r->size) == "two");
+    REQUIRE(q->send_blocking(bytes_of(one), 0, 0s));
+    std::thread taker([&] {
+      std::this_thread::sleep_for(10ms);
+      std::vector<std::byte> b(16);
+      (void)q->receive_blocking(b, 30s);
+    });
+    auto sent = q->send_blocking(bytes_of(two), 0, limit);
+    taker.join();
+    CHECK(sent);
+    auto r2 = q->receive_blocking(buf, 0s);
+    REQUIRE(r2);
+    CHECK(text_of(buf, r2->size) == "two");
+  }
+}
+
+TEST_CASE("message_queue: a blocking receive with a limit is served by another process before it",
+          "[ipc][message_queue][blocking]") {
+  scoped_name n("blocklimitfork");
+  auto q = message_queue::create(n.name, small(2, 16));
+  REQUIRE(q);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::usleep(20'000);
+    auto mine = message_queue::open(n.name);
+    const std::string hello = "hello";
+    ::_exit(mine && mine->send_blocking(bytes_of(hello), 3, 30s) ? 0 : 1);
+  }
+  std::vector<std::byte> buf(16);
+  auto got = q->receive_blocking(buf, 30s);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(got);
+  CHECK(text_of(buf, got->size) == "hello");
+  CHECK(got->priority == 3);
+}
+
+namespace {
+extern "C" void message_queue_test_ignore_signal(int) {}
+}  // namespace
+
+TEST_CASE("message_queue: signals neither end a blocking form's limited wait early nor extend it",
+          "[ipc][message_queue][blocking]") {
+  // A handler installed without SA_RESTART: each signal interrupts the wait (EINTR).
+  struct sigaction action {};
+  struct sigaction previous {};
+  action.sa_handler = message_queue_test_ignore_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;
+  REQUIRE(::sigaction(SIGUSR1, &action, &previous) == 0);
+  scoped_name n("blocklimiteintr");
+  auto q = message_queue::create(n.name, small(1, 16));
+  REQUIRE(q);
+  std::vector<std::byte> buf(16);
+  // seq_cst (the default): flags between the test and its threads, nothing subtle.
+  std::atomic<bool> started{false};
+  std::atomic<bool> finished{false};
+  std::error_code ended;
+  std::thread waiter([&] {
+    started.store(true);
+    ended = timed_out_after(100ms, [&] { return error_of(q->receive_blocking(buf, 100ms)); });
+    finished.store(true);
+  });
+  while (!started.load()) {
+    std::this_thread::yield();
+  }
+  // A signal every 2 ms for up to 10 s: a wait that started its limit again at each EINTR
+  // would still be waiting when they stop (and the check of `finished` fails); one that
+  // ended at the first EINTR would not have timed out after 100 ms.
+  int sent = 0;
+  for (; sent < 5000 && !finished.load(); ++sent) {
+    (void)::pthread_kill(waiter.native_handle(), SIGUSR1);
+    std::this_thread::sleep_for(2ms);
+  }
+  const bool finished_while_signalled = finished.load();
+  if (!finished_while_signalled) {
+    const std::string end = "end";
+    (void)q->try_send(bytes_of(end));
+  }
+  waiter.join();
+  REQUIRE(::sigaction(SIGUSR1, &previous, nullptr) == 0);
+  CHECK(finished_while_signalled);
+  CHECK(ended == std::error_code{});  // timed_out, and not before the 100 ms
+  CHECK(sent > 1);
 }
