@@ -347,7 +347,7 @@ task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> 
       co_return r.error ? result<std::size_t>(unexpected(r.error)) : result<std::size_t>(r.size);
     }
     if (n == claim_next::pause) {
-      auto slept = co_await sleep_for(std::chrono::nanoseconds(next_settle_pause(settle_pause)), token);
+      auto slept = co_await settle_pause_awaited(r.h, settle_pause, token);
       if (!slept) {
         co_return unexpected(slept.error());
       }
@@ -378,8 +378,7 @@ result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> bu
     }
     const long long ns = wait_ns(deadline);
     if (n == claim_next::pause) {
-      const long long pause = next_settle_pause(settle_pause);
-      detail::futex_wait_blocking(r.h->publishing, 1, ns < 0 || ns > pause ? pause : ns);
+      settle_pause_blocking(r.h, settle_pause, ns);
     } else if (n == claim_next::sleep) {
       detail::futex_wait_blocking(r.h->published, r.seen, ns);
     }

@@ -4,12 +4,14 @@
 // side locks with their recovery after a death. The protocol over the words:
 // detail/shm_queue_layout.hpp.
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <thread>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
+#include <corio/runtime/timeout.hpp>
 
 namespace corio::ipc {
 
@@ -50,8 +52,7 @@ bool publish(queue_header* h) noexcept {
   for (;;) {
     if ((v & closed_bit) != 0) {
       if (marked) {
-        // seq_cst RMW: every write of the mark is one (see senders_settled).
-        (void)h->publishing.exchange(0, std::memory_order_seq_cst);  // published nothing
+        unmark(h);  // published nothing
       }
       return false;
     }
@@ -63,7 +64,7 @@ bool publish(queue_header* h) noexcept {
           // holder (us) clears it, so the bit is still there unless the word was damaged.
           // A seq_cst RMW (release included) like every write of the mark: a consumer
           // whose RMW reads this 0 sees the count the CAS added.
-          (void)h->publishing.exchange(0, std::memory_order_seq_cst);
+          unmark(h);
         }
         return true;
       }
@@ -87,7 +88,7 @@ bool publish(queue_header* h) noexcept {
     // or acquire load reads this 0 sees the count we added.
     word.fetch_add(0, std::memory_order_release);
     detail::futex_wake_op(word, detail::word_op::add, 3, INT_MAX);
-    (void)h->publishing.exchange(0, std::memory_order_seq_cst);
+    unmark(h);
     return true;
   }
 }
@@ -99,12 +100,14 @@ bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept {
   // which then synchronises with it and that producer's look sees the closed bit; or it
   // reads that mark (1), or the 0 stored after the producer's wake or failed look, whose
   // release makes its count visible (one more look sees the message).
-  if (h->publishing.fetch_add(0, std::memory_order_seq_cst) == 0) {
+  const std::uint32_t mark = h->publishing.fetch_add(0, std::memory_order_seq_cst);
+  if (mark == 0) {
     return true;
   }
   // acquire: a 0 read now is a producer's unmark (or a recovery's clear), which follows
-  // the mark we read; it pairs with that RMW's release as above.
-  if (detail::spin_while_equal(h->publishing, 1) && h->publishing.load(std::memory_order_acquire) == 0) {
+  // the mark we read; it pairs with that RMW's release as above. (The mark may read 3:
+  // another consumer sleeps on it.)
+  if (detail::spin_while_equal(h->publishing, mark) && h->publishing.load(std::memory_order_acquire) == 0) {
     return true;  // its wake ended while we spun
   }
   // A free producers' lock (taken: acquire), or one recovered from a holder that died
@@ -115,6 +118,46 @@ bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept {
   }
   test_hook(detail::queue_step::unsettled);
   return false;
+}
+
+void unmark(queue_header* h) noexcept {
+  // A seq_cst RMW (release included), as every write of the mark (senders_settled). A
+  // consumer's CAS that set the bit before it in the mark's order is read here: wake it.
+  if ((h->publishing.exchange(0, std::memory_order_seq_cst) & settle_waiter_bit) != 0) {
+    detail::futex_wake(h->publishing, INT_MAX);
+  }
+}
+
+std::optional<std::uint32_t> prepare_settle_wait(queue_header* h) noexcept {
+  constexpr std::uint32_t asked = 1 | settle_waiter_bit;
+  std::uint32_t mark = 1;
+  // seq_cst RMW, as every write of the mark: before the producer's unmark in the mark's
+  // order (which then reads the bit and wakes us), or after it (fails reading 0: the
+  // publish is over, look again). A 3 read: another consumer asked already.
+  if (h->publishing.compare_exchange_strong(mark, asked, std::memory_order_seq_cst) || mark == asked) {
+    return asked;
+  }
+  return std::nullopt;
+}
+
+void settle_pause_blocking(queue_header* h, long long& pause, long long left_ns) noexcept {
+  if (auto mark = prepare_settle_wait(h)) {
+    const long long now = next_settle_pause(pause);
+    detail::futex_wait_blocking(h->publishing, *mark, left_ns < 0 || left_ns > now ? now : left_ns);
+  }
+}
+
+task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::stop_token token) {
+  auto mark = prepare_settle_wait(h);
+  if (!mark) {
+    co_return result<void>{};
+  }
+  const auto now = std::chrono::nanoseconds(next_settle_pause(pause));
+  auto woke = co_await timeout(detail::futex_await(h->publishing, *mark, std::move(token)), now);
+  if (!woke && woke.error() != errc::timed_out) {
+    co_return unexpected(woke.error());  // a stop: ours or the awaiting task's
+  }
+  co_return result<void>{};  // woken, or the pause is over: look again
 }
 
 /// After would_wait, with the side's lock dropped: spins (once per call) while the other
@@ -236,8 +279,8 @@ void resync_side(queue_header* h, side which) noexcept {
     resync(h->write_pos, h->free_known, h->published);
     // The dead holder's mark, if any. A seq_cst RMW like every write of the mark
     // (senders_settled): a consumer that reads the 0 sees the published word at least as
-    // we did after the holder's death.
-    (void)h->publishing.exchange(0, std::memory_order_seq_cst);
+    // we did after the holder's death; one that sleeps on the mark is woken.
+    unmark(h);
   } else {
     resync(h->read_pos, h->available_known, h->consumed);
   }

@@ -159,7 +159,7 @@ task<result<T>> transfer_awaited(transfer t, std::stop_token token) {
         co_return unexpected(woke.error());
       }
     } else if (n == next::pause) {
-      auto slept = co_await sleep_for(std::chrono::nanoseconds(next_settle_pause(settle_pause)), token);
+      auto slept = co_await settle_pause_awaited(t.header(), settle_pause, token);
       if (!slept) {
         co_return unexpected(slept.error());
       }
@@ -190,8 +190,7 @@ result<T> transfer_blocking(transfer t, saturating_duration limit) noexcept {
     if (n == next::sleep) {
       detail::futex_wait_blocking(t.word(), t.sleep_value(), ns);
     } else if (n == next::pause) {
-      const long long pause = next_settle_pause(settle_pause);
-      detail::futex_wait_blocking(t.header()->publishing, 1, ns < 0 || ns > pause ? pause : ns);
+      settle_pause_blocking(t.header(), settle_pause, ns);
     }
   }
 }

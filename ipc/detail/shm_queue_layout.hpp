@@ -28,8 +28,18 @@
 // the consumer spins, then tries the producers' lock (free or recovered, whose recovery
 // clears the mark with the same RMW: settled) and, when a live producer holds it,
 // pauses and looks again (50 µs, doubling up to 1 ms per pause: next_settle_pause in
-// shm_queue_steps.hpp). Only send-lock holders (and a recovery of that lock) set or
-// clear the mark; consumers' RMWs leave its value as it was.
+// shm_queue_steps.hpp). A consumer that pauses first asks to be woken: it sets the
+// mark's settle-waiter bit (2) with a seq_cst CAS 1 -> 3, an RMW like every write of
+// the mark, and sleeps on 3 for the pause (FUTEX_WAIT, or IORING_OP_FUTEX_WAIT under a
+// timeout); the unmark (exchange 0) that reads the bit wakes every sleeper of the mark
+// (FUTEX_WAKE), so the end is seen a wake-up after the producer's publish, not at the
+// end of the pause. In the mark's modification order the CAS comes before the unmark
+// (which reads the bit and wakes: a wake before the sleep leaves the mark 0, and the
+// FUTEX_WAIT on 3 returns at once) or after it (the CAS fails: look again at once). The
+// pause stays as the bound for a producer that died or stopped marked. An unmark that
+// reads no bit (nobody pauses: every publish but this race) costs nothing more. Only
+// send-lock holders (and a recovery of that lock) set the mark or clear it; consumers'
+// RMWs write back what they read, or add the settle-waiter bit to a 1.
 // Positions: the 64-bit write/read positions live beside each lock and index the slots;
 // the count words hold their low 30 bits. A holder that dies between advancing the word
 // and its position leaves them one apart: recovery (the next holder of that side, on
@@ -98,7 +108,8 @@ struct alignas(64) queue_header {
   std::uint32_t free_known = 0;   ///< slots known free (under send_lock)
   /// 1 while a producer advances the published word with FUTEX_WAKE_OP ("The end of a
   /// closed queue" above): set and cleared under send_lock (or by its recovery), read by
-  /// consumers with an RMW that writes back what it reads; every write a seq_cst RMW.
+  /// consumers with an RMW that writes back what it reads, plus settle_waiter_bit (3)
+  /// from a consumer that sleeps on the mark; every write a seq_cst RMW.
   shared_word publishing{0};
   // The published count (written by producers, read by consumers).
   alignas(64) shared_word published{0};
@@ -135,6 +146,9 @@ using detail::shared_word;
 
 inline constexpr std::uint32_t waiters_bit = 1;
 inline constexpr std::uint32_t closed_bit = 2;
+/// In `publishing`: a consumer sleeps on the mark until the unmark wakes it ("The end of
+/// a closed queue" above).
+inline constexpr std::uint32_t settle_waiter_bit = 2;
 inline constexpr std::uint32_t count_mask = (1u << 30) - 1;  // a count word holds 30 bits of count
 inline constexpr std::size_t max_capacity = std::size_t{1} << 29;
 inline constexpr std::size_t max_size = std::size_t{1} << 30;

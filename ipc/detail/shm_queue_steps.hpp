@@ -44,8 +44,16 @@ outcome receive_locked(queue_header* h, const queue_geometry& g, std::span<std::
 /// producer is between its last look at the closed bit and its publish (look again after
 /// next_settle_pause). Spins up to the spin budget; takes the send lock only with try_lock.
 bool senders_settled(queue_header* h, const process_mutex& send_lock) noexcept;
+/// Producers (and the recovery of their lock): clears the `publishing` mark with a
+/// seq_cst exchange and, when a consumer asked to be woken (settle_waiter_bit), wakes
+/// every sleeper of the mark (FUTEX_WAKE); nothing more otherwise.
+void unmark(queue_header* h) noexcept;
+/// Consumers, after senders_settled() said "not yet": asks the marking producer's unmark
+/// to wake us (sets settle_waiter_bit on a mark of 1). The value to sleep on for the
+/// pause (futex wait), or nothing when the mark is gone already (look again at once).
+std::optional<std::uint32_t> prepare_settle_wait(queue_header* h) noexcept;
 /// How long a consumer that senders_settled() told "not yet" pauses before it looks
-/// again: 50 µs at first (a live producer's wake is a syscall long), doubling at each
+/// again (at most: prepare_settle_wait's sleep ends early at the producer's unmark): 50 µs at first (a live producer's wake is a syscall long), doubling at each
 /// pause of the same call up to 1 ms, so a producer stopped in the middle of its wake
 /// (SIGSTOP, a debugger) costs each waiting consumer about a thousand wake-ups a second
 /// instead of twenty thousand. `pause` starts at settle_pause_first_ns; returns the pause
@@ -70,6 +78,14 @@ inline long long wait_ns(clock::time_point deadline) noexcept {
   }
   return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
 }
+/// A consumer's pause after senders_settled() said "not yet", from a thread: sleeps on
+/// the mark (prepare_settle_wait) for next_settle_pause(`pause`), cut to `left_ns` (-1:
+/// no deadline), so that the producer's unmark ends it; returns at once when the mark is
+/// gone already.
+void settle_pause_blocking(queue_header* h, long long& pause, long long left_ns) noexcept;
+/// settle_pause_blocking for a task: awaits the mark under a timeout of the pause.
+/// operation_canceled on a stop of `token` or the inherited token.
+task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::stop_token token);
 /// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
 /// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
 std::optional<std::uint32_t> prepare_sleep(shared_word& word, std::uint32_t seen, bool& spun) noexcept;

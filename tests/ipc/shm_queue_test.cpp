@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -1484,7 +1485,8 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
     CHECK(task_done.load() == 0);
     CHECK(thread_done.load() == 0);
     CHECK(not_the_end(q->try_receive(buffer)));
-    CHECK(raw->publishing.load() == 1);
+    // Marked, and the consumers that paused asked to be woken by its unmark.
+    CHECK(raw->publishing.load() == (1 | corio::ipc::detail::shm::settle_waiter_bit));
     // Killed there: the send lock's recovery clears the mark; the end comes to all.
     victim->kill9();
     const std::error_code task_end = co_await std::move(waiting);
@@ -1913,5 +1915,116 @@ TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a 
     release.join();
     REQUIRE(got);
     CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "queued");
+  }
+}
+
+namespace {
+
+/// What a consumer of the settle-wake test saw: its first receive (the held send's
+/// message, seq 7) and its second (the end).
+struct settle_consumer {
+  std::error_code first;
+  bool ours = false;
+  std::error_code second;
+};
+
+/// The settle-wake test with `consume` as the consumer (a thread's receive_blocking, or
+/// a task's receive): a send held at before_wake (marked, between its last look at the
+/// closed bit and its wake) after a close; the consumer that finds the queue closed and
+/// the send unsettled must ask to be woken (the mark's settle-waiter bit), and the send's
+/// unmark must wake the mark's sleepers: a sleeper of the test's own, with no timeout,
+/// ends only by a FUTEX_WAKE (0), never by a timeout or a changed word (-EAGAIN). Not
+/// with `pool_consumer` (a task's wait on the blocking pool, before Linux 6.7): the end of
+/// each of its pauses stops its FUTEX_WAIT with a FUTEX_WAKE of every sleeper of the
+/// word, the test's included.
+template <class Consume>
+void settle_wake_case(const char* tag, bool pool_consumer, Consume consume) {
+  scoped_name n(tag);
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  hold_send_at(step::before_wake);
+  settle_consumer seen;
+  std::thread consumer([&] { consume(*q, seen); });
+  // The consumer sleeps on the empty queue: the send below marks and stops before its wake.
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  while ((raw->published.load() & corio::ipc::detail::shm::waiters_bit) == 0 &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(200us);
+  }
+  std::error_code sent = make_error_code(std::errc::io_error);
+  std::thread producer([&] { sent = error_of(q->try_send(message(1, 7, 16))); });
+  release_and_join producer_ends{producer};
+  REQUIRE(corio_test::wait_for(g_held, 1));
+  q->close();
+  // The consumer finds the queue closed and the send unsettled, and asks to be woken.
+  constexpr std::uint32_t asked = 1 | corio::ipc::detail::shm::settle_waiter_bit;
+  const bool asked_to_be_woken = corio_test::wait_for(raw->publishing, asked, 10s);
+  CHECK(asked_to_be_woken);
+  // seq_cst (the default): flags between the test and its threads, nothing subtle.
+  std::atomic<int> sleeper_tid{0};
+  std::atomic<int> slept{1};
+  std::atomic<std::uint32_t> sleeper_done{0};
+  std::thread sleeper;
+  if (!pool_consumer) {
+    sleeper = std::thread([&] {
+      sleeper_tid.store(static_cast<int>(::gettid()));
+      slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
+      sleeper_done.store(1);
+    });
+    while (sleeper_tid.load() == 0) {
+      std::this_thread::yield();
+    }
+    const bool asleep = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
+    CHECK(asleep);
+  }
+  g_go = 1;  // the send goes on: it publishes, wakes the consumers of the count, unmarks
+  bool test_woke = false;
+  if (!pool_consumer) {
+    if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
+      test_woke = true;  // nothing woke the mark's sleepers: the check below fails
+      (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
+    }
+    sleeper.join();
+    CHECK_FALSE(test_woke);
+    CHECK(slept.load() == 0);
+  }
+  producer.join();
+  consumer.join();
+  CHECK(sent == std::error_code{});
+  CHECK(seen.first == std::error_code{});
+  CHECK(seen.ours);
+  CHECK(seen.second == corio::errc::closed);
+  CHECK(raw->publishing.load() == 0);
+  corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+}
+
+}  // namespace
+
+TEST_CASE("shm_queue: a consumer that finds a closed queue's last send mid-publish sleeps on the mark, and the "
+          "send's unmark wakes it instead of its pause running out",
+          "[ipc][shm_queue][close]") {
+  SECTION("a thread's receive_blocking") {
+    settle_wake_case("settlewake-t", false, [](const shm_queue& q, settle_consumer& seen) {
+      std::vector<std::byte> b(16);
+      auto first = q.receive_blocking(b, 60s);
+      seen.first = error_of(first);
+      seen.ours = first && decode(std::span(b.data(), *first)).seq == 7;
+      seen.second = error_of(q.receive_blocking(b, 60s));
+    });
+  }
+  SECTION("a task's receive, through the ring and through the blocking pool (before Linux 6.7)") {
+    const bool pool = GENERATE(false, true);
+    fallback_mode mode(pool);
+    settle_wake_case("settlewake-a", pool, [](const shm_queue& q, settle_consumer& seen) {
+      corio::runtime rt(corio_test::workers(1));
+      rt.block_on([](const shm_queue* q, settle_consumer* seen) -> corio::task<void> {
+        std::vector<std::byte> b(16);
+        auto first = co_await corio::timeout(q->receive(b), 60s);
+        seen->first = error_of(first);
+        seen->ours = first && decode(std::span(b.data(), *first)).seq == 7;
+        seen->second = error_of(co_await corio::timeout(q->receive(b), 60s));
+      }(&q, &seen));
+    });
   }
 }
