@@ -273,9 +273,8 @@ class shm_queue {
   /// queue still full or the lock still held, having sent nothing; a message that fits
   /// when the lock is taken is sent whatever `limit` (zero included). Thread-safety: any
   /// thread. Cost: try_send()'s when there is room; else a clock read per look and a
-  /// futex(2) wait. With a finite `limit` the lock is waited for by try_lock between
-  /// pauses (50 µs doubling to 1 ms, cut to the limit): a lock freed meanwhile is taken
-  /// up to a pause late; the default waits for it in the kernel.
+  /// futex(2) wait. A held lock is waited for asleep in the kernel, whatever `limit`
+  /// (process_mutex::lock_blocking): its release wakes the wait.
   result<void> send_blocking(std::span<const std::byte> message,
                              saturating_duration limit = clock::duration::max()) const noexcept;
   /// Thread form of receive(), as send_blocking(): blocks the calling thread while the

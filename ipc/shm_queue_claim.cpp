@@ -152,37 +152,8 @@ result<shm_queue_sender> shm_queue::try_claim_sending() const noexcept {
   return shm_queue_sender(this, std::move(*g));
 }
 
-namespace {
-
-/// A side's lock for a blocking claim: waits at most until `deadline` (timed_out), and
-/// recovers the side from a dead holder as lock_side does.
-result<process_mutex_guard> claim_side_blocking(queue_header* h, const process_mutex& lock, side which,
-                                                clock::time_point deadline) noexcept {
-  for (;;) {
-    // What is left of the one deadline (never negative; max() stays "no limit"; the
-    // lock's own deadline, from a later clock read, is later by that read's nanoseconds).
-    clock::duration left = clock::duration::max();
-    if (deadline != clock::time_point::max()) {
-      const clock::time_point now = clock::now();
-      left = deadline <= now ? clock::duration::zero() : deadline - now;
-    }
-    auto g = lock.lock_blocking(left);
-    if (g || g.error() != std::errc::owner_dead) {
-      return g;
-    }
-    // Abandoned: recover it (try_lock_side); busy means another process holds it again or
-    // recovers it, so wait again for what is left.
-    auto r = try_lock_side(h, lock, which);
-    if (r || r.error() != std::errc::device_or_resource_busy) {
-      return r;
-    }
-  }
-}
-
-}  // namespace
-
 result<shm_queue_sender> shm_queue::claim_sending_blocking(saturating_duration limit) const noexcept {
-  auto g = claim_side_blocking(m_header, m_send_lock, side::send, deadline_after(limit.get()));
+  auto g = lock_side_until(m_header, m_send_lock, side::send, deadline_after(limit.get()));
   if (!g) {
     return unexpected(g.error());
   }
@@ -206,7 +177,7 @@ result<shm_queue_receiver> shm_queue::try_claim_receiving() const noexcept {
 }
 
 result<shm_queue_receiver> shm_queue::claim_receiving_blocking(saturating_duration limit) const noexcept {
-  auto g = claim_side_blocking(m_header, m_receive_lock, side::receive, deadline_after(limit.get()));
+  auto g = lock_side_until(m_header, m_receive_lock, side::receive, deadline_after(limit.get()));
   if (!g) {
     return unexpected(g.error());
   }

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
-#include <thread>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
@@ -334,35 +333,25 @@ task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex
   }
 }
 
-result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept {
+result<process_mutex_guard> lock_side_until(queue_header* h, const process_mutex& lock, side which,
+                                            clock::time_point deadline) noexcept {
   for (;;) {
-    auto g = lock.lock_blocking();
+    // What is left of the one deadline: max() stays "no limit"; a passed one is zero (one
+    // try). wait_ns compares before it subtracts, so a saturated past deadline is safe.
+    // The lock's own deadline, from its later clock read, is later by that read's ns.
+    const long long left = wait_ns(deadline);
+    using std::chrono::duration_cast;
+    const clock::duration limit =
+        left < 0 ? clock::duration::max() : duration_cast<clock::duration>(std::chrono::nanoseconds(left));
+    auto g = lock.lock_blocking(limit);
     if (g || g.error() != std::errc::owner_dead) {
       return g;
     }
     if (auto r = recover_side(h, lock, which)) {
       return r;
     }
-  }
-}
-
-result<process_mutex_guard> lock_side_until(queue_header* h, const process_mutex& lock, side which,
-                                            clock::time_point deadline) noexcept {
-  if (deadline == clock::time_point::max()) {
-    return lock_side_blocking(h, lock, which);
-  }
-  long long pause = settle_pause_first_ns;
-  for (;;) {
-    auto g = try_lock_side(h, lock, which);
-    if (g || g.error() != std::errc::device_or_resource_busy) {
-      return g;
-    }
-    const long long left = wait_ns(deadline);
-    if (left == 0) {
-      return unexpected(make_error_code(errc::timed_out));
-    }
-    const long long now = next_settle_pause(pause);
-    std::this_thread::sleep_for(std::chrono::nanoseconds(left < now ? left : now));
+    // Another process is recovering it (busy: it holds the word, so the next
+    // lock_blocking sleeps) or has just done so: wait again for what is left.
   }
 }
 

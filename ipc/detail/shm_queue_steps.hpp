@@ -100,13 +100,12 @@ result<process_mutex_guard> try_lock_or_again(queue_header* h, const process_mut
 /// task's own) cancel the wait.
 task<result<process_mutex_guard>> lock_side(queue_header* h, const process_mutex& lock, side which,
                                             std::stop_token token);
-/// lock_side for a plain thread: blocks it until the lock is taken (no stop).
-result<process_mutex_guard> lock_side_blocking(queue_header* h, const process_mutex& lock, side which) noexcept;
-/// lock_side_blocking until `deadline` (corio::errc::timed_out after it, having taken
-/// nothing): a never-ending deadline is lock_side_blocking; else try_lock_side, then
-/// pauses of next_settle_pause (50 µs doubling to 1 ms, cut to the deadline) between
-/// tries, so a lock freed meanwhile is taken up to a pause late. Tries once whatever
-/// the deadline (a past one included).
+/// lock_side for a plain thread (the queue's blocking forms and the blocking claims):
+/// blocks it, asleep in the kernel on the lock's word (process_mutex::lock_blocking, so
+/// a release wakes it), until the lock is taken or `deadline` passes
+/// (corio::errc::timed_out, having taken nothing). One deadline: each wait, including
+/// the one after a recovery that found another process recovering, is for what is left
+/// of it; time_point::max() never gives up; a passed deadline still tries once.
 result<process_mutex_guard> lock_side_until(queue_header* h, const process_mutex& lock, side which,
                                             clock::time_point deadline) noexcept;
 

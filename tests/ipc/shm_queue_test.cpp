@@ -151,6 +151,20 @@ struct guarded_buffer {
   }
 };
 
+/// Waits (up to 10 s) until a thread sleeps in the kernel on a side's lock `lock`: its
+/// word's waiters bit (FUTEX_WAITERS), which only a locker about to FUTEX_WAIT on the word
+/// sets. False if none did: the test fails instead of hanging.
+bool lock_has_sleeper(const corio::ipc::detail::mutex_state& lock) {
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while ((lock.lock.word.load() & corio::ipc::detail::owner_waiters) == 0) {
+    if (std::chrono::steady_clock::now() >= end) {
+      return false;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
 /// The header of the queue object `name`, seen through a raw mapping of it: what a peer
 /// with write access to the object (a bug or an attacker) can change at any time.
 struct raw_header {
@@ -1913,6 +1927,44 @@ TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a 
     });
     auto got = q->receive_blocking(buffer, 30s);
     release.join();
+    REQUIRE(got);
+    CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "queued");
+  }
+}
+
+TEST_CASE("shm_queue: the queue's blocking forms with a limit sleep in the kernel on a held side's lock, and its "
+          "release wakes them",
+          "[ipc][shm_queue][blocking][claim][limit]") {
+  // A wait that polls the lock with try_lock between pauses never sets the lock word's
+  // waiters bit (only a locker about to FUTEX_WAIT on the word does): the REQUIRE on
+  // lock_has_sleeper fails. A sleeper of the word is woken by the release itself.
+  scoped_name n("blocklimitwake");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  REQUIRE(q->send_blocking(as_bytes("queued"), 0s));
+  {
+    auto sender = q->try_claim_sending();
+    REQUIRE(sender);
+    std::error_code sent{make_error_code(std::errc::io_error)};
+    std::thread waiter([&] { sent = error_of(q->send_blocking(as_bytes("after"), 30s)); });
+    const bool asleep = lock_has_sleeper(raw->send_lock);
+    sender->release();
+    waiter.join();
+    REQUIRE(asleep);
+    CHECK(sent == std::error_code{});
+    CHECK(q->size() == 2);
+  }
+  {
+    auto receiver = q->try_claim_receiving();
+    REQUIRE(receiver);
+    std::vector<std::byte> buffer(8);
+    corio::result<std::size_t> got = corio::unexpected(make_error_code(std::errc::io_error));
+    std::thread waiter([&] { got = q->receive_blocking(buffer, 30s); });
+    const bool asleep = lock_has_sleeper(raw->receive_lock);
+    receiver->release();
+    waiter.join();
+    REQUIRE(asleep);
     REQUIRE(got);
     CHECK(std::string(reinterpret_cast<const char*>(buffer.data()), *got) == "queued");
   }
