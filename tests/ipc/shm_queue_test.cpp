@@ -13,8 +13,10 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,7 +24,9 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
@@ -153,7 +157,8 @@ struct guarded_buffer {
 
 /// Waits (up to 10 s) until a thread sleeps in the kernel on a side's lock `lock`: its
 /// word's waiters bit (FUTEX_WAITERS), which only a locker about to FUTEX_WAIT on the word
-/// sets. False if none did: the test fails instead of hanging.
+/// sets. False if none did: the test fails instead of hanging. (Loads of the word are
+/// seq_cst, the default: the test only watches it; nothing is published through it.)
 bool lock_has_sleeper(const corio::ipc::detail::mutex_state& lock) {
   const auto end = std::chrono::steady_clock::now() + 10s;
   while ((lock.lock.word.load() & corio::ipc::detail::owner_waiters) == 0) {
@@ -163,6 +168,24 @@ bool lock_has_sleeper(const corio::ipc::detail::mutex_state& lock) {
     std::this_thread::sleep_for(1ms);
   }
   return true;
+}
+
+/// Waits (up to 10 s) until thread `tid` of this process sleeps in futex(2) (the first
+/// field of /proc/self/task/<tid>/syscall). False if it never does.
+bool sleeps_in_futex(pid_t tid) {
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
+  for (;;) {
+    std::ifstream file(path);
+    std::string first;
+    if (file >> first && first != "running" && std::atol(first.c_str()) == SYS_futex) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= end) {
+      return false;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
 }
 
 /// The header of the queue object `name`, seen through a raw mapping of it: what a peer
@@ -1201,8 +1224,15 @@ TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out
     auto r = q->claim_receiving_blocking(0s);
     REQUIRE(r);
   }
+  raw_header raw(n.name);
   flags f;
+  const pid_t parent = ::getpid();
   child claimant([&] {  // no runtime: the thread forms
+    // Killed with the test process (a hung test that meson's timeout kills leaves no
+    // claimant holding the sides); a parent gone before the prctl is seen by getppid.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+      return 4;
+    }
     auto mine = shm_queue::open(n.name);
     if (!mine) {
       return 1;
@@ -1216,8 +1246,7 @@ TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out
     if (!corio_test::wait_for(f[1], 1)) {
       return 3;
     }
-    std::this_thread::sleep_for(20ms);  // the parent waits in claim_sending_blocking by then
-    s->release();
+    s->release();  // the parent's waiter sleeps on the producers' lock by then
     for (;;) {
       ::pause();  // keeps the receiver claim until killed
     }
@@ -1229,16 +1258,35 @@ TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out
   auto held = q->claim_receiving_blocking(30ms);
   CHECK(error_of(held) == corio::errc::timed_out);
   CHECK(corio::clock::now() - start >= 30ms);  // not before the limit
+  // hours::max() is no limit: the side is released only once the waiter sleeps on its
+  // lock (the word's waiters bit, which no wait of this test has set before), so a limit
+  // that saturated to "now" (one try) finds the side held and fails, however late the
+  // waiter starts.
+  REQUIRE((raw->send_lock.lock.word.load() & corio::ipc::detail::owner_waiters) == 0);
+  corio::result<corio::ipc::shm_queue_sender> sender = corio::unexpected(std::error_code{});
+  std::thread max_waiter([&] { sender = q->claim_sending_blocking(std::chrono::hours::max()); });
+  const bool max_asleep = lock_has_sleeper(raw->send_lock);
   f[1].store(1);
-  auto sender = q->claim_sending_blocking(std::chrono::hours::max());
+  max_waiter.join();
+  CHECK(max_asleep);
   REQUIRE(sender);
   REQUIRE(sender->try_send(as_bytes("hi")));
   // The receiving side's claimant dies while a thread waits for the side: it is recovered.
+  // The kill comes once the waiter sleeps in futex(2) (the receivers' lock word may still
+  // have the waiters bit that the timed-out wait above set: it proves nothing here).
   corio::result<corio::ipc::shm_queue_receiver> receiver = corio::unexpected(std::error_code{});
-  std::thread waiter([&] { receiver = q->claim_receiving_blocking(60s); });
-  std::this_thread::sleep_for(20ms);
+  std::atomic<pid_t> waiter_tid{0};  // seq_cst (the default): a flag from the thread to the test
+  std::thread waiter([&] {
+    waiter_tid.store(::gettid());
+    receiver = q->claim_receiving_blocking(60s);
+  });
+  while (waiter_tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  const bool asleep = sleeps_in_futex(waiter_tid.load());
   CHECK(claimant.kill9() == 128 + SIGKILL);
   waiter.join();
+  CHECK(asleep);
   REQUIRE(receiver);
   std::vector<std::byte> buffer(8);
   auto got = receiver->try_receive(buffer);
