@@ -61,11 +61,13 @@
 // messages never interleave with the claimant's. The two sides are claimed independently.
 // A claimant that waits (full, empty) keeps its claim while it waits. A claimant killed
 // with kill -9 is a dead holder like any other: the next process of that side recovers
-// the side and goes on. A claim has thread forms too (send_blocking, receive_blocking,
-// with an optional time limit: corio::errc::timed_out). A sender claim held after a close
-// does not keep consumers from the end: a send publishes only while the queue is not
-// closed, so a consumer that finds it closed and empty reports closed without the
-// producers' lock (while a send is between its last look at the closed bit and its wake
+// the side and goes on. A plain thread claims a side with claim_sending_blocking /
+// claim_receiving_blocking (an optional time limit: corio::errc::timed_out), and a
+// claim has thread forms too (send_blocking, receive_blocking, with an optional time
+// limit: corio::errc::timed_out). A sender claim held after a close does not keep
+// consumers from the end: a send publishes only while the queue is not closed, so a
+// consumer that finds it closed and empty reports closed without the producers' lock
+// (while a send is between its last look at the closed bit and its wake
 // of sleeping consumers, a syscall long, it spins, then pauses and looks again: 50 µs
 // first, doubling up to 1 ms per pause, so a producer stopped there (SIGSTOP, a
 // debugger) costs each waiting consumer about a thousand wake-ups a second; a pause
@@ -84,7 +86,8 @@
 // it), corio::errc::closed, corio::errc::full / corio::errc::empty (try_*),
 // resource_unavailable_try_again (try_*: another process of that side is mid-copy),
 // operation_canceled (timed_out under corio::timeout), corio::errc::timed_out (a
-// send_blocking / receive_blocking, the queue's or a claim's, past its limit), the OS
+// send_blocking / receive_blocking, the queue's or a claim's, or a
+// claim_sending_blocking / claim_receiving_blocking, past its limit), the OS
 // errors of shm_open / ftruncate / mmap (file_exists with exclusive,
 // no_such_file_or_directory, too_many_files_open, not_enough_memory,
 // permission_denied), and for open() (and a
