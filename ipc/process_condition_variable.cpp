@@ -3,16 +3,24 @@
 // Word: sequence * 2 + waiters bit (bit 0). A waiter, holding the mutex, sets the bit
 // and sleeps on the value it read (with the bit). notify_one: if the bit is set, one
 // FUTEX_WAKE_OP adds 2 (the sequence moves, the bit stays) and wakes one; if it woke
-// nobody, a second clears the bit and wakes all (anyone who queued in between wakes
-// spuriously, nobody is stranded without the bit). notify_all: if the bit is set, one
-// FUTEX_WAKE_OP adds 1 (odd + 1: the sequence moves and the bit clears) and wakes all.
-// Two notify_all racing may leave the bit set with nobody asleep: one wasted syscall
-// later, never a lost wake-up.
+// nobody, a second adds 1 and wakes all (odd + 1: the bit clears and the sequence moves
+// again; anyone who queued in between wakes spuriously, nobody is stranded without the
+// bit). notify_all: if the bit is set, one FUTEX_WAKE_OP adds 1 (odd + 1 again) and
+// wakes all. So the word only grows (until it wraps, after about 2^31 notifies): a
+// waiter that finds it equal to the value it slept on has not been notified since, and
+// may sleep again. (A second call that cleared the bit with and_not took the word back
+// by one, and a later waiter's bit restored the value: a waiter that had slept on it
+// slept on through the notify between.) Two notifies racing (a notify_all between notify_one's two calls, or
+// two notify_all) may leave the bit set with nobody asleep: one wasted syscall later,
+// never a lost wake-up.
 #include <corio/ipc/process_condition_variable.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <new>
+
+#include <corio/ipc/detail/test_hooks.hpp>
 
 namespace corio::ipc {
 
@@ -20,7 +28,15 @@ namespace {
 
 constexpr std::uint32_t waiters_bit = 1;
 
+// relaxed: set by a test before the notifies it hooks and cleared after them; nothing
+// is published with the pointer.
+std::atomic<void (*)()> g_after_unheard_notify{nullptr};
+
 }  // namespace
+
+void detail::set_condition_notify_test_hook(void (*after_unheard_notify)()) noexcept {
+  g_after_unheard_notify.store(after_unheard_notify, std::memory_order_relaxed);
+}
 
 result<process_condition_variable> process_condition_variable::construct(std::span<std::byte> region,
                                                                          std::size_t offset) noexcept {
@@ -104,12 +120,14 @@ result<void> process_condition_variable::wait_blocking_until(process_mutex_guard
   }
   const std::uint32_t seen = prepare_wait();
   guard.unlock();
-  // Every notify changes the word (see the top), so a return that finds it unchanged
-  // (EINTR, or a wake-up no notify sent) is not one: sleep again until the deadline.
+  // Every notify moves the word on and it never comes back (see the top), so a return
+  // that finds it unchanged (EINTR, or a wake-up no notify sent) is not one: sleep again
+  // until the deadline.
   // relaxed: the mutex, re-taken below, orders what the notifier changed.
   bool timed_out = false;
   while (m_state->word.load(std::memory_order_relaxed) == seen) {
-    if (detail::futex_wait_until(m_state->word, seen, deadline) == -ETIMEDOUT) {
+    const int rc = detail::futex_wait_until(m_state->word, seen, deadline);
+    if (rc == -ETIMEDOUT) {
       timed_out = true;
       break;
     }
@@ -135,7 +153,12 @@ void process_condition_variable::notify_one() const noexcept {
     return;
   }
   if (detail::futex_wake_op(word, detail::word_op::add, 2, 1) == 0) {
-    detail::futex_wake_op(word, detail::word_op::and_not, waiters_bit, INT_MAX);
+    // relaxed: see g_after_unheard_notify.
+    if (auto* hook = g_after_unheard_notify.load(std::memory_order_relaxed)) {
+      hook();
+    }
+    // add 1, never and_not: the bit clears and the word still moves forward (see the top).
+    detail::futex_wake_op(word, detail::word_op::add, waiters_bit, INT_MAX);
   }
 }
 

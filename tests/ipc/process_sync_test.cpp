@@ -4,6 +4,7 @@
 // cancellation, real kill -9 of holders and waiters, and (through a hook) the interleavings
 // around a stale waiters bit that once left a sleeper behind an available unit.
 #include <corio/ipc/detail/stale_waiters.hpp>
+#include <corio/ipc/detail/test_hooks.hpp>
 #include <corio/ipc/process_condition_variable.hpp>
 #include <corio/ipc/process_event.hpp>
 #include <corio/ipc/process_mutex.hpp>
@@ -20,11 +21,13 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <new>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -1497,4 +1500,132 @@ TEST_CASE("process_condition_variable::wait_blocking(pred, limit): the limit is 
   CHECK_FALSE(gave_up);  // it ended while wake-ups kept coming: the deadline did not restart
   CHECK(notifies.load() > 1);
   CHECK(g->owns_lock());
+}
+
+namespace {
+
+// The lost-notify interleaving below. Lock-free atomics (the signal handler reads and
+// writes two of them); seq_cst throughout, nothing here is about speed.
+static_assert(std::atomic<bool>::is_always_lock_free);
+std::atomic<bool> g_in_handler{false};
+std::atomic<bool> g_release_handler{false};
+
+/// SIGUSR2 handler: keeps the interrupted thread out of its futex wait (and away from
+/// the word) until the test releases it.
+void hold_in_handler(int) {
+  g_in_handler.store(true);
+  while (!g_release_handler.load()) {
+    timespec ms{0, 1'000'000};
+    ::nanosleep(&ms, nullptr);
+  }
+}
+
+struct unheard_notify_play {
+  cv_page* p = nullptr;
+  std::thread waiter;
+  std::atomic<bool> about_to_wait{false};
+  std::optional<corio::result<void>> waited;
+  bool registered = false;  // the hook saw the waiter register and enter the handler
+  int hook_calls = 0;
+};
+unheard_notify_play* g_play = nullptr;
+
+/// notify_one's hook, between its first FUTEX_WAKE_OP (woke nobody) and its second: a
+/// waiter registers (it reads the word the first one made, with the waiters bit), then
+/// a signal takes it out of its futex wait and holds it in hold_in_handler.
+void register_between_notifies() {
+  unheard_notify_play& play = *g_play;
+  if (++play.hook_calls != 1) {
+    return;
+  }
+  play.waiter = std::thread([&play] {
+    auto g = play.p->m.lock_blocking(10s);
+    if (!g) {
+      play.waited = corio::result<void>(corio::unexpected(g.error()));
+      return;
+    }
+    play.about_to_wait.store(true);
+    play.waited = play.p->cv.wait_blocking(*g, 30s);
+  });
+  const auto end = corio::clock::now() + 10s;
+  while (!play.about_to_wait.load() && corio::clock::now() < end) {
+    std::this_thread::sleep_for(200us);
+  }
+  // The waiter releases the mutex only after it registered (prepare_wait): once we hold
+  // it, the waiter has read the word.
+  if (auto g = play.p->m.lock_blocking(10s); !g || !play.about_to_wait.load()) {
+    return;
+  }
+  ::pthread_kill(play.waiter.native_handle(), SIGUSR2);
+  while (!g_in_handler.load() && corio::clock::now() < end) {
+    std::this_thread::sleep_for(200us);
+  }
+  play.registered = g_in_handler.load();
+}
+
+}  // namespace
+
+TEST_CASE("process_condition_variable::wait_blocking: a notify is not lost when notify_one's second wake (it woke "
+          "nobody first) and a later waiter take the word back to a value a waiter slept on",
+          "[ipc][process_condition_variable][limit]") {
+  cv_page p;
+  {
+    // A waiter that gave up leaves the waiters bit set with nobody asleep.
+    auto g = p.m.lock_blocking();
+    REQUIRE(g);
+    auto gone = p.cv.wait_blocking(*g, 0s);
+    CHECK(error_of(gone) == corio::errc::timed_out);
+  }
+  struct sigaction sa {};
+  sa.sa_handler = &hold_in_handler;
+  sigemptyset(&sa.sa_mask);
+  g_in_handler.store(false);
+  g_release_handler.store(false);
+  unheard_notify_play play;
+  play.p = &p;
+  // Whatever fails below: the waiter is let go and joined, the handler put back.
+  struct cleanup {
+    unheard_notify_play& play;
+    struct sigaction old {};
+    ~cleanup() {
+      g_release_handler.store(true);
+      if (play.waiter.joinable()) {
+        play.waiter.join();  // it re-takes the mutex: every guard below is gone by now
+      }
+      ::sigaction(SIGUSR2, &old, nullptr);
+    }
+  } restore{play};
+  ::sigaction(SIGUSR2, &sa, &restore.old);
+  g_play = &play;
+  corio::ipc::detail::set_condition_notify_test_hook(&register_between_notifies);
+  // A: a notify_one outside the mutex. Its first wake finds nobody asleep; between its two
+  // calls the waiter registers with the value the first made and is held in the handler,
+  // out of the futex queue, so the second wakes nobody either.
+  p.cv.notify_one();
+  corio::ipc::detail::set_condition_notify_test_hook(nullptr);
+  g_play = nullptr;
+  REQUIRE(play.hook_calls == 1);
+  REQUIRE(play.registered);
+  {
+    // B makes the waiter's predicate true and notifies: the waiters bit is clear (A's
+    // second call cleared it), so nothing is sent: the waiter is owed the change of word.
+    auto g = p.m.lock_blocking();
+    REQUIRE(g);
+    p.items() = 1;
+    p.cv.notify_one();
+  }
+  {
+    // Another waiter registers (sets the bit again) and gives up at once.
+    auto g = p.m.lock_blocking();
+    REQUIRE(g);
+    auto other = p.cv.wait_blocking(*g, 0s);
+    CHECK(error_of(other) == corio::errc::timed_out);
+  }
+  g_release_handler.store(true);
+  play.waiter.join();
+  REQUIRE(play.waited.has_value());
+  // Had the word come back to the value the waiter slept on, it would sleep on until its
+  // 30 s limit and return timed_out.
+  CHECK(*play.waited);
+  CHECK(error_of(*play.waited) == std::error_code{});
 }
