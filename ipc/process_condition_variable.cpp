@@ -122,13 +122,17 @@ result<void> process_condition_variable::wait_blocking_until(process_mutex_guard
   guard.unlock();
   // Every notify moves the word on and it never comes back (see the top), so a return
   // that finds it unchanged (EINTR, or a wake-up no notify sent) is not one: sleep again
-  // until the deadline.
+  // until the deadline. Any other error of the wait (ENOSYS or EPERM under a seccomp
+  // filter, EFAULT) ends it as a spurious wake-up would, instead of a retry at full speed.
   // relaxed: the mutex, re-taken below, orders what the notifier changed.
   bool timed_out = false;
   while (m_state->word.load(std::memory_order_relaxed) == seen) {
     const int rc = detail::futex_wait_until(m_state->word, seen, deadline);
     if (rc == -ETIMEDOUT) {
       timed_out = true;
+      break;
+    }
+    if (rc != 0 && rc != -EINTR && rc != -EAGAIN) {
       break;
     }
   }

@@ -115,11 +115,15 @@ class process_condition_variable {
   /// a notify or for at most `limit` (saturating: hours::max() is no limit; the default
   /// never gives up), then re-takes the mutex, without a limit, whatever ended the wait:
   /// on return the guard holds the mutex again (as after std::condition_variable::
-  /// wait_for), except after owner_dead. The limit is one deadline taken at the call;
-  /// signals (EINTR) and wake-ups that no notify sent neither end the wait early nor
-  /// extend it. Errors: corio::errc::timed_out (no notify came before the limit; the
-  /// mutex is held again), owner_dead (the re-lock found the mutex abandoned: the guard
-  /// is empty), invalid_argument and operation_not_permitted (see the header).
+  /// wait_for), except after owner_dead. The limit is one deadline taken at the call.
+  /// The wait ends (success) once any notify_one() or notify_all() has changed the word
+  /// since this waiter registered, even one that woke another waiter (re-check the
+  /// predicate), or if the futex wait itself fails (ENOSYS or EPERM under a seccomp
+  /// filter), as a spurious wake-up; signals (EINTR) and wake-ups that find the word
+  /// unchanged neither end it early nor extend it. Errors: corio::errc::timed_out (no
+  /// notify came before the limit; the mutex is held again), owner_dead (the re-lock
+  /// found the mutex abandoned: the guard is empty), invalid_argument and
+  /// operation_not_permitted (see the header).
   /// Thread-safety: any thread, with its own guard. Cost: a FUTEX_WAIT syscall, and the
   /// re-lock (as process_mutex::lock_blocking).
   result<void> wait_blocking(process_mutex_guard& guard,

@@ -12,9 +12,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -1628,4 +1632,37 @@ TEST_CASE("process_condition_variable::wait_blocking: a notify is not lost when 
   // 30 s limit and return timed_out.
   CHECK(*play.waited);
   CHECK(error_of(*play.waited) == std::error_code{});
+}
+
+TEST_CASE("process_condition_variable::wait_blocking: a futex wait the kernel refuses (seccomp) ends the wait as "
+          "a spurious wake-up, not a retry at full speed until the limit",
+          "[ipc][process_condition_variable][limit]") {
+  cv_page p;
+  child refused([&] {
+    auto g = p.m.lock_blocking(10s);  // before the filter: anything the lock starts runs free
+    if (!g) {
+      return 2;
+    }
+    // Shared FUTEX_WAIT (op 0, what futex_wait_blocking uses; glibc's own waits are
+    // private) fails with ENOSYS on this thread.
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+      return 3;
+    }
+    // Before: ENOSYS with the word unchanged looped until the limit (timed_out, 1).
+    auto r = p.cv.wait_blocking(*g, 20s);
+    if (!r) {
+      return r.error() == corio::errc::timed_out ? 1 : 4;
+    }
+    return g->owns_lock() ? 0 : 5;
+  });
+  CHECK(refused.wait_status() == 0);
 }
