@@ -126,18 +126,22 @@ class process_condition_variable {
   /// operation_not_permitted (see the header).
   /// Thread-safety: any thread, with its own guard. Cost: a FUTEX_WAIT syscall, and the
   /// re-lock (as process_mutex::lock_blocking).
-  result<void> wait_blocking(process_mutex_guard& guard,
-                             saturating_duration limit = clock::duration::max()) const noexcept;
+  [[nodiscard]] result<void> wait_blocking(process_mutex_guard& guard,
+                                           saturating_duration limit = clock::duration::max()) const noexcept;
   /// wait_blocking() until pred() holds (checked under the mutex; returns at once if it
   /// does). `limit` is one deadline for the whole wait, not one per wake-up: once it has
   /// passed, pred() is checked a last time under the re-taken mutex, and timed_out is
-  /// returned only if it still does not hold (the guard holds the mutex either way).
+  /// returned only if it still does not hold (the guard holds the mutex either way); a
+  /// false pred() after the deadline returns timed_out without waiting again.
   template <class Pred>
     requires std::predicate<Pred&>
-  result<void> wait_blocking(process_mutex_guard& guard, Pred pred,
-                             saturating_duration limit = clock::duration::max()) const {
+  [[nodiscard]] result<void> wait_blocking(process_mutex_guard& guard, Pred pred,
+                                           saturating_duration limit = clock::duration::max()) const {
     const clock::time_point deadline = deadline_after(limit.get());
     while (!pred()) {
+      if (detail::deadline_passed(deadline)) {
+        return unexpected(make_error_code(errc::timed_out));
+      }
       if (auto woke = wait_blocking_until(guard, deadline); !woke) {
         if (woke.error() == errc::timed_out && pred()) {
           return {};

@@ -1666,3 +1666,45 @@ TEST_CASE("process_condition_variable::wait_blocking: a futex wait the kernel re
   });
   CHECK(refused.wait_status() == 0);
 }
+
+TEST_CASE("process_condition_variable::wait_blocking(pred, limit): a false pred() after the deadline returns "
+          "timed_out without registering and waiting again",
+          "[ipc][process_condition_variable][limit]") {
+  cv_page p;
+  auto g = p.m.lock_blocking();
+  REQUIRE(g);
+  auto* word = &reinterpret_cast<corio::ipc::detail::condition_state*>(p.page.map.data() + 64)->word;
+  // Wakes the waiter once it registered (the waiters bit); notify_all clears the bit.
+  std::atomic<bool> notified{false};
+  std::thread notifier([&] {
+    const auto end = corio::clock::now() + 10s;
+    while ((word->load() & 1) == 0 && corio::clock::now() < end) {
+      std::this_thread::sleep_for(200us);
+    }
+    notified.store(true);  // before: the woken waiter may look at once
+    p.cv.notify_all();
+  });
+  constexpr auto limit = 1s;
+  const auto deadline = corio::clock::now() + limit;
+  int calls = 0;
+  bool woken_before_deadline = false;
+  auto r = p.cv.wait_blocking(
+      *g,
+      [&] {
+        if (++calls == 2) {
+          // Woken by the notify; this check then outlasts the limit.
+          woken_before_deadline = notified.load() && corio::clock::now() < deadline;
+          while (corio::clock::now() <= deadline + 1ms) {
+            std::this_thread::sleep_for(1ms);
+          }
+        }
+        return false;
+      },
+      limit);
+  notifier.join();
+  CHECK(error_of(r) == corio::errc::timed_out);
+  CHECK(g->owns_lock());
+  REQUIRE(woken_before_deadline);
+  CHECK(calls == 2);              // before: registered again, timed out, checked a third time
+  CHECK((word->load() & 1) == 0);  // nobody registered after the notify
+}
