@@ -1192,14 +1192,22 @@ namespace {
 /// Elapsed time since `start`, on corio's clock.
 corio::clock::duration since(corio::clock::time_point start) { return corio::clock::now() - start; }
 
+/// Signals signal_storm's handler has run (one storm at a time). Lock-free: the handler
+/// bumps it; seq_cst, nothing here is about speed.
+std::atomic<int> g_storm_deliveries{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
 /// Interrupts one thread with a handled signal (no SA_RESTART, so a futex wait returns
 /// EINTR) about every 2 ms until destroyed: a limited wait must neither end early at an
-/// EINTR nor wait past its deadline because of them.
+/// EINTR nor wait past its deadline because of them. The constructor returns once the
+/// first signal has been handled (or after 10 s: delivered() then stays 0), so that the
+/// storm runs before the wait starts, even on a loaded machine.
 class signal_storm {
  public:
   explicit signal_storm(pthread_t target) : m_target(target) {
+    g_storm_deliveries.store(0);
     struct sigaction sa {};
-    sa.sa_handler = [](int) {};
+    sa.sa_handler = [](int) { g_storm_deliveries.fetch_add(1); };
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;  // no SA_RESTART
     ::sigaction(SIGUSR2, &sa, &m_old);
@@ -1210,6 +1218,11 @@ class signal_storm {
         std::this_thread::sleep_for(2ms);
       }
     });
+    // The target may be this thread: its sleeps are interrupted, the handler runs.
+    const auto end = corio::clock::now() + 10s;
+    while (g_storm_deliveries.load() == 0 && corio::clock::now() < end) {
+      std::this_thread::sleep_for(1ms);
+    }
   }
   signal_storm(const signal_storm&) = delete;
   signal_storm& operator=(const signal_storm&) = delete;
@@ -1219,6 +1232,8 @@ class signal_storm {
     ::sigaction(SIGUSR2, &m_old, nullptr);
   }
   [[nodiscard]] int sent() const { return m_sent.load(); }
+  /// Signals handled so far (by any thread: the target is the only one that takes them).
+  [[nodiscard]] static int delivered() { return g_storm_deliveries.load(); }
 
  private:
   pthread_t m_target;
@@ -1227,6 +1242,30 @@ class signal_storm {
   std::atomic<int> m_sent{0};
   std::thread m_thread;
 };
+
+/// This thread's id (for /proc/<tid>/stat).
+pid_t this_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+/// Waits (10 s at most) until `word` has `bit` (a waiter registered) and thread `tid` of
+/// this process, or of the parent of a forked child, sleeps (state S): the release of a
+/// "huge limit" case comes only once the waiter is asleep in it, so a limit that did not
+/// saturate (timed out at once) cannot pass by being late. False if it never got there.
+bool wait_until_asleep(pid_t tid, const std::atomic<std::uint32_t>& word, std::uint32_t bit) {
+  const auto end = corio::clock::now() + 10s;
+  do {
+    if ((word.load() & bit) != 0 && corio_test::wait_until_sleeping(tid, 0s)) {
+      return true;
+    }
+    std::this_thread::sleep_for(200us);
+  } while (corio::clock::now() < end);
+  return false;
+}
+
+/// The futex word of a semaphore, event or condition variable at `offset` of `page`
+/// (after its layout word); bit 0 is the waiters bit of all three.
+const std::atomic<std::uint32_t>& shared_word_at(shared_page& page, std::size_t offset) {
+  return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(page.map.data() + offset + 4));
+}
 
 }  // namespace
 
@@ -1241,6 +1280,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): timed_out, not before the limit,
     REQUIRE(g);
     CHECK(g->owns_lock());
   }
+  const pid_t parent = this_tid();
   child holder([&] {
     auto g = m->lock_blocking();
     if (!g) {
@@ -1250,8 +1290,10 @@ TEST_CASE("process_mutex::lock_blocking(limit): timed_out, not before the limit,
     if (!corio_test::wait_for(page.flag(1), 1)) {
       return 2;
     }
-    std::this_thread::sleep_for(20ms);  // the parent is asleep in lock_blocking by then
-    return 0;                           // unlocks
+    // Unlocks once the parent is asleep in lock_blocking (and the lock word has its
+    // waiters bit) or after 10 s.
+    const auto& lock_word = reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data())->lock.word;
+    return wait_until_asleep(parent, lock_word, corio::ipc::detail::owner_waiters) ? 0 : 3;
   });
   REQUIRE(corio_test::wait_for(page.flag(0), 1));
   auto zero = m->lock_blocking(0s);
@@ -1293,7 +1335,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limi
     auto g = m->lock_blocking(100ms);
     CHECK(error_of(g) == corio::errc::timed_out);
     CHECK(since(start) >= 100ms);
-    CHECK(storm.sent() > 0);
+    CHECK(storm.delivered() > 0);
   }
   page.flag(1).store(1);
   auto g = m->lock_blocking(60s);
@@ -1344,6 +1386,7 @@ TEST_CASE("process_semaphore::acquire_blocking(limit): timed_out with the count 
     auto r = s->acquire_blocking(50ms);
     CHECK(error_of(r) == corio::errc::timed_out);
     CHECK(since(start) >= 50ms);
+    CHECK(storm.delivered() > 0);
   }
   CHECK(s->value() == 0);
   REQUIRE(s->release(2));
@@ -1362,9 +1405,11 @@ TEST_CASE("process_semaphore::acquire_blocking(limit): timed_out with the count 
   CHECK(r);
   CHECK(giver.wait_status() == 0);
   CHECK(s->value() == 0);
+  const pid_t waiter = this_tid();
   std::thread late([&] {
-    std::this_thread::sleep_for(20ms);
-    (void)s->release();  // at most the maximum: cannot fail here
+    // false: the acquire returned at once (CHECK below)
+    (void)wait_until_asleep(waiter, shared_word_at(page, 0), 1);
+    (void)s->release();               // at most the maximum: cannot fail here
   });
   auto huge = s->acquire_blocking(std::chrono::hours::max());  // no limit, not "timed out at once"
   late.join();
@@ -1387,6 +1432,7 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
     auto r = e->wait_blocking(50ms);
     CHECK(error_of(r) == corio::errc::timed_out);
     CHECK(since(start) >= 50ms);
+    CHECK(storm.delivered() > 0);
   }
   CHECK_FALSE(e->is_set());
   e->set();
@@ -1405,8 +1451,9 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
   CHECK(e->wait_blocking(60s));
   CHECK(setter.wait_status() == 0);
   e->reset();
+  const pid_t waiter = this_tid();
   std::thread late([&] {
-    std::this_thread::sleep_for(20ms);
+    (void)wait_until_asleep(waiter, shared_word_at(page, 0), 1);  // false: CHECK(huge) below
     e->set();
   });
   auto huge = e->wait_blocking(std::chrono::hours::max());
@@ -1427,6 +1474,7 @@ TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the 
     CHECK(error_of(r) == corio::errc::timed_out);
     CHECK(since(start) >= 50ms);
     CHECK(g->owns_lock());  // re-taken whatever the result
+    CHECK(storm.delivered() > 0);
   }
   auto zero = p.cv.wait_blocking(*g, 0s);
   CHECK(error_of(zero) == corio::errc::timed_out);
@@ -1458,9 +1506,10 @@ TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the 
   CHECK(producer.wait_status() == 0);
   auto g2 = p.m.lock_blocking();
   REQUIRE(g2);
+  const pid_t waiter = this_tid();
   std::thread late([&] {
-    std::this_thread::sleep_for(20ms);
-    auto l = p.m.lock_blocking();
+    auto l = p.m.lock_blocking();  // taken once the waiter registered and let it go
+    (void)wait_until_asleep(waiter, shared_word_at(p.page, 64), 1);  // false: CHECK(huge) below
     p.items() += 1;
     p.cv.notify_one();
   });
@@ -1475,6 +1524,10 @@ TEST_CASE("process_condition_variable::wait_blocking(pred, limit): the limit is 
           "not one per wake-up",
           "[ipc][process_condition_variable][limit]") {
   cv_page p;
+  // Locked before the notifier starts: a failed REQUIRE with the thread joinable would
+  // end the run in std::terminate.
+  auto g = p.m.lock_blocking();
+  REQUIRE(g);
   // A notifier that keeps waking the waiter (its predicate stays false) until the waiter
   // returns, or for 30 s at most.
   std::atomic<bool> waiter_done{false};
@@ -1492,8 +1545,6 @@ TEST_CASE("process_condition_variable::wait_blocking(pred, limit): the limit is 
       std::this_thread::sleep_for(2ms);
     }
   });
-  auto g = p.m.lock_blocking();
-  REQUIRE(g);
   const auto start = corio::clock::now();
   auto r = p.cv.wait_blocking(*g, [&] { return p.items() > 0; }, 100ms);
   const bool gave_up = notifier_gave_up.load();
