@@ -30,8 +30,9 @@
 // Thread forms: acquire_blocking(limit) for plain threads and runtime-less children,
 // with an optional time limit (corio::errc::timed_out, nothing taken).
 // Errors (result<T>): operation_canceled (timed_out under corio::timeout),
-// corio::errc::timed_out (acquire_blocking's limit passed), value_too_large, invalid_argument (release(0) is fine; a bad construct), plus the
-// placement errors of process_mutex.hpp.
+// corio::errc::timed_out (acquire_blocking's limit passed), value_too_large,
+// invalid_argument (release(0) is fine; a bad construct), plus the placement errors of
+// process_mutex.hpp.
 // Thread-safety: every member from any thread or process.
 // Cost: acquire and release without waiting are one CAS each on the shared word.
 #pragma once
