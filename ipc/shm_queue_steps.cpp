@@ -152,6 +152,19 @@ task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::
     co_return result<void>{};
   }
   const auto now = std::chrono::nanoseconds(next_settle_pause(pause));
+  if (!detail::futex_wait_uses_ring()) {
+    // Before Linux 6.7 (or with the fallback forced) futex_await waits on the blocking
+    // pool, and the end of each pause (a stop) would wake every sleeper of the mark:
+    // pausing consumers would cut each other's pauses short, and each pause would hop to
+    // a pool thread. A plain timed sleep instead: the producer's wake is not used here,
+    // the pause bounds the wait as before the settle-waiter bit. The bit stays set, so
+    // that blocking consumers of the mark are still woken by the unmark.
+    auto slept = co_await sleep_for(now, std::move(token));
+    if (!slept) {
+      co_return unexpected(slept.error());  // a stop
+    }
+    co_return result<void>{};
+  }
   auto woke = co_await timeout(detail::futex_await(h->publishing, *mark, std::move(token)), now);
   if (!woke && woke.error() != errc::timed_out) {
     co_return unexpected(woke.error());  // a stop: ours or the awaiting task's

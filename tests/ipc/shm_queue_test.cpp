@@ -2028,17 +2028,18 @@ struct settle_consumer {
   std::error_code second;
 };
 
-/// The settle-wake test with `consume` as the consumer (a thread's receive_blocking, or
-/// a task's receive): a send held at before_wake (marked, between its last look at the
-/// closed bit and its wake) after a close; the consumer that finds the queue closed and
-/// the send unsettled must ask to be woken (the mark's settle-waiter bit), and the send's
-/// unmark must wake the mark's sleepers: a sleeper of the test's own, with no timeout,
-/// ends only by a FUTEX_WAKE (0), never by a timeout or a changed word (-EAGAIN). Not
-/// with `pool_consumer` (a task's wait on the blocking pool, before Linux 6.7): the end of
-/// each of its pauses stops its FUTEX_WAIT with a FUTEX_WAKE of every sleeper of the
-/// word, the test's included.
+/// The settle-wake test with `consume` as the consumer (a thread's receive_blocking, a
+/// task's receive, or two tasks' on the blocking pool): a send held at before_wake
+/// (marked, between its last look at the closed bit and its wake) after a close; the
+/// consumer that finds the queue closed and the send unsettled must ask to be woken (the
+/// mark's settle-waiter bit), and the send's unmark must wake the mark's sleepers: a
+/// sleeper of the test's own, with no timeout, ends only by a FUTEX_WAKE (0), never by a
+/// timeout or a changed word (-EAGAIN). While the send is held, the ends of the
+/// consumers' pauses must not wake it: a task pausing on the blocking pool (before Linux
+/// 6.7) once stopped its FUTEX_WAIT with a FUTEX_WAKE of every sleeper of the mark, so
+/// that pool consumers cut each other's pauses short.
 template <class Consume>
-void settle_wake_case(const char* tag, bool pool_consumer, Consume consume) {
+void settle_wake_case(const char* tag, Consume consume) {
   scoped_name n(tag);
   auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
   REQUIRE(q);
@@ -2046,6 +2047,18 @@ void settle_wake_case(const char* tag, bool pool_consumer, Consume consume) {
   hold_send_at(step::before_wake);
   settle_consumer seen;
   std::thread consumer([&] { consume(*q, seen); });
+  struct consumer_ends {  // however the test ends (a failed REQUIRE throws), no terminate
+    shm_queue& q;
+    std::thread& t;
+    ~consumer_ends() {
+      q.close();  // the consumer's waits end
+      g_go = 1;   // and a held send goes on
+      if (t.joinable()) {
+        t.join();
+      }
+      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+    }
+  } consumer_joined{*q, consumer};
   // The consumer sleeps on the empty queue: the send below marks and stops before its wake.
   const auto end = std::chrono::steady_clock::now() + 60s;
   while ((raw->published.load() & corio::ipc::detail::shm::waiters_bit) == 0 &&
@@ -2065,30 +2078,43 @@ void settle_wake_case(const char* tag, bool pool_consumer, Consume consume) {
   std::atomic<int> sleeper_tid{0};
   std::atomic<int> slept{1};
   std::atomic<std::uint32_t> sleeper_done{0};
-  std::thread sleeper;
-  if (!pool_consumer) {
-    sleeper = std::thread([&] {
-      sleeper_tid.store(static_cast<int>(::gettid()));
-      slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
-      sleeper_done.store(1);
-    });
-    while (sleeper_tid.load() == 0) {
-      std::this_thread::yield();
+  std::thread sleeper([&] {
+    sleeper_tid.store(static_cast<int>(::gettid()));
+    slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
+    sleeper_done.store(1);
+  });
+  struct sleeper_ends {
+    std::thread& t;
+    const std::atomic<std::uint32_t>& word;
+    ~sleeper_ends() {
+      if (t.joinable()) {
+        (void)corio::ipc::detail::futex_wake(word, INT_MAX);
+        t.join();
+      }
     }
-    const bool asleep = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
-    CHECK(asleep);
+  } sleeper_joined{sleeper, raw->publishing};
+  while (sleeper_tid.load() == 0) {
+    std::this_thread::yield();
   }
+  const bool asleep = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
+  CHECK(asleep);
+  // Several pauses end (a look each) while the send is held: none wakes the sleeper.
+  const std::uint32_t looked = g_unsettled.load();
+  const auto pauses_end = std::chrono::steady_clock::now() + 10s;
+  while (g_unsettled.load() < looked + 6 && std::chrono::steady_clock::now() < pauses_end) {
+    std::this_thread::sleep_for(200us);
+  }
+  CHECK(g_unsettled.load() >= looked + 6);
+  CHECK(sleeper_done.load() == 0);
   g_go = 1;  // the send goes on: it publishes, wakes the consumers of the count, unmarks
   bool test_woke = false;
-  if (!pool_consumer) {
-    if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
-      test_woke = true;  // nothing woke the mark's sleepers: the check below fails
-      (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
-    }
-    sleeper.join();
-    CHECK_FALSE(test_woke);
-    CHECK(slept.load() == 0);
+  if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
+    test_woke = true;  // nothing woke the mark's sleepers: the check below fails
+    (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
   }
+  sleeper.join();
+  CHECK_FALSE(test_woke);
+  CHECK(slept.load() == 0);
   producer.join();
   consumer.join();
   CHECK(sent == std::error_code{});
@@ -2096,7 +2122,13 @@ void settle_wake_case(const char* tag, bool pool_consumer, Consume consume) {
   CHECK(seen.ours);
   CHECK(seen.second == corio::errc::closed);
   CHECK(raw->publishing.load() == 0);
-  corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
+}
+
+/// One awaited receive: its error, and the sequence number of the message it took.
+corio::task<std::pair<std::error_code, std::uint32_t>> receive_one(const shm_queue* q) {
+  std::vector<std::byte> b(16);
+  auto got = co_await corio::timeout(q->receive(b), 60s);
+  co_return std::pair{error_of(got), got ? decode(std::span(b.data(), *got)).seq : 0U};
 }
 
 }  // namespace
@@ -2105,7 +2137,7 @@ TEST_CASE("shm_queue: a consumer that finds a closed queue's last send mid-publi
           "send's unmark wakes it instead of its pause running out",
           "[ipc][shm_queue][close]") {
   SECTION("a thread's receive_blocking") {
-    settle_wake_case("settlewake-t", false, [](const shm_queue& q, settle_consumer& seen) {
+    settle_wake_case("settlewake-t", [](const shm_queue& q, settle_consumer& seen) {
       std::vector<std::byte> b(16);
       auto first = q.receive_blocking(b, 60s);
       seen.first = error_of(first);
@@ -2113,10 +2145,8 @@ TEST_CASE("shm_queue: a consumer that finds a closed queue's last send mid-publi
       seen.second = error_of(q.receive_blocking(b, 60s));
     });
   }
-  SECTION("a task's receive, through the ring and through the blocking pool (before Linux 6.7)") {
-    const bool pool = GENERATE(false, true);
-    fallback_mode mode(pool);
-    settle_wake_case("settlewake-a", pool, [](const shm_queue& q, settle_consumer& seen) {
+  SECTION("a task's receive (through the ring from Linux 6.7)") {
+    settle_wake_case("settlewake-a", [](const shm_queue& q, settle_consumer& seen) {
       corio::runtime rt(corio_test::workers(1));
       rt.block_on([](const shm_queue* q, settle_consumer* seen) -> corio::task<void> {
         std::vector<std::byte> b(16);
@@ -2124,6 +2154,26 @@ TEST_CASE("shm_queue: a consumer that finds a closed queue's last send mid-publi
         seen->first = error_of(first);
         seen->ours = first && decode(std::span(b.data(), *first)).seq == 7;
         seen->second = error_of(co_await corio::timeout(q->receive(b), 60s));
+      }(&q, &seen));
+    });
+  }
+  SECTION("two tasks' receives waiting on the blocking pool (before Linux 6.7)") {
+    fallback_mode mode(true);
+    settle_wake_case("settlewake-p", [](const shm_queue& q, settle_consumer& seen) {
+      corio::runtime rt(corio_test::workers(2));
+      rt.block_on([](const shm_queue* q, settle_consumer* seen) -> corio::task<void> {
+        auto a = corio::spawn(receive_one(q));
+        auto b = corio::spawn(receive_one(q));
+        const auto first_a = co_await std::move(a);
+        const auto first_b = co_await std::move(b);
+        // The one that took the message is "first"; the other found the end.
+        const bool a_took = !first_a.first;
+        const auto& took = a_took ? first_a : first_b;
+        const auto& other = a_took ? first_b : first_a;
+        seen->first = took.first;
+        seen->ours = took.second == 7 && other.first == corio::errc::closed;
+        std::vector<std::byte> buffer(16);
+        seen->second = error_of(co_await corio::timeout(q->receive(buffer), 60s));
       }(&q, &seen));
     });
   }
