@@ -1495,6 +1495,23 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
       corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
     }
   } consumer_joined{consumer};
+  // A sleeper of the test's own on the mark (as a blocking consumer's pause sleeps), with
+  // no timeout: only a FUTEX_WAKE ends it with 0. seq_cst (the default): flags.
+  constexpr std::uint32_t asked = 1 | corio::ipc::detail::shm::settle_waiter_bit;
+  std::atomic<int> sleeper_tid{0};
+  std::atomic<int> slept{1};
+  std::atomic<std::uint32_t> sleeper_done{0};
+  std::thread sleeper;
+  struct sleeper_ends {
+    std::thread& t;
+    const std::atomic<std::uint32_t>& word;
+    ~sleeper_ends() {
+      if (t.joinable()) {
+        (void)corio::ipc::detail::futex_wake(word, INT_MAX);
+        t.join();
+      }
+    }
+  } sleeper_joined{sleeper, raw->publishing};
   std::optional<child> victim;
   rt.block_on([&]() -> corio::task<void> {
     // seq_cst (the default) here: flags and counts between the test and its threads, tasks
@@ -1548,8 +1565,19 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
     CHECK(thread_done.load() == 0);
     CHECK(not_the_end(q->try_receive(buffer)));
     // Marked, and the consumers that paused asked to be woken by its unmark.
-    CHECK(raw->publishing.load() == (1 | corio::ipc::detail::shm::settle_waiter_bit));
-    // Killed there: the send lock's recovery clears the mark; the end comes to all.
+    CHECK(raw->publishing.load() == asked);
+    sleeper = std::thread([&] {
+      sleeper_tid.store(static_cast<int>(::gettid()));
+      slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
+      sleeper_done.store(1);
+    });
+    while (sleeper_tid.load() == 0) {
+      (void)co_await corio::sleep_for(100us);
+    }
+    const bool sleeping = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
+    CHECK(sleeping);
+    // Killed there: the send lock's recovery clears the mark and wakes its sleepers; the
+    // end comes to all.
     victim->kill9();
     const std::error_code task_end = co_await std::move(waiting);
     CHECK(task_end == corio::errc::closed);
@@ -1559,6 +1587,15 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   std::vector<std::byte> buffer(16);
   CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
   CHECK(raw->publishing.load() == 0);
+  // The recovery's unmark woke the mark's sleeper (0: not -EAGAIN, not our wake below).
+  bool test_woke = false;
+  if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
+    test_woke = true;  // nothing woke it: the check below fails
+    (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
+  }
+  sleeper.join();
+  CHECK_FALSE(test_woke);
+  CHECK(slept.load() == 0);
   // Later sends fail (send_blocking takes the producers' lock: had nobody recovered it,
   // this would, and so end a thread still waiting before the join below).
   CHECK(error_of(q->try_send(message(2, 0, 16))) == corio::errc::closed);
