@@ -72,7 +72,8 @@
 // first, doubling up to 1 ms per pause, so a producer stopped there (SIGSTOP, a
 // debugger) costs each waiting consumer about a thousand wake-ups a second; a pause
 // sleeps on the send's mark, and the send's finish wakes it, so the end is seen a
-// wake-up after the send, not at the end of the pause;
+// wake-up after the send, not at the end of the pause (a task's pause before Linux
+// 6.7, where the ring cannot wait on a futex, is a plain timed sleep: up to 1 ms late);
 // detail/shm_queue_layout.hpp, "The end of a closed queue"). This is the queue's
 // layout version 2: a send of version 1, which published whatever the closed bit, could
 // race a close past such a consumer, so the two versions refuse each other's queues

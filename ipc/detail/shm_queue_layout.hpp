@@ -24,22 +24,28 @@
 // look sees the bit; after it, the RMW reads the 1 or the unmark's 0, whose release
 // carries the count the wake added. So a mark of 0 means every producer either
 // published before it (one more look sees the message) or will see the bit; a mark of 1
-// is a producer between its look and its wake (a syscall long) or one that died there:
+// (3 with a consumer asleep on it, below) is a producer between its look and its wake
+// (a syscall long) or one that died there:
 // the consumer spins, then tries the producers' lock (free or recovered, whose recovery
 // clears the mark with the same RMW: settled) and, when a live producer holds it,
 // pauses and looks again (50 µs, doubling up to 1 ms per pause: next_settle_pause in
 // shm_queue_steps.hpp). A consumer that pauses first asks to be woken: it sets the
 // mark's settle-waiter bit (2) with a seq_cst CAS 1 -> 3, an RMW like every write of
 // the mark, and sleeps on 3 for the pause (FUTEX_WAIT, or IORING_OP_FUTEX_WAIT under a
-// timeout); the unmark (exchange 0) that reads the bit wakes every sleeper of the mark
-// (FUTEX_WAKE), so the end is seen a wake-up after the producer's publish, not at the
-// end of the pause. In the mark's modification order the CAS comes before the unmark
+// timeout; a task before Linux 6.7, whose waits run on the blocking pool, sleeps on a
+// timer instead: the pool's stop would wake every sleeper of the mark); the unmark
+// (exchange 0) that reads the bit wakes every sleeper of the mark (FUTEX_WAKE), so the
+// end is seen a wake-up after the producer's publish, not at the end of the pause. In the mark's modification order the CAS comes before the unmark
 // (which reads the bit and wakes: a wake before the sleep leaves the mark 0, and the
 // FUTEX_WAIT on 3 returns at once) or after it (the CAS fails: look again at once). The
 // pause stays as the bound for a producer that died or stopped marked. An unmark that
 // reads no bit (nobody pauses: every publish but this race) costs nothing more. Only
 // send-lock holders (and a recovery of that lock) set the mark or clear it; consumers'
-// RMWs write back what they read, or add the settle-waiter bit to a 1.
+// RMWs write back what they read, or add the settle-waiter bit to a 1. A process of a
+// build before the settle-waiter bit (same layout version) counts the mark as settled
+// only at 0 or with the producers' lock, so it never reads 3 as settled; but its thread
+// consumer, which sleeps on 1, then looks again at once (about a microsecond per look)
+// for as long as the producer stays marked.
 // Positions: the 64-bit write/read positions live beside each lock and index the slots;
 // the count words hold their low 30 bits. A holder that dies between advancing the word
 // and its position leaves them one apart: recovery (the next holder of that side, on

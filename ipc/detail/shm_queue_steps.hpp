@@ -53,8 +53,9 @@ void unmark(queue_header* h) noexcept;
 /// pause (futex wait), or nothing when the mark is gone already (look again at once).
 std::optional<std::uint32_t> prepare_settle_wait(queue_header* h) noexcept;
 /// How long a consumer that senders_settled() told "not yet" pauses before it looks
-/// again (at most: prepare_settle_wait's sleep ends early at the producer's unmark): 50 µs at first (a live producer's wake is a syscall long), doubling at each
-/// pause of the same call up to 1 ms, so a producer stopped in the middle of its wake
+/// again (at most: prepare_settle_wait's sleep ends early at the producer's unmark):
+/// 50 µs at first (a live producer's wake is a syscall long), doubling at each pause of
+/// the same call up to 1 ms, so a producer stopped in the middle of its wake
 /// (SIGSTOP, a debugger) costs each waiting consumer about a thousand wake-ups a second
 /// instead of twenty thousand. `pause` starts at settle_pause_first_ns; returns the pause
 /// to take now and doubles `pause` for the next one (saturating at settle_pause_max_ns).
