@@ -122,17 +122,20 @@ result<void> process_condition_variable::wait_blocking_until(process_mutex_guard
   guard.unlock();
   // Every notify moves the word on and it never comes back (see the top), so a return
   // that finds it unchanged (EINTR, or a wake-up no notify sent) is not one: sleep again
-  // until the deadline. Any other error of the wait (ENOSYS or EPERM under a seccomp
-  // filter, EFAULT) ends it as a spurious wake-up would, instead of a retry at full speed.
+  // until the deadline. A wait the kernel refuses (ENOSYS or EPERM under a seccomp
+  // filter, EFAULT) ends it with that error, returned once the mutex is held again (as
+  // the task form returns futex_await's), instead of a retry at full speed.
   // relaxed: the mutex, re-taken below, orders what the notifier changed.
   bool timed_out = false;
+  std::error_code refused;
   while (m_state->word.load(std::memory_order_relaxed) == seen) {
     const int rc = detail::futex_wait_until(m_state->word, seen, deadline);
     if (rc == -ETIMEDOUT) {
       timed_out = true;
       break;
     }
-    if (rc != 0 && rc != -EINTR && rc != -EAGAIN) {
+    refused = detail::futex_wait_error(rc);
+    if (refused) {
       break;
     }
   }
@@ -143,6 +146,9 @@ result<void> process_condition_variable::wait_blocking_until(process_mutex_guard
     return unexpected(relocked.error());
   }
   guard = std::move(*relocked);
+  if (refused) {
+    return unexpected(refused);
+  }
   if (timed_out) {
     return unexpected(make_error_code(errc::timed_out));
   }

@@ -22,8 +22,9 @@
 // Thread forms: wait_blocking(guard[, pred], limit) for plain threads and runtime-less
 // children, with an optional time limit.
 // Errors (result<T>): operation_canceled (timed_out under corio::timeout), or
-// corio::errc::timed_out (wait_blocking's limit passed): the wait ends, the mutex is
-// re-locked first (the guard owns it again); owner_dead: the re-lock
+// corio::errc::timed_out (wait_blocking's limit passed), or the OS error of a futex wait
+// the kernel refuses (ENOSYS or EPERM under a seccomp filter, EFAULT): the wait ends, the
+// mutex is re-locked first (the guard owns it again); owner_dead: the re-lock
 // found the mutex abandoned (the guard is empty); invalid_argument for a guard that owns
 // no lock; operation_not_permitted for a guard inherited through fork (the lock is the
 // parent's: waiting would release nothing); plus the placement errors of process_mutex.hpp.
@@ -118,12 +119,13 @@ class process_condition_variable {
   /// wait_for), except after owner_dead. The limit is one deadline taken at the call.
   /// The wait ends (success) once any notify_one() or notify_all() has changed the word
   /// since this waiter registered, even one that woke another waiter (re-check the
-  /// predicate), or if the futex wait itself fails (ENOSYS or EPERM under a seccomp
-  /// filter), as a spurious wake-up; signals (EINTR) and wake-ups that find the word
-  /// unchanged neither end it early nor extend it. Errors: corio::errc::timed_out (no
-  /// notify came before the limit; the mutex is held again), owner_dead (the re-lock
-  /// found the mutex abandoned: the guard is empty), invalid_argument and
-  /// operation_not_permitted (see the header).
+  /// predicate); signals (EINTR) and wake-ups that find the word unchanged neither end it
+  /// early nor extend it. Errors: corio::errc::timed_out (no notify came before the
+  /// limit; the mutex is held again), the OS error of a futex wait the kernel refuses
+  /// (ENOSYS or EPERM under a seccomp filter, EFAULT: returned, not retried, with the
+  /// mutex held again, as the task form returns it), owner_dead (the re-lock found the
+  /// mutex abandoned: the guard is empty), invalid_argument and operation_not_permitted
+  /// (see the header).
   /// Thread-safety: any thread, with its own guard. Cost: a FUTEX_WAIT syscall, and the
   /// re-lock (as process_mutex::lock_blocking).
   [[nodiscard]] result<void> wait_blocking(process_mutex_guard& guard,

@@ -138,8 +138,11 @@ result<void> process_event::wait_blocking(saturating_duration limit) const noexc
       }
     }
     if (mark_unset_waiting(m_state)) {
-      // Woken, spurious, EINTR or the deadline: look again (the loop decides).
-      detail::futex_wait_until(m_state->word, waiters_bit, deadline);
+      // Woken, spurious, EINTR or the deadline: look again (the loop decides). A wait the
+      // kernel refuses is returned, not retried at full speed.
+      if (auto refused = detail::futex_wait_error(detail::futex_wait_until(m_state->word, waiters_bit, deadline))) {
+        return unexpected(refused);
+      }
     }
   }
   return {};

@@ -129,9 +129,11 @@ class process_event {
   /// the default never gives up; zero succeeds on a set event and otherwise fails at
   /// once). The limit is one deadline taken at the call: spurious wake-ups and signals
   /// (EINTR) neither end the wait early nor extend it. Errors: corio::errc::timed_out
-  /// (the limit passed with the event unset; an auto-reset event is not taken).
-  /// Thread-safety: any thread. Cost: one load (or CAS) on a set event; otherwise a
-  /// FUTEX_WAIT syscall per wake-up (plus a clock read per pass when limited).
+  /// (the limit passed with the event unset; an auto-reset event is not taken), and the
+  /// OS error of a futex wait the kernel refuses (ENOSYS or EPERM under a seccomp filter,
+  /// EFAULT: returned, not retried; nothing is taken). Thread-safety: any thread. Cost:
+  /// one load (or CAS) on a set event; otherwise a FUTEX_WAIT syscall per wake-up (plus
+  /// a clock read per pass when limited).
   [[nodiscard]] result<void> wait_blocking(saturating_duration limit = clock::duration::max()) const noexcept;
   /// Sets the event, waking every waiter (manual) or one (auto).
   void set() const noexcept;

@@ -239,8 +239,12 @@ result<process_mutex_guard> process_mutex::lock_blocking(saturating_duration lim
     if (!mark_waiting(m_state, seen)) {
       continue;
     }
-    // Woken, spurious, EINTR or the deadline: look again (the next pass decides).
-    detail::futex_wait_until(m_state->lock.word, seen, deadline);
+    // Woken, spurious, EINTR or the deadline: look again (the next pass decides). A wait
+    // the kernel refuses is returned, not retried at full speed (the waiters bit we set
+    // stays: one wasted wake-up later, as after timed_out).
+    if (auto refused = detail::futex_wait_error(detail::futex_wait_until(m_state->lock.word, seen, deadline))) {
+      return unexpected(refused);
+    }
     slept = true;
   }
 }

@@ -204,9 +204,11 @@ class process_mutex {
   /// taken at the call: spurious wake-ups and signals (EINTR) neither end the wait early
   /// nor extend it. Errors: corio::errc::timed_out (the limit passed with the mutex
   /// still held by another; nothing is taken), owner_dead (abandoned: reported as soon as
-  /// it is seen, also after a wait, never as timed_out), and those of the sentinel's
-  /// start. Thread-safety: any thread. Cost: as lock() uncontended; contended, one
-  /// FUTEX_WAIT syscall per wake-up (plus a clock read per pass when limited).
+  /// it is seen, also after a wait, never as timed_out), those of the sentinel's start,
+  /// and the OS error of a futex wait the kernel refuses (ENOSYS or EPERM under a seccomp
+  /// filter, EFAULT: returned, not retried; nothing is taken). Thread-safety: any
+  /// thread. Cost: as lock() uncontended; contended, one FUTEX_WAIT syscall per wake-up
+  /// (plus a clock read per pass when limited).
   [[nodiscard]] result<process_mutex_guard> lock_blocking(
       saturating_duration limit = clock::duration::max()) const noexcept;
   /// Takes an abandoned mutex (its owner died) to repair it: the guard is recovering().

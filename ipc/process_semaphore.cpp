@@ -88,8 +88,11 @@ result<void> count_take_blocking(shared_word& word, clock::time_point deadline) 
       }
     }
     if (mark_empty_waiting(word)) {
-      // Woken, spurious, EINTR or the deadline: look again (the loop decides).
-      futex_wait_until(word, waiters_bit, deadline);
+      // Woken, spurious, EINTR or the deadline: look again (the loop decides). A wait the
+      // kernel refuses is returned, not retried at full speed.
+      if (auto refused = futex_wait_error(futex_wait_until(word, waiters_bit, deadline))) {
+        return unexpected(refused);
+      }
     }
   }
   return {};

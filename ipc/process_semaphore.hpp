@@ -138,7 +138,9 @@ class process_semaphore {
   /// gives up; zero takes a unit that is there and otherwise fails at once). The limit
   /// is one deadline taken at the call: spurious wake-ups and signals (EINTR) neither
   /// end the wait early nor extend it. Errors: corio::errc::timed_out (the limit passed
-  /// with no unit taken: the count is unchanged by this call). Thread-safety: any thread.
+  /// with no unit taken: the count is unchanged by this call), and the OS error of a
+  /// futex wait the kernel refuses (ENOSYS or EPERM under a seccomp filter, EFAULT:
+  /// returned, not retried; nothing taken). Thread-safety: any thread.
   /// Cost: as try_acquire() when a unit is there; otherwise a FUTEX_WAIT syscall per
   /// wake-up (plus a clock read per pass when limited).
   [[nodiscard]] result<void> acquire_blocking(saturating_duration limit = clock::duration::max()) const noexcept;

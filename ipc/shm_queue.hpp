@@ -274,7 +274,9 @@ class shm_queue {
   /// the producers' lock (a claim included), for at most `limit` (saturating; the default
   /// never gives up). The errors of send() but operation_canceled (no stop token: close()
   /// or `limit` ends the wait), and corio::errc::timed_out once `limit` has passed with the
-  /// queue still full or the lock still held, having sent nothing; a message that fits
+  /// queue still full or the lock still held, having sent nothing, and the OS error of a
+  /// futex wait the kernel refuses (ENOSYS or EPERM under a seccomp filter, EFAULT;
+  /// nothing sent), as send() returns it; a message that fits
   /// when the lock is taken is sent whatever `limit` (zero included). Thread-safety: any
   /// thread. Cost: try_send()'s when there is room; else a clock read per look and a
   /// futex(2) wait. A held lock is waited for asleep in the kernel, whatever `limit`
@@ -285,7 +287,8 @@ class shm_queue {
   /// queue is empty or another consumer holds the consumers' lock, for at most `limit`
   /// (saturating; the default never gives up). The errors of receive() but
   /// operation_canceled, and corio::errc::timed_out once `limit` has passed with the
-  /// queue still empty or the lock still held, having taken nothing; a queued message is
+  /// queue still empty or the lock still held, having taken nothing, and the OS error of
+  /// a futex wait the kernel refuses (as send_blocking()); a queued message is
   /// taken whatever `limit` (zero included) when the lock is taken, and a closed, drained
   /// queue returns corio::errc::closed. Thread-safety: any thread. Cost: try_receive()'s
   /// when a message is queued; else the pause and spin of "Cost" in the header, a clock
@@ -392,7 +395,8 @@ class shm_queue_sender {
   /// for at most `limit` (saturating; the default never gives up). The errors of
   /// send() but operation_canceled (no stop token: close() or `limit` ends the wait),
   /// and corio::errc::timed_out once `limit` has passed with the queue still full,
-  /// having sent nothing; a message that fits is sent whatever `limit` (zero included).
+  /// having sent nothing, and the OS error of a futex wait the kernel refuses (nothing
+  /// sent); a message that fits is sent whatever `limit` (zero included).
   /// Thread-safety: the claim's owner, one call at a time (see the header). Cost:
   /// try_send()'s when there is room; else a clock read per look and a futex(2) wait.
   result<void> send_blocking(std::span<const std::byte> message,
@@ -456,7 +460,8 @@ class shm_queue_receiver {
   /// claimed, for at most `limit` (saturating; the default never gives up). The errors of
   /// receive() but operation_canceled (no stop token: close() or `limit` ends the wait),
   /// and corio::errc::timed_out once `limit` has passed with the queue still empty,
-  /// having taken nothing; a queued message is taken whatever `limit` (zero included),
+  /// having taken nothing, and the OS error of a futex wait the kernel refuses (nothing
+  /// taken); a queued message is taken whatever `limit` (zero included),
   /// and a closed, drained queue returns corio::errc::closed. Thread-safety: the claim's
   /// owner, one call at a time. Cost: try_receive()'s when a message is queued; else
   /// receive_blocking()'s pause and spin, a clock read per look and a futex(2) wait.

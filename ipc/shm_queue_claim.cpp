@@ -249,7 +249,11 @@ result<void> shm_queue_sender::send_blocking(std::span<const std::byte> message,
       return s.error ? result<void>(unexpected(s.error)) : result<void>{};
     }
     if (n == claim_next::sleep) {
-      detail::futex_wait_blocking(s.h->consumed, s.seen, wait_ns(deadline));
+      // A wait the kernel refuses is returned (as by the task form), not retried.
+      const int rc = detail::futex_wait_blocking(s.h->consumed, s.seen, wait_ns(deadline));
+      if (auto refused = detail::futex_wait_error(rc)) {
+        return unexpected(refused);
+      }
     }
   }
 }
@@ -351,7 +355,10 @@ result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> bu
     if (n == claim_next::pause) {
       settle_pause_blocking(r.h, settle_pause, ns);
     } else if (n == claim_next::sleep) {
-      detail::futex_wait_blocking(r.h->published, r.seen, ns);
+      // A wait the kernel refuses is returned (as by the task form), not retried.
+      if (auto refused = detail::futex_wait_error(detail::futex_wait_blocking(r.h->published, r.seen, ns))) {
+        return unexpected(refused);
+      }
     }
   }
 }

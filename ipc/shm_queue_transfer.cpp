@@ -188,7 +188,10 @@ result<T> transfer_blocking(transfer t, saturating_duration limit) noexcept {
     }
     const long long ns = wait_ns(deadline);
     if (n == next::sleep) {
-      detail::futex_wait_blocking(t.word(), t.sleep_value(), ns);
+      // A wait the kernel refuses is returned (as by transfer_awaited), not retried.
+      if (auto refused = detail::futex_wait_error(detail::futex_wait_blocking(t.word(), t.sleep_value(), ns))) {
+        return unexpected(refused);
+      }
     } else if (n == next::pause) {
       settle_pause_blocking(t.header(), settle_pause, ns);
     }

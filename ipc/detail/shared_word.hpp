@@ -75,6 +75,14 @@ inline int futex_wait_until(const shared_word& word, std::uint32_t expected, clo
   }
   return futex_wait_blocking(word, expected, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count());
 }
+/// What a futex_wait_blocking() / futex_wait_until() result means for a thread form's
+/// loop: none (0, -EINTR, -EAGAIN, -ETIMEDOUT: look again, the loop decides), or the OS
+/// error of a wait the kernel refuses (ENOSYS or EPERM under a seccomp filter, EFAULT),
+/// which the loop returns, as the task forms do, instead of retrying at full speed.
+inline std::error_code futex_wait_error(int rc) noexcept {
+  const bool look_again = rc == 0 || rc == -EINTR || rc == -EAGAIN || rc == -ETIMEDOUT;
+  return look_again ? std::error_code{} : os_error(rc);
+}
 /// True once `deadline` has passed (never for time_point::max(), which reads no clock).
 inline bool deadline_passed(clock::time_point deadline) noexcept {
   return deadline != clock::time_point::max() && clock::now() >= deadline;
