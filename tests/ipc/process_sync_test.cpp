@@ -1545,13 +1545,19 @@ TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the 
   REQUIRE(g2);
   const pid_t waiter = this_tid();
   std::thread late([&] {
-    auto l = p.m.lock_blocking();  // taken once the waiter registered and let it go
+    // Asleep (state S, bit set) is looked for before the mutex is taken: had `late` held
+    // it, a waiter whose limit had run out would sleep in its re-lock with the bit still
+    // set and pass for one asleep in the wait.
     (void)wait_until_asleep(waiter, shared_word_at(p.page, 64), 1);  // false: CHECK(huge) below
+    auto l = p.m.lock_blocking();
     p.items() += 1;
     p.cv.notify_one();
   });
-  auto huge = p.cv.wait_blocking(*g2, [&] { return p.items() > 1; }, std::chrono::hours::max());
+  // The form without a predicate: success only once a notify moved the word, timed_out
+  // when the limit ran out (the predicate form would hide that behind a true pred()).
+  auto huge = p.cv.wait_blocking(*g2, std::chrono::hours::max());
   CHECK(huge);
+  CHECK(p.items() == 2);
   CHECK(g2->owns_lock());
   g2->unlock();
   late.join();
@@ -1637,6 +1643,10 @@ void register_between_notifies() {
       return;
     }
     play.about_to_wait.store(true);
+    // The limit must stay finite: under TSan the SIGUSR2 handler that holds this waiter
+    // runs only at its next intercepted call, which is the clock read futex_wait_until
+    // makes for a finite deadline (an unlimited wait goes straight to the syscall and
+    // would sleep there with the handler still pending).
     play.waited = play.p->cv.wait_blocking(*g, 30s);
   });
   const auto end = corio::clock::now() + 10s;
@@ -1838,7 +1848,7 @@ TEST_CASE("process_condition_variable::wait_blocking(pred, limit): a false pred(
     notified.store(true);  // before: the woken waiter may look at once
     p.cv.notify_all();
   });
-  constexpr auto limit = 1s;
+  constexpr auto limit = 3s;  // the notifier must run within it, even on a loaded machine
   const auto deadline = corio::clock::now() + limit;
   int calls = 0;
   bool woken_before_deadline = false;
