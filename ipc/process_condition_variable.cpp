@@ -10,9 +10,9 @@
 // waiter that finds it equal to the value it slept on has not been notified since, and
 // may sleep again. (A second call that cleared the bit with and_not took the word back
 // by one, and a later waiter's bit restored the value: a waiter that had slept on it
-// slept on through the notify between.) Two notifies racing (a notify_all between notify_one's two calls, or
-// two notify_all) may leave the bit set with nobody asleep: one wasted syscall later,
-// never a lost wake-up.
+// slept on through the notify between.) Two notifies racing (a notify_all between
+// notify_one's two calls, or two notify_all) may leave the bit set with nobody asleep:
+// one wasted syscall later, never a lost wake-up.
 #include <corio/ipc/process_condition_variable.hpp>
 
 #include <atomic>

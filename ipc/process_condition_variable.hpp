@@ -11,9 +11,10 @@
 // Waiting: under the mutex the waiter sets the waiters bit and reads the word, then
 // releases the mutex and awaits the word with that value (IORING_OP_FUTEX_WAIT, shared;
 // the blocking pool before Linux 6.7). A notify changes the word before it wakes, in one
-// FUTEX_WAKE_OP syscall, so a notify that comes after the waiter read the word is never
-// lost, and a notifier killed at any point either notified or did not. notify_*() with
-// no waiter registered is one load. Spurious wake-ups happen (use the predicate forms).
+// FUTEX_WAKE_OP syscall (notify_one: a second one when the first woke nobody, see the
+// .cpp), so a notify that comes after the waiter read the word is never lost, and a
+// notifier killed at any point either notified or did not. notify_*() with no waiter
+// registered is one load. Spurious wake-ups happen (use the predicate forms).
 // Death: a waiter killed while waiting leaves nothing behind: the predicate is the
 // caller's data under the mutex, untouched; notify_all() still wakes every live waiter.
 // A notify_one() whose woken waiter is killed before it re-checks is consumed by it (as
@@ -29,7 +30,8 @@
 // no lock; operation_not_permitted for a guard inherited through fork (the lock is the
 // parent's: waiting would release nothing); plus the placement errors of process_mutex.hpp.
 // Thread-safety: every member from any thread or process; a guard belongs to one owner.
-// Cost: notify without waiters: one load; with waiters: one syscall.
+// Cost: notify without waiters: one load; with waiters: one syscall (notify_one: two
+// when the first found nobody asleep, a waiter that gave up having left the bit set).
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>

@@ -312,9 +312,10 @@ class shm_queue {
   /// side is ours, for at most `limit` (saturating: hours::max() is no limit; the default
   /// never gives up; zero takes a free side and otherwise fails at once); one deadline
   /// for the whole call, which recovers a side whose holder died as claim_sending()
-  /// does. Errors: corio::errc::timed_out (another producer held the side throughout),
-  /// and process_mutex's lock errors. Thread-safety: any thread. Cost: as
-  /// process_mutex::lock_blocking.
+  /// does. Errors: corio::errc::timed_out (another producer held it whenever it
+  /// looked), and process_mutex's lock errors (the OS error of a futex wait the kernel
+  /// refuses among them) except owner_dead, which is recovered. Thread-safety: any
+  /// thread. Cost: as process_mutex::lock_blocking.
   [[nodiscard]] result<shm_queue_sender> claim_sending_blocking(
       saturating_duration limit = clock::duration::max()) const noexcept;
   /// Claims the consumers' side, as claim_sending() the producers'.
@@ -323,7 +324,7 @@ class shm_queue {
   /// consumer holds the side.
   [[nodiscard]] result<shm_queue_receiver> try_claim_receiving() const noexcept;
   /// Thread form of claim_receiving(), as claim_sending_blocking() for the consumers'
-  /// side (timed_out: another consumer held it throughout).
+  /// side (timed_out: another consumer held it whenever it looked).
   [[nodiscard]] result<shm_queue_receiver> claim_receiving_blocking(
       saturating_duration limit = clock::duration::max()) const noexcept;
 

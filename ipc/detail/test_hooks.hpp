@@ -18,7 +18,8 @@ void set_sysv_receive_test_hook(void (*after_e2big)(int id, int flags)) noexcept
 
 /// For tests only (defined in ipc/process_condition_variable.cpp): `after_unheard_notify`
 /// runs on the notifying thread each time a notify_one()'s first FUTEX_WAKE_OP woke
-/// nobody, before its second (which clears the waiters bit and wakes all); nullptr
+/// nobody, before its second (which adds 1 and wakes all: that clears the waiters bit, or
+/// sets it when a racing notify_all() made the word even); nullptr
 /// removes it. Thread-safety: set and clear it while no notify_one() runs; a relaxed
 /// store, nothing is published with it.
 void set_condition_notify_test_hook(void (*after_unheard_notify)()) noexcept;
