@@ -25,6 +25,7 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "helpers.hpp"
+#include "limit_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::message_queue;
@@ -348,41 +349,8 @@ TEST_CASE("message_queue: several receivers share one queue, each message goes t
   CHECK(q->attributes()->current_messages == 0);
 }
 
-namespace {
-
-/// Runs `call` (returning an error_code) on a thread of its own and returns what it
-/// returned. A call still waiting after 10 s has ignored its limit: `unstick` ends the
-/// wait some other way (a message or room), so that the check after it fails instead of
-/// hanging the test.
-template <class Call, class Unstick>
-std::error_code bounded_call(Call call, Unstick unstick) {
-  // seq_cst (the default): a flag between the test and its thread, nothing subtle.
-  std::atomic<bool> done{false};
-  std::error_code ec;
-  std::thread t([&] {
-    ec = call();
-    done.store(true);
-  });
-  for (int i = 0; i < 1000 && !done.load(); ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  if (!done.load()) {
-    unstick();
-  }
-  t.join();
-  return ec;
-}
-
-/// timed_out, and not before `limit` had passed: success; anything else: io_error.
-template <class Call>
-std::error_code timed_out_after(std::chrono::milliseconds limit, Call call) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::error_code ec = call();
-  const auto took = std::chrono::steady_clock::now() - start;
-  return ec == corio::errc::timed_out && took >= limit ? std::error_code{} : make_error_code(std::errc::io_error);
-}
-
-}  // namespace
+using corio_test::bounded_call;
+using corio_test::timed_out_after;
 
 TEST_CASE("message_queue: the blocking forms take a limit: they time out on an empty or full queue, taking and "
           "sending nothing, and serve a ready queue whatever the limit",

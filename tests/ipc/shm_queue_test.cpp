@@ -43,6 +43,7 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "helpers.hpp"
+#include "limit_helpers.hpp"
 #include "shm_helpers.hpp"
 
 CORIO_SHM_TEST_TSAN_OPTIONS
@@ -1864,41 +1865,8 @@ TEST_CASE("shm_queue: a claim's blocking forms with a limit of hours::min() or n
   CHECK(full->size() == 1);   // nothing sent
 }
 
-namespace {
-
-/// Runs `call` (returning an error_code) on a thread of its own and returns what it
-/// returned. A call still waiting after 10 s has ignored its limit: `unstick` (which ends
-/// the wait some other way, so that the check after it fails) runs instead of hanging the
-/// test.
-template <class Call, class Unstick>
-std::error_code bounded_call(Call call, Unstick unstick) {
-  // seq_cst (the default): a flag between the test and its thread, nothing subtle.
-  std::atomic<bool> done{false};
-  std::error_code ec;
-  std::thread t([&] {
-    ec = call();
-    done.store(true);
-  });
-  for (int i = 0; i < 1000 && !done.load(); ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  if (!done.load()) {
-    unstick();
-  }
-  t.join();
-  return ec;
-}
-
-/// Whether `call` returned timed_out, and not before `limit` had passed.
-template <class Call>
-bool times_out_after(std::chrono::milliseconds limit, Call call) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::error_code ec = call();
-  const auto took = std::chrono::steady_clock::now() - start;
-  return ec == corio::errc::timed_out && took >= limit;
-}
-
-}  // namespace
+using corio_test::bounded_call;
+using corio_test::timed_out_after;
 
 TEST_CASE("shm_queue: the queue's blocking forms take a limit: they time out on an empty or full queue, taking and "
           "sending nothing, and serve a ready queue whatever the limit",
@@ -1908,22 +1876,17 @@ TEST_CASE("shm_queue: the queue's blocking forms take a limit: they time out on 
   REQUIRE(q);
   std::vector<std::byte> buffer(8);
   const auto unstick = [&] { q->close(); };  // a wait that ignores its limit ends closed
-  CHECK(bounded_call([&] {
-          return times_out_after(20ms, [&] { return error_of(q->receive_blocking(buffer, 20ms)); })
-                     ? std::error_code{}
-                     : make_error_code(std::errc::io_error);
-        }, unstick) == std::error_code{});
+  CHECK(bounded_call([&] { return timed_out_after(20ms, [&] { return error_of(q->receive_blocking(buffer, 20ms)); }); },
+                     unstick) == std::error_code{});
   CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, 0s)); }, unstick) == corio::errc::timed_out);
   CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, -5s)); }, unstick) == corio::errc::timed_out);
   CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, std::chrono::hours::min())); }, unstick) ==
         corio::errc::timed_out);
   // What can be done at once is done whatever the limit.
   REQUIRE(q->send_blocking(as_bytes("one"), 0s));
-  CHECK(bounded_call([&] {
-          return times_out_after(20ms, [&] { return error_of(q->send_blocking(as_bytes("two"), 20ms)); })
-                     ? std::error_code{}
-                     : make_error_code(std::errc::io_error);
-        }, unstick) == std::error_code{});
+  CHECK(bounded_call(
+            [&] { return timed_out_after(20ms, [&] { return error_of(q->send_blocking(as_bytes("two"), 20ms)); }); },
+            unstick) == std::error_code{});
   CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("two"), 0s)); }, unstick) ==
         corio::errc::timed_out);
   CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("two"), std::chrono::nanoseconds::min())); },
@@ -1976,11 +1939,9 @@ TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a 
     // A wait that ignores its limit is ended by the claim's release and then sends: the
     // size check below fails.
     const auto unstick = [&] { sender->release(); };
-    CHECK(bounded_call([&] {
-            return times_out_after(50ms, [&] { return error_of(q->send_blocking(as_bytes("x"), 50ms)); })
-                       ? std::error_code{}
-                       : make_error_code(std::errc::io_error);
-          }, unstick) == std::error_code{});
+    CHECK(bounded_call(
+              [&] { return timed_out_after(50ms, [&] { return error_of(q->send_blocking(as_bytes("x"), 50ms)); }); },
+              unstick) == std::error_code{});
     CHECK(bounded_call([&] { return error_of(q->send_blocking(as_bytes("x"), 0s)); }, unstick) ==
           corio::errc::timed_out);
     CHECK(q->size() == 1);
@@ -1998,11 +1959,9 @@ TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a 
     auto receiver = q->try_claim_receiving();
     REQUIRE(receiver);
     const auto unstick = [&] { receiver->release(); };
-    CHECK(bounded_call([&] {
-            return times_out_after(50ms, [&] { return error_of(q->receive_blocking(buffer, 50ms)); })
-                       ? std::error_code{}
-                       : make_error_code(std::errc::io_error);
-          }, unstick) == std::error_code{});
+    CHECK(bounded_call(
+              [&] { return timed_out_after(50ms, [&] { return error_of(q->receive_blocking(buffer, 50ms)); }); },
+              unstick) == std::error_code{});
     CHECK(bounded_call([&] { return error_of(q->receive_blocking(buffer, 0s)); }, unstick) ==
           corio::errc::timed_out);
     CHECK(q->size() == 2);  // nothing taken
