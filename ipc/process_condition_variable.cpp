@@ -18,7 +18,9 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <ctime>
 #include <new>
+#include <system_error>
 
 #include <corio/ipc/detail/test_hooks.hpp>
 
@@ -27,6 +29,13 @@ namespace corio::ipc {
 namespace {
 
 constexpr std::uint32_t waiters_bit = 1;
+
+/// A lock_blocking() error that is a futex wait the kernel refused for good (ENOSYS or
+/// EPERM under a seccomp filter: detail::futex_wait_error), not owner_dead or a start
+/// error. (EFAULT cannot come from a re-lock: the mutex word was just read.)
+bool refused_by_kernel(const std::error_code& ec) noexcept {
+  return ec.category() == std::system_category() && (ec.value() == ENOSYS || ec.value() == EPERM);
+}
 
 // relaxed: set by a test before the notifies it hooks and cleared after them; nothing
 // is published with the pointer.
@@ -140,8 +149,17 @@ result<void> process_condition_variable::wait_blocking_until(process_mutex_guard
     }
   }
   // Re-taken without a limit, whatever ended the wait: the guard holds the mutex again on
-  // return (as std::condition_variable::wait_for), unless its owner died.
+  // return (as std::condition_variable::wait_for), unless its owner died. A re-lock whose
+  // own futex wait the kernel refuses (the filter that refused ours, while another holds
+  // the mutex) is tried again after a pause, 50 µs doubling to 1 ms, instead of returning
+  // with the guard empty: the promise above holds, and nothing spins at full speed.
   auto relocked = process_mutex(mutex).lock_blocking();
+  for (long long pause_ns = 50'000; !relocked && refused_by_kernel(relocked.error());) {
+    const timespec pause{0, static_cast<long>(pause_ns)};
+    ::nanosleep(&pause, nullptr);
+    pause_ns = pause_ns >= 500'000 ? 1'000'000 : pause_ns * 2;
+    relocked = process_mutex(mutex).lock_blocking();
+  }
   if (!relocked) {
     return unexpected(relocked.error());
   }

@@ -18,6 +18,7 @@
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <ucontext.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -1276,8 +1277,9 @@ constexpr int no_seccomp = 77;
 /// futex_wait_blocking uses; glibc's own waits are private) fail with ENOSYS, as a
 /// seccomp policy that refuses futex would. Only for this build's syscall ABI (the arch
 /// check): another ABI's numbers mean other calls. False where the kernel or container
-/// refuses seccomp filters, or on an architecture this test does not know.
-bool refuse_shared_futex_wait() {
+/// refuses seccomp filters, or on an architecture this test does not know. `action`:
+/// what the filter answers (SECCOMP_RET_TRAP: a SIGSYS whose handler sets the result).
+bool refuse_shared_futex_wait(std::uint32_t action = SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)) {
 #if defined(__x86_64__)
   constexpr std::uint32_t arch = AUDIT_ARCH_X86_64;
 #elif defined(__aarch64__)
@@ -1294,7 +1296,7 @@ bool refuse_shared_futex_wait() {
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the low half: little-endian
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, action),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
@@ -1770,6 +1772,89 @@ TEST_CASE("process_condition_variable::wait_blocking: a futex wait the kernel re
   }
   CHECK(status == 0);
 }
+
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+namespace {
+
+// The condition variable's refused-wait re-lock test: its child's shared FUTEX_WAITs
+// trap (SIGSYS) instead of failing, and the handler answers ENOSYS. The first trap, the
+// wait's own, stalls in the handler until the parent has taken the mutex: the instant
+// between the wait's unlock and its re-lock. Pointers into the shared page (lock-free
+// atomics: async-signal-safe), set before the filter.
+std::atomic<std::atomic<std::uint32_t>*> g_relock_window{nullptr};
+std::atomic<std::atomic<std::uint32_t>*> g_relock_taken{nullptr};
+
+void answer_enosys(int, siginfo_t*, void* context) {
+  static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RAX] = -ENOSYS;
+  if (auto* window = g_relock_window.exchange(nullptr)) {  // the first trap only
+    window->store(1);
+    std::atomic<std::uint32_t>* taken = g_relock_taken.load();
+    for (long i = 0; i < 50'000'000 && taken->load() == 0; ++i) {
+      ::sched_yield();
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("process_condition_variable::wait_blocking: a refused futex wait whose re-lock finds the mutex held "
+          "returns with the guard holding it again",
+          "[ipc][process_condition_variable][limit]") {
+  // The parent takes the mutex in the instant between the child's wait's unlock and its
+  // re-lock (held there by the trap's handler) and holds it 50 ms, so the re-lock finds
+  // it held and its futex wait is refused too. Before 2026-12-06 (review R5) the re-lock
+  // then returned ENOSYS with the guard empty (status 5); now it tries again, after
+  // pauses, until the mutex is free. x86-64 only (the handler sets the result in RAX);
+  // not under ThreadSanitizer, which defers signal handlers.
+  cv_page p;
+  std::atomic<std::uint32_t>& in_window = p.page.flag(0);
+  std::atomic<std::uint32_t>& taken = p.page.flag(1);
+  child refused([&] {
+    auto g = p.m.lock_blocking(10s);  // before the filter: anything the lock starts runs free
+    if (!g) {
+      return 2;
+    }
+    struct sigaction on_sys{};
+    on_sys.sa_sigaction = answer_enosys;
+    on_sys.sa_flags = SA_SIGINFO;
+    ::sigemptyset(&on_sys.sa_mask);
+    if (::sigaction(SIGSYS, &on_sys, nullptr) != 0) {
+      return 3;
+    }
+    g_relock_taken.store(&taken);
+    g_relock_window.store(&in_window);
+    if (!refuse_shared_futex_wait(SECCOMP_RET_TRAP)) {
+      return no_seccomp;
+    }
+    auto w = p.cv.wait_blocking(*g, 20s);
+    if (w || !is_enosys(w.error())) {
+      return 4;
+    }
+    return g->owns_lock() ? 0 : 5;
+  });
+  const bool reached = corio_test::wait_for(in_window, 1, 20s);
+  std::optional<process_mutex_guard> held;
+  if (reached) {
+    if (auto g = p.m.lock_blocking(10s)) {  // free: the wait unlocked it
+      held.emplace(std::move(*g));
+    }
+  }
+  const bool took = held.has_value();
+  taken.store(1);
+  if (held) {
+    std::this_thread::sleep_for(50ms);
+    held.reset();
+  }
+  const int status = refused.wait_status();
+  if (status == no_seccomp) {
+    WARN("skipped: the kernel or container refuses a seccomp filter");
+    return;
+  }
+  CHECK(reached);
+  CHECK(took);
+  CHECK(status == 0);
+}
+#endif
 
 TEST_CASE("thread forms of mutex, semaphore and event: a futex wait the kernel refuses (seccomp) returns its "
           "error, not a retry at full speed until the limit",
