@@ -249,8 +249,12 @@ result<void> shm_queue_sender::send_blocking(std::span<const std::byte> message,
       return s.error ? result<void>(unexpected(s.error)) : result<void>{};
     }
     if (n == claim_next::sleep) {
+      const long long ns = wait_ns(deadline);
+      if (ns == 0) {
+        continue;  // the deadline passed since the step: its next look says timed_out
+      }
       // A wait the kernel refuses is returned (as by the task form), not retried.
-      const int rc = detail::futex_wait_blocking(s.h->consumed, s.seen, wait_ns(deadline));
+      const int rc = detail::futex_wait_blocking(s.h->consumed, s.seen, ns);
       if (auto refused = detail::futex_wait_error(rc)) {
         return unexpected(refused);
       }
@@ -352,6 +356,9 @@ result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> bu
       return r.error ? result<std::size_t>(unexpected(r.error)) : result<std::size_t>(r.size);
     }
     const long long ns = wait_ns(deadline);
+    if (ns == 0) {
+      continue;  // the deadline passed since the step: its next look says timed_out
+    }
     if (n == claim_next::pause) {
       settle_pause_blocking(r.h, settle_pause, ns);
     } else if (n == claim_next::sleep) {

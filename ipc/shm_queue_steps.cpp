@@ -142,7 +142,14 @@ std::optional<std::uint32_t> prepare_settle_wait(queue_header* h) noexcept {
 void settle_pause_blocking(queue_header* h, long long& pause, long long left_ns) noexcept {
   if (auto mark = prepare_settle_wait(h)) {
     const long long now = next_settle_pause(pause);
-    detail::futex_wait_blocking(h->publishing, *mark, left_ns < 0 || left_ns > now ? now : left_ns);
+    const long long ns = left_ns < 0 || left_ns > now ? now : left_ns;
+    // A wait the kernel refuses (ENOSYS or EPERM under a seccomp filter) would end the
+    // pause at once and the caller would look again at full speed for as long as the
+    // producer stays marked (a stopped one: for ever): the pause is slept out instead.
+    if (detail::futex_wait_error(detail::futex_wait_blocking(h->publishing, *mark, ns))) {
+      const timespec rest{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+      ::nanosleep(&rest, nullptr);
+    }
   }
 }
 
@@ -157,8 +164,9 @@ task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::
     // pool, and the end of each pause (a stop) would wake every sleeper of the mark:
     // pausing consumers would cut each other's pauses short, and each pause would hop to
     // a pool thread. A plain timed sleep instead: the producer's wake is not used here,
-    // the pause bounds the wait as before the settle-waiter bit. The bit stays set, so
-    // that blocking consumers of the mark are still woken by the unmark.
+    // the pause bounds the wait as before the settle-waiter bit. prepare_settle_wait is
+    // still asked: it says when the mark is gone already (look again at once), at the
+    // cost of one FUTEX_WAKE at the producer's unmark.
     auto slept = co_await sleep_for(now, std::move(token));
     if (!slept) {
       co_return unexpected(slept.error());  // a stop
@@ -167,7 +175,7 @@ task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::
   }
   auto woke = co_await timeout(detail::futex_await(h->publishing, *mark, std::move(token)), now);
   if (!woke && woke.error() != errc::timed_out) {
-    co_return unexpected(woke.error());  // a stop: ours or the awaiting task's
+    co_return unexpected(woke.error());  // a stop (ours or the awaiting task's), or an OS error
   }
   co_return result<void>{};  // woken, or the pause is over: look again
 }

@@ -187,6 +187,9 @@ result<T> transfer_blocking(transfer t, saturating_duration limit) noexcept {
       return t.result_as<T>();
     }
     const long long ns = wait_ns(deadline);
+    if (ns == 0) {
+      continue;  // the deadline passed since the step: its next look says timed_out
+    }
     if (n == next::sleep) {
       // A wait the kernel refuses is returned (as by transfer_awaited), not retried.
       if (auto refused = detail::futex_wait_error(detail::futex_wait_blocking(t.word(), t.sleep_value(), ns))) {
