@@ -35,9 +35,10 @@
 // timeout; a task before Linux 6.7, whose waits run on the blocking pool, sleeps on a
 // timer instead: the pool's stop would wake every sleeper of the mark); the unmark
 // (exchange 0) that reads the bit wakes every sleeper of the mark (FUTEX_WAKE), so the
-// end is seen a wake-up after the producer's publish, not at the end of the pause. In the mark's modification order the CAS comes before the unmark
-// (which reads the bit and wakes: a wake before the sleep leaves the mark 0, and the
-// FUTEX_WAIT on 3 returns at once) or after it (the CAS fails: look again at once). The
+// end is seen a wake-up after the producer's publish, not at the end of the pause. In
+// the mark's modification order the CAS comes before the unmark (which reads the bit
+// and wakes: a wake before the sleep leaves the mark 0, and the FUTEX_WAIT on 3 returns
+// at once) or after it (the CAS fails: look again at once). The
 // pause stays as the bound for a producer that died or stopped marked. An unmark that
 // reads no bit (nobody pauses: every publish but this race) costs nothing more. Only
 // send-lock holders (and a recovery of that lock) set the mark or clear it; consumers'

@@ -82,10 +82,12 @@ inline long long wait_ns(clock::time_point deadline) noexcept {
 /// A consumer's pause after senders_settled() said "not yet", from a thread: sleeps on
 /// the mark (prepare_settle_wait) for next_settle_pause(`pause`), cut to `left_ns` (-1:
 /// no deadline), so that the producer's unmark ends it; returns at once when the mark is
-/// gone already.
+/// gone already; a wait the kernel refuses (seccomp) is slept out instead.
 void settle_pause_blocking(queue_header* h, long long& pause, long long left_ns) noexcept;
-/// settle_pause_blocking for a task: awaits the mark under a timeout of the pause.
-/// operation_canceled on a stop of `token` or the inherited token.
+/// settle_pause_blocking for a task: awaits the mark under a timeout of the pause where
+/// the ring waits on futexes (Linux 6.7+); before that a plain timed sleep (the blocking
+/// pool's stop would wake every sleeper of the mark). operation_canceled on a stop of
+/// `token` or the inherited token; the OS error of a wait the ring refuses.
 task<result<void>> settle_pause_awaited(queue_header* h, long long& pause, std::stop_token token);
 /// After would_wait: spins (once per call, `spun`) while `word` still holds `seen`, then
 /// sets its waiters bit. The value to sleep on, or nothing if the word moved (look again).
