@@ -30,11 +30,14 @@ namespace {
 
 constexpr std::uint32_t waiters_bit = 1;
 
-/// A lock_blocking() error that is a futex wait the kernel refused for good (ENOSYS or
-/// EPERM under a seccomp filter: detail::futex_wait_error), not owner_dead or a start
-/// error. (EFAULT cannot come from a re-lock: the mutex word was just read.)
+/// A re-lock's lock_blocking() error that is a futex wait the kernel refused
+/// (detail::futex_wait_error: ENOSYS or EPERM under a seccomp filter, or whatever errno
+/// a policy answers with). Its other errors are owner_dead (the generic category) and
+/// those of the sentinel's start, which cannot come here: the guard owned the mutex, so
+/// this process's sentinel runs. EFAULT is left out: the mutex word was just read, and a
+/// retry could not help.
 bool refused_by_kernel(const std::error_code& ec) noexcept {
-  return ec.category() == std::system_category() && (ec.value() == ENOSYS || ec.value() == EPERM);
+  return ec.category() == std::system_category() && ec.value() != EFAULT;
 }
 
 // relaxed: set by a test before the notifies it hooks and cleared after them; nothing
