@@ -7,6 +7,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <ctime>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
 #include <corio/ipc/detail/shm_queue_steps.hpp>
