@@ -10,34 +10,33 @@
 //   mq_bench [--rounds N] [--messages N] [--workers N] [--repeat N] [--only SYSTEM] [--bench NAME]
 // Each repeat runs every system, in an order that alternates from one repeat to the next;
 // the medians and their ratios follow, with the process CPU time per operation (user +
-// system, all threads): a figure that depends less on how busy the machine is.
+// system, all threads): a figure that depends less on how busy the machine is. (That
+// harness, and the command line, are side_by_side.hpp's, shared with sysv_bench.)
+#include "side_by_side.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/message_queue.hpp>
 
 #include <fcntl.h>
 #include <mqueue.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
-#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
 using steady = std::chrono::steady_clock;
 using corio::ipc::message_queue;
+using side_by_side::median;
+using side_by_side::seconds_since;
 
 namespace {
 
 bool g_failed = false;
 constexpr std::size_t kSize = 64;
-
-double seconds_since(steady::time_point t0) { return std::chrono::duration<double>(steady::now() - t0).count(); }
 
 std::string queue_name(const char* tag) { return "/corio-mq-bench-" + std::to_string(::getpid()) + "-" + tag; }
 
@@ -190,106 +189,31 @@ double threads_stream(int n) {
   return n / s / 1e3;
 }
 
-
-double cpu_seconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 100'000;
-  int messages = 1'000'000;
-  unsigned workers = 2;
-  int repeat = 3;
-  std::string only, only_bench;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--rounds") {
-      rounds = std::atoi(argv[i + 1]);
-    } else if (a == "--messages") {
-      messages = std::atoi(argv[i + 1]);
-    } else if (a == "--workers") {
-      workers = static_cast<unsigned>(std::atoi(argv[i + 1]));
-    } else if (a == "--repeat") {
-      repeat = std::atoi(argv[i + 1]);
-    } else if (a == "--only") {
-      only = argv[i + 1];
-    } else if (a == "--bench") {
-      only_bench = argv[i + 1];
-    } else {
-      std::fprintf(stderr,
-                   "usage: mq_bench [--rounds N] [--messages N] [--workers N] [--repeat N] [--only SYSTEM] "
-                   "[--bench NAME]\n");
-      return 2;
-    }
+  side_by_side::options o;
+  o.rounds = 100'000;
+  o.messages = 1'000'000;
+  if (auto rc = side_by_side::parse(argc, argv, "mq_bench", o)) {
+    return *rc;
   }
-  if (rounds < 1 || messages < 1 || workers < 1 || repeat < 1) {
-    std::fprintf(stderr, "mq_bench: every count must be >= 1\n");
-    return 2;
-  }
+  const int rounds = o.rounds, messages = o.messages;
   corio::runtime_config cfg;
-  cfg.workers = workers;
+  cfg.workers = o.workers;
   corio::runtime rt(cfg);
-  struct system_run {
-    std::string name;
-    std::function<double()> run;
+  const std::vector<side_by_side::bench_plan> plan = {
+      {"mq_pingpong", "us/rtt",
+       {{"corio", rounds, [&] { return rt.block_on(corio_pingpong(rounds)); }},
+        {"threads-blocking", rounds, [&] { return threads_pingpong(rounds); }}}},
+      {"mq_stream", "kmsg/s",
+       {{"corio", messages, [&] { return rt.block_on(corio_stream(messages)); }},
+        {"threads-blocking", messages, [&] { return threads_stream(messages); }}}},
   };
-  struct bench_plan {
-    std::string name, unit;
-    int ops;  // per run, for CPU time per operation
-    std::vector<system_run> systems;
-  };
-  const std::vector<bench_plan> plan = {
-      {"mq_pingpong", "us/rtt", rounds,
-       {{"corio", [&] { return rt.block_on(corio_pingpong(rounds)); }},
-        {"threads-blocking", [&] { return threads_pingpong(rounds); }}}},
-      {"mq_stream", "kmsg/s", messages,
-       {{"corio", [&] { return rt.block_on(corio_stream(messages)); }},
-        {"threads-blocking", [&] { return threads_stream(messages); }}}},
-  };
-  // [benchmark][system] -> (values, CPU ns per operation), one per repeat
-  std::map<std::string, std::map<std::string, std::pair<std::vector<double>, std::vector<double>>>> results;
-  for (int r = 0; r < repeat; ++r) {
-    for (const auto& b : plan) {
-      if (!only_bench.empty() && b.name != only_bench) {
-        continue;
-      }
-      // Alternate the order of the systems from one repeat to the next.
-      for (std::size_t k = 0; k < b.systems.size(); ++k) {
-        const auto& sys = b.systems[(k + static_cast<std::size_t>(r)) % b.systems.size()];
-        if (!only.empty() && sys.name != only) {
-          continue;
-        }
-        const double c0 = cpu_seconds();
-        const double v = sys.run();
-        const double cpu_ns = (cpu_seconds() - c0) * 1e9 / b.ops;
-        results[b.name][sys.name].first.push_back(v);
-        results[b.name][sys.name].second.push_back(cpu_ns);
-        std::printf("#%d %s %s %.2f %s (cpu %.0f ns/op)\n", r + 1, b.name.c_str(), sys.name.c_str(), v, b.unit.c_str(),
-                    cpu_ns);
-        std::fflush(stdout);
-      }
-    }
-  }
-  std::printf("-- medians of %d\n", repeat);
-  for (const auto& b : plan) {
-    for (const auto& [system, values] : results[b.name]) {
-      std::printf("%s %s %.2f %s (cpu %.0f ns/op)\n", b.name.c_str(), system.c_str(), median(values.first),
-                  b.unit.c_str(), median(values.second));
-    }
-  }
-  if (only.empty() && only_bench.empty()) {
-    auto m = [&](const char* b, const char* s) { return median(results[b][s].first); };
-    auto c = [&](const char* b, const char* s) { return median(results[b][s].second); };
+  auto results = side_by_side::run(plan, o, "");
+  if (o.only.empty() && o.only_bench.empty()) {
+    auto m = [&](const char* b, const char* s) { return median(results[b][s].values); };
+    auto c = [&](const char* b, const char* s) { return median(results[b][s].cpu_ns); };
     std::printf("ratio mq_pingpong threads/corio %.2f (above 1: corio faster); cpu per round trip corio/threads %.2f\n",
                 m("mq_pingpong", "threads-blocking") / m("mq_pingpong", "corio"),
                 c("mq_pingpong", "corio") / c("mq_pingpong", "threads-blocking"));

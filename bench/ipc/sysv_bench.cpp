@@ -14,14 +14,17 @@
 // Prints each measurement, then `<benchmark> <system> <median> <unit>` lines and the
 // ratios; a wrong count is reported on stderr and the exit status is 1.
 //   sysv_bench [--rounds N] [--messages N] [--workers N] [--repeat N] [--only SYSTEM] [--bench NAME]
-// (--only / --bench run one system / one benchmark, for profiling.)
+// (--only / --bench run one system / one benchmark, for profiling.) The command line and
+// the harness that repeats, alternates and prints the runs are side_by_side.hpp's, shared
+// with mq_bench.
+#include "side_by_side.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/sysv_message_queue.hpp>
 
 #include <dirent.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,22 +34,21 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <functional>
-#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
 using steady = std::chrono::steady_clock;
 using corio::ipc::sysv_message_queue;
+using side_by_side::cpu_seconds;
+using side_by_side::median;
+using side_by_side::seconds_since;
 using namespace std::chrono_literals;
 
 namespace {
 
 bool g_failed = false;
 constexpr std::size_t kSize = 64;
-
-double seconds_since(steady::time_point t0) { return std::chrono::duration<double>(steady::now() - t0).count(); }
 
 /// A private queue, removed when the benchmark is done with it.
 struct bench_queue {
@@ -223,13 +225,6 @@ corio::task<double> polling_stream(int n) {
 
 // ---- idle cost and cancellation ----------------------------------------------------
 
-double cpu_seconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
 /// CPU ms per second while one receive waits 500 ms (cut short by a timeout).
 template <class Receive>
 corio::task<double> idle_cpu(Receive receive) {
@@ -373,107 +368,43 @@ double threads_stream(int n) {
   return n / s / 1e3;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 50'000;
-  int messages = 500'000;
-  unsigned workers = 2;
-  int repeat = 3;
-  std::string only, only_bench;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--rounds") {
-      rounds = std::atoi(argv[i + 1]);
-    } else if (a == "--messages") {
-      messages = std::atoi(argv[i + 1]);
-    } else if (a == "--workers") {
-      workers = static_cast<unsigned>(std::atoi(argv[i + 1]));
-    } else if (a == "--repeat") {
-      repeat = std::atoi(argv[i + 1]);
-    } else if (a == "--only") {
-      only = argv[i + 1];
-    } else if (a == "--bench") {
-      only_bench = argv[i + 1];
-    } else {
-      std::fprintf(stderr,
-                   "usage: sysv_bench [--rounds N] [--messages N] [--workers N] [--repeat N] [--only SYSTEM] "
-                   "[--bench NAME]\n");
-      return 2;
-    }
+  side_by_side::options o;
+  o.rounds = 50'000;
+  o.messages = 500'000;
+  if (auto rc = side_by_side::parse(argc, argv, "sysv_bench", o)) {
+    return *rc;
   }
-  if (rounds < 1 || messages < 1 || workers < 1 || repeat < 1) {
-    std::fprintf(stderr, "sysv_bench: every count must be >= 1\n");
-    return 2;
-  }
+  const int rounds = o.rounds, messages = o.messages;
+  const int polling_rounds = std::max(1, rounds / 10);
   corio::runtime_config cfg;
-  cfg.workers = workers;
+  cfg.workers = o.workers;
   corio::runtime rt(cfg);
-  // [benchmark][system] -> one value per repeat
-  std::map<std::string, std::map<std::string, std::vector<double>>> results;
-  using run_fn = std::function<double()>;
-  const std::vector<std::pair<std::string, std::vector<std::pair<std::string, run_fn>>>> plan = {
-      {"sysv_pingpong",
-       {{"corio", [&] { return rt.block_on(corio_pingpong(rounds)); }},
-        {"polling", [&] { return rt.block_on(polling_pingpong(std::max(1, rounds / 10))); }},
-        {"threads-blocking", [&] { return threads_pingpong(rounds); }}}},
-      {"sysv_stream",
-       {{"corio", [&] { return rt.block_on(corio_stream(messages)); }},
-        {"polling", [&] { return rt.block_on(polling_stream(messages)); }},
-        {"threads-blocking", [&] { return threads_stream(messages); }}}},
-      {"sysv_idle_cpu",
-       {{"corio",
+  const std::vector<side_by_side::bench_plan> plan = {
+      {"sysv_pingpong", "us/rtt",
+       {{"corio", rounds, [&] { return rt.block_on(corio_pingpong(rounds)); }},
+        {"polling", polling_rounds, [&] { return rt.block_on(polling_pingpong(polling_rounds)); }},
+        {"threads-blocking", rounds, [&] { return threads_pingpong(rounds); }}}},
+      {"sysv_stream", "kmsg/s",
+       {{"corio", messages, [&] { return rt.block_on(corio_stream(messages)); }},
+        {"polling", messages, [&] { return rt.block_on(polling_stream(messages)); }},
+        {"threads-blocking", messages, [&] { return threads_stream(messages); }}}},
+      {"sysv_idle_cpu", "cpu-ms/s",
+       {{"corio", 1'000'000'000,
          [&] {
            auto receive = [](const sysv_message_queue* q, std::span<std::byte> b) { return q->receive(b); };
            return rt.block_on(idle_cpu(receive));
          }},
-        {"polling", [&] { return rt.block_on(idle_cpu(poll_receive)); }}}},
-      {"sysv_cancel", {{"corio", [&] { return rt.block_on(cancel_latency(50)); }}}},
+        {"polling", 1'000'000'000, [&] { return rt.block_on(idle_cpu(poll_receive)); }}}},
+      {"sysv_cancel", "us", {{"corio", 50, [&] { return rt.block_on(cancel_latency(50)); }}}},
   };
-  std::map<std::string, std::map<std::string, std::vector<double>>> cpu;  // CPU ns per operation
-  const std::map<std::string, double> ops = {
-      {"sysv_pingpong", rounds}, {"sysv_stream", messages}, {"sysv_idle_cpu", 1e9}, {"sysv_cancel", 50}};
-  const std::map<std::string, std::string> units = {
-      {"sysv_pingpong", "us/rtt"}, {"sysv_stream", "kmsg/s"}, {"sysv_idle_cpu", "cpu-ms/s"}, {"sysv_cancel", "us"}};
-  for (int r = 0; r < repeat; ++r) {
-    for (const auto& [bench, systems] : plan) {
-      if (!only_bench.empty() && bench != only_bench) {
-        continue;
-      }
-      // Alternate the order of the systems from one repeat to the next.
-      for (std::size_t k = 0; k < systems.size(); ++k) {
-        const auto& [system, fn] = systems[(k + static_cast<std::size_t>(r)) % systems.size()];
-        if (!only.empty() && system != only) {
-          continue;
-        }
-        const double c0 = cpu_seconds();
-        const double v = fn();
-        const double n = bench == "sysv_pingpong" && system == "polling" ? std::max(1, rounds / 10) : ops.at(bench);
-        const double cpu_ns = (cpu_seconds() - c0) * 1e9 / n;
-        results[bench][system].push_back(v);
-        cpu[bench][system].push_back(cpu_ns);
-        std::printf("#%d %s %s %.2f %s (cpu %.0f ns/op)\n", r + 1, bench.c_str(), system.c_str(), v,
-                    units.at(bench).c_str(), cpu_ns);
-        std::fflush(stdout);
-      }
-    }
-  }
-  std::printf("-- medians of %d (pingpong: polling runs rounds/10)\n", repeat);
-  for (const auto& [bench, systems] : results) {
-    for (const auto& [system, values] : systems) {
-      std::printf("%s %s %.2f %s (cpu %.0f ns/op)\n", bench.c_str(), system.c_str(), median(values),
-                  units.at(bench).c_str(), median(cpu[bench][system]));
-    }
-  }
-  if (!only.empty() || !only_bench.empty()) {
+  auto results = side_by_side::run(plan, o, " (pingpong: polling runs rounds/10)");
+  if (!o.only.empty() || !o.only_bench.empty()) {
     return g_failed ? 1 : 0;
   }
-  auto m = [&](const char* b, const char* s) { return median(results[b][s]); };
+  auto m = [&](const char* b, const char* s) { return median(results[b][s].values); };
   std::printf("ratio sysv_pingpong threads/corio %.2f (above 1: corio faster), threads/polling %.2f\n",
               m("sysv_pingpong", "threads-blocking") / m("sysv_pingpong", "corio"),
               m("sysv_pingpong", "threads-blocking") / m("sysv_pingpong", "polling"));
