@@ -52,30 +52,14 @@ namespace {
 // A server on a free loopback port with one typeid, Shared: always the same queue.
 struct shared_server {
   std::shared_ptr<corio::ipc::managed_queue> shared = std::make_shared<corio::ipc::managed_queue>();
-  manager_server server = bind();
+  manager_server server = corio_test::bind_loopback_server();
 
   shared_server() { server.register_object("Shared", shared); }
-  static manager_server bind() {
-    corio::ipc::manager_options o;
-    o.listen.auth.authkey = "password";
-    auto s = manager_server::bind(socket_address::loopback_v4(0), std::move(o));
-    REQUIRE(s);
-    return std::move(*s);
-  }
 };
 
 // Runs body(server, client) with the server serving, on `workers` workers; stops it after.
 void serve(shared_server& s, std::function<task<void>(shared_server&, manager_client&)> body, unsigned workers) {
-  corio::runtime rt(corio_test::workers(workers));
-  rt.block_on([](shared_server& s, std::function<task<void>(shared_server&, manager_client&)>& body) -> task<void> {
-    auto serving = corio::spawn(s.server.serve());
-    auto client = co_await manager_client::connect(s.server.address().value(), "password");
-    REQUIRE(client);
-    co_await body(s, *client);
-    s.server.stop();
-    auto r = co_await serving;
-    REQUIRE(r);
-  }(s, body));
+  corio_test::serve_with_client(s, std::move(body), workers);
 }
 
 }  // namespace

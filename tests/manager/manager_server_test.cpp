@@ -70,7 +70,7 @@ struct fixture {
   std::shared_ptr<managed_queue> shared = std::make_shared<managed_queue>();
   manager_server server;
 
-  explicit fixture(manager_options o = {}) : server(bind(std::move(o))) {
+  explicit fixture(manager_options o = {}) : server(corio_test::bind_loopback_server(std::move(o))) {
     server.register_type("Queue", [](const call_args& a) -> made {
       auto b = a.bind("Queue", {{"maxsize", pickle::value(0)}});
       if (auto* e = std::get_if<call_outcome>(&b)) {
@@ -104,27 +104,12 @@ struct fixture {
     });
   }
 
-  static manager_server bind(manager_options o) {
-    o.listen.auth.authkey = "password";
-    auto s = manager_server::bind(socket_address::loopback_v4(0), std::move(o));
-    REQUIRE(s);
-    return std::move(*s);
-  }
   socket_address address() const { return server.address().value(); }
 };
 
 // Runs body(fixture, client) with the server serving; stops it afterwards.
 void run(fixture& f, std::function<task<void>(fixture&, manager_client&)> body, unsigned workers = 2) {
-  corio::runtime rt(corio_test::workers(workers));
-  rt.block_on([](fixture& f, std::function<task<void>(fixture&, manager_client&)>& body) -> task<void> {
-    auto serving = corio::spawn(f.server.serve());
-    auto client = co_await manager_client::connect(f.address(), "password");
-    REQUIRE(client);
-    co_await body(f, *client);
-    f.server.stop();
-    auto r = co_await serving;
-    REQUIRE(r);
-  }(f, body));
+  corio_test::serve_with_client(f, std::move(body), workers);
 }
 
 std::string text(const manager_reply& r) { return r.value.is_str() ? *r.value.if_str() : r.value.repr(); }
@@ -186,9 +171,7 @@ TEST_CASE("manager_server: create gives (ident, exposed), calls reach the object
     CHECK(dec->ok());
     CHECK(f.server.number_of_objects() == 1);
     std::string ident = q->ident();
-    auto released_q = co_await q->release();
-    INFO((released_q ? std::string("ok") : released_q.error().message()));
-    REQUIRE(released_q);
+    co_await corio_test::require_released(*q);
     CHECK(f.server.number_of_objects() == 0);
     auto again = co_await c.request("decref", pickle::value::items_of(pickle::value(ident)));
     REQUIRE(again);
@@ -208,17 +191,13 @@ TEST_CASE("manager_server: the same object created twice has one ident and two r
     REQUIRE(a);
     REQUIRE(b);
     CHECK(a->ident() == b->ident());
-    auto released_a = co_await a->release();
-    INFO((released_a ? std::string("ok") : released_a.error().message()));
-    REQUIRE(released_a);
+    co_await corio_test::require_released(*a);
     CHECK(f.server.number_of_objects() == 1);
     auto put = co_await b->call("put_nowait", pickle::value::items_of(pickle::value(7)));
     REQUIRE(put);
     CHECK(put->ok());
     CHECK(f.shared->try_get().value() == pickle::value(7));
-    auto released_b = co_await b->release();
-    INFO((released_b ? std::string("ok") : released_b.error().message()));
-    REQUIRE(released_b);
+    co_await corio_test::require_released(*b);
     CHECK(f.server.number_of_objects() == 0);
   });
 }
@@ -265,9 +244,7 @@ TEST_CASE("manager_server: an unknown typeid, request, ident or unexposed method
     auto repr = co_await q->call("__repr__");
     REQUIRE(repr);
     CHECK(repr->value == pickle::value("<queue.Queue object>"));
-    auto released_q = co_await q->release();
-    INFO((released_q ? std::string("ok") : released_q.error().message()));
-    REQUIRE(released_q);
+    co_await corio_test::require_released(*q);
   });
 }
 
@@ -299,9 +276,7 @@ TEST_CASE("manager_server: wrong arguments raise Python's TypeError for that cal
     auto fine = co_await q->call("empty");
     REQUIRE(fine);
     CHECK(fine->value == pickle::value(true));
-    auto released_q = co_await q->release();
-    INFO((released_q ? std::string("ok") : released_q.error().message()));
-    REQUIRE(released_q);
+    co_await corio_test::require_released(*q);
   });
 }
 
@@ -376,9 +351,7 @@ TEST_CASE("managed_queue: queue.Empty, queue.Full and ValueError as Python raise
     auto forever = co_await q->call("get", pickle::value::items_of(true, 1e300));
     REQUIRE(forever);
     CHECK(forever->value == pickle::value(1));
-    auto released_q = co_await q->release();
-    INFO((released_q ? std::string("ok") : released_q.error().message()));
-    REQUIRE(released_q);
+    co_await corio_test::require_released(*q);
   });
 }
 
@@ -396,12 +369,8 @@ TEST_CASE("manager_server: a blocking get is served by a later put from another 
     auto got = co_await waiting;
     REQUIRE(got);
     CHECK(got->value == pickle::value("late"));
-    auto released_getter = co_await getter->release();
-    INFO((released_getter ? std::string("ok") : released_getter.error().message()));
-    REQUIRE(released_getter);
-    auto released_putter = co_await putter->release();
-    INFO((released_putter ? std::string("ok") : released_putter.error().message()));
-    REQUIRE(released_putter);
+    co_await corio_test::require_released(*getter);
+    co_await corio_test::require_released(*putter);
   });
 }
 
@@ -424,9 +393,7 @@ TEST_CASE("manager_server: a client that leaves while blocked in get takes nothi
     auto got = co_await other->call("get_nowait");
     REQUIRE(got);
     CHECK(got->value == pickle::value("job"));
-    auto released_other = co_await other->release();
-    INFO((released_other ? std::string("ok") : released_other.error().message()));
-    REQUIRE(released_other);
+    co_await corio_test::require_released(*other);
   });
 }
 
@@ -488,9 +455,7 @@ TEST_CASE("manager_server: a method that throws raises RuntimeError for that cal
     auto echo = co_await e->call("echo", pickle::value::items_of(pickle::value::list_of(1, "two")));
     REQUIRE(echo);
     CHECK(echo->value == pickle::value::list_of(1, "two"));
-    auto released_e = co_await e->release();
-    INFO((released_e ? std::string("ok") : released_e.error().message()));
-    REQUIRE(released_e);
+    co_await corio_test::require_released(*e);
   });
 }
 
