@@ -11,6 +11,7 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/ipc.hpp>
 
+#include "connection_helpers.hpp"
 #include "helpers.hpp"
 
 #include <array>
@@ -27,20 +28,10 @@ using corio::ipc::connection;
 using corio::ipc::connection_options;
 using corio::ipc::unix_stream;
 using corio_test::bytes;
+using corio_test::make_connection_pair;
 namespace pickle = corio::ipc::pickle;
 
 namespace {
-
-struct pair_of {
-  connection conn;  // the side under test
-  unix_stream peer; // a raw peer
-};
-
-pair_of make_pair(const connection_options& o = {}) {
-  auto p = corio::ipc::socketpair();
-  REQUIRE(p);
-  return {connection(std::move(p->first), o), std::move(p->second)};
-}
 
 std::string to_string(std::span<const std::byte> v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size()); }
 
@@ -88,7 +79,7 @@ std::vector<pickle::value> sample_values() {
 TEST_CASE("connection batch: send_many writes the bytes of that many sends, in one sendmsg and no SQE",
           "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     auto values = sample_values();
     for (const auto& v : values) {
@@ -115,7 +106,7 @@ TEST_CASE("connection batch: send_many writes the bytes of that many sends, in o
 TEST_CASE("connection batch: send_many_bytes writes the bytes of that many send_bytes, in one sendmsg and no SQE",
           "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::string big(5000, 'b');  // longer than a read-ahead buffer
     auto raw = spans("one", "", big, "last");
@@ -142,7 +133,7 @@ TEST_CASE("connection batch: send_many_bytes writes the bytes of that many send_
 
 TEST_CASE("connection batch: an empty batch sends nothing and succeeds", "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::vector<pickle::value> none;
     std::vector<std::span<const std::byte>> no_bytes;
@@ -163,7 +154,7 @@ TEST_CASE("connection batch: a batch above max_batch_size is refused whole; the 
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.max_batch_size = 24;  // prefixes included: "0123456789" x 2 is 28 bytes framed
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     auto over = spans("0123456789", "0123456789");
     auto r = co_await p.conn.send_many_bytes(over);
@@ -191,7 +182,7 @@ TEST_CASE("connection batch: a batch above max_batch_size is refused whole; the 
 TEST_CASE("connection batch: the default max_batch_size refuses 17 messages of 4 MiB before copying them",
           "[ipc][connection][batch][fault]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::string four_mib(std::size_t{4} << 20, 'x');  // max_message_size: each alone is fine
     std::vector<std::span<const std::byte>> raw(17, corio_test::bytes(four_mib));
@@ -213,7 +204,7 @@ TEST_CASE("connection batch: on a closed connection send_many reports an unpickl
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.pickle.protocol = 2;  // corio writes only protocols 4 and 5: every value fails to encode
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   p.conn.close();
   auto body = [&]() -> task<std::string> {
     std::vector<pickle::value> values(1);
@@ -267,7 +258,7 @@ TEST_CASE("connection batch: a too-large message refuses the whole batch, as a s
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.max_message_size = 10;
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     auto raw = spans("ok", "eleven byte", "ok");
     auto r = co_await p.conn.send_many_bytes(raw);
@@ -299,7 +290,7 @@ TEST_CASE("connection batch: send_many obeys max_send_size, not max_message_size
   connection_options o;
   o.max_message_size = 4;  // what the peer may send
   o.max_send_size = 40;    // what this side may send
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     std::vector<pickle::value> over;
     over.emplace_back(1);
@@ -326,7 +317,7 @@ TEST_CASE("connection batch: send_many obeys max_send_size, not max_message_size
 TEST_CASE("connection batch: recv_some returns what is buffered, at most max, and waits only for the first",
           "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::string wire;
     for (int i = 0; i < 5; ++i) {
@@ -358,7 +349,7 @@ TEST_CASE("connection batch: recv_some returns what is buffered, at most max, an
 
 TEST_CASE("connection batch: recv_bytes_some reuses its vectors and stops at max", "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await p.peer.write_all(bytes(frame("a") + frame("") + frame("ccc") + frame("dd")));
     std::vector<std::vector<std::byte>> out(5);
@@ -383,7 +374,7 @@ TEST_CASE("connection batch: recv_bytes_some reuses its vectors and stops at max
 TEST_CASE("connection batch: a buffered message that does not decode ends the batch; the next receive reports it",
           "[ipc][connection][batch][pickle][fault]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::string good = to_string(*pickle::dumps(pickle::value("good")));
     std::string bad = frame("not a pickle");
@@ -411,7 +402,7 @@ TEST_CASE("connection batch: an oversized prefix buffered behind a good message 
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.max_message_size = 100;
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     std::string good = to_string(*pickle::dumps(pickle::value("good")));
     (void)co_await p.peer.write_all(bytes(frame(good) + frame(std::string(101, 'o'))));
@@ -430,7 +421,7 @@ TEST_CASE("connection batch: an oversized prefix buffered behind a good message 
 TEST_CASE("connection batch: cancelled or timed out before anything arrives, recv_some and send_many leave it usable",
           "[ipc][connection][batch][cancel]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::stop_source stop;
     stop.request_stop();
@@ -461,7 +452,7 @@ TEST_CASE("connection batch: cancelled or timed out before anything arrives, rec
 TEST_CASE("connection batch: a batch cancelled after part of it left closes the connection",
           "[ipc][connection][batch][cancel]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     std::string mib(std::size_t{1} << 20, 'm');  // the peer never reads: the socket fills
     std::vector<std::span<const std::byte>> raw(4, corio_test::bytes(mib));
@@ -478,7 +469,7 @@ TEST_CASE("connection batch: a batch cancelled after part of it left closes the 
 TEST_CASE("connection batch: after the peer closes, buffered messages are returned, then closed; a closed one refuses",
           "[ipc][connection][batch]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await p.peer.write_all(bytes(frame("x") + frame("y")));
     p.peer.close();

@@ -7,6 +7,7 @@
 #include <corio/corio.hpp>
 #include <corio/ipc/ipc.hpp>
 
+#include "connection_helpers.hpp"
 #include "helpers.hpp"
 #include "largest_allocation.hpp"  // this program's operator new: g_watch, g_largest
 
@@ -29,19 +30,9 @@ using corio::ipc::connection;
 using corio::ipc::connection_options;
 using corio::ipc::unix_stream;
 using corio_test::bytes;
+using corio_test::make_connection_pair;
 
 namespace {
-
-struct pair_of {
-  connection conn;  // the side under test
-  unix_stream peer; // a raw peer that writes whatever a test wants
-};
-
-pair_of make_pair(const connection_options& o = {}) {
-  auto p = corio::ipc::socketpair();
-  REQUIRE(p);
-  return {connection(std::move(p->first), o), std::move(p->second)};
-}
 
 std::string to_string(const std::vector<std::byte>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size());
@@ -174,7 +165,7 @@ TEST_CASE("connection: messages of 0 bytes to 1 MiB round-trip in every receive 
 TEST_CASE("connection: send_bytes writes exactly Python's frame: a 4-byte big-endian length, then the bytes",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     if (!co_await p.conn.send_bytes(bytes("hello"))) {
       co_return "send failed";
@@ -191,7 +182,7 @@ TEST_CASE("connection: send_bytes writes exactly Python's frame: a 4-byte big-en
 TEST_CASE("connection: several frames in one write arrive as separate messages, a frame split byte by byte as one",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(2));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::vector<std::string>> {
     std::string batch = raw("00000001", "a") + raw("00000000") + raw("00000003", "bcd") +
                         raw("ffffffff0000000000000002", "ef");
@@ -218,7 +209,7 @@ TEST_CASE("connection: a 4 GiB length prefix is refused with message_size before
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));
   for (std::string prefix : {raw("ffffffff0000000100000000"), raw("7fffffff")}) {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::string> {
       (void)co_await p.peer.write_all(bytes(prefix + "xxxx"));
       g_largest = 0;
@@ -249,7 +240,7 @@ TEST_CASE("connection: a 4 GiB length prefix is refused with message_size before
 TEST_CASE("connection: a negative length prefix is a protocol error and closes the connection",
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     (void)co_await p.peer.write_all(bytes(raw("fffffff0", "abc")));
     auto m = co_await p.conn.recv_bytes();
@@ -265,7 +256,7 @@ TEST_CASE("connection: a frame cut short by the peer closing is a protocol error
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));
   SECTION("inside the payload") {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::error_code> {
       (void)co_await p.peer.write_all(bytes(raw("0000000a", "abc")));
       p.peer.close();
@@ -275,7 +266,7 @@ TEST_CASE("connection: a frame cut short by the peer closing is a protocol error
     CHECK(rt.block_on(body()) == corio::errc::protocol_error);
   }
   SECTION("inside the prefix") {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::error_code> {
       (void)co_await p.peer.write_all(bytes(raw("ffffffff00")));
       p.peer.close();
@@ -285,7 +276,7 @@ TEST_CASE("connection: a frame cut short by the peer closing is a protocol error
     CHECK(rt.block_on(body()) == corio::errc::protocol_error);
   }
   SECTION("between frames") {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::error_code> {
       (void)co_await p.peer.write_all(bytes(raw("00000002", "ok")));
       p.peer.close();
@@ -306,7 +297,7 @@ TEST_CASE("connection: a peer that sends half a frame and stalls is dropped afte
   connection_options o;
   o.stall_timeout = 50ms;
   for (std::string half : {raw("0000"), raw("00000064", "only part of it")}) {
-    auto p = make_pair(o);
+    auto p = make_connection_pair(o);
     auto body = [&]() -> task<std::string> {
       (void)co_await p.peer.write_all(bytes(half));
       auto m = co_await p.conn.recv_bytes();  // the peer never sends the rest
@@ -327,7 +318,7 @@ TEST_CASE("connection: an idle timeout between messages loses nothing and leaves
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.idle_timeout = 20ms;
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     auto m = co_await p.conn.recv_bytes();
     if (m || m.error() != std::errc::timed_out) {
@@ -347,7 +338,7 @@ TEST_CASE("connection: a receive cancelled before a message begins leaves the co
           "[ipc][connection][cancel]") {
   corio::runtime rt(corio_test::workers(1));
   SECTION("before") {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::string> {
       std::stop_source stop;
       stop.request_stop();
@@ -366,7 +357,7 @@ TEST_CASE("connection: a receive cancelled before a message begins leaves the co
     CHECK(rt.block_on(body()) == "ok");
   }
   SECTION("mid-frame") {
-    auto p = make_pair();
+    auto p = make_connection_pair();
     auto body = [&]() -> task<std::string> {
       (void)co_await p.peer.write_all(bytes(raw("00000009", "part")));
       auto t = co_await corio::timeout(p.conn.recv_bytes(), 10ms);
@@ -384,7 +375,7 @@ TEST_CASE("connection: recv_bytes_into skips a message longer than the buffer an
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.read_buffer_size = 16;  // the long message crosses several buffer fills
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     std::string longer(100, 'L');
     (void)co_await p.peer.write_all(bytes(raw("00000064", longer) + raw("00000005", "after")));
@@ -404,7 +395,7 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.max_message_size = 10;
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     auto r = co_await p.conn.send_bytes(bytes("eleven byte"));
     if (r || r.error() != corio::errc::message_size) {
@@ -423,7 +414,7 @@ TEST_CASE("connection: a message above max_message_size is not sent and the conn
 TEST_CASE("connection: send() does not keep a buffer of its largest message's size once it is sent",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   const auto big = corio::ipc::pickle::value::make_bytes(std::string(std::size_t{2} << 20, 'x'));
   auto body = [&]() -> task<std::size_t> {
     auto drain = corio::spawn(sees_end_of_stream(p.peer));
@@ -446,7 +437,7 @@ TEST_CASE("connection: send() does not keep a buffer of its largest message's si
 TEST_CASE("connection: recv() does not keep a buffer of its largest message's size once it is decoded",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(2));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   // A 1.8 MB pickle that decodes to None (900000 times None, POP): nothing of its size is
   // allocated for the value, only the buffer the message is read into.
   std::string pickle = "\x80\x04";
@@ -483,7 +474,7 @@ TEST_CASE("connection: max_send_size limits sends apart from max_message_size, w
   connection_options o;
   o.max_message_size = 4;  // what the peer may send
   o.max_send_size = 10;    // what this side may send
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     auto r = co_await p.conn.send_bytes(bytes("eleven byte"));
     if (r || r.error() != corio::errc::message_size || !p.conn.is_open()) {
@@ -516,7 +507,7 @@ TEST_CASE("connection: a send to a peer that never reads ends with timed_out aft
   corio::runtime rt(corio_test::workers(1));
   connection_options o;
   o.stall_timeout = 50ms;
-  auto p = make_pair(o);
+  auto p = make_connection_pair(o);
   auto body = [&]() -> task<std::string> {
     std::vector<std::byte> chunk(64 * 1024);
     for (int i = 0; i < 1000; ++i) {  // at most 64 MiB: far beyond any socket buffer
@@ -536,7 +527,7 @@ TEST_CASE("connection: a send to a peer that never reads ends with timed_out aft
 TEST_CASE("connection: a send that finds the socket full waits for room with one SQE and delivers the message whole",
           "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   // Fill the socket behind the connection's back (its direct first try then finds EAGAIN).
   std::size_t filled = 0;
   // A static block, not a vector: this program replaces operator new, and g++ 12 at -O3
@@ -573,7 +564,7 @@ TEST_CASE("connection: a send that finds the socket full waits for room with one
 TEST_CASE("connection: a send to a peer that has closed fails with a broken pipe and closes the connection",
           "[ipc][connection][fault]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   p.peer = unix_stream();  // closed
   auto body = [&]() -> task<std::string> {
     auto r = co_await p.conn.send_bytes(bytes("anyone?"));
@@ -632,7 +623,7 @@ TEST_CASE("connection: one task sends while another receives on the same connect
 
 TEST_CASE("connection: closing is idempotent and every later operation reports closed", "[ipc][connection]") {
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   p.conn.close();
   p.conn.close();
   CHECK_FALSE(p.conn.is_open());
@@ -645,7 +636,7 @@ TEST_CASE("connection: closing is idempotent and every later operation reports c
   };
   CHECK(rt.block_on(body()));
   // A moved-from connection is closed; the moved-to one works.
-  auto q = make_pair();
+  auto q = make_connection_pair();
   connection moved = std::move(q.conn);
   CHECK_FALSE(q.conn.is_open());
   CHECK(moved.is_open());
@@ -683,7 +674,7 @@ TEST_CASE("connection: recv of a pickle naming a forbidden class says which, and
           "[ipc][connection][pickle][fault]") {
   namespace pickle = corio::ipc::pickle;
   corio::runtime rt(corio_test::workers(1));
-  auto p = make_pair();
+  auto p = make_connection_pair();
   auto body = [&]() -> task<std::string> {
     // pickle.dumps(os.system, protocol=4), then pickle.dumps(('foo1', 2), protocol=4).
     std::string evil = raw("80049514000000000000008c05706f736978948c0673797374656d9493942e");
