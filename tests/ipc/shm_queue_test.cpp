@@ -96,6 +96,16 @@ decoded decode(std::span<const std::byte> m) {
   return d;
 }
 
+/// One test's queue, created with `options` (REQUIREd) under a name of its own (`tag`),
+/// removed before and after the test. Taken apart: `auto [n, q] = named_queue(...)`.
+struct named_queue {
+  scoped_name n;
+  corio::result<shm_queue> q;
+  named_queue(const char* tag, const shm_queue_options& options) : n(tag), q(shm_queue::create(n.name, options)) {
+    REQUIRE(q);
+  }
+};
+
 /// Flags shared with forked children (an anonymous shared page).
 struct flags {
   memory_map map = *memory_map::anonymous(4096);
@@ -246,9 +256,7 @@ corio::task<std::uint32_t> receive_in_order(const Receiving& from, std::vector<s
 
 TEST_CASE("shm_queue: messages of every size up to the maximum come out whole and in order; the object is 0600",
           "[ipc][shm_queue]") {
-  scoped_name n("basic");
-  auto q = shm_queue::create(n.name, {.capacity = 8, .max_message_size = 100});
-  REQUIRE(q);
+  auto [n, q] = named_queue("basic", {.capacity = 8, .max_message_size = 100});
   CHECK(q->capacity() == 8);
   CHECK(q->max_message_size() == 100);
   CHECK(q->name() == n.name);
@@ -281,9 +289,7 @@ TEST_CASE("shm_queue: size() read while messages pass through never exceeds the 
   // size() reads the two count words one after the other: read published first, a
   // consumer could take messages published after that read before the consumed word
   // was read, and the difference went negative (about 2^30 once masked).
-  scoped_name n("size-snapshot");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("size-snapshot", {.capacity = 4, .max_message_size = 8});
   std::atomic<bool> done{false};
   std::thread mover([&] {
     std::vector<std::byte> buffer(8);
@@ -462,9 +468,7 @@ TEST_CASE("shm_queue: a creator killed before it publishes the queue makes open(
 TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a message", "[ipc][shm_queue]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  scoped_name n("wait");
-  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 32});
-  REQUIRE(q);
+  auto [n, q] = named_queue("wait", {.capacity = 2, .max_message_size = 32});
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
     auto producer = corio::spawn([](shm_queue* q) -> corio::task<int> {
@@ -492,9 +496,7 @@ TEST_CASE("shm_queue: an awaitable send waits for room and a receive for a messa
 TEST_CASE("shm_queue: a receive after a message taken at once pauses once to batch, then sleeps until a message "
           "comes; a receive after one that waited does not pause",
           "[ipc][shm_queue]") {
-  scoped_name n("pause");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 32});
-  REQUIRE(q);
+  auto [n, q] = named_queue("pause", {.capacity = 4, .max_message_size = 32});
   corio::ipc::detail::set_spin_budget(2000);  // the default: the pause is half of it
   g_pausing_queue = &*q;
   g_pauses = 0;
@@ -534,9 +536,7 @@ TEST_CASE("shm_queue: producers in two processes and this one, consumers here an
           "[ipc][shm_queue]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  scoped_name n("mpmc");
-  auto q = shm_queue::create(n.name, {.capacity = 16, .max_message_size = 256});
-  REQUIRE(q);
+  auto [n, q] = named_queue("mpmc", {.capacity = 16, .max_message_size = 256});
   flags f;
   constexpr std::uint32_t per_producer = 3000;
   std::vector<std::unique_ptr<child>> producers;
@@ -639,12 +639,8 @@ TEST_CASE("shm_queue: producers in two processes and this one, consumers here an
 
 TEST_CASE("shm_queue: close wakes waiting receivers once drained and waiting senders; later sends fail",
           "[ipc][shm_queue][close]") {
-  scoped_name n("close");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
-  scoped_name n2("close2");
-  auto full = shm_queue::create(n2.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(full);
+  auto [n, q] = named_queue("close", {.capacity = 1, .max_message_size = 8});
+  auto [n2, full] = named_queue("close2", {.capacity = 1, .max_message_size = 8});
   REQUIRE(full->try_send(as_bytes("fill")));
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q, shm_queue* full) -> corio::task<void> {
@@ -688,9 +684,7 @@ TEST_CASE("shm_queue: waiting sends and receives are cancelled by token and time
           "[ipc][shm_queue][cancel]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  scoped_name n("cancel");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("cancel", {.capacity = 1, .max_message_size = 8});
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
     std::vector<std::byte> buffer(8);
@@ -728,9 +722,7 @@ TEST_CASE("shm_queue: waiting sends and receives are cancelled by token and time
 
 TEST_CASE("shm_queue: a queue removed while a task waits keeps working for the handles that have it",
           "[ipc][shm_queue]") {
-  scoped_name n("removed");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("removed", {.capacity = 4, .max_message_size = 16});
   auto sender = shm_queue::open(n.name);
   REQUIRE(sender);
   corio::runtime rt(corio_test::workers(2));
@@ -750,9 +742,7 @@ TEST_CASE("shm_queue: a queue removed while a task waits keeps working for the h
 }
 
 TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its own message", "[ipc][shm_queue][kill]") {
-  scoped_name n("killsend");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
-  REQUIRE(q);
+  auto [n, q] = named_queue("killsend", {.capacity = 4, .max_message_size = 64});
   flags f;
   REQUIRE(q->try_send(message(1, 0, 64)));
   child victim([&] {
@@ -785,9 +775,7 @@ TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its o
 
 TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing; the next one gets the message",
           "[ipc][shm_queue][kill]") {
-  scoped_name n("killrecv");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
-  REQUIRE(q);
+  auto [n, q] = named_queue("killrecv", {.capacity = 4, .max_message_size = 64});
   flags f;
   REQUIRE(q->try_send(message(1, 0, 64)));
   REQUIRE(q->try_send(message(1, 1, 64)));
@@ -816,9 +804,7 @@ TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing
 
 TEST_CASE("shm_queue: a producer killed just after its publish delivers its message; the next sends land after it",
           "[ipc][shm_queue][kill]") {
-  scoped_name n("killpublished");
-  auto q = shm_queue::create(n.name, {.capacity = 3, .max_message_size = 64});
-  REQUIRE(q);
+  auto [n, q] = named_queue("killpublished", {.capacity = 3, .max_message_size = 64});
   flags f;
   child victim([&] {
     stop_at(step::after_publish, f[0]);
@@ -843,9 +829,7 @@ TEST_CASE("shm_queue: a producer killed just after its publish delivers its mess
 
 TEST_CASE("shm_queue: a consumer killed just after it consumed loses that one message and no other",
           "[ipc][shm_queue][kill]") {
-  scoped_name n("killconsumed");
-  auto q = shm_queue::create(n.name, {.capacity = 3, .max_message_size = 64});
-  REQUIRE(q);
+  auto [n, q] = named_queue("killconsumed", {.capacity = 3, .max_message_size = 64});
   flags f;
   for (std::uint32_t i = 0; i < 3; ++i) {
     REQUIRE(q->try_send(message(1, i, 64)));
@@ -877,9 +861,7 @@ TEST_CASE("shm_queue: a consumer killed just after it consumed loses that one me
 }
 
 TEST_CASE("shm_queue: a sender killed while it waits for room leaves nothing behind", "[ipc][shm_queue][kill]") {
-  scoped_name n("killwait");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("killwait", {.capacity = 1, .max_message_size = 8});
   REQUIRE(q->try_send(as_bytes("first")));
   child victim([&] {
     auto mine = shm_queue::open(n.name);
@@ -898,9 +880,7 @@ TEST_CASE("shm_queue: a sender killed while it waits for room leaves nothing beh
 }
 
 TEST_CASE("shm_queue: a plain thread and a process without a runtime use the blocking forms", "[ipc][shm_queue]") {
-  scoped_name n("blocking");
-  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("blocking", {.capacity = 2, .max_message_size = 16});
   child producer([&] {
     auto mine = shm_queue::open(n.name);
     for (std::uint32_t i = 0; i < 500; ++i) {
@@ -967,9 +947,7 @@ TEST_CASE("shm_queue: running out of descriptors (EMFILE) or address space (ENOM
 TEST_CASE("shm_queue: a peer that raises max_message and stores a large size in a slot cannot make a receive write "
           "past the caller's buffer",
           "[ipc][shm_queue][errors]") {
-  scoped_name n("raised-max");
-  auto q = shm_queue::create(n.name, {.capacity = 64, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("raised-max", {.capacity = 64, .max_message_size = 16});
   raw_header raw(n.name);
   const std::uint64_t slots_offset = raw->slots_offset;
   const std::uint32_t stride = raw->slot_stride;
@@ -1016,9 +994,7 @@ TEST_CASE("shm_queue: a peer that raises max_message and stores a large size in 
 
 TEST_CASE("shm_queue: a peer that zeroes the capacity or moves the slots after open cannot crash this process",
           "[ipc][shm_queue][errors]") {
-  scoped_name n("moved-slots");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("moved-slots", {.capacity = 4, .max_message_size = 16});
   // In a child: before the geometry was kept per handle, capacity 0 was a division by
   // zero (SIGFPE) and the moved slots a wild access (SIGSEGV).
   // One message is sent first, so that both sides go on past their cached counts.
@@ -1047,9 +1023,7 @@ TEST_CASE("shm_queue: a peer that zeroes the capacity or moves the slots after o
 }
 
 TEST_CASE("shm_queue: a header whose geometry wraps around 2^64 is refused by open()", "[ipc][shm_queue][errors]") {
-  scoped_name n("wrapping");
-  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 1});
-  REQUIRE(q);
+  auto [n, q] = named_queue("wrapping", {.capacity = 2, .max_message_size = 1});
   raw_header raw(n.name);
   // The layout word stays valid; slots_offset + slot_stride * capacity wraps to 64, the
   // "total size", which fits the mapping: slot 0 would lie 64 bytes before the mapping.
@@ -1072,9 +1046,7 @@ TEST_CASE("shm_queue: claimed sides stream in order while other producers and co
           "[ipc][shm_queue][claim]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  scoped_name n("claim");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 32});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claim", {.capacity = 4, .max_message_size = 32});
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
     auto sender = co_await q->claim_sending();
@@ -1124,9 +1096,7 @@ TEST_CASE("shm_queue: claimed sides stream in order while other producers and co
 
 TEST_CASE("shm_queue: a claimant's waits are cancelled by token and timeout and keep the claim; close ends them",
           "[ipc][shm_queue][claim][cancel]") {
-  scoped_name n("claimcancel");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimcancel", {.capacity = 1, .max_message_size = 8});
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
     auto sender = co_await q->claim_sending();
@@ -1168,9 +1138,7 @@ TEST_CASE("shm_queue: a claimant's waits are cancelled by token and timeout and 
 TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next process; a claim inherited by "
           "fork claims nothing",
           "[ipc][shm_queue][claim][kill]") {
-  scoped_name n("claimkill");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 64});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimkill", {.capacity = 4, .max_message_size = 64});
   flags f;
   child victim([&] {
     auto mine = shm_queue::open(n.name);
@@ -1216,9 +1184,7 @@ TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next
 TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out while another process holds the "
           "side, take it once released (a huge limit is no limit) and recover a killed claimant's side",
           "[ipc][shm_queue][claim][blocking][limit]") {
-  scoped_name n("claimblocking");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimblocking", {.capacity = 4, .max_message_size = 8});
   {
     auto s = q->claim_sending_blocking(0s);  // free: taken at once
     REQUIRE(s);
@@ -1359,9 +1325,7 @@ corio::task<bool> until_set(const std::atomic<std::uint32_t>& word, std::uint32_
 
 TEST_CASE("shm_queue: a sender claim kept after close does not keep consumers from the messages and then the end",
           "[ipc][shm_queue][claim][close]") {
-  scoped_name n("claimclose");
-  auto q = shm_queue::create(n.name, {.capacity = 8, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimclose", {.capacity = 8, .max_message_size = 16});
   auto sender = q->try_claim_sending();
   REQUIRE(sender);
   for (std::uint32_t i = 0; i < 3; ++i) {
@@ -1407,9 +1371,7 @@ TEST_CASE("shm_queue: a sender claim kept after close does not keep consumers fr
 TEST_CASE("shm_queue: a send held between its look at the closed bit and its wake is received by a consumer that "
           "saw the close, then the end, while the sender claim is kept",
           "[ipc][shm_queue][claim][close]") {
-  scoped_name n("claimwake");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimwake", {.capacity = 4, .max_message_size = 16});
   raw_header raw(n.name);
   hold_send_at(step::before_wake);
   corio::runtime rt(corio_test::workers(2));
@@ -1472,9 +1434,7 @@ bool not_the_end(const corio::result<std::size_t>& got) {
 TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and its wake: consumers wait while it "
           "lives and see the end once it is dead",
           "[ipc][shm_queue][claim][close][kill]") {
-  scoped_name n("claimwakekill");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimwakekill", {.capacity = 4, .max_message_size = 16});
   raw_header raw(n.name);
   flags f;
   // This process counts its consumers' unsettled looks (hold_send's count; it holds no
@@ -1609,9 +1569,7 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
 TEST_CASE("shm_queue: a consumer waiting for a send stopped mid-wake after a close backs its looks off to about "
           "one a millisecond",
           "[ipc][shm_queue][claim][close]") {
-  scoped_name n("claimwakebackoff");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimwakebackoff", {.capacity = 4, .max_message_size = 16});
   raw_header raw(n.name);
   hold_send_at(step::before_wake);
   // A plain thread's receive_blocking waits on the empty queue.
@@ -1674,9 +1632,7 @@ TEST_CASE("shm_queue: a consumer waiting for a send stopped mid-wake after a clo
 TEST_CASE("shm_queue: a send held just before its publish fails with closed when the queue is closed meanwhile; "
           "consumers see the end at once",
           "[ipc][shm_queue][claim][close]") {
-  scoped_name n("claimpublish");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimpublish", {.capacity = 4, .max_message_size = 16});
   auto sender = q->try_claim_sending();
   REQUIRE(sender);
   REQUIRE(sender->try_send(message(1, 0, 16)));
@@ -1703,9 +1659,7 @@ TEST_CASE("shm_queue: a claim's blocking forms: a plain thread streams through a
           "plain thread",
           "[ipc][shm_queue][claim][blocking]") {
   constexpr std::uint32_t count = 300;
-  scoped_name n("claimblocking");
-  auto q = shm_queue::create(n.name, {.capacity = 2, .max_message_size = 32});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimblocking", {.capacity = 2, .max_message_size = 32});
   corio::runtime rt(corio_test::workers(2));
   // A plain thread sends through its claim (waiting while the queue is full); a task
   // receives through its own.
@@ -1771,9 +1725,7 @@ TEST_CASE("shm_queue: a claim's blocking forms: a plain thread streams through a
 TEST_CASE("shm_queue: a claim's blocking forms time out on an empty or full queue, taking and sending nothing, and "
           "end with closed once the queue is closed and drained",
           "[ipc][shm_queue][claim][blocking][close]") {
-  scoped_name n("claimblocktimeout");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("claimblocktimeout", {.capacity = 1, .max_message_size = 8});
   auto sender = q->try_claim_sending();
   auto receiver = q->try_claim_receiving();
   REQUIRE((sender && receiver));
@@ -1856,9 +1808,7 @@ using corio_test::timed_out_after;
 TEST_CASE("shm_queue: the queue's blocking forms take a limit: they time out on an empty or full queue, taking and "
           "sending nothing, and serve a ready queue whatever the limit",
           "[ipc][shm_queue][blocking]") {
-  scoped_name n("blocklimit");
-  auto q = shm_queue::create(n.name, {.capacity = 1, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("blocklimit", {.capacity = 1, .max_message_size = 8});
   std::vector<std::byte> buffer(8);
   const auto unstick = [&] { q->close(); };  // a wait that ignores its limit ends closed
   CHECK(bounded_call([&] { return timed_out_after(20ms, [&] { return error_of(q->receive_blocking(buffer, 20ms)); }); },
@@ -1913,9 +1863,7 @@ TEST_CASE("shm_queue: the queue's blocking forms take a limit: they time out on 
 
 TEST_CASE("shm_queue: the queue's blocking forms' limit bounds their wait for a side's lock that a claim holds",
           "[ipc][shm_queue][blocking][claim]") {
-  scoped_name n("blocklimitlock");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("blocklimitlock", {.capacity = 4, .max_message_size = 8});
   REQUIRE(q->send_blocking(as_bytes("queued"), 0s));
   std::vector<std::byte> buffer(8);
   {
@@ -1967,9 +1915,7 @@ TEST_CASE("shm_queue: the queue's blocking forms with a limit sleep in the kerne
   // A wait that polls the lock with try_lock between pauses never sets the lock word's
   // waiters bit (only a locker about to FUTEX_WAIT on the word does): the REQUIRE on
   // lock_has_sleeper fails. A sleeper of the word is woken by the release itself.
-  scoped_name n("blocklimitwake");
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 8});
-  REQUIRE(q);
+  auto [n, q] = named_queue("blocklimitwake", {.capacity = 4, .max_message_size = 8});
   raw_header raw(n.name);
   REQUIRE(q->send_blocking(as_bytes("queued"), 0s));
   {
@@ -2021,9 +1967,7 @@ struct settle_consumer {
 /// that pool consumers cut each other's pauses short.
 template <class Consume>
 void settle_wake_case(const char* tag, Consume consume) {
-  scoped_name n(tag);
-  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
-  REQUIRE(q);
+  auto [n, q] = named_queue(tag, {.capacity = 4, .max_message_size = 16});
   raw_header raw(n.name);
   hold_send_at(step::before_wake);
   settle_consumer seen;
