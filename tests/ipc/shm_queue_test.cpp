@@ -34,6 +34,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <corio/ipc/detail/shm_queue_layout.hpp>
@@ -106,6 +107,16 @@ struct named_queue {
   }
 };
 
+/// Whether `d`, the next message taken, is intact and comes after the last message of its
+/// producer in `last` (which it then becomes).
+bool next_in_order(const decoded& d, std::map<std::uint32_t, std::uint32_t>& last) {
+  if (!d.intact || (last.contains(d.producer) && d.seq <= last[d.producer])) {
+    return false;
+  }
+  last[d.producer] = d.seq;
+  return true;
+}
+
 /// Flags shared with forked children (an anonymous shared page).
 struct flags {
   memory_map map = *memory_map::anonymous(4096);
@@ -146,6 +157,36 @@ void stop_at(corio::ipc::detail::queue_step step, std::atomic<std::uint32_t>& fl
 using step = corio::ipc::detail::queue_step;
 using corio::ipc::detail::queue_header;
 
+/// Runs `op` in a child that stops (until killed) at `at` of it; once it has stopped there
+/// (REQUIREd), kills it with SIGKILL.
+template <class Op>
+void kill_at(step at, Op op) {
+  flags f;
+  child victim([&] {
+    stop_at(at, f[0]);
+    op();
+    return 0;
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1));
+  victim.kill9();
+}
+
+/// Where a message comes from: its producer and sequence number.
+using origin = std::pair<std::uint32_t, std::uint32_t>;
+
+/// Takes (try_receive) every message left in `q`, each of which must be intact: their
+/// origins, in the order taken.
+std::vector<origin> take_all(const shm_queue& q) {
+  std::vector<std::byte> buffer(q.max_message_size());
+  std::vector<origin> seen;
+  while (auto got = q.try_receive(buffer)) {
+    auto d = decode(std::span(buffer.data(), *got));
+    CHECK(d.intact);
+    seen.emplace_back(d.producer, d.seq);
+  }
+  return seen;
+}
+
 /// A receive buffer of exactly `size` bytes between two canary zones, each larger than
 /// any overrun the geometry tests provoke: an overrun lands in them (and is seen by
 /// guards_intact() in every build) instead of corrupting the heap of the test process.
@@ -166,19 +207,25 @@ struct guarded_buffer {
   }
 };
 
+/// Waits (up to `limit`, blocking the thread) until `word & mask` is not zero; false if it
+/// never is.
+bool until_set_blocking(const std::atomic<std::uint32_t>& word, std::uint32_t mask, std::chrono::seconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while ((word.load() & mask) == 0) {
+    if (std::chrono::steady_clock::now() >= end) {
+      return false;
+    }
+    std::this_thread::sleep_for(200us);
+  }
+  return true;
+}
+
 /// Waits (up to 10 s) until a thread sleeps in the kernel on a side's lock `lock`: its
 /// word's waiters bit (FUTEX_WAITERS), which only a locker about to FUTEX_WAIT on the word
 /// sets. False if none did: the test fails instead of hanging. (Loads of the word are
 /// seq_cst, the default: the test only watches it; nothing is published through it.)
 bool lock_has_sleeper(const corio::ipc::detail::mutex_state& lock) {
-  const auto end = std::chrono::steady_clock::now() + 10s;
-  while ((lock.lock.word.load() & corio::ipc::detail::owner_waiters) == 0) {
-    if (std::chrono::steady_clock::now() >= end) {
-      return false;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
+  return until_set_blocking(lock.lock.word, corio::ipc::detail::owner_waiters, 10s);
 }
 
 /// Waits (up to 10 s) until thread `tid` of this process sleeps in futex(2) (the first
@@ -570,10 +617,9 @@ TEST_CASE("shm_queue: producers in two processes and this one, consumers here an
         return got.error() == corio::errc::closed ? 0 : 2;
       }
       auto d = decode(std::span(buffer.data(), *got));
-      if (!d.intact || (last.contains(d.producer) && d.seq <= last[d.producer])) {
+      if (!next_in_order(d, last)) {
         return 3;
       }
-      last[d.producer] = d.seq;
       f[d.producer].fetch_add(1);
     }
   });
@@ -597,10 +643,9 @@ TEST_CASE("shm_queue: producers in two processes and this one, consumers here an
           co_return got.error() == corio::errc::closed ? 0 : 2;
         }
         auto d = decode(std::span(buffer.data(), *got));
-        if (!d.intact || (last.contains(d.producer) && d.seq <= last[d.producer])) {
+        if (!next_in_order(d, last)) {
           co_return 3;
         }
-        last[d.producer] = d.seq;
         (*f)[10 + d.producer].fetch_add(1);
       }
     };
@@ -743,28 +788,18 @@ TEST_CASE("shm_queue: a queue removed while a task waits keeps working for the h
 
 TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its own message", "[ipc][shm_queue][kill]") {
   auto [n, q] = named_queue("killsend", {.capacity = 4, .max_message_size = 64});
-  flags f;
   REQUIRE(q->try_send(message(1, 0, 64)));
-  child victim([&] {
-    stop_at(step::before_publish, f[0]);
+  kill_at(step::before_publish, [&] {
     auto mine = shm_queue::open(n.name);
     (void)mine->send_blocking(message(1, 1, 64));  // copied, never published
-    return 0;
   });
-  REQUIRE(corio_test::wait_for(f[0], 1));
-  victim.kill9();
   // The others go on: a send recovers the producers' lock, both messages come through.
   REQUIRE(q->send_blocking(message(2, 0, 64)));
   REQUIRE(q->try_send(message(2, 1, 64)));
-  std::vector<std::byte> buffer(64);
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
-  while (auto got = q->try_receive(buffer)) {
-    auto d = decode(std::span(buffer.data(), *got));
-    CHECK(d.intact);
-    seen.emplace_back(d.producer, d.seq);
-  }
-  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+  const std::vector<origin> seen = take_all(*q);
+  CHECK(seen == std::vector<origin>{{1, 0}, {2, 0}, {2, 1}});
   // The positions stayed in step: a full round of the ring works.
+  std::vector<std::byte> buffer(64);
   for (std::uint32_t i = 0; i < 9; ++i) {
     REQUIRE(q->try_send(message(3, i, 10)));
     auto got = q->try_receive(buffer);
@@ -776,18 +811,13 @@ TEST_CASE("shm_queue: a producer killed in the middle of a send loses only its o
 TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing; the next one gets the message",
           "[ipc][shm_queue][kill]") {
   auto [n, q] = named_queue("killrecv", {.capacity = 4, .max_message_size = 64});
-  flags f;
   REQUIRE(q->try_send(message(1, 0, 64)));
   REQUIRE(q->try_send(message(1, 1, 64)));
-  child victim([&] {
-    stop_at(step::before_consume, f[0]);
+  kill_at(step::before_consume, [&] {
     auto mine = shm_queue::open(n.name);
     std::vector<std::byte> buffer(64);
     (void)mine->receive_blocking(buffer);  // copied, never consumed
-    return 0;
   });
-  REQUIRE(corio_test::wait_for(f[0], 1));
-  victim.kill9();
   corio::runtime rt(corio_test::workers(1));
   rt.block_on([](shm_queue* q) -> corio::task<void> {
     std::vector<std::byte> buffer(64);
@@ -805,44 +835,28 @@ TEST_CASE("shm_queue: a consumer killed in the middle of a receive loses nothing
 TEST_CASE("shm_queue: a producer killed just after its publish delivers its message; the next sends land after it",
           "[ipc][shm_queue][kill]") {
   auto [n, q] = named_queue("killpublished", {.capacity = 3, .max_message_size = 64});
-  flags f;
-  child victim([&] {
-    stop_at(step::after_publish, f[0]);
+  kill_at(step::after_publish, [&] {
     auto mine = shm_queue::open(n.name);
     (void)mine->send_blocking(message(1, 0, 64));  // published; the position not yet advanced
-    return 0;
   });
-  REQUIRE(corio_test::wait_for(f[0], 1));
-  victim.kill9();
   REQUIRE(q->send_blocking(message(2, 0, 64)));  // must not overwrite the victim's slot
   REQUIRE(q->try_send(message(2, 1, 64)));
   CHECK(error_of(q->try_send(message(2, 2, 64))) == corio::errc::full);
-  std::vector<std::byte> buffer(64);
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
-  while (auto got = q->try_receive(buffer)) {
-    auto d = decode(std::span(buffer.data(), *got));
-    CHECK(d.intact);
-    seen.emplace_back(d.producer, d.seq);
-  }
-  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+  const std::vector<origin> seen = take_all(*q);
+  CHECK(seen == std::vector<origin>{{1, 0}, {2, 0}, {2, 1}});
 }
 
 TEST_CASE("shm_queue: a consumer killed just after it consumed loses that one message and no other",
           "[ipc][shm_queue][kill]") {
   auto [n, q] = named_queue("killconsumed", {.capacity = 3, .max_message_size = 64});
-  flags f;
   for (std::uint32_t i = 0; i < 3; ++i) {
     REQUIRE(q->try_send(message(1, i, 64)));
   }
-  child victim([&] {
-    stop_at(step::after_consume, f[0]);
+  kill_at(step::after_consume, [&] {
     auto mine = shm_queue::open(n.name);
     std::vector<std::byte> buffer(64);
     (void)mine->receive_blocking(buffer);  // consumed; the position not yet advanced
-    return 0;
   });
-  REQUIRE(corio_test::wait_for(f[0], 1));
-  victim.kill9();
   std::vector<std::byte> buffer(64);
   std::vector<std::uint32_t> seen;
   for (;;) {
@@ -1171,14 +1185,8 @@ TEST_CASE("shm_queue: a claimant killed with SIGKILL frees its side for the next
     co_return refused && s->try_send(message(2, 1, 64)).has_value();
   }(&*q));
   CHECK(inherited_ok);
-  std::vector<std::byte> buffer(64);
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
-  while (auto got = q->try_receive(buffer)) {
-    auto d = decode(std::span(buffer.data(), *got));
-    CHECK(d.intact);
-    seen.emplace_back(d.producer, d.seq);
-  }
-  CHECK(seen == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 0}, {2, 0}, {2, 1}});
+  const std::vector<origin> seen = take_all(*q);
+  CHECK(seen == std::vector<origin>{{1, 0}, {2, 0}, {2, 1}});
 }
 
 TEST_CASE("shm_queue: claim_sending_blocking / claim_receiving_blocking time out while another process holds the "
@@ -1300,6 +1308,92 @@ struct release_and_join {
   }
 };
 
+/// A send (`send()`, returning a result) on a thread of its own, which the hook that
+/// hold_send_at installs may hold until `g_go`; however the test leaves the scope, the send
+/// is let go and joined (release_and_join).
+class held_send {
+ public:
+  template <class Send>
+  explicit held_send(Send send) : m_thread([this, send] { m_sent = error_of(send()); }) {}
+  held_send(const held_send&) = delete;
+  held_send& operator=(const held_send&) = delete;
+  /// Once the send was let go (`g_go`): joins its thread; what the send returned.
+  std::error_code join() {
+    m_thread.join();
+    return m_sent;
+  }
+
+ private:
+  std::error_code m_sent = make_error_code(std::errc::io_error);
+  std::thread m_thread;
+  release_and_join m_ends{m_thread};
+};
+
+/// release_and_join that first closes `q`, so that a consumer waiting on it ends too.
+struct close_release_and_join : release_and_join {
+  shm_queue& q;
+  close_release_and_join(shm_queue& queue, std::thread& t) : release_and_join(t), q(queue) {}
+  close_release_and_join(const close_release_and_join&) = delete;
+  close_release_and_join& operator=(const close_release_and_join&) = delete;
+  ~close_release_and_join() { q.close(); }
+};
+
+/// A sleeper of the test's own on the publishing mark `word` while it holds `value` (as a
+/// blocking consumer's pause sleeps), with no timeout: only a FUTEX_WAKE ends its wait
+/// with 0 (not a timeout, nor -EAGAIN for a changed word). However the test ends, the
+/// destructor wakes a sleeper still there and joins it.
+class mark_sleeper {
+ public:
+  mark_sleeper(const std::atomic<std::uint32_t>& word, std::uint32_t value)
+      : m_word(word), m_thread([this, value] {
+          m_tid.store(static_cast<int>(::gettid()));
+          m_slept.store(corio::ipc::detail::futex_wait_blocking(m_word, value));
+          m_done.store(1);
+        }) {}
+  mark_sleeper(const mark_sleeper&) = delete;
+  mark_sleeper& operator=(const mark_sleeper&) = delete;
+  ~mark_sleeper() {
+    if (m_thread.joinable()) {
+      (void)corio::ipc::detail::futex_wake(m_word, INT_MAX);
+      m_thread.join();
+    }
+  }
+  /// Whether it sleeps in the kernel, waiting up to 10 s for it.
+  [[nodiscard]] bool asleep() const {
+    while (m_tid.load() == 0) {
+      std::this_thread::yield();
+    }
+    return corio_test::wait_until_sleeping(m_tid.load(), 10s);
+  }
+  /// Whether its wait has ended.
+  [[nodiscard]] bool done() const { return m_done.load() != 0; }
+  /// How its wait ended: `slept` is what the wait returned; `test_woke`, that nothing
+  /// woke it within 10 s (the test then did, so that the thread could be joined).
+  struct ending {
+    bool test_woke = false;
+    int slept = 1;
+  };
+  /// Once whatever should wake it has run: waits for the end of its wait and joins it.
+  ending join() {
+    ending e;
+    if (!corio_test::wait_for(m_done, 1, 10s)) {
+      e.test_woke = true;
+      (void)corio::ipc::detail::futex_wake(m_word, INT_MAX);
+    }
+    m_thread.join();
+    e.slept = m_slept.load();
+    return e;
+  }
+
+ private:
+  const std::atomic<std::uint32_t>& m_word;
+  // seq_cst (the default): flags between the test and its thread, nothing subtle.
+  std::atomic<int> m_tid{0};
+  std::atomic<int> m_slept{1};
+  std::atomic<std::uint32_t> m_done{0};
+  std::thread m_thread;  // last: it starts once the members above are built
+};
+
 /// Makes the first send of this process that reaches `at` wait for `g_go`.
 void hold_send_at(step at) {
   g_hold_at = at;
@@ -1397,9 +1491,7 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
     // last look at the closed bit; the queue is closed there, and the send then goes on.
     auto sender = q->try_claim_sending();
     REQUIRE(sender);
-    std::error_code sent;
-    std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 7, 16))); });
-    release_and_join claimant_ends{claimant};
+    held_send claimant([&] { return sender->try_send(message(1, 7, 16)); });
     const bool held = co_await until_set(g_held, 1);
     REQUIRE(held);
     q->close();
@@ -1412,7 +1504,7 @@ TEST_CASE("shm_queue: a send held between its look at the closed bit and its wak
     }
     CHECK(g_unsettled.load() > 0);
     g_go = 1;
-    claimant.join();
+    const std::error_code sent = claimant.join();
     CHECK(sent == std::error_code{});  // published: it must be received
     const std::vector<std::error_code> seen = co_await std::move(waiting);
     CHECK(seen == std::vector<std::error_code>{std::error_code{}, make_error_code(corio::errc::closed)});
@@ -1447,32 +1539,10 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   std::atomic<std::uint32_t> thread_done{0};
   std::error_code thread_end;
   std::thread consumer;
-  struct joins {
-    std::thread& t;
-    ~joins() {
-      if (t.joinable()) {
-        t.join();
-      }
-      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
-    }
-  } consumer_joined{consumer};
-  // A sleeper of the test's own on the mark (as a blocking consumer's pause sleeps), with
-  // no timeout: only a FUTEX_WAKE ends it with 0. seq_cst (the default): flags.
+  release_and_join consumer_joined{consumer};  // (holds no send of ours: g_held is 1)
+  // A sleeper of the test's own on the mark, started once the consumers asked for a wake.
   constexpr std::uint32_t asked = 1 | corio::ipc::detail::shm::settle_waiter_bit;
-  std::atomic<int> sleeper_tid{0};
-  std::atomic<int> slept{1};
-  std::atomic<std::uint32_t> sleeper_done{0};
-  std::thread sleeper;
-  struct sleeper_ends {
-    std::thread& t;
-    const std::atomic<std::uint32_t>& word;
-    ~sleeper_ends() {
-      if (t.joinable()) {
-        (void)corio::ipc::detail::futex_wake(word, INT_MAX);
-        t.join();
-      }
-    }
-  } sleeper_joined{sleeper, raw->publishing};
+  std::optional<mark_sleeper> sleeper;
   std::optional<child> victim;
   rt.block_on([&]() -> corio::task<void> {
     // seq_cst (the default) here: flags and counts between the test and its threads, tasks
@@ -1527,15 +1597,8 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
     CHECK(not_the_end(q->try_receive(buffer)));
     // Marked, and the consumers that paused asked to be woken by its unmark.
     CHECK(raw->publishing.load() == asked);
-    sleeper = std::thread([&] {
-      sleeper_tid.store(static_cast<int>(::gettid()));
-      slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
-      sleeper_done.store(1);
-    });
-    while (sleeper_tid.load() == 0) {
-      (void)co_await corio::sleep_for(100us);
-    }
-    const bool sleeping = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
+    sleeper.emplace(raw->publishing, asked);
+    const bool sleeping = sleeper->asleep();
     CHECK(sleeping);
     // Killed there: the send lock's recovery clears the mark and wakes its sleepers; the
     // end comes to all.
@@ -1548,15 +1611,10 @@ TEST_CASE("shm_queue: a claimant killed between its look at the closed bit and i
   std::vector<std::byte> buffer(16);
   CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
   CHECK(raw->publishing.load() == 0);
-  // The recovery's unmark woke the mark's sleeper (0: not -EAGAIN, not our wake below).
-  bool test_woke = false;
-  if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
-    test_woke = true;  // nothing woke it: the check below fails
-    (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
-  }
-  sleeper.join();
+  // The recovery's unmark woke the mark's sleeper (0: not -EAGAIN, not the test's wake).
+  const auto [test_woke, slept] = sleeper->join();
   CHECK_FALSE(test_woke);
-  CHECK(slept.load() == 0);
+  CHECK(slept == 0);
   // Later sends fail (send_blocking takes the producers' lock: had nobody recovered it,
   // this would, and so end a thread still waiting before the join below).
   CHECK(error_of(q->try_send(message(2, 0, 16))) == corio::errc::closed);
@@ -1581,29 +1639,13 @@ TEST_CASE("shm_queue: a consumer waiting for a send stopped mid-wake after a clo
     thread_got = error_of(got);
     thread_seq = got ? decode(std::span(b.data(), *got)).seq : 0;
   });
-  struct ends {
-    shm_queue& q;
-    std::thread& t;
-    ~ends() {
-      q.close();  // however the test ends, the consumer's wait ends
-      g_go = 1;
-      if (t.joinable()) {
-        t.join();
-      }
-      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
-    }
-  } consumer_ends{*q, consumer};
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while ((raw->published.load() & corio::ipc::detail::shm::waiters_bit) == 0 &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(1ms);
-  }
+  close_release_and_join consumer_ends{*q, consumer};  // however the test ends
+  const auto deadline = std::chrono::steady_clock::now() + 30s;  // for both waits of the setup
+  (void)until_set_blocking(raw->published, corio::ipc::detail::shm::waiters_bit, 30s);
   // This process's claimed send finds it asleep and stops at before_wake; then close.
   auto sender = q->try_claim_sending();
   REQUIRE(sender);
-  std::error_code sent;
-  std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 5, 16))); });
-  release_and_join claimant_ends{claimant};
+  held_send claimant([&] { return sender->try_send(message(1, 5, 16)); });
   REQUIRE(corio_test::wait_for(g_held, 1));
   q->close();
   while (g_unsettled.load() == 0 && std::chrono::steady_clock::now() < deadline) {
@@ -1622,7 +1664,7 @@ TEST_CASE("shm_queue: a consumer waiting for a send stopped mid-wake after a clo
   const auto span_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
   CHECK(looks <= 20 + 2 * span_ms.count());
   g_go = 1;
-  claimant.join();
+  const std::error_code sent = claimant.join();
   CHECK(sent == std::error_code{});
   consumer.join();
   CHECK(thread_got == std::error_code{});  // the message published after the close
@@ -1637,9 +1679,7 @@ TEST_CASE("shm_queue: a send held just before its publish fails with closed when
   REQUIRE(sender);
   REQUIRE(sender->try_send(message(1, 0, 16)));
   hold_send_at(step::before_publish);
-  std::error_code sent;
-  std::thread claimant([&] { sent = error_of(sender->try_send(message(1, 1, 16))); });
-  release_and_join claimant_ends{claimant};
+  held_send claimant([&] { return sender->try_send(message(1, 1, 16)); });
   REQUIRE(corio_test::wait_for(g_held, 1));
   q->close();
   std::vector<std::byte> buffer(16);
@@ -1648,7 +1688,7 @@ TEST_CASE("shm_queue: a send held just before its publish fails with closed when
   CHECK(decode(std::span(buffer.data(), *first)).seq == 0);
   CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);  // the end, with the send held
   g_go = 1;
-  claimant.join();
+  const std::error_code sent = claimant.join();
   corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
   CHECK(sent == corio::errc::closed);  // it looked at the closed bit before the close: not published
   CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
@@ -1972,56 +2012,18 @@ void settle_wake_case(const char* tag, Consume consume) {
   hold_send_at(step::before_wake);
   settle_consumer seen;
   std::thread consumer([&] { consume(*q, seen); });
-  struct consumer_ends {  // however the test ends (a failed REQUIRE throws), no terminate
-    shm_queue& q;
-    std::thread& t;
-    ~consumer_ends() {
-      q.close();  // the consumer's waits end
-      g_go = 1;   // and a held send goes on
-      if (t.joinable()) {
-        t.join();
-      }
-      corio::ipc::detail::g_shm_queue_test_hook.store(nullptr);
-    }
-  } consumer_joined{*q, consumer};
+  close_release_and_join consumer_joined{*q, consumer};  // however the test ends
   // The consumer sleeps on the empty queue: the send below marks and stops before its wake.
-  const auto end = std::chrono::steady_clock::now() + 60s;
-  while ((raw->published.load() & corio::ipc::detail::shm::waiters_bit) == 0 &&
-         std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(200us);
-  }
-  std::error_code sent = make_error_code(std::errc::io_error);
-  std::thread producer([&] { sent = error_of(q->try_send(message(1, 7, 16))); });
-  release_and_join producer_ends{producer};
+  (void)until_set_blocking(raw->published, corio::ipc::detail::shm::waiters_bit, 60s);
+  held_send producer([&] { return q->try_send(message(1, 7, 16)); });
   REQUIRE(corio_test::wait_for(g_held, 1));
   q->close();
   // The consumer finds the queue closed and the send unsettled, and asks to be woken.
   constexpr std::uint32_t asked = 1 | corio::ipc::detail::shm::settle_waiter_bit;
   const bool asked_to_be_woken = corio_test::wait_for(raw->publishing, asked, 10s);
   CHECK(asked_to_be_woken);
-  // seq_cst (the default): flags between the test and its threads, nothing subtle.
-  std::atomic<int> sleeper_tid{0};
-  std::atomic<int> slept{1};
-  std::atomic<std::uint32_t> sleeper_done{0};
-  std::thread sleeper([&] {
-    sleeper_tid.store(static_cast<int>(::gettid()));
-    slept.store(corio::ipc::detail::futex_wait_blocking(raw->publishing, asked));
-    sleeper_done.store(1);
-  });
-  struct sleeper_ends {
-    std::thread& t;
-    const std::atomic<std::uint32_t>& word;
-    ~sleeper_ends() {
-      if (t.joinable()) {
-        (void)corio::ipc::detail::futex_wake(word, INT_MAX);
-        t.join();
-      }
-    }
-  } sleeper_joined{sleeper, raw->publishing};
-  while (sleeper_tid.load() == 0) {
-    std::this_thread::yield();
-  }
-  const bool asleep = corio_test::wait_until_sleeping(sleeper_tid.load(), 10s);
+  mark_sleeper sleeper(raw->publishing, asked);
+  const bool asleep = sleeper.asleep();
   CHECK(asleep);
   // Several pauses end (a look each) while the send is held: none wakes the sleeper.
   const std::uint32_t looked = g_unsettled.load();
@@ -2030,17 +2032,12 @@ void settle_wake_case(const char* tag, Consume consume) {
     std::this_thread::sleep_for(200us);
   }
   CHECK(g_unsettled.load() >= looked + 6);
-  CHECK(sleeper_done.load() == 0);
+  CHECK_FALSE(sleeper.done());
   g_go = 1;  // the send goes on: it publishes, wakes the consumers of the count, unmarks
-  bool test_woke = false;
-  if (!corio_test::wait_for(sleeper_done, 1, 10s)) {
-    test_woke = true;  // nothing woke the mark's sleepers: the check below fails
-    (void)corio::ipc::detail::futex_wake(raw->publishing, INT_MAX);
-  }
-  sleeper.join();
+  const auto [test_woke, slept] = sleeper.join();  // test_woke: nothing woke the mark's sleepers
   CHECK_FALSE(test_woke);
-  CHECK(slept.load() == 0);
-  producer.join();
+  CHECK(slept == 0);
+  const std::error_code sent = producer.join();
   consumer.join();
   CHECK(sent == std::error_code{});
   CHECK(seen.first == std::error_code{});
