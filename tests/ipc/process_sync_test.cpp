@@ -84,6 +84,18 @@ struct shared_page {
   }
 };
 
+/// One test's primitive T, built (REQUIREd) at offset 0 of a shared page of its own by
+/// T::construct(page, 0, args...). Taken apart: `auto [page, m] = in_page<process_mutex>()`.
+template <class T>
+struct in_page {
+  shared_page page;
+  corio::result<T> it;
+  template <class... Args>
+  explicit in_page(Args... args) : it(T::construct(page.bytes(), 0, args...)) {
+    REQUIRE(it);
+  }
+};
+
 /// The lock word of a process_mutex at offset 0 of `page` (to see its waiters bit).
 std::uint32_t mutex_word(shared_page& page) {
   return reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data())->lock.word.load();
@@ -182,9 +194,7 @@ TEST_CASE("process primitives: a read-only mapping cannot hold one (permission_d
 
 TEST_CASE("process_mutex: tasks of this process and two forked processes increment a counter exactly",
           "[ipc][process_mutex]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   auto& counter = page.counter(0);
   constexpr int per_child = 20000;
   constexpr int tasks = 8;
@@ -239,9 +249,7 @@ TEST_CASE("process_mutex: a waiting lock is cancelled by its token and by timeou
           "[ipc][process_mutex][cancel]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   child holder([&] {
     auto g = m->lock_blocking();
     page.flag(0).store(1);
@@ -273,9 +281,7 @@ TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and lat
           "[ipc][process_mutex][owner_dead]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   child holder([&] {
     auto g = m->lock_blocking();
     page.counter(0).store(41);  // half-way through an update that will never finish
@@ -332,9 +338,7 @@ TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and lat
 
 TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex abandoned",
           "[ipc][process_mutex][owner_dead]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   {
     child holder([&] {
       auto g = m->lock_blocking();
@@ -364,9 +368,7 @@ TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex 
 }
 
 TEST_CASE("process_mutex: a child forked after this process locked gets its own owner id", "[ipc][process_mutex]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   {
     auto g = m->try_lock();  // starts this process's sentinel
     REQUIRE(g);
@@ -388,9 +390,7 @@ TEST_CASE("process_mutex: a child forked after this process locked gets its own 
 }
 
 TEST_CASE("process_mutex: a guard a forked child inherited unlocks nothing", "[ipc][process_mutex]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   auto g = m->try_lock();
   REQUIRE(g);
   SECTION("the parent's lock stays held") {
@@ -439,9 +439,7 @@ TEST_CASE("process_mutex: a guard a forked child inherited unlocks nothing", "[i
 // ---- semaphore ----
 
 TEST_CASE("process_semaphore: counts units, refuses a release past its maximum", "[ipc][process_semaphore]") {
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 2, 3);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(2, 3);
   CHECK(s->maximum() == 3);
   CHECK(s->try_acquire());
   CHECK(s->try_acquire());
@@ -457,9 +455,7 @@ TEST_CASE("process_semaphore: a refused release of more than one wake-op's worth
           "[ipc][process_semaphore]") {
   // release() adds in steps of at most 1023 units (a FUTEX_WAKE_OP operand); the
   // maximum is checked for the whole release, not step by step.
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 0, 1500);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(0, 1500);
   CHECK(error_of(s->release(2000)) == std::errc::value_too_large);
   CHECK(s->value() == 0);
   CHECK(error_of(s->release(UINT32_MAX)) == std::errc::value_too_large);
@@ -481,9 +477,7 @@ TEST_CASE("process_semaphore: every release admits exactly one waiter across pro
           "[ipc][process_semaphore]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 0);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(0);
   constexpr int per_child = 200;
   std::vector<std::unique_ptr<child>> children;
   for (int c = 0; c < 2; ++c) {
@@ -534,9 +528,7 @@ TEST_CASE("process_semaphore: every release admits exactly one waiter across pro
 
 TEST_CASE("process_semaphore: a waiter killed while waiting leaves the count intact and no wake-up lost",
           "[ipc][process_semaphore][owner_dead]") {
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 0);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(0);
   auto* word = reinterpret_cast<corio::ipc::detail::semaphore_state*>(page.map.data());
   child victim([&] {
     if (s->acquire_blocking()) {
@@ -565,9 +557,7 @@ TEST_CASE("process_semaphore: a waiter killed while waiting leaves the count int
 TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count alone", "[ipc][process_semaphore][cancel]") {
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 0);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(0);
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_semaphore s) -> corio::task<void> {
     std::stop_source stop;
@@ -687,9 +677,7 @@ TEST_CASE("process_event: manual reset releases every waiter in every process; a
 
 TEST_CASE("process_event: a waiting task is cancelled by timeout; a set event is taken even after a stop",
           "[ipc][process_event][cancel]") {
-  shared_page page;
-  auto e = process_event::construct(page.bytes(), 0, event_mode::auto_reset);
-  REQUIRE(e);
+  auto [page, e] = in_page<process_event>(event_mode::auto_reset);
   corio::runtime rt(corio_test::workers(1));
   rt.block_on([](process_event e) -> corio::task<void> {
     auto timed = co_await corio::timeout(e.wait(), 10ms);
@@ -1312,9 +1300,7 @@ bool is_enosys(const std::error_code& e) { return e == std::error_code(ENOSYS, s
 TEST_CASE("process_mutex::lock_blocking(limit): timed_out, not before the limit, while another process holds it; "
           "a huge limit waits for the unlock; zero takes a free mutex",
           "[ipc][process_mutex][limit]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   {
     auto g = m->lock_blocking(0s);  // free: taken at once
     REQUIRE(g);
@@ -1356,9 +1342,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): timed_out, not before the limit,
 TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limit is taken; signals neither end "
           "the wait early nor extend it",
           "[ipc][process_mutex][limit]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   child holder([&] {
     auto g = m->lock_blocking();
     page.flag(0).store(g ? 1 : 2);
@@ -1385,9 +1369,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limi
 
 TEST_CASE("process_mutex::lock_blocking(limit): an abandoned mutex is owner_dead, not timed_out",
           "[ipc][process_mutex][limit][owner_dead]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   child holder([&] {
     auto g = m->lock_blocking();
     page.flag(0).store(g ? 1 : 2);
@@ -1414,9 +1396,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): an abandoned mutex is owner_dead
 TEST_CASE("process_semaphore::acquire_blocking(limit): timed_out with the count unchanged; a child's release, a "
           "zero limit on a unit there, a huge limit",
           "[ipc][process_semaphore][limit]") {
-  shared_page page;
-  auto s = process_semaphore::construct(page.bytes(), 0, 1);
-  REQUIRE(s);
+  auto [page, s] = in_page<process_semaphore>(1);
   REQUIRE(s->acquire_blocking(0s));  // a unit there: taken at once
   CHECK(s->value() == 0);
   CHECK(error_of(s->acquire_blocking(0s)) == corio::errc::timed_out);
@@ -1462,9 +1442,7 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
           "[ipc][process_event][limit]") {
   const auto mode = GENERATE(event_mode::manual_reset, event_mode::auto_reset);
   INFO((mode == event_mode::manual_reset ? "manual" : "auto"));
-  shared_page page;
-  auto e = process_event::construct(page.bytes(), 0, mode);
-  REQUIRE(e);
+  auto [page, e] = in_page<process_event>(mode);
   CHECK(error_of(e->wait_blocking(0s)) == corio::errc::timed_out);
   {
     signal_storm storm(::pthread_self());
@@ -1885,9 +1863,7 @@ TEST_CASE("process_condition_variable::wait_blocking: a refused futex wait whose
 TEST_CASE("thread forms of mutex, semaphore and event: a futex wait the kernel refuses (seccomp) returns its "
           "error, not a retry at full speed until the limit",
           "[ipc][process_mutex][process_semaphore][process_event][limit]") {
-  shared_page page;
-  auto m = process_mutex::construct(page.bytes(), 0);
-  REQUIRE(m);
+  auto [page, m] = in_page<process_mutex>();
   auto started = process_mutex::construct(page.bytes(), 512);  // the child's lock before the filter
   REQUIRE(started);
   auto s = process_semaphore::construct(page.bytes(), 1024, 0, 1);  // empty
