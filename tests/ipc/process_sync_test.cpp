@@ -96,6 +96,35 @@ struct in_page {
   }
 };
 
+/// A forked child that takes something with `take` (a lock or a recovery of a mutex,
+/// returned as a result) and keeps it until killed; `flag` says 1 once it holds it, 2 if
+/// `take` failed. Constructed once it holds it (REQUIREd).
+class holding_child : public child {
+ public:
+  template <class Take>
+  holding_child(std::atomic<std::uint32_t>& flag, Take take)
+      : child([&flag, take] {
+          auto held = take();
+          flag.store(held ? 1 : 2);
+          for (;;) {
+            ::pause();
+          }
+          return 0;
+        }) {
+    REQUIRE(corio_test::wait_for(flag, 1));
+  }
+};
+
+/// `count` forked children, each running `fn` (its return value is the exit code).
+template <class F>
+std::vector<std::unique_ptr<child>> fork_children(int count, F fn) {
+  std::vector<std::unique_ptr<child>> children;
+  for (int c = 0; c < count; ++c) {
+    children.push_back(std::make_unique<child>(fn));
+  }
+  return children;
+}
+
 /// The lock word of a process_mutex at offset 0 of `page` (to see its waiters bit).
 std::uint32_t mutex_word(shared_page& page) {
   return reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data())->lock.word.load();
@@ -204,19 +233,16 @@ TEST_CASE("process_mutex: tasks of this process and two forked processes increme
     const auto v = counter.load(std::memory_order_relaxed);
     counter.store(v + 1, std::memory_order_relaxed);
   };
-  std::vector<std::unique_ptr<child>> children;
-  for (int c = 0; c < 2; ++c) {
-    children.push_back(std::make_unique<child>([&] {
-      for (int i = 0; i < per_child; ++i) {
-        auto g = m->lock_blocking();
-        if (!g) {
-          return 1;
-        }
-        bump(*g);
+  auto children = fork_children(2, [&] {
+    for (int i = 0; i < per_child; ++i) {
+      auto g = m->lock_blocking();
+      if (!g) {
+        return 1;
       }
-      return 0;
-    }));
-  }
+      bump(*g);
+    }
+    return 0;
+  });
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_mutex m, decltype(bump) bump) -> corio::task<void> {
     std::vector<corio::join_handle<void>> hs;
@@ -282,16 +308,11 @@ TEST_CASE("process_mutex: a holder killed with SIGKILL makes the waiting and lat
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
   auto [page, m] = in_page<process_mutex>();
-  child holder([&] {
+  holding_child holder(page.flag(0), [&] {
     auto g = m->lock_blocking();
     page.counter(0).store(41);  // half-way through an update that will never finish
-    page.flag(0).store(1);
-    for (;;) {
-      ::pause();
-    }
-    return 0;
+    return g;
   });
-  REQUIRE(corio_test::wait_for(page.flag(0), 1));
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_mutex m, shared_page* page, child* holder) -> corio::task<void> {
     // Two tasks wait for the mutex, a plain thread too; then the holder dies.
@@ -340,27 +361,11 @@ TEST_CASE("process_mutex: a process that dies while recovering leaves the mutex 
           "[ipc][process_mutex][owner_dead]") {
   auto [page, m] = in_page<process_mutex>();
   {
-    child holder([&] {
-      auto g = m->lock_blocking();
-      page.flag(0).store(1);
-      for (;;) {
-        ::pause();
-      }
-      return 0;
-    });
-    REQUIRE(corio_test::wait_for(page.flag(0), 1));
+    holding_child holder(page.flag(0), [&] { return m->lock_blocking(); });
     holder.kill9();
   }
   CHECK(m->is_abandoned());
-  child recoverer([&] {
-    auto r = m->recover();
-    page.flag(1).store(r ? 1 : 2);
-    for (;;) {
-      ::pause();
-    }
-    return 0;
-  });
-  REQUIRE(corio_test::wait_for(page.flag(1), 1));
+  holding_child recoverer(page.flag(1), [&] { return m->recover(); });
   CHECK(error_of(m->try_lock()) == std::errc::device_or_resource_busy);  // being recovered
   recoverer.kill9();
   CHECK(m->is_abandoned());
@@ -373,15 +378,7 @@ TEST_CASE("process_mutex: a child forked after this process locked gets its own 
     auto g = m->try_lock();  // starts this process's sentinel
     REQUIRE(g);
   }
-  child holder([&] {
-    auto g = m->lock_blocking();
-    page.flag(0).store(g ? 1 : 2);
-    for (;;) {
-      ::pause();
-    }
-    return 0;
-  });
-  REQUIRE(corio_test::wait_for(page.flag(0), 1));
+  holding_child holder(page.flag(0), [&] { return m->lock_blocking(); });
   CHECK(m->is_locked());
   // Had the child reused our sentinel's id, its death would go unreported and the word
   // would still name a live owner (us).
@@ -479,18 +476,15 @@ TEST_CASE("process_semaphore: every release admits exactly one waiter across pro
   fallback_mode mode(fallback);
   auto [page, s] = in_page<process_semaphore>(0);
   constexpr int per_child = 200;
-  std::vector<std::unique_ptr<child>> children;
-  for (int c = 0; c < 2; ++c) {
-    children.push_back(std::make_unique<child>([&] {
-      for (int i = 0; i < per_child; ++i) {
-        if (!s->acquire_blocking()) {
-          return 1;
-        }
-        page.counter(0).fetch_add(1);
+  auto children = fork_children(2, [&] {
+    for (int i = 0; i < per_child; ++i) {
+      if (!s->acquire_blocking()) {
+        return 1;
       }
-      return 0;
-    }));
-  }
+      page.counter(0).fetch_add(1);
+    }
+    return 0;
+  });
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_semaphore s, shared_page* page) -> corio::task<void> {
     constexpr int tasks = 4;
@@ -621,20 +615,17 @@ TEST_CASE("process_event: manual reset releases every waiter in every process; a
   REQUIRE(autor);
   CHECK(manual->mode() == event_mode::manual_reset);
   CHECK(process_event::attach(page.bytes(), 64)->mode() == event_mode::auto_reset);
-  std::vector<std::unique_ptr<child>> children;
-  for (int c = 0; c < 2; ++c) {
-    children.push_back(std::make_unique<child>([&] {
-      if (!manual->wait_blocking()) {
-        return 1;
-      }
-      page.counter(0).fetch_add(1);
-      if (!autor->wait_blocking()) {
-        return 2;
-      }
-      page.counter(1).fetch_add(1);
-      return 0;
-    }));
-  }
+  auto children = fork_children(2, [&] {
+    if (!manual->wait_blocking()) {
+      return 1;
+    }
+    page.counter(0).fetch_add(1);
+    if (!autor->wait_blocking()) {
+      return 2;
+    }
+    page.counter(1).fetch_add(1);
+    return 0;
+  });
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](process_event manual, process_event autor, shared_page* page) -> corio::task<void> {
     auto waiter = [](process_event e) -> corio::task<corio::result<void>> { co_return co_await e.wait(); };
@@ -778,20 +769,17 @@ TEST_CASE("process_condition_variable: consumers in two processes and tasks wait
   fallback_mode mode(fallback);
   cv_page p;
   constexpr int per_child = 300;
-  std::vector<std::unique_ptr<child>> children;
-  for (int c = 0; c < 2; ++c) {
-    children.push_back(std::make_unique<child>([&] {
-      for (int i = 0; i < per_child; ++i) {
-        auto g = p.m.lock_blocking();
-        if (!g || !p.cv.wait_blocking(*g, [&] { return p.items() > 0; })) {
-          return 1;
-        }
-        --p.items();
-        ++p.taken();
+  auto children = fork_children(2, [&] {
+    for (int i = 0; i < per_child; ++i) {
+      auto g = p.m.lock_blocking();
+      if (!g || !p.cv.wait_blocking(*g, [&] { return p.items() > 0; })) {
+        return 1;
       }
-      return 0;
-    }));
-  }
+      --p.items();
+      ++p.taken();
+    }
+    return 0;
+  });
   corio::runtime rt(corio_test::workers(2));
   rt.block_on([](cv_page* p) -> corio::task<void> {
     auto consumer = [](cv_page* p, int n) -> corio::task<void> {
@@ -995,12 +983,25 @@ void stale_bit_interleaving() {
   g_ops->give();  // B: wakes one sleeper; A goes on the moment we return
 }
 
+/// Runs `give` (the interleavings' A: a give or unlock that wakes nobody) with `hook`
+/// installed where A is about to drop the waiters bit, this thread pinned to its CPU
+/// meanwhile (g_pin); g_hook_ran and g_hook_ok then say what the hook did.
+template <class Give>
+void give_with_stale_hook(void (*hook)(), Give give) {
+  g_hook_ran = false;
+  g_hook_ok = true;
+  const pin_to_this_cpu pin;
+  g_pin = &pin;
+  corio::ipc::detail::g_stale_waiters_hook.store(hook);
+  give();
+  corio::ipc::detail::g_stale_waiters_hook.store(nullptr);
+  g_pin = nullptr;
+}
+
 /// The interleaving above, then one more give: both sleepers must get a unit.
 void check_no_sleeper_left(count_word_ops ops) {
   g_ops = &ops;
   g_taken = 0;
-  g_hook_ran = false;
-  g_hook_ok = true;
   std::vector<std::thread> sleepers;
   g_sleepers = &sleepers;
   // A stale bit: one thread sleeps, a give wakes it, it takes; the word is left at "empty,
@@ -1018,14 +1019,8 @@ void check_no_sleeper_left(count_word_ops ops) {
   first.join();
   REQUIRE((ops.word->load() & 1) == 1);  // the waiters bit, with nobody waiting
 
-  {
-    const pin_to_this_cpu pin;
-    g_pin = &pin;
-    corio::ipc::detail::g_stale_waiters_hook.store(&stale_bit_interleaving);
-    ops.give();  // A: wakes nobody, then the hook runs the rest before the bit is dropped
-    corio::ipc::detail::g_stale_waiters_hook.store(nullptr);
-    g_pin = nullptr;
-  }
+  // A: wakes nobody, then the hook runs the rest before the bit is dropped.
+  give_with_stale_hook(&stale_bit_interleaving, [&] { ops.give(); });
   CHECK(g_hook_ran);
   CHECK(g_hook_ok);  // (on failure, still wake and join the sleepers below)
   // B's unit goes to one sleeper; once it is taken, one more give for the other (an
@@ -1145,16 +1140,8 @@ TEST_CASE("process_mutex: an unlock that finds the waiters bit stale while other
   g_mutex_word = &state->lock;
   g_mutex_sleeper = &sleeper;
   g_mutex_sleeper_locked = false;
-  g_hook_ran = false;
-  g_hook_ok = true;
-  {
-    const pin_to_this_cpu pin;
-    g_pin = &pin;
-    corio::ipc::detail::g_stale_waiters_hook.store(&mutex_stale_bit_interleaving);
-    a->unlock();  // A: wakes nobody, then the hook runs the rest before the bit is dropped
-    corio::ipc::detail::g_stale_waiters_hook.store(nullptr);
-    g_pin = nullptr;
-  }
+  // A: wakes nobody, then the hook runs the rest before the bit is dropped.
+  give_with_stale_hook(&mutex_stale_bit_interleaving, [&] { a->unlock(); });
   CHECK(g_hook_ran);
   CHECK(g_hook_ok);
   const auto end = std::chrono::steady_clock::now() + 10s;
@@ -1258,6 +1245,47 @@ const std::atomic<std::uint32_t>& shared_word_at(shared_page& page, std::size_t 
   return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(page.map.data() + offset + 4));
 }
 
+/// Runs `wait(limit)` (a thread form's limited wait that nothing ends) while a
+/// signal_storm interrupts this thread: it must return timed_out, not before `limit`, with
+/// signals handled meanwhile.
+template <class Wait>
+void times_out_through_signals(std::chrono::milliseconds limit, Wait wait) {
+  signal_storm storm(::pthread_self());
+  const auto start = corio::clock::now();
+  auto r = wait(limit);
+  CHECK(error_of(r) == corio::errc::timed_out);
+  CHECK(since(start) >= limit);
+  CHECK(storm.delivered() > 0);
+}
+
+/// A forked child that waits for `go` (exit status 1 if it never comes), then 20 ms more,
+/// so that the parent waits by then, and exits with what `act` returns.
+template <class Act>
+child after_go(std::atomic<std::uint32_t>& go, Act act) {
+  return child([&go, act] {
+    if (!corio_test::wait_for(go, 1)) {
+      return 1;
+    }
+    std::this_thread::sleep_for(20ms);
+    return act();
+  });
+}
+
+/// Runs `wait()` (a thread form with a huge limit) on this thread while another thread
+/// runs `wake()` once this one is asleep on `word` (or after 10 s: a wait that returned at
+/// once is not woken, and the caller's check fails); what `wait()` returned.
+template <class Wait, class Wake>
+auto woken_once_asleep(const std::atomic<std::uint32_t>& word, Wait wait, Wake wake) {
+  const pid_t waiter = this_tid();
+  std::thread late([&] {
+    (void)wait_until_asleep(waiter, word, 1);
+    wake();
+  });
+  auto r = wait();
+  late.join();
+  return r;
+}
+
 /// The exit status of a seccomp child that could not install its filter (see
 /// refuse_shared_futex_wait): the test is skipped, with a warning, not passed.
 constexpr int no_seccomp = 77;
@@ -1294,6 +1322,16 @@ bool refuse_shared_futex_wait(std::uint32_t action = SECCOMP_RET_ERRNO | (ENOSYS
 
 /// The refused wait's error, as the thread forms return it.
 bool is_enosys(const std::error_code& e) { return e == std::error_code(ENOSYS, std::system_category()); }
+
+/// Whether a seccomp child's exit `status` says that it could not install its filter: the
+/// test is then skipped, with a warning, not passed.
+bool skipped_without_seccomp(int status) {
+  if (status != no_seccomp) {
+    return false;
+  }
+  WARN("skipped: the kernel or container refuses a seccomp filter");
+  return true;
+}
 
 }  // namespace
 
@@ -1353,14 +1391,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limi
     return 0;
   });
   REQUIRE(corio_test::wait_for(page.flag(0), 1));
-  {
-    signal_storm storm(::pthread_self());
-    const auto start = corio::clock::now();
-    auto g = m->lock_blocking(100ms);
-    CHECK(error_of(g) == corio::errc::timed_out);
-    CHECK(since(start) >= 100ms);
-    CHECK(storm.delivered() > 0);
-  }
+  times_out_through_signals(100ms, [&](auto limit) { return m->lock_blocking(limit); });
   page.flag(1).store(1);
   auto g = m->lock_blocking(60s);
   REQUIRE(g);
@@ -1370,15 +1401,7 @@ TEST_CASE("process_mutex::lock_blocking(limit): a child's unlock before the limi
 TEST_CASE("process_mutex::lock_blocking(limit): an abandoned mutex is owner_dead, not timed_out",
           "[ipc][process_mutex][limit][owner_dead]") {
   auto [page, m] = in_page<process_mutex>();
-  child holder([&] {
-    auto g = m->lock_blocking();
-    page.flag(0).store(g ? 1 : 2);
-    for (;;) {
-      ::pause();
-    }
-    return 0;
-  });
-  REQUIRE(corio_test::wait_for(page.flag(0), 1));
+  holding_child holder(page.flag(0), [&] { return m->lock_blocking(); });
   std::error_code waited;
   std::thread t([&] { waited = error_of(m->lock_blocking(60s)); });
   const auto end = corio::clock::now() + 60s;  // the thread registered as a sleeper
@@ -1400,40 +1423,22 @@ TEST_CASE("process_semaphore::acquire_blocking(limit): timed_out with the count 
   REQUIRE(s->acquire_blocking(0s));  // a unit there: taken at once
   CHECK(s->value() == 0);
   CHECK(error_of(s->acquire_blocking(0s)) == corio::errc::timed_out);
-  {
-    signal_storm storm(::pthread_self());
-    const auto start = corio::clock::now();
-    auto r = s->acquire_blocking(50ms);
-    CHECK(error_of(r) == corio::errc::timed_out);
-    CHECK(since(start) >= 50ms);
-    CHECK(storm.delivered() > 0);
-  }
+  times_out_through_signals(50ms, [&](auto limit) { return s->acquire_blocking(limit); });
   CHECK(s->value() == 0);
   REQUIRE(s->release(2));
   CHECK(error_of(s->acquire_blocking(10ms)) == std::error_code{});
   CHECK(s->value() == 1);  // took one of the two, nothing more
   REQUIRE(s->acquire_blocking(0s));
-  child giver([&] {
-    if (!corio_test::wait_for(page.flag(0), 1)) {
-      return 1;
-    }
-    std::this_thread::sleep_for(20ms);
-    return s->release() ? 0 : 2;
-  });
+  child giver = after_go(page.flag(0), [&] { return s->release() ? 0 : 2; });
   page.flag(0).store(1);
   auto r = s->acquire_blocking(60s);
   CHECK(r);
   CHECK(giver.wait_status() == 0);
   CHECK(s->value() == 0);
-  const pid_t waiter = this_tid();
-  std::thread late([&] {
-    // false: the acquire returned at once (CHECK below)
-    (void)wait_until_asleep(waiter, shared_word_at(page, 0), 1);
-    (void)s->release();               // at most the maximum: cannot fail here
-  });
-  auto huge = s->acquire_blocking(std::chrono::hours::max());  // no limit, not "timed out at once"
-  late.join();
-  CHECK(huge);
+  auto huge = woken_once_asleep(
+      shared_word_at(page, 0), [&] { return s->acquire_blocking(std::chrono::hours::max()); },  // no limit
+      [&] { (void)s->release(); });  // at most the maximum: cannot fail here
+  CHECK(huge);  // not "timed out at once"
   CHECK(s->value() == 0);
 }
 
@@ -1444,24 +1449,13 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
   INFO((mode == event_mode::manual_reset ? "manual" : "auto"));
   auto [page, e] = in_page<process_event>(mode);
   CHECK(error_of(e->wait_blocking(0s)) == corio::errc::timed_out);
-  {
-    signal_storm storm(::pthread_self());
-    const auto start = corio::clock::now();
-    auto r = e->wait_blocking(50ms);
-    CHECK(error_of(r) == corio::errc::timed_out);
-    CHECK(since(start) >= 50ms);
-    CHECK(storm.delivered() > 0);
-  }
+  times_out_through_signals(50ms, [&](auto limit) { return e->wait_blocking(limit); });
   CHECK_FALSE(e->is_set());
   e->set();
   CHECK(e->wait_blocking(0s));
   CHECK(e->is_set() == (mode == event_mode::manual_reset));
   e->reset();
-  child setter([&] {
-    if (!corio_test::wait_for(page.flag(0), 1)) {
-      return 1;
-    }
-    std::this_thread::sleep_for(20ms);
+  child setter = after_go(page.flag(0), [&] {
     e->set();
     return 0;
   });
@@ -1469,13 +1463,8 @@ TEST_CASE("process_event::wait_blocking(limit): timed_out on an unset event (an 
   CHECK(e->wait_blocking(60s));
   CHECK(setter.wait_status() == 0);
   e->reset();
-  const pid_t waiter = this_tid();
-  std::thread late([&] {
-    (void)wait_until_asleep(waiter, shared_word_at(page, 0), 1);  // false: CHECK(huge) below
-    e->set();
-  });
-  auto huge = e->wait_blocking(std::chrono::hours::max());
-  late.join();
+  auto huge = woken_once_asleep(
+      shared_word_at(page, 0), [&] { return e->wait_blocking(std::chrono::hours::max()); }, [&] { e->set(); });
   CHECK(huge);
 }
 
@@ -1485,15 +1474,8 @@ TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the 
   cv_page p;
   auto g = p.m.lock_blocking();
   REQUIRE(g);
-  {
-    signal_storm storm(::pthread_self());
-    const auto start = corio::clock::now();
-    auto r = p.cv.wait_blocking(*g, 50ms);
-    CHECK(error_of(r) == corio::errc::timed_out);
-    CHECK(since(start) >= 50ms);
-    CHECK(g->owns_lock());  // re-taken whatever the result
-    CHECK(storm.delivered() > 0);
-  }
+  times_out_through_signals(50ms, [&](auto limit) { return p.cv.wait_blocking(*g, limit); });
+  CHECK(g->owns_lock());  // re-taken whatever the result
   auto zero = p.cv.wait_blocking(*g, 0s);
   CHECK(error_of(zero) == corio::errc::timed_out);
   CHECK(g->owns_lock());
@@ -1502,11 +1484,7 @@ TEST_CASE("process_condition_variable::wait_blocking(limit): timed_out with the 
   auto pred_zero_false = p.cv.wait_blocking(*g, [&] { return p.items() > 0; }, 0s);
   CHECK(error_of(pred_zero_false) == corio::errc::timed_out);
   CHECK(g->owns_lock());
-  child producer([&] {
-    if (!corio_test::wait_for(p.page.flag(0), 1)) {
-      return 1;
-    }
-    std::this_thread::sleep_for(20ms);
+  child producer = after_go(p.page.flag(0), [&] {
     auto l = p.m.lock_blocking(60s);
     if (!l) {
       return 2;
@@ -1745,8 +1723,7 @@ TEST_CASE("process_condition_variable::wait_blocking: a futex wait the kernel re
     return g->owns_lock() ? 0 : 10;
   });
   const int status = refused.wait_status();
-  if (status == no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (skipped_without_seccomp(status)) {
     return;
   }
   CHECK(status == 0);
@@ -1847,8 +1824,7 @@ TEST_CASE("process_condition_variable::wait_blocking: a refused futex wait whose
     held.reset();
   }
   const int status = refused.wait_status();
-  if (status == no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (skipped_without_seccomp(status)) {
     return;
   }
   CHECK(reached);
@@ -1909,8 +1885,7 @@ TEST_CASE("thread forms of mutex, semaphore and event: a futex wait the kernel r
   });
   const int status = refused.wait_status();
   held->unlock();
-  if (status == no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (skipped_without_seccomp(status)) {
     return;
   }
   CHECK(status == 0);
