@@ -48,6 +48,7 @@
 #include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 
+#include "fallback_mode.hpp"
 #include "helpers.hpp"
 #include "shm_helpers.hpp"
 
@@ -63,6 +64,7 @@ using corio::ipc::process_mutex_guard;
 using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
 using corio_test::child;
+using corio_test::fallback_mode;
 
 namespace {
 
@@ -148,14 +150,6 @@ corio::task<std::error_code> lock_and_hold(process_mutex m, std::stop_token toke
   auto g = co_await m.lock(token);
   co_return error_of(g);
 }
-
-struct fallback_mode {
-  explicit fallback_mode(bool on) {
-    corio::ipc::detail::set_futex_wait_mode(on ? corio::ipc::detail::futex_wait_mode::force_blocking_pool
-                                               : corio::ipc::detail::futex_wait_mode::automatic);
-  }
-  ~fallback_mode() { corio::ipc::detail::set_futex_wait_mode(corio::ipc::detail::futex_wait_mode::automatic); }
-};
 
 }  // namespace
 

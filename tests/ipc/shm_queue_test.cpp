@@ -43,6 +43,7 @@
 #include <corio/runtime/time.hpp>
 #include <corio/runtime/timeout.hpp>
 
+#include "fallback_mode.hpp"
 #include "helpers.hpp"
 #include "limit_helpers.hpp"
 #include "shm_helpers.hpp"
@@ -55,6 +56,7 @@ using corio::ipc::shared_memory;
 using corio::ipc::shm_queue;
 using corio::ipc::shm_queue_options;
 using corio_test::child;
+using corio_test::fallback_mode;
 using corio_test::scoped_name;
 
 namespace {
@@ -123,14 +125,6 @@ struct flags {
   std::atomic<std::uint32_t>& operator[](int i) {
     return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 64 * i));
   }
-};
-
-struct fallback_mode {
-  explicit fallback_mode(bool on) {
-    corio::ipc::detail::set_futex_wait_mode(on ? corio::ipc::detail::futex_wait_mode::force_blocking_pool
-                                               : corio::ipc::detail::futex_wait_mode::automatic);
-  }
-  ~fallback_mode() { corio::ipc::detail::set_futex_wait_mode(corio::ipc::detail::futex_wait_mode::automatic); }
 };
 
 /// The hook of a child that is to be killed at one step of an operation: it raises a
