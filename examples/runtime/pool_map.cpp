@@ -6,6 +6,7 @@
 //
 //   pool_map [sleep-ms]
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 
@@ -64,9 +65,7 @@ corio::task<int> main_task(std::chrono::milliseconds nap) {
   co_return squares[4] == 16 && cubes[4] == 64 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int ms = 1000;
   example::args args("pool_map", "ThreadPool.map and executor.submit as corio tasks");
   args.positional("sleep-ms", ms, 0, 3600000, "how long each job sleeps, 0..3600000 ms (default 1000)");
@@ -76,3 +75,7 @@ int main(int argc, char** argv) {
   std::chrono::milliseconds nap{ms};
   return corio::run(main_task(nap));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("pool_map", example_main, argc, argv); }

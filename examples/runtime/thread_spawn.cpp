@@ -4,6 +4,7 @@
 //
 //   thread_spawn [sleep-ms]
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 
@@ -42,9 +43,7 @@ corio::task<int> main_task(std::chrono::milliseconds nap) {
   co_return sum == 100 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int ms = 1000;
   example::args args("thread_spawn", "five tasks sleeping concurrently on two workers");
   args.positional("sleep-ms", ms, 0, 3600000, "how long each task sleeps, 0..3600000 ms (default 1000)");
@@ -56,3 +55,7 @@ int main(int argc, char** argv) {
   cfg.workers = 2;  // two worker threads, whatever the machine has
   return corio::run(main_task(nap), cfg);
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("thread_spawn", example_main, argc, argv); }

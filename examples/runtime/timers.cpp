@@ -1,5 +1,6 @@
 // Timers and cancellation: sleep_for, timeout, when_any, a stop_token, and an interval.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 
@@ -69,12 +70,14 @@ corio::task<int> main_task() {
   co_return !r && winner.index() == 1 && !slept && ticks_ok == 2 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   example::args args("timers", "sleep_for, timeout, when_any, a stop_token and an interval");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
   return corio::run(main_task());
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("timers", example_main, argc, argv); }

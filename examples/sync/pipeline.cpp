@@ -3,6 +3,7 @@
 // channel tells the next stage that its input has ended.
 // Usage: pipeline [N]   (default 100000)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -49,9 +50,7 @@ corio::task<int> main_task(long n) {
   co_return total == expected ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   long n = 100000;
   example::args args("pipeline", "three stages connected by bounded channels: generate, square, sum");
   args.positional("N", n, 0L, 1000000L, "numbers to generate, 0..1000000 (default 100000)");
@@ -62,3 +61,7 @@ int main(int argc, char** argv) {
   cfg.workers = 2;
   return corio::run(main_task(n), cfg);
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("pipeline", example_main, argc, argv); }

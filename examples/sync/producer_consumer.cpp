@@ -2,6 +2,7 @@
 // bounded queue, consumers take them out; a corio::condition_variable makes each side
 // wait (suspended, not spinning) while the queue is full or empty.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <cstdio>
 #include <deque>
@@ -79,9 +80,7 @@ corio::task<int> main_task() {
   co_return total == n * (n - 1) / 2 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   example::args args("producer_consumer", "producers and consumers around a bounded queue with condition variables");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -90,3 +89,7 @@ int main(int argc, char** argv) {
   cfg.workers = 2;
   return corio::run(main_task(), cfg);
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("producer_consumer", example_main, argc, argv); }

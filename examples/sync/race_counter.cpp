@@ -6,6 +6,7 @@
 //   atomic   : one fetch_add, the cheapest when the critical section is one integer
 // Usage: race_counter [tasks]   (default 32000)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -66,9 +67,7 @@ corio::task<void> run_all(counters& c, way w, long n) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   long n = 32000;
   example::args args("race_counter", "N tasks add 1 to a counter: no lock, spinlock, mutex, atomic");
   args.positional("tasks", n, 1L, 10000000L, "tasks, 1..10000000 (default 32000)");
@@ -95,3 +94,7 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("race_counter", example_main, argc, argv); }

@@ -2,6 +2,7 @@
 // three may use at once; each holds a permit for 20 ms. The program prints who enters
 // and leaves, and checks that no more than three were ever inside together.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -46,9 +47,7 @@ corio::task<int> main_task() {
   co_return most.load() <= 3 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   example::args args("semaphore_limit", "ten tasks, at most three inside at once (Semaphore(3))");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -57,3 +56,7 @@ int main(int argc, char** argv) {
   cfg.workers = 2;
   return corio::run(main_task(), cfg);
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("semaphore_limit", example_main, argc, argv); }
