@@ -19,7 +19,7 @@ trap 'rm -rf "$top"' EXIT
 trap 'exit 143' TERM INT  # (a test timeout's SIGTERM runs the EXIT trap too)
 failed_runs=0
 for ((n = 4; n <= 256; ++n)); do
-  # ulimit -c 0: a runtime that cannot start aborts; no core file may land anywhere.
+  # ulimit -c 0: no core file may land anywhere, should a run abort.
   (ulimit -c 0 && ulimit -n "$n" && TMPDIR=$dir exec "$exe") >"$out" 2>&1 </dev/null
   rc=$?
   left=$(ls -A "$dir")

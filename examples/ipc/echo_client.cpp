@@ -3,6 +3,7 @@
 //   echo_client --self-test          starts an echo task in-process and talks to it
 //   echo_client --help
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
@@ -62,9 +63,7 @@ task<int> self_test(const tcp_listener& l, std::vector<std::string> messages) {
   co_return rc;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   bool test = false;
   std::string address;
   std::vector<std::string> messages;
@@ -97,3 +96,7 @@ int main(int argc, char** argv) {
   corio::runtime rt;
   return rt.block_on(client(*addr, std::move(messages)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("echo_client", example_main, argc, argv); }

@@ -33,6 +33,7 @@
 // frame; `--idle-test` measures it.
 #include "../common/args.hpp"
 #include "../common/descriptor_limit.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -365,9 +366,7 @@ int idle_test(int n, unsigned workers) {
   return rc;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::uint16_t port = 7000;
   unsigned workers = 0;
   bool test = false;
@@ -436,3 +435,7 @@ int main(int argc, char** argv) {
   return rt.block_on(example::serve_until_signal("echo_server", *signals,
                                                  [&l](std::stop_token stop) { return accept_loop(*l, stop); }));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("echo_server", example_main, argc, argv); }

@@ -11,6 +11,7 @@
 //   message_queue --hold-ms MS [jobs]    wait MS with the queue made and full before
 //                                        receiving (look at it in /dev/mqueue, if mounted)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -112,9 +113,7 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int jobs = 8;
   int hold_ms = 0;
   example::args args("message_queue", "a forked child sends jobs to its parent through a POSIX message queue");
@@ -133,3 +132,7 @@ int main(int argc, char** argv) {
   return corio::run(parent(signals, "/corio-example-" + std::to_string(::getpid()), jobs,
                            std::chrono::milliseconds(hold_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("message_queue", example_main, argc, argv); }

@@ -18,6 +18,7 @@
 //     --client  the client program (default: mmap_client next to this program)
 //     --save    the client writes the last frame it saw there, as a PPM image
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/memory_map.hpp>
@@ -42,6 +43,17 @@ struct options {
   std::string file;
   std::string client;
   std::string save;
+};
+
+/// Removes the file it names when it goes, however its scope ends: also when the runtime
+/// cannot start (corio::run throws); an empty name removes nothing.
+struct file_remover {
+  std::string path;
+  ~file_remover() {
+    if (!path.empty()) {
+      ::unlink(path.c_str());
+    }
+  }
 };
 
 /// The directory of this program (for the client next to it).
@@ -140,9 +152,7 @@ corio::task<int> serve(options opt, int fd) {
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   options opt;
   example::args args("mmap_server", "shares an image with mmap_client through a memory-mapped file");
   args.option<int>("--frames", opt.frames, 1, 1000, "N", "frames to share, 1..1000 (default 3)");
@@ -156,6 +166,7 @@ int main(int argc, char** argv) {
   }
   const bool own_file = opt.file.empty();
   int fd = -1;
+  file_remover made;  // the file we made (not a --file), removed at the end
   if (own_file) {
     // A name nobody can guess, made with O_EXCL (mkstemp): a predictable one in a shared
     // directory could be a symlink planted there, and opening it would truncate its target.
@@ -166,7 +177,7 @@ int main(int argc, char** argv) {
       std::perror(pattern.c_str());
       return 1;
     }
-    opt.file = pattern;  // mmap_client gets this path as its FILE
+    opt.file = made.path = pattern;  // mmap_client gets this path as its FILE
   } else {
     // The tutorial's os.open(O_CREAT | O_TRUNC | O_RDWR): --file is the caller's choice.
     fd = ::open(opt.file.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
@@ -178,9 +189,9 @@ int main(int argc, char** argv) {
   if (opt.client.empty()) {
     opt.client = own_directory() + "/mmap_client";
   }
-  const int rc = corio::run(serve(opt, fd));
-  if (own_file) {
-    ::unlink(opt.file.c_str());
-  }
-  return rc;
+  return corio::run(serve(opt, fd));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("mmap_server", example_main, argc, argv); }

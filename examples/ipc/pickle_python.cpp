@@ -10,6 +10,7 @@
 // without importing or running anything. The request travels as hex on Python's command
 // line; each answer comes back as one hex line on its stdout.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/pickle.hpp>
@@ -124,9 +125,7 @@ corio::task<int> talk(std::string python) {
   co_return failures == 0 ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::string python = "python3";
   example::args args("pickle_python", "exchange pickles with a Python child: a request, a reply, an exception, and a "
                                       "refused global");
@@ -136,3 +135,7 @@ int main(int argc, char** argv) {
   }
   return corio::run(talk(std::move(python)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("pickle_python", example_main, argc, argv); }

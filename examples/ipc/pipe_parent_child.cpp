@@ -5,6 +5,7 @@
 // then answers through a second pipe the child reads before exiting.
 //   pipe_parent_child [count]
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/pipe.hpp>
@@ -57,9 +58,7 @@ task<int> parent_main(corio::ipc::pipe_reader from_child, corio::ipc::pipe_write
   co_return lines == count ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int count = 5;
   example::args args("pipe_parent_child", "a forked child writes messages into a pipe; the parent reads them");
   args.positional("count", count, 0, 1000000, "messages the child writes, 0..1000000 (default 5)");
@@ -93,3 +92,7 @@ int main(int argc, char** argv) {
   std::printf("child exited %s\n", child_ok ? "cleanly" : "with an error");
   return rc == 0 && child_ok ? 0 : 1;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("pipe_parent_child", example_main, argc, argv); }

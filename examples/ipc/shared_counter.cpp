@@ -17,6 +17,7 @@
 //   shared_counter --hold-ms MS [n]    wait MS with the children started and waiting for
 //                                      the start event (look at the block in /dev/shm)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -150,9 +151,7 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
   co_return ok && locked == expected ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int n = 100000;
   int hold_ms = 0;
   example::args args("shared_counter", "the shared-counter race across 4 processes, without and with a process_mutex");
@@ -172,3 +171,7 @@ int main(int argc, char** argv) {
   return corio::run(parent(signals, "/corio-example-counter-" + std::to_string(::getpid()), n,
                            std::chrono::milliseconds(hold_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("shared_counter", example_main, argc, argv); }

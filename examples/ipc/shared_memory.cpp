@@ -11,6 +11,7 @@
 //   shared_memory --hold-ms MS [n]    wait MS with the block made and filled before
 //                                     starting the children (look at it in /dev/shm)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -105,9 +106,7 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
   co_return ok && sum == expected ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int n = 1000;
   int hold_ms = 0;
   example::args args("shared_memory", "four child processes square numbers in a named shared-memory block");
@@ -126,3 +125,7 @@ int main(int argc, char** argv) {
   return corio::run(parent(signals, "/corio-example-shm-" + std::to_string(::getpid()), n,
                            std::chrono::milliseconds(hold_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("shared_memory", example_main, argc, argv); }

@@ -5,6 +5,7 @@
 //   shm_client --name /NAME     attach to a running shm_server's block
 //   shm_client --self-test      start shm_server itself first (it then waits for us)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "shm_array.hpp"
 
 #include <corio/corio.hpp>
@@ -92,9 +93,7 @@ corio::task<int> read_array(std::string name, bool self_test) {
   co_return fibonacci ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::string name;
   bool self_test = false;
   example::args args("shm_client", "await shm_server's process-shared event, then read the shared array");
@@ -112,3 +111,7 @@ int main(int argc, char** argv) {
   }
   return corio::run(read_array(name, self_test));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("shm_client", example_main, argc, argv); }

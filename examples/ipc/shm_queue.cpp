@@ -26,6 +26,7 @@
 //                                             remove, on one that holds no queue or a
 //                                             queue its creator died building
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -269,9 +270,7 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   co_return ok && sum == expected ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::string role = "producer";
   std::string name;
   int jobs = 1000;
@@ -308,3 +307,7 @@ int main(int argc, char** argv) {
   auto signals = example::shutdown_signals("shm_queue");  // before the runtime's threads start
   return corio::run(producer(signals, name, jobs, consumers, std::chrono::milliseconds(timeout_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("shm_queue", example_main, argc, argv); }

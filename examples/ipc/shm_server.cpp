@@ -8,6 +8,7 @@
 //   shm_server [--name /NAME] [--count N]   serve; run `shm_client --name /NAME` elsewhere
 //   shm_server --self-test                  also starts shm_client itself and checks it
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 #include "shm_array.hpp"
 
@@ -86,9 +87,7 @@ corio::task<int> serve(const corio::signal_stream& signals, std::string name, st
   co_return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::string name = "/corio-example-array-" + std::to_string(::getpid());
   std::size_t count = 6;
   bool self_test = false;
@@ -102,3 +101,7 @@ int main(int argc, char** argv) {
   auto signals = example::shutdown_signals("shm_server");  // before the runtime's threads start
   return corio::run(serve(signals, name, count, self_test));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("shm_server", example_main, argc, argv); }

@@ -10,6 +10,7 @@
 //       (the messages default to the tutorial's: foo1 foo2 'close server')
 //   socket_client --self-test     runs against an in-process listener and checks what arrived
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/client.hpp>
@@ -71,9 +72,7 @@ task<int> self_test(listener& l, std::vector<std::string> messages) {
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::uint16_t port = 6000;
   int delay_ms = 1000;
   bool test = false;
@@ -101,3 +100,7 @@ int main(int argc, char** argv) {
   return rt.block_on(run_client(socket_address::loopback_v4(port), authkey, messages,
                                 std::chrono::milliseconds(delay_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("socket_client", example_main, argc, argv); }

@@ -16,6 +16,7 @@
 //                                 same --authkey), with a silent client connected first, and
 //                                 checks them; exit 1 if a client fails
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -185,9 +186,7 @@ task<int> self_test(listener& l, server_state& state, std::string authkey) {
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   bool test = false;
   std::uint16_t port = 6000;
   std::string authkey = "password";
@@ -226,3 +225,7 @@ int main(int argc, char** argv) {
   return rt.block_on(example::serve_until_signal(
       "socket_server", *signals, [&l, &state](std::stop_token stop) { return serve(*l, state, std::move(stop)); }));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("socket_server", example_main, argc, argv); }

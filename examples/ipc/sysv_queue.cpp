@@ -14,6 +14,7 @@
 //   sysv_queue [jobs]     default 10, at most 200 (the answers must fit the queue)
 //   sysv_queue --hold-ms MS [jobs]   wait MS before sending (look at it with `ipcs -q`)
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -145,9 +146,7 @@ corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chro
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int jobs = 10;
   int hold_ms = 0;
   example::args args("sysv_queue", "typed messages between a parent and a forked child through a SysV message queue");
@@ -165,3 +164,7 @@ int main(int argc, char** argv) {
   auto signals = example::shutdown_signals("sysv_queue");  // before the runtime's threads start
   return corio::run(parent(signals, jobs, std::chrono::milliseconds(hold_ms)));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("sysv_queue", example_main, argc, argv); }

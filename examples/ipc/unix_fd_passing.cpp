@@ -4,6 +4,7 @@
 // and answers through the passed pipe. The file is made in $TMPDIR (else /tmp) and its
 // name removed at once.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/pipe.hpp>
@@ -88,12 +89,14 @@ task<int> demo() {
   co_return r && answer == *expected ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   example::args args("unix_fd_passing", "pass open file descriptors over a Unix socket (SCM_RIGHTS)");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
   }
   return corio::run(demo());
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("unix_fd_passing", example_main, argc, argv); }

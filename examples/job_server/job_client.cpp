@@ -10,6 +10,7 @@
 // A JOB is sent as an int if it reads as one, else a float if it reads as one, else bytes
 // for "b:TEXT", else a str. Exit status 0 when every job got its result.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/manager_client.hpp>
@@ -146,9 +147,7 @@ task<int> run(settings s, std::string channel, unsigned tasks, std::vector<std::
   co_return ok ? 0 : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   settings s;
   std::string channel = "cpp";
   unsigned tasks = 1;
@@ -168,3 +167,7 @@ int main(int argc, char** argv) {
   corio::runtime rt;
   return rt.block_on(run(s, channel, tasks, jobs));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("job_client", example_main, argc, argv); }

@@ -38,6 +38,7 @@
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
 // ADDR" say which.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
 
 #include <corio/corio.hpp>
@@ -418,8 +419,7 @@ task<void> watch_stop_signals(const corio::signal_stream& signals, std::stop_sou
 
 // The first SIGUSR1 requests `resume` (--start-paused; later ones change nothing and stay
 // pending). Ends then, or when `done` is stopped.
-task<void> watch_resume_signal(const corio::signal_stream& signals, std::stop_source resume,
-                               std::stop_token done) {
+task<void> watch_resume_signal(const corio::signal_stream& signals, std::stop_source resume, std::stop_token done) {
   auto got = co_await signals.next(done);
   if (got) {
     resume.request_stop();
@@ -438,9 +438,7 @@ task<int> run_with_signals(run_args a, const corio::signal_stream& stops, const 
   co_return rc;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::uint16_t port_sender = 1001;
   std::uint16_t port_receiver = 1002;
   std::string authkey = "password";
@@ -490,11 +488,13 @@ int main(int argc, char** argv) {
 
   server_state state;
   register_types(*sender, *receiver, state);
-  std::stop_source graceful;
-  std::stop_source hard;
-  std::stop_source resume;
+  std::stop_source graceful, hard, resume;
   corio::runtime rt(example::with_workers(workers));
   return rt.block_on(run_with_signals(
       run_args{&*sender, &*receiver, &state, job_workers, grace_ms, paused, &graceful, &hard, &resume}, stops,
       *resume_signal));
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return example::main_guard("job_server", example_main, argc, argv); }

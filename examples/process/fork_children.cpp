@@ -3,6 +3,7 @@
 //
 //   fork_children [sleep ms]     default 1000
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -40,7 +41,7 @@ corio::task<int> start_five(int sleep_ms) {
   co_return bad;
 }
 
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   int ms = 1000;
   example::args args("fork_children", "five child processes print their pids; the parent awaits them");
   args.positional("sleep-ms", ms, 0, 3600000, "how long each child sleeps, 0..3600000 ms (default 1000)");
@@ -54,3 +55,5 @@ int main(int argc, char** argv) {
   }
   return corio::run(start_five(ms));
 }
+
+int main(int argc, char** argv) { return example::main_guard("fork_children", example_main, argc, argv); }

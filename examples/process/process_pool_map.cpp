@@ -4,6 +4,7 @@
 //
 //   process_pool_map [sleep ms]     default 1000
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -54,7 +55,7 @@ corio::task<int> pool_map() {
   co_return ok ? 0 : 1;
 }
 
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   example::args args("process_pool_map", "multiprocessing.Pool(5).map over five items");
   args.positional("sleep-ms", g_sleep_ms, 0, 3600000, "how long each job sleeps, 0..3600000 ms (default 1000)");
   if (auto rc = args.parse(argc, argv)) {
@@ -66,3 +67,5 @@ int main(int argc, char** argv) {
   }
   return corio::run(pool_map());
 }
+
+int main(int argc, char** argv) { return example::main_guard("process_pool_map", example_main, argc, argv); }

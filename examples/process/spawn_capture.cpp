@@ -4,6 +4,7 @@
 // Exits 1 if the command fails, or if a missing program or an argument with a NUL (both
 // tried afterwards) is spawned instead of refused.
 #include "../common/args.hpp"
+#include "../common/main_guard.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/process/process.hpp>
@@ -37,7 +38,7 @@ corio::task<int> capture(std::vector<std::string> argv) {
   co_return out->status.success() && !missing && !cut ? 0 : 1;
 }
 
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::vector<std::string> command;
   example::args args("spawn_capture", "run a command and capture its stdout, stderr and exit status");
   args.rest("program", command, "the command to run and its arguments, verbatim (default: uname -a)");
@@ -49,3 +50,5 @@ int main(int argc, char** argv) {
   }
   return corio::run(capture(std::move(command)));
 }
+
+int main(int argc, char** argv) { return example::main_guard("spawn_capture", example_main, argc, argv); }

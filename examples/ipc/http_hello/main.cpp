@@ -41,6 +41,7 @@
 // self_test.hpp/.cpp.
 #include "../../common/args.hpp"
 #include "../../common/descriptor_limit.hpp"
+#include "../../common/main_guard.hpp"
 #include "../../common/shutdown.hpp"
 #include "self_test.hpp"
 #include "server.hpp"
@@ -58,7 +59,7 @@ using corio::ipc::socket_address;
 using corio::ipc::tcp_listener;
 using http_hello::server;
 
-int main(int argc, char** argv) {
+int example_main(int argc, char** argv) {
   std::uint16_t port = 8080;
   unsigned workers = 0;
   bool test = false;
@@ -117,3 +118,5 @@ int main(int argc, char** argv) {
   return rt.block_on(example::serve_until_signal(
       "http_hello", *signals, [&l, &srv](std::stop_token stop) { return http_hello::accept_loop(*l, srv, stop); }));
 }
+
+int main(int argc, char** argv) { return example::main_guard("http_hello", example_main, argc, argv); }
