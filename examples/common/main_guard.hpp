@@ -23,6 +23,8 @@
 // 70, and the parent, seeing a failed child, ends with status 1. A child made with a plain
 // fork() before the runtime (pipe_parent_child, echo_server --idle-test) makes no runtime;
 // an example started as a program (shm_queue's consumers, shm_client) has its own guard.
+// common/check_runtime_refused.sh runs every example under a seccomp filter that refuses
+// io_uring (suite `examples`).
 // Thread-safety: call from main() only. Cost: none until something is thrown.
 #pragma once
 
