@@ -1,7 +1,9 @@
 // Tests for paths of ipc/shm_queue.hpp's thread forms that the kernel or a dying peer
 // must push them onto: a futex wait the kernel refuses (a seccomp filter in a forked
 // child) is returned as its OS error by every blocking form that waits (full queue, empty
-// queue, a side's lock another process holds, the blocking claims).
+// queue, a side's lock another process holds, the blocking claims); and a consumer that
+// finds a closed queue's last send stopped mid-publish, with its waits refused, sleeps
+// out each settle pause instead of looking again at full speed.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -190,4 +192,101 @@ void refused_case(int error) {
 TEST_CASE("shm_queue: a refused futex wait is an OS error in each thread form", "[ipc][shm_queue][seccomp]") {
   SECTION("ENOSYS") { refused_case(ENOSYS); }
   SECTION("EPERM") { refused_case(EPERM); }
+}
+
+// ---- 2. the settle pause slept out ----
+
+namespace {
+
+/// A child's hook (each child sets its own): where it reports, in shared memory.
+std::atomic<std::uint32_t>* g_hook_flag = nullptr;
+
+/// The producer's: stops its send at before_wake (marked `publishing`, after its last look
+/// at the closed bit, the producers' lock held) until it is killed.
+void stop_before_wake(step s) {
+  if (s == step::before_wake) {
+    g_hook_flag->store(1);
+    for (;;) {
+      ::pause();
+    }
+  }
+}
+
+/// The consumer's: counts its looks that found the queue closed and empty with a send
+/// still able to publish (each followed by a settle pause).
+void count_unsettled(step s) {
+  if (s == step::unsettled) {
+    g_hook_flag->fetch_add(1);
+  }
+}
+
+/// The consumer's limit, and the most looks its pauses (50 µs doubling to 1 ms, each slept
+/// out: at least its length, or to the deadline) leave room for in it: the first look,
+/// one after each pause that fits (five take 1.55 ms, then 98 of 1 ms), and one after the
+/// deadline: 105; the bound allows 20 more. A slow machine only makes fewer. A consumer
+/// that looked again at once after each refused wait made thousands (7,500 to 11,500 on
+/// a 2-core VM).
+constexpr auto settle_limit = 100ms;
+constexpr std::uint32_t most_settle_looks = 1 + 5 + 98 + 1 + 20;
+
+/// Test 2 with the consumer's receive_blocking of the queue (`claimed` false) or of a
+/// claim of the consumers' side.
+void settle_case(const char* tag, bool claimed) {
+  scoped_name n(tag);
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  // The waiters bit a consumer asleep on the empty queue sets (set here, so that no
+  // consumer of the test's own takes the consumers' lock later): a send then marks
+  // `publishing` before its wake.
+  raw->published.fetch_or(corio::ipc::detail::shm::waiters_bit);
+  shared_flags f;  // 0: the send stopped; 1: the consumer's looks; 2: its outcome; 3: its end
+  child producer([&] {
+    g_hook_flag = &f[0];
+    corio::ipc::detail::g_shm_queue_test_hook.store(&stop_before_wake);
+    (void)q->try_send(as_bytes("late"));
+    return 1;  // not reached: the hook stops it
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1, 10s));
+  REQUIRE(raw->publishing.load() == 1);
+  q->close();
+  child consumer([&] {
+    corio_test::set_on_return ends(f[3]);
+    std::vector<std::byte> buffer(16);
+    (void)q->try_receive(buffer);  // a first lock (its sentinel thread) before the filter
+    auto claim = claimed ? q->try_claim_receiving() : corio::result<corio::ipc::shm_queue_receiver>{};
+    if (!claim) {
+      return 2;
+    }
+    g_hook_flag = &f[1];
+    corio::ipc::detail::g_shm_queue_test_hook.store(&count_unsettled);
+    if (!corio_test::refuse_futex_op(FUTEX_WAIT, corio_test::refused_with(ENOSYS))) {
+      return corio_test::no_seccomp;
+    }
+    auto got = claimed ? claim->receive_blocking(buffer, settle_limit) : q->receive_blocking(buffer, settle_limit);
+    f[2].store(outcome_of(got, std::error_code(ENOSYS, std::system_category())));
+    return 0;
+  });
+  const int status = reap(consumer, f[3], 30s);
+  if (status == corio_test::no_seccomp) {
+    WARN("skipped: the kernel or container refuses a seccomp filter");
+    return;
+  }
+  CHECK(status == 0);
+  CHECK(f[2].load() == timed_out);  // the send stayed unsettled: no end, no message
+  const std::uint32_t looks = f[1].load();
+  CHECK(looks >= 1);  // it found the send unsettled (and paused)
+  CHECK(looks <= most_settle_looks);
+  // Killed there: the producers' lock's recovery clears the mark, and the end comes.
+  (void)producer.kill9();
+  std::vector<std::byte> buffer(16);
+  CHECK(error_of(q->try_receive(buffer)) == corio::errc::closed);
+}
+
+}  // namespace
+
+TEST_CASE("shm_queue: refused settle waits are slept out, not looked at again at once",
+          "[ipc][shm_queue][seccomp][close]") {
+  SECTION("the queue's receive_blocking") { settle_case("edge-settle-q", false); }
+  SECTION("a claim's receive_blocking") { settle_case("edge-settle-c", true); }
 }
