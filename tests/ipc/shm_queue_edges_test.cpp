@@ -1,9 +1,11 @@
-// Tests for paths of ipc/shm_queue.hpp's thread forms that the kernel or a dying peer
-// must push them onto: a futex wait the kernel refuses (a seccomp filter in a forked
+// Tests for three paths of ipc/shm_queue.hpp's thread forms that the kernel or a dying
+// peer must push them onto: a futex wait the kernel refuses (a seccomp filter in a forked
 // child) is returned as its OS error by every blocking form that waits (full queue, empty
-// queue, a side's lock another process holds, the blocking claims); and a consumer that
-// finds a closed queue's last send stopped mid-publish, with its waits refused, sleeps
-// out each settle pause instead of looking again at full speed.
+// queue, a side's lock another process holds, the blocking claims); a consumer that finds
+// a closed queue's last send stopped mid-publish, with its waits refused, sleeps out each
+// settle pause instead of looking again at full speed; and a side lock whose dead
+// holder another process is recovering ends a limited wait with timed_out once its
+// deadline has passed, not a hang nor owner_dead.
 #include <corio/ipc/shm_queue.hpp>
 
 #include <catch2/catch.hpp>
@@ -290,3 +292,181 @@ TEST_CASE("shm_queue: refused settle waits are slept out, not looked at again at
   SECTION("the queue's receive_blocking") { settle_case("edge-settle-q", false); }
   SECTION("a claim's receive_blocking") { settle_case("edge-settle-c", true); }
 }
+
+// ---- 3. a deadline passed while another process recovers the side ----
+
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+namespace {
+
+// The locker child's shared FUTEX_WAKE_OPs trap (SIGSYS) instead of running. Its first is
+// the one its lock's first look makes on the dead holder's word (owner_died with the
+// waiters bit: it wakes the word's other sleepers before it says owner_dead). The handler
+// holds it there until the test has recovered the side, and until `g_not_before_ns`, past
+// the call's deadline; then it answers ENOSYS (corio then makes the same change with a
+// CAS and a FUTEX_WAKE). Pointers into the shared page, set before the filter (lock-free
+// atomics: async-signal-safe). x86-64 only (the handler sets the result in RAX); not
+// under ThreadSanitizer, which defers signal handlers (as process_sync_test's trap).
+std::atomic<std::atomic<std::uint32_t>*> g_window{nullptr};
+std::atomic<std::atomic<std::uint32_t>*> g_recovered{nullptr};
+std::atomic<long long> g_not_before_ns{0};
+
+long long monotonic_ns() {  // corio::clock's clock; async-signal-safe
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec * 1'000'000'000LL + now.tv_nsec;
+}
+
+void hold_wake_op(int, siginfo_t*, void* context) {
+  static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RAX] = -ENOSYS;
+  if (auto* window = g_window.exchange(nullptr)) {  // the first trap only
+    window->store(1);
+    const long long give_up = monotonic_ns() + 20'000'000'000LL;
+    while ((g_recovered.load()->load() == 0 || monotonic_ns() < g_not_before_ns.load()) &&
+           monotonic_ns() < give_up) {
+      ::sched_yield();
+    }
+  }
+}
+
+enum class side { send, receive };
+
+/// A claim of one side of a queue, taken without waiting (recovering a dead holder's side).
+struct side_claim {
+  std::optional<corio::ipc::shm_queue_sender> sender;
+  std::optional<corio::ipc::shm_queue_receiver> receiver;
+  bool take(const shm_queue& q, side s) {
+    if (s == side::send) {
+      if (auto c = q.try_claim_sending()) {
+        sender.emplace(std::move(*c));
+      }
+    } else if (auto c = q.try_claim_receiving()) {
+      receiver.emplace(std::move(*c));
+    }
+    return sender || receiver;
+  }
+  void release() {
+    sender.reset();
+    receiver.reset();
+  }
+};
+
+/// A send or receive (side `s`) that waits 5 ms for the side's lock, then gives up.
+std::error_code gave_up_waiting(const shm_queue& q, side s) {
+  std::vector<std::byte> buffer(16);
+  return s == side::send ? error_of(q.send_blocking(as_bytes("m"), 5ms)) : error_of(q.receive_blocking(buffer, 5ms));
+}
+
+/// In the locker child: installs the trap (the handler above) and runs `call`, its
+/// outcome into `f[3]`. Returns the child's status.
+template <class Call>
+int lock_in_window(const shm_queue& q, side s, std::chrono::milliseconds limit, shared_flags& f, Call call) {
+  side_claim other;  // a first lock (its sentinel thread) before the filter
+  if (!other.take(q, s == side::send ? side::receive : side::send)) {
+    return 2;
+  }
+  other.release();
+  struct sigaction on_sys{};
+  on_sys.sa_sigaction = hold_wake_op;
+  on_sys.sa_flags = SA_SIGINFO;
+  ::sigemptyset(&on_sys.sa_mask);
+  if (::sigaction(SIGSYS, &on_sys, nullptr) != 0) {
+    return 3;
+  }
+  g_recovered.store(&f[2]);
+  g_window.store(&f[1]);
+  // Past the call's deadline, which it takes from its own clock read just after this one
+  // (a call preempted in between for more than 10 ms finds it not passed yet, and sleeps
+  // out the rest on the held lock: timed_out too).
+  g_not_before_ns.store(monotonic_ns() + std::chrono::nanoseconds(limit + 10ms).count());
+  if (!corio_test::refuse_futex_op(FUTEX_WAKE_OP, SECCOMP_RET_TRAP)) {
+    return corio_test::no_seccomp;
+  }
+  f[3].store(call(q));
+  return 0;
+}
+
+/// Test 3: side `s`'s holder killed with kill -9 (after a waiter that gave up left the
+/// lock word's waiters bit), then `call` (a thread form with `limit`) in a child whose
+/// first look sees owner_dead while the test recovers the side and holds it; its recovery
+/// then fails (busy) and, the deadline passed, it must try once more and say timed_out.
+/// One that ignored the deadline would wait for the test's release (10 s, then succeeded);
+/// one that passed owner_dead on would say owner_dead.
+template <class Call>
+void recovery_case(const char* tag, side s, std::chrono::milliseconds limit, Call call) {
+  scoped_name n(tag);
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  raw_header raw(n.name);
+  auto& word = (s == side::send ? raw->send_lock : raw->receive_lock).lock.word;
+  shared_flags f;  // 0: held; 1: the locker in the window; 2: recovered; 3: its outcome; 4: its end
+  child holder([&] {
+    side_claim mine;
+    if (!mine.take(*q, s)) {
+      return 1;
+    }
+    f[0].store(1);
+    for (;;) {
+      ::pause();
+    }
+  });
+  REQUIRE(corio_test::wait_for(f[0], 1, 10s));
+  // A waiter that gives up leaves the waiters bit on the held word, so the dead
+  // holder's word reads owner_died | waiters and a locker's first look wakes (traps).
+  // (One that was preempted past its limit before it slept set none: it tries again.)
+  for (int i = 0; i < 100 && (word.load() & corio::ipc::detail::owner_waiters) == 0; ++i) {
+    CHECK(gave_up_waiting(*q, s) == corio::errc::timed_out);
+  }
+  REQUIRE((word.load() & corio::ipc::detail::owner_waiters) != 0);
+  (void)holder.kill9();
+  REQUIRE(word.load() == (corio::ipc::detail::owner_died | corio::ipc::detail::owner_waiters));
+  child locker([&] {
+    corio_test::set_on_return ends(f[4]);
+    return lock_in_window(*q, s, limit, f, call);
+  });
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  while (f[1].load() == 0 && f[4].load() == 0 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(200us);
+  }
+  const bool in_window = f[1].load() == 1;
+  side_claim recovered;  // this process recovers the side and holds it while the locker looks
+  const bool took = in_window && recovered.take(*q, s);
+  f[2].store(1);
+  const bool ended = corio_test::wait_for(f[4], 1, 10s);
+  recovered.release();  // a locker still waiting takes the side now (and says succeeded)
+  const int status = reap(locker, f[4], 10s);
+  if (status == corio_test::no_seccomp) {
+    WARN("skipped: the kernel or container refuses a seccomp filter");
+    return;
+  }
+  CHECK(in_window);
+  CHECK(took);
+  CHECK(ended);
+  CHECK(status == 0);
+  CHECK(f[3].load() == timed_out);
+  side_claim again;  // recovered and released: free
+  CHECK(again.take(*q, s));
+}
+
+}  // namespace
+
+TEST_CASE("shm_queue: a passed deadline after another's recovery is timed_out", "[ipc][shm_queue][kill][seccomp]") {
+  SECTION("claim_sending_blocking(0)") {
+    recovery_case("edge-rec-cs", side::send, 0ms,
+                  [](const shm_queue& q) { return outcome_of(q.claim_sending_blocking(0s)); });
+  }
+  SECTION("send_blocking(20 ms)") {
+    recovery_case("edge-rec-s", side::send, 20ms,
+                  [](const shm_queue& q) { return outcome_of(q.send_blocking(as_bytes("m"), 20ms)); });
+  }
+  SECTION("claim_receiving_blocking(20 ms)") {
+    recovery_case("edge-rec-cr", side::receive, 20ms,
+                  [](const shm_queue& q) { return outcome_of(q.claim_receiving_blocking(20ms)); });
+  }
+  SECTION("receive_blocking(0)") {
+    recovery_case("edge-rec-r", side::receive, 0ms, [](const shm_queue& q) {
+      std::vector<std::byte> buffer(16);
+      return outcome_of(q.receive_blocking(buffer, 0s));
+    });
+  }
+}
+#endif
