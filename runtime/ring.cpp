@@ -13,12 +13,12 @@ std::string describe_setup_failure(int err, unsigned entries) {
   std::string cause = std::strerror(err);
   switch (err) {
     case ENOSYS:
-      return "io_uring_setup: " + cause + ": this kernel has no io_uring (built without CONFIG_IO_URING)";
+      // Not only a kernel built without CONFIG_IO_URING: a seccomp filter may answer ENOSYS.
+      return "io_uring_setup: " + cause + " (a kernel built without io_uring, or a seccomp filter that hides it)";
     case EPERM:
     case EACCES:
       return "io_uring_setup: " + cause +
-             ": io_uring is refused for this process (a seccomp filter, a container policy, "
-             "or the kernel.io_uring_disabled sysctl)";
+             " (a seccomp filter, a container policy or the kernel.io_uring_disabled sysctl)";
     case ENOMEM:
       return "io_uring_setup: " + cause + " for " + std::to_string(entries) +
              " entries (locked-memory limit RLIMIT_MEMLOCK, or memory exhausted)";

@@ -13,8 +13,8 @@
 // a std::exception escapes it (its locals are destroyed by then, a runtime that did start
 // among them), prints one line `NAME: what()` on stderr and returns 1. For a refused
 // io_uring the line reads
-//   NAME: corio: cannot start the runtime: io_uring_setup: Operation not permitted: io_uring
-//   is refused for this process (a seccomp filter, ...): ...
+//   NAME: corio: cannot start the runtime: io_uring_setup: Operation not permitted (a
+//   seccomp filter, a container policy or ...): io_uring refused by the kernel or ...
 // Errors an example handles itself (a bind that fails, a child that exits badly) keep their
 // own messages and statuses; only what would have escaped main() comes here.
 // Child processes: ipc::fork() runs its callable under the fork server's own catch: an

@@ -331,8 +331,11 @@ int in_child_with_io_uring_refused(int err) {
       corio::runtime rt(workers(2));
       ::_exit(4);  // should have thrown
     } catch (const std::system_error& e) {
-      bool named = std::strstr(e.what(), "io_uring") != nullptr &&
-                   (err != EPERM || std::strstr(e.what(), "seccomp") != nullptr);
+      // The reason, before the error code's own message (which names a seccomp filter
+      // whatever the cause), names the causes: ENOSYS is not only a kernel without io_uring.
+      const char* causes = err == EPERM ? "(a seccomp filter, a container policy or the kernel.io_uring_disabled"
+                                        : "(a kernel built without io_uring, or a seccomp filter that hides it)";
+      bool named = std::strstr(e.what(), "io_uring_setup: ") != nullptr && std::strstr(e.what(), causes) != nullptr;
       bool code = e.code() == corio::errc::io_uring_refused;
       ::_exit(named && code ? 0 : 5);
     }
