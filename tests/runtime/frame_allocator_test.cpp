@@ -80,13 +80,22 @@ bool slab_enabled() {
   return on;
 }
 
+// Every case opens with `if (without_slab()) return;`: without the slab there is nothing to
+// measure (and ASan's allocator keeps freed memory in its quarantine, so RSS says nothing
+// either); the case then passes with a note saying why.
+bool without_slab() {
+  if (slab_enabled()) {
+    return false;
+  }
+  SUCCEED("sanitizer build: frames use plain new/delete");
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("frame allocator: a thread that exits gives the memory of its freed frames back to the OS",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    // ASan's allocator keeps freed memory in its quarantine, so RSS says nothing here.
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   long peak_kib = 0;
@@ -104,8 +113,7 @@ TEST_CASE("frame allocator: a thread that exits gives the memory of its freed fr
 
 TEST_CASE("frame allocator: a trim returns the chunks whose frames were all freed, keeping at most two",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   std::thread t([] {
@@ -130,12 +138,39 @@ TEST_CASE("frame allocator: a trim returns the chunks whose frames were all free
 
 namespace {
 
-// What the owner thread of free_remotely() saw mapped.
+// What the owner thread of free_remotely() and free_on_a_third_thread() saw mapped, and
+// whether the chunk of its middle block was still mapped after its trim.
 struct owner_run {
   std::size_t before = 0;
   std::size_t peak = 0;
   std::size_t after = 0;
+  bool chunk_kept = true;
 };
+
+// The owner thread of both runs: allocates 64 MiB of blocks into `blocks` (step 1); once
+// another thread has freed them (step 2) runs `then`, trims and records in `r` what is
+// mapped and whether the chunk of the middle block survived (step 3); then stays alive
+// until the check is done (step 4): its exit would trim too.
+template <class Then>
+std::thread start_owner(owner_run& r, std::vector<void*>& blocks, steps& step, Then then) {
+  return std::thread([&r, &blocks, &step, then] {
+    r.before = frame_memory_mapped();
+    blocks = allocate_many();
+    r.peak = frame_memory_mapped();
+    // Taken now: free_remotely() clears `blocks` as it frees them.
+    auto chunk = reinterpret_cast<std::uintptr_t>(blocks[kBlocks / 2]) & ~((std::uintptr_t{2} << 20) - 1);
+    step.set(1);
+    step.await(2);
+    then();
+    corio::detail::frame_trim();
+    r.after = frame_memory_mapped();
+    // mincore fails with ENOMEM on an unmapped range: whether the trim let the chunk go.
+    unsigned char resident = 0;
+    r.chunk_kept = !(::mincore(reinterpret_cast<void*>(chunk), 4096, &resident) == -1 && errno == ENOMEM);
+    step.set(3);
+    step.await(4);
+  });
+}
 
 // An owner thread allocates 64 MiB of blocks and hands them over; this thread frees them
 // all (remote frees: it owns none of their chunks) and sends its last, part-filled
@@ -147,18 +182,7 @@ void free_remotely(Then then, Check check) {
   owner_run r;
   std::vector<void*> blocks;
   steps step;
-  std::thread owner([&] {
-    r.before = frame_memory_mapped();
-    blocks = allocate_many();
-    r.peak = frame_memory_mapped();
-    step.set(1);
-    step.await(2);
-    then();
-    corio::detail::frame_trim();
-    r.after = frame_memory_mapped();
-    step.set(3);
-    step.await(4);
-  });
+  std::thread owner = start_owner(r, blocks, step, then);
   step.await(1);
   free_all(blocks);
   corio::detail::frame_idle();
@@ -173,8 +197,7 @@ void free_remotely(Then then, Check check) {
 
 TEST_CASE("frame allocator: frames freed on another thread go back to their owner, whose trim unmaps them",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   free_remotely([] {}, [](const owner_run& r) {
@@ -187,8 +210,7 @@ TEST_CASE("frame allocator: frames freed on another thread go back to their owne
 
 TEST_CASE("frame allocator: frames freed elsewhere and handed out again by their owner are counted once",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   std::size_t reused = 0;
@@ -212,8 +234,7 @@ TEST_CASE("frame allocator: frames freed elsewhere and handed out again by their
 
 TEST_CASE("frame allocator: frames freed after their owner thread exited are unmapped at the next idle trim",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   std::size_t before = frame_memory_mapped();
@@ -231,8 +252,7 @@ TEST_CASE("frame allocator: frames freed after their owner thread exited are unm
 
 TEST_CASE("frame allocator: the frames of 200,000 finished tasks go back to the OS once the worker is idle",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   corio::runtime rt(corio_test::workers(1));
@@ -273,32 +293,12 @@ namespace {
 // (the others fill whole magazines of 62: 262,136 = 62 x 4,228), in a chunk mapped for
 // this run. Then it either exits or goes idle (frame_idle(), what a worker does before it
 // sleeps) and stays alive; then the owner trims. Returns what the owner saw mapped, and
-// whether the chunk of those eight blocks was still mapped after its trim.
-struct third_thread_run {
-  owner_run mapped;
-  bool chunk_kept = true;
-};
-
-third_thread_run free_on_a_third_thread(bool exits) {
-  third_thread_run run;
-  owner_run& r = run.mapped;
+// whether the chunk of those eight blocks (the middle ones) was still mapped after its trim.
+owner_run free_on_a_third_thread(bool exits) {
+  owner_run r;
   std::vector<void*> blocks;
   steps step;
-  std::thread owner([&] {
-    r.before = frame_memory_mapped();
-    blocks = allocate_many();
-    r.peak = frame_memory_mapped();
-    step.set(1);
-    step.await(2);
-    corio::detail::frame_trim();
-    r.after = frame_memory_mapped();
-    // mincore fails with ENOMEM on an unmapped range: whether the trim let the chunk go.
-    auto chunk = reinterpret_cast<std::uintptr_t>(blocks[kBlocks / 2]) & ~((std::uintptr_t{2} << 20) - 1);
-    unsigned char resident = 0;
-    run.chunk_kept = !(::mincore(reinterpret_cast<void*>(chunk), 4096, &resident) == -1 && errno == ENOMEM);
-    step.set(3);
-    step.await(4);  // stays alive until the check is done (its exit would trim too)
-  });
+  std::thread owner = start_owner(r, blocks, step, [] {});
   step.await(1);
   std::thread freer([&] {
     constexpr std::size_t kLast = 8;
@@ -328,34 +328,31 @@ third_thread_run free_on_a_third_thread(bool exits) {
   if (!exits) {
     freer.join();
   }
-  return run;
+  return r;
 }
 
 }  // namespace
 
 TEST_CASE("frame allocator: frames another thread freed reach their owner when that thread exits or goes idle",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   for (bool exits : {true, false}) {
-    third_thread_run run = free_on_a_third_thread(exits);
-    const owner_run& r = run.mapped;
+    const owner_run r = free_on_a_third_thread(exits);
     INFO((exits ? "the freeing thread exited" : "the freeing thread went idle")
          << "; mapped before " << r.before / kMiB << " MiB, peak " << r.peak / kMiB
          << " MiB, after the owner's trim " << r.after / kMiB << " MiB");
     CHECK(r.peak >= r.before + kBytes);
     // Blocks held back in the freeing thread's magazine would keep their chunk mapped.
-    CHECK_FALSE(run.chunk_kept);
+    CHECK_FALSE(r.chunk_kept);
     CHECK(r.after <= r.before + 2 * 2 * kMiB);
   }
 }
 
 TEST_CASE("frame allocator: frees that alternate between two owners cost no memory of their own",
           "[runtime][frame_allocator]") {
-  if (!slab_enabled()) {
-    SUCCEED("sanitizer build: frames use plain new/delete");
+  if (without_slab()) {
     return;
   }
   // Two owner threads allocate 200,000 small blocks each and wait; this thread frees them
