@@ -86,6 +86,16 @@ corio::task<void> wait_until(const std::atomic<int>* counter, int target) {
   }
 }
 
+// Spawns `n` hour-long sleeps into `g` and waits until all of them sleep (`started` counts
+// from 0 here).
+corio::task<void> spawn_sleepers(corio::task_group<int>& g, int n, std::atomic<int>* started,
+                                 std::atomic<int>* ended) {
+  for (int i = 0; i < n; ++i) {
+    (void)co_await g.spawn(sleep_an_hour(started, ended));
+  }
+  co_await wait_until(started, n);
+}
+
 corio::task<void> take_one_value(corio::channel<int>* gate) { (void)co_await gate->recv(); }
 
 corio::task<void> mark(std::atomic<bool>* ran) {
@@ -201,10 +211,7 @@ TEST_CASE("task_group: cancel_on_error aborts the others; join_all rethrows the 
   std::atomic<int> ended{0};
   auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<std::string> {
     corio::task_group<int> g({.cancel_on_error = true});
-    for (int i = 0; i < 3; ++i) {
-      (void)co_await g.spawn(sleep_an_hour(started, ended));
-    }
-    co_await wait_until(started, 3);
+    co_await spawn_sleepers(g, 3, started, ended);
     (void)co_await g.spawn(fail_after_yield());
     try {
       (void)co_await g.join_all();
@@ -223,10 +230,7 @@ TEST_CASE("task_group: abort_all ends every task as errc::aborted", "[sync][task
   std::atomic<int> ended{0};
   auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<int> {
     corio::task_group<int> g;
-    for (int i = 0; i < 3; ++i) {
-      (void)co_await g.spawn(sleep_an_hour(started, ended));
-    }
-    co_await wait_until(started, 3);
+    co_await spawn_sleepers(g, 3, started, ended);
     g.abort_all();
     int aborted = 0;
     for (int i = 0; i < 3; ++i) {
@@ -250,10 +254,7 @@ TEST_CASE("task_group: destroying a group aborts its tasks and their frames end"
   auto body = [](std::atomic<int>* started, std::atomic<int>* ended) -> corio::task<void> {
     {
       corio::task_group<int> g;
-      for (int i = 0; i < 3; ++i) {
-        (void)co_await g.spawn(sleep_an_hour(started, ended));
-      }
-      co_await wait_until(started, 3);
+      co_await spawn_sleepers(g, 3, started, ended);
     }  // aborts the three sleeps
     co_await wait_until(ended, 3);
   };
@@ -293,8 +294,7 @@ TEST_CASE("task_group: with cancel_on_error, a spawn after a failure aborts the 
   auto body = [](std::atomic<int>* started, std::atomic<int>* ended,
                  std::atomic<int>* failed) -> corio::task<std::string> {
     corio::task_group<int> g({.cancel_on_error = true});
-    (void)co_await g.spawn(sleep_an_hour(started, ended));
-    co_await wait_until(started, 1);
+    co_await spawn_sleepers(g, 1, started, ended);
     corio::task_group<void> failing_group({.cancel_on_error = true});
     (void)co_await failing_group.spawn(count_failure(failed));
     co_await wait_until(failed, 1);
@@ -648,11 +648,14 @@ TEST_CASE("with_task_group: a caller cancelled after the body returned aborts th
 }
 
 namespace {
-// Spawns quick tasks into `g` (keep_results = false) until every earlier one has been
-// dropped, so that the group holds only the task just spawned; for 10 s at most. (Bounded
-// by time, not by count: 10,000 spawns took ~10 ms, and a worker running an earlier task
-// can be off its CPU for longer on a loaded 2-vCPU VM; about 1 run in 100 failed so.)
-corio::task<void> spawn_until_dropped(corio::task_group<void>& g, std::atomic<bool>* ran) {
+// Spawns a task that fails into `g` (keep_results = false), then quick tasks until every
+// earlier one, the failed one included, has been dropped, so that the group holds only the
+// task just spawned; for 10 s at most. (Bounded by time, not by count: 10,000 spawns took
+// ~10 ms, and a worker running an earlier task can be off its CPU for longer on a loaded
+// 2-vCPU VM; about 1 run in 100 failed so.)
+corio::task<void> drop_a_failed_task(corio::task_group<void>& g, std::atomic<bool>* ran) {
+  auto failing = co_await g.spawn(fail_void_after_yield());
+  REQUIRE(failing);
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (bool first = true; first || (g.size() > 1 && std::chrono::steady_clock::now() < give_up); first = false) {
     co_await corio::yield_now();
@@ -672,9 +675,7 @@ TEST_CASE("with_task_group: keep_results = false still rethrows the exception of
   CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<void>(
                         {.keep_results = false},
                         [&ran](corio::task_group<void>& g) -> corio::task<void> {
-                          auto spawned = co_await g.spawn(fail_void_after_yield());
-                          REQUIRE(spawned);
-                          co_await spawn_until_dropped(g, &ran);
+                          co_await drop_a_failed_task(g, &ran);
                         })),
                     "boom");
 }
@@ -687,9 +688,7 @@ TEST_CASE("with_task_group: a body that throws after a spawn dropped a failed ta
   CHECK_THROWS_WITH(rt.block_on(corio::with_task_group<void>(
                         {.keep_results = false},
                         [&ran](corio::task_group<void>& g) -> corio::task<void> {
-                          auto spawned = co_await g.spawn(fail_void_after_yield());
-                          REQUIRE(spawned);
-                          co_await spawn_until_dropped(g, &ran);
+                          co_await drop_a_failed_task(g, &ran);
                           CHECK(g.dropped_error() != nullptr);
                           throw std::runtime_error("body");
                         })),
