@@ -1,5 +1,8 @@
-// Helpers shared by the sync/ tests.
+// Helpers shared by the sync/ tests: runtime configuration, a running maximum, a small
+// random generator, joining handles in order, and the misuse tests' forked child and its check.
 #pragma once
+
+#include <catch2/catch.hpp>
 
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -11,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <corio/runtime/runtime.hpp>
@@ -106,5 +110,18 @@ inline constexpr bool debug_build = false;
 #else
 inline constexpr bool debug_build = true;
 #endif
+
+/// The check of a misuse test's child (run_in_child): a debug build aborts with `message`
+/// on stderr; a release build takes the documented release behaviour, which the child
+/// confirms by exiting 0 (it exits with another status where it sees something else).
+inline void require_misuse_outcome(const child_outcome& out, std::string_view message) {
+  INFO("the child's stderr: " << out.err);
+  if (debug_build) {
+    REQUIRE(out.aborted);
+    REQUIRE(out.err.find(message) != std::string::npos);
+  } else {
+    REQUIRE(out.exited_0);
+  }
+}
 
 }  // namespace corio_test
