@@ -24,20 +24,28 @@
 
 using namespace std::chrono_literals;
 
+namespace {
+// Spawns `n` tasks that each wait on `ev` and count into `passed` when the wait succeeds.
+std::vector<corio::join_handle<void>> spawn_counting_waiters(corio::event& ev, std::atomic<int>& passed, int n) {
+  std::vector<corio::join_handle<void>> hs;
+  for (int i = 0; i < n; ++i) {
+    hs.push_back(corio::spawn([](corio::event& ev, std::atomic<int>& passed) -> corio::task<void> {
+      if (co_await ev.wait()) {
+        passed.fetch_add(1);
+      }
+    }(ev, passed)));
+  }
+  return hs;
+}
+}  // namespace
+
 TEST_CASE("event: a manual-reset event releases every waiter and stays set", "[sync][event]") {
   corio::runtime rt(corio_test::sync_config());
   corio::event ev;
   std::atomic<int> passed{0};
   bool still_set = false;
   rt.block_on([](corio::event& ev, std::atomic<int>& passed, bool& still_set) -> corio::task<void> {
-    std::vector<corio::join_handle<void>> hs;
-    for (int i = 0; i < 10; ++i) {
-      hs.push_back(corio::spawn([](corio::event& ev, std::atomic<int>& passed) -> corio::task<void> {
-        if (co_await ev.wait()) {
-          passed.fetch_add(1);
-        }
-      }(ev, passed)));
-    }
+    std::vector<corio::join_handle<void>> hs = spawn_counting_waiters(ev, passed, 10);
     (void)co_await corio::sleep_for(5ms);
     ev.set();
     for (auto& h : hs) {
@@ -58,14 +66,7 @@ TEST_CASE("event: an auto-reset event lets exactly one waiter through per set", 
   int after_one = -1;
   bool consumed = false;
   rt.block_on([](corio::event& ev, std::atomic<int>& passed, int& after_one, bool& consumed) -> corio::task<void> {
-    std::vector<corio::join_handle<void>> hs;
-    for (int i = 0; i < 3; ++i) {
-      hs.push_back(corio::spawn([](corio::event& ev, std::atomic<int>& passed) -> corio::task<void> {
-        if (co_await ev.wait()) {
-          passed.fetch_add(1);
-        }
-      }(ev, passed)));
-    }
+    std::vector<corio::join_handle<void>> hs = spawn_counting_waiters(ev, passed, 3);
     (void)co_await corio::sleep_for(5ms);
     ev.set();
     (void)co_await corio::sleep_for(5ms);
