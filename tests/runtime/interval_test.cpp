@@ -48,6 +48,31 @@ corio::task<void> count_turns(std::atomic<long>* turns, std::atomic<bool>* stop)
   }
 }
 
+/// What a test of skip or delay sees around a stall of five and a half periods.
+struct after_stall {
+  steady::time_point start;      ///< the first tick (immediate)
+  steady::time_point stalled;    ///< the end of the stall
+  steady::time_point late_done;  ///< when the late tick had completed
+  steady::time_point next;       ///< the tick after the late one
+};
+
+/// Takes `iv`'s first tick, stalls its worker for five and a half periods, then takes the
+/// late tick, which must be the first missed one (tick 1: it fires once, whatever the
+/// behaviour), and the tick after it, which must not come before it is due.
+corio::task<after_stall> stall_then_two_ticks(interval& iv) {
+  auto start = co_await iv.tick();
+  REQUIRE(start);
+  steady::time_point stalled = block_until(*start + 5 * kPeriod + kPeriod / 2);
+  auto late = co_await iv.tick();
+  steady::time_point late_done = steady::now();
+  REQUIRE(late);
+  CHECK(*late == *start + kPeriod);
+  auto next = co_await iv.tick();
+  REQUIRE(next);
+  CHECK(steady::now() >= *next);
+  co_return after_stall{*start, stalled, late_done, *next};
+}
+
 }  // namespace
 
 TEST_CASE("interval: a period of zero, a negative one or NaN is invalid_argument", "[runtime][interval]") {
@@ -130,25 +155,16 @@ TEST_CASE("interval: skip fires one late tick, then the next point of the grid a
   auto body = []() -> corio::task<void> {
     auto iv = interval::every(kPeriod, first_tick::immediately, missed_tick_behavior::skip);
     REQUIRE(iv);
-    auto start = co_await iv->tick();
-    REQUIRE(start);
-    steady::time_point stalled = block_until(*start + 5 * kPeriod + kPeriod / 2);
-    auto late = co_await iv->tick();
-    steady::time_point late_done = steady::now();
-    REQUIRE(late);
-    CHECK(*late == *start + kPeriod);  // the first missed tick fires once
-    auto next = co_await iv->tick();
-    REQUIRE(next);
-    CHECK(steady::now() >= *next);
+    after_stall t = co_await stall_then_two_ticks(*iv);
     // The missed ticks 2..5 are dropped: the next is on the grid, after the late tick
     // completed (so after the stall), and no whole period after it.
-    CHECK((*next - *start) % kPeriod == steady::duration::zero());
-    CHECK(*next > stalled);
-    CHECK(*next - kPeriod <= late_done);
+    CHECK((t.next - t.start) % kPeriod == steady::duration::zero());
+    CHECK(t.next > t.stalled);
+    CHECK(t.next - kPeriod <= t.late_done);
     auto after = co_await iv->tick();
     REQUIRE(after);
-    CHECK((*after - *start) % kPeriod == steady::duration::zero());
-    CHECK(*after > *next);
+    CHECK((*after - t.start) % kPeriod == steady::duration::zero());
+    CHECK(*after > t.next);
   };
   rt.block_on(body());
 }
@@ -158,23 +174,14 @@ TEST_CASE("interval: delay restarts the period from the late tick", "[runtime][i
   auto body = []() -> corio::task<void> {
     auto iv = interval::every(kPeriod, first_tick::immediately, missed_tick_behavior::delay);
     REQUIRE(iv);
-    auto start = co_await iv->tick();
-    REQUIRE(start);
-    steady::time_point stalled = block_until(*start + 5 * kPeriod + kPeriod / 2);
-    auto late = co_await iv->tick();
-    steady::time_point late_done = steady::now();
-    REQUIRE(late);
-    CHECK(*late == *start + kPeriod);
-    auto next = co_await iv->tick();
-    REQUIRE(next);
-    CHECK(steady::now() >= *next);
+    after_stall t = co_await stall_then_two_ticks(*iv);
     // One period after the late tick completed (the interval read the clock between the
     // end of the stall and our reading).
-    CHECK(*next >= stalled + kPeriod);
-    CHECK(*next <= late_done + kPeriod);
+    CHECK(t.next >= t.stalled + kPeriod);
+    CHECK(t.next <= t.late_done + kPeriod);
     auto after = co_await iv->tick();
     REQUIRE(after);
-    CHECK(*after >= *next + kPeriod);
+    CHECK(*after >= t.next + kPeriod);
   };
   rt.block_on(body());
 }
