@@ -7,17 +7,16 @@
 #include "datagram_helpers.hpp"
 #include "helpers.hpp"
 
-#include <chrono>
+#include <stop_token>
 #include <string>
-#include <thread>
 #include <utility>
 
-using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::udp_socket;
 using corio_test::bytes;
-using corio_test::described;
+using corio_test::error_when_stopped;
+using corio_test::recv_two_datagrams;
 using corio_test::wbytes;
 
 namespace {
@@ -83,72 +82,31 @@ TEST_CASE("udp: a connected recv reports a datagram longer than the buffer as tr
   // recv used to yield only the bytes stored: a cut datagram looked like a short one.
   corio::runtime rt(corio_test::workers(1));
   auto [a, b] = connected_pair();
-  auto body = [&]() -> task<std::string> {
-    (void)co_await a->send(bytes("0123456789"));
-    (void)co_await a->send(bytes("ab"));
-    std::string buf(4, '\0');
-    auto cut = co_await b->recv(wbytes(buf));
-    if (!cut) {
-      co_return cut.error().message();
-    }
-    std::string out = buf.substr(0, cut->size) + (cut->truncated ? " truncated; " : " whole; ");
-    buf.assign(4, '\0');
-    auto whole = co_await b->recv(wbytes(buf));  // the next datagram: the cut one's rest is gone
-    if (!whole) {
-      co_return whole.error().message();
-    }
-    co_return out + buf.substr(0, whole->size) + (whole->truncated ? " truncated" : " whole");
-  };
-  CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
+  // The second recv gets the next datagram: the cut one's rest is gone.
+  CHECK(rt.block_on(recv_two_datagrams(*a, *b, "0123456789", "ab", 4)) == "'0123' truncated; 'ab' whole");
 }
 
 TEST_CASE("udp: a connected recv of an empty datagram yields size 0, not truncated", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));
   auto [a, b] = connected_pair();
-  auto body = [&]() -> task<std::string> {
-    (void)co_await a->send(bytes(""));
-    (void)co_await a->send(bytes("x"));  // the next one: the empty one was a datagram of its own
-    std::string buf(4, '\0');
-    auto empty = co_await b->recv(wbytes(buf));
-    std::string out = described(empty, buf) + "; ";
-    auto next = co_await b->recv(wbytes(buf));
-    co_return out + described(next, buf);
-  };
-  CHECK(rt.block_on(body()) == "'' whole; 'x' whole");
+  // "x" comes next: the empty one was a datagram of its own.
+  CHECK(rt.block_on(recv_two_datagrams(*a, *b, "", "x", 4)) == "'' whole; 'x' whole");
 }
 
 TEST_CASE("udp: a connected recv into an empty buffer reports the datagram truncated", "[ipc][udp]") {
   corio::runtime rt(corio_test::workers(1));
   auto [a, b] = connected_pair();
-  auto body = [&]() -> task<std::string> {
-    (void)co_await a->send(bytes("abc"));
-    (void)co_await a->send(bytes("de"));
-    std::string none;
-    auto cut = co_await b->recv(std::span<std::byte>{});  // the whole datagram is discarded
-    std::string out = described(cut, none) + "; ";
-    std::string buf(4, '\0');
-    auto next = co_await b->recv(wbytes(buf));
-    co_return out + described(next, buf);
-  };
-  CHECK(rt.block_on(body()) == "'' truncated; 'de' whole");
+  // The first recv has no buffer: the whole datagram is discarded.
+  CHECK(rt.block_on(recv_two_datagrams(*a, *b, "abc", "de", 0)) == "'' truncated; 'de' whole");
 }
 
 TEST_CASE("udp: a stop token cancels a pending connected recv with operation_canceled", "[ipc][udp][cancel]") {
   corio::runtime rt(corio_test::workers(2));
   auto [a, b] = bound_pair();
   REQUIRE(b->connect(a->local_address().value()));
-  std::stop_source stop;
-  auto body = [&]() -> task<std::error_code> {
-    std::string buf(16, '\0');
-    auto d = co_await b->recv(wbytes(buf), stop.get_token());  // nothing is sent
-    co_return d ? std::error_code{} : d.error();
-  };
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    stop.request_stop();
-  });
-  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
-  canceller.join();
+  std::string buf(16, '\0');
+  auto pending = [&](std::stop_token t) { return b->recv(wbytes(buf), t); };  // nothing is sent
+  CHECK(error_when_stopped(rt, pending) == std::errc::operation_canceled);
 }
 
 TEST_CASE("udp: a datagram longer than the buffer is reported truncated", "[ipc][udp]") {
@@ -170,16 +128,7 @@ TEST_CASE("udp: a stop token cancels a pending recv_from", "[ipc][udp][cancel]")
   corio::runtime rt(corio_test::workers(2));
   auto b = udp_socket::bind(socket_address::loopback_v4(0));
   REQUIRE(b);
-  std::stop_source stop;
-  auto body = [&]() -> task<std::error_code> {
-    std::string buf(16, '\0');
-    auto d = co_await b->recv_from(wbytes(buf), stop.get_token());
-    co_return d ? std::error_code{} : d.error();
-  };
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    stop.request_stop();
-  });
-  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
-  canceller.join();
+  std::string buf(16, '\0');
+  auto pending = [&](std::stop_token t) { return b->recv_from(wbytes(buf), t); };
+  CHECK(error_when_stopped(rt, pending) == std::errc::operation_canceled);
 }

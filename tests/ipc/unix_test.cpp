@@ -11,19 +11,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <stop_token>
 #include <string>
-#include <thread>
 #include <vector>
 
-using namespace std::chrono_literals;
 using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::unix_datagram;
 using corio::ipc::unix_listener;
 using corio::ipc::unix_stream;
 using corio_test::bytes;
-using corio_test::described;
+using corio_test::error_when_stopped;
+using corio_test::recv_two_datagrams;
 using corio_test::wbytes;
 
 namespace {
@@ -141,56 +140,25 @@ TEST_CASE("unix: a connected datagram recv reports a datagram longer than the bu
   corio::runtime rt(corio_test::workers(1));
   auto dp = corio::ipc::datagram_pair();
   REQUIRE(dp);
-  auto body = [&]() -> task<std::string> {
-    (void)co_await dp->first.send(bytes("0123456789"));
-    (void)co_await dp->first.send(bytes("ab"));
-    std::string buf(4, '\0');
-    auto cut = co_await dp->second.recv(wbytes(buf));
-    if (!cut) {
-      co_return cut.error().message();
-    }
-    std::string out = buf.substr(0, cut->size) + (cut->truncated ? " truncated; " : " whole; ");
-    buf.assign(4, '\0');
-    auto whole = co_await dp->second.recv(wbytes(buf));  // the next datagram: the cut one's rest is gone
-    if (!whole) {
-      co_return whole.error().message();
-    }
-    co_return out + buf.substr(0, whole->size) + (whole->truncated ? " truncated" : " whole");
-  };
-  CHECK(rt.block_on(body()) == "0123 truncated; ab whole");
+  // The second recv gets the next datagram: the cut one's rest is gone.
+  CHECK(rt.block_on(recv_two_datagrams(dp->first, dp->second, "0123456789", "ab", 4)) ==
+        "'0123' truncated; 'ab' whole");
 }
 
 TEST_CASE("unix: a connected datagram recv of an empty datagram yields size 0, not truncated", "[ipc][unix]") {
   corio::runtime rt(corio_test::workers(1));
   auto dp = corio::ipc::datagram_pair();
   REQUIRE(dp);
-  auto body = [&]() -> task<std::string> {
-    (void)co_await dp->first.send(bytes(""));
-    (void)co_await dp->first.send(bytes("x"));  // the next one: the empty one was a datagram of its own
-    std::string buf(4, '\0');
-    auto empty = co_await dp->second.recv(wbytes(buf));
-    std::string out = described(empty, buf) + "; ";
-    auto next = co_await dp->second.recv(wbytes(buf));
-    co_return out + described(next, buf);
-  };
-  CHECK(rt.block_on(body()) == "'' whole; 'x' whole");
+  // "x" comes next: the empty one was a datagram of its own.
+  CHECK(rt.block_on(recv_two_datagrams(dp->first, dp->second, "", "x", 4)) == "'' whole; 'x' whole");
 }
 
 TEST_CASE("unix: a connected datagram recv into an empty buffer reports the datagram truncated", "[ipc][unix]") {
   corio::runtime rt(corio_test::workers(1));
   auto dp = corio::ipc::datagram_pair();
   REQUIRE(dp);
-  auto body = [&]() -> task<std::string> {
-    (void)co_await dp->first.send(bytes("abc"));
-    (void)co_await dp->first.send(bytes("de"));
-    std::string none;
-    auto cut = co_await dp->second.recv(std::span<std::byte>{});  // the whole datagram is discarded
-    std::string out = described(cut, none) + "; ";
-    std::string buf(4, '\0');
-    auto next = co_await dp->second.recv(wbytes(buf));
-    co_return out + described(next, buf);
-  };
-  CHECK(rt.block_on(body()) == "'' truncated; 'de' whole");
+  // The first recv has no buffer: the whole datagram is discarded.
+  CHECK(rt.block_on(recv_two_datagrams(dp->first, dp->second, "abc", "de", 0)) == "'' truncated; 'de' whole");
 }
 
 TEST_CASE("unix: a stop token cancels a pending connected datagram recv with operation_canceled",
@@ -198,18 +166,9 @@ TEST_CASE("unix: a stop token cancels a pending connected datagram recv with ope
   corio::runtime rt(corio_test::workers(2));
   auto dp = corio::ipc::datagram_pair();
   REQUIRE(dp);
-  std::stop_source stop;
-  auto body = [&]() -> task<std::error_code> {
-    std::string buf(16, '\0');
-    auto d = co_await dp->second.recv(wbytes(buf), stop.get_token());  // nothing is sent
-    co_return d ? std::error_code{} : d.error();
-  };
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    stop.request_stop();
-  });
-  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
-  canceller.join();
+  std::string buf(16, '\0');
+  auto pending = [&](std::stop_token t) { return dp->second.recv(wbytes(buf), t); };  // nothing is sent
+  CHECK(error_when_stopped(rt, pending) == std::errc::operation_canceled);
 }
 
 TEST_CASE("unix: writev_all sends more iovecs than IOV_MAX, in order, through partial writes", "[ipc][unix]") {
@@ -299,16 +258,7 @@ TEST_CASE("unix: a stop token cancels a pending recv_fds", "[ipc][unix][cancel]"
   corio::runtime rt(corio_test::workers(2));
   auto sp = corio::ipc::socketpair();
   REQUIRE(sp);
-  std::stop_source stop;
-  auto body = [&]() -> task<std::error_code> {
-    std::string tag(1, '\0');
-    auto got = co_await sp->second.recv_fds(wbytes(tag), 4, stop.get_token());
-    co_return got ? std::error_code{} : got.error();
-  };
-  std::thread canceller([&] {
-    std::this_thread::sleep_for(50ms);
-    stop.request_stop();
-  });
-  CHECK(rt.block_on(body()) == std::errc::operation_canceled);
-  canceller.join();
+  std::string tag(1, '\0');
+  auto pending = [&](std::stop_token t) { return sp->second.recv_fds(wbytes(tag), 4, t); };
+  CHECK(error_when_stopped(rt, pending) == std::errc::operation_canceled);
 }
