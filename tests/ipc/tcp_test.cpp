@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -33,6 +34,22 @@ namespace {
 
 using corio_test::address_of;
 using corio_test::listen_loopback;
+
+// A client connected to `l` and the server's end of that connection.
+struct tcp_pair {
+  tcp_stream client;
+  tcp_stream server;
+};
+
+// Connects to `l`, then accepts that connection; nullopt if either failed.
+task<std::optional<tcp_pair>> connect_and_accept(const tcp_listener& l) {
+  auto c = co_await tcp_stream::connect(address_of(l));
+  auto s = co_await l.accept();
+  if (!c || !s) {
+    co_return std::nullopt;
+  }
+  co_return tcp_pair{std::move(*c), std::move(*s)};
+}
 
 // Serves one connection: echoes until end of stream.
 task<std::error_code> echo_one(const tcp_listener& l) {
@@ -302,20 +319,20 @@ TEST_CASE("tcp: timeout() cancels a pending read through the inherited token", "
   corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::string> {
-    auto c = co_await tcp_stream::connect(address_of(l));
-    auto s = co_await l.accept();
-    if (!c || !s) {
+    auto p = co_await connect_and_accept(l);
+    if (!p) {
       co_return "setup";
     }
+    auto& [c, s] = *p;
     std::array<std::byte, 16> buf{};
-    auto r = co_await corio::timeout(s->read_some(buf), 50ms);
+    auto r = co_await corio::timeout(s.read_some(buf), 50ms);
     if (r || r.error() != std::errc::timed_out) {
       co_return "read was not timed out";
     }
     // The stream is still usable: data sent afterwards arrives.
-    (void)co_await c->write_all(bytes("late"));
+    (void)co_await c.write_all(bytes("late"));
     std::string got(4, '\0');
-    auto e = co_await s->read_exact(wbytes(got));
+    auto e = co_await s.read_exact(wbytes(got));
     co_return e ? got : e.error().message();
   };
   CHECK(rt.block_on(body()) == "late");
@@ -374,16 +391,16 @@ TEST_CASE("tcp: a peer that resets mid-write makes write_all fail, with no SIGPI
   corio::runtime rt(corio_test::workers(2));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::error_code> {
-    auto c = co_await tcp_stream::connect(address_of(l));
-    auto s = co_await l.accept();
-    if (!c || !s) {
+    auto p = co_await connect_and_accept(l);
+    if (!p) {
       co_return std::make_error_code(std::errc::invalid_argument);
     }
-    (void)s->set_linger_reset();
-    s->close();  // RST
+    auto& [c, s] = *p;
+    (void)s.set_linger_reset();
+    s.close();  // RST
     std::vector<std::byte> big(1 << 20);
     for (int i = 0; i < 64; ++i) {
-      auto w = co_await c->write_all(big);
+      auto w = co_await c.write_all(big);
       if (!w) {
         co_return w.error();
       }
@@ -398,14 +415,14 @@ TEST_CASE("tcp: a write to a closed peer returns EPIPE or ECONNRESET, never SIGP
   corio::runtime rt(corio_test::workers(1));
   auto l = listen_loopback();
   auto body = [&]() -> task<std::error_code> {
-    auto c = co_await tcp_stream::connect(address_of(l));
-    auto s = co_await l.accept();
-    if (!c || !s) {
+    auto p = co_await connect_and_accept(l);
+    if (!p) {
       co_return std::make_error_code(std::errc::invalid_argument);
     }
-    s->close();  // orderly FIN; our writes then get RST, then EPIPE
+    auto& [c, s] = *p;
+    s.close();  // orderly FIN; our writes then get RST, then EPIPE
     for (int i = 0; i < 100; ++i) {
-      auto w = co_await c->write_some(bytes("data"));
+      auto w = co_await c.write_some(bytes("data"));
       if (!w) {
         co_return w.error();
       }
@@ -422,15 +439,15 @@ TEST_CASE("tcp: a peer that stops reading suspends write_all (no unbounded buffe
   auto l = listen_loopback();
   long rss_before = corio_test::rss_kib();
   auto body = [&]() -> task<std::string> {
-    auto c = co_await tcp_stream::connect(address_of(l));
-    auto s = co_await l.accept();  // accepted, never read
-    if (!c || !s) {
+    auto p = co_await connect_and_accept(l);  // accepted, never read
+    if (!p) {
       co_return "setup";
     }
+    auto& [c, s] = *p;
     std::vector<std::byte> chunk(256 * 1024);
     std::size_t accepted = 0;
     for (;;) {
-      auto w = co_await corio::timeout(c->write_some(chunk), 200ms);
+      auto w = co_await corio::timeout(c.write_some(chunk), 200ms);
       if (!w) {
         if (w.error() != std::errc::timed_out) {
           co_return w.error().message();
@@ -454,13 +471,13 @@ TEST_CASE("tcp: cancelling a write blocked by back-pressure returns operation_ca
   auto l = listen_loopback();
   std::stop_source stop;
   auto body = [&]() -> task<std::error_code> {
-    auto c = co_await tcp_stream::connect(address_of(l));
-    auto s = co_await l.accept();
-    if (!c || !s) {
+    auto p = co_await connect_and_accept(l);
+    if (!p) {
       co_return std::make_error_code(std::errc::invalid_argument);
     }
+    auto& [c, s] = *p;
     std::vector<std::byte> big(64 << 20);
-    auto w = co_await c->write_all(big, stop.get_token());
+    auto w = co_await c.write_all(big, stop.get_token());
     co_return w ? std::error_code{} : w.error();
   };
   std::thread canceller([&] {
