@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -45,6 +46,15 @@ task<T> join(corio::join_handle<T> h) {
 template <class T>
 task<corio::result<T>> join_within(corio::join_handle<T> h, std::chrono::milliseconds limit) {
   co_return co_await corio::timeout(join(std::move(h)), limit);
+}
+
+// How a joined read or accept (join_within) ended, in words: "cancelled", its other
+// error's message, or "<what> still waiting" when it had not ended by the limit.
+std::string how_it_ended(const corio::result<std::error_code>& r, const std::string& what = "reader") {
+  if (!r) {
+    return what + " still waiting";
+  }
+  return *r == std::errc::operation_canceled ? "cancelled" : r->message();
 }
 
 // Reads until end of stream; true if the peer closed within `limit`.
@@ -79,48 +89,43 @@ task<std::optional<connected_pair>> connect_pair() {
   co_return connected_pair{std::move(*c), std::make_unique<tcp_stream>(std::move(*s))};
 }
 
+// Starts a read on the server's end of a fresh connected pair, lets it run into its read,
+// then awaits `close_server(pair)`, which closes that end. Yields how the read ended and
+// whether the client saw the end of the stream.
+template <class Close>
+task<std::vector<std::string>> close_under_read(Close close_server) {
+  auto pair = co_await connect_pair();
+  if (!pair) {
+    co_return std::vector<std::string>{"setup failed"};
+  }
+  auto reader = corio::spawn(read_once(*pair->server));
+  co_await corio::yield_now();  // the reader runs and suspends in its read
+  co_await close_server(*pair);
+  auto r = co_await join_within(std::move(reader), 10s);
+  bool end = co_await sees_end(pair->client, 10s);
+  co_return std::vector<std::string>{how_it_ended(r), end ? "peer saw the end" : "peer saw nothing"};
+}
+
 }  // namespace
 
 TEST_CASE("close: destroying a tcp_stream while another task reads it cancels the read and the peer sees the end",
           "[ipc][close]") {
   corio::runtime rt(corio_test::workers(1));  // one worker: the order of the steps is fixed
-  auto body = [&]() -> task<std::vector<std::string>> {
-    auto pair = co_await connect_pair();
-    if (!pair) {
-      co_return std::vector<std::string>{"setup failed"};
-    }
-    auto reader = corio::spawn(read_once(*pair->server));
-    co_await corio::yield_now();  // the reader runs and suspends in its read
+  auto destroy = [](connected_pair& pair) -> task<void> {
     (void)co_await corio::io::nop();  // submitted with the read's SQE: the read is in the kernel
-    pair->server.reset();         // the stream goes while its read is in flight
-    auto r = co_await join_within(std::move(reader), 10s);
-    bool end = co_await sees_end(pair->client, 10s);
-    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
-                                         : "reader still waiting",
-                                       end ? "peer saw the end" : "peer saw nothing"};
+    pair.server.reset();              // the stream goes while its read is in flight
   };
-  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "peer saw the end"});
+  CHECK(rt.block_on(close_under_read(destroy)) == std::vector<std::string>{"cancelled", "peer saw the end"});
 }
 
 TEST_CASE("close: a thread that is not a worker closes a stream whose read is in flight on a worker",
           "[ipc][close]") {
   corio::runtime rt(corio_test::workers(1));
-  auto body = [&]() -> task<std::vector<std::string>> {
-    auto pair = co_await connect_pair();
-    if (!pair) {
-      co_return std::vector<std::string>{"setup failed"};
-    }
-    auto reader = corio::spawn(read_once(*pair->server));
-    co_await corio::yield_now();
+  auto close_elsewhere = [](connected_pair& pair) -> task<void> {
     // The blocking pool's thread closes it; the read's ring belongs to the (then idle) worker.
-    (void)co_await corio::spawn_blocking([&] { pair->server->close(); });
-    auto r = co_await join_within(std::move(reader), 10s);
-    bool end = co_await sees_end(pair->client, 10s);
-    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
-                                         : "reader still waiting",
-                                       end ? "peer saw the end" : "peer saw nothing"};
+    (void)co_await corio::spawn_blocking([&] { pair.server->close(); });
   };
-  CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "peer saw the end"});
+  CHECK(rt.block_on(close_under_read(close_elsewhere)) == std::vector<std::string>{"cancelled", "peer saw the end"});
 }
 
 TEST_CASE("close: a read not yet submitted when its pipe is closed never reads the descriptor that reuses the number",
@@ -143,9 +148,7 @@ TEST_CASE("close: a read not yet submitted when its pipe is closed never reads t
     other->writer.close();
     std::string got(6, '\0');
     auto back = co_await other->reader.read_exact(corio_test::wbytes(got));
-    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
-                                         : "reader still waiting",
-                                       back ? got : back.error().message()};
+    co_return std::vector<std::string>{how_it_ended(r), back ? got : back.error().message()};
   };
   CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "secret"});
 }
@@ -163,9 +166,8 @@ TEST_CASE("close: closing a pipe_reader under a pending read cancels it, and the
     auto r = co_await join_within(std::move(reader), 10s);
     // The read end is really closed now: nothing can consume this any more.
     auto w = co_await p->writer.write_some(bytes("x"));
-    co_return std::vector<std::string>{r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message())
-                                         : "reader still waiting",
-                                       w ? "write accepted" : (w.error() == std::errc::broken_pipe ? "EPIPE" : "other")};
+    co_return std::vector<std::string>{
+        how_it_ended(r), w ? "write accepted" : (w.error() == std::errc::broken_pipe ? "EPIPE" : "other")};
   };
   CHECK(rt.block_on(body()) == std::vector<std::string>{"cancelled", "EPIPE"});
 }
@@ -186,7 +188,7 @@ TEST_CASE("close: destroying a listener under a pending accept cancels it and fr
     auto connect = co_await tcp_stream::connect(addr, 5s);
     auto again = tcp_listener::bind(addr, {.reuse_address = false});
     co_return std::vector<std::string>{
-        r ? (*r == std::errc::operation_canceled ? "cancelled" : r->message()) : "accept still waiting",
+        how_it_ended(r, "accept"),
         connect ? "connected?" : (connect.error() == std::errc::connection_refused ? "refused" : "other"),
         again ? "port free" : again.error().message()};
   };
