@@ -26,10 +26,14 @@
 
 #include "helpers.hpp"
 #include "limit_helpers.hpp"
+#include "queue_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::message_queue;
 using corio::ipc::message_queue_options;
+using corio_test::bytes_of;
+using corio_test::error_of;
+using corio_test::text_of;
 
 namespace {
 
@@ -41,18 +45,6 @@ struct scoped_name {
   }
   ~scoped_name() { (void)message_queue::remove(name); }
 };
-
-std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
-
-/// The error of a result, or a null code for a success (never .error() on a value).
-template <class R>
-std::error_code error_of(const R& r) {
-  return r ? std::error_code{} : r.error();
-}
-
-std::string text_of(const std::vector<std::byte>& buf, std::size_t n) {
-  return std::string(reinterpret_cast<const char*>(buf.data()), n);
-}
 
 message_queue_options small(long max_messages, long message_size = 64) {
   message_queue_options o;
@@ -150,33 +142,6 @@ corio::task<std::error_code> timed_receive(const message_queue* q) {
 }
 }  // namespace
 
-namespace {
-// Rounds of a receive whose stop races a send: the receive either returns the message or
-// is cancelled, in which case the message must still be in the queue. Counts both.
-corio::task<void> cancel_races_send(const message_queue* q, int rounds, int* received, int* left_queued,
-                                    int* other) {
-  const std::string msg = "raced";
-  std::vector<std::byte> buf(64);
-  for (int round = 0; round < rounds; ++round) {
-    std::stop_source stop;
-    auto waiter = corio::spawn(receive_error(q, stop.get_token()));
-    if (round % 2 == 0) {
-      co_await corio::yield_now{};  // let the receive reach its poll in half the rounds
-    }
-    (void)q->try_send(bytes_of(msg));
-    stop.request_stop();
-    const std::error_code ec = co_await waiter;
-    if (!ec) {
-      ++*received;
-    } else if (ec == std::errc::operation_canceled && q->try_receive(buf)) {
-      ++*left_queued;
-    } else {
-      ++*other;
-    }
-  }
-}
-}  // namespace
-
 TEST_CASE("message_queue: a waiting receive is cancelled by its token or a timeout and takes nothing",
           "[ipc][message_queue][cancel]") {
   scoped_name n("cancel");
@@ -185,12 +150,12 @@ TEST_CASE("message_queue: a waiting receive is cancelled by its token or a timeo
   corio::runtime rt(corio_test::workers(2));
   CHECK(rt.block_on(stopped_receive(&*q)) == std::errc::operation_canceled);
   CHECK(rt.block_on(timed_receive(&*q)) == corio::errc::timed_out);
-  // A stop racing a send: every message is either returned or left in the queue.
-  int received = 0, left_queued = 0, other = 0;
-  rt.block_on(cancel_races_send(&*q, 400, &received, &left_queued, &other));
-  INFO("received " << received << ", left queued " << left_queued);
-  CHECK(other == 0);
-  CHECK(received + left_queued == 400);
+  // A stop racing a send: every message is either returned or left in the queue. The
+  // receive reaches its poll in half the rounds (one yield), not in the others.
+  auto r = rt.block_on(corio_test::cancel_races_send(&*q, 400, receive_error, [](int round) { return 1 - round % 2; }));
+  INFO("received " << r.received << ", left queued " << r.left_queued);
+  CHECK(r.other == 0);
+  CHECK(r.received + r.left_queued == 400);
   CHECK(q->attributes()->current_messages == 0);
 }
 

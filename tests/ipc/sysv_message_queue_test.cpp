@@ -39,12 +39,16 @@
 #include <corio/runtime/when_all.hpp>
 
 #include "helpers.hpp"
+#include "queue_helpers.hpp"
 
 using namespace std::chrono_literals;
 using corio::ipc::sysv_key;
 using corio::ipc::sysv_message_queue;
 using corio::ipc::sysv_message_queue_options;
 using corio::ipc::sysv_received;
+using corio_test::bytes_of;
+using corio_test::error_of;
+using corio_test::text_of;
 
 namespace {
 
@@ -104,17 +108,6 @@ struct scoped_queue {
   ~scoped_queue() { (void)q.remove(); }
   const sysv_message_queue* operator->() const { return &q; }
 };
-
-std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
-
-template <class R>
-std::error_code error_of(const R& r) {
-  return r ? std::error_code{} : r.error();
-}
-
-std::string text_of(const std::vector<std::byte>& buf, std::size_t n) {
-  return std::string(reinterpret_cast<const char*>(buf.data()), n);
-}
 
 /// "text/type" of a receive, or "error: ...".
 std::string shown(const corio::result<sysv_received>& r, const std::vector<std::byte>& buf) {
@@ -383,13 +376,16 @@ TEST_CASE("sysv_message_queue: a receive waits for its type and a send for room 
 }
 
 namespace {
+/// One receive of any type with `t`: its error, or a null code when it returned a message.
+corio::task<std::error_code> receive_error(const sysv_message_queue* q, std::stop_token t) {
+  std::vector<std::byte> buf(64);
+  co_return error_of(co_await q->receive(buf, 0, t));
+}
+
 /// A receive that waits (in msgrcv on a pool thread), then is stopped.
 corio::task<std::error_code> stopped_while_waiting(const sysv_message_queue* q) {
   std::stop_source stop;
-  auto waiter = corio::spawn([](const sysv_message_queue* q, std::stop_token t) -> corio::task<std::error_code> {
-    std::vector<std::byte> buf(64);
-    co_return error_of(co_await q->receive(buf, 0, t));
-  }(q, stop.get_token()));
+  auto waiter = corio::spawn(receive_error(q, stop.get_token()));
   if (!co_await until_blocked(SYS_msgrcv, 1)) {
     stop.request_stop();
     (void)co_await waiter;
@@ -433,43 +429,14 @@ TEST_CASE("sysv_message_queue: a wait in progress is cancelled by its token or a
   CHECK(q->try_receive(buf, 2));
 }
 
-namespace {
-// Rounds of a receive whose stop races a send: the receive either returns the message or
-// is cancelled, and then the message must still be queued. Counts both.
-corio::task<void> cancel_races_send(const sysv_message_queue* q, int rounds, int* received, int* left_queued,
-                                    int* other) {
-  std::vector<std::byte> buf(64);
-  for (int round = 0; round < rounds; ++round) {
-    std::stop_source stop;
-    auto waiter = corio::spawn([](const sysv_message_queue* q, std::stop_token t) -> corio::task<std::error_code> {
-      std::vector<std::byte> b(64);
-      co_return error_of(co_await q->receive(b, 0, t));
-    }(q, stop.get_token()));
-    for (int i = 0; i < round % 3; ++i) {
-      co_await corio::yield_now{};  // vary where the receive is when the stop comes
-    }
-    (void)q->try_send(bytes_of("raced"));
-    stop.request_stop();
-    const std::error_code ec = co_await waiter;
-    if (!ec) {
-      ++*received;
-    } else if (ec == std::errc::operation_canceled && q->try_receive(buf)) {
-      ++*left_queued;
-    } else {
-      ++*other;
-    }
-  }
-}
-}  // namespace
-
 TEST_CASE("sysv_message_queue: a stop racing a message either returns it or leaves it queued", "[ipc][sysv][cancel]") {
   scoped_queue q;
   corio::runtime rt(corio_test::workers(2));
-  int received = 0, left_queued = 0, other = 0;
-  rt.block_on(cancel_races_send(&q.q, 300, &received, &left_queued, &other));
-  INFO("received " << received << ", left queued " << left_queued);
-  CHECK(other == 0);
-  CHECK(received + left_queued == 300);
+  // 0, 1 or 2 yields before the send: vary where the receive is when the stop comes.
+  auto r = rt.block_on(corio_test::cancel_races_send(&q.q, 300, receive_error, [](int round) { return round % 3; }));
+  INFO("received " << r.received << ", left queued " << r.left_queued);
+  CHECK(r.other == 0);
+  CHECK(r.received + r.left_queued == 300);
   CHECK(q->attributes()->messages == 0);
 }
 
