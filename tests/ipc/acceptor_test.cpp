@@ -161,25 +161,37 @@ void check_each_served_once(const serve_counts& counts) {
   CHECK(once == static_cast<int>(counts.per_id.size()));
 }
 
+/// An acceptor's stats when it was made and once it had served.
+struct served_stats {
+  corio::ipc::accept_stats fresh;
+  corio::ipc::accept_stats served;
+};
+
+/// `total` connections to a loopback listener, served through its incoming() by four
+/// tasks (many_connections) on a runtime of its own, gone when this returns; checks that
+/// every client got its answer, every connection was accepted and each served once.
+served_stats serve_each_once(int total) {
+  corio::runtime rt(corio_test::workers(2));
+  auto l = listen_loopback();
+  auto acc = l.incoming();
+  served_stats stats{acc.stats(), {}};
+  serve_counts counts(total);
+  auto out = rt.block_on(many_connections(acc, address_of(l), counts, total, 4));
+  CHECK(out.clients_ok == total);
+  CHECK(out.accepted == total);
+  CHECK(counts.bad.load() == 0);
+  check_each_served_once(counts);
+  stats.served = acc.stats();
+  return stats;
+}
+
 }  // namespace
 
 TEST_CASE("acceptor: 2,000 connections through one multishot acceptor from four tasks are each served once",
           "[ipc][acceptor]") {
   constexpr int kTotal = 2000;
   std::size_t fds_before = corio_test::open_fd_count();
-  corio::ipc::accept_stats stats;
-  {
-    corio::runtime rt(corio_test::workers(2));
-    auto l = listen_loopback();
-    auto acc = l.incoming();
-    serve_counts counts(kTotal);
-    auto out = rt.block_on(many_connections(acc, address_of(l), counts, kTotal, 4));
-    CHECK(out.clients_ok == kTotal);
-    CHECK(out.accepted == kTotal);
-    CHECK(counts.bad.load() == 0);
-    check_each_served_once(counts);
-    stats = acc.stats();
-  }
+  corio::ipc::accept_stats stats = serve_each_once(kTotal).served;
   CHECK(stats.multishot);
   CHECK(stats.accepted == kTotal);
   // One SQE serves many connections (re-armed only after a queue-full stop or a CQ
@@ -191,24 +203,15 @@ TEST_CASE("acceptor: 2,000 connections through one multishot acceptor from four 
 TEST_CASE("acceptor: the one-shot fallback (test hook) serves the same way", "[ipc][acceptor][fallback]") {
   constexpr int kTotal = 500;
   std::size_t fds_before = corio_test::open_fd_count();
-  corio::ipc::accept_stats stats;
+  served_stats both;
   {
     no_multishot_scope hook;
-    corio::runtime rt(corio_test::workers(2));
-    auto l = listen_loopback();
-    auto acc = l.incoming();
-    CHECK_FALSE(acc.stats().multishot);
-    serve_counts counts(kTotal);
-    auto out = rt.block_on(many_connections(acc, address_of(l), counts, kTotal, 4));
-    CHECK(out.clients_ok == kTotal);
-    CHECK(out.accepted == kTotal);
-    CHECK(counts.bad.load() == 0);
-    check_each_served_once(counts);
-    stats = acc.stats();
+    both = serve_each_once(kTotal);
   }
-  CHECK_FALSE(stats.multishot);
-  CHECK(stats.accepted == kTotal);
-  CHECK(stats.arms >= kTotal);  // one plain accept SQE per connection
+  CHECK_FALSE(both.fresh.multishot);  // already when the acceptor was made
+  CHECK_FALSE(both.served.multishot);
+  CHECK(both.served.accepted == kTotal);
+  CHECK(both.served.arms >= kTotal);  // one plain accept SQE per connection
   CHECK(corio_test::open_fd_count() == fds_before);
 }
 
