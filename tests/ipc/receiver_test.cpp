@@ -84,6 +84,16 @@ std::vector<unsigned char> random_bytes(std::size_t n, unsigned seed) {
   return v;
 }
 
+/// Appends the bytes of a received buffer to `out`.
+void append(std::vector<unsigned char>& out, const received_buffer& b) {
+  auto d = b.data();
+  out.insert(out.end(), reinterpret_cast<const unsigned char*>(d.data()),
+             reinterpret_cast<const unsigned char*>(d.data()) + d.size());
+}
+void append(std::string& out, const received_buffer& b) {
+  out.append(reinterpret_cast<const char*>(b.data().data()), b.size());
+}
+
 /// Receives until end of stream, appending everything.
 task<corio::result<std::vector<unsigned char>>> read_all(const stream_receiver& rx) {
   std::vector<unsigned char> out;
@@ -95,9 +105,7 @@ task<corio::result<std::vector<unsigned char>>> read_all(const stream_receiver& 
     if (b->empty()) {
       co_return out;
     }
-    auto d = b->data();
-    out.insert(out.end(), reinterpret_cast<const unsigned char*>(d.data()),
-               reinterpret_cast<const unsigned char*>(d.data()) + d.size());
+    append(out, *b);
   }
 }
 
@@ -192,9 +200,7 @@ TEST_CASE("receiver: a message larger than a buffer spans several buffers in ord
         break;
       }
       ++pieces;
-      auto d = buf->data();
-      out.insert(out.end(), reinterpret_cast<const unsigned char*>(d.data()),
-                 reinterpret_cast<const unsigned char*>(d.data()) + d.size());
+      append(out, *buf);
     }
     co_return std::pair{out, pieces};
   }(*rx, msg.size()));
@@ -222,11 +228,6 @@ TEST_CASE("receiver: holding every buffer stops the multishot (ENOBUFS); releasi
   auto got = rt.block_on([](const stream_receiver& r, std::size_t count) -> task<std::vector<unsigned char>> {
     std::vector<unsigned char> out;
     std::vector<received_buffer> held;
-    auto take = [&](received_buffer& buf) {
-      auto d = buf.data();
-      out.insert(out.end(), reinterpret_cast<const unsigned char*>(d.data()),
-                 reinterpret_cast<const unsigned char*>(d.data()) + d.size());
-    };
     // Hold every buffer, then wait: the kernel has none left.
     for (std::size_t i = 0; i < count; ++i) {
       auto buf = co_await r.receive();
@@ -237,7 +238,7 @@ TEST_CASE("receiver: holding every buffer stops the multishot (ENOBUFS); releasi
     }
     (void)co_await corio::sleep_for(100ms);
     for (auto& h : held) {
-      take(h);
+      append(out, h);
     }
     held.clear();  // given back: the multishot re-arms
     for (;;) {
@@ -245,7 +246,7 @@ TEST_CASE("receiver: holding every buffer stops the multishot (ENOBUFS); releasi
       if (!buf || buf->empty()) {
         break;
       }
-      take(*buf);
+      append(out, *buf);
     }
     co_return out;
   }(*rx, kCount));
@@ -303,7 +304,7 @@ TEST_CASE("receiver: a cancelled receive loses no data; the next receive gets it
           log += "lost;";
           co_return log;
         }
-        got.append(reinterpret_cast<const char*>(z->data().data()), z->size());
+        append(got, *z);
       }
       if (got != m) {
         log += "mismatch " + got + ";";
@@ -330,7 +331,7 @@ TEST_CASE("receiver: peer close yields end of stream, again and again", "[ipc][r
     if (!x) {
       co_return "error";
     }
-    s.append(reinterpret_cast<const char*>(x->data().data()), x->size());
+    append(s, *x);
     for (int i = 0; i < 3; ++i) {
       auto e = co_await r.receive();
       s += (e && e->empty()) ? "|eof" : "|?";
@@ -367,7 +368,7 @@ TEST_CASE("receiver: destroyed with buffers outstanding; they stay valid and go 
   REQUIRE(held.size() == 3);
   std::string s;
   for (auto& h : held) {
-    s.append(reinterpret_cast<const char*>(h.data().data()), h.size());
+    append(s, h);
   }
   CHECK(s == "0123456789abcdef01234567");
   std::thread t([&] { held.clear(); });
