@@ -7,12 +7,15 @@
 // slowest first reply (ms) and the largest numbers of timeouts and failures over the
 // repeats; exits 1 if a client was not served.
 #include "accept_burst_load.hpp"
+#include "side_by_side.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+using side_by_side::median;
 
 namespace {
 
@@ -22,11 +25,6 @@ struct summary {
   int worst_failed = 0;
   int runs_short = 0;  // runs in which some client was not served
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 void add(summary& s, const accept_burst::outcome& o, int clients) {
   s.slowest_ms.push_back(o.slowest_first_reply_ms);

@@ -10,6 +10,8 @@
 // Prints per mode `accept_rate <mode> <conn/s> conn/s` (median of the repeats) and
 // `accept_cpu <mode> <µs> us/conn` (process CPU per connection, client included), then the
 // ratios to one-shot accept.
+#include "side_by_side.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/tcp.hpp>
 
@@ -35,6 +37,8 @@ using corio::task;
 using corio::ipc::socket_address;
 using corio::ipc::tcp_acceptor;
 using corio::ipc::tcp_listener;
+using side_by_side::cpu_seconds;
+using side_by_side::median;
 
 namespace {
 
@@ -53,13 +57,6 @@ const char* name(mode m) {
     case mode::multishot: return "corio-acceptor-multishot";
     default: return "corio-acceptor-fallback";
   }
-}
-
-double cpu_seconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 // Returns the number of connections that failed (0 expected).
@@ -163,11 +160,6 @@ sample run_once(corio::runtime& rt, mode m, const params& p) {
   }
   double secs = std::chrono::duration<double>(t1 - t0).count();
   return {p.conns / secs, (cpu1 - cpu0) * 1e6 / p.conns};
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

@@ -48,6 +48,8 @@
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
 //             [--only pingpong|stream] [--pin same|cross] [--ipis]
+#include "side_by_side.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/ipc/message_queue.hpp>
 #include <corio/ipc/process_event.hpp>
@@ -81,6 +83,7 @@
 #include <vector>
 
 using steady = std::chrono::steady_clock;
+using side_by_side::median;
 
 namespace {
 
@@ -223,11 +226,6 @@ long wakeup_ipis() {
   std::free(line);
   std::fclose(f);
   return rows == 2 ? total : -1;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // ---- ping-pong ---------------------------------------------------------------------
