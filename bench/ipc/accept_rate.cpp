@@ -178,6 +178,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (p.conns < 1 || p.window < 1 || p.accepters < 1 || p.workers < 1 || p.repeat < 1) {
+    std::fprintf(stderr, "accept_rate: every count must be >= 1\n");
+    return 2;
+  }
   corio::runtime_config config;
   config.workers = p.workers;
   corio::runtime rt(config);

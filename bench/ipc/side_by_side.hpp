@@ -7,8 +7,8 @@
 //   -- medians of R<note>
 //   <benchmark> <system> <median> <unit> (cpu <ns> ns/op)      names in alphabetical order
 // (the CPU time is the process's, user + system over all threads, per operation of the
-// run). What is timed, each benchmark's own loop, stays in its program. shm_bench,
-// accept_rate and accept_burst use only its clocks and median.
+// run). What is timed, each benchmark's own loop, stays in its program. shm_bench and
+// accept_burst take only median() from it, accept_rate median() and cpu_seconds().
 #pragma once
 
 #include <sys/resource.h>

@@ -13,7 +13,6 @@
 #include <span>
 #include <stop_token>
 #include <string>
-#include <string_view>
 #include <system_error>
 #include <thread>
 
@@ -37,10 +36,11 @@ inline std::string described(const corio::result<corio::ipc::datagram>& d, const
 /// receives both on `to` with recv: the first into a buffer of `first_capacity` bytes (for
 /// 0 the empty span, no buffer at all), the second into one of 4. Yields both outcomes in
 /// words (described), "; " between: whether the first was cut and that the second is the
-/// next datagram, not the rest of the first.
+/// next datagram, not the rest of the first. (The texts are taken by value: the task may
+/// outlive its caller's temporaries.)
 template <class Socket>
-corio::task<std::string> recv_two_datagrams(const Socket& from, const Socket& to, std::string_view first,
-                                            std::string_view second, std::size_t first_capacity) {
+corio::task<std::string> recv_two_datagrams(const Socket& from, const Socket& to, std::string first,
+                                            std::string second, std::size_t first_capacity) {
   (void)co_await from.send(bytes(first));
   (void)co_await from.send(bytes(second));
   std::string buf(first_capacity, '\0');
