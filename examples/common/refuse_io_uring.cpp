@@ -10,8 +10,8 @@
 // program run under it cannot start a runtime (errc::io_uring_refused): the examples' check
 // (check_runtime_refused.sh) sees how each one ends then.
 // Exit status: the program's; 125 if the filter cannot be installed (no seccomp), 127 if
-// PROGRAM cannot be run. The filter compares the system call number of this build's
-// architecture only (as tests/runtime/runtime_test.cpp's).
+// PROGRAM cannot be run. The filter does not check the architecture field (as
+// tests/runtime/runtime_test.cpp's): io_uring_setup is 425 on every architecture.
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>

@@ -1,9 +1,8 @@
 // Scaffolding for tests of what corio's process-shared waits do when the kernel refuses a
-// futex call (shm_queue_edges_test): a seccomp filter, installed in a forked child, that
-// answers one shared futex operation with an error or a SIGSYS instead of running it,
-// and a page of flags shared with such children. The filter is the one of
-// process_sync_test.cpp's refuse_shared_futex_wait, with the futex operation as a
-// parameter.
+// futex call (shm_queue_edges_test, process_sync_test): a seccomp filter, installed in a
+// forked child, that answers one shared futex operation with an error or a SIGSYS instead
+// of running it; the skip of a test where such filters are refused; and a page of flags
+// shared with such children.
 #pragma once
 
 #include <linux/audit.h>
@@ -18,6 +17,8 @@
 #include <cstdint>
 #include <new>
 
+#include <catch2/catch.hpp>
+
 #include <corio/ipc/memory_map.hpp>
 
 namespace corio_test {
@@ -25,6 +26,16 @@ namespace corio_test {
 /// The exit status of a child that could not install its filter: the test is skipped,
 /// with a warning, not passed.
 inline constexpr int no_seccomp = 77;
+
+/// Whether a seccomp child's exit `status` says that it could not install its filter: the
+/// test is then skipped, with a warning, not passed. On the test's main thread only.
+inline bool skipped_without_seccomp(int status) {
+  if (status != no_seccomp) {
+    return false;
+  }
+  WARN("skipped: the kernel or container refuses a seccomp filter");
+  return true;
+}
 
 /// The filter's answer "fail with `error`" (ENOSYS, EPERM: what a seccomp policy that
 /// refuses futex answers).

@@ -49,6 +49,7 @@
 #include <corio/runtime/timeout.hpp>
 
 #include "fallback_mode.hpp"
+#include "futex_refusal.hpp"
 #include "helpers.hpp"
 #include "shm_helpers.hpp"
 
@@ -65,6 +66,8 @@ using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
 using corio_test::child;
 using corio_test::fallback_mode;
+using corio_test::no_seccomp;
+using corio_test::skipped_without_seccomp;
 
 namespace {
 
@@ -113,7 +116,13 @@ class holding_child : public child {
           }
           return 0;
         }) {
-    REQUIRE(corio_test::wait_for(flag, 1));
+    // Any answer ends the wait: a failed take is reported at once, not after the limit.
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (flag.load() == 0 && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    INFO("the child's take " << (flag.load() == 2 ? "failed" : "did not end within 60 s"));
+    REQUIRE(flag.load() == 1);
   }
 };
 
@@ -1280,52 +1289,16 @@ auto woken_once_asleep(const std::atomic<std::uint32_t>& word, Wait wait, Wake w
   return r;
 }
 
-/// The exit status of a seccomp child that could not install its filter (see
-/// refuse_shared_futex_wait): the test is skipped, with a warning, not passed.
-constexpr int no_seccomp = 77;
-
 /// In a forked child: makes this thread's shared FUTEX_WAIT (op 0, what
-/// futex_wait_blocking uses; glibc's own waits are private) fail with ENOSYS, as a
-/// seccomp policy that refuses futex would. Only for this build's syscall ABI (the arch
-/// check): another ABI's numbers mean other calls. False where the kernel or container
-/// refuses seccomp filters, or on an architecture this test does not know. `action`:
-/// what the filter answers (SECCOMP_RET_TRAP: a SIGSYS whose handler sets the result).
-bool refuse_shared_futex_wait(std::uint32_t action = SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)) {
-#if defined(__x86_64__)
-  constexpr std::uint32_t arch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-  constexpr std::uint32_t arch = AUDIT_ARCH_AARCH64;
-#else
-  constexpr std::uint32_t arch = 0;
-  return false;
-#endif
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the low half: little-endian
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAIT, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, action),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+/// futex_wait_blocking uses; glibc's own waits are private) answer `action`: fail with
+/// ENOSYS by default, as a seccomp policy that refuses futex would (futex_refusal.hpp).
+/// False where seccomp filters are refused: the child then exits with no_seccomp.
+bool refuse_shared_futex_wait(std::uint32_t action = corio_test::refused_with(ENOSYS)) {
+  return corio_test::refuse_futex_op(FUTEX_WAIT, action);
 }
 
 /// The refused wait's error, as the thread forms return it.
 bool is_enosys(const std::error_code& e) { return e == std::error_code(ENOSYS, std::system_category()); }
-
-/// Whether a seccomp child's exit `status` says that it could not install its filter: the
-/// test is then skipped, with a warning, not passed.
-bool skipped_without_seccomp(int status) {
-  if (status != no_seccomp) {
-    return false;
-  }
-  WARN("skipped: the kernel or container refuses a seccomp filter");
-  return true;
-}
 
 }  // namespace
 

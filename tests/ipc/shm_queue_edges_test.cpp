@@ -174,8 +174,7 @@ void refused_case(int error) {
     return 0;
   });
   const int status = reap(refusing, out[63], 30s);
-  if (status == corio_test::no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (corio_test::skipped_without_seccomp(status)) {
     return;
   }
   CHECK(status == 0);
@@ -270,8 +269,7 @@ void settle_case(const char* tag, bool claimed) {
     return 0;
   });
   const int status = reap(consumer, f[3], 30s);
-  if (status == corio_test::no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (corio_test::skipped_without_seccomp(status)) {
     return;
   }
   CHECK(status == 0);
@@ -434,8 +432,7 @@ void recovery_case(const char* tag, side s, std::chrono::milliseconds limit, Cal
   const bool ended = corio_test::wait_for(f[4], 1, 10s);
   recovered.release();  // a locker still waiting takes the side now (and says succeeded)
   const int status = reap(locker, f[4], 10s);
-  if (status == corio_test::no_seccomp) {
-    WARN("skipped: the kernel or container refuses a seccomp filter");
+  if (corio_test::skipped_without_seccomp(status)) {
     return;
   }
   CHECK(in_window);
