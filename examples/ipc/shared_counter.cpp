@@ -15,7 +15,8 @@
 //
 //   shared_counter [n]                 increments per process and counter, default 100000
 //   shared_counter --hold-ms MS [n]    wait MS with the children started and waiting for
-//                                      the start event (look at the block in /dev/shm)
+//                                      the start event (look at the block in /dev/shm;
+//                                      the children's pids are printed)
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
@@ -121,8 +122,11 @@ corio::task<int> parent(const corio::signal_stream& signals, std::string name, i
     children.push_back(std::move(*child));
   }
   if (hold.count() > 0) {
-    std::printf("parent: %zu children wait for the start event; holding for %lld ms\n", children.size(),
-                static_cast<long long>(hold.count()));
+    std::printf("parent: %zu children (pids", children.size());
+    for (const auto& c : children) {
+      std::printf(" %d", static_cast<int>(c.id()));
+    }
+    std::printf(") wait for the start event; holding for %lld ms\n", static_cast<long long>(hold.count()));
     std::fflush(stdout);
     (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
   }

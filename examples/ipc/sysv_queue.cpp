@@ -12,7 +12,8 @@
 // (every wait on the queue, the child's too, ends with identifier_removed; exit status 1).
 //
 //   sysv_queue [jobs]     default 10, at most 200 (the answers must fit the queue)
-//   sysv_queue --hold-ms MS [jobs]   wait MS before sending (look at it with `ipcs -q`)
+//   sysv_queue --hold-ms MS [jobs]   wait MS before sending (look at it with `ipcs -q`; the
+//                                    child's pid is printed too)
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
@@ -100,6 +101,8 @@ corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chro
     (void)q.remove();
     co_return 1;
   }
+  std::printf("parent: child %d forked\n", child->id());
+  std::fflush(stdout);
   bool failed = false;
   if (hold.count() > 0) {
     (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
