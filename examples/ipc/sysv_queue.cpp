@@ -7,6 +7,12 @@
 // The parent first waits for exactly type 9, then drains the answers with type -3 (the
 // lowest type up to 3 first): every urgent answer comes out before the normal ones.
 //
+// The parent awaits the child's exit beside its own work (the exit stops a stop_source
+// whose token the hold and the receive take): a child that ends without its bye (killed,
+// or failed: its runtime could not start, a call on the queue failed) ends them at once,
+// with "sysv_queue: the child ended before sending bye: signal 9 (Killed)" (or its exit
+// code) and exit status 1; a child alive but silent is given up after 20 s.
+//
 // A SysV queue outlives its processes (until remove() or a reboot), so the parent removes
 // it however it ends: also on Ctrl-C or SIGTERM, where the removal is what stops the work
 // (every wait on the queue, the child's too, ends with identifier_removed; exit status 1).
@@ -28,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -80,6 +87,93 @@ corio::task<void> remove_on_signal(const corio::signal_stream& signals, std::sto
   stop.request_stop();
 }
 
+// Awaits the child's end (and reaps it), then stops `over`. A child that dies or fails
+// (killed, its runtime unable to start, an error) never says bye: the parent's waits take
+// `over`'s token, so they end at once instead of after the hold or the 20 s limit.
+corio::task<corio::result<corio::ipc::exit_status>> watch_exit(corio::ipc::child* child, std::stop_source over) {
+  auto status = co_await child->wait();
+  over.request_stop();
+  co_return status;
+}
+
+// Waits for the child's bye in `buf`: until it comes, `over` is stopped (the child ended,
+// or a signal came) or 20 s pass (a child alive but stuck).
+corio::task<corio::result<corio::ipc::sysv_received>> await_bye(const sysv_message_queue& q,
+                                                                std::vector<std::byte>& buf, std::stop_token over) {
+  auto done = co_await corio::timeout(q.receive(buf, bye, over), std::chrono::seconds(20));
+  if (!done && over.stop_requested()) {
+    co_return q.try_receive(buf, bye);  // a child that said bye and exited: its bye is queued
+  }
+  co_return done;
+}
+
+// Drains and prints the `jobs` answers (all queued once the bye came) with type -3: the
+// urgent ones (type 2) first. Yields how many came; `urgent_first` says whether the order held.
+int print_answers(const sysv_message_queue& q, std::vector<std::byte>& buf, int jobs, bool& urgent_first) {
+  long last_type = urgent;
+  for (int answers = 0; answers < jobs; ++answers) {
+    auto a = q.try_receive(buf, -normal);
+    if (!a) {
+      std::fprintf(stderr, "answer %d: %s\n", answers + 1, a.error().message().c_str());
+      return answers;
+    }
+    urgent_first = urgent_first && a->type >= last_type;
+    last_type = a->type;
+    std::printf("  %-7s %s\n", a->type == urgent ? "urgent" : "normal", text_of(buf, a->size).c_str());
+  }
+  return jobs;
+}
+
+// Sends the jobs and "stop" (type 1), after the hold; false once `over` is stopped (a
+// signal came, or the child ended) before the sending, or a send failed (the queue removed).
+corio::task<bool> send_jobs(const sysv_message_queue& q, int jobs, std::chrono::milliseconds hold,
+                            std::stop_token over) {
+  if (hold.count() > 0) {
+    (void)co_await corio::sleep_for(hold, over);  // a signal or the child's end ends it early
+  }
+  bool ok = !over.stop_requested();
+  for (int i = 1; i <= jobs && ok; ++i) {
+    ok = static_cast<bool>(co_await q.send(bytes_of(std::to_string(i)), to_child));
+  }
+  co_return ok && co_await q.send(bytes_of("stop"), to_child);
+}
+
+// Runs the exchange with a forked child; yields the exit status.
+corio::task<int> exchange(const sysv_message_queue& q, corio::ipc::child& child, std::stop_source& stop, int jobs,
+                          std::chrono::milliseconds hold) {
+  std::printf("parent: child %d forked\n", child.id());
+  std::fflush(stdout);
+  std::stop_source over;  // the child ended, or a signal came: no bye will come
+  std::stop_callback on_signal(stop.get_token(), [over]() mutable { over.request_stop(); });
+  auto exit_watch = corio::spawn(watch_exit(&child, over));
+  bool failed = !co_await send_jobs(q, jobs, hold, over.get_token());
+  std::vector<std::byte> buf(64);
+  auto done = co_await await_bye(q, buf, over.get_token());
+  const bool ended_early = !done && over.stop_requested() && !stop.stop_requested();
+  bool urgent_first = true;
+  int answers = 0;
+  if (done) {
+    std::printf("parent %d got \"%s\" (type %ld)\n", ::getpid(), text_of(buf, done->size).c_str(), done->type);
+    answers = failed ? 0 : print_answers(q, buf, jobs, urgent_first);
+  } else if (!ended_early) {
+    std::fprintf(stderr, "waiting for bye: %s\n", done.error().message().c_str());
+  }
+  failed = failed || answers < jobs;
+  if (failed) {
+    (void)child.kill();  // fails harmlessly for a child already ended
+  }
+  auto status = co_await std::move(exit_watch);
+  if (ended_early) {
+    std::fprintf(stderr, "sysv_queue: the child ended before sending bye: %s\n",
+                 status ? status->to_string().c_str() : status.error().message().c_str());
+    co_return 1;
+  }
+  const bool child_ok = status && status->success();
+  std::printf("%d of %d answers, urgent ones first: %s; child %s\n", answers, jobs, urgent_first ? "yes" : "no",
+              child_ok ? "exited 0" : "failed");
+  co_return !failed && urgent_first && child_ok ? 0 : 1;
+}
+
 corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chrono::milliseconds hold) {
   // A private queue: no key can find it; the child gets its id.
   auto made = sysv_message_queue::create(corio::ipc::sysv_key::private_key());
@@ -94,59 +188,16 @@ corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chro
   std::stop_source stop;  // a signal came (the queue is gone), or the parent is done
   auto watcher = corio::spawn(remove_on_signal(signals, stop, &q));
   auto child = co_await corio::ipc::fork([id] { return child_main(id); });
-  if (!child) {
-    std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
-    stop.request_stop();
-    co_await std::move(watcher);
-    (void)q.remove();
-    co_return 1;
-  }
-  std::printf("parent: child %d forked\n", child->id());
-  std::fflush(stdout);
-  bool failed = false;
-  if (hold.count() > 0) {
-    (void)co_await corio::sleep_for(hold, stop.get_token());  // a signal ends it early
-  }
-  failed = stop.stop_requested();
-  for (int i = 1; i <= jobs && !failed; ++i) {
-    failed = !co_await q.send(bytes_of(std::to_string(i)), to_child);
-  }
-  failed = failed || !co_await q.send(bytes_of("stop"), to_child);
-  std::vector<std::byte> buf(64);
-  // A child that fails never says bye: give up after a while instead of waiting for ever.
-  auto done = co_await corio::timeout(q.receive(buf, bye), std::chrono::seconds(20));
-  if (!done) {
-    std::fprintf(stderr, "waiting for bye: %s\n", done.error().message().c_str());
-    failed = true;
+  int rc = 1;
+  if (child) {
+    rc = co_await exchange(q, *child, stop, jobs, hold);
   } else {
-    std::printf("parent %d got \"%s\" (type %ld)\n", ::getpid(), text_of(buf, done->size).c_str(), done->type);
+    std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
   }
-  int answers = 0;
-  bool urgent_first = true;
-  long last_type = urgent;
-  while (!failed && answers < jobs) {
-    auto a = q.try_receive(buf, -normal);  // all answers are queued by now
-    if (!a) {
-      std::fprintf(stderr, "answer %d: %s\n", answers + 1, a.error().message().c_str());
-      failed = true;
-      break;
-    }
-    urgent_first = urgent_first && a->type >= last_type;
-    last_type = a->type;
-    ++answers;
-    std::printf("  %-7s %s\n", a->type == urgent ? "urgent" : "normal", text_of(buf, a->size).c_str());
-  }
-  if (failed) {
-    (void)child->kill();
-  }
-  auto status = co_await child->wait();
   stop.request_stop();
   co_await std::move(watcher);
   (void)q.remove();
-  const bool ok = !failed && urgent_first && status && status->code() == 0;
-  std::printf("%d of %d answers, urgent ones first: %s; child %s\n", answers, jobs, urgent_first ? "yes" : "no",
-              status && status->code() == 0 ? "exited 0" : "failed");
-  co_return ok ? 0 : 1;
+  co_return rc;
 }
 
 int example_main(int argc, char** argv) {
