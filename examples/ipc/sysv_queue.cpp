@@ -7,19 +7,22 @@
 // The parent first waits for exactly type 9, then drains the answers with type -3 (the
 // lowest type up to 3 first): every urgent answer comes out before the normal ones.
 //
-// The parent awaits the child's exit beside its own work (the exit stops a stop_source
-// whose token the hold and the receive take): a child that ends without its bye (killed,
-// or failed: its runtime could not start, a call on the queue failed) ends them at once,
-// with "sysv_queue: the child ended before sending bye: signal 9 (Killed)" (or its exit
-// code) and exit status 1; a child alive but silent is given up after 20 s.
+// The parent awaits the child's exit beside its own work (a watcher task that owns the
+// child; the exit stops a stop_source whose token the hold, the sends and the receive
+// take): a child that ends without its bye (killed, or failed: its runtime could not
+// start, a call on the queue failed) ends them at once, with "sysv_queue: the child ended
+// before sending bye: signal 9 (Killed)" (or its exit code) and exit status 1; a child
+// alive but silent is given up after 20 s. A child given up is killed by its watcher.
 //
 // A SysV queue outlives its processes (until remove() or a reboot), so the parent removes
-// it however it ends: also on Ctrl-C or SIGTERM, where the removal is what stops the work
-// (every wait on the queue, the child's too, ends with identifier_removed; exit status 1).
+// it however it ends (a guard object, so an exception too): also on Ctrl-C or SIGTERM,
+// where the removal is what stops the work (every wait on the queue, the child's too,
+// ends with identifier_removed; the child is killed; exit status 1).
 //
+// The parent prints the queue's id and the child's pid as it starts (look at the queue
+// with `ipcs -q`, at the child with `ps`).
 //   sysv_queue [jobs]     default 10, at most 200 (the answers must fit the queue)
-//   sysv_queue --hold-ms MS [jobs]   wait MS before sending (look at it with `ipcs -q`; the
-//                                    child's pid is printed too)
+//   sysv_queue --hold-ms MS [jobs]   wait MS before sending
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
@@ -75,24 +78,37 @@ corio::task<int> child_main(int id) {
   co_return co_await q->send(bytes_of("bye from " + std::to_string(::getpid())), bye) ? 0 : 5;
 }
 
-// On the first signal of `signals`, removes the queue (which ends every wait on it) and
-// stops `stop`; ends quietly once `stop` is stopped by the parent.
+// Removes the queue when the parent's scope ends, however it ends (an exception too).
+struct queue_remover {
+  const sysv_message_queue& q;
+  explicit queue_remover(const sysv_message_queue& queue) noexcept : q(queue) {}
+  queue_remover(const queue_remover&) = delete;
+  queue_remover& operator=(const queue_remover&) = delete;
+  ~queue_remover() { (void)q.remove(); }  // fails harmlessly for a queue already removed
+};
+
+// On the first signal of `signals`, stops `stop` and then removes the queue (which ends
+// every wait on it); ends quietly once `stop` is stopped by the parent. The stop comes
+// first, so that the waits the removal ends see a signal, not a child gone early.
 corio::task<void> remove_on_signal(const corio::signal_stream& signals, std::stop_source stop,
                                    const sysv_message_queue* q) {
   if (auto got = co_await signals.next(stop.get_token())) {
+    stop.request_stop();
     std::printf("parent: SIG%s received, removing the queue\n", ::sigabbrev_np(got->number));
     std::fflush(stdout);
     (void)q->remove();
   }
-  stop.request_stop();
 }
 
-// Awaits the child's end (and reaps it), then stops `over`. A child that dies or fails
-// (killed, its runtime unable to start, an error) never says bye: the parent's waits take
-// `over`'s token, so they end at once instead of after the hold or the 20 s limit.
-corio::task<corio::result<corio::ipc::exit_status>> watch_exit(corio::ipc::child* child, std::stop_source over) {
-  auto status = co_await child->wait();
-  over.request_stop();
+// Owns the child: awaits its end (and reaps it), then stops `child_gone`. A child that
+// dies or fails (killed, its runtime unable to start, an error) never says bye: the
+// parent's waits take `child_gone`'s token, so they end at once instead of after the hold
+// or the 20 s limit. A stop on `give_up` (the parent gave up, or a signal came) kills the
+// child and reaps it; the status is then operation_canceled.
+corio::task<corio::result<corio::ipc::exit_status>> watch_exit(corio::ipc::child c, std::stop_token give_up,
+                                                              std::stop_source child_gone) {
+  auto status = co_await c.wait(give_up, corio::ipc::on_cancel::kill);
+  child_gone.request_stop();
   co_return status;
 }
 
@@ -133,23 +149,32 @@ corio::task<bool> send_jobs(const sysv_message_queue& q, int jobs, std::chrono::
   }
   bool ok = !over.stop_requested();
   for (int i = 1; i <= jobs && ok; ++i) {
-    ok = static_cast<bool>(co_await q.send(bytes_of(std::to_string(i)), to_child));
+    ok = static_cast<bool>(co_await q.send(bytes_of(std::to_string(i)), to_child, over));
   }
-  co_return ok && co_await q.send(bytes_of("stop"), to_child);
+  co_return ok && co_await q.send(bytes_of("stop"), to_child, over);
 }
 
 // Runs the exchange with a forked child; yields the exit status.
-corio::task<int> exchange(const sysv_message_queue& q, corio::ipc::child& child, std::stop_source& stop, int jobs,
+corio::task<int> exchange(const sysv_message_queue& q, corio::ipc::child child, std::stop_source& stop, int jobs,
                           std::chrono::milliseconds hold) {
-  std::printf("parent: child %d forked\n", child.id());
+  const pid_t pid = child.id();
+  std::printf("parent: child %d forked\n", pid);
   std::fflush(stdout);
-  std::stop_source over;  // the child ended, or a signal came: no bye will come
-  std::stop_callback on_signal(stop.get_token(), [over]() mutable { over.request_stop(); });
-  auto exit_watch = corio::spawn(watch_exit(&child, over));
-  bool failed = !co_await send_jobs(q, jobs, hold, over.get_token());
+  // Two sources beside `stop` (a signal): `give_up` tells the watcher to kill the child
+  // (the parent failed, or a signal came: then a child stuck after its bye cannot hold
+  // the parent), and `child_gone`, which ends the parent's waits, is stopped once no bye
+  // can come: by the watcher when the child has ended, at once on a signal.
+  std::stop_source give_up;
+  std::stop_source child_gone;
+  std::stop_callback on_signal(stop.get_token(), [give_up, child_gone]() mutable {
+    give_up.request_stop();
+    child_gone.request_stop();
+  });
+  auto exit_watch = corio::spawn(watch_exit(std::move(child), give_up.get_token(), child_gone));
+  bool failed = !co_await send_jobs(q, jobs, hold, child_gone.get_token());
   std::vector<std::byte> buf(64);
-  auto done = co_await await_bye(q, buf, over.get_token());
-  const bool ended_early = !done && over.stop_requested() && !stop.stop_requested();
+  auto done = co_await await_bye(q, buf, child_gone.get_token());
+  const bool ended_early = !done && child_gone.stop_requested() && !stop.stop_requested();
   bool urgent_first = true;
   int answers = 0;
   if (done) {
@@ -160,7 +185,7 @@ corio::task<int> exchange(const sysv_message_queue& q, corio::ipc::child& child,
   }
   failed = failed || answers < jobs;
   if (failed) {
-    (void)child.kill();  // fails harmlessly for a child already ended
+    give_up.request_stop();  // the watcher kills the child, unless it has ended already
   }
   auto status = co_await std::move(exit_watch);
   if (ended_early) {
@@ -182,6 +207,7 @@ corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chro
     co_return 1;
   }
   const sysv_message_queue q = *made;
+  const queue_remover remove_at_end{q};
   const int id = q.id();
   std::printf("parent: queue id %d\n", id);
   std::fflush(stdout);
@@ -190,14 +216,13 @@ corio::task<int> parent(const corio::signal_stream& signals, int jobs, std::chro
   auto child = co_await corio::ipc::fork([id] { return child_main(id); });
   int rc = 1;
   if (child) {
-    rc = co_await exchange(q, *child, stop, jobs, hold);
+    rc = co_await exchange(q, std::move(*child), stop, jobs, hold);
   } else {
     std::fprintf(stderr, "fork: %s\n", child.error().message().c_str());
   }
   stop.request_stop();
   co_await std::move(watcher);
-  (void)q.remove();
-  co_return rc;
+  co_return rc;  // remove_at_end removes the queue
 }
 
 int example_main(int argc, char** argv) {
