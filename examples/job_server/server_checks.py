@@ -162,9 +162,15 @@ def check_stop_answers_blocked_clients(exe):
             out, _ = c.communicate(timeout=LIMIT)
             outcomes.append((out.strip().splitlines() or [""])[-1])  # after MY_Client's notice
         except subprocess.TimeoutExpired:
+            # Which hang: in the wait (nothing printed) or after it (at the interpreter's
+            # exit, whose proxy finalizers connect to the server's address again), and
+            # whether the server was still running then.
+            server_running = s.proc.poll() is None
             c.kill()
-            c.communicate()
-            outcomes.append("hung")
+            out, _ = c.communicate()
+            printed = (out.strip().splitlines() or [""])[-1]
+            outcomes.append("hung (%s; the server %s)" % ("after printing " + printed if printed else "in the wait",
+                                                         "still running" if server_running else "had exited"))
     expect("SIGTERM with %d clients blocked in ReceiveResult: each gets EOFError" % n, outcomes, ["EOFError"] * n)
     expect("the server exits 0", s.exit_status(), 0)
 
@@ -254,9 +260,9 @@ def run_blocked(sport, rport, channel):
     client = module.MY_Client(channel)
     try:
         client.ReceiveResult(True)
-        print("returned")
+        print("returned", flush=True)
     except Exception as e:  # the outcome is what the check compares
-        print(type(e).__name__)
+        print(type(e).__name__, flush=True)  # at once: the check tells a hang at exit from one in the wait
     return 0
 
 
