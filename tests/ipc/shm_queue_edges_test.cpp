@@ -33,6 +33,7 @@
 #include <corio/runtime/time.hpp>
 
 #include "futex_refusal.hpp"
+#include "queue_raw_header.hpp"
 #include "shm_helpers.hpp"
 
 CORIO_SHM_TEST_TSAN_OPTIONS
@@ -41,6 +42,7 @@ using namespace std::chrono_literals;
 using corio::ipc::shared_memory;
 using corio::ipc::shm_queue;
 using corio_test::child;
+using corio_test::raw_header;
 using corio_test::scoped_name;
 using corio_test::shared_flags;
 using step = corio::ipc::detail::queue_step;
@@ -72,15 +74,6 @@ std::uint32_t outcome_of(const R& r, std::error_code refusal = {}) {
   return r.error() == std::errc::owner_dead ? owner_dead : other;
 }
 
-/// The header of queue `name` through a raw mapping: the tests read its words (and set a
-/// bit a consumer would have set).
-struct raw_header {
-  shared_memory memory;
-  explicit raw_header(const std::string& name) : memory(*shared_memory::open(name)) {}
-  corio::ipc::detail::queue_header* operator->() {
-    return reinterpret_cast<corio::ipc::detail::queue_header*>(memory.bytes().data());
-  }
-};
 
 /// Waits up to `limit` for `flag` to be 1 (a child's end or a step), then reaps the child:
 /// its exit status, or kills it (-1) if it never got there.

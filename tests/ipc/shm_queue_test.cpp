@@ -45,6 +45,7 @@
 
 #include "fallback_mode.hpp"
 #include "helpers.hpp"
+#include "queue_raw_header.hpp"
 #include "limit_helpers.hpp"
 #include "shm_helpers.hpp"
 
@@ -56,6 +57,7 @@ using corio::ipc::shared_memory;
 using corio::ipc::shm_queue;
 using corio::ipc::shm_queue_options;
 using corio_test::child;
+using corio_test::raw_header;
 using corio_test::fallback_mode;
 using corio_test::scoped_name;
 
@@ -239,18 +241,6 @@ bool sleeps_in_futex(pid_t tid) {
     std::this_thread::sleep_for(1ms);
   }
 }
-
-/// The header of the queue object `name`, seen through a raw mapping of it: what a peer
-/// with write access to the object (a bug or an attacker) can change at any time.
-struct raw_header {
-  shared_memory memory;
-  explicit raw_header(const std::string& name) : memory(*shared_memory::open(name)) {}
-  queue_header* operator->() { return reinterpret_cast<queue_header*>(memory.bytes().data()); }
-  /// Writes `size` as the stored size of slot `index`, as laid out at creation.
-  void set_slot_size(std::uint64_t slots_offset, std::uint32_t stride, std::size_t index, std::uint32_t size) {
-    std::memcpy(memory.bytes().data() + slots_offset + index * stride, &size, sizeof size);
-  }
-};
 
 /// The batching test's hook: counts the pauses and, standing in for another consumer
 /// that keeps winning, sends a message and takes it with try_receive at each one (which
