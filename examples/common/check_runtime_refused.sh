@@ -6,8 +6,9 @@
 # EPERM) and checks: it exits with status 1 (not killed by SIGABRT, status 134, or any
 # other signal), within 20 s; its stderr has a line `EXAMPLE: ...io_uring...` (the
 # example's name, then why the runtime did not start); no "terminate called" (an
-# exception that escaped main()); and no file left in TMPDIR (an empty folder: mmap_server
-# makes its file there before the runtime).
+# exception that escaped main()); no "listening" on stdout (a server announces its address,
+# which tests and users wait for, only once a runtime will serve it); and no file left in
+# TMPDIR (an empty folder: mmap_server makes its file there before the runtime).
 # Exit status 77 (skipped) where the seccomp filter cannot be installed.
 set -u
 ulimit -c 0 2>/dev/null  # an example that aborts (the failure checked for) leaves no core file
@@ -46,6 +47,9 @@ check() {  # check EXAMPLE [ARGS...]
     failures=$((failures + 1))
   elif grep -q 'terminate called' "$err"; then
     echo "FAIL: $what: an exception escaped main(); stderr: $(head -c 400 "$err")"
+    failures=$((failures + 1))
+  elif grep -q 'listening' "$out"; then
+    echo "FAIL: $what: announced a listener that no runtime serves: $(grep -m 1 'listening' "$out")"
     failures=$((failures + 1))
   elif ! grep -q "^$name: .*io_uring" "$err"; then
     echo "FAIL: $what: no line '$name: ...io_uring...' on stderr; stderr: $(head -c 400 "$err")"

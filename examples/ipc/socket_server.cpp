@@ -215,9 +215,10 @@ int example_main(int argc, char** argv) {
     std::fprintf(stderr, "socket_server: bind: %s\n", l.error().message().c_str());
     return 1;
   }
+  corio::runtime rt;
+  // Only now: a runtime that cannot start (main_guard's error) announces no listener.
   std::printf("listening on %s\n", l->address().value().to_string().c_str());
   std::fflush(stdout);
-  corio::runtime rt;
   server_state state;
   if (test) {
     return rt.block_on(self_test(*l, state, authkey));

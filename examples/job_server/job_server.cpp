@@ -482,14 +482,14 @@ int example_main(int argc, char** argv) {
     std::fprintf(stderr, "job_server: bind port %u: %s\n", port_receiver, receiver.error().message().c_str());
     return 1;
   }
-  std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());
-  std::printf("receiver listening on %s\n", receiver->address().value().to_string().c_str());
-  std::fflush(stdout);
-
   server_state state;
   register_types(*sender, *receiver, state);
   std::stop_source graceful, hard, resume;
   corio::runtime rt(example::with_workers(workers));
+  // Only now: a runtime that cannot start (main_guard's error) announces no listener.
+  std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());
+  std::printf("receiver listening on %s\n", receiver->address().value().to_string().c_str());
+  std::fflush(stdout);
   return rt.block_on(run_with_signals(
       run_args{&*sender, &*receiver, &state, job_workers, grace_ms, paused, &graceful, &hard, &resume}, stops,
       *resume_signal));
