@@ -204,6 +204,25 @@ class shm_queue_receiver;
 class shm_queue {
  public:
   shm_queue() noexcept = default;
+  /// Takes over `o`'s mapping; `o` is then like a default-constructed handle (valid()
+  /// false). A claim refers to the handle it came from: move no handle that has one.
+  shm_queue(shm_queue&& o) noexcept
+      : m_memory(std::move(o.m_memory)),
+        m_header(std::exchange(o.m_header, nullptr)),
+        m_geometry(o.m_geometry),
+        m_send_lock(std::exchange(o.m_send_lock, {})),
+        m_receive_lock(std::exchange(o.m_receive_lock, {})) {}
+  /// As the move constructor; the queue this handle mapped before is unmapped (not removed).
+  shm_queue& operator=(shm_queue&& o) noexcept {
+    if (this != &o) {
+      m_memory = std::move(o.m_memory);
+      m_header = std::exchange(o.m_header, nullptr);
+      m_geometry = o.m_geometry;
+      m_send_lock = std::exchange(o.m_send_lock, {});
+      m_receive_lock = std::exchange(o.m_receive_lock, {});
+    }
+    return *this;
+  }
 
   /// Creates the queue `name`. Without options.exclusive an existing queue is opened
   /// instead (its own geometry applies).
@@ -213,7 +232,7 @@ class shm_queue {
   /// Unlinks `name`; handles keep working.
   static result<void> remove(std::string_view name);
 
-  /// False for a default-constructed handle.
+  /// False for a default-constructed or moved-from handle.
   [[nodiscard]] bool valid() const noexcept { return m_header != nullptr; }
   /// The queue's name.
   [[nodiscard]] const std::string& name() const noexcept { return m_memory.name(); }

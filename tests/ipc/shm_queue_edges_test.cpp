@@ -183,6 +183,22 @@ void refused_case(int error) {
 
 }  // namespace
 
+TEST_CASE("shm_queue: a moved-from handle is not valid; the new one works", "[ipc][shm_queue]") {
+  scoped_name n("edge-move");
+  auto q = shm_queue::create(n.name, {.capacity = 4, .max_message_size = 16});
+  REQUIRE(q);
+  shm_queue moved = std::move(*q);
+  CHECK_FALSE(q->valid());  // it used to keep the header's address, mapped by `moved`
+  REQUIRE(moved.valid());
+  CHECK(moved.try_send(as_bytes("m")));
+  shm_queue assigned;
+  assigned = std::move(moved);
+  CHECK_FALSE(moved.valid());
+  REQUIRE(assigned.valid());
+  CHECK(assigned.size() == 1);
+  CHECK(assigned.capacity() == 4);
+}
+
 TEST_CASE("shm_queue: a refused futex wait is an OS error in each thread form", "[ipc][shm_queue][seccomp]") {
   SECTION("ENOSYS") { refused_case(ENOSYS); }
   SECTION("EPERM") { refused_case(EPERM); }
