@@ -70,6 +70,35 @@ std::size_t grow_locked(int fd, std::size_t size) noexcept {
   return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? size : 0;
 }
 
+/// Commits the memory of the object's first `size` bytes now (fallocate on tmpfs), so
+/// that a size beyond what /dev/shm (or the memory cgroup) can hold is no_space_on_device
+/// (or not_enough_memory) here, instead of a SIGBUS in whichever process first touches a
+/// page that cannot be had. After the mapping, not before: a mapping that does not fit
+/// the address space fails first, without allocating anything. Pages already there are
+/// kept as they are (mode 0 writes nothing). A filesystem without fallocate (not tmpfs)
+/// is left as ftruncate made it: 0 then, as on success.
+std::error_code reserve(int fd, std::size_t size) noexcept {
+  while (::fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
+    if (errno == EINTR) {
+      continue;  // a signal while tmpfs zeroes pages: the pages so far are kept; go on
+    }
+    return errno == EOPNOTSUPP ? std::error_code{} : last_os_error();
+  }
+  return {};
+}
+
+/// The object's first `size` bytes mapped read-write, their memory committed (reserve()).
+result<memory_map> map_committed(int fd, std::size_t size) noexcept {
+  auto map = memory_map::map(fd, size, map_access::read_write);
+  if (!map) {
+    return map;
+  }
+  if (auto ec = reserve(fd, size)) {
+    return unexpected(ec);  // (the mapping is undone on the way out)
+  }
+  return map;
+}
+
 /// Drops the flock, keeping errno.
 void unlock(int fd) noexcept {
   const int saved = errno;
@@ -189,7 +218,7 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
   if (mapped == 0) {
     return fail(last_os_error());
   }
-  auto map = memory_map::map(object.fd(), mapped, map_access::read_write);
+  auto map = map_committed(object.fd(), mapped);
   if (!map) {
     return fail(map.error());
   }

@@ -89,9 +89,10 @@
 // operation_canceled (timed_out under corio::timeout), corio::errc::timed_out (a
 // send_blocking / receive_blocking, the queue's or a claim's, or a
 // claim_sending_blocking / claim_receiving_blocking, past its limit), the OS
-// errors of shm_open / ftruncate / mmap (file_exists with exclusive,
+// errors of shm_open / ftruncate / mmap / fallocate (file_exists with exclusive,
 // no_such_file_or_directory, too_many_files_open, not_enough_memory,
-// permission_denied), and for open() (and a
+// no_space_on_device: /dev/shm cannot hold the queue, whose memory create() commits
+// (shared_memory.hpp), permission_denied), and for open() (and a
 // create() without exclusive that finds the name): wrong_protocol_type (the object is
 // not a queue), resource_unavailable_try_again (its creator has not finished building
 // it: retry), owner_dead (its creator died before it finished: remove the name and

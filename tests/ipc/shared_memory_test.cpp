@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
 #include <thread>
@@ -353,4 +354,46 @@ TEST_CASE("shared_memory / memory_map: bad names, sizes, offsets and views are c
   CHECK(moved.is_mapped());
   moved.unmap();
   CHECK(error_of(moved.view<std::uint32_t>(0, 1)) == std::errc::invalid_argument);
+}
+
+TEST_CASE("shared_memory: a size /dev/shm cannot hold is no_space_on_device at create, not a SIGBUS later",
+          "[ipc][shared_memory][errors]") {
+  // In a child with a /dev/shm of its own, 1 MiB (its names go with its mount namespace).
+  // Before create() committed the memory, the first create() below succeeded (ftruncate
+  // takes no memory on tmpfs) and touching its pages raised SIGBUS.
+  corio_test::child c([] {
+    if (!corio_test::private_dev_shm("1m")) {
+      return corio_test::no_private_dev_shm;
+    }
+    if (error_of(shared_memory::create("/big", 4 << 20)) != std::errc::no_space_on_device) {
+      return 2;
+    }
+    if (error_of(shared_memory::open("/big")) != std::errc::no_such_file_or_directory) {
+      return 3;  // a new name that could not be committed is removed again
+    }
+    auto fits = shared_memory::create("/fits", 768 << 10);
+    if (!fits) {
+      return 4;
+    }
+    std::memset(fits->bytes().data(), 1, fits->size());  // committed: every page is there
+    if (error_of(shared_memory::create("/rest", 512 << 10)) != std::errc::no_space_on_device) {
+      return 5;  // 256 KiB are left
+    }
+    auto small = shared_memory::create("/small", 128 << 10);
+    if (!small) {
+      return 6;
+    }
+    // Growing an existing object past what is left: the same error; the name is not
+    // this call's to remove.
+    if (error_of(shared_memory::create("/small", 1 << 20, {.exclusive = false})) != std::errc::no_space_on_device) {
+      return 7;
+    }
+    return shared_memory::open("/small") ? 0 : 8;
+  });
+  const int status = c.wait_status();
+  if (status == corio_test::no_private_dev_shm) {
+    WARN("skipped: this process may not mount a tmpfs of its own (needs CAP_SYS_ADMIN)");
+    return;
+  }
+  CHECK(status == 0);
 }

@@ -1,6 +1,6 @@
 // Helpers for the tests of corio's process-shared primitives and shm_queue: forked
 // children that are always reaped (and killed if a test fails early), shared flags to
-// step them, unique shared-memory names.
+// step them, unique shared-memory names, a private small /dev/shm for a forked child.
 //
 // Children are plain fork()s of the test process, taken while no runtime runs in it; a
 // child may build its own runtime. ThreadSanitizer refuses thread creation after a fork
@@ -10,7 +10,9 @@
 // that forks defines it once: CORIO_SHM_TEST_TSAN_OPTIONS.
 #pragma once
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,6 +126,20 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
+}
+
+/// Exit status of a child that could not make its own small /dev/shm (no CAP_SYS_ADMIN,
+/// or a container that forbids mounts): the test is skipped with a warning.
+inline constexpr int no_private_dev_shm = 77;
+
+/// In a forked child only: gives this process a mount namespace of its own whose
+/// /dev/shm is a new tmpfs of `size` (e.g. "1m"), so that a test can fill it without
+/// touching the machine's. Returns false (errno set) where that is not allowed.
+inline bool private_dev_shm(const char* size) {
+  std::string options = std::string("size=") + size;
+  return ::unshare(CLONE_NEWNS) == 0 &&
+         ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&  // nothing leaks out
+         ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
 }
 
 }  // namespace corio_test

@@ -199,6 +199,42 @@ TEST_CASE("shm_queue: a moved-from handle is not valid; the new one works", "[ip
   CHECK(assigned.capacity() == 4);
 }
 
+TEST_CASE("shm_queue: a queue /dev/shm cannot hold is no_space_on_device at create, not a SIGBUS later",
+          "[ipc][shm_queue][errors]") {
+  // In a child with a /dev/shm of its own, 1 MiB. Before create() committed the memory,
+  // the 4 MiB queue was made, and its sends raised SIGBUS once they reached a slot past
+  // the first MiB.
+  child c([] {
+    if (!corio_test::private_dev_shm("1m")) {
+      return corio_test::no_private_dev_shm;
+    }
+    if (error_of(shm_queue::create("/q", {.capacity = 4, .max_message_size = 1 << 20})) !=
+        std::errc::no_space_on_device) {
+      return 2;
+    }
+    if (error_of(shm_queue::open("/q")) != std::errc::no_such_file_or_directory) {
+      return 3;  // removed again
+    }
+    auto q = shm_queue::create("/q", {.capacity = 4, .max_message_size = 128 << 10});
+    if (!q) {
+      return 4;
+    }
+    const std::vector<std::byte> message(128 << 10, std::byte{1});
+    for (int i = 0; i < 4; ++i) {  // every slot written
+      if (!q->try_send(message)) {
+        return 5;
+      }
+    }
+    return 0;
+  });
+  const int status = c.wait_status();
+  if (status == corio_test::no_private_dev_shm) {
+    WARN("skipped: this process may not mount a tmpfs of its own (needs CAP_SYS_ADMIN)");
+    return;
+  }
+  CHECK(status == 0);
+}
+
 TEST_CASE("shm_queue: a refused futex wait is an OS error in each thread form", "[ipc][shm_queue][seccomp]") {
   SECTION("ENOSYS") { refused_case(ENOSYS); }
   SECTION("EPERM") { refused_case(EPERM); }
