@@ -23,8 +23,12 @@
 //   shm_queue --role consumer --name /N       started separately, any number of them; it
 //                                             waits up to 30 s for the producer's names,
 //                                             but exits 1 at once, saying which name to
-//                                             remove, on one that holds no queue or a
-//                                             queue its creator died building
+//                                             remove, on one that holds no queue, a
+//                                             queue its creator died building, or one
+//                                             whose messages cannot hold a job or an
+//                                             answer (another program's)
+// A consumer (the producer) that receives a message of another length than a job (an
+// answer) says so and exits 1: it was not sent by this example.
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
@@ -124,6 +128,30 @@ void report_create_failure(const std::string& name, std::error_code e) {
   }
 }
 
+/// Whether `q`'s messages can hold `need` bytes (`what`: a job, an answer); says why not
+/// otherwise. A queue made by another program under this name may allow fewer.
+bool holds(const corio::ipc::shm_queue& q, std::size_t need, const char* what) {
+  if (q.max_message_size() >= need) {
+    return true;
+  }
+  std::fprintf(stderr,
+               "consumer: open %s: its messages hold at most %zu bytes, %s takes %zu: not this example's queue; "
+               "remove it (rm /dev/shm%s) or give producer and consumers another --name\n",
+               q.name().c_str(), q.max_message_size(), what, need, q.name().c_str());
+  return false;
+}
+
+/// Whether a received message of `got` bytes is one of `need` bytes (`what`: a job, an
+/// answer), as this example's peers send them; says why not otherwise.
+bool whole(const char* who, const std::string& name, std::size_t got, std::size_t need, const char* what) {
+  if (got == need) {
+    return true;
+  }
+  std::fprintf(stderr, "%s: receive from %s: a message of %zu bytes, %s takes %zu: not sent by this example\n", who,
+               name.c_str(), got, what, need);
+  return false;
+}
+
 corio::task<int> consumer(std::string name) {
   auto jobs = co_await open_when_there(name + "-jobs");
   if (!jobs) {
@@ -135,6 +163,9 @@ corio::task<int> consumer(std::string name) {
     report_open_failure(name + "-results", results.error());
     co_return 1;
   }
+  if (!holds(*jobs, sizeof(job), "a job") || !holds(*results, sizeof(answer), "an answer")) {
+    co_return 1;
+  }
   std::vector<std::byte> buffer(jobs->max_message_size());
   int done = 0;
   for (;;) {
@@ -144,6 +175,9 @@ corio::task<int> consumer(std::string name) {
         break;  // closed and drained: no more jobs
       }
       std::fprintf(stderr, "consumer: receive: %s\n", got.error().message().c_str());
+      co_return 1;
+    }
+    if (!whole("consumer", jobs->name(), *got, sizeof(job), "a job")) {
       co_return 1;
     }
     job j{};
@@ -171,7 +205,78 @@ corio::task<void> close_on_signal(const corio::signal_stream& signals, std::stop
   }
 }
 
-corio::task<int> producer(const corio::signal_stream& signals, std::string name, int count, int spawn_consumers,
+/// Sends jobs 1..count through `jobs` (the sole sender: it claims that side), then
+/// closes it. False if the claim or a send failed (closed: the producer is ending).
+corio::task<bool> send_jobs(const corio::ipc::shm_queue* jobs, int count) {
+  auto claim = co_await jobs->claim_sending();
+  if (!claim) {
+    std::fprintf(stderr, "producer: claim: %s\n", claim.error().message().c_str());
+    co_return false;
+  }
+  for (int i = 1; i <= count; ++i) {
+    const job j{i};
+    if (!co_await claim->send(bytes_of(j))) {
+      co_return false;
+    }
+  }
+  jobs->close();     // the consumers drain what is queued, then stop ...
+  claim->release();  // ... once no send can be in flight: a held claim would delay that
+  co_return true;
+}
+
+/// What the answers added up to.
+struct tally {
+  bool ok = true;  ///< all `count` answers came, each whole
+  std::int64_t sum = 0;
+  std::vector<pid_t> by;  ///< the consumers that answered
+};
+
+/// Receives `count` answers from `results` (the sole receiver: it claims that side),
+/// giving up when none comes for `answer_timeout`, the queue is closed (a signal) or a
+/// message is not an answer.
+corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int count,
+                                   std::chrono::milliseconds answer_timeout) {
+  tally t;
+  std::vector<std::byte> buffer(results->max_message_size());
+  auto collector = co_await results->claim_receiving();
+  if (!collector) {
+    std::fprintf(stderr, "producer: claim: %s\n", collector.error().message().c_str());
+    t.ok = false;
+  }
+  for (int i = 0; t.ok && i < count; ++i) {
+    auto got = co_await corio::timeout(collector->receive(buffer), answer_timeout);
+    if (!got) {
+      // closed: a signal came (the watcher closed the queues); else timed_out and such
+      std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
+      t.ok = false;
+    } else if (!whole("producer", results->name(), *got, sizeof(answer), "an answer")) {
+      t.ok = false;
+    } else {
+      answer a{};
+      std::memcpy(&a, buffer.data(), sizeof a);
+      t.sum += a.square;
+      if (std::find(t.by.begin(), t.by.end(), a.by) == t.by.end()) {
+        t.by.push_back(a.by);
+      }
+    }
+  }
+  co_return t;
+}
+
+/// Starts `n` consumers of the queues `name`; false (with a message) if one could not be.
+bool spawn_consumers(const std::string& name, int n, std::vector<corio::ipc::child>& consumers) {
+  for (int i = 0; i < n; ++i) {
+    auto c = corio::ipc::command(self_path()).args({"--role", "consumer", "--name", name}).spawn();
+    if (!c) {
+      std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
+      return false;  // no work: the queues are closed, which ends those started
+    }
+    consumers.push_back(std::move(*c));
+  }
+  return true;
+}
+
+corio::task<int> producer(const corio::signal_stream& signals, std::string name, int count, int consumer_count,
                           std::chrono::milliseconds answer_timeout) {
   const std::string jobs_name = name + "-jobs";
   const std::string results_name = name + "-results";
@@ -190,59 +295,18 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   }
   std::stop_source stop;  // the producer is done: ends the wait for a signal
   auto watcher = corio::spawn(close_on_signal(signals, stop.get_token(), &*jobs, &*results));
-  bool ok = true;
   std::vector<corio::ipc::child> consumers;
-  for (int i = 0; i < spawn_consumers && ok; ++i) {
-    auto c = corio::ipc::command(self_path()).args({"--role", "consumer", "--name", name}).spawn();
-    if (!c) {
-      std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
-      ok = false;  // no work: the queues are closed below, which ends those started
-    } else {
-      consumers.push_back(std::move(*c));
-    }
-  }
+  bool ok = spawn_consumers(name, consumer_count, consumers);
   std::printf("producer: %d jobs through %s\n", count, jobs_name.c_str());
   std::fflush(stdout);
   // Send the jobs while collecting the answers: both queues are bounded (16), so doing
   // one after the other would fill them both and stop everyone.
-  auto sender = corio::spawn([](corio::ipc::shm_queue* jobs, int count) -> corio::task<bool> {
-    auto claim = co_await jobs->claim_sending();
-    if (!claim) {
-      std::fprintf(stderr, "producer: claim: %s\n", claim.error().message().c_str());
-      co_return false;
-    }
-    for (int i = 1; i <= count; ++i) {
-      const job j{i};
-      if (!co_await claim->send(bytes_of(j))) {
-        co_return false;
-      }
-    }
-    jobs->close();     // the consumers drain what is queued, then stop ...
-    claim->release();  // ... once no send can be in flight: a held claim would delay that
-    co_return true;
-  }(&*jobs, ok ? count : 0));
-  std::int64_t sum = 0;
-  std::vector<pid_t> by;
-  std::vector<std::byte> buffer(results->max_message_size());
-  auto collector = co_await results->claim_receiving();
-  if (!collector) {
-    std::fprintf(stderr, "producer: claim: %s\n", collector.error().message().c_str());
-    ok = false;
-  }
-  for (int i = 0; ok && i < count; ++i) {
-    auto got = co_await corio::timeout(collector->receive(buffer), answer_timeout);
-    if (!got) {
-      // closed: a signal came (the watcher closed the queues); else timed_out and such
-      std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
-      ok = false;
-      break;
-    }
-    answer a{};
-    std::memcpy(&a, buffer.data(), sizeof a);
-    sum += a.square;
-    if (std::find(by.begin(), by.end(), a.by) == by.end()) {
-      by.push_back(a.by);
-    }
+  auto sender = corio::spawn(send_jobs(&*jobs, ok ? count : 0));
+  tally answers;
+  if (ok) {
+    answers = co_await collect_answers(&*results, count, answer_timeout);
+  } else {
+    answers.ok = false;
   }
   // Done, one way or another. Closing ends every wait still on the queues: the sender's
   // send into a full jobs queue (nothing else would ever end it), the consumers' receives
@@ -250,10 +314,7 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   // (After all answers came the jobs queue is closed already, and nobody sends results.)
   jobs->close();
   results->close();
-  if (collector) {
-    collector->release();
-  }
-  ok = (co_await std::move(sender)) && ok;
+  ok = (co_await std::move(sender)) && ok && answers.ok;
   // The names stay until the consumers it started have ended: one slow to start still
   // opens them (it finds the queues closed and ends at once, status 0).
   for (auto& c : consumers) {
@@ -266,8 +327,8 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   (void)corio::ipc::shm_queue::remove(results_name);
   const std::int64_t expected = static_cast<std::int64_t>(count) * (count + 1) * (2 * count + 1) / 6;
   std::printf("producer: sum of squares 1..%d = %lld (expected %lld), answered by %zu process(es)\n", count,
-              static_cast<long long>(sum), static_cast<long long>(expected), by.size());
-  co_return ok && sum == expected ? 0 : 1;
+              static_cast<long long>(answers.sum), static_cast<long long>(expected), answers.by.size());
+  co_return ok && answers.sum == expected ? 0 : 1;
 }
 
 int example_main(int argc, char** argv) {
