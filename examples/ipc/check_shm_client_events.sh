@@ -2,13 +2,21 @@
 # Checks that shm_client, attached to a block whose "done" event (offset 64) is built but
 # whose "filled" event (offset 0) is not, says so and exits 1 instead of using the event
 # it could not attach:
-#   check_shm_client_events.sh SHM_SERVER SHM_CLIENT
+#   check_shm_client_events.sh SHM_SERVER SHM_CLIENT [no-filled]
 # The block is a copy of a running shm_server's, its first 64 bytes zeroed; the server is
 # then stopped (it removes its own name) and the client started on the copy. 64 is
 # shm_array's kDoneAt (examples/ipc/shm_array.hpp), where the "done" event begins.
+# And that it ends within 5 s, not after its 30 s of retries, on a block whose "done"
+# event can never be attached, naming the block, the offset and the error, and leaves
+# the block as it was (it is not the client's):
+#   check_shm_client_events.sh SHM_SERVER SHM_CLIENT garbage   16 KiB of random bytes
+#                                                              (wrong_protocol_type)
+#   check_shm_client_events.sh SHM_SERVER SHM_CLIENT tiny      8 bytes, too small for an
+#                                                              event at 64 (invalid_argument)
 set -u
 server=$1
 client=$2
+mode=${3:-no-filled}
 name=/corio-check-events-$$
 out=$(mktemp)
 err=$(mktemp)
@@ -30,6 +38,30 @@ fail() {
 . "$(dirname "${BASH_SOURCE[0]}")/../common/gone_within.sh"
 
 [[ -d /dev/shm && -w /dev/shm ]] || { echo "SKIP: /dev/shm is not writable"; exit 77; }
+case $mode in
+  no-filled) ;;
+  garbage | tiny)
+    head -c "$([[ $mode == garbage ]] && echo 16384 || echo 8)" /dev/urandom >"/dev/shm${name}-copy" ||
+      fail "cannot write /dev/shm${name}-copy"
+    error=$([[ $mode == garbage ]] && echo 'Protocol wrong type for socket' || echo 'Invalid argument')
+    before=$(cksum <"/dev/shm${name}-copy")
+    "$client" --name "${name}-copy" >/dev/null 2>"$err" </dev/null &
+    cpid=$!
+    # (It used to retry every error for 30 s, then say "operation timed out".)
+    gone_within "$cpid" 50 || fail "the client still runs after 5 s: it waits for an event that cannot come"
+    wait "$cpid"
+    rc=$?
+    cpid=
+    [[ $rc -eq 1 ]] || fail "client: exit status $rc, expected 1 (a signal adds 128)"
+    grep -q "client: ${name}-copy holds no process_event at offset 64: $error" "$err" ||
+      fail "client: no 'holds no process_event at offset 64: $error' on stderr"
+    [[ $(cksum <"/dev/shm${name}-copy" 2>/dev/null) == "$before" ]] ||
+      fail "the block is gone or changed: the client must leave it alone"
+    echo "shm_client: a $mode block: exit 1 at once, naming the block, the offset and the error"
+    exit 0
+    ;;
+  *) echo "unknown mode '$mode'" >&2; exit 2 ;;
+esac
 "$server" --name "$name" >"$out" 2>&1 </dev/null &
 spid=$!
 for ((i = 0; i < 300; ++i)); do

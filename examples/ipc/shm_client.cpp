@@ -2,7 +2,10 @@
 // created, by name, awaits the server's process_event (ipc/process_event.hpp) without
 // blocking a worker, prints the array and sets the "done" event.
 //
-//   shm_client --name /NAME     attach to a running shm_server's block
+//   shm_client --name /NAME     attach to a running shm_server's block: waits up to 30 s
+//                               for it and its events to be built, but exits 1 at once,
+//                               naming the offset and the error, on a block whose event
+//                               can never be attached (garbage, too small)
 //   shm_client --self-test      start shm_server itself first (it then waits for us)
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
@@ -25,20 +28,54 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Opens the block and its event, retrying while the server has not built them yet.
-corio::task<corio::result<corio::ipc::shared_memory>> attach(const std::string& name) {
+/// Whether waiting may mend a failed open or attach: the block does not exist yet
+/// (no_such_file_or_directory), shm_server has not sized it yet (the open finds it empty:
+/// resource_unavailable_try_again) or not built its event yet (the event's word is still
+/// 0: resource_unavailable_try_again too). shm_server's create() sizes the block whole in
+/// one ftruncate, so a mapping smaller than the event (attach: invalid_argument) is never
+/// one still growing. Anything else stays as it is: wrong_protocol_type (garbage, another
+/// object), invalid_argument, owner_dead (a creator died before sizing it) ...
+bool not_built_yet(std::error_code e) {
+  return e == std::errc::no_such_file_or_directory || e == std::errc::resource_unavailable_try_again;
+}
+
+/// Opens the block and its "done" event, retrying for up to 30 s while the server has not
+/// made or built them yet; ends at once, saying why, on an error that waiting cannot mend.
+corio::task<std::optional<corio::ipc::shared_memory>> attach(const std::string& name) {
   const auto give_up = corio::clock::now() + 30s;
   for (;;) {
     auto shm = corio::ipc::shared_memory::open(name);
-    if (shm && corio::ipc::process_event::attach(*shm, shm_array::kDoneAt)) {
-      co_return shm;
+    std::error_code e = shm ? std::error_code{} : shm.error();
+    if (shm) {
+      auto done = corio::ipc::process_event::attach(*shm, shm_array::kDoneAt);
+      if (done) {
+        co_return std::move(*shm);
+      }
+      e = done.error();
+      if (!not_built_yet(e)) {
+        std::fprintf(stderr, "client: %s holds no process_event at offset %zu: %s: not shm_server's block\n",
+                     name.c_str(), shm_array::kDoneAt, e.message().c_str());
+        co_return std::nullopt;
+      }
+    }
+    if (!not_built_yet(e)) {
+      std::fprintf(stderr, "client: attach %s: %s\n", name.c_str(), e.message().c_str());
+      co_return std::nullopt;
     }
     if (corio::clock::now() > give_up) {
-      co_return corio::unexpected(shm ? corio::make_error_code(corio::errc::timed_out) : shm.error());
+      if (shm) {
+        std::fprintf(stderr, "client: attach %s: no process_event built at offset %zu after 30 s: %s\n",
+                     name.c_str(), shm_array::kDoneAt, e.message().c_str());
+      } else {
+        std::fprintf(stderr, "client: attach %s: %s (for 30 s): is shm_server running, with this --name?\n",
+                     name.c_str(), e.message().c_str());
+      }
+      co_return std::nullopt;
     }
-    // Not created or not built yet. A failed pause (cancelled, off a worker) ends the retry.
+    // A failed pause (cancelled, off a worker) ends the retry.
     if (auto slept = co_await corio::sleep_for(10ms); !slept) {
-      co_return corio::unexpected(slept.error());
+      std::fprintf(stderr, "client: attach %s: %s\n", name.c_str(), slept.error().message().c_str());
+      co_return std::nullopt;
     }
   }
 }
@@ -55,7 +92,6 @@ corio::task<int> read_array(std::string name, bool self_test) {
   }
   auto shm = co_await attach(name);
   if (!shm) {
-    std::fprintf(stderr, "client: attach %s: %s\n", name.c_str(), shm.error().message().c_str());
     co_return 1;
   }
   // shm_server builds "filled" before "done", which attach() waited for; a block that still
