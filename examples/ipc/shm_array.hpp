@@ -1,5 +1,7 @@
 // The shared block of the shm_server / shm_client examples: two process-shared events
-// and an array of int64, at fixed offsets of a named shared-memory object.
+// and an array of uint64 (the Fibonacci numbers 1, 1, 2, 3, 5, 8 ..., modulo 2^64: from
+// the 94th on they no longer fit 64 bits, and unsigned arithmetic wraps where signed
+// overflow would be undefined), at fixed offsets of a named shared-memory object.
 #pragma once
 
 #include <unistd.h>
@@ -14,9 +16,9 @@ namespace shm_array {
 constexpr std::size_t kFilledAt = 0;   ///< process_event: the server has filled the array
 constexpr std::size_t kDoneAt = 64;    ///< process_event: the client has read it
 constexpr std::size_t kCountAt = 128;  ///< std::uint64_t: how many numbers
-constexpr std::size_t kArrayAt = 192;  ///< std::int64_t[count]
+constexpr std::size_t kArrayAt = 192;  ///< std::uint64_t[count]
 constexpr std::size_t kMaxCount = 1000;
-constexpr std::size_t kSize = kArrayAt + kMaxCount * sizeof(std::int64_t);
+constexpr std::size_t kSize = kArrayAt + kMaxCount * sizeof(std::uint64_t);
 
 /// The sibling program `name` in the directory of this executable.
 inline std::string sibling(const char* name) {

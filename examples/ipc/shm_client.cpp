@@ -112,11 +112,12 @@ corio::task<int> read_array(std::string name, bool self_test) {
     co_return 1;
   }
   const auto count = *reinterpret_cast<const std::uint64_t*>(shm->bytes().data() + shm_array::kCountAt);
-  const auto* numbers = reinterpret_cast<const std::int64_t*>(shm->bytes().data() + shm_array::kArrayAt);
+  const auto* numbers = reinterpret_cast<const std::uint64_t*>(shm->bytes().data() + shm_array::kArrayAt);
   std::printf("client: Shared Array is : [");
   bool fibonacci = count >= 1 && count <= shm_array::kMaxCount;
   for (std::uint64_t i = 0; i < count && i < shm_array::kMaxCount; ++i) {
-    std::printf("%s%lld", i == 0 ? "" : " ", static_cast<long long>(numbers[i]));
+    std::printf("%s%llu", i == 0 ? "" : " ", static_cast<unsigned long long>(numbers[i]));
+    // Fibonacci modulo 2^64, as shm_server fills it (unsigned: the sum wraps, defined).
     fibonacci = fibonacci && numbers[i] == (i < 2 ? 1 : numbers[i - 1] + numbers[i - 2]);
   }
   std::printf("]\n");

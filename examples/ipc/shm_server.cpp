@@ -6,6 +6,8 @@
 // left behind in /dev/shm.
 //
 //   shm_server [--name /NAME] [--count N]   serve; run `shm_client --name /NAME` elsewhere
+//                                           (N Fibonacci numbers, 1..1000, default 6;
+//                                           modulo 2^64 from the 94th on)
 //   shm_server --self-test                  also starts shm_client itself and checks it
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
@@ -56,9 +58,10 @@ corio::task<int> serve(const corio::signal_stream& signals, std::string name, st
   // Take our time, so that the client really waits on the event.
   // A cancelled pause would only shorten it.
   (void)co_await corio::sleep_for(100ms);
-  auto* numbers = reinterpret_cast<std::int64_t*>(shm->bytes().data() + shm_array::kArrayAt);
+  auto* numbers = reinterpret_cast<std::uint64_t*>(shm->bytes().data() + shm_array::kArrayAt);
   for (std::size_t i = 0; i < count; ++i) {
-    numbers[i] = i < 2 ? 1 : numbers[i - 1] + numbers[i - 2];  // the tutorial's 1, 1, 2, 3, 5, 8
+    // The tutorial's 1, 1, 2, 3, 5, 8 ..., modulo 2^64 from the 94th on (unsigned: defined).
+    numbers[i] = i < 2 ? 1 : numbers[i - 1] + numbers[i - 2];
   }
   *reinterpret_cast<std::uint64_t*>(shm->bytes().data() + shm_array::kCountAt) = count;
   filled->set();  // release: the array is visible to whoever sees the event set
@@ -93,7 +96,8 @@ int example_main(int argc, char** argv) {
   bool self_test = false;
   example::args args("shm_server", "fill a named shared array, then set a process-shared event for shm_client");
   args.option("--name", name, "/NAME", "name of the shared-memory block (default: /corio-example-array-PID)");
-  args.option<std::size_t>("--count", count, 1, shm_array::kMaxCount, "N", "how many numbers, 1..1000 (default 6)");
+  args.option<std::size_t>("--count", count, 1, shm_array::kMaxCount, "N",
+                                   "how many Fibonacci numbers, 1..1000 (default 6; modulo 2^64 from the 94th on)");
   args.flag("--self-test", self_test, "also start shm_client (next to this program) and check that it read them");
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
