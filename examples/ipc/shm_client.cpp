@@ -5,7 +5,8 @@
 //   shm_client --name /NAME     attach to a running shm_server's block: waits up to 30 s
 //                               for it and its events to be built, but exits 1 at once,
 //                               naming the offset and the error, on a block whose event
-//                               can never be attached (garbage, too small)
+//                               can never be attached (garbage, too small), or one
+//                               smaller than shm_server's (its array would lie past the end)
 //   shm_client --self-test      start shm_server itself first (it then waits for us)
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
@@ -92,6 +93,13 @@ corio::task<int> read_array(std::string name, bool self_test) {
   }
   auto shm = co_await attach(name);
   if (!shm) {
+    co_return 1;
+  }
+  // shm_server's block is kSize bytes from the start; the count and the array of a
+  // smaller one would lie past the end of the mapping.
+  if (shm->size() < shm_array::kSize) {
+    std::fprintf(stderr, "client: %s is %zu bytes, shm_server's block %zu: not shm_server's block\n", name.c_str(),
+                 shm->size(), shm_array::kSize);
     co_return 1;
   }
   // shm_server builds "filled" before "done", which attach() waited for; a block that still
