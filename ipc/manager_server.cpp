@@ -288,7 +288,11 @@ task<void> manager_server::state::handle(connection conn, std::stop_token stop) 
       co_return;
     }
     (void)co_await conn.send(reply("#RETURN", {}));
-    stopper.request_stop();
+    if (options.on_shutdown) {
+      options.on_shutdown();  // the owner stops us, its own way
+    } else {
+      stopper.request_stop();
+    }
     co_return;
   }
   call_outcome out = server_call(req->method, call_args(*req->args, *req->kwds));

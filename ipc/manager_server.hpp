@@ -75,6 +75,11 @@ struct manager_options {
   std::chrono::nanoseconds first_request_timeout = std::chrono::seconds(30);
   /// Whether a client's 'shutdown' request stops serve() (Python's server obeys it).
   bool allow_shutdown = true;
+  /// When set, an allowed 'shutdown' request calls this (on the worker serving that
+  /// client, after its reply) instead of stopping serve(): for a program that runs
+  /// several servers and stops them its own way, e.g. a graceful stop that lets clients
+  /// still collect (examples/job_server). It must not block; stop() may be called from it.
+  std::function<void()> on_shutdown;
 
   /// The listener defaults of a manager: 16,384 connections, a 10 s handshake.
   static listener_options default_listen() {
@@ -117,7 +122,7 @@ class manager_server {
   void register_object(std::string type_id, std::shared_ptr<managed_object> object);
 
   /// Serves until `token` is stopped, stop() is called or a client sends 'shutdown' (when
-  /// allowed); then stops every connection (waiting calls answer an EOFError) and
+  /// allowed, and no on_shutdown is set); then stops every connection (waiting calls answer an EOFError) and
   /// returns. A stopped server stays stopped (a later serve() returns at once). Errors:
   /// only when accepting fails for good.
   [[nodiscard]] task<result<void>> serve(std::stop_token token = {});

@@ -268,9 +268,10 @@ task<void> job_worker(server_state& s, corio::event& go, std::stop_token stop, s
   }
 }
 
-// Serves one manager. When it ends (a failure: the listener broke; or a client's
-// 'shutdown' request), the whole server stops as on a first signal (when the server is
-// already stopping, that request does nothing).
+// Serves one manager. When it ends on its own (a failure: the listener broke), the whole
+// server stops as on a first signal (when the server is already stopping, that does
+// nothing). A client's 'shutdown' request does not end it: manager_options::on_shutdown
+// makes that request a first signal (example_main).
 task<bool> serve(manager_server& m, const char* name, std::stop_token stop, std::stop_source& all) {
   auto r = co_await m.serve(stop);
   all.request_stop();
@@ -470,8 +471,12 @@ int example_main(int argc, char** argv) {
     return 1;
   }
 
+  std::stop_source graceful, hard, resume;
   corio::ipc::manager_options o;
   o.listen.auth.authkey = authkey;
+  // A client's 'shutdown' request, to either port, is a first signal: the receiver must
+  // not stop on its own while queued jobs still run and their clients collect.
+  o.on_shutdown = [&graceful] { graceful.request_stop(); };
   auto sender = manager_server::bind(corio::ipc::socket_address::loopback_v4(port_sender), o);
   if (!sender) {
     std::fprintf(stderr, "job_server: bind port %u: %s\n", port_sender, sender.error().message().c_str());
@@ -484,7 +489,6 @@ int example_main(int argc, char** argv) {
   }
   server_state state;
   register_types(*sender, *receiver, state);
-  std::stop_source graceful, hard, resume;
   corio::runtime rt(example::with_workers(workers));
   // Only now: a runtime that cannot start (main_guard's error) announces no listener.
   std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());

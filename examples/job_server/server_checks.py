@@ -11,7 +11,8 @@ Each check starts its own job_server (free ports, except the default-ports check
   - a second SIGTERM while jobs are queued: they are dropped, and counted;
   - SIGTERM while clients are blocked in ReceiveResult: each gets EOFError, no hang,
     the server exits 0;
-  - a client's 'shutdown' request stops the server as a signal does;
+  - a client's 'shutdown' request, to either port, stops the server as a signal does:
+    the queued jobs still run and their client collects every result;
   - 1,000 channels registered with set_channel by 100 concurrent connections;
   - the default ports 1001/1002 with MY_Client exactly as the tutorial wrote it (needs
     root, or an unprivileged port range that reaches 1001; skipped with the reason
@@ -176,16 +177,34 @@ def check_stop_answers_blocked_clients(exe):
 
 
 def check_shutdown_request_stops_the_server(exe):
-    s = Server(exe)
-    module = load_tutorial_client(s.sport, s.rport)
-    sender = s.manager(module, s.sport)
-    conn = sender._Client(sender._address, authkey=sender._authkey)
-    try:
-        expect("'shutdown' is answered", dispatch(conn, None, "shutdown"), None)
-    finally:
-        conn.close()
-    s.wait_line(r"stopping: no new jobs")
-    expect("a client's 'shutdown' stops the server: it exits 0", s.exit_status(), 0)
+    # To either port it is a first signal: the queued jobs still run and their client
+    # collects every result (once, the receiver port's stopped that manager at once:
+    # the client got EOFError and the results went uncollected).
+    for side in ("sender", "receiver"):
+        s = Server(exe, "--start-paused", "--grace-ms", "600000")
+        module = load_tutorial_client(s.sport, s.rport)
+        client = module.MY_Client("shutdown-" + side)
+        n = 5
+        for i in range(n):
+            client.SendAudio(i, None)
+        m = s.manager(module, s.sport if side == "sender" else s.rport)
+        conn = m._Client(m._address, authkey=m._authkey)
+        try:
+            expect("'shutdown' to the %s port is answered" % side, dispatch(conn, None, "shutdown"), None)
+        finally:
+            conn.close()
+        s.wait_line(r"stopping: no new jobs; the %d queued job\(s\) still run" % n)
+        s.signal(signal.SIGUSR1)  # the workers start: the queued jobs run
+        try:
+            got = sorted(client.ReceiveResult(True)["data"] for _ in range(n))
+        except Exception as e:
+            got = type(e).__name__
+        expect("'shutdown' to the %s port: the client still gets every result" % side, got,
+               [i * i for i in range(n)])
+        expect("a client's 'shutdown' stops the server: it exits 0", s.exit_status(), 0)
+        expect("the server counts them done and collected",
+               bool(s.wait_line(r"stopped: %d job\(s\) done, 0 queued job\(s\) dropped, 0 unroutable, "
+                                r"0 result\(s\) not collected" % n)), True)
 
 
 def check_1000_channels(exe):

@@ -571,7 +571,8 @@ TEST_CASE("manager_server: debug_info cuts a repr after 75 characters, never ins
   });
 }
 
-TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shutdown is not allowed", "[manager]") {
+TEST_CASE("manager_server: a client's shutdown request ends serve(), unless not allowed or handed to on_shutdown",
+          "[manager]") {
   SECTION("allowed (Python's default)") {
     fixture f;
     corio::runtime rt(corio_test::workers(2));
@@ -596,6 +597,25 @@ TEST_CASE("manager_server: a client's shutdown request ends serve(), unless shut
       CHECK(bye->what == manager_reply::kind::traceback);
       CHECK(text(*bye).find("PermissionError") != std::string::npos);
       auto still = co_await c.request("dummy");  // the server goes on
+      REQUIRE(still);
+      CHECK(still->ok());
+    });
+  }
+  SECTION("handed to on_shutdown") {
+    manager_options o;
+    std::atomic<int> asked{0};
+    o.on_shutdown = [&asked] { asked.fetch_add(1); };
+    fixture f(o);
+    run(f, [&asked](fixture&, manager_client& c) -> task<void> {
+      auto bye = co_await c.request("shutdown");
+      REQUIRE(bye);
+      CHECK(bye->ok());
+      // Called once the reply is sent, perhaps a moment after we read it (bounded wait).
+      for (int i = 0; i < 1000 && asked.load() == 0; ++i) {
+        (void)co_await corio::sleep_for(10ms);
+      }
+      CHECK(asked.load() == 1);
+      auto still = co_await c.request("dummy");  // serve() goes on: stopping is the owner's
       REQUIRE(still);
       CHECK(still->ok());
     });
