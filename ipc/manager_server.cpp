@@ -120,6 +120,28 @@ task<call_outcome> run_call(deferred_call& call, std::stop_token stop, std::stop
   co_return out;
 }
 
+/// A factory's outcome as Python's server answers any failed server call (create
+/// included): an exception it raised goes back as ('#TRACEBACK', text whose last line
+/// is "TYPE: message"), and the client raises RemoteError, never the exception itself.
+call_outcome server_call_error(call_outcome outcome) {
+  if (outcome.what != call_outcome::kind::raised) {
+    return outcome;
+  }
+  const pickle::object* e = outcome.value.if_object();
+  if (e == nullptr) {
+    return traceback("Exception", outcome.value.repr(200));
+  }
+  std::string text = "Traceback (most recent call last):\n";
+  text += e->module == "builtins" ? e->name : e->qualified_name();
+  if (e->args.size() == 1 && e->args[0].is_str()) {
+    text += ": " + *e->args[0].if_str();  // str(exception): its one argument
+  } else if (!e->args.empty()) {
+    text += ": " + pickle::value::make_tuple(pickle::value::items_type(e->args)).repr(200);
+  }
+  text += '\n';
+  return call_outcome::failed(std::move(text));
+}
+
 }  // namespace
 
 call_outcome manager_server::state::create(const call_args& args) {
@@ -141,7 +163,7 @@ call_outcome manager_server::state::create(const call_args& args) {
     return traceback("RuntimeError", e.what());
   }
   if (auto* error = std::get_if<call_outcome>(&made)) {
-    return std::move(*error);
+    return server_call_error(std::move(*error));
   }
   auto& object = std::get<std::shared_ptr<managed_object>>(made);
   if (!object) {

@@ -15,9 +15,10 @@
 // after which the connection carries a proxy's method calls until the client leaves.
 // debug_info answers, as Python's, a line pair per object (ident, refcount, repr), then
 // the line "  waiting calls: N, abandoned: M" (stats(), for clients and their tests).
-// Errors go back as Python's server sends them: an unknown typeid, ident or request, or a
-// method not in `exposed`, as '#TRACEBACK'; an exception of the method itself (a
-// TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not
+// Errors go back as Python's server sends them: an unknown typeid, ident or request, a
+// method not in `exposed`, or any failed server call (a factory's exception too: create()
+// with bad arguments), as '#TRACEBACK' (the client raises RemoteError); an exception of an
+// object's method (a TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not
 // decode (a class outside the pickle allow-list, e.g. a proxy's RebuildProxy) gets
 // '#TRACEBACK' naming the reason; the connection goes on.
 // Sizes: listen.connection.max_message_size (4 MiB) bounds what a client may send; replies

@@ -273,6 +273,12 @@ TEST_CASE("manager_server: wrong arguments raise Python's TypeError for that cal
     CHECK(message(*dup) == "put() got multiple values for argument 'item'");
     auto bad_create = co_await c.create("Queue", pickle::value::items_of(pickle::value("big")));
     REQUIRE_FALSE(bad_create);
+    // As Python's server answers a failed create (its factory's TypeError included): a
+    // traceback, so that the client raises RemoteError (an '#ERROR' made it raise TypeError).
+    auto raw_create = co_await c.request("create", pickle::value::items_of("Queue", "big"));
+    REQUIRE(raw_create);
+    CHECK(raw_create->what == manager_reply::kind::traceback);
+    CHECK(text(*raw_create).find("\nTypeError: maxsize must be a non-negative int\n") != std::string::npos);
     auto fine = co_await q->call("empty");
     REQUIRE(fine);
     CHECK(fine->value == pickle::value(true));
