@@ -22,10 +22,11 @@ using namespace detail::shm;
 
 namespace {
 
-/// A claim's lock is this process's: false for a released claim or one a forked child
-/// inherited (the lock is its parent's).
-result<void> check_claim(const process_mutex_guard& guard) noexcept {
-  if (!guard.owns_lock()) {
+/// operation_not_permitted unless the claim's lock is this process's (not released, not
+/// inherited by a forked child: the lock is its parent's) and its queue handle is valid
+/// (not moved from since: shm_queue.hpp says to move no handle that has a claim).
+result<void> check_claim(const process_mutex_guard& guard, const shm_queue* queue) noexcept {
+  if (!guard.owns_lock() || queue == nullptr || !queue->valid()) {
     return unexpected(error(std::errc::operation_not_permitted));
   }
   return {};
@@ -185,7 +186,7 @@ result<shm_queue_receiver> shm_queue::claim_receiving_blocking(saturating_durati
 }
 
 result<void> shm_queue_sender::try_send(std::span<const std::byte> message) const noexcept {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     return ok;
   }
   if (auto ok = check_message(m_queue->m_geometry, message); !ok) {
@@ -211,7 +212,7 @@ task<shm_queue_sender::send_op::value_type> shm_queue_sender::send_op::wait_slow
 // With the producers' lock held throughout: attempt, else sleep on the consumed word
 // until a consumer frees a slot (as a transfer does, without dropping the lock).
 task<result<void>> shm_queue_sender::send_slow(std::span<const std::byte> message, std::stop_token token) const {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     co_return ok;
   }
   if (auto ok = check_message(m_queue->m_geometry, message); !ok) {
@@ -235,7 +236,7 @@ task<result<void>> shm_queue_sender::send_slow(std::span<const std::byte> messag
 
 result<void> shm_queue_sender::send_blocking(std::span<const std::byte> message,
                                              saturating_duration limit) const noexcept {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     return ok;
   }
   if (auto ok = check_message(m_queue->m_geometry, message); !ok) {
@@ -268,7 +269,7 @@ void shm_queue_sender::release() noexcept {
 }
 
 result<std::size_t> shm_queue_receiver::try_receive(std::span<std::byte> buffer) const noexcept {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     return unexpected(ok.error());
   }
   const queue_geometry& g = m_queue->m_geometry;
@@ -311,7 +312,7 @@ task<shm_queue_receiver::receive_op::value_type> shm_queue_receiver::receive_op:
 // sleeping by awaiting.
 task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> buffer,
                                                            std::stop_token token) const {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     co_return unexpected(ok.error());
   }
   if (auto ok = check_buffer(m_queue->m_geometry, buffer); !ok) {
@@ -341,7 +342,7 @@ task<result<std::size_t>> shm_queue_receiver::receive_slow(std::span<std::byte> 
 
 result<std::size_t> shm_queue_receiver::receive_blocking(std::span<std::byte> buffer,
                                                          saturating_duration limit) const noexcept {
-  if (auto ok = check_claim(m_guard); !ok) {
+  if (auto ok = check_claim(m_guard, m_queue); !ok) {
     return unexpected(ok.error());
   }
   if (auto ok = check_buffer(m_queue->m_geometry, buffer); !ok) {
