@@ -133,8 +133,12 @@ call_outcome server_call_error(call_outcome outcome) {
   }
   std::string text = "Traceback (most recent call last):\n";
   text += e->module == "builtins" ? e->name : e->qualified_name();
-  if (e->args.size() == 1 && e->args[0].is_str()) {
-    text += ": " + *e->args[0].if_str();  // str(exception): its one argument
+  // Python's str(exception): its one argument as str() gives it (a KeyError's as repr();
+  // for the numbers and containers a factory raises with, str() is repr()), else the
+  // arguments' tuple.
+  if (e->args.size() == 1) {
+    const pickle::value& a = e->args[0];
+    text += ": " + (a.is_str() && !e->is("builtins", "KeyError") ? *a.if_str() : a.repr(200));
   } else if (!e->args.empty()) {
     text += ": " + pickle::value::make_tuple(pickle::value::items_type(e->args)).repr(200);
   }
