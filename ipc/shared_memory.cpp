@@ -5,11 +5,14 @@
 #include <corio/ipc/shared_memory.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -35,8 +38,8 @@ std::error_code error(std::errc e) noexcept { return std::make_error_code(e); }
 constexpr std::chrono::seconds abandoned_after{5};
 
 /// Takes flock(LOCK_EX) of a new or existing object: false on failure (errno). Another
-/// creator holds the lock for an fstat and an ftruncate (a queue's builder for its build
-/// too), and an opener briefly shares it to look at an object that has not been finished;
+/// creator holds the lock for an fstat and the object's growth (an fallocate: ~0.25 ms
+/// per MiB added; a queue's builder for its build too), and an opener briefly shares it to look at an object that has not been finished;
 /// the lock is tried without blocking, every 20 µs for at most 10 ms, so a program that
 /// holds a flock on the object for its own ends, or a creator stopped under a debugger,
 /// costs the caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a
@@ -55,46 +58,54 @@ bool lock_exclusive(int fd) noexcept {
   }
 }
 
-/// Under the exclusive flock: the object's size, grown to `size` if smaller. 0 on
-/// failure (errno).
-std::size_t grow_locked(int fd, std::size_t size) noexcept {
+/// Grows the object to `size`, committing the memory it adds: fallocate (mode 0) has
+/// tmpfs allocate every page first and set the size last, and on failure gives back what
+/// it took, leaving the size as it was. So a size that /dev/shm cannot hold is
+/// no_space_on_device here, not a SIGBUS later in whichever process first touches a page
+/// that cannot be had. Signals are blocked meanwhile: on older kernels tmpfs abandons the
+/// whole call (EINTR) when one is pending, and a retry starts again from nothing (a
+/// periodic signal could starve a large object); SIGKILL and SIGSTOP, which cannot be
+/// blocked, are retried. A filesystem without fallocate (EOPNOTSUPP; ENOSYS where a
+/// seccomp filter refuses it) is grown with ftruncate, uncommitted, as before.
+std::error_code grow_committed(int fd, std::size_t size) noexcept {
+  sigset_t all{};
+  sigset_t old{};
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = 0;
+  do {
+    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(size));
+  } while (rc != 0 && errno == EINTR);
+  const int failed = rc == 0 ? 0 : errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (failed == 0) {
+    return {};
+  }
+  if (failed == EOPNOTSUPP || failed == ENOSYS) {
+    return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? std::error_code{} : last_os_error();
+  }
+  return os_error(-failed);
+}
+
+/// Under the exclusive flock: the object mapped whole, first grown to `size` if smaller
+/// (grow_committed). Mapped before it grows (mapping past the end of a file is allowed),
+/// so that a mapping that does not fit the address space fails first, allocating
+/// nothing. An object already large enough is mapped as it is, nothing committed (as
+/// open() does).
+result<memory_map> map_grown_locked(int fd, std::size_t size) noexcept {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return 0;
+    return unexpected(last_os_error());
   }
   const auto now = static_cast<std::size_t>(st.st_size);
-  if (now >= size) {
-    return now;
-  }
-  // a new object (size 0, or the builder's first word), or an existing smaller one
-  return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? size : 0;
-}
-
-/// Commits the memory of the object's first `size` bytes now (fallocate on tmpfs), so
-/// that a size beyond what /dev/shm (or the memory cgroup) can hold is no_space_on_device
-/// (or not_enough_memory) here, instead of a SIGBUS in whichever process first touches a
-/// page that cannot be had. After the mapping, not before: a mapping that does not fit
-/// the address space fails first, without allocating anything. Pages already there are
-/// kept as they are (mode 0 writes nothing). A filesystem without fallocate (not tmpfs)
-/// is left as ftruncate made it: 0 then, as on success.
-std::error_code reserve(int fd, std::size_t size) noexcept {
-  while (::fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
-    if (errno == EINTR) {
-      continue;  // a signal while tmpfs zeroes pages: the pages so far are kept; go on
-    }
-    return errno == EOPNOTSUPP ? std::error_code{} : last_os_error();
-  }
-  return {};
-}
-
-/// The object's first `size` bytes mapped read-write, their memory committed (reserve()).
-result<memory_map> map_committed(int fd, std::size_t size) noexcept {
-  auto map = memory_map::map(fd, size, map_access::read_write);
+  auto map = memory_map::map(fd, std::max(now, size), map_access::read_write);
   if (!map) {
     return map;
   }
-  if (auto ec = reserve(fd, size)) {
-    return unexpected(ec);  // (the mapping is undone on the way out)
+  if (now < size) {
+    if (auto ec = grow_committed(fd, size)) {
+      return unexpected(ec);  // (the mapping is undone on the way out)
+    }
   }
   return map;
 }
@@ -166,7 +177,10 @@ struct made {
   memory_map map;
 };
 
-/// create() (with `building_word` 0 and no `keep_lock`) and create_building().
+/// create() (with `building_word` 0 and no `keep_lock`) and create_building(). An object
+/// this call made and cannot finish is emptied before it is unlinked: an opener that got
+/// it first then finds it empty ("try again", then the name gone), not a builder's word
+/// with the lock free, which reads as a dead builder (owner_dead: remove, create again).
 result<made> create_object(std::string_view name, std::size_t size, const shared_memory_options& options,
                            std::uint32_t building_word, owned_fd* keep_lock) {
   if (!detail::valid_posix_ipc_name(name) || size == 0 || (options.mode & ~static_cast<mode_t>(0777)) != 0) {
@@ -186,16 +200,18 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
     }
   }
   auto fail = [&](std::error_code ec) -> result<made> {
-    if (created) {
-      ::shm_unlink(path.c_str());  // ours, and unusable
+    if (created) {  // ours, and unusable: emptied, then unlinked (see above)
+      (void)::ftruncate(object.fd(), 0);
+      ::shm_unlink(path.c_str());
     }
     return unexpected(ec);
   };
   // Grow, never shrink: the size is read and set under an exclusive flock of the object,
   // which every creator takes, so a creator that read a smaller size cannot truncate the
   // object after another one grew it and mapped the larger size (its accesses past the
-  // new end would raise SIGBUS). Held for an fstat and an ftruncate (a builder holds it
-  // until it has built what goes in: shm_queue's header): microseconds; it is dropped
+  // new end would raise SIGBUS). Held for an fstat, a mapping and the growth (an
+  // fallocate: microseconds, plus ~0.25 ms per MiB added; a builder holds it until it has
+  // built what goes in: shm_queue's header); it is dropped
   // explicitly (LOCK_UN: our mapping keeps the open file description, and with it the
   // lock, past a close), and by the kernel when the holder dies.
   if (!lock_exclusive(object.fd())) {
@@ -211,14 +227,10 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
       return fail(wrote < 0 ? last_os_error() : error(std::errc::no_space_on_device));
     }
   }
-  const std::size_t mapped = grow_locked(object.fd(), size);
-  if (keep_lock == nullptr || mapped == 0) {
+  auto map = map_grown_locked(object.fd(), size);
+  if (keep_lock == nullptr || !map) {
     unlock(object.fd());
   }
-  if (mapped == 0) {
-    return fail(last_os_error());
-  }
-  auto map = map_committed(object.fd(), mapped);
   if (!map) {
     return fail(map.error());
   }

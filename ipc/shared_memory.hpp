@@ -16,15 +16,17 @@
 // characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
 // ftruncate, fstat, mmap and fallocate (file_exists when the name exists and exclusive
 // is set, no_such_file_or_directory for open() of a missing name, permission_denied,
-// no_space_on_device or not_enough_memory from create(): see Memory); for open() of an
-// empty object, resource_unavailable_try_again or owner_dead (Lifetime).
-// Memory: create() commits the object's memory (fallocate on /dev/shm's tmpfs, once the
-// mapping is made), so a size that /dev/shm or the memory cgroup cannot hold fails there
-// (no_space_on_device, not_enough_memory; a new name is removed again) instead of
-// raising SIGBUS later in whichever process first touches a page that cannot be had (a
-// container's /dev/shm is often 64 MiB). Without exclusive, an existing object's pages
-// are committed too. open() commits nothing: an object made by another program (Python's
-// SharedMemory, which only sizes it) can still fault when memory runs out.
+// no_space_on_device from create(): see Memory); for open() of an empty object,
+// resource_unavailable_try_again or owner_dead (Lifetime).
+// Memory: create() commits the memory it adds to the object (fallocate on /dev/shm's
+// tmpfs, which allocates every page first and sets the size last), so a size that
+// /dev/shm cannot hold fails there with no_space_on_device (a new name is removed again;
+// an existing object keeps its size) instead of raising SIGBUS later in whichever process
+// first touches a page that cannot be had (a container's /dev/shm is often 64 MiB). A
+// memory cgroup's limit is not caught this way (the kernel reclaims, or OOM-kills). open()
+// commits nothing, nor does a create() that finds the object large enough: an object
+// made by another program (Python's SharedMemory only sizes it) can still fault when
+// memory runs out.
 // Lifetime: the name outlives every handle (like SharedMemory, which also needs an
 // explicit unlink): call remove() when done, or the object stays in /dev/shm, even after
 // a crash. An open() that races the creator's ftruncate finds the object empty and
@@ -36,16 +38,17 @@
 // two syscalls (corio's between shm_open and flock; Python's, which takes no lock,
 // between shm_open and ftruncate): one stopped there for 5 s reads as dead, and so may
 // one when the clock is set forward meanwhile (set back, it delays the verdict).
-// Thread-safety: one owner of the handle. Cost: shm_open + flock + fstat + ftruncate +
-// mmap + fallocate on create (fallocate allocates and zeroes every page not yet there:
-// about 0.25 ms per MiB on the 2-vCPU development VM, 0.24 s for 1 GiB), shm_open +
-// fstat + mmap on open (with a flock and an fstat more for an object empty for 5 s,
-// never waiting). Nothing waits on another process
-// except create()'s flock, which every creator takes for its fstat and ftruncate
-// (microseconds): it is tried without blocking every 20 µs for at most 10 ms, then
-// create() fails with resource_unavailable_try_again (EWOULDBLOCK) — so a creator
-// stopped under a debugger, or a program holding a flock of its own on the object,
-// costs the calling thread (a worker, perhaps) at most that much.
+// Thread-safety: one owner of the handle. Cost: shm_open + flock + fstat + mmap +
+// fallocate on create (fallocate allocates and zeroes every page it adds: about 0.25 ms
+// per MiB on the 2-vCPU development VM, 0.24 s for 1 GiB), shm_open + fstat + mmap on
+// open (with a flock and an fstat more for an object empty for 5 s, never waiting).
+// Nothing waits on another process except create()'s flock, which every creator holds
+// for its fstat, mapping and growth (microseconds, plus that fallocate's time for what
+// it adds): it is tried without blocking every 20 µs for at most 10 ms, then create()
+// fails with resource_unavailable_try_again (EWOULDBLOCK) — so a creator stopped under a
+// debugger, a program holding a flock of its own on the object, or another creator
+// still committing more than ~40 MiB of it, costs the calling thread (a worker,
+// perhaps) at most that much.
 #pragma once
 
 #include <corio/runtime/require_cxx20.hpp>

@@ -384,11 +384,17 @@ TEST_CASE("shared_memory: a size /dev/shm cannot hold is no_space_on_device at c
       return 6;
     }
     // Growing an existing object past what is left: the same error; the name is not
-    // this call's to remove.
+    // this call's to remove, and the object keeps its size (grown but not committed, an
+    // opener would map the larger size and fault past the memory there is).
     if (error_of(shared_memory::create("/small", 1 << 20, {.exclusive = false})) != std::errc::no_space_on_device) {
       return 7;
     }
-    return shared_memory::open("/small") ? 0 : 8;
+    auto again = shared_memory::open("/small");
+    if (!again || again->size() != (128 << 10)) {
+      return 8;
+    }
+    std::memset(again->bytes().data(), 2, again->size());  // every page of it is there
+    return 0;
   });
   const int status = c.wait_status();
   if (status == corio_test::no_private_dev_shm) {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -132,13 +133,33 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
 /// or a container that forbids mounts): the test is skipped with a warning.
 inline constexpr int no_private_dev_shm = 77;
 
-/// In a forked child only: gives this process a mount namespace of its own whose
-/// /dev/shm is a new tmpfs of `size` (e.g. "1m"), so that a test can fill it without
-/// touching the machine's. Returns false (errno set) where that is not allowed.
+/// Writes `text` to the file `path` (a /proc file of this process): false on failure.
+inline bool write_proc_file(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) {
+    return false;
+  }
+  const bool ok = std::fputs(text.c_str(), f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+/// In a forked child only (it must be single-threaded): gives this process a mount
+/// namespace of its own whose /dev/shm is a new tmpfs of `size` (e.g. "1m"), so that a
+/// test can fill it without touching the machine's. Without CAP_SYS_ADMIN it enters a
+/// user namespace first (mapping its own uid and gid to root there), where tmpfs may be
+/// mounted. Returns false where neither is allowed.
 inline bool private_dev_shm(const char* size) {
-  std::string options = std::string("size=") + size;
-  return ::unshare(CLONE_NEWNS) == 0 &&
-         ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&  // nothing leaks out
+  if (::unshare(CLONE_NEWNS) != 0) {
+    const std::string uid = std::to_string(::getuid());
+    const std::string gid = std::to_string(::getgid());
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0 || !write_proc_file("/proc/self/setgroups", "deny") ||
+        !write_proc_file("/proc/self/uid_map", "0 " + uid + " 1") ||
+        !write_proc_file("/proc/self/gid_map", "0 " + gid + " 1")) {
+      return false;
+    }
+  }
+  const std::string options = std::string("size=") + size;
+  return ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&  // nothing leaks out
          ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
 }
 

@@ -197,6 +197,17 @@ TEST_CASE("shm_queue: a moved-from handle is not valid; the new one works", "[ip
   REQUIRE(assigned.valid());
   CHECK(assigned.size() == 1);
   CHECK(assigned.capacity() == 4);
+  // A claim of a handle moved from since (which the header forbids) is refused, not a
+  // use of the null header; releasing it still frees the side.
+  {
+    auto sender = assigned.claim_sending_blocking(5s);
+    REQUIRE(sender);
+    shm_queue last = std::move(assigned);
+    CHECK(error_of(sender->try_send(as_bytes("m"))) == std::errc::operation_not_permitted);
+    sender->release();
+    CHECK(last.try_send(as_bytes("m")));  // the side is free again
+    CHECK(last.size() == 2);
+  }
 }
 
 TEST_CASE("shm_queue: a queue /dev/shm cannot hold is no_space_on_device at create, not a SIGBUS later",
