@@ -138,7 +138,9 @@ call_outcome server_call_error(call_outcome outcome) {
   // arguments' tuple.
   if (e->args.size() == 1) {
     const pickle::value& a = e->args[0];
-    text += ": " + (a.is_str() && !e->is("builtins", "KeyError") ? *a.if_str() : a.repr(200));
+    if (!a.is_str() || !a.if_str()->empty()) {  // an empty message prints the type alone
+      text += ": " + (a.is_str() && !e->is("builtins", "KeyError") ? *a.if_str() : a.repr(200));
+    }
   } else if (!e->args.empty()) {
     text += ": " + pickle::value::make_tuple(pickle::value::items_type(e->args)).repr(200);
   }
