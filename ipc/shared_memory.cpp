@@ -39,8 +39,8 @@ constexpr std::chrono::seconds abandoned_after{5};
 
 /// Takes flock(LOCK_EX) of a new or existing object: false on failure (errno). Another
 /// creator holds the lock for an fstat and the object's growth (an fallocate: ~0.25 ms
-/// per MiB added; a queue's builder for its build too), and an opener briefly shares it to look at an object that has not been finished;
-/// the lock is tried without blocking, every 20 µs for at most 10 ms, so a program that
+/// per MiB added; a queue's builder for its build too), and an opener briefly shares it
+/// to look at an object that has not been finished; the lock is tried without blocking, every 20 µs for at most 10 ms, so a program that
 /// holds a flock on the object for its own ends, or a creator stopped under a debugger,
 /// costs the caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a
 /// wait of unknown length.
@@ -58,26 +58,32 @@ bool lock_exclusive(int fd) noexcept {
   }
 }
 
-/// Grows the object to `size`, committing the memory it adds: fallocate (mode 0) has
-/// tmpfs allocate every page first and set the size last, and on failure gives back what
-/// it took, leaving the size as it was. So a size that /dev/shm cannot hold is
-/// no_space_on_device here, not a SIGBUS later in whichever process first touches a page
-/// that cannot be had. Signals are blocked meanwhile: on older kernels tmpfs abandons the
-/// whole call (EINTR) when one is pending, and a retry starts again from nothing (a
-/// periodic signal could starve a large object); SIGKILL and SIGSTOP, which cannot be
-/// blocked, are retried. A filesystem without fallocate (EOPNOTSUPP; ENOSYS where a
-/// seccomp filter refuses it) is grown with ftruncate, uncommitted, as before.
-std::error_code grow_committed(int fd, std::size_t size) noexcept {
+/// Grows the object from `from` bytes (its size now) to `size`, committing the memory it
+/// adds and nothing else (a sparse object's holes below `from` stay holes): fallocate
+/// (mode 0) of [from, size) has tmpfs allocate every page first and set the size last,
+/// and on failure give back what it took, leaving the size as it was. So a size that
+/// /dev/shm cannot hold is no_space_on_device here, not a SIGBUS later in whichever
+/// process first touches a page that cannot be had. Signals are blocked meanwhile: on
+/// older kernels tmpfs abandons the whole call (EINTR) when one is pending, and a retry
+/// starts again from nothing (a periodic signal could starve a large object); a stop
+/// (SIGSTOP, the freezer) is retried, SIGKILL ends the process. Not covered: on kernels
+/// 5.11 to 6.0, io_uring task work for this thread's ring (TIF_NOTIFY_SIGNAL, which no
+/// mask blocks) interrupts it too, so a busy worker retries. A filesystem without
+/// fallocate (EOPNOTSUPP; ENOSYS where a seccomp filter refuses it) is grown with
+/// ftruncate, uncommitted, as before.
+std::error_code grow_committed(int fd, std::size_t from, std::size_t size) noexcept {
   sigset_t all{};
   sigset_t old{};
   ::sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const bool masked = ::pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
   int rc = 0;
   do {
-    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(size));
+    rc = ::fallocate(fd, 0, static_cast<off_t>(from), static_cast<off_t>(size - from));
   } while (rc != 0 && errno == EINTR);
   const int failed = rc == 0 ? 0 : errno;
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (masked) {
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   if (failed == 0) {
     return {};
   }
@@ -103,11 +109,19 @@ result<memory_map> map_grown_locked(int fd, std::size_t size) noexcept {
     return map;
   }
   if (now < size) {
-    if (auto ec = grow_committed(fd, size)) {
+    if (auto ec = grow_committed(fd, now, size)) {
       return unexpected(ec);  // (the mapping is undone on the way out)
     }
   }
   return map;
+}
+
+/// Whether the object's name has been removed (a creator that failed unlinks it under its
+/// lock; an opener that had it open then says "try again" and finds the name gone, or a
+/// new object, instead of calling that creator dead).
+bool is_unlinked(int fd) noexcept {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && st.st_nlink == 0;
 }
 
 /// Drops the flock, keeping errno.
@@ -146,8 +160,12 @@ std::error_code empty_verdict(int fd, struct stat& st) noexcept {
     return busy;  // a creator stopped between its flock and its ftruncate, or another program's lock
   }
   const bool sized = ::fstat(fd, &st) == 0 && st.st_size != 0;  // by a creator that just ended
+  const bool removed = st.st_nlink == 0;
   unlock(fd);
-  return sized ? std::error_code{} : error(std::errc::owner_dead);
+  if (sized) {
+    return {};
+  }
+  return error(removed ? std::errc::resource_unavailable_try_again : std::errc::owner_dead);
 }
 
 /// An opener's verdict on a builder's object whose first word `first` still read
@@ -167,8 +185,12 @@ std::error_code building_verdict(int fd, std::uint32_t& first, std::uint32_t bui
   // load: later reads of the header come after it (recognise() reloads with acquire
   // too). A false owner_dead would tell the user to remove a live queue.
   const std::uint32_t now = std::atomic_ref<std::uint32_t>(first).load(std::memory_order_acquire);
+  const bool removed = is_unlinked(fd);
   unlock(fd);
-  return now == building_word ? error(std::errc::owner_dead) : std::error_code{};
+  if (now != building_word) {
+    return {};
+  }
+  return error(removed ? std::errc::resource_unavailable_try_again : std::errc::owner_dead);
 }
 
 /// What create_object() and open_object() made: the name and the mapping.
@@ -178,9 +200,9 @@ struct made {
 };
 
 /// create() (with `building_word` 0 and no `keep_lock`) and create_building(). An object
-/// this call made and cannot finish is emptied before it is unlinked: an opener that got
-/// it first then finds it empty ("try again", then the name gone), not a builder's word
-/// with the lock free, which reads as a dead builder (owner_dead: remove, create again).
+/// this call made and cannot finish is unlinked while the lock is still held: an opener
+/// that got it first then finds it unlinked ("try again", then the name gone), not a
+/// builder's word with the lock free, which reads as a dead builder (owner_dead).
 result<made> create_object(std::string_view name, std::size_t size, const shared_memory_options& options,
                            std::uint32_t building_word, owned_fd* keep_lock) {
   if (!detail::valid_posix_ipc_name(name) || size == 0 || (options.mode & ~static_cast<mode_t>(0777)) != 0) {
@@ -200,9 +222,8 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
     }
   }
   auto fail = [&](std::error_code ec) -> result<made> {
-    if (created) {  // ours, and unusable: emptied, then unlinked (see above)
-      (void)::ftruncate(object.fd(), 0);
-      ::shm_unlink(path.c_str());
+    if (created) {
+      ::shm_unlink(path.c_str());  // ours, and unusable (under the lock where we took it)
     }
     return unexpected(ec);
   };
@@ -228,11 +249,13 @@ result<made> create_object(std::string_view name, std::size_t size, const shared
     }
   }
   auto map = map_grown_locked(object.fd(), size);
-  if (keep_lock == nullptr || !map) {
-    unlock(object.fd());
-  }
   if (!map) {
-    return fail(map.error());
+    auto failed = fail(map.error());  // unlinked before the lock goes
+    unlock(object.fd());
+    return failed;
+  }
+  if (keep_lock == nullptr) {
+    unlock(object.fd());
   }
   if (keep_lock != nullptr) {
     *keep_lock = std::move(object);  // the lock stays held until the builder unlocks it (LOCK_UN)

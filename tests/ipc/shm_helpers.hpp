@@ -18,10 +18,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -129,8 +131,9 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
   }
 }
 
-/// Exit status of a child that could not make its own small /dev/shm (no CAP_SYS_ADMIN,
-/// or a container that forbids mounts): the test is skipped with a warning.
+/// Exit status of a child that could not make its own small /dev/shm (no CAP_SYS_ADMIN
+/// and no user namespace, or a container that forbids mounts): the test is skipped with
+/// a warning (the child says why on stderr).
 inline constexpr int no_private_dev_shm = 77;
 
 /// Writes `text` to the file `path` (a /proc file of this process): false on failure.
@@ -143,12 +146,8 @@ inline bool write_proc_file(const std::string& path, const std::string& text) {
   return std::fclose(f) == 0 && ok;
 }
 
-/// In a forked child only (it must be single-threaded): gives this process a mount
-/// namespace of its own whose /dev/shm is a new tmpfs of `size` (e.g. "1m"), so that a
-/// test can fill it without touching the machine's. Without CAP_SYS_ADMIN it enters a
-/// user namespace first (mapping its own uid and gid to root there), where tmpfs may be
-/// mounted. Returns false where neither is allowed.
-inline bool private_dev_shm(const char* size) {
+/// private_dev_shm()'s work: false (errno set) where it is not allowed.
+inline bool make_private_dev_shm(const char* size) {
   if (::unshare(CLONE_NEWNS) != 0) {
     const std::string uid = std::to_string(::getuid());
     const std::string gid = std::to_string(::getgid());
@@ -161,6 +160,20 @@ inline bool private_dev_shm(const char* size) {
   const std::string options = std::string("size=") + size;
   return ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&  // nothing leaks out
          ::mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
+}
+
+/// In a forked child only (it must be single-threaded: under TSan a child may have the
+/// sanitizer's thread, and then the user namespace is refused): gives this process a
+/// mount namespace of its own whose /dev/shm is a new tmpfs of `size` (e.g. "1m"), so
+/// that a test can fill it without touching the machine's. Without CAP_SYS_ADMIN it
+/// enters a user namespace first (mapping its own uid and gid to root there), where tmpfs
+/// may be mounted. Returns false where neither is allowed, saying why on stderr.
+inline bool private_dev_shm(const char* size) {
+  const bool made = make_private_dev_shm(size);
+  if (!made) {
+    std::fprintf(stderr, "a private /dev/shm could not be made: %s\n", std::strerror(errno));
+  }
+  return made;
 }
 
 }  // namespace corio_test

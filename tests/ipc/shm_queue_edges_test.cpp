@@ -240,7 +240,7 @@ TEST_CASE("shm_queue: a queue /dev/shm cannot hold is no_space_on_device at crea
   });
   const int status = c.wait_status();
   if (status == corio_test::no_private_dev_shm) {
-    WARN("skipped: this process may not mount a tmpfs of its own (needs CAP_SYS_ADMIN)");
+    WARN("skipped: no private /dev/shm (neither CAP_SYS_ADMIN nor a user namespace; the child said why)");
     return;
   }
   CHECK(status == 0);
