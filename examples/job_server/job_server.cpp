@@ -13,10 +13,11 @@
 // authkey b'password' (--authkey). --job-workers tasks (default 5, the tutorial's
 // num_threads) take jobs, run the job function on data_a and put the result on the job's
 // channel (the tutorial's mediator thread is not needed: a worker routes directly).
-// The job function: str -> upper-cased (ASCII letters), bytes -> reversed, int -> its
-// square, float -> its square. Anything else, an int whose square needs more than 127
-// bits, or a job function that throws gives that job's client, instead of a result, the
-// dict {'result': False, 'message': '[Error] ...'}; other jobs go on.
+// The job function (job_function.cpp): str -> upper-cased (ASCII letters), bytes ->
+// reversed, int -> its square, float -> its square. Anything else, an int whose square
+// needs more than 127 bits, or a job function that throws gives that job's client,
+// instead of a result, the dict {'result': False, 'message': '[Error] ...'}; other jobs
+// go on.
 // GetAudioQueue's put refuses, with a ValueError to the client that sends it, a job that
 // is not (data_a, data_b, channel_id) or names a channel nobody registered (its result
 // could reach nobody); a TypeError for an unhashable channel id. So every job the queue
@@ -40,6 +41,7 @@
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
+#include "job_function.hpp"
 
 #include <corio/corio.hpp>
 #include <corio/ipc/manager_object.hpp>
@@ -53,10 +55,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -170,48 +172,6 @@ class job_queue : public managed_queue {
   channels& m_known;  // outlives the queue (both in server_state)
 };
 
-// 128-bit integers (a GNU extension g++ and clang share): an int64's square fits.
-__extension__ using int128 = __int128;
-__extension__ using uint128 = unsigned __int128;
-
-// The example's job function (see the header comment). Throws for what it cannot do.
-pickle::value job_function(const pickle::value& data) {
-  switch (data.type()) {
-    case pickle::kind::str: {
-      std::string s = *data.if_str();
-      for (char& c : s) {
-        if (c >= 'a' && c <= 'z') {
-          c = static_cast<char>(c - 'a' + 'A');
-        }
-      }
-      return s;
-    }
-    case pickle::kind::bytes: {
-      std::string b = *data.if_bytes();
-      return pickle::value::make_bytes(std::string(b.rbegin(), b.rend()));
-    }
-    case pickle::kind::boolean:
-    case pickle::kind::integer: {
-      int128 x = data.type() == pickle::kind::boolean ? (*data.as<bool>() ? 1 : 0) : *data.as<std::int64_t>();
-      int128 sq = x * x;
-      if (sq <= INT64_MAX) {
-        return static_cast<std::int64_t>(sq);
-      }
-      std::uint8_t le[17] = {};
-      for (int i = 0; i < 16; ++i) {
-        le[i] = static_cast<std::uint8_t>(static_cast<uint128>(sq) >> (8 * i));
-      }
-      return pickle::big_int::from_twos_complement(le);  // 17 bytes: the top one keeps it positive
-    }
-    case pickle::kind::floating: {
-      double d = *data.as<double>();
-      return d * d;
-    }
-    case pickle::kind::big_integer: throw std::runtime_error("this job function squares ints below 2**63 only");
-    default: throw std::runtime_error(std::string("no job function for a ") + std::string(data.type_name()));
-  }
-}
-
 struct server_state {
   channels results;
   std::shared_ptr<job_queue> input = std::make_shared<job_queue>(results);
@@ -236,7 +196,7 @@ void run_job(server_state& s, const pickle::value& job) {
   }
   pickle::value result;
   try {
-    result = job_function((*items)[0]);
+    result = job_server::job_function((*items)[0]);
   } catch (const std::exception& e) {
     result = status(false, std::string("[Error] job function: ") + e.what());
   }
