@@ -8,18 +8,25 @@ for its number_of_objects: every proxy job_client made must have been released (
 dropped without release() leaves its reference, and the object, on the server).
   - GetAudioQueue refused (the sender port names the receiver, which has no such typeid)
     after GetResultQueue made its proxy.
+And what job_client does when the server stops answering:
+  - the server stopped (SIGSTOP) while job_client --timeout-ms 1000 waits for its result:
+    job_client says "no answer from the server within 3000 ms" and exits 1 within that
+    bound (plus a margin for a loaded machine), instead of waiting for ever; the server,
+    continued (SIGCONT), then stops cleanly on SIGTERM.
 Runs on Python 3.6+.
 """
 import os
+import signal
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Client
-from multiprocessing.managers import dispatch
+from multiprocessing.managers import BaseManager, dispatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # nothing written into the source tree
 sys.path.insert(0, HERE)
-from server_checks import LIMIT, Server, expect, failures, run_checks  # noqa: E402
+from server_checks import LIMIT, Server, expect, failures, run_checks, wait_until  # noqa: E402
 
 
 def request(port, method, *args):
@@ -47,8 +54,48 @@ def check_refused_create_releases_the_other_proxy(server_exe, client_exe):
     s.proc.wait()
 
 
+class SenderManager(BaseManager):
+    pass
+
+
+SenderManager.register("GetAudioQueue")
+
+
+def check_stopped_server_ends_the_client(server_exe, client_exe):
+    # Paused: the job stays queued, so job_client's get waits on the server.
+    s = Server(server_exe, "--start-paused", "--grace-ms", "0")
+    client = subprocess.Popen([client_exe, "--port-sender", str(s.sport), "--port-receiver", str(s.rport),
+                               "--channel", "stopped", "--timeout-ms", "1000", "hello"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    sender = SenderManager(("127.0.0.1", s.sport), authkey=b"password")
+    sender.connect()
+    audio = sender.GetAudioQueue()
+    wait_until("job_client's job to be queued", lambda: audio.qsize() == 1)
+    s.signal(signal.SIGSTOP)  # job_client is in (or about to send) its get(True, 1.0)
+    stopped = time.monotonic()
+    try:
+        out, _ = client.communicate(timeout=20)
+        waited = time.monotonic() - stopped
+        expect("job_client exits 1 when the server stops answering", client.returncode, 1)
+        expect("it says so (%s)" % out.strip().replace("\n", " | "),
+               "get with a timeout: no answer from the server within 3000 ms" in out, True)
+        # At most 3 s after the stop (the bound on its get's reply), plus a margin.
+        expect("it ends within 3 s + 5 s of the stop (%.1f s)" % waited, waited < 8, True)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        out, _ = client.communicate()
+        expect("job_client ends once the server stops answering (%s)" % out.strip().replace("\n", " | "),
+               "still waiting after 20 s", "exit status 1")
+    s.signal(signal.SIGCONT)
+    s.signal(signal.SIGTERM)
+    s.wait_line(r"stopping: no new jobs")
+    s.signal(signal.SIGUSR1)  # a paused server that is stopping runs its queued job first
+    expect("the server, continued, stops cleanly on SIGTERM", s.exit_status(), 0)
+
+
 def main():
-    verdict = run_checks([check_refused_create_releases_the_other_proxy], sys.argv[1], sys.argv[2])
+    verdict = run_checks([check_refused_create_releases_the_other_proxy, check_stopped_server_ends_the_client],
+                         sys.argv[1], sys.argv[2])
     print("client checks: %s" % verdict)
     return 1 if failures else 0
 

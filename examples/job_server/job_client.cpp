@@ -5,6 +5,14 @@
 // queue.Empty while nothing is there), then each result with a timeout (get(True, s)).
 // --tasks N runs N clients at once, each a task with its own channel ("ID-1" ... "ID-N")
 // and its own proxies. Every result is printed as "c++ client CHANNEL received REPR".
+// Every wait on the server is bounded on this side too, by --timeout-ms + 2000 ms (the
+// server's own get timeout plus a margin for the round trip; default 12 s): each reply
+// (the connections' idle_timeout), each handshake and each connect. A server that stops
+// answering (hung, stopped, overloaded past that) ends the client with "no answer from
+// the server within N ms" and exit status 1, instead of a wait without end; the proxies
+// it made are then not released (a decref would wait on that server again): their
+// references stay on it, as a killed Python client's do. There is no way to wait without
+// a bound (the tutorial's MY_Client's blocking get): pass a large --timeout-ms.
 //   job_client [--port-sender N] [--port-receiver N] [--authkey KEY] [--channel ID]
 //              [--tasks N] [--timeout-ms MS] JOB...
 // A JOB is sent as an int if it reads as one, else a float if it reads as one, else bytes
@@ -16,10 +24,13 @@
 #include <corio/ipc/manager_client.hpp>
 #include <corio/ipc/pickle.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <stop_token>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using corio::task;
@@ -54,81 +65,133 @@ struct settings {
   int timeout_ms = 10000;
 };
 
+// The margin on top of --timeout-ms for a reply's round trip (see the header comment).
+constexpr int kRoundTripMarginMs = 2000;
+
+int reply_limit_ms(const settings& s) { return s.timeout_ms + kRoundTripMarginMs; }
+
+// The client options of every connection: each reply, handshake and connect bounded by
+// reply_limit_ms (a handshake and a connect also by their defaults, if shorter).
+corio::ipc::client_options connection_options(const settings& s) {
+  const std::chrono::milliseconds limit(reply_limit_ms(s));
+  corio::ipc::client_options o;
+  o.auth.authkey = s.authkey;
+  o.auth.timeout = std::min<std::chrono::nanoseconds>(o.auth.timeout, limit);
+  o.connect_timeout = std::min<std::chrono::nanoseconds>(o.connect_timeout, limit);
+  o.connection.idle_timeout = limit;
+  return o;
+}
+
+// One client's channel, and whether the server left a request of it unanswered.
+struct client_state {
+  std::string channel;
+  int reply_limit_ms = 0;
+  bool unanswered = false;
+};
+
 // Reports a failed step; yields false.
-bool failed(const std::string& channel, const char* step, const std::string& why) {
-  std::fprintf(stderr, "job_client %s: %s: %s\n", channel.c_str(), step, why.c_str());
+bool failed(const client_state& c, const char* step, const std::string& why) {
+  std::fprintf(stderr, "job_client %s: %s: %s\n", c.channel.c_str(), step, why.c_str());
   return false;
 }
 
-std::string describe(const corio::result<manager_reply>& r) {
-  if (!r) {
-    return r.error().message();
+// The same for a step that failed with `error` (timed_out: the server did not answer).
+bool failed(client_state& c, const char* step, std::error_code error) {
+  if (error == std::errc::timed_out) {
+    c.unanswered = true;
+    return failed(c, step, "no answer from the server within " + std::to_string(c.reply_limit_ms) + " ms");
   }
-  return r->value.repr(300);
+  return failed(c, step, error.message());
 }
 
-// Checks that `channel` starts empty, puts `jobs` on `input`, takes their results from
+// The same for a call whose reply was not the one expected (or that failed).
+bool failed(client_state& c, const char* step, const corio::result<manager_reply>& r) {
+  return r ? failed(c, step, r->value.repr(300)) : failed(c, step, r.error());
+}
+
+// Checks that the channel starts empty, puts `jobs` on `input`, takes their results from
 // `results`; false at the first failed step (reported).
-task<bool> send_and_receive(const settings& s, const std::string& channel, const std::vector<std::string>& jobs,
+task<bool> send_and_receive(const settings& s, client_state& c, const std::vector<std::string>& jobs,
                             manager_proxy& results, manager_proxy& input) {
   auto nothing = co_await results.call("get_nowait");
   if (!nothing || !nothing->raised("queue", "Empty")) {
-    co_return failed(channel, "get_nowait before any job (queue.Empty expected)", describe(nothing));
+    co_return failed(c, "get_nowait before any job (queue.Empty expected)", nothing);
   }
   for (const std::string& job : jobs) {
-    auto args = pickle::value::items_of(pickle::value::tuple_of(parse_job(job), "c++", channel));
+    auto args = pickle::value::items_of(pickle::value::tuple_of(parse_job(job), "c++", c.channel));
     auto put = co_await input.call("put", std::move(args));
     if (!put || !put->ok()) {
-      co_return failed(channel, "put", describe(put));
+      co_return failed(c, "put", put);
     }
   }
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     auto got = co_await results.call("get", pickle::value::items_of(true, s.timeout_ms / 1000.0));
     if (!got || !got->ok()) {
       std::fflush(stdout);
-      co_return failed(channel, "get with a timeout", describe(got));
+      co_return failed(c, "get with a timeout", got);
     }
-    std::printf("c++ client %s received %s\n", channel.c_str(), got->value.repr().c_str());
+    std::printf("c++ client %s received %s\n", c.channel.c_str(), got->value.repr().c_str());
   }
   std::fflush(stdout);
   co_return true;
 }
 
-// One tutorial client: register `channel`, send `jobs`, receive their results.
-task<bool> one_client(settings s, std::string channel, std::vector<std::string> jobs) {
-  auto sender = co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_sender), s.authkey);
-  auto receiver =
-      co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_receiver), s.authkey);
-  if (!sender || !receiver) {
-    co_return failed(channel, "connect", (!sender ? sender.error() : receiver.error()).message());
-  }
-  auto setter = co_await receiver->create("SetResultQueue");
+// SetResultQueue().set_channel(channel), the setter released after (unless the server
+// did not answer); prints the server's notice. False when refused or failed (reported).
+task<bool> register_channel(client_state& c, const manager_client& receiver) {
+  auto setter = co_await receiver.create("SetResultQueue");
   if (!setter) {
-    co_return failed(channel, "SetResultQueue", setter.error().message());
+    co_return failed(c, "SetResultQueue", setter.error());
   }
-  auto set = co_await setter->call("set_channel", pickle::value::items_of(channel));
+  auto set = co_await setter->call("set_channel", pickle::value::items_of(c.channel));
+  if (!set && set.error() == std::errc::timed_out) {
+    co_return failed(c, "set_channel", set);  // the setter's reference stays (see the header comment)
+  }
   (void)co_await setter->release();
   const pickle::value* ok = set && set->ok() ? set->value.get("result") : nullptr;
   if (ok == nullptr || !(*ok == pickle::value(true))) {
-    co_return failed(channel, "set_channel", describe(set));
+    co_return failed(c, "set_channel", set);
   }
   const pickle::value* message = set->value.get("message");
-  std::printf("c++ client %s: %s\n", channel.c_str(), message && message->is_str() ? message->if_str()->c_str() : "");
-  auto results = co_await receiver->create("GetResultQueue", pickle::value::items_of(channel));
+  std::printf("c++ client %s: %s\n", c.channel.c_str(),
+              message && message->is_str() ? message->if_str()->c_str() : "");
+  co_return true;
+}
+
+// One tutorial client: register `channel`, send `jobs`, receive their results.
+task<bool> one_client(settings s, std::string channel, std::vector<std::string> jobs) {
+  client_state c{std::move(channel), reply_limit_ms(s)};
+  const corio::ipc::client_options options = connection_options(s);
+  auto sender = co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_sender), options);
+  if (!sender) {
+    co_return failed(c, "connect", sender.error());
+  }
+  auto receiver = co_await manager_client::connect(corio::ipc::socket_address::loopback_v4(s.port_receiver), options);
+  if (!receiver) {
+    co_return failed(c, "connect", receiver.error());
+  }
+  if (!co_await register_channel(c, *receiver)) {
+    co_return false;
+  }
+  auto results = co_await receiver->create("GetResultQueue", pickle::value::items_of(c.channel));
+  if (!results) {
+    co_return failed(c, "GetResultQueue", results.error());
+  }
   auto input = co_await sender->create("GetAudioQueue");
   bool all = false;
-  if (!results || !input) {
-    failed(channel, "GetResultQueue/GetAudioQueue", (!results ? results.error() : input.error()).message());
+  if (!input) {
+    failed(c, "GetAudioQueue", input.error());
   } else {
-    all = co_await send_and_receive(s, channel, jobs, *results, *input);
+    all = co_await send_and_receive(s, c, jobs, *results, *input);
   }
-  // Every proxy made is released, whichever step failed: a proxy dropped without
-  // release() leaves its reference (and with it the object) on the server.
-  if (results) {
+  // Every proxy made is released, whichever step failed (a proxy dropped without
+  // release() leaves its reference, and with it the object, on the server), unless the
+  // server left a request unanswered (see the header comment).
+  if (!c.unanswered) {
     (void)co_await results->release();
-  }
-  if (input) {
-    (void)co_await input->release();
+    if (input) {
+      (void)co_await input->release();
+    }
   }
   co_return all;
 }
@@ -159,7 +222,9 @@ int example_main(int argc, char** argv) {
   args.option("--authkey", s.authkey, "KEY", "the shared key (default password)");
   args.option("--channel", channel, "ID", "the result channel id (default cpp)");
   args.option<unsigned>("--tasks", tasks, 1, 1000, "N", "clients at once, 1..1000, channels ID-1..ID-N (default 1)");
-  args.option("--timeout-ms", s.timeout_ms, 1, 3600000, "MS", "how long to wait for each result (default 10000)");
+  args.option("--timeout-ms", s.timeout_ms, 1, 3600000, "MS",
+              "how long to wait for each result (default 10000); a server that sends no reply within MS + 2000 ms "
+              "ends the client (exit 1)");
   args.rest("JOB", jobs, "jobs to send (int, float, b:BYTES or str)", true);
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
