@@ -34,13 +34,20 @@
 // --start-paused: the job workers take no job until SIGUSR1 (or a second stop signal),
 // so that jobs queue up: to see what a stop does with queued jobs (a paused server that
 // is stopping waits for SIGUSR1 before running them).
+// --max-connections N (default 16384): connections served at once on each port (a
+// tutorial client holds one on each); at start the soft limit on open descriptors is
+// raised to what they need, and where the hard limit is lower the number that fits is
+// served (said on stderr for a number given), as echo_server and http_hello do; the line
+// "[Notice] at most M connections at once on each port" gives it. Clients past it wait to
+// be accepted, and a line on stderr says so (connection_limit.hpp).
 //   job_server [--port-sender N] [--port-receiver N] [--authkey KEY] [--job-workers N]
-//              [--grace-ms MS] [--start-paused] [--workers N]
+//              [--grace-ms MS] [--start-paused] [--max-connections N] [--workers N]
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
 // ADDR" say which.
 #include "../common/args.hpp"
 #include "../common/main_guard.hpp"
 #include "../common/shutdown.hpp"
+#include "connection_limit.hpp"
 #include "job_function.hpp"
 
 #include <corio/corio.hpp>
@@ -399,6 +406,28 @@ task<int> run_with_signals(run_args a, const corio::signal_stream& stops, const 
   co_return rc;
 }
 
+// Both managers' options: `authkey`, `served` connections at once on each port, and a
+// client's 'shutdown' request, to either port, as a first signal (`graceful`): the
+// receiver must not stop on its own while queued jobs still run and their clients collect.
+corio::ipc::manager_options manager_settings(const std::string& authkey, unsigned served,
+                                             std::stop_source& graceful) {
+  corio::ipc::manager_options o;
+  o.listen.auth.authkey = authkey;
+  o.listen.max_connections = served;
+  o.on_shutdown = [&graceful] { graceful.request_stop(); };
+  return o;
+}
+
+// A manager bound to `port` (loopback) with `o`; nullopt, said on stderr, if it cannot bind.
+std::optional<manager_server> bind_manager(std::uint16_t port, const corio::ipc::manager_options& o) {
+  auto m = manager_server::bind(corio::ipc::socket_address::loopback_v4(port), o);
+  if (!m) {
+    std::fprintf(stderr, "job_server: bind port %u: %s\n", port, m.error().message().c_str());
+    return std::nullopt;
+  }
+  return std::move(*m);
+}
+
 int example_main(int argc, char** argv) {
   std::uint16_t port_sender = 1001;
   std::uint16_t port_receiver = 1002;
@@ -407,6 +436,7 @@ int example_main(int argc, char** argv) {
   unsigned workers = 0;
   int grace_ms = 2000;
   bool paused = false;
+  unsigned max_connections = 0;  // 0: job_server::kDefaultMaxConnections, fitted silently
   example::args args("job_server", "the tutorial's job server: GetAudioQueue on one port, result channels on another");
   args.option<std::uint16_t>("--port-sender", port_sender, 0, 65535, "N",
                              "port of GetAudioQueue (default 1001; 0: any free port)");
@@ -417,6 +447,9 @@ int example_main(int argc, char** argv) {
   args.option("--grace-ms", grace_ms, 0, 600000, "MS",
               "on shutdown, how long clients may still collect results, 0..600000 (default 2000)");
   args.flag("--start-paused", paused, "job workers take no job until SIGUSR1 (to see what a stop does with queued jobs)");
+  args.option("--max-connections", max_connections, 1u, 1000000u, "N",
+              "connections at once on each port, 1..1000000 (default 16384, lowered to what the descriptor "
+              "limit fits)");
   args.workers(workers);
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -431,25 +464,22 @@ int example_main(int argc, char** argv) {
     return 1;
   }
 
-  std::stop_source graceful, hard, resume;
-  corio::ipc::manager_options o;
-  o.listen.auth.authkey = authkey;
-  // A client's 'shutdown' request, to either port, is a first signal: the receiver must
-  // not stop on its own while queued jobs still run and their clients collect.
-  o.on_shutdown = [&graceful] { graceful.request_stop(); };
-  auto sender = manager_server::bind(corio::ipc::socket_address::loopback_v4(port_sender), o);
-  if (!sender) {
-    std::fprintf(stderr, "job_server: bind port %u: %s\n", port_sender, sender.error().message().c_str());
+  corio::runtime rt(example::with_workers(workers));
+  // Counted with the runtime up: its descriptors are part of the need (connection_limit.hpp).
+  const unsigned served = job_server::fit_max_connections(max_connections);
+  if (served == 0) {
     return 1;
   }
-  auto receiver = manager_server::bind(corio::ipc::socket_address::loopback_v4(port_receiver), o);
+  std::stop_source graceful, hard, resume;
+  const corio::ipc::manager_options o = manager_settings(authkey, served, graceful);
+  auto sender = bind_manager(port_sender, o);
+  auto receiver = sender ? bind_manager(port_receiver, o) : std::nullopt;
   if (!receiver) {
-    std::fprintf(stderr, "job_server: bind port %u: %s\n", port_receiver, receiver.error().message().c_str());
     return 1;
   }
   server_state state;
   register_types(*sender, *receiver, state);
-  corio::runtime rt(example::with_workers(workers));
+  job_server::watch_ports(rt, *sender, *receiver, served, graceful.get_token());
   // Only now: a runtime that cannot start (main_guard's error) announces no listener.
   std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());
   std::printf("receiver listening on %s\n", receiver->address().value().to_string().c_str());

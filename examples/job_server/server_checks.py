@@ -21,6 +21,7 @@ Every wait on the server is bounded; a check that times out fails. Runs on Pytho
 """
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -49,10 +50,12 @@ def expect(what, got, wanted):
 class Server:
     """A job_server child; its output is collected line by line on a thread."""
 
-    def __init__(self, exe, *flags, free_ports=True):
+    def __init__(self, exe, *flags, free_ports=True, limits=None):
+        """limits: (soft, hard) RLIMIT_NOFILE to start it with (default: this process's)."""
         ports = ["--port-sender", "0", "--port-receiver", "0"] if free_ports else []
+        start = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)) if limits else None
         self.proc = subprocess.Popen([exe] + ports + ["--workers", "2"] + list(flags), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, universal_newlines=True)
+                                     stderr=subprocess.STDOUT, universal_newlines=True, preexec_fn=start)
         servers.append(self.proc)
         self.lines = []
         self.cond = threading.Condition()
