@@ -14,10 +14,10 @@
 // num_threads) take jobs, run the job function on data_a and put the result on the job's
 // channel (the tutorial's mediator thread is not needed: a worker routes directly).
 // The job function (job_function.cpp): str -> upper-cased (ASCII letters), bytes ->
-// reversed, int -> its square, float -> its square. Anything else, an int whose square
-// needs more than 127 bits, or a job function that throws gives that job's client,
-// instead of a result, the dict {'result': False, 'message': '[Error] ...'}; other jobs
-// go on.
+// reversed, int -> its exact square (any int of up to 4,096 bits, negative ones too),
+// float -> its square. Anything else, a larger int, or a job function that throws gives
+// that job's client, instead of a result, the dict {'result': False, 'message':
+// '[Error] ...'}; other jobs go on.
 // GetAudioQueue's put refuses, with a ValueError to the client that sends it, a job that
 // is not (data_a, data_b, channel_id) or names a channel nobody registered (its result
 // could reach nobody); a TypeError for an unhashable channel id. So every job the queue

@@ -78,10 +78,10 @@ def run_check(module, sender_port, receiver_port):
     got = sorted(repr(r["data"]) for r in results)
     wanted = sorted(repr(v) for v in ["HELLO", b"cba", 49, 2.25, 9, 2 ** 80])
     expect("job results (str upper, bytes reversed, int/float squared)", got, wanted)
-    # (Its clients are kept until the end: a proxy collected mid-run makes Python's client
-    # close this thread's connection to that port, which every GetAudioQueue proxy here
-    # shares: they all hold the same object, and Python counts it once.)
-    kept = check_failing_job_stays_with_its_client(module)
+    # (Their clients are kept until the end: a proxy collected mid-run makes Python's
+    # client close this thread's connection to that port, which every GetAudioQueue
+    # proxy here shares: they all hold the same object, and Python counts it once.)
+    kept = check_failing_job_stays_with_its_client(module) + check_int_squares(module)
 
     try:
         module.MY_Client("alpha")
@@ -177,6 +177,44 @@ def check_failing_job_stays_with_its_client(module):
     expect("nothing more for either", [good.ReceiveResult(False), bad.ReceiveResult(False)],
            [{"result": False}, {"result": False}])
     return [good, bad]
+
+
+MAX_SQUARED_BITS = 4096  # job_function.hpp's kMaxSquaredBits
+
+
+def check_int_squares(module):
+    """Ints of any size up to 4,096 bits are squared exactly (compared with Python's own
+    x * x); a larger one gets its client the error dict, and the jobs after it go on."""
+    client = module.MY_Client("ints")
+    ints = [2 ** 63, -(2 ** 63), 2 ** 63 - 1, -(2 ** 63) - 1, 2 ** 64 + 1, -(2 ** 64) + 1, 2 ** 200 - 1,
+            -(2 ** 100) - 7, 0, 1, -1, 3 ** 500, 2 ** MAX_SQUARED_BITS - 1, -(2 ** MAX_SQUARED_BITS - 1)]
+    too_big = 2 ** MAX_SQUARED_BITS
+    for x in ints[:6] + [too_big] + ints[6:]:
+        client.SendAudio(x, None)
+    got = []
+    for _ in range(len(ints) + 1):
+        try:
+            got.append(client.result_queue.get(True, 30))
+        except Exception as e:  # queue.Empty: a result that never came
+            got.append(type(e).__name__)
+    error = {"result": False, "message": "[Error] job function: this job function squares ints of at most %d bits, "
+                                         "not one of %d" % (MAX_SQUARED_BITS, MAX_SQUARED_BITS + 1)}
+    # (The workers run jobs in parallel: the results come in any order. Missing squares are
+    # named by their int's sign and bit_length(), not printed whole.)
+    unmatched, missing = list(got), []
+    for x in ints:
+        if x * x in unmatched:
+            unmatched.remove(x * x)
+        else:
+            missing.append(("-" if x < 0 else "+", x.bit_length()))
+    expect("ints of up to %d bits squared exactly, negative ones too (missing: sign, bits)" % MAX_SQUARED_BITS,
+           missing, [])
+    expect("an int of %d bits: the error dict" % (MAX_SQUARED_BITS + 1), [r for r in got if isinstance(r, dict)],
+           [error])
+    expect("each square an int (not a float), and nothing more came",
+           (all(isinstance(r, int) for r in got if not isinstance(r, dict)), client.ReceiveResult(False)),
+           (True, {"result": False}))
+    return [client]
 
 
 def run_client(module, channel, n):
