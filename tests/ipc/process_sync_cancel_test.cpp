@@ -55,6 +55,7 @@ using corio::ipc::process_mutex;
 using corio::ipc::process_mutex_guard;
 using corio::ipc::detail::shared_word;
 using corio_test::child;
+using corio_test::shared_page;
 using corio_test::fallback_mode;
 
 namespace {
@@ -69,20 +70,6 @@ template <class R>
 std::error_code error_of(const R& r) {
   return r ? std::error_code{} : r.error();
 }
-
-/// One page of anonymous shared memory (inherited by forked children): the primitives at
-/// its start, flags at its end.
-struct shared_page {
-  memory_map map = *memory_map::anonymous(4096);
-  std::span<std::byte> bytes() { return map.bytes(); }
-  std::atomic<std::uint32_t>& flag(int i) {
-    return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 3072 + 64 * i));
-  }
-  template <class State>
-  State& state_at(std::size_t offset) {
-    return *std::launder(reinterpret_cast<State*>(map.data() + offset));
-  }
-};
 
 /// How many waits sleep on `word` in the kernel right now, from any process: an io_uring
 /// FUTEX_WAIT and a thread's futex(2) alike (both queue on the word's shared futex key).

@@ -65,6 +65,7 @@ using corio::ipc::process_mutex_guard;
 using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
 using corio_test::child;
+using corio_test::shared_page;
 using corio_test::fallback_mode;
 using corio_test::no_seccomp;
 using corio_test::skipped_without_seccomp;
@@ -75,19 +76,6 @@ template <class R>
 std::error_code error_of(const R& r) {
   return r ? std::error_code{} : r.error();
 }
-
-/// One page of anonymous shared memory (inherited by forked children), with a few
-/// stepping flags at its end.
-struct shared_page {
-  memory_map map = *memory_map::anonymous(4096);
-  std::span<std::byte> bytes() { return map.bytes(); }
-  std::atomic<std::uint32_t>& flag(int i) {
-    return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 3072 + 64 * i));
-  }
-  std::atomic<std::int64_t>& counter(int i) {
-    return *std::launder(reinterpret_cast<std::atomic<std::int64_t>*>(map.data() + 2048 + 64 * i));
-  }
-};
 
 /// One test's primitive T, built (REQUIREd) at offset 0 of a shared page of its own by
 /// T::construct(page, 0, args...). Taken apart: `auto [page, m] = in_page<process_mutex>()`.

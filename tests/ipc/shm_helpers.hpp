@@ -20,10 +20,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -130,6 +133,24 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
 }
+
+/// One page of anonymous shared memory (inherited by forked children): primitives at its
+/// start, counters from byte 2048, stepping flags from byte 3072 (each on a line of its own).
+struct shared_page {
+  corio::ipc::memory_map map = *corio::ipc::memory_map::anonymous(4096);
+  std::span<std::byte> bytes() { return map.bytes(); }
+  std::atomic<std::uint32_t>& flag(int i) {
+    return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(map.data() + 3072 + 64 * i));
+  }
+  std::atomic<std::int64_t>& counter(int i) {
+    return *std::launder(reinterpret_cast<std::atomic<std::int64_t>*>(map.data() + 2048 + 64 * i));
+  }
+  /// The state of a primitive built at `offset`, as the kernel and the tests see it.
+  template <class State>
+  State& state_at(std::size_t offset) {
+    return *std::launder(reinterpret_cast<State*>(map.data() + offset));
+  }
+};
 
 /// Exit status of a child that could not make its own small /dev/shm (no CAP_SYS_ADMIN
 /// and no user namespace, or a container that forbids mounts): the test is skipped with
