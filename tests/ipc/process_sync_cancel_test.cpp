@@ -55,6 +55,7 @@ using corio::ipc::process_mutex;
 using corio::ipc::process_mutex_guard;
 using corio::ipc::detail::shared_word;
 using corio_test::child;
+using corio_test::eventually;
 using corio_test::shared_page;
 using corio_test::fallback_mode;
 
@@ -89,20 +90,6 @@ int sleepers_on(const shared_word& word) {
       return -errno;
     }
   }
-}
-
-/// Waits (from a task) until `pred` holds; the bound only turns a broken protocol into a
-/// failure instead of a hang.
-template <class Pred>
-corio::task<bool> eventually(Pred pred) {
-  const auto end = corio::clock::now() + 30s;
-  while (!pred()) {
-    if (corio::clock::now() > end) {
-      co_return false;
-    }
-    (void)co_await corio::sleep_for(200us);
-  }
-  co_return true;
 }
 
 /// `wait`, then one more in *returned.

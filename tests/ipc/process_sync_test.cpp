@@ -65,6 +65,7 @@ using corio::ipc::process_mutex_guard;
 using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
 using corio_test::child;
+using corio_test::eventually;
 using corio_test::shared_page;
 using corio_test::fallback_mode;
 using corio_test::no_seccomp;
@@ -127,20 +128,6 @@ std::vector<std::unique_ptr<child>> fork_children(int count, F fn) {
 /// The lock word of a process_mutex at offset 0 of `page` (to see its waiters bit).
 std::uint32_t mutex_word(shared_page& page) {
   return reinterpret_cast<corio::ipc::detail::mutex_state*>(page.map.data())->lock.word.load();
-}
-
-/// Waits (from a task) until `pred` holds; a bound turns a broken protocol into a
-/// failure instead of a hang.
-template <class Pred>
-corio::task<bool> eventually(Pred pred) {
-  const auto end = corio::clock::now() + 60s;
-  while (!pred()) {
-    if (corio::clock::now() > end) {
-      co_return false;
-    }
-    (void)co_await corio::sleep_for(200us);
-  }
-  co_return true;
 }
 
 corio::task<std::error_code> lock_and_hold(process_mutex m, std::stop_token token) {

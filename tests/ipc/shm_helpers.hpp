@@ -32,6 +32,8 @@
 
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/shared_memory.hpp>
+#include <corio/runtime/task.hpp>
+#include <corio/runtime/time.hpp>
 
 #define CORIO_SHM_TEST_TSAN_OPTIONS                                                                 \
   extern "C" __attribute__((visibility("default"), used)) const char* __tsan_default_options() { \
@@ -132,6 +134,20 @@ inline bool wait_until_sleeping(pid_t pid, std::chrono::seconds limit = std::chr
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
+}
+
+/// Waits (from a task) until `pred` holds; the 60 s bound only turns a broken protocol
+/// into a failure instead of a hang.
+template <class Pred>
+corio::task<bool> eventually(Pred pred) {
+  const auto end = corio::clock::now() + std::chrono::seconds(60);
+  while (!pred()) {
+    if (corio::clock::now() > end) {
+      co_return false;
+    }
+    (void)co_await corio::sleep_for(std::chrono::microseconds(200));
+  }
+  co_return true;
 }
 
 /// One page of anonymous shared memory (inherited by forked children): primitives at its
