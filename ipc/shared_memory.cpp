@@ -40,10 +40,10 @@ constexpr std::chrono::seconds abandoned_after{5};
 /// Takes flock(LOCK_EX) of a new or existing object: false on failure (errno). Another
 /// creator holds the lock for an fstat and the object's growth (an fallocate: ~0.25 ms
 /// per MiB added; a queue's builder for its build too), and an opener briefly shares it
-/// to look at an object that has not been finished; the lock is tried without blocking, every 20 µs for at most 10 ms, so a program that
-/// holds a flock on the object for its own ends, or a creator stopped under a debugger,
-/// costs the caller's thread (a worker, perhaps) that much and then EWOULDBLOCK, not a
-/// wait of unknown length.
+/// to look at an object that has not been finished; the lock is tried without blocking,
+/// every 20 µs for at most 10 ms, so a program that holds a flock on the object for its
+/// own ends, or a creator stopped under a debugger, costs the caller's thread (a worker,
+/// perhaps) that much and then EWOULDBLOCK, not a wait of unknown length.
 bool lock_exclusive(int fd) noexcept {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
   for (;;) {
