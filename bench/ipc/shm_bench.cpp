@@ -47,7 +47,9 @@
 // Prints `<benchmark> <system> <value> <unit>` (median of --repeat runs); a wrong count is
 // reported on stderr and the exit status is 1.
 //   shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH]
-//             [--only pingpong|stream] [--pin same|cross] [--ipis]
+//             [--only pingpong|stream] [--pin same|cross] [--ipis] [--system NAME]
+// --system NAME runs only the ping-pong of that system (e.g. corio-event-nospin), for a
+// profile or a syscall count of one of them.
 #include "side_by_side.hpp"
 
 #include <corio/corio.hpp>
@@ -825,6 +827,7 @@ int main(int argc, char** argv) {
   std::string python = "python3";
   std::string script = CORIO_SHM_PEER_SCRIPT;
   std::string only;
+  std::string system_only;  // --system: one ping-pong system only
   std::string pin;
   bool pin_given = false;
   bool count_ipis = false;
@@ -843,6 +846,8 @@ int main(int argc, char** argv) {
       script = value();
     } else if (a == "--only") {
       only = value();
+    } else if (a == "--system") {
+      system_only = value();
     } else if (a == "--ipis") {
       count_ipis = true;
     } else if (a == "--pin") {
@@ -851,7 +856,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH] "
-                   "[--only pingpong|stream] [--pin same|cross] [--ipis]\n");
+                   "[--only pingpong|stream] [--pin same|cross] [--ipis] [--system NAME]\n");
       return 2;
     }
   }
@@ -904,6 +909,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "shm_bench: --ipis: no CAL and RES rows in /proc/interrupts here\n");
     }
     auto pp = [&](const char* system, int rounds_used, auto fn) {
+      if (!system_only.empty() && system_only != system) {
+        return;
+      }
       const long before = count_ipis ? wakeup_ipis() : -1;
       report("shm_pingpong", system, measure(repeat, fn), "ns/rtt");
       const long after = before >= 0 ? wakeup_ipis() : -1;
@@ -924,6 +932,10 @@ int main(int argc, char** argv) {
     pp("posix-mq", rounds, [&] { return pingpong_mq(rounds); });
     pp("corio-message-queue", rounds, [&] { return pingpong_corio_mq(rounds); });
     pp("corio-shm-queue", rounds, [&] { return pingpong_shm_queue(rounds); });
+    if (!system_only.empty() && results.count("shm_pingpong " + system_only) == 0) {
+      std::fprintf(stderr, "shm_bench: --system %s: no such ping-pong system\n", system_only.c_str());
+      return 2;
+    }
     g_child_cpu = -1;  // the streams run unpinned
     if (g_parent_cpu >= 0 && ::sched_setaffinity(0, sizeof allowed, &allowed) != 0) {
       std::perror("shm_bench: sched_setaffinity");
