@@ -16,28 +16,32 @@
 // characters, no other '/', not "/." or "/..") or a zero size; the OS errors of shm_open,
 // ftruncate, fstat, mmap and fallocate (file_exists when the name exists and exclusive
 // is set, no_such_file_or_directory for open() of a missing name, permission_denied,
-// no_space_on_device from create(): see Memory); for open() of an empty object,
-// resource_unavailable_try_again or owner_dead (Lifetime).
+// no_space_on_device or not_enough_memory from create()'s fallocate: see Memory); for
+// open() of an empty object, resource_unavailable_try_again or owner_dead (Lifetime).
 // Memory: create() commits the memory it adds to the object (fallocate on /dev/shm's
 // tmpfs, which allocates every page first and sets the size last), so a size that
 // /dev/shm cannot hold fails there with no_space_on_device (a new name is removed again;
 // an existing object keeps its size) instead of raising SIGBUS later in whichever process
 // first touches a page that cannot be had (a container's /dev/shm is often 64 MiB). A
-// memory cgroup's limit is not caught this way (the kernel reclaims, or OOM-kills). open()
+// memory cgroup's limit is not caught this way: the kernel reclaims, or OOM-kills the
+// creator in the middle of create(), which leaves a new name empty (Lifetime). open()
 // commits nothing, nor does a create() that finds the object large enough: an object
 // made by another program (Python's SharedMemory only sizes it) can still fault when
 // memory runs out.
 // Lifetime: the name outlives every handle (like SharedMemory, which also needs an
 // explicit unlink): call remove() when done, or the object stays in /dev/shm, even after
-// a crash. An open() that races the creator's ftruncate finds the object empty and
-// returns resource_unavailable_try_again: retry, or hand the name over only once
-// create() has returned. A creator that died before sizing it leaves it empty for ever:
-// open() returns owner_dead for an object that has been empty for 5 s (since it was
-// made, by the realtime clock) with no creator holding its sizing flock; remove the name
-// and create it again. A live creator leaves the object empty and unlocked only between
-// two syscalls (corio's between shm_open and flock; Python's, which takes no lock,
-// between shm_open and ftruncate): one stopped there for 5 s reads as dead, and so may
-// one when the clock is set forward meanwhile (set back, it delays the verdict).
+// a crash. An open() that races the creator's growth (its fallocate sets the size only
+// once every page is there) finds the object empty and returns
+// resource_unavailable_try_again: retry, or hand the name over only once create() has
+// returned. So does one that finds an empty object whose name a failed create() has just
+// removed (it removes the name under its flock, before giving the lock up). A creator
+// that died before sizing it leaves it empty for ever: open() returns owner_dead for an
+// object that has been empty for 5 s (since it was made, by the realtime clock) with no
+// creator holding its sizing flock; remove the name and create it again. A live creator
+// leaves the object empty and unlocked only between two syscalls (corio's between
+// shm_open and flock; Python's, which takes no lock, between shm_open and ftruncate): one
+// stopped there for 5 s reads as dead, and so may one when the clock is set forward
+// meanwhile (set back, it delays the verdict).
 // Thread-safety: one owner of the handle. Cost: shm_open + flock + fstat + mmap +
 // fallocate on create (fallocate allocates and zeroes every page it adds: about 0.25 ms
 // per MiB on the 2-vCPU development VM, 0.24 s for 1 GiB), shm_open + fstat + mmap on
