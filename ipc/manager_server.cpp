@@ -131,21 +131,17 @@ call_outcome server_call_error(call_outcome outcome) {
   if (e == nullptr) {
     return traceback("Exception", outcome.value.repr(200));
   }
-  std::string text = "Traceback (most recent call last):\n";
-  text += e->module == "builtins" ? e->name : e->qualified_name();
   // Python's str(exception): its one argument as str() gives it (a KeyError's as repr();
   // for the numbers and containers a factory raises with, str() is repr()), else the
-  // arguments' tuple.
+  // arguments' tuple; an empty message prints the type alone (traceback()).
+  std::string message;
   if (e->args.size() == 1) {
     const pickle::value& a = e->args[0];
-    if (!a.is_str() || !a.if_str()->empty()) {  // an empty message prints the type alone
-      text += ": " + (a.is_str() && !e->is("builtins", "KeyError") ? *a.if_str() : a.repr(200));
-    }
+    message = a.is_str() && !e->is("builtins", "KeyError") ? *a.if_str() : a.repr(200);
   } else if (!e->args.empty()) {
-    text += ": " + pickle::value::make_tuple(pickle::value::items_type(e->args)).repr(200);
+    message = pickle::value::make_tuple(pickle::value::items_type(e->args)).repr(200);
   }
-  text += '\n';
-  return call_outcome::failed(std::move(text));
+  return traceback(e->module == "builtins" ? e->name : e->qualified_name(), message);
 }
 
 }  // namespace

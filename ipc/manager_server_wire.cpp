@@ -66,8 +66,10 @@ call_outcome key_error(std::string_view key) {
 call_outcome traceback(std::string_view type, std::string_view message) {
   std::string t = "Traceback (most recent call last):\n";
   t += type;
-  t += ": ";
-  t += message;
+  if (!message.empty()) {  // as Python prints an exception whose str() is empty: the type alone
+    t += ": ";
+    t += message;
+  }
   t += '\n';
   return call_outcome::failed(std::move(t));
 }

@@ -76,7 +76,14 @@ struct fixture {
       if (auto* e = std::get_if<call_outcome>(&b)) {
         return std::move(*e);
       }
-      auto n = std::get<std::vector<pickle::value>>(b)[0].as<std::size_t>();
+      const pickle::value& size = std::get<std::vector<pickle::value>>(b)[0];
+      if (size == pickle::value("empty")) {  // an exception whose str() is empty
+        return call_outcome::raise("ValueError", "");
+      }
+      if (size == pickle::value("key")) {  // KeyError(''): str() gives repr(''), "''"
+        return call_outcome::raise("KeyError", "");
+      }
+      auto n = size.as<std::size_t>();
       if (!n) {
         return call_outcome::raise("TypeError", "maxsize must be a non-negative int");
       }
@@ -279,6 +286,15 @@ TEST_CASE("manager_server: wrong arguments raise Python's TypeError for that cal
     REQUIRE(raw_create);
     CHECK(raw_create->what == manager_reply::kind::traceback);
     CHECK(text(*raw_create).find("\nTypeError: maxsize must be a non-negative int\n") != std::string::npos);
+    // Python prints an exception whose str() is empty as its type alone; KeyError's str()
+    // is the repr of its key.
+    auto empty_message = co_await c.request("create", pickle::value::items_of("Queue", "empty"));
+    REQUIRE(empty_message);
+    CHECK(empty_message->what == manager_reply::kind::traceback);
+    CHECK(text(*empty_message) == "Traceback (most recent call last):\nValueError\n");
+    auto key_message = co_await c.request("create", pickle::value::items_of("Queue", "key"));
+    REQUIRE(key_message);
+    CHECK(text(*key_message) == "Traceback (most recent call last):\nKeyError: ''\n");
     auto fine = co_await q->call("empty");
     REQUIRE(fine);
     CHECK(fine->value == pickle::value(true));
