@@ -56,6 +56,7 @@ using corio::ipc::process_mutex_guard;
 using corio::ipc::detail::shared_word;
 using corio_test::child;
 using corio_test::eventually;
+using corio_test::sleepers_on;
 using corio_test::shared_page;
 using corio_test::fallback_mode;
 
@@ -70,26 +71,6 @@ constexpr std::uint32_t waiters_bit = 1;
 template <class R>
 std::error_code error_of(const R& r) {
   return r ? std::error_code{} : r.error();
-}
-
-/// How many waits sleep on `word` in the kernel right now, from any process: an io_uring
-/// FUTEX_WAIT and a thread's futex(2) alike (both queue on the word's shared futex key).
-/// Counted by a FUTEX_CMP_REQUEUE of the word onto itself that wakes none: the kernel
-/// returns how many it requeued, and requeuing onto the same key moves nobody. -errno if
-/// the kernel refuses it.
-int sleepers_on(const shared_word& word) {
-  auto* address = const_cast<shared_word*>(&word);
-  for (;;) {
-    const std::uint32_t now = word.load();
-    const long n = ::syscall(SYS_futex, address, FUTEX_CMP_REQUEUE, 0, reinterpret_cast<void*>(std::uintptr_t{INT_MAX}),
-                             address, now);
-    if (n >= 0) {
-      return static_cast<int>(n);
-    }
-    if (errno != EAGAIN) {  // EAGAIN: the word changed between the load and the call
-      return -errno;
-    }
-  }
 }
 
 /// `wait`, then one more in *returned.

@@ -64,8 +64,10 @@ using corio::ipc::process_mutex;
 using corio::ipc::process_mutex_guard;
 using corio::ipc::process_semaphore;
 using corio::ipc::shared_memory;
+using corio::ipc::detail::shared_word;
 using corio_test::child;
 using corio_test::eventually;
+using corio_test::sleepers_on;
 using corio_test::shared_page;
 using corio_test::fallback_mode;
 using corio_test::no_seccomp;
@@ -530,8 +532,9 @@ TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count a
   const bool fallback = GENERATE(false, true);
   fallback_mode mode(fallback);
   auto [page, s] = in_page<process_semaphore>(0);
+  const shared_word* word = &page.state_at<corio::ipc::detail::semaphore_state>(0).word;
   corio::runtime rt(corio_test::workers(2));
-  rt.block_on([](process_semaphore s) -> corio::task<void> {
+  rt.block_on([](process_semaphore s, const shared_word* word) -> corio::task<void> {
     std::stop_source stop;
     std::vector<corio::join_handle<corio::result<void>>> hs;
     for (int i = 0; i < 16; ++i) {
@@ -539,7 +542,9 @@ TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count a
         co_return co_await s.acquire(t);
       }(s, stop.get_token())));
     }
-    (void)co_await corio::sleep_for(5ms);
+    // Every waiter asleep in the kernel before the stop (not assumed after a pause).
+    const bool asleep = co_await eventually([&] { return sleepers_on(*word) == 16; });
+    REQUIRE(asleep);
     stop.request_stop();
     for (auto& h : hs) {
       auto cancelled = co_await std::move(h);
@@ -551,7 +556,8 @@ TEST_CASE("process_semaphore: cancelling every waiter at once leaves the count a
     INFO(error_of(got).message());
     CHECK(got);
     CHECK(s.value() == 1);
-  }(*s));
+    CHECK(sleepers_on(*word) == 0);
+  }(*s, word));
 }
 
 TEST_CASE("futex_await: a wait the kernel refuses (a word no longer mapped) reports the error, through the ring "

@@ -10,14 +10,17 @@
 // that forks defines it once: CORIO_SHM_TEST_TSAN_OPTIONS.
 #pragma once
 
+#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -30,6 +33,7 @@
 #include <string>
 #include <thread>
 
+#include <corio/ipc/detail/shared_word.hpp>
 #include <corio/ipc/memory_map.hpp>
 #include <corio/ipc/shared_memory.hpp>
 #include <corio/runtime/task.hpp>
@@ -148,6 +152,26 @@ corio::task<bool> eventually(Pred pred) {
     (void)co_await corio::sleep_for(std::chrono::microseconds(200));
   }
   co_return true;
+}
+
+/// How many waits sleep on `word` in the kernel right now, from any process: an io_uring
+/// FUTEX_WAIT and a thread's futex(2) alike (both queue on the word's shared futex key).
+/// Counted by a FUTEX_CMP_REQUEUE of the word onto itself that wakes none: the kernel
+/// returns how many it requeued, and requeuing onto the same key moves nobody. -errno if
+/// the kernel refuses it.
+inline int sleepers_on(const corio::ipc::detail::shared_word& word) {
+  auto* address = const_cast<corio::ipc::detail::shared_word*>(&word);
+  for (;;) {
+    const std::uint32_t now = word.load();
+    const long n = ::syscall(SYS_futex, address, FUTEX_CMP_REQUEUE, 0, reinterpret_cast<void*>(std::uintptr_t{INT_MAX}),
+                             address, now);
+    if (n >= 0) {
+      return static_cast<int>(n);
+    }
+    if (errno != EAGAIN) {  // EAGAIN: the word changed between the load and the call
+      return -errno;
+    }
+  }
 }
 
 /// One page of anonymous shared memory (inherited by forked children): primitives at its
