@@ -5,7 +5,8 @@
 #      examples suites; the misuse tests check the documented release behaviour (the
 #      stress suite runs in the default and both sanitizer builds; left out here to keep
 #      the run short)
-#   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and stress suites
+#   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit, stress and examples suites
+#      (the examples, many of them several processes, run instrumented too)
 #   4. ThreadSanitizer build: unit and stress suites
 #   5. clang (.ci/clang.sh), optimized: unit and examples suites
 # Compiles go through ccache where it is installed (below; CORIO_CCACHE=0: without).
@@ -181,7 +182,7 @@ run_step sizes bash tools/check_sizes.sh    # the size rules (also the `sizes` t
 run_suites default build-ci/default -- unit stress examples install docs
 run_suites release build-ci/release --buildtype=release -Dbenchmarks=false -- unit examples
 run_suites asan-ubsan build-ci/asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
-  -Dexamples=false -Dbenchmarks=false -- unit stress
+  -Dexamples=true -Dbenchmarks=false -- unit stress examples
 run_suites tsan build-ci/tsan --buildtype=debugoptimized -Db_sanitize=thread \
   -Dexamples=false -Dbenchmarks=false -- unit stress
 run_suites clang build-ci/clang CXX="$clang_cxx" --buildtype=release -Dbenchmarks=false \
