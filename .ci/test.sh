@@ -21,6 +21,14 @@ bash .ci/deps.sh
 
 jobs=${CORIO_JOBS:-$(nproc)}
 
+# A UBSan report fails the test whose program made it, as an ASan report does: the sanitizer
+# builds compile without -fno-sanitize-recover, so by default a program that hits undefined
+# behaviour prints "runtime error" and goes on, and its test passes unless a check reads its
+# stderr (Debian 12's meson, 1.0, sets no UBSAN_OPTIONS of its own). halt_on_error=1: the
+# program exits with status 1 at the first report. (The asan-ubsan stage and the fuzz
+# targets are the ones built with UBSan; fuzz/driver.sh takes the same setting.)
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+
 # Compiler cache. Five full builds are most of this command's time; with ccache (installed
 # by .ci/deps.sh) a later run on the same machine, from a fresh clone in any folder too,
 # compiles again only what changed (ninja still links what changed; the fuzz targets call
