@@ -8,6 +8,9 @@
 #include <corio/runtime/when_any.hpp>
 #include <corio/sync/semaphore.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <memory>
 #include <utility>
 
@@ -84,11 +87,37 @@ result<socket_address> listener::address() const {
   return m_tcp.is_open() ? m_tcp.local_address() : m_unix.local_address();
 }
 
+namespace {
+
+// Connections in the accept queue of listening TCP socket `fd`: for a socket in LISTEN
+// state Linux gives the queue's length as TCP_INFO's tcpi_unacked. 0 if it cannot be read.
+std::uint64_t accept_queue_length(int fd) noexcept {
+  if (fd < 0) {
+    return 0;
+  }
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) {
+    return 0;
+  }
+  return info.tcpi_unacked;
+}
+
+}  // namespace
+
 listener_stats listener::stats() const noexcept {
-  // relaxed: independent counters, read as a snapshot.
-  return {m_counters->accepted.load(std::memory_order_relaxed),
-          m_counters->authenticated.load(std::memory_order_relaxed),
-          m_counters->failed.load(std::memory_order_relaxed)};
+  // relaxed: independent counts and levels, each read for itself (listener.hpp).
+  const counters& c = *m_counters;
+  listener_stats s;
+  s.accepted = c.accepted.load(std::memory_order_relaxed);
+  s.authenticated = c.authenticated.load(std::memory_order_relaxed);
+  s.failed = c.failed.load(std::memory_order_relaxed);
+  s.in_use = c.in_use.load(std::memory_order_relaxed);
+  s.limit = c.limit.load(std::memory_order_relaxed);
+  s.limit_waits = c.limit_waits.load(std::memory_order_relaxed);
+  s.shortages = c.shortages.load(std::memory_order_relaxed);
+  s.queued = accept_queue_length(m_tcp.fd());  // a Unix listener: m_tcp is closed, 0
+  return s;
 }
 
 void listener::close() noexcept {
@@ -100,6 +129,9 @@ task<result<connection>> listener::accept_unauthenticated(std::stop_token token)
   if (m_tcp.is_open()) {
     auto s = co_await m_tcp.accept(std::move(token));
     if (!s) {
+      if (is_resource_shortage(s.error())) {
+        m_counters->shortages.fetch_add(1, std::memory_order_relaxed);
+      }
       co_return unexpected(s.error());
     }
     (void)s->set_nodelay(true);  // small request/response messages: no Nagle delay
@@ -111,6 +143,9 @@ task<result<connection>> listener::accept_unauthenticated(std::stop_token token)
   }
   auto s = co_await m_unix.accept(std::move(token));
   if (!s) {
+    if (is_resource_shortage(s.error())) {
+      m_counters->shortages.fetch_add(1, std::memory_order_relaxed);
+    }
     co_return unexpected(s.error());
   }
   m_counters->accepted.fetch_add(1, std::memory_order_relaxed);
@@ -136,22 +171,52 @@ task<result<connection>> listener::accept(std::stop_token token) {
 
 namespace {
 
+// A count of the listener's (listener_stats), shared so that it outlives the listener.
+using shared_count = std::shared_ptr<std::atomic<std::uint64_t>>;
+
 // What serve() shares with its connection tasks. Shared ownership: if the runtime shuts
-// down and destroys the tasks in any order, a task's permit still finds its semaphore.
+// down and destroys the tasks in any order, a task's permit still finds its semaphore,
+// and its end still finds the count of connections in use.
 struct serve_state {
   semaphore slots;
   listener::handler handler;
-  serve_state(std::size_t n, listener::handler h) : slots(n), handler(std::move(h)) {}
+  shared_count in_use;
+  serve_state(std::size_t n, listener::handler h, shared_count used)
+      : slots(n), handler(std::move(h)), in_use(std::move(used)) {}
 };
 
-// One connection slot: the permit goes back before the state can go.
+// One connection slot, counted in use from its accept to its task's end: the count drops
+// before the permit goes back (so in_use never exceeds the limit), and both before the
+// state can go. relaxed: a count for stats(), it orders nothing.
 struct slot {
   std::shared_ptr<serve_state> state;
   semaphore_permit permit;
-  slot(std::shared_ptr<serve_state> s, semaphore_permit p) noexcept : state(std::move(s)), permit(std::move(p)) {}
+  slot(std::shared_ptr<serve_state> s, semaphore_permit p) noexcept : state(std::move(s)), permit(std::move(p)) {
+    state->in_use->fetch_add(1, std::memory_order_relaxed);
+  }
   slot(slot&&) noexcept = default;
   slot& operator=(slot&&) = delete;
-  ~slot() { permit.release(); }
+  ~slot() {
+    if (state) {  // (empty once moved from)
+      state->in_use->fetch_sub(1, std::memory_order_relaxed);
+    }
+    permit.release();
+  }
+};
+
+// Shows serve()'s limit in stats() while serve() runs, 0 again when it ends (or its frame
+// is destroyed at a runtime's shutdown). relaxed: a level for stats(), it orders nothing.
+class limit_shown {
+ public:
+  limit_shown(shared_count limit, std::size_t total) noexcept : m_limit(std::move(limit)) {
+    m_limit->store(total, std::memory_order_relaxed);
+  }
+  limit_shown(const limit_shown&) = delete;
+  limit_shown& operator=(const limit_shown&) = delete;
+  ~limit_shown() { m_limit->store(0, std::memory_order_relaxed); }
+
+ private:
+  shared_count m_limit;
 };
 
 task<void> run_handler(std::shared_ptr<serve_state> state, connection conn, std::stop_token stop) {
@@ -172,11 +237,21 @@ task<void> serve_one(listener* self, connection conn, slot held, std::stop_token
 
 task<result<void>> listener::serve(handler h, std::stop_token token) {
   const std::size_t total = m_options.max_connections == 0 ? 1 : m_options.max_connections;
-  auto state = std::make_shared<serve_state>(total, std::move(h));
+  // (aliasing shared_ptrs: each owns the counters, points at one count)
+  auto state = std::make_shared<serve_state>(total, std::move(h), shared_count(m_counters, &m_counters->in_use));
+  const limit_shown shown(shared_count(m_counters, &m_counters->limit), total);
   std::stop_source children;
   result<void> outcome;
   for (;;) {
-    auto permit = co_await state->slots.acquire(1, token);
+    // A slot for the next connection: at once when one is free, else (every slot in use:
+    // a limit wait, counted; relaxed, a count for stats()) once a connection ends.
+    result<semaphore_permit> permit = semaphore_permit();
+    if (state->slots.try_acquire(1)) {
+      permit = semaphore_permit(state->slots, 1);
+    } else {
+      m_counters->limit_waits.fetch_add(1, std::memory_order_relaxed);
+      permit = co_await state->slots.acquire(1, token);
+    }
     if (!permit) {
       break;  // stopped
     }

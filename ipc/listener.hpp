@@ -23,7 +23,11 @@
 // nothing sent to it is unacknowledged (else TCP's retransmission limit, ~15 min, does).
 // Thread-safety: one owner; several tasks may await accept() at once; serve() once at a
 // time, and the listener is neither moved nor destroyed while it runs. stats() may be
-// read from any thread.
+// read from any thread (not while close() or a move runs: its `queued` reads the socket).
+// Observing: stats() says how many connections serve() handles now against its limit,
+// how often it found every slot taken, how often accepting ran out of descriptors, and
+// how many connections wait in the kernel's accept queue: a server at its limit or out of
+// descriptors leaves its clients there, unanswered, and says nothing else.
 // Cost: accept takes a connection already queued with one accept4(2), without the ring or
 // a suspension, and only when none is queued waits through one SQE (ipc/tcp.hpp: the
 // socket is non-blocking for that, a visible side effect of bind()); plus TCP_NODELAY, one
@@ -67,11 +71,36 @@ struct listener_options {
   std::size_t max_connections = 1024;  ///< serve(): connections handled at once
 };
 
-/// Counts since bind (relaxed snapshots; they only grow).
+/// What a listener has done since bind, and what serve() is doing now: a snapshot, each
+/// field read on its own (relaxed loads), so two fields may come from slightly different
+/// moments (in_use can briefly lag an accepted connection, for one). Relaxed is enough:
+/// each field is a count or a level read for its own sake, nothing else is published or
+/// read through it, and every one is updated by a single atomic operation, so a
+/// snapshot never shows a torn or invented value. Fields after `failed` came later; an
+/// aggregate, so `listener_stats{a, b, c}` still builds one.
 struct listener_stats {
-  std::uint64_t accepted = 0;       ///< connections accepted
-  std::uint64_t authenticated = 0;  ///< handshakes passed (or skipped: no authkey)
-  std::uint64_t failed = 0;         ///< handshakes failed (wrong key, garbage, timeout, ...)
+  std::uint64_t accepted = 0;       ///< connections accepted (only grows)
+  std::uint64_t authenticated = 0;  ///< handshakes passed, or skipped: no authkey (only grows)
+  std::uint64_t failed = 0;         ///< handshakes failed: wrong key, garbage, timeout, ... (only grows)
+  /// Connections serve() handles now: counted from their accept until their task ends
+  /// (handshake, then handler); the slots of max_connections they hold. accept()'s
+  /// connections are not counted (they are the caller's).
+  std::uint64_t in_use = 0;
+  /// serve()'s max_connections (1 for 0) from its start until it returns; 0 when no
+  /// serve() runs.
+  std::uint64_t limit = 0;
+  /// Times serve() found all `limit` slots in use and had to wait for one before it could
+  /// accept the next connection (only grows). Clients meanwhile wait in the accept queue.
+  std::uint64_t limit_waits = 0;
+  /// Accepts refused for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM),
+  /// by accept() or serve() (only grows). Each try counts: while the shortage lasts,
+  /// serve() tries again every 10 ms, and Linux refuses an accept for lack of a
+  /// descriptor whether or not a client waits (one that does stays queued).
+  std::uint64_t shortages = 0;
+  /// Connections waiting now in the kernel's accept queue (completed, not yet accepted),
+  /// read when stats() is called: TCP_INFO's tcpi_unacked of the listening socket. TCP
+  /// only: 0 for a Unix socket (Linux gives no such count for one) or a closed listener.
+  std::uint64_t queued = 0;
 };
 
 /// Python's Listener: accepts authenticated connections; see the header comment.
@@ -95,7 +124,7 @@ class listener {
   [[nodiscard]] result<socket_address> address() const;
   /// The options given to bind().
   [[nodiscard]] const listener_options& options() const noexcept { return m_options; }
-  /// Connections accepted, authenticated and failed so far (any thread).
+  /// Counts so far and serve()'s connections now (any thread; see listener_stats).
   [[nodiscard]] listener_stats stats() const noexcept;
 
   /// Accepts one connection and authenticates it (Python's Listener.accept()).
@@ -118,14 +147,19 @@ class listener {
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> authenticated{0};
     std::atomic<std::uint64_t> failed{0};
+    std::atomic<std::uint64_t> in_use{0};
+    std::atomic<std::uint64_t> limit{0};
+    std::atomic<std::uint64_t> limit_waits{0};
+    std::atomic<std::uint64_t> shortages{0};
   };
 
   tcp_listener m_tcp;
   unix_listener m_unix;
   listener_options m_options;
-  // Heap-held so that a listener stays movable; updated with relaxed increments (counts
-  // only, they order nothing).
-  std::unique_ptr<counters> m_counters = std::make_unique<counters>();
+  // Heap-held so that a listener stays movable, and shared with serve()'s connection
+  // tasks (their end gives back in_use, even when a runtime's shutdown destroys them after
+  // the listener); updated with relaxed operations (counts only, they order nothing).
+  std::shared_ptr<counters> m_counters = std::make_shared<counters>();
 };
 
 }  // namespace corio::ipc

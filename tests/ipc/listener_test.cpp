@@ -1,13 +1,17 @@
 // Tests for ipc/listener.hpp and ipc/client.hpp: authenticated connections over TCP and
 // Unix sockets, accept() after a failed handshake, and serve(): connections handled
 // concurrently (a silent client blocks no one), the connection limit, the handshake and
-// idle timeouts, and a stop that ends every handler and leaks no descriptor.
+// idle timeouts, and a stop that ends every handler and leaks no descriptor; stats() of
+// serve's slots in use, its limit waits and the accept queue, and of accepts refused for
+// lack of descriptors (in a forked child whose descriptor table is filled).
 #include <catch2/catch.hpp>
 
 #include <corio/corio.hpp>
 #include <corio/ipc/ipc.hpp>
 
 #include "helpers.hpp"
+#include "shm_helpers.hpp"
+#include "tcp_helpers.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,6 +33,7 @@ using corio::ipc::client_options;
 using corio::ipc::connection;
 using corio::ipc::listener;
 using corio::ipc::listener_options;
+using corio::ipc::listener_stats;
 using corio::ipc::socket_address;
 using corio_test::bytes;
 
@@ -363,4 +368,116 @@ TEST_CASE("listener: an idle timeout drops an authenticated client that stops ta
   };
   CHECK(rt.block_on(body()) == "one " + make_error_code(corio::errc::closed).message());
   CHECK(timed_out.load());
+}
+
+namespace {
+
+// What the connection-limit test saw: stats while the second client waited, once it was
+// served, and after serve() returned.
+struct limit_seen {
+  bool waited = false;  // the second client was seen queued behind the limit
+  listener_stats waiting, served, after;
+  std::string second;   // the second client's echo
+};
+
+task<limit_seen> hold_the_only_slot(listener& l, std::stop_source& stop) {
+  limit_seen seen;
+  auto addr = l.address().value();
+  auto server = corio::spawn(l.serve(echo, stop.get_token()));
+  auto first = co_await corio::ipc::connect(addr, "password");
+  if (first) {
+    // The second client's connection waits in the accept queue behind the first.
+    auto second = corio::spawn(ask(addr, "password", "second"));
+    seen.waited = co_await corio_test::eventually([&l] {
+      const listener_stats s = l.stats();
+      return s.queued == 1 && s.limit_waits >= 1;
+    });
+    seen.waiting = l.stats();
+    first->close();  // frees the slot: the second is served
+    seen.second = co_await second;
+    seen.served = l.stats();
+  }
+  stop.request_stop();
+  (void)co_await server;
+  seen.after = l.stats();
+  co_return seen;
+}
+
+}  // namespace
+
+TEST_CASE("listener: stats show the slots in use, the limit, limit waits and the accept queue",
+          "[ipc][listener]") {
+  corio::runtime rt(corio_test::workers(2));
+  auto o = keyed("password");
+  o.max_connections = 1;
+  auto l = bind_loopback(o);
+  CHECK(l.stats().limit == 0);  // not serving
+  std::stop_source stop;
+  const limit_seen seen = rt.block_on(hold_the_only_slot(l, stop));
+  REQUIRE(seen.waited);
+  CHECK(seen.waiting.in_use == 1);
+  CHECK(seen.waiting.limit == 1);
+  CHECK(seen.waiting.limit_waits >= 1);
+  CHECK(seen.waiting.queued == 1);
+  CHECK(seen.waiting.accepted == 1);
+  CHECK(seen.second == "second");
+  CHECK(seen.served.queued == 0);
+  CHECK(seen.served.accepted == 2);
+  CHECK(seen.served.limit == 1);
+  CHECK(seen.served.in_use <= 1);
+  CHECK(seen.after.in_use == 0);
+  CHECK(seen.after.limit == 0);
+  CHECK(seen.after.shortages == 0);
+}
+
+namespace {
+
+// The shortage test's results, in memory shared with its child: counter(0) shortages and
+// counter(1) queued while the table was full, counter(2) 1 once the client was served.
+enum : int { kShortages, kQueuedWhileFull, kServed };
+
+// serve()s a client whose connection arrives while the descriptor table is full, then
+// frees the table (see the test). Runs in the forked child: no Catch2 assertion.
+task<int> serve_through_shortage(listener& l, corio_test::shared_page& page) {
+  auto client = co_await corio::ipc::tcp_stream::connect(l.address().value());  // before the table fills
+  if (!client) {
+    co_return 3;
+  }
+  std::stop_source stop;
+  auto greet = [](connection conn, std::stop_token) -> task<void> { (void)co_await conn.send_bytes(bytes("served")); };
+  corio_test::descriptor_table_filler table;
+  if (!table.lower_limit(256)) {
+    co_return 4;
+  }
+  table.fill();
+  auto server = corio::spawn(l.serve(greet, stop.get_token()));
+  const bool refused = co_await corio_test::eventually([&l] { return l.stats().shortages >= 2; });
+  const listener_stats full = l.stats();
+  page.counter(kShortages).store(static_cast<std::int64_t>(full.shortages));
+  page.counter(kQueuedWhileFull).store(static_cast<std::int64_t>(full.queued));
+  table.release();  // serve()'s next try (10 ms on) accepts
+  std::string got(4 + 6, '\0');  // Python's framing: a 4-byte length, then "served"
+  auto r = co_await client->read_exact(corio_test::wbytes(got));
+  page.counter(kServed).store(r && got.substr(4) == "served" ? 1 : 0);
+  stop.request_stop();
+  (void)co_await server;
+  co_return refused ? 0 : 5;
+}
+
+}  // namespace
+
+TEST_CASE("listener: stats count accepts refused for lack of descriptors; serve recovers",
+          "[ipc][listener][fault]") {
+  corio_test::shared_page page;
+  // A child of its own: the lowered RLIMIT_NOFILE and the full table stay there.
+  corio_test::child c([&page]() -> int {
+    corio::runtime rt(corio_test::workers(2));
+    auto l = listener::bind(socket_address::loopback_v4(0), listener_options{});  // no authkey: no handshake
+    return l ? rt.block_on(serve_through_shortage(*l, page)) : 2;
+  });
+  REQUIRE(c.started());
+  CHECK(c.wait_status() == 0);
+  CHECK(page.counter(kShortages).load() >= 2);  // the first try and at least one retry
+  CHECK(page.counter(kQueuedWhileFull).load() == 1);
+  CHECK(page.counter(kServed).load() == 1);
 }
