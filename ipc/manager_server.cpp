@@ -481,7 +481,8 @@ task<result<void>> manager_server::serve(std::stop_token token) {
 void manager_server::stop() noexcept { m_state->stopper.request_stop(); }
 
 manager_stats manager_server::stats() const noexcept {
-  return {m_state->waiting.load(std::memory_order_relaxed), m_state->abandoned.load(std::memory_order_relaxed)};
+  return {m_state->waiting.load(std::memory_order_relaxed), m_state->abandoned.load(std::memory_order_relaxed),
+          m_state->l.stats()};
 }
 
 std::size_t manager_server::number_of_objects() const {

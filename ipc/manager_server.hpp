@@ -18,9 +18,9 @@
 // Errors go back as Python's server sends them: an unknown typeid, ident or request, a
 // method not in `exposed`, or any failed server call (a factory's exception too: create()
 // with bad arguments), as '#TRACEBACK' (the client raises RemoteError); an exception of an
-// object's method (a TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A request that does not
-// decode (a class outside the pickle allow-list, e.g. a proxy's RebuildProxy) gets
-// '#TRACEBACK' naming the reason; the connection goes on.
+// object's method (a TypeError for wrong arguments, queue.Empty, ...) as '#ERROR'. A
+// request that does not decode (a class outside the pickle allow-list, e.g. a proxy's
+// RebuildProxy) gets '#TRACEBACK' naming the reason; the connection goes on.
 // Sizes: listen.connection.max_message_size (4 MiB) bounds what a client may send; replies
 // are not bounded by it, as Python's server bounds none (a reply can be far larger than
 // its request: the decoder copies what the request's pickle shared through its memo).
@@ -91,10 +91,17 @@ struct manager_options {
   }
 };
 
-/// Counts of a manager_server (relaxed snapshots).
+/// Counts of a manager_server (relaxed snapshots, each field read on its own).
 struct manager_stats {
   std::uint64_t waiting = 0;    ///< calls waiting now (a blocking get, put)
   std::uint64_t abandoned = 0;  ///< waiting calls stopped because their client left
+  /// Its listener's stats (ipc/listener.hpp, listener_stats): connections accepted and
+  /// handshakes, the connections served now (in_use) against listen.max_connections
+  /// (limit, while serve() runs), how often every slot was taken (limit_waits), accepts
+  /// refused for lack of descriptors (shortages), and clients waiting in the accept queue
+  /// (queued, TCP). A connection is any client's: a proxy's, or a short one for create,
+  /// incref or decref.
+  listener_stats connections;
 };
 
 /// A typeid's factory: given create's arguments (after the typeid), the object to share,
@@ -123,16 +130,16 @@ class manager_server {
   void register_object(std::string type_id, std::shared_ptr<managed_object> object);
 
   /// Serves until `token` is stopped, stop() is called or a client sends 'shutdown' (when
-  /// allowed, and no on_shutdown is set); then stops every connection (waiting calls answer an EOFError) and
-  /// returns. A stopped server stays stopped (a later serve() returns at once). Errors:
-  /// only when accepting fails for good.
+  /// allowed, and no on_shutdown is set); then stops every connection (waiting calls
+  /// answer an EOFError) and returns. A stopped server stays stopped (a later serve()
+  /// returns at once). Errors: only when accepting fails for good.
   [[nodiscard]] task<result<void>> serve(std::stop_token token = {});
   /// Stops a running serve() as its token would (any thread).
   void stop() noexcept;
 
   /// Objects with a reference count above zero (Python's number_of_objects()).
   [[nodiscard]] std::size_t number_of_objects() const;
-  /// Waiting and abandoned calls (any thread).
+  /// Waiting and abandoned calls, and the connections' stats (any thread).
   [[nodiscard]] manager_stats stats() const noexcept;
 
  private:

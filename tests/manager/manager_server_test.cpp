@@ -10,7 +10,8 @@
 // (an idle_timeout under a millisecond is refused; the wait does not wake per timeout; a
 // request that does not decode while it waits is answered with the decoder's reason);
 // the client's cleanup: a create or release stopped half-way still drops its reference,
-// and a call ended by idle_timeout leaves no reply to answer the next call.
+// and a call ended by idle_timeout leaves no reply to answer the next call; stats()'s
+// connections: a held connection in use, the next one queued at the limit.
 #include <catch2/catch.hpp>
 
 #include "../ipc/pythons.hpp"
@@ -1089,4 +1090,41 @@ TEST_CASE("manager_server: a request that does not decode while a call waits is 
     REQUIRE(size);
     CHECK(*size == pickle::value::tuple_of(pickle::value("#RETURN"), 0));
   });
+}
+
+TEST_CASE("manager_server: stats().connections shows a held connection and the next one queued at the limit",
+          "[manager]") {
+  manager_options o;
+  o.listen.max_connections = 1;
+  fixture f(o);
+  struct {
+    bool seen = false;
+    corio::ipc::listener_stats held, after;
+    bool second_ok = false;
+  } r;
+  run(f, [&r](fixture& f, manager_client&) -> task<void> {
+    // An authenticated connection the server keeps (waiting for its first request).
+    auto held = co_await corio::ipc::connect(f.address(), "password");
+    if (!held) {
+      co_return;
+    }
+    auto second = corio::spawn(manager_client::connect(f.address(), "password"));  // waits for the slot
+    r.seen = co_await within(10s, [&f] {
+      const auto c = f.server.stats().connections;
+      return c.in_use == 1 && c.queued == 1 && c.limit_waits >= 1;
+    });
+    r.held = f.server.stats().connections;
+    held->close();
+    r.second_ok = (co_await second).has_value();
+    (void)co_await within(10s, [&f] { return f.server.stats().connections.in_use == 0; });
+    r.after = f.server.stats().connections;
+  });
+  REQUIRE(r.seen);
+  CHECK(r.held.limit == 1);
+  CHECK(r.held.authenticated >= 2);  // run()'s client, then the held one
+  CHECK(r.second_ok);
+  CHECK(r.after.in_use == 0);
+  CHECK(r.after.queued == 0);
+  CHECK(r.after.accepted == r.held.accepted + 1);
+  CHECK(f.server.stats().connections.limit == 0);  // serve() returned
 }
