@@ -1,111 +1,59 @@
 // job_server's connection limit (connection_limit.hpp): --max-connections fitted to the
-// descriptor limit, and the watch over the listening sockets' accept queues.
+// descriptor limit, and the watch over the managers' connection stats.
 #include "connection_limit.hpp"
 
 #include "../common/descriptor_limit.hpp"
 
 #include <corio/runtime/time.hpp>
 
-#include <dirent.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <utility>
-#include <vector>
 
 namespace job_server {
 
 namespace {
 
-// A listening port to watch.
+// A manager to watch.
 struct watched_port {
-  const char* name;    // "sender" or "receiver"
-  std::uint16_t port;  // the port it listens on
-  int fd = -1;         // its listening socket (find_listener), -1: not watched
-  unsigned busy = 0;   // consecutive checks that found connections waiting
-  bool said = false;   // the line was printed for this spell
+  const char* name;                          // "sender" or "receiver"
+  const corio::ipc::manager_server* server;  // its manager
+  unsigned port = 0;                         // the port it listens on
+  unsigned busy = 0;                         // consecutive checks that found it full with clients waiting
+  bool said = false;                         // the "waiting" line was printed for this spell
+  std::uint64_t shortages = 0;               // its accepts refused for lack of descriptors, at the last check
+  bool said_shortage = false;                // the "out of descriptors" line was printed for this spell
 };
 
-// Checks that connections waited (three in a row, 500 ms apart) before the line.
+// Checks that found connections waiting at the limit (three in a row, 500 ms apart)
+// before the line.
 constexpr unsigned kBusyChecks = 3;
 constexpr std::chrono::milliseconds kCheckEvery{500};
 
-// Whether `fd` is a listening TCP socket bound to `port`.
-bool listens_on(int fd, std::uint16_t port) {
-  int listening = 0;
-  socklen_t len = sizeof listening;
-  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0) {
-    return false;
+// One check of `p` (see watch_ports).
+void check(watched_port& p) {
+  const corio::ipc::listener_stats c = p.server->stats().connections;
+  const bool full = c.limit != 0 && c.in_use >= c.limit;
+  p.busy = full && c.queued != 0 ? p.busy + 1 : 0;
+  p.said = p.said && p.busy != 0;
+  if (p.busy >= kBusyChecks && !p.said) {
+    p.said = true;
+    std::fprintf(stderr,
+                 "job_server: %s port %u: %llu connection(s) waiting to be accepted for a second or more: at most "
+                 "%llu connections at once on each port (--max-connections, the descriptor limit); they wait "
+                 "until others close\n",
+                 p.name, p.port, static_cast<unsigned long long>(c.queued), static_cast<unsigned long long>(c.limit));
   }
-  sockaddr_storage addr{};
-  socklen_t alen = sizeof addr;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) {
-    return false;
-  }
-  if (addr.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port) == port;
-  }
-  return addr.ss_family == AF_INET6 && ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port) == port;
-}
-
-// Connections in the accept queue of listening socket `fd` (TCP_INFO gives its length as
-// tcpi_unacked for a listener); 0 if it cannot be read.
-unsigned accept_queue_length(int fd) {
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) {
-    return 0;
-  }
-  return info.tcpi_unacked;
-}
-
-// This process's listening TCP socket bound to `port` (the manager's own; looked up among
-// the open descriptors, since manager_server does not give it out), or -1.
-int find_listener(std::uint16_t port) {
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) {
-    return -1;
-  }
-  int found = -1;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') {
-      continue;
-    }
-    const int fd = std::atoi(e->d_name);
-    if (fd != ::dirfd(d) && listens_on(fd, port)) {
-      found = fd;
-      break;
-    }
-  }
-  ::closedir(d);
-  return found;
-}
-
-// Checks the ports' accept queues until `stop` (see watch_ports).
-corio::task<void> watch_accept_queues(std::vector<watched_port> ports, unsigned max_connections,
-                                      std::stop_token stop) {
-  for (;;) {
-    if (!co_await corio::sleep_for(kCheckEvery, stop)) {
-      co_return;  // stopped
-    }
-    for (watched_port& p : ports) {
-      const unsigned waiting = p.fd < 0 ? 0 : accept_queue_length(p.fd);
-      p.busy = waiting == 0 ? 0 : p.busy + 1;
-      p.said = p.said && p.busy != 0;
-      if (p.busy >= kBusyChecks && !p.said) {
-        p.said = true;
-        std::fprintf(stderr,
-                     "job_server: %s port %u: %u connection(s) waiting to be accepted for a second or more: at most "
-                     "%u connections at once on each port (--max-connections, the descriptor limit); they wait "
-                     "until others close\n",
-                     p.name, p.port, waiting, max_connections);
-      }
-    }
+  const bool short_now = c.shortages != p.shortages;
+  p.shortages = c.shortages;
+  p.said_shortage = p.said_shortage && short_now;
+  if (short_now && !p.said_shortage) {
+    p.said_shortage = true;
+    std::fprintf(stderr,
+                 "job_server: %s port %u: out of descriptors (EMFILE/ENFILE) or memory: %llu accept(s) refused so "
+                 "far; clients wait to be accepted until descriptors free (the descriptor limit: ulimit -n)\n",
+                 p.name, p.port, static_cast<unsigned long long>(c.shortages));
   }
 }
 
@@ -118,15 +66,25 @@ unsigned fit_max_connections(unsigned given) {
   return example::fit_descriptor_limit("job_server", given, 2, example::chosen_by::user);
 }
 
-void watch_ports(corio::runtime& rt, const corio::ipc::manager_server& sender,
-                 const corio::ipc::manager_server& receiver, unsigned served, std::stop_token stop) {
+void announce_limit(unsigned served) {
   std::printf("[Notice] at most %u connections at once on each port\n", served);
-  std::vector<watched_port> ports;
-  for (auto [name, m] : {std::pair{"sender", &sender}, std::pair{"receiver", &receiver}}) {
-    const std::uint16_t port = m->address().value().port();
-    ports.push_back({name, port, find_listener(port)});
+}
+
+corio::task<void> watch_ports(const corio::ipc::manager_server& sender, const corio::ipc::manager_server& receiver,
+                              std::stop_token stop) {
+  std::array<watched_port, 2> ports{watched_port{"sender", &sender}, watched_port{"receiver", &receiver}};
+  for (watched_port& p : ports) {
+    auto addr = p.server->address();
+    p.port = addr ? addr->port() : 0;
   }
-  (void)rt.spawn(watch_accept_queues(std::move(ports), served, std::move(stop)));
+  for (;;) {
+    if (!co_await corio::sleep_for(kCheckEvery, stop)) {
+      co_return;  // stopped
+    }
+    for (watched_port& p : ports) {
+      check(p);
+    }
+  }
 }
 
 }  // namespace job_server

@@ -7,14 +7,14 @@
 // clients wait in the listen backlog, unanswered (Python's Client has no timeout). So at
 // start the soft limit is raised to what both ports' connections need
 // (example::fit_descriptor_limit, as echo_server and http_hello do), and each manager's
-// max_connections is set to the number that fits. ipc::manager_server reports neither
-// that limit being reached nor EMFILE, so watch_ports() looks at the listening
-// sockets' accept queues (TCP_INFO: connections the kernel completed that the server has
-// not accepted) and says so when connections wait there for a second or more.
+// max_connections is set to the number that fits. watch_ports() reads both managers'
+// stats() (ipc::manager_stats::connections: connections in use against the limit, those
+// waiting in the accept queue, accepts refused for lack of descriptors) and says on
+// stderr when clients wait at the limit for a second or more, or descriptors ran out.
 #pragma once
 
 #include <corio/ipc/manager_server.hpp>
-#include <corio/runtime/runtime.hpp>
+#include <corio/runtime/task.hpp>
 
 #include <stop_token>
 
@@ -32,13 +32,19 @@ inline constexpr unsigned kDefaultMaxConnections = 16384;
 /// managers bind (their two descriptors are within the spare ones).
 unsigned fit_max_connections(unsigned given);
 
-/// Says on stdout how many connections each port serves ("[Notice] at most M connections
-/// at once on each port") and starts a task on `rt` that watches both managers' accept
-/// queues until `stop` (destroyed at the runtime's shutdown if still running): twice a
-/// second; when connections have waited in one for three checks in a row (a second or
-/// more: a server with room accepts within microseconds), one line on stderr names the
-/// port, how many wait and the limit, once until that queue has been empty again.
-void watch_ports(corio::runtime& rt, const corio::ipc::manager_server& sender,
-                 const corio::ipc::manager_server& receiver, unsigned served, std::stop_token stop);
+/// Says on stdout how many connections each port serves: "[Notice] at most M connections
+/// at once on each port".
+void announce_limit(unsigned served);
+
+/// Watches both managers while they serve, until `stop`: twice a second it reads their
+/// stats(). When every connection slot of one was in use with connections waiting in its
+/// accept queue for three checks in a row (a second or more: a server with room accepts
+/// within microseconds), one line on stderr names the port, how many wait and the limit,
+/// once until that port has room or an empty queue again. When accepts on one were
+/// refused for lack of descriptors (EMFILE, ENFILE) since the last check, another line
+/// says so, once until a check finds no new refusal. It reads the managers: await it
+/// before they are destroyed.
+corio::task<void> watch_ports(const corio::ipc::manager_server& sender, const corio::ipc::manager_server& receiver,
+                              std::stop_token stop);
 
 }  // namespace job_server

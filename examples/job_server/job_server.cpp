@@ -39,7 +39,8 @@
 // raised to what they need, and where the hard limit is lower the number that fits is
 // served (said on stderr for a number given), as echo_server and http_hello do; the line
 // "[Notice] at most M connections at once on each port" gives it. Clients past it wait to
-// be accepted, and a line on stderr says so (connection_limit.hpp).
+// be accepted, and a line on stderr says so, as another does when accepting runs out of
+// descriptors (connection_limit.hpp).
 //   job_server [--port-sender N] [--port-receiver N] [--authkey KEY] [--job-workers N]
 //              [--grace-ms MS] [--start-paused] [--max-connections N] [--workers N]
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
@@ -394,15 +395,18 @@ task<void> watch_resume_signal(const corio::signal_stream& signals, std::stop_so
   }
 }
 
-// run(a) with the signal streams read alongside it.
+// run(a) with the signal streams read alongside it, and the managers' connections
+// watched (connection_limit.hpp; awaited here, before the managers can go).
 task<int> run_with_signals(run_args a, const corio::signal_stream& stops, const corio::signal_stream& resume) {
   std::stop_source done;
   auto stop_watch = corio::spawn(watch_stop_signals(stops, *a.graceful, *a.hard, done.get_token()));
   auto resume_watch = corio::spawn(watch_resume_signal(resume, *a.resume, done.get_token()));
+  auto port_watch = corio::spawn(job_server::watch_ports(*a.sender, *a.receiver, done.get_token()));
   int rc = co_await run(a);
   done.request_stop();
   co_await std::move(stop_watch);
   co_await std::move(resume_watch);
+  co_await std::move(port_watch);
   co_return rc;
 }
 
@@ -479,7 +483,7 @@ int example_main(int argc, char** argv) {
   }
   server_state state;
   register_types(*sender, *receiver, state);
-  job_server::watch_ports(rt, *sender, *receiver, served, graceful.get_token());
+  job_server::announce_limit(served);
   // Only now: a runtime that cannot start (main_guard's error) announces no listener.
   std::printf("sender listening on %s\n", sender->address().value().to_string().c_str());
   std::printf("receiver listening on %s\n", receiver->address().value().to_string().c_str());

@@ -15,7 +15,9 @@ clients wait in the listen backlog unanswered (Python's Client has no timeout).
     fit ("serving at most M connections at once") and on stdout that it serves M on each
     port; M connections held open on each port are all served, the next one waits, and
     the server says so on stderr ("... connection(s) waiting to be accepted ..."); once
-    one of the M closes, it is served.
+    one of the M closes, it is served. Then its soft limit is lowered (prlimit) to 3:
+    accepting fails (EMFILE), the server says so on stderr ("... out of descriptors
+    ..."), a client is not served meanwhile, and once the limit is raised again, it is.
 Both end with SIGTERM and exit status 0. Runs on Python 3.6+.
 """
 import io
@@ -149,8 +151,38 @@ def check_cap(exe):
     for conns in held.values():
         for c in conns:
             c.close()
+    check_out_of_descriptors(s)
     s.signal(signal.SIGTERM)
     expect("the server exits 0", s.exit_status(), 0)
+
+
+def check_out_of_descriptors(s):
+    """With the server's soft limit lowered to 3 (stdin, stdout, stderr), clients are not
+    accepted (EMFILE) and the server says so; raised again, they are served."""
+    resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (3, CAP_HARD))
+    replies = {}
+
+    def client(name):
+        c = Client(("127.0.0.1", s.sport), authkey=b"password")  # waits in the backlog
+        replies[name] = dispatch(c, None, "dummy")
+        c.close()
+
+    # The first may still be taken by the accept the server had already submitted to its
+    # ring (the kernel applied the limit of that moment); every accept after fails.
+    threads = [threading.Thread(target=client, args=("first",), daemon=True)]
+    threads[0].start()
+    line = s.wait_line(r"^job_server: sender port %d: out of descriptors \(EMFILE/ENFILE\) or memory: (\d+) "
+                       r"accept\(s\) refused" % s.sport)
+    expect("soft limit 3: accepting fails, and the server says so", int(line.group(1)) >= 1, True)
+    threads.append(threading.Thread(target=client, args=("second",), daemon=True))
+    threads[1].start()
+    time.sleep(1)  # two of the server's checks: the limit still holds
+    expect("a client arriving then is not served meanwhile", "second" in replies, False)
+    resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (CAP_HARD, CAP_HARD))
+    for t in threads:
+        t.join(LIMIT)
+    expect("once the limit is raised again, both are served", [replies.get(n, "no reply") for n in ("first", "second")],
+           [None, None])
 
 
 def main():
