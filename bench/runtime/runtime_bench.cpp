@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -241,17 +242,50 @@ void print(const char* name, double v, const char* unit, unsigned workers, int d
   std::fflush(stdout);
 }
 
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "runtime_bench: %s\nusage: runtime_bench <spawn|pingpong|tree|timers|io|io_ring|yield|blocked_timer|all> "
+               "[--workers N] [--no-takeover]\n",
+               why);
+  std::exit(2);
+}
+
+// A worker count: a positive decimal integer, the whole argument (atoi read "abc" as 0).
+unsigned parse_workers(const char* s) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(s, &end, 10);
+  if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || v == 0 || v > 1024) {
+    usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
+  }
+  return static_cast<unsigned>(v);
+}
+
+bool known(const std::string& which) {
+  for (const char* b : {"all", "spawn", "pingpong", "tree", "timers", "io", "io_ring", "yield", "blocked_timer"}) {
+    if (which == b) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string which = argc > 1 ? argv[1] : "all";
+  if (!known(which)) {
+    usage(("unknown benchmark '" + which + "'").c_str());
+  }
   corio::runtime_config cfg;
   cfg.workers = 2;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
-      cfg.workers = static_cast<unsigned>(std::atoi(argv[i + 1]));
+      cfg.workers = parse_workers(argv[++i]);
     } else if (std::strcmp(argv[i], "--no-takeover") == 0) {
       cfg.timer_takeover_delay = std::chrono::microseconds::max();  // the behaviour before it
+    } else {
+      usage(("unknown argument '" + std::string(argv[i]) + "'").c_str());
     }
   }
   corio::runtime rt(cfg);

@@ -22,6 +22,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -334,6 +335,25 @@ void bench_pingpong(corio::runtime& rt) {
   }
 }
 
+[[noreturn]] void usage(const char* why = nullptr) {
+  if (why != nullptr) {
+    std::fprintf(stderr, "sync_bench: %s\n", why);
+  }
+  std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|spawn1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N] [--corio-only]\n");
+  std::exit(2);
+}
+
+// A worker count: a positive decimal integer, the whole argument (atoi read "x" as 0).
+unsigned parse_workers(const char* s) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(s, &end, 10);
+  if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || v == 0 || v > 1024) {
+    usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
+  }
+  return static_cast<unsigned>(v);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -341,7 +361,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--workers" && i + 1 < argc) {
-      g_workers = static_cast<unsigned>(std::atoi(argv[++i]));
+      g_workers = parse_workers(argv[++i]);
     } else if (a == "--corio-only") {
       g_corio_only = true;
     } else {
@@ -384,8 +404,7 @@ int main(int argc, char** argv) {
     bench_threads32k();
   }
   if (!any) {
-    std::fprintf(stderr, "usage: sync_bench <lock|mutex32k|mutex1m|spawn1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all> [--workers N] [--corio-only]\n");
-    return 2;
+    usage();
   }
   return g_failed ? 1 : 0;
 }
