@@ -492,11 +492,19 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
+/// A thread count: a positive integer, else the usage and exit 2 (0 ran as "tokio-0w").
+fn positive(s: &str) -> usize {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ => usage(),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("echo") {
         let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(7002);
-        let threads = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(1);
+        let threads = args.get(2).map_or(1, |t| positive(t));
         echo_server(port, threads);
     }
     let mut which = String::new();
@@ -505,7 +513,7 @@ fn main() {
     while i < args.len() {
         match args[i].as_str() {
             "--threads" | "--workers" if i + 1 < args.len() => {
-                threads = args[i + 1].parse().unwrap_or_else(|_| usage());
+                threads = positive(&args[i + 1]);
                 i += 1;
             }
             "-h" | "--help" => usage(),
