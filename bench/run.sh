@@ -8,7 +8,8 @@
 #   bash bench/run.sh [runtime|sync|all] [--repeat N] [--workers N] [--out FILE] [--build DIR]
 # (--build: the release build folder to use, default build-bench; made if missing)
 set -euo pipefail
-command_line="bench/run.sh $*"
+command_line="bench/run.sh"  # the arguments quoted, so that the line runs as written
+[ $# -eq 0 ] || command_line+=$(printf ' %q' "$@")
 which=all
 repeat=3
 workers=2

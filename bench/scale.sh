@@ -17,7 +17,8 @@
 #                 present, tokio_bench (default: this script's folder when it holds them,
 #                 as in a dist folder, else build-static/dist, built by bench/static.sh)
 #     --workers   the worker counts (default: 1 2 4 8 16, those <= nproc)
-#     --repeat N  runs of each figure, the median is reported (default 1)
+#     --repeat N  runs of each figure, the median is reported (default 3: one run gave a
+#                 noisy point, spawn 5.1x at 2 workers on 2 CPUs)
 #     --seconds S the echo window per server (default 3, after 1 s of warm-up)
 #     --out FILE  the results file (default scale-<hostname>-<date>.txt here)
 # Prints a table (the value at each worker count), writes the results file and, where
@@ -25,10 +26,11 @@
 # -scaling.svg: speed at N workers over speed at 1; -vs-tokio.svg: corio over Tokio).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-command_line="bench/scale.sh $*"
+command_line="bench/scale.sh"  # the arguments quoted, so that the line runs as written
+[ $# -eq 0 ] || command_line+=$(printf ' %q' "$@")
 bin=""
 counts=""
-repeat=1
+repeat=3
 seconds=3
 out_file=""
 echo_bench=1
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --out) out_file=$2; shift 2 ;;
     --no-echo) echo_bench=0; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scale.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +51,10 @@ if [ -z "$counts" ]; then
   for n in 1 2 4 8 16; do
     [ "$n" -le "$cpus" ] && counts+="$n "
   done
+fi
+if ! [[ $repeat =~ ^[1-9][0-9]*$ ]] || ! [[ $seconds =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]]; then
+  echo "scale.sh: --repeat takes a positive integer and --seconds a number (got '$repeat', '$seconds')" >&2
+  exit 2
 fi
 for n in $counts; do
   if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then

@@ -7,7 +7,8 @@
 # machine (bench/results.sh), for bench/report.sh to chart.
 #   bash bench/ipc/echo.sh [BUILD_DIR=build-ipc-rel] [SECONDS=5] [REPEAT=1] [--out FILE]
 set -euo pipefail
-command_line="bench/ipc/echo.sh $*"
+command_line="bench/ipc/echo.sh"  # the arguments quoted, so that the line runs as written
+[ $# -eq 0 ] || command_line+=$(printf ' %q' "$@")
 out_file=""
 positional=()
 while [ $# -gt 0 ]; do

@@ -11,7 +11,8 @@
 #
 #   bash bench/process/run.sh [build dir, default build-proc-rel] [--out FILE]
 set -euo pipefail
-command_line="bench/process/run.sh $*"
+command_line="bench/process/run.sh"  # the arguments quoted, so that the line runs as written
+[ $# -eq 0 ] || command_line+=$(printf ' %q' "$@")
 out_file=""
 build=build-proc-rel
 while [ $# -gt 0 ]; do
