@@ -12,7 +12,7 @@
 #   scp -r build-static/dist big:corio-scale && ssh big 'cd corio-scale && bash scale.sh'
 #
 #   bash bench/scale.sh [--bin DIR] [--workers "1 2 4 8 16"] [--repeat N] [--seconds S]
-#                       [--out FILE] [--no-echo]
+#                       [--out FILE] [--port P] [--no-echo]
 #     --bin DIR   the binaries: runtime_bench, sync_bench, echo_server, echo_load and, if
 #                 present, tokio_bench (default: this script's folder when it holds them,
 #                 as in a dist folder, else build-static/dist, built by bench/static.sh)
@@ -21,6 +21,9 @@
 #                 noisy point, spawn 5.1x at 2 workers on 2 CPUs)
 #     --seconds S the echo window per server (default 3, after 1 s of warm-up)
 #     --out FILE  the results file (default scale-<hostname>-<date>.txt here)
+#     --port P    the first port the echo servers listen on (default 17400 + a random
+#                 number below 1000); the next run takes the next port, moving past any
+#                 port that already answers (another program's server is never loaded)
 # Prints a table (the value at each worker count), writes the results file and, where
 # gnuplot and python3 exist, bench/report.sh's table and charts beside it (FILE's stem,
 # -scaling.svg: speed at N workers over speed at 1; -vs-tokio.svg: corio over Tokio).
@@ -34,6 +37,7 @@ repeat=3
 seconds=3
 out_file=""
 echo_bench=1
+first_port=$((17400 + RANDOM % 1000))
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=$2; shift 2 ;;
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --out) out_file=$2; shift 2 ;;
+    --port) first_port=$2; shift 2 ;;
     --no-echo) echo_bench=0; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "scale.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
@@ -52,6 +57,11 @@ if [ -z "$counts" ]; then
     [ "$n" -le "$cpus" ] && counts+="$n "
   done
 fi
+if ! [[ $first_port =~ ^[1-9][0-9]*$ ]] || [ "$first_port" -gt 65000 ]; then
+  echo "scale.sh: --port takes a port number up to 65000, not '$first_port'" >&2
+  exit 2
+fi
+port=$((first_port - 1))  # echo_run moves it on, past any port that already answers
 if ! [[ $repeat =~ ^[1-9][0-9]*$ ]] || ! [[ $seconds =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]]; then
   echo "scale.sh: --repeat takes a positive integer and --seconds a number (got '$repeat', '$seconds')" >&2
   exit 2
@@ -98,46 +108,60 @@ record() {  # record SYSTEM-FAMILY N: reads `<bench> <system> <value> <unit>` li
     tee -a "$out_file"
 }
 
-wait_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  return 1
+# shellcheck source=bench/serve.sh
+source "$here/serve.sh"
+serve_traps
+echo_failed=0
+echo_note() {  # a `# echo: ...` line, in the results file and on stderr
+  echo "# echo: $*" | tee -a "$out_file" >&2
 }
 
-port=$((17400 + RANDOM % 1000))
 echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
   local family=$1 n=$2
   shift 2
+  local what="$family at $n workers"
   local server_cpus="0-$((n - 1))" client=()
   if [ "$n" -lt "$cpus" ]; then
     client=(taskset -c "$n")
   else
-    echo "# echo at $n workers: no CPU left for the load client, both unpinned" | tee -a "$out_file" >&2
+    echo_note "$what: no CPU left for the load client, both unpinned"
     server_cpus="0-$((cpus - 1))"
   fi
-  port=$((port + 1))
-  local args=("${@//PORT/$port}")
-  taskset -c "$server_cpus" "${args[@]}" >/dev/null &
-  local pid=$!
-  if ! wait_port "$port"; then
-    echo "# echo: $family at $n workers did not start" | tee -a "$out_file" >&2
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+  local free
+  if ! free=$(serve_free_port $((port + 1))); then
+    echo_note "$what did not start: no free port from $((port + 1)) on"
+    echo_failed=1
     return 0
   fi
-  local out
-  out=$("${client[@]}" "$bin/echo_load" --port "$port" --conns 50 --size 64 --seconds "$seconds" --warmup 1 \
-    --stat-pid "$pid" || true)
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  port=$free
+  if ! serve_start "$port" taskset -c "$server_cpus" "${@//PORT/$port}"; then
+    echo_note "$what did not start: $serve_error"
+    echo_failed=1
+    return 0
+  fi
+  local rc=0
+  "${client[@]}" "$bin/echo_load" --port "$port" --conns 50 --size 64 --seconds "$seconds" --warmup 1 \
+    --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
+  serve_load_pid=$!
+  wait "$serve_load_pid" || rc=$?
+  serve_load_pid=""
+  if [ "$rc" -ne 0 ] || ! serve_alive; then
+    if [ "$rc" -ne 0 ]; then
+      echo_note "$what failed: echo_load exited with status $rc: $(tail -n 1 "$serve_dir/load.err")"
+    else
+      echo_note "$what failed: the server exited during the load: $(tail -n 1 "$serve_log")"
+    fi
+    serve_stop
+    echo_failed=1
+    return 0
+  fi
+  serve_stop
   awk -v s="$family-${n}w" '{
       for (i = 1; i < NF; i++) {
         if ($i == "rps") print "echo_64B_rps", s, $(i + 1), "req/s"
         if ($i == "us_per_request") print "echo_64B_cpu", s, $(i + 1), "us/req"
       }
-    }' <<<"$out" | tee -a "$out_file"
+    }' "$serve_dir/load.out" | tee -a "$out_file"
 }
 
 for _ in $(seq "$repeat"); do
@@ -157,8 +181,10 @@ for _ in $(seq "$repeat"); do
   done
 done
 
-# The table: one row per benchmark and system, one column per worker count (medians).
+# The table: one row per benchmark and system, one column per worker count (medians),
+# under the notes of the echo runs (pinning, failures).
 echo
+grep '^# echo' "$out_file" | sort -u || true
 awk -v counts="$counts" '
   NF >= 4 && $1 !~ /^#/ {
     split($2, p, "-"); fam = p[1]; n = p[2]; sub(/w$/, "", n)
@@ -192,4 +218,8 @@ if command -v gnuplot >/dev/null && command -v python3 >/dev/null; then
   bash "$here/report.sh" "$out_file"
 else
   echo "charts: copy $out_file to a machine with gnuplot and python3, then: bash bench/report.sh $(basename "$out_file")"
+fi
+if [ "$echo_failed" = 1 ]; then
+  echo "scale.sh: an echo server did not start or its run failed (the '# echo:' lines above)" >&2
+  exit 1
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the scaling benchmarks as fully static executables (glibc, libstdc++, liburing and
 # libcrypto linked in: meson's -Dstatic_bench=true) and the Tokio peer as a static-pie
-# (glibc crt-static), and gathers them with bench/scale.sh, bench/results.sh and
+# (glibc crt-static), and gathers them with bench/scale.sh, bench/results.sh, bench/serve.sh and
 # bench/report.sh into one folder that runs on any x86-64 Linux with a kernel new enough
 # for io_uring, without Debian's packages:
 #
@@ -26,7 +26,7 @@ mkdir -p "$dist"
 for t in "${targets[@]}"; do
   cp "$build/$t" "$dist/"
 done
-cp bench/scale.sh bench/results.sh bench/report.sh "$dist/"
+cp bench/scale.sh bench/results.sh bench/serve.sh bench/report.sh "$dist/"
 tokio_log=$(mktemp)
 trap 'rm -f "$tokio_log"' EXIT
 if tokio=$(bash bench/tokio/build.sh --static 2>"$tokio_log"); then

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# bench/scale.sh's echo runs load only the server they started, with the shortest
+# settings (1 worker, 1 repeat, a 1 s window) and stand-ins for the runtime and sync
+# benchmarks (they are not what is checked; the echo server and load client are real):
+#   - a port that another program listens on is moved past: that program gets no load,
+#     and the corio echo line comes from the real server on a later port;
+#   - a server that cannot start (the port bound by another socket: bind: Address already
+#     in use) gives a `# echo: corio at 1 workers did not start: ...` line, no corio echo
+#     line, and a failing exit status (it used to wait 10 s, write nothing and exit 0);
+# and no echo_server is left running after any of it.
+#   scale_echo_check.sh SOURCE_ROOT ECHO_SERVER ECHO_LOAD
+set -uo pipefail
+root=$1
+work=$(mktemp -d)
+holder=""
+cleanup() {
+  [ -z "$holder" ] || kill "$holder" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+bin=$work/bin
+mkdir -p "$bin"
+ln -s "$(realpath "$2")" "$bin/echo_server"
+ln -s "$(realpath "$3")" "$bin/echo_load"
+for b in runtime_bench sync_bench; do  # stand-ins: one figure each, instantly
+  printf '#!/bin/sh\necho "$1 corio-$3w 1.0 ns/task"\n' >"$bin/$b"
+  chmod +x "$bin/$b"
+done
+
+# hold_port MODE: a Python socket on a free port (MODE listen: listening, never accepting;
+# bound: bound only). Sets port and holder; on SIGTERM the holder prints how many of the
+# connections waiting in its queue carried data (were loaded).
+hold_port() {
+  coproc HOLD { exec python3 -u -c '
+import signal, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+if sys.argv[1] == "listen":
+    s.listen(128)
+print(s.getsockname()[1])
+def done(*_):
+    loaded = 0
+    if sys.argv[1] == "listen":
+        s.setblocking(False)
+        while True:
+            try:
+                c, _ = s.accept()
+            except BlockingIOError:
+                break
+            c.settimeout(0.2)
+            try:
+                loaded += len(c.recv(1)) > 0
+            except OSError:
+                pass
+    print("loaded", loaded)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+while True:
+    signal.pause()
+' "$1"; }
+  holder=$HOLD_PID
+  read -r port <&"${HOLD[0]}" || fail "the port holder did not start"
+  exec {hold_out}<&"${HOLD[0]}"
+}
+release_port() {  # prints the holder's "loaded N"
+  kill "$holder"
+  cat <&"$hold_out"
+  wait "$holder" 2>/dev/null
+  holder=""
+}
+scale() {  # scale PORT: the shortest run, its output in $work/log, results in $work/r.txt
+  rm -f "$work/r.txt"
+  timeout 60 bash "$root/bench/scale.sh" --bin "$bin" --workers 1 --repeat 1 --seconds 1 \
+    --port "$1" --out "$work/r.txt" >"$work/log" 2>&1
+}
+no_server_left() {
+  if pgrep -f -- "$bin/echo_server" >/dev/null; then
+    pkill -f -- "$bin/echo_server"
+    fail "$1: an echo_server was left running"
+  fi
+}
+
+# 1. Another program listens on the first port: moved past, never loaded.
+hold_port listen
+scale "$port"
+rc=$?
+loaded=$(release_port)
+[ "$rc" -eq 0 ] || fail "listener case: scale.sh exited $rc: $(tail -n 5 "$work/log")"
+[ "$loaded" = "loaded 0" ] || fail "the other program's listener on $port was loaded ($loaded connections with data)"
+awk '$1 == "echo_64B_rps" && $2 == "corio-1w" && $3 > 0 { ok = 1 } END { exit !ok }' "$work/r.txt" ||
+  fail "listener case: no corio echo figure from the server on the next port: $(grep echo "$work/r.txt")"
+no_server_left "listener case"
+echo "ok: a port another program listens on is moved past and not loaded"
+
+# 2. The port is bound by another socket: echo_server cannot bind and exits.
+hold_port bound
+scale "$port"
+rc=$?
+release_port >/dev/null
+[ "$rc" -ne 0 ] || fail "bound case: scale.sh exited 0 although the echo server did not start"
+grep -q '^# echo: corio at 1 workers did not start: .*Address already in use' "$work/r.txt" ||
+  fail "bound case: no '# echo: ... did not start' line naming the bind error: $(grep echo "$work/r.txt")"
+if grep -q '^echo_64B_[a-z]* corio' "$work/r.txt"; then
+  fail "bound case: a corio echo figure was written: $(grep '^echo_' "$work/r.txt")"
+fi
+no_server_left "bound case"
+echo "ok: a server that did not start is reported, with no figure and a failing status"
