@@ -143,7 +143,7 @@ echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
   "${client[@]}" "$bin/echo_load" --port "$port" --conns 50 --size 64 --seconds "$seconds" --warmup 1 \
     --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
   serve_load_pid=$!
-  wait "$serve_load_pid" || rc=$?
+  wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
   serve_load_pid=""
   if [ "$rc" -ne 0 ] || ! serve_alive; then
     if [ "$rc" -ne 0 ]; then

@@ -4,14 +4,14 @@
 # answers is moved past (serve_free_port) and never loaded; a server is "started" only when
 # its port answers while it is alive, and a server that exited (bind: Address already in
 # use, ...) is reported with its last stderr line. serve_stop (also from the runner's
-# EXIT trap, serve_traps) kills the server and the load client and waits.
+# EXIT/INT/TERM/HUP traps, serve_traps) kills the server and the load client and waits.
 #
 #   serve_free_port FIRST            prints the first port from FIRST on that nobody answers on
 #   serve_start PORT COMMAND...      0: serve_pid runs COMMAND and PORT answers;
 #                                    1: serve_error says why (the server is stopped)
 #   serve_alive                      the server is still running
 #   serve_stop                       kills and reaps the server and the load client (serve_load_pid)
-#   serve_traps                      stop on EXIT
+#   serve_traps                      stop on EXIT; on INT/TERM/HUP stop, then exit 130/143/129
 # serve_dir is a temporary folder for the runner's own files too; the EXIT trap removes it.
 
 serve_pid=""
@@ -86,4 +86,7 @@ serve_stop() {
 
 serve_traps() {
   trap 'serve_stop; rm -rf "$serve_dir"' EXIT
+  trap 'serve_stop; exit 130' INT
+  trap 'serve_stop; exit 143' TERM
+  trap 'serve_stop; exit 129' HUP
 }

@@ -93,7 +93,7 @@ for r in $(seq "$repeat"); do
       "$build/bench/ipc/echo_load" --port "$port" --conns $conns --size $size --seconds "$seconds" --warmup 1 \
         --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
       serve_load_pid=$!
-      wait "$serve_load_pid" || rc=$?
+      wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
       serve_load_pid=""
       if [ "$rc" -ne 0 ] || ! serve_alive; then
         if [ "$rc" -ne 0 ]; then

@@ -7,6 +7,10 @@
 #   - a server that cannot start (the port bound by another socket: bind: Address already
 #     in use) gives a `# echo: corio at 1 workers did not start: ...` line, no corio echo
 #     line, and a failing exit status (it used to wait 10 s, write nothing and exit 0);
+#   - SIGTERM or SIGINT to the script alone, or SIGINT to its process group (Ctrl-C),
+#     during the echo phase stops it with status 143 or 130 and leaves no echo_server or
+#     echo_load (before the traps, a signal to the script alone left the server running,
+#     reparented to pid 1 and listening);
 # and no echo_server is left running after any of it.
 #   scale_echo_check.sh SOURCE_ROOT ECHO_SERVER ECHO_LOAD
 set -uo pipefail
@@ -78,10 +82,13 @@ scale() {  # scale PORT: the shortest run, its output in $work/log, results in $
     --port "$1" --out "$work/r.txt" >"$work/log" 2>&1
 }
 no_server_left() {
-  if pgrep -f -- "$bin/echo_server" >/dev/null; then
-    pkill -f -- "$bin/echo_server"
-    fail "$1: an echo_server was left running"
-  fi
+  local p
+  for p in echo_server echo_load; do
+    if pgrep -f -- "$bin/$p" >/dev/null; then
+      pkill -f -- "$bin/$p"
+      fail "$1: an $p was left running"
+    fi
+  done
 }
 
 # 1. Another program listens on the first port: moved past, never loaded.
@@ -109,3 +116,31 @@ if grep -q '^echo_64B_[a-z]* corio' "$work/r.txt"; then
 fi
 no_server_left "bound case"
 echo "ok: a server that did not start is reported, with no figure and a failing status"
+
+# 3. A signal during the echo phase: the script stops with 128 + the signal's number, and
+#    takes its server (and load client) with it. setsid: its own process group, as a
+#    terminal gives a command, so that SIGINT can go to the whole group like Ctrl-C; and
+#    SIGINT back to its default (bash ignores it in a command it starts with &, and a
+#    script cannot trap a signal ignored when it started).
+interrupt() {  # interrupt SIGNAL STATUS TARGET (TARGET: script or group)
+  setsid python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' bash "$root/bench/scale.sh" --bin "$bin" --workers 1 --repeat 1 --seconds 5 \
+    --out "$work/r.txt" >"$work/log" 2>&1 &
+  local pid=$! rc=0
+  for _ in $(seq 200); do
+    pgrep -f -- "$bin/echo_load" >/dev/null && break
+    sleep 0.05
+  done
+  pgrep -f -- "$bin/echo_load" >/dev/null || fail "$1: scale.sh never reached its echo run: $(tail -n 3 "$work/log")"
+  sleep 0.3
+  if [ "$3" = group ]; then kill -"$1" -- "-$pid"; else kill -"$1" "$pid"; fi
+  wait "$pid" || rc=$?
+  sleep 0.2  # (a server left behind would still be there; give a dying one its moment)
+  no_server_left "$1 to the $3"
+  [ "$rc" -eq "$2" ] || fail "$1 to the $3: scale.sh exited $rc, not $2: $(tail -n 3 "$work/log")"
+  echo "ok: $1 to the $3 during the echo run: status $rc, no server or client left"
+}
+interrupt TERM 143 script
+interrupt INT 130 script
+interrupt INT 130 group
