@@ -13,12 +13,15 @@
 #                     corio is faster). A peer run with N workers is compared with corio run
 #                     with N workers ("tokio-1w" with "corio-1w"; labels say "(1w)").
 #   STEM-scaling.svg  (scaling runs: `# kind: scaling`, from bench/scale.sh) each system's speed at N workers over
-#                     its own speed at 1 worker, per benchmark, against the worker count.
+#                     its own speed at 1 worker, per benchmark, against the worker count (ideal: N).
+#   STEM-cpu-scaling.svg  (scaling runs) the CPU costs per unit of work (benchmarks named *_cpu,
+#                     e.g. server CPU µs per request) at N workers over at 1 worker (ideal: 1,
+#                     flat; they are not speeds and stay off the chart above).
 #   STEM.md           the medians as a table, and the ratios.
 # Prints the paths it wrote. Needs gnuplot (Debian: gnuplot-nox, from .ci/deps.sh) and python3.
 set -euo pipefail
 if [ $# -lt 1 ] || [ $# -gt 2 ] || [ "$1" = --help ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   [ "${1:-}" = --help ] && exit 0
   exit 2
 fi
@@ -160,6 +163,11 @@ set style fill solid 0.85 noborder
     charts.append(gp)
 
 # ---- scaling: each system against itself at 1 worker ---------------------------------
+# Two kinds of series. A speed (a rate, or the time a fixed amount of work takes per
+# task): at N workers over at 1 worker, against the ideal N (STEM-scaling.svg). A cost,
+# the CPU time one unit of work takes (a benchmark named *_cpu, e.g. echo_64B_cpu in
+# us/req): a perfect server's stays flat whatever N, so it is drawn apart, at N over at
+# 1 (above 1: dearer per request), against the ideal 1 (STEM-cpu-scaling.svg).
 scaling = collections.defaultdict(dict)  # (bench, system family) -> {workers: value}
 for (bench, system), v in med.items():
     m = re.match(r"^(.*)-(\d+)w$", system)
@@ -167,51 +175,63 @@ for (bench, system), v in med.items():
         scaling[(bench, m.group(1))][int(m.group(2))] = v
 is_scaling = header.get("kind") == "scaling"
 scaled = {k: s for k, s in scaling.items() if 1 in s and len(s) > 1} if is_scaling else {}
-if scaled:
-    series = []
-    for (bench, family), s in sorted(scaled.items()):
-        unit = units[(bench, f"{family}-1w")]
-        hib = higher_is_better(unit)
-        if hib is None:
-            continue
-        dat = f"scale-{len(series)}.dat"
-        with open(os.path.join(work, dat), "w", encoding="utf-8") as f:
-            for n in sorted(s):
-                r = s[n] / s[1] if hib else s[1] / s[n]
-                f.write(f"{n}\t{r:.6g}\n")
-        series.append((bench, family, dat))
-    if series:
-        svg = os.path.abspath(os.path.join(out_dir, f"{stem}-scaling.svg"))
-        top = max(max(k for k in s) for s in scaled.values())
-        benches = sorted({b for b, _, _ in series})
-        palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
-                   "#7f7f7f", "#bcbd22"]
-        gp = os.path.join(work, "scaling.gp")
-        with open(gp, "w", encoding="utf-8") as f:
-            f.write(f"""set terminal svg size 900,560 dynamic noenhanced font "sans,12" background rgb "white"
+
+def is_cost(bench):
+    """A CPU cost per unit of work (server CPU µs per request, ...), not a speed."""
+    return re.search(r"(^|_)cpu($|_)", bench) is not None
+
+def scaling_chart(kind, series, title, ideal, ylabel):
+    """One chart of series [(bench, family, {workers: ratio})] against the ideal line."""
+    svg = os.path.abspath(os.path.join(out_dir, f"{stem}-{kind}.svg"))
+    top = max(max(r) for _, _, r in series)
+    benches = sorted({b for b, _, _ in series})
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22"]
+    gp = os.path.join(work, f"{kind}.gp")
+    with open(gp, "w", encoding="utf-8") as f:
+        f.write(f"""set terminal svg size 900,560 dynamic noenhanced font "sans,12" background rgb "white"
 set output {gp_quote(svg)}
 set datafile separator "\\t"
-set title {gp_quote("speed at N workers / speed at 1 worker (solid: corio, dashed: peers; grey: ideal)")} . "\\n" . {gp_quote(caption)}
+set title {gp_quote(title + " (solid: corio, dashed: peers; grey: ideal)")} . "\\n" . {gp_quote(caption)}
 set logscale x 2
 set logscale y 2
 set xrange [0.9:{top * 1.1:.6g}]
 set xlabel "workers"
-set ylabel "relative speed (log scale)"
+set ylabel {gp_quote(ylabel)}
 set grid
 set key outside right top
 set bmargin 5
 """)
-            if command:
-                f.write(f"set label {gp_quote('run: ' + command)} at screen 0.01, screen 0.02 font \"sans,9\"\n")
-            parts = [f"x with lines lc rgb \"#bbbbbb\" dt 3 title \"ideal\""]
-            for bench, family, dat in series:
-                color = palette[benches.index(bench) % len(palette)]
-                dash = 1 if family == "corio" else 2
-                parts.append(f"{gp_quote(dat)} using 1:2 with linespoints lc rgb \"{color}\" dt {dash} lw 1.5 "
-                             f"pt {6 if dash == 1 else 4} "
-                             f"title {gp_quote(bench + ' ' + family)}")
-            f.write("plot " + ", \\\n     ".join(parts) + "\n")
-        charts.append(gp)
+        if command:
+            f.write(f"set label {gp_quote('run: ' + command)} at screen 0.01, screen 0.02 font \"sans,9\"\n")
+        parts = [f"{ideal} with lines lc rgb \"#bbbbbb\" dt 3 title \"ideal\""]
+        for i, (bench, family, ratios) in enumerate(series):
+            dat = f"{kind}-{i}.dat"
+            with open(os.path.join(work, dat), "w", encoding="utf-8") as d:
+                for n in sorted(ratios):
+                    d.write(f"{n}\t{ratios[n]:.6g}\n")
+            color = palette[benches.index(bench) % len(palette)]
+            dash = 1 if family == "corio" else 2
+            parts.append(f"{gp_quote(dat)} using 1:2 with linespoints lc rgb \"{color}\" dt {dash} lw 1.5 "
+                         f"pt {6 if dash == 1 else 4} "
+                         f"title {gp_quote(bench + ' ' + family)}")
+        f.write("plot " + ", \\\n     ".join(parts) + "\n")
+    charts.append(gp)
+
+speeds, costs = [], []
+for (bench, family), s in sorted(scaled.items()):
+    hib = higher_is_better(units[(bench, f"{family}-1w")])
+    if hib is None:
+        continue
+    if is_cost(bench):
+        costs.append((bench, family, {n: s[n] / s[1] for n in s}))
+    else:
+        speeds.append((bench, family, {n: s[n] / s[1] if hib else s[1] / s[n] for n in s}))
+if speeds:
+    scaling_chart("scaling", speeds, "speed at N workers / speed at 1 worker", "x", "relative speed (log scale)")
+if costs:
+    scaling_chart("cpu-scaling", costs, "CPU per unit of work at N workers / at 1 worker (above 1: dearer)",
+                  "1", "relative CPU cost (log scale)")
 
 # ---- the table ----------------------------------------------------------------------
 md = os.path.join(out_dir, f"{stem}.md")

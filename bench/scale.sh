@@ -26,7 +26,8 @@
 #                 port that already answers (another program's server is never loaded)
 # Prints a table (the value at each worker count), writes the results file and, where
 # gnuplot and python3 exist, bench/report.sh's table and charts beside it (FILE's stem,
-# -scaling.svg: speed at N workers over speed at 1; -vs-tokio.svg: corio over Tokio).
+# -scaling.svg: speed at N workers over speed at 1; -cpu-scaling.svg: server CPU per
+# request at N workers over at 1; -vs-tokio.svg: corio over Tokio).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 command_line="bench/scale.sh"  # the arguments quoted, so that the line runs as written

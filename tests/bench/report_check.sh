@@ -2,8 +2,9 @@
 # bench/report.sh on the results files of real short runs (bench/charts/samples/, each
 # written by a runner's --out): every file gives its table and SVG charts, every SVG is
 # well-formed and carries its run's date and machine, every benchmark that corio and a
-# peer both ran is named in a chart with the ratio the medians give, and bad input
-# (no file, no result lines) is refused with a message.
+# peer both ran is named in a chart with the ratio the medians give, a scaling run's CPU
+# costs per request are kept off its speed-scaling chart (drawn apart, ideal 1), and bad
+# input (no file, no result lines) is refused with a message.
 #   report_check.sh SOURCE_ROOT
 set -euo pipefail
 root=$1
@@ -76,7 +77,26 @@ for bench in sorted({b for b, _ in med}):
         assert f">{r:.2f}x<" in texts[svg], f"{stem}: {os.path.basename(svg)} lacks {bench}'s ratio {r:.2f}x"
 assert checked > 0, f"{stem}: no benchmark with corio and a peer"
 if header.get("kind") == "scaling":
-    assert os.path.exists(os.path.join(out, f"{stem}-scaling.svg")), f"{stem}: no scaling chart"
+    # Each series with a 1-worker figure is drawn in one chart: a speed against the ideal N
+    # (-scaling.svg), a CPU cost per unit of work (*_cpu) apart against the ideal 1
+    # (-cpu-scaling.svg): its 1/N-style ratio under "speed at N workers" was wrong.
+    series = collections.defaultdict(set)
+    for (b, s) in med:
+        m = re.match(r"^(.*)-(\d+)w$", s)
+        if m:
+            series[(b, m.group(1))].add(int(m.group(2)))
+    charts = {k: texts.get(os.path.join(out, f"{stem}-{k}.svg"), "") for k in ("scaling", "cpu-scaling")}
+    assert charts["scaling"], f"{stem}: no scaling chart"
+    costs = 0
+    for (b, fam), ns in sorted(series.items()):
+        if 1 not in ns or len(ns) < 2:
+            continue
+        cost = re.search(r"(^|_)cpu($|_)", b) is not None
+        costs += cost
+        want, other = ("cpu-scaling", "scaling") if cost else ("scaling", "cpu-scaling")
+        assert f">{b} {fam}<" in charts[want], f"{stem}: {b} {fam} is not in the {want} chart"
+        assert f">{b} {fam}<" not in charts[other], f"{stem}: {b} {fam} is in the {other} chart"
+    assert costs > 0, f"{stem}: the scaling sample has no CPU cost series to check"
 print(f"{stem}: {len(svgs)} charts, {checked} benchmarks named with their ratios")
 PY
 done
