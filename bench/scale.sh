@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Scaling run: corio and Tokio side by side at 1, 2, 4, 8 and 16 workers (those up to the
 # machine's CPU count), for the fork-join tree, spawn, the 1M-task mutex race, the MPMC
-# channel and the TCP echo server (64 B, 50 connections: requests/s and server CPU per
-# request; the server is pinned to CPUs 0..N-1 with taskset and the load client to the
-# next CPU, or left unpinned, and marked so, when N leaves no CPU free).
+# channel and the TCP echo server (64 B, 50 connections per worker: requests/s and server
+# CPU per request; the server is pinned to CPUs 0..N-1 with taskset and the load client,
+# echo_load --threads K, to CPUs N..min(2N, CPUs)-1, K of them; a note says when the
+# client had fewer CPUs than the server or none of its own (both unpinned, 1 client
+# thread), and when it used >= 90% of its CPUs, so that the client may be the limit; the
+# results file has a `# client:` line with its CPU per request for every echo run).
 #
 # It runs from statically linked binaries (bench/static.sh builds them: liburing, libstdc++
 # and glibc inside), so the folder bench/static.sh fills can be copied to a bigger machine
@@ -117,15 +120,32 @@ echo_note() {  # a `# echo: ...` line, in the results file and on stderr
   echo "# echo: $*" | tee -a "$out_file" >&2
 }
 
+client_note() {  # client_note WHAT K < echo_load's line: the client's CPU, a note when >= 90% busy
+  local line
+  line=$(awk -v k="$2" '{
+      for (i = 1; i < NF; i++) { f[$i] = $(i + 1) }
+      if (f["seconds"] > 0 && ("client_cpu_us" in f))
+        printf "%.0f %s", 100 * f["client_cpu_us"] / (f["seconds"] * 1e6 * k), f["client_us_per_request"]
+    }')
+  [ -n "$line" ] || return 0
+  local busy=${line%% *} per=${line#* }
+  echo "# client: $1: $per us/req, $busy% of its $2 CPU(s)" >>"$out_file"
+  [ "$busy" -lt 90 ] || echo_note "$1: the load client used $busy% of its $2 CPU(s) ($per us/req): it may be what limits req/s"
+}
+
 echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
   local family=$1 n=$2
   shift 2
   local what="$family at $n workers"
-  local server_cpus="0-$((n - 1))" client=()
+  # The server on CPUs 0..N-1, the client (K threads) on N..min(2N, cpus)-1; K = its CPUs.
+  local server_cpus="0-$((n - 1))" client=() k=1
   if [ "$n" -lt "$cpus" ]; then
-    client=(taskset -c "$n")
+    local last=$((2 * n < cpus ? 2 * n - 1 : cpus - 1))
+    k=$((last - n + 1))
+    client=(taskset -c "$n-$last")
+    [ "$k" -ge "$n" ] || echo_note "$what: the load client had only $k CPU(s) of its own ($n-$last)"
   else
-    echo_note "$what: no CPU left for the load client, both unpinned"
+    echo_note "$what: no CPU left for the load client, both unpinned (client: 1 thread)"
     server_cpus="0-$((cpus - 1))"
   fi
   local free
@@ -141,8 +161,8 @@ echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
     return 0
   fi
   local rc=0
-  "${client[@]}" "$bin/echo_load" --port "$port" --conns 50 --size 64 --seconds "$seconds" --warmup 1 \
-    --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
+  "${client[@]}" "$bin/echo_load" --port "$port" --conns $((50 * n)) --threads "$k" --size 64 \
+    --seconds "$seconds" --warmup 1 --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
   serve_load_pid=$!
   wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
   serve_load_pid=""
@@ -157,6 +177,7 @@ echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
     return 0
   fi
   serve_stop
+  client_note "$what" "$k" <"$serve_dir/load.out"
   awk -v s="$family-${n}w" '{
       for (i = 1; i < NF; i++) {
         if ($i == "rps") print "echo_64B_rps", s, $(i + 1), "req/s"

@@ -100,8 +100,31 @@ loaded=$(release_port)
 [ "$loaded" = "loaded 0" ] || fail "the other program's listener on $port was loaded ($loaded connections with data)"
 awk '$1 == "echo_64B_rps" && $2 == "corio-1w" && $3 > 0 { ok = 1 } END { exit !ok }' "$work/r.txt" ||
   fail "listener case: no corio echo figure from the server on the next port: $(grep echo "$work/r.txt")"
+grep -q '^# client: corio at 1 workers: [0-9.]* us/req, [0-9]*% of its 1 CPU(s)$' "$work/r.txt" ||
+  fail "listener case: no '# client:' line with the load client's CPU: $(grep '^#' "$work/r.txt" | tail -n 3)"
 no_server_left "listener case"
 echo "ok: a port another program listens on is moved past and not loaded"
+
+# 1b. echo_load --threads 2 (the client scale.sh gives K CPUs): its line sums the threads'
+#     requests and gives the client's own CPU per request.
+"$bin/echo_server" --port 0 --workers 1 >"$work/server.out" 2>&1 &
+server=$!
+port=""
+for _ in $(seq 100); do  # it prints "echo_server listening on 127.0.0.1:PORT ..."
+  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.out")
+  [ -z "$port" ] || break
+  sleep 0.05
+done
+line=""
+[ -z "$port" ] || line=$(timeout 20 "$bin/echo_load" --port "$port" --conns 4 --threads 2 --seconds 0.3 --warmup 0.1 \
+  --stat-pid "$server")
+kill "$server"
+wait "$server" 2>/dev/null
+[ -n "$port" ] || fail "echo_server --port 0 printed no port: $(cat "$work/server.out")"
+awk '{ for (i = 1; i < NF; i++) f[$i] = $(i + 1) }
+     END { exit !(f["requests"] > 0 && f["threads"] == 2 && f["client_us_per_request"] > 0 && f["us_per_request"] > 0) }' \
+  <<<"$line" || fail "echo_load --threads 2: unexpected line '$line'"
+echo "ok: echo_load --threads 2: $line"
 
 # 2. The port is bound by another socket: echo_server cannot bind and exits.
 hold_port bound
