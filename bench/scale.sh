@@ -160,19 +160,9 @@ echo_run() {  # echo_run FAMILY N COMMAND...   (PORT in COMMAND is replaced)
     echo_failed=1
     return 0
   fi
-  local rc=0
-  "${client[@]}" "$bin/echo_load" --port "$port" --conns $((50 * n)) --threads "$k" --size 64 \
-    --seconds "$seconds" --warmup 1 --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
-  serve_load_pid=$!
-  wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
-  serve_load_pid=""
-  if [ "$rc" -ne 0 ] || ! serve_alive; then
-    if [ "$rc" -ne 0 ]; then
-      echo_note "$what failed: echo_load exited with status $rc: $(tail -n 1 "$serve_dir/load.err")"
-    else
-      echo_note "$what failed: the server exited during the load: $(tail -n 1 "$serve_log")"
-    fi
-    serve_stop
+  if ! serve_load "${client[@]}" "$bin/echo_load" --port "$port" --conns $((50 * n)) --threads "$k" --size 64 \
+    --seconds "$seconds" --warmup 1 --stat-pid "$serve_pid"; then
+    echo_note "$what failed: $serve_error"
     echo_failed=1
     return 0
   fi

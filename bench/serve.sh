@@ -10,6 +10,10 @@
 #   serve_start PORT COMMAND...      0: serve_pid runs COMMAND and PORT answers;
 #                                    1: serve_error says why (the server is stopped)
 #   serve_alive                      the server is still running
+#   serve_load COMMAND...            runs the load client COMMAND in the background (its
+#                                    output in $serve_dir/load.out) and waits for it; 0: it
+#                                    succeeded and the server is still alive; 1: serve_error
+#                                    says why (the server is stopped)
 #   serve_stop                       kills and reaps the server and the load client (serve_load_pid)
 #   serve_traps                      stop on EXIT; on INT/TERM/HUP stop, then exit 130/143/129
 # serve_dir is a temporary folder for the runner's own files too; the EXIT trap removes it.
@@ -69,6 +73,23 @@ serve_start() {
     sleep 0.05
   done
   serve_error="port $port did not answer within 10 s"
+  serve_stop
+  return 1
+}
+
+serve_load() {
+  local rc=0
+  "$@" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
+  serve_load_pid=$!
+  wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
+  serve_load_pid=""
+  if [ "$rc" -ne 0 ]; then
+    serve_error="the load client exited with status $rc: $(tail -n 1 "$serve_dir/load.err")"
+  elif ! serve_alive; then
+    serve_error="the server exited during the load: $(tail -n 1 "$serve_log")"
+  else
+    return 0
+  fi
   serve_stop
   return 1
 }

@@ -89,19 +89,9 @@ for r in $(seq "$repeat"); do
         failed=1
         continue
       fi
-      rc=0
-      "$build/bench/ipc/echo_load" --port "$port" --conns $conns --size $size --seconds "$seconds" --warmup 1 \
-        --stat-pid "$serve_pid" >"$serve_dir/load.out" 2>"$serve_dir/load.err" &
-      serve_load_pid=$!
-      wait "$serve_load_pid" || rc=$?  # (a trapped INT/TERM ends the wait and runs its trap)
-      serve_load_pid=""
-      if [ "$rc" -ne 0 ] || ! serve_alive; then
-        if [ "$rc" -ne 0 ]; then
-          note "$name ($size B) failed: echo_load exited with status $rc: $(tail -n 1 "$serve_dir/load.err")"
-        else
-          note "$name ($size B) failed: the server exited during the load: $(tail -n 1 "$serve_log")"
-        fi
-        serve_stop
+      if ! serve_load "$build/bench/ipc/echo_load" --port "$port" --conns $conns --size $size --seconds "$seconds" \
+        --warmup 1 --stat-pid "$serve_pid"; then
+        note "$name ($size B) failed: $serve_error"
         failed=1
         continue
       fi
