@@ -19,6 +19,8 @@
 //              blocks that worker's thread for 200 ms; how late the sleep fires (ms past
 //              its deadline: median and max of 20 such rounds). Issue 10's target: within
 //              2 ms while another worker is idle (the timer takeover, runtime/timers.cpp)
+#include "../worker_count.hpp"
+
 #include <corio/corio.hpp>
 #include <corio/sync/event.hpp>
 
@@ -250,15 +252,12 @@ void print(const char* name, double v, const char* unit, unsigned workers, int d
   std::exit(2);
 }
 
-// A worker count: a positive decimal integer, the whole argument (atoi read "abc" as 0).
+// A worker count (bench/worker_count.hpp), or the usage and exit status 2.
 unsigned parse_workers(const char* s) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long v = std::strtoul(s, &end, 10);
-  if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || v == 0 || v > 1024) {
-    usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
+  if (auto n = bench::parse_worker_count(s)) {
+    return *n;
   }
-  return static_cast<unsigned>(v);
+  usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
 }
 
 bool known(const std::string& which) {

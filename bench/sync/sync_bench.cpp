@@ -19,6 +19,8 @@
 //
 //   sync_bench <lock|mutex32k|mutex1m|spawn1m|chan_spsc|chan_mpmc|chan_pingpong|threads32k|all>
 //              [--workers N] [--corio-only: skip the thread baselines]
+#include "../worker_count.hpp"
+
 #include <pthread.h>
 
 #include <atomic>
@@ -343,15 +345,12 @@ void bench_pingpong(corio::runtime& rt) {
   std::exit(2);
 }
 
-// A worker count: a positive decimal integer, the whole argument (atoi read "x" as 0).
+// A worker count (bench/worker_count.hpp), or the usage and exit status 2.
 unsigned parse_workers(const char* s) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long v = std::strtoul(s, &end, 10);
-  if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || v == 0 || v > 1024) {
-    usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
+  if (auto n = bench::parse_worker_count(s)) {
+    return *n;
   }
-  return static_cast<unsigned>(v);
+  usage("--workers takes a positive integer (at most 1024, as runtime_config allows)");
 }
 
 }  // namespace
