@@ -115,6 +115,10 @@ record() {  # record SYSTEM-FAMILY N: reads `<bench> <system> <value> <unit>` li
 # shellcheck source=bench/serve.sh
 source "$here/serve.sh"
 serve_traps
+# The echo runs open 50 connections per server worker (1,600 at 32): every server and the
+# load client get the hard descriptor limit as their soft one (corio's echo_server and
+# echo_load raise their own; Tokio's peer does not).
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 echo_failed=0
 echo_note() {  # a `# echo: ...` line, in the results file and on stderr
   echo "# echo: $*" | tee -a "$out_file" >&2
