@@ -89,8 +89,10 @@ struct listener_stats {
   /// serve()'s max_connections (1 for 0) from its start until it returns; 0 when no
   /// serve() runs.
   std::uint64_t limit = 0;
-  /// Times serve() found all `limit` slots in use and had to wait for one before it could
-  /// accept the next connection (only grows). Clients meanwhile wait in the accept queue.
+  /// Times serve() reached its limit: it found all `limit` slots in use when it looked for
+  /// the next one (right after the accept that took the last), and waited for one to free
+  /// before accepting again (only grows). It counts whether or not a client was waiting
+  /// then; `queued` says whether clients wait in the accept queue now.
   std::uint64_t limit_waits = 0;
   /// Accepts refused for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM),
   /// by accept() or serve() (only grows). Each try counts: while the shortage lasts,

@@ -97,7 +97,7 @@ struct manager_stats {
   std::uint64_t abandoned = 0;  ///< waiting calls stopped because their client left
   /// Its listener's stats (ipc/listener.hpp, listener_stats): connections accepted and
   /// handshakes, the connections served now (in_use) against listen.max_connections
-  /// (limit, while serve() runs), how often every slot was taken (limit_waits), accepts
+  /// (limit, while serve() runs), how often it reached that limit (limit_waits), accepts
   /// refused for lack of descriptors (shortages), and clients waiting in the accept queue
   /// (queued, TCP). A connection is any client's: a proxy's, or a short one for create,
   /// incref or decref.

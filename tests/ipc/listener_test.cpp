@@ -375,8 +375,9 @@ namespace {
 // What the connection-limit test saw: stats while the second client waited, once it was
 // served, and after serve() returned.
 struct limit_seen {
+  bool alone = false;   // the first client served, nobody else: the limit reached once
   bool waited = false;  // the second client was seen queued behind the limit
-  listener_stats waiting, served, after;
+  listener_stats first, waiting, served, after;
   std::string second;   // the second client's echo
 };
 
@@ -386,6 +387,12 @@ task<limit_seen> hold_the_only_slot(listener& l, std::stop_source& stop) {
   auto server = corio::spawn(l.serve(echo, stop.get_token()));
   auto first = co_await corio::ipc::connect(addr, "password");
   if (first) {
+    // Taking the only slot is reaching the limit, counted though nobody waits yet.
+    seen.alone = co_await corio_test::eventually([&l] {
+      const listener_stats s = l.stats();
+      return s.in_use == 1 && s.limit_waits == 1;
+    });
+    seen.first = l.stats();
     // The second client's connection waits in the accept queue behind the first.
     auto second = corio::spawn(ask(addr, "password", "second"));
     seen.waited = co_await corio_test::eventually([&l] {
@@ -414,10 +421,13 @@ TEST_CASE("listener: stats show the slots in use, the limit, limit waits and the
   CHECK(l.stats().limit == 0);  // not serving
   std::stop_source stop;
   const limit_seen seen = rt.block_on(hold_the_only_slot(l, stop));
+  REQUIRE(seen.alone);
+  CHECK(seen.first.queued == 0);
+  CHECK(seen.first.limit_waits == 1);
   REQUIRE(seen.waited);
   CHECK(seen.waiting.in_use == 1);
   CHECK(seen.waiting.limit == 1);
-  CHECK(seen.waiting.limit_waits >= 1);
+  CHECK(seen.waiting.limit_waits == 1);  // still the one wait, now with a client queued
   CHECK(seen.waiting.queued == 1);
   CHECK(seen.waiting.accepted == 1);
   CHECK(seen.second == "second");
