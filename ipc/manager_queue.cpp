@@ -37,6 +37,9 @@ std::variant<std::chrono::nanoseconds, call_outcome> wait_limit(const pickle::va
   if (timeout.is_none()) {
     return kForever;
   }
+  if (timeout.type() == pickle::kind::boolean) {  // a bool is an int in Python: 0 or 1 s
+    return std::chrono::nanoseconds(*timeout.as<bool>() ? 1'000'000'000 : 0);
+  }
   if (!timeout.is_int() && timeout.type() != pickle::kind::floating) {
     std::string m = "'<' not supported between instances of '";
     m += timeout.type_name();
@@ -129,7 +132,7 @@ call_result managed_queue::call_put(const call_args& args, bool nowait) {
   auto& params = std::get<std::vector<pickle::value>>(bound);
   bool block = !nowait && truthy(params[1]);
   std::chrono::nanoseconds limit = kForever;
-  if (block) {
+  if (block && m_maxsize != 0) {  // as queue.Queue.put: an unbounded queue never looks at timeout
     auto l = wait_limit(params[2]);
     if (auto* error = std::get_if<call_outcome>(&l)) {
       return std::move(*error);

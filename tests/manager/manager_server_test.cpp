@@ -375,6 +375,25 @@ TEST_CASE("managed_queue: queue.Empty, queue.Full and ValueError as Python raise
     REQUIRE(forever);
     CHECK(forever->value == pickle::value(1));
     co_await corio_test::require_released(*q);
+    // As queue.Queue: an unbounded queue's put never looks at its timeout (-1, or not a
+    // number), and a bool timeout is the int it is (False: 0 s, an Empty at once).
+    auto unbounded = co_await c.create("Queue");
+    REQUIRE(unbounded);
+    auto negative_put = co_await unbounded->call("put", pickle::value::items_of(1, true, -1));
+    REQUIRE(negative_put);
+    CHECK(negative_put->ok());
+    auto text_put = co_await unbounded->call("put", pickle::value::items_of(2, true, "a"));
+    REQUIRE(text_put);
+    CHECK(text_put->ok());
+    auto size = co_await unbounded->call("qsize");
+    REQUIRE(size);
+    CHECK(size->value == pickle::value(2));
+    (void)co_await unbounded->call("get_nowait");
+    (void)co_await unbounded->call("get_nowait");
+    auto bool_timeout = co_await unbounded->call("get", pickle::value::items_of(true, false));
+    REQUIRE(bool_timeout);
+    CHECK(bool_timeout->raised("queue", "Empty"));
+    co_await corio_test::require_released(*unbounded);
   });
 }
 
