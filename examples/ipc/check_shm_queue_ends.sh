@@ -7,6 +7,10 @@
 #                                               mid-work (consumers paused), with one consumer
 #                                               it started and one started separately: it
 #                                               exits 1 (not killed), and both consumers end
+#   check_shm_queue_ends.sh SHM_QUEUE KILL      the producer (`shm_queue 1000000`, its own
+#                                               two consumers) killed with SIGKILL once its
+#                                               consumers run: each of them ends within 5 s
+#                                               (its names stay: the check removes them)
 set -u
 exe=$1
 what=$2
@@ -43,6 +47,33 @@ if [[ $what == timeout ]]; then
   [[ $rc -eq 1 ]] || fail "exit status $rc, expected 1"
   ! names_left || fail "a /dev/shm${name}-* name left behind"
   echo "shm_queue: no consumer, no answer in 300 ms: exit 1, names removed"
+  exit 0
+fi
+
+if [[ $what == KILL ]]; then
+  "$exe" 1000000 >"$out" 2>&1 </dev/null &
+  pid=$!
+  name=/corio-example-jobs-$pid  # its default name: the cleanup removes what is left
+  consumers_of_it() {            # the consumers it started (exec'd), by their --name
+    pgrep -f -- "--role consumer --name $name\$"
+  }
+  for ((i = 0; i < 600; ++i)); do  # up to 60 s for a slow or loaded machine
+    spawned=$(consumers_of_it | paste -sd " ")
+    if [[ $(wc -w <<<"$spawned") -ge 2 ]] || ! kill -0 "$pid" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  [[ $(wc -w <<<"$spawned") -eq 2 ]] || fail "not 2 consumers running: ${spawned:-none}"
+  sleep 0.2  # at work
+  kill -0 "$pid" 2>/dev/null || fail "the producer ended before the kill"
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null
+  pid=
+  for p in $spawned; do
+    gone_within "$p" 50 || fail "the consumer it started ($p) still runs 5 s after kill -9 of the producer"
+  done
+  echo "shm_queue: kill -9 of the producer: its consumers ($spawned) ended"
   exit 0
 fi
 

@@ -13,6 +13,8 @@
 // spawn or claim, Ctrl-C or SIGTERM), it closes both queues first, which ends every
 // consumer's wait and its own sender's, and removes both names: nothing is left waiting
 // and nothing is left in /dev/shm. Interrupted or timed out, it exits with status 1.
+// The consumers it starts itself get SIGTERM when it dies, even by kill -9 (they would
+// wait in the queue for ever; its names stay in /dev/shm then).
 //
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
 //   shm_queue --role producer --name /N [jobs] [--consumers K]   starts K consumers
@@ -42,6 +44,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -264,9 +267,16 @@ corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int cou
 }
 
 /// Starts `n` consumers of the queues `name`; false (with a message) if one could not be.
+/// Each gets SIGTERM when the producer dies (kill -9 too), which ends it at once: it has
+/// no handler and holds no name. Linux sends it when the spawning *thread* exits: this
+/// is a worker of the producer's runtime, which lives until the producer has awaited
+/// every consumer.
 bool spawn_consumers(const std::string& name, int n, std::vector<corio::ipc::child>& consumers) {
   for (int i = 0; i < n; ++i) {
-    auto c = corio::ipc::command(self_path()).args({"--role", "consumer", "--name", name}).spawn();
+    auto c = corio::ipc::command(self_path())
+                 .args({"--role", "consumer", "--name", name})
+                 .parent_death_signal(SIGTERM)
+                 .spawn();
     if (!c) {
       std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
       return false;  // no work: the queues are closed, which ends those started
