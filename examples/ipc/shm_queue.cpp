@@ -14,7 +14,10 @@
 // consumer's wait and its own sender's, and removes both names: nothing is left waiting
 // and nothing is left in /dev/shm. Interrupted or timed out, it exits with status 1.
 // The consumers it starts itself get SIGTERM when it dies, even by kill -9 (they would
-// wait in the queue for ever; its names stay in /dev/shm then).
+// wait in the queue for ever; its names stay in /dev/shm then). One of them that dies or
+// fails is named at once on stderr with how it ended ("consumer 1234: signal 9
+// (Killed)"); once all it started have ended, one or more of them failed, it stops
+// waiting for answers, says how many came, and exits 1.
 //
 //   shm_queue [jobs]                          the producer, starting 2 consumers itself
 //   shm_queue --role producer --name /N [jobs] [--consumers K]   starts K consumers
@@ -42,6 +45,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <csignal>
@@ -231,14 +235,40 @@ corio::task<bool> send_jobs(const corio::ipc::shm_queue* jobs, int count) {
 struct tally {
   bool ok = true;  ///< all `count` answers came, each whole
   std::int64_t sum = 0;
+  int answers = 0;
   std::vector<pid_t> by;  ///< the consumers that answered
+  bool consumers_gone = false;  ///< gave up: all consumers it started ended, one failed
 };
 
+/// The consumers the producer started, each awaited beside the work by watch_consumer.
+struct consumer_watch {
+  int started = 0;
+  std::atomic<int> ended{0};
+  std::atomic<int> failed{0};
+  std::stop_source gone;  ///< every consumer started has ended, and one or more failed
+};
+
+/// Awaits (and reaps) consumer `c`. One that failed (killed, or an exit code other than
+/// 0) is named at once on stderr, with how it ended. The last one to end stops `w->gone`
+/// if any failed: no answer can come from them any more (the ones they sent are queued).
+corio::task<void> watch_consumer(corio::ipc::child c, consumer_watch* w) {
+  const int pid = static_cast<int>(c.id());
+  auto st = co_await c.wait();
+  if (!st || !st->success()) {
+    const std::string how = st ? st->to_string() : "its wait failed: " + st.error().message();
+    std::fprintf(stderr, "consumer %d: %s\n", pid, how.c_str());
+    w->failed.fetch_add(1);
+  }
+  if (w->ended.fetch_add(1) + 1 == w->started && w->failed.load() > 0) {
+    w->gone.request_stop();
+  }
+}
+
 /// Receives `count` answers from `results` (the sole receiver: it claims that side),
-/// giving up when none comes for `answer_timeout`, the queue is closed (a signal) or a
-/// message is not an answer.
+/// giving up when none comes for `answer_timeout`, the queue is closed (a signal), a
+/// message is not an answer, or `gone` is stopped and no answer is queued.
 corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int count,
-                                   std::chrono::milliseconds answer_timeout) {
+                                   std::chrono::milliseconds answer_timeout, std::stop_token gone) {
   tally t;
   std::vector<std::byte> buffer(results->max_message_size());
   auto collector = co_await results->claim_receiving();
@@ -247,8 +277,14 @@ corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int cou
     t.ok = false;
   }
   for (int i = 0; t.ok && i < count; ++i) {
-    auto got = co_await corio::timeout(collector->receive(buffer), answer_timeout);
-    if (!got) {
+    auto got = co_await corio::timeout(collector->receive(buffer, gone), answer_timeout);
+    if (!got && gone.stop_requested()) {
+      got = collector->try_receive(buffer);  // one its consumer sent before it ended
+      t.consumers_gone = !got;
+    }
+    if (t.consumers_gone) {
+      t.ok = false;
+    } else if (!got) {
       // closed: a signal came (the watcher closed the queues); else timed_out and such
       std::fprintf(stderr, "producer: receive: %s\n", got.error().message().c_str());
       t.ok = false;
@@ -258,6 +294,7 @@ corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int cou
       answer a{};
       std::memcpy(&a, buffer.data(), sizeof a);
       t.sum += a.square;
+      ++t.answers;
       if (std::find(t.by.begin(), t.by.end(), a.by) == t.by.end()) {
         t.by.push_back(a.by);
       }
@@ -266,24 +303,50 @@ corio::task<tally> collect_answers(const corio::ipc::shm_queue* results, int cou
   co_return t;
 }
 
-/// Starts `n` consumers of the queues `name`; false (with a message) if one could not be.
+/// Starts `n` consumers of the queues `name`, each awaited by a watch_consumer task
+/// (in `watchers`) once all have started; false (with a message) if one could not be.
 /// Each gets SIGTERM when the producer dies (kill -9 too), which ends it at once: it has
 /// no handler and holds no name. Linux sends it when the spawning *thread* exits: this
 /// is a worker of the producer's runtime, which lives until the producer has awaited
-/// every consumer.
-bool spawn_consumers(const std::string& name, int n, std::vector<corio::ipc::child>& consumers) {
-  for (int i = 0; i < n; ++i) {
+/// every watcher, so every consumer has ended by then.
+bool start_consumers(const std::string& name, int n, consumer_watch& watch,
+                     std::vector<corio::join_handle<void>>& watchers) {
+  std::vector<corio::ipc::child> consumers;
+  bool ok = true;
+  for (int i = 0; i < n && ok; ++i) {
     auto c = corio::ipc::command(self_path())
                  .args({"--role", "consumer", "--name", name})
                  .parent_death_signal(SIGTERM)
                  .spawn();
     if (!c) {
       std::fprintf(stderr, "spawn a consumer: %s\n", c.error().message().c_str());
-      return false;  // no work: the queues are closed, which ends those started
+      ok = false;  // no work: the queues are closed, which ends those started
+    } else {
+      consumers.push_back(std::move(*c));
     }
-    consumers.push_back(std::move(*c));
   }
-  return true;
+  if (!consumers.empty()) {
+    std::printf("producer: consumers started (pids");
+    for (const auto& c : consumers) {
+      std::printf(" %d", static_cast<int>(c.id()));
+    }
+    std::printf(")\n");
+  }
+  watch.started = static_cast<int>(consumers.size());  // before a watcher can count an end
+  for (auto& c : consumers) {
+    watchers.push_back(corio::spawn(watch_consumer(std::move(c), &watch)));
+  }
+  return ok;
+}
+
+/// Says that the producer stopped waiting because every consumer it started has ended,
+/// one or more of them failed, and what that cost.
+void report_consumers_gone(const consumer_watch& watch, const tally& t, int count) {
+  const int failed = watch.failed.load();
+  std::fprintf(stderr,
+               "producer: all %d consumer(s) it started have ended, %d failed: %d of %d answers arrived (a "
+               "consumer that dies loses at most the one job it holds%s)\n",
+               watch.started, failed, t.answers, count, count - t.answers > failed ? "; the rest were never taken" : "");
 }
 
 corio::task<int> producer(const corio::signal_stream& signals, std::string name, int count, int consumer_count,
@@ -305,18 +368,21 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   }
   std::stop_source stop;  // the producer is done: ends the wait for a signal
   auto watcher = corio::spawn(close_on_signal(signals, stop.get_token(), &*jobs, &*results));
-  std::vector<corio::ipc::child> consumers;
-  bool ok = spawn_consumers(name, consumer_count, consumers);
+  consumer_watch watch;
+  std::vector<corio::join_handle<void>> watchers;
+  bool ok = start_consumers(name, consumer_count, watch, watchers);
   std::printf("producer: %d jobs through %s\n", count, jobs_name.c_str());
   std::fflush(stdout);
   // Send the jobs while collecting the answers: both queues are bounded (16), so doing
   // one after the other would fill them both and stop everyone.
   auto sender = corio::spawn(send_jobs(&*jobs, ok ? count : 0));
   tally answers;
+  answers.ok = ok;
   if (ok) {
-    answers = co_await collect_answers(&*results, count, answer_timeout);
-  } else {
-    answers.ok = false;
+    answers = co_await collect_answers(&*results, count, answer_timeout, watch.gone.get_token());
+  }
+  if (answers.consumers_gone) {
+    report_consumers_gone(watch, answers, count);
   }
   // Done, one way or another. Closing ends every wait still on the queues: the sender's
   // send into a full jobs queue (nothing else would ever end it), the consumers' receives
@@ -326,11 +392,12 @@ corio::task<int> producer(const corio::signal_stream& signals, std::string name,
   results->close();
   ok = (co_await std::move(sender)) && ok && answers.ok;
   // The names stay until the consumers it started have ended: one slow to start still
-  // opens them (it finds the queues closed and ends at once, status 0).
-  for (auto& c : consumers) {
-    auto st = co_await c.wait();
-    ok = ok && st && st->success();
+  // opens them (it finds the queues closed and ends at once, status 0). Each watcher has
+  // named its consumer on stderr if it failed.
+  for (auto& w : watchers) {
+    co_await std::move(w);
   }
+  ok = ok && watch.failed.load() == 0;
   stop.request_stop();
   co_await std::move(watcher);
   (void)corio::ipc::shm_queue::remove(jobs_name);
