@@ -241,6 +241,9 @@ struct tally {
 };
 
 /// The consumers the producer started, each awaited beside the work by watch_consumer.
+/// The counts are atomics because the watchers may run on different workers; the default
+/// (seq_cst) order is more than they need (only the last end reads them, after its own
+/// fetch_add), and costs nothing at two consumers.
 struct consumer_watch {
   int started = 0;
   std::atomic<int> ended{0};
