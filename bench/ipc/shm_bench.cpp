@@ -74,9 +74,10 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -831,21 +832,49 @@ int main(int argc, char** argv) {
   std::string pin;
   bool pin_given = false;
   bool count_ipis = false;
+  auto usage = [](const char* why) {
+    if (why != nullptr) {
+      std::fprintf(stderr, "shm_bench: %s\n", why);
+    }
+    std::fprintf(stderr,
+                 "usage: shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH] "
+                 "[--only pingpong|stream] [--pin same|cross] [--ipis] [--system NAME]\n");
+    std::exit(2);
+  };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage((a + " needs a value").c_str());
+      }
+      return argv[++i];
+    };
+    // A count: a decimal integer that is the whole argument (atoi read "5x" as 5).
+    auto number = [&]() -> int {
+      const std::string v = value();
+      char* end = nullptr;
+      errno = 0;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || errno != 0 || n < INT_MIN || n > INT_MAX) {
+        usage((a + " takes an integer, not '" + v + "'").c_str());
+      }
+      return static_cast<int>(n);
+    };
     if (a == "--rounds") {
-      rounds = std::atoi(value().c_str());
+      rounds = number();
     } else if (a == "--messages") {
-      messages = std::atoi(value().c_str());
+      messages = number();
     } else if (a == "--repeat") {
-      repeat = std::atoi(value().c_str());
+      repeat = number();
     } else if (a == "--python") {
       python = value();
     } else if (a == "--peer-script") {
       script = value();
     } else if (a == "--only") {
       only = value();
+      if (only != "pingpong" && only != "stream") {
+        usage("--only takes pingpong or stream");
+      }
     } else if (a == "--system") {
       system_only = value();
     } else if (a == "--ipis") {
@@ -854,10 +883,7 @@ int main(int argc, char** argv) {
       pin_given = true;
       pin = value();
     } else {
-      std::fprintf(stderr,
-                   "usage: shm_bench [--rounds N] [--messages N] [--repeat R] [--python PATH] [--peer-script PATH] "
-                   "[--only pingpong|stream] [--pin same|cross] [--ipis] [--system NAME]\n");
-      return 2;
+      usage(nullptr);
     }
   }
   if (rounds < 1 || messages < 100 || repeat < 1) {
