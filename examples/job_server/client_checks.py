@@ -13,6 +13,8 @@ And what job_client does when the server stops answering:
     job_client says "no answer from the server within 3000 ms" and exits 1 within that
     bound (plus a margin for a loaded machine), instead of waiting for ever; the server,
     continued (SIGCONT), then stops cleanly on SIGTERM.
+And with many tasks: job_client --tasks 40 started with a soft descriptor limit of 64
+raises its own limit, gets every result and leaves no object on either server.
 Runs on Python 3.6+.
 """
 import os
@@ -52,6 +54,29 @@ def check_refused_create_releases_the_other_proxy(server_exe, client_exe):
     expect("the receiver holds no object of job_client's", request(s.rport, "number_of_objects"), 0)
     s.proc.kill()
     s.proc.wait()
+
+
+def check_many_tasks_fit_a_low_descriptor_limit(server_exe, client_exe):
+    # 40 tasks need ~160 descriptors: job_client, started with a soft limit of 64, raises
+    # its own (it once ran out: "Too many open files", and its failed releases left their
+    # objects on the server).
+    import resource
+
+    def low_soft_limit():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+    s = Server(server_exe)
+    p = subprocess.run([client_exe, "--port-sender", str(s.sport), "--port-receiver", str(s.rport),
+                        "--channel", "many", "--tasks", "40", "7"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, universal_newlines=True, timeout=LIMIT, preexec_fn=low_soft_limit)
+    expect("job_client --tasks 40 under a soft limit of 64 exits 0 (%s)"
+           % " | ".join([l for l in p.stdout.splitlines() if "received" not in l][:3]), p.returncode, 0)
+    expect("every task received its result", p.stdout.count("received 49"), 40)
+    expect("the sender holds no object of job_client's", request(s.sport, "number_of_objects"), 0)
+    expect("the receiver holds no object of job_client's", request(s.rport, "number_of_objects"), 0)
+    s.signal(signal.SIGTERM)
+    expect("the server exits 0", s.exit_status(), 0)
 
 
 class SenderManager(BaseManager):
@@ -94,7 +119,8 @@ def check_stopped_server_ends_the_client(server_exe, client_exe):
 
 
 def main():
-    verdict = run_checks([check_refused_create_releases_the_other_proxy, check_stopped_server_ends_the_client],
+    verdict = run_checks([check_refused_create_releases_the_other_proxy, check_many_tasks_fit_a_low_descriptor_limit,
+                          check_stopped_server_ends_the_client],
                          sys.argv[1], sys.argv[2])
     print("client checks: %s" % verdict)
     return 1 if failures else 0
