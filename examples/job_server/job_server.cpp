@@ -41,8 +41,12 @@
 // "[Notice] at most M connections at once on each port" gives it. Clients past it wait to
 // be accepted, and a line on stderr says so, as another does when accepting runs out of
 // descriptors (connection_limit.hpp).
+// --max-message-mib N (default 64): the largest request a client may send, in MiB (a
+// job's pickle: the tutorial's jobs are audio). Python's server has no such limit; a larger
+// request ends that client's connection (its proxy raises BrokenPipeError or EOFError).
 //   job_server [--port-sender N] [--port-receiver N] [--authkey KEY] [--job-workers N]
-//              [--grace-ms MS] [--start-paused] [--max-connections N] [--workers N]
+//              [--grace-ms MS] [--start-paused] [--max-connections N] [--max-message-mib N]
+//              [--workers N]
 // Port 0 picks free ports; the lines "sender listening on ADDR" / "receiver listening on
 // ADDR" say which.
 #include "../common/args.hpp"
@@ -410,14 +414,16 @@ task<int> run_with_signals(run_args a, const corio::signal_stream& stops, const 
   co_return rc;
 }
 
-// Both managers' options: `authkey`, `served` connections at once on each port, and a
-// client's 'shutdown' request, to either port, as a first signal (`graceful`): the
-// receiver must not stop on its own while queued jobs still run and their clients collect.
-corio::ipc::manager_options manager_settings(const std::string& authkey, unsigned served,
+// Both managers' options: `authkey`, `served` connections at once on each port, requests
+// up to `max_message_mib` MiB, and a client's 'shutdown' request, to either port, as a
+// first signal (`graceful`): the receiver must not stop on its own while queued jobs still
+// run and their clients collect.
+corio::ipc::manager_options manager_settings(const std::string& authkey, unsigned served, unsigned max_message_mib,
                                              std::stop_source& graceful) {
   corio::ipc::manager_options o;
   o.listen.auth.authkey = authkey;
   o.listen.max_connections = served;
+  o.listen.connection.max_message_size = std::size_t{max_message_mib} << 20;
   o.on_shutdown = [&graceful] { graceful.request_stop(); };
   return o;
 }
@@ -441,6 +447,7 @@ int example_main(int argc, char** argv) {
   int grace_ms = 2000;
   bool paused = false;
   unsigned max_connections = 0;  // 0: job_server::kDefaultMaxConnections, fitted silently
+  unsigned max_message_mib = 64;
   example::args args("job_server", "the tutorial's job server: GetAudioQueue on one port, result channels on another");
   args.option<std::uint16_t>("--port-sender", port_sender, 0, 65535, "N",
                              "port of GetAudioQueue (default 1001; 0: any free port)");
@@ -454,6 +461,9 @@ int example_main(int argc, char** argv) {
   args.option("--max-connections", max_connections, 1u, 1000000u, "N",
               "connections at once on each port, 1..1000000 (default 16384, lowered to what the descriptor "
               "limit fits)");
+  args.option("--max-message-mib", max_message_mib, 1u, 4096u, "N",
+              "the largest request a client may send (a job), in MiB, 1..4096 (default 64); a larger one ends "
+              "that client's connection");
   args.workers(workers);
   if (auto rc = args.parse(argc, argv)) {
     return *rc;
@@ -475,7 +485,7 @@ int example_main(int argc, char** argv) {
     return 1;
   }
   std::stop_source graceful, hard, resume;
-  const corio::ipc::manager_options o = manager_settings(authkey, served, graceful);
+  const corio::ipc::manager_options o = manager_settings(authkey, served, max_message_mib, graceful);
   auto sender = bind_manager(port_sender, o);
   auto receiver = sender ? bind_manager(port_receiver, o) : std::nullopt;
   if (!receiver) {

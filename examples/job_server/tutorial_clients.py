@@ -81,7 +81,8 @@ def run_check(module, sender_port, receiver_port):
     # (Their clients are kept until the end: a proxy collected mid-run makes Python's
     # client close this thread's connection to that port, which every GetAudioQueue
     # proxy here shares: they all hold the same object, and Python counts it once.)
-    kept = check_failing_job_stays_with_its_client(module) + check_int_squares(module)
+    kept = (check_failing_job_stays_with_its_client(module) + check_int_squares(module)
+            + check_large_job(module))
 
     try:
         module.MY_Client("alpha")
@@ -214,6 +215,20 @@ def check_int_squares(module):
     expect("each square an int (not a float), and nothing more came",
            (all(isinstance(r, int) for r in got if not isinstance(r, dict)), client.ReceiveResult(False)),
            (True, {"result": False}))
+    return [client]
+
+
+def check_large_job(module):
+    """A 5 MiB bytes job (about 30 s of CD audio: the tutorial's jobs are audio) comes back
+    reversed, and the client's connection goes on (job_server once refused requests above
+    4 MiB by closing it: BrokenPipeError)."""
+    client = module.MY_Client("large")
+    job = bytes(range(256)) * (5 * 4096)
+    client.SendAudio(job, None)
+    r = client.ReceiveResult(True)
+    expect("a 5 MiB job comes back reversed", (r["result"], r["data"] == job[::-1]), (True, True))
+    client.SendAudio("after", None)
+    expect("the same client's next job", client.ReceiveResult(True), {"result": True, "data": "AFTER"})
     return [client]
 
 
